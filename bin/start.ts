@@ -1,0 +1,57 @@
+/**
+ * `npm start`: validates the configuration, starts this node's services and prints where
+ * to reach them. Embedded by default (all services, SQLite, nothing to install); a cluster
+ * node when RABBITMQ_URI (and friends) are set.
+ */
+import { createBroker } from "../lib/app";
+import { ConfigError, loadConfig, type AppConfig } from "../lib/config";
+
+export function loadConfigOrExit(): AppConfig {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+export function installShutdown(stop: () => Promise<unknown>): void {
+  let stopping = false;
+  for (const signal of ["SIGINT", "SIGTERM"] as const)
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      stop().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    });
+}
+
+async function main(): Promise<void> {
+  const config = loadConfigOrExit();
+  const broker = createBroker(config);
+  installShutdown(() => broker.stop());
+  try {
+    await broker.start();
+  } catch (err) {
+    broker.logger.fatal("Start failed:", err instanceof Error ? err.message : err);
+    await broker.stop().catch(() => undefined);
+    process.exit(1);
+  }
+  const lines = [`Meridian started: ${config.mode} mode, node '${config.nodeId}', services: ${config.services.join(", ")}`];
+  if (config.services.includes("gateway")) {
+    lines.push(`  Gateway: ${config.publicUrl}/api`, `  API docs: ${config.publicUrl}/docs  (OpenAPI: ${config.publicUrl}/api/openapi.json)`);
+  }
+  lines.push(
+    config.mode === "cluster"
+      ? "  REPL: `npm run repl` in another terminal joins this cluster (same environment variables)"
+      : "  REPL: stop this and run `npm run repl` (embedded mode is one process: it starts the system with a REPL attached)",
+  );
+  process.stdout.write(`${lines.join("\n")}\n`);
+}
+
+if (require.main === module) void main();

@@ -1,0 +1,30 @@
+/**
+ * Composition root: one broker with the services this node runs (SERVICES) and the
+ * node-level readiness probes (transporter, cache). Used by `npm start`, the REPL,
+ * the tests and the benchmarks alike.
+ */
+import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { brokerOptions } from "../moleculer.config";
+import { createGatewayService } from "../services/gateway/api.service";
+import { createUserService } from "../services/user/user.service";
+import type { AppConfig, ServiceName } from "./config";
+import { registerProbe } from "./readiness";
+
+export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema> = {
+  gateway: createGatewayService,
+  user: createUserService,
+};
+
+export function createBroker(config: AppConfig, services: ServiceName[] = config.services): ServiceBroker {
+  const broker = new ServiceBroker(brokerOptions(config));
+  if (config.rabbitmqUri)
+    registerProbe(broker, "transporter", async () => {
+      if (!broker.transit?.connected) throw new Error("not connected to RabbitMQ");
+    });
+  if (config.redisUrl)
+    registerProbe(broker, "cache", async () => {
+      await (broker.cacher as unknown as { client: { ping(): Promise<string> } }).client.ping();
+    });
+  for (const name of services) broker.createService(SERVICE_FACTORIES[name](config));
+  return broker;
+}

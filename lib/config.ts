@@ -1,0 +1,183 @@
+/**
+ * Configuration: parsed and validated once, at start, from the environment alone.
+ * A bad or missing value stops the process with a message naming the variable
+ * (fail fast). Secrets have no fallback in cluster mode; embedded mode generates its
+ * JWT secret once into DATA_DIR so `npm start` works on a fresh clone.
+ */
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { z } from "zod";
+
+export const ALL_SERVICES = ["gateway", "user"] as const;
+export type ServiceName = (typeof ALL_SERVICES)[number];
+
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"])
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const url = (protocols: string[]) =>
+  z.string().refine((v) => {
+    try {
+      return protocols.includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a URL with protocol ${protocols.join(" or ")}`);
+
+const EnvSchema = z.object({
+  PORT: int(0, 65535).default(3000),
+  DATA_DIR: z.string().min(1).default("./data"),
+  SERVICES: z.string().default("all"),
+  NODE_ID: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, "letters, digits, . _ - only").optional(),
+  NAMESPACE: z.string().regex(/^[a-z0-9-]{0,40}$/, "lower-case letters, digits and - only").default(""),
+  RABBITMQ_URI: url(["amqp:", "amqps:"]).optional(),
+  ETCD_HOSTS: z.string().optional(),
+  ETCD_USERNAME: z.string().min(1).optional(),
+  ETCD_PASSWORD: z.string().min(1).optional(),
+  REDIS_URL: url(["redis:", "rediss:"]).optional(),
+  MYSQL_URL: url(["mysql:"]).optional(),
+  SERIALIZER: z.enum(["json"]).optional(),
+  JWT_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
+  ADMIN_EMAIL: z.email().optional(),
+  ADMIN_PASSWORD: z.string().min(8, "must be at least 8 characters").max(256).optional(),
+  PUBLIC_URL: url(["http:", "https:"]).optional(),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),
+  LOG_FORMAT: z.enum(["json", "text"]).optional(),
+  TRUST_PROXY: bool.default(false),
+  BODY_LIMIT_BYTES: int(1024, 10 * 1024 * 1024).default(100 * 1024),
+  REQUEST_TIMEOUT_MS: int(100, 120_000).default(5000),
+  HEARTBEAT_INTERVAL_S: int(1, 60).default(2),
+  HEARTBEAT_TIMEOUT_S: int(2, 300).default(6),
+  ACCESS_TOKEN_TTL_S: int(30, 86_400).default(900),
+  REFRESH_TOKEN_TTL_S: int(60, 90 * 86_400).default(30 * 86_400),
+  LOGIN_RATE_LIMIT: int(1, 100_000).default(10),
+  LOGIN_RATE_WINDOW_S: int(1, 86_400).default(300),
+  MIGRATE_ON_START: bool.optional(),
+});
+
+export interface AppConfig {
+  mode: "embedded" | "cluster";
+  port: number;
+  dataDir: string;
+  services: ServiceName[];
+  nodeId: string;
+  namespace: string;
+  rabbitmqUri?: string;
+  etcd?: { hosts: string[]; username?: string; password?: string };
+  redisUrl?: string;
+  mysqlUrl?: string;
+  serializer: "json";
+  jwtSecret: string;
+  admin?: { email: string; password: string };
+  publicUrl: string;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+  logFormat: "json" | "text";
+  trustProxy: boolean;
+  bodyLimitBytes: number;
+  requestTimeoutMs: number;
+  heartbeatIntervalS: number;
+  heartbeatTimeoutS: number;
+  accessTokenTtlS: number;
+  refreshTokenTtlS: number;
+  loginRateLimit: { points: number; windowS: number };
+  migrateOnStart: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(public readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Reads `JWT_SECRET` from DATA_DIR or creates it (0600) — embedded mode only. */
+function embeddedSecret(dataDir: string): string {
+  const file = path.join(dataDir, "jwt-secret");
+  fs.mkdirSync(dataDir, { recursive: true });
+  try {
+    return fs.readFileSync(file, "utf8").trim();
+  } catch {
+    const secret = randomBytes(48).toString("base64url");
+    // `wx`: if two processes race, the loser reads the winner's file.
+    try {
+      fs.writeFileSync(file, secret, { mode: 0o600, flag: "wx" });
+      return secret;
+    } catch {
+      return fs.readFileSync(file, "utf8").trim();
+    }
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  // Empty strings count as unset: `FOO=` in a .env or a manifest means "not given".
+  const given = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = EnvSchema.safeParse(given);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".") || "environment"}: ${i.message}`));
+  }
+  const e = parsed.data;
+  const problems: string[] = [];
+  const cluster = Boolean(e.RABBITMQ_URI);
+
+  let services: ServiceName[] = [...ALL_SERVICES];
+  if (e.SERVICES.trim() !== "all") {
+    const names = e.SERVICES.split(",").map((s) => s.trim()).filter(Boolean);
+    const unknown = names.filter((n) => !(ALL_SERVICES as readonly string[]).includes(n));
+    if (unknown.length || names.length === 0)
+      problems.push(`SERVICES: unknown service(s) ${unknown.join(", ") || "(empty)"}; known: ${ALL_SERVICES.join(", ")} or "all"`);
+    services = names.filter((n): n is ServiceName => (ALL_SERVICES as readonly string[]).includes(n));
+  }
+  if (!cluster && e.SERVICES.trim() !== "all" && !services.includes("gateway"))
+    problems.push("SERVICES: without RABBITMQ_URI all services run in one process; a subset needs a transporter");
+
+  let etcd: AppConfig["etcd"];
+  if (e.ETCD_HOSTS) {
+    const hosts = e.ETCD_HOSTS.split(",").map((h) => h.trim()).filter(Boolean);
+    const bad = hosts.filter((h) => !/^https?:\/\/[^/\s]+$/.test(h) && !/^[^/\s:]+:\d+$/.test(h));
+    if (!hosts.length || bad.length) problems.push(`ETCD_HOSTS: expected a comma list of host:port or http(s)://host:port, got ${bad.join(", ") || "(empty)"}`);
+    if (!cluster) problems.push("ETCD_HOSTS: etcd discovery needs a transporter (RABBITMQ_URI)");
+    if (Boolean(e.ETCD_USERNAME) !== Boolean(e.ETCD_PASSWORD))
+      problems.push("ETCD_USERNAME/ETCD_PASSWORD: give both or neither");
+    etcd = { hosts: hosts.map((h) => (h.includes("://") ? h : `http://${h}`)), username: e.ETCD_USERNAME, password: e.ETCD_PASSWORD };
+  } else if (e.ETCD_USERNAME || e.ETCD_PASSWORD) {
+    problems.push("ETCD_USERNAME/ETCD_PASSWORD: set without ETCD_HOSTS");
+  }
+
+  if (cluster && !e.JWT_SECRET) problems.push("JWT_SECRET: required in cluster mode (no fallback for secrets)");
+  if (Boolean(e.ADMIN_EMAIL) !== Boolean(e.ADMIN_PASSWORD))
+    problems.push("ADMIN_EMAIL/ADMIN_PASSWORD: give both or neither");
+  if (e.HEARTBEAT_TIMEOUT_S <= e.HEARTBEAT_INTERVAL_S)
+    problems.push("HEARTBEAT_TIMEOUT_S: must be greater than HEARTBEAT_INTERVAL_S");
+  if (problems.length) throw new ConfigError(problems);
+
+  const dataDir = path.resolve(e.DATA_DIR);
+  return {
+    mode: cluster ? "cluster" : "embedded",
+    port: e.PORT,
+    dataDir,
+    services,
+    nodeId: e.NODE_ID ?? `${os.hostname()}-${process.pid}`,
+    namespace: e.NAMESPACE,
+    rabbitmqUri: e.RABBITMQ_URI,
+    etcd,
+    redisUrl: e.REDIS_URL,
+    mysqlUrl: e.MYSQL_URL,
+    serializer: e.SERIALIZER ?? "json",
+    jwtSecret: e.JWT_SECRET ?? embeddedSecret(dataDir),
+    admin: e.ADMIN_EMAIL && e.ADMIN_PASSWORD ? { email: e.ADMIN_EMAIL, password: e.ADMIN_PASSWORD } : undefined,
+    publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/$/, ""),
+    logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT ?? (cluster ? "json" : "text"),
+    trustProxy: e.TRUST_PROXY,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
+    heartbeatIntervalS: e.HEARTBEAT_INTERVAL_S,
+    heartbeatTimeoutS: e.HEARTBEAT_TIMEOUT_S,
+    accessTokenTtlS: e.ACCESS_TOKEN_TTL_S,
+    refreshTokenTtlS: e.REFRESH_TOKEN_TTL_S,
+    loginRateLimit: { points: e.LOGIN_RATE_LIMIT, windowS: e.LOGIN_RATE_WINDOW_S },
+    migrateOnStart: e.MIGRATE_ON_START ?? !cluster,
+  };
+}

@@ -1,0 +1,125 @@
+/**
+ * Knex connections and migrations, one database per service: its own SQLite file in
+ * DATA_DIR (embedded) or its own MariaDB/MySQL database on MYSQL_URL (cluster).
+ * No service reads another's tables (DESIGN.md, "Data").
+ */
+import fs from "node:fs";
+import path from "node:path";
+import knexFactory, { type Knex } from "knex";
+import type { AppConfig } from "./config";
+
+export type Db = Knex;
+
+export function databaseName(config: Pick<AppConfig, "namespace">, service: string): string {
+  const ns = config.namespace ? `${config.namespace.replace(/-/g, "_")}_` : "";
+  return `meridian_${ns}${service}`;
+}
+
+function mysqlConnection(mysqlUrl: string, database?: string): Knex.MySql2ConnectionConfig {
+  const u = new URL(mysqlUrl);
+  return {
+    host: u.hostname,
+    port: u.port ? Number(u.port) : 3306,
+    user: decodeURIComponent(u.username || "root"),
+    password: decodeURIComponent(u.password),
+    database,
+    // Timestamps are stored as epoch milliseconds (BIGINT), so no time-zone conversion
+    // applies; `supportBigNumbers` keeps BIGINT as a number while it fits in 2^53.
+    supportBigNumbers: true,
+    charset: "utf8mb4",
+  };
+}
+
+export function createKnex(config: AppConfig, service: string): Knex {
+  if (config.mysqlUrl) {
+    return knexFactory({
+      client: "mysql2",
+      connection: mysqlConnection(config.mysqlUrl, databaseName(config, service)),
+      pool: { min: 0, max: 10 },
+    });
+  }
+  fs.mkdirSync(config.dataDir, { recursive: true });
+  return knexFactory({
+    client: "better-sqlite3",
+    connection: { filename: path.join(config.dataDir, `${service}.sqlite`) },
+    useNullAsDefault: true,
+    // knex keeps one connection for SQLite, so transactions are serialized in-process;
+    // WAL + busy_timeout let a second process (migrate, REPL) share the file safely.
+    pool: {
+      afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+        conn.pragma("journal_mode = WAL");
+        conn.pragma("foreign_keys = ON");
+        conn.pragma("busy_timeout = 5000");
+        done(null, conn);
+      },
+    },
+  });
+}
+
+/** Creates the service's MariaDB database when missing (no-op on SQLite). */
+export async function ensureDatabase(config: AppConfig, service: string): Promise<void> {
+  if (!config.mysqlUrl) return;
+  const admin = knexFactory({ client: "mysql2", connection: mysqlConnection(config.mysqlUrl), pool: { min: 0, max: 1 } });
+  try {
+    await admin.raw("CREATE DATABASE IF NOT EXISTS ?? CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", [databaseName(config, service)]);
+  } finally {
+    await admin.destroy();
+  }
+}
+
+export async function dropDatabase(config: AppConfig, service: string): Promise<void> {
+  if (!config.mysqlUrl) {
+    for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(path.join(config.dataDir, `${service}.sqlite${suffix}`), { force: true });
+    return;
+  }
+  const admin = knexFactory({ client: "mysql2", connection: mysqlConnection(config.mysqlUrl), pool: { min: 0, max: 1 } });
+  try {
+    await admin.raw("DROP DATABASE IF EXISTS ??", [databaseName(config, service)]);
+  } finally {
+    await admin.destroy();
+  }
+}
+
+function migratorConfig(migrationsDir: string): Knex.MigratorConfig {
+  // Sources are .ts under tsx and .js after `tsc`; never load type declarations.
+  return { directory: migrationsDir, tableName: "knex_migrations", loadExtensions: [path.extname(__filename)] };
+}
+
+/** Applies pending migrations. knex's lock table makes concurrent runs from replicas safe. */
+export async function migrateLatest(db: Knex, migrationsDir: string): Promise<string[]> {
+  const [, applied] = (await db.migrate.latest(migratorConfig(migrationsDir))) as [number, string[]];
+  return applied;
+}
+
+export async function migrateDown(db: Knex, migrationsDir: string): Promise<void> {
+  await db.migrate.rollback(migratorConfig(migrationsDir), true);
+}
+
+export async function pendingMigrations(db: Knex, migrationsDir: string): Promise<number> {
+  const [, pending] = (await db.migrate.list(migratorConfig(migrationsDir))) as [unknown[], unknown[]];
+  return pending.length;
+}
+
+const RETRYABLE = new Set(["ER_LOCK_DEADLOCK", "ER_LOCK_WAIT_TIMEOUT", "SQLITE_BUSY"]);
+
+/**
+ * Runs `work` in a transaction (REPEATABLE READ on InnoDB, serialized on SQLite) and
+ * retries it from the start when the database chose it as a deadlock victim: the
+ * transaction was rolled back whole, so running it again is safe.
+ */
+export async function inTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await db.transaction(work);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (attempt >= attempts || !code || !RETRYABLE.has(code)) throw err;
+      await new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20));
+    }
+  }
+}
+
+export function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; errno?: number };
+  return e.code === "ER_DUP_ENTRY" || e.code === "SQLITE_CONSTRAINT_UNIQUE" || e.code === "SQLITE_CONSTRAINT_PRIMARYKEY";
+}

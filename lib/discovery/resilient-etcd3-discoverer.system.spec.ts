@@ -1,0 +1,185 @@
+/**
+ * System test of ResilientEtcd3Discoverer against real servers: a private etcd (stopped for 60 s in
+ * test c) and a private vhost on the machine's RabbitMQ. Brokers run in child processes
+ * (fixtures/node.ts) and are driven over their HTTP control channel.
+ *
+ *   node --import tsx --test lib/discovery/resilient-etcd3-discoverer.system.spec.ts
+ *
+ * TEST_CHILD_OUTPUT=1 echoes the brokers' logs.
+ */
+import assert from "node:assert/strict";
+import path from "node:path";
+import { after, before, describe, test, type TestContext } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { startEtcd, type EtcdHandle } from "../../test/support/etcd";
+import { spawnTs, type ChildHandle } from "../../test/support/proc";
+import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
+
+const FIXTURE = path.join(__dirname, "fixtures", "node.ts");
+const HEARTBEAT_INTERVAL_S = 2; // as configured in the fixture
+const HEARTBEAT_TIMEOUT_S = 6;
+const GRACE_S = HEARTBEAT_TIMEOUT_S + HEARTBEAT_INTERVAL_S; // discoverer default: heartbeatTimeout + retryMaxDelay
+const OUTAGE_MS = 60_000;
+
+let etcd: EtcdHandle | undefined;
+let vhost: RabbitVhost | undefined;
+const procs = new Map<string, ChildHandle>();
+const ports = new Map<string, number>();
+
+async function startNode(id: string): Promise<void> {
+  const proc = spawnTs(FIXTURE, { name: id, env: { NODE_ID: id, ETCD_HOSTS: etcd!.hosts, AMQP_URL: vhost!.uri } });
+  procs.set(id, proc);
+  ports.set(id, Number((await proc.waitForLine(/^CONTROL_PORT=(\d+)$/, 30_000))[1]));
+}
+
+async function get<T>(id: string, query: string): Promise<T> {
+  const res = await fetch(`http://127.0.0.1:${ports.get(id)}${query}`, { signal: AbortSignal.timeout(10_000) });
+  const body = (await res.json()) as { error?: string };
+  if (!res.ok) throw new Error(`${id} ${query}: ${body.error}`);
+  return body as T;
+}
+
+const nodeList = (id: string) => get<string[]>(id, "/nodes");
+const call = (from: string, to: string) => get<string>(from, `/call?node=${to}`);
+const allSee = async (observers: string[], expected: string[]) =>
+  (await Promise.all(observers.map(nodeList))).every(list => expected.every(id => list.includes(id)));
+
+/** Polls `check` until it is true; answers the time it took, in ms. */
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
+  const start = Date.now();
+  let lastError: unknown;
+  while (Date.now() - start < timeoutMs) {
+    try {
+      if (await check()) return Date.now() - start;
+    } catch (err) {
+      lastError = err;
+    }
+    await sleep(200);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${lastError})` : ""}`);
+}
+
+/** Runs a test body; on failure, prints the brokers' last log lines. */
+const withLogs = (body: (t: TestContext) => Promise<void>) => async (t: TestContext) => {
+  try {
+    await body(t);
+  } catch (err) {
+    for (const [id, proc] of procs) console.error(`--- ${id}, last log lines:\n${proc.lines.slice(-30).join("\n")}`);
+    throw err;
+  }
+};
+
+describe("ResilientEtcd3Discoverer (system: private etcd + RabbitMQ vhost)", () => {
+  const [A, B, C, D] = ["node-a", "node-b", "node-c", "node-d"];
+
+  before(async () => {
+    etcd = await startEtcd();
+    vhost = await createVhost();
+    await Promise.all([A, B, C].map(startNode));
+  }, { timeout: 60_000 });
+
+  after(async () => {
+    const results = await Promise.allSettled([
+      ...[...procs.values()].map(proc => (proc.kill("SIGKILL"), proc.waitExit())),
+      vhost?.destroy(),
+      etcd?.destroy(),
+    ]);
+    for (const r of results) if (r.status === "rejected") console.error("cleanup failed:", r.reason);
+  });
+
+  test("a) all nodes see each other and calls reach every node", { timeout: 30_000 }, withLogs(async () => {
+    await waitFor("A, B and C to see each other", () => allSee([A, B, C], [A, B, C]), 20_000);
+    assert.equal(await call(A, B), B);
+    assert.equal(await call(A, C), C);
+  }));
+
+  test("b) a node killed with kill -9 is dropped, then found again once restarted", { timeout: 60_000 }, withLogs(async t => {
+    procs.get(B)!.kill("SIGKILL");
+    await procs.get(B)!.waitExit();
+    const goneMs = await waitFor(
+      "A and C to drop node-b",
+      async () => (await Promise.all([A, C].map(nodeList))).every(list => !list.includes(B)),
+      30_000,
+    );
+    const restart = Date.now();
+    await startNode(B);
+    const startedMs = Date.now() - restart;
+    const backMs = await waitFor(
+      "A and C to see and call node-b again",
+      async () => (await allSee([A, C], [B])) && (await call(A, B)) === B && (await call(C, B)) === B,
+      20_000,
+    );
+    t.diagnostic(`killed node dropped by A and C after ${goneMs} ms`);
+    t.diagnostic(`restarted node: broker started in ${startedMs} ms, then seen and callable after ${backMs} ms`);
+    assert.ok(goneMs <= (HEARTBEAT_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S + 2) * 1000, `dropped after ${goneMs} ms`);
+    assert.ok(backMs <= 10_000, `back ${backMs} ms after it started`);
+  }));
+
+  test("c) 60 s etcd outage: no failed call, no lost node, no log flood; a node started meanwhile joins", { timeout: 150_000 }, withLogs(async t => {
+    const live = [A, B, C];
+    await waitFor("A, B and C to see each other", () => allSee(live, live), 20_000);
+    await get(A, `/load/start?nodes=${B},${C}&interval=50`);
+
+    // Every second, every live node must still list every live node.
+    const losses: string[] = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const tick = sleep(1000);
+        await Promise.all(live.map(async id => {
+          try {
+            const list = await nodeList(id);
+            const lost = live.filter(n => !list.includes(n));
+            if (lost.length) losses.push(`${new Date().toISOString()} ${id} lost ${lost.join(",")}`);
+          } catch (err) {
+            losses.push(`${new Date().toISOString()} ${id} unreachable: ${err}`);
+          }
+        }));
+        await tick;
+      }
+    })();
+
+    const logMark = () => new Map([...procs].map(([id, p]) => [id, { lines: p.lines.length, bytes: p.bytes }]));
+    const atStop = logMark();
+    await etcd!.stop();
+    const outageStart = Date.now();
+
+    await sleep(20_000);
+    await startNode(D); // broker.start() resolved while etcd is down
+    assert.equal(await call(D, D), D, "local services of a node started during the outage run");
+    await sleep(outageStart + OUTAGE_MS - Date.now());
+
+    const atRestart = logMark();
+    await etcd!.start();
+    const joinMs = await waitFor(
+      "node-d to join",
+      async () => (await allSee([A, B, C, D], [A, B, C, D])) && (await call(A, D)) === D,
+      20_000,
+    );
+    live.push(D);
+    // Keep calling and sampling until well after the grace period, when normal removal resumes.
+    await sleep(Math.max(0, (GRACE_S + 2 * HEARTBEAT_TIMEOUT_S) * 1000 - joinMs));
+    sampling = false;
+    await sampler;
+    const calls = await get<{ ok: number; failed: number; errors: string[] }>(A, "/load/stop");
+
+    const outageLogs = [A, B, C].map(id => ({
+      id,
+      lines: atRestart.get(id)!.lines - atStop.get(id)!.lines,
+      bytes: atRestart.get(id)!.bytes - atStop.get(id)!.bytes,
+    }));
+    t.diagnostic(`calls A->B/C: ${calls.ok} ok, ${calls.failed} failed`);
+    t.diagnostic(`log output during the ${OUTAGE_MS / 1000} s outage: ${outageLogs.map(l => `${l.id} ${l.lines} lines/${l.bytes} B`).join(", ")}`);
+    t.diagnostic(`node-d (started during the outage) log lines until etcd was back: ${atRestart.get(D)!.lines}`);
+    t.diagnostic(`node-d seen by all and callable ${joinMs} ms after etcd was healthy again`);
+
+    assert.deepEqual(calls.errors, []);
+    assert.equal(calls.failed, 0);
+    assert.ok(calls.ok > 2000, `only ${calls.ok} calls`);
+    assert.deepEqual(losses, []);
+    for (const l of outageLogs) {
+      assert.ok(l.lines < 200 && l.bytes < 100_000, `${l.id} logged ${l.lines} lines / ${l.bytes} B during the outage`);
+    }
+    assert.ok(joinMs <= 10_000, `node-d joined ${joinMs} ms after etcd was back`);
+  }));
+});

@@ -1,0 +1,104 @@
+/**
+ * The one error catalog. Every error a client can see has a stable `code` from here,
+ * and leaves the gateway as `{"error": {"code", "message", "details"}}` (API.md).
+ * Services throw `AppError`s; Moleculer serializes `type` (our code), `code` (the HTTP
+ * status) and `data` (details) across nodes, so a remote error keeps its meaning.
+ */
+import { Errors } from "moleculer";
+
+export const ERROR_STATUS = {
+  VALIDATION_ERROR: 422,
+  MALFORMED_REQUEST: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  CONFLICT: 409,
+  OUT_OF_STOCK: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  RATE_LIMITED: 429,
+  INTERNAL: 500,
+  SERVICE_UNAVAILABLE: 503,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export interface ErrorBody {
+  error: { code: string; message: string; details: unknown[] };
+}
+
+export class AppError extends Errors.MoleculerClientError {
+  constructor(code: ErrorCode, message: string, details: unknown[] = [], status: number = ERROR_STATUS[code]) {
+    // MoleculerClientError: retryable=false; `type` carries our code over the wire.
+    super(message, status, code, details);
+  }
+}
+
+export const validationError = (message: string, details: unknown[] = []) =>
+  new AppError("VALIDATION_ERROR", message, details);
+export const malformed = (message: string, details: unknown[] = []) =>
+  new AppError("MALFORMED_REQUEST", message, details, 400);
+export const unauthorized = (message = "Authentication required") => new AppError("UNAUTHORIZED", message);
+export const forbidden = (message = "Not allowed") => new AppError("FORBIDDEN", message);
+export const notFound = (what = "Resource") => new AppError("NOT_FOUND", `${what} not found`);
+export const conflict = (message: string, details: unknown[] = []) => new AppError("CONFLICT", message, details);
+export const rateLimited = (retryAfterSeconds: number) =>
+  new AppError("RATE_LIMITED", "Too many requests, try again later", [{ retryAfterSeconds }]);
+
+/**
+ * Maps anything thrown (our errors, Moleculer's, moleculer-web's, body parser's, a bug)
+ * to a status and the contract's body. Unknown errors become INTERNAL with a generic
+ * message: no stack, no internal message leaves the server.
+ */
+export function toErrorResponse(err: unknown): { status: number; body: ErrorBody; retryAfter?: number } {
+  const e = (err ?? {}) as { name?: string; message?: string; code?: unknown; type?: unknown; data?: unknown };
+  const status = typeof e.code === "number" ? e.code : 500;
+  const type = typeof e.type === "string" ? e.type : "";
+  const body = (code: string, message: string, details: unknown[] = []): ErrorBody => ({
+    error: { code, message, details },
+  });
+
+  if (type in ERROR_STATUS && status >= 400 && status < 500) {
+    const code = type === "MALFORMED_REQUEST" ? "VALIDATION_ERROR" : type;
+    const details = Array.isArray(e.data) ? e.data : [];
+    const retry = type === "RATE_LIMITED" ? (details[0] as { retryAfterSeconds?: number })?.retryAfterSeconds : undefined;
+    return { status, body: body(code, e.message ?? code, details), retryAfter: retry };
+  }
+  // Moleculer's parameter validator (fastest-validator): 422 with the failed fields.
+  if (e.name === "ValidationError" && status === 422) {
+    const details = Array.isArray(e.data)
+      ? e.data.map((d: { field?: string; message?: string; type?: string }) => ({
+          field: d.field,
+          message: d.message,
+          type: d.type,
+        }))
+      : [];
+    return { status: 422, body: body("VALIDATION_ERROR", "Request parameters are invalid", details) };
+  }
+  // moleculer-web's own errors.
+  switch (e.name) {
+    case "NotFoundError":
+    case "ServiceNotFoundError":
+      // An alias that exists but whose service is gone is an outage, not a missing route.
+      if (e.name === "ServiceNotFoundError")
+        return { status: 503, body: body("SERVICE_UNAVAILABLE", "A service needed for this request is unavailable") };
+      return { status: 404, body: body("NOT_FOUND", "Not found") };
+    case "UnAuthorizedError":
+      return { status: 401, body: body("UNAUTHORIZED", "Authentication required") };
+    case "ForbiddenError":
+      return { status: 403, body: body("FORBIDDEN", "Not allowed") };
+    case "PayloadTooLarge":
+      return { status: 413, body: body("PAYLOAD_TOO_LARGE", "Request body is too large") };
+    case "RequestTimeoutError":
+    case "ServiceNotAvailableError":
+      return { status: 503, body: body("SERVICE_UNAVAILABLE", "A service needed for this request is unavailable") };
+  }
+  if (status >= 400 && status < 500) {
+    const code = status === 401 ? "UNAUTHORIZED" : status === 403 ? "FORBIDDEN" : status === 404 ? "NOT_FOUND"
+      : status === 413 ? "PAYLOAD_TOO_LARGE" : status === 415 ? "UNSUPPORTED_MEDIA_TYPE" : status === 429 ? "RATE_LIMITED"
+      : status === 409 ? "CONFLICT" : "VALIDATION_ERROR";
+    return { status, body: body(code, "The request could not be processed") };
+  }
+  return { status: 500, body: body("INTERNAL", "Internal server error") };
+}

@@ -1,0 +1,47 @@
+/**
+ * `db` mixin factory: gives a service `this.db` (knex) on its own database, migrates it at
+ * start in embedded mode (cluster mode migrates as a separate step, `npm run migrate`, and
+ * a node refuses to start on a schema that is behind), and registers a readiness probe.
+ */
+import type { ServiceSchema } from "moleculer";
+import type { AppConfig } from "../lib/config";
+import { createKnex, ensureDatabase, migrateLatest, pendingMigrations, type Db } from "../lib/db";
+import { registerProbe, unregisterProbe } from "../lib/readiness";
+
+export interface DbMixinOptions {
+  /** Database (and probe) name: usually the service name. */
+  name: string;
+  migrationsDir: string;
+  config: AppConfig;
+}
+
+export interface DbServiceThis {
+  db: Db;
+}
+
+export function DbMixin(opts: DbMixinOptions): Partial<ServiceSchema> {
+  const probeName = `database:${opts.name}`;
+  return {
+    created(this: any) {
+      this.db = createKnex(opts.config, opts.name);
+    },
+    async started(this: any) {
+      if (opts.config.migrateOnStart) {
+        await ensureDatabase(opts.config, opts.name);
+        const applied = await migrateLatest(this.db, opts.migrationsDir);
+        if (applied.length) this.logger.info(`Applied ${applied.length} migration(s) to '${opts.name}'`);
+      } else {
+        const pending = await pendingMigrations(this.db, opts.migrationsDir);
+        if (pending > 0)
+          throw new Error(`Database '${opts.name}' has ${pending} pending migration(s): run \`npm run migrate\` first`);
+      }
+      registerProbe(this.broker, probeName, async () => {
+        await this.db.raw("select 1");
+      });
+    },
+    async stopped(this: any) {
+      unregisterProbe(this.broker, probeName);
+      await this.db.destroy();
+    },
+  };
+}

@@ -1,0 +1,193 @@
+/**
+ * The HTTP gateway (moleculer-web). Its conventions hold for every route, present and
+ * future: explicit aliases only (`mappingPolicy: "restrict"`), one error shape, JSON
+ * bodies guarded (size, syntax, prototype keys), identity only from a verified bearer
+ * token, and each action's `auth` level enforced here before the call.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import ApiGateway from "moleculer-web";
+import serveStatic from "serve-static";
+import type { Context, ServiceSchema } from "moleculer";
+import { accessTokens } from "../../lib/auth/tokens";
+import type { AppConfig } from "../../lib/config";
+import type { AuthLevel, RequestMeta } from "../../lib/context";
+import { docsHtml, swaggerUiDistPath } from "../../lib/docs-page";
+import { AppError, forbidden, toErrorResponse, unauthorized } from "../../lib/errors";
+import { prometheusText } from "../../lib/metrics";
+import { buildOpenApiDocument } from "../../lib/openapi";
+import { checkReadiness, registerProbe } from "../../lib/readiness";
+import { jsonBody } from "./json-body";
+
+type Req = IncomingMessage & { $action?: { auth?: AuthLevel; name?: string }; $ctx?: Context<unknown, RequestMeta> };
+
+/** The REST contract's routes (API.md), one alias each. Later services add theirs here. */
+export const API_ALIASES: Record<string, string> = {
+  "POST /auth/register": "user.register",
+  "POST /auth/login": "user.login",
+  "POST /auth/refresh": "user.refresh",
+  "POST /auth/logout": "user.logout",
+  "GET /users/me": "user.me",
+  "PATCH /users/me": "user.updateMe",
+  "GET /users/me/addresses": "user.listAddresses",
+  "POST /users/me/addresses": "user.createAddress",
+  "PATCH /users/me/addresses/:id": "user.updateAddress",
+  "DELETE /users/me/addresses/:id": "user.deleteAddress",
+  "GET /openapi.json": "api.openapi",
+};
+
+export const OPS_ALIASES: Record<string, string> = {
+  "GET /health/live": "api.live",
+  "GET /health/ready": "api.ready",
+  "GET /metrics": "api.metrics",
+  "GET /docs": "api.docs",
+};
+
+const DOCS_ASSETS = "/docs/assets";
+
+export function createGatewayService(config: AppConfig): ServiceSchema {
+  const tokens = accessTokens(config.jwtSecret, config.accessTokenTtlS);
+  const bearer = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
+
+  // Shared by every route: the conventions live here once.
+  const conventions = {
+    mappingPolicy: "restrict",
+    autoAliases: false,
+    // Our own reader: JSON only, size-limited, prototype keys refused (json-body.ts).
+    bodyParsers: false,
+    use: [jsonBody(config.bodyLimitBytes)],
+    authentication: true,
+    authorization: true,
+    mergeParams: true,
+    logging: true,
+    callOptions: { timeout: config.requestTimeoutMs },
+    onBeforeCall(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage) {
+      const forwarded = config.trustProxy ? String(req.headers["x-forwarded-for"] ?? "").split(",")[0].trim() : "";
+      ctx.meta.clientIp = forwarded || req.socket.remoteAddress || "unknown";
+      // Nothing a client sends may pre-set identity; only `authenticate` below sets it.
+      delete ctx.meta.user;
+    },
+    onAfterCall(ctx: Context<unknown, RequestMeta>, _route: unknown, _req: IncomingMessage, res: ServerResponse, data: unknown) {
+      res.setHeader("X-Request-Id", ctx.requestID ?? "");
+      return data;
+    },
+  };
+
+  return {
+    name: "api",
+    mixins: [ApiGateway],
+    settings: {
+      port: config.port,
+      ip: "0.0.0.0",
+      log4XXResponses: false,
+      logRequest: "debug",
+      logResponse: "debug",
+      logRequestParams: null,
+      logResponseData: null,
+      routes: [
+        { ...conventions, path: "/api", aliases: API_ALIASES },
+        // Swagger UI's files from node_modules (no CDN); served before the catch-all route.
+        { ...conventions, path: DOCS_ASSETS, authentication: false, authorization: false, aliases: {},
+          use: [serveStatic(swaggerUiDistPath, { index: false, fallthrough: true, maxAge: "1h" })] },
+        { ...conventions, path: "", aliases: OPS_ALIASES },
+      ],
+      onError(this: any, req: Req, res: ServerResponse, err: unknown) {
+        const { status, body, retryAfter } = toErrorResponse(err);
+        if (status >= 500) this.logger.error(`${req.method} ${req.url} failed:`, err);
+        if (res.headersSent) return void res.end();
+        res.statusCode = status;
+        res.setHeader("Content-Type", "application/json; charset=utf-8");
+        if (retryAfter) res.setHeader("Retry-After", String(retryAfter));
+        if (status === 401) res.setHeader("WWW-Authenticate", 'Bearer realm="meridian"');
+        const requestId = req.$ctx?.requestID;
+        if (requestId) res.setHeader("X-Request-Id", requestId);
+        res.end(JSON.stringify(body));
+      },
+    },
+
+    actions: {
+      live: {
+        auth: "none",
+        openapi: { summary: "Liveness: the process is up", tags: ["operations"],
+          response: { type: "object", properties: { status: { type: "string" } } } },
+        handler() {
+          return { status: "ok" };
+        },
+      },
+      ready: {
+        auth: "none",
+        openapi: { summary: "Readiness: every dependency of this node answers (503 names the one that does not)", tags: ["operations"], errors: [503],
+          response: { type: "object", properties: { status: { type: "string" }, checks: { type: "object", additionalProperties: { type: "string" } } } } },
+        async handler(this: any) {
+          const report = await checkReadiness(this.broker);
+          if (!report.ready)
+            throw new AppError("SERVICE_UNAVAILABLE", `Not ready: ${report.down.map((d) => d.dependency).join(", ")} down`, report.down);
+          return { status: "ready", checks: report.checks };
+        },
+      },
+      metrics: {
+        auth: "none",
+        openapi: { summary: "Prometheus metrics of this node", tags: ["operations"], response: { type: "string" } },
+        handler(this: any, ctx: Context<unknown, RequestMeta>) {
+          ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
+          return prometheusText(this.broker);
+        },
+      },
+      openapi: {
+        auth: "none",
+        openapi: { summary: "This OpenAPI document, generated from the actions' parameter schemas", tags: ["operations"] },
+        handler(this: any) {
+          const actions = Object.fromEntries(
+            (this.broker.registry.getActionList({ onlyAvailable: false, skipInternal: true, withEndpoints: false }) as { name: string; action: object }[])
+              .map((a) => [a.name, a.action]),
+          );
+          return buildOpenApiDocument({
+            info: { title: "Meridian API", version: "1.0.0", description: "Meridian e-commerce backend. Contract: API.md." },
+            serverUrl: config.publicUrl,
+            routes: [{ path: "/api", aliases: API_ALIASES }, { path: "", aliases: OPS_ALIASES }],
+            actions,
+          });
+        },
+      },
+      docs: {
+        auth: "none",
+        openapi: { summary: "Browsable API documentation (Swagger UI)", tags: ["operations"], response: { type: "string" } },
+        handler(ctx: Context<unknown, RequestMeta>) {
+          ctx.meta.$responseType = "text/html; charset=utf-8";
+          return docsHtml({ specUrl: "/api/openapi.json", assetBase: DOCS_ASSETS });
+        },
+      },
+    },
+
+    methods: {
+      /** Identity comes from a verified bearer token and nothing else. */
+      async authenticate(_ctx: Context, _route: unknown, req: Req) {
+        const level = req.$action?.auth ?? "admin";
+        const header = req.headers.authorization;
+        if (!header || level === "none") return null;
+        const m = bearer.exec(header.trim());
+        if (!m) throw unauthorized("Malformed Authorization header; expected 'Bearer <token>'");
+        try {
+          return await tokens.verify(m[1]);
+        } catch {
+          throw unauthorized("Invalid or expired access token");
+        }
+      },
+      /** An action without a declared `auth` level is admin-only: forgetting it fails closed. */
+      authorize(ctx: Context<unknown, RequestMeta>, _route: unknown, req: Req) {
+        const level: AuthLevel = req.$action?.auth ?? "admin";
+        if (level === "none" || level === "optional") return;
+        if (!ctx.meta.user) throw unauthorized();
+        if (level === "admin" && ctx.meta.user.role !== "admin") throw forbidden();
+      },
+    },
+
+    started(this: any) {
+      // The gateway is ready when the services its routes call are reachable somewhere.
+      const needed = [...new Set(Object.values(API_ALIASES).map((a) => a.split(".")[0]))].filter((s) => s !== "api");
+      for (const service of needed)
+        registerProbe(this.broker, `service:${service}`, async () => {
+          if (!this.broker.registry.hasService(service)) throw new Error(`no '${service}' service is available`);
+        });
+    },
+  } as unknown as ServiceSchema;
+}

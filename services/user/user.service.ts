@@ -1,0 +1,382 @@
+/**
+ * User service: accounts, credentials, tokens, profile and addresses.
+ * Handlers stay thin: rules live in user.domain.ts, SQL in user.repo.ts.
+ */
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import path from "node:path";
+import argon2 from "argon2";
+import type { ServiceSchema } from "moleculer";
+import { accessTokens, type AccessTokens } from "../../lib/auth/tokens";
+import type { AppConfig } from "../../lib/config";
+import { requireUser, type RequestContext } from "../../lib/context";
+import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
+import { AppError, conflict, notFound, rateLimited, unauthorized, validationError } from "../../lib/errors";
+import { createLimiter, type Limiter } from "../../lib/rate-limit";
+import { DbMixin } from "../../mixins/db.mixin";
+import {
+  ADDRESS_MAX_PER_USER,
+  EMPTY_PREFERENCES,
+  mergePreferences,
+  normalizeEmail,
+  parseRefreshToken,
+  passwordProblems,
+  pickAddressFields,
+  refreshVerdict,
+  toPublicUser,
+  type Preferences,
+  type PublicUser,
+  type UserRecord,
+} from "./user.domain";
+import * as repo from "./user.repo";
+
+/** argon2id with OWASP's minimum (DESIGN.md): 19 MiB, 2 passes, 1 lane. */
+const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
+
+interface UserServiceThis {
+  db: Db;
+  tokens: AccessTokens;
+  loginLimiter: Limiter;
+  loginIpLimiter: Limiter;
+  dummyHash: string;
+  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void };
+  issueSession(user: UserRecord, familyId?: string): Promise<{ accessToken: string; refreshToken: string }>;
+  bootstrapAdmin(): Promise<void>;
+}
+
+type Ctx<P = Record<string, unknown>> = RequestContext<P>;
+
+const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
+
+// ---- parameter schemas (fastest-validator); they also generate the OpenAPI document ----
+const emailRule = { type: "email", max: 254, normalize: true } as const;
+const nameRule = { type: "string", trim: true, min: 1, max: 100 } as const;
+const idRule = { type: "string", min: 1, max: 64 } as const;
+const prefList = { type: "array", optional: true, max: 50, items: { type: "string", max: 100 } } as const;
+const addressProps = {
+  recipient: { type: "string", trim: true, min: 1, max: 100 },
+  phone: { type: "string", trim: true, min: 3, max: 32, pattern: "^[0-9+()\\-.\\s]+$" },
+  line1: { type: "string", trim: true, min: 1, max: 200 },
+  line2: { type: "string", trim: true, max: 200, optional: true, nullable: true },
+  city: { type: "string", trim: true, min: 1, max: 100 },
+  province: { type: "string", trim: true, max: 100, optional: true, nullable: true },
+  postalCode: { type: "string", trim: true, min: 1, max: 20 },
+  country: { type: "string", trim: true, length: 2, pattern: "^[A-Za-z]{2}$" },
+} as const;
+const optionalAll = <T extends Record<string, object>>(props: T) =>
+  Object.fromEntries(Object.entries(props).map(([k, v]) => [k, { ...v, optional: true }])) as {
+    [K in keyof T]: T[K] & { optional: true };
+  };
+
+const userSchema = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    email: { type: "string", format: "email" },
+    name: { type: "string" },
+    role: { type: "string", enum: ["customer", "admin"] },
+    preferences: {
+      type: "object",
+      properties: { categories: { type: "array", items: { type: "string" } }, brands: { type: "array", items: { type: "string" } } },
+    },
+    createdAt: { type: "string", format: "date-time" },
+  },
+};
+const sessionSchema = {
+  type: "object",
+  properties: { user: userSchema, accessToken: { type: "string" }, refreshToken: { type: "string" } },
+};
+const addressSchema = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    ...Object.fromEntries(Object.keys(addressProps).map((k) => [k, { type: "string" }])),
+    createdAt: { type: "string", format: "date-time" },
+    updatedAt: { type: "string", format: "date-time" },
+  },
+};
+
+export function createUserService(config: AppConfig): ServiceSchema {
+  return {
+    name: "user",
+    mixins: [DbMixin({ name: "user", migrationsDir: path.join(__dirname, "migrations"), config })],
+
+    actions: {
+      register: {
+        auth: "none",
+        openapi: { summary: "Create an account", tags: ["auth"], status: 201, response: sessionSchema, errors: [409] },
+        params: { $$strict: true, email: emailRule, password: { type: "string", max: 1024 }, name: nameRule },
+        async handler(this: UserServiceThis, ctx: Ctx<{ email: string; password: string; name: string }>) {
+          const email = normalizeEmail(ctx.params.email);
+          const problems = passwordProblems(ctx.params.password, email);
+          if (problems.length)
+            throw validationError("Password is too weak", problems.map((message) => ({ field: "password", message })));
+          const passwordHash = await argon2.hash(ctx.params.password, ARGON2_OPTIONS);
+          const now = Date.now();
+          let user: UserRecord;
+          try {
+            user = await repo.insertUser(this.db, {
+              id: randomUUID(), email, name: ctx.params.name, passwordHash, role: "customer", preferences: EMPTY_PREFERENCES, now,
+            });
+          } catch (err) {
+            if (isUniqueViolation(err)) throw conflict("This e-mail address is already registered", [{ field: "email" }]);
+            throw err;
+          }
+          // The `user.registered` business event goes through the outbox (messaging issue).
+          ctx.meta.$statusCode = 201;
+          ctx.meta.$location = "/api/users/me";
+          return { user: toPublicUser(user), ...(await this.issueSession(user)) };
+        },
+      },
+
+      login: {
+        auth: "none",
+        openapi: { summary: "Log in with e-mail and password", tags: ["auth"], response: sessionSchema, errors: [429] },
+        params: { $$strict: true, email: { type: "string", max: 254 }, password: { type: "string", max: 1024 } },
+        async handler(this: UserServiceThis, ctx: Ctx<{ email: string; password: string }>) {
+          const email = normalizeEmail(ctx.params.email);
+          const ip = ctx.meta.clientIp ?? "unknown";
+          // Two budgets: failures per (account, address) stop guessing one password; all
+          // attempts per address stop spraying many accounts from one place.
+          const accountKey = `${email}|${ip}`;
+          const blocked = Math.max(await this.loginLimiter.blockedFor(accountKey), await this.loginIpLimiter.hit(ip));
+          if (blocked) {
+            ctx.meta.$responseHeaders = { "Retry-After": String(blocked) };
+            throw rateLimited(blocked);
+          }
+          const found = await repo.findCredentialsByEmail(this.db, email);
+          // Verify against a dummy hash when the account does not exist, so the answer
+          // takes as long either way and the e-mail's existence does not leak.
+          const ok = await argon2.verify(found?.passwordHash ?? this.dummyHash, ctx.params.password).catch(() => false);
+          if (!found || !ok) {
+            const wait = await this.loginLimiter.hit(accountKey);
+            if (wait) {
+              ctx.meta.$responseHeaders = { "Retry-After": String(wait) };
+              throw rateLimited(wait);
+            }
+            throw unauthorized("Invalid e-mail or password");
+          }
+          await this.loginLimiter.reset(accountKey);
+          return { user: toPublicUser(found.user), ...(await this.issueSession(found.user)) };
+        },
+      },
+
+      refresh: {
+        auth: "none",
+        openapi: {
+          summary: "Rotate a refresh token",
+          tags: ["auth"],
+          response: { type: "object", properties: { accessToken: { type: "string" }, refreshToken: { type: "string" } } },
+        },
+        params: { $$strict: true, refreshToken: { type: "string", max: 200 } },
+        async handler(this: UserServiceThis, ctx: Ctx<{ refreshToken: string }>) {
+          const invalid = () => unauthorized("Invalid or expired refresh token");
+          const parsed = parseRefreshToken(ctx.params.refreshToken);
+          if (!parsed) throw invalid();
+          const now = Date.now();
+          const outcome = await inTransaction(this.db, async (trx) => {
+            const row = await repo.findRefreshToken(trx, parsed.id);
+            if (!row || !timingSafeEqual(Buffer.from(row.secretHash), Buffer.from(sha256(parsed.secret)))) return { kind: "invalid" as const };
+            const verdict = refreshVerdict(row, now);
+            if (verdict === "reused") return { kind: "reused" as const, familyId: row.familyId };
+            if (verdict !== "valid") return { kind: "invalid" as const };
+            // Lost race with a concurrent refresh of the same token: that is reuse too.
+            if (!(await repo.claimRefreshToken(trx, row.id, now))) return { kind: "reused" as const, familyId: row.familyId };
+            const user = await repo.findUserById(trx, row.userId);
+            if (!user) return { kind: "invalid" as const };
+            return { kind: "ok" as const, user, familyId: row.familyId };
+          });
+          if (outcome.kind === "reused") {
+            // Committed on its own: the revocation must stick although the request fails.
+            await repo.revokeFamily(this.db, outcome.familyId, now);
+            this.logger.warn("Refresh token reuse detected; token family revoked", { familyId: outcome.familyId });
+            throw unauthorized("Refresh token was already used; all sessions of this login are revoked");
+          }
+          if (outcome.kind !== "ok") throw invalid();
+          return this.issueSession(outcome.user, outcome.familyId);
+        },
+      },
+
+      logout: {
+        auth: "user",
+        openapi: { summary: "Revoke a refresh token (and its rotations)", tags: ["auth"], status: 204 },
+        params: { $$strict: true, refreshToken: { type: "string", max: 200 } },
+        async handler(this: UserServiceThis, ctx: Ctx<{ refreshToken: string }>) {
+          const me = requireUser(ctx);
+          const parsed = parseRefreshToken(ctx.params.refreshToken);
+          const row = parsed && (await repo.findRefreshToken(this.db, parsed.id));
+          // Someone else's or an unknown token: answer the same, change nothing.
+          if (row && row.userId === me.id && timingSafeEqual(Buffer.from(row.secretHash), Buffer.from(sha256(parsed!.secret))))
+            await repo.revokeFamily(this.db, row.familyId, Date.now());
+          ctx.meta.$statusCode = 204;
+          return null;
+        },
+      },
+
+      me: {
+        auth: "user",
+        openapi: { summary: "The current user", tags: ["users"], response: userSchema },
+        params: {},
+        async handler(this: UserServiceThis, ctx: Ctx) {
+          const user = await repo.findUserById(this.db, requireUser(ctx).id);
+          if (!user) throw notFound("User");
+          return toPublicUser(user);
+        },
+      },
+
+      updateMe: {
+        auth: "user",
+        openapi: { summary: "Change name or preferences", tags: ["users"], response: userSchema },
+        params: {
+          $$strict: true,
+          name: { ...nameRule, optional: true },
+          preferences: {
+            type: "object",
+            optional: true,
+            strict: true,
+            props: { categories: prefList, brands: prefList },
+          },
+        },
+        async handler(this: UserServiceThis, ctx: Ctx<{ name?: string; preferences?: Partial<Preferences> }>) {
+          const me = requireUser(ctx);
+          const updated = await inTransaction(this.db, async (trx) => {
+            const user = await repo.findUserById(trx, me.id);
+            if (!user) throw notFound("User");
+            const preferences = ctx.params.preferences ? mergePreferences(user.preferences, ctx.params.preferences) : undefined;
+            const now = Date.now();
+            await repo.updateProfile(trx, me.id, { name: ctx.params.name, preferences }, now);
+            return { ...user, name: ctx.params.name ?? user.name, preferences: preferences ?? user.preferences, updatedAt: now };
+          });
+          return toPublicUser(updated);
+        },
+      },
+
+      listAddresses: {
+        auth: "user",
+        openapi: { summary: "My addresses", tags: ["addresses"], response: { type: "array", items: addressSchema } },
+        params: {},
+        async handler(this: UserServiceThis, ctx: Ctx) {
+          return repo.listAddresses(this.db, requireUser(ctx).id);
+        },
+      },
+
+      createAddress: {
+        auth: "user",
+        openapi: { summary: "Add an address", tags: ["addresses"], status: 201, response: addressSchema },
+        params: { $$strict: true, ...addressProps },
+        async handler(this: UserServiceThis, ctx: Ctx<Record<string, unknown>>) {
+          const me = requireUser(ctx);
+          const id = randomUUID();
+          await inTransaction(this.db, async (trx) => {
+            if ((await repo.countAddresses(trx, me.id)) >= ADDRESS_MAX_PER_USER)
+              throw validationError(`At most ${ADDRESS_MAX_PER_USER} addresses per account`);
+            await repo.insertAddress(trx, me.id, id, pickAddressFields(ctx.params), Date.now());
+          });
+          ctx.meta.$statusCode = 201;
+          ctx.meta.$location = `/api/users/me/addresses/${id}`;
+          return repo.findAddress(this.db, me.id, id);
+        },
+      },
+
+      updateAddress: {
+        auth: "user",
+        openapi: { summary: "Change an address", tags: ["addresses"], response: addressSchema },
+        params: { $$strict: true, id: idRule, ...optionalAll(addressProps) },
+        async handler(this: UserServiceThis, ctx: Ctx<Record<string, unknown> & { id: string }>) {
+          const me = requireUser(ctx);
+          const { id, ...rest } = ctx.params;
+          const changes = pickAddressFields(rest);
+          if (!(await repo.updateAddress(this.db, me.id, id, changes, Date.now()))) throw notFound("Address");
+          return repo.findAddress(this.db, me.id, id);
+        },
+      },
+
+      deleteAddress: {
+        auth: "user",
+        openapi: { summary: "Remove an address", tags: ["addresses"], status: 204 },
+        params: { $$strict: true, id: idRule },
+        async handler(this: UserServiceThis, ctx: Ctx<{ id: string }>) {
+          if (!(await repo.deleteAddress(this.db, requireUser(ctx).id, ctx.params.id))) throw notFound("Address");
+          ctx.meta.$statusCode = 204;
+          return null;
+        },
+      },
+
+      /** For other services (order: shipping address; notification: e-mail). Not routed. */
+      getAddress: {
+        visibility: "public",
+        params: { userId: idRule, id: idRule },
+        async handler(this: UserServiceThis, ctx: Ctx<{ userId: string; id: string }>) {
+          const address = await repo.findAddress(this.db, ctx.params.userId, ctx.params.id);
+          if (!address) throw notFound("Address");
+          return address;
+        },
+      },
+
+      get: {
+        visibility: "public",
+        params: { id: idRule },
+        async handler(this: UserServiceThis, ctx: Ctx<{ id: string }>): Promise<PublicUser> {
+          const user = await repo.findUserById(this.db, ctx.params.id);
+          if (!user) throw notFound("User");
+          return toPublicUser(user);
+        },
+      },
+    },
+
+    methods: {
+      async issueSession(this: UserServiceThis, user: UserRecord, familyId?: string) {
+        const id = randomUUID();
+        const secret = randomBytes(32).toString("base64url");
+        const now = Date.now();
+        await repo.insertRefreshToken(this.db, {
+          id,
+          familyId: familyId ?? randomUUID(),
+          userId: user.id,
+          secretHash: sha256(secret),
+          expiresAt: now + config.refreshTokenTtlS * 1000,
+          now,
+        });
+        return { accessToken: await this.tokens.sign({ id: user.id, role: user.role }), refreshToken: `${id}.${secret}` };
+      },
+
+      /** Idempotent, and safe with several replicas starting at once: the unique e-mail decides. */
+      async bootstrapAdmin(this: UserServiceThis) {
+        if (!config.admin) return;
+        const email = normalizeEmail(config.admin.email);
+        const now = Date.now();
+        const existing = await repo.findCredentialsByEmail(this.db, email);
+        if (existing) {
+          if (existing.user.role !== "admin") await repo.setRole(this.db, existing.user.id, "admin", now);
+          return;
+        }
+        const problems = passwordProblems(config.admin.password, email);
+        if (problems.length) throw new AppError("VALIDATION_ERROR", `ADMIN_PASSWORD: ${problems.join(", ")}`);
+        try {
+          await repo.insertUser(this.db, {
+            id: randomUUID(), email, name: "Administrator", role: "admin", preferences: EMPTY_PREFERENCES, now,
+            passwordHash: await argon2.hash(config.admin.password, ARGON2_OPTIONS),
+          });
+          this.logger.info(`Admin account ${email} created`);
+        } catch (err) {
+          if (!isUniqueViolation(err)) throw err;
+        }
+      },
+    },
+
+    created(this: UserServiceThis) {
+      this.tokens = accessTokens(config.jwtSecret, config.accessTokenTtlS);
+      this.loginLimiter = createLimiter(config, "login", config.loginRateLimit.points, config.loginRateLimit.windowS);
+      this.loginIpLimiter = createLimiter(config, "login-ip", config.loginRateLimit.points * 10, config.loginRateLimit.windowS);
+    },
+
+    async started(this: UserServiceThis) {
+      this.dummyHash = await argon2.hash(randomBytes(16).toString("hex"), ARGON2_OPTIONS);
+      await this.bootstrapAdmin();
+      await repo.deleteExpiredRefreshTokens(this.db, Date.now());
+    },
+
+    async stopped(this: UserServiceThis) {
+      await Promise.all([this.loginLimiter.close(), this.loginIpLimiter.close()]);
+    },
+  } as unknown as ServiceSchema;
+}
