@@ -22,8 +22,9 @@ export const DOCS_INIT_SCRIPT_NAME = "init.js";
  * purpose (cacheable, no templating into JS): the spec URL is read from the
  * `data-spec-url` attribute that `docsHtml` puts on the container element.
  *
- * `validatorUrl: null` matters: Swagger UI otherwise loads a badge image from
- * validator.swagger.io, i.e. an external request on every page view.
+ * `validatorUrl: null` matters: otherwise, whenever the spec URL is not on localhost
+ * (i.e. in any real deployment), Swagger UI loads a badge image from validator.swagger.io
+ * and sends it our spec's URL: an external request on every page view.
  */
 export const docsInitJs = `"use strict";
 window.addEventListener("load", function () {

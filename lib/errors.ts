@@ -59,7 +59,7 @@ export function toErrorResponse(err: unknown): { status: number; body: ErrorBody
     error: { code, message, details },
   });
 
-  if (type in ERROR_STATUS && status >= 400 && status < 500) {
+  if (type in ERROR_STATUS && status >= 400 && status < 600) {
     const code = type === "MALFORMED_REQUEST" ? "VALIDATION_ERROR" : type;
     const details = Array.isArray(e.data) ? e.data : [];
     const retry = type === "RATE_LIMITED" ? (details[0] as { retryAfterSeconds?: number })?.retryAfterSeconds : undefined;

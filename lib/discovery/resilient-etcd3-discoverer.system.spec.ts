@@ -140,27 +140,31 @@ describe("ResilientEtcd3Discoverer (system: private etcd + RabbitMQ vhost)", () 
     })();
 
     const logMark = () => new Map([...procs].map(([id, p]) => [id, { lines: p.lines.length, bytes: p.bytes }]));
-    const atStop = logMark();
-    await etcd!.stop();
-    const outageStart = Date.now();
+    let atStop, atRestart, joinMs;
+    try {
+      atStop = logMark();
+      await etcd!.stop();
+      const outageStart = Date.now();
 
-    await sleep(20_000);
-    await startNode(D); // broker.start() resolved while etcd is down
-    assert.equal(await call(D, D), D, "local services of a node started during the outage run");
-    await sleep(outageStart + OUTAGE_MS - Date.now());
+      await sleep(20_000);
+      await startNode(D); // broker.start() resolved while etcd is down
+      assert.equal(await call(D, D), D, "local services of a node started during the outage run");
+      await sleep(outageStart + OUTAGE_MS - Date.now());
 
-    const atRestart = logMark();
-    await etcd!.start();
-    const joinMs = await waitFor(
-      "node-d to join",
-      async () => (await allSee([A, B, C, D], [A, B, C, D])) && (await call(A, D)) === D,
-      20_000,
-    );
-    live.push(D);
-    // Keep calling and sampling until well after the grace period, when normal removal resumes.
-    await sleep(Math.max(0, (GRACE_S + 2 * HEARTBEAT_TIMEOUT_S) * 1000 - joinMs));
-    sampling = false;
-    await sampler;
+      atRestart = logMark();
+      await etcd!.start();
+      joinMs = await waitFor(
+        "node-d to join",
+        async () => (await allSee([A, B, C, D], [A, B, C, D])) && (await call(A, D)) === D,
+        20_000,
+      );
+      live.push(D);
+      // Keep calling and sampling until well after the grace period, when normal removal resumes.
+      await sleep(Math.max(0, (GRACE_S + 2 * HEARTBEAT_TIMEOUT_S) * 1000 - joinMs));
+    } finally {
+      sampling = false;
+      await sampler;
+    }
     const calls = await get<{ ok: number; failed: number; errors: string[] }>(A, "/load/stop");
 
     const outageLogs = [A, B, C].map(id => ({

@@ -27,7 +27,9 @@
  *
  * Limits:
  *  - A node that really dies during the outage stays in the registries until the grace period
- *    ends; requests balanced to it fail with a RequestTimeoutError after `requestTimeout`.
+ *    ends; requests balanced to it fail with a RequestTimeoutError after `requestTimeout`. So does
+ *    one stopped gracefully then: its DISCONNECT removes it at once, but etcd restores its leases
+ *    with a fresh TTL when it restarts, and the stale keys bring it back until the grace ends.
  *  - Discovery is etcd-only: nodes started and service changes made during the outage are only
  *    seen once etcd is back.
  *  - Protection is based on this node's own view of etcd: a node that can reach etcd while another
@@ -37,218 +39,226 @@ import { Etcd3, type CallContext, type IOptions, type Lease } from "etcd3";
 import { Discoverers, METRIC, type Registry } from "moleculer";
 
 export interface ResilientEtcd3DiscovererOptions
-	extends Omit<Discoverers.Etcd3.Etcd3DiscovererOptions, "etcd"> {
-	/** etcd3 client options. Unless `defaultCallOptions` is given, unary calls get a 5 s deadline. */
-	etcd: IOptions;
-	/** First retry delay after a failure, in ms. Default 250; doubles on each failed attempt. */
-	retryMinDelay?: number;
-	/** Retry delay cap, in ms. Default: min(5000, heartbeatInterval). */
-	retryMaxDelay?: number;
-	/** Seconds after etcd is back during which no remote node is removed. Default: heartbeatTimeout + retryMaxDelay. */
-	recoveryGracePeriod?: number;
-	/** Seconds between two "etcd still unavailable" warnings. Default 30. */
-	outageLogInterval?: number;
+  extends Omit<Discoverers.Etcd3.Etcd3DiscovererOptions, "etcd"> {
+  /** etcd3 client options. Unless `defaultCallOptions` is given, unary calls get a 5 s deadline. */
+  etcd: IOptions;
+  /** First retry delay after a failure, in ms. Default 250; doubles on each failed attempt. */
+  retryMinDelay?: number;
+  /** Retry delay cap, in ms. Default: min(5000, heartbeatInterval). */
+  retryMaxDelay?: number;
+  /** Seconds after etcd is back during which no remote node is removed. Default: heartbeatTimeout + retryMaxDelay. */
+  recoveryGracePeriod?: number;
+  /** Seconds between two "etcd still unavailable" warnings. Default 30. */
+  outageLogInterval?: number;
 }
 
 const CALL_TIMEOUT_MS = 5000;
 const INFO_LEASE_TTL = 60; // same as Moleculer's
 
 export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
-	declare opts: ResilientEtcd3DiscovererOptions;
-	declare client: Etcd3;
-	declare leaseBeat: Lease | null;
-	declare leaseInfo: Lease | null;
-	// Set by Etcd3Discoverer.init(), missing from its typings.
-	declare serializer: { serialize(obj: object, type: string): Buffer };
-	declare BEAT_KEY: string;
-	declare INFO_KEY: string;
+  declare opts: ResilientEtcd3DiscovererOptions;
+  declare client: Etcd3;
+  declare leaseBeat: Lease | null;
+  declare leaseInfo: Lease | null;
+  // Set by Etcd3Discoverer.init(), missing from its typings.
+  declare serializer: { serialize(obj: object, type: string): Buffer };
+  declare BEAT_KEY: string;
+  declare INFO_KEY: string;
 
-	private cfg!: { retryMin: number; retryMax: number; graceMs: number; logEveryMs: number };
-	private down = false;
-	private downSince = 0;
-	private lastOutageLog = 0;
-	private failedAttempts = 0;
-	private retryDelay = 0;
-	/** Set from scheduling a recovery attempt until it has finished: one attempt at a time. */
-	private retryTimer: NodeJS.Timeout | null = null;
-	private graceUntil = 0;
-	private infoDirty = true;
-	private stopped = false;
-	/** Every etcd write sequence runs through this queue, so leases are never granted concurrently. */
-	private queue: Promise<void> = Promise.resolve();
+  private cfg!: { retryMin: number; retryMax: number; graceMs: number; logEveryMs: number };
+  private down = false;
+  private downSince = 0;
+  private lastOutageLog = 0;
+  private failedAttempts = 0;
+  private retryDelay = 0;
+  /** Set from scheduling a recovery attempt until it has finished: one attempt at a time. */
+  private retryTimer: NodeJS.Timeout | null = null;
+  private graceUntil = 0;
+  private infoDirty = true;
+  private stopped = false;
+  /** Every etcd write sequence runs through this queue, so leases are never granted concurrently. */
+  private queue: Promise<void> = Promise.resolve();
 
-	constructor(opts: ResilientEtcd3DiscovererOptions) {
-		super({
-			...opts,
-			etcd: {
-				defaultCallOptions: (ctx: CallContext) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
-				...opts.etcd,
-			},
-		});
-	}
+  constructor(opts: ResilientEtcd3DiscovererOptions) {
+    super({
+      ...opts,
+      etcd: {
+        defaultCallOptions: (ctx: CallContext) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
+        ...opts.etcd,
+      },
+    });
+  }
 
-	override init(registry: Registry): void {
-		super.init(registry); // fills heartbeatInterval/-Timeout from the broker options if unset
-		const retryMin = this.opts.retryMinDelay ?? 250;
-		const retryMax = this.opts.retryMaxDelay ?? Math.max(retryMin, Math.min(5000, this.opts.heartbeatInterval! * 1000));
-		this.cfg = {
-			retryMin,
-			retryMax,
-			graceMs: (this.opts.recoveryGracePeriod ?? this.opts.heartbeatTimeout! + retryMax / 1000) * 1000,
-			logEveryMs: (this.opts.outageLogInterval ?? 30) * 1000,
-		};
-	}
+  override init(registry: Registry): void {
+    super.init(registry); // fills heartbeatInterval/-Timeout from the broker options if unset
+    const retryMin = this.opts.retryMinDelay ?? 250;
+    const retryMax = this.opts.retryMaxDelay ?? Math.max(retryMin, Math.min(5000, this.opts.heartbeatInterval! * 1000));
+    this.cfg = {
+      retryMin,
+      retryMax,
+      graceMs: (this.opts.recoveryGracePeriod ?? this.opts.heartbeatTimeout! + retryMax / 1000) * 1000,
+      logEveryMs: (this.opts.outageLogInterval ?? 30) * 1000,
+    };
+  }
 
-	override stop(): Promise<void> {
-		this.stopped = true;
-		if (this.retryTimer) clearTimeout(this.retryTimer);
-		return super.stop();
-	}
+  override stop(): Promise<void> {
+    this.halt();
+    return super.stop();
+  }
 
-	/** Heartbeat tick: publish INFO (if changed) and BEAT, then sync the registry. While etcd is down the retry loop does the publishing. */
-	override sendHeartbeat(): Promise<void> {
-		return this.serial(async () => {
-			if (this.down) return;
-			const timeEnd = this.broker.metrics.timer(METRIC.MOLECULER_DISCOVERER_ETCD_COLLECT_TIME);
-			try {
-				await this.publish();
-				await this.collectOnlineNodes();
-			} finally {
-				timeEnd();
-				this.broker.metrics.increment(METRIC.MOLECULER_DISCOVERER_ETCD_COLLECT_TOTAL);
-			}
-		});
-	}
+  /** Heartbeat tick: publish INFO (if changed) and BEAT, then sync the registry. While etcd is down the retry loop does the publishing. */
+  override sendHeartbeat(): Promise<void> {
+    return this.serial(async () => {
+      if (this.down) return;
+      const timeEnd = this.broker.metrics.timer(METRIC.MOLECULER_DISCOVERER_ETCD_COLLECT_TIME);
+      try {
+        await this.publish();
+        await this.collectOnlineNodes();
+      } finally {
+        timeEnd();
+        this.broker.metrics.increment(METRIC.MOLECULER_DISCOVERER_ETCD_COLLECT_TOTAL);
+      }
+    });
+  }
 
-	override sendLocalNodeInfo(nodeID?: string): Promise<void> {
-		this.infoDirty = true;
-		const subscribed =
-			!nodeID && this.broker.options.disableBalancer
-				? this.transit!.tx.makeBalancedSubscriptions()
-				: Promise.resolve();
-		return subscribed.then(() => this.beat());
-	}
+  override sendLocalNodeInfo(nodeID?: string): Promise<void> {
+    this.infoDirty = true;
+    const subscribed =
+      !nodeID && this.broker.options.disableBalancer
+        ? this.transit!.tx.makeBalancedSubscriptions()
+        : Promise.resolve();
+    return subscribed.then(() => this.beat());
+  }
 
-	/** Called by the transit on (re)connect: a rejection would fail the transporter connection, hence broker.start(). */
-	override discoverAllNodes(): Promise<void> {
-		return this.serial(async () => {
-			if (!this.down) await this.collectOnlineNodes();
-		});
-	}
+  /** Called by the transit on (re)connect: a rejection would fail the transporter connection, hence broker.start(). */
+  override discoverAllNodes(): Promise<void> {
+    return this.serial(async () => {
+      if (!this.down) await this.collectOnlineNodes();
+    });
+  }
 
-	/** heartbeatReceived() calls this without handling its rejection. */
-	override discoverNode(nodeID: string) {
-		return super.discoverNode(nodeID).catch(err => this.fail(err));
-	}
+  /** heartbeatReceived() calls this without handling its rejection. */
+  override discoverNode(nodeID: string) {
+    return super.discoverNode(nodeID).catch(err => this.fail(err));
+  }
 
-	override checkRemoteNodes(): void {
-		if (!this.protectingNodes()) super.checkRemoteNodes();
-	}
+  override checkRemoteNodes(): void {
+    if (!this.protectingNodes()) super.checkRemoteNodes();
+  }
 
-	/** collectOnlineNodes() passes isUnexpected=true for a missing beat key; DISCONNECT packets pass false and always apply. */
-	override remoteNodeDisconnected(nodeID: string, isUnexpected: boolean): void {
-		if (!isUnexpected || !this.protectingNodes()) super.remoteNodeDisconnected(nodeID, isUnexpected);
-	}
+  /**
+   * collectOnlineNodes() passes isUnexpected=true for a missing beat key (it has already logged
+   * "Removing from registry..." at info level); DISCONNECT packets pass false and always apply.
+   */
+  override remoteNodeDisconnected(nodeID: string, isUnexpected: boolean): void {
+    if (!isUnexpected || !this.protectingNodes()) super.remoteNodeDisconnected(nodeID, isUnexpected);
+  }
 
-	/** The DISCONNECT packet goes out first; an unreachable etcd must not fail broker.stop() (our keys expire with their leases). */
-	override localNodeDisconnected(): Promise<void> {
-		return super
-			.localNodeDisconnected()
-			.catch(err => this.logger.warn("Could not remove the local node from etcd:", err.message));
-	}
+  /**
+   * Sends DISCONNECT, then removes our keys, after any etcd operation in flight so that none can
+   * register the stopping node again. Failures are ignored (halted): the keys expire with their leases.
+   */
+  override localNodeDisconnected(): Promise<void> {
+    this.halt();
+    return this.serial(() => super.localNodeDisconnected());
+  }
 
-	private protectingNodes(): boolean {
-		return this.down || Date.now() < this.graceUntil;
-	}
+  private halt(): void {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+  }
 
-	private serial(task: () => Promise<void>): Promise<void> {
-		return (this.queue = this.queue.then(task).catch(err => this.fail(err)));
-	}
+  private protectingNodes(): boolean {
+    return this.down || Date.now() < this.graceUntil;
+  }
 
-	/** Puts INFO (when changed, or after a lease loss) and BEAT under our leases, granting them as needed. */
-	private async publish(): Promise<void> {
-		const { broker } = this;
-		const seq = this.localNode!.seq;
-		if (this.infoDirty || seq !== this.lastInfoSeq) {
-			this.leaseInfo ??= await this.grantLease(INFO_LEASE_TTL);
-			this.infoDirty = false;
-			const info = { ver: broker.PROTOCOL_VERSION, sender: broker.nodeID, ...broker.getLocalNodeInfo() };
-			await this.leaseInfo.put(this.INFO_KEY).value(this.serializer.serialize(info, "INFO"));
-			this.lastInfoSeq = seq;
-		}
-		this.leaseBeat ??= await this.grantLease(this.opts.heartbeatTimeout!);
-		const beat = {
-			ver: broker.PROTOCOL_VERSION,
-			sender: broker.nodeID,
-			cpu: this.localNode!.cpu,
-			seq,
-			instanceID: broker.instanceID,
-		};
-		await this.leaseBeat.put(`${this.BEAT_KEY}/${seq}`).value(this.serializer.serialize(beat, "HEARTBEAT"));
-		if (seq !== this.lastBeatSeq) {
-			// The beat key embeds seq: drop the previous one (Moleculer revokes its lease instead).
-			await this.client.delete().key(`${this.BEAT_KEY}/${this.lastBeatSeq}`);
-			this.lastBeatSeq = seq;
-		}
-	}
+  private serial(task: () => Promise<void>): Promise<void> {
+    return (this.queue = this.queue.then(task).catch(err => this.fail(err)));
+  }
 
-	private async grantLease(ttl: number): Promise<Lease> {
-		const lease = this.client.lease(ttl);
-		// "lost": keepalives failed for 2*ttl, or etcd reports the lease expired. A failed grant emits it
-		// too, but then the lease is not ours yet and the grant() rejection below reports the failure.
-		lease.on("lost", err => {
-			if (lease === this.leaseBeat || lease === this.leaseInfo) this.fail(err);
-		});
-		await lease.grant();
-		return lease;
-	}
+  /** Puts INFO (when changed, or after a lease loss) and BEAT under our leases, granting them as needed. */
+  private async publish(): Promise<void> {
+    const { broker } = this;
+    const seq = this.localNode!.seq;
+    if (this.infoDirty || seq !== this.lastInfoSeq) {
+      this.leaseInfo ??= await this.grantLease(INFO_LEASE_TTL);
+      this.infoDirty = false;
+      const info = { ver: broker.PROTOCOL_VERSION, sender: broker.nodeID, ...broker.getLocalNodeInfo() };
+      await this.leaseInfo.put(this.INFO_KEY).value(this.serializer.serialize(info, "INFO"));
+      this.lastInfoSeq = seq;
+    }
+    this.leaseBeat ??= await this.grantLease(this.opts.heartbeatTimeout!);
+    const beat = {
+      ver: broker.PROTOCOL_VERSION,
+      sender: broker.nodeID,
+      cpu: this.localNode!.cpu,
+      seq,
+      instanceID: broker.instanceID,
+    };
+    await this.leaseBeat.put(`${this.BEAT_KEY}/${seq}`).value(this.serializer.serialize(beat, "HEARTBEAT"));
+    if (seq !== this.lastBeatSeq) {
+      // The beat key embeds seq: drop the previous one (Moleculer revokes its lease instead).
+      await this.client.delete().key(`${this.BEAT_KEY}/${this.lastBeatSeq}`);
+      this.lastBeatSeq = seq;
+    }
+  }
 
-	/** Enters or stays in "etcd down" mode and makes sure one recovery attempt is scheduled. */
-	private fail(err: Error): void {
-		if (this.stopped) return;
-		const now = Date.now();
-		this.failedAttempts++;
-		if (!this.down) {
-			this.down = true;
-			this.downSince = this.lastOutageLog = now;
-			this.failedAttempts = 1;
-			this.retryDelay = this.cfg.retryMin;
-			this.logger.warn(
-				`etcd unavailable (${err.message}). Keeping all known nodes; retrying every <= ${this.cfg.retryMax} ms.`,
-			);
-		} else if (now - this.lastOutageLog >= this.cfg.logEveryMs) {
-			this.lastOutageLog = now;
-			this.logger.warn(
-				`etcd still unavailable after ${Math.round((now - this.downSince) / 1000)} s ` +
-					`(${this.failedAttempts} failed attempts, last error: ${err.message}).`,
-			);
-		}
-		// Releasing stops the leases' keepalive loops; etcd expires them (and any key not re-put) after their TTL.
-		this.leaseBeat?.release();
-		this.leaseInfo?.release();
-		this.leaseBeat = this.leaseInfo = null;
-		this.infoDirty = true;
-		if (this.retryTimer) return;
-		this.retryTimer = setTimeout(() => this.serial(() => this.recover()), this.retryDelay);
-		this.retryTimer.unref();
-		this.retryDelay = Math.min(this.retryDelay * 2, this.cfg.retryMax);
-	}
+  private async grantLease(ttl: number): Promise<Lease> {
+    const lease = this.client.lease(ttl);
+    // "lost": keepalives failed for 2*ttl, or etcd reports the lease expired. A failed grant emits it
+    // too, but then the lease is not ours yet and the grant() rejection below reports the failure.
+    lease.on("lost", err => {
+      if (lease === this.leaseBeat || lease === this.leaseInfo) this.fail(err);
+    });
+    await lease.grant();
+    return lease;
+  }
 
-	private async recover(): Promise<void> {
-		try {
-			// A fresh client: the old one's circuit breaker (open for 5 s after 3 failures) would delay recovery.
-			this.client.close();
-			this.client = new Etcd3(this.opts.etcd);
-			await this.publish();
-		} finally {
-			this.retryTimer = null;
-		}
-		this.down = false;
-		this.graceUntil = Date.now() + this.cfg.graceMs;
-		this.logger.warn(
-			`etcd reachable again after ${Math.round((Date.now() - this.downSince) / 1000)} s ` +
-				`(${this.failedAttempts} failed attempts); local node re-registered, no node removed for ${this.cfg.graceMs / 1000} s.`,
-		);
-		await this.collectOnlineNodes();
-	}
+  /** Enters or stays in "etcd down" mode and makes sure one recovery attempt is scheduled. */
+  private fail(err: Error): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    this.failedAttempts = this.down ? this.failedAttempts + 1 : 1;
+    if (!this.down) {
+      this.down = true;
+      this.downSince = this.lastOutageLog = now;
+      this.retryDelay = this.cfg.retryMin;
+      this.logger.warn(
+        `etcd unavailable (${err.message}). Keeping all known nodes; retrying every <= ${this.cfg.retryMax} ms.`,
+      );
+    } else if (now - this.lastOutageLog >= this.cfg.logEveryMs) {
+      this.lastOutageLog = now;
+      this.logger.warn(
+        `etcd still unavailable after ${Math.round((now - this.downSince) / 1000)} s ` +
+          `(${this.failedAttempts} failed attempts, last error: ${err.message}).`,
+      );
+    }
+    // Releasing stops the leases' keepalive loops; etcd expires them (and any key not re-put) after their TTL.
+    this.leaseBeat?.release();
+    this.leaseInfo?.release();
+    this.leaseBeat = this.leaseInfo = null;
+    this.infoDirty = true;
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => this.serial(() => this.recover()), this.retryDelay);
+    this.retryTimer.unref();
+    this.retryDelay = Math.min(this.retryDelay * 2, this.cfg.retryMax);
+  }
+
+  private async recover(): Promise<void> {
+    try {
+      // A fresh client: the old one's circuit breaker (open for 5 s after 3 failures) would delay recovery.
+      this.client.close();
+      this.client = new Etcd3(this.opts.etcd);
+      await this.publish();
+    } finally {
+      this.retryTimer = null;
+    }
+    this.down = false;
+    this.graceUntil = Date.now() + this.cfg.graceMs;
+    this.logger.warn(
+      `etcd reachable again after ${Math.round((Date.now() - this.downSince) / 1000)} s ` +
+        `(${this.failedAttempts} failed attempts); local node re-registered, no node removed for ${this.cfg.graceMs / 1000} s.`,
+    );
+    await this.collectOnlineNodes();
+  }
 }

@@ -11,7 +11,7 @@ import type { Context, ServiceSchema } from "moleculer";
 import { accessTokens } from "../../lib/auth/tokens";
 import type { AppConfig } from "../../lib/config";
 import type { AuthLevel, RequestMeta } from "../../lib/context";
-import { docsHtml, swaggerUiDistPath } from "../../lib/docs-page";
+import { DOCS_CONTENT_SECURITY_POLICY, DOCS_INIT_SCRIPT_NAME, docsHtml, docsInitJs, swaggerUiDistPath } from "../../lib/docs-page";
 import { AppError, forbidden, toErrorResponse, unauthorized } from "../../lib/errors";
 import { prometheusText } from "../../lib/metrics";
 import { buildOpenApiDocument } from "../../lib/openapi";
@@ -86,7 +86,7 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       routes: [
         { ...conventions, path: "/api", aliases: API_ALIASES },
         // Swagger UI's files from node_modules (no CDN); served before the catch-all route.
-        { ...conventions, path: DOCS_ASSETS, authentication: false, authorization: false, aliases: {},
+        { ...conventions, path: DOCS_ASSETS, aliases: { [`GET /${DOCS_INIT_SCRIPT_NAME}`]: "api.docsInit" },
           use: [serveStatic(swaggerUiDistPath, { index: false, fallthrough: true, maxAge: "1h" })] },
         { ...conventions, path: "", aliases: OPS_ALIASES },
       ],
@@ -126,7 +126,7 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       },
       metrics: {
         auth: "none",
-        openapi: { summary: "Prometheus metrics of this node", tags: ["operations"], response: { type: "string" } },
+        openapi: { summary: "Prometheus metrics of this node", tags: ["operations"], contentType: "text/plain; version=0.0.4", response: { type: "string" } },
         handler(this: any, ctx: Context<unknown, RequestMeta>) {
           ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
           return prometheusText(this.broker);
@@ -150,10 +150,19 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       },
       docs: {
         auth: "none",
-        openapi: { summary: "Browsable API documentation (Swagger UI)", tags: ["operations"], response: { type: "string" } },
+        openapi: { summary: "Browsable API documentation (Swagger UI)", tags: ["operations"], contentType: "text/html", response: { type: "string" } },
         handler(ctx: Context<unknown, RequestMeta>) {
           ctx.meta.$responseType = "text/html; charset=utf-8";
+          ctx.meta.$responseHeaders = { "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY };
           return docsHtml({ specUrl: "/api/openapi.json", assetBase: DOCS_ASSETS });
+        },
+      },
+      docsInit: {
+        auth: "none",
+        openapi: { summary: "Swagger UI initializer script of the docs page", tags: ["operations"], contentType: "application/javascript", response: { type: "string" } },
+        handler(ctx: Context<unknown, RequestMeta>) {
+          ctx.meta.$responseType = "application/javascript; charset=utf-8";
+          return docsInitJs;
         },
       },
     },

@@ -67,7 +67,8 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
 
 /** Removes every key this namespace wrote (cacher and rate limits). */
 export async function deleteRedisKeys(url: string, namespace: string): Promise<void> {
-  const redis = new Redis(url);
+  const redis = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => null });
+  redis.on("error", () => undefined);
   try {
     for (const pattern of [`MOL-${namespace}-*`, `meridian:${namespace}:*`]) {
       let cursor = "0";
@@ -77,6 +78,8 @@ export async function deleteRedisKeys(url: string, namespace: string): Promise<v
         cursor = next;
       } while (cursor !== "0");
     }
+  } catch {
+    // A test that points REDIS_URL at a dead port has nothing to clean.
   } finally {
     redis.disconnect();
   }

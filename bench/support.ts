@@ -1,0 +1,309 @@
+/**
+ * Shared pieces of the benchmarks: autocannon runs with progress, child processes that
+ * are always stopped, a cleanup list run once on success, failure or Ctrl-C, and
+ * markdown tables.
+ */
+import { spawn } from "node:child_process";
+import { EventEmitter } from "node:events";
+import fs from "node:fs";
+import readline from "node:readline";
+import type { ChildHandle } from "../test/support/proc";
+
+// ---- autocannon (no bundled typings: the part of its API used here) ----
+
+export interface Histogram {
+  average: number;
+  mean: number;
+  stddev: number;
+  min: number;
+  max: number;
+  total: number;
+  p50: number;
+  p90: number;
+  p97_5: number;
+  p99: number;
+}
+
+export interface LoadResult {
+  requests: Histogram & { sent: number };
+  latency: Histogram;
+  duration: number;
+  errors: number;
+  timeouts: number;
+  mismatches: number;
+  non2xx: number;
+  statusCodeStats: Record<string, { count: number }>;
+}
+
+interface AutocannonOptions {
+  url: string;
+  connections: number;
+  duration: number;
+  headers?: Record<string, string>;
+  title?: string;
+}
+interface AutocannonInstance extends EventEmitter {
+  stop(): void;
+}
+type Autocannon = (opts: AutocannonOptions, cb: (err: Error | null, result: LoadResult) => void) => AutocannonInstance;
+const autocannon: Autocannon = require("autocannon");
+
+let running: AutocannonInstance | undefined;
+
+/** Latency percentiles in ms with sub-millisecond precision (autocannon's histogram keeps whole ms). */
+export interface Latency {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+export interface Measured {
+  result: LoadResult;
+  latency: Latency;
+}
+
+function percentiles(samples: Float64Array): Latency {
+  samples.sort();
+  const at = (q: number) => (samples.length ? samples[Math.min(samples.length - 1, Math.ceil(q * samples.length) - 1)] : NaN);
+  return { p50: at(0.5), p90: at(0.9), p99: at(0.99), max: samples.length ? samples[samples.length - 1] : NaN };
+}
+
+/**
+ * One autocannon run; writes a countdown (one number per second) to stderr.
+ * Rejects on a setup error; request errors are counted in the result, not thrown.
+ */
+export function load(opts: AutocannonOptions, label: string): Promise<Measured> {
+  return new Promise((resolve, reject) => {
+    process.stderr.write(`    ${label} ${opts.duration}s:`);
+    let left = opts.duration;
+    let samples = new Float64Array(1 << 16);
+    let n = 0;
+    const instance = autocannon(opts, (err, result) => {
+      running = undefined;
+      process.stderr.write(" done\n");
+      if (err) reject(err);
+      else resolve({ result, latency: percentiles(samples.subarray(0, n)) });
+    });
+    running = instance;
+    instance.on("tick", () => left > 0 && process.stderr.write(` ${--left}`));
+    // Every response, 2xx or not, as autocannon counts them (responseTime: float ms from hrtime).
+    instance.on("response", (_client: unknown, _status: number, _bytes: number, responseTime: number) => {
+      if (n === samples.length) {
+        const bigger = new Float64Array(samples.length * 2);
+        bigger.set(samples);
+        samples = bigger;
+      }
+      samples[n++] = responseTime;
+    });
+  });
+}
+
+/** Stops the autocannon run in progress, if any (Ctrl-C). */
+export function stopLoad(): void {
+  running?.stop();
+}
+
+// ---- cleanup: LIFO, each step once, run on success, failure and signals ----
+
+interface CleanupStep {
+  what: string;
+  run(): Promise<void>;
+}
+const cleanups: CleanupStep[] = [];
+
+/** Registers a cleanup step; it runs once, whether through `scoped`, `cleanupAll` or both. */
+export function onCleanup(what: string, fn: () => Promise<unknown> | unknown): void {
+  let done: Promise<void> | undefined;
+  const step: CleanupStep = {
+    what,
+    run: () =>
+      (done ??= (async () => {
+        try {
+          await fn();
+        } catch (err) {
+          process.stderr.write(`cleanup: ${what} failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        } finally {
+          const i = cleanups.indexOf(step);
+          if (i >= 0) cleanups.splice(i, 1);
+        }
+      })()),
+  };
+  cleanups.push(step);
+}
+
+async function runFrom(mark: number): Promise<void> {
+  // Newest first; a step already running (e.g. started by `scoped` before a Ctrl-C) is awaited.
+  for (const step of cleanups.slice(mark).reverse()) await step.run();
+}
+
+/** Runs every cleanup step still registered, newest first. */
+export function cleanupAll(): Promise<void> {
+  return runFrom(0);
+}
+
+/** Runs `fn`, then the cleanup steps it registered (newest first), even if it throws. */
+export async function scoped<T>(fn: () => Promise<T>): Promise<T> {
+  const mark = cleanups.length;
+  try {
+    return await fn();
+  } finally {
+    await runFrom(mark);
+  }
+}
+
+let exiting = false;
+
+/** True once Ctrl-C / SIGTERM was received: the run should start nothing new. */
+export function aborting(): boolean {
+  return exiting;
+}
+
+/** Ctrl-C / SIGTERM: stop the load, clean up everything, exit 130/143. */
+export function installSignalCleanup(): void {
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const)
+    process.on(signal, () => {
+      if (exiting) return;
+      exiting = true;
+      process.stderr.write(`\n${signal}: cleaning up...\n`);
+      stopLoad();
+      void cleanupAll().finally(() => process.exit(code));
+    });
+}
+
+// ---- child processes ----
+
+export interface BenchChild extends ChildHandle {
+  /** SIGTERM, then SIGKILL if it has not exited after `graceMs`. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * A TypeScript file in a child `node --import tsx` (as test/support/proc.ts spawnTs, plus
+ * `nodeArgs` such as --cpu-prof, which NODE_OPTIONS does not accept), stopped by the cleanup.
+ * Output is kept line by line; BENCH_CHILD_OUTPUT=1 also echoes it to stderr.
+ */
+export function startChild(file: string, name: string, env: Record<string, string>, nodeArgs: string[] = []): BenchChild {
+  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", file], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  const listeners = new Set<(line: string) => void>();
+  let bytes = 0;
+  let exited = false;
+  const exit = new Promise<void>((resolve) =>
+    child.once("exit", () => {
+      exited = true;
+      resolve();
+    }),
+  );
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.on("data", (chunk: Buffer) => (bytes += chunk.length));
+    readline.createInterface({ input: stream }).on("line", (line) => {
+      lines.push(line);
+      if (process.env.BENCH_CHILD_OUTPUT) process.stderr.write(`[${name}] ${line}\n`);
+      for (const listener of listeners) listener(line);
+    });
+  }
+
+  const waitForLine = (re: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> => {
+    const found = lines.map((l) => l.match(re)).find((m) => m);
+    if (found) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      const onLine = (line: string) => {
+        const m = line.match(re);
+        if (m) done(null, m);
+      };
+      const done = (err: Error | null, match?: RegExpMatchArray) => {
+        listeners.delete(onLine);
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve(match!);
+      };
+      const fail = (why: string) => done(new Error(`${name}: ${why} before a line matched ${re}. Last lines:\n${lines.slice(-20).join("\n")}`));
+      const timer = setTimeout(() => fail(`${timeoutMs} ms passed`), timeoutMs);
+      listeners.add(onLine);
+      void exit.then(() => listeners.has(onLine) && fail("process exited"));
+    });
+  };
+  const kill = (signal: NodeJS.Signals = "SIGTERM") => {
+    if (!exited) child.kill(signal);
+  };
+  const stop = async (graceMs = 15_000) => {
+    if (exited) return;
+    kill("SIGTERM");
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([exit.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs)))]);
+    clearTimeout(timer);
+    if (timedOut) {
+      process.stderr.write(`${name}: no exit ${graceMs} ms after SIGTERM, sending SIGKILL\n`);
+      kill("SIGKILL");
+      await exit;
+    }
+  };
+  onCleanup(`stop ${name} (pid ${child.pid})`, () => stop());
+  return {
+    name,
+    pid: child.pid!,
+    lines,
+    get bytes() {
+      return bytes;
+    },
+    waitForLine,
+    kill,
+    waitExit: () => exit,
+    stop,
+  };
+}
+
+/** Polls `url` until it answers `status`; fails early if one of `children` exits. */
+export async function waitForStatus(url: string, status: number, children: ChildHandle[], timeoutMs = 60_000): Promise<void> {
+  const dead = new Set<string>();
+  for (const c of children) void c.waitExit().then(() => dead.add(c.name));
+  const deadline = Date.now() + timeoutMs;
+  let last = "no answer yet";
+  for (;;) {
+    if (dead.size) {
+      const c = children.find((x) => dead.has(x.name))!;
+      throw new Error(`${c.name} exited while waiting for ${url}. Last lines:\n${c.lines.slice(-20).join("\n")}`);
+    }
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(3000) });
+      const text = await res.text();
+      if (res.status === status) return;
+      last = `${res.status} ${text.slice(0, 300)}`;
+    } catch (err) {
+      last = err instanceof Error ? err.message : String(err);
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not answer ${status} within ${timeoutMs} ms (last: ${last})`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/**
+ * CPU time (user + system, all threads) a process has used so far, in seconds, from
+ * /proc/<pid>/stat; undefined where there is no /proc (not Linux) or the process is gone.
+ */
+export function cpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name "(...)": state is field 3, utime 14, stime 15 (clock ticks).
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(rest[11]) + Number(rest[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+// USER_HZ: 100 on every Linux architecture Node supports.
+const CLOCK_TICKS = 100;
+
+// ---- formatting ----
+
+export function markdownTable(header: string[], rows: string[][], alignRight: boolean[] = []): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) =>
+    `| ${cells.map((c, i) => (alignRight[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(" | ")} |`;
+  const sep = `|${widths.map((w, i) => (alignRight[i] ? `${"-".repeat(w + 1)}:` : "-".repeat(w + 2))).join("|")}|`;
+  return [line(header), sep, ...rows.map(line)].join("\n");
+}

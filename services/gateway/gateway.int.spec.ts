@@ -1,0 +1,179 @@
+/**
+ * Gateway conventions that hold for every route (API.md "Conventions"), checked on a real
+ * gateway with the real services in this process.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { after, before, describe, test } from "node:test";
+import { http, startTestApp, type TestApp } from "../../test/support/app";
+import { listDocsOperations } from "../../test/support/chromium";
+import { freePort } from "../../test/support/ports";
+import { API_ALIASES } from "./api.service";
+
+function assertError(r: { status: number; body: any; text: string }, status: number, code: string) {
+  assert.equal(r.status, status, r.text);
+  assert.deepEqual(Object.keys(r.body), ["error"], r.text);
+  assert.equal(r.body.error.code, code, r.text);
+  assert.equal(typeof r.body.error.message, "string");
+  assert.ok(Array.isArray(r.body.error.details));
+  assert.doesNotMatch(r.text, /at .+\(.*:\d+:\d+\)|node_modules|Error:/, "no stack traces in responses");
+}
+
+/** Sends raw bytes and returns the status line (for requests fetch() refuses to send). */
+function rawRequest(port: number, data: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1", () => socket.end(data));
+    let out = "";
+    socket.on("data", (d) => (out += d.toString()));
+    socket.on("close", () => resolve(out.split("\r\n")[0]));
+    socket.on("error", reject);
+    socket.setTimeout(5000, () => socket.destroy(new Error("raw request timed out")));
+  });
+}
+
+describe("gateway conventions", () => {
+  let app: TestApp;
+  let token = "";
+  const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
+
+  before(async () => {
+    app = await startTestApp({ env: { BODY_LIMIT_BYTES: "4096" } });
+    const r = await call("POST", "/api/auth/register", { body: { email: "gw@example.com", password: "gateway password", name: "G" } });
+    token = r.body.accessToken;
+  });
+  after(async () => app?.stop());
+
+  test("unknown routes and non-aliased actions are 404 in the error shape (mappingPolicy restrict)", async () => {
+    for (const path of ["/nope", "/api/nope", "/api/user/me", "/api/user.me", "/api/user/get", "/api/api/live", "/api/~node/health", "/api/$node/list", "/api/list-aliases"])
+      assertError(await call("GET", path, { token }), 404, "NOT_FOUND");
+    assertError(await call("PUT", "/api/users/me", { token, body: {} }), 404, "NOT_FOUND");
+  });
+
+  test("malformed JSON is 400, never 500", async () => {
+    for (const raw of ["{", '{"email":', "nul", "[1,2", '{"a":1}}', "\u0000\u0001", '{"a":"\\ud800"}x'])
+      assertError(await call("POST", "/api/auth/login", { raw, headers: { "content-type": "application/json" } }), 400, "VALIDATION_ERROR");
+    // Valid JSON that is not an object is refused the same way.
+    for (const raw of ["[]", "42", '"text"', "null"])
+      assertError(await call("POST", "/api/auth/login", { raw, headers: { "content-type": "application/json" } }), 400, "VALIDATION_ERROR");
+  });
+
+  test("a body over the limit is 413", async () => {
+    const big = JSON.stringify({ email: "x@example.com", password: "p".repeat(5000) });
+    assertError(await call("POST", "/api/auth/login", { raw: big, headers: { "content-type": "application/json" } }), 413, "PAYLOAD_TOO_LARGE");
+    // Also when streamed without a Content-Length (chunked).
+    const port = Number(new URL(app.baseUrl).port);
+    const chunk = "x".repeat(5000);
+    const status = await rawRequest(
+      port,
+      `POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunk.length.toString(16)}\r\n${chunk}\r\n0\r\n\r\n`,
+    );
+    assert.match(status, / 413 /);
+  });
+
+  test("__proto__, constructor and prototype keys are rejected at any depth, in body and query", async () => {
+    const bodies = [
+      '{"__proto__": {"role": "admin"}}',
+      '{"email": "a@b.c", "password": "x", "nested": {"constructor": {"prototype": {"polluted": true}}}}',
+      '{"\\u005f_proto__": {"x": 1}}',
+      '{"list": [{"prototype": 1}]}',
+    ];
+    for (const raw of bodies)
+      assertError(await call("POST", "/api/auth/register", { raw, headers: { "content-type": "application/json" } }), 400, "VALIDATION_ERROR");
+    for (const q of ["?__proto__[role]=admin", "?a[constructor][prototype][x]=1", "?prototype=1", "?x.__proto__.y=1"])
+      assertError(await call("GET", `/api/users/me${q}`, { token }), 400, "VALIDATION_ERROR");
+    assert.equal(({} as Record<string, unknown>).role, undefined, "Object.prototype untouched");
+  });
+
+  test("a body that is not JSON is 415", async () => {
+    assertError(await call("POST", "/api/auth/login", { raw: "email=a&password=b", headers: { "content-type": "application/x-www-form-urlencoded" } }), 415, "UNSUPPORTED_MEDIA_TYPE");
+    assertError(await call("POST", "/api/auth/login", { raw: "{}", headers: { "content-type": "text/plain" } }), 415, "UNSUPPORTED_MEDIA_TYPE");
+    // An empty body on POST is an empty object, which then fails validation (422), not a crash.
+    assertError(await call("POST", "/api/auth/login"), 422, "VALIDATION_ERROR");
+  });
+
+  test("identity comes only from the token: params, headers and bodies cannot set it", async () => {
+    const other = await call("POST", "/api/auth/register", { body: { email: "other@example.com", password: "other password", name: "O" } });
+    const otherId = other.body.user.id;
+    const me = await call("GET", `/api/users/me?id=${otherId}&userId=${otherId}&user[id]=${otherId}`, {
+      token,
+      headers: { "x-user-id": otherId, "x-forwarded-user": otherId },
+    });
+    assert.equal(me.status, 200);
+    assert.equal(me.body.email, "gw@example.com");
+    const noToken = await call("GET", "/api/users/me", { headers: { "x-user-id": otherId } });
+    assertError(noToken, 401, "UNAUTHORIZED");
+    assert.equal(noToken.headers.get("www-authenticate"), 'Bearer realm="meridian"');
+    assertError(await call("PATCH", "/api/users/me", { token, body: { user: { id: otherId }, name: "Hijack" } }), 422, "VALIDATION_ERROR");
+    assert.equal((await call("GET", "/api/users/me", { token: other.body.accessToken })).body.name, "O");
+  });
+
+  test("an action without a declared auth level is admin-only (fails closed)", async () => {
+    const gateway = app.broker.getLocalService("api") as any;
+    const ctx = { meta: { user: { id: "u1", role: "customer" } } };
+    await assert.rejects(async () => gateway.authorize(ctx, {}, { $action: { name: "x.y" } }), { type: "FORBIDDEN" });
+    await assert.rejects(async () => gateway.authorize({ meta: {} }, {}, { $action: { name: "x.y" } }), { type: "UNAUTHORIZED" });
+    assert.equal(await gateway.authorize({ meta: { user: { id: "a", role: "admin" } } }, {}, { $action: { name: "x.y" } }), undefined);
+  });
+
+  test("responses carry X-Request-Id; a client-given one is kept", async () => {
+    const r = await call("GET", "/health/live", { headers: { "x-request-id": "trace-123" } });
+    assert.equal(r.headers.get("x-request-id"), "trace-123");
+    assert.ok((await call("GET", "/nope")).status === 404);
+  });
+
+  test("health, readiness and Prometheus metrics", async () => {
+    assert.deepEqual((await call("GET", "/health/live")).body, { status: "ok" });
+    const ready = await call("GET", "/health/ready");
+    assert.equal(ready.status, 200);
+    assert.deepEqual(ready.body.checks, { "database:user": "up", "service:user": "up" });
+    const metrics = await call("GET", "/metrics");
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.headers.get("content-type") ?? "", /^text\/plain/);
+    assert.match(metrics.text, /^# TYPE moleculer_request_total counter$/m);
+    assert.match(metrics.text, /moleculer_request_total\{[^}]*action="user\.register"/);
+  });
+
+  test("GET /api/openapi.json is generated from the actions and is valid OpenAPI 3", async () => {
+    const r = await call("GET", "/api/openapi.json");
+    assert.equal(r.status, 200);
+    const { Validator } = await import("@seriousme/openapi-schema-validator");
+    const result = await new Validator().validate(structuredClone(r.body));
+    assert.equal(result.valid, true, JSON.stringify(result.errors));
+    const operations = Object.entries(r.body.paths as Record<string, Record<string, unknown>>).flatMap(([p, ops]) =>
+      Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`),
+    );
+    for (const alias of Object.keys(API_ALIASES)) {
+      const [method, path] = alias.split(" ");
+      assert.ok(operations.includes(`${method} /api${path.replace(/:(\w+)/g, "{$1}")}`), `${alias} documented`);
+    }
+    for (const ops of ["GET /health/live", "GET /health/ready", "GET /metrics"]) assert.ok(operations.includes(ops), ops);
+    // Generated from the parameter schemas: register's body lists the validator's fields and limits.
+    const body = r.body.paths["/api/auth/register"].post.requestBody.content["application/json"].schema;
+    assert.deepEqual([...body.required].sort(), ["email", "name", "password"]);
+    assert.equal(body.properties.name.maxLength, 100);
+    assert.equal(body.additionalProperties, false);
+  });
+
+  test("GET /docs renders in headless Chromium from local assets and lists the user routes", async () => {
+    const report = await listDocsOperations(`${app.baseUrl}/docs`);
+    assert.deepEqual(report.failedRequests, [], "no external or failed requests (no CDN)");
+    assert.deepEqual(report.consoleErrors, []);
+    for (const op of ["POST /api/auth/register", "POST /api/auth/login", "GET /api/users/me", "PATCH /api/users/me/addresses/{id}"])
+      assert.ok(report.operations.includes(op), `${op} in ${report.operations.join(", ")}`);
+  });
+});
+
+describe("readiness names the dependency that is down", () => {
+  test("a Redis that does not answer makes /health/ready 503 naming the cache", async () => {
+    const deadPort = await freePort();
+    const app = await startTestApp({ env: { REDIS_URL: `redis://127.0.0.1:${deadPort}` } });
+    try {
+      const r = await http(app.baseUrl, "GET", "/health/ready");
+      assertError(r, 503, "SERVICE_UNAVAILABLE");
+      assert.deepEqual(r.body.error.details.map((d: any) => d.dependency), ["cache"]);
+      assert.equal((await http(app.baseUrl, "GET", "/health/live")).status, 200);
+    } finally {
+      await app.stop().catch(() => undefined);
+    }
+  });
+});
