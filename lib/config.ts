@@ -16,7 +16,8 @@ export type ServiceName = (typeof ALL_SERVICES)[number];
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
   .transform((v) => v === "true" || v === "1" || v === "yes");
-const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const int = (min: number, max: number) =>
+  z.coerce.number({ error: `must be an integer from ${min} to ${max}` }).int(`must be an integer from ${min} to ${max}`).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
 const url = (protocols: string[]) =>
   z.string().refine((v) => {
     try {
@@ -114,12 +115,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   // Empty strings count as unset: `FOO=` in a .env or a manifest means "not given".
   const given = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
   const parsed = EnvSchema.safeParse(given);
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".") || "environment"}: ${i.message}`));
-  }
+  const problems: string[] = parsed.success
+    ? []
+    : parsed.error.issues.map((i) => `${i.path.join(".") || "environment"}: ${i.message}`);
+  // Rules between variables are checked on the raw values too, so one run reports every problem.
+  const cluster = Boolean(given.RABBITMQ_URI);
+  if (cluster && !given.JWT_SECRET) problems.push("JWT_SECRET: required in cluster mode (no fallback for secrets)");
+  if (Boolean(given.ADMIN_EMAIL) !== Boolean(given.ADMIN_PASSWORD)) problems.push("ADMIN_EMAIL/ADMIN_PASSWORD: give both or neither");
+  if (!parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
-  const problems: string[] = [];
-  const cluster = Boolean(e.RABBITMQ_URI);
 
   let services: ServiceName[] = [...ALL_SERVICES];
   if (e.SERVICES.trim() !== "all") {
@@ -145,9 +149,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     problems.push("ETCD_USERNAME/ETCD_PASSWORD: set without ETCD_HOSTS");
   }
 
-  if (cluster && !e.JWT_SECRET) problems.push("JWT_SECRET: required in cluster mode (no fallback for secrets)");
-  if (Boolean(e.ADMIN_EMAIL) !== Boolean(e.ADMIN_PASSWORD))
-    problems.push("ADMIN_EMAIL/ADMIN_PASSWORD: give both or neither");
   if (e.HEARTBEAT_TIMEOUT_S <= e.HEARTBEAT_INTERVAL_S)
     problems.push("HEARTBEAT_TIMEOUT_S: must be greater than HEARTBEAT_INTERVAL_S");
   if (problems.length) throw new ConfigError(problems);

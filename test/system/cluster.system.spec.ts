@@ -1,0 +1,238 @@
+/**
+ * The platform against the real servers: separate node processes (gateway, two user
+ * replicas) over RabbitMQ (own vhost) with etcd discovery (a private etcd, since this
+ * test stops it), Redis (own key prefix) and MariaDB (own databases). Then the same user
+ * flow in embedded mode, from `bin/start.ts` exactly as `npm start` runs it.
+ */
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { promisify } from "node:util";
+import type { ServiceBroker } from "moleculer";
+import { createBroker } from "../../lib/app";
+import { loadConfig } from "../../lib/config";
+import { dropDatabase } from "../../lib/db";
+import { deleteRedisKeys, http } from "../support/app";
+import { startEtcd, type EtcdHandle } from "../support/etcd";
+import { freePort } from "../support/ports";
+import { spawnTs, type ChildHandle } from "../support/proc";
+import { createVhost, type RabbitVhost } from "../support/rabbitmq";
+import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../support/servers";
+
+const ROOT = path.resolve(__dirname, "..", "..");
+const START = path.join(ROOT, "bin", "start.ts");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The user part of the contract, end to end; throws with the step that failed. */
+async function userFlow(baseUrl: string): Promise<number> {
+  let requests = 0;
+  const step = async (name: string, method: string, p: string, expect: number, opts: Parameters<typeof http>[3] = {}) => {
+    requests++;
+    const r = await http(baseUrl, method, p, opts);
+    if (r.status !== expect) throw new Error(`${name}: ${method} ${p} answered ${r.status} (expected ${expect}): ${r.text.slice(0, 300)}`);
+    return r.body;
+  };
+  const email = `u-${randomBytes(6).toString("hex")}@example.com`;
+  const password = "system test password";
+  await step("register", "POST", "/api/auth/register", 201, { body: { email, password, name: "Sys" } });
+  const session = await step("login", "POST", "/api/auth/login", 200, { body: { email, password } });
+  const token = session.accessToken;
+  await step("me", "GET", "/api/users/me", 200, { token });
+  await step("patch me", "PATCH", "/api/users/me", 200, { token, body: { preferences: { categories: ["phones"] } } });
+  const address = await step("add address", "POST", "/api/users/me/addresses", 201, {
+    token,
+    body: { recipient: "Sys", phone: "123456", line1: "1 Road", city: "Town", postalCode: "12345", country: "CN" },
+  });
+  const list = await step("list addresses", "GET", "/api/users/me/addresses", 200, { token });
+  if (list.length !== 1 || list[0].id !== address.id) throw new Error("address list wrong");
+  const refreshed = await step("refresh", "POST", "/api/auth/refresh", 200, { body: { refreshToken: session.refreshToken } });
+  await step("logout", "POST", "/api/auth/logout", 204, { token: refreshed.accessToken, body: { refreshToken: refreshed.refreshToken } });
+  return requests;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    if (await check().catch(() => false)) return Date.now() - t0;
+    await sleep(200);
+  }
+  throw new Error(`${what}: not within ${timeoutMs} ms`);
+}
+
+describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", () => {
+  let etcd: EtcdHandle;
+  let vhost: RabbitVhost;
+  let observer: ServiceBroker;
+  let baseUrl = "";
+  const namespace = uniqueNamespace("sys");
+  const nodes = new Map<string, ChildHandle>();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-sys-"));
+  let env: Record<string, string> = {};
+
+  const startNode = async (nodeId: string, services: string, extra: Record<string, string> = {}) => {
+    const child = spawnTs(START, { name: nodeId, env: { ...env, NODE_ID: nodeId, SERVICES: services, ...extra } });
+    nodes.set(nodeId, child);
+    await child.waitForLine(/Meridian started/, 30_000);
+    return child;
+  };
+  /** Node ids in `nodeId`'s registry, asked over the transporter. */
+  const registryOf = async (nodeId: string): Promise<string[]> => {
+    const list = (await observer.call("$node.list", { onlyAvailable: true }, { nodeID: nodeId })) as { id: string }[];
+    return list.map((n) => n.id).sort();
+  };
+
+  before(async () => {
+    etcd = await startEtcd();
+    vhost = await createVhost();
+    env = {
+      RABBITMQ_URI: vhost.uri,
+      ETCD_HOSTS: etcd.hosts,
+      REDIS_URL,
+      MYSQL_URL,
+      NAMESPACE: namespace,
+      JWT_SECRET: randomBytes(32).toString("hex"),
+      DATA_DIR: dataDir,
+      LOG_LEVEL: "info",
+      LOG_FORMAT: "json",
+      // Every request of this test comes from 127.0.0.1.
+      LOGIN_RATE_LIMIT: "100000",
+    };
+    // Cluster mode migrates as a separate step, as a Kubernetes Job would.
+    const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", path.join(ROOT, "bin", "migrate.ts")], {
+      env: { ...process.env, ...env, SERVICES: "user" },
+      cwd: ROOT,
+    });
+    assert.match(stdout, /user: applied/);
+    const port = await freePort();
+    await Promise.all([startNode("gw", "gateway", { PORT: String(port) }), startNode("user-1", "user"), startNode("user-2", "user")]);
+    baseUrl = `http://127.0.0.1:${port}`;
+    observer = createBroker(loadConfig({ ...env, NODE_ID: "observer", LOG_LEVEL: "warn" }), []);
+    await observer.start();
+    await waitFor("gateway ready", async () => (await http(baseUrl, "GET", "/health/ready")).status === 200, 20_000);
+    await waitFor("all nodes see each other", async () => {
+      const seen = await registryOf("gw");
+      return ["gw", "user-1", "user-2"].every((n) => seen.includes(n));
+    }, 20_000);
+  });
+
+  after(async () => {
+    await observer?.stop().catch(() => undefined);
+    for (const child of nodes.values()) child.kill("SIGKILL");
+    await Promise.all([...nodes.values()].map((c) => c.waitExit()));
+    await vhost?.destroy().catch(() => undefined);
+    await etcd?.destroy().catch(() => undefined);
+    await dropDatabase(loadConfig({ MYSQL_URL, NAMESPACE: namespace, JWT_SECRET: "x".repeat(32), RABBITMQ_URI: "amqp://x" }), "user");
+    await deleteRedisKeys(REDIS_URL, namespace);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test("the user flow works through the gateway; readiness names every dependency", async () => {
+    await userFlow(baseUrl);
+    const ready = await http(baseUrl, "GET", "/health/ready");
+    assert.deepEqual(ready.body.checks, { cache: "up", "service:user": "up", transporter: "up" });
+  });
+
+  test("a user node killed with kill -9 and restarted: the flow works again within seconds", async () => {
+    const victim = nodes.get("user-1")!;
+    victim.kill("SIGKILL");
+    await victim.waitExit();
+    const restartedAt = Date.now();
+    await startNode("user-1", "user");
+    const recovered = await waitFor("flow after restart", async () => {
+      await userFlow(baseUrl);
+      return true;
+    }, 20_000);
+    // Both replicas serve again: the restarted node is back in the gateway's registry.
+    await waitFor("gateway sees user-1 again", async () => (await registryOf("gw")).includes("user-1"), 10_000);
+    console.log(`flow OK ${recovered} ms after the restart began (restart itself took ${Date.now() - restartedAt - recovered} ms)`);
+  });
+
+  test("etcd stopped for 60 s under traffic: no failed request, no dropped node, no log flood; a node started meanwhile joins after", async () => {
+    const failures: string[] = [];
+    let flows = 0;
+    let requests = 0;
+    let running = true;
+    const loop = async () => {
+      while (running) {
+        try {
+          const n = await userFlow(baseUrl);
+          requests += n;
+          flows++;
+        } catch (err) {
+          failures.push((err as Error).message);
+        }
+      }
+    };
+    const workers = [loop(), loop()];
+    const linesBefore = new Map([...nodes].map(([id, c]) => [id, c.lines.length]));
+    const bytesBefore = new Map([...nodes].map(([id, c]) => [id, c.bytes]));
+    const dropped: string[] = [];
+    const expected = ["gw", "user-1", "user-2"];
+
+    await etcd.stop();
+    const outageStart = Date.now();
+    let late: ChildHandle | undefined;
+    while (Date.now() - outageStart < 60_000) {
+      for (const id of expected) {
+        const seen = await registryOf(id).catch((e) => [`(${(e as Error).message})`]);
+        const missing = expected.filter((n) => !seen.includes(n));
+        if (missing.length) dropped.push(`${id} lost ${missing.join(",")} at ${Date.now() - outageStart} ms`);
+      }
+      // A node started during the outage must start (and join once etcd is back).
+      if (!late && Date.now() - outageStart > 20_000) late = await startNode("user-3", "user");
+      await sleep(1000);
+    }
+    const logDuringOutage = [...nodes.entries()]
+      .filter(([id]) => expected.includes(id))
+      .map(([id, c]) => ({ id, lines: c.lines.length - linesBefore.get(id)!, bytes: c.bytes - bytesBefore.get(id)! }));
+    await etcd.start();
+    const etcdBack = Date.now();
+    const joined = await waitFor("user-3 seen by the gateway after etcd is back", async () => (await registryOf("gw")).includes("user-3"), 20_000);
+    // The late node really serves: a call pinned to it answers (NOT_FOUND for an unknown id).
+    await assert.rejects(observer.call("user.get", { id: "nobody" }, { nodeID: "user-3" }), { type: "NOT_FOUND" });
+    await sleep(10_000); // traffic through recovery and the grace period after it
+    running = false;
+    await Promise.all(workers);
+
+    console.log(JSON.stringify({ flows, requests, failures: failures.length, lateNodeJoinedMs: joined, afterEtcdBackMs: Date.now() - etcdBack, logDuringOutage }));
+    assert.deepEqual(failures, [], "no failed request during the etcd outage");
+    assert.deepEqual(dropped, [], "no node dropped another");
+    assert.ok(flows > 20, `traffic kept flowing (${flows} flows)`);
+    for (const l of logDuringOutage) {
+      assert.ok(l.lines < 60, `${l.id} wrote ${l.lines} log lines during the outage`);
+      assert.ok(l.bytes < 64 * 1024, `${l.id} wrote ${l.bytes} bytes of log during the outage`);
+    }
+    assert.ok(joined < 15_000, `late node joined ${joined} ms after etcd was back`);
+  });
+});
+
+describe("embedded: `bin/start.ts` with no cluster variables", () => {
+  test("starts alone (SQLite in DATA_DIR, no servers) and serves the user flow", async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-emb-"));
+    const port = await freePort();
+    const child = spawnTs(START, { name: "embedded", env: { DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: "warn", RABBITMQ_URI: "", ETCD_HOSTS: "", REDIS_URL: "", MYSQL_URL: "" } });
+    try {
+      const started = await child.waitForLine(/API docs: (\S+)/, 30_000);
+      assert.equal(started[1], `http://localhost:${port}/docs`);
+      await userFlow(`http://127.0.0.1:${port}`);
+      assert.ok(fs.existsSync(path.join(dataDir, "user.sqlite")));
+      assert.ok(child.lines.some((l) => /npm run repl/.test(l)), "prints how to open the REPL");
+    } finally {
+      child.kill("SIGTERM");
+      await child.waitExit();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("a bad configuration stops the process with a message naming the variable", async () => {
+    const child = spawnTs(START, { name: "bad-config", env: { PORT: "not-a-port", RABBITMQ_URI: "amqp://127.0.0.1:1", JWT_SECRET: "" } });
+    await child.waitExit();
+    const out = child.lines.join("\n");
+    assert.match(out, /PORT/);
+    assert.match(out, /JWT_SECRET: required in cluster mode/);
+  });
+});
