@@ -59,13 +59,8 @@ export function toErrorResponse(err: unknown): { status: number; body: ErrorBody
     error: { code, message, details },
   });
 
-  if (type in ERROR_STATUS && status >= 400 && status < 600) {
-    const code = type === "MALFORMED_REQUEST" ? "VALIDATION_ERROR" : type;
-    const details = Array.isArray(e.data) ? e.data : [];
-    const retry = type === "RATE_LIMITED" ? (details[0] as { retryAfterSeconds?: number })?.retryAfterSeconds : undefined;
-    return { status, body: body(code, e.message ?? code, details), retryAfter: retry };
-  }
-  // Moleculer's parameter validator (fastest-validator): 422 with the failed fields.
+  // Moleculer's parameter validator (fastest-validator): 422 with the failed fields only —
+  // never `actual` (it would echo the input back, a password included) or the node id.
   if (e.name === "ValidationError" && status === 422) {
     const details = Array.isArray(e.data)
       ? e.data.map((d: { field?: string; message?: string; type?: string }) => ({
@@ -75,6 +70,12 @@ export function toErrorResponse(err: unknown): { status: number; body: ErrorBody
         }))
       : [];
     return { status: 422, body: body("VALIDATION_ERROR", "Request parameters are invalid", details) };
+  }
+  if (type in ERROR_STATUS && status >= 400 && status < 600) {
+    const code = type === "MALFORMED_REQUEST" ? "VALIDATION_ERROR" : type;
+    const details = Array.isArray(e.data) ? e.data : [];
+    const retry = type === "RATE_LIMITED" ? (details[0] as { retryAfterSeconds?: number })?.retryAfterSeconds : undefined;
+    return { status, body: body(code, e.message ?? code, details), retryAfter: retry };
   }
   // moleculer-web's own errors.
   switch (e.name) {

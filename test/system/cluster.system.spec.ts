@@ -5,7 +5,7 @@
  * flow in embedded mode, from `bin/start.ts` exactly as `npm start` runs it.
  */
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -52,6 +52,35 @@ async function userFlow(baseUrl: string): Promise<number> {
   const refreshed = await step("refresh", "POST", "/api/auth/refresh", 200, { body: { refreshToken: session.refreshToken } });
   await step("logout", "POST", "/api/auth/logout", 204, { token: refreshed.accessToken, body: { refreshToken: refreshed.refreshToken } });
   return requests;
+}
+
+/** Runs `npm run repl`'s script with commands on stdin once it has joined; returns all it printed. */
+function runRepl(env: Record<string, string>, commands: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", path.join(ROOT, "bin", "repl.ts")], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let out = "";
+    let sent = false;
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      if (!sent && out.includes("Joined the cluster")) {
+        sent = true;
+        // Give discovery a moment to list the other nodes, then type the commands.
+        setTimeout(() => child.stdin.write(commands.join("\n") + "\n"), 3000);
+      }
+    };
+    child.stdout.on("data", onData);
+    child.stderr.on("data", onData);
+    child.on("error", reject);
+    child.on("exit", () => {
+      clearTimeout(timer);
+      resolve(out);
+    });
+  });
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
@@ -134,6 +163,13 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     await userFlow(baseUrl);
     const ready = await http(baseUrl, "GET", "/health/ready");
     assert.deepEqual(ready.body.checks, { cache: "up", "service:user": "up", transporter: "up" });
+  });
+
+  test("`npm run repl` joins the running cluster through RabbitMQ: `nodes` and `call user.…` work", async () => {
+    // Same variables as the cluster nodes (transporter, etcd, namespace): the REPL is one more node.
+    const out = await runRepl(env, ["nodes", "call user.get --id nobody", "quit"]);
+    for (const node of ["gw", "user-1", "user-2"]) assert.match(out, new RegExp(`\\b${node}\\b`), out);
+    assert.match(out, /User not found/, out);
   });
 
   test("a user node killed with kill -9 and restarted: the flow works again within seconds", async () => {

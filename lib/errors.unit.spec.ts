@@ -1,0 +1,44 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { Errors } from "moleculer";
+import { AppError, conflict, rateLimited, toErrorResponse } from "./errors";
+
+test("our errors keep their code, status and details", () => {
+  assert.deepEqual(toErrorResponse(conflict("taken", [{ field: "email" }])), {
+    status: 409,
+    body: { error: { code: "CONFLICT", message: "taken", details: [{ field: "email" }] } },
+    retryAfter: undefined,
+  });
+  const limited = toErrorResponse(rateLimited(42));
+  assert.equal(limited.status, 429);
+  assert.equal(limited.retryAfter, 42);
+  assert.equal(toErrorResponse(new AppError("SERVICE_UNAVAILABLE", "down")).status, 503);
+});
+
+test("an error that crossed nodes (plain object with type/code/data) keeps its meaning", () => {
+  const remote = { name: "MoleculerClientError", message: "User not found", code: 404, type: "NOT_FOUND", data: [] };
+  assert.deepEqual(toErrorResponse(remote).body.error.code, "NOT_FOUND");
+});
+
+test("validator errors become VALIDATION_ERROR 422 with field details only", () => {
+  const err = new Errors.ValidationError("Parameters validation error!", "VALIDATION_ERROR", [
+    { type: "required", field: "email", message: "The 'email' field is required.", actual: undefined, nodeID: "x" },
+  ]);
+  assert.deepEqual(toErrorResponse(err), {
+    status: 422,
+    body: { error: { code: "VALIDATION_ERROR", message: "Request parameters are invalid", details: [{ field: "email", message: "The 'email' field is required.", type: "required" }] } },
+  });
+});
+
+test("unknown errors are INTERNAL with a generic message: nothing internal leaks", () => {
+  const r = toErrorResponse(new Error("ER_ACCESS_DENIED for user root at /srv/app/db.ts:12"));
+  assert.deepEqual(r, { status: 500, body: { error: { code: "INTERNAL", message: "Internal server error", details: [] } } });
+  assert.equal(toErrorResponse(undefined).status, 500);
+  assert.equal(toErrorResponse(new Errors.MoleculerServerError("boom", 500, "X")).body.error.message, "Internal server error");
+});
+
+test("timeouts and missing services are 503, not 500", () => {
+  assert.equal(toErrorResponse(new Errors.RequestTimeoutError({ action: "user.me", nodeID: "n" })).status, 503);
+  assert.equal(toErrorResponse(new Errors.ServiceNotFoundError({ action: "user.me" })).status, 503);
+  assert.equal(toErrorResponse(new Errors.ServiceNotAvailableError({ action: "user.me" })).status, 503);
+});
