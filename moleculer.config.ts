@@ -4,6 +4,7 @@
  * etcd discovery, Redis cache), chosen by environment variables alone.
  */
 import type { BrokerOptions } from "moleculer";
+import { ResilientRedisCacher } from "./lib/cacher";
 import type { AppConfig } from "./lib/config";
 import { ResilientEtcd3Discoverer } from "./lib/discovery/resilient-etcd3-discoverer";
 import { InProcessPrometheusReporter } from "./lib/metrics";
@@ -33,7 +34,7 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
     tracking: { enabled: true, shutdownTimeout: 10_000 },
     metrics: { enabled: true, reporter: [new InProcessPrometheusReporter({}) as any] },
     cacher: config.redisUrl
-      ? ({ type: "Redis", options: { redis: config.redisUrl, prefix: `MOL-${config.namespace || "meridian"}-`, ttl: 300 } } as unknown as BrokerOptions["cacher"])
+      ? (new ResilientRedisCacher({ redisUrl: config.redisUrl, prefix: `MOL-${config.namespace || "meridian"}-`, ttl: 300 }) as unknown as BrokerOptions["cacher"])
       : { type: "Memory", options: { ttl: 300, maxParamsLength: 200 } },
     validator: true,
     serializer: "JSON",

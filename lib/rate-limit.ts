@@ -59,7 +59,8 @@ export function createLimiter(
       await limiter.delete(key);
     },
     async close() {
-      await redis?.quit().catch(() => undefined);
+      // disconnect, not quit: quit waits for a connection, which never comes if Redis is down.
+      redis?.disconnect();
     },
   };
 }

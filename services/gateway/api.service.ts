@@ -92,7 +92,10 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       ],
       onError(this: any, req: Req, res: ServerResponse, err: unknown) {
         const { status, body, retryAfter } = toErrorResponse(err);
-        if (status >= 500) this.logger.error(`${req.method} ${req.url} failed:`, err);
+        // One line per failure, and no stack for an expected outage (503): a readiness probe
+        // polled every few seconds while a dependency is down must not flood the log.
+        if (status === 503) this.logger.warn(`${req.method} ${req.url}: ${body.error.message}`);
+        else if (status >= 500) this.logger.error(`${req.method} ${req.url} failed:`, err);
         if (res.headersSent) return void res.end();
         res.statusCode = status;
         res.setHeader("Content-Type", "application/json; charset=utf-8");
@@ -168,6 +171,10 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
     },
 
     methods: {
+      /** Replaces moleculer-web's handler, which logs every non-4xx with its stack: `onError` logs. */
+      errorHandler(this: any, req: Req, res: ServerResponse, err: unknown) {
+        this.sendError(req, res, err);
+      },
       /** Identity comes from a verified bearer token and nothing else. */
       async authenticate(_ctx: Context, _route: unknown, req: Req) {
         const level = req.$action?.auth ?? "admin";

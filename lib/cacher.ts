@@ -1,0 +1,81 @@
+/**
+ * Moleculer's Redis cacher with two fixes for a Redis that is down:
+ * - its `close()` is `quit()`, which waits for a connection that never comes, so the
+ *   ioredis client went on reconnecting after the broker stopped and the process never
+ *   exited; here close gives `quit()` a second, then drops the connection;
+ * - it logs every failed reconnect with a stack (one every 2 s, without end); here an
+ *   outage is logged once when it starts, then once a minute, and once when it ends;
+ * - a read during an outage waited in ioredis' offline queue and then failed the action;
+ *   here commands fail fast (no offline queue, one retry) and a failed read is a cache miss,
+ *   a failed write is skipped: the cache is an optimisation, never a dependency of a call.
+ */
+import { Cachers } from "moleculer";
+
+const QUIT_TIMEOUT_MS = 1000;
+const OUTAGE_LOG_INTERVAL_MS = 60_000;
+
+/** ioredis options from a redis:// or rediss:// URL, set to fail fast while disconnected. */
+export function redisClientOptions(url: string) {
+  const u = new URL(url);
+  return {
+    host: u.hostname,
+    port: Number(u.port || 6379),
+    username: decodeURIComponent(u.username) || undefined,
+    password: decodeURIComponent(u.password) || undefined,
+    db: Number(u.pathname.slice(1) || 0),
+    tls: u.protocol === "rediss:" ? {} : undefined,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+  };
+}
+
+export class ResilientRedisCacher extends Cachers.Redis {
+  constructor(opts: { redisUrl: string; prefix: string; ttl: number }) {
+    super({ redis: redisClientOptions(opts.redisUrl), prefix: opts.prefix, ttl: opts.ttl } as any);
+  }
+
+  override get(key: string): Promise<any> {
+    return super.get(key).catch(() => (this as any).opts.missingResponse);
+  }
+
+  override set(key: string, data: any, ttl?: number): Promise<any> {
+    return super.set(key, data, ttl).catch(() => undefined);
+  }
+
+  override init(broker: any): void {
+    super.init(broker);
+    const self = this as any;
+    const client = self.client as import("ioredis").Redis;
+    let downSince = 0;
+    let lastLog = 0;
+    client.removeAllListeners("error");
+    client.on("error", (err: Error) => {
+      const now = Date.now();
+      if (!downSince) {
+        downSince = lastLog = now;
+        self.logger.warn(`Redis cacher: connection lost (${err.message}); cache reads fall through to the services`);
+      } else if (now - lastLog >= OUTAGE_LOG_INTERVAL_MS) {
+        lastLog = now;
+        self.logger.warn(`Redis cacher: still unreachable after ${Math.round((now - downSince) / 1000)} s (${err.message})`);
+      }
+      self.broker.broadcastLocal("$cacher.error", { error: err, module: "cacher" });
+    });
+    client.on("ready", () => {
+      if (downSince) self.logger.warn(`Redis cacher: connection back after ${Math.round((Date.now() - downSince) / 1000)} s`);
+      downSince = 0;
+    });
+  }
+
+  override async close(): Promise<void> {
+    const client = (this as any).client as import("ioredis").Redis | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([super.close(), new Promise((resolve) => (timer = setTimeout(resolve, QUIT_TIMEOUT_MS)))]);
+    } catch {
+      // The connection is going away either way.
+    } finally {
+      clearTimeout(timer);
+      client?.disconnect();
+    }
+  }
+}
