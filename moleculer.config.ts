@@ -8,6 +8,7 @@ import { ResilientRedisCacher } from "./lib/cacher";
 import type { AppConfig } from "./lib/config";
 import { ResilientEtcd3Discoverer } from "./lib/discovery/resilient-etcd3-discoverer";
 import { InProcessPrometheusReporter } from "./lib/metrics";
+import { ProtobufSerializer } from "./lib/serializer/protobuf-serializer";
 
 export function brokerOptions(config: AppConfig): BrokerOptions {
   const options: BrokerOptions = {
@@ -37,7 +38,7 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
       ? (new ResilientRedisCacher({ redisUrl: config.redisUrl, prefix: `MOL-${config.namespace || "meridian"}-`, ttl: 300 }) as unknown as BrokerOptions["cacher"])
       : { type: "Memory", options: { ttl: 300, maxParamsLength: 200 } },
     validator: true,
-    serializer: "JSON",
+    serializer: config.serializer === "protobuf" ? new ProtobufSerializer() : "JSON",
     skipProcessEventRegistration: true,
   };
 

@@ -39,7 +39,7 @@ const EnvSchema = z.object({
   ETCD_PASSWORD: z.string().min(1).optional(),
   REDIS_URL: url(["redis:", "rediss:"]).optional(),
   MYSQL_URL: url(["mysql:"]).optional(),
-  SERIALIZER: z.enum(["json"]).optional(),
+  SERIALIZER: z.enum(["protobuf", "json"]).optional(),
   JWT_SECRET: z.string().min(32, "must be at least 32 characters").optional(),
   ADMIN_EMAIL: z.email().optional(),
   ADMIN_PASSWORD: z.string().min(8, "must be at least 8 characters").max(256).optional(),
@@ -56,6 +56,11 @@ const EnvSchema = z.object({
   LOGIN_RATE_LIMIT: int(1, 100_000).default(10),
   LOGIN_RATE_WINDOW_S: int(1, 86_400).default(300),
   MIGRATE_ON_START: bool.optional(),
+  // Business events (lib/events): relay poll, consumer attempts before the dead-letter
+  // queue, and the retry delays (one per retry step; the last repeats).
+  EVENTS_POLL_INTERVAL_MS: int(10, 60_000).default(1000),
+  EVENTS_MAX_ATTEMPTS: int(1, 100).default(5),
+  EVENTS_RETRY_DELAYS_MS: z.string().regex(/^\d{1,9}(,\d{1,9})*$/, "a comma list of milliseconds").default("1000,10000,60000"),
 });
 
 export interface AppConfig {
@@ -69,7 +74,7 @@ export interface AppConfig {
   etcd?: { hosts: string[]; username?: string; password?: string };
   redisUrl?: string;
   mysqlUrl?: string;
-  serializer: "json";
+  serializer: "protobuf" | "json";
   jwtSecret: string;
   admin?: { email: string; password: string };
   publicUrl: string;
@@ -84,6 +89,7 @@ export interface AppConfig {
   refreshTokenTtlS: number;
   loginRateLimit: { points: number; windowS: number };
   migrateOnStart: boolean;
+  events: { pollIntervalMs: number; maxAttempts: number; retryDelaysMs: number[] };
 }
 
 export class ConfigError extends Error {
@@ -165,7 +171,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     etcd,
     redisUrl: e.REDIS_URL,
     mysqlUrl: e.MYSQL_URL,
-    serializer: e.SERIALIZER ?? "json",
+    serializer: e.SERIALIZER ?? (cluster ? "protobuf" : "json"),
     jwtSecret: e.JWT_SECRET ?? embeddedSecret(dataDir),
     admin: e.ADMIN_EMAIL && e.ADMIN_PASSWORD ? { email: e.ADMIN_EMAIL, password: e.ADMIN_PASSWORD } : undefined,
     publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/$/, ""),
@@ -180,5 +186,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     refreshTokenTtlS: e.REFRESH_TOKEN_TTL_S,
     loginRateLimit: { points: e.LOGIN_RATE_LIMIT, windowS: e.LOGIN_RATE_WINDOW_S },
     migrateOnStart: e.MIGRATE_ON_START ?? !cluster,
+    events: {
+      pollIntervalMs: e.EVENTS_POLL_INTERVAL_MS,
+      maxAttempts: e.EVENTS_MAX_ATTEMPTS,
+      retryDelaysMs: e.EVENTS_RETRY_DELAYS_MS.split(",").map(Number),
+    },
   };
 }

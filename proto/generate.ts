@@ -79,7 +79,7 @@ function messageTs(t: protobuf.Type, mod: string, imports: Set<string>): string 
     if (f.map) throw new Error(`${where}: map fields are not supported yet`);
     let ts = valueTs(f, mod, imports, where);
     if (f.repeated) ts = ts.includes(" ") ? `(${ts})[]` : `${ts}[]`;
-    const optional = f.options?.proto3_optional === true;
+    const optional = f.options?.proto3_optional === true || f.partOf != null; // oneof members may be unset too
     if (f.comment) lines.push(`  /** ${f.comment.replace(/\n/g, " ")} */`);
     lines.push(`  ${f.name}${optional ? "?" : ""}: ${ts};`);
   }

@@ -13,6 +13,7 @@ import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
 import { AppError, conflict, notFound, rateLimited, unauthorized, validationError } from "../../lib/errors";
 import { createLimiter, type Limiter } from "../../lib/rate-limit";
 import { DbMixin } from "../../mixins/db.mixin";
+import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
   ADDRESS_MAX_PER_USER,
   EMPTY_PREFERENCES,
@@ -32,7 +33,7 @@ import * as repo from "./user.repo";
 /** argon2id with OWASP's minimum (DESIGN.md): 19 MiB, 2 passes, 1 lane. */
 const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
 
-interface UserServiceThis {
+interface UserServiceThis extends EventsServiceThis {
   db: Db;
   tokens: AccessTokens;
   loginLimiter: Limiter;
@@ -98,7 +99,8 @@ const addressSchema = {
 export function createUserService(config: AppConfig): ServiceSchema {
   return {
     name: "user",
-    mixins: [DbMixin({ name: "user", migrationsDir: path.join(__dirname, "migrations"), config })],
+    // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
+    mixins: [EventsMixin({ name: "user", config }), DbMixin({ name: "user", migrationsDir: path.join(__dirname, "migrations"), config })],
 
     actions: {
       register: {
@@ -114,14 +116,20 @@ export function createUserService(config: AppConfig): ServiceSchema {
           const now = Date.now();
           let user: UserRecord;
           try {
-            user = await repo.insertUser(this.db, {
-              id: randomUUID(), email, name: ctx.params.name, passwordHash, role: "customer", preferences: EMPTY_PREFERENCES, now,
+            // The account and its `user.registered` event commit together (outbox, lib/events).
+            user = await inTransaction(this.db, async (trx) => {
+              const created = await repo.insertUser(trx, {
+                id: randomUUID(), email, name: ctx.params.name, passwordHash, role: "customer", preferences: EMPTY_PREFERENCES, now,
+              });
+              await this.publishEvent(trx, "user.registered", {
+                userId: created.id, email: created.email, name: created.name, occurredAt: new Date(now).toISOString(),
+              });
+              return created;
             });
           } catch (err) {
             if (isUniqueViolation(err)) throw conflict("This e-mail address is already registered", [{ field: "email" }]);
             throw err;
           }
-          // The `user.registered` business event goes through the outbox (messaging issue).
           ctx.meta.$statusCode = 201;
           ctx.meta.$location = "/api/users/me";
           return { user: toPublicUser(user), ...(await this.issueSession(user)) };

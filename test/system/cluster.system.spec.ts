@@ -188,18 +188,24 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
       }
     };
     const workers = [loop(), loop()];
-    await sleep(1000);
-    const victim = nodes.get("user-1")!;
-    victim.kill("SIGKILL");
-    await victim.waitExit();
-    const killedAt = Date.now() - t0;
-    await sleep(2000); // down for a while, as a crashed pod would be before its restart
-    await startNode("user-1", "user");
-    const restartedAt = Date.now() - t0;
-    await waitFor("gateway sees user-1 again", async () => (await registryOf("gw")).includes("user-1"), 10_000);
-    await sleep(3000);
-    running = false;
-    await Promise.all(workers);
+    let killedAt = 0;
+    let restartedAt = 0;
+    try {
+      await sleep(1000);
+      const victim = nodes.get("user-1")!;
+      victim.kill("SIGKILL");
+      await victim.waitExit();
+      killedAt = Date.now() - t0;
+      await sleep(2000); // down for a while, as a crashed pod would be before its restart
+      await startNode("user-1", "user");
+      restartedAt = Date.now() - t0;
+      await waitFor("gateway sees user-1 again", async () => (await registryOf("gw")).includes("user-1"), 10_000);
+      // Keep the traffic going well past the settling time asserted below.
+      while (Date.now() - t0 < restartedAt + 9000) await sleep(250);
+    } finally {
+      running = false;
+      await Promise.all(workers);
+    }
     const failed = outcomes.filter((o) => !o.ok);
     const lastFailure = failed.length ? failed[failed.length - 1].at : killedAt;
     const after = outcomes.filter((o) => o.at > restartedAt + 5000);
@@ -226,35 +232,48 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
       }
     };
     const workers = [loop(), loop()];
+    const stopTraffic = async () => {
+      running = false;
+      await Promise.all(workers);
+    };
     const linesBefore = new Map([...nodes].map(([id, c]) => [id, c.lines.length]));
     const bytesBefore = new Map([...nodes].map(([id, c]) => [id, c.bytes]));
     const dropped: string[] = [];
     const expected = ["gw", "user-1", "user-2"];
 
-    await etcd.stop();
-    const outageStart = Date.now();
     let late: ChildHandle | undefined;
-    while (Date.now() - outageStart < 60_000) {
-      for (const id of expected) {
-        const seen = await registryOf(id).catch((e) => [`(${(e as Error).message})`]);
-        const missing = expected.filter((n) => !seen.includes(n));
-        if (missing.length) dropped.push(`${id} lost ${missing.join(",")} at ${Date.now() - outageStart} ms`);
+    let joined = 0;
+    let etcdBack = 0;
+    let logDuringOutage: { id: string; lines: number; bytes: number }[] = [];
+    try {
+      await etcd.stop();
+      const outageStart = Date.now();
+      while (Date.now() - outageStart < 60_000) {
+        for (const id of expected) {
+          const seen = await registryOf(id).catch((e) => [`(${(e as Error).message})`]);
+          const missing = expected.filter((n) => !seen.includes(n));
+          if (missing.length) dropped.push(`${id} lost ${missing.join(",")} at ${Date.now() - outageStart} ms`);
+        }
+        // A node started during the outage must start (and join once etcd is back).
+        if (!late && Date.now() - outageStart > 20_000) late = await startNode("user-3", "user");
+        await sleep(1000);
       }
-      // A node started during the outage must start (and join once etcd is back).
-      if (!late && Date.now() - outageStart > 20_000) late = await startNode("user-3", "user");
-      await sleep(1000);
+      logDuringOutage = [...nodes.entries()]
+        .filter(([id]) => expected.includes(id))
+        .map(([id, c]) => ({ id, lines: c.lines.length - linesBefore.get(id)!, bytes: c.bytes - bytesBefore.get(id)! }));
+      await etcd.start();
+      etcdBack = Date.now();
+      joined = await waitFor("user-3 seen by the gateway after etcd is back", async () => (await registryOf("gw")).includes("user-3"), 20_000);
+      // The late node really serves: a call pinned to it answers (NOT_FOUND for an unknown id)
+      // once the observer has its services too.
+      await waitFor("user-3 answers a call pinned to it", async () => {
+        const err = await observer.call("user.get", { id: "nobody" }, { nodeID: "user-3" }).then(() => null, (e) => e);
+        return err?.type === "NOT_FOUND";
+      }, 10_000);
+      await sleep(10_000); // traffic through recovery and the grace period after it
+    } finally {
+      await stopTraffic();
     }
-    const logDuringOutage = [...nodes.entries()]
-      .filter(([id]) => expected.includes(id))
-      .map(([id, c]) => ({ id, lines: c.lines.length - linesBefore.get(id)!, bytes: c.bytes - bytesBefore.get(id)! }));
-    await etcd.start();
-    const etcdBack = Date.now();
-    const joined = await waitFor("user-3 seen by the gateway after etcd is back", async () => (await registryOf("gw")).includes("user-3"), 20_000);
-    // The late node really serves: a call pinned to it answers (NOT_FOUND for an unknown id).
-    await assert.rejects(observer.call("user.get", { id: "nobody" }, { nodeID: "user-3" }), { type: "NOT_FOUND" });
-    await sleep(10_000); // traffic through recovery and the grace period after it
-    running = false;
-    await Promise.all(workers);
 
     console.log(JSON.stringify({ flows, requests, failures: failures.length, lateNodeJoinedMs: joined, afterEtcdBackMs: Date.now() - etcdBack, logDuringOutage }));
     assert.deepEqual(failures, [], "no failed request during the etcd outage");

@@ -1,0 +1,238 @@
+/**
+ * The event layer in this process, against the real MariaDB and the machine's RabbitMQ (a
+ * private vhost per test): duplicates applied once, retries then the dead-letter queue and
+ * replay, two relay replicas sharing one outbox, `user.registered` from the user service,
+ * and embedded (in-process) delivery on SQLite with the same semantics.
+ */
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import amqp from "amqplib";
+import type { ServiceBroker } from "moleculer";
+import { createUserService } from "../../services/user/user.service";
+import type { EventsServiceThis } from "../../mixins/events.mixin";
+import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
+import { MYSQL_URL, uniqueNamespace } from "../../test/support/servers";
+import { listDeadLetters, replayDeadLetters } from "./dead-letters";
+import { consumerService, producerService } from "./fixtures/services";
+import type { Envelope } from "./outbox";
+import { dropAll, eventsConfig, newDataDir, startBroker, svc, waitFor, type EventsTestEnv } from "./support";
+import { topology } from "./topology";
+
+type Events = EventsServiceThis & { db: import("knex").Knex };
+
+const effects = async (broker: ServiceBroker, service = "audit") =>
+  (await svc<Events>(broker, service).db("effects").whereNot("event", "local").select("message_id")) as { message_id: string }[];
+
+describe("events over RabbitMQ on MariaDB", () => {
+  let vhost: RabbitVhost;
+  before(async () => {
+    vhost = await createVhost();
+  });
+  after(async () => {
+    await vhost.destroy();
+  });
+  const env = (extra: Record<string, string> = {}): EventsTestEnv => ({
+    namespace: uniqueNamespace(),
+    dataDir: newDataDir(),
+    db: "mariadb",
+    rabbitUri: vhost.uri,
+    mysqlUrl: MYSQL_URL,
+    env: { EVENTS_MAX_ATTEMPTS: "3", EVENTS_RETRY_DELAYS_MS: "50,100", ...extra },
+  });
+
+  test("publish → consume: outbox rows marked sent after the confirm; the same message 3 times gives one effect", async () => {
+    const t = env();
+    const config = eventsConfig(t);
+    const broker = await startBroker("n1", [producerService(config), consumerService(config, ["order.placed"])]);
+    try {
+      const ids: string[] = await broker.call("shop.emit", { event: "order.placed", payloads: [{ n: 1 }, { n: 2 }, { n: 3 }] });
+      await waitFor("3 effects", async () => (await effects(broker)).length === 3);
+      const shop = svc<Events>(broker, "shop");
+      await waitFor("outbox sent", async () => (await shop.db("outbox").whereNull("sent_at")).length === 0);
+      assert.deepEqual((await effects(broker)).map((r) => r.message_id).sort(), [...ids].sort());
+
+      // The same message (same messageId) on the wire 3 times: one effect, two duplicates.
+      const conn = await amqp.connect(vhost.uri);
+      const ch = await conn.createConfirmChannel();
+      const envelope: Envelope = { id: randomUUID(), name: "order.placed", source: "test", occurredAt: new Date().toISOString(), payload: { n: 4 } };
+      for (let i = 0; i < 3; i++)
+        ch.publish(topology(config.namespace).exchange, "order.placed", Buffer.from(JSON.stringify(envelope)), { persistent: true, messageId: envelope.id });
+      await ch.waitForConfirms();
+      await conn.close();
+      const audit = svc<Events>(broker, "audit");
+      await waitFor("3 deliveries", async () => audit.eventStats().applied + audit.eventStats().duplicates >= 6);
+      await new Promise((r) => setTimeout(r, 200));
+      const rows = (await effects(broker)).filter((r) => r.message_id === envelope.id);
+      assert.equal(rows.length, 1, "exactly one effect");
+      assert.equal(audit.eventStats().applied, 4);
+      assert.equal(audit.eventStats().duplicates, 2);
+    } finally {
+      await broker.stop();
+      await dropAll(config, ["shop", "audit"]);
+    }
+  });
+
+  test("a message that always fails: retried with backoff, dead-lettered after N attempts, listed and replayed", async () => {
+    const t = env();
+    const config = eventsConfig(t);
+    let failing = true;
+    let calls = 0;
+    const broker = await startBroker("n1", [
+      producerService(config),
+      consumerService(config, ["order.placed"], {
+        handler: async (trx, payload, envelope) => {
+          calls++;
+          if (failing) throw new Error("handler refuses");
+          await trx("effects").insert({ message_id: envelope.id, event: envelope.name, payload: JSON.stringify(payload), applied_at: Date.now() });
+        },
+      }),
+    ]);
+    try {
+      const [id] = (await broker.call("shop.emit", { event: "order.placed", payloads: [{ poison: true }] })) as string[];
+      const audit = svc<Events>(broker, "audit");
+      await waitFor("dead-lettered", async () => audit.eventStats().deadLettered === 1);
+      assert.equal(calls, 3, "EVENTS_MAX_ATTEMPTS=3 attempts");
+      assert.equal(audit.eventStats().retried, 2);
+      assert.equal((await effects(broker)).length, 0);
+      // The failed transactions rolled back their inbox rows too.
+      assert.equal((await audit.db("inbox").where({ message_id: id })).length, 0);
+
+      const listed = await listDeadLetters(config, "audit");
+      assert.equal(listed.length, 1);
+      assert.equal(listed[0]!.messageId, id);
+      assert.equal(listed[0]!.attempts, 3);
+      assert.match(listed[0]!.lastError, /handler refuses/);
+      // Listing puts them back.
+      assert.equal((await listDeadLetters(config, "audit")).length, 1);
+
+      failing = false;
+      const replayed = await replayDeadLetters(config, "audit");
+      assert.equal(replayed.length, 1);
+      await waitFor("replayed effect", async () => (await effects(broker)).length === 1);
+      assert.equal((await listDeadLetters(config, "audit")).length, 0);
+      assert.equal((await effects(broker))[0]!.message_id, id);
+    } finally {
+      await broker.stop();
+      await dropAll(config, ["shop", "audit"]);
+    }
+  });
+
+  test("two relay replicas on one outbox (SKIP LOCKED): every row published once", async () => {
+    const t = env();
+    const config = eventsConfig(t, { EVENTS_POLL_INTERVAL_MS: "20" });
+    const consumer = await startBroker("c", [consumerService(config, ["order.placed"])]);
+    // Rows committed before any relay runs, so both replicas start on the same backlog.
+    const first = await startBroker("p0", [producerService(config)]);
+    const shop0 = svc<Events & { $events: { relay: { stop(): Promise<void> } } }>(first, "shop");
+    await shop0.$events.relay.stop();
+    const N = 600;
+    for (let i = 0; i < N; i += 100)
+      await first.call("shop.emit", { event: "order.placed", payloads: Array.from({ length: 100 }, (_, j) => ({ n: i + j })) });
+    const replicas = [await startBroker("p1", [producerService(config)]), await startBroker("p2", [producerService(config)])];
+    try {
+      const audit = svc<Events>(consumer, "audit");
+      await waitFor(`${N} applied`, async () => audit.eventStats().applied === N, 30_000);
+      await new Promise((r) => setTimeout(r, 300));
+      const published = replicas.map((b) => svc<Events>(b, "shop").eventStats().published);
+      assert.equal(published[0]! + published[1]!, N, `published per replica: ${published}`);
+      assert.ok(published[0]! > 0 && published[1]! > 0, `both replicas worked: ${published}`);
+      assert.equal(audit.eventStats().duplicates, 0);
+      assert.equal((await effects(consumer)).length, N);
+    } finally {
+      for (const b of [...replicas, first, consumer]) await b.stop();
+      await dropAll(config, ["shop", "audit"]);
+    }
+  });
+
+  test("user.registered: the account and its event commit together, and a consumer applies it", async () => {
+    const t = env();
+    const config = eventsConfig(t);
+    const broker = await startBroker("n1", [createUserService(config), consumerService(config, ["user.registered"])]);
+    try {
+      const res: { user: { id: string } } = await broker.call("user.register", { email: "ada@example.com", password: "correct horse battery", name: "Ada" });
+      const rows = await waitFor("user.registered applied", async () => {
+        const r = (await svc<Events>(broker, "audit").db("effects").where({ event: "user.registered" })) as { payload: string }[];
+        return r.length ? r : undefined;
+      });
+      const payload = JSON.parse(rows[0]!.payload);
+      assert.equal(payload.userId, res.user.id);
+      assert.equal(payload.email, "ada@example.com");
+      assert.equal(payload.name, "Ada");
+      assert.ok(!Number.isNaN(Date.parse(payload.occurredAt)));
+      // A registration that fails (duplicate e-mail) leaves no event behind.
+      await assert.rejects(broker.call("user.register", { email: "ada@example.com", password: "correct horse battery", name: "Ada" }));
+      assert.equal((await svc<Events>(broker, "user").db("outbox")).length, 1);
+    } finally {
+      await broker.stop();
+      await dropAll(config, ["user", "audit"]);
+    }
+  });
+});
+
+describe("embedded delivery (no RabbitMQ) on SQLite", () => {
+  const env = (): EventsTestEnv => ({
+    namespace: uniqueNamespace(),
+    dataDir: newDataDir(),
+    db: "sqlite",
+    mysqlUrl: MYSQL_URL,
+    env: { EVENTS_MAX_ATTEMPTS: "3", EVENTS_RETRY_DELAYS_MS: "50,100", EVENTS_POLL_INTERVAL_MS: "50" },
+  });
+
+  test("rows delivered in-process once; a failing consumer is retried, dead-lettered in its table, replayed", async () => {
+    const config = eventsConfig(env());
+    let failing = true;
+    let calls = 0;
+    const broker = await startBroker("n1", [
+      producerService(config),
+      consumerService(config, ["order.placed"]),
+      consumerService(config, ["order.placed"], {
+        name: "picky",
+        handler: async (trx, payload, envelope) => {
+          calls++;
+          if (failing && (payload as { poison?: boolean }).poison) throw new Error("picky refuses");
+          await trx("effects").insert({ message_id: envelope.id, event: envelope.name, payload: JSON.stringify(payload), applied_at: Date.now() });
+        },
+      }),
+    ]);
+    try {
+      const ids: string[] = await broker.call("shop.emit", { event: "order.placed", payloads: Array.from({ length: 20 }, (_, n) => ({ n })) });
+      await waitFor("20 effects in both", async () => (await effects(broker)).length === 20 && (await effects(broker, "picky")).length === 20);
+      const [poison] = (await broker.call("shop.emit", { event: "order.placed", payloads: [{ poison: true }] })) as string[];
+      const picky = svc<Events>(broker, "picky");
+      await waitFor("dead letter", async () => picky.eventStats().deadLettered === 1);
+      // The healthy consumer applied it once although the row was delivered 3 times.
+      assert.equal((await effects(broker)).filter((r) => r.message_id === poison).length, 1);
+      assert.equal(svc<Events>(broker, "audit").eventStats().duplicates, 2);
+      assert.equal(calls, 23);
+      const shop = svc<Events>(broker, "shop");
+      assert.equal((await shop.db("outbox").whereNull("sent_at")).length, 0);
+      assert.deepEqual((await listDeadLetters(config, "picky")).map((d) => d.messageId), [poison]);
+
+      failing = false;
+      await replayDeadLetters(config, "picky");
+      await waitFor("replayed", async () => (await effects(broker, "picky")).some((r) => r.message_id === poison));
+      assert.equal((await listDeadLetters(config, "picky")).length, 0);
+      assert.deepEqual((await effects(broker, "picky")).map((r) => r.message_id).sort(), [...ids, poison].sort());
+    } finally {
+      await broker.stop();
+      await dropAll(config, ["shop", "audit", "picky"]);
+    }
+  });
+
+  test("user.registered is delivered in-process (npm start needs no server)", async () => {
+    const config = eventsConfig(env());
+    const broker = await startBroker("n1", [createUserService(config), consumerService(config, ["user.registered"])]);
+    try {
+      const res: { user: { id: string } } = await broker.call("user.register", { email: "bob@example.com", password: "correct horse battery", name: "Bob" });
+      const rows = await waitFor("applied", async () => {
+        const r = (await svc<Events>(broker, "audit").db("effects").where({ event: "user.registered" })) as { payload: string }[];
+        return r.length ? r : undefined;
+      });
+      assert.equal(JSON.parse(rows[0]!.payload).userId, res.user.id);
+    } finally {
+      await broker.stop();
+      await dropAll(config, ["user", "audit"]);
+    }
+  });
+});

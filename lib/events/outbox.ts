@@ -1,0 +1,104 @@
+/**
+ * The outbox: knex-only helpers. A service writes its event row with `addOutboxEvent(trx, …)`
+ * in the SAME transaction as the state change, so both commit or neither does; the relay
+ * (relay.ts) publishes committed rows and marks them sent.
+ */
+import { randomUUID } from "node:crypto";
+import type { Knex } from "knex";
+
+/** What travels on the wire (JSON body) and what consumers receive. */
+export interface Envelope<P = unknown> {
+  /** Outbox row id = AMQP messageId = the consumer's inbox key. */
+  id: string;
+  name: string;
+  /** Publishing service. */
+  source: string;
+  /** ISO 8601 time of the commit's state change. */
+  occurredAt: string;
+  payload: P;
+}
+
+export interface OutboxRow {
+  seq: number;
+  id: string;
+  event: string;
+  payload: string;
+  occurred_at: number;
+  available_at: number;
+  attempts: number;
+  last_error: string | null;
+  sent_at: number | null;
+}
+
+export function isMysql(db: Knex): boolean {
+  return /mysql/i.test(String(db.client.config.client));
+}
+
+/** Inserts an event row in the caller's transaction. Returns its id (the message id). */
+export async function addOutboxEvent(
+  trx: Knex.Transaction,
+  event: { name: string; payload: unknown; id?: string; occurredAt?: number },
+): Promise<string> {
+  const id = event.id ?? randomUUID();
+  const now = event.occurredAt ?? Date.now();
+  await trx("outbox").insert({
+    id,
+    event: event.name,
+    payload: JSON.stringify(event.payload ?? null),
+    occurred_at: now,
+    available_at: now,
+    attempts: 0,
+  });
+  return id;
+}
+
+export function toEnvelope(row: OutboxRow, source: string): Envelope {
+  return {
+    id: row.id,
+    name: row.event,
+    source,
+    occurredAt: new Date(Number(row.occurred_at)).toISOString(),
+    payload: JSON.parse(row.payload),
+  };
+}
+
+/**
+ * Pending rows, lowest `seq` first. With `lock` (MariaDB, inside a transaction) the rows are
+ * claimed with `FOR UPDATE SKIP LOCKED`: a replica skips rows another replica holds, so
+ * replicas share the work without publishing a row twice while both are healthy. The
+ * caller's transaction should be READ COMMITTED so that no gap lock blocks the producers'
+ * inserts of new rows while the relay waits for the broker.
+ */
+export async function claimPending(db: Knex, limit: number, now: number, lock: boolean): Promise<OutboxRow[]> {
+  const rows = lock
+    ? ((await db.raw(
+        "SELECT * FROM outbox WHERE sent_at IS NULL AND available_at <= ? ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
+        [now, limit],
+      )) as [OutboxRow[], unknown])[0]
+    : await db<OutboxRow>("outbox").whereNull("sent_at").andWhere("available_at", "<=", now).orderBy("seq").limit(limit);
+  return rows.map((r) => ({ ...r, seq: Number(r.seq), occurred_at: Number(r.occurred_at), available_at: Number(r.available_at) }));
+}
+
+export async function markSent(db: Knex, seqs: number[], now: number): Promise<void> {
+  if (seqs.length) await db("outbox").whereIn("seq", seqs).update({ sent_at: now });
+}
+
+/** Embedded delivery failed: try again at `availableAt`. */
+export async function markRetry(db: Knex, seq: number, attempts: number, availableAt: number, error: string): Promise<void> {
+  await db("outbox").where({ seq }).update({ attempts, available_at: availableAt, last_error: error.slice(0, 500) });
+}
+
+export async function pendingCount(db: Knex): Promise<number> {
+  const row = (await db("outbox").whereNull("sent_at").count({ n: "*" }).first()) as { n: number | string } | undefined;
+  return Number(row?.n ?? 0);
+}
+
+/** Deletes sent outbox rows and inbox rows older than `before`, at most `limit` of each. */
+export async function purgeOld(db: Knex, before: number, limit = 1000): Promise<number> {
+  // Keys first: MariaDB refuses a subquery on the table a DELETE is deleting from.
+  const seqs = (await db("outbox").select("seq").where("sent_at", "<", before).limit(limit)).map((r: { seq: number }) => r.seq);
+  const ids = (await db("inbox").select("message_id").where("received_at", "<", before).limit(limit)).map((r: { message_id: string }) => r.message_id);
+  const sent = seqs.length ? await db("outbox").whereIn("seq", seqs).del() : 0;
+  const inbox = ids.length ? await db("inbox").whereIn("message_id", ids).del() : 0;
+  return sent + inbox;
+}

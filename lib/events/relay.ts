@@ -1,0 +1,282 @@
+/**
+ * The relay: publishes committed outbox rows and marks them sent.
+ *
+ * Cluster mode (`AmqpRelay`): rows go to the namespace's topic exchange on a ConfirmChannel
+ * as persistent messages (messageId = row id, routing key = event name); a row is marked
+ * sent only after the broker confirmed it (for a durable queue, RabbitMQ confirms a
+ * persistent message once it is written to disk). A crash or an outage between publish and
+ * mark leaves the row pending, and the next pass publishes it again: at-least-once on the
+ * wire, duplicates absorbed by the consumers' inboxes.
+ *
+ * On MariaDB a pass is one READ COMMITTED transaction: `SELECT … FOR UPDATE SKIP LOCKED` of
+ * up to `batchSize` pending rows, publish, wait for the confirms, mark the confirmed rows,
+ * commit. The row locks are held while the broker confirms (normally milliseconds, at most
+ * `confirmTimeoutMs`); replicas skip locked rows, so each row is published by one replica in
+ * normal operation. READ COMMITTED takes no gap locks, so producers inserting new rows are
+ * never blocked by a relay pass. On SQLite (one process per file) rows are read without a
+ * lock and marked after the confirms, outside any transaction: a second process relaying
+ * the same file could publish a row twice (absorbed by the inbox).
+ *
+ * Embedded mode (`EmbeddedRelay`): the same rows are delivered in-process to the local
+ * subscribers (consumer.ts), each applying them through its inbox. A row is marked sent
+ * when every subscriber applied it (or dead-lettered it); a failure keeps the row pending
+ * with `attempts + 1` and `available_at` pushed back by the retry delay, and re-delivers to
+ * every subscriber (those that already applied it see a duplicate, a no-op).
+ *
+ * Ordering: rows are published in `seq` order by one relay, but `seq` order is the order of
+ * the inserts, not of the commits, and replicas, retries and concurrent consumers reorder
+ * further: consumers must not rely on order.
+ */
+import type { ConfirmChannel } from "amqplib";
+import type { Knex } from "knex";
+import { backoffMs, withTimeout, type AmqpLink } from "./amqp";
+import type { EmbeddedBus } from "./consumer";
+import { claimPending, isMysql, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
+import { assertExchange, type Topology } from "./topology";
+
+export interface RelayLogger {
+  info(...a: unknown[]): void;
+  warn(...a: unknown[]): void;
+}
+
+export interface RelayOptions {
+  db: Knex;
+  /** The publishing service (the envelope's `source`). */
+  source: string;
+  logger: RelayLogger;
+  /** How often the relay looks for rows when not woken by a local commit. */
+  pollIntervalMs: number;
+  batchSize?: number;
+  /** Sent outbox rows and inbox rows older than this are deleted (hourly). */
+  retentionMs?: number;
+}
+
+const DAY = 86_400_000;
+
+abstract class RelayLoop {
+  protected readonly batchSize: number;
+  private running = false;
+  private kicked = false;
+  private wake: (() => void) | undefined;
+  private done: Promise<void> | undefined;
+  private failures = 0;
+  private lastPurge = Date.now();
+  /** Rows this relay marked sent (for tests and the benchmark). */
+  published = 0;
+
+  constructor(protected readonly opts: RelayOptions) {
+    this.batchSize = opts.batchSize ?? 100;
+  }
+
+  /** One pass: returns how many rows it handled. */
+  protected abstract pass(): Promise<number>;
+  protected abstract reset(): Promise<void>;
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.done = this.loop();
+  }
+
+  /** A local transaction committed an event: look now instead of at the next poll. */
+  kick(): void {
+    this.kicked = true;
+    this.wake?.();
+  }
+
+  /** Waits for the pass in progress (bounded: its confirms time out), then closes the channel. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await withTimeout(this.done ?? Promise.resolve(), 15_000, "relay pass in progress").catch((err) =>
+      this.opts.logger.warn(`Event relay of '${this.opts.source}' stop: ${(err as Error).message}`),
+    );
+    await this.reset();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      let handled = 0;
+      try {
+        handled = await this.pass();
+        if (this.failures) this.opts.logger.info(`Event relay of '${this.opts.source}' recovered after ${this.failures} failed pass(es)`);
+        this.failures = 0;
+        if (Date.now() - this.lastPurge > 3_600_000) {
+          this.lastPurge = Date.now();
+          await purgeOld(this.opts.db, Date.now() - (this.opts.retentionMs ?? 7 * DAY));
+        }
+      } catch (err) {
+        // Logged once per outage; the rows stay pending and the next pass re-drives them.
+        if (this.failures++ === 0) this.opts.logger.warn(`Event relay of '${this.opts.source}' failed, retrying: ${(err as Error).message}`);
+        await this.reset().catch(() => undefined);
+        await this.pause(backoffMs(this.failures), false);
+        continue;
+      }
+      if (handled >= this.batchSize) continue;
+      await this.pause(this.opts.pollIntervalMs, true);
+    }
+  }
+
+  private pause(ms: number, kickable: boolean): Promise<void> {
+    if (!this.running) return Promise.resolve();
+    if (kickable && this.kicked) {
+      this.kicked = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        if (kickable) this.kicked = false;
+        resolve();
+      };
+      const timer = setTimeout(finish, ms);
+      this.wake = kickable ? finish : () => !this.running && finish();
+    });
+  }
+}
+
+export interface AmqpRelayOptions extends RelayOptions {
+  link: AmqpLink;
+  topo: Topology;
+  /** A pass gives up on confirms after this long (the rows stay pending). */
+  confirmTimeoutMs?: number;
+}
+
+export class AmqpRelay extends RelayLoop {
+  private channel: ConfirmChannel | undefined;
+  private readonly lock: boolean;
+
+  constructor(private readonly amqpOpts: AmqpRelayOptions) {
+    super(amqpOpts);
+    this.lock = isMysql(amqpOpts.db);
+  }
+
+  private async confirmChannel(): Promise<ConfirmChannel> {
+    if (this.channel) return this.channel;
+    const conn = await this.amqpOpts.link.connection();
+    const ch = await conn.createConfirmChannel();
+    ch.on("error", () => undefined);
+    ch.on("close", () => {
+      if (this.channel === ch) this.channel = undefined;
+    });
+    await assertExchange(ch, this.amqpOpts.topo);
+    this.channel = ch;
+    return ch;
+  }
+
+  protected async reset(): Promise<void> {
+    const ch = this.channel;
+    this.channel = undefined;
+    await ch?.close().catch(() => undefined);
+  }
+
+  protected async pass(): Promise<number> {
+    const ch = await this.confirmChannel();
+    const { db } = this.opts;
+    let outcome: { rows: number; confirmed: number };
+    if (this.lock) {
+      outcome = await db.transaction(
+        async (trx) => {
+          const rows = await claimPending(trx, this.batchSize, Date.now(), true);
+          const confirmed = rows.length ? await this.publish(ch, rows) : [];
+          await markSent(trx, confirmed, Date.now());
+          return { rows: rows.length, confirmed: confirmed.length };
+        },
+        { isolationLevel: "read committed" },
+      );
+    } else {
+      const rows = await claimPending(db, this.batchSize, Date.now(), false);
+      const confirmed = rows.length ? await this.publish(ch, rows) : [];
+      await markSent(db, confirmed, Date.now());
+      outcome = { rows: rows.length, confirmed: confirmed.length };
+    }
+    this.published += outcome.confirmed;
+    if (outcome.confirmed < outcome.rows)
+      throw new Error(`${outcome.rows - outcome.confirmed} of ${outcome.rows} message(s) not confirmed by RabbitMQ`);
+    return outcome.rows;
+  }
+
+  /** Publishes the rows and resolves with the seqs the broker confirmed (acked). */
+  private async publish(ch: ConfirmChannel, rows: OutboxRow[]): Promise<number[]> {
+    const { topo, source, confirmTimeoutMs = 10_000 } = this.amqpOpts;
+    const confirmed: number[] = [];
+    let pending = rows.length;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      const settle = () => --pending === 0 && resolve();
+      // A confirm that never comes (broker stalled, connection half-dead) must not hold the
+      // pass, and its row locks, forever: after the timeout what is unconfirmed stays pending.
+      timer = setTimeout(resolve, confirmTimeoutMs);
+      for (const row of rows) {
+        const envelope = toEnvelope(row, source);
+        try {
+          ch.publish(topo.exchange, row.event, Buffer.from(JSON.stringify(envelope)), {
+            persistent: true,
+            messageId: row.id,
+            type: row.event,
+            appId: source,
+            contentType: "application/json",
+            timestamp: Math.floor(Number(row.occurred_at) / 1000),
+          }, (err) => {
+            if (!err) confirmed.push(row.seq);
+            settle();
+          });
+        } catch {
+          settle(); // channel already closed
+        }
+      }
+    });
+    clearTimeout(timer);
+    const result = [...confirmed];
+    if (result.length < rows.length) await this.reset();
+    return result;
+  }
+}
+
+export interface EmbeddedRelayOptions extends RelayOptions {
+  bus: EmbeddedBus;
+  maxAttempts: number;
+  retryDelaysMs: number[];
+}
+
+export class EmbeddedRelay extends RelayLoop {
+  constructor(private readonly embOpts: EmbeddedRelayOptions) {
+    super(embOpts);
+  }
+
+  protected async reset(): Promise<void> {}
+
+  protected async pass(): Promise<number> {
+    const { db, source, bus, maxAttempts, retryDelaysMs } = this.embOpts;
+    const rows = await claimPending(db, this.batchSize, Date.now(), false);
+    for (const row of rows) {
+      const envelope = toEnvelope(row, source);
+      const failed: { deadLetter(e: typeof envelope, attempts: number, err: Error): Promise<void>; err: Error }[] = [];
+      for (const sub of bus.subscribers(row.event)) {
+        try {
+          await sub.deliver(envelope);
+        } catch (err) {
+          failed.push({ deadLetter: (e, a, x) => sub.deadLetter(e, a, x), err: err as Error });
+        }
+      }
+      if (!failed.length) {
+        await markSent(db, [row.seq], Date.now());
+        this.published++;
+        continue;
+      }
+      const attempts = row.attempts + 1;
+      const message = failed.map((f) => f.err.message).join("; ");
+      if (attempts >= maxAttempts) {
+        for (const f of failed) await f.deadLetter(envelope, attempts, f.err);
+        await markRetry(db, row.seq, attempts, row.available_at, message);
+        await markSent(db, [row.seq], Date.now());
+      } else {
+        const delay = retryDelaysMs[Math.min(attempts - 1, retryDelaysMs.length - 1)] ?? 1000;
+        await markRetry(db, row.seq, attempts, Date.now() + delay, message);
+      }
+    }
+    return rows.length;
+  }
+}
+

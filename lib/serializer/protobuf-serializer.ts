@@ -1,0 +1,327 @@
+/**
+ * Moleculer serializer that puts every packet in a protobuf envelope (proto/moleculer/
+ * packets.proto) and the params/data of actions and events with a contract (proto/meridian/
+ * *.proto) in their own protobuf messages. Anything else travels as generic JSON inside the
+ * envelope: values without a contract, values that do not fit theirs exactly (so validators
+ * see what the caller sent), errors, meta, headers, INFO. Moleculer 0.15 dropped its own
+ * ProtoBuf serializer (0.14's only wrapped JSON bytes in a protobuf envelope).
+ *
+ * Which contract a payload has:
+ *  - REQ: its action's request type; EVENT: its event's type (both name themselves);
+ *  - RES: a response only carries the request id. The node that sends a RES is the node that
+ *    received the REQ, so deserializing a REQ whose action has a response contract remembers
+ *    id → action, and serializing the RES takes the entry out. The RES then names the action
+ *    in the envelope (`Response.action`), so the receiver decodes from the bytes alone and
+ *    never needs a map of its own: a node that both calls and serves keeps only the REQs it
+ *    received. The map is bounded (`pendingLimit`, default 10,000 entries, the oldest evicted
+ *    first; about 1–2 MB at the limit): an entry is only left behind by a request that never
+ *    gets a response, and a RES whose entry was evicted (more than `pendingLimit` requests in
+ *    flight on one node) is still correct, just sent as generic JSON.
+ *
+ * Bad bytes (truncated, garbage, an unknown packet type or contract) make deserialize throw
+ * a ProtobufPacketError after logging it; Moleculer's transporter catches it, logs it again
+ * as "Invalid incoming packet" and drops the packet (AMQP acknowledges it: no redelivery loop).
+ */
+import { Serializers, type Logger, type ServiceBroker } from "moleculer";
+import protobuf from "protobufjs/light";
+import descriptor from "../../proto/gen/descriptor.json";
+import { readContracts, type Contracts } from "../../proto/registry";
+import type * as pb from "../../proto/gen/moleculer/packets";
+import { createCodecs, type MessageCodec } from "./contract-codec";
+
+export class ProtobufPacketError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "ProtobufPacketError";
+  }
+}
+
+export interface ProtobufSerializerOptions {
+  /** Most request ids remembered for their responses (see above). Default 10,000. */
+  pendingLimit?: number;
+}
+
+// One reflection and one set of compiled codecs per process, shared by every broker.
+const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
+root.resolveAll();
+const contracts: Contracts = readContracts(root as unknown as import("protobufjs").Root);
+const codecFor = createCodecs();
+const T = {
+  Request: root.lookupType("moleculer.Request"),
+  Response: root.lookupType("moleculer.Response"),
+  Event: root.lookupType("moleculer.Event"),
+  Info: root.lookupType("moleculer.Info"),
+  Heartbeat: root.lookupType("moleculer.Heartbeat"),
+  Discover: root.lookupType("moleculer.Discover"),
+  Disconnect: root.lookupType("moleculer.Disconnect"),
+  Ping: root.lookupType("moleculer.Ping"),
+  Pong: root.lookupType("moleculer.Pong"),
+  Gossip: root.lookupType("moleculer.Gossip"),
+};
+const requestCodec = (action: unknown) => {
+  const c = typeof action === "string" ? contracts.actions.get(action) : undefined;
+  return c ? codecFor(c.request as unknown as protobuf.Type) : null;
+};
+const responseCodec = (action: string) => {
+  const c = contracts.actions.get(action);
+  return c?.response ? codecFor(c.response as unknown as protobuf.Type) : null;
+};
+const eventCodec = (event: unknown) => {
+  const t = typeof event === "string" ? contracts.events.get(event) : undefined;
+  return t ? codecFor(t as unknown as protobuf.Type) : null;
+};
+
+type Obj = Record<string, any>;
+type Decoded<M> = { [K in keyof M]: M[K] } & Obj;
+
+const utf8 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8");
+/** JSON bytes of a schemaless value; undefined stays absent. */
+function json(v: unknown): Buffer | undefined {
+  if (v === undefined) return undefined;
+  const s = JSON.stringify(v);
+  return s === undefined ? undefined : Buffer.from(s);
+}
+const parse = (b: Uint8Array | null | undefined): any => (b == null ? undefined : JSON.parse(utf8(b)));
+const str = (v: unknown) => (typeof v === "string" ? v : v == null ? undefined : String(v));
+const uint = (v: unknown) => (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff ? v : undefined);
+const dbl = (v: unknown) => (typeof v === "number" ? v : undefined);
+const bool = (v: unknown) => (typeof v === "boolean" ? v : undefined);
+
+/** Encodes REQ params / RES data / EVENT data; `contract` says whether `message` was used. */
+function encodeData(value: unknown, codec: MessageCodec | null): { data?: pb.Data; contract: boolean } {
+  if (value === undefined) return { contract: false };
+  if (value === null) return { data: { isNull: true } as pb.Data, contract: false };
+  if (Buffer.isBuffer(value)) return { data: { buffer: value } as pb.Data, contract: false };
+  if (codec) {
+    const bytes = codec.encode(value);
+    if (bytes) return { data: { message: bytes } as pb.Data, contract: true };
+  }
+  const j = json(value);
+  return j ? { data: { json: j } as pb.Data, contract: false } : { contract: false };
+}
+
+function decodeData(d: Obj | null | undefined, codec: () => MessageCodec | null, what: string): unknown {
+  if (d == null) return undefined;
+  switch (d.value as string | undefined) {
+    case "isNull":
+      return null;
+    case "json":
+      return JSON.parse(utf8(d.json));
+    case "buffer":
+      return Buffer.from(d.buffer);
+    case "message": {
+      const c = codec();
+      if (!c) throw new Error(`a contract message for ${what}, which has no contract here`);
+      return c.decode(d.message);
+    }
+    default:
+      return undefined;
+  }
+}
+
+/** Required string fields of the envelope: a decoded packet without them is garbage. */
+function required(m: Obj, ...names: string[]): void {
+  if (m.end !== true) throw new Error("no end marker (truncated?)");
+  for (const n of names) if (typeof m[n] !== "string" || m[n] === "") throw new Error(`missing ${n}`);
+}
+
+const has = (m: Obj, name: string) => m[name] != null;
+
+export class ProtobufSerializer extends Serializers.Base {
+  readonly pendingLimit: number;
+  /** Request id → action name, for the REQs this node received and has not answered yet. */
+  readonly pending = new Map<string, string>();
+  private logger?: Logger;
+
+  constructor(opts: ProtobufSerializerOptions = {}) {
+    super();
+    this.pendingLimit = opts.pendingLimit ?? 10_000;
+  }
+
+  override init(broker: ServiceBroker): void {
+    super.init(broker);
+    this.logger = broker.getLogger("serializer");
+  }
+
+  private remember(id: string, action: string): void {
+    if (this.pending.size >= this.pendingLimit && !this.pending.has(id)) {
+      // Maps iterate in insertion order: the first key is the oldest.
+      this.pending.delete(this.pending.keys().next().value as string);
+    }
+    this.pending.set(id, action);
+  }
+
+  override serialize(obj: Obj, type: string): Buffer {
+    switch (type) {
+      case "REQ": {
+        const { data } = encodeData(obj.params, requestCodec(obj.action));
+        return this.encode(T.Request, {
+          ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), action: str(obj.action), params: data,
+          meta: json(obj.meta), headers: json(obj.headers), timeout: dbl(obj.timeout), level: uint(obj.level),
+          tracing: bool(obj.tracing), parentId: str(obj.parentID), requestId: str(obj.requestID), caller: str(obj.caller),
+          stream: bool(obj.stream), seq: uint(obj.seq),
+        });
+      }
+      case "RES": {
+        const action = this.pending.get(obj.id);
+        if (action !== undefined) this.pending.delete(obj.id);
+        const codec = action !== undefined && obj.success ? responseCodec(action) : null;
+        const { data, contract } = encodeData(obj.data, codec);
+        return this.encode(T.Response, {
+          ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), success: Boolean(obj.success), data,
+          meta: json(obj.meta), headers: json(obj.headers), error: json(obj.error), stream: bool(obj.stream),
+          seq: uint(obj.seq), action: contract ? action : undefined,
+        });
+      }
+      case "EVENT": {
+        const { data } = encodeData(obj.data, eventCodec(obj.event));
+        return this.encode(T.Event, {
+          ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), event: str(obj.event), data,
+          meta: json(obj.meta), headers: json(obj.headers), groups: Array.isArray(obj.groups) ? obj.groups.map(String) : [],
+          broadcast: Boolean(obj.broadcast), level: uint(obj.level), tracing: bool(obj.tracing), parentId: str(obj.parentID),
+          requestId: str(obj.requestID), caller: str(obj.caller), needAck: bool(obj.needAck),
+        });
+      }
+      case "INFO":
+        return this.encode(T.Info, {
+          ver: str(obj.ver), sender: str(obj.sender), services: json(obj.services),
+          ipList: Array.isArray(obj.ipList) ? obj.ipList.map(String) : [], hostname: str(obj.hostname),
+          client: json(obj.client), config: json(obj.config), instanceId: str(obj.instanceID),
+          metadata: json(obj.metadata), seq: dbl(obj.seq),
+        });
+      case "HEARTBEAT":
+        return this.encode(T.Heartbeat, { ver: str(obj.ver), sender: str(obj.sender), cpu: dbl(obj.cpu) });
+      case "DISCOVER":
+        return this.encode(T.Discover, { ver: str(obj.ver), sender: str(obj.sender) });
+      case "DISCONNECT":
+        return this.encode(T.Disconnect, { ver: str(obj.ver), sender: str(obj.sender) });
+      case "PING":
+        return this.encode(T.Ping, { ver: str(obj.ver), sender: str(obj.sender), time: dbl(obj.time), id: str(obj.id) });
+      case "PONG":
+        return this.encode(T.Pong, {
+          ver: str(obj.ver), sender: str(obj.sender), time: dbl(obj.time), id: str(obj.id), arrived: dbl(obj.arrived),
+        });
+      case "GOSSIP_HELLO":
+      case "GOSSIP_REQ":
+      case "GOSSIP_RES": {
+        const { ver, sender, ...rest } = obj;
+        return this.encode(T.Gossip, { ver: str(ver), sender: str(sender), json: json(rest) });
+      }
+      default:
+        throw new ProtobufPacketError(`ProtobufSerializer: cannot serialize packet type ${JSON.stringify(type)}`);
+    }
+  }
+
+  private encode(type: protobuf.Type, message: Obj): Buffer {
+    message.end = true;
+    return type.encode(message).finish() as Buffer;
+  }
+
+  override deserialize(buf: Buffer | string, type: string): any {
+    try {
+      if (typeof buf === "string") throw new Error("expected bytes, got a string");
+      return this.decode(buf, type);
+    } catch (err) {
+      const size = typeof buf === "string" ? buf.length : buf?.length;
+      const error = new ProtobufPacketError(
+        `Invalid protobuf ${type} packet (${size} bytes) rejected: ${(err as Error).message}`,
+        { cause: err },
+      );
+      this.logger?.error(error.message);
+      throw error;
+    }
+  }
+
+  private decode(buf: Uint8Array, type: string): Obj {
+    switch (type) {
+      case "REQ": {
+        const m = T.Request.decode(buf) as unknown as Decoded<pb.Request>;
+        required(m, "ver", "sender", "id", "action");
+        const out: Obj = {
+          ver: m.ver, sender: m.sender, id: m.id, action: m.action,
+          params: decodeData(m.params, () => requestCodec(m.action), `action ${m.action}`),
+          meta: parse(m.meta), headers: parse(m.headers),
+          tracing: m.tracing ?? null, parentID: m.parentId ?? null, requestID: m.requestId ?? null, caller: m.caller ?? null,
+        };
+        if (has(m, "timeout")) out.timeout = m.timeout;
+        if (has(m, "level")) out.level = m.level;
+        if (has(m, "stream")) out.stream = m.stream;
+        if (has(m, "seq")) out.seq = m.seq;
+        if (contracts.actions.get(m.action)?.response) this.remember(m.id, m.action);
+        return out;
+      }
+      case "RES": {
+        const m = T.Response.decode(buf) as unknown as Decoded<pb.Response>;
+        required(m, "ver", "sender", "id");
+        const action = m.action ?? undefined;
+        const out: Obj = {
+          ver: m.ver, sender: m.sender, id: m.id, success: m.success,
+          data: decodeData(m.data, () => (action ? responseCodec(action) : null), `the response of ${action ?? "an unnamed action"}`),
+          meta: parse(m.meta), headers: parse(m.headers),
+        };
+        if (has(m, "error")) out.error = parse(m.error);
+        if (has(m, "stream")) out.stream = m.stream;
+        if (has(m, "seq")) out.seq = m.seq;
+        return out;
+      }
+      case "EVENT": {
+        const m = T.Event.decode(buf) as unknown as Decoded<pb.Event>;
+        required(m, "ver", "sender", "id", "event");
+        const out: Obj = {
+          ver: m.ver, sender: m.sender, id: m.id, event: m.event,
+          data: decodeData(m.data, () => eventCodec(m.event), `event ${m.event}`),
+          broadcast: m.broadcast,
+          meta: parse(m.meta), headers: parse(m.headers),
+          tracing: m.tracing ?? null, parentID: m.parentId ?? null, requestID: m.requestId ?? null, caller: m.caller ?? null,
+          needAck: m.needAck ?? null,
+        };
+        if (m.groups.length) out.groups = m.groups;
+        if (has(m, "level")) out.level = m.level;
+        return out;
+      }
+      case "INFO": {
+        const m = T.Info.decode(buf) as unknown as Decoded<pb.Info>;
+        required(m, "ver", "sender");
+        const out: Obj = { ver: m.ver, sender: m.sender, services: parse(m.services), ipList: m.ipList, hostname: m.hostname ?? undefined };
+        if (has(m, "client")) out.client = parse(m.client);
+        if (has(m, "config")) out.config = parse(m.config);
+        if (has(m, "instanceId")) out.instanceID = m.instanceId;
+        if (has(m, "metadata")) out.metadata = parse(m.metadata);
+        if (has(m, "seq")) out.seq = m.seq;
+        return out;
+      }
+      case "HEARTBEAT": {
+        const m = T.Heartbeat.decode(buf) as unknown as Decoded<pb.Heartbeat>;
+        required(m, "ver", "sender");
+        return { ver: m.ver, sender: m.sender, cpu: m.cpu ?? null };
+      }
+      case "DISCOVER":
+      case "DISCONNECT": {
+        const m = (type === "DISCOVER" ? T.Discover : T.Disconnect).decode(buf) as unknown as Decoded<pb.Discover>;
+        required(m, "ver", "sender");
+        return { ver: m.ver, sender: m.sender };
+      }
+      case "PING": {
+        const m = T.Ping.decode(buf) as unknown as Decoded<pb.Ping>;
+        required(m, "ver", "sender", "id");
+        return { ver: m.ver, sender: m.sender, time: m.time, id: m.id };
+      }
+      case "PONG": {
+        const m = T.Pong.decode(buf) as unknown as Decoded<pb.Pong>;
+        required(m, "ver", "sender", "id");
+        return { ver: m.ver, sender: m.sender, time: m.time, id: m.id, arrived: m.arrived };
+      }
+      case "GOSSIP_HELLO":
+      case "GOSSIP_REQ":
+      case "GOSSIP_RES": {
+        const m = T.Gossip.decode(buf) as unknown as Decoded<pb.Gossip>;
+        required(m, "ver", "sender");
+        const rest = parse(m.json);
+        if (typeof rest !== "object" || rest === null || Array.isArray(rest)) throw new Error("gossip body is not an object");
+        return { ...rest, ver: m.ver, sender: m.sender };
+      }
+      default:
+        throw new Error(`unknown packet type ${JSON.stringify(type)}`);
+    }
+  }
+}

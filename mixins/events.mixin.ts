@@ -1,0 +1,143 @@
+/**
+ * `EventsMixin`: business events through the outbox (lib/events), for any service.
+ *
+ * - `this.publishEvent(trx, name, payload)` writes the event row in the caller's transaction
+ *   (the state change and its event commit together) and, once that transaction commits,
+ *   wakes the local relay so the event leaves at once instead of at the next poll;
+ * - `consumes: { "user.registered": async (trx, payload, envelope) => … }` handlers run
+ *   once per message id, inside the transaction that records it in the service's inbox.
+ *
+ * Cluster mode (RABBITMQ_URI): a relay publishing to RabbitMQ on a ConfirmChannel and an
+ * AMQP consumer, on one dedicated connection per service (not the transporter's). Embedded
+ * mode: the relay delivers the rows in-process to the consumers of the same broker.
+ *
+ * It needs `this.db`, migrated, so DbMixin's `started` must run first. Moleculer runs the
+ * `started` handlers of `mixins: [A, B]` in the order B, A, then the service's own (and
+ * `stopped` in reverse), so list it BEFORE DbMixin: `mixins: [EventsMixin(…), DbMixin(…)]`.
+ * `started` checks that the tables exist and says so otherwise.
+ */
+import type { Knex } from "knex";
+import type { ServiceBroker, ServiceSchema } from "moleculer";
+import type { AppConfig } from "../lib/config";
+import { AmqpLink } from "../lib/events/amqp";
+import { AmqpConsumer, busFor, embeddedSubscriber, newStats, replayRequested, type ConsumerStats, type EmbeddedSubscriber, type EventHandler } from "../lib/events/consumer";
+import { afterOutboxCommit } from "../lib/events/fault";
+import { addOutboxEvent } from "../lib/events/outbox";
+import { AmqpRelay, EmbeddedRelay } from "../lib/events/relay";
+import { topology } from "../lib/events/topology";
+
+export interface EventsMixinOptions {
+  /** The service (its queues are named after it). */
+  name: string;
+  config: AppConfig;
+  consumes?: Record<string, EventHandler>;
+  /** Messages handled at once by this replica (AMQP prefetch). */
+  prefetch?: number;
+  /** Outbox rows per relay pass. */
+  batchSize?: number;
+}
+
+export interface EventsServiceThis {
+  publishEvent(trx: Knex.Transaction, name: string, payload: unknown): Promise<string>;
+  /** The relay's and the consumer's counters (tests, benchmark). */
+  eventStats(): { published: number } & ConsumerStats;
+}
+
+interface Runtime {
+  link?: AmqpLink;
+  relay: AmqpRelay | EmbeddedRelay;
+  consumer?: AmqpConsumer;
+  subscriber?: EmbeddedSubscriber;
+  markReady?: () => void;
+  replayTimer?: NodeJS.Timeout;
+  stopping?: boolean;
+  stats: ConsumerStats;
+}
+
+export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
+  const { config, name } = opts;
+  const handlers = opts.consumes ?? {};
+  const consumes = Object.keys(handlers).length > 0;
+  const topo = topology(config.namespace);
+
+  return {
+    methods: {
+      async publishEvent(this: any, trx: Knex.Transaction, event: string, payload: unknown): Promise<string> {
+        const id = await addOutboxEvent(trx, { name: event, payload });
+        // After the commit (not on rollback): the fault switch, then wake the relay.
+        trx.executionPromise.then(
+          () => {
+            afterOutboxCommit();
+            (this.$events as Runtime | undefined)?.relay.kick();
+          },
+          () => undefined,
+        );
+        return id;
+      },
+      eventStats(this: any) {
+        const rt = this.$events as Runtime;
+        return { published: rt.relay.published, ...(rt.consumer?.stats ?? rt.stats) };
+      },
+    },
+
+    created(this: any) {
+      const stats = newStats();
+      const rt: Partial<Runtime> = { stats };
+      if (!config.rabbitmqUri && consumes) {
+        // Registered now, before any service starts, so no relay can deliver an event
+        // before this consumer is known; deliveries wait for `ready` (database migrated).
+        const ready = new Promise<void>((r) => (rt.markReady = r));
+        rt.subscriber = embeddedSubscriber({ service: name, db: () => this.db, handlers, stats, ready, logger: this.logger });
+        busFor(this.broker as ServiceBroker).add(rt.subscriber);
+      }
+      this.$events = rt;
+    },
+
+    async started(this: any) {
+      const rt = this.$events as Runtime;
+      const db = this.db as Knex | undefined;
+      if (!db || !(await db.schema.hasTable("outbox")) || !(await db.schema.hasTable("inbox")))
+        throw new Error(`EventsMixin('${name}'): no outbox/inbox tables. List EventsMixin before DbMixin in 'mixins' and add a migration calling createEventTables()`);
+      const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, batchSize: opts.batchSize };
+      if (config.rabbitmqUri) {
+        rt.link = new AmqpLink(config.rabbitmqUri, `meridian-events-${name}-${config.nodeId}`);
+        rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo });
+        if (consumes) {
+          rt.consumer = new AmqpConsumer({
+            service: name, db, link: rt.link, topo, handlers,
+            maxAttempts: config.events.maxAttempts, retryDelaysMs: config.events.retryDelaysMs,
+            prefetch: opts.prefetch ?? 20, logger: this.logger,
+          });
+          await rt.consumer.start();
+        }
+      } else {
+        rt.relay = new EmbeddedRelay({
+          ...relayOpts, bus: busFor(this.broker), maxAttempts: config.events.maxAttempts, retryDelaysMs: config.events.retryDelaysMs,
+        });
+        if (consumes) {
+          rt.markReady?.();
+          const poll = async () => {
+            try {
+              await replayRequested(db, handlers, rt.stats);
+            } catch (err) {
+              this.logger.warn(`Dead-letter replay of '${name}' failed: ${(err as Error).message}`);
+            }
+            if (!rt.stopping) rt.replayTimer = setTimeout(poll, config.events.pollIntervalMs);
+          };
+          rt.replayTimer = setTimeout(poll, config.events.pollIntervalMs);
+        }
+      }
+      rt.relay.start();
+    },
+
+    async stopped(this: any) {
+      const rt = this.$events as Runtime;
+      rt.stopping = true;
+      clearTimeout(rt.replayTimer);
+      if (rt.subscriber) busFor(this.broker).remove(rt.subscriber);
+      await rt.relay?.stop();
+      await rt.consumer?.stop();
+      await rt.link?.close();
+    },
+  };
+}
