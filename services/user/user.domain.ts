@@ -148,10 +148,10 @@ export interface Address {
 }
 
 /** Only the address fields, trimmed; anything else in the input is ignored (no mass assignment). */
-export function pickAddressFields(input: Record<string, unknown>): AddressInput {
+export function pickAddressFields(input: object): AddressInput {
   const out: AddressInput = {};
   for (const f of ADDRESS_FIELDS) {
-    const v = input[f];
+    const v = (input as Record<string, unknown>)[f];
     if (v === null && (f === "line2" || f === "province")) out[f] = null;
     else if (typeof v === "string") out[f] = f === "country" ? v.trim().toUpperCase() : v.trim();
   }

@@ -6,6 +6,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypt
 import path from "node:path";
 import argon2 from "argon2";
 import type { ServiceSchema } from "moleculer";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import { accessTokens, type AccessTokens } from "../../lib/auth/tokens";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
@@ -24,8 +25,6 @@ import {
   pickAddressFields,
   refreshVerdict,
   toPublicUser,
-  type Preferences,
-  type PublicUser,
   type UserRecord,
 } from "./user.domain";
 import * as repo from "./user.repo";
@@ -107,7 +106,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
         auth: "none",
         openapi: { summary: "Create an account", tags: ["auth"], status: 201, response: sessionSchema, errors: [409] },
         params: { $$strict: true, email: emailRule, password: { type: "string", max: 1024 }, name: nameRule },
-        async handler(this: UserServiceThis, ctx: Ctx<{ email: string; password: string; name: string }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.register">>): Promise<ActionResponse<"user.register">> {
           const email = normalizeEmail(ctx.params.email);
           const problems = passwordProblems(ctx.params.password, email);
           if (problems.length)
@@ -140,7 +139,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
         auth: "none",
         openapi: { summary: "Log in with e-mail and password", tags: ["auth"], response: sessionSchema, errors: [429] },
         params: { $$strict: true, email: { type: "string", max: 254 }, password: { type: "string", max: 1024 } },
-        async handler(this: UserServiceThis, ctx: Ctx<{ email: string; password: string }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.login">>): Promise<ActionResponse<"user.login">> {
           const email = normalizeEmail(ctx.params.email);
           const ip = ctx.meta.clientIp ?? "unknown";
           // Two budgets: failures per (account, address) stop guessing one password; all
@@ -176,7 +175,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
           response: { type: "object", properties: { accessToken: { type: "string" }, refreshToken: { type: "string" } } },
         },
         params: { $$strict: true, refreshToken: { type: "string", max: 200 } },
-        async handler(this: UserServiceThis, ctx: Ctx<{ refreshToken: string }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.refresh">>): Promise<ActionResponse<"user.refresh">> {
           const invalid = () => unauthorized("Invalid or expired refresh token");
           const parsed = parseRefreshToken(ctx.params.refreshToken);
           if (!parsed) throw invalid();
@@ -208,7 +207,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
         auth: "user",
         openapi: { summary: "Revoke a refresh token (and its rotations)", tags: ["auth"], status: 204 },
         params: { $$strict: true, refreshToken: { type: "string", max: 200 } },
-        async handler(this: UserServiceThis, ctx: Ctx<{ refreshToken: string }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.logout">>) {
           const me = requireUser(ctx);
           const parsed = parseRefreshToken(ctx.params.refreshToken);
           const row = parsed && (await repo.findRefreshToken(this.db, parsed.id));
@@ -244,7 +243,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
             props: { categories: prefList, brands: prefList },
           },
         },
-        async handler(this: UserServiceThis, ctx: Ctx<{ name?: string; preferences?: Partial<Preferences> }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.updateMe">>): Promise<ActionResponse<"user.updateMe">> {
           const me = requireUser(ctx);
           const updated = await inTransaction(this.db, async (trx) => {
             const user = await repo.findUserById(trx, me.id);
@@ -271,7 +270,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
         auth: "user",
         openapi: { summary: "Add an address", tags: ["addresses"], status: 201, response: addressSchema },
         params: { $$strict: true, ...addressProps },
-        async handler(this: UserServiceThis, ctx: Ctx<Record<string, unknown>>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.createAddress">>) {
           const me = requireUser(ctx);
           const id = randomUUID();
           await inTransaction(this.db, async (trx) => {
@@ -289,7 +288,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
         auth: "user",
         openapi: { summary: "Change an address", tags: ["addresses"], response: addressSchema },
         params: { $$strict: true, id: idRule, ...optionalAll(addressProps) },
-        async handler(this: UserServiceThis, ctx: Ctx<Record<string, unknown> & { id: string }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.updateAddress">>) {
           const me = requireUser(ctx);
           const { id, ...rest } = ctx.params;
           const changes = pickAddressFields(rest);
@@ -302,7 +301,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
         auth: "user",
         openapi: { summary: "Remove an address", tags: ["addresses"], status: 204 },
         params: { $$strict: true, id: idRule },
-        async handler(this: UserServiceThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.deleteAddress">>) {
           if (!(await repo.deleteAddress(this.db, requireUser(ctx).id, ctx.params.id))) throw notFound("Address");
           ctx.meta.$statusCode = 204;
           return null;
@@ -313,7 +312,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
       getAddress: {
         visibility: "public",
         params: { userId: idRule, id: idRule },
-        async handler(this: UserServiceThis, ctx: Ctx<{ userId: string; id: string }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.getAddress">>): Promise<ActionResponse<"user.getAddress">> {
           const address = await repo.findAddress(this.db, ctx.params.userId, ctx.params.id);
           if (!address) throw notFound("Address");
           return address;
@@ -323,7 +322,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
       get: {
         visibility: "public",
         params: { id: idRule },
-        async handler(this: UserServiceThis, ctx: Ctx<{ id: string }>): Promise<PublicUser> {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.get">>): Promise<ActionResponse<"user.get">> {
           const user = await repo.findUserById(this.db, ctx.params.id);
           if (!user) throw notFound("User");
           return toPublicUser(user);
