@@ -228,5 +228,20 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const again = await call("POST", "/api/auth/login", { body: { email: "root@example.com", password: "admin-password-1" } });
       assert.equal(again.body.user.id, r.body.user.id);
     });
+
+    test("successful logins never count; failures across many accounts from one address do", async () => {
+      await register("many-logins@example.com", "many logins pw");
+      for (let i = 0; i < 40; i++) {
+        const ok = await call("POST", "/api/auth/login", { body: { email: "many-logins@example.com", password: "many logins pw" } });
+        assert.equal(ok.status, 200, `success #${i + 1}: ${ok.text}`);
+      }
+      // LOGIN_RATE_LIMIT=3 here, so the per-address budget is 30 failures (earlier tests spent
+      // some). Last in this suite: it leaves 127.0.0.1 blocked.
+      const statuses: number[] = [];
+      for (let i = 0; i < 31; i++)
+        statuses.push((await call("POST", "/api/auth/login", { body: { email: `spray-${i}@example.com`, password: "wrong wrong" } })).status);
+      assert.equal(statuses.at(-1), 429, statuses.join(","));
+      assert.ok(statuses.slice(0, 20).every((st) => st === 401), statuses.join(","));
+    });
   });
 }

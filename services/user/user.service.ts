@@ -142,10 +142,12 @@ export function createUserService(config: AppConfig): ServiceSchema {
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.login">>): Promise<ActionResponse<"user.login">> {
           const email = normalizeEmail(ctx.params.email);
           const ip = ctx.meta.clientIp ?? "unknown";
-          // Two budgets: failures per (account, address) stop guessing one password; all
-          // attempts per address stop spraying many accounts from one place.
+          // Two budgets of failures: per (account, address) stops guessing one password; per
+          // address (ten times larger) stops spraying many accounts from one place. Only
+          // failures count, so many customers behind one address (an office NAT, or every
+          // client when TRUST_PROXY is off behind a proxy) are not locked out by succeeding.
           const accountKey = `${email}|${ip}`;
-          const blocked = Math.max(await this.loginLimiter.blockedFor(accountKey), await this.loginIpLimiter.hit(ip));
+          const blocked = Math.max(await this.loginLimiter.blockedFor(accountKey), await this.loginIpLimiter.blockedFor(ip));
           if (blocked) {
             ctx.meta.$responseHeaders = { "Retry-After": String(blocked) };
             throw rateLimited(blocked);
@@ -155,7 +157,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
           // takes as long either way and the e-mail's existence does not leak.
           const ok = await argon2.verify(found?.passwordHash ?? this.dummyHash, ctx.params.password).catch(() => false);
           if (!found || !ok) {
-            const wait = await this.loginLimiter.hit(accountKey);
+            const wait = Math.max(await this.loginLimiter.hit(accountKey), await this.loginIpLimiter.hit(ip));
             if (wait) {
               ctx.meta.$responseHeaders = { "Retry-After": String(wait) };
               throw rateLimited(wait);
