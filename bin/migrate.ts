@@ -10,6 +10,7 @@ import { loadConfigOrExit } from "./start";
 /** Services that own a database, and where their migrations live. */
 const MIGRATIONS: Record<string, string> = {
   user: path.join(__dirname, "..", "services", "user", "migrations"),
+  product: path.join(__dirname, "..", "services", "product", "migrations"),
 };
 
 async function main(): Promise<void> {

@@ -6,6 +6,7 @@
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import { createGatewayService } from "../services/gateway/api.service";
+import { createProductService } from "../services/product/product.service";
 import { createUserService } from "../services/user/user.service";
 import type { AppConfig, ServiceName } from "./config";
 import { registerProbe } from "./readiness";
@@ -13,6 +14,7 @@ import { registerProbe } from "./readiness";
 export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema> = {
   gateway: createGatewayService,
   user: createUserService,
+  product: createProductService,
 };
 
 export function createBroker(config: AppConfig, services: ServiceName[] = config.services): ServiceBroker {

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 
-export const ALL_SERVICES = ["gateway", "user"] as const;
+export const ALL_SERVICES = ["gateway", "user", "product"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 const bool = z
@@ -61,6 +61,10 @@ const EnvSchema = z.object({
   EVENTS_POLL_INTERVAL_MS: int(10, 60_000).default(1000),
   EVENTS_MAX_ATTEMPTS: int(1, 100).default(5),
   EVENTS_RETRY_DELAYS_MS: z.string().regex(/^\d{1,9}(,\d{1,9})*$/, "a comma list of milliseconds").default("1000,10000,60000"),
+  // Stock reservations (product service): how long a hold lives, and how often the sweep
+  // looks for expired ones (default: a quarter of the TTL, at most 30 s).
+  RESERVATION_TTL_SECONDS: int(1, 7 * 86_400).default(900),
+  RESERVATION_SWEEP_INTERVAL_MS: int(50, 3_600_000).optional(),
 });
 
 export interface AppConfig {
@@ -90,6 +94,7 @@ export interface AppConfig {
   loginRateLimit: { points: number; windowS: number };
   migrateOnStart: boolean;
   events: { pollIntervalMs: number; maxAttempts: number; retryDelaysMs: number[] };
+  reservations: { ttlSeconds: number; sweepIntervalMs: number };
 }
 
 export class ConfigError extends Error {
@@ -190,6 +195,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       pollIntervalMs: e.EVENTS_POLL_INTERVAL_MS,
       maxAttempts: e.EVENTS_MAX_ATTEMPTS,
       retryDelaysMs: e.EVENTS_RETRY_DELAYS_MS.split(",").map(Number),
+    },
+    reservations: {
+      ttlSeconds: e.RESERVATION_TTL_SECONDS,
+      sweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL_MS ?? Math.max(1000, Math.min(30_000, Math.floor((e.RESERVATION_TTL_SECONDS * 1000) / 4))),
     },
   };
 }

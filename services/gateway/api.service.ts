@@ -15,7 +15,7 @@ import { DOCS_CONTENT_SECURITY_POLICY, DOCS_INIT_SCRIPT_NAME, docsHtml, docsInit
 import { AppError, forbidden, toErrorResponse, unauthorized } from "../../lib/errors";
 import { prometheusText } from "../../lib/metrics";
 import { buildOpenApiDocument } from "../../lib/openapi";
-import { checkReadiness, registerProbe } from "../../lib/readiness";
+import { checkReadiness } from "../../lib/readiness";
 import { jsonBody } from "./json-body";
 
 type Req = IncomingMessage & { $action?: { auth?: AuthLevel; name?: string }; $ctx?: Context<unknown, RequestMeta> };
@@ -32,6 +32,12 @@ export const API_ALIASES: Record<string, string> = {
   "POST /users/me/addresses": "user.createAddress",
   "PATCH /users/me/addresses/:id": "user.updateAddress",
   "DELETE /users/me/addresses/:id": "user.deleteAddress",
+  "GET /products": "product.list",
+  "GET /products/:id": "product.get",
+  "POST /products": "product.create",
+  "PATCH /products/:id": "product.update",
+  "DELETE /products/:id": "product.remove",
+  "POST /products/:id/stock": "product.adjustStock",
   "GET /openapi.json": "api.openapi",
 };
 
@@ -170,6 +176,9 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       },
     },
 
+    // Readiness is this node's own dependencies (its databases, the transporter, the cache:
+    // API.md). A service missing elsewhere is not one: with it, one service down would take
+    // every gateway out of the load balancer; without it, only that service's routes answer 503.
     methods: {
       /** Replaces moleculer-web's handler, which logs every non-4xx with its stack: `onError` logs. */
       errorHandler(this: any, req: Req, res: ServerResponse, err: unknown) {
@@ -197,13 +206,5 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       },
     },
 
-    started(this: any) {
-      // The gateway is ready when the services its routes call are reachable somewhere.
-      const needed = [...new Set(Object.values(API_ALIASES).map((a) => a.split(".")[0]))].filter((s) => s !== "api");
-      for (const service of needed)
-        registerProbe(this.broker, `service:${service}`, async () => {
-          if (!this.broker.registry.hasService(service)) throw new Error(`no '${service}' service is available`);
-        });
-    },
   } as unknown as ServiceSchema;
 }

@@ -125,7 +125,7 @@ describe("gateway conventions", () => {
     assert.deepEqual((await call("GET", "/health/live")).body, { status: "ok" });
     const ready = await call("GET", "/health/ready");
     assert.equal(ready.status, 200);
-    assert.deepEqual(ready.body.checks, { "database:user": "up", "service:user": "up" });
+    assert.deepEqual(ready.body.checks, { "database:product": "up", "database:user": "up" });
     const metrics = await call("GET", "/metrics");
     assert.equal(metrics.status, 200);
     assert.match(metrics.headers.get("content-type") ?? "", /^text\/plain/);
@@ -160,6 +160,19 @@ describe("gateway conventions", () => {
     assert.deepEqual(report.consoleErrors, []);
     for (const op of ["POST /api/auth/register", "POST /api/auth/login", "GET /api/users/me", "PATCH /api/users/me/addresses/{id}"])
       assert.ok(report.operations.includes(op), `${op} in ${report.operations.join(", ")}`);
+  });
+});
+
+describe("a routed service that no node offers", () => {
+  test("answers 503 SERVICE_UNAVAILABLE on its routes; the gateway stays ready", async () => {
+    const app = await startTestApp({ services: ["gateway"] });
+    try {
+      assertError(await http(app.baseUrl, "GET", "/api/users/me"), 503, "SERVICE_UNAVAILABLE");
+      assertError(await http(app.baseUrl, "POST", "/api/auth/login", { body: { email: "a@b.co", password: "x" } }), 503, "SERVICE_UNAVAILABLE");
+      assert.equal((await http(app.baseUrl, "GET", "/health/ready")).status, 200);
+    } finally {
+      await app.stop();
+    }
   });
 });
 

@@ -132,12 +132,13 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     };
     // Cluster mode migrates as a separate step, as a Kubernetes Job would.
     const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", path.join(ROOT, "bin", "migrate.ts")], {
-      env: { ...process.env, ...env, SERVICES: "user" },
+      env: { ...process.env, ...env, SERVICES: "user,product" },
       cwd: ROOT,
     });
     assert.match(stdout, /user: applied/);
+    assert.match(stdout, /product: applied/);
     const port = await freePort();
-    await Promise.all([startNode("gw", "gateway", { PORT: String(port) }), startNode("user-1", "user"), startNode("user-2", "user")]);
+    await Promise.all([startNode("gw", "gateway,product", { PORT: String(port) }), startNode("user-1", "user"), startNode("user-2", "user")]);
     baseUrl = `http://127.0.0.1:${port}`;
     observer = createBroker(loadConfig({ ...env, NODE_ID: "observer", LOG_LEVEL: "warn" }), []);
     await observer.start();
@@ -154,7 +155,8 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     await Promise.all([...nodes.values()].map((c) => c.waitExit()));
     await vhost?.destroy().catch(() => undefined);
     await etcd?.destroy().catch(() => undefined);
-    await dropDatabase(loadConfig({ MYSQL_URL, NAMESPACE: namespace, JWT_SECRET: "x".repeat(32), RABBITMQ_URI: "amqp://x" }), "user");
+    for (const service of ["user", "product"])
+      await dropDatabase(loadConfig({ MYSQL_URL, NAMESPACE: namespace, JWT_SECRET: "x".repeat(32), RABBITMQ_URI: "amqp://x" }), service);
     await deleteRedisKeys(REDIS_URL, namespace);
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
@@ -162,7 +164,8 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
   test("the user flow works through the gateway; readiness names every dependency", async () => {
     await userFlow(baseUrl);
     const ready = await http(baseUrl, "GET", "/health/ready");
-    assert.deepEqual(ready.body.checks, { cache: "up", "service:user": "up", transporter: "up" });
+    // The gateway's node also runs the product service (its routes need one somewhere).
+    assert.deepEqual(ready.body.checks, { cache: "up", "database:product": "up", transporter: "up" });
   });
 
   test("`npm run repl` joins the running cluster through RabbitMQ: `nodes` and `call user.…` work", async () => {

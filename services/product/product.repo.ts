@@ -1,0 +1,244 @@
+/**
+ * Data access of the product service: the only file that knows its tables.
+ *
+ * Concurrency: every stock change is ONE conditional UPDATE whose WHERE clause states the
+ * invariant (`on_hand - reserved >= q`, `on_hand + delta >= reserved`, `status = 'held'`),
+ * and callers check the row count. On InnoDB (REPEATABLE READ) an UPDATE reads the latest
+ * committed row and locks it until the transaction ends, so two transactions never both
+ * pass the condition on the same stale value; on SQLite writers are serialized outright.
+ */
+import type { Knex } from "knex";
+import {
+  parseStringList,
+  orderBy,
+  type ListQuery,
+  type ProductRecord,
+  type ReservationLine,
+  type ReservationRow,
+  type ReservationStatus,
+} from "./product.domain";
+
+interface ProductRow {
+  id: string;
+  sku: string;
+  name: string;
+  description: string;
+  category: string;
+  brand: string | null;
+  tags: string;
+  price_amount: number | string;
+  price_currency: string;
+  images: string;
+  on_hand: number | string;
+  reserved: number | string;
+  created_at: number | string;
+  updated_at: number | string;
+  deleted_at: number | string | null;
+}
+
+const toProduct = (r: ProductRow): ProductRecord => ({
+  id: r.id,
+  sku: r.sku,
+  name: r.name,
+  description: r.description,
+  category: r.category,
+  brand: r.brand,
+  tags: parseStringList(r.tags),
+  price: { amount: Number(r.price_amount), currency: r.price_currency },
+  images: parseStringList(r.images),
+  onHand: Number(r.on_hand),
+  reserved: Number(r.reserved),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
+
+const live = (db: Knex) => db<ProductRow>("products").whereNull("deleted_at");
+
+export async function insertProduct(db: Knex, p: ProductRecord): Promise<void> {
+  await db("products").insert({
+    id: p.id,
+    sku: p.sku,
+    name: p.name,
+    description: p.description,
+    category: p.category,
+    brand: p.brand,
+    tags: JSON.stringify(p.tags),
+    price_amount: p.price.amount,
+    price_currency: p.price.currency,
+    images: JSON.stringify(p.images),
+    on_hand: p.onHand,
+    reserved: p.reserved,
+    created_at: p.createdAt,
+    updated_at: p.updatedAt,
+  });
+}
+
+export async function findProduct(db: Knex, id: string): Promise<ProductRecord | undefined> {
+  const row = await live(db).where({ id }).first();
+  return row && toProduct(row);
+}
+
+/** The row locked until the transaction ends (InnoDB `FOR UPDATE`; SQLite's writer lock already serializes). */
+export async function findProductForUpdate(trx: Knex.Transaction, id: string): Promise<ProductRecord | undefined> {
+  const row = await live(trx).where({ id }).forUpdate().first();
+  return row && toProduct(row);
+}
+
+export async function listProducts(db: Knex, q: ListQuery): Promise<{ items: ProductRecord[]; total: number }> {
+  const filtered = () => {
+    const b = live(db);
+    if (q.category) b.where({ category: q.category });
+    if (q.brand) b.where({ brand: q.brand });
+    return b;
+  };
+  const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
+  const rows = (await filtered().orderBy(orderBy(q.sort)).limit(q.pageSize).offset(q.offset)) as ProductRow[];
+  return { items: rows.map(toProduct), total: Number(n) };
+}
+
+/** Writes the allow-listed descriptive fields (never sku, never stock). */
+export async function updateProductFields(db: Knex, p: ProductRecord): Promise<boolean> {
+  const n = await live(db).where({ id: p.id }).update({
+    name: p.name,
+    description: p.description,
+    category: p.category,
+    brand: p.brand,
+    tags: JSON.stringify(p.tags),
+    price_amount: p.price.amount,
+    price_currency: p.price.currency,
+    images: JSON.stringify(p.images),
+    updated_at: p.updatedAt,
+  });
+  return n === 1;
+}
+
+export async function softDeleteProduct(db: Knex, id: string, now: number): Promise<boolean> {
+  return (await live(db).where({ id }).update({ deleted_at: now, updated_at: now })) === 1;
+}
+
+/**
+ * on_hand += delta unless that would go below reserved (or above `max`). One statement,
+ * so concurrent adjustments never lose an update. Returns false when the condition failed
+ * or the product does not exist.
+ */
+export async function adjustOnHand(db: Knex, id: string, delta: number, max: number, now: number): Promise<boolean> {
+  const n = await live(db)
+    .where({ id })
+    .whereRaw("on_hand + ? >= reserved", [delta])
+    .whereRaw("on_hand + ? <= ?", [delta, max])
+    .update({ on_hand: db.raw("on_hand + ?", [delta]), updated_at: now });
+  return n === 1;
+}
+
+/** reserved += q if at least q is available and the product is not deleted. */
+export async function reserveStock(trx: Knex.Transaction, productId: string, quantity: number, now: number): Promise<boolean> {
+  const n = await live(trx)
+    .where({ id: productId })
+    .whereRaw("on_hand - reserved >= ?", [quantity])
+    .update({ reserved: trx.raw("reserved + ?", [quantity]), updated_at: now });
+  return n === 1;
+}
+
+/** A held quantity leaves `reserved` (release, expiry), and also `on_hand` when sold (commit). */
+export async function unreserveStock(trx: Knex.Transaction, productId: string, quantity: number, sold: boolean, now: number): Promise<void> {
+  const set: Record<string, unknown> = { reserved: trx.raw("reserved - ?", [quantity]), updated_at: now };
+  if (sold) set.on_hand = trx.raw("on_hand - ?", [quantity]);
+  // Deleted products too: an order placed before the delete is still paid or released.
+  const n = await trx("products").where({ id: productId }).update(set);
+  if (n !== 1) throw new Error(`product ${productId} missing while releasing its reservation`);
+}
+
+export async function availableOf(db: Knex, ids: string[]): Promise<Map<string, number>> {
+  const rows = (await live(db).whereIn("id", ids).select("id", "on_hand", "reserved")) as ProductRow[];
+  return new Map(rows.map((r) => [r.id, Number(r.on_hand) - Number(r.reserved)]));
+}
+
+/** Stock figures of one product (deleted ones included), for stock.changed events. */
+export async function stockFigures(db: Knex, id: string): Promise<{ onHand: number; reserved: number } | undefined> {
+  const row = (await db("products").where({ id }).select("on_hand", "reserved").first()) as ProductRow | undefined;
+  return row && { onHand: Number(row.on_hand), reserved: Number(row.reserved) };
+}
+
+// ---- reservations ----
+
+interface ReservationDbRow {
+  order_id: string;
+  product_id: string;
+  quantity: number | string;
+  status: ReservationStatus;
+  expires_at: number | string;
+}
+
+const toReservation = (r: ReservationDbRow): ReservationRow => ({
+  orderId: r.order_id,
+  productId: r.product_id,
+  quantity: Number(r.quantity),
+  status: r.status,
+  expiresAt: Number(r.expires_at),
+});
+
+export async function findReservations(db: Knex, orderId: string): Promise<ReservationRow[]> {
+  const rows = (await db("reservations").where({ order_id: orderId }).orderBy("product_id")) as ReservationDbRow[];
+  return rows.map(toReservation);
+}
+
+/**
+ * The order's rows, locked until the transaction ends and read as committed now (a locking
+ * read, not the REPEATABLE READ snapshot): concurrent commits/releases of one order queue here.
+ */
+export async function findReservationsForUpdate(trx: Knex.Transaction, orderId: string): Promise<ReservationRow[]> {
+  const rows = (await trx("reservations").where({ order_id: orderId }).orderBy("product_id").forUpdate()) as ReservationDbRow[];
+  return rows.map(toReservation);
+}
+
+/** Inserts the order's rows; a concurrent or earlier reserve of the same order violates the primary key. */
+export async function insertReservations(
+  trx: Knex.Transaction,
+  orderId: string,
+  lines: ReservationLine[],
+  expiresAt: number,
+  now: number,
+): Promise<void> {
+  await trx("reservations").insert(
+    lines.map((l) => ({
+      order_id: orderId, product_id: l.productId, quantity: l.quantity, status: "held", expires_at: expiresAt, created_at: now, updated_at: now,
+    })),
+  );
+}
+
+/**
+ * held → `to`, for one line, only if it is still held: of several transactions racing to
+ * move the same line (a commit, a release, sweeps on several replicas) exactly one sees a
+ * row count of 1 and applies the stock change, in the same transaction.
+ */
+export async function transitionReservation(
+  trx: Knex.Transaction,
+  orderId: string,
+  productId: string,
+  to: Exclude<ReservationStatus, "held">,
+  now: number,
+  onlyIfExpiredBy?: number,
+): Promise<boolean> {
+  const q = trx("reservations").where({ order_id: orderId, product_id: productId, status: "held" });
+  if (onlyIfExpiredBy !== undefined) q.where("expires_at", "<=", onlyIfExpiredBy);
+  return (await q.update({ status: to, updated_at: now })) === 1;
+}
+
+/** Held reservations whose time is up (a candidate list; the transition re-checks). */
+export async function findExpiredHeld(db: Knex, now: number, limit: number): Promise<ReservationRow[]> {
+  const rows = (await db("reservations")
+    .where({ status: "held" })
+    .where("expires_at", "<=", now)
+    .orderBy("expires_at")
+    .limit(limit)) as ReservationDbRow[];
+  return rows.map(toReservation);
+}
+
+/** Sum of held quantities per product (conservation checks). */
+export async function heldTotals(db: Knex): Promise<Map<string, number>> {
+  const rows = (await db("reservations").where({ status: "held" }).groupBy("product_id").select("product_id").sum({ q: "quantity" })) as {
+    product_id: string;
+    q: number | string;
+  }[];
+  return new Map(rows.map((r) => [r.product_id, Number(r.q)]));
+}

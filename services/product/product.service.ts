@@ -1,0 +1,511 @@
+/**
+ * Product service: catalog (CRUD for admins, cached reads for anyone) and inventory
+ * (reserve / commit / release for the order service, TTL expiry by a sweep).
+ * Handlers stay thin: rules live in product.domain.ts, SQL in product.repo.ts.
+ *
+ * Guarantees and their limits:
+ * - Stock never oversells: each change is one conditional UPDATE checked by row count
+ *   (product.repo.ts), and the database's CHECK (0 ≤ reserved ≤ on_hand) backs it up.
+ *   InnoDB runs these transactions at its default REPEATABLE READ; an UPDATE there is a
+ *   locking read of the latest committed row, so the condition is never checked against a
+ *   stale snapshot. Lock order: a reserve inserts the order's reservation rows first, then
+ *   updates its products in productId order (lines merged and sorted), so two reserves
+ *   never deadlock each other; a commit, release or sweep locks the reservation rows
+ *   (`FOR UPDATE`), then their products. A deadlock victim is retried whole by
+ *   `inTransaction` (3 attempts). SQLite serializes writers (one connection per process;
+ *   one process per file).
+ * - Reserve is all-or-nothing in one transaction, and idempotent per orderId: the
+ *   reservation rows' primary key (order_id, product_id) makes a replay, even a concurrent
+ *   one, a no-op that answers with the stored reservation.
+ * - Every reservation transition leaves `held` under `WHERE status = 'held'` together with
+ *   its stock change, so commit, release and sweeps on any number of replicas apply it once.
+ * - Every change and its business event (outbox) commit together.
+ * - Cache: every write cleans `product.**` in this node's cacher after its commit and
+ *   broadcasts `cache.clean.product` for the other nodes' memory cachers; a second clean
+ *   follows shortly after, for a read that loaded the old row just before the commit and
+ *   stored it just after the first clean. Limit: a read slower than that delay could still
+ *   store a stale entry, which then lives until the cache TTL (300 s).
+ */
+import { randomUUID } from "node:crypto";
+import path from "node:path";
+import type { Context, ServiceSchema } from "moleculer";
+import type { Knex } from "knex";
+import type { AppConfig } from "../../lib/config";
+import type { RequestContext } from "../../lib/context";
+import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
+import { AppError, conflict, notFound, validationError } from "../../lib/errors";
+import { DbMixin } from "../../mixins/db.mixin";
+import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
+import {
+  CREATE_FIELDS,
+  MAX_AMOUNT,
+  MAX_PAGE_SIZE,
+  MAX_RESERVATION_LINES,
+  MAX_STOCK,
+  PATCH_FIELDS,
+  SORTS,
+  adjustVerdict,
+  applyPatch,
+  lineProblems,
+  moneyProblems,
+  normalizeLines,
+  normalizeTags,
+  parseListQuery,
+  pickFields,
+  reservationView,
+  sameLines,
+  stockOf,
+  toPublicProduct,
+  type Money,
+  type ProductPatch,
+  type ProductRecord,
+  type ReservationLine,
+  type ReservationStatus,
+  type ReservationView,
+} from "./product.domain";
+import * as repo from "./product.repo";
+
+/** Wait before the second cache clean of a write (see the header). */
+const SECOND_CLEAN_MS = 250;
+/** Expired reservation lines handled per sweep pass. */
+const SWEEP_BATCH = 200;
+
+interface ProductServiceThis extends EventsServiceThis {
+  db: Db;
+  broker: Context["broker"];
+  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
+  sweepTimer?: NodeJS.Timeout;
+  sweeping?: Promise<number>;
+  stopping?: boolean;
+  pendingCleans: Set<NodeJS.Timeout>;
+  invalidate(): Promise<void>;
+  cleanLocal(): Promise<void>;
+  stockChanged(trx: Knex.Transaction, productId: string, reason: string): Promise<void>;
+  sweepExpired(now?: number): Promise<number>;
+  finishReservations(ctx: Ctx<{ orderId: string }>, to: "committed" | "released"): Promise<ReservationView>;
+}
+
+type Ctx<P = Record<string, unknown>> = RequestContext<P>;
+
+// ---- parameter schemas (fastest-validator); they also generate the OpenAPI document ----
+const idRule = { type: "string", min: 1, max: 64 } as const;
+const textRule = (max: number) => ({ type: "string", trim: true, min: 1, max }) as const;
+const productProps = {
+  name: textRule(200),
+  description: { type: "string", trim: true, max: 10_000 },
+  category: textRule(100),
+  brand: { type: "string", trim: true, min: 1, max: 100, optional: true, nullable: true },
+  tags: { type: "array", optional: true, max: 50, items: { type: "string", max: 50 } },
+  price: {
+    type: "object",
+    strict: true,
+    props: {
+      amount: { type: "number", integer: true, min: 0, max: MAX_AMOUNT },
+      currency: { type: "string", length: 3, pattern: "^[A-Z]{3}$" },
+    },
+  },
+  images: { type: "array", optional: true, max: 20, items: { type: "url", max: 2048 } },
+} as const;
+const optionalAll = <T extends Record<string, object>>(props: T) =>
+  Object.fromEntries(Object.entries(props).map(([k, v]) => [k, { ...v, optional: true }])) as {
+    [K in keyof T]: T[K] & { optional: true };
+  };
+
+const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
+const productSchema = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    sku: { type: "string" },
+    name: { type: "string" },
+    description: { type: "string" },
+    category: { type: "string" },
+    brand: { type: "string", nullable: true },
+    tags: { type: "array", items: { type: "string" } },
+    price: moneySchema,
+    images: { type: "array", items: { type: "string" } },
+    stock: {
+      type: "object",
+      properties: { onHand: { type: "integer" }, reserved: { type: "integer" }, available: { type: "integer" } },
+    },
+    createdAt: { type: "string", format: "date-time" },
+    updatedAt: { type: "string", format: "date-time" },
+  },
+};
+const pageSchema = {
+  type: "object",
+  properties: {
+    items: { type: "array", items: productSchema },
+    total: { type: "integer" },
+    page: { type: "integer" },
+    pageSize: { type: "integer" },
+  },
+};
+const orderIdRule = { type: "string", min: 1, max: 64 } as const;
+
+function assertMoney(price: Money | undefined): void {
+  if (!price) return;
+  const problems = moneyProblems(price);
+  if (problems.length) throw validationError("Invalid price", problems);
+}
+
+export function createProductService(config: AppConfig): ServiceSchema {
+  const ttlDefault = config.reservations.ttlSeconds;
+  return {
+    name: "product",
+    // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
+    mixins: [EventsMixin({ name: "product", config }), DbMixin({ name: "product", migrationsDir: path.join(__dirname, "migrations"), config })],
+
+    actions: {
+      list: {
+        auth: "none",
+        cache: { keys: ["category", "brand", "page", "pageSize", "sort"] },
+        openapi: { summary: "List products (filter by category, brand; sort; pages)", tags: ["products"], response: pageSchema },
+        params: {
+          category: { type: "string", optional: true, max: 100 },
+          brand: { type: "string", optional: true, max: 100 },
+          page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
+          pageSize: { type: "number", integer: true, convert: true, min: 1, max: MAX_PAGE_SIZE, optional: true },
+          sort: { type: "enum", values: [...SORTS], optional: true },
+        },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ category?: string; brand?: string; page?: number; pageSize?: number; sort?: string }>) {
+          const q = parseListQuery(ctx.params);
+          const { items, total } = await repo.listProducts(this.db, q);
+          return { items: items.map(toPublicProduct), total, page: q.page, pageSize: q.pageSize };
+        },
+      },
+
+      get: {
+        auth: "none",
+        cache: { keys: ["id"] },
+        openapi: { summary: "One product", tags: ["products"], response: productSchema },
+        params: { id: idRule },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ id: string }>) {
+          const p = await repo.findProduct(this.db, ctx.params.id);
+          if (!p) throw notFound("Product");
+          return toPublicProduct(p);
+        },
+      },
+
+      create: {
+        auth: "admin",
+        openapi: { summary: "Create a product", tags: ["products"], status: 201, response: productSchema, errors: [409] },
+        params: {
+          $$strict: true,
+          sku: { type: "string", trim: true, min: 1, max: 64, pattern: "^[A-Za-z0-9._-]+$" },
+          ...productProps,
+          stock: { type: "number", integer: true, min: 0, max: MAX_STOCK, optional: true },
+        },
+        async handler(this: ProductServiceThis, ctx: Ctx<Record<string, unknown>>) {
+          const input = pickFields(ctx.params, CREATE_FIELDS) as Record<string, any>;
+          assertMoney(input.price);
+          const now = Date.now();
+          const product: ProductRecord = {
+            id: randomUUID(),
+            sku: input.sku,
+            name: input.name,
+            description: input.description,
+            category: input.category,
+            brand: input.brand ?? null,
+            tags: normalizeTags(input.tags),
+            price: { amount: input.price.amount, currency: input.price.currency },
+            images: input.images ?? [],
+            onHand: (ctx.params.stock as number | undefined) ?? 0,
+            reserved: 0,
+            createdAt: now,
+            updatedAt: now,
+          };
+          try {
+            await inTransaction(this.db, async (trx) => {
+              await repo.insertProduct(trx, product);
+              await this.publishEvent(trx, "product.created", toPublicProduct(product));
+              if (product.onHand > 0) await this.stockChanged(trx, product.id, "created");
+            });
+          } catch (err) {
+            if (isUniqueViolation(err)) throw conflict("A product with this sku already exists", [{ field: "sku" }]);
+            throw err;
+          }
+          await this.invalidate();
+          ctx.meta.$statusCode = 201;
+          ctx.meta.$location = `/api/products/${product.id}`;
+          return toPublicProduct(product);
+        },
+      },
+
+      update: {
+        auth: "admin",
+        openapi: { summary: "Change a product (anything but sku and stock)", tags: ["products"], response: productSchema },
+        params: { $$strict: true, id: idRule, ...optionalAll(productProps) },
+        async handler(this: ProductServiceThis, ctx: Ctx<Record<string, unknown> & { id: string }>) {
+          const patch = pickFields(ctx.params, PATCH_FIELDS) as ProductPatch;
+          assertMoney(patch.price);
+          const updated = await inTransaction(this.db, async (trx) => {
+            // Locked so a concurrent stock change cannot slip between read and event.
+            const current = await repo.findProductForUpdate(trx, ctx.params.id);
+            if (!current) throw notFound("Product");
+            const next = applyPatch(current, patch, Date.now());
+            await repo.updateProductFields(trx, next);
+            await this.publishEvent(trx, "product.updated", toPublicProduct(next));
+            return next;
+          });
+          await this.invalidate();
+          return toPublicProduct(updated);
+        },
+      },
+
+      remove: {
+        auth: "admin",
+        openapi: { summary: "Delete a product (it leaves every read)", tags: ["products"], status: 204 },
+        params: { $$strict: true, id: idRule },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ id: string }>) {
+          await inTransaction(this.db, async (trx) => {
+            const current = await repo.findProductForUpdate(trx, ctx.params.id);
+            if (!current || !(await repo.softDeleteProduct(trx, current.id, Date.now()))) throw notFound("Product");
+            await this.publishEvent(trx, "product.deleted", toPublicProduct(current));
+          });
+          await this.invalidate();
+          ctx.meta.$statusCode = 204;
+          return null;
+        },
+      },
+
+      adjustStock: {
+        auth: "admin",
+        openapi: { summary: "Restock (positive delta) or remove stock (negative); never below reserved", tags: ["products"], response: productSchema, errors: [409] },
+        params: {
+          $$strict: true,
+          id: idRule,
+          delta: { type: "number", integer: true, min: -MAX_STOCK, max: MAX_STOCK, notEqual: 0 },
+        },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ id: string; delta: number }>) {
+          const { id, delta } = ctx.params;
+          if (delta === 0) throw validationError("delta must not be 0", [{ field: "delta" }]);
+          const product = await inTransaction(this.db, async (trx) => {
+            if (!(await repo.adjustOnHand(trx, id, delta, MAX_STOCK, Date.now()))) {
+              const current = await repo.findProduct(trx, id);
+              if (!current) throw notFound("Product");
+              const verdict = adjustVerdict(current, delta);
+              throw conflict(
+                verdict === "too-large" ? `Stock would exceed ${MAX_STOCK}` : "Stock cannot go below what is reserved",
+                [{ field: "delta", onHand: current.onHand, reserved: current.reserved }],
+              );
+            }
+            await this.stockChanged(trx, id, delta > 0 ? "restocked" : "removed");
+            return (await repo.findProduct(trx, id))!;
+          });
+          await this.invalidate();
+          return toPublicProduct(product);
+        },
+      },
+
+      // ---- inventory, for the order service (not routed; "public": callable from any node) ----
+
+      reserve: {
+        visibility: "public",
+        params: {
+          $$strict: true,
+          orderId: orderIdRule,
+          lines: {
+            type: "array",
+            min: 1,
+            max: MAX_RESERVATION_LINES,
+            items: { type: "object", strict: true, props: { productId: idRule, quantity: { type: "number", integer: true, min: 1, max: MAX_STOCK } } },
+          },
+          ttlSeconds: { type: "number", integer: true, min: 1, max: 7 * 86_400, optional: true },
+        },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string; lines: ReservationLine[]; ttlSeconds?: number }>) {
+          const { orderId } = ctx.params;
+          const lines = normalizeLines(ctx.params.lines);
+          const problems = lineProblems(lines);
+          if (problems.length) throw validationError("Invalid reservation lines", problems);
+          const replay = async () => {
+            const existing = await repo.findReservations(this.db, orderId);
+            if (!sameLines(existing, lines))
+              throw conflict("This order already holds a different reservation", [{ field: "orderId", orderId }]);
+            return reservationView(orderId, existing);
+          };
+          if ((await repo.findReservations(this.db, orderId)).length) return replay();
+          const now = Date.now();
+          const expiresAt = now + (ctx.params.ttlSeconds ?? ttlDefault) * 1000;
+          try {
+            await inTransaction(this.db, async (trx) => {
+              // The order's rows first: a concurrent reserve of the same order waits on this
+              // primary key, then fails on it and answers with our rows (a replay), instead
+              // of competing for the stock. Reservation row, then products: the same lock
+              // order as commit, release and the sweep.
+              await repo.insertReservations(trx, orderId, lines, expiresAt, now);
+              const short: string[] = [];
+              // In productId order: the lock order (see the header).
+              for (const l of lines) if (!(await repo.reserveStock(trx, l.productId, l.quantity, now))) short.push(l.productId);
+              if (short.length) {
+                const available = await repo.availableOf(trx, short);
+                throw new AppError(
+                  "OUT_OF_STOCK",
+                  "Not enough stock for some products; nothing was reserved",
+                  lines
+                    .filter((l) => short.includes(l.productId))
+                    .map((l) => ({ productId: l.productId, requested: l.quantity, available: Math.max(0, available.get(l.productId) ?? 0) })),
+                );
+              }
+              for (const l of lines) await this.stockChanged(trx, l.productId, "reserved");
+            });
+          } catch (err) {
+            if (isUniqueViolation(err)) return replay();
+            // Lost to a concurrent reserve of the same order on another path: still a replay.
+            if (err instanceof AppError && err.type === "OUT_OF_STOCK" && (await repo.findReservations(this.db, orderId)).length) return replay();
+            throw err;
+          }
+          await this.invalidate();
+          return reservationView(orderId, lines.map((l) => ({ ...l, orderId, status: "held" as ReservationStatus, expiresAt })));
+        },
+      },
+
+      commit: {
+        visibility: "public",
+        params: { $$strict: true, orderId: orderIdRule },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
+          return this.finishReservations(ctx, "committed");
+        },
+      },
+
+      release: {
+        visibility: "public",
+        params: { $$strict: true, orderId: orderIdRule },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
+          return this.finishReservations(ctx, "released");
+        },
+      },
+
+      /** Runs one expiry pass now (tests, operations). */
+      sweep: {
+        visibility: "public",
+        params: {},
+        async handler(this: ProductServiceThis) {
+          return { expired: await this.sweepExpired() };
+        },
+      },
+    },
+
+    events: {
+      /** A cache hint from a writer on any node (not a business fact, so a Moleculer event). */
+      "cache.clean.product": {
+        async handler(this: ProductServiceThis, ctx: Context) {
+          // The writer cleaned its own cacher; a shared (Redis) cacher needs nothing more.
+          if (ctx.nodeID === this.broker.nodeID || config.redisUrl) return;
+          await this.cleanLocal();
+        },
+      },
+    },
+
+    methods: {
+      async cleanLocal(this: ProductServiceThis) {
+        await this.broker.cacher?.clean("product.**");
+      },
+
+      /** After a commit: clean here, tell the other nodes, and clean again a moment later. */
+      async invalidate(this: ProductServiceThis) {
+        // The write is committed whatever happens here: a failed hint is logged, never thrown.
+        await this.cleanLocal().catch((err) => this.logger.warn("Product cache clean failed", err instanceof Error ? err.message : err));
+        await Promise.resolve(this.broker.broadcast("cache.clean.product", {})).catch((err) =>
+          this.logger.warn("cache.clean.product broadcast failed", err instanceof Error ? err.message : err),
+        );
+        const timer = setTimeout(() => {
+          this.pendingCleans.delete(timer);
+          this.cleanLocal().catch(() => undefined);
+          Promise.resolve(this.broker.broadcast("cache.clean.product", {})).catch(() => undefined);
+        }, SECOND_CLEAN_MS);
+        timer.unref();
+        this.pendingCleans.add(timer);
+      },
+
+      /** `stock.changed` with the figures as they are inside this transaction. */
+      async stockChanged(this: ProductServiceThis, trx: Knex.Transaction, productId: string, reason: string) {
+        const s = await repo.stockFigures(trx, productId);
+        if (!s) return;
+        await this.publishEvent(trx, "stock.changed", { productId, ...stockOf(s.onHand, s.reserved), reason, occurredAt: new Date().toISOString() });
+      },
+
+      /**
+       * Commit (sold: on_hand and reserved both drop) or release (reserved drops) of every
+       * line of the order still held. Idempotent: lines already moved are left alone, so a
+       * second commit, or a release after a commit, changes nothing.
+       */
+      async finishReservations(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>, to: "committed" | "released") {
+        const { orderId } = ctx.params;
+        let changed = false;
+        await inTransaction(this.db, async (trx) => {
+          const found = await repo.findReservationsForUpdate(trx, orderId);
+          const now = Date.now();
+          for (const r of found) {
+            if (r.status !== "held") continue;
+            if (!(await repo.transitionReservation(trx, orderId, r.productId, to, now))) continue;
+            await repo.unreserveStock(trx, r.productId, r.quantity, to === "committed", now);
+            await this.stockChanged(trx, r.productId, to === "committed" ? "sold" : "released");
+            changed = true;
+          }
+        });
+        // Read after the commit: inside the transaction a plain SELECT would answer from the
+        // REPEATABLE READ snapshot, older than a racing commit we just queued behind.
+        const rows = await repo.findReservations(this.db, orderId);
+        if (!rows.length) throw notFound("Reservation");
+        if (changed) await this.invalidate();
+        const view = reservationView(orderId, rows);
+        // Paying for an order whose hold already expired (or was released) must not pass silently.
+        if (to === "committed" && view.lines.some((l) => l.status !== "committed"))
+          throw conflict("The reservation is no longer held; nothing was committed for those lines", view.lines.filter((l) => l.status !== "committed"));
+        return view;
+      },
+
+      /**
+       * Releases held reservations whose TTL has passed. Any number of replicas may run it
+       * at once: each line moves `held → expired` under `WHERE status = 'held' AND
+       * expires_at <= now` in the same transaction as its stock update, so only one
+       * sweeper (or a racing commit/release) wins it. Returns the lines this call expired.
+       */
+      async sweepExpired(this: ProductServiceThis, now = Date.now()) {
+        let expired = 0;
+        const candidates = await repo.findExpiredHeld(this.db, now, SWEEP_BATCH);
+        for (const r of candidates) {
+          const won = await inTransaction(this.db, async (trx) => {
+            if (!(await repo.transitionReservation(trx, r.orderId, r.productId, "expired", Date.now(), now))) return false;
+            await repo.unreserveStock(trx, r.productId, r.quantity, false, Date.now());
+            await this.stockChanged(trx, r.productId, "expired");
+            return true;
+          });
+          if (won) expired++;
+        }
+        if (expired) {
+          this.logger.info(`Released ${expired} expired reservation line(s)`);
+          await this.invalidate();
+        }
+        return expired;
+      },
+    },
+
+    created(this: ProductServiceThis) {
+      this.pendingCleans = new Set();
+    },
+
+    async started(this: ProductServiceThis) {
+      const tick = () => {
+        if (this.stopping || this.sweeping) return;
+        this.sweeping = this.sweepExpired()
+          .catch((err) => {
+            this.logger.warn("Reservation sweep failed; next pass will retry", err instanceof Error ? err.message : err);
+            return 0;
+          })
+          .finally(() => (this.sweeping = undefined));
+      };
+      this.sweepTimer = setInterval(tick, config.reservations.sweepIntervalMs);
+      this.sweepTimer.unref();
+    },
+
+    async stopped(this: ProductServiceThis) {
+      this.stopping = true;
+      if (this.sweepTimer) clearInterval(this.sweepTimer);
+      for (const t of this.pendingCleans) clearTimeout(t);
+      this.pendingCleans.clear();
+      await this.sweeping;
+    },
+  } as unknown as ServiceSchema;
+}
