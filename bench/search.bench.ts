@@ -17,7 +17,7 @@ import path from "node:path";
 import MiniSearch from "minisearch";
 import { parseSearchQuery, type ProductDoc, type RawSearchQuery } from "../services/search/engines/engine";
 import { MiniSearchEngine, miniSearchOptions, queryOptions } from "../services/search/engines/minisearch-engine";
-import { syntheticProducts } from "../services/search/engines/synthetic";
+import { syntheticProducts } from "../lib/demo-catalog";
 
 const N = Number(process.env.BENCH_DOCS ?? 100_000);
 const PER_CLASS = Number(process.env.BENCH_QUERIES ?? 300);

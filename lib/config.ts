@@ -56,6 +56,8 @@ const EnvSchema = z.object({
   LOGIN_RATE_LIMIT: int(1, 100_000).default(10),
   LOGIN_RATE_WINDOW_S: int(1, 86_400).default(300),
   MIGRATE_ON_START: bool.optional(),
+  DEMO_CATALOG: bool.optional(),
+  DEMO_CATALOG_SIZE: int(1, 1_000_000).default(1000),
   // Business events (lib/events): relay poll, consumer attempts before the dead-letter
   // queue, and the retry delays (one per retry step; the last repeats).
   EVENTS_POLL_INTERVAL_MS: int(10, 60_000).default(1000),
@@ -93,6 +95,8 @@ export interface AppConfig {
   refreshTokenTtlS: number;
   loginRateLimit: { points: number; windowS: number };
   migrateOnStart: boolean;
+  /** Load the demo catalog when the product database is empty (embedded default). */
+  demoCatalog: { enabled: boolean; size: number };
   events: { pollIntervalMs: number; maxAttempts: number; retryDelaysMs: number[] };
   reservations: { ttlSeconds: number; sweepIntervalMs: number };
 }
@@ -191,6 +195,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     refreshTokenTtlS: e.REFRESH_TOKEN_TTL_S,
     loginRateLimit: { points: e.LOGIN_RATE_LIMIT, windowS: e.LOGIN_RATE_WINDOW_S },
     migrateOnStart: e.MIGRATE_ON_START ?? !cluster,
+    demoCatalog: { enabled: e.DEMO_CATALOG ?? !cluster, size: e.DEMO_CATALOG_SIZE },
     events: {
       pollIntervalMs: e.EVENTS_POLL_INTERVAL_MS,
       maxAttempts: e.EVENTS_MAX_ATTEMPTS,

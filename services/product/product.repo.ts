@@ -54,6 +54,17 @@ const toProduct = (r: ProductRow): ProductRecord => ({
 
 const live = (db: Knex) => db<ProductRow>("products").whereNull("deleted_at");
 
+/** Products ever created, deleted ones included (the demo catalog loads into an empty database only). */
+export async function countAllProducts(db: Knex): Promise<number> {
+  const row = (await db("products").count({ n: "*" }).first()) as { n: number | string } | undefined;
+  return Number(row?.n ?? 0);
+}
+
+export async function existingSkus(db: Knex, skus: string[]): Promise<Set<string>> {
+  const rows = await db<ProductRow>("products").whereIn("sku", skus).select("sku");
+  return new Set(rows.map((r) => r.sku));
+}
+
 export async function insertProduct(db: Knex, p: ProductRecord): Promise<void> {
   await db("products").insert({
     id: p.id,

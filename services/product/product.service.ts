@@ -34,6 +34,7 @@ import type { AppConfig } from "../../lib/config";
 import type { RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
 import { AppError, conflict, notFound, validationError } from "../../lib/errors";
+import { syntheticProducts } from "../../lib/demo-catalog";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
@@ -81,6 +82,7 @@ interface ProductServiceThis extends EventsServiceThis {
   invalidate(): Promise<void>;
   cleanLocal(): Promise<void>;
   stockChanged(trx: Knex.Transaction, productId: string, reason: string): Promise<void>;
+  seedDemoBatch(from: number, count: number): Promise<number>;
   sweepExpired(now?: number): Promise<number>;
   finishReservations(ctx: Ctx<{ orderId: string }>, to: "committed" | "released"): Promise<ReservationView>;
 }
@@ -184,6 +186,19 @@ export function createProductService(config: AppConfig): ServiceSchema {
           const p = await repo.findProduct(this.db, ctx.params.id);
           if (!p) throw notFound("Product");
           return toPublicProduct(p);
+        },
+      },
+
+      /**
+       * Loads products [from, from + count) of the demo catalog (lib/demo-catalog.ts), skipping
+       * skus that exist, each batch in one transaction with its events. Not routed: used by
+       * `npm run seed` and by a fresh embedded start.
+       */
+      seedDemo: {
+        visibility: "public",
+        params: { from: { type: "number", integer: true, min: 0 }, count: { type: "number", integer: true, min: 1, max: 500 } },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ from: number; count: number }>) {
+          return { inserted: await this.seedDemoBatch(ctx.params.from, ctx.params.count) };
         },
       },
 
@@ -403,6 +418,28 @@ export function createProductService(config: AppConfig): ServiceSchema {
       },
 
       /** After a commit: clean here, tell the other nodes, and clean again a moment later. */
+      async seedDemoBatch(this: ProductServiceThis, from: number, count: number): Promise<number> {
+        const now = Date.now();
+        const batch = syntheticProducts(from + count).slice(from);
+        const inserted = await inTransaction(this.db, async (trx) => {
+          const existing = await repo.existingSkus(trx, batch.map((p) => p.sku));
+          let n = 0;
+          for (const p of batch) {
+            if (existing.has(p.sku)) continue;
+            const product: ProductRecord = {
+              ...p, id: randomUUID(), onHand: p.stock.onHand, reserved: 0, createdAt: now, updatedAt: now,
+            };
+            await repo.insertProduct(trx, product);
+            await this.publishEvent(trx, "product.created", toPublicProduct(product));
+            if (product.onHand > 0) await this.stockChanged(trx, product.id, "created");
+            n++;
+          }
+          return n;
+        });
+        if (inserted) await this.invalidate();
+        return inserted;
+      },
+
       async invalidate(this: ProductServiceThis) {
         // The write is committed whatever happens here: a failed hint is logged, never thrown.
         await this.cleanLocal().catch((err) => this.logger.warn("Product cache clean failed", err instanceof Error ? err.message : err));
@@ -487,6 +524,14 @@ export function createProductService(config: AppConfig): ServiceSchema {
     },
 
     async started(this: ProductServiceThis) {
+      if (config.demoCatalog.enabled && (await repo.countAllProducts(this.db)) === 0) {
+        // A fresh embedded start shows a shop with things in it (DEMO_CATALOG=false to skip).
+        const { size } = config.demoCatalog;
+        for (let from = 0; from < size; from += 250) {
+          await this.seedDemoBatch(from, Math.min(250, size - from));
+          this.logger.info(`Demo catalog: ${Math.min(from + 250, size)}/${size} products`);
+        }
+      }
       const tick = () => {
         if (this.stopping || this.sweeping) return;
         this.sweeping = this.sweepExpired()

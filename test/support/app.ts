@@ -36,6 +36,7 @@ export function testConfig(opts: TestAppOptions = {}): AppConfig {
     DATA_DIR: dataDir,
     NAMESPACE: namespace,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
+    DEMO_CATALOG: "false",
     ...(opts.db === "mariadb" ? { MYSQL_URL: MYSQL_URL, MIGRATE_ON_START: "true" } : {}),
     ...(opts.redis ? { REDIS_URL } : {}),
     ...opts.env,

@@ -300,6 +300,12 @@ describe("embedded: `bin/start.ts` with no cluster variables", () => {
       assert.equal(started[1], `http://localhost:${port}/docs`);
       await userFlow(`http://127.0.0.1:${port}`);
       assert.ok(fs.existsSync(path.join(dataDir, "user.sqlite")));
+      // A fresh embedded start loads the demo catalog: the shop has things in it.
+      const products = await http(`http://127.0.0.1:${port}`, "GET", "/api/products?pageSize=5&sort=price_asc");
+      assert.equal(products.status, 200, products.text);
+      assert.equal(products.body.total, 1000);
+      assert.equal(products.body.items.length, 5);
+      assert.ok(products.body.items[0].price.amount <= products.body.items[4].price.amount);
       assert.ok(child.lines.some((l) => /npm run repl/.test(l)), "prints how to open the REPL");
     } finally {
       child.kill("SIGTERM");

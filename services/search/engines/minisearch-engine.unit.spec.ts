@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import { engineConformance } from "./conformance";
 import { MiniSearchEngine, topK } from "./minisearch-engine";
 import { parseSearchQuery } from "./engine";
-import { syntheticProducts } from "./synthetic";
+import { syntheticProducts } from "../../../lib/demo-catalog";
 
 engineConformance("MiniSearchEngine", async () => new MiniSearchEngine());
 

@@ -1,9 +1,23 @@
 /**
- * A deterministic synthetic catalog for benchmarks (and load tests): the same seed gives
- * the same products. Categories with their own brands and product nouns, realistic-ish
+ * A deterministic demo catalog: what a fresh embedded start and `npm run seed` load, and
+ * what the benchmarks index. The same seed gives the same products. Categories with their own brands and product nouns, realistic-ish
  * names ("Apple iPhone Pro 15 128GB Black"), tags, prices in minor units, stock, dates.
  */
-import type { ProductDoc } from "./engine";
+/** A product as the API shows it (API.md), as generated here. */
+export interface CatalogProduct {
+  id: string;
+  sku: string;
+  name: string;
+  description: string;
+  category: string;
+  brand: string;
+  tags: string[];
+  price: { amount: number; currency: string };
+  images: string[];
+  stock: { onHand: number; reserved: number; available: number };
+  createdAt: string;
+  updatedAt: string;
+}
 
 /** mulberry32: a small, fast, seedable PRNG. */
 export function rng(seed: number): () => number {
@@ -37,12 +51,12 @@ const COLORS = ["Black", "White", "Silver", "Blue", "Red", "Green", "Graphite", 
 const MATERIALS = ["aluminium", "steel", "leather", "cotton", "oak", "recycled plastic", "glass", "titanium"];
 const FEATURES = ["long battery life", "fast charging", "noise cancelling", "water resistant", "lightweight", "energy efficient", "two year warranty", "eco friendly", "quiet", "durable", "ergonomic", "high resolution"];
 
-export function syntheticProducts(n: number, seed = 42): ProductDoc[] {
+export function syntheticProducts(n: number, seed = 42): CatalogProduct[] {
   const r = rng(seed);
   const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)];
   const categories = Object.keys(CATALOG);
   const t0 = Date.UTC(2024, 0, 1);
-  const out: ProductDoc[] = new Array(n);
+  const out: CatalogProduct[] = new Array(n);
   for (let i = 0; i < n; i++) {
     const category = pick(categories);
     const c = CATALOG[category];
