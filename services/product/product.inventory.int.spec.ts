@@ -181,6 +181,12 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
       .map((r: any) => JSON.parse(r.payload))
       .filter((e: any) => e.productId === p.id && e.reason === "expired");
     assert.equal(events.length, 4);
+    // And one `reservation.expired` per line, for the order service.
+    const expiredEvents = (await c.db("outbox").where({ event: "reservation.expired" }).select("payload"))
+      .map((r: any) => JSON.parse(r.payload))
+      .filter((e: any) => e.productId === p.id);
+    assert.deepEqual(expiredEvents.map((e: any) => e.orderId).sort(), [0, 1, 2, 3].map((i) => `ttl-${p.id}-${i}`));
+    assert.ok(expiredEvents.every((e: any) => e.quantity === 2));
     // A commit after expiry commits nothing and says so.
     await assert.rejects(c.on("b", "commit", { orderId: `ttl-${p.id}-0` }), (e: any) => e.type === "CONFLICT");
     assert.deepEqual(await stockOf(p.id), { onHand: 10, reserved: 0, available: 10 });

@@ -507,6 +507,11 @@ export function createProductService(config: AppConfig): ServiceSchema {
             if (!(await repo.transitionReservation(trx, r.orderId, r.productId, "expired", Date.now(), now))) return false;
             await repo.unreserveStock(trx, r.productId, r.quantity, false, Date.now());
             await this.stockChanged(trx, r.productId, "expired");
+            // For the order service: an unpaid order whose hold expired is cancelled (one event
+            // per line, committed with the release, so it is published exactly when it happened).
+            await this.publishEvent(trx, "reservation.expired", {
+              orderId: r.orderId, productId: r.productId, quantity: r.quantity, expiredAt: new Date(now).toISOString(),
+            });
             return true;
           });
           if (won) expired++;
