@@ -172,7 +172,19 @@ const benchEmail = () => `bench-${randomBytes(4).toString("hex")}@example.com`;
 const BENCH_NAME = "Bench User";
 
 /** Registers a user through the gateway and checks the token on `GET /api/users/me`. */
-async function registerUser(baseUrl: string): Promise<{ token: string; userId: string; me: unknown }> {
+/** Readiness is the gateway node's own; the user service (another node) may be discovered a moment later. */
+async function registerUser(baseUrl: string, deadline = Date.now() + 30_000): Promise<{ token: string; userId: string; me: unknown }> {
+  for (;;) {
+    try {
+      return await registerUserOnce(baseUrl);
+    } catch (err) {
+      if (Date.now() > deadline || !/answered 503/.test(String(err))) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
+async function registerUserOnce(baseUrl: string): Promise<{ token: string; userId: string; me: unknown }> {
   const email = benchEmail();
   const res = await fetch(`${baseUrl}/api/auth/register`, {
     method: "POST",

@@ -19,6 +19,11 @@ export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => Servi
 
 export function createBroker(config: AppConfig, services: ServiceName[] = config.services): ServiceBroker {
   const broker = new ServiceBroker(brokerOptions(config));
+  // Not ready while starting: the gateway listens before the other local services have
+  // started and registered, and would answer their routes with 503.
+  registerProbe(broker, "node", async () => {
+    if (!broker.started) throw new Error("still starting");
+  });
   if (config.rabbitmqUri)
     registerProbe(broker, "transporter", async () => {
       if (!broker.transit?.connected) throw new Error("not connected to RabbitMQ");

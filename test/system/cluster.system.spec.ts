@@ -165,7 +165,7 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     await userFlow(baseUrl);
     const ready = await http(baseUrl, "GET", "/health/ready");
     // The gateway's node also runs the product service (its routes need one somewhere).
-    assert.deepEqual(ready.body.checks, { cache: "up", "database:product": "up", transporter: "up" });
+    assert.deepEqual(ready.body.checks, { cache: "up", "database:product": "up", node: "up", transporter: "up" });
   });
 
   test("`npm run repl` joins the running cluster through RabbitMQ: `nodes` and `call user.…` work", async () => {
