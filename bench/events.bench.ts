@@ -14,9 +14,7 @@
  * run on the same machine. Appends a section to bench/RESULTS.md (BENCH_RECORD=0: print only).
  * Options: BENCH_EVENTS (5000), BENCH_CONCURRENCY (20), BENCH_WINDOW (100).
  */
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import { performance } from "node:perf_hooks";
 import amqp from "amqplib";
 import type { Knex } from "knex";
@@ -25,6 +23,7 @@ import { consumerService, producerService, recordEffect } from "../lib/events/fi
 import { dropAll, eventsConfig, newDataDir, startBroker, waitFor } from "../lib/events/support";
 import type { EventsServiceThis } from "../mixins/events.mixin";
 import { createVhost } from "../test/support/rabbitmq";
+import { appendResults } from "./support";
 import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 
 const N = Number(process.env.BENCH_EVENTS ?? 5000);
@@ -196,10 +195,7 @@ async function main() {
     ].join("\n");
     process.stdout.write(`${section}\n`);
     if (process.env.BENCH_RECORD !== "0") {
-      const file = path.join(__dirname, "RESULTS.md");
-      // Others append to this file too: append only, never rewrite.
-      const current = fs.readFileSync(file, "utf8");
-      fs.appendFileSync(file, (current.endsWith("\n") ? "" : "\n") + section);
+      appendResults(section);
     }
   } finally {
     await vhost.destroy();

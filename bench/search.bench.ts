@@ -11,13 +11,12 @@
  * BENCH_DOCS (default 100000), BENCH_QUERIES per class (default 300).
  * Appends a section to bench/RESULTS.md (BENCH_RECORD=0: print only).
  */
-import fs from "node:fs";
 import os from "node:os";
-import path from "node:path";
 import MiniSearch from "minisearch";
 import { parseSearchQuery, type ProductDoc, type RawSearchQuery } from "../services/search/engines/engine";
 import { MiniSearchEngine, miniSearchOptions, queryOptions } from "../services/search/engines/minisearch-engine";
 import { syntheticProducts } from "../lib/demo-catalog";
+import { appendResults } from "./support";
 
 const N = Number(process.env.BENCH_DOCS ?? 100_000);
 const PER_CLASS = Number(process.env.BENCH_QUERIES ?? 300);
@@ -174,10 +173,7 @@ async function main() {
   ].join("\n");
   process.stdout.write(`${section}\n`);
   if (process.env.BENCH_RECORD !== "0") {
-    const file = path.join(__dirname, "RESULTS.md");
-    // Others append to this file too: append only, never rewrite.
-    const current = fs.readFileSync(file, "utf8");
-    fs.appendFileSync(file, (current.endsWith("\n") ? "" : "\n") + section);
+    appendResults(section);
   }
 }
 

@@ -307,3 +307,10 @@ export function markdownTable(header: string[], rows: string[][], alignRight: bo
   const sep = `|${widths.map((w, i) => (alignRight[i] ? `${"-".repeat(w + 1)}:` : "-".repeat(w + 2))).join("|")}|`;
   return [line(header), sep, ...rows.map(line)].join("\n");
 }
+
+/** Appends a benchmark's section to bench/RESULTS.md; others append too, so never rewrite it. */
+export function appendResults(section: string): void {
+  const file = `${__dirname}/RESULTS.md`;
+  const current = fs.readFileSync(file, "utf8");
+  fs.appendFileSync(file, (current.endsWith("\n") ? "" : "\n") + section);
+}

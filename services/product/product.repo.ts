@@ -65,18 +65,23 @@ export async function existingSkus(db: Knex, skus: string[]): Promise<Set<string
   return new Set(rows.map((r) => r.sku));
 }
 
+/** The columns a create and an admin patch both write. */
+const descriptiveColumns = (p: ProductRecord) => ({
+  name: p.name,
+  description: p.description,
+  category: p.category,
+  brand: p.brand,
+  tags: JSON.stringify(p.tags),
+  price_amount: p.price.amount,
+  price_currency: p.price.currency,
+  images: JSON.stringify(p.images),
+});
+
 export async function insertProduct(db: Knex, p: ProductRecord): Promise<void> {
   await db("products").insert({
     id: p.id,
     sku: p.sku,
-    name: p.name,
-    description: p.description,
-    category: p.category,
-    brand: p.brand,
-    tags: JSON.stringify(p.tags),
-    price_amount: p.price.amount,
-    price_currency: p.price.currency,
-    images: JSON.stringify(p.images),
+    ...descriptiveColumns(p),
     on_hand: p.onHand,
     reserved: p.reserved,
     created_at: p.createdAt,
@@ -109,17 +114,7 @@ export async function listProducts(db: Knex, q: ListQuery): Promise<{ items: Pro
 
 /** Writes the allow-listed descriptive fields (never sku, never stock). */
 export async function updateProductFields(db: Knex, p: ProductRecord): Promise<boolean> {
-  const n = await live(db).where({ id: p.id }).update({
-    name: p.name,
-    description: p.description,
-    category: p.category,
-    brand: p.brand,
-    tags: JSON.stringify(p.tags),
-    price_amount: p.price.amount,
-    price_currency: p.price.currency,
-    images: JSON.stringify(p.images),
-    updated_at: p.updatedAt,
-  });
+  const n = await live(db).where({ id: p.id }).update({ ...descriptiveColumns(p), updated_at: p.updatedAt });
   return n === 1;
 }
 
