@@ -17,7 +17,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const config = loadConfig();
-  const services = opt("--service").length ? opt("--service") : config.services.filter((s) => s !== "gateway");
+  const services = opt("--service").length ? opt("--service") : config.services.filter((s) => s !== "gateway" && s !== "search"); // no database, no dead letters: search rebuilds instead
   const unknown = services.filter((s) => !(ALL_SERVICES as readonly string[]).includes(s));
   if (unknown.length) {
     process.stderr.write(`unknown service(s): ${unknown.join(", ")}\n`);

@@ -7,6 +7,7 @@ import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import { createGatewayService } from "../services/gateway/api.service";
 import { createProductService } from "../services/product/product.service";
+import { createSearchService } from "../services/search/search.service";
 import { createUserService } from "../services/user/user.service";
 import type { AppConfig, ServiceName } from "./config";
 import { registerProbe } from "./readiness";
@@ -15,6 +16,7 @@ export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => Servi
   gateway: createGatewayService,
   user: createUserService,
   product: createProductService,
+  search: (config) => createSearchService(config),
 };
 
 export function createBroker(config: AppConfig, services: ServiceName[] = config.services): ServiceBroker {

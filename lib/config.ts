@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 
-export const ALL_SERVICES = ["gateway", "user", "product"] as const;
+export const ALL_SERVICES = ["gateway", "user", "product", "search"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 const bool = z
@@ -67,6 +67,11 @@ const EnvSchema = z.object({
   // looks for expired ones (default: a quarter of the TTL, at most 30 s).
   RESERVATION_TTL_SECONDS: int(1, 7 * 86_400).default(900),
   RESERVATION_SWEEP_INTERVAL_MS: int(50, 3_600_000).optional(),
+  // Search: Elasticsearch when its node is given, else the in-process engine per replica.
+  ELASTIC_SEARCH_NODE: url(["http:", "https:"]).optional(),
+  ELASTIC_SEARCH_USERNAME: z.string().min(1).optional(),
+  ELASTIC_SEARCH_PASSWORD: z.string().min(1).optional(),
+  ELASTIC_SEARCH_INDEX: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,200}$/, "a lower-case Elasticsearch index name").optional(),
 });
 
 export interface AppConfig {
@@ -99,6 +104,8 @@ export interface AppConfig {
   demoCatalog: { enabled: boolean; size: number };
   events: { pollIntervalMs: number; maxAttempts: number; retryDelaysMs: number[] };
   reservations: { ttlSeconds: number; sweepIntervalMs: number };
+  /** Absent: the in-process engine (MiniSearch), one index per search replica. */
+  elasticsearch?: { node: string; username?: string; password?: string; index: string };
 }
 
 export class ConfigError extends Error {
@@ -164,6 +171,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     problems.push("ETCD_USERNAME/ETCD_PASSWORD: set without ETCD_HOSTS");
   }
 
+  if (Boolean(e.ELASTIC_SEARCH_USERNAME) !== Boolean(e.ELASTIC_SEARCH_PASSWORD))
+    problems.push("ELASTIC_SEARCH_USERNAME/ELASTIC_SEARCH_PASSWORD: give both or neither");
+  if ((e.ELASTIC_SEARCH_USERNAME || e.ELASTIC_SEARCH_INDEX) && !e.ELASTIC_SEARCH_NODE)
+    problems.push("ELASTIC_SEARCH_USERNAME/ELASTIC_SEARCH_INDEX: set without ELASTIC_SEARCH_NODE");
+
   if (e.HEARTBEAT_TIMEOUT_S <= e.HEARTBEAT_INTERVAL_S)
     problems.push("HEARTBEAT_TIMEOUT_S: must be greater than HEARTBEAT_INTERVAL_S");
   if (problems.length) throw new ConfigError(problems);
@@ -205,5 +217,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       ttlSeconds: e.RESERVATION_TTL_SECONDS,
       sweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL_MS ?? Math.max(1000, Math.min(30_000, Math.floor((e.RESERVATION_TTL_SECONDS * 1000) / 4))),
     },
+    elasticsearch: e.ELASTIC_SEARCH_NODE
+      ? {
+          node: e.ELASTIC_SEARCH_NODE,
+          username: e.ELASTIC_SEARCH_USERNAME,
+          password: e.ELASTIC_SEARCH_PASSWORD,
+          index: e.ELASTIC_SEARCH_INDEX ?? `meridian${e.NAMESPACE ? `-${e.NAMESPACE}` : ""}-products`,
+        }
+      : undefined,
   };
 }

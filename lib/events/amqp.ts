@@ -78,3 +78,69 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
     new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms))),
   ]).finally(() => clearTimeout(timer));
 }
+
+/**
+ * The reconnect loop shared by the AMQP consumers: `setup()` opens channels and consumes,
+ * resolving with a promise that settles when they close; after a close or a failure it runs
+ * again after a backoff, until `stop()`. The first setup's outcome settles `start()`: at
+ * start, a broken topology or an unreachable broker fails the service start instead.
+ */
+export class ReconnectLoop {
+  private running = false;
+  private done: Promise<void> | undefined;
+  private stopSignal: (() => void) | undefined;
+
+  constructor(
+    private readonly what: string,
+    private readonly logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void },
+    private readonly setup: () => Promise<{ closed: Promise<void> }>,
+    /** After every successful setup (the first one included). */
+    private readonly onUp: () => void = () => undefined,
+  ) {}
+
+  async start(): Promise<void> {
+    this.running = true;
+    let first!: (err?: Error) => void;
+    const ready = new Promise<void>((resolve, reject) => (first = (err) => (err ? reject(err) : resolve())));
+    this.done = this.loop(first);
+    await ready;
+  }
+
+  get isRunning(): boolean {
+    return this.running;
+  }
+
+  private async loop(first: (err?: Error) => void): Promise<void> {
+    let failures = 0;
+    let started = false;
+    while (this.running) {
+      try {
+        const { closed } = await this.setup();
+        if (!started) (started = true), first();
+        if (failures) this.logger.info(`${this.what} reconnected`);
+        failures = 0;
+        this.onUp();
+        await closed;
+      } catch (err) {
+        if (!started) {
+          this.running = false;
+          first(err as Error);
+          return;
+        }
+        if (failures++ === 0) this.logger.warn(`${this.what} lost RabbitMQ, retrying: ${(err as Error).message}`);
+      }
+      if (!this.running) break;
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, backoffMs(failures));
+        this.stopSignal = () => (clearTimeout(t), r());
+      });
+    }
+  }
+
+  /** Stops reconnecting; resolves when the loop has ended (bounded by the caller). */
+  stop(): Promise<void> {
+    this.running = false;
+    this.stopSignal?.();
+    return this.done ?? Promise.resolve();
+  }
+}

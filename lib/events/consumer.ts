@@ -22,7 +22,7 @@
 import type { Channel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
-import { backoffMs, withTimeout, type AmqpLink } from "./amqp";
+import { ReconnectLoop, withTimeout, type AmqpLink } from "./amqp";
 import { inTransaction, isUniqueViolation } from "../db";
 import type { Envelope } from "./outbox";
 import { assertConsumerTopology, type Topology } from "./topology";
@@ -85,49 +85,17 @@ export interface AmqpConsumerOptions {
 
 export class AmqpConsumer {
   readonly stats = newStats();
-  private running = false;
-  private done: Promise<void> | undefined;
+  private readonly reconnect: ReconnectLoop;
   private current: { ch: Channel; pub: ConfirmChannel; tag?: string } | undefined;
   private readonly inFlight = new Set<Promise<void>>();
-  private stopSignal: (() => void) | undefined;
 
-  constructor(private readonly opts: AmqpConsumerOptions) {}
-
-  /** Resolves once consuming (first setup); reconnects in the background afterwards. */
-  async start(): Promise<void> {
-    this.running = true;
-    let first!: (err?: Error) => void;
-    const ready = new Promise<void>((resolve, reject) => (first = (err) => (err ? reject(err) : resolve())));
-    this.done = this.loop(first);
-    await ready;
+  constructor(private readonly opts: AmqpConsumerOptions) {
+    this.reconnect = new ReconnectLoop(`Event consumer '${opts.service}'`, opts.logger, () => this.setup());
   }
 
-  private async loop(first: (err?: Error) => void): Promise<void> {
-    let failures = 0;
-    let started = false;
-    while (this.running) {
-      try {
-        const { closed } = await this.setup();
-        if (!started) (started = true), first();
-        if (failures) this.opts.logger.info(`Event consumer '${this.opts.service}' reconnected`);
-        failures = 0;
-        await closed;
-      } catch (err) {
-        // At start, a broken topology or an unreachable broker fails the service start.
-        if (!started) {
-          this.running = false;
-          first(err as Error);
-          return;
-        }
-        if (failures++ === 0) this.opts.logger.warn(`Event consumer '${this.opts.service}' lost RabbitMQ, retrying: ${(err as Error).message}`);
-      }
-      this.current = undefined;
-      if (!this.running) break;
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, backoffMs(failures));
-        this.stopSignal = () => (clearTimeout(t), r());
-      });
-    }
+  /** Resolves once consuming (first setup); reconnects in the background afterwards. */
+  start(): Promise<void> {
+    return this.reconnect.start();
   }
 
   /** Opens the channels, declares the topology, consumes; resolves with "closed". */
@@ -143,6 +111,7 @@ export class AmqpConsumer {
       }
     });
     closed.then(() => {
+      if (this.current?.ch === ch) this.current = undefined;
       ch.close().catch(() => undefined);
       pub.close().catch(() => undefined);
     });
@@ -203,8 +172,7 @@ export class AmqpConsumer {
    * bounded, so a dead connection cannot hang a service's stop.
    */
   async stop(graceMs = 10_000): Promise<void> {
-    this.running = false;
-    this.stopSignal?.();
+    const ended = this.reconnect.stop();
     const cur = this.current;
     const quiet = <T>(p: Promise<T>, ms: number, what: string) =>
       withTimeout(p, ms, what).catch((err) => this.opts.logger.warn(`Event consumer '${this.opts.service}' stop: ${(err as Error).message}`));
@@ -213,7 +181,7 @@ export class AmqpConsumer {
     // Closing one closes the other (see setup): "already closing" is not a problem.
     await quiet(cur ? cur.ch.close().catch(() => undefined) : Promise.resolve(), 5000, "channel close");
     await quiet(cur ? cur.pub.close().catch(() => undefined) : Promise.resolve(), 5000, "channel close");
-    await quiet(this.done ?? Promise.resolve(), 5000, "reconnect loop");
+    await quiet(ended, 5000, "reconnect loop");
   }
 }
 

@@ -38,6 +38,8 @@ export const API_ALIASES: Record<string, string> = {
   "PATCH /products/:id": "product.update",
   "DELETE /products/:id": "product.remove",
   "POST /products/:id/stock": "product.adjustStock",
+  "GET /search": "search.search",
+  "GET /search/suggest": "search.suggest",
   "GET /openapi.json": "api.openapi",
 };
 

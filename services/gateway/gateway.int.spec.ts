@@ -125,7 +125,7 @@ describe("gateway conventions", () => {
     assert.deepEqual((await call("GET", "/health/live")).body, { status: "ok" });
     const ready = await call("GET", "/health/ready");
     assert.equal(ready.status, 200);
-    assert.deepEqual(ready.body.checks, { "database:product": "up", "database:user": "up", node: "up" });
+    assert.deepEqual(ready.body.checks, { "database:product": "up", "database:user": "up", node: "up", "search:index": "up" });
     const metrics = await call("GET", "/metrics");
     assert.equal(metrics.status, 200);
     assert.match(metrics.headers.get("content-type") ?? "", /^text\/plain/);

@@ -43,12 +43,16 @@ export interface ProductRecord extends ProductFields {
   reserved: number;
   createdAt: number;
   updatedAt: number;
+  /** Raised by every write to the product (see the product_version migration). */
+  version: number;
 }
 
 export interface PublicProduct extends ProductFields {
   stock: Stock;
   createdAt: string;
   updatedAt: string;
+  /** Increases with every change, stock included: newer copies win (events, caches, ETags). */
+  version: number;
 }
 
 // ---- money ----
@@ -214,6 +218,7 @@ export function applyPatch(p: ProductRecord, patch: ProductPatch, now: number): 
     ...(patch.price !== undefined && { price: { ...patch.price } }),
     ...(patch.images !== undefined && { images: [...patch.images] }),
     updatedAt: now,
+    version: p.version + 1,
   };
 }
 
@@ -267,6 +272,7 @@ export function toPublicProduct(p: ProductRecord): PublicProduct {
     stock: stockOf(p.onHand, p.reserved),
     createdAt: new Date(p.createdAt).toISOString(),
     updatedAt: new Date(p.updatedAt).toISOString(),
+    version: p.version,
   };
 }
 

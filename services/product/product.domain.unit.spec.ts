@@ -24,7 +24,7 @@ import {
 
 const product: ProductRecord = {
   id: "p1", sku: "SKU-1", name: "Phone", description: "d", category: "phones", brand: "Acme", tags: ["a"],
-  price: { amount: 19999, currency: "EUR" }, images: [], onHand: 10, reserved: 3, createdAt: 0, updatedAt: 0,
+  price: { amount: 19999, currency: "EUR" }, images: [], onHand: 10, reserved: 3, createdAt: 0, updatedAt: 0, version: 7,
 };
 
 test("money: integer minor units and an ISO 4217 code, never floats", () => {
@@ -94,6 +94,7 @@ test("allow-lists: a patch never carries sku, stock, id or times", () => {
   assert.equal(next.brand, null);
   assert.equal(next.onHand, 10);
   assert.equal(next.updatedAt, 42);
+  assert.equal(next.version, 8, "a patch is the next version");
   assert.deepEqual(normalizeTags(undefined), []);
 });
 
@@ -111,6 +112,7 @@ test("public product: stock block and ISO times; stored lists parsed defensively
   const p = toPublicProduct(product);
   assert.deepEqual(p.stock, { onHand: 10, reserved: 3, available: 7 });
   assert.equal(p.createdAt, "1970-01-01T00:00:00.000Z");
+  assert.equal(p.version, 7);
   assert.deepEqual(parseStringList('["a",1,"b"]'), ["a", "b"]);
   assert.deepEqual(parseStringList("nope"), []);
   assert.deepEqual(parseStringList(null), []);

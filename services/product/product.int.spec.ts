@@ -58,7 +58,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(p.sku, "PHONE-1");
       assert.deepEqual(p.price, { amount: 19999, currency: "EUR" });
       assert.deepEqual(p.stock, { onHand: 10, reserved: 0, available: 10 });
-      assert.deepEqual(Object.keys(p).sort(), ["brand", "category", "createdAt", "description", "id", "images", "name", "price", "sku", "stock", "tags", "updatedAt"]);
+      assert.deepEqual(Object.keys(p).sort(), ["brand", "category", "createdAt", "description", "id", "images", "name", "price", "sku", "stock", "tags", "updatedAt", "version"]);
+      assert.equal(p.version, 1);
       const got = await call("GET", `/api/products/${p.id}`);
       assert.equal(got.status, 200);
       assert.deepEqual(got.body, p);
@@ -118,6 +119,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(r.body.price, { amount: 500, currency: "CNY" });
       assert.equal(r.body.brand, null);
       assert.equal(r.body.sku, p.sku);
+      assert.equal(r.body.version, p.version + 1, "a patch is the next version");
       assert.equal((await call("GET", `/api/products/${p.id}`)).body.name, "Renamed", "no stale cache after PATCH");
       assert.equal((await call("GET", "/api/products?category=patchme")).body.total, 1);
       const del = await call("DELETE", `/api/products/${p.id}`, { token: admin });
@@ -218,6 +220,14 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(mine.map((r: any) => r.name).sort(), ["product.created", "product.deleted", "product.updated", "stock.changed", "stock.changed"]);
       const restock = mine.find((r: any) => r.name === "stock.changed" && r.payload.reason === "restocked");
       assert.deepEqual([restock.payload.onHand, restock.payload.reserved, restock.payload.available], [3, 0, 3]);
+      assert.equal(restock.payload.product.stock.available, 3, "stock.changed carries the product");
+      // One version per write, in the order of the writes: created 1 (its initial stock event
+      // too), patched 2, restocked 3, deleted 4 — what lets a copy keep the newest.
+      const version = (name: string, reason?: string) => mine.find((r: any) => r.name === name && (!reason || r.payload.reason === reason)).payload.version;
+      assert.deepEqual(
+        [version("product.created"), version("stock.changed", "created"), version("product.updated"), version("stock.changed", "restocked"), version("product.deleted")],
+        [1, 1, 2, 3, 4],
+      );
     });
 
     test("the OpenAPI document lists the product routes", async () => {

@@ -34,6 +34,7 @@ interface ProductRow {
   created_at: number | string;
   updated_at: number | string;
   deleted_at: number | string | null;
+  version: number | string;
 }
 
 const toProduct = (r: ProductRow): ProductRecord => ({
@@ -50,6 +51,7 @@ const toProduct = (r: ProductRow): ProductRecord => ({
   reserved: Number(r.reserved),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
+  version: Number(r.version),
 });
 
 const live = (db: Knex) => db<ProductRow>("products").whereNull("deleted_at");
@@ -86,6 +88,7 @@ export async function insertProduct(db: Knex, p: ProductRecord): Promise<void> {
     reserved: p.reserved,
     created_at: p.createdAt,
     updated_at: p.updatedAt,
+    version: p.version,
   });
 }
 
@@ -114,12 +117,12 @@ export async function listProducts(db: Knex, q: ListQuery): Promise<{ items: Pro
 
 /** Writes the allow-listed descriptive fields (never sku, never stock). */
 export async function updateProductFields(db: Knex, p: ProductRecord): Promise<boolean> {
-  const n = await live(db).where({ id: p.id }).update({ ...descriptiveColumns(p), updated_at: p.updatedAt });
+  const n = await live(db).where({ id: p.id }).update({ ...descriptiveColumns(p), updated_at: p.updatedAt, version: db.raw("version + 1") });
   return n === 1;
 }
 
 export async function softDeleteProduct(db: Knex, id: string, now: number): Promise<boolean> {
-  return (await live(db).where({ id }).update({ deleted_at: now, updated_at: now })) === 1;
+  return (await live(db).where({ id }).update({ deleted_at: now, updated_at: now, version: db.raw("version + 1") })) === 1;
 }
 
 /**
@@ -132,7 +135,7 @@ export async function adjustOnHand(db: Knex, id: string, delta: number, max: num
     .where({ id })
     .whereRaw("on_hand + ? >= reserved", [delta])
     .whereRaw("on_hand + ? <= ?", [delta, max])
-    .update({ on_hand: db.raw("on_hand + ?", [delta]), updated_at: now });
+    .update({ on_hand: db.raw("on_hand + ?", [delta]), updated_at: now, version: db.raw("version + 1") });
   return n === 1;
 }
 
@@ -141,13 +144,13 @@ export async function reserveStock(trx: Knex.Transaction, productId: string, qua
   const n = await live(trx)
     .where({ id: productId })
     .whereRaw("on_hand - reserved >= ?", [quantity])
-    .update({ reserved: trx.raw("reserved + ?", [quantity]), updated_at: now });
+    .update({ reserved: trx.raw("reserved + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
   return n === 1;
 }
 
 /** A held quantity leaves `reserved` (release, expiry), and also `on_hand` when sold (commit). */
 export async function unreserveStock(trx: Knex.Transaction, productId: string, quantity: number, sold: boolean, now: number): Promise<void> {
-  const set: Record<string, unknown> = { reserved: trx.raw("reserved - ?", [quantity]), updated_at: now };
+  const set: Record<string, unknown> = { reserved: trx.raw("reserved - ?", [quantity]), updated_at: now, version: trx.raw("version + 1") };
   if (sold) set.on_hand = trx.raw("on_hand - ?", [quantity]);
   // Deleted products too: an order placed before the delete is still paid or released.
   const n = await trx("products").where({ id: productId }).update(set);
@@ -159,10 +162,22 @@ export async function availableOf(db: Knex, ids: string[]): Promise<Map<string, 
   return new Map(rows.map((r) => [r.id, Number(r.on_hand) - Number(r.reserved)]));
 }
 
-/** Stock figures of one product (deleted ones included), for stock.changed events. */
-export async function stockFigures(db: Knex, id: string): Promise<{ onHand: number; reserved: number } | undefined> {
-  const row = (await db("products").where({ id }).select("on_hand", "reserved").first()) as ProductRow | undefined;
-  return row && { onHand: Number(row.on_hand), reserved: Number(row.reserved) };
+/**
+ * One product as it is inside this transaction, deleted or not (the row's own writes are
+ * visible to it), for the events that carry the whole product and its version.
+ */
+export async function findProductAnyState(db: Knex, id: string): Promise<{ product: ProductRecord; deleted: boolean } | undefined> {
+  const row = (await db("products").where({ id }).first()) as ProductRow | undefined;
+  return row && { product: toProduct(row), deleted: row.deleted_at !== null && row.deleted_at !== undefined };
+}
+
+/**
+ * Live products in id order after `afterId` (keyset pagination: stable while products are
+ * created and deleted, unlike an offset), for a consumer rebuilding its copy of the catalog.
+ */
+export async function productsAfter(db: Knex, afterId: string, limit: number): Promise<ProductRecord[]> {
+  const rows = (await live(db).where("id", ">", afterId).orderBy("id").limit(limit)) as ProductRow[];
+  return rows.map(toProduct);
 }
 
 // ---- reservations ----

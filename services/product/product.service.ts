@@ -132,6 +132,7 @@ const productSchema = {
     },
     createdAt: { type: "string", format: "date-time" },
     updatedAt: { type: "string", format: "date-time" },
+    version: { type: "integer", description: "Raised by every change to the product, stock included" },
   },
 };
 const pageSchema = {
@@ -194,6 +195,24 @@ export function createProductService(config: AppConfig): ServiceSchema {
        * skus that exist, each batch in one transaction with its events. Not routed: used by
        * `npm run seed` and by a fresh embedded start.
        */
+      /**
+       * Every live product in id order, a page at a time (keyset on id), for a consumer that
+       * rebuilds its own copy of the catalog (each search replica at start). Not routed.
+       */
+      export: {
+        visibility: "public",
+        params: {
+          $$strict: true,
+          after: { type: "string", max: 64, optional: true },
+          limit: { type: "number", integer: true, min: 1, max: 1000, optional: true },
+        },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ after?: string; limit?: number }>) {
+          const limit = ctx.params.limit ?? 500;
+          const rows = await repo.productsAfter(this.db, ctx.params.after ?? "", limit);
+          return { items: rows.map(toPublicProduct), next: rows.length === limit ? rows[rows.length - 1]!.id : null };
+        },
+      },
+
       seedDemo: {
         visibility: "public",
         params: { from: { type: "number", integer: true, min: 0 }, count: { type: "number", integer: true, min: 1, max: 500 } },
@@ -229,6 +248,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
             reserved: 0,
             createdAt: now,
             updatedAt: now,
+            version: 1,
           };
           try {
             await inTransaction(this.db, async (trx) => {
@@ -276,7 +296,8 @@ export function createProductService(config: AppConfig): ServiceSchema {
           await inTransaction(this.db, async (trx) => {
             const current = await repo.findProductForUpdate(trx, ctx.params.id);
             if (!current || !(await repo.softDeleteProduct(trx, current.id, Date.now()))) throw notFound("Product");
-            await this.publishEvent(trx, "product.deleted", toPublicProduct(current));
+            // The row's version after the delete (raised under the lock taken above).
+            await this.publishEvent(trx, "product.deleted", { ...toPublicProduct(current), version: current.version + 1 });
           });
           await this.invalidate();
           ctx.meta.$statusCode = 204;
@@ -427,7 +448,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
           for (const p of batch) {
             if (existing.has(p.sku)) continue;
             const product: ProductRecord = {
-              ...p, id: randomUUID(), onHand: p.stock.onHand, reserved: 0, createdAt: now, updatedAt: now,
+              ...p, id: randomUUID(), onHand: p.stock.onHand, reserved: 0, createdAt: now, updatedAt: now, version: 1,
             };
             await repo.insertProduct(trx, product);
             await this.publishEvent(trx, "product.created", toPublicProduct(product));
@@ -455,11 +476,18 @@ export function createProductService(config: AppConfig): ServiceSchema {
         this.pendingCleans.add(timer);
       },
 
-      /** `stock.changed` with the figures as they are inside this transaction. */
+      /**
+       * `stock.changed` with the figures as they are inside this transaction, and the whole
+       * product at its new version, so a consumer keeping a copy (search) needs no read back.
+       */
       async stockChanged(this: ProductServiceThis, trx: Knex.Transaction, productId: string, reason: string) {
-        const s = await repo.stockFigures(trx, productId);
-        if (!s) return;
-        await this.publishEvent(trx, "stock.changed", { productId, ...stockOf(s.onHand, s.reserved), reason, occurredAt: new Date().toISOString() });
+        const found = await repo.findProductAnyState(trx, productId);
+        if (!found) return;
+        const { product, deleted } = found;
+        await this.publishEvent(trx, "stock.changed", {
+          productId, ...stockOf(product.onHand, product.reserved), version: product.version, deleted,
+          reason, occurredAt: new Date().toISOString(), product: toPublicProduct(product),
+        });
       },
 
       /**

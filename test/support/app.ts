@@ -48,6 +48,14 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
   const services = opts.services ?? config.services;
   const broker = createBroker(config, services);
   await broker.start();
+  // A started app is a ready one: the search index builds in the background after start.
+  if (services.includes("search")) {
+    const deadline = Date.now() + 15_000;
+    while (!((await broker.call("search.status")) as { ready: boolean }).ready) {
+      if (Date.now() > deadline) throw new Error("the search index was not built within 15 s");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
   let baseUrl = "";
   if (services.includes("gateway")) {
     const server = (broker.getLocalService("api") as unknown as { server: { address(): AddressInfo } }).server;

@@ -192,6 +192,24 @@ export function engineConformance(name: string, make: () => Promise<SearchEngine
       assert.equal(r.facets.brand.find((f) => f.value === "Google"), undefined);
     });
 
+    it("versions: an older copy never replaces a newer one, and a removal keeps older copies out", async () => {
+      const p = testCatalog().find((x) => x.id === "p08")!;
+      const nameOfP08 = async () => (await search({ q: "" , pageSize: "100" })).items.find((x) => x.id === "p08")?.name;
+      await engine.upsert({ ...p, name: "Pixel Fold v5", version: 5 });
+      await engine.upsert({ ...p, name: "Pixel Fold v4", version: 4 });
+      await engine.index([{ ...p, name: "Pixel Fold v3", version: 3 }]);
+      assert.equal(await nameOfP08(), "Pixel Fold v5");
+      await engine.remove("p08", 6);
+      await engine.upsert({ ...p, name: "Pixel Fold v5", version: 5 });
+      await engine.index([{ ...p, name: "Pixel Fold v6", version: 6 }]);
+      assert.equal(await nameOfP08(), undefined, "removed at version 6: copies up to 6 stay out");
+      assert.equal(await engine.count(), 29);
+      await engine.upsert({ ...p, name: "Pixel Fold v7", version: 7 });
+      assert.equal(await nameOfP08(), "Pixel Fold v7");
+      await engine.remove("p08", 5);
+      assert.equal(await nameOfP08(), "Pixel Fold v7", "an older removal does not remove a newer copy");
+    });
+
     it("clear empties the engine", async () => {
       await engine.clear();
       assert.equal(await engine.count(), 0);

@@ -127,6 +127,21 @@ function fromIndexed(source: unknown): ProductDoc {
 const errorType = (e: errors.ResponseError): string | undefined =>
   (e.body as { error?: { type?: string } } | undefined)?.error?.type;
 
+/**
+ * Elasticsearch's external versioning: a write carrying the product's version applies only
+ * if it is higher than the indexed one (a delete's tombstone is kept for index.gc_deletes,
+ * 60 s by default). Several search replicas writing the same events to one shared index,
+ * in any order, therefore converge on the newest copy.
+ */
+const externalVersion = (version: number | undefined) =>
+  version === undefined ? {} : { version, version_type: "external" as const };
+
+const isVersionConflict = (status: number | undefined, type: string | undefined) =>
+  status === 409 && (type === undefined || type === "version_conflict_engine_exception");
+
+const isVersionConflictError = (e: unknown) =>
+  e instanceof errors.ResponseError && isVersionConflict(e.statusCode, errorType(e));
+
 export const isIndexNotFound = (e: unknown) =>
   e instanceof errors.ResponseError && e.statusCode === 404 && errorType(e) === "index_not_found_exception";
 
@@ -202,13 +217,15 @@ export class ElasticsearchEngine implements SearchEngine {
   async index(products: readonly ProductDoc[]): Promise<void> {
     for (let i = 0; i < products.length; i += BULK_CHUNK) {
       const chunk = products.slice(i, i + BULK_CHUNK);
-      const operations = chunk.flatMap((p) => [{ index: { _index: this.indexName, _id: p.id } }, toIndexed(p)]);
+      const operations = chunk.flatMap((p) => [{ index: { _index: this.indexName, _id: p.id, ...externalVersion(p.version) } }, toIndexed(p)]);
       const res = await this.write(() => this.client.bulk({ operations, refresh: this.refresh }));
       if (res.errors) {
         const failed = res.items
           .map((item) => item.index ?? item.create ?? item.update ?? item.delete)
-          .filter((r) => r && r.error)
+          // 409 with an external version: the index already holds this or a newer copy.
+          .filter((r) => r && r.error && !isVersionConflict(r.status, r.error.type))
           .map((r) => ({ id: r!._id, status: r!.status, type: r!.error!.type, reason: r!.error!.reason }));
+        if (!failed.length) continue;
         if (failed.some((f) => f.status === 429))
           throw new AppError("SERVICE_UNAVAILABLE", "Search is temporarily unavailable", [{ reason: "es_rejected_execution_exception", failed: failed.length }]);
         throw new Error(`Elasticsearch bulk indexing failed for ${failed.length} of ${chunk.length} products: ${JSON.stringify(failed.slice(0, 5))}`);
@@ -217,15 +234,22 @@ export class ElasticsearchEngine implements SearchEngine {
   }
 
   async upsert(product: ProductDoc): Promise<void> {
-    await this.write(() => this.client.index({ index: this.indexName, id: product.id, document: toIndexed(product), refresh: this.refresh }));
+    try {
+      await this.write(() =>
+        this.client.index({ index: this.indexName, id: product.id, document: toIndexed(product), refresh: this.refresh, ...externalVersion(product.version) }),
+      );
+    } catch (e) {
+      if (isVersionConflictError(e)) return; // an equal or newer copy is already indexed
+      throw e;
+    }
   }
 
-  async remove(id: string): Promise<void> {
+  async remove(id: string, version?: number): Promise<void> {
     try {
-      await this.client.delete({ index: this.indexName, id, refresh: this.refresh });
+      await this.client.delete({ index: this.indexName, id, refresh: this.refresh, ...externalVersion(version) });
     } catch (e) {
-      // Not there (the document or the whole index): nothing to remove.
-      if (e instanceof errors.ResponseError && e.statusCode === 404) return;
+      // Not there (the document or the whole index): nothing to remove. 409: a newer copy is indexed.
+      if (e instanceof errors.ResponseError && (e.statusCode === 404 || isVersionConflictError(e))) return;
       throw toSearchError(e);
     }
   }

@@ -125,6 +125,26 @@ describe("ElasticsearchEngine (mocked client)", () => {
     assert.equal(requests("PUT", "/products").length, 1, "the index was created between the tries");
   });
 
+  it("versioned writes use external versioning; a 409 version conflict (a newer copy is indexed) is not an error", async () => {
+    const p = { ...testCatalog()[0], version: 4 };
+    route("PUT", "/products/_doc/:id", () => respError(fx.versionConflictError("p01", 5, 4)));
+    await engine.upsert(p);
+    const put = requests("PUT", "/products/_doc/p01")[0];
+    assert.equal(put.querystring?.version, "4");
+    assert.equal(put.querystring?.version_type, "external");
+    route("DELETE", "/products/_doc/:id", () => respError(fx.versionConflictError("p01", 9, 6)));
+    await engine.remove("p01", 6);
+    const del = requests("DELETE", "/products/_doc/p01")[0];
+    assert.deepEqual([del.querystring?.version, del.querystring?.version_type], ["6", "external"]);
+    // Bulk: the version goes on each action line; 409 items are skipped, other errors still throw.
+    route("POST", "/_bulk", () =>
+      fx.bulkResponse(["p01", "p02"], { p01: { status: 409, type: "version_conflict_engine_exception", reason: "[p01]: version conflict, current version [7] is higher or equal to the one provided [4]" } }),
+    );
+    await engine.index([p, { ...testCatalog()[1], version: 2 }]);
+    const lines = requests("POST", "/_bulk")[0].body as Array<{ index?: { _id: string; version?: number; version_type?: string } }>;
+    assert.deepEqual(lines[0], { index: { _index: "products", _id: "p01", version: 4, version_type: "external" } });
+  });
+
   it("removes with DELETE _doc/:id; a 404 not_found or a missing index is not an error", async () => {
     route("DELETE", "/products/_doc/:id", (req) => (req.path.endsWith("gone") ? respError({ ...fx.deleteNotFoundResponse("gone"), status: 404 }) : { ...fx.deleteNotFoundResponse("p01"), result: "deleted" }));
     await engine.remove("p01");

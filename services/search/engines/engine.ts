@@ -36,6 +36,8 @@ export interface ProductDoc {
   stock: { onHand: number; reserved: number; available: number };
   createdAt: string;
   updatedAt: string;
+  /** The product's version (raised by every change): a copy only ever moves to a newer one. */
+  version?: number;
 }
 
 export const SORTS = ["relevance", "price_asc", "price_desc", "newest"] as const;
@@ -77,8 +79,11 @@ export interface SearchEngine {
   /** Bulk upsert. */
   index(products: readonly ProductDoc[]): Promise<void>;
   upsert(product: ProductDoc): Promise<void>;
-  /** Removing an unknown id is not an error. */
-  remove(id: string): Promise<void>;
+  /**
+   * Removing an unknown id is not an error. With `version`, an engine shared by several
+   * writers (Elasticsearch) ignores the removal when it holds a newer copy.
+   */
+  remove(id: string, version?: number): Promise<void>;
   clear(): Promise<void>;
   search(query: SearchQuery): Promise<SearchResult>;
   /** Up to `limit` distinct product names with a word starting with the prefix's terms. */

@@ -63,15 +63,26 @@ export class MiniSearchEngine implements SearchEngine {
   readonly kind = "minisearch";
   private ms = new MiniSearch<ProductDoc>(miniSearchOptions());
   private docs = new Map<string, ProductDoc>();
+  /** Versions of removed documents (tombstones): an older copy arriving later stays out. */
+  private removed = new Map<string, number>();
+
+  /** False when the engine already holds (or removed) this or a newer version of the product. */
+  private isNewer(p: ProductDoc): boolean {
+    if (p.version === undefined) return true;
+    const held = this.docs.get(p.id)?.version ?? this.removed.get(p.id);
+    return held === undefined || held < p.version;
+  }
 
   async index(products: readonly ProductDoc[]): Promise<void> {
     const fresh: ProductDoc[] = [];
     const seen = new Set<string>();
-    // The last version of an id in the batch wins.
+    // The last copy of an id in the batch wins (or the highest version, when they carry one).
     for (let i = products.length - 1; i >= 0; i--) {
       const p = products[i];
       if (seen.has(p.id)) continue;
       seen.add(p.id);
+      if (!this.isNewer(p)) continue;
+      this.removed.delete(p.id);
       if (this.docs.has(p.id)) this.ms.replace(p);
       else fresh.push(p);
       this.docs.set(p.id, p);
@@ -82,13 +93,20 @@ export class MiniSearchEngine implements SearchEngine {
   }
 
   async upsert(product: ProductDoc): Promise<void> {
+    if (!this.isNewer(product)) return;
+    this.removed.delete(product.id);
     if (this.docs.has(product.id)) this.ms.replace(product);
     else this.ms.add(product);
     this.docs.set(product.id, product);
   }
 
-  async remove(id: string): Promise<void> {
-    if (!this.docs.has(id)) return;
+  async remove(id: string, version?: number): Promise<void> {
+    const held = this.docs.get(id);
+    if (version !== undefined) {
+      if (held?.version !== undefined && held.version > version) return;
+      this.removed.set(id, Math.max(version, this.removed.get(id) ?? 0));
+    }
+    if (!held) return;
     this.ms.discard(id);
     this.docs.delete(id);
   }
@@ -96,6 +114,7 @@ export class MiniSearchEngine implements SearchEngine {
   async clear(): Promise<void> {
     this.ms = new MiniSearch<ProductDoc>(miniSearchOptions());
     this.docs = new Map();
+    this.removed = new Map();
   }
 
   async count(): Promise<number> {

@@ -1,0 +1,296 @@
+/**
+ * Search service: `GET /api/search` and `GET /api/search/suggest` over a copy of the
+ * catalog kept by each replica (DESIGN.md "Search and recommendation").
+ *
+ * Engine: the in-process MiniSearch index (embedded mode and small clusters), or
+ * Elasticsearch when ELASTIC_SEARCH_NODE is set (one index shared by every replica).
+ *
+ * How the copy stays current, and why it is correct:
+ * - every replica receives every product event (BroadcastEventsMixin: a queue per replica);
+ * - each product event carries the product at its row version, raised by every write
+ *   (product service, `version` column). A change is applied only when its version is newer
+ *   than the one this replica holds (`known`; deletions are kept there as tombstones), so
+ *   duplicates, reordering and a rebuild racing the events all settle on the newest copy.
+ *   Elasticsearch applies the same rule itself (external versioning), for replicas that
+ *   write the shared index in different orders;
+ * - a rebuild reads the whole catalog from the product service (`product.export`, keyset
+ *   pages) and runs whenever the subscription is (re)established, AFTER it is in place:
+ *   a change committed before a page was read is in the page, one committed later arrives
+ *   as an event. Products the source no longer lists, and that no event touched during the
+ *   rebuild, are removed (deleted while this replica was not listening).
+ * - Readiness (`search:index`) is down until the first rebuild has finished.
+ * Limit: between a change's commit and its event's arrival (milliseconds: the outbox relay
+ * is woken by the commit) searches answer from the previous copy.
+ */
+import type { Context, ServiceSchema } from "moleculer";
+import type { AppConfig } from "../../lib/config";
+import { registerProbe, unregisterProbe } from "../../lib/readiness";
+import { BroadcastEventsMixin } from "../../mixins/broadcast-events.mixin";
+import { createElasticsearchClient, ElasticsearchEngine } from "./engines/elasticsearch-engine";
+import { MAX_PAGE_SIZE, MAX_QUERY_LENGTH, MAX_SUGGEST_LIMIT, SORTS, parseSearchQuery, parseSuggest, type ProductDoc, type SearchEngine } from "./engines/engine";
+import { MiniSearchEngine } from "./engines/minisearch-engine";
+
+const EXPORT_PAGE = 500;
+const MAX_REBUILD_BACKOFF_MS = 30_000;
+
+/** What the product service's events carry (proto/ has no product message yet). */
+type VersionedProduct = ProductDoc & { version: number };
+interface StockChanged {
+  productId: string;
+  version: number;
+  deleted: boolean;
+  product?: VersionedProduct;
+}
+
+interface Known {
+  version: number;
+  deleted: boolean;
+}
+
+interface SearchThis {
+  engine: SearchEngine;
+  known: Map<string, Known>;
+  /** Ids an event changed while a rebuild runs (undefined when none runs). */
+  touched: Set<string> | undefined;
+  rebuild: { running: boolean; again: boolean; done: number; lastAt?: string; lastMs?: number; failures: number; timer?: NodeJS.Timeout; stopped: boolean };
+  ready: boolean;
+  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
+  broker: Context["broker"];
+  applyProduct(p: VersionedProduct): Promise<void>;
+  applyRemoval(id: string, version: number): Promise<void>;
+  requestRebuild(): void;
+  runRebuild(): Promise<void>;
+}
+
+const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
+const facetSchema = { type: "array", items: { type: "object", properties: { value: { type: "string" }, count: { type: "integer" } } } };
+const resultSchema = {
+  type: "object",
+  properties: {
+    items: {
+      type: "array",
+      items: {
+        type: "object",
+        properties: {
+          id: { type: "string" }, sku: { type: "string" }, name: { type: "string" }, description: { type: "string" },
+          category: { type: "string" }, brand: { type: "string", nullable: true }, tags: { type: "array", items: { type: "string" } },
+          price: moneySchema, images: { type: "array", items: { type: "string" } },
+          stock: { type: "object", properties: { onHand: { type: "integer" }, reserved: { type: "integer" }, available: { type: "integer" } } },
+          createdAt: { type: "string", format: "date-time" }, updatedAt: { type: "string", format: "date-time" }, version: { type: "integer" },
+        },
+      },
+    },
+    total: { type: "integer" },
+    page: { type: "integer" },
+    pageSize: { type: "integer" },
+    facets: { type: "object", properties: { category: facetSchema, brand: facetSchema } },
+  },
+};
+
+export function createEngine(config: AppConfig): SearchEngine {
+  const es = config.elasticsearch;
+  if (!es) return new MiniSearchEngine();
+  return new ElasticsearchEngine({ client: createElasticsearchClient(es.node, es.username, es.password), index: es.index });
+}
+
+export function createSearchService(config: AppConfig, engineFactory: (c: AppConfig) => SearchEngine = createEngine): ServiceSchema {
+  const probeName = "search:index";
+  return {
+    name: "search",
+
+    mixins: [
+      BroadcastEventsMixin({
+        name: "search",
+        config,
+        handlers: {
+          "product.created": function (this: SearchThis, p: VersionedProduct) {
+            return this.applyProduct(p);
+          },
+          "product.updated": function (this: SearchThis, p: VersionedProduct) {
+            return this.applyProduct(p);
+          },
+          "product.deleted": function (this: SearchThis, p: VersionedProduct) {
+            return this.applyRemoval(p.id, p.version);
+          },
+          // Stock moves change `stock.available` (the inStock filter); the event carries the product.
+          "stock.changed": function (this: SearchThis, e: StockChanged) {
+            if (e.deleted) return this.applyRemoval(e.productId, e.version);
+            if (e.product) return this.applyProduct(e.product);
+          },
+        },
+        onResync(this: SearchThis) {
+          this.requestRebuild();
+        },
+      }),
+    ],
+
+    actions: {
+      search: {
+        auth: "none",
+        openapi: {
+          summary: "Full-text product search: typo-tolerant, with filters, sort, pages and category/brand facets",
+          tags: ["search"],
+          response: resultSchema,
+        },
+        // Loose types here (query strings); parseSearchQuery is the one validation and
+        // lists every bad field at once.
+        params: {
+          q: { type: "string", optional: true, max: MAX_QUERY_LENGTH },
+          category: { type: "string", optional: true, max: 200 },
+          brand: { type: "string", optional: true, max: 200 },
+          minPrice: { type: "number", integer: true, min: 0, convert: true, optional: true },
+          maxPrice: { type: "number", integer: true, min: 0, convert: true, optional: true },
+          inStock: { type: "boolean", convert: true, optional: true },
+          sort: { type: "enum", values: [...SORTS], optional: true },
+          page: { type: "number", integer: true, min: 1, convert: true, optional: true },
+          pageSize: { type: "number", integer: true, min: 1, max: MAX_PAGE_SIZE, convert: true, optional: true },
+        },
+        async handler(this: SearchThis, ctx: Context<Record<string, unknown>>) {
+          return this.engine.search(parseSearchQuery(ctx.params));
+        },
+      },
+
+      suggest: {
+        auth: "none",
+        openapi: {
+          summary: "Product name completions for a prefix",
+          tags: ["search"],
+          response: { type: "object", properties: { suggestions: { type: "array", items: { type: "string" } } } },
+        },
+        params: {
+          q: { type: "string", optional: true, max: MAX_QUERY_LENGTH },
+          limit: { type: "number", integer: true, min: 1, max: MAX_SUGGEST_LIMIT, convert: true, optional: true },
+        },
+        async handler(this: SearchThis, ctx: Context<{ q?: string; limit?: number }>) {
+          const { prefix, limit } = parseSuggest(ctx.params.q, ctx.params.limit);
+          return { suggestions: prefix ? await this.engine.suggest(prefix, limit) : [] };
+        },
+      },
+
+      /** This replica's index: engine, documents, rebuilds (tests, REPL, operators). Not routed. */
+      status: {
+        visibility: "public",
+        async handler(this: SearchThis) {
+          const { running, done, lastAt, lastMs, failures } = this.rebuild;
+          return { engine: this.engine.kind, ready: this.ready, documents: await this.engine.count(), known: this.known.size, rebuilds: { running, done, lastAt, lastMs, failures } };
+        },
+      },
+
+      /** Rebuild now (operators, after restoring a product database). Not routed. */
+      reindex: {
+        visibility: "public",
+        async handler(this: SearchThis) {
+          this.requestRebuild();
+          return { requested: true };
+        },
+      },
+    },
+
+    methods: {
+      async applyProduct(this: SearchThis, p: VersionedProduct) {
+        const cur = this.known.get(p.id);
+        if (cur && cur.version >= p.version) return;
+        // Recorded before the write's await, so a racing older copy already loses here.
+        this.known.set(p.id, { version: p.version, deleted: false });
+        this.touched?.add(p.id);
+        await this.engine.upsert(p);
+      },
+
+      async applyRemoval(this: SearchThis, id: string, version: number) {
+        const cur = this.known.get(id);
+        if (cur && cur.version >= version) return;
+        this.known.set(id, { version, deleted: true });
+        this.touched?.add(id);
+        await this.engine.remove(id, version);
+      },
+
+      /** Starts a rebuild, or queues one more after the one running (coalesced). */
+      requestRebuild(this: SearchThis) {
+        if (this.rebuild.stopped) return;
+        if (this.rebuild.running) {
+          this.rebuild.again = true;
+          return;
+        }
+        this.rebuild.running = true;
+        clearTimeout(this.rebuild.timer);
+        this.runRebuild().then(
+          () => {
+            this.rebuild.running = false;
+            this.rebuild.failures = 0;
+            if (this.rebuild.again) {
+              this.rebuild.again = false;
+              this.requestRebuild();
+            }
+          },
+          (err: Error) => {
+            this.rebuild.running = false;
+            this.rebuild.again = false;
+            this.touched = undefined;
+            const delay = Math.min(MAX_REBUILD_BACKOFF_MS, 500 * 2 ** this.rebuild.failures++);
+            // One warning per outage, then quiet retries.
+            if (this.rebuild.failures === 1) this.logger.warn(`Search index rebuild failed, retrying with backoff: ${err.message}`);
+            if (!this.rebuild.stopped) this.rebuild.timer = setTimeout(() => this.requestRebuild(), delay);
+          },
+        );
+      },
+
+      async runRebuild(this: SearchThis) {
+        const started = Date.now();
+        await this.broker.waitForServices(["product"], 30_000);
+        this.touched = new Set();
+        const seen = new Set<string>();
+        let after: string | undefined;
+        let pages = 0;
+        do {
+          const page = (await this.broker.call("product.export", { after, limit: EXPORT_PAGE })) as { items: VersionedProduct[]; next: string | null };
+          const fresh: VersionedProduct[] = [];
+          for (const p of page.items) {
+            seen.add(p.id);
+            const cur = this.known.get(p.id);
+            if (cur && cur.version >= p.version) continue;
+            this.known.set(p.id, { version: p.version, deleted: false });
+            fresh.push(p);
+          }
+          if (fresh.length) await this.engine.index(fresh);
+          after = page.next ?? undefined;
+          pages++;
+        } while (after && !this.rebuild.stopped);
+        // Gone from the source while nobody told us (no event during the rebuild either).
+        let removed = 0;
+        for (const [id, k] of this.known) {
+          if (k.deleted || seen.has(id) || this.touched.has(id)) continue;
+          this.known.set(id, { version: k.version, deleted: true });
+          await this.engine.remove(id);
+          removed++;
+        }
+        this.touched = undefined;
+        this.rebuild.done++;
+        this.rebuild.lastAt = new Date().toISOString();
+        this.rebuild.lastMs = Date.now() - started;
+        if (!this.ready) this.logger.info(`Search index (${this.engine.kind}) built: ${seen.size} products in ${this.rebuild.lastMs} ms (${pages} page(s))`);
+        else if (removed) this.logger.info(`Search index resynced: ${removed} product(s) gone from the catalog removed`);
+        this.ready = true;
+      },
+    },
+
+    created(this: SearchThis) {
+      this.engine = engineFactory(config);
+      this.known = new Map();
+      this.touched = undefined;
+      this.ready = false;
+      this.rebuild = { running: false, again: false, done: 0, failures: 0, stopped: false };
+    },
+
+    async started(this: SearchThis) {
+      registerProbe(this.broker, probeName, async () => {
+        if (!this.ready) throw new Error("index not built yet");
+      });
+    },
+
+    async stopped(this: SearchThis) {
+      this.rebuild.stopped = true;
+      clearTimeout(this.rebuild.timer);
+      unregisterProbe(this.broker, probeName);
+    },
+  } as unknown as ServiceSchema;
+}
