@@ -1,0 +1,61 @@
+/**
+ * Shared by this directory's tests: RSA keys generated per run (no real merchant key
+ * exists here, and none may be checked in), and a local HTTP server that stands in for a
+ * platform's gateway — no platform can be reached from here, so the servers answer with
+ * the shapes the platforms document.
+ */
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+
+export interface RsaPair {
+  privateKey: KeyObject;
+  publicKey: KeyObject;
+}
+
+export function rsaPair(): RsaPair {
+  return generateKeyPairSync("rsa", { modulusLength: 2048 });
+}
+
+export interface Received {
+  method: string;
+  url: string;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+export interface Reply {
+  status?: number;
+  headers?: Record<string, string>;
+  body: string;
+}
+
+/** A local server that records every request and answers with `handler`. */
+export async function fakeGateway(handler: (req: Received) => Reply | Promise<Reply>): Promise<{ url: string; received: Received[]; close: () => Promise<void> }> {
+  const received: Received[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const r: Received = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks) };
+      received.push(r);
+      Promise.resolve(handler(r)).then(
+        (reply) => {
+          res.writeHead(reply.status ?? 200, { "content-type": "application/json", ...reply.headers });
+          res.end(reply.body);
+        },
+        () => {
+          res.writeHead(500);
+          res.end();
+        },
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    received,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

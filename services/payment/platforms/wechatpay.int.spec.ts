@@ -1,0 +1,215 @@
+/**
+ * WeChat Pay create/query/refund against a local HTTP server standing in for
+ * api.mch.weixin.qq.com (no platform can be reached from here). The server checks our
+ * WECHATPAY2-SHA256-RSA2048 Authorization header and answers with the documented shapes,
+ * signed with a "platform" key generated here, so answer verification is exercised too.
+ */
+import assert from "node:assert/strict";
+import { randomBytes, sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypto";
+import { after, before, test } from "node:test";
+import { Secret } from "./keys";
+import { PaymentPlatformError } from "./platform";
+import { fakeGateway, rsaPair, type Received, type Reply } from "./test-support";
+import { WechatPayPlatform } from "./wechatpay";
+
+const merchant = rsaPair();
+const platformKey = rsaPair();
+const other = rsaPair();
+const SERIAL = "PUB_KEY_ID_0114232134912410000000000000";
+const MCH = "1900000001";
+const APPID = "wxd678efh567hg6787";
+const now = Date.parse("2025-03-01T04:00:00Z");
+
+interface Answer {
+  status?: number;
+  body?: unknown;
+  /** How to sign the answer: the platform key (default), another key, or not at all. */
+  signWith?: KeyObject | null;
+  timestampOffsetS?: number;
+}
+let next: (r: Received) => Answer;
+let gateway: Awaited<ReturnType<typeof fakeGateway>>;
+let platform: WechatPayPlatform;
+
+function checkAuthorization(r: Received): boolean {
+  const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(String(r.headers.authorization));
+  if (!m || m[1] !== MCH || m[5] !== "MERCHANTSERIAL") return false;
+  const message = `${r.method}\n${r.url}\n${m[4]}\n${m[2]}\n${r.body.toString()}\n`;
+  return rsaVerify("sha256", Buffer.from(message), merchant.publicKey, Buffer.from(m[3]!, "base64"));
+}
+
+function answer(r: Received): Reply {
+  const a: Answer = checkAuthorization(r) ? next(r) : { status: 401, body: { code: "SIGN_ERROR", message: "签名错误" }, signWith: null };
+  const body = a.body === undefined ? "" : JSON.stringify(a.body);
+  const headers: Record<string, string> = { "request-id": randomBytes(8).toString("hex") };
+  if (a.signWith !== null) {
+    const ts = String(Math.floor(now / 1000) + (a.timestampOffsetS ?? 0));
+    const nonce = randomBytes(16).toString("hex");
+    headers["wechatpay-timestamp"] = ts;
+    headers["wechatpay-nonce"] = nonce;
+    headers["wechatpay-serial"] = SERIAL;
+    headers["wechatpay-signature"] = rsaSign("sha256", Buffer.from(`${ts}\n${nonce}\n${body}\n`), a.signWith ?? platformKey.privateKey).toString("base64");
+  }
+  return { status: a.status ?? 200, headers, body };
+}
+
+before(async () => {
+  gateway = await fakeGateway(answer);
+  platform = new WechatPayPlatform(
+    {
+      mchId: MCH,
+      appId: APPID,
+      serialNo: "MERCHANTSERIAL",
+      privateKey: merchant.privateKey,
+      apiV3Key: new Secret(Buffer.from("0123456789abcdef0123456789ABCDEF")),
+      platformKeys: new Map([[SERIAL, platformKey.publicKey]]),
+      baseUrl: gateway.url,
+    },
+    { now: () => now },
+  );
+});
+after(() => gateway.close());
+
+const transaction = (over: Record<string, unknown> = {}) => ({
+  appid: APPID,
+  mchid: MCH,
+  out_trade_no: "pay0001abc",
+  transaction_id: "4200000000202503010000000001",
+  trade_type: "NATIVE",
+  trade_state: "SUCCESS",
+  trade_state_desc: "支付成功",
+  success_time: "2025-03-01T12:00:00+08:00",
+  amount: { total: 1999, payer_total: 1999, currency: "CNY", payer_currency: "CNY" },
+  ...over,
+});
+
+test("create: Native pay, signed request, code_url back", async () => {
+  next = (r) => {
+    assert.equal(r.method, "POST");
+    assert.equal(r.url, "/v3/pay/transactions/native");
+    assert.ok(r.headers["user-agent"]);
+    assert.deepEqual(JSON.parse(r.body.toString()), {
+      appid: APPID,
+      mchid: MCH,
+      description: "Order ord_1",
+      out_trade_no: "pay0001abc",
+      notify_url: "https://shop.example/api/payments/notify/wechatpay",
+      amount: { total: 1999, currency: "CNY" },
+    });
+    return { body: { code_url: "weixin://wxpay/bizpayurl?pr=p4lpSuKzz" } };
+  };
+  const res = await platform.create({ paymentId: "pay0001abc", orderId: "ord_1", amountMinor: 1999, currency: "CNY", subject: "Order ord_1", notifyUrl: "https://shop.example/api/payments/notify/wechatpay" });
+  assert.deepEqual(res, { kind: "qr", codeUrl: "weixin://wxpay/bizpayurl?pr=p4lpSuKzz" });
+  // A dashed UUID (36 chars) does not fit out_trade_no: refused before sending.
+  await assert.rejects(
+    platform.create({ paymentId: "0b9f0c1e-8d2e-4c39-9a55-3f4a2f0e1a77", orderId: "o", amountMinor: 1, currency: "CNY", subject: "x", notifyUrl: "https://x" }),
+    (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request",
+  );
+});
+
+test("query: paid, not paid, unknown; the answer's signature is checked", async () => {
+  next = (r) => {
+    assert.equal(r.method, "GET");
+    assert.equal(r.url, `/v3/pay/transactions/out-trade-no/pay0001abc?mchid=${MCH}`);
+    assert.equal(r.body.length, 0);
+    return { body: transaction() };
+  };
+  assert.deepEqual(await platform.query("pay0001abc"), {
+    status: "succeeded",
+    paymentId: "pay0001abc",
+    providerTxnId: "4200000000202503010000000001",
+    amountMinor: 1999,
+    currency: "CNY",
+    paidAt: "2025-03-01T04:00:00.000Z",
+  });
+  next = () => ({ body: transaction({ trade_state: "NOTPAY", transaction_id: undefined, success_time: undefined }) });
+  assert.equal((await platform.query("pay0001abc")).status, "pending");
+  next = () => ({ body: transaction({ trade_state: "CLOSED" }) });
+  assert.equal((await platform.query("pay0001abc")).status, "failed");
+  next = () => ({ status: 404, body: { code: "ORDER_NOT_EXIST", message: "订单不存在" } });
+  assert.deepEqual(await platform.query("pay0001abc"), { status: "not_found", paymentId: "pay0001abc" });
+});
+
+test("query: answers signed by another key, unsigned, stale, or about another merchant are not trusted", async () => {
+  next = () => ({ body: transaction(), signWith: other.privateKey });
+  await assert.rejects(platform.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature");
+  next = () => ({ body: transaction(), signWith: null });
+  await assert.rejects(platform.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature");
+  next = () => ({ body: transaction(), timestampOffsetS: -360 });
+  await assert.rejects(platform.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature");
+  next = () => ({ body: transaction({ mchid: "1900000999" }) });
+  await assert.rejects(platform.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response");
+  // An unsigned "not found" is not believed: it could make reconciliation fail a paid order.
+  next = () => ({ status: 404, body: { code: "ORDER_NOT_EXIST", message: "订单不存在" }, signWith: null });
+  await assert.rejects(platform.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "http_status");
+  next = () => ({ status: 500, body: { code: "SYSTEM_ERROR", message: "系统错误" } });
+  await assert.rejects(platform.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
+});
+
+test("refund: out_refund_no is our refund id; SUCCESS, PROCESSING, refusals, errors", async () => {
+  const input = { paymentId: "pay0001abc", refundId: "ref0001", amountMinor: 500, totalMinor: 1999, reason: "damaged" };
+  next = (r) => {
+    assert.equal(r.url, "/v3/refund/domestic/refunds");
+    assert.deepEqual(JSON.parse(r.body.toString()), { out_trade_no: "pay0001abc", out_refund_no: "ref0001", reason: "damaged", amount: { refund: 500, total: 1999, currency: "CNY" } });
+    return {
+      body: {
+        refund_id: "50000000382019052709732678859",
+        out_refund_no: "ref0001",
+        transaction_id: "4200000000202503010000000001",
+        out_trade_no: "pay0001abc",
+        channel: "ORIGINAL",
+        user_received_account: "招商银行信用卡0403",
+        create_time: "2025-03-02T10:00:00+08:00",
+        status: "SUCCESS",
+        amount: { total: 1999, refund: 500, payer_total: 1999, payer_refund: 500, currency: "CNY" },
+      },
+    };
+  };
+  assert.deepEqual(await platform.refund(input), { status: "succeeded", providerRefundId: "50000000382019052709732678859" });
+  next = () => ({ body: { refund_id: "5000", out_refund_no: "ref0001", status: "PROCESSING" } });
+  assert.deepEqual(await platform.refund(input), { status: "pending", providerRefundId: "5000" });
+  next = () => ({ body: { refund_id: "5000", out_refund_no: "ref0001", status: "ABNORMAL" } });
+  assert.deepEqual(await platform.refund(input), { status: "failed", providerRefundId: "5000", failureCode: "ABNORMAL" });
+  next = () => ({ status: 400, body: { code: "INVALID_REQUEST", message: "退款金额超过可退金额" } });
+  assert.deepEqual(await platform.refund(input), { status: "failed", failureCode: "INVALID_REQUEST" });
+  next = () => ({ status: 403, body: { code: "NOT_ENOUGH", message: "基本账户余额不足" } });
+  await assert.rejects(platform.refund(input), (e) => e instanceof PaymentPlatformError && e.retryable);
+  next = () => ({ status: 429, body: { code: "FREQUENCY_LIMITED", message: "频率限制" } });
+  await assert.rejects(platform.refund(input), (e) => e instanceof PaymentPlatformError && e.retryable);
+  next = () => ({ body: { refund_id: "5000", out_refund_no: "someone-else", status: "SUCCESS" } });
+  await assert.rejects(platform.refund(input), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response");
+});
+
+test("our request signature is what the server checks", async () => {
+  const wrongKey = new WechatPayPlatform(
+    {
+      mchId: MCH,
+      appId: APPID,
+      serialNo: "MERCHANTSERIAL",
+      privateKey: other.privateKey,
+      apiV3Key: new Secret(Buffer.from("0123456789abcdef0123456789ABCDEF")),
+      platformKeys: new Map([[SERIAL, platformKey.publicKey]]),
+      baseUrl: gateway.url,
+    },
+    { now: () => now },
+  );
+  next = () => assert.fail("not reached");
+  await assert.rejects(wrongKey.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "http_status" && /401/.test(e.message));
+});
+
+test("transport failure is retryable and says nothing secret", async () => {
+  const dead = new WechatPayPlatform(
+    {
+      mchId: MCH,
+      appId: APPID,
+      serialNo: "MERCHANTSERIAL",
+      privateKey: merchant.privateKey,
+      apiV3Key: new Secret(Buffer.from("0123456789abcdef0123456789ABCDEF")),
+      platformKeys: new Map([[SERIAL, platformKey.publicKey]]),
+      baseUrl: "http://127.0.0.1:1",
+      timeoutMs: 2000,
+    },
+    { now: () => now },
+  );
+  await assert.rejects(dead.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "transport" && e.retryable);
+});
