@@ -11,6 +11,10 @@ import { loadConfigOrExit } from "./start";
 const MIGRATIONS: Record<string, string> = {
   user: path.join(__dirname, "..", "services", "user", "migrations"),
   product: path.join(__dirname, "..", "services", "product", "migrations"),
+  cart: path.join(__dirname, "..", "services", "cart", "migrations"),
+  order: path.join(__dirname, "..", "services", "order", "migrations"),
+  notification: path.join(__dirname, "..", "services", "notification", "migrations"),
+  payment: path.join(__dirname, "..", "services", "payment", "migrations"),
 };
 
 async function main(): Promise<void> {

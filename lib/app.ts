@@ -5,7 +5,11 @@
  */
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
+import { createCartService } from "../services/cart/cart.service";
 import { createGatewayService } from "../services/gateway/api.service";
+import { createNotificationService } from "../services/notification/notification.service";
+import { createPaymentService } from "../services/payment/payment.service";
+import { createOrderService } from "../services/order/order.service";
 import { createProductService } from "../services/product/product.service";
 import { createSearchService } from "../services/search/search.service";
 import { createUserService } from "../services/user/user.service";
@@ -17,6 +21,10 @@ export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => Servi
   user: createUserService,
   product: createProductService,
   search: (config) => createSearchService(config),
+  notification: createNotificationService,
+  cart: createCartService,
+  payment: (config) => createPaymentService(config),
+  order: createOrderService,
 };
 
 export function createBroker(config: AppConfig, services: ServiceName[] = config.services): ServiceBroker {

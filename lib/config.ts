@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 
-export const ALL_SERVICES = ["gateway", "user", "product", "search"] as const;
+export const ALL_SERVICES = ["gateway", "user", "product", "search", "notification", "cart", "payment", "order"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 const bool = z
@@ -72,6 +72,15 @@ const EnvSchema = z.object({
   ELASTIC_SEARCH_USERNAME: z.string().min(1).optional(),
   ELASTIC_SEARCH_PASSWORD: z.string().min(1).optional(),
   ELASTIC_SEARCH_INDEX: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,200}$/, "a lower-case Elasticsearch index name").optional(),
+  // Notification e-mail: SMTP when SMTP_URL is given (any mode), else kept in the database.
+  SMTP_URL: url(["smtp:", "smtps:"]).optional(),
+  MAIL_FROM: z.string().max(320).regex(/^(?:[^<>\r\n]{0,200}<[^\s@<>]+@[^\s@<>]+>|[^\s@<>]+@[^\s@<>]+)$/, 'an address, or "Name <address>"').default("Meridian <no-reply@localhost>"),
+  MAIL_MAX_ATTEMPTS: int(1, 100).default(8),
+  MAIL_RETRY_BASE_MS: int(10, 3_600_000).default(30_000),
+  // Payments: a payment still PENDING this long after its creation is queried from its
+  // platform and settled either way (reconciliation); how often each replica looks.
+  PAYMENT_PENDING_TIMEOUT_S: int(1, 7 * 86_400).default(900),
+  PAYMENT_RECONCILE_INTERVAL_MS: int(50, 3_600_000).default(30_000),
 });
 
 export interface AppConfig {
@@ -106,6 +115,10 @@ export interface AppConfig {
   reservations: { ttlSeconds: number; sweepIntervalMs: number };
   /** Absent: the in-process engine (MiniSearch), one index per search replica. */
   elasticsearch?: { node: string; username?: string; password?: string; index: string };
+  /** Notification e-mail; no `smtpUrl`: e-mails are kept in the notification database only. */
+  mail: { smtpUrl?: string; from: string; maxAttempts: number; retryBaseMs: number };
+  /** Payment reconciliation (payment service; the platforms' own variables are read by services/payment/platforms/config.ts). */
+  payments: { pendingTimeoutS: number; reconcileIntervalMs: number };
 }
 
 export class ConfigError extends Error {
@@ -217,6 +230,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       ttlSeconds: e.RESERVATION_TTL_SECONDS,
       sweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL_MS ?? Math.max(1000, Math.min(30_000, Math.floor((e.RESERVATION_TTL_SECONDS * 1000) / 4))),
     },
+    mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, maxAttempts: e.MAIL_MAX_ATTEMPTS, retryBaseMs: e.MAIL_RETRY_BASE_MS },
+    payments: { pendingTimeoutS: e.PAYMENT_PENDING_TIMEOUT_S, reconcileIntervalMs: e.PAYMENT_RECONCILE_INTERVAL_MS },
     elasticsearch: e.ELASTIC_SEARCH_NODE
       ? {
           node: e.ELASTIC_SEARCH_NODE,

@@ -21,7 +21,7 @@ test("embedded defaults: all services, port 3000, SQLite, generated secret kept 
   const a = loadConfig({ DATA_DIR: dir });
   assert.equal(a.mode, "embedded");
   assert.equal(a.port, 3000);
-  assert.deepEqual(a.services, ["gateway", "user", "product", "search"]);
+  assert.deepEqual(a.services, ["gateway", "user", "product", "search", "notification", "cart", "payment", "order"]);
   assert.deepEqual(a.reservations, { ttlSeconds: 900, sweepIntervalMs: 30_000 });
   // The sweep runs every quarter of the TTL, from 1 s to 30 s, unless set.
   assert.deepEqual(loadConfig({ DATA_DIR: dir, RESERVATION_TTL_SECONDS: "60" }).reservations, { ttlSeconds: 60, sweepIntervalMs: 15_000 });

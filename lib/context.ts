@@ -10,6 +10,8 @@ export interface RequestMeta {
   user?: AuthUser;
   clientIp?: string;
   requestId?: string;
+  /** The client's `Idempotency-Key` header (1–200 printable characters), when it sent one. */
+  idempotencyKey?: string;
   $statusCode?: number;
   $location?: string;
   $responseType?: string;

@@ -30,6 +30,7 @@ export interface EventsMixinOptions {
   /** The service (its queues are named after it). */
   name: string;
   config: AppConfig;
+  /** Handlers run with the service as `this`. */
   consumes?: Record<string, EventHandler>;
   /** Messages handled at once by this replica (AMQP prefetch). */
   prefetch?: number;
@@ -52,12 +53,12 @@ interface Runtime {
   replayTimer?: NodeJS.Timeout;
   stopping?: boolean;
   stats: ConsumerStats;
+  handlers: Record<string, EventHandler>;
 }
 
 export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
   const { config, name } = opts;
-  const handlers = opts.consumes ?? {};
-  const consumes = Object.keys(handlers).length > 0;
+  const consumes = Object.keys(opts.consumes ?? {}).length > 0;
   const topo = topology(config.namespace);
 
   return {
@@ -82,7 +83,8 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
 
     created(this: any) {
       const stats = newStats();
-      const rt: Partial<Runtime> = { stats };
+      const handlers: Record<string, EventHandler> = Object.fromEntries(Object.entries(opts.consumes ?? {}).map(([event, fn]) => [event, fn.bind(this)]));
+      const rt: Partial<Runtime> = { stats, handlers };
       if (!config.rabbitmqUri && consumes) {
         // Registered now, before any service starts, so no relay can deliver an event
         // before this consumer is known; deliveries wait for `ready` (database migrated).
@@ -95,6 +97,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
 
     async started(this: any) {
       const rt = this.$events as Runtime;
+      const { handlers } = rt;
       const db = this.db as Knex | undefined;
       if (!db || !(await db.schema.hasTable("outbox")) || !(await db.schema.hasTable("inbox")))
         throw new Error(`EventsMixin('${name}'): no outbox/inbox tables. List EventsMixin before DbMixin in 'mixins' and add a migration calling createEventTables()`);

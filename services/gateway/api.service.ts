@@ -17,6 +17,7 @@ import { prometheusText } from "../../lib/metrics";
 import { buildOpenApiDocument } from "../../lib/openapi";
 import { checkReadiness } from "../../lib/readiness";
 import { jsonBody } from "./json-body";
+import { rawCallbackBody } from "./raw-body";
 
 type Req = IncomingMessage & { $action?: { auth?: AuthLevel; name?: string }; $ctx?: Context<unknown, RequestMeta> };
 
@@ -40,6 +41,23 @@ export const API_ALIASES: Record<string, string> = {
   "POST /products/:id/stock": "product.adjustStock",
   "GET /search": "search.search",
   "GET /search/suggest": "search.suggest",
+  "GET /cart": "cart.get",
+  "POST /cart/items": "cart.addItem",
+  "PATCH /cart/items/:productId": "cart.updateItem",
+  "DELETE /cart/items/:productId": "cart.removeItem",
+  "DELETE /cart": "cart.clear",
+  "POST /orders": "order.create",
+  "GET /orders": "order.list",
+  "GET /orders/:id": "order.get",
+  "POST /orders/:id/cancel": "order.cancel",
+  "POST /orders/:id/pay": "order.pay",
+  "POST /orders/:id/ship": "order.ship",
+  "POST /orders/:id/deliver": "order.deliver",
+  "POST /orders/:id/refunds": "order.refund",
+  "GET /notifications": "notification.list",
+  "POST /notifications/:id/read": "notification.read",
+  "GET /payments/:id": "payment.get",
+  "POST /payments/sandbox/:paymentId/complete": "payment.sandboxComplete",
   "GET /openapi.json": "api.openapi",
 };
 
@@ -49,6 +67,15 @@ export const OPS_ALIASES: Record<string, string> = {
   "GET /metrics": "api.metrics",
   "GET /docs": "api.docs",
 };
+
+/**
+ * The payment platforms' callbacks: a route of their own whose body reader passes the raw
+ * bytes (signatures are over them) instead of parsing JSON (raw-body.ts).
+ */
+export const PAYMENT_NOTIFY_PATH = "/api/payments/notify";
+export const PAYMENT_NOTIFY_ALIASES: Record<string, string> = { "POST /:provider": "payment.notify" };
+/** The built-in sandbox platform's pay page (HTML). */
+export const SANDBOX_PAGE_ALIASES: Record<string, string> = { "GET /pay/:paymentId": "payment.sandboxPage" };
 
 const DOCS_ASSETS = "/docs/assets";
 
@@ -73,6 +100,9 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       ctx.meta.clientIp = forwarded || req.socket.remoteAddress || "unknown";
       // Nothing a client sends may pre-set identity; only `authenticate` below sets it.
       delete ctx.meta.user;
+      const key = req.headers["idempotency-key"];
+      if (typeof key === "string" && /^[\x21-\x7e]{1,200}$/.test(key)) ctx.meta.idempotencyKey = key;
+      else delete ctx.meta.idempotencyKey;
     },
     onAfterCall(ctx: Context<unknown, RequestMeta>, _route: unknown, _req: IncomingMessage, res: ServerResponse, data: unknown) {
       res.setHeader("X-Request-Id", ctx.requestID ?? "");
@@ -96,6 +126,8 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
         // Swagger UI's files from node_modules (no CDN); served before the catch-all route.
         { ...conventions, path: DOCS_ASSETS, aliases: { [`GET /${DOCS_INIT_SCRIPT_NAME}`]: "api.docsInit" },
           use: [serveStatic(swaggerUiDistPath, { index: false, fallthrough: true, maxAge: "1h" })] },
+        { ...conventions, path: PAYMENT_NOTIFY_PATH, use: [rawCallbackBody(config.bodyLimitBytes)], aliases: PAYMENT_NOTIFY_ALIASES },
+        { ...conventions, path: "/sandbox", aliases: SANDBOX_PAGE_ALIASES },
         { ...conventions, path: "", aliases: OPS_ALIASES },
       ],
       onError(this: any, req: Req, res: ServerResponse, err: unknown) {
@@ -154,7 +186,13 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
           return buildOpenApiDocument({
             info: { title: "Meridian API", version: "1.0.0", description: "Meridian e-commerce backend. Contract: API.md." },
             serverUrl: config.publicUrl,
-            routes: [{ path: "/api", aliases: API_ALIASES }, { path: "", aliases: OPS_ALIASES }],
+            routes: [
+              { path: "/api", aliases: API_ALIASES },
+              // Documented as a raw body ("stream:"), which is what the notify route reads.
+              { path: PAYMENT_NOTIFY_PATH, aliases: Object.fromEntries(Object.entries(PAYMENT_NOTIFY_ALIASES).map(([k, v]) => [k, `stream:${v}`])) },
+              { path: "/sandbox", aliases: SANDBOX_PAGE_ALIASES },
+              { path: "", aliases: OPS_ALIASES },
+            ],
             actions,
           });
         },

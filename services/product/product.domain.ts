@@ -139,7 +139,8 @@ export function sameLines(a: ReservationLine[], b: ReservationLine[]): boolean {
  * Reservation states. `held` is the only live state; every transition leaves it, and each
  * is applied with `WHERE status = 'held'`, so it happens at most once whoever races.
  */
-export type ReservationStatus = "held" | "committed" | "released" | "expired";
+/** held → committed | released | expired; committed → returned (a refunded, unshipped order). */
+export type ReservationStatus = "held" | "committed" | "released" | "expired" | "returned";
 
 export interface ReservationRow {
   orderId: string;

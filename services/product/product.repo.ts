@@ -245,6 +245,19 @@ export async function transitionReservation(
   return (await q.update({ status: to, updated_at: now })) === 1;
 }
 
+/**
+ * committed → returned for one line, once (the sold quantity goes back on the shelf: a
+ * refunded order that never shipped). Same rule as the other transitions: only the
+ * transaction that moves the row applies the stock change.
+ */
+export async function returnCommitted(trx: Knex.Transaction, orderId: string, productId: string, quantity: number, now: number): Promise<boolean> {
+  const moved = (await trx("reservations").where({ order_id: orderId, product_id: productId, status: "committed" }).update({ status: "returned", updated_at: now })) === 1;
+  if (!moved) return false;
+  // Deleted products too: the goods exist even if the listing does not.
+  await trx("products").where({ id: productId }).update({ on_hand: trx.raw("on_hand + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
+  return true;
+}
+
 /** Held reservations whose time is up (a candidate list; the transition re-checks). */
 export async function findExpiredHeld(db: Knex, now: number, limit: number): Promise<ReservationRow[]> {
   const rows = (await db("reservations")

@@ -412,6 +412,31 @@ export function createProductService(config: AppConfig): ServiceSchema {
         },
       },
 
+      /**
+       * The committed lines of a refunded order that never shipped go back on the shelf
+       * (on_hand += quantity). Idempotent: each line moves committed → returned once.
+       */
+      returnStock: {
+        visibility: "public",
+        params: { $$strict: true, orderId: orderIdRule },
+        async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
+          const { orderId } = ctx.params;
+          let changed = false;
+          await inTransaction(this.db, async (trx) => {
+            for (const r of await repo.findReservationsForUpdate(trx, orderId)) {
+              if (r.status !== "committed") continue;
+              if (!(await repo.returnCommitted(trx, orderId, r.productId, r.quantity, Date.now()))) continue;
+              await this.stockChanged(trx, r.productId, "returned");
+              changed = true;
+            }
+          });
+          const rows = await repo.findReservations(this.db, orderId);
+          if (!rows.length) throw notFound("Reservation");
+          if (changed) await this.invalidate();
+          return reservationView(orderId, rows);
+        },
+      },
+
       /** Runs one expiry pass now (tests, operations). */
       sweep: {
         visibility: "public",

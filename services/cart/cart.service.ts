@@ -1,0 +1,226 @@
+/**
+ * Cart service: one cart per user (API.md "Cart"), and for the order service the raw lines
+ * (`cart.lines`) and the removal of a paid order's lines (business event `order.paid`).
+ * Handlers stay thin: rules live in cart.domain.ts, SQL in cart.repo.ts.
+ *
+ * Guarantees and their limits:
+ * - Identity comes only from `ctx.meta.user` (the gateway's verified token); every query is
+ *   scoped to that id, so another user's cart is unreachable. Body fields other than the
+ *   declared ones are a 422 (`$$strict`); a `userId` in the query of GET/DELETE /api/cart is
+ *   ignored.
+ * - Prices are never stored nor taken from the client: each read asks the product service
+ *   (`product.get`, cached and cleaned on every product write), so a price change shows at
+ *   the next read. A line whose product was deleted (404 from the product service) leaves
+ *   the answer and the storage; so does one whose product was repriced in another currency
+ *   than the cart's (one cart, one currency, one subtotal). Any other failure of the product
+ *   service fails the request (503) and drops nothing.
+ * - Concurrent adds lose nothing: every write locks the user's `carts` row first (serializing
+ *   one cart's writers, so the 100-line and one-currency checks see the truth), and the
+ *   quantity change is one upsert computed by the database (`quantity = quantity + n`),
+ *   bounded by a CHECK (1..99). An add that would exceed a bound is a 422 and changes nothing.
+ * - Stock is NOT checked here: a cart may hold more than is available (stock moves until the
+ *   order reserves it, which answers 409 OUT_OF_STOCK then). The product must exist.
+ * - `order.paid` is applied once per message (the inbox of EventsMixin, in the handler's
+ *   transaction): each ordered quantity is taken off its line, a line reaching 0 is deleted.
+ */
+import path from "node:path";
+import type { ServiceSchema } from "moleculer";
+import type { Knex } from "knex";
+import type { AppConfig } from "../../lib/config";
+import { requireUser, type RequestContext } from "../../lib/context";
+import { inTransaction, type Db } from "../../lib/db";
+import { notFound, validationError } from "../../lib/errors";
+import { DbMixin } from "../../mixins/db.mixin";
+import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
+import { MAX_LINE_QUANTITY, addProblems, buildCart, paidLines, setQuantityProblems, type Cart, type ProductInfo } from "./cart.domain";
+import * as repo from "./cart.repo";
+
+interface CartServiceThis extends EventsServiceThis {
+  db: Db;
+  cartOf(ctx: Ctx, userId: string): Promise<Cart>;
+  productOf(ctx: Ctx, productId: string): Promise<ProductInfo | null>;
+}
+
+type Ctx<P = Record<string, unknown>> = RequestContext<P>;
+
+// ---- parameter schemas (fastest-validator); they also generate the OpenAPI document ----
+const productIdRule = { type: "string", min: 1, max: 64 } as const;
+
+const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
+const cartSchema = {
+  type: "object",
+  properties: {
+    items: {
+      type: "array",
+      items: {
+        type: "object",
+        properties: {
+          productId: { type: "string" },
+          name: { type: "string" },
+          unitPrice: moneySchema,
+          quantity: { type: "integer" },
+          lineTotal: moneySchema,
+        },
+      },
+    },
+    subtotal: {
+      type: "object",
+      description: "currency is null while the cart is empty",
+      properties: { amount: { type: "integer" }, currency: { type: "string", nullable: true } },
+    },
+  },
+};
+
+/** The `order.paid` consumer: the order's lines leave the user's cart (in the inbox's transaction). */
+export async function onOrderPaid(trx: Knex.Transaction, payload: unknown): Promise<void> {
+  const { userId, lines } = paidLines(payload);
+  // Same lock order as every other write: the cart row, then its lines.
+  if (!(await repo.lockCart(trx, userId))) return;
+  await repo.subtractLines(trx, userId, lines, Date.now());
+}
+
+export function createCartService(config: AppConfig): ServiceSchema {
+  return {
+    name: "cart",
+    // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
+    mixins: [
+      EventsMixin({ name: "cart", config, consumes: { "order.paid": onOrderPaid } }),
+      DbMixin({ name: "cart", migrationsDir: path.join(__dirname, "migrations"), config }),
+    ],
+
+    actions: {
+      get: {
+        auth: "user",
+        openapi: { summary: "My cart, priced by the product service now", tags: ["cart"], response: cartSchema },
+        params: {},
+        async handler(this: CartServiceThis, ctx: Ctx) {
+          return this.cartOf(ctx, requireUser(ctx).id);
+        },
+      },
+
+      addItem: {
+        auth: "user",
+        openapi: {
+          summary: `Add a product (adds to its line; at most ${MAX_LINE_QUANTITY} per line, 100 lines, one currency; stock is checked when ordering)`,
+          tags: ["cart"], response: cartSchema, errors: [404],
+        },
+        params: {
+          $$strict: true,
+          productId: productIdRule,
+          quantity: { type: "number", integer: true, min: 1, max: MAX_LINE_QUANTITY },
+        },
+        async handler(this: CartServiceThis, ctx: Ctx<{ productId: string; quantity: number }>) {
+          const userId = requireUser(ctx).id;
+          const { productId, quantity } = ctx.params;
+          const product = await this.productOf(ctx, productId);
+          if (!product) throw notFound("Product");
+          await repo.ensureCart(this.db, userId, Date.now());
+          await inTransaction(this.db, async (trx) => {
+            const cart = await repo.lockCart(trx, userId);
+            const existing = await repo.findLine(trx, userId, productId);
+            const lineCount = await repo.countLines(trx, userId);
+            const problems = addProblems({ quantity, existing: existing?.quantity, lineCount, cartCurrency: cart?.currency ?? null, productCurrency: product.price.currency });
+            if (problems.length) throw validationError("This cannot be added to the cart", problems);
+            const now = Date.now();
+            if (lineCount === 0) await repo.setCartCurrency(trx, userId, product.price.currency, now);
+            try {
+              await repo.addToLine(trx, userId, productId, quantity, now);
+            } catch (err) {
+              // The CHECK backs the bound up (only reachable if a writer skipped the lock).
+              if (repo.isCheckViolation(err))
+                throw validationError("This cannot be added to the cart", [{ field: "quantity", message: `a line holds at most ${MAX_LINE_QUANTITY} units` }]);
+              throw err;
+            }
+          });
+          return this.cartOf(ctx, userId);
+        },
+      },
+
+      updateItem: {
+        auth: "user",
+        openapi: { summary: "Set a line's quantity (0 removes it)", tags: ["cart"], response: cartSchema, errors: [404] },
+        params: {
+          $$strict: true,
+          productId: productIdRule,
+          quantity: { type: "number", integer: true, min: 0, max: MAX_LINE_QUANTITY },
+        },
+        async handler(this: CartServiceThis, ctx: Ctx<{ productId: string; quantity: number }>) {
+          const userId = requireUser(ctx).id;
+          const { productId, quantity } = ctx.params;
+          const problems = setQuantityProblems(quantity);
+          if (problems.length) throw validationError("Invalid quantity", problems);
+          if (quantity === 0) {
+            // Like DELETE: idempotent, a line that is not there is already removed.
+            await repo.removeLines(this.db, userId, [productId]);
+          } else {
+            const found = await inTransaction(this.db, async (trx) => {
+              await repo.lockCart(trx, userId);
+              return repo.setLineQuantity(trx, userId, productId, quantity, Date.now());
+            });
+            if (!found) throw notFound("Cart line");
+          }
+          return this.cartOf(ctx, userId);
+        },
+      },
+
+      removeItem: {
+        auth: "user",
+        openapi: { summary: "Remove a line (idempotent: a line not in the cart changes nothing)", tags: ["cart"], response: cartSchema },
+        params: { $$strict: true, productId: productIdRule },
+        async handler(this: CartServiceThis, ctx: Ctx<{ productId: string }>) {
+          const userId = requireUser(ctx).id;
+          await repo.removeLines(this.db, userId, [ctx.params.productId]);
+          return this.cartOf(ctx, userId);
+        },
+      },
+
+      clear: {
+        auth: "user",
+        openapi: { summary: "Empty my cart", tags: ["cart"], status: 204 },
+        params: {},
+        async handler(this: CartServiceThis, ctx: Ctx) {
+          await repo.clearCart(this.db, requireUser(ctx).id);
+          ctx.meta.$statusCode = 204;
+          return null;
+        },
+      },
+
+      // ---- for the order service (not routed; "public": callable from any node) ----
+
+      /** The raw stored lines of a user's cart, oldest first: `[{productId, quantity}]`. */
+      lines: {
+        visibility: "public",
+        params: { $$strict: true, userId: { type: "string", min: 1, max: 64 } },
+        async handler(this: CartServiceThis, ctx: Ctx<{ userId: string }>) {
+          return (await repo.findLines(this.db, ctx.params.userId)).map((l) => ({ productId: l.productId, quantity: l.quantity }));
+        },
+      },
+    },
+
+    methods: {
+      /** The product as the product service sees it now; null when it does not exist (or was deleted). */
+      async productOf(this: CartServiceThis, ctx: Ctx, productId: string): Promise<ProductInfo | null> {
+        try {
+          const p = (await ctx.call("product.get", { id: productId })) as ProductInfo;
+          return { id: p.id, name: p.name, price: p.price };
+        } catch (err) {
+          if ((err as { type?: unknown }).type === "NOT_FOUND") return null;
+          throw err;
+        }
+      },
+
+      /** The public cart; lines whose product is gone (or repriced in another currency) are deleted. */
+      async cartOf(this: CartServiceThis, ctx: Ctx, userId: string): Promise<Cart> {
+        const lines = await repo.findLines(this.db, userId);
+        if (!lines.length) return { items: [], subtotal: { amount: 0, currency: null } };
+        const [currency, products] = await Promise.all([
+          repo.cartCurrency(this.db, userId),
+          Promise.all(lines.map(async (l) => [l.productId, await this.productOf(ctx, l.productId)] as const)),
+        ]);
+        const { cart, drop } = buildCart(lines, new Map(products), currency);
+        if (drop.length) await repo.removeLines(this.db, userId, drop);
+        return cart;
+      },
+    },
+  } as unknown as ServiceSchema;
+}

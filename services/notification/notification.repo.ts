@@ -1,0 +1,201 @@
+/**
+ * Data access of the notification service: the only file that knows its tables.
+ *
+ * The e-mail outbox is claimed row by row with ONE conditional UPDATE each
+ * (`WHERE id = ? AND status = 'pending' AND next_attempt_at <= now AND claim expired`),
+ * checked by row count: on InnoDB the UPDATE reads the latest committed row under its lock,
+ * on SQLite writers are serialized, so two replicas never both win the same row. Every later
+ * write of the sender is conditional on its own claim token (`claimed_by`), so a replica
+ * whose claim ran out cannot overwrite what the next claimant did.
+ */
+import type { Knex } from "knex";
+import type { ListQuery, NotificationRecord, NotificationType } from "./notification.domain";
+
+interface NotificationRow {
+  seq: number | string;
+  id: string;
+  user_id: string;
+  type: string;
+  title: string;
+  body: string;
+  data: string;
+  read_at: number | string | null;
+  created_at: number | string;
+  source_message_id: string;
+}
+
+export interface EmailRow {
+  id: string;
+  source_message_id: string;
+  notification_id: string;
+  user_id: string;
+  type: string;
+  status: "pending" | "sent" | "stored" | "failed";
+  message_id_header: string;
+  to_address: string | null;
+  subject: string | null;
+  text: string | null;
+  html: string | null;
+  attempts: number;
+  next_attempt_at: number;
+  claimed_by: string | null;
+  claimed_until: number | null;
+  last_attempt_at: number | null;
+  last_error: string | null;
+  sent_at: number | null;
+  created_at: number;
+}
+
+const num = (v: number | string | null): number | null => (v === null ? null : Number(v));
+
+const toNotification = (r: NotificationRow): NotificationRecord => ({
+  id: r.id,
+  userId: r.user_id,
+  type: r.type as NotificationType,
+  title: r.title,
+  body: r.body,
+  data: JSON.parse(r.data) as Record<string, unknown>,
+  readAt: num(r.read_at),
+  createdAt: Number(r.created_at),
+});
+
+const toEmail = (r: Record<string, any>): EmailRow => ({
+  ...(r as EmailRow),
+  attempts: Number(r.attempts),
+  next_attempt_at: Number(r.next_attempt_at),
+  claimed_until: num(r.claimed_until),
+  last_attempt_at: num(r.last_attempt_at),
+  sent_at: num(r.sent_at),
+  created_at: Number(r.created_at),
+});
+
+// ---- notifications ----
+
+export async function insertNotification(trx: Knex.Transaction, n: NotificationRecord, sourceMessageId: string): Promise<void> {
+  await trx("notifications").insert({
+    id: n.id,
+    user_id: n.userId,
+    type: n.type,
+    title: n.title,
+    body: n.body,
+    data: JSON.stringify(n.data),
+    read_at: n.readAt,
+    created_at: n.createdAt,
+    source_message_id: sourceMessageId,
+  });
+}
+
+/** Whether the event with this message id already made its notification. */
+export async function notificationExistsFor(trx: Knex.Transaction, sourceMessageId: string): Promise<boolean> {
+  return (await trx("notifications").where("source_message_id", sourceMessageId).first("id")) !== undefined;
+}
+
+/** The caller's notifications, newest first; `unread` keeps those not read yet. */
+export async function listNotifications(db: Knex, userId: string, q: ListQuery): Promise<{ items: NotificationRecord[]; total: number }> {
+  const base = () => {
+    const b = db<NotificationRow>("notifications").where("user_id", userId);
+    return q.unread ? b.whereNull("read_at") : b;
+  };
+  const [rows, count] = await Promise.all([
+    base().orderBy([{ column: "created_at", order: "desc" }, { column: "seq", order: "desc" }]).limit(q.pageSize).offset((q.page - 1) * q.pageSize),
+    base().count({ n: "*" }).first() as Promise<{ n: number | string } | undefined>,
+  ]);
+  return { items: (rows as NotificationRow[]).map(toNotification), total: Number(count?.n ?? 0) };
+}
+
+/** Scoped to the owner: someone else's id finds nothing. */
+export async function findNotification(db: Knex, userId: string, id: string): Promise<NotificationRecord | undefined> {
+  const row = await db<NotificationRow>("notifications").where({ id, user_id: userId }).first();
+  return row ? toNotification(row as NotificationRow) : undefined;
+}
+
+/** Marks read once (the first read time stays); undefined when the caller has no such notification. */
+export async function markRead(db: Knex, userId: string, id: string, now: number): Promise<NotificationRecord | undefined> {
+  await db("notifications").where({ id, user_id: userId }).whereNull("read_at").update({ read_at: now });
+  return findNotification(db, userId, id);
+}
+
+// ---- e-mail outbox ----
+
+export async function insertEmail(
+  trx: Knex.Transaction,
+  e: { id: string; sourceMessageId: string; notificationId: string; userId: string; type: string; messageIdHeader: string; now: number },
+): Promise<void> {
+  await trx("emails").insert({
+    id: e.id,
+    source_message_id: e.sourceMessageId,
+    notification_id: e.notificationId,
+    user_id: e.userId,
+    type: e.type,
+    status: "pending",
+    message_id_header: e.messageIdHeader,
+    attempts: 0,
+    next_attempt_at: e.now,
+    created_at: e.now,
+  });
+}
+
+const claimable = (q: Knex.QueryBuilder, now: number) =>
+  q
+    .where("status", "pending")
+    .andWhere("next_attempt_at", "<=", now)
+    .andWhere((w) => w.whereNull("claimed_until").orWhere("claimed_until", "<=", now));
+
+/** Ids of e-mails due now and not claimed by a live claim, oldest due first. */
+export async function dueEmailIds(db: Knex, now: number, limit: number): Promise<string[]> {
+  const rows = await claimable(db("emails").select("id"), now).orderBy("next_attempt_at").limit(limit);
+  return (rows as { id: string }[]).map((r) => r.id);
+}
+
+/**
+ * Claims one e-mail for `leaseMs` and counts the attempt (so a row that crashes its sender
+ * every time still runs out of attempts). Returns the row, or undefined when another
+ * replica claimed it first.
+ */
+export async function claimEmail(db: Knex, id: string, token: string, now: number, leaseMs: number): Promise<EmailRow | undefined> {
+  const n = await claimable(db("emails").where("id", id), now).update({
+    claimed_by: token,
+    claimed_until: now + leaseMs,
+    attempts: db.raw("attempts + 1"),
+    last_attempt_at: now,
+  });
+  if (n !== 1) return undefined;
+  const row = await db("emails").where({ id, claimed_by: token }).first();
+  return row ? toEmail(row) : undefined;
+}
+
+/** Final state after a successful hand-over (`sent`) or storing (`stored`). False if the claim was lost. */
+export async function finishEmail(
+  db: Knex,
+  id: string,
+  token: string,
+  status: "sent" | "stored",
+  mail: { to: string; subject: string; text: string; html: string },
+  now: number,
+): Promise<boolean> {
+  const n = await db("emails")
+    .where({ id, claimed_by: token, status: "pending" })
+    .update({ status, to_address: mail.to, subject: mail.subject, text: mail.text, html: mail.html, sent_at: now, claimed_by: null, claimed_until: null, last_error: null });
+  return n === 1;
+}
+
+/** A failed attempt: due again at `nextAt`, or `failed` for good when `giveUp`. */
+export async function failEmail(db: Knex, id: string, token: string, error: string, nextAt: number, giveUp: boolean): Promise<boolean> {
+  const n = await db("emails")
+    .where({ id, claimed_by: token, status: "pending" })
+    .update({
+      status: giveUp ? "failed" : "pending",
+      next_attempt_at: nextAt,
+      claimed_by: null,
+      claimed_until: null,
+      last_error: error.slice(0, 500),
+    });
+  return n === 1;
+}
+
+/** A user's e-mails, newest first (the embedded "mailbox" and tests). */
+export async function listEmails(db: Knex, userId: string | undefined, limit: number): Promise<EmailRow[]> {
+  const q = db("emails").orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(limit);
+  if (userId) q.where("user_id", userId);
+  return (await q).map(toEmail);
+}

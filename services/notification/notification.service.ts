@@ -1,0 +1,370 @@
+/**
+ * Notification service: turns the order service's business events into one in-app
+ * notification and one e-mail each, from templates (notification.domain.ts).
+ *
+ * Events consumed (EventsMixin; the payloads are the order service's contract):
+ * `order.created` → `order.created`, `order.paid` → `payment.succeeded`,
+ * `order.payment_failed` → `payment.failed`, `order.shipped`, `order.delivered`,
+ * `order.cancelled`, `order.refunded` → `refund.succeeded`.
+ *
+ * Guarantees and their limits:
+ * - One notification and one e-mail job per event. The handler runs inside the inbox
+ *   transaction (lib/events/consumer.ts `applyOnce`): the inbox row, the notification and
+ *   the `emails` outbox row commit together or not at all, so a repeated event (redelivery,
+ *   retry, a concurrent copy) is a no-op. Both rows are also unique per event message id,
+ *   and the handler skips an event whose notification exists (a duplicate arriving after
+ *   the inbox's 7-day retention).
+ * - The handler does no I/O besides its own database: the recipient's address and name are
+ *   looked up (`user.get`) when the e-mail is sent, so a slow or absent user service never
+ *   holds the inbox transaction open, and the e-mail goes to the address the user has then.
+ * - Sending (every replica runs the sender loop): an e-mail due now is claimed with one
+ *   conditional UPDATE (`status = 'pending' AND next_attempt_at <= now AND claim expired`,
+ *   row count checked), which also counts the attempt; then the message goes to SMTP; then
+ *   the row is marked `sent`, conditional on the claim. Replicas never send a row at the same
+ *   time while its claim (CLAIM_LEASE_MS) lives, and the SMTP timeouts (mailer.ts) end an
+ *   attempt well before that. A failure is retried with exponential backoff
+ *   (MAIL_RETRY_BASE_MS, doubling, capped at an hour, 10 % jitter) up to MAIL_MAX_ATTEMPTS
+ *   attempts, then the row is `failed` and logged as an error; a recipient the server refuses
+ *   for good (5xx on RCPT/DATA) or a user that no longer exists fails at once.
+ * - The limit: sending is at-least-once on the SMTP side. A crash (or a lost database)
+ *   between the SMTP server's acceptance and the `sent` mark, or an acceptance whose reply
+ *   was lost (a timeout after DATA), sends the message again on a later attempt: normally
+ *   once more. Every copy carries the same Message-ID header (`<notification-<id>@domain>`,
+ *   from MAIL_FROM's domain), so receivers and mail stores can drop the duplicate.
+ * - Without SMTP_URL (embedded default; allowed in cluster mode too) e-mails are kept in
+ *   the database only: the sender renders them and stores them with status `stored`,
+ *   readable with `notification.outbox` (REPL, tests). Nothing leaves the machine.
+ */
+import { randomUUID } from "node:crypto";
+import path from "node:path";
+import type { Context, ServiceSchema } from "moleculer";
+import type { Knex } from "knex";
+import type { AppConfig } from "../../lib/config";
+import { requireUser, type RequestContext } from "../../lib/context";
+import type { Db } from "../../lib/db";
+import { notFound } from "../../lib/errors";
+import type { EventHandler } from "../../lib/events/consumer";
+import type { Envelope } from "../../lib/events/outbox";
+import { DbMixin } from "../../mixins/db.mixin";
+import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
+import { createMailer, isPermanentRejection, type Mailer } from "./mailer";
+import {
+  EVENT_TYPES,
+  MAX_PAGE_SIZE,
+  NOTIFICATION_TYPES,
+  emailFor,
+  messageIdFor,
+  notificationFor,
+  parseListQuery,
+  recipientOf,
+  retryDelayMs,
+  toPublicNotification,
+} from "./notification.domain";
+import * as repo from "./notification.repo";
+
+/** How long a claim keeps other replicas off an e-mail: far above the SMTP timeouts. */
+export const CLAIM_LEASE_MS = 5 * 60_000;
+/** E-mails looked at per query of a sender pass. */
+const SEND_BATCH = 50;
+/** E-mails sent at once by one replica. */
+const SEND_CONCURRENCY = 5;
+
+type Ctx<P = Record<string, unknown>> = RequestContext<P>;
+
+interface Logger {
+  info(...a: unknown[]): void;
+  warn(...a: unknown[]): void;
+  error(...a: unknown[]): void;
+}
+
+interface NotificationServiceThis extends EventsServiceThis {
+  db: Db;
+  broker: Context["broker"];
+  logger: Logger;
+  sender?: EmailSender;
+  mailer?: Mailer;
+}
+
+/**
+ * The e-mail outbox's sender loop of one replica: a pass when woken (a handler's commit)
+ * and every `pollMs` (rows of other replicas, retries that came due, claims left by a crash).
+ */
+export class EmailSender {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+  private again = false;
+  private stopping = false;
+
+  constructor(
+    private readonly opts: {
+      db: Db;
+      mailer: Mailer;
+      nodeId: string;
+      maxAttempts: number;
+      retryBaseMs: number;
+      pollMs: number;
+      logger: Logger;
+      /** The recipient: `user.get` through the broker. */
+      lookupUser(id: string): Promise<{ email: string; name?: string | null }>;
+    },
+  ) {}
+
+  start(): void {
+    this.schedule();
+  }
+
+  /** Runs a pass now (or right after the one in progress). */
+  kick(): void {
+    if (this.stopping) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = this.loop().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  /** Waits for the pass in progress (its SMTP timeouts bound it). */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private schedule(): void {
+    if (this.stopping) return;
+    this.timer = setTimeout(() => {
+      this.kick();
+      this.schedule();
+    }, this.opts.pollMs);
+    this.timer.unref?.();
+  }
+
+  private async loop(): Promise<void> {
+    do {
+      this.again = false;
+      try {
+        await this.pass();
+      } catch (err) {
+        this.opts.logger.warn(`E-mail sender pass failed: ${(err as Error).message}`);
+      }
+    } while (this.again && !this.stopping);
+  }
+
+  /** Claims and sends what is due; returns how many e-mails it handled. */
+  async pass(): Promise<number> {
+    let handled = 0;
+    while (!this.stopping) {
+      const ids = await repo.dueEmailIds(this.opts.db, Date.now(), SEND_BATCH);
+      let claimed = 0;
+      for (let i = 0; i < ids.length && !this.stopping; i += SEND_CONCURRENCY) {
+        const results = await Promise.all(ids.slice(i, i + SEND_CONCURRENCY).map((id) => this.claimAndSend(id)));
+        claimed += results.filter(Boolean).length;
+      }
+      handled += claimed;
+      // Another replica took them, or there is nothing more: the next poll looks again.
+      if (ids.length < SEND_BATCH || claimed === 0) break;
+    }
+    return handled;
+  }
+
+  private async claimAndSend(id: string): Promise<boolean> {
+    const token = `${this.opts.nodeId.slice(0, 60)}:${randomUUID()}`;
+    const row = await repo.claimEmail(this.opts.db, id, token, Date.now(), CLAIM_LEASE_MS);
+    if (!row) return false;
+    try {
+      const notification = await repo.findNotification(this.opts.db, row.user_id, row.notification_id);
+      if (!notification) throw Object.assign(new Error("notification not found"), { permanentFailure: true });
+      let user: { email: string; name?: string | null };
+      try {
+        user = await this.opts.lookupUser(row.user_id);
+      } catch (err) {
+        if ((err as { type?: string }).type === "NOT_FOUND") throw Object.assign(new Error("user not found"), { permanentFailure: true });
+        throw err;
+      }
+      const content = emailFor(notification, user);
+      // The state change that counts comes after the SMTP server's acceptance: a crash in
+      // between resends (see the header), never loses the e-mail.
+      if (this.opts.mailer.kind === "smtp")
+        await this.opts.mailer.send({ ...content, to: user.email, messageId: row.message_id_header, notificationId: row.notification_id });
+      const done = await repo.finishEmail(this.opts.db, row.id, token, this.opts.mailer.kind === "smtp" ? "sent" : "stored", { to: user.email, ...content }, Date.now());
+      if (!done) this.opts.logger.warn(`E-mail ${row.id}: claim lost before it was marked (it may be sent again)`);
+    } catch (err) {
+      const message = String((err as Error)?.message ?? err);
+      const giveUp = (err as { permanentFailure?: boolean }).permanentFailure === true || isPermanentRejection(err) || row.attempts >= this.opts.maxAttempts;
+      const nextAt = Date.now() + retryDelayMs(row.attempts, this.opts.retryBaseMs, Math.random());
+      await repo.failEmail(this.opts.db, row.id, token, message, nextAt, giveUp);
+      if (giveUp) this.opts.logger.error(`E-mail ${row.id} (${row.type} for user ${row.user_id}) failed for good after ${row.attempts} attempt(s): ${message}`);
+      else this.opts.logger.warn(`E-mail ${row.id}: attempt ${row.attempts}/${this.opts.maxAttempts} failed, next in ${nextAt - Date.now()} ms: ${message}`);
+    }
+    return true;
+  }
+}
+
+// ---- parameter and response schemas (fastest-validator / OpenAPI) ----
+const idRule = { type: "string", min: 1, max: 64 } as const;
+const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
+const notificationSchema = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    type: { type: "string", enum: [...NOTIFICATION_TYPES] },
+    title: { type: "string" },
+    body: { type: "string" },
+    read: { type: "boolean" },
+    createdAt: { type: "string", format: "date-time" },
+    data: {
+      type: "object",
+      description: "Type-specific: orderId always; total, items, paymentId, provider, reason, carrier, trackingNumber, refundId, amount, refundedTotal, status as the type has them",
+      properties: { orderId: { type: "string" }, total: moneySchema, amount: moneySchema },
+    },
+  },
+};
+const pageSchema = {
+  type: "object",
+  properties: {
+    items: { type: "array", items: notificationSchema },
+    total: { type: "integer" },
+    page: { type: "integer" },
+    pageSize: { type: "integer" },
+  },
+};
+
+export function createNotificationService(config: AppConfig): ServiceSchema {
+  // Handlers are plain functions (EventsMixin's options); they wake this service's sender
+  // through this holder once their transaction has committed.
+  const wake: { sender?: EmailSender } = {};
+
+  const onEvent =
+    (event: string): EventHandler =>
+    async (trx: Knex.Transaction, payload: Record<string, unknown>, envelope: Envelope) => {
+      const userId = recipientOf(payload);
+      const content = notificationFor(event, payload);
+      if (await repo.notificationExistsFor(trx, envelope.id)) return;
+      const id = randomUUID();
+      const now = Date.now();
+      await repo.insertNotification(trx, { id, userId, ...content, readAt: null, createdAt: now }, envelope.id);
+      await repo.insertEmail(trx, {
+        id: randomUUID(),
+        sourceMessageId: envelope.id,
+        notificationId: id,
+        userId,
+        type: content.type,
+        messageIdHeader: messageIdFor(id, config.mail.from),
+        now,
+      });
+      trx.executionPromise.then(
+        () => wake.sender?.kick(),
+        () => undefined,
+      );
+    };
+
+  return {
+    name: "notification",
+    // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
+    mixins: [
+      EventsMixin({ name: "notification", config, consumes: Object.fromEntries(Object.keys(EVENT_TYPES).map((e) => [e, onEvent(e)])) }),
+      DbMixin({ name: "notification", migrationsDir: path.join(__dirname, "migrations"), config }),
+    ],
+
+    actions: {
+      list: {
+        auth: "user",
+        openapi: { summary: "My notifications, newest first (`unread=true`: only those not read yet)", tags: ["notifications"], response: pageSchema },
+        params: {
+          $$strict: true,
+          unread: { type: "boolean", convert: true, optional: true },
+          page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
+          pageSize: { type: "number", integer: true, convert: true, min: 1, max: MAX_PAGE_SIZE, optional: true },
+        },
+        async handler(this: NotificationServiceThis, ctx: Ctx<{ unread?: boolean; page?: number; pageSize?: number }>) {
+          const me = requireUser(ctx);
+          const q = parseListQuery(ctx.params);
+          const { items, total } = await repo.listNotifications(this.db, me.id, q);
+          return { items: items.map(toPublicNotification), total, page: q.page, pageSize: q.pageSize };
+        },
+      },
+
+      read: {
+        auth: "user",
+        openapi: { summary: "Mark a notification read (again: no change)", tags: ["notifications"], response: notificationSchema },
+        // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
+        params: { $$strict: "remove", id: idRule },
+        async handler(this: NotificationServiceThis, ctx: Ctx<{ id: string }>) {
+          const me = requireUser(ctx);
+          const n = await repo.markRead(this.db, me.id, ctx.params.id, Date.now());
+          if (!n) throw notFound("Notification");
+          return toPublicNotification(n);
+        },
+      },
+
+      /**
+       * The e-mail outbox, newest first: what was (or will be) sent, or, without SMTP_URL,
+       * the e-mails kept in the database. Not routed; for the REPL and tests.
+       */
+      outbox: {
+        visibility: "public",
+        params: {
+          $$strict: true,
+          userId: { type: "string", min: 1, max: 64, optional: true },
+          limit: { type: "number", integer: true, min: 1, max: 1000, optional: true },
+        },
+        async handler(this: NotificationServiceThis, ctx: Ctx<{ userId?: string; limit?: number }>) {
+          const rows = await repo.listEmails(this.db, ctx.params.userId, ctx.params.limit ?? 100);
+          return rows.map((r) => ({
+            id: r.id,
+            notificationId: r.notification_id,
+            sourceMessageId: r.source_message_id,
+            userId: r.user_id,
+            type: r.type,
+            status: r.status,
+            to: r.to_address,
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+            messageId: r.message_id_header,
+            attempts: r.attempts,
+            nextAttemptAt: new Date(r.next_attempt_at).toISOString(),
+            lastError: r.last_error,
+            sentAt: r.sent_at === null ? null : new Date(r.sent_at).toISOString(),
+            createdAt: new Date(r.created_at).toISOString(),
+          }));
+        },
+      },
+
+      /** Runs one sender pass now and answers how many e-mails it handled. Not routed (REPL, tests). */
+      sendPending: {
+        visibility: "public",
+        async handler(this: NotificationServiceThis) {
+          return { handled: (await this.sender?.pass()) ?? 0 };
+        },
+      },
+    },
+
+    async started(this: NotificationServiceThis) {
+      const mailer = createMailer(config.mail);
+      this.sender = new EmailSender({
+        db: this.db,
+        mailer,
+        nodeId: config.nodeId,
+        maxAttempts: config.mail.maxAttempts,
+        retryBaseMs: config.mail.retryBaseMs,
+        pollMs: config.events.pollIntervalMs,
+        logger: this.logger,
+        lookupUser: (id) => this.broker.call("user.get", { id }) as Promise<{ email: string; name?: string | null }>,
+      });
+      this.mailer = mailer;
+      wake.sender = this.sender;
+      this.logger.info(mailer.kind === "smtp" ? "Notification e-mail: SMTP" : "Notification e-mail: no SMTP_URL, e-mails are kept in the database (notification.outbox)");
+      this.sender.start();
+      this.sender.kick();
+    },
+
+    async stopped(this: NotificationServiceThis) {
+      wake.sender = undefined;
+      await this.sender?.stop();
+      this.mailer?.close();
+    },
+  } as unknown as ServiceSchema;
+}

@@ -1,0 +1,126 @@
+/**
+ * The flash sale in cluster mode: two order replicas, two payment replicas and two product
+ * replicas (two brokers in this process) over a real RabbitMQ vhost, MariaDB and Redis, the
+ * business events on RabbitMQ work queues, the sandbox platform calling the gateway back
+ * over HTTP. 200 buyers at once for 20 units: exactly 20 orders, exactly 20 PAID, stock
+ * never negative and conserved, every paid buyer notified exactly once.
+ */
+import assert from "node:assert/strict";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { ServiceBroker } from "moleculer";
+import { createBroker } from "../../lib/app";
+import { loadConfig } from "../../lib/config";
+import { dropDatabase } from "../../lib/db";
+import { deleteRedisKeys, http } from "../../test/support/app";
+import { freePort } from "../../test/support/ports";
+import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
+import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
+
+const ADDRESS = { recipient: "Flash Buyer", phone: "+86 21 5555 0000", line1: "2 Sale Road", city: "Hangzhou", postalCode: "310000", country: "CN" };
+const BUYERS = 200;
+const UNITS = 20;
+const DB_SERVICES = ["user", "product", "cart", "order", "payment", "notification"];
+
+async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("flash sale: 200 buyers, 20 units, two order and payment replicas over RabbitMQ (MariaDB, Redis)", () => {
+  let a: ServiceBroker;
+  let b: ServiceBroker;
+  let vhost: RabbitVhost;
+  let env: Record<string, string>;
+  let baseUrl = "";
+  const namespace = uniqueNamespace("flash");
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-flash-"));
+  const nodes = { a: `${namespace}-a`, b: `${namespace}-b` };
+  const as = (userId: string) => ({ meta: { user: { id: userId, role: "customer" } } });
+
+  before(async () => {
+    // The sandbox platform's key, shared by every payment replica (cluster mode requires it).
+    const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    process.env.SANDBOX_PAY_PRIVATE_KEY = privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    process.env.SANDBOX_PAY_PUBLIC_KEY = publicKey.export({ type: "spki", format: "pem" }).toString();
+    vhost = await createVhost();
+    const port = await freePort();
+    baseUrl = `http://127.0.0.1:${port}`;
+    env = {
+      NAMESPACE: namespace, DATA_DIR: dataDir, MYSQL_URL, MIGRATE_ON_START: "true", RABBITMQ_URI: vhost.uri, REDIS_URL,
+      JWT_SECRET: randomBytes(32).toString("hex"), LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
+      PUBLIC_URL: baseUrl, REQUEST_TIMEOUT_MS: "30000",
+    };
+    a = createBroker(loadConfig({ ...env, NODE_ID: nodes.a, PORT: String(port) }), ["gateway", "user", "product", "cart", "order", "payment", "notification"]);
+    await a.start();
+    // Started after A: both would otherwise run the same migrations at once.
+    b = createBroker(loadConfig({ ...env, NODE_ID: nodes.b, PORT: "0" }), ["product", "order", "payment"]);
+    await b.start();
+    await eventually("B's services seen from A", async () =>
+      ["order", "payment", "product"].every((s) => a.registry.getServiceList({ onlyAvailable: true }).filter((x: { name: string }) => x.name === s).length === 2),
+    30_000);
+  });
+
+  after(async () => {
+    await b?.stop().catch(() => undefined);
+    await a?.stop().catch(() => undefined);
+    for (const s of DB_SERVICES) await dropDatabase(loadConfig(env), s).catch(() => undefined);
+    await deleteRedisKeys(REDIS_URL, namespace);
+    await vhost?.destroy().catch(() => undefined);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test("exactly 20 orders reach PAID; the others are OUT_OF_STOCK; stock conserved; each paid buyer notified once", async () => {
+    const product = (await a.call("product.create", {
+      sku: `FLASH-${randomBytes(4).toString("hex")}`, name: "Flash Sale Console", description: "", category: "consoles",
+      price: { amount: 29900, currency: "CNY" }, stock: UNITS,
+    })) as { id: string };
+
+    // 200 buyers at once, alternating between the two order replicas.
+    const attempts = await Promise.allSettled(
+      Array.from({ length: BUYERS }, (_, i) =>
+        a.call("order.create", { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] }, { ...as(`buyer-${i}`), nodeID: i % 2 ? nodes.b : nodes.a }),
+      ),
+    );
+    const created = attempts.flatMap((r, i) => (r.status === "fulfilled" ? [{ buyer: `buyer-${i}`, order: r.value as { id: string; status: string } }] : []));
+    const refused = attempts.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as { type?: string });
+    assert.equal(created.length, UNITS, `orders created: ${created.length}`);
+    assert.deepEqual([...new Set(refused.map((e) => e.type))], ["OUT_OF_STOCK"]);
+    const stock = async () => ((await a.call("product.get", { id: product.id })) as { stock: { onHand: number; reserved: number; available: number } }).stock;
+    assert.deepEqual(await stock(), { onHand: UNITS, reserved: UNITS, available: 0 });
+
+    // Every winner pays through the sandbox, on either replica; the platform calls back over HTTP.
+    for (const [i, { buyer, order }] of created.entries()) {
+      const payment = (await a.call("order.pay", { id: order.id, provider: "sandbox" }, { ...as(buyer), nodeID: i % 2 ? nodes.b : nodes.a })) as { id: string; payUrl: string };
+      const token = new URL(payment.payUrl).searchParams.get("token");
+      const done = await http(baseUrl, "POST", `/api/payments/sandbox/${payment.id}/complete`, { body: { outcome: "success", token } });
+      assert.equal(done.status, 202, done.text);
+    }
+    await eventually("every order PAID", async () => {
+      const statuses = await Promise.all(created.map(({ buyer, order }) => a.call("order.get", { id: order.id }, as(buyer)) as Promise<{ status: string }>));
+      return statuses.every((s) => s.status === "PAID");
+    });
+    // Sold: on-hand down by exactly the paid units, nothing held, never negative.
+    await eventually("stock settled", async () => {
+      const s = await stock();
+      return s.onHand === 0 && s.reserved === 0 && s;
+    });
+    // Each paid buyer: one payment.succeeded notification, once.
+    for (const { buyer } of created) {
+      const list = await eventually(`${buyer} notified`, async () => {
+        const r = (await a.call("notification.list", {}, as(buyer))) as { items?: { type: string }[] } | { type: string }[];
+        const items = Array.isArray(r) ? r : (r.items ?? []);
+        return items.some((n) => n.type === "payment.succeeded") && items;
+      });
+      assert.equal(list.filter((n) => n.type === "payment.succeeded").length, 1, buyer);
+    }
+  });
+});

@@ -1,0 +1,218 @@
+/**
+ * The checkout flow through the gateway, embedded (every service in one broker, SQLite,
+ * business events in-process, the sandbox platform calling back over HTTP): cart → order
+ * (Idempotency-Key) → pay → PAID, cart emptied of the order's lines, stock decremented,
+ * notified; failure; cancel; expiry; ship, deliver, partial and full refund; and the
+ * access sweep (another user's order is a 404 everywhere).
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { http, startTestApp, type TestApp } from "../../test/support/app";
+
+const ADMIN = { email: "root@example.com", password: "admin-password-1" };
+const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
+
+async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
+  let app: TestApp;
+  let admin = "";
+  let alice = "";
+  let bob = "";
+  const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
+  const product = async (stock: number, amount = 1000) =>
+    (await call("POST", "/api/products", {
+      token: admin,
+      body: { sku: `CO-${randomBytes(4).toString("hex")}`, name: "Checkout Widget", description: "", category: "widgets", price: { amount, currency: "EUR" }, stock },
+    })).body as { id: string };
+  const stockOf = async (id: string) => (await call("GET", `/api/products/${id}`)).body.stock as { onHand: number; reserved: number; available: number };
+  const order = (token: string, body: unknown, key?: string) =>
+    call("POST", "/api/orders", { token, body, headers: key ? { "idempotency-key": key } : {} });
+  const getOrder = async (token: string, id: string) => (await call("GET", `/api/orders/${id}`, { token })).body;
+  /** Pays with the sandbox: the pay URL's token proves access; the platform then calls back. */
+  const paySandbox = async (token: string, orderId: string, outcome: "success" | "failure") => {
+    const pay = await call("POST", `/api/orders/${orderId}/pay`, { token, body: { provider: "sandbox" } });
+    assert.equal(pay.status, 200, pay.text);
+    const payUrl = new URL(pay.body.payUrl);
+    const page = await http(app.baseUrl, "GET", payUrl.pathname + payUrl.search);
+    assert.equal(page.status, 200, page.text);
+    const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, { body: { outcome, token: payUrl.searchParams.get("token") } });
+    assert.equal(done.status, 202, done.text);
+    return pay.body as { id: string };
+  };
+
+  before(async () => {
+    app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
+    admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
+    alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })).body.accessToken;
+    bob = (await call("POST", "/api/auth/register", { body: { email: "bob@example.com", password: "bob password 1", name: "Bob" } })).body.accessToken;
+    assert.ok(admin && alice && bob);
+  });
+  after(async () => app?.stop());
+
+  test("the whole flow: cart → order → pay (sandbox) → PAID, cart emptied, stock sold, notified → ship → deliver → partial then full refund", async () => {
+    const p1 = await product(5, 1250);
+    const p2 = await product(3, 500);
+    for (const [id, quantity] of [[p1.id, 2], [p2.id, 1]] as const)
+      assert.equal((await call("POST", "/api/cart/items", { token: alice, body: { productId: id, quantity } })).status, 200);
+
+    const created = await order(alice, { shippingAddress: ADDRESS }, "flow-1");
+    assert.equal(created.status, 201, created.text);
+    const o = created.body;
+    assert.equal(o.status, "PENDING_PAYMENT");
+    assert.deepEqual(o.total, { amount: 3000, currency: "EUR" });
+    assert.equal(o.items.length, 2);
+    assert.deepEqual(await stockOf(p1.id), { onHand: 5, reserved: 2, available: 3 });
+
+    await paySandbox(alice, o.id, "success");
+    const paid = await eventually("PAID", async () => ((await getOrder(alice, o.id)).status === "PAID" ? getOrder(alice, o.id) : undefined));
+    assert.deepEqual(paid.history.map((h: { status: string }) => h.status), ["PENDING_PAYMENT", "PAID"]);
+    assert.equal(paid.payments[0].status, "SUCCEEDED");
+    assert.deepEqual(await stockOf(p1.id), { onHand: 3, reserved: 0, available: 3 }, "the hold became a sale");
+    await eventually("cart emptied of the order's lines", async () => (await call("GET", "/api/cart", { token: alice })).body.items.length === 0);
+    const notes = await eventually("notified", async () => {
+      const n = (await call("GET", "/api/notifications", { token: alice })).body;
+      const list = (Array.isArray(n) ? n : n.items) as { type: string }[];
+      return list.some((x) => x.type === "payment.succeeded") && list;
+    });
+    assert.equal(notes.filter((x) => x.type === "payment.succeeded").length, 1);
+
+    // Customers cannot ship; admins can, then deliver.
+    assert.equal((await call("POST", `/api/orders/${o.id}/ship`, { token: alice, body: { carrier: "SF", trackingNumber: "SF1" } })).status, 403);
+    const shipped = await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF Express", trackingNumber: "SF123456" } });
+    assert.equal(shipped.status, 200, shipped.text);
+    assert.equal(shipped.body.status, "SHIPPED");
+    assert.equal(shipped.body.shipment.trackingNumber, "SF123456");
+    assert.equal((await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "x" } })).status, 409, "any other transition is 409");
+    assert.equal((await call("POST", `/api/orders/${o.id}/deliver`, { token: admin })).body.status, "DELIVERED");
+
+    // Refunds: partial, too much (422), the rest; shipped goods do not come back to stock.
+    const part = await call("POST", `/api/orders/${o.id}/refunds`, { token: alice, body: { amount: 1000, reason: "one item damaged" } });
+    assert.equal(part.status, 202, part.text);
+    await eventually("PARTIALLY_REFUNDED", async () => (await getOrder(alice, o.id)).status === "PARTIALLY_REFUNDED");
+    const tooMuch = await call("POST", `/api/orders/${o.id}/refunds`, { token: alice, body: { amount: 2001, reason: "greedy" } });
+    assert.equal(tooMuch.status, 422, tooMuch.text);
+    assert.equal((await call("POST", `/api/orders/${o.id}/refunds`, { token: admin, body: { reason: "returned" } })).status, 202);
+    const refunded = await eventually("REFUNDED", async () => ((await getOrder(alice, o.id)).status === "REFUNDED" ? getOrder(alice, o.id) : undefined));
+    assert.deepEqual(refunded.refunds.map((r: { amount: { amount: number }; status: string }) => [r.amount.amount, r.status]), [[1000, "SUCCEEDED"], [2000, "SUCCEEDED"]]);
+    assert.equal((await call("POST", `/api/orders/${o.id}/refunds`, { token: alice, body: { reason: "again" } })).status, 409);
+    assert.deepEqual(await stockOf(p1.id), { onHand: 3, reserved: 0, available: 3 });
+  });
+
+  test("a full refund of an order that never shipped returns its stock", async () => {
+    const p = await product(4);
+    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 3 }] })).body;
+    await paySandbox(alice, o.id, "success");
+    await eventually("PAID", async () => (await getOrder(alice, o.id)).status === "PAID");
+    assert.deepEqual(await stockOf(p.id), { onHand: 1, reserved: 0, available: 1 });
+    assert.equal((await call("POST", `/api/orders/${o.id}/refunds`, { token: alice, body: { reason: "changed my mind" } })).status, 202);
+    await eventually("REFUNDED", async () => (await getOrder(alice, o.id)).status === "REFUNDED");
+    await eventually("stock back", async () => (await stockOf(p.id)).onHand === 4);
+  });
+
+  test("a failed payment notifies and leaves the order payable; paying again succeeds", async () => {
+    const p = await product(2);
+    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
+    await paySandbox(alice, o.id, "failure");
+    await eventually("failure notified", async () => {
+      const n = (await call("GET", "/api/notifications", { token: alice })).body;
+      return ((Array.isArray(n) ? n : n.items) as { type: string; data?: { orderId?: string } }[]).some((x) => x.type === "payment.failed");
+    });
+    assert.equal((await getOrder(alice, o.id)).status, "PENDING_PAYMENT");
+    await paySandbox(alice, o.id, "success");
+    await eventually("PAID", async () => (await getOrder(alice, o.id)).status === "PAID");
+  });
+
+  test("Idempotency-Key: 20 concurrent identical requests make one order; the same key with another body is 409", async () => {
+    const p = await product(50);
+    const body = { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
+    const answers = await Promise.all(Array.from({ length: 20 }, () => order(alice, body, "same-key-20")));
+    for (const a of answers) assert.equal(a.status, 201, a.text);
+    assert.equal(new Set(answers.map((a) => a.body.id)).size, 1);
+    assert.deepEqual(await stockOf(p.id), { onHand: 50, reserved: 1, available: 49 }, "reserved once");
+    const other = await order(alice, { ...body, items: [{ productId: p.id, quantity: 2 }] }, "same-key-20");
+    assert.equal(other.status, 409, other.text);
+    // Keys are per user: Bob's identical key is his own order.
+    const bobs = await order(bob, body, "same-key-20");
+    assert.equal(bobs.status, 201);
+    assert.notEqual(bobs.body.id, answers[0]!.body.id);
+  });
+
+  test("not enough stock: 409 OUT_OF_STOCK and nothing reserved; an empty cart is 422", async () => {
+    const plenty = await product(10);
+    const scarce = await product(1);
+    const r = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: plenty.id, quantity: 2 }, { productId: scarce.id, quantity: 2 }] });
+    assert.equal(r.status, 409, r.text);
+    assert.equal(r.body.error.code, "OUT_OF_STOCK");
+    assert.deepEqual(await stockOf(plenty.id), { onHand: 10, reserved: 0, available: 10 });
+    await call("DELETE", "/api/cart", { token: bob });
+    const empty = await order(bob, { shippingAddress: ADDRESS });
+    assert.equal(empty.status, 422, empty.text);
+    assert.equal((await order(alice, { addressId: "nope" })).status, 422);
+    assert.equal((await order(alice, {})).status, 422);
+  });
+
+  test("cancel before payment releases the stock; after that, paying is 409", async () => {
+    const p = await product(3);
+    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;
+    const c = await call("POST", `/api/orders/${o.id}/cancel`, { token: alice });
+    assert.equal(c.status, 200, c.text);
+    assert.equal(c.body.status, "CANCELLED");
+    assert.deepEqual(await stockOf(p.id), { onHand: 3, reserved: 0, available: 3 });
+    assert.equal((await call("POST", `/api/orders/${o.id}/pay`, { token: alice, body: { provider: "sandbox" } })).status, 409);
+    assert.equal((await call("POST", `/api/orders/${o.id}/cancel`, { token: alice })).status, 409);
+  });
+
+  test("access sweep: another user's order is 404 on every route, also with userId injected", async () => {
+    const p = await product(5);
+    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
+    for (const [method, path, body] of [
+      ["GET", `/api/orders/${o.id}`, undefined],
+      ["GET", `/api/orders/${o.id}?userId=${o.userId}`, undefined],
+      ["POST", `/api/orders/${o.id}/cancel`, undefined],
+      ["POST", `/api/orders/${o.id}/pay`, { provider: "sandbox" }],
+      ["POST", `/api/orders/${o.id}/refunds`, { reason: "mine now", userId: o.userId }],
+    ] as const) {
+      const r = await call(method, path, { token: bob, body });
+      assert.ok(r.status === 404 || (r.status === 422 && body && "userId" in body), `${method} ${path}: ${r.status} ${r.text}`);
+    }
+    const list = await call("GET", `/api/orders?userId=${o.userId}`, { token: bob });
+    assert.equal(list.status, 200);
+    assert.ok(!list.body.items.some((x: { id: string }) => x.id === o.id), "a customer's userId filter is ignored");
+    assert.equal((await call("GET", `/api/orders/${o.id}`, { token: admin })).status, 200, "admins see every order");
+    assert.equal((await call("GET", `/api/orders/${o.id}`)).status, 401);
+  });
+});
+
+describe("checkout: an unpaid order is cancelled when its reservation expires", () => {
+  let app: TestApp;
+  before(async () => {
+    app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, RESERVATION_TTL_SECONDS: "1", RESERVATION_SWEEP_INTERVAL_MS: "200" } });
+  });
+  after(async () => app?.stop());
+
+  test("TTL + one sweep: CANCELLED, stock back, the user notified", async () => {
+    const admin = (await http(app.baseUrl, "POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
+    const user = (await http(app.baseUrl, "POST", "/api/auth/register", { body: { email: "late@example.com", password: "late payer 1", name: "Late" } })).body.accessToken;
+    const p = (await http(app.baseUrl, "POST", "/api/products", {
+      token: admin, body: { sku: `EX-${randomBytes(4).toString("hex")}`, name: "Expiring", description: "", category: "x", price: { amount: 100, currency: "EUR" }, stock: 2 },
+    })).body;
+    const o = (await http(app.baseUrl, "POST", "/api/orders", { token: user, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] } })).body;
+    assert.equal(o.status, "PENDING_PAYMENT");
+    await eventually("cancelled by expiry", async () => (await http(app.baseUrl, "GET", `/api/orders/${o.id}`, { token: user })).body.status === "CANCELLED");
+    assert.deepEqual((await http(app.baseUrl, "GET", `/api/products/${p.id}`)).body.stock, { onHand: 2, reserved: 0, available: 2 });
+    await eventually("cancellation notified", async () => {
+      const n = (await http(app.baseUrl, "GET", "/api/notifications", { token: user })).body;
+      return ((Array.isArray(n) ? n : n.items) as { type: string }[]).some((x) => x.type === "order.cancelled");
+    });
+  });
+});

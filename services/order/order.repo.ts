@@ -1,0 +1,215 @@
+/**
+ * Data access of the order service: the only file that knows its tables.
+ *
+ * Concurrency: every change to an order first locks its row (`findOrderForUpdate`: InnoDB
+ * `FOR UPDATE` at REPEATABLE READ reads the latest committed row; SQLite serializes
+ * writers), then checks the transition, then writes. Lock order: the order row, then its
+ * refunds/payments rows. Status changes are also conditional (`WHERE status = ?`), so a
+ * bug that skipped the lock would lose the race loudly (0 rows) rather than silently.
+ */
+import type { Knex } from "knex";
+import type { HistoryEntry, OrderRecord, OrderStatus, PaymentSummary, PricedLine, RefundStatus, RefundSummary } from "./order.domain";
+
+interface OrderRow {
+  id: string;
+  user_id: string;
+  status: OrderStatus;
+  total_amount: number | string;
+  currency: string;
+  shipping_address: string;
+  shipment: string | null;
+  shipped: number | boolean;
+  paid_payment_id: string | null;
+  paid_amount: number | string;
+  refunded_amount: number | string;
+  reservation_expires_at: number | string | null;
+  created_at: number | string;
+  updated_at: number | string;
+}
+
+interface ItemRow {
+  order_id: string;
+  product_id: string;
+  sku: string;
+  name: string;
+  unit_price: number | string;
+  quantity: number | string;
+}
+
+const parse = <T>(s: string | null): T | null => (s ? (JSON.parse(s) as T) : null);
+
+function toOrder(r: OrderRow, items: ItemRow[]): OrderRecord {
+  return {
+    id: r.id,
+    userId: r.user_id,
+    status: r.status,
+    total: { amount: Number(r.total_amount), currency: r.currency },
+    items: items.map((i) => ({
+      productId: i.product_id, sku: i.sku, name: i.name, unitPrice: { amount: Number(i.unit_price), currency: r.currency }, quantity: Number(i.quantity),
+    })),
+    shippingAddress: parse(r.shipping_address)!,
+    shipment: parse(r.shipment),
+    shipped: Boolean(r.shipped),
+    paidPaymentId: r.paid_payment_id,
+    paidAmount: Number(r.paid_amount),
+    refundedAmount: Number(r.refunded_amount),
+    reservationExpiresAt: r.reservation_expires_at === null ? null : Number(r.reservation_expires_at),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+async function itemsOf(db: Knex, ids: string[]): Promise<Map<string, ItemRow[]>> {
+  const rows = ids.length ? ((await db("order_items").whereIn("order_id", ids).orderBy(["order_id", "product_id"])) as ItemRow[]) : [];
+  const by = new Map<string, ItemRow[]>();
+  for (const r of rows) by.set(r.order_id, [...(by.get(r.order_id) ?? []), r]);
+  return by;
+}
+
+export async function insertOrder(trx: Knex.Transaction, o: OrderRecord): Promise<void> {
+  await trx("orders").insert({
+    id: o.id,
+    user_id: o.userId,
+    status: o.status,
+    total_amount: o.total.amount,
+    currency: o.total.currency,
+    shipping_address: JSON.stringify(o.shippingAddress),
+    shipment: null,
+    shipped: false,
+    paid_payment_id: null,
+    paid_amount: 0,
+    refunded_amount: 0,
+    reservation_expires_at: o.reservationExpiresAt,
+    created_at: o.createdAt,
+    updated_at: o.updatedAt,
+  });
+  await trx("order_items").insert(
+    o.items.map((l: PricedLine) => ({ order_id: o.id, product_id: l.productId, sku: l.sku, name: l.name, unit_price: l.unitPrice.amount, quantity: l.quantity })),
+  );
+  await addHistory(trx, o.id, o.status, o.createdAt);
+}
+
+export async function findOrder(db: Knex, id: string): Promise<OrderRecord | undefined> {
+  const row = (await db("orders").where({ id }).first()) as OrderRow | undefined;
+  if (!row) return undefined;
+  return toOrder(row, (await itemsOf(db, [id])).get(id) ?? []);
+}
+
+export async function findOrderForUpdate(trx: Knex.Transaction, id: string): Promise<OrderRecord | undefined> {
+  const row = (await trx("orders").where({ id }).forUpdate().first()) as OrderRow | undefined;
+  if (!row) return undefined;
+  return toOrder(row, (await itemsOf(trx, [id])).get(id) ?? []);
+}
+
+export async function listOrders(
+  db: Knex,
+  q: { userId?: string; status?: OrderStatus; limit: number; offset: number },
+): Promise<{ items: OrderRecord[]; total: number }> {
+  const filtered = () => {
+    const b = db("orders");
+    if (q.userId) b.where({ user_id: q.userId });
+    if (q.status) b.where({ status: q.status });
+    return b;
+  };
+  const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
+  const rows = (await filtered().orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(q.limit).offset(q.offset)) as OrderRow[];
+  const items = await itemsOf(db, rows.map((r) => r.id));
+  return { items: rows.map((r) => toOrder(r, items.get(r.id) ?? [])), total: Number(n) };
+}
+
+/** Conditional status change (the caller holds the row lock); false when the row moved on. */
+export async function setStatus(trx: Knex.Transaction, id: string, from: OrderStatus, to: OrderStatus, now: number, extra: Record<string, unknown> = {}): Promise<boolean> {
+  const n = await trx("orders").where({ id, status: from }).update({ status: to, updated_at: now, ...extra });
+  if (n === 1) await addHistory(trx, id, to, now);
+  return n === 1;
+}
+
+export async function addHistory(trx: Knex.Transaction, orderId: string, status: OrderStatus, at: number): Promise<void> {
+  await trx("order_history").insert({ order_id: orderId, status, at });
+}
+
+export async function historyOf(db: Knex, orderId: string): Promise<HistoryEntry[]> {
+  const rows = (await db("order_history").where({ order_id: orderId }).orderBy("seq")) as { status: OrderStatus; at: number | string }[];
+  return rows.map((r) => ({ status: r.status, at: Number(r.at) }));
+}
+
+// ---- payments the order knows of ----
+
+export async function upsertPayment(db: Knex, orderId: string, p: Omit<PaymentSummary, "createdAt" | "updatedAt">, now: number): Promise<void> {
+  const row = { payment_id: p.id, order_id: orderId, provider: p.provider, status: p.status, amount: p.amount.amount, currency: p.amount.currency, created_at: now, updated_at: now };
+  await db("order_payments").insert(row).onConflict("payment_id").merge({ status: p.status, updated_at: now });
+}
+
+export async function paymentsOf(db: Knex, orderId: string): Promise<PaymentSummary[]> {
+  const rows = (await db("order_payments").where({ order_id: orderId }).orderBy("created_at")) as {
+    payment_id: string; provider: string; status: string; amount: number | string; currency: string; created_at: number | string; updated_at: number | string;
+  }[];
+  return rows.map((r) => ({
+    id: r.payment_id, provider: r.provider, status: r.status, amount: { amount: Number(r.amount), currency: r.currency }, createdAt: Number(r.created_at), updatedAt: Number(r.updated_at),
+  }));
+}
+
+// ---- refunds ----
+
+interface RefundRow {
+  id: string;
+  order_id: string;
+  payment_id: string;
+  amount: number | string;
+  currency: string;
+  status: RefundStatus;
+  reason: string;
+  created_at: number | string;
+  updated_at: number | string;
+}
+
+const toRefund = (r: RefundRow): RefundSummary & { orderId: string } => ({
+  id: r.id, orderId: r.order_id, paymentId: r.payment_id, amount: { amount: Number(r.amount), currency: r.currency }, status: r.status, reason: r.reason,
+  createdAt: Number(r.created_at), updatedAt: Number(r.updated_at),
+});
+
+export async function refundsOf(db: Knex, orderId: string): Promise<(RefundSummary & { orderId: string })[]> {
+  return ((await db("order_refunds").where({ order_id: orderId }).orderBy("created_at")) as RefundRow[]).map(toRefund);
+}
+
+export async function findRefund(db: Knex, id: string): Promise<(RefundSummary & { orderId: string }) | undefined> {
+  const row = (await db("order_refunds").where({ id }).first()) as RefundRow | undefined;
+  return row && toRefund(row);
+}
+
+export async function insertRefund(trx: Knex.Transaction, r: RefundSummary & { orderId: string }): Promise<void> {
+  await trx("order_refunds").insert({
+    id: r.id, order_id: r.orderId, payment_id: r.paymentId, amount: r.amount.amount, currency: r.amount.currency, status: r.status, reason: r.reason,
+    created_at: r.createdAt, updated_at: r.updatedAt,
+  });
+}
+
+/** PENDING → SUCCEEDED|FAILED once; false when it was already settled. */
+export async function settleRefund(trx: Knex.Transaction, id: string, to: Exclude<RefundStatus, "PENDING">, now: number): Promise<boolean> {
+  return (await trx("order_refunds").where({ id, status: "PENDING" }).update({ status: to, updated_at: now })) === 1;
+}
+
+/** Refunds still pending since before `olderThan` (their platform call is retried; it is idempotent). */
+export async function stalePendingRefunds(db: Knex, olderThan: number, limit: number): Promise<(RefundSummary & { orderId: string })[]> {
+  return ((await db("order_refunds").where({ status: "PENDING" }).where("updated_at", "<", olderThan).orderBy("updated_at").limit(limit)) as RefundRow[]).map(toRefund);
+}
+
+export async function touchRefund(db: Knex, id: string, now: number): Promise<void> {
+  await db("order_refunds").where({ id, status: "PENDING" }).update({ updated_at: now });
+}
+
+// ---- idempotency keys ----
+
+export async function findIdempotencyKey(db: Knex, userId: string, key: string): Promise<{ fingerprint: string; orderId: string } | undefined> {
+  const row = (await db("idempotency_keys").where({ user_id: userId, idem_key: key }).first()) as { fingerprint: string; order_id: string } | undefined;
+  return row && { fingerprint: row.fingerprint, orderId: row.order_id };
+}
+
+/** Claims the key for a new order id; a concurrent or earlier claim violates the primary key. */
+export async function insertIdempotencyKey(db: Knex, userId: string, key: string, fingerprint: string, orderId: string, now: number): Promise<void> {
+  await db("idempotency_keys").insert({ user_id: userId, idem_key: key, fingerprint, order_id: orderId, created_at: now });
+}
+
+export async function deleteIdempotencyKey(db: Knex, userId: string, key: string, orderId: string): Promise<void> {
+  await db("idempotency_keys").where({ user_id: userId, idem_key: key, order_id: orderId }).del();
+}

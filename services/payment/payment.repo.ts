@@ -1,0 +1,286 @@
+/**
+ * Data access of the payment service: the only file that knows its tables.
+ *
+ * Concurrency: a payment changes state through ONE conditional UPDATE
+ * (`WHERE id = ? AND status IN (…)`) whose row count says who won; on InnoDB an UPDATE
+ * reads the latest committed row and locks it, so of ten concurrent deliveries of one
+ * callback exactly one sees 1. Refunds lock their payment row (`FOR UPDATE`) before
+ * summing, so two refunds of one payment are serialized. SQLite serializes writers.
+ */
+import type { Knex } from "knex";
+import type { PlatformName, SandboxPaymentState } from "./platforms";
+import type { Money, Outcome, PaymentRecord, PaymentStatus, RefundRecord, RefundStatus } from "./payment.domain";
+
+type Num = number | string;
+
+interface PaymentRow {
+  id: string;
+  order_id: string;
+  user_id: string;
+  provider: PlatformName;
+  status: PaymentStatus;
+  amount: Num;
+  currency: string;
+  subject: string;
+  pay_url: string | null;
+  code_url: string | null;
+  form: string | null;
+  provider_txn_id: string | null;
+  failure_reason: string | null;
+  pending_key: string | null;
+  reconcile_after: Num;
+  paid_at: Num | null;
+  created_at: Num;
+  updated_at: Num;
+}
+
+const toPayment = (r: PaymentRow): PaymentRecord => ({
+  id: r.id,
+  orderId: r.order_id,
+  userId: r.user_id,
+  provider: r.provider,
+  status: r.status,
+  amount: { amount: Number(r.amount), currency: r.currency },
+  subject: r.subject,
+  payUrl: r.pay_url,
+  codeUrl: r.code_url,
+  form: r.form,
+  providerTxnId: r.provider_txn_id,
+  failureReason: r.failure_reason,
+  reconcileAfter: Number(r.reconcile_after),
+  paidAt: r.paid_at === null || r.paid_at === undefined ? null : Number(r.paid_at),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
+
+export async function insertPayment(db: Knex, p: PaymentRecord, pendingKey: string): Promise<void> {
+  await db("payments").insert({
+    id: p.id,
+    order_id: p.orderId,
+    user_id: p.userId,
+    provider: p.provider,
+    status: p.status,
+    amount: p.amount.amount,
+    currency: p.amount.currency,
+    subject: p.subject,
+    pay_url: p.payUrl,
+    code_url: p.codeUrl,
+    form: p.form,
+    provider_txn_id: p.providerTxnId,
+    failure_reason: p.failureReason,
+    pending_key: pendingKey,
+    reconcile_after: p.reconcileAfter,
+    paid_at: p.paidAt,
+    created_at: p.createdAt,
+    updated_at: p.updatedAt,
+  });
+}
+
+export async function findPayment(db: Knex, id: string): Promise<PaymentRecord | undefined> {
+  const row = (await db("payments").where({ id }).first()) as PaymentRow | undefined;
+  return row && toPayment(row);
+}
+
+export async function findPaymentForUpdate(trx: Knex.Transaction, id: string): Promise<PaymentRecord | undefined> {
+  const row = (await trx("payments").where({ id }).forUpdate().first()) as PaymentRow | undefined;
+  return row && toPayment(row);
+}
+
+export async function findByPendingKey(db: Knex, key: string): Promise<PaymentRecord | undefined> {
+  const row = (await db("payments").where({ pending_key: key }).first()) as PaymentRow | undefined;
+  return row && toPayment(row);
+}
+
+/** The order's payments, oldest first. */
+export async function paymentsOfOrder(db: Knex, orderId: string): Promise<PaymentRecord[]> {
+  const rows = (await db("payments").where({ order_id: orderId }).orderBy([{ column: "created_at" }, { column: "id" }])) as PaymentRow[];
+  return rows.map(toPayment);
+}
+
+export async function hasSucceededPayment(db: Knex, orderId: string): Promise<boolean> {
+  return Boolean(await db("payments").where({ order_id: orderId, status: "SUCCEEDED" }).first("id"));
+}
+
+/**
+ * Records an outcome once: the row moves only from the states the outcome may leave
+ * (domain `fromStatesFor`). True for the one caller that moved it.
+ */
+export async function settlePayment(trx: Knex.Transaction, id: string, outcome: Outcome, from: PaymentStatus[], now: number): Promise<boolean> {
+  const set: Record<string, unknown> = { pending_key: null, updated_at: now };
+  if (outcome.kind === "succeeded") {
+    Object.assign(set, { status: "SUCCEEDED", provider_txn_id: outcome.providerTxnId || null, paid_at: outcome.paidAt, failure_reason: null });
+  } else {
+    Object.assign(set, { status: "FAILED", failure_reason: outcome.reason.slice(0, 64) });
+    if (outcome.providerTxnId) set.provider_txn_id = outcome.providerTxnId;
+  }
+  const n = await trx("payments").where({ id }).whereIn("status", from).update(set);
+  return n === 1;
+}
+
+/** PENDING payments whose reconciliation time has come (candidates; the claim re-checks). */
+export async function duePendingPayments(db: Knex, now: number, limit: number): Promise<PaymentRecord[]> {
+  const rows = (await db("payments").where({ status: "PENDING" }).where("reconcile_after", "<=", now).orderBy("reconcile_after").limit(limit)) as PaymentRow[];
+  return rows.map(toPayment);
+}
+
+/**
+ * Claims a due payment for one sweeper: moves its reconcile time to `until` only if it is
+ * still PENDING and still due, so of several replicas exactly one gets a row count of 1.
+ */
+export async function claimPayment(db: Knex, id: string, now: number, until: number): Promise<boolean> {
+  return (await db("payments").where({ id, status: "PENDING" }).where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1;
+}
+
+// ---- refunds ----
+
+interface RefundRow {
+  id: string;
+  payment_id: string;
+  order_id: string;
+  status: RefundStatus;
+  amount: Num;
+  currency: string;
+  reason: string;
+  provider_refund_id: string | null;
+  failure_code: string | null;
+  reconcile_after: Num;
+  created_at: Num;
+  updated_at: Num;
+}
+
+const toRefund = (r: RefundRow): RefundRecord => ({
+  id: r.id,
+  paymentId: r.payment_id,
+  orderId: r.order_id,
+  status: r.status,
+  amount: { amount: Number(r.amount), currency: r.currency },
+  reason: r.reason,
+  providerRefundId: r.provider_refund_id,
+  failureCode: r.failure_code,
+  reconcileAfter: Number(r.reconcile_after),
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
+});
+
+export async function findRefund(db: Knex, id: string): Promise<RefundRecord | undefined> {
+  const row = (await db("refunds").where({ id }).first()) as RefundRow | undefined;
+  return row && toRefund(row);
+}
+
+/** Refunds of a payment that count against its amount (PENDING and SUCCEEDED), read locked. */
+export async function committedRefundTotal(trx: Knex.Transaction, paymentId: string): Promise<number> {
+  const rows = (await trx("refunds").where({ payment_id: paymentId }).whereIn("status", ["PENDING", "SUCCEEDED"]).forUpdate().select("amount")) as { amount: Num }[];
+  return rows.reduce((sum, r) => sum + Number(r.amount), 0);
+}
+
+export async function insertRefund(trx: Knex.Transaction, r: RefundRecord): Promise<void> {
+  await trx("refunds").insert({
+    id: r.id,
+    payment_id: r.paymentId,
+    order_id: r.orderId,
+    status: r.status,
+    amount: r.amount.amount,
+    currency: r.amount.currency,
+    reason: r.reason,
+    provider_refund_id: r.providerRefundId,
+    failure_code: r.failureCode,
+    reconcile_after: r.reconcileAfter,
+    created_at: r.createdAt,
+    updated_at: r.updatedAt,
+  });
+}
+
+/** PENDING → SUCCEEDED | FAILED once; true for the caller that moved it. */
+export async function settleRefund(
+  trx: Knex.Transaction,
+  id: string,
+  to: Exclude<RefundStatus, "PENDING">,
+  fields: { providerRefundId?: string; failureCode?: string },
+  now: number,
+): Promise<boolean> {
+  const set: Record<string, unknown> = { status: to, updated_at: now };
+  if (fields.providerRefundId) set.provider_refund_id = fields.providerRefundId;
+  if (fields.failureCode) set.failure_code = fields.failureCode.slice(0, 64);
+  return (await trx("refunds").where({ id, status: "PENDING" }).update(set)) === 1;
+}
+
+export async function noteRefundProviderId(db: Knex, id: string, providerRefundId: string, now: number): Promise<void> {
+  await db("refunds").where({ id, status: "PENDING" }).update({ provider_refund_id: providerRefundId, updated_at: now });
+}
+
+export async function duePendingRefunds(db: Knex, now: number, limit: number): Promise<RefundRecord[]> {
+  const rows = (await db("refunds").where({ status: "PENDING" }).where("reconcile_after", "<=", now).orderBy("reconcile_after").limit(limit)) as RefundRow[];
+  return rows.map(toRefund);
+}
+
+export async function claimRefund(db: Knex, id: string, now: number, until: number): Promise<boolean> {
+  return (await db("refunds").where({ id, status: "PENDING" }).where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1;
+}
+
+// ---- the sandbox platform's own records (SandboxStateStore) ----
+
+interface SandboxRow {
+  payment_id: string;
+  amount: Num;
+  currency: string;
+  status: "succeeded" | "failed";
+  provider_txn_id: string;
+  paid_at: Num | null;
+}
+
+export async function sandboxPayment(db: Knex, paymentId: string): Promise<SandboxPaymentState | undefined> {
+  const r = (await db("sandbox_payments").where({ payment_id: paymentId }).first()) as SandboxRow | undefined;
+  if (!r) return undefined;
+  return {
+    paymentId: r.payment_id,
+    amountMinor: Number(r.amount),
+    currency: r.currency,
+    status: r.status,
+    providerTxnId: r.provider_txn_id,
+    ...(r.paid_at !== null && r.paid_at !== undefined ? { paidAt: new Date(Number(r.paid_at)).toISOString() } : {}),
+  };
+}
+
+/**
+ * The tester's choice, as the sandbox platform records it: a first choice is inserted; a
+ * success replaces an earlier failure (the buyer tried again and paid); a success is final.
+ * Returns the state as it stands afterwards.
+ */
+export async function recordSandboxChoice(
+  db: Knex,
+  s: { paymentId: string; amount: Money; status: "succeeded" | "failed"; providerTxnId: string; paidAt: number | null },
+  now: number,
+): Promise<SandboxPaymentState> {
+  const row = {
+    payment_id: s.paymentId,
+    amount: s.amount.amount,
+    currency: s.amount.currency,
+    status: s.status,
+    provider_txn_id: s.providerTxnId,
+    paid_at: s.paidAt,
+    updated_at: now,
+  };
+  try {
+    await db("sandbox_payments").insert(row);
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? "";
+    if (!/DUP_ENTRY|CONSTRAINT/.test(code)) throw err;
+    if (s.status === "succeeded")
+      await db("sandbox_payments").where({ payment_id: s.paymentId, status: "failed" }).update({ status: "succeeded", provider_txn_id: s.providerTxnId, paid_at: s.paidAt, updated_at: now });
+  }
+  return (await sandboxPayment(db, s.paymentId))!;
+}
+
+export async function sandboxRecordRefund(db: Knex, r: { paymentId: string; refundId: string; amountMinor: number }, newId: () => string, now: number): Promise<{ providerRefundId: string }> {
+  const existing = (await db("sandbox_refunds").where({ refund_id: r.refundId }).first()) as { provider_refund_id: string } | undefined;
+  if (existing) return { providerRefundId: existing.provider_refund_id };
+  const providerRefundId = newId();
+  try {
+    await db("sandbox_refunds").insert({ refund_id: r.refundId, payment_id: r.paymentId, amount: r.amountMinor, provider_refund_id: providerRefundId, created_at: now });
+    return { providerRefundId };
+  } catch (err) {
+    const again = (await db("sandbox_refunds").where({ refund_id: r.refundId }).first()) as { provider_refund_id: string } | undefined;
+    if (again) return { providerRefundId: again.provider_refund_id };
+    throw err;
+  }
+}

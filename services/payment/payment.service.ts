@@ -1,0 +1,641 @@
+/**
+ * Payment service: payments through a platform (sandbox, Alipay, WeChat Pay), their
+ * callbacks, refunds, and reconciliation. Handlers stay thin: rules live in
+ * payment.domain.ts, SQL in payment.repo.ts, the platforms in platforms/.
+ *
+ * Guarantees and their limits:
+ * - A payment changes state once: every outcome (callback or reconciliation) goes through
+ *   `settle`, one transaction with a conditional `UPDATE … WHERE status IN (…)` and, when
+ *   that moved the row, its `payment.succeeded` / `payment.failed` event in the outbox. A
+ *   repeated or concurrent callback finds the row moved and changes nothing (and is still
+ *   acknowledged, so the platform stops re-sending). A success after a failure is recorded
+ *   (the buyer's money was taken); a failure after a success is not.
+ * - A callback is trusted only after the platform's own verification (signature over the
+ *   raw bytes, timestamp window, merchant/app) AND `checkBusiness` against our stored
+ *   payment (id, amount, currency). A refusal answers the platform's nack (400) and
+ *   changes nothing.
+ * - Refunds are idempotent per refundId: the row is inserted first (primary key), under the
+ *   payment's row lock with the sum of PENDING+SUCCEEDED refunds checked, then the platform
+ *   is called with refundId as out_request_no / out_refund_no. A replay returns the stored
+ *   result. An unknown platform answer leaves it PENDING; the sweep asks again with the same id.
+ * - Reconciliation: each replica sweeps every PAYMENT_RECONCILE_INTERVAL_MS. A row is claimed
+ *   by a conditional UPDATE of its `reconcile_after` (one replica wins), then queried and
+ *   settled through `settle`. A PENDING payment past PAYMENT_PENDING_TIMEOUT_S that the
+ *   platform reports unpaid, closed or unknown becomes FAILED (reason timeout, closed,
+ *   not_found); a later success callback still records SUCCEEDED.
+ * - The sandbox's callbacks are sent over HTTP by this process (SandboxNotifier, retries with
+ *   backoff); retries in flight are lost if the process stops, and reconciliation then
+ *   settles the payment from the sandbox's own records (sandbox_payments).
+ */
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { Context, ServiceSchema } from "moleculer";
+import type { AppConfig } from "../../lib/config";
+import { requireUser, type RequestContext } from "../../lib/context";
+import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
+import { AppError, conflict, notFound, validationError } from "../../lib/errors";
+import { DbMixin } from "../../mixins/db.mixin";
+import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
+import {
+  MAX_AMOUNT,
+  PROVIDERS,
+  fromStatesFor,
+  iso,
+  newPaymentId,
+  paidAtMs,
+  payloadColumns,
+  pendingKey,
+  reconcileOutcome,
+  refundProblem,
+  refundStatusOf,
+  sameRefund,
+  sandboxPageCsp,
+  sandboxPageHtml,
+  toPaymentView,
+  toRefundView,
+  type Money,
+  type Outcome,
+  type PaymentRecord,
+  type RefundRecord,
+} from "./payment.domain";
+import * as repo from "./payment.repo";
+import {
+  PaymentPlatformError,
+  PaymentVerificationError,
+  SandboxNotifier,
+  checkBusiness,
+  checkSandboxPayToken,
+  createPlatforms,
+  describePaymentConfig,
+  parsePaymentConfig,
+  type PaymentConfig,
+  type PaymentPlatform,
+  type PlatformHttpResponse,
+  type PlatformName,
+  type RefundResult,
+  type SandboxNotificationPayload,
+  type SandboxStateStore,
+} from "./platforms";
+
+/** Rows handled per sweep pass (payments, then refunds). */
+const SWEEP_BATCH = 100;
+/** How long a sandbox pay token may be. */
+const TOKEN_MAX = 100;
+
+type Ctx<P = Record<string, unknown>> = RequestContext<P>;
+
+interface PaymentServiceThis extends EventsServiceThis {
+  db: Db;
+  broker: Context["broker"];
+  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
+  paymentConfig: PaymentConfig;
+  platformMap?: Map<PlatformName, PaymentPlatform>;
+  notifier?: SandboxNotifier;
+  lifetime: AbortController;
+  deliveries: Set<Promise<unknown>>;
+  sweepTimer?: NodeJS.Timeout;
+  sweeping?: Promise<unknown>;
+  publicUrl(): string;
+  platforms(): Map<PlatformName, PaymentPlatform>;
+  platformFor(provider: string): PaymentPlatform;
+  settle(payment: PaymentRecord, outcome: Outcome): Promise<boolean>;
+  executeRefund(refund: RefundRecord, payment: PaymentRecord): Promise<RefundRecord>;
+  applyRefundResult(refund: RefundRecord, result: RefundResult): Promise<void>;
+  reconcileOnce(now?: number): Promise<{ payments: number; refunds: number }>;
+  deliverSandbox(payload: SandboxNotificationPayload): void;
+}
+
+// ---- configuration ----
+
+const SANDBOX_KEY_FILE = "sandbox-pay-key.pem";
+
+/**
+ * Embedded mode without SANDBOX_PAY_* keys: the sandbox's key pair is generated once into
+ * DATA_DIR (0600; like the JWT secret), so pay URLs and callbacks signed before a restart
+ * still verify after it. Cluster mode takes the keys from the environment only.
+ */
+export function sandboxKeyEnv(config: Pick<AppConfig, "mode" | "dataDir">, env: Record<string, string | undefined>): Record<string, string | undefined> {
+  const given = (v: string | undefined) => v !== undefined && v.trim() !== "";
+  if (config.mode !== "embedded" || given(env.SANDBOX_PAY_PRIVATE_KEY) || given(env.SANDBOX_PAY_PUBLIC_KEY)) return env;
+  const file = path.join(config.dataDir, SANDBOX_KEY_FILE);
+  fs.mkdirSync(config.dataDir, { recursive: true });
+  let pem: string;
+  try {
+    pem = fs.readFileSync(file, "utf8");
+  } catch {
+    const fresh = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
+    try {
+      // `wx`: of two processes racing, the loser reads the winner's key.
+      fs.writeFileSync(file, fresh, { mode: 0o600, flag: "wx" });
+      pem = fresh;
+    } catch {
+      pem = fs.readFileSync(file, "utf8");
+    }
+  }
+  const publicPem = createPublicKey(createPrivateKey(pem)).export({ type: "spki", format: "pem" }).toString();
+  return { ...env, SANDBOX_PAY_PRIVATE_KEY: pem, SANDBOX_PAY_PUBLIC_KEY: publicPem };
+}
+
+export function loadPaymentConfig(config: AppConfig, env: Record<string, string | undefined> = process.env): PaymentConfig {
+  return parsePaymentConfig(sandboxKeyEnv(config, env), { mode: config.mode });
+}
+
+// ---- parameter schemas (fastest-validator; they also generate the OpenAPI document) ----
+
+const idRule = { type: "string", min: 1, max: 64 } as const;
+const moneyRule = {
+  type: "object",
+  strict: true,
+  props: {
+    amount: { type: "number", integer: true, min: 1, max: MAX_AMOUNT },
+    currency: { type: "string", length: 3, pattern: "^[A-Z]{3}$" },
+  },
+} as const;
+const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
+const paymentSchema = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    orderId: { type: "string" },
+    userId: { type: "string" },
+    provider: { type: "string", enum: [...PROVIDERS] },
+    status: { type: "string", enum: ["PENDING", "SUCCEEDED", "FAILED"] },
+    amount: moneySchema,
+    payUrl: { type: "string", description: "Open this URL to pay (sandbox, Alipay)" },
+    codeUrl: { type: "string", description: "Show as a QR code (WeChat Pay Native)" },
+    form: { type: "string", description: "An HTML form to submit (Alipay page pay)" },
+    providerTxnId: { type: "string" },
+    createdAt: { type: "string", format: "date-time" },
+    updatedAt: { type: "string", format: "date-time" },
+    paidAt: { type: "string", format: "date-time" },
+  },
+};
+
+function httpReply(ctx: Ctx<any>, r: PlatformHttpResponse): string | null {
+  ctx.meta.$statusCode = r.status;
+  const headers: Record<string, string> = {};
+  let type: string | undefined;
+  for (const [k, v] of Object.entries(r.headers)) {
+    if (k.toLowerCase() === "content-type") type = v;
+    else headers[k] = v;
+  }
+  ctx.meta.$responseType = type ?? "text/plain; charset=utf-8";
+  ctx.meta.$responseHeaders = headers;
+  return r.body === "" ? null : r.body;
+}
+
+export function createPaymentService(config: AppConfig, env: Record<string, string | undefined> = process.env): ServiceSchema {
+  // Parsed when the broker is composed: a bad key or half a merchant configuration stops the start.
+  const paymentConfig = loadPaymentConfig(config, env);
+  const timeoutMs = config.payments.pendingTimeoutS * 1000;
+  /** A claimed row is left to its claimer this long before another sweep may try it. */
+  const leaseMs = Math.max(60_000, 2 * config.payments.reconcileIntervalMs);
+
+  return {
+    name: "payment",
+    // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
+    mixins: [EventsMixin({ name: "payment", config }), DbMixin({ name: "payment", migrationsDir: path.join(__dirname, "migrations"), config })],
+
+    actions: {
+      /** For the order service: a payment of an order with a platform (not routed). */
+      create: {
+        visibility: "public",
+        params: {
+          $$strict: true,
+          orderId: idRule,
+          userId: idRule,
+          provider: { type: "enum", values: [...PROVIDERS] },
+          amount: moneyRule,
+          subject: { type: "string", trim: true, min: 1, max: 256 },
+        },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string; userId: string; provider: PlatformName; amount: Money; subject: string }>) {
+          const { orderId, userId, provider, subject } = ctx.params;
+          const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
+          const platform = this.platformFor(provider);
+          if (await repo.hasSucceededPayment(this.db, orderId)) throw conflict("This order is already paid", [{ field: "orderId", orderId }]);
+          const key = pendingKey(orderId, provider, amount);
+          const reusable = await repo.findByPendingKey(this.db, key);
+          if (reusable) return toPaymentView(reusable);
+
+          const id = newPaymentId();
+          let created;
+          try {
+            created = await platform.create({
+              paymentId: id, orderId, amountMinor: amount.amount, currency: amount.currency, subject,
+              notifyUrl: `${this.publicUrl()}/api/payments/notify/${provider}`,
+            });
+          } catch (err) {
+            if (err instanceof PaymentPlatformError && err.reason === "invalid_request") throw validationError(err.message, [{ field: "amount" }]);
+            if (err instanceof AppError) throw err;
+            this.logger.warn(`payment.create: ${provider} did not answer`, err instanceof Error ? err.message : err);
+            throw new AppError("SERVICE_UNAVAILABLE", "The payment platform is unavailable; try again later");
+          }
+          const now = Date.now();
+          const record: PaymentRecord = {
+            id, orderId, userId, provider, status: "PENDING", amount, subject, ...payloadColumns(created),
+            providerTxnId: null, failureReason: null, reconcileAfter: now + timeoutMs, paidAt: null, createdAt: now, updatedAt: now,
+          };
+          try {
+            await inTransaction(this.db, async (trx) => {
+              if (await repo.hasSucceededPayment(trx, orderId)) throw conflict("This order is already paid", [{ field: "orderId", orderId }]);
+              await repo.insertPayment(trx, record, key);
+            });
+          } catch (err) {
+            // A concurrent create of the same order, provider and amount won: reuse its payment.
+            if (isUniqueViolation(err)) {
+              const winner = await repo.findByPendingKey(this.db, key);
+              if (winner) return toPaymentView(winner);
+            }
+            throw err;
+          }
+          return toPaymentView(record);
+        },
+      },
+
+      get: {
+        auth: "user",
+        openapi: { summary: "One payment (owner or admin)", tags: ["payments"], response: paymentSchema },
+        // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
+        params: { $$strict: "remove", id: idRule },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ id: string }>) {
+          const user = requireUser(ctx);
+          const p = await repo.findPayment(this.db, ctx.params.id);
+          // Someone else's payment is a 404: its existence is not revealed.
+          if (!p || (p.userId !== user.id && user.role !== "admin")) throw notFound("Payment");
+          return toPaymentView(p);
+        },
+      },
+
+      /** For the order service: the order's payments, oldest first (not routed). */
+      listForOrder: {
+        visibility: "public",
+        params: { $$strict: true, orderId: idRule },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string }>) {
+          return (await repo.paymentsOfOrder(this.db, ctx.params.orderId)).map(toPaymentView);
+        },
+      },
+
+      /** For the order service: a refund through the platform that took the money (not routed). */
+      refund: {
+        visibility: "public",
+        params: {
+          $$strict: true,
+          refundId: idRule,
+          orderId: idRule,
+          paymentId: idRule,
+          amount: moneyRule,
+          reason: { type: "string", trim: true, min: 1, max: 500 },
+        },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ refundId: string; orderId: string; paymentId: string; amount: Money; reason: string }>) {
+          const { refundId, orderId, paymentId, reason } = ctx.params;
+          const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
+          const replay = (r: RefundRecord) => {
+            if (!sameRefund(r, { paymentId, orderId, amount })) throw conflict("This refundId was used for another refund", [{ field: "refundId" }]);
+            return toRefundView(r);
+          };
+          const stored = await repo.findRefund(this.db, refundId);
+          if (stored) return replay(stored);
+          const now = Date.now();
+          const refund: RefundRecord = {
+            id: refundId, paymentId, orderId, status: "PENDING", amount, reason, providerRefundId: null, failureCode: null,
+            // Left to this call; the sweep takes over only if it never settles (a crash, an unknown answer).
+            reconcileAfter: now + leaseMs, createdAt: now, updatedAt: now,
+          };
+          let payment: PaymentRecord | RefundRecord;
+          try {
+            payment = await inTransaction(this.db, async (trx) => {
+              // The payment's row lock serializes refunds of one payment: the sum below is current.
+              const p = await repo.findPaymentForUpdate(trx, paymentId);
+              if (!p) throw notFound("Payment");
+              const same = await repo.findRefund(trx, refundId);
+              if (same) return same;
+              const problem = refundProblem(p, { orderId, amount }, await repo.committedRefundTotal(trx, paymentId));
+              if (problem?.status === 404) throw notFound("Payment");
+              if (problem?.status === 409) throw conflict(problem.message, [{ field: "paymentId", status: p.status }]);
+              if (problem) throw validationError(problem.message, [{ field: "amount" }]);
+              await repo.insertRefund(trx, refund);
+              return p;
+            });
+          } catch (err) {
+            if (isUniqueViolation(err)) {
+              const again = await repo.findRefund(this.db, refundId);
+              if (again) return replay(again);
+            }
+            throw err;
+          }
+          if ("paymentId" in payment) return replay(payment);
+          return toRefundView(await this.executeRefund(refund, payment));
+        },
+      },
+
+      /**
+       * The platforms' callbacks (POST /api/payments/notify/:provider). The gateway's raw
+       * route passes the exact bytes (base64), the content type and the headers. Answers in
+       * the platform's own format: its ack (also for a repeat), or its nack (400) for a
+       * callback that fails verification, which changes nothing.
+       */
+      notify: {
+        auth: "none",
+        openapi: {
+          summary: "A payment platform's callback (its own format; signatures over the raw body)",
+          description: "Answers the platform's own acknowledgement (Alipay and the sandbox: `success` as text/plain; WeChat Pay: 204). A callback that fails verification (signature, key, timestamp, merchant, app, amount, unknown payment) answers 400 and changes nothing; a repeat changes nothing.",
+          tags: ["payments"],
+          contentType: "text/plain",
+          response: { type: "string" },
+          errors: [400, 404],
+        },
+        params: {
+          $$strict: true,
+          provider: { type: "string", min: 1, max: 32 },
+          rawBody: { type: "string", max: Math.ceil((config.bodyLimitBytes * 4) / 3) + 8 },
+          contentType: { type: "string", max: 256, optional: true },
+          headers: { type: "object", optional: true },
+        },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ provider: string; rawBody: string; contentType?: string; headers?: Record<string, string | string[]> }>) {
+          const platform = this.platforms().get(ctx.params.provider as PlatformName);
+          if (!platform) throw notFound("Payment platform");
+          try {
+            const n = await platform.verifyNotification({
+              headers: ctx.params.headers ?? {},
+              rawBody: Buffer.from(ctx.params.rawBody, "base64"),
+              contentType: ctx.params.contentType || undefined,
+            });
+            const stored = await repo.findPayment(this.db, n.paymentId);
+            const mine = stored && stored.provider === platform.name ? stored : undefined;
+            checkBusiness(n, mine && { paymentId: mine.id, amountMinor: mine.amount.amount, currency: mine.amount.currency });
+            const payment = mine!;
+            if (n.status === "succeeded") {
+              await this.settle(payment, { kind: "succeeded", providerTxnId: n.providerTxnId, paidAt: paidAtMs(n.paidAt, Date.now()) });
+            } else if (n.status === "failed") {
+              await this.settle(payment, { kind: "failed", reason: "declined", providerTxnId: n.providerTxnId });
+            }
+            // "pending" (the buyer has not paid yet): nothing to record; acknowledged.
+            return httpReply(ctx, platform.ackResponse());
+          } catch (err) {
+            if (err instanceof PaymentVerificationError) {
+              this.logger.warn(`Refused a ${platform.name} callback: ${err.reason}`);
+            } else {
+              // Our side failed (database…): a 500 nack, so the platform sends it again later.
+              this.logger.error(`A ${platform.name} callback could not be recorded`, err instanceof Error ? err.message : err);
+            }
+            return httpReply(ctx, platform.nackResponse(err));
+          }
+        },
+      },
+
+      /**
+       * The sandbox platform's "buyer chose" endpoint (POST /api/payments/sandbox/:paymentId/complete):
+       * the token from the payUrl proves access. The sandbox records the choice, answers 202,
+       * then calls our notify route over HTTP, signed, with retries, like a real platform.
+       */
+      sandboxComplete: {
+        auth: "none",
+        openapi: {
+          summary: "Sandbox platform: complete a payment as the buyer (success or failure)",
+          description: "Anyone holding the payUrl (its token) may call it. The sandbox then calls POST /api/payments/notify/sandbox, signed, like a real platform.",
+          tags: ["payments"],
+          status: 202,
+          response: { type: "object", properties: { paymentId: { type: "string" }, outcome: { type: "string" }, status: { type: "string" } } },
+          errors: [404],
+        },
+        params: {
+          $$strict: true,
+          paymentId: idRule,
+          outcome: { type: "enum", values: ["success", "failure"] },
+          token: { type: "string", min: 1, max: TOKEN_MAX },
+        },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; outcome: "success" | "failure"; token: string }>) {
+          const { paymentId, outcome, token } = ctx.params;
+          const sandbox = paymentConfig.sandbox;
+          if (!sandbox || !checkSandboxPayToken(paymentId, token, sandbox.privateKey)) throw notFound("Payment");
+          const p = await repo.findPayment(this.db, paymentId);
+          if (!p || p.provider !== "sandbox") throw notFound("Payment");
+          const now = Date.now();
+          const state = await repo.recordSandboxChoice(
+            this.db,
+            {
+              paymentId, amount: p.amount, status: outcome === "success" ? "succeeded" : "failed",
+              providerTxnId: `sbx_${randomBytes(12).toString("hex")}`, paidAt: outcome === "success" ? now : null,
+            },
+            now,
+          );
+          this.deliverSandbox({
+            notifyId: `sbn_${randomBytes(12).toString("hex")}`,
+            paymentId,
+            providerTxnId: state.providerTxnId!,
+            amountMinor: state.amountMinor,
+            currency: state.currency,
+            status: state.status === "succeeded" ? "succeeded" : "failed",
+            ...(state.paidAt ? { paidAt: state.paidAt } : {}),
+          });
+          ctx.meta.$statusCode = 202;
+          return { paymentId, outcome: state.status === "succeeded" ? "success" : "failure", status: "notifying" };
+        },
+      },
+
+      /** The sandbox's pay page (GET /sandbox/pay/:paymentId?token=): choose success or failure. */
+      sandboxPage: {
+        auth: "none",
+        openapi: { summary: "Sandbox platform: the pay page (HTML)", tags: ["payments"], contentType: "text/html", response: { type: "string" }, errors: [404] },
+        params: { $$strict: true, paymentId: idRule, token: { type: "string", max: TOKEN_MAX, optional: true } },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; token?: string }>) {
+          const { paymentId, token } = ctx.params;
+          const sandbox = paymentConfig.sandbox;
+          if (!sandbox || !token || !checkSandboxPayToken(paymentId, token, sandbox.privateKey)) throw notFound("Payment");
+          const p = await repo.findPayment(this.db, paymentId);
+          if (!p || p.provider !== "sandbox") throw notFound("Payment");
+          const nonce = randomBytes(16).toString("base64");
+          ctx.meta.$responseType = "text/html; charset=utf-8";
+          ctx.meta.$responseHeaders = { "Content-Security-Policy": sandboxPageCsp(nonce), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer" };
+          return sandboxPageHtml(p, token, nonce);
+        },
+      },
+
+      /** One reconciliation pass now (tests, operations); `now` (epoch ms) lets a test look ahead. */
+      reconcile: {
+        visibility: "public",
+        params: { $$strict: true, now: { type: "number", integer: true, min: 0, optional: true } },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ now?: number }>) {
+          return this.reconcileOnce(ctx.params.now);
+        },
+      },
+    },
+
+    methods: {
+      /**
+       * The gateway's public base URL. PUBLIC_URL when given; when it is not and PORT=0 (an
+       * ephemeral port: tests), the configured URL ends in ":0", which no one can reach, so
+       * the address the local gateway actually bound is used instead.
+       */
+      publicUrl(this: PaymentServiceThis): string {
+        if (new URL(config.publicUrl).port !== "0") return config.publicUrl;
+        const api = this.broker.getLocalService("api") as unknown as { server?: { address(): unknown } } | undefined;
+        const address = api?.server?.address();
+        if (address && typeof address === "object" && "port" in address) return `http://127.0.0.1:${(address as { port: number }).port}`;
+        throw new AppError("SERVICE_UNAVAILABLE", "The gateway's public URL is not known (set PUBLIC_URL)");
+      },
+
+      /** Built on first use: the sandbox's payUrl needs the public URL, known once the gateway listens. */
+      platforms(this: PaymentServiceThis): Map<PlatformName, PaymentPlatform> {
+        if (!this.platformMap) {
+          const store: SandboxStateStore = {
+            getPayment: (id) => repo.sandboxPayment(this.db, id),
+            recordRefund: (r) => repo.sandboxRecordRefund(this.db, r, () => `sbr_${randomBytes(12).toString("hex")}`, Date.now()),
+          };
+          this.platformMap = createPlatforms(paymentConfig, { publicUrl: this.publicUrl(), sandboxStore: store });
+        }
+        return this.platformMap;
+      },
+
+      platformFor(this: PaymentServiceThis, provider: string): PaymentPlatform {
+        const platform = this.platforms().get(provider as PlatformName);
+        if (!platform) throw validationError(`Payment provider '${provider}' is not enabled`, [{ field: "provider", enabled: paymentConfig.enabled }]);
+        return platform;
+      },
+
+      /** Records an outcome once, with its event in the same transaction. True when this call moved the row. */
+      async settle(this: PaymentServiceThis, payment: PaymentRecord, outcome: Outcome): Promise<boolean> {
+        return inTransaction(this.db, async (trx) => {
+          const now = Date.now();
+          if (!(await repo.settlePayment(trx, payment.id, outcome, fromStatesFor(outcome), now))) return false;
+          const base = { paymentId: payment.id, orderId: payment.orderId, userId: payment.userId, provider: payment.provider };
+          if (outcome.kind === "succeeded") {
+            await this.publishEvent(trx, "payment.succeeded", {
+              ...base, amount: { ...payment.amount }, providerTxnId: outcome.providerTxnId, paidAt: iso(outcome.paidAt), occurredAt: iso(now),
+            });
+          } else {
+            await this.publishEvent(trx, "payment.failed", { ...base, reason: outcome.reason, occurredAt: iso(now) });
+          }
+          return true;
+        });
+      },
+
+      /** Calls the platform for a stored PENDING refund (same refundId every time) and applies the answer. */
+      async executeRefund(this: PaymentServiceThis, refund: RefundRecord, payment: PaymentRecord): Promise<RefundRecord> {
+        const platform = this.platforms().get(payment.provider);
+        if (!platform) {
+          this.logger.warn(`Refund ${refund.id}: provider ${payment.provider} is not enabled here; left PENDING`);
+          return (await repo.findRefund(this.db, refund.id))!;
+        }
+        let result: RefundResult | undefined;
+        try {
+          result = await platform.refund({
+            paymentId: payment.id, refundId: refund.id, amountMinor: refund.amount.amount, totalMinor: payment.amount.amount,
+            currency: refund.amount.currency, reason: refund.reason,
+          });
+        } catch (err) {
+          if (err instanceof PaymentPlatformError && !err.retryable) result = { status: "failed", failureCode: err.platformCode ?? err.reason };
+          else this.logger.warn(`Refund ${refund.id}: outcome unknown, the sweep will ask again`, err instanceof Error ? err.message : err);
+        }
+        if (result) await this.applyRefundResult(refund, result);
+        return (await repo.findRefund(this.db, refund.id))!;
+      },
+
+      async applyRefundResult(this: PaymentServiceThis, refund: RefundRecord, result: RefundResult): Promise<void> {
+        const status = refundStatusOf(result);
+        if (status === "PENDING") {
+          if (result.providerRefundId) await repo.noteRefundProviderId(this.db, refund.id, result.providerRefundId, Date.now());
+          return;
+        }
+        await inTransaction(this.db, async (trx) => {
+          const now = Date.now();
+          const fields = { ...(result.providerRefundId ? { providerRefundId: result.providerRefundId } : {}), ...(result.failureCode ? { failureCode: result.failureCode } : {}) };
+          if (!(await repo.settleRefund(trx, refund.id, status, fields, now))) return;
+          await this.publishEvent(trx, status === "SUCCEEDED" ? "refund.succeeded" : "refund.failed", {
+            refundId: refund.id, orderId: refund.orderId, paymentId: refund.paymentId, amount: { ...refund.amount }, occurredAt: iso(now),
+          });
+        });
+      },
+
+      /**
+       * One pass: PENDING payments past the timeout are queried and settled; PENDING refunds
+       * whose call never settled are sent again (same refundId). Any number of replicas may
+       * run it: each row is claimed by a conditional UPDATE first.
+       */
+      async reconcileOnce(this: PaymentServiceThis, now = Date.now()) {
+        let payments = 0;
+        let refunds = 0;
+        const platforms = this.platforms();
+        for (const p of await repo.duePendingPayments(this.db, now, SWEEP_BATCH)) {
+          if (!(await repo.claimPayment(this.db, p.id, now, now + leaseMs))) continue;
+          const platform = platforms.get(p.provider);
+          if (!platform) continue;
+          try {
+            const outcome = reconcileOutcome(await platform.query(p.id), p.amount, Date.now());
+            if (!outcome) {
+              this.logger.error(`Reconciliation of payment ${p.id}: the platform's amount or currency differs from ours; left PENDING`);
+              continue;
+            }
+            if (await this.settle(p, outcome)) payments++;
+          } catch (err) {
+            this.logger.warn(`Reconciliation of payment ${p.id} failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
+          }
+        }
+        for (const r of await repo.duePendingRefunds(this.db, now, SWEEP_BATCH)) {
+          if (!(await repo.claimRefund(this.db, r.id, now, now + leaseMs))) continue;
+          const payment = await repo.findPayment(this.db, r.paymentId);
+          if (!payment) continue;
+          try {
+            if ((await this.executeRefund(r, payment)).status !== "PENDING") refunds++;
+          } catch (err) {
+            this.logger.warn(`Reconciliation of refund ${r.id} failed`, err instanceof Error ? err.message : err);
+          }
+        }
+        if (payments || refunds) this.logger.info(`Reconciliation settled ${payments} payment(s), ${refunds} refund(s)`);
+        return { payments, refunds };
+      },
+
+      /** The sandbox platform sends its callback in the background, as a real platform would. */
+      deliverSandbox(this: PaymentServiceThis, payload: SandboxNotificationPayload) {
+        const sandbox = paymentConfig.sandbox!;
+        const lifetime = this.lifetime.signal;
+        this.notifier ??= new SandboxNotifier({
+          privateKey: sandbox.privateKey,
+          // Waits between retries end early when the service stops.
+          sleep: (ms) =>
+            new Promise<void>((resolve) => {
+              if (lifetime.aborted) return resolve();
+              const t = setTimeout(resolve, ms);
+              lifetime.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+            }),
+        });
+        const url = `${this.publicUrl()}/api/payments/notify/sandbox`;
+        const delivery = this.notifier
+          .deliver(url, payload, lifetime)
+          .then((r) => {
+            if (!r.delivered && !lifetime.aborted)
+              this.logger.warn(`Sandbox callback for ${payload.paymentId} not delivered after ${r.attempts} attempt(s): ${r.lastError ?? "?"}; reconciliation will settle it`);
+          })
+          .catch(() => undefined)
+          .finally(() => this.deliveries.delete(delivery));
+        this.deliveries.add(delivery);
+      },
+    },
+
+    created(this: PaymentServiceThis) {
+      this.paymentConfig = paymentConfig;
+      this.lifetime = new AbortController();
+      this.deliveries = new Set();
+    },
+
+    async started(this: PaymentServiceThis) {
+      this.logger.info(`Payment platforms: ${describePaymentConfig(paymentConfig)}`);
+      const tick = () => {
+        if (this.lifetime.signal.aborted || this.sweeping) return;
+        this.sweeping = this.reconcileOnce()
+          .catch((err) => this.logger.warn("Payment reconciliation failed; the next pass will retry", err instanceof Error ? err.message : err))
+          .finally(() => (this.sweeping = undefined));
+      };
+      this.sweepTimer = setInterval(tick, config.payments.reconcileIntervalMs);
+      this.sweepTimer.unref();
+    },
+
+    async stopped(this: PaymentServiceThis) {
+      this.lifetime.abort();
+      if (this.sweepTimer) clearInterval(this.sweepTimer);
+      await this.sweeping;
+      await Promise.allSettled([...this.deliveries]);
+    },
+  } as unknown as ServiceSchema;
+}
