@@ -20,8 +20,9 @@
  * - Every reservation transition leaves `held` under `WHERE status = 'held'` together with
  *   its stock change, so commit, release and sweeps on any number of replicas apply it once.
  * - Every change and its business event (outbox) commit together.
- * - Cache: every write cleans `product.**` in this node's cacher after its commit and
- *   broadcasts `cache.clean.product` for the other nodes' memory cachers; a second clean
+ * - Cache: every write cleans this node's cacher after its commit (descriptive writes all of
+ *   `product.**`, stock-only writes just those products' `product.get` keys, see cleanLocal)
+ *   and broadcasts `cache.clean.product` for the other nodes' memory cachers; a second clean
  *   follows shortly after, for a read that loaded the old row just before the commit and
  *   stored it just after the first clean. Limit: a read slower than that delay could still
  *   store a stale entry, which then lives until the cache TTL (300 s).
@@ -68,6 +69,8 @@ import * as repo from "./product.repo";
 
 /** Wait before the second cache clean of a write (see the header). */
 const SECOND_CLEAN_MS = 250;
+/** Product lists are not cleaned by stock-only changes; this bounds how old their stock figures get. */
+const LIST_CACHE_TTL_S = 5;
 /** Expired reservation lines handled per sweep pass. */
 const SWEEP_BATCH = 200;
 
@@ -79,8 +82,8 @@ interface ProductServiceThis extends EventsServiceThis {
   sweeping?: Promise<number>;
   stopping?: boolean;
   pendingCleans: Set<NodeJS.Timeout>;
-  invalidate(): Promise<void>;
-  cleanLocal(): Promise<void>;
+  invalidate(stockOnlyOf?: string[]): Promise<void>;
+  cleanLocal(stockOnlyOf?: string[]): Promise<void>;
   stockChanged(trx: Knex.Transaction, productId: string, reason: string): Promise<void>;
   seedDemoBatch(from: number, count: number): Promise<number>;
   sweepExpired(now?: number): Promise<number>;
@@ -162,7 +165,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
     actions: {
       list: {
         auth: "none",
-        cache: { keys: ["category", "brand", "page", "pageSize", "sort"] },
+        cache: { keys: ["category", "brand", "page", "pageSize", "sort"], ttl: LIST_CACHE_TTL_S },
         openapi: { summary: "List products (filter by category, brand; sort; pages)", tags: ["products"], response: pageSchema },
         params: {
           category: { type: "string", optional: true, max: 100 },
@@ -329,7 +332,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
             await this.stockChanged(trx, id, delta > 0 ? "restocked" : "removed");
             return (await repo.findProduct(trx, id))!;
           });
-          await this.invalidate();
+          await this.invalidate([id]);
           return toPublicProduct(product);
         },
       },
@@ -391,7 +394,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
             if (err instanceof AppError && err.type === "OUT_OF_STOCK" && (await repo.findReservations(this.db, orderId)).length) return replay();
             throw err;
           }
-          await this.invalidate();
+          await this.invalidate(lines.map((l) => l.productId));
           return reservationView(orderId, lines.map((l) => ({ ...l, orderId, status: "held" as ReservationStatus, expiresAt })));
         },
       },
@@ -432,7 +435,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
           });
           const rows = await repo.findReservations(this.db, orderId);
           if (!rows.length) throw notFound("Reservation");
-          if (changed) await this.invalidate();
+          if (changed) await this.invalidate(rows.map((r) => r.productId));
           return reservationView(orderId, rows);
         },
       },
@@ -450,17 +453,30 @@ export function createProductService(config: AppConfig): ServiceSchema {
     events: {
       /** A cache hint from a writer on any node (not a business fact, so a Moleculer event). */
       "cache.clean.product": {
-        async handler(this: ProductServiceThis, ctx: Context) {
+        async handler(this: ProductServiceThis, ctx: Context<{ ids?: unknown }>) {
           // The writer cleaned its own cacher; a shared (Redis) cacher needs nothing more.
           if (ctx.nodeID === this.broker.nodeID || config.redisUrl) return;
-          await this.cleanLocal();
+          const ids = Array.isArray(ctx.params?.ids) ? ctx.params.ids.filter((x): x is string => typeof x === "string") : undefined;
+          await this.cleanLocal(ids);
         },
       },
     },
 
     methods: {
-      async cleanLocal(this: ProductServiceThis) {
-        await this.broker.cacher?.clean("product.**");
+      /**
+       * Descriptive changes (create, update, delete) clean every product entry: lists show
+       * names and prices. Stock-only changes (reserve, commit, release, expiry, adjust) delete
+       * just those products' `product.get` entries, by key (no pattern scan of the cache):
+       * a checkout must not empty the whole catalog cache. Lists are not cleaned for them and
+       * carry a short TTL instead (LIST_CACHE_TTL_S): their stock figures may lag that long.
+       */
+      async cleanLocal(this: ProductServiceThis, stockOnlyOf?: string[]) {
+        const cacher = this.broker.cacher;
+        if (!cacher) return;
+        if (!stockOnlyOf) return void (await cacher.clean("product.**"));
+        // The cacher's own key function, as its middleware calls it for `product.get` (keys: ["id"]).
+        const keys = [...new Set(stockOnlyOf)].map((id) => cacher.getCacheKey({ name: "product.get" } as never, { keys: ["id"] }, { params: { id } } as never));
+        if (keys.length) await cacher.del(keys);
       },
 
       /** After a commit: clean here, tell the other nodes, and clean again a moment later. */
@@ -486,16 +502,17 @@ export function createProductService(config: AppConfig): ServiceSchema {
         return inserted;
       },
 
-      async invalidate(this: ProductServiceThis) {
+      async invalidate(this: ProductServiceThis, stockOnlyOf?: string[]) {
+        const hint = stockOnlyOf ? { ids: stockOnlyOf } : {};
         // The write is committed whatever happens here: a failed hint is logged, never thrown.
-        await this.cleanLocal().catch((err) => this.logger.warn("Product cache clean failed", err instanceof Error ? err.message : err));
-        await Promise.resolve(this.broker.broadcast("cache.clean.product", {})).catch((err) =>
+        await this.cleanLocal(stockOnlyOf).catch((err) => this.logger.warn("Product cache clean failed", err instanceof Error ? err.message : err));
+        await Promise.resolve(this.broker.broadcast("cache.clean.product", hint)).catch((err) =>
           this.logger.warn("cache.clean.product broadcast failed", err instanceof Error ? err.message : err),
         );
         const timer = setTimeout(() => {
           this.pendingCleans.delete(timer);
-          this.cleanLocal().catch(() => undefined);
-          Promise.resolve(this.broker.broadcast("cache.clean.product", {})).catch(() => undefined);
+          this.cleanLocal(stockOnlyOf).catch(() => undefined);
+          Promise.resolve(this.broker.broadcast("cache.clean.product", hint)).catch(() => undefined);
         }, SECOND_CLEAN_MS);
         timer.unref();
         this.pendingCleans.add(timer);
@@ -538,7 +555,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
         // REPEATABLE READ snapshot, older than a racing commit we just queued behind.
         const rows = await repo.findReservations(this.db, orderId);
         if (!rows.length) throw notFound("Reservation");
-        if (changed) await this.invalidate();
+        if (changed) await this.invalidate(rows.map((r) => r.productId));
         const view = reservationView(orderId, rows);
         // Paying for an order whose hold already expired (or was released) must not pass silently.
         if (to === "committed" && view.lines.some((l) => l.status !== "committed"))
@@ -554,6 +571,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
        */
       async sweepExpired(this: ProductServiceThis, now = Date.now()) {
         let expired = 0;
+        const touched = new Set<string>();
         const candidates = await repo.findExpiredHeld(this.db, now, SWEEP_BATCH);
         for (const r of candidates) {
           const won = await inTransaction(this.db, async (trx) => {
@@ -567,11 +585,11 @@ export function createProductService(config: AppConfig): ServiceSchema {
             });
             return true;
           });
-          if (won) expired++;
+          if (won) expired++, touched.add(r.productId);
         }
         if (expired) {
           this.logger.info(`Released ${expired} expired reservation line(s)`);
-          await this.invalidate();
+          await this.invalidate([...touched]);
         }
         return expired;
       },
