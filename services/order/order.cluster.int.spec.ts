@@ -35,7 +35,7 @@ async function eventually<T>(what: string, fn: () => Promise<T | undefined | fal
   }
 }
 
-describe("flash sale: 200 buyers, 20 units, two order and payment replicas over RabbitMQ (MariaDB, Redis)", () => {
+describe("checkout in cluster mode: two order, payment and product replicas over RabbitMQ (MariaDB, Redis)", () => {
   let a: ServiceBroker;
   let b: ServiceBroker;
   let vhost: RabbitVhost;
@@ -57,7 +57,7 @@ describe("flash sale: 200 buyers, 20 units, two order and payment replicas over 
     env = {
       NAMESPACE: namespace, DATA_DIR: dataDir, MYSQL_URL, MIGRATE_ON_START: "true", RABBITMQ_URI: vhost.uri, REDIS_URL,
       JWT_SECRET: randomBytes(32).toString("hex"), LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
-      PUBLIC_URL: baseUrl, REQUEST_TIMEOUT_MS: "30000",
+      PUBLIC_URL: baseUrl, REQUEST_TIMEOUT_MS: "30000", ADMIN_EMAIL: "root@example.com", ADMIN_PASSWORD: "admin-password-1",
     };
     a = createBroker(loadConfig({ ...env, NODE_ID: nodes.a, PORT: String(port) }), ["gateway", "user", "product", "cart", "order", "payment", "notification"]);
     await a.start();
@@ -122,5 +122,53 @@ describe("flash sale: 200 buyers, 20 units, two order and payment replicas over 
       });
       assert.equal(list.filter((n) => n.type === "payment.succeeded").length, 1, buyer);
     }
+  });
+
+  test("the whole flow through the gateway in cluster mode: cart, order, failed then successful payment, ship, deliver, partial and full refund", async () => {
+    const call = (method: string, p: string, opts: Parameters<typeof http>[3] = {}) => http(baseUrl, method, p, opts);
+    const admin = (await call("POST", "/api/auth/login", { body: { email: "root@example.com", password: "admin-password-1" } })).body.accessToken;
+    const user = (await call("POST", "/api/auth/register", { body: { email: "cluster-buyer@example.com", password: "cluster buyer 1", name: "Cee" } })).body.accessToken;
+    assert.ok(admin && user);
+    const p = (await call("POST", "/api/products", {
+      token: admin, body: { sku: `CF-${randomBytes(4).toString("hex")}`, name: "Cluster Kettle", description: "", category: "kitchen", price: { amount: 8800, currency: "CNY" }, stock: 5 },
+    })).body;
+    assert.equal((await call("POST", "/api/cart/items", { token: user, body: { productId: p.id, quantity: 2 } })).status, 200);
+    const created = await call("POST", "/api/orders", { token: user, body: { shippingAddress: ADDRESS }, headers: { "idempotency-key": "cluster-flow" } });
+    assert.equal(created.status, 201, created.text);
+    const id = created.body.id;
+    const get = async () => (await call("GET", `/api/orders/${id}`, { token: user })).body;
+    const pay = async (outcome: "success" | "failure") => {
+      const payment = (await call("POST", `/api/orders/${id}/pay`, { token: user, body: { provider: "sandbox" } })).body;
+      const token = new URL(payment.payUrl).searchParams.get("token");
+      assert.equal((await call("POST", `/api/payments/sandbox/${payment.id}/complete`, { body: { outcome, token } })).status, 202);
+    };
+    const notified = (type: string) =>
+      eventually(`${type} notified`, async () => {
+        const n = (await call("GET", "/api/notifications", { token: user })).body;
+        return ((Array.isArray(n) ? n : n.items) as { type: string }[]).some((x) => x.type === type);
+      });
+    await pay("failure");
+    await notified("payment.failed");
+    assert.equal((await get()).status, "PENDING_PAYMENT");
+    await pay("success");
+    await eventually("PAID", async () => (await get()).status === "PAID");
+    await notified("payment.succeeded");
+    await eventually("cart emptied", async () => (await call("GET", "/api/cart", { token: user })).body.items.length === 0);
+    assert.deepEqual((await call("GET", `/api/products/${p.id}`)).body.stock, { onHand: 3, reserved: 0, available: 3 });
+    assert.equal((await call("POST", `/api/orders/${id}/ship`, { token: admin, body: { carrier: "SF Express", trackingNumber: "SF42" } })).body.status, "SHIPPED");
+    await notified("order.shipped");
+    assert.equal((await call("POST", `/api/orders/${id}/deliver`, { token: admin })).body.status, "DELIVERED");
+    await notified("order.delivered");
+    assert.equal((await call("POST", `/api/orders/${id}/refunds`, { token: user, body: { amount: 5000, reason: "dented" } })).status, 202);
+    await eventually("PARTIALLY_REFUNDED", async () => (await get()).status === "PARTIALLY_REFUNDED");
+    assert.equal((await call("POST", `/api/orders/${id}/refunds`, { token: admin, body: { reason: "returned" } })).status, 202);
+    const done = await eventually("REFUNDED", async () => {
+      const o = await get();
+      return o.status === "REFUNDED" && o;
+    });
+    assert.deepEqual(done.history.map((h: { status: string }) => h.status), ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED", "PARTIALLY_REFUNDED", "REFUNDED"]);
+    await notified("refund.succeeded");
+    // Shipped goods do not come back to the shelf.
+    assert.deepEqual((await call("GET", `/api/products/${p.id}`)).body.stock, { onHand: 3, reserved: 0, available: 3 });
   });
 });
