@@ -147,6 +147,20 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.notEqual(bobs.body.id, answers[0]!.body.id);
   });
 
+  test("Idempotency-Key: a claim left by a request that died before creating its order is taken over after a minute", async () => {
+    const p = await product(5);
+    const body = { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
+    const me = (await call("GET", "/api/users/me", { token: alice })).body;
+    const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
+    const { requestFingerprint } = await import("./order.domain");
+    // As a crashed process leaves it: the key claimed, no order.
+    await db("idempotency_keys").insert({ user_id: me.id, idem_key: "died-key", fingerprint: requestFingerprint(body), order_id: "never-created", created_at: Date.now() - 61_000 });
+    const r = await order(alice, body, "died-key");
+    assert.equal(r.status, 201, r.text);
+    assert.notEqual(r.body.id, "never-created");
+    assert.equal((await order(alice, body, "died-key")).body.id, r.body.id, "and the key now names the new order");
+  });
+
   test("not enough stock: 409 OUT_OF_STOCK and nothing reserved; an empty cart is 422", async () => {
     const plenty = await product(10);
     const scarce = await product(1);

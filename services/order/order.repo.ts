@@ -200,9 +200,9 @@ export async function touchRefund(db: Knex, id: string, now: number): Promise<vo
 
 // ---- idempotency keys ----
 
-export async function findIdempotencyKey(db: Knex, userId: string, key: string): Promise<{ fingerprint: string; orderId: string } | undefined> {
-  const row = (await db("idempotency_keys").where({ user_id: userId, idem_key: key }).first()) as { fingerprint: string; order_id: string } | undefined;
-  return row && { fingerprint: row.fingerprint, orderId: row.order_id };
+export async function findIdempotencyKey(db: Knex, userId: string, key: string): Promise<{ fingerprint: string; orderId: string; createdAt: number } | undefined> {
+  const row = (await db("idempotency_keys").where({ user_id: userId, idem_key: key }).first()) as { fingerprint: string; order_id: string; created_at: number | string } | undefined;
+  return row && { fingerprint: row.fingerprint, orderId: row.order_id, createdAt: Number(row.created_at) };
 }
 
 /** Claims the key for a new order id; a concurrent or earlier claim violates the primary key. */

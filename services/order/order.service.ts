@@ -137,6 +137,8 @@ const refundSchema = {
 
 /** How long a request with a key already claimed waits for that order to appear. */
 const IDEMPOTENT_WAIT_MS = 10_000;
+/** A claim without its order after this long belongs to a request that died (far above any request timeout). */
+const STALE_CLAIM_MS = 60_000;
 const REFUND_RETRY_AFTER_MS = 30_000;
 const SWEEP_INTERVAL_MS = 15_000;
 
@@ -214,6 +216,13 @@ export function createOrderService(config: AppConfig): ServiceSchema {
                   ctx.meta.$statusCode = 201;
                   ctx.meta.$location = `/api/orders/${existing.id}`;
                   return this.view(existing);
+                }
+                // A claim whose order never appeared, older than any request can run: its
+                // process died between the claim and the insert. Free it (its stock hold, if
+                // any, expires by TTL) and claim again.
+                if (claimed.createdAt < Date.now() - STALE_CLAIM_MS) {
+                  await repo.deleteIdempotencyKey(this.db, me.id, key, claimed.orderId);
+                  continue;
                 }
               }
               // Still being created by the first request, or it failed and released the key
