@@ -92,7 +92,8 @@ describe("checkout in cluster mode: two order, payment and product replicas over
     );
     const created = attempts.flatMap((r, i) => (r.status === "fulfilled" ? [{ buyer: `buyer-${i}`, order: r.value as { id: string; status: string } }] : []));
     const refused = attempts.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as { type?: string });
-    assert.equal(created.length, UNITS, `orders created: ${created.length}`);
+    const reasons = refused.reduce<Record<string, number>>((m, e) => ((m[e.type ?? String(e)] = (m[e.type ?? String(e)] ?? 0) + 1), m), {});
+    assert.equal(created.length, UNITS, `orders created: ${created.length}; refusals: ${JSON.stringify(reasons)}`);
     assert.deepEqual([...new Set(refused.map((e) => e.type))], ["OUT_OF_STOCK"]);
     const stock = async () => ((await a.call("product.get", { id: product.id })) as { stock: { onHand: number; reserved: number; available: number } }).stock;
     assert.deepEqual(await stock(), { onHand: UNITS, reserved: UNITS, available: 0 });

@@ -364,6 +364,20 @@ export function createProductService(config: AppConfig): ServiceSchema {
             return reservationView(orderId, existing);
           };
           if ((await repo.findReservations(this.db, orderId)).length) return replay();
+          // A plain read first: when a line is already short, refuse without taking the hot
+          // rows' locks (a sold-out flash sale otherwise queues every refusal behind them).
+          // Only a refusal is decided here; a success is decided by the locked UPDATEs below.
+          const before = await repo.availableOf(this.db, lines.map((l) => l.productId));
+          const shortNow = lines.filter((l) => (before.get(l.productId) ?? 0) < l.quantity);
+          if (shortNow.length) {
+            // The same order reserved concurrently (and took that stock): a replay, not a refusal.
+            if ((await repo.findReservations(this.db, orderId)).length) return replay();
+            throw new AppError(
+              "OUT_OF_STOCK",
+              "Not enough stock for some products; nothing was reserved",
+              shortNow.map((l) => ({ productId: l.productId, requested: l.quantity, available: Math.max(0, before.get(l.productId) ?? 0) })),
+            );
+          }
           const now = Date.now();
           const expiresAt = now + (ctx.params.ttlSeconds ?? ttlDefault) * 1000;
           try {
