@@ -147,7 +147,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.notEqual(bobs.body.id, answers[0]!.body.id);
   });
 
-  test("Idempotency-Key: a claim left by a request that died before creating its order is taken over after a minute", async () => {
+  test("Idempotency-Key: a claim left by a request that died before creating its order is taken over (after 6 request timeouts, at least 30 s)", async () => {
     const p = await product(5);
     const body = { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
     const me = (await call("GET", "/api/users/me", { token: alice })).body;

@@ -135,10 +135,7 @@ const refundSchema = {
   properties: { id: { type: "string" }, paymentId: { type: "string" }, amount: moneySchema, status: { type: "string" }, reason: { type: "string" }, createdAt: { type: "string" }, updatedAt: { type: "string" } },
 };
 
-/** How long a request with a key already claimed waits for that order to appear. */
-const IDEMPOTENT_WAIT_MS = 10_000;
-/** A claim without its order after this long belongs to a request that died (far above any request timeout). */
-const STALE_CLAIM_MS = 60_000;
+
 const REFUND_RETRY_AFTER_MS = 30_000;
 const SWEEP_INTERVAL_MS = 15_000;
 
@@ -146,6 +143,13 @@ const isAdmin = (ctx: Ctx<any>) => ctx.meta.user?.role === "admin";
 const errorCode = (err: unknown) => (err as { type?: string })?.type;
 
 export function createOrderService(config: AppConfig): ServiceSchema {
+  /** How long a request whose key is already claimed waits for that order: within its caller's timeout. */
+  const idempotentWaitMs = Math.max(1000, config.requestTimeoutMs - 500);
+  /**
+   * A claim without its order after this long belongs to a request that died: a create makes
+   * a handful of calls, each bounded by the request timeout, so it cannot run this long.
+   */
+  const staleClaimMs = Math.max(30_000, 6 * config.requestTimeoutMs);
   return {
     name: "order",
     mixins: [
@@ -199,7 +203,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
           else {
             const fingerprint = requestFingerprint(ctx.params);
             const orderId = randomUUID();
-            const deadline = Date.now() + IDEMPOTENT_WAIT_MS;
+            const deadline = Date.now() + idempotentWaitMs;
             // Claim the key, or answer with the order of whoever claimed it.
             for (;;) {
               try {
@@ -220,7 +224,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
                 // A claim whose order never appeared, older than any request can run: its
                 // process died between the claim and the insert. Free it (its stock hold, if
                 // any, expires by TTL) and claim again.
-                if (claimed.createdAt < Date.now() - STALE_CLAIM_MS) {
+                if (claimed.createdAt < Date.now() - staleClaimMs) {
                   await repo.deleteIdempotencyKey(this.db, me.id, key, claimed.orderId);
                   continue;
                 }

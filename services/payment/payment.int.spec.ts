@@ -332,6 +332,15 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       for (const p of [paid, declined, abandoned]) {
         assert.equal((await h.events("payment.succeeded", p.id)).length + (await h.events("payment.failed", p.id)).length, 1);
       }
+
+      // The abandoned one is paid after all, and its callback is lost (dead address): a later
+      // pass asks again and records the money; the declined one (closed) stays as it is.
+      const token = new URL(abandoned.payUrl).searchParams.get("token")!;
+      assert.equal((await http(app.baseUrl, "POST", `/api/payments/sandbox/${abandoned.id}/complete`, { body: { outcome: "success", token } })).status, 202);
+      await Promise.all(Array.from({ length: 3 }, () => app.broker.call("payment.reconcile", { now: Date.now() + 7_200_000 })));
+      assert.equal(await h.status(abandoned.id), "SUCCEEDED", "a late payment whose callback was lost is recorded");
+      assert.equal((await h.events("payment.succeeded", abandoned.id)).length, 1);
+      assert.equal(await h.status(declined.id), "FAILED");
     });
   });
 }

@@ -118,17 +118,33 @@ export async function settlePayment(trx: Knex.Transaction, id: string, outcome: 
 }
 
 /** PENDING payments whose reconciliation time has come (candidates; the claim re-checks). */
-export async function duePendingPayments(db: Knex, now: number, limit: number): Promise<PaymentRecord[]> {
-  const rows = (await db("payments").where({ status: "PENDING" }).where("reconcile_after", "<=", now).orderBy("reconcile_after").limit(limit)) as PaymentRow[];
+/**
+ * Payments the reconciliation must ask their platform about: PENDING ones past their time,
+ * and ones it FAILED itself for want of an answer (`timeout`, `not_found`) created since
+ * `watchSince`: the buyer may still pay such a trade (we cannot close it at the platform),
+ * and if the platform's callback is lost too, only asking again records that money.
+ */
+const dueForReconciliation = (db: Knex, now: number, watchSince: number) =>
+  db("payments")
+    .where((q) =>
+      q.where({ status: "PENDING" }).orWhere((w) => w.where({ status: "FAILED" }).whereIn("failure_reason", WATCHED_FAILURES).where("created_at", ">=", watchSince)),
+    )
+    .where("reconcile_after", "<=", now);
+
+export const WATCHED_FAILURES = ["timeout", "not_found"];
+
+export async function duePendingPayments(db: Knex, now: number, limit: number, watchSince = now): Promise<PaymentRecord[]> {
+  const rows = (await dueForReconciliation(db, now, watchSince).orderBy("reconcile_after").limit(limit)) as PaymentRow[];
   return rows.map(toPayment);
 }
 
 /**
  * Claims a due payment for one sweeper: moves its reconcile time to `until` only if it is
- * still PENDING and still due, so of several replicas exactly one gets a row count of 1.
+ * still due (and still PENDING or watched), so of several replicas exactly one gets a row
+ * count of 1.
  */
-export async function claimPayment(db: Knex, id: string, now: number, until: number): Promise<boolean> {
-  return (await db("payments").where({ id, status: "PENDING" }).where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1;
+export async function claimPayment(db: Knex, id: string, now: number, until: number, watchSince = now): Promise<boolean> {
+  return (await dueForReconciliation(db, now, watchSince).where({ id }).update({ reconcile_after: until })) === 1;
 }
 
 // ---- refunds ----

@@ -22,10 +22,14 @@
  *   by a conditional UPDATE of its `reconcile_after` (one replica wins), then queried and
  *   settled through `settle`. A PENDING payment past PAYMENT_PENDING_TIMEOUT_S that the
  *   platform reports unpaid, closed or unknown becomes FAILED (reason timeout, closed,
- *   not_found); a later success callback still records SUCCEEDED.
+ *   not_found); a later success callback still records SUCCEEDED. Payments failed for want
+ *   of an answer (timeout, not_found) stay watched for FAILED_WATCH_MS: the buyer can still
+ *   pay such a trade, so they are asked about again once per lease, and a success is
+ *   recorded even if its callback never comes (the order service refunds it when the order
+ *   is gone).
  * - The sandbox's callbacks are sent over HTTP by this process (SandboxNotifier, retries with
  *   backoff); retries in flight are lost if the process stops, and reconciliation then
- *   settles the payment from the sandbox's own records (sandbox_payments).
+ *   settles the payment from the sandbox's own records (sandbox_payments), PENDING or watched.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -80,6 +84,12 @@ import {
 
 /** Rows handled per sweep pass (payments, then refunds). */
 const SWEEP_BATCH = 100;
+/**
+ * How long a payment the reconciliation failed for want of an answer is still asked about
+ * (once per lease): a late payment whose callback was lost is then recorded SUCCEEDED, and
+ * the order service refunds it if the order can no longer take it.
+ */
+const FAILED_WATCH_MS = 24 * 3600 * 1000;
 /** How long a sandbox pay token may be. */
 const TOKEN_MAX = 100;
 
@@ -557,16 +567,19 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         let payments = 0;
         let refunds = 0;
         const platforms = this.platforms();
-        for (const p of await repo.duePendingPayments(this.db, now, SWEEP_BATCH)) {
-          if (!(await repo.claimPayment(this.db, p.id, now, now + leaseMs))) continue;
+        const watchSince = now - FAILED_WATCH_MS;
+        for (const p of await repo.duePendingPayments(this.db, now, SWEEP_BATCH, watchSince)) {
+          if (!(await repo.claimPayment(this.db, p.id, now, now + leaseMs, watchSince))) continue;
           const platform = platforms.get(p.provider);
           if (!platform) continue;
           try {
             const outcome = reconcileOutcome(await platform.query(p.id), p.amount, Date.now());
             if (!outcome) {
-              this.logger.error(`Reconciliation of payment ${p.id}: the platform's amount or currency differs from ours; left PENDING`);
+              this.logger.error(`Reconciliation of payment ${p.id}: the platform's amount or currency differs from ours; left ${p.status}`);
               continue;
             }
+            // A watched FAILED payment changes only if the platform now says it was paid.
+            if (p.status === "FAILED" && outcome.kind !== "succeeded") continue;
             if (await this.settle(p, outcome)) payments++;
           } catch (err) {
             this.logger.warn(`Reconciliation of payment ${p.id} failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);

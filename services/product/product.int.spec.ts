@@ -208,6 +208,22 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await assert.rejects(call_("reserve", { orderId: "o4", lines: [{ productId: a.id, quantity: 1 }] }), (e: any) => e.type === "OUT_OF_STOCK");
     });
 
+    test("commit is all lines or none: one line expired, the other held → 409 and nothing sold", async () => {
+      const a = await create({ stock: 3 });
+      const b = await create({ stock: 3 });
+      const call_ = (action: string, params: object) => app.broker.call(`product.${action}`, params) as Promise<any>;
+      await call_("reserve", { orderId: "split", lines: [{ productId: a.id, quantity: 1 }, { productId: b.id, quantity: 2 }] });
+      // Only line a's hold has run out (the sweep expires lines one by one).
+      const db = (app.broker.getLocalService("product") as any).db;
+      await db("reservations").where({ order_id: "split", product_id: a.id }).update({ expires_at: Date.now() - 1000 });
+      await call_("sweep", {});
+      await assert.rejects(call_("commit", { orderId: "split" }), (e: any) => e.type === "CONFLICT");
+      assert.deepEqual((await call("GET", `/api/products/${b.id}`)).body.stock, { onHand: 3, reserved: 2, available: 1 }, "b not sold, still held");
+      assert.equal((await call_("release", { orderId: "split" })).status, "mixed");
+      assert.deepEqual((await call("GET", `/api/products/${b.id}`)).body.stock, { onHand: 3, reserved: 0, available: 3 });
+      assert.deepEqual((await call("GET", `/api/products/${a.id}`)).body.stock, { onHand: 3, reserved: 0, available: 3 });
+    });
+
     test("every change leaves a business event in the outbox", async () => {
       const p = await create({ stock: 2 });
       await call("PATCH", `/api/products/${p.id}`, { token: admin, body: { name: "Evented" } });

@@ -556,6 +556,15 @@ export function createProductService(config: AppConfig): ServiceSchema {
         let changed = false;
         await inTransaction(this.db, async (trx) => {
           const found = await repo.findReservationsForUpdate(trx, orderId);
+          // A commit is all lines or none: if any line already left `held` other than by a
+          // commit (expired, released), nothing is sold — otherwise an order paid just as its
+          // first line expired would sell the other lines of an order about to be cancelled.
+          // The rows are locked, so no sweep can expire a line between this check and the loop.
+          if (to === "committed") {
+            const gone = found.filter((r) => r.status !== "held" && r.status !== "committed");
+            if (gone.length)
+              throw conflict("The reservation is no longer held; nothing was committed", gone.map((r) => ({ productId: r.productId, status: r.status })));
+          }
           const now = Date.now();
           for (const r of found) {
             if (r.status !== "held") continue;
