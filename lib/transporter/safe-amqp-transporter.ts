@@ -1,0 +1,37 @@
+/**
+ * Moleculer's AMQP transporter with one fix: its consumer callback acks (or, after a
+ * failure, nacks) a message on the channel when the handling promise settles, and during a
+ * broker stop that channel may already be closing. amqplib then throws "Channel closing"
+ * from inside the callback's promise chain, which amqplib never awaits: an unhandled
+ * rejection, which fails a test file and, under Node's default, kills the process.
+ * (moleculer 0.15.2, src/transporters/amqp.js `_consumeCB`.)
+ *
+ * Swallowing it is safe: a message not acked on a channel that is going away is redelivered
+ * by RabbitMQ to another consumer (or dropped with an auto-deleted queue), exactly as if the
+ * node had stopped a moment earlier.
+ */
+import { Transporters } from "moleculer";
+
+type ConsumeCallback = (msg: unknown) => unknown;
+
+const Base = Transporters.AMQP as unknown as new (opts: unknown) => {
+  logger: { debug(...a: unknown[]): void };
+  _consumeCB(cmd: string, needAck?: boolean): ConsumeCallback;
+};
+
+export class SafeAmqpTransporter extends Base {
+  override _consumeCB(cmd: string, needAck = false): ConsumeCallback {
+    const handle = super._consumeCB(cmd, needAck);
+    return (msg) => {
+      try {
+        const result = handle(msg);
+        if (result && typeof (result as Promise<unknown>).then === "function")
+          (result as Promise<unknown>).then(undefined, (err: unknown) =>
+            this.logger.debug(`AMQP ${cmd} message not settled (channel closing): ${(err as Error)?.message ?? err}`),
+          );
+      } catch (err) {
+        this.logger.debug(`AMQP ${cmd} message not settled (channel closing): ${(err as Error)?.message ?? err}`);
+      }
+    };
+  }
+}
