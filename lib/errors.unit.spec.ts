@@ -41,6 +41,7 @@ test("timeouts and missing services are 503, not 500", () => {
   assert.equal(toErrorResponse(new Errors.RequestTimeoutError({ action: "user.me", nodeID: "n" })).status, 503);
   assert.equal(toErrorResponse(new Errors.ServiceNotFoundError({ action: "user.me" })).status, 503);
   assert.equal(toErrorResponse(new Errors.ServiceNotAvailableError({ action: "user.me" })).status, 503);
+  assert.equal(toErrorResponse(new Errors.RequestRejectedError({ action: "order.create", nodeID: "order-2" })).status, 503, "its node left mid-request");
   const webUnavailable = Object.assign(new Error("Service unavailable"), { name: "ServiceUnavailableError", code: 503 });
   assert.equal(toErrorResponse(webUnavailable).body.error.code, "SERVICE_UNAVAILABLE");
 });
