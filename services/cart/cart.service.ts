@@ -6,8 +6,9 @@
  * Guarantees and their limits:
  * - Identity comes only from `ctx.meta.user` (the gateway's verified token); every query is
  *   scoped to that id, so another user's cart is unreachable. Body fields other than the
- *   declared ones are a 422 (`$$strict`); a `userId` in the query of GET/DELETE /api/cart is
- *   ignored.
+ *   declared ones are a 422 on adds (`$$strict`); on the routes that name a line (PATCH and
+ *   DELETE /api/cart/items/:productId) and on GET/DELETE /api/cart, a `userId` is dropped:
+ *   the line is looked up in the caller's own cart, so someone else's is a 404.
  * - Prices are never stored nor taken from the client: each read asks the product service
  *   (`product.get`, cached and cleaned on every product write), so a price change shows at
  *   the next read. A line whose product was deleted (404 from the product service) leaves
@@ -140,7 +141,8 @@ export function createCartService(config: AppConfig): ServiceSchema {
         auth: "user",
         openapi: { summary: "Set a line's quantity (0 removes it)", tags: ["cart"], response: cartSchema, errors: [404] },
         params: {
-          $$strict: true,
+          // Unknown fields (an injected userId) are dropped: the line is looked up in the caller's own cart.
+          $$strict: "remove",
           productId: productIdRule,
           quantity: { type: "number", integer: true, min: 0, max: MAX_LINE_QUANTITY },
         },
@@ -166,7 +168,7 @@ export function createCartService(config: AppConfig): ServiceSchema {
       removeItem: {
         auth: "user",
         openapi: { summary: "Remove a line (idempotent: a line not in the cart changes nothing)", tags: ["cart"], response: cartSchema },
-        params: { $$strict: true, productId: productIdRule },
+        params: { $$strict: "remove", productId: productIdRule }, // an injected userId is dropped, as above
         async handler(this: CartServiceThis, ctx: Ctx<{ productId: string }>) {
           const userId = requireUser(ctx).id;
           await repo.removeLines(this.db, userId, [ctx.params.productId]);
