@@ -8,19 +8,11 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
+import { eventually } from "../../test/support/eventually";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = { recipient: "Alice", phone: "+86 10 0000 0000", line1: "1 Road", city: "Beijing", postalCode: "100000", country: "CN" };
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe("access sweep: someone else's id is a 404 on every route", () => {
   let app: TestApp;

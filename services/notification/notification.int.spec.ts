@@ -18,6 +18,7 @@ import { createMailer } from "./mailer";
 import { EVENT_TYPES, messageIdFor, retryDelayMs } from "./notification.domain";
 import { EmailSender } from "./notification.service";
 import { SAMPLE_EVENTS } from "./test-fixtures";
+import { eventually } from "../../test/support/eventually";
 
 const FROM_DOMAIN = "meridian.test";
 
@@ -67,15 +68,7 @@ class TestSmtp {
   }
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 15_000) => eventually(what, check, timeoutMs, 25);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface OutboxItem {

@@ -19,21 +19,14 @@ import { deleteRedisKeys, http } from "../../test/support/app";
 import { freePort } from "../../test/support/ports";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
+import { eventually as poll } from "../../test/support/eventually";
 
 const ADDRESS = { recipient: "Flash Buyer", phone: "+86 21 5555 0000", line1: "2 Sale Road", city: "Hangzhou", postalCode: "310000", country: "CN" };
 const BUYERS = 200;
 const UNITS = 20;
 const DB_SERVICES = ["user", "product", "cart", "order", "payment", "notification"];
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const eventually = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 60_000) => poll(what, check, timeoutMs, 100);
 
 describe("checkout in cluster mode: two order, payment and product replicas over RabbitMQ (MariaDB, Redis)", () => {
   let a: ServiceBroker;

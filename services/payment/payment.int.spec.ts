@@ -13,20 +13,13 @@ import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { keyId } from "./platforms/keys";
 import { signSandboxNotification, type SandboxNotificationPayload } from "./platforms/sandbox";
 import { rsaPair } from "./platforms/test-support";
+import { eventually } from "../../test/support/eventually";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const SERVICES = ["gateway", "user", "payment"] as const;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 10_000) => eventually(what, check, timeoutMs, 25);
 
 interface Harness {
   app: TestApp;

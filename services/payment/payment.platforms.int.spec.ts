@@ -26,6 +26,7 @@ import { after, before, describe, test } from "node:test";
 import { AlipaySdk } from "alipay-sdk";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { fakeGateway, rsaPair, type Received, type Reply } from "./platforms/test-support";
+import { eventually } from "../../test/support/eventually";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
@@ -53,15 +54,6 @@ const yuan = (minor: number) => `${Math.floor(minor / 100)}.${String(minor % 100
 /** "yyyy-MM-dd HH:mm:ss", Beijing time, as Alipay writes its times. */
 const beijing = (ms: number) => new Date(ms + 8 * 3600_000).toISOString().slice(0, 19).replace("T", " ");
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) assert.fail(`${what}: not within ${timeoutMs} ms`);
-    await sleep(50);
-  }
-}
 
 // ---- Alipay: the documented notify signature, and the gateway stand-in ----
 
