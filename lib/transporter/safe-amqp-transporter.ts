@@ -9,8 +9,23 @@
  * Swallowing it is safe: a message not acked on a channel that is going away is redelivered
  * by RabbitMQ to another consumer (or dropped with an auto-deleted queue), exactly as if the
  * node had stopped a moment earlier.
+ *
+ * The same transporter sets its channel's prefetch without awaiting it (`connect`, also on
+ * a reconnect racing a stop); amqplib's `prefetch` is therefore marked handled here. Callers
+ * that await it (ours do) still get its rejection.
  */
+import { createRequire } from "node:module";
 import { Transporters } from "moleculer";
+
+const amqpChannels = createRequire(__filename)("amqplib/lib/channel_model") as {
+  Channel: { prototype: { prefetch(...args: unknown[]): Promise<unknown> } };
+};
+const prefetch = amqpChannels.Channel.prototype.prefetch;
+amqpChannels.Channel.prototype.prefetch = function (this: unknown, ...args: unknown[]) {
+  const result = prefetch.apply(this, args);
+  result.catch(() => undefined);
+  return result;
+};
 
 type ConsumeCallback = (msg: unknown) => unknown;
 
