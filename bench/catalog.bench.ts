@@ -64,6 +64,7 @@ import {
   waitForStatus,
   type BenchChild,
   type Measured,
+  rawConditionalUpdate,
 } from "./support";
 
 function intEnv(name: string, fallback: number, min: number): number {
@@ -646,22 +647,7 @@ async function runReserveCases(selected: string[]): Promise<void> {
         process.stderr.write(`  [${index}/${total}] ${name} on product ${productId}\n`);
         const runId = randomBytes(3).toString("hex");
         if (name === "raw-update") {
-          row.result = await closedLoop("raw UPDATE loop (mysql2)", WORKERS, async () => {
-            const conn = await rawPool.getConnection();
-            try {
-              await conn.query("BEGIN");
-              try {
-                const [res] = await conn.query<mysql.ResultSetHeader>(CONDITIONAL_UPDATE, [productId]);
-                await conn.query("COMMIT");
-                return res.affectedRows === 1;
-              } catch (err) {
-                await conn.query("ROLLBACK").catch(() => undefined);
-                throw err;
-              }
-            } finally {
-              conn.release();
-            }
-          });
+          row.result = await closedLoop("raw UPDATE loop (mysql2)", WORKERS, () => rawConditionalUpdate(rawPool, CONDITIONAL_UPDATE, [productId]));
         } else if (name === "knex-update") {
           row.result = await closedLoop("UPDATE in a knex transaction", WORKERS, async () =>
             viaKnex.transaction(async (trx) => {

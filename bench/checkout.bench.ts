@@ -61,6 +61,7 @@ import {
   startChild,
   waitForStatus,
   type BenchChild,
+  rawConditionalUpdate,
 } from "./support";
 
 function intEnv(name: string, fallback: number, min: number): number {
@@ -487,22 +488,7 @@ async function runRaw(c: Cluster, procs: { name: string; pid: number | undefined
   let ended = false;
   onCleanup("close the raw mysql2 pool", () => (ended ? undefined : pool.end()));
   notes.push(`raw: a mysql2 pool of ${poolMax} connections (the size of the product service's knex pool), ${CONCURRENCY} callers, ${RAW_WARMUP_S} s warm-up + ${RAW_S} s per case, while the cluster is idle.`);
-  const once = async (id: string) => {
-    const conn = await pool.getConnection();
-    try {
-      await conn.query("BEGIN");
-      try {
-        const [res] = await conn.query<mysql.ResultSetHeader>(RAW_UPDATE, [id]);
-        await conn.query("COMMIT");
-        return res.affectedRows === 1;
-      } catch (err) {
-        await conn.query("ROLLBACK").catch(() => undefined);
-        throw err;
-      }
-    } finally {
-      conn.release();
-    }
-  };
+  const once = (id: string) => rawConditionalUpdate(pool, RAW_UPDATE, [id]);
   const rows: RawRow[] = [];
   const cases: [string, (w: number, n: number) => string, string[]][] = [
     [`raw UPDATE, ${PRODUCTS} products`, () => ids[Math.floor(Math.random() * ids.length)], ids],

@@ -314,3 +314,29 @@ export function appendResults(section: string): void {
   const current = fs.readFileSync(file, "utf8");
   fs.appendFileSync(file, (current.endsWith("\n") ? "" : "\n") + section);
 }
+
+/** Minimal mysql2 promise pool shape, so this file needs no mysql2 import. */
+interface RawPool {
+  getConnection(): Promise<{ query(sql: string, values?: unknown[]): Promise<unknown>; release(): void }>;
+}
+
+/**
+ * The raw baseline of the stock benches: one conditional UPDATE in its own transaction on a
+ * pooled mysql2 connection; true when it changed a row (the condition held).
+ */
+export async function rawConditionalUpdate(pool: RawPool, sql: string, values: unknown[]): Promise<boolean> {
+  const conn = await pool.getConnection();
+  try {
+    await conn.query("BEGIN");
+    try {
+      const [res] = (await conn.query(sql, values)) as [{ affectedRows: number }];
+      await conn.query("COMMIT");
+      return res.affectedRows === 1;
+    } catch (err) {
+      await conn.query("ROLLBACK").catch(() => undefined);
+      throw err;
+    }
+  } finally {
+    conn.release();
+  }
+}

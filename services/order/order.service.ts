@@ -31,6 +31,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Knex } from "knex";
 import type { Context, ServiceSchema } from "moleculer";
+import { addressProps } from "../../lib/address-rules";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
@@ -98,16 +99,6 @@ interface CreateParams {
 }
 
 const idRule = { type: "string", min: 1, max: 64 } as const;
-const addressProps = {
-  recipient: { type: "string", trim: true, min: 1, max: 100 },
-  phone: { type: "string", trim: true, min: 3, max: 32, pattern: "^[0-9+()\\-.\\s]+$" },
-  line1: { type: "string", trim: true, min: 1, max: 200 },
-  line2: { type: "string", trim: true, max: 200, optional: true, nullable: true },
-  city: { type: "string", trim: true, min: 1, max: 100 },
-  province: { type: "string", trim: true, max: 100, optional: true, nullable: true },
-  postalCode: { type: "string", trim: true, min: 1, max: 20 },
-  country: { type: "string", trim: true, length: 2, pattern: "^[A-Za-z]{2}$" },
-} as const;
 const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
 const orderSchema = {
   type: "object",

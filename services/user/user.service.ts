@@ -8,6 +8,7 @@ import argon2 from "argon2";
 import type { ServiceSchema } from "moleculer";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import { accessTokens, type AccessTokens } from "../../lib/auth/tokens";
+import { addressProps } from "../../lib/address-rules";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
@@ -52,16 +53,6 @@ const emailRule = { type: "email", max: 254, normalize: true } as const;
 const nameRule = { type: "string", trim: true, min: 1, max: 100 } as const;
 const idRule = { type: "string", min: 1, max: 64 } as const;
 const prefList = { type: "array", optional: true, max: 50, items: { type: "string", max: 100 } } as const;
-const addressProps = {
-  recipient: { type: "string", trim: true, min: 1, max: 100 },
-  phone: { type: "string", trim: true, min: 3, max: 32, pattern: "^[0-9+()\\-.\\s]+$" },
-  line1: { type: "string", trim: true, min: 1, max: 200 },
-  line2: { type: "string", trim: true, max: 200, optional: true, nullable: true },
-  city: { type: "string", trim: true, min: 1, max: 100 },
-  province: { type: "string", trim: true, max: 100, optional: true, nullable: true },
-  postalCode: { type: "string", trim: true, min: 1, max: 20 },
-  country: { type: "string", trim: true, length: 2, pattern: "^[A-Za-z]{2}$" },
-} as const;
 const optionalAll = <T extends Record<string, object>>(props: T) =>
   Object.fromEntries(Object.entries(props).map(([k, v]) => [k, { ...v, optional: true }])) as {
     [K in keyof T]: T[K] & { optional: true };
