@@ -15,6 +15,7 @@ const MIGRATIONS: Record<string, string> = {
   order: path.join(__dirname, "..", "services", "order", "migrations"),
   notification: path.join(__dirname, "..", "services", "notification", "migrations"),
   payment: path.join(__dirname, "..", "services", "payment", "migrations"),
+  recommendation: path.join(__dirname, "..", "services", "recommendation", "migrations"),
 };
 
 async function main(): Promise<void> {

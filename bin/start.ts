@@ -5,6 +5,7 @@
  */
 import { createBroker } from "../lib/app";
 import { ConfigError, loadConfig, type AppConfig } from "../lib/config";
+import { startHealthServer, type HealthServer } from "../lib/health-server";
 
 export function loadConfigOrExit(): AppConfig {
   try {
@@ -34,7 +35,18 @@ export function installShutdown(stop: () => Promise<unknown>): void {
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const broker = createBroker(config);
-  installShutdown(() => broker.stop());
+  // A node without the gateway gets a small health server of its own, started before the
+  // broker so liveness answers (and readiness says "starting") while the services start.
+  let health: HealthServer | undefined;
+  if (config.healthPort && !config.services.includes("gateway")) {
+    try {
+      health = await startHealthServer(broker, config.healthPort);
+    } catch (err) {
+      process.stderr.write(`Health server on port ${config.healthPort} failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    }
+  }
+  installShutdown(() => broker.stop().finally(() => health?.close()));
   try {
     await broker.start();
   } catch (err) {
@@ -46,6 +58,7 @@ async function main(): Promise<void> {
   if (config.services.includes("gateway")) {
     lines.push(`  Gateway: ${config.publicUrl}/api`, `  API docs: ${config.publicUrl}/docs  (OpenAPI: ${config.publicUrl}/api/openapi.json)`);
   }
+  if (health) lines.push(`  Health: http://localhost:${health.port}/health/live and /health/ready`);
   lines.push(
     config.mode === "cluster"
       ? "  REPL: `npm run repl` in another terminal joins this cluster (same environment variables)"

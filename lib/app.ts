@@ -11,6 +11,7 @@ import { createNotificationService } from "../services/notification/notification
 import { createPaymentService } from "../services/payment/payment.service";
 import { createOrderService } from "../services/order/order.service";
 import { createProductService } from "../services/product/product.service";
+import { createRecommendationService } from "../services/recommendation/recommendation.service";
 import { createSearchService } from "../services/search/search.service";
 import { createUserService } from "../services/user/user.service";
 import type { AppConfig, ServiceName } from "./config";
@@ -25,6 +26,7 @@ export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => Servi
   cart: createCartService,
   payment: (config) => createPaymentService(config),
   order: createOrderService,
+  recommendation: createRecommendationService,
 };
 
 export function createBroker(config: AppConfig, services: ServiceName[] = config.services): ServiceBroker {

@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 
-export const ALL_SERVICES = ["gateway", "user", "product", "search", "notification", "cart", "payment", "order"] as const;
+export const ALL_SERVICES = ["gateway", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 const bool = z
@@ -29,6 +29,9 @@ const url = (protocols: string[]) =>
 
 const EnvSchema = z.object({
   PORT: int(0, 65535).default(3000),
+  // A node without the gateway answers /health/live and /health/ready here (lib/health-server.ts),
+  // so an orchestrator can probe every node; 0: no health server.
+  HEALTH_PORT: int(0, 65535).default(3001),
   DATA_DIR: z.string().min(1).default("./data"),
   SERVICES: z.string().default("all"),
   NODE_ID: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, "letters, digits, . _ - only").optional(),
@@ -81,11 +84,18 @@ const EnvSchema = z.object({
   // platform and settled either way (reconciliation); how often each replica looks.
   PAYMENT_PENDING_TIMEOUT_S: int(1, 7 * 86_400).default(900),
   PAYMENT_RECONCILE_INTERVAL_MS: int(50, 3_600_000).default(30_000),
+  // Recommendations: how long a ranking is reused from the cacher (Redis in cluster mode); 0: never.
+  RECS_CACHE_TTL_S: int(0, 3600).default(30),
 });
+
+/** Every variable this module validates (the manifests' test checks theirs against it). */
+export const ENV_NAMES: readonly string[] = Object.keys(EnvSchema.shape);
 
 export interface AppConfig {
   mode: "embedded" | "cluster";
   port: number;
+  /** The health server's port on a node without the gateway; 0: none. */
+  healthPort: number;
   dataDir: string;
   services: ServiceName[];
   nodeId: string;
@@ -119,6 +129,8 @@ export interface AppConfig {
   mail: { smtpUrl?: string; from: string; maxAttempts: number; retryBaseMs: number };
   /** Payment reconciliation (payment service; the platforms' own variables are read by services/payment/platforms/config.ts). */
   payments: { pendingTimeoutS: number; reconcileIntervalMs: number };
+  /** Recommendation rankings kept in the broker's cacher this long (0: not cached). */
+  recommendations: { cacheTtlS: number };
 }
 
 export class ConfigError extends Error {
@@ -197,6 +209,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   return {
     mode: cluster ? "cluster" : "embedded",
     port: e.PORT,
+    healthPort: e.HEALTH_PORT,
     dataDir,
     services,
     nodeId: e.NODE_ID ?? `${os.hostname()}-${process.pid}`,
@@ -232,6 +245,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, maxAttempts: e.MAIL_MAX_ATTEMPTS, retryBaseMs: e.MAIL_RETRY_BASE_MS },
     payments: { pendingTimeoutS: e.PAYMENT_PENDING_TIMEOUT_S, reconcileIntervalMs: e.PAYMENT_RECONCILE_INTERVAL_MS },
+    recommendations: { cacheTtlS: e.RECS_CACHE_TTL_S },
     elasticsearch: e.ELASTIC_SEARCH_NODE
       ? {
           node: e.ELASTIC_SEARCH_NODE,

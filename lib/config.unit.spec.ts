@@ -21,7 +21,7 @@ test("embedded defaults: all services, port 3000, SQLite, generated secret kept 
   const a = loadConfig({ DATA_DIR: dir });
   assert.equal(a.mode, "embedded");
   assert.equal(a.port, 3000);
-  assert.deepEqual(a.services, ["gateway", "user", "product", "search", "notification", "cart", "payment", "order"]);
+  assert.deepEqual(a.services, ["gateway", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"]);
   assert.deepEqual(a.reservations, { ttlSeconds: 900, sweepIntervalMs: 30_000 });
   // The sweep runs every quarter of the TTL, from 1 s to 30 s, unless set.
   assert.deepEqual(loadConfig({ DATA_DIR: dir, RESERVATION_TTL_SECONDS: "60" }).reservations, { ttlSeconds: 60, sweepIntervalMs: 15_000 });
@@ -85,4 +85,12 @@ test("empty strings count as unset", () => {
   const c = loadConfig({ DATA_DIR: tmp(), RABBITMQ_URI: "", REDIS_URL: "", PORT: "" });
   assert.equal(c.mode, "embedded");
   assert.equal(c.port, 3000);
+});
+
+test("HEALTH_PORT: the health server of a node without the gateway, 3001 unless set, 0 for none", () => {
+  const dir = tmp();
+  assert.equal(loadConfig({ DATA_DIR: dir }).healthPort, 3001);
+  assert.equal(loadConfig({ DATA_DIR: dir, HEALTH_PORT: "0" }).healthPort, 0);
+  assert.equal(loadConfig({ DATA_DIR: dir, HEALTH_PORT: "9101" }).healthPort, 9101);
+  assert.deepEqual(problemsOf({ DATA_DIR: dir, HEALTH_PORT: "70000" }), ["HEALTH_PORT: must be at most 65535"]);
 });

@@ -33,6 +33,8 @@ export function nextStatus(from: OrderStatus, event: OrderEvent): OrderStatus | 
 
 /** States in which money was taken and may be refunded. */
 export const REFUNDABLE: readonly OrderStatus[] = ["PAID", "SHIPPED", "DELIVERED", "PARTIALLY_REFUNDED"];
+/** Orders that count as purchases (paid, not fully refunded): the recommendation model's history. */
+export const PURCHASED: readonly OrderStatus[] = REFUNDABLE;
 
 export interface Money {
   amount: number;

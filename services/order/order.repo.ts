@@ -117,6 +117,26 @@ export async function listOrders(
   return { items: rows.map((r) => toOrder(r, items.get(r.id) ?? [])), total: Number(n) };
 }
 
+/**
+ * Purchased orders (PURCHASED statuses) in id order after `afterId`, with their product ids
+ * and when they were paid (the PAID history entry), for a consumer rebuilding from history.
+ */
+export async function purchasesAfter(db: Knex, afterId: string, limit: number, statuses: readonly OrderStatus[]): Promise<{ orderId: string; userId: string; paidAt: number; productIds: string[] }[]> {
+  const rows = (await db("orders").whereIn("status", statuses).where("id", ">", afterId).orderBy("id").limit(limit).select("id", "user_id", "updated_at")) as { id: string; user_id: string; updated_at: number | string }[];
+  if (!rows.length) return [];
+  const ids = rows.map((r) => r.id);
+  const items = (await db("order_items").whereIn("order_id", ids).orderBy(["order_id", "product_id"]).select("order_id", "product_id")) as { order_id: string; product_id: string }[];
+  const paid = (await db("order_history").whereIn("order_id", ids).where({ status: "PAID" }).groupBy("order_id").select("order_id").min({ at: "at" })) as { order_id: string; at: number | string }[];
+  const paidAt = new Map(paid.map((p) => [p.order_id, Number(p.at)]));
+  const lines = new Map<string, string[]>();
+  for (const i of items) lines.set(i.order_id, [...(lines.get(i.order_id) ?? []), i.product_id]);
+  return rows.map((r) => ({ orderId: r.id, userId: r.user_id, paidAt: paidAt.get(r.id) ?? Number(r.updated_at), productIds: lines.get(r.id) ?? [] }));
+}
+
+export async function countOrders(db: Knex, statuses: readonly OrderStatus[]): Promise<number> {
+  return Number(((await db("orders").whereIn("status", statuses).count({ n: "*" })) as { n: number | string }[])[0]!.n);
+}
+
 /** Conditional status change (the caller holds the row lock); false when the row moved on. */
 export async function setStatus(trx: Knex.Transaction, id: string, from: OrderStatus, to: OrderStatus, now: number, extra: Record<string, unknown> = {}): Promise<boolean> {
   const n = await trx("orders").where({ id, status: from }).update({ status: to, updated_at: now, ...extra });

@@ -44,6 +44,7 @@ import {
   MAX_ORDER_LINES,
   MixedCurrencyError,
   ORDER_STATUSES,
+  PURCHASED,
   REFUNDABLE,
   nextStatus,
   normalizeOrderLines,
@@ -265,6 +266,29 @@ export function createOrderService(config: AppConfig): ServiceSchema {
         params: { id: idRule },
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           return this.view(await this.ownOrder(ctx, ctx.params.id));
+        },
+      },
+
+      /**
+       * Every purchased order (paid, not fully refunded) in id order, a page at a time (keyset
+       * on id), for a consumer that rebuilds from the order history (the recommendation model).
+       * `total` (on the first page only) is for a progress display. Not routed.
+       */
+      exportPurchases: {
+        visibility: "public",
+        params: {
+          $$strict: true,
+          after: { type: "string", max: 64, optional: true },
+          limit: { type: "number", integer: true, min: 1, max: 2000, optional: true },
+        },
+        async handler(this: OrderThis, ctx: Ctx<{ after?: string; limit?: number }>) {
+          const limit = ctx.params.limit ?? 1000;
+          const items = await repo.purchasesAfter(this.db, ctx.params.after ?? "", limit, PURCHASED);
+          return {
+            items,
+            next: items.length === limit ? items[items.length - 1]!.orderId : null,
+            ...(ctx.params.after ? {} : { total: await repo.countOrders(this.db, PURCHASED) }),
+          };
         },
       },
 

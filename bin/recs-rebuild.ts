@@ -1,0 +1,91 @@
+/**
+ * `npm run recs:rebuild [-- --url http://host:3000]`: recomputes the recommendation model
+ * from the order history on a running system and shows its progress.
+ *
+ * It goes through the gateway (POST then GET /api/admin/recommendations/rebuild) as an
+ * admin, so it works the same against an embedded process (whose services nobody else can
+ * reach) and a cluster (any recommendation replica runs it; every replica reports it).
+ * Credentials: ADMIN_EMAIL and ADMIN_PASSWORD, as the system's own first admin is given.
+ * The URL: --url, else PUBLIC_URL, else http://localhost:$PORT (3000).
+ * A rebuild already running is followed rather than started again.
+ */
+const args = process.argv.slice(2);
+const opt = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+
+async function api(base: string, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = text;
+  }
+  return { status: res.status, body: parsed };
+}
+
+function bar(phase: string, done: number, total: number | null): string {
+  if (!total) return `${phase}: ${done}`;
+  const width = 30;
+  const filled = Math.min(width, Math.round((done / total) * width));
+  return `${phase} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}`;
+}
+
+async function main(): Promise<number> {
+  const base = (opt("--url") ?? process.env.PUBLIC_URL ?? `http://localhost:${process.env.PORT ?? 3000}`).replace(/\/$/, "");
+  const email = process.env.ADMIN_EMAIL;
+  const password = process.env.ADMIN_PASSWORD;
+  if (!email || !password) {
+    process.stderr.write("ADMIN_EMAIL and ADMIN_PASSWORD must be set (an admin account of the running system)\n");
+    return 2;
+  }
+  const login = await api(base, "POST", "/api/auth/login", undefined, { email, password });
+  if (login.status !== 200) {
+    process.stderr.write(`Login at ${base} failed: ${login.status} ${JSON.stringify(login.body)}\n`);
+    return 1;
+  }
+  const token = login.body.accessToken as string;
+  const started = await api(base, "POST", "/api/admin/recommendations/rebuild", token);
+  if (started.status === 409) process.stderr.write("A rebuild is already running: following it.\n");
+  else if (started.status !== 202) {
+    process.stderr.write(`Could not start the rebuild: ${started.status} ${JSON.stringify(started.body)}\n`);
+    return 1;
+  }
+  let last = "";
+  for (;;) {
+    const s = await api(base, "GET", "/api/admin/recommendations/rebuild", token);
+    if (s.status !== 200) {
+      process.stderr.write(`\nStatus failed: ${s.status} ${JSON.stringify(s.body)}\n`);
+      return 1;
+    }
+    const st = s.body as { status: string; phase: string | null; done: number; total: number | null; error: string | null; summary: unknown };
+    if (st.status === "done" || st.status === "failed") {
+      process.stderr.write("\n");
+      if (st.status === "failed") {
+        process.stderr.write(`Rebuild failed: ${st.error}\n`);
+        return 1;
+      }
+      process.stdout.write(`Rebuild done: ${JSON.stringify(st.summary)}\n`);
+      return 0;
+    }
+    const line = bar(st.phase ?? "starting", st.done, st.total);
+    if (line !== last) process.stderr.write(`\r${line}      `);
+    last = line;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`recs:rebuild failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

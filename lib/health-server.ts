@@ -1,0 +1,67 @@
+/**
+ * Health endpoints for a node that runs no gateway (an order or payment replica, say):
+ * those nodes take their work from RabbitMQ and listen on no HTTP port, yet an
+ * orchestrator must still probe them. A bare node:http server, not moleculer-web: it
+ * must answer while the broker is starting or stopping, and carries nothing else.
+ * Same paths and bodies as the gateway's (services/gateway/api.service.ts), so one probe
+ * definition fits every node.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { ServiceBroker } from "moleculer";
+import { AppError, toErrorResponse } from "./errors";
+import { checkReadiness } from "./readiness";
+
+/** The gateway's paths too (OPS_ALIASES): the manifests probe these on HEALTH_PORT. */
+export const HEALTH_PATHS = { live: "/health/live", ready: "/health/ready" } as const;
+
+export interface HealthServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" });
+  res.end(JSON.stringify(body));
+}
+
+/** Listens on `port` (0: an ephemeral one, for tests) on every interface: the kubelet probes the pod's IP. */
+export async function startHealthServer(broker: ServiceBroker, port: number): Promise<HealthServer> {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, toErrorResponse(new AppError("METHOD_NOT_ALLOWED", "GET only")).body);
+    // Live as long as the event loop answers: a restart would not fix a dependency that is down.
+    if (path === HEALTH_PATHS.live) return send(res, 200, { status: "ok" });
+    if (path === HEALTH_PATHS.ready) {
+      checkReadiness(broker).then(
+        (report) => {
+          if (report.ready) return send(res, 200, { status: "ready", checks: report.checks });
+          const err = new AppError("SERVICE_UNAVAILABLE", `Not ready: ${report.down.map((d) => d.dependency).join(", ")} down`, report.down);
+          const { status, body } = toErrorResponse(err);
+          send(res, status, body);
+        },
+        // checkReadiness catches each probe's failure; this is only a last resort.
+        () => send(res, 503, toErrorResponse(new AppError("SERVICE_UNAVAILABLE", "Readiness check failed")).body),
+      );
+      return;
+    }
+    send(res, 404, toErrorResponse(new AppError("NOT_FOUND", "Not found")).body);
+  });
+  // Probes are short requests; do not let an idle keep-alive connection hold close() up.
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
