@@ -5,10 +5,12 @@
  */
 import type { BrokerOptions } from "moleculer";
 import { ResilientRedisCacher } from "./lib/cacher";
+import { DependencyErrorsMiddleware } from "./lib/errors";
 import type { AppConfig } from "./lib/config";
 import { ResilientEtcd3Discoverer } from "./lib/discovery/resilient-etcd3-discoverer";
-import { InProcessPrometheusReporter } from "./lib/metrics";
+import { InProcessPrometheusReporter, registerBusinessMetrics } from "./lib/metrics";
 import { ProtobufSerializer } from "./lib/serializer/protobuf-serializer";
+import { jsonLogFormatter, RequestScopeMiddleware, tracingOptions } from "./lib/tracing";
 import { SafeAmqpTransporter } from "./lib/transporter/safe-amqp-transporter";
 
 export function brokerOptions(config: AppConfig): BrokerOptions {
@@ -19,7 +21,8 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
       type: "Console",
       options: {
         level: config.logLevel,
-        formatter: config.logFormat === "json" ? "json" : "short",
+        // JSON: Moleculer's json line plus `requestId` inside a request (lib/tracing.ts).
+        formatter: config.logFormat === "json" ? (jsonLogFormatter as any) : "short",
         colors: config.logFormat !== "json" && Boolean(process.stdout.isTTY),
       },
     },
@@ -35,6 +38,14 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
     retryPolicy: { enabled: false },
     tracking: { enabled: true, shutdownTimeout: 10_000 },
     metrics: { enabled: true, reporter: [new InProcessPrometheusReporter({}) as any] },
+    // TRACING_EXPORTER (lib/tracing.ts); the trace id is the request id (X-Request-Id).
+    tracing: tracingOptions(config),
+    middlewares: [
+      RequestScopeMiddleware(),
+      DependencyErrorsMiddleware,
+      // The business counters (lib/metrics.ts), registered once so the label-less ones scrape as 0.
+      { name: "BusinessMetrics", created: (broker: any) => registerBusinessMetrics(broker) } as any,
+    ],
     cacher: config.redisUrl
       ? (new ResilientRedisCacher({ redisUrl: config.redisUrl, prefix: `MOL-${config.namespace || "meridian"}-`, ttl: 300 }) as unknown as BrokerOptions["cacher"])
       : { type: "Memory", options: { ttl: 300, maxParamsLength: 200 } },

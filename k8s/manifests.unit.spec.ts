@@ -26,7 +26,7 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { Ingress } from "kubernetes-models/networking.k8s.io/v1";
 import { brokerOptions } from "../moleculer.config";
 import { ALL_SERVICES, ENV_NAMES, loadConfig, type AppConfig } from "../lib/config";
-import { HEALTH_PATHS } from "../lib/health-server";
+import { HEALTH_PATHS, METRICS_PATH } from "../lib/health-server";
 import { OPS_ALIASES } from "../services/gateway/api.service";
 import { PLATFORM_GROUPS, parsePaymentConfig } from "../services/payment/platforms/config";
 
@@ -330,6 +330,12 @@ for (const overlay of OVERLAYS) {
       }
       // Readiness answers within checkReadiness's 2 s deadline; a shorter timeout would flap.
       assert.ok((c.readinessProbe.timeoutSeconds ?? 1) > 2, `${d.metadata.name}: readiness timeout above 2 s`);
+      // Prometheus scrape annotations: the path this node serves /metrics on, on that port.
+      const ann = d.spec.template.metadata?.annotations ?? {};
+      assert.equal(ann["prometheus.io/scrape"], "true", `${d.metadata.name}: prometheus.io/scrape`);
+      assert.equal(Number(ann["prometheus.io/port"]), port, `${d.metadata.name}: prometheus.io/port is ${gateway ? "PORT" : "HEALTH_PORT"}`);
+      assert.equal(ann["prometheus.io/path"], METRICS_PATH, `${d.metadata.name}: prometheus.io/path`);
+      if (gateway) assert.ok(`GET ${METRICS_PATH}` in OPS_ALIASES, "the gateway routes GET /metrics");
     }
     for (const s of ofKind(objects, "StatefulSet")) {
       for (const c of podSpec(s).containers) assert.ok(c.readinessProbe && c.livenessProbe, `StatefulSet/${s.metadata.name}: readiness and liveness probes`);

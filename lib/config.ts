@@ -31,7 +31,9 @@ const EnvSchema = z.object({
   PORT: int(0, 65535).default(3000),
   // A node without the gateway answers /health/live and /health/ready here (lib/health-server.ts),
   // so an orchestrator can probe every node; 0: no health server.
-  HEALTH_PORT: int(0, 65535).default(3001),
+  // Off unless given (k8s/base's ConfigMap sets 3001): several nodes on one machine
+  // (tests, `npm run cluster`) would otherwise all claim the same port.
+  HEALTH_PORT: int(0, 65535).default(0),
   DATA_DIR: z.string().min(1).default("./data"),
   SERVICES: z.string().default("all"),
   NODE_ID: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, "letters, digits, . _ - only").optional(),
@@ -86,6 +88,11 @@ const EnvSchema = z.object({
   PAYMENT_RECONCILE_INTERVAL_MS: int(50, 3_600_000).default(30_000),
   // Recommendations: how long a ranking is reused from the cacher (Redis in cluster mode); 0: never.
   RECS_CACHE_TTL_S: int(0, 3600).default(30),
+  // Tracing (lib/tracing.ts): Moleculer's tracer, spans to Zipkin (or Jaeger's Zipkin
+  // endpoint) or to the log; none: off.
+  TRACING_EXPORTER: z.enum(["none", "zipkin", "console"]).default("none"),
+  ZIPKIN_URL: url(["http:", "https:"]).optional(),
+  TRACING_SAMPLE_RATE: z.coerce.number({ error: "must be a number from 0 to 1" }).min(0, "must be from 0 to 1").max(1, "must be from 0 to 1").default(1),
 });
 
 /** Every variable this module validates (the manifests' test checks theirs against it). */
@@ -131,6 +138,8 @@ export interface AppConfig {
   payments: { pendingTimeoutS: number; reconcileIntervalMs: number };
   /** Recommendation rankings kept in the broker's cacher this long (0: not cached). */
   recommendations: { cacheTtlS: number };
+  /** Moleculer tracing: exporter, Zipkin base URL (zipkin only), share of traces sampled. */
+  tracing: { exporter: "none" | "zipkin" | "console"; zipkinUrl?: string; sampleRate: number };
 }
 
 export class ConfigError extends Error {
@@ -201,6 +210,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   if ((e.ELASTIC_SEARCH_USERNAME || e.ELASTIC_SEARCH_INDEX) && !e.ELASTIC_SEARCH_NODE)
     problems.push("ELASTIC_SEARCH_USERNAME/ELASTIC_SEARCH_INDEX: set without ELASTIC_SEARCH_NODE");
 
+  if (e.TRACING_EXPORTER === "zipkin" && !e.ZIPKIN_URL) problems.push("ZIPKIN_URL: required when TRACING_EXPORTER is zipkin");
+  if (e.ZIPKIN_URL && e.TRACING_EXPORTER !== "zipkin") problems.push("ZIPKIN_URL: set without TRACING_EXPORTER=zipkin");
+
   if (e.HEARTBEAT_TIMEOUT_S <= e.HEARTBEAT_INTERVAL_S)
     problems.push("HEARTBEAT_TIMEOUT_S: must be greater than HEARTBEAT_INTERVAL_S");
   if (problems.length) throw new ConfigError(problems);
@@ -246,6 +258,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, maxAttempts: e.MAIL_MAX_ATTEMPTS, retryBaseMs: e.MAIL_RETRY_BASE_MS },
     payments: { pendingTimeoutS: e.PAYMENT_PENDING_TIMEOUT_S, reconcileIntervalMs: e.PAYMENT_RECONCILE_INTERVAL_MS },
     recommendations: { cacheTtlS: e.RECS_CACHE_TTL_S },
+    tracing: { exporter: e.TRACING_EXPORTER, zipkinUrl: e.ZIPKIN_URL?.replace(/\/$/, ""), sampleRate: e.TRACING_SAMPLE_RATE },
     elasticsearch: e.ELASTIC_SEARCH_NODE
       ? {
           node: e.ELASTIC_SEARCH_NODE,

@@ -3,18 +3,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
-import { ConfigError, loadConfig } from "./config";
+import { configProblems } from "../test/support/config";
+import { loadConfig } from "./config";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "meridian-cfg-"));
-const problemsOf = (env: Record<string, string>) => {
-  try {
-    loadConfig(env);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError);
-    return err.problems;
-  }
-  assert.fail("expected a ConfigError");
-};
+const problemsOf = (env: Record<string, string>) => configProblems(() => loadConfig(env));
 
 test("embedded defaults: all services, port 3000, SQLite, generated secret kept in DATA_DIR", () => {
   const dir = tmp();
@@ -87,9 +80,9 @@ test("empty strings count as unset", () => {
   assert.equal(c.port, 3000);
 });
 
-test("HEALTH_PORT: the health server of a node without the gateway, 3001 unless set, 0 for none", () => {
+test("HEALTH_PORT: the health server of a node without the gateway, off (0) unless set", () => {
   const dir = tmp();
-  assert.equal(loadConfig({ DATA_DIR: dir }).healthPort, 3001);
+  assert.equal(loadConfig({ DATA_DIR: dir }).healthPort, 0);
   assert.equal(loadConfig({ DATA_DIR: dir, HEALTH_PORT: "0" }).healthPort, 0);
   assert.equal(loadConfig({ DATA_DIR: dir, HEALTH_PORT: "9101" }).healthPort, 9101);
   assert.deepEqual(problemsOf({ DATA_DIR: dir, HEALTH_PORT: "70000" }), ["HEALTH_PORT: must be at most 65535"]);

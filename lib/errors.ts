@@ -47,6 +47,42 @@ export const rateLimited = (retryAfterSeconds: number) =>
   new AppError("RATE_LIMITED", "Too many requests, try again later", [{ retryAfterSeconds }]);
 
 /**
+ * Errors that mean a dependency is away for a while (database, message broker), not that the
+ * request or the code is wrong: the client may retry, so they are 503, not 500. Found by the
+ * chaos runs: a MariaDB restart surfaced as `ECONNREFUSED` from knex, a RabbitMQ restart as
+ * Moleculer's `BrokerDisconnectedError`.
+ */
+const DEPENDENCY_DOWN_CODES = new Set([
+  "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENOTFOUND",
+  "PROTOCOL_CONNECTION_LOST", "ER_SERVER_SHUTDOWN", "ER_CON_COUNT_ERROR", "ER_LOCK_WAIT_TIMEOUT", "ER_LOCK_DEADLOCK",
+  "SQLITE_BUSY",
+]);
+const DEPENDENCY_DOWN_NAMES = new Set(["BrokerDisconnectedError", "KnexTimeoutError"]);
+
+/** A database or broker connection failure (mysql2 marks a dead connection's errors `fatal`). */
+export function isDependencyDown(err: unknown): boolean {
+  const e = (err ?? {}) as { name?: string; code?: unknown; fatal?: unknown };
+  return DEPENDENCY_DOWN_NAMES.has(e.name ?? "") || (typeof e.code === "string" && DEPENDENCY_DOWN_CODES.has(e.code)) || e.fatal === true;
+}
+
+const unavailable = () => new AppError("SERVICE_UNAVAILABLE", "A service needed for this request is unavailable");
+
+/**
+ * Broker middleware: an action that fails because its database (or the broker) is away
+ * answers SERVICE_UNAVAILABLE (503) from where it happened, so the meaning survives the trip to
+ * the gateway (a driver error's own properties, such as mysql2's `fatal`, would not).
+ */
+export const DependencyErrorsMiddleware = {
+  name: "DependencyErrors",
+  localAction(next: (ctx: unknown) => Promise<unknown>) {
+    return (ctx: unknown) =>
+      next(ctx).catch((err: unknown) => {
+        throw isDependencyDown(err) ? unavailable() : err;
+      });
+  },
+};
+
+/**
  * Maps anything thrown (our errors, Moleculer's, moleculer-web's, body parser's, a bug)
  * to a status and the contract's body. Unknown errors become INTERNAL with a generic
  * message: no stack, no internal message leaves the server.
@@ -77,6 +113,8 @@ export function toErrorResponse(err: unknown): { status: number; body: ErrorBody
     const retry = type === "RATE_LIMITED" ? (details[0] as { retryAfterSeconds?: number })?.retryAfterSeconds : undefined;
     return { status, body: body(code, e.message ?? code, details), retryAfter: retry };
   }
+  if (isDependencyDown(err))
+    return { status: 503, body: body("SERVICE_UNAVAILABLE", "A service needed for this request is unavailable"), retryAfter: 1 };
   // moleculer-web's own errors.
   switch (e.name) {
     case "NotFoundError":

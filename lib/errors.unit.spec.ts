@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Errors } from "moleculer";
-import { AppError, conflict, rateLimited, toErrorResponse } from "./errors";
+import { AppError, DependencyErrorsMiddleware, conflict, rateLimited, toErrorResponse } from "./errors";
 
 test("our errors keep their code, status and details", () => {
   assert.deepEqual(toErrorResponse(conflict("taken", [{ field: "email" }])), {
@@ -44,4 +44,24 @@ test("timeouts and missing services are 503, not 500", () => {
   assert.equal(toErrorResponse(new Errors.RequestRejectedError({ action: "order.create", nodeID: "order-2" })).status, 503, "its node left mid-request");
   const webUnavailable = Object.assign(new Error("Service unavailable"), { name: "ServiceUnavailableError", code: 503 });
   assert.equal(toErrorResponse(webUnavailable).body.error.code, "SERVICE_UNAVAILABLE");
+});
+
+test("a dependency that is away (database, RabbitMQ) is 503 with Retry-After, and says nothing of it", () => {
+  const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:3306"), { code: "ECONNREFUSED", errno: -111 });
+  const r = toErrorResponse(refused);
+  assert.equal(r.status, 503);
+  assert.equal(r.retryAfter, 1);
+  assert.ok(!JSON.stringify(r.body).includes("3306"), "no address leaves the server");
+  assert.equal(toErrorResponse(Object.assign(new Error("The broker's transporter has disconnected"), { name: "BrokerDisconnectedError", code: 502 })).status, 503);
+  assert.equal(toErrorResponse(Object.assign(new Error("pool"), { name: "KnexTimeoutError" })).status, 503);
+  assert.equal(toErrorResponse(Object.assign(new Error("lost"), { code: "PROTOCOL_CONNECTION_LOST" })).status, 503);
+  assert.equal(toErrorResponse(Object.assign(new Error("closed"), { fatal: true })).status, 503, "mysql2: a command on a dead connection");
+  assert.equal(toErrorResponse(Object.assign(new Error("bug"), { code: "ERR_SOMETHING" })).status, 500, "anything else is still a 500");
+});
+
+test("DependencyErrorsMiddleware turns a dependency failure into SERVICE_UNAVAILABLE where it happens, and leaves others alone", async () => {
+  const fail = (err: Error) => DependencyErrorsMiddleware.localAction(() => Promise.reject(err))({});
+  await assert.rejects(fail(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:3306"), { code: "ECONNREFUSED" })), (e: AppError) => e.type === "SERVICE_UNAVAILABLE" && e.code === 503 && !e.message.includes("3306"));
+  const other = new AppError("CONFLICT", "no");
+  await assert.rejects(fail(other), (e) => e === other);
 });

@@ -52,7 +52,12 @@ test("live at once, ready only when every probe passes, 503 names what is down",
 
     assert.equal((await get(health.port, "/health/ready", "HEAD")).status, 200);
     assert.equal((await get(health.port, "/health/live", "POST")).status, 405);
-    const missing = await get(health.port, "/metrics");
+    // Prometheus text (empty here: this broker has no InProcessPrometheusReporter; lib/observability.int.spec.ts checks the content).
+    const metrics = await fetch(`http://127.0.0.1:${health.port}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+    await metrics.text();
+    const missing = await get(health.port, "/nothing-here");
     assert.equal(missing.status, 404);
     assert.equal(missing.body.error.code, "NOT_FOUND");
   } finally {

@@ -1,5 +1,5 @@
 /**
- * Health endpoints for a node that runs no gateway (an order or payment replica, say):
+ * Health endpoints (and GET /metrics) for a node that runs no gateway (an order or payment replica, say):
  * those nodes take their work from RabbitMQ and listen on no HTTP port, yet an
  * orchestrator must still probe them. A bare node:http server, not moleculer-web: it
  * must answer while the broker is starting or stopping, and carries nothing else.
@@ -10,10 +10,13 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { ServiceBroker } from "moleculer";
 import { AppError, toErrorResponse } from "./errors";
+import { prometheusText } from "./metrics";
 import { checkReadiness } from "./readiness";
 
 /** The gateway's paths too (OPS_ALIASES): the manifests probe these on HEALTH_PORT. */
 export const HEALTH_PATHS = { live: "/health/live", ready: "/health/ready" } as const;
+/** Prometheus text of this node (Moleculer's metrics and the business counters), as the gateway's GET /metrics. */
+export const METRICS_PATH = "/metrics";
 
 export interface HealthServer {
   port: number;
@@ -32,6 +35,10 @@ export async function startHealthServer(broker: ServiceBroker, port: number): Pr
     if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, toErrorResponse(new AppError("METHOD_NOT_ALLOWED", "GET only")).body);
     // Live as long as the event loop answers: a restart would not fix a dependency that is down.
     if (path === HEALTH_PATHS.live) return send(res, 200, { status: "ok" });
+    if (path === METRICS_PATH) {
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8", "cache-control": "no-store" });
+      return void res.end(prometheusText(broker));
+    }
     if (path === HEALTH_PATHS.ready) {
       checkReadiness(broker).then(
         (report) => {

@@ -89,7 +89,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
         // Registered now, before any service starts, so no relay can deliver an event
         // before this consumer is known; deliveries wait for `ready` (database migrated).
         const ready = new Promise<void>((r) => (rt.markReady = r));
-        rt.subscriber = embeddedSubscriber({ service: name, db: () => this.db, handlers, stats, ready, logger: this.logger });
+        rt.subscriber = embeddedSubscriber({ service: name, db: () => this.db, handlers, stats, ready, logger: this.logger, broker: this.broker });
         busFor(this.broker as ServiceBroker).add(rt.subscriber);
       }
       this.$events = rt;
@@ -101,7 +101,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       const db = this.db as Knex | undefined;
       if (!db || !(await db.schema.hasTable("outbox")) || !(await db.schema.hasTable("inbox")))
         throw new Error(`EventsMixin('${name}'): no outbox/inbox tables. List EventsMixin before DbMixin in 'mixins' and add a migration calling createEventTables()`);
-      const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, batchSize: opts.batchSize };
+      const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, batchSize: opts.batchSize, broker: this.broker };
       if (config.rabbitmqUri) {
         rt.link = new AmqpLink(config.rabbitmqUri, `meridian-events-${name}-${config.nodeId}`);
         rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo });
@@ -109,7 +109,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
           rt.consumer = new AmqpConsumer({
             service: name, db, link: rt.link, topo, handlers,
             maxAttempts: config.events.maxAttempts, retryDelaysMs: config.events.retryDelaysMs,
-            prefetch: opts.prefetch ?? 20, logger: this.logger,
+            prefetch: opts.prefetch ?? 20, logger: this.logger, broker: this.broker,
           });
           await rt.consumer.start();
         }

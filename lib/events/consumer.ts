@@ -24,6 +24,7 @@ import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import { ReconnectLoop, withTimeout, type AmqpLink } from "./amqp";
 import { inTransaction, isUniqueViolation } from "../db";
+import { countBusiness } from "../metrics";
 import type { Envelope } from "./outbox";
 import { assertConsumerTopology, type Topology } from "./topology";
 
@@ -81,6 +82,8 @@ export interface AmqpConsumerOptions {
   retryDelaysMs: number[];
   prefetch: number;
   logger: Logger;
+  /** For the business counters (lib/metrics.ts); none: not counted. */
+  broker?: ServiceBroker;
 }
 
 export class AmqpConsumer {
@@ -136,6 +139,7 @@ export class AmqpConsumer {
       if (!handler) throw new Error(`no handler for '${envelope.name}'`);
       const outcome = await applyOnce(this.opts.db, envelope, handler);
       this.stats[outcome === "applied" ? "applied" : "duplicates"]++;
+      countBusiness(this.opts.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: this.opts.service, event: envelope.name });
       safe(() => ch.ack(msg));
     } catch (err) {
       const { topo, service, maxAttempts, retryDelaysMs } = this.opts;
@@ -157,6 +161,7 @@ export class AmqpConsumer {
           "republish confirm",
         );
         this.stats[dead ? "deadLettered" : "retried"]++;
+        countBusiness(this.opts.broker, dead ? "events_dead_lettered" : "events_retried", { service, event: String(msg.properties.type ?? msg.fields.routingKey) });
         if (dead) this.opts.logger.error(`Event ${msg.properties.messageId} moved to ${queue} after ${attempts} attempt(s): ${headers["x-last-error"]}`);
         safe(() => ch.ack(msg));
       } catch {
@@ -233,6 +238,7 @@ export function embeddedSubscriber(opts: {
   stats: ConsumerStats;
   ready: Promise<void>;
   logger: Logger;
+  broker?: ServiceBroker;
 }): EmbeddedSubscriber {
   return {
     service: opts.service,
@@ -242,6 +248,7 @@ export function embeddedSubscriber(opts: {
       await opts.ready;
       const outcome = await applyOnce(opts.db(), envelope, opts.handlers[envelope.name]!);
       opts.stats[outcome === "applied" ? "applied" : "duplicates"]++;
+      countBusiness(opts.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: opts.service, event: envelope.name });
     },
     async deadLetter(envelope, attempts, err) {
       await opts.ready;
@@ -262,6 +269,7 @@ export function embeddedSubscriber(opts: {
         await db("dead_letters").where({ message_id: envelope.id }).update(row);
       }
       opts.stats.deadLettered++;
+      countBusiness(opts.broker, "events_dead_lettered", { service: opts.service, event: envelope.name });
       opts.logger.error(`Event ${envelope.id} dead-lettered in '${opts.service}' after ${attempts} attempt(s): ${row.last_error}`);
     },
   };

@@ -29,6 +29,8 @@
  */
 import type { ConfirmChannel } from "amqplib";
 import type { Knex } from "knex";
+import type { ServiceBroker } from "moleculer";
+import { countBusiness } from "../metrics";
 import { backoffMs, withTimeout, type AmqpLink } from "./amqp";
 import type { EmbeddedBus } from "./consumer";
 import { claimPending, isMysql, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
@@ -49,6 +51,8 @@ export interface RelayOptions {
   batchSize?: number;
   /** Sent outbox rows and inbox rows older than this are deleted (hourly). */
   retentionMs?: number;
+  /** For the business counters (lib/metrics.ts); none: not counted. */
+  broker?: ServiceBroker;
 }
 
 const DAY = 86_400_000;
@@ -220,6 +224,7 @@ export class AmqpRelay extends RelayLoop {
             timestamp: Math.floor(Number(row.occurred_at) / 1000),
           }, (err) => {
             if (!err) confirmed.push(row.seq);
+            if (!err) countBusiness(this.opts.broker, "events_published", { service: source, event: row.event }); // confirmed by RabbitMQ
             settle();
           });
         } catch {
@@ -252,17 +257,18 @@ export class EmbeddedRelay extends RelayLoop {
     const rows = await claimPending(db, this.batchSize, Date.now(), false);
     for (const row of rows) {
       const envelope = toEnvelope(row, source);
-      const failed: { deadLetter(e: typeof envelope, attempts: number, err: Error): Promise<void>; err: Error }[] = [];
+      const failed: { deadLetter(e: typeof envelope, attempts: number, err: Error): Promise<void>; err: Error; service: string }[] = [];
       for (const sub of bus.subscribers(row.event)) {
         try {
           await sub.deliver(envelope);
         } catch (err) {
-          failed.push({ deadLetter: (e, a, x) => sub.deadLetter(e, a, x), err: err as Error });
+          failed.push({ deadLetter: (e, a, x) => sub.deadLetter(e, a, x), err: err as Error, service: sub.service });
         }
       }
       if (!failed.length) {
         await markSent(db, [row.seq], Date.now());
         this.published++;
+        countBusiness(this.opts.broker, "events_published", { service: source, event: row.event });
         continue;
       }
       const attempts = row.attempts + 1;
@@ -274,6 +280,7 @@ export class EmbeddedRelay extends RelayLoop {
       } else {
         const delay = retryDelaysMs[Math.min(attempts - 1, retryDelaysMs.length - 1)] ?? 1000;
         await markRetry(db, row.seq, attempts, Date.now() + delay, message);
+        for (const f of failed) countBusiness(this.opts.broker, "events_retried", { service: f.service, event: row.event });
       }
     }
     return rows.length;

@@ -4,6 +4,7 @@
  * bodies guarded (size, syntax, prototype keys), identity only from a verified bearer
  * token, and each action's `auth` level enforced here before the call.
  */
+import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import ApiGateway from "moleculer-web";
 import serveStatic from "serve-static";
@@ -16,10 +17,42 @@ import { AppError, forbidden, toErrorResponse, unauthorized } from "../../lib/er
 import { prometheusText } from "../../lib/metrics";
 import { buildOpenApiDocument } from "../../lib/openapi";
 import { checkReadiness } from "../../lib/readiness";
+import { logFields } from "../../lib/tracing";
 import { jsonBody } from "./json-body";
 import { rawCallbackBody } from "./raw-body";
 
-type Req = IncomingMessage & { $action?: { auth?: AuthLevel; name?: string }; $ctx?: Context<unknown, RequestMeta> };
+type Req = IncomingMessage & {
+  $action?: { auth?: AuthLevel; name?: string };
+  $ctx?: Context<unknown, RequestMeta>;
+  $alias?: { fullPath?: string };
+  originalUrl?: string;
+};
+
+/** A client's `X-Request-Id` is used when it is sane; anything else gets a fresh id. */
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+export function requestIdOf(header: string | string[] | undefined): string {
+  return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
+}
+
+/**
+ * One line per request once the response is done (or the client went away): method, route
+ * (the alias template), path (no query string), status, duration, request id, node. Never
+ * headers or bodies (a token or a password). Probes and scrapes log at debug.
+ */
+function logAccess(svc: { logger: { info(...a: unknown[]): void; debug(...a: unknown[]): void }; broker: { nodeID: string } }, req: Req, res: ServerResponse, requestId: string): void {
+  const started = process.hrtime.bigint();
+  res.once("close", () => {
+    const path = (req.originalUrl ?? req.url ?? "/").split("?")[0];
+    const route = req.$alias?.fullPath ?? null;
+    const durationMs = Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10;
+    const status = res.writableFinished ? res.statusCode : 499; // 499: the client closed first
+    const level = path.startsWith("/health/") || path === "/metrics" ? "debug" : "info";
+    svc.logger[level](
+      logFields({ kind: "access", method: req.method, route, path, status, durationMs, requestId, nodeID: svc.broker.nodeID }),
+      `${req.method} ${path} ${status}`,
+    );
+  });
+}
 
 /** The REST contract's routes (API.md), one alias each. Later services add theirs here. */
 export const API_ALIASES: Record<string, string> = {
@@ -125,6 +158,15 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       logResponse: "debug",
       logRequestParams: null,
       logResponseData: null,
+      // Every request's Moleculer context (and so every call it makes, on any node) gets the
+      // request id: the client's X-Request-Id when sane (X-Correlation-Id is not used), else
+      // a new UUID. It is the trace id too, and comes back in the X-Request-Id header.
+      rootCallOptions(this: any, options: { requestID?: string }, req: Req, res: ServerResponse) {
+        const requestId = requestIdOf(req.headers["x-request-id"]);
+        options.requestID = requestId;
+        res.setHeader("X-Request-Id", requestId);
+        logAccess(this, req, res, requestId);
+      },
       routes: [
         { ...conventions, path: "/api", aliases: API_ALIASES },
         // Swagger UI's files from node_modules (no CDN); served before the catch-all route.
@@ -136,16 +178,16 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       ],
       onError(this: any, req: Req, res: ServerResponse, err: unknown) {
         const { status, body, retryAfter } = toErrorResponse(err);
+        const requestId = req.$ctx?.requestID;
         // One line per failure, and no stack for an expected outage (503): a readiness probe
         // polled every few seconds while a dependency is down must not flood the log.
-        if (status === 503) this.logger.warn(`${req.method} ${req.url}: ${body.error.message}`);
-        else if (status >= 500) this.logger.error(`${req.method} ${req.url} failed:`, err);
+        if (status === 503) this.logger.warn(logFields({ requestId }), `${req.method} ${req.url}: ${body.error.message}`);
+        else if (status >= 500) this.logger.error(logFields({ requestId }), `${req.method} ${req.url} failed:`, err);
         if (res.headersSent) return void res.end();
         res.statusCode = status;
         res.setHeader("Content-Type", "application/json; charset=utf-8");
         if (retryAfter) res.setHeader("Retry-After", String(retryAfter));
         if (status === 401) res.setHeader("WWW-Authenticate", 'Bearer realm="meridian"');
-        const requestId = req.$ctx?.requestID;
         if (requestId) res.setHeader("X-Request-Id", requestId);
         res.end(JSON.stringify(body));
       },

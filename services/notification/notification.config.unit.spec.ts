@@ -4,18 +4,11 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
-import { ConfigError, loadConfig } from "../../lib/config";
+import { loadConfig } from "../../lib/config";
+import { configProblems } from "../../test/support/config";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-cfg-"));
-const problems = (env: Record<string, string>) => {
-  try {
-    loadConfig({ DATA_DIR: dir, ...env });
-  } catch (err) {
-    assert.ok(err instanceof ConfigError);
-    return err.problems;
-  }
-  assert.fail("expected a ConfigError");
-};
+const problems = (env: Record<string, string>) => configProblems(() => loadConfig({ DATA_DIR: dir, ...env }));
 
 test("defaults: no SMTP (e-mails kept in the database), 8 attempts from 30 s", () => {
   assert.deepEqual(loadConfig({ DATA_DIR: dir }).mail, { smtpUrl: undefined, from: "Meridian <no-reply@localhost>", maxAttempts: 8, retryBaseMs: 30_000 });

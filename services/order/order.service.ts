@@ -36,6 +36,7 @@ import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
 import { AppError, conflict, notFound, validationError } from "../../lib/errors";
+import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
@@ -302,6 +303,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
             const o = (await repo.findOrderForUpdate(trx, owned.id))!;
             await this.transition(trx, o, "cancel");
             await this.publishEvent(trx, "order.cancelled", { orderId: o.id, userId: o.userId, reason: isAdmin(ctx) && ctx.meta.user!.id !== o.userId ? "admin" : "user", occurredAt: new Date().toISOString() });
+            countBusiness(this.broker, "orders_cancelled", { reason: isAdmin(ctx) && ctx.meta.user!.id !== o.userId ? "admin" : "user" }, trx);
             return o;
           });
           // After the commit: a payment racing this cancel now finds CANCELLED and is refunded.
@@ -457,6 +459,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
             await this.publishEvent(trx, "order.created", {
               orderId, userId, total, items: priced.map((l) => ({ productId: l.productId, name: l.name, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
             });
+            countBusiness(this.broker, "orders_created", undefined, trx);
           });
         } catch (err) {
           await this.broker.call("product.release", { orderId }).catch(() => undefined); // else the TTL frees it
@@ -549,6 +552,7 @@ async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: { pa
     orderId: order.id, userId: order.userId, total: order.total, paymentId: p.paymentId, provider: p.provider,
     lines: order.items.map((l) => ({ productId: l.productId, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
   });
+  countBusiness(svc.broker, "orders_paid", { provider: p.provider }, trx);
 }
 
 async function onPaymentFailed(svc: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
@@ -569,6 +573,7 @@ async function onReservationExpired(svc: OrderThis, trx: Knex.Transaction, p: { 
   if (!order || order.status !== "PENDING_PAYMENT") return;
   await svc.transition(trx, order, "expire", { reservation_expires_at: null });
   await svc.publishEvent(trx, "order.cancelled", { orderId: order.id, userId: order.userId, reason: "expired", occurredAt: new Date().toISOString() });
+  countBusiness(svc.broker, "orders_cancelled", { reason: "expired" }, trx);
   // Lines of the order not yet swept go back now rather than at their own expiry
   // (idempotent: a redelivery releases nothing more).
   await svc.broker.call("product.release", { orderId: order.id });

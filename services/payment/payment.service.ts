@@ -39,6 +39,7 @@ import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
 import { AppError, conflict, notFound, validationError } from "../../lib/errors";
+import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
@@ -517,6 +518,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           } else {
             await this.publishEvent(trx, "payment.failed", { ...base, reason: outcome.reason, occurredAt: iso(now) });
           }
+          countBusiness(this.broker, outcome.kind === "succeeded" ? "payments_succeeded" : "payments_failed", { provider: payment.provider }, trx);
           return true;
         });
       },
@@ -555,6 +557,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           await this.publishEvent(trx, status === "SUCCEEDED" ? "refund.succeeded" : "refund.failed", {
             refundId: refund.id, orderId: refund.orderId, paymentId: refund.paymentId, amount: { ...refund.amount }, occurredAt: iso(now),
           });
+          countBusiness(this.broker, "refunds", { result: status === "SUCCEEDED" ? "succeeded" : "failed" }, trx);
         });
       },
 

@@ -35,6 +35,7 @@ import type { AppConfig } from "../../lib/config";
 import type { RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
 import { AppError, conflict, notFound, validationError } from "../../lib/errors";
+import { countBusiness } from "../../lib/metrics";
 import { syntheticProducts } from "../../lib/demo-catalog";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
@@ -372,6 +373,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
           if (shortNow.length) {
             // The same order reserved concurrently (and took that stock): a replay, not a refusal.
             if ((await repo.findReservations(this.db, orderId)).length) return replay();
+            countBusiness(this.broker, "oversell_refused");
             throw new AppError(
               "OUT_OF_STOCK",
               "Not enough stock for some products; nothing was reserved",
@@ -406,6 +408,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
             if (isUniqueViolation(err)) return replay();
             // Lost to a concurrent reserve of the same order on another path: still a replay.
             if (err instanceof AppError && err.type === "OUT_OF_STOCK" && (await repo.findReservations(this.db, orderId)).length) return replay();
+            if (err instanceof AppError && err.type === "OUT_OF_STOCK") countBusiness(this.broker, "oversell_refused");
             throw err;
           }
           await this.invalidate(lines.map((l) => l.productId));

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { inspect } from "node:util";
-import { ConfigError, createPlatforms, describePaymentConfig, parsePaymentConfig } from "./config";
+import { configProblems } from "../../../test/support/config";
+import { createPlatforms, describePaymentConfig, parsePaymentConfig } from "./config";
 import { AlipayPlatform } from "./alipay";
 import { SandboxPlatform, MemorySandboxStateStore } from "./sandbox";
 import { WechatPayPlatform } from "./wechatpay";
@@ -31,15 +32,7 @@ const wechatEnv = {
   WECHATPAY_PLATFORM_CERTS: JSON.stringify({ PUB_KEY_ID_0114232134912410000000000000: pem(wxPlatform, "public") }),
 };
 
-const problemsOf = (env: Record<string, string>, mode: "embedded" | "cluster" = "cluster") => {
-  try {
-    parsePaymentConfig(env, { mode });
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, String(err));
-    return err.problems;
-  }
-  return assert.fail("expected a ConfigError");
-};
+const problemsOf = (env: Record<string, string>, mode: "embedded" | "cluster" = "cluster") => configProblems(() => parsePaymentConfig(env, { mode }));
 
 const SECRETS = [pem(app, "private"), pem(mch, "private"), API_V3_KEY, pem(sandbox, "private")].map((p) => p.replace(/-----[A-Z ]+-----/g, "").trim().slice(0, 40));
 const assertNoSecret = (text: string) => {

@@ -1,0 +1,65 @@
+/**
+ * `npm run chaos [-- --faults kill,rabbitmq,kill,etcd,kill,mariadb,kill --gap 20
+ *   --etcd-outage 60 --shoppers 8 --think-ms 300 --record]`: the load against a local cluster
+ * with private RabbitMQ and MariaDB (never the machine's shared servers) while nodes are
+ * killed and restarted, RabbitMQ restarts, etcd stops for a minute and MariaDB restarts;
+ * then the checkout invariants (test/support/chaos.ts). Prints the errors per fault and the
+ * invariants; exit 1 when an invariant does not hold. `--record` appends the report to
+ * bench/RESULTS.md.
+ */
+import os from "node:os";
+import { appendResults } from "../bench/support";
+import { formatChaosReport, runChaos, type FaultKind } from "../test/support/chaos";
+
+const FAULTS: FaultKind[] = ["kill", "rabbitmq", "kill", "etcd", "kill", "mariadb", "kill"];
+
+async function main(): Promise<number> {
+  const args = process.argv.slice(2);
+  const opt = (name: string, fallback: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+  };
+  const faults = opt("--faults", FAULTS.join(",")).split(",").filter(Boolean) as FaultKind[];
+  const bad = faults.filter((f) => !["kill", "rabbitmq", "etcd", "mariadb"].includes(f));
+  if (bad.length) {
+    process.stderr.write(`--faults: unknown ${bad.join(", ")} (kill, rabbitmq, etcd, mariadb)\n`);
+    return 2;
+  }
+  const startedAt = new Date();
+  const startLoad = os.loadavg().map((x) => x.toFixed(1)).join(" ");
+  const report = await runChaos({
+    faults,
+    gapS: Number(opt("--gap", "20")),
+    etcdOutageS: Number(opt("--etcd-outage", "60")),
+    shoppers: Number(opt("--shoppers", "8")),
+    thinkMs: Number(opt("--think-ms", "300")),
+    reservationTtlS: 20,
+    settleTimeoutS: 180,
+    log: (line) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`),
+  });
+  const text = formatChaosReport(report);
+  process.stdout.write(`${text}\n`);
+  if (args.includes("--record"))
+    appendResults(
+      [
+        "",
+        `## Chaos (\`npm run chaos\`), ${startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC`,
+        "",
+        `Local cluster (k8s/base's replica counts, one process per pod) with private RabbitMQ and MariaDB; faults: ${faults.join(", ")}; etcd outage ${opt("--etcd-outage", "60")} s. Machine: ${os.cpus().length} vCPUs; load average ${startLoad} at start → ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} at end.`,
+        "",
+        "```",
+        text,
+        "```",
+        "",
+      ].join("\n"),
+    );
+  return report.invariants.problems.length ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`chaos failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

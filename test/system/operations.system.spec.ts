@@ -1,0 +1,64 @@
+/**
+ * Issue #7's CI runs against the local cluster (test/support/cluster.ts: k8s/base's replica
+ * counts, one process per pod, private RabbitMQ and MariaDB, a private etcd):
+ * - the load smoke: shoppers following Online Boutique's mix for 20 s; any error, or fewer
+ *   than 50 requests, fails;
+ * - the short chaos run: a node killed and restarted, RabbitMQ restarted, etcd stopped for
+ *   20 s, MariaDB killed and restarted, under load; then the checkout invariants must hold
+ *   (`npm run chaos` is the full run: more kills and a 60 s etcd outage).
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { CHAOS_NODE_ENV, formatChaosReport, runChaos } from "../support/chaos";
+import { moleculerName, startLocalCluster, type LocalCluster } from "../support/cluster";
+import { runLoad } from "../support/load";
+
+const ADMIN = { email: "ops-admin@example.com", password: "ops-admin-password" };
+const TTL_S = 15;
+const log = (line: string) => process.stderr.write(`  [ops ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+
+describe("operations: the local cluster under load and chaos", () => {
+  let cluster: LocalCluster;
+
+  before(async () => {
+    cluster = await startLocalCluster({ privateServers: true, env: CHAOS_NODE_ENV(TTL_S), admin: ADMIN, log });
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  test("npm run cluster's topology: every service at k8s/base's replica count, seen from every gateway", async () => {
+    for (const gw of [...cluster.nodes.values()].filter((n) => n.service === "gateway")) {
+      const seen = await cluster.servicesSeenBy(gw.id);
+      for (const n of cluster.nodes.values()) assert.ok((seen.get(moleculerName(n.service)) ?? 0) >= 1, `${gw.id} sees ${n.service}`);
+    }
+    assert.ok(cluster.gatewayUrls.length >= 2, "two gateways");
+  });
+
+  test("load smoke: 20 s of shoppers, no error, at least 50 requests, orders paid", async () => {
+    const summary = await runLoad({ urls: cluster.gatewayUrls, shoppers: 4, durationS: 20, thinkMs: 100, admin: ADMIN, seed: 7 });
+    log(`load: ${summary.requests} requests (${summary.requestsPerS.toFixed(1)}/s), ${summary.errors.total} errors, ${summary.orders.paid} orders paid`);
+    assert.deepEqual(summary.errors.byKind, [], "no errors");
+    assert.ok(summary.requests >= 50, `${summary.requests} requests`);
+    assert.ok(summary.orders.paid >= 1, "orders paid through the sandbox");
+  });
+
+  test("chaos, short: kill, RabbitMQ restart, etcd outage, MariaDB restart under load; the invariants hold", async () => {
+    const report = await runChaos({
+      cluster,
+      faults: ["kill", "rabbitmq", "etcd", "mariadb"],
+      gapS: 8,
+      etcdOutageS: 20,
+      shoppers: 4,
+      thinkMs: 200,
+      reservationTtlS: TTL_S,
+      settleTimeoutS: 150,
+      seed: 11,
+      log,
+    });
+    process.stderr.write(`${formatChaosReport(report)}\n`);
+    assert.equal(report.faults.length, 4);
+    assert.ok(report.load.orders.paid > 0, "orders were paid during the run");
+    assert.deepEqual(report.invariants.problems, [], "invariants hold after the faults");
+  });
+});
