@@ -26,6 +26,7 @@ import { dropDatabase } from "../../lib/db";
 import { applyOnce, type EventHandler } from "../../lib/events/consumer";
 import { producerService } from "../../lib/events/fixtures/services";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
+import { spawnTs } from "../../test/support/proc";
 import { eventually } from "../../test/support/eventually";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
@@ -175,6 +176,20 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.equal(done.summary.orders, 6);
     assert.equal(done.summary.purchases, 10);
     assert.deepEqual(await modelSnapshot(db), before);
+  });
+
+  test("npm run recs:rebuild drives the same rebuild over HTTP as an admin, with progress, and exits 0", async () => {
+    const child = spawnTs(path.join(__dirname, "..", "..", "bin", "recs-rebuild.ts"), {
+      name: "recs-rebuild",
+      args: ["--url", app.baseUrl],
+      env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password },
+    });
+    const done = await child.waitForLine(/^Rebuild done: (.*)$/, 30_000);
+    await child.waitExit();
+    assert.equal(JSON.parse(done[1]!).purchases, 10);
+    const denied = spawnTs(path.join(__dirname, "..", "..", "bin", "recs-rebuild.ts"), { name: "recs-rebuild-denied", args: ["--url", app.baseUrl], env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: "wrong-password" } });
+    await denied.waitForLine(/Login at .* failed: 401/, 30_000);
+    await denied.waitExit();
   });
 
   test("a full refund takes the order's products out of the model", async () => {
