@@ -12,6 +12,7 @@ export const NOTIFICATION_TYPES = [
   "order.delivered",
   "order.cancelled",
   "refund.succeeded",
+  "payment.refunded",
 ] as const;
 export type NotificationType = (typeof NOTIFICATION_TYPES)[number];
 
@@ -24,6 +25,8 @@ export const EVENT_TYPES: Record<string, NotificationType> = {
   "order.delivered": "order.delivered",
   "order.cancelled": "order.cancelled",
   "order.refunded": "refund.succeeded",
+  // A charge the order did not keep (a second payment, or one after cancellation), returned.
+  "order.payment_refunded": "payment.refunded",
 };
 
 export interface Money {
@@ -166,6 +169,15 @@ export function notificationFor(event: string, payload: Record<string, any>): No
         title: `Refund for order ${ref}`,
         body: `A refund${amount ? ` of ${formatMoney(amount)}` : ""} was made to your original payment method.`,
         data: { orderId, refundId: str(payload.refundId, 64), amount: amount ?? null, refundedTotal: refundedTotal ?? null, status: str(payload.status, 32) },
+      };
+    }
+    case "payment.refunded": {
+      const amount = money(payload.amount);
+      return {
+        type,
+        title: `Payment returned for order ${ref}`,
+        body: `A payment${amount ? ` of ${formatMoney(amount)}` : ""} for this order was not needed and went back to your original payment method${payload.reason ? ` (${str(payload.reason)})` : ""}.`,
+        data: { orderId, paymentId: str(payload.paymentId, 64), refundId: str(payload.refundId, 64), amount: amount ?? null, reason: str(payload.reason) },
       };
     }
   }

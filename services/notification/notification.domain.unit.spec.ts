@@ -46,6 +46,7 @@ test("templates: title, body, data and e-mail for every type", () => {
     "order.shipped": { type: "order.shipped", title: /^Order 3f2a9c1e shipped$/, body: /SF Express, tracking number SF123456/, subject: /shipped/, data: { orderId: ORDER, carrier: "SF Express", trackingNumber: "SF123456" } },
     "order.delivered": { type: "order.delivered", title: /^Order 3f2a9c1e delivered$/, body: /delivered/, subject: /delivered/, data: { orderId: ORDER } },
     "order.cancelled": { type: "order.cancelled", title: /^Order 3f2a9c1e cancelled$/, body: /not paid in time/, subject: /cancelled/, data: { orderId: ORDER, reason: "expired" } },
+    "order.payment_refunded": { type: "payment.refunded", title: /^Payment returned for order 3f2a9c1e$/, body: /payment of CN¥1,234\.56 .* went back .*\(the order was already paid by another payment\)/, subject: /Payment returned/, data: { orderId: ORDER, paymentId: "pay-3", refundId: "autopay-3", amount: { amount: 123456, currency: "CNY" }, reason: "the order was already paid by another payment" } },
     "order.refunded": { type: "refund.succeeded", title: /^Refund for order 3f2a9c1e$/, body: /refund of €5\.00/, subject: /Refund/, data: { orderId: ORDER, refundId: "r-1", amount: { amount: 500, currency: "EUR" }, refundedTotal: { amount: 500, currency: "EUR" }, status: "SUCCEEDED" } },
   };
   for (const [event, payload] of Object.entries(SAMPLE_EVENTS)) {

@@ -5,7 +5,8 @@
  * Events consumed (EventsMixin; the payloads are the order service's contract):
  * `order.created` → `order.created`, `order.paid` → `payment.succeeded`,
  * `order.payment_failed` → `payment.failed`, `order.shipped`, `order.delivered`,
- * `order.cancelled`, `order.refunded` → `refund.succeeded`.
+ * `order.cancelled`, `order.refunded` → `refund.succeeded`, `order.payment_refunded` (a charge
+ * the order did not keep, returned) → `payment.refunded`.
  *
  * Guarantees and their limits:
  * - One notification and one e-mail job per event. The handler runs inside the inbox

@@ -12,4 +12,5 @@ export const SAMPLE_EVENTS: Record<string, Record<string, unknown>> = {
   "order.delivered": { ...base },
   "order.cancelled": { ...base, reason: "expired" },
   "order.refunded": { ...base, refundId: "r-1", amount: { amount: 500, currency: "EUR" }, refundedTotal: { amount: 500, currency: "EUR" }, status: "SUCCEEDED" },
+  "order.payment_refunded": { ...base, paymentId: "pay-3", refundId: "autopay-3", amount: { amount: 123456, currency: "CNY" }, reason: "the order was already paid by another payment" },
 };

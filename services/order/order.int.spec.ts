@@ -222,3 +222,47 @@ describe("checkout: an unpaid order is cancelled when its reservation expires", 
     });
   });
 });
+
+describe("a second charge is refunded and the buyer told (embedded, payments time out after 1 s)", () => {
+  let app: TestApp;
+  let buyer = "";
+  const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
+  const complete = async (pay: { id: string; payUrl: string }) => {
+    const token = new URL(pay.payUrl).searchParams.get("token");
+    const r = await call("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "success", token } });
+    assert.equal(r.status, 202, r.text);
+  };
+
+  before(async () => {
+    app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, PAYMENT_PENDING_TIMEOUT_S: "1", PAYMENT_RECONCILE_INTERVAL_MS: "200" } });
+    buyer = (await call("POST", "/api/auth/register", { body: { email: "twice@example.com", password: "twice password", name: "Twice" } })).body.accessToken;
+  });
+  after(async () => app?.stop());
+
+  test("pay, time out, pay again and succeed, then the first one succeeds late: it is refunded in full and a payment.refunded notification says so, once", async () => {
+    const admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
+    const p = (await call("POST", "/api/products", { token: admin, body: { sku: `TW-${randomBytes(4).toString("hex")}`, name: "Twice Widget", description: "", category: "widgets", price: { amount: 700, currency: "EUR" }, stock: 5 } })).body;
+    const o = (await call("POST", "/api/orders", { token: buyer, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] } })).body;
+    const first = (await call("POST", `/api/orders/${o.id}/pay`, { token: buyer, body: { provider: "sandbox" } })).body;
+    await eventually("the unanswered payment reconciled FAILED", async () => (await call("GET", `/api/payments/${first.id}`, { token: buyer })).body.status === "FAILED", 15_000);
+    const second = (await call("POST", `/api/orders/${o.id}/pay`, { token: buyer, body: { provider: "sandbox" } })).body;
+    assert.notEqual(second.id, first.id);
+    await complete(second);
+    await eventually("PAID by the second payment", async () => (await call("GET", `/api/orders/${o.id}`, { token: buyer })).body.status === "PAID");
+    await complete(first);
+    const order = await eventually("the late charge refunded", async () => {
+      const b = (await call("GET", `/api/orders/${o.id}`, { token: buyer })).body;
+      return b.refunds?.some((r: { paymentId?: string; status: string }) => r.status === "SUCCEEDED") && b;
+    }, 20_000);
+    assert.equal(order.status, "PAID", "the order keeps its own payment");
+    const notes = await eventually("told", async () => {
+      const list = (await call("GET", "/api/notifications", { token: buyer })).body.items as { type: string; data: { paymentId?: string; amount?: { amount: number } } }[];
+      return list.some((n) => n.type === "payment.refunded") && list;
+    });
+    const refunded = notes.filter((n) => n.type === "payment.refunded");
+    assert.equal(refunded.length, 1);
+    assert.equal(refunded[0]!.data.paymentId, first.id);
+    assert.equal(refunded[0]!.data.amount?.amount, 700);
+    assert.equal(notes.filter((n) => n.type === "payment.succeeded").length, 1, "one success notification: the order's own");
+  });
+});

@@ -588,8 +588,16 @@ async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refun
     svc.logger.warn(`Refund ${p.refundId} of order ${order.id} failed at the platform; the amount is refundable again`);
     return;
   }
-  // An automatic refund of a payment the order never took changes nothing on the order.
-  if (refund.paymentId !== order.paidPaymentId) return;
+  // An automatic refund of a payment the order never took (a second charge, or one that came
+  // after the order was cancelled) changes nothing on the order; the buyer is told the money
+  // went back.
+  if (refund.paymentId !== order.paidPaymentId) {
+    await svc.publishEvent(trx, "order.payment_refunded", {
+      orderId: order.id, userId: order.userId, paymentId: refund.paymentId, refundId: refund.id, amount: refund.amount,
+      reason: refund.reason, occurredAt: new Date().toISOString(),
+    });
+    return;
+  }
   const refunded = order.refundedAmount + refund.amount.amount;
   const event = refundEvent(order.paidAmount, refunded);
   await svc.transition(trx, order, event, { refunded_amount: refunded });

@@ -53,8 +53,12 @@ const TTL_S = 5;
 const SWEEP_MS = 300;
 const PENDING_TIMEOUT_S = 3;
 const RECONCILE_MS = 500;
-/** A step is retried (same key, same payment) for this long before the flow gives up. */
-const STEP_DEADLINE_MS = 40_000;
+/**
+ * A step is retried (same key, same payment) for this long before the flow gives up: long
+ * enough for a create's claim left by a killed node to go stale (30 s) twice over, since
+ * the retry that takes it over can itself land on a node killed next.
+ */
+const STEP_DEADLINE_MS = 75_000;
 /** After the traffic: how long the invariants may take to settle (refund retries, leases). */
 const SETTLE_DEADLINE_MS = 110_000;
 const INITIAL_STOCK = 100_000;
@@ -263,6 +267,8 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     };
     let running = true;
     const orderIds = new Set<string>();
+    /** Each create's request, by Idempotency-Key: claims left without an order are retried at the end. */
+    const creates = new Map<string, () => Promise<HttpResult>>();
     const flow = async (buyer: { id: string; token: string }) => {
       stats.flows++;
       const variant = Math.random();
@@ -274,6 +280,7 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
         reach("create-sent");
         return request(baseUrl, "POST", "/api/orders", { token: buyer.token, headers: { "Idempotency-Key": key }, body: { shippingAddress: ADDRESS, items } });
       };
+      creates.set(key, () => request(baseUrl, "POST", "/api/orders", { token: buyer.token, headers: { "Idempotency-Key": key }, body: { shippingAddress: ADDRESS, items } }));
       const created = await step(`create (key ${key})`, sendCreate);
       if (!created) return;
       if (created.status === 409) {
@@ -424,5 +431,10 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     assert.ok(stats.created > 20, `enough orders were placed (${stats.created})`);
     assert.ok((result.figures.byStatus.PAID ?? 0) > 10, "enough orders were paid");
     assert.deepEqual(result.problems, [], "invariants hold after the kills");
+    // A claim whose create died is taken over by a retry with its key (now long stale).
+    for (const key of result.orphanClaims) {
+      const again = await creates.get(key)!();
+      assert.ok(again.status === 201 || again.status === 409, `a retry with the orphaned key ${key} is answered (${again.status} ${again.text.slice(0, 200)})`);
+    }
   });
 });

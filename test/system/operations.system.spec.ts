@@ -3,9 +3,10 @@
  * counts, one process per pod, private RabbitMQ and MariaDB, a private etcd):
  * - the load smoke: shoppers following Online Boutique's mix for 20 s; any error, or fewer
  *   than 50 requests, fails;
- * - the short chaos run: a node killed and restarted, RabbitMQ restarted, etcd stopped for
- *   20 s, MariaDB killed and restarted, under load; then the checkout invariants must hold
- *   (`npm run chaos` is the full run: more kills and a 60 s etcd outage).
+ * - the short chaos run: a node killed and restarted, RabbitMQ restarted, MariaDB killed and
+ *   restarted, under load; then the checkout invariants must hold (`npm run chaos` is the
+ *   full run: more kills and a 60 s etcd outage; the etcd outage under traffic is proved in
+ *   CI by test/system/cluster.system.spec.ts, with no failed request allowed).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -43,11 +44,11 @@ describe("operations: the local cluster under load and chaos", () => {
     assert.ok(summary.orders.paid >= 1, "orders paid through the sandbox");
   });
 
-  test("chaos, short: kill, RabbitMQ restart, etcd outage, MariaDB restart under load; the invariants hold", async () => {
+  test("chaos, short: kill, RabbitMQ restart, MariaDB restart under load; the invariants hold", async () => {
     const report = await runChaos({
       cluster,
-      faults: ["kill", "rabbitmq", "etcd", "mariadb"],
-      gapS: 8,
+      faults: ["kill", "rabbitmq", "mariadb"],
+      gapS: 5,
       etcdOutageS: 20,
       shoppers: 4,
       thinkMs: 200,
@@ -57,7 +58,7 @@ describe("operations: the local cluster under load and chaos", () => {
       log,
     });
     process.stderr.write(`${formatChaosReport(report)}\n`);
-    assert.equal(report.faults.length, 4);
+    assert.equal(report.faults.length, 3);
     assert.ok(report.load.orders.paid > 0, "orders were paid during the run");
     assert.deepEqual(report.invariants.problems, [], "invariants hold after the faults");
   });
