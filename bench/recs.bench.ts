@@ -42,7 +42,7 @@ import { applyOnce, type EventHandler } from "../lib/events/consumer";
 import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 import { generate, prng, type Dataset } from "./recs-data";
 import { datasetSources, loadModel, rebuildWithProgress } from "./recs.eval";
-import { appendResults, cleanupAll, installSignalCleanup, load, markdownTable, onCleanup, scoped, type Measured } from "./support";
+import { appendResults, cleanupAll, progressBar, installSignalCleanup, load, markdownTable, onCleanup, scoped, type Measured } from "./support";
 
 const env = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
 const DURATION_S = env("BENCH_DURATION_S", 10);
@@ -56,12 +56,7 @@ const UPDATE_WORKERS = env("BENCH_UPDATE_WORKERS", 20);
 const WITH_MARIADB = process.env.BENCH_RECS_MARIADB !== "0";
 const RECORD = process.env.BENCH_RECORD !== "0";
 
-function bar(label: string, done: number, total: number): void {
-  const width = 30;
-  const filled = Math.round((done / Math.max(1, total)) * width);
-  process.stderr.write(`\r  ${label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}   `);
-  if (done >= total) process.stderr.write("\n");
-}
+const bar = (label: string, done: number, total: number) => progressBar(`  ${label}`, done, total);
 
 async function json(url: string, init: RequestInit = {}): Promise<any> {
   const res = await fetch(url, { ...init, headers: { "content-type": "application/json", ...(init.headers ?? {}) } });
@@ -149,10 +144,7 @@ async function main(): Promise<void> {
     let sources: ReturnType<typeof datasetSources> | undefined;
     broker.createService({
       name: "order",
-      actions: {
-        exportPurchases: (ctx: { params: { after?: string; limit?: number } }) =>
-          (sources![1]!.actions as { exportPurchases(c: typeof ctx): unknown }).exportPurchases(ctx),
-      },
+      actions: { exportPurchases: (ctx: { params: { after?: string; limit?: number } }) => sources!.order.actions.exportPurchases(ctx) },
     } as never);
     await broker.start();
     onCleanup("stop the broker", () => broker.stop());

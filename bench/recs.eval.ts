@@ -26,19 +26,13 @@ import { createBroker } from "../lib/app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { hitAtK, ndcgAtK } from "../services/recommendation/recommendation.domain";
 import { generate, prng, type Dataset } from "./recs-data";
-import { appendResults, markdownTable } from "./support";
+import { appendResults, markdownTable, progressBar } from "./support";
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
 };
 
-function progress(label: string, done: number, total: number): void {
-  const width = 30;
-  const filled = Math.round((done / Math.max(1, total)) * width);
-  process.stderr.write(`\r${label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}   `);
-  if (done >= total) process.stderr.write("\n");
-}
 
 interface Split {
   train: { orderId: string; userId: string; paidAt: number; productIds: string[] }[];
@@ -71,8 +65,8 @@ export function datasetSources(data: Dataset, orders: Split["train"]) {
     const items = start < 0 ? [] : rows.slice(start, start + limit);
     return { items, next: items.length === limit ? key(items[items.length - 1]!) : null };
   };
-  return [
-    {
+  return {
+    product: {
       name: "product",
       actions: {
         export: (ctx: { params: { after?: string; limit?: number } }) => {
@@ -87,7 +81,7 @@ export function datasetSources(data: Dataset, orders: Split["train"]) {
         },
       },
     },
-    {
+    order: {
       name: "order",
       actions: {
         exportPurchases: (ctx: { params: { after?: string; limit?: number } }) => {
@@ -96,7 +90,7 @@ export function datasetSources(data: Dataset, orders: Split["train"]) {
         },
       },
     },
-  ];
+  };
 }
 
 /** Starts an embedded broker with the recommendation service and the dataset's sources, and rebuilds the model. */
@@ -109,7 +103,7 @@ export async function loadModel(
   const dataDir = given?.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "meridian-recs-"));
   const config = given ?? loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: "warn", DEMO_CATALOG: "false", PORT: "0" });
   const broker = createBroker(config, ["recommendation"]);
-  for (const s of datasetSources(data, train)) broker.createService(s as never);
+  for (const s of Object.values(datasetSources(data, train))) broker.createService(s as never);
   await broker.start();
   return { broker, dataDir, rebuildMs: await rebuildWithProgress(broker, label) };
 }
@@ -179,7 +173,7 @@ async function main(): Promise<void> {
         if (!u.bought.has(p)) pick.add(p);
       }
       add("random", [...pick], u.heldOut);
-      if (i % 100 === 0 || i === evaluated.length - 1) progress("Evaluating", i + 1, evaluated.length);
+      if (i % 100 === 0 || i === evaluated.length - 1) progressBar("Evaluating", i + 1, evaluated.length);
     }
   } finally {
     await broker.stop();

@@ -38,7 +38,10 @@ interface ItemRow {
   buyers: number | string;
 }
 
-const toItem = (r: ItemRow): CatalogItem & { buyers: number; version: number } => ({
+/** A catalog row as the ranking reads it: the product's fields, its buyer count and version. */
+export type RankedItem = CatalogItem & { buyers: number; version: number };
+
+const toItem = (r: ItemRow): RankedItem => ({
   productId: r.product_id,
   name: r.name,
   category: r.category,
@@ -171,15 +174,13 @@ export async function markMissingDeleted(db: Knex, liveIds: Set<string>, since: 
   return missing.length;
 }
 
-export async function findItems(db: Knex, ids: string[]): Promise<Map<string, CatalogItem & { buyers: number; version: number }>> {
-  const out = new Map<string, CatalogItem & { buyers: number; version: number }>();
+export async function findItems(db: Knex, ids: string[]): Promise<Map<string, RankedItem>> {
+  const out = new Map<string, RankedItem>();
   for (const part of chunks([...new Set(ids)], 900)) for (const r of (await db("rec_items").whereIn("product_id", part)) as ItemRow[]) out.set(r.product_id, toItem(r));
   return out;
 }
 
 // ---- reads for the ranking ----------------------------------------------------------------
-
-export type RankedItem = CatalogItem & { buyers: number; version: number };
 
 const ITEM_COLUMNS = ["product_id", "name", "category", "brand", "available", "deleted", "version", "buyers"].map((c) => `i.${c}`);
 

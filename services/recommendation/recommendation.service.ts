@@ -97,7 +97,7 @@ interface RecThis extends EventsServiceThis {
   /** This replica's rebuild in progress: answered from memory (SQLite's one connection is busy meanwhile). */
   rebuildLive?: RebuildProgress & { startedAt: number };
   rank(userId: string, prefs: Preferences, limit: number): Promise<Recommendation[]>;
-  cached<T>(key: string, compute: () => Promise<T>): Promise<T>;
+  cached<T>(key: () => string | Promise<string>, compute: () => Promise<T>): Promise<T>;
   hydrate(ctx: Ctx<unknown>, ids: string[]): Promise<Map<string, PublicProduct>>;
   showable<T extends { productId: string }>(ctx: Ctx<unknown>, ranked: T[], limit: number): Promise<(T & { product: PublicProduct })[]>;
   syncCatalog(progress?: (p: RebuildProgress) => Promise<void>): Promise<{ products: number; removed: number }>;
@@ -214,8 +214,7 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
           // Cached per user, keyed by the user's purchase stamp and preferences, so their own
           // purchase or preference change shows at once; other users' purchases move the
           // scores after RECS_CACHE_TTL_S at most. Availability is checked on every answer.
-          const stamp = await repo.userStamp(this.db, me.id);
-          const key = `recommendation.forMe:${me.id}:${stamp}:${JSON.stringify([prefs.categories, prefs.brands])}:${limit}`;
+          const key = async () => `recommendation.forMe:${me.id}:${await repo.userStamp(this.db, me.id)}:${JSON.stringify([prefs.categories, prefs.brands])}:${limit}`;
           const ranked = await this.cached(key, () => this.rank(me.id, prefs, limit + SPARE));
           return { items: (await this.showable(ctx, ranked, limit)).map((r) => ({ product: r.product, score: r.score, reason: r.reason })) };
         },
@@ -229,7 +228,7 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
           // An unknown or deleted product is a 404, as GET /api/products/:id answers.
           await ctx.call("product.get", { id: ctx.params.id });
-          const ranked = await this.cached(`recommendation.alsoBought:${ctx.params.id}:${limit}`, async () => {
+          const ranked = await this.cached(() => `recommendation.alsoBought:${ctx.params.id}:${limit}`, async () => {
             const near = await repo.neighbours(this.db, [ctx.params.id], Math.max(NEIGHBOURS_PER_ITEM, 5 * (limit + SPARE)));
             const items = await repo.findItems(this.db, [ctx.params.id]);
             for (const n of near) items.set(n.productId, n.item);
@@ -352,12 +351,14 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
       /**
        * A ranking from the broker's cacher (Redis in cluster mode: one copy for every replica,
        * so they answer alike; the memory cacher embedded), computed on a miss. A cacher that
-       * fails is skipped, never an error.
+       * fails is skipped, never an error. The key is computed only when caching is on (a
+       * user's key costs a query).
        */
-      async cached<T>(this: RecThis, key: string, compute: () => Promise<T>) {
+      async cached<T>(this: RecThis, keyOf: () => string | Promise<string>, compute: () => Promise<T>) {
         const cacher = this.broker.cacher;
         const ttl = this.cacheTtlS;
         if (!cacher || ttl <= 0) return compute();
+        const key = await keyOf();
         try {
           const hit = (await cacher.get(key)) as T | null;
           if (hit !== null && hit !== undefined) return hit;
