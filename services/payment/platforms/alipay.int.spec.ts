@@ -1,5 +1,5 @@
 /**
- * Alipay query and refund through alipay-sdk against a local HTTP server standing in for
+ * Alipay query, refund and close through alipay-sdk against a local HTTP server standing in for
  * the gateway (no platform can be reached from here). The server checks our RSA2 request
  * signature and answers in Alipay's documented shape, `{"<method>_response": {...},
  * "sign": "<RSA2 over the inner JSON>"}`, signed with a key generated here for "Alipay".
@@ -111,10 +111,84 @@ test("refund: a business refusal is final, a system error is retryable", async (
   await assert.rejects(platform.refund({ ...input, amountMinor: 0 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request");
 });
 
+test("refund: ACQ.SYSTEM_ERROR under 40004 is Alipay's \"retry with the same parameters\", not a refusal", async () => {
+  next = () => ({ inner: { code: "40004", msg: "Business Failed", sub_code: "ACQ.SYSTEM_ERROR", sub_msg: "系统错误" } });
+  const input = { paymentId: "pay_0001", refundId: "ref_0003", amountMinor: 500, totalMinor: 1999, reason: "x" };
+  await assert.rejects(platform.refund(input), (e) => e instanceof PaymentPlatformError && e.retryable && e.platformCode === "ACQ.SYSTEM_ERROR");
+});
+
+const closeAnswer = (sub_code: string, sub_msg: string) => ({ inner: { code: "40004", msg: "Business Failed", sub_code, sub_msg } });
+const queryAnswer = (trade_status: string) => ({
+  inner: { code: "10000", msg: "Success", trade_no: "2025030122001400000000000001", out_trade_no: "pay_0001", trade_status, total_amount: "19.99" },
+});
+
+test("close: alipay.trade.close by out_trade_no; 10000 is closed, ACQ.TRADE_NOT_EXIST is not_found", async () => {
+  const calls: string[] = [];
+  next = (method, biz) => {
+    calls.push(method);
+    assert.equal(method, "alipay.trade.close");
+    assert.deepEqual(biz, { out_trade_no: "pay_0001" });
+    return { inner: { code: "10000", msg: "Success", trade_no: "2025030122001400000000000001", out_trade_no: "pay_0001" } };
+  };
+  assert.deepEqual(await platform.close("pay_0001"), { status: "closed" });
+  assert.equal(params(gateway.received.at(-1)!).timestamp, beijingTimestamp(NOW));
+  // Page pay creates the trade only when the buyer opens the page.
+  next = (method) => (calls.push(method), closeAnswer("ACQ.TRADE_NOT_EXIST", "交易不存在"));
+  assert.deepEqual(await platform.close("pay_0001"), { status: "not_found" });
+  assert.deepEqual(calls, ["alipay.trade.close", "alipay.trade.close"]);
+  // An id Alipay's create would refuse cannot name a trade: no call at all.
+  const before = gateway.received.length;
+  assert.deepEqual(await platform.close("not a trade id!"), { status: "not_found" });
+  assert.equal(gateway.received.length, before);
+});
+
+test("close: a trade not waiting for payment is told apart by a query (paid, finished, or already closed)", async () => {
+  for (const [sub, state, expected] of [
+    ["ACQ.TRADE_STATUS_ERROR", "TRADE_SUCCESS", "paid"],
+    ["ACQ.TRADE_STATUS_ERROR", "TRADE_FINISHED", "paid"],
+    ["ACQ.TRADE_STATUS_ERROR", "TRADE_CLOSED", "closed"],
+    ["ACQ.REASON_TRADE_STATUS_INVALID", "TRADE_SUCCESS", "paid"],
+    ["ACQ.REASON_ILLEGAL_STATUS", "TRADE_CLOSED", "closed"],
+  ] as const) {
+    const calls: string[] = [];
+    next = (method) => {
+      calls.push(method);
+      return method === "alipay.trade.close" ? closeAnswer(sub, "交易状态不合法") : queryAnswer(state);
+    };
+    assert.deepEqual(await platform.close("pay_0001"), { status: expected }, `${sub} + ${state}`);
+    assert.deepEqual(calls, ["alipay.trade.close", "alipay.trade.query"]);
+  }
+  // "Not waiting" but the query says waiting (or no trade): contradictory, so unknown.
+  next = (method) => (method === "alipay.trade.close" ? closeAnswer("ACQ.TRADE_STATUS_ERROR", "交易状态不合法") : queryAnswer("WAIT_BUYER_PAY"));
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.retryable && e.platformCode === "ACQ.TRADE_STATUS_ERROR");
+  next = (method) => (method === "alipay.trade.close" ? closeAnswer("ACQ.TRADE_STATUS_ERROR", "交易状态不合法") : closeAnswer("ACQ.TRADE_NOT_EXIST", "交易不存在"));
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.retryable);
+  // The disambiguating query's own answer must be signed too.
+  next = (method) => (method === "alipay.trade.close" ? closeAnswer("ACQ.TRADE_STATUS_ERROR", "交易状态不合法") : { ...queryAnswer("TRADE_SUCCESS"), key: other.privateKey });
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature" && e.retryable);
+});
+
+test("close: unknown outcomes are retryable errors, our own mistakes are not; answers must be signed", async () => {
+  next = () => closeAnswer("ACQ.SYSTEM_ERROR", "系统异常");
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.retryable && e.platformCode === "ACQ.SYSTEM_ERROR");
+  next = () => ({ inner: { code: "20000", msg: "Service Currently Unavailable", sub_code: "isp.unknow-error" } });
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.retryable);
+  next = () => closeAnswer("ACQ.INVALID_PARAMETER", "参数无效");
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && !e.retryable && e.platformCode === "ACQ.INVALID_PARAMETER");
+  // A forged "closed" (another key) is not believed: the buyer may have paid.
+  next = () => ({ inner: { code: "10000", msg: "Success", trade_no: "t", out_trade_no: "pay_0001" }, key: other.privateKey });
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature" && e.retryable);
+  next = () => ({ inner: { code: "10000", msg: "Success", trade_no: "t", out_trade_no: "pay_9999" } });
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response" && e.retryable);
+  next = () => ({ inner: {}, status: 502 });
+  await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.reason === "http_status" && e.retryable);
+});
+
 test("transport failure: a gateway that is not there", async () => {
   const dead = new AlipayPlatform(
     { appId: APP_ID, sellerId: "2088000000000002", privateKey: app.privateKey, alipayPublicKey: alipay.publicKey, gateway: "http://127.0.0.1:1/gateway.do", timeoutMs: 2000 },
     { now: () => NOW },
   );
   await assert.rejects(dead.query("pay_0001"), (e) => e instanceof PaymentPlatformError && e.reason === "transport" && e.retryable && !/BEGIN/.test(e.message));
+  await assert.rejects(dead.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.reason === "transport" && e.retryable);
 });

@@ -1,11 +1,16 @@
 /**
  * Alipay (支付宝) through the official `alipay-sdk` (OpenAPI v2 gateway: page pay,
- * trade.query, trade.refund and the async notification).
+ * trade.query, trade.refund, trade.close and the async notification).
  *
  * The SDK does the signing and the signature checks; this module adds what the SDK
  * leaves to us (DESIGN.md, "Payments"): it pins RSA2 (the SDK's notify check takes
  * sign_type from the request, so a forged "RSA" would make it verify with SHA-1), checks
- * app_id, seller_id, out_trade_no and total_amount, and maps trade_status.
+ * app_id, seller_id, out_trade_no and total_amount, and maps trade_status. Only
+ * TRADE_SUCCESS and TRADE_FINISHED mean paid: TRADE_CLOSED is "failed" even when it
+ * carries refund_fee (a refund notice must never record a payment).
+ *
+ * Every page-pay trade carries time_expire (our expiresAt), so Alipay stops taking money
+ * at that time even if we never call again; close() ends it earlier or confirms it ended.
  */
 import { AlipaySdk, type AlipaySdkCommonResult } from "alipay-sdk";
 import type { KeyObject } from "node:crypto";
@@ -15,10 +20,12 @@ import {
   PaymentVerificationError,
   assertCreateInput,
   assertRefundInput,
+  beijingWallClock,
   mediaType,
   minorToYuan,
   nackStatus,
   yuanToMinor,
+  type CloseResult,
   type CreatePaymentInput,
   type CreatePaymentResult,
   type PaymentPlatform,
@@ -50,6 +57,19 @@ export interface AlipayDeps {
 
 /** Only these trade states mean the buyer's money arrived (TRADE_FINISHED = paid, no refunds possible any more). */
 const PAID_STATES = new Set(["TRADE_SUCCESS", "TRADE_FINISHED"]);
+/**
+ * alipay.trade.close's documented refusals meaning "the trade is not waiting for the
+ * buyer" (ACQ.TRADE_STATUS_ERROR 交易状态不合法: only WAIT_BUYER_PAY can be closed;
+ * ACQ.REASON_ILLEGAL_STATUS / ACQ.REASON_TRADE_STATUS_INVALID 交易状态异常: 非待支付状态下不支持关单操作).
+ * The trade is then paid, finished or already closed: query() says which.
+ */
+const CLOSE_STATUS_CODES = new Set(["ACQ.TRADE_STATUS_ERROR", "ACQ.REASON_ILLEGAL_STATUS", "ACQ.REASON_TRADE_STATUS_INVALID"]);
+/**
+ * 40004 sub codes that are not a business refusal: Alipay's trade APIs document
+ * ACQ.SYSTEM_ERROR as 系统异常/系统错误 with "重新发起请求" / "请使用相同的参数再次调用"
+ * (alipay.trade.close, alipay.trade.cancel). The outcome is unknown: retry.
+ */
+const RETRY_SUB_CODES = new Set(["ACQ.SYSTEM_ERROR"]);
 /** Alipay's out_trade_no: up to 64 letters, digits and underscores (we also allow "-"). */
 const OUT_TRADE_NO = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -83,7 +103,8 @@ export class AlipayPlatform implements PaymentPlatform {
   }
 
   async create(input: CreatePaymentInput): Promise<CreatePaymentResult> {
-    assertCreateInput(input);
+    const now = this.#now();
+    assertCreateInput(input, now);
     if (input.currency !== "CNY") throw new PaymentPlatformError("invalid_request", "Alipay takes CNY only", false);
     if (!OUT_TRADE_NO.test(input.paymentId)) throw new PaymentPlatformError("invalid_request", "paymentId does not fit Alipay's out_trade_no", false);
     const url = this.#sdk.pageExecute("alipay.trade.page.pay", "GET", {
@@ -92,10 +113,16 @@ export class AlipayPlatform implements PaymentPlatform {
         total_amount: minorToYuan(input.amountMinor),
         subject: truncate(input.subject, 128) || input.orderId,
         product_code: "FAST_INSTANT_TRADE_PAY",
+        // Absolute deadline, "yyyy-MM-dd HH:mm:ss" read in Beijing time (page pay docs:
+        // time_expire 订单绝对超时时间; older versions of the page documented minutes
+        // only, "yyyy-MM-dd HH:mm"). Preferred over timeout_express, which counts from
+        // when the buyer opens the cashier page, not from our order. Alipay applies it
+        // by its own clock: a skew between our clocks moves the deadline by as much.
+        time_expire: beijingTimestamp(input.expiresAt),
       },
       notify_url: input.notifyUrl,
       ...(input.returnUrl ? { return_url: input.returnUrl } : {}),
-      timestamp: beijingTimestamp(this.#now()),
+      timestamp: beijingTimestamp(now),
     });
     return { kind: "redirect", url };
   }
@@ -131,9 +158,11 @@ export class AlipayPlatform implements PaymentPlatform {
     if (PAID_STATES.has(params.trade_status)) status = "succeeded";
     else if (params.trade_status === "WAIT_BUYER_PAY") status = "pending";
     else if (params.trade_status === "TRADE_CLOSED") {
-      // Closed after a full refund is a paid trade (Alipay notifies refunds on the same
-      // URL); closed without any refund is an unpaid trade that timed out or was closed.
-      status = refundedMinor && refundedMinor > 0 ? "succeeded" : "failed";
+      // Closed unpaid (expired or closed by us), or closed after a full refund (Alipay
+      // notifies refunds on the same URL). Never a success: the payment's success comes
+      // from its own TRADE_SUCCESS notice or from query(), and a success already
+      // recorded is not undone by "failed" (the service refuses that transition).
+      status = "failed";
     } else throw new PaymentVerificationError("malformed");
 
     const paidAt = status === "succeeded" && params.gmt_payment ? beijingToIso(params.gmt_payment) : undefined;
@@ -195,9 +224,40 @@ export class AlipayPlatform implements PaymentPlatform {
       // done, or still processing) is not a failure — query before deciding.
       return { status: res.fund_change === "Y" ? "succeeded" : "pending" };
     }
-    // 40004 = the business refused (trade not paid, amount too large…): final.
-    if (res.code === "40004") return { status: "failed", failureCode: str(res.sub_code) || "40004" };
+    // 40004 = the business refused (trade not paid, amount too large…): final, except
+    // ACQ.SYSTEM_ERROR, a system error under the same code: the refund may have gone
+    // through, so calling it failed could lose track of moved money. Retry instead.
+    if (res.code === "40004" && !RETRY_SUB_CODES.has(str(res.sub_code))) return { status: "failed", failureCode: str(res.sub_code) || "40004" };
     throw failure(res);
+  }
+
+  /**
+   * alipay.trade.close by out_trade_no. Its documented answers (open.alipay.com,
+   * alipay.trade.close 统一收单交易关闭接口, 业务错误码): 10000 = closed (only a
+   * WAIT_BUYER_PAY trade can be); ACQ.TRADE_NOT_EXIST = no such trade (page pay creates
+   * it only when the buyer opens the page); ACQ.TRADE_STATUS_ERROR (and the
+   * REASON_*_STATUS variants) = not waiting for payment, i.e. paid, finished or already
+   * closed, told apart by query(); ACQ.SYSTEM_ERROR = retry; ACQ.INVALID_PARAMETER =
+   * our request, final.
+   */
+  async close(paymentId: string): Promise<CloseResult> {
+    if (!OUT_TRADE_NO.test(paymentId)) return { status: "not_found" };
+    const res = await this.#exec("alipay.trade.close", { out_trade_no: paymentId });
+    if (res.code === "10000") {
+      if (res.out_trade_no !== undefined && res.out_trade_no !== paymentId) {
+        throw new PaymentPlatformError("bad_response", "Alipay answered about another trade", true);
+      }
+      return { status: "closed" };
+    }
+    const sub = str(res.sub_code);
+    if (sub === "ACQ.TRADE_NOT_EXIST") return { status: "not_found" };
+    if (!CLOSE_STATUS_CODES.has(sub)) throw failure(res);
+    const q = await this.query(paymentId);
+    if (q.status === "succeeded") return { status: "paid" };
+    if (q.status === "failed") return { status: "closed" };
+    // WAIT_BUYER_PAY after "not waiting", or no trade after "wrong status": the two
+    // answers contradict each other (a race with the buyer, or a lagging replica).
+    throw new PaymentPlatformError("bad_response", `Alipay close: trade state unclear (${q.status})`, true, sub);
   }
 
   /** One gateway call; every failure becomes a PaymentPlatformError without SDK internals. */
@@ -223,10 +283,11 @@ export class AlipayPlatform implements PaymentPlatform {
 }
 
 function failure(res: AlipaySdkCommonResult): PaymentPlatformError {
-  // 20000 = service temporarily unavailable (retry); other codes are our request or our
-  // configuration (missing permission, bad app id…): retrying the same call will not help.
+  // 20000 = service temporarily unavailable, ACQ.SYSTEM_ERROR = documented "retry":
+  // retryable. Other codes are our request or our configuration (missing permission,
+  // bad app id…): retrying the same call will not help.
   const code = str(res.sub_code) || str(res.code);
-  return new PaymentPlatformError("bad_response", `Alipay answered ${code}`, res.code === "20000", code);
+  return new PaymentPlatformError("bad_response", `Alipay answered ${code}`, res.code === "20000" || RETRY_SUB_CODES.has(str(res.sub_code)), code);
 }
 
 function str(v: unknown): string {
@@ -266,15 +327,13 @@ export function parseForm(rawBody: Buffer): Record<string, string> {
   return out;
 }
 
-const BEIJING_OFFSET_MS = 8 * 3600_000;
-
 /**
- * "yyyy-MM-dd HH:mm:ss" in Beijing time. Alipay checks the request timestamp against its
- * own clock in UTC+8, and the SDK would format the server's LOCAL time (wrong on a UTC
- * server), so we pass our own.
+ * "yyyy-MM-dd HH:mm:ss" in Beijing time, milliseconds dropped. Alipay reads the request
+ * timestamp and time_expire in UTC+8, and the SDK would format the server's LOCAL time
+ * (wrong on a UTC server), so we pass our own.
  */
 export function beijingTimestamp(ms: number): string {
-  return new Date(ms + BEIJING_OFFSET_MS).toISOString().slice(0, 19).replace("T", " ");
+  return beijingWallClock(ms).replace("T", " ");
 }
 
 /** Alipay's "2024-05-01 12:00:00" (Beijing time) → ISO 8601 UTC; undefined when unreadable. */

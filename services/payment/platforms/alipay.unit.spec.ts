@@ -9,7 +9,7 @@ import { sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypt
 import { test } from "node:test";
 import { AlipayPlatform, beijingTimestamp, beijingToIso } from "./alipay";
 import { privateKeyPem } from "./keys";
-import { PaymentVerificationError, checkBusiness, type RawNotification } from "./platform";
+import { PaymentPlatformError, PaymentVerificationError, checkBusiness, type RawNotification } from "./platform";
 import { rsaPair } from "./test-support";
 
 const app = rsaPair(); // our application key pair
@@ -97,14 +97,20 @@ test("a callback signed by alipay-sdk's own signer verifies too", async () => {
   assert.equal(n.amountMinor, 1999);
 });
 
-test("trade states: WAIT_BUYER_PAY pending, TRADE_CLOSED failed, closed after a full refund is still a paid trade", async () => {
+test("trade states: WAIT_BUYER_PAY pending, TRADE_CLOSED failed, and TRADE_CLOSED with refund_fee is never a success", async () => {
   assert.equal((await platform.verifyNotification(callback(baseParams({ trade_status: "WAIT_BUYER_PAY" })))).status, "pending");
   const closed = await platform.verifyNotification(callback(baseParams({ trade_status: "TRADE_CLOSED" })));
   assert.equal(closed.status, "failed");
   assert.equal(closed.paidAt, undefined);
+  // A refund notice (signed, on the same notify_url) must not record a payment: "failed",
+  // the refunded total kept as information only, and no paidAt even with gmt_payment.
   const refunded = await platform.verifyNotification(callback(baseParams({ trade_status: "TRADE_CLOSED", refund_fee: "19.99", gmt_refund: "2025-03-02 10:00:00.000" })));
-  assert.equal(refunded.status, "succeeded");
+  assert.equal(refunded.status, "failed");
   assert.equal(refunded.refundedMinor, 1999);
+  assert.equal(refunded.paidAt, undefined);
+  const partly = await platform.verifyNotification(callback(baseParams({ trade_status: "TRADE_CLOSED", refund_fee: "0.01" })));
+  assert.equal(partly.status, "failed");
+  assert.equal(partly.refundedMinor, 1);
   assert.equal(await reason(platform.verifyNotification(callback(baseParams({ trade_status: "TRADE_PAID_MAYBE" })))), "malformed");
 });
 
@@ -161,7 +167,7 @@ test("acks: the literal success, fail otherwise", () => {
   assert.equal(platform.nackResponse().body, "fail");
 });
 
-test("create: a page-pay URL signed RSA2 with our app key, Beijing timestamp, amount in yuan", async () => {
+test("create: a page-pay URL signed RSA2 with our app key, Beijing timestamp, amount in yuan, time_expire", async () => {
   const res = await platform.create({
     paymentId: "pay_0001",
     orderId: "ord_1",
@@ -170,6 +176,7 @@ test("create: a page-pay URL signed RSA2 with our app key, Beijing timestamp, am
     subject: "Order ord_1",
     notifyUrl: "https://shop.example/api/payments/notify/alipay",
     returnUrl: "https://shop.example/orders/ord_1",
+    expiresAt: NOW + 15 * 60_000,
   });
   assert.equal(res.kind, "redirect");
   assert.ok(res.kind === "redirect");
@@ -181,12 +188,38 @@ test("create: a page-pay URL signed RSA2 with our app key, Beijing timestamp, am
   assert.equal(q.app_id, APP_ID);
   assert.equal(q.timestamp, "2025-03-01 12:00:00");
   assert.equal(q.notify_url, "https://shop.example/api/payments/notify/alipay");
-  assert.deepEqual(JSON.parse(q.biz_content!), { out_trade_no: "pay_0001", total_amount: "19.99", subject: "Order ord_1", product_code: "FAST_INSTANT_TRADE_PAY" });
+  assert.deepEqual(JSON.parse(q.biz_content!), {
+    out_trade_no: "pay_0001",
+    total_amount: "19.99",
+    subject: "Order ord_1",
+    product_code: "FAST_INSTANT_TRADE_PAY",
+    time_expire: "2025-03-01 12:15:00",
+  });
   // Alipay's request signature: every parameter but sign, sorted, with our app key.
   const content = Object.keys(q).filter((k) => k !== "sign").sort().map((k) => `${k}=${q[k]}`).join("&");
   assert.ok(rsaVerify("sha256", Buffer.from(content), app.publicKey, Buffer.from(q.sign!, "base64")));
-  await assert.rejects(platform.create({ paymentId: "pay_1", orderId: "o", amountMinor: 100, currency: "USD", subject: "x", notifyUrl: "https://x" }), /CNY/);
-  await assert.rejects(platform.create({ paymentId: "pay_1", orderId: "o", amountMinor: 1.5, currency: "CNY", subject: "x", notifyUrl: "https://x" }), /positive integer/);
+  const expiresAt = NOW + 60_000;
+  await assert.rejects(platform.create({ paymentId: "pay_1", orderId: "o", amountMinor: 100, currency: "USD", subject: "x", notifyUrl: "https://x", expiresAt }), /CNY/);
+  await assert.rejects(platform.create({ paymentId: "pay_1", orderId: "o", amountMinor: 1.5, currency: "CNY", subject: "x", notifyUrl: "https://x", expiresAt }), /positive integer/);
+});
+
+test("create: time_expire is expiresAt in Beijing time, rounded down to the second, from the injected clock", async () => {
+  const at = (now: number) =>
+    new AlipayPlatform(
+      { appId: APP_ID, sellerId: SELLER_ID, privateKey: app.privateKey, alipayPublicKey: alipay.publicKey, gateway: "https://openapi.alipay.com/gateway.do" },
+      { now: () => now },
+    );
+  const input = { paymentId: "pay_0002", orderId: "ord_2", amountMinor: 100, currency: "CNY", subject: "x", notifyUrl: "https://x" };
+  const early = at(1_700_000_000_000 - 15 * 60_000);
+  const res = await early.create({ ...input, expiresAt: 1_700_000_000_999 });
+  assert.ok(res.kind === "redirect");
+  const q = Object.fromEntries(new URL(res.url).searchParams);
+  assert.equal((JSON.parse(q.biz_content!) as { time_expire: string }).time_expire, "2023-11-15 06:13:20");
+  assert.equal(q.timestamp, "2023-11-15 05:58:20");
+  // The same expiresAt is refused by a platform whose clock is already past it.
+  const late = at(1_700_000_000_999);
+  await assert.rejects(late.create({ ...input, expiresAt: 1_700_000_000_999 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && !e.retryable && /future/.test(e.message));
+  await assert.rejects(early.create({ ...input, expiresAt: 1_700_000_000_000.5 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /expiresAt/.test(e.message));
 });
 
 test("Beijing time helpers", () => {

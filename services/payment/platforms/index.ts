@@ -5,6 +5,8 @@
  *   // notify route: n = await p.verifyNotification({ headers, rawBody, contentType });
  *   //   checkBusiness(n, storedPayment); record once; reply p.ackResponse()
  *   //   on PaymentVerificationError: reply p.nackResponse(err) (400), change nothing.
+ *   // create({ …, expiresAt }) sends the platform a deadline; close(id) ends a trade (closed,
+ *   //   paid: record it, not_found: watch it until expiresAt).
  * Ids: WeChat Pay's out_trade_no is 6–32 of [A-Za-z0-9_-|*] — a dashed UUID (36) does
  * not fit; Alipay's is up to 64 of [A-Za-z0-9_-].
  */
@@ -24,6 +26,8 @@ export {
   type SandboxDeps,
   type SandboxStateStore,
   type SandboxPaymentState,
+  type SandboxRefundRequest,
+  type SandboxRefundRecord,
   type SandboxNotificationPayload,
   type SandboxNotifierOptions,
   type DeliveryResult,

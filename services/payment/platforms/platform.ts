@@ -4,9 +4,15 @@
  *
  * Nothing here knows about Moleculer or the database: a platform turns our payment into
  * what the client needs (create), turns a callback into a verified fact
- * (verifyNotification), and asks the platform for the truth (query, refund). What we
- * EXPECTED (the order's amount, that the payment exists) lives in our database, so that
- * check is a separate pure function (`checkBusiness`) the service calls after loading it.
+ * (verifyNotification), asks the platform for the truth (query, refund) and ends a trade
+ * nobody paid (close). What we EXPECTED (the order's amount, that the payment exists)
+ * lives in our database, so that check is a separate pure function (`checkBusiness`) the
+ * service calls after loading it.
+ *
+ * Trades are bounded twice: every trade is created with an expiry (`expiresAt`, sent as
+ * the platform's own time_expire, so the platform refuses to take money after it even if
+ * we never call again), and `close` ends one early or confirms it ended. The expiry is
+ * enforced by the platform's clock, not ours: a skew between the two shifts it by that much.
  */
 
 export type PlatformName = "sandbox" | "alipay" | "wechatpay";
@@ -26,6 +32,12 @@ export interface CreatePaymentInput {
   notifyUrl: string;
   /** Where the buyer's browser goes back to afterwards (page flows only). */
   returnUrl?: string;
+  /**
+   * Epoch milliseconds after which the trade must not be payable (the order's stock
+   * reservation ends then). Sent to the platform rounded DOWN to the second, so the
+   * platform's deadline is never later than ours. Must be in the future at create time.
+   */
+  expiresAt: number;
 }
 
 /** What the client needs to pay: open a URL, show a QR code, or submit a form. */
@@ -58,8 +70,10 @@ export interface PlatformNotification {
   /**
    * Total refunded so far, when the callback reports it (Alipay sends refund notices on
    * the same notify_url: a payment fully refunded arrives as TRADE_CLOSED with
-   * refund_fee, which is NOT a failed payment). Informational: refunds are settled
-   * through the refund flow.
+   * refund_fee). Informational only: refunds are settled through the refund flow, and a
+   * refund notice never makes a payment "succeeded" — TRADE_CLOSED is "failed" with or
+   * without refund_fee. That is right in both cases: closed unpaid is a failure, and a
+   * success we already recorded is never turned into a failure by the service.
    */
   refundedMinor?: number;
 }
@@ -94,6 +108,18 @@ export interface RefundResult {
   failureCode?: string;
 }
 
+/**
+ * What closing a trade achieved. Every variant is a fact the platform stated (signed):
+ * - closed: the trade can no longer be paid (closed now, or already closed or expired).
+ * - paid: the buyer paid before the close; the caller must record the success (query()
+ *   gives its details) — the money is there and closing did not undo it.
+ * - not_found: the platform has no such trade yet (Alipay page pay creates it only when
+ *   the buyer opens the page). Nothing was closed: a buyer holding the pay URL can still
+ *   create and pay the trade until its expiresAt, so the caller must not treat the
+ *   payment as dead before then (query it after expiresAt).
+ */
+export type CloseResult = { status: "closed" } | { status: "paid" } | { status: "not_found" };
+
 /** An HTTP answer to the platform, in the platform's own format. */
 export interface PlatformHttpResponse {
   status: number;
@@ -114,6 +140,13 @@ export interface PaymentPlatform {
   query(paymentId: string): Promise<QueryResult>;
   /** Throws PaymentPlatformError when the answer is unknown (retry with the same refundId). */
   refund(input: RefundInput): Promise<RefundResult>;
+  /**
+   * Ends an unpaid trade so that it can no longer be paid. Idempotent: closing a closed
+   * trade answers "closed" again. Throws PaymentPlatformError (retryable) when the
+   * outcome is unknown (transport error, 5xx, an answer we cannot verify, the buyer
+   * paying at this moment): retry, and until then treat the trade as possibly paid.
+   */
+  close(paymentId: string): Promise<CloseResult>;
 }
 
 /** Stable short codes: logged and counted, safe to show (they carry no secret and no input). */
@@ -221,12 +254,38 @@ export function minorToYuan(minor: number): string {
   return `${s.slice(0, -2)}.${s.slice(-2)}`;
 }
 
-/** Validates what every platform needs before it sends anything. */
-export function assertCreateInput(input: CreatePaymentInput): void {
+/**
+ * The latest expiresAt we accept: both platforms' formats need a four-digit year (and
+ * Beijing time runs 8 hours ahead of UTC). Anything later is a unit mistake
+ * (microseconds for milliseconds), not a real deadline.
+ */
+const MAX_EXPIRES_AT = Date.UTC(9999, 11, 31) - 8 * 3600_000;
+
+/**
+ * Validates what every platform needs before it sends anything. `now` (epoch ms) is the
+ * platform's clock: a trade that would expire before it is created is refused, since the
+ * platform would either reject it or, worse, ignore the deadline.
+ */
+export function assertCreateInput(input: CreatePaymentInput, now: number): void {
   if (!Number.isSafeInteger(input.amountMinor) || input.amountMinor <= 0) {
     throw new PaymentPlatformError("invalid_request", "amountMinor must be a positive integer", false);
   }
   if (!/^[A-Z]{3}$/.test(input.currency)) throw new PaymentPlatformError("invalid_request", "currency must be an ISO 4217 code", false);
+  if (!Number.isSafeInteger(input.expiresAt) || input.expiresAt > MAX_EXPIRES_AT) {
+    throw new PaymentPlatformError("invalid_request", "expiresAt must be an integer of epoch milliseconds", false);
+  }
+  if (input.expiresAt <= now) throw new PaymentPlatformError("invalid_request", "expiresAt must be in the future", false);
+}
+
+const BEIJING_OFFSET_MS = 8 * 3600_000;
+
+/**
+ * The wall-clock time in Beijing (UTC+8, no daylight saving) as "yyyy-MM-ddTHH:mm:ss",
+ * milliseconds dropped (rounded down, so a deadline never moves later). Both domestic
+ * platforms read their times in Beijing time; each adds its own separator or offset.
+ */
+export function beijingWallClock(ms: number): string {
+  return new Date(ms + BEIJING_OFFSET_MS).toISOString().slice(0, 19);
 }
 
 export function assertRefundInput(input: RefundInput): void {

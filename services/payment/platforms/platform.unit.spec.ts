@@ -1,6 +1,18 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { PaymentVerificationError, checkBusiness, headerOf, mediaType, minorToYuan, yuanToMinor, type PlatformNotification } from "./platform";
+import {
+  PaymentPlatformError,
+  PaymentVerificationError,
+  assertCreateInput,
+  beijingWallClock,
+  checkBusiness,
+  headerOf,
+  mediaType,
+  minorToYuan,
+  yuanToMinor,
+  type CreatePaymentInput,
+  type PlatformNotification,
+} from "./platform";
 
 const reason = (fn: () => unknown) => {
   try {
@@ -50,4 +62,32 @@ test("headers: case-insensitive, a repeated header is malformed; media type with
 test("a verification error says only its code", () => {
   const err = new PaymentVerificationError("bad_signature");
   assert.equal(err.message, "payment notification rejected: bad_signature");
+});
+
+test("assertCreateInput: expiresAt must be an integer of epoch ms, after now", () => {
+  const now = 1_700_000_000_000;
+  const input: CreatePaymentInput = { paymentId: "p", orderId: "o", amountMinor: 1, currency: "CNY", subject: "s", notifyUrl: "https://x", expiresAt: now + 1 };
+  assertCreateInput(input, now);
+  const refused = (expiresAt: number) => {
+    try {
+      assertCreateInput({ ...input, expiresAt }, now);
+    } catch (err) {
+      assert.ok(err instanceof PaymentPlatformError, String(err));
+      assert.equal(err.reason, "invalid_request");
+      assert.equal(err.retryable, false);
+      return err.message;
+    }
+    return assert.fail(`expiresAt ${expiresAt} accepted`);
+  };
+  assert.match(refused(now), /future/);
+  assert.match(refused(now - 1), /future/);
+  assert.match(refused(Math.floor(now / 1000) + 900), /future/); // seconds, not milliseconds
+  assert.match(refused(now * 1000), /integer of epoch milliseconds/); // microseconds
+  for (const bad of [now + 0.5, Number.NaN, Number.POSITIVE_INFINITY, Number.MAX_SAFE_INTEGER + 2]) assert.match(refused(bad), /integer of epoch milliseconds/);
+});
+
+test("Beijing wall clock: UTC+8, milliseconds dropped, across a date line", () => {
+  assert.equal(beijingWallClock(1_700_000_000_000), "2023-11-15T06:13:20");
+  assert.equal(beijingWallClock(1_700_000_000_999), "2023-11-15T06:13:20");
+  assert.equal(beijingWallClock(Date.parse("2025-12-31T16:00:00Z")), "2026-01-01T00:00:00");
 });

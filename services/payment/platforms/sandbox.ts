@@ -5,6 +5,11 @@
  * until the merchant answers "success" — so the notify route, the verification and the
  * exactly-once handling are exercised the same way as with Alipay or WeChat Pay.
  *
+ * Trades and refunds follow the real platforms' rules: a closed trade can no longer be
+ * paid (query answers "failed", a refund is TRADE_NOT_PAID), and refunds of one payment
+ * never exceed its amount in total (REFUND_AMOUNT_EXCEEDED). The trade's expiry is
+ * enforced by the payment service, which owns the pay page; the payUrl carries none.
+ *
  * Wire format of a callback (POST notifyUrl, application/json):
  *   X-Sandbox-Timestamp: unix seconds      X-Sandbox-Nonce: random hex
  *   X-Sandbox-Key-Id: keyId(public key)    X-Sandbox-Signature: base64 RSA-SHA256 over
@@ -21,6 +26,7 @@ import {
   headerOf,
   mediaType,
   nackStatus,
+  type CloseResult,
   type CreatePaymentInput,
   type CreatePaymentResult,
   type PaymentPlatform,
@@ -247,23 +253,67 @@ export class SandboxNotifier {
 
 // --- the platform as the payment service sees it ---
 
-export interface SandboxPaymentState {
+/**
+ * A sandbox trade as the sandbox platform knows it. An open trade has the buyer's choice
+ * (or "pending" before any). A closed one can no longer be paid; it may have been closed
+ * before the buyer chose anything, so its amount may be unknown.
+ */
+export type SandboxPaymentState =
+  | {
+      paymentId: string;
+      amountMinor: number;
+      currency: string;
+      status: PaymentStatus;
+      providerTxnId?: string;
+      paidAt?: string;
+    }
+  | {
+      paymentId: string;
+      status: "closed";
+      amountMinor?: number;
+      currency?: string;
+      providerTxnId?: string;
+    };
+
+export interface SandboxRefundRequest {
   paymentId: string;
+  /** Our refund id: the key of idempotency (a repeat returns the first answer). */
+  refundId: string;
   amountMinor: number;
-  currency: string;
-  status: PaymentStatus;
-  providerTxnId?: string;
-  paidAt?: string;
+  /** The payment's amount: refunds of this payment may not exceed it in total. */
+  totalMinor: number;
 }
 
 /**
+ * The store's answer to a refund: recorded (now or by an earlier call with this refundId),
+ * or refused because the payment's refunds would then exceed its amount — what Alipay
+ * (ACQ.REFUND_AMT_NOT_EQUAL_TOTAL, 退款金额超限) and WeChat Pay (退款金额超过可退金额)
+ * answer to an over-refund.
+ */
+export type SandboxRefundRecord = { status: "recorded"; providerRefundId: string } | { status: "refused"; failureCode: "REFUND_AMOUNT_EXCEEDED" };
+
+/**
  * What the sandbox "platform" knows, kept by the lead in the database (the sandbox has no
- * servers of its own). recordRefund must be idempotent on refundId: a repeat returns the
- * first answer, as out_request_no does at Alipay.
+ * servers of its own). MemorySandboxStateStore is the reference behaviour.
+ *
+ * closeTrade: a trade with no state, pending or failed becomes closed ("closed"; a
+ * closed one stays so); a succeeded one is left as it is ("paid"). It must be atomic with
+ * the pay page's recording of the buyer's choice (one transaction, or a conditional
+ * update), and a closed trade must refuse any later choice: otherwise a success can land
+ * after "closed" was answered, which is exactly what closing rules out.
+ *
+ * recordRefund: idempotent on refundId (a repeat returns the first recorded answer, as
+ * out_request_no does at Alipay), and the sum of this payment's recorded refunds plus
+ * this one must not exceed totalMinor. The check and the insert must be one atomic step
+ * (one transaction with the payment's refunds locked, or a serialised insert): two
+ * concurrent refunds each passing the check alone would together exceed the amount. A
+ * refusal records nothing; a repeat is checked again and, refunds only growing, is
+ * refused again.
  */
 export interface SandboxStateStore {
   getPayment(paymentId: string): Promise<SandboxPaymentState | undefined>;
-  recordRefund(refund: { paymentId: string; refundId: string; amountMinor: number }): Promise<{ providerRefundId: string }>;
+  closeTrade(paymentId: string): Promise<CloseResult>;
+  recordRefund(refund: SandboxRefundRequest): Promise<SandboxRefundRecord>;
 }
 
 /** An in-memory store: for tests, and as the reference behaviour for a database-backed one. */
@@ -275,12 +325,36 @@ export class MemorySandboxStateStore implements SandboxStateStore {
     return this.payments.get(paymentId);
   }
 
-  async recordRefund(refund: { paymentId: string; refundId: string; amountMinor: number }): Promise<{ providerRefundId: string }> {
+  /**
+   * The pay page's write (repo.recordSandboxChoice in the service), mirrored as the
+   * reference: a first choice is recorded; a success replaces a failure (the buyer tried
+   * again); a success is final; a closed trade takes no choice. Returns the state after.
+   */
+  async recordChoice(choice: { paymentId: string; amountMinor: number; currency: string; status: "succeeded" | "failed"; providerTxnId: string; paidAt?: string }): Promise<SandboxPaymentState> {
+    const current = this.payments.get(choice.paymentId);
+    if (!current || current.status === "pending" || (current.status === "failed" && choice.status === "succeeded")) {
+      this.payments.set(choice.paymentId, { ...choice });
+    }
+    return this.payments.get(choice.paymentId)!;
+  }
+
+  // No await between reading and writing: each call is one atomic step in this process.
+  async closeTrade(paymentId: string): Promise<CloseResult> {
+    const current = this.payments.get(paymentId);
+    if (current?.status === "succeeded") return { status: "paid" };
+    if (current?.status !== "closed") this.payments.set(paymentId, { ...current, paymentId, status: "closed" });
+    return { status: "closed" };
+  }
+
+  async recordRefund(refund: SandboxRefundRequest): Promise<SandboxRefundRecord> {
     const existing = this.refunds.get(refund.refundId);
-    if (existing) return { providerRefundId: existing.providerRefundId };
+    if (existing) return { status: "recorded", providerRefundId: existing.providerRefundId };
+    let refunded = 0;
+    for (const r of this.refunds.values()) if (r.paymentId === refund.paymentId) refunded += r.amountMinor;
+    if (refunded + refund.amountMinor > refund.totalMinor) return { status: "refused", failureCode: "REFUND_AMOUNT_EXCEEDED" };
     const providerRefundId = `sbr_${randomBytes(12).toString("hex")}`;
     this.refunds.set(refund.refundId, { paymentId: refund.paymentId, amountMinor: refund.amountMinor, providerRefundId });
-    return { providerRefundId };
+    return { status: "recorded", providerRefundId };
   }
 }
 
@@ -319,7 +393,7 @@ export class SandboxPlatform implements PaymentPlatform {
   }
 
   async create(input: CreatePaymentInput): Promise<CreatePaymentResult> {
-    assertCreateInput(input);
+    assertCreateInput(input, this.#now());
     const base = this.#c.publicUrl.replace(/\/+$/, "");
     const token = sandboxPayToken(input.paymentId, this.#c.privateKey);
     return { kind: "redirect", url: `${base}/sandbox/pay/${encodeURIComponent(input.paymentId)}?token=${token}` };
@@ -349,6 +423,15 @@ export class SandboxPlatform implements PaymentPlatform {
   async query(paymentId: string): Promise<QueryResult> {
     const p = await this.#store.getPayment(paymentId);
     if (!p) return { status: "not_found", paymentId };
+    if (p.status === "closed") {
+      // Closed unpaid, like TRADE_CLOSED / CLOSED at the real platforms.
+      return {
+        status: "failed",
+        paymentId,
+        ...(p.amountMinor !== undefined && p.currency !== undefined ? { amountMinor: p.amountMinor, currency: p.currency } : {}),
+        ...(p.providerTxnId ? { providerTxnId: p.providerTxnId } : {}),
+      };
+    }
     return {
       status: p.status,
       paymentId,
@@ -364,10 +447,18 @@ export class SandboxPlatform implements PaymentPlatform {
     const p = await this.#store.getPayment(input.paymentId);
     // Same codes a real platform would give: final refusals, not errors to retry.
     if (!p) return { status: "failed", failureCode: "TRADE_NOT_EXIST" };
+    // Pending, failed or closed: nothing was paid, so nothing can go back.
     if (p.status !== "succeeded") return { status: "failed", failureCode: "TRADE_NOT_PAID" };
     if (input.amountMinor > p.amountMinor || input.totalMinor !== p.amountMinor) return { status: "failed", failureCode: "AMOUNT_INVALID" };
     if (input.currency && input.currency !== p.currency) throw new PaymentPlatformError("invalid_request", "refund currency differs from the payment's", false);
-    const { providerRefundId } = await this.#store.recordRefund({ paymentId: input.paymentId, refundId: input.refundId, amountMinor: input.amountMinor });
-    return { status: "succeeded", providerRefundId };
+    // The cumulative bound is checked by the store, atomically with the insert.
+    const record = await this.#store.recordRefund({ paymentId: input.paymentId, refundId: input.refundId, amountMinor: input.amountMinor, totalMinor: p.amountMinor });
+    if (record.status === "refused") return { status: "failed", failureCode: record.failureCode };
+    return { status: "succeeded", providerRefundId: record.providerRefundId };
+  }
+
+  /** Closed in the store (see SandboxStateStore.closeTrade); the pay page refuses a closed trade. */
+  async close(paymentId: string): Promise<CloseResult> {
+    return this.#store.closeTrade(paymentId);
   }
 }

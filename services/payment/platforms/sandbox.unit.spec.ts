@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { PaymentVerificationError, checkBusiness } from "./platform";
+import { PaymentPlatformError, PaymentVerificationError, checkBusiness } from "./platform";
 import {
   MemorySandboxStateStore,
   SandboxNotifier,
@@ -69,8 +69,12 @@ test("forgeries: other key, tampered body, bad signature, stale or future timest
   assert.equal(await reason(platform.verifyNotification(raw(odd))), "malformed");
 });
 
-test("create: a redirect to the pay page on our gateway, with an unguessable token", async () => {
-  const res = await platform.create({ paymentId: "pay_1", orderId: "ord_1", amountMinor: 1999, currency: "CNY", subject: "Order", notifyUrl: "http://localhost:3000/api/payments/notify/sandbox" });
+test("create: a redirect to the pay page on our gateway, with an unguessable token; expiresAt checked against the clock", async () => {
+  const input = { paymentId: "pay_1", orderId: "ord_1", amountMinor: 1999, currency: "CNY", subject: "Order", notifyUrl: "http://localhost:3000/api/payments/notify/sandbox" };
+  // The payUrl carries no expiry (the service enforces it), but the input is checked like the others'.
+  await assert.rejects(platform.create({ ...input, expiresAt: NOW }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /future/.test(e.message));
+  await assert.rejects(platform.create({ ...input, expiresAt: NOW + 0.5 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request");
+  const res = await platform.create({ ...input, expiresAt: NOW + 1 });
   assert.ok(res.kind === "redirect");
   const url = new URL(res.url);
   assert.equal(url.origin + url.pathname, "http://localhost:3000/sandbox/pay/pay_1");
@@ -161,6 +165,63 @@ test("query and refund answer from the state store; refunds are idempotent on re
   assert.deepEqual(await platform.refund({ ...input, paymentId: "pay_2", refundId: "ref_2", totalMinor: 500 }), { status: "failed", failureCode: "TRADE_NOT_PAID" });
   assert.deepEqual(await platform.refund({ ...input, paymentId: "pay_9", refundId: "ref_3" }), { status: "failed", failureCode: "TRADE_NOT_EXIST" });
   assert.deepEqual(await platform.refund({ ...input, refundId: "ref_4", amountMinor: 2000, totalMinor: 2000 }), { status: "failed", failureCode: "AMOUNT_INVALID" });
+});
+
+test("close: no choice, pending or failed → closed (and stays so); succeeded → paid and untouched", async () => {
+  const s = new MemorySandboxStateStore();
+  const p = new SandboxPlatform({ ...sandboxKeys, publicUrl: "http://localhost:3000" }, { store: s, now: () => NOW });
+  // Never opened: closed without an amount; query says failed, refund says not paid.
+  assert.deepEqual(await p.close("pay_a"), { status: "closed" });
+  assert.deepEqual(await p.query("pay_a"), { status: "failed", paymentId: "pay_a" });
+  assert.deepEqual(await p.refund({ paymentId: "pay_a", refundId: "r_a", amountMinor: 1, totalMinor: 1, reason: "x" }), { status: "failed", failureCode: "TRADE_NOT_PAID" });
+  // A closed trade takes no later choice: the buyer cannot pay it any more.
+  const after = await s.recordChoice({ paymentId: "pay_a", amountMinor: 500, currency: "CNY", status: "succeeded", providerTxnId: "sbx_a", paidAt: "2025-03-01T04:00:00.000Z" });
+  assert.equal(after.status, "closed");
+  assert.equal((await p.query("pay_a")).status, "failed");
+  assert.deepEqual(await p.close("pay_a"), { status: "closed" });
+
+  // Failed first (a success could still replace it), then closed: the success is refused.
+  await s.recordChoice({ paymentId: "pay_b", amountMinor: 500, currency: "CNY", status: "failed", providerTxnId: "sbx_b1" });
+  assert.deepEqual(await p.close("pay_b"), { status: "closed" });
+  assert.deepEqual(await p.query("pay_b"), { status: "failed", paymentId: "pay_b", amountMinor: 500, currency: "CNY", providerTxnId: "sbx_b1" });
+  assert.equal((await s.recordChoice({ paymentId: "pay_b", amountMinor: 500, currency: "CNY", status: "succeeded", providerTxnId: "sbx_b2", paidAt: "2025-03-01T04:00:00.000Z" })).status, "closed");
+  // Without the close, the same success would have replaced the failure.
+  await s.recordChoice({ paymentId: "pay_c", amountMinor: 500, currency: "CNY", status: "failed", providerTxnId: "sbx_c1" });
+  assert.equal((await s.recordChoice({ paymentId: "pay_c", amountMinor: 500, currency: "CNY", status: "succeeded", providerTxnId: "sbx_c2" })).status, "succeeded");
+
+  s.payments.set("pay_d", { paymentId: "pay_d", amountMinor: 700, currency: "CNY", status: "pending" });
+  assert.deepEqual(await p.close("pay_d"), { status: "closed" });
+  assert.deepEqual(await p.query("pay_d"), { status: "failed", paymentId: "pay_d", amountMinor: 700, currency: "CNY" });
+
+  // Paid before the close: "paid", and the payment stays as it was (refundable).
+  assert.deepEqual(await p.close("pay_c"), { status: "paid" });
+  assert.equal((await p.query("pay_c")).status, "succeeded");
+  assert.equal((await p.refund({ paymentId: "pay_c", refundId: "r_c", amountMinor: 500, totalMinor: 500, reason: "x" })).status, "succeeded");
+});
+
+test("refunds: bounded by the payment's amount in total across refund ids; a replay answers the first result", async () => {
+  const s = new MemorySandboxStateStore();
+  const p = new SandboxPlatform({ ...sandboxKeys, publicUrl: "http://localhost:3000" }, { store: s, now: () => NOW });
+  s.payments.set("pay_r", { paymentId: "pay_r", amountMinor: 1999, currency: "CNY", status: "succeeded", providerTxnId: "sbx_r" });
+  s.payments.set("pay_o", { paymentId: "pay_o", amountMinor: 1999, currency: "CNY", status: "succeeded", providerTxnId: "sbx_o" });
+  const refund = (refundId: string, amountMinor: number, paymentId = "pay_r") => p.refund({ paymentId, refundId, amountMinor, totalMinor: 1999, reason: "x" });
+
+  const first = await refund("r1", 1000);
+  assert.equal(first.status, "succeeded");
+  // 1000 + 1000 > 1999: refused, nothing recorded.
+  assert.deepEqual(await refund("r2", 1000), { status: "failed", failureCode: "REFUND_AMOUNT_EXCEEDED" });
+  assert.equal(s.refunds.has("r2"), false);
+  // Exactly up to the amount is allowed; one fen more is not.
+  const second = await refund("r3", 999);
+  assert.equal(second.status, "succeeded");
+  assert.deepEqual(await refund("r4", 1), { status: "failed", failureCode: "REFUND_AMOUNT_EXCEEDED" });
+  // Replays answer as the first time: the same provider refund id, nothing counted twice.
+  assert.deepEqual(await refund("r1", 1000), first);
+  assert.deepEqual(await refund("r3", 999), second);
+  assert.deepEqual(await refund("r2", 1000), { status: "failed", failureCode: "REFUND_AMOUNT_EXCEEDED" });
+  assert.equal(s.refunds.size, 2);
+  // Another payment's refunds do not count against this one.
+  assert.equal((await refund("r5", 1999, "pay_o")).status, "succeeded");
 });
 
 test("acks: success / fail", () => {

@@ -1,5 +1,5 @@
 /**
- * WeChat Pay create/query/refund against a local HTTP server standing in for
+ * WeChat Pay create/query/refund/close against a local HTTP server standing in for
  * api.mch.weixin.qq.com (no platform can be reached from here). The server checks our
  * WECHATPAY2-SHA256-RSA2048 Authorization header and answers with the documented shapes,
  * signed with a "platform" key generated here, so answer verification is exercised too.
@@ -93,18 +93,27 @@ test("create: Native pay, signed request, code_url back", async () => {
       mchid: MCH,
       description: "Order ord_1",
       out_trade_no: "pay0001abc",
+      // now (2025-03-01T04:00:00Z) + 15 min + 999 ms, in Beijing time, ms dropped.
+      time_expire: "2025-03-01T12:15:00+08:00",
       notify_url: "https://shop.example/api/payments/notify/wechatpay",
       amount: { total: 1999, currency: "CNY" },
     });
     return { body: { code_url: "weixin://wxpay/bizpayurl?pr=p4lpSuKzz" } };
   };
-  const res = await platform.create({ paymentId: "pay0001abc", orderId: "ord_1", amountMinor: 1999, currency: "CNY", subject: "Order ord_1", notifyUrl: "https://shop.example/api/payments/notify/wechatpay" });
+  const input = { paymentId: "pay0001abc", orderId: "ord_1", amountMinor: 1999, currency: "CNY", subject: "Order ord_1", notifyUrl: "https://shop.example/api/payments/notify/wechatpay" };
+  const res = await platform.create({ ...input, expiresAt: now + 15 * 60_000 + 999 });
   assert.deepEqual(res, { kind: "qr", codeUrl: "weixin://wxpay/bizpayurl?pr=p4lpSuKzz" });
+  const sent = gateway.received.length;
   // A dashed UUID (36 chars) does not fit out_trade_no: refused before sending.
   await assert.rejects(
-    platform.create({ paymentId: "0b9f0c1e-8d2e-4c39-9a55-3f4a2f0e1a77", orderId: "o", amountMinor: 1, currency: "CNY", subject: "x", notifyUrl: "https://x" }),
+    platform.create({ ...input, paymentId: "0b9f0c1e-8d2e-4c39-9a55-3f4a2f0e1a77", expiresAt: now + 15 * 60_000 }),
     (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request",
   );
+  // An expiry in the past, or so close that WeChat would move it to one minute after the
+  // order (later than ours): refused before sending.
+  await assert.rejects(platform.create({ ...input, expiresAt: now - 1 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /future/.test(e.message));
+  await assert.rejects(platform.create({ ...input, expiresAt: now + 60_000 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && !e.retryable && /one minute/.test(e.message));
+  assert.equal(gateway.received.length, sent);
 });
 
 test("query: paid, not paid, unknown; the answer's signature is checked", async () => {
@@ -180,6 +189,77 @@ test("refund: out_refund_no is our refund id; SUCCESS, PROCESSING, refusals, err
   await assert.rejects(platform.refund(input), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response");
 });
 
+const CLOSE_PATH = "/v3/pay/transactions/out-trade-no/pay0001abc/close";
+
+test("close: POST …/close with {mchid}; a signed 204 is confirmed by a query (closed, paid, or never existed)", async () => {
+  for (const [state, expected] of [
+    ["CLOSED", "closed"],
+    ["SUCCESS", "paid"],
+    ["REFUND", "paid"],
+  ] as const) {
+    const seen: string[] = [];
+    next = (r) => {
+      seen.push(`${r.method} ${r.url}`);
+      if (r.method === "POST") {
+        assert.equal(r.url, CLOSE_PATH);
+        assert.equal(r.headers["content-type"], "application/json");
+        assert.deepEqual(JSON.parse(r.body.toString()), { mchid: MCH });
+        return { status: 204 }; // no body; the headers sign the empty body
+      }
+      return { body: transaction({ trade_state: state }) };
+    };
+    assert.deepEqual(await platform.close("pay0001abc"), { status: expected }, state);
+    assert.deepEqual(seen, [`POST ${CLOSE_PATH}`, `GET /v3/pay/transactions/out-trade-no/pay0001abc?mchid=${MCH}`]);
+  }
+  // 204 for an out_trade_no WeChat never had: the query says so.
+  next = (r) => (r.method === "POST" ? { status: 204 } : { status: 404, body: { code: "ORDER_NOT_EXIST", message: "订单不存在" } });
+  assert.deepEqual(await platform.close("pay0001abc"), { status: "not_found" });
+  // 204 but the trade still waits for payment: not closed, ask again.
+  next = (r) => (r.method === "POST" ? { status: 204 } : { body: transaction({ trade_state: "NOTPAY", transaction_id: undefined, success_time: undefined }) });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
+  // An id WeChat's create would refuse: no call at all.
+  const sent = gateway.received.length;
+  assert.deepEqual(await platform.close("short"), { status: "not_found" });
+  assert.equal(gateway.received.length, sent);
+});
+
+test("close: signed refusals that are outcomes (ORDER_CLOSED, ORDER_NOT_EXIST, ORDERPAID), in both spellings", async () => {
+  for (const [status, code, expected] of [
+    [400, "ORDER_CLOSED", "closed"],
+    [400, "ORDERCLOSED", "closed"],
+    [404, "ORDER_NOT_EXIST", "not_found"],
+    [404, "ORDERNOTEXIST", "not_found"],
+    [400, "ORDERPAID", "paid"],
+  ] as const) {
+    let calls = 0;
+    next = () => (calls++, { status, body: { code, message: "…" } });
+    assert.deepEqual(await platform.close("pay0001abc"), { status: expected }, code);
+    assert.equal(calls, 1, `${code}: no query needed`);
+  }
+});
+
+test("close: unknown outcomes are retryable; unsigned answers and our own mistakes are not outcomes", async () => {
+  // The buyer is entering the password right now.
+  next = () => ({ status: 202, body: { code: "USER_PAYING", message: "用户支付中,需要输入密码" } });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable && e.platformCode === "USER_PAYING");
+  next = () => ({ status: 500, body: { code: "SYSTEM_ERROR", message: "系统错误" } });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
+  next = () => ({ status: 429, body: { code: "FREQUENCY_LIMITED", message: "频率超限" } });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
+  // A forged or unsigned "closed" is not believed: the buyer may have paid.
+  next = () => ({ status: 400, body: { code: "ORDER_CLOSED", message: "订单已关闭" }, signWith: null });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
+  next = () => ({ status: 400, body: { code: "ORDER_CLOSED", message: "订单已关闭" }, signWith: other.privateKey });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
+  next = () => ({ status: 204, signWith: null });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature" && e.retryable);
+  next = () => ({ status: 204, signWith: other.privateKey });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature");
+  // Our configuration: retrying will not help.
+  next = () => ({ status: 403, body: { code: "NO_AUTH", message: "商户无权限" } });
+  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && !e.retryable && e.platformCode === "NO_AUTH");
+});
+
 test("our request signature is what the server checks", async () => {
   const wrongKey = new WechatPayPlatform(
     {
@@ -212,4 +292,5 @@ test("transport failure is retryable and says nothing secret", async () => {
     { now: () => now },
   );
   await assert.rejects(dead.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "transport" && e.retryable);
+  await assert.rejects(dead.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "transport" && e.retryable);
 });

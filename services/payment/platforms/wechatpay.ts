@@ -9,6 +9,11 @@
  * `${timestamp}\n${nonce}\n${body}\n` with the platform key named by Wechatpay-Serial
  * (one we hold), timestamp within ±5 minutes. WeChat sends probe callbacks with
  * deliberately wrong signatures ("WECHATPAY/SIGNTEST/…"): they fail like any forgery.
+ *
+ * Every Native trade carries time_expire (our expiresAt), and close() ends one early.
+ * Developers report payments accepted after time_expire (WeChat community threads), so
+ * the expiry is a bound we ask for, not one we rely on alone: the service closes expired
+ * trades and refunds a payment that arrives for an order it can no longer keep.
  */
 import { createCipheriv, createDecipheriv, randomBytes, sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypto";
 import { z } from "zod";
@@ -18,9 +23,11 @@ import {
   PaymentVerificationError,
   assertCreateInput,
   assertRefundInput,
+  beijingWallClock,
   headerOf,
   mediaType,
   nackStatus,
+  type CloseResult,
   type CreatePaymentInput,
   type CreatePaymentResult,
   type PaymentPlatform,
@@ -63,6 +70,18 @@ export const WECHATPAY_MAX_SKEW_S = 300;
 const TRANSIENT_CODES = new Set(["SYSTEM_ERROR", "FREQUENCY_LIMITED", "FREQUENCY_LIMIT_EXCEED", "NOT_ENOUGH"]);
 /** WeChat's out_trade_no: 6 to 32 of letters, digits, _ - | * (a dashed UUID is 36: too long). */
 const OUT_TRADE_NO = /^[A-Za-z0-9_\-|*]{6,32}$/;
+/**
+ * Native 下单 documents that a time_expire less than one minute after the order is
+ * silently moved to one minute after it: WeChat would then take money after our
+ * deadline, so such a trade is refused instead. Ten seconds more allow for our clock
+ * running behind WeChat's and for the request's transit.
+ */
+export const WECHATPAY_MIN_EXPIRY_MS = 70_000;
+
+/** time_expire as Native 下单 documents it: RFC 3339 in Beijing time, "2018-06-08T10:34:56+08:00" (seconds rounded down). */
+export function wechatTimeExpire(ms: number): string {
+  return `${beijingWallClock(ms)}+08:00`;
+}
 
 // --- pure protocol pieces (exported for tests and for tools) ---
 
@@ -190,6 +209,15 @@ const RefundSchema = z.object({
 
 const ErrorSchema = z.object({ code: z.string(), message: z.string().optional() });
 
+/** The close refusals that are outcomes, not errors (APIv3 names, then the older API's). */
+const CLOSE_OUTCOMES: ReadonlyMap<string, CloseResult["status"]> = new Map([
+  ["ORDER_CLOSED", "closed"],
+  ["ORDERCLOSED", "closed"],
+  ["ORDER_NOT_EXIST", "not_found"],
+  ["ORDERNOTEXIST", "not_found"],
+  ["ORDERPAID", "paid"],
+]);
+
 /** SUCCESS = paid; REFUND = paid, then (partly) refunded; NOTPAY/USERPAYING = not yet; the rest = failed. */
 function tradeStatus(state: string): PaymentStatus | undefined {
   switch (state) {
@@ -234,15 +262,22 @@ export class WechatPayPlatform implements PaymentPlatform {
   }
 
   async create(input: CreatePaymentInput): Promise<CreatePaymentResult> {
-    assertCreateInput(input);
+    const now = this.#now();
+    assertCreateInput(input, now);
     if (input.currency !== "CNY") throw new PaymentPlatformError("invalid_request", "WeChat Pay takes CNY only", false);
     if (!OUT_TRADE_NO.test(input.paymentId)) throw new PaymentPlatformError("invalid_request", "paymentId does not fit WeChat Pay's out_trade_no (6-32 chars)", false);
+    if (input.expiresAt - now < WECHATPAY_MIN_EXPIRY_MS) {
+      throw new PaymentPlatformError("invalid_request", "expiresAt is too close: WeChat Pay would extend it to one minute after the order", false);
+    }
     const res = await this.#request("POST", "/v3/pay/transactions/native", {
       appid: this.#c.appId,
       mchid: this.#c.mchId,
       // description: at most 127 characters.
       description: [...input.subject].slice(0, 127).join("") || input.orderId,
       out_trade_no: input.paymentId,
+      // 支付结束时间: the last moment the buyer can pay. WeChat moves a deadline too far
+      // ahead (15 or 90 days after the order, by product) earlier: never past ours.
+      time_expire: wechatTimeExpire(input.expiresAt),
       notify_url: input.notifyUrl,
       amount: { total: input.amountMinor, currency: "CNY" },
     });
@@ -320,6 +355,41 @@ export class WechatPayPlatform implements PaymentPlatform {
       return { status: "failed", failureCode: res.errorCode };
     }
     throw this.#errorOf(res, "refund");
+  }
+
+  /**
+   * POST /v3/pay/transactions/out-trade-no/{out_trade_no}/close with {"mchid"}. WeChat
+   * documents (关闭订单, pay.weixin.qq.com/doc/v3/merchant/4012556398) 204 No Content on
+   * success, 400 ORDER_CLOSED, 202 USER_PAYING (the buyer is entering the password now),
+   * a 404 for an unknown trade (ORDER_NOT_EXIST, the code the query API documents), and
+   * 5xx/429 to retry; ORDERPAID / ORDERCLOSED / ORDERNOTEXIST are the older API's
+   * (closeorder) spellings, accepted alike. Error codes count only when the answer is
+   * signed (#request); an unsigned or unknown one is an error, retryable when it may pass.
+   *
+   * A 204 is confirmed with query(): developers report 204 for a trade closed before and
+   * for an out_trade_no WeChat never had (community thread "v3 关闭订单API一直返回204"),
+   * so it alone does not say whether a trade exists, and "closed" must never hide money.
+   */
+  async close(paymentId: string): Promise<CloseResult> {
+    if (!OUT_TRADE_NO.test(paymentId)) return { status: "not_found" };
+    const res = await this.#request("POST", `/v3/pay/transactions/out-trade-no/${encodeURIComponent(paymentId)}/close`, { mchid: this.#c.mchId });
+    if (res.status === 202) {
+      // USER_PAYING (signed, else #request threw): the buyer may be paying right now.
+      throw new PaymentPlatformError("http_status", "WeChat Pay close: HTTP 202, buyer paying", true, "USER_PAYING");
+    }
+    if (res.status >= 200 && res.status < 300) {
+      const q = await this.query(paymentId);
+      if (q.status === "succeeded") return { status: "paid" };
+      if (q.status === "failed") return { status: "closed" };
+      if (q.status === "not_found") return { status: "not_found" };
+      // Still NOTPAY/USERPAYING right after a close: not (yet) closed; ask again.
+      throw new PaymentPlatformError("bad_response", "WeChat Pay close: trade still open after close", true);
+    }
+    if (res.status >= 400 && res.status < 500 && res.errorCode) {
+      const outcome = CLOSE_OUTCOMES.get(res.errorCode);
+      if (outcome) return { status: outcome };
+    }
+    throw this.#errorOf(res, "close");
   }
 
   #errorOf(res: Answer, what: string): PaymentPlatformError {

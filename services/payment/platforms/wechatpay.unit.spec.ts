@@ -10,7 +10,7 @@ import { test } from "node:test";
 import { Secret } from "./keys";
 import { PaymentVerificationError, type RawNotification } from "./platform";
 import { rsaPair } from "./test-support";
-import { WechatPayPlatform, decryptResource, encryptResource } from "./wechatpay";
+import { WechatPayPlatform, decryptResource, encryptResource, wechatTimeExpire } from "./wechatpay";
 
 const merchant = rsaPair();
 const platformKey = rsaPair();
@@ -181,4 +181,11 @@ test("acks per APIv3: 204 without body; failures 4xx/5xx with {code, message}", 
   assert.equal(nack.status, 400);
   assert.deepEqual(JSON.parse(nack.body), { code: "FAIL", message: "bad_signature" });
   assert.equal(platform.nackResponse(new Error("secret db password in here")).body, JSON.stringify({ code: "FAIL", message: "internal" }));
+});
+
+test("time_expire: RFC 3339 in Beijing time with +08:00, no milliseconds (rounded down)", () => {
+  assert.equal(wechatTimeExpire(1_700_000_000_000), "2023-11-15T06:13:20+08:00");
+  assert.equal(wechatTimeExpire(1_700_000_000_999), "2023-11-15T06:13:20+08:00");
+  // The string names the same instant (to the second) for any RFC 3339 reader.
+  assert.equal(Date.parse(wechatTimeExpire(1_700_000_000_999)), 1_700_000_000_000);
 });
