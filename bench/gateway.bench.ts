@@ -211,7 +211,7 @@ async function startBare(): Promise<Target> {
     createdAt: new Date().toISOString(),
   };
   // A real HS256 token of the real shape, so the request is the same size; the bare server only checks "Bearer ".
-  const token = await accessTokens(randomBytes(32).toString("hex"), 900).sign({ id: user.id, role: "customer" });
+  const token = await accessTokens(randomBytes(32).toString("hex"), 900).sign({ id: user.id, role: "customer", sessionId: randomUUID() });
   const child = startChild(BASELINE, "bare", { PORT: "0", BENCH_USER_JSON: JSON.stringify(user) });
   const m = await child.waitForLine(/baseline listening on (\d+)/, 30_000);
   return { baseUrl: `http://127.0.0.1:${m[1]}`, token, userId: user.id, children: [child] };

@@ -35,14 +35,16 @@ export function installShutdown(stop: () => Promise<unknown>): void {
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   const broker = createBroker(config);
-  // A node without the gateway gets a small health server of its own, started before the
-  // broker so liveness answers (and readiness says "starting") while the services start.
+  for (const warning of config.warnings) broker.logger.warn(`WARNING: ${warning}`);
+  // The internal listener (/metrics, and the health routes for a node without the gateway),
+  // started before the broker so liveness answers (and readiness says "starting") while the
+  // services start. Never the gateway's public port: metrics reveal internal addresses and volumes.
   let health: HealthServer | undefined;
-  if (config.healthPort && !config.services.includes("gateway")) {
+  if (config.metricsPort) {
     try {
-      health = await startHealthServer(broker, config.healthPort);
+      health = await startHealthServer(broker, config.metricsPort);
     } catch (err) {
-      process.stderr.write(`Health server on port ${config.healthPort} failed: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.stderr.write(`Metrics listener on port ${config.metricsPort} failed: ${err instanceof Error ? err.message : String(err)}\n`);
       process.exit(1);
     }
   }
@@ -58,7 +60,7 @@ async function main(): Promise<void> {
   if (config.services.includes("gateway")) {
     lines.push(`  Gateway: ${config.publicUrl}/api`, `  API docs: ${config.publicUrl}/docs  (OpenAPI: ${config.publicUrl}/api/openapi.json)`);
   }
-  if (health) lines.push(`  Health: http://localhost:${health.port}/health/live and /health/ready`);
+  if (health) lines.push(`  Metrics (internal): http://localhost:${health.port}/metrics, health: /health/live and /health/ready`);
   lines.push(
     config.mode === "cluster"
       ? "  REPL: `npm run repl` in another terminal joins this cluster (same environment variables)"

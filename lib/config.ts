@@ -5,10 +5,11 @@
  * JWT secret once into DATA_DIR so `npm start` works on a fresh clone.
  */
 import { randomBytes } from "node:crypto";
-import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
+import { ensurePrivateDir, readOrCreatePrivateFile } from "./private-files";
+import { placeholderProblems } from "./secrets";
 
 export const ALL_SERVICES = ["gateway", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
@@ -16,6 +17,15 @@ export type ServiceName = (typeof ALL_SERVICES)[number];
 const bool = z
   .enum(["true", "false", "1", "0", "yes", "no"])
   .transform((v) => v === "true" || v === "1" || v === "yes");
+/** `points/seconds`, e.g. `10/600`: at most 10 in any 600 s window. */
+const rate = z
+  .string()
+  .regex(/^\d{1,7}\/\d{1,6}$/, "must be <points>/<seconds>, e.g. 10/600")
+  .transform((v) => {
+    const [points, windowS] = v.split("/").map(Number) as [number, number];
+    return { points, windowS };
+  })
+  .refine((r) => r.points >= 1 && r.windowS >= 1, "points and seconds must be at least 1");
 const int = (min: number, max: number) =>
   z.coerce.number({ error: `must be an integer from ${min} to ${max}` }).int(`must be an integer from ${min} to ${max}`).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
 const url = (protocols: string[]) =>
@@ -29,11 +39,14 @@ const url = (protocols: string[]) =>
 
 const EnvSchema = z.object({
   PORT: int(0, 65535).default(3000),
-  // A node without the gateway answers /health/live and /health/ready here (lib/health-server.ts),
-  // so an orchestrator can probe every node; 0: no health server.
-  // Off unless given (k8s/base's ConfigMap sets 3001): several nodes on one machine
-  // (tests, `npm run cluster`) would otherwise all claim the same port.
-  HEALTH_PORT: int(0, 65535).default(0),
+  // The internal listener (lib/health-server.ts): GET /metrics on every node, never on the
+  // public gateway port, plus /health/live and /health/ready (the probes of a node without
+  // the gateway). 0: none. Embedded default 3030; in a cluster off unless given (k8s/base's
+  // ConfigMap sets it): several nodes on one machine (`npm run cluster`) need a port each.
+  METRICS_PORT: int(0, 65535).optional(),
+  // Renamed to METRICS_PORT (it now serves /metrics on gateway nodes too); refused with that message.
+  HEALTH_PORT: z.string().optional(),
+  NODE_ENV: z.string().optional(),
   DATA_DIR: z.string().min(1).default("./data"),
   SERVICES: z.string().default("all"),
   NODE_ID: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, "letters, digits, . _ - only").optional(),
@@ -51,7 +64,13 @@ const EnvSchema = z.object({
   PUBLIC_URL: url(["http:", "https:"]).optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),
   LOG_FORMAT: z.enum(["json", "text"]).optional(),
-  TRUST_PROXY: bool.default(false),
+  // How many proxies in front of the gateway append to X-Forwarded-For (Express's `trust
+  // proxy` as a hop count): the client address is the entry that many from the right.
+  TRUST_PROXY: z
+    .string()
+    .regex(/^(\d{1,2}|false)$/, 'must be a hop count (0 to 99; 1 behind one proxy such as ingress-nginx); "true" is no longer accepted: it meant the leftmost entry, which the client writes')
+    .transform((v) => (v === "false" ? 0 : Number(v)))
+    .default(0),
   BODY_LIMIT_BYTES: int(1024, 10 * 1024 * 1024).default(100 * 1024),
   REQUEST_TIMEOUT_MS: int(100, 120_000).default(5000),
   HEARTBEAT_INTERVAL_S: int(1, 60).default(2),
@@ -60,6 +79,17 @@ const EnvSchema = z.object({
   REFRESH_TOKEN_TTL_S: int(60, 90 * 86_400).default(30 * 86_400),
   LOGIN_RATE_LIMIT: int(1, 100_000).default(10),
   LOGIN_RATE_WINDOW_S: int(1, 86_400).default(300),
+  // Request limits (lib/rate-limit.ts), `<points>/<seconds>`; RATE_LIMITS=off turns off all but login's.
+  RATE_LIMITS: z.enum(["on", "off"]).default("on"),
+  RATE_LIMIT_SIGNUP: rate.default({ points: 10, windowS: 600 }),
+  RATE_LIMIT_ORDERS: rate.default({ points: 20, windowS: 600 }),
+  RATE_LIMIT_REFUNDS: rate.default({ points: 10, windowS: 3600 }),
+  RATE_LIMIT_USER: rate.default({ points: 600, windowS: 60 }),
+  RATE_LIMIT_IP: rate.default({ points: 1200, windowS: 60 }),
+  // Hoarding limits (order service): per user, an admin may raise them per user.
+  MAX_UNPAID_ORDERS: int(1, 1000).default(3),
+  MAX_UNPAID_UNITS_PER_PRODUCT: int(1, 1_000_000).default(5),
+  RETURN_WINDOW_DAYS: int(1, 3650).default(30),
   MIGRATE_ON_START: bool.optional(),
   DEMO_CATALOG: bool.optional(),
   DEMO_CATALOG_SIZE: int(1, 1_000_000).default(1000),
@@ -86,6 +116,12 @@ const EnvSchema = z.object({
   // platform and settled either way (reconciliation); how often each replica looks.
   PAYMENT_PENDING_TIMEOUT_S: int(1, 7 * 86_400).default(900),
   PAYMENT_RECONCILE_INTERVAL_MS: int(50, 3_600_000).default(30_000),
+  // A success the order service has not acknowledged this long after it was recorded (its
+  // event dead-lettered, say) is handed to the order service again by reconciliation.
+  PAYMENT_ORDER_ACK_TIMEOUT_S: int(1, 7 * 86_400).default(600),
+  // The built-in sandbox platform (anyone can "pay" with no money): on by default except
+  // under NODE_ENV=production; in a cluster it also needs its key pair.
+  SANDBOX_PAY: bool.optional(),
   // Recommendations: how long a ranking is reused from the cacher (Redis in cluster mode); 0: never.
   RECS_CACHE_TTL_S: int(0, 3600).default(30),
   // Tracing (lib/tracing.ts): Moleculer's tracer, spans to Zipkin (or Jaeger's Zipkin
@@ -101,8 +137,10 @@ export const ENV_NAMES: readonly string[] = Object.keys(EnvSchema.shape);
 export interface AppConfig {
   mode: "embedded" | "cluster";
   port: number;
-  /** The health server's port on a node without the gateway; 0: none. */
-  healthPort: number;
+  /** The internal listener: /metrics (every node) and the health routes; 0: none. */
+  metricsPort: number;
+  /** NODE_ENV=production: no sandbox payments unless asked for, placeholder secrets refused. */
+  production: boolean;
   dataDir: string;
   services: ServiceName[];
   nodeId: string;
@@ -117,14 +155,20 @@ export interface AppConfig {
   publicUrl: string;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
   logFormat: "json" | "text";
-  trustProxy: boolean;
+  /** Proxies to trust in X-Forwarded-For, counted from the right (0: the socket's address). */
+  trustProxyHops: number;
   bodyLimitBytes: number;
   requestTimeoutMs: number;
   heartbeatIntervalS: number;
   heartbeatTimeoutS: number;
   accessTokenTtlS: number;
   refreshTokenTtlS: number;
-  loginRateLimit: { points: number; windowS: number };
+  loginRateLimit: RateBudget;
+  /** Request limits other than login's; `enabled: false` (RATE_LIMITS=off) turns them off. */
+  rateLimits: { enabled: boolean; signup: RateBudget; orders: RateBudget; refunds: RateBudget; user: RateBudget; ip: RateBudget };
+  /** Hoarding limits per user (defaults; an admin may raise them per user). */
+  unpaidLimits: { maxOrders: number; maxUnitsPerProduct: number };
+  returnWindowDays: number;
   migrateOnStart: boolean;
   /** Load the demo catalog when the product database is empty (embedded default). */
   demoCatalog: { enabled: boolean; size: number };
@@ -135,11 +179,18 @@ export interface AppConfig {
   /** Notification e-mail; no `smtpUrl`: e-mails are kept in the notification database only. */
   mail: { smtpUrl?: string; from: string; maxAttempts: number; retryBaseMs: number };
   /** Payment reconciliation (payment service; the platforms' own variables are read by services/payment/platforms/config.ts). */
-  payments: { pendingTimeoutS: number; reconcileIntervalMs: number };
+  payments: { pendingTimeoutS: number; reconcileIntervalMs: number; orderAckTimeoutS: number; sandbox: boolean | undefined };
+  /** Things the start log must say (a protection turned off, a renamed setting). */
+  warnings: string[];
   /** Recommendation rankings kept in the broker's cacher this long (0: not cached). */
   recommendations: { cacheTtlS: number };
   /** Moleculer tracing: exporter, Zipkin base URL (zipkin only), share of traces sampled. */
   tracing: { exporter: "none" | "zipkin" | "console"; zipkinUrl?: string; sampleRate: number };
+}
+
+export interface RateBudget {
+  points: number;
+  windowS: number;
 }
 
 export class ConfigError extends Error {
@@ -151,20 +202,8 @@ export class ConfigError extends Error {
 
 /** Reads `JWT_SECRET` from DATA_DIR or creates it (0600) — embedded mode only. */
 function embeddedSecret(dataDir: string): string {
-  const file = path.join(dataDir, "jwt-secret");
-  fs.mkdirSync(dataDir, { recursive: true });
-  try {
-    return fs.readFileSync(file, "utf8").trim();
-  } catch {
-    const secret = randomBytes(48).toString("base64url");
-    // `wx`: if two processes race, the loser reads the winner's file.
-    try {
-      fs.writeFileSync(file, secret, { mode: 0o600, flag: "wx" });
-      return secret;
-    } catch {
-      return fs.readFileSync(file, "utf8").trim();
-    }
-  }
+  ensurePrivateDir(dataDir);
+  return readOrCreatePrivateFile(path.join(dataDir, "jwt-secret"), () => randomBytes(48).toString("base64url")).trim();
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
@@ -176,7 +215,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     : parsed.error.issues.map((i) => `${i.path.join(".") || "environment"}: ${i.message}`);
   // Rules between variables are checked on the raw values too, so one run reports every problem.
   const cluster = Boolean(given.RABBITMQ_URI);
-  if (cluster && !given.JWT_SECRET) problems.push("JWT_SECRET: required in cluster mode (no fallback for secrets)");
+  const production = given.NODE_ENV === "production";
+  const runs = (name: ServiceName) => !given.SERVICES || given.SERVICES.trim() === "all" || given.SERVICES.split(",").some((s) => s.trim() === name);
+  // Only the nodes that sign or verify tokens get the secret (a Deployment mounts what its service uses).
+  if (cluster && !given.JWT_SECRET && (runs("gateway") || runs("user")))
+    problems.push("JWT_SECRET: required in cluster mode (no fallback for secrets)");
+  // Token revocations and request limits must be one list for every replica: Redis.
+  if (cluster && !given.REDIS_URL && (runs("gateway") || runs("user")))
+    problems.push("REDIS_URL: required in cluster mode on gateway and user nodes (token revocations and rate limits are shared there)");
+  if (given.HEALTH_PORT) problems.push("HEALTH_PORT: renamed to METRICS_PORT (the internal listener now serves /metrics on every node, the gateway's too)");
+  if (cluster || production) problems.push(...placeholderProblems(given));
   if (Boolean(given.ADMIN_EMAIL) !== Boolean(given.ADMIN_PASSWORD)) problems.push("ADMIN_EMAIL/ADMIN_PASSWORD: give both or neither");
   if (!parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
@@ -221,7 +269,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   return {
     mode: cluster ? "cluster" : "embedded",
     port: e.PORT,
-    healthPort: e.HEALTH_PORT,
+    metricsPort: e.METRICS_PORT ?? (cluster ? 0 : 3030),
+    production,
     dataDir,
     services,
     nodeId: e.NODE_ID ?? `${os.hostname()}-${process.pid}`,
@@ -236,7 +285,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/$/, ""),
     logLevel: e.LOG_LEVEL,
     logFormat: e.LOG_FORMAT ?? (cluster ? "json" : "text"),
-    trustProxy: e.TRUST_PROXY,
+    trustProxyHops: e.TRUST_PROXY,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,
     requestTimeoutMs: e.REQUEST_TIMEOUT_MS,
     heartbeatIntervalS: e.HEARTBEAT_INTERVAL_S,
@@ -244,6 +293,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     accessTokenTtlS: e.ACCESS_TOKEN_TTL_S,
     refreshTokenTtlS: e.REFRESH_TOKEN_TTL_S,
     loginRateLimit: { points: e.LOGIN_RATE_LIMIT, windowS: e.LOGIN_RATE_WINDOW_S },
+    rateLimits: { enabled: e.RATE_LIMITS === "on", signup: e.RATE_LIMIT_SIGNUP, orders: e.RATE_LIMIT_ORDERS, refunds: e.RATE_LIMIT_REFUNDS, user: e.RATE_LIMIT_USER, ip: e.RATE_LIMIT_IP },
+    unpaidLimits: { maxOrders: e.MAX_UNPAID_ORDERS, maxUnitsPerProduct: e.MAX_UNPAID_UNITS_PER_PRODUCT },
+    returnWindowDays: e.RETURN_WINDOW_DAYS,
     migrateOnStart: e.MIGRATE_ON_START ?? !cluster,
     demoCatalog: { enabled: e.DEMO_CATALOG ?? !cluster, size: e.DEMO_CATALOG_SIZE },
     events: {
@@ -256,7 +308,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       sweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL_MS ?? Math.max(1000, Math.min(30_000, Math.floor((e.RESERVATION_TTL_SECONDS * 1000) / 4))),
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, maxAttempts: e.MAIL_MAX_ATTEMPTS, retryBaseMs: e.MAIL_RETRY_BASE_MS },
-    payments: { pendingTimeoutS: e.PAYMENT_PENDING_TIMEOUT_S, reconcileIntervalMs: e.PAYMENT_RECONCILE_INTERVAL_MS },
+    payments: {
+      pendingTimeoutS: e.PAYMENT_PENDING_TIMEOUT_S,
+      reconcileIntervalMs: e.PAYMENT_RECONCILE_INTERVAL_MS,
+      orderAckTimeoutS: e.PAYMENT_ORDER_ACK_TIMEOUT_S,
+      sandbox: e.SANDBOX_PAY,
+    },
+    warnings: e.RATE_LIMITS === "off" ? ["RATE_LIMITS=off: every request limit but login's is OFF (load tests and benchmarks only; never in production)"] : [],
     recommendations: { cacheTtlS: e.RECS_CACHE_TTL_S },
     tracing: { exporter: e.TRACING_EXPORTER, zipkinUrl: e.ZIPKIN_URL?.replace(/\/$/, ""), sampleRate: e.TRACING_SAMPLE_RATE },
     elasticsearch: e.ELASTIC_SEARCH_NODE

@@ -8,6 +8,8 @@ import { loadConfig } from "./config";
 
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "meridian-cfg-"));
 const problemsOf = (env: Record<string, string>) => configProblems(() => loadConfig(env));
+/** A cluster node's minimum (a random secret: placeholders are refused there). */
+const CLUSTER = { RABBITMQ_URI: "amqp://guest:guest@localhost:5672/", JWT_SECRET: "3f9c2a7e1b4d8c6a0e5f7b9d2c4a6e8f", REDIS_URL: "redis://localhost:6379" };
 
 test("embedded defaults: all services, port 3000, SQLite, generated secret kept in DATA_DIR", () => {
   const dir = tmp();
@@ -28,10 +30,15 @@ test("embedded defaults: all services, port 3000, SQLite, generated secret kept 
 });
 
 test("cluster mode by RABBITMQ_URI: secrets have no fallback, migrations are a separate step", () => {
-  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost" }), ["JWT_SECRET: required in cluster mode (no fallback for secrets)"]);
+  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", REDIS_URL: "redis://localhost" }), ["JWT_SECRET: required in cluster mode (no fallback for secrets)"]);
+  // Only nodes that sign or verify tokens need the secret, and Redis (shared revocations and limits).
+  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", SERVICES: "order,payment" }), []);
+  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", JWT_SECRET: CLUSTER.JWT_SECRET, SERVICES: "gateway" }), [
+    "REDIS_URL: required in cluster mode on gateway and user nodes (token revocations and rate limits are shared there)",
+  ]);
   const c = loadConfig({
     RABBITMQ_URI: "amqp://guest:guest@localhost:5672/",
-    JWT_SECRET: "s".repeat(32),
+    JWT_SECRET: CLUSTER.JWT_SECRET,
     ETCD_HOSTS: "127.0.0.1:2379, http://etcd-2:2379",
     ETCD_USERNAME: "root",
     ETCD_PASSWORD: "pw",
@@ -67,7 +74,7 @@ test("rules between variables", () => {
   assert.match(problemsOf({ DATA_DIR: dir, SERVICES: "user,nope" })[0], /^SERVICES: unknown service\(s\) nope/);
   assert.match(problemsOf({ DATA_DIR: dir, SERVICES: "user" })[0], /^SERVICES: without RABBITMQ_URI/);
   assert.match(problemsOf({ DATA_DIR: dir, ETCD_HOSTS: "localhost:2379" })[0], /^ETCD_HOSTS: etcd discovery needs a transporter/);
-  const cluster = { DATA_DIR: dir, RABBITMQ_URI: "amqp://x", JWT_SECRET: "s".repeat(32) };
+  const cluster = { ...CLUSTER, DATA_DIR: dir };
   assert.match(problemsOf({ ...cluster, ETCD_HOSTS: "localhost:2379", ETCD_USERNAME: "u" })[0], /^ETCD_USERNAME\/ETCD_PASSWORD: give both/);
   assert.match(problemsOf({ ...cluster, ETCD_HOSTS: "not a host" })[0], /^ETCD_HOSTS: expected/);
   assert.match(problemsOf({ ...cluster, HEARTBEAT_INTERVAL_S: "6", HEARTBEAT_TIMEOUT_S: "6" })[0], /^HEARTBEAT_TIMEOUT_S/);
@@ -80,10 +87,72 @@ test("empty strings count as unset", () => {
   assert.equal(c.port, 3000);
 });
 
-test("HEALTH_PORT: the health server of a node without the gateway, off (0) unless set", () => {
+test("METRICS_PORT: the internal listener, 3030 embedded, off (0) in a cluster unless set; HEALTH_PORT is refused with its new name", () => {
   const dir = tmp();
-  assert.equal(loadConfig({ DATA_DIR: dir }).healthPort, 0);
-  assert.equal(loadConfig({ DATA_DIR: dir, HEALTH_PORT: "0" }).healthPort, 0);
-  assert.equal(loadConfig({ DATA_DIR: dir, HEALTH_PORT: "9101" }).healthPort, 9101);
-  assert.deepEqual(problemsOf({ DATA_DIR: dir, HEALTH_PORT: "70000" }), ["HEALTH_PORT: must be at most 65535"]);
+  assert.equal(loadConfig({ DATA_DIR: dir }).metricsPort, 3030);
+  assert.equal(loadConfig({ DATA_DIR: dir, METRICS_PORT: "0" }).metricsPort, 0);
+  assert.equal(loadConfig({ DATA_DIR: dir, METRICS_PORT: "9101" }).metricsPort, 9101);
+  assert.equal(loadConfig({ ...CLUSTER, DATA_DIR: dir }).metricsPort, 0);
+  assert.deepEqual(problemsOf({ DATA_DIR: dir, METRICS_PORT: "70000" }), ["METRICS_PORT: must be at most 65535"]);
+  assert.match(problemsOf({ DATA_DIR: dir, HEALTH_PORT: "3001" })[0]!, /^HEALTH_PORT: renamed to METRICS_PORT/);
+});
+
+test("TRUST_PROXY is a hop count; the old true is refused (it trusted the client-written leftmost entry)", () => {
+  const dir = tmp();
+  assert.equal(loadConfig({ DATA_DIR: dir }).trustProxyHops, 0);
+  assert.equal(loadConfig({ DATA_DIR: dir, TRUST_PROXY: "1" }).trustProxyHops, 1);
+  assert.equal(loadConfig({ DATA_DIR: dir, TRUST_PROXY: "false" }).trustProxyHops, 0);
+  assert.match(problemsOf({ DATA_DIR: dir, TRUST_PROXY: "true" })[0]!, /^TRUST_PROXY: must be a hop count/);
+});
+
+test("request limits: defaults, <points>/<seconds>, RATE_LIMITS=off turns them off with a warning", () => {
+  const dir = tmp();
+  const on = loadConfig({ DATA_DIR: dir });
+  assert.deepEqual(on.rateLimits, {
+    enabled: true, signup: { points: 10, windowS: 600 }, orders: { points: 20, windowS: 600 }, refunds: { points: 10, windowS: 3600 },
+    user: { points: 600, windowS: 60 }, ip: { points: 1200, windowS: 60 },
+  });
+  assert.deepEqual(on.warnings, []);
+  assert.deepEqual(loadConfig({ DATA_DIR: dir, RATE_LIMIT_SIGNUP: "3/60" }).rateLimits.signup, { points: 3, windowS: 60 });
+  const off = loadConfig({ DATA_DIR: dir, RATE_LIMITS: "off" });
+  assert.equal(off.rateLimits.enabled, false);
+  assert.match(off.warnings[0]!, /RATE_LIMITS=off/);
+  assert.match(problemsOf({ DATA_DIR: dir, RATE_LIMIT_ORDERS: "10 per minute" })[0]!, /^RATE_LIMIT_ORDERS: must be <points>\/<seconds>/);
+  assert.match(problemsOf({ DATA_DIR: dir, RATE_LIMIT_ORDERS: "0/60" })[0]!, /^RATE_LIMIT_ORDERS: points and seconds must be at least 1/);
+  assert.deepEqual(loadConfig({ DATA_DIR: dir }).unpaidLimits, { maxOrders: 3, maxUnitsPerProduct: 5 });
+  assert.equal(loadConfig({ DATA_DIR: dir }).returnWindowDays, 30);
+});
+
+test("placeholder secrets are refused in cluster mode and under NODE_ENV=production, each named", () => {
+  const dir = tmp();
+  const placeholders = {
+    JWT_SECRET: "change-me-change-me-change-me-change-me",
+    RABBITMQ_URI: "amqp://meridian:change-me@rabbitmq:5672",
+    MYSQL_URL: "mysql://root:CHANGEME@mariadb:3306/",
+    ADMIN_EMAIL: "admin@example.com",
+    ADMIN_PASSWORD: "change-me-now",
+    REDIS_URL: "redis://:password@redis:6379",
+  };
+  const problems = problemsOf({ ...placeholders, DATA_DIR: dir });
+  for (const name of ["JWT_SECRET", "RABBITMQ_URI", "MYSQL_URL", "ADMIN_PASSWORD", "REDIS_URL"])
+    assert.ok(problems.some((p) => p.startsWith(`${name}:`) && /placeholder/.test(p)), `${name} in ${problems.join(" | ")}`);
+  // Embedded on a laptop they are allowed (nothing is exposed by default)...
+  assert.deepEqual(problemsOf({ DATA_DIR: dir, JWT_SECRET: placeholders.JWT_SECRET, ADMIN_EMAIL: "a@example.com", ADMIN_PASSWORD: "change-me-now" }), []);
+  // ...but not under NODE_ENV=production.
+  assert.ok(problemsOf({ DATA_DIR: dir, NODE_ENV: "production", JWT_SECRET: placeholders.JWT_SECRET }).some((p) => p.startsWith("JWT_SECRET:")));
+  // Shorter than 32 bytes is refused everywhere.
+  assert.match(problemsOf({ DATA_DIR: dir, JWT_SECRET: "short" })[0]!, /^JWT_SECRET: must be at least 32/);
+  // A real password (the test servers' guest/guest is a default, not a placeholder) passes.
+  assert.deepEqual(problemsOf({ ...CLUSTER, DATA_DIR: dir }), []);
+});
+
+test("embedded files are owner-only: DATA_DIR 0700 when created, secret 0600, an older wider file narrowed", () => {
+  const parent = tmp();
+  const dir = path.join(parent, "data");
+  loadConfig({ DATA_DIR: dir });
+  assert.equal((fs.statSync(dir).mode & 0o777).toString(8), "700");
+  assert.equal((fs.statSync(path.join(dir, "jwt-secret")).mode & 0o777).toString(8), "600");
+  fs.chmodSync(path.join(dir, "jwt-secret"), 0o644);
+  loadConfig({ DATA_DIR: dir });
+  assert.equal((fs.statSync(path.join(dir, "jwt-secret")).mode & 0o777).toString(8), "600");
 });

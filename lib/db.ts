@@ -5,6 +5,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { ensurePrivateDir, ensurePrivateFile } from "./private-files";
 import knexFactory, { type Knex } from "knex";
 import type { AppConfig } from "./config";
 
@@ -38,10 +39,13 @@ export function createKnex(config: AppConfig, service: string): Knex {
       pool: { min: 0, max: 10 },
     });
   }
-  fs.mkdirSync(config.dataDir, { recursive: true });
+  // Owner-only files (lib/private-files.ts): created 0600 before SQLite opens them.
+  ensurePrivateDir(config.dataDir);
+  const filename = path.join(config.dataDir, `${service}.sqlite`);
+  ensurePrivateFile(filename);
   return knexFactory({
     client: "better-sqlite3",
-    connection: { filename: path.join(config.dataDir, `${service}.sqlite`) },
+    connection: { filename },
     useNullAsDefault: true,
     // knex keeps one connection for SQLite, so transactions are serialized in-process;
     // WAL + busy_timeout let a second process (migrate, REPL) share the file safely.

@@ -15,6 +15,7 @@ export const ERROR_STATUS = {
   METHOD_NOT_ALLOWED: 405,
   CONFLICT: 409,
   OUT_OF_STOCK: 409,
+  UNPAID_LIMIT: 409,
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   RATE_LIMITED: 429,
@@ -43,8 +44,14 @@ export const unauthorized = (message = "Authentication required") => new AppErro
 export const forbidden = (message = "Not allowed") => new AppError("FORBIDDEN", message);
 export const notFound = (what = "Resource") => new AppError("NOT_FOUND", `${what} not found`);
 export const conflict = (message: string, details: unknown[] = []) => new AppError("CONFLICT", message, details);
-export const rateLimited = (retryAfterSeconds: number) =>
-  new AppError("RATE_LIMITED", "Too many requests, try again later", [{ retryAfterSeconds }]);
+/**
+ * 429 for a refused rate-limit decision; its details carry the figures the gateway turns into
+ * `Retry-After` and the IETF draft's `RateLimit-Limit`/`-Remaining`/`-Reset` headers.
+ */
+export const rateLimited = (d: { name: string; limit: number; resetSeconds: number; retryAfterSeconds?: number }) =>
+  new AppError("RATE_LIMITED", "Too many requests, try again later", [
+    { limitName: d.name, limit: d.limit, remaining: 0, resetSeconds: d.resetSeconds, retryAfterSeconds: d.retryAfterSeconds ?? d.resetSeconds },
+  ]);
 
 /**
  * Errors that mean a dependency is away for a while (database, message broker), not that the
@@ -87,7 +94,7 @@ export const DependencyErrorsMiddleware = {
  * to a status and the contract's body. Unknown errors become INTERNAL with a generic
  * message: no stack, no internal message leaves the server.
  */
-export function toErrorResponse(err: unknown): { status: number; body: ErrorBody; retryAfter?: number } {
+export function toErrorResponse(err: unknown): { status: number; body: ErrorBody; retryAfter?: number; headers?: Record<string, string> } {
   const e = (err ?? {}) as { name?: string; message?: string; code?: unknown; type?: unknown; data?: unknown };
   const status = typeof e.code === "number" ? e.code : 500;
   const type = typeof e.type === "string" ? e.type : "";
@@ -110,8 +117,14 @@ export function toErrorResponse(err: unknown): { status: number; body: ErrorBody
   if (type in ERROR_STATUS && status >= 400 && status < 600) {
     const code = type === "MALFORMED_REQUEST" ? "VALIDATION_ERROR" : type;
     const details = Array.isArray(e.data) ? e.data : [];
-    const retry = type === "RATE_LIMITED" ? (details[0] as { retryAfterSeconds?: number })?.retryAfterSeconds : undefined;
-    return { status, body: body(code, e.message ?? code, details), retryAfter: retry };
+    if (type === "RATE_LIMITED") {
+      const d = (details[0] ?? {}) as { retryAfterSeconds?: number; limit?: number; resetSeconds?: number };
+      const headers: Record<string, string> = {};
+      if (typeof d.limit === "number" && typeof d.resetSeconds === "number")
+        Object.assign(headers, { "RateLimit-Limit": String(d.limit), "RateLimit-Remaining": "0", "RateLimit-Reset": String(d.resetSeconds) });
+      return { status, body: body(code, e.message ?? code, details), retryAfter: d.retryAfterSeconds, headers };
+    }
+    return { status, body: body(code, e.message ?? code, details) };
   }
   if (isDependencyDown(err))
     return { status: 503, body: body("SERVICE_UNAVAILABLE", "A service needed for this request is unavailable"), retryAfter: 1 };

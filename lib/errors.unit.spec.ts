@@ -7,11 +7,13 @@ test("our errors keep their code, status and details", () => {
   assert.deepEqual(toErrorResponse(conflict("taken", [{ field: "email" }])), {
     status: 409,
     body: { error: { code: "CONFLICT", message: "taken", details: [{ field: "email" }] } },
-    retryAfter: undefined,
   });
-  const limited = toErrorResponse(rateLimited(42));
+  const limited = toErrorResponse(rateLimited({ name: "signup", limit: 10, resetSeconds: 42, retryAfterSeconds: 42 }));
   assert.equal(limited.status, 429);
   assert.equal(limited.retryAfter, 42);
+  assert.deepEqual(limited.headers, { "RateLimit-Limit": "10", "RateLimit-Remaining": "0", "RateLimit-Reset": "42" });
+  // Over the wire the details survive (a 429 from a remote user node keeps its headers).
+  assert.equal(toErrorResponse(JSON.parse(JSON.stringify({ ...rateLimited({ name: "login", limit: 5, resetSeconds: 7 }), name: "MoleculerClientError", message: "x" }))).headers?.["RateLimit-Reset"], "7");
   assert.equal(toErrorResponse(new AppError("SERVICE_UNAVAILABLE", "down")).status, 503);
 });
 

@@ -1,10 +1,12 @@
 /**
- * Health endpoints (and GET /metrics) for a node that runs no gateway (an order or payment replica, say):
- * those nodes take their work from RabbitMQ and listen on no HTTP port, yet an
- * orchestrator must still probe them. A bare node:http server, not moleculer-web: it
- * must answer while the broker is starting or stopping, and carries nothing else.
- * Same paths and bodies as the gateway's (services/gateway/api.service.ts), so one probe
- * definition fits every node.
+ * The internal listener of every node (METRICS_PORT): GET /metrics, and the health routes.
+ * Metrics reveal internal addresses, process arguments and order volumes, so they are never
+ * served on the gateway's public port (it answers 404 there); Prometheus scrapes this port
+ * inside the cluster. Nodes without the gateway take their work from RabbitMQ and listen on
+ * no other port, yet an orchestrator must still probe them: the health routes answer here
+ * with the gateway's paths and bodies (services/gateway/api.service.ts), so one probe
+ * definition fits every node. A bare node:http server, not moleculer-web: it must answer
+ * while the broker is starting or stopping, and carries nothing else.
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -13,9 +15,9 @@ import { AppError, toErrorResponse } from "./errors";
 import { prometheusText } from "./metrics";
 import { checkReadiness } from "./readiness";
 
-/** The gateway's paths too (OPS_ALIASES): the manifests probe these on HEALTH_PORT. */
+/** The gateway's paths too (OPS_ALIASES): the manifests probe these on METRICS_PORT for nodes without the gateway. */
 export const HEALTH_PATHS = { live: "/health/live", ready: "/health/ready" } as const;
-/** Prometheus text of this node (Moleculer's metrics and the business counters), as the gateway's GET /metrics. */
+/** Prometheus text of this node (Moleculer's metrics and the business counters). */
 export const METRICS_PATH = "/metrics";
 
 export interface HealthServer {

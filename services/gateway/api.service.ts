@@ -9,12 +9,15 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import ApiGateway from "moleculer-web";
 import serveStatic from "serve-static";
 import type { Context, ServiceSchema } from "moleculer";
-import { accessTokens } from "../../lib/auth/tokens";
+import { createRevocations, type TokenStanding } from "../../lib/auth/revocations";
+import { accessTokens, type VerifiedToken } from "../../lib/auth/tokens";
+import { clientAddress } from "../../lib/client-address";
 import type { AppConfig } from "../../lib/config";
 import type { AuthLevel, RequestMeta } from "../../lib/context";
 import { DOCS_CONTENT_SECURITY_POLICY, DOCS_INIT_SCRIPT_NAME, docsHtml, docsInitJs, swaggerUiDistPath } from "../../lib/docs-page";
-import { AppError, forbidden, toErrorResponse, unauthorized } from "../../lib/errors";
-import { prometheusText } from "../../lib/metrics";
+import { AppError, forbidden, rateLimited, toErrorResponse, unauthorized } from "../../lib/errors";
+import { rateLimitHeaders } from "../../lib/rate-limit";
+import { requestLimits, type NamedLimit } from "../../lib/request-limits";
 import { buildOpenApiDocument } from "../../lib/openapi";
 import { checkReadiness } from "../../lib/readiness";
 import { logFields } from "../../lib/tracing";
@@ -22,7 +25,7 @@ import { jsonBody } from "./json-body";
 import { rawCallbackBody } from "./raw-body";
 
 type Req = IncomingMessage & {
-  $action?: { auth?: AuthLevel; name?: string };
+  $action?: { auth?: AuthLevel; rateLimit?: NamedLimit; name?: string };
   $ctx?: Context<unknown, RequestMeta>;
   $alias?: { fullPath?: string };
   originalUrl?: string;
@@ -37,7 +40,7 @@ export function requestIdOf(header: string | string[] | undefined): string {
 /**
  * One line per request once the response is done (or the client went away): method, route
  * (the alias template), path (no query string), status, duration, request id, node. Never
- * headers or bodies (a token or a password). Probes and scrapes log at debug.
+ * headers or bodies (a token or a password). Probes log at debug.
  */
 function logAccess(svc: { logger: { info(...a: unknown[]): void; debug(...a: unknown[]): void }; broker: { nodeID: string } }, req: Req, res: ServerResponse, requestId: string): void {
   const started = process.hrtime.bigint();
@@ -46,7 +49,7 @@ function logAccess(svc: { logger: { info(...a: unknown[]): void; debug(...a: unk
     const route = req.$alias?.fullPath ?? null;
     const durationMs = Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10;
     const status = res.writableFinished ? res.statusCode : 499; // 499: the client closed first
-    const level = path.startsWith("/health/") || path === "/metrics" ? "debug" : "info";
+    const level = path.startsWith("/health/") ? "debug" : "info";
     svc.logger[level](
       logFields({ kind: "access", method: req.method, route, path, status, durationMs, requestId, nodeID: svc.broker.nodeID }),
       `${req.method} ${path} ${status}`,
@@ -62,6 +65,8 @@ export const API_ALIASES: Record<string, string> = {
   "POST /auth/logout": "user.logout",
   "GET /users/me": "user.me",
   "PATCH /users/me": "user.updateMe",
+  "GET /admin/users": "user.adminList",
+  "PUT /admin/users/:id/role": "user.setRole",
   "GET /users/me/addresses": "user.listAddresses",
   "POST /users/me/addresses": "user.createAddress",
   "PATCH /users/me/addresses/:id": "user.updateAddress",
@@ -101,7 +106,6 @@ export const API_ALIASES: Record<string, string> = {
 export const OPS_ALIASES: Record<string, string> = {
   "GET /health/live": "api.live",
   "GET /health/ready": "api.ready",
-  "GET /metrics": "api.metrics",
   "GET /docs": "api.docs",
 };
 
@@ -118,6 +122,8 @@ const DOCS_ASSETS = "/docs/assets";
 
 export function createGatewayService(config: AppConfig): ServiceSchema {
   const tokens = accessTokens(config.jwtSecret, config.accessTokenTtlS);
+  const revocations = createRevocations(config);
+  const limits = config.rateLimits.enabled ? requestLimits(config) : undefined;
   const bearer = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
 
   // Shared by every route: the conventions live here once.
@@ -133,8 +139,7 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
     logging: true,
     callOptions: { timeout: config.requestTimeoutMs },
     onBeforeCall(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage) {
-      const forwarded = config.trustProxy ? String(req.headers["x-forwarded-for"] ?? "").split(",")[0].trim() : "";
-      ctx.meta.clientIp = forwarded || req.socket.remoteAddress || "unknown";
+      ctx.meta.clientIp = clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], config.trustProxyHops);
       // Nothing a client sends may pre-set identity; only `authenticate` below sets it.
       delete ctx.meta.user;
       const key = req.headers["idempotency-key"];
@@ -168,16 +173,18 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
         logAccess(this, req, res, requestId);
       },
       routes: [
-        { ...conventions, path: "/api", aliases: API_ALIASES },
+        // `budget`: requests here count against the request budgets (not the probes, the
+        // docs' assets or the platforms' callbacks, which are verified by signature).
+        { ...conventions, path: "/api", aliases: API_ALIASES, budget: true },
         // Swagger UI's files from node_modules (no CDN); served before the catch-all route.
         { ...conventions, path: DOCS_ASSETS, aliases: { [`GET /${DOCS_INIT_SCRIPT_NAME}`]: "api.docsInit" },
           use: [serveStatic(swaggerUiDistPath, { index: false, fallthrough: true, maxAge: "1h" })] },
         { ...conventions, path: PAYMENT_NOTIFY_PATH, use: [rawCallbackBody(config.bodyLimitBytes)], aliases: PAYMENT_NOTIFY_ALIASES },
-        { ...conventions, path: "/sandbox", aliases: SANDBOX_PAGE_ALIASES },
+        { ...conventions, path: "/sandbox", aliases: SANDBOX_PAGE_ALIASES, budget: true },
         { ...conventions, path: "", aliases: OPS_ALIASES },
       ],
       onError(this: any, req: Req, res: ServerResponse, err: unknown) {
-        const { status, body, retryAfter } = toErrorResponse(err);
+        const { status, body, retryAfter, headers } = toErrorResponse(err);
         const requestId = req.$ctx?.requestID;
         // One line per failure, and no stack for an expected outage (503): a readiness probe
         // polled every few seconds while a dependency is down must not flood the log.
@@ -187,6 +194,7 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
         res.statusCode = status;
         res.setHeader("Content-Type", "application/json; charset=utf-8");
         if (retryAfter) res.setHeader("Retry-After", String(retryAfter));
+        for (const [name, value] of Object.entries(headers ?? {})) res.setHeader(name, value);
         if (status === 401) res.setHeader("WWW-Authenticate", 'Bearer realm="meridian"');
         if (requestId) res.setHeader("X-Request-Id", requestId);
         res.end(JSON.stringify(body));
@@ -211,14 +219,6 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
           if (!report.ready)
             throw new AppError("SERVICE_UNAVAILABLE", `Not ready: ${report.down.map((d) => d.dependency).join(", ")} down`, report.down);
           return { status: "ready", checks: report.checks };
-        },
-      },
-      metrics: {
-        auth: "none",
-        openapi: { summary: "Prometheus metrics of this node", tags: ["operations"], contentType: "text/plain; version=0.0.4", response: { type: "string" } },
-        handler(this: any, ctx: Context<unknown, RequestMeta>) {
-          ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
-          return prometheusText(this.broker);
         },
       },
       openapi: {
@@ -277,20 +277,47 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
         if (!header || level === "none") return null;
         const m = bearer.exec(header.trim());
         if (!m) throw unauthorized("Malformed Authorization header; expected 'Bearer <token>'");
+        let token: VerifiedToken;
         try {
-          return await tokens.verify(m[1]);
+          token = await tokens.verify(m[1]!);
         } catch {
           throw unauthorized("Invalid or expired access token");
         }
+        // A valid signature is not enough: the login may have ended (logout, theft detected)
+        // or the role changed since the token was issued. Unknown (store unreachable) fails closed.
+        let standing: TokenStanding;
+        try {
+          standing = await revocations.standing(token.sessionId, token.id);
+        } catch {
+          throw new AppError("SERVICE_UNAVAILABLE", "Sign-in cannot be checked right now; try again");
+        }
+        if (standing.revoked) throw unauthorized("This session has ended; log in again");
+        return { id: token.id, role: standing.role ?? token.role };
       },
-      /** An action without a declared `auth` level is admin-only: forgetting it fails closed. */
-      authorize(ctx: Context<unknown, RequestMeta>, _route: unknown, req: Req) {
+      /**
+       * An action without a declared `auth` level is admin-only: forgetting it fails closed.
+       * Then the request budgets (RATE_LIMITS): the general one of the caller (signed in: per
+       * user, so shoppers behind one NAT are not throttled as one; else per address) and the
+       * action's own (`rateLimit`), consumed before the call; the tightest is reported in
+       * `RateLimit-*` headers, and a refusal is a 429 with `Retry-After`.
+       */
+      async authorize(ctx: Context<unknown, RequestMeta>, route: { opts?: { budget?: boolean } }, req: Req, res: ServerResponse) {
         const level: AuthLevel = req.$action?.auth ?? "admin";
-        if (level === "none" || level === "optional") return;
-        if (!ctx.meta.user) throw unauthorized();
-        if (level === "admin" && ctx.meta.user.role !== "admin") throw forbidden();
+        if (level !== "none" && level !== "optional") {
+          if (!ctx.meta.user) throw unauthorized();
+          if (level === "admin" && ctx.meta.user.role !== "admin") throw forbidden();
+        }
+        if (!limits || !route.opts?.budget) return;
+        const decision = await limits.check({ userId: ctx.meta.user?.id, ip: ctx.meta.clientIp ?? "unknown", action: req.$action?.rateLimit });
+        if (!decision) return;
+        if (decision.retryAfterSeconds !== undefined) throw rateLimited(decision);
+        for (const [name, value] of Object.entries(rateLimitHeaders(decision))) res.setHeader(name, value);
       },
     },
 
+
+    async stopped() {
+      await Promise.all([revocations.close(), limits?.close()]);
+    },
   } as unknown as ServiceSchema;
 }

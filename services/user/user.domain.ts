@@ -157,3 +157,13 @@ export function pickAddressFields(input: object): AddressInput {
   }
   return out;
 }
+
+/**
+ * How long an account stays locked after it ran out of its login budget for the n-th time
+ * within a day: one window, then twice that, four times…, at most a day. Growing, so a
+ * guesser spread over many addresses gets fewer tries per hour the longer it keeps on.
+ */
+export const MAX_LOCKOUT_S = 86_400;
+export function lockoutSeconds(windowS: number, lockouts: number): number {
+  return Math.min(MAX_LOCKOUT_S, windowS * 2 ** Math.max(0, Math.min(lockouts - 1, 20)));
+}

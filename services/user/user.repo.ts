@@ -75,8 +75,23 @@ export async function updateProfile(
   await db("users").where({ id }).update(set);
 }
 
-export async function setRole(db: Knex, id: string, role: Role, now: number): Promise<void> {
-  await db("users").where({ id }).update({ role, updated_at: now });
+/** False when there is no such user. */
+export async function setRole(db: Knex, id: string, role: Role, now: number): Promise<boolean> {
+  return (await db("users").where({ id }).update({ role, updated_at: now })) === 1;
+}
+
+/** Users by e-mail prefix (admins looking someone up), newest first. */
+export async function listUsers(db: Knex, q: { emailPrefix?: string; role?: Role; limit: number; offset: number }): Promise<{ items: UserRecord[]; total: number }> {
+  const filtered = () => {
+    const b = db("users");
+    // The prefix is a value, never a pattern: LIKE's own wildcards in it are escaped.
+    if (q.emailPrefix) b.whereRaw("email LIKE ? ESCAPE '!'", [`${q.emailPrefix.replace(/[!%_]/g, "!$&")}%`]);
+    if (q.role) b.where({ role: q.role });
+    return b;
+  };
+  const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
+  const rows = (await filtered().orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(q.limit).offset(q.offset)) as UserRow[];
+  return { items: rows.map(toUser), total: Number(n) };
 }
 
 // ---- refresh tokens ----

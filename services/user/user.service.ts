@@ -12,8 +12,10 @@ import { addressProps } from "../../lib/address-rules";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
-import { AppError, conflict, notFound, rateLimited, unauthorized, validationError } from "../../lib/errors";
-import { createLimiter, type Limiter } from "../../lib/rate-limit";
+import { AppError, conflict, notFound, unauthorized, validationError } from "../../lib/errors";
+import { createRateLimitStore, type RateLimitStore } from "../../lib/rate-limit";
+import { createRevocations, type Revocations } from "../../lib/auth/revocations";
+import { createLoginThrottle, type LoginThrottle } from "./login-throttle";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
@@ -26,6 +28,7 @@ import {
   pickAddressFields,
   refreshVerdict,
   toPublicUser,
+  type Role,
   type UserRecord,
 } from "./user.domain";
 import * as repo from "./user.repo";
@@ -36,8 +39,9 @@ const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, 
 interface UserServiceThis extends EventsServiceThis {
   db: Db;
   tokens: AccessTokens;
-  loginLimiter: Limiter;
-  loginIpLimiter: Limiter;
+  limitStore: RateLimitStore;
+  loginThrottle: LoginThrottle;
+  revocations: Revocations;
   dummyHash: string;
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void };
   issueSession(user: UserRecord, familyId?: string): Promise<{ accessToken: string; refreshToken: string }>;
@@ -86,6 +90,18 @@ const addressSchema = {
   },
 };
 
+/**
+ * Sets an account's role and records the change where the gateway looks (so it applies to
+ * tokens already issued). The store is written after the row: if it fails, the caller sees
+ * the error and may retry; the row already says the new role, which tokens issued from now
+ * on carry. Shared by the admin route and `npm run admin`.
+ */
+export async function changeRole(db: Db, revocations: Revocations, userId: string, role: Role): Promise<UserRecord | undefined> {
+  if (!(await repo.setRole(db, userId, role, Date.now()))) return undefined;
+  await revocations.setRole(userId, role);
+  return repo.findUserById(db, userId);
+}
+
 export function createUserService(config: AppConfig): ServiceSchema {
   return {
     name: "user",
@@ -95,6 +111,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
     actions: {
       register: {
         auth: "none",
+        rateLimit: "signup",
         openapi: { summary: "Create an account", tags: ["auth"], status: 201, response: sessionSchema, errors: [409] },
         params: { $$strict: true, email: emailRule, password: { type: "string", max: 1024 }, name: nameRule },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.register">>): Promise<ActionResponse<"user.register">> {
@@ -132,30 +149,14 @@ export function createUserService(config: AppConfig): ServiceSchema {
         params: { $$strict: true, email: { type: "string", max: 254 }, password: { type: "string", max: 1024 } },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.login">>): Promise<ActionResponse<"user.login">> {
           const email = normalizeEmail(ctx.params.email);
-          const ip = ctx.meta.clientIp ?? "unknown";
-          // Two budgets of failures: per (account, address) stops guessing one password; per
-          // address (ten times larger) stops spraying many accounts from one place. Only
-          // failures count, so many customers behind one address (an office NAT, or every
-          // client when TRUST_PROXY is off behind a proxy) are not locked out by succeeding.
-          const accountKey = `${email}|${ip}`;
-          const blocked = Math.max(await this.loginLimiter.blockedFor(accountKey), await this.loginIpLimiter.blockedFor(ip));
-          if (blocked) {
-            ctx.meta.$responseHeaders = { "Retry-After": String(blocked) };
-            throw rateLimited(blocked);
-          }
+          // The attempt is counted before the password is checked (login-throttle.ts).
+          const attempt = await this.loginThrottle.begin(email, ctx.meta.clientIp ?? "unknown");
           const found = await repo.findCredentialsByEmail(this.db, email);
           // Verify against a dummy hash when the account does not exist, so the answer
           // takes as long either way and the e-mail's existence does not leak.
           const ok = await argon2.verify(found?.passwordHash ?? this.dummyHash, ctx.params.password).catch(() => false);
-          if (!found || !ok) {
-            const wait = Math.max(await this.loginLimiter.hit(accountKey), await this.loginIpLimiter.hit(ip));
-            if (wait) {
-              ctx.meta.$responseHeaders = { "Retry-After": String(wait) };
-              throw rateLimited(wait);
-            }
-            throw unauthorized("Invalid e-mail or password");
-          }
-          await this.loginLimiter.reset(accountKey);
+          if (!found || !ok) throw unauthorized("Invalid e-mail or password");
+          await this.loginThrottle.succeeded(attempt);
           return { user: toPublicUser(found.user), ...(await this.issueSession(found.user)) };
         },
       },
@@ -186,8 +187,10 @@ export function createUserService(config: AppConfig): ServiceSchema {
             return { kind: "ok" as const, user, familyId: row.familyId };
           });
           if (outcome.kind === "reused") {
-            // Committed on its own: the revocation must stick although the request fails.
+            // Committed on its own: the revocation must stick although the request fails. The
+            // family's access tokens are denied too (the thief may hold one).
             await repo.revokeFamily(this.db, outcome.familyId, now);
+            await this.revocations.revokeSession(outcome.familyId);
             this.logger.warn("Refresh token reuse detected; token family revoked", { familyId: outcome.familyId });
             throw unauthorized("Refresh token was already used; all sessions of this login are revoked");
           }
@@ -205,8 +208,11 @@ export function createUserService(config: AppConfig): ServiceSchema {
           const parsed = parseRefreshToken(ctx.params.refreshToken);
           const row = parsed && (await repo.findRefreshToken(this.db, parsed.id));
           // Someone else's or an unknown token: answer the same, change nothing.
-          if (row && row.userId === me.id && timingSafeEqual(Buffer.from(row.secretHash), Buffer.from(sha256(parsed!.secret))))
+          if (row && row.userId === me.id && timingSafeEqual(Buffer.from(row.secretHash), Buffer.from(sha256(parsed!.secret)))) {
             await repo.revokeFamily(this.db, row.familyId, Date.now());
+            // The login's access tokens stop working now, not when they expire.
+            await this.revocations.revokeSession(row.familyId);
+          }
           ctx.meta.$statusCode = 204;
           return null;
         },
@@ -301,6 +307,46 @@ export function createUserService(config: AppConfig): ServiceSchema {
         },
       },
 
+      /** Admins: find accounts (by e-mail prefix, role), newest first. */
+      adminList: {
+        auth: "admin",
+        openapi: { summary: "Accounts (admins): filter by e-mail prefix and role", tags: ["admin"], response: { type: "object", properties: { items: { type: "array", items: userSchema }, total: { type: "integer" }, page: { type: "integer" }, pageSize: { type: "integer" } } } },
+        params: {
+          $$strict: true,
+          email: { type: "string", max: 254, optional: true },
+          role: { type: "enum", values: ["customer", "admin"], optional: true },
+          page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
+          pageSize: { type: "number", integer: true, convert: true, min: 1, max: 100, optional: true },
+        },
+        async handler(this: UserServiceThis, ctx: Ctx<{ email?: string; role?: Role; page?: number; pageSize?: number }>) {
+          const page = ctx.params.page ?? 1;
+          const pageSize = ctx.params.pageSize ?? 20;
+          const { items, total } = await repo.listUsers(this.db, {
+            emailPrefix: ctx.params.email ? ctx.params.email.trim().toLowerCase() : undefined, role: ctx.params.role, limit: pageSize, offset: (page - 1) * pageSize,
+          });
+          return { items: items.map(toPublicUser), total, page, pageSize };
+        },
+      },
+
+      /**
+       * Admins: make an account admin or customer. It takes effect on the account's next
+       * request (the gateway reads the changed role from the revocation store), not when its
+       * access tokens expire. An admin cannot change their own role (no shop locks itself out
+       * by a slip); another admin, or `npm run admin -- promote`, can.
+       */
+      setRole: {
+        auth: "admin",
+        openapi: { summary: "Change an account's role (admins); effective on its next request", tags: ["admin"], response: userSchema, errors: [404, 409] },
+        params: { $$strict: true, id: idRule, role: { type: "enum", values: ["customer", "admin"] } },
+        async handler(this: UserServiceThis, ctx: Ctx<{ id: string; role: Role }>) {
+          if (ctx.params.id === requireUser(ctx).id) throw conflict("An admin cannot change their own role", [{ field: "id" }]);
+          const user = await changeRole(this.db, this.revocations, ctx.params.id, ctx.params.role);
+          if (!user) throw notFound("User");
+          this.logger.info(`Role of user ${user.id} set to ${user.role} by admin ${requireUser(ctx).id}`);
+          return toPublicUser(user);
+        },
+      },
+
       /** For other services (order: shipping address; notification: e-mail). Not routed. */
       getAddress: {
         visibility: "public",
@@ -328,45 +374,62 @@ export function createUserService(config: AppConfig): ServiceSchema {
         const id = randomUUID();
         const secret = randomBytes(32).toString("base64url");
         const now = Date.now();
+        const sessionId = familyId ?? randomUUID();
         await repo.insertRefreshToken(this.db, {
           id,
-          familyId: familyId ?? randomUUID(),
+          familyId: sessionId,
           userId: user.id,
           secretHash: sha256(secret),
           expiresAt: now + config.refreshTokenTtlS * 1000,
           now,
         });
-        return { accessToken: await this.tokens.sign({ id: user.id, role: user.role }), refreshToken: `${id}.${secret}` };
+        // The access token names its login (`sid` = the refresh family), so ending the login ends it too.
+        return { accessToken: await this.tokens.sign({ id: user.id, role: user.role, sessionId }), refreshToken: `${id}.${secret}` };
       },
 
-      /** Idempotent, and safe with several replicas starting at once: the unique e-mail decides. */
+      /**
+       * The first admin from ADMIN_EMAIL/ADMIN_PASSWORD, created when no account has that
+       * address. Configuration never promotes an existing account: whoever registered the
+       * address first would become admin. Such a start is refused, naming the way out (an
+       * operator's explicit `npm run admin -- promote`). An existing admin is left as it is
+       * (ADMIN_PASSWORD is not applied to it). Safe with several replicas starting at once:
+       * the unique e-mail decides, and the loser looks again.
+       */
       async bootstrapAdmin(this: UserServiceThis) {
         if (!config.admin) return;
         const email = normalizeEmail(config.admin.email);
-        const now = Date.now();
+        const refuse = () =>
+          new Error(
+            `ADMIN_EMAIL=${email} is the address of an existing account that is not an admin, and configuration does not promote accounts ` +
+              `(whoever registered that address would become admin). If that account is yours, promote it explicitly: npm run admin -- promote ${email} ` +
+              "(same environment as the nodes); otherwise set ADMIN_EMAIL to an address no one has registered.",
+          );
         const existing = await repo.findCredentialsByEmail(this.db, email);
         if (existing) {
-          if (existing.user.role !== "admin") await repo.setRole(this.db, existing.user.id, "admin", now);
+          if (existing.user.role !== "admin") throw refuse();
           return;
         }
         const problems = passwordProblems(config.admin.password, email);
         if (problems.length) throw new AppError("VALIDATION_ERROR", `ADMIN_PASSWORD: ${problems.join(", ")}`);
         try {
           await repo.insertUser(this.db, {
-            id: randomUUID(), email, name: "Administrator", role: "admin", preferences: EMPTY_PREFERENCES, now,
+            id: randomUUID(), email, name: "Administrator", role: "admin", preferences: EMPTY_PREFERENCES, now: Date.now(),
             passwordHash: await argon2.hash(config.admin.password, ARGON2_OPTIONS),
           });
           this.logger.info(`Admin account ${email} created`);
         } catch (err) {
           if (!isUniqueViolation(err)) throw err;
+          // Another replica created it, or someone registered the address meanwhile.
+          if ((await repo.findCredentialsByEmail(this.db, email))?.user.role !== "admin") throw refuse();
         }
       },
     },
 
     created(this: UserServiceThis) {
       this.tokens = accessTokens(config.jwtSecret, config.accessTokenTtlS);
-      this.loginLimiter = createLimiter(config, "login", config.loginRateLimit.points, config.loginRateLimit.windowS);
-      this.loginIpLimiter = createLimiter(config, "login-ip", config.loginRateLimit.points * 10, config.loginRateLimit.windowS);
+      this.limitStore = createRateLimitStore(config);
+      this.loginThrottle = createLoginThrottle(this.limitStore, config.loginRateLimit);
+      this.revocations = createRevocations(config);
     },
 
     async started(this: UserServiceThis) {
@@ -376,7 +439,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
     },
 
     async stopped(this: UserServiceThis) {
-      await Promise.all([this.loginLimiter.close(), this.loginIpLimiter.close()]);
+      await Promise.all([this.limitStore.close(), this.revocations.close()]);
     },
   } as unknown as ServiceSchema;
 }

@@ -37,6 +37,9 @@ export function testConfig(opts: TestAppOptions = {}): AppConfig {
     NAMESPACE: namespace,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
     DEMO_CATALOG: "false",
+    // Integration tests register many accounts and place many orders from 127.0.0.1: the
+    // request limits are off unless a test turns them on (the limits' own tests do).
+    RATE_LIMITS: "off",
     ...(opts.db === "mariadb" ? { MYSQL_URL: MYSQL_URL, MIGRATE_ON_START: "true" } : {}),
     ...(opts.redis ? { REDIS_URL } : {}),
     ...opts.env,

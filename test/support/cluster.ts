@@ -56,8 +56,10 @@ export function k8sReplicas(dir = path.join(ROOT, "k8s", "base")): Record<Servic
 export interface ClusterNode {
   id: string;
   service: ServiceName;
-  /** The gateway's PORT, or the node's HEALTH_PORT. */
+  /** The gateway's PORT, or the node's METRICS_PORT. */
   port: number;
+  /** The internal listener (/metrics, health routes): METRICS_PORT. */
+  metricsPort: number;
   child: ChildHandle;
   /** Every process this node id ran (restarts included). */
   history: ChildHandle[];
@@ -171,13 +173,15 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
     if (!migrate.lines.some((l) => /recommendation: (applied|up to date)/.test(l))) throw new Error(`migrations failed:\n${migrate.lines.slice(-20).join("\n")}`);
 
     const nodes = new Map<string, ClusterNode>();
-    const plan: { id: string; service: ServiceName; port: number }[] = [];
+    const plan: { id: string; service: ServiceName; port: number; metricsPort: number }[] = [];
     for (const service of ALL_SERVICES)
-      for (let i = 0; i < replicas[service]; i++)
-        plan.push({ id: service === "gateway" ? gatewayIds[i]! : `${namespace}-${service}-${i + 1}`, service, port: service === "gateway" ? gatewayPorts[i]! : await freePort() });
+      for (let i = 0; i < replicas[service]; i++) {
+        const metricsPort = await freePort();
+        plan.push({ id: service === "gateway" ? gatewayIds[i]! : `${namespace}-${service}-${i + 1}`, service, port: service === "gateway" ? gatewayPorts[i]! : metricsPort, metricsPort });
+      }
 
-    const spawnNode = (p: { id: string; service: ServiceName; port: number }, first: boolean) => {
-      const extra: Record<string, string> = { NODE_ID: p.id, SERVICES: p.service, ...(p.service === "gateway" ? { PORT: String(p.port) } : { HEALTH_PORT: String(p.port) }) };
+    const spawnNode = (p: { id: string; service: ServiceName; port: number; metricsPort: number }, first: boolean) => {
+      const extra: Record<string, string> = { NODE_ID: p.id, SERVICES: p.service, METRICS_PORT: String(p.metricsPort), ...(p.service === "gateway" ? { PORT: String(p.port) } : {}) };
       // One product node loads the demo catalog into the empty database (two would race).
       if (first && p.id === `${namespace}-product-1`) extra.DEMO_CATALOG = "true";
       const child = spawnTs(START, { name: p.id, env: { ...env, ...extra } });
@@ -198,7 +202,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       });
       return child;
     };
-    const startOne = async (p: { id: string; service: ServiceName; port: number }, first: boolean) => {
+    const startOne = async (p: { id: string; service: ServiceName; port: number; metricsPort: number }, first: boolean) => {
       for (let attempt = 1; ; attempt++) {
         const child = spawnNode(p, first);
         const node = nodes.get(p.id);

@@ -94,9 +94,9 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   // An Idempotency-Key claimed by a create whose process died before the order existed is not
   // a problem by itself: a retry with that key takes the claim over once it is stale (the
   // order service's staleClaimMs). Counted here; the kill test retries such keys at the end.
-  const keys = (await db("order")("idempotency_keys").select("idem_key", "order_id", "created_at")) as { idem_key: string; order_id: string; created_at: number }[];
+  const keys = (await db("order")("idempotency_keys").select("idem_key", "resource_id", "created_at")) as { idem_key: string; resource_id: string; created_at: number }[];
   const orderSet = new Set(orders.map((o) => o.id));
-  const orphanClaims = keys.filter((k) => !orderSet.has(k.order_id)).map((k) => k.idem_key);
+  const orphanClaims = keys.filter((k) => !orderSet.has(k.resource_id)).map((k) => k.idem_key);
   // (3) conservation
   for (const p of opts.products) {
     const s = stock.find((x) => x.id === p.id)!;
