@@ -21,7 +21,7 @@ async function main(): Promise<number> {
     process.stderr.write(`${USAGE}\n`);
     return 2;
   }
-  const config = loadConfigOrExit();
+  const config = loadConfigOrExit({ tool: true });
   const db = createKnex(config, "user");
   const revocations = createRevocations(config);
   try {

@@ -19,7 +19,7 @@ const MIGRATIONS: Record<string, string> = {
 };
 
 async function main(): Promise<void> {
-  const config = loadConfigOrExit();
+  const config = loadConfigOrExit({ tool: true });
   const down = process.argv.includes("--down");
   const targets = config.services.filter((s) => s in MIGRATIONS);
   for (const [i, service] of targets.entries()) {

@@ -7,9 +7,9 @@ import { createBroker } from "../lib/app";
 import { ConfigError, loadConfig, type AppConfig } from "../lib/config";
 import { startHealthServer, type HealthServer } from "../lib/health-server";
 
-export function loadConfigOrExit(): AppConfig {
+export function loadConfigOrExit(opts: { tool?: boolean } = {}): AppConfig {
   try {
-    return loadConfig();
+    return loadConfig(process.env, opts);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`${err.message}\n`);

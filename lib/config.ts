@@ -206,7 +206,11 @@ function embeddedSecret(dataDir: string): string {
   return readOrCreatePrivateFile(path.join(dataDir, "jwt-secret"), () => randomBytes(48).toString("base64url")).trim();
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+/**
+ * `tool`: a one-off command (migrate, admin) rather than a node: it signs no token and
+ * serves no request, so the nodes' JWT_SECRET and REDIS_URL requirements do not apply.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: boolean } = {}): AppConfig {
   // Empty strings count as unset: `FOO=` in a .env or a manifest means "not given".
   const given = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
   const parsed = EnvSchema.safeParse(given);
@@ -218,10 +222,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const production = given.NODE_ENV === "production";
   const runs = (name: ServiceName) => !given.SERVICES || given.SERVICES.trim() === "all" || given.SERVICES.split(",").some((s) => s.trim() === name);
   // Only the nodes that sign or verify tokens get the secret (a Deployment mounts what its service uses).
-  if (cluster && !given.JWT_SECRET && (runs("gateway") || runs("user")))
+  const node = !opts.tool;
+  if (node && cluster && !given.JWT_SECRET && (runs("gateway") || runs("user")))
     problems.push("JWT_SECRET: required in cluster mode (no fallback for secrets)");
   // Token revocations and request limits must be one list for every replica: Redis.
-  if (cluster && !given.REDIS_URL && (runs("gateway") || runs("user")))
+  if (node && cluster && !given.REDIS_URL && (runs("gateway") || runs("user")))
     problems.push("REDIS_URL: required in cluster mode on gateway and user nodes (token revocations and rate limits are shared there)");
   if (given.HEALTH_PORT) problems.push("HEALTH_PORT: renamed to METRICS_PORT (the internal listener now serves /metrics on every node, the gateway's too)");
   if (cluster || production) problems.push(...placeholderProblems(given));
@@ -280,7 +285,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     redisUrl: e.REDIS_URL,
     mysqlUrl: e.MYSQL_URL,
     serializer: e.SERIALIZER ?? (cluster ? "protobuf" : "json"),
-    jwtSecret: e.JWT_SECRET ?? embeddedSecret(dataDir),
+    // A tool in a cluster has no secret to sign with (and needs none).
+    jwtSecret: e.JWT_SECRET ?? (cluster ? "" : embeddedSecret(dataDir)),
     admin: e.ADMIN_EMAIL && e.ADMIN_PASSWORD ? { email: e.ADMIN_EMAIL, password: e.ADMIN_PASSWORD } : undefined,
     publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/$/, ""),
     logLevel: e.LOG_LEVEL,
