@@ -1,19 +1,25 @@
 /**
  * The Kubernetes manifests (k8s/): every object of both overlays, rendered the way
  * kustomize would, is valid against the Kubernetes schemas (kubernetes-models), and the
- * wiring holds: one Deployment per service of ALL_SERVICES, each with an HPA and a PDB,
- * probes on paths and ports the app serves, an environment lib/config.ts accepts,
- * a drain that fits in the grace period, the migration Job, the Ingress → Service →
- * gateway chain, and no default secret in prod.
+ * wiring holds: one Deployment per service of ALL_SERVICES, each with an HPA, a PDB and a
+ * NetworkPolicy; each pod gets only the Secret keys its service reads (SECRET_KEYS below,
+ * the one table of them); probes on paths and ports the app serves, metrics on
+ * METRICS_PORT only; an environment lib/config.ts accepts; a drain that fits in the grace
+ * period; the migration Job; the Ingress → Service → gateway chain on the public paths only;
+ * NetworkPolicies that let each workload reach what it uses and nothing else; no committed
+ * secret in either overlay.
  *
  * kustomize is not run here: `render` below does the part of it these overlays use
- * (resources, patches of ConfigMap/Secret/Ingress, a secretGenerator, images,
+ * (resources, patches of ConfigMap/Secret/Ingress/NetworkPolicy, secretGenerator, images,
  * namespace) and refuses anything else, so an overlay cannot silently outgrow it.
  * The generator's hash suffix on Secret names is left out (kustomize renames the
- * references with it).
+ * references with it). Generator inputs are git-ignored: prod's are read from the committed
+ * `.example` (values empty, stand-ins added per node below), dev's come from its own
+ * generator (k8s/overlays/dev/make-secrets.ts), fresh per run.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { ServiceBroker } from "moleculer";
@@ -23,15 +29,19 @@ import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { Job } from "kubernetes-models/batch/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
-import { Ingress } from "kubernetes-models/networking.k8s.io/v1";
+import { Ingress, NetworkPolicy } from "kubernetes-models/networking.k8s.io/v1";
 import { brokerOptions } from "../moleculer.config";
-import { ALL_SERVICES, ENV_NAMES, loadConfig, type AppConfig } from "../lib/config";
+import { ALL_SERVICES, ENV_NAMES, loadConfig, type AppConfig, type ServiceName } from "../lib/config";
+import { databaseName } from "../lib/db";
 import { HEALTH_PATHS, METRICS_PATH } from "../lib/health-server";
-import { OPS_ALIASES } from "../services/gateway/api.service";
+import { OPS_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "../services/gateway/api.service";
 import { PLATFORM_GROUPS, parsePaymentConfig } from "../services/payment/platforms/config";
+import { DEV_SECRET_FILES, devSecretFiles, writeDevSecrets } from "./overlays/dev/make-secrets";
 
 const K8S = __dirname;
+const ROOT = path.resolve(K8S, "..");
 const OVERLAYS = ["dev", "prod"] as const;
+type Overlay = (typeof OVERLAYS)[number];
 /** Services that must survive the loss of one pod (the issue's list). */
 const AT_LEAST_TWO = ["gateway", "order", "product", "payment"];
 
@@ -48,6 +58,51 @@ const MODELS: Record<string, new (data: any) => { validate(): void }> = {
   "autoscaling/v2/HorizontalPodAutoscaler": HorizontalPodAutoscaler,
   "policy/v1/PodDisruptionBudget": PodDisruptionBudget,
   "networking.k8s.io/v1/Ingress": Ingress,
+  "networking.k8s.io/v1/NetworkPolicy": NetworkPolicy,
+};
+
+// ---- which workload gets which secret: the one table ----
+
+type Workload = ServiceName | "migrate";
+type Need = "required" | "optional";
+
+const PAYMENT_ENV_NAMES: string[] = Object.values(PLATFORM_GROUPS).flatMap((g) => [...g.required, ...g.optional]);
+/** Every node: the transporter (cluster mode), the cacher, etcd's password when it has one. */
+const NODE_SECRETS: Record<string, Need> = { RABBITMQ_URI: "required", REDIS_URL: "required", ETCD_PASSWORD: "optional" };
+const DATABASE: Record<string, Need> = { MYSQL_URL: "required" };
+/**
+ * The Secret keys each workload mounts (env[].valueFrom.secretKeyRef, `optional: true` for
+ * "optional": the key may be absent from the Secret), and nothing else: what its code
+ * reads (checked against the sources below). Each Deployment and the Job must match it.
+ */
+const SECRET_KEYS: Record<Workload, Record<string, Need>> = {
+  gateway: { ...NODE_SECRETS, JWT_SECRET: "required" },
+  user: { ...NODE_SECRETS, ...DATABASE, JWT_SECRET: "required", ADMIN_PASSWORD: "optional" },
+  product: { ...NODE_SECRETS, ...DATABASE },
+  search: { ...NODE_SECRETS, ELASTIC_SEARCH_PASSWORD: "optional" },
+  notification: { ...NODE_SECRETS, ...DATABASE, SMTP_URL: "optional" },
+  cart: { ...NODE_SECRETS, ...DATABASE },
+  // Each platform's group whole or absent (services/payment/platforms/config.ts).
+  payment: { ...NODE_SECRETS, ...DATABASE, ...Object.fromEntries(PAYMENT_ENV_NAMES.map((n) => [n, "optional" as const])) },
+  order: { ...NODE_SECRETS, ...DATABASE },
+  recommendation: { ...NODE_SECRETS, ...DATABASE },
+  // `npm run migrate` loads the configuration as a tool and talks to MariaDB only.
+  migrate: { ...DATABASE },
+};
+
+/**
+ * Where a workload's traffic goes, by the credential it holds: a workload talks to a
+ * dependency exactly when it mounts that dependency's key. Ports: base (prod) allows these
+ * to any destination; dev narrows them to the StatefulSet named `pods` (may drop a port).
+ */
+const DEPENDENCIES: Record<string, { key: string; ports: number[]; pods?: string }> = {
+  rabbitmq: { key: "RABBITMQ_URI", ports: [5672, 5671], pods: "rabbitmq" },
+  etcd: { key: "ETCD_PASSWORD", ports: [2379], pods: "etcd" },
+  redis: { key: "REDIS_URL", ports: [6379], pods: "redis" },
+  mariadb: { key: "MYSQL_URL", ports: [3306], pods: "mariadb" },
+  smtp: { key: "SMTP_URL", ports: [25, 465, 587] },
+  elasticsearch: { key: "ELASTIC_SEARCH_PASSWORD", ports: [9200] },
+  "payment platforms (HTTPS)": { key: "ALIPAY_PRIVATE_KEY", ports: [443] },
 };
 
 // ---- rendering (a small kustomize) ----
@@ -61,12 +116,12 @@ function readDocs(file: string): Obj[] {
 }
 
 /** KEY=value lines as kustomize's env files read them (comments and blank lines skipped). */
-function readEnvFile(file: string): Record<string, string> {
+function parseEnv(text: string, where: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const line of fs.readFileSync(file, "utf8").split("\n")) {
+  for (const line of text.split("\n")) {
     if (!line.trim() || line.trimStart().startsWith("#")) continue;
     const i = line.indexOf("=");
-    assert.ok(i > 0, `${file}: not KEY=value: ${line}`);
+    assert.ok(i > 0, `${where}: not KEY=value: ${line}`);
     out[line.slice(0, i).trim()] = line.slice(i + 1);
   }
   return out;
@@ -86,8 +141,29 @@ interface Rendered {
   files: Set<string>;
 }
 
-/** Generator inputs are git-ignored (prod's secrets.env): the test reads the committed `.example`. */
-function render(dir: string, files = new Set<string>()): Rendered {
+/** A secretGenerator's env file (absolute path) → its KEY=value pairs. */
+type GeneratorInput = (file: string, files: Set<string>) => Record<string, string>;
+
+/** prod: the committed example of the operator's git-ignored file. */
+const fromExample: GeneratorInput = (file, files) => {
+  files.add(`${file}.example`);
+  return parseEnv(fs.readFileSync(`${file}.example`, "utf8"), `${file}.example`);
+};
+
+/** dev: what make-secrets.ts writes, generated afresh (the files on disk are not read). */
+function fromDevGenerator(): GeneratorInput {
+  const generated = devSecretFiles();
+  return (file) => {
+    const name = path.basename(file) as keyof typeof generated;
+    assert.ok(name in generated, `${file}: not a file make-secrets.ts writes (${DEV_SECRET_FILES.join(", ")})`);
+    return parseEnv(generated[name], file);
+  };
+}
+
+/** Patched kinds: their strategic merge replaces lists (no merge keys), as `merge` does. */
+const PATCHABLE = ["ConfigMap", "Secret", "Ingress", "NetworkPolicy"];
+
+function render(dir: string, input: GeneratorInput, files = new Set<string>()): Rendered {
   const kfile = path.join(dir, "kustomization.yaml");
   files.add(kfile);
   const k = readDocs(kfile)[0] as any;
@@ -96,7 +172,7 @@ function render(dir: string, files = new Set<string>()): Rendered {
   let objects: Obj[] = [];
   for (const r of k.resources ?? []) {
     const p = path.resolve(dir, r);
-    if (fs.statSync(p).isDirectory()) objects.push(...render(p, files).objects);
+    if (fs.statSync(p).isDirectory()) objects.push(...render(p, input, files).objects);
     else {
       files.add(p);
       objects.push(...readDocs(p));
@@ -105,11 +181,7 @@ function render(dir: string, files = new Set<string>()): Rendered {
   for (const gen of k.secretGenerator ?? []) {
     assert.deepEqual(Object.keys(gen).sort(), ["envs", "name"], `${kfile}: secretGenerator with name and envs only`);
     const stringData: Record<string, string> = {};
-    for (const env of gen.envs) {
-      const example = path.resolve(dir, `${env}.example`);
-      files.add(example);
-      Object.assign(stringData, readEnvFile(example));
-    }
+    for (const env of gen.envs) Object.assign(stringData, input(path.resolve(dir, env), files));
     objects.push({ apiVersion: "v1", kind: "Secret", metadata: { name: gen.name }, type: "Opaque", stringData });
   }
   for (const patch of k.patches ?? []) {
@@ -117,7 +189,7 @@ function render(dir: string, files = new Set<string>()): Rendered {
     const p = path.resolve(dir, patch.path);
     files.add(p);
     for (const doc of readDocs(p)) {
-      assert.ok(["ConfigMap", "Secret", "Ingress"].includes(doc.kind), `${p}: the renderer merges maps and replaces lists, which is strategic merge only for ConfigMap, Secret and Ingress, not ${doc.kind}`);
+      assert.ok(PATCHABLE.includes(doc.kind), `${p}: the renderer merges maps and replaces lists, which is strategic merge only for ${PATCHABLE.join(", ")}, not ${doc.kind}`);
       const i = objects.findIndex((o) => o.kind === doc.kind && o.metadata.name === doc.metadata.name);
       assert.ok(i >= 0, `${p}: patches ${doc.kind}/${doc.metadata.name}, which no resource defines`);
       objects[i] = merge(objects[i], doc);
@@ -139,11 +211,15 @@ function render(dir: string, files = new Set<string>()): Rendered {
 function podSpec(o: Obj): any {
   return ["Deployment", "StatefulSet", "Job"].includes(o.kind) ? o.spec?.template?.spec : undefined;
 }
+const podLabels = (o: Obj): Record<string, string> => o.spec.template.metadata.labels;
 const ofKind = (objects: Obj[], kind: string) => objects.filter((o) => o.kind === kind);
 const containerEnv = (c: any, name: string) => (c.env ?? []).find((e: any) => e.name === name);
 /** App Deployments are the ones that say which services they run. */
 const appDeployments = (objects: Obj[]) => ofKind(objects, "Deployment").filter((d) => containerEnv(podSpec(d).containers[0], "SERVICES"));
-const serviceOf = (d: Obj) => containerEnv(podSpec(d).containers[0], "SERVICES").value as string;
+const serviceOf = (d: Obj) => containerEnv(podSpec(d).containers[0], "SERVICES").value as ServiceName;
+const migrateJob = (objects: Obj[]) => ofKind(objects, "Job")[0];
+/** The app's workloads: each node's Deployment and the migration Job, by their role. */
+const workloads = (objects: Obj[]): [Workload, Obj][] => [...appDeployments(objects).map((d): [Workload, Obj] => [serviceOf(d), d]), ["migrate", migrateJob(objects)]];
 const selects = (selector: Record<string, string>, labels: Record<string, string> = {}) =>
   Object.entries(selector).every(([k, v]) => labels[k] === v);
 
@@ -153,20 +229,50 @@ function dataOf(o: Obj): Record<string, string> {
   return out;
 }
 
-/** The environment a container starts with: envFrom (in order), then env. */
-function envOf(objects: Obj[], c: any, fieldValues: Record<string, string>): Record<string, string> {
-  const env: Record<string, string> = {};
+/** The runtime stage's ENV of the Dockerfile: what every app container starts with. */
+function imageEnv(): Record<string, string> {
+  const stages = fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8").split(/^FROM /m);
+  const out: Record<string, string> = {};
+  for (const m of stages.at(-1)!.matchAll(/^ENV\s+(.+)$/gm))
+    for (const pair of m[1].trim().split(/\s+/)) {
+      const i = pair.indexOf("=");
+      assert.ok(i > 0, `Dockerfile: ENV ${m[1]}: only KEY=value is modelled`);
+      out[pair.slice(0, i)] = pair.slice(i + 1);
+    }
+  return out;
+}
+const IMAGE_ENV = imageEnv();
+
+/** A key of a ConfigMap or Secret, by an env entry's reference; undefined when optional and absent. */
+function refValue(objects: Obj[], kind: "ConfigMap" | "Secret", ref: { name: string; key: string; optional?: boolean }, who: string): string | undefined {
+  const source = objects.find((o) => o.kind === kind && o.metadata.name === ref.name);
+  const data = source ? dataOf(source) : undefined;
+  if (data && ref.key in data) return data[ref.key];
+  assert.ok(ref.optional, `${who}: ${kind}/${ref.name} has no key ${ref.key} and the reference is not optional: the pod would not start`);
+  return undefined;
+}
+
+/** The environment an app container starts with: the image's ENV, then envFrom (in order), then env. */
+function envOf(objects: Obj[], c: any, fieldValues: Record<string, string>, who = c.name): Record<string, string> {
+  const env: Record<string, string> = { ...IMAGE_ENV };
   for (const from of c.envFrom ?? []) {
     const [kind, ref] = from.configMapRef ? ["ConfigMap", from.configMapRef] : ["Secret", from.secretRef];
     const source = objects.find((o) => o.kind === kind && o.metadata.name === ref.name);
-    assert.ok(source, `envFrom names ${kind}/${ref.name}, which is not rendered`);
-    Object.assign(env, dataOf(source));
+    assert.ok(source || ref.optional, `${who}: envFrom names ${kind}/${ref.name}, which is not rendered`);
+    if (source) Object.assign(env, dataOf(source));
   }
   for (const e of c.env ?? []) {
-    if (e.valueFrom) {
-      assert.ok(e.valueFrom.fieldRef?.fieldPath in fieldValues, `${e.name}: only fieldRef ${Object.keys(fieldValues)} is modelled here`);
-      env[e.name] = fieldValues[e.valueFrom.fieldRef.fieldPath];
-    } else env[e.name] = e.value ?? "";
+    const from = e.valueFrom;
+    let value: string | undefined;
+    if (!from) value = e.value ?? "";
+    else if (from.secretKeyRef) value = refValue(objects, "Secret", from.secretKeyRef, `${who} ${e.name}`);
+    else if (from.configMapKeyRef) value = refValue(objects, "ConfigMap", from.configMapKeyRef, `${who} ${e.name}`);
+    else {
+      assert.ok(from.fieldRef?.fieldPath in fieldValues, `${who} ${e.name}: only fieldRef ${Object.keys(fieldValues)}, secretKeyRef and configMapKeyRef are modelled here`);
+      value = fieldValues[from.fieldRef.fieldPath];
+    }
+    if (value === undefined) delete env[e.name];
+    else env[e.name] = value;
   }
   return env;
 }
@@ -183,10 +289,10 @@ function quantity(q: string | number): number {
   return Number(m[1]) * unit;
 }
 
-/** Stand-ins for prod's secrets.env (the operator's values): the shapes lib/config.ts accepts. */
+/** Stand-ins for prod's secrets.env (the operator's values): the shapes lib/config.ts accepts, on ports the NetworkPolicies allow. */
 const PROD_SECRET_STAND_INS: Record<string, string> = {
   RABBITMQ_URI: "amqps://meridian:s3cret@rabbitmq.example.internal:5671",
-  REDIS_URL: "rediss://:s3cret@redis.example.internal:6380",
+  REDIS_URL: "rediss://:s3cret@redis.example.internal:6379",
   MYSQL_URL: "mysql://meridian:s3cret@mysql.example.internal:3306/",
   JWT_SECRET: "x".repeat(48),
   ETCD_PASSWORD: "s3cret",
@@ -194,20 +300,93 @@ const PROD_SECRET_STAND_INS: Record<string, string> = {
   SMTP_URL: "smtps://meridian:s3cret@smtp.example.internal:465",
 };
 
-const PAYMENT_ENV_NAMES = Object.values(PLATFORM_GROUPS).flatMap((g) => [...g.required, ...g.optional]);
 const KNOWN_ENV = new Set<string>([...ENV_NAMES, ...PAYMENT_ENV_NAMES]);
 /** Names that must come from the Secret: credentials, URIs that carry them, keys. */
 const SECRET_NAME = /PASSWORD|SECRET|_KEY$|^RABBITMQ_URI$|^REDIS_URL$|^MYSQL_URL$|^SMTP_URL$/;
 
-const rendered = Object.fromEntries(OVERLAYS.map((o) => [o, render(path.join(K8S, "overlays", o))])) as Record<(typeof OVERLAYS)[number], Rendered>;
+const rendered: Record<Overlay, Rendered> = {
+  dev: render(path.join(K8S, "overlays", "dev"), fromDevGenerator()),
+  prod: render(path.join(K8S, "overlays", "prod"), fromExample),
+};
+
+/** A workload's container environment, with prod's stand-ins for the operator's secrets. */
+function workloadEnv(overlay: Overlay, objects: Obj[], o: Obj): Record<string, string> {
+  const env = envOf(objects, podSpec(o).containers[0], { "metadata.name": `${o.metadata.name}-5d8f7c9b4-x2x7q` }, o.metadata.name);
+  // prod's secrets.env is the operator's to fill in: every value there is empty.
+  return overlay === "prod" ? { ...env, ...Object.fromEntries(Object.entries(PROD_SECRET_STAND_INS).filter(([k]) => k in env)) } : env;
+}
 
 /** The config each app node of an overlay starts with, by lib/config.ts itself. */
-function nodeConfig(overlay: (typeof OVERLAYS)[number], objects: Obj[], d: Obj): { env: Record<string, string>; config: AppConfig } {
-  let env = envOf(objects, podSpec(d).containers[0], { "metadata.name": `${d.metadata.name}-5d8f7c9b4-x2x7q` });
-  // prod's secrets.env is the operator's to fill in: every value there is empty.
-  if (overlay === "prod") env = { ...env, ...Object.fromEntries(Object.entries(PROD_SECRET_STAND_INS).filter(([k]) => k in env)) };
+function nodeConfig(overlay: Overlay, objects: Obj[], d: Obj): { env: Record<string, string>; config: AppConfig } {
+  const env = workloadEnv(overlay, objects, d);
   return { env, config: loadConfig(env) };
 }
+
+// ---- NetworkPolicy helpers ----
+
+const policies = (objects: Obj[]) => ofKind(objects, "NetworkPolicy");
+/** The policies (other than the default deny) that select a workload's pods. */
+const ownPolicies = (objects: Obj[], o: Obj) =>
+  policies(objects).filter((p) => p.metadata.name !== "meridian-default-deny" && selects(p.spec.podSelector.matchLabels ?? {}, podLabels(o)));
+
+/** A peer as a short string: `namespace:<name>`, `pods:<k=v,…>` (this namespace), `ipBlock:<cidr>`. */
+function peerId(peer: any): string {
+  assert.ok(!peer.namespaceSelector || !peer.podSelector, "a peer with both selectors is not modelled here");
+  if (peer.namespaceSelector) {
+    const labels = peer.namespaceSelector.matchLabels ?? {};
+    assert.deepEqual(Object.keys(labels), ["kubernetes.io/metadata.name"], "namespaces by their name label");
+    return `namespace:${labels["kubernetes.io/metadata.name"]}`;
+  }
+  if (peer.podSelector) return `pods:${Object.entries(peer.podSelector.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).sort().join(",")}`;
+  return `ipBlock:${peer.ipBlock.cidr}`;
+}
+
+/** Each rule as `peer → protocol/port` strings; `*` for any peer or any port. */
+function ruleIds(rules: any[] | undefined, peers: "from" | "to"): string[] {
+  return (rules ?? []).flatMap((r) => {
+    const ps = r[peers]?.length ? r[peers].map(peerId) : ["*"];
+    const ports = r.ports?.length ? r.ports.map((p: any) => `${p.protocol ?? "TCP"}/${p.port}`) : ["*"];
+    return ps.flatMap((p: string) => ports.map((port: string) => `${p} → ${port}`));
+  });
+}
+
+/** Whether some egress rule of the policies allows TCP to `port` at a destination: in-namespace pods (labels) or outside the cluster. */
+function egressAllows(ps: Obj[], port: number, dest: { pods: Record<string, string> } | "outside", protocol = "TCP"): boolean {
+  return ps.some((p) =>
+    (p.spec.egress ?? []).some((r: any) => {
+      const portOk = !r.ports?.length || r.ports.some((x: any) => (x.protocol ?? "TCP") === protocol && x.port === port);
+      const peerOk =
+        !r.to?.length ||
+        r.to.some((peer: any) => (dest === "outside" ? Boolean(peer.ipBlock) : Boolean(peer.podSelector && !peer.namespaceSelector && selects(peer.podSelector.matchLabels ?? {}, dest.pods))));
+      return portOk && peerOk;
+    }),
+  );
+}
+
+const DEFAULT_PORTS: Record<string, number> = { "amqp:": 5672, "amqps:": 5671, "redis:": 6379, "rediss:": 6379, "mysql:": 3306, "smtp:": 587, "smtps:": 465, "http:": 80, "https:": 443 };
+/** host:port of every server a node's environment points it at. */
+function dependencyAddresses(env: Record<string, string>): { name: string; host: string; port: number }[] {
+  const out: { name: string; host: string; port: number }[] = [];
+  for (const name of ["RABBITMQ_URI", "REDIS_URL", "MYSQL_URL", "SMTP_URL", "ELASTIC_SEARCH_NODE", "ZIPKIN_URL"]) {
+    if (!env[name]) continue;
+    const u = new URL(env[name]);
+    out.push({ name, host: u.hostname, port: Number(u.port || DEFAULT_PORTS[u.protocol]) });
+  }
+  for (const h of (env.ETCD_HOSTS ?? "").split(",").filter(Boolean)) {
+    const u = new URL(h.includes("://") ? h : `http://${h}`);
+    out.push({ name: `ETCD_HOSTS ${h}`, host: u.hostname, port: Number(u.port || 2379) });
+  }
+  return out;
+}
+
+/** The in-namespace Service a host name means (`svc`, or `pod.svc` under a headless Service), if any. */
+function serviceForHost(objects: Obj[], host: string): Obj | undefined {
+  const labels = host.split(".");
+  return ofKind(objects, "Service").find((s) => s.metadata.name === labels[0] || (labels.length === 2 && s.spec.clusterIP === "None" && s.metadata.name === labels[1]));
+}
+
+/** Ingress Prefix matching: the path itself, or below it on an element boundary. */
+const prefixMatches = (prefix: string, request: string) => request === prefix || request.startsWith(prefix.endsWith("/") ? prefix : `${prefix}/`);
 
 // ---- the checks ----
 
@@ -232,7 +411,7 @@ for (const overlay of OVERLAYS) {
     const deployments = appDeployments(objects);
     for (const service of ALL_SERVICES) {
       const own = deployments.filter((d) => serviceOf(d) === service);
-      assert.equal(own.length, 1, `${own.length} Deployments run SERVICES=${service}: add k8s/base/${service}.yaml (Deployment, HPA, PDB; copy one of the others) and list it in k8s/base/kustomization.yaml`);
+      assert.equal(own.length, 1, `${own.length} Deployments run SERVICES=${service}: add k8s/base/${service}.yaml (Deployment, HPA, PDB, NetworkPolicy; copy one of the others), list it in k8s/base/kustomization.yaml, and give it a row in SECRET_KEYS here`);
     }
     for (const d of deployments)
       assert.ok((ALL_SERVICES as readonly string[]).includes(serviceOf(d)), `${d.metadata.name}: SERVICES=${serviceOf(d)} is not one service of ALL_SERVICES`);
@@ -240,12 +419,10 @@ for (const overlay of OVERLAYS) {
   });
 
   test(`${overlay}: every variable given to a node is one lib/config.ts (or the payment platforms) validates, and secrets come from the Secret`, () => {
-    for (const o of [...appDeployments(objects), ...ofKind(objects, "Job")]) {
-      for (const c of podSpec(o).containers) {
-        const names = Object.keys(envOf(objects, c, { "metadata.name": "pod" }));
-        const unknown = names.filter((n) => !KNOWN_ENV.has(n));
-        assert.deepEqual(unknown, [], `${o.kind}/${o.metadata.name}: variables no code reads`);
-      }
+    for (const [, o] of workloads(objects)) {
+      const env = envOf(objects, podSpec(o).containers[0], { "metadata.name": "pod" }, o.metadata.name);
+      const unknown = Object.keys(env).filter((n) => !KNOWN_ENV.has(n));
+      assert.deepEqual(unknown, [], `${o.kind}/${o.metadata.name}: variables no code reads`);
     }
     for (const cm of ofKind(objects, "ConfigMap")) {
       const leaked = Object.keys(dataOf(cm)).filter((k) => SECRET_NAME.test(k));
@@ -257,14 +434,46 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: each node's environment passes lib/config.ts as a cluster node of its one service`, () => {
+  test(`${overlay}: each pod mounts exactly the Secret keys of SECRET_KEYS, one by one, and no workload takes a whole Secret`, () => {
+    for (const o of [...ofKind(objects, "Deployment"), ...ofKind(objects, "StatefulSet"), ...ofKind(objects, "Job")])
+      for (const c of [...podSpec(o).containers, ...(podSpec(o).initContainers ?? [])])
+        assert.ok(!(c.envFrom ?? []).some((f: any) => f.secretRef), `${o.kind}/${o.metadata.name} ${c.name}: envFrom a Secret gives the pod every key; use env[].valueFrom.secretKeyRef per key`);
+    for (const [workload, o] of workloads(objects)) {
+      const c = podSpec(o).containers[0];
+      const mounted: Record<string, Need> = {};
+      for (const e of c.env ?? []) {
+        const ref = e.valueFrom?.secretKeyRef;
+        if (!ref) continue;
+        assert.equal(ref.name, "meridian-secrets", `${o.metadata.name} ${e.name}: from the application's Secret`);
+        assert.equal(ref.key, e.name, `${o.metadata.name}: ${e.name} is the Secret's key of that name`);
+        mounted[e.name] = ref.optional ? "optional" : "required";
+      }
+      assert.deepEqual(mounted, SECRET_KEYS[workload], `${o.kind}/${o.metadata.name}: the Secret keys of ${workload} (name: required or optional), as SECRET_KEYS says`);
+    }
+  });
+
+  test(`${overlay}: each node's environment passes lib/config.ts as a cluster node of its one service, with JWT_SECRET exactly where required`, () => {
     for (const d of appDeployments(objects)) {
+      const service = serviceOf(d);
       const { env, config } = nodeConfig(overlay, objects, d);
       assert.equal(config.mode, "cluster", `${d.metadata.name}: RABBITMQ_URI makes it a cluster node`);
-      assert.deepEqual(config.services, [serviceOf(d)]);
+      assert.deepEqual(config.services, [service]);
       assert.ok(config.etcd, "etcd discovery");
-      assert.ok(config.mysqlUrl && config.redisUrl, "MariaDB and Redis");
-      if (serviceOf(d) === "payment") assert.doesNotThrow(() => parsePaymentConfig(env, { mode: "cluster" }), "payment platform variables");
+      assert.ok(config.redisUrl, "Redis: the cacher on every node");
+      assert.equal(Boolean(config.mysqlUrl), "MYSQL_URL" in SECRET_KEYS[service], `${d.metadata.name}: MariaDB only where the service has a database`);
+      assert.equal(config.production, true, `${d.metadata.name}: NODE_ENV=production`);
+      assert.ok(config.metricsPort > 0, `${d.metadata.name}: METRICS_PORT is set (off in a cluster otherwise)`);
+      // lib/config.ts's own rule, not a copy of it: without the variable, the node must not start where it is required.
+      const tokens = service === "gateway" || service === "user";
+      assert.equal("JWT_SECRET" in env, tokens, `${d.metadata.name}: JWT_SECRET only where tokens are signed or verified`);
+      for (const name of ["JWT_SECRET", "REDIS_URL"]) {
+        const without = { ...env };
+        delete without[name];
+        if (tokens) assert.throws(() => loadConfig(without), new RegExp(name), `${d.metadata.name}: ${name} is required there`);
+        else assert.doesNotThrow(() => loadConfig(without), `${d.metadata.name}: ${name} is not required there`);
+      }
+      if (service === "payment") assert.doesNotThrow(() => parsePaymentConfig(env, { mode: "cluster" }), "payment platform variables");
+      if (service === "gateway") assert.equal(config.trustProxyHops, 1, "TRUST_PROXY: one proxy (ingress-nginx) appends to X-Forwarded-For");
     }
   });
 
@@ -310,32 +519,30 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: probes on every node hit a path and port the node serves`, () => {
+  test(`${overlay}: probes hit a path and port the node serves; metrics on METRICS_PORT only, for every node`, () => {
+    assert.ok(!(`GET ${METRICS_PATH}` in OPS_ALIASES), "the gateway's public port does not serve /metrics");
     for (const d of appDeployments(objects)) {
       const c = podSpec(d).containers[0];
       const { config } = nodeConfig(overlay, objects, d);
       const gateway = config.services.includes("gateway");
-      // The gateway serves its routes on PORT; any other node its health server on HEALTH_PORT.
-      const port = gateway ? config.port : config.healthPort;
-      assert.ok(port > 0, `${d.metadata.name}: ${gateway ? "PORT" : "HEALTH_PORT"} is set (0 turns the health server off)`);
-      const paths = gateway
-        ? { live: "/health/live", ready: "/health/ready" }
-        : HEALTH_PATHS;
+      assert.equal(containerPort(c, "metrics"), config.metricsPort, `${d.metadata.name}: a container port named metrics is METRICS_PORT`);
+      // The gateway is probed on PORT (what the Ingress reaches); any other node on its internal listener.
+      const port = gateway ? config.port : config.metricsPort;
+      const paths = gateway ? { live: "/health/live", ready: "/health/ready" } : HEALTH_PATHS;
       if (gateway) for (const p of Object.values(paths)) assert.ok(`GET ${p}` in OPS_ALIASES, `the gateway routes GET ${p}`);
       for (const [probe, expected] of [["startupProbe", paths.live], ["livenessProbe", paths.live], ["readinessProbe", paths.ready]] as const) {
         const get = c[probe]?.httpGet;
         assert.ok(get, `${d.metadata.name}: ${probe} over HTTP`);
         assert.equal(get.path, expected, `${d.metadata.name}: ${probe} path`);
-        assert.equal(containerPort(c, get.port), port, `${d.metadata.name}: ${probe} port ${get.port} is the container port of ${gateway ? "PORT" : "HEALTH_PORT"}`);
+        assert.equal(containerPort(c, get.port), port, `${d.metadata.name}: ${probe} port ${get.port} is the container port of ${gateway ? "PORT" : "METRICS_PORT"}`);
       }
       // Readiness answers within checkReadiness's 2 s deadline; a shorter timeout would flap.
       assert.ok((c.readinessProbe.timeoutSeconds ?? 1) > 2, `${d.metadata.name}: readiness timeout above 2 s`);
-      // Prometheus scrape annotations: the path this node serves /metrics on, on that port.
+      // Prometheus scrape annotations: METRICS_PORT for every node, the gateway's too.
       const ann = d.spec.template.metadata?.annotations ?? {};
       assert.equal(ann["prometheus.io/scrape"], "true", `${d.metadata.name}: prometheus.io/scrape`);
-      assert.equal(Number(ann["prometheus.io/port"]), port, `${d.metadata.name}: prometheus.io/port is ${gateway ? "PORT" : "HEALTH_PORT"}`);
+      assert.equal(Number(ann["prometheus.io/port"]), config.metricsPort, `${d.metadata.name}: prometheus.io/port is METRICS_PORT`);
       assert.equal(ann["prometheus.io/path"], METRICS_PATH, `${d.metadata.name}: prometheus.io/path`);
-      if (gateway) assert.ok(`GET ${METRICS_PATH}` in OPS_ALIASES, "the gateway routes GET /metrics");
     }
     for (const s of ofKind(objects, "StatefulSet")) {
       for (const c of podSpec(s).containers) assert.ok(c.readinessProbe && c.livenessProbe, `StatefulSet/${s.metadata.name}: readiness and liveness probes`);
@@ -359,7 +566,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: the migration Job runs npm run migrate for every service, with the nodes' image and configuration`, () => {
+  test(`${overlay}: the migration Job runs npm run migrate for every service, as a tool, on the nodes' image and databases`, () => {
     const jobs = ofKind(objects, "Job");
     assert.equal(jobs.length, 1);
     const job = jobs[0];
@@ -367,12 +574,31 @@ for (const overlay of OVERLAYS) {
     assert.equal([...(c.command ?? []), ...(c.args ?? [])].join(" "), "npm run migrate");
     assert.ok(["Never", "OnFailure"].includes(podSpec(job).restartPolicy));
     assert.equal(containerEnv(c, "SERVICES"), undefined, "SERVICES unset: every service's database");
-    const node = podSpec(appDeployments(objects)[0]).containers[0];
-    assert.equal(c.image, node.image);
-    assert.deepEqual(c.envFrom, node.envFrom);
+    const nodes = appDeployments(objects);
+    assert.equal(c.image, podSpec(nodes[0]).containers[0].image);
+    const env = workloadEnv(overlay, objects, job);
+    // Without RABBITMQ_URI a tool is in embedded mode and keeps a JWT secret in DATA_DIR: a
+    // writable mount there (the emptyDir on /tmp), and a scratch directory for this check.
+    const mounts = (c.volumeMounts ?? []).map((m: any) => m.mountPath as string);
+    assert.ok(mounts.some((m: string) => env.DATA_DIR.startsWith(`${m}/`)), `DATA_DIR ${env.DATA_DIR} is on a writable volume (${mounts})`);
+    const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-migrate-"));
+    let config: AppConfig;
+    try {
+      config = loadConfig({ ...env, DATA_DIR: scratch }, { tool: true });
+    } finally {
+      fs.rmSync(scratch, { recursive: true, force: true });
+    }
+    assert.deepEqual(config.services, [...ALL_SERVICES]);
+    assert.equal(config.production, true, "NODE_ENV=production: placeholders refused here too");
+    // The same databases as the nodes: the same server and credentials, the same names (NAMESPACE).
+    for (const d of nodes.filter((n) => "MYSQL_URL" in SECRET_KEYS[serviceOf(n)])) {
+      const node = nodeConfig(overlay, objects, d).config;
+      assert.equal(config.mysqlUrl, node.mysqlUrl, `${d.metadata.name}: the Job's MYSQL_URL is the node's`);
+      assert.equal(databaseName(config, serviceOf(d)), databaseName(node, serviceOf(d)), `${d.metadata.name}: the Job migrates the database the node opens`);
+    }
   });
 
-  test(`${overlay}: Ingress → gateway Service → gateway pods on PORT, at PUBLIC_URL's host`, () => {
+  test(`${overlay}: Ingress → gateway Service → gateway pods on PORT, at PUBLIC_URL's host, on the public paths only`, () => {
     const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
     const { config } = nodeConfig(overlay, objects, gateway);
     const gc = podSpec(gateway).containers[0];
@@ -380,7 +606,9 @@ for (const overlay of OVERLAYS) {
     assert.equal(ingresses.length, 1);
     const rules = ingresses[0].spec.rules;
     assert.deepEqual(rules.map((r: any) => r.host), [new URL(config.publicUrl).hostname], "the Ingress host is PUBLIC_URL's");
-    for (const p of rules.flatMap((r: any) => r.http.paths)) {
+    const paths = rules.flatMap((r: any) => r.http.paths);
+    for (const p of paths) {
+      assert.equal(p.pathType, "Prefix", `${p.path}: Prefix (matched on path elements)`);
       const backend = p.backend.service;
       const svc = ofKind(objects, "Service").find((s) => s.metadata.name === backend.name);
       assert.ok(svc, `Ingress backend Service ${backend.name} exists`);
@@ -389,10 +617,113 @@ for (const overlay of OVERLAYS) {
       assert.ok(sp, `Ingress points at a port of ${backend.name}`);
       assert.equal(containerPort(gc, sp.targetPort ?? sp.port), config.port, "the Service's targetPort is the gateway's PORT");
     }
+    const gatewayServices = ofKind(objects, "Service").filter((s) => selects(s.spec.selector ?? {}, gateway.spec.template.metadata.labels));
+    for (const s of gatewayServices)
+      for (const sp of s.spec.ports) assert.equal(containerPort(gc, sp.targetPort ?? sp.port), config.port, `Service/${s.metadata.name}: PORT only, never METRICS_PORT`);
+
+    // What clients reach, and what they must not: matched as ingress-nginx matches Prefix paths.
+    const exposed = (request: string) => paths.some((p: any) => prefixMatches(p.path, request));
+    const payment = appDeployments(objects).find((d) => serviceOf(d) === "payment")!;
+    const { env: payEnv, config: payConfig } = nodeConfig(overlay, objects, payment);
+    const sandbox = parsePaymentConfig(payEnv, { mode: "cluster" }).enabled.includes("sandbox") && (payConfig.payments.sandbox ?? !payConfig.production);
+    const sandboxPage = `/sandbox${Object.keys(SANDBOX_PAGE_ALIASES)[0].split(" ")[1].replace(":paymentId", "pay_1")}`;
+    const wanted = ["/api/products", `${PAYMENT_NOTIFY_PATH}/alipay`, "/api/openapi.json", ...Object.keys(OPS_ALIASES).filter((a) => a.startsWith("GET /docs")).map((a) => a.split(" ")[1]), "/docs/assets/swagger-ui.css"];
+    for (const r of wanted) assert.ok(exposed(r), `${r} is reachable through the Ingress`);
+    assert.equal(exposed(sandboxPage), sandbox, `the sandbox pay page (${sandboxPage}) is on the Ingress exactly when the sandbox platform is on (${sandbox})`);
+    for (const r of ["/", "/index.html", ...Object.values(HEALTH_PATHS), METRICS_PATH, "/apix", "/docsx"]) assert.ok(!exposed(r), `${r} is not on the Ingress`);
+    assert.deepEqual(paths.map((p: any) => p.path).sort(), ["/api", "/docs", ...(sandbox ? ["/sandbox"] : [])], "the Ingress paths: /api, /docs (and its assets), /sandbox with the sandbox");
     if (overlay === "prod") {
       assert.ok(config.publicUrl.startsWith("https://"));
       assert.deepEqual(ingresses[0].spec.tls?.[0]?.hosts, [new URL(config.publicUrl).hostname], "TLS for the public host");
+      assert.equal(sandbox, false, "no sandbox payments in prod");
     }
+  });
+
+  test(`${overlay}: NetworkPolicies: default deny, then one policy per workload`, () => {
+    const deny = policies(objects).filter((p) => p.metadata.name === "meridian-default-deny");
+    assert.equal(deny.length, 1, "meridian-default-deny");
+    assert.deepEqual(deny[0].spec.policyTypes, ["Ingress", "Egress"]);
+    assert.ok(!deny[0].spec.ingress?.length && !deny[0].spec.egress?.length, "the default deny allows nothing");
+    const all = workloads(objects);
+    for (const [workload, o] of all) {
+      assert.ok(selects(deny[0].spec.podSelector.matchLabels, podLabels(o)), `${o.metadata.name}: under the default deny`);
+      const own = ownPolicies(objects, o);
+      assert.equal(own.length, 1, `${o.metadata.name}: one NetworkPolicy of its own (${own.map((p) => p.metadata.name)})`);
+      assert.deepEqual([...own[0].spec.policyTypes].sort(), ["Egress", "Ingress"], `${own[0].metadata.name}: both directions`);
+      for (const [other, x] of all) if (x !== o) assert.ok(!selects(own[0].spec.podSelector.matchLabels, podLabels(x)), `${own[0].metadata.name} (${workload}) also selects ${other}'s pods`);
+    }
+  });
+
+  test(`${overlay}: NetworkPolicies: ingress only from the ingress controller (gateway, PORT) and the monitoring namespace (METRICS_PORT)`, () => {
+    const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
+    const { config } = nodeConfig(overlay, objects, gateway);
+    const payment = `pods:app.kubernetes.io/component=payment,app.kubernetes.io/name=meridian`;
+    for (const [workload, o] of workloads(objects)) {
+      const [policy] = ownPolicies(objects, o);
+      const expected =
+        workload === "migrate"
+          ? []
+          : [
+              ...(workload === "gateway" ? [`namespace:ingress-nginx → TCP/${config.port}`, `${payment} → TCP/${config.port}`] : []),
+              `namespace:monitoring → TCP/${config.metricsPort}`,
+            ];
+      assert.deepEqual(ruleIds(policy.spec.ingress, "from").sort(), expected.sort(), `${policy.metadata.name}: ingress sources`);
+    }
+  });
+
+  test(`${overlay}: NetworkPolicies: egress to DNS and to each dependency the workload holds a credential for, nothing else`, () => {
+    const gatewayPods = `pods:app.kubernetes.io/component=gateway,app.kubernetes.io/name=meridian`;
+    const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
+    const port = nodeConfig(overlay, objects, gateway).config.port;
+    const egressPorts = new Map<Workload, Set<number>>();
+    for (const [workload, o] of workloads(objects)) {
+      const [policy] = ownPolicies(objects, o);
+      const ids = ruleIds(policy.spec.egress, "to");
+      const dns = ids.filter((i) => i.startsWith("namespace:kube-system"));
+      assert.deepEqual(dns.sort(), ["namespace:kube-system → TCP/53", "namespace:kube-system → UDP/53"], `${policy.metadata.name}: DNS to kube-system`);
+      const rest = ids.filter((i) => !dns.includes(i));
+      assert.ok(rest.every((i) => !i.endsWith("→ *")), `${policy.metadata.name}: every egress rule names its ports`);
+      const uses = Object.entries(DEPENDENCIES).filter(([, dep]) => dep.key in SECRET_KEYS[workload]);
+      const allowed = new Set(uses.flatMap(([, dep]) => dep.ports.map((p) => `TCP/${p}`)));
+      // The payment node's sandbox notifier calls PUBLIC_URL: the gateway pods when it resolves inside.
+      const toGateway = workload === "payment" ? [`${gatewayPods} → TCP/${port}`] : [];
+      for (const id of rest) {
+        if (toGateway.includes(id)) continue;
+        const [peer, p] = id.split(" → ");
+        assert.ok(allowed.has(p), `${policy.metadata.name}: egress ${id} is to nothing ${workload} uses`);
+        const dep = uses.find(([, d]) => d.ports.includes(Number(p.split("/")[1])))![1];
+        // dev: the dependencies with a StatefulSet here are reached at its pods only.
+        if (overlay === "dev" && dep.pods) assert.equal(peer, `pods:app.kubernetes.io/name=${dep.pods},app.kubernetes.io/part-of=meridian-dev`, `${policy.metadata.name}: ${id} is to ${dep.pods}'s pods`);
+        if (overlay === "prod") assert.equal(peer, "*", `${policy.metadata.name}: ${id}: prod's dependencies are outside (by port; an operator may add ipBlocks)`);
+      }
+      for (const id of toGateway) assert.ok(rest.includes(id), `${policy.metadata.name}: ${id}`);
+      for (const [name, dep] of uses)
+        assert.ok(dep.ports.some((p) => rest.some((i) => i.endsWith(`→ TCP/${p}`))), `${policy.metadata.name}: no egress to ${name}, which ${workload} uses (${dep.key})`);
+      egressPorts.set(workload, new Set(rest.map((i) => Number(i.split("/").at(-1)))));
+    }
+    // The review's own points, spelt out.
+    for (const w of ["gateway", "search"] as const) assert.ok(!egressPorts.get(w)!.has(3306), `${w}: no egress to MariaDB`);
+    assert.deepEqual([...egressPorts].filter(([, ports]) => ports.has(443)).map(([w]) => w), ["payment"], "payment is the only workload with HTTPS out");
+  });
+
+  test(`${overlay}: NetworkPolicies let each node reach every server its environment names`, () => {
+    for (const [workload, o] of workloads(objects)) {
+      const env = workloadEnv(overlay, objects, o);
+      const ps = [...policies(objects).filter((p) => selects(p.spec.podSelector.matchLabels ?? {}, podLabels(o)))];
+      const addresses = dependencyAddresses(env);
+      assert.ok(addresses.length >= (workload === "migrate" ? 1 : 3), `${o.metadata.name}: RabbitMQ, Redis, etcd (MariaDB for the Job)`);
+      for (const a of addresses) {
+        const svc = serviceForHost(objects, a.host);
+        const dest = svc ? { pods: svc.spec.selector } : ("outside" as const);
+        if (svc) assert.ok(svc.spec.ports.some((p: any) => p.port === a.port), `${a.name}: Service ${svc.metadata.name} serves port ${a.port}`);
+        assert.ok(egressAllows(ps, a.port, dest), `${o.metadata.name}: ${a.name} (${a.host}:${a.port}) is not reachable under its NetworkPolicies`);
+      }
+    }
+    // The gateway pods accept what payment's egress sends them, and Prometheus on METRICS_PORT everywhere.
+    const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
+    const payment = appDeployments(objects).find((d) => serviceOf(d) === "payment")!;
+    const port = nodeConfig(overlay, objects, gateway).config.port;
+    assert.ok(egressAllows(ownPolicies(objects, payment), port, { pods: podLabels(gateway) }), "payment → gateway on PORT (sandbox notifier)");
   });
 
   test(`${overlay}: the app image and pods`, () => {
@@ -406,9 +737,20 @@ for (const overlay of OVERLAYS) {
       assert.equal(podSpec(o).containers[0].securityContext?.allowPrivilegeEscalation, false);
     }
   });
+
+  test(`${overlay}: no Secret is committed; they are generated from git-ignored files`, () => {
+    const { files } = rendered[overlay];
+    for (const f of files) if (f.endsWith(".yaml")) assert.ok(readDocs(f).every((o) => o.kind !== "Secret"), `${f}: a Secret manifest`);
+    const dir = path.join(K8S, "overlays", overlay);
+    const k = readDocs(path.join(dir, "kustomization.yaml"))[0] as any;
+    const inputs = (k.secretGenerator ?? []).flatMap((g: any) => g.envs as string[]);
+    assert.ok(inputs.length > 0, "a secretGenerator");
+    const ignore = fs.readFileSync(path.join(dir, ".gitignore"), "utf8");
+    for (const f of inputs) assert.match(ignore, new RegExp(`^${f.replace(/\./g, "\\.")}$`, "m"), `${overlay}/${f} is git-ignored`);
+  });
 }
 
-test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes point at them", () => {
+test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes point at them with the generated passwords", () => {
   const { objects } = rendered.dev;
   assert.deepEqual(ofKind(objects, "StatefulSet").map((s) => s.metadata.name).sort(), ["etcd", "mariadb", "rabbitmq", "redis"]);
   for (const s of ofKind(objects, "StatefulSet")) {
@@ -416,42 +758,139 @@ test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes poi
     const svc = ofKind(objects, "Service").find((x) => x.metadata.name === s.spec.serviceName);
     assert.ok(svc && svc.spec.clusterIP === "None", `${s.metadata.name}: its headless Service`);
     assert.ok(selects(svc.spec.selector, s.spec.template.metadata.labels));
+    // Only the application's pods reach it.
+    const guards = policies(objects).filter((p) => selects(p.spec.podSelector.matchLabels ?? {}, podLabels(s)));
+    assert.deepEqual(guards.flatMap((p) => ruleIds(p.spec.ingress, "from")).sort(), svc.spec.ports.map((p: any) => `pods:app.kubernetes.io/name=meridian → TCP/${p.port}`).sort(), `${s.metadata.name}: ingress from the application only`);
   }
   const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
-  const { env } = nodeConfig("dev", objects, gateway);
-  const servesAt = (host: string, port: number) => {
-    const svc = ofKind(objects, "Service").find((s) => s.metadata.name === host.split(".").at(-1) || s.metadata.name === host);
-    return Boolean(svc?.spec.ports.some((p: any) => p.port === port));
-  };
+  const user = appDeployments(objects).find((d) => serviceOf(d) === "user")!;
+  const { env } = nodeConfig("dev", objects, user);
+  assert.equal(nodeConfig("dev", objects, gateway).env.RABBITMQ_URI, env.RABBITMQ_URI);
   for (const name of ["RABBITMQ_URI", "REDIS_URL", "MYSQL_URL"]) {
     const u = new URL(env[name]);
-    assert.ok(servesAt(u.hostname, Number(u.port)), `${name} points at a Service of the overlay (${u.host})`);
+    assert.ok(serviceForHost(objects, u.hostname), `${name} points at a Service of the overlay (${u.host})`);
   }
-  for (const h of env.ETCD_HOSTS.split(",")) {
-    const [host, port] = h.split(":");
-    // etcd-0.etcd: the pod's name under the headless Service etcd.
-    assert.ok(servesAt(host.split(".")[1] ?? host, Number(port)), `ETCD_HOSTS ${h}`);
-  }
-  // The dependencies' passwords and the nodes' URIs agree.
-  const deps = dataOf(objects.find((o) => o.kind === "Secret" && o.metadata.name === "meridian-dev-deps")!);
+  for (const h of env.ETCD_HOSTS.split(",")) assert.ok(serviceForHost(objects, h.split(":")[0]), `ETCD_HOSTS ${h}: etcd-0.etcd, the pod under the headless Service etcd`);
+  // The dependencies' passwords (what their containers start with) and the nodes' URIs agree.
+  const depsSecret = objects.find((o) => o.kind === "Secret" && o.metadata.name === "meridian-dev-deps")!;
+  const deps = dataOf(depsSecret);
+  const containerOf = (name: string) => podSpec(objects.find((o) => o.kind === "StatefulSet" && o.metadata.name === name)!).containers[0];
+  const depEnv = (name: string) => envOf(objects, containerOf(name), {}, name);
   const amqp = new URL(env.RABBITMQ_URI);
-  assert.equal(`${amqp.username}:${amqp.password}`, `${deps.RABBITMQ_DEFAULT_USER}:${deps.RABBITMQ_DEFAULT_PASS}`);
+  const rabbit = depEnv("rabbitmq");
+  assert.equal(`${amqp.username}:${amqp.password}`, `${rabbit.RABBITMQ_DEFAULT_USER}:${rabbit.RABBITMQ_DEFAULT_PASS}`);
   const mysql = new URL(env.MYSQL_URL);
-  assert.equal(`${mysql.username}:${mysql.password}`, `root:${deps.MARIADB_ROOT_PASSWORD}`);
+  assert.equal(`${mysql.username}:${mysql.password}`, `root:${depEnv("mariadb").MARIADB_ROOT_PASSWORD}`);
+  const redis = containerOf("redis");
+  const redisEnv = depEnv("redis");
+  const args: string[] = redis.args ?? [];
+  assert.equal(args[args.indexOf("--requirepass") + 1], "$(REDIS_PASSWORD)", "redis-server takes the password from its env");
+  assert.equal(new URL(env.REDIS_URL).password, redisEnv.REDIS_PASSWORD);
+  assert.equal(redisEnv.REDISCLI_AUTH, redisEnv.REDIS_PASSWORD, "the probes' redis-cli authenticates");
+  for (const v of Object.values(deps)) assert.ok(v.length >= 8, "generated values, not empty");
+  // The sandbox is asked for explicitly (NODE_ENV=production), with a key pair every payment replica shares.
+  const payment = appDeployments(objects).find((d) => serviceOf(d) === "payment")!;
+  const pay = nodeConfig("dev", objects, payment);
+  assert.equal(pay.config.payments.sandbox, true, "SANDBOX_PAY=true");
+  assert.deepEqual(parsePaymentConfig(pay.env, { mode: "cluster" }).enabled, ["sandbox"]);
+});
+
+test("dev: make-secrets.ts writes both files once, owner-only, with fresh values", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-dev-secrets-"));
+  try {
+    const written = writeDevSecrets(dir);
+    assert.deepEqual(written.map((f) => path.basename(f)), [...DEV_SECRET_FILES]);
+    for (const f of written) assert.equal(fs.statSync(f).mode & 0o077, 0, `${f}: owner-only`);
+    const first = fs.readFileSync(written[0], "utf8");
+    assert.throws(() => writeDevSecrets(dir), /already there/, "never replaces the passwords the data volumes were initialised with");
+    writeDevSecrets(dir, { force: true });
+    assert.notEqual(fs.readFileSync(written[0], "utf8"), first, "random per run");
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  const k = readDocs(path.join(K8S, "overlays", "dev", "kustomization.yaml"))[0] as any;
+  assert.deepEqual(k.secretGenerator.flatMap((g: any) => g.envs).sort(), [...DEV_SECRET_FILES].sort(), "the overlay reads what the script writes");
 });
 
 test("prod: external dependencies only, and no secret value committed", () => {
-  const { objects, files } = rendered.prod;
+  const { objects } = rendered.prod;
   assert.deepEqual(ofKind(objects, "StatefulSet"), [], "no StatefulSets: the dependencies run elsewhere");
   // The only Secret is generated from the operator's git-ignored secrets.env; its committed
-  // example has every value empty, and no committed manifest of the overlay is a Secret.
+  // example has every value empty.
   const secrets = ofKind(objects, "Secret");
   assert.deepEqual(secrets.map((s) => s.metadata.name), ["meridian-secrets"]);
   assert.deepEqual(Object.entries(dataOf(secrets[0])).filter(([, v]) => v !== ""), [], "secrets.env.example holds names, not values");
-  for (const name of Object.keys(PROD_SECRET_STAND_INS)) assert.ok(name in dataOf(secrets[0]), `secrets.env.example lists ${name}`);
-  for (const f of files) if (f.endsWith(".yaml")) assert.ok(readDocs(f).every((o) => o.kind !== "Secret"), `${f}: a Secret manifest`);
-  const ignore = fs.readFileSync(path.join(K8S, "overlays", "prod", ".gitignore"), "utf8");
-  assert.match(ignore, /^secrets\.env$/m, "secrets.env is git-ignored");
+  // Every key a workload requires is listed (an absent required key stops the pod).
+  const required = new Set(Object.values(SECRET_KEYS).flatMap((keys) => Object.entries(keys).filter(([, n]) => n === "required").map(([k]) => k)));
+  for (const name of [...required, ...Object.keys(PROD_SECRET_STAND_INS)]) assert.ok(name in dataOf(secrets[0]), `secrets.env.example lists ${name}`);
+});
+
+test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, Elasticsearch, the payment platforms", () => {
+  const sources = (dir: string): string => {
+    let out = "";
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) out += sources(p);
+      else if (e.name.endsWith(".ts") && !/\.(unit|int|system)\.spec\.ts$/.test(e.name) && !e.name.includes("fixture")) out += fs.readFileSync(p, "utf8");
+    }
+    return out;
+  };
+  /** The key, and the code that needs it. */
+  const EVIDENCE: Record<string, RegExp> = {
+    MYSQL_URL: /\bDbMixin\(/,
+    JWT_SECRET: /\bconfig\.jwtSecret\b/,
+    ADMIN_PASSWORD: /\bconfig\.admin\b/,
+    SMTP_URL: /\bconfig\.mail\b/,
+    ELASTIC_SEARCH_PASSWORD: /\bconfig\.elasticsearch\b/,
+  };
+  const PAYMENT_CODE = /\b(loadPaymentConfig|parsePaymentConfig)\(/;
+  for (const service of ALL_SERVICES) {
+    const src = sources(path.join(ROOT, "services", service));
+    const keys = SECRET_KEYS[service];
+    for (const [key, re] of Object.entries(EVIDENCE)) assert.equal(key in keys, re.test(src), `${service}: ${key} in SECRET_KEYS ⇔ its code matches ${re}`);
+    for (const name of PAYMENT_ENV_NAMES) assert.equal(name in keys, PAYMENT_CODE.test(src), `${service}: ${name} in SECRET_KEYS ⇔ its code reads the payment platforms' configuration`);
+    // Every node's broker: transporter, cacher, discovery (moleculer.config.ts).
+    for (const [key, need] of Object.entries(NODE_SECRETS)) assert.equal(keys[key], need, `${service}: ${key}`);
+    const explained = new Set([...Object.keys(NODE_SECRETS), ...Object.keys(EVIDENCE), ...PAYMENT_ENV_NAMES]);
+    assert.deepEqual(Object.keys(keys).filter((k) => !explained.has(k)), [], `${service}: keys no evidence explains`);
+  }
+  const broker = fs.readFileSync(path.join(ROOT, "moleculer.config.ts"), "utf8");
+  for (const field of ["rabbitmqUri", "redisUrl", "etcd"]) assert.match(broker, new RegExp(`config\\.${field}\\b`), `moleculer.config.ts uses config.${field}`);
+  // bin/migrate.ts: a tool (no JWT_SECRET, REDIS_URL), on the databases only.
+  const migrate = fs.readFileSync(path.join(ROOT, "bin", "migrate.ts"), "utf8");
+  assert.match(migrate, /loadConfigOrExit\(\{ tool: true \}\)/);
+  assert.doesNotMatch(migrate, /createBroker|jwtSecret|redisUrl/);
+  assert.deepEqual(SECRET_KEYS.migrate, { MYSQL_URL: "required" });
+});
+
+test("the payment variables named in the README's configuration table and in k8s/ are the ones the payment config knows", () => {
+  const PAYMENTISH = /\b(?:SANDBOX_PAY_|ALIPAY_|WECHAT_?PAY_|WXPAY_|WEIXIN_)[A-Z0-9_]+\b/g;
+  const known = new Set(PAYMENT_ENV_NAMES);
+  const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+  const section = readme.slice(readme.indexOf("\n## Configuration"), readme.indexOf("\n## ", readme.indexOf("\n## Configuration") + 1));
+  const tableNames = new Set(
+    section
+      .split("\n")
+      .filter((l) => l.startsWith("| `"))
+      .flatMap((l) => [...l.split("|")[1].matchAll(/`([A-Z0-9_]+)`/g)].map((m) => m[1])),
+  );
+  const inTable = [...tableNames].filter((n) => n.match(PAYMENTISH));
+  assert.deepEqual([...new Set([...readme.matchAll(PAYMENTISH)].map((m) => m[0]))].filter((n) => !known.has(n)), [], "README names payment variables the config does not know");
+  assert.deepEqual(inTable.sort(), [...known].sort(), "the README's configuration table lists each payment variable, in its first column");
+
+  const manifestNames = new Set<string>();
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (/\.ya?ml$|\.env\.example$/.test(e.name)) for (const m of fs.readFileSync(p, "utf8").matchAll(PAYMENTISH)) manifestNames.add(m[0]);
+    }
+  };
+  walk(K8S);
+  assert.deepEqual([...manifestNames].filter((n) => !known.has(n)), [], "k8s/ names payment variables the config does not know");
+  assert.deepEqual([...known].filter((n) => !manifestNames.has(n)), [], "k8s/ leaves out payment variables the config knows");
+  const example = fs.readFileSync(path.join(K8S, "overlays", "prod", "secrets.env.example"), "utf8");
+  for (const n of known) assert.match(example, new RegExp(`^#? ?${n}=`, "m"), `prod's secrets.env.example lists ${n}`);
 });
 
 test("every manifest under k8s/ is used by an overlay", () => {
