@@ -20,6 +20,7 @@ import { brokerOptions } from "../moleculer.config";
 import { loadConfig } from "../lib/config";
 import { ProtobufSerializer } from "../lib/serializer/protobuf-serializer";
 import { createVhost, type RabbitVhost } from "../test/support/rabbitmq";
+import { REDIS_URL } from "../test/support/servers";
 
 const MICRO_MS = Number(process.env.BENCH_MICRO_MS ?? 1500);
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 5);
@@ -104,7 +105,7 @@ function micro() {
 
 async function remote(vhost: RabbitVhost, name: Name) {
   const namespace = `bs-${randomBytes(4).toString("hex")}`;
-  const env = { RABBITMQ_URI: vhost.uri, NAMESPACE: namespace, JWT_SECRET: "x".repeat(32), LOG_LEVEL: "warn", DATA_DIR: "/tmp/meridian-bench-serializer" };
+  const env = { RABBITMQ_URI: vhost.uri, NAMESPACE: namespace, JWT_SECRET: "x".repeat(32), REDIS_URL, LOG_LEVEL: "warn", DATA_DIR: "/tmp/meridian-bench-serializer" };
   const make = (nodeID: string) => {
     const opts = brokerOptions(loadConfig({ ...env, NODE_ID: nodeID }));
     opts.serializer = makeSerializer(name) as never;

@@ -285,8 +285,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
     redisUrl: e.REDIS_URL,
     mysqlUrl: e.MYSQL_URL,
     serializer: e.SERIALIZER ?? (cluster ? "protobuf" : "json"),
-    // A tool in a cluster has no secret to sign with (and needs none).
-    jwtSecret: e.JWT_SECRET ?? (cluster ? "" : embeddedSecret(dataDir)),
+    // A tool signs nothing (and must not leave a secret file behind); a cluster node has no fallback.
+    jwtSecret: e.JWT_SECRET ?? (cluster || opts.tool ? "" : embeddedSecret(dataDir)),
     admin: e.ADMIN_EMAIL && e.ADMIN_PASSWORD ? { email: e.ADMIN_EMAIL, password: e.ADMIN_PASSWORD } : undefined,
     publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/$/, ""),
     logLevel: e.LOG_LEVEL,

@@ -1,29 +1,13 @@
 /**
- * The one error catalog. Every error a client can see has a stable `code` from here,
- * and leaves the gateway as `{"error": {"code", "message", "details"}}` (API.md).
+ * Errors as clients see them. Every error has a stable `code` from the one catalog
+ * (lib/error-catalog.ts), and leaves the gateway as `{"error": {"code", "message", "details"}}` (API.md).
  * Services throw `AppError`s; Moleculer serializes `type` (our code), `code` (the HTTP
  * status) and `data` (details) across nodes, so a remote error keeps its meaning.
  */
 import { Errors } from "moleculer";
+import { ERROR_STATUS, type ErrorCode } from "./error-catalog";
 
-export const ERROR_STATUS = {
-  VALIDATION_ERROR: 422,
-  MALFORMED_REQUEST: 400,
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  METHOD_NOT_ALLOWED: 405,
-  CONFLICT: 409,
-  OUT_OF_STOCK: 409,
-  UNPAID_LIMIT: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  RATE_LIMITED: 429,
-  INTERNAL: 500,
-  SERVICE_UNAVAILABLE: 503,
-} as const;
-
-export type ErrorCode = keyof typeof ERROR_STATUS;
+export { ERROR_STATUS, type ErrorCode };
 
 export interface ErrorBody {
   error: { code: string; message: string; details: unknown[] };

@@ -19,6 +19,8 @@
 
 export type JsonSchemaType = "string" | "number" | "integer" | "boolean" | "array" | "object";
 
+import { ERROR_STATUS, type ErrorCode } from "./error-catalog";
+
 /** OpenAPI 3.0 Schema Object (a JSON Schema draft-04/05 dialect with `nullable`). */
 export interface JsonSchema {
 	type?: JsonSchemaType;
@@ -888,19 +890,8 @@ function collectAliases(routes: readonly GatewayRouteInfo[]): { entries: AliasEn
 // Errors and shared components
 // ---------------------------------------------------------------------------------------
 
-export const ERROR_CODES = [
-	"VALIDATION_ERROR",
-	"UNAUTHORIZED",
-	"FORBIDDEN",
-	"NOT_FOUND",
-	"CONFLICT",
-	"OUT_OF_STOCK",
-	"PAYLOAD_TOO_LARGE",
-	"UNSUPPORTED_MEDIA_TYPE",
-	"RATE_LIMITED",
-	"INTERNAL",
-	"SERVICE_UNAVAILABLE",
-] as const;
+/** The codes a client can see: the one catalog's (lib/errors.ts), MALFORMED_REQUEST leaving as VALIDATION_ERROR. */
+export const ERROR_CODES = (Object.keys(ERROR_STATUS) as ErrorCode[]).filter((c): c is Exclude<ErrorCode, "MALFORMED_REQUEST"> => c !== "MALFORMED_REQUEST");
 
 const ERROR_SCHEMA: JsonSchema = {
 	type: "object",
@@ -933,7 +924,7 @@ const STANDARD_ERRORS: Readonly<Record<number, StandardError>> = {
 	401: { name: "Unauthorized", description: "Missing, invalid or expired access token. Code UNAUTHORIZED.", code: "UNAUTHORIZED", message: "Unauthorized" },
 	403: { name: "Forbidden", description: "Authenticated but not allowed. Code FORBIDDEN.", code: "FORBIDDEN", message: "Forbidden" },
 	404: { name: "NotFound", description: "No such resource (or not yours). Code NOT_FOUND.", code: "NOT_FOUND", message: "Not found" },
-	409: { name: "Conflict", description: "Conflict with the current state. Code CONFLICT or OUT_OF_STOCK.", code: "CONFLICT", message: "Conflict" },
+	409: { name: "Conflict", description: "Conflict with the current state. Code CONFLICT, OUT_OF_STOCK or UNPAID_LIMIT.", code: "CONFLICT", message: "Conflict" },
 	413: { name: "PayloadTooLarge", description: "Request body too large. Code PAYLOAD_TOO_LARGE.", code: "PAYLOAD_TOO_LARGE", message: "Payload too large" },
 	415: { name: "UnsupportedMediaType", description: "Request body is not application/json. Code UNSUPPORTED_MEDIA_TYPE.", code: "UNSUPPORTED_MEDIA_TYPE", message: "Unsupported media type" },
 	422: { name: "UnprocessableEntity", description: "Well-formed but semantically invalid request. Code VALIDATION_ERROR.", code: "VALIDATION_ERROR", message: "Validation error" },
@@ -953,8 +944,12 @@ function errorResponse(description: string, code: string, message: string, retry
 		},
 	};
 	if (retryAfter) {
+		// The IETF draft's names (draft-ietf-httpapi-ratelimit-headers), lib/rate-limit.ts.
 		response.headers = {
 			"Retry-After": { description: "Seconds to wait before retrying.", schema: { type: "integer", minimum: 0 } },
+			"RateLimit-Limit": { description: "Requests allowed in the window of the limit that refused this one.", schema: { type: "integer", minimum: 1 } },
+			"RateLimit-Remaining": { description: "Requests left in that window (0 here).", schema: { type: "integer", minimum: 0 } },
+			"RateLimit-Reset": { description: "Seconds until that window ends.", schema: { type: "integer", minimum: 0 } },
 		};
 	}
 	return response;

@@ -17,7 +17,7 @@ import type { EventsServiceThis } from "../../mixins/events.mixin";
 import { startPrivateRabbit } from "../../test/support/private-rabbitmq";
 import { spawnTs } from "../../test/support/proc";
 import { createVhost } from "../../test/support/rabbitmq";
-import { MYSQL_URL, uniqueNamespace } from "../../test/support/servers";
+import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
 import { consumerService, producerService } from "./fixtures/services";
 import { dropAll, eventsConfig, newDataDir, startBroker, svc, waitFor, type EventsTestEnv } from "./support";
 
@@ -30,6 +30,7 @@ function childEnv(t: EventsTestEnv, extra: Record<string, string>): Record<strin
     MYSQL_URL: t.mysqlUrl,
     RABBITMQ_URI: t.rabbitUri!,
     JWT_SECRET: "x".repeat(40),
+    REDIS_URL,
     MIGRATE_ON_START: "true",
     EVENTS_POLL_INTERVAL_MS: "100",
     LOG_LEVEL: "warn",

@@ -8,6 +8,7 @@ import path from "node:path";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { loadConfig, type AppConfig } from "../config";
 import { dropDatabase } from "../db";
+import { REDIS_URL } from "../../test/support/servers";
 
 export interface EventsTestEnv {
   namespace: string;
@@ -27,7 +28,8 @@ export function eventsConfig(t: EventsTestEnv, extra: Record<string, string> = {
     JWT_SECRET: "x".repeat(40),
     EVENTS_POLL_INTERVAL_MS: "100",
     ...(t.db === "mariadb" ? { MYSQL_URL: t.mysqlUrl } : {}),
-    ...(t.rabbitUri ? { RABBITMQ_URI: t.rabbitUri } : {}),
+    // A cluster node running the user service keeps revocations and limits in Redis.
+    ...(t.rabbitUri ? { RABBITMQ_URI: t.rabbitUri, REDIS_URL } : {}),
     ...t.env,
     ...extra,
   });

@@ -52,8 +52,8 @@ before(async () => {
   }, { noAck: true });
 
   const env = { RABBITMQ_URI: vhost.uri, NAMESPACE: namespace, JWT_SECRET: randomBytes(32).toString("hex"), MIGRATE_ON_START: "true" };
-  const userConfig = testConfig({ env: { ...env, SERVICES: "user", NODE_ID: "wire-user" } });
-  const gwConfig = testConfig({ env: { ...env, SERVICES: "gateway", NODE_ID: "wire-gw" } });
+  const userConfig = testConfig({ redis: true, env: { ...env, SERVICES: "user", NODE_ID: "wire-user" } });
+  const gwConfig = testConfig({ redis: true, env: { ...env, SERVICES: "gateway", NODE_ID: "wire-gw" } });
   assert.equal(userConfig.serializer, "protobuf", "protobuf is the cluster default");
   dataDirs.push(userConfig.dataDir, gwConfig.dataDir);
   const userNode = createBroker(userConfig);

@@ -10,6 +10,12 @@
  * by RabbitMQ to another consumer (or dropped with an auto-deleted queue), exactly as if the
  * node had stopped a moment earlier.
  *
+ * Its `send` publishes on the channel synchronously, so a packet sent while the channel is
+ * closing throws "Channel closing". The discoverer's heartbeat timer (`beat()`, run by a
+ * bare setInterval, moleculer 0.15.2 registry/discoverers/base.js) never handles that
+ * rejection: a heartbeat lost while the node stops is dropped here (the node is going away;
+ * its DISCONNECT or the heartbeat timeout tells the others). Any other packet still fails.
+ *
  * The same transporter sets its channel's prefetch without awaiting it (`connect`, also on
  * a reconnect racing a stop); amqplib's `prefetch` is therefore marked handled here. Callers
  * that await it (ours do) still get its rejection.
@@ -32,9 +38,22 @@ type ConsumeCallback = (msg: unknown) => unknown;
 const Base = Transporters.AMQP as unknown as new (opts: unknown) => {
   logger: { debug(...a: unknown[]): void };
   _consumeCB(cmd: string, needAck?: boolean): ConsumeCallback;
+  send(topic: string, data: Buffer, meta: { packet: { type: string } }): Promise<void>;
 };
 
 export class SafeAmqpTransporter extends Base {
+  override send(topic: string, data: Buffer, meta: { packet: { type: string } }): Promise<void> {
+    try {
+      return super.send(topic, data, meta);
+    } catch (err) {
+      if (meta.packet.type === "HEARTBEAT" && (err as Error)?.name === "IllegalOperationError") {
+        this.logger.debug(`AMQP heartbeat not sent (channel closing): ${(err as Error).message}`);
+        return Promise.resolve();
+      }
+      return Promise.reject(err);
+    }
+  }
+
   override _consumeCB(cmd: string, needAck = false): ConsumeCallback {
     const handle = super._consumeCB(cmd, needAck);
     return (msg) => {

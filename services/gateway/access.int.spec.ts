@@ -1,6 +1,6 @@
 /**
  * The access sweep: for every route that takes an id of a user's thing (cart line, order,
- * payment, refund, notification), another user gets a 404 — also with `userId` injected in
+ * payment, refund, return, notification), another user gets a 404 — also with `userId` injected in
  * the body and the query — and the owner's thing is unchanged. Identity comes only from the
  * verified token. Embedded app, every service, SQLite.
  */
@@ -42,8 +42,13 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
     const token = new URL(pay.payUrl).searchParams.get("token");
     await call("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "success", token } });
     await eventually("paid", async () => (await call("GET", `/api/orders/${order.id}`, { token: alice })).body.status === "PAID");
-    ids.refund = (await call("POST", `/api/orders/${order.id}/refunds`, { token: alice, body: { amount: 100, reason: "scratch" } })).body.id;
-    await eventually("partly refunded", async () => (await call("GET", `/api/orders/${order.id}`, { token: alice })).body.status === "PARTIALLY_REFUNDED");
+    // Delivered, partly refunded by an admin, and a return requested by Alice.
+    await call("POST", `/api/orders/${order.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "SF1" } });
+    await call("POST", `/api/orders/${order.id}/deliver`, { token: admin });
+    ids.refund = (await call("POST", `/api/orders/${order.id}/refunds`, { token: admin, body: { amount: 100, reason: "scratch" } })).body.id;
+    await eventually("partly refunded", async () => (await call("GET", `/api/orders/${order.id}`, { token: alice })).body.paymentStatus === "partially_refunded");
+    ids.return = (await call("POST", `/api/orders/${order.id}/returns`, { token: alice, body: { items: [{ productId: product.id, quantity: 1 }], reason: "too bright" } })).body.id;
+    assert.ok(ids.return);
     const notes = await eventually("notified", async () => {
       const n = (await call("GET", "/api/notifications", { token: alice })).body;
       const list = (Array.isArray(n) ? n : n.items) as { id: string }[];
@@ -62,6 +67,8 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
       ["POST", `/api/orders/${ids.unpaid}/cancel`, {}],
       ["POST", `/api/orders/${ids.unpaid}/pay`, { provider: "sandbox" }],
       ["POST", `/api/orders/${ids.order}/refunds`, { reason: "mine now" }],
+      ["POST", `/api/orders/${ids.order}/returns`, { items: [{ productId: ids.product, quantity: 1 }], reason: "mine now" }],
+      ["GET", `/api/orders/${ids.order}/returns`, undefined],
       ["GET", `/api/payments/${ids.payment}`, undefined],
       ["POST", `/api/notifications/${ids.notification}/read`, {}],
     ];
@@ -76,8 +83,13 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
       }
     // Alice's things are as she left them.
     const order = (await call("GET", `/api/orders/${ids.order}`, { token: alice })).body;
-    assert.equal(order.status, "PARTIALLY_REFUNDED");
+    assert.equal(order.status, "DELIVERED");
+    assert.equal(order.paymentStatus, "partially_refunded");
     assert.equal(order.refunds.length, 1, "Bob's refund requests created nothing");
+    assert.deepEqual(order.returns.map((r: { id: string; status: string }) => [r.id, r.status]), [[ids.return, "REQUESTED"]], "Bob's return requests created nothing");
+    // Deciding a return is an admin's: a customer is refused (403), whoever's it is.
+    for (const action of ["approve", "reject"])
+      assert.equal((await call("POST", `/api/returns/${ids.return}/${action}`, { token: bob, body: action === "approve" ? { restock: true } : { reason: "no" } })).status, 403);
     assert.equal((await call("GET", `/api/orders/${ids.unpaid}`, { token: alice })).body.status, "PENDING_PAYMENT");
     const n = (await call("GET", "/api/notifications?unread=true", { token: alice })).body;
     assert.ok(((Array.isArray(n) ? n : n.items) as { id: string }[]).some((x) => x.id === ids.notification), "still unread");

@@ -13,7 +13,7 @@ const problems = (env: Record<string, string>) => configProblems(() => loadConfi
 test("defaults: no SMTP (e-mails kept in the database), 8 attempts from 30 s", () => {
   assert.deepEqual(loadConfig({ DATA_DIR: dir }).mail, { smtpUrl: undefined, from: "Meridian <no-reply@localhost>", maxAttempts: 8, retryBaseMs: 30_000 });
   // Optional in cluster mode too.
-  assert.equal(loadConfig({ DATA_DIR: dir, RABBITMQ_URI: "amqp://localhost", JWT_SECRET: "s".repeat(32) }).mail.smtpUrl, undefined);
+  assert.equal(loadConfig({ DATA_DIR: dir, RABBITMQ_URI: "amqp://localhost", SERVICES: "notification" }).mail.smtpUrl, undefined);
   assert.equal(loadConfig({ DATA_DIR: dir, SMTP_URL: "" }).mail.smtpUrl, undefined, "empty is unset");
 });
 

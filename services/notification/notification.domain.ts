@@ -13,6 +13,9 @@ export const NOTIFICATION_TYPES = [
   "order.cancelled",
   "refund.succeeded",
   "payment.refunded",
+  "return.requested",
+  "return.approved",
+  "return.rejected",
 ] as const;
 export type NotificationType = (typeof NOTIFICATION_TYPES)[number];
 
@@ -27,6 +30,10 @@ export const EVENT_TYPES: Record<string, NotificationType> = {
   "order.refunded": "refund.succeeded",
   // A charge the order did not keep (a second payment, or one after cancellation), returned.
   "order.payment_refunded": "payment.refunded",
+  // Return requests after delivery: each step is told (API.md v1.1).
+  "return.requested": "return.requested",
+  "return.approved": "return.approved",
+  "return.rejected": "return.rejected",
 };
 
 export interface Money {
@@ -180,7 +187,38 @@ export function notificationFor(event: string, payload: Record<string, any>): No
         data: { orderId, paymentId: str(payload.paymentId, 64), refundId: str(payload.refundId, 64), amount: amount ?? null, reason: str(payload.reason) },
       };
     }
+    case "return.requested": {
+      const items = lines(payload.items);
+      const count = items.reduce((n, i) => n + i.quantity, 0);
+      return {
+        type,
+        title: `Return request for order ${ref} received`,
+        body: `We received your request to return ${count} item${count === 1 ? "" : "s"}. We will tell you when it is decided.`,
+        data: { orderId, returnId: str(payload.returnId, 64), items, reason: str(payload.reason, 500) },
+      };
+    }
+    case "return.approved": {
+      const amount = money(payload.amount);
+      return {
+        type,
+        title: `Return for order ${ref} approved`,
+        body: `Your return was approved${amount ? `: ${formatMoney(amount)} will be refunded to your original payment method` : ""}.`,
+        data: { orderId, returnId: str(payload.returnId, 64), refundId: str(payload.refundId, 64), amount: amount ?? null, items: lines(payload.lines) },
+      };
+    }
+    case "return.rejected":
+      return {
+        type,
+        title: `Return for order ${ref} not accepted`,
+        body: `Your return request was not accepted${payload.reason ? `: ${str(payload.reason, 500)}` : ""}.`,
+        data: { orderId, returnId: str(payload.returnId, 64), reason: str(payload.reason, 500) },
+      };
   }
+}
+
+/** Return lines from an event: product ids and quantities only, bounded. */
+function lines(v: unknown): { productId: string; quantity: number }[] {
+  return Array.isArray(v) ? v.slice(0, 50).map((l: any) => ({ productId: str(l?.productId, 64), quantity: Number(l?.quantity) || 0 })) : [];
 }
 
 export function escapeHtml(s: string): string {

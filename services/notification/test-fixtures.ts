@@ -13,4 +13,7 @@ export const SAMPLE_EVENTS: Record<string, Record<string, unknown>> = {
   "order.cancelled": { ...base, reason: "expired" },
   "order.refunded": { ...base, refundId: "r-1", amount: { amount: 500, currency: "EUR" }, refundedTotal: { amount: 500, currency: "EUR" }, status: "SUCCEEDED" },
   "order.payment_refunded": { ...base, paymentId: "pay-3", refundId: "autopay-3", amount: { amount: 123456, currency: "CNY" }, reason: "the order was already paid by another payment" },
+  "return.requested": { ...base, returnId: "ret-1", items: [{ productId: "p1", quantity: 2 }], reason: "Too small" },
+  "return.approved": { ...base, returnId: "ret-1", refundId: "r-2", amount: { amount: 2000, currency: "EUR" }, restock: true, lines: [{ productId: "p1", quantity: 2 }] },
+  "return.rejected": { ...base, returnId: "ret-2", reason: "Worn <b>and</b> washed" },
 };

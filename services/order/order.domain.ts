@@ -1,27 +1,26 @@
 /**
  * The order's rules as pure functions (no knex, no Moleculer): the state machine as ONE
  * table, money (integer minor units, one currency per order), refund limits, the public
- * view, and the idempotency fingerprint of a create request.
+ * view, refund and return rules, and the hoarding limits.
  */
-import { createHash } from "node:crypto";
 
-export const ORDER_STATUSES = ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "PARTIALLY_REFUNDED", "REFUNDED"] as const;
+export const ORDER_STATUSES = ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "REFUNDED"] as const;
 export type OrderStatus = (typeof ORDER_STATUSES)[number];
 
-export type OrderEvent = "payment_succeeded" | "cancel" | "expire" | "ship" | "deliver" | "refund_partial" | "refund_full";
+export type OrderEvent = "payment_succeeded" | "cancel" | "expire" | "ship" | "deliver" | "refund_full";
 
 /**
- * API.md's state machine: PENDING_PAYMENT → PAID → SHIPPED → DELIVERED;
- * PENDING_PAYMENT → CANCELLED (user, admin, or the reservation expired);
- * PAID|SHIPPED|DELIVERED → PARTIALLY_REFUNDED → REFUNDED (and straight to REFUNDED).
+ * API.md's fulfilment state machine: PENDING_PAYMENT → PAID → SHIPPED → DELIVERED;
+ * PENDING_PAYMENT → CANCELLED (user, admin, or the reservation expired); PAID|SHIPPED|DELIVERED
+ * → REFUNDED once everything paid was refunded. Partial refunds are not transitions: they
+ * show in the payment status (paymentStatusOf), so a partly refunded order still ships.
  * Anything not in this table is a 409. A failed payment is not a transition.
  */
 export const TRANSITIONS: Readonly<Record<OrderStatus, Partial<Record<OrderEvent, OrderStatus>>>> = {
   PENDING_PAYMENT: { payment_succeeded: "PAID", cancel: "CANCELLED", expire: "CANCELLED" },
-  PAID: { ship: "SHIPPED", refund_partial: "PARTIALLY_REFUNDED", refund_full: "REFUNDED" },
-  SHIPPED: { deliver: "DELIVERED", refund_partial: "PARTIALLY_REFUNDED", refund_full: "REFUNDED" },
-  DELIVERED: { refund_partial: "PARTIALLY_REFUNDED", refund_full: "REFUNDED" },
-  PARTIALLY_REFUNDED: { refund_partial: "PARTIALLY_REFUNDED", refund_full: "REFUNDED" },
+  PAID: { ship: "SHIPPED", refund_full: "REFUNDED" },
+  SHIPPED: { deliver: "DELIVERED", refund_full: "REFUNDED" },
+  DELIVERED: { refund_full: "REFUNDED" },
   CANCELLED: {},
   REFUNDED: {},
 };
@@ -31,10 +30,20 @@ export function nextStatus(from: OrderStatus, event: OrderEvent): OrderStatus | 
   return TRANSITIONS[from][event];
 }
 
-/** States in which money was taken and may be refunded. */
-export const REFUNDABLE: readonly OrderStatus[] = ["PAID", "SHIPPED", "DELIVERED", "PARTIALLY_REFUNDED"];
+/** States in which money was taken and some may still be refunded. */
+export const REFUNDABLE: readonly OrderStatus[] = ["PAID", "SHIPPED", "DELIVERED"];
 /** Orders that count as purchases (paid, not fully refunded): the recommendation model's history. */
 export const PURCHASED: readonly OrderStatus[] = REFUNDABLE;
+
+export const PAYMENT_STATUSES = ["unpaid", "paid", "partially_refunded", "refunded"] as const;
+export type PaymentStatus = (typeof PAYMENT_STATUSES)[number];
+
+/** How much came back, from the kept payment's figures (derived, never stored). */
+export function paymentStatusOf(o: { paidPaymentId: string | null; paidAmount: number; refundedAmount: number }): PaymentStatus {
+  if (!o.paidPaymentId) return "unpaid";
+  if (o.refundedAmount <= 0) return "paid";
+  return o.refundedAmount >= o.paidAmount ? "refunded" : "partially_refunded";
+}
 
 export interface Money {
   amount: number;
@@ -95,21 +104,20 @@ export class MixedCurrencyError extends Error {
 
 export type RefundStatus = "PENDING" | "SUCCEEDED" | "FAILED";
 
-export interface RefundRecord {
-  id: string;
-  amount: number;
-  status: RefundStatus;
-}
-
-/** What can still be refunded: paid minus every refund not failed (pending ones count). */
-export function refundable(paid: number, refunds: readonly RefundRecord[]): number {
-  const committed = refunds.filter((r) => r.status !== "FAILED").reduce((s, r) => s + r.amount, 0);
+/**
+ * What can still be refunded of the order: what the kept payment captured minus its refunds
+ * not failed (pending ones count). Refunds of other charges (a duplicate payment refunded
+ * automatically) are not the order's money and do not count against it.
+ */
+export function refundable(paid: number, keptPaymentId: string | null, refunds: readonly Pick<RefundSummary, "paymentId" | "amount" | "status">[]): number {
+  if (!keptPaymentId) return 0;
+  const committed = refunds.filter((r) => r.paymentId === keptPaymentId && r.status !== "FAILED").reduce((s, r) => s + r.amount.amount, 0);
   return Math.max(0, paid - committed);
 }
 
 /**
- * The amount of a refund request: the given one, or all that is left. Undefined + a reason
- * when not allowed (nothing left, zero, or more than what is left).
+ * The amount of a refund request: the given one, or all that is left. A problem when not
+ * allowed (nothing left, zero, or more than what is left).
  */
 export function refundAmount(requested: number | undefined, left: number): { amount: number } | { problem: string } {
   if (left <= 0) return { problem: "nothing left to refund" };
@@ -119,35 +127,130 @@ export function refundAmount(requested: number | undefined, left: number): { amo
   return { amount };
 }
 
-/** After a refund succeeded: the event for the state machine. */
-export function refundEvent(paid: number, refundedSucceeded: number): OrderEvent {
-  return refundedSucceeded >= paid ? "refund_full" : "refund_partial";
+/**
+ * Who may refund what (API.md v1.1): the owner only before the order ships, and only all
+ * that is left (the stock returns); after shipping the owner files a return request. Admins
+ * refund any amount at any point after payment.
+ */
+export function refundRequestVerdict(r: { byAdmin: boolean; shipped: boolean; left: number; requested?: number }): { amount: number } | { conflict: string } | { problem: string } {
+  if (!r.byAdmin) {
+    if (r.shipped) return { conflict: "the order has shipped: file a return request (POST /api/orders/:id/returns) instead" };
+    if (r.left > 0 && r.requested !== undefined && r.requested !== r.left) return { problem: `before shipping a customer refunds all that is left (${r.left}), not part of it` };
+  }
+  return refundAmount(r.requested, r.left);
+}
+
+/** After a refund of the kept payment succeeded: the transition, when it was the last of the money. */
+export function refundEvent(paid: number, refundedSucceeded: number): "refund_full" | undefined {
+  return refundedSucceeded >= paid ? "refund_full" : undefined;
 }
 
 /**
- * Stock goes back to the shelf only when the whole order is refunded before it shipped:
- * a partial refund by amount names no items, and shipped goods are with the buyer.
+ * Stock goes back to the shelf with a refund only when the whole order is refunded before it
+ * shipped: a partial refund by amount names no items, and shipped goods are with the buyer
+ * (they come back through an approved return with `restock`).
  */
-export function returnsStock(shipped: boolean, event: OrderEvent): boolean {
+export function returnsStock(shipped: boolean, event: OrderEvent | undefined): boolean {
   return !shipped && event === "refund_full";
 }
 
-/**
- * What makes two create requests "the same" for an Idempotency-Key: the body the client
- * sent, with object keys sorted (a re-serialisation by another client library still matches).
- */
-export function requestFingerprint(body: unknown): string {
-  return createHash("sha256").update(canonicalJson(body)).digest("hex");
+// ---- hoarding limits on unpaid orders ----
+
+export interface UnpaidLimits {
+  maxOrders: number;
+  maxUnitsPerProduct: number;
 }
 
-function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
-  if (v && typeof v === "object")
-    return `{${Object.keys(v as object)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`)
-      .join(",")}}`;
-  return JSON.stringify(v ?? null);
+/** A user's unpaid orders (and creates under way): how many, and units per product across them. */
+export interface UnpaidState {
+  orders: number;
+  units: ReadonlyMap<string, number>;
+}
+
+export type UnpaidLimitProblem =
+  | { limit: "MAX_UNPAID_ORDERS"; max: number; unpaidOrders: number }
+  | { limit: "MAX_UNPAID_UNITS_PER_PRODUCT"; max: number; productId: string; unpaidUnits: number; requested: number };
+
+/**
+ * Whether one more order with `lines` stays within the limits: at most `maxOrders` unpaid
+ * orders, and at most `maxUnitsPerProduct` units of one product across them. Undefined when
+ * it does; else the first limit it breaks (which the 409 names).
+ */
+export function unpaidLimitProblem(limits: UnpaidLimits, state: UnpaidState, lines: readonly OrderLineInput[]): UnpaidLimitProblem | undefined {
+  if (state.orders + 1 > limits.maxOrders) return { limit: "MAX_UNPAID_ORDERS", max: limits.maxOrders, unpaidOrders: state.orders };
+  for (const l of lines) {
+    const unpaidUnits = state.units.get(l.productId) ?? 0;
+    if (unpaidUnits + l.quantity > limits.maxUnitsPerProduct)
+      return { limit: "MAX_UNPAID_UNITS_PER_PRODUCT", max: limits.maxUnitsPerProduct, productId: l.productId, unpaidUnits, requested: l.quantity };
+  }
+  return undefined;
+}
+
+export function describeUnpaidLimit(p: UnpaidLimitProblem): string {
+  return p.limit === "MAX_UNPAID_ORDERS"
+    ? `At most ${p.max} unpaid orders at a time (MAX_UNPAID_ORDERS): pay or cancel one first`
+    : `At most ${p.max} units of one product across unpaid orders (MAX_UNPAID_UNITS_PER_PRODUCT): product ${p.productId} has ${p.unpaidUnits} unpaid, ${p.requested} more asked`;
+}
+
+// ---- returns ----
+
+export const RETURN_STATUSES = ["REQUESTED", "APPROVED", "REJECTED"] as const;
+export type ReturnStatus = (typeof RETURN_STATUSES)[number];
+export const MAX_RETURN_REASON = 500;
+
+export interface ReturnRecord {
+  id: string;
+  orderId: string;
+  userId: string;
+  status: ReturnStatus;
+  items: OrderLineInput[];
+  reason: string;
+  amount: Money | null;
+  restock: boolean | null;
+  refundId: string | null;
+  decisionReason: string | null;
+  createdAt: number;
+  decidedAt: number | null;
+}
+
+/**
+ * Whether a return of `items` may be requested now: a DELIVERED order, within `windowDays`
+ * of delivery, lines of the order only, and no more of a product than was bought minus what
+ * other requested or approved returns already take back. `items` are merged per product.
+ */
+export function returnRequestVerdict(
+  order: Pick<OrderRecord, "status" | "items" | "shipment">,
+  items: readonly OrderLineInput[],
+  open: readonly Pick<ReturnRecord, "status" | "items">[],
+  now: number,
+  windowDays: number,
+): { lines: OrderLineInput[] } | { conflict: string } | { problems: { field: string; message: string }[] } {
+  if (order.status !== "DELIVERED") return { conflict: `only a delivered order can be returned (this one is ${order.status})` };
+  const deliveredAt = order.shipment?.deliveredAt ? Date.parse(order.shipment.deliveredAt) : NaN;
+  if (!Number.isFinite(deliveredAt) || now > deliveredAt + windowDays * 86_400_000)
+    return { conflict: `the return window (${windowDays} days after delivery) has passed` };
+  const { lines, problems } = normalizeOrderLines(items);
+  const taken = new Map<string, number>();
+  for (const r of open) if (r.status !== "REJECTED") for (const l of r.items) taken.set(l.productId, (taken.get(l.productId) ?? 0) + l.quantity);
+  for (const l of lines) {
+    const bought = order.items.find((i) => i.productId === l.productId)?.quantity ?? 0;
+    if (!bought) problems.push({ field: `items.${l.productId}`, message: "not a line of this order" });
+    else if (l.quantity > bought - (taken.get(l.productId) ?? 0))
+      problems.push({ field: `items.${l.productId}`, message: `at most ${bought - (taken.get(l.productId) ?? 0)} can still be returned` });
+  }
+  return problems.length ? { problems } : { lines };
+}
+
+/** What the returned lines cost in the order (the default refund of an approved return). */
+export function returnValue(order: Pick<OrderRecord, "items" | "total">, lines: readonly OrderLineInput[]): Money {
+  let amount = 0;
+  for (const l of lines) amount += (order.items.find((i) => i.productId === l.productId)?.unitPrice.amount ?? 0) * l.quantity;
+  return { amount, currency: order.total.currency };
+}
+
+/** A return is decided once: REQUESTED → APPROVED | REJECTED. */
+export function canDecide(r: Pick<ReturnRecord, "status">): boolean {
+  return r.status === "REQUESTED";
 }
 
 /** The same fields as a saved address of the user service (frozen into the order). */
@@ -214,16 +317,19 @@ export interface HistoryEntry {
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
-export function toPublicOrder(o: OrderRecord, payments: PaymentSummary[], refunds: RefundSummary[], history: HistoryEntry[]) {
+export function toPublicOrder(o: OrderRecord, payments: PaymentSummary[], refunds: RefundSummary[], history: HistoryEntry[], returns: ReturnRecord[]) {
   return {
     id: o.id,
     userId: o.userId,
     status: o.status,
+    paymentStatus: paymentStatusOf(o),
+    refundedTotal: { amount: o.refundedAmount, currency: o.total.currency },
     items: o.items.map((l) => ({ productId: l.productId, sku: l.sku, name: l.name, unitPrice: l.unitPrice, quantity: l.quantity })),
     total: o.total,
     shippingAddress: o.shippingAddress,
     payments: payments.map((p) => ({ id: p.id, provider: p.provider, status: p.status, amount: p.amount, createdAt: iso(p.createdAt), updatedAt: iso(p.updatedAt) })),
     refunds: refunds.map(toPublicRefund),
+    returns: returns.map(toPublicReturn),
     ...(o.shipment ? { shipment: o.shipment } : {}),
     history: history.map((h) => ({ status: h.status, at: iso(h.at) })),
     ...(o.status === "PENDING_PAYMENT" && o.reservationExpiresAt ? { payBefore: iso(o.reservationExpiresAt) } : {}),
@@ -234,4 +340,20 @@ export function toPublicOrder(o: OrderRecord, payments: PaymentSummary[], refund
 
 export function toPublicRefund(r: RefundSummary) {
   return { id: r.id, paymentId: r.paymentId, amount: r.amount, status: r.status, reason: r.reason, createdAt: iso(r.createdAt), updatedAt: iso(r.updatedAt) };
+}
+
+export function toPublicReturn(r: ReturnRecord) {
+  return {
+    id: r.id,
+    orderId: r.orderId,
+    status: r.status,
+    items: r.items,
+    reason: r.reason,
+    ...(r.amount ? { amount: r.amount } : {}),
+    ...(r.restock !== null ? { restock: r.restock } : {}),
+    ...(r.refundId ? { refundId: r.refundId } : {}),
+    ...(r.decisionReason ? { decisionReason: r.decisionReason } : {}),
+    createdAt: iso(r.createdAt),
+    ...(r.decidedAt ? { decidedAt: iso(r.decidedAt) } : {}),
+  };
 }

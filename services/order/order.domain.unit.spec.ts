@@ -8,22 +8,28 @@ import {
   normalizeOrderLines,
   orderTotal,
   pickAddress,
+  paymentStatusOf,
   refundAmount,
   refundEvent,
+  refundRequestVerdict,
   refundable,
-  requestFingerprint,
+  returnRequestVerdict,
+  returnValue,
   returnsStock,
+  unpaidLimitProblem,
   type OrderEvent,
   type OrderStatus,
+  type RefundStatus,
 } from "./order.domain";
+import { requestFingerprint } from "../../lib/idempotency";
 
-const EVENTS: OrderEvent[] = ["payment_succeeded", "cancel", "expire", "ship", "deliver", "refund_partial", "refund_full"];
+const EVENTS: OrderEvent[] = ["payment_succeeded", "cancel", "expire", "ship", "deliver", "refund_full"];
 
 test("state machine: exactly API.md's transitions; every other pair is refused", () => {
   const allowed = new Set([
     "PENDING_PAYMENT+payment_succeeded=PAID", "PENDING_PAYMENT+cancel=CANCELLED", "PENDING_PAYMENT+expire=CANCELLED",
     "PAID+ship=SHIPPED", "SHIPPED+deliver=DELIVERED",
-    ...(["PAID", "SHIPPED", "DELIVERED", "PARTIALLY_REFUNDED"] as OrderStatus[]).flatMap((s) => [`${s}+refund_partial=PARTIALLY_REFUNDED`, `${s}+refund_full=REFUNDED`]),
+    ...(["PAID", "SHIPPED", "DELIVERED"] as OrderStatus[]).map((s) => `${s}+refund_full=REFUNDED`),
   ]);
   let seen = 0;
   for (const s of ORDER_STATUSES)
@@ -39,7 +45,8 @@ test("state machine: exactly API.md's transitions; every other pair is refused",
   assert.deepEqual(TRANSITIONS.REFUNDED, {});
   assert.equal(nextStatus("PAID", "payment_succeeded"), undefined, "paid twice is refused");
   assert.equal(nextStatus("SHIPPED", "cancel"), undefined, "no cancel after payment");
-  assert.equal(nextStatus("PARTIALLY_REFUNDED", "ship"), undefined);
+  assert.equal(nextStatus("REFUNDED", "ship"), undefined, "a fully refunded order does not ship");
+  assert.ok(!(ORDER_STATUSES as readonly string[]).includes("PARTIALLY_REFUNDED"), "retired in v1.1: partial refunds are a payment status");
 });
 
 test("lines: merged per product, sorted, bounded; empty is a problem", () => {
@@ -60,19 +67,76 @@ test("money: exact integer totals in one currency", () => {
   assert.throws(() => orderTotal([line(Number.MAX_SAFE_INTEGER, 2)]), /out of range/);
 });
 
-test("refunds: never more than paid; pending ones count; failed ones free the amount", () => {
-  assert.equal(refundable(10_000, []), 10_000);
-  assert.equal(refundable(10_000, [{ id: "a", amount: 3000, status: "SUCCEEDED" }, { id: "b", amount: 2000, status: "PENDING" }, { id: "c", amount: 5000, status: "FAILED" }]), 5000);
+const refund = (amount: number, status: RefundStatus, paymentId = "kept") => ({ paymentId, amount: { amount, currency: "EUR" }, status });
+
+test("refunds: never more than the kept payment captured; pending ones count; failed ones free the amount", () => {
+  assert.equal(refundable(10_000, "kept", []), 10_000);
+  assert.equal(refundable(10_000, "kept", [refund(3000, "SUCCEEDED"), refund(2000, "PENDING"), refund(5000, "FAILED")]), 5000);
+  assert.equal(refundable(10_000, null, []), 0, "nothing paid, nothing refundable");
   assert.deepEqual(refundAmount(undefined, 5000), { amount: 5000 });
   assert.deepEqual(refundAmount(1000, 5000), { amount: 1000 });
   assert.ok("problem" in refundAmount(5001, 5000));
   assert.ok("problem" in refundAmount(0, 5000));
   assert.ok("problem" in refundAmount(undefined, 0));
-  assert.equal(refundEvent(10_000, 3000), "refund_partial");
+});
+
+test("refunds: an auto-refunded duplicate charge does not count against the kept payment", () => {
+  // The second charge (10,000) was refunded in full automatically; the kept one is untouched.
+  assert.equal(refundable(10_000, "kept", [refund(10_000, "SUCCEEDED", "duplicate")]), 10_000);
+  assert.equal(refundable(10_000, "kept", [refund(10_000, "SUCCEEDED", "duplicate"), refund(4000, "SUCCEEDED")]), 6000);
+});
+
+test("refund rules: the owner before shipping and all that is left; admins any amount after payment", () => {
+  assert.deepEqual(refundRequestVerdict({ byAdmin: false, shipped: false, left: 5000 }), { amount: 5000 });
+  assert.deepEqual(refundRequestVerdict({ byAdmin: false, shipped: false, left: 5000, requested: 5000 }), { amount: 5000 });
+  assert.ok("problem" in refundRequestVerdict({ byAdmin: false, shipped: false, left: 5000, requested: 1 }), "a customer cannot refund part");
+  assert.ok("conflict" in refundRequestVerdict({ byAdmin: false, shipped: true, left: 5000 }), "after shipping: a return request");
+  assert.deepEqual(refundRequestVerdict({ byAdmin: true, shipped: true, left: 5000, requested: 1 }), { amount: 1 });
+  assert.ok("problem" in refundRequestVerdict({ byAdmin: true, shipped: true, left: 5000, requested: 5001 }));
+  assert.ok("problem" in refundRequestVerdict({ byAdmin: false, shipped: false, left: 0 }), "nothing left");
+});
+
+test("payment status is derived: unpaid, paid, partially_refunded, refunded; only the last of the money is a transition", () => {
+  assert.equal(paymentStatusOf({ paidPaymentId: null, paidAmount: 0, refundedAmount: 0 }), "unpaid");
+  assert.equal(paymentStatusOf({ paidPaymentId: "p", paidAmount: 100, refundedAmount: 0 }), "paid");
+  assert.equal(paymentStatusOf({ paidPaymentId: "p", paidAmount: 100, refundedAmount: 1 }), "partially_refunded");
+  assert.equal(paymentStatusOf({ paidPaymentId: "p", paidAmount: 100, refundedAmount: 100 }), "refunded");
+  assert.equal(refundEvent(10_000, 3000), undefined, "a partial refund changes no fulfilment status");
   assert.equal(refundEvent(10_000, 10_000), "refund_full");
   assert.equal(returnsStock(false, "refund_full"), true);
   assert.equal(returnsStock(true, "refund_full"), false, "shipped goods are with the buyer");
-  assert.equal(returnsStock(false, "refund_partial"), false, "a partial refund by amount names no items");
+  assert.equal(returnsStock(false, undefined), false, "a partial refund by amount names no items");
+});
+
+test("unpaid limits: orders per user, units of one product across unpaid orders", () => {
+  const limits = { maxOrders: 3, maxUnitsPerProduct: 5 };
+  const state = (orders: number, units: Record<string, number> = {}) => ({ orders, units: new Map(Object.entries(units)) });
+  assert.equal(unpaidLimitProblem(limits, state(0), [{ productId: "p", quantity: 5 }]), undefined);
+  assert.deepEqual(unpaidLimitProblem(limits, state(3), [{ productId: "p", quantity: 1 }]), { limit: "MAX_UNPAID_ORDERS", max: 3, unpaidOrders: 3 });
+  assert.deepEqual(unpaidLimitProblem(limits, state(1, { p: 5 }), [{ productId: "p", quantity: 1 }]), {
+    limit: "MAX_UNPAID_UNITS_PER_PRODUCT", max: 5, productId: "p", unpaidUnits: 5, requested: 1,
+  });
+  assert.equal(unpaidLimitProblem(limits, state(1, { p: 4 }), [{ productId: "p", quantity: 1 }, { productId: "q", quantity: 5 }]), undefined);
+  assert.equal(unpaidLimitProblem({ maxOrders: 50, maxUnitsPerProduct: 500 }, state(3, { p: 5 }), [{ productId: "p", quantity: 99 }]), undefined, "an admin raised them");
+});
+
+test("returns: delivered orders only, within the window, lines of the order, never more than bought minus open returns", () => {
+  const day = 86_400_000;
+  const delivered = Date.UTC(2026, 0, 10);
+  const item = (productId: string, quantity: number, amount = 1000) => ({ productId, sku: productId, name: productId, unitPrice: { amount, currency: "EUR" }, quantity });
+  const order = {
+    status: "DELIVERED" as OrderStatus, items: [item("a", 2), item("b", 1, 500)], total: { amount: 2500, currency: "EUR" },
+    shipment: { carrier: "c", trackingNumber: "t", shippedAt: new Date(delivered - day).toISOString(), deliveredAt: new Date(delivered).toISOString() },
+  };
+  assert.deepEqual(returnRequestVerdict(order, [{ productId: "a", quantity: 1 }, { productId: "a", quantity: 1 }], [], delivered + day, 30), { lines: [{ productId: "a", quantity: 2 }] });
+  assert.ok("conflict" in returnRequestVerdict({ ...order, status: "SHIPPED" }, [{ productId: "a", quantity: 1 }], [], delivered, 30), "not delivered yet");
+  assert.ok("conflict" in returnRequestVerdict(order, [{ productId: "a", quantity: 1 }], [], delivered + 31 * day, 30), "window passed");
+  assert.ok("problems" in returnRequestVerdict(order, [{ productId: "zz", quantity: 1 }], [], delivered, 30), "not a line");
+  assert.ok("problems" in returnRequestVerdict(order, [{ productId: "a", quantity: 3 }], [], delivered, 30), "more than bought");
+  const open = [{ status: "REQUESTED" as const, items: [{ productId: "a", quantity: 1 }] }, { status: "REJECTED" as const, items: [{ productId: "a", quantity: 2 }] }];
+  assert.ok("problems" in returnRequestVerdict(order, [{ productId: "a", quantity: 2 }], open, delivered, 30), "an open request takes one back already");
+  assert.deepEqual(returnRequestVerdict(order, [{ productId: "a", quantity: 1 }], open, delivered, 30), { lines: [{ productId: "a", quantity: 1 }] }, "rejected ones do not count");
+  assert.deepEqual(returnValue(order, [{ productId: "a", quantity: 2 }, { productId: "b", quantity: 1 }]), { amount: 2500, currency: "EUR" });
 });
 
 test("idempotency fingerprint: same body in any key order matches; another body does not", () => {

@@ -2,7 +2,7 @@
  * The checkout flow through the gateway, embedded (every service in one broker, SQLite,
  * business events in-process, the sandbox platform calling back over HTTP): cart → order
  * (Idempotency-Key) → pay → PAID, cart emptied of the order's lines, stock decremented,
- * notified; failure; cancel; expiry; ship, deliver, partial and full refund; and the
+ *  notified; failure; cancel; expiry; ship, deliver, admin partial and full refund; and the
  * access sweep (another user's order is a 404 everywhere).
  */
 import assert from "node:assert/strict";
@@ -51,7 +51,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   });
   after(async () => app?.stop());
 
-  test("the whole flow: cart → order → pay (sandbox) → PAID, cart emptied, stock sold, notified → ship → deliver → partial then full refund", async () => {
+  test("the whole flow: cart → order → pay (sandbox) → PAID, cart emptied, stock sold, notified → ship → deliver → the customer's refund refused, an admin's partial then full refund", async () => {
     const p1 = await product(5, 1250);
     const p2 = await product(3, 500);
     for (const [id, quantity] of [[p1.id, 2], [p2.id, 1]] as const)
@@ -87,16 +87,29 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "x" } })).status, 409, "any other transition is 409");
     assert.equal((await call("POST", `/api/orders/${o.id}/deliver`, { token: admin })).body.status, "DELIVERED");
 
-    // Refunds: partial, too much (422), the rest; shipped goods do not come back to stock.
-    const part = await call("POST", `/api/orders/${o.id}/refunds`, { token: alice, body: { amount: 1000, reason: "one item damaged" } });
+    // After shipping a customer files a return request instead of refunding (409); admins
+    // refund any amount: partial (the status stays, the payment status says it), too much
+    // (422), the rest (REFUNDED). Shipped goods do not come back to stock with a refund.
+    const own = await call("POST", `/api/orders/${o.id}/refunds`, { token: alice, body: { reason: "one item damaged" } });
+    assert.equal(own.status, 409, own.text);
+    assert.match(own.body.error.message, /return request/);
+    const part = await call("POST", `/api/orders/${o.id}/refunds`, { token: admin, body: { amount: 1000, reason: "one item damaged" } });
     assert.equal(part.status, 202, part.text);
-    await eventually("PARTIALLY_REFUNDED", async () => (await getOrder(alice, o.id)).status === "PARTIALLY_REFUNDED");
-    const tooMuch = await call("POST", `/api/orders/${o.id}/refunds`, { token: alice, body: { amount: 2001, reason: "greedy" } });
+    const partly = await eventually("partly refunded", async () => {
+      const x = await getOrder(alice, o.id);
+      return x.paymentStatus === "partially_refunded" && x;
+    });
+    assert.equal(partly.status, "DELIVERED", "a partial refund changes no fulfilment status");
+    assert.deepEqual(partly.refundedTotal, { amount: 1000, currency: "EUR" });
+    const tooMuch = await call("POST", `/api/orders/${o.id}/refunds`, { token: admin, body: { amount: 2001, reason: "greedy" } });
     assert.equal(tooMuch.status, 422, tooMuch.text);
     assert.equal((await call("POST", `/api/orders/${o.id}/refunds`, { token: admin, body: { reason: "returned" } })).status, 202);
     const refunded = await eventually("REFUNDED", async () => ((await getOrder(alice, o.id)).status === "REFUNDED" ? getOrder(alice, o.id) : undefined));
+    assert.equal(refunded.paymentStatus, "refunded");
+    assert.deepEqual(refunded.refundedTotal, { amount: 3000, currency: "EUR" });
     assert.deepEqual(refunded.refunds.map((r: { amount: { amount: number }; status: string }) => [r.amount.amount, r.status]), [[1000, "SUCCEEDED"], [2000, "SUCCEEDED"]]);
-    assert.equal((await call("POST", `/api/orders/${o.id}/refunds`, { token: alice, body: { reason: "again" } })).status, 409);
+    assert.deepEqual(refunded.history.map((h: { status: string }) => h.status), ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED", "REFUNDED"]);
+    assert.equal((await call("POST", `/api/orders/${o.id}/refunds`, { token: admin, body: { reason: "again" } })).status, 409);
     assert.deepEqual(await stockOf(p1.id), { onHand: 3, reserved: 0, available: 3 });
   });
 
@@ -144,9 +157,9 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     const body = { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
     const me = (await call("GET", "/api/users/me", { token: alice })).body;
     const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
-    const { requestFingerprint } = await import("./order.domain");
+    const { requestFingerprint } = await import("../../lib/idempotency");
     // As a crashed process leaves it: the key claimed, no order.
-    await db("idempotency_keys").insert({ user_id: me.id, idem_key: "died-key", fingerprint: requestFingerprint(body), order_id: "never-created", created_at: Date.now() - 61_000 });
+    await db("idempotency_keys").insert({ user_id: me.id, idem_key: "died-key", fingerprint: requestFingerprint({ op: "order.create", body }), resource_id: "never-created", created_at: Date.now() - 61_000 });
     const r = await order(alice, body, "died-key");
     assert.equal(r.status, 201, r.text);
     assert.notEqual(r.body.id, "never-created");
@@ -223,7 +236,7 @@ describe("checkout: an unpaid order is cancelled when its reservation expires", 
   });
 });
 
-describe("a second charge is refunded and the buyer told (embedded, payments time out after 1 s)", () => {
+describe("a second charge is refunded and the buyer told, and the kept one stays refundable (embedded, payments time out after 1 s)", () => {
   let app: TestApp;
   let buyer = "";
   const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
@@ -264,5 +277,18 @@ describe("a second charge is refunded and the buyer told (embedded, payments tim
     assert.equal(refunded[0]!.data.paymentId, first.id);
     assert.equal(refunded[0]!.data.amount?.amount, 700);
     assert.equal(notes.filter((n) => n.type === "payment.succeeded").length, 1, "one success notification: the order's own");
+
+    // The automatic refund of the second charge is not the order's money: the payment the
+    // order kept is still refundable in full (it was "nothing left to refund" before).
+    const mine = await call("POST", `/api/orders/${o.id}/refunds`, { token: buyer, body: { reason: "changed my mind" } });
+    assert.equal(mine.status, 202, mine.text);
+    assert.equal(mine.body.paymentId, second.id);
+    assert.equal(mine.body.amount.amount, 700);
+    const back = await eventually("REFUNDED", async () => {
+      const b = (await call("GET", `/api/orders/${o.id}`, { token: buyer })).body;
+      return b.status === "REFUNDED" && b;
+    });
+    assert.equal(back.paymentStatus, "refunded");
+    assert.deepEqual(back.refundedTotal, { amount: 700, currency: "EUR" });
   });
 });

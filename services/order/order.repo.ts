@@ -8,7 +8,9 @@
  * bug that skipped the lock would lose the race loudly (0 rows) rather than silently.
  */
 import type { Knex } from "knex";
-import type { HistoryEntry, OrderRecord, OrderStatus, PaymentSummary, PricedLine, RefundStatus, RefundSummary } from "./order.domain";
+import type { IdempotencyStore } from "../../lib/idempotency";
+import { isUniqueViolation } from "../../lib/db";
+import type { HistoryEntry, Money, OrderLineInput, OrderRecord, OrderStatus, PaymentStatus, PaymentSummary, PricedLine, RefundStatus, RefundSummary, ReturnRecord, ReturnStatus, UnpaidState } from "./order.domain";
 
 interface OrderRow {
   id: string;
@@ -103,12 +105,17 @@ export async function findOrderForUpdate(trx: Knex.Transaction, id: string): Pro
 
 export async function listOrders(
   db: Knex,
-  q: { userId?: string; status?: OrderStatus; limit: number; offset: number },
+  q: { userId?: string; status?: OrderStatus; paymentStatus?: PaymentStatus; limit: number; offset: number },
 ): Promise<{ items: OrderRecord[]; total: number }> {
   const filtered = () => {
     const b = db("orders");
     if (q.userId) b.where({ user_id: q.userId });
     if (q.status) b.where({ status: q.status });
+    // The payment status is derived (order.domain.ts paymentStatusOf); the same rule in SQL.
+    if (q.paymentStatus === "unpaid") b.whereNull("paid_payment_id");
+    else if (q.paymentStatus === "paid") b.whereNotNull("paid_payment_id").where("refunded_amount", 0);
+    else if (q.paymentStatus === "partially_refunded") b.whereNotNull("paid_payment_id").where("refunded_amount", ">", 0).whereRaw("refunded_amount < paid_amount");
+    else if (q.paymentStatus === "refunded") b.whereNotNull("paid_payment_id").where("refunded_amount", ">", 0).whereRaw("refunded_amount >= paid_amount");
     return b;
   };
   const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
@@ -144,6 +151,11 @@ export async function setStatus(trx: Knex.Transaction, id: string, from: OrderSt
   return n === 1;
 }
 
+/** A succeeded refund of the kept payment adds to `refunded_amount` (the CHECK keeps it ≤ paid). */
+export async function addRefunded(trx: Knex.Transaction, id: string, amount: number, now: number): Promise<void> {
+  await trx("orders").where({ id }).update({ refunded_amount: trx.raw("refunded_amount + ?", [amount]), updated_at: now });
+}
+
 export async function addHistory(trx: Knex.Transaction, orderId: string, status: OrderStatus, at: number): Promise<void> {
   await trx("order_history").insert({ order_id: orderId, status, at });
 }
@@ -158,6 +170,11 @@ export async function historyOf(db: Knex, orderId: string): Promise<HistoryEntry
 export async function upsertPayment(db: Knex, orderId: string, p: Omit<PaymentSummary, "createdAt" | "updatedAt">, now: number): Promise<void> {
   const row = { payment_id: p.id, order_id: orderId, provider: p.provider, status: p.status, amount: p.amount.amount, currency: p.amount.currency, created_at: now, updated_at: now };
   await db("order_payments").insert(row).onConflict("payment_id").merge({ status: p.status, updated_at: now });
+}
+
+/** A payment the order knew as PENDING failed (a success already recorded stays). */
+export async function failPayment(trx: Knex.Transaction, paymentId: string, now: number): Promise<void> {
+  await trx("order_payments").where({ payment_id: paymentId, status: "PENDING" }).update({ status: "FAILED", updated_at: now });
 }
 
 export async function paymentsOf(db: Knex, orderId: string): Promise<PaymentSummary[]> {
@@ -218,18 +235,159 @@ export async function touchRefund(db: Knex, id: string, now: number): Promise<vo
   await db("order_refunds").where({ id, status: "PENDING" }).update({ updated_at: now });
 }
 
-// ---- idempotency keys ----
+// ---- idempotency keys (lib/idempotency.ts) ----
 
-export async function findIdempotencyKey(db: Knex, userId: string, key: string): Promise<{ fingerprint: string; orderId: string; createdAt: number } | undefined> {
-  const row = (await db("idempotency_keys").where({ user_id: userId, idem_key: key }).first()) as { fingerprint: string; order_id: string; created_at: number | string } | undefined;
-  return row && { fingerprint: row.fingerprint, orderId: row.order_id, createdAt: Number(row.created_at) };
+export function idempotencyStore(db: Knex): IdempotencyStore {
+  return {
+    async claim(userId, key, c) {
+      await db("idempotency_keys").insert({ user_id: userId, idem_key: key, fingerprint: c.fingerprint, resource_id: c.resourceId, created_at: c.createdAt });
+    },
+    async find(userId, key) {
+      const row = (await db("idempotency_keys").where({ user_id: userId, idem_key: key }).first()) as { fingerprint: string; resource_id: string; created_at: number | string } | undefined;
+      return row && { fingerprint: row.fingerprint, resourceId: row.resource_id, createdAt: Number(row.created_at) };
+    },
+    async release(userId, key, resourceId) {
+      await db("idempotency_keys").where({ user_id: userId, idem_key: key, resource_id: resourceId }).del();
+    },
+    isConflict: isUniqueViolation,
+  };
 }
 
-/** Claims the key for a new order id; a concurrent or earlier claim violates the primary key. */
-export async function insertIdempotencyKey(db: Knex, userId: string, key: string, fingerprint: string, orderId: string, now: number): Promise<void> {
-  await db("idempotency_keys").insert({ user_id: userId, idem_key: key, fingerprint, order_id: orderId, created_at: now });
+/** Every key naming `resourceId` (the kill test checks each names an order that exists). */
+export async function idempotencyKeysOf(db: Knex, userId: string): Promise<{ key: string; resourceId: string }[]> {
+  return ((await db("idempotency_keys").where({ user_id: userId })) as { idem_key: string; resource_id: string }[]).map((r) => ({ key: r.idem_key, resourceId: r.resource_id }));
 }
 
-export async function deleteIdempotencyKey(db: Knex, userId: string, key: string, orderId: string): Promise<void> {
-  await db("idempotency_keys").where({ user_id: userId, idem_key: key, order_id: orderId }).del();
+// ---- hoarding limits: per-user overrides, the lock row, the creates under way ----
+
+/** The user's lock row exists (its own statement: inside the transaction an insert-ignore would deadlock). */
+export async function ensureUserLimitsRow(db: Knex, userId: string, now: number): Promise<void> {
+  await db("order_user_limits").insert({ user_id: userId, max_unpaid_orders: null, max_unpaid_units_per_product: null, updated_at: now }).onConflict("user_id").ignore();
+}
+
+export interface LimitOverrides {
+  maxUnpaidOrders: number | null;
+  maxUnpaidUnitsPerProduct: number | null;
+}
+
+/** Locks the user's row (creates of one user are serialised here) and reads their overrides. */
+export async function lockUserLimits(trx: Knex.Transaction, userId: string): Promise<LimitOverrides> {
+  const row = (await trx("order_user_limits").where({ user_id: userId }).forUpdate().first()) as { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null } | undefined;
+  return { maxUnpaidOrders: row?.max_unpaid_orders ?? null, maxUnpaidUnitsPerProduct: row?.max_unpaid_units_per_product ?? null };
+}
+
+export async function findUserLimits(db: Knex, userId: string): Promise<LimitOverrides> {
+  const row = (await db("order_user_limits").where({ user_id: userId }).first()) as { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null } | undefined;
+  return { maxUnpaidOrders: row?.max_unpaid_orders ?? null, maxUnpaidUnitsPerProduct: row?.max_unpaid_units_per_product ?? null };
+}
+
+export async function setUserLimits(db: Knex, userId: string, o: LimitOverrides, now: number): Promise<void> {
+  await db("order_user_limits")
+    .insert({ user_id: userId, max_unpaid_orders: o.maxUnpaidOrders, max_unpaid_units_per_product: o.maxUnpaidUnitsPerProduct, updated_at: now })
+    .onConflict("user_id")
+    .merge(["max_unpaid_orders", "max_unpaid_units_per_product", "updated_at"]);
+}
+
+/**
+ * The user's unpaid orders and the creates under way (drafts younger than `liveSince`; an
+ * older one belongs to a process that died), with units per product across both.
+ */
+export async function unpaidState(trx: Knex.Transaction, userId: string, liveSince: number): Promise<UnpaidState> {
+  const orders = (await trx("orders").where({ user_id: userId, status: "PENDING_PAYMENT" }).select("id")) as { id: string }[];
+  const drafts = (await trx("order_drafts").where({ user_id: userId }).where("created_at", ">=", liveSince).select("lines")) as { lines: string }[];
+  const units = new Map<string, number>();
+  if (orders.length)
+    for (const i of (await trx("order_items").whereIn("order_id", orders.map((o) => o.id)).select("product_id", "quantity")) as { product_id: string; quantity: number | string }[])
+      units.set(i.product_id, (units.get(i.product_id) ?? 0) + Number(i.quantity));
+  for (const d of drafts) for (const l of JSON.parse(d.lines) as OrderLineInput[]) units.set(l.productId, (units.get(l.productId) ?? 0) + l.quantity);
+  return { orders: orders.length + drafts.length, units };
+}
+
+export async function insertDraft(trx: Knex.Transaction, orderId: string, userId: string, lines: OrderLineInput[], now: number): Promise<void> {
+  await trx("order_drafts").insert({ order_id: orderId, user_id: userId, lines: JSON.stringify(lines), created_at: now });
+}
+
+export async function deleteDraft(db: Knex, orderId: string): Promise<void> {
+  await db("order_drafts").where({ order_id: orderId }).del();
+}
+
+/** Housekeeping: drafts of creates that died (they no longer count; see unpaidState). */
+export async function deleteStaleDrafts(db: Knex, before: number): Promise<number> {
+  return db("order_drafts").where("created_at", "<", before).del();
+}
+
+// ---- returns ----
+
+interface ReturnRow {
+  id: string;
+  order_id: string;
+  user_id: string;
+  status: ReturnStatus;
+  items: string;
+  reason: string;
+  amount: number | string | null;
+  currency: string | null;
+  restock: number | boolean | null;
+  refund_id: string | null;
+  decision_reason: string | null;
+  created_at: number | string;
+  decided_at: number | string | null;
+}
+
+const toReturn = (r: ReturnRow): ReturnRecord => ({
+  id: r.id,
+  orderId: r.order_id,
+  userId: r.user_id,
+  status: r.status,
+  items: JSON.parse(r.items) as OrderLineInput[],
+  reason: r.reason,
+  amount: r.amount === null ? null : { amount: Number(r.amount), currency: r.currency! },
+  restock: r.restock === null ? null : Boolean(r.restock),
+  refundId: r.refund_id,
+  decisionReason: r.decision_reason,
+  createdAt: Number(r.created_at),
+  decidedAt: r.decided_at === null ? null : Number(r.decided_at),
+});
+
+export async function insertReturn(trx: Knex.Transaction, r: ReturnRecord): Promise<void> {
+  await trx("order_returns").insert({
+    id: r.id, order_id: r.orderId, user_id: r.userId, status: r.status, items: JSON.stringify(r.items), reason: r.reason,
+    amount: null, currency: null, restock: null, refund_id: null, decision_reason: null, created_at: r.createdAt, decided_at: null,
+  });
+}
+
+export async function findReturn(db: Knex, id: string): Promise<ReturnRecord | undefined> {
+  const row = (await db("order_returns").where({ id }).first()) as ReturnRow | undefined;
+  return row && toReturn(row);
+}
+
+export async function returnsOf(db: Knex, orderId: string): Promise<ReturnRecord[]> {
+  return ((await db("order_returns").where({ order_id: orderId }).orderBy([{ column: "created_at" }, { column: "id" }])) as ReturnRow[]).map(toReturn);
+}
+
+export async function listReturns(db: Knex, q: { status?: ReturnStatus; limit: number; offset: number }): Promise<{ items: ReturnRecord[]; total: number }> {
+  const filtered = () => (q.status ? db("order_returns").where({ status: q.status }) : db("order_returns"));
+  const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
+  const rows = (await filtered().orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(q.limit).offset(q.offset)) as ReturnRow[];
+  return { items: rows.map(toReturn), total: Number(n) };
+}
+
+/** REQUESTED → APPROVED | REJECTED once (the caller holds the order's row lock); false when already decided. */
+export async function decideReturn(
+  trx: Knex.Transaction,
+  id: string,
+  d: { status: Exclude<ReturnStatus, "REQUESTED">; amount?: Money; restock?: boolean; refundId?: string; decisionReason?: string; decidedAt: number },
+): Promise<boolean> {
+  const n = await trx("order_returns")
+    .where({ id, status: "REQUESTED" })
+    .update({
+      status: d.status,
+      amount: d.amount?.amount ?? null,
+      currency: d.amount?.currency ?? null,
+      restock: d.restock ?? null,
+      refund_id: d.refundId ?? null,
+      decision_reason: d.decisionReason ?? null,
+      decided_at: d.decidedAt,
+    });
+  return n === 1;
 }

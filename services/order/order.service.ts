@@ -4,10 +4,15 @@
  * Rules live in order.domain.ts, SQL in order.repo.ts.
  *
  * Guarantees and their limits:
- * - Create is idempotent per (user, Idempotency-Key): the key row is claimed first under
- *   its primary key with the new order id; a concurrent or later request with the same key
- *   waits for and answers that order; the same key with another body is 409. Without a key
- *   every request creates an order.
+ * - Create, refunds, return requests and approvals are idempotent per (user,
+ *   Idempotency-Key) (lib/idempotency.ts): the same key and body answer the first result,
+ *   another body is 409. Without a key every request creates.
+ * - Hoarding: at most MAX_UNPAID_ORDERS unpaid orders per user and MAX_UNPAID_UNITS_PER_PRODUCT
+ *   units of one product across them (an admin may raise both per user). A create checks the
+ *   limits and records a draft (its lines) under the user's row lock, so concurrent creates
+ *   of one user are counted against each other; the draft turns into the order (or goes)
+ *   when the create ends. A draft left by a process that died stops counting after
+ *   staleClaimMs.
  * - Stock: `product.reserve` holds all lines or none, keyed by the order id (a replay holds
  *   nothing more). A crash between the reserve and the order insert leaves a hold with no
  *   order: it expires after RESERVATION_TTL_SECONDS and the stock comes back.
@@ -20,12 +25,16 @@
  *   hold expired, or already paid by another payment) is refunded in full at once.
  *   Remote calls made inside the handler are idempotent, so a redelivery after a crash
  *   repeats them harmlessly.
- * - Refunds: the sum of refunds not failed never exceeds what was paid (checked with the
- *   order row locked; a CHECK constraint backs refunded ≤ paid). A refund is recorded
- *   PENDING, then sent to the platform (`payment.refund`, idempotent by refund id); the
- *   state changes when `refund.succeeded` arrives. A refund whose call failed is retried by
- *   the sweep. Stock returns (`product.returnStock`) when the whole order is refunded
- *   before it shipped.
+ * - Refunds: the sum of refunds of the kept payment not failed never exceeds what it
+ *   captured (checked with the order row locked; a CHECK constraint backs refunded ≤ paid);
+ *   auto-refunds of other charges do not count against it. A customer refunds only before
+ *   shipping and only all that is left; afterwards a return request, which an admin approves
+ *   (refund through the platform, and `return.approved` tells the product service to restock
+ *   when asked) or rejects. A refund is recorded PENDING, then sent to the platform
+ *   (`payment.refund`, idempotent by refund id); `refund.succeeded` adds it to the refunded
+ *   total, and the order becomes REFUNDED once everything paid came back. A refund whose call
+ *   failed is retried by the sweep. Stock returns (`product.returnStock`) when the whole
+ *   order is refunded before it shipped.
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
@@ -34,8 +43,9 @@ import type { Context, ServiceSchema } from "moleculer";
 import { addressProps } from "../../lib/address-rules";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
-import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
+import { inTransaction, type Db } from "../../lib/db";
 import { AppError, conflict, notFound, validationError } from "../../lib/errors";
+import { idempotent, requestFingerprint } from "../../lib/idempotency";
 import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
@@ -43,27 +53,40 @@ import {
   ADDRESS_FIELDS,
   MAX_LINE_QUANTITY,
   MAX_ORDER_LINES,
+  MAX_RETURN_REASON,
   MixedCurrencyError,
   ORDER_STATUSES,
+  PAYMENT_STATUSES,
   PURCHASED,
   REFUNDABLE,
+  RETURN_STATUSES,
+  canDecide,
+  describeUnpaidLimit,
   nextStatus,
   normalizeOrderLines,
   orderTotal,
+  paymentStatusOf,
   pickAddress,
   refundAmount,
   refundEvent,
+  refundRequestVerdict,
   refundable,
-  requestFingerprint,
+  returnRequestVerdict,
+  returnValue,
   returnsStock,
   toPublicOrder,
   toPublicRefund,
+  toPublicReturn,
+  unpaidLimitProblem,
   type Money,
   type OrderEvent,
   type OrderLineInput,
   type OrderRecord,
   type OrderStatus,
   type PricedLine,
+  type RefundSummary,
+  type ReturnRecord,
+  type ReturnStatus,
   type ShippingAddress,
 } from "./order.domain";
 import * as repo from "./order.repo";
@@ -79,6 +102,9 @@ interface PaymentView {
   amount: Money;
 }
 
+type PublicRefund = ReturnType<typeof toPublicRefund>;
+type NewRefund = RefundSummary & { orderId: string };
+
 interface OrderThis extends EventsServiceThis {
   db: Db;
   broker: Context["broker"];
@@ -88,10 +114,13 @@ interface OrderThis extends EventsServiceThis {
   view(order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
   ownOrder(ctx: Ctx<any>, id: string): Promise<OrderRecord>;
   transition(trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra?: Record<string, unknown>): Promise<OrderStatus>;
-  createOrder(ctx: Ctx<CreateParams>, userId: string, orderId?: string): Promise<OrderRecord>;
-  requestRefund(order: OrderRecord, amount: number, reason: string): Promise<ReturnType<typeof toPublicRefund>>;
+  withKey<T>(ctx: Ctx<any>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
+  createOrder(ctx: Ctx<CreateParams>, userId: string, orderId: string): Promise<OrderRecord>;
+  holdUnpaidSlot(userId: string, orderId: string, lines: OrderLineInput[]): Promise<void>;
+  requestRefund(orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }): Promise<PublicRefund>;
   sendRefund(refund: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }): Promise<void>;
-  retryRefunds(): Promise<void>;
+  sendAfterCommit(trx: Knex.Transaction, refund: NewRefund): void;
+  sweep(): Promise<void>;
 }
 
 interface CreateParams {
@@ -101,13 +130,41 @@ interface CreateParams {
 }
 
 const idRule = { type: "string", min: 1, max: 64 } as const;
+const pageRules = {
+  page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
+  pageSize: { type: "number", integer: true, convert: true, min: 1, max: 100, optional: true },
+} as const;
+const lineRule = { type: "object", strict: true, props: { productId: idRule, quantity: { type: "number", integer: true, min: 1, max: MAX_LINE_QUANTITY } } } as const;
 const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
+const lineSchema = { type: "object", properties: { productId: { type: "string" }, quantity: { type: "integer" } } };
+const refundSchema = {
+  type: "object",
+  properties: { id: { type: "string" }, paymentId: { type: "string" }, amount: moneySchema, status: { type: "string" }, reason: { type: "string" }, createdAt: { type: "string" }, updatedAt: { type: "string" } },
+};
+const returnSchema = {
+  type: "object",
+  properties: {
+    id: { type: "string" },
+    orderId: { type: "string" },
+    status: { type: "string", enum: [...RETURN_STATUSES] },
+    items: { type: "array", items: lineSchema },
+    reason: { type: "string" },
+    amount: moneySchema,
+    restock: { type: "boolean" },
+    refundId: { type: "string" },
+    decisionReason: { type: "string" },
+    createdAt: { type: "string", format: "date-time" },
+    decidedAt: { type: "string", format: "date-time" },
+  },
+};
 const orderSchema = {
   type: "object",
   properties: {
     id: { type: "string" },
     userId: { type: "string" },
     status: { type: "string", enum: [...ORDER_STATUSES] },
+    paymentStatus: { type: "string", enum: [...PAYMENT_STATUSES] },
+    refundedTotal: moneySchema,
     items: {
       type: "array",
       items: { type: "object", properties: { productId: { type: "string" }, sku: { type: "string" }, name: { type: "string" }, unitPrice: moneySchema, quantity: { type: "integer" } } },
@@ -115,7 +172,8 @@ const orderSchema = {
     total: moneySchema,
     shippingAddress: { type: "object", properties: Object.fromEntries(ADDRESS_FIELDS.map((k) => [k, { type: "string" }])) },
     payments: { type: "array", items: { type: "object" } },
-    refunds: { type: "array", items: { type: "object" } },
+    refunds: { type: "array", items: refundSchema },
+    returns: { type: "array", items: returnSchema },
     shipment: { type: "object", properties: { carrier: { type: "string" }, trackingNumber: { type: "string" }, shippedAt: { type: "string" }, deliveredAt: { type: "string" } } },
     history: { type: "array", items: { type: "object", properties: { status: { type: "string" }, at: { type: "string", format: "date-time" } } } },
     payBefore: { type: "string", format: "date-time" },
@@ -123,24 +181,30 @@ const orderSchema = {
     updatedAt: { type: "string", format: "date-time" },
   },
 };
-const refundSchema = {
+const listOf = (items: object) => ({ type: "object", properties: { items: { type: "array", items }, total: { type: "integer" }, page: { type: "integer" }, pageSize: { type: "integer" } } });
+const limitsSchema = {
   type: "object",
-  properties: { id: { type: "string" }, paymentId: { type: "string" }, amount: moneySchema, status: { type: "string" }, reason: { type: "string" }, createdAt: { type: "string" }, updatedAt: { type: "string" } },
+  properties: {
+    userId: { type: "string" },
+    maxUnpaidOrders: { type: "integer" },
+    maxUnpaidUnitsPerProduct: { type: "integer" },
+    overridden: { type: "object", properties: { maxUnpaidOrders: { type: "boolean" }, maxUnpaidUnitsPerProduct: { type: "boolean" } } },
+  },
 };
-
 
 const REFUND_RETRY_AFTER_MS = 30_000;
 const SWEEP_INTERVAL_MS = 15_000;
 
 const isAdmin = (ctx: Ctx<any>) => ctx.meta.user?.role === "admin";
 const errorCode = (err: unknown) => (err as { type?: string })?.type;
+const newRefundId = () => randomBytes(16).toString("hex");
 
 export function createOrderService(config: AppConfig): ServiceSchema {
-  /** How long a request whose key is already claimed waits for that order: within its caller's timeout. */
+  /** How long a request whose key is already claimed waits for that result: within its caller's timeout. */
   const idempotentWaitMs = Math.max(1000, config.requestTimeoutMs - 500);
   /**
-   * A claim without its order after this long belongs to a request that died: a create makes
-   * a handful of calls, each bounded by the request timeout, so it cannot run this long.
+   * A claim (or a draft) without its order after this long belongs to a request that died: a
+   * create makes a handful of calls, each bounded by the request timeout, so it cannot run this long.
    */
   const staleClaimMs = Math.max(30_000, 6 * config.requestTimeoutMs);
   return {
@@ -150,7 +214,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
         name: "order",
         config,
         consumes: {
-          async "payment.succeeded"(this: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; amount: Money }) {
+          async "payment.succeeded"(this: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded) {
             await onPaymentSucceeded(this, trx, p);
           },
           async "payment.failed"(this: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
@@ -173,68 +237,27 @@ export function createOrderService(config: AppConfig): ServiceSchema {
     actions: {
       create: {
         auth: "user",
+        rateLimit: "orders",
         openapi: {
           summary: "Place an order from the cart (or the given items): reserves all lines or none. Send an Idempotency-Key header to make retries safe",
-          tags: ["orders"], status: 201, response: orderSchema, errors: [409],
+          description: "At most MAX_UNPAID_ORDERS unpaid orders per user and MAX_UNPAID_UNITS_PER_PRODUCT units of one product across them (409 UNPAID_LIMIT).",
+          tags: ["orders"], status: 201, response: orderSchema, errors: [409, 429],
         },
         params: {
           $$strict: true,
           addressId: { type: "string", min: 1, max: 64, optional: true },
           shippingAddress: { type: "object", optional: true, strict: true, props: addressProps },
-          items: {
-            type: "array", optional: true, min: 1, max: MAX_ORDER_LINES,
-            items: { type: "object", strict: true, props: { productId: idRule, quantity: { type: "number", integer: true, min: 1, max: MAX_LINE_QUANTITY } } },
-          },
+          items: { type: "array", optional: true, min: 1, max: MAX_ORDER_LINES, items: lineRule },
         },
         async handler(this: OrderThis, ctx: Ctx<CreateParams>) {
           const me = requireUser(ctx);
           if (Boolean(ctx.params.addressId) === Boolean(ctx.params.shippingAddress))
             throw validationError("Give either addressId or shippingAddress", [{ field: "addressId" }, { field: "shippingAddress" }]);
-          const key = ctx.meta.idempotencyKey;
-          let order: OrderRecord;
-          if (!key) order = await this.createOrder(ctx, me.id);
-          else {
-            const fingerprint = requestFingerprint(ctx.params);
-            const orderId = randomUUID();
-            const deadline = Date.now() + idempotentWaitMs;
-            // Claim the key, or answer with the order of whoever claimed it.
-            for (;;) {
-              try {
-                await repo.insertIdempotencyKey(this.db, me.id, key, fingerprint, orderId, Date.now());
-                break;
-              } catch (err) {
-                if (!isUniqueViolation(err)) throw err;
-              }
-              const claimed = await repo.findIdempotencyKey(this.db, me.id, key);
-              if (claimed) {
-                if (claimed.fingerprint !== fingerprint) throw conflict("This Idempotency-Key was used with another request body", [{ field: "Idempotency-Key" }]);
-                const existing = await repo.findOrder(this.db, claimed.orderId);
-                if (existing) {
-                  ctx.meta.$statusCode = 201;
-                  ctx.meta.$location = `/api/orders/${existing.id}`;
-                  return this.view(existing);
-                }
-                // A claim whose order never appeared, older than any request can run: its
-                // process died between the claim and the insert. Free it (its stock hold, if
-                // any, expires by TTL) and claim again.
-                if (claimed.createdAt < Date.now() - staleClaimMs) {
-                  await repo.deleteIdempotencyKey(this.db, me.id, key, claimed.orderId);
-                  continue;
-                }
-              }
-              // Still being created by the first request, or it failed and released the key
-              // (then the next round claims it for this one).
-              if (Date.now() > deadline) throw new AppError("SERVICE_UNAVAILABLE", "The same request is still being processed; try again");
-              await new Promise((r) => setTimeout(r, 25));
-            }
-            try {
-              order = await this.createOrder(ctx, me.id, orderId);
-            } catch (err) {
-              // Nothing was created: the key is free again for a corrected retry.
-              await repo.deleteIdempotencyKey(this.db, me.id, key, orderId).catch(() => undefined);
-              throw err;
-            }
-          }
+          const order = await this.withKey(
+            ctx, { op: "order.create", body: ctx.params }, randomUUID(),
+            (id) => this.createOrder(ctx, me.id, id),
+            (id) => repo.findOrder(this.db, id),
+          );
           ctx.meta.$statusCode = 201;
           ctx.meta.$location = `/api/orders/${order.id}`;
           return this.view(order);
@@ -243,20 +266,20 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       list: {
         auth: "user",
-        openapi: { summary: "Orders: your own, or (admins) everyone's filtered by userId and status", tags: ["orders"], response: { type: "object", properties: { items: { type: "array", items: orderSchema }, total: { type: "integer" }, page: { type: "integer" }, pageSize: { type: "integer" } } } },
+        openapi: { summary: "Orders: your own, or (admins) everyone's filtered by userId, status and paymentStatus", tags: ["orders"], response: listOf(orderSchema) },
         params: {
           userId: { type: "string", optional: true, max: 64 },
           status: { type: "enum", values: [...ORDER_STATUSES], optional: true },
-          page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
-          pageSize: { type: "number", integer: true, convert: true, min: 1, max: 100, optional: true },
+          paymentStatus: { type: "enum", values: [...PAYMENT_STATUSES], optional: true },
+          ...pageRules,
         },
-        async handler(this: OrderThis, ctx: Ctx<{ userId?: string; status?: OrderStatus; page?: number; pageSize?: number }>) {
+        async handler(this: OrderThis, ctx: Ctx<{ userId?: string; status?: OrderStatus; paymentStatus?: (typeof PAYMENT_STATUSES)[number]; page?: number; pageSize?: number }>) {
           const me = requireUser(ctx);
           const page = ctx.params.page ?? 1;
           const pageSize = ctx.params.pageSize ?? 20;
           // A customer's `userId` is ignored: identity comes from the token only.
           const userId = isAdmin(ctx) ? ctx.params.userId : me.id;
-          const { items, total } = await repo.listOrders(this.db, { userId, status: ctx.params.status, limit: pageSize, offset: (page - 1) * pageSize });
+          const { items, total } = await repo.listOrders(this.db, { userId, status: ctx.params.status, paymentStatus: ctx.params.paymentStatus, limit: pageSize, offset: (page - 1) * pageSize });
           return { items: await Promise.all(items.map((o) => this.view(o))), total, page, pageSize };
         },
       },
@@ -295,15 +318,17 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       cancel: {
         auth: "user",
-        openapi: { summary: "Cancel an unpaid order; its stock reservation is released", tags: ["orders"], response: orderSchema, errors: [409] },
+        openapi: { summary: "Cancel an unpaid order; its stock reservation is released and its open payment trades are closed", tags: ["orders"], response: orderSchema, errors: [409] },
         params: { $$strict: "remove", id: idRule },
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           const owned = await this.ownOrder(ctx, ctx.params.id);
+          const reason = isAdmin(ctx) && ctx.meta.user!.id !== owned.userId ? "admin" : "user";
           const order = await inTransaction(this.db, async (trx) => {
             const o = (await repo.findOrderForUpdate(trx, owned.id))!;
             await this.transition(trx, o, "cancel");
-            await this.publishEvent(trx, "order.cancelled", { orderId: o.id, userId: o.userId, reason: isAdmin(ctx) && ctx.meta.user!.id !== o.userId ? "admin" : "user", occurredAt: new Date().toISOString() });
-            countBusiness(this.broker, "orders_cancelled", { reason: isAdmin(ctx) && ctx.meta.user!.id !== o.userId ? "admin" : "user" }, trx);
+            // The payment service closes the order's open trades at their platforms on this event.
+            await this.publishEvent(trx, "order.cancelled", { orderId: o.id, userId: o.userId, reason, occurredAt: new Date().toISOString() });
+            countBusiness(this.broker, "orders_cancelled", { reason }, trx);
             return o;
           });
           // After the commit: a payment racing this cancel now finds CANCELLED and is refunded.
@@ -317,7 +342,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       pay: {
         auth: "user",
-        openapi: { summary: "Start paying an order with a platform; answers what the client needs (payUrl, codeUrl or form)", tags: ["orders"], errors: [409] },
+        openapi: { summary: "Start paying an order with a platform; answers what the client needs (payUrl, codeUrl or form). The trade expires with the order's reservation", tags: ["orders"], errors: [409] },
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
         params: { $$strict: "remove", id: idRule, provider: { type: "enum", values: ["sandbox", "alipay", "wechatpay"] } },
         async handler(this: OrderThis, ctx: Ctx<{ id: string; provider: string }>) {
@@ -326,9 +351,15 @@ export function createOrderService(config: AppConfig): ServiceSchema {
           // Only the owner pays; anyone else's order is not found.
           if (!order || order.userId !== me.id) throw notFound("Order");
           if (order.status !== "PENDING_PAYMENT") throw conflict(`An order in status ${order.status} cannot be paid`, [{ status: order.status }]);
+          // The trade must not outlive the stock it pays for: it expires with the reservation.
+          if (!order.reservationExpiresAt || order.reservationExpiresAt <= Date.now() + 1000)
+            throw conflict("The order's reservation has expired; it is being cancelled", [{ status: order.status }]);
           const payment = (await this.broker.call(
             "payment.create",
-            { orderId: order.id, userId: order.userId, provider: ctx.params.provider, amount: order.total, subject: `Meridian order ${order.id.slice(0, 8)}` },
+            {
+              orderId: order.id, userId: order.userId, provider: ctx.params.provider, amount: order.total,
+              subject: `Meridian order ${order.id.slice(0, 8)}`, expiresAt: order.reservationExpiresAt,
+            },
             { parentCtx: ctx },
           )) as PaymentView;
           await repo.upsertPayment(this.db, order.id, { id: payment.id, provider: payment.provider, status: payment.status, amount: payment.amount }, Date.now());
@@ -338,13 +369,16 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       ship: {
         auth: "admin",
-        openapi: { summary: "Mark a paid order shipped, with carrier and tracking number", tags: ["orders"], response: orderSchema, errors: [409] },
+        openapi: { summary: "Mark a paid order shipped, with carrier and tracking number (a partly refunded order still ships)", tags: ["orders"], response: orderSchema, errors: [409] },
         params: { $$strict: true, id: idRule, carrier: { type: "string", trim: true, min: 1, max: 100 }, trackingNumber: { type: "string", trim: true, min: 1, max: 100 } },
         async handler(this: OrderThis, ctx: Ctx<{ id: string; carrier: string; trackingNumber: string }>) {
           const { id, carrier, trackingNumber } = ctx.params;
           await inTransaction(this.db, async (trx) => {
             const o = await repo.findOrderForUpdate(trx, id);
             if (!o) throw notFound("Order");
+            // Goods leave only while some of the money stays: not with a full refund under way.
+            if (o.status === "PAID" && refundable(o.paidAmount, o.paidPaymentId, await repo.refundsOf(trx, o.id)) <= 0)
+              throw conflict("The order is being refunded in full; it cannot ship", [{ status: o.status }]);
             const shipment = { carrier, trackingNumber, shippedAt: new Date().toISOString() };
             await this.transition(trx, o, "ship", { shipment: JSON.stringify(shipment), shipped: true });
             await this.publishEvent(trx, "order.shipped", { orderId: o.id, userId: o.userId, carrier, trackingNumber, occurredAt: shipment.shippedAt });
@@ -355,7 +389,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       deliver: {
         auth: "admin",
-        openapi: { summary: "Mark a shipped order delivered", tags: ["orders"], response: orderSchema, errors: [409] },
+        openapi: { summary: "Mark a shipped order delivered (the return window starts)", tags: ["orders"], response: orderSchema, errors: [409] },
         params: { $$strict: true, id: idRule },
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           await inTransaction(this.db, async (trx) => {
@@ -371,7 +405,12 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       refund: {
         auth: "user",
-        openapi: { summary: "Refund part or all of what is left (owner or admin); goes back through the platform that took the money", tags: ["orders"], status: 202, response: refundSchema, errors: [409] },
+        rateLimit: "refunds",
+        openapi: {
+          summary: "Refund a paid order: the owner before it ships (all that is left; the stock returns), an admin any amount after payment",
+          description: "After shipping the owner files a return request instead (409). Goes back through the platform that took the money. Send an Idempotency-Key header to make retries safe.",
+          tags: ["orders"], status: 202, response: refundSchema, errors: [409, 429],
+        },
         params: {
           $$strict: "remove",
           id: idRule,
@@ -380,17 +419,171 @@ export function createOrderService(config: AppConfig): ServiceSchema {
         },
         async handler(this: OrderThis, ctx: Ctx<{ id: string; amount?: number; reason: string }>) {
           const order = await this.ownOrder(ctx, ctx.params.id);
-          const refund = await this.requestRefund(order, ctx.params.amount ?? NaN, ctx.params.reason);
+          const { amount, reason } = ctx.params;
+          const refund = await this.withKey(
+            ctx, { op: "order.refund", orderId: order.id, body: { amount, reason } }, newRefundId(),
+            (id) => this.requestRefund(order.id, id, { requested: amount, reason, byAdmin: isAdmin(ctx) }),
+            async (id) => {
+              const r = await repo.findRefund(this.db, id);
+              return r && toPublicRefund(r);
+            },
+          );
           ctx.meta.$statusCode = 202;
           return refund;
+        },
+      },
+
+      requestReturn: {
+        auth: "user",
+        rateLimit: "refunds",
+        openapi: {
+          summary: "Ask to return delivered goods (the owner, within RETURN_WINDOW_DAYS of delivery); an admin approves or rejects it",
+          description: "Send an Idempotency-Key header to make retries safe.",
+          tags: ["returns"], status: 201, response: returnSchema, errors: [409, 429],
+        },
+        params: {
+          $$strict: "remove",
+          id: idRule,
+          items: { type: "array", min: 1, max: MAX_ORDER_LINES, items: lineRule },
+          reason: { type: "string", trim: true, min: 1, max: MAX_RETURN_REASON },
+        },
+        async handler(this: OrderThis, ctx: Ctx<{ id: string; items: OrderLineInput[]; reason: string }>) {
+          const me = requireUser(ctx);
+          const owned = await repo.findOrder(this.db, ctx.params.id);
+          // Only the buyer asks; anyone else's order is not found.
+          if (!owned || owned.userId !== me.id) throw notFound("Order");
+          const { items, reason } = ctx.params;
+          const ret = await this.withKey(
+            ctx, { op: "order.requestReturn", orderId: owned.id, body: { items, reason } }, randomUUID(),
+            (id) => requestReturn(this, owned.id, id, items, reason, config.returnWindowDays),
+            (id) => repo.findReturn(this.db, id),
+          );
+          ctx.meta.$statusCode = 201;
+          ctx.meta.$location = `/api/orders/${owned.id}/returns`;
+          return toPublicReturn(ret);
+        },
+      },
+
+      listOrderReturns: {
+        auth: "user",
+        openapi: { summary: "The return requests of an order (its owner or an admin)", tags: ["returns"], response: listOf(returnSchema) },
+        params: { $$strict: "remove", id: idRule },
+        async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
+          const order = await this.ownOrder(ctx, ctx.params.id);
+          const items = (await repo.returnsOf(this.db, order.id)).map(toPublicReturn);
+          return { items, total: items.length, page: 1, pageSize: Math.max(items.length, 1) };
+        },
+      },
+
+      listReturns: {
+        auth: "admin",
+        openapi: { summary: "Return requests of every order (admins), newest first", tags: ["returns"], response: listOf(returnSchema) },
+        params: { $$strict: true, status: { type: "enum", values: [...RETURN_STATUSES], optional: true }, ...pageRules },
+        async handler(this: OrderThis, ctx: Ctx<{ status?: ReturnStatus; page?: number; pageSize?: number }>) {
+          const page = ctx.params.page ?? 1;
+          const pageSize = ctx.params.pageSize ?? 20;
+          const { items, total } = await repo.listReturns(this.db, { status: ctx.params.status, limit: pageSize, offset: (page - 1) * pageSize });
+          return { items: items.map(toPublicReturn), total, page, pageSize };
+        },
+      },
+
+      approveReturn: {
+        auth: "admin",
+        openapi: {
+          summary: "Approve a return request: refund (default: the lines' prices, at most what is left) through the platform that took the money, and restock the goods when they came back",
+          description: "Send an Idempotency-Key header to make retries safe.",
+          tags: ["returns"], response: returnSchema, errors: [404, 409],
+        },
+        params: {
+          $$strict: true,
+          id: idRule,
+          amount: { type: "number", integer: true, min: 1, optional: true },
+          restock: { type: "boolean" },
+        },
+        async handler(this: OrderThis, ctx: Ctx<{ id: string; amount?: number; restock: boolean }>) {
+          const { id, amount, restock } = ctx.params;
+          const ret = await this.withKey(
+            ctx, { op: "order.approveReturn", returnId: id, body: { amount, restock } }, id,
+            (returnId) => decideReturn(this, returnId, { kind: "approve", amount, restock }),
+            async (returnId) => {
+              const r = await repo.findReturn(this.db, returnId);
+              return r && r.status !== "REQUESTED" ? r : undefined;
+            },
+          );
+          return toPublicReturn(ret);
+        },
+      },
+
+      rejectReturn: {
+        auth: "admin",
+        openapi: { summary: "Reject a return request, with the reason the customer is told", tags: ["returns"], response: returnSchema, errors: [404, 409] },
+        params: { $$strict: true, id: idRule, reason: { type: "string", trim: true, min: 1, max: MAX_RETURN_REASON } },
+        async handler(this: OrderThis, ctx: Ctx<{ id: string; reason: string }>) {
+          return toPublicReturn(await decideReturn(this, ctx.params.id, { kind: "reject", reason: ctx.params.reason }));
+        },
+      },
+
+      getUserLimits: {
+        auth: "admin",
+        openapi: { summary: "A user's limits on unpaid orders (admins): the configured defaults unless raised for them", tags: ["admin"], response: limitsSchema },
+        params: { $$strict: true, userId: idRule },
+        async handler(this: OrderThis, ctx: Ctx<{ userId: string }>) {
+          return limitsView(ctx.params.userId, await repo.findUserLimits(this.db, ctx.params.userId), config);
+        },
+      },
+
+      setUserLimits: {
+        auth: "admin",
+        openapi: {
+          summary: "Set a user's limits on unpaid orders (admins; a B2B buyer, say); null goes back to the configured default",
+          tags: ["admin"], response: limitsSchema,
+        },
+        params: {
+          $$strict: true,
+          userId: idRule,
+          maxUnpaidOrders: { type: "number", integer: true, min: 1, max: 1000, nullable: true, optional: true },
+          maxUnpaidUnitsPerProduct: { type: "number", integer: true, min: 1, max: 1_000_000, nullable: true, optional: true },
+        },
+        async handler(this: OrderThis, ctx: Ctx<{ userId: string; maxUnpaidOrders?: number | null; maxUnpaidUnitsPerProduct?: number | null }>) {
+          const { userId } = ctx.params;
+          const current = await repo.findUserLimits(this.db, userId);
+          const next = {
+            maxUnpaidOrders: ctx.params.maxUnpaidOrders === undefined ? current.maxUnpaidOrders : ctx.params.maxUnpaidOrders,
+            maxUnpaidUnitsPerProduct: ctx.params.maxUnpaidUnitsPerProduct === undefined ? current.maxUnpaidUnitsPerProduct : ctx.params.maxUnpaidUnitsPerProduct,
+          };
+          await repo.setUserLimits(this.db, userId, next, Date.now());
+          this.logger.info(`Unpaid-order limits of user ${userId} set to ${JSON.stringify(next)} by admin ${requireUser(ctx).id}`);
+          return limitsView(userId, next, config);
+        },
+      },
+
+      /**
+       * For the payment service's reconciliation: a recorded success the order never
+       * acknowledged (its `payment.succeeded` dead-lettered, say) is handed over again and
+       * applied exactly as the event would be (idempotent per payment): the order takes it, or
+       * it is refunded automatically and the buyer told. Not routed.
+       */
+      applyPayment: {
+        visibility: "public",
+        params: {
+          $$strict: true,
+          paymentId: idRule,
+          orderId: idRule,
+          provider: { type: "string", min: 1, max: 16 },
+          amount: { type: "object", strict: true, props: { amount: { type: "number", integer: true, min: 0 }, currency: { type: "string", length: 3 } } },
+        },
+        async handler(this: OrderThis, ctx: Ctx<PaymentSucceeded>) {
+          return { outcome: await inTransaction(this.db, (trx) => onPaymentSucceeded(this, trx, ctx.params)) };
         },
       },
     },
 
     methods: {
       async view(this: OrderThis, order: OrderRecord) {
-        const [payments, refunds, history] = await Promise.all([repo.paymentsOf(this.db, order.id), repo.refundsOf(this.db, order.id), repo.historyOf(this.db, order.id)]);
-        return toPublicOrder(order, payments, refunds, history);
+        const [payments, refunds, history, returns] = await Promise.all([
+          repo.paymentsOf(this.db, order.id), repo.refundsOf(this.db, order.id), repo.historyOf(this.db, order.id), repo.returnsOf(this.db, order.id),
+        ]);
+        return toPublicOrder(order, payments, refunds, history, returns);
       },
 
       /** The order if the caller owns it or is an admin; otherwise (or unknown) 404. */
@@ -410,7 +603,34 @@ export function createOrderService(config: AppConfig): ServiceSchema {
         return to;
       },
 
-      async createOrder(this: OrderThis, ctx: Ctx<CreateParams>, userId: string, orderId: string = randomUUID()) {
+      /** Runs `create` once per the caller's Idempotency-Key (lib/idempotency.ts); without a key, every time. */
+      async withKey<T>(this: OrderThis, ctx: Ctx<any>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T> {
+        const key = ctx.meta.idempotencyKey;
+        if (!key) return create(resourceId);
+        const { result } = await idempotent({
+          store: repo.idempotencyStore(this.db), userId: requireUser(ctx).id, key, fingerprint: requestFingerprint(request),
+          resourceId, waitMs: idempotentWaitMs, staleMs: staleClaimMs, create, replay,
+        });
+        return result;
+      },
+
+      /**
+       * Checks the hoarding limits and records this create's draft, under the user's row lock:
+       * concurrent creates of one user count each other's drafts. 409 UNPAID_LIMIT names the limit.
+       */
+      async holdUnpaidSlot(this: OrderThis, userId: string, orderId: string, lines: OrderLineInput[]) {
+        const now = Date.now();
+        await repo.ensureUserLimitsRow(this.db, userId, now);
+        await inTransaction(this.db, async (trx) => {
+          const o = await repo.lockUserLimits(trx, userId);
+          const limits = { maxOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders, maxUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct };
+          const problem = unpaidLimitProblem(limits, await repo.unpaidState(trx, userId, now - staleClaimMs), lines);
+          if (problem) throw new AppError("UNPAID_LIMIT", describeUnpaidLimit(problem), [problem]);
+          await repo.insertDraft(trx, orderId, userId, lines, now);
+        });
+      },
+
+      async createOrder(this: OrderThis, ctx: Ctx<CreateParams>, userId: string, orderId: string) {
         let address: ShippingAddress;
         if (ctx.params.addressId) {
           try {
@@ -425,60 +645,68 @@ export function createOrderService(config: AppConfig): ServiceSchema {
         const { lines, problems } = normalizeOrderLines(requested);
         if (problems.length) throw validationError("The order cannot be placed", problems);
 
-        // Prices are read now, from the product service, and frozen into the order.
-        const priced: PricedLine[] = [];
-        for (const l of lines) {
-          let p: { id: string; sku: string; name: string; price: Money };
+        await this.holdUnpaidSlot(userId, orderId, lines);
+        let reserved = false;
+        try {
+          // Prices are read now, from the product service, and frozen into the order.
+          const priced: PricedLine[] = [];
+          for (const l of lines) {
+            let p: { id: string; sku: string; name: string; price: Money };
+            try {
+              p = await this.broker.call("product.get", { id: l.productId }, { parentCtx: ctx });
+            } catch (err) {
+              if (errorCode(err) === "NOT_FOUND") throw validationError("A product of the order does not exist", [{ field: `items.${l.productId}`, message: "unknown product" }]);
+              throw err;
+            }
+            priced.push({ productId: p.id, sku: p.sku, name: p.name, unitPrice: p.price, quantity: l.quantity });
+          }
+          let total: Money;
           try {
-            p = await this.broker.call("product.get", { id: l.productId }, { parentCtx: ctx });
+            total = orderTotal(priced);
           } catch (err) {
-            if (errorCode(err) === "NOT_FOUND") throw validationError("A product of the order does not exist", [{ field: `items.${l.productId}`, message: "unknown product" }]);
+            if (err instanceof MixedCurrencyError) throw validationError(err.message, [{ field: "items" }]);
             throw err;
           }
-          priced.push({ productId: p.id, sku: p.sku, name: p.name, unitPrice: p.price, quantity: l.quantity });
-        }
-        let total: Money;
-        try {
-          total = orderTotal(priced);
-        } catch (err) {
-          if (err instanceof MixedCurrencyError) throw validationError(err.message, [{ field: "items" }]);
-          throw err;
-        }
 
-        // All or nothing; OUT_OF_STOCK (409) passes through with the products named.
-        const reservation = (await this.broker.call("product.reserve", { orderId, lines }, { parentCtx: ctx })) as { expiresAt: string };
-        const now = Date.now();
-        const order: OrderRecord = {
-          id: orderId, userId, status: "PENDING_PAYMENT", total, items: priced, shippingAddress: address, shipment: null,
-          paidPaymentId: null, paidAmount: 0, refundedAmount: 0, shipped: false,
-          reservationExpiresAt: Date.parse(reservation.expiresAt), createdAt: now, updatedAt: now,
-        };
-        try {
+          // All or nothing; OUT_OF_STOCK (409) passes through with the products named.
+          const reservation = (await this.broker.call("product.reserve", { orderId, lines }, { parentCtx: ctx })) as { expiresAt: string };
+          reserved = true;
+          const now = Date.now();
+          const order: OrderRecord = {
+            id: orderId, userId, status: "PENDING_PAYMENT", total, items: priced, shippingAddress: address, shipment: null,
+            paidPaymentId: null, paidAmount: 0, refundedAmount: 0, shipped: false,
+            reservationExpiresAt: Date.parse(reservation.expiresAt), createdAt: now, updatedAt: now,
+          };
           await inTransaction(this.db, async (trx) => {
             await repo.insertOrder(trx, order);
+            // The draft becomes the order in one commit: the unpaid count never sees both or neither.
+            await repo.deleteDraft(trx, orderId);
             await this.publishEvent(trx, "order.created", {
               orderId, userId, total, items: priced.map((l) => ({ productId: l.productId, name: l.name, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
             });
             countBusiness(this.broker, "orders_created", undefined, trx);
           });
+          return order;
         } catch (err) {
-          await this.broker.call("product.release", { orderId }).catch(() => undefined); // else the TTL frees it
+          await repo.deleteDraft(this.db, orderId).catch(() => undefined); // else it stops counting after staleClaimMs
+          if (reserved) await this.broker.call("product.release", { orderId }).catch(() => undefined); // else the TTL frees it
           throw err;
         }
-        return order;
       },
 
-      async requestRefund(this: OrderThis, order: OrderRecord, requested: number, reason: string) {
+      /** Records a refund (id given: an Idempotency-Key's claim names it), then sends it after the commit. */
+      async requestRefund(this: OrderThis, orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }) {
         const refund = await inTransaction(this.db, async (trx) => {
-          const o = (await repo.findOrderForUpdate(trx, order.id))!;
+          const o = (await repo.findOrderForUpdate(trx, orderId))!;
           if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId) throw conflict(`An order in status ${o.status} cannot be refunded`, [{ status: o.status }]);
-          const left = refundable(o.paidAmount, (await repo.refundsOf(trx, o.id)).map((r) => ({ id: r.id, amount: r.amount.amount, status: r.status })));
-          const verdict = refundAmount(Number.isNaN(requested) ? undefined : requested, left);
+          const left = refundable(o.paidAmount, o.paidPaymentId, await repo.refundsOf(trx, o.id));
+          const verdict = refundRequestVerdict({ byAdmin: r.byAdmin, shipped: o.shipped, left, requested: r.requested });
+          if ("conflict" in verdict) throw conflict(`Refund refused: ${verdict.conflict}`, [{ status: o.status }]);
           if ("problem" in verdict) throw validationError(`Refund refused: ${verdict.problem}`, [{ field: "amount", refundable: left }]);
           const now = Date.now();
-          const r = { id: randomBytes(16).toString("hex"), orderId: o.id, paymentId: o.paidPaymentId, amount: { amount: verdict.amount, currency: o.total.currency }, status: "PENDING" as const, reason, createdAt: now, updatedAt: now };
-          await repo.insertRefund(trx, r);
-          return r;
+          const row: NewRefund = { id: refundId, orderId: o.id, paymentId: o.paidPaymentId, amount: { amount: verdict.amount, currency: o.total.currency }, status: "PENDING", reason: r.reason, createdAt: now, updatedAt: now };
+          await repo.insertRefund(trx, row);
+          return row;
         });
         // After the commit: the platform call (idempotent by refund id); a failure leaves it PENDING for the sweep.
         await this.sendRefund(refund).catch((err: Error) => this.logger.warn(`Refund ${refund.id} not sent yet (the sweep retries): ${err.message}`));
@@ -489,17 +717,27 @@ export function createOrderService(config: AppConfig): ServiceSchema {
         await this.broker.call("payment.refund", { refundId: r.id, orderId: r.orderId, paymentId: r.paymentId, amount: r.amount, reason: r.reason });
       },
 
-      async retryRefunds(this: OrderThis) {
+      /** Sends a refund recorded in `trx` once that commits (the sweep covers a failed send). */
+      sendAfterCommit(this: OrderThis, trx: Knex.Transaction, r: NewRefund) {
+        trx.executionPromise.then(
+          () => this.sendRefund(r).catch((err: Error) => this.logger.warn(`Refund ${r.id} not sent yet (the sweep retries): ${err.message}`)),
+          () => undefined,
+        );
+      },
+
+      /** Refunds whose platform call failed are sent again (same id); drafts of dead creates go. */
+      async sweep(this: OrderThis) {
         for (const r of await repo.stalePendingRefunds(this.db, Date.now() - REFUND_RETRY_AFTER_MS, 50)) {
           await repo.touchRefund(this.db, r.id, Date.now());
           await this.sendRefund(r).catch((err: Error) => this.logger.warn(`Refund ${r.id} retry failed: ${err.message}`));
         }
+        await repo.deleteStaleDrafts(this.db, Date.now() - staleClaimMs);
       },
     },
 
     async started(this: OrderThis) {
       const tick = async () => {
-        await this.retryRefunds().catch((err: Error) => this.logger.warn(`Refund sweep failed: ${err.message}`));
+        await this.sweep().catch((err: Error) => this.logger.warn(`Order sweep failed: ${err.message}`));
         if (!this.stopping) this.sweepTimer = setTimeout(tick, SWEEP_INTERVAL_MS);
       };
       this.sweepTimer = setTimeout(tick, SWEEP_INTERVAL_MS);
@@ -512,17 +750,97 @@ export function createOrderService(config: AppConfig): ServiceSchema {
   } as unknown as ServiceSchema;
 }
 
+function limitsView(userId: string, o: repo.LimitOverrides, config: AppConfig) {
+  return {
+    userId,
+    maxUnpaidOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders,
+    maxUnpaidUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct,
+    overridden: { maxUnpaidOrders: o.maxUnpaidOrders !== null, maxUnpaidUnitsPerProduct: o.maxUnpaidUnitsPerProduct !== null },
+  };
+}
+
+// ---- returns ----
+
+async function requestReturn(svc: OrderThis, orderId: string, returnId: string, items: OrderLineInput[], reason: string, windowDays: number): Promise<ReturnRecord> {
+  return inTransaction(svc.db, async (trx) => {
+    const o = (await repo.findOrderForUpdate(trx, orderId))!;
+    const verdict = returnRequestVerdict(o, items, await repo.returnsOf(trx, o.id), Date.now(), windowDays);
+    if ("conflict" in verdict) throw conflict(`Return refused: ${verdict.conflict}`, [{ status: o.status }]);
+    if ("problems" in verdict) throw validationError("The return cannot be requested", verdict.problems);
+    const now = Date.now();
+    const ret: ReturnRecord = {
+      id: returnId, orderId: o.id, userId: o.userId, status: "REQUESTED", items: verdict.lines, reason,
+      amount: null, restock: null, refundId: null, decisionReason: null, createdAt: now, decidedAt: null,
+    };
+    await repo.insertReturn(trx, ret);
+    await svc.publishEvent(trx, "return.requested", { returnId, orderId: o.id, userId: o.userId, items: verdict.lines, reason, occurredAt: new Date(now).toISOString() });
+    return ret;
+  });
+}
+
+/**
+ * An admin's decision on a REQUESTED return, once, under the order's row lock. Approval
+ * records the refund (PENDING, sent to the platform after the commit) and publishes
+ * `return.approved`, on which the product service puts the lines back on the shelf when
+ * `restock` (its step's undo of the sale, idempotent per return) and the buyer is told.
+ */
+async function decideReturn(
+  svc: OrderThis,
+  returnId: string,
+  d: { kind: "approve"; amount?: number; restock: boolean } | { kind: "reject"; reason: string },
+): Promise<ReturnRecord> {
+  const found = await repo.findReturn(svc.db, returnId);
+  if (!found) throw notFound("Return");
+  let refund: NewRefund | undefined;
+  await inTransaction(svc.db, async (trx) => {
+    const o = (await repo.findOrderForUpdate(trx, found.orderId))!;
+    const ret = (await repo.findReturn(trx, returnId))!;
+    if (!canDecide(ret)) throw conflict(`This return was already ${ret.status.toLowerCase()}`, [{ status: ret.status }]);
+    const now = Date.now();
+    const at = new Date(now).toISOString();
+    if (d.kind === "reject") {
+      await repo.decideReturn(trx, ret.id, { status: "REJECTED", decisionReason: d.reason, decidedAt: now });
+      await svc.publishEvent(trx, "return.rejected", { returnId: ret.id, orderId: o.id, userId: o.userId, reason: d.reason, occurredAt: at });
+      return;
+    }
+    if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId) throw conflict(`An order in status ${o.status} has nothing left to refund`, [{ status: o.status }]);
+    const left = refundable(o.paidAmount, o.paidPaymentId, await repo.refundsOf(trx, o.id));
+    const verdict = refundAmount(d.amount ?? Math.min(returnValue(o, ret.items).amount, left), left);
+    if ("problem" in verdict) {
+      if (left <= 0) throw conflict(`Return refused: ${verdict.problem}`, [{ field: "amount", refundable: left }]);
+      throw validationError(`Return refused: ${verdict.problem}`, [{ field: "amount", refundable: left }]);
+    }
+    const amount = { amount: verdict.amount, currency: o.total.currency };
+    refund = { id: newRefundId(), orderId: o.id, paymentId: o.paidPaymentId, amount, status: "PENDING", reason: `return ${ret.id}`, createdAt: now, updatedAt: now };
+    await repo.insertRefund(trx, refund);
+    await repo.decideReturn(trx, ret.id, { status: "APPROVED", amount, restock: d.restock, refundId: refund.id, decidedAt: now });
+    await svc.publishEvent(trx, "return.approved", {
+      returnId: ret.id, orderId: o.id, userId: o.userId, amount, restock: d.restock, lines: ret.items, refundId: refund.id, occurredAt: at,
+    });
+    svc.sendAfterCommit(trx, refund);
+  });
+  return (await repo.findReturn(svc.db, returnId))!;
+}
+
 // ---- event handlers: each runs inside the inbox transaction of its message ----
 
-async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; amount: Money }) {
+interface PaymentSucceeded {
+  paymentId: string;
+  orderId: string;
+  provider: string;
+  amount: Money;
+}
+
+/** kept: the order took it (now or before); refunded: given back in full (a charge it cannot take). */
+async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded): Promise<"kept" | "refunded" | "unknown_order"> {
   const order = await repo.findOrderForUpdate(trx, p.orderId);
   if (!order) {
     svc.logger.warn(`payment.succeeded for unknown order ${p.orderId} (payment ${p.paymentId})`);
-    return;
+    return "unknown_order";
   }
   const now = Date.now();
   await repo.upsertPayment(trx, order.id, { id: p.paymentId, provider: p.provider, status: "SUCCEEDED", amount: p.amount }, now);
-  if (order.paidPaymentId === p.paymentId) return; // the same success again
+  if (order.paidPaymentId === p.paymentId) return "kept"; // the same success again
   let refundReason: string | undefined;
   if (order.status !== "PENDING_PAYMENT") refundReason = order.paidPaymentId ? "duplicate payment" : `order ${order.status.toLowerCase()} before the payment arrived`;
   else if (p.amount.amount !== order.total.amount || p.amount.currency !== order.total.currency) refundReason = "amount does not match the order";
@@ -536,16 +854,14 @@ async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: { pa
   }
   if (refundReason) {
     // Money taken for an order that cannot take it: give it back in full, once (refund id
-    // derived from the payment, so a redelivery asks for the same refund).
+    // derived from the payment, so a redelivery, or reconciliation's hand-over, asks for the same refund).
     svc.logger.warn(`Refunding payment ${p.paymentId} of order ${order.id}: ${refundReason}`);
     const refundId = `auto${p.paymentId}`.slice(0, 64);
-    if (!(await repo.findRefund(trx, refundId)))
-      await repo.insertRefund(trx, { id: refundId, orderId: order.id, paymentId: p.paymentId, amount: p.amount, status: "PENDING", reason: refundReason, createdAt: now, updatedAt: now });
-    trx.executionPromise.then(
-      () => svc.sendRefund({ id: refundId, orderId: order.id, paymentId: p.paymentId, amount: p.amount, reason: refundReason! }).catch(() => undefined),
-      () => undefined,
-    );
-    return;
+    const existing = await repo.findRefund(trx, refundId);
+    const refund: NewRefund = existing ?? { id: refundId, orderId: order.id, paymentId: p.paymentId, amount: p.amount, status: "PENDING", reason: refundReason, createdAt: now, updatedAt: now };
+    if (!existing) await repo.insertRefund(trx, refund);
+    if (refund.status === "PENDING") svc.sendAfterCommit(trx, refund);
+    return "refunded";
   }
   await svc.transition(trx, order, "payment_succeeded", { paid_payment_id: p.paymentId, paid_amount: p.amount.amount, reservation_expires_at: null });
   await svc.publishEvent(trx, "order.paid", {
@@ -553,12 +869,13 @@ async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: { pa
     lines: order.items.map((l) => ({ productId: l.productId, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
   });
   countBusiness(svc.broker, "orders_paid", { provider: p.provider }, trx);
+  return "kept";
 }
 
 async function onPaymentFailed(svc: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
   const order = await repo.findOrderForUpdate(trx, p.orderId);
   if (!order) return;
-  await trx("order_payments").where({ payment_id: p.paymentId, status: "PENDING" }).update({ status: "FAILED", updated_at: Date.now() });
+  await repo.failPayment(trx, p.paymentId, Date.now());
   // The order stays payable; the user hears of it only while it still is.
   if (order.status !== "PENDING_PAYMENT") return;
   await svc.publishEvent(trx, "order.payment_failed", {
@@ -572,6 +889,7 @@ async function onReservationExpired(svc: OrderThis, trx: Knex.Transaction, p: { 
   // a hold left by a create that crashed before its insert.
   if (!order || order.status !== "PENDING_PAYMENT") return;
   await svc.transition(trx, order, "expire", { reservation_expires_at: null });
+  // The payment service closes the order's open trades at their platforms on this event.
   await svc.publishEvent(trx, "order.cancelled", { orderId: order.id, userId: order.userId, reason: "expired", occurredAt: new Date().toISOString() });
   countBusiness(svc.broker, "orders_cancelled", { reason: "expired" }, trx);
   // Lines of the order not yet swept go back now rather than at their own expiry
@@ -598,12 +916,18 @@ async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refun
     });
     return;
   }
+  const now = Date.now();
   const refunded = order.refundedAmount + refund.amount.amount;
+  await repo.addRefunded(trx, order.id, refund.amount.amount, now);
+  order.refundedAmount = refunded;
+  // Only the last of the money moves the fulfilment status (to REFUNDED); a partial refund
+  // shows in the payment status, and the order still ships.
   const event = refundEvent(order.paidAmount, refunded);
-  await svc.transition(trx, order, event, { refunded_amount: refunded });
+  if (event) await svc.transition(trx, order, event);
   await svc.publishEvent(trx, "order.refunded", {
     orderId: order.id, userId: order.userId, refundId: refund.id, amount: refund.amount,
-    refundedTotal: { amount: refunded, currency: order.total.currency }, status: order.status, occurredAt: new Date().toISOString(),
+    refundedTotal: { amount: refunded, currency: order.total.currency }, status: order.status, paymentStatus: paymentStatusOf(order),
+    occurredAt: new Date(now).toISOString(),
   });
   // Idempotent (each line moves committed → returned once), so it runs inside the handler:
   // a failure retries the whole message, a redelivery returns nothing more.

@@ -27,7 +27,7 @@ test("embedded: the sandbox key pair is generated once into DATA_DIR (0600) and 
 test("cluster: no sandbox unless its keys are given; nothing written", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-pay-"));
   try {
-    const config = loadConfig({ DATA_DIR: dir, RABBITMQ_URI: "amqp://localhost", JWT_SECRET: "x".repeat(32) });
+    const config = loadConfig({ DATA_DIR: dir, RABBITMQ_URI: "amqp://localhost", SERVICES: "payment" });
     assert.deepEqual(loadPaymentConfig(config, {}).enabled, []);
     assert.equal(fs.existsSync(path.join(dir, "sandbox-pay-key.pem")), false);
   } finally {

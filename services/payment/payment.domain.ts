@@ -33,6 +33,8 @@ export interface PaymentRecord {
   failureReason: string | null;
   reconcileAfter: number;
   paidAt: number | null;
+  /** The trade's deadline at its platform (epoch ms); null for trades created before it was kept. */
+  expiresAt: number | null;
   createdAt: number;
   updatedAt: number;
 }

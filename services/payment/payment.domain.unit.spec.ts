@@ -25,7 +25,7 @@ const CNY = (amount: number) => ({ amount, currency: "CNY" });
 const record = (over: Partial<PaymentRecord> = {}): PaymentRecord => ({
   id: "a".repeat(32), orderId: "o1", userId: "u1", provider: "sandbox", status: "PENDING", amount: CNY(1999), subject: "s",
   payUrl: "http://x/pay", codeUrl: null, form: null, providerTxnId: null, failureReason: null, reconcileAfter: NOW,
-  paidAt: null, createdAt: NOW, updatedAt: NOW, ...over,
+  paidAt: null, expiresAt: NOW + 900_000, createdAt: NOW, updatedAt: NOW, ...over,
 });
 
 test("payment ids: 32 lower-case hex, unique", () => {

@@ -41,7 +41,7 @@ function harness(getApp: () => TestApp, userId: () => string): Harness {
     create: (over = {}) =>
       getApp().broker.call("payment.create", {
         orderId: `ord-${randomBytes(6).toString("hex")}`, userId: userId(), provider: "sandbox",
-        amount: { amount: 1999, currency: "CNY" }, subject: "Order #1", ...over,
+        amount: { amount: 1999, currency: "CNY" }, subject: "Order #1", expiresAt: Date.now() + 900_000, ...over,
       }),
     events: async (name, id, field = "paymentId") =>
       ((await h.db()("outbox").where({ event: name })) as { payload: string }[]).map((r) => JSON.parse(r.payload)).filter((p) => p[field] === id),

@@ -8,7 +8,8 @@
  * summing, so two refunds of one payment are serialized. SQLite serializes writers.
  */
 import type { Knex } from "knex";
-import type { PlatformName, SandboxPaymentState } from "./platforms";
+import { inTransaction, isUniqueViolation } from "../../lib/db";
+import type { CloseResult, PlatformName, SandboxPaymentState, SandboxRefundRecord, SandboxRefundRequest } from "./platforms";
 import type { Money, Outcome, PaymentRecord, PaymentStatus, RefundRecord, RefundStatus } from "./payment.domain";
 
 type Num = number | string;
@@ -30,6 +31,7 @@ interface PaymentRow {
   pending_key: string | null;
   reconcile_after: Num;
   paid_at: Num | null;
+  expires_at: Num | null;
   created_at: Num;
   updated_at: Num;
 }
@@ -49,6 +51,7 @@ const toPayment = (r: PaymentRow): PaymentRecord => ({
   failureReason: r.failure_reason,
   reconcileAfter: Number(r.reconcile_after),
   paidAt: r.paid_at === null || r.paid_at === undefined ? null : Number(r.paid_at),
+  expiresAt: r.expires_at === null || r.expires_at === undefined ? null : Number(r.expires_at),
   createdAt: Number(r.created_at),
   updatedAt: Number(r.updated_at),
 });
@@ -71,6 +74,7 @@ export async function insertPayment(db: Knex, p: PaymentRecord, pendingKey: stri
     pending_key: pendingKey,
     reconcile_after: p.reconcileAfter,
     paid_at: p.paidAt,
+    expires_at: p.expiresAt,
     created_at: p.createdAt,
     updated_at: p.updatedAt,
   });
@@ -115,6 +119,40 @@ export async function settlePayment(trx: Knex.Transaction, id: string, outcome: 
   }
   const n = await trx("payments").where({ id }).whereIn("status", from).update(set);
   return n === 1;
+}
+
+/**
+ * The order was cancelled: its trades still open (PENDING) are to be closed at their
+ * platforms, by reconciliation (due now). Returns how many.
+ */
+export async function requestClose(db: Knex, orderId: string, now: number): Promise<number> {
+  return db("payments").where({ order_id: orderId, status: "PENDING" }).whereNull("close_requested_at").update({ close_requested_at: now, reconcile_after: now });
+}
+
+/** PENDING payments whose trade is to be closed, due now (candidates; claimPayment decides). */
+export async function dueCloses(db: Knex, now: number, limit: number): Promise<PaymentRecord[]> {
+  const rows = (await db("payments").where({ status: "PENDING" }).whereNotNull("close_requested_at").where("reconcile_after", "<=", now).orderBy("reconcile_after").limit(limit)) as PaymentRow[];
+  return rows.map(toPayment);
+}
+
+/** The order service took this success into account (order.paid, or its refund): reconciliation leaves it. */
+export async function acknowledgeByOrder(db: Knex, id: string, now: number): Promise<void> {
+  await db("payments").where({ id, status: "SUCCEEDED" }).whereNull("order_ack_at").update({ order_ack_at: now });
+}
+
+/**
+ * Successes the order service never acknowledged, recorded before `before` and due (the
+ * reconcile time doubles as their lease): their `payment.succeeded` was lost to the order
+ * (dead-lettered), so reconciliation hands them over again.
+ */
+export async function dueUnacknowledged(db: Knex, before: number, now: number, limit: number): Promise<PaymentRecord[]> {
+  const rows = (await db("payments").where({ status: "SUCCEEDED" }).whereNull("order_ack_at").where("updated_at", "<", before).where("reconcile_after", "<=", now).orderBy("updated_at").limit(limit)) as PaymentRow[];
+  return rows.map(toPayment);
+}
+
+/** Claims an unacknowledged success for one sweeper (one replica gets row count 1). */
+export async function claimUnacknowledged(db: Knex, id: string, now: number, until: number): Promise<boolean> {
+  return (await db("payments").where({ id, status: "SUCCEEDED" }).whereNull("order_ack_at").where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1;
 }
 
 /** PENDING payments whose reconciliation time has come (candidates; the claim re-checks). */
@@ -239,7 +277,7 @@ interface SandboxRow {
   payment_id: string;
   amount: Num;
   currency: string;
-  status: "succeeded" | "failed";
+  status: "succeeded" | "failed" | "closed";
   provider_txn_id: string;
   paid_at: Num | null;
 }
@@ -247,6 +285,7 @@ interface SandboxRow {
 export async function sandboxPayment(db: Knex, paymentId: string): Promise<SandboxPaymentState | undefined> {
   const r = (await db("sandbox_payments").where({ payment_id: paymentId }).first()) as SandboxRow | undefined;
   if (!r) return undefined;
+  if (r.status === "closed") return { paymentId: r.payment_id, status: "closed", amountMinor: Number(r.amount), currency: r.currency };
   return {
     paymentId: r.payment_id,
     amountMinor: Number(r.amount),
@@ -259,8 +298,10 @@ export async function sandboxPayment(db: Knex, paymentId: string): Promise<Sandb
 
 /**
  * The tester's choice, as the sandbox platform records it: a first choice is inserted; a
- * success replaces an earlier failure (the buyer tried again and paid); a success is final.
- * Returns the state as it stands afterwards.
+ * success replaces an earlier failure (the buyer tried again and paid); a success is final;
+ * a closed trade takes no choice (the insert collides, and only a `failed` row is updated).
+ * Each is one statement, so a close racing a choice is ordered by the row. Returns the
+ * state as it stands afterwards.
  */
 export async function recordSandboxChoice(
   db: Knex,
@@ -279,24 +320,56 @@ export async function recordSandboxChoice(
   try {
     await db("sandbox_payments").insert(row);
   } catch (err) {
-    const code = (err as { code?: string }).code ?? "";
-    if (!/DUP_ENTRY|CONSTRAINT/.test(code)) throw err;
+    if (!isUniqueViolation(err)) throw err;
     if (s.status === "succeeded")
       await db("sandbox_payments").where({ payment_id: s.paymentId, status: "failed" }).update({ status: "succeeded", provider_txn_id: s.providerTxnId, paid_at: s.paidAt, updated_at: now });
   }
   return (await sandboxPayment(db, s.paymentId))!;
 }
 
-export async function sandboxRecordRefund(db: Knex, r: { paymentId: string; refundId: string; amountMinor: number }, newId: () => string, now: number): Promise<{ providerRefundId: string }> {
-  const existing = (await db("sandbox_refunds").where({ refund_id: r.refundId }).first()) as { provider_refund_id: string } | undefined;
-  if (existing) return { providerRefundId: existing.provider_refund_id };
-  const providerRefundId = newId();
+/**
+ * The sandbox closes a trade (SandboxStateStore.closeTrade): with no choice yet, or a failed
+ * one, it becomes closed; a succeeded one stays ("paid"). Insert-or-conditional-update, so
+ * it is atomic with recordSandboxChoice.
+ */
+export async function sandboxCloseTrade(db: Knex, paymentId: string, amount: Money, now: number): Promise<CloseResult> {
   try {
-    await db("sandbox_refunds").insert({ refund_id: r.refundId, payment_id: r.paymentId, amount: r.amountMinor, provider_refund_id: providerRefundId, created_at: now });
-    return { providerRefundId };
+    await db("sandbox_payments").insert({ payment_id: paymentId, amount: amount.amount, currency: amount.currency, status: "closed", provider_txn_id: "", paid_at: null, updated_at: now });
   } catch (err) {
-    const again = (await db("sandbox_refunds").where({ refund_id: r.refundId }).first()) as { provider_refund_id: string } | undefined;
-    if (again) return { providerRefundId: again.provider_refund_id };
+    if (!isUniqueViolation(err)) throw err;
+    await db("sandbox_payments").where({ payment_id: paymentId, status: "failed" }).update({ status: "closed", updated_at: now });
+  }
+  const state = await sandboxPayment(db, paymentId);
+  return { status: state?.status === "succeeded" ? "paid" : "closed" };
+}
+
+/**
+ * The sandbox accepts a refund (SandboxStateStore.recordRefund): idempotent on the refund
+ * id, and never more in total than the payment's amount, as Alipay and WeChat Pay refuse
+ * an over-refund. The payment's sandbox row is locked while the total is summed, so two
+ * concurrent refunds cannot both pass the check.
+ */
+export async function sandboxRecordRefund(db: Knex, r: SandboxRefundRequest, newId: () => string, now: number): Promise<SandboxRefundRecord> {
+  const recorded = async (q: Knex) => {
+    const row = (await q("sandbox_refunds").where({ refund_id: r.refundId }).first()) as { provider_refund_id: string } | undefined;
+    return row && ({ status: "recorded", providerRefundId: row.provider_refund_id } as const);
+  };
+  const existing = await recorded(db);
+  if (existing) return existing;
+  try {
+    return await inTransaction(db, async (trx) => {
+      await trx("sandbox_payments").where({ payment_id: r.paymentId }).forUpdate().first();
+      const again = await recorded(trx);
+      if (again) return again;
+      const [{ total }] = (await trx("sandbox_refunds").where({ payment_id: r.paymentId }).sum({ total: "amount" })) as { total: Num | null }[];
+      if (Number(total ?? 0) + r.amountMinor > r.totalMinor) return { status: "refused", failureCode: "REFUND_AMOUNT_EXCEEDED" } as const;
+      const providerRefundId = newId();
+      await trx("sandbox_refunds").insert({ refund_id: r.refundId, payment_id: r.paymentId, amount: r.amountMinor, provider_refund_id: providerRefundId, created_at: now });
+      return { status: "recorded", providerRefundId } as const;
+    });
+  } catch (err) {
+    const again = isUniqueViolation(err) ? await recorded(db) : undefined;
+    if (again) return again;
     throw err;
   }
 }

@@ -27,19 +27,29 @@
  *   pay such a trade, so they are asked about again once per lease, and a success is
  *   recorded even if its callback never comes (the order service refunds it when the order
  *   is gone).
+ * - Trades expire with the order's reservation (`expiresAt`, sent to the platform as its
+ *   time_expire), and a cancelled or expired order's open trades are closed at their
+ *   platform: `order.cancelled` marks them (inbox transaction), reconciliation closes them
+ *   (a remote call) right after and settles them FAILED; a trade the buyer paid meanwhile is
+ *   recorded SUCCEEDED, and the order service refunds it.
+ * - A success the order service never acknowledged (`order.paid`, or its automatic refund)
+ *   within PAYMENT_ORDER_ACK_TIMEOUT_S — its event was dead-lettered — is handed over again
+ *   by reconciliation (`order.applyPayment`, idempotent per payment): the order takes it if
+ *   it still can, otherwise it is refunded automatically and the buyer told.
  * - The sandbox's callbacks are sent over HTTP by this process (SandboxNotifier, retries with
  *   backoff); retries in flight are lost if the process stops, and reconciliation then
  *   settles the payment from the sandbox's own records (sandbox_payments), PENDING or watched.
  */
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
-import fs from "node:fs";
 import path from "node:path";
+import type { Knex } from "knex";
 import type { Context, ServiceSchema } from "moleculer";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
 import { AppError, conflict, notFound, validationError } from "../../lib/errors";
 import { countBusiness } from "../../lib/metrics";
+import { ensurePrivateDir, readOrCreatePrivateFile } from "../../lib/private-files";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
@@ -113,7 +123,9 @@ interface PaymentServiceThis extends EventsServiceThis {
   settle(payment: PaymentRecord, outcome: Outcome): Promise<boolean>;
   executeRefund(refund: RefundRecord, payment: PaymentRecord): Promise<RefundRecord>;
   applyRefundResult(refund: RefundRecord, result: RefundResult): Promise<void>;
-  reconcileOnce(now?: number): Promise<{ payments: number; refunds: number }>;
+  reconcileOnce(now?: number): Promise<{ payments: number; refunds: number; closed: number; handedOver: number }>;
+  closeTrade(p: PaymentRecord): Promise<boolean>;
+  reconcileSoon(): void;
   deliverSandbox(payload: SandboxNotificationPayload): void;
 }
 
@@ -129,27 +141,19 @@ const SANDBOX_KEY_FILE = "sandbox-pay-key.pem";
 export function sandboxKeyEnv(config: Pick<AppConfig, "mode" | "dataDir">, env: Record<string, string | undefined>): Record<string, string | undefined> {
   const given = (v: string | undefined) => v !== undefined && v.trim() !== "";
   if (config.mode !== "embedded" || given(env.SANDBOX_PAY_PRIVATE_KEY) || given(env.SANDBOX_PAY_PUBLIC_KEY)) return env;
-  const file = path.join(config.dataDir, SANDBOX_KEY_FILE);
-  fs.mkdirSync(config.dataDir, { recursive: true });
-  let pem: string;
-  try {
-    pem = fs.readFileSync(file, "utf8");
-  } catch {
-    const fresh = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }).toString();
-    try {
-      // `wx`: of two processes racing, the loser reads the winner's key.
-      fs.writeFileSync(file, fresh, { mode: 0o600, flag: "wx" });
-      pem = fresh;
-    } catch {
-      pem = fs.readFileSync(file, "utf8");
-    }
-  }
+  ensurePrivateDir(config.dataDir);
+  const pem = readOrCreatePrivateFile(path.join(config.dataDir, SANDBOX_KEY_FILE), () =>
+    generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+  );
   const publicPem = createPublicKey(createPrivateKey(pem)).export({ type: "spki", format: "pem" }).toString();
   return { ...env, SANDBOX_PAY_PRIVATE_KEY: pem, SANDBOX_PAY_PUBLIC_KEY: publicPem };
 }
 
 export function loadPaymentConfig(config: AppConfig, env: Record<string, string | undefined> = process.env): PaymentConfig {
-  return parsePaymentConfig(sandboxKeyEnv(config, env), { mode: config.mode });
+  const options = { mode: config.mode, sandbox: config.payments.sandbox, production: config.production };
+  // No key file is made for a sandbox that is off.
+  const wanted = options.sandbox ?? !options.production;
+  return parsePaymentConfig(wanted ? sandboxKeyEnv(config, env) : env, options);
 }
 
 // ---- parameter schemas (fastest-validator; they also generate the OpenAPI document) ----
@@ -202,11 +206,30 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
   const timeoutMs = config.payments.pendingTimeoutS * 1000;
   /** A claimed row is left to its claimer this long before another sweep may try it. */
   const leaseMs = Math.max(60_000, 2 * config.payments.reconcileIntervalMs);
+  const ackTimeoutMs = config.payments.orderAckTimeoutS * 1000;
 
   return {
     name: "payment",
     // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
-    mixins: [EventsMixin({ name: "payment", config }), DbMixin({ name: "payment", migrationsDir: path.join(__dirname, "migrations"), config })],
+    mixins: [
+      EventsMixin({
+        name: "payment",
+        config,
+        consumes: {
+          // The order took the success: reconciliation has nothing to hand over.
+          async "order.paid"(this: PaymentServiceThis, trx: Knex.Transaction, p: { paymentId: string }) {
+            await repo.acknowledgeByOrder(trx, p.paymentId, Date.now());
+          },
+          // Cancelled or expired: its open trades are closed at their platforms. The close is a
+          // remote call, so it is not made in this inbox transaction: the trades are marked,
+          // and reconciliation (woken after the commit) closes them, retrying until it can.
+          async "order.cancelled"(this: PaymentServiceThis, trx: Knex.Transaction, p: { orderId: string }) {
+            if (await repo.requestClose(trx, p.orderId, Date.now())) trx.executionPromise.then(() => this.reconcileSoon(), () => undefined);
+          },
+        },
+      }),
+      DbMixin({ name: "payment", migrationsDir: path.join(__dirname, "migrations"), config }),
+    ],
 
     actions: {
       /** For the order service: a payment of an order with a platform (not routed). */
@@ -219,9 +242,12 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           provider: { type: "enum", values: [...PROVIDERS] },
           amount: moneyRule,
           subject: { type: "string", trim: true, min: 1, max: 256 },
+          // The order's reservation end (epoch ms): the trade is not payable after it.
+          expiresAt: { type: "number", integer: true, min: 0 },
         },
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string; userId: string; provider: PlatformName; amount: Money; subject: string }>) {
-          const { orderId, userId, provider, subject } = ctx.params;
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string; userId: string; provider: PlatformName; amount: Money; subject: string; expiresAt: number }>) {
+          const { orderId, userId, provider, subject, expiresAt } = ctx.params;
+          if (expiresAt <= Date.now()) throw conflict("The order's reservation has expired; it can no longer be paid", [{ field: "expiresAt" }]);
           const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
           const platform = this.platformFor(provider);
           if (await repo.hasSucceededPayment(this.db, orderId)) throw conflict("This order is already paid", [{ field: "orderId", orderId }]);
@@ -233,7 +259,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           let created;
           try {
             created = await platform.create({
-              paymentId: id, orderId, amountMinor: amount.amount, currency: amount.currency, subject,
+              paymentId: id, orderId, amountMinor: amount.amount, currency: amount.currency, subject, expiresAt,
               notifyUrl: `${this.publicUrl()}/api/payments/notify/${provider}`,
             });
           } catch (err) {
@@ -245,7 +271,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           const now = Date.now();
           const record: PaymentRecord = {
             id, orderId, userId, provider, status: "PENDING", amount, subject, ...payloadColumns(created),
-            providerTxnId: null, failureReason: null, reconcileAfter: now + timeoutMs, paidAt: null, createdAt: now, updatedAt: now,
+            providerTxnId: null, failureReason: null, reconcileAfter: now + timeoutMs, paidAt: null, expiresAt, createdAt: now, updatedAt: now,
           };
           try {
             await inTransaction(this.db, async (trx) => {
@@ -305,6 +331,9 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
             if (!sameRefund(r, { paymentId, orderId, amount })) throw conflict("This refundId was used for another refund", [{ field: "refundId" }]);
             return toRefundView(r);
           };
+          // The order service asked for it: it has dealt with this payment (reconciliation
+          // need not hand the success over again).
+          await repo.acknowledgeByOrder(this.db, paymentId, Date.now());
           const stored = await repo.findRefund(this.db, refundId);
           if (stored) return replay(stored);
           const now = Date.now();
@@ -423,6 +452,8 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           const p = await repo.findPayment(this.db, paymentId);
           if (!p || p.provider !== "sandbox") throw notFound("Payment");
           const now = Date.now();
+          // As a real platform: a trade past its time_expire, or closed, takes no payment.
+          if (p.expiresAt !== null && now >= p.expiresAt) throw conflict("This trade has expired and can no longer be paid", [{ field: "paymentId" }]);
           const state = await repo.recordSandboxChoice(
             this.db,
             {
@@ -431,6 +462,8 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
             },
             now,
           );
+          if (state.status === "closed") throw conflict("This trade was closed and can no longer be paid", [{ field: "paymentId" }]);
+          if (state.status === "pending") throw new AppError("INTERNAL", "The sandbox recorded no choice");
           this.deliverSandbox({
             notifyId: `sbn_${randomBytes(12).toString("hex")}`,
             paymentId,
@@ -492,6 +525,10 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         if (!this.platformMap) {
           const store: SandboxStateStore = {
             getPayment: (id) => repo.sandboxPayment(this.db, id),
+            closeTrade: async (id) => {
+              const p = await repo.findPayment(this.db, id);
+              return p ? repo.sandboxCloseTrade(this.db, id, p.amount, Date.now()) : { status: "not_found" };
+            },
             recordRefund: (r) => repo.sandboxRecordRefund(this.db, r, () => `sbr_${randomBytes(12).toString("hex")}`, Date.now()),
           };
           this.platformMap = createPlatforms(paymentConfig, { publicUrl: this.publicUrl(), sandboxStore: store });
@@ -569,8 +606,18 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       async reconcileOnce(this: PaymentServiceThis, now = Date.now()) {
         let payments = 0;
         let refunds = 0;
+        let closed = 0;
+        let handedOver = 0;
         const platforms = this.platforms();
         const watchSince = now - FAILED_WATCH_MS;
+        for (const p of await repo.dueCloses(this.db, now, SWEEP_BATCH)) {
+          if (!(await repo.claimPayment(this.db, p.id, now, now + leaseMs, watchSince))) continue;
+          try {
+            if (await this.closeTrade(p)) closed++;
+          } catch (err) {
+            this.logger.warn(`Closing the trade of payment ${p.id} failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
+          }
+        }
         for (const p of await repo.duePendingPayments(this.db, now, SWEEP_BATCH, watchSince)) {
           if (!(await repo.claimPayment(this.db, p.id, now, now + leaseMs, watchSince))) continue;
           const platform = platforms.get(p.provider);
@@ -588,6 +635,18 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
             this.logger.warn(`Reconciliation of payment ${p.id} failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
           }
         }
+        // Successes the order never acknowledged (their event dead-lettered): hand them over again.
+        for (const p of await repo.dueUnacknowledged(this.db, now - ackTimeoutMs, now, SWEEP_BATCH)) {
+          if (!(await repo.claimUnacknowledged(this.db, p.id, now, now + leaseMs))) continue;
+          try {
+            const { outcome } = (await this.broker.call("order.applyPayment", { paymentId: p.id, orderId: p.orderId, provider: p.provider, amount: p.amount })) as { outcome: string };
+            this.logger.warn(`Payment ${p.id} of order ${p.orderId} was never acknowledged by the order service; handed over again: ${outcome}`);
+            await repo.acknowledgeByOrder(this.db, p.id, Date.now());
+            handedOver++;
+          } catch (err) {
+            this.logger.warn(`Handing payment ${p.id} over to the order service failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
+          }
+        }
         for (const r of await repo.duePendingRefunds(this.db, now, SWEEP_BATCH)) {
           if (!(await repo.claimRefund(this.db, r.id, now, now + leaseMs))) continue;
           const payment = await repo.findPayment(this.db, r.paymentId);
@@ -598,8 +657,35 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
             this.logger.warn(`Reconciliation of refund ${r.id} failed`, err instanceof Error ? err.message : err);
           }
         }
-        if (payments || refunds) this.logger.info(`Reconciliation settled ${payments} payment(s), ${refunds} refund(s)`);
-        return { payments, refunds };
+        if (payments || refunds || closed || handedOver)
+          this.logger.info(`Reconciliation settled ${payments} payment(s), ${refunds} refund(s); closed ${closed} trade(s); handed ${handedOver} success(es) over`);
+        return { payments, refunds, closed, handedOver };
+      },
+
+      /**
+       * Closes a cancelled order's trade at its platform and settles it: closed → FAILED
+       * ("closed"); unknown to the platform → FAILED ("not_found", still watched: an Alipay
+       * page-pay trade comes into being only when the buyer opens the page, until its
+       * time_expire); paid meanwhile → SUCCEEDED (the order refunds it). True when settled.
+       */
+      async closeTrade(this: PaymentServiceThis, p: PaymentRecord) {
+        const platform = this.platforms().get(p.provider);
+        if (!platform) return false;
+        const result = await platform.close(p.id);
+        if (result.status === "paid") {
+          const outcome = reconcileOutcome(await platform.query(p.id), p.amount, Date.now());
+          if (outcome?.kind !== "succeeded") throw new Error(`the platform said paid, then ${outcome?.kind ?? "an amount that differs"}`);
+          return this.settle(p, outcome);
+        }
+        return this.settle(p, { kind: "failed", reason: result.status === "closed" ? "closed" : "not_found" });
+      },
+
+      /** Runs a reconciliation pass now (after a cancel), unless one is running. */
+      reconcileSoon(this: PaymentServiceThis) {
+        if (this.lifetime.signal.aborted || this.sweeping) return;
+        this.sweeping = this.reconcileOnce()
+          .catch((err) => this.logger.warn("Payment reconciliation failed; the next pass will retry", err instanceof Error ? err.message : err))
+          .finally(() => (this.sweeping = undefined));
       },
 
       /** The sandbox platform sends its callback in the background, as a real platform would. */
@@ -637,13 +723,9 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
 
     async started(this: PaymentServiceThis) {
       this.logger.info(`Payment platforms: ${describePaymentConfig(paymentConfig)}`);
-      const tick = () => {
-        if (this.lifetime.signal.aborted || this.sweeping) return;
-        this.sweeping = this.reconcileOnce()
-          .catch((err) => this.logger.warn("Payment reconciliation failed; the next pass will retry", err instanceof Error ? err.message : err))
-          .finally(() => (this.sweeping = undefined));
-      };
-      this.sweepTimer = setInterval(tick, config.payments.reconcileIntervalMs);
+      if (paymentConfig.sandbox)
+        this.logger.warn("SANDBOX PAYMENTS ARE ON: anyone can \"pay\" an order with no money through /sandbox/pay (SANDBOX_PAY=false turns it off; off by default under NODE_ENV=production)");
+      this.sweepTimer = setInterval(() => this.reconcileSoon(), config.payments.reconcileIntervalMs);
       this.sweepTimer.unref();
     },
 

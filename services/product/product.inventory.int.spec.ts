@@ -41,6 +41,8 @@ async function startCluster(opts: { redis: boolean }): Promise<Cluster> {
     JWT_SECRET: randomBytes(32).toString("hex"),
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
     RESERVATION_SWEEP_INTERVAL_MS: "200",
+    // Product nodes only (no gateway or user service, so no Redis needed without the cacher's).
+    SERVICES: "product",
     ...(opts.redis ? { REDIS_URL } : {}),
   };
   const a = createBroker(loadConfig({ ...env, NODE_ID: `${namespace}-a` }), ["product"]);

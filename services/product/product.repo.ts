@@ -258,6 +258,22 @@ export async function returnCommitted(trx: Knex.Transaction, orderId: string, pr
   return true;
 }
 
+/**
+ * An approved return's line goes back on the shelf, once per (return, product), and only
+ * as much as the order's committed reservation of it sold minus what earlier returns
+ * restocked. False when there is nothing (more) to restock. The caller holds the
+ * reservation row's lock (findReservationsForUpdate), so returns of one order are serialised.
+ */
+export async function restockReturned(trx: Knex.Transaction, r: { returnId: string; orderId: string; productId: string; quantity: number }, sold: number, now: number): Promise<boolean> {
+  if (await trx("stock_returns").where({ return_id: r.returnId, product_id: r.productId }).first()) return false;
+  const [{ n }] = (await trx("stock_returns").where({ order_id: r.orderId, product_id: r.productId }).sum({ n: "quantity" })) as { n: number | string | null }[];
+  const quantity = Math.min(r.quantity, sold - Number(n ?? 0));
+  if (quantity <= 0) return false;
+  await trx("stock_returns").insert({ return_id: r.returnId, product_id: r.productId, order_id: r.orderId, quantity, created_at: now });
+  await trx("products").where({ id: r.productId }).update({ on_hand: trx.raw("on_hand + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
+  return true;
+}
+
 /** Held reservations whose time is up (a candidate list; the transition re-checks). */
 export async function findExpiredHeld(db: Knex, now: number, limit: number): Promise<ReservationRow[]> {
   const rows = (await db("reservations")

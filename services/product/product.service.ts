@@ -161,7 +161,31 @@ export function createProductService(config: AppConfig): ServiceSchema {
   return {
     name: "product",
     // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
-    mixins: [EventsMixin({ name: "product", config }), DbMixin({ name: "product", migrationsDir: path.join(__dirname, "migrations"), config })],
+    mixins: [
+      EventsMixin({
+        name: "product",
+        config,
+        consumes: {
+          /**
+           * An approved return whose goods came back (`restock`): its lines go back on the
+           * shelf — the undo of the order's `commit` for those units — once per return
+           * (the inbox, and one stock_returns row per line), never more than the order sold.
+           */
+          async "return.approved"(this: ProductServiceThis, trx: Knex.Transaction, p: { returnId: string; orderId: string; restock: boolean; lines: ReservationLine[] }) {
+            if (!p.restock) return;
+            const sold = new Map((await repo.findReservationsForUpdate(trx, p.orderId)).filter((r) => r.status === "committed").map((r) => [r.productId, r.quantity]));
+            const changed: string[] = [];
+            for (const l of p.lines) {
+              if (!(await repo.restockReturned(trx, { returnId: p.returnId, orderId: p.orderId, productId: l.productId, quantity: l.quantity }, sold.get(l.productId) ?? 0, Date.now()))) continue;
+              await this.stockChanged(trx, l.productId, "returned");
+              changed.push(l.productId);
+            }
+            if (changed.length) trx.executionPromise.then(() => this.invalidate(changed), () => undefined);
+          },
+        },
+      }),
+      DbMixin({ name: "product", migrationsDir: path.join(__dirname, "migrations"), config }),
+    ],
 
     actions: {
       list: {

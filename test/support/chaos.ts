@@ -71,6 +71,10 @@ export const CHAOS_NODE_ENV = (ttlS: number): Record<string, string> => ({
   PAYMENT_PENDING_TIMEOUT_S: "10",
   PAYMENT_RECONCILE_INTERVAL_MS: "2000",
   LOGIN_RATE_LIMIT: "100000",
+  // A fault that hits a checkout leaves its order unpaid until the TTL: those must not turn
+  // the shopper's next checkouts into UNPAID_LIMIT errors (the limits have their own tests).
+  MAX_UNPAID_ORDERS: "1000",
+  MAX_UNPAID_UNITS_PER_PRODUCT: "100000",
 });
 
 export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {

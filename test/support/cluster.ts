@@ -158,6 +158,10 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       DATA_DIR: path.join(logDir, "data"),
       LOG_LEVEL: "warn",
       LOG_FORMAT: "json",
+      // Every shopper of a load or chaos run comes from 127.0.0.1: the request limits (not
+      // login's) would throttle them as one. Each node logs the warning; pass
+      // `env: { RATE_LIMITS: "on" }` (or set it for `npm run cluster`) to keep them.
+      RATE_LIMITS: process.env.RATE_LIMITS || "off",
       ...(opts.admin ? { ADMIN_EMAIL: opts.admin.email, ADMIN_PASSWORD: opts.admin.password } : {}),
       ...opts.env,
     };

@@ -127,8 +127,10 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
       DATA_DIR: dataDir,
       LOG_LEVEL: "info",
       LOG_FORMAT: "json",
-      // Every request of this test comes from 127.0.0.1.
+      // Every request of this test comes from 127.0.0.1 (its request loops would exhaust one
+      // address's budget; the limits have their own tests).
       LOGIN_RATE_LIMIT: "100000",
+      RATE_LIMITS: "off",
     };
     // Cluster mode migrates as a separate step, as a Kubernetes Job would.
     const { stdout } = await promisify(execFile)(process.execPath, ["--import", "tsx", path.join(ROOT, "bin", "migrate.ts")], {
@@ -298,10 +300,24 @@ describe("embedded: `bin/start.ts` with no cluster variables", () => {
   test("starts alone (SQLite in DATA_DIR, no servers) and serves the user flow", async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-emb-"));
     const port = await freePort();
-    const child = spawnTs(START, { name: "embedded", env: { DATA_DIR: dataDir, PORT: String(port), LOG_LEVEL: "warn", RABBITMQ_URI: "", ETCD_HOSTS: "", REDIS_URL: "", MYSQL_URL: "" } });
+    const metricsPort = await freePort();
+    const child = spawnTs(START, {
+      name: "embedded",
+      env: { DATA_DIR: dataDir, PORT: String(port), METRICS_PORT: String(metricsPort), LOG_LEVEL: "warn", RABBITMQ_URI: "", ETCD_HOSTS: "", REDIS_URL: "", MYSQL_URL: "", NODE_ENV: "", SANDBOX_PAY: "" },
+    });
     try {
       const started = await child.waitForLine(/API docs: (\S+)/, 30_000);
       assert.equal(started[1], `http://localhost:${port}/docs`);
+      // Metrics on the internal listener only; the public port answers 404 for them.
+      assert.ok(child.lines.some((l) => l.includes(`Metrics (internal): http://localhost:${metricsPort}/metrics`)), "prints the metrics address");
+      const metrics = await http(`http://127.0.0.1:${metricsPort}`, "GET", "/metrics");
+      assert.equal(metrics.status, 200);
+      assert.match(metrics.text, /^# TYPE moleculer_/m);
+      const hidden = await http(`http://127.0.0.1:${port}`, "GET", "/metrics");
+      assert.equal(hidden.status, 404);
+      assert.equal(hidden.body.error.code, "NOT_FOUND");
+      // The sandbox platform is on in embedded mode, and the start log says so in one loud line.
+      assert.equal(child.lines.filter((l) => l.includes("SANDBOX PAYMENTS ARE ON")).length, 1);
       await userFlow(`http://127.0.0.1:${port}`);
       assert.ok(fs.existsSync(path.join(dataDir, "user.sqlite")));
       // A fresh embedded start loads the demo catalog: the shop has things in it.

@@ -81,6 +81,12 @@ export interface ParsePaymentConfigOptions {
    * and a production cluster should not offer a pay-without-paying platform by default).
    */
   mode: "embedded" | "cluster";
+  /**
+   * SANDBOX_PAY: the built-in sandbox lets anyone "pay" with no money, so it can be switched
+   * off in any mode; unset, it is on except under NODE_ENV=production (`production`).
+   */
+  sandbox?: boolean;
+  production?: boolean;
 }
 
 /** Parses and validates the platforms' variables. Throws ConfigError listing every problem. */
@@ -114,7 +120,10 @@ export function parsePaymentConfig(env: Record<string, string | undefined>, opti
   const config: PaymentConfig = { enabled: [] };
 
   // --- sandbox ---
-  if (groupState("sandbox") === "on") {
+  const sandboxWanted = options.sandbox ?? !options.production;
+  if (!sandboxWanted) {
+    // Off: its keys, if any, are not even loaded.
+  } else if (groupState("sandbox") === "on") {
     const privateKey = keyOr(problems, "SANDBOX_PAY_PRIVATE_KEY", () => loadPrivateKey(e.SANDBOX_PAY_PRIVATE_KEY!));
     const publicKey = keyOr(problems, "SANDBOX_PAY_PUBLIC_KEY", () => loadPublicKey(e.SANDBOX_PAY_PUBLIC_KEY!));
     if (privateKey && publicKey) {
@@ -124,6 +133,8 @@ export function parsePaymentConfig(env: Record<string, string | undefined>, opti
   } else if (options.mode === "embedded" && !problems.length) {
     const pair = generateKeyPairSync("rsa", { modulusLength: 2048 });
     config.sandbox = { privateKey: pair.privateKey, publicKey: pair.publicKey, generated: true };
+  } else if (options.mode === "cluster" && options.sandbox === true) {
+    problems.push("SANDBOX_PAY: true in a cluster needs SANDBOX_PAY_PRIVATE_KEY and SANDBOX_PAY_PUBLIC_KEY (one pair for every payment replica)");
   }
 
   // --- alipay ---

@@ -53,6 +53,17 @@ test("cluster with nothing set: no platform (the sandbox needs shared keys there
   assert.equal(c.sandbox?.generated, false);
 });
 
+test("SANDBOX_PAY: false turns the sandbox off in any mode; NODE_ENV=production turns it off unless true", () => {
+  const keys = { SANDBOX_PAY_PRIVATE_KEY: pem(sandbox, "private"), SANDBOX_PAY_PUBLIC_KEY: pem(sandbox, "public") };
+  assert.deepEqual(parsePaymentConfig({}, { mode: "embedded", sandbox: false }).enabled, []);
+  assert.deepEqual(parsePaymentConfig(keys, { mode: "cluster", sandbox: false }).enabled, [], "its keys are not even loaded");
+  assert.deepEqual(parsePaymentConfig({}, { mode: "embedded", production: true }).enabled, []);
+  assert.deepEqual(parsePaymentConfig(keys, { mode: "cluster", production: true }).enabled, []);
+  assert.deepEqual(parsePaymentConfig({}, { mode: "embedded", production: true, sandbox: true }).enabled, ["sandbox"]);
+  assert.deepEqual(parsePaymentConfig(keys, { mode: "cluster", production: true, sandbox: true }).enabled, ["sandbox"]);
+  assert.throws(() => parsePaymentConfig({}, { mode: "cluster", sandbox: true }), /SANDBOX_PAY: true in a cluster needs SANDBOX_PAY_PRIVATE_KEY/);
+});
+
 test("every group complete: all three platforms; gateway URLs default", () => {
   const c = parsePaymentConfig({ ...alipayEnv, ...wechatEnv }, { mode: "embedded" });
   assert.deepEqual(c.enabled, ["sandbox", "alipay", "wechatpay"]);
