@@ -43,6 +43,7 @@ import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import mysql from "mysql2/promise";
 import { installShutdown, loadConfigOrExit } from "../bin/start";
+import { startHealthServer } from "../lib/health-server";
 import { createBroker, SERVICE_FACTORIES } from "../lib/app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { syntheticProducts } from "../lib/demo-catalog";
@@ -131,7 +132,9 @@ async function serveMeridian(): Promise<void> {
     };
   }
   const broker = createBroker(config);
-  installShutdown(() => broker.stop());
+  // The internal listener, as bin/start.ts runs it: the cache counters are read from its /metrics.
+  const metrics = config.metricsPort ? await startHealthServer(broker, config.metricsPort) : undefined;
+  installShutdown(() => broker.stop().finally(() => metrics?.close()));
   try {
     await broker.start();
   } catch (err) {
@@ -210,8 +213,8 @@ interface HttpTarget {
   baseUrl: string;
   productId: string;
   child: BenchChild;
-  /** Prometheus /metrics of the node (Meridian cases), to count cache hits. */
-  metrics: boolean;
+  /** The node's internal listener (Meridian cases), whose /metrics count cache hits. */
+  metricsUrl?: string;
 }
 
 interface HttpRow {
@@ -233,7 +236,7 @@ const MERIDIAN_ENV_BLANK: Record<string, string> = Object.fromEntries(
   ["PORT", "DATA_DIR", "SERVICES", "NODE_ID", "NAMESPACE", "RABBITMQ_URI", "ETCD_HOSTS", "ETCD_USERNAME", "ETCD_PASSWORD",
     "REDIS_URL", "MYSQL_URL", "SERIALIZER", "JWT_SECRET", "ADMIN_EMAIL", "ADMIN_PASSWORD", "PUBLIC_URL", "LOG_LEVEL",
     "LOG_FORMAT", "TRUST_PROXY", "MIGRATE_ON_START", "DEMO_CATALOG", "DEMO_CATALOG_SIZE", "ELASTIC_SEARCH_NODE",
-    "BENCH_PRODUCT_GET_CACHE"].map((k) => [k, ""]),
+    "BENCH_PRODUCT_GET_CACHE", "NODE_ENV", "SANDBOX_PAY"].map((k) => [k, ""]),
 );
 
 /** The bare case's JSON: demo product DEMO_INDEX as the API shows it (the real answer's shape is compared later). */
@@ -251,7 +254,7 @@ async function startBare(): Promise<HttpTarget> {
   const child = startChild(SELF, "bare", { BENCH_CATALOG_ROLE: "bare", BENCH_PRODUCT_PATH: productPath, BENCH_PRODUCT_JSON: json });
   const m = await child.waitForLine(/bare listening on (\d+)/);
   bareBody = { keys: Object.keys(JSON.parse(json)).sort().join(), bytes: Buffer.byteLength(json) };
-  return { baseUrl: `http://127.0.0.1:${m[1]}`, productId: id, child, metrics: false };
+  return { baseUrl: `http://127.0.0.1:${m[1]}`, productId: id, child };
 }
 
 /** The embedded system with its product and user storage, a fresh namespace, the demo catalog loaded. */
@@ -266,12 +269,16 @@ async function startMeridian(caseName: string, extra: Record<string, string>): P
     });
   if (extra.REDIS_URL) onCleanup(`delete Redis keys of namespace ${namespace}`, () => deleteRedisKeys(extra.REDIS_URL, namespace));
   const port = await freePort();
+  const metricsPort = await freePort();
   const child = startChild(SELF, caseName, {
     ...MERIDIAN_ENV_BLANK,
     LOG_LEVEL,
     LOG_FORMAT: "text",
     BENCH_CATALOG_ROLE: "meridian",
     PORT: String(port),
+    METRICS_PORT: String(metricsPort),
+    // One load generator is one client address: the request budgets would measure 429s.
+    RATE_LIMITS: "off",
     NAMESPACE: namespace,
     NODE_ID: `bench-${caseName}`,
     SERVICES,
@@ -297,7 +304,7 @@ async function startMeridian(caseName: string, extra: Record<string, string>): P
   const idle = await waitIdle(child.pid, 30_000);
   process.stderr.write(`    ${idle ? "idle" : "still busy (measuring anyway)"} ${((Date.now() - t0) / 1000).toFixed(1)} s after ready\n`);
   if (!idle) notes.push(`${caseName}: the node was still using CPU 30 s after it was ready (start-up work measured with the load?)`);
-  return { baseUrl, productId, child, metrics: true };
+  return { baseUrl, productId, child, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics` };
 }
 
 /** Waits until `pid` uses under 5 % of a core over two successive 500 ms windows; false on timeout. */
@@ -324,8 +331,8 @@ function counter(text: string, name: string): number {
 }
 
 async function cacheCounters(target: HttpTarget): Promise<{ gets: number; found: number } | undefined> {
-  if (!target.metrics) return undefined;
-  const text = await (await fetch(`${target.baseUrl}/metrics`)).text();
+  if (!target.metricsUrl) return undefined;
+  const text = await (await fetch(target.metricsUrl)).text();
   return { gets: counter(text, "moleculer_cacher_get_total"), found: counter(text, "moleculer_cacher_found_total") };
 }
 

@@ -25,7 +25,7 @@ import { loadConfig } from "../lib/config";
 import { dropDatabase } from "../lib/db";
 import { freePort } from "../test/support/ports";
 import { createVhost } from "../test/support/rabbitmq";
-import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
+import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../test/support/servers";
 import {
   aborting,
   cleanupAll,
@@ -134,11 +134,13 @@ const notes: string[] = [];
 const MERIDIAN_ENV_BLANK: Record<string, string> = Object.fromEntries(
   ["PORT", "DATA_DIR", "SERVICES", "NODE_ID", "NAMESPACE", "RABBITMQ_URI", "ETCD_HOSTS", "ETCD_USERNAME", "ETCD_PASSWORD",
     "REDIS_URL", "MYSQL_URL", "SERIALIZER", "JWT_SECRET", "ADMIN_EMAIL", "ADMIN_PASSWORD", "PUBLIC_URL", "LOG_LEVEL",
-    "LOG_FORMAT", "TRUST_PROXY", "MIGRATE_ON_START"].map((k) => [k, ""]),
+    "LOG_FORMAT", "TRUST_PROXY", "MIGRATE_ON_START", "METRICS_PORT", "NODE_ENV", "SANDBOX_PAY"].map((k) => [k, ""]),
 );
 
 function meridianEnv(env: Record<string, string>): Record<string, string> {
-  return { ...MERIDIAN_ENV_BLANK, LOG_LEVEL, LOG_FORMAT: "text", ...env };
+  // METRICS_PORT 0: no internal listener (several nodes, and it is not measured); RATE_LIMITS
+  // off: one load generator is one client address, the budgets would measure 429s.
+  return { ...MERIDIAN_ENV_BLANK, LOG_LEVEL, LOG_FORMAT: "text", METRICS_PORT: "0", RATE_LIMITS: "off", ...env };
 }
 
 /**
@@ -237,7 +239,7 @@ async function startRemote(): Promise<Target> {
   onCleanup(`delete RabbitMQ vhost ${vhost.vhost}`, () => vhost.destroy());
   process.stderr.write(`    vhost ${vhost.vhost}\n`);
   const namespace = uniqueNamespace("bench");
-  const common = { RABBITMQ_URI: vhost.uri, JWT_SECRET: randomBytes(32).toString("base64url"), NAMESPACE: namespace };
+  const common = { RABBITMQ_URI: vhost.uri, REDIS_URL, JWT_SECRET: randomBytes(32).toString("base64url"), NAMESPACE: namespace };
   const userDir = tempDir("user-node");
   const gatewayDir = tempDir("gateway-node");
   const port = await freePort();

@@ -138,7 +138,7 @@ async function main(): Promise<void> {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-bench-recs-"));
     onCleanup(`remove ${dataDir}`, () => fs.rmSync(dataDir, { recursive: true, force: true }));
     const admin = { email: "bench-admin@example.com", password: "bench-admin-password" };
-    const config: AppConfig = loadConfig({ DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "warn", DEMO_CATALOG: "false", ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, LOGIN_RATE_LIMIT: "100000" });
+    const config: AppConfig = loadConfig({ DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "warn", DEMO_CATALOG: "false", ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, LOGIN_RATE_LIMIT: "100000", RATE_LIMITS: "off" });
     const broker = createBroker(config, ["gateway", "user", "product", "recommendation"]);
     // The order history's source for the rebuild (filled in below, once the data exists).
     let sources: ReturnType<typeof datasetSources> | undefined;

@@ -1,7 +1,9 @@
 /**
  * `npm run admin -- promote <email>`: an operator makes an existing account admin, with the
  * same environment as the nodes (it opens the user service's database, and the revocation
- * store so a running cluster honours the new role on the account's next request).
+ * store so a running cluster honours the new role on the account's next request). Embedded,
+ * the running node keeps its revocation store in its own memory: the new role reaches the
+ * account's next login (tokens issued before keep the role they were issued with).
  * Configuration (ADMIN_EMAIL) never promotes an account that exists: whoever registered the
  * address first would become admin. This command is the explicit, audited way.
  * Exit codes: 0 done (or already admin), 1 no such account, 2 usage.
@@ -22,6 +24,12 @@ async function main(): Promise<number> {
     return 2;
   }
   const config = loadConfigOrExit({ tool: true });
+  // The running nodes of a cluster read role changes from Redis; without it the change would
+  // reach new logins only.
+  if (config.mode === "cluster" && !config.redisUrl) {
+    process.stderr.write("REDIS_URL: required with RABBITMQ_URI (the nodes read role changes from Redis); use the nodes' environment\n");
+    return 2;
+  }
   const db = createKnex(config, "user");
   const revocations = createRevocations(config);
   try {

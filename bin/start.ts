@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   let health: HealthServer | undefined;
   if (config.metricsPort) {
     try {
-      health = await startHealthServer(broker, config.metricsPort);
+      health = await startHealthServer(broker, config.metricsPort, config.mode === "embedded" ? "127.0.0.1" : undefined);
     } catch (err) {
       process.stderr.write(`Metrics listener on port ${config.metricsPort} failed: ${err instanceof Error ? err.message : String(err)}\n`);
       process.exit(1);

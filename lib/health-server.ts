@@ -30,8 +30,12 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
   res.end(JSON.stringify(body));
 }
 
-/** Listens on `port` (0: an ephemeral one, for tests) on every interface: the kubelet probes the pod's IP. */
-export async function startHealthServer(broker: ServiceBroker, port: number): Promise<HealthServer> {
+/**
+ * Listens on `port` (0: an ephemeral one, for tests) on `host`: every interface by default,
+ * since the kubelet and Prometheus reach the pod's IP; bin/start.ts binds embedded mode's to
+ * 127.0.0.1, so a laptop's `npm start` does not show its metrics to the network.
+ */
+export async function startHealthServer(broker: ServiceBroker, port: number, host?: string): Promise<HealthServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, toErrorResponse(new AppError("METHOD_NOT_ALLOWED", "GET only")).body);
@@ -60,7 +64,7 @@ export async function startHealthServer(broker: ServiceBroker, port: number): Pr
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, () => {
+    server.listen(port, host, () => {
       server.off("error", reject);
       resolve();
     });

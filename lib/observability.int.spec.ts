@@ -1,9 +1,10 @@
 /**
- * Observability: business counters in the Prometheus text (gateway /metrics and the health
- * server's), counted only after a commit; request ids (X-Request-Id in and out, the access
- * log line, `requestId` on log lines written inside actions, calls without parentCtx
- * continuing the request); tracing across two nodes over a real RabbitMQ vhost (protobuf
- * serializer), with the spans posted to an in-process stand-in for Zipkin.
+ * Observability: business counters in the Prometheus text (/metrics on the internal listener,
+ * lib/health-server.ts; never on the gateway's public port), counted only after a commit;
+ * request ids (X-Request-Id in and out, the access log line, `requestId` on log lines
+ * written inside actions, calls without parentCtx continuing the request); tracing across
+ * two nodes over a real RabbitMQ vhost (protobuf serializer), with the spans posted to an
+ * in-process stand-in for Zipkin.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -17,7 +18,7 @@ import { ServiceBroker, type Context } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import { http as request, startTestApp, type TestApp } from "../test/support/app";
 import { createVhost, type RabbitVhost } from "../test/support/rabbitmq";
-import { uniqueNamespace } from "../test/support/servers";
+import { REDIS_URL, uniqueNamespace } from "../test/support/servers";
 import { configProblems } from "../test/support/config";
 import { loadConfig } from "./config";
 import { startHealthServer } from "./health-server";
@@ -109,8 +110,15 @@ describe("business counters (embedded, SQLite)", () => {
     await app?.stop();
   });
 
-  test("an oversell refusal counts once per refused request, a success not at all; /metrics on the gateway and the health server", async () => {
-    const metrics = async () => (await request(app.baseUrl, "GET", "/metrics")).text;
+  test("an oversell refusal counts once per refused request, a success not at all; /metrics on the internal listener, 404 on the gateway", async (t) => {
+    const health = await startHealthServer(app.broker, 0);
+    t.after(() => health.close());
+    const metrics = async () => {
+      const res = await fetch(`http://127.0.0.1:${health.port}/metrics`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+      return res.text();
+    };
     // Registered at start: a label-less counter scrapes as 0 before its first event.
     assert.equal(sample(await metrics(), "meridian_oversell_refused_total"), 0);
     assert.equal(sample(await metrics(), "meridian_orders_created_total"), 0);
@@ -131,15 +139,11 @@ describe("business counters (embedded, SQLite)", () => {
     // The outbox rows of the product's events went out (in-process relay).
     await eventually("product.created published", async () => (sample(await metrics(), "meridian_events_published_total", { service: "product", event: "product.created" }) ?? 0) >= 1);
 
-    const health = await startHealthServer(app.broker, 0);
-    try {
-      const res = await fetch(`http://127.0.0.1:${health.port}/metrics`);
-      assert.equal(res.status, 200);
-      assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
-      assert.equal(sample(await res.text(), "meridian_oversell_refused_total"), 2);
-    } finally {
-      await health.close();
-    }
+    // Not on the gateway's public port.
+    const publicMetrics = await request(app.baseUrl, "GET", "/metrics");
+    assert.equal(publicMetrics.status, 404);
+    assert.equal(publicMetrics.body?.error?.code, "NOT_FOUND");
+    assert.doesNotMatch(publicMetrics.text, /meridian_|moleculer_/);
   });
 
   test("with a transaction, a counter moves only once it commits", async () => {
@@ -190,7 +194,7 @@ describe("business counters through a checkout (every service, embedded)", () =>
     assert.equal((await call("POST", `/api/orders/${paid.id}/refunds`, { token: alice, body: { reason: "changed my mind" } })).status, 202);
     await eventually("REFUNDED", async () => (await status(paid.id)) === "REFUNDED");
 
-    const text = (await call("GET", "/metrics")).text;
+    const text = prometheusText(app.broker); // what the internal listener's /metrics serves
     const expected: [string, Record<string, string>, number][] = [
       ["meridian_orders_created_total", {}, 2],
       ["meridian_orders_paid_total", { provider: "sandbox" }, 1],
@@ -317,7 +321,7 @@ describe("tracing across two nodes over RabbitMQ (protobuf), spans to a Zipkin s
   test("A → B → A: spans from both nodes share one trace id with correct parents; no params in spans", async () => {
     const namespace = uniqueNamespace("obs");
     const env = {
-      NAMESPACE: namespace, DATA_DIR: dataDir, RABBITMQ_URI: vhost.uri, JWT_SECRET: randomBytes(32).toString("hex"),
+      NAMESPACE: namespace, DATA_DIR: dataDir, RABBITMQ_URI: vhost.uri, JWT_SECRET: randomBytes(32).toString("hex"), REDIS_URL,
       LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn", TRACING_EXPORTER: "zipkin",
       ZIPKIN_URL: `http://127.0.0.1:${(zipkin.address() as AddressInfo).port}/`,
     };

@@ -5,9 +5,11 @@
  *
  * - A revoked session (`sid`, the login's refresh-token family) denies every access token
  *   of that login until the longest of them expires (the access token TTL).
- * - A role change is kept for the same TTL: the gateway uses the stored role instead of the
- *   token's, so a demotion (or a promotion) takes effect on the next request; tokens issued
- *   after it carry the new role anyway.
+ * - A role change is kept for the same TTL with its time: the gateway uses the stored role
+ *   instead of the claim of a token issued at or before the change, so a demotion (or a
+ *   promotion) takes effect on the next request. Tokens issued after it carry the role of
+ *   their issue and are left alone (a later change made where this store cannot see it, by
+ *   `npm run admin` embedded, still reaches every new login).
  *
  * Kept in Redis when REDIS_URL is set (required on gateway and user nodes in a cluster, so
  * every replica sees one list); in this process's memory otherwise (embedded mode: the
@@ -22,15 +24,29 @@ import type { Role } from "./tokens";
 export interface TokenStanding {
   /** The login was ended: refuse the token. */
   revoked: boolean;
-  /** The holder's role since a change (overrides the token's), when one happened within the TTL. */
+  /** The holder's role since a change (overrides the claim of a token issued at or before it), when one happened within the TTL. */
   role?: Role;
 }
 
 export interface Revocations {
   revokeSession(sessionId: string): Promise<void>;
-  setRole(userId: string, role: Role): Promise<void>;
-  standing(sessionId: string, userId: string): Promise<TokenStanding>;
+  setRole(userId: string, role: Role, now?: number): Promise<void>;
+  /** `issuedAt`: the token's `iat` (epoch seconds). */
+  standing(sessionId: string, userId: string, issuedAt: number): Promise<TokenStanding>;
   close(): Promise<void>;
+}
+
+/** `<role>|<epoch seconds of the change>`: a role change as stored. */
+const roleEntry = (role: Role, now: number) => `${role}|${Math.floor(now / 1000)}`;
+/**
+ * The role that applies to a token issued at `issuedAt`: the stored one if the token is not
+ * newer than the change (a token of the same second gets it too: it is the latest role).
+ */
+function roleFor(entry: string | null | undefined, issuedAt: number): Role | undefined {
+  if (!entry) return undefined;
+  const [role, at] = entry.split("|");
+  if ((role !== "admin" && role !== "customer") || !(issuedAt <= Number(at))) return undefined;
+  return role;
 }
 
 const keyPrefix = (namespace: string) => `meridian:${namespace || "default"}:auth`;
@@ -49,12 +65,13 @@ export function createRevocations(config: { redisUrl?: string; namespace: string
       async revokeSession(sessionId) {
         await redis.set(`${prefix}:sid:${sessionId}`, "1", "EX", ttlS);
       },
-      async setRole(userId, role) {
-        await redis.set(`${prefix}:role:${userId}`, role, "EX", ttlS);
+      async setRole(userId, role, now = Date.now()) {
+        await redis.set(`${prefix}:role:${userId}`, roleEntry(role, now), "EX", ttlS);
       },
-      async standing(sessionId, userId) {
-        const [revoked, role] = await redis.mget(`${prefix}:sid:${sessionId}`, `${prefix}:role:${userId}`);
-        return { revoked: revoked !== null, ...(role === "admin" || role === "customer" ? { role } : {}) };
+      async standing(sessionId, userId, issuedAt) {
+        const [revoked, entry] = await redis.mget(`${prefix}:sid:${sessionId}`, `${prefix}:role:${userId}`);
+        const role = roleFor(entry, issuedAt);
+        return { revoked: revoked !== null, ...(role ? { role } : {}) };
       },
       async close() {
         redis.disconnect();
@@ -78,12 +95,12 @@ export function createRevocations(config: { redisUrl?: string; namespace: string
     async revokeSession(sessionId) {
       put(`sid:${sessionId}`, "1");
     },
-    async setRole(userId, role) {
-      put(`role:${userId}`, role);
+    async setRole(userId, role, now = Date.now()) {
+      put(`role:${userId}`, roleEntry(role, now));
     },
-    async standing(sessionId, userId) {
-      const role = get(`role:${userId}`);
-      return { revoked: get(`sid:${sessionId}`) !== undefined, ...(role === "admin" || role === "customer" ? { role } : {}) };
+    async standing(sessionId, userId, issuedAt) {
+      const role = roleFor(get(`role:${userId}`), issuedAt);
+      return { revoked: get(`sid:${sessionId}`) !== undefined, ...(role ? { role } : {}) };
     },
     async close() {},
   };

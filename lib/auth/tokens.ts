@@ -30,6 +30,8 @@ export interface VerifiedToken extends AuthUser {
   sessionId: string;
   tokenId: string;
   /** Epoch seconds. */
+  issuedAt: number;
+  /** Epoch seconds. */
   expiresAt: number;
 }
 
@@ -60,10 +62,10 @@ export function accessTokens(secret: string, ttlSeconds: number): AccessTokens {
     async verify(token) {
       try {
         const { payload } = await jwtVerify(token, key, { algorithms: [ALG], issuer: ISSUER, audience: AUDIENCE, requiredClaims: REQUIRED_CLAIMS });
-        const { role, sid, sub, jti, exp } = payload;
-        if (typeof sub !== "string" || typeof sid !== "string" || typeof jti !== "string" || typeof exp !== "number" || (role !== "customer" && role !== "admin"))
+        const { role, sid, sub, jti, exp, iat } = payload;
+        if (typeof sub !== "string" || typeof sid !== "string" || typeof jti !== "string" || typeof exp !== "number" || typeof iat !== "number" || (role !== "customer" && role !== "admin"))
           throw new InvalidTokenError("bad claims");
-        return { id: sub, role, sessionId: sid, tokenId: jti, expiresAt: exp };
+        return { id: sub, role, sessionId: sid, tokenId: jti, issuedAt: iat, expiresAt: exp };
       } catch (err) {
         if (err instanceof InvalidTokenError || err instanceof joseErrors.JOSEError) throw new InvalidTokenError("invalid token");
         throw err;

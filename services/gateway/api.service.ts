@@ -28,6 +28,8 @@ type Req = IncomingMessage & {
   $action?: { auth?: AuthLevel; rateLimit?: NamedLimit; name?: string };
   $ctx?: Context<unknown, RequestMeta>;
   $alias?: { fullPath?: string };
+  /** On a public route, the signed-in caller whose request budget applies (not an identity). */
+  $budgetUserId?: string;
   originalUrl?: string;
 };
 
@@ -281,7 +283,14 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       async authenticate(_ctx: Context, _route: unknown, req: Req) {
         const level = req.$action?.auth ?? "admin";
         const header = req.headers.authorization;
-        if (!header || level === "none") return null;
+        if (!header) return null;
+        if (level === "none") {
+          // No identity on a public route; but a valid token still names whose request budget
+          // it spends, so signed-in shoppers behind one address do not share the anonymous one.
+          const m = limits && bearer.exec(header.trim());
+          if (m) req.$budgetUserId = await tokens.verify(m[1]!).then((t) => t.id, () => undefined);
+          return null;
+        }
         const m = bearer.exec(header.trim());
         if (!m) throw unauthorized("Malformed Authorization header; expected 'Bearer <token>'");
         let token: VerifiedToken;
@@ -294,7 +303,7 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
         // or the role changed since the token was issued. Unknown (store unreachable) fails closed.
         let standing: TokenStanding;
         try {
-          standing = await revocations.standing(token.sessionId, token.id);
+          standing = await revocations.standing(token.sessionId, token.id, token.issuedAt);
         } catch {
           throw new AppError("SERVICE_UNAVAILABLE", "Sign-in cannot be checked right now; try again");
         }
@@ -315,7 +324,7 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
           if (level === "admin" && ctx.meta.user.role !== "admin") throw forbidden();
         }
         if (!limits || !route.opts?.budget) return;
-        const decision = await limits.check({ userId: ctx.meta.user?.id, ip: ctx.meta.clientIp ?? "unknown", action: req.$action?.rateLimit });
+        const decision = await limits.check({ userId: ctx.meta.user?.id ?? req.$budgetUserId, ip: ctx.meta.clientIp ?? "unknown", action: req.$action?.rateLimit });
         if (!decision) return;
         if (decision.retryAfterSeconds !== undefined) throw rateLimited(decision);
         for (const [name, value] of Object.entries(rateLimitHeaders(decision))) res.setHeader(name, value);

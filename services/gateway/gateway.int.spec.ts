@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { listDocsOperations } from "../../test/support/chromium";
 import { freePort } from "../../test/support/ports";
+import { startHealthServer } from "../../lib/health-server";
 import { API_ALIASES } from "./api.service";
 
 function assertError(r: { status: number; body: any; text: string }, status: number, code: string) {
@@ -121,18 +122,30 @@ describe("gateway conventions", () => {
     assert.ok((await call("GET", "/nope")).status === 404);
   });
 
-  test("health, readiness and Prometheus metrics", async () => {
+  test("health and readiness on the gateway; Prometheus metrics only on the internal listener (404 on the public port)", async () => {
     assert.deepEqual((await call("GET", "/health/live")).body, { status: "ok" });
     const ready = await call("GET", "/health/ready");
     assert.equal(ready.status, 200);
     // Every local dependency is listed and up: the node, each service's database, the search index.
     for (const check of ["node", "database:user", "database:product", "database:order", "database:payment", "search:index"]) assert.equal(ready.body.checks[check], "up", check);
     assert.ok(Object.values(ready.body.checks).every((v) => v === "up"), JSON.stringify(ready.body.checks));
-    const metrics = await call("GET", "/metrics");
-    assert.equal(metrics.status, 200);
-    assert.match(metrics.headers.get("content-type") ?? "", /^text\/plain/);
-    assert.match(metrics.text, /^# TYPE moleculer_request_total counter$/m);
-    assert.match(metrics.text, /moleculer_request_total\{[^}]*action="user\.register"/);
+    // Metrics reveal internal addresses and volumes: never on the public port, whoever asks.
+    for (const path of ["/metrics", "/metrics/", "/api/metrics"]) {
+      assertError(await call("GET", path), 404, "NOT_FOUND");
+      assertError(await call("GET", path, { token }), 404, "NOT_FOUND");
+    }
+    // The internal listener (bin/start.ts starts it on METRICS_PORT) serves the Prometheus text.
+    const health = await startHealthServer(app.broker, 0);
+    try {
+      const metrics = await fetch(`http://127.0.0.1:${health.port}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(metrics.headers.get("content-type") ?? "", /^text\/plain/);
+      const text = await metrics.text();
+      assert.match(text, /^# TYPE moleculer_request_total counter$/m);
+      assert.match(text, /moleculer_request_total\{[^}]*action="user\.register"/);
+    } finally {
+      await health.close();
+    }
   });
 
   test("GET /api/openapi.json is generated from the actions and is valid OpenAPI 3", async () => {
@@ -148,7 +161,8 @@ describe("gateway conventions", () => {
       const [method, path] = alias.split(" ");
       assert.ok(operations.includes(`${method} /api${path.replace(/:(\w+)/g, "{$1}")}`), `${alias} documented`);
     }
-    for (const ops of ["GET /health/live", "GET /health/ready", "GET /metrics"]) assert.ok(operations.includes(ops), ops);
+    for (const ops of ["GET /health/live", "GET /health/ready"]) assert.ok(operations.includes(ops), ops);
+    assert.ok(!operations.includes("GET /metrics"), "/metrics is not a public operation");
     // Generated from the parameter schemas: register's body lists the validator's fields and limits.
     const body = r.body.paths["/api/auth/register"].post.requestBody.content["application/json"].schema;
     assert.deepEqual([...body.required].sort(), ["email", "name", "password"]);

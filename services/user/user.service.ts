@@ -112,7 +112,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
       register: {
         auth: "none",
         rateLimit: "signup",
-        openapi: { summary: "Create an account", tags: ["auth"], status: 201, response: sessionSchema, errors: [409] },
+        openapi: { summary: "Create an account (at most RATE_LIMIT_SIGNUP per client address)", tags: ["auth"], status: 201, response: sessionSchema, errors: [409, 429] },
         params: { $$strict: true, email: emailRule, password: { type: "string", max: 1024 }, name: nameRule },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.register">>): Promise<ActionResponse<"user.register">> {
           const email = normalizeEmail(ctx.params.email);
