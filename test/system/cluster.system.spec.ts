@@ -158,7 +158,7 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     await vhost?.destroy().catch(() => undefined);
     await etcd?.destroy().catch(() => undefined);
     for (const service of ["user", "product"])
-      await dropDatabase(loadConfig({ MYSQL_URL, NAMESPACE: namespace, JWT_SECRET: "x".repeat(32), RABBITMQ_URI: "amqp://x" }), service);
+      await dropDatabase(loadConfig({ MYSQL_URL, NAMESPACE: namespace, RABBITMQ_URI: "amqp://x" }, { tool: true }), service);
     await deleteRedisKeys(REDIS_URL, namespace);
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
