@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { clientAddress } from "./client-address";
+import { clientAddress, limitKey } from "./client-address";
 
 test("TRUST_PROXY=0: the socket's address, whatever X-Forwarded-For says", () => {
   assert.equal(clientAddress("10.0.0.9", "1.2.3.4", 0), "10.0.0.9");
@@ -30,4 +30,14 @@ test("addresses are normalized: ports, brackets, IPv4-mapped IPv6", () => {
   assert.equal(clientAddress("10.0.0.2", "203.0.113.7:5555", 1), "203.0.113.7");
   assert.equal(clientAddress("10.0.0.2", "[2001:db8::1]:443", 1), "2001:db8::1");
   assert.equal(clientAddress("10.0.0.2", "::ffff:203.0.113.7", 1), "203.0.113.7");
+});
+
+test("limit keys: IPv4 as is, IPv6 by its /64 (rotating inside one subscriber's /64 is one client)", () => {
+  assert.equal(limitKey("203.0.113.7"), "203.0.113.7");
+  assert.equal(limitKey("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+  assert.equal(limitKey("2001:0db8:0001:0002:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+  assert.equal(limitKey("2001:db8::1"), "2001:db8:0:0::/64");
+  assert.equal(limitKey("::1"), "0:0:0:0::/64");
+  assert.notEqual(limitKey("2001:db8:1:3::1"), limitKey("2001:db8:1:2::1"), "another /64 is another client");
+  assert.equal(limitKey("unknown"), "unknown");
 });

@@ -43,6 +43,8 @@ export function createKnex(config: AppConfig, service: string): Knex {
   ensurePrivateDir(config.dataDir);
   const filename = path.join(config.dataDir, `${service}.sqlite`);
   ensurePrivateFile(filename);
+  // A journal left by an older install (or a crash) is narrowed too; new ones take the file's mode.
+  for (const suffix of ["-wal", "-shm"]) if (fs.existsSync(filename + suffix)) ensurePrivateFile(filename + suffix);
   return knexFactory({
     client: "better-sqlite3",
     connection: { filename },

@@ -39,13 +39,15 @@ export interface Revocations {
 /** `<role>|<epoch seconds of the change>`: a role change as stored. */
 const roleEntry = (role: Role, now: number) => `${role}|${Math.floor(now / 1000)}`;
 /**
- * The role that applies to a token issued at `issuedAt`: the stored one if the token is not
- * newer than the change (a token of the same second gets it too: it is the latest role).
+ * The role that applies to a token issued at `issuedAt` (whole seconds): the stored one if
+ * the token is not newer than the change by more than a second. The second's grace covers
+ * a token signed just after a change it did not see (its `iat` rounds up past the change);
+ * the stored role is the latest one, so applying it to a token that did see it is harmless.
  */
 function roleFor(entry: string | null | undefined, issuedAt: number): Role | undefined {
   if (!entry) return undefined;
   const [role, at] = entry.split("|");
-  if ((role !== "admin" && role !== "customer") || !(issuedAt <= Number(at))) return undefined;
+  if ((role !== "admin" && role !== "customer") || !(issuedAt <= Number(at) + 1)) return undefined;
   return role;
 }
 

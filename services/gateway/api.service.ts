@@ -324,7 +324,9 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
           if (level === "admin" && ctx.meta.user.role !== "admin") throw forbidden();
         }
         if (!limits || !route.opts?.budget) return;
-        const decision = await limits.check({ userId: ctx.meta.user?.id ?? req.$budgetUserId, ip: ctx.meta.clientIp ?? "unknown", action: req.$action?.rateLimit });
+        const decision = await limits.check({
+          userId: ctx.meta.user?.id ?? req.$budgetUserId, ip: ctx.meta.clientIp ?? "unknown", action: req.$action?.rateLimit, admin: ctx.meta.user?.role === "admin",
+        });
         if (!decision) return;
         if (decision.retryAfterSeconds !== undefined) throw rateLimited(decision);
         for (const [name, value] of Object.entries(rateLimitHeaders(decision))) res.setHeader(name, value);

@@ -73,6 +73,12 @@ describe("request limits (RATE_LIMITS=on: sign-ups 3/600 per address, 20/60 per 
     assertBudget(other, 3, 2, 600);
   });
 
+  test("IPv6 clients count by their /64: rotating addresses inside one /64 gets no more sign-ups; another /64 does", async () => {
+    for (let i = 0; i < 3; i++) assert.equal((await register(`v6-${i}@example.com`, `2001:db8:aa:bb::${i + 1}`)).status, 201);
+    assertRefused(await register("v6-3@example.com", "2001:db8:aa:bb:ffff:1234:5678:9abc"), 3, 600);
+    assert.equal((await register("v6-3@example.com", "2001:db8:aa:bc::1")).status, 201);
+  });
+
   test("a signed-in user's budget runs out at 20 (429); another user behind the same address is unaffected", async () => {
     const a = (await register("budget-a@example.com", "198.51.100.20")).body.accessToken as string;
     const b = (await register("budget-b@example.com", "198.51.100.21")).body.accessToken as string;

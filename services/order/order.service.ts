@@ -363,6 +363,14 @@ export function createOrderService(config: AppConfig): ServiceSchema {
             { parentCtx: ctx },
           )) as PaymentView;
           await repo.upsertPayment(this.db, order.id, { id: payment.id, provider: payment.provider, status: payment.status, amount: payment.amount }, Date.now());
+          // A cancel that committed while the trade was being created published its
+          // order.cancelled before the trade existed: close it now. (A cancel committing after
+          // this read finds the trade, which exists by then, through its event.)
+          const now = (await repo.findOrder(this.db, order.id))!;
+          if (now.status !== "PENDING_PAYMENT") {
+            await this.broker.call("payment.closeOrderTrades", { orderId: order.id }, { parentCtx: ctx });
+            throw conflict(`The order was ${now.status.toLowerCase()} meanwhile; its payment is being closed`, [{ status: now.status }]);
+          }
           return payment;
         },
       },
@@ -507,7 +515,9 @@ export function createOrderService(config: AppConfig): ServiceSchema {
             (returnId) => decideReturn(this, returnId, { kind: "approve", amount, restock }),
             async (returnId) => {
               const r = await repo.findReturn(this.db, returnId);
-              return r && r.status !== "REQUESTED" ? r : undefined;
+              // Another admin's rejection is not this request's answer.
+              if (r?.status === "REJECTED") throw conflict("This return was rejected meanwhile", [{ status: r.status }]);
+              return r?.status === "APPROVED" ? r : undefined;
             },
           );
           return toPublicReturn(ret);

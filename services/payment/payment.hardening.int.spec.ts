@@ -76,6 +76,30 @@ describe("trades close and expire (embedded)", () => {
     assert.equal((await s.call("GET", `/api/orders/${o.id}`, { token: buyer })).body.status, "CANCELLED");
   });
 
+  test("a declined trade is closed too when the order is cancelled (the sandbox would take a success after a decline)", async () => {
+    const { buyer, product } = await s.setup();
+    const o = await s.order(buyer, product.id);
+    const pay = await s.pay(buyer, o.id);
+    assert.equal((await s.call("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "failure", token: pay.token } })).status, 202);
+    await eventually("declined", async () => (await s.call("GET", `/api/payments/${pay.id}`, { token: buyer })).body.status === "FAILED");
+    assert.equal((await s.call("POST", `/api/orders/${o.id}/cancel`, { token: buyer })).status, 200);
+    const db = (app.broker.getLocalService("payment") as unknown as { db: Knex }).db;
+    await eventually("closed at the platform", async () => (await db("sandbox_payments").where({ payment_id: pay.id }).first())?.status === "closed");
+    assert.equal((await db("payments").where({ id: pay.id }).first()).failure_reason, "closed");
+    const late = await s.complete(pay);
+    assert.equal(late.status, 409, late.text);
+  });
+
+  test("payment.closeOrderTrades (the order's answer to a cancel that raced a pay) closes the order's open trades, once", async () => {
+    const { buyer, product } = await s.setup();
+    const o = await s.order(buyer, product.id);
+    const pay = await s.pay(buyer, o.id);
+    assert.deepEqual(await app.broker.call("payment.closeOrderTrades", { orderId: o.id }), { marked: 1 });
+    await eventually("closed", async () => (await s.call("GET", `/api/payments/${pay.id}`, { token: buyer })).body.status === "FAILED");
+    assert.deepEqual(await app.broker.call("payment.closeOrderTrades", { orderId: o.id }), { marked: 0 }, "a closed trade is not marked again");
+    assert.equal((await s.complete(pay)).status, 409);
+  });
+
   test("a trade carries the reservation's end as its expiry; past it the sandbox refuses to complete it (409)", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
@@ -114,6 +138,10 @@ for (const [what, env] of [
       assert.equal(complete.status, 404, complete.text);
       assert.equal(complete.body.error.code, "NOT_FOUND");
       assert.equal((await s.call("GET", `/sandbox/pay/${"a".repeat(32)}?token=${"x".repeat(32)}`)).status, 404);
+      // Malformed or not, the route is not there: 404, never a 422 that would show it exists.
+      for (const body of [{}, { outcome: "maybe" }, { outcome: "success", token: "x".repeat(500), extra: 1 }])
+        assert.equal((await s.call("POST", "/api/payments/sandbox/x/complete", { body })).status, 404, JSON.stringify(body));
+      assert.equal((await s.call("GET", "/sandbox/pay/x")).status, 404);
       const fs = await import("node:fs");
       assert.equal(fs.existsSync(`${app.config.dataDir}/sandbox-pay-key.pem`), false);
     });

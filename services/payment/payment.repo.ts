@@ -122,17 +122,39 @@ export async function settlePayment(trx: Knex.Transaction, id: string, outcome: 
 }
 
 /**
- * The order was cancelled: its trades still open (PENDING) are to be closed at their
+ * Trades that may still be open at their platform: PENDING ones, and FAILED ones not known
+ * to be closed (a buyer can still pay a trade we gave up on for want of an answer, and the
+ * sandbox takes a success after a declined attempt).
+ */
+const possiblyOpen = (q: Knex.QueryBuilder) =>
+  q.where((w) => w.where({ status: "PENDING" }).orWhere((f) => f.where({ status: "FAILED" }).whereNot({ failure_reason: "closed" })));
+
+/**
+ * The order was cancelled: its trades that may still be open are to be closed at their
  * platforms, by reconciliation (due now). Returns how many.
  */
 export async function requestClose(db: Knex, orderId: string, now: number): Promise<number> {
-  return db("payments").where({ order_id: orderId, status: "PENDING" }).whereNull("close_requested_at").update({ close_requested_at: now, reconcile_after: now });
+  return possiblyOpen(db("payments").where({ order_id: orderId })).whereNull("close_requested_at").update({ close_requested_at: now, reconcile_after: now });
 }
 
-/** PENDING payments whose trade is to be closed, due now (candidates; claimPayment decides). */
+/** Trades to close, due now (candidates; claimClose decides). */
 export async function dueCloses(db: Knex, now: number, limit: number): Promise<PaymentRecord[]> {
-  const rows = (await db("payments").where({ status: "PENDING" }).whereNotNull("close_requested_at").where("reconcile_after", "<=", now).orderBy("reconcile_after").limit(limit)) as PaymentRow[];
+  const rows = (await possiblyOpen(db("payments")).whereNotNull("close_requested_at").where("reconcile_after", "<=", now).orderBy("reconcile_after").limit(limit)) as PaymentRow[];
   return rows.map(toPayment);
+}
+
+/** Claims a trade to close for one sweeper (a conditional move of its reconcile time). */
+export async function claimClose(db: Knex, id: string, now: number, until: number): Promise<boolean> {
+  return (await possiblyOpen(db("payments").where({ id })).whereNotNull("close_requested_at").where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1;
+}
+
+/**
+ * The close was carried out: the row leaves the close loop (a FAILED one the platform closed
+ * is no longer watched; one it did not know stays watched until its time_expire passes).
+ */
+export async function closeHandled(db: Knex, id: string, closedAtPlatform: boolean, now: number): Promise<void> {
+  await db("payments").where({ id }).update({ close_requested_at: null, updated_at: now });
+  if (closedAtPlatform) await db("payments").where({ id, status: "FAILED" }).update({ failure_reason: "closed" });
 }
 
 /** The order service took this success into account (order.paid, or its refund): reconciliation leaves it. */
@@ -164,6 +186,8 @@ export async function claimUnacknowledged(db: Knex, id: string, now: number, unt
  */
 const dueForReconciliation = (db: Knex, now: number, watchSince: number) =>
   db("payments")
+    // A trade to close is the close loop's (dueCloses), not settled here first.
+    .whereNull("close_requested_at")
     .where((q) =>
       q.where({ status: "PENDING" }).orWhere((w) => w.where({ status: "FAILED" }).whereIn("failure_reason", WATCHED_FAILURES).where("created_at", ">=", watchSince)),
     )

@@ -98,9 +98,10 @@ const SWEEP_BATCH = 100;
 /**
  * How long a payment the reconciliation failed for want of an answer is still asked about
  * (once per lease): a late payment whose callback was lost is then recorded SUCCEEDED, and
- * the order service refunds it if the order can no longer take it.
+ * the order service refunds it if the order can no longer take it. A day, and at least as
+ * long as a trade can be paid (its time_expire is the reservation's end) plus an hour.
  */
-const FAILED_WATCH_MS = 24 * 3600 * 1000;
+const failedWatchMs = (reservationTtlS: number) => Math.max(24 * 3600 * 1000, reservationTtlS * 1000 + 3600 * 1000);
 /** How long a sandbox pay token may be. */
 const TOKEN_MAX = 100;
 
@@ -207,6 +208,8 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
   /** A claimed row is left to its claimer this long before another sweep may try it. */
   const leaseMs = Math.max(60_000, 2 * config.payments.reconcileIntervalMs);
   const ackTimeoutMs = config.payments.orderAckTimeoutS * 1000;
+  const sandboxParams = <T extends object>(schema: T): T | Record<string, never> => (paymentConfig.sandbox ? schema : {});
+  const FAILED_WATCH_MS = failedWatchMs(config.reservations.ttlSeconds);
 
   return {
     name: "payment",
@@ -263,7 +266,8 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
               notifyUrl: `${this.publicUrl()}/api/payments/notify/${provider}`,
             });
           } catch (err) {
-            if (err instanceof PaymentPlatformError && err.reason === "invalid_request") throw validationError(err.message, [{ field: "amount" }]);
+            // The platform's own refusal (an amount or a deadline it does not take): its message says which.
+            if (err instanceof PaymentPlatformError && err.reason === "invalid_request") throw validationError(`The payment platform refused the payment: ${err.message}`);
             if (err instanceof AppError) throw err;
             this.logger.warn(`payment.create: ${provider} did not answer`, err instanceof Error ? err.message : err);
             throw new AppError("SERVICE_UNAVAILABLE", "The payment platform is unavailable; try again later");
@@ -439,12 +443,13 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           response: { type: "object", properties: { paymentId: { type: "string" }, outcome: { type: "string" }, status: { type: "string" } } },
           errors: [404],
         },
-        params: {
+        // Off (SANDBOX_PAY), the route is not there for anyone: 404 whatever the body, not a 422.
+        params: sandboxParams({
           $$strict: true,
           paymentId: idRule,
           outcome: { type: "enum", values: ["success", "failure"] },
           token: { type: "string", min: 1, max: TOKEN_MAX },
-        },
+        }),
         async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; outcome: "success" | "failure"; token: string }>) {
           const { paymentId, outcome, token } = ctx.params;
           const sandbox = paymentConfig.sandbox;
@@ -482,7 +487,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       sandboxPage: {
         auth: "none",
         openapi: { summary: "Sandbox platform: the pay page (HTML)", tags: ["payments"], contentType: "text/html", response: { type: "string" }, errors: [404] },
-        params: { $$strict: true, paymentId: idRule, token: { type: "string", max: TOKEN_MAX, optional: true } },
+        params: sandboxParams({ $$strict: true, paymentId: idRule, token: { type: "string", max: TOKEN_MAX, optional: true } }),
         async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; token?: string }>) {
           const { paymentId, token } = ctx.params;
           const sandbox = paymentConfig.sandbox;
@@ -493,6 +498,21 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           ctx.meta.$responseType = "text/html; charset=utf-8";
           ctx.meta.$responseHeaders = { "Content-Security-Policy": sandboxPageCsp(nonce), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer" };
           return sandboxPageHtml(p, token, nonce);
+        },
+      },
+
+      /**
+       * For the order service: close the order's trades that may still be open (the order
+       * was cancelled while one was being created: its `order.cancelled` came before the
+       * trade existed). Idempotent; the closing itself is reconciliation's. Not routed.
+       */
+      closeOrderTrades: {
+        visibility: "public",
+        params: { $$strict: true, orderId: idRule },
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string }>) {
+          const marked = await repo.requestClose(this.db, ctx.params.orderId, Date.now());
+          if (marked) this.reconcileSoon();
+          return { marked };
         },
       },
 
@@ -611,7 +631,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         const platforms = this.platforms();
         const watchSince = now - FAILED_WATCH_MS;
         for (const p of await repo.dueCloses(this.db, now, SWEEP_BATCH)) {
-          if (!(await repo.claimPayment(this.db, p.id, now, now + leaseMs, watchSince))) continue;
+          if (!(await repo.claimClose(this.db, p.id, now, now + leaseMs))) continue;
           try {
             if (await this.closeTrade(p)) closed++;
           } catch (err) {
@@ -666,18 +686,24 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
        * Closes a cancelled order's trade at its platform and settles it: closed → FAILED
        * ("closed"); unknown to the platform → FAILED ("not_found", still watched: an Alipay
        * page-pay trade comes into being only when the buyer opens the page, until its
-       * time_expire); paid meanwhile → SUCCEEDED (the order refunds it). True when settled.
+       * time_expire); paid meanwhile → SUCCEEDED (the order refunds it). A trade already
+       * FAILED here (given up for want of an answer, or declined) keeps its status; closed at
+       * the platform it is no longer watched. True when this changed something.
        */
       async closeTrade(this: PaymentServiceThis, p: PaymentRecord) {
         const platform = this.platforms().get(p.provider);
         if (!platform) return false;
         const result = await platform.close(p.id);
+        let changed = false;
         if (result.status === "paid") {
           const outcome = reconcileOutcome(await platform.query(p.id), p.amount, Date.now());
           if (outcome?.kind !== "succeeded") throw new Error(`the platform said paid, then ${outcome?.kind ?? "an amount that differs"}`);
-          return this.settle(p, outcome);
+          changed = await this.settle(p, outcome);
+        } else if (p.status === "PENDING") {
+          changed = await this.settle(p, { kind: "failed", reason: result.status === "closed" ? "closed" : "not_found" });
         }
-        return this.settle(p, { kind: "failed", reason: result.status === "closed" ? "closed" : "not_found" });
+        await repo.closeHandled(this.db, p.id, result.status === "closed", Date.now());
+        return changed || result.status === "closed";
       },
 
       /** Runs a reconciliation pass now (after a cancel), unless one is running. */

@@ -16,6 +16,7 @@
  */
 import type { RateBudget } from "../../lib/config";
 import { rateLimited } from "../../lib/errors";
+import { limitKey } from "../../lib/client-address";
 import type { RateLimitStore } from "../../lib/rate-limit";
 import { lockoutSeconds } from "./user.domain";
 
@@ -41,7 +42,9 @@ export function createLoginThrottle(store: RateLimitStore, budget: RateBudget): 
   const lockouts = store.limiter("login-lockouts", { points: 1_000_000, windowS: 86_400 });
   const pairKey = (email: string, ip: string) => `${ip}|${email}`;
   return {
-    async begin(email, ip) {
+    async begin(email, clientIp) {
+      // An IPv6 client counts by its /64 (lib/client-address.ts).
+      const ip = limitKey(clientIp);
       const p = await pair.consume(pairKey(email, ip));
       const countedForAddress = p.count === 1;
       const giveBack = async () => {

@@ -383,8 +383,11 @@ export function createUserService(config: AppConfig): ServiceSchema {
           expiresAt: now + config.refreshTokenTtlS * 1000,
           now,
         });
+        // The role as it is now (not as read before the password check): a role change racing
+        // this login is then either in the token or, being later, applied by the gateway.
+        const role = (await repo.findUserById(this.db, user.id))?.role ?? user.role;
         // The access token names its login (`sid` = the refresh family), so ending the login ends it too.
-        return { accessToken: await this.tokens.sign({ id: user.id, role: user.role, sessionId }), refreshToken: `${id}.${secret}` };
+        return { accessToken: await this.tokens.sign({ id: user.id, role, sessionId }), refreshToken: `${id}.${secret}` };
       },
 
       /**
