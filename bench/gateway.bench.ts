@@ -143,7 +143,7 @@ function meridianEnv(env: Record<string, string>): Record<string, string> {
   // would answer 429s; with it on (and BENCH_RATE_LIMIT_BUDGET as RATE_LIMIT_USER and
   // RATE_LIMIT_IP, high enough) the run measures their per-request cost.
   const limits: Record<string, string> = process.env.BENCH_RATE_LIMITS === "on"
-    ? { RATE_LIMITS: "on", RATE_LIMIT_USER: process.env.BENCH_RATE_LIMIT_BUDGET ?? "100000000/60", RATE_LIMIT_IP: process.env.BENCH_RATE_LIMIT_BUDGET ?? "100000000/60" }
+    ? { RATE_LIMITS: "on", RATE_LIMIT_USER: process.env.BENCH_RATE_LIMIT_BUDGET ?? "9999999/60", RATE_LIMIT_IP: process.env.BENCH_RATE_LIMIT_BUDGET ?? "9999999/60" }
     : { RATE_LIMITS: "off" };
   return { ...MERIDIAN_ENV_BLANK, LOG_LEVEL, LOG_FORMAT: "text", METRICS_PORT: "0", ...limits, ...env };
 }
