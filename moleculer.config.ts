@@ -3,6 +3,7 @@
  * (no transporter, memory cache, local discovery) or as a cluster node (AMQP transporter,
  * etcd discovery, Redis cache), chosen by environment variables alone.
  */
+import { StrictNullValidator } from "./lib/validator";
 import type { BrokerOptions } from "moleculer";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { DependencyErrorsMiddleware } from "./lib/errors";
@@ -49,7 +50,8 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
     cacher: config.redisUrl
       ? (new ResilientRedisCacher({ redisUrl: config.redisUrl, prefix: `MOL-${config.namespace || "meridian"}-`, ttl: 300 }) as unknown as BrokerOptions["cacher"])
       : { type: "Memory", options: { ttl: 300, maxParamsLength: 200 } },
-    validator: true,
+    // fastest-validator, with `null` refused where a rule is not nullable (lib/validator.ts).
+    validator: new StrictNullValidator() as unknown as BrokerOptions["validator"],
     serializer: config.serializer === "protobuf" ? new ProtobufSerializer() : "JSON",
     skipProcessEventRegistration: true,
   };

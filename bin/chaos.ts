@@ -1,14 +1,18 @@
 /**
  * `npm run chaos [-- --faults kill,rabbitmq,kill,etcd,kill,mariadb,kill --gap 20
- *   --etcd-outage 60 --shoppers 8 --think-ms 300 --record]`: the load against a local cluster
- * with private RabbitMQ and MariaDB (never the machine's shared servers) while nodes are
- * killed and restarted, RabbitMQ restarts, etcd stops for a minute and MariaDB restarts;
- * then the checkout invariants (test/support/chaos.ts). Prints the errors per fault and the
- * invariants; exit 1 when an invariant does not hold. `--record` appends the report to
- * bench/RESULTS.md.
+ *   --etcd-outage 60 --shoppers 8 --think-ms 300 --kill-services order,payment,product
+ *   --seed N --record]`: the load against a local cluster with private RabbitMQ and MariaDB
+ * (never the machine's shared servers) while nodes are killed and restarted (each as a
+ * checkout request through its service is sent; `--kill-services`: victims among those
+ * services' nodes, one service per kill in turn, default any node), RabbitMQ restarts, etcd
+ * stops for a minute and MariaDB restarts; then the checkout invariants
+ * (test/support/chaos.ts). Prints the errors per fault and the invariants; exit 1 when an
+ * invariant does not hold, or the run could not go on (e.g. an incomplete catalog).
+ * `--record` appends the report to bench/RESULTS.md.
  */
 import os from "node:os";
 import { appendResults } from "../bench/support";
+import { ALL_SERVICES, type ServiceName } from "../lib/config";
 import { formatChaosReport, runChaos, type FaultKind } from "../test/support/chaos";
 
 const FAULTS: FaultKind[] = ["kill", "rabbitmq", "kill", "etcd", "kill", "mariadb", "kill"];
@@ -25,6 +29,17 @@ async function main(): Promise<number> {
     process.stderr.write(`--faults: unknown ${bad.join(", ")} (kill, rabbitmq, etcd, mariadb)\n`);
     return 2;
   }
+  const killServices = opt("--kill-services", "").split(",").filter(Boolean) as ServiceName[];
+  const badServices = killServices.filter((s) => !(ALL_SERVICES as readonly string[]).includes(s));
+  if (badServices.length) {
+    process.stderr.write(`--kill-services: unknown ${badServices.join(", ")} (${ALL_SERVICES.join(", ")})\n`);
+    return 2;
+  }
+  const seedArg = opt("--seed", "");
+  if (seedArg && !/^\d+$/.test(seedArg)) {
+    process.stderr.write("--seed: a non-negative integer\n");
+    return 2;
+  }
   const startedAt = new Date();
   const startLoad = os.loadavg().map((x) => x.toFixed(1)).join(" ");
   const report = await runChaos({
@@ -35,6 +50,8 @@ async function main(): Promise<number> {
     thinkMs: Number(opt("--think-ms", "300")),
     reservationTtlS: 20,
     settleTimeoutS: 180,
+    ...(killServices.length ? { killServices } : {}),
+    ...(seedArg ? { seed: Number(seedArg) } : {}),
     log: (line) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`),
   });
   const text = formatChaosReport(report);

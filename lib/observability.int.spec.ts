@@ -146,13 +146,28 @@ describe("business counters (embedded, SQLite)", () => {
     assert.doesNotMatch(publicMetrics.text, /meridian_|moleculer_/);
   });
 
-  test("with a transaction, a counter moves only once it commits", async () => {
-    const before = sample(prometheusText(app.broker), "meridian_orders_cancelled_total", { reason: "test" }) ?? 0;
-    const rolledBack = Promise.reject(new Error("rolled back"));
-    countBusiness(app.broker, "orders_cancelled", { reason: "test" }, { executionPromise: rolledBack });
-    countBusiness(app.broker, "orders_cancelled", { reason: "test" }, { executionPromise: Promise.resolve() });
-    await new Promise((r) => setImmediate(r));
-    assert.equal(sample(prometheusText(app.broker), "meridian_orders_cancelled_total", { reason: "test" }), before + 1);
+  test("with a transaction, a counter moves only once it commits: not while it is open, never for a rollback", async () => {
+    const db = (app.broker.getLocalService("product") as unknown as { db: import("knex").Knex }).db;
+    const count = () => sample(prometheusText(app.broker), "meridian_orders_cancelled_total", { reason: "test" }) ?? 0;
+    const before = count();
+    // A real transaction (the product service's database) that rolls back: never counted.
+    await assert.rejects(
+      db.transaction(async (trx) => {
+        countBusiness(app.broker, "orders_cancelled", { reason: "test" }, trx);
+        await trx.raw("select 1");
+        throw new Error("roll back");
+      }),
+      /roll back/,
+    );
+    // One that commits: not counted while it is open, counted after.
+    await db.transaction(async (trx) => {
+      countBusiness(app.broker, "orders_cancelled", { reason: "test" }, trx);
+      await trx.raw("select 1");
+      assert.equal(count(), before, "not counted before the commit");
+    });
+    await eventually("counted after the commit", async () => count() > before);
+    // The rollback settled before the commit began, so its handler has run: exactly one.
+    assert.equal(count(), before + 1);
   });
 });
 

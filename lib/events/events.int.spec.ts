@@ -11,12 +11,13 @@ import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
 import { createUserService } from "../../services/user/user.service";
 import type { EventsServiceThis } from "../../mixins/events.mixin";
+import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, uniqueNamespace } from "../../test/support/servers";
 import { listDeadLetters, replayDeadLetters } from "./dead-letters";
 import { consumerService, producerService } from "./fixtures/services";
 import type { Envelope } from "./outbox";
-import { dropAll, eventsConfig, newDataDir, startBroker, svc, waitFor, type EventsTestEnv } from "./support";
+import { dropAll, eventQueueMessages, eventsConfig, newDataDir, startBroker, svc, waitFor, type EventsTestEnv } from "./support";
 import { topology } from "./topology";
 
 type Events = EventsServiceThis & { db: import("knex").Knex };
@@ -62,7 +63,11 @@ describe("events over RabbitMQ on MariaDB", () => {
       await conn.close();
       const audit = svc<Events>(broker, "audit");
       await waitFor("3 deliveries", async () => audit.eventStats().applied + audit.eventStats().duplicates >= 6);
-      await new Promise((r) => setTimeout(r, 200));
+      // Counted again once the queues are empty (nothing waiting, nothing unacknowledged).
+      await untilQuiet("the event layer", {
+        "unsent outbox rows": () => unsentOutbox(shop.db),
+        "messages in the event queues": async () => (await eventQueueMessages(vhost.vhost, t.namespace)).total,
+      });
       const rows = (await effects(broker)).filter((r) => r.message_id === envelope.id);
       assert.equal(rows.length, 1, "exactly one effect");
       assert.equal(audit.eventStats().applied, 4);
@@ -73,7 +78,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  test("a message that always fails: retried with backoff, dead-lettered after N attempts, listed and replayed", async () => {
+  test("a message that always fails: retried through the retry queues, dead-lettered after N attempts, listed and replayed", async () => {
     const t = env();
     const config = eventsConfig(t);
     let failing = true;
@@ -133,7 +138,11 @@ describe("events over RabbitMQ on MariaDB", () => {
     try {
       const audit = svc<Events>(consumer, "audit");
       await waitFor(`${N} applied`, async () => audit.eventStats().applied === N, 30_000);
-      await new Promise((r) => setTimeout(r, 300));
+      // Counted once nothing is left in flight: a row published twice would still be on its way.
+      await untilQuiet("the event layer", {
+        "unsent outbox rows": () => unsentOutbox(svc<Events>(first, "shop").db),
+        "messages in the event queues": async () => (await eventQueueMessages(vhost.vhost, t.namespace)).total,
+      });
       const published = replicas.map((b) => svc<Events>(b, "shop").eventStats().published);
       assert.equal(published[0]! + published[1]!, N, `published per replica: ${published}`);
       assert.ok(published[0]! > 0 && published[1]! > 0, `both replicas worked: ${published}`);

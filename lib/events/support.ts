@@ -5,10 +5,15 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { loadConfig, type AppConfig } from "../config";
 import { dropDatabase } from "../db";
+import type { PrivateRabbit } from "../../test/support/private-rabbitmq";
+import { queueMessages, type Rabbitmqctl } from "../../test/support/rabbitmq";
 import { REDIS_URL } from "../../test/support/servers";
+import { topology } from "./topology";
 
 export interface EventsTestEnv {
   namespace: string;
@@ -68,4 +73,30 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
 
 export function svc<T>(broker: ServiceBroker, name: string): T {
   return broker.getLocalService(name) as unknown as T;
+}
+
+/**
+ * `rabbitmqctl` for a private node (test/support/private-rabbitmq.ts): Debian's script from
+ * the same directory, with the node's name and the HOME whose Erlang cookie it uses.
+ */
+export function privateRabbitmqctl(rabbit: PrivateRabbit): Rabbitmqctl {
+  const bin = path.join(process.env.RABBITMQ_BIN_DIR ?? "/usr/lib/rabbitmq/bin", "rabbitmqctl");
+  const env = { ...process.env, HOME: path.join(rabbit.dir, "home") };
+  return async (...args) => (await promisify(execFile)(bin, ["-n", rabbit.node, ...args], { env, timeout: 30_000 })).stdout;
+}
+
+/**
+ * Messages (ready + unacknowledged) in the event layer's queues of `namespace`: work, retry,
+ * dead-letter and broadcast queues, not the transporter's. `ctl` defaults to the machine's
+ * broker.
+ */
+export async function eventQueueMessages(vhost: string, namespace: string, ctl?: Rabbitmqctl): Promise<{ total: number; dead: number; byQueue: Map<string, number> }> {
+  const byQueue = await queueMessages(vhost, `${topology(namespace).exchange}.`, ctl);
+  let total = 0;
+  let dead = 0;
+  for (const [name, n] of byQueue) {
+    total += n;
+    if (name.endsWith(".dead")) dead += n;
+  }
+  return { total, dead, byQueue };
 }

@@ -4,14 +4,17 @@
  * Written here rather than with body-parser because we need our own answers (415, 413
  * and 400 in the contract's shape) and to refuse `__proto__`, `constructor` and
  * `prototype` keys at any depth, including ones spelled with JSON escapes
- * (`"\u005f_proto__"`), which a text scan would miss: we walk the parsed value. raw-body
+ * (`"\u005f_proto__"`), which a text scan would miss: we walk the parsed value. Also
+ * `toString` and `valueOf`, the methods JavaScript calls to make a value a string: an array
+ * holding `{"toString": 1}` made fastest-validator throw while writing its error message
+ * (a 500 on any route with a string field; found by the gateway fuzz). raw-body
  * (body-parser's own reader) enforces the size limit while streaming.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import getRawBody from "raw-body";
 import { AppError, malformed } from "../../lib/errors";
 
-const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype"]);
+const FORBIDDEN_KEYS = new Set(["__proto__", "constructor", "prototype", "toString", "valueOf"]);
 const BODY_METHODS = new Set(["POST", "PUT", "PATCH"]);
 
 type Req = IncomingMessage & { body?: unknown; $rawBody?: Buffer };
@@ -72,7 +75,7 @@ export function jsonBody(limitBytes: number) {
         } catch {
           return next(malformed("Malformed JSON body"));
         }
-        if (hasForbiddenKey(parsed)) return next(malformed("Keys '__proto__', 'constructor' and 'prototype' are not allowed"));
+        if (hasForbiddenKey(parsed)) return next(malformed("Keys '__proto__', 'constructor', 'prototype', 'toString' and 'valueOf' are not allowed"));
         if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed))
           return next(malformed("Request body must be a JSON object"));
         req.body = parsed;

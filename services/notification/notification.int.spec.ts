@@ -22,6 +22,7 @@ import { SAMPLE_EVENTS } from "./test-fixtures";
 /** One notification per consumed event type (the samples cover each). */
 const EVENT_COUNT = Object.keys(SAMPLE_EVENTS).length;
 import { eventually } from "../../test/support/eventually";
+import { untilQuiet } from "../../test/support/quiet";
 
 const FROM_DOMAIN = "meridian.test";
 
@@ -69,10 +70,14 @@ class TestSmtp {
   withMessageId(id: string) {
     return this.received.filter((r) => r.mail.messageId === id);
   }
+
+  /** SMTP sessions open now: a send in progress (the mailer opens one per message). */
+  openConnections(): number {
+    return this.server?.connections.size ?? 0;
+  }
 }
 
 const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 15_000) => eventually(what, check, timeoutMs, 25);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface OutboxItem {
   id: string;
@@ -114,6 +119,21 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     const outbox = async (userId?: string) => (await app.broker.call("notification.outbox", userId ? { userId } : {})) as OutboxItem[];
     const emailOf = async (sourceMessageId: string) => (await outbox()).find((e) => e.sourceMessageId === sourceMessageId);
     const done = smtpMode ? "sent" : "stored";
+    /**
+     * Waits until no e-mail is pending or claimed and no SMTP session is open, then runs one
+     * more sender pass itself (it awaits its sends): after that, whatever a sender would
+     * still send has been sent, so a count taken now is final.
+     */
+    const mailQuiet = async () => {
+      await untilQuiet("the e-mail outbox", {
+        "e-mails pending or claimed": async () => {
+          const row = (await db()("emails").where({ status: "pending" }).orWhereNotNull("claimed_by").count({ n: "*" }).first()) as { n: number | string };
+          return Number(row.n);
+        },
+        "open SMTP sessions": () => smtp?.openConnections() ?? 0,
+      }, 30_000, 25);
+      return (await app.broker.call("notification.sendPending")) as { handled: number };
+    };
 
     before(async () => {
       const env: Record<string, string> = {
@@ -245,8 +265,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         const row = await emailOf(env.id);
         return row?.status === done ? row : undefined;
       });
-      // Let several sender passes run (poll every 50 ms): nothing more goes out.
-      await sleep(600);
+      // Counted again once the sender has nothing left: nothing more went out.
+      assert.deepEqual(await mailQuiet(), { handled: 0 });
       const list = await call("GET", "/api/notifications", { token: users.bob.token });
       assert.equal(list.body.items.filter((n: { data: { trackingNumber?: string } }) => n.data.trackingNumber === "DUP-1").length, 1);
       assert.equal((await db()("notifications").where({ source_message_id: env.id })).length, 1);
@@ -256,7 +276,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       if (smtp) assert.equal(smtp.withMessageId(e.messageId).length, 1, "one e-mail on the SMTP server");
     });
 
-    test("a malformed event fails (retried, then dead-lettered by the event layer) and writes nothing", async () => {
+    test("a malformed event is refused and writes nothing, not even its inbox row (so the event layer's retry can apply it)", async () => {
       const env = envelope("order.created", { orderId: "o-bad" });
       await assert.rejects(deliver(env), /userId/);
       assert.equal((await db()("notifications").where({ source_message_id: env.id })).length, 0);
@@ -272,6 +292,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       });
       assert.equal(e.attempts, 1);
       assert.match(e.lastError!, /user not found/);
+      const kept = (await db()("notifications").where({ source_message_id: env.id })) as { user_id: string; type: string }[];
+      assert.deepEqual(kept.map((n) => [n.user_id, n.type]), [["no-such-user", "order.delivered"]], "the in-app row is kept");
     });
 
     if (smtpMode) {
@@ -294,7 +316,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
           const row = await emailOf(env.id);
           return row?.status === "sent" ? row : undefined;
         });
-        await sleep(600);
+        assert.deepEqual(await mailQuiet(), { handled: 0 });
         assert.equal(smtp!.withMessageId(e.messageId).length, 1, "delivered once");
         assert.ok(e.attempts >= 3 && e.attempts <= 4, `attempts ${e.attempts}`);
         assert.equal(e.lastError, null);
@@ -312,7 +334,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         assert.equal(e.attempts, 4);
         assert.ok(e.lastError);
         await smtp!.start();
-        await sleep(500);
+        // With the server back, a sender pass (run here, awaited) handles nothing: a failed e-mail is final.
+        assert.deepEqual(await mailQuiet(), { handled: 0 });
         assert.equal(smtp!.withMessageId(e.messageId).length, 0, "a failed e-mail is not sent later");
 
         // A mailbox the server refuses for good (550 on RCPT TO).
@@ -351,7 +374,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
             const all = (await outbox()).filter((e) => ids.has(e.sourceMessageId));
             return all.length === 30 && all.every((e) => e.status === "sent") ? all : undefined;
           });
-          await sleep(600);
+          // Counted again once no replica has anything left to send.
+          await mailQuiet();
           for (const row of rows) {
             assert.equal(smtp!.withMessageId(row.messageId).length, 1, row.messageId);
             assert.equal(row.attempts, 1, "no claim was taken twice");
@@ -362,22 +386,25 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       });
 
       test("a claim left by a crashed replica expires, and the e-mail is sent by another", async () => {
+        const LEASE = 3000;
         const now = Date.now();
         const nid = randomUUID();
         const source = randomUUID();
         const messageId = messageIdFor(nid, `shop@${FROM_DOMAIN}`);
         await db().transaction(async (trx) => {
           await trx("notifications").insert({ id: nid, user_id: users.bob.id, type: "order.delivered", title: "Order x delivered", body: "Delivered.", data: JSON.stringify({ orderId: "x" }), read_at: null, created_at: now, source_message_id: source });
-          // Claimed by a replica that died right after its claim (attempt 1), lease 500 ms.
-          await trx("emails").insert({ id: randomUUID(), source_message_id: source, notification_id: nid, user_id: users.bob.id, type: "order.delivered", status: "pending", message_id_header: messageId, attempts: 1, next_attempt_at: now, claimed_by: "dead-replica:1", claimed_until: now + 500, last_attempt_at: now, created_at: now });
+          // Claimed by a replica that died right after its claim (attempt 1), lease 3 s.
+          await trx("emails").insert({ id: randomUUID(), source_message_id: source, notification_id: nid, user_id: users.bob.id, type: "order.delivered", status: "pending", message_id_header: messageId, attempts: 1, next_attempt_at: now, claimed_by: "dead-replica:1", claimed_until: now + LEASE, last_attempt_at: now, created_at: now });
         });
-        await sleep(300);
+        // A pass run now (awaited) leaves a live claim alone.
+        assert.deepEqual(await app.broker.call("notification.sendPending"), { handled: 0 });
+        assert.ok(Date.now() < now + LEASE, "the pass ran while the claim was live (else the check above proves nothing)");
         assert.equal((await emailOf(source))!.status, "pending", "nobody takes a live claim");
         const e = await waitFor("sent after the lease", async () => {
           const row = await db()("emails").where({ source_message_id: source }).first();
           return row?.status === "sent" ? row : undefined;
         });
-        assert.ok(Number(e.sent_at) >= now + 500);
+        assert.ok(Number(e.sent_at) >= now + LEASE);
         assert.equal(Number(e.attempts), 2);
         assert.equal(smtp!.withMessageId(messageId).length, 1);
       });

@@ -3,7 +3,9 @@
  * replicas (two brokers in this process) over a real RabbitMQ vhost, MariaDB and Redis, the
  * business events on RabbitMQ work queues, the sandbox platform calling the gateway back
  * over HTTP. 200 buyers at once for 20 units: exactly 20 orders, exactly 20 PAID, stock
- * never negative and conserved, every paid buyer notified exactly once.
+ * never negative and conserved, every paid buyer notified exactly once (counted again once
+ * the system is quiet). One Idempotency-Key sent 20 times at once across both order
+ * replicas makes one order.
  */
 import assert from "node:assert/strict";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
@@ -20,6 +22,8 @@ import { freePort } from "../../test/support/ports";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
 import { eventually as poll } from "../../test/support/eventually";
+import { untilQuiet, unsentOutbox, type InFlight } from "../../test/support/quiet";
+import { eventQueueMessages } from "../../lib/events/support";
 
 const ADDRESS = { recipient: "Flash Buyer", phone: "+86 21 5555 0000", line1: "2 Sale Road", city: "Hangzhou", postalCode: "310000", country: "CN" };
 const BUYERS = 200;
@@ -38,6 +42,16 @@ describe("checkout in cluster mode: two order, payment and product replicas over
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-flash-"));
   const nodes = { a: `${namespace}-a`, b: `${namespace}-b` };
   const as = (userId: string) => ({ meta: { user: { id: userId, role: "customer" } } });
+  /** What is still under way: unsent outbox rows, messages in the event queues, sandbox callbacks being sent. */
+  const inFlight = (): InFlight => {
+    const checks: InFlight = {
+      "messages in the event queues": async () => (await eventQueueMessages(vhost.vhost, namespace)).total,
+    };
+    for (const s of DB_SERVICES) checks[`unsent ${s} outbox rows`] = () => unsentOutbox((a.getLocalService(s) as unknown as { db: import("knex").Knex }).db);
+    for (const [name, broker] of [["a", a], ["b", b]] as const)
+      checks[`sandbox callbacks being sent by payment on ${name}`] = () => (broker.getLocalService("payment") as unknown as { deliveries: Set<unknown> }).deliveries.size;
+    return checks;
+  };
 
   before(async () => {
     // The sandbox platform's key, shared by every payment replica (cluster mode requires it).
@@ -107,15 +121,37 @@ describe("checkout in cluster mode: two order, payment and product replicas over
       const s = await stock();
       return s.onHand === 0 && s.reserved === 0 && s;
     });
-    // Each paid buyer: one payment.succeeded notification, once.
-    for (const { buyer } of created) {
-      const list = await eventually(`${buyer} notified`, async () => {
-        const r = (await a.call("notification.list", {}, as(buyer))) as { items?: { type: string }[] } | { type: string }[];
-        const items = Array.isArray(r) ? r : (r.items ?? []);
-        return items.some((n) => n.type === "payment.succeeded") && items;
-      });
-      assert.equal(list.filter((n) => n.type === "payment.succeeded").length, 1, buyer);
-    }
+    // Each paid buyer: one payment.succeeded notification, once. Counted after the first
+    // arrival AND again once the system is quiet, when a duplicate would have arrived too.
+    const paymentNotices = async (buyer: string) => {
+      const r = (await a.call("notification.list", {}, as(buyer))) as { items?: { type: string }[] } | { type: string }[];
+      return (Array.isArray(r) ? r : (r.items ?? [])).filter((n) => n.type === "payment.succeeded").length;
+    };
+    for (const { buyer } of created) await eventually(`${buyer} notified`, async () => (await paymentNotices(buyer)) > 0);
+    await untilQuiet("checkout in cluster mode", inFlight());
+    const counts = await Promise.all(created.map(async ({ buyer }) => [buyer, await paymentNotices(buyer)] as const));
+    assert.deepEqual(counts.filter(([, n]) => n !== 1), [], "each paid buyer notified exactly once");
+    assert.equal(counts.length, UNITS);
+  });
+
+  test("Idempotency-Key across both order replicas on MariaDB: 20 concurrent creates with one key make one order, reserved once", async () => {
+    const product = (await a.call("product.create", {
+      sku: `IDEM-${randomBytes(4).toString("hex")}`, name: "Idempotent Console", description: "", category: "consoles", price: { amount: 100, currency: "CNY" }, stock: 50,
+    })) as { id: string };
+    const buyer = `idem-${randomBytes(4).toString("hex")}`;
+    const body = { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] };
+    // The gateway puts the Idempotency-Key header in meta; here the calls go straight to a replica, alternating.
+    const meta = { user: { id: buyer, role: "customer" }, idempotencyKey: "one-key-two-replicas" };
+    const answers = await Promise.allSettled(
+      Array.from({ length: 20 }, (_, i) => a.call("order.create", body, { meta, nodeID: i % 2 ? nodes.b : nodes.a }) as Promise<{ id: string }>),
+    );
+    const failed = answers.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    assert.deepEqual(failed.map((r) => (r.reason as Error).message), [], "every request answered");
+    const ids = new Set(answers.map((r) => (r as PromiseFulfilledResult<{ id: string }>).value.id));
+    assert.equal(ids.size, 1, `order ids answered: ${[...ids].join(", ")}`);
+    const orderDb = (a.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
+    assert.deepEqual((await orderDb("orders").where({ user_id: buyer }).select("id")).map((r: { id: string }) => r.id), [...ids], "one order in the database");
+    assert.deepEqual(((await a.call("product.get", { id: product.id })) as { stock: unknown }).stock, { onHand: 50, reserved: 1, available: 49 }, "reserved once");
   });
 
   test("hoarding across both order replicas on MariaDB: one user's 10 concurrent orders of 5 units against stock 50 give one order, nine UNPAID_LIMIT", async () => {

@@ -14,11 +14,10 @@ import { keyId } from "./platforms/keys";
 import { signSandboxNotification, type SandboxNotificationPayload } from "./platforms/sandbox";
 import { rsaPair } from "./platforms/test-support";
 import { eventually } from "../../test/support/eventually";
+import { untilQuiet } from "../../test/support/quiet";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const SERVICES = ["gateway", "user", "payment"] as const;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 10_000) => eventually(what, check, timeoutMs, 25);
 
 interface Harness {
@@ -29,6 +28,8 @@ interface Harness {
   events(name: string, id: string, field?: string): Promise<any[]>;
   status(id: string): Promise<string>;
   notify(signed: { headers: Record<string, string>; body: string }, provider?: string): Promise<{ status: number; text: string; headers: Headers }>;
+  /** Until no sandbox callback is being sent and no reconciliation pass runs: the payment service has nothing left to do. */
+  quiet(): Promise<void>;
 }
 
 function harness(getApp: () => TestApp, userId: () => string): Harness {
@@ -49,6 +50,13 @@ function harness(getApp: () => TestApp, userId: () => string): Harness {
     notify: async (signed, provider = "sandbox") => {
       const res = await fetch(`${getApp().baseUrl}/api/payments/notify/${provider}`, { method: "POST", headers: signed.headers, body: signed.body });
       return { status: res.status, text: await res.text(), headers: res.headers };
+    },
+    quiet: () => {
+      const svc = getApp().broker.getLocalService("payment") as unknown as { deliveries: Set<unknown>; sweeping?: Promise<void> };
+      return untilQuiet("the payment service", {
+        "sandbox callbacks being sent": () => svc.deliveries.size,
+        "reconciliation passes running": () => (svc.sweeping ? 1 : 0),
+      });
     },
   };
   return h;
@@ -128,7 +136,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       });
       assert.match(paid.providerTxnId, /^sbx_/);
       assert.ok(paid.paidAt);
-      await sleep(300);
+      // Counted once the callback sender is done: a second delivery would have landed by then.
+      await h.quiet();
       const events = await h.events("payment.succeeded", p.id);
       assert.equal(events.length, 1);
       const e = events[0];
@@ -146,7 +155,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const token = new URL(p.payUrl).searchParams.get("token")!;
       assert.equal((await call("POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome: "failure", token } })).status, 202);
       await waitFor("FAILED", async () => (await h.status(p.id)) === "FAILED");
-      await sleep(200);
+      await h.quiet();
       const failed = await h.events("payment.failed", p.id);
       assert.equal(failed.length, 1);
       assert.equal(failed[0].reason, "declined");
@@ -157,7 +166,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       // The buyer paid after all on the first payment: money was taken, so it is recorded.
       assert.equal((await call("POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome: "success", token } })).status, 202);
       await waitFor("late SUCCEEDED", async () => (await h.status(p.id)) === "SUCCEEDED");
-      await sleep(200);
+      await h.quiet();
       assert.equal((await h.events("payment.succeeded", p.id)).length, 1);
       assert.equal((await h.events("payment.failed", p.id)).length, 1);
     });
@@ -173,6 +182,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       }
       for (let i = 0; i < 10; i++) assert.equal((await h.notify(signed)).text, "success");
       assert.equal(await h.status(p.id), "SUCCEEDED");
+      await h.quiet();
       assert.equal((await h.events("payment.succeeded", p.id)).length, 1);
       // A failure callback after the success changes nothing either.
       const late = signSandboxNotification(successPayload(p, { status: "failed", paidAt: undefined }), h.key(), Date.now());
@@ -257,6 +267,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await assert.rejects(refund(p, "rf-2", 1000), { code: 422, type: "VALIDATION_ERROR" }, "1000 + 1000 > 1999");
       assert.equal((await refund(p, "rf-3", 999)).status, "SUCCEEDED");
       await assert.rejects(refund(p, "rf-4", 1), { code: 422 });
+      await h.quiet();
       const events = await h.events("refund.succeeded", p.id);
       assert.deepEqual(events.map((e) => e.refundId).sort(), ["rf-1", "rf-3"]);
       assert.deepEqual(Object.keys(events[0]).sort(), ["amount", "occurredAt", "orderId", "paymentId", "refundId"]);
@@ -299,7 +310,27 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     });
     after(async () => app?.stop());
 
-    test("the sweep settles stale PENDING payments from the platform's records, each once", async () => {
+    test("the sweep settles stale PENDING payments from the platform's records, each once", async (t) => {
+      // Each callback the sandbox tries to send, and how it ended. Its sender takes the global
+      // fetch when the service first sends one (in this test: the app is this describe's own).
+      const attempts: { paymentId: string; outcome: string }[] = [];
+      const realFetch = globalThis.fetch;
+      globalThis.fetch = (async (input: Parameters<typeof fetch>[0], init?: RequestInit) => {
+        const url = input instanceof Request ? input.url : String(input);
+        if (!url.endsWith("/api/payments/notify/sandbox")) return realFetch(input, init);
+        const paymentId = (JSON.parse(String(init?.body)) as { paymentId: string }).paymentId;
+        try {
+          const res = await realFetch(input, init);
+          attempts.push({ paymentId, outcome: `HTTP ${res.status}` });
+          return res;
+        } catch (err) {
+          attempts.push({ paymentId, outcome: "no connection" });
+          throw err;
+        }
+      }) as typeof fetch;
+      t.after(() => {
+        globalThis.fetch = realFetch;
+      });
       const paid = await h.create();
       const declined = await h.create();
       const abandoned = await h.create();
@@ -308,8 +339,9 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         const r = await http(app.baseUrl, "POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome, token } });
         assert.equal(r.status, 202, r.text);
       }
-      await sleep(200);
-      assert.equal(await h.status(paid.id), "PENDING", "the callback cannot arrive");
+      // Polled, not slept: the sandbox has tried to call back for both, and reached nothing.
+      await waitFor("the sandbox's first callbacks tried", async () => [paid, declined].every((p) => attempts.some((a) => a.paymentId === p.id)));
+      assert.deepEqual([...new Set(attempts.map((a) => a.outcome))], ["no connection"], "the callbacks cannot arrive: whatever settles these is the sweep");
       await waitFor("all settled", async () => {
         const s = await Promise.all([paid, declined, abandoned].map((p) => h.status(p.id)));
         return !s.includes("PENDING");

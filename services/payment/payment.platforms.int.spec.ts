@@ -27,6 +27,7 @@ import { AlipaySdk } from "alipay-sdk";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { fakeGateway, rsaPair, type Received, type Reply } from "./platforms/test-support";
 import { eventually } from "../../test/support/eventually";
+import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
@@ -49,7 +50,6 @@ const WX_API_V3_KEY = "0123456789abcdef0123456789ABCDEF"; // 32 ASCII bytes
 
 const pkcs8 = (k: KeyObject) => k.export({ type: "pkcs8", format: "pem" }).toString();
 const spki = (k: KeyObject) => k.export({ type: "spki", format: "pem" }).toString();
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const yuan = (minor: number) => `${Math.floor(minor / 100)}.${String(minor % 100).padStart(2, "0")}`;
 /** "yyyy-MM-dd HH:mm:ss", Beijing time, as Alipay writes its times. */
 const beijing = (ms: number) => new Date(ms + 8 * 3600_000).toISOString().slice(0, 19).replace("T", " ");
@@ -100,12 +100,18 @@ function alipayForm(params: Record<string, string>, key: KeyObject = alipayKey.p
   return new URLSearchParams(signed).toString();
 }
 
-/** The Alipay OpenAPI gateway stand-in: checks our RSA2 request signature, answers trade.query "WAIT_BUYER_PAY", signed by "Alipay". */
-function alipayGatewayAnswer(r: Received): Reply {
+/** A request to the Alipay stand-in: its parameters (query and form), and whether our app key signed them RSA2. */
+function alipayRequest(r: Received): { params: Record<string, string>; signed: boolean } {
   const url = new URL(r.url, "http://x");
   const p: Record<string, string> = { ...Object.fromEntries(url.searchParams), ...Object.fromEntries(new URLSearchParams(r.body.toString())) };
   const content = Object.keys(p).filter((k) => k !== "sign").sort().map((k) => `${k}=${p[k]}`).join("&");
-  if (p.sign_type !== "RSA2" || !rsaVerify("sha256", Buffer.from(content), alipayApp.publicKey, Buffer.from(p.sign ?? "", "base64"))) {
+  return { params: p, signed: p.sign_type === "RSA2" && rsaVerify("sha256", Buffer.from(content), alipayApp.publicKey, Buffer.from(p.sign ?? "", "base64")) };
+}
+
+/** The Alipay OpenAPI gateway stand-in: checks our RSA2 request signature, answers trade.query "WAIT_BUYER_PAY", signed by "Alipay". */
+function alipayGatewayAnswer(r: Received): Reply {
+  const { params: p, signed } = alipayRequest(r);
+  if (!signed) {
     return { body: JSON.stringify({ error_response: { code: "40002", msg: "Invalid Arguments", sub_code: "isv.invalid-signature" } }) };
   }
   const method = p.method ?? "";
@@ -193,12 +199,31 @@ function wxCallback(
   };
 }
 
+/** Whether a request to the WeChat Pay stand-in carries our merchant's valid APIv3 signature (Authorization header). */
+function wxAuthorized(r: Received): boolean {
+  const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(String(r.headers.authorization));
+  return (
+    !!m && m[1] === WX_MCH && m[5] === WX_MERCHANT_SERIAL &&
+    rsaVerify("sha256", Buffer.from(`${r.method}\n${r.url}\n${m[4]}\n${m[2]}\n${r.body.toString()}\n`), wxMerchant.publicKey, Buffer.from(m[3]!, "base64"))
+  );
+}
+
+/**
+ * The platform APIs our code may call, as the platforms document them. WeChat Pay APIv3:
+ * Native 下单, 查询订单 (by out-trade-no, with mchid), 关闭订单, 申请退款. Alipay OpenAPI:
+ * trade.query, trade.close, trade.cancel, trade.refund, trade.fastpay.refund.query.
+ */
+const WX_DOCUMENTED = [
+  /^POST \/v3\/pay\/transactions\/native$/,
+  /^GET \/v3\/pay\/transactions\/out-trade-no\/[^/?]+\?mchid=\d+$/,
+  /^POST \/v3\/pay\/transactions\/out-trade-no\/[^/?]+\/close$/,
+  /^POST \/v3\/refund\/domestic\/refunds$/,
+];
+const ALIPAY_DOCUMENTED = ["alipay.trade.query", "alipay.trade.close", "alipay.trade.cancel", "alipay.trade.refund", "alipay.trade.fastpay.refund.query"];
+
 /** The api.mch.weixin.qq.com stand-in: checks our Authorization header; Native order → code_url; query → NOTPAY; signed answers. */
 function wechatGatewayAnswer(r: Received): Reply {
-  const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(String(r.headers.authorization));
-  const authorized =
-    !!m && m[1] === WX_MCH && m[5] === WX_MERCHANT_SERIAL &&
-    rsaVerify("sha256", Buffer.from(`${r.method}\n${r.url}\n${m[4]}\n${m[2]}\n${r.body.toString()}\n`), wxMerchant.publicKey, Buffer.from(m[3]!, "base64"));
+  const authorized = wxAuthorized(r);
   let status = 200;
   let payload: unknown;
   if (!authorized) {
@@ -278,6 +303,17 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
     return { order: created.body as { id: string }, payment: pay.body as { id: string; payUrl?: string; form?: string; codeUrl?: string }, productId: product.body.id as string, amount: price * quantity };
   }
 
+  /** Until the payment and order outboxes are delivered (in-process) and no callback is being sent or swept. */
+  const quiet = () => {
+    const payment = app.broker.getLocalService("payment") as unknown as { deliveries: Set<unknown>; sweeping?: Promise<void> };
+    return untilQuiet("payment and order", {
+      "unsent payment outbox rows": () => unsentOutbox(db("payment")),
+      "unsent order outbox rows": () => unsentOutbox(db("order")),
+      "sandbox callbacks being sent": () => payment.deliveries.size,
+      "reconciliation passes running": () => (payment.sweeping ? 1 : 0),
+    });
+  };
+
   /** Nothing changed: payment PENDING, order PENDING_PAYMENT, no payment event, no order.paid. */
   async function assertUnchanged(what: string, paymentId: string, orderId: string) {
     assert.equal(await paymentStatus(paymentId), "PENDING", `${what}: payment`);
@@ -299,7 +335,8 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
     assert.equal(p.status, "SUCCEEDED");
     assert.equal(p.providerTxnId, providerTxnId);
     assert.ok(p.paidAt);
-    await sleep(300);
+    // Counted once the in-process events have been delivered and nothing is being sent or swept.
+    await quiet();
     assert.equal((await outbox("payment", "payment.succeeded", "paymentId", paymentId)).length, 1, "one payment.succeeded");
     assert.equal((await outbox("payment", "payment.failed", "paymentId", paymentId)).length, 0, "no payment.failed");
     assert.equal((await outbox("order", "order.paid", "orderId", orderId)).length, 1, "one order.paid");
@@ -429,7 +466,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       await assertPaidOnce(payment.id, order.id, rest.trade_no!);
       // And again, in a row: still acknowledged, still one of each.
       for (let i = 0; i < 3; i++) assert.equal((await alipayPost(body)).text, "success");
-      await sleep(200);
+      await quiet();
       assert.equal((await outbox("payment", "payment.succeeded", "paymentId", payment.id)).length, 1);
       assert.equal((await outbox("order", "order.paid", "orderId", order.id)).length, 1);
       // One decrement of stock.
@@ -489,7 +526,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       // WeChat re-sends until acknowledged: the same one (and a fresh copy) again, also concurrently.
       const again = await Promise.all([...Array.from({ length: 5 }, () => notify("wechatpay", genuine)), ...Array.from({ length: 5 }, () => notify("wechatpay", wxCallback(txn)))]);
       for (const r of again) assert.ok(r.status >= 200 && r.status < 300, `${r.status} ${r.text}`);
-      await sleep(200);
+      await quiet();
       assert.equal((await outbox("payment", "payment.succeeded", "paymentId", payment.id)).length, 1);
       assert.equal((await outbox("order", "order.paid", "orderId", order.id)).length, 1);
     });
@@ -505,9 +542,19 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
     });
   });
 
-  test("the fake platforms were only asked what they document (no unsigned calls)", () => {
-    // Every call that reached the WeChat stand-in carried our valid merchant signature (else it answered 401 and pay would have failed).
+  test("every call that reached the fake platforms was signed with our key and named an API the platform documents; the test's AEAD helper round-trips", (t) => {
+    t.diagnostic(`calls received: WeChat Pay ${wechatGateway.received.length}, Alipay ${alipayGateway.received.length}`);
+    // The Native orders of the WeChat tests above at least (the pay page's URL is signed, not called).
     assert.ok(wechatGateway.received.length >= 3);
+    for (const r of wechatGateway.received) {
+      assert.ok(wxAuthorized(r), `${r.method} ${r.url}: our merchant signature`);
+      assert.ok(WX_DOCUMENTED.some((re) => re.test(`${r.method} ${r.url}`)), `${r.method} ${r.url}: a documented WeChat Pay API`);
+    }
+    for (const r of alipayGateway.received) {
+      const { params, signed } = alipayRequest(r);
+      assert.ok(signed, `${params.method}: signed RSA2 with our app key`);
+      assert.ok(ALIPAY_DOCUMENTED.includes(params.method ?? ""), `${params.method}: a documented Alipay API`);
+    }
     // Decrypt-roundtrip sanity of the test's own AEAD helper (guards against a test that forges "genuine" callbacks wrongly).
     const r = wxEncrypt("hello");
     const data = Buffer.from(r.ciphertext, "base64");

@@ -16,6 +16,7 @@ import { createBroker } from "../../lib/app";
 import { loadConfig } from "../../lib/config";
 import { dropDatabase } from "../../lib/db";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
+import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, uniqueNamespace } from "../../test/support/servers";
 import { testCatalog } from "./engines/fixtures/catalog";
@@ -180,8 +181,12 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     svc.$broadcast.embedded.remove();
     await http(app.baseUrl, "DELETE", `/api/products/${id.get("p26")}`, { token: admin });
     await http(app.baseUrl, "PATCH", `/api/products/${id.get("p25")}`, { token: admin, body: { name: "Stan Smith Lux Sneakers" } });
-    await new Promise((r) => setTimeout(r, 300));
-    assert.ok((await names("q=espresso")).includes("Espresso Machine 3200"), "not told yet");
+    // Polled, not slept: the relay has delivered both events to every subscriber left, so
+    // whatever the replica would have been told, it would have been told by now.
+    const productDb = (app.broker.getLocalService("product") as unknown as { db: import("knex").Knex }).db;
+    await untilQuiet("the product events delivered in-process", { "unsent product outbox rows": () => unsentOutbox(productDb) }, 10_000, 20);
+    assert.ok((await names("q=espresso")).includes("Espresso Machine 3200"), "not told: still finds the deleted product");
+    assert.ok(!(await names("q=lux")).includes("Stan Smith Lux Sneakers"), "not told: does not find the new name");
     const before = (await status(app.broker)).rebuilds.done;
     await app.broker.call("search.reindex");
     await within(10_000, "resynced", async () => {

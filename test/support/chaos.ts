@@ -2,8 +2,12 @@
  * Chaos run: the load generator's shoppers against the local cluster (test/support/cluster.ts,
  * private RabbitMQ and MariaDB: the only servers it restarts are its own) while faults are
  * injected one after another, each followed by a wait until the cluster is healthy again:
- * - `kill`: kill -9 of a random service node (any service, gateways included), restarted
- *   after a pause, as Kubernetes restarts a pod;
+ * - `kill`: kill -9 of a service node, restarted after a pause, as Kubernetes restarts a pod.
+ *   The victim is drawn (by `seed`) among the nodes of `killServices`, taken in turn (one
+ *   service per kill), or among all nodes (gateways included) without it; the kill goes out
+ *   as a checkout request through the victim's service (CHECKOUT_ROUTES) leaves the load, so
+ *   it lands while that checkout is under way (which replica served the request is not
+ *   known here); no such request within a minute fails the run;
  * - `rabbitmq`: RabbitMQ stopped and started again (clients reconnect; durable queues and
  *   persistent messages survive);
  * - `etcd`: etcd stopped for `etcdOutageS` (60 s in the full run) and started again: the
@@ -12,19 +16,53 @@
  * Errors the shoppers see are attributed to the fault whose window (start → healthy again)
  * they fall in, from the load's once-a-second progress. After the load: the system settles
  * (reservation TTL + sweep, reconciliation), then the checkout invariants are read from the
- * databases (test/support/invariants.ts): no paid order lost, none stuck past TTL + sweep, at
- * most one kept charge per order, stock conserved, each paid order notified once.
+ * databases (test/support/invariants.ts): every order answered 201 exists, none stuck past
+ * TTL + sweep, money refunded exactly (a kept charge what its order counts, any other charge
+ * its amount), stock conserved, each paid order notified once. The run refuses to start on
+ * an incomplete catalog (fewer products than the demo catalog's size after seeding).
  */
 import type { Knex } from "knex";
-import { loadConfig } from "../../lib/config";
+import { loadConfig, type ServiceName } from "../../lib/config";
 import { createKnex } from "../../lib/db";
+import { rng } from "../../lib/demo-catalog";
 import { startLocalCluster, type LocalCluster } from "./cluster";
 import { checkCheckoutInvariants, type CheckResult } from "./invariants";
-import { runLoad, type LoadProgress, type LoadSummary } from "./load";
+import { ROUTES, runLoad, type LoadProgress, type LoadSummary } from "./load";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export type FaultKind = "kill" | "rabbitmq" | "etcd" | "mariadb";
+
+/**
+ * The load's checkout requests that go through each service, which time a kill of one of
+ * its nodes: `POST /api/orders` (the order service creates, the product service reserves
+ * the stock), pay (the order service asks the payment service for a trade), complete (the
+ * payment service records the success; the order and product services apply it through
+ * events right after: PAID, the stock committed).
+ */
+export const CHECKOUT_ROUTES: Readonly<Partial<Record<ServiceName, readonly string[]>>> = {
+  order: [ROUTES.createOrder, ROUTES.pay, ROUTES.complete],
+  payment: [ROUTES.pay, ROUTES.complete],
+  product: [ROUTES.createOrder, ROUTES.complete],
+};
+const ANY_CHECKOUT: readonly string[] = [ROUTES.createOrder, ROUTES.pay, ROUTES.complete];
+/** How long a kill waits for a checkout request to time it by: shoppers check out every few seconds. */
+const KILL_TIMING_WAIT_MS = 60_000;
+
+/**
+ * Until the product table holds `expected` products (the demo catalog the first product node
+ * seeds before it reports started), or throws: a run on a partial catalog would check stock
+ * and invariants against a shop nobody meant to build, so it does not go on.
+ */
+export async function waitForCatalog(db: Knex, expected: number, timeoutMs: number): Promise<{ id: string; on_hand: number }[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const products = (await db("products").whereNull("deleted_at").select("id", "on_hand")) as { id: string; on_hand: number }[];
+    if (products.length >= expected) return products;
+    if (Date.now() > deadline) throw new Error(`the catalog is incomplete after seeding: ${products.length} of ${expected} products (DEMO_CATALOG_SIZE); chaos does not run on a partial catalog`);
+    await sleep(500);
+  }
+}
 
 export interface ChaosOptions {
   /** Faults in order; e.g. ["kill", "kill", "rabbitmq", "etcd", "mariadb", "kill"]. */
@@ -41,12 +79,22 @@ export interface ChaosOptions {
   log: (line: string) => void;
   /** An existing cluster (with private servers) instead of a new one. */
   cluster?: LocalCluster;
+  /**
+   * Services whose nodes the kills take, in turn (the first kill one of the first service's
+   * nodes, the next one of the second's, and round again). Default: any node.
+   */
+  killServices?: ServiceName[];
+  /** Seeds the load and the choice of victims; random when absent (reported). */
   seed?: number;
 }
 
 export interface FaultRecord {
   kind: FaultKind;
+  /** The node killed, or the server restarted. */
   target: string;
+  /** A kill: the victim's service, and the checkout request whose start the kill went out with. */
+  service?: ServiceName;
+  during?: string;
   startedAt: number;
   /** When the cluster was healthy again. */
   recoveredAt: number;
@@ -55,6 +103,7 @@ export interface FaultRecord {
 }
 
 export interface ChaosReport {
+  seed: number;
   faults: FaultRecord[];
   load: LoadSummary;
   /** Errors outside every fault window (steady state). */
@@ -94,15 +143,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     if (!k) dbs.set(service, (k = createKnex(loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" }), service)));
     return k;
   };
+  const abort = new AbortController();
+  let loadRun: Promise<LoadSummary> | undefined;
   try {
-    // The demo catalog loads in the background of the first product node: wait for it, then
-    // note every product's stock (conservation is checked against it).
-    let products: { id: string; on_hand: number }[] = [];
-    for (const deadline = Date.now() + 120_000; ; ) {
-      products = (await db("product")("products").whereNull("deleted_at").select("id", "on_hand")) as { id: string; on_hand: number }[];
-      if (products.length >= 1000 || Date.now() > deadline) break;
-      await sleep(1000);
-    }
+    // The first product node seeds the demo catalog before it reports started; a start that
+    // was retried after a partial seed does not seed again (the table is not empty), so the
+    // count is checked, then every product's stock noted (conservation is checked against it).
+    const products = await waitForCatalog(db("product"), loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" }).demoCatalog.size, 30_000);
     // The stock before any sale: what is on hand now plus what committed reservations took
     // (orders paid before this run, e.g. an earlier load on the same cluster).
     const committed = (await db("product")("reservations").where({ status: "committed" }).groupBy("product_id").select("product_id").sum({ n: "quantity" })) as { product_id: string; n: number | string }[];
@@ -111,34 +158,65 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     log(`catalog: ${products.length} products`);
 
     // Load, with a progress sample each second (errors per second → per fault window).
+    const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31);
+    log(`seed ${seed}`);
     const samples: { at: number; errors: number; requests: number }[] = [];
-    const abort = new AbortController();
     const totalS = opts.gapS * (opts.faults.length + 1) + 3600; // ended by `abort` once the faults are done
     let last: LoadProgress | undefined;
-    const loadRun = runLoad({
+    /** Set while a kill waits for a checkout request to go out with. */
+    let armed: ((route: string) => void) | undefined;
+    loadRun = runLoad({
       urls: cluster.gatewayUrls,
       shoppers: opts.shoppers,
       durationS: totalS,
       thinkMs: opts.thinkMs,
-      seed: opts.seed,
+      seed,
       signal: abort.signal,
+      onRequest: (route) => armed?.(route),
       onProgress: (p) => {
         last = p;
         samples.push({ at: Date.now(), errors: p.errors, requests: p.requests });
       },
     });
     const faults: FaultRecord[] = [];
-    const victims = [...cluster.nodes.keys()];
-    let rnd = opts.seed ?? Date.now();
-    const random = () => ((rnd = (rnd * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = rng(seed ^ 0x5eed);
+    let kills = 0;
     await sleep(opts.gapS * 1000);
     for (const kind of opts.faults) {
-      const startedAt = Date.now();
+      let startedAt = Date.now();
       let target: string = kind;
+      let service: ServiceName | undefined;
+      let during: string | undefined;
       log(`fault: ${kind} (load so far: ${last?.requests ?? 0} requests, ${last?.errors ?? 0} errors, ${last?.ordersPaid ?? 0} orders paid)`);
       if (kind === "kill") {
-        target = victims[Math.floor(random() * victims.length)]!;
-        await cluster.kill(target, "SIGKILL");
+        const only = opts.killServices?.length ? opts.killServices[kills++ % opts.killServices.length] : undefined;
+        const pool = [...cluster.nodes.values()].filter((n) => !only || n.service === only);
+        if (!pool.length) throw new Error(`kill: the cluster has no ${only} node`);
+        const victim = pool[Math.floor(random() * pool.length)]!;
+        target = victim.id;
+        service = victim.service;
+        const routes = CHECKOUT_ROUTES[victim.service] ?? ANY_CHECKOUT;
+        log(`  victim ${target} (${service}): killed as the next checkout request through it (${routes.join(", ")}) is sent`);
+        // cluster.kill sends the signal synchronously, from the load's hook, as the request
+        // leaves: the checkout is under way when the node dies.
+        let killed: Promise<void> | undefined;
+        during = await new Promise<string>((resolve, reject) => {
+          const timer = setTimeout(() => {
+            armed = undefined;
+            reject(new Error(`kill ${target}: no checkout request (${routes.join(", ")}) within ${KILL_TIMING_WAIT_MS / 1000} s to time it by`));
+          }, KILL_TIMING_WAIT_MS);
+          armed = (route) => {
+            if (!routes.includes(route)) return;
+            armed = undefined;
+            clearTimeout(timer);
+            killed = cluster.kill(target, "SIGKILL");
+            // The fault's window (its errors) starts with the kill, not with the wait for it.
+            startedAt = Date.now();
+            resolve(route);
+          };
+        });
+        await killed;
+        log(`  kill -9 ${target} (${service}) as ${during} was sent`);
         await sleep(3000);
         await cluster.restart(target);
       } else if (kind === "rabbitmq") {
@@ -156,7 +234,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       }
       await cluster.waitHealthy(180_000);
       const recoveredAt = Date.now();
-      faults.push({ kind, target, startedAt, recoveredAt, errors: 0, requests: 0 });
+      faults.push({ kind, target, ...(service ? { service, during } : {}), startedAt, recoveredAt, errors: 0, requests: 0 });
       log(`  recovered after ${((recoveredAt - startedAt) / 1000).toFixed(1)} s`);
       await sleep(opts.gapS * 1000);
     }
@@ -180,7 +258,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     // Settle, then the invariants (retried while refunds and reconciliation finish).
     log(`load done: ${load.requests} requests, ${load.errors.total} errors, ${load.orders.paid} orders paid; settling`);
     await sleep((opts.reservationTtlS + 3) * 1000);
-    const check = () => checkCheckoutInvariants(db, { products: products.map((p) => ({ id: p.id })), initialStock: (id) => initial.get(id) ?? 0, logs: [...cluster.nodes.values()].flatMap((n) => n.history) });
+    const check = () =>
+      checkCheckoutInvariants(db, {
+        products: products.map((p) => ({ id: p.id })),
+        initialStock: (id) => initial.get(id) ?? 0,
+        // Every order a shopper was answered 201 for must exist.
+        knownOrderIds: load.orderIds,
+        logs: [...cluster.nodes.values()].flatMap((n) => n.history),
+      });
     const settleStart = Date.now();
     let invariants = await check();
     while (invariants.problems.length && Date.now() - settleStart < opts.settleTimeoutS * 1000) {
@@ -188,8 +273,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       invariants = await check();
     }
     const logErrors = [...cluster.nodes.values()].flatMap((n) => n.history.flatMap((c) => c.lines.filter((l) => /"level":"(error|fatal)"/.test(l)).map((l) => `[${c.name}] ${l.slice(0, 300)}`)));
-    return { faults, load, steadyErrors, invariants, settleS: (Date.now() - settleStart) / 1000, logErrors: logErrors.slice(0, 30) };
+    return { seed, faults, load, steadyErrors, invariants, settleS: (Date.now() - settleStart) / 1000, logErrors: logErrors.slice(0, 30) };
   } finally {
+    // A run that failed part-way stops its shoppers too.
+    abort.abort();
+    await loadRun?.catch(() => undefined);
     for (const k of dbs.values()) await k.destroy().catch(() => undefined);
     if (own) await cluster.stop();
   }
@@ -198,8 +286,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 /** The report as text: faults with their error counts, the load, the invariants. */
 export function formatChaosReport(r: ChaosReport): string {
   const lines = [
-    "Faults (errors the shoppers saw from the fault until the cluster was healthy again):",
-    ...r.faults.map((f) => `  ${f.kind.padEnd(8)} ${f.target.padEnd(36)} recovered in ${((f.recoveredAt - f.startedAt) / 1000).toFixed(1).padStart(5)} s  errors ${f.errors} of ${f.requests} requests`),
+    `Faults (errors the shoppers saw from the fault until the cluster was healthy again), seed ${r.seed}:`,
+    ...r.faults.map((f) => `  ${f.kind.padEnd(8)} ${f.target.padEnd(36)} recovered in ${((f.recoveredAt - f.startedAt) / 1000).toFixed(1).padStart(5)} s  errors ${f.errors} of ${f.requests} requests${f.during ? `  (killed as ${f.during} was sent)` : ""}`),
     `  steady state (outside the fault windows): ${r.steadyErrors} errors`,
     `Load: ${r.load.requests} requests in ${r.load.durationS.toFixed(0)} s (${r.load.requestsPerS.toFixed(1)}/s), ${r.load.errors.total} errors; orders created ${r.load.orders.created}, paid ${r.load.orders.paid}, out of stock ${r.load.orders.outOfStock}`,
     ...r.load.errors.byKind.slice(0, 10).map((e) => `  ${e.count} × ${e.kind} ${e.route}: ${e.samples[0] ?? ""}`.slice(0, 240)),

@@ -1,16 +1,23 @@
 /**
  * The checkout invariants after a disturbed run (kill -9 of nodes, chaos), read from the
  * services' databases once the system has settled:
- * - every order a client saw created exists; none is left PENDING_PAYMENT; only PAID and
- *   CANCELLED remain (the runs place and pay orders; they do not ship or refund);
- * - money as the platform (sandbox) sees it: a PAID order keeps exactly its paid charge, any
- *   other order none (everything else refunded in full); nothing PENDING, no refund unsettled;
+ * - every order a client was answered 201 for (`knownOrderIds`) exists; none is left
+ *   PENDING_PAYMENT; only PAID and CANCELLED remain (the runs place and pay orders; they do
+ *   not ship or refund);
+ * - money, as the platform (the sandbox) sees it, to the minor unit: a charge an order keeps
+ *   (its paid payment) is refunded exactly what the order counts as refunded (0, or its
+ *   partial refunds summed); every other charge (a second one, one the order could not take,
+ *   one of no existing order) is refunded exactly its amount, never more; each refund the
+ *   platform made is one succeeded refund of the payment service (same id, payment and
+ *   amount) and the other way round, and the order's succeeded refunds are those; a PAID
+ *   order's paid payment is a charge of that order; nothing PENDING, no refund unsettled;
  * - (counted, not a problem) Idempotency-Keys whose create died before its order existed;
  * - conservation per product: on_hand = initial − units of PAID orders; reserved = the held
  *   reservations = 0; committed reservations exactly those of PAID orders;
  * - each PAID order has exactly one `payment.succeeded` notification, for its buyer, and no
  *   other order has one.
- * Shared by test/system/checkout-kill.system.spec.ts and the chaos runner.
+ * Shared by test/system/checkout-kill.system.spec.ts and the chaos runner; its negative
+ * controls (planted rows it must catch) are test/support/invariants.int.spec.ts.
  */
 import type { Knex } from "knex";
 import type { ChildHandle } from "./proc";
@@ -20,7 +27,7 @@ export interface CheckOptions {
   products: { id: string }[];
   /** Each product's on_hand when the run began. */
   initialStock(productId: string): number;
-  /** Orders a client saw created (answered 201). */
+  /** Orders a client was answered 201 for: each must exist. */
   knownOrderIds?: Iterable<string>;
   /** The nodes' output, for a payment's trail in a problem report. */
   logs?: ChildHandle[];
@@ -28,37 +35,63 @@ export interface CheckOptions {
 
 export interface CheckResult {
   problems: string[];
-  figures: { orders: number; byStatus: Record<string, number>; payments: number; charges: number; refundedCharges: number; autoRefunds: number; notified: number; orphanClaims: number };
+  figures: {
+    orders: number;
+    byStatus: Record<string, number>;
+    /** Distinct order ids of `knownOrderIds` looked up (each must exist). */
+    knownOrders: number;
+    payments: number;
+    /** Payments the platform charged. */
+    charges: number;
+    /** Charges refunded in full (exactly their amount). */
+    refundedCharges: number;
+    /** Kept charges partly refunded (exactly what their order counts). */
+    partlyRefundedCharges: number;
+    /** Refunds the order service recorded (automatic ones included). */
+    autoRefunds: number;
+    /** Refunds the platform made. */
+    platformRefunds: number;
+    notified: number;
+    orphanClaims: number;
+  };
   /** Idempotency-Keys claimed by a create that never produced its order (its process died). */
   orphanClaims: string[];
 }
 
+type OrderRow = { id: string; user_id: string; status: string; paid_payment_id: string | null; paid_amount: number; refunded_amount: number; reservation_expires_at: number | null };
+
 export async function checkCheckoutInvariants(db: (service: string) => Knex, opts: CheckOptions): Promise<CheckResult> {
   const problems: string[] = [];
-  const orders = (await db("order")("orders").select("id", "user_id", "status", "paid_payment_id", "reservation_expires_at")) as { id: string; user_id: string; status: string; paid_payment_id: string | null; reservation_expires_at: number | null }[];
+  const orders = (await db("order")("orders").select("id", "user_id", "status", "paid_payment_id", "paid_amount", "refunded_amount", "reservation_expires_at")) as OrderRow[];
   const items = (await db("order")("order_items").select("order_id", "product_id", "quantity")) as { order_id: string; product_id: string; quantity: number }[];
-  const orderRefunds = (await db("order")("order_refunds").select("id", "order_id", "payment_id", "status")) as { id: string; order_id: string; payment_id: string; status: string }[];
+  const orderRefunds = (await db("order")("order_refunds").select("id", "order_id", "payment_id", "amount", "status")) as { id: string; order_id: string; payment_id: string; amount: number; status: string }[];
   const payments = (await db("payment")("payments").select("id", "order_id", "status", "amount")) as { id: string; order_id: string; status: string; amount: number }[];
   const sbxPayments = (await db("payment")("sandbox_payments").select("payment_id", "status")) as { payment_id: string; status: string }[];
-  const sbxRefunds = (await db("payment")("sandbox_refunds").select("payment_id", "amount")) as { payment_id: string; amount: number }[];
-  const payRefunds = (await db("payment")("refunds").select("id", "payment_id", "status")) as { id: string; payment_id: string; status: string }[];
+  const sbxRefunds = (await db("payment")("sandbox_refunds").select("refund_id", "payment_id", "amount")) as { refund_id: string; payment_id: string; amount: number }[];
+  const payRefunds = (await db("payment")("refunds").select("id", "payment_id", "amount", "status")) as { id: string; payment_id: string; amount: number; status: string }[];
   const stock = (await db("product")("products").select("id", "on_hand", "reserved")) as { id: string; on_hand: number; reserved: number }[];
   const holds = (await db("product")("reservations").select("order_id", "product_id", "quantity", "status")) as { order_id: string; product_id: string; quantity: number; status: string }[];
   const notes = (await db("notification")("notifications").where({ type: "payment.succeeded" }).select("user_id", "data")) as { user_id: string; data: string }[];
 
   const byStatus: Record<string, number> = {};
   for (const o of orders) byStatus[o.status] = (byStatus[o.status] ?? 0) + 1;
+  const orderById = new Map(orders.map((o) => [o.id, o]));
   const paid = new Map(orders.filter((o) => o.status === "PAID").map((o) => [o.id, o]));
-  for (const id of opts.knownOrderIds ?? []) if (!orders.some((o) => o.id === id)) problems.push(`order ${id} answered 201 but is not in the database`);
+  const known = new Set(opts.knownOrderIds ?? []);
+  for (const id of known) if (!orderById.has(id)) problems.push(`order ${id} answered 201 but is not in the database`);
   // (1) nothing left waiting for payment
   for (const o of orders) if (o.status === "PENDING_PAYMENT") problems.push(`order ${o.id} still PENDING_PAYMENT (hold expired ${Date.now() - Number(o.reservation_expires_at)} ms ago)`);
   for (const o of orders) if (o.status !== "PAID" && o.status !== "CANCELLED") problems.push(`order ${o.id} in unexpected status ${o.status}`);
-  // (2) money, as the platform sees it: charges kept = succeeded and not refunded in full
+  // (2) money, as the platform sees it. A charge is a payment the sandbox recorded as
+  // succeeded; what went back is the sum of the sandbox's refunds of it. Compared exactly:
+  // "at least its amount" would let a refund made twice pass.
   const refundedAt = new Map<string, number>();
   for (const r of sbxRefunds) refundedAt.set(r.payment_id, (refundedAt.get(r.payment_id) ?? 0) + Number(r.amount));
   const sbx = new Map(sbxPayments.map((s) => [s.payment_id, s.status]));
+  const charged = (paymentId: string) => sbx.get(paymentId) === "succeeded";
+  const paymentById = new Map(payments.map((p) => [p.id, p]));
   const describeOrder = async (id: string) => {
-    const o = orders.find((x) => x.id === id);
+    const o = orderById.get(id);
     const hist = (await db("order")("order_history").where({ order_id: id }).orderBy("seq").select("status", "at")) as { status: string; at: number }[];
     const rs = holds.filter((h) => h.order_id === id);
     const rows = (await db("product")("reservations").where({ order_id: id }).select("product_id", "quantity", "status", "expires_at", "updated_at")) as Record<string, unknown>[];
@@ -66,27 +99,71 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
     const base = rs.length ? Math.min(...rows.map((r) => Number(r.expires_at))) : 0;
     return `{status ${o?.status}; history ${hist.map((h) => `${h.status}@${Number(h.at) - base}`).join(" ")}; holds ${rows.map((r) => `${String(r.product_id).slice(0, 8)}x${r.quantity}:${r.status}@${Number(r.updated_at) - base}`).join(" ")}; payments ${ps.join(" ")}; refunds ${orderRefunds.filter((r) => r.order_id === id).map((r) => `${r.id}:${r.status}`).join(" ")} (times in ms relative to hold expiry)}`;
   };
-  const kept = new Map<string, string[]>();
+  // The three records of a refund agree: the platform's, the payment service's, the order
+  // service's (one refund id throughout). A refund row the platform has and the payment
+  // service does not (or the other way round) is money moved that nobody accounts for.
+  const payRefundById = new Map(payRefunds.map((r) => [r.id, r]));
+  const sbxRefundIds = new Set(sbxRefunds.map((r) => r.refund_id));
+  for (const r of sbxRefunds) {
+    const pr = payRefundById.get(r.refund_id);
+    if (!pr || pr.status !== "SUCCEEDED" || pr.payment_id !== r.payment_id || Number(pr.amount) !== Number(r.amount))
+      problems.push(`platform refund ${r.refund_id} (payment ${r.payment_id}, ${r.amount}): the payment service has ${pr ? `a ${pr.status} refund of payment ${pr.payment_id} (${pr.amount})` : "no such refund"}`);
+    if (!charged(r.payment_id)) problems.push(`platform refund ${r.refund_id}: payment ${r.payment_id} was never charged at the platform`);
+  }
+  for (const r of payRefunds) if (r.status === "SUCCEEDED" && !sbxRefundIds.has(r.id)) problems.push(`payment-side refund ${r.id} (payment ${r.payment_id}, ${r.amount}) SUCCEEDED but the platform made no such refund`);
+  for (const r of orderRefunds) {
+    if (r.status !== "SUCCEEDED") continue;
+    const pr = payRefundById.get(r.id);
+    if (!pr || pr.status !== "SUCCEEDED" || pr.payment_id !== r.payment_id || Number(pr.amount) !== Number(r.amount))
+      problems.push(`order-side refund ${r.id} (order ${r.order_id}, payment ${r.payment_id}, ${r.amount}) SUCCEEDED; the payment service has ${pr ? `a ${pr.status} refund of payment ${pr.payment_id} (${pr.amount})` : "no such refund"}`);
+  }
   let charges = 0;
   let refundedCharges = 0;
+  let partlyRefundedCharges = 0;
   for (const p of payments) {
-    if (sbx.get(p.id) !== "succeeded") continue;
+    if (!charged(p.id)) continue;
     charges++;
-    if ((refundedAt.get(p.id) ?? 0) >= Number(p.amount)) {
-      refundedCharges++;
-      continue;
-    }
-    kept.set(p.order_id, [...(kept.get(p.order_id) ?? []), p.id]);
+    const amount = Number(p.amount);
+    const back = refundedAt.get(p.id) ?? 0;
+    const o = orderById.get(p.order_id);
     if (p.status !== "SUCCEEDED") {
       const trail = (opts.logs ?? []).flatMap((c) => c.lines.filter((l) => l.includes(p.id)).map((l) => `[${c.name}] ${(l.match(/"msg":"([^"]{0,200})/) ?? [l, l.slice(0, 200)])[1]}`));
       problems.push(`payment ${p.id} (order ${p.order_id}) charged at the platform but ${p.status} here; logs: ${trail.slice(0, 4).join(" | ") || "none"}`);
     }
+    if (back > amount) problems.push(`payment ${p.id} (order ${p.order_id}) over-refunded: ${back} back for a charge of ${amount}`);
+    if (o && o.paid_payment_id === p.id) {
+      // The order's kept charge: refunded exactly what the order counts (0 in these runs, or
+      // its partial refunds summed, or all of it for a REFUNDED order).
+      const counted = Number(o.refunded_amount);
+      const byOrderRefunds = orderRefunds.filter((r) => r.payment_id === p.id && r.status === "SUCCEEDED").reduce((n, r) => n + Number(r.amount), 0);
+      if (back !== counted || byOrderRefunds !== counted)
+        problems.push(`${o.status} order ${o.id}: its kept charge ${p.id} of ${amount} was refunded ${back} at the platform, ${byOrderRefunds} by the order's refunds, and the order counts ${counted}`);
+      if (Number(o.paid_amount) !== amount) problems.push(`${o.status} order ${o.id}: paid_amount ${o.paid_amount}, but its kept charge ${p.id} is ${amount}`);
+      if (back === amount) refundedCharges++;
+      else if (back > 0) partlyRefundedCharges++;
+      continue;
+    }
+    // Any other charge goes back in full, exactly once.
+    if (back === amount) {
+      refundedCharges++;
+      continue;
+    }
+    if (back > amount) continue; // reported above
+    if (!o) problems.push(`payment ${p.id}: charge of ${amount} kept (${back} refunded) for order ${p.order_id}, which does not exist`);
+    else problems.push(`${o.status} order ${o.id}: charge ${p.id} of ${amount} kept (${back} refunded), its paid payment being ${o.paid_payment_id ?? "none"} ${await describeOrder(o.id)}`);
   }
+  // A charge the payment service has no row for belongs to no order anyone could refund.
+  for (const s of sbxPayments) if (s.status === "succeeded" && !paymentById.has(s.payment_id)) problems.push(`payment ${s.payment_id} charged at the platform but unknown to the payment service`);
   for (const o of orders) {
-    const k = kept.get(o.id) ?? [];
-    if (o.status === "PAID" && (k.length !== 1 || k[0] !== o.paid_payment_id))
-      problems.push(`PAID order ${o.id}: charges kept ${JSON.stringify(k)}, paid payment ${o.paid_payment_id} ${await describeOrder(o.id)}`);
-    if (o.status !== "PAID" && k.length) problems.push(`${o.status} order ${o.id}: charges kept ${JSON.stringify(k)} (never refunded) ${await describeOrder(o.id)}`);
+    const kept = o.paid_payment_id;
+    if (kept && (!charged(kept) || paymentById.get(kept)?.order_id !== o.id))
+      problems.push(`${o.status} order ${o.id}: its paid payment ${kept} is ${paymentById.has(kept) ? (charged(kept) ? `a charge of order ${paymentById.get(kept)!.order_id}` : "not a charge at the platform") : "unknown to the payment service"} ${await describeOrder(o.id)}`);
+    const takesMoney = ["PAID", "SHIPPED", "DELIVERED", "REFUNDED"].includes(o.status);
+    if (takesMoney && !kept) problems.push(`${o.status} order ${o.id}: no paid payment ${await describeOrder(o.id)}`);
+    if (!takesMoney && kept) problems.push(`${o.status} order ${o.id}: paid payment ${kept} recorded`);
+    // REFUNDED exactly when everything paid came back (a partial refund keeps the status).
+    if (kept && (o.status === "REFUNDED") !== (Number(o.refunded_amount) === Number(o.paid_amount)))
+      problems.push(`${o.status} order ${o.id}: refunded ${o.refunded_amount} of ${o.paid_amount}`);
   }
   for (const p of payments) if (p.status === "PENDING") problems.push(`payment ${p.id} (order ${p.order_id}) still PENDING`);
   for (const r of payRefunds) if (r.status !== "SUCCEEDED") problems.push(`payment-side refund ${r.id} ${r.status}`);
@@ -95,8 +172,7 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   // a problem by itself: a retry with that key takes the claim over once it is stale (the
   // order service's staleClaimMs). Counted here; the kill test retries such keys at the end.
   const keys = (await db("order")("idempotency_keys").select("idem_key", "resource_id", "created_at")) as { idem_key: string; resource_id: string; created_at: number }[];
-  const orderSet = new Set(orders.map((o) => o.id));
-  const orphanClaims = keys.filter((k) => !orderSet.has(k.resource_id)).map((k) => k.idem_key);
+  const orphanClaims = keys.filter((k) => !orderById.has(k.resource_id)).map((k) => k.idem_key);
   // (3) conservation
   for (const p of opts.products) {
     const s = stock.find((x) => x.id === p.id)!;
@@ -125,7 +201,10 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   for (const [id, e] of notified) if (!paid.has(id)) problems.push(`order ${id} not PAID but ${e.n} payment.succeeded notification(s)`);
   return {
     problems,
-    figures: { orders: orders.length, byStatus, payments: payments.length, charges, refundedCharges, autoRefunds: orderRefunds.length, notified: notified.size, orphanClaims: orphanClaims.length },
+    figures: {
+      orders: orders.length, byStatus, knownOrders: known.size, payments: payments.length, charges, refundedCharges, partlyRefundedCharges,
+      autoRefunds: orderRefunds.length, platformRefunds: sbxRefunds.length, notified: notified.size, orphanClaims: orphanClaims.length,
+    },
     orphanClaims,
   };
 }

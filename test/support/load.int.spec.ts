@@ -1,12 +1,15 @@
 /**
  * The load generator (test/support/load.ts) against the embedded system with a small demo
  * catalog: a short run of the whole mix, checkouts paid through the sandbox, must make no
- * error at all, and an abort must end a run early with what it measured.
+ * error at all, and report every request to `onRequest` and the id of every order it was
+ * answered 201 for (each in the order database, PAID); an abort must end a run early with
+ * what it measured.
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
+import { createKnex } from "../../lib/db";
 import { startTestApp, type TestApp } from "./app";
 import { MIX_ROUTES, percentile, runLoad, type LoadProgress } from "./load";
 
@@ -32,11 +35,13 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     assert.ok(Number.isNaN(percentile([], 0.5)));
   });
 
-  test("4 shoppers for 8 s: no error, at least 50 requests, every route of the mix, orders paid", async () => {
+  test("4 shoppers for 8 s: no error, at least 50 requests, every route of the mix, orders paid, each request reported as sent, each created order's id kept", async () => {
     const progress: LoadProgress[] = [];
+    const sent = new Map<string, number>();
     const summary = await runLoad({
       urls: [app.baseUrl], shoppers: 4, durationS: 8, thinkMs: 20, seed: 7, admin: ADMIN,
       progressIntervalMs: 500, onProgress: (p) => progress.push(p),
+      onRequest: (route) => sent.set(route, (sent.get(route) ?? 0) + 1),
     });
     const { requests, requestsPerS, orders, tasks } = summary;
     process.stderr.write(`    ${JSON.stringify({ requests, requestsPerS, orders, tasks })}\n`);
@@ -61,6 +66,20 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     assert.equal(progress.at(-1)?.phase, "done");
     assert.equal(progress.at(-1)?.requests, summary.requests);
     assert.equal(progress.at(-1)?.ordersPaid, summary.orders.paid);
+
+    // onRequest saw every measured request (the setup's are not measured), by route.
+    assert.deepEqual(Object.fromEntries([...sent].sort(([a], [b]) => a.localeCompare(b))), Object.fromEntries(Object.entries(summary.routes).map(([route, r]) => [route, r.count])));
+    // The ids of the orders answered 201: as many as created, distinct, each a PAID order in the database.
+    assert.equal(summary.orderIds.length, summary.orders.created);
+    assert.equal(new Set(summary.orderIds).size, summary.orderIds.length);
+    const db = createKnex(app.config, "order");
+    try {
+      const rows = (await db("orders").whereIn("id", summary.orderIds).select("id", "status")) as { id: string; status: string }[];
+      assert.deepEqual(rows.map((r) => r.id).sort(), [...summary.orderIds].sort());
+      assert.ok(rows.every((r) => r.status === "PAID"), JSON.stringify(rows.filter((r) => r.status !== "PAID")));
+    } finally {
+      await db.destroy();
+    }
   });
 
   test("an abort ends the run early and resolves with what was measured", async () => {

@@ -9,7 +9,9 @@
  * preference, then loops: a task drawn by weight, a think pause, the next task, until the
  * duration is over or `signal` aborts. Checkout goes all the way: order (with an
  * Idempotency-Key), sandbox payment completed with success, then the order is polled until
- * it is PAID (the payment arrives asynchronously through the platform's callback).
+ * it is PAID (the payment arrives asynchronously through the platform's callback). The id of
+ * every order answered 201 is kept (`LoadSummary.orderIds`): the chaos runs check that each
+ * one exists afterwards.
  *
  * Every request is recorded under its route template (`GET /api/products/:id`) with its
  * latency. What counts as an error (see `LoadSummary.errors`): a network error or timeout,
@@ -94,6 +96,12 @@ export interface LoadOptions {
   progressIntervalMs?: number;
   /** Stops early: no new request starts, requests under way are abandoned (not counted). */
   signal?: AbortSignal;
+  /**
+   * Called synchronously as each measured request is sent, with its route (`ROUTES`): the
+   * chaos runs time their kills by it (a kill sent as a checkout request leaves lands while
+   * that checkout is under way). A throw fails the run at its end, as `onProgress`'s does.
+   */
+  onRequest?: (route: string) => void;
   /** Per request; a request that takes longer is an error of kind `timeout`. Default 10 s. */
   requestTimeoutMs?: number;
   /** How long a paid order may take to show PAID before it counts as an error. Default 30 s. */
@@ -155,6 +163,8 @@ export interface LoadSummary {
     /** By kind and route, most frequent first; at most `MAX_ERROR_KINDS`, the rest under kind `other`. */
     byKind: ErrorKind[];
   };
+  /** The id of every order answered 201 to `POST /api/orders`, in the order they came (`orders.created` of them). */
+  orderIds: string[];
   orders: {
     created: number;
     paid: number;
@@ -197,6 +207,7 @@ class Recorder {
   requests = 0;
   errors = 0;
   readonly orders = { created: 0, paid: 0, notPaid: 0, abandoned: 0, outOfStock: 0 };
+  readonly orderIds: string[] = [];
   readonly tasks: Record<TaskName, number> = { browse: 0, viewCart: 0, addToCart: 0, search: 0, home: 0, recommendations: 0, checkout: 0 };
 
   request(route: string, ms: number, error?: { kind: string; message: string }): void {
@@ -267,6 +278,7 @@ class Client {
     private readonly rec: Recorder,
     private readonly stop: AbortSignal,
     private readonly timeoutMs: number,
+    private readonly onRequest?: (route: string) => void,
   ) {}
 
   /** Round-robin over the gateways, one request at a time. */
@@ -287,6 +299,7 @@ class Client {
     const timer = setTimeout(() => ((timedOut = true), ac.abort()), this.timeoutMs);
     const onStop = () => ac.abort();
     this.stop.addEventListener("abort", onStop, { once: true });
+    this.onRequest?.(route);
     const t0 = performance.now();
     let answer: Answer;
     try {
@@ -550,8 +563,15 @@ async function shopper(env: ShopperEnv, deadline: number): Promise<void> {
         await client.call(ROUTES.clearCart, "DELETE", "/api/cart", { token: await token() });
         return;
       }
+      // Anything but 201 with an id is a create the shopper cannot go on from (and whose
+      // order, if any, nobody could name afterwards).
+      if (created.status !== 201 || typeof created.body?.id !== "string") {
+        rec.error("flow", ROUTES.createOrder, `answered ${created.status} without a new order's id: ${JSON.stringify(created.body).slice(0, 200)}`);
+        return;
+      }
       rec.orders.created++;
       const orderId = created.body.id as string;
+      rec.orderIds.push(orderId);
       let settled = false;
       try {
         const pay = await client.call(ROUTES.pay, "POST", `/api/orders/${encodeURIComponent(orderId)}/pay`, { token: await token(), body: { provider: "sandbox" } });
@@ -639,13 +659,21 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
 
   const rec = new Recorder();
   const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
-  const client = new Client(urls, rec, stopper.signal, requestTimeoutMs);
+  let progressError: unknown;
+  const onRequest = opts.onRequest && ((route: string) => {
+    try {
+      opts.onRequest!(route);
+    } catch (err) {
+      // The request goes on; the run rejects with the error at the end.
+      progressError ??= err;
+    }
+  });
+  const client = new Client(urls, rec, stopper.signal, requestTimeoutMs, onRequest);
   const startedAt = new Date();
   let phase: LoadProgress["phase"] = "setup";
   let t0 = 0;
   let deadline = Infinity;
   let lastTick = { at: performance.now(), requests: 0 };
-  let progressError: unknown;
   const snapshot = (): LoadProgress => {
     const now = performance.now();
     const rate = ((rec.requests - lastTick.requests) * 1000) / Math.max(1, now - lastTick.at);
@@ -704,6 +732,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
       requests: rec.requests, requestsPerS: Math.round((rec.requests / Math.max(durationS, 1e-3)) * 10) / 10,
       routes: rec.routeStats(),
       errors: { total: rec.errors, byKind: rec.errorKinds() },
+      orderIds: [...rec.orderIds],
       orders: { ...rec.orders },
       tasks: { ...rec.tasks },
       aborted: stopper.signal.aborted,

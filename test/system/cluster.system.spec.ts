@@ -54,8 +54,11 @@ async function userFlow(baseUrl: string): Promise<number> {
   return requests;
 }
 
-/** Runs `npm run repl`'s script with commands on stdin once it has joined; returns all it printed. */
-function runRepl(env: Record<string, string>, commands: string[]): Promise<string> {
+/**
+ * Runs `npm run repl`'s script: once it has joined, types `nodes` (again every 250 ms) until
+ * its output lists every node of `waitForNodes`, then types `commands`; returns all it printed.
+ */
+function runRepl(env: Record<string, string>, waitForNodes: string[], commands: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ["--import", "tsx", path.join(ROOT, "bin", "repl.ts")], {
       cwd: ROOT,
@@ -63,14 +66,25 @@ function runRepl(env: Record<string, string>, commands: string[]): Promise<strin
       stdio: ["pipe", "pipe", "pipe"],
     });
     let out = "";
+    let joinedAt = -1;
     let sent = false;
+    let asking: NodeJS.Timeout | undefined;
     const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    // Polled, not slept: discovery lists the other nodes a moment after the join.
+    const ask = () => {
+      child.stdin.write("nodes\n");
+      asking = setTimeout(ask, 250);
+    };
     const onData = (d: Buffer) => {
       out += d.toString();
-      if (!sent && out.includes("Joined the cluster")) {
+      if (joinedAt < 0 && out.includes("Joined the cluster")) {
+        joinedAt = out.length;
+        ask();
+      }
+      if (joinedAt >= 0 && !sent && waitForNodes.every((n) => new RegExp(`\\b${n}\\b`).test(out.slice(joinedAt)))) {
         sent = true;
-        // Give discovery a moment to list the other nodes, then type the commands.
-        setTimeout(() => child.stdin.write(commands.join("\n") + "\n"), 3000);
+        clearTimeout(asking);
+        child.stdin.write(commands.join("\n") + "\n");
       }
     };
     child.stdout.on("data", onData);
@@ -78,6 +92,7 @@ function runRepl(env: Record<string, string>, commands: string[]): Promise<strin
     child.on("error", reject);
     child.on("exit", () => {
       clearTimeout(timer);
+      clearTimeout(asking);
       resolve(out);
     });
   });
@@ -172,9 +187,12 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
 
   test("`npm run repl` joins the running cluster through RabbitMQ: `nodes` and `call user.…` work", async () => {
     // Same variables as the cluster nodes (transporter, etcd, namespace): the REPL is one more node.
-    const out = await runRepl(env, ["nodes", "call user.get --id nobody", "quit"]);
-    for (const node of ["gw", "user-1", "user-2"]) assert.match(out, new RegExp(`\\b${node}\\b`), out);
-    assert.match(out, /User not found/, out);
+    const nodes = ["gw", "user-1", "user-2"];
+    const out = await runRepl(env, nodes, ["call user.get --id nobody", "quit"]);
+    const afterJoin = out.slice(out.indexOf("Joined the cluster"));
+    // Only `nodes` prints node ids: each id after the join is its answer.
+    for (const node of nodes) assert.match(afterJoin, new RegExp(`\\b${node}\\b`), out);
+    assert.match(afterJoin, /User not found/, out);
   });
 
   test("a user node killed with kill -9 and restarted: the flow works again within seconds", async () => {

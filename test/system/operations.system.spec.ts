@@ -3,14 +3,17 @@
  * counts, one process per pod, private RabbitMQ and MariaDB, a private etcd):
  * - the load smoke: shoppers following Online Boutique's mix for 20 s; any error, or fewer
  *   than 50 requests, fails;
- * - the short chaos run: a node killed and restarted, RabbitMQ restarted, MariaDB killed and
- *   restarted, under load; then the checkout invariants must hold (`npm run chaos` is the
- *   full run: more kills and a 60 s etcd outage; the etcd outage under traffic is proved in
- *   CI by test/system/cluster.system.spec.ts, with no failed request allowed).
+ * - the short chaos run: an order, a payment and a product node killed (one of each, the
+ *   replica drawn by a seed that changes per run and is logged), each as a checkout request
+ *   through its service was sent, and restarted; RabbitMQ restarted, MariaDB killed and
+ *   restarted, under load; then the checkout invariants must hold, every order the shoppers
+ *   were answered 201 for among them (`npm run chaos` is the full run: more kills and a 60 s
+ *   etcd outage; the etcd outage under traffic is proved in CI by
+ *   test/system/cluster.system.spec.ts, with no failed request allowed).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { CHAOS_NODE_ENV, formatChaosReport, runChaos } from "../support/chaos";
+import { CHAOS_NODE_ENV, CHECKOUT_ROUTES, formatChaosReport, runChaos } from "../support/chaos";
 import { moleculerName, startLocalCluster, type LocalCluster } from "../support/cluster";
 import { runLoad } from "../support/load";
 
@@ -44,22 +47,32 @@ describe("operations: the local cluster under load and chaos", () => {
     assert.ok(summary.orders.paid >= 1, "orders paid through the sandbox");
   });
 
-  test("chaos, short: kill, RabbitMQ restart, MariaDB restart under load; the invariants hold", async () => {
+  test("chaos, short: an order, a payment and a product node killed as checkout requests through them were sent, RabbitMQ and MariaDB restarted under load; every order answered 201 exists and the invariants hold", async () => {
     const report = await runChaos({
       cluster,
-      faults: ["kill", "rabbitmq", "mariadb"],
+      faults: ["kill", "kill", "kill", "rabbitmq", "mariadb"],
+      killServices: ["order", "payment", "product"],
       gapS: 5,
       etcdOutageS: 20,
       shoppers: 4,
       thinkMs: 200,
       reservationTtlS: TTL_S,
       settleTimeoutS: 150,
-      seed: 11,
       log,
     });
     process.stderr.write(`${formatChaosReport(report)}\n`);
-    assert.equal(report.faults.length, 3);
+    assert.deepEqual(report.faults.map((f) => f.kind), ["kill", "kill", "kill", "rabbitmq", "mariadb"]);
+    const kills = report.faults.filter((f) => f.kind === "kill");
+    assert.deepEqual(kills.map((f) => f.service), ["order", "payment", "product"], "one node of each checkout service");
+    for (const k of kills) {
+      const node = cluster.nodes.get(k.target);
+      assert.equal(node?.service, k.service, `${k.target} is a ${k.service} node`);
+      assert.ok(CHECKOUT_ROUTES[k.service!]!.includes(k.during!), `${k.target} killed as a checkout request through ${k.service} was sent (${k.during})`);
+    }
     assert.ok(report.load.orders.paid > 0, "orders were paid during the run");
+    assert.equal(report.load.orderIds.length, report.load.orders.created, "every order answered 201 was recorded");
+    assert.ok(report.load.orderIds.length > 0, "orders were created");
+    assert.equal(report.invariants.figures.knownOrders, new Set(report.load.orderIds).size, "the invariants looked up every order answered 201");
     assert.deepEqual(report.invariants.problems, [], "invariants hold after the faults");
   });
 });
