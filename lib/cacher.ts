@@ -9,6 +9,7 @@
  *   here commands fail fast (no offline queue, one retry) and a failed read is a cache miss,
  *   a failed write is skipped: the cache is an optimisation, never a dependency of a call.
  */
+import Redis from "ioredis";
 import { Cachers } from "moleculer";
 
 const QUIT_TIMEOUT_MS = 1000;
@@ -27,6 +28,17 @@ export function redisClientOptions(url: string) {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
   };
+}
+
+/**
+ * A Redis client for a store of ours (revocations, rate limits): fail-fast options, and
+ * connection errors kept off the process's unhandled events (callers see a failed command;
+ * readiness reports the outage).
+ */
+export function redisClient(url: string): Redis {
+  const redis = new Redis({ ...redisClientOptions(url), lazyConnect: false });
+  redis.on("error", () => undefined);
+  return redis;
 }
 
 export class ResilientRedisCacher extends Cachers.Redis {

@@ -9,9 +9,9 @@
  * requests are N increments: of a burst, exactly the budget passes and the rest is refused,
  * whatever the interleaving. That is why limits are consumed *before* the work they guard.
  */
-import Redis from "ioredis";
+import type Redis from "ioredis";
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from "rate-limiter-flexible";
-import { redisClientOptions } from "./cacher";
+import { redisClient } from "./cacher";
 import type { AppConfig, RateBudget } from "./config";
 
 /** The figures of the IETF draft's `RateLimit-*` headers, for one limit and one key. */
@@ -51,9 +51,8 @@ export function createRateLimitStore(config: Pick<AppConfig, "redisUrl" | "names
   const prefix = `meridian:${config.namespace || "default"}:rl`;
   let redis: Redis | undefined;
   if (config.redisUrl) {
-    redis = new Redis({ ...redisClientOptions(config.redisUrl), lazyConnect: false });
-    // Connection errors are reported by readiness, not as unhandled events; the insurance limiter covers.
-    redis.on("error", () => undefined);
+    // A failed command falls to the insurance limiter below.
+    redis = redisClient(config.redisUrl);
   }
   return {
     limiter(name, budget) {

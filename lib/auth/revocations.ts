@@ -17,8 +17,7 @@
  * read, the gateway refuses authenticated requests (503) rather than accept a token it
  * cannot check; a write that fails fails the logout or role change, which can be retried.
  */
-import Redis from "ioredis";
-import { redisClientOptions } from "../cacher";
+import { redisClient } from "../cacher";
 import type { Role } from "./tokens";
 
 export interface TokenStanding {
@@ -60,9 +59,7 @@ export function createRevocations(config: { redisUrl?: string; namespace: string
   const ttlS = config.accessTokenTtlS;
   const prefix = keyPrefix(config.namespace);
   if (config.redisUrl) {
-    const redis = new Redis({ ...redisClientOptions(config.redisUrl), lazyConnect: false });
-    // Outages surface as failed calls (and in readiness through the cacher), not as unhandled events.
-    redis.on("error", () => undefined);
+    const redis = redisClient(config.redisUrl);
     return {
       async revokeSession(sessionId) {
         await redis.set(`${prefix}:sid:${sessionId}`, "1", "EX", ttlS);

@@ -11,7 +11,8 @@ import { createCipheriv, generateKeyPairSync, randomBytes, sign as rsaSign, type
 import fc from "fast-check";
 import { keyId } from "../payment/platforms/keys";
 import { SANDBOX_SIGNATURE_PREFIX } from "../payment/platforms/sandbox";
-import { fakeGateway, type Received, type Reply } from "../payment/platforms/test-support";
+import { PLATFORM_GROUPS } from "../payment/platforms/config";
+import { fakeGateway, wechatAnswerHeaders, type Received, type Reply } from "../payment/platforms/test-support";
 import { paramsArbitrary, type Hints, type ParamsSchema } from "./fuzz-schema";
 
 const rsa = () => generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -32,24 +33,13 @@ const WX_API_V3_KEY = "0123456789abcdef0123456789ABCDEF";
 const pkcs8 = (k: KeyObject) => k.export({ type: "pkcs8", format: "pem" }).toString();
 const spki = (k: KeyObject) => k.export({ type: "spki", format: "pem" }).toString();
 
+/** Alipay's and WeChat Pay's variables, as the payment configuration names them. */
 export const PLATFORM_ENV_NAMES = [
-  "ALIPAY_APP_ID", "ALIPAY_SELLER_ID", "ALIPAY_PRIVATE_KEY", "ALIPAY_PUBLIC_KEY", "ALIPAY_GATEWAY",
-  "WECHATPAY_MCH_ID", "WECHATPAY_APP_ID", "WECHATPAY_SERIAL_NO", "WECHATPAY_PRIVATE_KEY", "WECHATPAY_API_V3_KEY", "WECHATPAY_PLATFORM_CERTS", "WECHATPAY_BASE_URL",
+  ...PLATFORM_GROUPS.alipay.required, ...PLATFORM_GROUPS.alipay.optional, ...PLATFORM_GROUPS.wechatpay.required, ...PLATFORM_GROUPS.wechatpay.optional,
 ] as const;
 
 function wxSigned(status: number, body: string): Reply {
-  const ts = String(Math.floor(Date.now() / 1000));
-  const nonce = randomBytes(16).toString("hex");
-  return {
-    status,
-    body,
-    headers: {
-      "wechatpay-timestamp": ts,
-      "wechatpay-nonce": nonce,
-      "wechatpay-serial": WX_PLATFORM_SERIAL,
-      "wechatpay-signature": rsaSign("sha256", Buffer.from(`${ts}\n${nonce}\n${body}\n`), wxPlatform.privateKey).toString("base64"),
-    },
-  };
+  return { status, body, headers: wechatAnswerHeaders(body, wxPlatform.privateKey, WX_PLATFORM_SERIAL) };
 }
 
 /** Trades closed at a stand-in: its query says so afterwards, as the platform's would. */

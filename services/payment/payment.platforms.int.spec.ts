@@ -25,7 +25,7 @@ import { createCipheriv, createDecipheriv, randomBytes, sign as rsaSign, verify 
 import { after, before, describe, test } from "node:test";
 import { AlipaySdk } from "alipay-sdk";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
-import { fakeGateway, rsaPair, type Received, type Reply } from "./platforms/test-support";
+import { fakeGateway, rsaPair, wechatAnswerHeaders, type Received, type Reply } from "./platforms/test-support";
 import { eventually } from "../../test/support/eventually";
 import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 
@@ -240,19 +240,7 @@ function wechatGatewayAnswer(r: Received): Reply {
     payload = { code: "NOT_FOUND", message: "not here" };
   }
   const body = JSON.stringify(payload);
-  const ts = String(Math.floor(Date.now() / 1000));
-  const nonce = randomBytes(16).toString("hex");
-  return {
-    status,
-    body,
-    headers: {
-      "request-id": randomBytes(8).toString("hex"),
-      "wechatpay-timestamp": ts,
-      "wechatpay-nonce": nonce,
-      "wechatpay-serial": WX_PLATFORM_SERIAL,
-      "wechatpay-signature": wxSign(ts, nonce, body, wxPlatform.privateKey),
-    },
-  };
+  return { status, body, headers: { "request-id": randomBytes(8).toString("hex"), ...wechatAnswerHeaders(body, wxPlatform.privateKey, WX_PLATFORM_SERIAL) } };
 }
 
 // ---- the app ----

@@ -4,7 +4,7 @@
  * platform's gateway — no platform can be reached from here, so the servers answer with
  * the shapes the platforms document.
  */
-import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { generateKeyPairSync, randomBytes, sign as rsaSign, type KeyObject } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 
@@ -57,5 +57,21 @@ export async function fakeGateway(handler: (req: Received) => Reply | Promise<Re
     url: `http://127.0.0.1:${port}`,
     received,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/**
+ * The headers WeChat Pay signs an answer with (APIv3): a timestamp (epoch seconds), a nonce,
+ * the platform certificate's serial, and SHA256withRSA over `timestamp\nnonce\nbody\n`
+ * with the platform's private key, as the stand-ins of WeChat's gateway answer.
+ */
+export function wechatAnswerHeaders(body: string, platformKey: KeyObject, serial: string, nowSeconds = Math.floor(Date.now() / 1000)): Record<string, string> {
+  const timestamp = String(nowSeconds);
+  const nonce = randomBytes(16).toString("hex");
+  return {
+    "wechatpay-timestamp": timestamp,
+    "wechatpay-nonce": nonce,
+    "wechatpay-serial": serial,
+    "wechatpay-signature": rsaSign("sha256", Buffer.from(`${timestamp}\n${nonce}\n${body}\n`, "utf8"), platformKey).toString("base64"),
   };
 }

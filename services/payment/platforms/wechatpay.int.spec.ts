@@ -5,11 +5,11 @@
  * signed with a "platform" key generated here, so answer verification is exercised too.
  */
 import assert from "node:assert/strict";
-import { randomBytes, sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypto";
+import { randomBytes, verify as rsaVerify, type KeyObject } from "node:crypto";
 import { after, before, test } from "node:test";
 import { Secret } from "./keys";
 import { PaymentPlatformError } from "./platform";
-import { fakeGateway, rsaPair, type Received, type Reply } from "./test-support";
+import { fakeGateway, rsaPair, wechatAnswerHeaders, type Received, type Reply } from "./test-support";
 import { WechatPayPlatform } from "./wechatpay";
 
 const merchant = rsaPair();
@@ -42,14 +42,7 @@ function answer(r: Received): Reply {
   const a: Answer = checkAuthorization(r) ? next(r) : { status: 401, body: { code: "SIGN_ERROR", message: "签名错误" }, signWith: null };
   const body = a.body === undefined ? "" : JSON.stringify(a.body);
   const headers: Record<string, string> = { "request-id": randomBytes(8).toString("hex") };
-  if (a.signWith !== null) {
-    const ts = String(Math.floor(now / 1000) + (a.timestampOffsetS ?? 0));
-    const nonce = randomBytes(16).toString("hex");
-    headers["wechatpay-timestamp"] = ts;
-    headers["wechatpay-nonce"] = nonce;
-    headers["wechatpay-serial"] = SERIAL;
-    headers["wechatpay-signature"] = rsaSign("sha256", Buffer.from(`${ts}\n${nonce}\n${body}\n`), a.signWith ?? platformKey.privateKey).toString("base64");
-  }
+  if (a.signWith !== null) Object.assign(headers, wechatAnswerHeaders(body, a.signWith ?? platformKey.privateKey, SERIAL, Math.floor(now / 1000) + (a.timestampOffsetS ?? 0)));
   return { status: a.status ?? 200, headers, body };
 }
 
