@@ -10,6 +10,7 @@ import { DependencyErrorsMiddleware } from "./lib/errors";
 import type { AppConfig } from "./lib/config";
 import { ResilientEtcd3Discoverer } from "./lib/discovery/resilient-etcd3-discoverer";
 import { InProcessPrometheusReporter, registerBusinessMetrics } from "./lib/metrics";
+import { ContractAuditMiddleware } from "./lib/serializer/contract-audit";
 import { ProtobufSerializer } from "./lib/serializer/protobuf-serializer";
 import { jsonLogFormatter, RequestScopeMiddleware, tracingOptions } from "./lib/tracing";
 import { SafeAmqpTransporter } from "./lib/transporter/safe-amqp-transporter";
@@ -46,6 +47,8 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
       DependencyErrorsMiddleware,
       // The business counters (lib/metrics.ts), registered once so the label-less ones scrape as 0.
       { name: "BusinessMetrics", created: (broker: any) => registerBusinessMetrics(broker) } as any,
+      // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.
+      ...[ContractAuditMiddleware()].filter((m) => m !== null).map((m) => m as any),
     ],
     cacher: config.redisUrl
       ? (new ResilientRedisCacher({ redisUrl: config.redisUrl, prefix: `MOL-${config.namespace || "meridian"}-`, ttl: 300 }) as unknown as BrokerOptions["cacher"])

@@ -51,6 +51,7 @@ export const BUSINESS_COUNTERS = {
   events_applied: { name: "meridian.events.applied.total", labelNames: ["service", "event"], description: "Business events applied by a consumer (inbox committed)" },
   events_duplicates: { name: "meridian.events.duplicates.total", labelNames: ["service", "event"], description: "Business events received again and ignored (already in the inbox)" },
   events_retried: { name: "meridian.events.retried.total", labelNames: ["service", "event"], description: "Business event deliveries that failed and were scheduled for a retry" },
+  serializer_json_fallback: { name: "meridian.serializer.json_fallback.total", labelNames: ["packet", "name"], description: "Payloads of business actions and events sent as generic JSON: no contract, or a value that does not fit it (packet: REQ, RES, EVENT, AMQP)" },
   events_dead_lettered: { name: "meridian.events.dead_lettered.total", labelNames: ["service", "event"], description: "Business events moved to the dead letters after the last attempt" },
 } as const satisfies Record<string, { name: string; labelNames: readonly string[]; description: string }>;
 

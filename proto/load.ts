@@ -31,7 +31,8 @@ export function loadProtoRoot(dir = PROTO_DIR): protobuf.Root {
   const root = new protobuf.Root();
   root.resolvePath = (_origin, target) =>
     target.startsWith("google/protobuf/") ? path.join(PROTOBUFJS_DIR, target) : path.resolve(dir, target);
-  root.loadSync(protoFiles(dir), { keepCase: false });
+  // alternateCommentMode: `//` comments above an rpc become its summary.
+  root.loadSync(protoFiles(dir), { keepCase: false, alternateCommentMode: true });
   root.resolveAll();
   return root;
 }

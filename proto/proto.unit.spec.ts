@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Address, PublicUser } from "../services/user/user.domain";
 import type { ActionResponse, EventPayload } from "./gen/contracts";
-import type * as user from "./gen/meridian/user";
+import type * as user from "./gen/meridian/user/v1/user";
 import { generate, staleGenerated, writeGenerated } from "./generate";
 
 test("proto/gen is up to date with proto/**/*.proto (run `npm run proto:gen`)", () => {
@@ -21,13 +21,13 @@ test("the check notices a stale, a missing and an extra generated file", () => {
   try {
     writeGenerated(dir);
     assert.deepEqual(staleGenerated(dir), []);
-    fs.appendFileSync(path.join(dir, "meridian/user.ts"), "// edited\n");
+    fs.appendFileSync(path.join(dir, "meridian/user/v1/user.ts"), "// edited\n");
     fs.rmSync(path.join(dir, "contracts.ts"));
     fs.writeFileSync(path.join(dir, "old.ts"), "");
     assert.deepEqual(staleGenerated(dir).sort(), [
       "missing: proto/gen/contracts.ts",
       "no longer generated: proto/gen/old.ts",
-      "stale: proto/gen/meridian/user.ts",
+      "stale: proto/gen/meridian/user/v1/user.ts",
     ]);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

@@ -1,16 +1,38 @@
 /**
  * The contract registry, read from the custom options of the .proto files (see
- * moleculer/options.proto): action name → {request, response} message types, event name →
- * message type. The serializer and the generator both use it, so the .proto files stay the
- * single source of truth.
+ * meridian/options/v1/options.proto): action name → {request, response} message types and
+ * the rpc's edge options, event name → message type. The serializer, the generator, the
+ * gateway's routes and the OpenAPI document all use it, so the .proto files stay the single
+ * source of truth.
  */
 import type protobuf from "protobufjs";
 
+export type Auth = "none" | "user" | "admin";
+export type Visibility = "internal" | "published";
+
+export interface HttpRule {
+  method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+  /** As annotated, with `{param}` path variables. */
+  path: string;
+  /** `*` (the whole request from the body) or unset (no body). */
+  body?: string;
+}
+
 export interface ActionContract {
   action: string;
+  /** The protobuf service and rpc, e.g. meridian.order.v1.OrderService / Create. */
+  service: string;
+  rpc: string;
   request: protobuf.Type;
-  /** null when the action answers null (`moleculer.Void`). */
+  /** null when the action answers null (`google.protobuf.Empty`). */
   response: protobuf.Type | null;
+  auth?: Auth;
+  visibility: Visibility;
+  http?: HttpRule;
+  successStatus?: number;
+  errors: string[];
+  summary?: string;
+  tags: string[];
 }
 
 export interface Contracts {
@@ -18,11 +40,18 @@ export interface Contracts {
   events: Map<string, protobuf.Type>;
 }
 
-const VOID = "moleculer.Void";
+const EMPTY = "google.protobuf.Empty";
+const OPT = "meridian.options.v1";
+const AUTHS: Record<string, Auth> = { AUTH_NONE: "none", AUTH_USER: "user", AUTH_ADMIN: "admin" };
+const VISIBILITIES: Record<string, Visibility> = { VISIBILITY_INTERNAL: "internal", VISIBILITY_PUBLISHED: "published" };
+const HTTP_METHODS = ["get", "post", "put", "patch", "delete"] as const;
 
 export function fullName(t: protobuf.ReflectionObject): string {
   return t.fullName.replace(/^\./, "");
 }
+
+/** The action of an rpc: `GetAddress` → `getAddress`. */
+export const actionName = (service: string, rpc: string) => `${service}.${rpc[0]!.toLowerCase()}${rpc.slice(1)}`;
 
 /** Every object of a namespace, depth first, in declaration order. */
 export function* walk(ns: protobuf.NamespaceBase): Generator<protobuf.ReflectionObject> {
@@ -32,22 +61,61 @@ export function* walk(ns: protobuf.NamespaceBase): Generator<protobuf.Reflection
   }
 }
 
+/** All values of an option that may repeat (protobufjs keeps repeated options in parsedOptions). */
+function optionValues(obj: protobuf.ReflectionObject, name: string): unknown[] {
+  const out: unknown[] = [];
+  for (const o of (obj.parsedOptions ?? []) as Record<string, unknown>[]) if (name in o) out.push(o[name]);
+  if (!out.length && obj.options && name in obj.options) out.push(obj.options[name]);
+  return out;
+}
+const option = (obj: protobuf.ReflectionObject, name: string): unknown => optionValues(obj, name).at(-1);
+
+function httpRule(method: protobuf.Method, where: string): HttpRule | undefined {
+  const rule = option(method, "(google.api.http)") as Record<string, string> | undefined;
+  if (!rule) return undefined;
+  const verbs = HTTP_METHODS.filter((m) => typeof rule[m] === "string");
+  if (verbs.length !== 1) throw new Error(`proto: ${where}: google.api.http needs exactly one of ${HTTP_METHODS.join(", ")}`);
+  const verb = verbs[0]!;
+  return { method: verb.toUpperCase() as HttpRule["method"], path: rule[verb]!, body: rule.body || undefined };
+}
+
 export function readContracts(root: protobuf.Root): Contracts {
   const actions = new Map<string, ActionContract>();
   const events = new Map<string, protobuf.Type>();
   for (const obj of walk(root)) {
-    const options = obj.options ?? {};
-    if (obj.constructor.name === "Service" && options["(moleculer.service)"]) {
+    if (obj.constructor.name === "Service" && option(obj, `(${OPT}.service)`)) {
       const service = obj as protobuf.Service;
+      const moleculerName = String(option(obj, `(${OPT}.service)`));
       for (const method of service.methodsArray) {
         method.resolve();
-        const action = `${options["(moleculer.service)"]}.${method.name}`;
+        const action = actionName(moleculerName, method.name);
+        const where = `${fullName(service)}.${method.name}`;
         if (actions.has(action)) throw new Error(`proto: action ${action} is declared twice`);
         const response = method.resolvedResponseType!;
-        actions.set(action, { action, request: method.resolvedRequestType!, response: fullName(response) === VOID ? null : response });
+        const auth = option(method, `(${OPT}.auth)`) as string | undefined;
+        const visibility = VISIBILITIES[String(option(method, `(${OPT}.visibility)`))];
+        if (!visibility) throw new Error(`proto: ${where} needs (${OPT}.visibility)`);
+        const http = httpRule(method, where);
+        if (visibility === "published" && !AUTHS[String(auth)]) throw new Error(`proto: ${where} is published and needs (${OPT}.auth)`);
+        if (visibility === "internal" && (http || auth)) throw new Error(`proto: ${where} is internal: no http route, no auth`);
+        const status = option(method, `(${OPT}.success_status)`) as number | undefined;
+        actions.set(action, {
+          action,
+          service: fullName(service),
+          rpc: method.name,
+          request: method.resolvedRequestType!,
+          response: fullName(response) === EMPTY ? null : response,
+          auth: auth ? AUTHS[auth] : undefined,
+          visibility,
+          http,
+          successStatus: status ? Number(status) : undefined,
+          errors: optionValues(method, `(${OPT}.errors)`).map(String),
+          summary: (option(method, `(${OPT}.summary)`) as string | undefined) ?? method.comment ?? undefined,
+          tags: optionValues(method, `(${OPT}.tags)`).map(String),
+        });
       }
-    } else if (obj.constructor.name === "Type" && options["(moleculer.event)"]) {
-      const event = String(options["(moleculer.event)"]);
+    } else if (obj.constructor.name === "Type" && option(obj, `(${OPT}.event)`)) {
+      const event = String(option(obj, `(${OPT}.event)`));
       if (events.has(event)) throw new Error(`proto: event ${event} is declared twice`);
       events.set(event, obj as protobuf.Type);
     }
@@ -56,5 +124,5 @@ export function readContracts(root: protobuf.Root): Contracts {
 }
 
 export function isWrapper(type: protobuf.Type): boolean {
-  return type.options?.["(moleculer.wrapper)"] === true;
+  return type.options?.[`(${OPT}.wrapper)`] === true;
 }

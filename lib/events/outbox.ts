@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import type { Knex } from "knex";
+import { auditEvent } from "../serializer/contract-audit";
 
 /** What travels on the wire (JSON body) and what consumers receive. */
 export interface Envelope<P = unknown> {
@@ -39,6 +40,7 @@ export async function addOutboxEvent(
   trx: Knex.Transaction,
   event: { name: string; payload: unknown; id?: string; occurredAt?: number },
 ): Promise<string> {
+  auditEvent(event.name, event.payload);
   const id = event.id ?? randomUUID();
   const now = event.occurredAt ?? Date.now();
   await trx("outbox").insert({

@@ -30,7 +30,7 @@ export interface MessageCodec {
   decode(bytes: Uint8Array): unknown;
 }
 
-const isWrapper = (t: protobuf.Type) => t.options?.["(moleculer.wrapper)"] === true;
+const isWrapper = (t: protobuf.Type) => t.options?.["(meridian.options.v1.wrapper)"] === true;
 const hasOwn = Object.prototype.hasOwnProperty;
 const isWellFormed: (s: string) => boolean =
   typeof (String.prototype as { isWellFormed?: unknown }).isWellFormed === "function"
@@ -50,6 +50,10 @@ const INT_RANGE: Record<string, [number, number]> = {
   uint32: [0, 2 ** 32 - 1],
   fixed32: [0, 2 ** 32 - 1],
 };
+/** 64-bit integers: only safe JS integers fit (what JSON could carry exactly anyway). */
+const INT64 = new Set(["int64", "sint64", "sfixed64", "uint64", "fixed64"]);
+type LongLike = { toNumber(): number };
+const toNumber = (v: unknown) => (typeof v === "number" ? v : (v as LongLike).toNumber());
 
 function scalarFit(type: string, where: string): Fit {
   switch (type) {
@@ -62,6 +66,10 @@ function scalarFit(type: string, where: string): Fit {
       // float loses precision: only double round-trips every JS number.
       return type === "double" ? (v) => (typeof v === "number" && Number.isFinite(v) && !Object.is(v, -0) ? v : NO_FIT) : () => NO_FIT;
     default: {
+      if (INT64.has(type)) {
+        const min = type.startsWith("u") || type === "fixed64" ? 0 : Number.MIN_SAFE_INTEGER;
+        return (v) => (typeof v === "number" && Number.isSafeInteger(v) && v >= min && !Object.is(v, -0) ? v : NO_FIT);
+      }
       const range = INT_RANGE[type];
       if (!range) throw new Error(`${where}: type ${type} is not supported in contracts`);
       const [min, max] = range;
@@ -88,7 +96,7 @@ function compile(type: protobuf.Type, cache: Map<protobuf.Type, Compiled>): Comp
     const t = field.resolvedType;
     if (t instanceof protobuf.Type) return compile(t, cache);
     if (t) throw new Error(`${type.fullName}.${field.name}: enums are not supported in contracts`);
-    return { fit: scalarFit(field.type, `${type.fullName}.${field.name}`), toPlain: (v) => v };
+    return { fit: scalarFit(field.type, `${type.fullName}.${field.name}`), toPlain: INT64.has(field.type) ? toNumber : (v) => v };
   };
 
   if (isWrapper(type)) {
@@ -123,6 +131,7 @@ function compile(type: protobuf.Type, cache: Map<protobuf.Type, Compiled>): Comp
       optional: f.options?.proto3_optional === true,
       message: f.resolvedType instanceof protobuf.Type,
       wrapper,
+      long: INT64.has(f.type),
       codec,
       // A required message field that is absent on the wire decodes as the empty message.
       empty: f.resolvedType instanceof protobuf.Type ? f.resolvedType.create({}) : undefined,
@@ -163,8 +172,8 @@ function compile(type: protobuf.Type, cache: Map<protobuf.Type, Compiled>): Comp
       else if (f.message) {
         if (x != null) out[f.name] = f.codec.toPlain(x);
         else if (!f.optional) out[f.name] = f.codec.toPlain(f.empty);
-      } else if (!f.optional) out[f.name] = x;
-      else if (hasOwn.call(m, f.name) && x != null) out[f.name] = x;
+      } else if (!f.optional) out[f.name] = f.long ? toNumber(x) : x;
+      else if (hasOwn.call(m, f.name) && x != null) out[f.name] = f.long ? toNumber(x) : x;
     }
     return out;
   };
@@ -192,4 +201,56 @@ export function createCodecs(): (type: protobuf.Type) => MessageCodec {
     codecs.set(type, codec);
     return codec;
   };
+}
+
+/**
+ * Why `value` does not fit `type` (the path of the first misfit and the reason), or null if
+ * it fits. The same rules as `fit`, by reflection: slow, only for diagnostics (the contract
+ * audit, the fallback log), never on the hot path.
+ */
+export function explainMisfit(type: protobuf.Type, value: unknown, path = "$"): string | null {
+  const scalar = (t: string, v: unknown, p: string) => (scalarFit(t, p)(v) === NO_FIT ? `${p}: ${JSON.stringify(v)} is not a ${t}` : null);
+  const one = (field: protobuf.Field, v: unknown, p: string): string | null => {
+    field.resolve();
+    const t = field.resolvedType;
+    if (t instanceof protobuf.Type) return explainMisfit(t, v, p);
+    if (t) return `${p}: enums are not supported`;
+    return scalar(field.type, v, p);
+  };
+  if (isWrapper(type)) {
+    const inner = type.fieldsArray[0]!;
+    if (inner.repeated) {
+      if (!Array.isArray(value)) return `${path}: expected an array, got ${typeof value}`;
+      for (let i = 0; i < value.length; i++) {
+        const e = one(inner, value[i], `${path}[${i}]`);
+        if (e) return e;
+      }
+      return null;
+    }
+    return value === null ? null : one(inner, value, path);
+  }
+  if (!isPlainObject(value)) return `${path}: expected an object (${type.name}), got ${value === null ? "null" : Array.isArray(value) ? "an array" : typeof value}`;
+  for (const k in value) if (value[k] !== undefined && !type.fields[k]) return `${path}.${k}: not a field of ${type.name}`;
+  for (const f of type.fieldsArray) {
+    const x = value[f.name];
+    const p = `${path}.${f.name}`;
+    if (f.repeated) {
+      if (!Array.isArray(x)) return `${p}: expected an array, got ${x === null ? "null" : typeof x}`;
+      for (let i = 0; i < x.length; i++) {
+        const e = one(f, x[i], `${p}[${i}]`);
+        if (e) return e;
+      }
+      continue;
+    }
+    if (x === undefined) {
+      if (f.options?.proto3_optional === true) continue;
+      return `${p}: missing (not optional in ${type.name})`;
+    }
+    f.resolve();
+    const wrapper = f.resolvedType instanceof protobuf.Type && isWrapper(f.resolvedType);
+    if (x === null && !wrapper) return `${p}: null (not a nullable wrapper)`;
+    const e = one(f, x, p);
+    if (e) return e;
+  }
+  return null;
 }

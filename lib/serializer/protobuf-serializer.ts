@@ -26,8 +26,9 @@ import { Serializers, type Logger, type ServiceBroker } from "moleculer";
 import protobuf from "protobufjs/light";
 import descriptor from "../../proto/gen/descriptor.json";
 import { readContracts, type Contracts } from "../../proto/registry";
-import type * as pb from "../../proto/gen/moleculer/packets";
-import { createCodecs, type MessageCodec } from "./contract-codec";
+import type * as pb from "../../proto/gen/meridian/wire/v1/packets";
+import { countBusiness } from "../metrics";
+import { createCodecs, explainMisfit, type MessageCodec } from "./contract-codec";
 
 export class ProtobufPacketError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -47,17 +48,23 @@ root.resolveAll();
 const contracts: Contracts = readContracts(root as unknown as import("protobufjs").Root);
 const codecFor = createCodecs();
 const T = {
-  Request: root.lookupType("moleculer.Request"),
-  Response: root.lookupType("moleculer.Response"),
-  Event: root.lookupType("moleculer.Event"),
-  Info: root.lookupType("moleculer.Info"),
-  Heartbeat: root.lookupType("moleculer.Heartbeat"),
-  Discover: root.lookupType("moleculer.Discover"),
-  Disconnect: root.lookupType("moleculer.Disconnect"),
-  Ping: root.lookupType("moleculer.Ping"),
-  Pong: root.lookupType("moleculer.Pong"),
-  Gossip: root.lookupType("moleculer.Gossip"),
+  Request: root.lookupType("meridian.wire.v1.Request"),
+  Response: root.lookupType("meridian.wire.v1.Response"),
+  Event: root.lookupType("meridian.wire.v1.Event"),
+  Info: root.lookupType("meridian.wire.v1.Info"),
+  Heartbeat: root.lookupType("meridian.wire.v1.Heartbeat"),
+  Discover: root.lookupType("meridian.wire.v1.Discover"),
+  Disconnect: root.lookupType("meridian.wire.v1.Disconnect"),
+  Ping: root.lookupType("meridian.wire.v1.Ping"),
+  Pong: root.lookupType("meridian.wire.v1.Pong"),
+  Gossip: root.lookupType("meridian.wire.v1.Gossip"),
 };
+/** The Moleculer services that have contracts: their actions' payloads should never travel as JSON. */
+const contractServices = new Set([...contracts.actions.keys()].map((a) => a.slice(0, a.indexOf("."))));
+const isBusinessAction = (action: unknown): action is string =>
+  typeof action === "string" && contractServices.has(action.slice(0, action.indexOf(".")));
+/** Business events are named `<entity>.<past tense>`; Moleculer's own start with `$`. */
+const isBusinessEvent = (event: unknown): event is string => typeof event === "string" && !event.startsWith("$");
 const requestCodec = (action: unknown) => {
   const c = typeof action === "string" ? contracts.actions.get(action) : undefined;
   return c ? codecFor(c.request as unknown as protobuf.Type) : null;
@@ -154,7 +161,9 @@ export class ProtobufSerializer extends Serializers.Base {
   override serialize(obj: Obj, type: string): Buffer {
     switch (type) {
       case "REQ": {
-        const { data } = encodeData(obj.params, requestCodec(obj.action));
+        const codec = requestCodec(obj.action);
+        const { data, contract } = encodeData(obj.params, codec);
+        if (!contract && isBusinessAction(obj.action)) this.fallback("REQ", obj.action, codec, obj.params);
         return this.encode(T.Request, {
           ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), action: str(obj.action), params: data,
           meta: json(obj.meta), headers: json(obj.headers), timeout: dbl(obj.timeout), level: uint(obj.level),
@@ -167,6 +176,7 @@ export class ProtobufSerializer extends Serializers.Base {
         if (action !== undefined) this.pending.delete(obj.id);
         const codec = action !== undefined && obj.success ? responseCodec(action) : null;
         const { data, contract } = encodeData(obj.data, codec);
+        if (!contract && action !== undefined && obj.success) this.fallback("RES", action, codec, obj.data);
         return this.encode(T.Response, {
           ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), success: Boolean(obj.success), data,
           meta: json(obj.meta), headers: json(obj.headers), error: json(obj.error), stream: bool(obj.stream),
@@ -174,7 +184,9 @@ export class ProtobufSerializer extends Serializers.Base {
         });
       }
       case "EVENT": {
-        const { data } = encodeData(obj.data, eventCodec(obj.event));
+        const codec = eventCodec(obj.event);
+        const { data, contract } = encodeData(obj.data, codec);
+        if (!contract && isBusinessEvent(obj.event)) this.fallback("EVENT", obj.event, codec, obj.data);
         return this.encode(T.Event, {
           ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), event: str(obj.event), data,
           meta: json(obj.meta), headers: json(obj.headers), groups: Array.isArray(obj.groups) ? obj.groups.map(String) : [],
@@ -212,6 +224,17 @@ export class ProtobufSerializer extends Serializers.Base {
     }
   }
 
+  /**
+   * Counts a business payload that went as JSON (meridian_serializer_json_fallback_total):
+   * no contract, or a value that does not fit it. null, undefined and Buffers have no
+   * contract by design and are not counted. The reason is logged at debug level.
+   */
+  private fallback(packet: string, name: string, codec: MessageCodec | null, value: unknown): void {
+    if (value == null || Buffer.isBuffer(value)) return;
+    countBusiness(this.broker, "serializer_json_fallback", { packet, name });
+    this.logger?.debug(`${packet} ${name} sent as JSON: ${codec ? explainMisfit(codec.type, value) : "no contract"}`);
+  }
+
   private encode(type: protobuf.Type, message: Obj): Buffer {
     message.end = true;
     return type.encode(message).finish() as Buffer;
@@ -247,7 +270,7 @@ export class ProtobufSerializer extends Serializers.Base {
         if (has(m, "level")) out.level = m.level;
         if (has(m, "stream")) out.stream = m.stream;
         if (has(m, "seq")) out.seq = m.seq;
-        if (contracts.actions.get(m.action)?.response) this.remember(m.id, m.action);
+        if (isBusinessAction(m.action)) this.remember(m.id, m.action);
         return out;
       }
       case "RES": {

@@ -9,9 +9,18 @@ export interface User {
   id: string;
   email: string;
   name: string;
+  /** "customer" | "admin" */
   role: string;
   preferences: Preferences;
+  /** ISO 8601 */
   createdAt: string;
+}
+
+export interface UserPage {
+  items: User[];
+  total: number;
+  page: number;
+  pageSize: number;
 }
 
 export interface Session {
@@ -47,10 +56,6 @@ export interface LogoutRequest {
 export interface MeRequest {
 }
 
-export interface StringList {
-  items: string[];
-}
-
 export interface PreferencesPatch {
   categories?: string[];
   brands?: string[];
@@ -61,12 +66,20 @@ export interface UpdateMeRequest {
   preferences?: PreferencesPatch;
 }
 
-export interface GetRequest {
-  id: string;
+export interface AdminListRequest {
+  email?: string;
+  role?: string;
+  page?: number;
+  pageSize?: number;
 }
 
-export interface NullableString {
-  value?: string;
+export interface SetRoleRequest {
+  id: string;
+  role: string;
+}
+
+export interface GetRequest {
+  id: string;
 }
 
 export interface Address {
@@ -78,8 +91,11 @@ export interface Address {
   city: string;
   province: string | null;
   postalCode: string;
+  /** ISO 3166-1 alpha-2 */
   country: string;
+  /** ISO 8601 */
   createdAt: string;
+  /** ISO 8601 */
   updatedAt: string;
 }
 
@@ -122,9 +138,11 @@ export interface GetAddressRequest {
   id: string;
 }
 
+/** Event `user.registered`, once per new account. */
 export interface UserRegistered {
   userId: string;
   email: string;
   name: string;
+  /** ISO 8601 */
   occurredAt: string;
 }
