@@ -1,26 +1,31 @@
 /**
  * `npm run proto:gen`: proto/**\/*.proto → proto/gen/ (committed).
  *
+ *  - ts/**: `protoc` + `ts-proto` (the seed's toolchain): a TypeScript interface and static
+ *    binary encode/decode per message, for clients of the contracts (a gRPC edge, a test that
+ *    decodes captured bytes) and for code that wants protobuf's own field semantics;
  *  - descriptor.json: the protobufjs reflection of every contract, loaded by the serializer
- *    at start (protobufjs builds its encoders from it at run time; same speed as static code);
- *  - <dir>/<file>.ts: a TypeScript interface per message, as the serializer gives it to
- *    Moleculer (plain objects: required fields always present, `optional` ones may be absent,
- *    wrapper messages replaced by the value they stand for);
+ *    at start (protobufjs compiles its encoders from it at run time);
+ *  - <dir>/<file>.ts: a TypeScript interface per message as the serializer gives it to
+ *    Moleculer: plain objects, required fields always present, `optional` ones may be absent,
+ *    wrapper messages replaced by the value they stand for (a list, or a value or null).
+ *    ts-proto cannot express those (it types a list wrapper as `{items: T[]}` and every
+ *    message field as possibly null), and the handlers need the exact shapes;
  *  - contracts.ts: ActionContracts / EventContracts, action and event names → those types.
  *
- * Why protobufjs and not ts-proto + protoc: protobufjs parses .proto itself, so neither
- * `npm ci` nor CI need Debian's protobuf-compiler; the wire test must decode with protobufjs
- * anyway; and pbts's own typings make every field optional and nullable (`IUser.email?:
- * string | null`), too loose to type action params and responses. The few lines below
- * derive exact types from the same reflection the serializer uses.
+ * `protoc` comes from Debian's protobuf-compiler (.ci/run installs it); google/protobuf/*.proto
+ * from the google-proto-files package; google/api/{annotations,http}.proto are vendored in
+ * proto/google/api (buf lint and buf breaking need them inside the module).
  *
  * `npm run proto:check` (and proto/proto.unit.spec.ts) regenerate into memory and fail when
  * proto/gen differs.
  */
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import protobuf from "protobufjs";
-import { loadProtoRoot, PROTO_DIR } from "./load";
+import { loadProtoRoot, PROTO_DIR, protoFiles } from "./load";
 import { fullName, isWrapper, readContracts, walk } from "./registry";
 
 export const GEN_DIR = path.join(PROTO_DIR, "gen");
@@ -88,10 +93,58 @@ function messageTs(t: protobuf.Type, mod: string, imports: Set<string>): string 
   return lines.join("\n");
 }
 
+const ROOT = path.resolve(PROTO_DIR, "..");
+const GOOGLE_PROTOS = path.join(ROOT, "node_modules/google-proto-files");
+/** ts-proto's options: numbers for int64 (the contracts allow safe integers only), null for unset wrappers. */
+const TS_PROTO_OPTS = [
+  "forceLong=number",
+  "useNullAsOptional=true",
+  "emitImportedFiles=false",
+  "outputJsonMethods=false",
+  "outputPartialMethods=false",
+  "esModuleInterop=true",
+];
+
+/** protoc + ts-proto over every contract: relative path under proto/gen/ts → content. */
+export function tsProto(): Map<string, string> {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-ts-proto-"));
+  try {
+    const inputs = [...protoFiles().filter((f) => f.startsWith("meridian/") && !f.startsWith("meridian/options/")), "google/protobuf/empty.proto"];
+    execFileSync(
+      "protoc",
+      [
+        `-I${PROTO_DIR}`,
+        `-I${GOOGLE_PROTOS}`,
+        `--plugin=protoc-gen-ts_proto=${path.join(ROOT, "node_modules/.bin/protoc-gen-ts_proto")}`,
+        `--ts_proto_out=${out}`,
+        `--ts_proto_opt=${TS_PROTO_OPTS.join(",")}`,
+        ...inputs,
+      ],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    const files = new Map<string, string>();
+    const list = (d: string) => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+        const p = path.join(d, e.name);
+        if (e.isDirectory()) list(p);
+        else files.set(`ts/${path.relative(out, p).split(path.sep).join("/")}`, fs.readFileSync(p, "utf8"));
+      }
+    };
+    list(out);
+    return files;
+  } catch (err) {
+    const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new Error("protoc not found: install Debian's protobuf-compiler (.ci/run does)");
+    throw new Error(`protoc failed${stderr ? `:\n${stderr}` : ""}`);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+}
+
 /** The generated files: relative path under proto/gen → content. */
 export function generate(): Map<string, string> {
   const root = loadProtoRoot();
-  const out = new Map<string, string>();
+  const out = tsProto();
 
   // TypeScript interfaces, one module per .proto file.
   const byModule = new Map<string, protobuf.Type[]>();

@@ -101,7 +101,7 @@ export class AmqpBroadcastConsumer {
 
   private async onMessage(ch: Channel, msg: ConsumeMessage): Promise<void> {
     try {
-      const envelope = parseEnvelope(msg.content);
+      const envelope = parseEnvelope(msg.content, msg.properties.contentType);
       const handler = this.opts.handlers[envelope.name];
       if (!handler) throw new Error(`no handler for '${envelope.name}'`);
       await handler(envelope.payload, envelope);

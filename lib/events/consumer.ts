@@ -26,6 +26,7 @@ import { ReconnectLoop, withTimeout, type AmqpLink } from "./amqp";
 import { inTransaction, isUniqueViolation } from "../db";
 import { countBusiness } from "../metrics";
 import type { Envelope } from "./outbox";
+import { parseEnvelope } from "./wire";
 import { assertConsumerTopology, type Topology } from "./topology";
 
 export type EventHandler<P = any> = (trx: Knex.Transaction, payload: P, envelope: Envelope<P>) => Promise<void>;
@@ -60,11 +61,7 @@ export async function applyOnce(db: Knex, envelope: Envelope, handler: EventHand
   }
 }
 
-export function parseEnvelope(content: Buffer): Envelope {
-  const e = JSON.parse(content.toString("utf8")) as Envelope;
-  if (!e || typeof e.id !== "string" || typeof e.name !== "string") throw new Error("not an event envelope");
-  return e;
-}
+export { parseEnvelope };
 
 interface Logger {
   info(...a: unknown[]): void;
@@ -134,7 +131,7 @@ export class AmqpConsumer {
   private async onMessage(ch: Channel, pub: ConfirmChannel, msg: ConsumeMessage): Promise<void> {
     const attempts = Number(msg.properties.headers?.["x-attempts"] ?? 0) + 1;
     try {
-      const envelope = parseEnvelope(msg.content);
+      const envelope = parseEnvelope(msg.content, msg.properties.contentType);
       const handler = this.opts.handlers[envelope.name];
       if (!handler) throw new Error(`no handler for '${envelope.name}'`);
       const outcome = await applyOnce(this.opts.db, envelope, handler);

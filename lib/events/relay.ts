@@ -35,6 +35,7 @@ import { backoffMs, withTimeout, type AmqpLink } from "./amqp";
 import type { EmbeddedBus } from "./consumer";
 import { claimPending, isMysql, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
 import { assertExchange, type Topology } from "./topology";
+import { encodeEnvelope, EVENT_CONTENT_TYPE } from "./wire";
 
 export interface RelayLogger {
   info(...a: unknown[]): void;
@@ -215,12 +216,12 @@ export class AmqpRelay extends RelayLoop {
       for (const row of rows) {
         const envelope = toEnvelope(row, source);
         try {
-          ch.publish(topo.exchange, row.event, Buffer.from(JSON.stringify(envelope)), {
+          ch.publish(topo.exchange, row.event, encodeEnvelope(envelope, this.opts.broker), {
             persistent: true,
             messageId: row.id,
             type: row.event,
             appId: source,
-            contentType: "application/json",
+            contentType: EVENT_CONTENT_TYPE,
             timestamp: Math.floor(Number(row.occurred_at) / 1000),
           }, (err) => {
             if (!err) confirmed.push(row.seq);

@@ -24,11 +24,12 @@
  */
 import { Serializers, type Logger, type ServiceBroker } from "moleculer";
 import protobuf from "protobufjs/light";
-import descriptor from "../../proto/gen/descriptor.json";
-import { readContracts, type Contracts } from "../../proto/registry";
 import type * as pb from "../../proto/gen/meridian/wire/v1/packets";
 import { countBusiness } from "../metrics";
-import { createCodecs, explainMisfit, type MessageCodec } from "./contract-codec";
+import { explainMisfit, type MessageCodec } from "./contract-codec";
+import {
+  decodeData, encodeData, eventCodec, isBusinessAction, isBusinessEvent, json, requestCodec, responseCodec, root, utf8,
+} from "./contracts-runtime";
 
 export class ProtobufPacketError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -42,11 +43,14 @@ export interface ProtobufSerializerOptions {
   pendingLimit?: number;
 }
 
-// One reflection and one set of compiled codecs per process, shared by every broker.
-const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
-root.resolveAll();
-const contracts: Contracts = readContracts(root as unknown as import("protobufjs").Root);
-const codecFor = createCodecs();
+type Obj = Record<string, any>;
+type Decoded<M> = { [K in keyof M]: M[K] } & Obj;
+const parse = (b: Uint8Array | null | undefined): any => (b == null ? undefined : JSON.parse(utf8(b)));
+const str = (v: unknown) => (typeof v === "string" ? v : v == null ? undefined : String(v));
+const uint = (v: unknown) => (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff ? v : undefined);
+const dbl = (v: unknown) => (typeof v === "number" ? v : undefined);
+const bool = (v: unknown) => (typeof v === "boolean" ? v : undefined);
+
 const T = {
   Request: root.lookupType("meridian.wire.v1.Request"),
   Response: root.lookupType("meridian.wire.v1.Response"),
@@ -59,72 +63,6 @@ const T = {
   Pong: root.lookupType("meridian.wire.v1.Pong"),
   Gossip: root.lookupType("meridian.wire.v1.Gossip"),
 };
-/** The Moleculer services that have contracts: their actions' payloads should never travel as JSON. */
-const contractServices = new Set([...contracts.actions.keys()].map((a) => a.slice(0, a.indexOf("."))));
-const isBusinessAction = (action: unknown): action is string =>
-  typeof action === "string" && contractServices.has(action.slice(0, action.indexOf(".")));
-/** Business events are named `<entity>.<past tense>`; Moleculer's own start with `$`. */
-const isBusinessEvent = (event: unknown): event is string => typeof event === "string" && !event.startsWith("$");
-const requestCodec = (action: unknown) => {
-  const c = typeof action === "string" ? contracts.actions.get(action) : undefined;
-  return c ? codecFor(c.request as unknown as protobuf.Type) : null;
-};
-const responseCodec = (action: string) => {
-  const c = contracts.actions.get(action);
-  return c?.response ? codecFor(c.response as unknown as protobuf.Type) : null;
-};
-const eventCodec = (event: unknown) => {
-  const t = typeof event === "string" ? contracts.events.get(event) : undefined;
-  return t ? codecFor(t as unknown as protobuf.Type) : null;
-};
-
-type Obj = Record<string, any>;
-type Decoded<M> = { [K in keyof M]: M[K] } & Obj;
-
-const utf8 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8");
-/** JSON bytes of a schemaless value; undefined stays absent. */
-function json(v: unknown): Buffer | undefined {
-  if (v === undefined) return undefined;
-  const s = JSON.stringify(v);
-  return s === undefined ? undefined : Buffer.from(s);
-}
-const parse = (b: Uint8Array | null | undefined): any => (b == null ? undefined : JSON.parse(utf8(b)));
-const str = (v: unknown) => (typeof v === "string" ? v : v == null ? undefined : String(v));
-const uint = (v: unknown) => (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff ? v : undefined);
-const dbl = (v: unknown) => (typeof v === "number" ? v : undefined);
-const bool = (v: unknown) => (typeof v === "boolean" ? v : undefined);
-
-/** Encodes REQ params / RES data / EVENT data; `contract` says whether `message` was used. */
-function encodeData(value: unknown, codec: MessageCodec | null): { data?: pb.Data; contract: boolean } {
-  if (value === undefined) return { contract: false };
-  if (value === null) return { data: { isNull: true } as pb.Data, contract: false };
-  if (Buffer.isBuffer(value)) return { data: { buffer: value } as pb.Data, contract: false };
-  if (codec) {
-    const bytes = codec.encode(value);
-    if (bytes) return { data: { message: bytes } as pb.Data, contract: true };
-  }
-  const j = json(value);
-  return j ? { data: { json: j } as pb.Data, contract: false } : { contract: false };
-}
-
-function decodeData(d: Obj | null | undefined, codec: () => MessageCodec | null, what: string): unknown {
-  if (d == null) return undefined;
-  switch (d.value as string | undefined) {
-    case "isNull":
-      return null;
-    case "json":
-      return JSON.parse(utf8(d.json));
-    case "buffer":
-      return Buffer.from(d.buffer);
-    case "message": {
-      const c = codec();
-      if (!c) throw new Error(`a contract message for ${what}, which has no contract here`);
-      return c.decode(d.message);
-    }
-    default:
-      return undefined;
-  }
-}
 
 /** Required string fields of the envelope: a decoded packet without them is garbage. */
 function required(m: Obj, ...names: string[]): void {

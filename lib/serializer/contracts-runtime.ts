@@ -1,0 +1,78 @@
+/**
+ * The contracts at run time, once per process and shared by every broker and by the event
+ * layer: the protobufjs reflection of proto/gen/descriptor.json, the registry read from it,
+ * the compiled codecs, and the `Data` encoding (a contract message, or JSON as the fallback)
+ * used by Moleculer packets and by business events on RabbitMQ alike.
+ */
+import protobuf from "protobufjs/light";
+import descriptor from "../../proto/gen/descriptor.json";
+import { readContracts, type Contracts } from "../../proto/registry";
+import type * as pb from "../../proto/gen/meridian/wire/v1/packets";
+import { createCodecs, type MessageCodec } from "./contract-codec";
+
+// One reflection and one set of compiled codecs per process, shared by every broker.
+export const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
+root.resolveAll();
+export const contracts: Contracts = readContracts(root as unknown as import("protobufjs").Root);
+export const codecFor = createCodecs();
+/** The Moleculer services that have contracts: their actions' payloads should never travel as JSON. */
+const contractServices = new Set([...contracts.actions.keys()].map((a) => a.slice(0, a.indexOf("."))));
+export const isBusinessAction = (action: unknown): action is string =>
+  typeof action === "string" && contractServices.has(action.slice(0, action.indexOf(".")));
+/** Business events are named `<entity>.<past tense>`; Moleculer's own start with `$`. */
+export const isBusinessEvent = (event: unknown): event is string => typeof event === "string" && !event.startsWith("$");
+export const requestCodec = (action: unknown) => {
+  const c = typeof action === "string" ? contracts.actions.get(action) : undefined;
+  return c ? codecFor(c.request as unknown as protobuf.Type) : null;
+};
+export const responseCodec = (action: string) => {
+  const c = contracts.actions.get(action);
+  return c?.response ? codecFor(c.response as unknown as protobuf.Type) : null;
+};
+export const eventCodec = (event: unknown) => {
+  const t = typeof event === "string" ? contracts.events.get(event) : undefined;
+  return t ? codecFor(t as unknown as protobuf.Type) : null;
+};
+
+type Obj = Record<string, any>;
+
+export const utf8 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8");
+/** JSON bytes of a schemaless value; undefined stays absent. */
+export function json(v: unknown): Buffer | undefined {
+  if (v === undefined) return undefined;
+  const s = JSON.stringify(v);
+  return s === undefined ? undefined : Buffer.from(s);
+}
+
+/** Encodes REQ params / RES data / EVENT data; `contract` says whether `message` was used. */
+export function encodeData(value: unknown, codec: MessageCodec | null): { data?: pb.Data; contract: boolean } {
+  if (value === undefined) return { contract: false };
+  if (value === null) return { data: { isNull: true } as pb.Data, contract: false };
+  if (Buffer.isBuffer(value)) return { data: { buffer: value } as pb.Data, contract: false };
+  if (codec) {
+    const bytes = codec.encode(value);
+    if (bytes) return { data: { message: bytes } as pb.Data, contract: true };
+  }
+  const j = json(value);
+  return j ? { data: { json: j } as pb.Data, contract: false } : { contract: false };
+}
+
+export function decodeData(d: Obj | null | undefined, codec: () => MessageCodec | null, what: string): unknown {
+  if (d == null) return undefined;
+  switch (d.value as string | undefined) {
+    case "isNull":
+      return null;
+    case "json":
+      return JSON.parse(utf8(d.json));
+    case "buffer":
+      return Buffer.from(d.buffer);
+    case "message": {
+      const c = codec();
+      if (!c) throw new Error(`a contract message for ${what}, which has no contract here`);
+      return c.decode(d.message);
+    }
+    default:
+      return undefined;
+  }
+}
+
