@@ -15,6 +15,8 @@ import { clientAddress } from "../../lib/client-address";
 import type { AppConfig } from "../../lib/config";
 import type { AuthLevel, RequestMeta } from "../../lib/context";
 import { DOCS_CONTENT_SECURITY_POLICY, DOCS_INIT_SCRIPT_NAME, docsHtml, docsInitJs, swaggerUiDistPath } from "../../lib/docs-page";
+import { convertQueryParams } from "./query-params";
+import { contractAliases } from "./routes";
 import { AppError, forbidden, rateLimited, toErrorResponse, unauthorized } from "../../lib/errors";
 import { rateLimitHeaders } from "../../lib/rate-limit";
 import { requestLimits, type NamedLimit } from "../../lib/request-limits";
@@ -59,56 +61,18 @@ function logAccess(svc: { logger: { info(...a: unknown[]): void; debug(...a: unk
   });
 }
 
-/** The REST contract's routes (API.md), one alias each. Later services add theirs here. */
+/**
+ * The payment platforms' callbacks: a route of their own whose body reader passes the raw
+ * bytes (signatures are over them) instead of parsing JSON (raw-body.ts).
+ */
+export const PAYMENT_NOTIFY_PATH = "/api/payments/notify";
+
+/**
+ * The REST contract's routes (API.md): the business ones from the contracts' HTTP rules
+ * (routes.ts), and the gateway's own document.
+ */
 export const API_ALIASES: Record<string, string> = {
-  "POST /auth/register": "user.register",
-  "POST /auth/login": "user.login",
-  "POST /auth/refresh": "user.refresh",
-  "POST /auth/logout": "user.logout",
-  "GET /users/me": "user.me",
-  "PATCH /users/me": "user.updateMe",
-  "GET /admin/users": "user.adminList",
-  "PUT /admin/users/:id/role": "user.setRole",
-  "GET /users/me/addresses": "user.listAddresses",
-  "POST /users/me/addresses": "user.createAddress",
-  "PATCH /users/me/addresses/:id": "user.updateAddress",
-  "DELETE /users/me/addresses/:id": "user.deleteAddress",
-  "GET /products": "product.list",
-  "GET /products/:id": "product.get",
-  "POST /products": "product.create",
-  "PATCH /products/:id": "product.update",
-  "DELETE /products/:id": "product.remove",
-  "POST /products/:id/stock": "product.adjustStock",
-  "GET /search": "search.search",
-  "GET /search/suggest": "search.suggest",
-  "GET /recommendations": "recommendation.forMe",
-  "GET /products/:id/also-bought": "recommendation.alsoBought",
-  "POST /admin/recommendations/rebuild": "recommendation.startRebuild",
-  "GET /admin/recommendations/rebuild": "recommendation.rebuildStatus",
-  "GET /cart": "cart.get",
-  "POST /cart/items": "cart.addItem",
-  "PATCH /cart/items/:productId": "cart.updateItem",
-  "DELETE /cart/items/:productId": "cart.removeItem",
-  "DELETE /cart": "cart.clear",
-  "POST /orders": "order.create",
-  "GET /orders": "order.list",
-  "GET /orders/:id": "order.get",
-  "POST /orders/:id/cancel": "order.cancel",
-  "POST /orders/:id/pay": "order.pay",
-  "POST /orders/:id/ship": "order.ship",
-  "POST /orders/:id/deliver": "order.deliver",
-  "POST /orders/:id/refunds": "order.refund",
-  "POST /orders/:id/returns": "order.requestReturn",
-  "GET /orders/:id/returns": "order.listOrderReturns",
-  "GET /returns": "order.listReturns",
-  "POST /returns/:id/approve": "order.approveReturn",
-  "POST /returns/:id/reject": "order.rejectReturn",
-  "GET /admin/users/:userId/order-limits": "order.getUserLimits",
-  "PUT /admin/users/:userId/order-limits": "order.setUserLimits",
-  "GET /notifications": "notification.list",
-  "POST /notifications/:id/read": "notification.read",
-  "GET /payments/:id": "payment.get",
-  "POST /payments/sandbox/:paymentId/complete": "payment.sandboxComplete",
+  ...contractAliases("/api", [PAYMENT_NOTIFY_PATH]),
   "GET /openapi.json": "api.openapi",
 };
 
@@ -118,14 +82,9 @@ export const OPS_ALIASES: Record<string, string> = {
   "GET /docs": "api.docs",
 };
 
-/**
- * The payment platforms' callbacks: a route of their own whose body reader passes the raw
- * bytes (signatures are over them) instead of parsing JSON (raw-body.ts).
- */
-export const PAYMENT_NOTIFY_PATH = "/api/payments/notify";
-export const PAYMENT_NOTIFY_ALIASES: Record<string, string> = { "POST /:provider": "payment.notify" };
+export const PAYMENT_NOTIFY_ALIASES: Record<string, string> = contractAliases(PAYMENT_NOTIFY_PATH);
 /** The built-in sandbox platform's pay page (HTML). */
-export const SANDBOX_PAGE_ALIASES: Record<string, string> = { "GET /pay/:paymentId": "payment.sandboxPage" };
+export const SANDBOX_PAGE_ALIASES: Record<string, string> = contractAliases("/sandbox");
 
 const DOCS_ASSETS = "/docs/assets";
 
@@ -147,7 +106,8 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
     mergeParams: true,
     logging: true,
     callOptions: { timeout: config.requestTimeoutMs },
-    onBeforeCall(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage) {
+    onBeforeCall(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage & { $params?: Record<string, unknown>; query?: Record<string, unknown>; $action?: { name?: string } }) {
+      if (req.$params && req.$action?.name) convertQueryParams(req.$action.name, req.$params, req.query);
       ctx.meta.clientIp = clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], config.trustProxyHops);
       // Nothing a client sends may pre-set identity; only `authenticate` below sets it.
       delete ctx.meta.user;

@@ -1,0 +1,66 @@
+/**
+ * The contracts cover the services exactly: every action of the eight services is an rpc of
+ * its service's contract and every rpc is an action; the contract's visibility and auth are
+ * the action's; every route of the gateway to a business action is the rpc's HTTP rule and
+ * every rpc with an HTTP rule is routed.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createBroker } from "../lib/app";
+import { contracts } from "../lib/serializer/contracts-runtime";
+import { API_ALIASES, PAYMENT_NOTIFY_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "../services/gateway/api.service";
+import { testConfig } from "../test/support/app";
+
+const BUSINESS = ["user", "product", "cart", "order", "payment", "notification", "search", "recommendation"] as const;
+
+interface ActionDef {
+  visibility?: string;
+  auth?: string;
+}
+
+function serviceActions(): Map<string, ActionDef> {
+  const config = testConfig({ services: [...BUSINESS] });
+  const broker = createBroker(config, [...BUSINESS]);
+  const out = new Map<string, ActionDef>();
+  for (const svc of broker.services) {
+    if (!BUSINESS.includes(svc.name as (typeof BUSINESS)[number])) continue;
+    const schemaActions = (svc.schema.actions ?? {}) as Record<string, ActionDef | ((...a: unknown[]) => unknown)>;
+    for (const [name, def] of Object.entries(schemaActions)) out.set(`${svc.name}.${name}`, typeof def === "function" ? {} : def);
+  }
+  return out;
+}
+
+test("every action of the eight services has a contract, and every contract rpc is an action", () => {
+  const actions = serviceActions();
+  const missing = [...actions.keys()].filter((a) => !contracts.actions.has(a)).sort();
+  const extra = [...contracts.actions.keys()].filter((a) => !actions.has(a)).sort();
+  assert.deepEqual({ missing, extra }, { missing: [], extra: [] });
+});
+
+test("the contract's visibility and auth are the action's", () => {
+  const wrong: string[] = [];
+  for (const [name, def] of serviceActions()) {
+    const c = contracts.actions.get(name);
+    if (!c) continue;
+    const internal = def.visibility === "public";
+    if (internal !== (c.visibility === "internal")) wrong.push(`${name}: action visibility ${def.visibility ?? "published"}, contract ${c.visibility}`);
+    if (!internal && def.auth !== c.auth) wrong.push(`${name}: action auth ${def.auth}, contract ${c.auth}`);
+  }
+  assert.deepEqual(wrong, []);
+});
+
+test("the gateway's routes to business actions are the contracts' HTTP rules, both ways", () => {
+  const routes = new Map<string, string>();
+  const add = (prefix: string, aliases: Record<string, string>) => {
+    for (const [alias, action] of Object.entries(aliases)) {
+      if (!BUSINESS.includes(action.slice(0, action.indexOf(".")) as (typeof BUSINESS)[number])) continue;
+      const [method, p] = alias.split(" ");
+      routes.set(action, `${method} ${`${prefix}${p}`.replace(/:([A-Za-z]+)/g, "{$1}")}`);
+    }
+  };
+  add("/api", API_ALIASES);
+  add(PAYMENT_NOTIFY_PATH, PAYMENT_NOTIFY_ALIASES);
+  add("/sandbox", SANDBOX_PAGE_ALIASES);
+  const rules = new Map([...contracts.actions.values()].filter((c) => c.http).map((c) => [c.action, `${c.http!.method} ${c.http!.path}`]));
+  assert.deepEqual(Object.fromEntries([...rules].sort()), Object.fromEntries([...routes].sort()));
+});

@@ -1,0 +1,45 @@
+/**
+ * Query strings carry only strings ("2" for `?page=2`), while the contracts say `int32
+ * page`: a request with a query would travel to its action as JSON (not fitting its
+ * contract) and be converted by the validator there. The gateway converts instead, from the
+ * contract: a canonical number (`String(Number(v)) === v`) for a numeric field, `true` /
+ * `false` for a bool. Anything else is left as sent, so the action's validator still answers
+ * a bad value with 422 exactly as before.
+ */
+import type protobuf from "protobufjs/light";
+import { contracts } from "../../lib/serializer/contracts-runtime";
+
+const NUMERIC = new Set(["double", "float", "int32", "uint32", "sint32", "fixed32", "sfixed32", "int64", "uint64", "sint64", "fixed64", "sfixed64"]);
+
+/** Field name → "number" | "bool", per action, for the scalar fields of its request. */
+const kinds = new Map<string, Map<string, "number" | "bool">>();
+function kindsOf(action: string): Map<string, "number" | "bool"> | undefined {
+  let k = kinds.get(action);
+  if (k) return k;
+  const request = contracts.actions.get(action)?.request as protobuf.Type | undefined;
+  if (!request) return undefined;
+  k = new Map();
+  for (const f of request.fieldsArray) {
+    if (f.repeated) continue;
+    if (NUMERIC.has(f.type)) k.set(f.name, "number");
+    else if (f.type === "bool") k.set(f.name, "bool");
+  }
+  kinds.set(action, k);
+  return k;
+}
+
+/** Converts, in place, the query-string values of `params` that the action's contract types as numbers or booleans. */
+export function convertQueryParams(action: string, params: Record<string, unknown>, query: Record<string, unknown> | undefined): void {
+  if (!query) return;
+  const k = kindsOf(action);
+  if (!k?.size) return;
+  for (const key of Object.keys(query)) {
+    const v = params[key];
+    if (typeof v !== "string") continue;
+    const kind = k.get(key);
+    if (kind === "number") {
+      const n = Number(v);
+      if (v !== "" && String(n) === v && Number.isFinite(n)) params[key] = n;
+    } else if (kind === "bool" && (v === "true" || v === "false")) params[key] = v === "true";
+  }
+}
