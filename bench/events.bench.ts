@@ -87,7 +87,7 @@ async function outbox(uri: string): Promise<Result & { duplicates: number }> {
   const latencies: number[] = [];
   let last = 0;
   const consumer = await startBroker("consumer", [
-    consumerService(config, ["order.placed"], {
+    consumerService(config, ["user.registered"], {
       prefetch: 50,
       handler: async (trx, payload, envelope) => {
         await recordEffect(trx, payload, envelope);
@@ -113,7 +113,8 @@ async function outbox(uri: string): Promise<Result & { duplicates: number }> {
           const n = next++;
           const id = await inTransaction(shop.db, async (trx) => {
             await trx("effects").insert({ message_id: `local-${n}`, event: "local", payload: "{}", applied_at: Date.now() });
-            return shop.publishEvent(trx, "order.placed", { n });
+            // A real catalog event: its payload travels as its contract message (protobuf).
+            return shop.publishEvent(trx, "user.registered", { userId: `bench-${n}`, email: `bench-${n}@example.test`, name: "Bench", occurredAt: new Date().toISOString() });
           });
           committedAt.set(id, performance.now());
         }

@@ -18,6 +18,7 @@
  */
 import type { Knex } from "knex";
 import type { ServiceBroker, ServiceSchema } from "moleculer";
+import type { ContractEvent, EventPayload } from "../proto/gen/contracts";
 import type { AppConfig } from "../lib/config";
 import { AmqpLink } from "../lib/events/amqp";
 import { AmqpConsumer, busFor, embeddedSubscriber, newStats, replayRequested, type ConsumerStats, type EmbeddedSubscriber, type EventHandler } from "../lib/events/consumer";
@@ -39,7 +40,8 @@ export interface EventsMixinOptions {
 }
 
 export interface EventsServiceThis {
-  publishEvent(trx: Knex.Transaction, name: string, payload: unknown): Promise<string>;
+  /** A business event of the catalog (proto/gen/contracts.ts), its payload typed by its contract. */
+  publishEvent<E extends ContractEvent>(trx: Knex.Transaction, name: E, payload: EventPayload<E>): Promise<string>;
   /** The relay's and the consumer's counters (tests, benchmark). */
   eventStats(): { published: number } & ConsumerStats;
 }

@@ -195,7 +195,8 @@ export type EventPayload<E extends ContractEvent> = EventContracts[E];
 
   // The reflection the serializer loads: without google.* and the option declarations,
   // which only the parser needs (the option values stay on each message and service).
-  const json = root.toJSON({ keepComments: false }) as { nested: Record<string, any> };
+  // With comments: the OpenAPI document's descriptions come from them (proto/json-schema.ts).
+  const json = root.toJSON({ keepComments: true }) as { nested: Record<string, any> };
   // google.api (HTTP rules) is read from the options; of google.protobuf only Empty is used.
   json.nested.google = { nested: { protobuf: { nested: { Empty: { fields: {} } } } } };
   const strip = (ns: { nested?: Record<string, any> }) => {

@@ -62,7 +62,8 @@ export function ContractAuditMiddleware(): { name: string; call(next: Call): Cal
     name: "ContractAudit",
     call(next: Call): Call {
       return (action, params, opts) => {
-        const name = typeof action === "string" ? action : "";
+        // moleculer-web calls with the endpoint it resolved, not the action's name.
+        const name = typeof action === "string" ? action : ((action as { action?: { name?: string } } | null)?.action?.name ?? "");
         if (!business.has(name.slice(0, name.indexOf(".")))) return next(action, params, opts);
         const c = registry().actions.get(name);
         check("REQ", name, c?.request, params);

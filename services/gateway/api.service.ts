@@ -17,6 +17,7 @@ import type { AuthLevel, RequestMeta } from "../../lib/context";
 import { DOCS_CONTENT_SECURITY_POLICY, DOCS_INIT_SCRIPT_NAME, docsHtml, docsInitJs, swaggerUiDistPath } from "../../lib/docs-page";
 import { convertQueryParams } from "./query-params";
 import { contractAliases } from "./routes";
+import { withContracts } from "./contract-docs";
 import { AppError, forbidden, rateLimited, toErrorResponse, unauthorized } from "../../lib/errors";
 import { rateLimitHeaders } from "../../lib/rate-limit";
 import { requestLimits, type NamedLimit } from "../../lib/request-limits";
@@ -208,7 +209,7 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
               { path: "/sandbox", aliases: SANDBOX_PAGE_ALIASES },
               { path: "", aliases: OPS_ALIASES },
             ],
-            actions,
+            actions: withContracts(actions),
           });
         },
       },

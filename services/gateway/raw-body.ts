@@ -19,9 +19,11 @@ const DROPPED_HEADERS = new Set(["authorization", "cookie", "proxy-authorization
 export function rawCallbackBody(limitBytes: number) {
   return function rawCallbackBodyMiddleware(req: Req, _res: ServerResponse, next: Next): void {
     req.query = {};
-    const headers: Record<string, string | string[]> = {};
+    // A list of {name, values} (the contract's `Header`), not an object keyed by name: a
+    // dynamic-key object has no protobuf shape.
+    const headers: { name: string; values: string[] }[] = [];
     for (const [name, value] of Object.entries(req.headers)) {
-      if (value !== undefined && !DROPPED_HEADERS.has(name)) headers[name] = value;
+      if (value !== undefined && !DROPPED_HEADERS.has(name)) headers.push({ name, values: Array.isArray(value) ? value : [value] });
     }
     getRawBody(req, { limit: limitBytes, length: req.headers["content-length"] })
       .then((bytes) => {

@@ -394,14 +394,17 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           provider: { type: "string", min: 1, max: 32 },
           rawBody: { type: "string", max: Math.ceil((config.bodyLimitBytes * 4) / 3) + 8 },
           contentType: { type: "string", max: 256, optional: true },
-          headers: { type: "object", optional: true },
+          headers: {
+            type: "array", optional: true, max: 200,
+            items: { type: "object", strict: true, props: { name: { type: "string", max: 256 }, values: { type: "array", max: 64, items: { type: "string", max: 16_384 } } } },
+          },
         },
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ provider: string; rawBody: string; contentType?: string; headers?: Record<string, string | string[]> }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<{ provider: string; rawBody: string; contentType?: string; headers?: { name: string; values: string[] }[] }>) {
           const platform = this.platforms().get(ctx.params.provider as PlatformName);
           if (!platform) throw notFound("Payment platform");
           try {
             const n = await platform.verifyNotification({
-              headers: ctx.params.headers ?? {},
+              headers: Object.fromEntries((ctx.params.headers ?? []).map((h) => [h.name, h.values.length === 1 ? h.values[0]! : h.values])),
               rawBody: Buffer.from(ctx.params.rawBody, "base64"),
               contentType: ctx.params.contentType || undefined,
             });
