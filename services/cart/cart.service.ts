@@ -35,6 +35,7 @@ import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import { MAX_LINE_QUANTITY, addProblems, buildCart, paidLines, setQuantityProblems, type Cart, type ProductInfo } from "./cart.domain";
 import * as repo from "./cart.repo";
+import { callAction } from "../../lib/call";
 
 interface CartServiceThis extends EventsServiceThis {
   db: Db;
@@ -203,7 +204,7 @@ export function createCartService(config: AppConfig): ServiceSchema {
       /** The product as the product service sees it now; null when it does not exist (or was deleted). */
       async productOf(this: CartServiceThis, ctx: Ctx, productId: string): Promise<ProductInfo | null> {
         try {
-          const p = (await ctx.call("product.get", { id: productId })) as ProductInfo;
+          const p = await callAction(ctx, "product.get", { id: productId });
           return { id: p.id, name: p.name, price: p.price };
         } catch (err) {
           if ((err as { type?: unknown }).type === "NOT_FOUND") return null;

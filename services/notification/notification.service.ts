@@ -62,6 +62,7 @@ import {
   toPublicNotification,
 } from "./notification.domain";
 import * as repo from "./notification.repo";
+import { callAction } from "../../lib/call";
 
 /** How long a claim keeps other replicas off an e-mail: far above the SMTP timeouts. */
 export const CLAIM_LEASE_MS = 5 * 60_000;
@@ -353,7 +354,7 @@ export function createNotificationService(config: AppConfig): ServiceSchema {
         retryBaseMs: config.mail.retryBaseMs,
         pollMs: config.events.pollIntervalMs,
         logger: this.logger,
-        lookupUser: (id) => this.broker.call("user.get", { id }) as Promise<{ email: string; name?: string | null }>,
+        lookupUser: (id) => callAction(this.broker, "user.get", { id }),
       });
       this.mailer = mailer;
       wake.sender = this.sender;

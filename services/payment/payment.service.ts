@@ -75,6 +75,7 @@ import {
   type RefundRecord,
 } from "./payment.domain";
 import * as repo from "./payment.repo";
+import { callAction } from "../../lib/call";
 import {
   PaymentPlatformError,
   PaymentVerificationError,
@@ -662,7 +663,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         for (const p of await repo.dueUnacknowledged(this.db, now - ackTimeoutMs, now, SWEEP_BATCH)) {
           if (!(await repo.claimUnacknowledged(this.db, p.id, now, now + leaseMs))) continue;
           try {
-            const { outcome } = (await this.broker.call("order.applyPayment", { paymentId: p.id, orderId: p.orderId, provider: p.provider, amount: p.amount })) as { outcome: string };
+            const { outcome } = await callAction(this.broker, "order.applyPayment", { paymentId: p.id, orderId: p.orderId, provider: p.provider, amount: p.amount });
             this.logger.warn(`Payment ${p.id} of order ${p.orderId} was never acknowledged by the order service; handed over again: ${outcome}`);
             await repo.acknowledgeByOrder(this.db, p.id, Date.now());
             handedOver++;

@@ -55,6 +55,8 @@ import {
   type Recommendation,
 } from "./recommendation.domain";
 import * as repo from "./recommendation.repo";
+import { callAction } from "../../lib/call";
+import type { Product } from "../../proto/gen/meridian/product/v1/product";
 
 const EXPORT_PAGE = 500;
 const ORDER_PAGE = 1000;
@@ -66,19 +68,8 @@ const SPARE = 10;
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 
-interface PublicProduct {
-  id: string;
-  name: string;
-  category: string;
-  brand?: string | null;
-  stock: { available: number };
-  version?: number;
-  [k: string]: unknown;
-}
-
-interface ProductEvent extends PublicProduct {
-  version: number;
-}
+/** A product as the product service answers and publishes it (its contract). */
+type PublicProduct = Product;
 
 interface RebuildProgress {
   phase: string;
@@ -166,10 +157,10 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
   };
   const onProduct =
     (deleted: boolean): EventHandler =>
-    async (trx, payload: ProductEvent) => {
+    async (trx, payload: PublicProduct) => {
       if (typeof payload?.id === "string" && typeof payload.version === "number") await repo.applyProduct(trx, productFields(payload, deleted), Date.now());
     };
-  const onStock: EventHandler = async (trx, payload: { product?: ProductEvent; deleted?: boolean }) => {
+  const onStock: EventHandler = async (trx, payload: { product?: PublicProduct; deleted?: boolean }) => {
     if (payload?.product && typeof payload.product.version === "number") await repo.applyProduct(trx, productFields(payload.product, Boolean(payload.deleted)), Date.now());
   };
 
@@ -207,7 +198,7 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
           let prefs: Preferences = { categories: [], brands: [] };
           try {
-            prefs = preferencesOf(await ctx.call("user.get", { id: me.id }));
+            prefs = preferencesOf(await callAction(ctx, "user.get", { id: me.id }));
           } catch (err) {
             if (errorCode(err) !== "NOT_FOUND") throw err;
           }
@@ -227,7 +218,7 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
         async handler(this: RecThis, ctx: Ctx<{ id: string; limit?: number }>) {
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
           // An unknown or deleted product is a 404, as GET /api/products/:id answers.
-          await ctx.call("product.get", { id: ctx.params.id });
+          await callAction(ctx, "product.get", { id: ctx.params.id });
           const ranked = await this.cached(() => `recommendation.alsoBought:${ctx.params.id}:${limit}`, async () => {
             const near = await repo.neighbours(this.db, [ctx.params.id], Math.max(NEIGHBOURS_PER_ITEM, 5 * (limit + SPARE)));
             const items = await repo.findItems(this.db, [ctx.params.id]);
@@ -338,14 +329,14 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
         const found = await Promise.all(
           ids.map(async (id) => {
             try {
-              return (await ctx.call("product.get", { id })) as PublicProduct;
+              return await callAction(ctx, "product.get", { id });
             } catch (err) {
               if (errorCode(err) === "NOT_FOUND") return undefined;
               throw err;
             }
           }),
         );
-        return new Map(found.filter((p): p is PublicProduct => Boolean(p && p.stock?.available > 0)).map((p) => [p.id, p]));
+        return new Map(found.filter((p): p is PublicProduct => p !== undefined && p.stock.available > 0).map((p) => [p.id, p]));
       },
 
       /**
@@ -400,7 +391,7 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
         const live = new Set<string>();
         let after: string | undefined;
         do {
-          const page = (await this.broker.call("product.export", { after, limit: EXPORT_PAGE })) as { items: ProductEvent[]; next: string | null };
+          const page = await callAction(this.broker, "product.export", { after, limit: EXPORT_PAGE });
           const have = await repo.findItems(this.db, page.items.map((p) => p.id));
           const fresh = page.items.filter((p) => (have.get(p.id)?.version ?? -1) < p.version);
           if (fresh.length)

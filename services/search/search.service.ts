@@ -29,6 +29,7 @@ import { BroadcastEventsMixin } from "../../mixins/broadcast-events.mixin";
 import { createElasticsearchClient, ElasticsearchEngine } from "./engines/elasticsearch-engine";
 import { MAX_PAGE_SIZE, MAX_QUERY_LENGTH, MAX_SUGGEST_LIMIT, SORTS, parseSearchQuery, parseSuggest, type ProductDoc, type SearchEngine } from "./engines/engine";
 import { MiniSearchEngine } from "./engines/minisearch-engine";
+import { callAction } from "../../lib/call";
 
 const EXPORT_PAGE = 500;
 const MAX_REBUILD_BACKOFF_MS = 30_000;
@@ -242,7 +243,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         let after: string | undefined;
         let pages = 0;
         do {
-          const page = (await this.broker.call("product.export", { after, limit: EXPORT_PAGE })) as { items: VersionedProduct[]; next: string | null };
+          const page = await callAction(this.broker, "product.export", { after, limit: EXPORT_PAGE });
           const fresh: VersionedProduct[] = [];
           for (const p of page.items) {
             seen.add(p.id);

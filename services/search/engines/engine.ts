@@ -16,29 +16,15 @@
  * catalog currency is assumed.
  */
 import { validationError } from "../../../lib/errors";
+import type { Product } from "../../../proto/gen/meridian/product/v1/product";
 
-export interface Money {
-  amount: number;
-  currency: string;
-}
+export type { Money } from "../../../proto/gen/meridian/common/v1/common";
 
 /** The product document of API.md, as the product service publishes it. */
-export interface ProductDoc {
-  id: string;
-  sku: string;
-  name: string;
-  description: string;
-  category: string;
-  brand: string;
-  tags: string[];
-  price: Money;
-  images: unknown[];
-  stock: { onHand: number; reserved: number; available: number };
-  createdAt: string;
-  updatedAt: string;
+export type ProductDoc = Omit<Product, "version"> & {
   /** The product's version (raised by every change): a copy only ever moves to a newer one. */
   version?: number;
-}
+};
 
 export const SORTS = ["relevance", "price_asc", "price_desc", "newest"] as const;
 export type SearchSort = (typeof SORTS)[number];

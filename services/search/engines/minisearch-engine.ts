@@ -153,7 +153,8 @@ export class MiniSearchEngine implements SearchEngine {
       const okBrand = brand === undefined || d.brand === brand;
       // A facet ignores its own filter.
       if (okBrand) categoryCounts.set(d.category, (categoryCounts.get(d.category) ?? 0) + 1);
-      if (okCategory) brandCounts.set(d.brand, (brandCounts.get(d.brand) ?? 0) + 1);
+      // A product without a brand has no brand bucket (as Elasticsearch's terms aggregation).
+      if (okCategory && d.brand !== null) brandCounts.set(d.brand, (brandCounts.get(d.brand) ?? 0) + 1);
       if (okCategory && okBrand) items.push(hit);
     }
     const sort = query.sort === "relevance" && !query.q.trim() ? "newest" : query.sort;
