@@ -10,29 +10,53 @@ import { readContracts, type Contracts } from "../../proto/registry";
 import type * as pb from "../../proto/gen/meridian/wire/v1/packets";
 import { createCodecs, type MessageCodec } from "./contract-codec";
 
+/** One set of contracts: its reflection, registry and compiled codecs. */
+export interface ContractsRuntime {
+  root: protobuf.Root;
+  contracts: Contracts;
+  codecFor(type: protobuf.Type): MessageCodec;
+  /** An action of a service that has contracts: its payloads should never travel as JSON. */
+  isBusinessAction(action: unknown): action is string;
+  requestCodec(action: unknown): MessageCodec | null;
+  responseCodec(action: string): MessageCodec | null;
+  eventCodec(event: unknown): MessageCodec | null;
+}
+
+/**
+ * The runtime of a descriptor (proto/gen/descriptor.json's shape). The process uses one, built
+ * from the generated descriptor (below); a test of mixed versions builds one per version.
+ */
+export function createContractsRuntime(json: object): ContractsRuntime {
+  const root = protobuf.Root.fromJSON(json as protobuf.INamespace);
+  root.resolveAll();
+  const contracts = readContracts(root);
+  const codecFor = createCodecs();
+  const services = new Set([...contracts.actions.keys()].map((a) => a.slice(0, a.indexOf("."))));
+  return {
+    root,
+    contracts,
+    codecFor,
+    isBusinessAction: (action): action is string => typeof action === "string" && services.has(action.slice(0, action.indexOf("."))),
+    requestCodec(action) {
+      const c = typeof action === "string" ? contracts.actions.get(action) : undefined;
+      return c ? codecFor(c.request) : null;
+    },
+    responseCodec(action) {
+      const c = contracts.actions.get(action);
+      return c?.response ? codecFor(c.response) : null;
+    },
+    eventCodec(event) {
+      const t = typeof event === "string" ? contracts.events.get(event) : undefined;
+      return t ? codecFor(t) : null;
+    },
+  };
+}
+
 // One reflection and one set of compiled codecs per process, shared by every broker.
-export const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
-root.resolveAll();
-export const contracts: Contracts = readContracts(root as unknown as import("protobufjs").Root);
-export const codecFor = createCodecs();
-/** The Moleculer services that have contracts: their actions' payloads should never travel as JSON. */
-const contractServices = new Set([...contracts.actions.keys()].map((a) => a.slice(0, a.indexOf("."))));
-export const isBusinessAction = (action: unknown): action is string =>
-  typeof action === "string" && contractServices.has(action.slice(0, action.indexOf(".")));
+export const runtime = createContractsRuntime(descriptor);
+export const { root, contracts, codecFor, isBusinessAction, requestCodec, responseCodec, eventCodec } = runtime;
 /** Business events are named `<entity>.<past tense>`; Moleculer's own start with `$`. */
 export const isBusinessEvent = (event: unknown): event is string => typeof event === "string" && !event.startsWith("$");
-export const requestCodec = (action: unknown) => {
-  const c = typeof action === "string" ? contracts.actions.get(action) : undefined;
-  return c ? codecFor(c.request as unknown as protobuf.Type) : null;
-};
-export const responseCodec = (action: string) => {
-  const c = contracts.actions.get(action);
-  return c?.response ? codecFor(c.response as unknown as protobuf.Type) : null;
-};
-export const eventCodec = (event: unknown) => {
-  const t = typeof event === "string" ? contracts.events.get(event) : undefined;
-  return t ? codecFor(t as unknown as protobuf.Type) : null;
-};
 
 type Obj = Record<string, any>;
 

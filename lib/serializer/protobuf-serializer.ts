@@ -27,9 +27,7 @@ import protobuf from "protobufjs/light";
 import type * as pb from "../../proto/gen/meridian/wire/v1/packets";
 import { countBusiness } from "../metrics";
 import { explainMisfit, type MessageCodec } from "./contract-codec";
-import {
-  decodeData, encodeData, eventCodec, isBusinessAction, isBusinessEvent, json, requestCodec, responseCodec, root, utf8,
-} from "./contracts-runtime";
+import { createContractsRuntime, decodeData, encodeData, isBusinessEvent, json, runtime, utf8, type ContractsRuntime } from "./contracts-runtime";
 
 export class ProtobufPacketError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -41,6 +39,11 @@ export class ProtobufPacketError extends Error {
 export interface ProtobufSerializerOptions {
   /** Most request ids remembered for their responses (see above). Default 10,000. */
   pendingLimit?: number;
+  /**
+   * The contracts to speak, as proto/gen/descriptor.json's JSON. Default: the generated
+   * descriptor (shared by the process). The mixed-version test gives each node its own.
+   */
+  descriptor?: object;
 }
 
 type Obj = Record<string, any>;
@@ -51,18 +54,14 @@ const uint = (v: unknown) => (typeof v === "number" && Number.isInteger(v) && v 
 const dbl = (v: unknown) => (typeof v === "number" ? v : undefined);
 const bool = (v: unknown) => (typeof v === "boolean" ? v : undefined);
 
-const T = {
-  Request: root.lookupType("meridian.wire.v1.Request"),
-  Response: root.lookupType("meridian.wire.v1.Response"),
-  Event: root.lookupType("meridian.wire.v1.Event"),
-  Info: root.lookupType("meridian.wire.v1.Info"),
-  Heartbeat: root.lookupType("meridian.wire.v1.Heartbeat"),
-  Discover: root.lookupType("meridian.wire.v1.Discover"),
-  Disconnect: root.lookupType("meridian.wire.v1.Disconnect"),
-  Ping: root.lookupType("meridian.wire.v1.Ping"),
-  Pong: root.lookupType("meridian.wire.v1.Pong"),
-  Gossip: root.lookupType("meridian.wire.v1.Gossip"),
-};
+/** The envelope's message types, from a runtime's reflection. */
+function packetTypes(root: protobuf.Root) {
+  const t = (name: string) => root.lookupType(`meridian.wire.v1.${name}`);
+  return {
+    Request: t("Request"), Response: t("Response"), Event: t("Event"), Info: t("Info"), Heartbeat: t("Heartbeat"),
+    Discover: t("Discover"), Disconnect: t("Disconnect"), Ping: t("Ping"), Pong: t("Pong"), Gossip: t("Gossip"),
+  };
+}
 
 /** Required string fields of the envelope: a decoded packet without them is garbage. */
 function required(m: Obj, ...names: string[]): void {
@@ -78,9 +77,14 @@ export class ProtobufSerializer extends Serializers.Base {
   readonly pending = new Map<string, string>();
   private logger?: Logger;
 
+  private readonly rt: ContractsRuntime;
+  private readonly T: ReturnType<typeof packetTypes>;
+
   constructor(opts: ProtobufSerializerOptions = {}) {
     super();
     this.pendingLimit = opts.pendingLimit ?? 10_000;
+    this.rt = opts.descriptor ? createContractsRuntime(opts.descriptor) : runtime;
+    this.T = packetTypes(this.rt.root);
   }
 
   override init(broker: ServiceBroker): void {
@@ -99,10 +103,10 @@ export class ProtobufSerializer extends Serializers.Base {
   override serialize(obj: Obj, type: string): Buffer {
     switch (type) {
       case "REQ": {
-        const codec = requestCodec(obj.action);
+        const codec = this.rt.requestCodec(obj.action);
         const { data, contract } = encodeData(obj.params, codec);
-        if (!contract && isBusinessAction(obj.action)) this.fallback("REQ", obj.action, codec, obj.params);
-        return this.encode(T.Request, {
+        if (!contract && this.rt.isBusinessAction(obj.action)) this.fallback("REQ", obj.action, codec, obj.params);
+        return this.encode(this.T.Request, {
           ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), action: str(obj.action), params: data,
           meta: json(obj.meta), headers: json(obj.headers), timeout: dbl(obj.timeout), level: uint(obj.level),
           tracing: bool(obj.tracing), parentId: str(obj.parentID), requestId: str(obj.requestID), caller: str(obj.caller),
@@ -112,20 +116,20 @@ export class ProtobufSerializer extends Serializers.Base {
       case "RES": {
         const action = this.pending.get(obj.id);
         if (action !== undefined) this.pending.delete(obj.id);
-        const codec = action !== undefined && obj.success ? responseCodec(action) : null;
+        const codec = action !== undefined && obj.success ? this.rt.responseCodec(action) : null;
         const { data, contract } = encodeData(obj.data, codec);
         if (!contract && action !== undefined && obj.success) this.fallback("RES", action, codec, obj.data);
-        return this.encode(T.Response, {
+        return this.encode(this.T.Response, {
           ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), success: Boolean(obj.success), data,
           meta: json(obj.meta), headers: json(obj.headers), error: json(obj.error), stream: bool(obj.stream),
           seq: uint(obj.seq), action: contract ? action : undefined,
         });
       }
       case "EVENT": {
-        const codec = eventCodec(obj.event);
+        const codec = this.rt.eventCodec(obj.event);
         const { data, contract } = encodeData(obj.data, codec);
         if (!contract && isBusinessEvent(obj.event)) this.fallback("EVENT", obj.event, codec, obj.data);
-        return this.encode(T.Event, {
+        return this.encode(this.T.Event, {
           ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), event: str(obj.event), data,
           meta: json(obj.meta), headers: json(obj.headers), groups: Array.isArray(obj.groups) ? obj.groups.map(String) : [],
           broadcast: Boolean(obj.broadcast), level: uint(obj.level), tracing: bool(obj.tracing), parentId: str(obj.parentID),
@@ -133,29 +137,29 @@ export class ProtobufSerializer extends Serializers.Base {
         });
       }
       case "INFO":
-        return this.encode(T.Info, {
+        return this.encode(this.T.Info, {
           ver: str(obj.ver), sender: str(obj.sender), services: json(obj.services),
           ipList: Array.isArray(obj.ipList) ? obj.ipList.map(String) : [], hostname: str(obj.hostname),
           client: json(obj.client), config: json(obj.config), instanceId: str(obj.instanceID),
           metadata: json(obj.metadata), seq: dbl(obj.seq),
         });
       case "HEARTBEAT":
-        return this.encode(T.Heartbeat, { ver: str(obj.ver), sender: str(obj.sender), cpu: dbl(obj.cpu) });
+        return this.encode(this.T.Heartbeat, { ver: str(obj.ver), sender: str(obj.sender), cpu: dbl(obj.cpu) });
       case "DISCOVER":
-        return this.encode(T.Discover, { ver: str(obj.ver), sender: str(obj.sender) });
+        return this.encode(this.T.Discover, { ver: str(obj.ver), sender: str(obj.sender) });
       case "DISCONNECT":
-        return this.encode(T.Disconnect, { ver: str(obj.ver), sender: str(obj.sender) });
+        return this.encode(this.T.Disconnect, { ver: str(obj.ver), sender: str(obj.sender) });
       case "PING":
-        return this.encode(T.Ping, { ver: str(obj.ver), sender: str(obj.sender), time: dbl(obj.time), id: str(obj.id) });
+        return this.encode(this.T.Ping, { ver: str(obj.ver), sender: str(obj.sender), time: dbl(obj.time), id: str(obj.id) });
       case "PONG":
-        return this.encode(T.Pong, {
+        return this.encode(this.T.Pong, {
           ver: str(obj.ver), sender: str(obj.sender), time: dbl(obj.time), id: str(obj.id), arrived: dbl(obj.arrived),
         });
       case "GOSSIP_HELLO":
       case "GOSSIP_REQ":
       case "GOSSIP_RES": {
         const { ver, sender, ...rest } = obj;
-        return this.encode(T.Gossip, { ver: str(ver), sender: str(sender), json: json(rest) });
+        return this.encode(this.T.Gossip, { ver: str(ver), sender: str(sender), json: json(rest) });
       }
       default:
         throw new ProtobufPacketError(`ProtobufSerializer: cannot serialize packet type ${JSON.stringify(type)}`);
@@ -196,11 +200,11 @@ export class ProtobufSerializer extends Serializers.Base {
   private decode(buf: Uint8Array, type: string): Obj {
     switch (type) {
       case "REQ": {
-        const m = T.Request.decode(buf) as unknown as Decoded<pb.Request>;
+        const m = this.T.Request.decode(buf) as unknown as Decoded<pb.Request>;
         required(m, "ver", "sender", "id", "action");
         const out: Obj = {
           ver: m.ver, sender: m.sender, id: m.id, action: m.action,
-          params: decodeData(m.params, () => requestCodec(m.action), `action ${m.action}`),
+          params: decodeData(m.params, () => this.rt.requestCodec(m.action), `action ${m.action}`),
           meta: parse(m.meta), headers: parse(m.headers),
           tracing: m.tracing ?? null, parentID: m.parentId ?? null, requestID: m.requestId ?? null, caller: m.caller ?? null,
         };
@@ -208,16 +212,16 @@ export class ProtobufSerializer extends Serializers.Base {
         if (has(m, "level")) out.level = m.level;
         if (has(m, "stream")) out.stream = m.stream;
         if (has(m, "seq")) out.seq = m.seq;
-        if (isBusinessAction(m.action)) this.remember(m.id, m.action);
+        if (this.rt.isBusinessAction(m.action)) this.remember(m.id, m.action);
         return out;
       }
       case "RES": {
-        const m = T.Response.decode(buf) as unknown as Decoded<pb.Response>;
+        const m = this.T.Response.decode(buf) as unknown as Decoded<pb.Response>;
         required(m, "ver", "sender", "id");
         const action = m.action ?? undefined;
         const out: Obj = {
           ver: m.ver, sender: m.sender, id: m.id, success: m.success,
-          data: decodeData(m.data, () => (action ? responseCodec(action) : null), `the response of ${action ?? "an unnamed action"}`),
+          data: decodeData(m.data, () => (action ? this.rt.responseCodec(action) : null), `the response of ${action ?? "an unnamed action"}`),
           meta: parse(m.meta), headers: parse(m.headers),
         };
         if (has(m, "error")) out.error = parse(m.error);
@@ -226,11 +230,11 @@ export class ProtobufSerializer extends Serializers.Base {
         return out;
       }
       case "EVENT": {
-        const m = T.Event.decode(buf) as unknown as Decoded<pb.Event>;
+        const m = this.T.Event.decode(buf) as unknown as Decoded<pb.Event>;
         required(m, "ver", "sender", "id", "event");
         const out: Obj = {
           ver: m.ver, sender: m.sender, id: m.id, event: m.event,
-          data: decodeData(m.data, () => eventCodec(m.event), `event ${m.event}`),
+          data: decodeData(m.data, () => this.rt.eventCodec(m.event), `event ${m.event}`),
           broadcast: m.broadcast,
           meta: parse(m.meta), headers: parse(m.headers),
           tracing: m.tracing ?? null, parentID: m.parentId ?? null, requestID: m.requestId ?? null, caller: m.caller ?? null,
@@ -241,7 +245,7 @@ export class ProtobufSerializer extends Serializers.Base {
         return out;
       }
       case "INFO": {
-        const m = T.Info.decode(buf) as unknown as Decoded<pb.Info>;
+        const m = this.T.Info.decode(buf) as unknown as Decoded<pb.Info>;
         required(m, "ver", "sender");
         const out: Obj = { ver: m.ver, sender: m.sender, services: parse(m.services), ipList: m.ipList, hostname: m.hostname ?? undefined };
         if (has(m, "client")) out.client = parse(m.client);
@@ -252,30 +256,30 @@ export class ProtobufSerializer extends Serializers.Base {
         return out;
       }
       case "HEARTBEAT": {
-        const m = T.Heartbeat.decode(buf) as unknown as Decoded<pb.Heartbeat>;
+        const m = this.T.Heartbeat.decode(buf) as unknown as Decoded<pb.Heartbeat>;
         required(m, "ver", "sender");
         return { ver: m.ver, sender: m.sender, cpu: m.cpu ?? null };
       }
       case "DISCOVER":
       case "DISCONNECT": {
-        const m = (type === "DISCOVER" ? T.Discover : T.Disconnect).decode(buf) as unknown as Decoded<pb.Discover>;
+        const m = (type === "DISCOVER" ? this.T.Discover : this.T.Disconnect).decode(buf) as unknown as Decoded<pb.Discover>;
         required(m, "ver", "sender");
         return { ver: m.ver, sender: m.sender };
       }
       case "PING": {
-        const m = T.Ping.decode(buf) as unknown as Decoded<pb.Ping>;
+        const m = this.T.Ping.decode(buf) as unknown as Decoded<pb.Ping>;
         required(m, "ver", "sender", "id");
         return { ver: m.ver, sender: m.sender, time: m.time, id: m.id };
       }
       case "PONG": {
-        const m = T.Pong.decode(buf) as unknown as Decoded<pb.Pong>;
+        const m = this.T.Pong.decode(buf) as unknown as Decoded<pb.Pong>;
         required(m, "ver", "sender", "id");
         return { ver: m.ver, sender: m.sender, time: m.time, id: m.id, arrived: m.arrived };
       }
       case "GOSSIP_HELLO":
       case "GOSSIP_REQ":
       case "GOSSIP_RES": {
-        const m = T.Gossip.decode(buf) as unknown as Decoded<pb.Gossip>;
+        const m = this.T.Gossip.decode(buf) as unknown as Decoded<pb.Gossip>;
         required(m, "ver", "sender");
         const rest = parse(m.json);
         if (typeof rest !== "object" || rest === null || Array.isArray(rest)) throw new Error("gossip body is not an object");

@@ -13,8 +13,8 @@ import { loadProtoRoot } from "../../proto/load";
 import { ProtobufPacketError, ProtobufSerializer } from "./protobuf-serializer";
 
 const proto = loadProtoRoot();
-const ResponseT = proto.lookupType("moleculer.Response");
-const RequestT = proto.lookupType("moleculer.Request");
+const ResponseT = proto.lookupType("meridian.wire.v1.Response");
+const RequestT = proto.lookupType("meridian.wire.v1.Request");
 
 const USER = {
   id: "9b2f4c1e-0000-4000-8000-000000000001",
@@ -313,10 +313,14 @@ describe("the serializer alone", () => {
     assert.equal((ResponseT.decode(kept) as any).action, "user.get");
     assert.deepEqual(new ProtobufSerializer().deserialize(kept, "RES").data, USER);
     assert.equal(s.pending.size, 4999);
-    // Actions without a response contract (or without a contract at all) are not remembered.
+    // Actions of services without contracts are not remembered; a business action's REQ is,
+    // until its RES (which then counts a JSON fallback by the action's name), even when it
+    // answers nothing (user.logout: google.protobuf.Empty).
     const t = new ProtobufSerializer();
     t.deserialize(a.serialize(req("x", "user.logout", { refreshToken: "r" }), "REQ"), "REQ");
     t.deserialize(a.serialize(req("y", "other.action", { any: 1 }), "REQ"), "REQ");
+    assert.deepEqual([...t.pending], [["x", "user.logout"]]);
+    t.serialize({ ver: "5", sender: "s", id: "x", success: true, data: null, meta: {} }, "RES");
     assert.equal(t.pending.size, 0);
   });
 
