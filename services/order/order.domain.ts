@@ -267,10 +267,12 @@ export interface ShippingAddress {
 
 export const ADDRESS_FIELDS = ["recipient", "phone", "line1", "line2", "city", "province", "postalCode", "country"] as const;
 
-export function pickAddress(a: Record<string, unknown>): ShippingAddress {
-  const out: Record<string, unknown> = {};
-  for (const k of ADDRESS_FIELDS) if (a[k] !== undefined) out[k] = a[k];
-  return out as unknown as ShippingAddress;
+/** The shipping fields of an address (a saved one has more: id, timestamps), copied. */
+export function pickAddress(a: ShippingAddress): ShippingAddress {
+  const out: ShippingAddress = { recipient: a.recipient, phone: a.phone, line1: a.line1, city: a.city, postalCode: a.postalCode, country: a.country };
+  if (a.line2 !== undefined) out.line2 = a.line2;
+  if (a.province !== undefined) out.province = a.province;
+  return out;
 }
 
 export interface OrderRecord {

@@ -90,17 +90,12 @@ import {
   type ShippingAddress,
 } from "./order.domain";
 import * as repo from "./order.repo";
+import { callAction } from "../../lib/call";
+import type { ActionParams } from "../../proto/gen/contracts";
+import type { Product } from "../../proto/gen/meridian/product/v1/product";
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 
-interface PaymentView {
-  id: string;
-  orderId: string;
-  userId: string;
-  provider: string;
-  status: string;
-  amount: Money;
-}
 
 type PublicRefund = ReturnType<typeof toPublicRefund>;
 type NewRefund = RefundSummary & { orderId: string };
@@ -123,11 +118,7 @@ interface OrderThis extends EventsServiceThis {
   sweep(): Promise<void>;
 }
 
-interface CreateParams {
-  addressId?: string;
-  shippingAddress?: Record<string, unknown>;
-  items?: OrderLineInput[];
-}
+type CreateParams = ActionParams<"order.create">;
 
 const idRule = { type: "string", min: 1, max: 64 } as const;
 const pageRules = {
@@ -332,7 +323,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
             return o;
           });
           // After the commit: a payment racing this cancel now finds CANCELLED and is refunded.
-          await this.broker.call("product.release", { orderId: order.id }).catch((err: unknown) => {
+          await callAction(this.broker, "product.release", { orderId: order.id }).catch((err: unknown) => {
             // No hold (already expired or released) is fine; anything else the sweep's expiry covers.
             if (errorCode(err) !== "NOT_FOUND") this.logger.warn(`Release of order ${order.id} failed; its hold expires by TTL: ${(err as Error).message}`);
           });
@@ -354,21 +345,22 @@ export function createOrderService(config: AppConfig): ServiceSchema {
           // The trade must not outlive the stock it pays for: it expires with the reservation.
           if (!order.reservationExpiresAt || order.reservationExpiresAt <= Date.now() + 1000)
             throw conflict("The order's reservation has expired; it is being cancelled", [{ status: order.status }]);
-          const payment = (await this.broker.call(
+          const payment = await callAction(
+            this.broker,
             "payment.create",
             {
               orderId: order.id, userId: order.userId, provider: ctx.params.provider, amount: order.total,
               subject: `Meridian order ${order.id.slice(0, 8)}`, expiresAt: order.reservationExpiresAt,
             },
             { parentCtx: ctx },
-          )) as PaymentView;
+          );
           await repo.upsertPayment(this.db, order.id, { id: payment.id, provider: payment.provider, status: payment.status, amount: payment.amount }, Date.now());
           // A cancel that committed while the trade was being created published its
           // order.cancelled before the trade existed: close it now. (A cancel committing after
           // this read finds the trade, which exists by then, through its event.)
           const now = (await repo.findOrder(this.db, order.id))!;
           if (now.status !== "PENDING_PAYMENT") {
-            await this.broker.call("payment.closeOrderTrades", { orderId: order.id }, { parentCtx: ctx });
+            await callAction(this.broker, "payment.closeOrderTrades", { orderId: order.id }, { parentCtx: ctx });
             throw conflict(`The order was ${now.status.toLowerCase()} meanwhile; its payment is being closed`, [{ status: now.status }]);
           }
           return payment;
@@ -644,14 +636,14 @@ export function createOrderService(config: AppConfig): ServiceSchema {
         let address: ShippingAddress;
         if (ctx.params.addressId) {
           try {
-            address = pickAddress(await this.broker.call("user.getAddress", { userId, id: ctx.params.addressId }, { parentCtx: ctx }));
+            address = pickAddress(await callAction(this.broker, "user.getAddress", { userId, id: ctx.params.addressId }, { parentCtx: ctx }));
           } catch (err) {
             if (errorCode(err) === "NOT_FOUND") throw validationError("Unknown addressId", [{ field: "addressId" }]);
             throw err;
           }
         } else address = pickAddress(ctx.params.shippingAddress!);
 
-        const requested = ctx.params.items ?? ((await this.broker.call("cart.lines", { userId }, { parentCtx: ctx })) as OrderLineInput[]);
+        const requested = ctx.params.items ?? (await callAction(this.broker, "cart.lines", { userId }, { parentCtx: ctx }));
         const { lines, problems } = normalizeOrderLines(requested);
         if (problems.length) throw validationError("The order cannot be placed", problems);
 
@@ -661,9 +653,9 @@ export function createOrderService(config: AppConfig): ServiceSchema {
           // Prices are read now, from the product service, and frozen into the order.
           const priced: PricedLine[] = [];
           for (const l of lines) {
-            let p: { id: string; sku: string; name: string; price: Money };
+            let p: Product;
             try {
-              p = await this.broker.call("product.get", { id: l.productId }, { parentCtx: ctx });
+              p = await callAction(this.broker, "product.get", { id: l.productId }, { parentCtx: ctx });
             } catch (err) {
               if (errorCode(err) === "NOT_FOUND") throw validationError("A product of the order does not exist", [{ field: `items.${l.productId}`, message: "unknown product" }]);
               throw err;
@@ -679,7 +671,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
           }
 
           // All or nothing; OUT_OF_STOCK (409) passes through with the products named.
-          const reservation = (await this.broker.call("product.reserve", { orderId, lines }, { parentCtx: ctx })) as { expiresAt: string };
+          const reservation = await callAction(this.broker, "product.reserve", { orderId, lines }, { parentCtx: ctx });
           reserved = true;
           const now = Date.now();
           const order: OrderRecord = {
@@ -699,7 +691,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
           return order;
         } catch (err) {
           await repo.deleteDraft(this.db, orderId).catch(() => undefined); // else it stops counting after staleClaimMs
-          if (reserved) await this.broker.call("product.release", { orderId }).catch(() => undefined); // else the TTL frees it
+          if (reserved) await callAction(this.broker, "product.release", { orderId }).catch(() => undefined); // else the TTL frees it
           throw err;
         }
       },
@@ -724,7 +716,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
       },
 
       async sendRefund(this: OrderThis, r: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }) {
-        await this.broker.call("payment.refund", { refundId: r.id, orderId: r.orderId, paymentId: r.paymentId, amount: r.amount, reason: r.reason });
+        await callAction(this.broker, "payment.refund", { refundId: r.id, orderId: r.orderId, paymentId: r.paymentId, amount: r.amount, reason: r.reason });
       },
 
       /** Sends a refund recorded in `trx` once that commits (the sweep covers a failed send). */
@@ -856,7 +848,7 @@ async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: Paym
   else if (p.amount.amount !== order.total.amount || p.amount.currency !== order.total.currency) refundReason = "amount does not match the order";
   else {
     try {
-      await svc.broker.call("product.commit", { orderId: order.id });
+      await callAction(svc.broker, "product.commit", { orderId: order.id });
     } catch (err) {
       if (errorCode(err) !== "CONFLICT" && errorCode(err) !== "NOT_FOUND") throw err; // retried by the event layer
       refundReason = "the stock reservation expired before the payment arrived";
@@ -904,7 +896,7 @@ async function onReservationExpired(svc: OrderThis, trx: Knex.Transaction, p: { 
   countBusiness(svc.broker, "orders_cancelled", { reason: "expired" }, trx);
   // Lines of the order not yet swept go back now rather than at their own expiry
   // (idempotent: a redelivery releases nothing more).
-  await svc.broker.call("product.release", { orderId: order.id });
+  await callAction(svc.broker, "product.release", { orderId: order.id });
 }
 
 async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }, to: "SUCCEEDED" | "FAILED") {
@@ -941,5 +933,5 @@ async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refun
   });
   // Idempotent (each line moves committed → returned once), so it runs inside the handler:
   // a failure retries the whole message, a redelivery returns nothing more.
-  if (returnsStock(order.shipped, event)) await svc.broker.call("product.returnStock", { orderId: order.id });
+  if (returnsStock(order.shipped, event)) await callAction(svc.broker, "product.returnStock", { orderId: order.id });
 }

@@ -451,11 +451,7 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
           let orders = 0;
           let total: number | null = null;
           do {
-            const page = (await this.broker.call("order.exportPurchases", { after, limit: ORDER_PAGE })) as {
-              items: { orderId: string; userId: string; paidAt: number; productIds: string[] }[];
-              next: string | null;
-              total?: number;
-            };
+            const page = await callAction(this.broker, "order.exportPurchases", { after, limit: ORDER_PAGE });
             if (page.total !== undefined) total = page.total;
             for (const o of page.items) for (const p of new Set(o.productIds)) purchases.push({ orderId: o.orderId, productId: p, userId: o.userId, at: o.paidAt });
             orders += page.items.length;
