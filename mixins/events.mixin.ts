@@ -31,13 +31,16 @@ export interface EventsMixinOptions {
   /** The service (its queues are named after it). */
   name: string;
   config: AppConfig;
-  /** Handlers run with the service as `this`. */
-  consumes?: Record<string, EventHandler>;
+  /** Handlers run with the service as `this`, each given its event's payload as its contract types it. */
+  consumes?: Consumers;
   /** Messages handled at once by this replica (AMQP prefetch). */
   prefetch?: number;
   /** Outbox rows per relay pass. */
   batchSize?: number;
 }
+
+/** Event name (of the catalog) → its handler. */
+export type Consumers = { [E in ContractEvent]?: EventHandler<EventPayload<E>> };
 
 export interface EventsServiceThis {
   /** A business event of the catalog (proto/gen/contracts.ts), its payload typed by its contract. */

@@ -171,6 +171,8 @@ export function generate(): Map<string, string> {
     (c) => `  "${c.action}": { params: ${ref(c.request)}; response: ${c.response ? ref(c.response) : "null"} };`,
   );
   const eventLines = [...contracts.events].map(([name, t]) => `  "${name}": ${ref(t)};`);
+  // The catalog of event names, keyed by message name (`Events.OrderPaid` = "order.paid").
+  const catalogLines = [...contracts.events].map(([name, t]) => `  ${t.name}: "${name}",`);
   out.set(
     "contracts.ts",
     `${HEADER}${[...imports].sort().map((m) => `import type * as ${alias(m)} from "./${m}";`).join("\n")}
@@ -184,6 +186,11 @@ ${actionLines.join("\n")}
 export interface EventContracts {
 ${eventLines.join("\n")}
 }
+
+/** The business events' names, one per event message: use these, never a string literal. */
+export const Events = {
+${catalogLines.join("\n")}
+} as const satisfies Record<string, keyof EventContracts>;
 
 export type ContractAction = keyof ActionContracts;
 export type ContractEvent = keyof EventContracts;

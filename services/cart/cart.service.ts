@@ -36,6 +36,7 @@ import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import { MAX_LINE_QUANTITY, addProblems, buildCart, paidLines, setQuantityProblems, type Cart, type ProductInfo } from "./cart.domain";
 import * as repo from "./cart.repo";
 import { callAction } from "../../lib/call";
+import { Events } from "../../proto/gen/contracts";
 
 interface CartServiceThis extends EventsServiceThis {
   db: Db;
@@ -86,7 +87,7 @@ export function createCartService(config: AppConfig): ServiceSchema {
     name: "cart",
     // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
     mixins: [
-      EventsMixin({ name: "cart", config, consumes: { "order.paid": onOrderPaid } }),
+      EventsMixin({ name: "cart", config, consumes: { [Events.OrderPaid]: onOrderPaid } }),
       DbMixin({ name: "cart", migrationsDir: path.join(__dirname, "migrations"), config }),
     ],
 

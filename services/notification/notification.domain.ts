@@ -3,6 +3,7 @@
  * the templates (in-app title/body and the e-mail's subject, text and HTML), money
  * formatting from integer minor units, the list query, and the e-mail retry schedule.
  */
+import { Events } from "../../proto/gen/contracts";
 
 export const NOTIFICATION_TYPES = [
   "order.created",
@@ -21,19 +22,19 @@ export type NotificationType = (typeof NOTIFICATION_TYPES)[number];
 
 /** Business event (published by the order service) → notification type. */
 export const EVENT_TYPES: Record<string, NotificationType> = {
-  "order.created": "order.created",
-  "order.paid": "payment.succeeded",
-  "order.payment_failed": "payment.failed",
-  "order.shipped": "order.shipped",
-  "order.delivered": "order.delivered",
-  "order.cancelled": "order.cancelled",
-  "order.refunded": "refund.succeeded",
+  [Events.OrderCreated]: "order.created",
+  [Events.OrderPaid]: "payment.succeeded",
+  [Events.OrderPaymentFailed]: "payment.failed",
+  [Events.OrderShipped]: "order.shipped",
+  [Events.OrderDelivered]: "order.delivered",
+  [Events.OrderCancelled]: "order.cancelled",
+  [Events.OrderRefunded]: "refund.succeeded",
   // A charge the order did not keep (a second payment, or one after cancellation), returned.
-  "order.payment_refunded": "payment.refunded",
+  [Events.OrderPaymentRefunded]: "payment.refunded",
   // Return requests after delivery: each step is told (API.md v1.1).
-  "return.requested": "return.requested",
-  "return.approved": "return.approved",
-  "return.rejected": "return.rejected",
+  [Events.ReturnRequested]: "return.requested",
+  [Events.ReturnApproved]: "return.approved",
+  [Events.ReturnRejected]: "return.rejected",
 };
 
 export interface Money {

@@ -92,6 +92,7 @@ import {
 import * as repo from "./order.repo";
 import { callAction } from "../../lib/call";
 import type { ActionParams } from "../../proto/gen/contracts";
+import { Events } from "../../proto/gen/contracts";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
@@ -205,19 +206,19 @@ export function createOrderService(config: AppConfig): ServiceSchema {
         name: "order",
         config,
         consumes: {
-          async "payment.succeeded"(this: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded) {
+          async [Events.PaymentSucceeded](this: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded) {
             await onPaymentSucceeded(this, trx, p);
           },
-          async "payment.failed"(this: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
+          async [Events.PaymentFailed](this: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
             await onPaymentFailed(this, trx, p);
           },
-          async "reservation.expired"(this: OrderThis, trx: Knex.Transaction, p: { orderId: string }) {
+          async [Events.ReservationExpired](this: OrderThis, trx: Knex.Transaction, p: { orderId: string }) {
             await onReservationExpired(this, trx, p);
           },
-          async "refund.succeeded"(this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
+          async [Events.RefundSucceeded](this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
             await onRefundSettled(this, trx, p, "SUCCEEDED");
           },
-          async "refund.failed"(this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
+          async [Events.RefundFailed](this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
             await onRefundSettled(this, trx, p, "FAILED");
           },
         },
@@ -318,7 +319,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
             const o = (await repo.findOrderForUpdate(trx, owned.id))!;
             await this.transition(trx, o, "cancel");
             // The payment service closes the order's open trades at their platforms on this event.
-            await this.publishEvent(trx, "order.cancelled", { orderId: o.id, userId: o.userId, reason, occurredAt: new Date().toISOString() });
+            await this.publishEvent(trx, Events.OrderCancelled, { orderId: o.id, userId: o.userId, reason, occurredAt: new Date().toISOString() });
             countBusiness(this.broker, "orders_cancelled", { reason }, trx);
             return o;
           });
@@ -381,7 +382,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
               throw conflict("The order is being refunded in full; it cannot ship", [{ status: o.status }]);
             const shipment = { carrier, trackingNumber, shippedAt: new Date().toISOString() };
             await this.transition(trx, o, "ship", { shipment: JSON.stringify(shipment), shipped: true });
-            await this.publishEvent(trx, "order.shipped", { orderId: o.id, userId: o.userId, carrier, trackingNumber, occurredAt: shipment.shippedAt });
+            await this.publishEvent(trx, Events.OrderShipped, { orderId: o.id, userId: o.userId, carrier, trackingNumber, occurredAt: shipment.shippedAt });
           });
           return this.view((await repo.findOrder(this.db, id))!);
         },
@@ -397,7 +398,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
             if (!o) throw notFound("Order");
             const at = new Date().toISOString();
             await this.transition(trx, o, "deliver", { shipment: JSON.stringify({ ...o.shipment, deliveredAt: at }) });
-            await this.publishEvent(trx, "order.delivered", { orderId: o.id, userId: o.userId, occurredAt: at });
+            await this.publishEvent(trx, Events.OrderDelivered, { orderId: o.id, userId: o.userId, occurredAt: at });
           });
           return this.view((await repo.findOrder(this.db, ctx.params.id))!);
         },
@@ -683,7 +684,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
             await repo.insertOrder(trx, order);
             // The draft becomes the order in one commit: the unpaid count never sees both or neither.
             await repo.deleteDraft(trx, orderId);
-            await this.publishEvent(trx, "order.created", {
+            await this.publishEvent(trx, Events.OrderCreated, {
               orderId, userId, total, items: priced.map((l) => ({ productId: l.productId, name: l.name, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
             });
             countBusiness(this.broker, "orders_created", undefined, trx);
@@ -775,7 +776,7 @@ async function requestReturn(svc: OrderThis, orderId: string, returnId: string, 
       amount: null, restock: null, refundId: null, decisionReason: null, createdAt: now, decidedAt: null,
     };
     await repo.insertReturn(trx, ret);
-    await svc.publishEvent(trx, "return.requested", { returnId, orderId: o.id, userId: o.userId, items: verdict.lines, reason, occurredAt: new Date(now).toISOString() });
+    await svc.publishEvent(trx, Events.ReturnRequested, { returnId, orderId: o.id, userId: o.userId, items: verdict.lines, reason, occurredAt: new Date(now).toISOString() });
     return ret;
   });
 }
@@ -802,7 +803,7 @@ async function decideReturn(
     const at = new Date(now).toISOString();
     if (d.kind === "reject") {
       await repo.decideReturn(trx, ret.id, { status: "REJECTED", decisionReason: d.reason, decidedAt: now });
-      await svc.publishEvent(trx, "return.rejected", { returnId: ret.id, orderId: o.id, userId: o.userId, reason: d.reason, occurredAt: at });
+      await svc.publishEvent(trx, Events.ReturnRejected, { returnId: ret.id, orderId: o.id, userId: o.userId, reason: d.reason, occurredAt: at });
       return;
     }
     if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId) throw conflict(`An order in status ${o.status} has nothing left to refund`, [{ status: o.status }]);
@@ -816,7 +817,7 @@ async function decideReturn(
     refund = { id: newRefundId(), orderId: o.id, paymentId: o.paidPaymentId, amount, status: "PENDING", reason: `return ${ret.id}`, createdAt: now, updatedAt: now };
     await repo.insertRefund(trx, refund);
     await repo.decideReturn(trx, ret.id, { status: "APPROVED", amount, restock: d.restock, refundId: refund.id, decidedAt: now });
-    await svc.publishEvent(trx, "return.approved", {
+    await svc.publishEvent(trx, Events.ReturnApproved, {
       returnId: ret.id, orderId: o.id, userId: o.userId, amount, restock: d.restock, lines: ret.items, refundId: refund.id, occurredAt: at,
     });
     svc.sendAfterCommit(trx, refund);
@@ -866,7 +867,7 @@ async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: Paym
     return "refunded";
   }
   await svc.transition(trx, order, "payment_succeeded", { paid_payment_id: p.paymentId, paid_amount: p.amount.amount, reservation_expires_at: null });
-  await svc.publishEvent(trx, "order.paid", {
+  await svc.publishEvent(trx, Events.OrderPaid, {
     orderId: order.id, userId: order.userId, total: order.total, paymentId: p.paymentId, provider: p.provider,
     lines: order.items.map((l) => ({ productId: l.productId, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
   });
@@ -880,7 +881,7 @@ async function onPaymentFailed(svc: OrderThis, trx: Knex.Transaction, p: { payme
   await repo.failPayment(trx, p.paymentId, Date.now());
   // The order stays payable; the user hears of it only while it still is.
   if (order.status !== "PENDING_PAYMENT") return;
-  await svc.publishEvent(trx, "order.payment_failed", {
+  await svc.publishEvent(trx, Events.OrderPaymentFailed, {
     orderId: order.id, userId: order.userId, paymentId: p.paymentId, provider: p.provider, reason: p.reason ?? "declined", occurredAt: new Date().toISOString(),
   });
 }
@@ -892,7 +893,7 @@ async function onReservationExpired(svc: OrderThis, trx: Knex.Transaction, p: { 
   if (!order || order.status !== "PENDING_PAYMENT") return;
   await svc.transition(trx, order, "expire", { reservation_expires_at: null });
   // The payment service closes the order's open trades at their platforms on this event.
-  await svc.publishEvent(trx, "order.cancelled", { orderId: order.id, userId: order.userId, reason: "expired", occurredAt: new Date().toISOString() });
+  await svc.publishEvent(trx, Events.OrderCancelled, { orderId: order.id, userId: order.userId, reason: "expired", occurredAt: new Date().toISOString() });
   countBusiness(svc.broker, "orders_cancelled", { reason: "expired" }, trx);
   // Lines of the order not yet swept go back now rather than at their own expiry
   // (idempotent: a redelivery releases nothing more).
@@ -912,7 +913,7 @@ async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refun
   // after the order was cancelled) changes nothing on the order; the buyer is told the money
   // went back.
   if (refund.paymentId !== order.paidPaymentId) {
-    await svc.publishEvent(trx, "order.payment_refunded", {
+    await svc.publishEvent(trx, Events.OrderPaymentRefunded, {
       orderId: order.id, userId: order.userId, paymentId: refund.paymentId, refundId: refund.id, amount: refund.amount,
       reason: refund.reason, occurredAt: new Date().toISOString(),
     });
@@ -926,7 +927,7 @@ async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refun
   // shows in the payment status, and the order still ships.
   const event = refundEvent(order.paidAmount, refunded);
   if (event) await svc.transition(trx, order, event);
-  await svc.publishEvent(trx, "order.refunded", {
+  await svc.publishEvent(trx, Events.OrderRefunded, {
     orderId: order.id, userId: order.userId, refundId: refund.id, amount: refund.amount,
     refundedTotal: { amount: refunded, currency: order.total.currency }, status: order.status, paymentStatus: paymentStatusOf(order),
     occurredAt: new Date(now).toISOString(),

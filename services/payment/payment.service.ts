@@ -93,6 +93,7 @@ import {
   type SandboxNotificationPayload,
   type SandboxStateStore,
 } from "./platforms";
+import { Events } from "../../proto/gen/contracts";
 
 /** Rows handled per sweep pass (payments, then refunds). */
 const SWEEP_BATCH = 100;
@@ -221,13 +222,13 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         config,
         consumes: {
           // The order took the success: reconciliation has nothing to hand over.
-          async "order.paid"(this: PaymentServiceThis, trx: Knex.Transaction, p: { paymentId: string }) {
+          async [Events.OrderPaid](this: PaymentServiceThis, trx: Knex.Transaction, p: { paymentId: string }) {
             await repo.acknowledgeByOrder(trx, p.paymentId, Date.now());
           },
           // Cancelled or expired: its open trades are closed at their platforms. The close is a
           // remote call, so it is not made in this inbox transaction: the trades are marked,
           // and reconciliation (woken after the commit) closes them, retrying until it can.
-          async "order.cancelled"(this: PaymentServiceThis, trx: Knex.Transaction, p: { orderId: string }) {
+          async [Events.OrderCancelled](this: PaymentServiceThis, trx: Knex.Transaction, p: { orderId: string }) {
             if (await repo.requestClose(trx, p.orderId, Date.now())) trx.executionPromise.then(() => this.reconcileSoon(), () => undefined);
           },
         },
@@ -573,11 +574,11 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           if (!(await repo.settlePayment(trx, payment.id, outcome, fromStatesFor(outcome), now))) return false;
           const base = { paymentId: payment.id, orderId: payment.orderId, userId: payment.userId, provider: payment.provider };
           if (outcome.kind === "succeeded") {
-            await this.publishEvent(trx, "payment.succeeded", {
+            await this.publishEvent(trx, Events.PaymentSucceeded, {
               ...base, amount: { ...payment.amount }, providerTxnId: outcome.providerTxnId, paidAt: iso(outcome.paidAt), occurredAt: iso(now),
             });
           } else {
-            await this.publishEvent(trx, "payment.failed", { ...base, reason: outcome.reason, occurredAt: iso(now) });
+            await this.publishEvent(trx, Events.PaymentFailed, { ...base, reason: outcome.reason, occurredAt: iso(now) });
           }
           countBusiness(this.broker, outcome.kind === "succeeded" ? "payments_succeeded" : "payments_failed", { provider: payment.provider }, trx);
           return true;
@@ -615,7 +616,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           const now = Date.now();
           const fields = { ...(result.providerRefundId ? { providerRefundId: result.providerRefundId } : {}), ...(result.failureCode ? { failureCode: result.failureCode } : {}) };
           if (!(await repo.settleRefund(trx, refund.id, status, fields, now))) return;
-          await this.publishEvent(trx, status === "SUCCEEDED" ? "refund.succeeded" : "refund.failed", {
+          await this.publishEvent(trx, status === "SUCCEEDED" ? Events.RefundSucceeded : Events.RefundFailed, {
             refundId: refund.id, orderId: refund.orderId, paymentId: refund.paymentId, amount: { ...refund.amount }, occurredAt: iso(now),
           });
           countBusiness(this.broker, "refunds", { result: status === "SUCCEEDED" ? "succeeded" : "failed" }, trx);

@@ -67,6 +67,7 @@ import {
   type ReservationView,
 } from "./product.domain";
 import * as repo from "./product.repo";
+import { Events } from "../../proto/gen/contracts";
 
 /** Wait before the second cache clean of a write (see the header). */
 const SECOND_CLEAN_MS = 250;
@@ -171,7 +172,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
            * shelf — the undo of the order's `commit` for those units — once per return
            * (the inbox, and one stock_returns row per line), never more than the order sold.
            */
-          async "return.approved"(this: ProductServiceThis, trx: Knex.Transaction, p: { returnId: string; orderId: string; restock: boolean; lines: ReservationLine[] }) {
+          async [Events.ReturnApproved](this: ProductServiceThis, trx: Knex.Transaction, p: { returnId: string; orderId: string; restock: boolean; lines: ReservationLine[] }) {
             if (!p.restock) return;
             const sold = new Map((await repo.findReservationsForUpdate(trx, p.orderId)).filter((r) => r.status === "committed").map((r) => [r.productId, r.quantity]));
             const changed: string[] = [];
@@ -281,7 +282,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
           try {
             await inTransaction(this.db, async (trx) => {
               await repo.insertProduct(trx, product);
-              await this.publishEvent(trx, "product.created", toPublicProduct(product));
+              await this.publishEvent(trx, Events.ProductCreated, toPublicProduct(product));
               if (product.onHand > 0) await this.stockChanged(trx, product.id, "created");
             });
           } catch (err) {
@@ -308,7 +309,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
             if (!current) throw notFound("Product");
             const next = applyPatch(current, patch, Date.now());
             await repo.updateProductFields(trx, next);
-            await this.publishEvent(trx, "product.updated", toPublicProduct(next));
+            await this.publishEvent(trx, Events.ProductUpdated, toPublicProduct(next));
             return next;
           });
           await this.invalidate();
@@ -325,7 +326,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
             const current = await repo.findProductForUpdate(trx, ctx.params.id);
             if (!current || !(await repo.softDeleteProduct(trx, current.id, Date.now()))) throw notFound("Product");
             // The row's version after the delete (raised under the lock taken above).
-            await this.publishEvent(trx, "product.deleted", { ...toPublicProduct(current), version: current.version + 1 });
+            await this.publishEvent(trx, Events.ProductDeleted, { ...toPublicProduct(current), version: current.version + 1 });
           });
           await this.invalidate();
           ctx.meta.$statusCode = 204;
@@ -533,7 +534,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
               ...p, id: randomUUID(), onHand: p.stock.onHand, reserved: 0, createdAt: now, updatedAt: now, version: 1,
             };
             await repo.insertProduct(trx, product);
-            await this.publishEvent(trx, "product.created", toPublicProduct(product));
+            await this.publishEvent(trx, Events.ProductCreated, toPublicProduct(product));
             if (product.onHand > 0) await this.stockChanged(trx, product.id, "created");
             n++;
           }
@@ -567,7 +568,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
         const found = await repo.findProductAnyState(trx, productId);
         if (!found) return;
         const { product, deleted } = found;
-        await this.publishEvent(trx, "stock.changed", {
+        await this.publishEvent(trx, Events.StockChanged, {
           productId, ...stockOf(product.onHand, product.reserved), version: product.version, deleted,
           reason, occurredAt: new Date().toISOString(), product: toPublicProduct(product),
         });
@@ -630,7 +631,7 @@ export function createProductService(config: AppConfig): ServiceSchema {
             await this.stockChanged(trx, r.productId, "expired");
             // For the order service: an unpaid order whose hold expired is cancelled (one event
             // per line, committed with the release, so it is published exactly when it happened).
-            await this.publishEvent(trx, "reservation.expired", {
+            await this.publishEvent(trx, Events.ReservationExpired, {
               orderId: r.orderId, productId: r.productId, quantity: r.quantity, expiredAt: new Date(now).toISOString(),
             });
             return true;

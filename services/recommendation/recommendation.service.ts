@@ -57,6 +57,7 @@ import {
 import * as repo from "./recommendation.repo";
 import { callAction } from "../../lib/call";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
+import { Events } from "../../proto/gen/contracts";
 
 const EXPORT_PAGE = 500;
 const ORDER_PAGE = 1000;
@@ -172,12 +173,12 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
         name: "recommendation",
         config,
         consumes: {
-          "order.paid": onPaid,
-          "order.refunded": onRefunded,
-          "product.created": onProduct(false),
-          "product.updated": onProduct(false),
-          "product.deleted": onProduct(true),
-          "stock.changed": onStock,
+          [Events.OrderPaid]: onPaid,
+          [Events.OrderRefunded]: onRefunded,
+          [Events.ProductCreated]: onProduct(false),
+          [Events.ProductUpdated]: onProduct(false),
+          [Events.ProductDeleted]: onProduct(true),
+          [Events.StockChanged]: onStock,
         },
       }),
       DbMixin({ name: "recommendation", migrationsDir: path.join(__dirname, "migrations"), config }),

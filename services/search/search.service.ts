@@ -30,6 +30,7 @@ import { createElasticsearchClient, ElasticsearchEngine } from "./engines/elasti
 import { MAX_PAGE_SIZE, MAX_QUERY_LENGTH, MAX_SUGGEST_LIMIT, SORTS, parseSearchQuery, parseSuggest, type ProductDoc, type SearchEngine } from "./engines/engine";
 import { MiniSearchEngine } from "./engines/minisearch-engine";
 import { callAction } from "../../lib/call";
+import { Events } from "../../proto/gen/contracts";
 
 const EXPORT_PAGE = 500;
 const MAX_REBUILD_BACKOFF_MS = 30_000;
@@ -104,17 +105,17 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         name: "search",
         config,
         handlers: {
-          "product.created": function (this: SearchThis, p: VersionedProduct) {
+          [Events.ProductCreated]: function (this: SearchThis, p: VersionedProduct) {
             return this.applyProduct(p);
           },
-          "product.updated": function (this: SearchThis, p: VersionedProduct) {
+          [Events.ProductUpdated]: function (this: SearchThis, p: VersionedProduct) {
             return this.applyProduct(p);
           },
-          "product.deleted": function (this: SearchThis, p: VersionedProduct) {
+          [Events.ProductDeleted]: function (this: SearchThis, p: VersionedProduct) {
             return this.applyRemoval(p.id, p.version);
           },
           // Stock moves change `stock.available` (the inStock filter); the event carries the product.
-          "stock.changed": function (this: SearchThis, e: StockChanged) {
+          [Events.StockChanged]: function (this: SearchThis, e: StockChanged) {
             if (e.deleted) return this.applyRemoval(e.productId, e.version);
             if (e.product) return this.applyProduct(e.product);
           },

@@ -7,6 +7,7 @@ import path from "node:path";
 import argon2 from "argon2";
 import type { ServiceSchema } from "moleculer";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
+import { Events } from "../../proto/gen/contracts";
 import { accessTokens, type AccessTokens } from "../../lib/auth/tokens";
 import { addressProps } from "../../lib/address-rules";
 import type { AppConfig } from "../../lib/config";
@@ -128,7 +129,7 @@ export function createUserService(config: AppConfig): ServiceSchema {
               const created = await repo.insertUser(trx, {
                 id: randomUUID(), email, name: ctx.params.name, passwordHash, role: "customer", preferences: EMPTY_PREFERENCES, now,
               });
-              await this.publishEvent(trx, "user.registered", {
+              await this.publishEvent(trx, Events.UserRegistered, {
                 userId: created.id, email: created.email, name: created.name, occurredAt: new Date(now).toISOString(),
               });
               return created;

@@ -148,3 +148,17 @@ export interface Gossip {
   json: Uint8Array;
   end: boolean;
 }
+
+/** A business event on RabbitMQ (outbox → relay → consumers, and the per-replica broadcast), with content type application/x-protobuf. The payload is the event's contract message (`Data.message`), or JSON for an event without one or a payload that does not fit it (counted by meridian_serializer_json_fallback_total{packet="AMQP"}). */
+export interface EventEnvelope {
+  /** The outbox row id = AMQP message id = the consumer's inbox key. */
+  id: string;
+  /** The event name (`order.paid`), also the routing key. */
+  name: string;
+  /** The publishing service. */
+  source: string;
+  /** ISO 8601 time of the commit's state change. */
+  occurredAt: string;
+  payload: Data;
+  end: boolean;
+}
