@@ -29,6 +29,8 @@ interface Runtime {
 export function BroadcastEventsMixin(opts: BroadcastEventsMixinOptions): Partial<ServiceSchema> {
   const { config, name } = opts;
   return {
+    // What this service consumes, for the check against its contract (proto/contracts.int.spec.ts).
+    metadata: { broadcastConsumes: Object.keys(opts.handlers) },
     methods: {
       broadcastStats(this: any): BroadcastStats {
         const rt = this.$broadcast as Runtime;

@@ -67,6 +67,8 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
   const topo = topology(config.namespace);
 
   return {
+    // What this service consumes, for the check against its contract (proto/contracts.int.spec.ts).
+    metadata: { consumes: Object.keys(opts.consumes ?? {}) },
     methods: {
       async publishEvent(this: any, trx: Knex.Transaction, event: string, payload: unknown): Promise<string> {
         const id = await addOutboxEvent(trx, { name: event, payload });

@@ -2,10 +2,13 @@
  * The contracts cover the services exactly: every action of the eight services is an rpc of
  * its service's contract and every rpc is an action; the contract's visibility and auth are
  * the action's; every route of the gateway to a business action is the rpc's HTTP rule and
- * every rpc with an HTTP rule is routed.
+ * every rpc with an HTTP rule is routed; the calls and consumed events each contract
+ * declares (the dependency map of README "Contracts") are the ones its code makes.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
 import { createBroker } from "../lib/app";
 import { contracts } from "../lib/serializer/contracts-runtime";
 import { API_ALIASES, PAYMENT_NOTIFY_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "../services/gateway/api.service";
@@ -18,11 +21,11 @@ interface ActionDef {
   auth?: string;
 }
 
+const broker = () => createBroker(testConfig({ services: [...BUSINESS] }), [...BUSINESS]);
+
 function serviceActions(): Map<string, ActionDef> {
-  const config = testConfig({ services: [...BUSINESS] });
-  const broker = createBroker(config, [...BUSINESS]);
   const out = new Map<string, ActionDef>();
-  for (const svc of broker.services) {
+  for (const svc of broker().services) {
     if (!BUSINESS.includes(svc.name as (typeof BUSINESS)[number])) continue;
     const schemaActions = (svc.schema.actions ?? {}) as Record<string, ActionDef | ((...a: unknown[]) => unknown)>;
     for (const [name, def] of Object.entries(schemaActions)) out.set(`${svc.name}.${name}`, typeof def === "function" ? {} : def);
@@ -63,4 +66,33 @@ test("the gateway's routes to business actions are the contracts' HTTP rules, bo
   add("/sandbox", SANDBOX_PAGE_ALIASES);
   const rules = new Map([...contracts.actions.values()].filter((c) => c.http).map((c) => [c.action, `${c.http!.method} ${c.http!.path}`]));
   assert.deepEqual(Object.fromEntries([...rules].sort()), Object.fromEntries([...routes].sort()));
+});
+
+/** `callAction(x, "svc.action"` in a service's own files (not its specs). */
+function callsInCode(service: string): string[] {
+  const dir = path.join(__dirname, "..", "services", service);
+  const found = new Set<string>();
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith(".ts") && !e.name.includes(".spec.")) for (const m of fs.readFileSync(p, "utf8").matchAll(/callAction\(\s*[\w.]+,\s*"([\w.]+)"/g)) found.add(m[1]!);
+    }
+  };
+  walk(dir);
+  return [...found].sort();
+}
+
+test("each contract declares exactly the actions its service calls and the events it consumes", () => {
+  const declared: Record<string, { calls: string[]; consumes: string[] }> = {};
+  const actual: Record<string, { calls: string[]; consumes: string[] }> = {};
+  for (const svc of broker().services) {
+    if (!BUSINESS.includes(svc.name as (typeof BUSINESS)[number])) continue;
+    const c = contracts.services.get(svc.name);
+    assert.ok(c, `${svc.name} has a contract`);
+    declared[svc.name] = { calls: [...c.calls].sort(), consumes: [...c.consumes].sort() };
+    const meta = svc.metadata as { consumes?: string[]; broadcastConsumes?: string[] };
+    actual[svc.name] = { calls: callsInCode(svc.name), consumes: [...new Set([...(meta.consumes ?? []), ...(meta.broadcastConsumes ?? [])])].sort() };
+  }
+  assert.deepEqual(declared, actual);
 });

@@ -204,6 +204,19 @@ export type EventPayload<E extends ContractEvent> = EventContracts[E];
   // which only the parser needs (the option values stay on each message and service).
   // With comments: the OpenAPI document's descriptions come from them (proto/json-schema.ts).
   const json = root.toJSON({ keepComments: true }) as { nested: Record<string, any> };
+  // Repeated service options (calls, consumes): protobufjs's JSON keeps only the last value
+  // of each in `options`, and reads no parsedOptions back for services; write them all.
+  for (const obj of walk(root)) {
+    if (!(obj instanceof protobuf.Service) || !obj.parsedOptions) continue;
+    const byName = new Map<string, unknown[]>();
+    // Typed as a dictionary by protobufjs, an array of {option: value} at run time.
+    const parsed: object[] = Object.values(obj.parsedOptions);
+    for (const o of parsed) for (const [k, v] of Object.entries(o)) byName.set(k, [...(byName.get(k) ?? []), v]);
+    let ns: { nested?: Record<string, any> } = json;
+    for (const part of fullName(obj).split(".")) ns = ns.nested![part];
+    const options = ((ns as { options?: Record<string, unknown> }).options ??= {});
+    for (const [k, values] of byName) if (values.length > 1) options[k] = values;
+  }
   // google.api (HTTP rules) is read from the options; of google.protobuf only Empty is used.
   json.nested.google = { nested: { protobuf: { nested: { Empty: { fields: {} } } } } };
   const strip = (ns: { nested?: Record<string, any> }) => {
@@ -217,9 +230,39 @@ export type EventPayload<E extends ContractEvent> = EventContracts[E];
   return out;
 }
 
+const README = path.join(ROOT, "README.md");
+const SECTION_START = "<!-- generated from proto/ by npm run proto:gen: the services' dependencies -->";
+const SECTION_END = "<!-- end of generated section -->";
+
+/** README's table of the services: each one's rpcs, what it calls, consumes and publishes. */
+export function servicesTable(): string {
+  const contracts = readContracts(loadProtoRoot());
+  const code = (xs: string[]) => (xs.length ? xs.map((x) => `\`${x}\``).join(", ") : "—");
+  const rows = [...contracts.services.values()].map((s) => {
+    const rpcs = [...contracts.actions.values()].filter((a) => a.service === s.service);
+    const published = rpcs.filter((a) => a.visibility === "published").length;
+    return `| \`${s.name}\` (\`${s.service}\`) | ${published} routed, ${rpcs.length - published} internal | ${code(s.calls)} | ${code(s.consumes)} | ${code(s.publishes)} |`;
+  });
+  return [
+    "| service (contract) | rpcs | calls | consumes | publishes |",
+    "|---|---|---|---|---|",
+    ...rows,
+  ].join("\n");
+}
+
+/** README with its generated section replaced by `table`. */
+function readmeWith(table: string): string {
+  const text = fs.readFileSync(README, "utf8");
+  const a = text.indexOf(SECTION_START);
+  const b = text.indexOf(SECTION_END);
+  if (a < 0 || b < a) throw new Error(`README.md lacks the markers of the generated section (${SECTION_START})`);
+  return `${text.slice(0, a + SECTION_START.length)}\n${table}\n${text.slice(b)}`;
+}
+
 /** Writes the files; removes generated files that no longer have a source. */
 export function writeGenerated(dir = GEN_DIR): string[] {
   const files = generate();
+  if (dir === GEN_DIR) fs.writeFileSync(README, readmeWith(servicesTable()));
   fs.rmSync(dir, { recursive: true, force: true });
   for (const [rel, content] of files) {
     fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
@@ -247,6 +290,7 @@ export function staleGenerated(dir = GEN_DIR): string[] {
     else if (fs.readFileSync(path.join(dir, rel), "utf8") !== content) problems.push(`stale: proto/gen/${rel}`);
   }
   for (const rel of existing) if (!fresh.has(rel)) problems.push(`no longer generated: proto/gen/${rel}`);
+  if (dir === GEN_DIR && readmeWith(servicesTable()) !== fs.readFileSync(README, "utf8")) problems.push("stale: README.md's table of the services");
   return problems;
 }
 

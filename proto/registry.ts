@@ -35,9 +35,21 @@ export interface ActionContract {
   tags: string[];
 }
 
+/** A Moleculer service's contract as a whole: what it calls, consumes and publishes. */
+export interface ServiceContract {
+  name: string;
+  /** The protobuf service, e.g. meridian.order.v1.OrderService. */
+  service: string;
+  calls: string[];
+  consumes: string[];
+  /** The events declared in the service's package. */
+  publishes: string[];
+}
+
 export interface Contracts {
   actions: Map<string, ActionContract>;
   events: Map<string, protobuf.Type>;
+  services: Map<string, ServiceContract>;
 }
 
 const EMPTY = "google.protobuf.Empty";
@@ -65,7 +77,12 @@ export function* walk(ns: protobuf.NamespaceBase): Generator<protobuf.Reflection
 function optionValues(obj: protobuf.ReflectionObject, name: string): unknown[] {
   const out: unknown[] = [];
   for (const o of (obj.parsedOptions ?? []) as Record<string, unknown>[]) if (name in o) out.push(o[name]);
-  if (!out.length && obj.options && name in obj.options) out.push(obj.options[name]);
+  if (!out.length && obj.options && name in obj.options) {
+    // A repeated option of a reflection loaded from JSON (protobufjs keeps no parsedOptions
+    // for services there): the generator writes all its values as an array.
+    const v = obj.options[name];
+    out.push(...(Array.isArray(v) ? v : [v]));
+  }
   return out;
 }
 const option = (obj: protobuf.ReflectionObject, name: string): unknown => optionValues(obj, name).at(-1);
@@ -82,10 +99,20 @@ function httpRule(method: protobuf.Method, where: string): HttpRule | undefined 
 export function readContracts(root: protobuf.Root): Contracts {
   const actions = new Map<string, ActionContract>();
   const events = new Map<string, protobuf.Type>();
+  const services = new Map<string, ServiceContract>();
+  const packageOf = (o: protobuf.ReflectionObject) => fullName(o.parent!);
   for (const obj of walk(root)) {
     if (obj.constructor.name === "Service" && option(obj, `(${OPT}.service)`)) {
       const service = obj as protobuf.Service;
       const moleculerName = String(option(obj, `(${OPT}.service)`));
+      if (services.has(moleculerName)) throw new Error(`proto: service ${moleculerName} is declared twice`);
+      services.set(moleculerName, {
+        name: moleculerName,
+        service: fullName(service),
+        calls: optionValues(obj, `(${OPT}.calls)`).map(String),
+        consumes: optionValues(obj, `(${OPT}.consumes)`).map(String),
+        publishes: [],
+      });
       for (const method of service.methodsArray) {
         method.resolve();
         const action = actionName(moleculerName, method.name);
@@ -120,7 +147,13 @@ export function readContracts(root: protobuf.Root): Contracts {
       events.set(event, obj as protobuf.Type);
     }
   }
-  return { actions, events };
+  for (const s of services.values()) {
+    const pkg = s.service.slice(0, s.service.lastIndexOf("."));
+    s.publishes = [...events].filter(([, t]) => packageOf(t) === pkg).map(([name]) => name);
+    for (const a of s.calls) if (!actions.has(a)) throw new Error(`proto: ${s.name} calls ${a}, which no contract declares`);
+    for (const e of s.consumes) if (!events.has(e)) throw new Error(`proto: ${s.name} consumes ${e}, which no contract declares`);
+  }
+  return { actions, events, services };
 }
 
 export function isWrapper(type: protobuf.Type): boolean {

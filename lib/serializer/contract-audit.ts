@@ -7,36 +7,29 @@
  * cluster (`npm run contracts:audit`). Off by default: it costs a reflection walk per miss.
  */
 import fs from "node:fs";
-import protobuf from "protobufjs/light";
-import descriptor from "../../proto/gen/descriptor.json";
-import { readContracts } from "../../proto/registry";
+import type protobuf from "protobufjs/light";
 import { explainMisfit } from "./contract-codec";
+import { contracts as runtimeContracts } from "./contracts-runtime";
 
 const FILE = process.env.MERIDIAN_CONTRACT_AUDIT;
 
-let contracts: ReturnType<typeof readContracts> | undefined;
-function registry() {
-  if (!contracts) {
-    const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
-    root.resolveAll();
-    contracts = readContracts(root as unknown as import("protobufjs").Root);
-  }
-  return contracts;
-}
+const registry = () => runtimeContracts;
 
 function record(kind: string, name: string, reason: string): void {
   fs.appendFileSync(FILE!, JSON.stringify({ kind, name, reason }) + "\n");
 }
 
-function check(kind: string, name: string, type: protobuf.Type | import("protobufjs").Type | null | undefined, value: unknown): void {
-  if (value === undefined || Buffer.isBuffer(value)) return;
-  if (type === undefined) return record(kind, name, "no contract");
-  if (type === null) {
-    if (value !== null) record(kind, name, `answers ${JSON.stringify(value)?.slice(0, 80)} but its contract says google.protobuf.Empty`);
-    return;
-  }
-  if (value === null) return;
-  const why = explainMisfit(type as protobuf.Type, value);
+/** Why `value` would not travel as its contract message, or null. */
+function misfit(type: protobuf.Type | null | undefined, value: unknown): string | null {
+  if (value === undefined || Buffer.isBuffer(value)) return null;
+  if (type === undefined) return "no contract";
+  if (type === null) return value !== null ? `answers ${JSON.stringify(value)?.slice(0, 80)} but its contract says google.protobuf.Empty` : null;
+  if (value === null) return null;
+  return explainMisfit(type, value);
+}
+
+function check(kind: string, name: string, type: protobuf.Type | null | undefined, value: unknown): void {
+  const why = misfit(type, value);
   if (why) record(kind, name, why);
 }
 
@@ -66,11 +59,21 @@ export function ContractAuditMiddleware(): { name: string; call(next: Call): Cal
         const name = typeof action === "string" ? action : ((action as { action?: { name?: string } } | null)?.action?.name ?? "");
         if (!business.has(name.slice(0, name.indexOf(".")))) return next(action, params, opts);
         const c = registry().actions.get(name);
-        check("REQ", name, c?.request, params);
-        return next(action, params, opts).then((result) => {
-          check("RES", name, c ? c.response : undefined, result);
-          return result;
-        });
+        // A request that does not fit is recorded with its outcome: one the action accepted
+        // ("REQ accepted") is valid input that would travel as JSON — a contract to fix; one
+        // it refused ("REQ refused") is bad input, which travels as JSON by design.
+        const reqMisfit = misfit(c?.request, params);
+        return next(action, params, opts).then(
+          (result) => {
+            if (reqMisfit) record("REQ accepted", name, reqMisfit);
+            check("RES", name, c ? c.response : undefined, result);
+            return result;
+          },
+          (err: unknown) => {
+            if (reqMisfit) record("REQ refused", name, reqMisfit);
+            throw err;
+          },
+        );
       };
     },
   };

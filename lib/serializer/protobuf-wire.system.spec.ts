@@ -110,14 +110,14 @@ test("a user.get REQ and its RES on the wire decode with protobufjs from proto/ 
   for (let i = 0; i < 50 && !captured.some((c) => c.queue === `MOL-${namespace}.RES.wire-gw`); i++) await new Promise((r) => setTimeout(r, 50));
 
   const root = loadProtoRoot();
-  const service = root.lookupService("meridian.user.UserService");
-  assert.equal(service.options?.["(moleculer.service)"], "user");
-  const method = service.methods.get!;
+  const service = root.lookupService("meridian.user.v1.UserService");
+  assert.equal(service.options?.["(meridian.options.v1.service)"], "user");
+  const method = service.methods.Get!;
   method.resolve();
 
   const req = captured.find((c) => c.queue === `MOL-${namespace}.REQ.wire-user`);
   assert.ok(req, `no REQ captured; queues: ${captured.map((c) => c.queue).join(", ")}`);
-  const reqEnvelope = root.lookupType("moleculer.Request").decode(req.body) as any;
+  const reqEnvelope = root.lookupType("meridian.wire.v1.Request").decode(req.body) as any;
   assert.equal(reqEnvelope.action, "user.get");
   assert.equal(reqEnvelope.params.value, "message");
   const params = method.resolvedRequestType!.decode(reqEnvelope.params.message) as any;
@@ -125,12 +125,12 @@ test("a user.get REQ and its RES on the wire decode with protobufjs from proto/ 
 
   const res = captured.find((c) => c.queue === `MOL-${namespace}.RES.wire-gw` && c.body.includes(Buffer.from(email)));
   assert.ok(res, "no RES captured");
-  const resEnvelope = root.lookupType("moleculer.Response").decode(res.body) as any;
+  const resEnvelope = root.lookupType("meridian.wire.v1.Response").decode(res.body) as any;
   assert.equal(resEnvelope.success, true);
   assert.equal(resEnvelope.action, "user.get");
   assert.equal(resEnvelope.data.value, "message");
   const UserT = method.resolvedResponseType!;
-  assert.equal(UserT.fullName, ".meridian.user.User");
+  assert.equal(UserT.fullName, ".meridian.user.v1.User");
   const decoded = UserT.decode(resEnvelope.data.message) as any;
   assert.equal(decoded.email, email);
   assert.equal(decoded.id, userId);

@@ -1,6 +1,11 @@
 /**
  * Issue #7's CI runs against the local cluster (test/support/cluster.ts: k8s/base's replica
  * counts, one process per pod, private RabbitMQ and MariaDB, a private etcd):
+ * - the wire (issue #14): a whole checkout (register, address, cart, order, pay, PAID,
+ *   notification, ship, deliver, refund, return) while RabbitMQ's firehose captures every
+ *   message; each business action's params and answer and each business event decode with
+ *   protobufjs from proto/ alone, and no node counted a JSON fallback (a planted unknown
+ *   field shows the counter counts);
  * - the load smoke: shoppers following Online Boutique's mix for 20 s; any error, or fewer
  *   than 50 requests, fails;
  * - the short chaos run: an order, a payment and a product node killed (one of each, the
@@ -15,7 +20,12 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { CHAOS_NODE_ENV, CHECKOUT_ROUTES, formatChaosReport, runChaos } from "../support/chaos";
 import { moleculerName, startLocalCluster, type LocalCluster } from "../support/cluster";
+import { randomBytes } from "node:crypto";
+import { privateRabbitmqctl } from "../../lib/events/support";
+import { http } from "../support/app";
+import { eventually } from "../support/eventually";
 import { runLoad } from "../support/load";
+import { counterSum, readCaptured, startFirehose } from "../support/wire-capture";
 
 const ADMIN = { email: "ops-admin@example.com", password: "ops-admin-password" };
 const TTL_S = 15;
@@ -37,6 +47,75 @@ describe("operations: the local cluster under load and chaos", () => {
       for (const n of cluster.nodes.values()) assert.ok((seen.get(moleculerName(n.service)) ?? 0) >= 1, `${gw.id} sees ${n.service}`);
     }
     assert.ok(cluster.gatewayUrls.length >= 2, "two gateways");
+  });
+
+  test("the wire: a whole checkout travels as contract messages, read back from proto/ alone; no node fell back to JSON", async () => {
+    const ctl = privateRabbitmqctl(cluster.rabbit!);
+    const firehose = await startFirehose(ctl, cluster.rabbit!.uri);
+    const base = cluster.gatewayUrls[0]!;
+    const step = async (name: string, method: string, path: string, opts: Parameters<typeof http>[3] = {}) => {
+      const r = await http(base, method, path, opts);
+      assert.ok(r.status >= 200 && r.status < 300, `${name}: ${method} ${path} answered ${r.status}: ${r.text.slice(0, 300)}`);
+      return r.body;
+    };
+    try {
+      const admin = (await step("admin login", "POST", "/api/auth/login", { body: ADMIN })).accessToken;
+      const email = `wire-${randomBytes(4).toString("hex")}@example.com`;
+      const me = await step("register", "POST", "/api/auth/register", { body: { email, password: "wire password 1", name: "Wire" } });
+      const token = me.accessToken;
+      const product = await step("create product", "POST", "/api/products", {
+        token: admin, body: { sku: `WIRE-${randomBytes(4).toString("hex")}`, name: "Wire Lamp", description: "A lamp", category: "lamps", price: { amount: 4200, currency: "EUR" }, stock: 5 },
+      });
+      await step("product page", "GET", `/api/products/${product.id}`);
+      await step("catalog page 1", "GET", "/api/products?page=1&pageSize=5");
+      await step("search", "GET", "/api/search?q=lamp&page=1&pageSize=5&inStock=true");
+      const address = await step("address", "POST", "/api/users/me/addresses", { token, body: { recipient: "Wire", phone: "123456", line1: "1 Road", city: "Town", postalCode: "12345", country: "CN" } });
+      await step("add to cart", "POST", "/api/cart/items", { token, body: { productId: product.id, quantity: 2 } });
+      await step("cart", "GET", "/api/cart", { token });
+      const order = await step("order", "POST", "/api/orders", { token, body: { addressId: address.id }, headers: { "idempotency-key": `wire-${randomBytes(4).toString("hex")}` } });
+      const pay = await step("pay", "POST", `/api/orders/${order.id}/pay`, { token, body: { provider: "sandbox" } });
+      const payToken = new URL(pay.payUrl).searchParams.get("token");
+      await step("sandbox page", "GET", `/sandbox/pay/${pay.id}?token=${payToken}`);
+      await step("sandbox complete", "POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "success", token: payToken } });
+      await eventually("PAID", async () => (await http(base, "GET", `/api/orders/${order.id}`, { token })).body.status === "PAID", 30_000);
+      await step("payment", "GET", `/api/payments/${pay.id}`, { token });
+      await eventually("notified", async () => {
+        const b = (await http(base, "GET", "/api/notifications", { token })).body;
+        return (Array.isArray(b) ? b : (b.items ?? [])).length > 0;
+      }, 30_000);
+      await step("ship", "POST", `/api/orders/${order.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "SF1" } });
+      await step("deliver", "POST", `/api/orders/${order.id}/deliver`, { token: admin });
+      await step("refund", "POST", `/api/orders/${order.id}/refunds`, { token: admin, body: { amount: 100, reason: "scratch" } });
+      await eventually("partly refunded", async () => (await http(base, "GET", `/api/orders/${order.id}`, { token })).body.paymentStatus === "partially_refunded", 30_000);
+      const ret = await step("return", "POST", `/api/orders/${order.id}/returns`, { token, body: { items: [{ productId: product.id, quantity: 1 }], reason: "too bright" } });
+      await step("approve", "POST", `/api/returns/${ret.id}/approve`, { token: admin, body: { restock: true } });
+      await eventually("return refunded", async () => {
+        const returns = (await http(base, "GET", `/api/orders/${order.id}/returns`, { token })).body;
+        return (Array.isArray(returns) ? returns : returns.items).some((r: { status: string }) => r.status === "REFUNDED");
+      }, 30_000);
+      await step("recommendations", "GET", "/api/recommendations?limit=5", { token });
+      await step("also bought", "GET", `/api/products/${product.id}/also-bought?limit=5`);
+    } finally {
+      await firehose.stop();
+    }
+
+    const report = readCaptured(firehose.messages, cluster.namespace);
+    log(`wire: ${firehose.messages.length} messages; ${report.requests.size} actions called, ${report.responses.size} answered, ${report.events.size} events, all as contract messages`);
+    assert.deepEqual(report.problems, [], "every business payload is its contract message");
+    for (const a of ["user.register", "user.getAddress", "product.create", "product.reserve", "product.commit", "cart.addItem", "cart.lines", "order.create", "order.pay", "payment.create", "payment.sandboxComplete", "order.ship", "order.refund", "payment.refund", "order.requestReturn", "order.approveReturn"])
+      assert.ok(report.requests.has(a), `${a} was called over the wire (seen: ${[...report.requests.keys()].sort().join(", ")})`);
+    for (const a of ["user.getAddress", "product.reserve", "cart.lines", "order.create", "payment.create"]) assert.ok(report.responses.has(a), `${a} answered over the wire`);
+    for (const e of ["user.registered", "product.created", "stock.changed", "order.created", "payment.succeeded", "order.paid", "order.shipped", "order.delivered", "refund.succeeded", "order.refunded", "return.requested", "return.approved"])
+      assert.ok(report.events.has(e), `${e} went over RabbitMQ (seen: ${[...report.events.keys()].sort().join(", ")})`);
+
+    const scrape = async (port: number) => counterSum(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), "meridian_serializer_json_fallback_total");
+    for (const n of cluster.nodes.values()) assert.equal(await scrape(n.metricsPort), 0, `${n.id} sent no business payload as JSON`);
+    // Planted: a field outside the contract travels as JSON (the validator answers 422), and is counted.
+    const token = (await http(base, "POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
+    assert.equal((await http(base, "PATCH", "/api/users/me", { token, body: { role: "customer" } })).status, 422);
+    let counted = 0;
+    for (const n of cluster.nodes.values()) if (n.service === "gateway") counted += await scrape(n.metricsPort);
+    assert.equal(counted, 1, "the gateway counted the planted fallback");
   });
 
   test("load smoke: 20 s of shoppers, no error, at least 50 requests, orders paid", async () => {
