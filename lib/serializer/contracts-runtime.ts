@@ -17,6 +17,12 @@ export interface ContractsRuntime {
   codecFor(type: protobuf.Type): MessageCodec;
   /** An action of a service that has contracts: its payloads should never travel as JSON. */
   isBusinessAction(action: unknown): action is string;
+  /**
+   * An event of the business catalog. Those go through the outbox, never as Moleculer
+   * events; one that did anyway is counted when it is JSON. Moleculer events for
+   * infrastructure (`cache.clean.product`, `$node.*`) have no contract and are not counted.
+   */
+  isBusinessEvent(event: unknown): event is string;
   requestCodec(action: unknown): MessageCodec | null;
   responseCodec(action: string): MessageCodec | null;
   eventCodec(event: unknown): MessageCodec | null;
@@ -37,6 +43,7 @@ export function createContractsRuntime(json: object): ContractsRuntime {
     contracts,
     codecFor,
     isBusinessAction: (action): action is string => typeof action === "string" && services.has(action.slice(0, action.indexOf("."))),
+    isBusinessEvent: (event): event is string => typeof event === "string" && contracts.events.has(event),
     requestCodec(action) {
       const c = typeof action === "string" ? contracts.actions.get(action) : undefined;
       return c ? codecFor(c.request) : null;
@@ -54,9 +61,7 @@ export function createContractsRuntime(json: object): ContractsRuntime {
 
 // One reflection and one set of compiled codecs per process, shared by every broker.
 export const runtime = createContractsRuntime(descriptor);
-export const { root, contracts, codecFor, isBusinessAction, requestCodec, responseCodec, eventCodec } = runtime;
-/** Business events are named `<entity>.<past tense>`; Moleculer's own start with `$`. */
-export const isBusinessEvent = (event: unknown): event is string => typeof event === "string" && !event.startsWith("$");
+export const { root, contracts, codecFor, isBusinessAction, isBusinessEvent, requestCodec, responseCodec, eventCodec } = runtime;
 
 type Obj = Record<string, any>;
 

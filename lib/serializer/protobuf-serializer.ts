@@ -27,7 +27,7 @@ import protobuf from "protobufjs/light";
 import type * as pb from "../../proto/gen/meridian/wire/v1/packets";
 import { countBusiness } from "../metrics";
 import { explainMisfit, type MessageCodec } from "./contract-codec";
-import { createContractsRuntime, decodeData, encodeData, isBusinessEvent, json, runtime, utf8, type ContractsRuntime } from "./contracts-runtime";
+import { createContractsRuntime, decodeData, encodeData, json, runtime, utf8, type ContractsRuntime } from "./contracts-runtime";
 
 export class ProtobufPacketError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -128,7 +128,7 @@ export class ProtobufSerializer extends Serializers.Base {
       case "EVENT": {
         const codec = this.rt.eventCodec(obj.event);
         const { data, contract } = encodeData(obj.data, codec);
-        if (!contract && isBusinessEvent(obj.event)) this.fallback("EVENT", obj.event, codec, obj.data);
+        if (!contract && this.rt.isBusinessEvent(obj.event)) this.fallback("EVENT", obj.event, codec, obj.data);
         return this.encode(this.T.Event, {
           ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), event: str(obj.event), data,
           meta: json(obj.meta), headers: json(obj.headers), groups: Array.isArray(obj.groups) ? obj.groups.map(String) : [],

@@ -222,6 +222,15 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
           child.kill("SIGKILL");
           await child.waitExit();
           if (attempt >= 3) throw new Error(`${p.id} did not start: ${(err as Error).message.split("\n")[0]} (log: ${logDir}/${p.id}.log)`);
+          // A port drawn free may be taken meanwhile (an outgoing connection's ephemeral
+          // port): the next attempt listens on another one.
+          if (child.lines.some((l) => l.includes("EADDRINUSE"))) {
+            const port = await freePort();
+            if (p.service !== "gateway") p.port = port;
+            p.metricsPort = port;
+            const node = nodes.get(p.id);
+            if (node) Object.assign(node, { port: p.port, metricsPort: p.metricsPort });
+          }
           await sleep(1000);
         }
       }
