@@ -96,3 +96,10 @@ test("each contract declares exactly the actions its service calls and the event
   }
   assert.deepEqual(declared, actual);
 });
+
+test("every routed rpc documents itself: a summary (its comment) and a tag", () => {
+  const missing = [...contracts.actions.values()]
+    .filter((c) => c.visibility === "published" && (!c.summary?.trim() || c.tags.length === 0))
+    .map((c) => `${c.action}: ${c.summary?.trim() ? "" : "no summary "}${c.tags.length ? "" : "no tag"}`.trim());
+  assert.deepEqual(missing, []);
+});

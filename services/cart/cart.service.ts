@@ -49,31 +49,6 @@ type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 // ---- parameter schemas (fastest-validator); they also generate the OpenAPI document ----
 const productIdRule = { type: "string", min: 1, max: 64 } as const;
 
-const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
-const cartSchema = {
-  type: "object",
-  properties: {
-    items: {
-      type: "array",
-      items: {
-        type: "object",
-        properties: {
-          productId: { type: "string" },
-          name: { type: "string" },
-          unitPrice: moneySchema,
-          quantity: { type: "integer" },
-          lineTotal: moneySchema,
-        },
-      },
-    },
-    subtotal: {
-      type: "object",
-      description: "currency is null while the cart is empty",
-      properties: { amount: { type: "integer" }, currency: { type: "string", nullable: true } },
-    },
-  },
-};
-
 /** The `order.paid` consumer: the order's lines leave the user's cart (in the inbox's transaction). */
 export async function onOrderPaid(trx: Knex.Transaction, payload: unknown): Promise<void> {
   const { userId, lines } = paidLines(payload);
@@ -94,7 +69,6 @@ export function createCartService(config: AppConfig): ServiceSchema {
     actions: {
       get: {
         auth: "user",
-        openapi: { summary: "My cart, priced by the product service now", tags: ["cart"], response: cartSchema },
         params: {},
         async handler(this: CartServiceThis, ctx: Ctx) {
           return this.cartOf(ctx, requireUser(ctx).id);
@@ -103,10 +77,6 @@ export function createCartService(config: AppConfig): ServiceSchema {
 
       addItem: {
         auth: "user",
-        openapi: {
-          summary: `Add a product (adds to its line; at most ${MAX_LINE_QUANTITY} per line, 100 lines, one currency; stock is checked when ordering)`,
-          tags: ["cart"], response: cartSchema, errors: [404],
-        },
         params: {
           $$strict: true,
           productId: productIdRule,
@@ -141,7 +111,6 @@ export function createCartService(config: AppConfig): ServiceSchema {
 
       updateItem: {
         auth: "user",
-        openapi: { summary: "Set a line's quantity (0 removes it)", tags: ["cart"], response: cartSchema, errors: [404] },
         params: {
           // Unknown fields (an injected userId) are dropped: the line is looked up in the caller's own cart.
           $$strict: "remove",
@@ -169,7 +138,6 @@ export function createCartService(config: AppConfig): ServiceSchema {
 
       removeItem: {
         auth: "user",
-        openapi: { summary: "Remove a line (idempotent: a line not in the cart changes nothing)", tags: ["cart"], response: cartSchema },
         params: { $$strict: "remove", productId: productIdRule }, // an injected userId is dropped, as above
         async handler(this: CartServiceThis, ctx: Ctx<{ productId: string }>) {
           const userId = requireUser(ctx).id;
@@ -180,7 +148,6 @@ export function createCartService(config: AppConfig): ServiceSchema {
 
       clear: {
         auth: "user",
-        openapi: { summary: "Empty my cart", tags: ["cart"], status: 204 },
         params: {},
         async handler(this: CartServiceThis, ctx: Ctx) {
           await repo.clearCart(this.db, requireUser(ctx).id);

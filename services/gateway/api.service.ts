@@ -294,7 +294,6 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
       },
     },
 
-
     async stopped() {
       await Promise.all([revocations.close(), limits?.close()]);
     },

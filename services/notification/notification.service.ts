@@ -52,7 +52,6 @@ import { createMailer, isPermanentRejection, type Mailer } from "./mailer";
 import {
   EVENT_TYPES,
   MAX_PAGE_SIZE,
-  NOTIFICATION_TYPES,
   emailFor,
   messageIdFor,
   notificationFor,
@@ -206,32 +205,6 @@ export class EmailSender {
 
 // ---- parameter and response schemas (fastest-validator / OpenAPI) ----
 const idRule = { type: "string", min: 1, max: 64 } as const;
-const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
-const notificationSchema = {
-  type: "object",
-  properties: {
-    id: { type: "string" },
-    type: { type: "string", enum: [...NOTIFICATION_TYPES] },
-    title: { type: "string" },
-    body: { type: "string" },
-    read: { type: "boolean" },
-    createdAt: { type: "string", format: "date-time" },
-    data: {
-      type: "object",
-      description: "Type-specific: orderId always; total, items, paymentId, provider, reason, carrier, trackingNumber, refundId, amount, refundedTotal, status as the type has them",
-      properties: { orderId: { type: "string" }, total: moneySchema, amount: moneySchema },
-    },
-  },
-};
-const pageSchema = {
-  type: "object",
-  properties: {
-    items: { type: "array", items: notificationSchema },
-    total: { type: "integer" },
-    page: { type: "integer" },
-    pageSize: { type: "integer" },
-  },
-};
 
 export function createNotificationService(config: AppConfig): ServiceSchema {
   // Handlers are plain functions (EventsMixin's options); they wake this service's sender
@@ -273,7 +246,6 @@ export function createNotificationService(config: AppConfig): ServiceSchema {
     actions: {
       list: {
         auth: "user",
-        openapi: { summary: "My notifications, newest first (`unread=true`: only those not read yet)", tags: ["notifications"], response: pageSchema },
         params: {
           $$strict: true,
           unread: { type: "boolean", convert: true, optional: true },
@@ -290,7 +262,6 @@ export function createNotificationService(config: AppConfig): ServiceSchema {
 
       read: {
         auth: "user",
-        openapi: { summary: "Mark a notification read (again: no change)", tags: ["notifications"], response: notificationSchema },
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
         params: { $$strict: "remove", id: idRule },
         async handler(this: NotificationServiceThis, ctx: Ctx<{ id: string }>) {

@@ -97,7 +97,6 @@ import type { Product } from "../../proto/gen/meridian/product/v1/product";
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 
-
 type PublicRefund = ReturnType<typeof toPublicRefund>;
 type NewRefund = RefundSummary & { orderId: string };
 
@@ -171,16 +170,6 @@ const orderSchema = {
     payBefore: { type: "string", format: "date-time" },
     createdAt: { type: "string", format: "date-time" },
     updatedAt: { type: "string", format: "date-time" },
-  },
-};
-const listOf = (items: object) => ({ type: "object", properties: { items: { type: "array", items }, total: { type: "integer" }, page: { type: "integer" }, pageSize: { type: "integer" } } });
-const limitsSchema = {
-  type: "object",
-  properties: {
-    userId: { type: "string" },
-    maxUnpaidOrders: { type: "integer" },
-    maxUnpaidUnitsPerProduct: { type: "integer" },
-    overridden: { type: "object", properties: { maxUnpaidOrders: { type: "boolean" }, maxUnpaidUnitsPerProduct: { type: "boolean" } } },
   },
 };
 
@@ -258,7 +247,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       list: {
         auth: "user",
-        openapi: { summary: "Orders: your own, or (admins) everyone's filtered by userId, status and paymentStatus", tags: ["orders"], response: listOf(orderSchema) },
         params: {
           userId: { type: "string", optional: true, max: 64 },
           status: { type: "enum", values: [...ORDER_STATUSES], optional: true },
@@ -278,7 +266,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       get: {
         auth: "user",
-        openapi: { summary: "One order (its owner or an admin)", tags: ["orders"], response: orderSchema },
         params: { id: idRule },
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           return this.view(await this.ownOrder(ctx, ctx.params.id));
@@ -310,7 +297,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       cancel: {
         auth: "user",
-        openapi: { summary: "Cancel an unpaid order; its stock reservation is released and its open payment trades are closed", tags: ["orders"], response: orderSchema, errors: [409] },
         params: { $$strict: "remove", id: idRule },
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           const owned = await this.ownOrder(ctx, ctx.params.id);
@@ -334,7 +320,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       pay: {
         auth: "user",
-        openapi: { summary: "Start paying an order with a platform; answers what the client needs (payUrl, codeUrl or form). The trade expires with the order's reservation", tags: ["orders"], errors: [409] },
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
         params: { $$strict: "remove", id: idRule, provider: { type: "enum", values: ["sandbox", "alipay", "wechatpay"] } },
         async handler(this: OrderThis, ctx: Ctx<{ id: string; provider: string }>) {
@@ -370,7 +355,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       ship: {
         auth: "admin",
-        openapi: { summary: "Mark a paid order shipped, with carrier and tracking number (a partly refunded order still ships)", tags: ["orders"], response: orderSchema, errors: [409] },
         params: { $$strict: true, id: idRule, carrier: { type: "string", trim: true, min: 1, max: 100 }, trackingNumber: { type: "string", trim: true, min: 1, max: 100 } },
         async handler(this: OrderThis, ctx: Ctx<{ id: string; carrier: string; trackingNumber: string }>) {
           const { id, carrier, trackingNumber } = ctx.params;
@@ -390,7 +374,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       deliver: {
         auth: "admin",
-        openapi: { summary: "Mark a shipped order delivered (the return window starts)", tags: ["orders"], response: orderSchema, errors: [409] },
         params: { $$strict: true, id: idRule },
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           await inTransaction(this.db, async (trx) => {
@@ -467,7 +450,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       listOrderReturns: {
         auth: "user",
-        openapi: { summary: "The return requests of an order (its owner or an admin)", tags: ["returns"], response: listOf(returnSchema) },
         params: { $$strict: "remove", id: idRule },
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           const order = await this.ownOrder(ctx, ctx.params.id);
@@ -478,7 +460,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       listReturns: {
         auth: "admin",
-        openapi: { summary: "Return requests of every order (admins), newest first", tags: ["returns"], response: listOf(returnSchema) },
         params: { $$strict: true, status: { type: "enum", values: [...RETURN_STATUSES], optional: true }, ...pageRules },
         async handler(this: OrderThis, ctx: Ctx<{ status?: ReturnStatus; page?: number; pageSize?: number }>) {
           const page = ctx.params.page ?? 1;
@@ -519,7 +500,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       rejectReturn: {
         auth: "admin",
-        openapi: { summary: "Reject a return request, with the reason the customer is told", tags: ["returns"], response: returnSchema, errors: [404, 409] },
         params: { $$strict: true, id: idRule, reason: { type: "string", trim: true, min: 1, max: MAX_RETURN_REASON } },
         async handler(this: OrderThis, ctx: Ctx<{ id: string; reason: string }>) {
           return toPublicReturn(await decideReturn(this, ctx.params.id, { kind: "reject", reason: ctx.params.reason }));
@@ -528,7 +508,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       getUserLimits: {
         auth: "admin",
-        openapi: { summary: "A user's limits on unpaid orders (admins): the configured defaults unless raised for them", tags: ["admin"], response: limitsSchema },
         params: { $$strict: true, userId: idRule },
         async handler(this: OrderThis, ctx: Ctx<{ userId: string }>) {
           return limitsView(ctx.params.userId, await repo.findUserLimits(this.db, ctx.params.userId), config);
@@ -537,10 +516,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       setUserLimits: {
         auth: "admin",
-        openapi: {
-          summary: "Set a user's limits on unpaid orders (admins; a B2B buyer, say); null goes back to the configured default",
-          tags: ["admin"], response: limitsSchema,
-        },
         params: {
           $$strict: true,
           userId: idRule,

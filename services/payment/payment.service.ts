@@ -170,25 +170,6 @@ const moneyRule = {
     currency: { type: "string", length: 3, pattern: "^[A-Z]{3}$" },
   },
 } as const;
-const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
-const paymentSchema = {
-  type: "object",
-  properties: {
-    id: { type: "string" },
-    orderId: { type: "string" },
-    userId: { type: "string" },
-    provider: { type: "string", enum: [...PROVIDERS] },
-    status: { type: "string", enum: ["PENDING", "SUCCEEDED", "FAILED"] },
-    amount: moneySchema,
-    payUrl: { type: "string", description: "Open this URL to pay (sandbox, Alipay)" },
-    codeUrl: { type: "string", description: "Show as a QR code (WeChat Pay Native)" },
-    form: { type: "string", description: "An HTML form to submit (Alipay page pay)" },
-    providerTxnId: { type: "string" },
-    createdAt: { type: "string", format: "date-time" },
-    updatedAt: { type: "string", format: "date-time" },
-    paidAt: { type: "string", format: "date-time" },
-  },
-};
 
 function httpReply(ctx: Ctx<any>, r: PlatformHttpResponse): string | null {
   ctx.meta.$statusCode = r.status;
@@ -298,7 +279,6 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
 
       get: {
         auth: "user",
-        openapi: { summary: "One payment (owner or admin)", tags: ["payments"], response: paymentSchema },
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
         params: { $$strict: "remove", id: idRule },
         async handler(this: PaymentServiceThis, ctx: Ctx<{ id: string }>) {

@@ -118,37 +118,6 @@ const optionalAll = <T extends Record<string, object>>(props: T) =>
     [K in keyof T]: T[K] & { optional: true };
   };
 
-const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
-const productSchema = {
-  type: "object",
-  properties: {
-    id: { type: "string" },
-    sku: { type: "string" },
-    name: { type: "string" },
-    description: { type: "string" },
-    category: { type: "string" },
-    brand: { type: "string", nullable: true },
-    tags: { type: "array", items: { type: "string" } },
-    price: moneySchema,
-    images: { type: "array", items: { type: "string" } },
-    stock: {
-      type: "object",
-      properties: { onHand: { type: "integer" }, reserved: { type: "integer" }, available: { type: "integer" } },
-    },
-    createdAt: { type: "string", format: "date-time" },
-    updatedAt: { type: "string", format: "date-time" },
-    version: { type: "integer", description: "Raised by every change to the product, stock included" },
-  },
-};
-const pageSchema = {
-  type: "object",
-  properties: {
-    items: { type: "array", items: productSchema },
-    total: { type: "integer" },
-    page: { type: "integer" },
-    pageSize: { type: "integer" },
-  },
-};
 const orderIdRule = { type: "string", min: 1, max: 64 } as const;
 
 function assertMoney(price: Money | undefined): void {
@@ -192,7 +161,6 @@ export function createProductService(config: AppConfig): ServiceSchema {
       list: {
         auth: "none",
         cache: { keys: ["category", "brand", "page", "pageSize", "sort"], ttl: LIST_CACHE_TTL_S },
-        openapi: { summary: "List products (filter by category, brand; sort; pages)", tags: ["products"], response: pageSchema },
         params: {
           category: { type: "string", optional: true, max: 100 },
           brand: { type: "string", optional: true, max: 100 },
@@ -210,7 +178,6 @@ export function createProductService(config: AppConfig): ServiceSchema {
       get: {
         auth: "none",
         cache: { keys: ["id"] },
-        openapi: { summary: "One product", tags: ["products"], response: productSchema },
         params: { id: idRule },
         async handler(this: ProductServiceThis, ctx: Ctx<{ id: string }>) {
           const p = await repo.findProduct(this.db, ctx.params.id);
@@ -252,7 +219,6 @@ export function createProductService(config: AppConfig): ServiceSchema {
 
       create: {
         auth: "admin",
-        openapi: { summary: "Create a product", tags: ["products"], status: 201, response: productSchema, errors: [409] },
         params: {
           $$strict: true,
           sku: { type: "string", trim: true, min: 1, max: 64, pattern: "^[A-Za-z0-9._-]+$" },
@@ -298,7 +264,6 @@ export function createProductService(config: AppConfig): ServiceSchema {
 
       update: {
         auth: "admin",
-        openapi: { summary: "Change a product (anything but sku and stock)", tags: ["products"], response: productSchema },
         params: { $$strict: true, id: idRule, ...optionalAll(productProps) },
         async handler(this: ProductServiceThis, ctx: Ctx<Record<string, unknown> & { id: string }>) {
           const patch = pickFields(ctx.params, PATCH_FIELDS) as ProductPatch;
@@ -319,7 +284,6 @@ export function createProductService(config: AppConfig): ServiceSchema {
 
       remove: {
         auth: "admin",
-        openapi: { summary: "Delete a product (it leaves every read)", tags: ["products"], status: 204 },
         params: { $$strict: true, id: idRule },
         async handler(this: ProductServiceThis, ctx: Ctx<{ id: string }>) {
           await inTransaction(this.db, async (trx) => {
@@ -336,7 +300,6 @@ export function createProductService(config: AppConfig): ServiceSchema {
 
       adjustStock: {
         auth: "admin",
-        openapi: { summary: "Restock (positive delta) or remove stock (negative); never below reserved", tags: ["products"], response: productSchema, errors: [409] },
         params: {
           $$strict: true,
           id: idRule,

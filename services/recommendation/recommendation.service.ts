@@ -103,35 +103,6 @@ function productFields(p: PublicProduct & { version: number }, deleted = false):
   return { id: p.id, name: p.name, category: p.category, brand: p.brand ?? null, available: p.stock?.available ?? 0, deleted, version: p.version };
 }
 
-// ---- response schemas (OpenAPI) ----
-const productRef = { type: "object", description: "The product, as GET /api/products/:id answers it" };
-const recommendationsSchema = {
-  type: "object",
-  properties: {
-    items: {
-      type: "array",
-      items: { type: "object", properties: { product: productRef, score: { type: "number" }, reason: { type: "string" } } },
-    },
-  },
-};
-const alsoBoughtSchema = {
-  type: "object",
-  properties: { items: { type: "array", items: { type: "object", properties: { product: productRef, score: { type: "number" } } } } },
-};
-const rebuildSchema = {
-  type: "object",
-  properties: {
-    status: { type: "string", enum: ["idle", "running", "done", "failed"] },
-    phase: { type: "string", nullable: true },
-    done: { type: "integer" },
-    total: { type: "integer", nullable: true },
-    startedAt: { type: "string", format: "date-time", nullable: true },
-    finishedAt: { type: "string", format: "date-time", nullable: true },
-    error: { type: "string", nullable: true },
-    summary: { type: "object", nullable: true },
-  },
-};
-
 function rebuildView(m: repo.MetaRow) {
   const iso = (v: number | string | null) => (v === null ? null : new Date(Number(v)).toISOString());
   return {
@@ -187,11 +158,6 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
     actions: {
       forMe: {
         auth: "user",
-        openapi: {
-          summary: "Recommendations for you: products like those you bought, boosted by your preferred categories and brands; popular ones to fill. Never one you bought, never an unavailable one.",
-          tags: ["recommendations"],
-          response: recommendationsSchema,
-        },
         // Unknown fields (an injected userId) are dropped: the token alone says who asks.
         params: { $$strict: "remove", limit: limitRule },
         async handler(this: RecThis, ctx: Ctx<{ limit?: number }>) {
@@ -214,7 +180,6 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
 
       alsoBought: {
         auth: "none",
-        openapi: { summary: "Customers who bought this also bought (by co-purchase similarity); only products in stock", tags: ["recommendations"], response: alsoBoughtSchema, errors: [404] },
         params: { $$strict: "remove", id: { type: "string", min: 1, max: 64 }, limit: limitRule },
         async handler(this: RecThis, ctx: Ctx<{ id: string; limit?: number }>) {
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
@@ -260,7 +225,6 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
 
       startRebuild: {
         auth: "admin",
-        openapi: { summary: "Recompute the recommendation model from the order history (runs in the background; one at a time)", tags: ["recommendations"], response: rebuildSchema, errors: [409] },
         params: { $$strict: "remove" },
         async handler(this: RecThis, ctx: Ctx) {
           const by = `${config.nodeId}:${Date.now()}`;
@@ -273,7 +237,6 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
 
       rebuildStatus: {
         auth: "admin",
-        openapi: { summary: "The last (or running) rebuild: phase, progress, outcome", tags: ["recommendations"], response: rebuildSchema },
         params: { $$strict: "remove" },
         async handler(this: RecThis) {
           const live = this.rebuildLive;

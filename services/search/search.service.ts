@@ -64,31 +64,6 @@ interface SearchThis {
   runRebuild(): Promise<void>;
 }
 
-const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
-const facetSchema = { type: "array", items: { type: "object", properties: { value: { type: "string" }, count: { type: "integer" } } } };
-const resultSchema = {
-  type: "object",
-  properties: {
-    items: {
-      type: "array",
-      items: {
-        type: "object",
-        properties: {
-          id: { type: "string" }, sku: { type: "string" }, name: { type: "string" }, description: { type: "string" },
-          category: { type: "string" }, brand: { type: "string", nullable: true }, tags: { type: "array", items: { type: "string" } },
-          price: moneySchema, images: { type: "array", items: { type: "string" } },
-          stock: { type: "object", properties: { onHand: { type: "integer" }, reserved: { type: "integer" }, available: { type: "integer" } } },
-          createdAt: { type: "string", format: "date-time" }, updatedAt: { type: "string", format: "date-time" }, version: { type: "integer" },
-        },
-      },
-    },
-    total: { type: "integer" },
-    page: { type: "integer" },
-    pageSize: { type: "integer" },
-    facets: { type: "object", properties: { category: facetSchema, brand: facetSchema } },
-  },
-};
-
 export function createEngine(config: AppConfig): SearchEngine {
   const es = config.elasticsearch;
   if (!es) return new MiniSearchEngine();
@@ -129,11 +104,6 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
     actions: {
       search: {
         auth: "none",
-        openapi: {
-          summary: "Full-text product search: typo-tolerant, with filters, sort, pages and category/brand facets",
-          tags: ["search"],
-          response: resultSchema,
-        },
         // Loose types here (query strings); parseSearchQuery is the one validation and
         // lists every bad field at once.
         params: {
@@ -154,11 +124,6 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
 
       suggest: {
         auth: "none",
-        openapi: {
-          summary: "Product name completions for a prefix",
-          tags: ["search"],
-          response: { type: "object", properties: { suggestions: { type: "array", items: { type: "string" } } } },
-        },
         params: {
           q: { type: "string", optional: true, max: MAX_QUERY_LENGTH },
           limit: { type: "number", integer: true, min: 1, max: MAX_SUGGEST_LIMIT, convert: true, optional: true },

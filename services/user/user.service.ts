@@ -63,34 +63,6 @@ const optionalAll = <T extends Record<string, object>>(props: T) =>
     [K in keyof T]: T[K] & { optional: true };
   };
 
-const userSchema = {
-  type: "object",
-  properties: {
-    id: { type: "string" },
-    email: { type: "string", format: "email" },
-    name: { type: "string" },
-    role: { type: "string", enum: ["customer", "admin"] },
-    preferences: {
-      type: "object",
-      properties: { categories: { type: "array", items: { type: "string" } }, brands: { type: "array", items: { type: "string" } } },
-    },
-    createdAt: { type: "string", format: "date-time" },
-  },
-};
-const sessionSchema = {
-  type: "object",
-  properties: { user: userSchema, accessToken: { type: "string" }, refreshToken: { type: "string" } },
-};
-const addressSchema = {
-  type: "object",
-  properties: {
-    id: { type: "string" },
-    ...Object.fromEntries(Object.keys(addressProps).map((k) => [k, { type: "string" }])),
-    createdAt: { type: "string", format: "date-time" },
-    updatedAt: { type: "string", format: "date-time" },
-  },
-};
-
 /**
  * Sets an account's role and records the change where the gateway looks (so it applies to
  * tokens already issued). The store is written after the row: if it fails, the caller sees
@@ -113,7 +85,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
       register: {
         auth: "none",
         rateLimit: "signup",
-        openapi: { summary: "Create an account (at most RATE_LIMIT_SIGNUP per client address)", tags: ["auth"], status: 201, response: sessionSchema, errors: [409, 429] },
         params: { $$strict: true, email: emailRule, password: { type: "string", max: 1024 }, name: nameRule },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.register">>): Promise<ActionResponse<"user.register">> {
           const email = normalizeEmail(ctx.params.email);
@@ -146,7 +117,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       login: {
         auth: "none",
-        openapi: { summary: "Log in with e-mail and password", tags: ["auth"], response: sessionSchema, errors: [429] },
         params: { $$strict: true, email: { type: "string", max: 254 }, password: { type: "string", max: 1024 } },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.login">>): Promise<ActionResponse<"user.login">> {
           const email = normalizeEmail(ctx.params.email);
@@ -164,11 +134,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       refresh: {
         auth: "none",
-        openapi: {
-          summary: "Rotate a refresh token",
-          tags: ["auth"],
-          response: { type: "object", properties: { accessToken: { type: "string" }, refreshToken: { type: "string" } } },
-        },
         params: { $$strict: true, refreshToken: { type: "string", max: 200 } },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.refresh">>): Promise<ActionResponse<"user.refresh">> {
           const invalid = () => unauthorized("Invalid or expired refresh token");
@@ -202,7 +167,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       logout: {
         auth: "user",
-        openapi: { summary: "Revoke a refresh token (and its rotations)", tags: ["auth"], status: 204 },
         params: { $$strict: true, refreshToken: { type: "string", max: 200 } },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.logout">>) {
           const me = requireUser(ctx);
@@ -221,7 +185,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       me: {
         auth: "user",
-        openapi: { summary: "The current user", tags: ["users"], response: userSchema },
         params: {},
         async handler(this: UserServiceThis, ctx: Ctx) {
           const user = await repo.findUserById(this.db, requireUser(ctx).id);
@@ -232,7 +195,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       updateMe: {
         auth: "user",
-        openapi: { summary: "Change name or preferences", tags: ["users"], response: userSchema },
         params: {
           $$strict: true,
           name: { ...nameRule, optional: true },
@@ -259,7 +221,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       listAddresses: {
         auth: "user",
-        openapi: { summary: "My addresses", tags: ["addresses"], response: { type: "array", items: addressSchema } },
         params: {},
         async handler(this: UserServiceThis, ctx: Ctx) {
           return repo.listAddresses(this.db, requireUser(ctx).id);
@@ -268,7 +229,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       createAddress: {
         auth: "user",
-        openapi: { summary: "Add an address", tags: ["addresses"], status: 201, response: addressSchema },
         params: { $$strict: true, ...addressProps },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.createAddress">>) {
           const me = requireUser(ctx);
@@ -286,7 +246,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       updateAddress: {
         auth: "user",
-        openapi: { summary: "Change an address", tags: ["addresses"], response: addressSchema },
         params: { $$strict: true, id: idRule, ...optionalAll(addressProps) },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.updateAddress">>) {
           const me = requireUser(ctx);
@@ -299,7 +258,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
 
       deleteAddress: {
         auth: "user",
-        openapi: { summary: "Remove an address", tags: ["addresses"], status: 204 },
         params: { $$strict: true, id: idRule },
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.deleteAddress">>) {
           if (!(await repo.deleteAddress(this.db, requireUser(ctx).id, ctx.params.id))) throw notFound("Address");
@@ -311,7 +269,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
       /** Admins: find accounts (by e-mail prefix, role), newest first. */
       adminList: {
         auth: "admin",
-        openapi: { summary: "Accounts (admins): filter by e-mail prefix and role", tags: ["admin"], response: { type: "object", properties: { items: { type: "array", items: userSchema }, total: { type: "integer" }, page: { type: "integer" }, pageSize: { type: "integer" } } } },
         params: {
           $$strict: true,
           email: { type: "string", max: 254, optional: true },
@@ -337,7 +294,6 @@ export function createUserService(config: AppConfig): ServiceSchema {
        */
       setRole: {
         auth: "admin",
-        openapi: { summary: "Change an account's role (admins); effective on its next request", tags: ["admin"], response: userSchema, errors: [404, 409] },
         params: { $$strict: true, id: idRule, role: { type: "enum", values: ["customer", "admin"] } },
         async handler(this: UserServiceThis, ctx: Ctx<{ id: string; role: Role }>) {
           if (ctx.params.id === requireUser(ctx).id) throw conflict("An admin cannot change their own role", [{ field: "id" }]);

@@ -1574,15 +1574,23 @@ export const UserRegistered: MessageFns<UserRegistered> = {
 export interface UserService {
   /** Create an account (at most RATE_LIMIT_SIGNUP per client address). */
   Register(request: RegisterRequest): Promise<Session>;
+  /** Log in with e-mail and password. */
   Login(request: LoginRequest): Promise<Session>;
+  /** Rotate a refresh token. */
   Refresh(request: RefreshRequest): Promise<Tokens>;
   /** Revoke a refresh token (and its rotations). */
   Logout(request: LogoutRequest): Promise<Empty>;
+  /** The current user. */
   Me(request: MeRequest): Promise<User>;
+  /** Change name or preferences. */
   UpdateMe(request: UpdateMeRequest): Promise<User>;
+  /** My addresses. */
   ListAddresses(request: ListAddressesRequest): Promise<AddressList>;
+  /** Add an address. */
   CreateAddress(request: CreateAddressRequest): Promise<Address>;
+  /** Change an address. */
   UpdateAddress(request: UpdateAddressRequest): Promise<Address>;
+  /** Remove an address. */
   DeleteAddress(request: DeleteAddressRequest): Promise<Empty>;
   /** Accounts (admins): filter by e-mail prefix and role, newest first. */
   AdminList(request: AdminListRequest): Promise<UserPage>;
