@@ -17,7 +17,8 @@ import { createUserService } from "../services/user/user.service";
 import type { AppConfig, ServiceName } from "./config";
 import { registerProbe } from "./readiness";
 
-export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema> = {
+/** Each factory's schema is typed by its own service (`this`); Moleculer takes any of them. */
+export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema<any, any, any>> = {
   gateway: createGatewayService,
   user: createUserService,
   product: createProductService,

@@ -3,18 +3,15 @@
  * and the subtotal in integer minor units, and the public shape of a cart built from the
  * stored lines plus the product service's current prices.
  */
+import type { Money } from "../../proto/gen/meridian/common/v1/common";
 
 /** Most units of one product in a cart line. */
 export const MAX_LINE_QUANTITY = 99;
 /** Most lines (distinct products) in one cart; also the order service's reservation limit. */
 export const MAX_LINES = 100;
 
-export interface Money {
-  /** Integer minor units (cents, fen): never a float. */
-  amount: number;
-  /** ISO 4217 code, upper case. */
-  currency: string;
-}
+/** The contracts' Money (meridian.common.v1): integer minor units and an ISO 4217 code. */
+export type { Money };
 
 /** A line as stored: no price, ever (prices are read from the product service at read time). */
 export interface StoredLine {

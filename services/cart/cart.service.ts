@@ -25,7 +25,6 @@
  *   transaction): each ordered quantity is taken off its line, a line reaching 0 is deleted.
  */
 import path from "node:path";
-import type { ServiceSchema } from "moleculer";
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
@@ -36,6 +35,7 @@ import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import { MAX_LINE_QUANTITY, addProblems, buildCart, paidLines, setQuantityProblems, type Cart, type ProductInfo } from "./cart.domain";
 import * as repo from "./cart.repo";
 import { callAction } from "../../lib/call";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Events } from "../../proto/gen/contracts";
 
 interface CartServiceThis extends EventsServiceThis {
@@ -57,7 +57,7 @@ export async function onOrderPaid(trx: Knex.Transaction, payload: unknown): Prom
   await repo.subtractLines(trx, userId, lines, Date.now());
 }
 
-export function createCartService(config: AppConfig): ServiceSchema {
+export function createCartService(config: AppConfig): TypedServiceSchema<CartServiceThis> {
   return {
     name: "cart",
     // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
@@ -193,5 +193,5 @@ export function createCartService(config: AppConfig): ServiceSchema {
         return cart;
       },
     },
-  } as unknown as ServiceSchema;
+  };
 }

@@ -13,7 +13,6 @@ import { eventually } from "../../test/support/eventually";
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = { recipient: "Alice", phone: "+86 10 0000 0000", line1: "1 Road", city: "Beijing", postalCode: "100000", country: "CN" };
 
-
 describe("access sweep: someone else's id is a 404 on every route", () => {
   let app: TestApp;
   let alice = "";

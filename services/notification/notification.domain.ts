@@ -4,6 +4,7 @@
  * formatting from integer minor units, the list query, and the e-mail retry schedule.
  */
 import { Events } from "../../proto/gen/contracts";
+import type { Money } from "../../proto/gen/meridian/common/v1/common";
 
 export const NOTIFICATION_TYPES = [
   "order.created",
@@ -37,10 +38,8 @@ export const EVENT_TYPES: Record<string, NotificationType> = {
   [Events.ReturnRejected]: "return.rejected",
 };
 
-export interface Money {
-  amount: number;
-  currency: string;
-}
+/** The contracts' Money (meridian.common.v1): integer minor units and an ISO 4217 code. */
+export type { Money };
 
 export const MAX_PAGE_SIZE = 100;
 export const DEFAULT_PAGE_SIZE = 20;

@@ -38,7 +38,7 @@
  */
 import { randomUUID } from "node:crypto";
 import path from "node:path";
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context } from "moleculer";
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
@@ -62,6 +62,7 @@ import {
 } from "./notification.domain";
 import * as repo from "./notification.repo";
 import { callAction } from "../../lib/call";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 
 /** How long a claim keeps other replicas off an e-mail: far above the SMTP timeouts. */
 export const CLAIM_LEASE_MS = 5 * 60_000;
@@ -206,7 +207,7 @@ export class EmailSender {
 // ---- parameter and response schemas (fastest-validator / OpenAPI) ----
 const idRule = { type: "string", min: 1, max: 64 } as const;
 
-export function createNotificationService(config: AppConfig): ServiceSchema {
+export function createNotificationService(config: AppConfig): TypedServiceSchema<NotificationServiceThis> {
   // Handlers are plain functions (EventsMixin's options); they wake this service's sender
   // through this holder once their transaction has committed.
   const wake: { sender?: EmailSender } = {};
@@ -339,5 +340,5 @@ export function createNotificationService(config: AppConfig): ServiceSchema {
       await this.sender?.stop();
       this.mailer?.close();
     },
-  } as unknown as ServiceSchema;
+  };
 }

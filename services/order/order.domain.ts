@@ -3,6 +3,8 @@
  * table, money (integer minor units, one currency per order), refund limits, the public
  * view, refund and return rules, and the hoarding limits.
  */
+import type { Money } from "../../proto/gen/meridian/common/v1/common";
+import type { ShippingAddress } from "../../proto/gen/meridian/order/v1/order";
 
 export const ORDER_STATUSES = ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED", "CANCELLED", "REFUNDED"] as const;
 export type OrderStatus = (typeof ORDER_STATUSES)[number];
@@ -45,10 +47,8 @@ export function paymentStatusOf(o: { paidPaymentId: string | null; paidAmount: n
   return o.refundedAmount >= o.paidAmount ? "refunded" : "partially_refunded";
 }
 
-export interface Money {
-  amount: number;
-  currency: string;
-}
+/** The contracts' Money (meridian.common.v1): integer minor units and an ISO 4217 code. */
+export type { Money };
 
 export interface OrderLineInput {
   productId: string;
@@ -254,18 +254,8 @@ export function canDecide(r: Pick<ReturnRecord, "status">): boolean {
 }
 
 /** The same fields as a saved address of the user service (frozen into the order). */
-export interface ShippingAddress {
-  recipient: string;
-  phone: string;
-  line1: string;
-  line2?: string | null;
-  city: string;
-  province?: string | null;
-  postalCode: string;
-  country: string;
-}
-
-export const ADDRESS_FIELDS = ["recipient", "phone", "line1", "line2", "city", "province", "postalCode", "country"] as const;
+/** The address an order ships to, as its contract (meridian.order.v1.ShippingAddress) says. */
+export type { ShippingAddress };
 
 /** The shipping fields of an address (a saved one has more: id, timestamps), copied. */
 export function pickAddress(a: ShippingAddress): ShippingAddress {

@@ -14,7 +14,6 @@ import { eventually } from "../../test/support/eventually";
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
 
-
 describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   let app: TestApp;
   let admin = "";

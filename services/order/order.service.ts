@@ -39,7 +39,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Knex } from "knex";
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context } from "moleculer";
 import { addressProps } from "../../lib/address-rules";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
@@ -50,7 +50,6 @@ import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
-  ADDRESS_FIELDS,
   MAX_LINE_QUANTITY,
   MAX_ORDER_LINES,
   MAX_RETURN_REASON,
@@ -94,6 +93,7 @@ import { callAction } from "../../lib/call";
 import type { ActionParams } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 
@@ -126,52 +126,6 @@ const pageRules = {
   pageSize: { type: "number", integer: true, convert: true, min: 1, max: 100, optional: true },
 } as const;
 const lineRule = { type: "object", strict: true, props: { productId: idRule, quantity: { type: "number", integer: true, min: 1, max: MAX_LINE_QUANTITY } } } as const;
-const moneySchema = { type: "object", properties: { amount: { type: "integer" }, currency: { type: "string" } } };
-const lineSchema = { type: "object", properties: { productId: { type: "string" }, quantity: { type: "integer" } } };
-const refundSchema = {
-  type: "object",
-  properties: { id: { type: "string" }, paymentId: { type: "string" }, amount: moneySchema, status: { type: "string" }, reason: { type: "string" }, createdAt: { type: "string" }, updatedAt: { type: "string" } },
-};
-const returnSchema = {
-  type: "object",
-  properties: {
-    id: { type: "string" },
-    orderId: { type: "string" },
-    status: { type: "string", enum: [...RETURN_STATUSES] },
-    items: { type: "array", items: lineSchema },
-    reason: { type: "string" },
-    amount: moneySchema,
-    restock: { type: "boolean" },
-    refundId: { type: "string" },
-    decisionReason: { type: "string" },
-    createdAt: { type: "string", format: "date-time" },
-    decidedAt: { type: "string", format: "date-time" },
-  },
-};
-const orderSchema = {
-  type: "object",
-  properties: {
-    id: { type: "string" },
-    userId: { type: "string" },
-    status: { type: "string", enum: [...ORDER_STATUSES] },
-    paymentStatus: { type: "string", enum: [...PAYMENT_STATUSES] },
-    refundedTotal: moneySchema,
-    items: {
-      type: "array",
-      items: { type: "object", properties: { productId: { type: "string" }, sku: { type: "string" }, name: { type: "string" }, unitPrice: moneySchema, quantity: { type: "integer" } } },
-    },
-    total: moneySchema,
-    shippingAddress: { type: "object", properties: Object.fromEntries(ADDRESS_FIELDS.map((k) => [k, { type: "string" }])) },
-    payments: { type: "array", items: { type: "object" } },
-    refunds: { type: "array", items: refundSchema },
-    returns: { type: "array", items: returnSchema },
-    shipment: { type: "object", properties: { carrier: { type: "string" }, trackingNumber: { type: "string" }, shippedAt: { type: "string" }, deliveredAt: { type: "string" } } },
-    history: { type: "array", items: { type: "object", properties: { status: { type: "string" }, at: { type: "string", format: "date-time" } } } },
-    payBefore: { type: "string", format: "date-time" },
-    createdAt: { type: "string", format: "date-time" },
-    updatedAt: { type: "string", format: "date-time" },
-  },
-};
 
 const REFUND_RETRY_AFTER_MS = 30_000;
 const SWEEP_INTERVAL_MS = 15_000;
@@ -180,7 +134,7 @@ const isAdmin = (ctx: Ctx<any>) => ctx.meta.user?.role === "admin";
 const errorCode = (err: unknown) => (err as { type?: string })?.type;
 const newRefundId = () => randomBytes(16).toString("hex");
 
-export function createOrderService(config: AppConfig): ServiceSchema {
+export function createOrderService(config: AppConfig): TypedServiceSchema<OrderThis> {
   /** How long a request whose key is already claimed waits for that result: within its caller's timeout. */
   const idempotentWaitMs = Math.max(1000, config.requestTimeoutMs - 500);
   /**
@@ -219,11 +173,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
       create: {
         auth: "user",
         rateLimit: "orders",
-        openapi: {
-          summary: "Place an order from the cart (or the given items): reserves all lines or none. Send an Idempotency-Key header to make retries safe",
-          description: "At most MAX_UNPAID_ORDERS unpaid orders per user and MAX_UNPAID_UNITS_PER_PRODUCT units of one product across them (409 UNPAID_LIMIT).",
-          tags: ["orders"], status: 201, response: orderSchema, errors: [409, 429],
-        },
         params: {
           $$strict: true,
           addressId: { type: "string", min: 1, max: 64, optional: true },
@@ -390,11 +339,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
       refund: {
         auth: "user",
         rateLimit: "refunds",
-        openapi: {
-          summary: "Refund a paid order: the owner before it ships (all that is left; the stock returns), an admin any amount after payment",
-          description: "After shipping the owner files a return request instead (409). Goes back through the platform that took the money. Send an Idempotency-Key header to make retries safe.",
-          tags: ["orders"], status: 202, response: refundSchema, errors: [409, 429],
-        },
         params: {
           $$strict: "remove",
           id: idRule,
@@ -420,11 +364,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
       requestReturn: {
         auth: "user",
         rateLimit: "refunds",
-        openapi: {
-          summary: "Ask to return delivered goods (the owner, within RETURN_WINDOW_DAYS of delivery); an admin approves or rejects it",
-          description: "Send an Idempotency-Key header to make retries safe.",
-          tags: ["returns"], status: 201, response: returnSchema, errors: [409, 429],
-        },
         params: {
           $$strict: "remove",
           id: idRule,
@@ -471,11 +410,6 @@ export function createOrderService(config: AppConfig): ServiceSchema {
 
       approveReturn: {
         auth: "admin",
-        openapi: {
-          summary: "Approve a return request: refund (default: the lines' prices, at most what is left) through the platform that took the money, and restock the goods when they came back",
-          description: "Send an Idempotency-Key header to make retries safe.",
-          tags: ["returns"], response: returnSchema, errors: [404, 409],
-        },
         params: {
           $$strict: true,
           id: idRule,
@@ -725,7 +659,7 @@ export function createOrderService(config: AppConfig): ServiceSchema {
       this.stopping = true;
       clearTimeout(this.sweepTimer);
     },
-  } as unknown as ServiceSchema;
+  };
 }
 
 function limitsView(userId: string, o: repo.LimitOverrides, config: AppConfig) {

@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { CreatePaymentResult, PlatformName, QueryResult, RefundResult } from "./platforms";
+import type { Money } from "../../proto/gen/meridian/common/v1/common";
 
 export const PROVIDERS: readonly PlatformName[] = ["sandbox", "alipay", "wechatpay"];
 /** Largest amount in minor units (the product service's limit too). */
@@ -13,10 +14,8 @@ export const MAX_AMOUNT = 1_000_000_000_000;
 export type PaymentStatus = "PENDING" | "SUCCEEDED" | "FAILED";
 export type RefundStatus = "PENDING" | "SUCCEEDED" | "FAILED";
 
-export interface Money {
-  amount: number;
-  currency: string;
-}
+/** The contracts' Money (meridian.common.v1): integer minor units and an ISO 4217 code. */
+export type { Money };
 
 export interface PaymentRecord {
   id: string;

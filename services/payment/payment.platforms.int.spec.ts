@@ -54,7 +54,6 @@ const yuan = (minor: number) => `${Math.floor(minor / 100)}.${String(minor % 100
 /** "yyyy-MM-dd HH:mm:ss", Beijing time, as Alipay writes its times. */
 const beijing = (ms: number) => new Date(ms + 8 * 3600_000).toISOString().slice(0, 19).replace("T", " ");
 
-
 // ---- Alipay: the documented notify signature, and the gateway stand-in ----
 
 /** Alipay's async notification signature: every parameter but sign and sign_type, sorted, k=v joined by &, RSA2 (SHA-256), base64. */

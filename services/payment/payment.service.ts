@@ -43,7 +43,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
 import path from "node:path";
 import type { Knex } from "knex";
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context } from "moleculer";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
@@ -94,6 +94,7 @@ import {
   type SandboxStateStore,
 } from "./platforms";
 import { Events } from "../../proto/gen/contracts";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 
 /** Rows handled per sweep pass (payments, then refunds). */
 const SWEEP_BATCH = 100;
@@ -184,7 +185,7 @@ function httpReply(ctx: Ctx<any>, r: PlatformHttpResponse): string | null {
   return r.body === "" ? null : r.body;
 }
 
-export function createPaymentService(config: AppConfig, env: Record<string, string | undefined> = process.env): ServiceSchema {
+export function createPaymentService(config: AppConfig, env: Record<string, string | undefined> = process.env): TypedServiceSchema<PaymentServiceThis> {
   // Parsed when the broker is composed: a bad key or half a merchant configuration stops the start.
   const paymentConfig = loadPaymentConfig(config, env);
   const timeoutMs = config.payments.pendingTimeoutS * 1000;
@@ -363,14 +364,8 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
        */
       notify: {
         auth: "none",
-        openapi: {
-          summary: "A payment platform's callback (its own format; signatures over the raw body)",
-          description: "Answers the platform's own acknowledgement (Alipay and the sandbox: `success` as text/plain; WeChat Pay: 204). A callback that fails verification (signature, key, timestamp, merchant, app, amount, unknown payment) answers 400 and changes nothing; a repeat changes nothing.",
-          tags: ["payments"],
-          contentType: "text/plain",
-          response: { type: "string" },
-          errors: [400, 404],
-        },
+        // Not JSON: the platform's own reply. Summary, errors and tags are the contract's.
+        openapi: { contentType: "text/plain", response: { type: "string" }, description: "Answers the platform's own acknowledgement (Alipay and the sandbox: `success` as text/plain; WeChat Pay: 204). A callback that fails verification (signature, key, timestamp, merchant, app, amount, unknown payment) answers 400 and changes nothing; a repeat changes nothing." },
         params: {
           $$strict: true,
           provider: { type: "string", min: 1, max: 32 },
@@ -420,14 +415,6 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
        */
       sandboxComplete: {
         auth: "none",
-        openapi: {
-          summary: "Sandbox platform: complete a payment as the buyer (success or failure)",
-          description: "Anyone holding the payUrl (its token) may call it. The sandbox then calls POST /api/payments/notify/sandbox, signed, like a real platform.",
-          tags: ["payments"],
-          status: 202,
-          response: { type: "object", properties: { paymentId: { type: "string" }, outcome: { type: "string" }, status: { type: "string" } } },
-          errors: [404],
-        },
         // Off (SANDBOX_PAY), the route is not there for anyone: 404 whatever the body, not a 422.
         params: sandboxParams({
           $$strict: true,
@@ -471,7 +458,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       /** The sandbox's pay page (GET /sandbox/pay/:paymentId?token=): choose success or failure. */
       sandboxPage: {
         auth: "none",
-        openapi: { summary: "Sandbox platform: the pay page (HTML)", tags: ["payments"], contentType: "text/html", response: { type: "string" }, errors: [404] },
+        openapi: { contentType: "text/html", response: { type: "string" } },
         params: sandboxParams({ $$strict: true, paymentId: idRule, token: { type: "string", max: TOKEN_MAX, optional: true } }),
         async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; token?: string }>) {
           const { paymentId, token } = ctx.params;
@@ -746,5 +733,5 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       await this.sweeping;
       await Promise.allSettled([...this.deliveries]);
     },
-  } as unknown as ServiceSchema;
+  };
 }

@@ -2,6 +2,7 @@
  * Product rules, pure (no I/O): money, stock arithmetic and invariants, reservation rules,
  * patchable fields per action, list query parsing, and the public shape of a product.
  */
+import type { Money } from "../../proto/gen/meridian/common/v1/common";
 
 /** Largest amount in minor units we accept (well inside 2^53 and a signed BIGINT). */
 export const MAX_AMOUNT = 1_000_000_000_000;
@@ -12,12 +13,8 @@ export const DEFAULT_PAGE_SIZE = 20;
 /** Lines of one reservation (one order). */
 export const MAX_RESERVATION_LINES = 100;
 
-export interface Money {
-  /** Integer minor units (cents, fen): never a float. */
-  amount: number;
-  /** ISO 4217 alphabetic code, upper case. */
-  currency: string;
-}
+/** The contracts' Money (meridian.common.v1): integer minor units and an ISO 4217 code. */
+export type { Money };
 
 export interface Stock {
   onHand: number;

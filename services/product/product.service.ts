@@ -29,7 +29,7 @@
  */
 import { randomUUID } from "node:crypto";
 import path from "node:path";
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context } from "moleculer";
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import type { RequestContext } from "../../lib/context";
@@ -68,6 +68,7 @@ import {
 } from "./product.domain";
 import * as repo from "./product.repo";
 import { Events } from "../../proto/gen/contracts";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 
 /** Wait before the second cache clean of a write (see the header). */
 const SECOND_CLEAN_MS = 250;
@@ -126,7 +127,7 @@ function assertMoney(price: Money | undefined): void {
   if (problems.length) throw validationError("Invalid price", problems);
 }
 
-export function createProductService(config: AppConfig): ServiceSchema {
+export function createProductService(config: AppConfig): TypedServiceSchema<ProductServiceThis> {
   const ttlDefault = config.reservations.ttlSeconds;
   return {
     name: "product",
@@ -642,5 +643,5 @@ export function createProductService(config: AppConfig): ServiceSchema {
       this.pendingCleans.clear();
       await this.sweeping;
     },
-  } as unknown as ServiceSchema;
+  };
 }

@@ -30,7 +30,7 @@
  * consumer's retry delays when the database refuses it for a while).
  */
 import path from "node:path";
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context } from "moleculer";
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
@@ -58,6 +58,7 @@ import * as repo from "./recommendation.repo";
 import { callAction } from "../../lib/call";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
 import { Events } from "../../proto/gen/contracts";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 
 const EXPORT_PAGE = 500;
 const ORDER_PAGE = 1000;
@@ -119,7 +120,7 @@ function rebuildView(m: repo.MetaRow) {
 
 const limitRule = { type: "number", integer: true, convert: true, min: 1, max: MAX_LIMIT, optional: true } as const;
 
-export function createRecommendationService(config: AppConfig): ServiceSchema {
+export function createRecommendationService(config: AppConfig): TypedServiceSchema<RecThis> {
   const onPaid: EventHandler = async (trx, payload) => {
     const order = paidOrderOf(payload);
     if (order) await repo.applyPaidOrder(trx, order, Date.now());
@@ -466,5 +467,5 @@ export function createRecommendationService(config: AppConfig): ServiceSchema {
       clearTimeout(this.sync.timer);
       await this.rebuildRunning;
     },
-  } as unknown as ServiceSchema;
+  };
 }

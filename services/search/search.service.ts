@@ -22,7 +22,7 @@
  * Limit: between a change's commit and its event's arrival (milliseconds: the outbox relay
  * is woken by the commit) searches answer from the previous copy.
  */
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context } from "moleculer";
 import type { AppConfig } from "../../lib/config";
 import { registerProbe, unregisterProbe } from "../../lib/readiness";
 import { BroadcastEventsMixin } from "../../mixins/broadcast-events.mixin";
@@ -31,6 +31,7 @@ import { MAX_PAGE_SIZE, MAX_QUERY_LENGTH, MAX_SUGGEST_LIMIT, SORTS, parseSearchQ
 import { MiniSearchEngine } from "./engines/minisearch-engine";
 import { callAction } from "../../lib/call";
 import { Events } from "../../proto/gen/contracts";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 
 const EXPORT_PAGE = 500;
 const MAX_REBUILD_BACKOFF_MS = 30_000;
@@ -70,7 +71,7 @@ export function createEngine(config: AppConfig): SearchEngine {
   return new ElasticsearchEngine({ client: createElasticsearchClient(es.node, es.username, es.password), index: es.index });
 }
 
-export function createSearchService(config: AppConfig, engineFactory: (c: AppConfig) => SearchEngine = createEngine): ServiceSchema {
+export function createSearchService(config: AppConfig, engineFactory: (c: AppConfig) => SearchEngine = createEngine): TypedServiceSchema<SearchThis> {
   const probeName = "search:index";
   return {
     name: "search",
@@ -259,5 +260,5 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
       clearTimeout(this.rebuild.timer);
       unregisterProbe(this.broker, probeName);
     },
-  } as unknown as ServiceSchema;
+  };
 }

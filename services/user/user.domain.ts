@@ -3,6 +3,7 @@
  */
 
 import type { Role } from "../../lib/auth/tokens";
+import type { Address } from "../../proto/gen/meridian/user/v1/user";
 
 export type { Role };
 
@@ -133,19 +134,8 @@ export const ADDRESS_FIELDS = ["recipient", "phone", "line1", "line2", "city", "
 export type AddressField = (typeof ADDRESS_FIELDS)[number];
 export type AddressInput = Partial<Record<AddressField, string | null>>;
 
-export interface Address {
-  id: string;
-  recipient: string;
-  phone: string;
-  line1: string;
-  line2: string | null;
-  city: string;
-  province: string | null;
-  postalCode: string;
-  country: string;
-  createdAt: string;
-  updatedAt: string;
-}
+/** A saved address, as its contract (meridian.user.v1.Address) says. */
+export type { Address };
 
 /** Only the address fields, trimmed; anything else in the input is ignored (no mass assignment). */
 export function pickAddressFields(input: object): AddressInput {

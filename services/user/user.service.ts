@@ -5,7 +5,6 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import path from "node:path";
 import argon2 from "argon2";
-import type { ServiceSchema } from "moleculer";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
 import { accessTokens, type AccessTokens } from "../../lib/auth/tokens";
@@ -33,6 +32,7 @@ import {
   type UserRecord,
 } from "./user.domain";
 import * as repo from "./user.repo";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 
 /** argon2id with OWASP's minimum (DESIGN.md): 19 MiB, 2 passes, 1 lane. */
 const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
@@ -75,7 +75,7 @@ export async function changeRole(db: Db, revocations: Revocations, userId: strin
   return repo.findUserById(db, userId);
 }
 
-export function createUserService(config: AppConfig): ServiceSchema {
+export function createUserService(config: AppConfig): TypedServiceSchema<UserServiceThis> {
   return {
     name: "user",
     // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
@@ -401,5 +401,5 @@ export function createUserService(config: AppConfig): ServiceSchema {
     async stopped(this: UserServiceThis) {
       await Promise.all([this.limitStore.close(), this.revocations.close()]);
     },
-  } as unknown as ServiceSchema;
+  };
 }

@@ -1737,7 +1737,11 @@ export interface PaymentService {
   Refund(request: RefundRequest): Promise<RefundResponse>;
   /** A payment platform's callback (its own format; signatures over the raw body) */
   Notify(request: NotifyRequest): Promise<NotifyResponse>;
-  /** Sandbox platform: complete a payment as the buyer (success or failure) */
+  /**
+   * Sandbox platform: complete a payment as the buyer (success or failure)
+   * Anyone holding the payUrl (its token) may call it. The sandbox then calls
+   * POST /api/payments/notify/sandbox, signed, like a real platform.
+   */
   SandboxComplete(request: SandboxCompleteRequest): Promise<SandboxCompleteResponse>;
   /** Sandbox platform: the pay page (HTML) */
   SandboxPage(request: SandboxPageRequest): Promise<SandboxPageResponse>;
