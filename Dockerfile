@@ -21,7 +21,7 @@ ENV NODE_ENV=production
 WORKDIR /app
 # Owned by root and not writable by the app's user: the code cannot be changed at run time
 # (the manifests also mount the root file system read-only; /tmp is an emptyDir).
-COPY --from=build /app/package.json /app/package-lock.json /app/tsconfig.json /app/moleculer.config.ts ./
+COPY --from=build /app/package.json /app/package-lock.json /app/tsconfig.json /app/moleculer.config.ts /app/app.ts ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/bin ./bin
 COPY --from=build /app/lib ./lib

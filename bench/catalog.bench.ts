@@ -44,7 +44,7 @@ import type { ServiceBroker } from "moleculer";
 import mysql from "mysql2/promise";
 import { installShutdown, loadConfigOrExit } from "../bin/start";
 import { startHealthServer } from "../lib/health-server";
-import { createBroker, SERVICE_FACTORIES } from "../lib/app";
+import { createBroker, SERVICE_FACTORIES } from "../app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { syntheticProducts } from "../lib/demo-catalog";
 import { createKnex, databaseName, dropDatabase } from "../lib/db";

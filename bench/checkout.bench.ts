@@ -43,7 +43,7 @@ import { performance } from "node:perf_hooks";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import mysql from "mysql2/promise";
-import { createBroker } from "../lib/app";
+import { createBroker } from "../app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { createKnex, databaseName, dropDatabase } from "../lib/db";
 import { deleteRedisKeys } from "../test/support/app";

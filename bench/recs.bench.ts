@@ -35,7 +35,7 @@ import path from "node:path";
 import { performance } from "node:perf_hooks";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
-import { createBroker } from "../lib/app";
+import { createBroker } from "../app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { dropDatabase } from "../lib/db";
 import { applyOnce, type EventHandler } from "../lib/events/consumer";

@@ -22,7 +22,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { ServiceBroker } from "moleculer";
-import { createBroker } from "../lib/app";
+import { createBroker } from "../app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { hitAtK, ndcgAtK } from "../services/recommendation/recommendation.domain";
 import { generate, prng, type Dataset } from "./recs-data";

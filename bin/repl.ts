@@ -4,7 +4,7 @@
  * `call user.…` reach the real nodes. Embedded mode has no transporter for a second
  * process to join, so there the REPL starts the whole embedded system in this process.
  */
-import { createBroker } from "../lib/app";
+import { createBroker } from "../app";
 import { installShutdown, loadConfigOrExit } from "./start";
 
 async function main(): Promise<void> {

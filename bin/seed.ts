@@ -4,7 +4,7 @@
  * Idempotent: skus that exist are skipped. Embedded mode runs the product service in this
  * process on the same DATA_DIR; cluster mode joins the cluster and calls a product node.
  */
-import { createBroker } from "../lib/app";
+import { createBroker } from "../app";
 import { installShutdown, loadConfigOrExit } from "./start";
 
 const BATCH = 100;

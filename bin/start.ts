@@ -3,7 +3,7 @@
  * to reach them. Embedded by default (all services, SQLite, nothing to install); a cluster
  * node when RABBITMQ_URI (and friends) are set.
  */
-import { createBroker } from "../lib/app";
+import { createBroker } from "../app";
 import { ConfigError, loadConfig, type AppConfig } from "../lib/config";
 import { startHealthServer, type HealthServer } from "../lib/health-server";
 

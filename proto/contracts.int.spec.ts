@@ -9,7 +9,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { createBroker } from "../lib/app";
+import { createBroker } from "../app";
 import { contracts } from "../lib/serializer/contracts-runtime";
 import { API_ALIASES, PAYMENT_NOTIFY_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "../services/gateway/api.service";
 import { testConfig } from "../test/support/app";

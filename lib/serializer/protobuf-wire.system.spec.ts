@@ -16,7 +16,7 @@ import { promisify } from "node:util";
 import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
 import protobuf from "protobufjs";
-import { createBroker } from "../app";
+import { createBroker } from "../../app";
 import { testConfig, http } from "../../test/support/app";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { uniqueNamespace } from "../../test/support/servers";

@@ -20,7 +20,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
-import { createBroker } from "../../lib/app";
+import { createBroker } from "../../app";
 import { loadConfig } from "../../lib/config";
 import { dropDatabase } from "../../lib/db";
 import { applyOnce, type EventHandler } from "../../lib/events/consumer";

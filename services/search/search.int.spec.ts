@@ -12,7 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { ServiceBroker } from "moleculer";
-import { createBroker } from "../../lib/app";
+import { createBroker } from "../../app";
 import { loadConfig } from "../../lib/config";
 import { dropDatabase } from "../../lib/db";
 import { http, startTestApp, type TestApp } from "../../test/support/app";

@@ -19,7 +19,7 @@ import { after, before, describe, test } from "node:test";
 import Redis from "ioredis";
 import { decodeJwt, SignJWT } from "jose";
 import type { ServiceBroker } from "moleculer";
-import { createBroker } from "../../lib/app";
+import { createBroker } from "../../app";
 import { ALL_SERVICES, loadConfig, type AppConfig, type ServiceName } from "../../lib/config";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";

@@ -9,7 +9,7 @@ import path from "node:path";
 import type { AddressInfo } from "node:net";
 import type { ServiceBroker } from "moleculer";
 import Redis from "ioredis";
-import { createBroker } from "../../lib/app";
+import { createBroker } from "../../app";
 import { loadConfig, type AppConfig, type ServiceName } from "../../lib/config";
 import { dropDatabase } from "../../lib/db";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "./servers";

@@ -45,7 +45,7 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
-import { createBroker } from "../../lib/app";
+import { createBroker } from "../../app";
 import { loadConfig } from "../../lib/config";
 import { createKnex, dropDatabase } from "../../lib/db";
 import { deleteRedisKeys } from "../support/app";

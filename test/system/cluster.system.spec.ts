@@ -13,7 +13,7 @@ import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import type { ServiceBroker } from "moleculer";
-import { createBroker } from "../../lib/app";
+import { createBroker } from "../../app";
 import { loadConfig } from "../../lib/config";
 import { dropDatabase } from "../../lib/db";
 import { deleteRedisKeys, http } from "../support/app";

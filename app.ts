@@ -4,18 +4,18 @@
  * the tests and the benchmarks alike.
  */
 import { ServiceBroker, type ServiceSchema } from "moleculer";
-import { brokerOptions } from "../moleculer.config";
-import { createCartService } from "../services/cart/cart.service";
-import { createGatewayService } from "../services/gateway/api.service";
-import { createNotificationService } from "../services/notification/notification.service";
-import { createPaymentService } from "../services/payment/payment.service";
-import { createOrderService } from "../services/order/order.service";
-import { createProductService } from "../services/product/product.service";
-import { createRecommendationService } from "../services/recommendation/recommendation.service";
-import { createSearchService } from "../services/search/search.service";
-import { createUserService } from "../services/user/user.service";
-import type { AppConfig, ServiceName } from "./config";
-import { registerProbe } from "./readiness";
+import { brokerOptions } from "./moleculer.config";
+import { createCartService } from "./services/cart/cart.service";
+import { createGatewayService } from "./services/gateway/api.service";
+import { createNotificationService } from "./services/notification/notification.service";
+import { createPaymentService } from "./services/payment/payment.service";
+import { createOrderService } from "./services/order/order.service";
+import { createProductService } from "./services/product/product.service";
+import { createRecommendationService } from "./services/recommendation/recommendation.service";
+import { createSearchService } from "./services/search/search.service";
+import { createUserService } from "./services/user/user.service";
+import type { AppConfig, ServiceName } from "./lib/config";
+import { registerProbe } from "./lib/readiness";
 
 /** Each factory's schema is typed by its own service (`this`); Moleculer takes any of them. */
 export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema<any, any, any>> = {
