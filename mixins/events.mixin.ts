@@ -21,6 +21,7 @@ import type { ServiceBroker, ServiceSchema } from "moleculer";
 import type { ContractEvent, EventPayload } from "../proto/gen/contracts";
 import type { AppConfig } from "../lib/config";
 import { AmqpLink } from "../lib/events/amqp";
+import { periodic, type Periodic } from "../lib/periodic";
 import { AmqpConsumer, busFor, embeddedSubscriber, newStats, replayRequested, type ConsumerStats, type EmbeddedSubscriber, type EventHandler } from "../lib/events/consumer";
 import { afterOutboxCommit } from "../lib/events/fault";
 import { addOutboxEvent } from "../lib/events/outbox";
@@ -55,8 +56,7 @@ interface Runtime {
   consumer?: AmqpConsumer;
   subscriber?: EmbeddedSubscriber;
   markReady?: () => void;
-  replayTimer?: NodeJS.Timeout;
-  stopping?: boolean;
+  replay?: Periodic;
   stats: ConsumerStats;
   handlers: Record<string, EventHandler>;
 }
@@ -126,15 +126,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
         });
         if (consumes) {
           rt.markReady?.();
-          const poll = async () => {
-            try {
-              await replayRequested(db, handlers, rt.stats);
-            } catch (err) {
-              this.logger.warn(`Dead-letter replay of '${name}' failed: ${(err as Error).message}`);
-            }
-            if (!rt.stopping) rt.replayTimer = setTimeout(poll, config.events.pollIntervalMs);
-          };
-          rt.replayTimer = setTimeout(poll, config.events.pollIntervalMs);
+          rt.replay = periodic(`Dead-letter replay of '${name}'`, config.events.pollIntervalMs, () => replayRequested(db, handlers, rt.stats), this.logger);
         }
       }
       rt.relay.start();
@@ -142,8 +134,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
 
     async stopped(this: any) {
       const rt = this.$events as Runtime;
-      rt.stopping = true;
-      clearTimeout(rt.replayTimer);
+      await rt.replay?.stop();
       if (rt.subscriber) busFor(this.broker).remove(rt.subscriber);
       await rt.relay?.stop();
       await rt.consumer?.stop();

@@ -90,6 +90,7 @@ import {
 } from "./order.domain";
 import * as repo from "./order.repo";
 import { callAction } from "../../lib/call";
+import { periodic, type Periodic } from "../../lib/periodic";
 import type { ActionParams } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
@@ -104,8 +105,7 @@ interface OrderThis extends EventsServiceThis {
   db: Db;
   broker: Context["broker"];
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
-  sweepTimer?: NodeJS.Timeout;
-  stopping?: boolean;
+  sweeper?: Periodic;
   view(order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
   ownOrder(ctx: Ctx<any>, id: string): Promise<OrderRecord>;
   transition(trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra?: Record<string, unknown>): Promise<OrderStatus>;
@@ -648,16 +648,11 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
     },
 
     async started(this: OrderThis) {
-      const tick = async () => {
-        await this.sweep().catch((err: Error) => this.logger.warn(`Order sweep failed: ${err.message}`));
-        if (!this.stopping) this.sweepTimer = setTimeout(tick, SWEEP_INTERVAL_MS);
-      };
-      this.sweepTimer = setTimeout(tick, SWEEP_INTERVAL_MS);
+      this.sweeper = periodic("Order sweep", SWEEP_INTERVAL_MS, () => this.sweep(), this.logger);
     },
 
     async stopped(this: OrderThis) {
-      this.stopping = true;
-      clearTimeout(this.sweepTimer);
+      await this.sweeper?.stop();
     },
   };
 }

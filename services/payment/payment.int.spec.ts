@@ -52,10 +52,10 @@ function harness(getApp: () => TestApp, userId: () => string): Harness {
       return { status: res.status, text: await res.text(), headers: res.headers };
     },
     quiet: () => {
-      const svc = getApp().broker.getLocalService("payment") as unknown as { deliveries: Set<unknown>; sweeping?: Promise<void> };
+      const svc = getApp().broker.getLocalService("payment") as unknown as { deliveries: Set<unknown>; reconciler?: { running?: Promise<void> } };
       return untilQuiet("the payment service", {
         "sandbox callbacks being sent": () => svc.deliveries.size,
-        "reconciliation passes running": () => (svc.sweeping ? 1 : 0),
+        "reconciliation passes running": () => (svc.reconciler?.running ? 1 : 0),
       });
     },
   };

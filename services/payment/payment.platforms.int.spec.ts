@@ -292,12 +292,12 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
 
   /** Until the payment and order outboxes are delivered (in-process) and no callback is being sent or swept. */
   const quiet = () => {
-    const payment = app.broker.getLocalService("payment") as unknown as { deliveries: Set<unknown>; sweeping?: Promise<void> };
+    const payment = app.broker.getLocalService("payment") as unknown as { deliveries: Set<unknown>; reconciler?: { running?: Promise<void> } };
     return untilQuiet("payment and order", {
       "unsent payment outbox rows": () => unsentOutbox(db("payment")),
       "unsent order outbox rows": () => unsentOutbox(db("order")),
       "sandbox callbacks being sent": () => payment.deliveries.size,
-      "reconciliation passes running": () => (payment.sweeping ? 1 : 0),
+      "reconciliation passes running": () => (payment.reconciler?.running ? 1 : 0),
     });
   };
 

@@ -76,6 +76,7 @@ import {
 } from "./payment.domain";
 import * as repo from "./payment.repo";
 import { callAction } from "../../lib/call";
+import { periodic, type Periodic } from "../../lib/periodic";
 import {
   PaymentPlatformError,
   PaymentVerificationError,
@@ -119,8 +120,7 @@ interface PaymentServiceThis extends EventsServiceThis {
   notifier?: SandboxNotifier;
   lifetime: AbortController;
   deliveries: Set<Promise<unknown>>;
-  sweepTimer?: NodeJS.Timeout;
-  sweeping?: Promise<unknown>;
+  reconciler?: Periodic;
   publicUrl(): string;
   platforms(): Map<PlatformName, PaymentPlatform>;
   platformFor(provider: string): PaymentPlatform;
@@ -680,10 +680,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
 
       /** Runs a reconciliation pass now (after a cancel), unless one is running. */
       reconcileSoon(this: PaymentServiceThis) {
-        if (this.lifetime.signal.aborted || this.sweeping) return;
-        this.sweeping = this.reconcileOnce()
-          .catch((err) => this.logger.warn("Payment reconciliation failed; the next pass will retry", err instanceof Error ? err.message : err))
-          .finally(() => (this.sweeping = undefined));
+        this.reconciler?.kick();
       },
 
       /** The sandbox platform sends its callback in the background, as a real platform would. */
@@ -723,14 +720,12 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       this.logger.info(`Payment platforms: ${describePaymentConfig(paymentConfig)}`);
       if (paymentConfig.sandbox)
         this.logger.warn("SANDBOX PAYMENTS ARE ON: anyone can \"pay\" an order with no money through /sandbox/pay (SANDBOX_PAY=false turns it off; off by default under NODE_ENV=production)");
-      this.sweepTimer = setInterval(() => this.reconcileSoon(), config.payments.reconcileIntervalMs);
-      this.sweepTimer.unref();
+      this.reconciler = periodic("Payment reconciliation", config.payments.reconcileIntervalMs, () => this.reconcileOnce(), this.logger);
     },
 
     async stopped(this: PaymentServiceThis) {
       this.lifetime.abort();
-      if (this.sweepTimer) clearInterval(this.sweepTimer);
-      await this.sweeping;
+      await this.reconciler?.stop();
       await Promise.allSettled([...this.deliveries]);
     },
   };

@@ -69,6 +69,7 @@ import {
 import * as repo from "./product.repo";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
+import { periodic, type Periodic } from "../../lib/periodic";
 
 /** Wait before the second cache clean of a write (see the header). */
 const SECOND_CLEAN_MS = 250;
@@ -81,9 +82,7 @@ interface ProductServiceThis extends EventsServiceThis {
   db: Db;
   broker: Context["broker"];
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
-  sweepTimer?: NodeJS.Timeout;
-  sweeping?: Promise<number>;
-  stopping?: boolean;
+  sweeper?: Periodic;
   pendingCleans: Set<NodeJS.Timeout>;
   invalidate(stockOnlyOf?: string[]): Promise<void>;
   cleanLocal(stockOnlyOf?: string[]): Promise<void>;
@@ -623,25 +622,14 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
           this.logger.info(`Demo catalog: ${Math.min(from + 250, size)}/${size} products`);
         }
       }
-      const tick = () => {
-        if (this.stopping || this.sweeping) return;
-        this.sweeping = this.sweepExpired()
-          .catch((err) => {
-            this.logger.warn("Reservation sweep failed; next pass will retry", err instanceof Error ? err.message : err);
-            return 0;
-          })
-          .finally(() => (this.sweeping = undefined));
-      };
-      this.sweepTimer = setInterval(tick, config.reservations.sweepIntervalMs);
-      this.sweepTimer.unref();
+      this.sweeper = periodic("Reservation sweep", config.reservations.sweepIntervalMs, () => this.sweepExpired(), this.logger);
     },
 
     async stopped(this: ProductServiceThis) {
-      this.stopping = true;
-      if (this.sweepTimer) clearInterval(this.sweepTimer);
+      const sweeping = this.sweeper?.stop();
       for (const t of this.pendingCleans) clearTimeout(t);
       this.pendingCleans.clear();
-      await this.sweeping;
+      await sweeping;
     },
   };
 }
