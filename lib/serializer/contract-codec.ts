@@ -6,7 +6,7 @@
  * its validator answers exactly as without protobuf (a `role` smuggled into `user.register`
  * is still a 422, not silently dropped).
  *
- * Rules (see moleculer/options.proto for wrappers):
+ * Rules (see meridian/options/v1/options.proto for wrappers):
  *  - a field without `optional` must be present (not undefined, not null); repeated fields
  *    must be arrays; an `optional` one may be absent or undefined, never null;
  *  - a wrapper message field stands for its inner value: an array, or a string that may be null;

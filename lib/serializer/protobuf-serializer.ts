@@ -1,9 +1,10 @@
 /**
- * Moleculer serializer that puts every packet in a protobuf envelope (proto/moleculer/
+ * Moleculer serializer that puts every packet in a protobuf envelope (proto/meridian/wire/v1/
  * packets.proto) and the params/data of actions and events with a contract (proto/meridian/
- * *.proto) in their own protobuf messages. Anything else travels as generic JSON inside the
- * envelope: values without a contract, values that do not fit theirs exactly (so validators
- * see what the caller sent), errors, meta, headers, INFO. Moleculer 0.15 dropped its own
+ * <service>/v1/*.proto) in their own protobuf messages. Anything else travels as generic JSON
+ * inside the envelope: values without a contract, values that do not fit theirs exactly (so
+ * validators see what the caller sent; a business payload that does is counted in
+ * meridian_serializer_json_fallback_total), errors, meta, headers, INFO. Moleculer 0.15 dropped its own
  * ProtoBuf serializer (0.14's only wrapped JSON bytes in a protobuf envelope).
  *
  * Which contract a payload has:
