@@ -7,7 +7,7 @@ import { randomUUID } from "node:crypto";
 import type { Knex } from "knex";
 import { auditEvent } from "../serializer/contract-audit";
 
-/** What travels on the wire (JSON body) and what consumers receive. */
+/** What consumers receive; on RabbitMQ it travels as a protobuf EventEnvelope (wire.ts). */
 export interface Envelope<P = unknown> {
   /** Outbox row id = AMQP messageId = the consumer's inbox key. */
   id: string;

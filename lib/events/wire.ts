@@ -5,8 +5,9 @@
  * envelope and is counted (meridian_serializer_json_fallback_total{packet="AMQP"}).
  *
  * Reading also accepts the JSON envelope (content type application/json) that nodes before
- * this format published: during a rolling upgrade, and for messages already waiting in a
- * queue or among the dead letters, nothing is lost.
+ * this format published, so messages already waiting in a queue or among the dead letters are
+ * not lost. The other way does not hold: an older node cannot read this format, so upgrading
+ * from it is a stop-and-start, not a rolling update (README, "Evolving a contract").
  */
 import type { ServiceBroker } from "moleculer";
 import { countBusiness } from "../metrics";
@@ -26,7 +27,8 @@ export function encodeEnvelope(envelope: Envelope, broker?: ServiceBroker): Buff
 
 /** An envelope from a message's bytes: protobuf, or the JSON of older publishers. Throws on garbage. */
 export function parseEnvelope(content: Buffer, contentType?: string): Envelope {
-  if (contentType === "application/json" || (contentType === undefined && content[0] === 0x7b /* { */)) {
+  const mediaType = contentType?.split(";")[0]!.trim().toLowerCase();
+  if (mediaType === "application/json" || (mediaType === undefined && content[0] === 0x7b /* { */)) {
     const e = JSON.parse(content.toString("utf8")) as Envelope;
     if (!e || typeof e.id !== "string" || typeof e.name !== "string") throw new Error("not an event envelope");
     return e;

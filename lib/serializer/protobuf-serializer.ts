@@ -10,8 +10,9 @@
  * Which contract a payload has:
  *  - REQ: its action's request type; EVENT: its event's type (both name themselves);
  *  - RES: a response only carries the request id. The node that sends a RES is the node that
- *    received the REQ, so deserializing a REQ whose action has a response contract remembers
- *    id → action, and serializing the RES takes the entry out. The RES then names the action
+ *    received the REQ, so deserializing a REQ of a business action (a service with contracts)
+ *    remembers id → action, and serializing the RES takes the entry out (and counts a JSON
+ *    answer as a fallback by the action's name). The RES then names the action
  *    in the envelope (`Response.action`), so the receiver decodes from the bytes alone and
  *    never needs a map of its own: a node that both calls and serves keeps only the REQs it
  *    received. The map is bounded (`pendingLimit`, default 10,000 entries, the oldest evicted

@@ -119,7 +119,7 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
     logging: true,
     callOptions: { timeout: config.requestTimeoutMs },
     onBeforeCall(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage & { $params?: Record<string, unknown>; query?: Record<string, unknown>; $action?: { name?: string } }) {
-      if (req.$params && req.$action?.name) convertQueryParams(req.$action.name, req.$params, req.query);
+      if (req.$params && req.$action?.name) convertQueryParams(req.method, req.$action.name, req.$params, req.query);
       ctx.meta.clientIp = clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], config.trustProxyHops);
       // Nothing a client sends may pre-set identity; only `authenticate` below sets it.
       delete ctx.meta.user;

@@ -2,7 +2,8 @@
  * The OpenAPI document's view of an action, from its contract: the success body's schema
  * (proto/json-schema.ts), the success status, the error statuses (the contract names codes
  * of the one error catalog, lib/error-catalog.ts, which gives their statuses), the summary
- * (the rpc's comment) and the tags. What the contract does not say (a non-JSON body's media
+ * (the rpc's comment: its first line and the lines that continue it; the rest describes)
+ * and the tags. What the contract does not say (a non-JSON body's media
  * type, a description) still comes from the action's `openapi` key.
  */
 import type protobuf from "protobufjs";
@@ -19,9 +20,14 @@ export function withContracts(actions: Record<string, ActionInfo>): Record<strin
     const c = contracts.actions.get(name);
     if (!c) continue;
     const meta = { ...info.openapi };
-    const [summary, ...more] = (c.summary ?? "").split("\n").map((l) => l.trim());
+    // The comment's first line is the summary, with the lines that continue it (a line that
+    // starts in lower case: clang-format wrapped it); the rest is the description.
+    const lines = (c.summary ?? "").split("\n").map((l) => l.trim()).filter(Boolean);
+    let n = 1;
+    while (n < lines.length && /^[a-z(]/.test(lines[n]!)) n++;
+    const summary = lines.slice(0, n).join(" ");
     if (summary) meta.summary = summary.replace(/\.$/, "");
-    if (more.some(Boolean) && !meta.description) meta.description = more.filter(Boolean).join(" ");
+    if (lines.length > n && !meta.description) meta.description = lines.slice(n).join(" ");
     if (c.tags.length) meta.tags = c.tags;
     if (c.successStatus) meta.status = c.successStatus;
     const codes = c.errors.map((e) => {

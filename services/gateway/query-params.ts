@@ -3,8 +3,10 @@
  * page`: a request with a query would travel to its action as JSON (not fitting its
  * contract) and be converted by the validator there. The gateway converts instead, from the
  * contract: a canonical number (`String(Number(v)) === v`) for a numeric field, `true` /
- * `false` for a bool. Anything else is left as sent, so the action's validator still answers
- * a bad value with 422 exactly as before.
+ * `false` for a bool. Only on requests without a body (GET, DELETE, HEAD), whose actions
+ * read their params from the query and convert them anyway: on a POST, a query value
+ * (which moleculer-web merges over the body's) stays a string, so an action without
+ * `convert` still refuses it with 422 as before. Anything else is left as sent.
  */
 import type protobuf from "protobufjs/light";
 import { contracts } from "../../lib/serializer/contracts-runtime";
@@ -29,8 +31,8 @@ function kindsOf(action: string): Map<string, "number" | "bool"> | undefined {
 }
 
 /** Converts, in place, the query-string values of `params` that the action's contract types as numbers or booleans. */
-export function convertQueryParams(action: string, params: Record<string, unknown>, query: Record<string, unknown> | undefined): void {
-  if (!query) return;
+export function convertQueryParams(method: string | undefined, action: string, params: Record<string, unknown>, query: Record<string, unknown> | undefined): void {
+  if (!query || (method !== "GET" && method !== "DELETE" && method !== "HEAD")) return;
   const k = kindsOf(action);
   if (!k?.size) return;
   for (const key of Object.keys(query)) {

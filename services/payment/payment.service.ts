@@ -121,6 +121,8 @@ interface PaymentServiceThis extends EventsServiceThis {
   lifetime: AbortController;
   deliveries: Set<Promise<unknown>>;
   reconciler?: Periodic;
+  /** A pass was asked for before the reconciler existed. */
+  reconcileAsked?: boolean;
   publicUrl(): string;
   platforms(): Map<PlatformName, PaymentPlatform>;
   platformFor(provider: string): PaymentPlatform;
@@ -680,7 +682,9 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
 
       /** Runs a reconciliation pass now (after a cancel), unless one is running. */
       reconcileSoon(this: PaymentServiceThis) {
-        this.reconciler?.kick();
+        // Before `started` (a backlog's order.cancelled consumed at boot): run it once started.
+        if (this.reconciler) this.reconciler.kick();
+        else this.reconcileAsked = true;
       },
 
       /** The sandbox platform sends its callback in the background, as a real platform would. */
@@ -721,6 +725,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       if (paymentConfig.sandbox)
         this.logger.warn("SANDBOX PAYMENTS ARE ON: anyone can \"pay\" an order with no money through /sandbox/pay (SANDBOX_PAY=false turns it off; off by default under NODE_ENV=production)");
       this.reconciler = periodic("Payment reconciliation", config.payments.reconcileIntervalMs, () => this.reconcileOnce(), this.logger);
+      if (this.reconcileAsked) this.reconciler.kick();
     },
 
     async stopped(this: PaymentServiceThis) {

@@ -56,6 +56,8 @@ export interface WireReport {
   events: Map<string, number>;
   /** Everything that did not: a business payload as JSON, bytes that do not decode. */
   problems: string[];
+  /** Every decoded payload by "REQ <action>", "RES <action>" or "EVENT <name>", in order (to compare with what the client saw). */
+  decoded: Map<string, Record<string, unknown>[]>;
 }
 
 const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
@@ -69,11 +71,11 @@ export function readCaptured(messages: readonly CapturedMessage[], namespace: st
   const [Request, Response, Event, EventEnvelope] = [T("Request"), T("Response"), T("Event"), T("EventEnvelope")];
   const eventsExchange = topology(namespace).exchange;
   const prefix = `MOL-${namespace}.`;
-  const report: WireReport = { requests: new Map(), responses: new Map(), events: new Map(), problems: [] };
+  const report: WireReport = { requests: new Map(), responses: new Map(), events: new Map(), problems: [], decoded: new Map() };
   // A RES names its action only when its data is a contract message: the REQ's id tells
   // which business action an unnamed RES answers (so a JSON answer is caught too).
   const actionOfRequest = new Map<string, string>();
-  const payload = (data: { value?: string; message?: Uint8Array } | null | undefined, type: protobuf.Type | null | undefined, what: string) => {
+  const payload = (data: { value?: string; message?: Uint8Array } | null | undefined, type: protobuf.Type | null | undefined, what: string): boolean => {
     if (!data?.value || data.value === "isNull") return true;
     if (data.value !== "message") {
       report.problems.push(`${what}: travelled as ${data.value}`);
@@ -83,7 +85,10 @@ export function readCaptured(messages: readonly CapturedMessage[], namespace: st
       report.problems.push(`${what}: a contract message, but proto/ has no contract for it`);
       return false;
     }
-    type.decode(data.message!); // throws on bytes that are not this message
+    // protobufjs rarely throws on the wrong bytes: the test compares the decoded values
+    // with what the client sent and was answered.
+    const value = type.toObject(type.decode(data.message!), { longs: Number }) as Record<string, unknown>;
+    report.decoded.set(what, [...(report.decoded.get(what) ?? []), value]);
     return true;
   };
 

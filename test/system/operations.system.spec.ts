@@ -90,6 +90,7 @@ describe("operations: the local cluster under load and chaos", () => {
     const ctl = privateRabbitmqctl(cluster.rabbit!);
     const firehose = await startFirehose(ctl, cluster.rabbit!.uri);
     const base = cluster.gatewayUrls[0]!;
+    const seen: { email?: string; productId?: string; sku?: string; orderId?: string } = {};
     const step = async (name: string, method: string, path: string, opts: Parameters<typeof http>[3] = {}) => {
       const r = await http(base, method, path, opts);
       assert.ok(r.status >= 200 && r.status < 300, `${name}: ${method} ${path} answered ${r.status}: ${r.text.slice(0, 300)}`);
@@ -99,10 +100,12 @@ describe("operations: the local cluster under load and chaos", () => {
       const admin = (await step("admin login", "POST", "/api/auth/login", { body: ADMIN })).accessToken;
       const email = `wire-${randomBytes(4).toString("hex")}@example.com`;
       const me = await step("register", "POST", "/api/auth/register", { body: { email, password: "wire password 1", name: "Wire" } });
+      seen.email = email;
       const token = me.accessToken;
       const product = await step("create product", "POST", "/api/products", {
         token: admin, body: { sku: `WIRE-${randomBytes(4).toString("hex")}`, name: "Wire Lamp", description: "A lamp", category: "lamps", price: { amount: 4200, currency: "EUR" }, stock: 5 },
       });
+      Object.assign(seen, { productId: product.id, sku: product.sku });
       await step("product page", "GET", `/api/products/${product.id}`);
       await step("catalog page 1", "GET", "/api/products?page=1&pageSize=5");
       await step("search", "GET", "/api/search?q=lamp&page=1&pageSize=5&inStock=true");
@@ -110,6 +113,7 @@ describe("operations: the local cluster under load and chaos", () => {
       await step("add to cart", "POST", "/api/cart/items", { token, body: { productId: product.id, quantity: 2 } });
       await step("cart", "GET", "/api/cart", { token });
       const order = await step("order", "POST", "/api/orders", { token, body: { addressId: address.id }, headers: { "idempotency-key": `wire-${randomBytes(4).toString("hex")}` } });
+      seen.orderId = order.id;
       const pay = await step("pay", "POST", `/api/orders/${order.id}/pay`, { token, body: { provider: "sandbox" } });
       const payToken = new URL(pay.payUrl).searchParams.get("token");
       await step("sandbox page", "GET", `/sandbox/pay/${pay.id}?token=${payToken}`);
@@ -142,6 +146,14 @@ describe("operations: the local cluster under load and chaos", () => {
     for (const a of ["user.getAddress", "product.reserve", "cart.lines", "order.create", "payment.create"]) assert.ok(report.responses.has(a), `${a} answered over the wire`);
     for (const e of ["user.registered", "product.created", "stock.changed", "order.created", "payment.succeeded", "order.paid", "order.shipped", "order.delivered", "refund.succeeded", "order.refunded", "return.requested", "return.approved"])
       assert.ok(report.events.has(e), `${e} went over RabbitMQ (seen: ${[...report.events.keys()].sort().join(", ")})`);
+
+    // The decoded values are the ones the client sent and got (not merely bytes that parse).
+    const decoded = (key: string) => report.decoded.get(key) ?? [];
+    assert.ok(decoded("REQ user.register").some((p) => p.email === seen.email), "user.register's params decode to the e-mail sent");
+    assert.ok(decoded("RES product.create").some((p) => p.id === seen.productId && p.sku === seen.sku), "product.create's answer decodes to the product created");
+    assert.ok(decoded("REQ product.reserve").some((p) => p.orderId === seen.orderId), "product.reserve's params name the order");
+    assert.ok(decoded("event order.created").some((p) => p.orderId === seen.orderId), "order.created's payload names the order");
+    assert.ok(decoded("event order.paid").some((p) => p.orderId === seen.orderId && (p.total as { amount: number }).amount === 8400), "order.paid carries the order and its total");
 
     const scrape = async (port: number) => counterSum(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), "meridian_serializer_json_fallback_total");
     for (const n of cluster.nodes.values()) assert.equal(await scrape(n.metricsPort), 0, `${n.id} sent no business payload as JSON`);
