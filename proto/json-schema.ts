@@ -6,21 +6,19 @@
  * its response schemas from here, so they are the contracts, not a copy of them.
  */
 import type protobuf from "protobufjs";
-import { isWrapper } from "./registry";
+import { INT32_TYPES, INT64_TYPES, isWrapper } from "./registry";
 
 export interface JsonSchemaObject {
   [key: string]: unknown;
 }
 
-const INT32 = new Set(["int32", "sint32", "sfixed32", "uint32", "fixed32"]);
-const INT64 = new Set(["int64", "sint64", "sfixed64", "uint64", "fixed64"]);
 
 function scalarSchema(type: string): JsonSchemaObject {
   if (type === "string") return { type: "string" };
   if (type === "bool") return { type: "boolean" };
   if (type === "double" || type === "float") return { type: "number" };
-  if (INT32.has(type)) return { type: "integer", format: "int32", ...(type.startsWith("u") || type === "fixed32" ? { minimum: 0 } : {}) };
-  if (INT64.has(type)) return { type: "integer", format: "int64" };
+  if (INT32_TYPES.has(type)) return { type: "integer", format: "int32", ...(type.startsWith("u") || type === "fixed32" ? { minimum: 0 } : {}) };
+  if (INT64_TYPES.has(type)) return { type: "integer", format: "int64" };
   if (type === "bytes") return { type: "string", format: "byte" };
   throw new Error(`json-schema: type ${type} has no JSON form here`);
 }

@@ -58,6 +58,12 @@ const AUTHS: Record<string, Auth> = { AUTH_NONE: "none", AUTH_USER: "user", AUTH
 const VISIBILITIES: Record<string, Visibility> = { VISIBILITY_INTERNAL: "internal", VISIBILITY_PUBLISHED: "published" };
 const HTTP_METHODS = ["get", "post", "put", "patch", "delete"] as const;
 
+/** The contracts' integer scalar types, by width: 64-bit ones carry safe JS integers only. */
+export const INT32_TYPES: ReadonlySet<string> = new Set(["int32", "sint32", "sfixed32", "uint32", "fixed32"]);
+export const INT64_TYPES: ReadonlySet<string> = new Set(["int64", "sint64", "sfixed64", "uint64", "fixed64"]);
+/** Every scalar type a JS number carries. */
+export const NUMBER_TYPES: ReadonlySet<string> = new Set(["double", "float", ...INT32_TYPES, ...INT64_TYPES]);
+
 export function fullName(t: protobuf.ReflectionObject): string {
   return t.fullName.replace(/^\./, "");
 }

@@ -9,11 +9,9 @@
 import fs from "node:fs";
 import type protobuf from "protobufjs/light";
 import { explainMisfit } from "./contract-codec";
-import { contracts as runtimeContracts } from "./contracts-runtime";
+import { contracts, isBusinessAction } from "./contracts-runtime";
 
 const FILE = process.env.MERIDIAN_CONTRACT_AUDIT;
-
-const registry = () => runtimeContracts;
 
 function record(kind: string, name: string, reason: string): void {
   fs.appendFileSync(FILE!, JSON.stringify({ kind, name, reason }) + "\n");
@@ -38,7 +36,7 @@ export const contractAuditEnabled = Boolean(FILE);
 /** Checks a business event's payload (called by addOutboxEvent when the audit is on). */
 export function auditEvent(name: string, payload: unknown): void {
   if (!FILE) return;
-  check("EVENT", name, registry().events.get(name), payload);
+  check("EVENT", name, contracts.events.get(name), payload);
 }
 
 type Call = (action: unknown, params: unknown, opts: unknown) => Promise<unknown>;
@@ -49,16 +47,14 @@ type Call = (action: unknown, params: unknown, opts: unknown) => Promise<unknown
  */
 export function ContractAuditMiddleware(): { name: string; call(next: Call): Call } | null {
   if (!FILE) return null;
-  const services = new Set([...registry().actions.keys()].map((a) => a.slice(0, a.indexOf("."))));
-  const business = new Set(["user", "product", "cart", "order", "payment", "notification", "search", "recommendation", ...services]);
   return {
     name: "ContractAudit",
     call(next: Call): Call {
       return (action, params, opts) => {
         // moleculer-web calls with the endpoint it resolved, not the action's name.
         const name = typeof action === "string" ? action : ((action as { action?: { name?: string } } | null)?.action?.name ?? "");
-        if (!business.has(name.slice(0, name.indexOf(".")))) return next(action, params, opts);
-        const c = registry().actions.get(name);
+        if (!isBusinessAction(name)) return next(action, params, opts);
+        const c = contracts.actions.get(name);
         // A request that does not fit is recorded with its outcome: one the action accepted
         // ("REQ accepted") is valid input that would travel as JSON — a contract to fix; one
         // it refused ("REQ refused") is bad input, which travels as JSON by design.

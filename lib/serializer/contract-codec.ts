@@ -16,6 +16,7 @@
  *    ignored, as JSON.stringify drops them).
  */
 import protobuf from "protobufjs/light";
+import { INT64_TYPES } from "../../proto/registry";
 
 type Fit = (value: unknown) => unknown; // returns NO_FIT when the value does not fit
 type ToPlain = (message: any) => unknown;
@@ -50,8 +51,6 @@ const INT_RANGE: Record<string, [number, number]> = {
   uint32: [0, 2 ** 32 - 1],
   fixed32: [0, 2 ** 32 - 1],
 };
-/** 64-bit integers: only safe JS integers fit (what JSON could carry exactly anyway). */
-const INT64 = new Set(["int64", "sint64", "sfixed64", "uint64", "fixed64"]);
 type LongLike = { toNumber(): number };
 const toNumber = (v: unknown) => (typeof v === "number" ? v : (v as LongLike).toNumber());
 
@@ -66,7 +65,8 @@ function scalarFit(type: string, where: string): Fit {
       // float loses precision: only double round-trips every JS number.
       return type === "double" ? (v) => (typeof v === "number" && Number.isFinite(v) && !Object.is(v, -0) ? v : NO_FIT) : () => NO_FIT;
     default: {
-      if (INT64.has(type)) {
+      // 64-bit integers: only safe JS integers fit (what JSON could carry exactly anyway).
+      if (INT64_TYPES.has(type)) {
         const min = type.startsWith("u") || type === "fixed64" ? 0 : Number.MIN_SAFE_INTEGER;
         return (v) => (typeof v === "number" && Number.isSafeInteger(v) && v >= min && !Object.is(v, -0) ? v : NO_FIT);
       }
@@ -96,7 +96,7 @@ function compile(type: protobuf.Type, cache: Map<protobuf.Type, Compiled>): Comp
     const t = field.resolvedType;
     if (t instanceof protobuf.Type) return compile(t, cache);
     if (t) throw new Error(`${type.fullName}.${field.name}: enums are not supported in contracts`);
-    return { fit: scalarFit(field.type, `${type.fullName}.${field.name}`), toPlain: INT64.has(field.type) ? toNumber : (v) => v };
+    return { fit: scalarFit(field.type, `${type.fullName}.${field.name}`), toPlain: INT64_TYPES.has(field.type) ? toNumber : (v) => v };
   };
 
   if (isWrapper(type)) {
@@ -131,7 +131,7 @@ function compile(type: protobuf.Type, cache: Map<protobuf.Type, Compiled>): Comp
       optional: f.options?.proto3_optional === true,
       message: f.resolvedType instanceof protobuf.Type,
       wrapper,
-      long: INT64.has(f.type),
+      long: INT64_TYPES.has(f.type),
       codec,
       // A required message field that is absent on the wire decodes as the empty message.
       empty: f.resolvedType instanceof protobuf.Type ? f.resolvedType.create({}) : undefined,

@@ -6,7 +6,6 @@
  * and the tags. What the contract does not say (a non-JSON body's media
  * type, a description) still comes from the action's `openapi` key.
  */
-import type protobuf from "protobufjs";
 import { ERROR_STATUS, type ErrorCode } from "../../lib/error-catalog";
 import type { ActionInfo } from "../../lib/openapi";
 import { contracts } from "../../lib/serializer/contracts-runtime";
@@ -36,7 +35,7 @@ export function withContracts(actions: Record<string, ActionInfo>): Record<strin
     });
     if (codes.length) meta.errors = [...new Set([...(meta.errors ?? []), ...codes])];
     // A JSON body is the response message; a page (HTML, text) keeps its declared media type.
-    if (c.response && !meta.contentType) meta.response = messageJsonSchema(c.response as unknown as protobuf.Type);
+    if (c.response && !meta.contentType) meta.response = messageJsonSchema(c.response);
     out[name] = { ...info, auth: c.auth ?? info.auth, openapi: meta };
   }
   return out;

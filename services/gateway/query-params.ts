@@ -10,8 +10,8 @@
  */
 import type protobuf from "protobufjs/light";
 import { contracts } from "../../lib/serializer/contracts-runtime";
+import { NUMBER_TYPES } from "../../proto/registry";
 
-const NUMERIC = new Set(["double", "float", "int32", "uint32", "sint32", "fixed32", "sfixed32", "int64", "uint64", "sint64", "fixed64", "sfixed64"]);
 
 /** Field name → "number" | "bool", per action, for the scalar fields of its request. */
 const kinds = new Map<string, Map<string, "number" | "bool">>();
@@ -23,7 +23,7 @@ function kindsOf(action: string): Map<string, "number" | "bool"> | undefined {
   k = new Map();
   for (const f of request.fieldsArray) {
     if (f.repeated) continue;
-    if (NUMERIC.has(f.type)) k.set(f.name, "number");
+    if (NUMBER_TYPES.has(f.type)) k.set(f.name, "number");
     else if (f.type === "bool") k.set(f.name, "bool");
   }
   kinds.set(action, k);
