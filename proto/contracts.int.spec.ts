@@ -3,7 +3,8 @@
  * its service's contract and every rpc is an action; the contract's visibility and auth are
  * the action's; every route of the gateway to a business action is the rpc's HTTP rule and
  * every rpc with an HTTP rule is routed; the calls and consumed events each contract
- * declares (the dependency map of README "Contracts") are the ones its code makes.
+ * declares (the dependency map of README "Contracts") are the ones its code makes; every
+ * action validates with the params derived from its request message.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,12 +14,14 @@ import { createBroker } from "../app";
 import { contracts } from "../lib/serializer/contracts-runtime";
 import { API_ALIASES, PAYMENT_NOTIFY_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "../services/gateway/api.service";
 import { testConfig } from "../test/support/app";
+import { Params } from "./gen/params";
 
 const BUSINESS = ["user", "product", "cart", "order", "payment", "notification", "search", "recommendation"] as const;
 
 interface ActionDef {
   visibility?: string;
   auth?: string;
+  params?: unknown;
 }
 
 const broker = () => createBroker(testConfig({ services: [...BUSINESS] }), [...BUSINESS]);
@@ -50,6 +53,13 @@ test("the contract's visibility and auth are the action's", () => {
     if (!internal && def.auth !== c.auth) wrong.push(`${name}: action auth ${def.auth}, contract ${c.auth}`);
   }
   assert.deepEqual(wrong, []);
+});
+
+test("every action validates with its contract's params (proto/gen/params.ts), none other", () => {
+  // Moleculer copies a schema when it merges mixins, so this compares values, not identity.
+  const actual = Object.fromEntries([...serviceActions()].map(([name, def]) => [name, def.params]));
+  const derived = Object.fromEntries(Object.keys(actual).map((name) => [name, Params[name as keyof typeof Params]]));
+  assert.deepEqual(actual, derived);
 });
 
 test("the gateway's routes to business actions are the contracts' HTTP rules, both ways", () => {

@@ -37,6 +37,7 @@ import * as repo from "./cart.repo";
 import { callAction } from "../../lib/call";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Events } from "../../proto/gen/contracts";
+import { Params } from "../../proto/gen/params";
 
 interface CartServiceThis extends EventsServiceThis {
   db: Db;
@@ -45,9 +46,6 @@ interface CartServiceThis extends EventsServiceThis {
 }
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
-
-// ---- parameter schemas (fastest-validator); they also generate the OpenAPI document ----
-const productIdRule = { type: "string", min: 1, max: 64 } as const;
 
 /** The `order.paid` consumer: the order's lines leave the user's cart (in the inbox's transaction). */
 export async function onOrderPaid(trx: Knex.Transaction, payload: unknown): Promise<void> {
@@ -69,7 +67,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
     actions: {
       get: {
         auth: "user",
-        params: {},
+        params: Params["cart.get"],
         async handler(this: CartServiceThis, ctx: Ctx) {
           return this.cartOf(ctx, requireUser(ctx).id);
         },
@@ -77,11 +75,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
 
       addItem: {
         auth: "user",
-        params: {
-          $$strict: true,
-          productId: productIdRule,
-          quantity: { type: "number", integer: true, min: 1, max: MAX_LINE_QUANTITY },
-        },
+        params: Params["cart.addItem"],
         async handler(this: CartServiceThis, ctx: Ctx<{ productId: string; quantity: number }>) {
           const userId = requireUser(ctx).id;
           const { productId, quantity } = ctx.params;
@@ -111,12 +105,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
 
       updateItem: {
         auth: "user",
-        params: {
-          // Unknown fields (an injected userId) are dropped: the line is looked up in the caller's own cart.
-          $$strict: "remove",
-          productId: productIdRule,
-          quantity: { type: "number", integer: true, min: 0, max: MAX_LINE_QUANTITY },
-        },
+        params: Params["cart.updateItem"],
         async handler(this: CartServiceThis, ctx: Ctx<{ productId: string; quantity: number }>) {
           const userId = requireUser(ctx).id;
           const { productId, quantity } = ctx.params;
@@ -138,7 +127,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
 
       removeItem: {
         auth: "user",
-        params: { $$strict: "remove", productId: productIdRule }, // an injected userId is dropped, as above
+        params: Params["cart.removeItem"], // an injected userId is dropped, as above
         async handler(this: CartServiceThis, ctx: Ctx<{ productId: string }>) {
           const userId = requireUser(ctx).id;
           await repo.removeLines(this.db, userId, [ctx.params.productId]);
@@ -148,7 +137,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
 
       clear: {
         auth: "user",
-        params: {},
+        params: Params["cart.clear"],
         async handler(this: CartServiceThis, ctx: Ctx) {
           await repo.clearCart(this.db, requireUser(ctx).id);
           ctx.meta.$statusCode = 204;
@@ -161,7 +150,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       /** The raw stored lines of a user's cart, oldest first: `[{productId, quantity}]`. */
       lines: {
         visibility: "public",
-        params: { $$strict: true, userId: { type: "string", min: 1, max: 64 } },
+        params: Params["cart.lines"],
         async handler(this: CartServiceThis, ctx: Ctx<{ userId: string }>) {
           return (await repo.findLines(this.db, ctx.params.userId)).map((l) => ({ productId: l.productId, quantity: l.quantity }));
         },

@@ -51,7 +51,6 @@ import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import { createMailer, isPermanentRejection, type Mailer } from "./mailer";
 import {
   EVENT_TYPES,
-  MAX_PAGE_SIZE,
   emailFor,
   messageIdFor,
   notificationFor,
@@ -63,6 +62,7 @@ import {
 import * as repo from "./notification.repo";
 import { callAction } from "../../lib/call";
 import type { TypedServiceSchema } from "../../lib/service-schema";
+import { Params } from "../../proto/gen/params";
 
 /** How long a claim keeps other replicas off an e-mail: far above the SMTP timeouts. */
 export const CLAIM_LEASE_MS = 5 * 60_000;
@@ -204,9 +204,6 @@ export class EmailSender {
   }
 }
 
-// ---- parameter and response schemas (fastest-validator / OpenAPI) ----
-const idRule = { type: "string", min: 1, max: 64 } as const;
-
 export function createNotificationService(config: AppConfig): TypedServiceSchema<NotificationServiceThis> {
   // Handlers are plain functions (EventsMixin's options); they wake this service's sender
   // through this holder once their transaction has committed.
@@ -247,12 +244,7 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
     actions: {
       list: {
         auth: "user",
-        params: {
-          $$strict: true,
-          unread: { type: "boolean", convert: true, optional: true },
-          page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
-          pageSize: { type: "number", integer: true, convert: true, min: 1, max: MAX_PAGE_SIZE, optional: true },
-        },
+        params: Params["notification.list"],
         async handler(this: NotificationServiceThis, ctx: Ctx<{ unread?: boolean; page?: number; pageSize?: number }>) {
           const me = requireUser(ctx);
           const q = parseListQuery(ctx.params);
@@ -264,7 +256,7 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       read: {
         auth: "user",
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
-        params: { $$strict: "remove", id: idRule },
+        params: Params["notification.read"],
         async handler(this: NotificationServiceThis, ctx: Ctx<{ id: string }>) {
           const me = requireUser(ctx);
           const n = await repo.markRead(this.db, me.id, ctx.params.id, Date.now());
@@ -279,11 +271,7 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
        */
       outbox: {
         visibility: "public",
-        params: {
-          $$strict: true,
-          userId: { type: "string", min: 1, max: 64, optional: true },
-          limit: { type: "number", integer: true, min: 1, max: 1000, optional: true },
-        },
+        params: Params["notification.outbox"],
         async handler(this: NotificationServiceThis, ctx: Ctx<{ userId?: string; limit?: number }>) {
           const rows = await repo.listEmails(this.db, ctx.params.userId, ctx.params.limit ?? 100);
           return rows.map((r) => ({
@@ -310,6 +298,7 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       /** Runs one sender pass now and answers how many e-mails it handled. Not routed (REPL, tests). */
       sendPending: {
         visibility: "public",
+        params: Params["notification.sendPending"],
         async handler(this: NotificationServiceThis) {
           return { handled: (await this.sender?.pass()) ?? 0 };
         },

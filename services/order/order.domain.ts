@@ -196,7 +196,6 @@ export function describeUnpaidLimit(p: UnpaidLimitProblem): string {
 
 export const RETURN_STATUSES = ["REQUESTED", "APPROVED", "REJECTED"] as const;
 export type ReturnStatus = (typeof RETURN_STATUSES)[number];
-export const MAX_RETURN_REASON = 500;
 
 export interface ReturnRecord {
   id: string;

@@ -40,7 +40,6 @@ import { randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Knex } from "knex";
 import type { Context } from "moleculer";
-import { addressProps } from "../../lib/address-rules";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, type Db } from "../../lib/db";
@@ -50,15 +49,10 @@ import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
-  MAX_LINE_QUANTITY,
-  MAX_ORDER_LINES,
-  MAX_RETURN_REASON,
   MixedCurrencyError,
-  ORDER_STATUSES,
   PAYMENT_STATUSES,
   PURCHASED,
   REFUNDABLE,
-  RETURN_STATUSES,
   canDecide,
   describeUnpaidLimit,
   nextStatus,
@@ -95,6 +89,7 @@ import type { ActionParams } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
 import type { TypedServiceSchema } from "../../lib/service-schema";
+import { Params } from "../../proto/gen/params";
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 
@@ -119,13 +114,6 @@ interface OrderThis extends EventsServiceThis {
 }
 
 type CreateParams = ActionParams<"order.create">;
-
-const idRule = { type: "string", min: 1, max: 64 } as const;
-const pageRules = {
-  page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
-  pageSize: { type: "number", integer: true, convert: true, min: 1, max: 100, optional: true },
-} as const;
-const lineRule = { type: "object", strict: true, props: { productId: idRule, quantity: { type: "number", integer: true, min: 1, max: MAX_LINE_QUANTITY } } } as const;
 
 const REFUND_RETRY_AFTER_MS = 30_000;
 const SWEEP_INTERVAL_MS = 15_000;
@@ -173,12 +161,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       create: {
         auth: "user",
         rateLimit: "orders",
-        params: {
-          $$strict: true,
-          addressId: { type: "string", min: 1, max: 64, optional: true },
-          shippingAddress: { type: "object", optional: true, strict: true, props: addressProps },
-          items: { type: "array", optional: true, min: 1, max: MAX_ORDER_LINES, items: lineRule },
-        },
+        params: Params["order.create"],
         async handler(this: OrderThis, ctx: Ctx<CreateParams>) {
           const me = requireUser(ctx);
           if (Boolean(ctx.params.addressId) === Boolean(ctx.params.shippingAddress))
@@ -196,12 +179,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       list: {
         auth: "user",
-        params: {
-          userId: { type: "string", optional: true, max: 64 },
-          status: { type: "enum", values: [...ORDER_STATUSES], optional: true },
-          paymentStatus: { type: "enum", values: [...PAYMENT_STATUSES], optional: true },
-          ...pageRules,
-        },
+        params: Params["order.list"],
         async handler(this: OrderThis, ctx: Ctx<{ userId?: string; status?: OrderStatus; paymentStatus?: (typeof PAYMENT_STATUSES)[number]; page?: number; pageSize?: number }>) {
           const me = requireUser(ctx);
           const page = ctx.params.page ?? 1;
@@ -215,7 +193,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       get: {
         auth: "user",
-        params: { id: idRule },
+        params: Params["order.get"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           return this.view(await this.ownOrder(ctx, ctx.params.id));
         },
@@ -228,11 +206,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
        */
       exportPurchases: {
         visibility: "public",
-        params: {
-          $$strict: true,
-          after: { type: "string", max: 64, optional: true },
-          limit: { type: "number", integer: true, min: 1, max: 2000, optional: true },
-        },
+        params: Params["order.exportPurchases"],
         async handler(this: OrderThis, ctx: Ctx<{ after?: string; limit?: number }>) {
           const limit = ctx.params.limit ?? 1000;
           const items = await repo.purchasesAfter(this.db, ctx.params.after ?? "", limit, PURCHASED);
@@ -246,7 +220,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       cancel: {
         auth: "user",
-        params: { $$strict: "remove", id: idRule },
+        params: Params["order.cancel"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           const owned = await this.ownOrder(ctx, ctx.params.id);
           const reason = isAdmin(ctx) && ctx.meta.user!.id !== owned.userId ? "admin" : "user";
@@ -270,8 +244,8 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       pay: {
         auth: "user",
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
-        params: { $$strict: "remove", id: idRule, provider: { type: "enum", values: ["sandbox", "alipay", "wechatpay"] } },
-        async handler(this: OrderThis, ctx: Ctx<{ id: string; provider: string }>) {
+        params: Params["order.pay"],
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.pay">>) {
           const me = requireUser(ctx);
           const order = await repo.findOrder(this.db, ctx.params.id);
           // Only the owner pays; anyone else's order is not found.
@@ -304,7 +278,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       ship: {
         auth: "admin",
-        params: { $$strict: true, id: idRule, carrier: { type: "string", trim: true, min: 1, max: 100 }, trackingNumber: { type: "string", trim: true, min: 1, max: 100 } },
+        params: Params["order.ship"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string; carrier: string; trackingNumber: string }>) {
           const { id, carrier, trackingNumber } = ctx.params;
           await inTransaction(this.db, async (trx) => {
@@ -323,7 +297,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       deliver: {
         auth: "admin",
-        params: { $$strict: true, id: idRule },
+        params: Params["order.deliver"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           await inTransaction(this.db, async (trx) => {
             const o = await repo.findOrderForUpdate(trx, ctx.params.id);
@@ -339,12 +313,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       refund: {
         auth: "user",
         rateLimit: "refunds",
-        params: {
-          $$strict: "remove",
-          id: idRule,
-          amount: { type: "number", integer: true, min: 1, optional: true },
-          reason: { type: "string", trim: true, min: 1, max: 200 },
-        },
+        params: Params["order.refund"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string; amount?: number; reason: string }>) {
           const order = await this.ownOrder(ctx, ctx.params.id);
           const { amount, reason } = ctx.params;
@@ -364,12 +333,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       requestReturn: {
         auth: "user",
         rateLimit: "refunds",
-        params: {
-          $$strict: "remove",
-          id: idRule,
-          items: { type: "array", min: 1, max: MAX_ORDER_LINES, items: lineRule },
-          reason: { type: "string", trim: true, min: 1, max: MAX_RETURN_REASON },
-        },
+        params: Params["order.requestReturn"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string; items: OrderLineInput[]; reason: string }>) {
           const me = requireUser(ctx);
           const owned = await repo.findOrder(this.db, ctx.params.id);
@@ -389,7 +353,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       listOrderReturns: {
         auth: "user",
-        params: { $$strict: "remove", id: idRule },
+        params: Params["order.listOrderReturns"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
           const order = await this.ownOrder(ctx, ctx.params.id);
           const items = (await repo.returnsOf(this.db, order.id)).map(toPublicReturn);
@@ -399,7 +363,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       listReturns: {
         auth: "admin",
-        params: { $$strict: true, status: { type: "enum", values: [...RETURN_STATUSES], optional: true }, ...pageRules },
+        params: Params["order.listReturns"],
         async handler(this: OrderThis, ctx: Ctx<{ status?: ReturnStatus; page?: number; pageSize?: number }>) {
           const page = ctx.params.page ?? 1;
           const pageSize = ctx.params.pageSize ?? 20;
@@ -410,12 +374,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       approveReturn: {
         auth: "admin",
-        params: {
-          $$strict: true,
-          id: idRule,
-          amount: { type: "number", integer: true, min: 1, optional: true },
-          restock: { type: "boolean" },
-        },
+        params: Params["order.approveReturn"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string; amount?: number; restock: boolean }>) {
           const { id, amount, restock } = ctx.params;
           const ret = await this.withKey(
@@ -434,7 +393,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       rejectReturn: {
         auth: "admin",
-        params: { $$strict: true, id: idRule, reason: { type: "string", trim: true, min: 1, max: MAX_RETURN_REASON } },
+        params: Params["order.rejectReturn"],
         async handler(this: OrderThis, ctx: Ctx<{ id: string; reason: string }>) {
           return toPublicReturn(await decideReturn(this, ctx.params.id, { kind: "reject", reason: ctx.params.reason }));
         },
@@ -442,7 +401,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       getUserLimits: {
         auth: "admin",
-        params: { $$strict: true, userId: idRule },
+        params: Params["order.getUserLimits"],
         async handler(this: OrderThis, ctx: Ctx<{ userId: string }>) {
           return limitsView(ctx.params.userId, await repo.findUserLimits(this.db, ctx.params.userId), config);
         },
@@ -450,12 +409,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
       setUserLimits: {
         auth: "admin",
-        params: {
-          $$strict: true,
-          userId: idRule,
-          maxUnpaidOrders: { type: "number", integer: true, min: 1, max: 1000, nullable: true, optional: true },
-          maxUnpaidUnitsPerProduct: { type: "number", integer: true, min: 1, max: 1_000_000, nullable: true, optional: true },
-        },
+        params: Params["order.setUserLimits"],
         async handler(this: OrderThis, ctx: Ctx<{ userId: string; maxUnpaidOrders?: number | null; maxUnpaidUnitsPerProduct?: number | null }>) {
           const { userId } = ctx.params;
           const current = await repo.findUserLimits(this.db, userId);
@@ -477,13 +431,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
        */
       applyPayment: {
         visibility: "public",
-        params: {
-          $$strict: true,
-          paymentId: idRule,
-          orderId: idRule,
-          provider: { type: "string", min: 1, max: 16 },
-          amount: { type: "object", strict: true, props: { amount: { type: "number", integer: true, min: 0 }, currency: { type: "string", length: 3 } } },
-        },
+        params: Params["order.applyPayment"],
         async handler(this: OrderThis, ctx: Ctx<PaymentSucceeded>) {
           return { outcome: await inTransaction(this.db, (trx) => onPaymentSucceeded(this, trx, ctx.params)) };
         },

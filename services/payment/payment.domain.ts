@@ -7,9 +7,6 @@ import { randomBytes } from "node:crypto";
 import type { CreatePaymentResult, PlatformName, QueryResult, RefundResult } from "./platforms";
 import type { Money } from "../../proto/gen/meridian/common/v1/common";
 
-export const PROVIDERS: readonly PlatformName[] = ["sandbox", "alipay", "wechatpay"];
-/** Largest amount in minor units (the product service's limit too). */
-export const MAX_AMOUNT = 1_000_000_000_000;
 
 export type PaymentStatus = "PENDING" | "SUCCEEDED" | "FAILED";
 export type RefundStatus = "PENDING" | "SUCCEEDED" | "FAILED";
@@ -182,6 +179,11 @@ export function refundStatusOf(r: RefundResult): RefundStatus {
  * Why a refund of `amount` cannot be taken from `payment` given the refunds already
  * counted (PENDING and SUCCEEDED ones: money promised back), or undefined when it can.
  */
+/** A payment or a refund is of a positive amount (the Money contract allows 0, a free product's price). */
+export function movedAmountProblem(amount: Money): string | undefined {
+  return amount.amount >= 1 ? undefined : "The amount must be at least 1 (minor units)";
+}
+
 export function refundProblem(
   payment: { status: PaymentStatus; amount: Money; orderId: string },
   request: { orderId: string; amount: Money },

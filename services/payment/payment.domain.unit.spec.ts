@@ -4,6 +4,7 @@ import {
   PAYMENT_ID,
   formatMoney,
   fromStatesFor,
+  movedAmountProblem,
   newPaymentId,
   paidAtMs,
   payloadColumns,
@@ -103,4 +104,9 @@ test("sandbox page: escaped, no external assets, script and style only with the 
   assert.match(sandboxPageCsp("n0nce"), /default-src 'none'; script-src 'nonce-n0nce'/);
   assert.equal(formatMoney({ amount: 500, currency: "JPY" }), "500 JPY");
   assert.equal(formatMoney({ amount: 5, currency: "EUR" }), "0.05 EUR");
+});
+
+test("a payment or a refund moves at least one minor unit, though Money's contract allows 0", () => {
+  assert.match(movedAmountProblem({ amount: 0, currency: "CNY" }) ?? "", /at least 1/);
+  assert.equal(movedAmountProblem({ amount: 1, currency: "CNY" }), undefined);
 });

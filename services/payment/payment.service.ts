@@ -53,8 +53,6 @@ import { ensurePrivateDir, readOrCreatePrivateFile } from "../../lib/private-fil
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
-  MAX_AMOUNT,
-  PROVIDERS,
   fromStatesFor,
   iso,
   newPaymentId,
@@ -73,6 +71,7 @@ import {
   type Outcome,
   type PaymentRecord,
   type RefundRecord,
+  movedAmountProblem,
 } from "./payment.domain";
 import * as repo from "./payment.repo";
 import { callAction } from "../../lib/call";
@@ -96,6 +95,7 @@ import {
 } from "./platforms";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
+import { Params } from "../../proto/gen/params";
 
 /** Rows handled per sweep pass (payments, then refunds). */
 const SWEEP_BATCH = 100;
@@ -106,8 +106,6 @@ const SWEEP_BATCH = 100;
  * long as a trade can be paid (its time_expire is the reservation's end) plus an hour.
  */
 const failedWatchMs = (reservationTtlS: number) => Math.max(24 * 3600 * 1000, reservationTtlS * 1000 + 3600 * 1000);
-/** How long a sandbox pay token may be. */
-const TOKEN_MAX = 100;
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 
@@ -162,17 +160,12 @@ export function loadPaymentConfig(config: AppConfig, env: Record<string, string 
   return parsePaymentConfig(wanted ? sandboxKeyEnv(config, env) : env, options);
 }
 
-// ---- parameter schemas (fastest-validator; they also generate the OpenAPI document) ----
 
-const idRule = { type: "string", min: 1, max: 64 } as const;
-const moneyRule = {
-  type: "object",
-  strict: true,
-  props: {
-    amount: { type: "number", integer: true, min: 1, max: MAX_AMOUNT },
-    currency: { type: "string", length: 3, pattern: "^[A-Z]{3}$" },
-  },
-} as const;
+/** A payment or a refund moves money: Money's contract allows 0 (a free product), these do not. */
+function assertMoves(amount: Money): void {
+  const problem = movedAmountProblem(amount);
+  if (problem) throw validationError(problem, [{ field: "amount.amount", message: problem }]);
+}
 
 function httpReply(ctx: Ctx<any>, r: PlatformHttpResponse): string | null {
   ctx.meta.$statusCode = r.status;
@@ -224,18 +217,10 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       /** For the order service: a payment of an order with a platform (not routed). */
       create: {
         visibility: "public",
-        params: {
-          $$strict: true,
-          orderId: idRule,
-          userId: idRule,
-          provider: { type: "enum", values: [...PROVIDERS] },
-          amount: moneyRule,
-          subject: { type: "string", trim: true, min: 1, max: 256 },
-          // The order's reservation end (epoch ms): the trade is not payable after it.
-          expiresAt: { type: "number", integer: true, min: 0 },
-        },
+        params: Params["payment.create"],
         async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string; userId: string; provider: PlatformName; amount: Money; subject: string; expiresAt: number }>) {
           const { orderId, userId, provider, subject, expiresAt } = ctx.params;
+          assertMoves(ctx.params.amount);
           if (expiresAt <= Date.now()) throw conflict("The order's reservation has expired; it can no longer be paid", [{ field: "expiresAt" }]);
           const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
           const platform = this.platformFor(provider);
@@ -283,7 +268,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       get: {
         auth: "user",
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
-        params: { $$strict: "remove", id: idRule },
+        params: Params["payment.get"],
         async handler(this: PaymentServiceThis, ctx: Ctx<{ id: string }>) {
           const user = requireUser(ctx);
           const p = await repo.findPayment(this.db, ctx.params.id);
@@ -296,7 +281,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       /** For the order service: the order's payments, oldest first (not routed). */
       listForOrder: {
         visibility: "public",
-        params: { $$strict: true, orderId: idRule },
+        params: Params["payment.listForOrder"],
         async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string }>) {
           return (await repo.paymentsOfOrder(this.db, ctx.params.orderId)).map(toPaymentView);
         },
@@ -305,16 +290,10 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       /** For the order service: a refund through the platform that took the money (not routed). */
       refund: {
         visibility: "public",
-        params: {
-          $$strict: true,
-          refundId: idRule,
-          orderId: idRule,
-          paymentId: idRule,
-          amount: moneyRule,
-          reason: { type: "string", trim: true, min: 1, max: 500 },
-        },
+        params: Params["payment.refund"],
         async handler(this: PaymentServiceThis, ctx: Ctx<{ refundId: string; orderId: string; paymentId: string; amount: Money; reason: string }>) {
           const { refundId, orderId, paymentId, reason } = ctx.params;
+          assertMoves(ctx.params.amount);
           const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
           const replay = (r: RefundRecord) => {
             if (!sameRefund(r, { paymentId, orderId, amount })) throw conflict("This refundId was used for another refund", [{ field: "refundId" }]);
@@ -368,16 +347,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         auth: "none",
         // Not JSON: the platform's own reply. Summary, errors and tags are the contract's.
         openapi: { contentType: "text/plain", response: { type: "string" }, description: "Answers the platform's own acknowledgement (Alipay and the sandbox: `success` as text/plain; WeChat Pay: 204). A callback that fails verification (signature, key, timestamp, merchant, app, amount, unknown payment) answers 400 and changes nothing; a repeat changes nothing." },
-        params: {
-          $$strict: true,
-          provider: { type: "string", min: 1, max: 32 },
-          rawBody: { type: "string", max: Math.ceil((config.bodyLimitBytes * 4) / 3) + 8 },
-          contentType: { type: "string", max: 256, optional: true },
-          headers: {
-            type: "array", optional: true, max: 200,
-            items: { type: "object", strict: true, props: { name: { type: "string", max: 256 }, values: { type: "array", max: 64, items: { type: "string", max: 16_384 } } } },
-          },
-        },
+        params: Params["payment.notify"],
         async handler(this: PaymentServiceThis, ctx: Ctx<{ provider: string; rawBody: string; contentType?: string; headers?: { name: string; values: string[] }[] }>) {
           const platform = this.platforms().get(ctx.params.provider as PlatformName);
           if (!platform) throw notFound("Payment platform");
@@ -418,12 +388,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       sandboxComplete: {
         auth: "none",
         // Off (SANDBOX_PAY), the route is not there for anyone: 404 whatever the body, not a 422.
-        params: sandboxParams({
-          $$strict: true,
-          paymentId: idRule,
-          outcome: { type: "enum", values: ["success", "failure"] },
-          token: { type: "string", min: 1, max: TOKEN_MAX },
-        }),
+        params: sandboxParams(Params["payment.sandboxComplete"]),
         async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; outcome: "success" | "failure"; token: string }>) {
           const { paymentId, outcome, token } = ctx.params;
           const sandbox = paymentConfig.sandbox;
@@ -461,7 +426,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       sandboxPage: {
         auth: "none",
         openapi: { contentType: "text/html", response: { type: "string" } },
-        params: sandboxParams({ $$strict: true, paymentId: idRule, token: { type: "string", max: TOKEN_MAX, optional: true } }),
+        params: sandboxParams(Params["payment.sandboxPage"]),
         async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; token?: string }>) {
           const { paymentId, token } = ctx.params;
           const sandbox = paymentConfig.sandbox;
@@ -482,7 +447,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
        */
       closeOrderTrades: {
         visibility: "public",
-        params: { $$strict: true, orderId: idRule },
+        params: Params["payment.closeOrderTrades"],
         async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string }>) {
           const marked = await repo.requestClose(this.db, ctx.params.orderId, Date.now());
           if (marked) this.reconcileSoon();
@@ -493,7 +458,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       /** One reconciliation pass now (tests, operations); `now` (epoch ms) lets a test look ahead. */
       reconcile: {
         visibility: "public",
-        params: { $$strict: true, now: { type: "number", integer: true, min: 0, optional: true } },
+        params: Params["payment.reconcile"],
         async handler(this: PaymentServiceThis, ctx: Ctx<{ now?: number }>) {
           return this.reconcileOnce(ctx.params.now);
         },

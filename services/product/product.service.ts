@@ -41,12 +41,8 @@ import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
   CREATE_FIELDS,
-  MAX_AMOUNT,
-  MAX_PAGE_SIZE,
-  MAX_RESERVATION_LINES,
   MAX_STOCK,
   PATCH_FIELDS,
-  SORTS,
   adjustVerdict,
   applyPatch,
   lineProblems,
@@ -70,6 +66,7 @@ import * as repo from "./product.repo";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { periodic, type Periodic } from "../../lib/periodic";
+import { Params } from "../../proto/gen/params";
 
 /** Wait before the second cache clean of a write (see the header). */
 const SECOND_CLEAN_MS = 250;
@@ -93,32 +90,6 @@ interface ProductServiceThis extends EventsServiceThis {
 }
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
-
-// ---- parameter schemas (fastest-validator); they also generate the OpenAPI document ----
-const idRule = { type: "string", min: 1, max: 64 } as const;
-const textRule = (max: number) => ({ type: "string", trim: true, min: 1, max }) as const;
-const productProps = {
-  name: textRule(200),
-  description: { type: "string", trim: true, max: 10_000 },
-  category: textRule(100),
-  brand: { type: "string", trim: true, min: 1, max: 100, optional: true, nullable: true },
-  tags: { type: "array", optional: true, max: 50, items: { type: "string", max: 50 } },
-  price: {
-    type: "object",
-    strict: true,
-    props: {
-      amount: { type: "number", integer: true, min: 0, max: MAX_AMOUNT },
-      currency: { type: "string", length: 3, pattern: "^[A-Z]{3}$" },
-    },
-  },
-  images: { type: "array", optional: true, max: 20, items: { type: "url", max: 2048 } },
-} as const;
-const optionalAll = <T extends Record<string, object>>(props: T) =>
-  Object.fromEntries(Object.entries(props).map(([k, v]) => [k, { ...v, optional: true }])) as {
-    [K in keyof T]: T[K] & { optional: true };
-  };
-
-const orderIdRule = { type: "string", min: 1, max: 64 } as const;
 
 function assertMoney(price: Money | undefined): void {
   if (!price) return;
@@ -161,13 +132,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       list: {
         auth: "none",
         cache: { keys: ["category", "brand", "page", "pageSize", "sort"], ttl: LIST_CACHE_TTL_S },
-        params: {
-          category: { type: "string", optional: true, max: 100 },
-          brand: { type: "string", optional: true, max: 100 },
-          page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
-          pageSize: { type: "number", integer: true, convert: true, min: 1, max: MAX_PAGE_SIZE, optional: true },
-          sort: { type: "enum", values: [...SORTS], optional: true },
-        },
+        params: Params["product.list"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ category?: string; brand?: string; page?: number; pageSize?: number; sort?: string }>) {
           const q = parseListQuery(ctx.params);
           const { items, total } = await repo.listProducts(this.db, q);
@@ -178,7 +143,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       get: {
         auth: "none",
         cache: { keys: ["id"] },
-        params: { id: idRule },
+        params: Params["product.get"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ id: string }>) {
           const p = await repo.findProduct(this.db, ctx.params.id);
           if (!p) throw notFound("Product");
@@ -197,11 +162,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
        */
       export: {
         visibility: "public",
-        params: {
-          $$strict: true,
-          after: { type: "string", max: 64, optional: true },
-          limit: { type: "number", integer: true, min: 1, max: 1000, optional: true },
-        },
+        params: Params["product.export"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ after?: string; limit?: number }>) {
           const limit = ctx.params.limit ?? 500;
           const rows = await repo.productsAfter(this.db, ctx.params.after ?? "", limit);
@@ -211,7 +172,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
       seedDemo: {
         visibility: "public",
-        params: { from: { type: "number", integer: true, min: 0 }, count: { type: "number", integer: true, min: 1, max: 500 } },
+        params: Params["product.seedDemo"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ from: number; count: number }>) {
           return { inserted: await this.seedDemoBatch(ctx.params.from, ctx.params.count) };
         },
@@ -219,12 +180,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
       create: {
         auth: "admin",
-        params: {
-          $$strict: true,
-          sku: { type: "string", trim: true, min: 1, max: 64, pattern: "^[A-Za-z0-9._-]+$" },
-          ...productProps,
-          stock: { type: "number", integer: true, min: 0, max: MAX_STOCK, optional: true },
-        },
+        params: Params["product.create"],
         async handler(this: ProductServiceThis, ctx: Ctx<Record<string, unknown>>) {
           const input = pickFields(ctx.params, CREATE_FIELDS) as Record<string, any>;
           assertMoney(input.price);
@@ -264,7 +220,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
       update: {
         auth: "admin",
-        params: { $$strict: true, id: idRule, ...optionalAll(productProps) },
+        params: Params["product.update"],
         async handler(this: ProductServiceThis, ctx: Ctx<Record<string, unknown> & { id: string }>) {
           const patch = pickFields(ctx.params, PATCH_FIELDS) as ProductPatch;
           assertMoney(patch.price);
@@ -284,7 +240,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
       remove: {
         auth: "admin",
-        params: { $$strict: true, id: idRule },
+        params: Params["product.remove"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ id: string }>) {
           await inTransaction(this.db, async (trx) => {
             const current = await repo.findProductForUpdate(trx, ctx.params.id);
@@ -300,11 +256,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
       adjustStock: {
         auth: "admin",
-        params: {
-          $$strict: true,
-          id: idRule,
-          delta: { type: "number", integer: true, min: -MAX_STOCK, max: MAX_STOCK, notEqual: 0 },
-        },
+        params: Params["product.adjustStock"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ id: string; delta: number }>) {
           const { id, delta } = ctx.params;
           if (delta === 0) throw validationError("delta must not be 0", [{ field: "delta" }]);
@@ -330,17 +282,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
       reserve: {
         visibility: "public",
-        params: {
-          $$strict: true,
-          orderId: orderIdRule,
-          lines: {
-            type: "array",
-            min: 1,
-            max: MAX_RESERVATION_LINES,
-            items: { type: "object", strict: true, props: { productId: idRule, quantity: { type: "number", integer: true, min: 1, max: MAX_STOCK } } },
-          },
-          ttlSeconds: { type: "number", integer: true, min: 1, max: 7 * 86_400, optional: true },
-        },
+        params: Params["product.reserve"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string; lines: ReservationLine[]; ttlSeconds?: number }>) {
           const { orderId } = ctx.params;
           const lines = normalizeLines(ctx.params.lines);
@@ -406,7 +348,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
       commit: {
         visibility: "public",
-        params: { $$strict: true, orderId: orderIdRule },
+        params: Params["product.commit"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
           return this.finishReservations(ctx, "committed");
         },
@@ -414,7 +356,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
       release: {
         visibility: "public",
-        params: { $$strict: true, orderId: orderIdRule },
+        params: Params["product.release"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
           return this.finishReservations(ctx, "released");
         },
@@ -426,7 +368,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
        */
       returnStock: {
         visibility: "public",
-        params: { $$strict: true, orderId: orderIdRule },
+        params: Params["product.returnStock"],
         async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
           const { orderId } = ctx.params;
           let changed = false;
@@ -448,7 +390,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       /** Runs one expiry pass now (tests, operations). */
       sweep: {
         visibility: "public",
-        params: {},
+        params: Params["product.sweep"],
         async handler(this: ProductServiceThis) {
           return { expired: await this.sweepExpired() };
         },

@@ -36,7 +36,6 @@ export const BRAND_BOOST = 0.25;
 const FALLBACK_SCALE = 0.001;
 
 export const DEFAULT_LIMIT = 10;
-export const MAX_LIMIT = 50;
 
 export interface Purchase {
   productId: string;

@@ -42,7 +42,6 @@ import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
   DEFAULT_LIMIT,
   HISTORY_FOR_SCORING,
-  MAX_LIMIT,
   NEIGHBOURS_PER_ITEM,
   buildModel,
   isFullRefund,
@@ -59,6 +58,7 @@ import { callAction } from "../../lib/call";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
+import { Params } from "../../proto/gen/params";
 
 const EXPORT_PAGE = 500;
 const ORDER_PAGE = 1000;
@@ -118,8 +118,6 @@ function rebuildView(m: repo.MetaRow) {
   };
 }
 
-const limitRule = { type: "number", integer: true, convert: true, min: 1, max: MAX_LIMIT, optional: true } as const;
-
 export function createRecommendationService(config: AppConfig): TypedServiceSchema<RecThis> {
   const onPaid: EventHandler = async (trx, payload) => {
     const order = paidOrderOf(payload);
@@ -160,7 +158,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
       forMe: {
         auth: "user",
         // Unknown fields (an injected userId) are dropped: the token alone says who asks.
-        params: { $$strict: "remove", limit: limitRule },
+        params: Params["recommendation.forMe"],
         async handler(this: RecThis, ctx: Ctx<{ limit?: number }>) {
           const me = requireUser(ctx);
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
@@ -181,7 +179,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
 
       alsoBought: {
         auth: "none",
-        params: { $$strict: "remove", id: { type: "string", min: 1, max: 64 }, limit: limitRule },
+        params: Params["recommendation.alsoBought"],
         async handler(this: RecThis, ctx: Ctx<{ id: string; limit?: number }>) {
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
           // An unknown or deleted product is a 404, as GET /api/products/:id answers.
@@ -209,16 +207,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
        */
       rank: {
         visibility: "public",
-        params: {
-          $$strict: true,
-          userId: { type: "string", min: 1, max: 64 },
-          limit: { type: "number", integer: true, min: 1, max: 1000, optional: true },
-          preferences: {
-            type: "object",
-            optional: true,
-            props: { categories: { type: "array", items: "string", optional: true }, brands: { type: "array", items: "string", optional: true } },
-          },
-        },
+        params: Params["recommendation.rank"],
         async handler(this: RecThis, ctx: Ctx<{ userId: string; limit?: number; preferences?: Partial<Preferences> }>) {
           return this.rank(ctx.params.userId, preferencesOf({ preferences: ctx.params.preferences ?? {} }), ctx.params.limit ?? DEFAULT_LIMIT);
         },
@@ -226,7 +215,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
 
       startRebuild: {
         auth: "admin",
-        params: { $$strict: "remove" },
+        params: Params["recommendation.startRebuild"],
         async handler(this: RecThis, ctx: Ctx) {
           const by = `${config.nodeId}:${Date.now()}`;
           if (!(await repo.claimRebuild(this.db, by, Date.now(), REBUILD_LEASE_MS))) throw new AppError("CONFLICT", "A rebuild is already running", [rebuildView(await repo.readMeta(this.db))]);
@@ -238,7 +227,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
 
       rebuildStatus: {
         auth: "admin",
-        params: { $$strict: "remove" },
+        params: Params["recommendation.rebuildStatus"],
         async handler(this: RecThis) {
           const live = this.rebuildLive;
           if (live)
@@ -250,6 +239,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
       /** The model's size and the rebuild state. Not routed (REPL, tests, benchmark). */
       status: {
         visibility: "public",
+        params: Params["recommendation.status"],
         async handler(this: RecThis) {
           return { ...(await repo.counts(this.db)), catalogSynced: this.sync.done, rebuild: rebuildView(await repo.readMeta(this.db)) };
         },
@@ -258,6 +248,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
       /** Waits for a rebuild this replica started (tests, benchmark). Not routed. */
       awaitRebuild: {
         visibility: "public",
+        params: Params["recommendation.awaitRebuild"],
         async handler(this: RecThis) {
           await this.rebuildRunning;
           return rebuildView(await repo.readMeta(this.db));

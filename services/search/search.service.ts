@@ -27,11 +27,12 @@ import type { AppConfig } from "../../lib/config";
 import { registerProbe, unregisterProbe } from "../../lib/readiness";
 import { BroadcastEventsMixin } from "../../mixins/broadcast-events.mixin";
 import { createElasticsearchClient, ElasticsearchEngine } from "./engines/elasticsearch-engine";
-import { MAX_PAGE_SIZE, MAX_QUERY_LENGTH, MAX_SUGGEST_LIMIT, SORTS, parseSearchQuery, parseSuggest, type ProductDoc, type SearchEngine } from "./engines/engine";
+import { parseSearchQuery, parseSuggest, type ProductDoc, type SearchEngine } from "./engines/engine";
 import { MiniSearchEngine } from "./engines/minisearch-engine";
 import { callAction } from "../../lib/call";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
+import { Params } from "../../proto/gen/params";
 
 const EXPORT_PAGE = 500;
 const MAX_REBUILD_BACKOFF_MS = 30_000;
@@ -107,17 +108,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         auth: "none",
         // Loose types here (query strings); parseSearchQuery is the one validation and
         // lists every bad field at once.
-        params: {
-          q: { type: "string", optional: true, max: MAX_QUERY_LENGTH },
-          category: { type: "string", optional: true, max: 200 },
-          brand: { type: "string", optional: true, max: 200 },
-          minPrice: { type: "number", integer: true, min: 0, convert: true, optional: true },
-          maxPrice: { type: "number", integer: true, min: 0, convert: true, optional: true },
-          inStock: { type: "boolean", convert: true, optional: true },
-          sort: { type: "enum", values: [...SORTS], optional: true },
-          page: { type: "number", integer: true, min: 1, convert: true, optional: true },
-          pageSize: { type: "number", integer: true, min: 1, max: MAX_PAGE_SIZE, convert: true, optional: true },
-        },
+        params: Params["search.search"],
         async handler(this: SearchThis, ctx: Context<Record<string, unknown>>) {
           return this.engine.search(parseSearchQuery(ctx.params));
         },
@@ -125,10 +116,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
 
       suggest: {
         auth: "none",
-        params: {
-          q: { type: "string", optional: true, max: MAX_QUERY_LENGTH },
-          limit: { type: "number", integer: true, min: 1, max: MAX_SUGGEST_LIMIT, convert: true, optional: true },
-        },
+        params: Params["search.suggest"],
         async handler(this: SearchThis, ctx: Context<{ q?: string; limit?: number }>) {
           const { prefix, limit } = parseSuggest(ctx.params.q, ctx.params.limit);
           return { suggestions: prefix ? await this.engine.suggest(prefix, limit) : [] };
@@ -138,6 +126,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
       /** This replica's index: engine, documents, rebuilds (tests, REPL, operators). Not routed. */
       status: {
         visibility: "public",
+        params: Params["search.status"],
         async handler(this: SearchThis) {
           const { running, done, lastAt, lastMs, failures } = this.rebuild;
           return { engine: this.engine.kind, ready: this.ready, documents: await this.engine.count(), known: this.known.size, rebuilds: { running, done, lastAt, lastMs, failures } };
@@ -147,6 +136,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
       /** Rebuild now (operators, after restoring a product database). Not routed. */
       reindex: {
         visibility: "public",
+        params: Params["search.reindex"],
         async handler(this: SearchThis) {
           this.requestRebuild();
           return { requested: true };

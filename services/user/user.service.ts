@@ -8,7 +8,6 @@ import argon2 from "argon2";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
 import { accessTokens, type AccessTokens } from "../../lib/auth/tokens";
-import { addressProps } from "../../lib/address-rules";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
@@ -33,6 +32,7 @@ import {
 } from "./user.domain";
 import * as repo from "./user.repo";
 import type { TypedServiceSchema } from "../../lib/service-schema";
+import { Params } from "../../proto/gen/params";
 
 /** argon2id with OWASP's minimum (DESIGN.md): 19 MiB, 2 passes, 1 lane. */
 const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
@@ -53,15 +53,6 @@ type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
-// ---- parameter schemas (fastest-validator); they also generate the OpenAPI document ----
-const emailRule = { type: "email", max: 254, normalize: true } as const;
-const nameRule = { type: "string", trim: true, min: 1, max: 100 } as const;
-const idRule = { type: "string", min: 1, max: 64 } as const;
-const prefList = { type: "array", optional: true, max: 50, items: { type: "string", max: 100 } } as const;
-const optionalAll = <T extends Record<string, object>>(props: T) =>
-  Object.fromEntries(Object.entries(props).map(([k, v]) => [k, { ...v, optional: true }])) as {
-    [K in keyof T]: T[K] & { optional: true };
-  };
 
 /**
  * Sets an account's role and records the change where the gateway looks (so it applies to
@@ -85,7 +76,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       register: {
         auth: "none",
         rateLimit: "signup",
-        params: { $$strict: true, email: emailRule, password: { type: "string", max: 1024 }, name: nameRule },
+        params: Params["user.register"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.register">>): Promise<ActionResponse<"user.register">> {
           const email = normalizeEmail(ctx.params.email);
           const problems = passwordProblems(ctx.params.password, email);
@@ -117,7 +108,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       login: {
         auth: "none",
-        params: { $$strict: true, email: { type: "string", max: 254 }, password: { type: "string", max: 1024 } },
+        params: Params["user.login"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.login">>): Promise<ActionResponse<"user.login">> {
           const email = normalizeEmail(ctx.params.email);
           // The attempt is counted before the password is checked (login-throttle.ts).
@@ -134,7 +125,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       refresh: {
         auth: "none",
-        params: { $$strict: true, refreshToken: { type: "string", max: 200 } },
+        params: Params["user.refresh"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.refresh">>): Promise<ActionResponse<"user.refresh">> {
           const invalid = () => unauthorized("Invalid or expired refresh token");
           const parsed = parseRefreshToken(ctx.params.refreshToken);
@@ -167,7 +158,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       logout: {
         auth: "user",
-        params: { $$strict: true, refreshToken: { type: "string", max: 200 } },
+        params: Params["user.logout"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.logout">>) {
           const me = requireUser(ctx);
           const parsed = parseRefreshToken(ctx.params.refreshToken);
@@ -185,7 +176,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       me: {
         auth: "user",
-        params: {},
+        params: Params["user.me"],
         async handler(this: UserServiceThis, ctx: Ctx) {
           const user = await repo.findUserById(this.db, requireUser(ctx).id);
           if (!user) throw notFound("User");
@@ -195,16 +186,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       updateMe: {
         auth: "user",
-        params: {
-          $$strict: true,
-          name: { ...nameRule, optional: true },
-          preferences: {
-            type: "object",
-            optional: true,
-            strict: true,
-            props: { categories: prefList, brands: prefList },
-          },
-        },
+        params: Params["user.updateMe"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.updateMe">>): Promise<ActionResponse<"user.updateMe">> {
           const me = requireUser(ctx);
           const updated = await inTransaction(this.db, async (trx) => {
@@ -221,7 +203,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       listAddresses: {
         auth: "user",
-        params: {},
+        params: Params["user.listAddresses"],
         async handler(this: UserServiceThis, ctx: Ctx) {
           return repo.listAddresses(this.db, requireUser(ctx).id);
         },
@@ -229,7 +211,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       createAddress: {
         auth: "user",
-        params: { $$strict: true, ...addressProps },
+        params: Params["user.createAddress"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.createAddress">>) {
           const me = requireUser(ctx);
           const id = randomUUID();
@@ -246,7 +228,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       updateAddress: {
         auth: "user",
-        params: { $$strict: true, id: idRule, ...optionalAll(addressProps) },
+        params: Params["user.updateAddress"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.updateAddress">>) {
           const me = requireUser(ctx);
           const { id, ...rest } = ctx.params;
@@ -258,7 +240,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       deleteAddress: {
         auth: "user",
-        params: { $$strict: true, id: idRule },
+        params: Params["user.deleteAddress"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.deleteAddress">>) {
           if (!(await repo.deleteAddress(this.db, requireUser(ctx).id, ctx.params.id))) throw notFound("Address");
           ctx.meta.$statusCode = 204;
@@ -269,13 +251,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       /** Admins: find accounts (by e-mail prefix, role), newest first. */
       adminList: {
         auth: "admin",
-        params: {
-          $$strict: true,
-          email: { type: "string", max: 254, optional: true },
-          role: { type: "enum", values: ["customer", "admin"], optional: true },
-          page: { type: "number", integer: true, convert: true, min: 1, max: 100_000, optional: true },
-          pageSize: { type: "number", integer: true, convert: true, min: 1, max: 100, optional: true },
-        },
+        params: Params["user.adminList"],
         async handler(this: UserServiceThis, ctx: Ctx<{ email?: string; role?: Role; page?: number; pageSize?: number }>) {
           const page = ctx.params.page ?? 1;
           const pageSize = ctx.params.pageSize ?? 20;
@@ -294,7 +270,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
        */
       setRole: {
         auth: "admin",
-        params: { $$strict: true, id: idRule, role: { type: "enum", values: ["customer", "admin"] } },
+        params: Params["user.setRole"],
         async handler(this: UserServiceThis, ctx: Ctx<{ id: string; role: Role }>) {
           if (ctx.params.id === requireUser(ctx).id) throw conflict("An admin cannot change their own role", [{ field: "id" }]);
           const user = await changeRole(this.db, this.revocations, ctx.params.id, ctx.params.role);
@@ -307,7 +283,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       /** For other services (order: shipping address; notification: e-mail). Not routed. */
       getAddress: {
         visibility: "public",
-        params: { userId: idRule, id: idRule },
+        params: Params["user.getAddress"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.getAddress">>): Promise<ActionResponse<"user.getAddress">> {
           const address = await repo.findAddress(this.db, ctx.params.userId, ctx.params.id);
           if (!address) throw notFound("Address");
@@ -317,7 +293,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
 
       get: {
         visibility: "public",
-        params: { id: idRule },
+        params: Params["user.get"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.get">>): Promise<ActionResponse<"user.get">> {
           const user = await repo.findUserById(this.db, ctx.params.id);
           if (!user) throw notFound("User");

@@ -188,7 +188,7 @@ export interface LoadSummary {
 export const MAX_ERROR_KINDS = 50;
 const MAX_SAMPLES = 3;
 
-/** The address every simulated order ships to (valid for lib/address-rules.ts). */
+/** The address every simulated order ships to (valid for the Address contract's rules). */
 export const LOAD_ADDRESS = {
   recipient: "Load Shopper", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN",
 } as const;

@@ -154,9 +154,9 @@ export interface ListRequest {
   /** Admins only (ignored for a customer). */
   userId?: string;
   /** An order status (see Order.status). */
-  status?: string;
+  status?: "PENDING_PAYMENT" | "PAID" | "SHIPPED" | "DELIVERED" | "CANCELLED" | "REFUNDED";
   /** A payment status (see Order.payment_status). */
-  paymentStatus?: string;
+  paymentStatus?: "unpaid" | "paid" | "partially_refunded" | "refunded";
   page?: number;
   pageSize?: number;
 }
@@ -195,7 +195,7 @@ export interface CancelRequest {
 export interface PayRequest {
   id: string;
   /** "sandbox" | "alipay" | "wechatpay" */
-  provider: string;
+  provider: "sandbox" | "alipay" | "wechatpay";
 }
 
 /** The payment (payment.create's answer), with the platform's payload: one of pay_url, code_url, form, depending on the provider. */
@@ -253,7 +253,7 @@ export interface ListOrderReturnsRequest {
 
 export interface ListReturnsRequest {
   /** A return status (see OrderReturn.status). */
-  status?: string;
+  status?: "REQUESTED" | "APPROVED" | "REJECTED";
   page?: number;
   pageSize?: number;
 }

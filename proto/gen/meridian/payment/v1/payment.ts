@@ -46,7 +46,7 @@ export interface CreateRequest {
   orderId: string;
   userId: string;
   /** "sandbox" | "alipay" | "wechatpay" */
-  provider: string;
+  provider: "sandbox" | "alipay" | "wechatpay";
   amount: meridian_common_v1_common.Money;
   /** The trade's title at the platform (1-256 characters). */
   subject: string;
@@ -96,7 +96,7 @@ export interface NotifyResponse {
 export interface SandboxCompleteRequest {
   paymentId: string;
   /** "success" | "failure" */
-  outcome: string;
+  outcome: "success" | "failure";
   /** The token of the payUrl: proves access. */
   token: string;
 }

@@ -41,7 +41,7 @@ export interface ListRequest {
   page?: number;
   pageSize?: number;
   /** "newest" (default) | "price_asc" | "price_desc" */
-  sort?: string;
+  sort?: "newest" | "price_asc" | "price_desc";
 }
 
 export interface GetRequest {

@@ -16,7 +16,7 @@ export interface SearchRequest {
   /** true: only products with stock.available > 0. */
   inStock?: boolean;
   /** "relevance" | "price_asc" | "price_desc" | "newest" */
-  sort?: string;
+  sort?: "relevance" | "price_asc" | "price_desc" | "newest";
   /** From 1; page * page_size at most 10000. */
   page?: number;
   /** 1 to 100. */

@@ -68,14 +68,14 @@ export interface UpdateMeRequest {
 
 export interface AdminListRequest {
   email?: string;
-  role?: string;
+  role?: "customer" | "admin";
   page?: number;
   pageSize?: number;
 }
 
 export interface SetRoleRequest {
   id: string;
-  role: string;
+  role: "customer" | "admin";
 }
 
 export interface GetRequest {
