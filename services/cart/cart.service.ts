@@ -38,11 +38,12 @@ import { callAction } from "../../lib/call";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Events } from "../../proto/gen/contracts";
 import { Params } from "../../proto/gen/params";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
 interface CartServiceThis extends EventsServiceThis {
   db: Db;
-  cartOf(ctx: Ctx, userId: string): Promise<Cart>;
-  productOf(ctx: Ctx, productId: string): Promise<ProductInfo | null>;
+  cartOf(ctx: Ctx<unknown>, userId: string): Promise<Cart>;
+  productOf(ctx: Ctx<unknown>, productId: string): Promise<ProductInfo | null>;
 }
 
 type Ctx<P = Record<string, unknown>> = RequestContext<P>;
@@ -68,7 +69,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       get: {
         auth: "user",
         params: Params["cart.get"],
-        async handler(this: CartServiceThis, ctx: Ctx) {
+        async handler(this: CartServiceThis, ctx: Ctx<ActionParams<"cart.get">>): Promise<ActionResponse<"cart.get">> {
           return this.cartOf(ctx, requireUser(ctx).id);
         },
       },
@@ -76,7 +77,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       addItem: {
         auth: "user",
         params: Params["cart.addItem"],
-        async handler(this: CartServiceThis, ctx: Ctx<{ productId: string; quantity: number }>) {
+        async handler(this: CartServiceThis, ctx: Ctx<ActionParams<"cart.addItem">>): Promise<ActionResponse<"cart.addItem">> {
           const userId = requireUser(ctx).id;
           const { productId, quantity } = ctx.params;
           const product = await this.productOf(ctx, productId);
@@ -106,7 +107,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       updateItem: {
         auth: "user",
         params: Params["cart.updateItem"],
-        async handler(this: CartServiceThis, ctx: Ctx<{ productId: string; quantity: number }>) {
+        async handler(this: CartServiceThis, ctx: Ctx<ActionParams<"cart.updateItem">>): Promise<ActionResponse<"cart.updateItem">> {
           const userId = requireUser(ctx).id;
           const { productId, quantity } = ctx.params;
           const problems = setQuantityProblems(quantity);
@@ -128,7 +129,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       removeItem: {
         auth: "user",
         params: Params["cart.removeItem"], // an injected userId is dropped, as above
-        async handler(this: CartServiceThis, ctx: Ctx<{ productId: string }>) {
+        async handler(this: CartServiceThis, ctx: Ctx<ActionParams<"cart.removeItem">>): Promise<ActionResponse<"cart.removeItem">> {
           const userId = requireUser(ctx).id;
           await repo.removeLines(this.db, userId, [ctx.params.productId]);
           return this.cartOf(ctx, userId);
@@ -138,7 +139,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       clear: {
         auth: "user",
         params: Params["cart.clear"],
-        async handler(this: CartServiceThis, ctx: Ctx) {
+        async handler(this: CartServiceThis, ctx: Ctx<ActionParams<"cart.clear">>): Promise<ActionResponse<"cart.clear">> {
           await repo.clearCart(this.db, requireUser(ctx).id);
           ctx.meta.$statusCode = 204;
           return null;
@@ -151,7 +152,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       lines: {
         visibility: "public",
         params: Params["cart.lines"],
-        async handler(this: CartServiceThis, ctx: Ctx<{ userId: string }>) {
+        async handler(this: CartServiceThis, ctx: Ctx<ActionParams<"cart.lines">>): Promise<ActionResponse<"cart.lines">> {
           return (await repo.findLines(this.db, ctx.params.userId)).map((l) => ({ productId: l.productId, quantity: l.quantity }));
         },
       },
@@ -159,7 +160,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
 
     methods: {
       /** The product as the product service sees it now; null when it does not exist (or was deleted). */
-      async productOf(this: CartServiceThis, ctx: Ctx, productId: string): Promise<ProductInfo | null> {
+      async productOf(this: CartServiceThis, ctx: Ctx<unknown>, productId: string): Promise<ProductInfo | null> {
         try {
           const p = await callAction(ctx, "product.get", { id: productId });
           return { id: p.id, name: p.name, price: p.price };
@@ -170,7 +171,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       },
 
       /** The public cart; lines whose product is gone (or repriced in another currency) are deleted. */
-      async cartOf(this: CartServiceThis, ctx: Ctx, userId: string): Promise<Cart> {
+      async cartOf(this: CartServiceThis, ctx: Ctx<unknown>, userId: string): Promise<Cart> {
         const lines = await repo.findLines(this.db, userId);
         if (!lines.length) return { items: [], subtotal: { amount: 0, currency: null } };
         const [currency, products] = await Promise.all([

@@ -4,6 +4,7 @@
  * formatting from integer minor units, the list query, and the e-mail retry schedule.
  */
 import { Events } from "../../proto/gen/contracts";
+import type { NotificationData } from "../../proto/gen/meridian/notification/v1/notification";
 import type { Money } from "../../proto/gen/meridian/common/v1/common";
 
 export const NOTIFICATION_TYPES = [
@@ -79,7 +80,7 @@ export interface NotificationContent {
   type: NotificationType;
   title: string;
   body: string;
-  data: Record<string, unknown>;
+  data: NotificationData;
 }
 
 export interface EmailContent {
@@ -294,7 +295,7 @@ export interface NotificationRecord {
   type: NotificationType;
   title: string;
   body: string;
-  data: Record<string, unknown>;
+  data: NotificationData;
   readAt: number | null;
   createdAt: number;
 }
@@ -306,7 +307,7 @@ export interface PublicNotification {
   body: string;
   read: boolean;
   createdAt: string;
-  data: Record<string, unknown>;
+  data: NotificationData;
 }
 
 export function toPublicNotification(n: NotificationRecord): PublicNotification {

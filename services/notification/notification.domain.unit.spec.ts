@@ -110,5 +110,5 @@ test("list query and public shape", () => {
   assert.deepEqual(parseListQuery({ unread: true, page: 3, pageSize: 500 }), { unread: true, page: 3, pageSize: 100 });
   const p = toPublicNotification({ id: "n", userId: "u", type: "order.delivered", title: "t", body: "b", data: { orderId: "o" }, readAt: null, createdAt: Date.UTC(2026, 0, 2) });
   assert.deepEqual(p, { id: "n", type: "order.delivered", title: "t", body: "b", read: false, createdAt: "2026-01-02T00:00:00.000Z", data: { orderId: "o" } });
-  assert.equal(toPublicNotification({ id: "n", userId: "u", type: "order.delivered", title: "t", body: "b", data: {}, readAt: 5, createdAt: 0 }).read, true);
+  assert.equal(toPublicNotification({ id: "n", userId: "u", type: "order.delivered", title: "t", body: "b", data: { orderId: "o" }, readAt: 5, createdAt: 0 }).read, true);
 });

@@ -9,6 +9,7 @@
  * whose claim ran out cannot overwrite what the next claimant did.
  */
 import type { Knex } from "knex";
+import type { NotificationData } from "../../proto/gen/meridian/notification/v1/notification";
 import type { ListQuery, NotificationRecord, NotificationType } from "./notification.domain";
 
 interface NotificationRow {
@@ -48,13 +49,16 @@ export interface EmailRow {
 
 const num = (v: number | string | null): number | null => (v === null ? null : Number(v));
 
+/** The stored `data`: written by this service from NotificationData (notification.domain.ts). */
+const parseData = (json: string): NotificationData => JSON.parse(json);
+
 const toNotification = (r: NotificationRow): NotificationRecord => ({
   id: r.id,
   userId: r.user_id,
   type: r.type as NotificationType,
   title: r.title,
   body: r.body,
-  data: JSON.parse(r.data) as Record<string, unknown>,
+  data: parseData(r.data),
   readAt: num(r.read_at),
   createdAt: Number(r.created_at),
 });

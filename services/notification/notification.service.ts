@@ -63,6 +63,7 @@ import * as repo from "./notification.repo";
 import { callAction } from "../../lib/call";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
 /** How long a claim keeps other replicas off an e-mail: far above the SMTP timeouts. */
 export const CLAIM_LEASE_MS = 5 * 60_000;
@@ -245,7 +246,7 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       list: {
         auth: "user",
         params: Params["notification.list"],
-        async handler(this: NotificationServiceThis, ctx: Ctx<{ unread?: boolean; page?: number; pageSize?: number }>) {
+        async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.list">>): Promise<ActionResponse<"notification.list">> {
           const me = requireUser(ctx);
           const q = parseListQuery(ctx.params);
           const { items, total } = await repo.listNotifications(this.db, me.id, q);
@@ -257,7 +258,7 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
         auth: "user",
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
         params: Params["notification.read"],
-        async handler(this: NotificationServiceThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.read">>): Promise<ActionResponse<"notification.read">> {
           const me = requireUser(ctx);
           const n = await repo.markRead(this.db, me.id, ctx.params.id, Date.now());
           if (!n) throw notFound("Notification");
@@ -272,7 +273,7 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       outbox: {
         visibility: "public",
         params: Params["notification.outbox"],
-        async handler(this: NotificationServiceThis, ctx: Ctx<{ userId?: string; limit?: number }>) {
+        async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.outbox">>): Promise<ActionResponse<"notification.outbox">> {
           const rows = await repo.listEmails(this.db, ctx.params.userId, ctx.params.limit ?? 100);
           return rows.map((r) => ({
             id: r.id,

@@ -50,7 +50,6 @@ import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
   MixedCurrencyError,
-  PAYMENT_STATUSES,
   PURCHASED,
   REFUNDABLE,
   canDecide,
@@ -79,13 +78,12 @@ import {
   type PricedLine,
   type RefundSummary,
   type ReturnRecord,
-  type ReturnStatus,
   type ShippingAddress,
 } from "./order.domain";
 import * as repo from "./order.repo";
 import { callAction } from "../../lib/call";
 import { periodic, type Periodic } from "../../lib/periodic";
-import type { ActionParams } from "../../proto/gen/contracts";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
 import type { TypedServiceSchema } from "../../lib/service-schema";
@@ -102,9 +100,9 @@ interface OrderThis extends EventsServiceThis {
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   sweeper?: Periodic;
   view(order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
-  ownOrder(ctx: Ctx<any>, id: string): Promise<OrderRecord>;
+  ownOrder(ctx: Ctx<unknown>, id: string): Promise<OrderRecord>;
   transition(trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra?: Record<string, unknown>): Promise<OrderStatus>;
-  withKey<T>(ctx: Ctx<any>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
+  withKey<T>(ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
   createOrder(ctx: Ctx<CreateParams>, userId: string, orderId: string): Promise<OrderRecord>;
   holdUnpaidSlot(userId: string, orderId: string, lines: OrderLineInput[]): Promise<void>;
   requestRefund(orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }): Promise<PublicRefund>;
@@ -118,7 +116,7 @@ type CreateParams = ActionParams<"order.create">;
 const REFUND_RETRY_AFTER_MS = 30_000;
 const SWEEP_INTERVAL_MS = 15_000;
 
-const isAdmin = (ctx: Ctx<any>) => ctx.meta.user?.role === "admin";
+const isAdmin = (ctx: Ctx<unknown>) => ctx.meta.user?.role === "admin";
 const errorCode = (err: unknown) => (err as { type?: string })?.type;
 const newRefundId = () => randomBytes(16).toString("hex");
 
@@ -162,7 +160,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         auth: "user",
         rateLimit: "orders",
         params: Params["order.create"],
-        async handler(this: OrderThis, ctx: Ctx<CreateParams>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.create">>): Promise<ActionResponse<"order.create">> {
           const me = requireUser(ctx);
           if (Boolean(ctx.params.addressId) === Boolean(ctx.params.shippingAddress))
             throw validationError("Give either addressId or shippingAddress", [{ field: "addressId" }, { field: "shippingAddress" }]);
@@ -180,7 +178,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       list: {
         auth: "user",
         params: Params["order.list"],
-        async handler(this: OrderThis, ctx: Ctx<{ userId?: string; status?: OrderStatus; paymentStatus?: (typeof PAYMENT_STATUSES)[number]; page?: number; pageSize?: number }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.list">>): Promise<ActionResponse<"order.list">> {
           const me = requireUser(ctx);
           const page = ctx.params.page ?? 1;
           const pageSize = ctx.params.pageSize ?? 20;
@@ -194,7 +192,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       get: {
         auth: "user",
         params: Params["order.get"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.get">>): Promise<ActionResponse<"order.get">> {
           return this.view(await this.ownOrder(ctx, ctx.params.id));
         },
       },
@@ -207,7 +205,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       exportPurchases: {
         visibility: "public",
         params: Params["order.exportPurchases"],
-        async handler(this: OrderThis, ctx: Ctx<{ after?: string; limit?: number }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.exportPurchases">>): Promise<ActionResponse<"order.exportPurchases">> {
           const limit = ctx.params.limit ?? 1000;
           const items = await repo.purchasesAfter(this.db, ctx.params.after ?? "", limit, PURCHASED);
           return {
@@ -221,7 +219,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       cancel: {
         auth: "user",
         params: Params["order.cancel"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.cancel">>): Promise<ActionResponse<"order.cancel">> {
           const owned = await this.ownOrder(ctx, ctx.params.id);
           const reason = isAdmin(ctx) && ctx.meta.user!.id !== owned.userId ? "admin" : "user";
           const order = await inTransaction(this.db, async (trx) => {
@@ -245,7 +243,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         auth: "user",
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
         params: Params["order.pay"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.pay">>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.pay">>): Promise<ActionResponse<"order.pay">> {
           const me = requireUser(ctx);
           const order = await repo.findOrder(this.db, ctx.params.id);
           // Only the owner pays; anyone else's order is not found.
@@ -279,7 +277,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       ship: {
         auth: "admin",
         params: Params["order.ship"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string; carrier: string; trackingNumber: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.ship">>): Promise<ActionResponse<"order.ship">> {
           const { id, carrier, trackingNumber } = ctx.params;
           await inTransaction(this.db, async (trx) => {
             const o = await repo.findOrderForUpdate(trx, id);
@@ -298,7 +296,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       deliver: {
         auth: "admin",
         params: Params["order.deliver"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.deliver">>): Promise<ActionResponse<"order.deliver">> {
           await inTransaction(this.db, async (trx) => {
             const o = await repo.findOrderForUpdate(trx, ctx.params.id);
             if (!o) throw notFound("Order");
@@ -314,7 +312,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         auth: "user",
         rateLimit: "refunds",
         params: Params["order.refund"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string; amount?: number; reason: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.refund">>): Promise<ActionResponse<"order.refund">> {
           const order = await this.ownOrder(ctx, ctx.params.id);
           const { amount, reason } = ctx.params;
           const refund = await this.withKey(
@@ -334,7 +332,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         auth: "user",
         rateLimit: "refunds",
         params: Params["order.requestReturn"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string; items: OrderLineInput[]; reason: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.requestReturn">>): Promise<ActionResponse<"order.requestReturn">> {
           const me = requireUser(ctx);
           const owned = await repo.findOrder(this.db, ctx.params.id);
           // Only the buyer asks; anyone else's order is not found.
@@ -354,7 +352,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       listOrderReturns: {
         auth: "user",
         params: Params["order.listOrderReturns"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.listOrderReturns">>): Promise<ActionResponse<"order.listOrderReturns">> {
           const order = await this.ownOrder(ctx, ctx.params.id);
           const items = (await repo.returnsOf(this.db, order.id)).map(toPublicReturn);
           return { items, total: items.length, page: 1, pageSize: Math.max(items.length, 1) };
@@ -364,7 +362,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       listReturns: {
         auth: "admin",
         params: Params["order.listReturns"],
-        async handler(this: OrderThis, ctx: Ctx<{ status?: ReturnStatus; page?: number; pageSize?: number }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.listReturns">>): Promise<ActionResponse<"order.listReturns">> {
           const page = ctx.params.page ?? 1;
           const pageSize = ctx.params.pageSize ?? 20;
           const { items, total } = await repo.listReturns(this.db, { status: ctx.params.status, limit: pageSize, offset: (page - 1) * pageSize });
@@ -375,7 +373,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       approveReturn: {
         auth: "admin",
         params: Params["order.approveReturn"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string; amount?: number; restock: boolean }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.approveReturn">>): Promise<ActionResponse<"order.approveReturn">> {
           const { id, amount, restock } = ctx.params;
           const ret = await this.withKey(
             ctx, { op: "order.approveReturn", returnId: id, body: { amount, restock } }, id,
@@ -394,7 +392,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       rejectReturn: {
         auth: "admin",
         params: Params["order.rejectReturn"],
-        async handler(this: OrderThis, ctx: Ctx<{ id: string; reason: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.rejectReturn">>): Promise<ActionResponse<"order.rejectReturn">> {
           return toPublicReturn(await decideReturn(this, ctx.params.id, { kind: "reject", reason: ctx.params.reason }));
         },
       },
@@ -402,7 +400,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       getUserLimits: {
         auth: "admin",
         params: Params["order.getUserLimits"],
-        async handler(this: OrderThis, ctx: Ctx<{ userId: string }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.getUserLimits">>): Promise<ActionResponse<"order.getUserLimits">> {
           return limitsView(ctx.params.userId, await repo.findUserLimits(this.db, ctx.params.userId), config);
         },
       },
@@ -410,7 +408,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       setUserLimits: {
         auth: "admin",
         params: Params["order.setUserLimits"],
-        async handler(this: OrderThis, ctx: Ctx<{ userId: string; maxUnpaidOrders?: number | null; maxUnpaidUnitsPerProduct?: number | null }>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.setUserLimits">>): Promise<ActionResponse<"order.setUserLimits">> {
           const { userId } = ctx.params;
           const current = await repo.findUserLimits(this.db, userId);
           const next = {
@@ -432,7 +430,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       applyPayment: {
         visibility: "public",
         params: Params["order.applyPayment"],
-        async handler(this: OrderThis, ctx: Ctx<PaymentSucceeded>) {
+        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.applyPayment">>): Promise<ActionResponse<"order.applyPayment">> {
           return { outcome: await inTransaction(this.db, (trx) => onPaymentSucceeded(this, trx, ctx.params)) };
         },
       },
@@ -447,7 +445,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       },
 
       /** The order if the caller owns it or is an admin; otherwise (or unknown) 404. */
-      async ownOrder(this: OrderThis, ctx: Ctx<any>, id: string) {
+      async ownOrder(this: OrderThis, ctx: Ctx<unknown>, id: string) {
         const me = requireUser(ctx);
         const order = await repo.findOrder(this.db, id);
         if (!order || (order.userId !== me.id && me.role !== "admin")) throw notFound("Order");
@@ -464,7 +462,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       },
 
       /** Runs `create` once per the caller's Idempotency-Key (lib/idempotency.ts); without a key, every time. */
-      async withKey<T>(this: OrderThis, ctx: Ctx<any>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T> {
+      async withKey<T>(this: OrderThis, ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T> {
         const key = ctx.meta.idempotencyKey;
         if (!key) return create(resourceId);
         const { result } = await idempotent({

@@ -96,6 +96,7 @@ import {
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
 /** Rows handled per sweep pass (payments, then refunds). */
 const SWEEP_BATCH = 100;
@@ -167,7 +168,7 @@ function assertMoves(amount: Money): void {
   if (problem) throw validationError(problem, [{ field: "amount.amount", message: problem }]);
 }
 
-function httpReply(ctx: Ctx<any>, r: PlatformHttpResponse): string | null {
+function httpReply(ctx: Ctx<unknown>, r: PlatformHttpResponse): string | null {
   ctx.meta.$statusCode = r.status;
   const headers: Record<string, string> = {};
   let type: string | undefined;
@@ -218,7 +219,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       create: {
         visibility: "public",
         params: Params["payment.create"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string; userId: string; provider: PlatformName; amount: Money; subject: string; expiresAt: number }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.create">>): Promise<ActionResponse<"payment.create">> {
           const { orderId, userId, provider, subject, expiresAt } = ctx.params;
           assertMoves(ctx.params.amount);
           if (expiresAt <= Date.now()) throw conflict("The order's reservation has expired; it can no longer be paid", [{ field: "expiresAt" }]);
@@ -269,7 +270,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         auth: "user",
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
         params: Params["payment.get"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.get">>): Promise<ActionResponse<"payment.get">> {
           const user = requireUser(ctx);
           const p = await repo.findPayment(this.db, ctx.params.id);
           // Someone else's payment is a 404: its existence is not revealed.
@@ -282,7 +283,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       listForOrder: {
         visibility: "public",
         params: Params["payment.listForOrder"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.listForOrder">>): Promise<ActionResponse<"payment.listForOrder">> {
           return (await repo.paymentsOfOrder(this.db, ctx.params.orderId)).map(toPaymentView);
         },
       },
@@ -291,7 +292,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       refund: {
         visibility: "public",
         params: Params["payment.refund"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ refundId: string; orderId: string; paymentId: string; amount: Money; reason: string }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.refund">>): Promise<ActionResponse<"payment.refund">> {
           const { refundId, orderId, paymentId, reason } = ctx.params;
           assertMoves(ctx.params.amount);
           const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
@@ -348,7 +349,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         // Not JSON: the platform's own reply. Summary, errors and tags are the contract's.
         openapi: { contentType: "text/plain", response: { type: "string" }, description: "Answers the platform's own acknowledgement (Alipay and the sandbox: `success` as text/plain; WeChat Pay: 204). A callback that fails verification (signature, key, timestamp, merchant, app, amount, unknown payment) answers 400 and changes nothing; a repeat changes nothing." },
         params: Params["payment.notify"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ provider: string; rawBody: string; contentType?: string; headers?: { name: string; values: string[] }[] }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.notify">>): Promise<ActionResponse<"payment.notify">> {
           const platform = this.platforms().get(ctx.params.provider as PlatformName);
           if (!platform) throw notFound("Payment platform");
           try {
@@ -389,7 +390,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         auth: "none",
         // Off (SANDBOX_PAY), the route is not there for anyone: 404 whatever the body, not a 422.
         params: sandboxParams(Params["payment.sandboxComplete"]),
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; outcome: "success" | "failure"; token: string }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.sandboxComplete">>): Promise<ActionResponse<"payment.sandboxComplete">> {
           const { paymentId, outcome, token } = ctx.params;
           const sandbox = paymentConfig.sandbox;
           if (!sandbox || !checkSandboxPayToken(paymentId, token, sandbox.privateKey)) throw notFound("Payment");
@@ -427,7 +428,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         auth: "none",
         openapi: { contentType: "text/html", response: { type: "string" } },
         params: sandboxParams(Params["payment.sandboxPage"]),
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ paymentId: string; token?: string }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.sandboxPage">>): Promise<ActionResponse<"payment.sandboxPage">> {
           const { paymentId, token } = ctx.params;
           const sandbox = paymentConfig.sandbox;
           if (!sandbox || !token || !checkSandboxPayToken(paymentId, token, sandbox.privateKey)) throw notFound("Payment");
@@ -448,7 +449,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       closeOrderTrades: {
         visibility: "public",
         params: Params["payment.closeOrderTrades"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ orderId: string }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.closeOrderTrades">>): Promise<ActionResponse<"payment.closeOrderTrades">> {
           const marked = await repo.requestClose(this.db, ctx.params.orderId, Date.now());
           if (marked) this.reconcileSoon();
           return { marked };
@@ -459,7 +460,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       reconcile: {
         visibility: "public",
         params: Params["payment.reconcile"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<{ now?: number }>) {
+        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.reconcile">>): Promise<ActionResponse<"payment.reconcile">> {
           return this.reconcileOnce(ctx.params.now);
         },
       },

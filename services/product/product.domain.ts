@@ -3,6 +3,7 @@
  * patchable fields per action, list query parsing, and the public shape of a product.
  */
 import type { Money } from "../../proto/gen/meridian/common/v1/common";
+import type { CreateRequest } from "../../proto/gen/meridian/product/v1/product";
 
 /** Largest amount in minor units we accept (well inside 2^53 and a signed BIGINT). */
 export const MAX_AMOUNT = 1_000_000_000_000;
@@ -168,27 +169,17 @@ export function reservationView(orderId: string, rows: ReservationRow[]): Reserv
 
 // ---- patchable fields (allow-lists per action) ----
 
-/** Fields a create may set. `stock` is the initial on-hand, handled apart. */
-export const CREATE_FIELDS = ["sku", "name", "description", "category", "brand", "tags", "price", "images"] as const;
 /** Fields a PATCH may change: everything of a create but `sku` (and never stock, id, times). */
 export const PATCH_FIELDS = ["name", "description", "category", "brand", "tags", "price", "images"] as const;
 
-export type ProductInput = {
-  sku: string;
-  name: string;
-  description: string;
-  category: string;
-  brand?: string | null;
-  tags?: string[];
-  price: Money;
-  images?: string[];
-};
+/** A create's product fields, as its contract has them (`stock`, the initial on-hand, is handled apart). */
+export type ProductInput = Omit<CreateRequest, "stock">;
 export type ProductPatch = Partial<Pick<ProductInput, (typeof PATCH_FIELDS)[number]>>;
 
 /** Copies only allow-listed keys that are present; anything else is dropped, whatever the validator let in. */
-export function pickFields<K extends string>(input: Record<string, unknown>, allowed: readonly K[]): Partial<Record<K, unknown>> {
-  const out: Partial<Record<K, unknown>> = {};
-  for (const k of allowed) if (Object.prototype.hasOwnProperty.call(input, k) && input[k] !== undefined) out[k] = input[k];
+export function pickFields<T extends object, K extends string>(input: T, allowed: readonly K[]): Partial<Pick<T, K & keyof T>> {
+  const out: Partial<Pick<T, K & keyof T>> = {};
+  for (const k of allowed) if (Object.prototype.hasOwnProperty.call(input, k) && Reflect.get(input, k) !== undefined) Reflect.set(out, k, Reflect.get(input, k));
   return out;
 }
 

@@ -40,7 +40,6 @@ import { syntheticProducts } from "../../lib/demo-catalog";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import {
-  CREATE_FIELDS,
   MAX_STOCK,
   PATCH_FIELDS,
   adjustVerdict,
@@ -67,6 +66,7 @@ import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { periodic, type Periodic } from "../../lib/periodic";
 import { Params } from "../../proto/gen/params";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
 /** Wait before the second cache clean of a write (see the header). */
 const SECOND_CLEAN_MS = 250;
@@ -133,7 +133,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
         auth: "none",
         cache: { keys: ["category", "brand", "page", "pageSize", "sort"], ttl: LIST_CACHE_TTL_S },
         params: Params["product.list"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ category?: string; brand?: string; page?: number; pageSize?: number; sort?: string }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.list">>): Promise<ActionResponse<"product.list">> {
           const q = parseListQuery(ctx.params);
           const { items, total } = await repo.listProducts(this.db, q);
           return { items: items.map(toPublicProduct), total, page: q.page, pageSize: q.pageSize };
@@ -144,7 +144,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
         auth: "none",
         cache: { keys: ["id"] },
         params: Params["product.get"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.get">>): Promise<ActionResponse<"product.get">> {
           const p = await repo.findProduct(this.db, ctx.params.id);
           if (!p) throw notFound("Product");
           return toPublicProduct(p);
@@ -163,7 +163,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       export: {
         visibility: "public",
         params: Params["product.export"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ after?: string; limit?: number }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.export">>): Promise<ActionResponse<"product.export">> {
           const limit = ctx.params.limit ?? 500;
           const rows = await repo.productsAfter(this.db, ctx.params.after ?? "", limit);
           return { items: rows.map(toPublicProduct), next: rows.length === limit ? rows[rows.length - 1]!.id : null };
@@ -173,7 +173,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       seedDemo: {
         visibility: "public",
         params: Params["product.seedDemo"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ from: number; count: number }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.seedDemo">>): Promise<ActionResponse<"product.seedDemo">> {
           return { inserted: await this.seedDemoBatch(ctx.params.from, ctx.params.count) };
         },
       },
@@ -181,8 +181,8 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       create: {
         auth: "admin",
         params: Params["product.create"],
-        async handler(this: ProductServiceThis, ctx: Ctx<Record<string, unknown>>) {
-          const input = pickFields(ctx.params, CREATE_FIELDS) as Record<string, any>;
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.create">>): Promise<ActionResponse<"product.create">> {
+          const input = ctx.params;
           assertMoney(input.price);
           const now = Date.now();
           const product: ProductRecord = {
@@ -195,7 +195,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
             tags: normalizeTags(input.tags),
             price: { amount: input.price.amount, currency: input.price.currency },
             images: input.images ?? [],
-            onHand: (ctx.params.stock as number | undefined) ?? 0,
+            onHand: input.stock ?? 0,
             reserved: 0,
             createdAt: now,
             updatedAt: now,
@@ -221,8 +221,8 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       update: {
         auth: "admin",
         params: Params["product.update"],
-        async handler(this: ProductServiceThis, ctx: Ctx<Record<string, unknown> & { id: string }>) {
-          const patch = pickFields(ctx.params, PATCH_FIELDS) as ProductPatch;
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.update">>): Promise<ActionResponse<"product.update">> {
+          const patch: ProductPatch = pickFields(ctx.params, PATCH_FIELDS);
           assertMoney(patch.price);
           const updated = await inTransaction(this.db, async (trx) => {
             // Locked so a concurrent stock change cannot slip between read and event.
@@ -241,7 +241,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       remove: {
         auth: "admin",
         params: Params["product.remove"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ id: string }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.remove">>): Promise<ActionResponse<"product.remove">> {
           await inTransaction(this.db, async (trx) => {
             const current = await repo.findProductForUpdate(trx, ctx.params.id);
             if (!current || !(await repo.softDeleteProduct(trx, current.id, Date.now()))) throw notFound("Product");
@@ -257,7 +257,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       adjustStock: {
         auth: "admin",
         params: Params["product.adjustStock"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ id: string; delta: number }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.adjustStock">>): Promise<ActionResponse<"product.adjustStock">> {
           const { id, delta } = ctx.params;
           if (delta === 0) throw validationError("delta must not be 0", [{ field: "delta" }]);
           const product = await inTransaction(this.db, async (trx) => {
@@ -283,7 +283,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       reserve: {
         visibility: "public",
         params: Params["product.reserve"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string; lines: ReservationLine[]; ttlSeconds?: number }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.reserve">>): Promise<ActionResponse<"product.reserve">> {
           const { orderId } = ctx.params;
           const lines = normalizeLines(ctx.params.lines);
           const problems = lineProblems(lines);
@@ -349,7 +349,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       commit: {
         visibility: "public",
         params: Params["product.commit"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.commit">>): Promise<ActionResponse<"product.commit">> {
           return this.finishReservations(ctx, "committed");
         },
       },
@@ -357,7 +357,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       release: {
         visibility: "public",
         params: Params["product.release"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.release">>): Promise<ActionResponse<"product.release">> {
           return this.finishReservations(ctx, "released");
         },
       },
@@ -369,7 +369,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       returnStock: {
         visibility: "public",
         params: Params["product.returnStock"],
-        async handler(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>) {
+        async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.returnStock">>): Promise<ActionResponse<"product.returnStock">> {
           const { orderId } = ctx.params;
           let changed = false;
           await inTransaction(this.db, async (trx) => {

@@ -56,9 +56,11 @@ import {
 import * as repo from "./recommendation.repo";
 import { callAction } from "../../lib/call";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
+import type { RebuildSummary } from "../../proto/gen/meridian/recommendation/v1/recommendation";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
 const EXPORT_PAGE = 500;
 const ORDER_PAGE = 1000;
@@ -104,6 +106,9 @@ function productFields(p: PublicProduct & { version: number }, deleted = false):
   return { id: p.id, name: p.name, category: p.category, brand: p.brand ?? null, available: p.stock?.available ?? 0, deleted, version: p.version };
 }
 
+/** The stored summary: written by this service from a RebuildSummary. */
+const parseSummary = (json: string): RebuildSummary => JSON.parse(json);
+
 function rebuildView(m: repo.MetaRow) {
   const iso = (v: number | string | null) => (v === null ? null : new Date(Number(v)).toISOString());
   return {
@@ -114,7 +119,7 @@ function rebuildView(m: repo.MetaRow) {
     startedAt: iso(m.rebuild_started_at),
     finishedAt: iso(m.rebuild_finished_at),
     error: m.rebuild_error,
-    summary: m.rebuild_summary ? (JSON.parse(m.rebuild_summary) as unknown) : null,
+    summary: m.rebuild_summary ? parseSummary(m.rebuild_summary) : null,
   };
 }
 
@@ -159,7 +164,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
         auth: "user",
         // Unknown fields (an injected userId) are dropped: the token alone says who asks.
         params: Params["recommendation.forMe"],
-        async handler(this: RecThis, ctx: Ctx<{ limit?: number }>) {
+        async handler(this: RecThis, ctx: Ctx<ActionParams<"recommendation.forMe">>): Promise<ActionResponse<"recommendation.forMe">> {
           const me = requireUser(ctx);
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
           let prefs: Preferences = { categories: [], brands: [] };
@@ -180,7 +185,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
       alsoBought: {
         auth: "none",
         params: Params["recommendation.alsoBought"],
-        async handler(this: RecThis, ctx: Ctx<{ id: string; limit?: number }>) {
+        async handler(this: RecThis, ctx: Ctx<ActionParams<"recommendation.alsoBought">>): Promise<ActionResponse<"recommendation.alsoBought">> {
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
           // An unknown or deleted product is a 404, as GET /api/products/:id answers.
           await callAction(ctx, "product.get", { id: ctx.params.id });
@@ -208,7 +213,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
       rank: {
         visibility: "public",
         params: Params["recommendation.rank"],
-        async handler(this: RecThis, ctx: Ctx<{ userId: string; limit?: number; preferences?: Partial<Preferences> }>) {
+        async handler(this: RecThis, ctx: Ctx<ActionParams<"recommendation.rank">>): Promise<ActionResponse<"recommendation.rank">> {
           return this.rank(ctx.params.userId, preferencesOf({ preferences: ctx.params.preferences ?? {} }), ctx.params.limit ?? DEFAULT_LIMIT);
         },
       },
@@ -216,7 +221,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
       startRebuild: {
         auth: "admin",
         params: Params["recommendation.startRebuild"],
-        async handler(this: RecThis, ctx: Ctx) {
+        async handler(this: RecThis, ctx: Ctx<ActionParams<"recommendation.startRebuild">>): Promise<ActionResponse<"recommendation.startRebuild">> {
           const by = `${config.nodeId}:${Date.now()}`;
           if (!(await repo.claimRebuild(this.db, by, Date.now(), REBUILD_LEASE_MS))) throw new AppError("CONFLICT", "A rebuild is already running", [rebuildView(await repo.readMeta(this.db))]);
           this.rebuildRunning = this.runRebuild(by).catch(() => undefined);

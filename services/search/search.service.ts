@@ -23,6 +23,7 @@
  * is woken by the commit) searches answer from the previous copy.
  */
 import type { Context } from "moleculer";
+import type { RequestContext } from "../../lib/context";
 import type { AppConfig } from "../../lib/config";
 import { registerProbe, unregisterProbe } from "../../lib/readiness";
 import { BroadcastEventsMixin } from "../../mixins/broadcast-events.mixin";
@@ -33,6 +34,7 @@ import { callAction } from "../../lib/call";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
 const EXPORT_PAGE = 500;
 const MAX_REBUILD_BACKOFF_MS = 30_000;
@@ -72,6 +74,8 @@ export function createEngine(config: AppConfig): SearchEngine {
   return new ElasticsearchEngine({ client: createElasticsearchClient(es.node, es.username, es.password), index: es.index });
 }
 
+type Ctx<P> = RequestContext<P>;
+
 export function createSearchService(config: AppConfig, engineFactory: (c: AppConfig) => SearchEngine = createEngine): TypedServiceSchema<SearchThis> {
   const probeName = "search:index";
   return {
@@ -106,10 +110,13 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
     actions: {
       search: {
         auth: "none",
-        // Loose types here (query strings); parseSearchQuery is the one validation and
-        // lists every bad field at once.
+        // parseSearchQuery checks what the contract's rules cannot (a price range's order, the
+        // result window).
         params: Params["search.search"],
-        async handler(this: SearchThis, ctx: Context<Record<string, unknown>>) {
+        // Not typed as the contract's answer: the engines type their documents' version as
+        // optional (their unit fixtures have none); here every document was indexed from a
+        // versioned product event, so the answer fits SearchResponse (the wire test checks it).
+        async handler(this: SearchThis, ctx: Ctx<ActionParams<"search.search">>) {
           return this.engine.search(parseSearchQuery(ctx.params));
         },
       },
@@ -117,7 +124,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
       suggest: {
         auth: "none",
         params: Params["search.suggest"],
-        async handler(this: SearchThis, ctx: Context<{ q?: string; limit?: number }>) {
+        async handler(this: SearchThis, ctx: Ctx<ActionParams<"search.suggest">>): Promise<ActionResponse<"search.suggest">> {
           const { prefix, limit } = parseSuggest(ctx.params.q, ctx.params.limit);
           return { suggestions: prefix ? await this.engine.suggest(prefix, limit) : [] };
         },

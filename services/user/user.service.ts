@@ -29,6 +29,7 @@ import {
   toPublicUser,
   type Role,
   type UserRecord,
+  type Address,
 } from "./user.domain";
 import * as repo from "./user.repo";
 import type { TypedServiceSchema } from "../../lib/service-schema";
@@ -46,6 +47,7 @@ interface UserServiceThis extends EventsServiceThis {
   dummyHash: string;
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void };
   issueSession(user: UserRecord, familyId?: string): Promise<{ accessToken: string; refreshToken: string }>;
+  addressOf(userId: string, id: string): Promise<Address>;
   bootstrapAdmin(): Promise<void>;
 }
 
@@ -159,7 +161,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       logout: {
         auth: "user",
         params: Params["user.logout"],
-        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.logout">>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.logout">>): Promise<ActionResponse<"user.logout">> {
           const me = requireUser(ctx);
           const parsed = parseRefreshToken(ctx.params.refreshToken);
           const row = parsed && (await repo.findRefreshToken(this.db, parsed.id));
@@ -177,7 +179,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       me: {
         auth: "user",
         params: Params["user.me"],
-        async handler(this: UserServiceThis, ctx: Ctx) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.me">>): Promise<ActionResponse<"user.me">> {
           const user = await repo.findUserById(this.db, requireUser(ctx).id);
           if (!user) throw notFound("User");
           return toPublicUser(user);
@@ -204,7 +206,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       listAddresses: {
         auth: "user",
         params: Params["user.listAddresses"],
-        async handler(this: UserServiceThis, ctx: Ctx) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.listAddresses">>): Promise<ActionResponse<"user.listAddresses">> {
           return repo.listAddresses(this.db, requireUser(ctx).id);
         },
       },
@@ -212,7 +214,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       createAddress: {
         auth: "user",
         params: Params["user.createAddress"],
-        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.createAddress">>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.createAddress">>): Promise<ActionResponse<"user.createAddress">> {
           const me = requireUser(ctx);
           const id = randomUUID();
           await inTransaction(this.db, async (trx) => {
@@ -222,26 +224,26 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
           });
           ctx.meta.$statusCode = 201;
           ctx.meta.$location = `/api/users/me/addresses/${id}`;
-          return repo.findAddress(this.db, me.id, id);
+          return this.addressOf(me.id, id);
         },
       },
 
       updateAddress: {
         auth: "user",
         params: Params["user.updateAddress"],
-        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.updateAddress">>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.updateAddress">>): Promise<ActionResponse<"user.updateAddress">> {
           const me = requireUser(ctx);
           const { id, ...rest } = ctx.params;
           const changes = pickAddressFields(rest);
           if (!(await repo.updateAddress(this.db, me.id, id, changes, Date.now()))) throw notFound("Address");
-          return repo.findAddress(this.db, me.id, id);
+          return this.addressOf(me.id, id);
         },
       },
 
       deleteAddress: {
         auth: "user",
         params: Params["user.deleteAddress"],
-        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.deleteAddress">>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.deleteAddress">>): Promise<ActionResponse<"user.deleteAddress">> {
           if (!(await repo.deleteAddress(this.db, requireUser(ctx).id, ctx.params.id))) throw notFound("Address");
           ctx.meta.$statusCode = 204;
           return null;
@@ -252,7 +254,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       adminList: {
         auth: "admin",
         params: Params["user.adminList"],
-        async handler(this: UserServiceThis, ctx: Ctx<{ email?: string; role?: Role; page?: number; pageSize?: number }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.adminList">>): Promise<ActionResponse<"user.adminList">> {
           const page = ctx.params.page ?? 1;
           const pageSize = ctx.params.pageSize ?? 20;
           const { items, total } = await repo.listUsers(this.db, {
@@ -271,7 +273,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
       setRole: {
         auth: "admin",
         params: Params["user.setRole"],
-        async handler(this: UserServiceThis, ctx: Ctx<{ id: string; role: Role }>) {
+        async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.setRole">>): Promise<ActionResponse<"user.setRole">> {
           if (ctx.params.id === requireUser(ctx).id) throw conflict("An admin cannot change their own role", [{ field: "id" }]);
           const user = await changeRole(this.db, this.revocations, ctx.params.id, ctx.params.role);
           if (!user) throw notFound("User");
@@ -303,6 +305,13 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
     },
 
     methods: {
+      /** A user's address just written by this request: gone again only if deleted concurrently (404). */
+      async addressOf(this: UserServiceThis, userId: string, id: string): Promise<Address> {
+        const found = await repo.findAddress(this.db, userId, id);
+        if (!found) throw notFound("Address");
+        return found;
+      },
+
       async issueSession(this: UserServiceThis, user: UserRecord, familyId?: string) {
         const id = randomUUID();
         const secret = randomBytes(32).toString("base64url");
