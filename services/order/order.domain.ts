@@ -63,6 +63,20 @@ export interface PricedLine {
   quantity: number;
 }
 
+/**
+ * The order's lines, in the buyer's order, frozen from what product.reserve answered for
+ * them (sku, name and price as the reserve read them). A line it did not price would be a
+ * product node answering an older contract: refused rather than frozen without a price.
+ */
+export function frozenLines(lines: readonly OrderLineInput[], priced: readonly PricedLine[]): PricedLine[] {
+  const byId = new Map(priced.map((p) => [p.productId, p]));
+  return lines.map((l) => {
+    const p = byId.get(l.productId);
+    if (!p || p.quantity !== l.quantity) throw new Error(`product.reserve answered no price for ${l.productId} x${l.quantity}`);
+    return { productId: l.productId, sku: p.sku, name: p.name, unitPrice: { ...p.unitPrice }, quantity: l.quantity };
+  });
+}
+
 export const MAX_ORDER_LINES = 50;
 export const MAX_LINE_QUANTITY = 99;
 

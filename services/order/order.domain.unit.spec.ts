@@ -20,6 +20,7 @@ import {
   type OrderEvent,
   type OrderStatus,
   type RefundStatus,
+  frozenLines,
 } from "./order.domain";
 import { requestFingerprint } from "../../lib/idempotency";
 
@@ -150,4 +151,15 @@ test("address: only the address fields are frozen into the order", () => {
   const saved = { id: "addr1", userId: "u", recipient: "R", phone: "1", line1: "L", city: "C", postalCode: "P", country: "CN", createdAt: "t" };
   const a = pickAddress(saved);
   assert.deepEqual(Object.keys(a).sort(), ["city", "country", "line1", "phone", "postalCode", "recipient"]);
+});
+
+test("the order freezes the reserve's prices in the buyer's line order, and refuses a line it did not price", () => {
+  const priced = [
+    { productId: "a", sku: "A-1", name: "Apple", unitPrice: { amount: 120, currency: "EUR" }, quantity: 2 },
+    { productId: "b", sku: "B-1", name: "Bread", unitPrice: { amount: 300, currency: "EUR" }, quantity: 1 },
+  ];
+  const lines = [{ productId: "b", quantity: 1 }, { productId: "a", quantity: 2 }];
+  assert.deepEqual(frozenLines(lines, priced).map((l) => [l.productId, l.unitPrice.amount]), [["b", 300], ["a", 120]]);
+  assert.throws(() => frozenLines(lines, []), /no price for b/);
+  assert.throws(() => frozenLines([{ productId: "a", quantity: 3 }], priced), /no price for a x3/);
 });

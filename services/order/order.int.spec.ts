@@ -179,6 +179,36 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await order(alice, {})).status, 422);
   });
 
+  test("product.reserve prices the order: no product.get per line; an unknown or deleted product is 422 naming its line, and nothing is held", async () => {
+    /** Requests of `action` so far on this broker (Moleculer's own counter). */
+    const requests = (action: string) => {
+      let n = 0;
+      for (const v of app.broker.metrics.getMetric("moleculer.request.total")?.snapshot() ?? [])
+        if (v.labels.action === action) n += Number("value" in v ? v.value : 0);
+      return n;
+    };
+    const cheap = await product(5, 250);
+    const dear = await product(5, 9900);
+    const [gets, reserves] = [requests("product.get"), requests("product.reserve")];
+    const r = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: dear.id, quantity: 1 }, { productId: cheap.id, quantity: 3 }] });
+    assert.equal(r.status, 201, r.text);
+    assert.deepEqual([requests("product.get") - gets, requests("product.reserve") - reserves], [0, 1]);
+    assert.deepEqual(
+      r.body.items.map((i: { productId: string; unitPrice: { amount: number }; quantity: number }) => [i.productId, i.unitPrice.amount, i.quantity]),
+      [[dear.id, 9900, 1], [cheap.id, 250, 3]],
+    );
+    assert.deepEqual(r.body.total, { amount: 9900 + 3 * 250, currency: "EUR" });
+
+    const gone = await product(5);
+    assert.equal((await call("DELETE", `/api/products/${gone.id}`, { token: admin })).status, 204);
+    for (const missing of [gone.id, "no-such-product"]) {
+      const refused = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: cheap.id, quantity: 1 }, { productId: missing, quantity: 1 }] });
+      assert.equal(refused.status, 422, refused.text);
+      assert.deepEqual(refused.body.error.details.map((d: { field: string }) => d.field), [`items.${missing}`]);
+    }
+    assert.deepEqual(await stockOf(cheap.id), { onHand: 5, reserved: 3, available: 2 }, "only the first order holds stock");
+  });
+
   test("cancel before payment releases the stock; after that, paying is 409", async () => {
     const p = await product(3);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;

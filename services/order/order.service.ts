@@ -75,7 +75,7 @@ import {
   type OrderLineInput,
   type OrderRecord,
   type OrderStatus,
-  type PricedLine,
+  frozenLines,
   type RefundSummary,
   type ReturnRecord,
   type ShippingAddress,
@@ -85,7 +85,6 @@ import { callAction } from "../../lib/call";
 import { periodic, type Periodic } from "../../lib/periodic";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
-import type { Product } from "../../proto/gen/meridian/product/v1/product";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
 
@@ -118,6 +117,11 @@ const SWEEP_INTERVAL_MS = 15_000;
 
 const isAdmin = (ctx: Ctx<unknown>) => ctx.meta.user?.role === "admin";
 const errorCode = (err: unknown) => (err as { type?: string })?.type;
+/** The product a NOT_FOUND of product.reserve names (its details: `[{productId}]`). */
+const missingProductOf = (err: unknown): string | undefined => {
+  const first: unknown = [(err as { data?: unknown }).data].flat()[0];
+  return first && typeof first === "object" && "productId" in first && typeof first.productId === "string" ? first.productId : undefined;
+};
 const newRefundId = () => randomBytes(16).toString("hex");
 
 export function createOrderService(config: AppConfig): TypedServiceSchema<OrderThis> {
@@ -506,18 +510,19 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         await this.holdUnpaidSlot(userId, orderId, lines);
         let reserved = false;
         try {
-          // Prices are read now, from the product service, and frozen into the order.
-          const priced: PricedLine[] = [];
-          for (const l of lines) {
-            let p: Product;
-            try {
-              p = await callAction(this.broker, "product.get", { id: l.productId }, { parentCtx: ctx });
-            } catch (err) {
-              if (errorCode(err) === "NOT_FOUND") throw validationError("A product of the order does not exist", [{ field: `items.${l.productId}`, message: "unknown product" }]);
-              throw err;
-            }
-            priced.push({ productId: p.id, sku: p.sku, name: p.name, unitPrice: p.price, quantity: l.quantity });
+          // All or nothing; OUT_OF_STOCK (409) passes through with the products named. The
+          // reserve also answers each line's sku, name and price as it read them: frozen into
+          // the order here, with no read of the product before.
+          let reservation: ActionResponse<"product.reserve">;
+          try {
+            reservation = await callAction(this.broker, "product.reserve", { orderId, lines }, { parentCtx: ctx });
+          } catch (err) {
+            const missing = errorCode(err) === "NOT_FOUND" && missingProductOf(err);
+            if (missing) throw validationError("A product of the order does not exist", [{ field: `items.${missing}`, message: "unknown product" }]);
+            throw err;
           }
+          reserved = true;
+          const priced = frozenLines(lines, reservation.priced);
           let total: Money;
           try {
             total = orderTotal(priced);
@@ -525,10 +530,6 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
             if (err instanceof MixedCurrencyError) throw validationError(err.message, [{ field: "items" }]);
             throw err;
           }
-
-          // All or nothing; OUT_OF_STOCK (409) passes through with the products named.
-          const reservation = await callAction(this.broker, "product.reserve", { orderId, lines }, { parentCtx: ctx });
-          reserved = true;
           const now = Date.now();
           const order: OrderRecord = {
             id: orderId, userId, status: "PENDING_PAYMENT", total, items: priced, shippingAddress: address, shipment: null,

@@ -3,7 +3,7 @@
  * patchable fields per action, list query parsing, and the public shape of a product.
  */
 import type { Money } from "../../proto/gen/meridian/common/v1/common";
-import type { CreateRequest } from "../../proto/gen/meridian/product/v1/product";
+import type { CreateRequest, PricedLine } from "../../proto/gen/meridian/product/v1/product";
 
 /** Largest amount in minor units we accept (well inside 2^53 and a signed BIGINT). */
 export const MAX_AMOUNT = 1_000_000_000_000;
@@ -154,9 +154,33 @@ export interface ReservationView {
   status: ReservationStatus | "mixed";
   lines: { productId: string; quantity: number; status: ReservationStatus }[];
   expiresAt: string;
+  /** A reserve's answer only: the lines with what the order freezes (see pricedLines). */
+  priced: PricedLine[];
 }
 
-export function reservationView(orderId: string, rows: ReservationRow[]): ReservationView {
+/** A live product as a reserve reads it: its available stock and what an order freezes of it. */
+export interface ReservableProduct {
+  sku: string;
+  name: string;
+  price: Money;
+  available: number;
+}
+
+/**
+ * The lines priced from the products a reserve read, or the first line whose product does
+ * not exist (or was deleted): the order service's 422 names it.
+ */
+export function pricedLines(lines: readonly ReservationLine[], products: ReadonlyMap<string, Omit<ReservableProduct, "available">>): { priced: PricedLine[] } | { missing: string } {
+  const priced: PricedLine[] = [];
+  for (const l of lines) {
+    const p = products.get(l.productId);
+    if (!p) return { missing: l.productId };
+    priced.push({ productId: l.productId, sku: p.sku, name: p.name, unitPrice: { ...p.price }, quantity: l.quantity });
+  }
+  return { priced };
+}
+
+export function reservationView(orderId: string, rows: ReservationRow[], priced: PricedLine[] = []): ReservationView {
   const sorted = [...rows].sort((a, b) => (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0));
   const statuses = new Set(sorted.map((r) => r.status));
   return {
@@ -164,6 +188,7 @@ export function reservationView(orderId: string, rows: ReservationRow[]): Reserv
     status: statuses.size === 1 ? sorted[0].status : "mixed",
     lines: sorted.map((r) => ({ productId: r.productId, quantity: r.quantity, status: r.status })),
     expiresAt: new Date(Math.min(...sorted.map((r) => r.expiresAt))).toISOString(),
+    priced,
   };
 }
 

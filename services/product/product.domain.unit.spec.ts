@@ -20,6 +20,7 @@ import {
   stockOf,
   toPublicProduct,
   type ProductRecord,
+  pricedLines,
 } from "./product.domain";
 
 const product: ProductRecord = {
@@ -116,4 +117,18 @@ test("public product: stock block and ISO times; stored lists parsed defensively
   assert.deepEqual(parseStringList('["a",1,"b"]'), ["a", "b"]);
   assert.deepEqual(parseStringList("nope"), []);
   assert.deepEqual(parseStringList(null), []);
+});
+
+test("a reserve prices its lines from the products it read, or names the first one missing", () => {
+  const products = new Map([
+    ["a", { sku: "A-1", name: "Apple", price: { amount: 120, currency: "EUR" } }],
+    ["b", { sku: "B-1", name: "Bread", price: { amount: 300, currency: "EUR" } }],
+  ]);
+  assert.deepEqual(pricedLines([{ productId: "a", quantity: 2 }, { productId: "b", quantity: 1 }], products), {
+    priced: [
+      { productId: "a", sku: "A-1", name: "Apple", unitPrice: { amount: 120, currency: "EUR" }, quantity: 2 },
+      { productId: "b", sku: "B-1", name: "Bread", unitPrice: { amount: 300, currency: "EUR" }, quantity: 1 },
+    ],
+  });
+  assert.deepEqual(pricedLines([{ productId: "a", quantity: 1 }, { productId: "x", quantity: 1 }, { productId: "y", quantity: 1 }], products), { missing: "x" });
 });

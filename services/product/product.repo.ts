@@ -13,6 +13,7 @@ import {
   orderBy,
   type ListQuery,
   type ProductRecord,
+  type ReservableProduct,
   type ReservationLine,
   type ReservationRow,
   type ReservationStatus,
@@ -155,6 +156,14 @@ export async function unreserveStock(trx: Knex.Transaction, productId: string, q
   // Deleted products too: an order placed before the delete is still paid or released.
   const n = await trx("products").where({ id: productId }).update(set);
   if (n !== 1) throw new Error(`product ${productId} missing while releasing its reservation`);
+}
+
+/** Live products' available stock and what an order freezes of them (a plain read, no lock). */
+export async function reservableOf(db: Knex, ids: string[]): Promise<Map<string, ReservableProduct>> {
+  const rows = (await live(db).whereIn("id", ids).select("id", "sku", "name", "price_amount", "price_currency", "on_hand", "reserved")) as ProductRow[];
+  return new Map(
+    rows.map((r) => [r.id, { sku: r.sku, name: r.name, price: { amount: Number(r.price_amount), currency: r.price_currency }, available: Number(r.on_hand) - Number(r.reserved) }]),
+  );
 }
 
 export async function availableOf(db: Knex, ids: string[]): Promise<Map<string, number>> {

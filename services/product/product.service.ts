@@ -47,6 +47,7 @@ import {
   lineProblems,
   moneyProblems,
   normalizeLines,
+  pricedLines,
   normalizeTags,
   parseListQuery,
   pickFields,
@@ -57,6 +58,7 @@ import {
   type Money,
   type ProductPatch,
   type ProductRecord,
+  type ReservableProduct,
   type ReservationLine,
   type ReservationStatus,
   type ReservationView,
@@ -288,17 +290,29 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
           const lines = normalizeLines(ctx.params.lines);
           const problems = lineProblems(lines);
           if (problems.length) throw validationError("Invalid reservation lines", problems);
+          const ids = lines.map((l) => l.productId);
+          // The lines priced from a read of their products: a product that does not exist (or
+          // was deleted) is a 404 naming it, before anything is held.
+          const price = (products: Map<string, ReservableProduct>) => {
+            const found = pricedLines(lines, products);
+            if ("missing" in found) throw new AppError("NOT_FOUND", "Product not found", [{ productId: found.missing }]);
+            return found.priced;
+          };
           const replay = async () => {
             const existing = await repo.findReservations(this.db, orderId);
             if (!sameLines(existing, lines))
               throw conflict("This order already holds a different reservation", [{ field: "orderId", orderId }]);
-            return reservationView(orderId, existing);
+            return reservationView(orderId, existing, price(await repo.reservableOf(this.db, ids)));
           };
           if ((await repo.findReservations(this.db, orderId)).length) return replay();
           // A plain read first: when a line is already short, refuse without taking the hot
           // rows' locks (a sold-out flash sale otherwise queues every refusal behind them).
           // Only a refusal is decided here; a success is decided by the locked UPDATEs below.
-          const before = await repo.availableOf(this.db, lines.map((l) => l.productId));
+          // The same read prices the lines: a price changed between it and the UPDATE is the
+          // race any read-then-reserve has; the order freezes what this read saw.
+          const products = await repo.reservableOf(this.db, ids);
+          const priced = price(products);
+          const before = new Map([...products].map(([id, p]) => [id, p.available]));
           const shortNow = lines.filter((l) => (before.get(l.productId) ?? 0) < l.quantity);
           if (shortNow.length) {
             // The same order reserved concurrently (and took that stock): a replay, not a refusal.
@@ -342,7 +356,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
             throw err;
           }
           await this.invalidate(lines.map((l) => l.productId));
-          return reservationView(orderId, lines.map((l) => ({ ...l, orderId, status: "held" as ReservationStatus, expiresAt })));
+          return reservationView(orderId, lines.map((l) => ({ ...l, orderId, status: "held" as ReservationStatus, expiresAt })), priced);
         },
       },
 

@@ -138,6 +138,15 @@ export interface ReservationLineState {
   status: string;
 }
 
+/** A reserved line with the product as this reserve read it: what the order freezes. */
+export interface PricedLine {
+  productId: string;
+  sku: string;
+  name: string;
+  unitPrice: meridian_common_v1_common.Money;
+  quantity: number;
+}
+
 /** An order's reservation, lines in productId order. */
 export interface Reservation {
   orderId: string;
@@ -146,6 +155,8 @@ export interface Reservation {
   lines: ReservationLineState[];
   /** The earliest expiry of its lines, ISO 8601. */
   expiresAt: string;
+  /** Only in product.reserve's answer (empty in the others): each line with the product's sku, name and price as the reserve read them, so the order service needs no product.get per line before reserving. A replay reads them again (the order freezes them once). */
+  priced: PricedLine[];
 }
 
 export interface SweepRequest {

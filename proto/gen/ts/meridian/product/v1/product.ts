@@ -178,6 +178,15 @@ export interface ReservationLineState {
   status: string;
 }
 
+/** A reserved line with the product as this reserve read it: what the order freezes. */
+export interface PricedLine {
+  productId: string;
+  sku: string;
+  name: string;
+  unitPrice: Money | null;
+  quantity: number;
+}
+
 /** An order's reservation, lines in productId order. */
 export interface Reservation {
   orderId: string;
@@ -189,6 +198,12 @@ export interface Reservation {
   lines: ReservationLineState[];
   /** The earliest expiry of its lines, ISO 8601. */
   expiresAt: string;
+  /**
+   * Only in product.reserve's answer (empty in the others): each line with the product's
+   * sku, name and price as the reserve read them, so the order service needs no product.get
+   * per line before reserving. A replay reads them again (the order freezes them once).
+   */
+  priced: PricedLine[];
 }
 
 export interface SweepRequest {
@@ -1518,8 +1533,89 @@ export const ReservationLineState: MessageFns<ReservationLineState> = {
   },
 };
 
+function createBasePricedLine(): PricedLine {
+  return { productId: "", sku: "", name: "", unitPrice: null, quantity: 0 };
+}
+
+export const PricedLine: MessageFns<PricedLine> = {
+  encode(message: PricedLine, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.productId !== "") {
+      writer.uint32(10).string(message.productId);
+    }
+    if (message.sku !== "") {
+      writer.uint32(18).string(message.sku);
+    }
+    if (message.name !== "") {
+      writer.uint32(26).string(message.name);
+    }
+    if (message.unitPrice !== undefined && message.unitPrice !== null) {
+      Money.encode(message.unitPrice, writer.uint32(34).fork()).join();
+    }
+    if (message.quantity !== 0) {
+      writer.uint32(40).int32(message.quantity);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PricedLine {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBasePricedLine();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.productId = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.sku = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.name = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.unitPrice = Money.decode(reader, reader.uint32());
+          continue;
+        }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.quantity = reader.int32();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
 function createBaseReservation(): Reservation {
-  return { orderId: "", status: "", lines: [], expiresAt: "" };
+  return { orderId: "", status: "", lines: [], expiresAt: "", priced: [] };
 }
 
 export const Reservation: MessageFns<Reservation> = {
@@ -1535,6 +1631,9 @@ export const Reservation: MessageFns<Reservation> = {
     }
     if (message.expiresAt !== "") {
       writer.uint32(34).string(message.expiresAt);
+    }
+    for (const v of message.priced) {
+      PricedLine.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1576,6 +1675,14 @@ export const Reservation: MessageFns<Reservation> = {
           }
 
           message.expiresAt = reader.string();
+          continue;
+        }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.priced.push(PricedLine.decode(reader, reader.uint32()));
           continue;
         }
       }
@@ -2428,7 +2535,10 @@ export interface ProductService {
   Remove(request: RemoveRequest): Promise<Empty>;
   /** Restock (positive delta) or remove stock (negative); never below reserved */
   AdjustStock(request: AdjustStockRequest): Promise<Product>;
-  /** For the order service: holds every line or none (OUT_OF_STOCK), idempotent per order. */
+  /**
+   * For the order service: holds every line or none (OUT_OF_STOCK; NOT_FOUND names a product
+   * that does not exist or was deleted), idempotent per order; answers the lines priced.
+   */
   Reserve(request: ReserveRequest): Promise<Reservation>;
   /** For the order service (paid): the held lines are sold. Idempotent. */
   Commit(request: CommitRequest): Promise<Reservation>;
