@@ -1,59 +1,111 @@
 /**
- * One periodic task (a sweep, a reconciliation pass, a replay poll): `task` runs every
- * `everyMs`, never two passes at once. `kick()` asks for a pass now (after an event that
- * makes one useful); a kick that arrives during a pass runs one more pass after it, since the
- * running one may have read its rows before the kick's cause committed. A failing pass is
- * logged and the next one retries. `stop()` stops the timer and waits for the pass in flight,
- * at most `stopWaitMs` (default 10 s: a pass stuck on a remote call must not hold a shutdown
- * past its grace period; what it did not finish, the next start's passes redo). The timer is
- * unref'd: a pending pass never keeps the process alive. Why not a library: these few lines
- * are the whole contract (no overlap, kick, bounded stop), which setInterval alone lacks.
+ * One periodic task (a sweep, a reconciliation pass, a replay poll, the outbox relay, the
+ * e-mail sender, a rebuild retried until it succeeds): `task` runs every `everyMs` after the
+ * previous pass ended (or only when kicked, `everyMs` undefined), never two passes at once.
+ *
+ * - `kick()` asks for a pass now (after an event that makes one useful); a kick that arrives
+ *   during a pass runs one more pass after it, since the running one may have read its rows
+ *   before the kick's cause committed.
+ * - A pass that resolves to `AGAIN` (a full batch: more is waiting) is followed at once by
+ *   another.
+ * - A failing pass is retried by the next one. Without `backoffMs`, every failure is logged
+ *   and the next pass comes at the usual time. With it, the next pass comes after
+ *   `backoffMs(consecutive failures)`, kicks do not cut that wait short (a broker outage must
+ *   not turn every local commit into a reconnect), the first failure of an outage is logged
+ *   and its end is logged once ("recovered").
+ * - `stop()` stops the timer and waits for the pass in flight, at most `stopWaitMs`
+ *   (default 10 s: a pass stuck on a remote call must not hold a shutdown past its grace
+ *   period; what it did not finish, the next start's passes redo).
+ *
+ * The timer is unref'd: a pending pass never keeps the process alive. Why not a library:
+ * these lines are the whole contract (no overlap, kick, again, backoff, bounded stop), which
+ * setInterval alone lacks and job-queue libraries bury under scheduling we do not need.
  */
+export const AGAIN = Symbol("periodic.again");
+
 export interface Periodic {
-  /** A pass now; during a pass, one more right after it. */
+  /** A pass now; during a pass, one more right after it; during a failure backoff, nothing sooner. */
   kick(): void;
   /** Stops the timer; resolves when the pass in flight (if any) has ended, or after stopWaitMs. */
   stop(): Promise<void>;
   /** The pass in flight, if any. */
   readonly running: Promise<void> | undefined;
+  /** Consecutive failed passes (0 after a success). */
+  readonly failures: number;
 }
 
 export interface PeriodicOptions {
   stopWaitMs?: number;
+  /** The wait before the pass after the n-th consecutive failure (n ≥ 1). */
+  backoffMs?: (failures: number) => number;
 }
 
 export function periodic(
   name: string,
-  everyMs: number,
+  everyMs: number | undefined,
   task: () => Promise<unknown>,
-  log: { warn(...args: unknown[]): void },
+  log: { warn(...args: unknown[]): void; info?(...args: unknown[]): void },
   opts: PeriodicOptions = {},
 ): Periodic {
   let running: Promise<void> | undefined;
   let again = false;
   let stopped = false;
+  let failures = 0;
+  let timer: NodeJS.Timeout | undefined;
+
+  const schedule = (ms: number | undefined) => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (stopped || ms === undefined) return;
+    timer = setTimeout(pass, ms);
+    timer.unref();
+  };
+  const failed = (err: unknown) => {
+    failures++;
+    if (!opts.backoffMs || failures === 1) {
+      const why = err instanceof Error ? err.message : err;
+      log.warn(opts.backoffMs ? `${name} failed, retrying with backoff:` : `${name} failed; the next pass retries:`, why);
+    }
+  };
   const pass = () => {
     if (stopped || running) return;
+    clearTimeout(timer);
+    timer = undefined;
     running = task()
-      .then(() => undefined, (err: unknown) => log.warn(`${name} failed; the next pass retries:`, err instanceof Error ? err.message : err))
-      .finally(() => {
+      .then(
+        (result) => {
+          if (failures && opts.backoffMs) (log.info ?? log.warn)(`${name} recovered after ${failures} failed pass(es)`);
+          failures = 0;
+          return result === AGAIN;
+        },
+        (err: unknown) => {
+          failed(err);
+          return false;
+        },
+      )
+      .then((more) => {
         running = undefined;
-        if (again && !stopped) {
+        if (stopped) return;
+        const backingOff = failures > 0 && opts.backoffMs !== undefined;
+        if (backingOff) {
+          again = false;
+          schedule(opts.backoffMs!(failures));
+        } else if (more || again) {
           again = false;
           pass();
-        }
+        } else schedule(everyMs);
       });
   };
-  const timer = setInterval(pass, everyMs);
-  timer.unref();
+  schedule(everyMs);
   return {
     kick() {
+      if (stopped) return;
       if (running) again = true;
-      else pass();
+      else if (!(failures > 0 && opts.backoffMs)) pass();
     },
     async stop() {
       stopped = true;
-      clearInterval(timer);
+      clearTimeout(timer);
       if (!running) return;
       let limit: NodeJS.Timeout | undefined;
       await Promise.race([running, new Promise<void>((r) => (limit = setTimeout(r, opts.stopWaitMs ?? 10_000)))]);
@@ -61,6 +113,9 @@ export function periodic(
     },
     get running() {
       return running;
+    },
+    get failures() {
+      return failures;
     },
   };
 }

@@ -1,7 +1,7 @@
-/** lib/periodic.ts: no overlap, a kick during a pass runs one more, a bounded stop. */
+/** lib/periodic.ts: no overlap, a kick during a pass runs one more, AGAIN, backoff, a bounded stop. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { periodic } from "./periodic";
+import { AGAIN, periodic } from "./periodic";
 
 const quiet = { warn: () => undefined };
 const deferred = () => {
@@ -57,4 +57,57 @@ test("a failing pass is logged and the next kick runs again; stop waits for the 
   await stuck.stop(); // resolves although the pass never ends
   stuck.kick();
   assert.ok(stuck.running, "the stuck pass is still in flight; no new pass starts after stop");
+});
+
+const until = async (cond: () => boolean) => {
+  while (!cond()) await new Promise((r) => setTimeout(r, 2));
+};
+
+test("a pass answering AGAIN (a full batch) is followed at once by another; with no period, passes run only when kicked", async () => {
+  let runs = 0;
+  const p = periodic("batches", undefined, async () => (++runs < 3 ? AGAIN : undefined), quiet);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(runs, 0, "no period: nothing runs by itself");
+  p.kick();
+  await until(() => runs === 3 && !p.running);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(runs, 3, "the third pass had nothing more");
+  await p.stop();
+});
+
+test("with backoff: a failure waits backoffMs(n), kicks do not cut the wait short, the outage is logged once and its end once", async () => {
+  const warnings: unknown[] = [];
+  const infos: unknown[] = [];
+  const asked: number[] = [];
+  let runs = 0;
+  let failUntil = 3;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const p = periodic(
+    "relay",
+    undefined,
+    async () => {
+      runs++;
+      if (runs === 2) await gate; // hold the second backoff wait open while we kick
+      if (runs <= failUntil) throw new Error(`down ${runs}`);
+    },
+    { warn: (...a: unknown[]) => warnings.push(a), info: (...a: unknown[]) => infos.push(a) },
+    { backoffMs: (n) => (asked.push(n), 5) },
+  );
+  p.kick();
+  await until(() => runs === 2);
+  assert.equal(p.failures, 1);
+  release();
+  await until(() => p.failures === 2 && !p.running);
+  for (let i = 0; i < 5; i++) p.kick();
+  assert.equal(runs, 2, "kicks during the backoff wait run nothing");
+  await until(() => runs === 4 && !p.running);
+  assert.equal(p.failures, 0);
+  assert.deepEqual(asked, [1, 2, 3]);
+  assert.equal(warnings.length, 1, "one warning for the outage");
+  assert.match(String((infos[0] as unknown[])[0]), /relay recovered after 3 failed pass\(es\)/);
+  failUntil = 0;
+  p.kick();
+  await until(() => runs === 5 && !p.running);
+  await p.stop();
 });

@@ -31,7 +31,8 @@ import type { ConfirmChannel } from "amqplib";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import { countBusiness } from "../metrics";
-import { backoffMs, withTimeout, type AmqpLink } from "./amqp";
+import { AGAIN, periodic, type Periodic } from "../periodic";
+import { backoffMs, type AmqpLink } from "./amqp";
 import type { EmbeddedBus } from "./consumer";
 import { claimPending, isMysql, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
 import { assertExchange, type Topology } from "./topology";
@@ -60,11 +61,7 @@ const DAY = 86_400_000;
 
 abstract class RelayLoop {
   protected readonly batchSize: number;
-  private running = false;
-  private kicked = false;
-  private wake: (() => void) | undefined;
-  private done: Promise<void> | undefined;
-  private failures = 0;
+  private loop: Periodic | undefined;
   private lastPurge = Date.now();
   /** Rows this relay marked sent (for tests and the benchmark). */
   published = 0;
@@ -77,67 +74,45 @@ abstract class RelayLoop {
   protected abstract pass(): Promise<number>;
   protected abstract reset(): Promise<void>;
 
+  /**
+   * Passes every pollIntervalMs, at once after a local commit (kick) or a full batch; after a
+   * failure (broker or database down) the channel is reset and the next pass waits a growing
+   * backoff, logged once per outage: the rows stay pending and that pass re-drives them.
+   */
   start(): void {
-    if (this.running) return;
-    this.running = true;
-    this.done = this.loop();
+    if (this.loop) return;
+    this.loop = periodic(`Event relay of '${this.opts.source}'`, this.opts.pollIntervalMs, () => this.onePass(), this.opts.logger, {
+      backoffMs,
+      // Bounded: a pass's confirms time out (confirmTimeoutMs).
+      stopWaitMs: 15_000,
+    });
+    this.loop.kick();
   }
 
   /** A local transaction committed an event: look now instead of at the next poll. */
   kick(): void {
-    this.kicked = true;
-    this.wake?.();
+    this.loop?.kick();
   }
 
-  /** Waits for the pass in progress (bounded: its confirms time out), then closes the channel. */
+  /** Waits for the pass in progress (bounded), then closes the channel. */
   async stop(): Promise<void> {
-    this.running = false;
-    this.wake?.();
-    await withTimeout(this.done ?? Promise.resolve(), 15_000, "relay pass in progress").catch((err) =>
-      this.opts.logger.warn(`Event relay of '${this.opts.source}' stop: ${(err as Error).message}`),
-    );
+    await this.loop?.stop();
     await this.reset();
   }
 
-  private async loop(): Promise<void> {
-    while (this.running) {
-      let handled = 0;
-      try {
-        handled = await this.pass();
-        if (this.failures) this.opts.logger.info(`Event relay of '${this.opts.source}' recovered after ${this.failures} failed pass(es)`);
-        this.failures = 0;
-        if (Date.now() - this.lastPurge > 3_600_000) {
-          this.lastPurge = Date.now();
-          await purgeOld(this.opts.db, Date.now() - (this.opts.retentionMs ?? 7 * DAY));
-        }
-      } catch (err) {
-        // Logged once per outage; the rows stay pending and the next pass re-drives them.
-        if (this.failures++ === 0) this.opts.logger.warn(`Event relay of '${this.opts.source}' failed, retrying: ${(err as Error).message}`);
-        await this.reset().catch(() => undefined);
-        await this.pause(backoffMs(this.failures), false);
-        continue;
-      }
-      if (handled >= this.batchSize) continue;
-      await this.pause(this.opts.pollIntervalMs, true);
+  private async onePass(): Promise<typeof AGAIN | undefined> {
+    let handled: number;
+    try {
+      handled = await this.pass();
+    } catch (err) {
+      await this.reset().catch(() => undefined);
+      throw err;
     }
-  }
-
-  private pause(ms: number, kickable: boolean): Promise<void> {
-    if (!this.running) return Promise.resolve();
-    if (kickable && this.kicked) {
-      this.kicked = false;
-      return Promise.resolve();
+    if (Date.now() - this.lastPurge > 3_600_000) {
+      this.lastPurge = Date.now();
+      await purgeOld(this.opts.db, Date.now() - (this.opts.retentionMs ?? 7 * DAY));
     }
-    return new Promise((resolve) => {
-      const finish = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        if (kickable) this.kicked = false;
-        resolve();
-      };
-      const timer = setTimeout(finish, ms);
-      this.wake = kickable ? finish : () => !this.running && finish();
-    });
+    return handled >= this.batchSize ? AGAIN : undefined;
   }
 }
 

@@ -62,6 +62,7 @@ import {
 import * as repo from "./notification.repo";
 import { callAction } from "../../lib/call";
 import type { TypedServiceSchema } from "../../lib/service-schema";
+import { periodic, type Periodic } from "../../lib/periodic";
 import { Params } from "../../proto/gen/params";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
@@ -93,9 +94,7 @@ interface NotificationServiceThis extends EventsServiceThis {
  * and every `pollMs` (rows of other replicas, retries that came due, claims left by a crash).
  */
 export class EmailSender {
-  private timer?: NodeJS.Timeout;
-  private running?: Promise<void>;
-  private again = false;
+  private loop?: Periodic;
   private stopping = false;
 
   constructor(
@@ -113,46 +112,21 @@ export class EmailSender {
   ) {}
 
   start(): void {
-    this.schedule();
+    this.loop ??= periodic("E-mail sender", this.opts.pollMs, () => this.pass(), this.opts.logger, {
+      // A pass cut short leaves its claims to expire; another pass sends those e-mails then.
+      stopWaitMs: 30_000,
+    });
   }
 
   /** Runs a pass now (or right after the one in progress). */
   kick(): void {
-    if (this.stopping) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    this.running = this.loop().finally(() => {
-      this.running = undefined;
-    });
+    if (!this.stopping) this.loop?.kick();
   }
 
-  /** Waits for the pass in progress (its SMTP timeouts bound it). */
+  /** Waits for the pass in progress (its SMTP timeouts bound it; at most 30 s). */
   async stop(): Promise<void> {
     this.stopping = true;
-    clearTimeout(this.timer);
-    await this.running;
-  }
-
-  private schedule(): void {
-    if (this.stopping) return;
-    this.timer = setTimeout(() => {
-      this.kick();
-      this.schedule();
-    }, this.opts.pollMs);
-    this.timer.unref?.();
-  }
-
-  private async loop(): Promise<void> {
-    do {
-      this.again = false;
-      try {
-        await this.pass();
-      } catch (err) {
-        this.opts.logger.warn(`E-mail sender pass failed: ${(err as Error).message}`);
-      }
-    } while (this.again && !this.stopping);
+    await this.loop?.stop();
   }
 
   /** Claims and sends what is due; returns how many e-mails it handled. */

@@ -60,6 +60,7 @@ import type { RebuildSummary } from "../../proto/gen/meridian/recommendation/v1/
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
+import { periodic, type Periodic } from "../../lib/periodic";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
 const EXPORT_PAGE = 500;
@@ -87,7 +88,8 @@ interface RecThis extends EventsServiceThis {
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   /** RECS_CACHE_TTL_S (a field, so a benchmark can compare with and without). */
   cacheTtlS: number;
-  sync: { timer?: NodeJS.Timeout; failures: number; stopped: boolean; done: boolean };
+  /** The start-up catalog copy: one successful pass, retried with backoff until then. */
+  sync: { loop: Periodic; stopped: boolean; done: boolean };
   rebuildRunning?: Promise<unknown>;
   /** This replica's rebuild in progress: answered from memory (SQLite's one connection is busy meanwhile). */
   rebuildLive?: RebuildProgress & { startedAt: number };
@@ -369,19 +371,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
 
       /** The start-up catalog read, retried with backoff while the product service is away. */
       startSync(this: RecThis) {
-        if (this.sync.stopped) return;
-        this.syncCatalog().then(
-          ({ products, removed }) => {
-            this.sync.done = true;
-            this.sync.failures = 0;
-            this.logger.info(`Recommendation catalog copy synced: ${products} products${removed ? `, ${removed} gone` : ""}`);
-          },
-          (err: Error) => {
-            const delay = Math.min(MAX_SYNC_BACKOFF_MS, 500 * 2 ** this.sync.failures++);
-            if (this.sync.failures === 1) this.logger.warn(`Recommendation catalog sync failed, retrying with backoff: ${err.message}`);
-            if (!this.sync.stopped) this.sync.timer = setTimeout(() => this.startSync(), delay);
-          },
-        );
+        this.sync.loop.kick();
       },
 
       /**
@@ -449,7 +439,22 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
     },
 
     created(this: RecThis) {
-      this.sync = { failures: 0, stopped: false, done: false };
+      this.sync = {
+        loop: periodic(
+          "Recommendation catalog sync",
+          undefined,
+          async () => {
+            if (this.sync.done) return;
+            const { products, removed } = await this.syncCatalog();
+            this.sync.done = true;
+            this.logger.info(`Recommendation catalog copy synced: ${products} products${removed ? `, ${removed} gone` : ""}`);
+          },
+          this.logger,
+          { backoffMs: (failures) => Math.min(MAX_SYNC_BACKOFF_MS, 500 * 2 ** (failures - 1)), stopWaitMs: 2_000 },
+        ),
+        stopped: false,
+        done: false,
+      };
       this.cacheTtlS = config.recommendations.cacheTtlS;
     },
 
@@ -460,7 +465,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
 
     async stopped(this: RecThis) {
       this.sync.stopped = true;
-      clearTimeout(this.sync.timer);
+      await this.sync.loop.stop();
       await this.rebuildRunning;
     },
   };

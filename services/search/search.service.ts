@@ -34,6 +34,7 @@ import { callAction } from "../../lib/call";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
+import { periodic, type Periodic } from "../../lib/periodic";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 
 const EXPORT_PAGE = 500;
@@ -58,7 +59,8 @@ interface SearchThis {
   known: Map<string, Known>;
   /** Ids an event changed while a rebuild runs (undefined when none runs). */
   touched: Set<string> | undefined;
-  rebuild: { running: boolean; again: boolean; done: number; lastAt?: string; lastMs?: number; failures: number; timer?: NodeJS.Timeout; stopped: boolean };
+  /** Rebuilds: coalesced (a request during one runs one more after it), retried with backoff until one succeeds. */
+  rebuild: { loop: Periodic; done: number; lastAt?: string; lastMs?: number; stopped: boolean };
   ready: boolean;
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   broker: Context["broker"];
@@ -66,6 +68,7 @@ interface SearchThis {
   applyRemoval(id: string, version: number): Promise<void>;
   requestRebuild(): void;
   runRebuild(): Promise<void>;
+  rebuildOnce(): Promise<void>;
 }
 
 export function createEngine(config: AppConfig): SearchEngine {
@@ -135,7 +138,8 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         visibility: "public",
         params: Params["search.status"],
         async handler(this: SearchThis) {
-          const { running, done, lastAt, lastMs, failures } = this.rebuild;
+          const { loop, done, lastAt, lastMs } = this.rebuild;
+          const [running, failures] = [loop.running !== undefined, loop.failures];
           return { engine: this.engine.kind, ready: this.ready, documents: await this.engine.count(), known: this.known.size, rebuilds: { running, done, lastAt, lastMs, failures } };
         },
       },
@@ -171,35 +175,18 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
 
       /** Starts a rebuild, or queues one more after the one running (coalesced). */
       requestRebuild(this: SearchThis) {
-        if (this.rebuild.stopped) return;
-        if (this.rebuild.running) {
-          this.rebuild.again = true;
-          return;
-        }
-        this.rebuild.running = true;
-        clearTimeout(this.rebuild.timer);
-        this.runRebuild().then(
-          () => {
-            this.rebuild.running = false;
-            this.rebuild.failures = 0;
-            if (this.rebuild.again) {
-              this.rebuild.again = false;
-              this.requestRebuild();
-            }
-          },
-          (err: Error) => {
-            this.rebuild.running = false;
-            this.rebuild.again = false;
-            this.touched = undefined;
-            const delay = Math.min(MAX_REBUILD_BACKOFF_MS, 500 * 2 ** this.rebuild.failures++);
-            // One warning per outage, then quiet retries.
-            if (this.rebuild.failures === 1) this.logger.warn(`Search index rebuild failed, retrying with backoff: ${err.message}`);
-            if (!this.rebuild.stopped) this.rebuild.timer = setTimeout(() => this.requestRebuild(), delay);
-          },
-        );
+        this.rebuild.loop.kick();
       },
 
       async runRebuild(this: SearchThis) {
+        try {
+          await this.rebuildOnce();
+        } finally {
+          this.touched = undefined;
+        }
+      },
+
+      async rebuildOnce(this: SearchThis) {
         const started = Date.now();
         await this.broker.waitForServices(["product"], 30_000);
         this.touched = new Set();
@@ -228,7 +215,6 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
           await this.engine.remove(id);
           removed++;
         }
-        this.touched = undefined;
         this.rebuild.done++;
         this.rebuild.lastAt = new Date().toISOString();
         this.rebuild.lastMs = Date.now() - started;
@@ -243,7 +229,15 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
       this.known = new Map();
       this.touched = undefined;
       this.ready = false;
-      this.rebuild = { running: false, again: false, done: 0, failures: 0, stopped: false };
+      this.rebuild = {
+        loop: periodic("Search index rebuild", undefined, () => this.runRebuild(), this.logger, {
+          backoffMs: (failures) => Math.min(MAX_REBUILD_BACKOFF_MS, 500 * 2 ** (failures - 1)),
+          // Stopping ends the page loop; a page in flight is not worth holding a shutdown for.
+          stopWaitMs: 2_000,
+        }),
+        done: 0,
+        stopped: false,
+      };
     },
 
     async started(this: SearchThis) {
@@ -254,7 +248,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
 
     async stopped(this: SearchThis) {
       this.rebuild.stopped = true;
-      clearTimeout(this.rebuild.timer);
+      await this.rebuild.loop.stop();
       unregisterProbe(this.broker, probeName);
     },
   };
