@@ -6,3 +6,14 @@
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 
 export type TypedServiceSchema<This, Settings = ServiceSettingSchema> = ServiceSchema<Settings, Record<string, (...args: any[]) => any>, Record<string, unknown>, This & Service>;
+
+/**
+ * A mixin's part of a schema, its handlers typed by what the mixin itself gives and needs
+ * (`this.db` for DbMixin), handed to a service's `mixins`. Moleculer types `mixins` as
+ * schemas whose `this` is any Service: a handler needing `this.db` cannot be proven to get
+ * it there, so this one place widens the type (the service lists the mixin, which is what
+ * makes `db` exist at run time).
+ */
+export function typedMixin<This>(schema: Partial<TypedServiceSchema<This>>): Partial<ServiceSchema> {
+  return schema as Partial<ServiceSchema>;
+}

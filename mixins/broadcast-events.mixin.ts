@@ -7,17 +7,24 @@
  * and rebound connection in cluster mode), so the service's (re)build always starts AFTER
  * it can no longer miss a change.
  */
-import type { ServiceBroker, ServiceSchema } from "moleculer";
+import type { Service, ServiceSchema } from "moleculer";
+import type { ContractEvent, EventPayload } from "../proto/gen/contracts";
+import { typedMixin } from "../lib/service-schema";
 import type { AppConfig } from "../lib/config";
 import { AmqpLink } from "../lib/events/amqp";
 import { AmqpBroadcastConsumer, addEmbeddedBroadcast, type BroadcastHandler, type BroadcastStats } from "../lib/events/broadcast";
 import { topology } from "../lib/events/topology";
 
-export interface BroadcastEventsMixinOptions {
+/** Event name (of the catalog) → its handler, run with the service (`This`) as `this`. */
+export type BroadcastHandlers<This> = {
+  [E in ContractEvent]?: (this: This, ...args: Parameters<BroadcastHandler<EventPayload<E>>>) => ReturnType<BroadcastHandler>;
+};
+
+export interface BroadcastEventsMixinOptions<This> {
   name: string;
   config: AppConfig;
-  handlers: Record<string, (this: any, ...args: Parameters<BroadcastHandler>) => ReturnType<BroadcastHandler>>;
-  onResync: (this: any) => void;
+  handlers: BroadcastHandlers<This>;
+  onResync: (this: This) => void;
 }
 
 interface Runtime {
@@ -26,25 +33,28 @@ interface Runtime {
   embedded?: { stats: BroadcastStats; remove(): void };
 }
 
-export function BroadcastEventsMixin(opts: BroadcastEventsMixinOptions): Partial<ServiceSchema> {
+/** `This`: the service the mixin is listed in (its handlers' `this`). */
+export function BroadcastEventsMixin<This>(opts: BroadcastEventsMixinOptions<This>): Partial<ServiceSchema> {
   const { config, name } = opts;
-  return {
+  type Self = This & Service & { $broadcast: Runtime };
+  return typedMixin<Self>({
     // What this service consumes, for the check against its contract (proto/contracts.int.spec.ts).
     metadata: { broadcastConsumes: Object.keys(opts.handlers) },
     methods: {
-      broadcastStats(this: any): BroadcastStats {
-        const rt = this.$broadcast as Runtime;
+      broadcastStats(this: Self): BroadcastStats {
+        const rt = this.$broadcast;
         return { ...(rt.consumer?.stats ?? rt.embedded?.stats ?? { applied: 0, failed: 0, bindings: 0 }) };
       },
     },
 
-    created(this: any) {
+    created(this: Self) {
       this.$broadcast = {} satisfies Runtime;
     },
 
-    async started(this: any) {
-      const rt = this.$broadcast as Runtime;
-      const handlers = Object.fromEntries(Object.entries(opts.handlers).map(([event, fn]) => [event, fn.bind(this)]));
+    async started(this: Self) {
+      const rt = this.$broadcast;
+      const handlers: Record<string, BroadcastHandler> = {};
+      for (const [event, fn] of Object.entries(opts.handlers)) if (fn) handlers[event] = fn.bind(this);
       const onResync = () => {
         try {
           opts.onResync.call(this);
@@ -58,16 +68,16 @@ export function BroadcastEventsMixin(opts: BroadcastEventsMixinOptions): Partial
         rt.consumer = new AmqpBroadcastConsumer({ ...common, link: rt.link, topo: topology(config.namespace) });
         await rt.consumer.start();
       } else {
-        rt.embedded = addEmbeddedBroadcast(this.broker as ServiceBroker, common);
+        rt.embedded = addEmbeddedBroadcast(this.broker, common);
         onResync();
       }
     },
 
-    async stopped(this: any) {
-      const rt = this.$broadcast as Runtime;
+    async stopped(this: Self) {
+      const rt = this.$broadcast;
       rt.embedded?.remove();
       await rt.consumer?.stop();
       await rt.link?.close();
     },
-  };
+  });
 }

@@ -3,7 +3,8 @@
  * start in embedded mode (cluster mode migrates as a separate step, `npm run migrate`, and
  * a node refuses to start on a schema that is behind), and registers a readiness probe.
  */
-import type { ServiceSchema } from "moleculer";
+import type { Service, ServiceSchema } from "moleculer";
+import { typedMixin } from "../lib/service-schema";
 import type { AppConfig } from "../lib/config";
 import { createKnex, ensureDatabase, migrateLatest, pendingMigrations, type Db } from "../lib/db";
 import { registerProbe, unregisterProbe } from "../lib/readiness";
@@ -21,11 +22,11 @@ export interface DbServiceThis {
 
 export function DbMixin(opts: DbMixinOptions): Partial<ServiceSchema> {
   const probeName = `database:${opts.name}`;
-  return {
-    created(this: any) {
+  return typedMixin<DbServiceThis & Service>({
+    created(this: DbServiceThis & Service) {
       this.db = createKnex(opts.config, opts.name);
     },
-    async started(this: any) {
+    async started(this: DbServiceThis & Service) {
       if (opts.config.migrateOnStart) {
         await ensureDatabase(opts.config, opts.name);
         const applied = await migrateLatest(this.db, opts.migrationsDir);
@@ -39,9 +40,9 @@ export function DbMixin(opts: DbMixinOptions): Partial<ServiceSchema> {
         await this.db.raw("select 1");
       });
     },
-    async stopped(this: any) {
+    async stopped(this: DbServiceThis & Service) {
       unregisterProbe(this.broker, probeName);
       await this.db.destroy();
     },
-  };
+  });
 }

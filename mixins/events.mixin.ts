@@ -17,7 +17,9 @@
  * `started` checks that the tables exist and says so otherwise.
  */
 import type { Knex } from "knex";
-import type { ServiceBroker, ServiceSchema } from "moleculer";
+import type { Service, ServiceSchema } from "moleculer";
+import { typedMixin } from "../lib/service-schema";
+import type { DbServiceThis } from "./db.mixin";
 import type { ContractEvent, EventPayload } from "../proto/gen/contracts";
 import type { AppConfig } from "../lib/config";
 import { AmqpLink } from "../lib/events/amqp";
@@ -52,7 +54,8 @@ export interface EventsServiceThis {
 
 interface Runtime {
   link?: AmqpLink;
-  relay: AmqpRelay | EmbeddedRelay;
+  /** From `started` on. */
+  relay?: AmqpRelay | EmbeddedRelay;
   consumer?: AmqpConsumer;
   subscriber?: EmbeddedSubscriber;
   markReady?: () => void;
@@ -61,51 +64,54 @@ interface Runtime {
   handlers: Record<string, EventHandler>;
 }
 
+/** What the mixin's own handlers see: the service, its database (DbMixin, required), the mixin's runtime. */
+type EventsMixinThis = Service & DbServiceThis & { $events: Runtime };
+
 export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
   const { config, name } = opts;
   const consumes = Object.keys(opts.consumes ?? {}).length > 0;
   const topo = topology(config.namespace);
 
-  return {
+  return typedMixin<EventsMixinThis>({
     // What this service consumes, for the check against its contract (proto/contracts.int.spec.ts).
     metadata: { consumes: Object.keys(opts.consumes ?? {}) },
     methods: {
-      async publishEvent(this: any, trx: Knex.Transaction, event: string, payload: unknown): Promise<string> {
+      async publishEvent(this: EventsMixinThis, trx: Knex.Transaction, event: string, payload: unknown): Promise<string> {
         const id = await addOutboxEvent(trx, { name: event, payload });
         // After the commit (not on rollback): the fault switch, then wake the relay.
         trx.executionPromise.then(
           () => {
             afterOutboxCommit();
-            (this.$events as Runtime | undefined)?.relay.kick();
+            this.$events.relay?.kick();
           },
           () => undefined,
         );
         return id;
       },
-      eventStats(this: any) {
-        const rt = this.$events as Runtime;
-        return { published: rt.relay.published, ...(rt.consumer?.stats ?? rt.stats) };
+      eventStats(this: EventsMixinThis) {
+        const rt = this.$events;
+        return { published: rt.relay?.published ?? 0, ...(rt.consumer?.stats ?? rt.stats) };
       },
     },
 
-    created(this: any) {
+    created(this: EventsMixinThis) {
       const stats = newStats();
       const handlers: Record<string, EventHandler> = Object.fromEntries(Object.entries(opts.consumes ?? {}).map(([event, fn]) => [event, fn.bind(this)]));
-      const rt: Partial<Runtime> = { stats, handlers };
+      const rt: Runtime = { stats, handlers };
       if (!config.rabbitmqUri && consumes) {
         // Registered now, before any service starts, so no relay can deliver an event
         // before this consumer is known; deliveries wait for `ready` (database migrated).
         const ready = new Promise<void>((r) => (rt.markReady = r));
         rt.subscriber = embeddedSubscriber({ service: name, db: () => this.db, handlers, stats, ready, logger: this.logger, broker: this.broker });
-        busFor(this.broker as ServiceBroker).add(rt.subscriber);
+        busFor(this.broker).add(rt.subscriber);
       }
       this.$events = rt;
     },
 
-    async started(this: any) {
-      const rt = this.$events as Runtime;
+    async started(this: EventsMixinThis) {
+      const rt = this.$events;
       const { handlers } = rt;
-      const db = this.db as Knex | undefined;
+      const db = this.db;
       if (!db || !(await db.schema.hasTable("outbox")) || !(await db.schema.hasTable("inbox")))
         throw new Error(`EventsMixin('${name}'): no outbox/inbox tables. List EventsMixin before DbMixin in 'mixins' and add a migration calling createEventTables()`);
       const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, batchSize: opts.batchSize, broker: this.broker };
@@ -132,13 +138,13 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       rt.relay.start();
     },
 
-    async stopped(this: any) {
-      const rt = this.$events as Runtime;
+    async stopped(this: EventsMixinThis) {
+      const rt = this.$events;
       await rt.replay?.stop();
       if (rt.subscriber) busFor(this.broker).remove(rt.subscriber);
       await rt.relay?.stop();
       await rt.consumer?.stop();
       await rt.link?.close();
     },
-  };
+  });
 }

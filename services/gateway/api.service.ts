@@ -8,7 +8,8 @@ import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import ApiGateway from "moleculer-web";
 import serveStatic from "serve-static";
-import type { Context, Logger, ServiceBroker, ServiceSchema } from "moleculer";
+import type { Context, Logger, ServiceBroker, ServiceSettingSchema } from "moleculer";
+import type { TypedServiceSchema } from "../../lib/service-schema";
 import { createRevocations, type TokenStanding } from "../../lib/auth/revocations";
 import { accessTokens, type VerifiedToken } from "../../lib/auth/tokens";
 import { clientAddress } from "../../lib/client-address";
@@ -100,7 +101,13 @@ export const SANDBOX_PAGE_ALIASES: Record<string, string> = contractAliases("/sa
 
 const DOCS_ASSETS = "/docs/assets";
 
-export function createGatewayService(config: AppConfig): ServiceSchema {
+/**
+ * moleculer-web's settings, as it reads them. Not its ApiSettingsSchema type: that declares
+ * `rootCallOptions` as an object, while moleculer-web also takes (and we use) a function.
+ */
+type GatewaySettings = ServiceSettingSchema & Record<string, unknown>;
+
+export function createGatewayService(config: AppConfig): TypedServiceSchema<GatewayThis, GatewaySettings> {
   const tokens = accessTokens(config.jwtSecret, config.accessTokenTtlS);
   const revocations = createRevocations(config);
   const limits = config.rateLimits.enabled ? requestLimits(config) : undefined;
@@ -308,5 +315,5 @@ export function createGatewayService(config: AppConfig): ServiceSchema {
     async stopped() {
       await Promise.all([revocations.close(), limits?.close()]);
     },
-  } as unknown as ServiceSchema;
+  };
 }
