@@ -76,6 +76,8 @@ const PRODUCT = {
   images: ["https://cdn.example.com/p/lamp-0042/1.jpg"], stock: { onHand: 120, reserved: 7, available: 113 },
   createdAt: "2026-11-24T12:00:00.000Z", updatedAt: "2026-12-03T09:30:00.000Z", version: 18,
 };
+/** The reserve's answer prices its lines (what the order freezes). */
+const PRICED = LINES.map(({ productId, quantity }, i) => ({ productId, sku: `SKU-${i}`, name: `Product ${i}`, unitPrice: { amount: 1000 + i, currency: "EUR" }, quantity }));
 /** A business event as the relay publishes it on RabbitMQ (outbox row → envelope). */
 const ORDER_PAID = {
   id: "7a3e9c1d-5b2f-4e8a-9c6d-1f4b7e2a9d53", name: "order.paid", source: "order", occurredAt: "2026-12-03T12:01:00.000Z",
@@ -125,7 +127,7 @@ const CASES: { name: string; type: string; packet: Record<string, unknown>; prim
     name: "RES Reservation",
     type: "RES",
     prime: "product.reserve",
-    packet: { ...common, sender: "product-1", id: reqId, success: true, headers: undefined, data: { orderId: ORDER_ID, status: "held", lines: LINES, expiresAt: "2026-12-03T12:15:00.000Z" } },
+    packet: { ...common, sender: "product-1", id: reqId, success: true, headers: undefined, data: { orderId: ORDER_ID, status: "held", lines: LINES, expiresAt: "2026-12-03T12:15:00.000Z", priced: PRICED } },
   },
   {
     name: "RES Product",

@@ -64,7 +64,7 @@ export interface PricedLine {
 }
 
 /**
- * The order's lines, in the buyer's order, frozen from what product.reserve answered for
+ * The order's lines, in the order given (normalizeOrderLines sorts them by productId), frozen from what product.reserve answered for
  * them (sku, name and price as the reserve read them). A line it did not price would be a
  * product node answering an older contract: refused rather than frozen without a price.
  */

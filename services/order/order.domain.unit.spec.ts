@@ -153,7 +153,7 @@ test("address: only the address fields are frozen into the order", () => {
   assert.deepEqual(Object.keys(a).sort(), ["city", "country", "line1", "phone", "postalCode", "recipient"]);
 });
 
-test("the order freezes the reserve's prices in the buyer's line order, and refuses a line it did not price", () => {
+test("the order freezes the reserve's prices in the order of the lines given, and refuses a line it did not price", () => {
   const priced = [
     { productId: "a", sku: "A-1", name: "Apple", unitPrice: { amount: 120, currency: "EUR" }, quantity: 2 },
     { productId: "b", sku: "B-1", name: "Bread", unitPrice: { amount: 300, currency: "EUR" }, quantity: 1 },

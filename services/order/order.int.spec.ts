@@ -187,22 +187,25 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
         if (v.labels.action === action) n += Number("value" in v ? v.value : 0);
       return n;
     };
+    // A buyer of its own: alice's earlier unpaid orders count against her limit.
+    const carol = (await call("POST", "/api/auth/register", { body: { email: "carol@example.com", password: "carol password", name: "Carol" } })).body.accessToken;
     const cheap = await product(5, 250);
     const dear = await product(5, 9900);
     const [gets, reserves] = [requests("product.get"), requests("product.reserve")];
-    const r = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: dear.id, quantity: 1 }, { productId: cheap.id, quantity: 3 }] });
+    const r = await order(carol, { shippingAddress: ADDRESS, items: [{ productId: dear.id, quantity: 1 }, { productId: cheap.id, quantity: 3 }] });
     assert.equal(r.status, 201, r.text);
     assert.deepEqual([requests("product.get") - gets, requests("product.reserve") - reserves], [0, 1]);
+    // The order's lines are in productId order (normalizeOrderLines), each priced by the reserve.
     assert.deepEqual(
       r.body.items.map((i: { productId: string; unitPrice: { amount: number }; quantity: number }) => [i.productId, i.unitPrice.amount, i.quantity]),
-      [[dear.id, 9900, 1], [cheap.id, 250, 3]],
+      [[dear.id, 9900, 1], [cheap.id, 250, 3]].sort(([a], [b]) => String(a).localeCompare(String(b))),
     );
     assert.deepEqual(r.body.total, { amount: 9900 + 3 * 250, currency: "EUR" });
 
     const gone = await product(5);
     assert.equal((await call("DELETE", `/api/products/${gone.id}`, { token: admin })).status, 204);
     for (const missing of [gone.id, "no-such-product"]) {
-      const refused = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: cheap.id, quantity: 1 }, { productId: missing, quantity: 1 }] });
+      const refused = await order(carol, { shippingAddress: ADDRESS, items: [{ productId: cheap.id, quantity: 1 }, { productId: missing, quantity: 1 }] });
       assert.equal(refused.status, 422, refused.text);
       assert.deepEqual(refused.body.error.details.map((d: { field: string }) => d.field), [`items.${missing}`]);
     }
