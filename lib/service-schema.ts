@@ -17,3 +17,6 @@ export type TypedServiceSchema<This, Settings = ServiceSettingSchema> = ServiceS
 export function typedMixin<This>(schema: Partial<TypedServiceSchema<This>>): Partial<ServiceSchema> {
   return schema as Partial<ServiceSchema>;
 }
+
+/** The `actions` of a TypedServiceSchema, for a service whose actions come from several files. */
+export type TypedActions<This> = NonNullable<TypedServiceSchema<This>["actions"]>;

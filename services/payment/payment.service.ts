@@ -40,18 +40,16 @@
  *   backoff); retries in flight are lost if the process stops, and reconciliation then
  *   settles the payment from the sandbox's own records (sandbox_payments), PENDING or watched.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import path from "node:path";
 import type { Knex } from "knex";
-import type { Context } from "moleculer";
 import type { AppConfig } from "../../lib/config";
-import { requireUser, type RequestContext } from "../../lib/context";
-import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
+import { requireUser } from "../../lib/context";
+import { inTransaction, isUniqueViolation } from "../../lib/db";
 import { AppError, conflict, notFound, validationError } from "../../lib/errors";
 import { countBusiness } from "../../lib/metrics";
-import { ensurePrivateDir, readOrCreatePrivateFile } from "../../lib/private-files";
 import { DbMixin } from "../../mixins/db.mixin";
-import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
+import { EventsMixin } from "../../mixins/events.mixin";
 import {
   fromStatesFor,
   iso,
@@ -63,8 +61,6 @@ import {
   refundProblem,
   refundStatusOf,
   sameRefund,
-  sandboxPageCsp,
-  sandboxPageHtml,
   toPaymentView,
   toRefundView,
   type Money,
@@ -74,14 +70,14 @@ import {
   movedAmountProblem,
 } from "./payment.domain";
 import * as repo from "./payment.repo";
+import { sandboxActions, sandboxKeyEnv, sandboxMethods } from "./sandbox";
+import type { Ctx, PaymentServiceThis } from "./payment.this";
 import { callAction } from "../../lib/call";
-import { periodic, type Periodic } from "../../lib/periodic";
+import { periodic } from "../../lib/periodic";
 import {
   PaymentPlatformError,
   PaymentVerificationError,
-  SandboxNotifier,
   checkBusiness,
-  checkSandboxPayToken,
   createPlatforms,
   describePaymentConfig,
   parsePaymentConfig,
@@ -90,7 +86,6 @@ import {
   type PlatformHttpResponse,
   type PlatformName,
   type RefundResult,
-  type SandboxNotificationPayload,
   type SandboxStateStore,
 } from "./platforms";
 import { Events } from "../../proto/gen/contracts";
@@ -108,51 +103,7 @@ const SWEEP_BATCH = 100;
  */
 const failedWatchMs = (reservationTtlS: number) => Math.max(24 * 3600 * 1000, reservationTtlS * 1000 + 3600 * 1000);
 
-type Ctx<P = Record<string, unknown>> = RequestContext<P>;
-
-interface PaymentServiceThis extends EventsServiceThis {
-  db: Db;
-  broker: Context["broker"];
-  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
-  paymentConfig: PaymentConfig;
-  platformMap?: Map<PlatformName, PaymentPlatform>;
-  notifier?: SandboxNotifier;
-  lifetime: AbortController;
-  deliveries: Set<Promise<unknown>>;
-  reconciler?: Periodic;
-  /** A pass was asked for before the reconciler existed. */
-  reconcileAsked?: boolean;
-  publicUrl(): string;
-  platforms(): Map<PlatformName, PaymentPlatform>;
-  platformFor(provider: string): PaymentPlatform;
-  settle(payment: PaymentRecord, outcome: Outcome): Promise<boolean>;
-  executeRefund(refund: RefundRecord, payment: PaymentRecord): Promise<RefundRecord>;
-  applyRefundResult(refund: RefundRecord, result: RefundResult): Promise<void>;
-  reconcileOnce(now?: number): Promise<{ payments: number; refunds: number; closed: number; handedOver: number }>;
-  closeTrade(p: PaymentRecord): Promise<boolean>;
-  reconcileSoon(): void;
-  deliverSandbox(payload: SandboxNotificationPayload): void;
-}
-
 // ---- configuration ----
-
-const SANDBOX_KEY_FILE = "sandbox-pay-key.pem";
-
-/**
- * Embedded mode without SANDBOX_PAY_* keys: the sandbox's key pair is generated once into
- * DATA_DIR (0600; like the JWT secret), so pay URLs and callbacks signed before a restart
- * still verify after it. Cluster mode takes the keys from the environment only.
- */
-export function sandboxKeyEnv(config: Pick<AppConfig, "mode" | "dataDir">, env: Record<string, string | undefined>): Record<string, string | undefined> {
-  const given = (v: string | undefined) => v !== undefined && v.trim() !== "";
-  if (config.mode !== "embedded" || given(env.SANDBOX_PAY_PRIVATE_KEY) || given(env.SANDBOX_PAY_PUBLIC_KEY)) return env;
-  ensurePrivateDir(config.dataDir);
-  const pem = readOrCreatePrivateFile(path.join(config.dataDir, SANDBOX_KEY_FILE), () =>
-    generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
-  );
-  const publicPem = createPublicKey(createPrivateKey(pem)).export({ type: "spki", format: "pem" }).toString();
-  return { ...env, SANDBOX_PAY_PRIVATE_KEY: pem, SANDBOX_PAY_PUBLIC_KEY: publicPem };
-}
 
 export function loadPaymentConfig(config: AppConfig, env: Record<string, string | undefined> = process.env): PaymentConfig {
   const options = { mode: config.mode, sandbox: config.payments.sandbox, production: config.production };
@@ -160,7 +111,6 @@ export function loadPaymentConfig(config: AppConfig, env: Record<string, string 
   const wanted = options.sandbox ?? !options.production;
   return parsePaymentConfig(wanted ? sandboxKeyEnv(config, env) : env, options);
 }
-
 
 /** A payment or a refund moves money: Money's contract allows 0 (a free product), these do not. */
 function assertMoves(amount: Money): void {
@@ -188,7 +138,6 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
   /** A claimed row is left to its claimer this long before another sweep may try it. */
   const leaseMs = Math.max(60_000, 2 * config.payments.reconcileIntervalMs);
   const ackTimeoutMs = config.payments.orderAckTimeoutS * 1000;
-  const sandboxParams = <T extends object>(schema: T): T | Record<string, never> => (paymentConfig.sandbox ? schema : {});
   const FAILED_WATCH_MS = failedWatchMs(config.reservations.ttlSeconds);
 
   return {
@@ -381,65 +330,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         },
       },
 
-      /**
-       * The sandbox platform's "buyer chose" endpoint (POST /api/payments/sandbox/:paymentId/complete):
-       * the token from the payUrl proves access. The sandbox records the choice, answers 202,
-       * then calls our notify route over HTTP, signed, with retries, like a real platform.
-       */
-      sandboxComplete: {
-        auth: "none",
-        // Off (SANDBOX_PAY), the route is not there for anyone: 404 whatever the body, not a 422.
-        params: sandboxParams(Params["payment.sandboxComplete"]),
-        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.sandboxComplete">>): Promise<ActionResponse<"payment.sandboxComplete">> {
-          const { paymentId, outcome, token } = ctx.params;
-          const sandbox = paymentConfig.sandbox;
-          if (!sandbox || !checkSandboxPayToken(paymentId, token, sandbox.privateKey)) throw notFound("Payment");
-          const p = await repo.findPayment(this.db, paymentId);
-          if (!p || p.provider !== "sandbox") throw notFound("Payment");
-          const now = Date.now();
-          // As a real platform: a trade past its time_expire, or closed, takes no payment.
-          if (p.expiresAt !== null && now >= p.expiresAt) throw conflict("This trade has expired and can no longer be paid", [{ field: "paymentId" }]);
-          const state = await repo.recordSandboxChoice(
-            this.db,
-            {
-              paymentId, amount: p.amount, status: outcome === "success" ? "succeeded" : "failed",
-              providerTxnId: `sbx_${randomBytes(12).toString("hex")}`, paidAt: outcome === "success" ? now : null,
-            },
-            now,
-          );
-          if (state.status === "closed") throw conflict("This trade was closed and can no longer be paid", [{ field: "paymentId" }]);
-          if (state.status === "pending") throw new AppError("INTERNAL", "The sandbox recorded no choice");
-          this.deliverSandbox({
-            notifyId: `sbn_${randomBytes(12).toString("hex")}`,
-            paymentId,
-            providerTxnId: state.providerTxnId!,
-            amountMinor: state.amountMinor,
-            currency: state.currency,
-            status: state.status === "succeeded" ? "succeeded" : "failed",
-            ...(state.paidAt ? { paidAt: state.paidAt } : {}),
-          });
-          ctx.meta.$statusCode = 202;
-          return { paymentId, outcome: state.status === "succeeded" ? "success" : "failure", status: "notifying" };
-        },
-      },
-
-      /** The sandbox's pay page (GET /sandbox/pay/:paymentId?token=): choose success or failure. */
-      sandboxPage: {
-        auth: "none",
-        openapi: { contentType: "text/html", response: { type: "string" } },
-        params: sandboxParams(Params["payment.sandboxPage"]),
-        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.sandboxPage">>): Promise<ActionResponse<"payment.sandboxPage">> {
-          const { paymentId, token } = ctx.params;
-          const sandbox = paymentConfig.sandbox;
-          if (!sandbox || !token || !checkSandboxPayToken(paymentId, token, sandbox.privateKey)) throw notFound("Payment");
-          const p = await repo.findPayment(this.db, paymentId);
-          if (!p || p.provider !== "sandbox") throw notFound("Payment");
-          const nonce = randomBytes(16).toString("base64");
-          ctx.meta.$responseType = "text/html; charset=utf-8";
-          ctx.meta.$responseHeaders = { "Content-Security-Policy": sandboxPageCsp(nonce), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer" };
-          return sandboxPageHtml(p, token, nonce);
-        },
-      },
+      ...sandboxActions(paymentConfig),
 
       /**
        * For the order service: close the order's trades that may still be open (the order
@@ -653,31 +544,7 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         else this.reconcileAsked = true;
       },
 
-      /** The sandbox platform sends its callback in the background, as a real platform would. */
-      deliverSandbox(this: PaymentServiceThis, payload: SandboxNotificationPayload) {
-        const sandbox = paymentConfig.sandbox!;
-        const lifetime = this.lifetime.signal;
-        this.notifier ??= new SandboxNotifier({
-          privateKey: sandbox.privateKey,
-          // Waits between retries end early when the service stops.
-          sleep: (ms) =>
-            new Promise<void>((resolve) => {
-              if (lifetime.aborted) return resolve();
-              const t = setTimeout(resolve, ms);
-              lifetime.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-            }),
-        });
-        const url = `${this.publicUrl()}/api/payments/notify/sandbox`;
-        const delivery = this.notifier
-          .deliver(url, payload, lifetime)
-          .then((r) => {
-            if (!r.delivered && !lifetime.aborted)
-              this.logger.warn(`Sandbox callback for ${payload.paymentId} not delivered after ${r.attempts} attempt(s): ${r.lastError ?? "?"}; reconciliation will settle it`);
-          })
-          .catch(() => undefined)
-          .finally(() => this.deliveries.delete(delivery));
-        this.deliveries.add(delivery);
-      },
+      ...sandboxMethods,
     },
 
     created(this: PaymentServiceThis) {
