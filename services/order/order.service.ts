@@ -36,93 +36,57 @@
  *   failed is retried by the sweep. Stock returns (`product.returnStock`) when the whole
  *   order is refunded before it shipped.
  */
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Knex } from "knex";
-import type { Context } from "moleculer";
 import type { AppConfig } from "../../lib/config";
-import { requireUser, type RequestContext } from "../../lib/context";
-import { inTransaction, type Db } from "../../lib/db";
+import { requireUser } from "../../lib/context";
+import { inTransaction } from "../../lib/db";
 import { AppError, conflict, notFound, validationError } from "../../lib/errors";
 import { idempotent, requestFingerprint } from "../../lib/idempotency";
 import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
-import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
+import { EventsMixin } from "../../mixins/events.mixin";
 import {
   MixedCurrencyError,
   PURCHASED,
   REFUNDABLE,
-  canDecide,
   describeUnpaidLimit,
   nextStatus,
   normalizeOrderLines,
   orderTotal,
-  paymentStatusOf,
   pickAddress,
-  refundAmount,
-  refundEvent,
   refundRequestVerdict,
   refundable,
-  returnRequestVerdict,
-  returnValue,
-  returnsStock,
   toPublicOrder,
   toPublicRefund,
-  toPublicReturn,
   unpaidLimitProblem,
   type Money,
   type OrderEvent,
   type OrderLineInput,
   type OrderRecord,
-  type OrderStatus,
   frozenLines,
-  type RefundSummary,
-  type ReturnRecord,
   type ShippingAddress,
 } from "./order.domain";
 import * as repo from "./order.repo";
+import { returnActions } from "./returns.actions";
+import { onPaymentSucceeded, orderConsumers } from "./order.consumers";
+import { errorCode, isAdmin, newRefundId, type CreateParams, type Ctx, type NewRefund, type OrderThis } from "./order.this";
 import { callAction } from "../../lib/call";
-import { periodic, type Periodic } from "../../lib/periodic";
+import { periodic } from "../../lib/periodic";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
 
-type Ctx<P = Record<string, unknown>> = RequestContext<P>;
-
-type PublicRefund = ReturnType<typeof toPublicRefund>;
-type NewRefund = RefundSummary & { orderId: string };
-
-interface OrderThis extends EventsServiceThis {
-  db: Db;
-  broker: Context["broker"];
-  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
-  sweeper?: Periodic;
-  view(order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
-  ownOrder(ctx: Ctx<unknown>, id: string): Promise<OrderRecord>;
-  transition(trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra?: Record<string, unknown>): Promise<OrderStatus>;
-  withKey<T>(ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
-  createOrder(ctx: Ctx<CreateParams>, userId: string, orderId: string): Promise<OrderRecord>;
-  holdUnpaidSlot(userId: string, orderId: string, lines: OrderLineInput[]): Promise<void>;
-  requestRefund(orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }): Promise<PublicRefund>;
-  sendRefund(refund: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }): Promise<void>;
-  sendAfterCommit(trx: Knex.Transaction, refund: NewRefund): void;
-  sweep(): Promise<void>;
-}
-
-type CreateParams = ActionParams<"order.create">;
-
 const REFUND_RETRY_AFTER_MS = 30_000;
 const SWEEP_INTERVAL_MS = 15_000;
 
-const isAdmin = (ctx: Ctx<unknown>) => ctx.meta.user?.role === "admin";
-const errorCode = (err: unknown) => (err as { type?: string })?.type;
 /** The product a NOT_FOUND of product.reserve names (its details: `[{productId}]`). */
 const missingProductOf = (err: unknown): string | undefined => {
   const first: unknown = [(err as { data?: unknown }).data].flat()[0];
   return first && typeof first === "object" && "productId" in first && typeof first.productId === "string" ? first.productId : undefined;
 };
-const newRefundId = () => randomBytes(16).toString("hex");
 
 export function createOrderService(config: AppConfig): TypedServiceSchema<OrderThis> {
   /** How long a request whose key is already claimed waits for that result: within its caller's timeout. */
@@ -138,23 +102,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       EventsMixin({
         name: "order",
         config,
-        consumes: {
-          async [Events.PaymentSucceeded](this: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded) {
-            await onPaymentSucceeded(this, trx, p);
-          },
-          async [Events.PaymentFailed](this: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
-            await onPaymentFailed(this, trx, p);
-          },
-          async [Events.ReservationExpired](this: OrderThis, trx: Knex.Transaction, p: { orderId: string }) {
-            await onReservationExpired(this, trx, p);
-          },
-          async [Events.RefundSucceeded](this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
-            await onRefundSettled(this, trx, p, "SUCCEEDED");
-          },
-          async [Events.RefundFailed](this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
-            await onRefundSettled(this, trx, p, "FAILED");
-          },
-        },
+        consumes: orderConsumers,
       }),
       DbMixin({ name: "order", migrationsDir: path.join(__dirname, "migrations"), config }),
     ],
@@ -332,75 +280,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         },
       },
 
-      requestReturn: {
-        auth: "user",
-        rateLimit: "refunds",
-        params: Params["order.requestReturn"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.requestReturn">>): Promise<ActionResponse<"order.requestReturn">> {
-          const me = requireUser(ctx);
-          const owned = await repo.findOrder(this.db, ctx.params.id);
-          // Only the buyer asks; anyone else's order is not found.
-          if (!owned || owned.userId !== me.id) throw notFound("Order");
-          const { items, reason } = ctx.params;
-          const ret = await this.withKey(
-            ctx, { op: "order.requestReturn", orderId: owned.id, body: { items, reason } }, randomUUID(),
-            (id) => requestReturn(this, owned.id, id, items, reason, config.returnWindowDays),
-            (id) => repo.findReturn(this.db, id),
-          );
-          ctx.meta.$statusCode = 201;
-          ctx.meta.$location = `/api/orders/${owned.id}/returns`;
-          return toPublicReturn(ret);
-        },
-      },
-
-      listOrderReturns: {
-        auth: "user",
-        params: Params["order.listOrderReturns"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.listOrderReturns">>): Promise<ActionResponse<"order.listOrderReturns">> {
-          const order = await this.ownOrder(ctx, ctx.params.id);
-          const items = (await repo.returnsOf(this.db, order.id)).map(toPublicReturn);
-          return { items, total: items.length, page: 1, pageSize: Math.max(items.length, 1) };
-        },
-      },
-
-      listReturns: {
-        auth: "admin",
-        params: Params["order.listReturns"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.listReturns">>): Promise<ActionResponse<"order.listReturns">> {
-          const page = ctx.params.page ?? 1;
-          const pageSize = ctx.params.pageSize ?? 20;
-          const { items, total } = await repo.listReturns(this.db, { status: ctx.params.status, limit: pageSize, offset: (page - 1) * pageSize });
-          return { items: items.map(toPublicReturn), total, page, pageSize };
-        },
-      },
-
-      approveReturn: {
-        auth: "admin",
-        params: Params["order.approveReturn"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.approveReturn">>): Promise<ActionResponse<"order.approveReturn">> {
-          const { id, amount, restock } = ctx.params;
-          const ret = await this.withKey(
-            ctx, { op: "order.approveReturn", returnId: id, body: { amount, restock } }, id,
-            (returnId) => decideReturn(this, returnId, { kind: "approve", amount, restock }),
-            async (returnId) => {
-              const r = await repo.findReturn(this.db, returnId);
-              // Another admin's rejection is not this request's answer.
-              if (r?.status === "REJECTED") throw conflict("This return was rejected meanwhile", [{ status: r.status }]);
-              return r?.status === "APPROVED" ? r : undefined;
-            },
-          );
-          return toPublicReturn(ret);
-        },
-      },
-
-      rejectReturn: {
-        auth: "admin",
-        params: Params["order.rejectReturn"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.rejectReturn">>): Promise<ActionResponse<"order.rejectReturn">> {
-          return toPublicReturn(await decideReturn(this, ctx.params.id, { kind: "reject", reason: ctx.params.reason }));
-        },
-      },
-
+      ...returnActions(config),
       getUserLimits: {
         auth: "admin",
         params: Params["order.getUserLimits"],
@@ -611,179 +491,4 @@ function limitsView(userId: string, o: repo.LimitOverrides, config: AppConfig) {
     maxUnpaidUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct,
     overridden: { maxUnpaidOrders: o.maxUnpaidOrders !== null, maxUnpaidUnitsPerProduct: o.maxUnpaidUnitsPerProduct !== null },
   };
-}
-
-// ---- returns ----
-
-async function requestReturn(svc: OrderThis, orderId: string, returnId: string, items: OrderLineInput[], reason: string, windowDays: number): Promise<ReturnRecord> {
-  return inTransaction(svc.db, async (trx) => {
-    const o = (await repo.findOrderForUpdate(trx, orderId))!;
-    const verdict = returnRequestVerdict(o, items, await repo.returnsOf(trx, o.id), Date.now(), windowDays);
-    if ("conflict" in verdict) throw conflict(`Return refused: ${verdict.conflict}`, [{ status: o.status }]);
-    if ("problems" in verdict) throw validationError("The return cannot be requested", verdict.problems);
-    const now = Date.now();
-    const ret: ReturnRecord = {
-      id: returnId, orderId: o.id, userId: o.userId, status: "REQUESTED", items: verdict.lines, reason,
-      amount: null, restock: null, refundId: null, decisionReason: null, createdAt: now, decidedAt: null,
-    };
-    await repo.insertReturn(trx, ret);
-    await svc.publishEvent(trx, Events.ReturnRequested, { returnId, orderId: o.id, userId: o.userId, items: verdict.lines, reason, occurredAt: new Date(now).toISOString() });
-    return ret;
-  });
-}
-
-/**
- * An admin's decision on a REQUESTED return, once, under the order's row lock. Approval
- * records the refund (PENDING, sent to the platform after the commit) and publishes
- * `return.approved`, on which the product service puts the lines back on the shelf when
- * `restock` (its step's undo of the sale, idempotent per return) and the buyer is told.
- */
-async function decideReturn(
-  svc: OrderThis,
-  returnId: string,
-  d: { kind: "approve"; amount?: number; restock: boolean } | { kind: "reject"; reason: string },
-): Promise<ReturnRecord> {
-  const found = await repo.findReturn(svc.db, returnId);
-  if (!found) throw notFound("Return");
-  let refund: NewRefund | undefined;
-  await inTransaction(svc.db, async (trx) => {
-    const o = (await repo.findOrderForUpdate(trx, found.orderId))!;
-    const ret = (await repo.findReturn(trx, returnId))!;
-    if (!canDecide(ret)) throw conflict(`This return was already ${ret.status.toLowerCase()}`, [{ status: ret.status }]);
-    const now = Date.now();
-    const at = new Date(now).toISOString();
-    if (d.kind === "reject") {
-      await repo.decideReturn(trx, ret.id, { status: "REJECTED", decisionReason: d.reason, decidedAt: now });
-      await svc.publishEvent(trx, Events.ReturnRejected, { returnId: ret.id, orderId: o.id, userId: o.userId, reason: d.reason, occurredAt: at });
-      return;
-    }
-    if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId) throw conflict(`An order in status ${o.status} has nothing left to refund`, [{ status: o.status }]);
-    const left = refundable(o.paidAmount, o.paidPaymentId, await repo.refundsOf(trx, o.id));
-    const verdict = refundAmount(d.amount ?? Math.min(returnValue(o, ret.items).amount, left), left);
-    if ("problem" in verdict) {
-      if (left <= 0) throw conflict(`Return refused: ${verdict.problem}`, [{ field: "amount", refundable: left }]);
-      throw validationError(`Return refused: ${verdict.problem}`, [{ field: "amount", refundable: left }]);
-    }
-    const amount = { amount: verdict.amount, currency: o.total.currency };
-    refund = { id: newRefundId(), orderId: o.id, paymentId: o.paidPaymentId, amount, status: "PENDING", reason: `return ${ret.id}`, createdAt: now, updatedAt: now };
-    await repo.insertRefund(trx, refund);
-    await repo.decideReturn(trx, ret.id, { status: "APPROVED", amount, restock: d.restock, refundId: refund.id, decidedAt: now });
-    await svc.publishEvent(trx, Events.ReturnApproved, {
-      returnId: ret.id, orderId: o.id, userId: o.userId, amount, restock: d.restock, lines: ret.items, refundId: refund.id, occurredAt: at,
-    });
-    svc.sendAfterCommit(trx, refund);
-  });
-  return (await repo.findReturn(svc.db, returnId))!;
-}
-
-// ---- event handlers: each runs inside the inbox transaction of its message ----
-
-interface PaymentSucceeded {
-  paymentId: string;
-  orderId: string;
-  provider: string;
-  amount: Money;
-}
-
-/** kept: the order took it (now or before); refunded: given back in full (a charge it cannot take). */
-async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded): Promise<"kept" | "refunded" | "unknown_order"> {
-  const order = await repo.findOrderForUpdate(trx, p.orderId);
-  if (!order) {
-    svc.logger.warn(`payment.succeeded for unknown order ${p.orderId} (payment ${p.paymentId})`);
-    return "unknown_order";
-  }
-  const now = Date.now();
-  await repo.upsertPayment(trx, order.id, { id: p.paymentId, provider: p.provider, status: "SUCCEEDED", amount: p.amount }, now);
-  if (order.paidPaymentId === p.paymentId) return "kept"; // the same success again
-  let refundReason: string | undefined;
-  if (order.status !== "PENDING_PAYMENT") refundReason = order.paidPaymentId ? "duplicate payment" : `order ${order.status.toLowerCase()} before the payment arrived`;
-  else if (p.amount.amount !== order.total.amount || p.amount.currency !== order.total.currency) refundReason = "amount does not match the order";
-  else {
-    try {
-      await callAction(svc.broker, "product.commit", { orderId: order.id });
-    } catch (err) {
-      if (errorCode(err) !== "CONFLICT" && errorCode(err) !== "NOT_FOUND") throw err; // retried by the event layer
-      refundReason = "the stock reservation expired before the payment arrived";
-    }
-  }
-  if (refundReason) {
-    // Money taken for an order that cannot take it: give it back in full, once (refund id
-    // derived from the payment, so a redelivery, or reconciliation's hand-over, asks for the same refund).
-    svc.logger.warn(`Refunding payment ${p.paymentId} of order ${order.id}: ${refundReason}`);
-    const refundId = `auto${p.paymentId}`.slice(0, 64);
-    const existing = await repo.findRefund(trx, refundId);
-    const refund: NewRefund = existing ?? { id: refundId, orderId: order.id, paymentId: p.paymentId, amount: p.amount, status: "PENDING", reason: refundReason, createdAt: now, updatedAt: now };
-    if (!existing) await repo.insertRefund(trx, refund);
-    if (refund.status === "PENDING") svc.sendAfterCommit(trx, refund);
-    return "refunded";
-  }
-  await svc.transition(trx, order, "payment_succeeded", { paid_payment_id: p.paymentId, paid_amount: p.amount.amount, reservation_expires_at: null });
-  await svc.publishEvent(trx, Events.OrderPaid, {
-    orderId: order.id, userId: order.userId, total: order.total, paymentId: p.paymentId, provider: p.provider,
-    lines: order.items.map((l) => ({ productId: l.productId, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
-  });
-  countBusiness(svc.broker, "orders_paid", { provider: p.provider }, trx);
-  return "kept";
-}
-
-async function onPaymentFailed(svc: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
-  const order = await repo.findOrderForUpdate(trx, p.orderId);
-  if (!order) return;
-  await repo.failPayment(trx, p.paymentId, Date.now());
-  // The order stays payable; the user hears of it only while it still is.
-  if (order.status !== "PENDING_PAYMENT") return;
-  await svc.publishEvent(trx, Events.OrderPaymentFailed, {
-    orderId: order.id, userId: order.userId, paymentId: p.paymentId, provider: p.provider, reason: p.reason ?? "declined", occurredAt: new Date().toISOString(),
-  });
-}
-
-async function onReservationExpired(svc: OrderThis, trx: Knex.Transaction, p: { orderId: string }) {
-  const order = await repo.findOrderForUpdate(trx, p.orderId);
-  // One event per expired line: the first cancels, the others find CANCELLED. No order:
-  // a hold left by a create that crashed before its insert.
-  if (!order || order.status !== "PENDING_PAYMENT") return;
-  await svc.transition(trx, order, "expire", { reservation_expires_at: null });
-  // The payment service closes the order's open trades at their platforms on this event.
-  await svc.publishEvent(trx, Events.OrderCancelled, { orderId: order.id, userId: order.userId, reason: "expired", occurredAt: new Date().toISOString() });
-  countBusiness(svc.broker, "orders_cancelled", { reason: "expired" }, trx);
-  // Lines of the order not yet swept go back now rather than at their own expiry
-  // (idempotent: a redelivery releases nothing more).
-  await callAction(svc.broker, "product.release", { orderId: order.id });
-}
-
-async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }, to: "SUCCEEDED" | "FAILED") {
-  const order = await repo.findOrderForUpdate(trx, p.orderId);
-  if (!order) return;
-  const refund = await repo.findRefund(trx, p.refundId);
-  if (!refund || !(await repo.settleRefund(trx, p.refundId, to, Date.now()))) return;
-  if (to === "FAILED") {
-    svc.logger.warn(`Refund ${p.refundId} of order ${order.id} failed at the platform; the amount is refundable again`);
-    return;
-  }
-  // An automatic refund of a payment the order never took (a second charge, or one that came
-  // after the order was cancelled) changes nothing on the order; the buyer is told the money
-  // went back.
-  if (refund.paymentId !== order.paidPaymentId) {
-    await svc.publishEvent(trx, Events.OrderPaymentRefunded, {
-      orderId: order.id, userId: order.userId, paymentId: refund.paymentId, refundId: refund.id, amount: refund.amount,
-      reason: refund.reason, occurredAt: new Date().toISOString(),
-    });
-    return;
-  }
-  const now = Date.now();
-  const refunded = order.refundedAmount + refund.amount.amount;
-  await repo.addRefunded(trx, order.id, refund.amount.amount, now);
-  order.refundedAmount = refunded;
-  // Only the last of the money moves the fulfilment status (to REFUNDED); a partial refund
-  // shows in the payment status, and the order still ships.
-  const event = refundEvent(order.paidAmount, refunded);
-  if (event) await svc.transition(trx, order, event);
-  await svc.publishEvent(trx, Events.OrderRefunded, {
-    orderId: order.id, userId: order.userId, refundId: refund.id, amount: refund.amount,
-    refundedTotal: { amount: refunded, currency: order.total.currency }, status: order.status, paymentStatus: paymentStatusOf(order),
-    occurredAt: new Date(now).toISOString(),
-  });
-  // Idempotent (each line moves committed → returned once), so it runs inside the handler:
-  // a failure retries the whole message, a redelivery returns nothing more.
-  if (returnsStock(order.shipped, event)) await callAction(svc.broker, "product.returnStock", { orderId: order.id });
 }

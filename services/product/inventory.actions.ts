@@ -3,7 +3,6 @@
  * (reserve / commit / release / returnStock, each idempotent per order), the expiry sweep and
  * the restock of approved returns. Bound into the one `product` service by product.service.ts.
  */
-
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { inTransaction, isUniqueViolation } from "../../lib/db";

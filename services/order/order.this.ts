@@ -1,0 +1,47 @@
+/** What the order service's handlers see as `this`, and its request context. */
+import { randomBytes } from "node:crypto";
+import type { Knex } from "knex";
+import type { Context } from "moleculer";
+import type { RequestContext } from "../../lib/context";
+import type { Db } from "../../lib/db";
+import type { EventsServiceThis } from "../../mixins/events.mixin";
+import {
+  toPublicOrder,
+  toPublicRefund,
+  type Money,
+  type OrderEvent,
+  type OrderLineInput,
+  type OrderRecord,
+  type OrderStatus,
+  type RefundSummary,
+} from "./order.domain";
+import type { Periodic } from "../../lib/periodic";
+import type { ActionParams } from "../../proto/gen/contracts";
+
+export type Ctx<P = Record<string, unknown>> = RequestContext<P>;
+
+export type PublicRefund = ReturnType<typeof toPublicRefund>;
+export type NewRefund = RefundSummary & { orderId: string };
+
+export interface OrderThis extends EventsServiceThis {
+  db: Db;
+  broker: Context["broker"];
+  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
+  sweeper?: Periodic;
+  view(order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
+  ownOrder(ctx: Ctx<unknown>, id: string): Promise<OrderRecord>;
+  transition(trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra?: Record<string, unknown>): Promise<OrderStatus>;
+  withKey<T>(ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
+  createOrder(ctx: Ctx<CreateParams>, userId: string, orderId: string): Promise<OrderRecord>;
+  holdUnpaidSlot(userId: string, orderId: string, lines: OrderLineInput[]): Promise<void>;
+  requestRefund(orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }): Promise<PublicRefund>;
+  sendRefund(refund: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }): Promise<void>;
+  sendAfterCommit(trx: Knex.Transaction, refund: NewRefund): void;
+  sweep(): Promise<void>;
+}
+
+export type CreateParams = ActionParams<"order.create">;
+
+export const isAdmin = (ctx: Ctx<unknown>) => ctx.meta.user?.role === "admin";
+export const errorCode = (err: unknown) => (err as { type?: string })?.type;
+export const newRefundId = () => randomBytes(16).toString("hex");
