@@ -35,19 +35,13 @@ import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
 import { periodic, type Periodic } from "../../lib/periodic";
-import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
+import type { ActionParams, ActionResponse, EventPayload } from "../../proto/gen/contracts";
 
 const EXPORT_PAGE = 500;
 const MAX_REBUILD_BACKOFF_MS = 30_000;
 
-/** What the product service's events carry (proto/ has no product message yet). */
+/** A product as the product service's events and export carry it: always with its version. */
 type VersionedProduct = ProductDoc & { version: number };
-interface StockChanged {
-  productId: string;
-  version: number;
-  deleted: boolean;
-  product?: VersionedProduct;
-}
 
 interface Known {
   version: number;
@@ -99,7 +93,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
             return this.applyRemoval(p.id, p.version);
           },
           // Stock moves change `stock.available` (the inStock filter); the event carries the product.
-          [Events.StockChanged]: function (this: SearchThis, e: StockChanged) {
+          [Events.StockChanged]: function (this: SearchThis, e: EventPayload<typeof Events.StockChanged>) {
             if (e.deleted) return this.applyRemoval(e.productId, e.version);
             if (e.product) return this.applyProduct(e.product);
           },
