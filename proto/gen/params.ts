@@ -584,7 +584,7 @@ export const Params: Record<ContractAction, ActionParams> = {
     },
     "rawBody": {
       "type": "string",
-      "max": 136542
+      "max": 13981022
     },
     "contentType": {
       "type": "string",

@@ -113,8 +113,10 @@ export class EmailSender {
 
   start(): void {
     this.loop ??= periodic("E-mail sender", this.opts.pollMs, () => this.pass(), this.opts.logger, {
-      // A pass cut short leaves its claims to expire; another pass sends those e-mails then.
-      stopWaitMs: 30_000,
+      // A pass stops claiming once stopping; the sends in flight end within the SMTP timeouts
+      // (connect 10 s + greeting 10 s + socket 30 s). Waited for past them, so the mailer and
+      // the database are not closed under a send (which would send that e-mail again later).
+      stopWaitMs: 60_000,
     });
   }
 
@@ -123,7 +125,7 @@ export class EmailSender {
     if (!this.stopping) this.loop?.kick();
   }
 
-  /** Waits for the pass in progress (its SMTP timeouts bound it; at most 30 s). */
+  /** Waits for the pass in progress (its SMTP timeouts bound it; at most 60 s). */
   async stop(): Promise<void> {
     this.stopping = true;
     await this.loop?.stop();

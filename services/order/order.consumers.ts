@@ -18,21 +18,21 @@ import type { Consumers } from "../../mixins/events.mixin";
 import { errorCode, type NewRefund, type OrderThis } from "./order.this";
 
 export const orderConsumers: Consumers = {
-    async [Events.PaymentSucceeded](this: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded) {
-      await onPaymentSucceeded(this, trx, p);
-    },
-    async [Events.PaymentFailed](this: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
-      await onPaymentFailed(this, trx, p);
-    },
-    async [Events.ReservationExpired](this: OrderThis, trx: Knex.Transaction, p: { orderId: string }) {
-      await onReservationExpired(this, trx, p);
-    },
-    async [Events.RefundSucceeded](this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
-      await onRefundSettled(this, trx, p, "SUCCEEDED");
-    },
-    async [Events.RefundFailed](this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
-      await onRefundSettled(this, trx, p, "FAILED");
-    },
+  async [Events.PaymentSucceeded](this: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded) {
+    await onPaymentSucceeded(this, trx, p);
+  },
+  async [Events.PaymentFailed](this: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
+    await onPaymentFailed(this, trx, p);
+  },
+  async [Events.ReservationExpired](this: OrderThis, trx: Knex.Transaction, p: { orderId: string }) {
+    await onReservationExpired(this, trx, p);
+  },
+  async [Events.RefundSucceeded](this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
+    await onRefundSettled(this, trx, p, "SUCCEEDED");
+  },
+  async [Events.RefundFailed](this: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }) {
+    await onRefundSettled(this, trx, p, "FAILED");
+  },
 };
 
 interface PaymentSucceeded {

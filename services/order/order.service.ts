@@ -66,6 +66,7 @@ import {
   type OrderLineInput,
   type OrderRecord,
   frozenLines,
+  type PricedLine,
   type ShippingAddress,
 } from "./order.domain";
 import * as repo from "./order.repo";
@@ -402,7 +403,13 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
             throw err;
           }
           reserved = true;
-          const priced = frozenLines(lines, reservation.priced);
+          let priced: PricedLine[];
+          try {
+            priced = frozenLines(lines, reservation.priced);
+          } catch {
+            // A product node of an older contract (no prices in its answer): retryable, not a 500.
+            throw new AppError("SERVICE_UNAVAILABLE", "The product service answered without prices; try again shortly");
+          }
           let total: Money;
           try {
             total = orderTotal(priced);

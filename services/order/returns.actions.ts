@@ -160,6 +160,3 @@ async function decideReturn(
   });
   return (await repo.findReturn(svc.db, returnId))!;
 }
-
-// ---- event handlers: each runs inside the inbox transaction of its message ----
-

@@ -175,14 +175,15 @@ export function refundStatusOf(r: RefundResult): RefundStatus {
   return r.status === "succeeded" ? "SUCCEEDED" : r.status === "failed" ? "FAILED" : "PENDING";
 }
 
-/**
- * Why a refund of `amount` cannot be taken from `payment` given the refunds already
- * counted (PENDING and SUCCEEDED ones: money promised back), or undefined when it can.
- */
 /** A payment or a refund is of a positive amount (the Money contract allows 0, a free product's price). */
 export function movedAmountProblem(amount: Money): string | undefined {
   return amount.amount >= 1 ? undefined : "The amount must be at least 1 (minor units)";
 }
+
+/**
+ * Why a refund of `amount` cannot be taken from `payment` given the refunds already
+ * counted (PENDING and SUCCEEDED ones: money promised back), or undefined when it can.
+ */
 
 export function refundProblem(
   payment: { status: PaymentStatus; amount: Money; orderId: string },

@@ -224,6 +224,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await h.notify(good, "alipay")).status, 404);
       const big = await h.notify({ headers: good.headers, body: "x".repeat(app.config.bodyLimitBytes + 1) });
       assert.equal(big.status, 413);
+      // Past the gateway's reader (another node, a direct call), the action holds the
+      // configured limit too: its contract's rule is only the largest setting's.
+      const tooBig = Buffer.alloc(app.config.bodyLimitBytes + 16, "x").toString("base64"); // past base64's slack
+      await assert.rejects(app.broker.call("payment.notify", { provider: "sandbox", rawBody: tooBig, contentType: "application/json", headers: [] }), (e: { code?: number; type?: string }) => e.code === 422 && e.type === "VALIDATION_ERROR");
       // The genuine one still goes through.
       assert.equal((await h.notify(good)).text, "success");
       assert.equal(await h.status(p.id), "SUCCEEDED");

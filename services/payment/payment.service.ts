@@ -299,6 +299,9 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         openapi: { contentType: "text/plain", response: { type: "string" }, description: "Answers the platform's own acknowledgement (Alipay and the sandbox: `success` as text/plain; WeChat Pay: 204). A callback that fails verification (signature, key, timestamp, merchant, app, amount, unknown payment) answers 400 and changes nothing; a repeat changes nothing." },
         params: Params["payment.notify"],
         async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.notify">>): Promise<ActionResponse<"payment.notify">> {
+          // The configured body limit, in base64 (the contract's rule is the largest setting's).
+          if (ctx.params.rawBody.length > Math.ceil((config.bodyLimitBytes * 4) / 3) + 8)
+            throw validationError("The callback body is too large", [{ field: "rawBody", message: `at most ${config.bodyLimitBytes} bytes` }]);
           const platform = this.platforms().get(ctx.params.provider as PlatformName);
           if (!platform) throw notFound("Payment platform");
           try {

@@ -106,29 +106,29 @@ export function sandboxActions(paymentConfig: PaymentConfig): TypedActions<Payme
 }
 
 export const sandboxMethods = {
-    /** The sandbox platform sends its callback in the background, as a real platform would. */
-    deliverSandbox(this: PaymentServiceThis, payload: SandboxNotificationPayload) {
-      const sandbox = this.paymentConfig.sandbox!;
-      const lifetime = this.lifetime.signal;
-      this.notifier ??= new SandboxNotifier({
-        privateKey: sandbox.privateKey,
-        // Waits between retries end early when the service stops.
-        sleep: (ms) =>
-          new Promise<void>((resolve) => {
-            if (lifetime.aborted) return resolve();
-            const t = setTimeout(resolve, ms);
-            lifetime.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
-          }),
-      });
-      const url = `${this.publicUrl()}/api/payments/notify/sandbox`;
-      const delivery = this.notifier
-        .deliver(url, payload, lifetime)
-        .then((r) => {
-          if (!r.delivered && !lifetime.aborted)
-            this.logger.warn(`Sandbox callback for ${payload.paymentId} not delivered after ${r.attempts} attempt(s): ${r.lastError ?? "?"}; reconciliation will settle it`);
-        })
-        .catch(() => undefined)
-        .finally(() => this.deliveries.delete(delivery));
-      this.deliveries.add(delivery);
-    },
+  /** The sandbox platform sends its callback in the background, as a real platform would. */
+  deliverSandbox(this: PaymentServiceThis, payload: SandboxNotificationPayload) {
+    const sandbox = this.paymentConfig.sandbox!;
+    const lifetime = this.lifetime.signal;
+    this.notifier ??= new SandboxNotifier({
+      privateKey: sandbox.privateKey,
+      // Waits between retries end early when the service stops.
+      sleep: (ms) =>
+        new Promise<void>((resolve) => {
+          if (lifetime.aborted) return resolve();
+          const t = setTimeout(resolve, ms);
+          lifetime.addEventListener("abort", () => (clearTimeout(t), resolve()), { once: true });
+        }),
+    });
+    const url = `${this.publicUrl()}/api/payments/notify/sandbox`;
+    const delivery = this.notifier
+      .deliver(url, payload, lifetime)
+      .then((r) => {
+        if (!r.delivered && !lifetime.aborted)
+          this.logger.warn(`Sandbox callback for ${payload.paymentId} not delivered after ${r.attempts} attempt(s): ${r.lastError ?? "?"}; reconciliation will settle it`);
+      })
+      .catch(() => undefined)
+      .finally(() => this.deliveries.delete(delivery));
+    this.deliveries.add(delivery);
+  },
 };

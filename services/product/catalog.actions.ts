@@ -63,11 +63,6 @@ export function catalogActions(config: AppConfig): TypedActions<ProductServiceTh
     },
 
     /**
-     * Loads products [from, from + count) of the demo catalog (lib/demo-catalog.ts), skipping
-     * skus that exist, each batch in one transaction with its events. Not routed: used by
-     * `npm run seed` and by a fresh embedded start.
-     */
-    /**
      * Every live product in id order, a page at a time (keyset on id), for a consumer that
      * rebuilds its own copy of the catalog (each search replica at start). Not routed.
      */
@@ -81,6 +76,11 @@ export function catalogActions(config: AppConfig): TypedActions<ProductServiceTh
       },
     },
 
+    /**
+     * Loads products [from, from + count) of the demo catalog (lib/demo-catalog.ts), skipping
+     * skus that exist, each batch in one transaction with its events. Not routed: used by
+     * `npm run seed` and by a fresh embedded start.
+     */
     seedDemo: {
       visibility: "public",
       params: Params["product.seedDemo"],
@@ -164,64 +164,62 @@ export function catalogActions(config: AppConfig): TypedActions<ProductServiceTh
         return null;
       },
     },
-
   };
 }
 
 export const catalogMethods = {
-    /**
-     * Descriptive changes (create, update, delete) clean every product entry: lists show
-     * names and prices. Stock-only changes (reserve, commit, release, expiry, adjust) delete
-     * just those products' `product.get` entries, by key (no pattern scan of the cache):
-     * a checkout must not empty the whole catalog cache. Lists are not cleaned for them and
-     * carry a short TTL instead (LIST_CACHE_TTL_S): their stock figures may lag that long.
-     */
-    async cleanLocal(this: ProductServiceThis, stockOnlyOf?: string[]) {
-      const cacher = this.broker.cacher;
-      if (!cacher) return;
-      if (!stockOnlyOf) return void (await cacher.clean("product.**"));
-      // The cacher's own key function, as its middleware calls it for `product.get` (keys: ["id"]).
-      const keys = [...new Set(stockOnlyOf)].map((id) => cacher.getCacheKey({ name: "product.get" } as never, { keys: ["id"] }, { params: { id } } as never));
-      if (keys.length) await cacher.del(keys);
-    },
+  /**
+   * Descriptive changes (create, update, delete) clean every product entry: lists show
+   * names and prices. Stock-only changes (reserve, commit, release, expiry, adjust) delete
+   * just those products' `product.get` entries, by key (no pattern scan of the cache):
+   * a checkout must not empty the whole catalog cache. Lists are not cleaned for them and
+   * carry a short TTL instead (LIST_CACHE_TTL_S): their stock figures may lag that long.
+   */
+  async cleanLocal(this: ProductServiceThis, stockOnlyOf?: string[]) {
+    const cacher = this.broker.cacher;
+    if (!cacher) return;
+    if (!stockOnlyOf) return void (await cacher.clean("product.**"));
+    // The cacher's own key function, as its middleware calls it for `product.get` (keys: ["id"]).
+    const keys = [...new Set(stockOnlyOf)].map((id) => cacher.getCacheKey({ name: "product.get" } as never, { keys: ["id"] }, { params: { id } } as never));
+    if (keys.length) await cacher.del(keys);
+  },
 
-    /** After a commit: clean here, tell the other nodes, and clean again a moment later. */
-    async seedDemoBatch(this: ProductServiceThis, from: number, count: number): Promise<number> {
-      const now = Date.now();
-      const batch = syntheticProducts(from + count).slice(from);
-      const inserted = await inTransaction(this.db, async (trx) => {
-        const existing = await repo.existingSkus(trx, batch.map((p) => p.sku));
-        let n = 0;
-        for (const p of batch) {
-          if (existing.has(p.sku)) continue;
-          const product: ProductRecord = {
-            ...p, id: randomUUID(), onHand: p.stock.onHand, reserved: 0, createdAt: now, updatedAt: now, version: 1,
-          };
-          await repo.insertProduct(trx, product);
-          await this.publishEvent(trx, Events.ProductCreated, toPublicProduct(product));
-          if (product.onHand > 0) await this.stockChanged(trx, product.id, "created");
-          n++;
-        }
-        return n;
-      });
-      if (inserted) await this.invalidate();
-      return inserted;
-    },
+  async seedDemoBatch(this: ProductServiceThis, from: number, count: number): Promise<number> {
+    const now = Date.now();
+    const batch = syntheticProducts(from + count).slice(from);
+    const inserted = await inTransaction(this.db, async (trx) => {
+      const existing = await repo.existingSkus(trx, batch.map((p) => p.sku));
+      let n = 0;
+      for (const p of batch) {
+        if (existing.has(p.sku)) continue;
+        const product: ProductRecord = {
+          ...p, id: randomUUID(), onHand: p.stock.onHand, reserved: 0, createdAt: now, updatedAt: now, version: 1,
+        };
+        await repo.insertProduct(trx, product);
+        await this.publishEvent(trx, Events.ProductCreated, toPublicProduct(product));
+        if (product.onHand > 0) await this.stockChanged(trx, product.id, "created");
+        n++;
+      }
+      return n;
+    });
+    if (inserted) await this.invalidate();
+    return inserted;
+  },
 
-    async invalidate(this: ProductServiceThis, stockOnlyOf?: string[]) {
-      const hint = stockOnlyOf ? { ids: stockOnlyOf } : {};
-      // The write is committed whatever happens here: a failed hint is logged, never thrown.
-      await this.cleanLocal(stockOnlyOf).catch((err) => this.logger.warn("Product cache clean failed", err instanceof Error ? err.message : err));
-      await Promise.resolve(this.broker.broadcast("cache.clean.product", hint)).catch((err) =>
-        this.logger.warn("cache.clean.product broadcast failed", err instanceof Error ? err.message : err),
-      );
-      const timer = setTimeout(() => {
-        this.pendingCleans.delete(timer);
-        this.cleanLocal(stockOnlyOf).catch(() => undefined);
-        Promise.resolve(this.broker.broadcast("cache.clean.product", hint)).catch(() => undefined);
-      }, SECOND_CLEAN_MS);
-      timer.unref();
-      this.pendingCleans.add(timer);
-    },
-
+  /** After a commit: clean here, tell the other nodes, and clean again a moment later. */
+  async invalidate(this: ProductServiceThis, stockOnlyOf?: string[]) {
+    const hint = stockOnlyOf ? { ids: stockOnlyOf } : {};
+    // The write is committed whatever happens here: a failed hint is logged, never thrown.
+    await this.cleanLocal(stockOnlyOf).catch((err) => this.logger.warn("Product cache clean failed", err instanceof Error ? err.message : err));
+    await Promise.resolve(this.broker.broadcast("cache.clean.product", hint)).catch((err) =>
+      this.logger.warn("cache.clean.product broadcast failed", err instanceof Error ? err.message : err),
+    );
+    const timer = setTimeout(() => {
+      this.pendingCleans.delete(timer);
+      this.cleanLocal(stockOnlyOf).catch(() => undefined);
+      Promise.resolve(this.broker.broadcast("cache.clean.product", hint)).catch(() => undefined);
+    }, SECOND_CLEAN_MS);
+    timer.unref();
+    this.pendingCleans.add(timer);
+  },
 };

@@ -81,7 +81,8 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
           const existing = await repo.findReservations(this.db, orderId);
           if (!sameLines(existing, lines))
             throw conflict("This order already holds a different reservation", [{ field: "orderId", orderId }]);
-          return reservationView(orderId, existing, price(await repo.reservableOf(this.db, ids)));
+          // The hold exists: a product deleted since still has the row the order freezes.
+          return reservationView(orderId, existing, price(await repo.reservableOf(this.db, ids, { withDeleted: true })));
         };
         if ((await repo.findReservations(this.db, orderId)).length) return replay();
         // A plain read first: when a line is already short, refuse without taking the hot
@@ -113,7 +114,7 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
             // order as commit, release and the sweep.
             await repo.insertReservations(trx, orderId, lines, expiresAt, now);
             const short: string[] = [];
-            // In productId order: the lock order (see the header).
+            // In productId order: the lock order (see product.service.ts's header).
             for (const l of lines) if (!(await repo.reserveStock(trx, l.productId, l.quantity, now))) short.push(l.productId);
             if (short.length) {
               const available = await repo.availableOf(trx, short);
@@ -192,90 +193,90 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
 }
 
 export const inventoryMethods = {
-    /**
-     * `stock.changed` with the figures as they are inside this transaction, and the whole
-     * product at its new version, so a consumer keeping a copy (search) needs no read back.
-     */
-    async stockChanged(this: ProductServiceThis, trx: Knex.Transaction, productId: string, reason: string) {
-      const found = await repo.findProductAnyState(trx, productId);
-      if (!found) return;
-      const { product, deleted } = found;
-      await this.publishEvent(trx, Events.StockChanged, {
-        productId, ...stockOf(product.onHand, product.reserved), version: product.version, deleted,
-        reason, occurredAt: new Date().toISOString(), product: toPublicProduct(product),
-      });
-    },
+  /**
+   * `stock.changed` with the figures as they are inside this transaction, and the whole
+   * product at its new version, so a consumer keeping a copy (search) needs no read back.
+   */
+  async stockChanged(this: ProductServiceThis, trx: Knex.Transaction, productId: string, reason: string) {
+    const found = await repo.findProductAnyState(trx, productId);
+    if (!found) return;
+    const { product, deleted } = found;
+    await this.publishEvent(trx, Events.StockChanged, {
+      productId, ...stockOf(product.onHand, product.reserved), version: product.version, deleted,
+      reason, occurredAt: new Date().toISOString(), product: toPublicProduct(product),
+    });
+  },
 
-    /**
-     * Commit (sold: on_hand and reserved both drop) or release (reserved drops) of every
-     * line of the order still held. Idempotent: lines already moved are left alone, so a
-     * second commit, or a release after a commit, changes nothing.
-     */
-    async finishReservations(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>, to: "committed" | "released") {
-      const { orderId } = ctx.params;
-      let changed = false;
-      await inTransaction(this.db, async (trx) => {
-        const found = await repo.findReservationsForUpdate(trx, orderId);
-        // A commit is all lines or none: if any line already left `held` other than by a
-        // commit (expired, released), nothing is sold — otherwise an order paid just as its
-        // first line expired would sell the other lines of an order about to be cancelled.
-        // The rows are locked, so no sweep can expire a line between this check and the loop.
-        if (to === "committed") {
-          const gone = found.filter((r) => r.status !== "held" && r.status !== "committed");
-          if (gone.length)
-            throw conflict("The reservation is no longer held; nothing was committed", gone.map((r) => ({ productId: r.productId, status: r.status })));
-        }
-        const now = Date.now();
-        for (const r of found) {
-          if (r.status !== "held") continue;
-          if (!(await repo.transitionReservation(trx, orderId, r.productId, to, now))) continue;
-          await repo.unreserveStock(trx, r.productId, r.quantity, to === "committed", now);
-          await this.stockChanged(trx, r.productId, to === "committed" ? "sold" : "released");
-          changed = true;
-        }
-      });
-      // Read after the commit: inside the transaction a plain SELECT would answer from the
-      // REPEATABLE READ snapshot, older than a racing commit we just queued behind.
-      const rows = await repo.findReservations(this.db, orderId);
-      if (!rows.length) throw notFound("Reservation");
-      if (changed) await this.invalidate(rows.map((r) => r.productId));
-      const view = reservationView(orderId, rows);
-      // Paying for an order whose hold already expired (or was released) must not pass silently.
-      if (to === "committed" && view.lines.some((l) => l.status !== "committed"))
-        throw conflict("The reservation is no longer held; nothing was committed for those lines", view.lines.filter((l) => l.status !== "committed"));
-      return view;
-    },
+  /**
+   * Commit (sold: on_hand and reserved both drop) or release (reserved drops) of every
+   * line of the order still held. Idempotent: lines already moved are left alone, so a
+   * second commit, or a release after a commit, changes nothing.
+   */
+  async finishReservations(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>, to: "committed" | "released") {
+    const { orderId } = ctx.params;
+    let changed = false;
+    await inTransaction(this.db, async (trx) => {
+      const found = await repo.findReservationsForUpdate(trx, orderId);
+      // A commit is all lines or none: if any line already left `held` other than by a
+      // commit (expired, released), nothing is sold — otherwise an order paid just as its
+      // first line expired would sell the other lines of an order about to be cancelled.
+      // The rows are locked, so no sweep can expire a line between this check and the loop.
+      if (to === "committed") {
+        const gone = found.filter((r) => r.status !== "held" && r.status !== "committed");
+        if (gone.length)
+          throw conflict("The reservation is no longer held; nothing was committed", gone.map((r) => ({ productId: r.productId, status: r.status })));
+      }
+      const now = Date.now();
+      for (const r of found) {
+        if (r.status !== "held") continue;
+        if (!(await repo.transitionReservation(trx, orderId, r.productId, to, now))) continue;
+        await repo.unreserveStock(trx, r.productId, r.quantity, to === "committed", now);
+        await this.stockChanged(trx, r.productId, to === "committed" ? "sold" : "released");
+        changed = true;
+      }
+    });
+    // Read after the commit: inside the transaction a plain SELECT would answer from the
+    // REPEATABLE READ snapshot, older than a racing commit we just queued behind.
+    const rows = await repo.findReservations(this.db, orderId);
+    if (!rows.length) throw notFound("Reservation");
+    if (changed) await this.invalidate(rows.map((r) => r.productId));
+    const view = reservationView(orderId, rows);
+    // Paying for an order whose hold already expired (or was released) must not pass silently.
+    if (to === "committed" && view.lines.some((l) => l.status !== "committed"))
+      throw conflict("The reservation is no longer held; nothing was committed for those lines", view.lines.filter((l) => l.status !== "committed"));
+    return view;
+  },
 
-    /**
-     * Releases held reservations whose TTL has passed. Any number of replicas may run it
-     * at once: each line moves `held → expired` under `WHERE status = 'held' AND
-     * expires_at <= now` in the same transaction as its stock update, so only one
-     * sweeper (or a racing commit/release) wins it. Returns the lines this call expired.
-     */
-    async sweepExpired(this: ProductServiceThis, now = Date.now()) {
-      let expired = 0;
-      const touched = new Set<string>();
-      const candidates = await repo.findExpiredHeld(this.db, now, SWEEP_BATCH);
-      for (const r of candidates) {
-        const won = await inTransaction(this.db, async (trx) => {
-          if (!(await repo.transitionReservation(trx, r.orderId, r.productId, "expired", Date.now(), now))) return false;
-          await repo.unreserveStock(trx, r.productId, r.quantity, false, Date.now());
-          await this.stockChanged(trx, r.productId, "expired");
-          // For the order service: an unpaid order whose hold expired is cancelled (one event
-          // per line, committed with the release, so it is published exactly when it happened).
-          await this.publishEvent(trx, Events.ReservationExpired, {
-            orderId: r.orderId, productId: r.productId, quantity: r.quantity, expiredAt: new Date(now).toISOString(),
-          });
-          return true;
+  /**
+   * Releases held reservations whose TTL has passed. Any number of replicas may run it
+   * at once: each line moves `held → expired` under `WHERE status = 'held' AND
+   * expires_at <= now` in the same transaction as its stock update, so only one
+   * sweeper (or a racing commit/release) wins it. Returns the lines this call expired.
+   */
+  async sweepExpired(this: ProductServiceThis, now = Date.now()) {
+    let expired = 0;
+    const touched = new Set<string>();
+    const candidates = await repo.findExpiredHeld(this.db, now, SWEEP_BATCH);
+    for (const r of candidates) {
+      const won = await inTransaction(this.db, async (trx) => {
+        if (!(await repo.transitionReservation(trx, r.orderId, r.productId, "expired", Date.now(), now))) return false;
+        await repo.unreserveStock(trx, r.productId, r.quantity, false, Date.now());
+        await this.stockChanged(trx, r.productId, "expired");
+        // For the order service: an unpaid order whose hold expired is cancelled (one event
+        // per line, committed with the release, so it is published exactly when it happened).
+        await this.publishEvent(trx, Events.ReservationExpired, {
+          orderId: r.orderId, productId: r.productId, quantity: r.quantity, expiredAt: new Date(now).toISOString(),
         });
-        if (won) expired++, touched.add(r.productId);
-      }
-      if (expired) {
-        this.logger.info(`Released ${expired} expired reservation line(s)`);
-        await this.invalidate([...touched]);
-      }
-      return expired;
-    },
+        return true;
+      });
+      if (won) expired++, touched.add(r.productId);
+    }
+    if (expired) {
+      this.logger.info(`Released ${expired} expired reservation line(s)`);
+      await this.invalidate([...touched]);
+    }
+    return expired;
+  },
 };
 
 /**
@@ -284,15 +285,15 @@ export const inventoryMethods = {
  * stock_returns row per line), never more than the order sold.
  */
 export const inventoryConsumers = {
-    async [Events.ReturnApproved](this: ProductServiceThis, trx: Knex.Transaction, p: { returnId: string; orderId: string; restock: boolean; lines: ReservationLine[] }) {
-      if (!p.restock) return;
-      const sold = new Map((await repo.findReservationsForUpdate(trx, p.orderId)).filter((r) => r.status === "committed").map((r) => [r.productId, r.quantity]));
-      const changed: string[] = [];
-      for (const l of p.lines) {
-        if (!(await repo.restockReturned(trx, { returnId: p.returnId, orderId: p.orderId, productId: l.productId, quantity: l.quantity }, sold.get(l.productId) ?? 0, Date.now()))) continue;
-        await this.stockChanged(trx, l.productId, "returned");
-        changed.push(l.productId);
-      }
-      if (changed.length) trx.executionPromise.then(() => this.invalidate(changed), () => undefined);
-    },
+  async [Events.ReturnApproved](this: ProductServiceThis, trx: Knex.Transaction, p: { returnId: string; orderId: string; restock: boolean; lines: ReservationLine[] }) {
+    if (!p.restock) return;
+    const sold = new Map((await repo.findReservationsForUpdate(trx, p.orderId)).filter((r) => r.status === "committed").map((r) => [r.productId, r.quantity]));
+    const changed: string[] = [];
+    for (const l of p.lines) {
+      if (!(await repo.restockReturned(trx, { returnId: p.returnId, orderId: p.orderId, productId: l.productId, quantity: l.quantity }, sold.get(l.productId) ?? 0, Date.now()))) continue;
+      await this.stockChanged(trx, l.productId, "returned");
+      changed.push(l.productId);
+    }
+    if (changed.length) trx.executionPromise.then(() => this.invalidate(changed), () => undefined);
+  },
 };

@@ -203,9 +203,13 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await assert.rejects(call_("commit", { orderId: "o3" }), (e: any) => e.type === "CONFLICT");
       assert.deepEqual((await call("GET", `/api/products/${a.id}`)).body.stock, { onHand: 2, reserved: 0, available: 2 });
       await assert.rejects(call_("commit", { orderId: "none" }), (e: any) => e.type === "NOT_FOUND");
+      // A reservation that holds a product deleted since still replays, priced from its row.
+      await call_("reserve", { orderId: "o5", lines: [{ productId: a.id, quantity: 1 }] });
       // A deleted (or unknown) product cannot be reserved: NOT_FOUND names it.
       await call("DELETE", `/api/products/${a.id}`, { token: admin });
       await assert.rejects(call_("reserve", { orderId: "o4", lines: [{ productId: a.id, quantity: 1 }] }), (e: any) => e.type === "NOT_FOUND" && e.data?.[0]?.productId === a.id);
+      const replayed = await call_("reserve", { orderId: "o5", lines: [{ productId: a.id, quantity: 1 }] });
+      assert.deepEqual(replayed.priced.map((l: { productId: string; quantity: number }) => [l.productId, l.quantity]), [[a.id, 1]]);
     });
 
     test("commit is all lines or none: one line expired, the other held → 409 and nothing sold", async () => {

@@ -158,9 +158,12 @@ export async function unreserveStock(trx: Knex.Transaction, productId: string, q
   if (n !== 1) throw new Error(`product ${productId} missing while releasing its reservation`);
 }
 
-/** Live products' available stock and what an order freezes of them (a plain read, no lock). */
-export async function reservableOf(db: Knex, ids: string[]): Promise<Map<string, ReservableProduct>> {
-  const rows = (await live(db).whereIn("id", ids).select("id", "sku", "name", "price_amount", "price_currency", "on_hand", "reserved")) as ProductRow[];
+/**
+ * Products' available stock and what an order freezes of them (a plain read, no lock): live
+ * ones only, or (`withDeleted`, for a reservation that already holds them) deleted ones too.
+ */
+export async function reservableOf(db: Knex, ids: string[], opts: { withDeleted?: boolean } = {}): Promise<Map<string, ReservableProduct>> {
+  const rows = (await (opts.withDeleted ? db<ProductRow>("products") : live(db)).whereIn("id", ids).select("id", "sku", "name", "price_amount", "price_currency", "on_hand", "reserved")) as ProductRow[];
   return new Map(
     rows.map((r) => [r.id, { sku: r.sku, name: r.name, price: { amount: Number(r.price_amount), currency: r.price_currency }, available: Number(r.on_hand) - Number(r.reserved) }]),
   );

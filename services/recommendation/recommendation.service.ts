@@ -450,7 +450,9 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
             this.logger.info(`Recommendation catalog copy synced: ${products} products${removed ? `, ${removed} gone` : ""}`);
           },
           this.logger,
-          { backoffMs: (failures) => Math.min(MAX_SYNC_BACKOFF_MS, 500 * 2 ** (failures - 1)), stopWaitMs: 2_000 },
+          // Not waited for at stop (as before): stopping ends the page loop, and a stopped sync
+          // marks nothing missing (syncCatalog).
+          { backoffMs: (failures) => Math.min(MAX_SYNC_BACKOFF_MS, 500 * 2 ** (failures - 1)), stopWaitMs: 0 },
         ),
         stopped: false,
         done: false,

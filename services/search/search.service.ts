@@ -138,7 +138,10 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         },
       },
 
-      /** Rebuild now (operators, after restoring a product database). Not routed. */
+      /**
+       * Rebuild now (operators, after restoring a product database), or right after the one
+       * running; while failed rebuilds back off, at the next retry. Not routed.
+       */
       reindex: {
         visibility: "public",
         params: Params["search.reindex"],
@@ -167,7 +170,10 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         await this.engine.remove(id, version);
       },
 
-      /** Starts a rebuild, or queues one more after the one running (coalesced). */
+      /**
+       * Starts a rebuild, or queues one more after the one running (coalesced); after a failure
+       * the retry comes on its backoff (lib/periodic.ts), not sooner.
+       */
       requestRebuild(this: SearchThis) {
         this.rebuild.loop.kick();
       },
@@ -201,6 +207,9 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
           after = page.next ?? undefined;
           pages++;
         } while (after && !this.rebuild.stopped);
+        // Stopped mid-way: `seen` holds only the pages read, so nothing may be judged gone (an
+        // Elasticsearch index is shared by every replica).
+        if (this.rebuild.stopped) return;
         // Gone from the source while nobody told us (no event during the rebuild either).
         let removed = 0;
         for (const [id, k] of this.known) {
@@ -226,8 +235,9 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
       this.rebuild = {
         loop: periodic("Search index rebuild", undefined, () => this.runRebuild(), this.logger, {
           backoffMs: (failures) => Math.min(MAX_REBUILD_BACKOFF_MS, 500 * 2 ** (failures - 1)),
-          // Stopping ends the page loop; a page in flight is not worth holding a shutdown for.
-          stopWaitMs: 2_000,
+          // Not waited for at stop (as before): stopping ends the page loop, and a stopped
+          // rebuild judges nothing gone (rebuildOnce).
+          stopWaitMs: 0,
         }),
         done: 0,
         stopped: false,

@@ -121,7 +121,10 @@ export interface RefundRequest {
 export interface NotifyRequest {
   /** "sandbox" | "alipay" | "wechatpay" (anything else: 404) */
   provider: string;
-  /** The body's exact bytes, base64. */
+  /**
+   * The body's exact bytes, base64. The rule is the ceiling of BODY_LIMIT_BYTES's largest
+   * setting (10 MiB); the handler holds it to the configured limit, as the gateway's reader does.
+   */
   rawBody: string;
   /** The Content-Type header ("" when none). */
   contentType?:
