@@ -26,6 +26,8 @@ export const malformed = (message: string, details: unknown[] = []) =>
   new AppError("MALFORMED_REQUEST", message, details, 400);
 export const unauthorized = (message = "Authentication required") => new AppError("UNAUTHORIZED", message);
 export const forbidden = (message = "Not allowed") => new AppError("FORBIDDEN", message);
+/** The catalog code of an error from a call (an AppError, or one rebuilt from the wire), if any. */
+export const errorCode = (err: unknown): string | undefined => (err as { type?: string } | undefined)?.type;
 export const notFound = (what = "Resource") => new AppError("NOT_FOUND", `${what} not found`);
 export const conflict = (message: string, details: unknown[] = []) => new AppError("CONFLICT", message, details);
 /**

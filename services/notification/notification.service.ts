@@ -43,7 +43,7 @@ import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import type { Db } from "../../lib/db";
-import { notFound } from "../../lib/errors";
+import { errorCode, notFound } from "../../lib/errors";
 import type { EventHandler } from "../../lib/events/consumer";
 import type { Envelope } from "../../lib/events/outbox";
 import { DbMixin } from "../../mixins/db.mixin";
@@ -159,7 +159,7 @@ export class EmailSender {
       try {
         user = await this.opts.lookupUser(row.user_id);
       } catch (err) {
-        if ((err as { type?: string }).type === "NOT_FOUND") throw Object.assign(new Error("user not found"), { permanentFailure: true });
+        if (errorCode(err) === "NOT_FOUND") throw Object.assign(new Error("user not found"), { permanentFailure: true });
         throw err;
       }
       const content = emailFor(notification, user);

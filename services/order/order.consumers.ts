@@ -15,7 +15,8 @@ import * as repo from "./order.repo";
 import { callAction } from "../../lib/call";
 import { Events } from "../../proto/gen/contracts";
 import type { Consumers } from "../../mixins/events.mixin";
-import { errorCode, type NewRefund, type OrderThis } from "./order.this";
+import { errorCode } from "../../lib/errors";
+import type { NewRefund, OrderThis } from "./order.this";
 
 export const orderConsumers: Consumers = {
   async [Events.PaymentSucceeded](this: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded) {

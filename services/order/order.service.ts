@@ -42,7 +42,7 @@ import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { requireUser } from "../../lib/context";
 import { inTransaction } from "../../lib/db";
-import { AppError, conflict, notFound, validationError } from "../../lib/errors";
+import { AppError, conflict, errorCode, notFound, validationError } from "../../lib/errors";
 import { idempotent, requestFingerprint } from "../../lib/idempotency";
 import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
@@ -72,7 +72,7 @@ import {
 import * as repo from "./order.repo";
 import { returnActions } from "./returns.actions";
 import { onPaymentSucceeded, orderConsumers } from "./order.consumers";
-import { errorCode, isAdmin, newRefundId, type CreateParams, type Ctx, type NewRefund, type OrderThis } from "./order.this";
+import { isAdmin, newRefundId, type CreateParams, type Ctx, type NewRefund, type OrderThis } from "./order.this";
 import { callAction } from "../../lib/call";
 import { periodic } from "../../lib/periodic";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";

@@ -43,5 +43,4 @@ export interface OrderThis extends EventsServiceThis {
 export type CreateParams = ActionParams<"order.create">;
 
 export const isAdmin = (ctx: Ctx<unknown>) => ctx.meta.user?.role === "admin";
-export const errorCode = (err: unknown) => (err as { type?: string })?.type;
 export const newRefundId = () => randomBytes(16).toString("hex");

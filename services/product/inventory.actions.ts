@@ -92,8 +92,8 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         // race any read-then-reserve has; the order freezes what this read saw.
         const products = await repo.reservableOf(this.db, ids);
         const priced = price(products);
-        const before = new Map([...products].map(([id, p]) => [id, p.available]));
-        const shortNow = lines.filter((l) => (before.get(l.productId) ?? 0) < l.quantity);
+        const availableNow = (id: string) => products.get(id)?.available ?? 0;
+        const shortNow = lines.filter((l) => availableNow(l.productId) < l.quantity);
         if (shortNow.length) {
           // The same order reserved concurrently (and took that stock): a replay, not a refusal.
           if ((await repo.findReservations(this.db, orderId)).length) return replay();
@@ -101,7 +101,7 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
           throw new AppError(
             "OUT_OF_STOCK",
             "Not enough stock for some products; nothing was reserved",
-            shortNow.map((l) => ({ productId: l.productId, requested: l.quantity, available: Math.max(0, before.get(l.productId) ?? 0) })),
+            shortNow.map((l) => ({ productId: l.productId, requested: l.quantity, available: Math.max(0, availableNow(l.productId)) })),
           );
         }
         const now = Date.now();

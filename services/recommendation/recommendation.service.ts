@@ -35,7 +35,7 @@ import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, type Db } from "../../lib/db";
-import { AppError } from "../../lib/errors";
+import { AppError, errorCode } from "../../lib/errors";
 import type { EventHandler } from "../../lib/events/consumer";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
@@ -102,7 +102,6 @@ interface RecThis extends EventsServiceThis {
   runRebuild(by: string): Promise<unknown>;
 }
 
-const errorCode = (err: unknown) => (err as { type?: string })?.type;
 
 function productFields(p: PublicProduct & { version: number }, deleted = false): repo.ProductFields {
   return { id: p.id, name: p.name, category: p.category, brand: p.brand ?? null, available: p.stock?.available ?? 0, deleted, version: p.version };

@@ -62,7 +62,6 @@ interface SearchThis {
   applyRemoval(id: string, version: number): Promise<void>;
   requestRebuild(): void;
   runRebuild(): Promise<void>;
-  rebuildOnce(): Promise<void>;
 }
 
 export function createEngine(config: AppConfig): SearchEngine {
@@ -178,52 +177,49 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         this.rebuild.loop.kick();
       },
 
+      /** One rebuild; `touched` (events seen meanwhile) ends with it, whatever happens. */
       async runRebuild(this: SearchThis) {
         try {
-          await this.rebuildOnce();
+          const started = Date.now();
+          await this.broker.waitForServices(["product"], 30_000);
+          this.touched = new Set();
+          const seen = new Set<string>();
+          let after: string | undefined;
+          let pages = 0;
+          do {
+            const page = await callAction(this.broker, "product.export", { after, limit: EXPORT_PAGE });
+            const fresh: VersionedProduct[] = [];
+            for (const p of page.items) {
+              seen.add(p.id);
+              const cur = this.known.get(p.id);
+              if (cur && cur.version >= p.version) continue;
+              this.known.set(p.id, { version: p.version, deleted: false });
+              fresh.push(p);
+            }
+            if (fresh.length) await this.engine.index(fresh);
+            after = page.next ?? undefined;
+            pages++;
+          } while (after && !this.rebuild.stopped);
+          // Stopped mid-way: `seen` holds only the pages read, so nothing may be judged gone (an
+          // Elasticsearch index is shared by every replica).
+          if (this.rebuild.stopped) return;
+          // Gone from the source while nobody told us (no event during the rebuild either).
+          let removed = 0;
+          for (const [id, k] of this.known) {
+            if (k.deleted || seen.has(id) || this.touched.has(id)) continue;
+            this.known.set(id, { version: k.version, deleted: true });
+            await this.engine.remove(id);
+            removed++;
+          }
+          this.rebuild.done++;
+          this.rebuild.lastAt = new Date().toISOString();
+          this.rebuild.lastMs = Date.now() - started;
+          if (!this.ready) this.logger.info(`Search index (${this.engine.kind}) built: ${seen.size} products in ${this.rebuild.lastMs} ms (${pages} page(s))`);
+          else if (removed) this.logger.info(`Search index resynced: ${removed} product(s) gone from the catalog removed`);
+          this.ready = true;
         } finally {
           this.touched = undefined;
         }
-      },
-
-      async rebuildOnce(this: SearchThis) {
-        const started = Date.now();
-        await this.broker.waitForServices(["product"], 30_000);
-        this.touched = new Set();
-        const seen = new Set<string>();
-        let after: string | undefined;
-        let pages = 0;
-        do {
-          const page = await callAction(this.broker, "product.export", { after, limit: EXPORT_PAGE });
-          const fresh: VersionedProduct[] = [];
-          for (const p of page.items) {
-            seen.add(p.id);
-            const cur = this.known.get(p.id);
-            if (cur && cur.version >= p.version) continue;
-            this.known.set(p.id, { version: p.version, deleted: false });
-            fresh.push(p);
-          }
-          if (fresh.length) await this.engine.index(fresh);
-          after = page.next ?? undefined;
-          pages++;
-        } while (after && !this.rebuild.stopped);
-        // Stopped mid-way: `seen` holds only the pages read, so nothing may be judged gone (an
-        // Elasticsearch index is shared by every replica).
-        if (this.rebuild.stopped) return;
-        // Gone from the source while nobody told us (no event during the rebuild either).
-        let removed = 0;
-        for (const [id, k] of this.known) {
-          if (k.deleted || seen.has(id) || this.touched.has(id)) continue;
-          this.known.set(id, { version: k.version, deleted: true });
-          await this.engine.remove(id);
-          removed++;
-        }
-        this.rebuild.done++;
-        this.rebuild.lastAt = new Date().toISOString();
-        this.rebuild.lastMs = Date.now() - started;
-        if (!this.ready) this.logger.info(`Search index (${this.engine.kind}) built: ${seen.size} products in ${this.rebuild.lastMs} ms (${pages} page(s))`);
-        else if (removed) this.logger.info(`Search index resynced: ${removed} product(s) gone from the catalog removed`);
-        this.ready = true;
       },
     },
 
@@ -236,7 +232,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         loop: periodic("Search index rebuild", undefined, () => this.runRebuild(), this.logger, {
           backoffMs: (failures) => Math.min(MAX_REBUILD_BACKOFF_MS, 500 * 2 ** (failures - 1)),
           // Not waited for at stop (as before): stopping ends the page loop, and a stopped
-          // rebuild judges nothing gone (rebuildOnce).
+          // rebuild judges nothing gone (runRebuild).
           stopWaitMs: 0,
         }),
         done: 0,
