@@ -34,10 +34,13 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 5);
 const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 100);
 const progress = (msg: string) => process.stderr.write(`[bench:serializer] ${msg}\n`);
 
-type Name = "JSON" | "CBOR" | "protobuf" | "protobuf, before #14";
+type Name = "JSON" | "CBOR" | "protobuf" | "protobuf, user contracts only";
 const NAMES: Name[] = ["JSON", "CBOR", "protobuf"];
-/** Per packet, also the state before the contracts issue: only the user service had contracts. */
-const MICRO_NAMES: Name[] = [...NAMES, "protobuf, before #14"];
+/**
+ * Per packet, also the contract coverage before the contracts issue (#14): the same serializer
+ * given only the user service's contracts, so other services' payloads go as JSON.
+ */
+const MICRO_NAMES: Name[] = [...NAMES, "protobuf, user contracts only"];
 const USER_ONLY = (() => {
   const d = JSON.parse(JSON.stringify(descriptor)) as { nested: { meridian: { nested: Record<string, unknown> } } };
   for (const pkg of ["product", "cart", "order", "payment", "notification", "search", "recommendation"]) delete d.nested.meridian.nested[pkg];
@@ -47,7 +50,7 @@ type Ser = { serialize(o: object, t: string): Buffer; deserialize(b: Buffer, t: 
 function makeSerializer(name: Name): InstanceType<typeof Serializers.Base> {
   const s =
     name === "protobuf" ? new ProtobufSerializer()
-    : name === "protobuf, before #14" ? new ProtobufSerializer({ descriptor: USER_ONLY })
+    : name === "protobuf, user contracts only" ? new ProtobufSerializer({ descriptor: USER_ONLY })
     : name === "CBOR" ? new Serializers.CBOR()
     : new Serializers.JSON();
   const logger = { debug() {}, info() {}, warn: console.warn, error: console.error };

@@ -11,18 +11,22 @@
  */
 import type { ServiceBroker } from "moleculer";
 import { countBusiness } from "../metrics";
-import { decodeData, encodeData, eventCodec, root } from "../serializer/contracts-runtime";
+import { Reader, Writer } from "../serializer/bytes";
+import { eventCodec, root } from "../serializer/contracts-runtime";
+import { EnvelopeCodec } from "../serializer/envelope";
 import type { Envelope } from "./outbox";
 
 export const EVENT_CONTENT_TYPE = "application/x-protobuf";
-const EnvelopeT = root.lookupType("meridian.wire.v1.EventEnvelope");
+const EnvelopeT = new EnvelopeCodec(root.lookupType("meridian.wire.v1.EventEnvelope"));
+// The relay publishes one envelope at a time, synchronously: one buffer serves them all.
+const writer = new Writer(4096);
 
 /** The bytes of an envelope; the payload as its contract message when it has one that fits. */
 export function encodeEnvelope(envelope: Envelope, broker?: ServiceBroker): Buffer {
-  const { data, contract } = encodeData(envelope.payload, eventCodec(envelope.name));
+  writer.reset();
+  const contract = EnvelopeT.write(writer, envelope, envelope.payload, eventCodec(envelope.name));
   if (!contract && envelope.payload != null) countBusiness(broker, "serializer_json_fallback", { packet: "AMQP", name: envelope.name });
-  const message = { id: envelope.id, name: envelope.name, source: envelope.source, occurredAt: envelope.occurredAt, payload: data, end: true };
-  return EnvelopeT.encode(message).finish() as Buffer;
+  return writer.finish();
 }
 
 /** An envelope from a message's bytes: protobuf, or the JSON of older publishers. Throws on garbage. */
@@ -33,9 +37,8 @@ export function parseEnvelope(content: Buffer, contentType?: string): Envelope {
     if (!e || typeof e.id !== "string" || typeof e.name !== "string") throw new Error("not an event envelope");
     return e;
   }
-  const m = EnvelopeT.decode(content) as unknown as { id: string; name: string; source: string; occurredAt: string; payload?: Record<string, unknown>; end: boolean };
-  if (m.end !== true || !m.id || !m.name) throw new Error("not an event envelope (truncated or foreign bytes)");
-  const payload = decodeData(m.payload, () => eventCodec(m.name), `event ${m.name}`);
-  return { id: m.id, name: m.name, source: m.source, occurredAt: m.occurredAt, payload: payload === undefined ? null : payload };
+  const { packet: m, end } = EnvelopeT.read(new Reader(content), (p) => eventCodec(p.name), (p) => `event ${p.name}`);
+  if (!end || !m.id || !m.name) throw new Error("not an event envelope (truncated or foreign bytes)");
+  return { id: m.id, name: m.name, source: m.source, occurredAt: m.occurredAt, payload: m.payload === undefined ? null : m.payload };
 }
 

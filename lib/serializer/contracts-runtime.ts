@@ -7,7 +7,7 @@
 import protobuf from "protobufjs/light";
 import descriptor from "../../proto/gen/descriptor.json";
 import { readContracts, type Contracts } from "../../proto/registry";
-import type * as pb from "../../proto/gen/meridian/wire/v1/packets";
+import { LEN, VARINT, type Reader, type Writer } from "./bytes";
 import { createCodecs, type MessageCodec } from "./contract-codec";
 
 /** One set of contracts: its reflection, registry and compiled codecs. */
@@ -63,45 +63,85 @@ export function createContractsRuntime(json: object): ContractsRuntime {
 export const runtime = createContractsRuntime(descriptor);
 export const { root, contracts, codecFor, isBusinessAction, isBusinessEvent, requestCodec, responseCodec, eventCodec } = runtime;
 
-type Obj = Record<string, any>;
-
-export const utf8 = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("utf8");
-/** JSON bytes of a schemaless value; undefined stays absent. */
-export function json(v: unknown): Buffer | undefined {
-  if (v === undefined) return undefined;
-  const s = JSON.stringify(v);
-  return s === undefined ? undefined : Buffer.from(s);
+/** Field name → field number of a message, read from its contract (so no number is written twice). */
+function fieldNumbers(type: protobuf.Type): Record<string, number> {
+  return Object.fromEntries(type.fieldsArray.map((f) => [f.name, f.id]));
 }
 
-/** Encodes REQ params / RES data / EVENT data; `contract` says whether `message` was used. */
-export function encodeData(value: unknown, codec: MessageCodec | null): { data?: pb.Data; contract: boolean } {
-  if (value === undefined) return { contract: false };
-  if (value === null) return { data: { isNull: true } as pb.Data, contract: false };
-  if (Buffer.isBuffer(value)) return { data: { buffer: value } as pb.Data, contract: false };
-  if (codec) {
-    const bytes = codec.encode(value);
-    if (bytes) return { data: { message: bytes } as pb.Data, contract: true };
-  }
-  const j = json(value);
-  return j ? { data: { json: j } as pb.Data, contract: false } : { contract: false };
+/** Throws unless a field came with the wire type its declaration gives it. */
+function expectWireType(tag: number, wireType: number, what: string): void {
+  if ((tag & 7) !== wireType) throw new RangeError(`${what}: wire type ${tag & 7}, expected ${wireType}`);
 }
 
-export function decodeData(d: Obj | null | undefined, codec: () => MessageCodec | null, what: string): unknown {
-  if (d == null) return undefined;
-  switch (d.value as string | undefined) {
-    case "isNull":
-      return null;
-    case "json":
-      return JSON.parse(utf8(d.json));
-    case "buffer":
-      return Buffer.from(d.buffer);
-    case "message": {
-      const c = codec();
-      if (!c) throw new Error(`a contract message for ${what}, which has no contract here`);
-      return c.decode(d.message);
+const D = fieldNumbers(root.lookupType("meridian.wire.v1.Data")) as { isNull: number; json: number; buffer: number; message: number };
+
+/**
+ * Writes REQ params / RES data / EVENT data as field `field` (a `meridian.wire.v1.Data`):
+ * the contract message when the value fits it, else JSON; answers whether the contract was
+ * used. undefined leaves the field absent.
+ */
+export function writeData(w: Writer, field: number, value: unknown, codec: MessageCodec | null): boolean {
+  if (value === undefined) return false;
+  const start = w.pos;
+  w.tag(field, LEN);
+  const at = w.fork();
+  if (value === null) {
+    w.tag(D.isNull, VARINT);
+    w.bool(true);
+  } else if (Buffer.isBuffer(value)) {
+    w.tag(D.buffer, LEN);
+    w.bytes(value);
+  } else {
+    if (codec) {
+      const mark = w.pos;
+      w.tag(D.message, LEN);
+      const body = w.fork();
+      if (codec.write(w, value)) {
+        w.join(body);
+        w.join(at);
+        return true;
+      }
+      w.pos = mark; // does not fit: rewind, and send it as JSON
     }
-    default:
-      return undefined;
+    const s = JSON.stringify(value);
+    if (s === undefined) {
+      w.pos = start;
+      return false;
+    }
+    w.tag(D.json, LEN);
+    w.string(s);
   }
+  w.join(at);
+  return false;
 }
 
+/**
+ * Reads a `Data` field's value (its tag was read); `codec` is asked only for a contract
+ * message, and `what` (the action or event, for an error) only when something is wrong.
+ */
+export function readData(r: Reader, tag: number, codec: () => MessageCodec | null, what: () => string): unknown {
+  expectWireType(tag, LEN, "payload");
+  const end = r.delimited();
+  let value: unknown = undefined;
+  while (r.pos < end) {
+    const t = r.uint32();
+    const id = t >>> 3;
+    if (id === D.isNull) {
+      r.skip(t & 7);
+      value = null;
+    } else if (id === D.json) {
+      expectWireType(t, LEN, "payload");
+      value = JSON.parse(r.string());
+    } else if (id === D.buffer) {
+      expectWireType(t, LEN, "payload");
+      value = Buffer.from(r.bytes());
+    } else if (id === D.message) {
+      expectWireType(t, LEN, "payload");
+      const c = codec();
+      if (!c) throw new Error(`a contract message for ${what()}, which has no contract here`);
+      value = c.read(r, r.delimited());
+    } else r.skip(t & 7);
+  }
+  if (r.pos !== end) throw new RangeError(`the payload of ${what()} overruns its length`);
+  return value;
+}

@@ -20,16 +20,21 @@
  *    gets a response, and a RES whose entry was evicted (more than `pendingLimit` requests in
  *    flight on one node) is still correct, just sent as generic JSON.
  *
+ * Every packet is written in one pass into one reusable buffer (bytes.ts): the envelope's
+ * fields, then the payload checked against its contract while it is written (contract-codec.ts),
+ * falling back to JSON by rewinding. Reading builds the packet and the payload directly.
+ *
  * Bad bytes (truncated, garbage, an unknown packet type or contract) make deserialize throw
  * a ProtobufPacketError after logging it; Moleculer's transporter catches it, logs it again
  * as "Invalid incoming packet" and drops the packet (AMQP acknowledges it: no redelivery loop).
  */
 import { Serializers, type Logger, type ServiceBroker } from "moleculer";
 import protobuf from "protobufjs/light";
-import type * as pb from "../../proto/gen/meridian/wire/v1/packets";
 import { countBusiness } from "../metrics";
+import { Reader, Writer } from "./bytes";
 import { explainMisfit, type MessageCodec } from "./contract-codec";
-import { createContractsRuntime, decodeData, encodeData, json, runtime, utf8, type ContractsRuntime } from "./contracts-runtime";
+import { createContractsRuntime, runtime, type ContractsRuntime } from "./contracts-runtime";
+import { EnvelopeCodec } from "./envelope";
 
 export class ProtobufPacketError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -49,29 +54,33 @@ export interface ProtobufSerializerOptions {
 }
 
 type Obj = Record<string, any>;
-type Decoded<M> = { [K in keyof M]: M[K] } & Obj;
-const parse = (b: Uint8Array | null | undefined): any => (b == null ? undefined : JSON.parse(utf8(b)));
-const str = (v: unknown) => (typeof v === "string" ? v : v == null ? undefined : String(v));
-const uint = (v: unknown) => (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0xffffffff ? v : undefined);
-const dbl = (v: unknown) => (typeof v === "number" ? v : undefined);
-const bool = (v: unknown) => (typeof v === "boolean" ? v : undefined);
 
-/** The envelope's message types, from a runtime's reflection. */
-function packetTypes(root: protobuf.Root) {
+/**
+ * Each packet type's envelope, and what its absent fields decode to: exactly what Moleculer's
+ * JSON serializer delivers for the same packet (the round-trip test holds every packet to it).
+ */
+function envelopes(root: protobuf.Root) {
   const t = (name: string) => root.lookupType(`meridian.wire.v1.${name}`);
+  const context = ["tracing", "parentID", "requestID", "caller"];
   return {
-    Request: t("Request"), Response: t("Response"), Event: t("Event"), Info: t("Info"), Heartbeat: t("Heartbeat"),
-    Discover: t("Discover"), Disconnect: t("Disconnect"), Ping: t("Ping"), Pong: t("Pong"), Gossip: t("Gossip"),
+    REQ: new EnvelopeCodec(t("Request"), { null: context, undefined: ["params", "meta", "headers"] }),
+    RES: new EnvelopeCodec(t("Response"), { undefined: ["data", "meta", "headers"], hidden: ["action"] }),
+    EVENT: new EnvelopeCodec(t("Event"), { null: [...context, "needAck"], undefined: ["data", "meta", "headers"] }),
+    INFO: new EnvelopeCodec(t("Info"), { undefined: ["services", "hostname"] }),
+    HEARTBEAT: new EnvelopeCodec(t("Heartbeat"), { null: ["cpu"] }),
+    DISCOVER: new EnvelopeCodec(t("Discover")),
+    DISCONNECT: new EnvelopeCodec(t("Disconnect")),
+    PING: new EnvelopeCodec(t("Ping")),
+    PONG: new EnvelopeCodec(t("Pong")),
+    GOSSIP: new EnvelopeCodec(t("Gossip")),
   };
 }
 
 /** Required string fields of the envelope: a decoded packet without them is garbage. */
-function required(m: Obj, ...names: string[]): void {
-  if (m.end !== true) throw new Error("no end marker (truncated?)");
+function required(end: boolean, m: Obj, ...names: string[]): void {
+  if (!end) throw new Error("no end marker (truncated?)");
   for (const n of names) if (typeof m[n] !== "string" || m[n] === "") throw new Error(`missing ${n}`);
 }
-
-const has = (m: Obj, name: string) => m[name] != null;
 
 export class ProtobufSerializer extends Serializers.Base {
   readonly pendingLimit: number;
@@ -80,13 +89,15 @@ export class ProtobufSerializer extends Serializers.Base {
   private logger?: Logger;
 
   private readonly rt: ContractsRuntime;
-  private readonly T: ReturnType<typeof packetTypes>;
+  private readonly E: ReturnType<typeof envelopes>;
+  /** One buffer for every packet this serializer writes (serialize is synchronous). */
+  private readonly w = new Writer();
 
   constructor(opts: ProtobufSerializerOptions = {}) {
     super();
     this.pendingLimit = opts.pendingLimit ?? 10_000;
     this.rt = opts.descriptor ? createContractsRuntime(opts.descriptor) : runtime;
-    this.T = packetTypes(this.rt.root);
+    this.E = envelopes(this.rt.root);
   }
 
   override init(broker: ServiceBroker): void {
@@ -103,69 +114,49 @@ export class ProtobufSerializer extends Serializers.Base {
   }
 
   override serialize(obj: Obj, type: string): Buffer {
+    const w = this.w;
+    w.reset();
     switch (type) {
       case "REQ": {
         const codec = this.rt.requestCodec(obj.action);
-        const { data, contract } = encodeData(obj.params, codec);
+        const contract = this.E.REQ.write(w, obj, obj.params, codec);
         if (!contract && this.rt.isBusinessAction(obj.action)) this.fallback("REQ", obj.action, codec, obj.params);
-        return this.encode(this.T.Request, {
-          ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), action: str(obj.action), params: data,
-          meta: json(obj.meta), headers: json(obj.headers), timeout: dbl(obj.timeout), level: uint(obj.level),
-          tracing: bool(obj.tracing), parentId: str(obj.parentID), requestId: str(obj.requestID), caller: str(obj.caller),
-          stream: bool(obj.stream), seq: uint(obj.seq),
-        });
+        break;
       }
       case "RES": {
         const action = this.pending.get(obj.id);
         if (action !== undefined) this.pending.delete(obj.id);
         const codec = action !== undefined && obj.success ? this.rt.responseCodec(action) : null;
-        const { data, contract } = encodeData(obj.data, codec);
+        // The action is named only when the data is its contract message (the receiver needs it to decode).
+        const contract = this.E.RES.write(w, obj, obj.data, codec, { action });
         if (!contract && action !== undefined && obj.success) this.fallback("RES", action, codec, obj.data);
-        return this.encode(this.T.Response, {
-          ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), success: Boolean(obj.success), data,
-          meta: json(obj.meta), headers: json(obj.headers), error: json(obj.error), stream: bool(obj.stream),
-          seq: uint(obj.seq), action: contract ? action : undefined,
-        });
+        break;
       }
       case "EVENT": {
         const codec = this.rt.eventCodec(obj.event);
-        const { data, contract } = encodeData(obj.data, codec);
+        const contract = this.E.EVENT.write(w, obj, obj.data, codec);
         if (!contract && this.rt.isBusinessEvent(obj.event)) this.fallback("EVENT", obj.event, codec, obj.data);
-        return this.encode(this.T.Event, {
-          ver: str(obj.ver), sender: str(obj.sender), id: str(obj.id), event: str(obj.event), data,
-          meta: json(obj.meta), headers: json(obj.headers), groups: Array.isArray(obj.groups) ? obj.groups.map(String) : [],
-          broadcast: Boolean(obj.broadcast), level: uint(obj.level), tracing: bool(obj.tracing), parentId: str(obj.parentID),
-          requestId: str(obj.requestID), caller: str(obj.caller), needAck: bool(obj.needAck),
-        });
+        break;
       }
       case "INFO":
-        return this.encode(this.T.Info, {
-          ver: str(obj.ver), sender: str(obj.sender), services: json(obj.services),
-          ipList: Array.isArray(obj.ipList) ? obj.ipList.map(String) : [], hostname: str(obj.hostname),
-          client: json(obj.client), config: json(obj.config), instanceId: str(obj.instanceID),
-          metadata: json(obj.metadata), seq: dbl(obj.seq),
-        });
       case "HEARTBEAT":
-        return this.encode(this.T.Heartbeat, { ver: str(obj.ver), sender: str(obj.sender), cpu: dbl(obj.cpu) });
       case "DISCOVER":
-        return this.encode(this.T.Discover, { ver: str(obj.ver), sender: str(obj.sender) });
       case "DISCONNECT":
-        return this.encode(this.T.Disconnect, { ver: str(obj.ver), sender: str(obj.sender) });
       case "PING":
-        return this.encode(this.T.Ping, { ver: str(obj.ver), sender: str(obj.sender), time: dbl(obj.time), id: str(obj.id) });
       case "PONG":
-        return this.encode(this.T.Pong, {
-          ver: str(obj.ver), sender: str(obj.sender), time: dbl(obj.time), id: str(obj.id), arrived: dbl(obj.arrived),
-        });
+        this.E[type].write(w, obj);
+        break;
       case "GOSSIP_HELLO":
       case "GOSSIP_REQ":
       case "GOSSIP_RES": {
         const { ver, sender, ...rest } = obj;
-        return this.encode(this.T.Gossip, { ver: str(ver), sender: str(sender), json: json(rest) });
+        this.E.GOSSIP.write(w, { ver, sender, json: rest });
+        break;
       }
       default:
         throw new ProtobufPacketError(`ProtobufSerializer: cannot serialize packet type ${JSON.stringify(type)}`);
     }
+    return w.finish();
   }
 
   /**
@@ -177,11 +168,6 @@ export class ProtobufSerializer extends Serializers.Base {
     if (value == null || Buffer.isBuffer(value)) return;
     countBusiness(this.broker, "serializer_json_fallback", { packet, name });
     this.logger?.debug(`${packet} ${name} sent as JSON: ${codec ? explainMisfit(codec.type, value) : "no contract"}`);
-  }
-
-  private encode(type: protobuf.Type, message: Obj): Buffer {
-    message.end = true;
-    return type.encode(message).finish() as Buffer;
   }
 
   override deserialize(buf: Buffer | string, type: string): any {
@@ -200,92 +186,51 @@ export class ProtobufSerializer extends Serializers.Base {
   }
 
   private decode(buf: Uint8Array, type: string): Obj {
+    const r = new Reader(buf);
     switch (type) {
       case "REQ": {
-        const m = this.T.Request.decode(buf) as unknown as Decoded<pb.Request>;
-        required(m, "ver", "sender", "id", "action");
-        const out: Obj = {
-          ver: m.ver, sender: m.sender, id: m.id, action: m.action,
-          params: decodeData(m.params, () => this.rt.requestCodec(m.action), `action ${m.action}`),
-          meta: parse(m.meta), headers: parse(m.headers),
-          tracing: m.tracing ?? null, parentID: m.parentId ?? null, requestID: m.requestId ?? null, caller: m.caller ?? null,
-        };
-        if (has(m, "timeout")) out.timeout = m.timeout;
-        if (has(m, "level")) out.level = m.level;
-        if (has(m, "stream")) out.stream = m.stream;
-        if (has(m, "seq")) out.seq = m.seq;
-        if (this.rt.isBusinessAction(m.action)) this.remember(m.id, m.action);
-        return out;
+        const { packet, end } = this.E.REQ.read(r, (p) => this.rt.requestCodec(p.action), (p) => `action ${p.action}`);
+        required(end, packet, "ver", "sender", "id", "action");
+        if (this.rt.isBusinessAction(packet.action)) this.remember(packet.id, packet.action);
+        return packet;
       }
       case "RES": {
-        const m = this.T.Response.decode(buf) as unknown as Decoded<pb.Response>;
-        required(m, "ver", "sender", "id");
-        const action = m.action ?? undefined;
-        const out: Obj = {
-          ver: m.ver, sender: m.sender, id: m.id, success: m.success,
-          data: decodeData(m.data, () => (action ? this.rt.responseCodec(action) : null), `the response of ${action ?? "an unnamed action"}`),
-          meta: parse(m.meta), headers: parse(m.headers),
-        };
-        if (has(m, "error")) out.error = parse(m.error);
-        if (has(m, "stream")) out.stream = m.stream;
-        if (has(m, "seq")) out.seq = m.seq;
-        return out;
+        const { packet, end } = this.E.RES.read(
+          r,
+          (_, h) => (h.action ? this.rt.responseCodec(h.action) : null),
+          (_, h) => `the response of ${h.action ?? "an unnamed action"}`,
+        );
+        required(end, packet, "ver", "sender", "id");
+        return packet;
       }
       case "EVENT": {
-        const m = this.T.Event.decode(buf) as unknown as Decoded<pb.Event>;
-        required(m, "ver", "sender", "id", "event");
-        const out: Obj = {
-          ver: m.ver, sender: m.sender, id: m.id, event: m.event,
-          data: decodeData(m.data, () => this.rt.eventCodec(m.event), `event ${m.event}`),
-          broadcast: m.broadcast,
-          meta: parse(m.meta), headers: parse(m.headers),
-          tracing: m.tracing ?? null, parentID: m.parentId ?? null, requestID: m.requestId ?? null, caller: m.caller ?? null,
-          needAck: m.needAck ?? null,
-        };
-        if (m.groups.length) out.groups = m.groups;
-        if (has(m, "level")) out.level = m.level;
-        return out;
+        const { packet, end } = this.E.EVENT.read(r, (p) => this.rt.eventCodec(p.event), (p) => `event ${p.event}`);
+        required(end, packet, "ver", "sender", "id", "event");
+        if (packet.groups?.length === 0) delete packet.groups;
+        return packet;
       }
-      case "INFO": {
-        const m = this.T.Info.decode(buf) as unknown as Decoded<pb.Info>;
-        required(m, "ver", "sender");
-        const out: Obj = { ver: m.ver, sender: m.sender, services: parse(m.services), ipList: m.ipList, hostname: m.hostname ?? undefined };
-        if (has(m, "client")) out.client = parse(m.client);
-        if (has(m, "config")) out.config = parse(m.config);
-        if (has(m, "instanceId")) out.instanceID = m.instanceId;
-        if (has(m, "metadata")) out.metadata = parse(m.metadata);
-        if (has(m, "seq")) out.seq = m.seq;
-        return out;
-      }
-      case "HEARTBEAT": {
-        const m = this.T.Heartbeat.decode(buf) as unknown as Decoded<pb.Heartbeat>;
-        required(m, "ver", "sender");
-        return { ver: m.ver, sender: m.sender, cpu: m.cpu ?? null };
-      }
+      case "INFO":
+      case "HEARTBEAT":
       case "DISCOVER":
       case "DISCONNECT": {
-        const m = (type === "DISCOVER" ? this.T.Discover : this.T.Disconnect).decode(buf) as unknown as Decoded<pb.Discover>;
-        required(m, "ver", "sender");
-        return { ver: m.ver, sender: m.sender };
+        const { packet, end } = this.E[type].read(r);
+        required(end, packet, "ver", "sender");
+        return packet;
       }
-      case "PING": {
-        const m = this.T.Ping.decode(buf) as unknown as Decoded<pb.Ping>;
-        required(m, "ver", "sender", "id");
-        return { ver: m.ver, sender: m.sender, time: m.time, id: m.id };
-      }
+      case "PING":
       case "PONG": {
-        const m = this.T.Pong.decode(buf) as unknown as Decoded<pb.Pong>;
-        required(m, "ver", "sender", "id");
-        return { ver: m.ver, sender: m.sender, time: m.time, id: m.id, arrived: m.arrived };
+        const { packet, end } = this.E[type].read(r);
+        required(end, packet, "ver", "sender", "id");
+        return packet;
       }
       case "GOSSIP_HELLO":
       case "GOSSIP_REQ":
       case "GOSSIP_RES": {
-        const m = this.T.Gossip.decode(buf) as unknown as Decoded<pb.Gossip>;
-        required(m, "ver", "sender");
-        const rest = parse(m.json);
+        const { packet, end } = this.E.GOSSIP.read(r);
+        required(end, packet, "ver", "sender");
+        const rest = packet.json;
         if (typeof rest !== "object" || rest === null || Array.isArray(rest)) throw new Error("gossip body is not an object");
-        return { ...rest, ver: m.ver, sender: m.sender };
+        return { ...rest, ver: packet.ver, sender: packet.sender };
       }
       default:
         throw new Error(`unknown packet type ${JSON.stringify(type)}`);

@@ -324,6 +324,31 @@ describe("the serializer alone", () => {
     assert.equal(t.pending.size, 0);
   });
 
+  test("ctx.meta: known keys as Meta fields, the rest as JSON; {} stays {}, null stays null", () => {
+    const metas: [unknown, string[], boolean][] = [
+      // [meta, keys expected in known_meta, JSON rest expected]
+      [{ user: { id: "u1", role: "customer" }, clientIp: "10.0.0.1", requestId: "r", idempotencyKey: "k", $statusCode: 201, $location: "/x", $responseType: "text/html" },
+        ["user", "clientIp", "requestId", "idempotencyKey", "statusCode", "location", "responseType"], false],
+      [{ clientIp: "10.0.0.1", $responseHeaders: { "Retry-After": "3" }, custom: [1, { a: null }] }, ["clientIp"], true],
+      [{ user: { id: "u1" }, requestId: 12 }, [], true], // misfits: a user without its role, a number for a string
+      [{}, [], false],
+      [{ gone: undefined }, [], false],
+      [null, [], true],
+    ];
+    for (const [meta, known, rest] of metas) {
+      const bytes = a.serialize({ ...req("m", "user.get", { id: "u" }), meta }, "REQ");
+      assert.deepEqual(b.deserialize(bytes, "REQ").meta, JSON.parse(JSON.stringify(meta)), JSON.stringify(meta));
+      const envelope = RequestT.decode(bytes) as any;
+      assert.deepEqual(Object.keys(envelope.knownMeta ?? {}).sort(), known.sort(), JSON.stringify(meta));
+      assert.equal(envelope.meta != null, rest, `JSON rest for ${JSON.stringify(meta)}`);
+    }
+    // meta comes back with the response (moleculer-web reads $statusCode from it)
+    a.deserialize(b.serialize(req("m2", "user.get", { id: "u" }), "REQ"), "REQ");
+    const res = a.serialize({ ver: "5", sender: "a", id: "m2", success: true, data: USER, meta: { $statusCode: 201, user: { id: "u1", role: "admin" } } }, "RES");
+    assert.deepEqual(b.deserialize(res, "RES").meta, { $statusCode: 201, user: { id: "u1", role: "admin" } });
+    assert.equal((ResponseT.decode(res) as any).meta, null, "nothing left for JSON");
+  });
+
   test("GOSSIP packets (TCP transporter) travel generic", () => {
     const g = { ver: "5", sender: "a", online: { b: [1, 2, 3] }, offline: { c: 4 } };
     assert.deepEqual(b.deserialize(a.serialize({ ...g }, "GOSSIP_REQ"), "GOSSIP_REQ"), g);

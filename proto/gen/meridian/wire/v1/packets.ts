@@ -12,7 +12,23 @@ export interface Data {
   message?: Uint8Array;
 }
 
-/** REQ */
+/** REQ The keys of Moleculer's ctx.meta that Meridian sets (lib/context.ts, RequestMeta), as fields: cheaper to write and read than JSON. A key without a field here, or whose value does not fit its field, travels in the packet's `meta` JSON instead; ctx.meta is both together. A packet whose ctx.meta is an object always carries this message (maybe empty), so `{}` stays `{}`. */
+export interface Meta {
+  user?: MetaUser;
+  clientIp?: string;
+  requestId?: string;
+  idempotencyKey?: string;
+  statusCode?: number;
+  location?: string;
+  responseType?: string;
+}
+
+/** The verified caller (lib/auth/tokens.ts, AuthUser). */
+export interface MetaUser {
+  id: string;
+  role: string;
+}
+
 export interface Request {
   ver: string;
   sender: string;
@@ -20,7 +36,7 @@ export interface Request {
   action: string;
   /** unset: undefined */
   params?: Data;
-  /** JSON */
+  /** JSON (the keys known_meta has no field for) */
   meta?: Uint8Array;
   /** JSON */
   headers?: Uint8Array;
@@ -32,6 +48,7 @@ export interface Request {
   caller?: string;
   stream?: boolean;
   seq?: number;
+  knownMeta?: Meta;
   end: boolean;
 }
 
@@ -43,7 +60,7 @@ export interface Response {
   success: boolean;
   /** unset: undefined */
   data?: Data;
-  /** JSON */
+  /** JSON (the keys known_meta has no field for) */
   meta?: Uint8Array;
   /** JSON */
   headers?: Uint8Array;
@@ -53,6 +70,7 @@ export interface Response {
   seq?: number;
   /** Set exactly when data holds a contract message: the action whose response type it is. The receiver decodes with it alone (it never needs to remember what it asked for). */
   action?: string;
+  knownMeta?: Meta;
   end: boolean;
 }
 
@@ -64,7 +82,7 @@ export interface Event {
   event: string;
   /** unset: undefined */
   data?: Data;
-  /** JSON */
+  /** JSON (the keys known_meta has no field for) */
   meta?: Uint8Array;
   /** JSON */
   headers?: Uint8Array;
@@ -77,6 +95,7 @@ export interface Event {
   requestId?: string;
   caller?: string;
   needAck?: boolean;
+  knownMeta?: Meta;
   end: boolean;
 }
 

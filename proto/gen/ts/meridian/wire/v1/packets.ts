@@ -14,15 +14,16 @@ export const protobufPackage = "meridian.wire.v1";
  * The type is not in the bytes: Moleculer knows it from the topic or queue a packet came
  * from and passes it to the serializer.
  *
- * Fields without a fixed schema (meta, headers, errors, INFO's service list...) are UTF-8
- * JSON in `bytes` fields rather than google.protobuf.Struct: JSON.stringify/parse are native
- * and several times faster than building Struct/Value trees in JavaScript, the bytes are about
- * as small, and JSON keeps what Struct cannot (integers vs doubles are both "number" anyway,
- * but Struct has no undefined and would turn every key into a nested tagged message).
+ * Fields without a fixed schema (meta keys other than Meta's, headers, errors, INFO's service
+ * list...) are UTF-8 JSON in `bytes` fields rather than google.protobuf.Struct:
+ * JSON.stringify/parse are native and several times faster than building Struct/Value trees in
+ * JavaScript, the bytes are about as small, and JSON keeps what Struct cannot (integers vs doubles
+ * are both "number" anyway, but Struct has no undefined and would turn every key into a nested
+ * tagged message).
  *
- * Every packet message ends with `end = 100`, always true. Encoders write fields in field
- * number order (protobufjs does), so it is the last field on the wire: a packet cut at a field
- * boundary, which protobuf alone would decode as a shorter valid message, lacks it and is
+ * Every packet message ends with `end = 100`, always true. Encoders write it last (ours,
+ * lib/serializer/envelope.ts, and protobufjs, which writes in field number order): a packet cut at
+ * a field boundary, which protobuf alone would decode as a shorter valid message, lacks it and is
  * rejected. It costs 3 bytes.
  */
 
@@ -47,7 +48,29 @@ export interface Data {
   message?: Uint8Array | null;
 }
 
-/** REQ */
+/**
+ * REQ
+ * The keys of Moleculer's ctx.meta that Meridian sets (lib/context.ts, RequestMeta), as fields:
+ * cheaper to write and read than JSON. A key without a field here, or whose value does not fit
+ * its field, travels in the packet's `meta` JSON instead; ctx.meta is both together. A packet
+ * whose ctx.meta is an object always carries this message (maybe empty), so `{}` stays `{}`.
+ */
+export interface Meta {
+  user?: MetaUser | null | undefined;
+  clientIp?: string | null | undefined;
+  requestId?: string | null | undefined;
+  idempotencyKey?: string | null | undefined;
+  statusCode?: number | null | undefined;
+  location?: string | null | undefined;
+  responseType?: string | null | undefined;
+}
+
+/** The verified caller (lib/auth/tokens.ts, AuthUser). */
+export interface MetaUser {
+  id: string;
+  role: string;
+}
+
 export interface Request {
   ver: string;
   sender: string;
@@ -58,7 +81,7 @@ export interface Request {
     | Data
     | null
     | undefined;
-  /** JSON */
+  /** JSON (the keys known_meta has no field for) */
   meta?:
     | Uint8Array
     | null
@@ -73,6 +96,7 @@ export interface Request {
   caller?: string | null | undefined;
   stream?: boolean | null | undefined;
   seq?: number | null | undefined;
+  knownMeta?: Meta | null | undefined;
   end: boolean;
 }
 
@@ -87,7 +111,7 @@ export interface Response {
     | Data
     | null
     | undefined;
-  /** JSON */
+  /** JSON (the keys known_meta has no field for) */
   meta?:
     | Uint8Array
     | null
@@ -109,6 +133,7 @@ export interface Response {
    * The receiver decodes with it alone (it never needs to remember what it asked for).
    */
   action?: string | null | undefined;
+  knownMeta?: Meta | null | undefined;
   end: boolean;
 }
 
@@ -123,7 +148,7 @@ export interface Event {
     | Data
     | null
     | undefined;
-  /** JSON */
+  /** JSON (the keys known_meta has no field for) */
   meta?:
     | Uint8Array
     | null
@@ -142,6 +167,7 @@ export interface Event {
   requestId?: string | null | undefined;
   caller?: string | null | undefined;
   needAck?: boolean | null | undefined;
+  knownMeta?: Meta | null | undefined;
   end: boolean;
 }
 
@@ -312,6 +338,165 @@ export const Data: MessageFns<Data> = {
   },
 };
 
+function createBaseMeta(): Meta {
+  return {
+    user: null,
+    clientIp: null,
+    requestId: null,
+    idempotencyKey: null,
+    statusCode: null,
+    location: null,
+    responseType: null,
+  };
+}
+
+export const Meta: MessageFns<Meta> = {
+  encode(message: Meta, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.user !== undefined && message.user !== null) {
+      MetaUser.encode(message.user, writer.uint32(10).fork()).join();
+    }
+    if (message.clientIp !== undefined && message.clientIp !== null) {
+      writer.uint32(18).string(message.clientIp);
+    }
+    if (message.requestId !== undefined && message.requestId !== null) {
+      writer.uint32(26).string(message.requestId);
+    }
+    if (message.idempotencyKey !== undefined && message.idempotencyKey !== null) {
+      writer.uint32(34).string(message.idempotencyKey);
+    }
+    if (message.statusCode !== undefined && message.statusCode !== null) {
+      writer.uint32(40).int32(message.statusCode);
+    }
+    if (message.location !== undefined && message.location !== null) {
+      writer.uint32(50).string(message.location);
+    }
+    if (message.responseType !== undefined && message.responseType !== null) {
+      writer.uint32(58).string(message.responseType);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Meta {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseMeta();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.user = MetaUser.decode(reader, reader.uint32());
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.clientIp = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.requestId = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.idempotencyKey = reader.string();
+          continue;
+        }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.statusCode = reader.int32();
+          continue;
+        }
+        case 6: {
+          if (tag !== 50) {
+            break;
+          }
+
+          message.location = reader.string();
+          continue;
+        }
+        case 7: {
+          if (tag !== 58) {
+            break;
+          }
+
+          message.responseType = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
+function createBaseMetaUser(): MetaUser {
+  return { id: "", role: "" };
+}
+
+export const MetaUser: MessageFns<MetaUser> = {
+  encode(message: MetaUser, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.role !== "") {
+      writer.uint32(18).string(message.role);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MetaUser {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseMetaUser();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.id = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.role = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
 function createBaseRequest(): Request {
   return {
     ver: "",
@@ -329,6 +514,7 @@ function createBaseRequest(): Request {
     caller: null,
     stream: null,
     seq: null,
+    knownMeta: null,
     end: false,
   };
 }
@@ -379,6 +565,9 @@ export const Request: MessageFns<Request> = {
     }
     if (message.seq !== undefined && message.seq !== null) {
       writer.uint32(120).uint32(message.seq);
+    }
+    if (message.knownMeta !== undefined && message.knownMeta !== null) {
+      Meta.encode(message.knownMeta, writer.uint32(130).fork()).join();
     }
     if (message.end !== false) {
       writer.uint32(800).bool(message.end);
@@ -513,6 +702,14 @@ export const Request: MessageFns<Request> = {
           message.seq = reader.uint32();
           continue;
         }
+        case 16: {
+          if (tag !== 130) {
+            break;
+          }
+
+          message.knownMeta = Meta.decode(reader, reader.uint32());
+          continue;
+        }
         case 100: {
           if (tag !== 800) {
             break;
@@ -544,6 +741,7 @@ function createBaseResponse(): Response {
     stream: null,
     seq: null,
     action: null,
+    knownMeta: null,
     end: false,
   };
 }
@@ -582,6 +780,9 @@ export const Response: MessageFns<Response> = {
     }
     if (message.action !== undefined && message.action !== null) {
       writer.uint32(90).string(message.action);
+    }
+    if (message.knownMeta !== undefined && message.knownMeta !== null) {
+      Meta.encode(message.knownMeta, writer.uint32(98).fork()).join();
     }
     if (message.end !== false) {
       writer.uint32(800).bool(message.end);
@@ -684,6 +885,14 @@ export const Response: MessageFns<Response> = {
           message.action = reader.string();
           continue;
         }
+        case 12: {
+          if (tag !== 98) {
+            break;
+          }
+
+          message.knownMeta = Meta.decode(reader, reader.uint32());
+          continue;
+        }
         case 100: {
           if (tag !== 800) {
             break;
@@ -719,6 +928,7 @@ function createBaseEvent(): Event {
     requestId: null,
     caller: null,
     needAck: null,
+    knownMeta: null,
     end: false,
   };
 }
@@ -769,6 +979,9 @@ export const Event: MessageFns<Event> = {
     }
     if (message.needAck !== undefined && message.needAck !== null) {
       writer.uint32(120).bool(message.needAck);
+    }
+    if (message.knownMeta !== undefined && message.knownMeta !== null) {
+      Meta.encode(message.knownMeta, writer.uint32(130).fork()).join();
     }
     if (message.end !== false) {
       writer.uint32(800).bool(message.end);
@@ -901,6 +1114,14 @@ export const Event: MessageFns<Event> = {
           }
 
           message.needAck = reader.bool();
+          continue;
+        }
+        case 16: {
+          if (tag !== 130) {
+            break;
+          }
+
+          message.knownMeta = Meta.decode(reader, reader.uint32());
           continue;
         }
         case 100: {
