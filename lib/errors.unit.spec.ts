@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { Errors } from "moleculer";
-import { AppError, DependencyErrorsMiddleware, conflict, rateLimited, toErrorResponse } from "./errors";
+import { schemaProblem } from "../test/support/schema-check";
+import { AppError, DependencyErrorsMiddleware, conflict, rateLimited, toErrorResponse, validationError } from "./errors";
+import { ERROR_SCHEMA } from "./openapi";
 
 test("our errors keep their code, status and details", () => {
   assert.deepEqual(toErrorResponse(conflict("taken", [{ field: "email" }])), {
@@ -66,4 +68,21 @@ test("DependencyErrorsMiddleware turns a dependency failure into SERVICE_UNAVAIL
   await assert.rejects(fail(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:3306"), { code: "ECONNREFUSED" })), (e: AppError) => e.type === "SERVICE_UNAVAILABLE" && e.code === 503 && !e.message.includes("3306"));
   const other = new AppError("CONFLICT", "no");
   await assert.rejects(fail(other), (e) => e === other);
+});
+
+test("the error bodies the services send fit the Error schema derived from common.v1.ErrorResponse", () => {
+  const bodies = [
+    toErrorResponse(conflict("taken", [{ field: "email" }])),
+    toErrorResponse(rateLimited({ name: "signup", limit: 10, resetSeconds: 42, retryAfterSeconds: 42 })),
+    toErrorResponse(new Errors.ValidationError("x", "VALIDATION_ERROR", [{ type: "stringMin", field: "name", message: "too short", actual: "" }])),
+    toErrorResponse(new AppError("OUT_OF_STOCK", "Not enough stock", [{ productId: "p1", requested: 3, available: 1 }])),
+    toErrorResponse(validationError("Refund refused", [{ field: "amount", refundable: 1200 }])),
+    toErrorResponse(new AppError("UNPAID_LIMIT", "At most 3", [{ limit: "MAX_UNPAID_ORDERS", max: 3, unpaidOrders: 3 }])),
+    toErrorResponse(new Error("boom")),
+  ].map((r) => r.body);
+  for (const b of bodies) assert.equal(schemaProblem(ERROR_SCHEMA, b), null, JSON.stringify(b));
+  // negative controls: a known key of the wrong type, a code outside the catalog, a missing message
+  assert.match(String(schemaProblem(ERROR_SCHEMA, { error: { code: "OUT_OF_STOCK", message: "m", details: [{ available: "1" }] } })), /available: not an integer/);
+  assert.match(String(schemaProblem(ERROR_SCHEMA, { error: { code: "TEAPOT", message: "m", details: [] } })), /not one of/);
+  assert.match(String(schemaProblem(ERROR_SCHEMA, { error: { code: "CONFLICT", details: [] } })), /message: missing/);
 });

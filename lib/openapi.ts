@@ -19,7 +19,9 @@
 
 export type JsonSchemaType = "string" | "number" | "integer" | "boolean" | "array" | "object";
 
+import { messageJsonSchema } from "../proto/json-schema";
 import { ERROR_STATUS, type ErrorCode } from "./error-catalog";
+import { root } from "./serializer/contracts-runtime";
 
 /** OpenAPI 3.0 Schema Object (a JSON Schema draft-04/05 dialect with `nullable`). */
 export interface JsonSchema {
@@ -893,22 +895,16 @@ function collectAliases(routes: readonly GatewayRouteInfo[]): { entries: AliasEn
 /** The codes a client can see: the one catalog's (lib/errors.ts), MALFORMED_REQUEST leaving as VALIDATION_ERROR. */
 export const ERROR_CODES = (Object.keys(ERROR_STATUS) as ErrorCode[]).filter((c): c is Exclude<ErrorCode, "MALFORMED_REQUEST"> => c !== "MALFORMED_REQUEST");
 
-const ERROR_SCHEMA: JsonSchema = {
-	type: "object",
-	description: "The single error shape of every response with status >= 400.",
-	required: ["error"],
-	properties: {
-		error: {
-			type: "object",
-			required: ["code", "message"],
-			properties: {
-				code: { type: "string", enum: [...ERROR_CODES] },
-				message: { type: "string" },
-				details: { type: "array", items: {} },
-			},
-		},
-	},
-};
+/**
+ * The error body, from its contract (meridian.common.v1.ErrorResponse), with `code` limited
+ * to the error catalog's codes.
+ */
+export const ERROR_SCHEMA: JsonSchema = (() => {
+	const body = messageJsonSchema(root.lookupType("meridian.common.v1.ErrorResponse"));
+	const error = messageJsonSchema(root.lookupType("meridian.common.v1.Error"));
+	const properties = { ...(error.properties as Record<string, JsonSchema>), code: { type: "string", enum: [...ERROR_CODES] } satisfies JsonSchema };
+	return { ...body, description: "The single error shape of every response with status >= 400.", properties: { error: { ...error, properties } } };
+})();
 
 interface StandardError {
 	name: string;

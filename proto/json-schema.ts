@@ -2,8 +2,9 @@
  * A contract message as the JSON Schema (OpenAPI 3.0 dialect) of the JSON that carries it:
  * camelCase keys, every non-`optional` field required, wrapper messages as the value they
  * stand for (a list → an array; a nullable value → `nullable: true`), 64-bit integers as
- * `integer/int64`, the `//` comments as descriptions. The gateway's OpenAPI document takes
- * its response schemas from here, so they are the contracts, not a copy of them.
+ * `integer/int64`, the `//` comments as descriptions, additional properties only for an
+ * `open` message. The gateway's OpenAPI document takes its response schemas and its error
+ * body from here, so they are the contracts, not a copy of them.
  */
 import type protobuf from "protobufjs";
 import { INT32_TYPES, INT64_TYPES, isWrapper } from "./registry";
@@ -48,7 +49,9 @@ export function messageJsonSchema(type: protobuf.Type): JsonSchemaObject {
     properties[f.name] = describe(f.repeated ? { type: "array", items: value } : value, f.comment);
     if (f.options?.proto3_optional !== true) required.push(f.name);
   }
-  const schema: JsonSchemaObject = { type: "object", properties, additionalProperties: false };
+  // An open message's JSON may carry other keys too ((meridian.options.v1.open)).
+  const open = type.options?.["(meridian.options.v1.open)"] === true;
+  const schema: JsonSchemaObject = { type: "object", properties, additionalProperties: open };
   if (required.length) schema.required = required;
   return describe(schema, type.comment);
 }

@@ -45,8 +45,10 @@ import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import type { KeyObject } from "node:crypto";
 import fc from "fast-check";
+import { ERROR_SCHEMA } from "../../lib/openapi";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
+import { schemaProblem } from "../../test/support/schema-check";
 import { API_ALIASES, OPS_ALIASES, PAYMENT_NOTIFY_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "./api.service";
 import { NASTY_STRINGS, encodeAny, normalizeRule, paramsArbitrary, requestParams, toQueryString, validValue, type Hints, type ParamsSchema } from "./fuzz-schema";
 import { PLATFORM_ENV_NAMES, notifyRequest, startPlatformStandIns, type KnownPayment, type NotifyRequest } from "./fuzz-platforms";
@@ -672,10 +674,10 @@ describe("gateway fuzz", () => {
             if (parserRefusal) parserRefusals++;
             if (!platformRefusal && !parserRefusal) {
               assert.match(type, /^application\/json/, `${status} not JSON (${type}): ${text.slice(0, 200)} ← ${describeSent(sent)}`);
-              assert.ok(
-                typeof body?.error?.code === "string" && typeof body.error.message === "string" && Array.isArray(body.error.details) && Object.keys(body).length === 1,
-                `${status} not the error shape: ${text.slice(0, 300)} ← ${describeSent(sent)}`,
-              );
+              // The document's Error schema, derived from meridian.common.v1.ErrorResponse: a
+              // detail key the contract names must have its type.
+              const problem = schemaProblem(ERROR_SCHEMA, body);
+              assert.equal(problem, null, `${status} not the error shape (${problem}): ${text.slice(0, 300)} ← ${describeSent(sent)}`);
             }
           }
         }),

@@ -22,11 +22,27 @@ export interface StringList {
   items: string[];
 }
 
-/** One detail of an error: for VALIDATION_ERROR, the field and what is wrong with it. */
+/** One detail of an error: what the request ran into, in the keys below, each present where it says something. A VALIDATION_ERROR names the field and what is wrong with it (and the validator's rule); a CONFLICT the state it conflicts with; OUT_OF_STOCK a product, how many were asked and how many are left; a refused refund or return what is left to refund; a RATE_LIMITED refusal how long to wait. The detail is open: other keys may appear (an UNPAID_LIMIT names the limit, its maximum and the count that reached it), and a client ignores the keys it does not know. */
 export interface ErrorDetail {
+  /** The request field (a path such as `items.2`, or a header such as `Idempotency-Key`). */
   field?: string;
-  message: string;
+  message?: string;
+  /** The validation rule that failed (fastest-validator's type, such as `stringMin`). */
   type?: string;
+  /** The state of the order, payment or return that the request conflicts with. */
+  status?: string;
+  productId?: string;
+  orderId?: string;
+  /** OUT_OF_STOCK: units asked for and units available. */
+  requested?: number;
+  available?: number;
+  /** A refused refund or return: what is left to refund, in minor units of the paid currency. */
+  refundable?: number;
+  /** SERVICE_UNAVAILABLE: which dependency failed, when it is safe to say. */
+  reason?: string;
+  /** RATE_LIMITED: seconds until a retry may pass, and until the refusing window ends. */
+  retryAfterSeconds?: number;
+  resetSeconds?: number;
 }
 
 /** The body of every error answer: `{"error": {...}}`. `code` is one of the error catalog's (lib/error-catalog.ts), which also gives its HTTP status. */

@@ -33,11 +33,53 @@ export interface StringList {
   items: string[];
 }
 
-/** One detail of an error: for VALIDATION_ERROR, the field and what is wrong with it. */
+/**
+ * One detail of an error: what the request ran into, in the keys below, each present where it
+ * says something. A VALIDATION_ERROR names the field and what is wrong with it (and the
+ * validator's rule); a CONFLICT the state it conflicts with; OUT_OF_STOCK a product, how many
+ * were asked and how many are left; a refused refund or return what is left to refund; a
+ * RATE_LIMITED refusal how long to wait. The detail is open: other keys may appear (an
+ * UNPAID_LIMIT names the limit, its maximum and the count that reached it), and a client
+ * ignores the keys it does not know.
+ */
 export interface ErrorDetail {
+  /** The request field (a path such as `items.2`, or a header such as `Idempotency-Key`). */
   field?: string | null | undefined;
-  message: string;
-  type?: string | null | undefined;
+  message?:
+    | string
+    | null
+    | undefined;
+  /** The validation rule that failed (fastest-validator's type, such as `stringMin`). */
+  type?:
+    | string
+    | null
+    | undefined;
+  /** The state of the order, payment or return that the request conflicts with. */
+  status?: string | null | undefined;
+  productId?: string | null | undefined;
+  orderId?:
+    | string
+    | null
+    | undefined;
+  /** OUT_OF_STOCK: units asked for and units available. */
+  requested?: number | null | undefined;
+  available?:
+    | number
+    | null
+    | undefined;
+  /** A refused refund or return: what is left to refund, in minor units of the paid currency. */
+  refundable?:
+    | number
+    | null
+    | undefined;
+  /** SERVICE_UNAVAILABLE: which dependency failed, when it is safe to say. */
+  reason?:
+    | string
+    | null
+    | undefined;
+  /** RATE_LIMITED: seconds until a retry may pass, and until the refusing window ends. */
+  retryAfterSeconds?: number | null | undefined;
+  resetSeconds?: number | null | undefined;
 }
 
 /**
@@ -214,7 +256,20 @@ export const StringList: MessageFns<StringList> = {
 };
 
 function createBaseErrorDetail(): ErrorDetail {
-  return { field: null, message: "", type: null };
+  return {
+    field: null,
+    message: null,
+    type: null,
+    status: null,
+    productId: null,
+    orderId: null,
+    requested: null,
+    available: null,
+    refundable: null,
+    reason: null,
+    retryAfterSeconds: null,
+    resetSeconds: null,
+  };
 }
 
 export const ErrorDetail: MessageFns<ErrorDetail> = {
@@ -222,11 +277,38 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
     if (message.field !== undefined && message.field !== null) {
       writer.uint32(10).string(message.field);
     }
-    if (message.message !== "") {
+    if (message.message !== undefined && message.message !== null) {
       writer.uint32(18).string(message.message);
     }
     if (message.type !== undefined && message.type !== null) {
       writer.uint32(26).string(message.type);
+    }
+    if (message.status !== undefined && message.status !== null) {
+      writer.uint32(34).string(message.status);
+    }
+    if (message.productId !== undefined && message.productId !== null) {
+      writer.uint32(42).string(message.productId);
+    }
+    if (message.orderId !== undefined && message.orderId !== null) {
+      writer.uint32(50).string(message.orderId);
+    }
+    if (message.requested !== undefined && message.requested !== null) {
+      writer.uint32(56).int64(message.requested);
+    }
+    if (message.available !== undefined && message.available !== null) {
+      writer.uint32(64).int64(message.available);
+    }
+    if (message.refundable !== undefined && message.refundable !== null) {
+      writer.uint32(72).int64(message.refundable);
+    }
+    if (message.reason !== undefined && message.reason !== null) {
+      writer.uint32(82).string(message.reason);
+    }
+    if (message.retryAfterSeconds !== undefined && message.retryAfterSeconds !== null) {
+      writer.uint32(88).int64(message.retryAfterSeconds);
+    }
+    if (message.resetSeconds !== undefined && message.resetSeconds !== null) {
+      writer.uint32(96).int64(message.resetSeconds);
     }
     return writer;
   },
@@ -260,6 +342,78 @@ export const ErrorDetail: MessageFns<ErrorDetail> = {
           }
 
           message.type = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.status = reader.string();
+          continue;
+        }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.productId = reader.string();
+          continue;
+        }
+        case 6: {
+          if (tag !== 50) {
+            break;
+          }
+
+          message.orderId = reader.string();
+          continue;
+        }
+        case 7: {
+          if (tag !== 56) {
+            break;
+          }
+
+          message.requested = longToNumber(reader.int64());
+          continue;
+        }
+        case 8: {
+          if (tag !== 64) {
+            break;
+          }
+
+          message.available = longToNumber(reader.int64());
+          continue;
+        }
+        case 9: {
+          if (tag !== 72) {
+            break;
+          }
+
+          message.refundable = longToNumber(reader.int64());
+          continue;
+        }
+        case 10: {
+          if (tag !== 82) {
+            break;
+          }
+
+          message.reason = reader.string();
+          continue;
+        }
+        case 11: {
+          if (tag !== 88) {
+            break;
+          }
+
+          message.retryAfterSeconds = longToNumber(reader.int64());
+          continue;
+        }
+        case 12: {
+          if (tag !== 96) {
+            break;
+          }
+
+          message.resetSeconds = longToNumber(reader.int64());
           continue;
         }
       }
