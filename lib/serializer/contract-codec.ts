@@ -192,7 +192,7 @@ function compile(type: protobuf.Type, cache: Map<protobuf.Type, Compiled>): Comp
     if (s.wireType === LEN) return unpacked;
     // packed (what we write) and unpacked (what proto2-style writers send) are both read
     return `${unpacked}
-      case ${tagOf(field.id, LEN)}: { const e = r.delimited(); const a = (${v} ??= []); while (r.pos < e) a.push(r.${s.read}()); if (r.pos !== e) H.overrun(${where}); break; }`;
+      case ${tagOf(field.id, LEN)}: { const e = r.delimited(); const packed = (${v} ??= []); while (r.pos < e) packed.push(r.${s.read}()); if (r.pos !== e) H.overrun(${where}); break; }`;
   };
 
   const known = `new Set(${JSON.stringify(type.fieldsArray.map((f) => f.id))})`;
@@ -299,7 +299,8 @@ export function createOpenCodec(type: protobuf.Type): OpenCodec {
           const x = v[k];
           if (x === undefined) continue;
           switch (k) { ${writes.join("\n")} }
-          (rest ??= {})[k] = x;
+          // no prototype: a "__proto__" key stays an own key, as JSON keeps it
+          (rest ??= Object.create(null))[k] = x;
         }
         return rest;
       },

@@ -15,7 +15,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import protobuf from "protobufjs/light";
 import { Reader, Writer } from "./bytes";
-import { createOpenCodec, explainMisfit } from "./contract-codec";
+import { createCodecs, createOpenCodec, explainMisfit } from "./contract-codec";
 import { codecFor, root } from "./contracts-runtime";
 
 /** mulberry32: small, seeded, good enough to pick test values. */
@@ -186,18 +186,49 @@ describe("contract codecs", () => {
     assert.equal(codecFor(u).encode({ name: null }), null);
   });
 
+  test("shapes no contract has yet: a wrapper of packed numbers, nested, and every scalar type repeated", () => {
+    const r = protobuf.Root.fromJSON({
+      nested: {
+        t: {
+          nested: {
+            IntList: { options: { "(meridian.options.v1.wrapper)": true }, fields: { items: { rule: "repeated", type: "int64", id: 1 } } },
+            Holder: {
+              fields: {
+                ids: { type: "IntList", id: 1 },
+                flags: { rule: "repeated", type: "bool", id: 2 },
+                s32: { rule: "repeated", type: "sint32", id: 3 },
+                f64: { rule: "repeated", type: "sfixed64", id: 4 },
+                d: { rule: "repeated", type: "double", id: 5 },
+                big: { type: "uint64", id: 100000 },
+              },
+            },
+          },
+        },
+      },
+    });
+    const codecs = createCodecs();
+    const list = codecs(r.lookupType("t.IntList"));
+    assert.deepEqual(list.decode(list.encode([1, -2, 2 ** 40])!), [1, -2, 2 ** 40]);
+    const holder = codecs(r.lookupType("t.Holder"));
+    const v = { ids: [3, 4], flags: [true, false], s32: [-1, 2 ** 31 - 1], f64: [-(2 ** 40), 7], d: [0.5, -3], big: 2 ** 52 };
+    const bytes = holder.encode(v)!;
+    assert.deepEqual(holder.decode(bytes), v);
+    const T = r.lookupType("t.Holder");
+    assert.deepEqual(holder.decode(T.encode(T.decode(bytes)).finish()), v, "protobufjs re-encoding");
+  });
+
   test("ctx.meta: keys with a field travel as fields, the others (or misfits) are left for JSON", () => {
     const meta = createOpenCodec(root.lookupType("meridian.wire.v1.Meta"));
     const w = new Writer(16);
     const value = { user: { id: "u1", role: "admin" }, clientIp: "10.0.0.1", $statusCode: 201, $location: "/api/x", custom: [1], requestId: 7 };
     const rest = meta.write(w, value);
-    assert.deepEqual(rest, { custom: [1], requestId: 7 });
+    assert.deepEqual({ ...rest }, { custom: [1], requestId: 7 });
     const bytes = w.finish();
     const r = new Reader(bytes);
     assert.deepEqual(meta.read(r, r.end), { user: { id: "u1", role: "admin" }, clientIp: "10.0.0.1", $statusCode: 201, $location: "/api/x" });
     // a user that does not fit its message is left whole for JSON, and nothing of it is written
     const w2 = new Writer(16);
-    assert.deepEqual(meta.write(w2, { user: { id: "u1", role: "admin", extra: 1 }, $statusCode: -0 }), { user: { id: "u1", role: "admin", extra: 1 }, $statusCode: -0 });
+    assert.deepEqual({ ...meta.write(w2, { user: { id: "u1", role: "admin", extra: 1 }, $statusCode: -0 }) }, { user: { id: "u1", role: "admin", extra: 1 }, $statusCode: -0 });
     assert.equal(w2.finish().length, 0);
   });
 });

@@ -61,6 +61,10 @@ export interface DecodedPacket {
 const HELPERS = {
   writeData,
   readData,
+  mergeMeta(rest: unknown, known: Record<string, unknown>): Record<string, unknown> {
+    if (typeof rest !== "object" || rest === null || Array.isArray(rest)) throw new RangeError("meta: known keys beside a JSON rest that is not an object");
+    return Object.assign(rest, known);
+  },
   isPlainObject: (v: unknown): v is Record<string, unknown> =>
     typeof v === "object" && v !== null && (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null),
   other(r: Reader, tag: number, known: Set<number>, type: string): void {
@@ -111,6 +115,7 @@ export class EnvelopeCodec {
     for (const k of [...(opts.null ?? []), ...(opts.undefined ?? []), ...(opts.hidden ?? [])])
       if (!slots.some((s) => s.key === k)) throw new Error(`${type.fullName} has no field for the packet key ${k}`);
     const where = JSON.stringify(type.fullName);
+    const name = type.name.replace(/\W/g, "_"); // becomes part of the generated functions' names
     const prop = (k: string) => `[${JSON.stringify(k)}]`;
     // ctx.meta: its known keys in the Meta field, the rest in the `meta` JSON field
     const metaSlot = slots.find((s) => s.kind === "meta");
@@ -151,7 +156,7 @@ export class EnvelopeCodec {
           return `w.uint32(${tag}); w.bool(true);`;
       }
     });
-    this.writeFn = new Function("H", "M", `"use strict"; return function write${type.name}(w, obj, data, codec, hidden) {
+    this.writeFn = new Function("H", "M", `"use strict"; return function write${name}(w, obj, data, codec, hidden) {
       let contract = false; let x; ${writes.join("\n")} return contract; };`)(HELPERS, M) as Write;
 
     const cases = slots.map((s) => {
@@ -176,14 +181,16 @@ export class EnvelopeCodec {
       const v = `f${s.index}`;
       if (s === metaJson) {
         const known = `f${metaSlot!.index}`;
-        return `${target} = ${known} === undefined ? ${v} : ${v} === undefined ? ${known} : Object.assign(${known}, ${v});`;
+        // The known keys (fixed names) go into the JSON rest, not the other way: a "__proto__"
+        // key of the rest must stay an own key, as JSON.parse made it.
+        return `${target} = ${known} === undefined ? ${v} : ${v} === undefined ? ${known} : H.mergeMeta(${v}, ${known});`;
       }
       const absent = s.absent === "null" ? "null" : s.absent === "undefined" ? "undefined" : s.absent === "zero" ? ZERO_SRC[s.kind] : null;
       return absent === null ? `if (${v} !== undefined) ${target} = ${v};` : `${target} = ${v} === undefined ? ${absent} : ${v};`;
     });
     const data = slots.find((s) => s.kind === "data");
     this.readFn = new Function("H", "M", `"use strict"; const K = new Set(${JSON.stringify(slots.map((s) => s.id))});
-      return function read${type.name}(r, dataCodec, what) {
+      return function read${name}(r, dataCodec, what) {
         let ${slots.map((s) => `f${s.index}`).join(", ")}; let dataAt = -1; let end = false;
         while (r.pos < r.end) { const tag = r.uint32(); switch (tag) { ${cases.join("\n")} default: H.other(r, tag, K, ${where}); } }
         const p = {}; const h = {}; ${builds.join("\n")}

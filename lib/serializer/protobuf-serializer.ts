@@ -92,6 +92,11 @@ export class ProtobufSerializer extends Serializers.Base {
   private readonly E: ReturnType<typeof envelopes>;
   /** One buffer for every packet this serializer writes (serialize is synchronous). */
   private readonly w = new Writer();
+  /**
+   * Set while a packet is written: a value's toJSON or getter that serializes another packet
+   * (re-entering) gets a fresh Writer instead of overwriting the one in use.
+   */
+  private writing = false;
 
   constructor(opts: ProtobufSerializerOptions = {}) {
     super();
@@ -114,8 +119,17 @@ export class ProtobufSerializer extends Serializers.Base {
   }
 
   override serialize(obj: Obj, type: string): Buffer {
-    const w = this.w;
-    w.reset();
+    if (this.writing) return this.write(new Writer(1024), obj, type);
+    this.writing = true;
+    try {
+      this.w.reset();
+      return this.write(this.w, obj, type);
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private write(w: Writer, obj: Obj, type: string): Buffer {
     switch (type) {
       case "REQ": {
         const codec = this.rt.requestCodec(obj.action);

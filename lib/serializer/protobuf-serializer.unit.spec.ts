@@ -349,6 +349,22 @@ describe("the serializer alone", () => {
     assert.equal((ResponseT.decode(res) as any).meta, null, "nothing left for JSON");
   });
 
+  test("a \"__proto__\" meta key stays an own key both ways; a packet written from inside another is whole", () => {
+    const meta = JSON.parse('{"__proto__":{"isAdmin":true},"clientIp":"1.2.3.4","x":1}');
+    const got = b.deserialize(a.serialize({ ...req("p1", "user.get", { id: "u" }), meta }, "REQ"), "REQ").meta;
+    assert.deepEqual(Object.keys(got).sort(), ["__proto__", "clientIp", "x"]);
+    assert.equal(Object.getPrototypeOf(got), Object.prototype);
+    assert.equal(got.isAdmin, undefined);
+    // a value whose toJSON serializes another packet on the same serializer (re-entering)
+    const s = new ProtobufSerializer();
+    let inner: Buffer | undefined;
+    const sneaky = { toJSON: () => ((inner = s.serialize(req("in", "user.get", { id: "i" }), "REQ")), "ok") };
+    const outer = s.serialize({ ...req("out", "user.get", { id: "o" }), meta: { custom: sneaky } }, "REQ");
+    assert.equal(b.deserialize(outer, "REQ").id, "out");
+    assert.deepEqual(b.deserialize(outer, "REQ").meta, { custom: "ok" });
+    assert.equal(b.deserialize(inner!, "REQ").id, "in");
+  });
+
   test("GOSSIP packets (TCP transporter) travel generic", () => {
     const g = { ver: "5", sender: "a", online: { b: [1, 2, 3] }, offline: { c: 4 } };
     assert.deepEqual(b.deserialize(a.serialize({ ...g }, "GOSSIP_REQ"), "GOSSIP_REQ"), g);
