@@ -81,8 +81,8 @@ const scalar = (s: Omit<Scalar, "fits">): Scalar => ({
   fits: new Function("H", "x", `return ${s.check("x")};`).bind(null, HELPERS) as (v: unknown) => boolean,
 });
 
-/** What generated code reaches besides the Writer and Reader it is given. */
-const HELPERS = {
+/** What generated code reaches besides the Writer and Reader it is given (envelope.ts's too). */
+export const HELPERS = {
   isWellFormed,
   isPlainObject,
   overrun(type: string): never {
@@ -128,7 +128,7 @@ interface Compiled {
   read(r: Reader, end: number): unknown;
 }
 
-const tagOf = (id: number, wireType: number) => ((id << 3) | wireType) >>> 0;
+export const tagOf = (id: number, wireType: number) => ((id << 3) | wireType) >>> 0;
 const prop = (name: string) => `[${JSON.stringify(name)}]`;
 
 /**

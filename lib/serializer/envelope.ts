@@ -15,7 +15,7 @@
  */
 import protobuf from "protobufjs/light";
 import { I64, LEN, VARINT, type Reader, type Writer } from "./bytes";
-import { createOpenCodec, type MessageCodec } from "./contract-codec";
+import { HELPERS as CODEC_HELPERS, createOpenCodec, tagOf, type MessageCodec } from "./contract-codec";
 import { readData, writeData } from "./contracts-runtime";
 
 type Kind = "string" | "double" | "uint32" | "bool" | "json" | "strings" | "data" | "meta" | "end";
@@ -59,20 +59,14 @@ export interface DecodedPacket {
 }
 
 const HELPERS = {
+  ...CODEC_HELPERS,
   writeData,
   readData,
   mergeMeta(rest: unknown, known: Record<string, unknown>): Record<string, unknown> {
     if (typeof rest !== "object" || rest === null || Array.isArray(rest)) throw new RangeError("meta: known keys beside a JSON rest that is not an object");
     return Object.assign(rest, known);
   },
-  isPlainObject: (v: unknown): v is Record<string, unknown> =>
-    typeof v === "object" && v !== null && (Object.getPrototypeOf(v) === Object.prototype || Object.getPrototypeOf(v) === null),
-  other(r: Reader, tag: number, known: Set<number>, type: string): void {
-    if (known.has(tag >>> 3)) throw new RangeError(`${type}: field ${tag >>> 3} has wire type ${tag & 7}, not its declared one`);
-    r.skip(tag & 7);
-  },
 };
-const tagOf = (id: number, wireType: number) => ((id << 3) | wireType) >>> 0;
 const WIRE: Record<Kind, number> = { string: LEN, double: I64, uint32: VARINT, bool: VARINT, json: LEN, strings: LEN, data: LEN, meta: LEN, end: VARINT };
 const READ: Record<Kind, string> = {
   string: "r.string()", double: "r.double()", uint32: "r.uint32()", bool: "r.bool()", json: "JSON.parse(r.string())", strings: "", data: "",
