@@ -1,7 +1,10 @@
 /**
  * Order service: create (reserving stock all-or-nothing), pay, cancel, ship, deliver,
  * refund; it follows payments and reservation expiry through business events.
- * Rules live in order.domain.ts, SQL in order.repo.ts.
+ * Rules live in order.domain.ts, SQL in order.repo.ts. This file binds the actions and holds
+ * the lifecycle (list, get, cancel, pay, ship, deliver); checkout.actions.ts creates orders
+ * (and the hoarding limits), refunds.actions.ts and returns.actions.ts give money back, and
+ * order.consumers.ts follows the other services' events.
  *
  * Guarantees and their limits:
  * - Create, refunds, return requests and approvals are idempotent per (user,
@@ -36,43 +39,23 @@
  *   failed is retried by the sweep. Stock returns (`product.returnStock`) when the whole
  *   order is refunded before it shipped.
  */
-import { randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { requireUser } from "../../lib/context";
 import { inTransaction } from "../../lib/db";
-import { AppError, conflict, errorCode, notFound, validationError } from "../../lib/errors";
+import { conflict, errorCode, notFound } from "../../lib/errors";
 import { idempotent, requestFingerprint } from "../../lib/idempotency";
 import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin } from "../../mixins/events.mixin";
-import {
-  MixedCurrencyError,
-  PURCHASED,
-  REFUNDABLE,
-  describeUnpaidLimit,
-  nextStatus,
-  normalizeOrderLines,
-  orderTotal,
-  pickAddress,
-  refundRequestVerdict,
-  refundable,
-  toPublicOrder,
-  toPublicRefund,
-  unpaidLimitProblem,
-  type Money,
-  type OrderEvent,
-  type OrderLineInput,
-  type OrderRecord,
-  frozenLines,
-  type PricedLine,
-  type ShippingAddress,
-} from "./order.domain";
+import { PURCHASED, nextStatus, refundable, toPublicOrder, type OrderEvent, type OrderRecord } from "./order.domain";
 import * as repo from "./order.repo";
 import { returnActions } from "./returns.actions";
+import { checkoutActions, checkoutMethods } from "./checkout.actions";
+import { refundActions, refundMethods } from "./refunds.actions";
 import { onPaymentSucceeded, orderConsumers } from "./order.consumers";
-import { isAdmin, newRefundId, type CreateParams, type Ctx, type NewRefund, type OrderThis } from "./order.this";
+import { isAdmin, orderTimings, type Ctx, type OrderThis } from "./order.this";
 import { callAction } from "../../lib/call";
 import { periodic } from "../../lib/periodic";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
@@ -80,23 +63,10 @@ import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
 
-const REFUND_RETRY_AFTER_MS = 30_000;
 const SWEEP_INTERVAL_MS = 15_000;
 
-/** The product a NOT_FOUND of product.reserve names (its details: `[{productId}]`). */
-const missingProductOf = (err: unknown): string | undefined => {
-  const first: unknown = [(err as { data?: unknown }).data].flat()[0];
-  return first && typeof first === "object" && "productId" in first && typeof first.productId === "string" ? first.productId : undefined;
-};
-
 export function createOrderService(config: AppConfig): TypedServiceSchema<OrderThis> {
-  /** How long a request whose key is already claimed waits for that result: within its caller's timeout. */
-  const idempotentWaitMs = Math.max(1000, config.requestTimeoutMs - 500);
-  /**
-   * A claim (or a draft) without its order after this long belongs to a request that died: a
-   * create makes a handful of calls, each bounded by the request timeout, so it cannot run this long.
-   */
-  const staleClaimMs = Math.max(30_000, 6 * config.requestTimeoutMs);
+  const { idempotentWaitMs, staleClaimMs } = orderTimings(config);
   return {
     name: "order",
     mixins: [
@@ -109,24 +79,9 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
     ],
 
     actions: {
-      create: {
-        auth: "user",
-        rateLimit: "orders",
-        params: Params["order.create"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.create">>): Promise<ActionResponse<"order.create">> {
-          const me = requireUser(ctx);
-          if (Boolean(ctx.params.addressId) === Boolean(ctx.params.shippingAddress))
-            throw validationError("Give either addressId or shippingAddress", [{ field: "addressId" }, { field: "shippingAddress" }]);
-          const order = await this.withKey(
-            ctx, { op: "order.create", body: ctx.params }, randomUUID(),
-            (id) => this.createOrder(ctx, me.id, id),
-            (id) => repo.findOrder(this.db, id),
-          );
-          ctx.meta.$statusCode = 201;
-          ctx.meta.$location = `/api/orders/${order.id}`;
-          return this.view(order);
-        },
-      },
+      ...checkoutActions(config),
+      ...refundActions(),
+      ...returnActions(config),
 
       list: {
         auth: "user",
@@ -261,51 +216,6 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         },
       },
 
-      refund: {
-        auth: "user",
-        rateLimit: "refunds",
-        params: Params["order.refund"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.refund">>): Promise<ActionResponse<"order.refund">> {
-          const order = await this.ownOrder(ctx, ctx.params.id);
-          const { amount, reason } = ctx.params;
-          const refund = await this.withKey(
-            ctx, { op: "order.refund", orderId: order.id, body: { amount, reason } }, newRefundId(),
-            (id) => this.requestRefund(order.id, id, { requested: amount, reason, byAdmin: isAdmin(ctx) }),
-            async (id) => {
-              const r = await repo.findRefund(this.db, id);
-              return r && toPublicRefund(r);
-            },
-          );
-          ctx.meta.$statusCode = 202;
-          return refund;
-        },
-      },
-
-      ...returnActions(config),
-      getUserLimits: {
-        auth: "admin",
-        params: Params["order.getUserLimits"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.getUserLimits">>): Promise<ActionResponse<"order.getUserLimits">> {
-          return limitsView(ctx.params.userId, await repo.findUserLimits(this.db, ctx.params.userId), config);
-        },
-      },
-
-      setUserLimits: {
-        auth: "admin",
-        params: Params["order.setUserLimits"],
-        async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.setUserLimits">>): Promise<ActionResponse<"order.setUserLimits">> {
-          const { userId } = ctx.params;
-          const current = await repo.findUserLimits(this.db, userId);
-          const next = {
-            maxUnpaidOrders: ctx.params.maxUnpaidOrders === undefined ? current.maxUnpaidOrders : ctx.params.maxUnpaidOrders,
-            maxUnpaidUnitsPerProduct: ctx.params.maxUnpaidUnitsPerProduct === undefined ? current.maxUnpaidUnitsPerProduct : ctx.params.maxUnpaidUnitsPerProduct,
-          };
-          await repo.setUserLimits(this.db, userId, next, Date.now());
-          this.logger.info(`Unpaid-order limits of user ${userId} set to ${JSON.stringify(next)} by admin ${requireUser(ctx).id}`);
-          return limitsView(userId, next, config);
-        },
-      },
-
       /**
        * For the payment service's reconciliation: a recorded success the order never
        * acknowledged (its `payment.succeeded` dead-lettered, say) is handed over again and
@@ -357,126 +267,12 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         return result;
       },
 
-      /**
-       * Checks the hoarding limits and records this create's draft, under the user's row lock:
-       * concurrent creates of one user count each other's drafts. 409 UNPAID_LIMIT names the limit.
-       */
-      async holdUnpaidSlot(this: OrderThis, userId: string, orderId: string, lines: OrderLineInput[]) {
-        const now = Date.now();
-        await repo.ensureUserLimitsRow(this.db, userId, now);
-        await inTransaction(this.db, async (trx) => {
-          const o = await repo.lockUserLimits(trx, userId);
-          const limits = { maxOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders, maxUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct };
-          const problem = unpaidLimitProblem(limits, await repo.unpaidState(trx, userId, now - staleClaimMs), lines);
-          if (problem) throw new AppError("UNPAID_LIMIT", describeUnpaidLimit(problem), [problem]);
-          await repo.insertDraft(trx, orderId, userId, lines, now);
-        });
-      },
-
-      async createOrder(this: OrderThis, ctx: Ctx<CreateParams>, userId: string, orderId: string) {
-        let address: ShippingAddress;
-        if (ctx.params.addressId) {
-          try {
-            address = pickAddress(await callAction(this.broker, "user.getAddress", { userId, id: ctx.params.addressId }, { parentCtx: ctx }));
-          } catch (err) {
-            if (errorCode(err) === "NOT_FOUND") throw validationError("Unknown addressId", [{ field: "addressId" }]);
-            throw err;
-          }
-        } else address = pickAddress(ctx.params.shippingAddress!);
-
-        const requested = ctx.params.items ?? (await callAction(this.broker, "cart.lines", { userId }, { parentCtx: ctx }));
-        const { lines, problems } = normalizeOrderLines(requested);
-        if (problems.length) throw validationError("The order cannot be placed", problems);
-
-        await this.holdUnpaidSlot(userId, orderId, lines);
-        let reserved = false;
-        try {
-          // All or nothing; OUT_OF_STOCK (409) passes through with the products named. The
-          // reserve also answers each line's sku, name and price as it read them: frozen into
-          // the order here, with no read of the product before.
-          let reservation: ActionResponse<"product.reserve">;
-          try {
-            reservation = await callAction(this.broker, "product.reserve", { orderId, lines }, { parentCtx: ctx });
-          } catch (err) {
-            const missing = errorCode(err) === "NOT_FOUND" && missingProductOf(err);
-            if (missing) throw validationError("A product of the order does not exist", [{ field: `items.${missing}`, message: "unknown product" }]);
-            throw err;
-          }
-          reserved = true;
-          let priced: PricedLine[];
-          try {
-            priced = frozenLines(lines, reservation.priced);
-          } catch {
-            // A product node of an older contract (no prices in its answer): retryable, not a 500.
-            throw new AppError("SERVICE_UNAVAILABLE", "The product service answered without prices; try again shortly");
-          }
-          let total: Money;
-          try {
-            total = orderTotal(priced);
-          } catch (err) {
-            if (err instanceof MixedCurrencyError) throw validationError(err.message, [{ field: "items" }]);
-            throw err;
-          }
-          const now = Date.now();
-          const order: OrderRecord = {
-            id: orderId, userId, status: "PENDING_PAYMENT", total, items: priced, shippingAddress: address, shipment: null,
-            paidPaymentId: null, paidAmount: 0, refundedAmount: 0, shipped: false,
-            reservationExpiresAt: Date.parse(reservation.expiresAt), createdAt: now, updatedAt: now,
-          };
-          await inTransaction(this.db, async (trx) => {
-            await repo.insertOrder(trx, order);
-            // The draft becomes the order in one commit: the unpaid count never sees both or neither.
-            await repo.deleteDraft(trx, orderId);
-            await this.publishEvent(trx, Events.OrderCreated, {
-              orderId, userId, total, items: priced.map((l) => ({ productId: l.productId, name: l.name, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
-            });
-            countBusiness(this.broker, "orders_created", undefined, trx);
-          });
-          return order;
-        } catch (err) {
-          await repo.deleteDraft(this.db, orderId).catch(() => undefined); // else it stops counting after staleClaimMs
-          if (reserved) await callAction(this.broker, "product.release", { orderId }).catch(() => undefined); // else the TTL frees it
-          throw err;
-        }
-      },
-
-      /** Records a refund (id given: an Idempotency-Key's claim names it), then sends it after the commit. */
-      async requestRefund(this: OrderThis, orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }) {
-        const refund = await inTransaction(this.db, async (trx) => {
-          const o = (await repo.findOrderForUpdate(trx, orderId))!;
-          if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId) throw conflict(`An order in status ${o.status} cannot be refunded`, [{ status: o.status }]);
-          const left = refundable(o.paidAmount, o.paidPaymentId, await repo.refundsOf(trx, o.id));
-          const verdict = refundRequestVerdict({ byAdmin: r.byAdmin, shipped: o.shipped, left, requested: r.requested });
-          if ("conflict" in verdict) throw conflict(`Refund refused: ${verdict.conflict}`, [{ status: o.status }]);
-          if ("problem" in verdict) throw validationError(`Refund refused: ${verdict.problem}`, [{ field: "amount", refundable: left }]);
-          const now = Date.now();
-          const row: NewRefund = { id: refundId, orderId: o.id, paymentId: o.paidPaymentId, amount: { amount: verdict.amount, currency: o.total.currency }, status: "PENDING", reason: r.reason, createdAt: now, updatedAt: now };
-          await repo.insertRefund(trx, row);
-          return row;
-        });
-        // After the commit: the platform call (idempotent by refund id); a failure leaves it PENDING for the sweep.
-        await this.sendRefund(refund).catch((err: Error) => this.logger.warn(`Refund ${refund.id} not sent yet (the sweep retries): ${err.message}`));
-        return toPublicRefund((await repo.findRefund(this.db, refund.id))!);
-      },
-
-      async sendRefund(this: OrderThis, r: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }) {
-        await callAction(this.broker, "payment.refund", { refundId: r.id, orderId: r.orderId, paymentId: r.paymentId, amount: r.amount, reason: r.reason });
-      },
-
-      /** Sends a refund recorded in `trx` once that commits (the sweep covers a failed send). */
-      sendAfterCommit(this: OrderThis, trx: Knex.Transaction, r: NewRefund) {
-        trx.executionPromise.then(
-          () => this.sendRefund(r).catch((err: Error) => this.logger.warn(`Refund ${r.id} not sent yet (the sweep retries): ${err.message}`)),
-          () => undefined,
-        );
-      },
+      ...checkoutMethods(config),
+      ...refundMethods,
 
       /** Refunds whose platform call failed are sent again (same id); drafts of dead creates go. */
       async sweep(this: OrderThis) {
-        for (const r of await repo.stalePendingRefunds(this.db, Date.now() - REFUND_RETRY_AFTER_MS, 50)) {
-          await repo.touchRefund(this.db, r.id, Date.now());
-          await this.sendRefund(r).catch((err: Error) => this.logger.warn(`Refund ${r.id} retry failed: ${err.message}`));
-        }
+        await this.retryPendingRefunds();
         await repo.deleteStaleDrafts(this.db, Date.now() - staleClaimMs);
       },
     },
@@ -488,14 +284,5 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
     async stopped(this: OrderThis) {
       await this.sweeper?.stop();
     },
-  };
-}
-
-function limitsView(userId: string, o: repo.LimitOverrides, config: AppConfig) {
-  return {
-    userId,
-    maxUnpaidOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders,
-    maxUnpaidUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct,
-    overridden: { maxUnpaidOrders: o.maxUnpaidOrders !== null, maxUnpaidUnitsPerProduct: o.maxUnpaidUnitsPerProduct !== null },
   };
 }

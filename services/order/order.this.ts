@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
 import type { Context } from "moleculer";
+import type { AppConfig } from "../../lib/config";
 import type { RequestContext } from "../../lib/context";
 import type { Db } from "../../lib/db";
 import type { EventsServiceThis } from "../../mixins/events.mixin";
@@ -37,6 +38,7 @@ export interface OrderThis extends EventsServiceThis {
   requestRefund(orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }): Promise<PublicRefund>;
   sendRefund(refund: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }): Promise<void>;
   sendAfterCommit(trx: Knex.Transaction, refund: NewRefund): void;
+  retryPendingRefunds(): Promise<void>;
   sweep(): Promise<void>;
 }
 
@@ -44,3 +46,16 @@ export type CreateParams = ActionParams<"order.create">;
 
 export const isAdmin = (ctx: Ctx<unknown>) => ctx.meta.user?.role === "admin";
 export const newRefundId = () => randomBytes(16).toString("hex");
+
+/** The order service's waits, from the request timeout its callers use. */
+export function orderTimings(config: AppConfig) {
+  return {
+    /** How long a request whose key is already claimed waits for that result: within its caller's timeout. */
+    idempotentWaitMs: Math.max(1000, config.requestTimeoutMs - 500),
+    /**
+     * A claim (or a draft) without its order after this long belongs to a request that died: a
+     * create makes a handful of calls, each bounded by the request timeout, so it cannot run this long.
+     */
+    staleClaimMs: Math.max(30_000, 6 * config.requestTimeoutMs),
+  };
+}

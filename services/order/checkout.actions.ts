@@ -1,0 +1,190 @@
+/**
+ * Checkout: an order is created from the cart (or the lines given) in one idempotent request,
+ * reserving its stock all-or-nothing, under the per-user hoarding limits that admins read and
+ * set here. Bound into the `order` service by order.service.ts.
+ *
+ * The steps of a create and their undo (each names what takes it back if a later step fails):
+ * 1. the unpaid-order slot (a draft row under the user's lock)  → deleteDraft, else it stops
+ *    counting after staleClaimMs;
+ * 2. `product.reserve` (idempotent per order id)                → `product.release`, else the
+ *    reservation's TTL frees it;
+ * 3. the order row, the draft's removal and `order.created` in one commit.
+ */
+import { randomUUID } from "node:crypto";
+import type { AppConfig } from "../../lib/config";
+import { requireUser } from "../../lib/context";
+import { inTransaction } from "../../lib/db";
+import { AppError, errorCode, validationError } from "../../lib/errors";
+import { countBusiness } from "../../lib/metrics";
+import { callAction } from "../../lib/call";
+import {
+  MixedCurrencyError,
+  describeUnpaidLimit,
+  frozenLines,
+  normalizeOrderLines,
+  orderTotal,
+  pickAddress,
+  unpaidLimitProblem,
+  type Money,
+  type OrderLineInput,
+  type OrderRecord,
+  type PricedLine,
+  type ShippingAddress,
+} from "./order.domain";
+import * as repo from "./order.repo";
+import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
+import { Events } from "../../proto/gen/contracts";
+import { Params } from "../../proto/gen/params";
+import type { TypedActions } from "../../lib/service-schema";
+import { orderTimings, type CreateParams, type Ctx, type OrderThis } from "./order.this";
+
+
+/** The product a NOT_FOUND of product.reserve names (its details: `[{productId}]`). */
+const missingProductOf = (err: unknown): string | undefined => {
+  const first: unknown = [(err as { data?: unknown }).data].flat()[0];
+  return first && typeof first === "object" && "productId" in first && typeof first.productId === "string" ? first.productId : undefined;
+};
+
+export function checkoutActions(config: AppConfig): TypedActions<OrderThis> {
+  return {
+    create: {
+      auth: "user",
+      rateLimit: "orders",
+      params: Params["order.create"],
+      async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.create">>): Promise<ActionResponse<"order.create">> {
+        const me = requireUser(ctx);
+        if (Boolean(ctx.params.addressId) === Boolean(ctx.params.shippingAddress))
+          throw validationError("Give either addressId or shippingAddress", [{ field: "addressId" }, { field: "shippingAddress" }]);
+        const order = await this.withKey(
+          ctx, { op: "order.create", body: ctx.params }, randomUUID(),
+          (id) => this.createOrder(ctx, me.id, id),
+          (id) => repo.findOrder(this.db, id),
+        );
+        ctx.meta.$statusCode = 201;
+        ctx.meta.$location = `/api/orders/${order.id}`;
+        return this.view(order);
+      },
+    },
+
+    getUserLimits: {
+      auth: "admin",
+      params: Params["order.getUserLimits"],
+      async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.getUserLimits">>): Promise<ActionResponse<"order.getUserLimits">> {
+        return limitsView(ctx.params.userId, await repo.findUserLimits(this.db, ctx.params.userId), config);
+      },
+    },
+
+    setUserLimits: {
+      auth: "admin",
+      params: Params["order.setUserLimits"],
+      async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.setUserLimits">>): Promise<ActionResponse<"order.setUserLimits">> {
+        const { userId } = ctx.params;
+        const current = await repo.findUserLimits(this.db, userId);
+        const next = {
+          maxUnpaidOrders: ctx.params.maxUnpaidOrders === undefined ? current.maxUnpaidOrders : ctx.params.maxUnpaidOrders,
+          maxUnpaidUnitsPerProduct: ctx.params.maxUnpaidUnitsPerProduct === undefined ? current.maxUnpaidUnitsPerProduct : ctx.params.maxUnpaidUnitsPerProduct,
+        };
+        await repo.setUserLimits(this.db, userId, next, Date.now());
+        this.logger.info(`Unpaid-order limits of user ${userId} set to ${JSON.stringify(next)} by admin ${requireUser(ctx).id}`);
+        return limitsView(userId, next, config);
+      },
+    },
+  };
+}
+
+export function checkoutMethods(config: AppConfig) {
+  const { staleClaimMs } = orderTimings(config);
+  return {
+    /**
+     * Checks the hoarding limits and records this create's draft, under the user's row lock:
+     * concurrent creates of one user count each other's drafts. 409 UNPAID_LIMIT names the limit.
+     */
+    async holdUnpaidSlot(this: OrderThis, userId: string, orderId: string, lines: OrderLineInput[]) {
+      const now = Date.now();
+      await repo.ensureUserLimitsRow(this.db, userId, now);
+      await inTransaction(this.db, async (trx) => {
+        const o = await repo.lockUserLimits(trx, userId);
+        const limits = { maxOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders, maxUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct };
+        const problem = unpaidLimitProblem(limits, await repo.unpaidState(trx, userId, now - staleClaimMs), lines);
+        if (problem) throw new AppError("UNPAID_LIMIT", describeUnpaidLimit(problem), [problem]);
+        await repo.insertDraft(trx, orderId, userId, lines, now);
+      });
+    },
+
+    async createOrder(this: OrderThis, ctx: Ctx<CreateParams>, userId: string, orderId: string) {
+      let address: ShippingAddress;
+      if (ctx.params.addressId) {
+        try {
+          address = pickAddress(await callAction(this.broker, "user.getAddress", { userId, id: ctx.params.addressId }, { parentCtx: ctx }));
+        } catch (err) {
+          if (errorCode(err) === "NOT_FOUND") throw validationError("Unknown addressId", [{ field: "addressId" }]);
+          throw err;
+        }
+      } else address = pickAddress(ctx.params.shippingAddress!);
+
+      const requested = ctx.params.items ?? (await callAction(this.broker, "cart.lines", { userId }, { parentCtx: ctx }));
+      const { lines, problems } = normalizeOrderLines(requested);
+      if (problems.length) throw validationError("The order cannot be placed", problems);
+
+      await this.holdUnpaidSlot(userId, orderId, lines);
+      let reserved = false;
+      try {
+        // All or nothing; OUT_OF_STOCK (409) passes through with the products named. The
+        // reserve also answers each line's sku, name and price as it read them: frozen into
+        // the order here, with no read of the product before.
+        let reservation: ActionResponse<"product.reserve">;
+        try {
+          reservation = await callAction(this.broker, "product.reserve", { orderId, lines }, { parentCtx: ctx });
+        } catch (err) {
+          const missing = errorCode(err) === "NOT_FOUND" && missingProductOf(err);
+          if (missing) throw validationError("A product of the order does not exist", [{ field: `items.${missing}`, message: "unknown product" }]);
+          throw err;
+        }
+        reserved = true;
+        let priced: PricedLine[];
+        try {
+          priced = frozenLines(lines, reservation.priced);
+        } catch {
+          // A product node of an older contract (no prices in its answer): retryable, not a 500.
+          throw new AppError("SERVICE_UNAVAILABLE", "The product service answered without prices; try again shortly");
+        }
+        let total: Money;
+        try {
+          total = orderTotal(priced);
+        } catch (err) {
+          if (err instanceof MixedCurrencyError) throw validationError(err.message, [{ field: "items" }]);
+          throw err;
+        }
+        const now = Date.now();
+        const order: OrderRecord = {
+          id: orderId, userId, status: "PENDING_PAYMENT", total, items: priced, shippingAddress: address, shipment: null,
+          paidPaymentId: null, paidAmount: 0, refundedAmount: 0, shipped: false,
+          reservationExpiresAt: Date.parse(reservation.expiresAt), createdAt: now, updatedAt: now,
+        };
+        await inTransaction(this.db, async (trx) => {
+          await repo.insertOrder(trx, order);
+          // The draft becomes the order in one commit: the unpaid count never sees both or neither.
+          await repo.deleteDraft(trx, orderId);
+          await this.publishEvent(trx, Events.OrderCreated, {
+            orderId, userId, total, items: priced.map((l) => ({ productId: l.productId, name: l.name, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
+          });
+          countBusiness(this.broker, "orders_created", undefined, trx);
+        });
+        return order;
+      } catch (err) {
+        await repo.deleteDraft(this.db, orderId).catch(() => undefined); // else it stops counting after staleClaimMs
+        if (reserved) await callAction(this.broker, "product.release", { orderId }).catch(() => undefined); // else the TTL frees it
+        throw err;
+      }
+    },
+  };
+}
+
+function limitsView(userId: string, o: repo.LimitOverrides, config: AppConfig) {
+  return {
+    userId,
+    maxUnpaidOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders,
+    maxUnpaidUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct,
+    overridden: { maxUnpaidOrders: o.maxUnpaidOrders !== null, maxUnpaidUnitsPerProduct: o.maxUnpaidUnitsPerProduct !== null },
+  };
+}
