@@ -1,7 +1,9 @@
 /**
  * Payment service: payments through a platform (sandbox, Alipay, WeChat Pay), their
  * callbacks, refunds, and reconciliation. Handlers stay thin: rules live in
- * payment.domain.ts, SQL in payment.repo.ts, the platforms in platforms/.
+ * payment.domain.ts, SQL in payment.repo.ts, the platforms in platforms/. This file binds
+ * the actions and holds payments and their callbacks; refunds.actions.ts, reconcile.actions.ts
+ * and sandbox.ts (the sandbox platform's pages) hold the rest.
  *
  * Guarantees and their limits:
  * - A payment changes state once: every outcome (callback or reconciliation) goes through
@@ -57,22 +59,15 @@ import {
   paidAtMs,
   payloadColumns,
   pendingKey,
-  reconcileOutcome,
-  refundProblem,
-  refundStatusOf,
-  sameRefund,
   toPaymentView,
-  toRefundView,
-  type Money,
   type Outcome,
   type PaymentRecord,
-  type RefundRecord,
-  movedAmountProblem,
 } from "./payment.domain";
 import * as repo from "./payment.repo";
 import { sandboxActions, sandboxKeyEnv, sandboxMethods } from "./sandbox";
-import type { Ctx, PaymentServiceThis } from "./payment.this";
-import { callAction } from "../../lib/call";
+import { assertMoves, paymentTimings, type Ctx, type PaymentServiceThis } from "./payment.this";
+import { refundActions, refundMethods } from "./refunds.actions";
+import { reconcileActions, reconcileMethods } from "./reconcile.actions";
 import { periodic } from "../../lib/periodic";
 import {
   PaymentPlatformError,
@@ -85,23 +80,12 @@ import {
   type PaymentPlatform,
   type PlatformHttpResponse,
   type PlatformName,
-  type RefundResult,
   type SandboxStateStore,
 } from "./platforms";
 import { Events } from "../../proto/gen/contracts";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
-
-/** Rows handled per sweep pass (payments, then refunds). */
-const SWEEP_BATCH = 100;
-/**
- * How long a payment the reconciliation failed for want of an answer is still asked about
- * (once per lease): a late payment whose callback was lost is then recorded SUCCEEDED, and
- * the order service refunds it if the order can no longer take it. A day, and at least as
- * long as a trade can be paid (its time_expire is the reservation's end) plus an hour.
- */
-const failedWatchMs = (reservationTtlS: number) => Math.max(24 * 3600 * 1000, reservationTtlS * 1000 + 3600 * 1000);
 
 // ---- configuration ----
 
@@ -110,12 +94,6 @@ export function loadPaymentConfig(config: AppConfig, env: Record<string, string 
   // No key file is made for a sandbox that is off.
   const wanted = options.sandbox ?? !options.production;
   return parsePaymentConfig(wanted ? sandboxKeyEnv(config, env) : env, options);
-}
-
-/** A payment or a refund moves money: Money's contract allows 0 (a free product), these do not. */
-function assertMoves(amount: Money): void {
-  const problem = movedAmountProblem(amount);
-  if (problem) throw validationError(problem, [{ field: "amount.amount", message: problem }]);
 }
 
 function httpReply(ctx: Ctx<unknown>, r: PlatformHttpResponse): string | null {
@@ -134,11 +112,7 @@ function httpReply(ctx: Ctx<unknown>, r: PlatformHttpResponse): string | null {
 export function createPaymentService(config: AppConfig, env: Record<string, string | undefined> = process.env): TypedServiceSchema<PaymentServiceThis> {
   // Parsed when the broker is composed: a bad key or half a merchant configuration stops the start.
   const paymentConfig = loadPaymentConfig(config, env);
-  const timeoutMs = config.payments.pendingTimeoutS * 1000;
-  /** A claimed row is left to its claimer this long before another sweep may try it. */
-  const leaseMs = Math.max(60_000, 2 * config.payments.reconcileIntervalMs);
-  const ackTimeoutMs = config.payments.orderAckTimeoutS * 1000;
-  const FAILED_WATCH_MS = failedWatchMs(config.reservations.ttlSeconds);
+  const { timeoutMs } = paymentTimings(config);
 
   return {
     name: "payment",
@@ -164,6 +138,9 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
     ],
 
     actions: {
+      ...refundActions(config),
+      ...reconcileActions(),
+
       /** For the order service: a payment of an order with a platform (not routed). */
       create: {
         visibility: "public",
@@ -237,56 +214,6 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         },
       },
 
-      /** For the order service: a refund through the platform that took the money (not routed). */
-      refund: {
-        visibility: "public",
-        params: Params["payment.refund"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.refund">>): Promise<ActionResponse<"payment.refund">> {
-          const { refundId, orderId, paymentId, reason } = ctx.params;
-          assertMoves(ctx.params.amount);
-          const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
-          const replay = (r: RefundRecord) => {
-            if (!sameRefund(r, { paymentId, orderId, amount })) throw conflict("This refundId was used for another refund", [{ field: "refundId" }]);
-            return toRefundView(r);
-          };
-          // The order service asked for it: it has dealt with this payment (reconciliation
-          // need not hand the success over again).
-          await repo.acknowledgeByOrder(this.db, paymentId, Date.now());
-          const stored = await repo.findRefund(this.db, refundId);
-          if (stored) return replay(stored);
-          const now = Date.now();
-          const refund: RefundRecord = {
-            id: refundId, paymentId, orderId, status: "PENDING", amount, reason, providerRefundId: null, failureCode: null,
-            // Left to this call; the sweep takes over only if it never settles (a crash, an unknown answer).
-            reconcileAfter: now + leaseMs, createdAt: now, updatedAt: now,
-          };
-          let payment: PaymentRecord | RefundRecord;
-          try {
-            payment = await inTransaction(this.db, async (trx) => {
-              // The payment's row lock serializes refunds of one payment: the sum below is current.
-              const p = await repo.findPaymentForUpdate(trx, paymentId);
-              if (!p) throw notFound("Payment");
-              const same = await repo.findRefund(trx, refundId);
-              if (same) return same;
-              const problem = refundProblem(p, { orderId, amount }, await repo.committedRefundTotal(trx, paymentId));
-              if (problem?.status === 404) throw notFound("Payment");
-              if (problem?.status === 409) throw conflict(problem.message, [{ field: "paymentId", status: p.status }]);
-              if (problem) throw validationError(problem.message, [{ field: "amount" }]);
-              await repo.insertRefund(trx, refund);
-              return p;
-            });
-          } catch (err) {
-            if (isUniqueViolation(err)) {
-              const again = await repo.findRefund(this.db, refundId);
-              if (again) return replay(again);
-            }
-            throw err;
-          }
-          if ("paymentId" in payment) return replay(payment);
-          return toRefundView(await this.executeRefund(refund, payment));
-        },
-      },
-
       /**
        * The platforms' callbacks (POST /api/payments/notify/:provider). The gateway's raw
        * route passes the exact bytes (base64), the content type and the headers. Answers in
@@ -335,32 +262,12 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
 
       ...sandboxActions(paymentConfig),
 
-      /**
-       * For the order service: close the order's trades that may still be open (the order
-       * was cancelled while one was being created: its `order.cancelled` came before the
-       * trade existed). Idempotent; the closing itself is reconciliation's. Not routed.
-       */
-      closeOrderTrades: {
-        visibility: "public",
-        params: Params["payment.closeOrderTrades"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.closeOrderTrades">>): Promise<ActionResponse<"payment.closeOrderTrades">> {
-          const marked = await repo.requestClose(this.db, ctx.params.orderId, Date.now());
-          if (marked) this.reconcileSoon();
-          return { marked };
-        },
-      },
-
-      /** One reconciliation pass now (tests, operations); `now` (epoch ms) lets a test look ahead. */
-      reconcile: {
-        visibility: "public",
-        params: Params["payment.reconcile"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.reconcile">>): Promise<ActionResponse<"payment.reconcile">> {
-          return this.reconcileOnce(ctx.params.now);
-        },
-      },
     },
 
     methods: {
+      ...refundMethods,
+      ...reconcileMethods(config),
+
       /**
        * The gateway's public base URL. PUBLIC_URL when given; when it is not and PORT=0 (an
        * ephemeral port: tests), the configured URL ends in ":0", which no one can reach, so
@@ -412,139 +319,6 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           countBusiness(this.broker, outcome.kind === "succeeded" ? "payments_succeeded" : "payments_failed", { provider: payment.provider }, trx);
           return true;
         });
-      },
-
-      /** Calls the platform for a stored PENDING refund (same refundId every time) and applies the answer. */
-      async executeRefund(this: PaymentServiceThis, refund: RefundRecord, payment: PaymentRecord): Promise<RefundRecord> {
-        const platform = this.platforms().get(payment.provider);
-        if (!platform) {
-          this.logger.warn(`Refund ${refund.id}: provider ${payment.provider} is not enabled here; left PENDING`);
-          return (await repo.findRefund(this.db, refund.id))!;
-        }
-        let result: RefundResult | undefined;
-        try {
-          result = await platform.refund({
-            paymentId: payment.id, refundId: refund.id, amountMinor: refund.amount.amount, totalMinor: payment.amount.amount,
-            currency: refund.amount.currency, reason: refund.reason,
-          });
-        } catch (err) {
-          if (err instanceof PaymentPlatformError && !err.retryable) result = { status: "failed", failureCode: err.platformCode ?? err.reason };
-          else this.logger.warn(`Refund ${refund.id}: outcome unknown, the sweep will ask again`, err instanceof Error ? err.message : err);
-        }
-        if (result) await this.applyRefundResult(refund, result);
-        return (await repo.findRefund(this.db, refund.id))!;
-      },
-
-      async applyRefundResult(this: PaymentServiceThis, refund: RefundRecord, result: RefundResult): Promise<void> {
-        const status = refundStatusOf(result);
-        if (status === "PENDING") {
-          if (result.providerRefundId) await repo.noteRefundProviderId(this.db, refund.id, result.providerRefundId, Date.now());
-          return;
-        }
-        await inTransaction(this.db, async (trx) => {
-          const now = Date.now();
-          const fields = { ...(result.providerRefundId ? { providerRefundId: result.providerRefundId } : {}), ...(result.failureCode ? { failureCode: result.failureCode } : {}) };
-          if (!(await repo.settleRefund(trx, refund.id, status, fields, now))) return;
-          await this.publishEvent(trx, status === "SUCCEEDED" ? Events.RefundSucceeded : Events.RefundFailed, {
-            refundId: refund.id, orderId: refund.orderId, paymentId: refund.paymentId, amount: { ...refund.amount }, occurredAt: iso(now),
-          });
-          countBusiness(this.broker, "refunds", { result: status === "SUCCEEDED" ? "succeeded" : "failed" }, trx);
-        });
-      },
-
-      /**
-       * One pass: PENDING payments past the timeout are queried and settled; PENDING refunds
-       * whose call never settled are sent again (same refundId). Any number of replicas may
-       * run it: each row is claimed by a conditional UPDATE first.
-       */
-      async reconcileOnce(this: PaymentServiceThis, now = Date.now()) {
-        let payments = 0;
-        let refunds = 0;
-        let closed = 0;
-        let handedOver = 0;
-        const platforms = this.platforms();
-        const watchSince = now - FAILED_WATCH_MS;
-        for (const p of await repo.dueCloses(this.db, now, SWEEP_BATCH)) {
-          if (!(await repo.claimClose(this.db, p.id, now, now + leaseMs))) continue;
-          try {
-            if (await this.closeTrade(p)) closed++;
-          } catch (err) {
-            this.logger.warn(`Closing the trade of payment ${p.id} failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
-          }
-        }
-        for (const p of await repo.duePendingPayments(this.db, now, SWEEP_BATCH, watchSince)) {
-          if (!(await repo.claimPayment(this.db, p.id, now, now + leaseMs, watchSince))) continue;
-          const platform = platforms.get(p.provider);
-          if (!platform) continue;
-          try {
-            const outcome = reconcileOutcome(await platform.query(p.id), p.amount, Date.now());
-            if (!outcome) {
-              this.logger.error(`Reconciliation of payment ${p.id}: the platform's amount or currency differs from ours; left ${p.status}`);
-              continue;
-            }
-            // A watched FAILED payment changes only if the platform now says it was paid.
-            if (p.status === "FAILED" && outcome.kind !== "succeeded") continue;
-            if (await this.settle(p, outcome)) payments++;
-          } catch (err) {
-            this.logger.warn(`Reconciliation of payment ${p.id} failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
-          }
-        }
-        // Successes the order never acknowledged (their event dead-lettered): hand them over again.
-        for (const p of await repo.dueUnacknowledged(this.db, now - ackTimeoutMs, now, SWEEP_BATCH)) {
-          if (!(await repo.claimUnacknowledged(this.db, p.id, now, now + leaseMs))) continue;
-          try {
-            const { outcome } = await callAction(this.broker, "order.applyPayment", { paymentId: p.id, orderId: p.orderId, provider: p.provider, amount: p.amount });
-            this.logger.warn(`Payment ${p.id} of order ${p.orderId} was never acknowledged by the order service; handed over again: ${outcome}`);
-            await repo.acknowledgeByOrder(this.db, p.id, Date.now());
-            handedOver++;
-          } catch (err) {
-            this.logger.warn(`Handing payment ${p.id} over to the order service failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
-          }
-        }
-        for (const r of await repo.duePendingRefunds(this.db, now, SWEEP_BATCH)) {
-          if (!(await repo.claimRefund(this.db, r.id, now, now + leaseMs))) continue;
-          const payment = await repo.findPayment(this.db, r.paymentId);
-          if (!payment) continue;
-          try {
-            if ((await this.executeRefund(r, payment)).status !== "PENDING") refunds++;
-          } catch (err) {
-            this.logger.warn(`Reconciliation of refund ${r.id} failed`, err instanceof Error ? err.message : err);
-          }
-        }
-        if (payments || refunds || closed || handedOver)
-          this.logger.info(`Reconciliation settled ${payments} payment(s), ${refunds} refund(s); closed ${closed} trade(s); handed ${handedOver} success(es) over`);
-        return { payments, refunds, closed, handedOver };
-      },
-
-      /**
-       * Closes a cancelled order's trade at its platform and settles it: closed → FAILED
-       * ("closed"); unknown to the platform → FAILED ("not_found", still watched: an Alipay
-       * page-pay trade comes into being only when the buyer opens the page, until its
-       * time_expire); paid meanwhile → SUCCEEDED (the order refunds it). A trade already
-       * FAILED here (given up for want of an answer, or declined) keeps its status; closed at
-       * the platform it is no longer watched. True when this changed something.
-       */
-      async closeTrade(this: PaymentServiceThis, p: PaymentRecord) {
-        const platform = this.platforms().get(p.provider);
-        if (!platform) return false;
-        const result = await platform.close(p.id);
-        let changed = false;
-        if (result.status === "paid") {
-          const outcome = reconcileOutcome(await platform.query(p.id), p.amount, Date.now());
-          if (outcome?.kind !== "succeeded") throw new Error(`the platform said paid, then ${outcome?.kind ?? "an amount that differs"}`);
-          changed = await this.settle(p, outcome);
-        } else if (p.status === "PENDING") {
-          changed = await this.settle(p, { kind: "failed", reason: result.status === "closed" ? "closed" : "not_found" });
-        }
-        await repo.closeHandled(this.db, p.id, result.status === "closed", Date.now());
-        return changed || result.status === "closed";
-      },
-
-      /** Runs a reconciliation pass now (after a cancel), unless one is running. */
-      reconcileSoon(this: PaymentServiceThis) {
-        // Before `started` (a backlog's order.cancelled consumed at boot): run it once started.
-        if (this.reconciler) this.reconciler.kick();
-        else this.reconcileAsked = true;
       },
 
       ...sandboxMethods,
