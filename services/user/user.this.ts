@@ -1,0 +1,28 @@
+/** What the user service's handlers see as `this`, its request context, and the password hashing settings. */
+import argon2 from "argon2";
+import type { AccessTokens } from "../../lib/auth/tokens";
+import type { RequestContext } from "../../lib/context";
+import type { Db } from "../../lib/db";
+import type { RateLimitStore } from "../../lib/rate-limit";
+import type { Revocations } from "../../lib/auth/revocations";
+import type { LoginThrottle } from "./login-throttle";
+import type { EventsServiceThis } from "../../mixins/events.mixin";
+import type { UserRecord, Address } from "./user.domain";
+
+/** argon2id with OWASP's minimum (DESIGN.md): 19 MiB, 2 passes, 1 lane. */
+export const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
+
+export interface UserServiceThis extends EventsServiceThis {
+  db: Db;
+  tokens: AccessTokens;
+  limitStore: RateLimitStore;
+  loginThrottle: LoginThrottle;
+  revocations: Revocations;
+  dummyHash: string;
+  logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void };
+  issueSession(user: UserRecord, familyId?: string): Promise<{ accessToken: string; refreshToken: string }>;
+  addressOf(userId: string, id: string): Promise<Address>;
+  bootstrapAdmin(): Promise<void>;
+}
+
+export type Ctx<P = Record<string, unknown>> = RequestContext<P>;
