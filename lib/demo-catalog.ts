@@ -3,21 +3,10 @@
  * what the benchmarks index. The same seed gives the same products. Categories with their own brands and product nouns, realistic-ish
  * names ("Apple iPhone Pro 15 128GB Black"), tags, prices in minor units, stock, dates.
  */
-/** A product as the API shows it (API.md), as generated here. */
-export interface CatalogProduct {
-  id: string;
-  sku: string;
-  name: string;
-  description: string;
-  category: string;
-  brand: string;
-  tags: string[];
-  price: { amount: number; currency: string };
-  images: string[];
-  stock: { onHand: number; reserved: number; available: number };
-  createdAt: string;
-  updatedAt: string;
-}
+import type { Product } from "../proto/gen/meridian/product/v1/product";
+
+/** A product as the API shows it (its contract, meridian.product.v1.Product), as generated here: version 1. */
+export type CatalogProduct = Product;
 
 /** mulberry32: a small, fast, seedable PRNG. */
 export function rng(seed: number): () => number {
@@ -87,6 +76,7 @@ export function syntheticProducts(n: number, seed = 42): CatalogProduct[] {
       stock: { onHand, reserved, available: onHand - reserved },
       createdAt: created,
       updatedAt: created,
+      version: 1,
     };
   }
   return out;

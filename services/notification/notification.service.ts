@@ -276,7 +276,7 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       sendPending: {
         visibility: "public",
         params: Params["notification.sendPending"],
-        async handler(this: NotificationServiceThis) {
+        async handler(this: NotificationServiceThis): Promise<ActionResponse<"notification.sendPending">> {
           return { handled: (await this.sender?.pass()) ?? 0 };
         },
       },

@@ -185,7 +185,7 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
     sweep: {
       visibility: "public",
       params: Params["product.sweep"],
-      async handler(this: ProductServiceThis) {
+      async handler(this: ProductServiceThis): Promise<ActionResponse<"product.sweep">> {
         return { expired: await this.sweepExpired() };
       },
     },

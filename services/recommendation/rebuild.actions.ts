@@ -58,7 +58,7 @@ export function rebuildActions(config: AppConfig): TypedActions<RecThis> {
     rebuildStatus: {
       auth: "admin",
       params: Params["recommendation.rebuildStatus"],
-      async handler(this: RecThis) {
+      async handler(this: RecThis): Promise<ActionResponse<"recommendation.rebuildStatus">> {
         const live = this.rebuildLive;
         if (live)
           return { status: "running", phase: live.phase, done: live.done, total: live.total ?? null, startedAt: new Date(live.startedAt).toISOString(), finishedAt: null, error: null, summary: null };
@@ -70,7 +70,7 @@ export function rebuildActions(config: AppConfig): TypedActions<RecThis> {
     status: {
       visibility: "public",
       params: Params["recommendation.status"],
-      async handler(this: RecThis) {
+      async handler(this: RecThis): Promise<ActionResponse<"recommendation.status">> {
         return { ...(await repo.counts(this.db)), catalogSynced: this.sync.done, rebuild: rebuildView(await repo.readMeta(this.db)) };
       },
     },
@@ -79,7 +79,7 @@ export function rebuildActions(config: AppConfig): TypedActions<RecThis> {
     awaitRebuild: {
       visibility: "public",
       params: Params["recommendation.awaitRebuild"],
-      async handler(this: RecThis) {
+      async handler(this: RecThis): Promise<ActionResponse<"recommendation.awaitRebuild">> {
         await this.rebuildRunning;
         return rebuildView(await repo.readMeta(this.db));
       },

@@ -40,9 +40,6 @@ import type { ActionParams, ActionResponse, EventPayload } from "../../proto/gen
 const EXPORT_PAGE = 500;
 const MAX_REBUILD_BACKOFF_MS = 30_000;
 
-/** A product as the product service's events and export carry it: always with its version. */
-type VersionedProduct = ProductDoc & { version: number };
-
 interface Known {
   version: number;
   deleted: boolean;
@@ -58,7 +55,7 @@ interface SearchThis {
   ready: boolean;
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   broker: Context["broker"];
-  applyProduct(p: VersionedProduct): Promise<void>;
+  applyProduct(p: ProductDoc): Promise<void>;
   applyRemoval(id: string, version: number): Promise<void>;
   requestRebuild(): void;
   runRebuild(): Promise<void>;
@@ -82,13 +79,13 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         name: "search",
         config,
         handlers: {
-          [Events.ProductCreated]: function (this: SearchThis, p: VersionedProduct) {
+          [Events.ProductCreated]: function (this: SearchThis, p: ProductDoc) {
             return this.applyProduct(p);
           },
-          [Events.ProductUpdated]: function (this: SearchThis, p: VersionedProduct) {
+          [Events.ProductUpdated]: function (this: SearchThis, p: ProductDoc) {
             return this.applyProduct(p);
           },
-          [Events.ProductDeleted]: function (this: SearchThis, p: VersionedProduct) {
+          [Events.ProductDeleted]: function (this: SearchThis, p: ProductDoc) {
             return this.applyRemoval(p.id, p.version);
           },
           // Stock moves change `stock.available` (the inStock filter); the event carries the product.
@@ -109,10 +106,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         // parseSearchQuery checks what the contract's rules cannot (a price range's order, the
         // result window).
         params: Params["search.search"],
-        // Not typed as the contract's answer: the engines type their documents' version as
-        // optional (their unit fixtures have none); here every document was indexed from a
-        // versioned product event, so the answer fits SearchResponse (the wire test checks it).
-        async handler(this: SearchThis, ctx: Ctx<ActionParams<"search.search">>) {
+        async handler(this: SearchThis, ctx: Ctx<ActionParams<"search.search">>): Promise<ActionResponse<"search.search">> {
           return this.engine.search(parseSearchQuery(ctx.params));
         },
       },
@@ -130,7 +124,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
       status: {
         visibility: "public",
         params: Params["search.status"],
-        async handler(this: SearchThis) {
+        async handler(this: SearchThis): Promise<ActionResponse<"search.status">> {
           const { loop, done, lastAt, lastMs } = this.rebuild;
           const [running, failures] = [loop.running !== undefined, loop.failures];
           return { engine: this.engine.kind, ready: this.ready, documents: await this.engine.count(), known: this.known.size, rebuilds: { running, done, lastAt, lastMs, failures } };
@@ -144,7 +138,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
       reindex: {
         visibility: "public",
         params: Params["search.reindex"],
-        async handler(this: SearchThis) {
+        async handler(this: SearchThis): Promise<ActionResponse<"search.reindex">> {
           this.requestRebuild();
           return { requested: true };
         },
@@ -152,7 +146,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
     },
 
     methods: {
-      async applyProduct(this: SearchThis, p: VersionedProduct) {
+      async applyProduct(this: SearchThis, p: ProductDoc) {
         const cur = this.known.get(p.id);
         if (cur && cur.version >= p.version) return;
         // Recorded before the write's await, so a racing older copy already loses here.
@@ -188,7 +182,7 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
           let pages = 0;
           do {
             const page = await callAction(this.broker, "product.export", { after, limit: EXPORT_PAGE });
-            const fresh: VersionedProduct[] = [];
+            const fresh: ProductDoc[] = [];
             for (const p of page.items) {
               seen.add(p.id);
               const cur = this.known.get(p.id);

@@ -174,7 +174,7 @@ export function engineConformance(name: string, make: () => Promise<SearchEngine
 
     it("upsert changes what matches, and keeps one copy", async () => {
       const p = testCatalog().find((x) => x.id === "p08")!;
-      await engine.upsert({ ...p, name: "Pixel 9 Foldable", description: "A phone that folds", price: { amount: 179900, currency: "EUR" } });
+      await engine.upsert({ ...p, name: "Pixel 9 Foldable", description: "A phone that folds", price: { amount: 179900, currency: "EUR" }, version: p.version + 1 });
       assert.deepEqual(await ids({ q: "foldable" }), ["p08"]);
       assert.deepEqual(await ids({ q: "clever" }), []);
       assert.equal(await engine.count(), 30);
@@ -186,7 +186,7 @@ export function engineConformance(name: string, make: () => Promise<SearchEngine
 
     it("index() of known ids replaces them", async () => {
       const cat = testCatalog();
-      await engine.index(cat.slice(0, 2).map((p) => ({ ...p, name: `${p.name} Refurbished` })));
+      await engine.index(cat.slice(0, 2).map((p) => ({ ...p, name: `${p.name} Refurbished`, version: p.version + 1 })));
       assert.equal(await engine.count(), 30);
       assert.deepEqual((await ids({ q: "refurbished" })).sort(), ["p01", "p02"]);
     });

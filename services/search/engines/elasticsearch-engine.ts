@@ -134,7 +134,7 @@ const errorType = (e: errors.ResponseError): string | undefined =>
  * in any order, therefore converge on the newest copy.
  */
 const externalVersion = (version: number | undefined) =>
-  version === undefined ? {} : { version, version_type: "external" as const };
+  version === undefined ? {} : { version, version_type: "external" as const }; // a removal may name none
 
 const isVersionConflict = (status: number | undefined, type: string | undefined) =>
   status === 409 && (type === undefined || type === "version_conflict_engine_exception");

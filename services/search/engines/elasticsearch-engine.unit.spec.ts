@@ -83,7 +83,7 @@ describe("ElasticsearchEngine (mocked client)", () => {
     const bulks = requests("POST", "/_bulk");
     assert.deepEqual(bulks.map((b) => (b.body as unknown[]).length), [2000, 2000, 1000]);
     const lines = bulks[0].body as unknown[];
-    assert.deepEqual(lines[0], { index: { _index: "products", _id: "b0" } });
+    assert.deepEqual(lines[0], { index: { _index: "products", _id: "b0", version: 1, version_type: "external" } });
     assert.deepEqual(lines[1], JSON.parse(JSON.stringify(toIndexed(products[0]))));
     assert.equal(bulks[0].querystring?.refresh, "false");
     assert.equal(requests("HEAD", "/products").length, 1, "the index is checked once");

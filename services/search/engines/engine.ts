@@ -20,11 +20,11 @@ import type { Product } from "../../../proto/gen/meridian/product/v1/product";
 
 export type { Money } from "../../../proto/gen/meridian/common/v1/common";
 
-/** The product document of API.md, as the product service publishes it. */
-export type ProductDoc = Omit<Product, "version"> & {
-  /** The product's version (raised by every change): a copy only ever moves to a newer one. */
-  version?: number;
-};
+/**
+ * The product document of API.md, as the product service publishes it: its contract, with
+ * the version (raised by every change) by which a copy only ever moves to a newer one.
+ */
+export type ProductDoc = Product;
 
 export const SORTS = ["relevance", "price_asc", "price_desc", "newest"] as const;
 export type SearchSort = (typeof SORTS)[number];

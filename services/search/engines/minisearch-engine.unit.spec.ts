@@ -19,7 +19,7 @@ describe("MiniSearchEngine specifics", () => {
     const products = syntheticProducts(3000, 7);
     await engine.index(products);
     assert.equal(await engine.count(), 3000);
-    for (const p of products.slice(0, 1500)) await engine.upsert({ ...p, name: `${p.name} Renewed` });
+    for (const p of products.slice(0, 1500)) await engine.upsert({ ...p, name: `${p.name} Renewed`, version: p.version + 1 });
     assert.equal(await engine.count(), 3000);
     const r = await engine.search(parseSearchQuery({ q: "renewed", pageSize: "1" }));
     assert.equal(r.total, 1500);
