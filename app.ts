@@ -3,10 +3,11 @@
  * node-level readiness probes (transporter, cache). Used by `npm start`, the REPL,
  * the tests and the benchmarks alike.
  */
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker, type Middleware, type ServiceSchema } from "moleculer";
 import { brokerOptions } from "./moleculer.config";
 import { createCartService } from "./services/cart/cart.service";
 import { createGatewayService } from "./services/gateway/api.service";
+import { createGrpcService } from "./services/grpc/grpc.service";
 import { createNotificationService } from "./services/notification/notification.service";
 import { createPaymentService } from "./services/payment/payment.service";
 import { createOrderService } from "./services/order/order.service";
@@ -20,6 +21,7 @@ import { registerProbe } from "./lib/readiness";
 /** Each factory's schema is typed by its own service (`this`); Moleculer takes any of them. */
 export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema<any, any, any>> = {
   gateway: createGatewayService,
+  grpc: createGrpcService,
   user: createUserService,
   product: createProductService,
   search: (config) => createSearchService(config),
@@ -30,8 +32,13 @@ export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => Servi
   recommendation: createRecommendationService,
 };
 
-export function createBroker(config: AppConfig, services: ServiceName[] = config.services): ServiceBroker {
-  const broker = new ServiceBroker(brokerOptions(config));
+/**
+ * `middlewares`: added after the node's own (lib/…); a test uses it to hold or count calls of
+ * one action (a gate that makes a slow call without a timing).
+ */
+export function createBroker(config: AppConfig, services: ServiceName[] = config.services, opts: { middlewares?: Middleware[] } = {}): ServiceBroker {
+  const options = brokerOptions(config);
+  const broker = new ServiceBroker(opts.middlewares ? { ...options, middlewares: [...(options.middlewares ?? []), ...opts.middlewares] } : options);
   // Not ready while starting: the gateway listens before the other local services have
   // started and registered, and would answer their routes with 503.
   registerProbe(broker, "node", async () => {

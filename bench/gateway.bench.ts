@@ -138,14 +138,15 @@ const MERIDIAN_ENV_BLANK: Record<string, string> = Object.fromEntries(
 );
 
 function meridianEnv(env: Record<string, string>): Record<string, string> {
-  // METRICS_PORT 0: no internal listener (several nodes, and it is not measured); RATE_LIMITS
+  // METRICS_PORT 0: no internal listener (several nodes, and it is not measured); GRPC_PORT 0:
+  // any free port (an `npm start` may hold 50051); RATE_LIMITS
   // off unless BENCH_RATE_LIMITS=on: one load generator is one client address, so the budgets
   // would answer 429s; with it on (and BENCH_RATE_LIMIT_BUDGET as RATE_LIMIT_USER and
   // RATE_LIMIT_IP, high enough) the run measures their per-request cost.
   const limits: Record<string, string> = process.env.BENCH_RATE_LIMITS === "on"
     ? { RATE_LIMITS: "on", RATE_LIMIT_USER: process.env.BENCH_RATE_LIMIT_BUDGET ?? "9999999/60", RATE_LIMIT_IP: process.env.BENCH_RATE_LIMIT_BUDGET ?? "9999999/60" }
     : { RATE_LIMITS: "off" };
-  return { ...MERIDIAN_ENV_BLANK, LOG_LEVEL, LOG_FORMAT: "text", METRICS_PORT: "0", ...limits, ...env };
+  return { ...MERIDIAN_ENV_BLANK, LOG_LEVEL, LOG_FORMAT: "text", METRICS_PORT: "0", GRPC_PORT: "0", ...limits, ...env };
 }
 
 /**

@@ -3,6 +3,7 @@
  * to reach them. Embedded by default (all services, SQLite, nothing to install); a cluster
  * node when RABBITMQ_URI (and friends) are set.
  */
+import type { Service } from "moleculer";
 import { createBroker } from "../app";
 import { ConfigError, loadConfig, type AppConfig } from "../lib/config";
 import { startHealthServer, type HealthServer } from "../lib/health-server";
@@ -59,6 +60,10 @@ async function main(): Promise<void> {
   const lines = [`Meridian started: ${config.mode} mode, node '${config.nodeId}', services: ${config.services.join(", ")}`];
   if (config.services.includes("gateway")) {
     lines.push(`  Gateway: ${config.publicUrl}/api`, `  API docs: ${config.publicUrl}/docs  (OpenAPI: ${config.publicUrl}/api/openapi.json)`);
+  }
+  if (config.services.includes("grpc")) {
+    const grpc = broker.getLocalService("grpc") as (Service & { port?: number }) | undefined;
+    lines.push(`  gRPC: localhost:${grpc?.port ?? config.grpcPort}  (grpcurl -plaintext localhost:${grpc?.port ?? config.grpcPort} list)`);
   }
   if (health) lines.push(`  Metrics (internal): http://localhost:${health.port}/metrics, health: /health/live and /health/ready`);
   lines.push(

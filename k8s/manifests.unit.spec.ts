@@ -36,6 +36,7 @@ import { databaseName } from "../lib/db";
 import { HEALTH_PATHS, METRICS_PATH } from "../lib/health-server";
 import { OPS_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "../services/gateway/api.service";
 import { PLATFORM_GROUPS, parsePaymentConfig } from "../services/payment/platforms/config";
+import { LIVENESS } from "../services/grpc/grpc.service";
 import { DEV_SECRET_FILES, devSecretFiles, writeDevSecrets } from "./overlays/dev/make-secrets";
 
 const K8S = __dirname;
@@ -77,6 +78,8 @@ const DATABASE: Record<string, Need> = { MYSQL_URL: "required" };
  */
 const SECRET_KEYS: Record<Workload, Record<string, Need>> = {
   gateway: { ...NODE_SECRETS, JWT_SECRET: "required" },
+  // The gRPC edge verifies access tokens as the gateway does, and reads the revocation store (Redis).
+  grpc: { ...NODE_SECRETS, JWT_SECRET: "required" },
   user: { ...NODE_SECRETS, ...DATABASE, JWT_SECRET: "required", ADMIN_PASSWORD: "optional" },
   product: { ...NODE_SECRETS, ...DATABASE },
   search: { ...NODE_SECRETS, ELASTIC_SEARCH_PASSWORD: "optional" },
@@ -464,7 +467,7 @@ for (const overlay of OVERLAYS) {
       assert.equal(config.production, true, `${d.metadata.name}: NODE_ENV=production`);
       assert.ok(config.metricsPort > 0, `${d.metadata.name}: METRICS_PORT is set (off in a cluster otherwise)`);
       // lib/config.ts's own rule, not a copy of it: without the variable, the node must not start where it is required.
-      const tokens = service === "gateway" || service === "user";
+      const tokens = service === "gateway" || service === "grpc" || service === "user";
       assert.equal("JWT_SECRET" in env, tokens, `${d.metadata.name}: JWT_SECRET only where tokens are signed or verified`);
       for (const name of ["JWT_SECRET", "REDIS_URL"]) {
         const without = { ...env };
@@ -526,6 +529,19 @@ for (const overlay of OVERLAYS) {
       const { config } = nodeConfig(overlay, objects, d);
       const gateway = config.services.includes("gateway");
       assert.equal(containerPort(c, "metrics"), config.metricsPort, `${d.metadata.name}: a container port named metrics is METRICS_PORT`);
+      // The gRPC edge: Kubernetes' native gRPC probes on GRPC_PORT, liveness on the health
+      // service that is SERVING while the process runs, readiness on "" (services/grpc).
+      if (config.services.includes("grpc")) {
+        for (const [probe, service] of [["startupProbe", LIVENESS], ["livenessProbe", LIVENESS], ["readinessProbe", undefined]] as const) {
+          const probeGrpc = c[probe]?.grpc;
+          assert.ok(probeGrpc, `${d.metadata.name}: ${probe} over gRPC`);
+          assert.equal(probeGrpc.port, config.grpcPort, `${d.metadata.name}: ${probe} on GRPC_PORT`);
+          assert.equal(probeGrpc.service, service, `${d.metadata.name}: ${probe} health service`);
+        }
+        assert.equal(containerPort(c, "grpc"), config.grpcPort, `${d.metadata.name}: a container port named grpc is GRPC_PORT`);
+        assert.ok((c.readinessProbe.timeoutSeconds ?? 1) > 2, `${d.metadata.name}: readiness timeout above 2 s`);
+        continue;
+      }
       // The gateway is probed on PORT (what the Ingress reaches); any other node on its internal listener.
       const port = gateway ? config.port : config.metricsPort;
       const paths = gateway ? { live: "/health/live", ready: "/health/ready" } : HEALTH_PATHS;
@@ -665,6 +681,7 @@ for (const overlay of OVERLAYS) {
           ? []
           : [
               ...(workload === "gateway" ? [`namespace:ingress-nginx → TCP/${config.port}`, `${payment} → TCP/${config.port}`] : []),
+              ...(workload === "grpc" ? [`namespace:ingress-nginx → TCP/${config.grpcPort}`] : []),
               `namespace:monitoring → TCP/${config.metricsPort}`,
             ];
       assert.deepEqual(ruleIds(policy.spec.ingress, "from").sort(), expected.sort(), `${policy.metadata.name}: ingress sources`);
@@ -838,7 +855,8 @@ test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, El
   /** The key, and the code that needs it. */
   const EVIDENCE: Record<string, RegExp> = {
     MYSQL_URL: /\bDbMixin\(/,
-    JWT_SECRET: /\bconfig\.jwtSecret\b/,
+    // The edges' door (lib/auth/edge-door.ts) verifies tokens with config.jwtSecret.
+    JWT_SECRET: /\bconfig\.jwtSecret\b|\bcreateEdgeDoor\(/,
     ADMIN_PASSWORD: /\bconfig\.admin\b/,
     SMTP_URL: /\bconfig\.mail\b/,
     ELASTIC_SEARCH_PASSWORD: /\bconfig\.elasticsearch\b/,

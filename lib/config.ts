@@ -11,7 +11,7 @@ import { z } from "zod";
 import { ensurePrivateDir, readOrCreatePrivateFile } from "./private-files";
 import { placeholderProblems } from "./secrets";
 
-export const ALL_SERVICES = ["gateway", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"] as const;
+export const ALL_SERVICES = ["gateway", "grpc", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
 const bool = z
@@ -39,6 +39,8 @@ const url = (protocols: string[]) =>
 
 const EnvSchema = z.object({
   PORT: int(0, 65535).default(3000),
+  // The gRPC edge's port (services/grpc), on a node that runs it. 0: any free port (tests).
+  GRPC_PORT: int(0, 65535).default(50051),
   // The internal listener (lib/health-server.ts): GET /metrics on every node, never on the
   // public gateway port, plus /health/live and /health/ready (the probes of a node without
   // the gateway). 0: none. Embedded default 3030; in a cluster off unless given (k8s/base's
@@ -137,6 +139,7 @@ export const ENV_NAMES: readonly string[] = Object.keys(EnvSchema.shape);
 export interface AppConfig {
   mode: "embedded" | "cluster";
   port: number;
+  grpcPort: number;
   /** The internal listener: /metrics (every node) and the health routes; 0: none. */
   metricsPort: number;
   /** NODE_ENV=production: no sandbox payments unless asked for, placeholder secrets refused. */
@@ -223,11 +226,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
   const runs = (name: ServiceName) => !given.SERVICES || given.SERVICES.trim() === "all" || given.SERVICES.split(",").some((s) => s.trim() === name);
   // Only the nodes that sign or verify tokens get the secret (a Deployment mounts what its service uses).
   const node = !opts.tool;
-  if (node && cluster && !given.JWT_SECRET && (runs("gateway") || runs("user")))
+  const edge = runs("gateway") || runs("grpc");
+  if (node && cluster && !given.JWT_SECRET && (edge || runs("user")))
     problems.push("JWT_SECRET: required in cluster mode (no fallback for secrets)");
   // Token revocations and request limits must be one list for every replica: Redis.
-  if (node && cluster && !given.REDIS_URL && (runs("gateway") || runs("user")))
-    problems.push("REDIS_URL: required in cluster mode on gateway and user nodes (token revocations and rate limits are shared there)");
+  if (node && cluster && !given.REDIS_URL && (edge || runs("user")))
+    problems.push("REDIS_URL: required in cluster mode on gateway, grpc and user nodes (token revocations and rate limits are shared there)");
   if (given.HEALTH_PORT) problems.push("HEALTH_PORT: renamed to METRICS_PORT (the internal listener now serves /metrics on every node, the gateway's too)");
   if (cluster || production) problems.push(...placeholderProblems(given));
   if (Boolean(given.ADMIN_EMAIL) !== Boolean(given.ADMIN_PASSWORD)) problems.push("ADMIN_EMAIL/ADMIN_PASSWORD: give both or neither");
@@ -274,6 +278,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
   return {
     mode: cluster ? "cluster" : "embedded",
     port: e.PORT,
+    grpcPort: e.GRPC_PORT,
     metricsPort: e.METRICS_PORT ?? (cluster ? 0 : 3030),
     production,
     dataDir,

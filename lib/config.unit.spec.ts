@@ -16,7 +16,8 @@ test("embedded defaults: all services, port 3000, SQLite, generated secret kept 
   const a = loadConfig({ DATA_DIR: dir });
   assert.equal(a.mode, "embedded");
   assert.equal(a.port, 3000);
-  assert.deepEqual(a.services, ["gateway", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"]);
+  assert.deepEqual(a.services, ["gateway", "grpc", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"]);
+  assert.equal(a.grpcPort, 50051);
   assert.deepEqual(a.reservations, { ttlSeconds: 900, sweepIntervalMs: 30_000 });
   // The sweep runs every quarter of the TTL, from 1 s to 30 s, unless set.
   assert.deepEqual(loadConfig({ DATA_DIR: dir, RESERVATION_TTL_SECONDS: "60" }).reservations, { ttlSeconds: 60, sweepIntervalMs: 15_000 });
@@ -34,8 +35,9 @@ test("cluster mode by RABBITMQ_URI: secrets have no fallback, migrations are a s
   // Only nodes that sign or verify tokens need the secret, and Redis (shared revocations and limits).
   assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", SERVICES: "order,payment" }), []);
   assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", JWT_SECRET: CLUSTER.JWT_SECRET, SERVICES: "gateway" }), [
-    "REDIS_URL: required in cluster mode on gateway and user nodes (token revocations and rate limits are shared there)",
+    "REDIS_URL: required in cluster mode on gateway, grpc and user nodes (token revocations and rate limits are shared there)",
   ]);
+  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", REDIS_URL: "redis://localhost", SERVICES: "grpc" }), ["JWT_SECRET: required in cluster mode (no fallback for secrets)"]);
   const c = loadConfig({
     RABBITMQ_URI: "amqp://guest:guest@localhost:5672/",
     JWT_SECRET: CLUSTER.JWT_SECRET,

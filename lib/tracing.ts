@@ -21,7 +21,7 @@
  *   carry no request id; a timer started inside a handler keeps that handler's id.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { inspect } from "node:util";
 import { TracerExporters, type BrokerOptions, type Context, type Middleware } from "moleculer";
 import type { AppConfig } from "./config";
@@ -35,6 +35,15 @@ interface Scope {
 const scope = new AsyncLocalStorage<Scope>();
 
 /** The request id of the action or event handler running now, if any. */
+/**
+ * A request's id from the client's `X-Request-Id` (an HTTP header, or gRPC metadata) when it is
+ * sane; anything else gets a fresh id. It is the trace id too, and every edge sends it back.
+ */
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
+export function requestIdOf(header: string | string[] | undefined): string {
+  return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
+}
+
 export function currentRequestId(): string | undefined {
   return scope.getStore()?.ctx.requestID ?? undefined;
 }

@@ -30,6 +30,8 @@ export interface ActionContract {
   visibility: Visibility;
   http?: HttpRule;
   successStatus?: number;
+  /** Served by the REST edge only (a platform's callback, an HTML page), not over gRPC. */
+  httpOnly: boolean;
   errors: string[];
   summary?: string;
   tags: string[];
@@ -132,6 +134,7 @@ export function readContracts(root: protobuf.Root): Contracts {
         if (visibility === "published" && !AUTHS[String(auth)]) throw new Error(`proto: ${where} is published and needs (${OPT}.auth)`);
         if (visibility === "internal" && (http || auth)) throw new Error(`proto: ${where} is internal: no http route, no auth`);
         const status = option(method, `(${OPT}.success_status)`) as number | undefined;
+        if (option(method, `(${OPT}.http_only)`) === true && !http) throw new Error(`proto: ${where} is http_only and needs a google.api.http route`);
         actions.set(action, {
           action,
           service: fullName(service),
@@ -142,6 +145,7 @@ export function readContracts(root: protobuf.Root): Contracts {
           visibility,
           http,
           successStatus: status ? Number(status) : undefined,
+          httpOnly: option(method, `(${OPT}.http_only)`) === true,
           errors: optionValues(method, `(${OPT}.errors)`).map(String),
           summary: (option(method, `(${OPT}.summary)`) as string | undefined) ?? method.comment ?? undefined,
           tags: optionValues(method, `(${OPT}.tags)`).map(String),

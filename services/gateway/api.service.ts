@@ -4,14 +4,12 @@
  * bodies guarded (size, syntax, prototype keys), identity only from a verified bearer
  * token, and each action's `auth` level enforced here before the call.
  */
-import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import ApiGateway from "moleculer-web";
 import serveStatic from "serve-static";
 import type { Context, Logger, ServiceBroker, ServiceSettingSchema } from "moleculer";
 import type { TypedServiceSchema } from "../../lib/service-schema";
-import { createRevocations, type TokenStanding } from "../../lib/auth/revocations";
-import { accessTokens, type VerifiedToken } from "../../lib/auth/tokens";
+import { createEdgeDoor } from "../../lib/auth/edge-door";
 import { clientAddress } from "../../lib/client-address";
 import type { AppConfig } from "../../lib/config";
 import type { AuthLevel, RequestMeta } from "../../lib/context";
@@ -19,12 +17,12 @@ import { DOCS_CONTENT_SECURITY_POLICY, DOCS_INIT_SCRIPT_NAME, docsHtml, docsInit
 import { convertQueryParams } from "./query-params";
 import { contractAliases } from "./routes";
 import { withContracts } from "./contract-docs";
-import { AppError, forbidden, rateLimited, toErrorResponse, unauthorized } from "../../lib/errors";
+import { AppError, toErrorResponse } from "../../lib/errors";
 import { rateLimitHeaders } from "../../lib/rate-limit";
-import { requestLimits, type NamedLimit } from "../../lib/request-limits";
+import type { NamedLimit } from "../../lib/request-limits";
 import { buildOpenApiDocument } from "../../lib/openapi";
 import { checkReadiness } from "../../lib/readiness";
-import { logFields } from "../../lib/tracing";
+import { logFields, requestIdOf } from "../../lib/tracing";
 import { jsonBody } from "./json-body";
 import { rawCallbackBody } from "./raw-body";
 
@@ -47,12 +45,6 @@ type Req = IncomingMessage & {
   $budgetUserId?: string;
   originalUrl?: string;
 };
-
-/** A client's `X-Request-Id` is used when it is sane; anything else gets a fresh id. */
-const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
-export function requestIdOf(header: string | string[] | undefined): string {
-  return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
-}
 
 /**
  * One line per request once the response is done (or the client went away): method, route
@@ -108,10 +100,8 @@ const DOCS_ASSETS = "/docs/assets";
 type GatewaySettings = ServiceSettingSchema & Record<string, unknown>;
 
 export function createGatewayService(config: AppConfig): TypedServiceSchema<GatewayThis, GatewaySettings> {
-  const tokens = accessTokens(config.jwtSecret, config.accessTokenTtlS);
-  const revocations = createRevocations(config);
-  const limits = config.rateLimits.enabled ? requestLimits(config) : undefined;
-  const bearer = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)$/;
+  // Identity, auth levels and request budgets: the same door as the gRPC edge's (lib/auth/edge-door.ts).
+  const door = createEdgeDoor(config);
 
   // Shared by every route: the conventions live here once.
   const conventions = {
@@ -258,62 +248,27 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
       errorHandler(this: GatewayThis, req: Req, res: ServerResponse, err: unknown) {
         this.sendError(req, res, err);
       },
-      /** Identity comes from a verified bearer token and nothing else. */
+      /** Identity comes from a verified bearer token and nothing else (lib/auth/edge-door.ts). */
       async authenticate(_ctx: Context, _route: unknown, req: Req) {
-        const level = req.$action?.auth ?? "admin";
-        const header = req.headers.authorization;
-        if (!header) return null;
-        if (level === "none") {
-          // No identity on a public route; but a valid token still names whose request budget
-          // it spends, so signed-in shoppers behind one address do not share the anonymous one.
-          const m = limits && bearer.exec(header.trim());
-          if (m) req.$budgetUserId = await tokens.verify(m[1]!).then((t) => t.id, () => undefined);
-          return null;
-        }
-        const m = bearer.exec(header.trim());
-        if (!m) throw unauthorized("Malformed Authorization header; expected 'Bearer <token>'");
-        let token: VerifiedToken;
-        try {
-          token = await tokens.verify(m[1]!);
-        } catch {
-          throw unauthorized("Invalid or expired access token");
-        }
-        // A valid signature is not enough: the login may have ended (logout, theft detected)
-        // or the role changed since the token was issued. Unknown (store unreachable) fails closed.
-        let standing: TokenStanding;
-        try {
-          standing = await revocations.standing(token.sessionId, token.id, token.issuedAt);
-        } catch {
-          throw new AppError("SERVICE_UNAVAILABLE", "Sign-in cannot be checked right now; try again");
-        }
-        if (standing.revoked) throw unauthorized("This session has ended; log in again");
-        return { id: token.id, role: standing.role ?? token.role };
+        const { user, budgetUserId } = await door.authenticate(req.headers.authorization, req.$action?.auth);
+        req.$budgetUserId = budgetUserId;
+        return user ?? null;
       },
       /**
-       * An action without a declared `auth` level is admin-only: forgetting it fails closed.
-       * Then the request budgets (RATE_LIMITS): the general one of the caller (signed in: per
-       * user, so shoppers behind one NAT are not throttled as one; else per address) and the
-       * action's own (`rateLimit`), consumed before the call; the tightest is reported in
+       * The action's `auth` level (none declared: admin-only, so forgetting it fails closed),
+       * then the request budgets on routes that count them; the tightest is reported in
        * `RateLimit-*` headers, and a refusal is a 429 with `Retry-After`.
        */
       async authorize(ctx: Context<unknown, RequestMeta>, route: { opts?: { budget?: boolean } }, req: Req, res: ServerResponse) {
-        const level: AuthLevel = req.$action?.auth ?? "admin";
-        if (level !== "none" && level !== "optional") {
-          if (!ctx.meta.user) throw unauthorized();
-          if (level === "admin" && ctx.meta.user.role !== "admin") throw forbidden();
-        }
-        if (!limits || !route.opts?.budget) return;
-        const decision = await limits.check({
-          userId: ctx.meta.user?.id ?? req.$budgetUserId, ip: ctx.meta.clientIp ?? "unknown", action: req.$action?.rateLimit, admin: ctx.meta.user?.role === "admin",
-        });
-        if (!decision) return;
-        if (decision.retryAfterSeconds !== undefined) throw rateLimited(decision);
-        for (const [name, value] of Object.entries(rateLimitHeaders(decision))) res.setHeader(name, value);
+        door.authorize(req.$action?.auth, ctx.meta.user);
+        if (!route.opts?.budget) return;
+        const decision = await door.spendBudget({ user: ctx.meta.user, budgetUserId: req.$budgetUserId, ip: ctx.meta.clientIp ?? "unknown", rateLimit: req.$action?.rateLimit });
+        if (decision) for (const [name, value] of Object.entries(rateLimitHeaders(decision))) res.setHeader(name, value);
       },
     },
 
     async stopped() {
-      await Promise.all([revocations.close(), limits?.close()]);
+      await door.close();
     },
   };
 }

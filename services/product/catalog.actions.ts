@@ -119,7 +119,7 @@ export function catalogActions(config: AppConfig): TypedActions<ProductServiceTh
             if (product.onHand > 0) await this.stockChanged(trx, product.id, "created");
           });
         } catch (err) {
-          if (isUniqueViolation(err)) throw conflict("A product with this sku already exists", [{ field: "sku" }]);
+          if (isUniqueViolation(err)) throw conflict("A product with this sku already exists", [{ field: "sku", type: "unique" }]);
           throw err;
         }
         await this.invalidate();

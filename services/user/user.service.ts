@@ -73,7 +73,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
               return created;
             });
           } catch (err) {
-            if (isUniqueViolation(err)) throw conflict("This e-mail address is already registered", [{ field: "email" }]);
+            if (isUniqueViolation(err)) throw conflict("This e-mail address is already registered", [{ field: "email", type: "unique" }]);
             throw err;
           }
           ctx.meta.$statusCode = 201;

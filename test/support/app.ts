@@ -7,7 +7,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { AddressInfo } from "node:net";
-import type { ServiceBroker } from "moleculer";
+import type { Middleware, ServiceBroker } from "moleculer";
 import Redis from "ioredis";
 import { createBroker } from "../../app";
 import { loadConfig, type AppConfig, type ServiceName } from "../../lib/config";
@@ -18,6 +18,8 @@ export interface TestApp {
   broker: ServiceBroker;
   config: AppConfig;
   baseUrl: string;
+  /** The gRPC edge's address (`127.0.0.1:<port>`), when the app runs it. */
+  grpcAddress: string;
   stop(): Promise<void>;
 }
 
@@ -26,6 +28,8 @@ export interface TestAppOptions {
   redis?: boolean;
   env?: Record<string, string>;
   services?: ServiceName[];
+  /** Broker middlewares added after the node's own (app.ts createBroker). */
+  middlewares?: Middleware[];
 }
 
 export function testConfig(opts: TestAppOptions = {}): AppConfig {
@@ -33,6 +37,7 @@ export function testConfig(opts: TestAppOptions = {}): AppConfig {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-test-"));
   return loadConfig({
     PORT: "0",
+    GRPC_PORT: "0",
     DATA_DIR: dataDir,
     NAMESPACE: namespace,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
@@ -49,7 +54,7 @@ export function testConfig(opts: TestAppOptions = {}): AppConfig {
 export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
   const config = testConfig(opts);
   const services = opts.services ?? config.services;
-  const broker = createBroker(config, services);
+  const broker = createBroker(config, services, { middlewares: opts.middlewares });
   await broker.start();
   // A started app is a ready one: the search index builds in the background after start.
   if (services.includes("search")) {
@@ -64,13 +69,15 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
     const server = (broker.getLocalService("api") as unknown as { server: { address(): AddressInfo } }).server;
     baseUrl = `http://127.0.0.1:${server.address().port}`;
   }
+  const grpcAddress = services.includes("grpc") ? `127.0.0.1:${(broker.getLocalService("grpc") as unknown as { port: number }).port}` : "";
   return {
     broker,
     config,
     baseUrl,
+    grpcAddress,
     async stop() {
       await broker.stop();
-      for (const s of services) if (s !== "gateway") await dropDatabase(config, s);
+      for (const s of services) if (s !== "gateway" && s !== "grpc") await dropDatabase(config, s);
       if (config.redisUrl) await deleteRedisKeys(config.redisUrl, config.namespace);
       fs.rmSync(config.dataDir, { recursive: true, force: true });
     },

@@ -27,7 +27,7 @@ export interface ErrorDetail {
   /** The request field (a path such as `items.2`, or a header such as `Idempotency-Key`). */
   field?: string;
   message?: string;
-  /** The validation rule that failed (fastest-validator's type, such as `stringMin`). */
+  /** The validation rule that failed (fastest-validator's type, such as `stringMin`), or `unique` on a CONFLICT over a value that must be unique (the gRPC edge: ALREADY_EXISTS). */
   type?: string;
   /** The state of the order, payment or return that the request conflicts with. */
   status?: string;

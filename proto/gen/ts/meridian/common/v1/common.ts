@@ -49,7 +49,10 @@ export interface ErrorDetail {
     | string
     | null
     | undefined;
-  /** The validation rule that failed (fastest-validator's type, such as `stringMin`). */
+  /**
+   * The validation rule that failed (fastest-validator's type, such as `stringMin`), or
+   * `unique` on a CONFLICT over a value that must be unique (the gRPC edge: ALREADY_EXISTS).
+   */
   type?:
     | string
     | null
