@@ -3,11 +3,11 @@
  * types (proto/gen/contracts.ts), so a caller neither builds a shape by hand nor casts what
  * comes back. Through `ctx` (or `broker` with `parentCtx`) the call is a child of the request:
  * its trace and request id, and what is left of its timeout (Moleculer's distributed timeouts,
- * which only `ctx.call` applies: a request whose client gave up, a gRPC deadline say, stops at
- * its next call instead of running on). Through `broker` alone it is a new root call
- * (background work).
+ * which only `ctx.call` applies by itself: a request whose client gave up, a gRPC deadline say,
+ * stops at its next call, with RequestSkippedError, instead of running on). Through `broker`
+ * alone it is a new root call (background work).
  */
-import type { CallingOptions, Context, ServiceBroker } from "moleculer";
+import { Errors, type CallingOptions, type Context, type ServiceBroker } from "moleculer";
 import type { ActionParams, ActionResponse, ContractAction } from "../proto/gen/contracts";
 
 export function callAction<A extends ContractAction>(
@@ -16,8 +16,17 @@ export function callAction<A extends ContractAction>(
   params: ActionParams<A>,
   opts?: CallingOptions,
 ): Promise<ActionResponse<A>> {
-  const { parentCtx, ...rest } = opts ?? {};
+  let options = opts;
+  const parent = opts?.parentCtx;
+  if (parent && (parent.options?.timeout ?? 0) > 0 && parent.startHrTime) {
+    // What is left of the request's timeout, as Context.call computes it (Moleculer's
+    // timeout middleware stamps startHrTime). Not Context.call itself: it also copies the
+    // child's meta into the parent's, and a child's `$statusCode` would become the answer's.
+    const [s, ns] = process.hrtime(parent.startHrTime);
+    const left = parent.options.timeout! - (s * 1e3 + ns / 1e6);
+    if (left <= 0) return Promise.reject(new Errors.RequestSkippedError({ action, nodeID: parent.nodeID ?? "" }));
+    options = { ...opts, timeout: opts.timeout && opts.timeout < left ? opts.timeout : left };
+  }
   // The one cast: Moleculer's `call` answers `any`; the contract says what it is.
-  if (parentCtx) return parentCtx.call(action, params, rest) as Promise<ActionResponse<A>>;
-  return via.call(action, params, opts) as Promise<ActionResponse<A>>;
+  return via.call(action, params, options) as Promise<ActionResponse<A>>;
 }

@@ -129,6 +129,7 @@ export function toErrorResponse(err: unknown): { status: number; body: ErrorBody
     case "PayloadTooLarge":
       return { status: 413, body: body("PAYLOAD_TOO_LARGE", "Request body is too large") };
     case "RequestTimeoutError":
+    case "RequestSkippedError": // no time left for a nested call of a request that timed out
     case "RequestRejectedError": // the node handling the call went away mid-request (kill -9, restart)
     case "ServiceNotAvailableError":
     case "ServiceUnavailableError": // moleculer-web: an alias whose service no node offers

@@ -97,8 +97,12 @@ function messageTs(t: protobuf.Type, mod: string, imports: Set<string>): string 
 
 const ROOT = path.resolve(PROTO_DIR, "..");
 const GOOGLE_PROTOS = path.join(ROOT, "node_modules/google-proto-files");
-/** ts-proto's options: numbers for int64 (the contracts allow safe integers only), null for unset wrappers. */
+/**
+ * ts-proto's options: numbers for int64 (the contracts allow safe integers only), null for unset
+ * wrappers, and @grpc/grpc-js clients for the services (the gRPC edge's, README "gRPC").
+ */
 const TS_PROTO_OPTS = [
+  "outputServices=grpc-js",
   "forceLong=number",
   "useNullAsOptional=true",
   "emitImportedFiles=false",

@@ -48,7 +48,9 @@ export function createEdgeDoor(config: AppConfig): EdgeDoor {
   const revocations = createRevocations(config);
   const limits = config.rateLimits.enabled ? requestLimits(config) : undefined;
   return {
-    async authenticate(authorization, level = "admin") {
+    async authenticate(authorization, declared) {
+      // No level declared (undefined or null) is admin-only: forgetting it fails closed.
+      const level = declared ?? "admin";
       if (!authorization) return {};
       const m = BEARER.exec(authorization.trim());
       if (level === "none") {
@@ -76,7 +78,8 @@ export function createEdgeDoor(config: AppConfig): EdgeDoor {
       return { user: { id: token.id, role: standing.role ?? token.role } };
     },
 
-    authorize(level = "admin", user) {
+    authorize(declared, user) {
+      const level = declared ?? "admin";
       if (level === "none" || level === "optional") return;
       if (!user) throw unauthorized();
       if (level === "admin" && user.role !== "admin") throw forbidden();

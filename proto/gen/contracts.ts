@@ -20,6 +20,7 @@ export interface ActionContracts {
   "notification.read": { params: meridian_notification_v1_notification.ReadRequest; response: meridian_notification_v1_notification.Notification };
   "notification.outbox": { params: meridian_notification_v1_notification.OutboxRequest; response: meridian_notification_v1_notification.Email[] };
   "notification.sendPending": { params: meridian_notification_v1_notification.SendPendingRequest; response: meridian_notification_v1_notification.SendPendingResponse };
+  "notification.since": { params: meridian_notification_v1_notification.SinceRequest; response: meridian_notification_v1_notification.SinceResponse };
   "order.create": { params: meridian_order_v1_order.CreateRequest; response: meridian_order_v1_order.Order };
   "order.list": { params: meridian_order_v1_order.ListRequest; response: meridian_order_v1_order.OrderPage };
   "order.get": { params: meridian_order_v1_order.GetRequest; response: meridian_order_v1_order.Order };
@@ -88,6 +89,7 @@ export interface ActionContracts {
 
 /** Every event with a contract: its payload. */
 export interface EventContracts {
+  "notification.created": meridian_notification_v1_notification.NotificationCreated;
   "order.created": meridian_order_v1_order.OrderCreated;
   "order.paid": meridian_order_v1_order.OrderPaid;
   "order.payment_failed": meridian_order_v1_order.OrderPaymentFailed;
@@ -113,6 +115,7 @@ export interface EventContracts {
 
 /** The business events' names, one per event message: use these, never a string literal. */
 export const Events = {
+  NotificationCreated: "notification.created",
   OrderCreated: "order.created",
   OrderPaid: "order.paid",
   OrderPaymentFailed: "order.payment_failed",

@@ -103,6 +103,27 @@ export const Params: Record<ContractAction, ActionParams> = {
     }
   },
   "notification.sendPending": {},
+  "notification.since": {
+    "$$strict": true,
+    "userId": {
+      "type": "string",
+      "min": 1,
+      "max": 64
+    },
+    "after": {
+      "type": "string",
+      "min": 1,
+      "max": 64,
+      "optional": true
+    },
+    "limit": {
+      "type": "number",
+      "integer": true,
+      "min": 1,
+      "max": 100,
+      "optional": true
+    }
+  },
   "order.applyPayment": {
     "$$strict": true,
     "paymentId": {

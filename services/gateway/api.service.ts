@@ -24,6 +24,9 @@ import { buildOpenApiDocument } from "../../lib/openapi";
 import { checkReadiness } from "../../lib/readiness";
 import { logFields, requestIdOf } from "../../lib/tracing";
 import { jsonBody } from "./json-body";
+import { liveSseAliases, liveSseOpenApiPaths } from "./live-sse";
+import { LiveFeedsMixin, type LiveFeedsThis } from "../../mixins/live-feeds.mixin";
+import type { LiveFeeds } from "../../lib/live/feeds";
 import { rawCallbackBody } from "./raw-body";
 
 /**
@@ -31,7 +34,7 @@ import { rawCallbackBody } from "./raw-body";
  * typings declare some of them as other shapes (`rootCallOptions` as an object), so the
  * schema keeps one cast below; the callbacks themselves are typed.
  */
-interface GatewayThis {
+interface GatewayThis extends LiveFeedsThis {
   broker: ServiceBroker;
   logger: Logger;
   sendError(req: Req, res: ServerResponse, err: unknown): void;
@@ -40,7 +43,7 @@ interface GatewayThis {
 type Req = IncomingMessage & {
   $action?: { auth?: AuthLevel; rateLimit?: NamedLimit; name?: string };
   $ctx?: Context<unknown, RequestMeta>;
-  $alias?: { fullPath?: string };
+  $alias?: { fullPath?: string; handler?: unknown };
   /** On a public route, the signed-in caller whose request budget applies (not an identity). */
   $budgetUserId?: string;
   originalUrl?: string;
@@ -102,6 +105,15 @@ type GatewaySettings = ServiceSettingSchema & Record<string, unknown>;
 export function createGatewayService(config: AppConfig): TypedServiceSchema<GatewayThis, GatewaySettings> {
   // Identity, auth levels and request budgets: the same door as the gRPC edge's (lib/auth/edge-door.ts).
   const door = createEdgeDoor(config);
+  // The live feeds' SSE routes (live-sse.ts) reach this service's feeds once it exists. Their
+  // handlers, and only they, check identity, level and budget themselves.
+  const live: { feeds?: LiveFeeds; logger?: Logger } = {};
+  const sse = liveSseAliases(
+    { door, trustProxyHops: config.trustProxyHops, logger: { warn: (...a: unknown[]) => live.logger?.warn(...a), error: (...a: unknown[]) => live.logger?.error(...a) } },
+    () => live.feeds!,
+  );
+  const guarded = new Set<unknown>(Object.values(sse));
+  const selfGuarded = (req: Req) => req.$action === undefined && guarded.has(req.$alias?.handler);
 
   // Shared by every route: the conventions live here once.
   const conventions = {
@@ -132,7 +144,7 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
 
   return {
     name: "api",
-    mixins: [ApiGateway],
+    mixins: [ApiGateway, ...LiveFeedsMixin("gateway", config)],
     settings: {
       port: config.port,
       ip: "0.0.0.0",
@@ -153,7 +165,9 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
       routes: [
         // `budget`: requests here count against the request budgets (not the probes, the
         // docs' assets or the platforms' callbacks, which are verified by signature).
-        { ...conventions, path: "/api", aliases: API_ALIASES, budget: true },
+        // With the Server-Sent Events of the live feeds, whose handlers check identity, level and
+        // budget themselves (live-sse.ts; `selfGuarded` below).
+        { ...conventions, path: "/api", aliases: { ...API_ALIASES, ...sse }, budget: true },
         // Swagger UI's files from node_modules (no CDN); served before the catch-all route.
         { ...conventions, path: DOCS_ASSETS, aliases: { [`GET /${DOCS_INIT_SCRIPT_NAME}`]: "api.docsInit" },
           use: [serveStatic(swaggerUiDistPath, { index: false, fallthrough: true, maxAge: "1h" })] },
@@ -207,7 +221,7 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
             (this.broker.registry.getActionList({ onlyAvailable: false, skipInternal: true, withEndpoints: false }) as { name: string; action: object }[])
               .map((a) => [a.name, a.action]),
           );
-          return buildOpenApiDocument({
+          const doc = buildOpenApiDocument({
             info: { title: "Meridian API", version: "1.0.0", description: "Meridian e-commerce backend. Contract: API.md." },
             serverUrl: config.publicUrl,
             routes: [
@@ -219,6 +233,8 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
             ],
             actions: withContracts(actions),
           });
+          Object.assign(doc.paths, liveSseOpenApiPaths());
+          return doc;
         },
       },
       docs: {
@@ -250,6 +266,7 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
       },
       /** Identity comes from a verified bearer token and nothing else (lib/auth/edge-door.ts). */
       async authenticate(_ctx: Context, _route: unknown, req: Req) {
+        if (selfGuarded(req)) return null;
         const { user, budgetUserId } = await door.authenticate(req.headers.authorization, req.$action?.auth);
         req.$budgetUserId = budgetUserId;
         return user ?? null;
@@ -260,11 +277,17 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
        * `RateLimit-*` headers, and a refusal is a 429 with `Retry-After`.
        */
       async authorize(ctx: Context<unknown, RequestMeta>, route: { opts?: { budget?: boolean } }, req: Req, res: ServerResponse) {
+        if (selfGuarded(req)) return;
         door.authorize(req.$action?.auth, ctx.meta.user);
         if (!route.opts?.budget) return;
         const decision = await door.spendBudget({ user: ctx.meta.user, budgetUserId: req.$budgetUserId, ip: ctx.meta.clientIp ?? "unknown", rateLimit: req.$action?.rateLimit });
         if (decision) for (const [name, value] of Object.entries(rateLimitHeaders(decision))) res.setHeader(name, value);
       },
+    },
+
+    created(this: GatewayThis) {
+      live.feeds = this.liveFeeds;
+      live.logger = this.logger;
     },
 
     async stopped() {

@@ -23,6 +23,7 @@
  */
 import { Metadata, status as Status, type ServerUnaryCall, type sendUnaryData, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import type { ServiceBroker } from "moleculer";
+import type protobuf from "protobufjs/light";
 import type { ActionContract } from "../../proto/registry";
 import { contracts, codecFor } from "../../lib/serializer/contracts-runtime";
 import { explainMisfit, type MessageCodec } from "../../lib/serializer/contract-codec";
@@ -57,39 +58,53 @@ export function servedRpcs(): Map<string, ActionContract[]> {
   return out;
 }
 
-/** The grpc-js definition of one protobuf service: our codecs on the wire, the answer encoded by the handler. */
-export function serviceDefinition(service: string, rpcs: ActionContract[]): ServiceDefinition {
-  const def: Record<string, ServiceDefinition[string]> = {};
-  for (const c of rpcs) {
-    const codec = codecFor(c.request);
-    def[c.rpc] = {
-      path: `/${service}/${c.rpc}`,
-      requestStream: false,
-      responseStream: false,
-      originalName: c.rpc,
-      requestDeserialize: (bytes: Buffer) => {
-        try {
-          return codec.decode(bytes);
-        } catch (err) {
-          return new Undecodable((err as Error).message);
-        }
-      },
-      requestSerialize: (value: unknown) => Buffer.from(codec.encode(value) ?? new Uint8Array()),
-      responseSerialize: (bytes: Buffer) => bytes,
-      responseDeserialize: (bytes: Buffer) => bytes,
-    };
-  }
-  return def;
+/** The grpc-js definition of one method: our codec reads the request; the handler encodes the answer. */
+export function methodDefinition(service: string, rpc: string, request: protobuf.Type, responseStream: boolean): ServiceDefinition[string] {
+  const codec = codecFor(request);
+  return {
+    path: `/${service}/${rpc}`,
+    requestStream: false,
+    responseStream,
+    originalName: rpc,
+    requestDeserialize: (bytes: Buffer) => {
+      try {
+        return codec.decode(bytes);
+      } catch (err) {
+        return new Undecodable((err as Error).message);
+      }
+    },
+    requestSerialize: (value: unknown) => Buffer.from(codec.encode(value) ?? new Uint8Array()),
+    responseSerialize: (bytes: Buffer) => bytes,
+    responseDeserialize: (bytes: Buffer) => bytes,
+  };
 }
 
-const single = (md: Metadata, key: string): string | undefined => {
+/** The grpc-js definition of one protobuf service's unary rpcs. */
+export function serviceDefinition(service: string, rpcs: ActionContract[]): ServiceDefinition {
+  return Object.fromEntries(rpcs.map((c) => [c.rpc, methodDefinition(service, c.rpc, c.request, false)]));
+}
+
+/** A request that did not decode: INVALID_ARGUMENT, naming the message. */
+export function undecodable(request: unknown, type: protobuf.Type): AppError | undefined {
+  return request instanceof Undecodable ? malformed(`The message is not a ${type.fullName.slice(1)}: ${request.reason}`) : undefined;
+}
+
+export const single = (md: Metadata, key: string): string | undefined => {
   const v = md.get(key);
   return v.length === 1 && typeof v[0] === "string" ? v[0] : undefined;
 };
 
-/** `ipv4:1.2.3.4:5678` / `ipv6:[::1]:5678` → the address. */
-function peerAddress(peer: string): string | undefined {
-  const m = /^ipv4:([^:]+):\d+$/.exec(peer) ?? /^ipv6:\[([^\]]+)\]:\d+$/.exec(peer);
+/** The client's address: the peer (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`), or x-forwarded-for's entry per TRUST_PROXY. */
+export function callerAddress(call: { getPeer(): string; metadata: Metadata }, trustProxyHops: number): string {
+  return clientAddress(peerAddress(call.getPeer()), call.metadata.get("x-forwarded-for").filter((v): v is string => typeof v === "string"), trustProxyHops);
+}
+
+/**
+ * The address of grpc-js's `getPeer()`: `127.0.0.1:5678`, `::1:5678` (IPv6 without brackets),
+ * `[::1]:5678`, or with an `ipv4:`/`ipv6:` scheme; undefined for anything else (a Unix socket).
+ */
+export function peerAddress(peer: string): string | undefined {
+  const m = /^(?:ipv[46]:)?\[?([0-9A-Fa-f:.]+?)\]?:(\d+)$/.exec(peer);
   return m?.[1];
 }
 
@@ -124,7 +139,11 @@ export function serviceImplementation(deps: EdgeDeps, rpcs: ActionContract[]): U
           e.metadata.set("x-request-id", requestId);
           callback(e, null);
         },
-      ).finally(() => {
+      ).catch((err: unknown) => {
+        // An answer that could not even be turned into a status: still an answer, never an unhandled rejection.
+        deps.logger.error(logFields({ requestId }), `gRPC ${c.action}: answering failed:`, err);
+        if (!cancelled) callback({ code: Status.INTERNAL, details: "Internal error" }, null);
+      }).finally(() => {
         const durationMs = Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10;
         deps.logger.debug(logFields({ kind: "access", rpc: c.rpc, action: c.action, durationMs, requestId, nodeID: deps.broker.nodeID }), `gRPC ${call.getPath()}`);
       });
@@ -135,15 +154,15 @@ export function serviceImplementation(deps: EdgeDeps, rpcs: ActionContract[]): U
 
 async function invoke(deps: EdgeDeps, c: ActionContract, call: ServerUnaryCall<unknown, Buffer>, requestID: string): Promise<unknown> {
   const { broker, config, door } = deps;
-  if (call.request instanceof Undecodable) throw malformed(`The message is not a ${c.request.fullName.slice(1)}: ${call.request.reason}`);
-  const deadline = call.getDeadline();
-  const left = deadline instanceof Date ? deadline.getTime() - Date.now() : Number.isFinite(deadline) ? Number(deadline) - Date.now() : Infinity;
-  if (left <= 0) throw deadlineExceeded();
-  const timeout = Math.max(1, Math.min(config.requestTimeoutMs, left));
+  const bad = undecodable(call.request, c.request);
+  if (bad) throw bad;
+  const d = call.getDeadline();
+  const deadline = d instanceof Date ? d.getTime() : Number(d);
+  if (deadline <= Date.now()) throw deadlineExceeded();
 
   const { user, budgetUserId } = await door.authenticate(single(call.metadata, "authorization"), c.auth);
   door.authorize(c.auth, user);
-  const ip = clientAddress(peerAddress(call.getPeer()), call.metadata.get("x-forwarded-for").filter((v): v is string => typeof v === "string"), config.trustProxyHops);
+  const ip = callerAddress(call, config.trustProxyHops);
   // The action's own budget (`rateLimit`) is declared on its schema, wherever it runs.
   const rateLimit: NamedLimit | undefined = broker.registry.getActionEndpoints(c.action)?.endpoints[0]?.action.rateLimit;
   await door.spendBudget({ user, budgetUserId, ip, rateLimit });
@@ -155,11 +174,14 @@ async function invoke(deps: EdgeDeps, c: ActionContract, call: ServerUnaryCall<u
     if (!/^[\x21-\x7e]{1,200}$/.test(key)) throw malformed("idempotency-key: 1 to 200 printable ASCII characters", [{ field: "idempotency-key" }]);
     meta.idempotencyKey = key;
   }
+  // What is left of the client's deadline after the door's round trips, within REQUEST_TIMEOUT_MS.
+  const left = deadline - Date.now();
+  if (left <= 0) throw deadlineExceeded();
   try {
-    return await broker.call(c.action, call.request as object, { timeout, requestID, meta });
+    return await broker.call(c.action, call.request as object, { timeout: Math.max(1, Math.min(config.requestTimeoutMs, left)), requestID, meta });
   } catch (err) {
-    // The client's deadline, not an outage: a timeout within it is the server's (UNAVAILABLE).
-    if ((err as { name?: string }).name === "RequestTimeoutError" && timeout < config.requestTimeoutMs) throw deadlineExceeded();
+    // Past the client's deadline, whatever failed (a timeout, a skipped nested call) failed for want of time.
+    if (Date.now() >= deadline) throw deadlineExceeded();
     throw err;
   }
 }

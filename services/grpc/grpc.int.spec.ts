@@ -20,6 +20,9 @@ import { ERROR_GRPC_STATUS, ERROR_STATUS } from "../../lib/error-catalog";
 import { servedRpcs } from "./edge";
 import { toGrpcError } from "./status";
 import { AppError, conflict } from "../../lib/errors";
+import { UserServiceClient } from "../../proto/gen/ts/meridian/user/v1/user";
+import { LiveServiceClient } from "../../proto/gen/ts/meridian/live/v1/live";
+import { OrderServiceClient } from "../../proto/gen/ts/meridian/order/v1/order";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = { recipient: "Alice", phone: "+86 10 0000 0000", line1: "1 Road", city: "Beijing", postalCode: "100000", country: "CN" };
@@ -296,11 +299,35 @@ describe("gRPC edge (embedded)", () => {
     });
     try {
       const listed = (await ask({ listServices: "*" })).listServicesResponse.service.map((s: { name: string }) => s.name).sort();
-      assert.deepEqual(listed, [...servedRpcs().keys(), "grpc.health.v1.Health"].sort());
+      assert.deepEqual(listed, [...servedRpcs().keys(), "meridian.live.v1.LiveService", "grpc.health.v1.Health"].sort());
       const files = (await ask({ fileContainingSymbol: "meridian.order.v1.OrderService" })).fileDescriptorResponse.fileDescriptorProto;
       assert.ok(files.length > 0);
     } finally {
       client.close();
+    }
+  });
+
+  test("the ts-proto clients generated in proto/gen/ts (README's client) speak to the edge: log in, read, stream", async () => {
+    const creds = grpc.credentials.createInsecure();
+    const users = new UserServiceClient(app.grpcAddress, creds);
+    const orders = new OrderServiceClient(app.grpcAddress, creds);
+    const live = new LiveServiceClient(app.grpcAddress, creds);
+    try {
+      const session = await new Promise<{ accessToken: string }>((resolve, reject) =>
+        users.login({ email: "alice@example.com", password: "alice password" }, (err, s) => (err ? reject(err) : resolve(s))),
+      );
+      const auth = new grpc.Metadata();
+      auth.set("authorization", `Bearer ${session.accessToken}`);
+      const page = await new Promise<{ total: number; items: { id: string }[] }>((resolve, reject) => orders.list({}, auth, (err, r) => (err ? reject(err) : resolve(r))));
+      assert.ok(page.total >= 1);
+      const stream = live.watchOrder({ id: page.items[0]!.id }, auth);
+      const first = await new Promise<{ sequence: number; order?: { id: string } | null }>((resolve, reject) => stream.once("data", resolve).once("error", reject));
+      assert.equal(first.order?.id, page.items[0]!.id);
+      stream.cancel();
+    } finally {
+      users.close();
+      orders.close();
+      live.close();
     }
   });
 

@@ -25,6 +25,8 @@ import type { TypedServiceSchema } from "../../lib/service-schema";
 import { contracts } from "../../lib/serializer/contracts-runtime";
 import type { Context } from "moleculer";
 import { serviceDefinition, serviceImplementation, servedRpcs } from "./edge";
+import { LIVE_SERVICE, liveServiceDefinition, liveServiceImplementation } from "./streams";
+import { LiveFeedsMixin, type LiveFeedsThis } from "../../mixins/live-feeds.mixin";
 
 /**
  * The health service name of liveness: SERVING while the process runs (a liveness probe must
@@ -35,7 +37,7 @@ export const LIVENESS = "meridian.live";
 /** How often the health statuses are re-read (and at every change of the service registry). */
 const HEALTH_EVERY_MS = 2000;
 
-export interface GrpcThis {
+export interface GrpcThis extends LiveFeedsThis {
   broker: Context["broker"];
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void; debug(...a: unknown[]): void };
   door: EdgeDoor;
@@ -44,6 +46,8 @@ export interface GrpcThis {
   healthLoop?: Periodic;
   /** The port bound (GRPC_PORT, or the one the OS chose for 0). */
   port: number;
+  /** Aborted when the service stops: open streams end with UNAVAILABLE (reconnect elsewhere). */
+  stopping: AbortController;
   refreshHealth(): Promise<void>;
 }
 
@@ -53,6 +57,8 @@ export function createGrpcService(config: AppConfig): TypedServiceSchema<GrpcThi
   const moleculerOf = new Map([...contracts.services.values()].map((s) => [s.service, s.name]));
   return {
     name: "grpc",
+    // The live feeds (meridian.live.v1.LiveService) follow this node's business events.
+    mixins: LiveFeedsMixin("grpc", config),
 
     events: {
       // A node came or went: the per-service statuses change now, not at the next pass.
@@ -86,10 +92,12 @@ export function createGrpcService(config: AppConfig): TypedServiceSchema<GrpcThi
       });
       const deps = { broker: this.broker, config, door: this.door, logger: this.logger };
       for (const [service, rpcs] of served) this.server.addService(serviceDefinition(service, rpcs), serviceImplementation(deps, rpcs));
+      this.stopping = new AbortController();
+      this.server.addService(liveServiceDefinition(), liveServiceImplementation(deps, this.liveFeeds, this.stopping.signal));
       this.health = new HealthImplementation({ "": "NOT_SERVING", [LIVENESS]: "SERVING" });
       this.health.addToServer(this.server);
       const reflected = { ...protoLoader.fromJSON(descriptor, { keepCase: false }), ...protoLoader.loadSync(healthProtoPath) };
-      new ReflectionService(reflected, { services: [...served.keys(), "grpc.health.v1.Health"] }).addToServer(this.server);
+      new ReflectionService(reflected, { services: [...served.keys(), LIVE_SERVICE, "grpc.health.v1.Health"] }).addToServer(this.server);
     },
 
     async started(this: GrpcThis) {
@@ -104,6 +112,8 @@ export function createGrpcService(config: AppConfig): TypedServiceSchema<GrpcThi
     async stopped(this: GrpcThis) {
       await this.healthLoop?.stop();
       this.health.setStatus("", "NOT_SERVING");
+      // Streams never end by themselves: end them now, so the shutdown below does not wait for them.
+      this.stopping.abort();
       // Calls in flight finish (up to the request timeout); then whatever is left is cut.
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => {

@@ -107,6 +107,19 @@ export async function listNotifications(db: Knex, userId: string, q: ListQuery):
   return { items: (rows as NotificationRow[]).map(toNotification), total: Number(count?.n ?? 0) };
 }
 
+/** The position of a user's notification in creation order; undefined for another user's or an unknown id. */
+export async function seqOf(db: Knex, userId: string, id: string): Promise<number | undefined> {
+  const row = await db<NotificationRow>("notifications").where({ id, user_id: userId }).first("seq");
+  return row ? Number(row.seq) : undefined;
+}
+
+/** A user's notifications created after position `afterSeq` (all without it), oldest first. */
+export async function notificationsAfter(db: Knex, userId: string, afterSeq: number | undefined, limit: number): Promise<NotificationRecord[]> {
+  const q = db<NotificationRow>("notifications").where("user_id", userId);
+  if (afterSeq !== undefined) q.where("seq", ">", afterSeq);
+  return ((await q.orderBy("seq", "asc").limit(limit)) as NotificationRow[]).map(toNotification);
+}
+
 /** Scoped to the owner: someone else's id finds nothing. */
 export async function findNotification(db: Knex, userId: string, id: string): Promise<NotificationRecord | undefined> {
   const row = await db<NotificationRow>("notifications").where({ id, user_id: userId }).first();

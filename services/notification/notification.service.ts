@@ -65,6 +65,7 @@ import type { TypedServiceSchema } from "../../lib/service-schema";
 import { periodic, type Periodic } from "../../lib/periodic";
 import { Params } from "../../proto/gen/params";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
+import { Events } from "../../proto/gen/contracts";
 
 /** How long a claim keeps other replicas off an e-mail: far above the SMTP timeouts. */
 export const CLAIM_LEASE_MS = 5 * 60_000;
@@ -186,9 +187,8 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
   // through this holder once their transaction has committed.
   const wake: { sender?: EmailSender } = {};
 
-  const onEvent =
-    (event: string): EventHandler =>
-    async (trx: Knex.Transaction, payload: Record<string, unknown>, envelope: Envelope) => {
+  const onEvent = (event: string): EventHandler =>
+    async function (this: NotificationServiceThis, trx: Knex.Transaction, payload: Record<string, unknown>, envelope: Envelope) {
       const userId = recipientOf(payload);
       const content = notificationFor(event, payload);
       if (await repo.notificationExistsFor(trx, envelope.id)) return;
@@ -204,6 +204,8 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
         messageIdHeader: messageIdFor(id, config.mail.from),
         now,
       });
+      // For the edges' live feeds (lib/live/feeds.ts): committed with the notification.
+      await this.publishEvent(trx, Events.NotificationCreated, { notificationId: id, userId, type: content.type, occurredAt: new Date(now).toISOString() });
       trx.executionPromise.then(
         () => wake.sender?.kick(),
         () => undefined,
@@ -269,6 +271,21 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
             sentAt: r.sent_at === null ? null : new Date(r.sent_at).toISOString(),
             createdAt: new Date(r.created_at).toISOString(),
           }));
+        },
+      },
+
+      /**
+       * For the edges' live feeds: a user's notifications after the one given (all of them
+       * without one), oldest first. Not routed; the edge passes the verified caller's id.
+       */
+      since: {
+        visibility: "public",
+        params: Params["notification.since"],
+        async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.since">>): Promise<ActionResponse<"notification.since">> {
+          const { userId, after } = ctx.params;
+          const afterSeq = after === undefined ? undefined : await repo.seqOf(this.db, userId, after);
+          if (after !== undefined && afterSeq === undefined) throw notFound("Notification");
+          return { items: (await repo.notificationsAfter(this.db, userId, afterSeq, ctx.params.limit ?? 100)).map(toPublicNotification) };
         },
       },
 

@@ -6,8 +6,8 @@
  * The steps of a create and their undo (each names what takes it back if a later step fails):
  * 1. the unpaid-order slot (a draft row under the user's lock)  → deleteDraft, else it stops
  *    counting after staleClaimMs;
- * 2. `product.reserve` (idempotent per order id)                → `product.release`, else the
- *    reservation's TTL frees it;
+ * 2. `product.reserve` (idempotent per order id)                → `product.release` (also
+ *    after a reserve that did not answer: it may have held), else the reservation's TTL frees it;
  * 3. the order row, the draft's removal and `order.created` in one commit.
  */
 import { randomUUID } from "node:crypto";
@@ -44,6 +44,9 @@ const missingProductOf = (err: unknown): string | undefined => {
   const first: unknown = [(err as { data?: unknown }).data].flat()[0];
   return first && typeof first === "object" && "productId" in first && typeof first.productId === "string" ? first.productId : undefined;
 };
+
+/** Answers of product.reserve that held nothing for sure. */
+const REFUSALS: ReadonlySet<string> = new Set(["OUT_OF_STOCK", "NOT_FOUND", "VALIDATION_ERROR", "MALFORMED_REQUEST", "CONFLICT"]);
 
 export function checkoutActions(config: AppConfig): TypedActions<OrderThis> {
   return {
@@ -138,6 +141,10 @@ export function checkoutMethods(config: AppConfig) {
         } catch (err) {
           const missing = errorCode(err) === "NOT_FOUND" && missingProductOf(err);
           if (missing) throw validationError("A product of the order does not exist", [{ field: `items.${missing}`, message: "unknown product" }]);
+          // No answer (a timeout: the request's deadline, a node gone): the reserve may still
+          // commit. Released below like a held one; one still running on a product node when
+          // the release arrives holds until RESERVATION_TTL_SECONDS (and its draft no longer counts).
+          if (!REFUSALS.has(errorCode(err) ?? "")) reserved = true;
           throw err;
         }
         reserved = true;

@@ -78,6 +78,15 @@ function metadataOf(o: CallOptions): grpc.Metadata {
   return md;
 }
 
+export interface LiveStream<T> {
+  /** Every message so far, in order. */
+  received: T[];
+  ended: Promise<GrpcFailure | "OK">;
+  cancel(): void;
+  /** The first message that passes `check`, waiting for it (fails after `timeoutMs`). */
+  until(what: string, check: (m: T) => boolean, timeoutMs?: number): Promise<T>;
+}
+
 type Ctor = new (address: string, creds: grpc.ChannelCredentials) => grpc.Client & Record<string, Function>;
 
 export class MeridianGrpc {
@@ -110,6 +119,55 @@ export class MeridianGrpc {
       );
       call.on("metadata", (md: grpc.Metadata) => (headers = md));
     });
+  }
+
+  /**
+   * A server stream: every message as it comes, in order, until the test ends it (`cancel()`)
+   * or it ends with a status (`ended`: OK, or the failure).
+   */
+  stream<T = any>(service: string, rpc: string, request: object, o: CallOptions = {}): LiveStream<T> {
+    const c = this.client(service);
+    if (typeof c[rpc] !== "function") throw new Error(`no rpc ${service}/${rpc} in proto/`);
+    const call = c[rpc]!.call(c, request, metadataOf(o), o.deadlineMs ? { deadline: Date.now() + o.deadlineMs } : {}) as grpc.ClientReadableStream<T>;
+    const received: T[] = [];
+    const waiters = new Set<() => void>();
+    const wake = () => waiters.forEach((w) => w());
+    call.on("data", (m: T) => {
+      received.push(m);
+      wake();
+    });
+    const ended = new Promise<GrpcFailure | "OK">((resolve) => {
+      call.on("error", (err) => {
+        resolve(failureOf(err));
+        wake();
+      });
+      call.on("end", () => {
+        resolve("OK");
+        wake();
+      });
+    });
+    return {
+      received,
+      ended,
+      cancel: () => call.cancel(),
+      async until(what, check, timeoutMs = 10_000) {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          const hit = received.find(check);
+          if (hit !== undefined) return hit;
+          if (Date.now() > deadline) throw new Error(`${what}: not received within ${timeoutMs} ms (got ${received.length})`);
+          await new Promise<void>((resolve) => {
+            const w = () => {
+              waiters.delete(w);
+              clearTimeout(t);
+              resolve();
+            };
+            const t = setTimeout(w, Math.max(1, deadline - Date.now()));
+            waiters.add(w);
+          });
+        }
+      },
+    };
   }
 
   /** The same call, answering the failure (and failing the test if it succeeded). */

@@ -56,6 +56,28 @@ export interface NotificationPage {
   pageSize: number;
 }
 
+export interface SinceRequest {
+  userId: string;
+  /** The id of the last notification the client has; unknown (or another user's) is NOT_FOUND. */
+  after?: string;
+  /** Default 100. */
+  limit?: number;
+}
+
+export interface SinceResponse {
+  items: Notification[];
+}
+
+/** Event `notification.created`: a notification was added for a user (its in-app copy is committed; the edges' live feeds read it with Since). */
+export interface NotificationCreated {
+  notificationId: string;
+  userId: string;
+  /** See Notification.type. */
+  type: string;
+  /** ISO 8601 */
+  occurredAt: string;
+}
+
 export interface ListRequest {
   /** Only the notifications not read yet. */
   unread?: boolean;

@@ -6,6 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { Empty } from "../../../google/protobuf/empty";
 import { Money, NullableString } from "../../common/v1/common";
 
@@ -566,78 +578,189 @@ export const CartLineList: MessageFns<CartLineList> = {
   },
 };
 
-export interface CartService {
+export type CartServiceService = typeof CartServiceService;
+export const CartServiceService = {
   /** My cart, priced by the product service now */
-  Get(request: GetRequest): Promise<Cart>;
+  get: {
+    path: "/meridian.cart.v1.CartService/Get" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetRequest): Buffer => Buffer.from(GetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetRequest => GetRequest.decode(value),
+    responseSerialize: (value: Cart): Buffer => Buffer.from(Cart.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Cart => Cart.decode(value),
+  },
   /**
    * Add a product (adds to its line; at most 99 per line, 100 lines, one currency; stock is checked
    * when ordering)
    */
-  AddItem(request: AddItemRequest): Promise<Cart>;
+  addItem: {
+    path: "/meridian.cart.v1.CartService/AddItem" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AddItemRequest): Buffer => Buffer.from(AddItemRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AddItemRequest => AddItemRequest.decode(value),
+    responseSerialize: (value: Cart): Buffer => Buffer.from(Cart.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Cart => Cart.decode(value),
+  },
   /** Set a line's quantity (0 removes it) */
-  UpdateItem(request: UpdateItemRequest): Promise<Cart>;
+  updateItem: {
+    path: "/meridian.cart.v1.CartService/UpdateItem" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateItemRequest): Buffer => Buffer.from(UpdateItemRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateItemRequest => UpdateItemRequest.decode(value),
+    responseSerialize: (value: Cart): Buffer => Buffer.from(Cart.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Cart => Cart.decode(value),
+  },
   /** Remove a line (idempotent: a line not in the cart changes nothing) */
-  RemoveItem(request: RemoveItemRequest): Promise<Cart>;
+  removeItem: {
+    path: "/meridian.cart.v1.CartService/RemoveItem" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RemoveItemRequest): Buffer => Buffer.from(RemoveItemRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RemoveItemRequest => RemoveItemRequest.decode(value),
+    responseSerialize: (value: Cart): Buffer => Buffer.from(Cart.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Cart => Cart.decode(value),
+  },
   /** Empty my cart */
-  Clear(request: ClearRequest): Promise<Empty>;
+  clear: {
+    path: "/meridian.cart.v1.CartService/Clear" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ClearRequest): Buffer => Buffer.from(ClearRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ClearRequest => ClearRequest.decode(value),
+    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
+  },
   /** For the order service: the raw stored lines of a user's cart, oldest first. */
-  Lines(request: LinesRequest): Promise<CartLineList>;
+  lines: {
+    path: "/meridian.cart.v1.CartService/Lines" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LinesRequest): Buffer => Buffer.from(LinesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LinesRequest => LinesRequest.decode(value),
+    responseSerialize: (value: CartLineList): Buffer => Buffer.from(CartLineList.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CartLineList => CartLineList.decode(value),
+  },
+} as const;
+
+export interface CartServiceServer extends UntypedServiceImplementation {
+  /** My cart, priced by the product service now */
+  get: handleUnaryCall<GetRequest, Cart>;
+  /**
+   * Add a product (adds to its line; at most 99 per line, 100 lines, one currency; stock is checked
+   * when ordering)
+   */
+  addItem: handleUnaryCall<AddItemRequest, Cart>;
+  /** Set a line's quantity (0 removes it) */
+  updateItem: handleUnaryCall<UpdateItemRequest, Cart>;
+  /** Remove a line (idempotent: a line not in the cart changes nothing) */
+  removeItem: handleUnaryCall<RemoveItemRequest, Cart>;
+  /** Empty my cart */
+  clear: handleUnaryCall<ClearRequest, Empty>;
+  /** For the order service: the raw stored lines of a user's cart, oldest first. */
+  lines: handleUnaryCall<LinesRequest, CartLineList>;
 }
 
-export const CartServiceServiceName = "meridian.cart.v1.CartService";
-export class CartServiceClientImpl implements CartService {
-  private readonly rpc: Rpc;
-  private readonly service: string;
-  constructor(rpc: Rpc, opts?: { service?: string }) {
-    this.service = opts?.service || CartServiceServiceName;
-    this.rpc = rpc;
-    this.Get = this.Get.bind(this);
-    this.AddItem = this.AddItem.bind(this);
-    this.UpdateItem = this.UpdateItem.bind(this);
-    this.RemoveItem = this.RemoveItem.bind(this);
-    this.Clear = this.Clear.bind(this);
-    this.Lines = this.Lines.bind(this);
-  }
-  Get(request: GetRequest): Promise<Cart> {
-    const data = GetRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Get", data);
-    return promise.then((data) => Cart.decode(new BinaryReader(data)));
-  }
-
-  AddItem(request: AddItemRequest): Promise<Cart> {
-    const data = AddItemRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "AddItem", data);
-    return promise.then((data) => Cart.decode(new BinaryReader(data)));
-  }
-
-  UpdateItem(request: UpdateItemRequest): Promise<Cart> {
-    const data = UpdateItemRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "UpdateItem", data);
-    return promise.then((data) => Cart.decode(new BinaryReader(data)));
-  }
-
-  RemoveItem(request: RemoveItemRequest): Promise<Cart> {
-    const data = RemoveItemRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "RemoveItem", data);
-    return promise.then((data) => Cart.decode(new BinaryReader(data)));
-  }
-
-  Clear(request: ClearRequest): Promise<Empty> {
-    const data = ClearRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Clear", data);
-    return promise.then((data) => Empty.decode(new BinaryReader(data)));
-  }
-
-  Lines(request: LinesRequest): Promise<CartLineList> {
-    const data = LinesRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Lines", data);
-    return promise.then((data) => CartLineList.decode(new BinaryReader(data)));
-  }
+export interface CartServiceClient extends Client {
+  /** My cart, priced by the product service now */
+  get(request: GetRequest, callback: (error: ServiceError | null, response: Cart) => void): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  /**
+   * Add a product (adds to its line; at most 99 per line, 100 lines, one currency; stock is checked
+   * when ordering)
+   */
+  addItem(request: AddItemRequest, callback: (error: ServiceError | null, response: Cart) => void): ClientUnaryCall;
+  addItem(
+    request: AddItemRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  addItem(
+    request: AddItemRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  /** Set a line's quantity (0 removes it) */
+  updateItem(
+    request: UpdateItemRequest,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  updateItem(
+    request: UpdateItemRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  updateItem(
+    request: UpdateItemRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  /** Remove a line (idempotent: a line not in the cart changes nothing) */
+  removeItem(
+    request: RemoveItemRequest,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  removeItem(
+    request: RemoveItemRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  removeItem(
+    request: RemoveItemRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Cart) => void,
+  ): ClientUnaryCall;
+  /** Empty my cart */
+  clear(request: ClearRequest, callback: (error: ServiceError | null, response: Empty) => void): ClientUnaryCall;
+  clear(
+    request: ClearRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  clear(
+    request: ClearRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /** For the order service: the raw stored lines of a user's cart, oldest first. */
+  lines(request: LinesRequest, callback: (error: ServiceError | null, response: CartLineList) => void): ClientUnaryCall;
+  lines(
+    request: LinesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CartLineList) => void,
+  ): ClientUnaryCall;
+  lines(
+    request: LinesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CartLineList) => void,
+  ): ClientUnaryCall;
 }
 
-interface Rpc {
-  request(service: string, method: string, data: Uint8Array): Promise<Uint8Array>;
-}
+export const CartServiceClient = makeGenericClientConstructor(
+  CartServiceService,
+  "meridian.cart.v1.CartService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): CartServiceClient;
+  service: typeof CartServiceService;
+  serviceName: string;
+};
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());

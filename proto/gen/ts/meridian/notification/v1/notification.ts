@@ -6,6 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { Money, NullableString } from "../../common/v1/common";
 
 export const protobufPackage = "meridian.notification.v1";
@@ -15,7 +27,8 @@ export const protobufPackage = "meridian.notification.v1";
  * the order service. Field names are snake_case here and camelCase in JSON and in TypeScript
  * (page_size = pageSize).
  *
- * The service publishes no business event (it only consumes the order service's).
+ * The service consumes the order service's business events and publishes one of its own,
+ * `notification.created`, which the edges' live feeds follow (meridian/live/v1).
  */
 
 /** A Money that may be null. */
@@ -97,6 +110,34 @@ export interface NotificationPage {
   total: number;
   page: number;
   pageSize: number;
+}
+
+export interface SinceRequest {
+  userId: string;
+  /** The id of the last notification the client has; unknown (or another user's) is NOT_FOUND. */
+  after?:
+    | string
+    | null
+    | undefined;
+  /** Default 100. */
+  limit?: number | null | undefined;
+}
+
+export interface SinceResponse {
+  items: Notification[];
+}
+
+/**
+ * Event `notification.created`: a notification was added for a user (its in-app copy is
+ * committed; the edges' live feeds read it with Since).
+ */
+export interface NotificationCreated {
+  notificationId: string;
+  userId: string;
+  /** See Notification.type. */
+  type: string;
+  /** ISO 8601 */
+  occurredAt: string;
 }
 
 export interface ListRequest {
@@ -673,6 +714,172 @@ export const NotificationPage: MessageFns<NotificationPage> = {
   },
 };
 
+function createBaseSinceRequest(): SinceRequest {
+  return { userId: "", after: null, limit: null };
+}
+
+export const SinceRequest: MessageFns<SinceRequest> = {
+  encode(message: SinceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.after !== undefined && message.after !== null) {
+      writer.uint32(18).string(message.after);
+    }
+    if (message.limit !== undefined && message.limit !== null) {
+      writer.uint32(24).int32(message.limit);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SinceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseSinceRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.userId = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.after = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.limit = reader.int32();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
+function createBaseSinceResponse(): SinceResponse {
+  return { items: [] };
+}
+
+export const SinceResponse: MessageFns<SinceResponse> = {
+  encode(message: SinceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.items) {
+      Notification.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SinceResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseSinceResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.items.push(Notification.decode(reader, reader.uint32()));
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
+function createBaseNotificationCreated(): NotificationCreated {
+  return { notificationId: "", userId: "", type: "", occurredAt: "" };
+}
+
+export const NotificationCreated: MessageFns<NotificationCreated> = {
+  encode(message: NotificationCreated, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.notificationId !== "") {
+      writer.uint32(10).string(message.notificationId);
+    }
+    if (message.userId !== "") {
+      writer.uint32(18).string(message.userId);
+    }
+    if (message.type !== "") {
+      writer.uint32(26).string(message.type);
+    }
+    if (message.occurredAt !== "") {
+      writer.uint32(34).string(message.occurredAt);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NotificationCreated {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseNotificationCreated();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.notificationId = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.userId = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.type = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.occurredAt = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
 function createBaseListRequest(): ListRequest {
   return { unread: null, page: null, pageSize: null };
 }
@@ -1136,60 +1343,176 @@ export const SendPendingResponse: MessageFns<SendPendingResponse> = {
   },
 };
 
-export interface NotificationService {
+export type NotificationServiceService = typeof NotificationServiceService;
+export const NotificationServiceService = {
   /** My notifications, newest first (`unread=true`: only those not read yet) */
-  List(request: ListRequest): Promise<NotificationPage>;
+  list: {
+    path: "/meridian.notification.v1.NotificationService/List" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRequest): Buffer => Buffer.from(ListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRequest => ListRequest.decode(value),
+    responseSerialize: (value: NotificationPage): Buffer => Buffer.from(NotificationPage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NotificationPage => NotificationPage.decode(value),
+  },
   /** Mark a notification read (again: no change) */
-  Read(request: ReadRequest): Promise<Notification>;
+  read: {
+    path: "/meridian.notification.v1.NotificationService/Read" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReadRequest): Buffer => Buffer.from(ReadRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReadRequest => ReadRequest.decode(value),
+    responseSerialize: (value: Notification): Buffer => Buffer.from(Notification.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Notification => Notification.decode(value),
+  },
   /**
    * The e-mail outbox, newest first (REPL, tests): what was or will be sent, or, without
    * SMTP_URL, the e-mails kept in the database.
    */
-  Outbox(request: OutboxRequest): Promise<EmailList>;
+  outbox: {
+    path: "/meridian.notification.v1.NotificationService/Outbox" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: OutboxRequest): Buffer => Buffer.from(OutboxRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): OutboxRequest => OutboxRequest.decode(value),
+    responseSerialize: (value: EmailList): Buffer => Buffer.from(EmailList.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EmailList => EmailList.decode(value),
+  },
   /** Runs one sender pass now (REPL, tests). */
-  SendPending(request: SendPendingRequest): Promise<SendPendingResponse>;
+  sendPending: {
+    path: "/meridian.notification.v1.NotificationService/SendPending" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SendPendingRequest): Buffer => Buffer.from(SendPendingRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SendPendingRequest => SendPendingRequest.decode(value),
+    responseSerialize: (value: SendPendingResponse): Buffer => Buffer.from(SendPendingResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SendPendingResponse => SendPendingResponse.decode(value),
+  },
+  /**
+   * For the edges' live feeds: a user's notifications after the one given (all of them
+   * without one), oldest first, a page at a time. Not routed.
+   */
+  since: {
+    path: "/meridian.notification.v1.NotificationService/Since" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SinceRequest): Buffer => Buffer.from(SinceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SinceRequest => SinceRequest.decode(value),
+    responseSerialize: (value: SinceResponse): Buffer => Buffer.from(SinceResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SinceResponse => SinceResponse.decode(value),
+  },
+} as const;
+
+export interface NotificationServiceServer extends UntypedServiceImplementation {
+  /** My notifications, newest first (`unread=true`: only those not read yet) */
+  list: handleUnaryCall<ListRequest, NotificationPage>;
+  /** Mark a notification read (again: no change) */
+  read: handleUnaryCall<ReadRequest, Notification>;
+  /**
+   * The e-mail outbox, newest first (REPL, tests): what was or will be sent, or, without
+   * SMTP_URL, the e-mails kept in the database.
+   */
+  outbox: handleUnaryCall<OutboxRequest, EmailList>;
+  /** Runs one sender pass now (REPL, tests). */
+  sendPending: handleUnaryCall<SendPendingRequest, SendPendingResponse>;
+  /**
+   * For the edges' live feeds: a user's notifications after the one given (all of them
+   * without one), oldest first, a page at a time. Not routed.
+   */
+  since: handleUnaryCall<SinceRequest, SinceResponse>;
 }
 
-export const NotificationServiceServiceName = "meridian.notification.v1.NotificationService";
-export class NotificationServiceClientImpl implements NotificationService {
-  private readonly rpc: Rpc;
-  private readonly service: string;
-  constructor(rpc: Rpc, opts?: { service?: string }) {
-    this.service = opts?.service || NotificationServiceServiceName;
-    this.rpc = rpc;
-    this.List = this.List.bind(this);
-    this.Read = this.Read.bind(this);
-    this.Outbox = this.Outbox.bind(this);
-    this.SendPending = this.SendPending.bind(this);
-  }
-  List(request: ListRequest): Promise<NotificationPage> {
-    const data = ListRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "List", data);
-    return promise.then((data) => NotificationPage.decode(new BinaryReader(data)));
-  }
-
-  Read(request: ReadRequest): Promise<Notification> {
-    const data = ReadRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Read", data);
-    return promise.then((data) => Notification.decode(new BinaryReader(data)));
-  }
-
-  Outbox(request: OutboxRequest): Promise<EmailList> {
-    const data = OutboxRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Outbox", data);
-    return promise.then((data) => EmailList.decode(new BinaryReader(data)));
-  }
-
-  SendPending(request: SendPendingRequest): Promise<SendPendingResponse> {
-    const data = SendPendingRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "SendPending", data);
-    return promise.then((data) => SendPendingResponse.decode(new BinaryReader(data)));
-  }
+export interface NotificationServiceClient extends Client {
+  /** My notifications, newest first (`unread=true`: only those not read yet) */
+  list(
+    request: ListRequest,
+    callback: (error: ServiceError | null, response: NotificationPage) => void,
+  ): ClientUnaryCall;
+  list(
+    request: ListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NotificationPage) => void,
+  ): ClientUnaryCall;
+  list(
+    request: ListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NotificationPage) => void,
+  ): ClientUnaryCall;
+  /** Mark a notification read (again: no change) */
+  read(request: ReadRequest, callback: (error: ServiceError | null, response: Notification) => void): ClientUnaryCall;
+  read(
+    request: ReadRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Notification) => void,
+  ): ClientUnaryCall;
+  read(
+    request: ReadRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Notification) => void,
+  ): ClientUnaryCall;
+  /**
+   * The e-mail outbox, newest first (REPL, tests): what was or will be sent, or, without
+   * SMTP_URL, the e-mails kept in the database.
+   */
+  outbox(request: OutboxRequest, callback: (error: ServiceError | null, response: EmailList) => void): ClientUnaryCall;
+  outbox(
+    request: OutboxRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EmailList) => void,
+  ): ClientUnaryCall;
+  outbox(
+    request: OutboxRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EmailList) => void,
+  ): ClientUnaryCall;
+  /** Runs one sender pass now (REPL, tests). */
+  sendPending(
+    request: SendPendingRequest,
+    callback: (error: ServiceError | null, response: SendPendingResponse) => void,
+  ): ClientUnaryCall;
+  sendPending(
+    request: SendPendingRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SendPendingResponse) => void,
+  ): ClientUnaryCall;
+  sendPending(
+    request: SendPendingRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SendPendingResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * For the edges' live feeds: a user's notifications after the one given (all of them
+   * without one), oldest first, a page at a time. Not routed.
+   */
+  since(
+    request: SinceRequest,
+    callback: (error: ServiceError | null, response: SinceResponse) => void,
+  ): ClientUnaryCall;
+  since(
+    request: SinceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SinceResponse) => void,
+  ): ClientUnaryCall;
+  since(
+    request: SinceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SinceResponse) => void,
+  ): ClientUnaryCall;
 }
 
-interface Rpc {
-  request(service: string, method: string, data: Uint8Array): Promise<Uint8Array>;
-}
+export const NotificationServiceClient = makeGenericClientConstructor(
+  NotificationServiceService,
+  "meridian.notification.v1.NotificationService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): NotificationServiceClient;
+  service: typeof NotificationServiceService;
+  serviceName: string;
+};
 
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;

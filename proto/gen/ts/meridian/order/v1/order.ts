@@ -6,6 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { Money, NullableInt, NullableString } from "../../common/v1/common";
 
 export const protobufPackage = "meridian.order.v1";
@@ -4070,201 +4082,564 @@ export const ReturnRejected: MessageFns<ReturnRejected> = {
   },
 };
 
-export interface OrderService {
+export type OrderServiceService = typeof OrderServiceService;
+export const OrderServiceService = {
   /**
    * Place an order from the cart (or the given items): reserves all lines or none
    * Send an Idempotency-Key header to make retries safe. At most MAX_UNPAID_ORDERS unpaid orders
    * per user and MAX_UNPAID_UNITS_PER_PRODUCT units of one product across them (409 UNPAID_LIMIT).
    */
-  Create(request: CreateRequest): Promise<Order>;
+  create: {
+    path: "/meridian.order.v1.OrderService/Create" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateRequest): Buffer => Buffer.from(CreateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateRequest => CreateRequest.decode(value),
+    responseSerialize: (value: Order): Buffer => Buffer.from(Order.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Order => Order.decode(value),
+  },
   /** Orders: your own, or (admins) everyone's filtered by userId, status and paymentStatus */
-  List(request: ListRequest): Promise<OrderPage>;
+  list: {
+    path: "/meridian.order.v1.OrderService/List" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRequest): Buffer => Buffer.from(ListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRequest => ListRequest.decode(value),
+    responseSerialize: (value: OrderPage): Buffer => Buffer.from(OrderPage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OrderPage => OrderPage.decode(value),
+  },
   /** One order (its owner or an admin) */
-  Get(request: GetRequest): Promise<Order>;
+  get: {
+    path: "/meridian.order.v1.OrderService/Get" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetRequest): Buffer => Buffer.from(GetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetRequest => GetRequest.decode(value),
+    responseSerialize: (value: Order): Buffer => Buffer.from(Order.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Order => Order.decode(value),
+  },
   /**
    * Purchased orders (paid, not fully refunded) in id order, a page at a time (keyset on id)
    * For a consumer that rebuilds from the order history (the recommendation model). `total` is
    * on the first page only. Not routed.
    */
-  ExportPurchases(request: ExportPurchasesRequest): Promise<ExportPurchasesResponse>;
+  exportPurchases: {
+    path: "/meridian.order.v1.OrderService/ExportPurchases" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ExportPurchasesRequest): Buffer =>
+      Buffer.from(ExportPurchasesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportPurchasesRequest => ExportPurchasesRequest.decode(value),
+    responseSerialize: (value: ExportPurchasesResponse): Buffer =>
+      Buffer.from(ExportPurchasesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportPurchasesResponse => ExportPurchasesResponse.decode(value),
+  },
   /** Cancel an unpaid order: its stock reservation is released, its open payment trades closed */
-  Cancel(request: CancelRequest): Promise<Order>;
+  cancel: {
+    path: "/meridian.order.v1.OrderService/Cancel" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelRequest): Buffer => Buffer.from(CancelRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelRequest => CancelRequest.decode(value),
+    responseSerialize: (value: Order): Buffer => Buffer.from(Order.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Order => Order.decode(value),
+  },
   /**
    * Start paying an order with a platform: answers what the client needs (payUrl, codeUrl, form)
    * The trade expires with the order's reservation.
    */
-  Pay(request: PayRequest): Promise<PayResponse>;
+  pay: {
+    path: "/meridian.order.v1.OrderService/Pay" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PayRequest): Buffer => Buffer.from(PayRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PayRequest => PayRequest.decode(value),
+    responseSerialize: (value: PayResponse): Buffer => Buffer.from(PayResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PayResponse => PayResponse.decode(value),
+  },
   /** Mark a paid order shipped, with carrier and tracking number (a partly refunded one still ships) */
-  Ship(request: ShipRequest): Promise<Order>;
+  ship: {
+    path: "/meridian.order.v1.OrderService/Ship" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ShipRequest): Buffer => Buffer.from(ShipRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ShipRequest => ShipRequest.decode(value),
+    responseSerialize: (value: Order): Buffer => Buffer.from(Order.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Order => Order.decode(value),
+  },
   /** Mark a shipped order delivered (the return window starts) */
-  Deliver(request: DeliverRequest): Promise<Order>;
+  deliver: {
+    path: "/meridian.order.v1.OrderService/Deliver" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeliverRequest): Buffer => Buffer.from(DeliverRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeliverRequest => DeliverRequest.decode(value),
+    responseSerialize: (value: Order): Buffer => Buffer.from(Order.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Order => Order.decode(value),
+  },
   /**
    * Refund a paid order: its owner before it ships (all that is left), an admin any amount
    * The owner's refund returns the stock; after shipping the owner files a return request instead
    * (409). Goes back through the platform that took the money. Send an Idempotency-Key header to
    * make retries safe.
    */
-  Refund(request: RefundRequest): Promise<OrderRefund>;
+  refund: {
+    path: "/meridian.order.v1.OrderService/Refund" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RefundRequest): Buffer => Buffer.from(RefundRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RefundRequest => RefundRequest.decode(value),
+    responseSerialize: (value: OrderRefund): Buffer => Buffer.from(OrderRefund.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OrderRefund => OrderRefund.decode(value),
+  },
   /**
    * Ask to return delivered goods (the owner, within RETURN_WINDOW_DAYS of delivery)
    * An admin approves or rejects it. Send an Idempotency-Key header to make retries safe.
    */
-  RequestReturn(request: RequestReturnRequest): Promise<OrderReturn>;
+  requestReturn: {
+    path: "/meridian.order.v1.OrderService/RequestReturn" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RequestReturnRequest): Buffer => Buffer.from(RequestReturnRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RequestReturnRequest => RequestReturnRequest.decode(value),
+    responseSerialize: (value: OrderReturn): Buffer => Buffer.from(OrderReturn.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OrderReturn => OrderReturn.decode(value),
+  },
   /** The return requests of an order (its owner or an admin) */
-  ListOrderReturns(request: ListOrderReturnsRequest): Promise<ReturnPage>;
+  listOrderReturns: {
+    path: "/meridian.order.v1.OrderService/ListOrderReturns" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListOrderReturnsRequest): Buffer =>
+      Buffer.from(ListOrderReturnsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListOrderReturnsRequest => ListOrderReturnsRequest.decode(value),
+    responseSerialize: (value: ReturnPage): Buffer => Buffer.from(ReturnPage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReturnPage => ReturnPage.decode(value),
+  },
   /** Return requests of every order (admins), newest first */
-  ListReturns(request: ListReturnsRequest): Promise<ReturnPage>;
+  listReturns: {
+    path: "/meridian.order.v1.OrderService/ListReturns" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListReturnsRequest): Buffer => Buffer.from(ListReturnsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListReturnsRequest => ListReturnsRequest.decode(value),
+    responseSerialize: (value: ReturnPage): Buffer => Buffer.from(ReturnPage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReturnPage => ReturnPage.decode(value),
+  },
   /**
    * Approve a return request: refund through the platform that took the money, restock if asked
    * The default refund is the lines' prices, at most what is left. Send an Idempotency-Key header
    * to make retries safe.
    */
-  ApproveReturn(request: ApproveReturnRequest): Promise<OrderReturn>;
+  approveReturn: {
+    path: "/meridian.order.v1.OrderService/ApproveReturn" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ApproveReturnRequest): Buffer => Buffer.from(ApproveReturnRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ApproveReturnRequest => ApproveReturnRequest.decode(value),
+    responseSerialize: (value: OrderReturn): Buffer => Buffer.from(OrderReturn.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OrderReturn => OrderReturn.decode(value),
+  },
   /** Reject a return request, with the reason the customer is told */
-  RejectReturn(request: RejectReturnRequest): Promise<OrderReturn>;
+  rejectReturn: {
+    path: "/meridian.order.v1.OrderService/RejectReturn" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RejectReturnRequest): Buffer => Buffer.from(RejectReturnRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RejectReturnRequest => RejectReturnRequest.decode(value),
+    responseSerialize: (value: OrderReturn): Buffer => Buffer.from(OrderReturn.encode(value).finish()),
+    responseDeserialize: (value: Buffer): OrderReturn => OrderReturn.decode(value),
+  },
   /** A user's limits on unpaid orders (admins): the configured defaults unless raised for them */
-  GetUserLimits(request: GetUserLimitsRequest): Promise<UserLimits>;
+  getUserLimits: {
+    path: "/meridian.order.v1.OrderService/GetUserLimits" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetUserLimitsRequest): Buffer => Buffer.from(GetUserLimitsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetUserLimitsRequest => GetUserLimitsRequest.decode(value),
+    responseSerialize: (value: UserLimits): Buffer => Buffer.from(UserLimits.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UserLimits => UserLimits.decode(value),
+  },
   /** Set a user's limits on unpaid orders (admins; a B2B buyer, say); null restores the default */
-  SetUserLimits(request: SetUserLimitsRequest): Promise<UserLimits>;
+  setUserLimits: {
+    path: "/meridian.order.v1.OrderService/SetUserLimits" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetUserLimitsRequest): Buffer => Buffer.from(SetUserLimitsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetUserLimitsRequest => SetUserLimitsRequest.decode(value),
+    responseSerialize: (value: UserLimits): Buffer => Buffer.from(UserLimits.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UserLimits => UserLimits.decode(value),
+  },
   /**
    * A payment success handed over again by the payment service's reconciliation
    * Applied exactly as its `payment.succeeded` would be (idempotent per payment): the order takes
    * it, or it is refunded in full. Not routed.
    */
-  ApplyPayment(request: ApplyPaymentRequest): Promise<ApplyPaymentResponse>;
+  applyPayment: {
+    path: "/meridian.order.v1.OrderService/ApplyPayment" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ApplyPaymentRequest): Buffer => Buffer.from(ApplyPaymentRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ApplyPaymentRequest => ApplyPaymentRequest.decode(value),
+    responseSerialize: (value: ApplyPaymentResponse): Buffer =>
+      Buffer.from(ApplyPaymentResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ApplyPaymentResponse => ApplyPaymentResponse.decode(value),
+  },
+} as const;
+
+export interface OrderServiceServer extends UntypedServiceImplementation {
+  /**
+   * Place an order from the cart (or the given items): reserves all lines or none
+   * Send an Idempotency-Key header to make retries safe. At most MAX_UNPAID_ORDERS unpaid orders
+   * per user and MAX_UNPAID_UNITS_PER_PRODUCT units of one product across them (409 UNPAID_LIMIT).
+   */
+  create: handleUnaryCall<CreateRequest, Order>;
+  /** Orders: your own, or (admins) everyone's filtered by userId, status and paymentStatus */
+  list: handleUnaryCall<ListRequest, OrderPage>;
+  /** One order (its owner or an admin) */
+  get: handleUnaryCall<GetRequest, Order>;
+  /**
+   * Purchased orders (paid, not fully refunded) in id order, a page at a time (keyset on id)
+   * For a consumer that rebuilds from the order history (the recommendation model). `total` is
+   * on the first page only. Not routed.
+   */
+  exportPurchases: handleUnaryCall<ExportPurchasesRequest, ExportPurchasesResponse>;
+  /** Cancel an unpaid order: its stock reservation is released, its open payment trades closed */
+  cancel: handleUnaryCall<CancelRequest, Order>;
+  /**
+   * Start paying an order with a platform: answers what the client needs (payUrl, codeUrl, form)
+   * The trade expires with the order's reservation.
+   */
+  pay: handleUnaryCall<PayRequest, PayResponse>;
+  /** Mark a paid order shipped, with carrier and tracking number (a partly refunded one still ships) */
+  ship: handleUnaryCall<ShipRequest, Order>;
+  /** Mark a shipped order delivered (the return window starts) */
+  deliver: handleUnaryCall<DeliverRequest, Order>;
+  /**
+   * Refund a paid order: its owner before it ships (all that is left), an admin any amount
+   * The owner's refund returns the stock; after shipping the owner files a return request instead
+   * (409). Goes back through the platform that took the money. Send an Idempotency-Key header to
+   * make retries safe.
+   */
+  refund: handleUnaryCall<RefundRequest, OrderRefund>;
+  /**
+   * Ask to return delivered goods (the owner, within RETURN_WINDOW_DAYS of delivery)
+   * An admin approves or rejects it. Send an Idempotency-Key header to make retries safe.
+   */
+  requestReturn: handleUnaryCall<RequestReturnRequest, OrderReturn>;
+  /** The return requests of an order (its owner or an admin) */
+  listOrderReturns: handleUnaryCall<ListOrderReturnsRequest, ReturnPage>;
+  /** Return requests of every order (admins), newest first */
+  listReturns: handleUnaryCall<ListReturnsRequest, ReturnPage>;
+  /**
+   * Approve a return request: refund through the platform that took the money, restock if asked
+   * The default refund is the lines' prices, at most what is left. Send an Idempotency-Key header
+   * to make retries safe.
+   */
+  approveReturn: handleUnaryCall<ApproveReturnRequest, OrderReturn>;
+  /** Reject a return request, with the reason the customer is told */
+  rejectReturn: handleUnaryCall<RejectReturnRequest, OrderReturn>;
+  /** A user's limits on unpaid orders (admins): the configured defaults unless raised for them */
+  getUserLimits: handleUnaryCall<GetUserLimitsRequest, UserLimits>;
+  /** Set a user's limits on unpaid orders (admins; a B2B buyer, say); null restores the default */
+  setUserLimits: handleUnaryCall<SetUserLimitsRequest, UserLimits>;
+  /**
+   * A payment success handed over again by the payment service's reconciliation
+   * Applied exactly as its `payment.succeeded` would be (idempotent per payment): the order takes
+   * it, or it is refunded in full. Not routed.
+   */
+  applyPayment: handleUnaryCall<ApplyPaymentRequest, ApplyPaymentResponse>;
 }
 
-export const OrderServiceServiceName = "meridian.order.v1.OrderService";
-export class OrderServiceClientImpl implements OrderService {
-  private readonly rpc: Rpc;
-  private readonly service: string;
-  constructor(rpc: Rpc, opts?: { service?: string }) {
-    this.service = opts?.service || OrderServiceServiceName;
-    this.rpc = rpc;
-    this.Create = this.Create.bind(this);
-    this.List = this.List.bind(this);
-    this.Get = this.Get.bind(this);
-    this.ExportPurchases = this.ExportPurchases.bind(this);
-    this.Cancel = this.Cancel.bind(this);
-    this.Pay = this.Pay.bind(this);
-    this.Ship = this.Ship.bind(this);
-    this.Deliver = this.Deliver.bind(this);
-    this.Refund = this.Refund.bind(this);
-    this.RequestReturn = this.RequestReturn.bind(this);
-    this.ListOrderReturns = this.ListOrderReturns.bind(this);
-    this.ListReturns = this.ListReturns.bind(this);
-    this.ApproveReturn = this.ApproveReturn.bind(this);
-    this.RejectReturn = this.RejectReturn.bind(this);
-    this.GetUserLimits = this.GetUserLimits.bind(this);
-    this.SetUserLimits = this.SetUserLimits.bind(this);
-    this.ApplyPayment = this.ApplyPayment.bind(this);
-  }
-  Create(request: CreateRequest): Promise<Order> {
-    const data = CreateRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Create", data);
-    return promise.then((data) => Order.decode(new BinaryReader(data)));
-  }
-
-  List(request: ListRequest): Promise<OrderPage> {
-    const data = ListRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "List", data);
-    return promise.then((data) => OrderPage.decode(new BinaryReader(data)));
-  }
-
-  Get(request: GetRequest): Promise<Order> {
-    const data = GetRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Get", data);
-    return promise.then((data) => Order.decode(new BinaryReader(data)));
-  }
-
-  ExportPurchases(request: ExportPurchasesRequest): Promise<ExportPurchasesResponse> {
-    const data = ExportPurchasesRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ExportPurchases", data);
-    return promise.then((data) => ExportPurchasesResponse.decode(new BinaryReader(data)));
-  }
-
-  Cancel(request: CancelRequest): Promise<Order> {
-    const data = CancelRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Cancel", data);
-    return promise.then((data) => Order.decode(new BinaryReader(data)));
-  }
-
-  Pay(request: PayRequest): Promise<PayResponse> {
-    const data = PayRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Pay", data);
-    return promise.then((data) => PayResponse.decode(new BinaryReader(data)));
-  }
-
-  Ship(request: ShipRequest): Promise<Order> {
-    const data = ShipRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Ship", data);
-    return promise.then((data) => Order.decode(new BinaryReader(data)));
-  }
-
-  Deliver(request: DeliverRequest): Promise<Order> {
-    const data = DeliverRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Deliver", data);
-    return promise.then((data) => Order.decode(new BinaryReader(data)));
-  }
-
-  Refund(request: RefundRequest): Promise<OrderRefund> {
-    const data = RefundRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Refund", data);
-    return promise.then((data) => OrderRefund.decode(new BinaryReader(data)));
-  }
-
-  RequestReturn(request: RequestReturnRequest): Promise<OrderReturn> {
-    const data = RequestReturnRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "RequestReturn", data);
-    return promise.then((data) => OrderReturn.decode(new BinaryReader(data)));
-  }
-
-  ListOrderReturns(request: ListOrderReturnsRequest): Promise<ReturnPage> {
-    const data = ListOrderReturnsRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ListOrderReturns", data);
-    return promise.then((data) => ReturnPage.decode(new BinaryReader(data)));
-  }
-
-  ListReturns(request: ListReturnsRequest): Promise<ReturnPage> {
-    const data = ListReturnsRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ListReturns", data);
-    return promise.then((data) => ReturnPage.decode(new BinaryReader(data)));
-  }
-
-  ApproveReturn(request: ApproveReturnRequest): Promise<OrderReturn> {
-    const data = ApproveReturnRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ApproveReturn", data);
-    return promise.then((data) => OrderReturn.decode(new BinaryReader(data)));
-  }
-
-  RejectReturn(request: RejectReturnRequest): Promise<OrderReturn> {
-    const data = RejectReturnRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "RejectReturn", data);
-    return promise.then((data) => OrderReturn.decode(new BinaryReader(data)));
-  }
-
-  GetUserLimits(request: GetUserLimitsRequest): Promise<UserLimits> {
-    const data = GetUserLimitsRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "GetUserLimits", data);
-    return promise.then((data) => UserLimits.decode(new BinaryReader(data)));
-  }
-
-  SetUserLimits(request: SetUserLimitsRequest): Promise<UserLimits> {
-    const data = SetUserLimitsRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "SetUserLimits", data);
-    return promise.then((data) => UserLimits.decode(new BinaryReader(data)));
-  }
-
-  ApplyPayment(request: ApplyPaymentRequest): Promise<ApplyPaymentResponse> {
-    const data = ApplyPaymentRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ApplyPayment", data);
-    return promise.then((data) => ApplyPaymentResponse.decode(new BinaryReader(data)));
-  }
+export interface OrderServiceClient extends Client {
+  /**
+   * Place an order from the cart (or the given items): reserves all lines or none
+   * Send an Idempotency-Key header to make retries safe. At most MAX_UNPAID_ORDERS unpaid orders
+   * per user and MAX_UNPAID_UNITS_PER_PRODUCT units of one product across them (409 UNPAID_LIMIT).
+   */
+  create(request: CreateRequest, callback: (error: ServiceError | null, response: Order) => void): ClientUnaryCall;
+  create(
+    request: CreateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  create(
+    request: CreateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  /** Orders: your own, or (admins) everyone's filtered by userId, status and paymentStatus */
+  list(request: ListRequest, callback: (error: ServiceError | null, response: OrderPage) => void): ClientUnaryCall;
+  list(
+    request: ListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OrderPage) => void,
+  ): ClientUnaryCall;
+  list(
+    request: ListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OrderPage) => void,
+  ): ClientUnaryCall;
+  /** One order (its owner or an admin) */
+  get(request: GetRequest, callback: (error: ServiceError | null, response: Order) => void): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  /**
+   * Purchased orders (paid, not fully refunded) in id order, a page at a time (keyset on id)
+   * For a consumer that rebuilds from the order history (the recommendation model). `total` is
+   * on the first page only. Not routed.
+   */
+  exportPurchases(
+    request: ExportPurchasesRequest,
+    callback: (error: ServiceError | null, response: ExportPurchasesResponse) => void,
+  ): ClientUnaryCall;
+  exportPurchases(
+    request: ExportPurchasesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ExportPurchasesResponse) => void,
+  ): ClientUnaryCall;
+  exportPurchases(
+    request: ExportPurchasesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ExportPurchasesResponse) => void,
+  ): ClientUnaryCall;
+  /** Cancel an unpaid order: its stock reservation is released, its open payment trades closed */
+  cancel(request: CancelRequest, callback: (error: ServiceError | null, response: Order) => void): ClientUnaryCall;
+  cancel(
+    request: CancelRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  cancel(
+    request: CancelRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  /**
+   * Start paying an order with a platform: answers what the client needs (payUrl, codeUrl, form)
+   * The trade expires with the order's reservation.
+   */
+  pay(request: PayRequest, callback: (error: ServiceError | null, response: PayResponse) => void): ClientUnaryCall;
+  pay(
+    request: PayRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PayResponse) => void,
+  ): ClientUnaryCall;
+  pay(
+    request: PayRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PayResponse) => void,
+  ): ClientUnaryCall;
+  /** Mark a paid order shipped, with carrier and tracking number (a partly refunded one still ships) */
+  ship(request: ShipRequest, callback: (error: ServiceError | null, response: Order) => void): ClientUnaryCall;
+  ship(
+    request: ShipRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  ship(
+    request: ShipRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  /** Mark a shipped order delivered (the return window starts) */
+  deliver(request: DeliverRequest, callback: (error: ServiceError | null, response: Order) => void): ClientUnaryCall;
+  deliver(
+    request: DeliverRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  deliver(
+    request: DeliverRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Order) => void,
+  ): ClientUnaryCall;
+  /**
+   * Refund a paid order: its owner before it ships (all that is left), an admin any amount
+   * The owner's refund returns the stock; after shipping the owner files a return request instead
+   * (409). Goes back through the platform that took the money. Send an Idempotency-Key header to
+   * make retries safe.
+   */
+  refund(
+    request: RefundRequest,
+    callback: (error: ServiceError | null, response: OrderRefund) => void,
+  ): ClientUnaryCall;
+  refund(
+    request: RefundRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OrderRefund) => void,
+  ): ClientUnaryCall;
+  refund(
+    request: RefundRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OrderRefund) => void,
+  ): ClientUnaryCall;
+  /**
+   * Ask to return delivered goods (the owner, within RETURN_WINDOW_DAYS of delivery)
+   * An admin approves or rejects it. Send an Idempotency-Key header to make retries safe.
+   */
+  requestReturn(
+    request: RequestReturnRequest,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  requestReturn(
+    request: RequestReturnRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  requestReturn(
+    request: RequestReturnRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  /** The return requests of an order (its owner or an admin) */
+  listOrderReturns(
+    request: ListOrderReturnsRequest,
+    callback: (error: ServiceError | null, response: ReturnPage) => void,
+  ): ClientUnaryCall;
+  listOrderReturns(
+    request: ListOrderReturnsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReturnPage) => void,
+  ): ClientUnaryCall;
+  listOrderReturns(
+    request: ListOrderReturnsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReturnPage) => void,
+  ): ClientUnaryCall;
+  /** Return requests of every order (admins), newest first */
+  listReturns(
+    request: ListReturnsRequest,
+    callback: (error: ServiceError | null, response: ReturnPage) => void,
+  ): ClientUnaryCall;
+  listReturns(
+    request: ListReturnsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReturnPage) => void,
+  ): ClientUnaryCall;
+  listReturns(
+    request: ListReturnsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReturnPage) => void,
+  ): ClientUnaryCall;
+  /**
+   * Approve a return request: refund through the platform that took the money, restock if asked
+   * The default refund is the lines' prices, at most what is left. Send an Idempotency-Key header
+   * to make retries safe.
+   */
+  approveReturn(
+    request: ApproveReturnRequest,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  approveReturn(
+    request: ApproveReturnRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  approveReturn(
+    request: ApproveReturnRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  /** Reject a return request, with the reason the customer is told */
+  rejectReturn(
+    request: RejectReturnRequest,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  rejectReturn(
+    request: RejectReturnRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  rejectReturn(
+    request: RejectReturnRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: OrderReturn) => void,
+  ): ClientUnaryCall;
+  /** A user's limits on unpaid orders (admins): the configured defaults unless raised for them */
+  getUserLimits(
+    request: GetUserLimitsRequest,
+    callback: (error: ServiceError | null, response: UserLimits) => void,
+  ): ClientUnaryCall;
+  getUserLimits(
+    request: GetUserLimitsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UserLimits) => void,
+  ): ClientUnaryCall;
+  getUserLimits(
+    request: GetUserLimitsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UserLimits) => void,
+  ): ClientUnaryCall;
+  /** Set a user's limits on unpaid orders (admins; a B2B buyer, say); null restores the default */
+  setUserLimits(
+    request: SetUserLimitsRequest,
+    callback: (error: ServiceError | null, response: UserLimits) => void,
+  ): ClientUnaryCall;
+  setUserLimits(
+    request: SetUserLimitsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UserLimits) => void,
+  ): ClientUnaryCall;
+  setUserLimits(
+    request: SetUserLimitsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UserLimits) => void,
+  ): ClientUnaryCall;
+  /**
+   * A payment success handed over again by the payment service's reconciliation
+   * Applied exactly as its `payment.succeeded` would be (idempotent per payment): the order takes
+   * it, or it is refunded in full. Not routed.
+   */
+  applyPayment(
+    request: ApplyPaymentRequest,
+    callback: (error: ServiceError | null, response: ApplyPaymentResponse) => void,
+  ): ClientUnaryCall;
+  applyPayment(
+    request: ApplyPaymentRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ApplyPaymentResponse) => void,
+  ): ClientUnaryCall;
+  applyPayment(
+    request: ApplyPaymentRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ApplyPaymentResponse) => void,
+  ): ClientUnaryCall;
 }
 
-interface Rpc {
-  request(service: string, method: string, data: Uint8Array): Promise<Uint8Array>;
-}
+export const OrderServiceClient = makeGenericClientConstructor(
+  OrderServiceService,
+  "meridian.order.v1.OrderService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): OrderServiceClient;
+  service: typeof OrderServiceService;
+  serviceName: string;
+};
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());

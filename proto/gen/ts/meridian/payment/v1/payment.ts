@@ -6,6 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { Money } from "../../common/v1/common";
 
 export const protobufPackage = "meridian.payment.v1";
@@ -1723,115 +1735,313 @@ export const RefundFailed: MessageFns<RefundFailed> = {
   },
 };
 
-export interface PaymentService {
+export type PaymentServiceService = typeof PaymentServiceService;
+export const PaymentServiceService = {
   /**
    * For the order service: a payment of an order with a platform (a PENDING payment of the
    * same order, provider and amount is reused).
    */
-  Create(request: CreateRequest): Promise<Payment>;
+  create: {
+    path: "/meridian.payment.v1.PaymentService/Create" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateRequest): Buffer => Buffer.from(CreateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateRequest => CreateRequest.decode(value),
+    responseSerialize: (value: Payment): Buffer => Buffer.from(Payment.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Payment => Payment.decode(value),
+  },
   /** One payment (owner or admin) */
-  Get(request: GetRequest): Promise<Payment>;
+  get: {
+    path: "/meridian.payment.v1.PaymentService/Get" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetRequest): Buffer => Buffer.from(GetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetRequest => GetRequest.decode(value),
+    responseSerialize: (value: Payment): Buffer => Buffer.from(Payment.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Payment => Payment.decode(value),
+  },
   /** For the order service: the order's payments, oldest first. */
-  ListForOrder(request: ListForOrderRequest): Promise<PaymentList>;
+  listForOrder: {
+    path: "/meridian.payment.v1.PaymentService/ListForOrder" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListForOrderRequest): Buffer => Buffer.from(ListForOrderRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListForOrderRequest => ListForOrderRequest.decode(value),
+    responseSerialize: (value: PaymentList): Buffer => Buffer.from(PaymentList.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PaymentList => PaymentList.decode(value),
+  },
   /**
    * For the order service: a refund through the platform that took the money (idempotent
    * per refund_id).
    */
-  Refund(request: RefundRequest): Promise<RefundResponse>;
+  refund: {
+    path: "/meridian.payment.v1.PaymentService/Refund" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RefundRequest): Buffer => Buffer.from(RefundRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RefundRequest => RefundRequest.decode(value),
+    responseSerialize: (value: RefundResponse): Buffer => Buffer.from(RefundResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RefundResponse => RefundResponse.decode(value),
+  },
   /** A payment platform's callback (its own format; signatures over the raw body) */
-  Notify(request: NotifyRequest): Promise<NotifyResponse>;
+  notify: {
+    path: "/meridian.payment.v1.PaymentService/Notify" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: NotifyRequest): Buffer => Buffer.from(NotifyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): NotifyRequest => NotifyRequest.decode(value),
+    responseSerialize: (value: NotifyResponse): Buffer => Buffer.from(NotifyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): NotifyResponse => NotifyResponse.decode(value),
+  },
   /**
    * Sandbox platform: complete a payment as the buyer (success or failure)
    * Anyone holding the payUrl (its token) may call it. The sandbox then calls
    * POST /api/payments/notify/sandbox, signed, like a real platform.
    */
-  SandboxComplete(request: SandboxCompleteRequest): Promise<SandboxCompleteResponse>;
+  sandboxComplete: {
+    path: "/meridian.payment.v1.PaymentService/SandboxComplete" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SandboxCompleteRequest): Buffer =>
+      Buffer.from(SandboxCompleteRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SandboxCompleteRequest => SandboxCompleteRequest.decode(value),
+    responseSerialize: (value: SandboxCompleteResponse): Buffer =>
+      Buffer.from(SandboxCompleteResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SandboxCompleteResponse => SandboxCompleteResponse.decode(value),
+  },
   /** Sandbox platform: the pay page (HTML) */
-  SandboxPage(request: SandboxPageRequest): Promise<SandboxPageResponse>;
+  sandboxPage: {
+    path: "/meridian.payment.v1.PaymentService/SandboxPage" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SandboxPageRequest): Buffer => Buffer.from(SandboxPageRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SandboxPageRequest => SandboxPageRequest.decode(value),
+    responseSerialize: (value: SandboxPageResponse): Buffer => Buffer.from(SandboxPageResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SandboxPageResponse => SandboxPageResponse.decode(value),
+  },
   /**
    * For the order service: mark the order's possibly open trades to be closed at their
    * platforms (reconciliation closes them). Idempotent.
    */
-  CloseOrderTrades(request: CloseOrderTradesRequest): Promise<CloseOrderTradesResponse>;
+  closeOrderTrades: {
+    path: "/meridian.payment.v1.PaymentService/CloseOrderTrades" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CloseOrderTradesRequest): Buffer =>
+      Buffer.from(CloseOrderTradesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CloseOrderTradesRequest => CloseOrderTradesRequest.decode(value),
+    responseSerialize: (value: CloseOrderTradesResponse): Buffer =>
+      Buffer.from(CloseOrderTradesResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CloseOrderTradesResponse => CloseOrderTradesResponse.decode(value),
+  },
   /** One reconciliation pass now (tests, operations). */
-  Reconcile(request: ReconcileRequest): Promise<ReconcileResponse>;
+  reconcile: {
+    path: "/meridian.payment.v1.PaymentService/Reconcile" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReconcileRequest): Buffer => Buffer.from(ReconcileRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReconcileRequest => ReconcileRequest.decode(value),
+    responseSerialize: (value: ReconcileResponse): Buffer => Buffer.from(ReconcileResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReconcileResponse => ReconcileResponse.decode(value),
+  },
+} as const;
+
+export interface PaymentServiceServer extends UntypedServiceImplementation {
+  /**
+   * For the order service: a payment of an order with a platform (a PENDING payment of the
+   * same order, provider and amount is reused).
+   */
+  create: handleUnaryCall<CreateRequest, Payment>;
+  /** One payment (owner or admin) */
+  get: handleUnaryCall<GetRequest, Payment>;
+  /** For the order service: the order's payments, oldest first. */
+  listForOrder: handleUnaryCall<ListForOrderRequest, PaymentList>;
+  /**
+   * For the order service: a refund through the platform that took the money (idempotent
+   * per refund_id).
+   */
+  refund: handleUnaryCall<RefundRequest, RefundResponse>;
+  /** A payment platform's callback (its own format; signatures over the raw body) */
+  notify: handleUnaryCall<NotifyRequest, NotifyResponse>;
+  /**
+   * Sandbox platform: complete a payment as the buyer (success or failure)
+   * Anyone holding the payUrl (its token) may call it. The sandbox then calls
+   * POST /api/payments/notify/sandbox, signed, like a real platform.
+   */
+  sandboxComplete: handleUnaryCall<SandboxCompleteRequest, SandboxCompleteResponse>;
+  /** Sandbox platform: the pay page (HTML) */
+  sandboxPage: handleUnaryCall<SandboxPageRequest, SandboxPageResponse>;
+  /**
+   * For the order service: mark the order's possibly open trades to be closed at their
+   * platforms (reconciliation closes them). Idempotent.
+   */
+  closeOrderTrades: handleUnaryCall<CloseOrderTradesRequest, CloseOrderTradesResponse>;
+  /** One reconciliation pass now (tests, operations). */
+  reconcile: handleUnaryCall<ReconcileRequest, ReconcileResponse>;
 }
 
-export const PaymentServiceServiceName = "meridian.payment.v1.PaymentService";
-export class PaymentServiceClientImpl implements PaymentService {
-  private readonly rpc: Rpc;
-  private readonly service: string;
-  constructor(rpc: Rpc, opts?: { service?: string }) {
-    this.service = opts?.service || PaymentServiceServiceName;
-    this.rpc = rpc;
-    this.Create = this.Create.bind(this);
-    this.Get = this.Get.bind(this);
-    this.ListForOrder = this.ListForOrder.bind(this);
-    this.Refund = this.Refund.bind(this);
-    this.Notify = this.Notify.bind(this);
-    this.SandboxComplete = this.SandboxComplete.bind(this);
-    this.SandboxPage = this.SandboxPage.bind(this);
-    this.CloseOrderTrades = this.CloseOrderTrades.bind(this);
-    this.Reconcile = this.Reconcile.bind(this);
-  }
-  Create(request: CreateRequest): Promise<Payment> {
-    const data = CreateRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Create", data);
-    return promise.then((data) => Payment.decode(new BinaryReader(data)));
-  }
-
-  Get(request: GetRequest): Promise<Payment> {
-    const data = GetRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Get", data);
-    return promise.then((data) => Payment.decode(new BinaryReader(data)));
-  }
-
-  ListForOrder(request: ListForOrderRequest): Promise<PaymentList> {
-    const data = ListForOrderRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ListForOrder", data);
-    return promise.then((data) => PaymentList.decode(new BinaryReader(data)));
-  }
-
-  Refund(request: RefundRequest): Promise<RefundResponse> {
-    const data = RefundRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Refund", data);
-    return promise.then((data) => RefundResponse.decode(new BinaryReader(data)));
-  }
-
-  Notify(request: NotifyRequest): Promise<NotifyResponse> {
-    const data = NotifyRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Notify", data);
-    return promise.then((data) => NotifyResponse.decode(new BinaryReader(data)));
-  }
-
-  SandboxComplete(request: SandboxCompleteRequest): Promise<SandboxCompleteResponse> {
-    const data = SandboxCompleteRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "SandboxComplete", data);
-    return promise.then((data) => SandboxCompleteResponse.decode(new BinaryReader(data)));
-  }
-
-  SandboxPage(request: SandboxPageRequest): Promise<SandboxPageResponse> {
-    const data = SandboxPageRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "SandboxPage", data);
-    return promise.then((data) => SandboxPageResponse.decode(new BinaryReader(data)));
-  }
-
-  CloseOrderTrades(request: CloseOrderTradesRequest): Promise<CloseOrderTradesResponse> {
-    const data = CloseOrderTradesRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "CloseOrderTrades", data);
-    return promise.then((data) => CloseOrderTradesResponse.decode(new BinaryReader(data)));
-  }
-
-  Reconcile(request: ReconcileRequest): Promise<ReconcileResponse> {
-    const data = ReconcileRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Reconcile", data);
-    return promise.then((data) => ReconcileResponse.decode(new BinaryReader(data)));
-  }
+export interface PaymentServiceClient extends Client {
+  /**
+   * For the order service: a payment of an order with a platform (a PENDING payment of the
+   * same order, provider and amount is reused).
+   */
+  create(request: CreateRequest, callback: (error: ServiceError | null, response: Payment) => void): ClientUnaryCall;
+  create(
+    request: CreateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Payment) => void,
+  ): ClientUnaryCall;
+  create(
+    request: CreateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Payment) => void,
+  ): ClientUnaryCall;
+  /** One payment (owner or admin) */
+  get(request: GetRequest, callback: (error: ServiceError | null, response: Payment) => void): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Payment) => void,
+  ): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Payment) => void,
+  ): ClientUnaryCall;
+  /** For the order service: the order's payments, oldest first. */
+  listForOrder(
+    request: ListForOrderRequest,
+    callback: (error: ServiceError | null, response: PaymentList) => void,
+  ): ClientUnaryCall;
+  listForOrder(
+    request: ListForOrderRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: PaymentList) => void,
+  ): ClientUnaryCall;
+  listForOrder(
+    request: ListForOrderRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: PaymentList) => void,
+  ): ClientUnaryCall;
+  /**
+   * For the order service: a refund through the platform that took the money (idempotent
+   * per refund_id).
+   */
+  refund(
+    request: RefundRequest,
+    callback: (error: ServiceError | null, response: RefundResponse) => void,
+  ): ClientUnaryCall;
+  refund(
+    request: RefundRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RefundResponse) => void,
+  ): ClientUnaryCall;
+  refund(
+    request: RefundRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RefundResponse) => void,
+  ): ClientUnaryCall;
+  /** A payment platform's callback (its own format; signatures over the raw body) */
+  notify(
+    request: NotifyRequest,
+    callback: (error: ServiceError | null, response: NotifyResponse) => void,
+  ): ClientUnaryCall;
+  notify(
+    request: NotifyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: NotifyResponse) => void,
+  ): ClientUnaryCall;
+  notify(
+    request: NotifyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: NotifyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sandbox platform: complete a payment as the buyer (success or failure)
+   * Anyone holding the payUrl (its token) may call it. The sandbox then calls
+   * POST /api/payments/notify/sandbox, signed, like a real platform.
+   */
+  sandboxComplete(
+    request: SandboxCompleteRequest,
+    callback: (error: ServiceError | null, response: SandboxCompleteResponse) => void,
+  ): ClientUnaryCall;
+  sandboxComplete(
+    request: SandboxCompleteRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SandboxCompleteResponse) => void,
+  ): ClientUnaryCall;
+  sandboxComplete(
+    request: SandboxCompleteRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SandboxCompleteResponse) => void,
+  ): ClientUnaryCall;
+  /** Sandbox platform: the pay page (HTML) */
+  sandboxPage(
+    request: SandboxPageRequest,
+    callback: (error: ServiceError | null, response: SandboxPageResponse) => void,
+  ): ClientUnaryCall;
+  sandboxPage(
+    request: SandboxPageRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SandboxPageResponse) => void,
+  ): ClientUnaryCall;
+  sandboxPage(
+    request: SandboxPageRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SandboxPageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * For the order service: mark the order's possibly open trades to be closed at their
+   * platforms (reconciliation closes them). Idempotent.
+   */
+  closeOrderTrades(
+    request: CloseOrderTradesRequest,
+    callback: (error: ServiceError | null, response: CloseOrderTradesResponse) => void,
+  ): ClientUnaryCall;
+  closeOrderTrades(
+    request: CloseOrderTradesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CloseOrderTradesResponse) => void,
+  ): ClientUnaryCall;
+  closeOrderTrades(
+    request: CloseOrderTradesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CloseOrderTradesResponse) => void,
+  ): ClientUnaryCall;
+  /** One reconciliation pass now (tests, operations). */
+  reconcile(
+    request: ReconcileRequest,
+    callback: (error: ServiceError | null, response: ReconcileResponse) => void,
+  ): ClientUnaryCall;
+  reconcile(
+    request: ReconcileRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReconcileResponse) => void,
+  ): ClientUnaryCall;
+  reconcile(
+    request: ReconcileRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReconcileResponse) => void,
+  ): ClientUnaryCall;
 }
 
-interface Rpc {
-  request(service: string, method: string, data: Uint8Array): Promise<Uint8Array>;
-}
+export const PaymentServiceClient = makeGenericClientConstructor(
+  PaymentServiceService,
+  "meridian.payment.v1.PaymentService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): PaymentServiceClient;
+  service: typeof PaymentServiceService;
+  serviceName: string;
+};
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());

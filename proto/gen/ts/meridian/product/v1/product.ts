@@ -6,6 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { Empty } from "../../../google/protobuf/empty";
 import { Money, NullableString, StringList } from "../../common/v1/common";
 
@@ -2512,150 +2524,409 @@ export const ReservationExpired: MessageFns<ReservationExpired> = {
   },
 };
 
-export interface ProductService {
+export type ProductServiceService = typeof ProductServiceService;
+export const ProductServiceService = {
   /** List products (filter by category, brand; sort; pages) */
-  List(request: ListRequest): Promise<ProductPage>;
+  list: {
+    path: "/meridian.product.v1.ProductService/List" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListRequest): Buffer => Buffer.from(ListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListRequest => ListRequest.decode(value),
+    responseSerialize: (value: ProductPage): Buffer => Buffer.from(ProductPage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ProductPage => ProductPage.decode(value),
+  },
   /** One product */
-  Get(request: GetRequest): Promise<Product>;
+  get: {
+    path: "/meridian.product.v1.ProductService/Get" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetRequest): Buffer => Buffer.from(GetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetRequest => GetRequest.decode(value),
+    responseSerialize: (value: Product): Buffer => Buffer.from(Product.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Product => Product.decode(value),
+  },
   /**
    * Every live product in id order, a page at a time (keyset on id), for a consumer that
    * rebuilds its own copy of the catalog (search, recommendation).
    */
-  Export(request: ExportRequest): Promise<ExportResponse>;
+  export: {
+    path: "/meridian.product.v1.ProductService/Export" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ExportRequest): Buffer => Buffer.from(ExportRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExportRequest => ExportRequest.decode(value),
+    responseSerialize: (value: ExportResponse): Buffer => Buffer.from(ExportResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExportResponse => ExportResponse.decode(value),
+  },
   /**
    * Loads products [from, from + count) of the demo catalog, skipping existing skus
    * (`npm run seed`, benchmarks).
    */
-  SeedDemo(request: SeedDemoRequest): Promise<SeedDemoResponse>;
+  seedDemo: {
+    path: "/meridian.product.v1.ProductService/SeedDemo" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SeedDemoRequest): Buffer => Buffer.from(SeedDemoRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SeedDemoRequest => SeedDemoRequest.decode(value),
+    responseSerialize: (value: SeedDemoResponse): Buffer => Buffer.from(SeedDemoResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SeedDemoResponse => SeedDemoResponse.decode(value),
+  },
   /** Create a product */
-  Create(request: CreateRequest): Promise<Product>;
+  create: {
+    path: "/meridian.product.v1.ProductService/Create" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateRequest): Buffer => Buffer.from(CreateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateRequest => CreateRequest.decode(value),
+    responseSerialize: (value: Product): Buffer => Buffer.from(Product.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Product => Product.decode(value),
+  },
   /** Change a product (anything but sku and stock) */
-  Update(request: UpdateRequest): Promise<Product>;
+  update: {
+    path: "/meridian.product.v1.ProductService/Update" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateRequest): Buffer => Buffer.from(UpdateRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateRequest => UpdateRequest.decode(value),
+    responseSerialize: (value: Product): Buffer => Buffer.from(Product.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Product => Product.decode(value),
+  },
   /** Delete a product (it leaves every read) */
-  Remove(request: RemoveRequest): Promise<Empty>;
+  remove: {
+    path: "/meridian.product.v1.ProductService/Remove" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RemoveRequest): Buffer => Buffer.from(RemoveRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RemoveRequest => RemoveRequest.decode(value),
+    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
+  },
   /** Restock (positive delta) or remove stock (negative); never below reserved */
-  AdjustStock(request: AdjustStockRequest): Promise<Product>;
+  adjustStock: {
+    path: "/meridian.product.v1.ProductService/AdjustStock" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AdjustStockRequest): Buffer => Buffer.from(AdjustStockRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AdjustStockRequest => AdjustStockRequest.decode(value),
+    responseSerialize: (value: Product): Buffer => Buffer.from(Product.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Product => Product.decode(value),
+  },
   /**
    * For the order service: holds every line or none (OUT_OF_STOCK; NOT_FOUND names a product
    * that does not exist or was deleted), idempotent per order; answers the lines priced.
    */
-  Reserve(request: ReserveRequest): Promise<Reservation>;
+  reserve: {
+    path: "/meridian.product.v1.ProductService/Reserve" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReserveRequest): Buffer => Buffer.from(ReserveRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReserveRequest => ReserveRequest.decode(value),
+    responseSerialize: (value: Reservation): Buffer => Buffer.from(Reservation.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Reservation => Reservation.decode(value),
+  },
   /** For the order service (paid): the held lines are sold. Idempotent. */
-  Commit(request: CommitRequest): Promise<Reservation>;
+  commit: {
+    path: "/meridian.product.v1.ProductService/Commit" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CommitRequest): Buffer => Buffer.from(CommitRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CommitRequest => CommitRequest.decode(value),
+    responseSerialize: (value: Reservation): Buffer => Buffer.from(Reservation.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Reservation => Reservation.decode(value),
+  },
   /** For the order service (cancelled): the held lines go back to available. Idempotent. */
-  Release(request: ReleaseRequest): Promise<Reservation>;
+  release: {
+    path: "/meridian.product.v1.ProductService/Release" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReleaseRequest): Buffer => Buffer.from(ReleaseRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReleaseRequest => ReleaseRequest.decode(value),
+    responseSerialize: (value: Reservation): Buffer => Buffer.from(Reservation.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Reservation => Reservation.decode(value),
+  },
   /**
    * For the order service (refunded before shipping): the committed lines go back on the
    * shelf. Idempotent.
    */
-  ReturnStock(request: ReturnStockRequest): Promise<Reservation>;
+  returnStock: {
+    path: "/meridian.product.v1.ProductService/ReturnStock" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReturnStockRequest): Buffer => Buffer.from(ReturnStockRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReturnStockRequest => ReturnStockRequest.decode(value),
+    responseSerialize: (value: Reservation): Buffer => Buffer.from(Reservation.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Reservation => Reservation.decode(value),
+  },
   /** Runs one reservation expiry pass now (tests, operations). */
-  Sweep(request: SweepRequest): Promise<SweepResponse>;
+  sweep: {
+    path: "/meridian.product.v1.ProductService/Sweep" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SweepRequest): Buffer => Buffer.from(SweepRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SweepRequest => SweepRequest.decode(value),
+    responseSerialize: (value: SweepResponse): Buffer => Buffer.from(SweepResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SweepResponse => SweepResponse.decode(value),
+  },
+} as const;
+
+export interface ProductServiceServer extends UntypedServiceImplementation {
+  /** List products (filter by category, brand; sort; pages) */
+  list: handleUnaryCall<ListRequest, ProductPage>;
+  /** One product */
+  get: handleUnaryCall<GetRequest, Product>;
+  /**
+   * Every live product in id order, a page at a time (keyset on id), for a consumer that
+   * rebuilds its own copy of the catalog (search, recommendation).
+   */
+  export: handleUnaryCall<ExportRequest, ExportResponse>;
+  /**
+   * Loads products [from, from + count) of the demo catalog, skipping existing skus
+   * (`npm run seed`, benchmarks).
+   */
+  seedDemo: handleUnaryCall<SeedDemoRequest, SeedDemoResponse>;
+  /** Create a product */
+  create: handleUnaryCall<CreateRequest, Product>;
+  /** Change a product (anything but sku and stock) */
+  update: handleUnaryCall<UpdateRequest, Product>;
+  /** Delete a product (it leaves every read) */
+  remove: handleUnaryCall<RemoveRequest, Empty>;
+  /** Restock (positive delta) or remove stock (negative); never below reserved */
+  adjustStock: handleUnaryCall<AdjustStockRequest, Product>;
+  /**
+   * For the order service: holds every line or none (OUT_OF_STOCK; NOT_FOUND names a product
+   * that does not exist or was deleted), idempotent per order; answers the lines priced.
+   */
+  reserve: handleUnaryCall<ReserveRequest, Reservation>;
+  /** For the order service (paid): the held lines are sold. Idempotent. */
+  commit: handleUnaryCall<CommitRequest, Reservation>;
+  /** For the order service (cancelled): the held lines go back to available. Idempotent. */
+  release: handleUnaryCall<ReleaseRequest, Reservation>;
+  /**
+   * For the order service (refunded before shipping): the committed lines go back on the
+   * shelf. Idempotent.
+   */
+  returnStock: handleUnaryCall<ReturnStockRequest, Reservation>;
+  /** Runs one reservation expiry pass now (tests, operations). */
+  sweep: handleUnaryCall<SweepRequest, SweepResponse>;
 }
 
-export const ProductServiceServiceName = "meridian.product.v1.ProductService";
-export class ProductServiceClientImpl implements ProductService {
-  private readonly rpc: Rpc;
-  private readonly service: string;
-  constructor(rpc: Rpc, opts?: { service?: string }) {
-    this.service = opts?.service || ProductServiceServiceName;
-    this.rpc = rpc;
-    this.List = this.List.bind(this);
-    this.Get = this.Get.bind(this);
-    this.Export = this.Export.bind(this);
-    this.SeedDemo = this.SeedDemo.bind(this);
-    this.Create = this.Create.bind(this);
-    this.Update = this.Update.bind(this);
-    this.Remove = this.Remove.bind(this);
-    this.AdjustStock = this.AdjustStock.bind(this);
-    this.Reserve = this.Reserve.bind(this);
-    this.Commit = this.Commit.bind(this);
-    this.Release = this.Release.bind(this);
-    this.ReturnStock = this.ReturnStock.bind(this);
-    this.Sweep = this.Sweep.bind(this);
-  }
-  List(request: ListRequest): Promise<ProductPage> {
-    const data = ListRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "List", data);
-    return promise.then((data) => ProductPage.decode(new BinaryReader(data)));
-  }
-
-  Get(request: GetRequest): Promise<Product> {
-    const data = GetRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Get", data);
-    return promise.then((data) => Product.decode(new BinaryReader(data)));
-  }
-
-  Export(request: ExportRequest): Promise<ExportResponse> {
-    const data = ExportRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Export", data);
-    return promise.then((data) => ExportResponse.decode(new BinaryReader(data)));
-  }
-
-  SeedDemo(request: SeedDemoRequest): Promise<SeedDemoResponse> {
-    const data = SeedDemoRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "SeedDemo", data);
-    return promise.then((data) => SeedDemoResponse.decode(new BinaryReader(data)));
-  }
-
-  Create(request: CreateRequest): Promise<Product> {
-    const data = CreateRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Create", data);
-    return promise.then((data) => Product.decode(new BinaryReader(data)));
-  }
-
-  Update(request: UpdateRequest): Promise<Product> {
-    const data = UpdateRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Update", data);
-    return promise.then((data) => Product.decode(new BinaryReader(data)));
-  }
-
-  Remove(request: RemoveRequest): Promise<Empty> {
-    const data = RemoveRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Remove", data);
-    return promise.then((data) => Empty.decode(new BinaryReader(data)));
-  }
-
-  AdjustStock(request: AdjustStockRequest): Promise<Product> {
-    const data = AdjustStockRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "AdjustStock", data);
-    return promise.then((data) => Product.decode(new BinaryReader(data)));
-  }
-
-  Reserve(request: ReserveRequest): Promise<Reservation> {
-    const data = ReserveRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Reserve", data);
-    return promise.then((data) => Reservation.decode(new BinaryReader(data)));
-  }
-
-  Commit(request: CommitRequest): Promise<Reservation> {
-    const data = CommitRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Commit", data);
-    return promise.then((data) => Reservation.decode(new BinaryReader(data)));
-  }
-
-  Release(request: ReleaseRequest): Promise<Reservation> {
-    const data = ReleaseRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Release", data);
-    return promise.then((data) => Reservation.decode(new BinaryReader(data)));
-  }
-
-  ReturnStock(request: ReturnStockRequest): Promise<Reservation> {
-    const data = ReturnStockRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ReturnStock", data);
-    return promise.then((data) => Reservation.decode(new BinaryReader(data)));
-  }
-
-  Sweep(request: SweepRequest): Promise<SweepResponse> {
-    const data = SweepRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Sweep", data);
-    return promise.then((data) => SweepResponse.decode(new BinaryReader(data)));
-  }
+export interface ProductServiceClient extends Client {
+  /** List products (filter by category, brand; sort; pages) */
+  list(request: ListRequest, callback: (error: ServiceError | null, response: ProductPage) => void): ClientUnaryCall;
+  list(
+    request: ListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ProductPage) => void,
+  ): ClientUnaryCall;
+  list(
+    request: ListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ProductPage) => void,
+  ): ClientUnaryCall;
+  /** One product */
+  get(request: GetRequest, callback: (error: ServiceError | null, response: Product) => void): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  /**
+   * Every live product in id order, a page at a time (keyset on id), for a consumer that
+   * rebuilds its own copy of the catalog (search, recommendation).
+   */
+  export(
+    request: ExportRequest,
+    callback: (error: ServiceError | null, response: ExportResponse) => void,
+  ): ClientUnaryCall;
+  export(
+    request: ExportRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ExportResponse) => void,
+  ): ClientUnaryCall;
+  export(
+    request: ExportRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ExportResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Loads products [from, from + count) of the demo catalog, skipping existing skus
+   * (`npm run seed`, benchmarks).
+   */
+  seedDemo(
+    request: SeedDemoRequest,
+    callback: (error: ServiceError | null, response: SeedDemoResponse) => void,
+  ): ClientUnaryCall;
+  seedDemo(
+    request: SeedDemoRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SeedDemoResponse) => void,
+  ): ClientUnaryCall;
+  seedDemo(
+    request: SeedDemoRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SeedDemoResponse) => void,
+  ): ClientUnaryCall;
+  /** Create a product */
+  create(request: CreateRequest, callback: (error: ServiceError | null, response: Product) => void): ClientUnaryCall;
+  create(
+    request: CreateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  create(
+    request: CreateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  /** Change a product (anything but sku and stock) */
+  update(request: UpdateRequest, callback: (error: ServiceError | null, response: Product) => void): ClientUnaryCall;
+  update(
+    request: UpdateRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  update(
+    request: UpdateRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  /** Delete a product (it leaves every read) */
+  remove(request: RemoveRequest, callback: (error: ServiceError | null, response: Empty) => void): ClientUnaryCall;
+  remove(
+    request: RemoveRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  remove(
+    request: RemoveRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /** Restock (positive delta) or remove stock (negative); never below reserved */
+  adjustStock(
+    request: AdjustStockRequest,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  adjustStock(
+    request: AdjustStockRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  adjustStock(
+    request: AdjustStockRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  /**
+   * For the order service: holds every line or none (OUT_OF_STOCK; NOT_FOUND names a product
+   * that does not exist or was deleted), idempotent per order; answers the lines priced.
+   */
+  reserve(
+    request: ReserveRequest,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  reserve(
+    request: ReserveRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  reserve(
+    request: ReserveRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  /** For the order service (paid): the held lines are sold. Idempotent. */
+  commit(
+    request: CommitRequest,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  commit(
+    request: CommitRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  commit(
+    request: CommitRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  /** For the order service (cancelled): the held lines go back to available. Idempotent. */
+  release(
+    request: ReleaseRequest,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  release(
+    request: ReleaseRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  release(
+    request: ReleaseRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  /**
+   * For the order service (refunded before shipping): the committed lines go back on the
+   * shelf. Idempotent.
+   */
+  returnStock(
+    request: ReturnStockRequest,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  returnStock(
+    request: ReturnStockRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  returnStock(
+    request: ReturnStockRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  /** Runs one reservation expiry pass now (tests, operations). */
+  sweep(
+    request: SweepRequest,
+    callback: (error: ServiceError | null, response: SweepResponse) => void,
+  ): ClientUnaryCall;
+  sweep(
+    request: SweepRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SweepResponse) => void,
+  ): ClientUnaryCall;
+  sweep(
+    request: SweepRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SweepResponse) => void,
+  ): ClientUnaryCall;
 }
 
-interface Rpc {
-  request(service: string, method: string, data: Uint8Array): Promise<Uint8Array>;
-}
+export const ProductServiceClient = makeGenericClientConstructor(
+  ProductServiceService,
+  "meridian.product.v1.ProductService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): ProductServiceClient;
+  service: typeof ProductServiceService;
+  serviceName: string;
+};
 
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;

@@ -6,6 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { NullableInt, NullableString, StringList } from "../../common/v1/common";
 import { Product } from "../../product/v1/product";
 
@@ -1077,93 +1089,244 @@ export const StatusResponse: MessageFns<StatusResponse> = {
   },
 };
 
-export interface RecommendationService {
+export type RecommendationServiceService = typeof RecommendationServiceService;
+export const RecommendationServiceService = {
   /**
    * Recommendations for you: products like those you bought, boosted by your preferred categories
    * and brands; popular ones to fill. Never one you bought, never an unavailable one.
    */
-  ForMe(request: ForMeRequest): Promise<ForMeResponse>;
+  forMe: {
+    path: "/meridian.recommendation.v1.RecommendationService/ForMe" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ForMeRequest): Buffer => Buffer.from(ForMeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ForMeRequest => ForMeRequest.decode(value),
+    responseSerialize: (value: ForMeResponse): Buffer => Buffer.from(ForMeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ForMeResponse => ForMeResponse.decode(value),
+  },
   /** Customers who bought this also bought (by co-purchase similarity); only products in stock */
-  AlsoBought(request: AlsoBoughtRequest): Promise<AlsoBoughtResponse>;
+  alsoBought: {
+    path: "/meridian.recommendation.v1.RecommendationService/AlsoBought" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AlsoBoughtRequest): Buffer => Buffer.from(AlsoBoughtRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AlsoBoughtRequest => AlsoBoughtRequest.decode(value),
+    responseSerialize: (value: AlsoBoughtResponse): Buffer => Buffer.from(AlsoBoughtResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AlsoBoughtResponse => AlsoBoughtResponse.decode(value),
+  },
   /**
    * The ranking alone (product ids, scores, reasons) for a user id with the preferences given:
    * what forMe shows before reading the products (offline evaluation, tests).
    */
-  Rank(request: RankRequest): Promise<RankedList>;
+  rank: {
+    path: "/meridian.recommendation.v1.RecommendationService/Rank" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RankRequest): Buffer => Buffer.from(RankRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RankRequest => RankRequest.decode(value),
+    responseSerialize: (value: RankedList): Buffer => Buffer.from(RankedList.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RankedList => RankedList.decode(value),
+  },
   /**
    * Recompute the recommendation model from the order history (runs in the background; one at a
    * time)
    */
-  StartRebuild(request: StartRebuildRequest): Promise<Rebuild>;
+  startRebuild: {
+    path: "/meridian.recommendation.v1.RecommendationService/StartRebuild" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StartRebuildRequest): Buffer => Buffer.from(StartRebuildRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StartRebuildRequest => StartRebuildRequest.decode(value),
+    responseSerialize: (value: Rebuild): Buffer => Buffer.from(Rebuild.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Rebuild => Rebuild.decode(value),
+  },
   /** The last (or running) rebuild: phase, progress, outcome */
-  RebuildStatus(request: RebuildStatusRequest): Promise<Rebuild>;
+  rebuildStatus: {
+    path: "/meridian.recommendation.v1.RecommendationService/RebuildStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RebuildStatusRequest): Buffer => Buffer.from(RebuildStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RebuildStatusRequest => RebuildStatusRequest.decode(value),
+    responseSerialize: (value: Rebuild): Buffer => Buffer.from(Rebuild.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Rebuild => Rebuild.decode(value),
+  },
   /** The model's size and the rebuild state (REPL, tests, benchmark). */
-  Status(request: StatusRequest): Promise<StatusResponse>;
+  status: {
+    path: "/meridian.recommendation.v1.RecommendationService/Status" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StatusRequest): Buffer => Buffer.from(StatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StatusRequest => StatusRequest.decode(value),
+    responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
+  },
   /** Waits for a rebuild this replica started, then answers its state (tests, benchmark). */
-  AwaitRebuild(request: AwaitRebuildRequest): Promise<Rebuild>;
+  awaitRebuild: {
+    path: "/meridian.recommendation.v1.RecommendationService/AwaitRebuild" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AwaitRebuildRequest): Buffer => Buffer.from(AwaitRebuildRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AwaitRebuildRequest => AwaitRebuildRequest.decode(value),
+    responseSerialize: (value: Rebuild): Buffer => Buffer.from(Rebuild.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Rebuild => Rebuild.decode(value),
+  },
+} as const;
+
+export interface RecommendationServiceServer extends UntypedServiceImplementation {
+  /**
+   * Recommendations for you: products like those you bought, boosted by your preferred categories
+   * and brands; popular ones to fill. Never one you bought, never an unavailable one.
+   */
+  forMe: handleUnaryCall<ForMeRequest, ForMeResponse>;
+  /** Customers who bought this also bought (by co-purchase similarity); only products in stock */
+  alsoBought: handleUnaryCall<AlsoBoughtRequest, AlsoBoughtResponse>;
+  /**
+   * The ranking alone (product ids, scores, reasons) for a user id with the preferences given:
+   * what forMe shows before reading the products (offline evaluation, tests).
+   */
+  rank: handleUnaryCall<RankRequest, RankedList>;
+  /**
+   * Recompute the recommendation model from the order history (runs in the background; one at a
+   * time)
+   */
+  startRebuild: handleUnaryCall<StartRebuildRequest, Rebuild>;
+  /** The last (or running) rebuild: phase, progress, outcome */
+  rebuildStatus: handleUnaryCall<RebuildStatusRequest, Rebuild>;
+  /** The model's size and the rebuild state (REPL, tests, benchmark). */
+  status: handleUnaryCall<StatusRequest, StatusResponse>;
+  /** Waits for a rebuild this replica started, then answers its state (tests, benchmark). */
+  awaitRebuild: handleUnaryCall<AwaitRebuildRequest, Rebuild>;
 }
 
-export const RecommendationServiceServiceName = "meridian.recommendation.v1.RecommendationService";
-export class RecommendationServiceClientImpl implements RecommendationService {
-  private readonly rpc: Rpc;
-  private readonly service: string;
-  constructor(rpc: Rpc, opts?: { service?: string }) {
-    this.service = opts?.service || RecommendationServiceServiceName;
-    this.rpc = rpc;
-    this.ForMe = this.ForMe.bind(this);
-    this.AlsoBought = this.AlsoBought.bind(this);
-    this.Rank = this.Rank.bind(this);
-    this.StartRebuild = this.StartRebuild.bind(this);
-    this.RebuildStatus = this.RebuildStatus.bind(this);
-    this.Status = this.Status.bind(this);
-    this.AwaitRebuild = this.AwaitRebuild.bind(this);
-  }
-  ForMe(request: ForMeRequest): Promise<ForMeResponse> {
-    const data = ForMeRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ForMe", data);
-    return promise.then((data) => ForMeResponse.decode(new BinaryReader(data)));
-  }
-
-  AlsoBought(request: AlsoBoughtRequest): Promise<AlsoBoughtResponse> {
-    const data = AlsoBoughtRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "AlsoBought", data);
-    return promise.then((data) => AlsoBoughtResponse.decode(new BinaryReader(data)));
-  }
-
-  Rank(request: RankRequest): Promise<RankedList> {
-    const data = RankRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Rank", data);
-    return promise.then((data) => RankedList.decode(new BinaryReader(data)));
-  }
-
-  StartRebuild(request: StartRebuildRequest): Promise<Rebuild> {
-    const data = StartRebuildRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "StartRebuild", data);
-    return promise.then((data) => Rebuild.decode(new BinaryReader(data)));
-  }
-
-  RebuildStatus(request: RebuildStatusRequest): Promise<Rebuild> {
-    const data = RebuildStatusRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "RebuildStatus", data);
-    return promise.then((data) => Rebuild.decode(new BinaryReader(data)));
-  }
-
-  Status(request: StatusRequest): Promise<StatusResponse> {
-    const data = StatusRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Status", data);
-    return promise.then((data) => StatusResponse.decode(new BinaryReader(data)));
-  }
-
-  AwaitRebuild(request: AwaitRebuildRequest): Promise<Rebuild> {
-    const data = AwaitRebuildRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "AwaitRebuild", data);
-    return promise.then((data) => Rebuild.decode(new BinaryReader(data)));
-  }
+export interface RecommendationServiceClient extends Client {
+  /**
+   * Recommendations for you: products like those you bought, boosted by your preferred categories
+   * and brands; popular ones to fill. Never one you bought, never an unavailable one.
+   */
+  forMe(
+    request: ForMeRequest,
+    callback: (error: ServiceError | null, response: ForMeResponse) => void,
+  ): ClientUnaryCall;
+  forMe(
+    request: ForMeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ForMeResponse) => void,
+  ): ClientUnaryCall;
+  forMe(
+    request: ForMeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ForMeResponse) => void,
+  ): ClientUnaryCall;
+  /** Customers who bought this also bought (by co-purchase similarity); only products in stock */
+  alsoBought(
+    request: AlsoBoughtRequest,
+    callback: (error: ServiceError | null, response: AlsoBoughtResponse) => void,
+  ): ClientUnaryCall;
+  alsoBought(
+    request: AlsoBoughtRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AlsoBoughtResponse) => void,
+  ): ClientUnaryCall;
+  alsoBought(
+    request: AlsoBoughtRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AlsoBoughtResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The ranking alone (product ids, scores, reasons) for a user id with the preferences given:
+   * what forMe shows before reading the products (offline evaluation, tests).
+   */
+  rank(request: RankRequest, callback: (error: ServiceError | null, response: RankedList) => void): ClientUnaryCall;
+  rank(
+    request: RankRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RankedList) => void,
+  ): ClientUnaryCall;
+  rank(
+    request: RankRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RankedList) => void,
+  ): ClientUnaryCall;
+  /**
+   * Recompute the recommendation model from the order history (runs in the background; one at a
+   * time)
+   */
+  startRebuild(
+    request: StartRebuildRequest,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
+  startRebuild(
+    request: StartRebuildRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
+  startRebuild(
+    request: StartRebuildRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
+  /** The last (or running) rebuild: phase, progress, outcome */
+  rebuildStatus(
+    request: RebuildStatusRequest,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
+  rebuildStatus(
+    request: RebuildStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
+  rebuildStatus(
+    request: RebuildStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
+  /** The model's size and the rebuild state (REPL, tests, benchmark). */
+  status(
+    request: StatusRequest,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  status(
+    request: StatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  status(
+    request: StatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  /** Waits for a rebuild this replica started, then answers its state (tests, benchmark). */
+  awaitRebuild(
+    request: AwaitRebuildRequest,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
+  awaitRebuild(
+    request: AwaitRebuildRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
+  awaitRebuild(
+    request: AwaitRebuildRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Rebuild) => void,
+  ): ClientUnaryCall;
 }
 
-interface Rpc {
-  request(service: string, method: string, data: Uint8Array): Promise<Uint8Array>;
-}
+export const RecommendationServiceClient = makeGenericClientConstructor(
+  RecommendationServiceService,
+  "meridian.recommendation.v1.RecommendationService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): RecommendationServiceClient;
+  service: typeof RecommendationServiceService;
+  serviceName: string;
+};
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());

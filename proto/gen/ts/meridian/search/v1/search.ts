@@ -6,6 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { Product } from "../../product/v1/product";
 
 export const protobufPackage = "meridian.search.v1";
@@ -801,57 +813,136 @@ export const ReindexResponse: MessageFns<ReindexResponse> = {
   },
 };
 
-export interface SearchService {
+export type SearchServiceService = typeof SearchServiceService;
+export const SearchServiceService = {
   /** Full-text product search: typo-tolerant, with filters, sort, pages and category/brand facets */
-  Search(request: SearchRequest): Promise<SearchResponse>;
+  search: {
+    path: "/meridian.search.v1.SearchService/Search" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SearchRequest): Buffer => Buffer.from(SearchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SearchRequest => SearchRequest.decode(value),
+    responseSerialize: (value: SearchResponse): Buffer => Buffer.from(SearchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SearchResponse => SearchResponse.decode(value),
+  },
   /** Product name completions for a prefix */
-  Suggest(request: SuggestRequest): Promise<SuggestResponse>;
+  suggest: {
+    path: "/meridian.search.v1.SearchService/Suggest" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SuggestRequest): Buffer => Buffer.from(SuggestRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SuggestRequest => SuggestRequest.decode(value),
+    responseSerialize: (value: SuggestResponse): Buffer => Buffer.from(SuggestResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): SuggestResponse => SuggestResponse.decode(value),
+  },
   /** This replica's index: engine, documents, rebuilds (tests, REPL, operators). */
-  Status(request: StatusRequest): Promise<StatusResponse>;
+  status: {
+    path: "/meridian.search.v1.SearchService/Status" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StatusRequest): Buffer => Buffer.from(StatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StatusRequest => StatusRequest.decode(value),
+    responseSerialize: (value: StatusResponse): Buffer => Buffer.from(StatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StatusResponse => StatusResponse.decode(value),
+  },
   /** Rebuild this replica's index now (operators, after restoring a product database). */
-  Reindex(request: ReindexRequest): Promise<ReindexResponse>;
+  reindex: {
+    path: "/meridian.search.v1.SearchService/Reindex" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReindexRequest): Buffer => Buffer.from(ReindexRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReindexRequest => ReindexRequest.decode(value),
+    responseSerialize: (value: ReindexResponse): Buffer => Buffer.from(ReindexResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReindexResponse => ReindexResponse.decode(value),
+  },
+} as const;
+
+export interface SearchServiceServer extends UntypedServiceImplementation {
+  /** Full-text product search: typo-tolerant, with filters, sort, pages and category/brand facets */
+  search: handleUnaryCall<SearchRequest, SearchResponse>;
+  /** Product name completions for a prefix */
+  suggest: handleUnaryCall<SuggestRequest, SuggestResponse>;
+  /** This replica's index: engine, documents, rebuilds (tests, REPL, operators). */
+  status: handleUnaryCall<StatusRequest, StatusResponse>;
+  /** Rebuild this replica's index now (operators, after restoring a product database). */
+  reindex: handleUnaryCall<ReindexRequest, ReindexResponse>;
 }
 
-export const SearchServiceServiceName = "meridian.search.v1.SearchService";
-export class SearchServiceClientImpl implements SearchService {
-  private readonly rpc: Rpc;
-  private readonly service: string;
-  constructor(rpc: Rpc, opts?: { service?: string }) {
-    this.service = opts?.service || SearchServiceServiceName;
-    this.rpc = rpc;
-    this.Search = this.Search.bind(this);
-    this.Suggest = this.Suggest.bind(this);
-    this.Status = this.Status.bind(this);
-    this.Reindex = this.Reindex.bind(this);
-  }
-  Search(request: SearchRequest): Promise<SearchResponse> {
-    const data = SearchRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Search", data);
-    return promise.then((data) => SearchResponse.decode(new BinaryReader(data)));
-  }
-
-  Suggest(request: SuggestRequest): Promise<SuggestResponse> {
-    const data = SuggestRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Suggest", data);
-    return promise.then((data) => SuggestResponse.decode(new BinaryReader(data)));
-  }
-
-  Status(request: StatusRequest): Promise<StatusResponse> {
-    const data = StatusRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Status", data);
-    return promise.then((data) => StatusResponse.decode(new BinaryReader(data)));
-  }
-
-  Reindex(request: ReindexRequest): Promise<ReindexResponse> {
-    const data = ReindexRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Reindex", data);
-    return promise.then((data) => ReindexResponse.decode(new BinaryReader(data)));
-  }
+export interface SearchServiceClient extends Client {
+  /** Full-text product search: typo-tolerant, with filters, sort, pages and category/brand facets */
+  search(
+    request: SearchRequest,
+    callback: (error: ServiceError | null, response: SearchResponse) => void,
+  ): ClientUnaryCall;
+  search(
+    request: SearchRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SearchResponse) => void,
+  ): ClientUnaryCall;
+  search(
+    request: SearchRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SearchResponse) => void,
+  ): ClientUnaryCall;
+  /** Product name completions for a prefix */
+  suggest(
+    request: SuggestRequest,
+    callback: (error: ServiceError | null, response: SuggestResponse) => void,
+  ): ClientUnaryCall;
+  suggest(
+    request: SuggestRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: SuggestResponse) => void,
+  ): ClientUnaryCall;
+  suggest(
+    request: SuggestRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: SuggestResponse) => void,
+  ): ClientUnaryCall;
+  /** This replica's index: engine, documents, rebuilds (tests, REPL, operators). */
+  status(
+    request: StatusRequest,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  status(
+    request: StatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  status(
+    request: StatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StatusResponse) => void,
+  ): ClientUnaryCall;
+  /** Rebuild this replica's index now (operators, after restoring a product database). */
+  reindex(
+    request: ReindexRequest,
+    callback: (error: ServiceError | null, response: ReindexResponse) => void,
+  ): ClientUnaryCall;
+  reindex(
+    request: ReindexRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReindexResponse) => void,
+  ): ClientUnaryCall;
+  reindex(
+    request: ReindexRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReindexResponse) => void,
+  ): ClientUnaryCall;
 }
 
-interface Rpc {
-  request(service: string, method: string, data: Uint8Array): Promise<Uint8Array>;
-}
+export const SearchServiceClient = makeGenericClientConstructor(
+  SearchServiceService,
+  "meridian.search.v1.SearchService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): SearchServiceClient;
+  service: typeof SearchServiceService;
+  serviceName: string;
+};
 
 function longToNumber(int64: { toString(): string }): number {
   const num = globalThis.Number(int64.toString());

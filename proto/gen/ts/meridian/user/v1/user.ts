@@ -6,6 +6,18 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientUnaryCall,
+  type handleUnaryCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type ServiceError,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { Empty } from "../../../google/protobuf/empty";
 import { NullableString, StringList } from "../../common/v1/common";
 
@@ -1571,147 +1583,395 @@ export const UserRegistered: MessageFns<UserRegistered> = {
   },
 };
 
-export interface UserService {
+export type UserServiceService = typeof UserServiceService;
+export const UserServiceService = {
   /** Create an account (at most RATE_LIMIT_SIGNUP per client address). */
-  Register(request: RegisterRequest): Promise<Session>;
+  register: {
+    path: "/meridian.user.v1.UserService/Register" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RegisterRequest): Buffer => Buffer.from(RegisterRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RegisterRequest => RegisterRequest.decode(value),
+    responseSerialize: (value: Session): Buffer => Buffer.from(Session.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Session => Session.decode(value),
+  },
   /** Log in with e-mail and password. */
-  Login(request: LoginRequest): Promise<Session>;
+  login: {
+    path: "/meridian.user.v1.UserService/Login" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LoginRequest): Buffer => Buffer.from(LoginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LoginRequest => LoginRequest.decode(value),
+    responseSerialize: (value: Session): Buffer => Buffer.from(Session.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Session => Session.decode(value),
+  },
   /** Rotate a refresh token. */
-  Refresh(request: RefreshRequest): Promise<Tokens>;
+  refresh: {
+    path: "/meridian.user.v1.UserService/Refresh" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RefreshRequest): Buffer => Buffer.from(RefreshRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RefreshRequest => RefreshRequest.decode(value),
+    responseSerialize: (value: Tokens): Buffer => Buffer.from(Tokens.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Tokens => Tokens.decode(value),
+  },
   /** Revoke a refresh token (and its rotations). */
-  Logout(request: LogoutRequest): Promise<Empty>;
+  logout: {
+    path: "/meridian.user.v1.UserService/Logout" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: LogoutRequest): Buffer => Buffer.from(LogoutRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LogoutRequest => LogoutRequest.decode(value),
+    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
+  },
   /** The current user. */
-  Me(request: MeRequest): Promise<User>;
+  me: {
+    path: "/meridian.user.v1.UserService/Me" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MeRequest): Buffer => Buffer.from(MeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MeRequest => MeRequest.decode(value),
+    responseSerialize: (value: User): Buffer => Buffer.from(User.encode(value).finish()),
+    responseDeserialize: (value: Buffer): User => User.decode(value),
+  },
   /** Change name or preferences. */
-  UpdateMe(request: UpdateMeRequest): Promise<User>;
+  updateMe: {
+    path: "/meridian.user.v1.UserService/UpdateMe" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateMeRequest): Buffer => Buffer.from(UpdateMeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateMeRequest => UpdateMeRequest.decode(value),
+    responseSerialize: (value: User): Buffer => Buffer.from(User.encode(value).finish()),
+    responseDeserialize: (value: Buffer): User => User.decode(value),
+  },
   /** My addresses. */
-  ListAddresses(request: ListAddressesRequest): Promise<AddressList>;
+  listAddresses: {
+    path: "/meridian.user.v1.UserService/ListAddresses" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListAddressesRequest): Buffer => Buffer.from(ListAddressesRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListAddressesRequest => ListAddressesRequest.decode(value),
+    responseSerialize: (value: AddressList): Buffer => Buffer.from(AddressList.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AddressList => AddressList.decode(value),
+  },
   /** Add an address. */
-  CreateAddress(request: CreateAddressRequest): Promise<Address>;
+  createAddress: {
+    path: "/meridian.user.v1.UserService/CreateAddress" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CreateAddressRequest): Buffer => Buffer.from(CreateAddressRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CreateAddressRequest => CreateAddressRequest.decode(value),
+    responseSerialize: (value: Address): Buffer => Buffer.from(Address.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Address => Address.decode(value),
+  },
   /** Change an address. */
-  UpdateAddress(request: UpdateAddressRequest): Promise<Address>;
+  updateAddress: {
+    path: "/meridian.user.v1.UserService/UpdateAddress" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateAddressRequest): Buffer => Buffer.from(UpdateAddressRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateAddressRequest => UpdateAddressRequest.decode(value),
+    responseSerialize: (value: Address): Buffer => Buffer.from(Address.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Address => Address.decode(value),
+  },
   /** Remove an address. */
-  DeleteAddress(request: DeleteAddressRequest): Promise<Empty>;
+  deleteAddress: {
+    path: "/meridian.user.v1.UserService/DeleteAddress" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteAddressRequest): Buffer => Buffer.from(DeleteAddressRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteAddressRequest => DeleteAddressRequest.decode(value),
+    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
+  },
   /** Accounts (admins): filter by e-mail prefix and role, newest first. */
-  AdminList(request: AdminListRequest): Promise<UserPage>;
+  adminList: {
+    path: "/meridian.user.v1.UserService/AdminList" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AdminListRequest): Buffer => Buffer.from(AdminListRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AdminListRequest => AdminListRequest.decode(value),
+    responseSerialize: (value: UserPage): Buffer => Buffer.from(UserPage.encode(value).finish()),
+    responseDeserialize: (value: Buffer): UserPage => UserPage.decode(value),
+  },
   /** Change an account's role (admins); effective on its next request. */
-  SetRole(request: SetRoleRequest): Promise<User>;
+  setRole: {
+    path: "/meridian.user.v1.UserService/SetRole" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SetRoleRequest): Buffer => Buffer.from(SetRoleRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SetRoleRequest => SetRoleRequest.decode(value),
+    responseSerialize: (value: User): Buffer => Buffer.from(User.encode(value).finish()),
+    responseDeserialize: (value: Buffer): User => User.decode(value),
+  },
   /** For other services (notification: the e-mail address). */
-  Get(request: GetRequest): Promise<User>;
+  get: {
+    path: "/meridian.user.v1.UserService/Get" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetRequest): Buffer => Buffer.from(GetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetRequest => GetRequest.decode(value),
+    responseSerialize: (value: User): Buffer => Buffer.from(User.encode(value).finish()),
+    responseDeserialize: (value: Buffer): User => User.decode(value),
+  },
   /** For other services (order: the shipping address). */
-  GetAddress(request: GetAddressRequest): Promise<Address>;
+  getAddress: {
+    path: "/meridian.user.v1.UserService/GetAddress" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetAddressRequest): Buffer => Buffer.from(GetAddressRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetAddressRequest => GetAddressRequest.decode(value),
+    responseSerialize: (value: Address): Buffer => Buffer.from(Address.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Address => Address.decode(value),
+  },
+} as const;
+
+export interface UserServiceServer extends UntypedServiceImplementation {
+  /** Create an account (at most RATE_LIMIT_SIGNUP per client address). */
+  register: handleUnaryCall<RegisterRequest, Session>;
+  /** Log in with e-mail and password. */
+  login: handleUnaryCall<LoginRequest, Session>;
+  /** Rotate a refresh token. */
+  refresh: handleUnaryCall<RefreshRequest, Tokens>;
+  /** Revoke a refresh token (and its rotations). */
+  logout: handleUnaryCall<LogoutRequest, Empty>;
+  /** The current user. */
+  me: handleUnaryCall<MeRequest, User>;
+  /** Change name or preferences. */
+  updateMe: handleUnaryCall<UpdateMeRequest, User>;
+  /** My addresses. */
+  listAddresses: handleUnaryCall<ListAddressesRequest, AddressList>;
+  /** Add an address. */
+  createAddress: handleUnaryCall<CreateAddressRequest, Address>;
+  /** Change an address. */
+  updateAddress: handleUnaryCall<UpdateAddressRequest, Address>;
+  /** Remove an address. */
+  deleteAddress: handleUnaryCall<DeleteAddressRequest, Empty>;
+  /** Accounts (admins): filter by e-mail prefix and role, newest first. */
+  adminList: handleUnaryCall<AdminListRequest, UserPage>;
+  /** Change an account's role (admins); effective on its next request. */
+  setRole: handleUnaryCall<SetRoleRequest, User>;
+  /** For other services (notification: the e-mail address). */
+  get: handleUnaryCall<GetRequest, User>;
+  /** For other services (order: the shipping address). */
+  getAddress: handleUnaryCall<GetAddressRequest, Address>;
 }
 
-export const UserServiceServiceName = "meridian.user.v1.UserService";
-export class UserServiceClientImpl implements UserService {
-  private readonly rpc: Rpc;
-  private readonly service: string;
-  constructor(rpc: Rpc, opts?: { service?: string }) {
-    this.service = opts?.service || UserServiceServiceName;
-    this.rpc = rpc;
-    this.Register = this.Register.bind(this);
-    this.Login = this.Login.bind(this);
-    this.Refresh = this.Refresh.bind(this);
-    this.Logout = this.Logout.bind(this);
-    this.Me = this.Me.bind(this);
-    this.UpdateMe = this.UpdateMe.bind(this);
-    this.ListAddresses = this.ListAddresses.bind(this);
-    this.CreateAddress = this.CreateAddress.bind(this);
-    this.UpdateAddress = this.UpdateAddress.bind(this);
-    this.DeleteAddress = this.DeleteAddress.bind(this);
-    this.AdminList = this.AdminList.bind(this);
-    this.SetRole = this.SetRole.bind(this);
-    this.Get = this.Get.bind(this);
-    this.GetAddress = this.GetAddress.bind(this);
-  }
-  Register(request: RegisterRequest): Promise<Session> {
-    const data = RegisterRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Register", data);
-    return promise.then((data) => Session.decode(new BinaryReader(data)));
-  }
-
-  Login(request: LoginRequest): Promise<Session> {
-    const data = LoginRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Login", data);
-    return promise.then((data) => Session.decode(new BinaryReader(data)));
-  }
-
-  Refresh(request: RefreshRequest): Promise<Tokens> {
-    const data = RefreshRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Refresh", data);
-    return promise.then((data) => Tokens.decode(new BinaryReader(data)));
-  }
-
-  Logout(request: LogoutRequest): Promise<Empty> {
-    const data = LogoutRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Logout", data);
-    return promise.then((data) => Empty.decode(new BinaryReader(data)));
-  }
-
-  Me(request: MeRequest): Promise<User> {
-    const data = MeRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Me", data);
-    return promise.then((data) => User.decode(new BinaryReader(data)));
-  }
-
-  UpdateMe(request: UpdateMeRequest): Promise<User> {
-    const data = UpdateMeRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "UpdateMe", data);
-    return promise.then((data) => User.decode(new BinaryReader(data)));
-  }
-
-  ListAddresses(request: ListAddressesRequest): Promise<AddressList> {
-    const data = ListAddressesRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "ListAddresses", data);
-    return promise.then((data) => AddressList.decode(new BinaryReader(data)));
-  }
-
-  CreateAddress(request: CreateAddressRequest): Promise<Address> {
-    const data = CreateAddressRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "CreateAddress", data);
-    return promise.then((data) => Address.decode(new BinaryReader(data)));
-  }
-
-  UpdateAddress(request: UpdateAddressRequest): Promise<Address> {
-    const data = UpdateAddressRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "UpdateAddress", data);
-    return promise.then((data) => Address.decode(new BinaryReader(data)));
-  }
-
-  DeleteAddress(request: DeleteAddressRequest): Promise<Empty> {
-    const data = DeleteAddressRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "DeleteAddress", data);
-    return promise.then((data) => Empty.decode(new BinaryReader(data)));
-  }
-
-  AdminList(request: AdminListRequest): Promise<UserPage> {
-    const data = AdminListRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "AdminList", data);
-    return promise.then((data) => UserPage.decode(new BinaryReader(data)));
-  }
-
-  SetRole(request: SetRoleRequest): Promise<User> {
-    const data = SetRoleRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "SetRole", data);
-    return promise.then((data) => User.decode(new BinaryReader(data)));
-  }
-
-  Get(request: GetRequest): Promise<User> {
-    const data = GetRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "Get", data);
-    return promise.then((data) => User.decode(new BinaryReader(data)));
-  }
-
-  GetAddress(request: GetAddressRequest): Promise<Address> {
-    const data = GetAddressRequest.encode(request).finish();
-    const promise = this.rpc.request(this.service, "GetAddress", data);
-    return promise.then((data) => Address.decode(new BinaryReader(data)));
-  }
+export interface UserServiceClient extends Client {
+  /** Create an account (at most RATE_LIMIT_SIGNUP per client address). */
+  register(
+    request: RegisterRequest,
+    callback: (error: ServiceError | null, response: Session) => void,
+  ): ClientUnaryCall;
+  register(
+    request: RegisterRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Session) => void,
+  ): ClientUnaryCall;
+  register(
+    request: RegisterRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Session) => void,
+  ): ClientUnaryCall;
+  /** Log in with e-mail and password. */
+  login(request: LoginRequest, callback: (error: ServiceError | null, response: Session) => void): ClientUnaryCall;
+  login(
+    request: LoginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Session) => void,
+  ): ClientUnaryCall;
+  login(
+    request: LoginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Session) => void,
+  ): ClientUnaryCall;
+  /** Rotate a refresh token. */
+  refresh(request: RefreshRequest, callback: (error: ServiceError | null, response: Tokens) => void): ClientUnaryCall;
+  refresh(
+    request: RefreshRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Tokens) => void,
+  ): ClientUnaryCall;
+  refresh(
+    request: RefreshRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Tokens) => void,
+  ): ClientUnaryCall;
+  /** Revoke a refresh token (and its rotations). */
+  logout(request: LogoutRequest, callback: (error: ServiceError | null, response: Empty) => void): ClientUnaryCall;
+  logout(
+    request: LogoutRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  logout(
+    request: LogoutRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /** The current user. */
+  me(request: MeRequest, callback: (error: ServiceError | null, response: User) => void): ClientUnaryCall;
+  me(
+    request: MeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: User) => void,
+  ): ClientUnaryCall;
+  me(
+    request: MeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: User) => void,
+  ): ClientUnaryCall;
+  /** Change name or preferences. */
+  updateMe(request: UpdateMeRequest, callback: (error: ServiceError | null, response: User) => void): ClientUnaryCall;
+  updateMe(
+    request: UpdateMeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: User) => void,
+  ): ClientUnaryCall;
+  updateMe(
+    request: UpdateMeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: User) => void,
+  ): ClientUnaryCall;
+  /** My addresses. */
+  listAddresses(
+    request: ListAddressesRequest,
+    callback: (error: ServiceError | null, response: AddressList) => void,
+  ): ClientUnaryCall;
+  listAddresses(
+    request: ListAddressesRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AddressList) => void,
+  ): ClientUnaryCall;
+  listAddresses(
+    request: ListAddressesRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AddressList) => void,
+  ): ClientUnaryCall;
+  /** Add an address. */
+  createAddress(
+    request: CreateAddressRequest,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
+  createAddress(
+    request: CreateAddressRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
+  createAddress(
+    request: CreateAddressRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
+  /** Change an address. */
+  updateAddress(
+    request: UpdateAddressRequest,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
+  updateAddress(
+    request: UpdateAddressRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
+  updateAddress(
+    request: UpdateAddressRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
+  /** Remove an address. */
+  deleteAddress(
+    request: DeleteAddressRequest,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  deleteAddress(
+    request: DeleteAddressRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  deleteAddress(
+    request: DeleteAddressRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  /** Accounts (admins): filter by e-mail prefix and role, newest first. */
+  adminList(
+    request: AdminListRequest,
+    callback: (error: ServiceError | null, response: UserPage) => void,
+  ): ClientUnaryCall;
+  adminList(
+    request: AdminListRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: UserPage) => void,
+  ): ClientUnaryCall;
+  adminList(
+    request: AdminListRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: UserPage) => void,
+  ): ClientUnaryCall;
+  /** Change an account's role (admins); effective on its next request. */
+  setRole(request: SetRoleRequest, callback: (error: ServiceError | null, response: User) => void): ClientUnaryCall;
+  setRole(
+    request: SetRoleRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: User) => void,
+  ): ClientUnaryCall;
+  setRole(
+    request: SetRoleRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: User) => void,
+  ): ClientUnaryCall;
+  /** For other services (notification: the e-mail address). */
+  get(request: GetRequest, callback: (error: ServiceError | null, response: User) => void): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: User) => void,
+  ): ClientUnaryCall;
+  get(
+    request: GetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: User) => void,
+  ): ClientUnaryCall;
+  /** For other services (order: the shipping address). */
+  getAddress(
+    request: GetAddressRequest,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
+  getAddress(
+    request: GetAddressRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
+  getAddress(
+    request: GetAddressRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Address) => void,
+  ): ClientUnaryCall;
 }
 
-interface Rpc {
-  request(service: string, method: string, data: Uint8Array): Promise<Uint8Array>;
-}
+export const UserServiceClient = makeGenericClientConstructor(
+  UserServiceService,
+  "meridian.user.v1.UserService",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): UserServiceClient;
+  service: typeof UserServiceService;
+  serviceName: string;
+};
 
 export interface MessageFns<T> {
   encode(message: T, writer?: BinaryWriter): BinaryWriter;
