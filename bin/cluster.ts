@@ -39,6 +39,7 @@ async function main(): Promise<void> {
     [
       `Meridian cluster up in ${((Date.now() - started) / 1000).toFixed(0)} s: ${cluster.nodes.size} nodes, namespace ${cluster.namespace}`,
       ...cluster.gatewayUrls.map((u, i) => `  gateway ${i + 1}: ${u}/api  (docs ${u}/docs)`),
+      ...[...cluster.grpcAddresses.values()].map((a, i) => `  gRPC ${i + 1}: ${a}  (grpcurl -plaintext ${a} list)`),
       `  admin: ${admin.email} / ${admin.password}`,
       `  logs: ${cluster.logDir}/<node>.log`,
       `  load: ADMIN_EMAIL=${admin.email} ADMIN_PASSWORD=${admin.password} npm run load -- --url ${cluster.gatewayUrls.join(",")}`,

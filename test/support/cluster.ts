@@ -60,6 +60,8 @@ export interface ClusterNode {
   port: number;
   /** The internal listener (/metrics, health routes): METRICS_PORT. */
   metricsPort: number;
+  /** A gRPC edge's GRPC_PORT. */
+  grpcPort?: number;
   child: ChildHandle;
   /** Every process this node id ran (restarts included). */
   history: ChildHandle[];
@@ -89,6 +91,8 @@ export interface LocalCluster {
   env: Record<string, string>;
   nodes: Map<string, ClusterNode>;
   gatewayUrls: string[];
+  /** The gRPC edges' addresses (`127.0.0.1:<GRPC_PORT>`), by node id. */
+  grpcAddresses: Map<string, string>;
   etcd: EtcdHandle;
   rabbit?: PrivateRabbit;
   mariadb?: PrivateMariaDb;
@@ -177,15 +181,22 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
     if (!migrate.lines.some((l) => /recommendation: (applied|up to date)/.test(l))) throw new Error(`migrations failed:\n${migrate.lines.slice(-20).join("\n")}`);
 
     const nodes = new Map<string, ClusterNode>();
-    const plan: { id: string; service: ServiceName; port: number; metricsPort: number }[] = [];
+    type Planned = { id: string; service: ServiceName; port: number; metricsPort: number; grpcPort?: number };
+    const plan: Planned[] = [];
     for (const service of ALL_SERVICES)
       for (let i = 0; i < replicas[service]; i++) {
         const metricsPort = await freePort();
-        plan.push({ id: service === "gateway" ? gatewayIds[i]! : `${namespace}-${service}-${i + 1}`, service, port: service === "gateway" ? gatewayPorts[i]! : metricsPort, metricsPort });
+        plan.push({
+          id: service === "gateway" ? gatewayIds[i]! : `${namespace}-${service}-${i + 1}`, service, port: service === "gateway" ? gatewayPorts[i]! : metricsPort, metricsPort,
+          ...(service === "grpc" ? { grpcPort: await freePort() } : {}),
+        });
       }
 
-    const spawnNode = (p: { id: string; service: ServiceName; port: number; metricsPort: number }, first: boolean) => {
-      const extra: Record<string, string> = { NODE_ID: p.id, SERVICES: p.service, METRICS_PORT: String(p.metricsPort), ...(p.service === "gateway" ? { PORT: String(p.port) } : {}) };
+    const spawnNode = (p: Planned, first: boolean) => {
+      const extra: Record<string, string> = {
+        NODE_ID: p.id, SERVICES: p.service, METRICS_PORT: String(p.metricsPort), ...(p.service === "gateway" ? { PORT: String(p.port) } : {}),
+        ...(p.grpcPort ? { GRPC_PORT: String(p.grpcPort) } : {}),
+      };
       // One product node loads the demo catalog into the empty database (two would race).
       if (first && p.id === `${namespace}-product-1`) extra.DEMO_CATALOG = "true";
       const child = spawnTs(START, { name: p.id, env: { ...env, ...extra } });
@@ -206,7 +217,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       });
       return child;
     };
-    const startOne = async (p: { id: string; service: ServiceName; port: number; metricsPort: number }, first: boolean) => {
+    const startOne = async (p: Planned, first: boolean) => {
       for (let attempt = 1; ; attempt++) {
         const child = spawnNode(p, first);
         const node = nodes.get(p.id);
@@ -228,8 +239,9 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
             const port = await freePort();
             if (p.service !== "gateway") p.port = port;
             p.metricsPort = port;
+            if (p.grpcPort) p.grpcPort = await freePort();
             const node = nodes.get(p.id);
-            if (node) Object.assign(node, { port: p.port, metricsPort: p.metricsPort });
+            if (node) Object.assign(node, { port: p.port, metricsPort: p.metricsPort, grpcPort: p.grpcPort });
           }
           await sleep(1000);
         }
@@ -260,6 +272,9 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       env,
       nodes,
       gatewayUrls: gatewayPorts.map((p) => `http://127.0.0.1:${p}`),
+      get grpcAddresses() {
+        return new Map([...nodes.values()].filter((n) => n.grpcPort).map((n) => [n.id, `127.0.0.1:${n.grpcPort}`]));
+      },
       etcd,
       rabbit,
       mariadb,

@@ -7,6 +7,9 @@
  *   message; each business action's params and answer and each business event decode with
  *   protobufjs from proto/ alone, and no node counted a JSON fallback (a planted unknown
  *   field shows the counter counts);
+ * - gRPC (issue #15): the acceptance flow through one of the two gRPC edges, with its order and
+ *   notification streams; that edge killed (SIGKILL), the streams resumed on the other edge
+ *   with their last ids, missing nothing; the edge restarted;
  * - the load smoke: shoppers following Online Boutique's mix for 20 s; any error, or fewer
  *   than 50 requests, fails;
  * - the short chaos run: an order, a payment and a product node killed (one of each, the
@@ -27,6 +30,7 @@ import { http } from "../support/app";
 import { eventually } from "../support/eventually";
 import { runLoad } from "../support/load";
 import { counterSum, readCaptured, startFirehose } from "../support/wire-capture";
+import { MeridianGrpc, type GrpcFailure } from "../support/grpc-client";
 
 const ADMIN = { email: "ops-admin@example.com", password: "ops-admin-password" };
 const TTL_S = 15;
@@ -48,6 +52,61 @@ describe("operations: the local cluster under load and chaos", () => {
       for (const n of cluster.nodes.values()) assert.ok((seen.get(moleculerName(n.service)) ?? 0) >= 1, `${gw.id} sees ${n.service}`);
     }
     assert.ok(cluster.gatewayUrls.length >= 2, "two gateways");
+  });
+
+  test("gRPC: the acceptance flow through one edge; its streams survive the edge's death by reconnecting to the other with their last ids", async () => {
+    const [[idA, addrA], [, addrB]] = [...cluster.grpcAddresses.entries()] as [string, string][];
+    assert.ok(addrA && addrB, "two gRPC edges (k8s/base's replicas)");
+    const a = new MeridianGrpc(addrA);
+    const b = new MeridianGrpc(addrB);
+    const O = "meridian.order.v1.OrderService";
+    const LIVE = "meridian.live.v1.LiveService";
+    try {
+      const admin = (await a.call("meridian.user.v1.UserService", "Login", ADMIN)).value.accessToken;
+      const token = (await a.call("meridian.user.v1.UserService", "Register", { email: `grpc-${randomBytes(4).toString("hex")}@example.com`, password: "grpc password 1", name: "Grpc" })).value.accessToken;
+      const product = (await a.call("meridian.product.v1.ProductService", "Create", { sku: `GRPC-${randomBytes(4).toString("hex")}`, name: "Grpc Cluster Lamp", description: "", category: "lamps", price: { amount: 4200, currency: "EUR" }, stock: 5 }, { token: admin })).value;
+      await eventually("searchable", async () => (await a.call("meridian.search.v1.SearchService", "Search", { q: "grpc cluster lamp" })).value.items.some((p: { id: string }) => p.id === product.id), 30_000);
+      await a.call("meridian.cart.v1.CartService", "AddItem", { productId: product.id, quantity: 2 }, { token });
+      const key = `grpc-${randomBytes(4).toString("hex")}`;
+      const order = (await a.call(O, "Create", { shippingAddress: { recipient: "G", phone: "123456", line1: "1 Road", city: "Town", postalCode: "12345", country: "CN" } }, { token, idempotencyKey: key })).value;
+      const watch = a.stream(LIVE, "WatchOrder", { id: order.id }, { token });
+      const notes = a.stream(LIVE, "StreamNotifications", {}, { token });
+      await watch.until("the current state", () => true, 30_000);
+      const pay = (await a.call(O, "Pay", { id: order.id, provider: "sandbox" }, { token })).value;
+      await a.call("meridian.payment.v1.PaymentService", "SandboxComplete", { paymentId: pay.id, outcome: "success", token: new URL(pay.payUrl).searchParams.get("token") });
+      const paid = await watch.until("PAID on the stream", (u) => u.order.status === "PAID", 30_000);
+      const note = await notes.until("the payment's notification on the stream", (n) => n.type === "payment.succeeded" && n.data.orderId === order.id, 30_000);
+
+      // The edge the streams were on dies; the order ships while the client is away.
+      await cluster.kill(idA, "SIGKILL");
+      for (const s of [watch, notes]) {
+        const end = await s.ended;
+        assert.ok(end !== "OK" && ["UNAVAILABLE", "CANCELLED", "INTERNAL"].includes((end as GrpcFailure).code), `the stream ended: ${JSON.stringify(end)}`);
+      }
+      await b.call(O, "Ship", { id: order.id, carrier: "SF", trackingNumber: "SF-GRPC" }, { token: admin });
+      const rewatch = b.stream(LIVE, "WatchOrder", { id: order.id, after: paid.sequence }, { token });
+      const renotes = b.stream(LIVE, "StreamNotifications", { after: note.id }, { token });
+      try {
+        const shipped = await rewatch.until("SHIPPED, missed while away", (u) => u.order.status === "SHIPPED", 30_000);
+        assert.equal(rewatch.received[0], shipped, "the first update after the reconnect is the state missed");
+        await renotes.until("the shipping notification, missed while away", (n) => n.type === "order.shipped" && n.data.orderId === order.id, 30_000);
+        assert.ok(!renotes.received.some((n) => n.id === note.id), "nothing already seen comes again");
+        await b.call(O, "Deliver", { id: order.id }, { token: admin });
+        await rewatch.until("DELIVERED", (u) => u.order.status === "DELIVERED", 30_000);
+        const ret = (await b.call(O, "RequestReturn", { id: order.id, items: [{ productId: product.id, quantity: 1 }], reason: "too bright" }, { token })).value;
+        await b.call(O, "ApproveReturn", { id: ret.id, restock: true }, { token: admin });
+        await eventually("the return refunded", async () => (await b.call(O, "Get", { id: order.id }, { token })).value.refundedTotal.amount === 4200, 30_000);
+        await renotes.until("the return's notification", (n) => n.type === "return.approved" && n.data.orderId === order.id, 30_000);
+      } finally {
+        rewatch.cancel();
+        renotes.cancel();
+      }
+    } finally {
+      a.close();
+      b.close();
+    }
+    await cluster.restart(idA);
+    await cluster.waitHealthy();
   });
 
   test("load smoke: 20 s of shoppers, no error, at least 50 requests, orders paid", async () => {
