@@ -24,6 +24,8 @@ export interface Admission {
   user?: AuthUser;
   /** On a public action, the signed-in caller whose request budget applies (not an identity). */
   budgetUserId?: string;
+  /** With `user`: when the token stops working (epoch seconds); a long-lived stream ends then. */
+  expiresAt?: number;
 }
 
 export interface EdgeDoor {
@@ -75,7 +77,7 @@ export function createEdgeDoor(config: AppConfig): EdgeDoor {
         throw new AppError("SERVICE_UNAVAILABLE", "Sign-in cannot be checked right now; try again");
       }
       if (standing.revoked) throw unauthorized("This session has ended; log in again");
-      return { user: { id: token.id, role: standing.role ?? token.role } };
+      return { user: { id: token.id, role: standing.role ?? token.role }, expiresAt: token.expiresAt };
     },
 
     authorize(declared, user) {

@@ -20,10 +20,17 @@
  * - Notifications: in creation order, each exactly once per stream, read with
  *   `notification.since` after the last one sent; `after` (the id of the last one a client
  *   got) resumes with everything created after it, whatever happened meanwhile. Without
- *   `after`, the stream starts at the newest existing notification.
+ *   `after`, the stream starts at the newest existing notification. One user's notifications
+ *   commit in creation order (the notification service's feed lock), so reading by it skips
+ *   none.
+ * - The caller is asked again before every read (`caller()`: the edge re-verifies the token and
+ *   its standing), so a stream stops with the login it belongs to (logout, revocation, a role
+ *   change applies); the edges also end it when the token expires.
  */
 import type { ServiceBroker } from "moleculer";
+import type { EdgeDoor } from "../auth/edge-door";
 import type { AuthUser } from "../auth/tokens";
+import { unauthorized } from "../errors";
 import { callAction } from "../call";
 import type { ActionResponse } from "../../proto/gen/contracts";
 
@@ -32,6 +39,15 @@ export type LiveNotification = ActionResponse<"notification.since">["items"][num
 export interface OrderUpdate {
   sequence: number;
   order: LiveOrder;
+}
+
+/** How a stream runs: who asks (re-checked before every read), until when, and who waits for its first read. */
+export interface StreamOptions {
+  /** The caller as of now; throws (UNAUTHORIZED) once the token or its login no longer holds. */
+  caller: () => Promise<AuthUser>;
+  signal: AbortSignal;
+  /** Called once the first read succeeded (an SSE answer starts then). */
+  opened?: () => void;
 }
 
 /** Notifications read per `notification.since` call. */
@@ -118,51 +134,98 @@ export class LiveFeeds {
     this.users.kickAll();
   }
 
-  /**
-   * The order's state now and at each status change, as `user` may see it (NOT_FOUND otherwise).
-   * `opened` is called once the first read succeeded (an SSE answer starts then).
-   */
-  async *watchOrder(user: AuthUser, id: string, after: number | undefined, signal: AbortSignal, opened?: () => void): AsyncGenerator<OrderUpdate> {
+  /** The order's state now and at each status change, as the caller may see it (NOT_FOUND otherwise). */
+  async *watchOrder(id: string, after: number | undefined, o: StreamOptions): AsyncGenerator<OrderUpdate> {
     const wake = new Wakeup();
     const remove = this.orders.add(id, wake);
     try {
       let last = after ?? -1;
-      while (!signal.aborted) {
-        const order = await callAction(this.broker, "order.get", { id }, { meta: { user } });
-        opened?.();
+      while (!o.signal.aborted) {
+        const order = await callAction(this.broker, "order.get", { id }, { meta: { user: await o.caller() } });
+        o.opened?.();
         const sequence = order.history.length;
         if (sequence > last) {
           last = sequence;
           yield { sequence, order };
         }
-        await wake.wait(signal);
+        await wake.wait(o.signal);
       }
     } finally {
       remove();
     }
   }
 
-  /** `user`'s notifications created after `after` (after the newest existing one without it), as they come; `opened` as for watchOrder. */
-  async *notifications(user: AuthUser, after: string | undefined, signal: AbortSignal, opened?: () => void): AsyncGenerator<LiveNotification> {
+  /** The caller's notifications created after `after` (after the newest existing one without it), as they come. */
+  async *notifications(after: string | undefined, o: StreamOptions): AsyncGenerator<LiveNotification> {
+    const first = await o.caller();
     const wake = new Wakeup();
-    const remove = this.users.add(user.id, wake);
+    const remove = this.users.add(first.id, wake);
     try {
       let cursor = after;
       if (cursor === undefined) {
-        const newest = await callAction(this.broker, "notification.list", { page: 1, pageSize: 1 }, { meta: { user } });
+        const newest = await callAction(this.broker, "notification.since", { userId: first.id, newest: true });
         cursor = newest.items[0]?.id;
       }
-      while (!signal.aborted) {
+      while (!o.signal.aborted) {
+        const user = await o.caller();
         const { items }: ActionResponse<"notification.since"> = await callAction(this.broker, "notification.since", { userId: user.id, after: cursor, limit: PAGE });
-        opened?.();
+        o.opened?.();
         for (const n of items) {
           cursor = n.id;
           yield n;
         }
-        if (items.length < PAGE) await wake.wait(signal);
+        if (items.length < PAGE) await wake.wait(o.signal);
       }
     } finally {
       remove();
     }
   }
+}
+
+/** A stream's admission at an edge (see `admitStream`). */
+export interface StreamAdmission {
+  caller: () => Promise<AuthUser>;
+  /** Aborted when the token expires (`expired()` tells that apart from the client leaving). */
+  signal: AbortSignal;
+  expired(): boolean;
+  /** Clears the expiry timer: call when the stream ends. */
+  close(): void;
+}
+
+/**
+ * An edge lets a stream in: the `user` level and the general budget now, the caller
+ * re-verified before every read, and an end when the access token expires. `gone` is the
+ * edge's own end of the stream (the client left, the server stops).
+ */
+export async function admitStream(door: EdgeDoor, authorization: string | undefined, ip: string, gone: AbortSignal): Promise<StreamAdmission> {
+  const check = async () => {
+    const a = await door.authenticate(authorization, "user");
+    door.authorize("user", a.user);
+    return a;
+  };
+  const first = await check();
+  await door.spendBudget({ user: first.user, ip });
+  const end = new AbortController();
+  let expired = false;
+  const onGone = () => end.abort();
+  gone.addEventListener("abort", onGone, { once: true });
+  if (gone.aborted) end.abort();
+  const timer = setTimeout(() => {
+    expired = true;
+    end.abort();
+  }, Math.max(0, (first.expiresAt ?? 0) * 1000 - Date.now()));
+  timer.unref();
+  return {
+    caller: async () => {
+      const a = await check();
+      if (!a.user) throw unauthorized();
+      return a.user;
+    },
+    signal: end.signal,
+    expired: () => expired,
+    close() {
+      clearTimeout(timer);
+      gone.removeEventListener("abort", onGone);
+    },
+  };
 }

@@ -122,6 +122,10 @@ export const Params: Record<ContractAction, ActionParams> = {
       "min": 1,
       "max": 100,
       "optional": true
+    },
+    "newest": {
+      "type": "boolean",
+      "optional": true
     }
   },
   "order.applyPayment": {

@@ -107,9 +107,9 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
   const door = createEdgeDoor(config);
   // The live feeds' SSE routes (live-sse.ts) reach this service's feeds once it exists. Their
   // handlers, and only they, check identity, level and budget themselves.
-  const live: { feeds?: LiveFeeds; logger?: Logger } = {};
+  const live: { feeds?: LiveFeeds; logger?: Logger; stopping: AbortController } = { stopping: new AbortController() };
   const sse = liveSseAliases(
-    { door, trustProxyHops: config.trustProxyHops, logger: { warn: (...a: unknown[]) => live.logger?.warn(...a), error: (...a: unknown[]) => live.logger?.error(...a) } },
+    { door, stopping: live.stopping.signal, trustProxyHops: config.trustProxyHops, logger: { warn: (...a: unknown[]) => live.logger?.warn(...a), error: (...a: unknown[]) => live.logger?.error(...a) } },
     () => live.feeds!,
   );
   const guarded = new Set<unknown>(Object.values(sse));
@@ -290,7 +290,10 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
       live.logger = this.logger;
     },
 
+    // Runs before moleculer-web's own `stopped` (Moleculer stops a service's own handler first):
+    // open streams end here, or the HTTP server's close would wait for them.
     async stopped() {
+      live.stopping.abort();
       await door.close();
     },
   };

@@ -11,12 +11,12 @@
  * are the usual JSON error answer (401, 404, 429); after it, an `event: error` with the same
  * body, then the end.
  */
+import { once } from "node:events";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { EdgeDoor } from "../../lib/auth/edge-door";
-import type { AuthUser } from "../../lib/auth/tokens";
 import { clientAddress } from "../../lib/client-address";
-import { toErrorResponse, validationError } from "../../lib/errors";
-import type { LiveFeeds } from "../../lib/live/feeds";
+import { toErrorResponse, unauthorized, validationError } from "../../lib/errors";
+import { admitStream, type LiveFeeds, type StreamAdmission, type StreamOptions } from "../../lib/live/feeds";
 import { periodic } from "../../lib/periodic";
 import { logFields } from "../../lib/tracing";
 
@@ -25,6 +25,8 @@ const HEARTBEAT_MS = 15_000;
 
 export interface SseDeps {
   door: EdgeDoor;
+  /** Aborted when the gateway stops: open streams end, so its server can close. */
+  stopping: AbortSignal;
   trustProxyHops: number;
   logger: { warn(...a: unknown[]): void; error(...a: unknown[]): void };
 }
@@ -52,12 +54,18 @@ async function stream(
   req: Req,
   res: ServerResponse,
   next: Next,
-  open: (user: AuthUser, after: string | undefined, signal: AbortSignal, opened: () => void) => AsyncIterable<SseEvent>,
+  open: (after: string | undefined, o: StreamOptions) => AsyncIterable<SseEvent>,
 ): Promise<void> {
+  // The response's 'close' (the client left, or the answer ended): the request's own 'close'
+  // fired already, when its empty body was read.
   const gone = new AbortController();
-  req.once("close", () => gone.abort());
+  const stop = () => gone.abort();
+  res.once("close", stop);
+  deps.stopping.addEventListener("abort", stop, { once: true });
+  if (deps.stopping.aborted) stop();
   let started = false;
   let heartbeat: { stop(): Promise<void> } | undefined;
+  let admission: StreamAdmission | undefined;
   // The answer starts once the feed's first read succeeded: before that, a failure (someone
   // else's order: 404) is a plain error answer.
   const start = () => {
@@ -74,16 +82,15 @@ async function stream(
     heartbeat = periodic("SSE heartbeat", HEARTBEAT_MS, async () => void res.write(": keep-alive\n\n"), deps.logger);
   };
   try {
-    const { user } = await deps.door.authenticate(req.headers.authorization, "user");
-    deps.door.authorize("user", user);
-    const ip = clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], deps.trustProxyHops);
-    await deps.door.spendBudget({ user, ip });
     const after = lastEventId(req);
-    for await (const e of open(user!, after, gone.signal, start)) {
-      if (gone.signal.aborted) break;
+    admission = await admitStream(deps.door, req.headers.authorization, clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], deps.trustProxyHops), gone.signal);
+    const { caller, signal } = admission;
+    for await (const e of open(after, { caller, signal, opened: start })) {
+      if (signal.aborted) break;
       start();
-      if (!res.write(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`)) await new Promise((r) => res.once("drain", r));
+      if (!res.write(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`)) await once(res, "drain", { signal }).catch(() => undefined);
     }
+    if (admission.expired()) throw unauthorized("The access token expired; reconnect with a fresh one (Last-Event-ID resumes)");
     res.end();
   } catch (err) {
     if (gone.signal.aborted) return void res.end();
@@ -92,6 +99,8 @@ async function stream(
     if (status >= 500 && status !== 503) deps.logger.error(logFields({ requestId: req.$ctx?.requestID ?? undefined }), `${req.url}: the stream failed:`, err);
     res.end(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
   } finally {
+    admission?.close();
+    deps.stopping.removeEventListener("abort", stop);
     gone.abort();
     await heartbeat?.stop();
   }
@@ -101,14 +110,14 @@ async function stream(
 export function liveSseAliases(deps: SseDeps, feeds: () => LiveFeeds): Record<string, (req: Req, res: ServerResponse, next: Next) => void> {
   return {
     "GET /orders/:id/events": (req, res, next) =>
-      void stream(deps, req, res, next, async function* (user, after, signal, opened) {
+      void stream(deps, req, res, next, async function* (after, o) {
         const since = after === undefined ? undefined : Number(after);
         if (since !== undefined && !Number.isInteger(since)) throw validationError("Last-Event-ID (or after): an order stream's sequence", [{ field: "Last-Event-ID" }]);
-        for await (const u of feeds().watchOrder(user, String(req.$params?.id ?? ""), since, signal, opened)) yield { id: String(u.sequence), event: "order", data: u };
+        for await (const u of feeds().watchOrder(String(req.$params?.id ?? ""), since, o)) yield { id: String(u.sequence), event: "order", data: u };
       }),
     "GET /notifications/stream": (req, res, next) =>
-      void stream(deps, req, res, next, async function* (user, after, signal, opened) {
-        for await (const n of feeds().notifications(user, after, signal, opened)) yield { id: n.id, event: "notification", data: n };
+      void stream(deps, req, res, next, async function* (after, o) {
+        for await (const n of feeds().notifications(after, o)) yield { id: n.id, event: "notification", data: n };
       }),
   };
 }

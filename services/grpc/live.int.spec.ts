@@ -219,14 +219,36 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     assert.equal(bad.status, 422);
   });
 
-  test("streams end when the client goes: no watcher is left behind", async () => {
+  test("streams end when the client goes, on both edges: no watcher is left behind", async () => {
     const o = await order(bob);
-    const feeds = (app.broker.getLocalService("grpc") as unknown as { liveFeeds: { open: { orders: number; notifications: number } } }).liveFeeds;
-    const before = feeds.open;
+    const feedsOf = (service: string) => (app.broker.getLocalService(service) as unknown as { liveFeeds: { open: { orders: number; notifications: number } } }).liveFeeds;
+    const grpcFeeds = feedsOf("grpc");
+    const before = grpcFeeds.open;
     const s = g.stream(LIVE, "WatchOrder", { id: o.id }, { token: bob });
     await s.until("open", () => true);
-    assert.equal(feeds.open.orders, before.orders + 1);
+    assert.equal(grpcFeeds.open.orders, before.orders + 1);
     s.cancel();
-    await eventually("closed", async () => feeds.open.orders === before.orders);
+    await eventually("closed", async () => grpcFeeds.open.orders === before.orders);
+    // SSE: the client closes the connection (the request's body was read long before).
+    const restFeeds = feedsOf("api");
+    const restBefore = restFeeds.open;
+    const sse = sseReader(await fetch(`${app.baseUrl}/api/orders/${o.id}/events`, { headers: { authorization: `Bearer ${bob}` } }));
+    await sse.until("open", () => true);
+    assert.equal(restFeeds.open.orders, restBefore.orders + 1);
+    await sse.close();
+    await eventually("closed on the gateway", async () => restFeeds.open.orders === restBefore.orders);
+  });
+
+  test("a stream stops with its login: after a logout, its next read is UNAUTHENTICATED", async () => {
+    const s = (await g.call("meridian.user.v1.UserService", "Register", { email: `carol-${randomBytes(3).toString("hex")}@example.com`, password: "carol password", name: "Carol" })).value;
+    const o = await order(s.accessToken);
+    const watch = g.stream(LIVE, "WatchOrder", { id: o.id }, { token: s.accessToken });
+    await watch.until("the current state", () => true);
+    await g.call("meridian.user.v1.UserService", "Logout", { refreshToken: s.refreshToken }, { token: s.accessToken });
+    // A change wakes the stream: it asks who the caller is before reading, and the login has ended.
+    await g.call(O, "Cancel", { id: o.id }, { token: admin });
+    const end = await watch.ended;
+    assert.ok(end !== "OK" && end.code === "UNAUTHENTICATED", JSON.stringify(end));
+    assert.ok(!watch.received.some((u) => u.order.status === "CANCELLED"), "nothing read after the logout");
   });
 });

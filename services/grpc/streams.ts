@@ -11,9 +11,8 @@ import { Metadata, status as Status, type ServerWritableStream, type ServiceDefi
 import type protobuf from "protobufjs/light";
 import { codecFor, root } from "../../lib/serializer/contracts-runtime";
 import { explainMisfit } from "../../lib/serializer/contract-codec";
-import type { AuthUser } from "../../lib/auth/tokens";
-import { AppError } from "../../lib/errors";
-import type { LiveFeeds } from "../../lib/live/feeds";
+import { AppError, unauthorized } from "../../lib/errors";
+import { admitStream, type LiveFeeds, type StreamAdmission, type StreamOptions } from "../../lib/live/feeds";
 import { logFields, requestIdOf } from "../../lib/tracing";
 import { callerAddress, methodDefinition, single, undecodable, type EdgeDeps } from "./edge";
 import { toGrpcError } from "./status";
@@ -23,19 +22,19 @@ export const LIVE_SERVICE = "meridian.live.v1.LiveService";
 interface StreamRpc {
   request: protobuf.Type;
   response: protobuf.Type;
-  open(feeds: LiveFeeds, user: AuthUser, request: Record<string, unknown>, signal: AbortSignal): AsyncIterable<unknown>;
+  open(feeds: LiveFeeds, request: Record<string, unknown>, o: StreamOptions): AsyncIterable<unknown>;
 }
 
 const RPCS: Record<string, StreamRpc> = {
   WatchOrder: {
     request: root.lookupType("meridian.live.v1.WatchOrderRequest"),
     response: root.lookupType("meridian.live.v1.OrderUpdate"),
-    open: (feeds, user, r, signal) => feeds.watchOrder(user, String(r.id ?? ""), typeof r.after === "number" ? r.after : undefined, signal),
+    open: (feeds, r, o) => feeds.watchOrder(String(r.id ?? ""), typeof r.after === "number" ? r.after : undefined, o),
   },
   StreamNotifications: {
     request: root.lookupType("meridian.live.v1.StreamNotificationsRequest"),
     response: root.lookupType("meridian.notification.v1.Notification"),
-    open: (feeds, user, r, signal) => feeds.notifications(user, typeof r.after === "string" ? r.after : undefined, signal),
+    open: (feeds, r, o) => feeds.notifications(typeof r.after === "string" ? r.after : undefined, o),
   },
 };
 
@@ -57,25 +56,28 @@ export function liveServiceImplementation(deps: EdgeDeps, feeds: LiveFeeds, stop
       call.on("cancelled", stop);
       call.on("close", stop);
       stopping.addEventListener("abort", stop, { once: true });
+      if (stopping.aborted) stop();
+      let admission: StreamAdmission | undefined;
       (async () => {
         const bad = undecodable(call.request, r.request);
         if (bad) throw bad;
-        const { user } = await deps.door.authenticate(single(call.metadata, "authorization"), "user");
-        deps.door.authorize("user", user);
-        await deps.door.spendBudget({ user, ip: callerAddress(call, deps.config.trustProxyHops) });
-        for await (const item of r.open(feeds, user!, call.request as Record<string, unknown>, gone.signal)) {
-          if (gone.signal.aborted) break;
+        admission = await admitStream(deps.door, single(call.metadata, "authorization"), callerAddress(call, deps.config.trustProxyHops), gone.signal);
+        const { caller, signal } = admission;
+        for await (const item of r.open(feeds, call.request as Record<string, unknown>, { caller, signal })) {
+          if (signal.aborted) break;
           const bytes = answer.encode(item);
           if (!bytes) {
             deps.logger.error(logFields({ requestId }), `gRPC ${rpc}: an update does not fit ${r.response.fullName}: ${explainMisfit(r.response, item)}`);
             throw new AppError("INTERNAL", "Internal error");
           }
-          if (!call.write(Buffer.from(bytes))) await Promise.race([once(call, "drain"), once(gone.signal, "abort")]);
+          if (!call.write(Buffer.from(bytes))) await once(call, "drain", { signal }).catch(() => undefined);
         }
       })().then(
         () => {
-          if (stopping.aborted && !call.cancelled) call.emit("error", { code: Status.UNAVAILABLE, details: "The server is shutting down; reconnect with `after`", metadata: head });
-          else if (!call.cancelled) call.end();
+          if (call.cancelled) return;
+          if (admission?.expired()) call.emit("error", toGrpcError(unauthorized("The access token expired; reconnect with a fresh one and `after`")));
+          else if (stopping.aborted) call.emit("error", { code: Status.UNAVAILABLE, details: "The server is shutting down; reconnect with `after`", metadata: head });
+          else call.end();
         },
         (err: unknown) => {
           if (call.cancelled) return;
@@ -87,7 +89,10 @@ export function liveServiceImplementation(deps: EdgeDeps, feeds: LiveFeeds, stop
       ).catch((err: unknown) => {
         deps.logger.error(logFields({ requestId }), `gRPC ${rpc}: ending the stream failed:`, err);
         if (!call.cancelled) call.emit("error", { code: Status.INTERNAL, details: "Internal error" });
-      }).finally(() => stopping.removeEventListener("abort", stop));
+      }).finally(() => {
+        admission?.close();
+        stopping.removeEventListener("abort", stop);
+      });
     };
   }
   return impl;

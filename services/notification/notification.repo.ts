@@ -107,6 +107,23 @@ export async function listNotifications(db: Knex, userId: string, q: ListQuery):
   return { items: (rows as NotificationRow[]).map(toNotification), total: Number(count?.n ?? 0) };
 }
 
+/**
+ * Takes the user's feed lock for the rest of `trx` (see the migration 20261204: one user's
+ * notifications commit in `seq` order). The row is made on first use.
+ */
+export async function lockUserFeed(trx: Knex.Transaction, userId: string, now: number): Promise<void> {
+  // One statement that takes the row's exclusive lock whether it inserts or updates (INSERT …
+  // ON DUPLICATE KEY UPDATE): an insert-ignore then an update would take a shared lock first,
+  // and two such transactions deadlock upgrading it.
+  await trx("notification_feeds").insert({ user_id: userId, updated_at: now }).onConflict("user_id").merge({ updated_at: now });
+}
+
+/** A user's newest notification by `seq` (the live feed's starting point). */
+export async function newestNotification(db: Knex, userId: string): Promise<NotificationRecord | undefined> {
+  const row = await db<NotificationRow>("notifications").where("user_id", userId).orderBy("seq", "desc").first();
+  return row ? toNotification(row as NotificationRow) : undefined;
+}
+
 /** The position of a user's notification in creation order; undefined for another user's or an unknown id. */
 export async function seqOf(db: Knex, userId: string, id: string): Promise<number | undefined> {
   const row = await db<NotificationRow>("notifications").where({ id, user_id: userId }).first("seq");

@@ -194,6 +194,8 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       if (await repo.notificationExistsFor(trx, envelope.id)) return;
       const id = randomUUID();
       const now = Date.now();
+      // The user's notifications commit in `seq` order: the live feed reads them by it.
+      await repo.lockUserFeed(trx, userId, now);
       await repo.insertNotification(trx, { id, userId, ...content, readAt: null, createdAt: now }, envelope.id);
       await repo.insertEmail(trx, {
         id: randomUUID(),
@@ -283,6 +285,10 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
         params: Params["notification.since"],
         async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.since">>): Promise<ActionResponse<"notification.since">> {
           const { userId, after } = ctx.params;
+          if (ctx.params.newest) {
+            const n = await repo.newestNotification(this.db, userId);
+            return { items: n ? [toPublicNotification(n)] : [] };
+          }
           const afterSeq = after === undefined ? undefined : await repo.seqOf(this.db, userId, after);
           if (after !== undefined && afterSeq === undefined) throw notFound("Notification");
           return { items: (await repo.notificationsAfter(this.db, userId, afterSeq, ctx.params.limit ?? 100)).map(toPublicNotification) };

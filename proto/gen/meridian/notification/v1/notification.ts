@@ -62,6 +62,8 @@ export interface SinceRequest {
   after?: string;
   /** Default 100. */
   limit?: number;
+  /** Only the newest notification (by creation order), if any: a stream's starting point. */
+  newest?: boolean;
 }
 
 export interface SinceResponse {

@@ -120,7 +120,12 @@ export interface SinceRequest {
     | null
     | undefined;
   /** Default 100. */
-  limit?: number | null | undefined;
+  limit?:
+    | number
+    | null
+    | undefined;
+  /** Only the newest notification (by creation order), if any: a stream's starting point. */
+  newest?: boolean | null | undefined;
 }
 
 export interface SinceResponse {
@@ -715,7 +720,7 @@ export const NotificationPage: MessageFns<NotificationPage> = {
 };
 
 function createBaseSinceRequest(): SinceRequest {
-  return { userId: "", after: null, limit: null };
+  return { userId: "", after: null, limit: null, newest: null };
 }
 
 export const SinceRequest: MessageFns<SinceRequest> = {
@@ -728,6 +733,9 @@ export const SinceRequest: MessageFns<SinceRequest> = {
     }
     if (message.limit !== undefined && message.limit !== null) {
       writer.uint32(24).int32(message.limit);
+    }
+    if (message.newest !== undefined && message.newest !== null) {
+      writer.uint32(32).bool(message.newest);
     }
     return writer;
   },
@@ -761,6 +769,14 @@ export const SinceRequest: MessageFns<SinceRequest> = {
           }
 
           message.limit = reader.int32();
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.newest = reader.bool();
           continue;
         }
       }
