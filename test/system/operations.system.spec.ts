@@ -1,15 +1,16 @@
 /**
  * Issue #7's CI runs against the local cluster (test/support/cluster.ts: k8s/base's replica
  * counts, one process per pod, private RabbitMQ and MariaDB, a private etcd):
+ * - gRPC (issue #15), after the chaos run for the same reason as the wire's: the acceptance flow
+ *   through one of the two gRPC edges, with its order and notification streams; that edge
+ *   killed (SIGKILL), the streams resumed on the other edge with their last ids, missing
+ *   nothing; the edge restarted;
  * - the wire (issue #14), last because its delivered, refunded and returned order is outside
  *   the chaos run's invariants: a whole checkout (register, address, cart, order, pay, PAID,
  *   notification, ship, deliver, refund, return) while RabbitMQ's firehose captures every
  *   message; each business action's params and answer and each business event decode with
  *   protobufjs from proto/ alone, and no node counted a JSON fallback (a planted unknown
  *   field shows the counter counts);
- * - gRPC (issue #15): the acceptance flow through one of the two gRPC edges, with its order and
- *   notification streams; that edge killed (SIGKILL), the streams resumed on the other edge
- *   with their last ids, missing nothing; the edge restarted;
  * - the load smoke: shoppers following Online Boutique's mix for 20 s; any error, or fewer
  *   than 50 requests, fails;
  * - the short chaos run: an order, a payment and a product node killed (one of each, the
@@ -54,6 +55,42 @@ describe("operations: the local cluster under load and chaos", () => {
     assert.ok(cluster.gatewayUrls.length >= 2, "two gateways");
   });
 
+  test("load smoke: 20 s of shoppers, no error, at least 50 requests, orders paid", async () => {
+    const summary = await runLoad({ urls: cluster.gatewayUrls, shoppers: 4, durationS: 20, thinkMs: 100, admin: ADMIN, seed: 7 });
+    log(`load: ${summary.requests} requests (${summary.requestsPerS.toFixed(1)}/s), ${summary.errors.total} errors, ${summary.orders.paid} orders paid`);
+    assert.deepEqual(summary.errors.byKind, [], "no errors");
+    assert.ok(summary.requests >= 50, `${summary.requests} requests`);
+    assert.ok(summary.orders.paid >= 1, "orders paid through the sandbox");
+  });
+
+  test("chaos, short: an order, a payment and a product node killed as checkout requests through them were sent, RabbitMQ and MariaDB restarted under load; every order answered 201 exists and the invariants hold", async () => {
+    const report = await runChaos({
+      cluster,
+      faults: ["kill", "kill", "kill", "rabbitmq", "mariadb"],
+      killServices: ["order", "payment", "product"],
+      gapS: 5,
+      etcdOutageS: 20,
+      shoppers: 4,
+      thinkMs: 200,
+      reservationTtlS: TTL_S,
+      settleTimeoutS: 150,
+      log,
+    });
+    process.stderr.write(`${formatChaosReport(report)}\n`);
+    assert.deepEqual(report.faults.map((f) => f.kind), ["kill", "kill", "kill", "rabbitmq", "mariadb"]);
+    const kills = report.faults.filter((f) => f.kind === "kill");
+    assert.deepEqual(kills.map((f) => f.service), ["order", "payment", "product"], "one node of each checkout service");
+    for (const k of kills) {
+      const node = cluster.nodes.get(k.target);
+      assert.equal(node?.service, k.service, `${k.target} is a ${k.service} node`);
+      assert.ok(CHECKOUT_ROUTES[k.service!]!.includes(k.during!), `${k.target} killed as a checkout request through ${k.service} was sent (${k.during})`);
+    }
+    assert.ok(report.load.orders.paid > 0, "orders were paid during the run");
+    assert.equal(report.load.orderIds.length, report.load.orders.created, "every order answered 201 was recorded");
+    assert.ok(report.load.orderIds.length > 0, "orders were created");
+    assert.equal(report.invariants.figures.knownOrders, new Set(report.load.orderIds).size, "the invariants looked up every order answered 201");
+    assert.deepEqual(report.invariants.problems, [], "invariants hold after the faults");
+  });
   test("gRPC: the acceptance flow through one edge; its streams survive the edge's death by reconnecting to the other with their last ids", async () => {
     const [[idA, addrA], [, addrB]] = [...cluster.grpcAddresses.entries()] as [string, string][];
     assert.ok(addrA && addrB, "two gRPC edges (k8s/base's replicas)");
@@ -109,42 +146,6 @@ describe("operations: the local cluster under load and chaos", () => {
     await cluster.waitHealthy();
   });
 
-  test("load smoke: 20 s of shoppers, no error, at least 50 requests, orders paid", async () => {
-    const summary = await runLoad({ urls: cluster.gatewayUrls, shoppers: 4, durationS: 20, thinkMs: 100, admin: ADMIN, seed: 7 });
-    log(`load: ${summary.requests} requests (${summary.requestsPerS.toFixed(1)}/s), ${summary.errors.total} errors, ${summary.orders.paid} orders paid`);
-    assert.deepEqual(summary.errors.byKind, [], "no errors");
-    assert.ok(summary.requests >= 50, `${summary.requests} requests`);
-    assert.ok(summary.orders.paid >= 1, "orders paid through the sandbox");
-  });
-
-  test("chaos, short: an order, a payment and a product node killed as checkout requests through them were sent, RabbitMQ and MariaDB restarted under load; every order answered 201 exists and the invariants hold", async () => {
-    const report = await runChaos({
-      cluster,
-      faults: ["kill", "kill", "kill", "rabbitmq", "mariadb"],
-      killServices: ["order", "payment", "product"],
-      gapS: 5,
-      etcdOutageS: 20,
-      shoppers: 4,
-      thinkMs: 200,
-      reservationTtlS: TTL_S,
-      settleTimeoutS: 150,
-      log,
-    });
-    process.stderr.write(`${formatChaosReport(report)}\n`);
-    assert.deepEqual(report.faults.map((f) => f.kind), ["kill", "kill", "kill", "rabbitmq", "mariadb"]);
-    const kills = report.faults.filter((f) => f.kind === "kill");
-    assert.deepEqual(kills.map((f) => f.service), ["order", "payment", "product"], "one node of each checkout service");
-    for (const k of kills) {
-      const node = cluster.nodes.get(k.target);
-      assert.equal(node?.service, k.service, `${k.target} is a ${k.service} node`);
-      assert.ok(CHECKOUT_ROUTES[k.service!]!.includes(k.during!), `${k.target} killed as a checkout request through ${k.service} was sent (${k.during})`);
-    }
-    assert.ok(report.load.orders.paid > 0, "orders were paid during the run");
-    assert.equal(report.load.orderIds.length, report.load.orders.created, "every order answered 201 was recorded");
-    assert.ok(report.load.orderIds.length > 0, "orders were created");
-    assert.equal(report.invariants.figures.knownOrders, new Set(report.load.orderIds).size, "the invariants looked up every order answered 201");
-    assert.deepEqual(report.invariants.problems, [], "invariants hold after the faults");
-  });
   test("the wire: a whole checkout travels as contract messages, read back from proto/ alone; no node fell back to JSON", async () => {
     const ctl = privateRabbitmqctl(cluster.rabbit!);
     const firehose = await startFirehose(ctl, cluster.rabbit!.uri);
