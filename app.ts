@@ -17,6 +17,7 @@ import { createSearchService } from "./services/search/search.service";
 import { createUserService } from "./services/user/user.service";
 import type { AppConfig, ServiceName } from "./lib/config";
 import { registerProbe } from "./lib/readiness";
+import { cancellationService } from "./lib/cancellation";
 
 /** Each factory's schema is typed by its own service (`this`); Moleculer takes any of them. */
 export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema<any, any, any>> = {
@@ -52,6 +53,8 @@ export function createBroker(config: AppConfig, services: ServiceName[] = config
     registerProbe(broker, "cache", async () => {
       await (broker.cacher as unknown as { client: { ping(): Promise<string> } }).client.ping();
     });
+  // Every node hears of requests whose client gave up (lib/cancellation.ts).
+  broker.createService(cancellationService(config.requestTimeoutMs));
   for (const name of services) broker.createService(SERVICE_FACTORIES[name](config));
   return broker;
 }

@@ -10,6 +10,7 @@ import serveStatic from "serve-static";
 import type { Context, Logger, ServiceBroker, ServiceSettingSchema } from "moleculer";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { createEdgeDoor } from "../../lib/auth/edge-door";
+import { cancelRequest } from "../../lib/cancellation";
 import { clientAddress } from "../../lib/client-address";
 import type { AppConfig } from "../../lib/config";
 import type { AuthLevel, RequestMeta } from "../../lib/context";
@@ -160,6 +161,10 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
         const requestId = requestIdOf(req.headers["x-request-id"]);
         options.requestID = requestId;
         res.setHeader("X-Request-Id", requestId);
+        // A client that leaves before its answer: the request stops at its next call (lib/cancellation.ts).
+        res.once("close", () => {
+          if (!res.writableFinished) cancelRequest(this.broker, requestId, config.requestTimeoutMs);
+        });
         logAccess(this, req, res, requestId);
       },
       routes: [

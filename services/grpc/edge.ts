@@ -17,9 +17,9 @@
  *    back in the response's initial metadata;
  * 5. the answer is encoded with the contract; one that does not fit it is INTERNAL (logged with
  *    the reason), never a half-encoded message.
- * Limit: a client that cancels stops waiting and the edge answers nothing more, but an action
- * already running on some node runs on until it ends or its timeout (Moleculer has no remote
- * cancellation); its deadline bounds that.
+ * A client that cancels gets no answer, and the request stops at its next nested call on any
+ * node (lib/cancellation.ts); the step running then finishes (Moleculer cannot interrupt a
+ * call in flight), and the deadline bounds the rest if the cancel's broadcast is missed.
  */
 import { Metadata, status as Status, type ServerUnaryCall, type sendUnaryData, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import type { ServiceBroker } from "moleculer";
@@ -35,6 +35,7 @@ import { AppError, malformed } from "../../lib/errors";
 import type { NamedLimit } from "../../lib/request-limits";
 import { logFields, requestIdOf } from "../../lib/tracing";
 import { toGrpcError } from "./status";
+import { cancelRequest } from "../../lib/cancellation";
 
 /** An incoming message that could not be decoded: answered INVALID_ARGUMENT by the handler. */
 class Undecodable {
@@ -120,7 +121,11 @@ export function serviceImplementation(deps: EdgeDeps, rpcs: ActionContract[]): U
       head.set("x-request-id", requestId);
       call.sendMetadata(head);
       let cancelled = false;
-      call.on("cancelled", () => (cancelled = true));
+      call.on("cancelled", () => {
+        cancelled = true;
+        // Every node skips the request's next calls (lib/cancellation.ts).
+        cancelRequest(deps.broker, requestId, deps.config.requestTimeoutMs);
+      });
       invoke(deps, c, call, requestId).then(
         (value) => {
           if (cancelled) return;

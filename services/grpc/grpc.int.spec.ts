@@ -20,6 +20,7 @@ import { ERROR_GRPC_STATUS, ERROR_STATUS } from "../../lib/error-catalog";
 import { servedRpcs } from "./edge";
 import { toGrpcError } from "./status";
 import { AppError, conflict } from "../../lib/errors";
+import { isCancelled } from "../../lib/cancellation";
 import { UserServiceClient } from "../../proto/gen/ts/meridian/user/v1/user";
 import { LiveServiceClient } from "../../proto/gen/ts/meridian/live/v1/live";
 import { OrderServiceClient } from "../../proto/gen/ts/meridian/order/v1/order";
@@ -51,6 +52,8 @@ function gate(action: string) {
   const state = {
     closed: false,
     calls: 0,
+    /** Calls held at the gate now. */
+    waiting: 0,
     close() {
       state.closed = true;
       opened = new Promise<void>((r) => (open = r));
@@ -64,7 +67,11 @@ function gate(action: string) {
       localAction(next: (ctx: unknown) => Promise<unknown>, a: { name: string }) {
         if (a.name !== action) return next;
         return async (ctx: unknown) => {
-          if (state.closed) await opened;
+          if (state.closed) {
+            state.waiting++;
+            await opened;
+            state.waiting--;
+          }
           state.calls++;
           return next(ctx);
         };
@@ -72,6 +79,31 @@ function gate(action: string) {
     } as Middleware,
   };
   return state;
+}
+
+/** Records how each call of `action` ended on this node. */
+function outcomes(action: string) {
+  const ended: ("ok" | string)[] = [];
+  return {
+    ended,
+    middleware: {
+      name: `Outcomes(${action})`,
+      localAction(next: (ctx: unknown) => Promise<unknown>, a: { name: string }) {
+        if (a.name !== action) return next;
+        return (ctx: unknown) =>
+          next(ctx).then(
+            (v) => {
+              ended.push("ok");
+              return v;
+            },
+            (err: { name?: string }) => {
+              ended.push(err?.name ?? "error");
+              throw err;
+            },
+          );
+      },
+    } as Middleware,
+  };
 }
 
 describe("gRPC edge (embedded)", () => {
@@ -82,9 +114,11 @@ describe("gRPC edge (embedded)", () => {
   let bob = { token: "", id: "" };
   let product = { id: "" };
   const cartGate = gate("cart.lines");
+  const reserves = gate("product.reserve");
+  const creates = outcomes("order.create");
 
   before(async () => {
-    app = await startTestApp({ env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password }, middlewares: [cartGate.middleware] });
+    app = await startTestApp({ env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password }, middlewares: [cartGate.middleware, reserves.middleware, creates.middleware] });
     g = new MeridianGrpc(app.grpcAddress);
     admin = (await g.call(U, "Login", ADMIN)).value.accessToken;
     const a = (await g.call(U, "Register", { email: "alice@example.com", password: "alice password", name: "Alice" })).value;
@@ -268,6 +302,33 @@ describe("gRPC edge (embedded)", () => {
     const calls = cartGate.calls;
     assert.equal((await g.fail(O, "Create", { shippingAddress: ADDRESS }, { token: bob.token, deadlineMs: -1 })).code, "DEADLINE_EXCEEDED");
     assert.equal(cartGate.calls, calls);
+  });
+
+  test("cancellation: a client that gives up stops the create at its next call (nothing reserved, no order)", async () => {
+    await g.call(C, "AddItem", { productId: product.id, quantity: 1 }, { token: bob.token });
+    const ordersBefore = (await g.call(O, "List", {}, { token: bob.token })).value.total;
+    const reservesBefore = reserves.calls;
+    const createsBefore = creates.ended.length;
+    cartGate.close();
+    const giveUp = new AbortController();
+    const requestId = `cancel-${randomBytes(4).toString("hex")}`;
+    const pending = g.call(O, "Create", { shippingAddress: ADDRESS }, { token: bob.token, signal: giveUp.signal, metadata: { "x-request-id": requestId } }).then(
+      () => "answered",
+      (err: grpc.ServiceError) => grpc.status[err.code],
+    );
+    try {
+      await eventually("the create waits at the cart", async () => cartGate.waiting === 1);
+      giveUp.abort();
+      assert.equal(await pending, "CANCELLED");
+      // The server hears of it (the stream's reset) and tells every node.
+      await eventually("the cancel reached the server", async () => isCancelled(app.broker, requestId));
+    } finally {
+      cartGate.open();
+    }
+    await eventually("the create ended", async () => creates.ended.length === createsBefore + 1);
+    assert.equal(creates.ended.at(-1), "RequestSkippedError", "skipped at its next call");
+    assert.equal(reserves.calls, reservesBefore, "nothing reserved");
+    assert.equal((await g.call(O, "List", {}, { token: bob.token })).value.total, ordersBefore, "no order");
   });
 
   test("health: the node and every contract service are SERVING; an unknown service is NOT_FOUND", async () => {

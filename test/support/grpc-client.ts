@@ -32,6 +32,8 @@ export interface CallOptions {
   idempotencyKey?: string;
   /** Milliseconds from now; 10 s when not given. */
   deadlineMs?: number;
+  /** Cancels the call when aborted (the client gives up). */
+  signal?: AbortSignal;
   metadata?: Record<string, string>;
 }
 
@@ -118,6 +120,7 @@ export class MeridianGrpc {
         err ? reject(err) : resolve({ value, headers }),
       );
       call.on("metadata", (md: grpc.Metadata) => (headers = md));
+      o.signal?.addEventListener("abort", () => call.cancel(), { once: true });
     });
   }
 
