@@ -52,14 +52,49 @@ export function createKnex(config: AppConfig, service: string): Knex {
     // knex keeps one connection for SQLite, so transactions are serialized in-process;
     // WAL + busy_timeout let a second process (migrate, REPL) share the file safely.
     pool: {
-      afterCreate(conn: { pragma(s: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+      afterCreate(conn: SqliteConnection, done: (err: Error | null, conn: unknown) => void) {
         conn.pragma("journal_mode = WAL");
         conn.pragma("foreign_keys = ON");
         conn.pragma("busy_timeout = 5000");
+        cachePreparedStatements(conn);
         done(null, conn);
       },
     },
   });
+}
+
+/** The part of a better-sqlite3 connection used here. */
+interface SqliteConnection {
+  pragma(s: string): unknown;
+  prepare(sql: string): { busy: boolean };
+}
+
+/** Prepared statements kept per SQLite connection (the most recently used ones). */
+const STATEMENT_CACHE_SIZE = 256;
+
+/**
+ * knex's better-sqlite3 dialect prepares every statement anew (measured: ~38 µs a query
+ * against ~7 µs for a prepared one, #16): here the connection keeps its statements by SQL
+ * text, least recently used out first. Safe because knex only calls `all`/`run` on them
+ * (a statement is never left mid-iteration, `busy`) and sets no per-statement mode (no
+ * `safeIntegers` option is used); SQLite re-prepares a cached statement by itself after a
+ * schema change (a migration).
+ */
+function cachePreparedStatements(conn: SqliteConnection): void {
+  const prepare = conn.prepare.bind(conn);
+  const cache = new Map<string, { busy: boolean }>();
+  conn.prepare = (sql: string) => {
+    const cached = cache.get(sql);
+    if (cached && !cached.busy) {
+      cache.delete(sql);
+      cache.set(sql, cached);
+      return cached;
+    }
+    const statement = prepare(sql);
+    cache.set(sql, statement);
+    if (cache.size > STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value!);
+    return statement;
+  };
 }
 
 /** Creates the service's MariaDB database when missing (no-op on SQLite). */
