@@ -157,17 +157,17 @@ export class LiveFeeds {
 
   /** The caller's notifications created after `after` (after the newest existing one without it), as they come. */
   async *notifications(after: string | undefined, o: StreamOptions): AsyncGenerator<LiveNotification> {
-    const first = await o.caller();
+    let user = await o.caller();
     const wake = new Wakeup();
-    const remove = this.users.add(first.id, wake);
+    const remove = this.users.add(user.id, wake);
     try {
       let cursor = after;
       if (cursor === undefined) {
-        const newest = await callAction(this.broker, "notification.since", { userId: first.id, newest: true });
+        const newest = await callAction(this.broker, "notification.since", { userId: user.id, newest: true });
         cursor = newest.items[0]?.id;
       }
-      while (!o.signal.aborted) {
-        const user = await o.caller();
+      for (let read = 0; !o.signal.aborted; read++) {
+        if (read > 0) user = await o.caller();
         const { items }: ActionResponse<"notification.since"> = await callAction(this.broker, "notification.since", { userId: user.id, after: cursor, limit: PAGE });
         o.opened?.();
         for (const n of items) {
@@ -215,8 +215,15 @@ export async function admitStream(door: EdgeDoor, authorization: string | undefi
     end.abort();
   }, Math.max(0, (first.expiresAt ?? 0) * 1000 - Date.now()));
   timer.unref();
+  // The first read uses the identity just verified; each later one verifies again.
+  let fresh: AuthUser | undefined = first.user;
   return {
     caller: async () => {
+      if (fresh) {
+        const user = fresh;
+        fresh = undefined;
+        return user;
+      }
       const a = await check();
       if (!a.user) throw unauthorized();
       return a.user;

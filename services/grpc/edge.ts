@@ -109,17 +109,42 @@ export function peerAddress(peer: string): string | undefined {
   return m?.[1];
 }
 
+/** The call's request id (its `x-request-id` when sane), sent back at once in the response headers. */
+export function answerRequestId(call: { metadata: Metadata; sendMetadata(md: Metadata): void }): { requestId: string; head: Metadata } {
+  const requestId = requestIdOf(single(call.metadata, "x-request-id"));
+  const head = new Metadata();
+  head.set("x-request-id", requestId);
+  call.sendMetadata(head);
+  return { requestId, head };
+}
+
+/**
+ * An answer's bytes. One that does not fit its message throws a plain Error naming the reason:
+ * `failureStatus` logs it and answers INTERNAL with a generic message (the reason stays here).
+ */
+export function encodeAnswer(codec: MessageCodec, type: protobuf.Type, value: unknown): Buffer {
+  const bytes = codec.encode(value);
+  if (bytes) return Buffer.from(bytes);
+  throw new Error(`the answer does not fit ${type.fullName}: ${explainMisfit(type, value)}`);
+}
+
+/** A failure as a status (request id in its trailers); an outage is a warning, anything else of 5xx an error with its stack. */
+export function failureStatus(deps: EdgeDeps, err: unknown, requestId: string, what: string) {
+  const e = toGrpcError(err);
+  if (e.httpStatus === 503) deps.logger.warn(logFields({ requestId }), `gRPC ${what}: ${e.details}`);
+  else if (e.httpStatus >= 500) deps.logger.error(logFields({ requestId }), `gRPC ${what} failed:`, err);
+  e.metadata.set("x-request-id", requestId);
+  return { code: e.code, details: e.details, metadata: e.metadata };
+}
+
 /** The handlers of one protobuf service's rpcs. */
 export function serviceImplementation(deps: EdgeDeps, rpcs: ActionContract[]): UntypedServiceImplementation {
   const impl: UntypedServiceImplementation = {};
   for (const c of rpcs) {
     const answer: MessageCodec | null = c.response ? codecFor(c.response) : null;
     impl[c.rpc] = (call: ServerUnaryCall<unknown, Buffer>, callback: sendUnaryData<Buffer>) => {
-      const requestId = requestIdOf(single(call.metadata, "x-request-id"));
+      const { requestId, head } = answerRequestId(call);
       const started = process.hrtime.bigint();
-      const head = new Metadata();
-      head.set("x-request-id", requestId);
-      call.sendMetadata(head);
       let cancelled = false;
       call.on("cancelled", () => {
         cancelled = true;
@@ -130,19 +155,18 @@ export function serviceImplementation(deps: EdgeDeps, rpcs: ActionContract[]): U
         (value) => {
           if (cancelled) return;
           if (!answer) return callback(null, Buffer.alloc(0));
-          const bytes = answer.encode(value);
-          if (bytes) return callback(null, Buffer.from(bytes));
-          deps.logger.error(logFields({ requestId }), `gRPC ${c.action}: the answer does not fit ${c.response!.fullName}: ${explainMisfit(c.response!, value)}`);
-          callback(toGrpcError(new AppError("INTERNAL", "Internal error")), null);
+          let bytes: Buffer;
+          try {
+            bytes = encodeAnswer(answer, c.response!, value);
+          } catch (err) {
+            return callback(failureStatus(deps, err, requestId, c.action), null);
+          }
+          callback(null, bytes);
         },
         (err: unknown) => {
           if (cancelled) return;
           if (isDeadlineExceeded(err)) return callback({ code: Status.DEADLINE_EXCEEDED, details: err.message, metadata: head }, null);
-          const e = toGrpcError(err);
-          if (e.httpStatus === 503) deps.logger.warn(logFields({ requestId }), `gRPC ${c.action}: ${e.details}`);
-          else if (e.httpStatus >= 500) deps.logger.error(logFields({ requestId }), `gRPC ${c.action} failed:`, err);
-          e.metadata.set("x-request-id", requestId);
-          callback(e, null);
+          callback(failureStatus(deps, err, requestId, c.action), null);
         },
       ).catch((err: unknown) => {
         // An answer that could not even be turned into a status: still an answer, never an unhandled rejection.

@@ -7,14 +7,13 @@
  * `after`, to another node).
  */
 import { once } from "node:events";
-import { Metadata, status as Status, type ServerWritableStream, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import { status as Status, type ServerWritableStream, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
 import type protobuf from "protobufjs/light";
 import { codecFor, root } from "../../lib/serializer/contracts-runtime";
-import { explainMisfit } from "../../lib/serializer/contract-codec";
-import { AppError, unauthorized } from "../../lib/errors";
+import { unauthorized } from "../../lib/errors";
 import { admitStream, type LiveFeeds, type StreamAdmission, type StreamOptions } from "../../lib/live/feeds";
-import { logFields, requestIdOf } from "../../lib/tracing";
-import { callerAddress, methodDefinition, single, undecodable, type EdgeDeps } from "./edge";
+import { logFields } from "../../lib/tracing";
+import { answerRequestId, callerAddress, encodeAnswer, failureStatus, methodDefinition, single, undecodable, type EdgeDeps } from "./edge";
 import { toGrpcError } from "./status";
 
 export const LIVE_SERVICE = "meridian.live.v1.LiveService";
@@ -47,10 +46,7 @@ export function liveServiceImplementation(deps: EdgeDeps, feeds: LiveFeeds, stop
   for (const [rpc, r] of Object.entries(RPCS)) {
     const answer = codecFor(r.response);
     impl[rpc] = (call: ServerWritableStream<unknown, Buffer>) => {
-      const requestId = requestIdOf(single(call.metadata, "x-request-id"));
-      const head = new Metadata();
-      head.set("x-request-id", requestId);
-      call.sendMetadata(head);
+      const { requestId, head } = answerRequestId(call);
       const gone = new AbortController();
       const stop = () => gone.abort();
       call.on("cancelled", stop);
@@ -65,12 +61,7 @@ export function liveServiceImplementation(deps: EdgeDeps, feeds: LiveFeeds, stop
         const { caller, signal } = admission;
         for await (const item of r.open(feeds, call.request as Record<string, unknown>, { caller, signal })) {
           if (signal.aborted) break;
-          const bytes = answer.encode(item);
-          if (!bytes) {
-            deps.logger.error(logFields({ requestId }), `gRPC ${rpc}: an update does not fit ${r.response.fullName}: ${explainMisfit(r.response, item)}`);
-            throw new AppError("INTERNAL", "Internal error");
-          }
-          if (!call.write(Buffer.from(bytes))) await once(call, "drain", { signal }).catch(() => undefined);
+          if (!call.write(encodeAnswer(answer, r.response, item))) await once(call, "drain", { signal }).catch(() => undefined);
         }
       })().then(
         () => {
@@ -80,11 +71,7 @@ export function liveServiceImplementation(deps: EdgeDeps, feeds: LiveFeeds, stop
           else call.end();
         },
         (err: unknown) => {
-          if (call.cancelled) return;
-          const e = toGrpcError(err);
-          if (e.httpStatus >= 500 && e.httpStatus !== 503) deps.logger.error(logFields({ requestId }), `gRPC ${rpc} failed:`, err);
-          e.metadata.set("x-request-id", requestId);
-          call.emit("error", { code: e.code, details: e.details, metadata: e.metadata });
+          if (!call.cancelled) call.emit("error", failureStatus(deps, err, requestId, rpc));
         },
       ).catch((err: unknown) => {
         deps.logger.error(logFields({ requestId }), `gRPC ${rpc}: ending the stream failed:`, err);
