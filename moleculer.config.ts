@@ -12,6 +12,7 @@ import { ResilientEtcd3Discoverer } from "./lib/discovery/resilient-etcd3-discov
 import { InProcessPrometheusReporter, registerBusinessMetrics } from "./lib/metrics";
 import { ContractAuditMiddleware } from "./lib/serializer/contract-audit";
 import { ProtobufSerializer } from "./lib/serializer/protobuf-serializer";
+import { internalMiddlewares } from "./lib/request-metrics";
 import { jsonLogFormatter, RequestScopeMiddleware, tracingOptions } from "./lib/tracing";
 import { SafeAmqpTransporter } from "./lib/transporter/safe-amqp-transporter";
 
@@ -42,6 +43,9 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
     metrics: { enabled: true, reporter: [new InProcessPrometheusReporter({}) as any] },
     // TRACING_EXPORTER (lib/tracing.ts); the trace id is the request id (X-Request-Id).
     tracing: tracingOptions(config),
+    // Moleculer's internal middlewares, listed by lib/request-metrics.ts with its lean request
+    // metrics in place of Moleculer's (the same families, ~25 µs less per request).
+    internalMiddlewares: false,
     middlewares: [
       RequestScopeMiddleware(),
       DependencyErrorsMiddleware,
@@ -49,6 +53,7 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
       { name: "BusinessMetrics", created: (broker: any) => registerBusinessMetrics(broker) } as any,
       // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.
       ...[ContractAuditMiddleware()].filter((m) => m !== null).map((m) => m as any),
+      ...internalMiddlewares(),
     ],
     cacher: config.redisUrl
       ? (new ResilientRedisCacher({ redisUrl: config.redisUrl, prefix: `MOL-${config.namespace || "meridian"}-`, ttl: 300 }) as unknown as BrokerOptions["cacher"])

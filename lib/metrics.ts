@@ -4,6 +4,7 @@
  * node's health port), so this reporter skips the listen and exposes the text instead.
  */
 import { MetricReporters, type ServiceBroker } from "moleculer";
+import { requestMetricsOf } from "./request-metrics";
 
 const PrometheusReporter = MetricReporters.Prometheus;
 const BaseReporter = MetricReporters.Base;
@@ -18,6 +19,12 @@ export class InProcessPrometheusReporter extends PrometheusReporter {
 
   override stop(): Promise<void> {
     return Promise.resolve();
+  }
+
+  /** Moleculer's families, then the request metrics counted outside its registry (lib/request-metrics.ts). */
+  override generatePrometheusResponse(): string {
+    const requests = requestMetricsOf(this.registry.broker)?.prometheus((labels) => this.labelsToStr(labels)) ?? "";
+    return super.generatePrometheusResponse() + requests;
   }
 }
 

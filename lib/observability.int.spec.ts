@@ -136,6 +136,18 @@ describe("business counters (embedded, SQLite)", () => {
     assert.match(text, /# TYPE meridian_oversell_refused_total counter/);
     // Moleculer's own metrics are there too (request counts per action).
     assert.match(text, /^moleculer_request_total\{[^}]*action="product\.reserve"[^}]*\} 3$/m);
+    // ...counted outside Moleculer's registry (lib/request-metrics.ts), in the same families:
+    // the two refusals as errors by type, the three calls in the time histogram.
+    const reserve = { service: "product", action: "product.reserve", type: "local", caller: "null" };
+    assert.equal(sample(text, "moleculer_request_error_total", { ...reserve, errorName: "AppError", errorCode: "409", errorType: "OUT_OF_STOCK" }), 2);
+    assert.equal(sample(text, "moleculer_request_active", reserve), 0);
+    assert.equal(sample(text, "moleculer_request_time_count", reserve), 3);
+    assert.equal(sample(text, "moleculer_request_time_bucket", { ...reserve, le: "+Inf" }), 3);
+    const buckets = [...text.matchAll(/^moleculer_request_time_bucket\{[^}]*action="product\.reserve"[^}]*le="([^"]+)"\} (\d+)$/gm)].map((m) => Number(m[2]));
+    assert.deepEqual([...buckets].sort((a, b) => a - b), buckets, "cumulative buckets");
+    // Each family once: a second `# TYPE` of a name would make the whole scrape invalid.
+    const types = [...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]);
+    assert.deepEqual(types.filter((t, i) => types.indexOf(t) !== i), []);
     // The outbox rows of the product's events went out (in-process relay).
     await eventually("product.created published", async () => (sample(await metrics(), "meridian_events_published_total", { service: "product", event: "product.created" }) ?? 0) >= 1);
 

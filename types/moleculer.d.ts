@@ -16,3 +16,8 @@ declare module "moleculer/src/service" {
     openapi?: ActionOpenApiMeta;
   }
 }
+
+declare module "moleculer" {
+  /** Moleculer's built-in middlewares by name: its index.js exports them, its index.d.ts does not. */
+  export const Middlewares: Record<string, (broker: import("moleculer").ServiceBroker) => import("moleculer").Middleware>;
+}

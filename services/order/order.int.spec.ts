@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
+import { requestMetricsOf } from "../../lib/request-metrics";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 
@@ -180,13 +181,8 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   });
 
   test("product.reserve prices the order: no product.get per line; an unknown or deleted product is 422 naming its line, and nothing is held", async () => {
-    /** Requests of `action` so far on this broker (Moleculer's own counter). */
-    const requests = (action: string) => {
-      let n = 0;
-      for (const v of app.broker.metrics.getMetric("moleculer.request.total")?.snapshot() ?? [])
-        if (v.labels.action === action) n += Number("value" in v ? v.value : 0);
-      return n;
-    };
+    /** Requests of `action` so far on this broker (moleculer_request_total, lib/request-metrics.ts). */
+    const requests = (action: string) => requestMetricsOf(app.broker)!.totalOf(action);
     // A buyer of its own: alice's earlier unpaid orders count against her limit.
     const carol = (await call("POST", "/api/auth/register", { body: { email: "carol@example.com", password: "carol password", name: "Carol" } })).body.accessToken;
     const cheap = await product(5, 250);
