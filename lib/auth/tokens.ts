@@ -9,14 +9,25 @@
  * detected refresh-token theft revokes that session, and the gateway then refuses every
  * access token carrying its `sid` until they expire (lib/auth/revocations.ts). A token's
  * signature alone cannot say that.
+ *
+ * Cost (#16, bench/RESULTS.md): jose verifies through WebCrypto; given a KeyObject it turns it
+ * into a CryptoKey on every call (~150 µs of CPU a verification here), given a CryptoKey
+ * imported once ~40-75 µs. A verified token is also remembered (the most recent
+ * VERIFIED_CACHE_SIZE, by the whole token text, signature included, until its `exp`), so a
+ * client's next requests with the same token cost a map lookup. Guarantee and limit: a
+ * remembered entry says only what the signature said; whether the login has ended or the role
+ * changed is asked of the revocation store on every request all the same (lib/auth/edge-door.ts).
  */
-import { createSecretKey, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { jwtVerify, SignJWT, errors as joseErrors } from "jose";
+import { LRUCache } from "lru-cache";
 
 const ALG = "HS256";
 const ISSUER = "meridian";
 const AUDIENCE = "meridian-api";
 const REQUIRED_CLAIMS = ["exp", "iat", "sub", "sid", "jti"];
+/** Verified tokens remembered per process (~0.5 KB each). */
+const VERIFIED_CACHE_SIZE = 10_000;
 
 export type Role = "customer" | "admin";
 
@@ -44,8 +55,9 @@ export interface AccessTokens {
 export class InvalidTokenError extends Error {}
 
 export function accessTokens(secret: string, ttlSeconds: number): AccessTokens {
-  // A KeyObject built once: given raw bytes, jose imports a key on every call (~25 µs each).
-  const key = createSecretKey(Buffer.from(secret, "utf8"));
+  // A CryptoKey imported once (see the header for what a KeyObject or raw bytes cost).
+  const key = crypto.subtle.importKey("raw", Buffer.from(secret, "utf8"), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+  const verified = new LRUCache<string, VerifiedToken>({ max: VERIFIED_CACHE_SIZE });
   return {
     ttlSeconds,
     async sign(user) {
@@ -57,15 +69,24 @@ export function accessTokens(secret: string, ttlSeconds: number): AccessTokens {
         .setJti(randomUUID())
         .setIssuedAt()
         .setExpirationTime(`${ttlSeconds}s`)
-        .sign(key);
+        .sign(await key);
     },
     async verify(token) {
+      const known = verified.get(token);
+      if (known) {
+        // jose's rule for `exp` (no clock tolerance): expired from that second on.
+        if (known.expiresAt > Math.floor(Date.now() / 1000)) return known;
+        verified.delete(token);
+        throw new InvalidTokenError("invalid token");
+      }
       try {
-        const { payload } = await jwtVerify(token, key, { algorithms: [ALG], issuer: ISSUER, audience: AUDIENCE, requiredClaims: REQUIRED_CLAIMS });
+        const { payload } = await jwtVerify(token, await key, { algorithms: [ALG], issuer: ISSUER, audience: AUDIENCE, requiredClaims: REQUIRED_CLAIMS });
         const { role, sid, sub, jti, exp, iat } = payload;
         if (typeof sub !== "string" || typeof sid !== "string" || typeof jti !== "string" || typeof exp !== "number" || typeof iat !== "number" || (role !== "customer" && role !== "admin"))
           throw new InvalidTokenError("bad claims");
-        return { id: sub, role, sessionId: sid, tokenId: jti, issuedAt: iat, expiresAt: exp };
+        const result: VerifiedToken = { id: sub, role, sessionId: sid, tokenId: jti, issuedAt: iat, expiresAt: exp };
+        verified.set(token, Object.freeze(result));
+        return result;
       } catch (err) {
         if (err instanceof InvalidTokenError || err instanceof joseErrors.JOSEError) throw new InvalidTokenError("invalid token");
         throw err;

@@ -65,7 +65,7 @@ export function checkoutActions(config: AppConfig): TypedActions<OrderThis> {
         );
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/orders/${order.id}`;
-        return this.view(order);
+        return this.view(order.id);
       },
     },
 

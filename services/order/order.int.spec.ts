@@ -320,3 +320,67 @@ describe("a second charge is refunded and the buyer told, and the kept one stays
     assert.deepEqual(back.refundedTotal, { amount: 700, currency: "EUR" });
   });
 });
+
+/**
+ * On MariaDB, where reads and writes run on separate pooled connections at once (on SQLite's
+ * single connection the window between two reads was too narrow to hit on purpose): a view is
+ * read as of one moment (one transaction, InnoDB's consistent snapshot).
+ */
+describe("an order read as of one moment (MariaDB)", () => {
+  let app: TestApp;
+  let admin = "";
+  let alice = "";
+  const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
+  const getOrder = async (token: string, id: string) => (await call("GET", `/api/orders/${id}`, { token })).body;
+  before(async () => {
+    app = await startTestApp({ db: "mariadb", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
+    admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
+    alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })).body.accessToken;
+  });
+  after(async () => app?.stop());
+  const product = async (stock: number, amount: number) =>
+    (await call("POST", "/api/products", {
+      token: admin,
+      body: { sku: `CO-${randomBytes(4).toString("hex")}`, name: "Checkout Widget", description: "", category: "widgets", price: { amount, currency: "EUR" }, stock },
+    })).body as { id: string };
+  const order = (token: string, body: unknown) => call("POST", "/api/orders", { token, body });
+  const paySandbox = async (token: string, orderId: string, outcome: "success") => {
+    const pay = await call("POST", `/api/orders/${orderId}/pay`, { token, body: { provider: "sandbox" } });
+    const payUrl = new URL(pay.body.payUrl);
+    await http(app.baseUrl, "GET", payUrl.pathname + payUrl.search);
+    const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, { body: { outcome, token: payUrl.searchParams.get("token") } });
+    assert.equal(done.status, 202, done.text);
+  };
+
+  test("reads racing ship and deliver never show a status its history does not end with", async () => {
+    const p = await product(5, 700);
+    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
+    await paySandbox(alice, o.id, "success");
+    await eventually("PAID", async () => (await getOrder(alice, o.id)).status === "PAID");
+    // Reads through the broker (no HTTP between them): each is a findOrder and four part reads,
+    // which a commit could land between before the views were one transaction.
+    const read = () => app.broker.call("order.get", { id: o.id }, { meta: { user: { id: o.userId, role: "customer" } } }) as Promise<{ status: string; history: { status: string }[] }>;
+    // Ten readers read until both writes are done, giving the event loop a turn between reads
+    // (SQLite answers synchronously: a loop of awaited reads alone would never let the writes in).
+    let writing = true;
+    const views: { status: string; history: { status: string }[] }[] = [];
+    const readers = Array.from({ length: 10 }, async () => {
+      while (writing) {
+        views.push(await read());
+        await new Promise((r) => setImmediate(r));
+      }
+    });
+    try {
+      assert.equal((await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "T1" } })).status, 200);
+      assert.equal((await call("POST", `/api/orders/${o.id}/deliver`, { token: admin })).status, 200);
+    } finally {
+      writing = false;
+      await Promise.all(readers);
+    }
+    const torn = views.filter((v) => v.history.at(-1)?.status !== v.status).map((v) => `${v.status} / ${v.history.map((h) => h.status).join(",")}`);
+    assert.deepEqual(torn, []);
+    assert.ok(views.some((v) => v.status === "SHIPPED"), "the reads ran between the writes");
+    assert.equal((await getOrder(alice, o.id)).status, "DELIVERED");
+  });
+
+});

@@ -43,6 +43,7 @@ import path from "node:path";
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
 import { requireUser } from "../../lib/context";
+import type { AuthUser } from "../../lib/auth/tokens";
 import { inTransaction } from "../../lib/db";
 import { conflict, errorCode, notFound } from "../../lib/errors";
 import { idempotent, requestFingerprint } from "../../lib/idempotency";
@@ -93,7 +94,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
           // A customer's `userId` is ignored: identity comes from the token only.
           const userId = isAdmin(ctx) ? ctx.params.userId : me.id;
           const { items, total } = await repo.listOrders(this.db, { userId, status: ctx.params.status, paymentStatus: ctx.params.paymentStatus, limit: pageSize, offset: (page - 1) * pageSize });
-          return { items: await Promise.all(items.map((o) => this.view(o))), total, page, pageSize };
+          return { items: await Promise.all(items.map((o) => this.view(o.id))), total, page, pageSize };
         },
       },
 
@@ -101,7 +102,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         auth: "user",
         params: Params["order.get"],
         async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.get">>): Promise<ActionResponse<"order.get">> {
-          return this.view(await this.ownOrder(ctx, ctx.params.id));
+          return this.view(ctx.params.id, requireUser(ctx));
         },
       },
 
@@ -143,7 +144,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
             // No hold (already expired or released) is fine; anything else the sweep's expiry covers.
             if (errorCode(err) !== "NOT_FOUND") this.logger.warn(`Release of order ${order.id} failed; its hold expires by TTL: ${(err as Error).message}`);
           });
-          return this.view((await repo.findOrder(this.db, order.id))!);
+          return this.view(order.id);
         },
       },
 
@@ -197,7 +198,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
             await this.transition(trx, o, "ship", { shipment: JSON.stringify(shipment), shipped: true });
             await this.publishEvent(trx, Events.OrderShipped, { orderId: o.id, userId: o.userId, carrier, trackingNumber, occurredAt: shipment.shippedAt });
           });
-          return this.view((await repo.findOrder(this.db, id))!);
+          return this.view(id);
         },
       },
 
@@ -212,7 +213,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
             await this.transition(trx, o, "deliver", { shipment: JSON.stringify({ ...o.shipment, deliveredAt: at }) });
             await this.publishEvent(trx, Events.OrderDelivered, { orderId: o.id, userId: o.userId, occurredAt: at });
           });
-          return this.view((await repo.findOrder(this.db, ctx.params.id))!);
+          return this.view(ctx.params.id);
         },
       },
 
@@ -232,11 +233,22 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
     },
 
     methods: {
-      async view(this: OrderThis, order: OrderRecord) {
-        const [payments, refunds, history, returns] = await Promise.all([
-          repo.paymentsOf(this.db, order.id), repo.refundsOf(this.db, order.id), repo.historyOf(this.db, order.id), repo.returnsOf(this.db, order.id),
-        ]);
-        return toPublicOrder(order, payments, refunds, history, returns);
+      /**
+       * The order with its payments, refunds, history and returns as of one moment: read in one
+       * transaction (SQLite's and InnoDB's snapshot), since a commit between separate reads
+       * showed, say, DELIVERED with a REFUNDED history entry, and a live stream that read such
+       * a view never sent the REFUNDED state (its sequence was already counted). With `caller`,
+       * someone else's order is NOT_FOUND (an admin sees every order).
+       */
+      async view(this: OrderThis, id: string, caller?: AuthUser) {
+        return inTransaction(this.db, async (trx) => {
+          const order = await repo.findOrder(trx, id);
+          if (!order || (caller && order.userId !== caller.id && caller.role !== "admin")) throw notFound("Order");
+          const [payments, refunds, history, returns] = await Promise.all([
+            repo.paymentsOf(trx, id), repo.refundsOf(trx, id), repo.historyOf(trx, id), repo.returnsOf(trx, id),
+          ]);
+          return toPublicOrder(order, payments, refunds, history, returns);
+        });
       },
 
       /** The order if the caller owns it or is an admin; otherwise (or unknown) 404. */

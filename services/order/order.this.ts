@@ -4,6 +4,7 @@ import type { Knex } from "knex";
 import type { Context } from "moleculer";
 import type { AppConfig } from "../../lib/config";
 import type { RequestContext } from "../../lib/context";
+import type { AuthUser } from "../../lib/auth/tokens";
 import type { Db } from "../../lib/db";
 import type { EventsServiceThis } from "../../mixins/events.mixin";
 import {
@@ -29,7 +30,7 @@ export interface OrderThis extends EventsServiceThis {
   broker: Context["broker"];
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   sweeper?: Periodic;
-  view(order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
+  view(id: string, caller?: AuthUser): Promise<ReturnType<typeof toPublicOrder>>;
   ownOrder(ctx: Ctx<unknown>, id: string): Promise<OrderRecord>;
   transition(trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra?: Record<string, unknown>): Promise<OrderStatus>;
   withKey<T>(ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
