@@ -34,6 +34,7 @@
 import path from "node:path";
 import type { AppConfig } from "../../lib/config";
 import { requireUser } from "../../lib/context";
+import { inTransaction } from "../../lib/db";
 import { errorCode } from "../../lib/errors";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin } from "../../mixins/events.mixin";
@@ -107,8 +108,11 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
           // An unknown or deleted product is a 404, as GET /api/products/:id answers.
           await callAction(ctx, "product.get", { id: ctx.params.id });
           const ranked = await this.cached(() => `recommendation.alsoBought:${ctx.params.id}:${limit}`, async () => {
-            const near = await repo.neighbours(this.db, [ctx.params.id], Math.max(NEIGHBOURS_PER_ITEM, 5 * (limit + SPARE)));
-            const items = await repo.findItems(this.db, [ctx.params.id]);
+            // One snapshot: the pair counts and the product's own buyer count from one moment.
+            const [near, items] = await inTransaction(this.db, async (db) => {
+              const pairs = await repo.neighbours(db, [ctx.params.id], Math.max(NEIGHBOURS_PER_ITEM, 5 * (limit + SPARE)));
+              return [pairs, await repo.findItems(db, [ctx.params.id])] as const;
+            });
             for (const n of near) items.set(n.productId, n.item);
             return rankAlsoBought({
               productId: ctx.params.id,
@@ -140,26 +144,32 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
     methods: {
       ...rebuildMethods,
 
+      /**
+       * Read in one transaction (one snapshot): a purchase committed between the reads of what
+       * the user bought and of the neighbours would otherwise let the product just bought back in.
+       */
       async rank(this: RecThis, userId: string, prefs: Preferences, limit: number) {
-        const [history, bought] = await Promise.all([repo.recentItems(this.db, userId, HISTORY_FOR_SCORING), repo.boughtBy(this.db, userId)]);
-        const near = await repo.neighbours(this.db, history.map((h) => h.productId), NEIGHBOURS_PER_ITEM);
-        // Enough fallback candidates to fill the list after dropping what the user bought.
-        const fallbackSize = limit + Math.min(bought.size, 1000);
-        const [preferred, anyPopular] = await Promise.all([
-          prefs.categories.length || prefs.brands.length ? repo.popular(this.db, { ...prefs, limit: fallbackSize }) : Promise.resolve([]),
-          repo.popular(this.db, { limit: fallbackSize }),
-        ]);
-        const catalog = new Map<string, repo.RankedItem>();
-        for (const i of [...history, ...near.map((n) => n.item), ...preferred, ...anyPopular]) catalog.set(i.productId, i);
-        return rankForUser({
-          history: history.map((h) => h.productId),
-          bought,
-          neighbours: near,
-          buyers: new Map([...catalog].map(([id, i]) => [id, i.buyers])),
-          catalog,
-          preferences: prefs,
-          popular: [...preferred, ...anyPopular].map((i) => ({ productId: i.productId, buyers: i.buyers })),
-          limit,
+        return inTransaction(this.db, async (db) => {
+          const [history, bought] = await Promise.all([repo.recentItems(db, userId, HISTORY_FOR_SCORING), repo.boughtBy(db, userId)]);
+          const near = await repo.neighbours(db, history.map((h) => h.productId), NEIGHBOURS_PER_ITEM);
+          // Enough fallback candidates to fill the list after dropping what the user bought.
+          const fallbackSize = limit + Math.min(bought.size, 1000);
+          const [preferred, anyPopular] = await Promise.all([
+            prefs.categories.length || prefs.brands.length ? repo.popular(db, { ...prefs, limit: fallbackSize }) : Promise.resolve([]),
+            repo.popular(db, { limit: fallbackSize }),
+          ]);
+          const catalog = new Map<string, repo.RankedItem>();
+          for (const i of [...history, ...near.map((n) => n.item), ...preferred, ...anyPopular]) catalog.set(i.productId, i);
+          return rankForUser({
+            history: history.map((h) => h.productId),
+            bought,
+            neighbours: near,
+            buyers: new Map([...catalog].map(([id, i]) => [id, i.buyers])),
+            catalog,
+            preferences: prefs,
+            popular: [...preferred, ...anyPopular].map((i) => ({ productId: i.productId, buyers: i.buyers })),
+            limit,
+          });
         });
       },
 
