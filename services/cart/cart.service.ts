@@ -172,12 +172,11 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
 
       /** The public cart; lines whose product is gone (or repriced in another currency) are deleted. */
       async cartOf(this: CartServiceThis, ctx: Ctx<unknown>, userId: string): Promise<Cart> {
-        const lines = await repo.findLines(this.db, userId);
+        // The lines and the cart's currency from one moment (one transaction): read apart, a
+        // cart emptied and refilled in another currency between them showed its new line as gone.
+        const [lines, currency] = await inTransaction(this.db, async (trx) => [await repo.findLines(trx, userId), await repo.cartCurrency(trx, userId)] as const);
         if (!lines.length) return { items: [], subtotal: { amount: 0, currency: null } };
-        const [currency, products] = await Promise.all([
-          repo.cartCurrency(this.db, userId),
-          Promise.all(lines.map(async (l) => [l.productId, await this.productOf(ctx, l.productId)] as const)),
-        ]);
+        const products = await Promise.all(lines.map(async (l) => [l.productId, await this.productOf(ctx, l.productId)] as const));
         const { cart, drop } = buildCart(lines, new Map(products), currency);
         if (drop.length) await repo.removeLines(this.db, userId, drop);
         return cart;
