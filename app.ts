@@ -34,12 +34,12 @@ export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => Servi
 };
 
 /**
- * `middlewares`: added after the node's own (lib/…); a test uses it to hold or count calls of
- * one action (a gate that makes a slow call without a timing).
+ * `middlewares`: added after the node's own (lib/…) and before Moleculer's internal ones
+ * (moleculer.config.ts); a test uses it to hold or count calls of one action (a gate that
+ * makes a slow call without a timing).
  */
 export function createBroker(config: AppConfig, services: ServiceName[] = config.services, opts: { middlewares?: Middleware[] } = {}): ServiceBroker {
-  const options = brokerOptions(config);
-  const broker = new ServiceBroker(opts.middlewares ? { ...options, middlewares: [...(options.middlewares ?? []), ...opts.middlewares] } : options);
+  const broker = new ServiceBroker(brokerOptions(config, opts.middlewares));
   // Not ready while starting: the gateway listens before the other local services have
   // started and registered, and would answer their routes with 503.
   registerProbe(broker, "node", async () => {

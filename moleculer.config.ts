@@ -16,7 +16,13 @@ import { internalMiddlewares } from "./lib/request-metrics";
 import { jsonLogFormatter, RequestScopeMiddleware, tracingOptions } from "./lib/tracing";
 import { SafeAmqpTransporter } from "./lib/transporter/safe-amqp-transporter";
 
-export function brokerOptions(config: AppConfig): BrokerOptions {
+/**
+ * `extraMiddlewares` (a test's gate or counter) run after the node's own and before Moleculer's
+ * internal ones, where Moleculer itself would have put them: inside validation, caching,
+ * timeouts and metrics. Given as `middlewares` over this object instead, they would replace
+ * the list, and with `internalMiddlewares: false` that drops Moleculer's own middlewares too.
+ */
+export function brokerOptions(config: AppConfig, extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = []): BrokerOptions {
   const options: BrokerOptions = {
     nodeID: config.nodeId,
     namespace: config.namespace,
@@ -53,6 +59,7 @@ export function brokerOptions(config: AppConfig): BrokerOptions {
       { name: "BusinessMetrics", created: (broker: any) => registerBusinessMetrics(broker) } as any,
       // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.
       ...[ContractAuditMiddleware()].filter((m) => m !== null).map((m) => m as any),
+      ...extraMiddlewares,
       ...internalMiddlewares(),
     ],
     cacher: config.redisUrl

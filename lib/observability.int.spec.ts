@@ -382,6 +382,16 @@ describe("tracing across two nodes over RabbitMQ (protobuf), spans to a Zipkin s
       const res = (await a.call("alpha.start", { password: "hunter2-secret" }, { requestID: requestId })) as any;
       assert.deepEqual(res.viaCtx, { node: `${namespace}-a`, requestID: requestId });
       assert.deepEqual(res.viaBroker, { node: `${namespace}-a`, requestID: requestId });
+      // The calling node counts a call to another node as `remote` (lib/request-metrics.ts's
+      // remoteAction), the called node as `local`, each once (over every caller label).
+      const calls = (text: string, action: string, type: string) =>
+        [...text.matchAll(/^moleculer_request_total\{([^}]*)\} (\d+)$/gm)]
+          .filter((m) => m[1]!.includes(`action="${action}"`) && m[1]!.includes(`type="${type}"`))
+          .reduce((n, m) => n + Number(m[2]), 0);
+      assert.equal(calls(prometheusText(a), "beta.middle", "remote"), 1);
+      assert.equal(calls(prometheusText(b), "beta.middle", "local"), 1);
+      assert.equal(calls(prometheusText(b), "alpha.leaf", "remote"), 2);
+      assert.equal(calls(prometheusText(a), "alpha.leaf", "local"), 2);
 
       // Stopping flushes each node's queued spans (ZipkinExporter.stop).
       await b.stop();

@@ -12,12 +12,14 @@
  * is scraped, when `prometheus()` writes the same families Moleculer wrote:
  *   moleculer_request_total, moleculer_request_active, moleculer_request_error_total,
  *   moleculer_request_levels (counters/gauge, the same labels), and moleculer_request_time,
- *   a histogram in milliseconds with Moleculer's default buckets, now with the standard
- *   `_sum` and `_count` and without Moleculer's in-histogram quantiles and `_rate` lines
- *   (Prometheus computes both from the buckets and the counters).
- * Limit: these five live outside Moleculer's metric registry, so only the Prometheus text
- * (lib/metrics.ts's reporter, the gateway's and every node's `/metrics`) shows them; a
- * Moleculer reporter of another kind would not.
+ *   a histogram in milliseconds with Moleculer's default buckets, `_bucket`, `_sum` and `_count`.
+ * Dropped from what Moleculer wrote (Prometheus computes them from the buckets and counters):
+ *   the time histogram's quantile lines and its `_min`, `_mean`, `_variance`, `_stddev`, `_max`,
+ *   and the `_rate` lines of moleculer_request_total, _error_total and _time.
+ * Limits: these five live outside Moleculer's metric registry, so only the Prometheus text
+ * (lib/metrics.ts's reporter, the gateway's and every node's `/metrics`) shows them, not a
+ * Moleculer reporter of another kind; their names are fixed, so a name prefix or an
+ * includes/excludes filter set on the reporter (none is) would not apply to them.
  */
 import { performance } from "node:perf_hooks";
 import { INTERNAL_MIDDLEWARES, Middlewares, type ServiceBroker } from "moleculer";
@@ -182,7 +184,9 @@ export function LeanMetricsMiddleware(broker: ServiceBroker) {
 
 /**
  * Moleculer's internal middlewares in its own order, with LeanMetricsMiddleware where its
- * Metrics was: given as `middlewares` with `internalMiddlewares: false`.
+ * Metrics was: given as `middlewares` with `internalMiddlewares: false`. Moleculer adds its
+ * HotReload middleware only with its internal list: a broker with `hotReload` must add
+ * "HotReload" after these itself.
  */
 export function internalMiddlewares(): Array<string | typeof LeanMetricsMiddleware> {
   return INTERNAL_MIDDLEWARES.map((name) => (name === "Metrics" ? LeanMetricsMiddleware : name));

@@ -55,8 +55,10 @@ export interface AccessTokens {
 export class InvalidTokenError extends Error {}
 
 export function accessTokens(secret: string, ttlSeconds: number): AccessTokens {
-  // A CryptoKey imported once (see the header for what a KeyObject or raw bytes cost).
-  const key = crypto.subtle.importKey("raw", Buffer.from(secret, "utf8"), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+  // A CryptoKey imported once, on first use (see the header for what a KeyObject or raw bytes
+  // cost); imported lazily so a key WebCrypto refuses fails a request, not the process.
+  let imported: ReturnType<typeof crypto.subtle.importKey> | undefined;
+  const keyOf = () => (imported ??= crypto.subtle.importKey("raw", Buffer.from(secret, "utf8"), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]));
   const verified = new LRUCache<string, VerifiedToken>({ max: VERIFIED_CACHE_SIZE });
   return {
     ttlSeconds,
@@ -69,7 +71,7 @@ export function accessTokens(secret: string, ttlSeconds: number): AccessTokens {
         .setJti(randomUUID())
         .setIssuedAt()
         .setExpirationTime(`${ttlSeconds}s`)
-        .sign(await key);
+        .sign(await keyOf());
     },
     async verify(token) {
       const known = verified.get(token);
@@ -80,7 +82,7 @@ export function accessTokens(secret: string, ttlSeconds: number): AccessTokens {
         throw new InvalidTokenError("invalid token");
       }
       try {
-        const { payload } = await jwtVerify(token, await key, { algorithms: [ALG], issuer: ISSUER, audience: AUDIENCE, requiredClaims: REQUIRED_CLAIMS });
+        const { payload } = await jwtVerify(token, await keyOf(), { algorithms: [ALG], issuer: ISSUER, audience: AUDIENCE, requiredClaims: REQUIRED_CLAIMS });
         const { role, sid, sub, jti, exp, iat } = payload;
         if (typeof sub !== "string" || typeof sid !== "string" || typeof jti !== "string" || typeof exp !== "number" || typeof iat !== "number" || (role !== "customer" && role !== "admin"))
           throw new InvalidTokenError("bad claims");

@@ -361,7 +361,9 @@ describe("an order read as of one moment (MariaDB)", () => {
     // which a commit could land between before the views were one transaction.
     const read = () => app.broker.call("order.get", { id: o.id }, { meta: { user: { id: o.userId, role: "customer" } } }) as Promise<{ status: string; history: { status: string }[] }>;
     // Ten readers read until both writes are done, giving the event loop a turn between reads
-    // (SQLite answers synchronously: a loop of awaited reads alone would never let the writes in).
+    // (the writes' HTTP requests are served by this same process). Without one transaction per
+    // view this failed at once with views like "PAID / PENDING_PAYMENT,PAID,SHIPPED"; the check
+    // on SHIPPED below makes sure the reads did overlap the writes.
     let writing = true;
     const views: { status: string; history: { status: string }[] }[] = [];
     const readers = Array.from({ length: 10 }, async () => {

@@ -93,8 +93,12 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
           const pageSize = ctx.params.pageSize ?? 20;
           // A customer's `userId` is ignored: identity comes from the token only.
           const userId = isAdmin(ctx) ? ctx.params.userId : me.id;
-          const { items, total } = await repo.listOrders(this.db, { userId, status: ctx.params.status, paymentStatus: ctx.params.paymentStatus, limit: pageSize, offset: (page - 1) * pageSize });
-          return { items: await Promise.all(items.map((o) => this.view(o.id))), total, page, pageSize };
+          // The page, its count and every order's parts from one snapshot: an order shipped
+          // meanwhile cannot show up under `status=PAID`.
+          return inTransaction(this.db, async (trx) => {
+            const { items, total } = await repo.listOrders(trx, { userId, status: ctx.params.status, paymentStatus: ctx.params.paymentStatus, limit: pageSize, offset: (page - 1) * pageSize });
+            return { items: await Promise.all(items.map((o) => this.viewIn(trx, o))), total, page, pageSize };
+          });
         },
       },
 
@@ -244,11 +248,16 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         return inTransaction(this.db, async (trx) => {
           const order = await repo.findOrder(trx, id);
           if (!order || (caller && order.userId !== caller.id && caller.role !== "admin")) throw notFound("Order");
-          const [payments, refunds, history, returns] = await Promise.all([
-            repo.paymentsOf(trx, id), repo.refundsOf(trx, id), repo.historyOf(trx, id), repo.returnsOf(trx, id),
-          ]);
-          return toPublicOrder(order, payments, refunds, history, returns);
+          return this.viewIn(trx, order);
         });
+      },
+
+      /** The public view of `order` with its parts, read in the caller's transaction `trx`. */
+      async viewIn(this: OrderThis, trx: Knex.Transaction, order: OrderRecord) {
+        const [payments, refunds, history, returns] = await Promise.all([
+          repo.paymentsOf(trx, order.id), repo.refundsOf(trx, order.id), repo.historyOf(trx, order.id), repo.returnsOf(trx, order.id),
+        ]);
+        return toPublicOrder(order, payments, refunds, history, returns);
       },
 
       /** The order if the caller owns it or is an admin; otherwise (or unknown) 404. */

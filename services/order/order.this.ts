@@ -31,6 +31,7 @@ export interface OrderThis extends EventsServiceThis {
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   sweeper?: Periodic;
   view(id: string, caller?: AuthUser): Promise<ReturnType<typeof toPublicOrder>>;
+  viewIn(trx: Knex.Transaction, order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
   ownOrder(ctx: Ctx<unknown>, id: string): Promise<OrderRecord>;
   transition(trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra?: Record<string, unknown>): Promise<OrderStatus>;
   withKey<T>(ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
