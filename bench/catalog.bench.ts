@@ -62,6 +62,7 @@ import {
   onCleanup,
   scoped,
   startChild,
+  summaryFigure,
   waitForStatus,
   type BenchChild,
   type Measured,
@@ -731,6 +732,23 @@ function reserveTable(): string {
   );
 }
 
+/** Headline figures for `npm run bench` (BENCH_SUMMARY): the cached product read as a share of bare; after the tables. */
+function summarize(): void {
+  const bare = httpRows.find((r) => r.caseName === "bare" && r.result)?.result;
+  for (const r of httpRows.filter((x) => x.caseName === "memory" || x.caseName === "redis")) {
+    const what = `cached GET /api/products/:id (${r.caseName} cacher)`;
+    if (!r.result || !bare) {
+      summaryFigure("catalog", `${what}, req/s vs bare`, r.failure ? `FAILED: ${r.failure.slice(0, 60)}` : "no bare run", ">= 50 %", false);
+      continue;
+    }
+    const ratio = r.result.result.requests.average / bare.result.requests.average;
+    const p99 = r.result.latency.p99 / bare.latency.p99;
+    summaryFigure("catalog", `${what}, req/s vs bare`, pct(ratio), ">= 50 %", ratio >= 0.5);
+    summaryFigure("catalog", `${what}, p99 vs bare`, `${fmt(p99, 1)}× (${fmt(r.result.latency.p99, 2)} ms)`, "<= 3×", p99 <= 3);
+  }
+  summaryFigure("catalog", "check", failed ? "FAILED (errors, non-2xx, cache hits or reserve mismatch)" : "OK", undefined, !failed);
+}
+
 // ---------------- main ----------------
 
 async function main(): Promise<void> {
@@ -768,6 +786,7 @@ async function main(): Promise<void> {
   const parts: string[] = [];
   if (httpRows.length) parts.push("`GET /api/products/:id`, one demo product, through the gateway (embedded system):", "", httpTable());
   if (reserveRows.length) parts.push("", `Contended reserve: ${WORKERS} concurrent callers on one product (stock ${fmt(HOT_STOCK)}), MariaDB:`, "", reserveTable());
+  summarize();
   const report = `${header}, at end ${load1.toFixed(2)}\n\n${parts.join("\n")}\n`;
   process.stdout.write(`\n${report}`);
   if (notes.length) process.stdout.write(`\nNotes:\n${notes.map((n) => `- ${n}`).join("\n")}\n`);

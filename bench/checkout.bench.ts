@@ -59,6 +59,7 @@ import {
   markdownTable,
   onCleanup,
   startChild,
+  summaryFigure,
   waitForStatus,
   type BenchChild,
   rawConditionalUpdate,
@@ -876,6 +877,20 @@ async function main(): Promise<void> {
     );
     notes.push(`CPU during the flash sale (start → all PAID), in cores (sum ${coresSum(flash.cores).toFixed(2)}; CPU stall (PSI) ${flash.stall === undefined ? "?" : pct(flash.stall)}): ${coresText(flash.cores)}.`);
   }
+  // Headline figures for `npm run bench` (BENCH_SUMMARY).
+  if (checkout) {
+    const x = checkout.result;
+    const cpuMs = x.measuredOps ? (coresSum(x.cores) * x.durationS * 1000) / x.measuredOps : NaN;
+    summaryFigure("checkout", `cluster checkouts/s (${CONCURRENCY} in flight, ${DURATION_S} s)`, fmt(x.perSecond, 1), ">= 150/s", x.perSecond >= 150);
+    summaryFigure("checkout", "CPU per checkout (all processes)", `${fmt(cpuMs, 2)} ms`, "<= 12 ms", cpuMs <= 12);
+    summaryFigure("checkout", "checkout p99 (start → PAID and notified)", `${fmt(x.p99, 1)} ms`, "<= 300 ms", x.p99 <= 300);
+  }
+  if (flash) {
+    const size = `${FLASH_BUYERS} buyers / ${FLASH_UNITS} units`;
+    summaryFigure("checkout", `flash sale ${size}: all answered`, `${flash.answersS.toFixed(2)} s`, "<= 2 s", flash.answersS <= 2);
+    summaryFigure("checkout", `flash sale ${size}: all winners PAID`, Number.isFinite(flash.paidS) ? `${flash.paidS.toFixed(2)} s` : "not all", "<= 3 s", flash.paidS <= 3);
+  }
+  summaryFigure("checkout", "check", failed ? "FAILED (errors or a database check mismatch)" : "OK (databases checked after each part)", undefined, !failed);
   const report = `${header}, at end ${load1.map((l) => l.toFixed(2)).join(" ")}\n\nCluster: ${c.layout}, MariaDB, Redis, RabbitMQ vhost; LOG_LEVEL=${LOG_LEVEL}.\n\n${parts.join("\n")}\n`;
   process.stdout.write(`\n${report}`);
   if (notes.length) process.stdout.write(`\nNotes:\n${notes.map((n) => `- ${n}`).join("\n")}\n`);

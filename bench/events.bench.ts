@@ -23,7 +23,7 @@ import { consumerService, producerService, recordEffect } from "../lib/events/fi
 import { dropAll, eventsConfig, newDataDir, startBroker, waitFor } from "../lib/events/support";
 import type { EventsServiceThis } from "../mixins/events.mixin";
 import { createVhost } from "../test/support/rabbitmq";
-import { appendResults } from "./support";
+import { appendResults, summaryFigure } from "./support";
 import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 
 const N = Number(process.env.BENCH_EVENTS ?? 5000);
@@ -195,6 +195,10 @@ async function main() {
       "",
     ].join("\n");
     process.stdout.write(`${section}\n`);
+    // Headline figures for `npm run bench` (BENCH_SUMMARY).
+    summaryFigure("events", `business events commit → applied, events/s (${N} events)`, Math.round(o.perSecond).toLocaleString("en-US"), ">= 5,000/s", o.perSecond >= 5000);
+    summaryFigure("events", "business events commit → applied, p99", `${o.p99.toFixed(1)} ms`, "<= 50 ms", o.p99 <= 50);
+    summaryFigure("events", "check", `OK (all ${N} applied, ${o.duplicates} duplicates absorbed)`, undefined, true);
     if (process.env.BENCH_RECORD !== "0") {
       appendResults(section);
     }

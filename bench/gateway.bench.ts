@@ -36,6 +36,7 @@ import {
   onCleanup,
   scoped,
   startChild,
+  summaryFigure,
   waitForStatus,
   type BenchChild,
   type Measured,
@@ -393,6 +394,25 @@ function report(): { table: string; failed: boolean } {
   return { table, failed };
 }
 
+/** Headline figures for `npm run bench` (BENCH_SUMMARY): GET /api/users/me as % of bare, CPU µs per request. */
+function summarize(failed: boolean): void {
+  const route = "GET /api/users/me";
+  const bare = rows.find((r) => r.caseName === "bare" && r.route.name === route)?.result;
+  for (const [caseName, min] of [["embedded", 0.3], ["remote", 0.2]] as const) {
+    const r = rows.find((x) => x.caseName === caseName && x.route.name === route);
+    if (!r) continue;
+    const what = `${route} ${caseName === "remote" ? "remote over AMQP" : "embedded"}`;
+    if (!r.result || !bare) {
+      summaryFigure("gateway", `${what}, req/s vs bare`, r.failure ? `FAILED: ${r.failure.slice(0, 60)}` : "no bare run", `>= ${pct(min)}`, false);
+      continue;
+    }
+    const ratio = r.result.result.requests.average / bare.result.requests.average;
+    const cpu = r.serverCpuS !== undefined && r.result.result.requests.total ? ` (${fmt((r.serverCpuS * 1e6) / r.result.result.requests.total)} µs CPU/req)` : "";
+    summaryFigure("gateway", `${what}, req/s vs bare`, `${pct(ratio)}${cpu}`, `>= ${pct(min)}`, ratio >= min);
+  }
+  summaryFigure("gateway", "check", failed ? "FAILED (errors, non-2xx or a case did not run)" : "OK", undefined, !failed);
+}
+
 async function main(): Promise<void> {
   installSignalCleanup();
   if (CPU_PROF_DIR) fs.mkdirSync(CPU_PROF_DIR, { recursive: true });
@@ -415,6 +435,7 @@ async function main(): Promise<void> {
   if (aborting()) return new Promise<never>(() => undefined); // the signal handler cleans up and exits
 
   const { table, failed } = report();
+  summarize(failed);
   // Other work on the machine (tests, builds) skews everything: the load average says whether it was quiet.
   process.stdout.write(`\n${header}, at end ${os.loadavg()[0].toFixed(2)}\n\n${table}\n`);
   if (notes.length) process.stdout.write(`\nNotes:\n${notes.map((n) => `- ${n}`).join("\n")}\n`);

@@ -22,7 +22,7 @@ import path from "node:path";
 import { freePort } from "../test/support/ports";
 import { uniqueNamespace } from "../test/support/servers";
 import { MeridianGrpc } from "../test/support/grpc-client";
-import { aborting, appendResults, cleanupAll, installSignalCleanup, markdownTable, onCleanup, progressBar, startChild, waitForStatus } from "./support";
+import { aborting, appendResults, cleanupAll, installSignalCleanup, markdownTable, onCleanup, progressBar, startChild, summaryFigure, waitForStatus } from "./support";
 
 const START = path.join(__dirname, "..", "bin", "start.ts");
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 5000);
@@ -173,6 +173,10 @@ async function main(): Promise<void> {
   );
   const out = `${header}\n\n${table}\n\n${stream}\n\n(${fromRequest.length} orders; the cart's one line kept a quantity from 1 to 5, every answer was checked.)\n`;
   process.stdout.write(`\n${out}`);
+  // Headline figures for `npm run bench` (BENCH_SUMMARY); the issue sets no targets for these.
+  for (const [name, restS, grpcS, ratio] of rows) summaryFigure("grpc", `${name}: gRPC vs REST`, `${ratio} (${grpcS} vs ${restS} /s)`);
+  summaryFigure("grpc", "WatchOrder SHIPPED after the ship answer, p50 / p99", `${pct(fromAnswer, 0.5).toFixed(1)} / ${pct(fromAnswer, 0.99).toFixed(1)} ms`);
+  summaryFigure("grpc", "check", "OK (every answer checked, cart invariant held)", undefined, true);
   if (process.env.BENCH_APPEND) appendResults(`\n## gRPC edge (\`npm run bench:grpc\`)\n\n${out}`);
   await cleanupAll();
   process.exit(0);

@@ -42,7 +42,7 @@ import { applyOnce, type EventHandler } from "../lib/events/consumer";
 import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 import { generate, prng, type Dataset } from "./recs-data";
 import { datasetSources, loadModel, rebuildWithProgress } from "./recs.eval";
-import { appendResults, cleanupAll, progressBar, installSignalCleanup, load, markdownTable, onCleanup, scoped, type Measured } from "./support";
+import { appendResults, cleanupAll, progressBar, installSignalCleanup, load, markdownTable, onCleanup, scoped, summaryFigure, type Measured } from "./support";
 
 const env = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
 const DURATION_S = env("BENCH_DURATION_S", 10);
@@ -247,6 +247,11 @@ async function main(): Promise<void> {
       "",
     ].join("\n");
     process.stdout.write(`${section}\n`);
+    // Headline figure for `npm run bench` (BENCH_SUMMARY): uncached recommendations p50 as a multiple of the cached product read.
+    const uncached = rows.find((r) => r.label === "GET /api/recommendations (uncached)")!.m;
+    const x = uncached.latency.p50 / base0.latency.p50;
+    summaryFigure("recs", `uncached GET /api/recommendations p50 vs cached product read (${orders.length} orders)`, `${x.toFixed(2)}× (${uncached.latency.p50.toFixed(2)} vs ${base0.latency.p50.toFixed(2)} ms)`, "<= 5×", x <= 5);
+    summaryFigure("recs", "check", "OK (10 recommendations, no errors or non-2xx)", undefined, true);
     if (RECORD) appendResults(section);
   });
   await cleanupAll();

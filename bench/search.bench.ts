@@ -16,7 +16,7 @@ import MiniSearch from "minisearch";
 import { parseSearchQuery, type ProductDoc, type RawSearchQuery } from "../services/search/engines/engine";
 import { MiniSearchEngine, miniSearchOptions, queryOptions } from "../services/search/engines/minisearch-engine";
 import { syntheticProducts } from "../lib/demo-catalog";
-import { appendResults } from "./support";
+import { appendResults, summaryFigure } from "./support";
 
 const N = Number(process.env.BENCH_DOCS ?? 100_000);
 const PER_CLASS = Number(process.env.BENCH_QUERIES ?? 300);
@@ -95,6 +95,7 @@ async function main() {
   const rows: string[] = [];
   const allOurs: number[] = [];
   const allRaw: number[] = [];
+  const perClass: [string, { p50: number; p99: number }][] = [];
   for (const [name, queries] of Object.entries(CLASSES)) {
     progress(`queries: ${name} (${PER_CLASS} each side)… `);
     // warm-up
@@ -127,6 +128,7 @@ async function main() {
     allRaw.push(...rawT);
     const o = pct(ours);
     const r = pct(rawT);
+    perClass.push([name, o]);
     progress(`ours p50 ${fmt(o.p50)} ms p99 ${fmt(o.p99)} ms; raw p50 ${fmt(r.p50)} ms p99 ${fmt(r.p99)} ms\n`);
     rows.push(`| ${name} | ${fmt(totalHits / PER_CLASS, 0)} | ${fmt(o.p50)} | ${fmt(o.p99)} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${fmt(o.mean / r.mean, 1)}× |`);
   }
@@ -172,6 +174,13 @@ async function main() {
     "",
   ].join("\n");
   process.stdout.write(`${section}\n`);
+  // Headline figures for `npm run bench` (BENCH_SUMMARY).
+  const size = `${N.toLocaleString("en-US")} docs`;
+  for (const [name, x] of perClass)
+    summaryFigure("search", `${name} queries p50 / p99 (${size})`, `${fmt(x.p50)} / ${fmt(x.p99)} ms`, "p50 <= 5, p99 <= 25 ms", x.p50 <= 5 && x.p99 <= 25);
+  summaryFigure("search", `index build, docs/s (${size})`, fmt(docsPerS(ourIndexMs), 0), ">= 60,000", docsPerS(ourIndexMs) >= 60_000);
+  summaryFigure("search", `heap with both indexes (${size})`, `${fmt(heapMb, 0)} MB`, "<= 300 MB", heapMb <= 300);
+  summaryFigure("search", "check", "OK (typo query 'iphnoe' finds an iPhone)", undefined, true);
   if (process.env.BENCH_RECORD !== "0") {
     appendResults(section);
   }

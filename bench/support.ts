@@ -348,3 +348,27 @@ export async function rawConditionalUpdate(pool: RawPool, sql: string, values: u
     conn.release();
   }
 }
+
+// ---- one-run summary (`npm run bench`, bench/all.ts) ----
+
+/** One headline figure of a benchmark, as bench/all.ts collects them (one JSON line each). */
+export interface SummaryFigure {
+  bench: string;
+  figure: string;
+  value: string;
+  /** The target as text, e.g. ">= 50 %"; shown, never enforced. */
+  target?: string;
+  /** Whether the target was met; for a figure named "check", whether the correctness check passed. */
+  ok?: boolean;
+}
+
+/**
+ * Appends headline figures to the file named by BENCH_SUMMARY (JSON lines); a no-op without it.
+ * A figure named "check" carries the benchmark's correctness check (value OK / FAILED).
+ */
+export function summaryFigure(bench: string, figure: string, value: string, target?: string, ok?: boolean): void {
+  const file = process.env.BENCH_SUMMARY;
+  if (!file) return;
+  const row: SummaryFigure = { bench, figure, value, ...(target !== undefined ? { target } : {}), ...(ok !== undefined ? { ok } : {}) };
+  fs.appendFileSync(file, `${JSON.stringify(row)}\n`);
+}
