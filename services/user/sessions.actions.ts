@@ -35,7 +35,8 @@ export function sessionActions(config: AppConfig): TypedActions<UserServiceThis>
         const ok = await argon2.verify(found?.passwordHash ?? this.dummyHash, ctx.params.password).catch(() => false);
         if (!found || !ok) throw unauthorized("Invalid e-mail or password");
         await this.loginThrottle.succeeded(attempt);
-        return { user: toPublicUser(found.user), ...(await this.issueSession(found.user)) };
+        const session = await this.issueSession(found.user);
+        return { user: toPublicUser(session.user), ...session.tokens };
       },
     },
 
@@ -68,7 +69,7 @@ export function sessionActions(config: AppConfig): TypedActions<UserServiceThis>
           throw unauthorized("Refresh token was already used; all sessions of this login are revoked");
         }
         if (outcome.kind !== "ok") throw invalid();
-        return this.issueSession(outcome.user, outcome.familyId);
+        return (await this.issueSession(outcome.user, outcome.familyId)).tokens;
       },
     },
 
@@ -107,11 +108,13 @@ export function sessionMethods(config: AppConfig) {
         expiresAt: now + config.refreshTokenTtlS * 1000,
         now,
       });
-      // The role as it is now (not as read before the password check): a role change racing
-      // this login is then either in the token or, being later, applied by the gateway.
-      const role = (await repo.findUserById(this.db, user.id))?.role ?? user.role;
+      // The user as it is now (not as read before the password check): a role change racing
+      // this login is then either in the token or, being later, applied by the gateway; the
+      // answer's `user` is this same read, so it never names another role than the token.
+      const current = (await repo.findUserById(this.db, user.id)) ?? user;
       // The access token names its login (`sid` = the refresh family), so ending the login ends it too.
-      return { accessToken: await this.tokens.sign({ id: user.id, role, sessionId }), refreshToken: `${id}.${secret}` };
+      const accessToken = await this.tokens.sign({ id: user.id, role: current.role, sessionId });
+      return { user: current, tokens: { accessToken, refreshToken: `${id}.${secret}` } };
     },
   };
 }

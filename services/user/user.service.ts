@@ -78,7 +78,8 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
           }
           ctx.meta.$statusCode = 201;
           ctx.meta.$location = "/api/users/me";
-          return { user: toPublicUser(user), ...(await this.issueSession(user)) };
+          const session = await this.issueSession(user);
+          return { user: toPublicUser(session.user), ...session.tokens };
         },
       },
 

@@ -20,7 +20,8 @@ export interface UserServiceThis extends EventsServiceThis {
   revocations: Revocations;
   dummyHash: string;
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void };
-  issueSession(user: UserRecord, familyId?: string): Promise<{ accessToken: string; refreshToken: string }>;
+  /** A new refresh token (in `familyId`, or a new login) and access token; `user` as read for the token's role. */
+  issueSession(user: UserRecord, familyId?: string): Promise<{ user: UserRecord; tokens: { accessToken: string; refreshToken: string } }>;
   addressOf(userId: string, id: string): Promise<Address>;
   bootstrapAdmin(): Promise<void>;
 }
