@@ -272,24 +272,18 @@ interface Cluster {
 
 const DB_SERVICES = ["user", "product", "cart", "order", "payment", "notification"] as const;
 
-async function startCluster(): Promise<Cluster> {
-  const t0 = Date.now();
-  say("[cluster] creating a RabbitMQ vhost...\n");
-  const vhost = await createVhost();
-  onCleanup(`delete RabbitMQ vhost ${vhost.vhost}`, () => vhost.destroy());
-  const namespace = uniqueNamespace("bench");
+/**
+ * What every mode's nodes share: a temp DATA_DIR, one JWT secret, a generated SANDBOX_PAY_* key
+ * pair, the gateway's free port (PUBLIC_URL, so the sandbox platform calls it back over HTTP).
+ */
+async function nodeEnv(): Promise<{ env: Record<string, string>; port: number }> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-bench-checkout-"));
   onCleanup(`remove ${dataDir}`, () => fs.rmSync(dataDir, { recursive: true, force: true }));
   const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const port = await freePort();
   baseUrl = `http://127.0.0.1:${port}`;
-  const env: Record<string, string> = {
+  const env = {
     ...BLANK,
-    NAMESPACE: namespace,
-    RABBITMQ_URI: vhost.uri,
-    REDIS_URL,
-    MYSQL_URL,
-    MIGRATE_ON_START: "true",
     JWT_SECRET: randomBytes(32).toString("hex"),
     SANDBOX_PAY_PRIVATE_KEY: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
     SANDBOX_PAY_PUBLIC_KEY: publicKey.export({ type: "spki", format: "pem" }).toString(),
@@ -303,6 +297,29 @@ async function startCluster(): Promise<Cluster> {
     RATE_LIMITS: "off",
     DATA_DIR: dataDir,
   };
+  return { env, port };
+}
+
+/** The databases the checks read directly (MariaDB in a cluster, the node's SQLite files embedded). */
+function checkDatabases(config: AppConfig): Cluster["db"] {
+  const db = {
+    product: createKnex(config, "product"),
+    order: createKnex(config, "order"),
+    payment: createKnex(config, "payment"),
+    notification: createKnex(config, "notification"),
+  };
+  onCleanup("close the check connections", () => Promise.all(Object.values(db).map((k) => k.destroy())));
+  return db;
+}
+
+async function startCluster(): Promise<Cluster> {
+  const t0 = Date.now();
+  say("[cluster] creating a RabbitMQ vhost...\n");
+  const vhost = await createVhost();
+  onCleanup(`delete RabbitMQ vhost ${vhost.vhost}`, () => vhost.destroy());
+  const namespace = uniqueNamespace("bench");
+  const { env: common, port } = await nodeEnv();
+  const env: Record<string, string> = { ...common, NAMESPACE: namespace, RABBITMQ_URI: vhost.uri, REDIS_URL, MYSQL_URL, MIGRATE_ON_START: "true" };
   const config = loadConfig({ ...env, SERVICES: "all" });
   onCleanup(`drop MariaDB databases and Redis keys of namespace ${namespace}`, async () => {
     for (const s of DB_SERVICES) await dropDatabase(config, s).catch(() => undefined);
@@ -346,13 +363,7 @@ async function startCluster(): Promise<Cluster> {
     if (Date.now() > deadline) throw new Error(`not every replica was discovered within 60 s: ${Object.keys(want).map((s) => `${s} ${have(s)}/${want[s]}`).join(", ")}`);
     await sleep(200);
   }
-  const db = {
-    product: createKnex(config, "product"),
-    order: createKnex(config, "order"),
-    payment: createKnex(config, "payment"),
-    notification: createKnex(config, "notification"),
-  };
-  onCleanup("close the check pools", () => Promise.all(Object.values(db).map((k) => k.destroy())));
+  const db = checkDatabases(config);
   const layout = `front (gateway,user,product,cart,notification) + ${ORDER_REPLICAS} × order + ${PAYMENT_REPLICAS} × payment`;
   say(`[cluster] ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${layout}, every replica discovered\n`);
   return { env, config, nodes, observer, db, layout };
@@ -361,24 +372,10 @@ async function startCluster(): Promise<Cluster> {
 /** BENCH_MODE=embedded: one node with every service on SQLite, the laptop default. */
 async function startEmbedded(): Promise<Cluster> {
   const t0 = Date.now();
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-bench-checkout-"));
-  onCleanup(`remove ${dataDir}`, () => fs.rmSync(dataDir, { recursive: true, force: true }));
-  const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
-  const port = await freePort();
-  baseUrl = `http://127.0.0.1:${port}`;
+  const { env: common, port } = await nodeEnv();
   const admin = { email: "bench-admin@example.com", password: randomBytes(12).toString("hex") };
   const env: Record<string, string> = {
-    ...BLANK,
-    JWT_SECRET: randomBytes(32).toString("hex"),
-    SANDBOX_PAY_PRIVATE_KEY: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
-    SANDBOX_PAY_PUBLIC_KEY: publicKey.export({ type: "spki", format: "pem" }).toString(),
-    PUBLIC_URL: baseUrl,
-    DEMO_CATALOG: "false",
-    LOG_LEVEL,
-    LOG_FORMAT: "text",
-    REQUEST_TIMEOUT_MS: "30000",
-    RATE_LIMITS: "off",
-    DATA_DIR: dataDir,
+    ...common,
     PORT: String(port),
     GRPC_PORT: String(await freePort()),
     METRICS_PORT: "0",
@@ -392,13 +389,7 @@ async function startEmbedded(): Promise<Cluster> {
   await waitForStatus(`${baseUrl}/health/ready`, 200, [node], 60_000);
   const login = await api("POST", "/api/auth/login", { body: admin });
   expectStatus(login, 200, "admin login");
-  const db = {
-    product: createKnex(config, "product"),
-    order: createKnex(config, "order"),
-    payment: createKnex(config, "payment"),
-    notification: createKnex(config, "notification"),
-  };
-  onCleanup("close the check connections", () => Promise.all(Object.values(db).map((k) => k.destroy())));
+  const db = checkDatabases(config);
   const layout = "embedded: one node with every service, SQLite";
   say(`[embedded] ready in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   return { env, config, nodes: [node], db, layout, adminToken: (login.body as { accessToken: string }).accessToken };
