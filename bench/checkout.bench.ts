@@ -38,7 +38,7 @@
  * BENCH_FLASH_BUYERS (1000, at most BENCH_BUYERS), BENCH_FLASH_UNITS (100), BENCH_ORDER_REPLICAS (2),
  * BENCH_PAYMENT_REPLICAS (2), BENCH_POLL_MS (25), BENCH_PARTS (raw,checkout,flash; checkout,flash
  * embedded), BENCH_MODE (cluster | embedded), BENCH_LOG_LEVEL
- * (warn), BENCH_RECORD (0: print without appending to RESULTS.md), BENCH_CHILD_OUTPUT (1: echo the
+ * (warn), BENCH_CPU_PROF (a directory: V8 CPU profiles of the nodes, see bench/support.ts), BENCH_RECORD (0: print without appending to RESULTS.md), BENCH_CHILD_OUTPUT (1: echo the
  * nodes' output). Exit 1 if a part had errors or a failed check.
  */
 import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
@@ -64,6 +64,7 @@ import {
   installSignalCleanup,
   markdownTable,
   onCleanup,
+  profileArgs,
   startChild,
   summaryFigure,
   waitForStatus,
@@ -328,7 +329,7 @@ async function startCluster(): Promise<Cluster> {
   const bin = path.join(__dirname, "..", "bin", "start.ts");
   const started = /Meridian started/;
   const node = (id: string, services: string, extra: Record<string, string> = {}) =>
-    startChild(bin, id, { ...env, NODE_ID: `${namespace}-${id}`, SERVICES: services, PORT: String(port), ...extra });
+    startChild(bin, id, { ...env, NODE_ID: `${namespace}-${id}`, SERVICES: services, PORT: String(port), ...extra }, profileArgs("cluster", id));
 
   // The front node first: it migrates user, product, cart and notification; then the replicas
   // (one of each first, so no two migrate the same database at once, though that would be safe).
@@ -384,7 +385,7 @@ async function startEmbedded(): Promise<Cluster> {
   };
   const config = loadConfig(env);
   say(`[embedded] starting one node (every service, SQLite) at ${baseUrl}...\n`);
-  const node = startChild(path.join(__dirname, "..", "bin", "start.ts"), "embedded", env);
+  const node = startChild(path.join(__dirname, "..", "bin", "start.ts"), "embedded", env, profileArgs("embedded", "node"));
   await node.waitForLine(/Meridian started/, 120_000);
   await waitForStatus(`${baseUrl}/health/ready`, 200, [node], 60_000);
   const login = await api("POST", "/api/auth/login", { body: admin });

@@ -30,10 +30,12 @@ import {
   aborting,
   cleanupAll,
   cpuSeconds,
+  CPU_PROF_DIR,
   installSignalCleanup,
   load,
   markdownTable,
   onCleanup,
+  profileArgs,
   scoped,
   startChild,
   summaryFigure,
@@ -58,7 +60,6 @@ const WARMUP_S = intEnv("BENCH_WARMUP_S", 2, 0);
 const CONNECTIONS = intEnv("BENCH_CONNECTIONS", 50, 1);
 const USER_DB = process.env.BENCH_USER_DB || "sqlite";
 const LOG_LEVEL = process.env.BENCH_LOG_LEVEL || "info";
-const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 if (USER_DB !== "sqlite" && USER_DB !== "mariadb") {
   process.stderr.write(`BENCH_USER_DB: expected sqlite or mariadb, got '${USER_DB}'\n`);
   process.exit(2);
@@ -150,14 +151,9 @@ function meridianEnv(env: Record<string, string>): Record<string, string> {
   return { ...MERIDIAN_ENV_BLANK, LOG_LEVEL, LOG_FORMAT: "text", METRICS_PORT: "0", GRPC_PORT: "0", ...limits, ...env };
 }
 
-/**
- * A Meridian node (bin/start.ts), profiled when BENCH_CPU_PROF is set: V8 writes one file per
- * thread into BENCH_CPU_PROF/<case>/<node>/ when the node exits; the largest is the main thread
- * (the small one is tsx's module-loader thread).
- */
+/** A Meridian node (bin/start.ts), profiled when BENCH_CPU_PROF is set (profileArgs). */
 function startMeridian(caseName: string, name: string, env: Record<string, string>): BenchChild {
-  const nodeArgs = CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${path.join(CPU_PROF_DIR, caseName, name)}`] : [];
-  return startChild(START, name, meridianEnv(env), nodeArgs);
+  return startChild(START, name, meridianEnv(env), profileArgs(caseName, name));
 }
 
 function tempDir(label: string): string {

@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import fs from "node:fs";
+import path from "node:path";
 import readline from "node:readline";
 import type { ChildHandle } from "../test/support/proc";
 
@@ -183,6 +184,18 @@ export interface BenchChild extends ChildHandle {
  * `nodeArgs` such as --cpu-prof, which NODE_OPTIONS does not accept), stopped by the cleanup.
  * Output is kept line by line; BENCH_CHILD_OUTPUT=1 also echoes it to stderr.
  */
+/** BENCH_CPU_PROF (a directory): where profiled nodes write their V8 .cpuprofile files. */
+export const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
+
+/**
+ * Node arguments that profile a child when BENCH_CPU_PROF is set: V8 writes one file per thread
+ * into BENCH_CPU_PROF/<case>/<node>/ when the node exits; the largest is the main thread (the
+ * small one is tsx's module-loader thread). Read one with `npx tsx bench/cpuprofile-top.ts`.
+ */
+export function profileArgs(caseName: string, name: string): string[] {
+  return CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${path.join(CPU_PROF_DIR, caseName, name)}`] : [];
+}
+
 export function startChild(file: string, name: string, env: Record<string, string>, nodeArgs: string[] = []): BenchChild {
   const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", file], {
     env: { ...process.env, ...env },
