@@ -80,7 +80,7 @@ async function raw(uri: string): Promise<Result> {
   return { name: "raw amqplib (confirmed publish → consume)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds };
 }
 
-async function outbox(uri: string): Promise<Result & { duplicates: number }> {
+async function outbox(uri: string): Promise<Result & { duplicates: number; transactions: number }> {
   const t = { namespace: uniqueNamespace("b"), dataDir: newDataDir(), db: "mariadb" as const, rabbitUri: uri, mysqlUrl: MYSQL_URL, env: { EVENTS_POLL_INTERVAL_MS: "1000", LOG_LEVEL: "warn" } };
   const config = eventsConfig(t);
   const committedAt = new Map<string, number>();
@@ -123,7 +123,7 @@ async function outbox(uri: string): Promise<Result & { duplicates: number }> {
     await waitFor("all applied", async () => latencies.length >= N, 300_000, 50);
     const stats = (consumer.getLocalService("audit") as unknown as EventsServiceThis).eventStats();
     const seconds = (last - start) / 1000;
-    return { name: "outbox → relay → RabbitMQ → inbox (MariaDB)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds, duplicates: stats.duplicates };
+    return { name: "outbox → relay → RabbitMQ → inbox (MariaDB)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds, duplicates: stats.duplicates, transactions: stats.transactions };
   } finally {
     await producer.stop();
     await consumer.stop();
@@ -186,7 +186,8 @@ async function main() {
       "",
       `**Run of ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC**, ${N} events; outbox: ${CONCURRENCY} concurrent producer transactions (one event each), consumer prefetch 50, MariaDB + the machine's RabbitMQ;`,
       `raw: confirm windows of ${WINDOW}. Latency: outbox = producer commit → consumer commit; raw = publish → received.`,
-      `Machine: ${os.cpus().length} vCPUs, Node ${process.version}, load average ${load0.toFixed(1)} → ${os.loadavg()[0]!.toFixed(1)}; duplicates absorbed by the inbox: ${o.duplicates}.`,
+      `Machine: ${os.cpus().length} vCPUs, Node ${process.version}, load average ${load0.toFixed(1)} → ${os.loadavg()[0]!.toFixed(1)}; duplicates absorbed by the inbox: ${o.duplicates};`,
+      `the consumer applied the ${N} events in ${o.transactions} transactions (${(N / Math.max(1, o.transactions)).toFixed(1)} per transaction: consumer.ts's batches).`,
       "",
       table,
       "",

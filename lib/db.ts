@@ -144,14 +144,22 @@ export async function pendingMigrations(db: Knex, migrationsDir: string): Promis
 const RETRYABLE = new Set(["ER_LOCK_DEADLOCK", "ER_LOCK_WAIT_TIMEOUT", "SQLITE_BUSY"]);
 
 /**
- * Runs `work` in a transaction (REPEATABLE READ on InnoDB, serialized on SQLite) and
- * retries it from the start when the database chose it as a deadlock victim: the
- * transaction was rolled back whole, so running it again is safe.
+ * Runs `work` in a transaction (REPEATABLE READ on InnoDB unless `isolation` says otherwise,
+ * serialized on SQLite whatever it says) and retries it from the start when the database
+ * chose it as a deadlock victim: the transaction was rolled back whole, so running it again
+ * is safe.
  */
-export async function inTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => Promise<T>, attempts = 3): Promise<T> {
+export async function inTransaction<T>(
+  db: Knex,
+  work: (trx: Knex.Transaction) => Promise<T>,
+  attempts = 3,
+  isolation?: "read committed",
+): Promise<T> {
+  // SQLite has one writer at a time and no isolation levels to choose (knex would refuse one).
+  const config = isolation && /mysql/i.test(String(db.client.config.client)) ? { isolationLevel: isolation } : undefined;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await db.transaction(work);
+      return await db.transaction(work, config);
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (attempt >= attempts || !code || !RETRYABLE.has(code)) throw err;

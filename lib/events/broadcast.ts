@@ -146,6 +146,11 @@ export function addEmbeddedBroadcast(broker: ServiceBroker, opts: BroadcastOptio
         opts.onResync();
       }
     },
+    async deliverBatch(envelopes) {
+      // No database here (in-memory handlers): one by one, in order; deliver does not throw.
+      for (const envelope of envelopes) await this.deliver(envelope);
+      return envelopes.map(() => undefined);
+    },
     async deadLetter() {
       // Never reached: deliver does not throw.
     },

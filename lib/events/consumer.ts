@@ -8,6 +8,26 @@
  * Lock order is always inbox row first, then the effect's rows. Two copies handled at once
  * on MariaDB: the second insert waits on the first's key and fails once it commits.
  *
+ * Batches (`applyBatch`): messages that wait together are applied in ONE transaction, each
+ * inbox row then its effect in turn, so N messages cost one commit instead of N. A duplicate's
+ * failed inbox insert aborts only that statement on both engines, so it is skipped and the
+ * batch goes on. Any other failure (a handler's error, a deadlock after inTransaction's
+ * retries) rolls the whole batch back, and its messages are applied one by one (`applyOnce`),
+ * so one bad message costs its neighbours a second run of their handlers, never their effect
+ * or an extra attempt. So a handler's effects belong in the transaction (or in
+ * `trx.executionPromise` hooks, which run only on commit), and any outside it must be
+ * idempotent (the order service's `product.commit`): as retries already require.
+ * The price: a batch holds its rows' locks until its last message is applied, remote calls
+ * of its handlers included (a batch is at most `batchSize` messages).
+ * Isolation: on InnoDB a batch runs READ COMMITTED. At REPEATABLE READ every plain read would
+ * see the snapshot of the batch's FIRST read, so a handler that locks its row and then reads
+ * (the recommendation model: lock the user, read their purchases) would miss what another
+ * replica committed since, and lose its update (the two-replica test in
+ * recommendation.int.spec.ts caught exactly that). READ COMMITTED gives each statement a fresh
+ * snapshot: a handler reads, after its locks, what it read in a transaction of its own. It
+ * takes no gap locks: the handlers lock rows by key (order, cart, reservations, user), and
+ * uniqueness is kept by the keys. A message applied alone (`applyOnce`) stays REPEATABLE READ.
+ *
  * Cluster mode (`AmqpConsumer`): manual acks, sent only after the commit (a crash before the
  * ack redelivers the message; the inbox absorbs it). Retry with backoff: a failed message is
  * republished (confirmed) to the retry queue of its step, with `x-attempts` incremented, and
@@ -36,9 +56,11 @@ export interface ConsumerStats {
   duplicates: number;
   retried: number;
   deadLettered: number;
+  /** Committed transactions that applied messages (a batch counts once): applied ÷ this = batching. */
+  transactions: number;
 }
 
-export const newStats = (): ConsumerStats => ({ applied: 0, duplicates: 0, retried: 0, deadLettered: 0 });
+export const newStats = (): ConsumerStats => ({ applied: 0, duplicates: 0, retried: 0, deadLettered: 0, transactions: 0 });
 
 class DuplicateMessage extends Error {}
 
@@ -61,6 +83,37 @@ export async function applyOnce(db: Knex, envelope: Envelope, handler: EventHand
   }
 }
 
+/** One message of a batch: its envelope and the handler for its name. */
+export interface BatchItem {
+  envelope: Envelope;
+  handler: EventHandler;
+}
+
+/**
+ * Several messages in ONE transaction (see the top of this file). Resolves with each message's
+ * outcome, in order, once the transaction committed; rejects, with nothing committed, when
+ * any handler failed or the transaction could not commit: the caller then applies the
+ * messages one by one.
+ */
+export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applied" | "duplicate")[]> {
+  return inTransaction(db, async (trx) => {
+    const outcomes: ("applied" | "duplicate")[] = [];
+    for (const { envelope, handler } of items) {
+      try {
+        await trx("inbox").insert({ message_id: envelope.id, event: envelope.name, received_at: Date.now() });
+      } catch (err) {
+        if (!isUniqueViolation(err)) throw err;
+        // Already applied (or earlier in this batch): only the insert was undone.
+        outcomes.push("duplicate");
+        continue;
+      }
+      await handler(trx, envelope.payload, envelope);
+      outcomes.push("applied");
+    }
+    return outcomes;
+  }, 3, "read committed");
+}
+
 export { parseEnvelope };
 
 interface Logger {
@@ -78,9 +131,20 @@ export interface AmqpConsumerOptions {
   maxAttempts: number;
   retryDelaysMs: number[];
   prefetch: number;
+  /** Messages applied in one transaction at most (default: the prefetch ÷ `concurrency`, at least 1). */
+  batchSize?: number;
+  /** Apply transactions in progress at once (default 4, under the knex pool of 10: the service's actions keep connections). */
+  concurrency?: number;
   logger: Logger;
   /** For the business counters (lib/metrics.ts); none: not counted. */
   broker?: ServiceBroker;
+}
+
+/** A message as delivered: acked (or nacked) on the channel that delivered it. */
+interface Delivery {
+  ch: Channel;
+  pub: ConfirmChannel;
+  msg: ConsumeMessage;
 }
 
 export class AmqpConsumer {
@@ -88,9 +152,17 @@ export class AmqpConsumer {
   private readonly reconnect: ReconnectLoop;
   private current: { ch: Channel; pub: ConfirmChannel; tag?: string } | undefined;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Delivered, not yet being applied: the next batch. */
+  private waiting: Delivery[] = [];
+  private drainScheduled = false;
+  private stopping = false;
+  private readonly batchSize: number;
+  private readonly concurrency: number;
 
   constructor(private readonly opts: AmqpConsumerOptions) {
     this.reconnect = new ReconnectLoop(`Event consumer '${opts.service}'`, opts.logger, () => this.setup());
+    this.concurrency = Math.max(1, opts.concurrency ?? 4);
+    this.batchSize = Math.max(1, opts.batchSize ?? Math.ceil(opts.prefetch / this.concurrency));
   }
 
   /** Resolves once consuming (first setup); reconnects in the background afterwards. */
@@ -120,51 +192,107 @@ export class AmqpConsumer {
     this.current = { ch, pub };
     const { consumerTag } = await ch.consume(topo.workQueue(service), (msg) => {
       if (!msg) return; // cancelled by the broker (queue deleted)
-      const p = this.onMessage(ch, pub, msg).finally(() => this.inFlight.delete(p));
-      this.inFlight.add(p);
+      this.waiting.push({ ch, pub, msg });
+      this.scheduleDrain();
     });
     this.current.tag = consumerTag;
     // Wrapped: an async function returning a promise would wait for it.
     return { closed };
   }
 
-  private async onMessage(ch: Channel, pub: ConfirmChannel, msg: ConsumeMessage): Promise<void> {
-    const attempts = Number(msg.properties.headers?.["x-attempts"] ?? 0) + 1;
-    try {
-      const envelope = parseEnvelope(msg.content, msg.properties.contentType);
-      const handler = this.opts.handlers[envelope.name];
-      if (!handler) throw new Error(`no handler for '${envelope.name}'`);
-      const outcome = await applyOnce(this.opts.db, envelope, handler);
-      this.stats[outcome === "applied" ? "applied" : "duplicates"]++;
-      countBusiness(this.opts.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: this.opts.service, event: envelope.name });
-      safe(() => ch.ack(msg));
-    } catch (err) {
-      const { topo, service, maxAttempts, retryDelaysMs } = this.opts;
-      const dead = attempts >= maxAttempts;
-      const queue = dead ? topo.deadQueue(service) : topo.retryQueue(service, retryDelaysMs[Math.min(attempts - 1, retryDelaysMs.length - 1)]);
-      const headers = {
-        ...msg.properties.headers,
-        "x-attempts": attempts,
-        "x-last-error": String((err as Error)?.message ?? err).slice(0, 500),
-        "x-routing-key": msg.fields.routingKey,
-        ...(dead ? { "x-dead-lettered-at": new Date().toISOString() } : {}),
-      };
+  /**
+   * A microtask later, not at once: every delivery parsed from the same socket read is in
+   * `waiting` by then and joins the same batch.
+   */
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return;
+    this.drainScheduled = true;
+    queueMicrotask(() => {
+      this.drainScheduled = false;
+      this.drain();
+    });
+  }
+
+  /** Starts batches while fewer than `concurrency` are in progress; each end starts the next. */
+  private drain(): void {
+    while (!this.stopping && this.waiting.length && this.inFlight.size < this.concurrency) {
+      const batch = this.waiting.splice(0, this.batchSize);
+      const p: Promise<void> = this.applyDeliveries(batch).finally(() => {
+        this.inFlight.delete(p);
+        this.drain();
+      });
+      this.inFlight.add(p);
+    }
+  }
+
+  /** A batch: one transaction when it can (`applyBatch`), else one message at a time. */
+  private async applyDeliveries(deliveries: Delivery[]): Promise<void> {
+    const ready: (Delivery & BatchItem)[] = [];
+    for (const d of deliveries) {
       try {
-        await withTimeout(
-          new Promise<void>((resolve, reject) =>
-            pub.sendToQueue(queue, msg.content, { ...msg.properties, headers, persistent: true }, (e) => (e ? reject(e) : resolve())),
-          ),
-          10_000,
-          "republish confirm",
-        );
-        this.stats[dead ? "deadLettered" : "retried"]++;
-        countBusiness(this.opts.broker, dead ? "events_dead_lettered" : "events_retried", { service, event: String(msg.properties.type ?? msg.fields.routingKey) });
-        if (dead) this.opts.logger.error(`Event ${msg.properties.messageId} moved to ${queue} after ${attempts} attempt(s): ${headers["x-last-error"]}`);
-        safe(() => ch.ack(msg));
-      } catch {
-        // Not republished: let the broker redeliver it (or it will on reconnect).
-        safe(() => ch.nack(msg, false, true));
+        const envelope = parseEnvelope(d.msg.content, d.msg.properties.contentType);
+        const handler = this.opts.handlers[envelope.name];
+        if (!handler) throw new Error(`no handler for '${envelope.name}'`);
+        ready.push({ ...d, envelope, handler });
+      } catch (err) {
+        await this.onFailure(d, err);
       }
+    }
+    if (ready.length > 1) {
+      const outcomes = await applyBatch(this.opts.db, ready).catch(() => undefined);
+      if (outcomes) {
+        this.stats.transactions++;
+        ready.forEach((d, i) => this.onApplied(d, outcomes[i]!));
+        return;
+      }
+      // Rolled back as a whole: each message on its own below, so the one that fails is found.
+    }
+    for (const d of ready) {
+      try {
+        const outcome = await applyOnce(this.opts.db, d.envelope, d.handler);
+        if (outcome === "applied") this.stats.transactions++;
+        this.onApplied(d, outcome);
+      } catch (err) {
+        await this.onFailure(d, err);
+      }
+    }
+  }
+
+  /** Committed (or already applied): counted, then acked. */
+  private onApplied(d: Delivery & BatchItem, outcome: "applied" | "duplicate"): void {
+    this.stats[outcome === "applied" ? "applied" : "duplicates"]++;
+    countBusiness(this.opts.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: this.opts.service, event: d.envelope.name });
+    safe(() => d.ch.ack(d.msg));
+  }
+
+  /** Not applied: republished to its retry queue (or the dead-letter queue), then acked. */
+  private async onFailure({ ch, pub, msg }: Delivery, err: unknown): Promise<void> {
+    const attempts = Number(msg.properties.headers?.["x-attempts"] ?? 0) + 1;
+    const { topo, service, maxAttempts, retryDelaysMs } = this.opts;
+    const dead = attempts >= maxAttempts;
+    const queue = dead ? topo.deadQueue(service) : topo.retryQueue(service, retryDelaysMs[Math.min(attempts - 1, retryDelaysMs.length - 1)]);
+    const headers = {
+      ...msg.properties.headers,
+      "x-attempts": attempts,
+      "x-last-error": String((err as Error)?.message ?? err).slice(0, 500),
+      "x-routing-key": msg.fields.routingKey,
+      ...(dead ? { "x-dead-lettered-at": new Date().toISOString() } : {}),
+    };
+    try {
+      await withTimeout(
+        new Promise<void>((resolve, reject) =>
+          pub.sendToQueue(queue, msg.content, { ...msg.properties, headers, persistent: true }, (e) => (e ? reject(e) : resolve())),
+        ),
+        10_000,
+        "republish confirm",
+      );
+      this.stats[dead ? "deadLettered" : "retried"]++;
+      countBusiness(this.opts.broker, dead ? "events_dead_lettered" : "events_retried", { service, event: String(msg.properties.type ?? msg.fields.routingKey) });
+      if (dead) this.opts.logger.error(`Event ${msg.properties.messageId} moved to ${queue} after ${attempts} attempt(s): ${headers["x-last-error"]}`);
+      safe(() => ch.ack(msg));
+    } catch {
+      // Not republished: let the broker redeliver it (or it will on reconnect).
+      safe(() => ch.nack(msg, false, true));
     }
   }
 
@@ -175,6 +303,9 @@ export class AmqpConsumer {
    */
   async stop(graceMs = 10_000): Promise<void> {
     const ended = this.reconnect.stop();
+    // Deliveries not yet started stay unacked: the broker redelivers them when the channel closes.
+    this.stopping = true;
+    this.waiting = [];
     const cur = this.current;
     const quiet = <T>(p: Promise<T>, ms: number, what: string) =>
       withTimeout(p, ms, what).catch((err) => this.opts.logger.warn(`Event consumer '${this.opts.service}' stop: ${(err as Error).message}`));
@@ -203,6 +334,11 @@ export interface EmbeddedSubscriber {
   /** Resolves when the subscriber's service started (its database is migrated). */
   ready: Promise<void>;
   deliver(envelope: Envelope): Promise<void>;
+  /**
+   * Several envelopes of this subscriber's events, in one transaction when they can be
+   * (`applyBatch`), else one by one: resolves with each one's error, or undefined if applied.
+   */
+  deliverBatch(envelopes: Envelope[]): Promise<(Error | undefined)[]>;
   deadLetter(envelope: Envelope, attempts: number, err: Error): Promise<void>;
 }
 
@@ -237,6 +373,10 @@ export function embeddedSubscriber(opts: {
   logger: Logger;
   broker?: ServiceBroker;
 }): EmbeddedSubscriber {
+  const counted = (envelope: Envelope, outcome: "applied" | "duplicate") => {
+    opts.stats[outcome === "applied" ? "applied" : "duplicates"]++;
+    countBusiness(opts.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: opts.service, event: envelope.name });
+  };
   return {
     service: opts.service,
     events: Object.keys(opts.handlers),
@@ -244,8 +384,23 @@ export function embeddedSubscriber(opts: {
     async deliver(envelope) {
       await opts.ready;
       const outcome = await applyOnce(opts.db(), envelope, opts.handlers[envelope.name]!);
-      opts.stats[outcome === "applied" ? "applied" : "duplicates"]++;
-      countBusiness(opts.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: opts.service, event: envelope.name });
+      if (outcome === "applied") opts.stats.transactions++;
+      counted(envelope, outcome);
+    },
+    async deliverBatch(envelopes) {
+      await opts.ready;
+      if (envelopes.length > 1) {
+        const outcomes = await applyBatch(opts.db(), envelopes.map((envelope) => ({ envelope, handler: opts.handlers[envelope.name]! }))).catch(() => undefined);
+        if (outcomes) {
+          opts.stats.transactions++;
+          envelopes.forEach((e, i) => counted(e, outcomes[i]!));
+          return envelopes.map(() => undefined);
+        }
+        // Rolled back as a whole: each on its own below, so the one that fails is found.
+      }
+      const errors: (Error | undefined)[] = [];
+      for (const envelope of envelopes) errors.push(await this.deliver(envelope).then(() => undefined, (err: Error) => err));
+      return errors;
     },
     async deadLetter(envelope, attempts, err) {
       await opts.ready;

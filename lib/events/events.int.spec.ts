@@ -15,7 +15,8 @@ import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, uniqueNamespace } from "../../test/support/servers";
 import { listDeadLetters, replayDeadLetters } from "./dead-letters";
-import { consumerService, producerService } from "./fixtures/services";
+import { consumerService, producerService, recordEffect } from "./fixtures/services";
+import type { EventHandler } from "./consumer";
 import type { Envelope } from "./outbox";
 import { dropAll, eventQueueMessages, eventsConfig, newDataDir, startBroker, svc, waitFor, type EventsTestEnv } from "./support";
 import { topology } from "./topology";
@@ -123,6 +124,71 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
+  /**
+   * A backlog of `payloads` waiting in the consumer's work queue (declared by a first start,
+   * then filled while no consumer runs), and a consumer started on it: the burst a consumer
+   * sees after a restart or behind a busy producer. Resolves once every message was handled.
+   */
+  async function burst(payloads: object[], handler: EventHandler = recordEffect) {
+    const t = env();
+    const config = eventsConfig(t);
+    const service = () => consumerService(config, ["order.placed"], { prefetch: 60, handler });
+    await (await startBroker("c0", [service()])).stop();
+    const producer = await startBroker("p", [producerService(config)]);
+    const ids: string[] = await producer.call("shop.emit", { event: "order.placed", payloads });
+    const queue = topology(t.namespace).workQueue("audit");
+    await waitFor("the backlog queued", async () => (await eventQueueMessages(vhost.vhost, t.namespace)).byQueue.get(queue) === payloads.length);
+    const consumer = await startBroker("c1", [service()]);
+    const audit = svc<Events>(consumer, "audit");
+    await waitFor(`${payloads.length} applied`, async () => audit.eventStats().applied === payloads.length);
+    await untilQuiet("the event layer", {
+      "unsent outbox rows": () => unsentOutbox(svc<Events>(producer, "shop").db),
+      "messages in the event queues": async () => (await eventQueueMessages(vhost.vhost, t.namespace)).total,
+    });
+    return {
+      ids,
+      stats: audit.eventStats(),
+      effects: (await effects(consumer)).map((r) => r.message_id),
+      stop: async () => {
+        await consumer.stop();
+        await producer.stop();
+        await dropAll(config, ["shop", "audit"]);
+      },
+    };
+  }
+
+  test("a burst is applied in batches: many messages per transaction, each once", async () => {
+    const run = await burst(Array.from({ length: 60 }, (_, n) => ({ n })));
+    try {
+      assert.deepEqual([...run.effects].sort(), [...run.ids].sort());
+      assert.equal(run.stats.duplicates, 0);
+      // prefetch 60 in batches of 30: a few transactions, not one per message.
+      assert.ok(run.stats.transactions <= 12, `60 messages in ${run.stats.transactions} transactions`);
+    } finally {
+      await run.stop();
+    }
+  });
+
+  test("a message that fails inside a batch: retried alone; its neighbours applied once, none retried", async () => {
+    let failures = 0;
+    const run = await burst(
+      Array.from({ length: 60 }, (_, n) => ({ n, poison: n === 20 })),
+      async (trx, payload, envelope) => {
+        // Twice: once in its batch (rolled back), once on its own (then retried).
+        if ((payload as { poison: boolean }).poison && failures++ < 2) throw new Error("fails twice");
+        await recordEffect(trx, payload, envelope);
+      },
+    );
+    try {
+      assert.deepEqual([...run.effects].sort(), [...run.ids].sort());
+      assert.equal(run.stats.retried, 1, `only the failing message went to the retry queue: ${JSON.stringify(run.stats)}`);
+      assert.equal(run.stats.duplicates, 0);
+      assert.equal(run.stats.deadLettered, 0);
+    } finally {
+      await run.stop();
+    }
+  });
+
   test("two relay replicas on one outbox (SKIP LOCKED): every row published once", async () => {
     const t = env();
     const config = eventsConfig(t, { EVENTS_POLL_INTERVAL_MS: "20" });
@@ -188,22 +254,28 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
     env: { EVENTS_MAX_ATTEMPTS: "3", EVENTS_RETRY_DELAYS_MS: "50,100", EVENTS_POLL_INTERVAL_MS: "50" },
   });
 
-  test("rows delivered in-process once; a failing consumer is retried, dead-lettered in its table, replayed", async () => {
-    const config = eventsConfig(env());
-    let failing = true;
-    let calls = 0;
-    const broker = await startBroker("n1", [
+  /** A producer and two consumers: audit, and picky, which refuses a message when `refuses(poison)` says so. */
+  const withPicky = (config: ReturnType<typeof eventsConfig>, refuses: (poison: boolean) => boolean) =>
+    startBroker("n1", [
       producerService(config),
       consumerService(config, ["order.placed"]),
       consumerService(config, ["order.placed"], {
         name: "picky",
         handler: async (trx, payload, envelope) => {
-          calls++;
-          if (failing && (payload as { poison?: boolean }).poison) throw new Error("picky refuses");
-          await trx("effects").insert({ message_id: envelope.id, event: envelope.name, payload: JSON.stringify(payload), applied_at: Date.now() });
+          if (refuses(Boolean((payload as { poison?: boolean }).poison))) throw new Error("picky refuses");
+          await recordEffect(trx, payload, envelope);
         },
       }),
     ]);
+
+  test("rows delivered in-process once; a failing consumer is retried, dead-lettered in its table, replayed", async () => {
+    const config = eventsConfig(env());
+    let failing = true;
+    let calls = 0;
+    const broker = await withPicky(config, (poison) => {
+      calls++;
+      return failing && poison;
+    });
     try {
       const ids: string[] = await broker.call("shop.emit", { event: "order.placed", payloads: Array.from({ length: 20 }, (_, n) => ({ n })) });
       await waitFor("20 effects in both", async () => (await effects(broker)).length === 20 && (await effects(broker, "picky")).length === 20);
@@ -223,6 +295,32 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       await waitFor("replayed", async () => (await effects(broker, "picky")).some((r) => r.message_id === poison));
       assert.equal((await listDeadLetters(config, "picky")).length, 0);
       assert.deepEqual((await effects(broker, "picky")).map((r) => r.message_id).sort(), [...ids, poison].sort());
+    } finally {
+      await broker.stop();
+      await dropAll(config, ["shop", "audit", "picky"]);
+    }
+  });
+
+  test("a pass's rows reach each consumer in one transaction; a row that fails there is retried alone", async () => {
+    const config = eventsConfig(env());
+    let failures = 0;
+    // Twice: in its batch (rolled back), then on its own (the row is retried).
+    const broker = await withPicky(config, (poison) => poison && failures++ < 2);
+    try {
+      // A backlog: rows committed while the relay is stopped, then one pass over all of them.
+      const relay = svc<Events & { $events: { relay: { stop(): Promise<void>; start(): void } } }>(broker, "shop").$events.relay;
+      await relay.stop();
+      const ids: string[] = await broker.call("shop.emit", { event: "order.placed", payloads: Array.from({ length: 20 }, (_, n) => ({ n, poison: n === 7 })) });
+      relay.start();
+      await waitFor("20 effects in both", async () => (await effects(broker)).length === 20 && (await effects(broker, "picky")).length === 20);
+      const audit = svc<Events>(broker, "audit").eventStats();
+      const picky = svc<Events>(broker, "picky").eventStats();
+      assert.equal(audit.transactions, 1, `audit: 20 rows in one transaction: ${JSON.stringify(audit)}`);
+      assert.equal(audit.duplicates, 1, "the retried row came again to audit, a duplicate there");
+      assert.deepEqual((await effects(broker, "picky")).map((r) => r.message_id).sort(), [...ids].sort());
+      assert.equal(failures, 3, "the failing row ran in its batch, on its own, and once more when retried");
+      assert.equal(picky.applied, 20);
+      assert.equal((await svc<Events>(broker, "shop").db("outbox").whereNull("sent_at")).length, 0);
     } finally {
       await broker.stop();
       await dropAll(config, ["shop", "audit", "picky"]);

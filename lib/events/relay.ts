@@ -18,7 +18,8 @@
  * the same file could publish a row twice (absorbed by the inbox).
  *
  * Embedded mode (`EmbeddedRelay`): the same rows are delivered in-process to the local
- * subscribers (consumer.ts), each applying them through its inbox. A row is marked sent
+ * subscribers (consumer.ts), each applying a pass's rows through its inbox in one transaction
+ * (one by one when that fails). A row is marked sent
  * when every subscriber applied it (or dead-lettered it); a failure keeps the row pending
  * with `attempts + 1` and `available_at` pushed back by the retry delay, and re-delivers to
  * every subscriber (those that already applied it see a duplicate, a no-op).
@@ -33,7 +34,7 @@ import type { ServiceBroker } from "moleculer";
 import { countBusiness } from "../metrics";
 import { AGAIN, periodic, type Periodic } from "../periodic";
 import { backoffMs, type AmqpLink } from "./amqp";
-import type { EmbeddedBus } from "./consumer";
+import type { EmbeddedBus, EmbeddedSubscriber } from "./consumer";
 import { claimPending, isMysql, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
 import { assertExchange, type Topology } from "./topology";
 import { encodeEnvelope, EVENT_CONTENT_TYPE } from "./wire";
@@ -94,9 +95,11 @@ abstract class RelayLoop {
     this.loop?.kick();
   }
 
-  /** Waits for the pass in progress (bounded), then closes the channel. */
+  /** Waits for the pass in progress (bounded), then closes the channel; `start` resumes. */
   async stop(): Promise<void> {
-    await this.loop?.stop();
+    const loop = this.loop;
+    this.loop = undefined;
+    await loop?.stop();
     await this.reset();
   }
 
@@ -231,32 +234,43 @@ export class EmbeddedRelay extends RelayLoop {
   protected async pass(): Promise<number> {
     const { db, source, bus, maxAttempts, retryDelaysMs } = this.embOpts;
     const rows = await claimPending(db, this.batchSize, Date.now(), false);
-    for (const row of rows) {
-      const envelope = toEnvelope(row, source);
-      const failed: { deadLetter(e: typeof envelope, attempts: number, err: Error): Promise<void>; err: Error; service: string }[] = [];
-      for (const sub of bus.subscribers(row.event)) {
-        try {
-          await sub.deliver(envelope);
-        } catch (err) {
-          failed.push({ deadLetter: (e, a, x) => sub.deadLetter(e, a, x), err: err as Error, service: sub.service });
-        }
+    if (!rows.length) return 0;
+    const envelopes = rows.map((row) => toEnvelope(row, source));
+    // Each subscriber gets all of this pass's rows it subscribes to at once (one transaction
+    // when none fails, consumer.ts); a row is sent once every subscriber applied it.
+    const failures = new Map<number, { sub: EmbeddedSubscriber; err: Error }[]>();
+    const subs = new Set(rows.flatMap((row) => bus.subscribers(row.event)));
+    for (const sub of subs) {
+      const mine = rows.flatMap((row, i) => (sub.events.includes(row.event) ? [i] : []));
+      let errors: (Error | undefined)[];
+      try {
+        errors = await sub.deliverBatch(mine.map((i) => envelopes[i]!));
+      } catch (err) {
+        errors = mine.map(() => err as Error);
       }
-      if (!failed.length) {
-        await markSent(db, [row.seq], Date.now());
-        this.published++;
-        countBusiness(this.opts.broker, "events_published", { service: source, event: row.event });
-        continue;
-      }
+      errors.forEach((err, k) => {
+        if (!err) return;
+        const seq = rows[mine[k]!]!.seq;
+        failures.set(seq, [...(failures.get(seq) ?? []), { sub, err }]);
+      });
+    }
+    const sent = rows.filter((row) => !failures.has(row.seq));
+    await markSent(db, sent.map((row) => row.seq), Date.now());
+    this.published += sent.length;
+    for (const row of sent) countBusiness(this.opts.broker, "events_published", { service: source, event: row.event });
+    for (const [i, row] of rows.entries()) {
+      const failed = failures.get(row.seq);
+      if (!failed) continue;
       const attempts = row.attempts + 1;
       const message = failed.map((f) => f.err.message).join("; ");
       if (attempts >= maxAttempts) {
-        for (const f of failed) await f.deadLetter(envelope, attempts, f.err);
+        for (const f of failed) await f.sub.deadLetter(envelopes[i]!, attempts, f.err);
         await markRetry(db, row.seq, attempts, row.available_at, message);
         await markSent(db, [row.seq], Date.now());
       } else {
         const delay = retryDelaysMs[Math.min(attempts - 1, retryDelaysMs.length - 1)] ?? 1000;
         await markRetry(db, row.seq, attempts, Date.now() + delay, message);
-        for (const f of failed) countBusiness(this.opts.broker, "events_retried", { service: f.service, event: row.event });
+        for (const f of failed) countBusiness(this.opts.broker, "events_retried", { service: f.sub.service, event: row.event });
       }
     }
     return rows.length;
