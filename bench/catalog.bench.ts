@@ -60,6 +60,7 @@ import {
   load,
   markdownTable,
   onCleanup,
+  pidOf,
   scoped,
   startChild,
   summaryFigure,
@@ -165,22 +166,6 @@ const HOT_STOCK = 1_000_000_000;
 /** What the product repo's reserveStock does for one unit, less its `deleted_at IS NULL`, `updated_at` and `version`. */
 const CONDITIONAL_UPDATE = "UPDATE products SET reserved = reserved + 1 WHERE id = ? AND on_hand - reserved >= 1";
 
-/** A shared server's pid by its /proc comm (MariaDB, Redis), to report its CPU; undefined if not found. */
-function pidOf(...comms: string[]): number | undefined {
-  try {
-    for (const entry of fs.readdirSync("/proc")) {
-      if (!/^\d+$/.test(entry)) continue;
-      try {
-        if (comms.includes(fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim())) return Number(entry);
-      } catch {
-        // gone meanwhile
-      }
-    }
-  } catch {
-    // no /proc
-  }
-  return undefined;
-}
 // Looked up by main() only (the child roles have no use for them).
 let mariadbPid: number | undefined;
 let redisPid: number | undefined;

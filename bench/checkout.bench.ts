@@ -64,6 +64,7 @@ import {
   installSignalCleanup,
   markdownTable,
   onCleanup,
+  pidOf,
   profileArgs,
   startChild,
   summaryFigure,
@@ -139,31 +140,6 @@ function fail(what: string): void {
   failed = true;
   notes.push(`FAILED: ${what}`);
   say(`  FAILED: ${what}\n`);
-}
-
-/**
- * A shared server's pid by its /proc comm (MariaDB, RabbitMQ, Redis), to report its CPU: the
- * longest-running one, since tests elsewhere on the machine may start private servers of their own.
- */
-function pidOf(...comms: string[]): number | undefined {
-  let best: { pid: number; start: number } | undefined;
-  try {
-    for (const entry of fs.readdirSync("/proc")) {
-      if (!/^\d+$/.test(entry)) continue;
-      try {
-        if (!comms.includes(fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim())) continue;
-        const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
-        // Field 22 (starttime), counted after the command name "(...)" as field 3.
-        const start = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
-        if (!best || start < best.start) best = { pid: Number(entry), start };
-      } catch {
-        // gone meanwhile
-      }
-    }
-  } catch {
-    // no /proc
-  }
-  return best?.pid;
 }
 
 function percentile(sorted: Float64Array | number[], q: number): number {

@@ -23,7 +23,7 @@ import { consumerService, producerService, recordEffect } from "../lib/events/fi
 import { dropAll, eventsConfig, newDataDir, startBroker, waitFor } from "../lib/events/support";
 import type { EventsServiceThis } from "../mixins/events.mixin";
 import { createVhost } from "../test/support/rabbitmq";
-import { appendResults, summaryFigure } from "./support";
+import { appendResults, cpuSeconds, pidOf, summaryFigure } from "./support";
 import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 
 const N = Number(process.env.BENCH_EVENTS ?? 5000);
@@ -80,7 +80,26 @@ async function raw(uri: string): Promise<Result> {
   return { name: "raw amqplib (confirmed publish → consume)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds };
 }
 
-async function outbox(uri: string): Promise<Result & { duplicates: number; transactions: number }> {
+interface OutboxResult extends Result {
+  duplicates: number;
+  transactions: number;
+  /** When the producers' last commit returned: the rest of `seconds` is the pipeline catching up. */
+  producedS: number;
+  /** CPU µs per event, by process, over the outbox case. */
+  cpuUs: { name: string; us: number | undefined }[];
+}
+
+/** CPU seconds of this process (producer, relay and consumer) and of the shared servers. */
+function cpuNow(): { name: string; s: number | undefined }[] {
+  const self = process.cpuUsage();
+  return [
+    { name: "this process (producer, relay, consumer)", s: (self.user + self.system) / 1e6 },
+    { name: "MariaDB", s: ((pid) => (pid ? cpuSeconds(pid) : undefined))(pidOf("mariadbd", "mysqld")) },
+    { name: "RabbitMQ", s: ((pid) => (pid ? cpuSeconds(pid) : undefined))(pidOf("beam.smp")) },
+  ];
+}
+
+async function outbox(uri: string): Promise<OutboxResult> {
   const t = { namespace: uniqueNamespace("b"), dataDir: newDataDir(), db: "mariadb" as const, rabbitUri: uri, mysqlUrl: MYSQL_URL, env: { EVENTS_POLL_INTERVAL_MS: "1000", LOG_LEVEL: "warn" } };
   const config = eventsConfig(t);
   const committedAt = new Map<string, number>();
@@ -105,6 +124,7 @@ async function outbox(uri: string): Promise<Result & { duplicates: number; trans
   const producer = await startBroker("producer", [producerService(config)], "warn");
   const shop = producer.getLocalService("shop") as unknown as EventsServiceThis & { db: Knex };
   try {
+    const cpu0 = cpuNow();
     const start = performance.now();
     let next = 0;
     await Promise.all(
@@ -120,10 +140,16 @@ async function outbox(uri: string): Promise<Result & { duplicates: number; trans
         }
       }),
     );
+    const producedS = (performance.now() - start) / 1000;
     await waitFor("all applied", async () => latencies.length >= N, 300_000, 50);
+    const cpu1 = cpuNow();
     const stats = (consumer.getLocalService("audit") as unknown as EventsServiceThis).eventStats();
     const seconds = (last - start) / 1000;
-    return { name: "outbox → relay → RabbitMQ → inbox (MariaDB)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds, duplicates: stats.duplicates, transactions: stats.transactions };
+    const cpuUs = cpu0.map((c, i) => ({ name: c.name, us: c.s !== undefined && cpu1[i]!.s !== undefined ? ((cpu1[i]!.s! - c.s) * 1e6) / N : undefined }));
+    return {
+      name: "outbox → relay → RabbitMQ → inbox (MariaDB)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds,
+      duplicates: stats.duplicates, transactions: stats.transactions, producedS, cpuUs,
+    };
   } finally {
     await producer.stop();
     await consumer.stop();
@@ -188,6 +214,8 @@ async function main() {
       `raw: confirm windows of ${WINDOW}. Latency: outbox = producer commit → consumer commit; raw = publish → received.`,
       `Machine: ${os.cpus().length} vCPUs, Node ${process.version}, load average ${load0.toFixed(1)} → ${os.loadavg()[0]!.toFixed(1)}; duplicates absorbed by the inbox: ${o.duplicates};`,
       `the consumer applied the ${N} events in ${o.transactions} transactions (${(N / Math.max(1, o.transactions)).toFixed(1)} per transaction: consumer.ts's batches).`,
+      `The producers' last commit returned after ${o.producedS.toFixed(2)} s of the outbox case's ${o.seconds.toFixed(2)} s (the rest: relay and consumer catching up; latency counts that wait).`,
+      `CPU per event over the outbox case: ${o.cpuUs.map((c) => `${c.name} ${c.us === undefined ? "n/a" : `${Math.round(c.us)} µs`}`).join(", ")}.`,
       "",
       table,
       "",

@@ -35,6 +35,7 @@ import {
   load,
   markdownTable,
   onCleanup,
+  pidOf,
   profileArgs,
   scoped,
   startChild,
@@ -114,21 +115,7 @@ interface Row {
 const rows: Row[] = [];
 
 /** The local RabbitMQ server's pid (beam.smp), to report its CPU in the remote case; undefined if not found. */
-const rabbitPid: number | undefined = (() => {
-  try {
-    for (const entry of fs.readdirSync("/proc")) {
-      if (!/^\d+$/.test(entry)) continue;
-      try {
-        if (fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim() === "beam.smp") return Number(entry);
-      } catch {
-        // gone meanwhile
-      }
-    }
-  } catch {
-    // no /proc
-  }
-  return undefined;
-})();
+const rabbitPid = pidOf("beam.smp");
 const notes: string[] = [];
 
 // Every variable Meridian reads, blanked (empty = unset), so the caller's shell cannot

@@ -295,6 +295,31 @@ export async function waitForStatus(url: string, status: number, children: Child
 }
 
 /**
+ * A shared server's pid by its /proc comm (MariaDB, RabbitMQ, Redis), to report its CPU: the
+ * longest-running one, since tests elsewhere on the machine may start private servers of their own.
+ */
+export function pidOf(...comms: string[]): number | undefined {
+  let best: { pid: number; start: number } | undefined;
+  try {
+    for (const entry of fs.readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        if (!comms.includes(fs.readFileSync(`/proc/${entry}/comm`, "utf8").trim())) continue;
+        const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+        // Field 22 (starttime), counted after the command name "(...)" as field 3.
+        const start = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+        if (!best || start < best.start) best = { pid: Number(entry), start };
+      } catch {
+        // gone meanwhile
+      }
+    }
+  } catch {
+    // no /proc
+  }
+  return best?.pid;
+}
+
+/**
  * CPU time (user + system, all threads) a process has used so far, in seconds, from
  * /proc/<pid>/stat; undefined where there is no /proc (not Linux) or the process is gone.
  */
