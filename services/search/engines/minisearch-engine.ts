@@ -410,7 +410,10 @@ export class MiniSearchEngine implements SearchEngine {
   private expand(term: string, prefix: boolean, fuzzy: boolean): Expansion[] {
     const out: Expansion[] = [];
     // A term only dead products held (until the next compaction) is not in the vocabulary.
-    const held = (id: number) => this.df.subarray(id * F, id * F + F).some((n) => n > 0);
+    const held = (id: number) => {
+      for (let i = id * F; i < id * F + F; i++) if (this.df[i] > 0) return true;
+      return false;
+    };
     const exact = this.termId.get(term);
     if (exact !== undefined && held(exact)) out.push({ termId: exact, weight: 1 });
     if (prefix)
@@ -434,7 +437,7 @@ export class MiniSearchEngine implements SearchEngine {
       this.epoch = 1;
     }
     const epoch = this.epoch;
-    const { stamp, hits, score, matched } = this;
+    const { stamp, hits, score, matched, fieldLength } = this;
     const fieldBoost = SEARCH_FIELDS.map((f) => (opts.boost as Record<string, number>)[f] ?? 0);
     let fieldMask = 0;
     for (let f = 0; f < F; f++) if (fieldBoost[f]) fieldMask |= TF_MAX << (f * TF_BITS);
@@ -473,7 +476,7 @@ export class MiniSearchEngine implements SearchEngine {
           for (let f = 0; f < F; f++) {
             const tf = (packed >> (f * TF_BITS)) & TF_MAX;
             if (!tf || !weights[f]) continue;
-            const norm = 1 - BM25.b + (BM25.b * this.fieldLength[f][s]) / avgLength[f];
+            const norm = 1 - BM25.b + (BM25.b * fieldLength[f][s]) / avgLength[f];
             sc += weights[f] * (BM25.d + (tf * (BM25.k + 1)) / (tf + BM25.k * norm));
           }
           score[s] += sc;
