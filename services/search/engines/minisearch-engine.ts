@@ -455,10 +455,7 @@ export class MiniSearchEngine implements SearchEngine {
       for (const { termId, weight } of order[j]) {
         const list = this.postings[termId];
         const end = this.postingEnd[termId];
-        for (let f = 0; f < F; f++) {
-          const df = this.df[termId * F + f];
-          weights[f] = fieldBoost[f] && df > 0 ? weight * fieldBoost[f] * Math.log(1 + (live - df + 0.5) / (df + 0.5)) : 0;
-        }
+        let weighed = false; // the expansion's field weights, computed at its first match (many never match)
         for (let r = 0; r < end; r += 2) {
           const packed = list[r + 1];
           if (!(packed & fieldMask)) continue;
@@ -472,6 +469,13 @@ export class MiniSearchEngine implements SearchEngine {
           }
           if (and && hits[s] < j) continue; // missed an earlier term
           hits[s] = j + 1;
+          if (!weighed) {
+            for (let f = 0; f < F; f++) {
+              const df = this.df[termId * F + f];
+              weights[f] = fieldBoost[f] && df > 0 ? weight * fieldBoost[f] * Math.log(1 + (live - df + 0.5) / (df + 0.5)) : 0;
+            }
+            weighed = true;
+          }
           let sc = 0;
           for (let f = 0; f < F; f++) {
             const tf = (packed >> (f * TF_BITS)) & TF_MAX;
