@@ -4,7 +4,7 @@
  * matching (typo-tolerant, last term as a prefix, AND then OR), filters, category/brand
  * facets over all matches, sort, one page — so that their figures compare.
  *
- *   node --expose-gc --import tsx bench/search-candidates.ts [candidate…]
+ *   npx tsx bench/search-candidates.ts [candidate…]
  *
  * BENCH_DOCS (default 100000), BENCH_QUERIES per class (default 200). FlexSearch and Orama
  * are not dependencies: they are loaded from PROBE_DEPS (a folder with their node_modules,
@@ -19,17 +19,10 @@ import type SearchableMap from "minisearch/dist/es/SearchableMap";
 import { autoFuzziness, parseSearchQuery, type ProductDoc, type SearchQuery } from "../services/search/engines/engine";
 import { MiniSearchEngine } from "../services/search/engines/minisearch-engine";
 import { syntheticProducts } from "../lib/demo-catalog";
-import { CLASSES, miniSearchOptions, miniSearchQuery } from "./search.bench";
+import { CLASSES, memoryMb, miniSearchOptions, miniSearchQuery, pct } from "./search.bench";
 
 const N = Number(process.env.BENCH_DOCS ?? 100_000);
 const PER_CLASS = Number(process.env.BENCH_QUERIES ?? 200);
-const gc = (globalThis as { gc?: () => void }).gc ?? (() => {});
-/** JS heap + ArrayBuffers after a GC, MB (typed arrays' contents are outside the heap). */
-const memoryMb = () => {
-  gc();
-  const m = process.memoryUsage();
-  return (m.heapUsed + m.arrayBuffers) / 1048576;
-};
 
 interface Candidate {
   name: string;
@@ -265,12 +258,6 @@ function load(name: string): unknown {
   } catch {
     return undefined;
   }
-}
-
-function pct(samples: number[]) {
-  const s = samples.slice().sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
-  return { p50: at(0.5), p99: at(0.99) };
 }
 
 const MAKERS: Record<string, () => Candidate | undefined> = {

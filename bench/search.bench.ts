@@ -63,7 +63,7 @@ export const miniSearchQuery = (combineWith: "AND" | "OR") => ({
   combineWith,
 });
 
-function pct(samples: number[]): { p50: number; p99: number; mean: number } {
+export function pct(samples: number[]): { p50: number; p99: number; mean: number } {
   const s = samples.slice().sort((a, b) => a - b);
   const at = (q: number) => s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
   return { p50: at(0.5), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length };
@@ -75,7 +75,7 @@ const progress = (s: string) => process.stderr.write(s);
 v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
 /** Retained memory after a forced GC, MB: the JS heap plus ArrayBuffer backing stores (our postings are typed arrays, outside the heap). */
-const memoryMb = () => {
+export const memoryMb = () => {
   gc();
   const m = process.memoryUsage();
   return (m.heapUsed + m.arrayBuffers) / 1048576;
