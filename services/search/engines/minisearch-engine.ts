@@ -4,7 +4,7 @@
  * its own compact inverted index, with MiniSearch's radix tree (`minisearch/SearchableMap`)
  * as the vocabulary for the typo-tolerant and prefix lookups. (The MiniSearch class itself
  * was dropped: it scores every expansion of every term over every field into Maps before
- * the AND, and its index is ~3× larger. `kind` stays "minisearch", the name search.status
+ * the AND, and its index is ~2× larger. `kind` stays "minisearch", the name search.status
  * has always reported for the in-process engine.)
  *
  * Matching (as before, and as the Elasticsearch engine): fields name (boost 3), brand (2),
@@ -38,7 +38,7 @@
  * searchable fields are unchanged (a price or stock change, the usual product event)
  * updates the columns in place and keeps the slot.
  *
- * Limits: one process, one thread; everything in the heap (~70 MB at 100k products beside
+ * Limits: one process, one thread; everything in memory (~110 MB of heap and ArrayBuffers at 100k products beside
  * the documents themselves). `index()` yields to the event loop every 1,000 products.
  */
 import type SearchableMapType from "minisearch/dist/es/SearchableMap";
