@@ -1,28 +1,99 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import fc from "fast-check";
 import { engineConformance } from "./conformance";
-import { MiniSearchEngine, topK } from "./minisearch-engine";
-import { parseSearchQuery } from "./engine";
+import { MiniSearchEngine, tokenize, topK } from "./minisearch-engine";
+import { parseSearchQuery, type ProductDoc, type RawSearchQuery } from "./engine";
+import { testCatalog } from "./fixtures/catalog";
 import { syntheticProducts } from "../../../lib/demo-catalog";
 
 engineConformance("MiniSearchEngine", async () => new MiniSearchEngine());
+
+const ids = async (engine: MiniSearchEngine, raw: RawSearchQuery) => (await engine.search(parseSearchQuery(raw))).items.map((p) => p.id).sort();
+
+/** Products named `name`, the other searchable fields neutral (one word each, not in any name). */
+function named(rows: Array<[id: string, name: string]>): ProductDoc[] {
+  const base = testCatalog()[0];
+  return rows.map(([id, name]) => ({ ...base, id, sku: `X-${id}`, name, description: "item", tags: [], brand: "Acme", category: "Misc" }));
+}
 
 describe("MiniSearchEngine specifics", () => {
   it("topK equals a full sort's first k, for small and large k", () => {
     const arr = Array.from({ length: 500 }, (_, i) => (i * 7919) % 997);
     const cmp = (a: number, b: number) => a - b;
     for (const k of [1, 5, 20, 62, 63, 100, 500, 600]) assert.deepEqual(topK(arr, k, cmp), arr.slice().sort(cmp).slice(0, k));
+    assert.deepEqual(topK(Int32Array.from(arr), 20, cmp), arr.slice().sort(cmp).slice(0, 20));
   });
 
-  it("bulk-indexes a large batch in chunks and survives many replaces (auto-vacuum)", async () => {
+  it("tokenize splits as MiniSearch's tokenizer did (lowercase, split on spaces and punctuation)", () => {
+    const regexSplit = (s: string) => s.toLowerCase().split(/[\n\r\p{Z}\p{P}]+/u).filter(Boolean);
+    assert.deepEqual(tokenize("WH-1000XM5 Wireless, c++ $5 <tag> a_b 😀x😀 日本語\u00a0テスト"), ["wh", "1000xm5", "wireless", "c++", "$5", "<tag>", "a", "b", "😀x😀", "日本語", "テスト"]);
+    fc.assert(fc.property(fc.string({ unit: "binary" }), (s) => assert.deepEqual(tokenize(s), regexSplit(s))), { numRuns: 2000 });
+    fc.assert(fc.property(fc.string({ unit: fc.constantFrom(..."aZ9 ,.-_!?\n\u00a0\u2014\u3000😀\ud83d\ude00é\u{1039f}") }), (s) => assert.deepEqual(tokenize(s), regexSplit(s))), { numRuns: 2000 });
+  });
+
+  it("fuzzy matches only a term the vocabulary lacks (and, last, no longer word starts with)", async () => {
     const engine = new MiniSearchEngine();
+    await engine.index(named([["a", "Desk Lamp"], ["b", "Camp Stove"], ["c", "Lamps Set"], ["d", "Stow Bag"]]));
+    // "lamp" is a word: no fuzzy ("camp" is one edit away), the prefix finds "lamps".
+    assert.deepEqual(await ids(engine, { q: "lamp" }), ["a", "c"]);
+    // "lamq" is not: one edit finds "lamp" ("lamps" is two away).
+    assert.deepEqual(await ids(engine, { q: "lamq" }), ["a"]);
+    // As the last term "stov" starts "stove": no fuzzy ("stow" is one edit away)…
+    assert.deepEqual(await ids(engine, { q: "stov" }), ["b"]);
+    // …not as an earlier term (no prefix there): fuzzy finds "stow" and "stove", the AND keeps "stow bag".
+    assert.deepEqual(await ids(engine, { q: "stov bag" }), ["d"]);
+    // A word only removed products had is no longer in the vocabulary: fuzzy again.
+    await engine.remove("a");
+    await engine.remove("c");
+    assert.deepEqual(await ids(engine, { q: "lamp" }), ["b"]);
+  });
+
+  it("a q of punctuation alone matches nothing (it is not a browse)", async () => {
+    const engine = new MiniSearchEngine();
+    await engine.index(testCatalog());
+    const r = await engine.search(parseSearchQuery({ q: "?!" }));
+    assert.equal(r.total, 0);
+    assert.deepEqual(r.facets, { category: [], brand: [] });
+  });
+
+  it("an upsert that changes no searchable field updates price, stock and the facets in place", async () => {
+    const engine = new MiniSearchEngine();
+    await engine.index(testCatalog());
+    const p = testCatalog().find((x) => x.id === "p03")!; // iPhone 14, out of stock
+    assert.deepEqual(await ids(engine, { q: "iphone", inStock: "true", brand: "Apple" }), ["p01", "p02", "p04"]);
+    await engine.upsert({ ...p, stock: { onHand: 5, reserved: 0, available: 5 }, price: { amount: 100, currency: "EUR" }, version: 2 });
+    assert.deepEqual(await ids(engine, { q: "iphone", inStock: "true", brand: "Apple" }), ["p01", "p02", "p03", "p04"]);
+    assert.deepEqual(await ids(engine, { q: "", maxPrice: "100" }), ["p03"]);
+    const first = (await engine.search(parseSearchQuery({ q: "", sort: "price_asc", pageSize: "1" }))).items[0];
+    assert.equal(first.id, "p03");
+    assert.equal(first.version, 2, "the stored document is the new copy");
+    assert.equal(await engine.count(), 30);
+  });
+
+  it("after many replaces and removals (compactions), answers exactly as an engine built fresh from the survivors", async () => {
     const products = syntheticProducts(3000, 7);
-    await engine.index(products);
-    assert.equal(await engine.count(), 3000);
-    for (const p of products.slice(0, 1500)) await engine.upsert({ ...p, name: `${p.name} Renewed`, version: p.version + 1 });
-    assert.equal(await engine.count(), 3000);
-    const r = await engine.search(parseSearchQuery({ q: "renewed", pageSize: "1" }));
-    assert.equal(r.total, 1500);
+    const churned = new MiniSearchEngine();
+    await churned.index(products);
+    const current = new Map(products.map((p) => [p.id, p]));
+    // Renames (new words, old ones dropped), stock-only changes, removals, re-adds: > 1,000 dead slots, several compactions.
+    for (const [i, p] of products.entries()) {
+      if (i % 2 === 0) current.set(p.id, { ...p, name: `${p.name} Renewed${i % 7}`, description: "refurbished", version: 2 });
+      else if (i % 5 === 1) current.set(p.id, { ...p, stock: { ...p.stock, available: 0 }, version: 2 });
+      else if (i % 5 === 3) current.delete(p.id);
+      if (current.has(p.id)) await churned.upsert(current.get(p.id)!);
+      else await churned.remove(p.id, 2);
+    }
+    for (const p of products.slice(0, 200)) if (!current.has(p.id)) await churned.upsert({ ...p, version: 3 }), current.set(p.id, { ...p, version: 3 });
+    const fresh = new MiniSearchEngine();
+    await fresh.index([...current.values()]);
+    assert.equal(await churned.count(), current.size);
+    const queries: RawSearchQuery[] = [
+      { q: "renewed3" }, { q: "refurbished", pageSize: "50" }, { q: "laptop" }, { q: "labtop pro" }, { q: "sony wireless headphones" },
+      { q: "", category: "Phones", inStock: "true", sort: "price_desc" }, { q: "camera", brand: "Sony", page: "2" }, { q: "renew" },
+    ];
+    for (const q of queries) assert.deepEqual(await churned.search(parseSearchQuery(q)), await fresh.search(parseSearchQuery(q)), JSON.stringify(q));
+    assert.deepEqual(await churned.suggest("sam gal", 10), await fresh.suggest("sam gal", 10));
   });
 
   it("the synthetic catalog is deterministic", () => {
