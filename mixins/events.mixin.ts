@@ -40,6 +40,11 @@ export interface EventsMixinOptions {
   prefetch?: number;
   /** Outbox rows per relay pass. */
   batchSize?: number;
+  /**
+   * false: each message in a transaction of its own, never in a batch with others
+   * (lib/events/consumer.ts): for handlers that call other services inside the transaction.
+   */
+  batch?: boolean;
 }
 
 /** Event name (of the catalog) → its handler. */
@@ -102,7 +107,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
         // Registered now, before any service starts, so no relay can deliver an event
         // before this consumer is known; deliveries wait for `ready` (database migrated).
         const ready = new Promise<void>((r) => (rt.markReady = r));
-        rt.subscriber = embeddedSubscriber({ service: name, db: () => this.db, handlers, stats, ready, logger: this.logger, broker: this.broker });
+        rt.subscriber = embeddedSubscriber({ service: name, db: () => this.db, handlers, stats, ready, logger: this.logger, broker: this.broker, batch: opts.batch });
         busFor(this.broker).add(rt.subscriber);
       }
       this.$events = rt;
@@ -123,6 +128,8 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
             service: name, db, link: rt.link, topo, handlers,
             maxAttempts: config.events.maxAttempts, retryDelaysMs: config.events.retryDelaysMs,
             prefetch: opts.prefetch ?? 20, logger: this.logger, broker: this.broker,
+            // Unbatched: every prefetched message in its own transaction at once, as before batches.
+            ...(opts.batch === false ? { batchSize: 1, concurrency: opts.prefetch ?? 20 } : {}),
           });
           await rt.consumer.start();
         }

@@ -50,6 +50,26 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(await effectIds(), [...before, ...items.map((i) => i.envelope.id)].sort());
     });
 
+    test("the inbox rows first, in message-id order, then the handlers in the batch's order", async () => {
+      const seen: string[] = [];
+      const handler: EventHandler = async (trx, payload, env) => {
+        seen.push(`handler ${env.id}`);
+        await recordEffect(trx, payload, env);
+      };
+      const items: BatchItem[] = Array.from({ length: 6 }, (_, n) => ({ envelope: envelope(300 + n), handler }));
+      const inboxInsert = (q: { sql: string; bindings?: unknown[] }) => {
+        if (/insert into .inbox./i.test(q.sql)) seen.push(`inbox ${q.bindings?.find((b) => items.some((i) => i.envelope.id === b))}`);
+      };
+      db.on("query", inboxInsert);
+      try {
+        await applyBatch(db, items);
+      } finally {
+        db.off("query", inboxInsert);
+      }
+      const ids = items.map((i) => i.envelope.id);
+      assert.deepEqual(seen, [...[...ids].sort().map((id) => `inbox ${id}`), ...ids.map((id) => `handler ${id}`)]);
+    });
+
     test("a message already applied, and one twice in the batch: skipped; the others applied once", async () => {
       const old = envelope(100);
       assert.equal(await applyOnce(db, old, recordEffect), "applied");

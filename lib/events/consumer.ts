@@ -8,17 +8,22 @@
  * Lock order is always inbox row first, then the effect's rows. Two copies handled at once
  * on MariaDB: the second insert waits on the first's key and fails once it commits.
  *
- * Batches (`applyBatch`): messages that wait together are applied in ONE transaction, each
- * inbox row then its effect in turn, so N messages cost one commit instead of N. A duplicate's
- * failed inbox insert aborts only that statement on both engines, so it is skipped and the
- * batch goes on. Any other failure (a handler's error, a deadlock after inTransaction's
- * retries) rolls the whole batch back, and its messages are applied one by one (`applyOnce`),
- * so one bad message costs its neighbours a second run of their handlers, never their effect
- * or an extra attempt. So a handler's effects belong in the transaction (or in
- * `trx.executionPromise` hooks, which run only on commit), and any outside it must be
- * idempotent (the order service's `product.commit`): as retries already require.
- * The price: a batch holds its rows' locks until its last message is applied, remote calls
- * of its handlers included (a batch is at most `batchSize` messages).
+ * Batches (`applyBatch`): messages that wait together are applied in ONE transaction, so N
+ * messages cost one commit instead of N: first every inbox row, in message-id order (so two
+ * batches take the inbox keys in the same order), then each new message's handler in turn.
+ * A duplicate's failed inbox insert aborts only that statement on both engines, so it is
+ * skipped and the batch goes on. Any other failure (a handler's error, a deadlock: not
+ * retried as a batch) rolls the whole batch back, and its messages are applied one by one
+ * (`applyOnce`), so one bad message costs its neighbours a second run of their handlers,
+ * never their effect or an extra attempt. Hence batching is only for consumers whose
+ * handlers keep their effects in the transaction (or in `trx.executionPromise` hooks, which
+ * run only on commit). A consumer whose handlers call other services inside the transaction
+ * opts out (`batch: false`, the order service): a neighbour's failure would roll back its
+ * state after the remote effect happened, and open the window in which a concurrent action
+ * (a cancel waiting on the order's lock) acts on the old state.
+ * The price: a batch holds its rows' locks until its last message is applied (a batch is at
+ * most `batchSize` messages); two batches that lock the same effect rows in opposite orders
+ * deadlock, and the loser is applied one by one.
  * Isolation: on InnoDB a batch runs READ COMMITTED. At REPEATABLE READ every plain read would
  * see the snapshot of the batch's FIRST read, so a handler that locks its row and then reads
  * (the recommendation model: lock the user, read their purchases) would miss what another
@@ -58,9 +63,11 @@ export interface ConsumerStats {
   deadLettered: number;
   /** Committed transactions that applied messages (a batch counts once): applied ÷ this = batching. */
   transactions: number;
+  /** Batches rolled back as a whole, their messages then applied one by one. */
+  batchesRolledBack: number;
 }
 
-export const newStats = (): ConsumerStats => ({ applied: 0, duplicates: 0, retried: 0, deadLettered: 0, transactions: 0 });
+export const newStats = (): ConsumerStats => ({ applied: 0, duplicates: 0, retried: 0, deadLettered: 0, transactions: 0, batchesRolledBack: 0 });
 
 class DuplicateMessage extends Error {}
 
@@ -96,23 +103,43 @@ export interface BatchItem {
  * messages one by one.
  */
 export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applied" | "duplicate")[]> {
-  return inTransaction(db, async (trx) => {
-    const outcomes: ("applied" | "duplicate")[] = [];
-    for (const { envelope, handler } of items) {
-      try {
-        await trx("inbox").insert({ message_id: envelope.id, event: envelope.name, received_at: Date.now() });
-      } catch (err) {
-        if (!isUniqueViolation(err)) throw err;
-        // Already applied (or earlier in this batch): only the insert was undone.
-        outcomes.push("duplicate");
-        continue;
+  // Not retried on a deadlock (attempts = 1): the one-by-one fallback is the retry.
+  return inTransaction(
+    db,
+    async (trx) => {
+      const duplicate = new Set<number>();
+      const order = items.map((_, i) => i).sort((a, b) => (items[a]!.envelope.id < items[b]!.envelope.id ? -1 : items[a]!.envelope.id > items[b]!.envelope.id ? 1 : a - b));
+      for (const i of order) {
+        const { envelope } = items[i]!;
+        try {
+          await trx("inbox").insert({ message_id: envelope.id, event: envelope.name, received_at: Date.now() });
+        } catch (err) {
+          if (!isUniqueViolation(err)) throw err;
+          // Already applied (or earlier in this batch): only the insert was undone.
+          duplicate.add(i);
+        }
       }
-      await handler(trx, envelope.payload, envelope);
-      outcomes.push("applied");
-    }
-    return outcomes;
-  }, 3, "read committed");
+      for (const [i, { envelope, handler }] of items.entries()) if (!duplicate.has(i)) await handler(trx, envelope.payload, envelope);
+      return items.map((_, i) => (duplicate.has(i) ? "duplicate" : "applied"));
+    },
+    1,
+    "read committed",
+  );
 }
+
+/**
+ * A batch that rolled back: logged at most once a minute per consumer (every message still
+ * gets applied one by one; a batch that always fails, say a database refusing READ
+ * COMMITTED writes, would otherwise only show as lost throughput).
+ */
+function batchFailed(stats: ConsumerStats, logger: Logger, service: string, err: unknown): void {
+  stats.batchesRolledBack++;
+  const now = Date.now();
+  if (now - (lastBatchWarning.get(stats) ?? 0) < 60_000) return;
+  lastBatchWarning.set(stats, now);
+  logger.warn(`Event consumer '${service}': a batch rolled back (${(err as Error)?.message ?? err}); its messages are applied one by one (${stats.batchesRolledBack} so far)`);
+}
+const lastBatchWarning = new WeakMap<ConsumerStats, number>();
 
 export { parseEnvelope };
 
@@ -171,6 +198,7 @@ export class AmqpConsumer {
 
   /** Resolves once consuming (first setup); reconnects in the background afterwards. */
   start(): Promise<void> {
+    this.stopping = false;
     return this.reconnect.start();
   }
 
@@ -219,6 +247,8 @@ export class AmqpConsumer {
 
   /** Starts batches while fewer than `concurrency` are in progress; each end starts the next. */
   private drain(): void {
+    // Deliveries of a channel that closed cannot be acked: the broker redelivers them.
+    if (this.waiting.length && this.waiting[0]!.ch !== this.current?.ch) this.waiting = this.waiting.filter((d) => d.ch === this.current?.ch);
     while (!this.stopping && this.waiting.length && this.inFlight.size < this.concurrency) {
       const batch = this.waiting.splice(0, this.batchSize);
       const p: Promise<void> = this.applyDeliveries(batch).finally(() => {
@@ -243,9 +273,9 @@ export class AmqpConsumer {
       }
     }
     if (ready.length > 1) {
-      const outcomes = await applyBatch(this.opts.db, ready).catch(() => undefined);
+      const outcomes = await applyBatch(this.opts.db, ready).catch((err: unknown) => batchFailed(this.stats, this.opts.logger, this.opts.service, err));
       if (outcomes) {
-        this.stats.transactions++;
+        if (outcomes.includes("applied")) this.stats.transactions++;
         ready.forEach((d, i) => this.onApplied(d, outcomes[i]!));
         return;
       }
@@ -332,6 +362,9 @@ function safe(fn: () => void): void {
 
 // ---- embedded mode ----
 
+/** Rows of a relay pass applied in one transaction at most (embedded mode). */
+export const EMBEDDED_BATCH = 8;
+
 export interface EmbeddedSubscriber {
   service: string;
   events: string[];
@@ -353,6 +386,9 @@ export class EmbeddedBus {
   }
   remove(sub: EmbeddedSubscriber): void {
     this.subs.delete(sub);
+  }
+  has(sub: EmbeddedSubscriber): boolean {
+    return this.subs.has(sub);
   }
   subscribers(event: string): EmbeddedSubscriber[] {
     return [...this.subs].filter((s) => s.events.includes(event));
@@ -376,6 +412,8 @@ export function embeddedSubscriber(opts: {
   ready: Promise<void>;
   logger: Logger;
   broker?: ServiceBroker;
+  /** false: one transaction per message (see the top of this file). */
+  batch?: boolean;
 }): EmbeddedSubscriber {
   const counted = (envelope: Envelope, outcome: "applied" | "duplicate") => {
     opts.stats[outcome === "applied" ? "applied" : "duplicates"]++;
@@ -393,17 +431,25 @@ export function embeddedSubscriber(opts: {
     },
     async deliverBatch(envelopes) {
       await opts.ready;
-      if (envelopes.length > 1) {
-        const outcomes = await applyBatch(opts.db(), envelopes.map((envelope) => ({ envelope, handler: opts.handlers[envelope.name]! }))).catch(() => undefined);
-        if (outcomes) {
-          opts.stats.transactions++;
-          envelopes.forEach((e, i) => counted(e, outcomes[i]!));
-          return envelopes.map(() => undefined);
-        }
-        // Rolled back as a whole: each on its own below, so the one that fails is found.
-      }
       const errors: (Error | undefined)[] = [];
-      for (const envelope of envelopes) errors.push(await this.deliver(envelope).then(() => undefined, (err: Error) => err));
+      // In chunks: the service's one SQLite connection waits for a batch, so a batch is short.
+      const size = opts.batch === false ? 1 : EMBEDDED_BATCH;
+      for (let at = 0; at < envelopes.length; at += size) {
+        const chunk = envelopes.slice(at, at + size);
+        if (chunk.length > 1) {
+          const outcomes = await applyBatch(opts.db(), chunk.map((envelope) => ({ envelope, handler: opts.handlers[envelope.name]! }))).catch((err: unknown) =>
+            batchFailed(opts.stats, opts.logger, opts.service, err),
+          );
+          if (outcomes) {
+            if (outcomes.includes("applied")) opts.stats.transactions++;
+            chunk.forEach((e, i) => counted(e, outcomes[i]!));
+            errors.push(...chunk.map(() => undefined));
+            continue;
+          }
+          // Rolled back as a whole: each on its own below, so the one that fails is found.
+        }
+        for (const envelope of chunk) errors.push(await this.deliver(envelope).then(() => undefined, (err: Error) => err));
+      }
       return errors;
     },
     async deadLetter(envelope, attempts, err) {

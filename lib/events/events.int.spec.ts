@@ -16,7 +16,7 @@ import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, uniqueNamespace } from "../../test/support/servers";
 import { listDeadLetters, replayDeadLetters } from "./dead-letters";
 import { consumerService, producerService, recordEffect } from "./fixtures/services";
-import type { EventHandler } from "./consumer";
+import { EMBEDDED_BATCH, type EventHandler } from "./consumer";
 import type { Envelope } from "./outbox";
 import { dropAll, eventQueueMessages, eventsConfig, newDataDir, startBroker, svc, waitFor, type EventsTestEnv } from "./support";
 import { topology } from "./topology";
@@ -254,11 +254,15 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
     env: { EVENTS_MAX_ATTEMPTS: "3", EVENTS_RETRY_DELAYS_MS: "50,100", EVENTS_POLL_INTERVAL_MS: "50" },
   });
 
-  /** A producer and two consumers: audit, and picky, which refuses a message when `refuses(poison)` says so. */
+  /**
+   * A producer and consumers: audit, picky (refuses a message when `refuses(poison)` says so),
+   * and solo (never batched).
+   */
   const withPicky = (config: ReturnType<typeof eventsConfig>, refuses: (poison: boolean) => boolean) =>
     startBroker("n1", [
       producerService(config),
       consumerService(config, ["order.placed"]),
+      consumerService(config, ["order.placed"], { name: "solo", batch: false }),
       consumerService(config, ["order.placed"], {
         name: "picky",
         handler: async (trx, payload, envelope) => {
@@ -297,11 +301,11 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       assert.deepEqual((await effects(broker, "picky")).map((r) => r.message_id).sort(), [...ids, poison].sort());
     } finally {
       await broker.stop();
-      await dropAll(config, ["shop", "audit", "picky"]);
+      await dropAll(config, ["shop", "audit", "picky", "solo"]);
     }
   });
 
-  test("a pass's rows reach each consumer in one transaction; a row that fails there is retried alone", async () => {
+  test("a pass's rows reach each consumer in batches (one transaction per message with batch: false); a row that fails there is retried alone", async () => {
     const config = eventsConfig(env());
     let failures = 0;
     // Twice: in its batch (rolled back), then on its own (the row is retried).
@@ -315,7 +319,11 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       await waitFor("20 effects in both", async () => (await effects(broker)).length === 20 && (await effects(broker, "picky")).length === 20);
       const audit = svc<Events>(broker, "audit").eventStats();
       const picky = svc<Events>(broker, "picky").eventStats();
-      assert.equal(audit.transactions, 1, `audit: 20 rows in one transaction: ${JSON.stringify(audit)}`);
+      const solo = svc<Events>(broker, "solo").eventStats();
+      assert.equal(audit.transactions, Math.ceil(20 / EMBEDDED_BATCH), `audit: 20 rows in batches of ${EMBEDDED_BATCH}: ${JSON.stringify(audit)}`);
+      assert.equal(solo.transactions, 20, `solo (batch: false): one transaction per row: ${JSON.stringify(solo)}`);
+      assert.equal(audit.batchesRolledBack, 0);
+      assert.equal(picky.batchesRolledBack, 1, "picky's batch with the failing row rolled back once");
       assert.equal(audit.duplicates, 1, "the retried row came again to audit, a duplicate there");
       assert.deepEqual((await effects(broker, "picky")).map((r) => r.message_id).sort(), [...ids].sort());
       assert.equal(failures, 3, "the failing row ran in its batch, on its own, and once more when retried");
@@ -323,7 +331,7 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       assert.equal((await svc<Events>(broker, "shop").db("outbox").whereNull("sent_at")).length, 0);
     } finally {
       await broker.stop();
-      await dropAll(config, ["shop", "audit", "picky"]);
+      await dropAll(config, ["shop", "audit", "picky", "solo"]);
     }
   });
 

@@ -241,6 +241,8 @@ export class EmbeddedRelay extends RelayLoop {
     const failures = new Map<number, { sub: EmbeddedSubscriber; err: Error }[]>();
     const subs = new Set(rows.flatMap((row) => bus.subscribers(row.event)));
     for (const sub of subs) {
+      // Removed during the pass (its service stopped): as if it had never subscribed.
+      if (!bus.has(sub)) continue;
       const mine = rows.flatMap((row, i) => (sub.events.includes(row.event) ? [i] : []));
       let errors: (Error | undefined)[];
       try {

@@ -75,6 +75,10 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         name: "order",
         config,
         consumes: orderConsumers,
+        // Its handlers call product.commit / release / returnStock inside the order's
+        // transaction: never batched, so no neighbour's failure can roll the order back
+        // after the product side acted (lib/events/consumer.ts).
+        batch: false,
       }),
       DbMixin({ name: "order", migrationsDir: path.join(__dirname, "migrations"), config }),
     ],
