@@ -21,6 +21,7 @@ import { createVhost, type RabbitVhost } from "../test/support/rabbitmq";
 import { REDIS_URL, uniqueNamespace } from "../test/support/servers";
 import { configProblems } from "../test/support/config";
 import { loadConfig } from "./config";
+import type { LogDestination } from "./logger";
 import { startHealthServer } from "./health-server";
 import { countBusiness, prometheusText } from "./metrics";
 import { tracingOptions, zipkinId } from "./tracing";
@@ -42,12 +43,10 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   return undefined;
 }
 
-/** Captures what Moleculer's Console logger prints (console.log / warn / error). */
-function captureConsole(): { lines: string[]; restore(): void } {
+/** Collects the log lines a broker writes (its destination, lib/logger.ts). */
+function captureLog(): { lines: string[]; destination: LogDestination } {
   const lines: string[] = [];
-  const saved = { log: console.log, warn: console.warn, error: console.error };
-  for (const k of ["log", "warn", "error"] as const) console[k] = (...args: unknown[]) => void lines.push(args.map(String).join(" "));
-  return { lines, restore: () => Object.assign(console, saved) };
+  return { lines, destination: { write: (chunk: string) => void lines.push(...chunk.split("\n").filter(Boolean)) } };
 }
 
 const jsonLines = (lines: string[]) =>
@@ -241,10 +240,10 @@ describe("business counters through a checkout (every service, embedded)", () =>
 
 describe("request ids and structured logs", () => {
   test("X-Request-Id is taken when sane, else generated; echoed; one JSON access line per request; never the token", async () => {
-    const cap = captureConsole(); // from the start: info lines stay out of the test's output
+    const cap = captureLog(); // from the start: info lines stay out of the test's output
     let app: TestApp | undefined;
     try {
-      app = await startTestApp({ services: ["gateway", "product"], env: { LOG_FORMAT: "json", LOG_LEVEL: "info" } });
+      app = await startTestApp({ services: ["gateway", "product"], env: { LOG_FORMAT: "json", LOG_LEVEL: "info" }, logDestination: cap.destination });
       const token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZ25hdHVyZQ";
       const given = "obs-Test_1.req";
       const ok = await request(app.baseUrl, "GET", "/api/products?pageSize=1", { headers: { "x-request-id": given }, token });
@@ -274,14 +273,15 @@ describe("request ids and structured logs", () => {
       assert.ok(!cap.lines.some((l) => l.includes(token) || l.includes("c2VjcmV0LXNpZ25hdHVyZQ")), "the bearer token is never logged");
     } finally {
       await app?.stop();
-      cap.restore();
     }
   });
 
   test("a line logged inside an action carries the request id, also through a call made without parentCtx", async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-obs-"));
-    const cap = captureConsole();
-    const broker = new ServiceBroker(brokerOptions(loadConfig({ DATA_DIR: dataDir, LOG_FORMAT: "json", LOG_LEVEL: "info", NODE_ID: "obs-log", NAMESPACE: uniqueNamespace() })));
+    const cap = captureLog();
+    const broker = new ServiceBroker(
+      brokerOptions(loadConfig({ DATA_DIR: dataDir, LOG_FORMAT: "json", LOG_LEVEL: "info", NODE_ID: "obs-log", NAMESPACE: uniqueNamespace() }), [], { logDestination: cap.destination }),
+    );
     broker.createService({
       name: "probe",
       actions: {
@@ -314,7 +314,6 @@ describe("request ids and structured logs", () => {
       assert.equal(jsonLines(cap.lines).find((l) => l.msg === "outside")?.requestId, undefined);
     } finally {
       await broker.stop();
-      cap.restore();
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });
