@@ -24,6 +24,7 @@ import { loadConfig } from "./config";
 import type { LogDestination } from "./logger";
 import { startHealthServer } from "./health-server";
 import { countBusiness, prometheusText } from "./metrics";
+import { isCancelled } from "./cancellation";
 import { tracingOptions, zipkinId } from "./tracing";
 
 /**
@@ -272,6 +273,48 @@ describe("request ids and structured logs", () => {
       assert.equal(missing.route, "/api/products/:id");
       assert.ok(!cap.lines.some((l) => l.includes(token) || l.includes("c2VjcmV0LXNpZ25hdHVyZQ")), "the bearer token is never logged");
     } finally {
+      await app?.stop();
+    }
+  });
+
+  test("a client that leaves before its answer: the request is cancelled on the node, its access line says 499", async () => {
+    const cap = captureLog();
+    // Holds product.list until released, so the client can leave while its request runs.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let waiting = 0;
+    const gate = {
+      name: "Gate",
+      localAction(next: (ctx: Context) => Promise<unknown>, action: { name?: string }) {
+        if (action.name !== "product.list") return next;
+        return async (ctx: Context) => {
+          waiting++;
+          await held;
+          return next(ctx);
+        };
+      },
+    };
+    let app: TestApp | undefined;
+    try {
+      app = await startTestApp({ services: ["gateway", "product"], env: { LOG_FORMAT: "json", LOG_LEVEL: "info" }, middlewares: [gate], logDestination: cap.destination });
+      const requestId = `leaves-${randomBytes(4).toString("hex")}`;
+      const leave = new AbortController();
+      const pending = fetch(`${app.baseUrl}/api/products?pageSize=1`, { headers: { "x-request-id": requestId }, signal: leave.signal }).then(() => "answered", () => "left");
+      await eventually("the request waits at the gate", () => waiting === 1);
+      leave.abort();
+      assert.equal(await pending, "left");
+      await eventually("cancelled on the node", () => isCancelled(app!.broker, requestId));
+      release();
+      await eventually("its access line", () => jsonLines(cap.lines).some((l) => l.kind === "access" && l.requestId === requestId));
+      const line = jsonLines(cap.lines).find((l) => l.kind === "access" && l.requestId === requestId)!;
+      assert.equal(line.status, 499);
+      assert.equal(line.path, "/api/products");
+      // An answered request is not cancelled.
+      const answered = await request(app.baseUrl, "GET", "/api/products?pageSize=1");
+      assert.equal(answered.status, 200);
+      assert.equal(isCancelled(app.broker, answered.headers.get("x-request-id")), false);
+    } finally {
+      release();
       await app?.stop();
     }
   });
