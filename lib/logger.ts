@@ -5,8 +5,8 @@
  *
  * - `npm start` (bin/start.ts): `asyncStdout()`, pino's asynchronous destination on fd 1. A line
  *   costs the request a string append; the write happens on libuv's thread pool, and lines logged
- *   while a write is in flight leave together in the next one. Measured on the gateway: the
- *   synchronous `console` line cost ~25-40 µs of CPU per request (bench/RESULTS.md, "second cuts").
+ *   while a write is in flight leave together in the next one. Measured on the gateway: the access
+ *   line 43-84 µs of CPU per request through `console`, 14-20 µs here (bench/RESULTS.md, "second cuts").
  * - anything else (tests, the REPL, tools): `process.stdout`, synchronous as `console` was. A test
  *   file runs in a node:test child whose fd 1 is also the runner's report pipe: a write from
  *   another thread there could land inside a report frame (seen in an earlier attempt), so only
