@@ -16,6 +16,7 @@ import { createRecommendationService } from "./services/recommendation/recommend
 import { createSearchService } from "./services/search/search.service";
 import { createUserService } from "./services/user/user.service";
 import type { AppConfig, ServiceName } from "./lib/config";
+import type { LogDestination } from "./lib/logger";
 import { registerProbe } from "./lib/readiness";
 import { cancellationService } from "./lib/cancellation";
 
@@ -36,10 +37,14 @@ export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => Servi
 /**
  * `middlewares`: added after the node's own (lib/…) and before Moleculer's internal ones
  * (moleculer.config.ts); a test uses it to hold or count calls of one action (a gate that
- * makes a slow call without a timing).
+ * makes a slow call without a timing). `logDestination`: where its log lines go (lib/logger.ts).
  */
-export function createBroker(config: AppConfig, services: ServiceName[] = config.services, opts: { middlewares?: Middleware[] } = {}): ServiceBroker {
-  const broker = new ServiceBroker(brokerOptions(config, opts.middlewares));
+export function createBroker(
+  config: AppConfig,
+  services: ServiceName[] = config.services,
+  opts: { middlewares?: Middleware[]; logDestination?: LogDestination } = {},
+): ServiceBroker {
+  const broker = new ServiceBroker(brokerOptions(config, opts.middlewares, { logDestination: opts.logDestination }));
   // Not ready while starting: the gateway listens before the other local services have
   // started and registered, and would answer their routes with 503.
   registerProbe(broker, "node", async () => {

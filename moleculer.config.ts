@@ -13,7 +13,8 @@ import { InProcessPrometheusReporter, registerBusinessMetrics } from "./lib/metr
 import { ContractAuditMiddleware } from "./lib/serializer/contract-audit";
 import { ProtobufSerializer } from "./lib/serializer/protobuf-serializer";
 import { internalMiddlewares } from "./lib/request-metrics";
-import { jsonLogFormatter, RequestScopeMiddleware, tracingOptions } from "./lib/tracing";
+import { AppLogger, type LogDestination } from "./lib/logger";
+import { RequestScopeMiddleware, tracingOptions } from "./lib/tracing";
 import { SafeAmqpTransporter } from "./lib/transporter/safe-amqp-transporter";
 
 /**
@@ -21,20 +22,24 @@ import { SafeAmqpTransporter } from "./lib/transporter/safe-amqp-transporter";
  * internal ones, where Moleculer itself would have put them: inside validation, caching,
  * timeouts and metrics. Given as `middlewares` over this object instead, they would replace
  * the list, and with `internalMiddlewares: false` that drops Moleculer's own middlewares too.
+ * `logDestination`: where log lines go (lib/logger.ts); synchronous stdout unless given.
  */
-export function brokerOptions(config: AppConfig, extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = []): BrokerOptions {
+export function brokerOptions(
+  config: AppConfig,
+  extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = [],
+  opts: { logDestination?: LogDestination } = {},
+): BrokerOptions {
   const options: BrokerOptions = {
     nodeID: config.nodeId,
     namespace: config.namespace,
-    logger: {
-      type: "Console",
-      options: {
-        level: config.logLevel,
-        // JSON: Moleculer's json line plus `requestId` inside a request (lib/tracing.ts).
-        formatter: config.logFormat === "json" ? (jsonLogFormatter as any) : "short",
-        colors: config.logFormat !== "json" && Boolean(process.stdout.isTTY),
-      },
-    },
+    // pino (lib/logger.ts): JSON lines with `requestId` inside a request, or Moleculer's short text;
+    // to the destination the entry point chose (bin/start.ts: asynchronous stdout).
+    logger: new AppLogger({
+      level: config.logLevel,
+      format: config.logFormat,
+      colors: Boolean(process.stdout.isTTY),
+      destination: opts.logDestination ?? process.stdout,
+    }),
     // Moleculer's default is no timeout: a call to a node that died hangs until discovery
     // drops it. With a timeout the caller gets a clean 503 after REQUEST_TIMEOUT_MS.
     requestTimeout: config.requestTimeoutMs,

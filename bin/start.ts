@@ -6,6 +6,7 @@
 import type { Service } from "moleculer";
 import { createBroker } from "../app";
 import { ConfigError, loadConfig, type AppConfig } from "../lib/config";
+import { asyncStdout } from "../lib/logger";
 import { startHealthServer, type HealthServer } from "../lib/health-server";
 
 export function loadConfigOrExit(opts: { tool?: boolean } = {}): AppConfig {
@@ -35,7 +36,9 @@ export function installShutdown(stop: () => Promise<unknown>): void {
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
-  const broker = createBroker(config);
+  // The server's log lines leave asynchronously (lib/logger.ts: what that guarantees on a stop and a crash).
+  const stdout = asyncStdout();
+  const broker = createBroker(config, config.services, { logDestination: stdout });
   for (const warning of config.warnings) broker.logger.warn(`WARNING: ${warning}`);
   // The internal listener (/metrics, and the health routes for a node without the gateway),
   // started before the broker so liveness answers (and readiness says "starting") while the
@@ -71,7 +74,8 @@ async function main(): Promise<void> {
       ? "  REPL: `npm run repl` in another terminal joins this cluster (same environment variables)"
       : "  REPL: stop this and run `npm run repl` (embedded mode is one process: it starts the system with a REPL attached)",
   );
-  process.stdout.write(`${lines.join("\n")}\n`);
+  // Through the log's destination: one writer on fd 1, so the banner never lands inside a log line.
+  stdout.write(`${lines.join("\n")}\n`);
 }
 
 if (require.main === module) void main();

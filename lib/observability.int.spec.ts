@@ -21,8 +21,10 @@ import { createVhost, type RabbitVhost } from "../test/support/rabbitmq";
 import { REDIS_URL, uniqueNamespace } from "../test/support/servers";
 import { configProblems } from "../test/support/config";
 import { loadConfig } from "./config";
+import type { LogDestination } from "./logger";
 import { startHealthServer } from "./health-server";
 import { countBusiness, prometheusText } from "./metrics";
+import { isCancelled } from "./cancellation";
 import { tracingOptions, zipkinId } from "./tracing";
 
 /**
@@ -42,12 +44,10 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   return undefined;
 }
 
-/** Captures what Moleculer's Console logger prints (console.log / warn / error). */
-function captureConsole(): { lines: string[]; restore(): void } {
+/** Collects the log lines a broker writes (its destination, lib/logger.ts). */
+function captureLog(): { lines: string[]; destination: LogDestination } {
   const lines: string[] = [];
-  const saved = { log: console.log, warn: console.warn, error: console.error };
-  for (const k of ["log", "warn", "error"] as const) console[k] = (...args: unknown[]) => void lines.push(args.map(String).join(" "));
-  return { lines, restore: () => Object.assign(console, saved) };
+  return { lines, destination: { write: (chunk: string) => void lines.push(...chunk.split("\n").filter(Boolean)) } };
 }
 
 const jsonLines = (lines: string[]) =>
@@ -241,10 +241,10 @@ describe("business counters through a checkout (every service, embedded)", () =>
 
 describe("request ids and structured logs", () => {
   test("X-Request-Id is taken when sane, else generated; echoed; one JSON access line per request; never the token", async () => {
-    const cap = captureConsole(); // from the start: info lines stay out of the test's output
+    const cap = captureLog(); // from the start: info lines stay out of the test's output
     let app: TestApp | undefined;
     try {
-      app = await startTestApp({ services: ["gateway", "product"], env: { LOG_FORMAT: "json", LOG_LEVEL: "info" } });
+      app = await startTestApp({ services: ["gateway", "product"], env: { LOG_FORMAT: "json", LOG_LEVEL: "info" }, logDestination: cap.destination });
       const token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZ25hdHVyZQ";
       const given = "obs-Test_1.req";
       const ok = await request(app.baseUrl, "GET", "/api/products?pageSize=1", { headers: { "x-request-id": given }, token });
@@ -274,14 +274,57 @@ describe("request ids and structured logs", () => {
       assert.ok(!cap.lines.some((l) => l.includes(token) || l.includes("c2VjcmV0LXNpZ25hdHVyZQ")), "the bearer token is never logged");
     } finally {
       await app?.stop();
-      cap.restore();
+    }
+  });
+
+  test("a client that leaves before its answer: the request is cancelled on the node, its access line says 499", async () => {
+    const cap = captureLog();
+    // Holds product.list until released, so the client can leave while its request runs.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let waiting = 0;
+    const gate = {
+      name: "Gate",
+      localAction(next: (ctx: Context) => Promise<unknown>, action: { name?: string }) {
+        if (action.name !== "product.list") return next;
+        return async (ctx: Context) => {
+          waiting++;
+          await held;
+          return next(ctx);
+        };
+      },
+    };
+    let app: TestApp | undefined;
+    try {
+      app = await startTestApp({ services: ["gateway", "product"], env: { LOG_FORMAT: "json", LOG_LEVEL: "info" }, middlewares: [gate], logDestination: cap.destination });
+      const requestId = `leaves-${randomBytes(4).toString("hex")}`;
+      const leave = new AbortController();
+      const pending = fetch(`${app.baseUrl}/api/products?pageSize=1`, { headers: { "x-request-id": requestId }, signal: leave.signal }).then(() => "answered", () => "left");
+      await eventually("the request waits at the gate", () => waiting === 1);
+      leave.abort();
+      assert.equal(await pending, "left");
+      await eventually("cancelled on the node", () => isCancelled(app!.broker, requestId));
+      release();
+      await eventually("its access line", () => jsonLines(cap.lines).some((l) => l.kind === "access" && l.requestId === requestId));
+      const line = jsonLines(cap.lines).find((l) => l.kind === "access" && l.requestId === requestId)!;
+      assert.equal(line.status, 499);
+      assert.equal(line.path, "/api/products");
+      // An answered request is not cancelled.
+      const answered = await request(app.baseUrl, "GET", "/api/products?pageSize=1");
+      assert.equal(answered.status, 200);
+      assert.equal(isCancelled(app.broker, answered.headers.get("x-request-id")), false);
+    } finally {
+      release();
+      await app?.stop();
     }
   });
 
   test("a line logged inside an action carries the request id, also through a call made without parentCtx", async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-obs-"));
-    const cap = captureConsole();
-    const broker = new ServiceBroker(brokerOptions(loadConfig({ DATA_DIR: dataDir, LOG_FORMAT: "json", LOG_LEVEL: "info", NODE_ID: "obs-log", NAMESPACE: uniqueNamespace() })));
+    const cap = captureLog();
+    const broker = new ServiceBroker(
+      brokerOptions(loadConfig({ DATA_DIR: dataDir, LOG_FORMAT: "json", LOG_LEVEL: "info", NODE_ID: "obs-log", NAMESPACE: uniqueNamespace() }), [], { logDestination: cap.destination }),
+    );
     broker.createService({
       name: "probe",
       actions: {
@@ -314,7 +357,6 @@ describe("request ids and structured logs", () => {
       assert.equal(jsonLines(cap.lines).find((l) => l.msg === "outside")?.requestId, undefined);
     } finally {
       await broker.stop();
-      cap.restore();
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });

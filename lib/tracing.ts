@@ -11,7 +11,7 @@
  *   ids that are not hex (a client's request id) are hashed into a valid Zipkin id, the
  *   request id is kept as a tag, a post has a timeout, and `stop()` flushes what is queued.
  * - `RequestScopeMiddleware`: runs every local action and event handler inside an
- *   AsyncLocalStorage scope holding its context, so (1) the JSON log formatter adds
+ *   AsyncLocalStorage scope holding its context, so (1) the JSON log lines (lib/logger.ts) add
  *   `requestId` to every line written while handling a request, and (2) a `broker.call`
  *   made inside a handler without `parentCtx` still continues the request (its request id
  *   and the trace's parent span; NOT its meta: identity and idempotency keys are passed on
@@ -100,32 +100,6 @@ export class LogFields {
 }
 
 export const logFields = (fields: LogFields["fields"]): LogFields => new LogFields(fields);
-
-/**
- * Moleculer's "json" line (`ts`, `level`, `msg`, `nodeID`, `ns`, `mod`, `svc`), plus
- * `requestId` inside a request and the fields of a leading `logFields(...)` argument.
- */
-export function jsonLogFormatter(
-  this: unknown,
-  type: string,
-  args: unknown[],
-  bindings: Record<string, unknown>,
-  { printArgs }: { printArgs(args: unknown[]): unknown[] },
-): string[] {
-  const fields = args[0] instanceof LogFields ? args[0].fields : undefined;
-  const rest = fields ? args.slice(1) : args;
-  const requestId = currentRequestId();
-  return [
-    JSON.stringify({
-      ts: Date.now(),
-      level: type,
-      msg: printArgs(rest).join(" "),
-      ...bindings,
-      ...(requestId ? { requestId } : {}),
-      ...fields,
-    }),
-  ];
-}
 
 // ---- tracing ----
 

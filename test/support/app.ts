@@ -11,6 +11,7 @@ import type { Middleware, ServiceBroker } from "moleculer";
 import Redis from "ioredis";
 import { createBroker } from "../../app";
 import { loadConfig, type AppConfig, type ServiceName } from "../../lib/config";
+import type { LogDestination } from "../../lib/logger";
 import { dropDatabase } from "../../lib/db";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "./servers";
 
@@ -30,6 +31,8 @@ export interface TestAppOptions {
   services?: ServiceName[];
   /** Broker middlewares added after the node's own (app.ts createBroker). */
   middlewares?: Middleware[];
+  /** Where the app's log lines go (lib/logger.ts); a test that reads them passes a collector. */
+  logDestination?: LogDestination;
 }
 
 export function testConfig(opts: TestAppOptions = {}): AppConfig {
@@ -54,7 +57,7 @@ export function testConfig(opts: TestAppOptions = {}): AppConfig {
 export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> {
   const config = testConfig(opts);
   const services = opts.services ?? config.services;
-  const broker = createBroker(config, services, { middlewares: opts.middlewares });
+  const broker = createBroker(config, services, { middlewares: opts.middlewares, logDestination: opts.logDestination });
   await broker.start();
   // A started app is a ready one: the search index builds in the background after start.
   if (services.includes("search")) {
