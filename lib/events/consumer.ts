@@ -108,8 +108,10 @@ export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applie
     db,
     async (trx) => {
       const duplicate = new Set<number>();
-      const order = items.map((_, i) => i).sort((a, b) => (items[a]!.envelope.id < items[b]!.envelope.id ? -1 : items[a]!.envelope.id > items[b]!.envelope.id ? 1 : a - b));
-      for (const i of order) {
+      // By id, code unit order (a stable sort: a repeated id keeps its place).
+      const idOf = (i: number) => items[i]!.envelope.id;
+      const byId = [...items.keys()].sort((a, b) => (idOf(a) < idOf(b) ? -1 : idOf(a) > idOf(b) ? 1 : 0));
+      for (const i of byId) {
         const { envelope } = items[i]!;
         try {
           await trx("inbox").insert({ message_id: envelope.id, event: envelope.name, received_at: Date.now() });
