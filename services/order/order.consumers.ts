@@ -73,6 +73,11 @@ export async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, 
     const refund: NewRefund = existing ?? { id: refundId, orderId: order.id, paymentId: p.paymentId, amount: p.amount, status: "PENDING", reason: refundReason, createdAt: now, updatedAt: now };
     if (!existing) await repo.insertRefund(trx, refund);
     if (refund.status === "PENDING") svc.sendAfterCommit(trx, refund);
+    // An order that never took a payment holds no sold stock, unless an earlier run of this
+    // handler committed its reservation (product.commit is remote) and then rolled back, and a
+    // cancel took the order meanwhile: its release skips committed lines. Those go back on the
+    // shelf here (committed → returned once per line; none committed: nothing to do).
+    if (!order.paidPaymentId && order.status !== "PENDING_PAYMENT") await returnSoldStock(svc, order.id);
     return "refunded";
   }
   await svc.transition(trx, order, "payment_succeeded", { paid_payment_id: p.paymentId, paid_amount: p.amount.amount, reservation_expires_at: null });
@@ -82,6 +87,15 @@ export async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, 
   });
   countBusiness(svc.broker, "orders_paid", { provider: p.provider }, trx);
   return "kept";
+}
+
+/** product.returnStock for an order, none held at all (a NOT_FOUND) being nothing to return. */
+async function returnSoldStock(svc: OrderThis, orderId: string): Promise<void> {
+  try {
+    await callAction(svc.broker, "product.returnStock", { orderId });
+  } catch (err) {
+    if (errorCode(err) !== "NOT_FOUND") throw err; // retried by the event layer
+  }
 }
 
 async function onPaymentFailed(svc: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {

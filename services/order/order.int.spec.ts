@@ -219,6 +219,21 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await call("POST", `/api/orders/${o.id}/cancel`, { token: alice })).status, 409);
   });
 
+  test("a success whose product.commit landed, then a cancel, then the success again: refunded, and the sold units back on the shelf", async () => {
+    const p = await product(3);
+    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;
+    // What a payment.succeeded run leaves when it rolls back after its remote product.commit.
+    await app.broker.call("product.commit", { orderId: o.id });
+    assert.equal((await call("POST", `/api/orders/${o.id}/cancel`, { token: alice })).status, 200);
+    assert.deepEqual(await stockOf(p.id), { onHand: 1, reserved: 0, available: 1 }, "the cancel's release skips committed lines");
+    const applied = await app.broker.call("order.applyPayment", { paymentId: "f".repeat(32), orderId: o.id, provider: "sandbox", amount: { amount: 2000, currency: "EUR" } });
+    assert.deepEqual(applied, { outcome: "refunded" });
+    assert.deepEqual(await stockOf(p.id), { onHand: 3, reserved: 0, available: 3 });
+    // Again (a redelivery): nothing more comes back.
+    await app.broker.call("order.applyPayment", { paymentId: "f".repeat(32), orderId: o.id, provider: "sandbox", amount: { amount: 2000, currency: "EUR" } });
+    assert.deepEqual(await stockOf(p.id), { onHand: 3, reserved: 0, available: 3 });
+  });
+
   test("access sweep: another user's order is 404 on every route, also with userId injected", async () => {
     const p = await product(5);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
