@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { engineConformance } from "./conformance";
-import { MiniSearchEngine, tokenize, topK } from "./minisearch-engine";
+import { MAX_QUERY_TERMS, MiniSearchEngine, queryTerms, tokenize, topK } from "./minisearch-engine";
 import { parseSearchQuery, type ProductDoc, type RawSearchQuery } from "./engine";
 import { testCatalog } from "./fixtures/catalog";
 import { syntheticProducts } from "../../../lib/demo-catalog";
@@ -18,6 +18,36 @@ function named(rows: Array<[id: string, name: string]>): ProductDoc[] {
 }
 
 describe("MiniSearchEngine specifics", () => {
+  it("a word repeated in the query matches as once; the last word stays the prefix", async () => {
+    const engine = new MiniSearchEngine();
+    await engine.index(named([["a", "Desk Lamp"], ["b", "Desk Fan"], ["c", "Lamps Set"]]));
+    assert.deepEqual(await engine.search(parseSearchQuery({ q: "desk desk lamp desk lamp" })), await engine.search(parseSearchQuery({ q: "desk lamp" })));
+    assert.deepEqual(queryTerms("lamp desk lamp"), ["desk", "lamp"]);
+    assert.deepEqual(queryTerms("a b a"), ["b", "a"]);
+  });
+
+  it(`a query of 300 words: all must match among its first ${MAX_QUERY_TERMS - 1} distinct and its last, never an OR by counter overflow`, async () => {
+    const words = Array.from({ length: 300 }, (_, i) => `w${i}`);
+    const engine = new MiniSearchEngine();
+    const [a, b] = named([["a", "Alpha"], ["b", "Beta"]]);
+    await engine.index([{ ...a!, description: words.join(" ") }, { ...b!, description: "w0" }]);
+    // Past the gateway's 200 characters: the engine's own bound is what is tested.
+    const found = await engine.search({ ...parseSearchQuery({ q: "x" }), q: words.join(" ") });
+    assert.deepEqual(found.items.map((p) => p.id), ["a"]);
+    assert.equal(queryTerms(words.join(" ")).length, MAX_QUERY_TERMS);
+  });
+
+  it("category and brand codes past 65,536 names ever seen still filter and facet (32-bit codes)", async () => {
+    const engine = new MiniSearchEngine();
+    const [x, y] = named([["x", "Renamed"], ["y", "Steady"]]);
+    // One product whose brand was renamed 65,537 times: codes are never reused.
+    for (let v = 1; v <= 65_537; v++) await engine.upsert({ ...x!, brand: `Brand${v}`, version: v });
+    await engine.upsert({ ...y!, brand: "Acme", version: 1 });
+    assert.deepEqual(await ids(engine, { q: "", brand: "Brand65537" }), ["x"]);
+    const browse = await engine.search(parseSearchQuery({ q: "" }));
+    assert.deepEqual(browse.facets.brand.map((f) => f.value).sort(), ["Acme", "Brand65537"]);
+  });
+
   it("topK equals a full sort's first k, for small and large k", () => {
     const arr = Array.from({ length: 500 }, (_, i) => (i * 7919) % 997);
     const cmp = (a: number, b: number) => a - b;
