@@ -156,7 +156,7 @@ export async function inTransaction<T>(
   isolation?: "read committed",
 ): Promise<T> {
   // SQLite has one writer at a time and no isolation levels to choose (knex would refuse one).
-  const config = isolation && /mysql/i.test(String(db.client.config.client)) ? { isolationLevel: isolation } : undefined;
+  const config = isolation && isMysql(db) ? { isolationLevel: isolation } : undefined;
   for (let attempt = 1; ; attempt++) {
     try {
       return await db.transaction(work, config);
@@ -166,6 +166,11 @@ export async function inTransaction<T>(
       await new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20));
     }
   }
+}
+
+/** MariaDB (mysql2) rather than SQLite: for the few statements the two spell differently. */
+export function isMysql(db: Knex): boolean {
+  return /mysql/i.test(String(db.client.config.client));
 }
 
 export function isUniqueViolation(err: unknown): boolean {

@@ -129,12 +129,55 @@ export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applie
   );
 }
 
+/** What `applyMessages` needs of a consumer, in either mode. */
+export interface ApplyContext {
+  service: string;
+  db: () => Knex;
+  stats: ConsumerStats;
+  logger: Logger;
+  /** For the business counters (lib/metrics.ts); none: not counted. */
+  broker?: ServiceBroker;
+}
+
+/**
+ * Applies messages, the one mechanism of both modes: in one transaction when there are
+ * several and it commits (`applyBatch`), else one by one (`applyOnce`), so the one that fails
+ * is found. Counts the messages and the transactions; resolves with each message's error, or
+ * undefined where it was applied (or already had been).
+ */
+export async function applyMessages(ctx: ApplyContext, items: BatchItem[]): Promise<(Error | undefined)[]> {
+  const counted = ({ envelope }: BatchItem, outcome: "applied" | "duplicate") => {
+    ctx.stats[outcome === "applied" ? "applied" : "duplicates"]++;
+    countBusiness(ctx.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: ctx.service, event: envelope.name });
+  };
+  if (items.length > 1) {
+    const outcomes = await applyBatch(ctx.db(), items).catch((err: unknown) => batchFailed(ctx, err));
+    if (outcomes) {
+      if (outcomes.includes("applied")) ctx.stats.transactions++;
+      items.forEach((item, i) => counted(item, outcomes[i]!));
+      return items.map(() => undefined);
+    }
+  }
+  const errors: (Error | undefined)[] = [];
+  for (const item of items) {
+    try {
+      const outcome = await applyOnce(ctx.db(), item.envelope, item.handler);
+      if (outcome === "applied") ctx.stats.transactions++;
+      counted(item, outcome);
+      errors.push(undefined);
+    } catch (err) {
+      errors.push(err as Error);
+    }
+  }
+  return errors;
+}
+
 /**
  * A batch that rolled back: logged at most once a minute per consumer (every message still
  * gets applied one by one; a batch that always fails, say a database refusing READ
  * COMMITTED writes, would otherwise only show as lost throughput).
  */
-function batchFailed(stats: ConsumerStats, logger: Logger, service: string, err: unknown): void {
+function batchFailed({ stats, logger, service }: ApplyContext, err: unknown): void {
   stats.batchesRolledBack++;
   const now = Date.now();
   if (now - (lastBatchWarning.get(stats) ?? 0) < 60_000) return;
@@ -191,9 +234,11 @@ export class AmqpConsumer {
   private stopping = false;
   private readonly batchSize: number;
   private readonly concurrency: number;
+  private readonly applying: ApplyContext;
 
   constructor(private readonly opts: AmqpConsumerOptions) {
     this.reconnect = new ReconnectLoop(`Event consumer '${opts.service}'`, opts.logger, () => this.setup());
+    this.applying = { service: opts.service, db: () => opts.db, stats: this.stats, logger: opts.logger, broker: opts.broker };
     this.concurrency = Math.max(1, opts.concurrency ?? 8);
     this.batchSize = Math.max(1, opts.batchSize ?? Math.ceil(opts.prefetch / this.concurrency));
   }
@@ -261,7 +306,7 @@ export class AmqpConsumer {
     }
   }
 
-  /** A batch: one transaction when it can (`applyBatch`), else one message at a time. */
+  /** A batch of deliveries: applied (`applyMessages`), then each acked or sent to retry. */
   private async applyDeliveries(deliveries: Delivery[]): Promise<void> {
     const ready: (Delivery & BatchItem)[] = [];
     for (const d of deliveries) {
@@ -274,31 +319,12 @@ export class AmqpConsumer {
         await this.onFailure(d, err);
       }
     }
-    if (ready.length > 1) {
-      const outcomes = await applyBatch(this.opts.db, ready).catch((err: unknown) => batchFailed(this.stats, this.opts.logger, this.opts.service, err));
-      if (outcomes) {
-        if (outcomes.includes("applied")) this.stats.transactions++;
-        ready.forEach((d, i) => this.onApplied(d, outcomes[i]!));
-        return;
-      }
-      // Rolled back as a whole: each message on its own below, so the one that fails is found.
+    const errors = await applyMessages(this.applying, ready);
+    for (const [i, d] of ready.entries()) {
+      const err = errors[i];
+      if (err) await this.onFailure(d, err);
+      else safe(() => d.ch.ack(d.msg)); // committed (or already applied): acked
     }
-    for (const d of ready) {
-      try {
-        const outcome = await applyOnce(this.opts.db, d.envelope, d.handler);
-        if (outcome === "applied") this.stats.transactions++;
-        this.onApplied(d, outcome);
-      } catch (err) {
-        await this.onFailure(d, err);
-      }
-    }
-  }
-
-  /** Committed (or already applied): counted, then acked. */
-  private onApplied(d: Delivery & BatchItem, outcome: "applied" | "duplicate"): void {
-    this.stats[outcome === "applied" ? "applied" : "duplicates"]++;
-    countBusiness(this.opts.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: this.opts.service, event: d.envelope.name });
-    safe(() => d.ch.ack(d.msg));
   }
 
   /** Not applied: republished to its retry queue (or the dead-letter queue), then acked. */
@@ -417,41 +443,23 @@ export function embeddedSubscriber(opts: {
   /** false: one transaction per message (see the top of this file). */
   batch?: boolean;
 }): EmbeddedSubscriber {
-  const counted = (envelope: Envelope, outcome: "applied" | "duplicate") => {
-    opts.stats[outcome === "applied" ? "applied" : "duplicates"]++;
-    countBusiness(opts.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: opts.service, event: envelope.name });
-  };
+  const applying: ApplyContext = opts;
+  const items = (envelopes: Envelope[]) => envelopes.map((envelope) => ({ envelope, handler: opts.handlers[envelope.name]! }));
   return {
     service: opts.service,
     events: Object.keys(opts.handlers),
     ready: opts.ready,
     async deliver(envelope) {
       await opts.ready;
-      const outcome = await applyOnce(opts.db(), envelope, opts.handlers[envelope.name]!);
-      if (outcome === "applied") opts.stats.transactions++;
-      counted(envelope, outcome);
+      const [err] = await applyMessages(applying, items([envelope]));
+      if (err) throw err;
     },
     async deliverBatch(envelopes) {
       await opts.ready;
       const errors: (Error | undefined)[] = [];
       // In chunks: the service's one SQLite connection waits for a batch, so a batch is short.
       const size = opts.batch === false ? 1 : EMBEDDED_BATCH;
-      for (let at = 0; at < envelopes.length; at += size) {
-        const chunk = envelopes.slice(at, at + size);
-        if (chunk.length > 1) {
-          const outcomes = await applyBatch(opts.db(), chunk.map((envelope) => ({ envelope, handler: opts.handlers[envelope.name]! }))).catch((err: unknown) =>
-            batchFailed(opts.stats, opts.logger, opts.service, err),
-          );
-          if (outcomes) {
-            if (outcomes.includes("applied")) opts.stats.transactions++;
-            chunk.forEach((e, i) => counted(e, outcomes[i]!));
-            errors.push(...chunk.map(() => undefined));
-            continue;
-          }
-          // Rolled back as a whole: each on its own below, so the one that fails is found.
-        }
-        for (const envelope of chunk) errors.push(await this.deliver(envelope).then(() => undefined, (err: Error) => err));
-      }
+      for (let at = 0; at < envelopes.length; at += size) errors.push(...(await applyMessages(applying, items(envelopes.slice(at, at + size)))));
       return errors;
     },
     async deadLetter(envelope, attempts, err) {

@@ -31,10 +31,6 @@ export interface OutboxRow {
   sent_at: number | null;
 }
 
-export function isMysql(db: Knex): boolean {
-  return /mysql/i.test(String(db.client.config.client));
-}
-
 /** Inserts an event row in the caller's transaction. Returns its id (the message id). */
 export async function addOutboxEvent(
   trx: Knex.Transaction,

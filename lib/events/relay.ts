@@ -31,11 +31,12 @@
 import type { ConfirmChannel } from "amqplib";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
+import { isMysql } from "../db";
 import { countBusiness } from "../metrics";
 import { AGAIN, periodic, type Periodic } from "../periodic";
 import { backoffMs, type AmqpLink } from "./amqp";
 import type { EmbeddedBus, EmbeddedSubscriber } from "./consumer";
-import { claimPending, isMysql, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
+import { claimPending, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
 import { assertExchange, type Topology } from "./topology";
 import { encodeEnvelope, EVENT_CONTENT_TYPE } from "./wire";
 

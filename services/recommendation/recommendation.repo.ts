@@ -13,13 +13,13 @@
  * - catalog rows are versioned: a product event is applied only when newer than the row.
  */
 import type { Knex } from "knex";
+import { isMysql } from "../../lib/db";
 import type { CatalogItem, ModelDelta, Purchase } from "./recommendation.domain";
 import { contributingSet, distinctPurchases, modelDelta } from "./recommendation.domain";
 
 /** Rows per multi-row INSERT (well under SQLite's and MariaDB's parameter limits). */
 const CHUNK = 400;
 
-const isMysql = (db: Knex) => String(db.client.config.client).startsWith("mysql");
 
 function chunks<T>(xs: T[], size = CHUNK): T[][] {
   const out: T[][] = [];
