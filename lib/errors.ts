@@ -15,8 +15,18 @@ export interface ErrorBody {
 
 export class AppError extends Errors.MoleculerClientError {
   constructor(code: ErrorCode, message: string, details: unknown[] = [], status: number = ERROR_STATUS[code]) {
-    // MoleculerClientError: retryable=false; `type` carries our code over the wire.
-    super(message, status, code, details);
+    // A 4xx is an answer, not a fault: it is built without a stack trace. Capturing one, then
+    // formatting it through the source maps when Moleculer copies `stack` into the response
+    // packet, was ~0.2 ms of the gateway's CPU per refusal in the flash sale (900 of them).
+    // A 5xx keeps its stack for the log.
+    const limit = Error.stackTraceLimit;
+    if (status < 500) Error.stackTraceLimit = 0;
+    try {
+      // MoleculerClientError: retryable=false; `type` carries our code over the wire.
+      super(message, status, code, details);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
   }
 }
 

@@ -56,6 +56,7 @@ export interface ActionContracts {
   "product.remove": { params: meridian_product_v1_product.RemoveRequest; response: null };
   "product.adjustStock": { params: meridian_product_v1_product.AdjustStockRequest; response: meridian_product_v1_product.Product };
   "product.reserve": { params: meridian_product_v1_product.ReserveRequest; response: meridian_product_v1_product.Reservation };
+  "product.checkStock": { params: meridian_product_v1_product.CheckStockRequest; response: null };
   "product.commit": { params: meridian_product_v1_product.CommitRequest; response: meridian_product_v1_product.Reservation };
   "product.release": { params: meridian_product_v1_product.ReleaseRequest; response: meridian_product_v1_product.Reservation };
   "product.returnStock": { params: meridian_product_v1_product.ReturnStockRequest; response: meridian_product_v1_product.Reservation };

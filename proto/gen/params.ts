@@ -737,6 +737,31 @@ export const Params: Record<ContractAction, ActionParams> = {
       "notEqual": 0
     }
   },
+  "product.checkStock": {
+    "$$strict": true,
+    "lines": {
+      "type": "array",
+      "min": 1,
+      "max": 100,
+      "items": {
+        "type": "object",
+        "strict": true,
+        "props": {
+          "productId": {
+            "type": "string",
+            "min": 1,
+            "max": 64
+          },
+          "quantity": {
+            "type": "number",
+            "integer": true,
+            "min": 1,
+            "max": 1000000000
+          }
+        }
+      }
+    }
+  },
   "product.commit": {
     "$$strict": true,
     "orderId": {

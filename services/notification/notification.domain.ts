@@ -53,18 +53,32 @@ export const DEFAULT_PAGE_SIZE = 20;
  * decimal is built as a string, so no float ever rounds a price. An unknown or malformed
  * code falls back to `1234.56 XYZ`-style plain text.
  */
+/**
+ * One Intl.NumberFormat per (locale, currency), built on first use: building one costs ~0.5 ms
+ * (ICU data), formatting with it microseconds. Bounded, since the currency comes from events:
+ * past 256 pairs the cache starts over. An unknown or malformed code is cached as undefined.
+ */
+const formats = new Map<string, { fmt: Intl.NumberFormat; digits: number } | undefined>();
+function currencyFormat(locale: string, currency: string): { fmt: Intl.NumberFormat; digits: number } | undefined {
+  const key = `${locale}\u0000${currency}`;
+  if (formats.has(key)) return formats.get(key);
+  let found: { fmt: Intl.NumberFormat; digits: number } | undefined;
+  try {
+    const fmt = new Intl.NumberFormat(locale, { style: "currency", currency });
+    found = { fmt, digits: fmt.resolvedOptions().maximumFractionDigits ?? 2 };
+  } catch {
+    found = undefined;
+  }
+  if (formats.size >= 256) formats.clear();
+  formats.set(key, found);
+  return found;
+}
+
 export function formatMoney(m: Money, locale = "en-US"): string {
   const amount = BigInt(Math.trunc(Number(m.amount) || 0));
   const negative = amount < 0n;
   const abs = negative ? -amount : amount;
-  let digits = 2;
-  let fmt: Intl.NumberFormat | undefined;
-  try {
-    fmt = new Intl.NumberFormat(locale, { style: "currency", currency: m.currency });
-    digits = fmt.resolvedOptions().maximumFractionDigits ?? 2;
-  } catch {
-    fmt = undefined;
-  }
+  const { fmt, digits } = currencyFormat(locale, m.currency) ?? { fmt: undefined, digits: 2 };
   const s = abs.toString().padStart(digits + 1, "0");
   const decimal = `${negative ? "-" : ""}${digits ? `${s.slice(0, -digits)}.${s.slice(-digits)}` : s}`;
   // Intl formats a decimal string exactly (Intl.NumberFormat v3, Node ≥ 19). Its no-break

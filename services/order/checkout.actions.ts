@@ -4,6 +4,8 @@
  * set here. Bound into the `order` service by order.service.ts.
  *
  * The steps of a create and their undo (each names what takes it back if a later step fails):
+ * 0. only for a product this node saw sold out moments ago: `product.checkStock`, a read that
+ *    changes nothing (no undo), so a sold-out refusal writes nothing here (refuseIfSoldOut);
  * 1. the unpaid-order slot (a draft row under the user's lock)  → deleteDraft, else it stops
  *    counting after staleClaimMs;
  * 2. `product.reserve` (idempotent per order id)                → `product.release` (also
@@ -39,10 +41,16 @@ import type { TypedActions } from "../../lib/service-schema";
 import { orderTimings, type CreateParams, type Ctx, type OrderThis } from "./order.this";
 
 
-/** The product a NOT_FOUND of product.reserve names (its details: `[{productId}]`). */
-const missingProductOf = (err: unknown): string | undefined => {
-  const first: unknown = [(err as { data?: unknown }).data].flat()[0];
-  return first && typeof first === "object" && "productId" in first && typeof first.productId === "string" ? first.productId : undefined;
+/** The products an error of product.reserve or checkStock names (its details: `[{productId, …}]`). */
+const productsNamedBy = (err: unknown): string[] =>
+  [(err as { data?: unknown }).data]
+    .flat()
+    .flatMap((d: unknown) => (d && typeof d === "object" && "productId" in d && typeof d.productId === "string" ? [d.productId] : []));
+
+/** A NOT_FOUND naming a product of the order: the caller's 422 (the rest passes through). */
+const unknownProduct = (err: unknown): AppError | undefined => {
+  const missing = errorCode(err) === "NOT_FOUND" && productsNamedBy(err)[0];
+  return missing ? validationError("A product of the order does not exist", [{ field: `items.${missing}`, message: "unknown product" }]) : undefined;
 };
 
 /** Answers of product.reserve that held nothing for sure. */
@@ -114,6 +122,30 @@ export function checkoutMethods(config: AppConfig) {
       });
     },
 
+    /**
+     * A create naming a product this node saw sold out moments ago (SoldOutHints) asks the
+     * product service's read first, so a refusal writes nothing here: no draft, no hoarding
+     * check, and the key's claim is released at once. It runs after the key's claim, so a retry
+     * of a create that succeeded still replays its order. A check that passes clears the marks
+     * and the create goes on (the reserve decides); a check that fails to answer is ignored.
+     */
+    async refuseIfSoldOut(this: OrderThis, ctx: Ctx<CreateParams>, lines: OrderLineInput[]) {
+      const ids = lines.map((l) => l.productId);
+      if (!this.soldOut.anyMarked(ids, Date.now())) return;
+      try {
+        await callAction(this.broker, "product.checkStock", { lines }, { parentCtx: ctx });
+      } catch (err) {
+        if (errorCode(err) === "OUT_OF_STOCK") {
+          this.soldOut.mark(productsNamedBy(err), Date.now());
+          throw err;
+        }
+        const unknown = unknownProduct(err);
+        if (unknown) throw unknown;
+        return; // no answer: the reserve below decides, as without a mark
+      }
+      this.soldOut.clear(ids);
+    },
+
     async createOrder(this: OrderThis, ctx: Ctx<CreateParams>, userId: string, orderId: string) {
       let address: ShippingAddress;
       if (ctx.params.addressId) {
@@ -129,6 +161,7 @@ export function checkoutMethods(config: AppConfig) {
       const { lines, problems } = normalizeOrderLines(requested);
       if (problems.length) throw validationError("The order cannot be placed", problems);
 
+      await this.refuseIfSoldOut(ctx, lines);
       await this.holdUnpaidSlot(userId, orderId, lines);
       let reserved = false;
       try {
@@ -139,8 +172,9 @@ export function checkoutMethods(config: AppConfig) {
         try {
           reservation = await callAction(this.broker, "product.reserve", { orderId, lines }, { parentCtx: ctx });
         } catch (err) {
-          const missing = errorCode(err) === "NOT_FOUND" && missingProductOf(err);
-          if (missing) throw validationError("A product of the order does not exist", [{ field: `items.${missing}`, message: "unknown product" }]);
+          if (errorCode(err) === "OUT_OF_STOCK") this.soldOut.mark(productsNamedBy(err), Date.now());
+          const unknown = unknownProduct(err);
+          if (unknown) throw unknown;
           // No answer (a timeout: the request's deadline, a node gone): the reserve may still
           // commit. Released below like a held one; one still running on a product node when
           // the release arrives holds until RESERVATION_TTL_SECONDS (and its draft no longer counts).

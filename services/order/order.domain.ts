@@ -362,3 +362,48 @@ export function toPublicReturn(r: ReturnRecord) {
     ...(r.decidedAt ? { decidedAt: iso(r.decidedAt) } : {}),
   };
 }
+
+/**
+ * Products this order node saw refused as out of stock, each for `ttlMs` after its latest
+ * refusal. A create naming a marked product first asks the product service for one plain read
+ * (product.checkStock) before it writes anything: in a sold-out flash sale the refusals then
+ * skip the key's claim-to-release round of writes, the draft and the hoarding check. A mark
+ * only picks that path; the refusal is still the product service's read at that moment, so a
+ * stale mark costs one extra call and never refuses a buyer who could have bought. Bounded:
+ * past `max` products the oldest mark goes.
+ */
+export class SoldOutHints {
+  private readonly until = new Map<string, number>();
+
+  constructor(
+    private readonly ttlMs: number,
+    private readonly max = 10_000,
+  ) {}
+
+  mark(productIds: Iterable<string>, now: number): void {
+    for (const id of productIds) {
+      this.until.delete(id); // re-inserted last: Map order is the eviction order
+      if (this.until.size >= this.max) this.until.delete(this.until.keys().next().value as string);
+      this.until.set(id, now + this.ttlMs);
+    }
+  }
+
+  clear(productIds: Iterable<string>): void {
+    for (const id of productIds) this.until.delete(id);
+  }
+
+  anyMarked(productIds: Iterable<string>, now: number): boolean {
+    let marked = false;
+    for (const id of productIds) {
+      const until = this.until.get(id);
+      if (until === undefined) continue;
+      if (until > now) marked = true;
+      else this.until.delete(id);
+    }
+    return marked;
+  }
+
+  get size(): number {
+    return this.until.size;
+  }
+}

@@ -17,6 +17,7 @@ import {
   returnValue,
   returnsStock,
   unpaidLimitProblem,
+  SoldOutHints,
   type OrderEvent,
   type OrderStatus,
   type RefundStatus,
@@ -162,4 +163,23 @@ test("the order freezes the reserve's prices in the order of the lines given, an
   assert.deepEqual(frozenLines(lines, priced).map((l) => [l.productId, l.unitPrice.amount]), [["b", 300], ["a", 120]]);
   assert.throws(() => frozenLines(lines, []), /no price for b/);
   assert.throws(() => frozenLines([{ productId: "a", quantity: 3 }], priced), /no price for a x3/);
+});
+
+test("SoldOutHints: a mark lives ttl after its latest refusal, clears, and stays bounded (the oldest goes)", () => {
+  const h = new SoldOutHints(1000, 3);
+  assert.equal(h.anyMarked(["a"], 0), false);
+  h.mark(["a"], 0);
+  assert.equal(h.anyMarked(["b", "a"], 999), true);
+  assert.equal(h.anyMarked(["a"], 1000), false, "expired at ttl");
+  assert.equal(h.size, 0, "and forgotten when seen expired");
+  h.mark(["a"], 0);
+  h.mark(["a"], 900);
+  assert.equal(h.anyMarked(["a"], 1500), true, "refreshed by the later refusal");
+  h.clear(["a"]);
+  assert.equal(h.anyMarked(["a"], 1500), false);
+  h.mark(["a", "b", "c"], 0);
+  h.mark(["a"], 10); // a is now the newest
+  h.mark(["d"], 20);
+  assert.equal(h.size, 3);
+  assert.deepEqual(["a", "b", "c", "d"].map((id) => h.anyMarked([id], 30)), [true, false, true, true], "b, the oldest mark, went");
 });

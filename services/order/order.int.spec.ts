@@ -208,6 +208,60 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(await stockOf(cheap.id), { onHand: 5, reserved: 3, available: 2 }, "only the first order holds stock");
   });
 
+  test("a product sold out moments ago: the next buyer is refused by product.checkStock's read with no write in the order database; a key's replay still answers its order; a restock sells at once", async () => {
+    const requests = (action: string) => requestMetricsOf(app.broker)!.totalOf(action);
+    const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
+    const register = async (name: string) =>
+      (await call("POST", "/api/auth/register", { body: { email: `${name}-${randomBytes(3).toString("hex")}@example.com`, password: `${name} password`, name } })).body.accessToken as string;
+    const [dave, erin] = [await register("dave"), await register("erin")];
+    const hot = await product(1);
+    const body = { shippingAddress: ADDRESS, items: [{ productId: hot.id, quantity: 1 }] };
+    const won = await order(dave, body, "hot-1");
+    assert.equal(won.status, 201, won.text);
+    const counts = () => [requests("product.reserve"), requests("product.checkStock")];
+
+    // The first refusal is the reserve's; it marks the product on this node.
+    let before = counts();
+    const first = await order(erin, body, "erin-1");
+    assert.equal(first.status, 409, first.text);
+    assert.deepEqual(counts(), [before[0] + 1, before[1]]);
+
+    // The next one asks the read first and writes nothing here: no key claim kept, no draft,
+    // no hoarding row (the relay's outbox and inbox rows are another matter).
+    before = counts();
+    const statements: string[] = [];
+    const onQuery = (q: { sql: string }) => {
+      if (!/outbox|inbox/.test(q.sql)) statements.push(q.sql);
+    };
+    db.on("query", onQuery);
+    const second = await order(erin, body);
+    db.off("query", onQuery);
+    assert.equal(second.status, 409, second.text);
+    assert.equal(second.body.error.code, "OUT_OF_STOCK");
+    assert.deepEqual(second.body.error.details, [{ productId: hot.id, requested: 1, available: 0 }]);
+    assert.deepEqual(counts(), [before[0], before[1] + 1]);
+    assert.deepEqual(statements, [], "a refusal after the mark runs no statement in the order database");
+    const unknown = await order(erin, { ...body, items: [...body.items, { productId: "no-such-product", quantity: 1 }] });
+    assert.equal(unknown.status, 422, unknown.text);
+    assert.deepEqual(unknown.body.error.details.map((d: { field: string }) => d.field), ["items.no-such-product"], "the check names an unknown product as the reserve does");
+
+    // dave's retry with his key still answers his order (the key is claimed before the check).
+    const replay = await order(dave, body, "hot-1");
+    assert.equal(replay.status, 201, replay.text);
+    assert.equal(replay.body.id, won.body.id);
+
+    // A restock while the mark lives: the read says yes, the mark goes, the reserve sells.
+    assert.equal((await call("POST", `/api/products/${hot.id}/stock`, { token: admin, body: { delta: 1 } })).status, 200);
+    before = counts();
+    const after = await order(erin, body, "erin-2");
+    assert.equal(after.status, 201, after.text);
+    assert.deepEqual(counts(), [before[0] + 1, before[1] + 1]);
+    before = counts();
+    assert.equal((await order(erin, body, "erin-3")).status, 409, "sold out again");
+    assert.deepEqual(counts(), [before[0] + 1, before[1]], "the passed check cleared the mark: the reserve refused");
+    assert.deepEqual(await stockOf(hot.id), { onHand: 2, reserved: 2, available: 0 });
+  });
+
   test("cancel before payment releases the stock; after that, paying is 409", async () => {
     const p = await product(3);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;

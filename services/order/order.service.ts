@@ -50,7 +50,7 @@ import { idempotent, requestFingerprint } from "../../lib/idempotency";
 import { countBusiness } from "../../lib/metrics";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin } from "../../mixins/events.mixin";
-import { PURCHASED, nextStatus, refundable, toPublicOrder, type OrderEvent, type OrderRecord } from "./order.domain";
+import { PURCHASED, SoldOutHints, nextStatus, refundable, toPublicOrder, type OrderEvent, type OrderRecord } from "./order.domain";
 import * as repo from "./order.repo";
 import { returnActions } from "./returns.actions";
 import { checkoutActions, checkoutMethods } from "./checkout.actions";
@@ -65,6 +65,8 @@ import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
 
 const SWEEP_INTERVAL_MS = 15_000;
+/** How long a product refused as out of stock sends creates through product.checkStock first (SoldOutHints). */
+const SOLD_OUT_HINT_MS = 5_000;
 
 export function createOrderService(config: AppConfig): TypedServiceSchema<OrderThis> {
   const { idempotentWaitMs, staleClaimMs } = orderTimings(config);
@@ -300,6 +302,10 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         await this.retryPendingRefunds();
         await repo.deleteStaleDrafts(this.db, Date.now() - staleClaimMs);
       },
+    },
+
+    created(this: OrderThis) {
+      this.soldOut = new SoldOutHints(SOLD_OUT_HINT_MS);
     },
 
     async started(this: OrderThis) {

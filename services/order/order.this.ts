@@ -16,6 +16,7 @@ import {
   type OrderRecord,
   type OrderStatus,
   type RefundSummary,
+  type SoldOutHints,
 } from "./order.domain";
 import type { Periodic } from "../../lib/periodic";
 import type { ActionParams } from "../../proto/gen/contracts";
@@ -30,6 +31,8 @@ export interface OrderThis extends EventsServiceThis {
   broker: Context["broker"];
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   sweeper?: Periodic;
+  /** See SoldOutHints: set in `created`. */
+  soldOut: SoldOutHints;
   view(id: string, caller?: AuthUser): Promise<ReturnType<typeof toPublicOrder>>;
   viewIn(trx: Knex.Transaction, order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
   ownOrder(ctx: Ctx<unknown>, id: string): Promise<OrderRecord>;
@@ -37,6 +40,7 @@ export interface OrderThis extends EventsServiceThis {
   withKey<T>(ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
   createOrder(ctx: Ctx<CreateParams>, userId: string, orderId: string): Promise<OrderRecord>;
   holdUnpaidSlot(userId: string, orderId: string, lines: OrderLineInput[]): Promise<void>;
+  refuseIfSoldOut(ctx: Ctx<CreateParams>, lines: OrderLineInput[]): Promise<void>;
   requestRefund(orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }): Promise<PublicRefund>;
   sendRefund(refund: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }): Promise<void>;
   sendAfterCommit(trx: Knex.Transaction, refund: NewRefund): void;

@@ -16,7 +16,9 @@ import {
   pricedLines,
   reservationView,
   sameLines,
+  shortages,
   stockOf,
+  type Shortage,
   toPublicProduct,
   type ReservableProduct,
   type ReservationLine,
@@ -31,6 +33,8 @@ import type { Ctx, ProductServiceThis } from "./product.this";
 
 /** Expired reservation lines handled per sweep pass. */
 const SWEEP_BATCH = 200;
+
+const outOfStock = (short: Shortage[]) => new AppError("OUT_OF_STOCK", "Not enough stock for some products; nothing was reserved", short);
 
 export function inventoryActions(config: AppConfig): TypedActions<ProductServiceThis> {
   const ttlDefault = config.reservations.ttlSeconds;
@@ -92,17 +96,12 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         // race any read-then-reserve has; the order freezes what this read saw.
         const products = await repo.reservableOf(this.db, ids);
         const priced = price(products);
-        const availableNow = (id: string) => products.get(id)?.available ?? 0;
-        const shortNow = lines.filter((l) => availableNow(l.productId) < l.quantity);
+        const shortNow = shortages(lines, (id) => products.get(id)?.available ?? 0);
         if (shortNow.length) {
           // The same order reserved concurrently (and took that stock): a replay, not a refusal.
           if ((await repo.findReservations(this.db, orderId)).length) return replay();
           countBusiness(this.broker, "oversell_refused");
-          throw new AppError(
-            "OUT_OF_STOCK",
-            "Not enough stock for some products; nothing was reserved",
-            shortNow.map((l) => ({ productId: l.productId, requested: l.quantity, available: Math.max(0, availableNow(l.productId)) })),
-          );
+          throw outOfStock(shortNow);
         }
         const now = Date.now();
         const expiresAt = now + (ctx.params.ttlSeconds ?? ttlDefault) * 1000;
@@ -118,13 +117,7 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
             for (const l of lines) if (!(await repo.reserveStock(trx, l.productId, l.quantity, now))) short.push(l.productId);
             if (short.length) {
               const available = await repo.availableOf(trx, short);
-              throw new AppError(
-                "OUT_OF_STOCK",
-                "Not enough stock for some products; nothing was reserved",
-                lines
-                  .filter((l) => short.includes(l.productId))
-                  .map((l) => ({ productId: l.productId, requested: l.quantity, available: Math.max(0, available.get(l.productId) ?? 0) })),
-              );
+              throw outOfStock(shortages(lines.filter((l) => short.includes(l.productId)), (id) => available.get(id) ?? 0));
             }
             for (const l of lines) await this.stockChanged(trx, l.productId, "reserved");
           });
@@ -137,6 +130,28 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         }
         await this.invalidate(lines.map((l) => l.productId));
         return reservationView(orderId, lines.map((l) => ({ ...l, orderId, status: "held" as ReservationStatus, expiresAt })), priced);
+      },
+    },
+
+    checkStock: {
+      visibility: "public",
+      params: Params["product.checkStock"],
+      async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.checkStock">>): Promise<ActionResponse<"product.checkStock">> {
+        // Reserve's refusal without its writes, for an order node that saw these products sold
+        // out moments ago (services/order/checkout.actions.ts): a yes here holds nothing, so the
+        // order still reserves; a no is what a reserve at this moment would have answered.
+        const lines = normalizeLines(ctx.params.lines);
+        const problems = lineProblems(lines);
+        if (problems.length) throw validationError("Invalid reservation lines", problems);
+        const available = await repo.availableOf(this.db, lines.map((l) => l.productId));
+        const missing = lines.find((l) => !available.has(l.productId));
+        if (missing) throw new AppError("NOT_FOUND", "Product not found", [{ productId: missing.productId }]);
+        const short = shortages(lines, (id) => available.get(id) ?? 0);
+        if (short.length) {
+          countBusiness(this.broker, "oversell_refused");
+          throw outOfStock(short);
+        }
+        return null;
       },
     },
 

@@ -126,6 +126,20 @@ export function lineProblems(lines: ReservationLine[]): { field: string; message
   return out;
 }
 
+/** A line a read of availability cannot fill, as OUT_OF_STOCK's details name it. */
+export interface Shortage {
+  productId: string;
+  requested: number;
+  available: number;
+}
+
+/** The lines (normalized) that `availableOf` cannot fill; what is available never shows below 0. */
+export function shortages(lines: readonly ReservationLine[], availableOf: (productId: string) => number): Shortage[] {
+  return lines
+    .filter((l) => availableOf(l.productId) < l.quantity)
+    .map((l) => ({ productId: l.productId, requested: l.quantity, available: Math.max(0, availableOf(l.productId)) }));
+}
+
 /** Does a replay carry the same lines as the reservation already stored for the order? */
 export function sameLines(a: ReservationLine[], b: ReservationLine[]): boolean {
   const x = normalizeLines(a);

@@ -119,6 +119,10 @@ export interface ReserveRequest {
   ttlSeconds?: number;
 }
 
+export interface CheckStockRequest {
+  lines: ReservationLine[];
+}
+
 export interface CommitRequest {
   orderId: string;
 }

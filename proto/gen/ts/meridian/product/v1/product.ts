@@ -171,6 +171,10 @@ export interface ReserveRequest {
   ttlSeconds?: number | null | undefined;
 }
 
+export interface CheckStockRequest {
+  lines: ReservationLine[];
+}
+
 export interface CommitRequest {
   orderId: string;
 }
@@ -1363,6 +1367,43 @@ export const ReserveRequest: MessageFns<ReserveRequest> = {
           }
 
           message.ttlSeconds = reader.int32();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
+function createBaseCheckStockRequest(): CheckStockRequest {
+  return { lines: [] };
+}
+
+export const CheckStockRequest: MessageFns<CheckStockRequest> = {
+  encode(message: CheckStockRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.lines) {
+      ReservationLine.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckStockRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseCheckStockRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.lines.push(ReservationLine.decode(reader, reader.uint32()));
           continue;
         }
       }
@@ -2625,6 +2666,20 @@ export const ProductServiceService = {
     responseSerialize: (value: Reservation): Buffer => Buffer.from(Reservation.encode(value).finish()),
     responseDeserialize: (value: Buffer): Reservation => Reservation.decode(value),
   },
+  /**
+   * For the order service, before it writes anything for a create whose product it saw sold
+   * out moments ago: the same refusal as Reserve's (OUT_OF_STOCK naming the short lines,
+   * NOT_FOUND naming a missing product) from one plain read, holding and writing nothing.
+   */
+  checkStock: {
+    path: "/meridian.product.v1.ProductService/CheckStock" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CheckStockRequest): Buffer => Buffer.from(CheckStockRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CheckStockRequest => CheckStockRequest.decode(value),
+    responseSerialize: (value: Empty): Buffer => Buffer.from(Empty.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Empty => Empty.decode(value),
+  },
   /** For the order service (paid): the held lines are sold. Idempotent. */
   commit: {
     path: "/meridian.product.v1.ProductService/Commit" as const,
@@ -2698,6 +2753,12 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
    * that does not exist or was deleted), idempotent per order; answers the lines priced.
    */
   reserve: handleUnaryCall<ReserveRequest, Reservation>;
+  /**
+   * For the order service, before it writes anything for a create whose product it saw sold
+   * out moments ago: the same refusal as Reserve's (OUT_OF_STOCK naming the short lines,
+   * NOT_FOUND naming a missing product) from one plain read, holding and writing nothing.
+   */
+  checkStock: handleUnaryCall<CheckStockRequest, Empty>;
   /** For the order service (paid): the held lines are sold. Idempotent. */
   commit: handleUnaryCall<CommitRequest, Reservation>;
   /** For the order service (cancelled): the held lines go back to available. Idempotent. */
@@ -2849,6 +2910,26 @@ export interface ProductServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Reservation) => void,
+  ): ClientUnaryCall;
+  /**
+   * For the order service, before it writes anything for a create whose product it saw sold
+   * out moments ago: the same refusal as Reserve's (OUT_OF_STOCK naming the short lines,
+   * NOT_FOUND naming a missing product) from one plain read, holding and writing nothing.
+   */
+  checkStock(
+    request: CheckStockRequest,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  checkStock(
+    request: CheckStockRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Empty) => void,
+  ): ClientUnaryCall;
+  checkStock(
+    request: CheckStockRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Empty) => void,
   ): ClientUnaryCall;
   /** For the order service (paid): the held lines are sold. Idempotent. */
   commit(
