@@ -22,6 +22,7 @@ import { callAction } from "../../lib/call";
 import {
   MixedCurrencyError,
   describeUnpaidLimit,
+  newOrderView,
   frozenLines,
   normalizeOrderLines,
   orderTotal,
@@ -68,12 +69,17 @@ export function checkoutActions(config: AppConfig): TypedActions<OrderThis> {
           throw validationError("Give either addressId or shippingAddress", [{ field: "addressId" }, { field: "shippingAddress" }]);
         const order = await this.withKey(
           ctx, { op: "order.create", body: ctx.params }, randomUUID(),
-          (id) => this.createOrder(ctx, me.id, id),
-          (id) => repo.findOrder(this.db, id),
+          // A new order's view is what its create committed (newOrderView): no read back.
+          async (id) => newOrderView(await this.createOrder(ctx, me.id, id)),
+          // A replay reads the order as it is now (it may have been paid since); none yet: undefined.
+          (id) => this.view(id).catch((err: unknown) => {
+            if (errorCode(err) === "NOT_FOUND") return undefined;
+            throw err;
+          }),
         );
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/orders/${order.id}`;
-        return this.view(order.id);
+        return order;
       },
     },
 

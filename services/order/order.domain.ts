@@ -343,6 +343,15 @@ export function toPublicOrder(o: OrderRecord, payments: PaymentSummary[], refund
   };
 }
 
+/**
+ * The view of an order as its create committed it (a PENDING_PAYMENT order, no payment,
+ * refund or return yet, its one history entry): what a read right after the commit returns,
+ * without the read.
+ */
+export function newOrderView(o: OrderRecord) {
+  return toPublicOrder(o, [], [], [{ status: o.status, at: o.createdAt }], []);
+}
+
 export function toPublicRefund(r: RefundSummary) {
   return { id: r.id, paymentId: r.paymentId, amount: r.amount, status: r.status, reason: r.reason, createdAt: iso(r.createdAt), updatedAt: iso(r.updatedAt) };
 }

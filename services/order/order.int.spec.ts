@@ -208,6 +208,18 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(await stockOf(cheap.id), { onHand: 5, reserved: 3, available: 2 }, "only the first order holds stock");
   });
 
+  test("a create answers its order exactly as a read right after it does (built from what it committed, not read back); a replay of its key reads it", async () => {
+    const p = await product(5, 700);
+    const created = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
+    assert.equal(created.status, 201, created.text);
+    assert.deepEqual(created.body, await getOrder(alice, created.body.id));
+    const replay = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
+    assert.deepEqual(replay.body, created.body);
+    assert.equal((await call("POST", `/api/orders/${created.body.id}/cancel`, { token: alice })).status, 200);
+    const afterCancel = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
+    assert.equal(afterCancel.body.status, "CANCELLED", "a replay answers the order as it is now");
+  });
+
   test("a product sold out moments ago: the next buyer is refused by product.checkStock's read with no write in the order database; a key's replay still answers its order; a restock sells at once", async () => {
     const requests = (action: string) => requestMetricsOf(app.broker)!.totalOf(action);
     const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;

@@ -97,6 +97,12 @@ export async function findOrder(db: Knex, id: string): Promise<OrderRecord | und
   return toOrder(row, (await itemsOf(db, [id])).get(id) ?? []);
 }
 
+/** Only the order's status (undefined: no such order). */
+export async function statusOf(db: Knex, id: string): Promise<OrderStatus | undefined> {
+  const row = (await db("orders").where({ id }).first("status")) as { status: OrderStatus } | undefined;
+  return row?.status;
+}
+
 export async function findOrderForUpdate(trx: Knex.Transaction, id: string): Promise<OrderRecord | undefined> {
   const row = (await trx("orders").where({ id }).forUpdate().first()) as OrderRow | undefined;
   if (!row) return undefined;
@@ -177,13 +183,16 @@ export async function failPayment(trx: Knex.Transaction, paymentId: string, now:
   await trx("order_payments").where({ payment_id: paymentId, status: "PENDING" }).update({ status: "FAILED", updated_at: now });
 }
 
+interface PaymentRow {
+  payment_id: string; provider: string; status: string; amount: number | string; currency: string; created_at: number | string; updated_at: number | string;
+}
+
+const toPaymentSummary = (r: PaymentRow): PaymentSummary => ({
+  id: r.payment_id, provider: r.provider, status: r.status, amount: { amount: Number(r.amount), currency: r.currency }, createdAt: Number(r.created_at), updatedAt: Number(r.updated_at),
+});
+
 export async function paymentsOf(db: Knex, orderId: string): Promise<PaymentSummary[]> {
-  const rows = (await db("order_payments").where({ order_id: orderId }).orderBy("created_at")) as {
-    payment_id: string; provider: string; status: string; amount: number | string; currency: string; created_at: number | string; updated_at: number | string;
-  }[];
-  return rows.map((r) => ({
-    id: r.payment_id, provider: r.provider, status: r.status, amount: { amount: Number(r.amount), currency: r.currency }, createdAt: Number(r.created_at), updatedAt: Number(r.updated_at),
-  }));
+  return ((await db("order_payments").where({ order_id: orderId }).orderBy("created_at")) as PaymentRow[]).map(toPaymentSummary);
 }
 
 // ---- refunds ----
@@ -348,6 +357,71 @@ const toReturn = (r: ReturnRow): ReturnRecord => ({
   createdAt: Number(r.created_at),
   decidedAt: r.decided_at === null ? null : Number(r.decided_at),
 });
+
+// ---- the whole order in one statement ----
+
+/** The parts of an order's view, each table with the columns its reader above maps. */
+const VIEW_PARTS = [
+  { part: "order", table: "orders", key: "id", columns: ["id", "user_id", "status", "total_amount", "currency", "shipping_address", "shipment", "shipped", "paid_payment_id", "paid_amount", "refunded_amount", "reservation_expires_at", "created_at", "updated_at"] },
+  { part: "item", table: "order_items", key: "order_id", columns: ["order_id", "product_id", "sku", "name", "unit_price", "quantity"] },
+  { part: "payment", table: "order_payments", key: "order_id", columns: ["payment_id", "provider", "status", "amount", "currency", "created_at", "updated_at"] },
+  { part: "refund", table: "order_refunds", key: "order_id", columns: ["id", "order_id", "payment_id", "amount", "currency", "status", "reason", "created_at", "updated_at"] },
+  { part: "history", table: "order_history", key: "order_id", columns: ["status", "at", "seq"] },
+  { part: "return", table: "order_returns", key: "order_id", columns: ["id", "order_id", "user_id", "status", "items", "reason", "amount", "currency", "restock", "refund_id", "decision_reason", "created_at", "decided_at"] },
+] as const;
+type ViewPart = (typeof VIEW_PARTS)[number]["part"];
+const VIEW_WIDTH = Math.max(...VIEW_PARTS.map((p) => p.columns.length));
+/** Columns UNION may hand back as text ("0"/"1" on MariaDB, where a column mixes types): read as numbers first. */
+const FLAGS = new Set(["shipped", "restock"]);
+
+export interface OrderView {
+  order: OrderRecord;
+  payments: PaymentSummary[];
+  refunds: (RefundSummary & { orderId: string })[];
+  history: HistoryEntry[];
+  returns: ReturnRecord[];
+}
+
+/**
+ * An order with its items, payments, refunds, history and returns in ONE statement: a UNION
+ * ALL of the six tables, each row tagged with its part and padded to one width. One statement
+ * reads one snapshot on both engines (SQLite's read transaction; InnoDB's consistent read,
+ * one read view per statement), which is what the view needs: no status without the history
+ * entry that led to it. It replaced BEGIN, six SELECTs and COMMIT on every order read (#16).
+ * UNION merges each column's type across the parts, so every field goes through the same
+ * conversions as the per-table readers (numbers from text, flags from "0"/"1").
+ */
+export async function findOrderView(db: Knex, id: string): Promise<OrderView | undefined> {
+  const [first, ...rest] = VIEW_PARTS.map(({ part, table, key, columns }) =>
+    db(table)
+      .where(key, id)
+      .select(db.raw("? as part", [part]), ...Array.from({ length: VIEW_WIDTH }, (_, i) => (i < columns.length ? db.ref(columns[i]).as(`c${i}`) : db.raw(`null as c${i}`)))),
+  );
+  const rows = (await first.unionAll(rest)) as ({ part: ViewPart } & Record<string, unknown>)[];
+  const byPart = new Map<ViewPart, Record<string, unknown>[]>();
+  for (const row of rows) {
+    const { columns } = VIEW_PARTS.find((p) => p.part === row.part)!;
+    const named: Record<string, unknown> = {};
+    columns.forEach((c, i) => {
+      const v = row[`c${i}`];
+      named[c] = FLAGS.has(c) && typeof v === "string" ? Number(v) : v;
+    });
+    byPart.set(row.part, [...(byPart.get(row.part) ?? []), named]);
+  }
+  const all = <T>(part: ViewPart) => (byPart.get(part) ?? []) as T[];
+  const [orderRow] = all<OrderRow>("order");
+  if (!orderRow) return undefined;
+  const by = <T>(key: (x: T) => string | number) => (a: T, b: T) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
+  return {
+    order: toOrder(orderRow, all<ItemRow>("item").sort(by((i) => i.product_id))),
+    payments: all<PaymentRow>("payment").map(toPaymentSummary).sort(by((p) => p.createdAt)),
+    refunds: all<RefundRow>("refund").map(toRefund).sort(by((r) => r.createdAt)),
+    history: all<{ status: OrderStatus; at: number | string; seq: number | string }>("history")
+      .sort(by((h) => Number(h.seq)))
+      .map((h) => ({ status: h.status, at: Number(h.at) })),
+    returns: all<ReturnRow>("return").map(toReturn).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+  };
+}
 
 export async function insertReturn(trx: Knex.Transaction, r: ReturnRecord): Promise<void> {
   await trx("order_returns").insert({

@@ -184,10 +184,10 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
           // A cancel that committed while the trade was being created published its
           // order.cancelled before the trade existed: close it now. (A cancel committing after
           // this read finds the trade, which exists by then, through its event.)
-          const now = (await repo.findOrder(this.db, order.id))!;
-          if (now.status !== "PENDING_PAYMENT") {
+          const now = (await repo.statusOf(this.db, order.id))!;
+          if (now !== "PENDING_PAYMENT") {
             await callAction(this.broker, "payment.closeOrderTrades", { orderId: order.id }, { parentCtx: ctx });
-            throw conflict(`The order was ${now.status.toLowerCase()} meanwhile; its payment is being closed`, [{ status: now.status }]);
+            throw conflict(`The order was ${now.toLowerCase()} meanwhile; its payment is being closed`, [{ status: now }]);
           }
           return payment;
         },
@@ -244,18 +244,16 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
     methods: {
       /**
-       * The order with its payments, refunds, history and returns as of one moment: read in one
-       * transaction (SQLite's and InnoDB's snapshot), since a commit between separate reads
-       * showed, say, DELIVERED with a REFUNDED history entry, and a live stream that read such
-       * a view never sent the REFUNDED state (its sequence was already counted). With `caller`,
-       * someone else's order is NOT_FOUND (an admin sees every order).
+       * The order with its payments, refunds, history and returns as of one moment: read by
+       * one statement (repo.findOrderView), since a commit between separate reads showed, say,
+       * DELIVERED with a REFUNDED history entry, and a live stream that read such a view never
+       * sent the REFUNDED state (its sequence was already counted). With `caller`, someone
+       * else's order is NOT_FOUND (an admin sees every order).
        */
       async view(this: OrderThis, id: string, caller?: AuthUser) {
-        return inTransaction(this.db, async (trx) => {
-          const order = await repo.findOrder(trx, id);
-          if (!order || (caller && order.userId !== caller.id && caller.role !== "admin")) throw notFound("Order");
-          return this.viewIn(trx, order);
-        });
+        const v = await repo.findOrderView(this.db, id);
+        if (!v || (caller && v.order.userId !== caller.id && caller.role !== "admin")) throw notFound("Order");
+        return toPublicOrder(v.order, v.payments, v.refunds, v.history, v.returns);
       },
 
       /** The public view of `order` with its parts, read in the caller's transaction `trx`. */
