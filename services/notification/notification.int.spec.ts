@@ -273,6 +273,14 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await db()("emails").where({ source_message_id: env.id })).length, 1);
       assert.equal((await db()("inbox").where({ message_id: env.id })).length, 1);
       assert.equal(e.attempts, 1);
+      // After the inbox's retention (its row purged), the same event again: the notification's
+      // own uniqueness skips it, and the rest of that delivery still commits (its inbox row).
+      await db()("inbox").where({ message_id: env.id }).del();
+      await deliver(env);
+      assert.equal((await db()("notifications").where({ source_message_id: env.id })).length, 1);
+      assert.equal((await db()("emails").where({ source_message_id: env.id })).length, 1);
+      assert.equal((await db()("inbox").where({ message_id: env.id })).length, 1, "the redelivery was applied (as a no-op), not refused");
+      assert.deepEqual(await mailQuiet(), { handled: 0 });
       if (smtp) assert.equal(smtp.withMessageId(e.messageId).length, 1, "one e-mail on the SMTP server");
     });
 

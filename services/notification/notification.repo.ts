@@ -75,6 +75,7 @@ const toEmail = (r: Record<string, any>): EmailRow => ({
 
 // ---- notifications ----
 
+/** Throws a unique violation (lib/db.ts isUniqueViolation) when this event's notification exists. */
 export async function insertNotification(trx: Knex.Transaction, n: NotificationRecord, sourceMessageId: string): Promise<void> {
   await trx("notifications").insert({
     id: n.id,
@@ -89,10 +90,6 @@ export async function insertNotification(trx: Knex.Transaction, n: NotificationR
   });
 }
 
-/** Whether the event with this message id already made its notification. */
-export async function notificationExistsFor(trx: Knex.Transaction, sourceMessageId: string): Promise<boolean> {
-  return (await trx("notifications").where("source_message_id", sourceMessageId).first("id")) !== undefined;
-}
 
 /** The caller's notifications, newest first; `unread` keeps those not read yet. */
 export async function listNotifications(db: Knex, userId: string, q: ListQuery): Promise<{ items: NotificationRecord[]; total: number }> {
@@ -187,15 +184,20 @@ export async function dueEmailIds(db: Knex, now: number, limit: number): Promise
  * replica claimed it first.
  */
 export async function claimEmail(db: Knex, id: string, token: string, now: number, leaseMs: number): Promise<EmailRow | undefined> {
+  if (!(await claimEmailOnly(db, id, token, now, leaseMs))) return undefined;
+  const row = await db("emails").where({ id, claimed_by: token }).first();
+  return row ? toEmail(row) : undefined;
+}
+
+/** claimEmail without reading the row back, for a sender that holds it already: true when claimed. */
+export async function claimEmailOnly(db: Knex, id: string, token: string, now: number, leaseMs: number): Promise<boolean> {
   const n = await claimable(db("emails").where("id", id), now).update({
     claimed_by: token,
     claimed_until: now + leaseMs,
     attempts: db.raw("attempts + 1"),
     last_attempt_at: now,
   });
-  if (n !== 1) return undefined;
-  const row = await db("emails").where({ id, claimed_by: token }).first();
-  return row ? toEmail(row) : undefined;
+  return n === 1;
 }
 
 /** Final state after a successful hand-over (`sent`) or storing (`stored`). False if the claim was lost. */
