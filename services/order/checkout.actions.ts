@@ -118,14 +118,23 @@ export function checkoutMethods(config: AppConfig) {
      */
     async holdUnpaidSlot(this: OrderThis, userId: string, orderId: string, lines: OrderLineInput[]) {
       const now = Date.now();
-      await repo.ensureUserLimitsRow(this.db, userId, now);
-      await inTransaction(this.db, async (trx) => {
-        const o = await repo.lockUserLimits(trx, userId);
-        const limits = { maxOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders, maxUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct };
-        const problem = unpaidLimitProblem(limits, await repo.unpaidState(trx, userId, now - staleClaimMs), lines);
-        if (problem) throw new AppError("UNPAID_LIMIT", describeUnpaidLimit(problem), [problem]);
-        await repo.insertDraft(trx, orderId, userId, lines, now);
-      });
+      for (let round = 1; ; round++) {
+        const held = await inTransaction(this.db, async (trx) => {
+          const o = await repo.lockUserLimits(trx, userId);
+          if (!o) return false;
+          const limits = { maxOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders, maxUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct };
+          const problem = unpaidLimitProblem(limits, await repo.unpaidState(trx, userId, now - staleClaimMs), lines);
+          if (problem) throw new AppError("UNPAID_LIMIT", describeUnpaidLimit(problem), [problem]);
+          await repo.insertDraft(trx, orderId, userId, lines, now);
+          return true;
+        });
+        if (held) return;
+        // The user's first create: the lock row is made in its own statement (an insert-ignore
+        // inside the transaction would deadlock two first creates), then the round runs again.
+        // Rows are never deleted, so every later create skips this write.
+        if (round > 1) throw new Error(`The order_user_limits row of user ${userId} is missing after it was created`);
+        await repo.ensureUserLimitsRow(this.db, userId, now);
+      }
     },
 
     /**

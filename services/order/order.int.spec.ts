@@ -218,6 +218,26 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await call("POST", `/api/orders/${created.body.id}/cancel`, { token: alice })).status, 200);
     const afterCancel = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
     assert.equal(afterCancel.body.status, "CANCELLED", "a replay answers the order as it is now");
+
+    // The hoarding check's lock row is written by a user's first create only.
+    const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
+    const fresh = (await call("POST", "/api/auth/register", { body: { email: `fresh-${randomBytes(3).toString("hex")}@example.com`, password: "fresh password", name: "F" } })).body.accessToken;
+    const limitRowWrites = async (run: () => Promise<unknown>) => {
+      const seen: string[] = [];
+      const onQuery = (q: { sql: string }) => {
+        if (/^insert .*`order_user_limits`/.test(q.sql)) seen.push(q.sql);
+      };
+      db.on("query", onQuery);
+      try {
+        await run();
+      } finally {
+        db.off("query", onQuery);
+      }
+      return seen.length;
+    };
+    const buy = async () => assert.equal((await order(fresh, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).status, 201);
+    assert.equal(await limitRowWrites(buy), 1, "the first create makes the row");
+    assert.equal(await limitRowWrites(buy), 0, "a later create finds it");
   });
 
   test("a product sold out moments ago: the next buyer is refused by product.checkStock's read with no write in the order database; a key's replay still answers its order; a restock sells at once", async () => {

@@ -279,10 +279,10 @@ export interface LimitOverrides {
   maxUnpaidUnitsPerProduct: number | null;
 }
 
-/** Locks the user's row (creates of one user are serialised here) and reads their overrides. */
-export async function lockUserLimits(trx: Knex.Transaction, userId: string): Promise<LimitOverrides> {
+/** Locks the user's row (creates of one user are serialised here) and reads their overrides; undefined: no row yet. */
+export async function lockUserLimits(trx: Knex.Transaction, userId: string): Promise<LimitOverrides | undefined> {
   const row = (await trx("order_user_limits").where({ user_id: userId }).forUpdate().first()) as { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null } | undefined;
-  return { maxUnpaidOrders: row?.max_unpaid_orders ?? null, maxUnpaidUnitsPerProduct: row?.max_unpaid_units_per_product ?? null };
+  return row && { maxUnpaidOrders: row.max_unpaid_orders, maxUnpaidUnitsPerProduct: row.max_unpaid_units_per_product };
 }
 
 export async function findUserLimits(db: Knex, userId: string): Promise<LimitOverrides> {
