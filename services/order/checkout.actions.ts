@@ -67,6 +67,7 @@ export function checkoutActions(config: AppConfig): TypedActions<OrderThis> {
         const me = requireUser(ctx);
         if (Boolean(ctx.params.addressId) === Boolean(ctx.params.shippingAddress))
           throw validationError("Give either addressId or shippingAddress", [{ field: "addressId" }, { field: "shippingAddress" }]);
+        await this.refuseBeforeKey(ctx, me.id);
         const order = await this.withKey(
           ctx, { op: "order.create", body: ctx.params }, randomUUID(),
           // A new order's view is what its create committed (newOrderView): no read back.
@@ -140,9 +141,9 @@ export function checkoutMethods(config: AppConfig) {
     /**
      * A create naming a product this node saw sold out moments ago (SoldOutHints) asks the
      * product service's read first, so a refusal writes nothing here: no draft, no hoarding
-     * check, and the key's claim is released at once. It runs after the key's claim, so a retry
-     * of a create that succeeded still replays its order. A check that passes clears the marks
-     * and the create goes on (the reserve decides); a check that fails to answer is ignored.
+     * check (and, run by refuseBeforeKey, no claim of the key either). A check that passes
+     * clears the marks and the create goes on (the reserve decides); a check that fails to
+     * answer is ignored.
      */
     async refuseIfSoldOut(this: OrderThis, ctx: Ctx<CreateParams>, lines: OrderLineInput[]) {
       const ids = lines.map((l) => l.productId);
@@ -159,6 +160,27 @@ export function checkoutMethods(config: AppConfig) {
         return; // no answer: the reserve below decides, as without a mark
       }
       this.soldOut.clear(ids);
+    },
+
+    /**
+     * refuseIfSoldOut before the Idempotency-Key is claimed, so a sold-out refusal skips the
+     * claim and its release too (two writes, each with its commit): for lines given in the
+     * request only (a cart's lines cost a call), and only while the key names nothing. A key
+     * already claimed goes on to withKey whatever the check said: it replays (or waits for)
+     * the order its first request made. Two requests of one key racing here may then answer
+     * differently only if stock came back between their checks, as two retries may anyway.
+     */
+    async refuseBeforeKey(this: OrderThis, ctx: Ctx<CreateParams>, userId: string) {
+      if (!ctx.params.items) return;
+      const { lines, problems } = normalizeOrderLines(ctx.params.items);
+      if (problems.length) return; // the create reports them
+      try {
+        await this.refuseIfSoldOut(ctx, lines);
+      } catch (err) {
+        const key = ctx.meta.idempotencyKey;
+        if (key && (await repo.idempotencyStore(this.db).find(userId, key))) return;
+        throw err;
+      }
     },
 
     async createOrder(this: OrderThis, ctx: Ctx<CreateParams>, userId: string, orderId: string) {

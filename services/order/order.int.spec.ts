@@ -273,6 +273,16 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(second.body.error.details, [{ productId: hot.id, requested: 1, available: 0 }]);
     assert.deepEqual(counts(), [before[0], before[1] + 1]);
     assert.deepEqual(statements, [], "a refusal after the mark runs no statement in the order database");
+    // With a key: one look for the key (it names nothing yet), no claim and no release.
+    const keyedStatements: string[] = [];
+    const onKeyedQuery = (q: { sql: string }) => {
+      if (!/outbox|inbox/.test(q.sql)) keyedStatements.push(q.sql.split(" where ")[0]!);
+    };
+    db.on("query", onKeyedQuery);
+    const keyed = await order(erin, body, "erin-sold-out");
+    db.off("query", onKeyedQuery);
+    assert.equal(keyed.status, 409, keyed.text);
+    assert.deepEqual(keyedStatements, ["select * from `idempotency_keys`"]);
     const unknown = await order(erin, { ...body, items: [...body.items, { productId: "no-such-product", quantity: 1 }] });
     assert.equal(unknown.status, 422, unknown.text);
     assert.deepEqual(unknown.body.error.details.map((d: { field: string }) => d.field), ["items.no-such-product"], "the check names an unknown product as the reserve does");

@@ -41,6 +41,7 @@ export interface OrderThis extends EventsServiceThis {
   createOrder(ctx: Ctx<CreateParams>, userId: string, orderId: string): Promise<OrderRecord>;
   holdUnpaidSlot(userId: string, orderId: string, lines: OrderLineInput[]): Promise<void>;
   refuseIfSoldOut(ctx: Ctx<CreateParams>, lines: OrderLineInput[]): Promise<void>;
+  refuseBeforeKey(ctx: Ctx<CreateParams>, userId: string): Promise<void>;
   requestRefund(orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }): Promise<PublicRefund>;
   sendRefund(refund: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }): Promise<void>;
   sendAfterCommit(trx: Knex.Transaction, refund: NewRefund): void;
