@@ -49,6 +49,7 @@ export interface ActionContracts {
   "payment.reconcile": { params: meridian_payment_v1_payment.ReconcileRequest; response: meridian_payment_v1_payment.ReconcileResponse };
   "product.list": { params: meridian_product_v1_product.ListRequest; response: meridian_product_v1_product.ProductPage };
   "product.get": { params: meridian_product_v1_product.GetRequest; response: meridian_product_v1_product.Product };
+  "product.getMany": { params: meridian_product_v1_product.GetManyRequest; response: meridian_product_v1_product.ProductList };
   "product.export": { params: meridian_product_v1_product.ExportRequest; response: meridian_product_v1_product.ExportResponse };
   "product.seedDemo": { params: meridian_product_v1_product.SeedDemoRequest; response: meridian_product_v1_product.SeedDemoResponse };
   "product.create": { params: meridian_product_v1_product.CreateRequest; response: meridian_product_v1_product.Product };

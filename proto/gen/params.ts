@@ -869,6 +869,19 @@ export const Params: Record<ContractAction, ActionParams> = {
       "max": 64
     }
   },
+  "product.getMany": {
+    "$$strict": true,
+    "ids": {
+      "type": "array",
+      "min": 1,
+      "max": 100,
+      "items": {
+        "type": "string",
+        "min": 1,
+        "max": 64
+      }
+    }
+  },
   "product.list": {
     "category": {
       "type": "string",

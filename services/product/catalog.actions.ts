@@ -62,6 +62,15 @@ export function catalogActions(config: AppConfig): TypedActions<ProductServiceTh
       },
     },
 
+    getMany: {
+      visibility: "public",
+      params: Params["product.getMany"],
+      async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.getMany">>): Promise<ActionResponse<"product.getMany">> {
+        const found = new Map((await repo.findProducts(this.db, ctx.params.ids)).map((p) => [p.id, toPublicProduct(p)]));
+        return { items: ctx.params.ids.flatMap((id) => found.get(id) ?? []) };
+      },
+    },
+
     /**
      * Every live product in id order, a page at a time (keyset on id), for a consumer that
      * rebuilds its own copy of the catalog (each search replica at start). Not routed.

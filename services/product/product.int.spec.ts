@@ -171,6 +171,17 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assertError(await call("POST", "/api/products/nope/stock", { token: admin, body: { delta: 1 } }), 404, "NOT_FOUND");
     });
 
+    test("getMany: live products in the order asked, fresh stock, unknown and deleted ids left out; the same answer as get", async () => {
+      const [a, b, gone] = [await create(), await create({ stock: 3 }), await create()];
+      assert.equal((await call("DELETE", `/api/products/${gone.id}`, { token: admin })).status, 204);
+      await call("GET", `/api/products/${b.id}`); // cached now
+      await app.broker.call("product.reserve", { orderId: `gm-${b.id}`, lines: [{ productId: b.id, quantity: 2 }] });
+      const { items } = (await app.broker.call("product.getMany", { ids: [b.id, "no-such", gone.id, a.id, b.id] })) as { items: { id: string; stock: unknown }[] };
+      assert.deepEqual(items.map((p) => p.id), [b.id, a.id, b.id]);
+      assert.deepEqual(items[0], (await call("GET", `/api/products/${b.id}`)).body);
+      assert.deepEqual(items[0]!.stock, { onHand: 3, reserved: 2, available: 1 });
+    });
+
     test("reserve: all or nothing, OUT_OF_STOCK names the products; idempotent per order; commit and release once", async () => {
       const a = await create({ stock: 5 });
       const b = await create({ stock: 1 });

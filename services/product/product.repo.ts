@@ -98,6 +98,11 @@ export async function findProduct(db: Knex, id: string): Promise<ProductRecord |
   return row && toProduct(row);
 }
 
+/** Live products among `ids`, in no particular order (one statement). */
+export async function findProducts(db: Knex, ids: readonly string[]): Promise<ProductRecord[]> {
+  return (await live(db).whereIn("id", [...new Set(ids)])).map(toProduct);
+}
+
 /** The row locked until the transaction ends (InnoDB `FOR UPDATE`; SQLite's writer lock already serializes). */
 export async function findProductForUpdate(trx: Knex.Transaction, id: string): Promise<ProductRecord | undefined> {
   const row = await live(trx).where({ id }).forUpdate().first();

@@ -231,15 +231,34 @@ export async function popular(db: Knex, opts: { categories?: string[]; brands?: 
   const variants = (xs: string[] = []) => [...new Set(xs.flatMap((x) => [x, x.toLowerCase()]))];
   const cats = variants(opts.categories);
   const brands = variants(opts.brands);
-  const q = db("rec_items").where({ deleted: false }).where("available", ">", 0).whereNot("category", "");
-  if (cats.length || brands.length)
-    q.where((w) => {
-      if (cats.length) w.orWhereIn("category", cats);
-      if (brands.length) w.orWhereIn("brand", brands);
-    });
-  const rows = (await q.orderBy([{ column: "buyers", order: "desc" }, { column: "product_id", order: "desc" }]).limit(opts.limit).select(ITEM_COLUMNS.map((c) => c.slice(2)))) as ItemRow[];
-  return rows.map(toItem);
+  const top = (where: Record<string, string>) =>
+    db("rec_items")
+      .where(where)
+      .where({ deleted: false })
+      .where("available", ">", 0)
+      .whereNot("category", "")
+      .orderBy(RANKING)
+      .limit(opts.limit)
+      .select(ITEM_COLUMNS.map((c) => c.slice(2)));
+  const ranges = [...cats.map((c) => ({ category: c })), ...brands.map((b) => ({ brand: b }))];
+  if (!ranges.length) return ((await top({})) as ItemRow[]).map(toItem);
+  // The top `limit` of each category and brand (one index range each: rec_items_category_top,
+  // rec_items_brand_top), in one statement; the overall top `limit` is among them. A product
+  // in a preferred category AND brand comes twice: kept once.
+  const [first, ...rest] = ranges.map((w, i) => db.select("*").from(top(w).as(`r${i}`)));
+  const rows = (await first.unionAll(rest)) as ItemRow[];
+  const byId = new Map(rows.map((r) => [r.product_id, r]));
+  return [...byId.values()]
+    .sort((a, b) => Number(b.buyers) - Number(a.buyers) || (a.product_id < b.product_id ? 1 : a.product_id > b.product_id ? -1 : 0))
+    .slice(0, opts.limit)
+    .map(toItem);
 }
+
+/** The popularity order: buyers, then product id (both descending), as every index above ends. */
+const RANKING = [
+  { column: "buyers", order: "desc" },
+  { column: "product_id", order: "desc" },
+];
 
 // ---- rebuild ------------------------------------------------------------------------------
 

@@ -173,19 +173,15 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
         });
       },
 
-      /** The products to show, read from the product service; gone or unavailable ones are left out. */
+      /**
+       * The products to show, read from the product service in one call (product.getMany: one
+       * statement, fresh stock; it was one cached product.get per candidate, #16); gone or
+       * unavailable ones are left out.
+       */
       async hydrate(this: RecThis, ctx: Ctx<unknown>, ids: string[]) {
-        const found = await Promise.all(
-          ids.map(async (id) => {
-            try {
-              return await callAction(ctx, "product.get", { id });
-            } catch (err) {
-              if (errorCode(err) === "NOT_FOUND") return undefined;
-              throw err;
-            }
-          }),
-        );
-        return new Map(found.filter((p): p is PublicProduct => p !== undefined && p.stock.available > 0).map((p) => [p.id, p]));
+        if (!ids.length) return new Map<string, PublicProduct>();
+        const { items } = await callAction(ctx, "product.getMany", { ids });
+        return new Map(items.filter((p) => p.stock.available > 0).map((p) => [p.id, p]));
       },
 
       /**

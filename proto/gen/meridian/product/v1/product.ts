@@ -48,6 +48,15 @@ export interface GetRequest {
   id: string;
 }
 
+export interface GetManyRequest {
+  ids: string[];
+}
+
+/** Products in the order their ids were asked for. */
+export interface ProductList {
+  items: Product[];
+}
+
 export interface ExportRequest {
   /** The last id of the previous page; absent for the first page. */
   after?: string;

@@ -89,6 +89,15 @@ export interface GetRequest {
   id: string;
 }
 
+export interface GetManyRequest {
+  ids: string[];
+}
+
+/** Products in the order their ids were asked for. */
+export interface ProductList {
+  items: Product[];
+}
+
 export interface ExportRequest {
   /** The last id of the previous page; absent for the first page. */
   after?:
@@ -745,6 +754,80 @@ export const GetRequest: MessageFns<GetRequest> = {
           }
 
           message.id = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
+function createBaseGetManyRequest(): GetManyRequest {
+  return { ids: [] };
+}
+
+export const GetManyRequest: MessageFns<GetManyRequest> = {
+  encode(message: GetManyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.ids) {
+      writer.uint32(10).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetManyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseGetManyRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.ids.push(reader.string());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
+function createBaseProductList(): ProductList {
+  return { items: [] };
+}
+
+export const ProductList: MessageFns<ProductList> = {
+  encode(message: ProductList, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.items) {
+      Product.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProductList {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseProductList();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.items.push(Product.decode(reader, reader.uint32()));
           continue;
         }
       }
@@ -2588,6 +2671,19 @@ export const ProductServiceService = {
     responseDeserialize: (value: Buffer): Product => Product.decode(value),
   },
   /**
+   * Live products by id, fresh from the database (not the cache): for a service that shows
+   * several at once (recommendation); unknown and deleted ids are left out.
+   */
+  getMany: {
+    path: "/meridian.product.v1.ProductService/GetMany" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetManyRequest): Buffer => Buffer.from(GetManyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetManyRequest => GetManyRequest.decode(value),
+    responseSerialize: (value: ProductList): Buffer => Buffer.from(ProductList.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ProductList => ProductList.decode(value),
+  },
+  /**
    * Every live product in id order, a page at a time (keyset on id), for a consumer that
    * rebuilds its own copy of the catalog (search, recommendation).
    */
@@ -2731,6 +2827,11 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
   /** One product */
   get: handleUnaryCall<GetRequest, Product>;
   /**
+   * Live products by id, fresh from the database (not the cache): for a service that shows
+   * several at once (recommendation); unknown and deleted ids are left out.
+   */
+  getMany: handleUnaryCall<GetManyRequest, ProductList>;
+  /**
    * Every live product in id order, a page at a time (keyset on id), for a consumer that
    * rebuilds its own copy of the catalog (search, recommendation).
    */
@@ -2798,6 +2899,25 @@ export interface ProductServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Product) => void,
+  ): ClientUnaryCall;
+  /**
+   * Live products by id, fresh from the database (not the cache): for a service that shows
+   * several at once (recommendation); unknown and deleted ids are left out.
+   */
+  getMany(
+    request: GetManyRequest,
+    callback: (error: ServiceError | null, response: ProductList) => void,
+  ): ClientUnaryCall;
+  getMany(
+    request: GetManyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ProductList) => void,
+  ): ClientUnaryCall;
+  getMany(
+    request: GetManyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ProductList) => void,
   ): ClientUnaryCall;
   /**
    * Every live product in id order, a page at a time (keyset on id), for a consumer that
