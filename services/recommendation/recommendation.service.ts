@@ -174,8 +174,8 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
       },
 
       /**
-       * The products to show, read from the product service in one call (product.getMany: one
-       * statement, fresh stock; it was one cached product.get per candidate, #16); gone or
+       * The products to show, read from the product service in one call (product.getMany,
+       * through product.get's cache; it was one product.get call per candidate, #16); gone or
        * unavailable ones are left out.
        */
       async hydrate(this: RecThis, ctx: Ctx<unknown>, ids: string[]) {

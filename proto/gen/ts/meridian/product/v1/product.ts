@@ -2671,8 +2671,9 @@ export const ProductServiceService = {
     responseDeserialize: (value: Buffer): Product => Product.decode(value),
   },
   /**
-   * Live products by id, fresh from the database (not the cache): for a service that shows
-   * several at once (recommendation); unknown and deleted ids are left out.
+   * Live products by id, through Get's cache (its entries, its invalidations), the misses
+   * read at once: for a service that shows several (recommendation); unknown and deleted ids
+   * are left out.
    */
   getMany: {
     path: "/meridian.product.v1.ProductService/GetMany" as const,
@@ -2827,8 +2828,9 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
   /** One product */
   get: handleUnaryCall<GetRequest, Product>;
   /**
-   * Live products by id, fresh from the database (not the cache): for a service that shows
-   * several at once (recommendation); unknown and deleted ids are left out.
+   * Live products by id, through Get's cache (its entries, its invalidations), the misses
+   * read at once: for a service that shows several (recommendation); unknown and deleted ids
+   * are left out.
    */
   getMany: handleUnaryCall<GetManyRequest, ProductList>;
   /**
@@ -2901,8 +2903,9 @@ export interface ProductServiceClient extends Client {
     callback: (error: ServiceError | null, response: Product) => void,
   ): ClientUnaryCall;
   /**
-   * Live products by id, fresh from the database (not the cache): for a service that shows
-   * several at once (recommendation); unknown and deleted ids are left out.
+   * Live products by id, through Get's cache (its entries, its invalidations), the misses
+   * read at once: for a service that shows several (recommendation); unknown and deleted ids
+   * are left out.
    */
   getMany(
     request: GetManyRequest,
