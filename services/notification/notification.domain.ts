@@ -48,12 +48,6 @@ export const DEFAULT_PAGE_SIZE = 20;
 // ---- money ----
 
 /**
- * `{amount: 123456, currency: "CNY"}` → `CN¥1,234.56`. The amount is an integer number of
- * minor units; the currency's minor-unit digits come from Intl (JPY 0, CNY 2, KWD 3) and the
- * decimal is built as a string, so no float ever rounds a price. An unknown or malformed
- * code falls back to `1234.56 XYZ`-style plain text.
- */
-/**
  * One Intl.NumberFormat per (locale, currency), built on first use: building one costs ~0.5 ms
  * (ICU data), formatting with it microseconds. Bounded, since the currency comes from events:
  * past 256 pairs the cache starts over. An unknown or malformed code is cached as undefined.
@@ -74,6 +68,12 @@ function currencyFormat(locale: string, currency: string): { fmt: Intl.NumberFor
   return found;
 }
 
+/**
+ * `{amount: 123456, currency: "CNY"}` → `CN¥1,234.56`. The amount is an integer number of
+ * minor units; the currency's minor-unit digits come from Intl (JPY 0, CNY 2, KWD 3) and the
+ * decimal is built as a string, so no float ever rounds a price. An unknown or malformed
+ * code falls back to `1234.56 XYZ`-style plain text.
+ */
 export function formatMoney(m: Money, locale = "en-US"): string {
   const amount = BigInt(Math.trunc(Number(m.amount) || 0));
   const negative = amount < 0n;

@@ -189,9 +189,15 @@ export async function claimEmail(db: Knex, id: string, token: string, now: numbe
   return row ? toEmail(row) : undefined;
 }
 
-/** claimEmail without reading the row back, for a sender that holds it already: true when claimed. */
-export async function claimEmailOnly(db: Knex, id: string, token: string, now: number, leaseMs: number): Promise<boolean> {
-  const n = await claimable(db("emails").where("id", id), now).update({
+/**
+ * claimEmail without reading the row back, for a sender that holds it already: true when
+ * claimed. With `attempts`, only while the row still has that many attempts: a row some pass
+ * tried meanwhile is not the one held in memory (its count and backoff moved on).
+ */
+export async function claimEmailOnly(db: Knex, id: string, token: string, now: number, leaseMs: number, attempts?: number): Promise<boolean> {
+  const q = claimable(db("emails").where("id", id), now);
+  if (attempts !== undefined) q.where("attempts", attempts);
+  const n = await q.update({
     claimed_by: token,
     claimed_until: now + leaseMs,
     attempts: db.raw("attempts + 1"),

@@ -3,7 +3,7 @@
  * on the real MariaDB: an e-mail its handler has just committed is claimed and finished with
  * two statements (the claim's conditional UPDATE, the outcome's UPDATE), without reading the
  * row or its notification back and without a pass's query for due rows; an e-mail a pass (or
- * another replica) claimed first is left to it and sent once.
+ * another replica) claimed first, or tried meanwhile, is left to it.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -20,7 +20,7 @@ const MIGRATIONS = path.join(__dirname, "migrations");
 const quiet = { info() {}, warn() {}, error() {} };
 
 for (const engine of ["sqlite", "mariadb"] as const) {
-  test(`e-mail hand-over on ${engine}: claimed and stored with two statements; one claimed first elsewhere is left alone`, async () => {
+  test(`e-mail hand-over on ${engine}: claimed and stored with two statements; one claimed or tried elsewhere first is left alone`, async () => {
     const config = testConfig({ db: engine });
     await ensureDatabase(config, "notification");
     const db = createKnex(config, "notification");
@@ -36,7 +36,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
     });
     try {
       await migrateLatest(db, MIGRATIONS);
-      const job = async (claimedBy: string | null) => {
+      const job = async (claimedBy: string | null, triedBefore = false) => {
         const now = Date.now();
         const notification: NotificationRecord = { id: randomUUID(), userId: "u-1", type: "order.shipped", title: "Order x shipped", body: "On its way.", data: { orderId: "x" }, readAt: null, createdAt: now };
         const email = { id: randomUUID(), user_id: "u-1", notification_id: notification.id, message_id_header: `<n-${notification.id}@meridian.test>`, attempts: 0, type: "order.shipped" };
@@ -44,7 +44,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
           await trx("notifications").insert({ id: notification.id, user_id: "u-1", type: notification.type, title: notification.title, body: notification.body, data: JSON.stringify(notification.data), read_at: null, created_at: now, source_message_id: randomUUID() });
           await trx("emails").insert({
             id: email.id, source_message_id: randomUUID(), notification_id: notification.id, user_id: "u-1", type: "order.shipped", status: "pending",
-            message_id_header: email.message_id_header, attempts: claimedBy ? 1 : 0, next_attempt_at: now, created_at: now,
+            message_id_header: email.message_id_header, attempts: claimedBy || triedBefore ? 1 : 0, next_attempt_at: now, created_at: now,
             ...(claimedBy ? { claimed_by: claimedBy, claimed_until: now + 60_000, last_attempt_at: now } : {}),
           });
         });
@@ -74,11 +74,17 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       // Claimed by another replica first: this hand-over's claim fails, and nothing is sent here.
       const taken = await job("other-replica:1");
       sender.handOver(taken.email, taken.notification);
-      await sender.stop(); // waits for the hand-over in flight
+      // Tried by a pass meanwhile (attempt 1 failed, due again now): the row is no longer the
+      // one held in memory, so the hand-over leaves it to the passes (its count and backoff).
+      const tried = await job(null, true);
+      sender.handOver(tried.email, tried.notification);
+      await sender.stop(); // waits for the hand-overs in flight
       assert.deepEqual(lookups, ["u-1"], "only the first e-mail was sent");
       const left = await db("emails").where({ id: taken.email.id }).first();
       assert.equal(left.status, "pending");
       assert.equal(left.claimed_by, "other-replica:1");
+      const retried = await db("emails").where({ id: tried.email.id }).first();
+      assert.deepEqual([retried.status, Number(retried.attempts), retried.claimed_by], ["pending", 1, null]);
     } finally {
       await sender.stop();
       await db.destroy();

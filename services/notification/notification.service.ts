@@ -78,6 +78,8 @@ export const CLAIM_LEASE_MS = 5 * 60_000;
 const SEND_BATCH = 50;
 /** E-mails sent at once by one replica (by its passes, and again by its hand-overs). */
 const SEND_CONCURRENCY = 5;
+/** How long a stopping sender waits for its sends: past the SMTP timeouts (mailer.ts). */
+const STOP_WAIT_MS = 60_000;
 /** Hand-overs waiting beyond this many are left to the passes (they are in the table). */
 const HANDOVER_QUEUE = 1000;
 
@@ -130,7 +132,7 @@ export class EmailSender {
       // A pass stops claiming once stopping; the sends in flight end within the SMTP timeouts
       // (connect 10 s + greeting 10 s + socket 30 s). Waited for past them, so the mailer and
       // the database are not closed under a send (which would send that e-mail again later).
-      stopWaitMs: 60_000,
+      stopWaitMs: STOP_WAIT_MS,
     });
   }
 
@@ -157,7 +159,9 @@ export class EmailSender {
       const { email, notification } = this.handedOver.shift()!;
       const token = this.newToken();
       const send = repo
-        .claimEmailOnly(this.opts.db, email.id, token, Date.now(), CLAIM_LEASE_MS)
+        // Only the row as its handler wrote it (no attempt yet): one a pass tried meanwhile
+        // (and failed, with its own count and backoff) is left to the passes.
+        .claimEmailOnly(this.opts.db, email.id, token, Date.now(), CLAIM_LEASE_MS, email.attempts)
         .then((claimed) => (claimed ? this.send({ ...email, attempts: email.attempts + 1 }, token, notification) : undefined))
         .catch((err: unknown) => this.opts.logger.warn(`E-mail ${email.id}: hand-over failed, left to the sender's passes: ${String((err as Error)?.message ?? err)}`))
         .finally(() => {
@@ -172,7 +176,9 @@ export class EmailSender {
   async stop(): Promise<void> {
     this.stopping = true;
     await this.loop?.stop();
-    await Promise.all([...this.handOverSends]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all([...this.handOverSends]), new Promise((resolve) => (timer = setTimeout(resolve, STOP_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   private newToken(): string {
@@ -252,7 +258,8 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
         await repo.insertNotification(trx, notification, envelope.id);
       } catch (err) {
         // Unique per event: this event's notification exists (a duplicate arriving after the
-        // inbox's retention). Only this statement failed; nothing else is written.
+        // inbox's retention). Only this statement failed; nothing more is written (the feed
+        // row above was touched, its `updated_at` only).
         if (isUniqueViolation(err)) return;
         throw err;
       }

@@ -157,7 +157,10 @@ export function checkoutMethods(config: AppConfig) {
         }
         const unknown = unknownProduct(err);
         if (unknown) throw unknown;
-        return; // no answer: the reserve below decides, as without a mark
+        // No answer: the reserve decides, as without a mark; the marks go, so this create
+        // (run again by createOrder after refuseBeforeKey) does not ask twice.
+        this.soldOut.clear(ids);
+        return;
       }
       this.soldOut.clear(ids);
     },

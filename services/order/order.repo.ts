@@ -192,7 +192,7 @@ const toPaymentSummary = (r: PaymentRow): PaymentSummary => ({
 });
 
 export async function paymentsOf(db: Knex, orderId: string): Promise<PaymentSummary[]> {
-  return ((await db("order_payments").where({ order_id: orderId }).orderBy("created_at")) as PaymentRow[]).map(toPaymentSummary);
+  return ((await db("order_payments").where({ order_id: orderId }).orderBy(["created_at", "payment_id"])) as PaymentRow[]).map(toPaymentSummary);
 }
 
 // ---- refunds ----
@@ -215,7 +215,7 @@ const toRefund = (r: RefundRow): RefundSummary & { orderId: string } => ({
 });
 
 export async function refundsOf(db: Knex, orderId: string): Promise<(RefundSummary & { orderId: string })[]> {
-  return ((await db("order_refunds").where({ order_id: orderId }).orderBy("created_at")) as RefundRow[]).map(toRefund);
+  return ((await db("order_refunds").where({ order_id: orderId }).orderBy(["created_at", "id"])) as RefundRow[]).map(toRefund);
 }
 
 export async function findRefund(db: Knex, id: string): Promise<(RefundSummary & { orderId: string }) | undefined> {
@@ -371,6 +371,8 @@ const VIEW_PARTS = [
 ] as const;
 type ViewPart = (typeof VIEW_PARTS)[number]["part"];
 const VIEW_WIDTH = Math.max(...VIEW_PARTS.map((p) => p.columns.length));
+/** Ties of time broken by id, as the per-table readers' ORDER BY does (ids are ASCII: one order everywhere). */
+const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 /** Columns UNION may hand back as text ("0"/"1" on MariaDB, where a column mixes types): read as numbers first. */
 const FLAGS = new Set(["shipped", "restock"]);
 
@@ -414,12 +416,12 @@ export async function findOrderView(db: Knex, id: string): Promise<OrderView | u
   const by = <T>(key: (x: T) => string | number) => (a: T, b: T) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
   return {
     order: toOrder(orderRow, all<ItemRow>("item").sort(by((i) => i.product_id))),
-    payments: all<PaymentRow>("payment").map(toPaymentSummary).sort(by((p) => p.createdAt)),
-    refunds: all<RefundRow>("refund").map(toRefund).sort(by((r) => r.createdAt)),
+    payments: all<PaymentRow>("payment").map(toPaymentSummary).sort((a, b) => a.createdAt - b.createdAt || byId(a, b)),
+    refunds: all<RefundRow>("refund").map(toRefund).sort((a, b) => a.createdAt - b.createdAt || byId(a, b)),
     history: all<{ status: OrderStatus; at: number | string; seq: number | string }>("history")
       .sort(by((h) => Number(h.seq)))
       .map((h) => ({ status: h.status, at: Number(h.at) })),
-    returns: all<ReturnRow>("return").map(toReturn).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)),
+    returns: all<ReturnRow>("return").map(toReturn).sort((a, b) => a.createdAt - b.createdAt || byId(a, b)),
   };
 }
 

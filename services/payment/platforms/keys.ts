@@ -90,10 +90,10 @@ export function privateKeyPem(key: KeyObject): string {
   return key.export({ type: "pkcs8", format: "pem" }).toString();
 }
 
-/** A short public id of a public key (first 16 bytes of SHA-256 over its SPKI DER), for key rotation. */
 /** Per key object: exporting a key to hash it cost ~0.3 ms per signed or verified callback. */
 const keyIds = new WeakMap<KeyObject, string>();
 
+/** A short public id of a public key (first 16 bytes of SHA-256 over its SPKI DER), for key rotation. */
 export function keyId(key: KeyObject): string {
   let id = keyIds.get(key);
   if (id === undefined) {

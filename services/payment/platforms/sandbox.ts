@@ -148,14 +148,14 @@ export function sandboxOutcomePayload(
   };
 }
 
+/** The pay-token secret per key object, derived once (exporting the key cost ~0.2 ms a token). */
+const payTokenSecrets = new WeakMap<KeyObject, Buffer>();
+
 /**
  * The pay URL is a capability ("anyone holding the payUrl" may complete it): the token
  * makes it unguessable even when payment ids are not. HMAC keyed by a hash of the
  * sandbox private key, so every node holding the key computes the same token.
  */
-/** The pay-token secret per key object, derived once (exporting the key cost ~0.2 ms a token). */
-const payTokenSecrets = new WeakMap<KeyObject, Buffer>();
-
 export function sandboxPayToken(paymentId: string, privateKey: KeyObject): string {
   let secret = payTokenSecrets.get(privateKey);
   if (!secret) {
