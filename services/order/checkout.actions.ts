@@ -157,11 +157,10 @@ export function checkoutMethods(config: AppConfig) {
         }
         const unknown = unknownProduct(err);
         if (unknown) throw unknown;
-        // No answer: the reserve decides, as without a mark; the marks go, so this create
-        // (run again by createOrder after refuseBeforeKey) does not ask twice.
-        this.soldOut.clear(ids);
-        return;
+        // No answer: the reserve decides, as without a mark.
       }
+      // A yes or no answer: the marks go either way, so this create (run again by createOrder
+      // after refuseBeforeKey) does not ask twice.
       this.soldOut.clear(ids);
     },
 

@@ -166,9 +166,16 @@ export async function addHistory(trx: Knex.Transaction, orderId: string, status:
   await trx("order_history").insert({ order_id: orderId, status, at });
 }
 
+interface HistoryRow {
+  status: OrderStatus;
+  at: number | string;
+  seq: number | string;
+}
+
+const toHistory = (r: HistoryRow): HistoryEntry => ({ status: r.status, at: Number(r.at) });
+
 export async function historyOf(db: Knex, orderId: string): Promise<HistoryEntry[]> {
-  const rows = (await db("order_history").where({ order_id: orderId }).orderBy("seq")) as { status: OrderStatus; at: number | string }[];
-  return rows.map((r) => ({ status: r.status, at: Number(r.at) }));
+  return ((await db("order_history").where({ order_id: orderId }).orderBy("seq")) as HistoryRow[]).map(toHistory);
 }
 
 // ---- payments the order knows of ----
@@ -370,9 +377,12 @@ const VIEW_PARTS = [
   { part: "return", table: "order_returns", key: "order_id", columns: ["id", "order_id", "user_id", "status", "items", "reason", "amount", "currency", "restock", "refund_id", "decision_reason", "created_at", "decided_at"] },
 ] as const;
 type ViewPart = (typeof VIEW_PARTS)[number]["part"];
+const VIEW_COLUMNS = new Map<ViewPart, readonly string[]>(VIEW_PARTS.map((p) => [p.part, p.columns]));
 const VIEW_WIDTH = Math.max(...VIEW_PARTS.map((p) => p.columns.length));
-/** Ties of time broken by id, as the per-table readers' ORDER BY does (ids are ASCII: one order everywhere). */
-const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+/** Code-unit order, as the per-table readers' ORDER BY sorts ids (ASCII, utf8mb4_bin: one order everywhere). */
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+/** By time, ties by id: the per-table readers' ORDER BY. */
+const byTimeThenId = (a: { createdAt: number; id: string }, b: { createdAt: number; id: string }) => a.createdAt - b.createdAt || cmp(a.id, b.id);
 /** Columns UNION may hand back as text ("0"/"1" on MariaDB, where a column mixes types): read as numbers first. */
 const FLAGS = new Set(["shipped", "restock"]);
 
@@ -400,28 +410,26 @@ export async function findOrderView(db: Knex, id: string): Promise<OrderView | u
       .select(db.raw("? as part", [part]), ...Array.from({ length: VIEW_WIDTH }, (_, i) => (i < columns.length ? db.ref(columns[i]).as(`c${i}`) : db.raw(`null as c${i}`)))),
   );
   const rows = (await first.unionAll(rest)) as ({ part: ViewPart } & Record<string, unknown>)[];
-  const byPart = new Map<ViewPart, Record<string, unknown>[]>();
+  const byPart = new Map<ViewPart, Record<string, unknown>[]>(VIEW_PARTS.map((p) => [p.part, []]));
   for (const row of rows) {
-    const { columns } = VIEW_PARTS.find((p) => p.part === row.part)!;
     const named: Record<string, unknown> = {};
-    columns.forEach((c, i) => {
+    VIEW_COLUMNS.get(row.part)!.forEach((c, i) => {
       const v = row[`c${i}`];
       named[c] = FLAGS.has(c) && typeof v === "string" ? Number(v) : v;
     });
-    byPart.set(row.part, [...(byPart.get(row.part) ?? []), named]);
+    byPart.get(row.part)!.push(named);
   }
-  const all = <T>(part: ViewPart) => (byPart.get(part) ?? []) as T[];
+  const all = <T>(part: ViewPart) => byPart.get(part) as T[];
   const [orderRow] = all<OrderRow>("order");
   if (!orderRow) return undefined;
-  const by = <T>(key: (x: T) => string | number) => (a: T, b: T) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0);
   return {
-    order: toOrder(orderRow, all<ItemRow>("item").sort(by((i) => i.product_id))),
-    payments: all<PaymentRow>("payment").map(toPaymentSummary).sort((a, b) => a.createdAt - b.createdAt || byId(a, b)),
-    refunds: all<RefundRow>("refund").map(toRefund).sort((a, b) => a.createdAt - b.createdAt || byId(a, b)),
-    history: all<{ status: OrderStatus; at: number | string; seq: number | string }>("history")
-      .sort(by((h) => Number(h.seq)))
-      .map((h) => ({ status: h.status, at: Number(h.at) })),
-    returns: all<ReturnRow>("return").map(toReturn).sort((a, b) => a.createdAt - b.createdAt || byId(a, b)),
+    order: toOrder(orderRow, all<ItemRow>("item").sort((a, b) => cmp(a.product_id, b.product_id))),
+    payments: all<PaymentRow>("payment").map(toPaymentSummary).sort(byTimeThenId),
+    refunds: all<RefundRow>("refund").map(toRefund).sort(byTimeThenId),
+    history: all<HistoryRow>("history")
+      .sort((a, b) => Number(a.seq) - Number(b.seq))
+      .map(toHistory),
+    returns: all<ReturnRow>("return").map(toReturn).sort(byTimeThenId),
   };
 }
 

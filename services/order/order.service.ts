@@ -184,10 +184,10 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
           // A cancel that committed while the trade was being created published its
           // order.cancelled before the trade existed: close it now. (A cancel committing after
           // this read finds the trade, which exists by then, through its event.)
-          const now = (await repo.statusOf(this.db, order.id))!;
-          if (now !== "PENDING_PAYMENT") {
+          const status = (await repo.statusOf(this.db, order.id))!;
+          if (status !== "PENDING_PAYMENT") {
             await callAction(this.broker, "payment.closeOrderTrades", { orderId: order.id }, { parentCtx: ctx });
-            throw conflict(`The order was ${now.toLowerCase()} meanwhile; its payment is being closed`, [{ status: now }]);
+            throw conflict(`The order was ${status.toLowerCase()} meanwhile; its payment is being closed`, [{ status }]);
           }
           return payment;
         },

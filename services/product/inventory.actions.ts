@@ -35,6 +35,8 @@ import type { Ctx, ProductServiceThis } from "./product.this";
 const SWEEP_BATCH = 200;
 
 const outOfStock = (short: Shortage[]) => new AppError("OUT_OF_STOCK", "Not enough stock for some products; nothing was reserved", short);
+/** A line's product does not exist (or was deleted): the 404 that names it. */
+const productNotFound = (productId: string) => new AppError("NOT_FOUND", "Product not found", [{ productId }]);
 
 export function inventoryActions(config: AppConfig): TypedActions<ProductServiceThis> {
   const ttlDefault = config.reservations.ttlSeconds;
@@ -78,7 +80,7 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         // was deleted) is a 404 naming it, before anything is held.
         const price = (products: Map<string, ReservableProduct>) => {
           const found = pricedLines(lines, products);
-          if ("missing" in found) throw new AppError("NOT_FOUND", "Product not found", [{ productId: found.missing }]);
+          if ("missing" in found) throw productNotFound(found.missing);
           return found.priced;
         };
         const replay = async () => {
@@ -145,7 +147,7 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         if (problems.length) throw validationError("Invalid reservation lines", problems);
         const available = await repo.availableOf(this.db, lines.map((l) => l.productId));
         const missing = lines.find((l) => !available.has(l.productId));
-        if (missing) throw new AppError("NOT_FOUND", "Product not found", [{ productId: missing.productId }]);
+        if (missing) throw productNotFound(missing.productId);
         const short = shortages(lines, (id) => available.get(id) ?? 0);
         if (short.length) {
           countBusiness(this.broker, "oversell_refused");
