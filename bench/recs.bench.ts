@@ -24,7 +24,7 @@
  * Environment: BENCH_DURATION_S (10), BENCH_WARMUP_S (2), BENCH_CONNECTIONS (20),
  * BENCH_RECS_ORDERS (100000), BENCH_RECS_PRODUCTS (10000), BENCH_RECS_USERS (100),
  * BENCH_UPDATE_ORDERS (3000), BENCH_UPDATE_WORKERS (20), BENCH_RECS_MARIADB (1),
- * BENCH_RECORD (1). Autocannon runs in this process too (one core of two is the load
+ * BENCH_RECORD (1), BENCH_CPU_PROF (a directory: a V8 profile of this process per measured case). Autocannon runs in this process too (one core of two is the load
  * generator's): the ratios, not the absolute figures, are the result. Exit 1 on any error.
  */
 import { randomUUID } from "node:crypto";
@@ -42,7 +42,7 @@ import { applyOnce, type EventHandler } from "../lib/events/consumer";
 import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 import { generate, prng, type Dataset } from "./recs-data";
 import { datasetSources, loadModel, rebuildWithProgress } from "./recs.eval";
-import { appendResults, cleanupAll, progressBar, installSignalCleanup, load, markdownTable, onCleanup, scoped, summaryFigure, type Measured } from "./support";
+import { appendResults, cleanupAll, progressBar, installSignalCleanup, load, profiledInProcess, markdownTable, onCleanup, scoped, summaryFigure, type Measured } from "./support";
 
 const env = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
 const DURATION_S = env("BENCH_DURATION_S", 10);
@@ -196,7 +196,7 @@ async function main(): Promise<void> {
       await broker.cacher?.clean();
       process.stderr.write(`  ${label}\n`);
       if (WARMUP_S > 0) await load({ ...rotating(base, [...paths], tokens), duration: WARMUP_S } as never, "warm-up (not counted)");
-      const m = await load({ ...rotating(base, [...paths], tokens), duration: DURATION_S } as never, "measuring");
+      const m = await profiledInProcess(label, () => load({ ...rotating(base, [...paths], tokens), duration: DURATION_S } as never, "measuring"));
       if (m.result.errors || m.result.non2xx || m.result.timeouts) throw new Error(`${label}: ${m.result.errors} errors, ${m.result.non2xx} non-2xx, ${m.result.timeouts} timeouts`);
       rows.push({ label, m });
     }

@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import fs from "node:fs";
+import inspector from "node:inspector";
 import path from "node:path";
 import readline from "node:readline";
 import type { ChildHandle } from "../test/support/proc";
@@ -179,11 +180,6 @@ export interface BenchChild extends ChildHandle {
   stop(graceMs?: number): Promise<void>;
 }
 
-/**
- * A TypeScript file in a child `node --import tsx` (as test/support/proc.ts spawnTs, plus
- * `nodeArgs` such as --cpu-prof, which NODE_OPTIONS does not accept), stopped by the cleanup.
- * Output is kept line by line; BENCH_CHILD_OUTPUT=1 also echoes it to stderr.
- */
 /** BENCH_CPU_PROF (a directory): where profiled nodes write their V8 .cpuprofile files. */
 export const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 
@@ -196,6 +192,33 @@ export function profileArgs(caseName: string, name: string): string[] {
   return CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${path.join(CPU_PROF_DIR, caseName, name)}`] : [];
 }
 
+/**
+ * Runs `fn` under the V8 profiler of THIS process when BENCH_CPU_PROF is set, and writes
+ * BENCH_CPU_PROF/<name>.cpuprofile: for benches whose system under test runs in-process
+ * (recs), where --cpu-prof would mix set-up and every case into one file.
+ */
+export async function profiledInProcess<T>(name: string, fn: () => Promise<T>): Promise<T> {
+  if (!CPU_PROF_DIR) return fn();
+  const session = new inspector.Session();
+  session.connect();
+  const post = (method: string) => new Promise<unknown>((resolve, reject) => session.post(method, (err, res) => (err ? reject(err) : resolve(res))));
+  await post("Profiler.enable");
+  await post("Profiler.start");
+  try {
+    return await fn();
+  } finally {
+    const { profile } = (await post("Profiler.stop")) as { profile: unknown };
+    session.disconnect();
+    fs.mkdirSync(CPU_PROF_DIR, { recursive: true });
+    fs.writeFileSync(path.join(CPU_PROF_DIR, `${name.replace(/[^\w.-]+/g, "_")}.cpuprofile`), JSON.stringify(profile));
+  }
+}
+
+/**
+ * A TypeScript file in a child `node --import tsx` (as test/support/proc.ts spawnTs, plus
+ * `nodeArgs` such as --cpu-prof, which NODE_OPTIONS does not accept), stopped by the cleanup.
+ * Output is kept line by line; BENCH_CHILD_OUTPUT=1 also echoes it to stderr.
+ */
 export function startChild(file: string, name: string, env: Record<string, string>, nodeArgs: string[] = []): BenchChild {
   const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", file], {
     env: { ...process.env, ...env },

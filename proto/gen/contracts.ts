@@ -112,6 +112,7 @@ export interface EventContracts {
   "product.deleted": meridian_product_v1_product.ProductDeleted;
   "stock.changed": meridian_product_v1_product.StockChanged;
   "reservation.expired": meridian_product_v1_product.ReservationExpired;
+  "recommendation.model_changed": meridian_recommendation_v1_recommendation.ModelChanged;
   "user.registered": meridian_user_v1_user.UserRegistered;
 }
 
@@ -138,6 +139,7 @@ export const Events = {
   ProductDeleted: "product.deleted",
   StockChanged: "stock.changed",
   ReservationExpired: "reservation.expired",
+  ModelChanged: "recommendation.model_changed",
   UserRegistered: "user.registered",
 } as const satisfies Record<string, keyof EventContracts>;
 

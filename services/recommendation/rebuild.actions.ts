@@ -104,13 +104,21 @@ export const rebuildMethods = {
       const fresh = page.items.filter((p) => (have.get(p.id)?.version ?? -1) < p.version);
       if (fresh.length)
         await inTransaction(this.db, async (trx: Knex.Transaction) => {
-          for (const p of fresh) await repo.applyProduct(trx, productFields(p), Date.now());
+          const changed: string[] = [];
+          for (const p of fresh) if (await repo.applyProduct(trx, productFields(p), Date.now())) changed.push(p.id);
+          if (changed.length) await this.modelChanged(trx, { productIds: changed });
         });
       for (const p of page.items) live.add(p.id);
       after = page.next ?? undefined;
       await progress?.({ phase: "catalog", done: live.size });
     } while (after && !this.sync.stopped);
-    const removed = this.sync.stopped ? 0 : await repo.markMissingDeleted(this.db, live, since);
+    const removed = this.sync.stopped
+      ? 0
+      : await inTransaction(this.db, async (trx: Knex.Transaction) => {
+          const gone = await repo.markMissingDeleted(trx, live, since);
+          if (gone.length) await this.modelChanged(trx, gone.length > 1000 ? { everything: true } : { productIds: gone });
+          return gone.length;
+        });
     return { products: live.size, removed };
   },
 
@@ -167,6 +175,7 @@ export const rebuildMethods = {
         const model = buildModel(users);
         const rows = kept.length + [...model.sets.values()].reduce((n, s) => n + s.length, 0) + model.pairRows;
         await repo.replaceModel(trx, kept, model, Date.now(), (written) => report({ phase: "writing", done: written, total: rows }, false));
+        await this.modelChanged(trx, { everything: true });
         summary = { products: catalog.products, orders, purchases: kept.length, users: model.sets.size, pairs: model.pairRows, ms: 0 };
       }, 1);
       summary.ms = Date.now() - started;

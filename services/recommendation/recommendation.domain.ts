@@ -169,10 +169,18 @@ export function recommendable(item: CatalogItem | undefined): item is CatalogIte
 }
 
 export function preferenceBoost(item: CatalogItem, prefs: Preferences): number {
-  const lower = (xs: string[]) => xs.map((x) => x.toLowerCase());
-  const cat = lower(prefs.categories).includes(item.category.toLowerCase());
-  const brand = item.brand !== null && lower(prefs.brands).includes(item.brand.toLowerCase());
-  return 1 + (cat ? CATEGORY_BOOST : 0) + (brand ? BRAND_BOOST : 0);
+  return boostOf(prefs)(item);
+}
+
+/** `preferenceBoost` for one set of preferences, lower-cased once (a ranking asks for hundreds of items). */
+function boostOf(prefs: Preferences): (item: CatalogItem) => number {
+  const cats = new Set(prefs.categories.map(lowerCase));
+  const brands = new Set(prefs.brands.map(lowerCase));
+  return (item) => 1 + (cats.has(item.category.toLowerCase()) ? CATEGORY_BOOST : 0) + (item.brand !== null && brands.has(item.brand.toLowerCase()) ? BRAND_BOOST : 0);
+}
+
+function lowerCase(x: string): string {
+  return x.toLowerCase();
 }
 
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
@@ -204,18 +212,27 @@ export interface RankInput {
  * never one that is deleted or out of stock (as the catalog copy knows it).
  */
 export function rankForUser(input: RankInput): Recommendation[] {
-  const { catalog, preferences: prefs } = input;
-  const weight = new Map(input.history.map((p, i) => [p, RECENCY_DECAY ** i]));
+  const { catalog } = input;
+  const boost = boostOf(input.preferences);
+  const weight = new Map<string, number>();
+  for (let i = 0; i < input.history.length; i++) weight.set(input.history[i]!, RECENCY_DECAY ** i);
+  // Plain loops: this runs over up to HISTORY_FOR_SCORING × NEIGHBOURS_PER_ITEM neighbours per request.
   const scores = new Map<string, { score: number; best: number; because: string }>();
   for (const n of input.neighbours) {
     const w = weight.get(n.source);
     if (w === undefined || input.bought.has(n.productId)) continue;
     const sim = similarity(n.co, input.buyers.get(n.source) ?? 0, input.buyers.get(n.productId) ?? 0) * w;
     if (sim <= 0) continue;
-    const cur = scores.get(n.productId) ?? { score: 0, best: 0, because: n.source };
+    const cur = scores.get(n.productId);
+    if (!cur) {
+      scores.set(n.productId, { score: sim, best: sim, because: n.source });
+      continue;
+    }
     cur.score += sim;
-    if (sim > cur.best || (sim === cur.best && n.source < cur.because)) Object.assign(cur, { best: sim, because: n.source });
-    scores.set(n.productId, cur);
+    if (sim > cur.best || (sim === cur.best && n.source < cur.because)) {
+      cur.best = sim;
+      cur.because = n.source;
+    }
   }
   const ranked: Recommendation[] = [];
   for (const [productId, s] of scores) {
@@ -224,7 +241,7 @@ export function rankForUser(input: RankInput): Recommendation[] {
     const source = catalog.get(s.because);
     ranked.push({
       productId,
-      score: round(s.score * preferenceBoost(item, prefs)),
+      score: round(s.score * boost(item)),
       reason: source?.name ? `Customers who bought ${source.name} also bought this` : "Customers who bought what you bought also bought this",
     });
   }
@@ -280,6 +297,88 @@ export function rankAlsoBought(input: {
     .filter((n) => n.score > 0)
     .sort((a, b) => b.score - a.score || (a.productId < b.productId ? -1 : 1))
     .slice(0, input.limit);
+}
+
+/** What the popularity order needs of a catalog row. */
+export interface PopularEntry {
+  productId: string;
+  buyers: number;
+  category: string;
+  brand: string | null;
+}
+
+/** Most bought first; ties: the higher product id first (every replica answers the same). */
+function byPopularity(a: PopularEntry, b: PopularEntry): number {
+  return b.buyers - a.buyers || (a.productId < b.productId ? 1 : a.productId > b.productId ? -1 : 0);
+}
+
+/** First index whose entry does not sort before `e` (the list is in `byPopularity` order). */
+function lowerBound(list: PopularEntry[], e: PopularEntry): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (byPopularity(list[mid]!, e) < 0) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * The products a popularity fallback may offer (not deleted, in stock, with a category), most
+ * bought first, overall and per category and per brand (letter case ignored, as
+ * `preferenceBoost` compares). `put` re-files one row when it changes: a binary search and a
+ * splice per list it is in (a purchase moves a few rows; a list of 10,000 moves in
+ * microseconds), so a ranking reads the top of a list instead of querying for it.
+ */
+export class PopularIndex {
+  private readonly filed = new Map<string, PopularEntry>();
+  private readonly all: PopularEntry[] = [];
+  private readonly byCategory = new Map<string, PopularEntry[]>();
+  private readonly byBrand = new Map<string, PopularEntry[]>();
+
+  /** Files the row as it is now (`item` undefined: the row is gone). */
+  put(productId: string, item: (CatalogItem & { buyers: number }) | undefined): void {
+    const old = this.filed.get(productId);
+    if (old) {
+      for (const list of this.listsOf(old, false)) list.splice(lowerBound(list, old), 1);
+      this.filed.delete(productId);
+    }
+    if (!item || !recommendable(item)) return;
+    const e: PopularEntry = { productId, buyers: item.buyers, category: item.category, brand: item.brand };
+    for (const list of this.listsOf(e, true)) list.splice(lowerBound(list, e), 0, e);
+    this.filed.set(productId, e);
+  }
+
+  /**
+   * The `limit` most bought, within the preferred categories or brands when given (a product
+   * in both comes once), else of all.
+   */
+  top(prefs: Preferences, limit: number): PopularEntry[] {
+    if (!prefs.categories.length && !prefs.brands.length) return this.all.slice(0, limit);
+    const lists = [
+      ...new Set(prefs.categories.map((c) => c.toLowerCase())),
+    ].map((c) => this.byCategory.get(c)).concat([...new Set(prefs.brands.map((b) => b.toLowerCase()))].map((b) => this.byBrand.get(b)));
+    const merged = new Map<string, PopularEntry>();
+    for (const list of lists) for (const e of list?.slice(0, limit) ?? []) merged.set(e.productId, e);
+    return [...merged.values()].sort(byPopularity).slice(0, limit);
+  }
+
+  get size(): number {
+    return this.filed.size;
+  }
+
+  private listsOf(e: PopularEntry, create: boolean): PopularEntry[][] {
+    const lists = [this.all];
+    const keyed = (m: Map<string, PopularEntry[]>, key: string) => {
+      let list = m.get(key);
+      if (!list && create) m.set(key, (list = []));
+      if (list) lists.push(list);
+    };
+    keyed(this.byCategory, e.category.toLowerCase());
+    if (e.brand !== null) keyed(this.byBrand, e.brand.toLowerCase());
+    return lists;
+  }
 }
 
 /** A user's stated preferences, read defensively from the user service's answer. */

@@ -10,6 +10,7 @@ import {
   modelDelta,
   ndcgAtK,
   paidOrderOf,
+  PopularIndex,
   popularFallback,
   preferencesOf,
   rankAlsoBought,
@@ -229,3 +230,48 @@ describe("offline metrics", () => {
     assert.equal(ndcgAtK(["x", "y"], new Set(["x", "y"])), 1);
   });
 });
+
+describe("PopularIndex", () => {
+  // The reference: a plain filter and sort of every row as it is now (letter case ignored).
+  const reference = (rows: Map<string, CatalogItem & { buyers: number }>, prefs: { categories: string[]; brands: string[] }, limit: number) => {
+    const cats = new Set(prefs.categories.map((c) => c.toLowerCase()));
+    const brands = new Set(prefs.brands.map((b) => b.toLowerCase()));
+    const any = !cats.size && !brands.size;
+    return [...rows.values()]
+      .filter((i) => !i.deleted && i.available > 0 && i.category !== "")
+      .filter((i) => any || cats.has(i.category.toLowerCase()) || (i.brand !== null && brands.has(i.brand.toLowerCase())))
+      .sort((a, b) => b.buyers - a.buyers || (a.productId < b.productId ? 1 : -1))
+      .slice(0, limit)
+      .map((i) => i.productId);
+  };
+  const ids = ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"];
+  const row = fc.record({
+    id: fc.constantFrom(...ids),
+    gone: fc.boolean(),
+    buyers: fc.integer({ min: 0, max: 4 }),
+    category: fc.constantFrom("", "tools", "Tools", "garden"),
+    brand: fc.constantFrom(null, "Acme", "acme", "Forge"),
+    available: fc.integer({ min: 0, max: 2 }),
+    deleted: fc.boolean(),
+  });
+
+  test("after any sequence of puts, top() is the plain sort of the rows as they are (ties by id, case ignored)", () => {
+    fc.assert(
+      fc.property(fc.array(row, { maxLength: 60 }), fc.integer({ min: 1, max: 10 }), (puts, limit) => {
+        const index = new PopularIndex();
+        const rows = new Map<string, CatalogItem & { buyers: number }>();
+        for (const r of puts) {
+          const it = r.gone ? undefined : { ...item(r.id, { category: r.category, brand: r.brand, available: r.available, deleted: r.deleted }), buyers: r.buyers };
+          if (it) rows.set(r.id, it);
+          else rows.delete(r.id);
+          index.put(r.id, it);
+        }
+        for (const prefs of [{ categories: [], brands: [] }, { categories: ["TOOLS"], brands: [] }, { categories: ["garden"], brands: ["acme"] }, { categories: [], brands: ["Forge", "ACME"] }])
+          assert.deepEqual(index.top(prefs, limit).map((e) => e.productId), reference(rows, prefs, limit), JSON.stringify(prefs));
+        assert.equal(index.size, reference(rows, { categories: [], brands: [] }, 1000).length);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+

@@ -13,6 +13,7 @@
  * from the same purchases in memory, and the replicas answer identically.
  */
 import assert from "node:assert/strict";
+import { isDeepStrictEqual } from "node:util";
 import { randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -287,6 +288,16 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     }));
     const refunded = new Set(["ord-0003", "ord-0100", "ord-0200"]);
     const early = { ...orders[0]!, orderId: "ord-early", userId: "user-0" };
+    // Both replicas rank every user first: what they read is in their memory when the
+    // purchases arrive, and must be forgotten (each replica handles only some of the events).
+    // The ranking cache (Redis, shared) is off here: this is about each replica's memory.
+    for (const x of [a, b]) (x.getLocalService("recommendation") as unknown as { cacheTtlS: number }).cacheTtlS = 0;
+    const rankOn = (node: string, u: number) => a.call("recommendation.rank", { userId: `user-${u}`, limit: 10, preferences: { categories: u % 2 ? ["tools"] : [] } }, { nodeID: node });
+    const alsoOn = (node: string) => a.call("recommendation.alsoBought", { id: products[0] }, { nodeID: node });
+    for (const node of [nodeA, nodeB]) {
+      for (let u = 0; u < 25; u++) await rankOn(node, u);
+      await alsoOn(node);
+    }
     // A refund before its payment (ord-early), then everything at once from 6 publishers.
     await a.call("shop.emit", { event: "order.refunded", payloads: [{ orderId: "ord-early", userId: "user-0", status: "REFUNDED" }] });
     await Promise.all(Array.from({ length: 6 }, (_, k) => a.call("shop.emit", { event: "order.paid", payloads: orders.filter((_, i) => i % 6 === k) })));
@@ -309,17 +320,37 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     pairs.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : 1));
     assert.deepEqual(snap.pairs, pairs, "every co-purchase counted once, none lost to a race between replicas");
 
+    // Each replica forgot the changes it applied at their commit, and the other replica's when
+    // their `recommendation.model_changed` arrived: they agree, and agree with a replica that
+    // reads everything afresh.
+    const answers = async (node: string) => [...(await Promise.all(Array.from({ length: 25 }, (_, u) => rankOn(node, u)))), await alsoOn(node)];
+    await eventually("the replicas agree", async () => isDeepStrictEqual(await answers(nodeA), await answers(nodeB)), 20_000);
+    const warmB = await answers(nodeB);
+    (b.getLocalService("recommendation") as unknown as { model: { clear(): void } }).model.clear();
+    assert.deepEqual(warmB, await answers(nodeB), "what B kept in memory equals what it reads afresh");
     for (let u = 0; u < 25; u++) {
-      const params = { userId: `user-${u}`, limit: 10, preferences: { categories: u % 2 ? ["tools"] : [] } };
-      const [ra, rb] = await Promise.all([a.call("recommendation.rank", params, { nodeID: nodeA }), a.call("recommendation.rank", params, { nodeID: nodeB })]);
-      assert.deepEqual(ra, rb, `user-${u}: the replicas agree`);
+      const ra = await rankOn(nodeA, u);
       const bought = new Set((users.get(`user-${u}`) ?? []).map((x) => x.productId));
       const got = (ra as { productId: string }[]).map((r) => r.productId);
       assert.ok(!got.some((id) => bought.has(id)), "never a product the user bought");
       assert.equal(got.length, Math.min(10, products.length - bought.size), "every other product is recommendable");
     }
-    const [xa, xb] = await Promise.all([a.call("recommendation.alsoBought", { id: products[0] }, { nodeID: nodeA }), a.call("recommendation.alsoBought", { id: products[0] }, { nodeID: nodeB })]);
-    assert.deepEqual(xa, xb);
+    const xa = await alsoOn(nodeA);
     assert.ok((xa as { items: unknown[] }).items.length > 0);
+
+    // One more purchase, with both memories warm: one replica handles it, the other learns of
+    // it only by its `recommendation.model_changed`.
+    const buyer = "user-24";
+    const fresh = products.find((id) => !(users.get(buyer) ?? []).some((x) => x.productId === id))!;
+    await answers(nodeA);
+    await answers(nodeB);
+    const shown = async (node: string) => ((await a.call("recommendation.rank", { userId: buyer, limit: 30 }, { nodeID: node })) as { productId: string }[]).some((r) => r.productId === fresh);
+    assert.ok((await shown(nodeA)) && (await shown(nodeB)), "recommended before it is bought");
+    await a.call("shop.emit", { event: "order.paid", payloads: [{ ...orders[1]!, orderId: "ord-extra", userId: buyer, paymentId: "pay-extra", lines: [{ productId: fresh, quantity: 1 }] }] });
+    await eventually("both replicas know the purchase", async () => !(await shown(nodeA)) && !(await shown(nodeB)), 20_000);
+    const [warmA, warmB2] = [await answers(nodeA), await answers(nodeB)];
+    assert.deepEqual(warmA, warmB2, "the replicas agree");
+    (a.getLocalService("recommendation") as unknown as { model: { clear(): void } }).model.clear();
+    assert.deepEqual(warmA, await answers(nodeA), "and agree with a fresh read");
   });
 });

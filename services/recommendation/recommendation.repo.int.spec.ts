@@ -1,9 +1,9 @@
 /**
- * The recommendation repo's `popular` (one LIMITed index range per preferred category and
- * brand, merged) answers what a plain sort of every matching row answers, on SQLite and on the
- * real MariaDB, with ties in buyers, a product in a preferred category and brand at once,
- * letter-case variants, deleted, unavailable and uncategorised rows; and the recommendation
- * migrations run up, down and up again on both.
+ * The recommendation repo's reads for the memory (recommendation.memory.ts) answer what plain
+ * per-table queries answer, on SQLite and on the real MariaDB: `neighbourLists` (a LIMITed
+ * range per product glued with UNION ALL) and `userPurchases` (recent products and everything
+ * bought in one statement), with ties, and the recommendation migrations run up, down and up
+ * again on both.
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -15,7 +15,7 @@ import * as repo from "./recommendation.repo";
 const MIGRATIONS = path.join(__dirname, "migrations");
 
 for (const engine of ["sqlite", "mariadb"] as const) {
-  test(`recommendation popular on ${engine}: per-category and per-brand ranges give the plain sort's answer; migrations up, down, up`, async () => {
+  test(`recommendation reads on ${engine}: neighbour lists and a user's purchases equal the plain queries; migrations up, down, up`, async () => {
     const config = testConfig({ db: engine });
     await ensureDatabase(config, "recommendation");
     const db = createKnex(config, "recommendation");
@@ -25,8 +25,6 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.ok((await pendingMigrations(db, MIGRATIONS)) > 0);
       await migrateLatest(db, MIGRATIONS);
 
-      // A seeded pseudo-random catalog: 400 items over 5 categories and 4 brands, buyers 0–9
-      // (many ties), some deleted, unavailable, uncategorised or without a brand.
       let seed = 7;
       // mulberry32: a small seeded generator whose low bits are usable (an LCG's are not).
       const rnd = (n: number) => {
@@ -35,49 +33,39 @@ for (const engine of ["sqlite", "mariadb"] as const) {
         t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
         return ((t ^ (t >>> 14)) >>> 0) % n;
       };
-      const cats = ["phones", "Phones", "laptops", "audio", "cameras"];
-      const brands = ["acme", "ACME", "globex", "initech"];
-      const rows = Array.from({ length: 400 }, (_, i) => ({
-        product_id: `p-${String(i).padStart(4, "0")}-${rnd(1000)}`,
-        name: `item ${i}`,
-        category: rnd(10) === 0 ? "" : cats[rnd(cats.length)]!,
-        brand: rnd(6) === 0 ? null : brands[rnd(brands.length)]!,
-        available: rnd(8) === 0 ? 0 : 1 + rnd(5),
-        deleted: rnd(12) === 0,
-        version: 1,
-        buyers: rnd(10),
-        updated_at: 1,
-      }));
-      for (let i = 0; i < rows.length; i += 100) await db("rec_items").insert(rows.slice(i, i + 100));
-
-      // The plain sort of every matching row (the query `popular` ran before), on this engine
-      // and its collation (MariaDB's compares case-insensitively).
-      const variants = (xs: string[] = []) => [...new Set(xs.flatMap((x) => [x, x.toLowerCase()]))];
-      const reference = async (opts: { categories?: string[]; brands?: string[]; limit: number }) => {
-        const [c, b] = [variants(opts.categories), variants(opts.brands)];
-        const q = db("rec_items").where({ deleted: false }).where("available", ">", 0).whereNot("category", "");
-        if (c.length || b.length)
-          q.where((w) => {
-            if (c.length) w.orWhereIn("category", c);
-            if (b.length) w.orWhereIn("brand", b);
-          });
-        const found = await q.orderBy([{ column: "buyers", order: "desc" }, { column: "product_id", order: "desc" }]).limit(opts.limit).select("product_id");
-        return found.map((r: { product_id: string }) => r.product_id);
-      };
-      const cases = [
-        { limit: 10 },
-        { categories: ["Phones"], limit: 7 },
-        { categories: ["laptops", "audio"], limit: 25 },
-        { brands: ["ACME"], limit: 15 },
-        { categories: ["cameras"], brands: ["globex", "initech"], limit: 30 },
-        { categories: ["phones", "laptops", "audio", "cameras"], brands: ["acme", "globex", "initech"], limit: 500 },
-        { categories: ["no-such-category"], limit: 5 },
-      ];
-      for (const c of cases) {
-        const got = (await repo.popular(db, c)).map((i) => i.productId);
-        assert.deepEqual(got, await reference(c), JSON.stringify(c));
+      const products = Array.from({ length: 60 }, (_, i) => `p-${String(i).padStart(3, "0")}-${rnd(1000)}`);
+      // Pairs with many ties in co (1–4), so the id tie-breaker decides often.
+      const pairs = new Map<string, { product_id: string; other_id: string; co: number }>();
+      for (let k = 0; k < 900; k++) {
+        const [a, b] = [products[rnd(products.length)]!, products[rnd(products.length)]!];
+        if (a !== b) pairs.set(`${a}|${b}`, { product_id: a, other_id: b, co: 1 + rnd(4) });
       }
-      assert.equal((await reference(cases[4]!)).length, 30, "the mixed case is cut by its limit (else it proves less)");
+      const pairRows = [...pairs.values()];
+      for (let i = 0; i < pairRows.length; i += 100) await db("rec_pairs").insert(pairRows.slice(i, i + 100));
+      const users = ["u-1", "u-2", "u-3"];
+      for (const u of users) {
+        const bought = [...new Set(Array.from({ length: 5 + rnd(30) }, () => products[rnd(products.length)]!))];
+        // Times with ties (the id decides among equal times).
+        await db("rec_user_items").insert(bought.map((p) => ({ user_id: u, product_id: p, at: 1000 + rnd(5) })));
+        await db("rec_purchases").insert(bought.flatMap((p, i) => [{ order_id: `${u}-o${i}`, product_id: p, user_id: u, at: 1, created_at: 1 }, ...(i % 3 ? [] : [{ order_id: `${u}-again${i}`, product_id: p, user_id: u, at: 2, created_at: 2 }])]));
+      }
+
+      for (const perItem of [1, 5, 50]) {
+        const got = await repo.neighbourLists(db, [...products.slice(0, 40), "no-such-product"], perItem);
+        for (const p of [...products.slice(0, 40), "no-such-product"]) {
+          const plain = (await db("rec_pairs").where({ product_id: p }).orderBy([{ column: "co", order: "desc" }, { column: "other_id", order: "desc" }]).limit(perItem).select("other_id", "co")) as { other_id: string; co: number }[];
+          assert.deepEqual(got.get(p), plain.map((r) => ({ productId: r.other_id, co: Number(r.co) })), `${p}, ${perItem} per product`);
+        }
+      }
+      assert.ok([...(await repo.neighbourLists(db, products, 50)).values()].some((l) => l.length > 5), "the lists are long enough to prove the order");
+
+      for (const u of [...users, "nobody"]) {
+        const got = await repo.userPurchases(db, u, 20);
+        const recent = (await db("rec_user_items").where({ user_id: u }).orderBy([{ column: "at", order: "desc" }, { column: "product_id", order: "asc" }]).limit(20).select("product_id")) as { product_id: string }[];
+        const bought = (await db("rec_purchases").where({ user_id: u }).distinct("product_id")) as { product_id: string }[];
+        assert.deepEqual(got.recent, recent.map((r) => r.product_id), u);
+        assert.deepEqual([...got.bought].sort(), bought.map((r) => r.product_id).sort(), u);
+      }
     } finally {
       await db.destroy();
       await dropDatabase(config, "recommendation");

@@ -69,29 +69,34 @@ async function lockUser(trx: Knex.Transaction, userId: string, now: number): Pro
 
 // ---- purchases and the counts ------------------------------------------------------------
 
+/** What a change to one user's purchases touched: the user, and the products whose counts moved. */
+export interface UserChange {
+  userId: string;
+  productIds: string[];
+}
+
 /**
- * Records a paid order's products and updates the model. Returns false (and changes nothing)
- * when the order was fully refunded already (its refund event came first) or was counted.
+ * Records a paid order's products and updates the model. Returns undefined (and changes
+ * nothing) when the order was fully refunded already (its refund event came first) or was
+ * counted.
  */
-export async function applyPaidOrder(trx: Knex.Transaction, o: { orderId: string; userId: string; at: number; productIds: string[] }, now: number): Promise<boolean> {
+export async function applyPaidOrder(trx: Knex.Transaction, o: { orderId: string; userId: string; at: number; productIds: string[] }, now: number): Promise<UserChange | undefined> {
   await lockModelShared(trx);
   await lockUser(trx, o.userId, now);
-  if (await trx("rec_refunded_orders").where({ order_id: o.orderId }).first()) return false;
-  if (await trx("rec_purchases").where({ order_id: o.orderId }).first()) return false;
-  if (!o.productIds.length) return false;
+  if (await trx("rec_refunded_orders").where({ order_id: o.orderId }).first()) return undefined;
+  if (await trx("rec_purchases").where({ order_id: o.orderId }).first()) return undefined;
+  if (!o.productIds.length) return undefined;
   await trx("rec_purchases").insert(o.productIds.map((p) => ({ order_id: o.orderId, product_id: p, user_id: o.userId, at: o.at, created_at: now })));
-  await refreshUser(trx, o.userId, now);
-  return true;
+  return { userId: o.userId, productIds: await refreshUser(trx, o.userId, now) };
 }
 
 /** Takes a fully refunded order's products out of the model (and remembers the refund). */
-export async function applyRefundedOrder(trx: Knex.Transaction, o: { orderId: string; userId: string }, now: number): Promise<boolean> {
+export async function applyRefundedOrder(trx: Knex.Transaction, o: { orderId: string; userId: string }, now: number): Promise<UserChange | undefined> {
   await lockModelShared(trx);
   await lockUser(trx, o.userId, now);
   await trx("rec_refunded_orders").insert({ order_id: o.orderId, user_id: o.userId, at: now }).onConflict("order_id").ignore();
   const removed = await trx("rec_purchases").where({ order_id: o.orderId, user_id: o.userId }).delete();
-  if (removed) await refreshUser(trx, o.userId, now);
-  return removed > 0;
+  return removed ? { userId: o.userId, productIds: await refreshUser(trx, o.userId, now) } : undefined;
 }
 
 async function purchasesOf(db: Knex, userId: string): Promise<Purchase[]> {
@@ -99,19 +104,23 @@ async function purchasesOf(db: Knex, userId: string): Promise<Purchase[]> {
   return rows.map((r) => ({ productId: r.product_id, at: Number(r.at) }));
 }
 
-/** Recomputes the user's contributing set and applies the difference to the counts. */
-async function refreshUser(trx: Knex.Transaction, userId: string, now: number): Promise<void> {
+/**
+ * Recomputes the user's contributing set and applies the difference to the counts. Returns the
+ * products whose counts changed (their buyers, or their co-purchase rows: both directions).
+ */
+async function refreshUser(trx: Knex.Transaction, userId: string, now: number): Promise<string[]> {
   const purchases = await purchasesOf(trx, userId);
   const before = ((await trx("rec_user_items").where({ user_id: userId }).select("product_id")) as { product_id: string }[]).map((r) => r.product_id);
   const after = contributingSet(purchases);
   const delta = modelDelta(before, after);
-  if (!delta.buyers.size && !delta.pairs.length) return;
+  if (!delta.buyers.size && !delta.pairs.length) return [];
   const firstAt = new Map(distinctPurchases(purchases).map((p) => [p.productId, p.at]));
   const gone = [...delta.buyers].filter(([, d]) => d < 0).map(([p]) => p);
   const added = [...delta.buyers].filter(([, d]) => d > 0).map(([p]) => p);
   for (const part of chunks(gone)) await trx("rec_user_items").where({ user_id: userId }).whereIn("product_id", part).delete();
   for (const part of chunks(added)) await trx("rec_user_items").insert(part.map((p) => ({ user_id: userId, product_id: p, at: firstAt.get(p)! })));
   await applyDelta(trx, delta, now);
+  return [...new Set([...delta.buyers.keys(), ...delta.pairs.map((x) => x[0])])];
 }
 
 /** Adds `rows` ([...keys, n]) to the counter column, creating missing rows. */
@@ -148,9 +157,18 @@ export interface ProductFields {
   version: number;
 }
 
-/** Applies a product event: only when newer than the row (duplicates and reordering settle). */
+/**
+ * Applies a product event: only when newer than the row (duplicates and reordering settle).
+ * Returns whether a replica's memory must forget the row: a field the ranking shows or filters
+ * on changed (name, category, brand, deleted, or availability crossing zero; a stock count
+ * moving above zero changes no answer, and the products shown are read from the product
+ * service anyway). The row is read locked (MariaDB), so the comparison is with what it replaces.
+ */
 export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now: number): Promise<boolean> {
-  await trx("rec_items").insert({ product_id: p.id, updated_at: now }).onConflict("product_id").ignore();
+  const read = trx("rec_items").where({ product_id: p.id }).first("name", "category", "brand", "available", "deleted", "version");
+  const old = (await (isMysql(trx) ? read.forUpdate() : read)) as Omit<ItemRow, "product_id" | "buyers"> | undefined;
+  if (old && Number(old.version) >= p.version) return false;
+  if (!old) await trx("rec_items").insert({ product_id: p.id, updated_at: now }).onConflict("product_id").ignore();
   const n = await trx("rec_items")
     .where({ product_id: p.id })
     .where("version", "<", p.version)
@@ -163,15 +181,21 @@ export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now:
       version: p.version,
       updated_at: now,
     });
-  return n === 1;
+  if (n !== 1) return false;
+  if (!old) return true;
+  const item = toItem({ ...old, product_id: p.id, buyers: 0 });
+  return item.name !== p.name.slice(0, 200) || item.category !== p.category.slice(0, 100) || item.brand !== (p.brand ? p.brand.slice(0, 100) : null) || item.deleted !== p.deleted || item.available > 0 !== p.available > 0;
 }
 
-/** Marks deleted the products the catalog no longer lists and that no event touched since `since`. */
-export async function markMissingDeleted(db: Knex, liveIds: Set<string>, since: number): Promise<number> {
+/**
+ * Marks deleted the products the catalog no longer lists and that no event touched since
+ * `since`; returns their ids.
+ */
+export async function markMissingDeleted(db: Knex, liveIds: Set<string>, since: number): Promise<string[]> {
   const rows = (await db("rec_items").where({ deleted: false }).where("updated_at", "<", since).where("version", ">=", 0).select("product_id")) as { product_id: string }[];
   const missing = rows.map((r) => r.product_id).filter((id) => !liveIds.has(id));
   for (const part of chunks(missing)) await db("rec_items").whereIn("product_id", part).where("updated_at", "<", since).update({ deleted: true });
-  return missing.length;
+  return missing;
 }
 
 export async function findItems(db: Knex, ids: string[]): Promise<Map<string, RankedItem>> {
@@ -180,19 +204,14 @@ export async function findItems(db: Knex, ids: string[]): Promise<Map<string, Ra
   return out;
 }
 
-// ---- reads for the ranking ----------------------------------------------------------------
+// ---- reads for the ranking (recommendation.memory.ts keeps what they return) --------------
 
-const ITEM_COLUMNS = ["product_id", "name", "category", "brand", "available", "deleted", "version", "buyers"].map((c) => `i.${c}`);
+const ITEM_COLUMNS = ["product_id", "name", "category", "brand", "available", "deleted", "version", "buyers"];
 
-/** The user's most recent contributing products, recent first, with their catalog rows. */
-export async function recentItems(db: Knex, userId: string, limit: number): Promise<RankedItem[]> {
-  const rows = (await db("rec_user_items as u")
-    .join("rec_items as i", "i.product_id", "u.product_id")
-    .where("u.user_id", userId)
-    .orderBy([{ column: "u.at", order: "desc" }, { column: "u.product_id", order: "asc" }])
-    .limit(limit)
-    .select(ITEM_COLUMNS)) as ItemRow[];
-  return rows.map(toItem);
+/** Every catalog row with its buyer count (a replica's memory loads them once). */
+export async function allItems(db: Knex): Promise<Map<string, RankedItem>> {
+  const rows = (await db("rec_items").select(ITEM_COLUMNS)) as ItemRow[];
+  return new Map(rows.map((r) => [r.product_id, toItem(r)]));
 }
 
 /** Changes with every purchase or refund of the user (0: none yet): part of a cached ranking's key. */
@@ -201,64 +220,43 @@ export async function userStamp(db: Knex, userId: string): Promise<number> {
   return row ? Number(row.updated_at) : 0;
 }
 
-/** Everything the user bought (paid, not fully refunded). */
-export async function boughtBy(db: Knex, userId: string): Promise<Set<string>> {
-  const rows = (await db("rec_purchases").where({ user_id: userId }).distinct("product_id")) as { product_id: string }[];
-  return new Set(rows.map((r) => r.product_id));
+/**
+ * A user's most recent contributing products (at most `historyLimit`, recent first; ties by
+ * id) and everything they bought (paid, not fully refunded), in ONE statement: one snapshot on
+ * both engines, so a purchase committed meanwhile is in both or in neither.
+ */
+export async function userPurchases(db: Knex, userId: string, historyLimit: number): Promise<{ recent: string[]; bought: Set<string> }> {
+  const sql =
+    "SELECT 'r' AS k, r.product_id, r.at FROM (SELECT product_id, at FROM rec_user_items WHERE user_id = ? ORDER BY at DESC, product_id ASC LIMIT ?) AS r " +
+    "UNION ALL SELECT DISTINCT 'b' AS k, product_id, 0 AS at FROM rec_purchases WHERE user_id = ?";
+  const result = await db.raw(sql, [userId, historyLimit, userId]);
+  const rows = (isMysql(db) ? result[0] : result) as { k: string; product_id: string; at: number | string }[];
+  const recent = rows.filter((r) => r.k === "r").map((r) => ({ productId: r.product_id, at: Number(r.at) }));
+  recent.sort((a, b) => b.at - a.at || (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0));
+  return { recent: recent.map((r) => r.productId), bought: new Set(rows.filter((r) => r.k === "b").map((r) => r.product_id)) };
 }
 
+/** A product's neighbours: the other product and their co-purchase count, highest first (ties: higher id first). */
+export type NeighbourList = { productId: string; co: number }[];
+
 /**
- * The `perItem` highest co-purchase counts of each product (one index range per product),
- * each with the neighbour's catalog row.
+ * The `perItem` highest co-purchase counts of each product (one index range per product, glued
+ * with UNION ALL: both databases accept a LIMIT inside a derived table). Ties: the higher id
+ * first, so the scan runs backwards over (product_id, co, other_id) without a sort.
  */
-export async function neighbours(db: Knex, ids: string[], perItem: number): Promise<{ source: string; productId: string; co: number; item: RankedItem }[]> {
-  if (!ids.length) return [];
-  // One statement: a LIMITed range scan per product, glued with UNION ALL (both databases
-  // accept a LIMIT inside a derived table). Ties: the higher id first, so the scan runs
-  // backwards over (product_id, co, other_id) without a sort.
+export async function neighbourLists(db: Knex, ids: string[], perItem: number): Promise<Map<string, NeighbourList>> {
+  const out = new Map<string, NeighbourList>(ids.map((id) => [id, []]));
+  if (!ids.length) return out;
   const part = "SELECT * FROM (SELECT product_id AS source, other_id, co FROM rec_pairs WHERE product_id = ? ORDER BY co DESC, other_id DESC LIMIT ?) AS ";
-  const sql = `SELECT t.source, t.co, ${ITEM_COLUMNS.join(", ")} FROM (${ids.map((_, i) => `${part}t${i}`).join(" UNION ALL ")}) AS t JOIN rec_items i ON i.product_id = t.other_id`;
-  const result = await db.raw(sql, ids.flatMap((id) => [id, perItem]));
-  const rows = (isMysql(db) ? result[0] : result) as (ItemRow & { source: string; co: number | string })[];
-  return rows.map((r) => ({ source: r.source, productId: r.product_id, co: Number(r.co), item: toItem(r) }));
+  for (const group of chunks([...new Set(ids)], 200)) {
+    const result = await db.raw(group.map((_, i) => `${part}t${i}`).join(" UNION ALL "), group.flatMap((id) => [id, perItem]));
+    const rows = (isMysql(db) ? result[0] : result) as { source: string; other_id: string; co: number | string }[];
+    for (const r of rows) out.get(r.source)!.push({ productId: r.other_id, co: Number(r.co) });
+  }
+  // The outer UNION ALL promises no order: each list is sorted as its range was read.
+  for (const list of out.values()) list.sort((a, b) => b.co - a.co || (a.productId < b.productId ? 1 : a.productId > b.productId ? -1 : 0));
+  return out;
 }
-
-/**
- * Recommendable products, most bought first (ties: higher id first, the index's order):
- * within the preferred categories or brands when given, else any.
- */
-export async function popular(db: Knex, opts: { categories?: string[]; brands?: string[]; limit: number }): Promise<RankedItem[]> {
-  const variants = (xs: string[] = []) => [...new Set(xs.flatMap((x) => [x, x.toLowerCase()]))];
-  const cats = variants(opts.categories);
-  const brands = variants(opts.brands);
-  const top = (where: Record<string, string>) =>
-    db("rec_items")
-      .where(where)
-      .where({ deleted: false })
-      .where("available", ">", 0)
-      .whereNot("category", "")
-      .orderBy(RANKING)
-      .limit(opts.limit)
-      .select(ITEM_COLUMNS.map((c) => c.slice(2)));
-  const ranges = [...cats.map((c) => ({ category: c })), ...brands.map((b) => ({ brand: b }))];
-  if (!ranges.length) return ((await top({})) as ItemRow[]).map(toItem);
-  // The top `limit` of each category and brand (one index range each: rec_items_category_top,
-  // rec_items_brand_top), in one statement; the overall top `limit` is among them. A product
-  // in a preferred category AND brand comes twice: kept once.
-  const [first, ...rest] = ranges.map((w, i) => db.select("*").from(top(w).as(`r${i}`)));
-  const rows = (await first.unionAll(rest)) as ItemRow[];
-  const byId = new Map(rows.map((r) => [r.product_id, r]));
-  return [...byId.values()]
-    .sort((a, b) => Number(b.buyers) - Number(a.buyers) || (a.product_id < b.product_id ? 1 : a.product_id > b.product_id ? -1 : 0))
-    .slice(0, opts.limit)
-    .map(toItem);
-}
-
-/** The popularity order: buyers, then product id (both descending), as every index above ends. */
-const RANKING = [
-  { column: "buyers", order: "desc" },
-  { column: "product_id", order: "desc" },
-];
 
 // ---- rebuild ------------------------------------------------------------------------------
 

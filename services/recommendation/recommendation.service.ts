@@ -19,7 +19,10 @@
  *   (`product.export`) at start: products created before this service first subscribed.
  * - Everything lives in the service's database, which every replica shares (MariaDB in
  *   cluster mode), and the ranking is deterministic (ties by id): every replica answers the
- *   same. A rebuild (`POST /api/admin/recommendations/rebuild`, `npm run recs:rebuild`)
+ *   same. Each replica ranks from memory (recommendation.memory.ts): the rows of the model it
+ *   read, forgotten when a `recommendation.model_changed` event (committed with the change,
+ *   delivered to every replica) names them; the replica that made the change forgets at its
+ *   commit. A rebuild (`POST /api/admin/recommendations/rebuild`, `npm run recs:rebuild`)
  *   recomputes the model from the order history (`order.exportPurchases`) with progress
  *   readable from any replica.
  * - An answer never holds a product the user bought, nor one that is deleted or out of stock:
@@ -29,15 +32,18 @@
  *   by the replicas). A user's key carries their purchase stamp and preferences, so their
  *   own changes show at once; other shoppers' purchases reach it within the TTL.
  * Limit: an `order.paid` is reflected once its event is handled (milliseconds embedded; the
- * consumer's retry delays when the database refuses it for a while).
+ * consumer's retry delays when the database refuses it for a while), on the replica that
+ * handled it at once, on the others when its `recommendation.model_changed` arrives
+ * (milliseconds; a replica that lost its queue forgets everything).
  */
 import path from "node:path";
 import type { AppConfig } from "../../lib/config";
 import { requireUser } from "../../lib/context";
-import { inTransaction } from "../../lib/db";
+import type { Knex } from "knex";
 import { errorCode } from "../../lib/errors";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin } from "../../mixins/events.mixin";
+import { BroadcastEventsMixin } from "../../mixins/broadcast-events.mixin";
 import {
   DEFAULT_LIMIT,
   HISTORY_FOR_SCORING,
@@ -47,6 +53,7 @@ import {
   rankForUser,
   type Preferences,
 } from "./recommendation.domain";
+import { ModelMemory, type ModelChange } from "./recommendation.memory";
 import * as repo from "./recommendation.repo";
 import { rebuildActions, rebuildMethods } from "./rebuild.actions";
 import { recommendationConsumers } from "./recommendation.consumers";
@@ -55,7 +62,7 @@ import { callAction } from "../../lib/call";
 import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
 import { periodic } from "../../lib/periodic";
-import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
+import { Events, type ActionParams, type ActionResponse } from "../../proto/gen/contracts";
 
 const MAX_SYNC_BACKOFF_MS = 30_000;
 /** Extra candidates ranked beyond `limit`, for those the product service then drops. */
@@ -67,6 +74,19 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
     name: "recommendation",
     // EventsMixin before DbMixin: Moleculer starts the last mixin first, and events need the migrated db.
     mixins: [
+      // Every replica hears every model change, to forget what its memory holds of it.
+      BroadcastEventsMixin<RecThis>({
+        name: "recommendation",
+        config,
+        handlers: {
+          [Events.ModelChanged](change) {
+            this.model.forget(change);
+          },
+        },
+        onResync() {
+          this.model.clear();
+        },
+      }),
       EventsMixin({
         name: "recommendation",
         config,
@@ -108,19 +128,9 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
           // An unknown or deleted product is a 404, as GET /api/products/:id answers.
           await callAction(ctx, "product.get", { id: ctx.params.id });
           const ranked = await this.cached(() => `recommendation.alsoBought:${ctx.params.id}:${limit}`, async () => {
-            // One snapshot: the pair counts and the product's own buyer count from one moment.
-            const [near, items] = await inTransaction(this.db, async (db) => {
-              const pairs = await repo.neighbours(db, [ctx.params.id], Math.max(NEIGHBOURS_PER_ITEM, 5 * (limit + SPARE)));
-              return [pairs, await repo.findItems(db, [ctx.params.id])] as const;
-            });
-            for (const n of near) items.set(n.productId, n.item);
-            return rankAlsoBought({
-              productId: ctx.params.id,
-              neighbours: near,
-              buyers: new Map([...items].map(([id, i]) => [id, i.buyers])),
-              catalog: items,
-              limit: limit + SPARE,
-            });
+            const { neighbours, catalog } = await this.model.ofProduct(ctx.params.id, Math.max(NEIGHBOURS_PER_ITEM, 5 * (limit + SPARE)));
+            const buyers = new Map([ctx.params.id, ...neighbours.map((n) => n.productId)].map((id) => [id, catalog.get(id)?.buyers ?? 0]));
+            return rankAlsoBought({ productId: ctx.params.id, neighbours, buyers, catalog, limit: limit + SPARE });
           });
           return { items: (await this.showable(ctx, ranked, limit)).map((r) => ({ product: r.product, score: r.score })) };
         },
@@ -144,33 +154,21 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
     methods: {
       ...rebuildMethods,
 
-      /**
-       * Read in one transaction (one snapshot): a purchase committed between the reads of what
-       * the user bought and of the neighbours would otherwise let the product just bought back in.
-       */
+      /** The ranking, from this replica's memory of the model (recommendation.memory.ts). */
       async rank(this: RecThis, userId: string, prefs: Preferences, limit: number) {
-        return inTransaction(this.db, async (db) => {
-          const [history, bought] = await Promise.all([repo.recentItems(db, userId, HISTORY_FOR_SCORING), repo.boughtBy(db, userId)]);
-          const near = await repo.neighbours(db, history.map((h) => h.productId), NEIGHBOURS_PER_ITEM);
-          // Enough fallback candidates to fill the list after dropping what the user bought.
-          const fallbackSize = limit + Math.min(bought.size, 1000);
-          const [preferred, anyPopular] = await Promise.all([
-            prefs.categories.length || prefs.brands.length ? repo.popular(db, { ...prefs, limit: fallbackSize }) : Promise.resolve([]),
-            repo.popular(db, { limit: fallbackSize }),
-          ]);
-          const catalog = new Map<string, repo.RankedItem>();
-          for (const i of [...history, ...near.map((n) => n.item), ...preferred, ...anyPopular]) catalog.set(i.productId, i);
-          return rankForUser({
-            history: history.map((h) => h.productId),
-            bought,
-            neighbours: near,
-            buyers: new Map([...catalog].map(([id, i]) => [id, i.buyers])),
-            catalog,
-            preferences: prefs,
-            popular: [...preferred, ...anyPopular].map((i) => ({ productId: i.productId, buyers: i.buyers })),
-            limit,
-          });
-        });
+        return rankForUser(await this.model.forUser(userId, prefs, limit, HISTORY_FOR_SCORING, NEIGHBOURS_PER_ITEM));
+      },
+
+      /**
+       * A change to the model, in its transaction: the event that tells every replica to forget
+       * what it names, and this replica forgets at the commit (not on a rollback).
+       */
+      async modelChanged(this: RecThis, trx: Knex.Transaction, change: ModelChange) {
+        await this.publishEvent(trx, Events.ModelChanged, { userIds: change.userIds ?? [], productIds: change.productIds ?? [], everything: change.everything ?? false });
+        trx.executionPromise.then(
+          () => this.model.forget(change),
+          () => undefined,
+        );
       },
 
       /**
@@ -228,6 +226,13 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
     },
 
     created(this: RecThis) {
+      const db = () => this.db;
+      this.model = new ModelMemory({
+        allItems: () => repo.allItems(db()),
+        items: (ids) => repo.findItems(db(), ids),
+        neighbourLists: (ids, perItem) => repo.neighbourLists(db(), ids, perItem),
+        user: (userId) => repo.userPurchases(db(), userId, HISTORY_FOR_SCORING),
+      });
       this.sync = {
         loop: periodic(
           "Recommendation catalog sync",

@@ -6,6 +6,8 @@ import type { EventsServiceThis } from "../../mixins/events.mixin";
 import type { Preferences, Recommendation } from "./recommendation.domain";
 import type { Product } from "../../proto/gen/meridian/product/v1/product";
 import type { Periodic } from "../../lib/periodic";
+import type { Knex } from "knex";
+import type { ModelChange, ModelMemory } from "./recommendation.memory";
 
 export type Ctx<P = Record<string, unknown>> = RequestContext<P>;
 
@@ -29,7 +31,11 @@ export interface RecThis extends EventsServiceThis {
   rebuildRunning?: Promise<unknown>;
   /** This replica's rebuild in progress: answered from memory (SQLite's one connection is busy meanwhile). */
   rebuildLive?: RebuildProgress & { startedAt: number };
+  /** This replica's memory of the model (recommendation.memory.ts). */
+  model: ModelMemory;
   rank(userId: string, prefs: Preferences, limit: number): Promise<Recommendation[]>;
+  /** Publishes `recommendation.model_changed` in `trx` and forgets at its commit. */
+  modelChanged(trx: Knex.Transaction, change: ModelChange): Promise<void>;
   cached<T>(key: () => string | Promise<string>, compute: () => Promise<T>): Promise<T>;
   hydrate(ctx: Ctx<unknown>, ids: string[]): Promise<Map<string, PublicProduct>>;
   showable<T extends { productId: string }>(ctx: Ctx<unknown>, ranked: T[], limit: number): Promise<(T & { product: PublicProduct })[]>;

@@ -122,3 +122,13 @@ export interface StatusResponse {
   catalogSynced: boolean;
   rebuild: Rebuild;
 }
+
+/** Event `recommendation.model_changed`: the model in the service's database changed (committed with the change, through the outbox). Every replica of the service receives it (a queue per replica) and forgets what it holds in memory of the users and products named, so its next answer reads them again. */
+export interface ModelChanged {
+  /** Users whose purchases changed (what they bought, their recent products). */
+  userIds: string[];
+  /** Products whose counts (buyers, co-purchases) or catalog fields changed. */
+  productIds: string[];
+  /** A rebuild replaced the whole model: forget everything. */
+  everything: boolean;
+}

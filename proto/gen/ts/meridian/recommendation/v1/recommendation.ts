@@ -29,8 +29,9 @@ export const protobufPackage = "meridian.recommendation.v1";
  * the model from the order history. Field names are snake_case here and camelCase in JSON and
  * in TypeScript (started_at = startedAt).
  *
- * The service publishes no business event: it only consumes order.paid, order.refunded and
- * the product events, declared by the services that publish them.
+ * It consumes order.paid, order.refunded and the product events, declared by the services that
+ * publish them, and publishes one event of its own, `recommendation.model_changed`, for its own
+ * replicas (each keeps the model it reads in memory and forgets what an event names).
  */
 
 export interface ForMeRequest {
@@ -170,6 +171,21 @@ export interface StatusResponse {
   /** This replica has read the whole catalog once since start. */
   catalogSynced: boolean;
   rebuild: Rebuild | null;
+}
+
+/**
+ * Event `recommendation.model_changed`: the model in the service's database changed (committed
+ * with the change, through the outbox). Every replica of the service receives it (a queue per
+ * replica) and forgets what it holds in memory of the users and products named, so its next
+ * answer reads them again.
+ */
+export interface ModelChanged {
+  /** Users whose purchases changed (what they bought, their recent products). */
+  userIds: string[];
+  /** Products whose counts (buyers, co-purchases) or catalog fields changed. */
+  productIds: string[];
+  /** A rebuild replaced the whole model: forget everything. */
+  everything: boolean;
 }
 
 function createBaseForMeRequest(): ForMeRequest {
@@ -1077,6 +1093,65 @@ export const StatusResponse: MessageFns<StatusResponse> = {
           }
 
           message.rebuild = Rebuild.decode(reader, reader.uint32());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+};
+
+function createBaseModelChanged(): ModelChanged {
+  return { userIds: [], productIds: [], everything: false };
+}
+
+export const ModelChanged: MessageFns<ModelChanged> = {
+  encode(message: ModelChanged, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.userIds) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.productIds) {
+      writer.uint32(18).string(v!);
+    }
+    if (message.everything !== false) {
+      writer.uint32(24).bool(message.everything);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelChanged {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseModelChanged();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.userIds.push(reader.string());
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.productIds.push(reader.string());
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.everything = reader.bool();
           continue;
         }
       }

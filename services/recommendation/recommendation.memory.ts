@@ -1,0 +1,245 @@
+/**
+ * The recommendation model as this replica reads it: the database's model, kept in memory and
+ * read through (#16: a ranking ran five SQL statements, ~1.8 ms at 100,000 orders; from
+ * memory it runs none once its rows are here).
+ *
+ * What is kept, each loaded on first use:
+ * - the catalog copy with the buyer counts (every row, once) and, from it, the popularity
+ *   order (`PopularIndex`);
+ * - per product, its highest co-purchase counts (as many as a ranking asked for);
+ * - per user, their recent contributing products and everything they bought.
+ *
+ * How it stays the database's: every change to the model commits with a
+ * `recommendation.model_changed` event (the outbox) naming the users and products it touched;
+ * every replica receives it (BroadcastEventsMixin: a queue per replica) and forgets them, so
+ * its next answer reads them again. The replica that made the change forgets at its commit
+ * already. A replica whose queue was lost (broker gone) is told to resync and forgets
+ * everything. The guarantee's limit: between a commit and the event's arrival (milliseconds)
+ * another replica may still answer from what it read before; the products shown are read from
+ * the product service at each answer, so a deleted or sold-out one is never shown either way.
+ *
+ * A load that races a change does not keep what it read: a row forgotten while its load was in
+ * flight is used for that one answer (it was read concurrently with the change) but not kept.
+ * Memory is bounded: users and neighbour lists are LRU caches (MAX_USERS, MAX_PRODUCTS); the
+ * catalog copy is the whole rec_items table (~200 bytes a product).
+ */
+import { LRUCache } from "lru-cache";
+import { PopularIndex, type Preferences, type RankInput } from "./recommendation.domain";
+import type { NeighbourList, RankedItem } from "./recommendation.repo";
+
+/** Users whose purchases are kept (a few hundred bytes each). */
+const MAX_USERS = 50_000;
+/** Products whose neighbour lists are kept (up to the longest list asked for, 50–300 entries). */
+const MAX_PRODUCTS = 20_000;
+
+export interface UserPurchases {
+  /** Recent contributing products, recent first. */
+  recent: string[];
+  bought: Set<string>;
+}
+
+/** The database reads the memory is filled from (recommendation.repo.ts over the service's database). */
+export interface ModelSource {
+  allItems(): Promise<Map<string, RankedItem>>;
+  items(ids: string[]): Promise<Map<string, RankedItem>>;
+  neighbourLists(ids: string[], perItem: number): Promise<Map<string, NeighbourList>>;
+  user(userId: string): Promise<UserPurchases>;
+}
+
+/** What a `recommendation.model_changed` event names. */
+export interface ModelChange {
+  userIds?: string[];
+  productIds?: string[];
+  everything?: boolean;
+}
+
+interface Listed {
+  list: NeighbourList;
+  /** How many were asked for: a list shorter than that is the product's whole list. */
+  asked: number;
+}
+
+export class ModelMemory {
+  private catalog: Map<string, RankedItem> | undefined;
+  private catalogLoading: Promise<Map<string, RankedItem>> | undefined;
+  private popular = new PopularIndex();
+  /** Catalog rows forgotten since the copy was loaded: read again before the next answer. */
+  private staleItems = new Set<string>();
+  private refreshing: Promise<void> | undefined;
+  private readonly neighbours = new LRUCache<string, Listed>({ max: MAX_PRODUCTS });
+  private readonly users = new LRUCache<string, UserPurchases>({ max: MAX_USERS });
+  /** Bumped by every forget; `forgotten` keeps when each key was, while loads are in flight. */
+  private tick = 0;
+  private loads = 0;
+  private readonly forgotten = new Map<string, number>();
+  /** Bumped by `clear`: a load that started before it keeps nothing. */
+  private generation = 0;
+
+  constructor(private readonly source: ModelSource) {}
+
+  /** Forgets what the change names (an event, or this replica's own commit). */
+  forget(change: ModelChange): void {
+    if (change.everything) return this.clear();
+    for (const u of change.userIds ?? []) {
+      this.users.delete(u);
+      this.mark(`u:${u}`);
+    }
+    for (const p of change.productIds ?? []) {
+      this.neighbours.delete(p);
+      this.mark(`n:${p}`);
+      this.mark(`i:${p}`);
+      if (this.catalog || this.catalogLoading) this.staleItems.add(p);
+    }
+  }
+
+  /** Forgets everything (a rebuild, a resync). */
+  clear(): void {
+    this.generation++;
+    this.catalog = undefined;
+    this.catalogLoading = undefined;
+    this.popular = new PopularIndex();
+    this.staleItems.clear();
+    this.neighbours.clear();
+    this.users.clear();
+  }
+
+  /** What `rankForUser` needs for one user, from memory (loading what is missing). */
+  async forUser(userId: string, prefs: Preferences, limit: number, history: number, perItem: number): Promise<RankInput> {
+    const [user, catalog] = await Promise.all([this.user(userId), this.items()]);
+    const recent = user.recent.filter((p) => catalog.has(p)).slice(0, history);
+    const lists = await this.lists(recent, perItem);
+    // Plain loops: up to history × perItem (1,000) neighbours per ranking.
+    const neighbours: RankInput["neighbours"] = [];
+    const buyers = new Map<string, number>();
+    for (const source of recent) {
+      buyers.set(source, catalog.get(source)!.buyers);
+      const list = lists.get(source)!;
+      for (let i = 0; i < list.length && i < perItem; i++) {
+        const n = list[i]!;
+        const item = catalog.get(n.productId);
+        if (!item) continue;
+        neighbours.push({ source, productId: n.productId, co: n.co });
+        buyers.set(n.productId, item.buyers);
+      }
+    }
+    // Enough fallback candidates to fill the list after dropping what the user bought.
+    const fallbackSize = limit + Math.min(user.bought.size, 1000);
+    const popular = [
+      ...(prefs.categories.length || prefs.brands.length ? this.popular.top(prefs, fallbackSize) : []),
+      ...this.popular.top({ categories: [], brands: [] }, fallbackSize),
+    ];
+    for (const p of popular) buyers.set(p.productId, p.buyers);
+    return { history: recent, bought: user.bought, neighbours, buyers, catalog, preferences: prefs, popular, limit };
+  }
+
+  /** A product's neighbours (at most `perItem`) and the catalog they are ranked with. */
+  async ofProduct(productId: string, perItem: number): Promise<{ neighbours: NeighbourList; catalog: Map<string, RankedItem> }> {
+    const [catalog, lists] = await Promise.all([this.items(), this.lists([productId], perItem)]);
+    return { neighbours: lists.get(productId)!.slice(0, perItem).filter((n) => catalog.has(n.productId)), catalog };
+  }
+
+  /** Sizes, for the status and the tests. */
+  stats(): { items: number; popular: number; users: number; products: number } {
+    return { items: this.catalog?.size ?? 0, popular: this.popular.size, users: this.users.size, products: this.neighbours.size };
+  }
+
+  // ---- loading --------------------------------------------------------------------------
+
+  private mark(key: string): void {
+    this.tick++;
+    if (this.loads) this.forgotten.set(key, this.tick);
+  }
+
+  /**
+   * Runs a database read and says which of `keys` may be kept: those not forgotten since the
+   * read started (nor everything cleared).
+   */
+  private async load<T>(keys: string[], read: () => Promise<T>): Promise<{ value: T; keep: (key: string) => boolean }> {
+    const started = this.tick;
+    const generation = this.generation;
+    this.loads++;
+    try {
+      const value = await read();
+      const stale = new Set(generation !== this.generation ? keys : keys.filter((k) => (this.forgotten.get(k) ?? -1) > started));
+      return { value, keep: (key) => !stale.has(key) };
+    } finally {
+      if (--this.loads === 0) this.forgotten.clear();
+    }
+  }
+
+  private async user(userId: string): Promise<UserPurchases> {
+    const kept = this.users.get(userId);
+    if (kept) return kept;
+    const key = `u:${userId}`;
+    const { value, keep } = await this.load([key], () => this.source.user(userId));
+    if (keep(key)) this.users.set(userId, value);
+    return value;
+  }
+
+  private async lists(ids: string[], perItem: number): Promise<Map<string, NeighbourList>> {
+    const out = new Map<string, NeighbourList>();
+    const missing: string[] = [];
+    for (const id of new Set(ids)) {
+      const kept = this.neighbours.get(id);
+      if (kept && (kept.asked >= perItem || kept.list.length < kept.asked)) out.set(id, kept.list);
+      else missing.push(id);
+    }
+    if (!missing.length) return out;
+    const keys = missing.map((id) => `n:${id}`);
+    const { value, keep } = await this.load(keys, () => this.source.neighbourLists(missing, perItem));
+    for (const id of missing) {
+      const list = value.get(id) ?? [];
+      out.set(id, list);
+      if (keep(`n:${id}`)) this.neighbours.set(id, { list, asked: perItem });
+    }
+    return out;
+  }
+
+  /** The catalog copy: loaded once, then the rows forgotten since are read again (one query). */
+  private async items(): Promise<Map<string, RankedItem>> {
+    if (!this.catalog) {
+      const loading = (this.catalogLoading ??= this.loadCatalog());
+      try {
+        await loading;
+      } finally {
+        if (this.catalogLoading === loading) this.catalogLoading = undefined;
+      }
+      if (!this.catalog) return loading; // cleared meanwhile: this answer uses what was read
+    }
+    // At most two rounds: one that may already be in flight (it read what was forgotten before
+    // it started), then one for what was forgotten before this answer began. Rows forgotten
+    // later changed concurrently with this answer; the next answer reads them.
+    for (let round = 0; round < 2 && this.staleItems.size; round++)
+      await (this.refreshing ??= this.refreshItems().finally(() => (this.refreshing = undefined)));
+    return this.catalog ?? new Map();
+  }
+
+  private async loadCatalog(): Promise<Map<string, RankedItem>> {
+    const generation = this.generation;
+    this.staleItems.clear();
+    const all = await this.source.allItems();
+    if (generation !== this.generation) return all;
+    const popular = new PopularIndex();
+    for (const [id, item] of all) popular.put(id, item);
+    this.catalog = all;
+    this.popular = popular;
+    return all;
+  }
+
+  private async refreshItems(): Promise<void> {
+    const ids = [...this.staleItems];
+    this.staleItems.clear();
+    const generation = this.generation;
+    const keys = ids.map((id) => `i:${id}`);
+    const { value, keep } = await this.load(keys, () => this.source.items(ids));
+    if (generation !== this.generation || !this.catalog) return;
+    for (const id of ids) {
+      // Forgotten again while this read was in flight: it is in staleItems again, read next round.
+      if (!keep(`i:${id}`)) continue;
+      const item = value.get(id);
+      if (item) this.catalog.set(id, item);
+      else this.catalog.delete(id);
+      this.popular.put(id, item);
+    }
+  }
+}
