@@ -83,6 +83,8 @@ async function raw(uri: string): Promise<Result> {
 interface OutboxResult extends Result {
   duplicates: number;
   transactions: number;
+  /** The producer's relay passes: with rows, and empty ones (a kick that found its rows taken). */
+  relay: { withRows: number; empty: number };
   /** When the producers' last commit returned: the rest of `seconds` is the pipeline catching up. */
   producedS: number;
   /** CPU µs per event, by process, over the outbox case. */
@@ -144,11 +146,12 @@ async function outbox(uri: string): Promise<OutboxResult> {
     await waitFor("all applied", async () => latencies.length >= N, 300_000, 50);
     const cpu1 = cpuNow();
     const stats = (consumer.getLocalService("audit") as unknown as EventsServiceThis).eventStats();
+    const relay = shop.eventStats().relayPasses;
     const seconds = (last - start) / 1000;
     const cpuUs = cpu0.map((c, i) => ({ name: c.name, us: c.s !== undefined && cpu1[i]!.s !== undefined ? ((cpu1[i]!.s! - c.s) * 1e6) / N : undefined }));
     return {
       name: "outbox → relay → RabbitMQ → inbox (MariaDB)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds,
-      duplicates: stats.duplicates, transactions: stats.transactions, producedS, cpuUs,
+      duplicates: stats.duplicates, transactions: stats.transactions, producedS, cpuUs, relay,
     };
   } finally {
     await producer.stop();
@@ -213,7 +216,8 @@ async function main() {
       `**Run of ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC**, ${N} events; outbox: ${CONCURRENCY} concurrent producer transactions (one event each), consumer prefetch 50, MariaDB + the machine's RabbitMQ;`,
       `raw: confirm windows of ${WINDOW}. Latency: outbox = producer commit → consumer commit; raw = publish → received.`,
       `Machine: ${os.cpus().length} vCPUs, Node ${process.version}, load average ${load0.toFixed(1)} → ${os.loadavg()[0]!.toFixed(1)}; duplicates absorbed by the inbox: ${o.duplicates};`,
-      `the consumer applied the ${N} events in ${o.transactions} transactions (${(N / Math.max(1, o.transactions)).toFixed(1)} per transaction: consumer.ts's batches).`,
+      `the consumer applied the ${N} events in ${o.transactions} transactions (${(N / Math.max(1, o.transactions)).toFixed(1)} per transaction: consumer.ts's batches);`,
+      `the relay published them in ${o.relay.withRows} passes (${(N / Math.max(1, o.relay.withRows)).toFixed(1)} per pass), plus ${o.relay.empty} passes that found nothing.`,
       `The producers' last commit returned after ${o.producedS.toFixed(2)} s of the outbox case's ${o.seconds.toFixed(2)} s (the rest: relay and consumer catching up; latency counts that wait).`,
       `CPU per event over the outbox case: ${o.cpuUs.map((c) => `${c.name} ${c.us === undefined ? "n/a" : `${Math.round(c.us)} µs`}`).join(", ")}.`,
       "",

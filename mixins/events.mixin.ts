@@ -54,7 +54,7 @@ export interface EventsServiceThis {
   /** A business event of the catalog (proto/gen/contracts.ts), its payload typed by its contract. */
   publishEvent<E extends ContractEvent>(trx: Knex.Transaction, name: E, payload: EventPayload<E>): Promise<string>;
   /** The relay's and the consumer's counters (tests, benchmark). */
-  eventStats(): { published: number } & ConsumerStats;
+  eventStats(): { published: number; relayPasses: { withRows: number; empty: number } } & ConsumerStats;
 }
 
 interface Runtime {
@@ -95,7 +95,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       },
       eventStats(this: EventsMixinThis) {
         const rt = this.$events;
-        return { published: rt.relay?.published ?? 0, ...(rt.consumer?.stats ?? rt.stats) };
+        return { published: rt.relay?.published ?? 0, relayPasses: { ...(rt.relay?.passes ?? { withRows: 0, empty: 0 }) }, ...(rt.consumer?.stats ?? rt.stats) };
       },
     },
 

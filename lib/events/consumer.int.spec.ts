@@ -50,7 +50,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(await effectIds(), [...before, ...items.map((i) => i.envelope.id)].sort());
     });
 
-    test("the inbox rows first, in message-id order, then the handlers in the batch's order", async () => {
+    test("the inbox rows first, in ONE statement, in message-id order, then the handlers in the batch's order", async () => {
       const seen: string[] = [];
       const handler: EventHandler = async (trx, payload, env) => {
         seen.push(`handler ${env.id}`);
@@ -58,7 +58,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       };
       const items: BatchItem[] = Array.from({ length: 6 }, (_, n) => ({ envelope: envelope(300 + n), handler }));
       const inboxInsert = (q: { sql: string; bindings?: unknown[] }) => {
-        if (/insert into .inbox./i.test(q.sql)) seen.push(`inbox ${q.bindings?.find((b) => items.some((i) => i.envelope.id === b))}`);
+        if (/insert (ignore )?into .?inbox/i.test(q.sql)) seen.push(`inbox ${q.bindings?.filter((b) => items.some((i) => i.envelope.id === b)).join(" ")}`);
       };
       db.on("query", inboxInsert);
       try {
@@ -67,7 +67,19 @@ for (const engine of ["sqlite", "mariadb"] as const) {
         db.off("query", inboxInsert);
       }
       const ids = items.map((i) => i.envelope.id);
-      assert.deepEqual(seen, [...[...ids].sort().map((id) => `inbox ${id}`), ...ids.map((id) => `handler ${id}`)]);
+      assert.deepEqual(seen, [`inbox ${[...ids].sort().join(" ")}`, ...ids.map((id) => `handler ${id}`)]);
+    });
+
+    test("an id longer than the inbox column: the batch refuses it whole (never a cut id); one by one, MariaDB refuses it alone (SQLite keeps it whole)", async () => {
+      const long = { ...envelope(400), id: "x".repeat(65) };
+      const items: BatchItem[] = [envelope(401), long].map((e) => ({ envelope: e, handler: recordEffect }));
+      const before = await effectIds();
+      await assert.rejects(applyBatch(db, items), /longer than the inbox columns/);
+      assert.deepEqual(await effectIds(), before);
+      assert.equal(await applyOnce(db, items[0]!.envelope, recordEffect), "applied");
+      if (engine === "mariadb") await assert.rejects(applyOnce(db, long, recordEffect), /too long/i);
+      else assert.equal(await applyOnce(db, long, recordEffect), "applied");
+      assert.equal((await db("inbox").where({ message_id: "x".repeat(64) })).length, 0, "never a cut id");
     });
 
     test("a message already applied, and one twice in the batch: skipped; the others applied once", async () => {

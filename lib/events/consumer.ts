@@ -9,10 +9,10 @@
  * on MariaDB: the second insert waits on the first's key and fails once it commits.
  *
  * Batches (`applyBatch`): messages that wait together are applied in ONE transaction, so N
- * messages cost one commit instead of N: first every inbox row, in message-id order (so two
- * batches take the inbox keys in the same order), then each new message's handler in turn.
- * A duplicate's failed inbox insert aborts only that statement on both engines, so it is
- * skipped and the batch goes on. Any other failure (a handler's error, a deadlock: not
+ * messages cost one commit instead of N: first every inbox row, in ONE statement in message-id
+ * order (so two batches take the inbox keys in the same order) that skips the ids already
+ * there and returns the new ones (`recordInbox`), then each new message's handler in turn; a
+ * duplicate is skipped and the batch goes on. Any other failure (a handler's error, a deadlock: not
  * retried as a batch) rolls the whole batch back, and its messages are applied one by one
  * (`applyOnce`), so one bad message costs its neighbours a second run of their handlers,
  * never their effect or an extra attempt. Hence batching is only for consumers whose
@@ -48,7 +48,7 @@ import type { Channel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import { ReconnectLoop, withTimeout, type AmqpLink } from "./amqp";
-import { inTransaction, isUniqueViolation } from "../db";
+import { inTransaction, isMysql, isUniqueViolation } from "../db";
 import { countBusiness } from "../metrics";
 import type { Envelope } from "./outbox";
 import { parseEnvelope } from "./wire";
@@ -107,26 +107,46 @@ export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applie
   return inTransaction(
     db,
     async (trx) => {
-      const duplicate = new Set<number>();
       // By id, code unit order (a stable sort: a repeated id keeps its place).
       const idOf = (i: number) => items[i]!.envelope.id;
       const byId = [...items.keys()].sort((a, b) => (idOf(a) < idOf(b) ? -1 : idOf(a) > idOf(b) ? 1 : 0));
-      for (const i of byId) {
-        const { envelope } = items[i]!;
-        try {
-          await trx("inbox").insert({ message_id: envelope.id, event: envelope.name, received_at: Date.now() });
-        } catch (err) {
-          if (!isUniqueViolation(err)) throw err;
-          // Already applied (or earlier in this batch): only the insert was undone.
-          duplicate.add(i);
-        }
-      }
+      const recorded = await recordInbox(trx, byId.map((i) => items[i]!.envelope));
+      // Already applied, or earlier in this batch (the first copy of an id is the one applied).
+      const duplicate = new Set<number>();
+      for (const i of byId) if (!recorded.delete(idOf(i))) duplicate.add(i);
       for (const [i, { envelope, handler }] of items.entries()) if (!duplicate.has(i)) await handler(trx, envelope.payload, envelope);
       return items.map((_, i) => (duplicate.has(i) ? "duplicate" : "applied"));
     },
     1,
     "read committed",
   );
+}
+
+/** `inbox` column sizes (migrations.ts). */
+const INBOX_ID_MAX = 64;
+const INBOX_EVENT_MAX = 100;
+
+/**
+ * Records a batch's message ids in `inbox` in ONE statement, rows in the given order (the lock
+ * order), and returns the ids that were new (#16: one statement per message before):
+ * MariaDB's `INSERT IGNORE … RETURNING` and SQLite's `INSERT … ON CONFLICT DO NOTHING RETURNING`
+ * both return only the rows they inserted. A copy of a row another transaction is inserting
+ * waits for it, as the plain insert did, and is skipped once it commits. INSERT IGNORE also turns
+ * other errors into warnings (a value too long would be cut): envelopes that do not fit the
+ * columns are refused here, so the batch rolls back and they meet the plain insert one by one.
+ */
+async function recordInbox(trx: Knex.Transaction, envelopes: Envelope[]): Promise<Set<string>> {
+  if (envelopes.some((e) => e.id.length > INBOX_ID_MAX || e.name.length > INBOX_EVENT_MAX)) throw new Error("a message id or name longer than the inbox columns");
+  const now = Date.now();
+  const rows = envelopes.map(() => "(?, ?, ?)").join(", ");
+  const values = envelopes.flatMap((e) => [e.id, e.name, now]);
+  const mysql = isMysql(trx);
+  const sql = mysql
+    ? `INSERT IGNORE INTO inbox (message_id, event, received_at) VALUES ${rows} RETURNING message_id`
+    : `INSERT INTO inbox (message_id, event, received_at) VALUES ${rows} ON CONFLICT (message_id) DO NOTHING RETURNING message_id`;
+  const result = await trx.raw(sql, values);
+  const inserted = (mysql ? result[0] : result) as { message_id: string }[];
+  return new Set(inserted.map((r) => r.message_id));
 }
 
 /** What `applyMessages` needs of a consumer, in either mode. */

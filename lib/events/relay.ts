@@ -67,6 +67,8 @@ abstract class RelayLoop {
   private lastPurge = Date.now();
   /** Rows this relay marked sent (for tests and the benchmark). */
   published = 0;
+  /** Passes that found rows, and those that found none (the benchmark: rows per pass). */
+  passes = { withRows: 0, empty: 0 };
 
   constructor(protected readonly opts: RelayOptions) {
     this.batchSize = opts.batchSize ?? 100;
@@ -108,6 +110,7 @@ abstract class RelayLoop {
     let handled: number;
     try {
       handled = await this.pass();
+      this.passes[handled ? "withRows" : "empty"]++;
     } catch (err) {
       await this.reset().catch(() => undefined);
       throw err;
