@@ -14,12 +14,16 @@
  * every replica receives it (BroadcastEventsMixin: a queue per replica) and forgets them, so
  * its next answer reads them again. The replica that made the change forgets at its commit
  * already. A replica whose queue was lost (broker gone) is told to resync and forgets
- * everything. The guarantee's limit: between a commit and the event's arrival (milliseconds)
- * another replica may still answer from what it read before; the products shown are read from
- * the product service at each answer, so a deleted or sold-out one is never shown either way.
+ * everything. A caller that read the user's stamp (the ranking cache's key) passes it, and a
+ * user kept from before it is read again. The guarantee's limit: without a stamp, between a
+ * commit and the event's arrival (milliseconds) another replica may still answer from what it
+ * read before, a product bought that instant included; the products shown are read from the
+ * product service at each answer, so a deleted or sold-out one is never shown either way.
  *
  * A load that races a change does not keep what it read: a row forgotten while its load was in
- * flight is used for that one answer (it was read concurrently with the change) but not kept.
+ * flight is used for that one answer (it was read concurrently with the change; a ranking cache
+ * may keep that answer for its TTL) but not kept here. A catalog read that fails leaves its rows
+ * stale, to be read by the next answer.
  * Memory is bounded: users and neighbour lists are LRU caches (MAX_USERS, MAX_PRODUCTS); the
  * catalog copy is the whole rec_items table (~200 bytes a product).
  */
@@ -36,6 +40,8 @@ export interface UserPurchases {
   /** Recent contributing products, recent first. */
   recent: string[];
   bought: Set<string>;
+  /** The user's stamp as read with them (recommendation.repo.ts `userStamp`). */
+  stamp: number;
 }
 
 /** The database reads the memory is filled from (recommendation.repo.ts over the service's database). */
@@ -53,6 +59,12 @@ export interface ModelChange {
   everything?: boolean;
 }
 
+/** The catalog copy and the popularity order built from it: always taken together. */
+interface CatalogView {
+  catalog: Map<string, RankedItem>;
+  popular: PopularIndex;
+}
+
 interface Listed {
   list: NeighbourList;
   /** How many were asked for: a list shorter than that is the product's whole list. */
@@ -60,9 +72,8 @@ interface Listed {
 }
 
 export class ModelMemory {
-  private catalog: Map<string, RankedItem> | undefined;
-  private catalogLoading: Promise<Map<string, RankedItem>> | undefined;
-  private popular = new PopularIndex();
+  private view: CatalogView | undefined;
+  private viewLoading: Promise<CatalogView> | undefined;
   /** Catalog rows forgotten since the copy was loaded: read again before the next answer. */
   private staleItems = new Set<string>();
   private refreshing: Promise<void> | undefined;
@@ -88,24 +99,27 @@ export class ModelMemory {
       this.neighbours.delete(p);
       this.mark(`n:${p}`);
       this.mark(`i:${p}`);
-      if (this.catalog || this.catalogLoading) this.staleItems.add(p);
+      if (this.view || this.viewLoading) this.staleItems.add(p);
     }
   }
 
   /** Forgets everything (a rebuild, a resync). */
   clear(): void {
     this.generation++;
-    this.catalog = undefined;
-    this.catalogLoading = undefined;
-    this.popular = new PopularIndex();
+    this.view = undefined;
+    this.viewLoading = undefined;
     this.staleItems.clear();
     this.neighbours.clear();
     this.users.clear();
   }
 
-  /** What `rankForUser` needs for one user, from memory (loading what is missing). */
-  async forUser(userId: string, prefs: Preferences, limit: number, history: number, perItem: number): Promise<RankInput> {
-    const [user, catalog] = await Promise.all([this.user(userId), this.items()]);
+  /**
+   * What `rankForUser` needs for one user, from memory (loading what is missing). `stamp`: the
+   * user's stamp the caller read (the ranking cache's key); a user kept from before it is read
+   * again, so a ranking cached under a stamp never holds less of the user than the stamp says.
+   */
+  async forUser(userId: string, prefs: Preferences, limit: number, history: number, perItem: number, stamp?: number): Promise<RankInput> {
+    const [user, { catalog, popular: index }] = await Promise.all([this.user(userId, stamp), this.items()]);
     const recent = user.recent.filter((p) => catalog.has(p)).slice(0, history);
     const lists = await this.lists(recent, perItem);
     // Plain loops: up to history × perItem (1,000) neighbours per ranking.
@@ -125,8 +139,8 @@ export class ModelMemory {
     // Enough fallback candidates to fill the list after dropping what the user bought.
     const fallbackSize = limit + Math.min(user.bought.size, 1000);
     const popular = [
-      ...(prefs.categories.length || prefs.brands.length ? this.popular.top(prefs, fallbackSize) : []),
-      ...this.popular.top({ categories: [], brands: [] }, fallbackSize),
+      ...(prefs.categories.length || prefs.brands.length ? index.top(prefs, fallbackSize) : []),
+      ...index.top({ categories: [], brands: [] }, fallbackSize),
     ];
     for (const p of popular) buyers.set(p.productId, p.buyers);
     return { history: recent, bought: user.bought, neighbours, buyers, catalog, preferences: prefs, popular, limit };
@@ -134,13 +148,13 @@ export class ModelMemory {
 
   /** A product's neighbours (at most `perItem`) and the catalog they are ranked with. */
   async ofProduct(productId: string, perItem: number): Promise<{ neighbours: NeighbourList; catalog: Map<string, RankedItem> }> {
-    const [catalog, lists] = await Promise.all([this.items(), this.lists([productId], perItem)]);
+    const [{ catalog }, lists] = await Promise.all([this.items(), this.lists([productId], perItem)]);
     return { neighbours: lists.get(productId)!.slice(0, perItem).filter((n) => catalog.has(n.productId)), catalog };
   }
 
   /** Sizes, for the status and the tests. */
   stats(): { items: number; popular: number; users: number; products: number } {
-    return { items: this.catalog?.size ?? 0, popular: this.popular.size, users: this.users.size, products: this.neighbours.size };
+    return { items: this.view?.catalog.size ?? 0, popular: this.view?.popular.size ?? 0, users: this.users.size, products: this.neighbours.size };
   }
 
   // ---- loading --------------------------------------------------------------------------
@@ -167,9 +181,9 @@ export class ModelMemory {
     }
   }
 
-  private async user(userId: string): Promise<UserPurchases> {
+  private async user(userId: string, stamp?: number): Promise<UserPurchases> {
     const kept = this.users.get(userId);
-    if (kept) return kept;
+    if (kept && (stamp === undefined || kept.stamp >= stamp)) return kept;
     const key = `u:${userId}`;
     const { value, keep } = await this.load([key], () => this.source.user(userId));
     if (keep(key)) this.users.set(userId, value);
@@ -195,35 +209,39 @@ export class ModelMemory {
     return out;
   }
 
-  /** The catalog copy: loaded once, then the rows forgotten since are read again (one query). */
-  private async items(): Promise<Map<string, RankedItem>> {
-    if (!this.catalog) {
-      const loading = (this.catalogLoading ??= this.loadCatalog());
+  /**
+   * The catalog copy: loaded once, then the rows forgotten since are read again (one query). An
+   * answer racing a `clear` uses the copy it got (catalog and popularity order of one moment),
+   * which is not kept.
+   */
+  private async items(): Promise<CatalogView> {
+    let view = this.view;
+    if (!view) {
+      const loading = (this.viewLoading ??= this.loadCatalog());
       try {
-        await loading;
+        view = await loading;
       } finally {
-        if (this.catalogLoading === loading) this.catalogLoading = undefined;
+        if (this.viewLoading === loading) this.viewLoading = undefined;
       }
-      if (!this.catalog) return loading; // cleared meanwhile: this answer uses what was read
+      if (view !== this.view) return view; // cleared meanwhile
     }
     // At most two rounds: one that may already be in flight (it read what was forgotten before
     // it started), then one for what was forgotten before this answer began. Rows forgotten
     // later changed concurrently with this answer; the next answer reads them.
     for (let round = 0; round < 2 && this.staleItems.size; round++)
       await (this.refreshing ??= this.refreshItems().finally(() => (this.refreshing = undefined)));
-    return this.catalog ?? new Map();
+    return this.view ?? view;
   }
 
-  private async loadCatalog(): Promise<Map<string, RankedItem>> {
+  private async loadCatalog(): Promise<CatalogView> {
     const generation = this.generation;
     this.staleItems.clear();
-    const all = await this.source.allItems();
-    if (generation !== this.generation) return all;
+    const catalog = await this.source.allItems();
     const popular = new PopularIndex();
-    for (const [id, item] of all) popular.put(id, item);
-    this.catalog = all;
-    this.popular = popular;
-    return all;
+    for (const [id, item] of catalog) popular.put(id, item);
+    const view = { catalog, popular };
+    if (generation === this.generation) this.view = view;
+    return view;
   }
 
   private async refreshItems(): Promise<void> {
@@ -231,15 +249,23 @@ export class ModelMemory {
     this.staleItems.clear();
     const generation = this.generation;
     const keys = ids.map((id) => `i:${id}`);
-    const { value, keep } = await this.load(keys, () => this.source.items(ids));
-    if (generation !== this.generation || !this.catalog) return;
+    let read: Awaited<ReturnType<typeof this.load<Map<string, RankedItem>>>>;
+    try {
+      read = await this.load(keys, () => this.source.items(ids));
+    } catch (err) {
+      // Not read: still stale (the next answer tries again).
+      if (generation === this.generation) for (const id of ids) this.staleItems.add(id);
+      throw err;
+    }
+    const view = this.view;
+    if (generation !== this.generation || !view) return;
     for (const id of ids) {
       // Forgotten again while this read was in flight: it is in staleItems again, read next round.
-      if (!keep(`i:${id}`)) continue;
-      const item = value.get(id);
-      if (item) this.catalog.set(id, item);
-      else this.catalog.delete(id);
-      this.popular.put(id, item);
+      if (!read.keep(`i:${id}`)) continue;
+      const item = read.value.get(id);
+      if (item) view.catalog.set(id, item);
+      else view.catalog.delete(id);
+      view.popular.put(id, item);
     }
   }
 }

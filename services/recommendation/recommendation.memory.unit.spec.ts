@@ -15,10 +15,11 @@ function fakeSource() {
   const db = {
     items: new Map<string, RankedItem>([["a", item("a", 3)], ["b", item("b", 2)], ["c", item("c", 1)]]),
     lists: new Map<string, NeighbourList>([["a", [{ productId: "b", co: 2 }, { productId: "c", co: 1 }]]]),
-    users: new Map<string, UserPurchases>([["u", { recent: ["a"], bought: new Set(["a"]) }]]),
+    users: new Map<string, UserPurchases>([["u", { recent: ["a"], bought: new Set(["a"]), stamp: 1 }]]),
   };
   const reads = { items: 0, lists: 0, users: 0 };
   let gate: Promise<void> | undefined;
+  const fail = { items: false };
   // Reads at the call (the snapshot a statement sees), answers when the gate opens.
   const held = async <T>(f: () => T): Promise<T> => {
     const value = f();
@@ -27,13 +28,18 @@ function fakeSource() {
   };
   const source: ModelSource = {
     allItems: () => held(() => (reads.items++, new Map(db.items))),
-    items: (ids) => held(() => (reads.items++, new Map(ids.flatMap((id) => (db.items.has(id) ? [[id, db.items.get(id)!] as const] : []))))),
+    items: (ids) =>
+      held(() => {
+        reads.items++;
+        if (fail.items) throw new Error("connection lost");
+        return new Map(ids.flatMap((id) => (db.items.has(id) ? [[id, db.items.get(id)!] as const] : [])));
+      }),
     neighbourLists: (ids, perItem) => held(() => (reads.lists++, new Map(ids.map((id) => [id, (db.lists.get(id) ?? []).slice(0, perItem)])))),
-    user: (userId) => held(() => (reads.users++, db.users.get(userId) ?? { recent: [], bought: new Set() })),
+    user: (userId) => held(() => (reads.users++, db.users.get(userId) ?? { recent: [], bought: new Set(), stamp: 0 })),
   };
   let open: () => void = () => undefined;
   return {
-    db, reads, source,
+    db, reads, source, fail,
     hold: () => void (gate = new Promise<void>((r) => (open = r))),
     release: () => {
       gate = undefined;
@@ -53,7 +59,7 @@ test("the memory reads each row once, and again only after a change names it", a
   assert.deepEqual(f.reads, { items: 1, lists: 1, users: 1 }, "everything from memory the second time");
 
   // The user buys b: the model's rows change, and the change names the user and products.
-  f.db.users.set("u", { recent: ["b", "a"], bought: new Set(["a", "b"]) });
+  f.db.users.set("u", { recent: ["b", "a"], bought: new Set(["a", "b"]), stamp: 2 });
   f.db.items.set("b", item("b", 3));
   f.db.lists.set("a", [{ productId: "b", co: 3 }, { productId: "c", co: 1 }]);
   f.db.lists.set("b", [{ productId: "a", co: 3 }]);
@@ -85,7 +91,7 @@ test("a read that races a change is used for its answer but not kept", async () 
   await new Promise((r) => setImmediate(r));
   // The change commits while those reads are in flight; they read the row before it.
   m.forget({ userIds: ["u"], productIds: ["a"] });
-  f.db.users.set("u", { recent: ["a"], bought: new Set(["a", "c"]) });
+  f.db.users.set("u", { recent: ["a"], bought: new Set(["a", "c"]), stamp: 3 });
   f.db.items.set("a", item("a", 9));
   f.release();
   const raced = await racing;
@@ -97,17 +103,41 @@ test("a read that races a change is used for its answer but not kept", async () 
   assert.equal(f.reads.users, reads.users + 1, "the raced user read was not kept");
 });
 
-test("a clear while the catalog loads keeps nothing of that load", async () => {
+test("a clear while the catalog loads: the racing answer uses that load whole (catalog and popular order), which is not kept", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
   f.hold();
-  const racing = m.ofProduct("a", 50);
+  const racing = m.forUser("nobody", NO_PREFS, 5, 20, 50);
   await new Promise((r) => setImmediate(r));
   m.clear();
   f.db.items.set("c", item("c", 7));
   f.release();
-  await racing;
+  const raced = await racing;
+  assert.deepEqual(raced.popular.map((p) => p.productId), ["a", "b", "c"], "a popular order of the same moment as its catalog");
   assert.equal(m.stats().items, 0, "the load's rows are not kept");
   const { catalog } = await m.ofProduct("a", 50);
   assert.equal(catalog.get("c")!.buyers, 7);
+});
+
+test("a catalog refresh that fails leaves its rows stale: the next answer reads them", async () => {
+  const f = fakeSource();
+  const m = new ModelMemory(f.source);
+  await m.ofProduct("a", 50);
+  f.db.items.set("b", item("b", 9));
+  m.forget({ productIds: ["b"] });
+  f.fail.items = true;
+  await assert.rejects(m.ofProduct("a", 50), /connection lost/);
+  f.fail.items = false;
+  assert.equal((await m.ofProduct("a", 50)).catalog.get("b")!.buyers, 9);
+});
+
+test("a user kept from before the stamp the caller read is read again (another replica applied the purchase)", async () => {
+  const f = fakeSource();
+  const m = new ModelMemory(f.source);
+  await m.forUser("u", NO_PREFS, 5, 20, 50, 1);
+  f.db.users.set("u", { recent: ["b", "a"], bought: new Set(["a", "b"]), stamp: 2 });
+  assert.ok(!(await m.forUser("u", NO_PREFS, 5, 20, 50)).bought.has("b"), "without a stamp: the kept user (until the event arrives)");
+  assert.ok(!(await m.forUser("u", NO_PREFS, 5, 20, 50, 1)).bought.has("b"), "the same stamp: the kept user");
+  assert.ok((await m.forUser("u", NO_PREFS, 5, 20, 50, 2)).bought.has("b"), "a newer stamp: read again");
+  assert.equal(f.reads.users, 2);
 });

@@ -2,8 +2,8 @@
  * The recommendation repo's reads for the memory (recommendation.memory.ts) answer what plain
  * per-table queries answer, on SQLite and on the real MariaDB: `neighbourLists` (a LIMITed
  * range per product glued with UNION ALL) and `userPurchases` (recent products and everything
- * bought in one statement), with ties, and the recommendation migrations run up, down and up
- * again on both.
+ * bought in one statement), with ties; `applyProduct` says when a replica's memory must forget
+ * a row; and the recommendation migrations run up, down and up again on both.
  */
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -65,7 +65,25 @@ for (const engine of ["sqlite", "mariadb"] as const) {
         const bought = (await db("rec_purchases").where({ user_id: u }).distinct("product_id")) as { product_id: string }[];
         assert.deepEqual(got.recent, recent.map((r) => r.product_id), u);
         assert.deepEqual([...got.bought].sort(), bought.map((r) => r.product_id).sort(), u);
+        assert.equal(got.stamp, await repo.userStamp(db, u), u);
       }
+
+      // applyProduct says when the memory must forget the row: a field the ranking shows or
+      // filters on changed, availability crossed zero, never for an older or repeated version.
+      const fields = { id: "prod-x", name: "Anvil", category: "tools", brand: "Forge", available: 5, deleted: false, version: 1 };
+      const apply = (over: Partial<typeof fields>) => db.transaction((trx) => repo.applyProduct(trx, { ...fields, ...over }, 1));
+      assert.equal(await apply({}), true, "new");
+      assert.equal(await apply({}), false, "the same version again");
+      assert.equal(await apply({ version: 2, available: 3 }), false, "stock moving above zero");
+      assert.equal(await apply({ version: 3, available: 0.4 }), true, "stock to zero (as stored: 0.4 is 0)");
+      assert.equal(await apply({ version: 4, available: 0 }), false, "still zero");
+      assert.equal(await apply({ version: 5, available: 2 }), true, "back in stock");
+      assert.equal(await apply({ version: 4, name: "Old" }), false, "an older version");
+      assert.equal(await apply({ version: 6, available: 2, name: "Anvil XL" }), true, "renamed");
+      assert.equal(await apply({ version: 7, available: 2, name: "Anvil XL", brand: null }), true, "brand gone");
+      assert.equal(await apply({ version: 8, available: 2, name: "Anvil XL", brand: null, deleted: true }), true, "deleted");
+      const row = (await repo.findItems(db, ["prod-x"])).get("prod-x")!;
+      assert.deepEqual([row.name, row.brand, row.available, row.deleted, row.version], ["Anvil XL", null, 2, true, 8]);
     } finally {
       await db.destroy();
       await dropDatabase(config, "recommendation");

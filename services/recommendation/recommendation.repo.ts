@@ -165,10 +165,14 @@ export interface ProductFields {
  * service anyway). The row is read locked (MariaDB), so the comparison is with what it replaces.
  */
 export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now: number): Promise<boolean> {
+  // The placeholder row first, then its lock: a locking read of a row that does not exist yet
+  // would take only a gap lock on InnoDB, and two new products in one gap would deadlock on
+  // their inserts. A placeholder (version -1, no name) compares as changed below.
+  await trx("rec_items").insert({ product_id: p.id, updated_at: now }).onConflict("product_id").ignore();
   const read = trx("rec_items").where({ product_id: p.id }).first("name", "category", "brand", "available", "deleted", "version");
-  const old = (await (isMysql(trx) ? read.forUpdate() : read)) as Omit<ItemRow, "product_id" | "buyers"> | undefined;
-  if (old && Number(old.version) >= p.version) return false;
-  if (!old) await trx("rec_items").insert({ product_id: p.id, updated_at: now }).onConflict("product_id").ignore();
+  const old = (await (isMysql(trx) ? read.forUpdate() : read)) as Omit<ItemRow, "product_id" | "buyers">;
+  if (Number(old.version) >= p.version) return false;
+  const available = Math.max(0, Math.trunc(p.available));
   const n = await trx("rec_items")
     .where({ product_id: p.id })
     .where("version", "<", p.version)
@@ -176,15 +180,14 @@ export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now:
       name: p.name.slice(0, 200),
       category: p.category.slice(0, 100),
       brand: p.brand ? p.brand.slice(0, 100) : null,
-      available: Math.max(0, Math.trunc(p.available)),
+      available,
       deleted: p.deleted,
       version: p.version,
       updated_at: now,
     });
   if (n !== 1) return false;
-  if (!old) return true;
   const item = toItem({ ...old, product_id: p.id, buyers: 0 });
-  return item.name !== p.name.slice(0, 200) || item.category !== p.category.slice(0, 100) || item.brand !== (p.brand ? p.brand.slice(0, 100) : null) || item.deleted !== p.deleted || item.available > 0 !== p.available > 0;
+  return item.name !== p.name.slice(0, 200) || item.category !== p.category.slice(0, 100) || item.brand !== (p.brand ? p.brand.slice(0, 100) : null) || item.deleted !== p.deleted || item.available > 0 !== available > 0;
 }
 
 /**
@@ -222,18 +225,21 @@ export async function userStamp(db: Knex, userId: string): Promise<number> {
 
 /**
  * A user's most recent contributing products (at most `historyLimit`, recent first; ties by
- * id) and everything they bought (paid, not fully refunded), in ONE statement: one snapshot on
- * both engines, so a purchase committed meanwhile is in both or in neither.
+ * id), everything they bought (paid, not fully refunded) and their stamp (`userStamp`), in ONE
+ * statement: one snapshot on both engines, so a purchase committed meanwhile is in all three
+ * or in none.
  */
-export async function userPurchases(db: Knex, userId: string, historyLimit: number): Promise<{ recent: string[]; bought: Set<string> }> {
+export async function userPurchases(db: Knex, userId: string, historyLimit: number): Promise<{ recent: string[]; bought: Set<string>; stamp: number }> {
   const sql =
     "SELECT 'r' AS k, r.product_id, r.at FROM (SELECT product_id, at FROM rec_user_items WHERE user_id = ? ORDER BY at DESC, product_id ASC LIMIT ?) AS r " +
-    "UNION ALL SELECT DISTINCT 'b' AS k, product_id, 0 AS at FROM rec_purchases WHERE user_id = ?";
-  const result = await db.raw(sql, [userId, historyLimit, userId]);
+    "UNION ALL SELECT DISTINCT 'b' AS k, product_id, 0 AS at FROM rec_purchases WHERE user_id = ? " +
+    "UNION ALL SELECT 's' AS k, '' AS product_id, updated_at AS at FROM rec_users WHERE user_id = ?";
+  const result = await db.raw(sql, [userId, historyLimit, userId, userId]);
   const rows = (isMysql(db) ? result[0] : result) as { k: string; product_id: string; at: number | string }[];
   const recent = rows.filter((r) => r.k === "r").map((r) => ({ productId: r.product_id, at: Number(r.at) }));
   recent.sort((a, b) => b.at - a.at || (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0));
-  return { recent: recent.map((r) => r.productId), bought: new Set(rows.filter((r) => r.k === "b").map((r) => r.product_id)) };
+  const stamp = rows.find((r) => r.k === "s");
+  return { recent: recent.map((r) => r.productId), bought: new Set(rows.filter((r) => r.k === "b").map((r) => r.product_id)), stamp: stamp ? Number(stamp.at) : 0 };
 }
 
 /** A product's neighbours: the other product and their co-purchase count, highest first (ties: higher id first). */

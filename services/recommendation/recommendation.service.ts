@@ -114,8 +114,11 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
           // Cached per user, keyed by the user's purchase stamp and preferences, so their own
           // purchase or preference change shows at once; other users' purchases move the
           // scores after RECS_CACHE_TTL_S at most. Availability is checked on every answer.
-          const key = async () => `recommendation.forMe:${me.id}:${await repo.userStamp(this.db, me.id)}:${JSON.stringify([prefs.categories, prefs.brands])}:${limit}`;
-          const ranked = await this.cached(key, () => this.rank(me.id, prefs, limit + SPARE));
+          // The ranking under a stamp holds the user as of that stamp at least (memory reads
+          // the user again when it has them from before: another replica applied the purchase).
+          let stamp: number | undefined;
+          const key = async () => `recommendation.forMe:${me.id}:${(stamp = await repo.userStamp(this.db, me.id))}:${JSON.stringify([prefs.categories, prefs.brands])}:${limit}`;
+          const ranked = await this.cached(key, () => this.rank(me.id, prefs, limit + SPARE, stamp));
           return { items: (await this.showable(ctx, ranked, limit)).map((r) => ({ product: r.product, score: r.score, reason: r.reason })) };
         },
       },
@@ -154,9 +157,12 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
     methods: {
       ...rebuildMethods,
 
-      /** The ranking, from this replica's memory of the model (recommendation.memory.ts). */
-      async rank(this: RecThis, userId: string, prefs: Preferences, limit: number) {
-        return rankForUser(await this.model.forUser(userId, prefs, limit, HISTORY_FOR_SCORING, NEIGHBOURS_PER_ITEM));
+      /**
+       * The ranking, from this replica's memory of the model (recommendation.memory.ts); with
+       * the user's stamp when the caller read it (the ranking cache's key).
+       */
+      async rank(this: RecThis, userId: string, prefs: Preferences, limit: number, stamp?: number) {
+        return rankForUser(await this.model.forUser(userId, prefs, limit, HISTORY_FOR_SCORING, NEIGHBOURS_PER_ITEM, stamp));
       },
 
       /**

@@ -33,7 +33,7 @@ export interface RecThis extends EventsServiceThis {
   rebuildLive?: RebuildProgress & { startedAt: number };
   /** This replica's memory of the model (recommendation.memory.ts). */
   model: ModelMemory;
-  rank(userId: string, prefs: Preferences, limit: number): Promise<Recommendation[]>;
+  rank(userId: string, prefs: Preferences, limit: number, stamp?: number): Promise<Recommendation[]>;
   /** Publishes `recommendation.model_changed` in `trx` and forgets at its commit. */
   modelChanged(trx: Knex.Transaction, change: ModelChange): Promise<void>;
   cached<T>(key: () => string | Promise<string>, compute: () => Promise<T>): Promise<T>;
