@@ -70,8 +70,8 @@ for (const engine of ["sqlite", "mariadb"] as const) {
 
       // applyProduct says when the memory must forget the row: a field the ranking shows or
       // filters on changed, availability crossed zero, never for an older or repeated version.
-      const fields = { id: "prod-x", name: "Anvil", category: "tools", brand: "Forge", available: 5, deleted: false, version: 1 };
-      const apply = (over: Partial<typeof fields>) => db.transaction((trx) => repo.applyProduct(trx, { ...fields, ...over }, 1));
+      const fields: repo.ProductFields = { id: "prod-x", name: "Anvil", category: "tools", brand: "Forge", available: 5, deleted: false, version: 1 };
+      const apply = (over: Partial<repo.ProductFields>) => db.transaction((trx) => repo.applyProduct(trx, { ...fields, ...over }, 1));
       assert.equal(await apply({}), true, "new");
       assert.equal(await apply({}), false, "the same version again");
       assert.equal(await apply({ version: 2, available: 3 }), false, "stock moving above zero");
