@@ -168,21 +168,19 @@ export function checkoutMethods(config: AppConfig) {
      * refuseIfSoldOut before the Idempotency-Key is claimed, so a sold-out refusal skips the
      * claim and its release too (two writes, each with its commit): for lines given in the
      * request only (a cart's lines cost a call), and only while the key names nothing. A key
-     * already claimed goes on to withKey whatever the check said: it replays (or waits for)
-     * the order its first request made. Two requests of one key racing here may then answer
-     * differently only if stock came back between their checks, as two retries may anyway.
+     * already claimed goes on to withKey without the check: it replays (or waits for) the
+     * order its first request made, so it is no refusal (nor counted as one: the check counts
+     * `oversell_refused`). Two requests of one key racing here may then answer differently
+     * only if stock came back between their checks, as two retries may anyway.
      */
     async refuseBeforeKey(this: OrderThis, ctx: Ctx<CreateParams>, userId: string) {
       if (!ctx.params.items) return;
       const { lines, problems } = normalizeOrderLines(ctx.params.items);
       if (problems.length) return; // the create reports them
-      try {
-        await this.refuseIfSoldOut(ctx, lines);
-      } catch (err) {
-        const key = ctx.meta.idempotencyKey;
-        if (key && (await repo.idempotencyStore(this.db).find(userId, key))) return;
-        throw err;
-      }
+      if (!this.soldOut.anyMarked(lines.map((l) => l.productId), Date.now())) return;
+      const key = ctx.meta.idempotencyKey;
+      if (key && (await repo.idempotencyStore(this.db).find(userId, key))) return;
+      await this.refuseIfSoldOut(ctx, lines);
     },
 
     async createOrder(this: OrderThis, ctx: Ctx<CreateParams>, userId: string, orderId: string) {
