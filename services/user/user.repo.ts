@@ -23,7 +23,13 @@ interface UserRow {
   updated_at: number | string;
 }
 
-const toUser = (r: UserRow): UserRecord => ({
+/**
+ * What a user record is read from: never the password hash, which only the login's read by
+ * e-mail needs; a read with no use for it does not load it into the process.
+ */
+const USER_COLUMNS = ["id", "email", "name", "role", "preferences", "created_at", "updated_at"] as const;
+
+const toUser = (r: Omit<UserRow, "password_hash">): UserRecord => ({
   id: r.id,
   email: r.email,
   name: r.name,
@@ -51,7 +57,7 @@ export async function insertUser(
 }
 
 export async function findUserById(db: Knex, id: string): Promise<UserRecord | undefined> {
-  const row = await db<UserRow>("users").where({ id }).first();
+  const row = (await db("users").where({ id }).first(USER_COLUMNS)) as Omit<UserRow, "password_hash"> | undefined;
   return row && toUser(row);
 }
 
@@ -90,7 +96,7 @@ export async function listUsers(db: Knex, q: { emailPrefix?: string; role?: Role
     return b;
   };
   const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
-  const rows = (await filtered().orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(q.limit).offset(q.offset)) as UserRow[];
+  const rows = (await filtered().orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(q.limit).offset(q.offset).select(USER_COLUMNS)) as Omit<UserRow, "password_hash">[];
   return { items: rows.map(toUser), total: Number(n) };
 }
 
