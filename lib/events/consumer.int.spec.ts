@@ -70,6 +70,15 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(seen, [`inbox ${[...ids].sort().join(" ")}`, ...ids.map((id) => `handler ${id}`)]);
     });
 
+    test("an id the database stores otherwise (a lone surrogate): the batch refuses it whole; one by one its handler runs", async () => {
+      const odd = { ...envelope(500), id: `odd-${randomUUID()}-\ud800` };
+      const items: BatchItem[] = [envelope(501), odd].map((e) => ({ envelope: e, handler: recordEffect }));
+      const before = await effectIds();
+      await assert.rejects(applyBatch(db, items), /came back changed/);
+      assert.deepEqual(await effectIds(), before, "nothing committed");
+      assert.equal(await applyOnce(db, odd, recordEffect), "applied");
+    });
+
     test("an id longer than the inbox column: the batch refuses it whole (never a cut id); one by one, MariaDB refuses it alone (SQLite keeps it whole)", async () => {
       const long = { ...envelope(400), id: "x".repeat(65) };
       const items: BatchItem[] = [envelope(401), long].map((e) => ({ envelope: e, handler: recordEffect }));

@@ -114,6 +114,9 @@ export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applie
       // Already applied, or earlier in this batch (the first copy of an id is the one applied).
       const duplicate = new Set<number>();
       for (const i of byId) if (!recorded.delete(idOf(i))) duplicate.add(i);
+      // An id the database returned otherwise than it was sent (a lone UTF-16 surrogate comes
+      // back as U+FFFD): its message would pass for a duplicate. One by one instead.
+      if (recorded.size) throw new Error("an inbox id came back changed by the database");
       for (const [i, { envelope, handler }] of items.entries()) if (!duplicate.has(i)) await handler(trx, envelope.payload, envelope);
       return items.map((_, i) => (duplicate.has(i) ? "duplicate" : "applied"));
     },

@@ -170,8 +170,9 @@ export function checkoutMethods(config: AppConfig) {
      * request only (a cart's lines cost a call), and only while the key names nothing. A key
      * already claimed goes on to withKey without the check: it replays (or waits for) the
      * order its first request made, so it is no refusal (nor counted as one: the check counts
-     * `oversell_refused`). Two requests of one key racing here may then answer differently
-     * only if stock came back between their checks, as two retries may anyway.
+     * `oversell_refused`). The key is looked at again after a refusal: its first request may
+     * have claimed it meanwhile and taken the last unit (a double submit), and then this one
+     * replays that order too (the check's count is then one too many: that race only).
      */
     async refuseBeforeKey(this: OrderThis, ctx: Ctx<CreateParams>, userId: string) {
       if (!ctx.params.items) return;
@@ -179,8 +180,14 @@ export function checkoutMethods(config: AppConfig) {
       if (problems.length) return; // the create reports them
       if (!this.soldOut.anyMarked(lines.map((l) => l.productId), Date.now())) return;
       const key = ctx.meta.idempotencyKey;
-      if (key && (await repo.idempotencyStore(this.db).find(userId, key))) return;
-      await this.refuseIfSoldOut(ctx, lines);
+      const claimed = async () => Boolean(key && (await repo.idempotencyStore(this.db).find(userId, key)));
+      if (await claimed()) return;
+      try {
+        await this.refuseIfSoldOut(ctx, lines);
+      } catch (err) {
+        if (await claimed()) return;
+        throw err;
+      }
     },
 
     async createOrder(this: OrderThis, ctx: Ctx<CreateParams>, userId: string, orderId: string) {

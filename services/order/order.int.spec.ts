@@ -273,7 +273,8 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(second.body.error.details, [{ productId: hot.id, requested: 1, available: 0 }]);
     assert.deepEqual(counts(), [before[0], before[1] + 1]);
     assert.deepEqual(statements, [], "a refusal after the mark runs no statement in the order database");
-    // With a key: one look for the key (it names nothing yet), no claim and no release.
+    // With a key: a look for the key before the check and one after its refusal (it names
+    // nothing), no claim and no release.
     const keyedStatements: string[] = [];
     const onKeyedQuery = (q: { sql: string }) => {
       if (!/outbox|inbox/.test(q.sql)) keyedStatements.push(q.sql.split(" where ")[0]!);
@@ -282,7 +283,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     const keyed = await order(erin, body, "erin-sold-out");
     db.off("query", onKeyedQuery);
     assert.equal(keyed.status, 409, keyed.text);
-    assert.deepEqual(keyedStatements, ["select * from `idempotency_keys`"]);
+    assert.deepEqual(keyedStatements, ["select * from `idempotency_keys`", "select * from `idempotency_keys`"]);
     const unknown = await order(erin, { ...body, items: [...body.items, { productId: "no-such-product", quantity: 1 }] });
     assert.equal(unknown.status, 422, unknown.text);
     assert.deepEqual(unknown.body.error.details.map((d: { field: string }) => d.field), ["items.no-such-product"], "the check names an unknown product as the reserve does");
@@ -305,6 +306,37 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await order(erin, body, "erin-3")).status, 409, "sold out again");
     assert.deepEqual(counts(), [before[0] + 1, before[1]], "the passed check cleared the mark: the reserve refused");
     assert.deepEqual(await stockOf(hot.id), { onHand: 2, reserved: 2, available: 0 });
+  });
+
+  test("a double submit while the product is marked sold out: the retry that loses the last unit to its own first request replays that order", async () => {
+    const register = async (name: string) =>
+      (await call("POST", "/api/auth/register", { body: { email: `${name}-${randomBytes(3).toString("hex")}@example.com`, password: `${name} password`, name } })).body.accessToken as string;
+    const [fay, gus] = [await register("fay"), await register("gus")];
+    const hot = await product(1);
+    const body = { shippingAddress: ADDRESS, items: [{ productId: hot.id, quantity: 1 }] };
+    assert.equal((await order(fay, body)).status, 201);
+    assert.equal((await order(gus, body)).status, 409, "refused: the product is marked sold out on this node");
+    assert.equal((await call("POST", `/api/products/${hot.id}/stock`, { token: admin, body: { delta: 1 } })).status, 200);
+    // gus submits twice with one key. The second request looks for the key (nothing yet);
+    // then, before its check answers, the first request claims the key and takes the unit.
+    const svc = app.broker.getLocalService("order") as unknown as { refuseIfSoldOut: (...a: unknown[]) => Promise<void> };
+    const check = svc.refuseIfSoldOut;
+    let first: Awaited<ReturnType<typeof order>> | undefined;
+    svc.refuseIfSoldOut = async function (this: unknown, ...a: unknown[]) {
+      if (!first) {
+        svc.refuseIfSoldOut = check;
+        first = await order(gus, body, "gus-double");
+        assert.equal(first.status, 201, first.text);
+      }
+      return check.apply(this, a);
+    };
+    try {
+      const second = await order(gus, body, "gus-double");
+      assert.equal(second.status, 201, second.text);
+      assert.equal(second.body.id, first!.body.id, "the retry answers the order its key made");
+    } finally {
+      svc.refuseIfSoldOut = check;
+    }
   });
 
   test("cancel before payment releases the stock; after that, paying is 409", async () => {
