@@ -98,6 +98,8 @@ const EnvSchema = z.object({
   // Business events (lib/events): relay poll, consumer attempts before the dead-letter
   // queue, and the retry delays (one per retry step; the last repeats).
   EVENTS_POLL_INTERVAL_MS: int(10, 60_000).default(1000),
+  // How long a relay woken by a commit waits for more commits before its pass (0: at once).
+  EVENTS_KICK_DELAY_MS: int(0, 1000).default(2),
   EVENTS_MAX_ATTEMPTS: int(1, 100).default(5),
   EVENTS_RETRY_DELAYS_MS: z.string().regex(/^\d{1,9}(,\d{1,9})*$/, "a comma list of milliseconds").default("1000,10000,60000"),
   // Stock reservations (product service): how long a hold lives, and how often the sweep
@@ -175,7 +177,7 @@ export interface AppConfig {
   migrateOnStart: boolean;
   /** Load the demo catalog when the product database is empty (embedded default). */
   demoCatalog: { enabled: boolean; size: number };
-  events: { pollIntervalMs: number; maxAttempts: number; retryDelaysMs: number[] };
+  events: { pollIntervalMs: number; kickDelayMs: number; maxAttempts: number; retryDelaysMs: number[] };
   reservations: { ttlSeconds: number; sweepIntervalMs: number };
   /** Absent: the in-process engine (MiniSearch), one index per search replica. */
   elasticsearch?: { node: string; username?: string; password?: string; index: string };
@@ -311,6 +313,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
     demoCatalog: { enabled: e.DEMO_CATALOG ?? !cluster, size: e.DEMO_CATALOG_SIZE },
     events: {
       pollIntervalMs: e.EVENTS_POLL_INTERVAL_MS,
+      kickDelayMs: e.EVENTS_KICK_DELAY_MS,
       maxAttempts: e.EVENTS_MAX_ATTEMPTS,
       retryDelaysMs: e.EVENTS_RETRY_DELAYS_MS.split(",").map(Number),
     },

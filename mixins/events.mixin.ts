@@ -3,7 +3,8 @@
  *
  * - `this.publishEvent(trx, name, payload)` writes the event row in the caller's transaction
  *   (the state change and its event commit together) and, once that transaction commits,
- *   wakes the local relay so the event leaves at once instead of at the next poll;
+ *   wakes the local relay so the event leaves within EVENTS_KICK_DELAY_MS (the commits of that
+ *   moment in one pass) instead of at the next poll;
  * - `consumes: { "user.registered": async (trx, payload, envelope) => … }` handlers run
  *   once per message id, inside the transaction that records it in the service's inbox.
  *
@@ -119,7 +120,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       const db = this.db;
       if (!db || !(await db.schema.hasTable("outbox")) || !(await db.schema.hasTable("inbox")))
         throw new Error(`EventsMixin('${name}'): no outbox/inbox tables. List EventsMixin before DbMixin in 'mixins' and add a migration calling createEventTables()`);
-      const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, batchSize: opts.batchSize, broker: this.broker };
+      const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, kickDelayMs: config.events.kickDelayMs, batchSize: opts.batchSize, broker: this.broker };
       if (config.rabbitmqUri) {
         rt.link = new AmqpLink(config.rabbitmqUri, `meridian-events-${name}-${config.nodeId}`);
         rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo });

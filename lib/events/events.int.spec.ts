@@ -272,6 +272,23 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       }),
     ]);
 
+  test("commits within EVENTS_KICK_DELAY_MS leave in one relay pass (0: a pass per commit)", async () => {
+    for (const [delay, passes] of [["1000", (n: number) => n === 1], ["0", (n: number) => n > 1]] as const) {
+      // No poll in the window: only the commits' kicks start passes.
+      const config = eventsConfig(env(), { EVENTS_KICK_DELAY_MS: delay, EVENTS_POLL_INTERVAL_MS: "60000" });
+      const broker = await startBroker("n1", [producerService(config), consumerService(config, ["order.placed"])]);
+      try {
+        await broker.call("shop.emit", { event: "order.placed", payloads: Array.from({ length: 10 }, (_, n) => ({ n })) });
+        await waitFor("10 effects", async () => (await effects(broker)).length === 10);
+        const { withRows } = svc<Events>(broker, "shop").eventStats().relayPasses;
+        assert.ok(passes(withRows), `EVENTS_KICK_DELAY_MS=${delay}: ${withRows} passes with rows for 10 commits`);
+      } finally {
+        await broker.stop();
+        await dropAll(config, ["shop", "audit"]);
+      }
+    }
+  });
+
   test("rows delivered in-process once; a failing consumer is retried, dead-lettered in its table, replayed", async () => {
     const config = eventsConfig(env());
     let failing = true;

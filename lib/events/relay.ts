@@ -52,6 +52,12 @@ export interface RelayOptions {
   logger: RelayLogger;
   /** How often the relay looks for rows when not woken by a local commit. */
   pollIntervalMs: number;
+  /**
+   * How long a kick waits before its pass, so the commits of that moment leave in one pass
+   * (0: at once). Measured (#16): 2 ms cut an embedded checkout's relay passes 5× (one per
+   * commit before) and its CPU by 13 %, and lowered its latency (less queueing).
+   */
+  kickDelayMs?: number;
   batchSize?: number;
   /** Sent outbox rows and inbox rows older than this are deleted (hourly). */
   retentionMs?: number;
@@ -93,13 +99,27 @@ abstract class RelayLoop {
     this.loop.kick();
   }
 
-  /** A local transaction committed an event: look now instead of at the next poll. */
+  private kickTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * A local transaction committed an event: look within `kickDelayMs` instead of at the next
+   * poll. Kicks in that window share one pass (one claim, one publish round, one mark).
+   */
   kick(): void {
-    this.loop?.kick();
+    const delay = this.opts.kickDelayMs ?? 0;
+    if (delay <= 0) return this.loop?.kick();
+    if (this.kickTimer) return;
+    this.kickTimer = setTimeout(() => {
+      this.kickTimer = undefined;
+      this.loop?.kick();
+    }, delay);
+    this.kickTimer.unref();
   }
 
   /** Waits for the pass in progress (bounded), then closes the channel; `start` resumes. */
   async stop(): Promise<void> {
+    clearTimeout(this.kickTimer);
+    this.kickTimer = undefined;
     const loop = this.loop;
     this.loop = undefined;
     await loop?.stop();
