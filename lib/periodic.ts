@@ -3,7 +3,8 @@
  * e-mail sender, a rebuild retried until it succeeds): `task` runs every `everyMs` after the
  * previous pass ended (or only when kicked, `everyMs` undefined), never two passes at once.
  *
- * - `kick()` asks for a pass now (after an event that makes one useful); a kick that arrives
+ * - `kick()` asks for a pass now (after an event that makes one useful), or within
+ *   `kickDelayMs` when set, so the kicks of that window share one pass; a kick that arrives
  *   during a pass runs one more pass after it, since the running one may have read its rows
  *   before the kick's cause committed.
  * - A pass that resolves to `AGAIN` (a full batch: more is waiting) is followed at once by
@@ -36,6 +37,8 @@ export interface Periodic {
 
 export interface PeriodicOptions {
   stopWaitMs?: number;
+  /** A kick's pass waits this long, and the kicks meanwhile join it (0 or none: at once). */
+  kickDelayMs?: number;
   /** The wait before the pass after the n-th consecutive failure (n ≥ 1). */
   backoffMs?: (failures: number) => number;
 }
@@ -52,6 +55,8 @@ export function periodic(
   let stopped = false;
   let failures = 0;
   let timer: NodeJS.Timeout | undefined;
+  /** A delayed kick's pass is scheduled (kickDelayMs): later kicks join it. */
+  let kicked = false;
 
   const schedule = (ms: number | undefined) => {
     clearTimeout(timer);
@@ -71,6 +76,7 @@ export function periodic(
     if (stopped || running) return;
     clearTimeout(timer);
     timer = undefined;
+    kicked = false;
     running = task()
       .then(
         (result) => {
@@ -101,7 +107,12 @@ export function periodic(
     kick() {
       if (stopped) return;
       if (running) again = true;
-      else if (!(failures > 0 && opts.backoffMs)) pass();
+      else if (failures > 0 && opts.backoffMs) return;
+      else if (!opts.kickDelayMs) pass();
+      else if (!kicked) {
+        kicked = true;
+        schedule(opts.kickDelayMs);
+      }
     },
     async stop() {
       stopped = true;

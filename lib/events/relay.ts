@@ -95,31 +95,21 @@ abstract class RelayLoop {
       backoffMs,
       // Bounded: a pass's confirms time out (confirmTimeoutMs).
       stopWaitMs: 15_000,
+      kickDelayMs: this.opts.kickDelayMs,
     });
     this.loop.kick();
   }
-
-  private kickTimer: NodeJS.Timeout | undefined;
 
   /**
    * A local transaction committed an event: look within `kickDelayMs` instead of at the next
    * poll. Kicks in that window share one pass (one claim, one publish round, one mark).
    */
   kick(): void {
-    const delay = this.opts.kickDelayMs ?? 0;
-    if (delay <= 0) return this.loop?.kick();
-    if (this.kickTimer) return;
-    this.kickTimer = setTimeout(() => {
-      this.kickTimer = undefined;
-      this.loop?.kick();
-    }, delay);
-    this.kickTimer.unref();
+    this.loop?.kick();
   }
 
   /** Waits for the pass in progress (bounded), then closes the channel; `start` resumes. */
   async stop(): Promise<void> {
-    clearTimeout(this.kickTimer);
-    this.kickTimer = undefined;
     const loop = this.loop;
     this.loop = undefined;
     await loop?.stop();

@@ -257,8 +257,9 @@ export function rankForUser(input: RankInput): Recommendation[] {
  */
 export function popularFallback(input: Pick<RankInput, "popular" | "catalog" | "preferences" | "bought">, taken: Set<string> = new Set()): Recommendation[] {
   const max = Math.max(1, ...input.popular.map((p) => p.buyers));
-  const prefCats = new Set(input.preferences.categories.map((c) => c.toLowerCase()));
-  const prefBrands = new Set(input.preferences.brands.map((b) => b.toLowerCase()));
+  const prefCats = new Set(input.preferences.categories.map(lowerCase));
+  const prefBrands = new Set(input.preferences.brands.map(lowerCase));
+  const boost = boostOf(input.preferences);
   const out: Recommendation[] = [];
   const seen = new Set(taken);
   for (const p of input.popular) {
@@ -276,7 +277,7 @@ export function popularFallback(input: Pick<RankInput, "popular" | "catalog" | "
           : "From our catalog";
     // Tiers: a preferred category, then a preferred brand, then the rest; popularity within
     // a tier (its share stays below the smallest tier step, 0.25).
-    const tier = preferenceBoost(item, input.preferences) - 1;
+    const tier = boost(item) - 1;
     out.push({ productId: p.productId, score: round(FALLBACK_SCALE * (tier + 0.2 * ((p.buyers + 1) / (max + 1)))), reason });
   }
   return out.sort(byScore);

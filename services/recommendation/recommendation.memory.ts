@@ -29,6 +29,7 @@
  * 42 MB at 100,000 products, measured).
  */
 import { LRUCache } from "lru-cache";
+import type { EventPayload } from "../../proto/gen/contracts";
 import { PopularIndex, type Preferences, type RankInput } from "./recommendation.domain";
 import type { NeighbourList, RankedItem } from "./recommendation.repo";
 
@@ -53,12 +54,8 @@ export interface ModelSource {
   user(userId: string): Promise<UserPurchases>;
 }
 
-/** What a `recommendation.model_changed` event names. */
-export interface ModelChange {
-  userIds?: string[];
-  productIds?: string[];
-  everything?: boolean;
-}
+/** What a `recommendation.model_changed` event names (its contract, fields optional). */
+export type ModelChange = Partial<EventPayload<"recommendation.model_changed">>;
 
 /** The catalog copy and the popularity order built from it: always taken together. */
 interface CatalogView {
@@ -99,7 +96,6 @@ export class ModelMemory {
     for (const p of change.productIds ?? []) {
       this.neighbours.delete(p);
       this.mark(`n:${p}`);
-      this.mark(`i:${p}`);
       if (this.view || this.viewLoading) this.staleItems.add(p);
     }
   }
@@ -119,9 +115,9 @@ export class ModelMemory {
    * user's stamp the caller read (the ranking cache's key); a user kept from before it is read
    * again, so a ranking cached under a stamp never holds less of the user than the stamp says.
    */
-  async forUser(userId: string, prefs: Preferences, limit: number, history: number, perItem: number, stamp?: number): Promise<RankInput> {
+  async forUser(userId: string, prefs: Preferences, limit: number, perItem: number, stamp?: number): Promise<RankInput> {
     const [user, { catalog, popular: index }] = await Promise.all([this.user(userId, stamp), this.items()]);
-    const recent = user.recent.filter((p) => catalog.has(p)).slice(0, history);
+    const recent = user.recent.filter((p) => catalog.has(p));
     const lists = await this.lists(recent, perItem);
     // Plain loops: up to history × perItem (1,000) neighbours per ranking.
     const neighbours: RankInput["neighbours"] = [];
@@ -153,7 +149,7 @@ export class ModelMemory {
     return { neighbours: lists.get(productId)!.slice(0, perItem).filter((n) => catalog.has(n.productId)), catalog };
   }
 
-  /** Sizes, for the status and the tests. */
+  /** Sizes (the tests). */
   stats(): { items: number; popular: number; users: number; products: number } {
     return { items: this.view?.catalog.size ?? 0, popular: this.view?.popular.size ?? 0, users: this.users.size, products: this.neighbours.size };
   }
@@ -249,10 +245,9 @@ export class ModelMemory {
     const ids = [...this.staleItems];
     this.staleItems.clear();
     const generation = this.generation;
-    const keys = ids.map((id) => `i:${id}`);
-    let read: Awaited<ReturnType<typeof this.load<Map<string, RankedItem>>>>;
+    let rows: Map<string, RankedItem>;
     try {
-      read = await this.load(keys, () => this.source.items(ids));
+      rows = await this.source.items(ids);
     } catch (err) {
       // Not read: still stale (the next answer tries again).
       if (generation === this.generation) for (const id of ids) this.staleItems.add(id);
@@ -260,10 +255,10 @@ export class ModelMemory {
     }
     const view = this.view;
     if (generation !== this.generation || !view) return;
+    // A row forgotten again while this read was in flight is in staleItems again: it is read
+    // again before its next use.
     for (const id of ids) {
-      // Forgotten again while this read was in flight: it is in staleItems again, read next round.
-      if (!read.keep(`i:${id}`)) continue;
-      const item = read.value.get(id);
+      const item = rows.get(id);
       if (item) view.catalog.set(id, item);
       else view.catalog.delete(id);
       view.popular.put(id, item);

@@ -51,10 +51,10 @@ function fakeSource() {
 test("the memory reads each row once, and again only after a change names it", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
-  const first = await m.forUser("u", NO_PREFS, 5, 20, 50);
+  const first = await m.forUser("u", NO_PREFS, 5, 50);
   assert.deepEqual(first.neighbours.map((n) => n.productId), ["b", "c"]);
   assert.deepEqual(first.history, ["a"]);
-  await m.forUser("u", NO_PREFS, 5, 20, 50);
+  await m.forUser("u", NO_PREFS, 5, 50);
   await m.ofProduct("a", 50);
   assert.deepEqual(f.reads, { items: 1, lists: 1, users: 1 }, "everything from memory the second time");
 
@@ -64,7 +64,7 @@ test("the memory reads each row once, and again only after a change names it", a
   f.db.lists.set("a", [{ productId: "b", co: 3 }, { productId: "c", co: 1 }]);
   f.db.lists.set("b", [{ productId: "a", co: 3 }]);
   m.forget({ userIds: ["u"], productIds: ["a", "b"] });
-  const after = await m.forUser("u", NO_PREFS, 5, 20, 50);
+  const after = await m.forUser("u", NO_PREFS, 5, 50);
   assert.deepEqual(after.history, ["b", "a"]);
   assert.ok(after.bought.has("b"));
   assert.equal(after.buyers.get("b"), 3, "the catalog row was read again");
@@ -77,17 +77,17 @@ test("the memory reads each row once, and again only after a change names it", a
   assert.equal(f.reads.lists, lists);
 
   m.forget({ everything: true });
-  await m.forUser("u", NO_PREFS, 5, 20, 50);
+  await m.forUser("u", NO_PREFS, 5, 50);
   assert.deepEqual(f.reads, { items: 3, lists: lists + 1, users: 3 }, "everything forgotten");
 });
 
 test("a read that races a change is used for its answer but not kept", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
-  await m.forUser("u", NO_PREFS, 5, 20, 50); // the catalog is loaded
+  await m.forUser("u", NO_PREFS, 5, 50); // the catalog is loaded
   m.forget({ userIds: ["u"], productIds: ["a"] });
   f.hold();
-  const racing = m.forUser("u", NO_PREFS, 5, 20, 50); // reads the user, a's list and row: held
+  const racing = m.forUser("u", NO_PREFS, 5, 50); // reads the user, a's list and row: held
   await new Promise((r) => setImmediate(r));
   // The change commits while those reads are in flight; they read the row before it.
   m.forget({ userIds: ["u"], productIds: ["a"] });
@@ -97,7 +97,7 @@ test("a read that races a change is used for its answer but not kept", async () 
   const raced = await racing;
   assert.ok(!raced.bought.has("c"), "the racing answer used what it read");
   const reads = { ...f.reads };
-  const next = await m.forUser("u", NO_PREFS, 5, 20, 50);
+  const next = await m.forUser("u", NO_PREFS, 5, 50);
   assert.ok(next.bought.has("c"), "the next answer reads the user again");
   assert.equal(next.buyers.get("a"), 9, "and has the row as it is now");
   assert.equal(f.reads.users, reads.users + 1, "the raced user read was not kept");
@@ -107,7 +107,7 @@ test("a clear while the catalog loads: the racing answer uses that load whole (c
   const f = fakeSource();
   const m = new ModelMemory(f.source);
   f.hold();
-  const racing = m.forUser("nobody", NO_PREFS, 5, 20, 50);
+  const racing = m.forUser("nobody", NO_PREFS, 5, 50);
   await new Promise((r) => setImmediate(r));
   m.clear();
   f.db.items.set("c", item("c", 7));
@@ -134,10 +134,10 @@ test("a catalog refresh that fails leaves its rows stale: the next answer reads 
 test("a user kept from before the stamp the caller read is read again (another replica applied the purchase)", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
-  await m.forUser("u", NO_PREFS, 5, 20, 50, 1);
+  await m.forUser("u", NO_PREFS, 5, 50, 1);
   f.db.users.set("u", { recent: ["b", "a"], bought: new Set(["a", "b"]), stamp: 2 });
-  assert.ok(!(await m.forUser("u", NO_PREFS, 5, 20, 50)).bought.has("b"), "without a stamp: the kept user (until the event arrives)");
-  assert.ok(!(await m.forUser("u", NO_PREFS, 5, 20, 50, 1)).bought.has("b"), "the same stamp: the kept user");
-  assert.ok((await m.forUser("u", NO_PREFS, 5, 20, 50, 2)).bought.has("b"), "a newer stamp: read again");
+  assert.ok(!(await m.forUser("u", NO_PREFS, 5, 50)).bought.has("b"), "without a stamp: the kept user (until the event arrives)");
+  assert.ok(!(await m.forUser("u", NO_PREFS, 5, 50, 1)).bought.has("b"), "the same stamp: the kept user");
+  assert.ok((await m.forUser("u", NO_PREFS, 5, 50, 2)).bought.has("b"), "a newer stamp: read again");
   assert.equal(f.reads.users, 2);
 });

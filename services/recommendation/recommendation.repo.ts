@@ -201,15 +201,16 @@ export async function markMissingDeleted(db: Knex, liveIds: Set<string>, since: 
   return missing;
 }
 
+/** What a catalog row is read as (`toItem`). */
+const ITEM_COLUMNS = ["product_id", "name", "category", "brand", "available", "deleted", "version", "buyers"];
+
 export async function findItems(db: Knex, ids: string[]): Promise<Map<string, RankedItem>> {
   const out = new Map<string, RankedItem>();
-  for (const part of chunks([...new Set(ids)], 900)) for (const r of (await db("rec_items").whereIn("product_id", part)) as ItemRow[]) out.set(r.product_id, toItem(r));
+  for (const part of chunks([...new Set(ids)], 900)) for (const r of (await db("rec_items").whereIn("product_id", part).select(ITEM_COLUMNS)) as ItemRow[]) out.set(r.product_id, toItem(r));
   return out;
 }
 
 // ---- reads for the ranking (recommendation.memory.ts keeps what they return) --------------
-
-const ITEM_COLUMNS = ["product_id", "name", "category", "brand", "available", "deleted", "version", "buyers"];
 
 /** Every catalog row with its buyer count (a replica's memory loads them once). */
 export async function allItems(db: Knex): Promise<Map<string, RankedItem>> {

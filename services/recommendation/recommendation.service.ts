@@ -162,7 +162,7 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
        * the user's stamp when the caller read it (the ranking cache's key).
        */
       async rank(this: RecThis, userId: string, prefs: Preferences, limit: number, stamp?: number) {
-        return rankForUser(await this.model.forUser(userId, prefs, limit, HISTORY_FOR_SCORING, NEIGHBOURS_PER_ITEM, stamp));
+        return rankForUser(await this.model.forUser(userId, prefs, limit, NEIGHBOURS_PER_ITEM, stamp));
       },
 
       /**
