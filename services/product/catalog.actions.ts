@@ -6,6 +6,7 @@
 import { randomUUID } from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { AppConfig } from "../../lib/config";
+import { actionCacheKey } from "../../lib/cache-clean";
 import { inTransaction, isUniqueViolation } from "../../lib/db";
 import { conflict, notFound, validationError } from "../../lib/errors";
 import { syntheticProducts } from "../../lib/demo-catalog";
@@ -28,8 +29,6 @@ import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import type { TypedActions } from "../../lib/service-schema";
 import type { Ctx, ProductServiceThis } from "./product.this";
 
-/** Wait before the second cache clean of a write (see the product service's header). */
-const SECOND_CLEAN_MS = 250;
 /** Product lists are not cleaned by stock-only changes; this bounds how old their stock figures get. */
 const LIST_CACHE_TTL_S = 5;
 
@@ -39,9 +38,28 @@ function assertMoney(price: Money | undefined): void {
   if (problems.length) throw validationError("Invalid price", problems);
 }
 
-/** The cacher's own key function, as its middleware calls it for `product.get` (keys: ["id"]). */
+/** `product.get`'s cache key for a product (its cache: keys ["id"]). */
 function productGetKey(cacher: NonNullable<ServiceBroker["cacher"]>, id: string): string {
-  return cacher.getCacheKey({ name: "product.get" } as never, { keys: ["id"] }, { params: { id } } as never);
+  return actionCacheKey(cacher, "product.get", ["id"], { id });
+}
+
+/**
+ * What a write cleans (lib/cache-clean.ts runs it after the commit, on every node).
+ * Descriptive changes (create, update, delete) clean every product entry: lists show names and
+ * prices. Stock-only changes (reserve, commit, release, expiry, adjust) delete just those
+ * products' `product.get` entries, by key (no pattern scan of the cache): a checkout must not
+ * empty the whole catalog cache. Lists are not cleaned for them and carry a short TTL instead
+ * (LIST_CACHE_TTL_S): their stock figures may lag that long.
+ */
+export async function cleanProductCache(cacher: NonNullable<ServiceBroker["cacher"]>, hint: ProductCacheHint): Promise<void> {
+  if (!hint.ids) return void (await cacher.clean("product.**"));
+  const keys = [...new Set(hint.ids)].map((id) => productGetKey(cacher, id));
+  if (keys.length) await cacher.del(keys);
+}
+
+/** A write's cache hint: the products whose stock alone changed, or none for a descriptive change. */
+export interface ProductCacheHint {
+  ids?: string[];
 }
 
 export function catalogActions(config: AppConfig): TypedActions<ProductServiceThis> {
@@ -193,21 +211,6 @@ export function catalogActions(config: AppConfig): TypedActions<ProductServiceTh
 }
 
 export const catalogMethods = {
-  /**
-   * Descriptive changes (create, update, delete) clean every product entry: lists show
-   * names and prices. Stock-only changes (reserve, commit, release, expiry, adjust) delete
-   * just those products' `product.get` entries, by key (no pattern scan of the cache):
-   * a checkout must not empty the whole catalog cache. Lists are not cleaned for them and
-   * carry a short TTL instead (LIST_CACHE_TTL_S): their stock figures may lag that long.
-   */
-  async cleanLocal(this: ProductServiceThis, stockOnlyOf?: string[]) {
-    const cacher = this.broker.cacher;
-    if (!cacher) return;
-    if (!stockOnlyOf) return void (await cacher.clean("product.**"));
-    const keys = [...new Set(stockOnlyOf)].map((id) => productGetKey(cacher, id));
-    if (keys.length) await cacher.del(keys);
-  },
-
   async seedDemoBatch(this: ProductServiceThis, from: number, count: number): Promise<number> {
     const now = Date.now();
     const batch = syntheticProducts(from + count).slice(from);
@@ -230,20 +233,8 @@ export const catalogMethods = {
     return inserted;
   },
 
-  /** After a commit: clean here, tell the other nodes, and clean again a moment later. */
+  /** After a commit: the cached reads it changed are cleaned, here and on every node (lib/cache-clean.ts). */
   async invalidate(this: ProductServiceThis, stockOnlyOf?: string[]) {
-    const hint = stockOnlyOf ? { ids: stockOnlyOf } : {};
-    // The write is committed whatever happens here: a failed hint is logged, never thrown.
-    await this.cleanLocal(stockOnlyOf).catch((err) => this.logger.warn("Product cache clean failed", err instanceof Error ? err.message : err));
-    await Promise.resolve(this.broker.broadcast("cache.clean.product", hint)).catch((err) =>
-      this.logger.warn("cache.clean.product broadcast failed", err instanceof Error ? err.message : err),
-    );
-    const timer = setTimeout(() => {
-      this.pendingCleans.delete(timer);
-      this.cleanLocal(stockOnlyOf).catch(() => undefined);
-      Promise.resolve(this.broker.broadcast("cache.clean.product", hint)).catch(() => undefined);
-    }, SECOND_CLEAN_MS);
-    timer.unref();
-    this.pendingCleans.add(timer);
+    await this.cacheCleaner.afterCommit(stockOnlyOf ? { ids: stockOnlyOf } : {});
   },
 };

@@ -20,12 +20,11 @@
  * - Every reservation transition leaves `held` under `WHERE status = 'held'` together with
  *   its stock change, so commit, release and sweeps on any number of replicas apply it once.
  * - Every change and its business event (outbox) commit together.
- * - Cache: every write cleans this node's cacher after its commit (descriptive writes all of
- *   `product.**`, stock-only writes just those products' `product.get` keys, see cleanLocal)
- *   and broadcasts `cache.clean.product` for the other nodes' memory cachers; a second clean
- *   follows shortly after, for a read that loaded the old row just before the commit and
- *   stored it just after the first clean. Limit: a read slower than that delay could still
- *   store a stale entry, which then lives until the cache TTL (300 s).
+ * - Cache: every write cleans the cached reads it changed after its commit, on every node
+ *   (descriptive writes all of `product.**`, stock-only writes just those products'
+ *   `product.get` keys: cleanProductCache), and again shortly after (lib/cache-clean.ts).
+ *   Limit: a read slower than that delay could still store a stale entry, which then lives
+ *   until the cache TTL (300 s).
  */
 
 import path from "node:path";
@@ -34,7 +33,8 @@ import type { AppConfig } from "../../lib/config";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin } from "../../mixins/events.mixin";
 import * as repo from "./product.repo";
-import { catalogActions, catalogMethods } from "./catalog.actions";
+import { catalogActions, catalogMethods, cleanProductCache } from "./catalog.actions";
+import { CacheCleaner } from "../../lib/cache-clean";
 import { inventoryActions, inventoryConsumers, inventoryMethods } from "./inventory.actions";
 import type { ProductServiceThis } from "./product.this";
 import type { TypedServiceSchema } from "../../lib/service-schema";
@@ -62,10 +62,8 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
       /** A cache hint from a writer on any node (not a business fact, so a Moleculer event). */
       "cache.clean.product": {
         async handler(this: ProductServiceThis, ctx: Context<{ ids?: unknown }>) {
-          // The writer cleaned its own cacher; a shared (Redis) cacher needs nothing more.
-          if (ctx.nodeID === this.broker.nodeID || config.redisUrl) return;
           const ids = Array.isArray(ctx.params?.ids) ? ctx.params.ids.filter((x): x is string => typeof x === "string") : undefined;
-          await this.cleanLocal(ids);
+          await this.cacheCleaner.received(ctx.nodeID ?? "", { ids });
         },
       },
     },
@@ -76,7 +74,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
     },
 
     created(this: ProductServiceThis) {
-      this.pendingCleans = new Set();
+      this.cacheCleaner = new CacheCleaner(this.broker, this.logger, "product", cleanProductCache, Boolean(config.redisUrl));
     },
 
     async started(this: ProductServiceThis) {
@@ -93,8 +91,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
 
     async stopped(this: ProductServiceThis) {
       const sweeping = this.sweeper?.stop();
-      for (const t of this.pendingCleans) clearTimeout(t);
-      this.pendingCleans.clear();
+      this.cacheCleaner.stop();
       await sweeping;
     },
   };

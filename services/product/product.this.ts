@@ -5,9 +5,11 @@
 import type { Context } from "moleculer";
 import type { Knex } from "knex";
 import type { RequestContext } from "../../lib/context";
+import type { CacheCleaner } from "../../lib/cache-clean";
 import type { Db } from "../../lib/db";
 import type { Periodic } from "../../lib/periodic";
 import type { EventsServiceThis } from "../../mixins/events.mixin";
+import type { ProductCacheHint } from "./catalog.actions";
 import type { ReservationView } from "./product.domain";
 
 export interface ProductServiceThis extends EventsServiceThis {
@@ -15,9 +17,8 @@ export interface ProductServiceThis extends EventsServiceThis {
   broker: Context["broker"];
   logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   sweeper?: Periodic;
-  pendingCleans: Set<NodeJS.Timeout>;
+  cacheCleaner: CacheCleaner<ProductCacheHint>;
   invalidate(stockOnlyOf?: string[]): Promise<void>;
-  cleanLocal(stockOnlyOf?: string[]): Promise<void>;
   stockChanged(trx: Knex.Transaction, productId: string, reason: string): Promise<void>;
   seedDemoBatch(from: number, count: number): Promise<number>;
   sweepExpired(now?: number): Promise<number>;

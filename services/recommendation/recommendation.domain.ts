@@ -186,23 +186,33 @@ function lowerCase(x: string): string {
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
 
 /** Highest score first; ties by product id (every replica answers the same). */
-function byScore(a: Recommendation, b: Recommendation): number {
+function byScore(a: { productId: string; score: number }, b: { productId: string; score: number }): number {
   return b.score - a.score || (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0);
 }
 
 export interface RankInput {
-  /** The user's recent products (at most HISTORY_FOR_SCORING), recent first. */
+  /** The user's recent products (at most HISTORY_FOR_SCORING, distinct), recent first. */
   history: string[];
   /** Everything the user bought (paid, not fully refunded): never recommended. */
   bought: Set<string>;
-  /** Top co-purchase neighbours of the history items. */
-  neighbours: { source: string; productId: string; co: number }[];
-  buyers: Map<string, number>;
-  catalog: Map<string, CatalogItem>;
+  /** Each history item's co-purchase neighbours, highest count first (the first `perItem` count). */
+  neighbours: Map<string, readonly { productId: string; co: number }[]>;
+  perItem: number;
+  /** The catalog copy, with each product's number of buyers. */
+  catalog: Map<string, CatalogItem & { buyers: number }>;
   preferences: Preferences;
-  /** Fallback candidates, most bought first (preferred categories and brands first, then any). */
-  popular: { productId: string; buyers: number }[];
+/**
+   * Fallback candidates, most bought first (preferred categories and brands first, then any);
+   * asked for only when the similar products do not fill the list.
+   */
+  popular: () => PopularCandidate[];
   limit: number;
+}
+
+/** A fallback candidate: a product and how many bought it. */
+export interface PopularCandidate {
+  productId: string;
+  buyers: number;
 }
 
 /**
@@ -212,50 +222,94 @@ export interface RankInput {
  * never one that is deleted or out of stock (as the catalog copy knows it).
  */
 export function rankForUser(input: RankInput): Recommendation[] {
-  const { catalog } = input;
+  const { catalog, bought } = input;
   const boost = boostOf(input.preferences);
-  const weight = new Map<string, number>();
-  for (let i = 0; i < input.history.length; i++) weight.set(input.history[i]!, RECENCY_DECAY ** i);
-  // Plain loops: this runs over up to HISTORY_FOR_SCORING × NEIGHBOURS_PER_ITEM neighbours per request.
+  // Plain loops over the lists as the memory keeps them (no copies): this runs over up to
+  // HISTORY_FOR_SCORING × NEIGHBOURS_PER_ITEM neighbours per request.
   const scores = new Map<string, { score: number; best: number; because: string }>();
-  for (const n of input.neighbours) {
-    const w = weight.get(n.source);
-    if (w === undefined || input.bought.has(n.productId)) continue;
-    const sim = similarity(n.co, input.buyers.get(n.source) ?? 0, input.buyers.get(n.productId) ?? 0) * w;
-    if (sim <= 0) continue;
-    const cur = scores.get(n.productId);
-    if (!cur) {
-      scores.set(n.productId, { score: sim, best: sim, because: n.source });
-      continue;
-    }
-    cur.score += sim;
-    if (sim > cur.best || (sim === cur.best && n.source < cur.because)) {
-      cur.best = sim;
-      cur.because = n.source;
+  for (let i = 0; i < input.history.length; i++) {
+    const source = input.history[i]!;
+    const list = input.neighbours.get(source);
+    if (!list) continue;
+    const w = RECENCY_DECAY ** i;
+    const sourceBuyers = catalog.get(source)?.buyers ?? 0;
+    for (let j = 0; j < list.length && j < input.perItem; j++) {
+      const n = list[j]!;
+      if (bought.has(n.productId)) continue;
+      const item = catalog.get(n.productId);
+      if (!item) continue;
+      const sim = similarity(n.co, sourceBuyers, item.buyers) * w;
+      if (sim <= 0) continue;
+      const cur = scores.get(n.productId);
+      if (!cur) {
+        scores.set(n.productId, { score: sim, best: sim, because: source });
+        continue;
+      }
+      cur.score += sim;
+      if (sim > cur.best || (sim === cur.best && source < cur.because)) {
+        cur.best = sim;
+        cur.because = source;
+      }
     }
   }
-  const ranked: Recommendation[] = [];
+  // Only the first `limit` are kept (and given a reason): a ranking scores hundreds of products
+  // to show ten, and sorting them all was a third of its time (#16).
+  const top = new TopK<{ productId: string; score: number; because: string }>(input.limit);
   for (const [productId, s] of scores) {
     const item = catalog.get(productId);
     if (!recommendable(item)) continue;
-    const source = catalog.get(s.because);
-    ranked.push({
-      productId,
-      score: round(s.score * boost(item)),
-      reason: source?.name ? `Customers who bought ${source.name} also bought this` : "Customers who bought what you bought also bought this",
-    });
+    const score = round(s.score * boost(item));
+    top.offer(score, productId, () => ({ productId, score, because: s.because }));
   }
-  ranked.sort(byScore);
-  const out = ranked.slice(0, input.limit);
-  if (out.length < input.limit) out.push(...popularFallback(input, new Set(out.map((r) => r.productId))).slice(0, input.limit - out.length));
+  const out: Recommendation[] = top.sorted().map(({ productId, score, because }) => {
+    const source = catalog.get(because);
+    return { productId, score, reason: source?.name ? `Customers who bought ${source.name} also bought this` : "Customers who bought what you bought also bought this" };
+  });
+  if (out.length < input.limit) out.push(...popularFallback({ ...input, popular: input.popular() }, new Set(out.map((r) => r.productId))).slice(0, input.limit - out.length));
   return out;
+}
+
+/**
+ * The `k` first of what it is offered in `byScore` order, kept sorted as they come: one
+ * comparison for most offers instead of sorting them all. An offer builds its entry only when
+ * it gets in.
+ */
+export class TopK<T extends { productId: string; score: number }> {
+  private readonly kept: T[] = [];
+
+  constructor(private readonly k: number) {}
+
+  offer(score: number, productId: string, entry: () => T): void {
+    const kept = this.kept;
+    if (kept.length === this.k) {
+      const last = kept[kept.length - 1];
+      if (!last || byScore({ productId, score }, last) >= 0) return;
+    }
+    const e = entry();
+    let lo = 0;
+    let hi = kept.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (byScore(kept[mid]!, e) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    kept.splice(lo, 0, e);
+    if (kept.length > this.k) kept.pop();
+  }
+
+  sorted(): T[] {
+    return this.kept;
+  }
 }
 
 /**
  * Popular products for the rest of the list (and for users with no history at all): those
  * in a preferred category first, then a preferred brand, then any; most bought first.
  */
-export function popularFallback(input: Pick<RankInput, "popular" | "catalog" | "preferences" | "bought">, taken: Set<string> = new Set()): Recommendation[] {
+export function popularFallback(
+  input: Pick<RankInput, "catalog" | "preferences" | "bought"> & { popular: PopularCandidate[] },
+  taken: Set<string> = new Set(),
+): Recommendation[] {
   const max = Math.max(1, ...input.popular.map((p) => p.buyers));
   const prefCats = new Set(input.preferences.categories.map(lowerCase));
   const prefBrands = new Set(input.preferences.brands.map(lowerCase));

@@ -15,14 +15,22 @@ import {
   preferencesOf,
   rankAlsoBought,
   rankForUser,
+  TopK,
   similarity,
   type CatalogItem,
   type Purchase,
   type RankInput,
 } from "./recommendation.domain";
 
-const item = (productId: string, over: Partial<CatalogItem> = {}): CatalogItem => ({ productId, name: `Product ${productId}`, category: "tools", brand: null, available: 5, deleted: false, ...over });
-const catalogOf = (...items: CatalogItem[]) => new Map(items.map((i) => [i.productId, i]));
+type Item = CatalogItem & { buyers: number };
+const item = (productId: string, over: Partial<Item> = {}): Item => ({ productId, name: `Product ${productId}`, category: "tools", brand: null, available: 5, deleted: false, buyers: 10, ...over });
+const catalogOf = (...items: Item[]) => new Map(items.map((i) => [i.productId, i]));
+/** Neighbour lists by history item, from (source, product, co) rows in order. */
+const listsOf = (rows: { source: string; productId: string; co: number }[]) => {
+  const lists = new Map<string, { productId: string; co: number }[]>();
+  for (const { source, productId, co } of rows) lists.set(source, [...(lists.get(source) ?? []), { productId, co }]);
+  return lists;
+};
 
 /** Applies deltas to plain maps, as the repository applies them to its tables. */
 function applyDeltas(model: { buyers: Map<string, number>; pairs: Map<string, number> }, d: ReturnType<typeof modelDelta>) {
@@ -119,20 +127,22 @@ describe("similarity and ranking", () => {
     assert.ok(Math.abs(similarity(10, 10, 10, 0) - 1) < 1e-9, "without shrinkage: plain cosine");
   });
 
-  const base = (over: Partial<RankInput> = {}): RankInput => ({
+  const base = (over: Partial<Omit<RankInput, "neighbours">> & { neighbours?: { source: string; productId: string; co: number }[] } = {}): RankInput => ({
     history: ["h1"],
     bought: new Set(["h1"]),
-    neighbours: [
-      { source: "h1", productId: "a", co: 8 },
-      { source: "h1", productId: "b", co: 6 },
-      { source: "h1", productId: "c", co: 4 },
-    ],
-    buyers: new Map([["h1", 10], ["a", 10], ["b", 10], ["c", 10], ["pop", 50]]),
-    catalog: catalogOf(item("h1", { name: "Hammer" }), item("a"), item("b", { category: "garden" }), item("c", { brand: "Acme" }), item("pop", { category: "garden" })),
+    perItem: 50,
+    catalog: catalogOf(item("h1", { name: "Hammer" }), item("a"), item("b", { category: "garden" }), item("c", { brand: "Acme" }), item("pop", { category: "garden", buyers: 50 })),
     preferences: { categories: [], brands: [] },
-    popular: [{ productId: "pop", buyers: 50 }],
+    popular: () => [{ productId: "pop", buyers: 50 }],
     limit: 10,
     ...over,
+    neighbours: listsOf(
+      over.neighbours ?? [
+        { source: "h1", productId: "a", co: 8 },
+        { source: "h1", productId: "b", co: 6 },
+        { source: "h1", productId: "c", co: 4 },
+      ],
+    ),
   });
 
   test("similar products first, with the purchase that explains them; popular ones fill the list below them", () => {
@@ -169,7 +179,7 @@ describe("similarity and ranking", () => {
         bought: new Set(),
         neighbours: [],
         preferences: { categories: ["garden"], brands: [] },
-        popular: [
+        popular: () => [
           { productId: "b", buyers: 3 },
           { productId: "a", buyers: 40 },
           { productId: "pop", buyers: 50 },
@@ -179,6 +189,32 @@ describe("similarity and ranking", () => {
     assert.deepEqual(r.map((x) => x.productId), ["pop", "b", "a"]);
     assert.equal(r[0]!.reason, "Popular in garden, a category you like");
     assert.equal(r[2]!.reason, "Popular with other shoppers");
+  });
+
+  test("TopK keeps exactly the first k of the plain sort (score, then id), whatever the order of offers", () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.record({ productId: fc.stringMatching(/^[a-e]{1,3}$/), score: fc.constantFrom(0.5, 1, 1.25, 2, 3) }), { selector: (x) => x.productId, maxLength: 40 }),
+        fc.integer({ min: 0, max: 12 }),
+        (items, k) => {
+          const top = new TopK<{ productId: string; score: number }>(k);
+          const offers = items.map((x) => ({ productId: x.productId, score: x.score }));
+          for (const x of offers) top.offer(x.score, x.productId, () => x);
+          const plain = [...offers].sort((a, b) => b.score - a.score || (a.productId < b.productId ? -1 : 1)).slice(0, k);
+          assert.deepEqual(top.sorted(), plain);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  test("the popular fallback is read only when the similar products do not fill the list", () => {
+    let asked = 0;
+    const popular = () => (asked++, [{ productId: "pop", buyers: 50 }]);
+    assert.deepEqual(rankForUser(base({ popular, limit: 3 })).map((x) => x.productId), ["a", "b", "c"]);
+    assert.equal(asked, 0, "three similar products fill a list of three");
+    assert.deepEqual(rankForUser(base({ popular, limit: 4 })).map((x) => x.productId), ["a", "b", "c", "pop"]);
+    assert.equal(asked, 1);
   });
 
   test("ties are broken by id, so every replica answers the same", () => {

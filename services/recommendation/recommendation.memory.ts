@@ -118,29 +118,15 @@ export class ModelMemory {
   async forUser(userId: string, prefs: Preferences, limit: number, perItem: number, stamp?: number): Promise<RankInput> {
     const [user, { catalog, popular: index }] = await Promise.all([this.user(userId, stamp), this.items()]);
     const recent = user.recent.filter((p) => catalog.has(p));
-    const lists = await this.lists(recent, perItem);
-    // Plain loops: up to history × perItem (1,000) neighbours per ranking.
-    const neighbours: RankInput["neighbours"] = [];
-    const buyers = new Map<string, number>();
-    for (const source of recent) {
-      buyers.set(source, catalog.get(source)!.buyers);
-      const list = lists.get(source)!;
-      for (let i = 0; i < list.length && i < perItem; i++) {
-        const n = list[i]!;
-        const item = catalog.get(n.productId);
-        if (!item) continue;
-        neighbours.push({ source, productId: n.productId, co: n.co });
-        buyers.set(n.productId, item.buyers);
-      }
-    }
-    // Enough fallback candidates to fill the list after dropping what the user bought.
+    const neighbours = await this.lists(recent, perItem);
+    // Enough fallback candidates to fill the list after dropping what the user bought; read
+    // from this answer's index (of the same moment as its catalog) only when the list needs them.
     const fallbackSize = limit + Math.min(user.bought.size, 1000);
-    const popular = [
+    const popular = () => [
       ...(prefs.categories.length || prefs.brands.length ? index.top(prefs, fallbackSize) : []),
       ...index.top({ categories: [], brands: [] }, fallbackSize),
     ];
-    for (const p of popular) buyers.set(p.productId, p.buyers);
-    return { history: recent, bought: user.bought, neighbours, buyers, catalog, preferences: prefs, popular, limit };
+    return { history: recent, bought: user.bought, neighbours, perItem, catalog, preferences: prefs, popular, limit };
   }
 
   /** A product's neighbours (at most `perItem`) and the catalog they are ranked with. */

@@ -161,8 +161,13 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(patched.status, 200, patched.text);
       assert.equal(patched.body.name, "New Name");
       assert.deepEqual(patched.body.preferences, { categories: ["Phones", "Laptops"], brands: ["Acme"] });
+      // Read your writes: the account is read through the cacher, cleaned at the change's commit.
+      const reread = await call("GET", "/api/users/me", { token: s.accessToken });
+      assert.equal(reread.body.name, "New Name");
+      assert.deepEqual(reread.body.preferences, { categories: ["Phones", "Laptops"], brands: ["Acme"] });
       const brandsOnly = await call("PATCH", "/api/users/me", { token: s.accessToken, body: { preferences: { brands: [] } } });
       assert.deepEqual(brandsOnly.body.preferences, { categories: ["Phones", "Laptops"], brands: [] });
+      assert.deepEqual((await app.broker.call("user.get", { id: s.user.id }) as any).preferences, { categories: ["Phones", "Laptops"], brands: [] });
       for (const body of [{ role: "admin" }, { email: "x@example.com" }, { preferences: { colour: ["red"] } }, { name: "" }, { name: 42 }]) {
         const r = await call("PATCH", "/api/users/me", { token: s.accessToken, body });
         assert.equal(r.status, 422, JSON.stringify(body));

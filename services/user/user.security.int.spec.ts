@@ -421,9 +421,12 @@ for (const store of STORES) {
       const setRole = (role: string) => call("PUT", `/api/admin/users/${x.user.id}/role`, { token: root.accessToken, body: { role } });
 
       assertError(await adminRoute(x.accessToken), 403, "FORBIDDEN");
+      assert.equal((await me(x.accessToken)).body.role, "customer");
       const promoted = await setRole("admin");
       assert.equal(promoted.status, 200, promoted.text);
       assert.equal(promoted.body.role, "admin");
+      // The account as shown (read through the cacher, cleaned at the change's commit).
+      assert.equal((await me(x.accessToken)).body.role, "admin");
       // The token still says "customer"; the gateway honours the change.
       assert.equal(decodeJwt(x.accessToken).role, "customer");
       assert.equal((await adminRoute(x.accessToken)).status, 200);

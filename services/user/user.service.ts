@@ -9,7 +9,9 @@ import path from "node:path";
 import argon2 from "argon2";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import { Events } from "../../proto/gen/contracts";
+import type { Context, ServiceBroker } from "moleculer";
 import { accessTokens } from "../../lib/auth/tokens";
+import { actionCacheKey, CacheCleaner, readThrough } from "../../lib/cache-clean";
 import type { AppConfig } from "../../lib/config";
 import { requireUser } from "../../lib/context";
 import { inTransaction, isUniqueViolation, type Db } from "../../lib/db";
@@ -37,6 +39,14 @@ export async function changeRole(db: Db, revocations: Revocations, userId: strin
   if (!(await repo.setRole(db, userId, role, Date.now()))) return undefined;
   await revocations.setRole(userId, role);
   return repo.findUserById(db, userId);
+}
+
+/** How long an account's cached row may be shown after a change no node cleaned (see publicUser). */
+const USER_CACHE_TTL_S = 60;
+
+/** An account's entry in the cacher (the key `user.get` would have with keys ["id"]). */
+function userKey(cacher: NonNullable<ServiceBroker["cacher"]>, id: string): string {
+  return actionCacheKey(cacher, "user.get", ["id"], { id });
 }
 
 export function createUserService(config: AppConfig): TypedServiceSchema<UserServiceThis> {
@@ -87,9 +97,9 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
         auth: "user",
         params: Params["user.me"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.me">>): Promise<ActionResponse<"user.me">> {
-          const user = await repo.findUserById(this.db, requireUser(ctx).id);
+          const user = await this.publicUser(requireUser(ctx).id);
           if (!user) throw notFound("User");
-          return toPublicUser(user);
+          return user;
         },
       },
 
@@ -106,6 +116,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
             await repo.updateProfile(trx, me.id, { name: ctx.params.name, preferences }, now);
             return { ...user, name: ctx.params.name ?? user.name, preferences: preferences ?? user.preferences, updatedAt: now };
           });
+          await this.userCache.afterCommit({ id: me.id });
           return toPublicUser(updated);
         },
       },
@@ -137,6 +148,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
           if (ctx.params.id === requireUser(ctx).id) throw conflict("An admin cannot change their own role", [{ field: "id" }]);
           const user = await changeRole(this.db, this.revocations, ctx.params.id, ctx.params.role);
           if (!user) throw notFound("User");
+          await this.userCache.afterCommit({ id: user.id });
           this.logger.info(`Role of user ${user.id} set to ${user.role} by admin ${requireUser(ctx).id}`);
           return toPublicUser(user);
         },
@@ -146,9 +158,18 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
         visibility: "public",
         params: Params["user.get"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.get">>): Promise<ActionResponse<"user.get">> {
-          const user = await repo.findUserById(this.db, ctx.params.id);
+          const user = await this.publicUser(ctx.params.id);
           if (!user) throw notFound("User");
-          return toPublicUser(user);
+          return user;
+        },
+      },
+    },
+
+    events: {
+      /** Another node's cache hint (lib/cache-clean.ts). */
+      "cache.clean.user": {
+        async handler(this: UserServiceThis, ctx: Context<{ id?: unknown }>) {
+          if (typeof ctx.params?.id === "string") await this.userCache.received(ctx.nodeID ?? "", { id: ctx.params.id });
         },
       },
     },
@@ -156,6 +177,22 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
     methods: {
       ...sessionMethods(config),
       ...addressMethods,
+
+      /**
+       * An account as shown, read through the cacher (#16: the row's read was half of
+       * `GET /api/users/me`, and the recommendations ask for it on every answer). Every change
+       * to the row cleans it after its commit (updateMe, setRole: lib/cache-clean.ts), so
+       * the next read on any node sees the change; `npm run admin -- promote` (another process)
+       * cleans nothing: its role shows here within USER_CACHE_TTL_S (the gateway enforces the
+       * new role at once, from the revocation store).
+       */
+      async publicUser(this: UserServiceThis, id: string) {
+        const cacher = this.broker.cacher;
+        return readThrough(cacher, cacher ? userKey(cacher, id) : "", USER_CACHE_TTL_S, async () => {
+          const user = await repo.findUserById(this.db, id);
+          return user && toPublicUser(user);
+        });
+      },
 
       /**
        * The first admin from ADMIN_EMAIL/ADMIN_PASSWORD, created when no account has that
@@ -196,6 +233,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
     },
 
     created(this: UserServiceThis) {
+      this.userCache = new CacheCleaner(this.broker, this.logger, "user", (cacher, { id }) => cacher.del(userKey(cacher, id)), Boolean(config.redisUrl));
       this.tokens = accessTokens(config.jwtSecret, config.accessTokenTtlS);
       this.limitStore = createRateLimitStore(config);
       this.loginThrottle = createLoginThrottle(this.limitStore, config.loginRateLimit);
@@ -209,6 +247,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
     },
 
     async stopped(this: UserServiceThis) {
+      this.userCache.stop();
       await Promise.all([this.limitStore.close(), this.revocations.close()]);
     },
   };
