@@ -4,10 +4,11 @@
  * etcd discovery, Redis cache), chosen by environment variables alone.
  */
 import { StrictNullValidator } from "./lib/validator";
-import type { BrokerOptions } from "moleculer";
+import type { BrokerOptions, ServiceBroker } from "moleculer";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { DependencyErrorsMiddleware } from "./lib/errors";
 import type { AppConfig } from "./lib/config";
+import { checkEtcdAccess, discoveryPrefix } from "./lib/discovery/etcd-access";
 import { ResilientEtcd3Discoverer } from "./lib/discovery/resilient-etcd3-discoverer";
 import { InProcessPrometheusReporter, registerBusinessMetrics } from "./lib/metrics";
 import { ContractAuditMiddleware } from "./lib/serializer/contract-audit";
@@ -29,6 +30,11 @@ export function brokerOptions(
   extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = [],
   opts: { logDestination?: LogDestination } = {},
 ): BrokerOptions {
+  // The etcd client's hosts and credentials (ETCD_HOSTS, ETCD_USERNAME / ETCD_PASSWORD).
+  const etcd = config.etcd && {
+    hosts: config.etcd.hosts,
+    auth: config.etcd.username ? { username: config.etcd.username, password: config.etcd.password! } : undefined,
+  };
   const options: BrokerOptions = {
     nodeID: config.nodeId,
     namespace: config.namespace,
@@ -64,6 +70,10 @@ export function brokerOptions(
       { name: "BusinessMetrics", created: (broker: any) => registerBusinessMetrics(broker) } as any,
       // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.
       ...[ContractAuditMiddleware()].filter((m) => m !== null).map((m) => m as any),
+      // etcd refusing this node's credentials stops its start (lib/discovery/etcd-access.ts).
+      ...(etcd
+        ? [{ name: "EtcdAccess", starting: (broker: ServiceBroker) => checkEtcdAccess({ ...etcd, prefix: discoveryPrefix(broker.namespace), nodeID: broker.nodeID }) } as any]
+        : []),
       ...extraMiddlewares,
       ...internalMiddlewares(),
     ],
@@ -89,11 +99,10 @@ export function brokerOptions(
       autoDeleteQueues: 2 * 60 * 1000,
     }) as unknown as BrokerOptions["transporter"];
   }
-  if (config.etcd) {
-    const auth = config.etcd.username ? { username: config.etcd.username, password: config.etcd.password! } : undefined;
+  if (etcd) {
     options.registry = {
       discoverer: new ResilientEtcd3Discoverer({
-        etcd: { hosts: config.etcd.hosts, auth },
+        etcd,
         heartbeatInterval: config.heartbeatIntervalS,
         heartbeatTimeout: config.heartbeatTimeoutS,
       }) as any,

@@ -289,6 +289,9 @@ export function startChild(file: string, name: string, env: Record<string, strin
     waitForLine,
     kill,
     waitExit: () => exit,
+    get exitCode() {
+      return child.exitCode;
+    },
     stop,
   };
 }

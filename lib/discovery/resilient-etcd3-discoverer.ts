@@ -24,6 +24,12 @@
  *    Graceful stops still propagate during the outage (DISCONNECT packet over the transporter).
  *  - broker.start() succeeds during an outage; the node registers and discovers the others once
  *    etcd is reachable.
+ *  - With several etcd members (ETCD_HOSTS), losing one of them, the leader included, is not an
+ *    outage: each call has a short deadline (CALL_TIMEOUT_MS) and the client's next attempt goes
+ *    to another member, and no remote node is removed while this node's own reads of the beats
+ *    are late (a stalled etcd call must not pass for a dead node: measured before this rule, a
+ *    killed leader stalled the heartbeat loop past heartbeatTimeout and every node dropped the
+ *    others). Tested with three members and authentication (the system spec).
  *
  * Limits:
  *  - A node that really dies during the outage stays in the registries until the grace period
@@ -40,7 +46,7 @@ import { Discoverers, METRIC, type Registry } from "moleculer";
 
 export interface ResilientEtcd3DiscovererOptions
   extends Omit<Discoverers.Etcd3.Etcd3DiscovererOptions, "etcd"> {
-  /** etcd3 client options. Unless `defaultCallOptions` is given, unary calls get a 5 s deadline. */
+  /** etcd3 client options. Unless `defaultCallOptions` is given, unary calls get a CALL_TIMEOUT_MS deadline. */
   etcd: IOptions;
   /** First retry delay after a failure, in ms. Default 250; doubles on each failed attempt. */
   retryMinDelay?: number;
@@ -52,7 +58,14 @@ export interface ResilientEtcd3DiscovererOptions
   outageLogInterval?: number;
 }
 
-const CALL_TIMEOUT_MS = 5000;
+/**
+ * A unary etcd call's deadline. An etcd answers in milliseconds; a member that died or lost its
+ * leader mid-call answers never, and the client's retry (another member) only starts once this
+ * has passed: well under a heartbeat interval.
+ */
+const CALL_TIMEOUT_MS = 1000;
+/** This node's view of the beats is late after this many heartbeat intervals without a read. */
+const STALE_VIEW_HEARTBEATS = 2;
 const INFO_LEASE_TTL = 60; // same as Moleculer's
 
 export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
@@ -74,6 +87,8 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
   /** Set from scheduling a recovery attempt until it has finished: one attempt at a time. */
   private retryTimer: NodeJS.Timeout | null = null;
   private graceUntil = 0;
+  /** When this node last read every beat from etcd. */
+  private lastCollected = Date.now();
   private infoDirty = true;
   private stopped = false;
   /** Every etcd write sequence runs through this queue, so leases are never granted concurrently. */
@@ -142,6 +157,11 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
     return super.discoverNode(nodeID).catch(err => this.fail(err));
   }
 
+  override async collectOnlineNodes(): Promise<void> {
+    await super.collectOnlineNodes();
+    this.lastCollected = Date.now();
+  }
+
   override checkRemoteNodes(): void {
     if (!this.protectingNodes()) super.checkRemoteNodes();
   }
@@ -169,7 +189,8 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
   }
 
   private protectingNodes(): boolean {
-    return this.down || Date.now() < this.graceUntil;
+    const now = Date.now();
+    return this.down || now < this.graceUntil || now - this.lastCollected > STALE_VIEW_HEARTBEATS * this.opts.heartbeatInterval! * 1000;
   }
 
   private serial(task: () => Promise<void>): Promise<void> {

@@ -4,7 +4,9 @@
  * MariaDB. Used by `npm run cluster`, the system tests and the chaos runner.
  *
  * Servers:
- * - etcd: always a private instance (own ports and data dir), as discovery;
+ * - etcd: always a private instance (own ports and data dir), as discovery, with
+ *   authentication on: the nodes log in as a user whose role reaches only this cluster's
+ *   discovery keys (ETCD_USERNAME / ETCD_PASSWORD in `env`); `etcdMembers: 3` clusters three;
  * - RabbitMQ and MariaDB: the machine's shared servers (a fresh vhost; databases under a
  *   unique namespace), or private instances (`privateServers: true`) for runs that restart
  *   them (chaos) — the machine's shared servers are never restarted;
@@ -25,6 +27,7 @@ import { brokerOptions } from "../../moleculer.config";
 import { ALL_SERVICES, loadConfig, type ServiceName } from "../../lib/config";
 import { dropDatabase } from "../../lib/db";
 import { deleteRedisKeys } from "./app";
+import { discoveryPrefix } from "../../lib/discovery/etcd-access";
 import { startEtcd, type EtcdHandle } from "./etcd";
 import { freePort } from "./ports";
 import { startPrivateMariaDb, type PrivateMariaDb } from "./private-mariadb";
@@ -84,6 +87,8 @@ export interface LocalClusterOptions {
   log?: (line: string) => void;
   /** Nodes started at once. */
   startConcurrency?: number;
+  /** etcd members (1, or 3 for a cluster that survives one member's loss). */
+  etcdMembers?: number;
 }
 
 export interface LocalCluster {
@@ -131,8 +136,8 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
   };
 
   try {
-    log("etcd: starting a private instance");
-    const etcd = await startEtcd();
+    log(`etcd: starting a private instance (${opts.etcdMembers ?? 1} member(s), authentication on)`);
+    const etcd = await startEtcd({ members: opts.etcdMembers, auth: { prefix: `${discoveryPrefix(namespace)}/` } });
     cleanups.push(() => etcd.destroy());
     let rabbit: PrivateRabbit | undefined;
     let vhost: RabbitVhost | undefined;
@@ -153,6 +158,8 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       NAMESPACE: namespace,
       RABBITMQ_URI: rabbit?.uri ?? vhost!.uri,
       ETCD_HOSTS: etcd.hosts,
+      ETCD_USERNAME: etcd.credentials!.username,
+      ETCD_PASSWORD: etcd.credentials!.password,
       REDIS_URL,
       MYSQL_URL: mariadb?.url ?? MYSQL_URL,
       JWT_SECRET: randomBytes(32).toString("hex"),

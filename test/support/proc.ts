@@ -18,8 +18,10 @@ export interface ChildHandle {
   /** Resolves with the match of the first line (past or future) matching `re`; rejects on timeout or exit. */
   waitForLine(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
   kill(signal?: NodeJS.Signals): void;
-  /** Resolves when the process has exited (immediately if it already has). */
+  /** Resolves when the process has exited and its output is read (immediately if it already has). */
   waitExit(): Promise<void>;
+  /** Its exit code once it has exited (null while it runs, or when a signal ended it). */
+  readonly exitCode: number | null;
 }
 
 const TSX_LOADER = pathToFileURL(require.resolve("tsx")).href; // what `--import tsx` loads, independent of the cwd
@@ -44,7 +46,8 @@ export function spawnTs(file: string, opts: SpawnTsOptions): ChildHandle {
   const lines: string[] = [];
   const listeners = new Set<(line: string) => void>();
   let bytes = 0;
-  const exited = new Promise<void>(resolve => child.once("exit", () => resolve()));
+  // "close": the process has exited and its stdout/stderr are read to the end (every line is in `lines`).
+  const exited = new Promise<void>(resolve => child.once("close", () => resolve()));
   for (const stream of [child.stdout, child.stderr]) {
     stream.on("data", (chunk: Buffer) => (bytes += chunk.length));
     readline.createInterface({ input: stream }).on("line", line => {
@@ -86,5 +89,8 @@ export function spawnTs(file: string, opts: SpawnTsOptions): ChildHandle {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
     waitExit: () => exited,
+    get exitCode() {
+      return child.exitCode;
+    },
   };
 }

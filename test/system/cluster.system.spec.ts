@@ -15,6 +15,7 @@ import { promisify } from "node:util";
 import type { ServiceBroker } from "moleculer";
 import { createBroker } from "../../app";
 import { loadConfig } from "../../lib/config";
+import { discoveryPrefix } from "../../lib/discovery/etcd-access";
 import { dropDatabase } from "../../lib/db";
 import { deleteRedisKeys, http } from "../support/app";
 import { startEtcd, type EtcdHandle } from "../support/etcd";
@@ -130,11 +131,15 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
   };
 
   before(async () => {
-    etcd = await startEtcd();
+    // etcd checks credentials, as a production one does: the nodes' user reaches only this
+    // cluster's discovery keys.
+    etcd = await startEtcd({ auth: { prefix: `${discoveryPrefix(namespace)}/` } });
     vhost = await createVhost();
     env = {
       RABBITMQ_URI: vhost.uri,
       ETCD_HOSTS: etcd.hosts,
+      ETCD_USERNAME: etcd.credentials!.username,
+      ETCD_PASSWORD: etcd.credentials!.password,
       REDIS_URL,
       MYSQL_URL,
       NAMESPACE: namespace,
@@ -183,6 +188,17 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     const ready = await http(baseUrl, "GET", "/health/ready");
     // The gateway's node also runs the product service (its routes need one somewhere).
     assert.deepEqual(ready.body.checks, { cache: "up", "database:product": "up", node: "up", transporter: "up" });
+  });
+
+  test("a node whose ETCD_PASSWORD etcd refuses stops at start, naming the variable (no retry loop)", async () => {
+    const child = spawnTs(START, { name: "bad-etcd-password", env: { ...env, NODE_ID: "bad-etcd-password", SERVICES: "user", ETCD_PASSWORD: "not the password" } });
+    const stillRunning = sleep(30_000).then(() => "still running");
+    if ((await Promise.race([child.waitExit(), stillRunning])) === "still running") {
+      child.kill("SIGKILL");
+      assert.fail(`still running 30 s after its start (an outage loop?):\n${child.lines.slice(-10).join("\n")}`);
+    }
+    assert.equal(child.exitCode, 1);
+    assert.match(child.lines.join("\n"), /Start failed:.*ETCD_PASSWORD: etcd refused user 'meridian'/);
   });
 
   test("`npm run repl` joins the running cluster through RabbitMQ: `nodes` and `call user.…` work", async () => {
