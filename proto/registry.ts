@@ -32,6 +32,12 @@ export interface ActionContract {
   successStatus?: number;
   /** Served by the REST edge only (a platform's callback, an HTML page), not over gRPC. */
   httpOnly: boolean;
+  /**
+   * Sending it twice is safe: "idempotent" (protobuf's `idempotency_level` IDEMPOTENT or
+   * NO_SIDE_EFFECTS), "key" (when the request carries an Idempotency-Key: the
+   * `idempotency_key` option); unset otherwise.
+   */
+  idempotency?: "idempotent" | "key";
   errors: string[];
   summary?: string;
   tags: string[];
@@ -146,6 +152,7 @@ export function readContracts(root: protobuf.Root): Contracts {
           http,
           successStatus: status ? Number(status) : undefined,
           httpOnly: option(method, `(${OPT}.http_only)`) === true,
+          idempotency: idempotencyOf(method, where),
           errors: optionValues(method, `(${OPT}.errors)`).map(String),
           summary: (option(method, `(${OPT}.summary)`) as string | undefined) ?? method.comment ?? undefined,
           tags: optionValues(method, `(${OPT}.tags)`).map(String),
@@ -164,6 +171,14 @@ export function readContracts(root: protobuf.Root): Contracts {
     for (const e of s.consumes) if (!events.has(e)) throw new Error(`proto: ${s.name} consumes ${e}, which no contract declares`);
   }
   return { actions, events, services };
+}
+
+function idempotencyOf(method: protobuf.Method, where: string): ActionContract["idempotency"] {
+  const level = option(method, "idempotency_level");
+  const keyed = option(method, `(${OPT}.idempotency_key)`) === true;
+  const idempotent = level === "IDEMPOTENT" || level === "NO_SIDE_EFFECTS";
+  if (keyed && idempotent) throw new Error(`proto: ${where} is idempotent already: no (${OPT}.idempotency_key)`);
+  return idempotent ? "idempotent" : keyed ? "key" : undefined;
 }
 
 export function isWrapper(type: protobuf.Type): boolean {

@@ -30,6 +30,8 @@ import { liveSseAliases, liveSseOpenApiPaths } from "./live-sse";
 import { LiveFeedsMixin, type LiveFeedsThis } from "../../mixins/live-feeds.mixin";
 import type { LiveFeeds } from "../../lib/live/feeds";
 import { rawCallbackBody } from "./raw-body";
+import { lostInTransport, retryEndpoint, safeToRepeat } from "./retry";
+import { contracts } from "../../lib/serializer/contracts-runtime";
 
 /**
  * What the gateway's callbacks use of `this` (the moleculer-web service). moleculer-web's
@@ -44,6 +46,8 @@ interface GatewayThis extends LiveFeedsThis {
 
 type Req = IncomingMessage & {
   $action?: { auth?: AuthLevel; rateLimit?: NamedLimit; name?: string };
+  /** The node moleculer-web chose for the call (its balancer), which callAction calls. */
+  $endpoint?: { id: string; isAvailable?: boolean };
   $ctx?: Context<unknown, RequestMeta>;
   $alias?: { fullPath?: string; handler?: unknown };
   /** On a public route, the signed-in caller whose request budget applies (not an identity). */
@@ -109,6 +113,9 @@ const DOCS_ASSETS = "/docs/assets";
  * `rootCallOptions` as an object, while moleculer-web also takes (and we use) a function.
  */
 type GatewaySettings = ServiceSettingSchema & Record<string, unknown>;
+
+/** moleculer-web's own callAction (ours wraps it with one more try: retry.ts). */
+const webCallAction = ApiGateway.methods!.callAction!;
 
 export function createGatewayService(config: AppConfig): TypedServiceSchema<GatewayThis, GatewaySettings> {
   // Identity, auth levels and request budgets: the same door as the gRPC edge's (lib/auth/edge-door.ts).
@@ -269,6 +276,23 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
     // API.md). A service missing elsewhere is not one: with it, one service down would take
     // every gateway out of the load balancer; without it, only that service's routes answer 503.
     methods: {
+      /**
+       * moleculer-web's call, sent once more when the first was lost in transport and the
+       * request is safe to repeat (retry.ts: reads, idempotent actions, keyed writes). A body
+       * streamed to the action (a platform's callback) is read once and never repeated.
+       */
+      async callAction(this: GatewayThis, route: unknown, actionName: string, req: Req, res: ServerResponse, params: unknown, isStream?: boolean) {
+        try {
+          return await webCallAction.call(this, route, actionName, req, res, params, isStream);
+        } catch (err) {
+          const contract = contracts.actions.get(actionName);
+          if (isStream || !lostInTransport(err) || !safeToRepeat(req.method, contract, req.$ctx?.meta.idempotencyKey)) throw err;
+          const failed = req.$endpoint;
+          req.$endpoint = retryEndpoint(failed, this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? []);
+          this.logger.warn(logFields({ requestId: req.$ctx?.requestID }), `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${req.$endpoint?.id}`);
+          return webCallAction.call(this, route, actionName, req, res, params, isStream);
+        }
+      },
       /** Replaces moleculer-web's handler, which logs every non-4xx with its stack: `onError` logs. */
       errorHandler(this: GatewayThis, req: Req, res: ServerResponse, err: unknown) {
         this.sendError(req, res, err);

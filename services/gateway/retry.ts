@@ -1,0 +1,39 @@
+/**
+ * One more try for a request lost in transport (#17): when the node or the broker node that
+ * carried a call went away before it answered, the gateway sends it once more, if sending it
+ * twice is safe:
+ * - a read (GET, HEAD: no change, by HTTP's own rules and by our contract);
+ * - an action idempotent by design (its contract: protobuf's `idempotency_level`);
+ * - a write whose action replays a repeated Idempotency-Key (its contract's
+ *   `idempotency_key`) when the request carries one.
+ * Anything else answers 503 with Retry-After, as before: the first attempt may have acted.
+ *
+ * Lost in transport: the call timed out (`RequestTimeoutError`: the request or its answer was
+ * lost with a broker node, or the node died holding it) or was rejected because its node left
+ * (`RequestRejectedError`). Not an answer of the service, nor "no node offers it" (a second
+ * try could not find one either). The second try goes to another node offering the action
+ * when there is one (the first may be dead and not yet dropped by discovery), else to the
+ * same one (a lost broker node, the service alive). Its price: a lost request answers after
+ * up to two request timeouts instead of one.
+ */
+import type { ActionContract } from "../../proto/registry";
+
+const SAFE_METHODS = new Set(["GET", "HEAD"]);
+const LOST_IN_TRANSPORT = new Set(["RequestTimeoutError", "RequestRejectedError"]);
+
+export function lostInTransport(err: unknown): boolean {
+  return LOST_IN_TRANSPORT.has((err as { name?: string } | null)?.name ?? "");
+}
+
+/** Whether this request may be sent a second time (see the header). */
+export function safeToRepeat(method: string | undefined, contract: Pick<ActionContract, "idempotency"> | undefined, idempotencyKey: string | undefined): boolean {
+  if (SAFE_METHODS.has((method ?? "").toUpperCase())) return true;
+  if (contract?.idempotency === "idempotent") return true;
+  return contract?.idempotency === "key" && Boolean(idempotencyKey);
+}
+
+/** The endpoint of the second try: another available one when there is one, else the same. */
+export function retryEndpoint<E extends { id: string; isAvailable?: boolean }>(failed: E | undefined, candidates: readonly E[], random = Math.random): E | undefined {
+  const others = candidates.filter((e) => e.isAvailable !== false && e.id !== failed?.id);
+  return others.length ? others[Math.floor(random() * others.length)] : failed;
+}

@@ -1,0 +1,49 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { Errors } from "moleculer";
+import { SERVICE_FACTORIES } from "../../app";
+import { loadConfig } from "../../lib/config";
+import { contracts } from "../../lib/serializer/contracts-runtime";
+import { lostInTransport, retryEndpoint, safeToRepeat } from "./retry";
+
+describe("one more try for a request lost in transport (retry.ts)", () => {
+  test("lost in transport: a timeout or a rejection because the node left; not an answer, not 'no node'", () => {
+    assert.ok(lostInTransport(new Errors.RequestTimeoutError({ action: "product.get", nodeID: "b" })));
+    assert.ok(lostInTransport(new Errors.RequestRejectedError({ action: "product.get", nodeID: "b" })));
+    assert.ok(!lostInTransport(new Errors.ServiceNotAvailableError({ action: "product.get" })));
+    assert.ok(!lostInTransport(new Errors.MoleculerClientError("Not found", 404, "NOT_FOUND")));
+    assert.ok(!lostInTransport(undefined));
+  });
+
+  test("safe to repeat: reads, idempotent actions, keyed writes of actions that replay keys; nothing else", () => {
+    assert.ok(safeToRepeat("GET", undefined, undefined));
+    assert.ok(safeToRepeat("head", { idempotency: undefined }, undefined));
+    assert.ok(safeToRepeat("DELETE", { idempotency: "idempotent" }, undefined));
+    assert.ok(safeToRepeat("POST", { idempotency: "key" }, "k-1"));
+    assert.ok(!safeToRepeat("POST", { idempotency: "key" }, undefined), "a keyed action without the key acts again");
+    assert.ok(!safeToRepeat("POST", { idempotency: undefined }, "k-1"), "a key an action does not replay protects nothing");
+    assert.ok(!safeToRepeat("POST", undefined, undefined));
+    assert.ok(!safeToRepeat(undefined, undefined, undefined));
+  });
+
+  test("the second try goes to another available node when there is one, else the same", () => {
+    const a = { id: "a" };
+    const b = { id: "b" };
+    const c = { id: "c", isAvailable: false };
+    assert.equal(retryEndpoint(a, [a, b, c]), b);
+    assert.equal(retryEndpoint(a, [a, c]), a, "only the failed one is available: the same (a lost broker node, the service alive)");
+    assert.equal(retryEndpoint(undefined, [a]), a);
+    assert.equal(retryEndpoint(a, []), a);
+  });
+
+  test("the contract's idempotency_key marks exactly the actions that replay an Idempotency-Key (order's withKey)", () => {
+    const order = SERVICE_FACTORIES.order(loadConfig({ DATA_DIR: "/tmp/unused" }));
+    const replaying = Object.entries(order.actions ?? {})
+      .filter(([, a]) => typeof a === "object" && a !== null && "handler" in a && String(a.handler).includes("this.withKey("))
+      .map(([name]) => `order.${name}`)
+      .sort();
+    const marked = [...contracts.actions.values()].filter((c) => c.idempotency === "key").map((c) => c.action).sort();
+    assert.deepEqual(marked, replaying);
+    assert.ok(marked.length >= 4, `${marked.join(", ")}`);
+  });
+});
