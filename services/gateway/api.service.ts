@@ -30,7 +30,7 @@ import { liveSseAliases, liveSseOpenApiPaths } from "./live-sse";
 import { LiveFeedsMixin, type LiveFeedsThis } from "../../mixins/live-feeds.mixin";
 import type { LiveFeeds } from "../../lib/live/feeds";
 import { rawCallbackBody } from "./raw-body";
-import { lostInTransport, retryEndpoint, safeToRepeat } from "./retry";
+import { lostInTransport, retryEndpoint, safeToRepeat } from "../../lib/edge-retry";
 import { contracts } from "../../lib/serializer/contracts-runtime";
 
 /**
@@ -114,7 +114,7 @@ const DOCS_ASSETS = "/docs/assets";
  */
 type GatewaySettings = ServiceSettingSchema & Record<string, unknown>;
 
-/** moleculer-web's own callAction (ours wraps it with one more try: retry.ts). */
+/** moleculer-web's own callAction (ours wraps it with one more try: lib/edge-retry.ts). */
 const webCallAction = ApiGateway.methods!.callAction!;
 
 export function createGatewayService(config: AppConfig): TypedServiceSchema<GatewayThis, GatewaySettings> {
@@ -278,7 +278,7 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
     methods: {
       /**
        * moleculer-web's call, sent once more when the first was lost in transport and the
-       * request is safe to repeat (retry.ts: reads, idempotent actions, keyed writes). A body
+       * request is safe to repeat (lib/edge-retry.ts: reads, idempotent actions, keyed writes). A body
        * streamed to the action (a platform's callback) is read once and never repeated.
        */
       async callAction(this: GatewayThis, route: unknown, actionName: string, req: Req, res: ServerResponse, params: unknown, isStream?: boolean) {
@@ -288,7 +288,7 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
           const contract = contracts.actions.get(actionName);
           if (isStream || !lostInTransport(err) || !safeToRepeat(req.method, contract, req.$ctx?.meta.idempotencyKey)) throw err;
           const failed = req.$endpoint;
-          req.$endpoint = retryEndpoint(failed, this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? []);
+          req.$endpoint = retryEndpoint(failed?.id, this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? []) ?? failed;
           this.logger.warn(logFields({ requestId: req.$ctx?.requestID }), `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${req.$endpoint?.id}`);
           return webCallAction.call(this, route, actionName, req, res, params, isStream);
         }

@@ -25,6 +25,7 @@ import { Metadata, status as Status, type ServerUnaryCall, type sendUnaryData, t
 import type { ServiceBroker } from "moleculer";
 import type protobuf from "protobufjs/light";
 import type { ActionContract } from "../../proto/registry";
+import { lostInTransport, retryEndpoint, safeToRepeat } from "../../lib/edge-retry";
 import { contracts, codecFor } from "../../lib/serializer/contracts-runtime";
 import { explainMisfit, type MessageCodec } from "../../lib/serializer/contract-codec";
 import type { EdgeDoor } from "../../lib/auth/edge-door";
@@ -203,15 +204,25 @@ async function invoke(deps: EdgeDeps, c: ActionContract, call: ServerUnaryCall<u
     if (!/^[\x21-\x7e]{1,200}$/.test(key)) throw malformed("idempotency-key: 1 to 200 printable ASCII characters", [{ field: "idempotency-key" }]);
     meta.idempotencyKey = key;
   }
+  if (deadline <= Date.now()) throw deadlineExceeded();
   // What is left of the client's deadline after the door's round trips, within REQUEST_TIMEOUT_MS.
-  const left = deadline - Date.now();
-  if (left <= 0) throw deadlineExceeded();
+  const send = (nodeID?: string) =>
+    broker.call(c.action, call.request as object, { timeout: Math.max(1, Math.min(config.requestTimeoutMs, deadline - Date.now())), requestID, meta, nodeID });
   try {
-    return await broker.call(c.action, call.request as object, { timeout: Math.max(1, Math.min(config.requestTimeoutMs, left)), requestID, meta });
+    return await send();
   } catch (err) {
     // Past the client's deadline, whatever failed (a timeout, a skipped nested call) failed for want of time.
     if (Date.now() >= deadline) throw deadlineExceeded();
-    throw err;
+    // Lost in transport and safe to repeat: once more, within the client's deadline (lib/edge-retry.ts).
+    if (!lostInTransport(err) || !safeToRepeat(c.http?.method, c, meta.idempotencyKey)) throw err;
+    const failed = (err as { data?: { nodeID?: string } }).data?.nodeID;
+    const next = retryEndpoint(failed, broker.registry.getActionEndpoints(c.action)?.endpoints ?? []);
+    try {
+      return await send(next?.id);
+    } catch (again) {
+      if (Date.now() >= deadline) throw deadlineExceeded();
+      throw again;
+    }
   }
 }
 

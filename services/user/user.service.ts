@@ -146,9 +146,9 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
         params: Params["user.setRole"],
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.setRole">>): Promise<ActionResponse<"user.setRole">> {
           if (ctx.params.id === requireUser(ctx).id) throw conflict("An admin cannot change their own role", [{ field: "id" }]);
-          const user = await changeRole(this.db, this.revocations, ctx.params.id, ctx.params.role);
+          // Cleaned whatever happens after the row's change (the revocation store may fail after it).
+          const user = await changeRole(this.db, this.revocations, ctx.params.id, ctx.params.role).finally(() => this.userCache.afterCommit({ id: ctx.params.id }));
           if (!user) throw notFound("User");
-          await this.userCache.afterCommit({ id: user.id });
           this.logger.info(`Role of user ${user.id} set to ${user.role} by admin ${requireUser(ctx).id}`);
           return toPublicUser(user);
         },

@@ -1,8 +1,9 @@
 /**
- * One more try for a request lost in transport (#17): when the node or the broker node that
- * carried a call went away before it answered, the gateway sends it once more, if sending it
- * twice is safe:
- * - a read (GET, HEAD: no change, by HTTP's own rules and by our contract);
+ * One more try for a request lost in transport (#17), for both edges (the REST gateway, the
+ * gRPC edge): when the node or the broker node that carried a call went away before it
+ * answered, the edge sends it once more, if sending it twice is safe:
+ * - a read (GET, HEAD: no change, by HTTP's own rules and by our contract; over gRPC, an rpc
+ *   whose REST route is a GET);
  * - an action idempotent by design (its contract: protobuf's `idempotency_level`);
  * - a write whose action replays a repeated Idempotency-Key (its contract's
  *   `idempotency_key`) when the request carries one.
@@ -16,7 +17,7 @@
  * same one (a lost broker node, the service alive). Its price: a lost request answers after
  * up to two request timeouts instead of one.
  */
-import type { ActionContract } from "../../proto/registry";
+import type { ActionContract } from "../proto/registry";
 
 const SAFE_METHODS = new Set(["GET", "HEAD"]);
 const LOST_IN_TRANSPORT = new Set(["RequestTimeoutError", "RequestRejectedError"]);
@@ -32,8 +33,11 @@ export function safeToRepeat(method: string | undefined, contract: Pick<ActionCo
   return contract?.idempotency === "key" && Boolean(idempotencyKey);
 }
 
-/** The endpoint of the second try: another available one when there is one, else the same. */
-export function retryEndpoint<E extends { id: string; isAvailable?: boolean }>(failed: E | undefined, candidates: readonly E[], random = Math.random): E | undefined {
-  const others = candidates.filter((e) => e.isAvailable !== false && e.id !== failed?.id);
-  return others.length ? others[Math.floor(random() * others.length)] : failed;
+/**
+ * The endpoint of the second try, given the node of the first: another available one when
+ * there is one, else the same (undefined when the registry no longer lists it).
+ */
+export function retryEndpoint<E extends { id: string; isAvailable?: boolean }>(failedNode: string | undefined, candidates: readonly E[], random = Math.random): E | undefined {
+  const others = candidates.filter((e) => e.isAvailable !== false && e.id !== failedNode);
+  return others.length ? others[Math.floor(random() * others.length)] : candidates.find((e) => e.id === failedNode);
 }

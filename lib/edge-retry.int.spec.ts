@@ -1,5 +1,5 @@
 /**
- * The gateway's one more try (retry.ts) with real brokers in this process: a gateway and two
+ * The edges' one more try (lib/edge-retry.ts) with real brokers in this process: a gateway and two
  * product nodes over a RabbitMQ vhost (cluster mode: MariaDB, Redis, protobuf). Node B holds
  * every `product.get` and `product.adjustStock` it receives and never answers, as a node that
  * died holding the request would (a test middleware, no timing): the gateway's call times out
@@ -12,18 +12,19 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Middleware, ServiceBroker } from "moleculer";
-import { createBroker } from "../../app";
-import { accessTokens } from "../../lib/auth/tokens";
-import { loadConfig } from "../../lib/config";
-import { dropDatabase } from "../../lib/db";
-import { deleteRedisKeys, http } from "../../test/support/app";
-import { freePort } from "../../test/support/ports";
-import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
-import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
+import { createBroker } from "../app";
+import { accessTokens } from "./auth/tokens";
+import { loadConfig } from "./config";
+import { dropDatabase } from "./db";
+import { deleteRedisKeys, http } from "../test/support/app";
+import { MeridianGrpc } from "../test/support/grpc-client";
+import { freePort } from "../test/support/ports";
+import { createVhost, type RabbitVhost } from "../test/support/rabbitmq";
+import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../test/support/servers";
 
 const HELD = new Set(["product.get", "product.adjustStock"]);
 
-describe("a request lost with the node that held it: sent once more when safe (gateway + two product nodes over RabbitMQ)", () => {
+describe("a request lost with the node that held it: sent once more when safe (REST and gRPC edges + two product nodes over RabbitMQ)", () => {
   const namespace = uniqueNamespace("retry");
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-retry-"));
   const jwtSecret = randomBytes(32).toString("hex");
@@ -32,6 +33,7 @@ describe("a request lost with the node that held it: sent once more when safe (g
   let vhost: RabbitVhost;
   let gw: ServiceBroker, a: ServiceBroker, b: ServiceBroker;
   let baseUrl = "";
+  let grpc: MeridianGrpc;
   let admin = "";
   const env = () => ({
     NAMESPACE: namespace, DATA_DIR: dataDir, MYSQL_URL, REDIS_URL, MIGRATE_ON_START: "true", RABBITMQ_URI: vhost.uri, JWT_SECRET: jwtSecret,
@@ -51,8 +53,9 @@ describe("a request lost with the node that held it: sent once more when safe (g
 
   before(async () => {
     vhost = await createVhost();
-    const port = await freePort();
-    gw = createBroker(loadConfig({ ...env(), NODE_ID: `${namespace}-gw`, PORT: String(port) }), ["gateway"]);
+    const [port, grpcPort] = [await freePort(), await freePort()];
+    gw = createBroker(loadConfig({ ...env(), NODE_ID: `${namespace}-gw`, PORT: String(port), GRPC_PORT: String(grpcPort) }), ["gateway", "grpc"]);
+    grpc = new MeridianGrpc(`127.0.0.1:${grpcPort}`);
     a = createBroker(loadConfig({ ...env(), NODE_ID: `${namespace}-a` }), ["product"]);
     b = createBroker(loadConfig({ ...env(), NODE_ID: `${namespace}-b` }), ["product"], { middlewares: [holdOnB] });
     await a.start();
@@ -65,11 +68,12 @@ describe("a request lost with the node that held it: sent once more when safe (g
     }
     baseUrl = `http://127.0.0.1:${port}`;
     admin = await accessTokens(jwtSecret, 900).sign({ id: randomUUID(), role: "admin", sessionId: randomUUID() });
-    await a.call("product.seedDemo", { from: 0, count: 12 });
+    await a.call("product.seedDemo", { from: 0, count: 24 });
   });
 
   after(async () => {
     for (const r of release) r();
+    grpc?.close();
     for (const broker of [gw, b, a]) await broker?.stop().catch(() => undefined);
     await dropDatabase(loadConfig(env()), "product").catch(() => undefined);
     await deleteRedisKeys(REDIS_URL, namespace).catch(() => undefined);
@@ -77,16 +81,27 @@ describe("a request lost with the node that held it: sent once more when safe (g
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  const products = async () => ((await a.call("product.export", { limit: 12 })) as { items: { id: string }[] }).items.map((p) => p.id);
+  // The first 12 products for the REST reads, the next 12 for gRPC's: each read once, since a
+  // cached read would not reach a node.
+  const products = async (from = 0) => ((await a.call("product.export", { limit: 24 })) as { items: { id: string }[] }).items.map((p) => p.id).slice(from, from + 12);
 
   test("reads: every GET answers 200, those node B held included (sent to node A)", async () => {
-    // Each product read once (a cached read would not reach a node): the balancer sends about half to B.
+    // The balancer sends about half to B.
     for (const id of await products()) {
       const r = await http(baseUrl, "GET", `/api/products/${id}`);
       assert.equal(r.status, 200, r.text);
       assert.equal(r.body.id, id);
     }
     assert.ok(held["product.get"]! >= 1, `node B held ${held["product.get"]} reads: the retry path was not exercised`);
+  });
+
+  test("gRPC reads: every GetProduct answers, those node B held included", async () => {
+    const before = held["product.get"]!;
+    for (const id of await products(12)) {
+      const { value } = await grpc.call("meridian.product.v1.ProductService", "Get", { id }, { deadlineMs: 10_000 });
+      assert.equal(value.id, id);
+    }
+    assert.ok(held["product.get"]! > before, "node B held none of the gRPC reads: the retry path was not exercised");
   });
 
   test("writes that are not safe to repeat answer 503 when lost, an Idempotency-Key notwithstanding (the action does not replay keys)", async () => {
