@@ -64,6 +64,14 @@ export interface ResilientEtcd3DiscovererOptions
  * has passed: well under a heartbeat interval.
  */
 const CALL_TIMEOUT_MS = 1000;
+/**
+ * grpc-js keeps one connection per address for the whole process (its global subchannel pool)
+ * and, after failures, waits longer and longer before trying it again (up to 120 s): after a
+ * 60 s etcd outage a node's fresh client (recover()) could wait most of a minute more, past
+ * the recovery grace period, and the others dropped it (seen in the cluster system test). Each
+ * client gets its own connections, tried again every second or two.
+ */
+const GRPC_RECONNECT = { "grpc.use_local_subchannel_pool": 1, "grpc.initial_reconnect_backoff_ms": 500, "grpc.max_reconnect_backoff_ms": 2000 };
 /** This node's view of the beats is late after this many heartbeat intervals without a read. */
 const STALE_VIEW_HEARTBEATS = 2;
 const INFO_LEASE_TTL = 60; // same as Moleculer's
@@ -100,6 +108,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
       etcd: {
         defaultCallOptions: (ctx: CallContext) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
         ...opts.etcd,
+        grpcOptions: { ...GRPC_RECONNECT, ...opts.etcd.grpcOptions },
       },
     });
   }

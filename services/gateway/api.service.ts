@@ -196,7 +196,7 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
         const requestId = req.$ctx?.requestID;
         // One line per failure, and no stack for an expected outage (503): a readiness probe
         // polled every few seconds while a dependency is down must not flood the log.
-        if (status === 503) this.logger.warn(logFields({ requestId }), `${req.method} ${req.url}: ${body.error.message}`);
+        if (status === 503) this.logger.warn(logFields({ requestId }), `${req.method} ${req.url}: ${body.error.message} (${(err as Error | undefined)?.name ?? "error"})`);
         else if (status >= 500) this.logger.error(logFields({ requestId }), `${req.method} ${req.url} failed:`, err);
         if (res.headersSent) return void res.end();
         res.statusCode = status;
