@@ -9,21 +9,27 @@
  *   `idempotency_key`) when the request carries one.
  * Anything else answers 503 with Retry-After, as before: the first attempt may have acted.
  *
- * Lost in transport: the call timed out (`RequestTimeoutError`: the request or its answer was
- * lost with a broker node, or the node died holding it) or was rejected because its node left
- * (`RequestRejectedError`). Not an answer of the service, nor "no node offers it" (a second
- * try could not find one either). The second try goes to another node offering the action
- * when there is one (the first may be dead and not yet dropped by discovery), else to the
- * same one (a lost broker node, the service alive). Its price: a lost request answers after
- * up to two request timeouts instead of one.
+ * Lost in transport: the call to a remote node timed out (`RequestTimeoutError`: the request
+ * or its answer was lost with a broker node, or the node died holding it) or was rejected
+ * because its node left (`RequestRejectedError`). Not an answer of the service, not a
+ * timeout of a call the action itself made (passed back by a node that did answer), not a
+ * handler of this very node that is slow (a second run beside the first helps nothing), nor
+ * "no node offers it" (a second try could not find one either). The second try goes to
+ * another node offering the action when there is one (the first may be dead and not yet
+ * dropped by discovery), else to the same one while it is listed (a lost broker node, the
+ * service alive); none when the client has gone. Its price: a lost request answers after up
+ * to two request timeouts instead of one, and a slow remote node gets a read twice (reads
+ * only, and once).
  */
 import type { ActionContract } from "../proto/registry";
 
 const SAFE_METHODS = new Set(["GET", "HEAD"]);
 const LOST_IN_TRANSPORT = new Set(["RequestTimeoutError", "RequestRejectedError"]);
 
-export function lostInTransport(err: unknown): boolean {
-  return LOST_IN_TRANSPORT.has((err as { name?: string } | null)?.name ?? "");
+/** `err` ended the call of `action` on a remote node (see the header); `local`: the call ran on this node. */
+export function lostInTransport(err: unknown, action: string, local = false): boolean {
+  const e = err as { name?: string; data?: { action?: unknown } } | null;
+  return !local && LOST_IN_TRANSPORT.has(e?.name ?? "") && e?.data?.action === action;
 }
 
 /** Whether this request may be sent a second time (see the header). */

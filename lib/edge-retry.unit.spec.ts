@@ -7,12 +7,14 @@ import { contracts } from "./serializer/contracts-runtime";
 import { lostInTransport, retryEndpoint, safeToRepeat } from "./edge-retry";
 
 describe("one more try for a request lost in transport (lib/edge-retry.ts)", () => {
-  test("lost in transport: a timeout or a rejection because the node left; not an answer, not 'no node'", () => {
-    assert.ok(lostInTransport(new Errors.RequestTimeoutError({ action: "product.get", nodeID: "b" })));
-    assert.ok(lostInTransport(new Errors.RequestRejectedError({ action: "product.get", nodeID: "b" })));
-    assert.ok(!lostInTransport(new Errors.ServiceNotAvailableError({ action: "product.get" })));
-    assert.ok(!lostInTransport(new Errors.MoleculerClientError("Not found", 404, "NOT_FOUND")));
-    assert.ok(!lostInTransport(undefined));
+  test("lost in transport: a remote timeout or a rejection because the node left; not an answer, a nested or local timeout, or 'no node'", () => {
+    assert.ok(lostInTransport(new Errors.RequestTimeoutError({ action: "product.get", nodeID: "b" }), "product.get"));
+    assert.ok(lostInTransport(new Errors.RequestRejectedError({ action: "product.get", nodeID: "b" }), "product.get"));
+    assert.ok(!lostInTransport(new Errors.RequestTimeoutError({ action: "product.get", nodeID: "b" }), "product.get", true), "a slow handler of this node");
+    assert.ok(!lostInTransport(new Errors.RequestTimeoutError({ action: "payment.create", nodeID: "p" }), "order.pay"), "a nested call's timeout, passed back");
+    assert.ok(!lostInTransport(new Errors.ServiceNotAvailableError({ action: "product.get" }), "product.get"));
+    assert.ok(!lostInTransport(new Errors.MoleculerClientError("Not found", 404, "NOT_FOUND"), "product.get"));
+    assert.ok(!lostInTransport(undefined, "product.get"));
   });
 
   test("safe to repeat: reads, idempotent actions, keyed writes of actions that replay keys; nothing else", () => {

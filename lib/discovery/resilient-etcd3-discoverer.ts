@@ -41,7 +41,8 @@
  *  - Protection is based on this node's own view of etcd: a node that can reach etcd while another
  *    cannot (network partition) removes the other one as usual once its keys expire.
  */
-import { Etcd3, type CallContext, type IOptions, type Lease } from "etcd3";
+import { circuitBreaker, ConsecutiveBreaker, handleWhen } from "cockatiel";
+import { Etcd3, isRecoverableError, type CallContext, type IOptions, type Lease } from "etcd3";
 import { Discoverers, METRIC, type Registry } from "moleculer";
 
 export interface ResilientEtcd3DiscovererOptions
@@ -67,11 +68,19 @@ const CALL_TIMEOUT_MS = 1000;
 /**
  * grpc-js keeps one connection per address for the whole process (its global subchannel pool)
  * and, after failures, waits longer and longer before trying it again (up to 120 s): after a
- * 60 s etcd outage a node's fresh client (recover()) could wait most of a minute more, past
- * the recovery grace period, and the others dropped it (seen in the cluster system test). Each
- * client gets its own connections, tried again every second or two.
+ * 60 s etcd outage a node's client could wait most of a minute more, past the recovery grace
+ * period, and the others dropped it (seen in the cluster system test). The client gets its own
+ * connections, tried again every second or two.
  */
 const GRPC_RECONNECT = { "grpc.use_local_subchannel_pool": 1, "grpc.initial_reconnect_backoff_ms": 500, "grpc.max_reconnect_backoff_ms": 2000 };
+/**
+ * A member that failed three calls in a row is skipped for a second (etcd3's default: 5 s),
+ * then tried again: the next member answers meanwhile, and after a whole outage the client
+ * tries again within the recovery grace period.
+ */
+const HOST_BREAKER = () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) });
+/** A token etcd no longer takes (its users or roles changed): only a fresh client logs in again. */
+const STALE_TOKEN = /revision of auth store is old|invalid auth token/i;
 /** This node's view of the beats is late after this many heartbeat intervals without a read. */
 const STALE_VIEW_HEARTBEATS = 2;
 const INFO_LEASE_TTL = 60; // same as Moleculer's
@@ -97,6 +106,8 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
   private graceUntil = 0;
   /** When this node last read every beat from etcd. */
   private lastCollected = Date.now();
+  /** The failure that started or continued the outage. */
+  private lastError: Error | undefined;
   private infoDirty = true;
   private stopped = false;
   /** Every etcd write sequence runs through this queue, so leases are never granted concurrently. */
@@ -107,6 +118,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
       ...opts,
       etcd: {
         defaultCallOptions: (ctx: CallContext) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
+        faultHandling: { host: () => HOST_BREAKER(), ...opts.etcd.faultHandling },
         ...opts.etcd,
         grpcOptions: { ...GRPC_RECONNECT, ...opts.etcd.grpcOptions },
       },
@@ -247,6 +259,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
   /** Enters or stays in "etcd down" mode and makes sure one recovery attempt is scheduled. */
   private fail(err: Error): void {
     if (this.stopped) return;
+    this.lastError = err;
     const now = Date.now();
     this.failedAttempts = this.down ? this.failedAttempts + 1 : 1;
     if (!this.down) {
@@ -276,9 +289,15 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
 
   private async recover(): Promise<void> {
     try {
-      // A fresh client: the old one's circuit breaker (open for 5 s after 3 failures) would delay recovery.
-      this.client.close();
-      this.client = new Etcd3(this.opts.etcd);
+      // The same client (its connections back off briefly: GRPC_RECONNECT, HOST_BREAKER), so it
+      // logs in again only when its token went stale, which etcd3 does not do by itself
+      // (microsoft/etcd3#198): then a fresh one. A fresh client per attempt would log in each
+      // time, on a channel etcd3 makes without our options (the process-wide one, backing off
+      // up to 120 s).
+      if (this.lastError && STALE_TOKEN.test(this.lastError.message)) {
+        this.client.close();
+        this.client = new Etcd3(this.opts.etcd);
+      }
       await this.publish();
     } finally {
       this.retryTimer = null;

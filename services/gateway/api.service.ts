@@ -47,7 +47,7 @@ interface GatewayThis extends LiveFeedsThis {
 type Req = IncomingMessage & {
   $action?: { auth?: AuthLevel; rateLimit?: NamedLimit; name?: string };
   /** The node moleculer-web chose for the call (its balancer), which callAction calls. */
-  $endpoint?: { id: string; isAvailable?: boolean };
+  $endpoint?: { id: string; isAvailable?: boolean; local?: boolean };
   $ctx?: Context<unknown, RequestMeta>;
   $alias?: { fullPath?: string; handler?: unknown };
   /** On a public route, the signed-in caller whose request budget applies (not an identity). */
@@ -285,11 +285,12 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
         try {
           return await webCallAction.call(this, route, actionName, req, res, params, isStream);
         } catch (err) {
-          const contract = contracts.actions.get(actionName);
-          if (isStream || !lostInTransport(err) || !safeToRepeat(req.method, contract, req.$ctx?.meta.idempotencyKey)) throw err;
           const failed = req.$endpoint;
-          req.$endpoint = retryEndpoint(failed?.id, this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? []) ?? failed;
-          this.logger.warn(logFields({ requestId: req.$ctx?.requestID }), `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${req.$endpoint?.id}`);
+          const again = () => retryEndpoint(failed?.id, this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? []);
+          const next = !isStream && !res.destroyed && lostInTransport(err, actionName, failed?.local) && safeToRepeat(req.method, contracts.actions.get(actionName), req.$ctx?.meta.idempotencyKey) ? again() : undefined;
+          if (!next) throw err;
+          req.$endpoint = next;
+          this.logger.warn(logFields({ requestId: req.$ctx?.requestID }), `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${next.id}`);
           return webCallAction.call(this, route, actionName, req, res, params, isStream);
         }
       },

@@ -214,11 +214,13 @@ async function invoke(deps: EdgeDeps, c: ActionContract, call: ServerUnaryCall<u
     // Past the client's deadline, whatever failed (a timeout, a skipped nested call) failed for want of time.
     if (Date.now() >= deadline) throw deadlineExceeded();
     // Lost in transport and safe to repeat: once more, within the client's deadline (lib/edge-retry.ts).
-    if (!lostInTransport(err) || !safeToRepeat(c.http?.method, c, meta.idempotencyKey)) throw err;
     const failed = (err as { data?: { nodeID?: string } }).data?.nodeID;
-    const next = retryEndpoint(failed, broker.registry.getActionEndpoints(c.action)?.endpoints ?? []);
+    const endpoints = broker.registry.getActionEndpoints(c.action)?.endpoints ?? [];
+    const local = endpoints.some((e) => e.id === failed && e.local);
+    const next = !call.cancelled && lostInTransport(err, c.action, local) && safeToRepeat(c.http?.method, c, meta.idempotencyKey) ? retryEndpoint(failed, endpoints) : undefined;
+    if (!next) throw err;
     try {
-      return await send(next?.id);
+      return await send(next.id);
     } catch (again) {
       if (Date.now() >= deadline) throw deadlineExceeded();
       throw again;
