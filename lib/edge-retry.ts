@@ -47,3 +47,23 @@ export function retryEndpoint<E extends { id: string; isAvailable?: boolean }>(f
   const others = candidates.filter((e) => e.isAvailable !== false && e.id !== failedNode);
   return others.length ? others[Math.floor(random() * others.length)] : candidates.find((e) => e.id === failedNode);
 }
+
+/**
+ * The one decision both edges make after a failed call: the endpoint to send it to once more,
+ * or undefined (rethrow `err`). `endpoints`: the registry's endpoints of the action now;
+ * `failedNode`: the node of the first try; `clientGone`: the client left meanwhile.
+ */
+export function secondTry<E extends { id: string; isAvailable?: boolean; local?: boolean }>(q: {
+  err: unknown;
+  contract: Pick<ActionContract, "idempotency"> | undefined;
+  action: string;
+  method: string | undefined;
+  idempotencyKey: string | undefined;
+  failedNode: string | undefined;
+  endpoints: readonly E[];
+  clientGone: boolean;
+}): E | undefined {
+  const local = q.endpoints.some((e) => e.id === q.failedNode && e.local === true);
+  if (q.clientGone || !lostInTransport(q.err, q.action, local) || !safeToRepeat(q.method, q.contract, q.idempotencyKey)) return undefined;
+  return retryEndpoint(q.failedNode, q.endpoints);
+}

@@ -30,7 +30,7 @@ import { liveSseAliases, liveSseOpenApiPaths } from "./live-sse";
 import { LiveFeedsMixin, type LiveFeedsThis } from "../../mixins/live-feeds.mixin";
 import type { LiveFeeds } from "../../lib/live/feeds";
 import { rawCallbackBody } from "./raw-body";
-import { lostInTransport, retryEndpoint, safeToRepeat } from "../../lib/edge-retry";
+import { secondTry } from "../../lib/edge-retry";
 import { contracts } from "../../lib/serializer/contracts-runtime";
 
 /**
@@ -47,7 +47,7 @@ interface GatewayThis extends LiveFeedsThis {
 type Req = IncomingMessage & {
   $action?: { auth?: AuthLevel; rateLimit?: NamedLimit; name?: string };
   /** The node moleculer-web chose for the call (its balancer), which callAction calls. */
-  $endpoint?: { id: string; isAvailable?: boolean; local?: boolean };
+  $endpoint?: { id: string; isAvailable?: boolean };
   $ctx?: Context<unknown, RequestMeta>;
   $alias?: { fullPath?: string; handler?: unknown };
   /** On a public route, the signed-in caller whose request budget applies (not an identity). */
@@ -286,8 +286,12 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
           return await webCallAction.call(this, route, actionName, req, res, params, isStream);
         } catch (err) {
           const failed = req.$endpoint;
-          const again = () => retryEndpoint(failed?.id, this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? []);
-          const next = !isStream && !res.destroyed && lostInTransport(err, actionName, failed?.local) && safeToRepeat(req.method, contracts.actions.get(actionName), req.$ctx?.meta.idempotencyKey) ? again() : undefined;
+          const next = isStream
+            ? undefined
+            : secondTry({
+                err, action: actionName, contract: contracts.actions.get(actionName), method: req.method, idempotencyKey: req.$ctx?.meta.idempotencyKey,
+                failedNode: failed?.id, endpoints: this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? [], clientGone: res.destroyed,
+              });
           if (!next) throw err;
           req.$endpoint = next;
           this.logger.warn(logFields({ requestId: req.$ctx?.requestID }), `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${next.id}`);

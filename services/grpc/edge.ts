@@ -25,7 +25,7 @@ import { Metadata, status as Status, type ServerUnaryCall, type sendUnaryData, t
 import type { ServiceBroker } from "moleculer";
 import type protobuf from "protobufjs/light";
 import type { ActionContract } from "../../proto/registry";
-import { lostInTransport, retryEndpoint, safeToRepeat } from "../../lib/edge-retry";
+import { secondTry } from "../../lib/edge-retry";
 import { contracts, codecFor } from "../../lib/serializer/contracts-runtime";
 import { explainMisfit, type MessageCodec } from "../../lib/serializer/contract-codec";
 import type { EdgeDoor } from "../../lib/auth/edge-door";
@@ -208,23 +208,22 @@ async function invoke(deps: EdgeDeps, c: ActionContract, call: ServerUnaryCall<u
   // What is left of the client's deadline after the door's round trips, within REQUEST_TIMEOUT_MS.
   const send = (nodeID?: string) =>
     broker.call(c.action, call.request as object, { timeout: Math.max(1, Math.min(config.requestTimeoutMs, deadline - Date.now())), requestID, meta, nodeID });
+  // Past the client's deadline, whatever failed (a timeout, a skipped nested call) failed for want of time.
+  const failure = (err: unknown) => (Date.now() >= deadline ? deadlineExceeded() : err);
   try {
     return await send();
   } catch (err) {
-    // Past the client's deadline, whatever failed (a timeout, a skipped nested call) failed for want of time.
-    if (Date.now() >= deadline) throw deadlineExceeded();
     // Lost in transport and safe to repeat: once more, within the client's deadline (lib/edge-retry.ts).
-    const failed = (err as { data?: { nodeID?: string } }).data?.nodeID;
-    const endpoints = broker.registry.getActionEndpoints(c.action)?.endpoints ?? [];
-    const local = endpoints.some((e) => e.id === failed && e.local);
-    const next = !call.cancelled && lostInTransport(err, c.action, local) && safeToRepeat(c.http?.method, c, meta.idempotencyKey) ? retryEndpoint(failed, endpoints) : undefined;
-    if (!next) throw err;
-    try {
-      return await send(next.id);
-    } catch (again) {
-      if (Date.now() >= deadline) throw deadlineExceeded();
-      throw again;
-    }
+    const next = Date.now() < deadline
+      ? secondTry({
+          err, action: c.action, contract: c, method: c.http?.method, idempotencyKey: meta.idempotencyKey,
+          failedNode: (err as { data?: { nodeID?: string } }).data?.nodeID, endpoints: broker.registry.getActionEndpoints(c.action)?.endpoints ?? [], clientGone: call.cancelled,
+        })
+      : undefined;
+    if (!next) throw failure(err);
+    return await send(next.id).catch((again: unknown) => {
+      throw failure(again);
+    });
   }
 }
 
