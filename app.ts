@@ -50,7 +50,7 @@ export function createBroker(
   registerProbe(broker, "node", async () => {
     if (!broker.started) throw new Error("still starting");
   });
-  if (config.rabbitmqUri)
+  if (config.rabbitmqUris)
     registerProbe(broker, "transporter", async () => {
       if (!broker.transit?.connected) throw new Error("not connected to RabbitMQ");
     });

@@ -86,13 +86,13 @@ export function brokerOptions(
     skipProcessEventRegistration: true,
   };
 
-  if (config.rabbitmqUri) {
+  if (config.rabbitmqUris) {
     // Moleculer's AMQP defaults (prefetch 1, Nagle on) measured 23 calls/s here; prefetch
     // 100 with noDelay measured ~16k calls/s (DESIGN.md). The typings know neither the URL
     // in `options` nor `socketOptions`, hence the cast.
     // SafeAmqpTransporter: Moleculer's, without an unhandled rejection at shutdown (see there).
     options.transporter = new SafeAmqpTransporter({
-      url: config.rabbitmqUri,
+      url: config.rabbitmqUris,
       prefetch: 100,
       socketOptions: { noDelay: true },
       // Queues of nodes that went away are deleted after 2 minutes of disuse.

@@ -1,7 +1,7 @@
 /**
  * `npm run chaos [-- --faults kill,rabbitmq,kill,etcd,kill,mariadb,kill --gap 20
  *   --etcd-outage 60 --shoppers 8 --think-ms 300 --kill-services order,payment,product
- *   --seed N --record]`: the load against a local cluster with private RabbitMQ and MariaDB
+ *   --seed N --ha --record]`: the load against a local cluster with private RabbitMQ and MariaDB
  * (never the machine's shared servers) while nodes are killed and restarted (each as a
  * checkout request through its service is sent; `--kill-services`: victims among those
  * services' nodes, one service per kill in turn, default any node), RabbitMQ restarts, etcd
@@ -9,13 +9,19 @@
  * (test/support/chaos.ts). Prints the errors per fault and the invariants; exit 1 when an
  * invariant does not hold, or the run could not go on (e.g. an incomplete catalog).
  * `--record` appends the report to bench/RESULTS.md.
+ *
+ * `--ha` (#17): the bus without a single point, three RabbitMQ nodes clustered and three etcd
+ * members; default faults then: each RabbitMQ node killed (-9) in turn, a rolling restart of
+ * the three, an etcd member's loss (`etcd`: the whole etcd in the single-member run), a node
+ * kill. `rabbitmq-kill` needs --ha.
  */
 import os from "node:os";
 import { appendResults } from "../bench/support";
 import { ALL_SERVICES, type ServiceName } from "../lib/config";
-import { formatChaosReport, runChaos, type FaultKind } from "../test/support/chaos";
+import { FAULT_KINDS, formatChaosReport, runChaos, type FaultKind } from "../test/support/chaos";
 
 const FAULTS: FaultKind[] = ["kill", "rabbitmq", "kill", "etcd", "kill", "mariadb", "kill"];
+const HA_FAULTS: FaultKind[] = ["rabbitmq-kill", "rabbitmq-kill", "rabbitmq-kill", "rabbitmq", "kill"];
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
@@ -23,10 +29,15 @@ async function main(): Promise<number> {
     const i = args.indexOf(name);
     return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
   };
-  const faults = opt("--faults", FAULTS.join(",")).split(",").filter(Boolean) as FaultKind[];
-  const bad = faults.filter((f) => !["kill", "rabbitmq", "etcd", "mariadb"].includes(f));
+  const ha = args.includes("--ha");
+  const faults = opt("--faults", (ha ? HA_FAULTS : FAULTS).join(",")).split(",").filter(Boolean) as FaultKind[];
+  const bad = faults.filter((f) => !FAULT_KINDS.includes(f));
   if (bad.length) {
-    process.stderr.write(`--faults: unknown ${bad.join(", ")} (kill, rabbitmq, etcd, mariadb)\n`);
+    process.stderr.write(`--faults: unknown ${bad.join(", ")} (${FAULT_KINDS.join(", ")})\n`);
+    return 2;
+  }
+  if (!ha && faults.includes("rabbitmq-kill")) {
+    process.stderr.write("--faults: rabbitmq-kill needs --ha (a single broker's loss is the rabbitmq fault)\n");
     return 2;
   }
   const killServices = opt("--kill-services", "").split(",").filter(Boolean) as ServiceName[];
@@ -52,6 +63,7 @@ async function main(): Promise<number> {
     settleTimeoutS: 180,
     ...(killServices.length ? { killServices } : {}),
     ...(seedArg ? { seed: Number(seedArg) } : {}),
+    ha,
     log: (line) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`),
   });
   const text = formatChaosReport(report);
@@ -62,7 +74,7 @@ async function main(): Promise<number> {
         "",
         `## Chaos (\`npm run chaos\`), ${startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC`,
         "",
-        `Local cluster (k8s/base's replica counts, one process per pod) with private RabbitMQ and MariaDB; faults: ${faults.join(", ")}; etcd outage ${opt("--etcd-outage", "60")} s. Machine: ${os.cpus().length} vCPUs; load average ${startLoad} at start → ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} at end.`,
+        `Local cluster (k8s/base's replica counts, one process per pod) with private ${ha ? "RabbitMQ ×3 (clustered, quorum queues), etcd ×3" : "RabbitMQ"} and MariaDB; faults: ${faults.join(", ")}; etcd outage ${opt("--etcd-outage", "60")} s. Machine: ${os.cpus().length} vCPUs; load average ${startLoad} at start → ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} at end.`,
         "",
         "```",
         text,

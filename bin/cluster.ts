@@ -1,5 +1,5 @@
 /**
- * `npm run cluster [-- --port 3000 --private-servers --keep --replicas order=3,search=1]`:
+ * `npm run cluster [-- --port 3000 --private-servers --ha --keep --replicas order=3,search=1]`:
  * the Kubernetes topology as separate processes on this machine (test/support/cluster.ts):
  * one node per pod with k8s/base's replica counts, over RabbitMQ, etcd (a private
  * instance), Redis and MariaDB, migrated first like the Job. Prints the gateways' URLs and
@@ -9,6 +9,9 @@
  * --private-servers: RabbitMQ and MariaDB of its own too (ports and data dirs of its own),
  * as the chaos runner uses; the default shares the machine's servers under a unique vhost
  * and namespace.
+ *
+ * --ha: no single point in the bus (#17): three private RabbitMQ nodes clustered (quorum
+ * queues) and three etcd members, beside a private MariaDB; each node lists the three brokers.
  */
 import { randomBytes } from "node:crypto";
 import type { ServiceName } from "../lib/config";
@@ -31,6 +34,7 @@ async function main(): Promise<void> {
   const cluster = await startLocalCluster({
     replicas,
     privateServers: args.includes("--private-servers"),
+    ha: args.includes("--ha"),
     gatewayPort: opt("--port") ? Number(opt("--port")) : 3000,
     admin,
     log: (line) => process.stderr.write(`${line}\n`),
@@ -41,6 +45,8 @@ async function main(): Promise<void> {
       ...cluster.gatewayUrls.map((u, i) => `  gateway ${i + 1}: ${u}/api  (docs ${u}/docs)`),
       ...[...cluster.grpcAddresses.values()].map((a, i) => `  gRPC ${i + 1}: ${a}  (grpcurl -plaintext ${a} list)`),
       `  admin: ${admin.email} / ${admin.password}`,
+      ...(cluster.rabbitCluster ? [`  RabbitMQ cluster: ${cluster.rabbitCluster.nodes.map((n) => `${n.node} (${new URL(n.uri).port})`).join(", ")}`] : []),
+      `  etcd: ${cluster.etcd.hosts}`,
       `  logs: ${cluster.logDir}/<node>.log`,
       `  load: ADMIN_EMAIL=${admin.email} ADMIN_PASSWORD=${admin.password} npm run load -- --url ${cluster.gatewayUrls.join(",")}`,
       "Ctrl-C stops it.",

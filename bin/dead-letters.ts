@@ -31,7 +31,7 @@ async function main(): Promise<number> {
     for (const l of letters)
       process.stdout.write(`  ${l.messageId}  ${l.event}  attempts=${l.attempts}  failed=${l.failedAt}  ${l.lastError}\n`);
   }
-  if (command === "replay" && !config.rabbitmqUri && total)
+  if (command === "replay" && !config.rabbitmqUris && total)
     process.stdout.write("Embedded mode: the running service applies them at its next poll.\n");
   return 0;
 }

@@ -873,7 +873,7 @@ test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, El
     assert.deepEqual(Object.keys(keys).filter((k) => !explained.has(k)), [], `${service}: keys no evidence explains`);
   }
   const broker = fs.readFileSync(path.join(ROOT, "moleculer.config.ts"), "utf8");
-  for (const field of ["rabbitmqUri", "redisUrl", "etcd"]) assert.match(broker, new RegExp(`config\\.${field}\\b`), `moleculer.config.ts uses config.${field}`);
+  for (const field of ["rabbitmqUris", "redisUrl", "etcd"]) assert.match(broker, new RegExp(`config\\.${field}\\b`), `moleculer.config.ts uses config.${field}`);
   // bin/migrate.ts: a tool (no JWT_SECRET, REDIS_URL), on the databases only.
   const migrate = fs.readFileSync(path.join(ROOT, "bin", "migrate.ts"), "utf8");
   assert.match(migrate, /loadConfigOrExit\(\{ tool: true \}\)/);

@@ -37,6 +37,13 @@ const url = (protocols: string[]) =>
     }
   }, `must be a URL with protocol ${protocols.join(" or ")}`);
 
+/** A comma list of such URLs (at least one), e.g. a cluster's nodes. */
+const urlList = (protocols: string[]) =>
+  z
+    .string()
+    .transform((v) => v.split(",").map((u) => u.trim()).filter(Boolean))
+    .pipe(z.array(url(protocols)).min(1, "must hold at least one URL"));
+
 const EnvSchema = z.object({
   PORT: int(0, 65535).default(3000),
   // The gRPC edge's port (services/grpc), on a node that runs it. 0: any free port (tests).
@@ -53,7 +60,10 @@ const EnvSchema = z.object({
   SERVICES: z.string().default("all"),
   NODE_ID: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, "letters, digits, . _ - only").optional(),
   NAMESPACE: z.string().regex(/^[a-z0-9-]{0,40}$/, "lower-case letters, digits and - only").default(""),
-  RABBITMQ_URI: url(["amqp:", "amqps:"]).optional(),
+  // One broker, or the nodes of a RabbitMQ cluster as a comma list (or one address that
+  // reaches the cluster, e.g. a Kubernetes Service): a node connects to one and moves to
+  // another when it goes (lib/events/amqp.ts, lib/transporter/safe-amqp-transporter.ts).
+  RABBITMQ_URI: urlList(["amqp:", "amqps:"]).optional(),
   ETCD_HOSTS: z.string().optional(),
   ETCD_USERNAME: z.string().min(1).optional(),
   ETCD_PASSWORD: z.string().min(1).optional(),
@@ -150,7 +160,8 @@ export interface AppConfig {
   services: ServiceName[];
   nodeId: string;
   namespace: string;
-  rabbitmqUri?: string;
+  /** RABBITMQ_URI's URLs (a cluster's nodes, in the order given); none in embedded mode. */
+  rabbitmqUris?: string[];
   etcd?: { hosts: string[]; username?: string; password?: string };
   redisUrl?: string;
   mysqlUrl?: string;
@@ -287,7 +298,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
     services,
     nodeId: e.NODE_ID ?? `${os.hostname()}-${process.pid}`,
     namespace: e.NAMESPACE,
-    rabbitmqUri: e.RABBITMQ_URI,
+    rabbitmqUris: e.RABBITMQ_URI,
     etcd,
     redisUrl: e.REDIS_URL,
     mysqlUrl: e.MYSQL_URL,

@@ -83,6 +83,20 @@ test("rules between variables", () => {
   assert.match(problemsOf({ DATA_DIR: dir, ADMIN_EMAIL: "a@example.com", ADMIN_PASSWORD: "short" })[0], /^ADMIN_PASSWORD: must be at least 8/);
 });
 
+test("RABBITMQ_URI: one URL or a cluster's nodes as a comma list, each checked (protocol, placeholder password)", () => {
+  const dir = tmp();
+  assert.deepEqual(loadConfig({ ...CLUSTER, DATA_DIR: dir }).rabbitmqUris, [CLUSTER.RABBITMQ_URI]);
+  const three = "amqp://u:s3cr3t-1@rabbit-0:5672, amqp://u:s3cr3t-1@rabbit-1:5672 ,amqps://u:s3cr3t-1@rabbit-2:5671";
+  assert.deepEqual(loadConfig({ ...CLUSTER, RABBITMQ_URI: three, DATA_DIR: dir }).rabbitmqUris, [
+    "amqp://u:s3cr3t-1@rabbit-0:5672",
+    "amqp://u:s3cr3t-1@rabbit-1:5672",
+    "amqps://u:s3cr3t-1@rabbit-2:5671",
+  ]);
+  assert.match(problemsOf({ ...CLUSTER, RABBITMQ_URI: "amqp://a:5672,nats://b:4222", DATA_DIR: dir }).join(" | "), /^RABBITMQ_URI\.1: must be a URL with protocol amqp: or amqps:/);
+  assert.match(problemsOf({ ...CLUSTER, RABBITMQ_URI: " , ", DATA_DIR: dir }).join(" | "), /^RABBITMQ_URI: must hold at least one URL/);
+  assert.match(problemsOf({ ...CLUSTER, RABBITMQ_URI: "amqp://u:pw@a:5672,amqp://u:change-me@b:5672", DATA_DIR: dir }).join(" | "), /^RABBITMQ_URI: its password is a placeholder/);
+});
+
 test("empty strings count as unset", () => {
   const c = loadConfig({ DATA_DIR: tmp(), RABBITMQ_URI: "", REDIS_URL: "", PORT: "" });
   assert.equal(c.mode, "embedded");

@@ -31,15 +31,19 @@ export function placeholderProblems(env: Readonly<Record<string, string | undefi
     if (v && isPlaceholder(v)) problems.push(`${name}: a placeholder, not a secret (generate one, e.g. openssl rand -hex 32)`);
   }
   for (const name of SECRET_URL_VARIABLES) {
-    const v = env[name];
-    if (!v) continue;
-    let password = "";
-    try {
-      password = decodeURIComponent(new URL(v).password);
-    } catch {
-      continue; // a malformed URL is reported by its own rule
+    // RABBITMQ_URI may list a cluster's nodes, comma-separated: each URL is checked.
+    for (const v of (env[name] ?? "").split(",").map((u) => u.trim()).filter(Boolean)) {
+      let password = "";
+      try {
+        password = decodeURIComponent(new URL(v).password);
+      } catch {
+        continue; // a malformed URL is reported by its own rule
+      }
+      if (password && isPlaceholder(password)) {
+        problems.push(`${name}: its password is a placeholder; set the server's real password`);
+        break;
+      }
     }
-    if (password && isPlaceholder(password)) problems.push(`${name}: its password is a placeholder; set the server's real password`);
   }
   return problems;
 }

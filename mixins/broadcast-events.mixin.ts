@@ -63,8 +63,8 @@ export function BroadcastEventsMixin<This>(opts: BroadcastEventsMixinOptions<Thi
         }
       };
       const common = { service: name, nodeId: config.nodeId, handlers, onResync, logger: this.logger };
-      if (config.rabbitmqUri) {
-        rt.link = new AmqpLink(config.rabbitmqUri, `meridian-broadcast-${name}-${config.nodeId}`);
+      if (config.rabbitmqUris) {
+        rt.link = new AmqpLink(config.rabbitmqUris, `meridian-broadcast-${name}-${config.nodeId}`);
         rt.consumer = new AmqpBroadcastConsumer({ ...common, link: rt.link, topo: topology(config.namespace) });
         await rt.consumer.start();
       } else {

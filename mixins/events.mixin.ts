@@ -104,7 +104,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       const stats = newStats();
       const handlers: Record<string, EventHandler> = Object.fromEntries(Object.entries(opts.consumes ?? {}).map(([event, fn]) => [event, fn.bind(this)]));
       const rt: Runtime = { stats, handlers };
-      if (!config.rabbitmqUri && consumes) {
+      if (!config.rabbitmqUris && consumes) {
         // Registered now, before any service starts, so no relay can deliver an event
         // before this consumer is known; deliveries wait for `ready` (database migrated).
         const ready = new Promise<void>((r) => (rt.markReady = r));
@@ -121,8 +121,8 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       if (!db || !(await db.schema.hasTable("outbox")) || !(await db.schema.hasTable("inbox")))
         throw new Error(`EventsMixin('${name}'): no outbox/inbox tables. List EventsMixin before DbMixin in 'mixins' and add a migration calling createEventTables()`);
       const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, kickDelayMs: config.events.kickDelayMs, batchSize: opts.batchSize, broker: this.broker };
-      if (config.rabbitmqUri) {
-        rt.link = new AmqpLink(config.rabbitmqUri, `meridian-events-${name}-${config.nodeId}`);
+      if (config.rabbitmqUris) {
+        rt.link = new AmqpLink(config.rabbitmqUris, `meridian-events-${name}-${config.nodeId}`);
         rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo });
         if (consumes) {
           rt.consumer = new AmqpConsumer({

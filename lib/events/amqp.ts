@@ -3,6 +3,11 @@
  * transporter connection (a business-event backlog never delays broker calls). It is
  * opened lazily and forgotten when it closes; the next caller opens a new one, so the relay
  * and the consumer reconnect by simply trying again (with their own backoff).
+ *
+ * Several URLs (the nodes of a RabbitMQ cluster): a connect tries them in turn, starting
+ * after the one used last, so a link whose broker node died moves to the next node at once;
+ * it fails only when none answers. Which node a link uses does not matter to its users: the
+ * queues are quorum queues, replicated on every node (topology.ts).
  */
 import amqp, { type ChannelModel } from "amqplib";
 
@@ -10,25 +15,24 @@ export class AmqpLink {
   private conn: ChannelModel | undefined;
   private connecting: Promise<ChannelModel> | undefined;
   private closed = false;
+  /** Index in `uris` of the next URL to try first. */
+  private next = 0;
+  private readonly uris: readonly string[];
 
   constructor(
-    private readonly uri: string,
+    uris: string | readonly string[],
     private readonly name: string,
-  ) {}
+  ) {
+    this.uris = typeof uris === "string" ? [uris] : uris;
+    if (!this.uris.length) throw new Error("AmqpLink: no RabbitMQ URL");
+  }
 
   async connection(): Promise<ChannelModel> {
     if (this.closed) throw new Error("AMQP link closed");
     if (this.conn) return this.conn;
     this.connecting ??= (async () => {
       try {
-        // Heartbeats (5 s unless the URI sets them) detect a dead peer in ~10 s; `timeout`
-        // bounds the TCP connect, and `withTimeout` the AMQP handshake, which a broker that is
-        // shutting down may accept and never answer.
-        const conn = await withTimeout(
-          amqp.connect(withHeartbeat(this.uri), { timeout: 10_000, clientProperties: { connection_name: this.name } }),
-          15_000,
-          "AMQP connect",
-        );
+        const conn = await this.connectAny();
         // Errors are reported through 'close' (and the users' failed calls); an unhandled
         // 'error' event would crash the process.
         conn.on("error", () => undefined);
@@ -48,6 +52,32 @@ export class AmqpLink {
     return this.connecting;
   }
 
+  /** The first of the URLs (from `next` on, round) that connects; the error names them all. */
+  private async connectAny(): Promise<ChannelModel> {
+    const failures: string[] = [];
+    for (let i = 0; i < this.uris.length; i++) {
+      const index = (this.next + i) % this.uris.length;
+      const uri = this.uris[index]!;
+      try {
+        // Heartbeats (5 s unless the URI sets them) detect a dead peer in ~10 s; `timeout`
+        // bounds the TCP connect, and `withTimeout` the AMQP handshake, which a broker that is
+        // shutting down may accept and never answer.
+        const conn = await withTimeout(
+          amqp.connect(withHeartbeat(uri), { timeout: 10_000, clientProperties: { connection_name: this.name } }),
+          15_000,
+          "AMQP connect",
+        );
+        // The next connect (after this one closes) starts with the following node.
+        this.next = (index + 1) % this.uris.length;
+        return conn;
+      } catch (err) {
+        failures.push(`${redactedHost(uri)}: ${(err as Error).message}`);
+      }
+    }
+    this.next = (this.next + 1) % this.uris.length;
+    throw new Error(failures.length > 1 ? `no RabbitMQ node answered (${failures.join("; ")})` : failures[0]);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     const conn = this.conn ?? (await this.connecting?.catch(() => undefined));
@@ -63,6 +93,15 @@ export function backoffMs(failures: number, maxMs = 5000): number {
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** host:port of an AMQP URL, for messages (never its credentials). */
+export function redactedHost(uri: string): string {
+  try {
+    return new URL(uri).host;
+  } catch {
+    return "(malformed URL)";
+  }
+}
 
 function withHeartbeat(uri: string): string {
   const u = new URL(uri);

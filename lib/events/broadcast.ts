@@ -55,7 +55,7 @@ export interface BroadcastOptions {
   prefetch?: number;
 }
 
-export const replicaQueue = (topo: Topology, service: string, nodeId: string) => `${topo.workQueue(service)}.replica.${nodeId}`;
+export const replicaQueue = (topo: Topology, service: string, nodeId: string) => `${topo.exchange}.${service}.replica.${nodeId}`;
 
 export class AmqpBroadcastConsumer {
   readonly stats: BroadcastStats = { applied: 0, failed: 0, bindings: 0 };

@@ -52,7 +52,8 @@ import { inTransaction, isMysql, isUniqueViolation } from "../db";
 import { countBusiness } from "../metrics";
 import type { Envelope } from "./outbox";
 import { parseEnvelope } from "./wire";
-import { assertConsumerTopology, type Topology } from "./topology";
+import { periodic, type Periodic } from "../periodic";
+import { assertConsumerTopology, migrateClassicQueues, type Topology } from "./topology";
 
 export type EventHandler<P = any> = (trx: Knex.Transaction, payload: P, envelope: Envelope<P>) => Promise<void>;
 
@@ -258,9 +259,16 @@ export class AmqpConsumer {
   private readonly batchSize: number;
   private readonly concurrency: number;
   private readonly applying: ApplyContext;
+  /**
+   * Empties the classic queues of an earlier deployment into the quorum ones (topology.ts):
+   * at every (re)connect, and every minute, since nodes of the old version may still use
+   * them during a rolling upgrade, or bind them again when they reconnect.
+   */
+  private readonly migration: Periodic;
 
   constructor(private readonly opts: AmqpConsumerOptions) {
-    this.reconnect = new ReconnectLoop(`Event consumer '${opts.service}'`, opts.logger, () => this.setup());
+    this.reconnect = new ReconnectLoop(`Event consumer '${opts.service}'`, opts.logger, () => this.setup(), () => this.migration.kick());
+    this.migration = periodic(`Classic queue migration '${opts.service}'`, 60_000, () => this.migrateClassic(), opts.logger);
     this.applying = { service: opts.service, db: () => opts.db, stats: this.stats, logger: opts.logger, broker: opts.broker };
     this.concurrency = Math.max(1, opts.concurrency ?? 8);
     this.batchSize = Math.max(1, opts.batchSize ?? Math.ceil(opts.prefetch / this.concurrency));
@@ -270,6 +278,14 @@ export class AmqpConsumer {
   start(): Promise<void> {
     this.stopping = false;
     return this.reconnect.start();
+  }
+
+  private async migrateClassic(): Promise<void> {
+    if (!this.reconnect.isRunning) return;
+    const { service, topo, handlers, retryDelaysMs, logger } = this.opts;
+    const { moved, left } = await migrateClassicQueues(await this.opts.link.connection(), topo, service, Object.keys(handlers), retryDelaysMs);
+    if (moved) logger.info(`Event consumer '${service}': ${moved} message(s) moved from classic queues to quorum queues`);
+    if (left.length) logger.warn(`Event consumer '${service}': classic queue(s) ${left.join(", ")} still in use or not empty; moved again in a minute`);
   }
 
   /** Opens the channels, declares the topology, consumes; resolves with "closed". */
@@ -388,6 +404,7 @@ export class AmqpConsumer {
    */
   async stop(graceMs = 10_000): Promise<void> {
     const ended = this.reconnect.stop();
+    const migrating = this.migration.stop();
     // Deliveries not yet started stay unacked: the broker redelivers them when the channel closes.
     this.stopping = true;
     this.waiting = [];
@@ -400,6 +417,7 @@ export class AmqpConsumer {
     await quiet(cur ? cur.ch.close().catch(() => undefined) : Promise.resolve(), 5000, "channel close");
     await quiet(cur ? cur.pub.close().catch(() => undefined) : Promise.resolve(), 5000, "channel close");
     await quiet(ended, 5000, "reconnect loop");
+    await quiet(migrating, 5000, "classic queue migration");
   }
 }
 

@@ -13,9 +13,9 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import amqp from "amqplib";
 import type { AppConfig } from "../config";
 import { createKnex } from "../db";
+import { AmqpLink } from "./amqp";
 import { topology } from "./topology";
 
 export interface DeadLetter {
@@ -28,17 +28,18 @@ export interface DeadLetter {
 }
 
 export async function listDeadLetters(config: AppConfig, service: string, limit = 1000): Promise<DeadLetter[]> {
-  return config.rabbitmqUri ? amqpDeadLetters(config, service, "list", undefined, limit) : tableDeadLetters(config, service, "list");
+  return config.rabbitmqUris ? amqpDeadLetters(config, service, "list", undefined, limit) : tableDeadLetters(config, service, "list");
 }
 
 /** Replays the given message ids (all when none given); returns the dead letters replayed. */
 export async function replayDeadLetters(config: AppConfig, service: string, ids?: string[], limit = 1000): Promise<DeadLetter[]> {
-  return config.rabbitmqUri ? amqpDeadLetters(config, service, "replay", ids, limit) : tableDeadLetters(config, service, "replay", ids);
+  return config.rabbitmqUris ? amqpDeadLetters(config, service, "replay", ids, limit) : tableDeadLetters(config, service, "replay", ids);
 }
 
 async function amqpDeadLetters(config: AppConfig, service: string, mode: "list" | "replay", ids: string[] | undefined, limit: number): Promise<DeadLetter[]> {
   const topo = topology(config.namespace);
-  const conn = await amqp.connect(config.rabbitmqUri!, { clientProperties: { connection_name: `meridian-dead-letters-${service}` } });
+  const link = new AmqpLink(config.rabbitmqUris!, `meridian-dead-letters-${service}`);
+  const conn = await link.connection();
   try {
     // A missing queue closes the channel that asked: probe on a throwaway one.
     const probe = await conn.createChannel();
@@ -80,7 +81,7 @@ async function amqpDeadLetters(config: AppConfig, service: string, mode: "list" 
     await pub.close();
     return out;
   } finally {
-    await conn.close().catch(() => undefined);
+    await link.close();
   }
 }
 

@@ -124,6 +124,86 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
+  test("an earlier deployment's classic queues are emptied into the quorum queues: every event applied once, dead letters kept; a queue still consumed by an old node stays until it leaves", async () => {
+    const t = env();
+    const config = eventsConfig(t);
+    const topo = topology(t.namespace);
+    const old = topo.legacy;
+    const conn = await amqp.connect(vhost.uri);
+    const queueExists = async (q: string) => {
+      const ch = await conn.createChannel();
+      ch.on("error", () => undefined);
+      return ch.checkQueue(q).then(
+        (ok) => (ch.close().catch(() => undefined), ok),
+        () => undefined,
+      );
+    };
+    try {
+      // The classic topology as the previous version declared it, with messages in each queue.
+      const ch = await conn.createConfirmChannel();
+      await ch.assertExchange(topo.exchange, "topic", { durable: true });
+      await ch.assertQueue(old.workQueue("audit"), { durable: true });
+      await ch.bindQueue(old.workQueue("audit"), topo.exchange, "order.placed");
+      // A long TTL: the message is still waiting there when the new version starts.
+      await ch.assertQueue(old.retryQueue("audit", 50), { durable: true, arguments: { "x-message-ttl": 600_000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": old.workQueue("audit") } });
+      await ch.assertQueue(old.deadQueue("audit"), { durable: true });
+      const envelope = (n: number): Envelope => ({ id: randomUUID(), name: "order.placed", source: "test", occurredAt: new Date().toISOString(), payload: { n } });
+      const send = (queue: string | undefined, e: Envelope, headers: Record<string, unknown> = {}) =>
+        queue
+          ? ch.sendToQueue(queue, Buffer.from(JSON.stringify(e)), { persistent: true, messageId: e.id, type: e.name, headers })
+          : ch.publish(topo.exchange, e.name, Buffer.from(JSON.stringify(e)), { persistent: true, messageId: e.id, type: e.name });
+      const waiting = [envelope(1), envelope(2), envelope(3)];
+      for (const e of waiting) send(undefined, e);
+      const retrying = envelope(4);
+      send(old.retryQueue("audit", 50), retrying, { "x-attempts": 1 });
+      send(old.retryQueue("audit", 50), waiting[1]!, { "x-attempts": 1 }); // also in the work queue: applied once
+      const dead = envelope(5);
+      send(old.deadQueue("audit"), dead, { "x-attempts": 3, "x-last-error": "gave up", "x-dead-lettered-at": new Date().toISOString() });
+      // A node of the old version still consuming: it holds one message (the first), unacknowledged.
+      const oldNode = await amqp.connect(vhost.uri);
+      const oldCh = await oldNode.createChannel();
+      await oldCh.prefetch(1);
+      const held = new Promise<void>((resolve) => void oldCh.consume(old.workQueue("audit"), () => resolve(), { noAck: false }));
+      await held;
+      await ch.waitForConfirms();
+
+      let broker = await startBroker("n1", [consumerService(config, ["order.placed"])]);
+      try {
+        // Everything but the held message reached the quorum queues; the old work queue is
+        // kept (in use), unbound, and so are its retry queues (empty now).
+        await waitFor("3 applied", async () => (await effects(broker)).length === 3);
+        await waitFor("the old dead letters moved", async () => (await queueExists(old.deadQueue("audit"))) === undefined);
+        assert.equal((await queueExists(old.workQueue("audit")))?.consumerCount, 1, "the old node's queue stays");
+        assert.ok(await queueExists(old.retryQueue("audit", 50)), "its retry queue stays while it is in use");
+        assert.equal((await queueExists(old.retryQueue("audit", 50)))?.messageCount, 0);
+        const fresh = envelope(6);
+        send(undefined, fresh);
+        await ch.waitForConfirms();
+        await waitFor("a new event applied", async () => (await effects(broker)).some((r) => r.message_id === fresh.id));
+        assert.equal((await queueExists(old.workQueue("audit")))?.messageCount, 0, "a new event no longer reaches the old queue");
+
+        // The old node leaves (its message is ready again); the next start moves it and deletes the rest.
+        await oldNode.close();
+        await broker.stop();
+        broker = await startBroker("n2", [consumerService(config, ["order.placed"])]);
+        await waitFor("5 applied", async () => (await effects(broker)).length === 5);
+        await waitFor("the classic queues deleted", async () => {
+          for (const q of [old.workQueue("audit"), old.retryQueue("audit", 50), old.deadQueue("audit")]) if (await queueExists(q)) return false;
+          return true;
+        });
+        assert.deepEqual((await effects(broker)).map((r) => r.message_id).sort(), [...waiting, retrying, fresh].map((e) => e.id).sort(), "each event applied once");
+        const letters = await listDeadLetters(config, "audit");
+        assert.deepEqual(letters.map((l) => [l.messageId, l.attempts, l.lastError]), [[dead.id, 3, "gave up"]], "the dead letter kept, with its history");
+        assert.equal((await queueExists(topo.workQueue("audit")))?.messageCount, 0);
+      } finally {
+        await broker.stop();
+      }
+    } finally {
+      await conn.close().catch(() => undefined);
+      await dropAll(config, ["audit"]);
+    }
+  });
+
   /**
    * A backlog of `payloads` waiting in the consumer's work queue (declared by a first start,
    * then filled while no consumer runs), and a consumer started on it: the burst a consumer

@@ -4,29 +4,54 @@
  *
  * - one durable topic exchange per namespace; the routing key is the event name
  *   (`user.registered`);
- * - per consuming service: a durable work queue bound to each event it consumes, one retry
- *   queue per backoff step (queue TTL, dead-lettered back to the work queue; the delay is in
- *   the name, so changing the delays declares new queues instead of clashing with old
- *   arguments), and a dead-letter queue (no consumer: `npm run dead-letters`).
+ * - per consuming service: a work queue bound to each event it consumes, one retry queue per
+ *   backoff step (queue TTL, dead-lettered back to the work queue; the delay is in the name,
+ *   so changing the delays declares new queues instead of clashing with old arguments), and
+ *   a dead-letter queue (no consumer: `npm run dead-letters`).
+ *
+ * All three are quorum queues (#17): replicated on the nodes of a RabbitMQ cluster, a message
+ * the broker confirmed survives the loss of a minority of them (one of three), and consumers
+ * and publishers go on through any node. On a single broker they are quorum queues with one
+ * member, durable as before. A queue's type cannot change in place, so the quorum queues
+ * have names of their own (`….quorum`, `….quorum.retry.<d>ms`, `….quorum.dead`); the classic
+ * queues of an earlier deployment keep the old names (`legacy`) and `migrateClassicQueues`
+ * empties them into the new ones.
+ *
+ * A retry queue dead-letters expired messages back to the work queue "at least once": RabbitMQ
+ * keeps a message in the retry queue until the work queue confirmed it (quorum queues'
+ * `x-dead-letter-strategy`, which needs `x-overflow: reject-publish`); the default (at most
+ * once) could drop a waiting retry on a node's loss.
  */
-import type { Channel } from "amqplib";
+import type { Channel, ChannelModel } from "amqplib";
 
-export interface Topology {
-  exchange: string;
+interface Queues {
   workQueue(service: string): string;
   retryQueue(service: string, delayMs: number): string;
   deadQueue(service: string): string;
+}
+
+export interface Topology extends Queues {
+  exchange: string;
+  /** The classic queues' names, before #17 (what `migrateClassicQueues` empties). */
+  legacy: Queues;
 }
 
 export function topology(namespace: string): Topology {
   const base = `meridian${namespace ? `.${namespace}` : ""}.events`;
   return {
     exchange: base,
-    workQueue: (service) => `${base}.${service}`,
-    retryQueue: (service, delayMs) => `${base}.${service}.retry.${delayMs}ms`,
-    deadQueue: (service) => `${base}.${service}.dead`,
+    workQueue: (service) => `${base}.${service}.quorum`,
+    retryQueue: (service, delayMs) => `${base}.${service}.quorum.retry.${delayMs}ms`,
+    deadQueue: (service) => `${base}.${service}.quorum.dead`,
+    legacy: {
+      workQueue: (service) => `${base}.${service}`,
+      retryQueue: (service, delayMs) => `${base}.${service}.retry.${delayMs}ms`,
+      deadQueue: (service) => `${base}.${service}.dead`,
+    },
   };
 }
+
+const QUORUM = { "x-queue-type": "quorum" } as const;
 
 /** Declares the exchange only (what a publisher needs). Idempotent. */
 export async function assertExchange(ch: Channel, topo: Topology): Promise<void> {
@@ -43,14 +68,128 @@ export async function assertConsumerTopology(
 ): Promise<void> {
   await assertExchange(ch, topo);
   const work = topo.workQueue(service);
-  await ch.assertQueue(work, { durable: true });
+  await ch.assertQueue(work, { durable: true, arguments: QUORUM });
   for (const event of events) await ch.bindQueue(work, topo.exchange, event);
   for (const delay of retryDelaysMs)
     await ch.assertQueue(topo.retryQueue(service, delay), {
       durable: true,
       // Expired messages go back to the work queue through the default exchange. A queue
       // TTL (not a per-message one) so that no message waits behind a longer delay.
-      arguments: { "x-message-ttl": delay, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": work },
+      arguments: {
+        ...QUORUM,
+        "x-message-ttl": delay,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": work,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+      },
     });
-  await ch.assertQueue(topo.deadQueue(service), { durable: true });
+  await ch.assertQueue(topo.deadQueue(service), { durable: true, arguments: QUORUM });
+}
+
+/**
+ * Empties a consumer's classic queues of an earlier deployment into its quorum queues, for an
+ * upgrade without a lost event; idempotent, run at every (re)connect after
+ * `assertConsumerTopology`. Resolves with the legacy queues still there (0: done).
+ *
+ * 1. The old work queue is unbound from the events first: from then on every new event goes
+ *    to the quorum queue only. (A node of the old version that reconnects binds it again;
+ *    the event then reaches both queues and the inbox applies it once.)
+ * 2. Each old queue's messages are republished (confirmed) to its quorum counterpart, then
+ *    acked: a crash in between leaves a copy in both, and the inbox absorbs the second one.
+ *    The retry queues go first, into the work queue (a retry then runs early, which is
+ *    harmless), because they dead-letter into the old work queue; then the work queue; then
+ *    the dead letters, into the dead-letter queue.
+ * 3. An old queue is deleted only when empty and unused: while nodes of the old version
+ *    still consume it (a rolling upgrade), it stays, with its retry queues (their retries
+ *    must have somewhere to go back to), and the caller tries again later.
+ *
+ * The limit: only the retry queues of today's delays are known by name; a retry queue of a
+ * delay configured before is left to the operator (README "Upgrading to quorum queues").
+ */
+export async function migrateClassicQueues(
+  conn: ChannelModel,
+  topo: Topology,
+  service: string,
+  events: string[],
+  retryDelaysMs: number[],
+): Promise<{ moved: number; left: string[] }> {
+  const old = topo.legacy;
+  const work = await inspect(conn, old.workQueue(service));
+  const dead = await inspect(conn, old.deadQueue(service));
+  const retries = (await Promise.all(retryDelaysMs.map((d) => inspect(conn, old.retryQueue(service, d))))).filter((q) => q !== undefined);
+  if (!work && !dead && !retries.length) return { moved: 0, left: [] };
+  let moved = 0;
+  const left: string[] = [];
+  if (work) {
+    const ch = await conn.createChannel();
+    try {
+      for (const event of events) await ch.unbindQueue(work.queue, topo.exchange, event);
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+  }
+  const workInUse = (work?.consumerCount ?? 0) > 0;
+  for (const q of retries) {
+    moved += await moveMessages(conn, q.queue, topo.workQueue(service));
+    if (workInUse || !(await deleteIfDone(conn, q.queue))) left.push(q.queue);
+  }
+  if (work) {
+    moved += await moveMessages(conn, work.queue, topo.workQueue(service));
+    if (!(await deleteIfDone(conn, work.queue))) left.push(work.queue);
+  }
+  if (dead) {
+    moved += await moveMessages(conn, dead.queue, topo.deadQueue(service));
+    if (!(await deleteIfDone(conn, dead.queue))) left.push(dead.queue);
+  }
+  return { moved, left };
+}
+
+/** The queue's counts, or undefined when it does not exist (probed on a throwaway channel: a 404 closes it). */
+async function inspect(conn: ChannelModel, queue: string): Promise<{ queue: string; messageCount: number; consumerCount: number } | undefined> {
+  const ch = await conn.createChannel();
+  ch.on("error", () => undefined);
+  try {
+    const ok = await ch.checkQueue(queue);
+    return { queue, messageCount: ok.messageCount, consumerCount: ok.consumerCount };
+  } catch {
+    return undefined;
+  } finally {
+    await ch.close().catch(() => undefined);
+  }
+}
+
+/** Republishes every ready message of `from` to `to` (confirmed, then acked); resolves with the count. */
+async function moveMessages(conn: ChannelModel, from: string, to: string): Promise<number> {
+  const ch = await conn.createChannel();
+  const pub = await conn.createConfirmChannel();
+  let moved = 0;
+  try {
+    for (;;) {
+      const msg = await ch.get(from, { noAck: false });
+      if (!msg) return moved;
+      await new Promise<void>((resolve, reject) =>
+        pub.sendToQueue(to, msg.content, { ...msg.properties, persistent: true }, (e) => (e ? reject(e) : resolve())),
+      );
+      ch.ack(msg);
+      moved++;
+    }
+  } finally {
+    await ch.close().catch(() => undefined);
+    await pub.close().catch(() => undefined);
+  }
+}
+
+/** Deletes the queue if it is empty and has no consumer; false when it is kept. */
+async function deleteIfDone(conn: ChannelModel, queue: string): Promise<boolean> {
+  const ch = await conn.createChannel();
+  ch.on("error", () => undefined);
+  try {
+    await ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true });
+    return true;
+  } catch {
+    return false; // 406: still holds messages or has consumers
+  } finally {
+    await ch.close().catch(() => undefined);
+  }
 }

@@ -9,7 +9,11 @@
  *   it lands while that checkout is under way (which replica served the request is not
  *   known here); no such request within a minute fails the run;
  * - `rabbitmq`: RabbitMQ stopped and started again (clients reconnect; durable queues and
- *   persistent messages survive);
+ *   persistent messages survive); on a three-node RabbitMQ cluster (`ha`), a rolling restart:
+ *   each node stopped and started again in turn, the next once the previous is back, as
+ *   Kubernetes restarts a StatefulSet's pods;
+ * - `rabbitmq-kill` (`ha` only): kill -9 of one RabbitMQ node (the next in turn), started
+ *   again after 5 s: the other two keep the quorum queues, the clients move to them;
  * - `etcd`: etcd stopped for `etcdOutageS` (60 s in the full run) and started again: the
  *   cluster must keep serving (the resilient discoverer keeps the known nodes meanwhile);
  * - `mariadb`: MariaDB killed (a crash: InnoDB recovers) and started again.
@@ -31,7 +35,8 @@ import { ROUTES, runLoad, type LoadProgress, type LoadSummary } from "./load";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export type FaultKind = "kill" | "rabbitmq" | "etcd" | "mariadb";
+export type FaultKind = "kill" | "rabbitmq" | "rabbitmq-kill" | "etcd" | "mariadb";
+export const FAULT_KINDS: readonly FaultKind[] = ["kill", "rabbitmq", "rabbitmq-kill", "etcd", "mariadb"];
 
 /**
  * The load's checkout requests that go through each service, which time a kill of one of
@@ -86,6 +91,8 @@ export interface ChaosOptions {
   killServices?: ServiceName[];
   /** Seeds the load and the choice of victims; random when absent (reported). */
   seed?: number;
+  /** A new cluster's bus: three RabbitMQ nodes and three etcd members (LocalClusterOptions.ha). */
+  ha?: boolean;
 }
 
 export interface FaultRecord {
@@ -133,10 +140,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     opts.cluster ??
     (await startLocalCluster({
       privateServers: true,
+      ha: opts.ha,
       env: CHAOS_NODE_ENV(opts.reservationTtlS),
       log,
     }));
-  if (!cluster.rabbit || !cluster.mariadb) throw new Error("chaos restarts RabbitMQ and MariaDB: the cluster needs private servers");
+  const brokers = cluster.rabbitCluster?.nodes ?? (cluster.rabbit ? [cluster.rabbit] : []);
+  if (!brokers.length || !cluster.mariadb) throw new Error("chaos restarts RabbitMQ and MariaDB: the cluster needs private servers");
+  if (opts.faults.includes("rabbitmq-kill") && brokers.length < 2) throw new Error("rabbitmq-kill: needs a RabbitMQ cluster (ha); a single broker's loss is the `rabbitmq` fault");
   const dbs = new Map<string, Knex>();
   const db = (service: string) => {
     let k = dbs.get(service);
@@ -181,6 +191,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const faults: FaultRecord[] = [];
     const random = rng(seed ^ 0x5eed);
     let kills = 0;
+    let brokerKills = 0;
     await sleep(opts.gapS * 1000);
     for (const kind of opts.faults) {
       let startedAt = Date.now();
@@ -220,9 +231,20 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         await sleep(3000);
         await cluster.restart(target);
       } else if (kind === "rabbitmq") {
-        await cluster.rabbit.stop();
+        target = brokers.length > 1 ? `rolling restart of ${brokers.length} RabbitMQ nodes` : "RabbitMQ";
+        for (const b of brokers) {
+          await b.stop();
+          if (brokers.length === 1) await sleep(5000);
+          await b.start();
+          log(`  ${b.node} restarted`);
+        }
+      } else if (kind === "rabbitmq-kill") {
+        const victim = brokers[brokerKills++ % brokers.length]!;
+        target = victim.node;
+        await victim.kill();
+        log(`  kill -9 ${victim.node}`);
         await sleep(5000);
-        await cluster.rabbit.start();
+        await victim.start();
       } else if (kind === "etcd") {
         await cluster.etcd.stop();
         await sleep(opts.etcdOutageS * 1000);
@@ -287,7 +309,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 export function formatChaosReport(r: ChaosReport): string {
   const lines = [
     `Faults (errors the shoppers saw from the fault until the cluster was healthy again), seed ${r.seed}:`,
-    ...r.faults.map((f) => `  ${f.kind.padEnd(8)} ${f.target.padEnd(36)} recovered in ${((f.recoveredAt - f.startedAt) / 1000).toFixed(1).padStart(5)} s  errors ${f.errors} of ${f.requests} requests${f.during ? `  (killed as ${f.during} was sent)` : ""}`),
+    ...r.faults.map((f) => `  ${f.kind.padEnd(13)} ${f.target.padEnd(36)} recovered in ${((f.recoveredAt - f.startedAt) / 1000).toFixed(1).padStart(5)} s  errors ${f.errors} of ${f.requests} requests${f.during ? `  (killed as ${f.during} was sent)` : ""}`),
     `  steady state (outside the fault windows): ${r.steadyErrors} errors`,
     `Load: ${r.load.requests} requests in ${r.load.durationS.toFixed(0)} s (${r.load.requestsPerS.toFixed(1)}/s), ${r.load.errors.total} errors; orders created ${r.load.orders.created}, paid ${r.load.orders.paid}, out of stock ${r.load.orders.outOfStock}`,
     ...r.load.errors.byKind.slice(0, 10).map((e) => `  ${e.count} × ${e.kind} ${e.route}: ${e.samples[0] ?? ""}`.slice(0, 240)),

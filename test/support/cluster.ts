@@ -31,7 +31,7 @@ import { discoveryPrefix } from "../../lib/discovery/etcd-access";
 import { startEtcd, type EtcdHandle } from "./etcd";
 import { freePort } from "./ports";
 import { startPrivateMariaDb, type PrivateMariaDb } from "./private-mariadb";
-import { startPrivateRabbit, type PrivateRabbit } from "./private-rabbitmq";
+import { startPrivateRabbit, startPrivateRabbitCluster, type PrivateRabbit, type PrivateRabbitCluster } from "./private-rabbitmq";
 import { spawnTs, type ChildHandle } from "./proc";
 import { createVhost, type RabbitVhost } from "./rabbitmq";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "./servers";
@@ -89,6 +89,13 @@ export interface LocalClusterOptions {
   startConcurrency?: number;
   /** etcd members (1, or 3 for a cluster that survives one member's loss). */
   etcdMembers?: number;
+  /**
+   * No single point in the bus (#17): three clustered private RabbitMQ nodes (quorum queues
+   * replicated on all three) and three etcd members, beside a private MariaDB. Each node's
+   * RABBITMQ_URI lists the three, starting with a different one, so the nodes' connections
+   * spread over the brokers as a Kubernetes Service would spread them.
+   */
+  ha?: boolean;
 }
 
 export interface LocalCluster {
@@ -99,7 +106,10 @@ export interface LocalCluster {
   /** The gRPC edges' addresses (`127.0.0.1:<GRPC_PORT>`), by node id. */
   grpcAddresses: Map<string, string>;
   etcd: EtcdHandle;
+  /** The single private RabbitMQ (privateServers without ha). */
   rabbit?: PrivateRabbit;
+  /** The three clustered private RabbitMQ nodes (ha). */
+  rabbitCluster?: PrivateRabbitCluster;
   mariadb?: PrivateMariaDb;
   logDir: string;
   /** A broker of this process on the cluster (no services), for `$node` calls and checks. */
@@ -136,13 +146,23 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
   };
 
   try {
-    log(`etcd: starting a private instance (${opts.etcdMembers ?? 1} member(s), authentication on)`);
-    const etcd = await startEtcd({ members: opts.etcdMembers, auth: { prefix: `${discoveryPrefix(namespace)}/` } });
+    const etcdMembers = opts.etcdMembers ?? (opts.ha ? 3 : 1);
+    log(`etcd: starting a private instance (${etcdMembers} member(s), authentication on)`);
+    const etcd = await startEtcd({ members: etcdMembers, auth: { prefix: `${discoveryPrefix(namespace)}/` } });
     cleanups.push(() => etcd.destroy());
     let rabbit: PrivateRabbit | undefined;
+    let rabbitCluster: PrivateRabbitCluster | undefined;
     let vhost: RabbitVhost | undefined;
     let mariadb: PrivateMariaDb | undefined;
-    if (opts.privateServers) {
+    if (opts.ha) {
+      log("RabbitMQ: starting three private nodes, clustered; MariaDB: a private instance");
+      const [rc, db] = await Promise.allSettled([startPrivateRabbitCluster(3), startPrivateMariaDb()]);
+      if (rc.status === "fulfilled") cleanups.push(() => rc.value.destroy());
+      if (db.status === "fulfilled") cleanups.push(() => db.value.destroy());
+      if (rc.status === "rejected") throw rc.reason;
+      if (db.status === "rejected") throw db.reason;
+      [rabbitCluster, mariadb] = [rc.value, db.value];
+    } else if (opts.privateServers) {
       log("RabbitMQ, MariaDB: starting private instances");
       [rabbit, mariadb] = await Promise.all([startPrivateRabbit(), startPrivateMariaDb()]);
       cleanups.push(() => rabbit!.destroy(), () => mariadb!.destroy());
@@ -156,7 +176,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
     for (let i = 0; i < gatewayIds.length; i++) gatewayPorts.push(opts.gatewayPort ? opts.gatewayPort + i : await freePort());
     const env: Record<string, string> = {
       NAMESPACE: namespace,
-      RABBITMQ_URI: rabbit?.uri ?? vhost!.uri,
+      RABBITMQ_URI: rabbitCluster?.uris() ?? rabbit?.uri ?? vhost!.uri,
       ETCD_HOSTS: etcd.hosts,
       ETCD_USERNAME: etcd.credentials!.username,
       ETCD_PASSWORD: etcd.credentials!.password,
@@ -201,6 +221,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
 
     const spawnNode = (p: Planned, first: boolean) => {
       const extra: Record<string, string> = {
+        ...(rabbitCluster ? { RABBITMQ_URI: rabbitCluster.uris(plan.indexOf(p)) } : {}),
         NODE_ID: p.id, SERVICES: p.service, METRICS_PORT: String(p.metricsPort), ...(p.service === "gateway" ? { PORT: String(p.port) } : {}),
         ...(p.grpcPort ? { GRPC_PORT: String(p.grpcPort) } : {}),
       };
@@ -284,6 +305,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       },
       etcd,
       rabbit,
+      rabbitCluster,
       mariadb,
       logDir,
       observer,
@@ -332,6 +354,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
           await observer.stop();
           await etcd.destroy();
           await rabbit?.stop();
+          for (const n of rabbitCluster?.nodes ?? []) await n.stop();
           await mariadb?.stop();
           return;
         }

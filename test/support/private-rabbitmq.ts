@@ -8,7 +8,16 @@
  * machine's own cookie is neither read nor needed); epmd is the machine's.
  *
  * `stop()` / `start()` restart it on the same data dir (durable queues and persistent
- * messages survive); `destroy()` stops it and removes the dir.
+ * messages survive); `kill()` is `kill -9` of its Erlang VM (no goodbye to clients or peers);
+ * `destroy()` stops it and removes the dir.
+ *
+ * `startPrivateRabbitCluster(3)`: three such nodes clustered (#17): one Erlang cookie, each
+ * its own name, ports and data dir; the second and third join the first
+ * (`rabbitmqctl join_cluster`), as a cluster's nodes do with their peer discovery. A node
+ * restarted after a kill rejoins by itself (its data dir remembers the cluster).
+ *
+ * The Erlang VMs are told not to busy-wait (`+sbwt none`...): several of them share this
+ * machine's two cores with the services under test, and spinning schedulers would steal them.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -26,19 +35,33 @@ export interface PrivateRabbit {
   dir: string;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** `kill -9` of the node's Erlang VM; resolves once it is gone. */
+  kill(): Promise<void>;
+  /** rabbitmqctl against this node. */
+  ctl(...args: string[]): Promise<string>;
   destroy(): Promise<void>;
 }
 
-export async function startPrivateRabbit(): Promise<PrivateRabbit> {
+export interface PrivateRabbitCluster {
+  nodes: PrivateRabbit[];
+  /** Every node's URL, comma-separated (RABBITMQ_URI), starting with node `first`. */
+  uris(first?: number): string;
+  destroy(): Promise<void>;
+}
+
+export async function startPrivateRabbit(opts: { cookie?: string; name?: string } = {}): Promise<PrivateRabbit> {
   if (!fs.existsSync(path.join(BIN, "rabbitmq-server"))) throw new Error(`rabbitmq-server not found in ${BIN}: install Debian's rabbitmq-server`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-rabbit-"));
   for (const d of ["mnesia", "log", "home"]) fs.mkdirSync(path.join(dir, d));
   fs.writeFileSync(path.join(dir, "enabled_plugins"), "[].\n");
   fs.writeFileSync(path.join(dir, "rabbitmq.conf"), "");
+  // Members of one cluster share a cookie; Erlang refuses a cookie file others can read.
+  if (opts.cookie) fs.writeFileSync(path.join(dir, "home", ".erlang.cookie"), opts.cookie, { mode: 0o400 });
   const [port, distPort] = [await freePort(), await freePort()];
-  const node = `meridian-${randomBytes(4).toString("hex")}@localhost`;
+  const node = `${opts.name ?? `meridian-${randomBytes(4).toString("hex")}`}@localhost`;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: "+sbwt none +sbwtdcpu none +sbwtdio none",
     HOME: path.join(dir, "home"),
     RABBITMQ_NODENAME: node,
     RABBITMQ_NODE_PORT: String(port),
@@ -49,7 +72,7 @@ export async function startPrivateRabbit(): Promise<PrivateRabbit> {
     RABBITMQ_ENABLED_PLUGINS_FILE: path.join(dir, "enabled_plugins"),
     RABBITMQ_PID_FILE: path.join(dir, "rabbit.pid"),
   };
-  const ctl = (...args: string[]) => promisify(execFile)(path.join(BIN, "rabbitmqctl"), ["-n", node, ...args], { env, timeout: 90_000 });
+  const ctl = async (...args: string[]) => (await promisify(execFile)(path.join(BIN, "rabbitmqctl"), ["-n", node, ...args], { env, timeout: 90_000 })).stdout;
   let child: ChildProcess | null = null;
 
   const exited = (proc: ChildProcess) =>
@@ -90,6 +113,18 @@ export async function startPrivateRabbit(): Promise<PrivateRabbit> {
     child = null;
   }
 
+  async function kill(): Promise<void> {
+    const proc = child;
+    if (!proc) return;
+    // The Erlang VM is the script's child (Debian's rabbitmq-server waits for it): kill it,
+    // as the OOM killer or a node's crash would; the script then exits.
+    const vm = Number(fs.readFileSync(path.join(dir, "rabbit.pid"), "utf8").trim());
+    if (vm > 0) process.kill(vm, "SIGKILL");
+    await Promise.race([exited(proc), new Promise((r) => setTimeout(r, 10_000))]);
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+    child = null;
+  }
+
   await start().catch(async (err) => {
     await stop(); // the dir stays, for its logs
     throw err;
@@ -100,9 +135,43 @@ export async function startPrivateRabbit(): Promise<PrivateRabbit> {
     dir,
     start,
     stop,
+    kill,
+    ctl,
     async destroy() {
       await stop();
       fs.rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/** `size` private nodes clustered (see the header); the first is the seed the others join. */
+export async function startPrivateRabbitCluster(size = 3): Promise<PrivateRabbitCluster> {
+  const cookie = randomBytes(20).toString("hex").toUpperCase();
+  const name = `meridian-${randomBytes(3).toString("hex")}`;
+  const started = await Promise.allSettled(Array.from({ length: size }, (_, i) => startPrivateRabbit({ cookie, name: `${name}-${i + 1}` })));
+  const nodes = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const destroy = async () => {
+    await Promise.all(nodes.map((n) => n.destroy()));
+  };
+  try {
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
+    const [seed, ...rest] = nodes;
+    for (const n of rest) {
+      await n.ctl("stop_app");
+      await n.ctl("join_cluster", seed!.node);
+      await n.ctl("start_app");
+    }
+    const status = await seed!.ctl("cluster_status", "--formatter", "json");
+    const running = (JSON.parse(status) as { running_nodes: string[] }).running_nodes;
+    if (running.length !== size) throw new Error(`private RabbitMQ cluster: ${running.length} of ${size} nodes running (${running.join(", ")})`);
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+  return {
+    nodes,
+    uris: (first = 0) => nodes.map((_, i) => nodes[(first + i) % nodes.length]!.uri).join(","),
+    destroy,
   };
 }
