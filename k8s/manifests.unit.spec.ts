@@ -24,7 +24,8 @@ import path from "node:path";
 import { test } from "node:test";
 import { ServiceBroker } from "moleculer";
 import { parseAllDocuments } from "yaml";
-import { ConfigMap, Namespace, Secret, Service } from "kubernetes-models/v1";
+import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
+import { Role, RoleBinding } from "kubernetes-models/rbac.authorization.k8s.io/v1";
 import { Deployment, StatefulSet } from "kubernetes-models/apps/v1";
 import { Job } from "kubernetes-models/batch/v1";
 import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2";
@@ -53,6 +54,9 @@ const MODELS: Record<string, new (data: any) => { validate(): void }> = {
   "v1/Secret": Secret,
   "v1/Service": Service,
   "v1/Namespace": Namespace,
+  "v1/ServiceAccount": ServiceAccount,
+  "rbac.authorization.k8s.io/v1/Role": Role,
+  "rbac.authorization.k8s.io/v1/RoleBinding": RoleBinding,
   "apps/v1/Deployment": Deployment,
   "apps/v1/StatefulSet": StatefulSet,
   "batch/v1/Job": Job,
@@ -107,6 +111,9 @@ const DEPENDENCIES: Record<string, { key: string; ports: number[]; pods?: string
   elasticsearch: { key: "ELASTIC_SEARCH_PASSWORD", ports: [9200] },
   "payment platforms (HTTPS)": { key: "ALIPAY_PRIVATE_KEY", ports: [443] },
 };
+
+/** The ports a clustered dependency's members use among themselves (dev's StatefulSets). */
+const PEER_PORTS: Record<string, number[]> = { rabbitmq: [4369, 25672], etcd: [2380] };
 
 // ---- rendering (a small kustomize) ----
 
@@ -372,8 +379,11 @@ function dependencyAddresses(env: Record<string, string>): { name: string; host:
   const out: { name: string; host: string; port: number }[] = [];
   for (const name of ["RABBITMQ_URI", "REDIS_URL", "MYSQL_URL", "SMTP_URL", "ELASTIC_SEARCH_NODE", "ZIPKIN_URL"]) {
     if (!env[name]) continue;
-    const u = new URL(env[name]);
-    out.push({ name, host: u.hostname, port: Number(u.port || DEFAULT_PORTS[u.protocol]) });
+    // RABBITMQ_URI may list a cluster's nodes.
+    for (const each of env[name].split(",")) {
+      const u = new URL(each.trim());
+      out.push({ name, host: u.hostname, port: Number(u.port || DEFAULT_PORTS[u.protocol]) });
+    }
   }
   for (const h of (env.ETCD_HOSTS ?? "").split(",").filter(Boolean)) {
     const u = new URL(h.includes("://") ? h : `http://${h}`);
@@ -775,25 +785,61 @@ test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes poi
     const svc = ofKind(objects, "Service").find((x) => x.metadata.name === s.spec.serviceName);
     assert.ok(svc && svc.spec.clusterIP === "None", `${s.metadata.name}: its headless Service`);
     assert.ok(selects(svc.spec.selector, s.spec.template.metadata.labels));
-    // Only the application's pods reach it.
+    // Only the application's pods reach its clients' port; a clustered one's members reach
+    // each other on their peer ports, and nothing else does.
     const guards = policies(objects).filter((p) => selects(p.spec.podSelector.matchLabels ?? {}, podLabels(s)));
-    assert.deepEqual(guards.flatMap((p) => ruleIds(p.spec.ingress, "from")).sort(), svc.spec.ports.map((p: any) => `pods:app.kubernetes.io/name=meridian → TCP/${p.port}`).sort(), `${s.metadata.name}: ingress from the application only`);
+    const own = `pods:app.kubernetes.io/name=${s.metadata.name},app.kubernetes.io/part-of=meridian-dev`;
+    const peers = (PEER_PORTS[s.metadata.name] ?? []).map((p) => `${own} → TCP/${p}`);
+    const clients = svc.spec.ports.filter((p: any) => !(PEER_PORTS[s.metadata.name] ?? []).includes(p.port));
+    assert.deepEqual(
+      guards.flatMap((p) => ruleIds(p.spec.ingress, "from")).sort(),
+      [...clients.map((p: any) => `pods:app.kubernetes.io/name=meridian → TCP/${p.port}`), ...peers].sort(),
+      `${s.metadata.name}: ingress from the application (and its own members) only`,
+    );
   }
+  // #17: no single point in the bus. RabbitMQ and etcd run three members each, with a PDB
+  // that keeps the majority through a voluntary disruption, and the nodes list all three.
+  for (const name of ["rabbitmq", "etcd"]) {
+    const s = ofKind(objects, "StatefulSet").find((x) => x.metadata.name === name)!;
+    assert.equal(s.spec.replicas, 3, `${name}: three members`);
+    assert.equal(s.spec.podManagementPolicy, "Parallel", `${name}: the members start together (each waits for the others at first boot)`);
+    const pdbs = ofKind(objects, "PodDisruptionBudget").filter((p) => selects(p.spec.selector.matchLabels, podLabels(s)));
+    assert.deepEqual(pdbs.map((p) => p.spec.maxUnavailable), [1], `${name}: one PDB, maxUnavailable 1`);
+    const svc = ofKind(objects, "Service").find((x) => x.metadata.name === s.spec.serviceName)!;
+    assert.equal(svc.spec.publishNotReadyAddresses, true, `${name}: members resolve each other before they are ready`);
+  }
+  const rabbitSet = ofKind(objects, "StatefulSet").find((x) => x.metadata.name === "rabbitmq")!;
+  const rabbitConfig = dataOf(objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === "rabbitmq-config")!);
+  assert.match(rabbitConfig.enabled_plugins, /rabbitmq_peer_discovery_k8s/, "the Kubernetes peer-discovery plugin");
+  const conf = Object.fromEntries(rabbitConfig["rabbitmq.conf"].split("\n").filter((l: string) => l.trim() && !l.trim().startsWith("#")).map((l: string) => l.split("=").map((x) => x.trim())));
+  assert.equal(conf["cluster_formation.peer_discovery_backend"], "rabbit_peer_discovery_k8s");
+  assert.equal(conf["cluster_formation.k8s.service_name"], rabbitSet.spec.serviceName, "discovery through the StatefulSet's headless Service");
+  assert.equal(conf.default_queue_type, "quorum", "quorum queues by default");
+  const rabbitEnv = envOf(objects, podSpec(rabbitSet).containers[0], { "metadata.name": "rabbitmq-0" }, "rabbitmq");
+  assert.ok(rabbitEnv.RABBITMQ_ERLANG_COOKIE?.length >= 32, "one Erlang cookie for the three, from the generated Secret");
+  assert.match(rabbitEnv.RABBITMQ_NODENAME, new RegExp(`^rabbit@\\$\\(POD_NAME\\)\\.${rabbitSet.spec.serviceName}\\.`), "a stable node name per pod (its volume is found again)");
+  const binding = objects.find((o) => o.kind === "RoleBinding")!;
+  assert.equal(binding.subjects[0].name, podSpec(rabbitSet).serviceAccountName, "the pods' ServiceAccount may read the endpoints");
+  const role = objects.find((o) => o.kind === "Role" && o.metadata.name === binding.roleRef.name)!;
+  assert.deepEqual(role.rules, [{ apiGroups: [""], resources: ["endpoints"], verbs: ["get"] }], "endpoints, read-only: nothing more");
   const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
   const user = appDeployments(objects).find((d) => serviceOf(d) === "user")!;
   const { env } = nodeConfig("dev", objects, user);
   assert.equal(nodeConfig("dev", objects, gateway).env.RABBITMQ_URI, env.RABBITMQ_URI);
-  for (const name of ["RABBITMQ_URI", "REDIS_URL", "MYSQL_URL"]) {
-    const u = new URL(env[name]);
-    assert.ok(serviceForHost(objects, u.hostname), `${name} points at a Service of the overlay (${u.host})`);
-  }
-  for (const h of env.ETCD_HOSTS.split(",")) assert.ok(serviceForHost(objects, h.split(":")[0]), `ETCD_HOSTS ${h}: etcd-0.etcd, the pod under the headless Service etcd`);
+  for (const name of ["RABBITMQ_URI", "REDIS_URL", "MYSQL_URL"])
+    for (const each of env[name].split(",")) {
+      const u = new URL(each);
+      assert.ok(serviceForHost(objects, u.hostname), `${name} points at a Service of the overlay (${u.host})`);
+    }
+  const podsOf = (list: string[]) => list.map((h) => h.split("@").at(-1)!.split(":")[0]).sort();
+  assert.deepEqual(podsOf(env.RABBITMQ_URI.split(",")), ["rabbitmq-0.rabbitmq", "rabbitmq-1.rabbitmq", "rabbitmq-2.rabbitmq"], "RABBITMQ_URI: the three RabbitMQ pods");
+  assert.deepEqual(podsOf(env.ETCD_HOSTS.split(",")), ["etcd-0.etcd", "etcd-1.etcd", "etcd-2.etcd"], "ETCD_HOSTS: the three etcd members");
   // The dependencies' passwords (what their containers start with) and the nodes' URIs agree.
   const depsSecret = objects.find((o) => o.kind === "Secret" && o.metadata.name === "meridian-dev-deps")!;
   const deps = dataOf(depsSecret);
   const containerOf = (name: string) => podSpec(objects.find((o) => o.kind === "StatefulSet" && o.metadata.name === name)!).containers[0];
-  const depEnv = (name: string) => envOf(objects, containerOf(name), {}, name);
-  const amqp = new URL(env.RABBITMQ_URI);
+  const depEnv = (name: string) => envOf(objects, containerOf(name), { "metadata.name": `${name}-0` }, name);
+  const amqp = new URL(env.RABBITMQ_URI.split(",")[0]!);
   const rabbit = depEnv("rabbitmq");
   assert.equal(`${amqp.username}:${amqp.password}`, `${rabbit.RABBITMQ_DEFAULT_USER}:${rabbit.RABBITMQ_DEFAULT_PASS}`);
   const mysql = new URL(env.MYSQL_URL);

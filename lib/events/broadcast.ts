@@ -93,6 +93,10 @@ export class AmqpBroadcastConsumer {
     this.current = { ch };
     const { consumerTag } = await ch.consume(queue, (msg) => {
       if (msg) void this.onMessage(ch, msg);
+      // Cancelled by the broker: the queue was deleted (on a cluster, when the broker node it
+      // was on is declared down, which can race with this declaring it again). A new setup
+      // binds a new queue (and resyncs): closing the channel starts it.
+      else ch.close().catch(() => undefined);
     });
     this.current.tag = consumerTag;
     this.stats.bindings++;

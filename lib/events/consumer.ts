@@ -309,7 +309,11 @@ export class AmqpConsumer {
     await ch.prefetch(prefetch);
     this.current = { ch, pub };
     const { consumerTag } = await ch.consume(topo.workQueue(service), (msg) => {
-      if (!msg) return; // cancelled by the broker (queue deleted)
+      if (!msg) {
+        // Cancelled by the broker (the queue was deleted): a new setup declares it again.
+        ch.close().catch(() => undefined);
+        return;
+      }
       this.waiting.push({ ch, pub, msg });
       this.scheduleDrain();
     });

@@ -7,11 +7,18 @@
  * action whose request queue it held. Here:
  * - the shared queues (an action's balanced request queue, `…REQB.<action>`, and a group's
  *   balanced event queue) are quorum queues: replicated on the cluster's nodes, they survive
- *   one node's loss with what they hold, and any node serves them;
+ *   one node's loss with what they hold, and any node serves them. Meridian does not use
+ *   them today: Moleculer's own balancer picks the node of each call (`disableBalancer` is
+ *   off), so a request goes to that node's queue, and a request lost with a node is lost,
+ *   not run a second time by another replica (RabbitMQ would redeliver a shared queue's
+ *   unacknowledged request: a write run twice);
  * - the queues of one Moleculer node (its replies, its direct requests, its copy of each
  *   broadcast) are transient (non-durable) classic queues on the broker node it is connected
  *   to: they die with that broker node, and the node declares them again on the next one.
- *   Nothing is lost that was kept before: Moleculer sends these messages non-persistent;
+ *   Nothing is lost that was kept before: Moleculer sends these messages non-persistent.
+ *   Not exclusive: tried, a node then often found its own queue still held by its previous
+ *   connection (405 RESOURCE_LOCKED) and failed ten times more calls per broker kill. The
+ *   limit: RabbitMQ 4.3 refuses transient non-exclusive queues (3.10 to 4.2 take them).
  * - the names start with `MOLQ` instead of `MOL`: a queue's type cannot change in place, so
  *   this topology is a new set of queues beside an older deployment's (which never clash
  *   with it; README "Upgrading to quorum queues" says what to delete).
@@ -22,16 +29,18 @@
  *
  * With one broker (a single URL) the same topology holds: quorum queues with one member.
  *
- * Moleculer's consumer callback fix: its consumer callback acks (or, after a
- * failure, nacks) a message on the channel when the handling promise settles, and during a
- * broker stop that channel may already be closing. amqplib then throws "Channel closing"
- * from inside the callback's promise chain, which amqplib never awaits: an unhandled
- * rejection, which fails a test file and, under Node's default, kills the process.
- * (moleculer 0.15.2, src/transporters/amqp.js `_consumeCB`.)
- *
- * Swallowing it is safe: a message not acked on a channel that is going away is redelivered
- * by RabbitMQ to another consumer (or dropped with an auto-deleted queue), exactly as if the
- * node had stopped a moment earlier.
+ * The consumer callback, rewritten (moleculer 0.15.2, src/transporters/amqp.js `_consumeCB`).
+ * Moleculer's acks (or, after a failure, nacks) a request when its handling settles, on the
+ * transporter's channel of THAT moment:
+ * - after a reconnect that is a new channel, where the old delivery tag means nothing:
+ *   RabbitMQ closes the channel ("406 unknown delivery tag"), and Moleculer then drops every
+ *   packet it sends until the connection itself goes (seen in the first rolling-restart
+ *   runs: a node unreachable for seconds). Here a delivery is settled on the channel it came
+ *   from, or not at all when that channel is gone (RabbitMQ has put it back already);
+ * - during a broker stop that channel may be closing: amqplib throws "Channel closing" from
+ *   inside a promise chain nobody awaits, an unhandled rejection that kills the process under
+ *   Node's default. Swallowed here: a message not acked on a channel that is going away is
+ *   redelivered by RabbitMQ, as if the node had stopped a moment earlier.
  *
  * Its `send` publishes on the channel synchronously, so a packet sent while the channel is
  * closing throws "Channel closing". The discoverer's heartbeat timer (`beat()`, run by a
@@ -44,7 +53,7 @@
  * that await it (ours do) still get its rejection.
  */
 import { createRequire } from "node:module";
-import { Transporters } from "moleculer";
+import { Errors, Transporters } from "moleculer";
 
 const amqpChannels = createRequire(__filename)("amqplib/lib/channel_model") as {
   Channel: { prototype: { prefetch(...args: unknown[]): Promise<unknown> } };
@@ -60,18 +69,35 @@ type ConsumeCallback = (msg: unknown) => unknown;
 type QueueOptions = { durable?: boolean; arguments?: Record<string, unknown> } & Record<string, unknown>;
 
 const Base = Transporters.AMQP as unknown as new (opts: unknown) => {
-  logger: { debug(...a: unknown[]): void; info(...a: unknown[]): void; warn(...a: unknown[]): void };
+  logger: { debug(...a: unknown[]): void; info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   prefix: string;
   opts: { url: string[] };
   connectionDisconnecting: boolean;
+  connection: { removeAllListeners(event: string): void; on(event: string, fn: () => void): void; close(): Promise<void> } | null;
   transit?: { disconnecting?: boolean };
   broker: { namespace?: string };
   init(transit: unknown, messageHandler: unknown, afterConnect: unknown): void;
   connect(errorCallback: (err: unknown) => void): Promise<void>;
   _getQueueOptions(packetType: string, balancedQueue?: boolean): QueueOptions;
   _consumeCB(cmd: string, needAck?: boolean): ConsumeCallback;
+  channel: { ack(msg: unknown): void; nack(msg: unknown): void } | null;
+  receive(cmd: string, data: Buffer): unknown;
   send(topic: string, data: Buffer, meta: { packet: { type: string } }): Promise<void>;
+  makeSubscriptions(topics: unknown[]): Promise<unknown>;
 };
+
+/**
+ * A packet that did not leave because the connection or its channel is going: Moleculer's
+ * BrokerDisconnectedError, which every caller already reads as "the broker is away" (503 with
+ * Retry-After at the edges, lib/errors.ts), with the cause in its message for the logs.
+ */
+function notSent(err: unknown): Error {
+  // The typings inherit MoleculerError's (message, code, type, data); the class takes none and
+  // sets its own message and 502, extended here with the cause.
+  const e = new Errors.BrokerDisconnectedError("");
+  e.message = `${e.message} (${(err as Error)?.message ?? err})`;
+  return e;
+}
 
 /** The name prefix of this topology's exchanges and queues (Moleculer's is `MOL`). */
 export const QUEUE_PREFIX = "MOLQ";
@@ -92,18 +118,44 @@ export class SafeAmqpTransporter extends Base {
   override connect(errorCallback: (err: unknown) => void): Promise<void> {
     // Moleculer calls `errorCallback` when an established connection is lost: try the other
     // URLs now (each connect takes the next one), and hand over only when none answers.
-    return super.connect((err) => void this.failover(err, errorCallback));
+    return super.connect((err) => void this.failover(err, errorCallback)).catch((err: unknown) => {
+      this.discardConnection();
+      throw err;
+    });
   }
 
+  /**
+   * A connect that failed after the TCP/AMQP connection opened (its channel or a queue
+   * refused) leaves that connection open, and Moleculer's 'close' handler on it would later
+   * mark the transporter disconnected, whatever connection is current by then: a node that
+   * had moved on to a healthy broker node would refuse every call. Closed here, without it.
+   */
+  private discardConnection(): void {
+    const conn = this.connection;
+    this.connection = null;
+    if (!conn) return;
+    conn.removeAllListeners("close");
+    conn.removeAllListeners("error");
+    conn.on("error", () => undefined);
+    conn.close().catch(() => undefined);
+  }
+
+  /**
+   * Two rounds over the URLs, the second 300 ms apart: a queue of this node that lived on the
+   * dead broker node may still be listed for a moment (declared, then "not found" when
+   * consumed) until the cluster has noticed the loss.
+   */
   private async failover(lost: unknown, errorCallback: (err: unknown) => void): Promise<void> {
-    for (let i = 1; i < this.opts.url.length; i++) {
-      if (this.connectionDisconnecting || this.transit?.disconnecting) break;
+    const attempts = 2 * this.opts.url.length;
+    for (let i = 1; i < attempts; i++) {
+      if (this.connectionDisconnecting || this.transit?.disconnecting) return;
+      if (i >= this.opts.url.length) await new Promise((r) => setTimeout(r, 300));
       try {
         await this.connect(errorCallback);
-        this.logger.info("AMQP: moved to another RabbitMQ node");
+        this.logger.warn(`AMQP: connection lost (${(lost as Error)?.message ?? lost}); moved to another RabbitMQ node`);
         return;
       } catch (err) {
-        this.logger.warn(`AMQP: another RabbitMQ node refused too: ${(err as Error)?.message ?? err}`);
+        this.logger.warn(`AMQP: a RabbitMQ node refused while moving: ${(err as Error)?.message ?? err}`);
       }
     }
     errorCallback(lost);
@@ -117,22 +169,57 @@ export class SafeAmqpTransporter extends Base {
         this.logger.debug(`AMQP heartbeat not sent (channel closing): ${(err as Error).message}`);
         return Promise.resolve();
       }
-      return Promise.reject(err);
+      return Promise.reject(notSent(err));
     }
   }
 
+  /**
+   * Moleculer holds every packet sent while it (re)subscribes until the subscriptions are
+   * made, and passes their failure to each: amqplib's "Channel ended" or a channel's "404
+   * (NOT-FOUND)" (whose `code: 404` the gateway would answer as a missing resource) reached
+   * clients as 500s and 404s in the first chaos runs. They mean the packet was not sent.
+   */
+  override makeSubscriptions(topics: unknown[]): Promise<unknown> {
+    return super.makeSubscriptions(topics).catch((err: unknown) => {
+      throw notSent(err);
+    });
+  }
+
   override _consumeCB(cmd: string, needAck = false): ConsumeCallback {
-    const handle = super._consumeCB(cmd, needAck);
-    return (msg) => {
+    // Moleculer calls this as it calls `this.channel.consume(…)`: this is the delivering channel.
+    const channel = this.channel;
+    const settle = (ack: boolean, msg: unknown) => {
+      if (!channel || channel !== this.channel) return; // gone: RabbitMQ redelivers it
       try {
-        const result = handle(msg);
-        if (result && typeof (result as Promise<unknown>).then === "function")
-          (result as Promise<unknown>).then(undefined, (err: unknown) =>
-            this.logger.debug(`AMQP ${cmd} message not settled (channel closing): ${(err as Error)?.message ?? err}`),
-          );
+        if (ack) channel.ack(msg);
+        else channel.nack(msg);
       } catch (err) {
         this.logger.debug(`AMQP ${cmd} message not settled (channel closing): ${(err as Error)?.message ?? err}`);
       }
+    };
+    return (msg) => {
+      if (msg === null) {
+        // RabbitMQ cancelled the consumer: its queue was deleted (on a cluster, a node's
+        // queue is dropped when the broker node that held it is declared down, which can
+        // race with this node declaring it again elsewhere). Moleculer would go on without
+        // it (a node without its reply queue times out every call); a new connection
+        // declares every queue again.
+        this.logger.warn(`AMQP: RabbitMQ cancelled the ${cmd} consumer (queue deleted); reconnecting`);
+        this.connection?.close().catch(() => undefined);
+        return;
+      }
+      const result = this.receive(cmd, (msg as { content: Buffer }).content);
+      const pending = result && typeof (result as Promise<unknown>).then === "function" ? (result as Promise<unknown>) : undefined;
+      if (!needAck) pending?.catch((err: unknown) => this.logger.error("Message handling error.", err));
+      else if (pending)
+        pending.then(
+          () => settle(true, msg),
+          (err: unknown) => {
+            this.logger.error("Message handling error.", err);
+            settle(false, msg);
+          },
+        );
+      else settle(true, msg);
     };
   }
 }

@@ -24,12 +24,16 @@
  * TTL + sweep, money refunded exactly (a kept charge what its order counts, any other charge
  * its amount), stock conserved, each paid order notified once. The run refuses to start on
  * an incomplete catalog (fewer products than the demo catalog's size after seeding).
+ * Beside the invariants, the business events: after settling no outbox row is unsent, no
+ * message waits in an event queue and none was dead-lettered (a lost event would show as an
+ * invariant's failure; one stuck or given up shows here).
  */
 import type { Knex } from "knex";
 import { loadConfig, type ServiceName } from "../../lib/config";
 import { createKnex } from "../../lib/db";
 import { rng } from "../../lib/demo-catalog";
-import { startLocalCluster, type LocalCluster } from "./cluster";
+import { eventQueueMessages, privateRabbitmqctl } from "../../lib/events/support";
+import { DB_SERVICES, startLocalCluster, type LocalCluster } from "./cluster";
 import { checkCheckoutInvariants, type CheckResult } from "./invariants";
 import { ROUTES, runLoad, type LoadProgress, type LoadSummary } from "./load";
 
@@ -107,6 +111,11 @@ export interface FaultRecord {
   recoveredAt: number;
   errors: number;
   requests: number;
+  /**
+   * Seconds from the fault to the last failed request of its window (to the second of the
+   * load's progress samples): how long the shoppers saw failures, 0 when none.
+   */
+  failingForS: number;
 }
 
 export interface ChaosReport {
@@ -256,7 +265,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       }
       await cluster.waitHealthy(180_000);
       const recoveredAt = Date.now();
-      faults.push({ kind, target, ...(service ? { service, during } : {}), startedAt, recoveredAt, errors: 0, requests: 0 });
+      faults.push({ kind, target, ...(service ? { service, during } : {}), startedAt, recoveredAt, errors: 0, requests: 0, failingForS: 0 });
       log(`  recovered after ${((recoveredAt - startedAt) / 1000).toFixed(1)} s`);
       await sleep(opts.gapS * 1000);
     }
@@ -274,6 +283,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       if (f) {
         f.errors += dErr;
         f.requests += dReq;
+        if (dErr > 0) f.failingForS = Math.max(f.failingForS, (at - f.startedAt) / 1000);
       } else steadyErrors += dErr;
     }
 
@@ -288,11 +298,24 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         knownOrderIds: load.orderIds,
         logs: [...cluster.nodes.values()].flatMap((n) => n.history),
       });
+    // Business events: all published (outbox), all consumed (queues empty), none given up.
+    const eventsSettled = async (result: CheckResult): Promise<CheckResult> => {
+      let unsent = 0;
+      for (const service of DB_SERVICES)
+        if (await db(service).schema.hasTable("outbox")) unsent += Number(((await db(service)("outbox").whereNull("sent_at").count({ n: "*" })) as { n: number | string }[])[0]!.n);
+      const queues = await eventQueueMessages("/", cluster.namespace, privateRabbitmqctl(brokers[0]!));
+      const problems = [
+        ...(unsent ? [`events: ${unsent} outbox row(s) not published`] : []),
+        ...(queues.total - queues.dead ? [`events: ${queues.total - queues.dead} message(s) still waiting in the event queues`] : []),
+        ...(queues.dead ? [`events: ${queues.dead} message(s) dead-lettered`] : []),
+      ];
+      return { ...result, problems: [...result.problems, ...problems] };
+    };
     const settleStart = Date.now();
-    let invariants = await check();
+    let invariants = await check().then(eventsSettled);
     while (invariants.problems.length && Date.now() - settleStart < opts.settleTimeoutS * 1000) {
       await sleep(2000);
-      invariants = await check();
+      invariants = await check().then(eventsSettled);
     }
     const logErrors = [...cluster.nodes.values()].flatMap((n) => n.history.flatMap((c) => c.lines.filter((l) => /"level":"(error|fatal)"/.test(l)).map((l) => `[${c.name}] ${l.slice(0, 300)}`)));
     return { seed, faults, load, steadyErrors, invariants, settleS: (Date.now() - settleStart) / 1000, logErrors: logErrors.slice(0, 30) };
@@ -309,7 +332,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 export function formatChaosReport(r: ChaosReport): string {
   const lines = [
     `Faults (errors the shoppers saw from the fault until the cluster was healthy again), seed ${r.seed}:`,
-    ...r.faults.map((f) => `  ${f.kind.padEnd(13)} ${f.target.padEnd(36)} recovered in ${((f.recoveredAt - f.startedAt) / 1000).toFixed(1).padStart(5)} s  errors ${f.errors} of ${f.requests} requests${f.during ? `  (killed as ${f.during} was sent)` : ""}`),
+    ...r.faults.map((f) => `  ${f.kind.padEnd(13)} ${f.target.padEnd(36)} recovered in ${((f.recoveredAt - f.startedAt) / 1000).toFixed(1).padStart(5)} s  errors ${f.errors} of ${f.requests} requests${f.errors ? ` (${((100 * f.errors) / Math.max(1, f.requests)).toFixed(1)} %, for ${f.failingForS.toFixed(0)} s)` : ""}${f.during ? `  (killed as ${f.during} was sent)` : ""}`),
     `  steady state (outside the fault windows): ${r.steadyErrors} errors`,
     `Load: ${r.load.requests} requests in ${r.load.durationS.toFixed(0)} s (${r.load.requestsPerS.toFixed(1)}/s), ${r.load.errors.total} errors; orders created ${r.load.orders.created}, paid ${r.load.orders.paid}, out of stock ${r.load.orders.outOfStock}`,
     ...r.load.errors.byKind.slice(0, 10).map((e) => `  ${e.count} × ${e.kind} ${e.route}: ${e.samples[0] ?? ""}`.slice(0, 240)),

@@ -40,7 +40,7 @@ const ROOT = path.resolve(__dirname, "..", "..");
 const START = path.join(ROOT, "bin", "start.ts");
 const MIGRATE = path.join(ROOT, "bin", "migrate.ts");
 /** Services that own a database (dropped at the end). */
-const DB_SERVICES: ServiceName[] = ["user", "product", "cart", "order", "payment", "notification", "recommendation"];
+export const DB_SERVICES: ServiceName[] = ["user", "product", "cart", "order", "payment", "notification", "recommendation"];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Replicas per service, read from the Deployments of k8s/base (the one source of the counts). */
@@ -221,7 +221,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
 
     const spawnNode = (p: Planned, first: boolean) => {
       const extra: Record<string, string> = {
-        ...(rabbitCluster ? { RABBITMQ_URI: rabbitCluster.uris(plan.indexOf(p)) } : {}),
+        ...(rabbitCluster ? { RABBITMQ_URI: rabbitCluster.uris(plan.findIndex((x) => x.id === p.id)) } : {}),
         NODE_ID: p.id, SERVICES: p.service, METRICS_PORT: String(p.metricsPort), ...(p.service === "gateway" ? { PORT: String(p.port) } : {}),
         ...(p.grpcPort ? { GRPC_PORT: String(p.grpcPort) } : {}),
       };

@@ -171,7 +171,7 @@ export async function startPrivateRabbitCluster(size = 3): Promise<PrivateRabbit
   }
   return {
     nodes,
-    uris: (first = 0) => nodes.map((_, i) => nodes[(first + i) % nodes.length]!.uri).join(","),
+    uris: (first = 0) => nodes.map((_, i) => nodes[(((first + i) % nodes.length) + nodes.length) % nodes.length]!.uri).join(","),
     destroy,
   };
 }

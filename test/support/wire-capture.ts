@@ -24,8 +24,13 @@ export interface Firehose {
   stop(): Promise<void>;
 }
 
-export async function startFirehose(ctl: Rabbitmqctl, uri: string, vhost = "/"): Promise<Firehose> {
-  await ctl("trace_on", "-p", vhost);
+/**
+ * `ctls`: every node of the broker (tracing is a node's: each copies what its own channels
+ * publish, to the vhost's trace exchange, which routes cluster-wide).
+ */
+export async function startFirehose(ctls: Rabbitmqctl | Rabbitmqctl[], uri: string, vhost = "/"): Promise<Firehose> {
+  const nodes = Array.isArray(ctls) ? ctls : [ctls];
+  for (const ctl of nodes) await ctl("trace_on", "-p", vhost);
   const conn = await amqp.connect(uri);
   const ch = await conn.createChannel();
   const { queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true });
@@ -41,7 +46,7 @@ export async function startFirehose(ctl: Rabbitmqctl, uri: string, vhost = "/"):
   return {
     messages,
     async stop() {
-      await ctl("trace_off", "-p", vhost).catch(() => undefined);
+      for (const ctl of nodes) await ctl("trace_off", "-p", vhost).catch(() => undefined);
       await conn.close().catch(() => undefined);
     },
   };

@@ -34,8 +34,9 @@ export function devSecretFiles(): Record<DevSecretFile, string> {
   const pair = generateKeyPairSync("rsa", { modulusLength: 2048 });
   const der = (k: Buffer) => k.toString("base64");
   const app = {
-    // Service names of this overlay's StatefulSets (rabbitmq.yaml, redis.yaml, mariadb.yaml).
-    RABBITMQ_URI: `amqp://meridian:${rabbitmq}@rabbitmq:5672`,
+    // Service names of this overlay's StatefulSets (rabbitmq.yaml, redis.yaml, mariadb.yaml);
+    // RabbitMQ's three pods, each by name, so a node moves to the next when one goes.
+    RABBITMQ_URI: [0, 1, 2].map((i) => `amqp://meridian:${rabbitmq}@rabbitmq-${i}.rabbitmq:5672`).join(","),
     REDIS_URL: `redis://:${redis}@redis:6379`,
     // root: `npm run migrate` creates the meridian_<service> databases.
     MYSQL_URL: `mysql://root:${mariadb}@mariadb:3306/`,
@@ -48,6 +49,8 @@ export function devSecretFiles(): Record<DevSecretFile, string> {
   const deps = {
     RABBITMQ_DEFAULT_USER: "meridian",
     RABBITMQ_DEFAULT_PASS: rabbitmq,
+    // The three RabbitMQ nodes' shared Erlang cookie (clustering).
+    RABBITMQ_ERLANG_COOKIE: password(32),
     MARIADB_ROOT_PASSWORD: mariadb,
     REDIS_PASSWORD: redis,
   };

@@ -1,0 +1,82 @@
+/**
+ * The transporter on a three-node RabbitMQ cluster (test/support/private-rabbitmq.ts), #17:
+ * a caller and eight service nodes, each connected to one of the brokers, call each other in
+ * rounds while each broker node in turn is killed (-9) and started again.
+ *
+ * What must hold: after every kill, every service answers again (a node whose reply queue
+ * RabbitMQ dropped would time out for ever: the cluster drops a dead broker node's queues by
+ * name, which can race with the node declaring them again on a live one, and cancels the new
+ * consumer); only the calls in flight at a kill fail; each node's own queues (its requests:
+ * Moleculer's balancer picks the node, its replies) are transient, and exist on a live broker
+ * node at the end.
+ */
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { ServiceBroker } from "moleculer";
+import { eventually } from "../../test/support/eventually";
+import { startPrivateRabbitCluster, type PrivateRabbitCluster } from "../../test/support/private-rabbitmq";
+import { SafeAmqpTransporter } from "./safe-amqp-transporter";
+
+const SERVICES = 16;
+let rabbit: PrivateRabbitCluster;
+before(async () => {
+  rabbit = await startPrivateRabbitCluster(3);
+});
+after(async () => {
+  await rabbit?.destroy();
+});
+
+const broker = (nodeID: string, first: number) =>
+  new ServiceBroker({
+    nodeID,
+    namespace: "ha",
+    requestTimeout: 3000,
+    logger: { type: "Console", options: { level: process.env.TEST_LOG_LEVEL ?? "error", formatter: "short" } } as never,
+    transporter: new SafeAmqpTransporter({ url: rabbit.uris(first).split(","), prefetch: 100, socketOptions: { noDelay: true }, autoDeleteQueues: 120_000 }) as never,
+  });
+
+test("each RabbitMQ node killed in turn: every service answers again through the other two, only the calls in flight fail", async () => {
+  const services = Array.from({ length: SERVICES }, (_, i) => broker(`svc-${i}`, i % 3));
+  services.forEach((b, i) => b.createService({ name: `svc${i}`, actions: { echo: (ctx) => ctx.params } }));
+  const caller = broker("caller", 0);
+  const all = [caller, ...services];
+  try {
+    await Promise.all(all.map((b) => b.start()));
+    await caller.waitForServices(services.map((_, i) => `svc${i}`), 30_000);
+
+    const round = async () => (await Promise.allSettled(services.map((_, i) => caller.call(`svc${i}.echo`, { i })))).filter((r) => r.status === "rejected").length;
+    let failed = 0;
+    let rounds = 0;
+    let running = true;
+    const load = (async () => {
+      while (running) {
+        failed += await round();
+        rounds++;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    for (const node of rabbit.nodes) {
+      const before = rounds;
+      await eventually("a few rounds before the kill", async () => rounds >= before + 5, 30_000);
+      await node.kill();
+      // Every service answers again while the killed node is still down...
+      await eventually(`every service answering after ${node.node} was killed`, async () => (await round()) === 0, 30_000);
+      await node.start();
+      // ...and after it is back.
+      await eventually(`every service answering after ${node.node} came back`, async () => (await round()) === 0, 30_000);
+    }
+    running = false;
+    await load;
+    // Only the calls in flight at a kill fail: at most two rounds' worth per kill.
+    assert.ok(failed <= 2 * SERVICES * rabbit.nodes.length, `${failed} calls failed in ${rounds} rounds of ${SERVICES}`);
+    assert.ok(rounds > 30, `${rounds} rounds`);
+
+    const queues = (await rabbit.nodes[0]!.ctl("list_queues", "name", "type", "durable", "--formatter", "json")).trim();
+    const list = JSON.parse(queues.slice(queues.indexOf("["))) as { name: string; type: string; durable: boolean }[];
+    const own = list.filter((q) => /^MOLQ-ha\.(RES|REQ|EVENT|INFO)\./.test(q.name));
+    for (const b of all) for (const kind of ["RES", "REQ"]) assert.ok(own.some((q) => q.name === `MOLQ-ha.${kind}.${b.nodeID}`), `${b.nodeID} has its ${kind} queue`);
+    for (const q of own) assert.deepEqual([q.type, q.durable], ["classic", false], q.name);
+  } finally {
+    await Promise.all(all.map((b) => b.stop().catch(() => undefined)));
+  }
+});
