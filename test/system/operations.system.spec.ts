@@ -20,8 +20,9 @@
  *   again; MariaDB killed and restarted, under load; then the checkout invariants must hold,
  *   every order the shoppers were answered 201 for among them, and no business event is left
  *   undelivered (`npm run chaos` is the full run: more kills, each RabbitMQ node in turn, a
- *   rolling restart; the etcd members' loss under traffic is proved in CI by
- *   lib/discovery/resilient-etcd3-discoverer.system.spec.ts, with no failed request allowed).
+ *   rolling restart; etcd under traffic, an outage and a member's then the leader's loss, is
+ *   proved in CI by lib/discovery/resilient-etcd3-discoverer.system.spec.ts, with no failed
+ *   call allowed).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
