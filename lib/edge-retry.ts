@@ -9,6 +9,13 @@
  *   `idempotency_key`) when the request carries one.
  * Anything else answers 503 with Retry-After, as before: the first attempt may have acted.
  *
+ * Not sent: the call never left this node (`BrokerDisconnectedError`: Moleculer refuses to
+ * publish while its transporter is disconnected, and SafeAmqpTransporter reports a packet a
+ * closing channel refused the same way). Nothing acted, so any call may go again, a write
+ * without a key too, once the transporter is back (`transportBack`, a bounded wait): during
+ * a move to another RabbitMQ node, which takes well under a second, these were the requests
+ * the shoppers saw fail.
+ *
  * Lost in transport: the call to a remote node timed out (`RequestTimeoutError`: the request
  * or its answer was lost with a broker node, or the node died holding it) or was rejected
  * because its node left (`RequestRejectedError`). Not an answer of the service, not a
@@ -30,6 +37,20 @@ const LOST_IN_TRANSPORT = new Set(["RequestTimeoutError", "RequestRejectedError"
 export function lostInTransport(err: unknown, action: string, local = false): boolean {
   const e = err as { name?: string; data?: { action?: unknown } } | null;
   return !local && LOST_IN_TRANSPORT.has(e?.name ?? "") && e?.data?.action === action;
+}
+
+/** The call never left this node (see the header): sending it again is safe whatever it does. */
+export function notSent(err: unknown): boolean {
+  return (err as { name?: string } | null)?.name === "BrokerDisconnectedError";
+}
+
+/**
+ * Resolves once `connected()` holds, or after `maxMs` (the second try then fails as the
+ * first did). Polled: Moleculer's transporter emits no event a caller can await.
+ */
+export async function transportBack(connected: () => boolean, maxMs = 3000, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  while (!connected() && Date.now() < deadline) await new Promise((r) => setTimeout(r, everyMs));
 }
 
 /** Whether this request may be sent a second time (see the header). */
@@ -63,7 +84,9 @@ export function secondTry<E extends { id: string; isAvailable?: boolean; local?:
   endpoints: readonly E[];
   clientGone: boolean;
 }): E | undefined {
+  if (q.clientGone) return undefined;
+  if (notSent(q.err)) return retryEndpoint(q.failedNode, q.endpoints);
   const local = q.endpoints.some((e) => e.id === q.failedNode && e.local === true);
-  if (q.clientGone || !lostInTransport(q.err, q.action, local) || !safeToRepeat(q.method, q.contract, q.idempotencyKey)) return undefined;
+  if (!lostInTransport(q.err, q.action, local) || !safeToRepeat(q.method, q.contract, q.idempotencyKey)) return undefined;
   return retryEndpoint(q.failedNode, q.endpoints);
 }

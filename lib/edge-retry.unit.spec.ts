@@ -4,7 +4,7 @@ import { Errors } from "moleculer";
 import { SERVICE_FACTORIES } from "../app";
 import { loadConfig } from "./config";
 import { contracts } from "./serializer/contracts-runtime";
-import { lostInTransport, retryEndpoint, safeToRepeat } from "./edge-retry";
+import { lostInTransport, notSent, retryEndpoint, safeToRepeat, secondTry } from "./edge-retry";
 
 describe("one more try for a request lost in transport (lib/edge-retry.ts)", () => {
   test("lost in transport: a remote timeout or a rejection because the node left; not an answer, a nested or local timeout, or 'no node'", () => {
@@ -26,6 +26,19 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
     assert.ok(!safeToRepeat("POST", { idempotency: undefined }, "k-1"), "a key an action does not replay protects nothing");
     assert.ok(!safeToRepeat("POST", undefined, undefined));
     assert.ok(!safeToRepeat(undefined, undefined, undefined));
+  });
+
+  test("not sent (the transporter was away): any request goes again, a write without a key too; never for a client that left", () => {
+    const disconnected = new Errors.BrokerDisconnectedError("");
+    assert.ok(notSent(disconnected));
+    assert.ok(!notSent(new Errors.RequestTimeoutError({ action: "cart.addItem", nodeID: "c" })), "sent, then lost: may have acted");
+    const a = { id: "a" };
+    const b = { id: "b" };
+    const q = { err: disconnected, contract: undefined, action: "cart.addItem", method: "POST", idempotencyKey: undefined, failedNode: "a", endpoints: [a, b], clientGone: false };
+    assert.equal(secondTry(q), b, "an unkeyed POST that never left");
+    assert.equal(secondTry({ ...q, failedNode: undefined, endpoints: [a] }), a);
+    assert.equal(secondTry({ ...q, clientGone: true }), undefined);
+    assert.equal(secondTry({ ...q, err: new Errors.RequestTimeoutError({ action: "cart.addItem", nodeID: "a" }) }), undefined, "the same POST lost after it left: not repeated");
   });
 
   test("the second try goes to another available node when there is one, else the same", () => {

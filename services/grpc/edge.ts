@@ -25,7 +25,7 @@ import { Metadata, status as Status, type ServerUnaryCall, type sendUnaryData, t
 import type { ServiceBroker } from "moleculer";
 import type protobuf from "protobufjs/light";
 import type { ActionContract } from "../../proto/registry";
-import { secondTry } from "../../lib/edge-retry";
+import { notSent, secondTry, transportBack } from "../../lib/edge-retry";
 import { contracts, codecFor } from "../../lib/serializer/contracts-runtime";
 import { explainMisfit, type MessageCodec } from "../../lib/serializer/contract-codec";
 import type { EdgeDoor } from "../../lib/auth/edge-door";
@@ -221,6 +221,7 @@ async function invoke(deps: EdgeDeps, c: ActionContract, call: ServerUnaryCall<u
         })
       : undefined;
     if (!next) throw failure(err);
+    if (notSent(err)) await transportBack(() => broker.transit?.tx.connected === true, Math.max(0, deadline - Date.now()));
     return await send(next.id).catch((again: unknown) => {
       throw failure(again);
     });
