@@ -74,7 +74,7 @@ async function main(): Promise<number> {
         "",
         `## Chaos (\`npm run chaos\`), ${startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC`,
         "",
-        `Local cluster (k8s/base's replica counts, one process per pod) with private ${ha ? "RabbitMQ ×3 (clustered, quorum queues), etcd ×3" : "RabbitMQ"} and MariaDB; faults: ${faults.join(", ")}; etcd outage ${opt("--etcd-outage", "60")} s. Machine: ${os.cpus().length} vCPUs; load average ${startLoad} at start → ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} at end.`,
+        `Local cluster (k8s/base's replica counts, one process per pod) with private ${ha ? "RabbitMQ ×3 (clustered, quorum queues), etcd ×3" : "RabbitMQ"} and MariaDB; faults: ${faults.join(", ")}${faults.includes("etcd") ? `; etcd outage ${opt("--etcd-outage", "60")} s` : ""}. Machine: ${os.cpus().length} vCPUs; load average ${startLoad} at start → ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} at end.`,
         "",
         "```",
         text,

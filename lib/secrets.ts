@@ -31,8 +31,10 @@ export function placeholderProblems(env: Readonly<Record<string, string | undefi
     if (v && isPlaceholder(v)) problems.push(`${name}: a placeholder, not a secret (generate one, e.g. openssl rand -hex 32)`);
   }
   for (const name of SECRET_URL_VARIABLES) {
-    // RABBITMQ_URI may list a cluster's nodes, comma-separated: each URL is checked.
-    for (const v of (env[name] ?? "").split(",").map((u) => u.trim()).filter(Boolean)) {
+    // RABBITMQ_URI may list a cluster's nodes, comma-separated: each URL is checked. (Only
+    // it: another URL's password may hold a raw comma.)
+    const value = env[name] ?? "";
+    for (const v of (name === "RABBITMQ_URI" ? value.split(",") : [value]).map((u) => u.trim()).filter(Boolean)) {
       let password = "";
       try {
         password = decodeURIComponent(new URL(v).password);

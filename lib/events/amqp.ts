@@ -103,7 +103,8 @@ export function redactedHost(uri: string): string {
   }
 }
 
-function withHeartbeat(uri: string): string {
+/** The URL with `heartbeat=5` unless it sets one (seconds; a dead peer is noticed in ~10 s). */
+export function withHeartbeat(uri: string): string {
   const u = new URL(uri);
   if (!u.searchParams.has("heartbeat")) u.searchParams.set("heartbeat", "5");
   return u.toString();

@@ -121,22 +121,21 @@ export async function migrateClassicQueues(
   if (!work && !dead && !retries.length) return { moved: 0, left: [] };
   let moved = 0;
   const left: string[] = [];
-  if (work) {
-    const ch = await conn.createChannel();
-    try {
+  if (work)
+    await onChannel(conn, async (ch) => {
       for (const event of events) await ch.unbindQueue(work.queue, topo.exchange, event);
-    } finally {
-      await ch.close().catch(() => undefined);
-    }
-  }
-  const workInUse = (work?.consumerCount ?? 0) > 0;
+    });
+  // An old node may start consuming (and retrying) at any moment: read its presence again
+  // right before each deletion it would depend on.
+  const oldNodesGone = async () => ((await inspect(conn, old.workQueue(service)))?.consumerCount ?? 0) === 0;
   for (const q of retries) {
     moved += await moveMessages(conn, q.queue, topo.workQueue(service));
-    if (workInUse || !(await deleteIfDone(conn, q.queue))) left.push(q.queue);
+    if (!((await oldNodesGone()) && (await deleteIfDone(conn, q.queue)))) left.push(q.queue);
   }
   if (work) {
     moved += await moveMessages(conn, work.queue, topo.workQueue(service));
-    if (!(await deleteIfDone(conn, work.queue))) left.push(work.queue);
+    // Last, once no retry queue can dead-letter into it any more.
+    if (left.length || !(await deleteIfDone(conn, work.queue))) left.push(work.queue);
   }
   if (dead) {
     moved += await moveMessages(conn, dead.queue, topo.deadQueue(service));
@@ -145,51 +144,64 @@ export async function migrateClassicQueues(
   return { moved, left };
 }
 
-/** The queue's counts, or undefined when it does not exist (probed on a throwaway channel: a 404 closes it). */
-async function inspect(conn: ChannelModel, queue: string): Promise<{ queue: string; messageCount: number; consumerCount: number } | undefined> {
+/**
+ * Runs `fn` on a channel of its own, closed after. A refused operation (a queue another
+ * replica's migration has just deleted: 404) closes that channel only, never the link the
+ * consumer and the relay share (an 'error' without a listener would).
+ */
+async function onChannel<T>(conn: ChannelModel, fn: (ch: Channel) => Promise<T>): Promise<T | undefined> {
   const ch = await conn.createChannel();
   ch.on("error", () => undefined);
   try {
-    const ok = await ch.checkQueue(queue);
-    return { queue, messageCount: ok.messageCount, consumerCount: ok.consumerCount };
+    return await fn(ch);
   } catch {
-    return undefined;
+    return undefined; // gone meanwhile, or refused: the next pass looks again
   } finally {
     await ch.close().catch(() => undefined);
   }
 }
 
-/** Republishes every ready message of `from` to `to` (confirmed, then acked); resolves with the count. */
+/** The queue's counts, or undefined when it does not exist. */
+async function inspect(conn: ChannelModel, queue: string): Promise<{ queue: string; messageCount: number; consumerCount: number } | undefined> {
+  return onChannel(conn, async (ch) => {
+    const ok = await ch.checkQueue(queue);
+    return { queue, messageCount: ok.messageCount, consumerCount: ok.consumerCount };
+  });
+}
+
+/**
+ * Republishes every ready message of `from` to `to` (confirmed, then acked); resolves with
+ * the count. `to` is checked first: a publish to a missing queue would be confirmed and lost.
+ */
 async function moveMessages(conn: ChannelModel, from: string, to: string): Promise<number> {
-  const ch = await conn.createChannel();
-  const pub = await conn.createConfirmChannel();
   let moved = 0;
-  try {
-    for (;;) {
-      const msg = await ch.get(from, { noAck: false });
-      if (!msg) return moved;
-      await new Promise<void>((resolve, reject) =>
-        pub.sendToQueue(to, msg.content, { ...msg.properties, persistent: true }, (e) => (e ? reject(e) : resolve())),
-      );
-      ch.ack(msg);
-      moved++;
+  await onChannel(conn, async (ch) => {
+    await ch.checkQueue(to);
+    const pub = await conn.createConfirmChannel();
+    pub.on("error", () => undefined);
+    try {
+      for (;;) {
+        const msg = await ch.get(from, { noAck: false });
+        if (!msg) return;
+        await new Promise<void>((resolve, reject) =>
+          pub.sendToQueue(to, msg.content, { ...msg.properties, persistent: true }, (e) => (e ? reject(e) : resolve())),
+        );
+        ch.ack(msg);
+        moved++;
+      }
+    } finally {
+      await pub.close().catch(() => undefined);
     }
-  } finally {
-    await ch.close().catch(() => undefined);
-    await pub.close().catch(() => undefined);
-  }
+  });
+  return moved;
 }
 
 /** Deletes the queue if it is empty and has no consumer; false when it is kept. */
 async function deleteIfDone(conn: ChannelModel, queue: string): Promise<boolean> {
-  const ch = await conn.createChannel();
-  ch.on("error", () => undefined);
-  try {
+  // 406: still holds messages or has consumers; 404: another replica deleted it (done too).
+  const result = await onChannel(conn, async (ch) => {
     await ch.deleteQueue(queue, { ifEmpty: true, ifUnused: true });
     return true;
-  } catch {
-    return false; // 406: still holds messages or has consumers
-  } finally {
-    await ch.close().catch(() => undefined);
-  }
+  });
+  return result === true || (await inspect(conn, queue)) === undefined;
 }

@@ -21,6 +21,7 @@ import { testConfig, http } from "../../test/support/app";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { uniqueNamespace } from "../../test/support/servers";
 import { loadProtoRoot } from "../../proto/load";
+import { QUEUE_PREFIX } from "../transporter/safe-amqp-transporter";
 
 interface Captured {
   queue: string;
@@ -107,7 +108,7 @@ test("a user.get REQ and its RES on the wire decode with protobufjs from proto/ 
   captured.length = 0;
   const user = (await gateway.call("user.get", { id: userId })) as { email: string };
   assert.equal(user.email, email);
-  for (let i = 0; i < 50 && !captured.some((c) => c.queue === `MOL-${namespace}.RES.wire-gw`); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 50 && !captured.some((c) => c.queue === `${QUEUE_PREFIX}-${namespace}.RES.wire-gw`); i++) await new Promise((r) => setTimeout(r, 50));
 
   const root = loadProtoRoot();
   const service = root.lookupService("meridian.user.v1.UserService");
@@ -115,7 +116,7 @@ test("a user.get REQ and its RES on the wire decode with protobufjs from proto/ 
   const method = service.methods.Get!;
   method.resolve();
 
-  const req = captured.find((c) => c.queue === `MOL-${namespace}.REQ.wire-user`);
+  const req = captured.find((c) => c.queue === `${QUEUE_PREFIX}-${namespace}.REQ.wire-user`);
   assert.ok(req, `no REQ captured; queues: ${captured.map((c) => c.queue).join(", ")}`);
   const reqEnvelope = root.lookupType("meridian.wire.v1.Request").decode(req.body) as any;
   assert.equal(reqEnvelope.action, "user.get");
@@ -123,7 +124,7 @@ test("a user.get REQ and its RES on the wire decode with protobufjs from proto/ 
   const params = method.resolvedRequestType!.decode(reqEnvelope.params.message) as any;
   assert.equal(params.id, userId);
 
-  const res = captured.find((c) => c.queue === `MOL-${namespace}.RES.wire-gw` && c.body.includes(Buffer.from(email)));
+  const res = captured.find((c) => c.queue === `${QUEUE_PREFIX}-${namespace}.RES.wire-gw` && c.body.includes(Buffer.from(email)));
   assert.ok(res, "no RES captured");
   const resEnvelope = root.lookupType("meridian.wire.v1.Response").decode(res.body) as any;
   assert.equal(resEnvelope.success, true);

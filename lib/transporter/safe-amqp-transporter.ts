@@ -54,6 +54,7 @@
  */
 import { createRequire } from "node:module";
 import { Errors, Transporters } from "moleculer";
+import { withHeartbeat } from "../events/amqp";
 
 const amqpChannels = createRequire(__filename)("amqplib/lib/channel_model") as {
   Channel: { prototype: { prefetch(...args: unknown[]): Promise<unknown> } };
@@ -66,21 +67,24 @@ amqpChannels.Channel.prototype.prefetch = function (this: unknown, ...args: unkn
 };
 
 type ConsumeCallback = (msg: unknown) => unknown;
+/** What is used here of amqplib's connection and channel (both event emitters). */
+type Closeable = { removeAllListeners(event: string): void; on(event: string, fn: () => void): void; close(): Promise<void> };
 type QueueOptions = { durable?: boolean; arguments?: Record<string, unknown> } & Record<string, unknown>;
 
 const Base = Transporters.AMQP as unknown as new (opts: unknown) => {
   logger: { debug(...a: unknown[]): void; info(...a: unknown[]): void; warn(...a: unknown[]): void; error(...a: unknown[]): void };
   prefix: string;
-  opts: { url: string[] };
+  opts: { url: string[]; socketOptions?: Record<string, unknown> };
   connectionDisconnecting: boolean;
-  connection: { removeAllListeners(event: string): void; on(event: string, fn: () => void): void; close(): Promise<void> } | null;
+  connection: Closeable | null;
   transit?: { disconnecting?: boolean };
   broker: { namespace?: string };
   init(transit: unknown, messageHandler: unknown, afterConnect: unknown): void;
   connect(errorCallback: (err: unknown) => void): Promise<void>;
   _getQueueOptions(packetType: string, balancedQueue?: boolean): QueueOptions;
   _consumeCB(cmd: string, needAck?: boolean): ConsumeCallback;
-  channel: { ack(msg: unknown): void; nack(msg: unknown): void } | null;
+  channel: (Closeable & { ack(msg: unknown): void; nack(msg: unknown): void }) | null;
+  disconnect(): Promise<void>;
   receive(cmd: string, data: Buffer): unknown;
   send(topic: string, data: Buffer, meta: { packet: { type: string } }): Promise<void>;
   makeSubscriptions(topics: unknown[]): Promise<unknown>;
@@ -99,6 +103,15 @@ function notSent(err: unknown): Error {
   return e;
 }
 
+/** Closes it if it is open; an already closed one (amqplib may throw at once) is no error. */
+function closeQuietly(c: Closeable | null | undefined): void {
+  try {
+    c?.close().catch(() => undefined);
+  } catch {
+    // already closed
+  }
+}
+
 /** The name prefix of this topology's exchanges and queues (Moleculer's is `MOL`). */
 export const QUEUE_PREFIX = "MOLQ";
 
@@ -115,29 +128,67 @@ export class SafeAmqpTransporter extends Base {
       : { ...options, durable: false };
   }
 
+  /** Set by a stop: no connect (failover's included) may bring the node back after it. */
+  private stopping = false;
+
+  constructor(opts: Record<string, unknown>) {
+    super(opts);
+    // A broker node that vanishes without closing its sockets (a lost host) is noticed by
+    // the AMQP heartbeat (5 s unless a URL sets one) instead of the server's 60 s, and a
+    // connect to it gives up after 10 s instead of the system's SYN timeout.
+    this.opts.url = this.opts.url.map(withHeartbeat);
+    this.opts.socketOptions = { ...this.opts.socketOptions, timeout: 10_000 };
+  }
+
+  override disconnect(): Promise<void> {
+    this.stopping = true;
+    return super.disconnect();
+  }
+
   override connect(errorCallback: (err: unknown) => void): Promise<void> {
+    if (this.stopping) return Promise.reject(new Error("AMQP transporter stopped"));
     // Moleculer calls `errorCallback` when an established connection is lost: try the other
     // URLs now (each connect takes the next one), and hand over only when none answers.
-    return super.connect((err) => void this.failover(err, errorCallback)).catch((err: unknown) => {
-      this.discardConnection();
-      throw err;
-    });
+    return super.connect((err) => void this.failover(err, errorCallback)).then(
+      () => {
+        const conn = this.connection;
+        if (this.stopping) {
+          this.discardConnection();
+          return;
+        }
+        // Moleculer forgets a channel the server closed (a refused operation) and then drops
+        // every packet while its connection stays up: a closed channel counts as a lost
+        // connection here, so the node moves on (failover) instead of going silent.
+        this.channel?.on("close", () => {
+          if (!this.stopping && this.connection === conn) closeQuietly(conn);
+        });
+      },
+      (err: unknown) => {
+        this.discardConnection();
+        throw err;
+      },
+    );
   }
 
   /**
    * A connect that failed after the TCP/AMQP connection opened (its channel or a queue
-   * refused) leaves that connection open, and Moleculer's 'close' handler on it would later
-   * mark the transporter disconnected, whatever connection is current by then: a node that
-   * had moved on to a healthy broker node would refuse every call. Closed here, without it.
+   * refused) leaves that connection open, and Moleculer's 'close' handlers on it and on its
+   * channel would later mark the transporter disconnected and forget the channel, whatever
+   * connection and channel are current by then: a node that had moved on to a healthy broker
+   * node would drop every packet. Both closed here, without their handlers.
    */
   private discardConnection(): void {
     const conn = this.connection;
+    const channel = this.channel;
     this.connection = null;
-    if (!conn) return;
-    conn.removeAllListeners("close");
-    conn.removeAllListeners("error");
-    conn.on("error", () => undefined);
-    conn.close().catch(() => undefined);
+    this.channel = null;
+    for (const emitter of [channel, conn]) {
+      if (!emitter) continue;
+      emitter.removeAllListeners("close");
+      emitter.removeAllListeners("error");
+      emitter.on("error", () => undefined);
+    }
+    closeQuietly(conn);
   }
 
   /**
@@ -148,17 +199,18 @@ export class SafeAmqpTransporter extends Base {
   private async failover(lost: unknown, errorCallback: (err: unknown) => void): Promise<void> {
     const attempts = 2 * this.opts.url.length;
     for (let i = 1; i < attempts; i++) {
-      if (this.connectionDisconnecting || this.transit?.disconnecting) return;
+      if (this.stopping || this.connectionDisconnecting || this.transit?.disconnecting) return;
       if (i >= this.opts.url.length) await new Promise((r) => setTimeout(r, 300));
       try {
         await this.connect(errorCallback);
+        if (this.stopping) return;
         this.logger.warn(`AMQP: connection lost (${(lost as Error)?.message ?? lost}); moved to another RabbitMQ node`);
         return;
       } catch (err) {
         this.logger.warn(`AMQP: a RabbitMQ node refused while moving: ${(err as Error)?.message ?? err}`);
       }
     }
-    errorCallback(lost);
+    if (!this.stopping) errorCallback(lost);
   }
 
   override send(topic: string, data: Buffer, meta: { packet: { type: string } }): Promise<void> {
@@ -204,8 +256,9 @@ export class SafeAmqpTransporter extends Base {
         // race with this node declaring it again elsewhere). Moleculer would go on without
         // it (a node without its reply queue times out every call); a new connection
         // declares every queue again.
+        if (channel !== this.channel) return; // an earlier channel's: that connection is gone
         this.logger.warn(`AMQP: RabbitMQ cancelled the ${cmd} consumer (queue deleted); reconnecting`);
-        this.connection?.close().catch(() => undefined);
+        closeQuietly(this.connection);
         return;
       }
       const result = this.receive(cmd, (msg as { content: Buffer }).content);

@@ -11,6 +11,7 @@ import type protobuf from "protobufjs";
 import { loadProtoRoot } from "../../proto/load";
 import { readContracts } from "../../proto/registry";
 import { topology } from "../../lib/events/topology";
+import { QUEUE_PREFIX } from "../../lib/transporter/safe-amqp-transporter";
 import type { Rabbitmqctl } from "./rabbitmq";
 
 export interface CapturedMessage {
@@ -75,7 +76,7 @@ export function readCaptured(messages: readonly CapturedMessage[], namespace: st
   const T = (n: string) => root.lookupType(`meridian.wire.v1.${n}`);
   const [Request, Response, Event, EventEnvelope] = [T("Request"), T("Response"), T("Event"), T("EventEnvelope")];
   const eventsExchange = topology(namespace).exchange;
-  const prefix = `MOL-${namespace}.`;
+  const prefix = `${QUEUE_PREFIX}-${namespace}.`;
   const report: WireReport = { requests: new Map(), responses: new Map(), events: new Map(), problems: [], decoded: new Map() };
   // A RES names its action only when its data is a contract message: the REQ's id tells
   // which business action an unnamed RES answers (so a JSON answer is caught too).
