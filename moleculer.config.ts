@@ -17,6 +17,7 @@ import { internalMiddlewares } from "./lib/request-metrics";
 import { AppLogger, type LogDestination } from "./lib/logger";
 import { RequestScopeMiddleware, tracingOptions } from "./lib/tracing";
 import { SafeAmqpTransporter } from "./lib/transporter/safe-amqp-transporter";
+import { InternalRetryMiddleware } from "./lib/internal-retry";
 
 /**
  * `extraMiddlewares` (a test's gate or counter) run after the node's own and before Moleculer's
@@ -66,6 +67,8 @@ export function brokerOptions(
     middlewares: [
       RequestScopeMiddleware(),
       DependencyErrorsMiddleware,
+      // A call between services lost or not sent goes once more when safe (lib/internal-retry.ts).
+      InternalRetryMiddleware(),
       // The business counters (lib/metrics.ts), registered once so the label-less ones scrape as 0.
       { name: "BusinessMetrics", created: (broker: any) => registerBusinessMetrics(broker) } as any,
       // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.

@@ -1,0 +1,65 @@
+/**
+ * One more try for a call between services (#17), by the same rule as the edges'
+ * (lib/edge-retry.ts `secondTry`): a nested call (`ctx.call` inside an action) that
+ * - never left this node (its transporter was between two RabbitMQ connections:
+ *   `BrokerDisconnectedError`) goes again, whatever the action, once the transporter is
+ *   back: nothing acted on it;
+ * - was lost in transport (its node or broker node went away) goes again when the action is
+ *   safe to repeat: a read (its REST route is a GET) or marked idempotent in its contract.
+ *
+ * Calls of the edges themselves (the gateway's `api` service, the gRPC edge, which calls
+ * without a parent context) are left to the edges, which retry with the client's request in
+ * view: two layers retrying the same call would multiply the tries.
+ *
+ * The limit: a nested call lost in transport fails after its timeout, which is usually also
+ * the end of the caller's own budget; the second try then helps only when it came early (a
+ * node that left: `RequestRejectedError`). The not-sent case, the common one while a node
+ * moves to another RabbitMQ node, costs no wait but the reconnect's.
+ */
+import type { Context, Middleware, Service, ServiceBroker } from "moleculer";
+import { contracts } from "./serializer/contracts-runtime";
+import { notSent, secondTry, transportBack } from "./edge-retry";
+
+/** Moleculer services that are edges and retry on their own. */
+const EDGES = new Set(["api", "grpc"]);
+
+/**
+ * On the caller's side of every remote action (Moleculer's `remoteAction` hook: `next` sends
+ * `ctx` to `ctx.nodeID`). It sits inside the request timeout (Moleculer's own middlewares
+ * wrap it), so the two tries share the call's one budget, and a timeout is not seen here:
+ * what is retried is a call refused before it left or answered "node left".
+ */
+export function InternalRetryMiddleware(): Middleware {
+  return {
+    name: "InternalRetry",
+    remoteAction(this: ServiceBroker, next) {
+      const broker = this;
+      return async function (this: Service, ctx: Context) {
+        try {
+          return await next.call(this, ctx);
+        } catch (err) {
+          // `caller`: the calling action's service (none for a call from outside an action).
+          const caller = ctx.caller ?? undefined;
+          const action = ctx.action?.name;
+          if (!action || caller === undefined || EDGES.has(caller)) throw err;
+          const contract = contracts.actions.get(action);
+          const target = secondTry({
+            err,
+            action,
+            contract,
+            method: contract?.http?.method,
+            idempotencyKey: undefined,
+            failedNode: ctx.nodeID ?? undefined,
+            endpoints: broker.registry.getActionEndpoints(action)?.endpoints ?? [],
+            clientGone: false,
+          });
+          if (!target || target.local) throw err;
+          if (notSent(err)) await transportBack(() => broker.transit?.tx.connected === true);
+          broker.logger.warn(`${caller} → ${action}: ${(err as Error).name} on node ${ctx.nodeID}; sent once more, to node ${target.id}`);
+          ctx.nodeID = target.id;
+          return next.call(this, ctx);
+        }
+      };
+    },
+  };
+}
