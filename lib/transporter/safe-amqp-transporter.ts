@@ -24,8 +24,10 @@
  *   with it; README "Upgrading to quorum queues" says what to delete).
  * - a node whose broker node died connects to the next URL of RABBITMQ_URI at once, instead
  *   of after Moleculer's fixed 5 s; only when none answers does Moleculer's loop take over.
- *   A request sent in the gap, or held by the dead node, is lost: its caller gets a
- *   RequestTimeoutError, which the edges retry once when it is safe (lib/edge-retry.ts).
+ *   A request sent in the gap is refused (`BrokerDisconnectedError`: not sent, so the edges
+ *   and lib/internal-retry.ts send it again once the node is back); one held by the dead
+ *   broker node is lost: its caller gets a RequestTimeoutError, which the edges retry once
+ *   when it is safe (lib/edge-retry.ts).
  *
  * With one broker (a single URL) the same topology holds: quorum queues with one member.
  *
@@ -95,7 +97,7 @@ const Base = Transporters.AMQP as unknown as new (opts: unknown) => {
  * BrokerDisconnectedError, which every caller already reads as "the broker is away" (503 with
  * Retry-After at the edges, lib/errors.ts), with the cause in its message for the logs.
  */
-function notSent(err: unknown): Error {
+function refusedPacket(err: unknown): Error {
   // The typings inherit MoleculerError's (message, code, type, data); the class takes none and
   // sets its own message and 502, extended here with the cause.
   const e = new Errors.BrokerDisconnectedError("");
@@ -116,18 +118,6 @@ function closeQuietly(c: Closeable | null | undefined): void {
 export const QUEUE_PREFIX = "MOLQ";
 
 export class SafeAmqpTransporter extends Base {
-  override init(transit: unknown, messageHandler: unknown, afterConnect: unknown): void {
-    super.init(transit, messageHandler, afterConnect);
-    if (transit) this.prefix = QUEUE_PREFIX + (this.broker.namespace ? `-${this.broker.namespace}` : "");
-  }
-
-  override _getQueueOptions(packetType: string, balancedQueue?: boolean): QueueOptions {
-    const options = super._getQueueOptions(packetType, balancedQueue);
-    return balancedQueue
-      ? { ...options, durable: true, arguments: { ...options.arguments, "x-queue-type": "quorum" } }
-      : { ...options, durable: false };
-  }
-
   /** Set by a stop: no connect (failover's included) may bring the node back after it. */
   private stopping = false;
 
@@ -138,6 +128,18 @@ export class SafeAmqpTransporter extends Base {
     // connect to it gives up after 10 s instead of the system's SYN timeout.
     this.opts.url = this.opts.url.map(withHeartbeat);
     this.opts.socketOptions = { ...this.opts.socketOptions, timeout: 10_000 };
+  }
+
+  override init(transit: unknown, messageHandler: unknown, afterConnect: unknown): void {
+    super.init(transit, messageHandler, afterConnect);
+    if (transit) this.prefix = QUEUE_PREFIX + (this.broker.namespace ? `-${this.broker.namespace}` : "");
+  }
+
+  override _getQueueOptions(packetType: string, balancedQueue?: boolean): QueueOptions {
+    const options = super._getQueueOptions(packetType, balancedQueue);
+    return balancedQueue
+      ? { ...options, durable: true, arguments: { ...options.arguments, "x-queue-type": "quorum" } }
+      : { ...options, durable: false };
   }
 
   override disconnect(): Promise<void> {
@@ -221,7 +223,7 @@ export class SafeAmqpTransporter extends Base {
         this.logger.debug(`AMQP heartbeat not sent (channel closing): ${(err as Error).message}`);
         return Promise.resolve();
       }
-      return Promise.reject(notSent(err));
+      return Promise.reject(refusedPacket(err));
     }
   }
 
@@ -233,7 +235,7 @@ export class SafeAmqpTransporter extends Base {
    */
   override makeSubscriptions(topics: unknown[]): Promise<unknown> {
     return super.makeSubscriptions(topics).catch((err: unknown) => {
-      throw notSent(err);
+      throw refusedPacket(err);
     });
   }
 
