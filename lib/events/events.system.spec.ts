@@ -24,7 +24,7 @@ import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 import { createVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
 import { consumerService, producerService } from "./fixtures/services";
-import { dropAll, eventQueueMessages, eventsConfig, newDataDir, privateRabbitmqctl, startBroker, svc, waitFor, type EventsTestEnv } from "./support";
+import { dropAll, eventQueueMessages, eventsConfig, newDataDir, startBroker, svc, waitFor, type EventsTestEnv } from "./support";
 
 const NODE = path.join(__dirname, "fixtures", "node.ts");
 
@@ -155,7 +155,7 @@ const WHILE_DOWN = 300;
  */
 async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, shopDb: Knex) => void): Promise<void> {
   const rabbit = await startPrivateRabbit();
-  const ctl = privateRabbitmqctl(rabbit);
+  const ctl = rabbit.ctl;
   const t: EventsTestEnv = { namespace: uniqueNamespace(), dataDir: newDataDir(), db: "mariadb", rabbitUri: rabbit.uri, mysqlUrl: MYSQL_URL };
   const config = eventsConfig(t);
   const brokers = [

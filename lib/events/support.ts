@@ -5,12 +5,9 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { loadConfig, type AppConfig } from "../config";
 import { dropDatabase } from "../db";
-import type { PrivateRabbit } from "../../test/support/private-rabbitmq";
 import { queueMessages, type Rabbitmqctl } from "../../test/support/rabbitmq";
 import { REDIS_URL } from "../../test/support/servers";
 import { topology } from "./topology";
@@ -73,16 +70,6 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
 
 export function svc<T>(broker: ServiceBroker, name: string): T {
   return broker.getLocalService(name) as unknown as T;
-}
-
-/**
- * `rabbitmqctl` for a private node (test/support/private-rabbitmq.ts): Debian's script from
- * the same directory, with the node's name and the HOME whose Erlang cookie it uses.
- */
-export function privateRabbitmqctl(rabbit: PrivateRabbit): Rabbitmqctl {
-  const bin = path.join(process.env.RABBITMQ_BIN_DIR ?? "/usr/lib/rabbitmq/bin", "rabbitmqctl");
-  const env = { ...process.env, HOME: path.join(rabbit.dir, "home") };
-  return async (...args) => (await promisify(execFile)(bin, ["-n", rabbit.node, ...args], { env, timeout: 30_000 })).stdout;
 }
 
 /**

@@ -32,7 +32,7 @@ import type { Knex } from "knex";
 import { loadConfig, type ServiceName } from "../../lib/config";
 import { createKnex } from "../../lib/db";
 import { rng } from "../../lib/demo-catalog";
-import { eventQueueMessages, privateRabbitmqctl } from "../../lib/events/support";
+import { eventQueueMessages } from "../../lib/events/support";
 import { DB_SERVICES, startLocalCluster, type LocalCluster } from "./cluster";
 import { checkCheckoutInvariants, type CheckResult } from "./invariants";
 import { ROUTES, runLoad, type LoadProgress, type LoadSummary } from "./load";
@@ -303,7 +303,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       let unsent = 0;
       for (const service of DB_SERVICES)
         if (await db(service).schema.hasTable("outbox")) unsent += Number(((await db(service)("outbox").whereNull("sent_at").count({ n: "*" })) as { n: number | string }[])[0]!.n);
-      const queues = await eventQueueMessages("/", cluster.namespace, privateRabbitmqctl(brokers[0]!));
+      const queues = await eventQueueMessages("/", cluster.namespace, brokers[0]!.ctl);
       const problems = [
         ...(unsent ? [`events: ${unsent} outbox row(s) not published`] : []),
         ...(queues.total - queues.dead ? [`events: ${queues.total - queues.dead} message(s) still waiting in the event queues`] : []),

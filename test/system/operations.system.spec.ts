@@ -29,7 +29,6 @@ import { after, before, describe, test } from "node:test";
 import { CHAOS_NODE_ENV, CHECKOUT_ROUTES, formatChaosReport, runChaos } from "../support/chaos";
 import { moleculerName, startLocalCluster, type LocalCluster } from "../support/cluster";
 import { randomBytes } from "node:crypto";
-import { privateRabbitmqctl } from "../../lib/events/support";
 import { http } from "../support/app";
 import { eventually } from "../support/eventually";
 import { runLoad } from "../support/load";
@@ -151,7 +150,7 @@ describe("operations: the local cluster under load and chaos", () => {
 
   test("the wire: a whole checkout travels as contract messages, read back from proto/ alone; no node fell back to JSON", async () => {
     const brokers = cluster.rabbitCluster?.nodes ?? [cluster.rabbit!];
-    const firehose = await startFirehose(brokers.map(privateRabbitmqctl), brokers[0]!.uri);
+    const firehose = await startFirehose(brokers.map((b) => b.ctl), brokers[0]!.uri);
     const base = cluster.gatewayUrls[0]!;
     const seen: { email?: string; productId?: string; sku?: string; orderId?: string } = {};
     const step = async (name: string, method: string, path: string, opts: Parameters<typeof http>[3] = {}) => {
