@@ -63,7 +63,7 @@ export async function idempotent<T>(r: IdempotentRequest<T>): Promise<{ result: 
     }
     const claimed = await r.store.find(r.userId, r.key);
     if (claimed) {
-      if (claimed.fingerprint !== r.fingerprint) throw conflict("This Idempotency-Key was used with another request", [{ field: "Idempotency-Key" }]);
+      if (claimed.fingerprint !== r.fingerprint) throw keyUsedElsewhere();
       const existing = await r.replay(claimed.resourceId);
       if (existing !== undefined) return { result: existing, replayed: true };
       // The creator died between its claim and its insert: free the claim and claim again.
@@ -84,6 +84,11 @@ export async function idempotent<T>(r: IdempotentRequest<T>): Promise<{ result: 
     await r.store.release(r.userId, r.key, r.resourceId).catch(() => undefined);
     throw err;
   }
+}
+
+/** The 409 for a key repeated with another request (another body, operation or target). */
+export function keyUsedElsewhere(): AppError {
+  return conflict("This Idempotency-Key was used with another request", [{ field: "Idempotency-Key" }]);
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
  * The cart part of the contract through the gateway, on SQLite (embedded) and on the real
  * MariaDB + Redis, with brokers in this process: shapes, prices from the product service,
- * deleted products, validation, identity, concurrent adds, and `order.paid` applied once.
+ * deleted products, validation, identity, concurrent adds, keyed adds applied once, and
+ * `order.paid` applied once.
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -236,6 +237,42 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const lines = (await app.broker.call("cart.lines", { userId: u.id })) as { productId: string; quantity: number }[];
       assert.equal(lines.length, 11);
       assert.deepEqual(lines.filter((l) => l.productId !== p.id).map((l) => l.quantity), Array(10).fill(2));
+    });
+
+    test("Idempotency-Key on an add: a repeat adds nothing (also 20 at once), another body is a 409, a refused add keeps no key, keys are per user", async () => {
+      const u = await user();
+      const other = await user();
+      const p = await product({ price: { amount: 10, currency: "EUR" } });
+      const q = await product({ price: { amount: 10, currency: "EUR" } });
+      const keyed = (token: string, productId: string, quantity: number, key: string) => call("POST", "/api/cart/items", { token, body: { productId, quantity }, headers: { "idempotency-key": key } });
+      const first = await keyed(u.token, p.id, 2, "add-1");
+      assert.equal(first.status, 200, first.text);
+      assert.equal(first.body.items[0].quantity, 2);
+      const again = await keyed(u.token, p.id, 2, "add-1");
+      assert.equal(again.status, 200, again.text);
+      assert.deepEqual(again.body, first.body);
+      // 20 requests with one new key at once, from one user: one add.
+      const burst = await Promise.all(Array.from({ length: 20 }, () => keyed(u.token, p.id, 3, "add-2")));
+      assert.deepEqual([...new Set(burst.map((r) => r.status))], [200], burst.find((r) => r.status !== 200)?.text);
+      assert.equal((await call("GET", "/api/cart", { token: u.token })).body.items[0].quantity, 5);
+      // The key with another body (quantity, or product): 409 in the contract's shape, nothing added.
+      assertError(await keyed(u.token, p.id, 4, "add-1"), 409, "CONFLICT");
+      assertError(await keyed(u.token, q.id, 2, "add-1"), 409, "CONFLICT");
+      // Refused (over 99 on the line): the key is not kept, so a corrected request may use it.
+      assertError(await keyed(u.token, p.id, 95, "add-3"), 422, "VALIDATION_ERROR");
+      const corrected = await keyed(u.token, q.id, 1, "add-3");
+      assert.equal(corrected.status, 200, corrected.text);
+      assert.deepEqual(corrected.body.items.map((i: any) => [i.productId, i.quantity]), [[p.id, 5], [q.id, 1]]);
+      // Another user's same key is theirs: it adds.
+      const theirs = await keyed(other.token, p.id, 2, "add-1");
+      assert.deepEqual(theirs.body.items.map((i: any) => i.quantity), [2]);
+      // Without a key, every add adds.
+      assert.equal((await add(u.token, q.id, 1)).body.items[1].quantity, 2);
+      // A key past its 24 h is forgotten with the user's next keyed add.
+      const db = cartDb();
+      await db("cart_add_keys").where({ user_id: u.id, idem_key: "add-1" }).update({ created_at: Date.now() - repo.ADD_KEY_TTL_MS - 1 });
+      await keyed(u.token, q.id, 1, "add-4");
+      assert.deepEqual((await db("cart_add_keys").where({ user_id: u.id }).orderBy("idem_key")).map((r: { idem_key: string }) => r.idem_key), ["add-2", "add-3", "add-4"]);
     });
 
     test("the add statement alone (no cart lock) is atomic and bounded: 50 concurrent upserts, then 60 more against the 99 limit", async () => {

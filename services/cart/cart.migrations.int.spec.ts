@@ -10,7 +10,7 @@ import { testConfig } from "../../test/support/app";
 import { isCheckViolation } from "./cart.repo";
 
 const MIGRATIONS = path.join(__dirname, "migrations");
-const TABLES = ["carts", "cart_items", "outbox", "inbox", "dead_letters"];
+const TABLES = ["carts", "cart_items", "cart_add_keys", "outbox", "inbox", "dead_letters"];
 
 for (const db of ["sqlite", "mariadb"] as const) {
   test(`cart migrations: up, down, up on ${db}; unique (user, product), quantity CHECK`, async () => {

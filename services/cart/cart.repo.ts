@@ -104,6 +104,23 @@ export async function subtractLines(trx: Knex.Transaction, userId: string, lines
   }
 }
 
+// ---- Idempotency-Key of an add: written in the add's transaction, under the cart's lock ----
+
+/** How long an add's key is remembered: a retry comes within seconds; a day covers a client's offline queue. */
+export const ADD_KEY_TTL_MS = 24 * 60 * 60 * 1000;
+
+/** The fingerprint an add recorded with this key, if it was used (call under the cart's lock). */
+export async function findAddKey(trx: Knex.Transaction, userId: string, key: string): Promise<string | undefined> {
+  const row = (await trx("cart_add_keys").where({ user_id: userId, idem_key: key }).first("fingerprint")) as { fingerprint: string } | undefined;
+  return row?.fingerprint;
+}
+
+/** Records the key with the add (same transaction), and forgets this user's keys past their TTL. */
+export async function recordAddKey(trx: Knex.Transaction, userId: string, key: string, fingerprint: string, now: number): Promise<void> {
+  await trx("cart_add_keys").where({ user_id: userId }).where("created_at", "<", now - ADD_KEY_TTL_MS).del();
+  await trx("cart_add_keys").insert({ user_id: userId, idem_key: key, fingerprint, created_at: now });
+}
+
 /** A CHECK constraint refused the row (MariaDB ER_CONSTRAINT_FAILED 4025; SQLite). */
 export function isCheckViolation(err: unknown): boolean {
   const e = err as { code?: string; errno?: number };

@@ -19,6 +19,11 @@
  *   one cart's writers, so the 100-line and one-currency checks see the truth), and the
  *   quantity change is one upsert computed by the database (`quantity = quantity + n`),
  *   bounded by a CHECK (1..99). An add that would exceed a bound is a 422 and changes nothing.
+ * - An add with an `Idempotency-Key` happens once per (user, key): the key is stored in the
+ *   add's transaction, under the cart's lock, so a repeat (a client's retry, or the edge's
+ *   after a broker node died with the answer) finds it and answers the cart as it is now
+ *   without adding again; the same key with another body is a 409. Keys are kept 24 h
+ *   (`ADD_KEY_TTL_MS`). An add refused (422) stores no key. Without a key every add adds.
  * - Stock is NOT checked here: a cart may hold more than is available (stock moves until the
  *   order reserves it, which answers 409 OUT_OF_STOCK then). The product must exist.
  * - `order.paid` is applied once per message (the inbox of EventsMixin, in the handler's
@@ -30,6 +35,7 @@ import type { AppConfig } from "../../lib/config";
 import { requireUser, type RequestContext } from "../../lib/context";
 import { inTransaction, type Db } from "../../lib/db";
 import { notFound, validationError } from "../../lib/errors";
+import { keyUsedElsewhere, requestFingerprint } from "../../lib/idempotency";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin, type EventsServiceThis } from "../../mixins/events.mixin";
 import { MAX_LINE_QUANTITY, addProblems, buildCart, paidLines, setQuantityProblems, type Cart, type ProductInfo } from "./cart.domain";
@@ -80,11 +86,20 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
         async handler(this: CartServiceThis, ctx: Ctx<ActionParams<"cart.addItem">>): Promise<ActionResponse<"cart.addItem">> {
           const userId = requireUser(ctx).id;
           const { productId, quantity } = ctx.params;
+          const key = ctx.meta.idempotencyKey;
           const product = await this.productOf(ctx, productId);
           if (!product) throw notFound("Product");
           await repo.ensureCart(this.db, userId, Date.now());
           await inTransaction(this.db, async (trx) => {
             const cart = await repo.lockCart(trx, userId);
+            // A repeated key: the add is in the cart already (its key committed with it, and
+            // this user's adds are serialized by the lock above), so the answer is the cart now.
+            const fingerprint = key && requestFingerprint({ op: "cart.addItem", productId, quantity });
+            if (key && fingerprint) {
+              const seen = await repo.findAddKey(trx, userId, key);
+              if (seen === fingerprint) return;
+              if (seen !== undefined) throw keyUsedElsewhere();
+            }
             const existing = await repo.findLine(trx, userId, productId);
             const lineCount = await repo.countLines(trx, userId);
             const problems = addProblems({ quantity, existing: existing?.quantity, lineCount, cartCurrency: cart?.currency ?? null, productCurrency: product.price.currency });
@@ -99,6 +114,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
                 throw validationError("This cannot be added to the cart", [{ field: "quantity", message: `a line holds at most ${MAX_LINE_QUANTITY} units` }]);
               throw err;
             }
+            if (key && fingerprint) await repo.recordAddKey(trx, userId, key, fingerprint, now);
           });
           return this.cartOf(ctx, userId);
         },

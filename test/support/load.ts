@@ -8,7 +8,7 @@
  * Online Boutique's mix does not. Each shopper registers an account of its own, states a
  * preference, then loops: a task drawn by weight, a think pause, the next task, until the
  * duration is over or `signal` aborts. Checkout goes all the way: order (with an
- * Idempotency-Key), sandbox payment completed with success, then the order is polled until
+ * Idempotency-Key, as are cart adds), sandbox payment completed with success, then the order is polled until
  * it is PAID (the payment arrives asynchronously through the platform's callback). The id of
  * every order answered 201 is kept (`LoadSummary.orderIds`): the chaos runs check that each
  * one exists afterwards.
@@ -511,8 +511,12 @@ async function shopper(env: ShopperEnv, deadline: number): Promise<void> {
 
   const viewProduct = async (id: string) => client.call(ROUTES.product, "GET", `/api/products/${encodeURIComponent(id)}`);
   const addToCart = async () => {
+    // With a key, as a real client would send it: the edge may then send the add once more
+    // when the broker node that carried it died (the add is not idempotent without one).
     const cart = await client.call(ROUTES.addToCart, "POST", "/api/cart/items", {
-      token: await token(), body: { productId: pick(catalog.pool).id, quantity: 1 + Math.floor(random() * 3) },
+      token: await token(),
+      headers: { "idempotency-key": `load-${env.runId}-${env.index}-${randomBytes(6).toString("hex")}` },
+      body: { productId: pick(catalog.pool).id, quantity: 1 + Math.floor(random() * 3) },
     });
     // A cart only grows when checkouts keep failing; keep it within the cart's limits
     // (99 a line, 100 lines) so a long run against a faulty system does not add 422s of its own.

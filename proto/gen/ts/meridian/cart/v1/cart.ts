@@ -592,7 +592,7 @@ export const CartServiceService = {
   },
   /**
    * Add a product (adds to its line; at most 99 per line, 100 lines, one currency; stock is checked
-   * when ordering)
+   * when ordering). With an Idempotency-Key, a repeat adds nothing and answers the cart as it is.
    */
   addItem: {
     path: "/meridian.cart.v1.CartService/AddItem" as const,
@@ -650,7 +650,7 @@ export interface CartServiceServer extends UntypedServiceImplementation {
   get: handleUnaryCall<GetRequest, Cart>;
   /**
    * Add a product (adds to its line; at most 99 per line, 100 lines, one currency; stock is checked
-   * when ordering)
+   * when ordering). With an Idempotency-Key, a repeat adds nothing and answers the cart as it is.
    */
   addItem: handleUnaryCall<AddItemRequest, Cart>;
   /** Set a line's quantity (0 removes it) */
@@ -679,7 +679,7 @@ export interface CartServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Add a product (adds to its line; at most 99 per line, 100 lines, one currency; stock is checked
-   * when ordering)
+   * when ordering). With an Idempotency-Key, a repeat adds nothing and answers the cart as it is.
    */
   addItem(request: AddItemRequest, callback: (error: ServiceError | null, response: Cart) => void): ClientUnaryCall;
   addItem(
