@@ -18,6 +18,7 @@
  * generator (k8s/overlays/dev/make-secrets.ts), fresh per run.
  */
 import assert from "node:assert/strict";
+import { createPrivateKey, createPublicKey } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -68,7 +69,9 @@ const MODELS: Record<string, new (data: any) => { validate(): void }> = {
 
 // ---- which workload gets which secret: the one table ----
 
-type Workload = ServiceName | "migrate";
+type Workload = ServiceName | "migrate" | "etcd-auth";
+/** The workloads that are Jobs (one-off tools), by their component label. */
+const JOBS = ["migrate", "etcd-auth"] as const;
 type Need = "required" | "optional";
 
 const PAYMENT_ENV_NAMES: string[] = Object.values(PLATFORM_GROUPS).flatMap((g) => [...g.required, ...g.optional]);
@@ -78,7 +81,7 @@ const DATABASE: Record<string, Need> = { MYSQL_URL: "required" };
 /**
  * The Secret keys each workload mounts (env[].valueFrom.secretKeyRef, `optional: true` for
  * "optional": the key may be absent from the Secret), and nothing else: what its code
- * reads (checked against the sources below). Each Deployment and the Job must match it.
+ * reads (checked against the sources below). Each Deployment and each Job must match it.
  */
 const SECRET_KEYS: Record<Workload, Record<string, Need>> = {
   gateway: { ...NODE_SECRETS, JWT_SECRET: "required" },
@@ -95,6 +98,8 @@ const SECRET_KEYS: Record<Workload, Record<string, Need>> = {
   recommendation: { ...NODE_SECRETS, ...DATABASE },
   // `npm run migrate` loads the configuration as a tool and talks to MariaDB only.
   migrate: { ...DATABASE },
+  // dev only: `npm run etcd:auth`, a tool on etcd alone, the one place that holds etcd's root.
+  "etcd-auth": { ETCD_PASSWORD: "required", ETCD_ROOT_PASSWORD: "required" },
 };
 
 /**
@@ -151,24 +156,36 @@ interface Rendered {
   files: Set<string>;
 }
 
-/** A secretGenerator's env file (absolute path) → its KEY=value pairs. */
-type GeneratorInput = (file: string, files: Set<string>) => Record<string, string>;
+/** A secretGenerator's inputs (absolute paths): an env file's KEY=value pairs, a file's contents. */
+interface GeneratorInput {
+  env(file: string, files: Set<string>): Record<string, string>;
+  file(file: string, files: Set<string>): string;
+}
 
-/** prod: the committed example of the operator's git-ignored file. */
-const fromExample: GeneratorInput = (file, files) => {
-  files.add(`${file}.example`);
-  return parseEnv(fs.readFileSync(`${file}.example`, "utf8"), `${file}.example`);
+/** prod: the committed example of the operator's git-ignored env file (prod generates no file keys). */
+const fromExample: GeneratorInput = {
+  env(file, files) {
+    files.add(`${file}.example`);
+    return parseEnv(fs.readFileSync(`${file}.example`, "utf8"), `${file}.example`);
+  },
+  file(file) {
+    assert.fail(`${file}: prod's Secrets come from env files (secrets.env.example) only`);
+  },
 };
 
 /** dev: what make-secrets.ts writes, generated afresh (the files on disk are not read). */
 function fromDevGenerator(): GeneratorInput {
   const generated = devSecretFiles();
-  return (file) => {
+  const contents = (file: string) => {
     const name = path.basename(file) as keyof typeof generated;
     assert.ok(name in generated, `${file}: not a file make-secrets.ts writes (${DEV_SECRET_FILES.join(", ")})`);
-    return parseEnv(generated[name], file);
+    return generated[name];
   };
+  return { env: (file) => parseEnv(contents(file), file), file: contents };
 }
+
+/** A secretGenerator's input file names (`key=file` for file entries), as its kustomization lists them. */
+const generatorInputs = (gen: { envs?: string[]; files?: string[] }): string[] => [...(gen.envs ?? []), ...(gen.files ?? []).map((f) => f.split("=").at(-1)!)];
 
 /** Patched kinds: their strategic merge replaces lists (no merge keys), as `merge` does. */
 const PATCHABLE = ["ConfigMap", "Secret", "Ingress", "NetworkPolicy"];
@@ -189,9 +206,14 @@ function render(dir: string, input: GeneratorInput, files = new Set<string>()): 
     }
   }
   for (const gen of k.secretGenerator ?? []) {
-    assert.deepEqual(Object.keys(gen).sort(), ["envs", "name"], `${kfile}: secretGenerator with name and envs only`);
+    const fields = Object.keys(gen).sort().join(",");
+    assert.ok(["envs,name", "files,name"].includes(fields), `${kfile}: secretGenerator with a name and envs or files only`);
     const stringData: Record<string, string> = {};
-    for (const env of gen.envs) Object.assign(stringData, input(path.resolve(dir, env), files));
+    for (const env of gen.envs ?? []) Object.assign(stringData, input.env(path.resolve(dir, env), files));
+    for (const entry of gen.files ?? []) {
+      const [key, file] = entry.includes("=") ? entry.split("=") : [path.basename(entry), entry];
+      stringData[key] = input.file(path.resolve(dir, file), files);
+    }
     objects.push({ apiVersion: "v1", kind: "Secret", metadata: { name: gen.name }, type: "Opaque", stringData });
   }
   for (const patch of k.patches ?? []) {
@@ -227,9 +249,16 @@ const containerEnv = (c: any, name: string) => (c.env ?? []).find((e: any) => e.
 /** App Deployments are the ones that say which services they run. */
 const appDeployments = (objects: Obj[]) => ofKind(objects, "Deployment").filter((d) => containerEnv(podSpec(d).containers[0], "SERVICES"));
 const serviceOf = (d: Obj) => containerEnv(podSpec(d).containers[0], "SERVICES").value as ServiceName;
-const migrateJob = (objects: Obj[]) => ofKind(objects, "Job")[0];
-/** The app's workloads: each node's Deployment and the migration Job, by their role. */
-const workloads = (objects: Obj[]): [Workload, Obj][] => [...appDeployments(objects).map((d): [Workload, Obj] => [serviceOf(d), d]), ["migrate", migrateJob(objects)]];
+const jobOf = (objects: Obj[], component: (typeof JOBS)[number]) => ofKind(objects, "Job").find((j) => j.metadata.labels?.["app.kubernetes.io/component"] === component);
+const isJob = (w: Workload) => (JOBS as readonly string[]).includes(w);
+/** The app's workloads: each node's Deployment and the Jobs (migration; dev: etcd's auth), by their role. */
+const workloads = (objects: Obj[]): [Workload, Obj][] => [
+  ...appDeployments(objects).map((d): [Workload, Obj] => [serviceOf(d), d]),
+  ...JOBS.flatMap((w): [Workload, Obj][] => {
+    const job = jobOf(objects, w);
+    return job ? [[w, job]] : [];
+  }),
+];
 const selects = (selector: Record<string, string>, labels: Record<string, string> = {}) =>
   Object.entries(selector).every(([k, v]) => labels[k] === v);
 
@@ -593,9 +622,12 @@ for (const overlay of OVERLAYS) {
   });
 
   test(`${overlay}: the migration Job runs npm run migrate for every service, as a tool, on the nodes' image and databases`, () => {
-    const jobs = ofKind(objects, "Job");
-    assert.equal(jobs.length, 1);
-    const job = jobs[0];
+    assert.deepEqual(
+      ofKind(objects, "Job").map((j) => j.metadata.labels?.["app.kubernetes.io/component"]).sort(),
+      overlay === "dev" ? ["etcd-auth", "migrate"] : ["migrate"],
+      "the Jobs: the migration (and dev's etcd authentication)",
+    );
+    const job = jobOf(objects, "migrate")!;
     const c = podSpec(job).containers[0];
     assert.equal([...(c.command ?? []), ...(c.args ?? [])].join(" "), "npm run migrate");
     assert.ok(["Never", "OnFailure"].includes(podSpec(job).restartPolicy));
@@ -686,8 +718,7 @@ for (const overlay of OVERLAYS) {
     const payment = `pods:app.kubernetes.io/component=payment,app.kubernetes.io/name=meridian`;
     for (const [workload, o] of workloads(objects)) {
       const [policy] = ownPolicies(objects, o);
-      const expected =
-        workload === "migrate"
+      const expected = isJob(workload)
           ? []
           : [
               ...(workload === "gateway" ? [`namespace:ingress-nginx → TCP/${config.port}`, `${payment} → TCP/${config.port}`] : []),
@@ -738,7 +769,7 @@ for (const overlay of OVERLAYS) {
       const env = workloadEnv(overlay, objects, o);
       const ps = [...policies(objects).filter((p) => selects(p.spec.podSelector.matchLabels ?? {}, podLabels(o)))];
       const addresses = dependencyAddresses(env);
-      assert.ok(addresses.length >= (workload === "migrate" ? 1 : 3), `${o.metadata.name}: RabbitMQ, Redis, etcd (MariaDB for the Job)`);
+      assert.ok(addresses.length >= (isJob(workload) ? 1 : 3), `${o.metadata.name}: RabbitMQ, Redis, etcd (MariaDB or etcd for a Job)`);
       for (const a of addresses) {
         const svc = serviceForHost(objects, a.host);
         const dest = svc ? { pods: svc.spec.selector } : ("outside" as const);
@@ -755,7 +786,7 @@ for (const overlay of OVERLAYS) {
 
   test(`${overlay}: the app image and pods`, () => {
     const images = new Set([...appDeployments(objects), ...ofKind(objects, "Job")].map((o) => podSpec(o).containers[0].image));
-    assert.equal(images.size, 1, "one image for every node and the Job");
+    assert.equal(images.size, 1, "one image for every node and the Jobs");
     const [image] = images;
     assert.match(image, /:[\w.-]+$/);
     assert.ok(!image.endsWith(":latest"), "a pinned tag");
@@ -770,7 +801,7 @@ for (const overlay of OVERLAYS) {
     for (const f of files) if (f.endsWith(".yaml")) assert.ok(readDocs(f).every((o) => o.kind !== "Secret"), `${f}: a Secret manifest`);
     const dir = path.join(K8S, "overlays", overlay);
     const k = readDocs(path.join(dir, "kustomization.yaml"))[0] as any;
-    const inputs = (k.secretGenerator ?? []).flatMap((g: any) => g.envs as string[]);
+    const inputs = (k.secretGenerator ?? []).flatMap(generatorInputs);
     assert.ok(inputs.length > 0, "a secretGenerator");
     const ignore = fs.readFileSync(path.join(dir, ".gitignore"), "utf8");
     for (const f of inputs) assert.match(ignore, new RegExp(`^${f.replace(/\./g, "\\.")}$`, "m"), `${overlay}/${f} is git-ignored`);
@@ -858,6 +889,41 @@ test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes poi
   assert.deepEqual(parsePaymentConfig(pay.env, { mode: "cluster" }).enabled, ["sandbox"]);
 });
 
+test("dev: etcd runs with authentication: JWT tokens from the generated pair, the etcd-auth Job creates the nodes' user for their prefix, the nodes present it", () => {
+  const { objects } = rendered.dev;
+  const etcd = ofKind(objects, "StatefulSet").find((x) => x.metadata.name === "etcd")!;
+  const c = podSpec(etcd).containers[0];
+  const flag = (name: string) => (c.command as string[]).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const token = Object.fromEntries(flag("auth-token")!.split(",").slice(1).map((kv) => kv.split("=")));
+  assert.equal(flag("auth-token")!.split(",")[0], "jwt", "JWT tokens: valid at every member, not only the one that issued them");
+  const mount = (c.volumeMounts as any[]).find((m) => token["priv-key"].startsWith(`${m.mountPath}/`))!;
+  assert.ok(mount, "the signing key is on a mounted volume");
+  const volume = (podSpec(etcd).volumes as any[]).find((v) => v.name === mount.name)!;
+  const secret = dataOf(objects.find((o) => o.kind === "Secret" && o.metadata.name === volume.secret.secretName)!);
+  const key = createPrivateKey(secret[path.basename(token["priv-key"])]);
+  assert.equal(createPublicKey(key).export({ type: "spki", format: "pem" }), secret[path.basename(token["pub-key"])], "the pair's public half");
+  assert.equal(token["sign-method"], "RS256");
+
+  // The Job: npm run etcd:auth, as a tool, with the nodes' etcd settings and the root password.
+  const job = jobOf(objects, "etcd-auth")!;
+  const jc = podSpec(job).containers[0];
+  assert.equal([...(jc.command ?? []), ...(jc.args ?? [])].join(" "), "npm run etcd:auth");
+  assert.ok(["Never", "OnFailure"].includes(podSpec(job).restartPolicy));
+  const jobEnv = workloadEnv("dev", objects, job);
+  const jobConfig = loadConfig(jobEnv, { tool: true });
+  const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
+  for (const d of appDeployments(objects)) {
+    const node = nodeConfig("dev", objects, d);
+    assert.ok(node.config.etcd?.username && node.config.etcd.password, `${d.metadata.name}: presents ETCD_USERNAME / ETCD_PASSWORD`);
+    assert.deepEqual({ ...jobConfig.etcd, rootPassword: undefined }, { ...node.config.etcd, rootPassword: undefined }, `${d.metadata.name}: the Job creates the user the node presents, on the same members`);
+    assert.equal(jobConfig.namespace, node.config.namespace, `${d.metadata.name}: the Job grants the node's discovery prefix`);
+    assert.equal(node.env.ETCD_ROOT_PASSWORD, undefined, `${d.metadata.name}: no node holds etcd's root password`);
+  }
+  assert.ok(jobConfig.etcd?.rootPassword && jobConfig.etcd.rootPassword !== jobConfig.etcd.password, "the Job holds a root password of its own");
+  assert.notEqual(jobConfig.etcd?.username, "root");
+  assert.ok(nodeConfig("dev", objects, gateway).config.etcd?.hosts.length === 3);
+});
+
 test("dev: make-secrets.ts writes both files once, owner-only, with fresh values", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-dev-secrets-"));
   try {
@@ -872,7 +938,7 @@ test("dev: make-secrets.ts writes both files once, owner-only, with fresh values
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const k = readDocs(path.join(K8S, "overlays", "dev", "kustomization.yaml"))[0] as any;
-  assert.deepEqual(k.secretGenerator.flatMap((g: any) => g.envs).sort(), [...DEV_SECRET_FILES].sort(), "the overlay reads what the script writes");
+  assert.deepEqual(k.secretGenerator.flatMap(generatorInputs).sort(), [...DEV_SECRET_FILES].sort(), "the overlay reads what the script writes");
 });
 
 test("prod: external dependencies only, and no secret value committed", () => {
@@ -884,7 +950,7 @@ test("prod: external dependencies only, and no secret value committed", () => {
   assert.deepEqual(secrets.map((s) => s.metadata.name), ["meridian-secrets"]);
   assert.deepEqual(Object.entries(dataOf(secrets[0])).filter(([, v]) => v !== ""), [], "secrets.env.example holds names, not values");
   // Every key a workload requires is listed (an absent required key stops the pod).
-  const required = new Set(Object.values(SECRET_KEYS).flatMap((keys) => Object.entries(keys).filter(([, n]) => n === "required").map(([k]) => k)));
+  const required = new Set(workloads(objects).flatMap(([w]) => Object.entries(SECRET_KEYS[w]).filter(([, n]) => n === "required").map(([k]) => k)));
   for (const name of [...required, ...Object.keys(PROD_SECRET_STAND_INS)]) assert.ok(name in dataOf(secrets[0]), `secrets.env.example lists ${name}`);
 });
 
@@ -925,6 +991,12 @@ test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, El
   assert.match(migrate, /loadConfigOrExit\(\{ tool: true \}\)/);
   assert.doesNotMatch(migrate, /createBroker|jwtSecret|redisUrl/);
   assert.deepEqual(SECRET_KEYS.migrate, { MYSQL_URL: "required" });
+  // bin/etcd-auth.ts: a tool on etcd alone, the nodes' user and etcd's root.
+  const etcdAuth = fs.readFileSync(path.join(ROOT, "bin", "etcd-auth.ts"), "utf8");
+  assert.match(etcdAuth, /loadConfigOrExit\(\{ tool: true \}\)/);
+  assert.match(etcdAuth, /etcd\.password\b/);
+  assert.match(etcdAuth, /\.rootPassword\b/);
+  assert.doesNotMatch(etcdAuth, /createBroker|jwtSecret|redisUrl|mysqlUrl|rabbitmqUris/);
 });
 
 test("the payment variables named in the README's configuration table and in k8s/ are the ones the payment config knows", () => {

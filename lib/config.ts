@@ -67,6 +67,8 @@ const EnvSchema = z.object({
   ETCD_HOSTS: z.string().optional(),
   ETCD_USERNAME: z.string().min(1).optional(),
   ETCD_PASSWORD: z.string().min(1).optional(),
+  // etcd's administrator, for `npm run etcd:auth` only (a node refuses it).
+  ETCD_ROOT_PASSWORD: z.string().min(1).optional(),
   REDIS_URL: url(["redis:", "rediss:"]).optional(),
   MYSQL_URL: url(["mysql:"]).optional(),
   SERIALIZER: z.enum(["protobuf", "json"]).optional(),
@@ -162,7 +164,8 @@ export interface AppConfig {
   namespace: string;
   /** RABBITMQ_URI's URLs (a cluster's nodes, in the order given); none in embedded mode. */
   rabbitmqUris?: string[];
-  etcd?: { hosts: string[]; username?: string; password?: string };
+  /** `rootPassword`: a tool's only (`npm run etcd:auth`); a node refuses ETCD_ROOT_PASSWORD. */
+  etcd?: { hosts: string[]; username?: string; password?: string; rootPassword?: string };
   redisUrl?: string;
   mysqlUrl?: string;
   serializer: "protobuf" | "json";
@@ -267,12 +270,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
     const hosts = e.ETCD_HOSTS.split(",").map((h) => h.trim()).filter(Boolean);
     const bad = hosts.filter((h) => !/^https?:\/\/[^/\s]+$/.test(h) && !/^[^/\s:]+:\d+$/.test(h));
     if (!hosts.length || bad.length) problems.push(`ETCD_HOSTS: expected a comma list of host:port or http(s)://host:port, got ${bad.join(", ") || "(empty)"}`);
-    if (!cluster) problems.push("ETCD_HOSTS: etcd discovery needs a transporter (RABBITMQ_URI)");
+    // A tool (npm run etcd:auth) talks to etcd alone.
+    if (!cluster && node) problems.push("ETCD_HOSTS: etcd discovery needs a transporter (RABBITMQ_URI)");
     if (Boolean(e.ETCD_USERNAME) !== Boolean(e.ETCD_PASSWORD))
       problems.push("ETCD_USERNAME/ETCD_PASSWORD: give both or neither");
-    etcd = { hosts: hosts.map((h) => (h.includes("://") ? h : `http://${h}`)), username: e.ETCD_USERNAME, password: e.ETCD_PASSWORD };
-  } else if (e.ETCD_USERNAME || e.ETCD_PASSWORD) {
-    problems.push("ETCD_USERNAME/ETCD_PASSWORD: set without ETCD_HOSTS");
+    if (e.ETCD_ROOT_PASSWORD && node) problems.push("ETCD_ROOT_PASSWORD: for npm run etcd:auth only; a node must not hold etcd's root password");
+    etcd = { hosts: hosts.map((h) => (h.includes("://") ? h : `http://${h}`)), username: e.ETCD_USERNAME, password: e.ETCD_PASSWORD, ...(!node && e.ETCD_ROOT_PASSWORD ? { rootPassword: e.ETCD_ROOT_PASSWORD } : {}) };
+  } else if (e.ETCD_USERNAME || e.ETCD_PASSWORD || e.ETCD_ROOT_PASSWORD) {
+    problems.push("ETCD_USERNAME/ETCD_PASSWORD/ETCD_ROOT_PASSWORD: set without ETCD_HOSTS");
   }
 
   if (Boolean(e.ELASTIC_SEARCH_USERNAME) !== Boolean(e.ELASTIC_SEARCH_PASSWORD))

@@ -79,6 +79,12 @@ test("rules between variables", () => {
   const cluster = { ...CLUSTER, DATA_DIR: dir };
   assert.match(problemsOf({ ...cluster, ETCD_HOSTS: "localhost:2379", ETCD_USERNAME: "u" })[0], /^ETCD_USERNAME\/ETCD_PASSWORD: give both/);
   assert.match(problemsOf({ ...cluster, ETCD_HOSTS: "not a host" })[0], /^ETCD_HOSTS: expected/);
+  // etcd's root password: `npm run etcd:auth` (a tool, etcd alone) takes it; a node refuses to hold it.
+  const etcdAdmin = { ETCD_HOSTS: "etcd-0:2379", ETCD_USERNAME: "meridian", ETCD_PASSWORD: "n0de-pw", ETCD_ROOT_PASSWORD: "r00t-pw" };
+  assert.match(problemsOf({ ...cluster, ...etcdAdmin })[0], /^ETCD_ROOT_PASSWORD: for npm run etcd:auth only/);
+  assert.deepEqual(loadConfig({ DATA_DIR: dir, ...etcdAdmin }, { tool: true }).etcd, { hosts: ["http://etcd-0:2379"], username: "meridian", password: "n0de-pw", rootPassword: "r00t-pw" });
+  assert.equal(loadConfig({ ...cluster, ...etcdAdmin, ETCD_ROOT_PASSWORD: "" }).etcd?.rootPassword, undefined);
+  assert.match(configProblems(() => loadConfig({ DATA_DIR: dir, ETCD_ROOT_PASSWORD: "r00t-pw" }, { tool: true }))[0], /^ETCD_USERNAME\/ETCD_PASSWORD\/ETCD_ROOT_PASSWORD: set without ETCD_HOSTS/);
   assert.match(problemsOf({ ...cluster, HEARTBEAT_INTERVAL_S: "6", HEARTBEAT_TIMEOUT_S: "6" })[0], /^HEARTBEAT_TIMEOUT_S/);
   assert.match(problemsOf({ DATA_DIR: dir, ADMIN_EMAIL: "a@example.com", ADMIN_PASSWORD: "short" })[0], /^ADMIN_PASSWORD: must be at least 8/);
 });

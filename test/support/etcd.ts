@@ -19,7 +19,8 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { Etcd3, EtcdRoleExistsError, Range } from "etcd3";
+import { Etcd3 } from "etcd3";
+import { ROOT_USER, setUpEtcdAuth } from "../../lib/discovery/etcd-auth-setup";
 import { freePort } from "./ports";
 
 export interface EtcdMember {
@@ -170,25 +171,10 @@ function member(spec: { name: string; client: string; peer: string }, dir: strin
   };
 }
 
-/** Users and roles as an operator sets them up (etcd's own order: root first, then auth on). */
+/** Users and roles as an operator sets them up (lib/discovery/etcd-auth-setup.ts, what `npm run etcd:auth` runs). */
 async function enableAuth(hosts: string[], auth: NonNullable<EtcdOptions["auth"]>) {
-  const root = { username: "root", password: randomBytes(12).toString("hex") };
+  const root = { username: ROOT_USER, password: randomBytes(12).toString("hex") };
   const credentials = { username: auth.username ?? "meridian", password: randomBytes(12).toString("hex") };
-  const admin = new Etcd3({ hosts });
-  try {
-    await admin.role("root").create().catch((err) => {
-      if (!(err instanceof EtcdRoleExistsError)) throw err;
-    });
-    await admin.user(root.username).create(root.password);
-    await admin.user(root.username).addRole("root");
-    const role = `${credentials.username}-discovery`;
-    await admin.role(role).create();
-    await admin.role(role).grant({ permission: "Readwrite", range: Range.prefix(auth.prefix) });
-    await admin.user(credentials.username).create(credentials.password);
-    await admin.user(credentials.username).addRole(role);
-    await admin.auth.authEnable();
-  } finally {
-    admin.close();
-  }
+  await setUpEtcdAuth({ hosts, rootPassword: root.password, user: credentials, prefix: auth.prefix });
   return { root, credentials };
 }
