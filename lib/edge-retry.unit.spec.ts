@@ -51,14 +51,17 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
     assert.equal(retryEndpoint("a", []), undefined, "not listed any more: the balancer chooses");
   });
 
-  test("the contract's idempotency_key marks exactly the actions that replay an Idempotency-Key (order's withKey)", () => {
-    const order = SERVICE_FACTORIES.order(loadConfig({ DATA_DIR: "/tmp/unused" }));
-    const replaying = Object.entries(order.actions ?? {})
-      .filter(([, a]) => typeof a === "object" && a !== null && "handler" in a && String(a.handler).includes("this.withKey("))
-      .map(([name]) => `order.${name}`)
+  test("the contract's idempotency_key marks exactly the actions that replay an Idempotency-Key (order's withKey, the cart's keyed add)", () => {
+    const config = loadConfig({ DATA_DIR: "/tmp/unused" });
+    const replaying = Object.entries(SERVICE_FACTORIES)
+      .flatMap(([service, factory]) =>
+        Object.entries(factory(config).actions ?? {})
+          .filter(([, a]) => typeof a === "object" && a !== null && "handler" in a && /this\.withKey\(|ctx\.meta\.idempotencyKey/.test(String(a.handler)))
+          .map(([name]) => `${service}.${name}`),
+      )
       .sort();
     const marked = [...contracts.actions.values()].filter((c) => c.idempotency === "key").map((c) => c.action).sort();
     assert.deepEqual(marked, replaying);
-    assert.ok(marked.length >= 4, `${marked.join(", ")}`);
+    assert.ok(marked.length >= 5 && marked.includes("cart.addItem"), `${marked.join(", ")}`);
   });
 });
