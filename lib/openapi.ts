@@ -163,6 +163,8 @@ export interface ActionOpenApiMeta {
 	errors?: number[];
 	/** Media type of the success body when it is not JSON (e.g. "text/plain", "text/html"). */
 	contentType?: string;
+	/** The action replays a repeated `Idempotency-Key` header (documented as an optional header parameter). */
+	idempotencyKey?: boolean;
 }
 
 /**
@@ -1108,6 +1110,15 @@ function buildOperation(entry: AliasEntry, variant: PathVariant, info: ActionInf
 			}
 			parameters.push(parameter);
 		}
+	}
+	if (meta?.idempotencyKey) {
+		parameters.push({
+			name: "Idempotency-Key",
+			in: "header",
+			required: false,
+			description: "The same key with the same request answers as the first time and changes nothing again; with another request, 409 CONFLICT.",
+			schema: { type: "string", minLength: 1, maxLength: 200, pattern: "^[\\x21-\\x7e]+$" },
+		});
 	}
 	if (parameters.length > 0) operation.parameters = parameters;
 

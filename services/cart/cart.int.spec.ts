@@ -326,6 +326,11 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.ok(doc.paths["/api/cart"].get && doc.paths["/api/cart"].delete);
       assert.ok(doc.paths["/api/cart/items"].post);
       assert.ok(doc.paths["/api/cart/items/{productId}"].patch && doc.paths["/api/cart/items/{productId}"].delete);
+      // The keyed add documents its header (from the contract's idempotency_key); the others have none.
+      const header = (op: { parameters?: { in: string; name: string }[] }) => (op.parameters ?? []).filter((p) => p.in === "header").map((p) => p.name);
+      assert.deepEqual(header(doc.paths["/api/cart/items"].post), ["Idempotency-Key"]);
+      assert.deepEqual(header(doc.paths["/api/cart/items/{productId}"].patch), []);
+      assert.ok(doc.paths["/api/cart/items"].post.responses["409"], "409 when the key was used with another request");
     });
   });
 }

@@ -3,7 +3,7 @@
  * (proto/json-schema.ts), the success status, the error statuses (the contract names codes
  * of the one error catalog, lib/error-catalog.ts, which gives their statuses), the summary
  * (the rpc's comment: its first line and the lines that continue it; the rest describes)
- * and the tags. What the contract does not say (a non-JSON body's media
+ * the tags, and the Idempotency-Key header of an rpc that replays one. What the contract does not say (a non-JSON body's media
  * type, a description) still comes from the action's `openapi` key.
  */
 import { ERROR_STATUS, type ErrorCode } from "../../lib/error-catalog";
@@ -36,6 +36,7 @@ export function withContracts(actions: Record<string, ActionInfo>): Record<strin
     if (codes.length) meta.errors = [...new Set([...(meta.errors ?? []), ...codes])];
     // A JSON body is the response message; a page (HTML, text) keeps its declared media type.
     if (c.response && !meta.contentType) meta.response = messageJsonSchema(c.response);
+    if (c.idempotency === "key") meta.idempotencyKey = true;
     out[name] = { ...info, auth: c.auth ?? info.auth, openapi: meta };
   }
   return out;
