@@ -2,16 +2,30 @@
  * `npm test`: every spec file, in tiers — unit (pure), int (brokers in one process,
  * SQLite and the real MariaDB/Redis/RabbitMQ), system (several node processes against
  * the real servers). `npm test -- unit` (or int, system) runs one tier; a path runs one file.
- * Node's own test runner: one process per file, files run one at a time because the
- * system tier starts servers and node processes of its own.
+ *
+ * Node's own test runner, one process per file, one run per tier so each tier gets its own
+ * concurrency: the unit and int tiers run TIER_CONCURRENCY files at once (each file isolates
+ * itself: a unique namespace, so its own databases, Redis keys, etcd prefix and RabbitMQ
+ * vhost; its private servers on free ports), the system tier one at a time (its files start
+ * clusters of node processes and servers, each sized for the whole machine). Every tier runs
+ * even when an earlier one failed, so one CI run reports every failure; the exit code is
+ * non-zero when any tier failed.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 const ROOT = path.resolve(__dirname, "..");
 const TIERS = ["unit", "int", "system"] as const;
+type Tier = (typeof TIERS)[number];
 const SKIP_DIRS = new Set(["node_modules", "dist", "data", ".git"]);
+/** Files at once per tier (TEST_CONCURRENCY overrides the unit and int tiers'). */
+const TIER_CONCURRENCY: Record<Tier, number> = {
+  unit: Number(process.env.TEST_CONCURRENCY) || Math.min(2, os.availableParallelism()),
+  int: Number(process.env.TEST_CONCURRENCY) || Math.min(2, os.availableParallelism()),
+  system: 1,
+};
 
 function findSpecs(dir: string, out: string[] = []): string[] {
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -22,21 +36,31 @@ function findSpecs(dir: string, out: string[] = []): string[] {
   return out;
 }
 
+const tierOf = (file: string): Tier => TIERS.find((t) => file.includes(`.${t}.spec.ts`)) ?? "system";
+
 const args = process.argv.slice(2);
-const tiers = args.filter((a): a is (typeof TIERS)[number] => (TIERS as readonly string[]).includes(a));
+const tiers = args.filter((a): a is Tier => (TIERS as readonly string[]).includes(a));
 const files = args.filter((a) => a.endsWith(".ts"));
 const all = findSpecs(ROOT).sort();
-const selected = files.length
-  ? files
-  : TIERS.filter((t) => !tiers.length || tiers.includes(t)).flatMap((t) => all.filter((f) => f.includes(`.${t}.spec.ts`)));
+const runs: [Tier, string[]][] = files.length
+  ? TIERS.map((t): [Tier, string[]] => [t, files.filter((f) => tierOf(f) === t)])
+  : TIERS.filter((t) => !tiers.length || tiers.includes(t)).map((t): [Tier, string[]] => [t, all.filter((f) => f.includes(`.${t}.spec.ts`))]);
+const selected = runs.filter(([, f]) => f.length);
 
 if (!selected.length) {
   process.stderr.write("No spec files selected\n");
   process.exit(1);
 }
-const result = spawnSync(
-  process.execPath,
-  ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...selected],
-  { cwd: ROOT, stdio: "inherit", env: { ...process.env, NODE_ENV: "test" } },
-);
-process.exit(result.status ?? 1);
+const failed: Tier[] = [];
+for (const [tier, tierFiles] of selected) {
+  const concurrency = tierFiles.length > 1 ? TIER_CONCURRENCY[tier] : 1;
+  process.stdout.write(`\n== ${tier}: ${tierFiles.length} file(s), ${concurrency} at a time\n`);
+  const result = spawnSync(
+    process.execPath,
+    ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-reporter=spec", ...tierFiles],
+    { cwd: ROOT, stdio: "inherit", env: { ...process.env, NODE_ENV: "test" } },
+  );
+  if (result.status !== 0) failed.push(tier);
+}
+process.stdout.write(`\n== tiers: ${selected.map(([t]) => `${t} ${failed.includes(t) ? "FAILED" : "passed"}`).join(", ")}\n`);
+process.exit(failed.length ? 1 : 0);
