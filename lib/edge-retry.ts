@@ -24,9 +24,12 @@
  * "no node offers it" (a second try could not find one either). The second try goes to
  * another node offering the action when there is one (the first may be dead and not yet
  * dropped by discovery), else to the same one while it is listed (a lost broker node, the
- * service alive); none when the client has gone. Its price: a lost request answers after up
- * to two request timeouts instead of one, and a slow remote node gets a read twice (reads
- * only, and once).
+ * service alive); none when the client has gone. Either second try waits for this node's
+ * transporter first (`transportBack`, at once when it is connected): a call lost with the
+ * broker node this node was connected to times out while this node is still moving, and sent
+ * at once it would only be refused as not sent. Its price: a lost request answers after up
+ * to two request timeouts (and that wait) instead of one, and a slow remote node gets a read
+ * twice (reads only, and once).
  */
 import type { ActionContract } from "../proto/registry";
 

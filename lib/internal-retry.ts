@@ -18,7 +18,7 @@
  */
 import type { Context, Middleware, Service, ServiceBroker } from "moleculer";
 import { contracts } from "./serializer/contracts-runtime";
-import { notSent, secondTry, transportBack } from "./edge-retry";
+import { secondTry, transportBack } from "./edge-retry";
 
 /** Moleculer services that are edges and retry on their own. */
 const EDGES = new Set(["api", "grpc"]);
@@ -54,7 +54,8 @@ export function InternalRetryMiddleware(): Middleware {
             clientGone: false,
           });
           if (!target || target.local) throw err;
-          if (notSent(err)) await transportBack(() => broker.transit?.tx.connected === true);
+          // At once when the transporter is connected; else once it is back (see the edges).
+          await transportBack(() => broker.transit?.tx.connected === true);
           broker.logger.warn(`${caller} → ${action}: ${(err as Error).name} on node ${ctx.nodeID}; sent once more, to node ${target.id}`);
           ctx.nodeID = target.id;
           return next.call(this, ctx);

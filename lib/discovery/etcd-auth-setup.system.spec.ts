@@ -1,8 +1,9 @@
 /**
  * `npm run etcd:auth` against a real etcd (a private member, Debian's etcd 3.4), as an operator
  * or the k8s dev overlay's Job runs it: auth goes on with a root user and the nodes' user
- * reaching only the discovery prefix; run again it changes nothing but the passwords it is
- * given; a wrong root password or root as the nodes' user is refused with the variable named.
+ * reaching only the discovery prefix; run again it changes nothing (running nodes' tokens stay
+ * good) but a password that differs; a wrong root password or root as the nodes' user is
+ * refused with the variable named.
  * The nodes' own start check (lib/discovery/etcd-access.ts) is the judge of the result.
  */
 import assert from "node:assert/strict";
@@ -62,6 +63,15 @@ test("etcd:auth turns authentication on, the nodes' user reaches its prefix only
     await assert.rejects(user.put("moleculer-other/discovery/x").value("1").exec(), EtcdPermissionDeniedError);
     await assert.rejects(user.get("config").string(), EtcdPermissionDeniedError);
     await admin.put("config").value("kept");
+
+    // Again with the same passwords: nothing changes in etcd, so a client logged in before
+    // still works (any change to users or roles would make its token stale: "revision of
+    // auth store is old", which the etcd3 client does not answer by logging in again).
+    await user.put(`${PREFIX}/probe`).value("1");
+    const same = etcdAuth({ ETCD_PASSWORD: first, ETCD_ROOT_PASSWORD: root });
+    assert.equal(same.code, 0, same.out);
+    assert.match(same.out, /was on/);
+    assert.equal(await user.get(`${PREFIX}/probe`).string(), "1", "a token from before the re-run is still good");
 
     // Again, with a rotated ETCD_PASSWORD: auth stays on, the new password works, the old does not.
     const second = randomBytes(8).toString("hex");

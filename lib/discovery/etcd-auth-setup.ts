@@ -6,12 +6,17 @@
  * refuses `auth enable` before a root user exists).
  *
  * Idempotent: run again, it logs in as root when auth is already on, creates what is
- * missing, sets both passwords to the ones given (a rotated ETCD_PASSWORD takes effect at the
- * nodes' next start) and grants the prefix again. Its limit: it never revokes anything, so a
- * grant another tool added stays; and a root password that no longer matches is a refusal
- * naming ETCD_ROOT_PASSWORD, not a reset (etcd has no reset short of turning auth off).
+ * missing, and changes only what differs: a password is set only when it no longer logs in, the
+ * prefix granted only when the role lacks it. That matters: every change to etcd's users or
+ * roles makes every logged-in client's token stale ("revision of auth store is old"), so a
+ * re-run that rewrote everything would send every running node through its discoverer's outage
+ * mode. A rotated ETCD_PASSWORD applies in etcd at once: running nodes keep working until their
+ * token expires (10 min, the JWT ttl), so restart them right after. Its limits: it never
+ * revokes anything (a grant another tool added stays), and a root password that no longer
+ * matches is a refusal naming ETCD_ROOT_PASSWORD, not a reset (etcd has none short of turning
+ * auth off).
  */
-import { Etcd3, EtcdAuthenticationFailedError, EtcdRoleExistsError, EtcdUserExistsError, GRPCInvalidArgumentError, Range } from "etcd3";
+import { Etcd3, EtcdAuthenticationFailedError, EtcdRoleExistsError, EtcdUserExistsError, EtcdUserNotFoundError, GRPCInvalidArgumentError, Range } from "etcd3";
 
 export interface EtcdAuthSetup {
   hosts: string[];
@@ -36,13 +41,17 @@ export async function setUpEtcdAuth(s: EtcdAuthSetup): Promise<EtcdAuthOutcome> 
   const alreadyOn = await authIsOn(s.hosts);
   const client = new Etcd3({ hosts: s.hosts, auth: alreadyOn ? { username: ROOT_USER, password: s.rootPassword } : undefined });
   try {
+    // Granting a role a user already has, or creating an existing role, changes nothing in
+    // etcd (no new auth revision); a password or a permission written again would.
     await ignore(client.role(ROOT_USER).create(), EtcdRoleExistsError);
-    await upsertUser(client, ROOT_USER, s.rootPassword);
+    if (!alreadyOn) await upsertUser(client, ROOT_USER, s.rootPassword);
     await client.user(ROOT_USER).addRole(ROOT_USER);
     const role = `${s.user.username}-discovery`;
     await ignore(client.role(role).create(), EtcdRoleExistsError);
-    await client.role(role).grant({ permission: "Readwrite", range: Range.prefix(s.prefix) });
-    await upsertUser(client, s.user.username, s.user.password);
+    const range = Range.prefix(s.prefix);
+    const granted = (await client.role(role).permissions()).some((p) => p.permission === "Readwrite" && p.range.compare(range) === 0);
+    if (!granted) await client.role(role).grant({ permission: "Readwrite", range });
+    if (!alreadyOn || !(await logsIn(s.hosts, s.user, `${s.prefix}access-check/etcd-auth`))) await upsertUser(client, s.user.username, s.user.password);
     await client.user(s.user.username).addRole(role);
     if (!alreadyOn) await client.auth.authEnable();
     return alreadyOn ? "already on" : "enabled";
@@ -62,6 +71,21 @@ async function authIsOn(hosts: string[]): Promise<boolean> {
     return false;
   } catch (err) {
     if (err instanceof GRPCInvalidArgumentError && /user name is empty/.test(err.message)) return true;
+    throw err;
+  } finally {
+    probe.close();
+  }
+}
+
+/** Whether etcd accepts this user's password (a read under its prefix: no change, and within its grant). */
+async function logsIn(hosts: string[], user: { username: string; password: string }, key: string): Promise<boolean> {
+  const probe = new Etcd3({ hosts, auth: user });
+  try {
+    await probe.get(key).string();
+    return true;
+  } catch (err) {
+    if (err instanceof EtcdAuthenticationFailedError) return false;
+    if (err instanceof EtcdUserNotFoundError) return false;
     throw err;
   } finally {
     probe.close();

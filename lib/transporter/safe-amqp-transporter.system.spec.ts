@@ -26,14 +26,28 @@ after(async () => {
   await rabbit?.destroy();
 });
 
-const broker = (nodeID: string, first: number) =>
+/** Each time a node's transporter handed a lost connection to Moleculer's own reconnect loop (5 s between attempts). */
+const handedOver: string[] = [];
+
+const broker = (nodeID: string, first: number, namespace = "ha") =>
   new ServiceBroker({
     nodeID,
-    namespace: "ha",
+    namespace,
     requestTimeout: 3000,
     logger: { type: "Console", options: { level: process.env.TEST_LOG_LEVEL ?? "error", formatter: "short" } } as never,
     transporter: new SafeAmqpTransporter({ url: rabbit.uris(first).split(","), prefetch: 100, socketOptions: { noDelay: true }, autoDeleteQueues: 120_000 }) as never,
+    // Moleculer's transit logs "Connection is failed" when its reconnect loop takes over.
+    middlewares: [{ name: "HandOverSpy", started: (b: ServiceBroker) => spyOnHandOver(b, nodeID) } as never],
   });
+
+function spyOnHandOver(b: ServiceBroker, nodeID: string): void {
+  const logger = (b.transit as unknown as { logger: { warn: (...args: unknown[]) => void } }).logger;
+  const warn = logger.warn.bind(logger);
+  logger.warn = (...args: unknown[]) => {
+    if (/Connection is failed/.test(String(args[0]))) handedOver.push(nodeID);
+    warn(...args);
+  };
+}
 
 test("each RabbitMQ node killed in turn: every service answers again through the other two, only the calls in flight fail", async () => {
   const services = Array.from({ length: SERVICES }, (_, i) => broker(`svc-${i}`, i % 3));
@@ -76,6 +90,30 @@ test("each RabbitMQ node killed in turn: every service answers again through the
     const own = list.filter((q) => /^MOLQ-ha\.(RES|REQ|EVENT|INFO)\./.test(q.name));
     for (const b of all) for (const kind of ["RES", "REQ"]) assert.ok(own.some((q) => q.name === `MOLQ-ha.${kind}.${b.nodeID}`), `${b.nodeID} has its ${kind} queue`);
     for (const q of own) assert.deepEqual([q.type, q.durable], ["classic", false], q.name);
+  } finally {
+    await Promise.all(all.map((b) => b.stop().catch(() => undefined)));
+  }
+});
+
+test("a rolling restart of the three RabbitMQ nodes (each stopped, then started, as Kubernetes does): every node moves by itself, none waits in Moleculer's reconnect loop", async () => {
+  const services = Array.from({ length: 8 }, (_, i) => broker(`roll-${i}`, i % 3, "roll"));
+  services.forEach((b, i) => b.createService({ name: `roll${i}`, actions: { echo: (ctx) => ctx.params } }));
+  const caller = broker("roll-caller", 0, "roll");
+  const all = [caller, ...services];
+  handedOver.length = 0;
+  try {
+    await Promise.all(all.map((b) => b.start()));
+    await caller.waitForServices(services.map((_, i) => `roll${i}`), 30_000);
+    const round = async () => (await Promise.allSettled(services.map((_, i) => caller.call(`roll${i}.echo`, { i })))).filter((r) => r.status === "rejected").length;
+    for (const node of rabbit.nodes) {
+      // A graceful stop: the broker node closes its connections and its queues' processes
+      // stop ("process is stopped by supervisor" to a re-declare) before the cluster drops them.
+      await node.stop();
+      await eventually(`every service answering while ${node.node} is stopped`, async () => (await round()) === 0, 30_000);
+      await node.start();
+      await eventually(`every service answering after ${node.node} came back`, async () => (await round()) === 0, 30_000);
+    }
+    assert.deepEqual(handedOver, [], "nodes that waited in Moleculer's 5 s reconnect loop instead of moving to a running RabbitMQ node");
   } finally {
     await Promise.all(all.map((b) => b.stop().catch(() => undefined)));
   }

@@ -114,6 +114,9 @@ function closeQuietly(c: Closeable | null | undefined): void {
   }
 }
 
+/** How long a node keeps moving over the RabbitMQ URLs itself before Moleculer's 5 s reconnect loop takes over. */
+const FAILOVER_WINDOW_MS = 15_000;
+
 /** The name prefix of this topology's exchanges and queues (Moleculer's is `MOL`). */
 export const QUEUE_PREFIX = "MOLQ";
 
@@ -194,15 +197,19 @@ export class SafeAmqpTransporter extends Base {
   }
 
   /**
-   * Two rounds over the URLs, the second 300 ms apart: a queue of this node that lived on the
-   * dead broker node may still be listed for a moment (declared, then "not found" when
-   * consumed) until the cluster has noticed the loss.
+   * Rounds over the URLs for up to FAILOVER_WINDOW_MS, the first at once, then with a pause
+   * growing to 1 s between rounds: a queue of this node that lived on the lost broker node is
+   * refused for a while ("not found", or "process is stopped by supervisor" while that node
+   * shuts down, ~1–3 s here) until the cluster has dropped it, and a node of a rolling
+   * restart may refuse connections meanwhile. Only then is the loss handed to Moleculer, whose
+   * own reconnect waits 5 s between attempts: during that wait every call fails.
    */
   private async failover(lost: unknown, errorCallback: (err: unknown) => void): Promise<void> {
-    const attempts = 2 * this.opts.url.length;
-    for (let i = 1; i < attempts; i++) {
+    const deadline = Date.now() + FAILOVER_WINDOW_MS;
+    for (let i = 1; Date.now() < deadline; i++) {
       if (this.stopping || this.connectionDisconnecting || this.transit?.disconnecting) return;
-      if (i >= this.opts.url.length) await new Promise((r) => setTimeout(r, 300));
+      const round = Math.floor(i / this.opts.url.length);
+      if (round > 0 && i % this.opts.url.length === 0) await new Promise((r) => setTimeout(r, Math.min(1000, 250 * round)));
       try {
         await this.connect(errorCallback);
         if (this.stopping) return;

@@ -268,11 +268,17 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(theirs.body.items.map((i: any) => i.quantity), [2]);
       // Without a key, every add adds.
       assert.equal((await add(u.token, q.id, 1)).body.items[1].quantity, 2);
-      // A key past its 24 h is forgotten with the user's next keyed add.
+      // A key past its 24 h no longer counts (the same key adds again) and is deleted at the
+      // user's next keyed add; another user's expired key waits for theirs.
       const db = cartDb();
-      await db("cart_add_keys").where({ user_id: u.id, idem_key: "add-1" }).update({ created_at: Date.now() - repo.ADD_KEY_TTL_MS - 1 });
+      const expire = (userId: string, key: string) => db("cart_add_keys").where({ user_id: userId, idem_key: key }).update({ created_at: Date.now() - repo.ADD_KEY_TTL_MS - 1 });
+      await expire(u.id, "add-1");
+      await expire(other.id, "add-1");
       await keyed(u.token, q.id, 1, "add-4");
       assert.deepEqual((await db("cart_add_keys").where({ user_id: u.id }).orderBy("idem_key")).map((r: { idem_key: string }) => r.idem_key), ["add-2", "add-3", "add-4"]);
+      assert.equal((await db("cart_add_keys").where({ user_id: other.id })).length, 1);
+      const afresh = await keyed(other.token, p.id, 2, "add-1");
+      assert.deepEqual(afresh.body.items.map((i: any) => i.quantity), [4], "an expired key adds again");
     });
 
     test("the add statement alone (no cart lock) is atomic and bounded: 50 concurrent upserts, then 60 more against the 99 limit", async () => {

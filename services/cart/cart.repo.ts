@@ -109,15 +109,20 @@ export async function subtractLines(trx: Knex.Transaction, userId: string, lines
 /** How long an add's key is remembered: a retry comes within seconds; a day covers a client's offline queue. */
 export const ADD_KEY_TTL_MS = 24 * 60 * 60 * 1000;
 
-/** The fingerprint an add recorded with this key, if it was used (call under the cart's lock). */
-export async function findAddKey(trx: Knex.Transaction, userId: string, key: string): Promise<string | undefined> {
+/**
+ * The fingerprint an add recorded with this key within its TTL, if any (call under the cart's
+ * lock). This user's expired keys are deleted first, by primary key: a range DELETE would
+ * gap-lock the index past this user's keys on InnoDB, where the next user's keys begin.
+ */
+export async function findAddKey(trx: Knex.Transaction, userId: string, key: string, now: number): Promise<string | undefined> {
+  const expired = ((await trx("cart_add_keys").where({ user_id: userId }).where("created_at", "<", now - ADD_KEY_TTL_MS).select("idem_key")) as { idem_key: string }[]).map((r) => r.idem_key);
+  for (let i = 0; i < expired.length; i += 500) await trx("cart_add_keys").where({ user_id: userId }).whereIn("idem_key", expired.slice(i, i + 500)).del();
   const row = (await trx("cart_add_keys").where({ user_id: userId, idem_key: key }).first("fingerprint")) as { fingerprint: string } | undefined;
   return row?.fingerprint;
 }
 
-/** Records the key with the add (same transaction), and forgets this user's keys past their TTL. */
+/** Records the key with the add (same transaction: a failed add keeps no key). */
 export async function recordAddKey(trx: Knex.Transaction, userId: string, key: string, fingerprint: string, now: number): Promise<void> {
-  await trx("cart_add_keys").where({ user_id: userId }).where("created_at", "<", now - ADD_KEY_TTL_MS).del();
   await trx("cart_add_keys").insert({ user_id: userId, idem_key: key, fingerprint, created_at: now });
 }
 

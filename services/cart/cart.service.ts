@@ -22,8 +22,9 @@
  * - An add with an `Idempotency-Key` happens once per (user, key): the key is stored in the
  *   add's transaction, under the cart's lock, so a repeat (a client's retry, or the edge's
  *   after a broker node died with the answer) finds it and answers the cart as it is now
- *   without adding again; the same key with another body is a 409. Keys are kept 24 h
- *   (`ADD_KEY_TTL_MS`). An add refused (422) stores no key. Without a key every add adds.
+ *   without adding again; the same key with another body is a 409. Keys count for 24 h
+ *   (`ADD_KEY_TTL_MS`) and are deleted at the user's next keyed add after that. An add
+ *   refused (422) stores no key. Without a key every add adds.
  * - Stock is NOT checked here: a cart may hold more than is available (stock moves until the
  *   order reserves it, which answers 409 OUT_OF_STOCK then). The product must exist.
  * - `order.paid` is applied once per message (the inbox of EventsMixin, in the handler's
@@ -87,6 +88,8 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
           const userId = requireUser(ctx).id;
           const { productId, quantity } = ctx.params;
           const key = ctx.meta.idempotencyKey;
+          // A product deleted since a keyed add was applied answers its repeat 404 too: the cart
+          // would not show that line any more either.
           const product = await this.productOf(ctx, productId);
           if (!product) throw notFound("Product");
           await repo.ensureCart(this.db, userId, Date.now());
@@ -96,7 +99,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
             // this user's adds are serialized by the lock above), so the answer is the cart now.
             const fingerprint = key && requestFingerprint({ op: "cart.addItem", productId, quantity });
             if (key && fingerprint) {
-              const seen = await repo.findAddKey(trx, userId, key);
+              const seen = await repo.findAddKey(trx, userId, key, Date.now());
               if (seen === fingerprint) return;
               if (seen !== undefined) throw keyUsedElsewhere();
             }

@@ -30,7 +30,7 @@ import { liveSseAliases, liveSseOpenApiPaths } from "./live-sse";
 import { LiveFeedsMixin, type LiveFeedsThis } from "../../mixins/live-feeds.mixin";
 import type { LiveFeeds } from "../../lib/live/feeds";
 import { rawCallbackBody } from "./raw-body";
-import { notSent, secondTry, transportBack } from "../../lib/edge-retry";
+import { secondTry, transportBack } from "../../lib/edge-retry";
 import { contracts } from "../../lib/serializer/contracts-runtime";
 
 /**
@@ -293,7 +293,9 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
                 failedNode: failed?.id, endpoints: this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? [], clientGone: res.destroyed,
               });
           if (!next) throw err;
-          if (notSent(err)) await transportBack(() => this.broker.transit?.tx.connected === true);
+          // Not sent, or lost with the broker node this node was connected to: either way the
+          // second try goes once this node's transporter is back (at once when it is connected).
+          await transportBack(() => this.broker.transit?.tx.connected === true);
           req.$endpoint = next;
           this.logger.warn(logFields({ requestId: req.$ctx?.requestID }), `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${next.id}`);
           return webCallAction.call(this, route, actionName, req, res, params, isStream);
