@@ -21,11 +21,9 @@ const TIERS = ["unit", "int", "system"] as const;
 type Tier = (typeof TIERS)[number];
 const SKIP_DIRS = new Set(["node_modules", "dist", "data", ".git"]);
 /** Files at once per tier (TEST_CONCURRENCY overrides the unit and int tiers'). */
-const TIER_CONCURRENCY: Record<Tier, number> = {
-  unit: Number(process.env.TEST_CONCURRENCY) || Math.min(2, os.availableParallelism()),
-  int: Number(process.env.TEST_CONCURRENCY) || Math.min(2, os.availableParallelism()),
-  system: 1,
-};
+const override = Math.floor(Number(process.env.TEST_CONCURRENCY));
+const atOnce = override >= 1 ? override : Math.min(2, os.availableParallelism());
+const TIER_CONCURRENCY: Record<Tier, number> = { unit: atOnce, int: atOnce, system: 1 };
 
 function findSpecs(dir: string, out: string[] = []): string[] {
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {

@@ -924,7 +924,7 @@ test("dev: etcd runs with authentication: JWT tokens from the generated pair, th
   assert.ok(nodeConfig("dev", objects, gateway).config.etcd?.hosts.length === 3);
 });
 
-test("dev: make-secrets.ts writes both files once, owner-only, with fresh values", () => {
+test("dev: make-secrets.ts writes its files once, owner-only, with fresh values; after an upgrade it adds only what is missing", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-dev-secrets-"));
   try {
     const written = writeDevSecrets(dir);
@@ -934,6 +934,20 @@ test("dev: make-secrets.ts writes both files once, owner-only, with fresh values
     assert.throws(() => writeDevSecrets(dir), /already there/, "never replaces the passwords the data volumes were initialised with");
     writeDevSecrets(dir, { force: true });
     assert.notEqual(fs.readFileSync(written[0], "utf8"), first, "random per run");
+    // An upgrade: a variable a later version added, and etcd's key pair, are added; nothing
+    // already there changes.
+    const [secretsEnv, depsEnv, jwtKey] = written as [string, string, string];
+    const before = fs.readFileSync(secretsEnv, "utf8");
+    fs.writeFileSync(secretsEnv, before.split("\n").filter((l) => !l.startsWith("ETCD_ROOT_PASSWORD=")).join("\n"));
+    fs.rmSync(jwtKey);
+    const added = writeDevSecrets(dir).map((f) => path.basename(f));
+    assert.deepEqual(added, ["secrets.env (ETCD_ROOT_PASSWORD)", "etcd-jwt.key", "etcd-jwt.pub"]);
+    const after = fs.readFileSync(secretsEnv, "utf8");
+    for (const line of before.split("\n").filter((l) => l.includes("=") && !l.startsWith("ETCD_ROOT_PASSWORD="))) assert.ok(after.includes(`${line}\n`), `kept: ${line.split("=")[0]}`);
+    assert.match(after, /^ETCD_ROOT_PASSWORD=[0-9a-f]{48}$/m);
+    // A whole env file missing beside the other: refused (its passwords must match).
+    fs.rmSync(depsEnv);
+    assert.throws(() => writeDevSecrets(dir), /deps\.env missing beside/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

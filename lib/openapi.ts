@@ -1116,7 +1116,7 @@ function buildOperation(entry: AliasEntry, variant: PathVariant, info: ActionInf
 			name: "Idempotency-Key",
 			in: "header",
 			required: false,
-			description: "The same key with the same request answers as the first time and changes nothing again; with another request, 409 CONFLICT.",
+			description: "A repeat with the same key and the same request changes nothing again (the operation says what it answers); the same key with another request is a 409 CONFLICT.",
 			schema: { type: "string", minLength: 1, maxLength: 200, pattern: "^[\\x21-\\x7e]+$" },
 		});
 	}

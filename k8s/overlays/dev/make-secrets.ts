@@ -10,9 +10,10 @@
  *   npx tsx k8s/overlays/dev/make-secrets.ts           # once, before kubectl apply -k
  *   npx tsx k8s/overlays/dev/make-secrets.ts --force   # new values (see below)
  *
- * It refuses to overwrite: MariaDB and RabbitMQ take their passwords only when their data
+ * It never overwrites a value: MariaDB and RabbitMQ take their passwords only when their data
  * volume is first initialised, so new values need new volumes too
- * (`kubectl -n meridian-dev delete statefulset,pvc --all`, then apply again).
+ * (`kubectl -n meridian-dev delete statefulset,pvc --all`, then apply again). Run again after
+ * an upgrade, it adds only what the new version needs (new variables, etcd's key pair).
  * Every cluster node refuses placeholder secrets (lib/secrets.ts); hence no committed ones.
  */
 import { generateKeyPairSync, randomBytes } from "node:crypto";
@@ -72,22 +73,56 @@ export function devSecretFiles(): Record<DevSecretFile, string> {
   };
 }
 
-/** Writes both files into `dir` (owner-only); refuses to replace existing ones unless `force`. */
+const ENV_FILES = ["secrets.env", "deps.env"] as const;
+const JWT_FILES = ["etcd-jwt.key", "etcd-jwt.pub"] as const;
+const keysOf = (text: string) => new Set(text.split("\n").filter((l) => /^[A-Z0-9_]+=/.test(l)).map((l) => l.slice(0, l.indexOf("="))));
+
+/**
+ * Writes the files into `dir` (owner-only). Without `force` it never changes a value already
+ * there, and adds only what is missing and independent of the rest (a later version's new
+ * variables appended to an env file, etcd's key pair when either half is missing), so an
+ * existing dev cluster can take an upgrade: a whole env file missing beside the other is
+ * refused (its passwords must match the other's and the data volumes'). With nothing to add,
+ * it refuses. Returns what it wrote or added.
+ */
 export function writeDevSecrets(dir: string, { force = false } = {}): string[] {
-  const targets = DEV_SECRET_FILES.map((f) => path.join(dir, f));
-  const existing = targets.filter((t) => fs.existsSync(t));
-  if (existing.length && !force)
+  const fresh = devSecretFiles();
+  const at = (name: string) => path.join(dir, name);
+  const write = (name: DevSecretFile) => {
+    fs.rmSync(at(name), { force: true });
+    fs.writeFileSync(at(name), fresh[name], { mode: 0o600, flag: "wx" });
+  };
+  const existing = DEV_SECRET_FILES.filter((f) => fs.existsSync(at(f)));
+  if (force || !existing.length) {
+    for (const name of DEV_SECRET_FILES) write(name);
+    return DEV_SECRET_FILES.map((f) => at(f));
+  }
+  const missingEnv = ENV_FILES.filter((f) => !existing.includes(f));
+  if (missingEnv.length)
     throw new Error(
-      `${existing.map((t) => path.basename(t)).join(", ")} already there: new passwords would not match the dependencies' data volumes. ` +
+      `${missingEnv.join(", ")} missing beside ${existing.join(", ")}: new passwords would not match the others and the dependencies' data volumes. ` +
         "Use --force after deleting them (kubectl -n meridian-dev delete statefulset,pvc --all).",
     );
-  const files = devSecretFiles();
-  for (const name of DEV_SECRET_FILES) {
-    const file = path.join(dir, name);
-    fs.rmSync(file, { force: true });
-    fs.writeFileSync(file, files[name], { mode: 0o600, flag: "wx" });
+  const added: string[] = [];
+  for (const name of ENV_FILES) {
+    const have = keysOf(fs.readFileSync(at(name), "utf8"));
+    const lines = fresh[name].split("\n").filter((l) => /^[A-Z0-9_]+=/.test(l) && !have.has(l.slice(0, l.indexOf("="))));
+    if (!lines.length) continue;
+    const text = fs.readFileSync(at(name), "utf8");
+    fs.appendFileSync(at(name), `${text.endsWith("\n") ? "" : "\n"}${lines.join("\n")}\n`);
+    added.push(`${at(name)} (${lines.map((l) => l.slice(0, l.indexOf("="))).join(", ")})`);
   }
-  return targets;
+  if (JWT_FILES.some((f) => !existing.includes(f)))
+    for (const name of JWT_FILES) {
+      write(name);
+      added.push(at(name));
+    }
+  if (!added.length)
+    throw new Error(
+      `${existing.join(", ")} already there, with every value: new passwords would not match the dependencies' data volumes. ` +
+        "Use --force after deleting them (kubectl -n meridian-dev delete statefulset,pvc --all).",
+    );
+  return added;
 }
 
 if (require.main === module) {
