@@ -44,6 +44,7 @@
 import { circuitBreaker, ConsecutiveBreaker, handleWhen } from "cockatiel";
 import { Etcd3, isRecoverableError, type CallContext, type IOptions, type Lease } from "etcd3";
 import { Discoverers, METRIC, type Registry } from "moleculer";
+import { loginOnClientChannels } from "./etcd-login";
 
 export interface ResilientEtcd3DiscovererOptions
   extends Omit<Discoverers.Etcd3.Etcd3DiscovererOptions, "etcd"> {
@@ -127,6 +128,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
 
   override init(registry: Registry): void {
     super.init(registry); // fills heartbeatInterval/-Timeout from the broker options if unset
+    this.loginOnOwnChannels(); // super.init made the client
     const retryMin = this.opts.retryMinDelay ?? 250;
     const retryMax = this.opts.retryMaxDelay ?? Math.max(retryMin, Math.min(5000, this.opts.heartbeatInterval! * 1000));
     this.cfg = {
@@ -287,6 +289,11 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
     this.retryDelay = Math.min(this.retryDelay * 2, this.cfg.retryMax);
   }
 
+  /** Logins over the client's own channels, with its short reconnect backoff (lib/discovery/etcd-login.ts). */
+  private loginOnOwnChannels(): void {
+    if (!loginOnClientChannels(this.client)) this.logger.warn("etcd3's internals changed: logins after an etcd outage may wait for gRPC's default reconnect backoff (up to 120 s)");
+  }
+
   private async recover(): Promise<void> {
     try {
       // The same client (its connections back off briefly: GRPC_RECONNECT, HOST_BREAKER), so it
@@ -297,6 +304,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
       if (this.lastError && STALE_TOKEN.test(this.lastError.message)) {
         this.client.close();
         this.client = new Etcd3(this.opts.etcd);
+        this.loginOnOwnChannels();
       }
       await this.publish();
     } finally {
