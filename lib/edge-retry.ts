@@ -47,11 +47,14 @@ export function notSent(err: unknown): boolean {
   return (err as { name?: string } | null)?.name === "BrokerDisconnectedError";
 }
 
+/** The longest a second try waits for this node's transporter (a move to another RabbitMQ node takes well under it). */
+export const TRANSPORT_WAIT_MS = 3000;
+
 /**
  * Resolves once `connected()` holds, or after `maxMs` (the second try then fails as the
  * first did). Polled: Moleculer's transporter emits no event a caller can await.
  */
-export async function transportBack(connected: () => boolean, maxMs = 3000, everyMs = 50): Promise<void> {
+export async function transportBack(connected: () => boolean, maxMs = TRANSPORT_WAIT_MS, everyMs = 50): Promise<void> {
   const deadline = Date.now() + maxMs;
   while (!connected() && Date.now() < deadline) await new Promise((r) => setTimeout(r, everyMs));
 }

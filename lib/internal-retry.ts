@@ -18,7 +18,15 @@
  */
 import type { Context, Middleware, Service, ServiceBroker } from "moleculer";
 import { contracts } from "./serializer/contracts-runtime";
-import { secondTry, transportBack } from "./edge-retry";
+import { secondTry, transportBack, TRANSPORT_WAIT_MS } from "./edge-retry";
+
+/** What is left of the call's timeout (Moleculer's Timeout middleware starts its clock); Infinity without one. */
+function timeLeftMs(ctx: Context): number {
+  const timeout = ctx.options?.timeout ?? 0;
+  if (!(timeout > 0) || !ctx.startHrTime) return Infinity;
+  const [s, ns] = process.hrtime(ctx.startHrTime);
+  return timeout - (s * 1e3 + ns / 1e6);
+}
 
 /** Moleculer services that are edges and retry on their own. */
 const EDGES = new Set(["api", "grpc"]);
@@ -54,8 +62,13 @@ export function InternalRetryMiddleware(): Middleware {
             clientGone: false,
           });
           if (!target || target.local) throw err;
-          // At once when the transporter is connected; else once it is back (see the edges).
-          await transportBack(() => broker.transit?.tx.connected === true);
+          // At once when the transporter is connected; else once it is back (see the edges), within
+          // what is left of the call's timeout: past it, the caller has its RequestTimeoutError
+          // already, and a second try would act after that answer.
+          const left = timeLeftMs(ctx);
+          if (left <= 0) throw err;
+          await transportBack(() => broker.transit?.tx.connected === true, Math.min(TRANSPORT_WAIT_MS, left));
+          if (timeLeftMs(ctx) <= 0) throw err;
           broker.logger.warn(`${caller} → ${action}: ${(err as Error).name} on node ${ctx.nodeID}; sent once more, to node ${target.id}`);
           ctx.nodeID = target.id;
           return next.call(this, ctx);

@@ -20,6 +20,9 @@ interface AuthStub extends Client {
   authenticate(req: { name: string; password: string }, meta: Metadata, options: CallOptions, cb: (err: Error | null, res?: { token: string }) => void): void;
 }
 
+/** etcd3's `Authenticator.getCredentialsFromHost`: one login at one member, the token. */
+type Login = (address: string, name: string, password: string, callOptions: CallOptions | undefined, credentials: unknown) => Promise<string>;
+
 interface PoolHost {
   getServiceClient(name: "Auth"): Client;
 }
@@ -27,14 +30,17 @@ interface PoolHost {
 /** Makes `client` log in over its own channels; returns false (unchanged) when etcd3's internals are not the expected ones. */
 export function loginOnClientChannels(client: Etcd3): boolean {
   const pool = client["pool"];
-  const authenticator: { getCredentialsFromHost?: unknown } | undefined = pool["authenticator"];
+  const authenticator: { getCredentialsFromHost?: Login } | undefined = pool["authenticator"];
   const hosts: unknown = pool["hosts"];
   if (!authenticator || typeof authenticator.getCredentialsFromHost !== "function" || !Array.isArray(hosts)) return false;
+  if (!hosts.every((h: { host?: unknown; getServiceClient?: unknown }) => typeof h.host === "string" && typeof h.getServiceClient === "function")) return false;
   const byAddress = new Map<string, PoolHost>(hosts.map((h: PoolHost & { host: string }) => [h.host, h]));
-  authenticator.getCredentialsFromHost = (address: string, name: string, password: string, callOptions: CallOptions | undefined) =>
+  const own = authenticator.getCredentialsFromHost.bind(authenticator);
+  authenticator.getCredentialsFromHost = (address, name, password, callOptions, credentials) =>
     new Promise<string>((resolve, reject) => {
       const host = byAddress.get(address);
-      if (!host) return reject(new Error(`etcd login: no channel to ${address}`));
+      // Not one of the pool's members (etcd3 logs in on those only): its own way.
+      if (!host) return void own(address, name, password, callOptions, credentials).then(resolve, reject);
       const stub = host.getServiceClient("Auth") as AuthStub;
       stub.authenticate({ name, password }, new Metadata(), callOptions ?? {}, (err, res) => (err ? reject(castGrpcError(err)) : resolve(res!.token)));
     });

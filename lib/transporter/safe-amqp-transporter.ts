@@ -197,8 +197,8 @@ export class SafeAmqpTransporter extends Base {
   }
 
   /**
-   * Rounds over the URLs for up to FAILOVER_WINDOW_MS, the first at once, then with a pause
-   * growing to 1 s between rounds: a queue of this node that lived on the lost broker node is
+   * Rounds over the URLs for up to FAILOVER_WINDOW_MS: the other URLs at once, then a pause
+   * growing to 1 s before each new round (the lost URL first; with one URL, before each try): a queue of this node that lived on the lost broker node is
    * refused for a while ("not found", or "process is stopped by supervisor" while that node
    * shuts down, ~1–3 s here) until the cluster has dropped it, and a node of a rolling
    * restart may refuse connections meanwhile. Only then is the loss handed to Moleculer, whose
@@ -206,10 +206,12 @@ export class SafeAmqpTransporter extends Base {
    */
   private async failover(lost: unknown, errorCallback: (err: unknown) => void): Promise<void> {
     const deadline = Date.now() + FAILOVER_WINDOW_MS;
-    for (let i = 1; Date.now() < deadline; i++) {
-      if (this.stopping || this.connectionDisconnecting || this.transit?.disconnecting) return;
+    for (let i = 1; ; i++) {
       const round = Math.floor(i / this.opts.url.length);
       if (round > 0 && i % this.opts.url.length === 0) await new Promise((r) => setTimeout(r, Math.min(1000, 250 * round)));
+      if (this.stopping || this.connectionDisconnecting || this.transit?.disconnecting) return;
+      // Checked before each attempt; one attempt may still take the 10 s connect timeout.
+      if (Date.now() >= deadline) break;
       try {
         await this.connect(errorCallback);
         if (this.stopping) return;
