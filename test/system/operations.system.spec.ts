@@ -135,7 +135,12 @@ describe("operations: the local cluster under load and chaos", () => {
         const ret = (await b.call(O, "RequestReturn", { id: order.id, items: [{ productId: product.id, quantity: 1 }], reason: "too bright" }, { token })).value;
         await b.call(O, "ApproveReturn", { id: ret.id, restock: true }, { token: admin });
         await eventually("the return refunded", async () => (await b.call(O, "Get", { id: order.id }, { token })).value.refundedTotal.amount === 4200, 30_000);
-        await renotes.until("the return's notification", (n) => n.type === "return.approved" && n.data.orderId === order.id, 30_000);
+        await renotes.until("the return's notification", (n) => n.type === "return.approved" && n.data.orderId === order.id, 30_000).catch(async (err: Error) => {
+          // Which link of the chain failed (seen once in CI): was the notification made (then the
+          // stream was not woken: notification.created or the edge's broadcast queue), or not?
+          const stored = await b.call("meridian.notification.v1.NotificationService", "List", {}, { token }).then((r) => (r.value.items as { type: string }[]).map((n) => n.type), (e: Error) => [`(List failed: ${e.message})`]);
+          throw new Error(`${err.message}; the user's notifications now: ${stored.join(", ")}`);
+        });
       } finally {
         rewatch.cancel();
         renotes.cancel();
