@@ -39,10 +39,9 @@ const tierOf = (file: string): Tier => TIERS.find((t) => file.includes(`.${t}.sp
 const args = process.argv.slice(2);
 const tiers = args.filter((a): a is Tier => (TIERS as readonly string[]).includes(a));
 const files = args.filter((a) => a.endsWith(".ts"));
-const all = findSpecs(ROOT).sort();
-const runs: [Tier, string[]][] = files.length
-  ? TIERS.map((t): [Tier, string[]] => [t, files.filter((f) => tierOf(f) === t)])
-  : TIERS.filter((t) => !tiers.length || tiers.includes(t)).map((t): [Tier, string[]] => [t, all.filter((f) => f.includes(`.${t}.spec.ts`))]);
+// Paths given: those, each in its tier; else every spec of the tiers asked (all by default).
+const pool = files.length ? files : findSpecs(ROOT).sort();
+const runs = TIERS.filter((t) => files.length || !tiers.length || tiers.includes(t)).map((t): [Tier, string[]] => [t, pool.filter((f) => tierOf(f) === t)]);
 const selected = runs.filter(([, f]) => f.length);
 
 if (!selected.length) {

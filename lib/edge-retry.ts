@@ -48,15 +48,17 @@ export function notSent(err: unknown): boolean {
 }
 
 /** The longest a second try waits for this node's transporter (a move to another RabbitMQ node takes well under it). */
-export const TRANSPORT_WAIT_MS = 3000;
+const TRANSPORT_WAIT_MS = 3000;
 
 /**
- * Resolves once `connected()` holds, or after `maxMs` (the second try then fails as the
- * first did). Polled: Moleculer's transporter emits no event a caller can await.
+ * Resolves at once when this broker's transporter is connected, else once it is, or after
+ * TRANSPORT_WAIT_MS or `limitMs` (the caller's budget left), whichever comes first (the
+ * second try then fails as the first did). Polled: Moleculer's transporter emits no event a
+ * caller can await.
  */
-export async function transportBack(connected: () => boolean, maxMs = TRANSPORT_WAIT_MS, everyMs = 50): Promise<void> {
-  const deadline = Date.now() + maxMs;
-  while (!connected() && Date.now() < deadline) await new Promise((r) => setTimeout(r, everyMs));
+export async function transportBack(broker: { transit?: { tx: { connected: boolean } } }, limitMs = Infinity, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + Math.min(TRANSPORT_WAIT_MS, Math.max(0, limitMs));
+  while (broker.transit?.tx.connected !== true && Date.now() < deadline) await new Promise((r) => setTimeout(r, everyMs));
 }
 
 /** Whether this request may be sent a second time (see the header). */

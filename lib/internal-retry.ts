@@ -18,7 +18,7 @@
  */
 import type { Context, Middleware, Service, ServiceBroker } from "moleculer";
 import { contracts } from "./serializer/contracts-runtime";
-import { secondTry, transportBack, TRANSPORT_WAIT_MS } from "./edge-retry";
+import { secondTry, transportBack } from "./edge-retry";
 
 /** What is left of the call's timeout (Moleculer's Timeout middleware starts its clock); Infinity without one. */
 function timeLeftMs(ctx: Context): number {
@@ -67,7 +67,7 @@ export function InternalRetryMiddleware(): Middleware {
           // already, and a second try would act after that answer.
           const left = timeLeftMs(ctx);
           if (left <= 0) throw err;
-          await transportBack(() => broker.transit?.tx.connected === true, Math.min(TRANSPORT_WAIT_MS, left));
+          await transportBack(broker, left);
           if (timeLeftMs(ctx) <= 0) throw err;
           broker.logger.warn(`${caller} → ${action}: ${(err as Error).name} on node ${ctx.nodeID}; sent once more, to node ${target.id}`);
           ctx.nodeID = target.id;

@@ -110,13 +110,17 @@ export async function subtractLines(trx: Knex.Transaction, userId: string, lines
 export const ADD_KEY_TTL_MS = 24 * 60 * 60 * 1000;
 
 /**
- * The fingerprint an add recorded with this key within its TTL, if any (call under the cart's
- * lock). This user's expired keys are deleted first, by primary key: a range DELETE would
- * gap-lock the index past this user's keys on InnoDB, where the next user's keys begin.
+ * Deletes this user's keys past their TTL (call under the cart's lock, before `findAddKey`,
+ * so an expired key no longer counts). By primary key: a range DELETE would gap-lock the
+ * index past this user's keys on InnoDB, where the next user's keys begin.
  */
-export async function findAddKey(trx: Knex.Transaction, userId: string, key: string, now: number): Promise<string | undefined> {
+export async function pruneAddKeys(trx: Knex.Transaction, userId: string, now: number): Promise<void> {
   const expired = ((await trx("cart_add_keys").where({ user_id: userId }).where("created_at", "<", now - ADD_KEY_TTL_MS).select("idem_key")) as { idem_key: string }[]).map((r) => r.idem_key);
   for (let i = 0; i < expired.length; i += 500) await trx("cart_add_keys").where({ user_id: userId }).whereIn("idem_key", expired.slice(i, i + 500)).del();
+}
+
+/** The fingerprint an add recorded with this key, if any (call under the cart's lock). */
+export async function findAddKey(trx: Knex.Transaction, userId: string, key: string): Promise<string | undefined> {
   const row = (await trx("cart_add_keys").where({ user_id: userId, idem_key: key }).first("fingerprint")) as { fingerprint: string } | undefined;
   return row?.fingerprint;
 }

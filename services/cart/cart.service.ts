@@ -88,6 +88,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
           const userId = requireUser(ctx).id;
           const { productId, quantity } = ctx.params;
           const key = ctx.meta.idempotencyKey;
+          const keyed = key ? { key, fingerprint: requestFingerprint({ op: "cart.addItem", productId, quantity }) } : undefined;
           // A product deleted since a keyed add was applied answers its repeat 404 too: the cart
           // would not show that line any more either.
           const product = await this.productOf(ctx, productId);
@@ -97,10 +98,10 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
             const cart = await repo.lockCart(trx, userId);
             // A repeated key: the add is in the cart already (its key committed with it, and
             // this user's adds are serialized by the lock above), so the answer is the cart now.
-            const fingerprint = key && requestFingerprint({ op: "cart.addItem", productId, quantity });
-            if (key && fingerprint) {
-              const seen = await repo.findAddKey(trx, userId, key, Date.now());
-              if (seen === fingerprint) return;
+            if (keyed) {
+              await repo.pruneAddKeys(trx, userId, Date.now());
+              const seen = await repo.findAddKey(trx, userId, keyed.key);
+              if (seen === keyed.fingerprint) return;
               if (seen !== undefined) throw keyUsedElsewhere();
             }
             const existing = await repo.findLine(trx, userId, productId);
@@ -117,7 +118,7 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
                 throw validationError("This cannot be added to the cart", [{ field: "quantity", message: `a line holds at most ${MAX_LINE_QUANTITY} units` }]);
               throw err;
             }
-            if (key && fingerprint) await repo.recordAddKey(trx, userId, key, fingerprint, now);
+            if (keyed) await repo.recordAddKey(trx, userId, keyed.key, keyed.fingerprint, now);
           });
           return this.cartOf(ctx, userId);
         },

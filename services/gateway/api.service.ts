@@ -295,7 +295,7 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
           if (!next) throw err;
           // Not sent, or lost with the broker node this node was connected to: either way the
           // second try goes once this node's transporter is back (at once when it is connected).
-          await transportBack(() => this.broker.transit?.tx.connected === true);
+          await transportBack(this.broker);
           if (res.destroyed) throw err; // the client left during the wait
           req.$endpoint = next;
           this.logger.warn(logFields({ requestId: req.$ctx?.requestID }), `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${next.id}`);

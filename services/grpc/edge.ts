@@ -25,7 +25,7 @@ import { Metadata, status as Status, type ServerUnaryCall, type sendUnaryData, t
 import type { ServiceBroker } from "moleculer";
 import type protobuf from "protobufjs/light";
 import type { ActionContract } from "../../proto/registry";
-import { secondTry, transportBack, TRANSPORT_WAIT_MS } from "../../lib/edge-retry";
+import { secondTry, transportBack } from "../../lib/edge-retry";
 import { contracts, codecFor } from "../../lib/serializer/contracts-runtime";
 import { explainMisfit, type MessageCodec } from "../../lib/serializer/contract-codec";
 import type { EdgeDoor } from "../../lib/auth/edge-door";
@@ -224,7 +224,7 @@ async function invoke(deps: EdgeDeps, c: ActionContract, call: ServerUnaryCall<u
     // Not sent, or lost with the broker node this node was connected to: either way the second
     // try goes once this node's transporter is back (at once when it is connected).
     // Within the client's deadline, which may be none (Infinity).
-    await transportBack(() => broker.transit?.tx.connected === true, Math.min(TRANSPORT_WAIT_MS, Math.max(0, deadline - Date.now())));
+    await transportBack(broker, deadline - Date.now());
     if (Date.now() >= deadline) throw deadlineExceeded();
     return await send(next.id).catch((again: unknown) => {
       throw failure(again);

@@ -20,7 +20,10 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 
-export const DEV_SECRET_FILES = ["secrets.env", "deps.env", "etcd-jwt.key", "etcd-jwt.pub"] as const;
+/** The env files (KEY=value lines) and etcd's key pair (PEM files). */
+const ENV_FILES = ["secrets.env", "deps.env"] as const;
+const JWT_FILES = ["etcd-jwt.key", "etcd-jwt.pub"] as const;
+export const DEV_SECRET_FILES = [...ENV_FILES, ...JWT_FILES] as const;
 export type DevSecretFile = (typeof DEV_SECRET_FILES)[number];
 
 /** Hex: safe in a URL's password part and in an env file line, no escaping needed. */
@@ -73,9 +76,8 @@ export function devSecretFiles(): Record<DevSecretFile, string> {
   };
 }
 
-const ENV_FILES = ["secrets.env", "deps.env"] as const;
-const JWT_FILES = ["etcd-jwt.key", "etcd-jwt.pub"] as const;
-const keysOf = (text: string) => new Set(text.split("\n").filter((l) => /^[A-Z0-9_]+=/.test(l)).map((l) => l.slice(0, l.indexOf("="))));
+/** An env file's KEY=value lines, by key (comments and blank lines left out). */
+const envLines = (text: string) => new Map(text.split("\n").filter((l) => /^[A-Z0-9_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf("=")), l] as const));
 
 /**
  * Writes the files into `dir` (owner-only). Without `force` it never changes a value already
@@ -105,12 +107,12 @@ export function writeDevSecrets(dir: string, { force = false } = {}): string[] {
     );
   const added: string[] = [];
   for (const name of ENV_FILES) {
-    const have = keysOf(fs.readFileSync(at(name), "utf8"));
-    const lines = fresh[name].split("\n").filter((l) => /^[A-Z0-9_]+=/.test(l) && !have.has(l.slice(0, l.indexOf("="))));
-    if (!lines.length) continue;
     const text = fs.readFileSync(at(name), "utf8");
-    fs.appendFileSync(at(name), `${text.endsWith("\n") ? "" : "\n"}${lines.join("\n")}\n`);
-    added.push(`${at(name)} (${lines.map((l) => l.slice(0, l.indexOf("="))).join(", ")})`);
+    const have = envLines(text);
+    const missing = [...envLines(fresh[name])].filter(([key]) => !have.has(key));
+    if (!missing.length) continue;
+    fs.appendFileSync(at(name), `${text.endsWith("\n") ? "" : "\n"}${missing.map(([, line]) => line).join("\n")}\n`);
+    added.push(`${at(name)} (${missing.map(([key]) => key).join(", ")})`);
   }
   if (JWT_FILES.some((f) => !existing.includes(f)))
     for (const name of JWT_FILES) {
