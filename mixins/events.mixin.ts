@@ -30,6 +30,7 @@ import { afterOutboxCommit } from "../lib/events/fault";
 import { addOutboxEvent } from "../lib/events/outbox";
 import { AmqpRelay, EmbeddedRelay } from "../lib/events/relay";
 import { topology } from "../lib/events/topology";
+import { consumersOf } from "../lib/serializer/contracts-runtime";
 
 export interface EventsMixinOptions {
   /** The service (its queues are named after it). */
@@ -55,7 +56,7 @@ export interface EventsServiceThis {
   /** A business event of the catalog (proto/gen/contracts.ts), its payload typed by its contract. */
   publishEvent<E extends ContractEvent>(trx: Knex.Transaction, name: E, payload: EventPayload<E>): Promise<string>;
   /** The relay's and the consumer's counters (tests, benchmark). */
-  eventStats(): { published: number; relayPasses: { withRows: number; empty: number } } & ConsumerStats;
+  eventStats(): { published: number; unroutable: number; relayPasses: { withRows: number; empty: number } } & ConsumerStats;
 }
 
 interface Runtime {
@@ -96,7 +97,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       },
       eventStats(this: EventsMixinThis) {
         const rt = this.$events;
-        return { published: rt.relay?.published ?? 0, relayPasses: { ...(rt.relay?.passes ?? { withRows: 0, empty: 0 }) }, ...(rt.consumer?.stats ?? rt.stats) };
+        return { published: rt.relay?.published ?? 0, unroutable: rt.relay instanceof AmqpRelay ? rt.relay.unroutable : 0, relayPasses: { ...(rt.relay?.passes ?? { withRows: 0, empty: 0 }) }, ...(rt.consumer?.stats ?? rt.stats) };
       },
     },
 
@@ -123,7 +124,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, kickDelayMs: config.events.kickDelayMs, batchSize: opts.batchSize, broker: this.broker };
       if (config.rabbitmqUris) {
         rt.link = new AmqpLink(config.rabbitmqUris, `meridian-events-${name}-${config.nodeId}`);
-        rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo });
+        rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo, consumersOf });
         if (consumes) {
           rt.consumer = new AmqpConsumer({
             service: name, db, link: rt.link, topo, handlers,

@@ -67,7 +67,7 @@ describe("events over RabbitMQ on MariaDB", () => {
       // Counted again once the queues are empty (nothing waiting, nothing unacknowledged).
       await untilQuiet("the event layer", {
         "unsent outbox rows": () => unsentOutbox(shop.db),
-        "messages in the event queues": async () => (await eventQueueMessages(vhost.vhost, t.namespace)).total,
+        "messages in the event queues": async () => (await eventQueueMessages(vhost.uri, t.namespace)).total,
       });
       const rows = (await effects(broker)).filter((r) => r.message_id === envelope.id);
       assert.equal(rows.length, 1, "exactly one effect");
@@ -217,13 +217,13 @@ describe("events over RabbitMQ on MariaDB", () => {
     const producer = await startBroker("p", [producerService(config)]);
     const ids: string[] = await producer.call("shop.emit", { event: "order.placed", payloads });
     const queue = topology(t.namespace).workQueue("audit");
-    await waitFor("the backlog queued", async () => (await eventQueueMessages(vhost.vhost, t.namespace)).byQueue.get(queue) === payloads.length);
+    await waitFor("the backlog queued", async () => (await eventQueueMessages(vhost.uri, t.namespace)).byQueue.get(queue) === payloads.length);
     const consumer = await startBroker("c1", [service()]);
     const audit = svc<Events>(consumer, "audit");
     await waitFor(`${payloads.length} applied`, async () => audit.eventStats().applied === payloads.length);
     await untilQuiet("the event layer", {
       "unsent outbox rows": () => unsentOutbox(svc<Events>(producer, "shop").db),
-      "messages in the event queues": async () => (await eventQueueMessages(vhost.vhost, t.namespace)).total,
+      "messages in the event queues": async () => (await eventQueueMessages(vhost.uri, t.namespace)).total,
     });
     return {
       ids,
@@ -287,7 +287,7 @@ describe("events over RabbitMQ on MariaDB", () => {
       // Counted once nothing is left in flight: a row published twice would still be on its way.
       await untilQuiet("the event layer", {
         "unsent outbox rows": () => unsentOutbox(svc<Events>(first, "shop").db),
-        "messages in the event queues": async () => (await eventQueueMessages(vhost.vhost, t.namespace)).total,
+        "messages in the event queues": async () => (await eventQueueMessages(vhost.uri, t.namespace)).total,
       });
       const published = replicas.map((b) => svc<Events>(b, "shop").eventStats().published);
       assert.equal(published[0]! + published[1]!, N, `published per replica: ${published}`);
@@ -297,6 +297,59 @@ describe("events over RabbitMQ on MariaDB", () => {
     } finally {
       for (const b of [...replicas, first, consumer]) await b.stop();
       await dropAll(config, ["shop", "audit"]);
+    }
+  });
+
+  /** An `order.created` payload (a catalog event: the contracts say the notification service consumes it). */
+  const orderCreated = (n: number) => ({ orderId: `order-${n}`, userId: "user-1", total: { amount: 100 * n, currency: "CNY" }, items: [], occurredAt: new Date().toISOString() });
+
+  test("an event committed before its consumer ever started waits in the queue the publisher declared for it (the contracts name the consumer), and is applied once it starts", async () => {
+    const t = env();
+    const config = eventsConfig(t);
+    const producer = await startBroker("p", [producerService(config)]);
+    let consumer: ServiceBroker | undefined;
+    try {
+      const [id] = (await producer.call("shop.emit", { event: "order.created", payloads: [orderCreated(1)] })) as string[];
+      await waitFor("published", async () => (await unsentOutbox(svc<Events>(producer, "shop").db)) === 0);
+      // No consumer has ever run in this namespace: the message is in the queue the relay declared.
+      assert.equal((await eventQueueMessages(vhost.uri, t.namespace)).byQueue.get(topology(t.namespace).workQueue("notification")), 1);
+      consumer = await startBroker("c", [consumerService(config, ["order.created"], { name: "notification" })]);
+      await waitFor("applied", async () => (await effects(consumer!, "notification")).length === 1);
+      assert.deepEqual((await effects(consumer, "notification")).map((r) => r.message_id), [id]);
+    } finally {
+      await consumer?.stop();
+      await producer.stop();
+      await dropAll(config, ["shop", "notification"]);
+    }
+  });
+
+  test("a binding the broker lost: the message RabbitMQ routed to no queue stays pending, the relay binds the queue again, and the event is applied once", async () => {
+    const t = env();
+    const config = eventsConfig(t);
+    const broker = await startBroker("n", [producerService(config), consumerService(config, ["order.created"], { name: "notification" })]);
+    const conn = await amqp.connect(vhost.uri);
+    try {
+      const shop = svc<Events>(broker, "shop");
+      const [first] = (await broker.call("shop.emit", { event: "order.created", payloads: [orderCreated(1)] })) as string[];
+      await waitFor("the first applied", async () => (await effects(broker, "notification")).length === 1);
+      // The broker "forgets" the binding (rabbitmq-server#8994): nothing routes order.created now.
+      const topo = topology(t.namespace);
+      const ch = await conn.createChannel();
+      await ch.unbindQueue(topo.workQueue("notification"), topo.exchange, "order.created");
+      const [second] = (await broker.call("shop.emit", { event: "order.created", payloads: [orderCreated(2)] })) as string[];
+      await waitFor("the second applied", async () => (await effects(broker, "notification")).length === 2);
+      assert.ok(shop.eventStats().unroutable >= 1, "RabbitMQ returned it at least once (the relay saw the lost binding)");
+      const row = (await shop.db("outbox").where({ id: second }).first()) as { attempts: number; sent_at: number | null };
+      assert.ok(row.attempts >= 1 && row.sent_at !== null, "kept pending, then published again");
+      await untilQuiet("the event layer", {
+        "unsent outbox rows": () => unsentOutbox(shop.db),
+        "messages in the event queues": async () => (await eventQueueMessages(vhost.uri, t.namespace)).total,
+      });
+      assert.deepEqual((await effects(broker, "notification")).map((r) => r.message_id).sort(), [first, second].sort(), "each applied once");
+    } finally {
+      await conn.close().catch(() => undefined);
+      await broker.stop();
+      await dropAll(config, ["shop", "notification"]);
     }
   });
 

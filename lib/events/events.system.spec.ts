@@ -109,7 +109,7 @@ test("consumer killed mid-handling: the message is delivered again and applied o
       // Counted again once nothing is left to deliver: a second copy would be in a queue until then.
       await untilQuiet("the event layer", {
         "unsent outbox rows": () => unsentOutbox(svc<{ db: Knex }>(producer!, "shop").db),
-        "messages in the event queues": async () => (await eventQueueMessages(vhost.vhost, t.namespace)).total,
+        "messages in the event queues": async () => (await eventQueueMessages(vhost.uri, t.namespace)).total,
       });
       assert.deepEqual(await appliedIds(auditDb), [id], "applied once");
       assert.equal((await auditDb("inbox").where({ message_id: id })).length, 1);
@@ -200,7 +200,7 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
 
     await untilQuiet("the event layer after the restart", {
       "unsent outbox rows": () => unsentOutbox(shopDb),
-      "messages in the event queues": async () => (await eventQueueMessages("/", t.namespace, ctl)).total,
+      "messages in the event queues": async () => (await eventQueueMessages(rabbit.uri, t.namespace, ctl)).total,
     }, 180_000, 250);
     const applied = await appliedIds(auditDb);
     const times = new Map<string, number>();
@@ -222,7 +222,7 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
 
     assert.ok(whileDown.length > 0 && whileDown.every((b) => b.at >= downAt && b.at <= downUntil), "batches committed between 'seen down' and 'seen still down'");
     assert.deepEqual(whileDown.map((b) => b.unsentThen), whileDown.map(() => BATCH), "each batch committed while RabbitMQ was down: sent_at IS NULL right after its commit");
-    assert.equal((await eventQueueMessages("/", t.namespace, ctl)).dead, 0, "nothing dead-lettered");
+    assert.equal((await eventQueueMessages(rabbit.uri, t.namespace, ctl)).dead, 0, "nothing dead-lettered");
     assert.deepEqual(downIds.filter((id) => times.get(id) !== 1), [], "every event committed while RabbitMQ was down: applied exactly once");
     const lost = committed.filter((id) => !times.has(id));
     assert.equal(lost.length, 0, `lost: ${lost.length}`);

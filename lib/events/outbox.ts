@@ -81,7 +81,7 @@ export async function markSent(db: Knex, seqs: number[], now: number): Promise<v
   if (seqs.length) await db("outbox").whereIn("seq", seqs).update({ sent_at: now });
 }
 
-/** Embedded delivery failed: try again at `availableAt`. */
+/** Not delivered (embedded: a subscriber failed; AMQP: routed to no queue): try again at `availableAt`. */
 export async function markRetry(db: Knex, seq: number, attempts: number, availableAt: number, error: string): Promise<void> {
   await db("outbox").where({ seq }).update({ attempts, available_at: availableAt, last_error: error.slice(0, 500) });
 }

@@ -3,7 +3,7 @@
  *
  * Cluster mode (`AmqpRelay`): rows go to the namespace's topic exchange on a ConfirmChannel
  * as persistent messages (messageId = row id, routing key = event name); a row is marked
- * sent only after the broker confirmed it (for a durable queue, RabbitMQ confirms a
+ * sent only after the broker confirmed it, having routed it to a queue (see `AmqpRelay`) (for a durable queue, RabbitMQ confirms a
  * persistent message once it is written to disk). A crash or an outage between publish and
  * mark leaves the row pending, and the next pass publishes it again: at-least-once on the
  * wire, duplicates absorbed by the consumers' inboxes.
@@ -37,7 +37,7 @@ import { AGAIN, periodic, type Periodic } from "../periodic";
 import { backoffMs, type AmqpLink } from "./amqp";
 import type { EmbeddedBus, EmbeddedSubscriber } from "./consumer";
 import { claimPending, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
-import { assertExchange, type Topology } from "./topology";
+import { assertExchange, assertWorkQueue, type Topology } from "./topology";
 import { encodeEnvelope, EVENT_CONTENT_TYPE } from "./wire";
 
 export interface RelayLogger {
@@ -138,11 +138,46 @@ export interface AmqpRelayOptions extends RelayOptions {
   topo: Topology;
   /** A pass gives up on confirms after this long (the rows stay pending). */
   confirmTimeoutMs?: number;
+  /**
+   * The services that consume an event (the contracts' `consumes`); undefined for an event
+   * with no contract (the tests' fixture services), which is expected to reach a queue that
+   * its consumer declared. See `AmqpRelay`.
+   */
+  consumersOf?: (event: string) => readonly string[] | undefined;
 }
 
+/** At most one warning a minute about events routed to no queue. */
+const UNROUTABLE_WARNING_MS = 60_000;
+
+/**
+ * Routing, not only confirms. RabbitMQ confirms a message it routed to no queue (no binding
+ * for its event): confirmed and dropped. Two cases would lose an event that way:
+ * - a consumer that has never started: its queue and bindings do not exist yet (a first
+ *   deployment, a consumer added later). So before a channel's first publish of an event, the
+ *   relay declares the work queue and binding of every service the contracts say consumes it
+ *   (`assertWorkQueue`): the event waits in that queue until the consumer starts.
+ * - a binding lost by the broker (reported after node restarts: rabbitmq-server#8994, #5075).
+ *   So events that have consumers are published `mandatory`: a message routed to no queue is
+ *   returned (before its confirm), its row stays pending (`attempts + 1`, published again after
+ *   a growing delay, up to 30 s), and the next pass declares the bindings again.
+ * The limit: `mandatory` only sees "no queue at all". An event with two consumers, one of whose
+ * bindings is lost while the other's holds, is routed, and that consumer misses it; the
+ * declaration at every new channel (every reconnect) repairs such a binding for later events.
+ * Events no service consumes (`user.registered`, `notification.created`, which only the edges'
+ * live streams follow) are published without `mandatory`, as before; an event with no
+ * contract (the tests' fixtures) is published `mandatory` and relies on its consumer's own
+ * declaration.
+ */
 export class AmqpRelay extends RelayLoop {
   private channel: ConfirmChannel | undefined;
   private readonly lock: boolean;
+  /** Events whose consumers' queues and bindings this channel declared. */
+  private readonly declared = new Set<string>();
+  /** Message ids RabbitMQ returned in this pass (routed to no queue). */
+  private readonly returned = new Set<string>();
+  private lastUnroutableWarning = 0;
+  /** Messages RabbitMQ routed to no queue, kept pending (for tests and the operator's logs). */
+  unroutable = 0;
 
   constructor(private readonly amqpOpts: AmqpRelayOptions) {
     super(amqpOpts);
@@ -157,7 +192,10 @@ export class AmqpRelay extends RelayLoop {
     ch.on("close", () => {
       if (this.channel === ch) this.channel = undefined;
     });
+    // RabbitMQ sends a message's return before its confirm, so the confirm callback sees it.
+    ch.on("return", (msg: { properties: { messageId?: string } }) => this.returned.add(String(msg.properties.messageId)));
     await assertExchange(ch, this.amqpOpts.topo);
+    this.declared.clear();
     this.channel = ch;
     return ch;
   }
@@ -171,33 +209,60 @@ export class AmqpRelay extends RelayLoop {
   protected async pass(): Promise<number> {
     const ch = await this.confirmChannel();
     const { db } = this.opts;
-    let outcome: { rows: number; confirmed: number };
-    if (this.lock) {
-      outcome = await db.transaction(
-        async (trx) => {
-          const rows = await claimPending(trx, this.batchSize, Date.now(), true);
-          const confirmed = rows.length ? await this.publish(ch, rows) : [];
-          await markSent(trx, confirmed, Date.now());
-          return { rows: rows.length, confirmed: confirmed.length };
-        },
-        { isolationLevel: "read committed" },
-      );
-    } else {
-      const rows = await claimPending(db, this.batchSize, Date.now(), false);
-      const confirmed = rows.length ? await this.publish(ch, rows) : [];
-      await markSent(db, confirmed, Date.now());
-      outcome = { rows: rows.length, confirmed: confirmed.length };
-    }
+    const handle = async (trx: Knex, rows: OutboxRow[]) => {
+      const { confirmed, unroutable } = rows.length ? await this.publish(ch, rows) : { confirmed: [], unroutable: [] };
+      await markSent(trx, confirmed, Date.now());
+      for (const row of unroutable)
+        await markRetry(trx, row.seq, row.attempts + 1, Date.now() + backoffMs(row.attempts + 3, 30_000), "routed to no queue by RabbitMQ (no binding for the event)");
+      return { rows: rows.length, confirmed: confirmed.length, unroutable };
+    };
+    const outcome = this.lock
+      ? await db.transaction(async (trx) => handle(trx, await claimPending(trx, this.batchSize, Date.now(), true)), { isolationLevel: "read committed" })
+      : await handle(db, await claimPending(db, this.batchSize, Date.now(), false));
     this.published += outcome.confirmed;
-    if (outcome.confirmed < outcome.rows)
-      throw new Error(`${outcome.rows - outcome.confirmed} of ${outcome.rows} message(s) not confirmed by RabbitMQ`);
+    if (outcome.unroutable.length) this.onUnroutable(outcome.unroutable);
+    const failed = outcome.rows - outcome.confirmed - outcome.unroutable.length;
+    if (failed > 0) throw new Error(`${failed} of ${outcome.rows} message(s) not confirmed by RabbitMQ`);
     return outcome.rows;
   }
 
-  /** Publishes the rows and resolves with the seqs the broker confirmed (acked). */
-  private async publish(ch: ConfirmChannel, rows: OutboxRow[]): Promise<number[]> {
+  private mustRoute(event: string): boolean {
+    const consumers = this.amqpOpts.consumersOf?.(event);
+    return consumers === undefined || consumers.length > 0;
+  }
+
+  /** Declares the consumers' work queues and bindings of the rows' events not yet declared on this channel. */
+  private async declareConsumers(ch: ConfirmChannel, rows: OutboxRow[]): Promise<void> {
+    const { topo, consumersOf } = this.amqpOpts;
+    for (const event of new Set(rows.map((r) => r.event))) {
+      if (this.declared.has(event)) continue;
+      for (const service of consumersOf?.(event) ?? []) await assertWorkQueue(ch, topo, service, event);
+      this.declared.add(event);
+    }
+  }
+
+  private onUnroutable(rows: OutboxRow[]): void {
+    this.unroutable += rows.length;
+    // Declared again by the next pass: a binding the broker lost is restored.
+    for (const row of rows) this.declared.delete(row.event);
+    const now = Date.now();
+    if (now - this.lastUnroutableWarning < UNROUTABLE_WARNING_MS) return;
+    this.lastUnroutableWarning = now;
+    const events = [...new Set(rows.map((r) => r.event))].join(", ");
+    this.opts.logger.warn(`Event relay of '${this.opts.source}': ${rows.length} message(s) of ${events} routed to no queue by RabbitMQ; kept pending and published again (${this.unroutable} so far)`);
+  }
+
+  /**
+   * Publishes the rows; resolves with the seqs the broker confirmed and routed, and the rows
+   * it confirmed but routed to no queue (returned: only events that must reach a consumer
+   * are published `mandatory`).
+   */
+  private async publish(ch: ConfirmChannel, rows: OutboxRow[]): Promise<{ confirmed: number[]; unroutable: OutboxRow[] }> {
     const { topo, source, confirmTimeoutMs = 10_000 } = this.amqpOpts;
+    await this.declareConsumers(ch, rows);
+    this.returned.clear();
     const confirmed: number[] = [];
+    const unroutable: OutboxRow[] = [];
     let pending = rows.length;
     let timer: NodeJS.Timeout | undefined;
     await new Promise<void>((resolve) => {
@@ -210,14 +275,18 @@ export class AmqpRelay extends RelayLoop {
         try {
           ch.publish(topo.exchange, row.event, encodeEnvelope(envelope, this.opts.broker), {
             persistent: true,
+            mandatory: this.mustRoute(row.event),
             messageId: row.id,
             type: row.event,
             appId: source,
             contentType: EVENT_CONTENT_TYPE,
             timestamp: Math.floor(Number(row.occurred_at) / 1000),
           }, (err) => {
-            if (!err) confirmed.push(row.seq);
-            if (!err) countBusiness(this.opts.broker, "events_published", { service: source, event: row.event }); // confirmed by RabbitMQ
+            if (!err && this.returned.has(row.id)) unroutable.push(row);
+            else if (!err) {
+              confirmed.push(row.seq);
+              countBusiness(this.opts.broker, "events_published", { service: source, event: row.event }); // confirmed by RabbitMQ
+            }
             settle();
           });
         } catch {
@@ -226,8 +295,8 @@ export class AmqpRelay extends RelayLoop {
       }
     });
     clearTimeout(timer);
-    const result = [...confirmed];
-    if (result.length < rows.length) await this.reset();
+    const result = { confirmed: [...confirmed], unroutable: [...unroutable] };
+    if (result.confirmed.length + result.unroutable.length < rows.length) await this.reset();
     return result;
   }
 }

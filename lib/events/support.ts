@@ -73,12 +73,22 @@ export function svc<T>(broker: ServiceBroker, name: string): T {
 }
 
 /**
- * Messages (ready + unacknowledged) in the event layer's queues of `namespace`: work, retry,
- * dead-letter and broadcast queues, not the transporter's. `ctl` defaults to the machine's
- * broker.
+ * Messages (ready + unacknowledged, read live: test/support/rabbitmq.ts) in the event layer's
+ * queues of `namespace`, in the vhost `uri` names: work, retry, dead-letter and broadcast
+ * queues, not the transporter's. `ctl` defaults to the machine's broker. `services`: only the
+ * queues of these consuming services. A test running part of the system passes the services
+ * it runs, since a publisher declares the queues of every consumer the contracts name (relay.ts),
+ * and those of a service not running keep their messages.
  */
-export async function eventQueueMessages(vhost: string, namespace: string, ctl?: Rabbitmqctl): Promise<{ total: number; dead: number; byQueue: Map<string, number> }> {
-  const byQueue = await queueMessages(vhost, `${topology(namespace).exchange}.`, ctl);
+export async function eventQueueMessages(
+  uri: string,
+  namespace: string,
+  ctl?: Rabbitmqctl,
+  services?: readonly string[],
+): Promise<{ total: number; dead: number; byQueue: Map<string, number> }> {
+  const prefix = `${topology(namespace).exchange}.`;
+  const byQueue = await queueMessages(uri, prefix, ctl);
+  if (services) for (const name of [...byQueue.keys()]) if (!services.some((s) => name.startsWith(`${prefix}${s}.`))) byQueue.delete(name);
   let total = 0;
   let dead = 0;
   for (const [name, n] of byQueue) {

@@ -52,10 +52,23 @@ export function topology(namespace: string): Topology {
 }
 
 const QUORUM = { "x-queue-type": "quorum" } as const;
+/** A work queue's declaration: one constant, since a publisher declares it too (below). */
+const WORK_QUEUE = { durable: true, arguments: QUORUM };
 
 /** Declares the exchange only (what a publisher needs). Idempotent. */
 export async function assertExchange(ch: Channel, topo: Topology): Promise<void> {
   await ch.assertExchange(topo.exchange, "topic", { durable: true });
+}
+
+/**
+ * A consumer's work queue and its binding to `event`, declared by a publisher for every
+ * consumer the contracts name (relay.ts): an event committed before that consumer's first
+ * start then waits in its queue instead of being dropped as unroutable. Idempotent, and the
+ * same declaration as the consumer's own.
+ */
+export async function assertWorkQueue(ch: Channel, topo: Topology, service: string, event: string): Promise<void> {
+  await ch.assertQueue(topo.workQueue(service), WORK_QUEUE);
+  await ch.bindQueue(topo.workQueue(service), topo.exchange, event);
 }
 
 /** Declares a consumer's queues and bindings. Idempotent; every replica runs it at start. */
@@ -68,7 +81,7 @@ export async function assertConsumerTopology(
 ): Promise<void> {
   await assertExchange(ch, topo);
   const work = topo.workQueue(service);
-  await ch.assertQueue(work, { durable: true, arguments: QUORUM });
+  await ch.assertQueue(work, WORK_QUEUE);
   for (const event of events) await ch.bindQueue(work, topo.exchange, event);
   for (const delay of retryDelaysMs)
     await ch.assertQueue(topo.retryQueue(service, delay), {

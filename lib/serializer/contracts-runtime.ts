@@ -26,6 +26,11 @@ export interface ContractsRuntime {
   requestCodec(action: unknown): MessageCodec | null;
   responseCodec(action: string): MessageCodec | null;
   eventCodec(event: unknown): MessageCodec | null;
+  /**
+   * The services whose contracts say they consume a business event (`consumes`); undefined
+   * for an event with no contract.
+   */
+  consumersOf(event: string): readonly string[] | undefined;
 }
 
 /**
@@ -37,6 +42,7 @@ export function createContractsRuntime(json: object): ContractsRuntime {
   root.resolveAll();
   const contracts = readContracts(root);
   const codecFor = createCodecs();
+  const consumers = new Map<string, string[]>([...contracts.events.keys()].map((e) => [e, [...contracts.services.values()].filter((s) => s.consumes.includes(e)).map((s) => s.name)]));
   const services = new Set([...contracts.actions.keys()].map((a) => a.slice(0, a.indexOf("."))));
   return {
     root,
@@ -52,6 +58,9 @@ export function createContractsRuntime(json: object): ContractsRuntime {
       const c = contracts.actions.get(action);
       return c?.response ? codecFor(c.response) : null;
     },
+    consumersOf(event) {
+      return consumers.get(event);
+    },
     eventCodec(event) {
       const t = typeof event === "string" ? contracts.events.get(event) : undefined;
       return t ? codecFor(t) : null;
@@ -61,7 +70,7 @@ export function createContractsRuntime(json: object): ContractsRuntime {
 
 // One reflection and one set of compiled codecs per process, shared by every broker.
 export const runtime = createContractsRuntime(descriptor);
-export const { root, contracts, codecFor, isBusinessAction, isBusinessEvent, requestCodec, responseCodec, eventCodec } = runtime;
+export const { root, contracts, codecFor, isBusinessAction, isBusinessEvent, requestCodec, responseCodec, eventCodec, consumersOf } = runtime;
 
 /** Field name → field number of a message, read from its contract (so no number is written twice). */
 function fieldNumbers(type: protobuf.Type): Record<string, number> {

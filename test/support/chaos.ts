@@ -303,7 +303,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       let unsent = 0;
       for (const service of DB_SERVICES)
         if (await db(service).schema.hasTable("outbox")) unsent += Number(((await db(service)("outbox").whereNull("sent_at").count({ n: "*" })) as { n: number | string }[])[0]!.n);
-      const queues = await eventQueueMessages("/", cluster.namespace, brokers[0]!.ctl);
+      const queues = await eventQueueMessages(brokers[0]!.uri, cluster.namespace, brokers[0]!.ctl);
       const problems = [
         ...(unsent ? [`events: ${unsent} outbox row(s) not published`] : []),
         ...(queues.total - queues.dead ? [`events: ${queues.total - queues.dead} message(s) still waiting in the event queues`] : []),
