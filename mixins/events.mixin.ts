@@ -30,7 +30,7 @@ import { afterOutboxCommit } from "../lib/events/fault";
 import { addOutboxEvent } from "../lib/events/outbox";
 import { AmqpRelay, EmbeddedRelay } from "../lib/events/relay";
 import { topology } from "../lib/events/topology";
-import { consumersOf } from "../lib/serializer/contracts-runtime";
+import { consumersOf, contracts } from "../lib/serializer/contracts-runtime";
 
 export interface EventsMixinOptions {
   /** The service (its queues are named after it). */
@@ -124,7 +124,7 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, kickDelayMs: config.events.kickDelayMs, batchSize: opts.batchSize, broker: this.broker };
       if (config.rabbitmqUris) {
         rt.link = new AmqpLink(config.rabbitmqUris, `meridian-events-${name}-${config.nodeId}`);
-        rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo, consumersOf });
+        rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo, consumersOf, publishes: contracts.services.get(name)?.publishes });
         if (consumes) {
           rt.consumer = new AmqpConsumer({
             service: name, db, link: rt.link, topo, handlers,

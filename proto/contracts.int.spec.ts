@@ -93,16 +93,16 @@ function callsInCode(service: string): string[] {
   return [...found].sort();
 }
 
-test("each contract declares exactly the actions its service calls and the events it consumes", () => {
-  const declared: Record<string, { calls: string[]; consumes: string[] }> = {};
-  const actual: Record<string, { calls: string[]; consumes: string[] }> = {};
+test("each contract declares exactly the actions its service calls, the events it consumes through its work queue and those its replicas follow", () => {
+  const declared: Record<string, { calls: string[]; consumes: string[]; follows: string[] }> = {};
+  const actual: Record<string, { calls: string[]; consumes: string[]; follows: string[] }> = {};
   for (const svc of broker().services) {
     if (!BUSINESS.includes(svc.name as (typeof BUSINESS)[number])) continue;
     const c = contracts.services.get(svc.name);
     assert.ok(c, `${svc.name} has a contract`);
-    declared[svc.name] = { calls: [...c.calls].sort(), consumes: [...c.consumes].sort() };
+    declared[svc.name] = { calls: [...c.calls].sort(), consumes: [...c.consumes].sort(), follows: [...c.follows].sort() };
     const meta = svc.metadata as { consumes?: string[]; broadcastConsumes?: string[] };
-    actual[svc.name] = { calls: callsInCode(svc.name), consumes: [...new Set([...(meta.consumes ?? []), ...(meta.broadcastConsumes ?? [])])].sort() };
+    actual[svc.name] = { calls: callsInCode(svc.name), consumes: [...(meta.consumes ?? [])].sort(), follows: [...(meta.broadcastConsumes ?? [])].sort() };
   }
   assert.deepEqual(declared, actual);
 });

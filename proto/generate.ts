@@ -285,7 +285,7 @@ export function servicesTable(): string {
   const rows = [...contracts.services.values()].map((s) => {
     const rpcs = [...contracts.actions.values()].filter((a) => a.service === s.service);
     const published = rpcs.filter((a) => a.visibility === "published").length;
-    return `| \`${s.name}\` (\`${s.service}\`) | ${published} routed, ${rpcs.length - published} internal | ${code(s.calls)} | ${code(s.consumes)} | ${code(s.publishes)} |`;
+    return `| \`${s.name}\` (\`${s.service}\`) | ${published} routed, ${rpcs.length - published} internal | ${code(s.calls)} | ${code(s.consumes)}${s.follows.length ? `; every replica follows ${code(s.follows)}` : ""} | ${code(s.publishes)} |`;
   });
   return [
     "| service (contract) | rpcs | calls | consumes | publishes |",

@@ -10,6 +10,7 @@ import path from "node:path";
 import type { Address, PublicUser } from "../services/user/user.domain";
 import type { ActionResponse, EventPayload } from "./gen/contracts";
 import type * as user from "./gen/meridian/user/v1/user";
+import { consumersOf } from "../lib/serializer/contracts-runtime";
 import { generate, staleGenerated, writeGenerated } from "./generate";
 
 test("proto/gen is up to date with proto/**/*.proto (run `npm run proto:gen`)", () => {
@@ -46,4 +47,14 @@ test("the contracts describe the user service's types", () => {
   assert.ok(sameShape<Address, ActionResponse<"user.getAddress">>((x) => x, (x) => x));
   const event: EventPayload<"user.registered"> = { userId: "u", email: "e", name: "n", occurredAt: "t" };
   assert.ok(event);
+});
+
+test("consumersOf: the services that consume an event through a work queue (whose queues publishers declare), not those whose replicas follow it", () => {
+  assert.deepEqual([...(consumersOf("payment.succeeded") ?? [])], ["order"]);
+  // search follows product events per replica; recommendation consumes them through its work queue.
+  assert.deepEqual([...(consumersOf("stock.changed") ?? [])], ["recommendation"]);
+  // Only followed (the recommendation replicas' models), or not consumed at all.
+  assert.deepEqual(consumersOf("recommendation.model_changed"), []);
+  assert.deepEqual(consumersOf("user.registered"), []);
+  assert.equal(consumersOf("order.placed"), undefined, "an event with no contract");
 });

@@ -49,7 +49,10 @@ export interface ServiceContract {
   /** The protobuf service, e.g. meridian.order.v1.OrderService. */
   service: string;
   calls: string[];
+  /** Events applied through the service's work queue (one replica each). */
   consumes: string[];
+  /** Events every replica follows through a queue of its own (BroadcastEventsMixin). */
+  follows: string[];
   /** The events declared in the service's package. */
   publishes: string[];
 }
@@ -125,6 +128,7 @@ export function readContracts(root: protobuf.Root): Contracts {
         service: fullName(service),
         calls: optionValues(obj, `(${OPT}.calls)`).map(String),
         consumes: optionValues(obj, `(${OPT}.consumes)`).map(String),
+        follows: optionValues(obj, `(${OPT}.follows)`).map(String),
         publishes: [],
       });
       for (const method of service.methodsArray) {
@@ -168,7 +172,7 @@ export function readContracts(root: protobuf.Root): Contracts {
     const pkg = s.service.slice(0, s.service.lastIndexOf("."));
     s.publishes = [...events].filter(([, t]) => packageOf(t) === pkg).map(([name]) => name);
     for (const a of s.calls) if (!actions.has(a)) throw new Error(`proto: ${s.name} calls ${a}, which no contract declares`);
-    for (const e of s.consumes) if (!events.has(e)) throw new Error(`proto: ${s.name} consumes ${e}, which no contract declares`);
+    for (const e of [...s.consumes, ...s.follows]) if (!events.has(e)) throw new Error(`proto: ${s.name} consumes ${e}, which no contract declares`);
   }
   return { actions, events, services };
 }

@@ -353,6 +353,34 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
+  test("a consumer's queue that refuses the relay's declaration (other arguments) holds back only its event: the others flow, it stays pending", async () => {
+    const t = env();
+    const config = eventsConfig(t);
+    const topo = topology(t.namespace);
+    const conn = await amqp.connect(vhost.uri);
+    const broker = await (async () => {
+      // The notification service's work queue as an old deployment left it: classic, so the
+      // relay's quorum declaration is refused (PRECONDITION_FAILED closes that channel).
+      const ch = await conn.createChannel();
+      await ch.assertQueue(topo.workQueue("notification"), { durable: true });
+      return startBroker("n", [producerService(config), consumerService(config, ["order.placed"])]);
+    })();
+    try {
+      const shop = svc<Events>(broker, "shop");
+      const [held] = (await broker.call("shop.emit", { event: "order.created", payloads: [orderCreated(1)] })) as string[];
+      // Returned once (no binding): from then on every pass tries to declare its consumer's queue first.
+      await waitFor("the held one routed to no queue", async () => shop.eventStats().unroutable >= 1);
+      const [flowing] = (await broker.call("shop.emit", { event: "order.placed", payloads: [{ n: 1 }] })) as string[];
+      await waitFor("the other event applied", async () => (await effects(broker)).some((r) => r.message_id === flowing));
+      const row = (await shop.db("outbox").where({ id: held }).first()) as { sent_at: number | null };
+      assert.equal(row.sent_at, null, "kept pending, not marked sent");
+    } finally {
+      await conn.close().catch(() => undefined);
+      await broker.stop();
+      await dropAll(config, ["shop", "audit"]);
+    }
+  });
+
   test("user.registered: the account and its event commit together, and a consumer applies it", async () => {
     const t = env();
     const config = eventsConfig(t);

@@ -3,7 +3,8 @@
  *
  * Cluster mode (`AmqpRelay`): rows go to the namespace's topic exchange on a ConfirmChannel
  * as persistent messages (messageId = row id, routing key = event name); a row is marked
- * sent only after the broker confirmed it, having routed it to a queue (see `AmqpRelay`) (for a durable queue, RabbitMQ confirms a
+ * sent only after the broker confirmed it (and, for an event with consumers, routed it to a
+ * queue: see `AmqpRelay`) (for a durable queue, RabbitMQ confirms a
  * persistent message once it is written to disk). A crash or an outage between publish and
  * mark leaves the row pending, and the next pass publishes it again: at-least-once on the
  * wire, duplicates absorbed by the consumers' inboxes.
@@ -28,13 +29,13 @@
  * the inserts, not of the commits, and replicas, retries and concurrent consumers reorder
  * further: consumers must not rely on order.
  */
-import type { ConfirmChannel } from "amqplib";
+import type { Channel, ConfirmChannel } from "amqplib";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import { isMysql } from "../db";
 import { countBusiness } from "../metrics";
 import { AGAIN, periodic, type Periodic } from "../periodic";
-import { backoffMs, type AmqpLink } from "./amqp";
+import { backoffMs, withTimeout, type AmqpLink } from "./amqp";
 import type { EmbeddedBus, EmbeddedSubscriber } from "./consumer";
 import { claimPending, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
 import { assertExchange, assertWorkQueue, type Topology } from "./topology";
@@ -144,38 +145,45 @@ export interface AmqpRelayOptions extends RelayOptions {
    * its consumer declared. See `AmqpRelay`.
    */
   consumersOf?: (event: string) => readonly string[] | undefined;
+  /** The events this service publishes (its contract's): their consumers' queues are declared at every new channel. */
+  publishes?: readonly string[];
 }
 
-/** At most one warning a minute about events routed to no queue. */
-const UNROUTABLE_WARNING_MS = 60_000;
+/** At most one warning a minute about events routed to no queue, or queues not declared. */
+const WARNING_EVERY_MS = 60_000;
 
 /**
  * Routing, not only confirms. RabbitMQ confirms a message it routed to no queue (no binding
  * for its event): confirmed and dropped. Two cases would lose an event that way:
  * - a consumer that has never started: its queue and bindings do not exist yet (a first
- *   deployment, a consumer added later). So before a channel's first publish of an event, the
- *   relay declares the work queue and binding of every service the contracts say consumes it
+ *   deployment, a consumer added later). So at every new channel (every reconnect), before
+ *   its first claim, the relay declares the work queue and binding of every service the
+ *   contracts say consumes (`consumes`, through a work queue) an event this service publishes
  *   (`assertWorkQueue`): the event waits in that queue until the consumer starts.
  * - a binding lost by the broker (reported after node restarts: rabbitmq-server#8994, #5075).
  *   So events that have consumers are published `mandatory`: a message routed to no queue is
  *   returned (before its confirm), its row stays pending (`attempts + 1`, published again after
- *   a growing delay, up to 30 s), and the next pass declares the bindings again.
+ *   a growing delay, up to 30 s), and the next pass declares that event's bindings again.
+ * Declarations run before the claim, outside its transaction (no row lock waits on them), on a
+ * channel of their own with a timeout, one event at a time: a queue that refuses its
+ * declaration (other arguments) holds back only that event, which is retried and logged.
  * The limit: `mandatory` only sees "no queue at all". An event with two consumers, one of whose
  * bindings is lost while the other's holds, is routed, and that consumer misses it; the
- * declaration at every new channel (every reconnect) repairs such a binding for later events.
- * Events no service consumes (`user.registered`, `notification.created`, which only the edges'
- * live streams follow) are published without `mandatory`, as before; an event with no
- * contract (the tests' fixtures) is published `mandatory` and relies on its consumer's own
+ * declaration at the next reconnect repairs the binding for later events.
+ * Events that no service consumes through a work queue are published without `mandatory`, as
+ * before: `user.registered`, and those only followed per replica (`follows`: search's product
+ * events, the edges' live streams), whose queues live with their replicas. An event with no
+ * contract (the tests' fixtures) is published `mandatory`, relying on its consumer's own
  * declaration.
  */
 export class AmqpRelay extends RelayLoop {
   private channel: ConfirmChannel | undefined;
   private readonly lock: boolean;
-  /** Events whose consumers' queues and bindings this channel declared. */
-  private readonly declared = new Set<string>();
+  /** Events whose consumers' queues and bindings are to be declared before the next claim. */
+  private readonly toDeclare = new Set<string>();
   /** Message ids RabbitMQ returned in this pass (routed to no queue). */
   private readonly returned = new Set<string>();
-  private lastUnroutableWarning = 0;
+  private lastWarning = 0;
   /** Messages RabbitMQ routed to no queue, kept pending (for tests and the operator's logs). */
   unroutable = 0;
 
@@ -195,7 +203,7 @@ export class AmqpRelay extends RelayLoop {
     // RabbitMQ sends a message's return before its confirm, so the confirm callback sees it.
     ch.on("return", (msg: { properties: { messageId?: string } }) => this.returned.add(String(msg.properties.messageId)));
     await assertExchange(ch, this.amqpOpts.topo);
-    this.declared.clear();
+    for (const event of this.amqpOpts.publishes ?? []) this.toDeclare.add(event);
     this.channel = ch;
     return ch;
   }
@@ -208,6 +216,7 @@ export class AmqpRelay extends RelayLoop {
 
   protected async pass(): Promise<number> {
     const ch = await this.confirmChannel();
+    if (this.toDeclare.size) await this.declareConsumers();
     const { db } = this.opts;
     const handle = async (trx: Knex, rows: OutboxRow[]) => {
       const { confirmed, unroutable } = rows.length ? await this.publish(ch, rows) : { confirmed: [], unroutable: [] };
@@ -231,25 +240,48 @@ export class AmqpRelay extends RelayLoop {
     return consumers === undefined || consumers.length > 0;
   }
 
-  /** Declares the consumers' work queues and bindings of the rows' events not yet declared on this channel. */
-  private async declareConsumers(ch: ConfirmChannel, rows: OutboxRow[]): Promise<void> {
-    const { topo, consumersOf } = this.amqpOpts;
-    for (const event of new Set(rows.map((r) => r.event))) {
-      if (this.declared.has(event)) continue;
-      for (const service of consumersOf?.(event) ?? []) await assertWorkQueue(ch, topo, service, event);
-      this.declared.add(event);
+  /**
+   * Declares the consumers' work queues and bindings of the events in `toDeclare`, on a channel
+   * of its own: a refused declaration closes that channel only, and its event stays to declare.
+   */
+  private async declareConsumers(): Promise<void> {
+    const { topo, consumersOf, link, confirmTimeoutMs = 10_000 } = this.amqpOpts;
+    const conn = await link.connection();
+    let ch: Channel | undefined;
+    try {
+      for (const event of [...this.toDeclare]) {
+        try {
+          if (!ch) {
+            ch = await conn.createChannel();
+            ch.on("error", () => undefined);
+          }
+          const declaring = ch;
+          for (const service of consumersOf?.(event) ?? []) await withTimeout(assertWorkQueue(declaring, topo, service, event), confirmTimeoutMs, "queue declaration");
+          this.toDeclare.delete(event);
+        } catch (err) {
+          await ch?.close().catch(() => undefined);
+          ch = undefined;
+          this.warn(`the queues of ${event}'s consumers could not be declared (${(err as Error).message}); tried again at the next pass`);
+        }
+      }
+    } finally {
+      await ch?.close().catch(() => undefined);
     }
   }
 
   private onUnroutable(rows: OutboxRow[]): void {
     this.unroutable += rows.length;
-    // Declared again by the next pass: a binding the broker lost is restored.
-    for (const row of rows) this.declared.delete(row.event);
-    const now = Date.now();
-    if (now - this.lastUnroutableWarning < UNROUTABLE_WARNING_MS) return;
-    this.lastUnroutableWarning = now;
+    // Declared again before the next claim: a binding the broker lost is restored.
+    for (const row of rows) this.toDeclare.add(row.event);
     const events = [...new Set(rows.map((r) => r.event))].join(", ");
-    this.opts.logger.warn(`Event relay of '${this.opts.source}': ${rows.length} message(s) of ${events} routed to no queue by RabbitMQ; kept pending and published again (${this.unroutable} so far)`);
+    this.warn(`${rows.length} message(s) of ${events} routed to no queue by RabbitMQ; kept pending and published again (${this.unroutable} so far)`);
+  }
+
+  private warn(what: string): void {
+    const now = Date.now();
+    if (now - this.lastWarning < WARNING_EVERY_MS) return;
+    this.lastWarning = now;
+    this.opts.logger.warn(`Event relay of '${this.opts.source}': ${what}`);
   }
 
   /**
@@ -259,7 +291,6 @@ export class AmqpRelay extends RelayLoop {
    */
   private async publish(ch: ConfirmChannel, rows: OutboxRow[]): Promise<{ confirmed: number[]; unroutable: OutboxRow[] }> {
     const { topo, source, confirmTimeoutMs = 10_000 } = this.amqpOpts;
-    await this.declareConsumers(ch, rows);
     this.returned.clear();
     const confirmed: number[] = [];
     const unroutable: OutboxRow[] = [];

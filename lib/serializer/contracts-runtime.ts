@@ -27,8 +27,8 @@ export interface ContractsRuntime {
   responseCodec(action: string): MessageCodec | null;
   eventCodec(event: unknown): MessageCodec | null;
   /**
-   * The services whose contracts say they consume a business event (`consumes`); undefined
-   * for an event with no contract.
+   * The services whose contracts say they consume a business event through their work queue
+   * (`consumes`, not `follows`); undefined for an event with no contract.
    */
   consumersOf(event: string): readonly string[] | undefined;
 }

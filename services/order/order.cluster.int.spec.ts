@@ -48,8 +48,9 @@ describe("checkout in cluster mode: two order, payment and product replicas over
   /** What is still under way: unsent outbox rows, messages in the event queues, sandbox callbacks being sent. */
   const inFlight = (): InFlight => {
     const checks: InFlight = {
-      // Of the services running here: the relay also declared the queues of search and
-      // recommendation (the contracts name them as consumers), which keep their events.
+      // Of the services running here: the relays also declared the work queue of the
+      // recommendation service (the contracts name it as a consumer), which is not running
+      // here and keeps its events.
       "messages in the event queues": async () => (await eventQueueMessages(vhost.uri, namespace, undefined, A_SERVICES)).total,
     };
     for (const s of DB_SERVICES) checks[`unsent ${s} outbox rows`] = () => unsentOutbox((a.getLocalService(s) as unknown as { db: import("knex").Knex }).db);

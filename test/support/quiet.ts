@@ -2,8 +2,9 @@
  * "Applied once" / "notified once" are counts of what the system did, so they are taken
  * when it has nothing left to do, not right after the first arrival (a duplicate would
  * come later). `untilQuiet` polls named in-flight counts (unsent outbox rows, messages in
- * the event queues, callbacks still being sent, …) until every one is 0 in the same poll;
- * the test counts again after that. It waits on the system's own state, never on a fixed
+ * the event queues, callbacks still being sent, …) until every one is 0 in two polls in a
+ * row (one zero can be a broker's non-answer: test/support/rabbitmq.ts queueMessages); the
+ * test counts again after that. It waits on the system's own state, never on a fixed
  * time, and fails naming what was still busy.
  */
 import assert from "node:assert/strict";
@@ -14,13 +15,15 @@ export type InFlight = Record<string, () => Promise<number> | number>;
 export async function untilQuiet(what: string, inFlight: InFlight, timeoutMs = 60_000, intervalMs = 100): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let busy: string[] = [];
+  let quietPolls = 0;
   for (;;) {
     busy = [];
     for (const [name, count] of Object.entries(inFlight)) {
       const n = await count();
       if (n !== 0) busy.push(`${name}: ${n}`);
     }
-    if (!busy.length) return;
+    quietPolls = busy.length ? 0 : quietPolls + 1;
+    if (quietPolls === 2) return;
     if (Date.now() > deadline) assert.fail(`${what}: not quiet within ${timeoutMs} ms (${busy.join("; ")})`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }

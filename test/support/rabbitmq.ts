@@ -58,18 +58,22 @@ export function vhostOf(uri: string): string {
 
 /**
  * Messages in each queue whose name starts with `prefix`, in the vhost `uri` names: ready
- * plus delivered but not yet acknowledged, read live. A consumer acks after its transaction
- * commits, so 0 everywhere means nothing is waiting or being handled.
+ * plus delivered but not yet acknowledged. A consumer acks after its transaction commits, so
+ * 0 everywhere means nothing is waiting or being handled.
  *
- * Live, because `rabbitmqctl list_queues`' counts of a quorum queue are not: they are the
- * queue's metrics, refreshed on its tick (every 5 s on 3.10), and 0 for the first tick after
- * a restart. Measured: 100 confirmed messages showed as 0 for 4 s. A proof that waited for
- * "no message in the queues" on those counts declared quiet while a backlog was still there
- * (the CI failure of stop 31). So, for a quorum queue: ready from a passive declare (the
- * leader's own state), unacknowledged from the channels consuming it (`list_channels`, each
- * channel's own state). A classic queue's `list_queues` counts come from the queue process
- * and are live. The limit: a channel consuming several queues has its unacknowledged
- * messages counted on the first (the event consumers consume one queue per channel).
+ * `rabbitmqctl list_queues`' counts of a quorum queue are its metrics, refreshed on its tick
+ * (every 5 s on 3.10) and 0 for the first tick after a restart. Measured: 100 confirmed
+ * messages read as 0 for 4 s. A proof that waited for "no message in the queues" on those
+ * counts declared quiet over a backlog (the CI failure of stop 31). So a quorum queue is also
+ * read live: its ready messages by a passive declare (the leader's state), read before and
+ * after its unacknowledged ones, which come from the channels consuming it (`list_channels`,
+ * each channel's own state), so that a message moving from ready to delivered in between is
+ * counted. (Not the larger of that and the metrics: those lag after a drain too, and every
+ * wait would last until the next tick.) The limits: a passive declare answers 0 when the
+ * leader does not answer within 250 ms (an election), which is why `untilQuiet` wants two
+ * quiet readings in a row; a channel consuming several queues has its
+ * unacknowledged messages counted on the first (the event consumers use one per queue). A
+ * classic queue's `list_queues` counts come from the queue process and are live.
  */
 export async function queueMessages(uri: string, prefix = "", ctl: Rabbitmqctl = rabbitmqctl): Promise<Map<string, number>> {
   const vhost = vhostOf(uri);
@@ -77,15 +81,52 @@ export async function queueMessages(uri: string, prefix = "", ctl: Rabbitmqctl =
     .split("\n")
     .map((line) => line.trim().split(/\s+/))
     .filter(([name, type, messages]) => name?.startsWith(prefix) && type !== undefined && messages !== undefined);
-  const depths = new Map<string, number>();
+  const depths = new Map<string, number>(rows.map(([name, , messages]) => [name!, Number(messages)]));
   const quorum = rows.filter(([, type]) => type === "quorum").map(([name]) => name!);
-  for (const [name, type, messages] of rows) if (type !== "quorum") depths.set(name!, Number(messages));
   if (!quorum.length) return depths;
 
-  const unackedByChannel = new Map<string, number>();
+  const conn = await amqp.connect(uri);
+  conn.on("error", () => undefined); // a broker stopping in a fault test: the reads below fail instead
+  try {
+    const before = await readyMessages(conn, quorum);
+    const unacked = await unackedByQueue(vhost, ctl);
+    const after = await readyMessages(conn, quorum);
+    for (const name of quorum) {
+      if (!before.has(name) && !after.has(name)) depths.delete(name); // deleted since it was listed
+      else depths.set(name, Math.max(before.get(name) ?? 0, after.get(name) ?? 0) + (unacked.get(name) ?? 0));
+    }
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+  return depths;
+}
+
+/** Ready messages by passive declare; a queue deleted since (404) is left out. */
+async function readyMessages(conn: amqp.ChannelModel, queues: string[]): Promise<Map<string, number>> {
+  const ready = new Map<string, number>();
+  let ch: Channel | undefined;
+  for (const name of queues) {
+    if (!ch) {
+      ch = await conn.createChannel();
+      ch.on("error", () => undefined);
+    }
+    try {
+      ready.set(name, (await ch.checkQueue(name)).messageCount);
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) throw err;
+      ch = undefined; // the failed declare closed the channel
+    }
+  }
+  await ch?.close().catch(() => undefined);
+  return ready;
+}
+
+/** Unacknowledged messages per queue, from the channels consuming them. */
+async function unackedByQueue(vhost: string, ctl: Rabbitmqctl): Promise<Map<string, number>> {
+  const byChannel = new Map<string, number>();
   for (const line of (await ctl("-q", "list_channels", "--no-table-headers", "pid", "messages_unacknowledged")).split("\n")) {
     const [pid, unacked] = line.trim().split(/\s+/);
-    if (pid && unacked !== undefined) unackedByChannel.set(pid, Number(unacked));
+    if (pid && unacked !== undefined) byChannel.set(pid, Number(unacked));
   }
   const unacked = new Map<string, number>();
   const counted = new Set<string>();
@@ -93,24 +134,7 @@ export async function queueMessages(uri: string, prefix = "", ctl: Rabbitmqctl =
     const [queue, pid] = line.trim().split(/\s+/);
     if (!queue || !pid || counted.has(pid)) continue;
     counted.add(pid);
-    unacked.set(queue, (unacked.get(queue) ?? 0) + (unackedByChannel.get(pid) ?? 0));
+    unacked.set(queue, (unacked.get(queue) ?? 0) + (byChannel.get(pid) ?? 0));
   }
-  const conn = await amqp.connect(uri);
-  try {
-    let ch: Channel | undefined;
-    for (const name of quorum) {
-      if (!ch) {
-        ch = await conn.createChannel();
-        ch.on("error", () => undefined);
-      }
-      try {
-        depths.set(name, (await ch.checkQueue(name)).messageCount + (unacked.get(name) ?? 0));
-      } catch {
-        ch = undefined; // deleted since it was listed: the failed declare closed the channel
-      }
-    }
-  } finally {
-    await conn.close().catch(() => undefined);
-  }
-  return depths;
+  return unacked;
 }
