@@ -14,6 +14,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { markdownTable, type SummaryFigure } from "./support";
+import { statusLine } from "../lib/progress";
 
 interface Bench {
   name: string;
@@ -94,11 +95,9 @@ function runOne(bench: Bench, summaryFile: string, index: number, total: number)
   child.stdout.on("data", keep);
   child.stderr.on("data", keep);
   // Elapsed time: rewritten in place on a terminal, a line every 30 s otherwise (a log file).
-  const tty = process.stderr.isTTY;
-  const ticker = setInterval(() => {
-    const s = Math.round((Date.now() - t0) / 1000);
-    if (tty || s % 30 === 0) process.stderr.write(`${tty ? "\r" : ""}  ${bench.name}: ${s} s elapsed, total ${secs(Date.now() - started)}${tty ? "   " : "\n"}`);
-  }, 1000);
+  const elapsed = () => `  ${bench.name}: ${Math.round((Date.now() - t0) / 1000)} s elapsed, total ${secs(Date.now() - started)}`;
+  const status = statusLine(elapsed(), { everyMs: 30_000 });
+  const ticker = setInterval(() => status.set(elapsed()), 1000);
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -109,11 +108,12 @@ function runOne(bench: Bench, summaryFile: string, index: number, total: number)
   return new Promise((resolve) => {
     child.on("close", (code) => {
       clearInterval(ticker);
+      status.stop();
       clearTimeout(timer);
       current = undefined;
       const ms = Date.now() - t0;
       const result = timedOut ? null : code;
-      process.stderr.write(`${process.stderr.isTTY ? "\r" : ""}  ${bench.name}: ${result === 0 ? "done" : `FAILED (exit ${result ?? "timeout"})`} in ${secs(ms)}, total ${secs(Date.now() - started)}\n`);
+      process.stderr.write(`  ${bench.name}: ${result === 0 ? "done" : `FAILED (exit ${result ?? "timeout"})`} in ${secs(ms)}, total ${secs(Date.now() - started)}\n`);
       if (result !== 0 && !process.env.BENCH_CHILD_OUTPUT) process.stderr.write(tail.slice(-15).map((l) => `    | ${l}\n`).join(""));
       resolve({ bench, code: result, ms, tail });
     });

@@ -22,7 +22,8 @@ import path from "node:path";
 import { freePort } from "../test/support/ports";
 import { uniqueNamespace } from "../test/support/servers";
 import { MeridianGrpc } from "../test/support/grpc-client";
-import { aborting, appendResults, cleanupAll, installSignalCleanup, markdownTable, onCleanup, progressBar, startChild, summaryFigure, waitForStatus } from "./support";
+import { progress } from "../lib/progress";
+import { aborting, appendResults, cleanupAll, installSignalCleanup, markdownTable, onCleanup, startChild, summaryFigure, waitForStatus } from "./support";
 
 const START = path.join(__dirname, "..", "bin", "start.ts");
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 5000);
@@ -51,7 +52,8 @@ function restClient(baseUrl: string): Rest {
 async function closedLoop(label: string, op: (i: number) => Promise<void>): Promise<number> {
   const until = Date.now() + ROUND_MS;
   let done = 0;
-  const ticker = setInterval(() => progressBar(label, Math.min(ROUND_MS, ROUND_MS - (until - Date.now())), ROUND_MS), 250);
+  const bar = progress(`${label} (ms)`, ROUND_MS);
+  const ticker = setInterval(() => bar.update(Math.min(ROUND_MS, ROUND_MS - (until - Date.now()))), 250);
   const started = process.hrtime.bigint();
   try {
     await Promise.all(
@@ -64,7 +66,8 @@ async function closedLoop(label: string, op: (i: number) => Promise<void>): Prom
     );
   } finally {
     clearInterval(ticker);
-    progressBar(label, ROUND_MS, ROUND_MS);
+    bar.update(ROUND_MS);
+    bar.stop();
   }
   return done / (Number(process.hrtime.bigint() - started) / 1e9);
 }
@@ -140,8 +143,9 @@ async function main(): Promise<void> {
   // The stream's delay.
   const fromRequest: number[] = [];
   const fromAnswer: number[] = [];
+  const bar = progress("stream delay (orders)", STREAM_ORDERS);
   for (let i = 0; i < STREAM_ORDERS && !aborting(); i++) {
-    progressBar("stream delay (orders)", i, STREAM_ORDERS);
+    bar.update(i);
     const order = (await rest("POST", "/api/orders", { token, body: { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] } })).body;
     const pay = (await rest("POST", `/api/orders/${order.id}/pay`, { token, body: { provider: "sandbox" } })).body;
     await rest("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "success", token: new URL(pay.payUrl).searchParams.get("token") } });
@@ -159,7 +163,8 @@ async function main(): Promise<void> {
     fromRequest.push(seen - t0);
     fromAnswer.push(seen - answered);
   }
-  progressBar("stream delay (orders)", STREAM_ORDERS, STREAM_ORDERS);
+  bar.update(STREAM_ORDERS);
+  bar.stop();
 
   const header = `Node ${process.version}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(2)}; ${CONCURRENCY} callers, ${ROUND_MS} ms per round, REST and gRPC alternating twice`;
   const table = markdownTable(["operation", "REST /s", "gRPC /s", "gRPC vs REST", "REST rounds", "gRPC rounds"], rows, [false, true, true, true, true, true]);

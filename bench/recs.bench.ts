@@ -42,7 +42,8 @@ import { applyOnce, type EventHandler } from "../lib/events/consumer";
 import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 import { generate, prng, type Dataset } from "./recs-data";
 import { datasetSources, loadModel, rebuildWithProgress } from "./recs.eval";
-import { appendResults, cleanupAll, progressBar, installSignalCleanup, load, profiledInProcess, markdownTable, onCleanup, scoped, summaryFigure, type Measured } from "./support";
+import { progressSteps } from "../lib/progress";
+import { appendResults, cleanupAll, installSignalCleanup, load, profiledInProcess, markdownTable, onCleanup, scoped, summaryFigure, type Measured } from "./support";
 
 const env = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
 const DURATION_S = env("BENCH_DURATION_S", 10);
@@ -56,7 +57,8 @@ const UPDATE_WORKERS = env("BENCH_UPDATE_WORKERS", 20);
 const WITH_MARIADB = process.env.BENCH_RECS_MARIADB !== "0";
 const RECORD = process.env.BENCH_RECORD !== "0";
 
-const bar = (label: string, done: number, total: number) => progressBar(`  ${label}`, done, total);
+const steps = progressSteps();
+const bar = (label: string, done: number, total: number) => steps(`  ${label}`, done, total);
 
 async function json(url: string, init: RequestInit = {}): Promise<any> {
   const res = await fetch(url, { ...init, headers: { "content-type": "application/json", ...(init.headers ?? {}) } });

@@ -26,7 +26,8 @@ import { createBroker } from "../app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { hitAtK, ndcgAtK } from "../services/recommendation/recommendation.domain";
 import { generate, prng, type Dataset } from "./recs-data";
-import { appendResults, markdownTable, progressBar } from "./support";
+import { progress, progressSteps } from "../lib/progress";
+import { appendResults, markdownTable } from "./support";
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -112,14 +113,19 @@ export async function loadModel(
 export async function rebuildWithProgress(broker: ServiceBroker, label: string): Promise<number> {
   const started = Date.now();
   await broker.call("recommendation.startRebuild");
-  for (;;) {
-    const s = (await broker.call("recommendation.rebuildStatus")) as { status: string; phase: string | null; done: number; total: number | null; error: string | null };
-    if (s.status === "failed") throw new Error(`rebuild failed: ${s.error}`);
-    if (s.status === "done") break;
-    process.stderr.write(`\r${label}: rebuilding, ${s.phase ?? "starting"} ${s.done}${s.total ? `/${s.total}` : ""}          `);
-    await new Promise((r) => setTimeout(r, 250));
+  const bar = progress(`${label}: rebuilding, starting`, 1);
+  try {
+    for (;;) {
+      const s = (await broker.call("recommendation.rebuildStatus")) as { status: string; phase: string | null; done: number; total: number | null; error: string | null };
+      if (s.status === "failed") throw new Error(`rebuild failed: ${s.error}`);
+      if (s.status === "done") break;
+      bar.update(s.done, { label: `${label}: rebuilding, ${s.phase ?? "starting"}`, total: s.total ?? s.done });
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    bar.stop();
   }
-  process.stderr.write(`\r${label}: model rebuilt in ${((Date.now() - started) / 1000).toFixed(1)} s${" ".repeat(30)}\n`);
+  process.stderr.write(`${label}: model rebuilt in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   return Date.now() - started;
 }
 
@@ -154,6 +160,7 @@ async function main(): Promise<void> {
   };
 
   const { broker, dataDir, rebuildMs } = await loadModel(data, train, "Service");
+  const evaluating = progressSteps();
   const started = Date.now();
   try {
     for (const [i, u] of evaluated.entries()) {
@@ -173,7 +180,7 @@ async function main(): Promise<void> {
         if (!u.bought.has(p)) pick.add(p);
       }
       add("random", [...pick], u.heldOut);
-      if (i % 100 === 0 || i === evaluated.length - 1) progressBar("Evaluating", i + 1, evaluated.length);
+      if (i % 100 === 0 || i === evaluated.length - 1) evaluating("Evaluating", i + 1, evaluated.length);
     }
   } finally {
     await broker.stop();

@@ -14,7 +14,8 @@ import Database from "better-sqlite3";
 import knexFactory, { type Knex } from "knex";
 import { loadConfig } from "../lib/config";
 import { createKnex } from "../lib/db";
-import { markdownTable, progressBar, summaryFigure } from "./support";
+import { progress } from "../lib/progress";
+import { markdownTable, summaryFigure } from "./support";
 
 const N = 20_000;
 const ROUNDS = 3;
@@ -22,6 +23,7 @@ const ROUNDS = 3;
 async function measure(label: string, query: (i: number) => Promise<unknown> | unknown): Promise<number> {
   for (let i = 0; i < 2000; i++) await query(i); // warm-up
   const rounds: number[] = [];
+  const bar = progress(label, ROUNDS);
   for (let r = 0; r < ROUNDS; r++) {
     const t0 = process.hrtime.bigint();
     for (let i = 0; i < N; i++) {
@@ -29,8 +31,9 @@ async function measure(label: string, query: (i: number) => Promise<unknown> | u
       if (row?.id !== `id${i % 100}`) throw new Error(`${label}: wrong row`);
     }
     rounds.push(Number(process.hrtime.bigint() - t0) / 1e3 / N);
-    progressBar(label, r + 1, ROUNDS);
+    bar.update(r + 1);
   }
+  bar.stop();
   return Math.min(...rounds);
 }
 

@@ -372,14 +372,6 @@ export function markdownTable(header: string[], rows: string[][], alignRight: bo
   return [line(header), sep, ...rows.map(line)].join("\n");
 }
 
-/** One progress line on stderr, rewritten in place; a newline once `done` reaches `total`. */
-export function progressBar(label: string, done: number, total: number): void {
-  const width = 30;
-  const filled = Math.round((done / Math.max(1, total)) * width);
-  process.stderr.write(`\r${label} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}   `);
-  if (done >= total) process.stderr.write("\n");
-}
-
 /** Appends a benchmark's section to bench/RESULTS.md; others append too, so never rewrite it. */
 export function appendResults(section: string): void {
   const file = `${__dirname}/RESULTS.md`;

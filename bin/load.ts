@@ -1,7 +1,8 @@
 /**
  * `npm run load [-- options]`: simulated shoppers against running gateways
  * (test/support/load.ts has the mix and what counts as an error), a progress line on stderr
- * every second, and a summary at the end. Exits 1 when the run made fewer requests than
+ * (kept current on a terminal, a line every 10 s in a log: lib/progress.ts), and a summary at
+ * the end. Exits 1 when the run made fewer requests than
  * `--min-requests` or more errors than `--max-errors` (default 0: any error fails), so CI
  * can run a short smoke with it; 2 on bad options or a failed setup; 130 on Ctrl-C (after
  * printing what was measured).
@@ -21,6 +22,7 @@
 import { parseArgs } from "node:util";
 import { markdownTable } from "../bench/support";
 import { runLoad, type LoadProgress, type LoadSummary } from "../test/support/load";
+import { statusLine } from "../lib/progress";
 
 function usage(message: string): never {
   process.stderr.write(`${message}\nusage: npm run load -- [--url URL[,URL]] [--shoppers N] [--duration S] [--think-ms MS] [--seed N] [--min-requests N] [--max-errors N] [--json]\n`);
@@ -108,19 +110,20 @@ async function main(): Promise<number> {
     process.stderr.write("\nSIGINT: stopping (Ctrl-C again to quit at once)\n");
     stop.abort();
   });
-  const tty = process.stderr.isTTY;
+  const status = statusLine("starting");
   let summary: LoadSummary;
   try {
     summary = await runLoad({
       urls: opts.urls, shoppers: opts.shoppers, durationS: opts.durationS, thinkMs: opts.thinkMs, seed: opts.seed,
       admin: opts.admin, signal: stop.signal,
-      // On a terminal the line is rewritten in place; in a CI log, one line a second.
-      onProgress: (p) => process.stderr.write(tty ? `\r\x1b[K${progressLine(p)}${p.phase === "done" ? "\n" : ""}` : `${progressLine(p)}\n`),
+      onProgress: (p) => status.set(progressLine(p)),
     });
   } catch (err) {
-    process.stderr.write(`\n${err instanceof Error ? err.message : String(err)}\n`);
+    status.stop();
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
     return 2;
   }
+  status.stop();
   process.stdout.write(opts.json ? `${JSON.stringify(summary, null, 2)}\n` : `\n${summaryText(summary)}\n`);
   if (interrupted) return 130;
   const failures: string[] = [];

@@ -9,6 +9,8 @@
  * The URL: --url, else PUBLIC_URL, else http://localhost:$PORT (3000).
  * A rebuild already running is followed rather than started again.
  */
+import { progress } from "../lib/progress";
+
 const args = process.argv.slice(2);
 const opt = (name: string) => {
   const i = args.indexOf(name);
@@ -31,13 +33,6 @@ async function api(base: string, method: string, path: string, token?: string, b
   return { status: res.status, body: parsed };
 }
 
-function bar(phase: string, done: number, total: number | null): string {
-  if (!total) return `${phase}: ${done}`;
-  const width = 30;
-  const filled = Math.min(width, Math.round((done / total) * width));
-  return `${phase} [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}`;
-}
-
 async function main(): Promise<number> {
   const base = (opt("--url") ?? process.env.PUBLIC_URL ?? `http://localhost:${process.env.PORT ?? 3000}`).replace(/\/$/, "");
   const email = process.env.ADMIN_EMAIL;
@@ -58,16 +53,17 @@ async function main(): Promise<number> {
     process.stderr.write(`Could not start the rebuild: ${started.status} ${JSON.stringify(started.body)}\n`);
     return 1;
   }
-  let last = "";
+  const bar = progress("starting", 1);
   for (;;) {
     const s = await api(base, "GET", "/api/admin/recommendations/rebuild", token);
     if (s.status !== 200) {
-      process.stderr.write(`\nStatus failed: ${s.status} ${JSON.stringify(s.body)}\n`);
+      bar.stop();
+      process.stderr.write(`Status failed: ${s.status} ${JSON.stringify(s.body)}\n`);
       return 1;
     }
     const st = s.body as { status: string; phase: string | null; done: number; total: number | null; error: string | null; summary: unknown };
     if (st.status === "done" || st.status === "failed") {
-      process.stderr.write("\n");
+      bar.stop();
       if (st.status === "failed") {
         process.stderr.write(`Rebuild failed: ${st.error}\n`);
         return 1;
@@ -75,9 +71,8 @@ async function main(): Promise<number> {
       process.stdout.write(`Rebuild done: ${JSON.stringify(st.summary)}\n`);
       return 0;
     }
-    const line = bar(st.phase ?? "starting", st.done, st.total);
-    if (line !== last) process.stderr.write(`\r${line}      `);
-    last = line;
+    // A phase whose size is not known yet shows its count over itself.
+    bar.update(st.done, { label: st.phase ?? "starting", total: st.total ?? st.done });
     await new Promise((r) => setTimeout(r, 500));
   }
 }

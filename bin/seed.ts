@@ -5,15 +5,10 @@
  * process on the same DATA_DIR; cluster mode joins the cluster and calls a product node.
  */
 import { createBroker } from "../app";
+import { progress } from "../lib/progress";
 import { installShutdown, loadConfigOrExit } from "./start";
 
 const BATCH = 100;
-
-function bar(done: number, total: number): string {
-  const width = 30;
-  const filled = Math.round((done / total) * width);
-  return `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}`;
-}
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -30,12 +25,14 @@ async function main(): Promise<void> {
   await broker.start();
   if (cluster) await broker.waitForServices(["product"], 30_000);
   let inserted = 0;
+  const bar = progress("Seeding", total);
   for (let from = 0; from < total; from += BATCH) {
     const count = Math.min(BATCH, total - from);
     inserted += ((await broker.call("product.seedDemo", { from, count })) as { inserted: number }).inserted;
-    process.stderr.write(`\rSeeding ${bar(from + count, total)}`);
+    bar.update(from + count);
   }
-  process.stderr.write(`\nDone: ${inserted} new, ${total - inserted} already there.\n`);
+  bar.stop();
+  process.stderr.write(`Done: ${inserted} new, ${total - inserted} already there.\n`);
   await broker.stop();
 }
 
