@@ -7,12 +7,12 @@
  * broken, about a real payment or not) reach the parsing and the business checks — or
  * forged one part at a time, or just bytes of any content type.
  */
-import { createCipheriv, generateKeyPairSync, randomBytes, sign as rsaSign, type KeyObject } from "node:crypto";
+import { generateKeyPairSync, randomBytes, sign as rsaSign, type KeyObject } from "node:crypto";
 import fc from "fast-check";
 import { keyId } from "../payment/platforms/keys";
 import { SANDBOX_SIGNATURE_PREFIX } from "../payment/platforms/sandbox";
 import { PLATFORM_GROUPS } from "../payment/platforms/config";
-import { fakeGateway, wechatAnswerHeaders, type Received, type Reply } from "../payment/platforms/test-support";
+import { fakeGateway, wechatAnswerHeaders, wechatPlatform, type Received, type Reply } from "../payment/platforms/test-support";
 import { paramsArbitrary, type Hints, type ParamsSchema } from "./fuzz-schema";
 
 const rsa = () => generateKeyPairSync("rsa", { modulusLength: 2048 });
@@ -312,27 +312,28 @@ function wechatCallback(payments: () => KnownPayment[], genuine: boolean): fc.Ar
     .map(([txn, f, eventType, badCiphertext, associatedData, match]) => {
       const known = match ? paymentNamed(payments, txn.out_trade_no) : undefined;
       if (known) txn.amount = { total: known.amountMinor, currency: "CNY" };
-      const nonce12 = randomBytes(6).toString("hex");
-      const cipher = createCipheriv("aes-256-gcm", Buffer.from(WX_API_V3_KEY, "utf8"), Buffer.from(nonce12, "utf8"));
-      cipher.setAAD(Buffer.from(associatedData, "utf8"));
-      let ct = Buffer.concat([cipher.update(JSON.stringify(txn), "utf8"), cipher.final(), cipher.getAuthTag()]);
-      if (badCiphertext && f !== "none") ct = Buffer.concat([ct.subarray(0, 3), Buffer.from([ct[3]! ^ 1]), ct.subarray(4)]);
+      // As WeChat Pay encrypts and signs (wechatpay-axios-plugin: test-support's wechatPlatform).
+      const resource = wechatPlatform.resource(JSON.stringify(txn), WX_API_V3_KEY, { associatedData });
+      if (badCiphertext && f !== "none") {
+        const ct = Buffer.from(resource.ciphertext, "base64");
+        ct[3] = ct[3]! ^ 1;
+        resource.ciphertext = ct.toString("base64");
+      }
       const body = Buffer.from(JSON.stringify({
         id: randomBytes(8).toString("hex"),
         create_time: isoNow(),
         resource_type: "encrypt-resource",
         event_type: eventType,
-        resource: { original_type: "transaction", algorithm: "AEAD_AES_256_GCM", ciphertext: ct.toString("base64"), associated_data: associatedData, nonce: nonce12 },
+        resource,
       }));
       const timestamp = timestampFor(f);
       const nonce = randomBytes(16).toString("hex");
-      const message = Buffer.concat([Buffer.from(`${timestamp}\n${nonce}\n`), body, Buffer.from("\n")]);
       const headers: Record<string, string> = {
         "wechatpay-timestamp": timestamp,
         "wechatpay-nonce": nonce,
         "wechatpay-serial": f === "wrongKeyId" ? "UNKNOWN_SERIAL" : WX_PLATFORM_SERIAL,
         "wechatpay-signature-type": f === "signType" ? "WECHATPAY2-SHA1" : "WECHATPAY2-SHA256-RSA2048",
-        "wechatpay-signature": signatureFor(f, rsaSign("sha256", message, f === "wrongKey" ? stranger.privateKey : wxPlatform.privateKey).toString("base64")),
+        "wechatpay-signature": signatureFor(f, wechatPlatform.sign(timestamp, nonce, body.toString(), f === "wrongKey" ? stranger.privateKey : wxPlatform.privateKey)),
       };
       if (f === "missingHeader") delete headers["wechatpay-timestamp"];
       const sent = f === "tampered" ? Buffer.from(body.toString().replace("TRANSACTION", "TRANSACTIOM")) : body;

@@ -12,7 +12,8 @@
  * - the callbacks are built here with the platforms' documented algorithms, independently of
  *   the code under test (Alipay: sort params except sign/sign_type, k=v&…, RSA-SHA256, base64,
  *   and also alipay-sdk's own signer; WeChat: AEAD_AES_256_GCM under the APIv3 key, and
- *   RSA-SHA256 over `timestamp\nnonce\nbody\n` with the platform key), and posted to
+ *   RSA-SHA256 over `timestamp\nnonce\nbody\n` with the platform key, both by
+ *   wechatpay-axios-plugin, which also checks our requests' signatures), and posted to
  *   POST /api/payments/notify/:provider over HTTP, raw bytes.
  *
  * What is proved: a user orders (CNY), pays (Alipay: a signed pay URL; WeChat: the Native
@@ -21,11 +22,12 @@
  * concurrently makes one transition (one payment.succeeded, one order.paid).
  */
 import assert from "node:assert/strict";
-import { createCipheriv, createDecipheriv, randomBytes, sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypto";
+import { randomBytes, sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { AlipaySdk } from "alipay-sdk";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
-import { fakeGateway, rsaPair, wechatAnswerHeaders, type Received, type Reply } from "./platforms/test-support";
+import { fakeGateway, rsaPair, wechatAnswerHeaders, wechatPlatform, type Received, type Reply } from "./platforms/test-support";
+import { decryptResource } from "./platforms/wechatpay";
 import { eventually } from "../../test/support/eventually";
 import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 
@@ -126,17 +128,14 @@ function alipayGatewayAnswer(r: Received): Reply {
 
 // ---- WeChat Pay APIv3: encryption, signatures, and the api.mch.weixin.qq.com stand-in ----
 
-/** AEAD_AES_256_GCM as WeChat Pay uses it: base64(ciphertext || tag), nonce and associated_data as UTF-8. */
-function wxEncrypt(plaintext: string, nonce = randomBytes(6).toString("hex"), associatedData = "transaction") {
-  const cipher = createCipheriv("aes-256-gcm", Buffer.from(WX_API_V3_KEY, "utf8"), Buffer.from(nonce, "utf8"));
-  cipher.setAAD(Buffer.from(associatedData, "utf8"));
-  const ct = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final(), cipher.getAuthTag()]);
-  return { original_type: "transaction", algorithm: "AEAD_AES_256_GCM", ciphertext: ct.toString("base64"), associated_data: associatedData, nonce };
+/** AEAD_AES_256_GCM as WeChat Pay uses it (wechatpay-axios-plugin: test-support's `wechatPlatform`). */
+function wxEncrypt(plaintext: string, nonce?: string, associatedData?: string) {
+  return wechatPlatform.resource(plaintext, WX_API_V3_KEY, { nonce, associatedData });
 }
 
-/** WeChat Pay's signature on callbacks and answers: RSA-SHA256 over `timestamp\nnonce\nbody\n`. */
+/** WeChat Pay's signature on callbacks and answers (wechatpay-axios-plugin). */
 function wxSign(timestamp: string, nonce: string, body: string, key: KeyObject): string {
-  return rsaSign("sha256", Buffer.from(`${timestamp}\n${nonce}\n${body}\n`, "utf8"), key).toString("base64");
+  return wechatPlatform.sign(timestamp, nonce, body, key);
 }
 
 function wxTransaction(paymentId: string, amountMinor: number, over: Record<string, unknown> = {}) {
@@ -203,7 +202,7 @@ function wxAuthorized(r: Received): boolean {
   const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(String(r.headers.authorization));
   return (
     !!m && m[1] === WX_MCH && m[5] === WX_MERCHANT_SERIAL &&
-    rsaVerify("sha256", Buffer.from(`${r.method}\n${r.url}\n${m[4]}\n${m[2]}\n${r.body.toString()}\n`), wxMerchant.publicKey, Buffer.from(m[3]!, "base64"))
+    wechatPlatform.verifyRequest({ method: r.method, url: r.url, body: r.body.toString() }, m[4]!, m[2]!, m[3]!, wxMerchant.publicKey)
   );
 }
 
@@ -542,12 +541,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.ok(signed, `${params.method}: signed RSA2 with our app key`);
       assert.ok(ALIPAY_DOCUMENTED.includes(params.method ?? ""), `${params.method}: a documented Alipay API`);
     }
-    // Decrypt-roundtrip sanity of the test's own AEAD helper (guards against a test that forges "genuine" callbacks wrongly).
-    const r = wxEncrypt("hello");
-    const data = Buffer.from(r.ciphertext, "base64");
-    const d = createDecipheriv("aes-256-gcm", Buffer.from(WX_API_V3_KEY), Buffer.from(r.nonce));
-    d.setAuthTag(data.subarray(data.length - 16));
-    d.setAAD(Buffer.from(r.associated_data));
-    assert.equal(Buffer.concat([d.update(data.subarray(0, data.length - 16)), d.final()]).toString(), "hello");
+    // The independent implementation's resource is what our module decrypts (interoperation, not a round trip of one helper).
+    assert.equal(decryptResource(wxEncrypt("hello"), Buffer.from(WX_API_V3_KEY, "utf8")).toString(), "hello");
   });
 });

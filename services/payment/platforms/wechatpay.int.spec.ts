@@ -5,11 +5,11 @@
  * signed with a "platform" key generated here, so answer verification is exercised too.
  */
 import assert from "node:assert/strict";
-import { randomBytes, verify as rsaVerify, type KeyObject } from "node:crypto";
+import { randomBytes, type KeyObject } from "node:crypto";
 import { after, before, test } from "node:test";
 import { Secret } from "./keys";
 import { PaymentPlatformError } from "./platform";
-import { fakeGateway, rsaPair, wechatAnswerHeaders, type Received, type Reply } from "./test-support";
+import { fakeGateway, rsaPair, wechatAnswerHeaders, wechatPlatform, type Received, type Reply } from "./test-support";
 import { WechatPayPlatform } from "./wechatpay";
 
 const merchant = rsaPair();
@@ -34,8 +34,7 @@ let platform: WechatPayPlatform;
 function checkAuthorization(r: Received): boolean {
   const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(String(r.headers.authorization));
   if (!m || m[1] !== MCH || m[5] !== "MERCHANTSERIAL") return false;
-  const message = `${r.method}\n${r.url}\n${m[4]}\n${m[2]}\n${r.body.toString()}\n`;
-  return rsaVerify("sha256", Buffer.from(message), merchant.publicKey, Buffer.from(m[3]!, "base64"));
+  return wechatPlatform.verifyRequest({ method: r.method, url: r.url, body: r.body.toString() }, m[4]!, m[2]!, m[3]!, merchant.publicKey);
 }
 
 function answer(r: Received): Reply {

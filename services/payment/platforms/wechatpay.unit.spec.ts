@@ -1,15 +1,16 @@
 /**
  * WeChat Pay APIv3 callbacks built the way WeChat builds them: the transaction JSON
- * encrypted with AEAD_AES_256_GCM (APIv3 key, nonce, associated_data — done here with
- * node:crypto directly, independently of the module's own helper), the body signed
- * SHA256withRSA over `${timestamp}\n${nonce}\n${body}\n` by a "platform" key generated here.
+ * encrypted with AEAD_AES_256_GCM (APIv3 key, nonce, associated_data), the body signed
+ * SHA256withRSA over `${timestamp}\n${nonce}\n${body}\n` by a "platform" key generated here;
+ * both by an independent implementation (wechatpay-axios-plugin, through test-support's
+ * `wechatPlatform`), not by the module's own helpers.
  */
 import assert from "node:assert/strict";
-import { createCipheriv, randomBytes, sign as rsaSign, type KeyObject } from "node:crypto";
+import { randomBytes, type KeyObject } from "node:crypto";
 import { test } from "node:test";
 import { Secret } from "./keys";
 import { PaymentVerificationError, type RawNotification } from "./platform";
-import { rsaPair } from "./test-support";
+import { rsaPair, wechatPlatform } from "./test-support";
 import { WechatPayPlatform, decryptResource, encryptResource, wechatTimeExpire } from "./wechatpay";
 
 const merchant = rsaPair();
@@ -50,11 +51,8 @@ const txn = (over: Record<string, unknown> = {}) => ({
   ...over,
 });
 
-function encrypt(plain: string, key = API_V3_KEY, nonce = randomBytes(6).toString("hex"), ad = "transaction") {
-  const c = createCipheriv("aes-256-gcm", key, Buffer.from(nonce));
-  c.setAAD(Buffer.from(ad));
-  const ct = Buffer.concat([c.update(plain, "utf8"), c.final(), c.getAuthTag()]);
-  return { algorithm: "AEAD_AES_256_GCM", ciphertext: ct.toString("base64"), associated_data: ad, original_type: "transaction", nonce };
+function encrypt(plain: string, key = API_V3_KEY, nonce?: string, associatedData?: string) {
+  return wechatPlatform.resource(plain, key, { nonce, associatedData });
 }
 
 interface Opts {
@@ -78,7 +76,7 @@ function callback(transaction: Record<string, unknown> = txn(), o: Opts = {}): R
   });
   const timestamp = String(Math.floor((o.timestamp ?? NOW) / 1000));
   const nonce = randomBytes(16).toString("hex");
-  const signature = o.signature ?? rsaSign("sha256", Buffer.from(`${timestamp}\n${nonce}\n${body}\n`), o.key ?? platformKey.privateKey).toString("base64");
+  const signature = o.signature ?? wechatPlatform.sign(timestamp, nonce, body, o.key ?? platformKey.privateKey);
   const sent = o.mutateBody ? o.mutateBody(body) : body;
   return {
     headers: {
@@ -166,7 +164,7 @@ test("a body that is not JSON, with a valid signature, fails normally", async ()
   const body = Buffer.from("{not json");
   const ts = raw.headers["wechatpay-timestamp"] as string;
   const nonce = raw.headers["wechatpay-nonce"] as string;
-  const signature = rsaSign("sha256", Buffer.concat([Buffer.from(`${ts}\n${nonce}\n`), body, Buffer.from("\n")]), platformKey.privateKey).toString("base64");
+  const signature = wechatPlatform.sign(ts, nonce, body.toString(), platformKey.privateKey);
   assert.equal(await reason(platform.verifyNotification({ ...raw, rawBody: body, headers: { ...raw.headers, "wechatpay-signature": signature } })), "malformed");
 });
 
