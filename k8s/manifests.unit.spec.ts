@@ -37,6 +37,7 @@ import { ALL_SERVICES, ENV_NAMES, loadConfig, type AppConfig, type ServiceName }
 import { databaseName } from "../lib/db";
 import { HEALTH_PATHS, METRICS_PATH } from "../lib/health-server";
 import { OPS_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "../services/gateway/api.service";
+import { NODE_SERVICES, nodeServiceYaml, staleNodeServices } from "./generate";
 import { PLATFORM_GROUPS, parsePaymentConfig } from "../services/payment/platforms/config";
 import { LIVENESS } from "../services/grpc/grpc.service";
 import { DEV_SECRET_FILES, devSecretFiles, writeDevSecrets } from "./overlays/dev/make-secrets";
@@ -268,6 +269,20 @@ function dataOf(o: Obj): Record<string, string> {
   return out;
 }
 
+/**
+ * The source of a container's `node dist/….js` command, which the build must compile (one
+ * of tsconfig.build.json's entry points): the image has no tsx (#18).
+ */
+function compiledEntry(c: { command?: string[]; args?: string[] }): string {
+  const argv = [...(c.command ?? []), ...(c.args ?? [])];
+  const m = argv.length === 2 && argv[0] === "node" ? /^dist\/(.+)\.js$/.exec(argv[1]!) : null;
+  assert.ok(m, `runs a compiled entry point (node dist/….js): ${argv.join(" ")}`);
+  const source = `${m[1]}.ts`;
+  const build = JSON.parse(fs.readFileSync(path.join(ROOT, "tsconfig.build.json"), "utf8").replace(/^\s*\/\/.*$/gm, "")) as { files: string[] };
+  assert.ok(build.files.includes(source), `${source} is one of tsconfig.build.json's entry points`);
+  return source;
+}
+
 /** The runtime stage's ENV of the Dockerfile: what every app container starts with. */
 function imageEnv(): Record<string, string> {
   const stages = fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8").split(/^FROM /m);
@@ -453,7 +468,7 @@ for (const overlay of OVERLAYS) {
     const deployments = appDeployments(objects);
     for (const service of ALL_SERVICES) {
       const own = deployments.filter((d) => serviceOf(d) === service);
-      assert.equal(own.length, 1, `${own.length} Deployments run SERVICES=${service}: add k8s/base/${service}.yaml (Deployment, HPA, PDB, NetworkPolicy; copy one of the others), list it in k8s/base/kustomization.yaml, and give it a row in SECRET_KEYS here`);
+      assert.equal(own.length, 1, `${own.length} Deployments run SERVICES=${service}: add it to NODE_SERVICES in k8s/generate.ts and run npm run k8s:gen (Deployment, HPA, PDB, NetworkPolicy), list k8s/base/${service}.yaml in k8s/base/kustomization.yaml, and give it a row in SECRET_KEYS here`);
     }
     for (const d of deployments)
       assert.ok((ALL_SERVICES as readonly string[]).includes(serviceOf(d)), `${d.metadata.name}: SERVICES=${serviceOf(d)} is not one service of ALL_SERVICES`);
@@ -621,7 +636,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: the migration Job runs npm run migrate for every service, as a tool, on the nodes' image and databases`, () => {
+  test(`${overlay}: the migration Job runs the compiled npm run migrate for every service, as a tool, on the nodes' image and databases`, () => {
     assert.deepEqual(
       ofKind(objects, "Job").map((j) => j.metadata.labels?.["app.kubernetes.io/component"]).sort(),
       overlay === "dev" ? ["etcd-auth", "migrate"] : ["migrate"],
@@ -629,7 +644,7 @@ for (const overlay of OVERLAYS) {
     );
     const job = jobOf(objects, "migrate")!;
     const c = podSpec(job).containers[0];
-    assert.equal([...(c.command ?? []), ...(c.args ?? [])].join(" "), "npm run migrate");
+    assert.equal(compiledEntry(c), "bin/migrate.ts");
     assert.ok(["Never", "OnFailure"].includes(podSpec(job).restartPolicy));
     assert.equal(containerEnv(c, "SERVICES"), undefined, "SERVICES unset: every service's database");
     const nodes = appDeployments(objects);
@@ -907,7 +922,7 @@ test("dev: etcd runs with authentication: JWT tokens from the generated pair, th
   // The Job: npm run etcd:auth, as a tool, with the nodes' etcd settings and the root password.
   const job = jobOf(objects, "etcd-auth")!;
   const jc = podSpec(job).containers[0];
-  assert.equal([...(jc.command ?? []), ...(jc.args ?? [])].join(" "), "npm run etcd:auth");
+  assert.equal(compiledEntry(jc), "bin/etcd-auth.ts");
   assert.ok(["Never", "OnFailure"].includes(podSpec(job).restartPolicy));
   const jobEnv = workloadEnv("dev", objects, job);
   const jobConfig = loadConfig(jobEnv, { tool: true });
@@ -1055,4 +1070,28 @@ test("every manifest under k8s/ is used by an overlay", () => {
   };
   walk(K8S);
   assert.deepEqual(all.filter((f) => !used.has(f)).map((f) => path.relative(K8S, f)), [], "files no kustomization lists");
+});
+
+test("the image runs the compiled build: its CMD is node dist/bin/start.js, and tsx is no production dependency", () => {
+  const runtime = fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8").split(/^FROM /m).at(-1)!;
+  const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(runtime);
+  assert.ok(cmd, "the runtime stage has an exec-form CMD");
+  assert.equal(compiledEntry({ command: JSON.parse(cmd[1]!) as string[] }), "bin/start.ts");
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string>; scripts: Record<string, string> };
+  assert.equal(pkg.dependencies.tsx, undefined, "tsx is a dev dependency (npm start, the tests)");
+  assert.match(pkg.scripts.build ?? "", /tsc -p tsconfig\.build\.json/);
+});
+
+test("k8s/base's node services are what k8s/generate.ts gives (one template, one list); the check notices a stale file", () => {
+  assert.deepEqual(staleNodeServices(), [], "run npm run k8s:gen");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-k8s-gen-"));
+  try {
+    for (const svc of NODE_SERVICES) fs.writeFileSync(path.join(dir, `${svc.name}.yaml`), nodeServiceYaml(svc));
+    assert.deepEqual(staleNodeServices(dir), []);
+    fs.appendFileSync(path.join(dir, "cart.yaml"), "# edited by hand\n");
+    fs.rmSync(path.join(dir, "order.yaml"));
+    assert.deepEqual(staleNodeServices(dir), ["k8s/base/cart.yaml", "k8s/base/order.yaml"]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

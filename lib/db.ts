@@ -121,23 +121,67 @@ export async function dropDatabase(config: AppConfig, service: string): Promise<
   }
 }
 
-function migratorConfig(migrationsDir: string): Knex.MigratorConfig {
-  // Sources are .ts under tsx and .js after `tsc`; never load type declarations.
-  return { directory: migrationsDir, tableName: "knex_migrations", loadExtensions: [path.extname(__filename)] };
+/**
+ * A service's migrations, named without their file extension (#18). knex's own directory
+ * source records each migration under its file name, extension included, so a database
+ * migrated under tsx (`….ts`) was "corrupt" to the compiled build (`….js`) and the other way
+ * round. This source lists the directory's files of the running build's extension (.ts under
+ * tsx, .js after `npm run build`; never a type declaration) and names them without it.
+ */
+class MigrationFiles implements Knex.MigrationSource<string> {
+  private readonly ext = path.extname(__filename);
+  constructor(private readonly dir: string) {}
+
+  async getMigrations(): Promise<string[]> {
+    return fs
+      .readdirSync(this.dir)
+      .filter((f) => f.endsWith(this.ext) && !f.endsWith(".d.ts"))
+      .map((f) => f.slice(0, -this.ext.length))
+      .sort();
+  }
+
+  getMigrationName(name: string): string {
+    return name;
+  }
+
+  async getMigration(name: string): Promise<Knex.Migration> {
+    // Loaded on demand as knex's directory source does (`require`: CommonJS, tsx or compiled).
+    return require(path.join(this.dir, `${name}${this.ext}`)) as Knex.Migration;
+  }
+}
+
+/**
+ * The rows an earlier version wrote with the extension (`20261202100000_payment_init.ts`) get
+ * the bare name, so both builds read the same history. Idempotent (replicas may race on it:
+ * they write the same values). The limit: a version before this one cannot open a database
+ * this one migrated, since it looks for the names with their extension.
+ */
+async function normalizeMigrationNames(db: Knex): Promise<void> {
+  if (!(await db.schema.hasTable("knex_migrations"))) return;
+  const rows = (await db("knex_migrations").select("id", "name")) as { id: number; name: string }[];
+  for (const row of rows) {
+    const bare = row.name.replace(/\.(?:ts|js|cjs|mjs)$/, "");
+    if (bare !== row.name) await db("knex_migrations").where({ id: row.id }).update({ name: bare });
+  }
+}
+
+async function migrator(db: Knex, migrationsDir: string): Promise<Knex.MigratorConfig> {
+  await normalizeMigrationNames(db);
+  return { tableName: "knex_migrations", migrationSource: new MigrationFiles(migrationsDir) };
 }
 
 /** Applies pending migrations. knex's lock table makes concurrent runs from replicas safe. */
 export async function migrateLatest(db: Knex, migrationsDir: string): Promise<string[]> {
-  const [, applied] = (await db.migrate.latest(migratorConfig(migrationsDir))) as [number, string[]];
+  const [, applied] = (await db.migrate.latest(await migrator(db, migrationsDir))) as [number, string[]];
   return applied;
 }
 
 export async function migrateDown(db: Knex, migrationsDir: string): Promise<void> {
-  await db.migrate.rollback(migratorConfig(migrationsDir), true);
+  await db.migrate.rollback(await migrator(db, migrationsDir), true);
 }
 
 export async function pendingMigrations(db: Knex, migrationsDir: string): Promise<number> {
-  const [, pending] = (await db.migrate.list(migratorConfig(migrationsDir))) as [unknown[], unknown[]];
+  const [, pending] = (await db.migrate.list(await migrator(db, migrationsDir))) as [unknown[], unknown[]];
   return pending.length;
 }
 
