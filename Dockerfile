@@ -1,7 +1,9 @@
-# One image for every node (SERVICES picks what a container runs) and for the migration
-# Job (`npm run migrate`). Node 22: Moleculer 0.15 declares it (DESIGN.md, versions).
+# One image for every node (SERVICES picks what a container runs) and for the Jobs
+# (`node dist/bin/migrate.js`, `node dist/bin/etcd-auth.js`). Node 22: Moleculer 0.15
+# declares it (DESIGN.md, versions).
 #   docker build -t meridian:dev .
-#   docker build --build-arg TYPECHECK=false -t meridian:dev .   (skip the type check)
+#   docker build --build-arg TYPECHECK=false -t meridian:dev .   (skip the whole tree's type
+#   check: tests, benchmarks; `npm run build` still checks the production code it compiles)
 
 # ---- build: every dependency (native ones compile here: better-sqlite3, argon2), the
 # type check, the compiled build (`npm run build`: dist/), then the dev dependencies
@@ -19,7 +21,8 @@ RUN npm prune --omit=dev --no-audit --no-fund
 # ---- runtime: production dependencies and the compiled code only (no TypeScript, no tsx:
 # README "Compiled build" has the start time and memory it saves).
 FROM node:22-bookworm-slim AS runtime
-ENV NODE_ENV=production
+# Source maps (dist/**/*.js.map): stack traces in the logs name the TypeScript lines.
+ENV NODE_ENV=production NODE_OPTIONS=--enable-source-maps
 WORKDIR /app
 # Owned by root and not writable by the app's user: the code cannot be changed at run time
 # (the manifests also mount the root file system read-only; /tmp is an emptyDir).

@@ -5,7 +5,7 @@
  * process's resident memory then and after 3 s idle. Ceiling, measured in the same run: a
  * bare `node:http` server's time to its first 200. Rounds alternate the three, each on a
  * fresh data directory (no demo catalog: DEMO_CATALOG=false, so the time is the start, not
- * the seeding). Needs `npm run build` first (it runs it when dist/ is missing).
+ * the seeding). Runs `npm run build` first.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -66,7 +66,8 @@ async function once(v: Variant, port: number): Promise<{ ms: number; rss: number
 }
 
 async function main(): Promise<void> {
-  if (!fs.existsSync(path.join(ROOT, "dist", "bin", "start.js"))) execFileSync("npm", ["run", "build"], { cwd: ROOT, stdio: "inherit" });
+  // Built afresh: an old dist/ would measure old code.
+  execFileSync("npm", ["run", "build"], { cwd: ROOT, stdio: "inherit" });
   const results = new Map<string, { ms: number; rss: number; rssIdle: number }[]>(VARIANTS.map((v) => [v.name, []]));
   const bar = progress("startup runs", ROUNDS * VARIANTS.length);
   let done = 0;

@@ -354,7 +354,8 @@ const PROD_SECRET_STAND_INS: Record<string, string> = {
   SMTP_URL: "smtps://meridian:s3cret@smtp.example.internal:465",
 };
 
-const KNOWN_ENV = new Set<string>([...ENV_NAMES, ...PAYMENT_ENV_NAMES]);
+/** What the code reads, and what Node.js itself reads (the image's NODE_OPTIONS: source maps). */
+const KNOWN_ENV = new Set<string>([...ENV_NAMES, ...PAYMENT_ENV_NAMES, "NODE_OPTIONS"]);
 /** Names that must come from the Secret: credentials, URIs that carry them, keys. */
 const SECRET_NAME = /PASSWORD|SECRET|_KEY$|^RABBITMQ_URI$|^REDIS_URL$|^MYSQL_URL$|^SMTP_URL$/;
 

@@ -122,16 +122,20 @@ export async function dropDatabase(config: AppConfig, service: string): Promise<
 }
 
 /**
- * A service's migrations, named without their file extension (#18). knex's own directory
- * source records each migration under its file name, extension included, so a database
- * migrated under tsx (`….ts`) was "corrupt" to the compiled build (`….js`) and the other way
- * round. This source lists the directory's files of the running build's extension (.ts under
- * tsx, .js after `npm run build`; never a type declaration) and names them without it.
+ * A service's migrations, recorded under one name whatever the build (#18). knex's own
+ * directory source records each file's name with its extension, so a database migrated under
+ * tsx (`….ts`) was "corrupt" to the compiled build (`….js`) and the other way round. Every
+ * database so far was migrated under tsx (the image ran tsx until the compiled build), so this
+ * source records every migration as `<name>.ts`, the name they all already have, and loads the
+ * running build's file (.ts under tsx, .js after `npm run build`; never a type declaration
+ * or a source map). No stored row changes: an older version, a rollback of the image and
+ * both builds read the same history.
  */
 class MigrationFiles implements Knex.MigrationSource<string> {
   private readonly ext = path.extname(__filename);
   constructor(private readonly dir: string) {}
 
+  /** The migrations by base name, in file-name order (as knex's own source sorts them). */
   async getMigrations(): Promise<string[]> {
     return fs
       .readdirSync(this.dir)
@@ -140,48 +144,32 @@ class MigrationFiles implements Knex.MigrationSource<string> {
       .sort();
   }
 
-  getMigrationName(name: string): string {
-    return name;
+  getMigrationName(base: string): string {
+    return `${base}.ts`;
   }
 
-  async getMigration(name: string): Promise<Knex.Migration> {
+  async getMigration(base: string): Promise<Knex.Migration> {
     // Loaded on demand as knex's directory source does (`require`: CommonJS, tsx or compiled).
-    return require(path.join(this.dir, `${name}${this.ext}`)) as Knex.Migration;
+    return require(path.join(this.dir, `${base}${this.ext}`)) as Knex.Migration;
   }
 }
 
-/**
- * The rows an earlier version wrote with the extension (`20261202100000_payment_init.ts`) get
- * the bare name, so both builds read the same history. Idempotent (replicas may race on it:
- * they write the same values). The limit: a version before this one cannot open a database
- * this one migrated, since it looks for the names with their extension.
- */
-async function normalizeMigrationNames(db: Knex): Promise<void> {
-  if (!(await db.schema.hasTable("knex_migrations"))) return;
-  const rows = (await db("knex_migrations").select("id", "name")) as { id: number; name: string }[];
-  for (const row of rows) {
-    const bare = row.name.replace(/\.(?:ts|js|cjs|mjs)$/, "");
-    if (bare !== row.name) await db("knex_migrations").where({ id: row.id }).update({ name: bare });
-  }
-}
-
-async function migrator(db: Knex, migrationsDir: string): Promise<Knex.MigratorConfig> {
-  await normalizeMigrationNames(db);
+function migratorConfig(migrationsDir: string): Knex.MigratorConfig {
   return { tableName: "knex_migrations", migrationSource: new MigrationFiles(migrationsDir) };
 }
 
 /** Applies pending migrations. knex's lock table makes concurrent runs from replicas safe. */
 export async function migrateLatest(db: Knex, migrationsDir: string): Promise<string[]> {
-  const [, applied] = (await db.migrate.latest(await migrator(db, migrationsDir))) as [number, string[]];
+  const [, applied] = (await db.migrate.latest(migratorConfig(migrationsDir))) as [number, string[]];
   return applied;
 }
 
 export async function migrateDown(db: Knex, migrationsDir: string): Promise<void> {
-  await db.migrate.rollback(await migrator(db, migrationsDir), true);
+  await db.migrate.rollback(migratorConfig(migrationsDir), true);
 }
 
 export async function pendingMigrations(db: Knex, migrationsDir: string): Promise<number> {
-  const [, pending] = (await db.migrate.list(await migrator(db, migrationsDir))) as [unknown[], unknown[]];
+  const [, pending] = (await db.migrate.list(migratorConfig(migrationsDir))) as [unknown[], unknown[]];
   return pending.length;
 }
 

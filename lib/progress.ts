@@ -42,14 +42,16 @@ function drawn(format: string, label: string, total: number, opts: ProgressOptio
     barsize: 30,
     barCompleteChar: "#",
     barIncompleteChar: ".",
-    hideCursor: true,
+    // Never hidden: a tool that exits with a bar running (Ctrl-C, a failure) would leave the
+    // terminal without a cursor.
+    hideCursor: false,
     noTTYOutput: true,
     notTTYSchedule: opts.everyMs ?? 10_000,
     fps: 10,
     // Off a terminal every line already ended (and "clearing" is a no-op there); on one the
     // last state stays on screen and the line ends.
     clearOnComplete: !stream.isTTY,
-    // A tool's SIGINT handler (bin/*.ts shutdown) decides; the bar only restores the cursor.
+    // A tool's own SIGINT handler (bin/*.ts shutdown) decides what Ctrl-C does.
     gracefulExit: false,
   });
   let payload = { label, info: "" };

@@ -6,13 +6,16 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { ServiceBroker } from "moleculer";
+import { AppError } from "../errors";
 import { LiveFeeds } from "./feeds";
 
 const USER = { id: "u1", role: "customer" };
 const notes: { id: string; seq: number }[] = [];
 let orderHistory = 1;
 let broker: ServiceBroker;
-let logged: string[] = [];
+const logged: string[] = [];
+/** Reads of `notification.since` that fail as a dependency away would (503) before it answers again. */
+let outage = 0;
 
 before(async () => {
   broker = new ServiceBroker({ logger: { type: "Console", options: { level: "warn" } } as never });
@@ -20,6 +23,7 @@ before(async () => {
     name: "notification",
     actions: {
       since(ctx) {
+        if (outage > 0 && outage--) throw new AppError("SERVICE_UNAVAILABLE", "A service needed for this request is unavailable");
         const { after, newest } = ctx.params as { after?: string; newest?: boolean };
         if (newest) return { items: notes.slice(-1) };
         const from = after === undefined ? -1 : notes.find((n) => n.id === after)!.seq;
@@ -65,10 +69,29 @@ test("without any wake, a notifications stream and an order stream send what com
     orderHistory = 2;
     assert.equal(((await nextNote).value as { id: string }).id, "n1");
     assert.equal((await watch.next()).value?.sequence, 2);
-    assert.ok(logged.some((l) => /not by a wake/.test(l)), logged.join("\n"));
+    assert.ok(logged.some((l) => /without a wake/.test(l)), logged.join("\n"));
   } finally {
     stop.abort();
     await stream.return(undefined);
     await watch.return(undefined);
+  }
+});
+
+test("a re-read that meets a passing outage (503) keeps the stream: the next one sends what committed", { timeout: 20_000 }, async () => {
+  const feeds = new LiveFeeds(broker, 50);
+  const stop = new AbortController();
+  let opened!: () => void;
+  const firstRead = new Promise<void>((r) => (opened = r));
+  const stream = feeds.notifications(undefined, { caller: async () => USER as never, signal: stop.signal, opened });
+  try {
+    const next = stream.next();
+    await firstRead;
+    outage = 3;
+    notes.push({ id: `n${notes.length}`, seq: notes.length });
+    assert.equal(((await next).value as { id: string }).id, notes.at(-1)!.id);
+    assert.equal(outage, 0, "the re-reads met the outage first");
+  } finally {
+    stop.abort();
+    await stream.return(undefined);
   }
 });

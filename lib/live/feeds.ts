@@ -34,7 +34,7 @@
 import type { ServiceBroker } from "moleculer";
 import type { EdgeDoor } from "../auth/edge-door";
 import type { AuthUser } from "../auth/tokens";
-import { unauthorized } from "../errors";
+import { toErrorResponse, unauthorized } from "../errors";
 import { callAction } from "../call";
 import type { ActionResponse } from "../../proto/gen/contracts";
 
@@ -69,6 +69,11 @@ export const RECHECK_MS = 5_000;
 class Wakeup {
   private pending = false;
   private waiting?: () => void;
+
+  /** A kick came since the last wait ended (during a read). */
+  get kicked(): boolean {
+    return this.pending;
+  }
 
   kick(): void {
     this.pending = true;
@@ -138,11 +143,33 @@ export class LiveFeeds {
     private readonly recheckMs = RECHECK_MS,
   ) {}
 
-  /** A re-read without a wake found something: a wake was lost (at most one warning a minute). */
-  private missedWake(what: string): void {
-    if (Date.now() - this.lastMissedWarning < 60_000) return;
+  /**
+   * A re-read without a wake found something, and no wake came during it either: the wake was
+   * lost or is later than the re-read (at most one warning a minute).
+   */
+  private missedWake(what: string, wake: Wakeup): void {
+    if (wake.kicked || Date.now() - this.lastMissedWarning < 60_000) return;
     this.lastMissedWarning = Date.now();
-    this.broker.getLogger("live").warn(`Live feeds: ${what} found by a re-read after ${this.recheckMs} ms, not by a wake (a business event did not reach this node's broadcast queue)`);
+    this.broker.getLogger("live").warn(`Live feeds: ${what} found by a re-read after ${this.recheckMs} ms without a wake (the business event reached this node's broadcast queue late or not at all)`);
+  }
+
+  /** The wait before a re-read, ±20 %: streams woken together by a resync do not re-read together. */
+  private recheck(): number {
+    return Math.round(this.recheckMs * (0.8 + Math.random() * 0.4));
+  }
+
+  /**
+   * One read of a stream. A read for a wake fails the stream as before; the timer's re-read
+   * skips a passing outage (a 5xx: a dependency restarting, Redis away) and tries again at
+   * the next one (undefined), so an idle stream is not ended by what it did not need to read.
+   */
+  private async read<T>(woken: boolean, fn: () => Promise<T>): Promise<T | undefined> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (woken || toErrorResponse(err).status < 500) throw err;
+      return undefined;
+    }
   }
 
   /** Open streams (for metrics and tests). */
@@ -174,15 +201,17 @@ export class LiveFeeds {
       let last = after ?? -1;
       let woken = true;
       while (!o.signal.aborted) {
-        const order = await callAction(this.broker, "order.get", { id }, { meta: { user: await o.caller() } });
-        o.opened?.();
-        const sequence = order.history.length;
-        if (sequence > last) {
-          if (!woken && last >= 0) this.missedWake(`an order's change`);
-          last = sequence;
-          yield { sequence, order };
+        const order = await this.read(woken, async () => callAction(this.broker, "order.get", { id }, { meta: { user: await o.caller() } }));
+        if (order) {
+          o.opened?.();
+          const sequence = order.history.length;
+          if (sequence > last) {
+            if (!woken && last >= 0) this.missedWake(`an order's change`, wake);
+            last = sequence;
+            yield { sequence, order };
+          }
         }
-        woken = await wake.wait(o.signal, this.recheckMs);
+        woken = await wake.wait(o.signal, this.recheck());
       }
     } finally {
       remove();
@@ -202,15 +231,18 @@ export class LiveFeeds {
       }
       let woken = true;
       for (let read = 0; !o.signal.aborted; read++) {
-        if (read > 0) user = await o.caller();
-        const { items }: ActionResponse<"notification.since"> = await callAction(this.broker, "notification.since", { userId: user.id, after: cursor, limit: PAGE });
-        o.opened?.();
-        if (items.length && !woken) this.missedWake(`${items.length} notification(s)`);
+        const page: ActionResponse<"notification.since"> | undefined = await this.read(woken, async () => {
+          if (read > 0) user = await o.caller();
+          return callAction(this.broker, "notification.since", { userId: user.id, after: cursor, limit: PAGE });
+        });
+        const items: LiveNotification[] = page?.items ?? [];
+        if (page) o.opened?.();
+        if (items.length && !woken) this.missedWake(`${items.length} notification(s)`, wake);
         for (const n of items) {
           cursor = n.id;
           yield n;
         }
-        woken = items.length < PAGE ? await wake.wait(o.signal, this.recheckMs) : true;
+        woken = items.length < PAGE ? await wake.wait(o.signal, this.recheck()) : true;
       }
     } finally {
       remove();

@@ -209,7 +209,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
           new Error(
             `ADMIN_EMAIL=${email} is the address of an existing account that is not an admin, and configuration does not promote accounts ` +
               `(whoever registered that address would become admin). If that account is yours, promote it explicitly: npm run admin -- promote ${email} ` +
-              "(same environment as the nodes); otherwise set ADMIN_EMAIL to an address no one has registered.",
+              "(in the image: node dist/bin/admin.js promote <email>; same environment as the nodes); otherwise set ADMIN_EMAIL to an address no one has registered.",
           );
         const existing = await repo.findCredentialsByEmail(this.db, email);
         if (existing) {
