@@ -17,8 +17,7 @@ import { createSearchService } from "./services/search/search.service";
 import { createUserService } from "./services/user/user.service";
 import type { AppConfig, ServiceName } from "./lib/config";
 import type { LogDestination } from "./lib/logger";
-import { registerProbe } from "./lib/readiness";
-import { cancellationService } from "./lib/cancellation";
+import { setUpNode } from "./lib/node-setup";
 
 /** Each factory's schema is typed by its own service (`this`); Moleculer takes any of them. */
 export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema<any, any, any>> = {
@@ -45,21 +44,7 @@ export function createBroker(
   opts: { middlewares?: Middleware[]; logDestination?: LogDestination } = {},
 ): ServiceBroker {
   const broker = new ServiceBroker(brokerOptions(config, opts.middlewares, { logDestination: opts.logDestination }));
-  // Not ready while starting: the gateway listens before the other local services have
-  // started and registered, and would answer their routes with 503.
-  registerProbe(broker, "node", async () => {
-    if (!broker.started) throw new Error("still starting");
-  });
-  if (config.rabbitmqUris)
-    registerProbe(broker, "transporter", async () => {
-      if (!broker.transit?.connected) throw new Error("not connected to RabbitMQ");
-    });
-  if (config.redisUrl)
-    registerProbe(broker, "cache", async () => {
-      await (broker.cacher as unknown as { client: { ping(): Promise<string> } }).client.ping();
-    });
-  // Every node hears of requests whose client gave up (lib/cancellation.ts).
-  broker.createService(cancellationService(config.requestTimeoutMs));
+  setUpNode(broker, config);
   for (const name of services) broker.createService(SERVICE_FACTORIES[name](config));
   return broker;
 }

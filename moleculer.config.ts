@@ -18,6 +18,9 @@ import { AppLogger, type LogDestination } from "./lib/logger";
 import { RequestScopeMiddleware, tracingOptions } from "./lib/tracing";
 import { SafeAmqpTransporter } from "./lib/transporter/safe-amqp-transporter";
 import { InternalRetryMiddleware } from "./lib/internal-retry";
+import { setUpNode } from "./lib/node-setup";
+import { replCommands } from "./lib/repl-commands";
+import { runnerConfig } from "./lib/runner";
 
 /**
  * `extraMiddlewares` (a test's gate or counter) run after the node's own and before Moleculer's
@@ -58,6 +61,9 @@ export function brokerOptions(
     // either: a retried non-idempotent call could act twice. Idempotency lives in the actions.
     retryPolicy: { enabled: false },
     tracking: { enabled: true, shutdownTimeout: 10_000 },
+    // The REPL's own commands (dead letters, seed, recommendation rebuild), for any REPL of the
+    // system (npm run repl, npm run dev); nothing runs until a REPL calls one.
+    replOptions: { customCommands: replCommands(config) },
     metrics: { enabled: true, reporter: [new InProcessPrometheusReporter({}) as any] },
     // TRACING_EXPORTER (lib/tracing.ts); the trace id is the request id (X-Request-Id).
     tracing: tracingOptions(config),
@@ -112,4 +118,19 @@ export function brokerOptions(
     };
   }
   return options;
+}
+
+/**
+ * For Moleculer's runner (`npm run dev`, lib/runner.ts): the broker options of the validated
+ * configuration, and the node's probes and cancellation service once the broker exists, as
+ * `createBroker` gives every other node.
+ */
+export default function runnerBrokerOptions(this: { flags?: { hot?: boolean } } | undefined): BrokerOptions {
+  const config = runnerConfig();
+  const options = brokerOptions(config);
+  // `--hot`: Moleculer adds its HotReload middleware only to its own internal list, which
+  // these options replace (lib/request-metrics.ts), so it is added here, after them. The
+  // runner calls this function with itself as `this`.
+  if (this?.flags?.hot) options.middlewares = [...(options.middlewares ?? []), "HotReload"];
+  return { ...options, created: (broker: ServiceBroker) => setUpNode(broker, config) };
 }

@@ -26,7 +26,8 @@ import { createBroker } from "../app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { hitAtK, ndcgAtK } from "../services/recommendation/recommendation.domain";
 import { generate, prng, type Dataset } from "./recs-data";
-import { progress, progressSteps } from "../lib/progress";
+import { rebuildRecommendations } from "../lib/operations";
+import { progressSteps } from "../lib/progress";
 import { appendResults, markdownTable } from "./support";
 
 const arg = (name: string, fallback: number) => {
@@ -111,22 +112,7 @@ export async function loadModel(
 
 /** Starts the service's rebuild and shows its progress until it is done; returns its duration (ms). */
 export async function rebuildWithProgress(broker: ServiceBroker, label: string): Promise<number> {
-  const started = Date.now();
-  await broker.call("recommendation.startRebuild");
-  const bar = progress(`${label}: rebuilding, starting`, 1);
-  try {
-    for (;;) {
-      const s = (await broker.call("recommendation.rebuildStatus")) as { status: string; phase: string | null; done: number; total: number | null; error: string | null };
-      if (s.status === "failed") throw new Error(`rebuild failed: ${s.error}`);
-      if (s.status === "done") break;
-      bar.update(s.done, { label: `${label}: rebuilding, ${s.phase ?? "starting"}`, total: s.total ?? s.done });
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  } finally {
-    bar.stop();
-  }
-  process.stderr.write(`${label}: model rebuilt in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
-  return Date.now() - started;
+  return rebuildRecommendations(broker, label, (line) => process.stderr.write(`${line}\n`));
 }
 
 interface Score {

@@ -5,10 +5,8 @@
  * process on the same DATA_DIR; cluster mode joins the cluster and calls a product node.
  */
 import { createBroker } from "../app";
-import { progress } from "../lib/progress";
+import { seedDemoCatalog } from "../lib/operations";
 import { installShutdown, loadConfigOrExit } from "./start";
-
-const BATCH = 100;
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -24,15 +22,7 @@ async function main(): Promise<void> {
   installShutdown(() => broker.stop());
   await broker.start();
   if (cluster) await broker.waitForServices(["product"], 30_000);
-  let inserted = 0;
-  const bar = progress("Seeding", total);
-  for (let from = 0; from < total; from += BATCH) {
-    const count = Math.min(BATCH, total - from);
-    inserted += ((await broker.call("product.seedDemo", { from, count })) as { inserted: number }).inserted;
-    bar.update(from + count);
-  }
-  bar.stop();
-  process.stderr.write(`Done: ${inserted} new, ${total - inserted} already there.\n`);
+  await seedDemoCatalog(broker, total, (line) => process.stderr.write(`${line}\n`));
   await broker.stop();
 }
 

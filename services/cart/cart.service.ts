@@ -30,6 +30,7 @@
  * - `order.paid` is applied once per message (the inbox of EventsMixin, in the handler's
  *   transaction): each ordered quantity is taken off its line, a line reaching 0 is deleted.
  */
+import { forRunner } from "../../lib/runner";
 import path from "node:path";
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
@@ -204,3 +205,6 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createCartService);

@@ -4,6 +4,7 @@
  * bodies guarded (size, syntax, prototype keys), identity only from a verified bearer
  * token, and each action's `auth` level enforced here before the call.
  */
+import { forRunner } from "../../lib/runner";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import ApiGateway from "moleculer-web";
@@ -340,3 +341,6 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createGatewayService);

@@ -12,6 +12,7 @@
  * - server reflection (v1 and v1alpha, @grpc/reflection), from the same descriptor the
  *   serializer loads, so `grpcurl -plaintext localhost:50051 list` needs no .proto files.
  */
+import { forRunner } from "../../lib/runner";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
@@ -130,3 +131,6 @@ export function createGrpcService(config: AppConfig): TypedServiceSchema<GrpcThi
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createGrpcService);

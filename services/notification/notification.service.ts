@@ -40,6 +40,7 @@
  *   the database only: the sender renders them and stores them with status `stored`,
  *   readable with `notification.outbox` (REPL, tests). Nothing leaves the machine.
  */
+import { forRunner } from "../../lib/runner";
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import type { Context } from "moleculer";
@@ -398,3 +399,6 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createNotificationService);

@@ -39,6 +39,7 @@
  *   failed is retried by the sweep. Stock returns (`product.returnStock`) when the whole
  *   order is refunded before it shipped.
  */
+import { forRunner } from "../../lib/runner";
 import path from "node:path";
 import type { Knex } from "knex";
 import type { AppConfig } from "../../lib/config";
@@ -315,3 +316,6 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createOrderService);

@@ -42,6 +42,7 @@
  *   backoff); retries in flight are lost if the process stops, and reconciliation then
  *   settles the payment from the sandbox's own records (sandbox_payments), PENDING or watched.
  */
+import { forRunner } from "../../lib/runner";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import type { Knex } from "knex";
@@ -345,3 +346,6 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createPaymentService);

@@ -27,6 +27,7 @@
  *   until the cache TTL (300 s).
  */
 
+import { forRunner } from "../../lib/runner";
 import path from "node:path";
 import type { Context } from "moleculer";
 import type { AppConfig } from "../../lib/config";
@@ -96,3 +97,6 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createProductService);

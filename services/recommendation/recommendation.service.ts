@@ -36,6 +36,7 @@
  * handled it at once, on the others when its `recommendation.model_changed` arrives
  * (milliseconds; a replica that lost its queue forgets everything).
  */
+import { forRunner } from "../../lib/runner";
 import path from "node:path";
 import type { AppConfig } from "../../lib/config";
 import { requireUser } from "../../lib/context";
@@ -272,3 +273,6 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createRecommendationService);

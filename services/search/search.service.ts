@@ -22,6 +22,7 @@
  * Limit: between a change's commit and its event's arrival (milliseconds: the outbox relay
  * is woken by the commit) searches answer from the previous copy.
  */
+import { forRunner } from "../../lib/runner";
 import type { Context } from "moleculer";
 import type { RequestContext } from "../../lib/context";
 import type { AppConfig } from "../../lib/config";
@@ -247,3 +248,6 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createSearchService);

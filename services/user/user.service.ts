@@ -4,6 +4,7 @@
  * actions and holds accounts (register, profile, roles, the first admin); sessions.actions.ts
  * logs in and out, addresses.actions.ts keeps the addresses.
  */
+import { forRunner } from "../../lib/runner";
 import { randomBytes, randomUUID } from "node:crypto";
 import path from "node:path";
 import argon2 from "argon2";
@@ -252,3 +253,6 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
     },
   };
 }
+
+/** For Moleculer's runner (`npm run dev`, lib/runner.ts). */
+export default forRunner(createUserService);

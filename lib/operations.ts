@@ -1,0 +1,79 @@
+/**
+ * What operators do to a running system, written once for the command-line tools
+ * (bin/dead-letters.ts, bin/seed.ts) and the REPL's own commands (lib/repl-commands.ts,
+ * `npm run dev`, `npm run repl`): the dead letters listed or replayed, the demo catalog
+ * loaded, the recommendation model rebuilt. Each reports through `out` (a line at a time)
+ * and shows its progress with lib/progress.ts.
+ */
+import type { ServiceBroker } from "moleculer";
+import { ALL_SERVICES, type AppConfig } from "./config";
+import { errorCode } from "./errors";
+import { listDeadLetters, replayDeadLetters } from "./events/dead-letters";
+import { progress } from "./progress";
+
+export type Out = (line: string) => void;
+
+/**
+ * Lists or replays the business events consumers gave up on, per service (all that have a
+ * database without `services`). Resolves with how many; throws on an unknown service.
+ */
+export async function deadLetters(config: AppConfig, command: "list" | "replay", out: Out, services?: string[], ids?: string[]): Promise<number> {
+  // The gateway and search have no database, so no dead letters (search rebuilds instead).
+  const targets = services?.length ? services : config.services.filter((s) => s !== "gateway" && s !== "search" && s !== "grpc");
+  const unknown = targets.filter((s) => !(ALL_SERVICES as readonly string[]).includes(s));
+  if (unknown.length) throw new Error(`unknown service(s): ${unknown.join(", ")}`);
+  let total = 0;
+  for (const service of targets) {
+    const letters = command === "list" ? await listDeadLetters(config, service) : await replayDeadLetters(config, service, ids?.length ? ids : undefined);
+    total += letters.length;
+    out(`${service}: ${letters.length} dead letter(s)${command === "replay" ? " replayed" : ""}`);
+    for (const l of letters) out(`  ${l.messageId}  ${l.event}  attempts=${l.attempts}  failed=${l.failedAt}  ${l.lastError}`);
+  }
+  if (command === "replay" && !config.rabbitmqUris && total) out("Embedded mode: the running service applies them at its next poll.");
+  return total;
+}
+
+/** Products per `product.seedDemo` call. */
+const SEED_BATCH = 100;
+
+/** Loads `total` products of the demo catalog through the product service (idempotent: skus that exist are skipped). */
+export async function seedDemoCatalog(broker: ServiceBroker, total: number, out: Out): Promise<{ inserted: number }> {
+  let inserted = 0;
+  const bar = progress("Seeding", total);
+  try {
+    for (let from = 0; from < total; from += SEED_BATCH) {
+      const count = Math.min(SEED_BATCH, total - from);
+      inserted += ((await broker.call("product.seedDemo", { from, count })) as { inserted: number }).inserted;
+      bar.update(from + count);
+    }
+  } finally {
+    bar.stop();
+  }
+  out(`Done: ${inserted} new, ${total - inserted} already there.`);
+  return { inserted };
+}
+
+/** Starts the recommendation model's rebuild (or follows the one running) until it is done; resolves with its duration (ms). */
+export async function rebuildRecommendations(broker: ServiceBroker, label: string, out: Out, pollMs = 250): Promise<number> {
+  const started = Date.now();
+  try {
+    await broker.call("recommendation.startRebuild");
+  } catch (err) {
+    if (errorCode(err) !== "CONFLICT") throw err;
+    out(`${label}: a rebuild is already running: following it.`);
+  }
+  const bar = progress(`${label}: rebuilding, starting`, 1);
+  try {
+    for (;;) {
+      const s = (await broker.call("recommendation.rebuildStatus")) as { status: string; phase: string | null; done: number; total: number | null; error: string | null };
+      if (s.status === "failed") throw new Error(`rebuild failed: ${s.error}`);
+      if (s.status === "done") break;
+      bar.update(s.done, { label: `${label}: rebuilding, ${s.phase ?? "starting"}`, total: s.total ?? s.done });
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  } finally {
+    bar.stop();
+  }
+  out(`${label}: model rebuilt in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return Date.now() - started;
+}

@@ -1,0 +1,22 @@
+/**
+ * Moleculer's runner (`moleculer-runner`; `npm run dev`: hot reload and the REPL, #18) loads
+ * moleculer.config.ts's default export and the default export of each
+ * `services/<name>/*.service.ts`. Both take the ONE validated configuration from here: the
+ * environment read and checked once per process by lib/config.ts, as `npm start` does (an
+ * invalid one stops the runner with the same message). `SERVICES` keeps its meaning: with
+ * `SERVICEDIR=services` (set by `npm run dev`) the runner loads `services/<name>/` for each
+ * name listed, or every service when it is unset.
+ */
+import type { ServiceBroker, ServiceSchema } from "moleculer";
+import { loadConfig, type AppConfig } from "./config";
+
+let config: AppConfig | undefined;
+
+export function runnerConfig(): AppConfig {
+  return (config ??= loadConfig(process.env));
+}
+
+/** A service file's default export: the runner calls it with the broker and gets the schema. */
+export function forRunner(factory: (config: AppConfig) => ServiceSchema<any, any, any>): (broker: ServiceBroker) => ServiceSchema<any, any, any> {
+  return () => factory(runnerConfig());
+}
