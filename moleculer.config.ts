@@ -4,7 +4,7 @@
  * etcd discovery, Redis cache), chosen by environment variables alone.
  */
 import { StrictNullValidator } from "./lib/validator";
-import type { BrokerOptions, ServiceBroker } from "moleculer";
+import { ServiceBroker, type BrokerOptions } from "moleculer";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { DependencyErrorsMiddleware } from "./lib/errors";
 import type { AppConfig } from "./lib/config";
@@ -123,14 +123,53 @@ export function brokerOptions(
 /**
  * For Moleculer's runner (`npm run dev`, lib/runner.ts): the broker options of the validated
  * configuration, and the node's probes and cancellation service once the broker exists, as
- * `createBroker` gives every other node.
+ * `createBroker` gives every other node. The runner calls this with itself as `this`.
  */
 export default function runnerBrokerOptions(this: { flags?: { hot?: boolean } } | undefined): BrokerOptions {
   const config = runnerConfig();
   const options = brokerOptions(config);
   // `--hot`: Moleculer adds its HotReload middleware only to its own internal list, which
-  // these options replace (lib/request-metrics.ts), so it is added here, after them. The
-  // runner calls this function with itself as `this`.
+  // these options replace (lib/request-metrics.ts), so it is added here, after them.
   if (this?.flags?.hot) options.middlewares = [...(options.middlewares ?? []), "HotReload"];
-  return { ...options, created: (broker: ServiceBroker) => setUpNode(broker, config) };
+  const hidden = hideFromRunner(options, config);
+  return {
+    ...options,
+    // The runner installs no signal handlers (npm start's bin/start.ts does): the broker's own.
+    skipProcessEventRegistration: false,
+    created: (broker: ServiceBroker) => {
+      Object.assign(process.env, hidden);
+      setUpNode(broker, config);
+    },
+  };
+}
+
+/**
+ * The runner sets a broker option from any variable named after its path (`TRACING_EXPORTER`
+ * → tracing.exporter, `SERIALIZER`, `NAMESPACE`, Moleculer's own `TRANSPORTER`, `NODEID`…):
+ * several of ours have such names with another meaning (`SERIALIZER=protobuf` would replace
+ * the serializer with a name Moleculer does not know). lib/config.ts stays the only reader:
+ * those variables are hidden from the runner until the broker exists (`created` puts them
+ * back), and `SERVICES` is given the validated list (the runner reads it as paths under
+ * `SERVICEDIR`; "all" or a trailing comma would mean something else to it).
+ */
+function hideFromRunner(options: BrokerOptions, config: AppConfig): Record<string, string> {
+  const hidden: Record<string, string> = {};
+  const isPlain = (v: unknown): v is Record<string, unknown> =>
+    typeof v === "object" && v !== null && [Object.prototype, null].includes(Object.getPrototypeOf(v));
+  const visit = (obj: Record<string, unknown>, prefix: string) => {
+    for (const [key, value] of Object.entries(obj)) {
+      const name = (prefix ? `${prefix}_${key}` : key).toUpperCase();
+      const set = process.env[name];
+      if (set !== undefined) {
+        hidden[name] = set;
+        delete process.env[name];
+      }
+      if (isPlain(value)) visit(value, name);
+    }
+  };
+  visit({ ...ServiceBroker.defaultOptions }, "");
+  visit({ ...options }, "");
+  process.env.SERVICEDIR ??= "services";
+  process.env.SERVICES = config.services.join(",");
+  return hidden;
 }

@@ -6,7 +6,7 @@
  * the embedded databases in DATA_DIR / MYSQL_URL. Without --service, every service of SERVICES.
  */
 import { loadConfig, ConfigError } from "../lib/config";
-import { deadLetters } from "../lib/operations";
+import { deadLetters, UnknownServiceError } from "../lib/operations";
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
@@ -19,7 +19,7 @@ async function main(): Promise<number> {
   try {
     await deadLetters(loadConfig(), command, (line) => process.stdout.write(`${line}\n`), opt("--service"), opt("--id"));
   } catch (err) {
-    if (!(err as Error).message.startsWith("unknown service")) throw err;
+    if (!(err instanceof UnknownServiceError)) throw err;
     process.stderr.write(`${(err as Error).message}\n`);
     return 2;
   }

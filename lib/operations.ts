@@ -13,15 +13,18 @@ import { progress } from "./progress";
 
 export type Out = (line: string) => void;
 
+/** A service name no service has (a tool answers it with its usage exit code). */
+export class UnknownServiceError extends Error {}
+
 /**
  * Lists or replays the business events consumers gave up on, per service (all that have a
  * database without `services`). Resolves with how many; throws on an unknown service.
  */
 export async function deadLetters(config: AppConfig, command: "list" | "replay", out: Out, services?: string[], ids?: string[]): Promise<number> {
-  // The gateway and search have no database, so no dead letters (search rebuilds instead).
+  // The edges (gateway, grpc) and search have no database, so no dead letters (search rebuilds instead).
   const targets = services?.length ? services : config.services.filter((s) => s !== "gateway" && s !== "search" && s !== "grpc");
   const unknown = targets.filter((s) => !(ALL_SERVICES as readonly string[]).includes(s));
-  if (unknown.length) throw new Error(`unknown service(s): ${unknown.join(", ")}`);
+  if (unknown.length) throw new UnknownServiceError(`unknown service(s): ${unknown.join(", ")}`);
   let total = 0;
   for (const service of targets) {
     const letters = command === "list" ? await listDeadLetters(config, service) : await replayDeadLetters(config, service, ids?.length ? ids : undefined);
@@ -53,6 +56,12 @@ export async function seedDemoCatalog(broker: ServiceBroker, total: number, out:
   return { inserted };
 }
 
+/**
+ * A rebuild that shows no progress for this long is given up on: its owner may have died (the
+ * service reclaims a dead owner's claim after its 120 s lease; start again then).
+ */
+const STALLED_MS = 150_000;
+
 /** Starts the recommendation model's rebuild (or follows the one running) until it is done; resolves with its duration (ms). */
 export async function rebuildRecommendations(broker: ServiceBroker, label: string, out: Out, pollMs = 250): Promise<number> {
   const started = Date.now();
@@ -63,11 +72,16 @@ export async function rebuildRecommendations(broker: ServiceBroker, label: strin
     out(`${label}: a rebuild is already running: following it.`);
   }
   const bar = progress(`${label}: rebuilding, starting`, 1);
+  let last = "";
+  let movedAt = Date.now();
   try {
     for (;;) {
       const s = (await broker.call("recommendation.rebuildStatus")) as { status: string; phase: string | null; done: number; total: number | null; error: string | null };
       if (s.status === "failed") throw new Error(`rebuild failed: ${s.error}`);
       if (s.status === "done") break;
+      const now = `${s.phase}:${s.done}`;
+      if (now !== last) [last, movedAt] = [now, Date.now()];
+      else if (Date.now() - movedAt > STALLED_MS) throw new Error(`the rebuild shows no progress for ${STALLED_MS / 1000} s (its owner may have died; start it again after its lease)`);
       bar.update(s.done, { label: `${label}: rebuilding, ${s.phase ?? "starting"}`, total: s.total ?? s.done });
       await new Promise((r) => setTimeout(r, pollMs));
     }

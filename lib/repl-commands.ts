@@ -2,11 +2,12 @@
  * The REPL's own commands (#18), for what operators otherwise do with separate scripts:
  * `dead-letters list|replay`, `seed`, `recs-rebuild`. Every REPL of the system has them
  * (`npm run repl`, and `npm run dev` through Moleculer's runner: broker option `replOptions`,
- * moleculer.config.ts); each runs the same function as its script (lib/operations.ts).
+ * moleculer.config.ts). They run lib/operations.ts, as `npm run dead-letters` and
+ * `npm run seed` do; `npm run recs:rebuild` goes through the gateway instead (it works
+ * against any running system), the REPL's command calls the service directly.
  */
 import type { ReplOptions, ServiceBroker } from "moleculer";
 import type { AppConfig } from "./config";
-import { deadLetters, rebuildRecommendations, seedDemoCatalog } from "./operations";
 
 type ReplCommand = NonNullable<ReplOptions["customCommands"]>[number];
 /** What moleculer-repl hands a command: its flags, and its positional arguments by name. */
@@ -23,6 +24,13 @@ function invocation(args: unknown): Invocation {
   if (typeof args !== "object" || args === null || typeof (args as { options?: unknown }).options !== "object") throw new Error("unexpected REPL arguments");
   return args as Invocation;
 }
+
+/**
+ * Loaded when a command runs, not with moleculer.config.ts: under `npm run dev --hot`, a file
+ * the config imports restarts the whole broker when edited (Moleculer's hot reload), so the
+ * event and database modules stay out of that graph.
+ */
+const operations = () => import("./operations");
 
 /** A command's body; an error is printed, not thrown into the REPL. */
 function run(print: (line: string) => void, body: (broker: ServiceBroker, p: Invocation) => Promise<void>): ReplCommand["action"] {
@@ -52,6 +60,7 @@ export function replCommands(config: AppConfig, print: (line: string) => void = 
           return;
         }
         const { service, id } = p.options;
+        const { deadLetters } = await operations();
         await deadLetters(config, action, print, service ? [String(service)] : undefined, id ? String(id).split(",") : undefined);
       }),
     },
@@ -65,13 +74,15 @@ export function replCommands(config: AppConfig, print: (line: string) => void = 
           print("--count must be a positive integer");
           return;
         }
+        const { seedDemoCatalog } = await operations();
         await seedDemoCatalog(broker, count, print);
       }),
     },
     {
       command: "recs-rebuild",
-      description: "Rebuild the recommendation model from the order history (or follow the rebuild running), as npm run recs:rebuild",
+      description: "Rebuild the recommendation model from the order history (or follow the rebuild running)",
       action: run(print, async (broker) => {
+        const { rebuildRecommendations } = await operations();
         await rebuildRecommendations(broker, "recommendations", print, 500);
       }),
     },
