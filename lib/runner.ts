@@ -3,9 +3,9 @@
  * moleculer.config.ts's default export and the default export of each
  * `services/<name>/*.service.ts`. Both take the ONE validated configuration from here: the
  * environment read and checked once per process by lib/config.ts, as `npm start` does (an
- * invalid one stops the runner with the same message). `SERVICES` keeps its meaning: with
- * `SERVICEDIR=services` (set by `npm run dev`) the runner loads `services/<name>/` for each
- * name listed, or every service when it is unset.
+ * invalid one stops the runner with the same message). `SERVICES` keeps its meaning: the
+ * config's default export gives the runner the validated list and `SERVICEDIR=services`, so it
+ * loads `services/<name>/` for each service this node runs.
  */
 import type { ServiceBroker, ServiceSchema } from "moleculer";
 import { loadConfig, type AppConfig } from "./config";
