@@ -81,13 +81,23 @@ export function brokerOptions(
       ...[ContractAuditMiddleware()].filter((m) => m !== null).map((m) => m as any),
       // etcd refusing this node's credentials stops its start (lib/discovery/etcd-access.ts).
       ...(etcd
-        ? [{ name: "EtcdAccess", starting: (broker: ServiceBroker) => checkEtcdAccess({ ...etcd, prefix: discoveryPrefix(broker.namespace), nodeID: broker.nodeID }) } as any]
+        ? [
+            {
+              name: "EtcdAccess",
+              starting: (broker: ServiceBroker) =>
+                checkEtcdAccess({ ...etcd, prefix: discoveryPrefix(broker.namespace), nodeID: broker.nodeID }),
+            } as any,
+          ]
         : []),
       ...extraMiddlewares,
       ...internalMiddlewares(),
     ],
     cacher: config.redisUrl
-      ? (new ResilientRedisCacher({ redisUrl: config.redisUrl, prefix: `MOL-${config.namespace || "meridian"}-`, ttl: 300 }) as unknown as BrokerOptions["cacher"])
+      ? (new ResilientRedisCacher({
+          redisUrl: config.redisUrl,
+          prefix: `MOL-${config.namespace || "meridian"}-`,
+          ttl: 300,
+        }) as unknown as BrokerOptions["cacher"])
       : { type: "Memory", options: { ttl: 300, maxParamsLength: 200 } },
     // fastest-validator, with `null` refused where a rule is not nullable (lib/validator.ts).
     validator: new StrictNullValidator() as unknown as BrokerOptions["validator"],

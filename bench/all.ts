@@ -39,8 +39,12 @@ const BENCHES: Bench[] = [
     file: "checkout.bench.ts",
     env: {
       // No raw MariaDB baseline; the flash sale at the issue's size (1,000 buyers, 100 units).
-      BENCH_PARTS: "checkout,flash", BENCH_DURATION_S: "8", BENCH_WARMUP_S: "2",
-      BENCH_BUYERS: "1000", BENCH_FLASH_BUYERS: "1000", BENCH_FLASH_UNITS: "100",
+      BENCH_PARTS: "checkout,flash",
+      BENCH_DURATION_S: "8",
+      BENCH_WARMUP_S: "2",
+      BENCH_BUYERS: "1000",
+      BENCH_FLASH_BUYERS: "1000",
+      BENCH_FLASH_UNITS: "100",
     },
   },
   {
@@ -55,8 +59,13 @@ const BENCHES: Bench[] = [
     name: "recs",
     file: "recs.bench.ts",
     env: {
-      BENCH_DURATION_S: "3", BENCH_WARMUP_S: "1", BENCH_RECS_ORDERS: "20000", BENCH_RECS_PRODUCTS: "2000",
-      BENCH_RECS_USERS: "20", BENCH_UPDATE_ORDERS: "300", BENCH_RECS_MARIADB: "0",
+      BENCH_DURATION_S: "3",
+      BENCH_WARMUP_S: "1",
+      BENCH_RECS_ORDERS: "20000",
+      BENCH_RECS_PRODUCTS: "2000",
+      BENCH_RECS_USERS: "20",
+      BENCH_UPDATE_ORDERS: "300",
+      BENCH_RECS_MARIADB: "0",
     },
   },
   { name: "grpc", file: "grpc.bench.ts", env: { BENCH_ROUND_MS: "1000", BENCH_STREAM_ORDERS: "10" } },
@@ -77,7 +86,11 @@ interface Outcome {
 
 function runOne(bench: Bench, summaryFile: string, index: number, total: number): Promise<Outcome> {
   const t0 = Date.now();
-  process.stderr.write(`\n[${index}/${total}] ${bench.name}: npx tsx bench/${bench.file} ${Object.entries(bench.env).map(([k, v]) => `${k}=${v}`).join(" ")}\n`);
+  process.stderr.write(
+    `\n[${index}/${total}] ${bench.name}: npx tsx bench/${bench.file} ${Object.entries(bench.env)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(" ")}\n`,
+  );
   const child = spawn("npx", ["tsx", path.join(__dirname, bench.file)], {
     env: { ...process.env, ...bench.env, BENCH_RECORD: "0", BENCH_SUMMARY: summaryFile },
     stdio: ["ignore", "pipe", "pipe"],
@@ -113,8 +126,16 @@ function runOne(bench: Bench, summaryFile: string, index: number, total: number)
       current = undefined;
       const ms = Date.now() - t0;
       const result = timedOut ? null : code;
-      process.stderr.write(`  ${bench.name}: ${result === 0 ? "done" : `FAILED (exit ${result ?? "timeout"})`} in ${secs(ms)}, total ${secs(Date.now() - started)}\n`);
-      if (result !== 0 && !process.env.BENCH_CHILD_OUTPUT) process.stderr.write(tail.slice(-15).map((l) => `    | ${l}\n`).join(""));
+      process.stderr.write(
+        `  ${bench.name}: ${result === 0 ? "done" : `FAILED (exit ${result ?? "timeout"})`} in ${secs(ms)}, total ${secs(Date.now() - started)}\n`,
+      );
+      if (result !== 0 && !process.env.BENCH_CHILD_OUTPUT)
+        process.stderr.write(
+          tail
+            .slice(-15)
+            .map((l) => `    | ${l}\n`)
+            .join(""),
+        );
       resolve({ bench, code: result, ms, tail });
     });
   });
@@ -133,7 +154,10 @@ let current: ReturnType<typeof spawn> | undefined;
 const started = Date.now();
 
 async function main(): Promise<void> {
-  const only = (process.env.BENCH_ONLY ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const only = (process.env.BENCH_ONLY ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   const unknown = only.filter((n) => !BENCHES.some((b) => b.name === n));
   if (unknown.length) {
     process.stderr.write(`BENCH_ONLY: unknown benchmark(s) ${unknown.join(", ")}; known: ${BENCHES.map((b) => b.name).join(", ")}\n`);
@@ -143,7 +167,10 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-bench-all-"));
   const summaryFile = path.join(dir, "summary.jsonl");
   fs.writeFileSync(summaryFile, "");
-  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const)
+  for (const [signal, code] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const)
     process.on(signal, () => {
       // The benchmark cleans up on SIGTERM itself (its own cleanup list).
       if (current) killGroup(current.pid, "SIGTERM");
@@ -160,7 +187,11 @@ async function main(): Promise<void> {
   const outcomes: Outcome[] = [];
   for (const [i, bench] of selected.entries()) outcomes.push(await runOne(bench, summaryFile, i + 1, selected.length));
 
-  const figures = fs.readFileSync(summaryFile, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as SummaryFigure);
+  const figures = fs
+    .readFileSync(summaryFile, "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as SummaryFigure);
   fs.rmSync(dir, { recursive: true, force: true });
   let failed = false;
   const rows: string[][] = [];
@@ -168,7 +199,13 @@ async function main(): Promise<void> {
     const mine = figures.filter((f) => f.bench === o.bench.name);
     const checks = mine.filter((f) => f.figure === "check");
     for (const f of mine.filter((x) => x.figure !== "check"))
-      rows.push([o.bench.name, f.figure, f.value, f.target ?? "-", f.target === undefined || f.ok === undefined ? "-" : f.ok ? "yes" : "NO"]);
+      rows.push([
+        o.bench.name,
+        f.figure,
+        f.value,
+        f.target ?? "-",
+        f.target === undefined || f.ok === undefined ? "-" : f.ok ? "yes" : "NO",
+      ]);
     let check: string;
     if (o.code !== 0) {
       failed = true;

@@ -38,7 +38,8 @@ server.listen(Number(process.env.PORT ?? 0), "127.0.0.1", () => {
   process.stdout.write(`baseline listening on ${(server.address() as AddressInfo).port}\n`);
 });
 
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.on(signal, () => {
-  server.close(() => process.exit(0));
-  server.closeAllConnections();
-});
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.on(signal, () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections();
+  });

@@ -219,10 +219,34 @@ const httpRows: HttpRow[] = [];
 // Every variable Meridian reads, blanked (empty = unset), so the caller's shell cannot turn a
 // case into something else (e.g. an exported RABBITMQ_URI or REDIS_URL).
 const MERIDIAN_ENV_BLANK: Record<string, string> = Object.fromEntries(
-  ["PORT", "DATA_DIR", "SERVICES", "NODE_ID", "NAMESPACE", "RABBITMQ_URI", "ETCD_HOSTS", "ETCD_USERNAME", "ETCD_PASSWORD",
-    "REDIS_URL", "MYSQL_URL", "SERIALIZER", "JWT_SECRET", "ADMIN_EMAIL", "ADMIN_PASSWORD", "PUBLIC_URL", "LOG_LEVEL",
-    "LOG_FORMAT", "TRUST_PROXY", "MIGRATE_ON_START", "DEMO_CATALOG", "DEMO_CATALOG_SIZE", "ELASTIC_SEARCH_NODE",
-    "BENCH_PRODUCT_GET_CACHE", "NODE_ENV", "SANDBOX_PAY"].map((k) => [k, ""]),
+  [
+    "PORT",
+    "DATA_DIR",
+    "SERVICES",
+    "NODE_ID",
+    "NAMESPACE",
+    "RABBITMQ_URI",
+    "ETCD_HOSTS",
+    "ETCD_USERNAME",
+    "ETCD_PASSWORD",
+    "REDIS_URL",
+    "MYSQL_URL",
+    "SERIALIZER",
+    "JWT_SECRET",
+    "ADMIN_EMAIL",
+    "ADMIN_PASSWORD",
+    "PUBLIC_URL",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "TRUST_PROXY",
+    "MIGRATE_ON_START",
+    "DEMO_CATALOG",
+    "DEMO_CATALOG_SIZE",
+    "ELASTIC_SEARCH_NODE",
+    "BENCH_PRODUCT_GET_CACHE",
+    "NODE_ENV",
+    "SANDBOX_PAY",
+  ].map((k) => [k, ""]),
 );
 
 /** The bare case's JSON: demo product DEMO_INDEX as the API shows it (the real answer's shape is compared later). */
@@ -247,7 +271,10 @@ async function startBare(): Promise<HttpTarget> {
 async function startMeridian(caseName: string, extra: Record<string, string>): Promise<HttpTarget> {
   const namespace = uniqueNamespace("bench");
   const dataDir = tempDir(caseName);
-  const storage: Record<string, string> = { DATA_DIR: dataDir, ...(PRODUCT_DB === "mariadb" ? { MYSQL_URL, MIGRATE_ON_START: "true" } : {}) };
+  const storage: Record<string, string> = {
+    DATA_DIR: dataDir,
+    ...(PRODUCT_DB === "mariadb" ? { MYSQL_URL, MIGRATE_ON_START: "true" } : {}),
+  };
   const config = configFor({ ...storage, NAMESPACE: namespace, SERVICES, ...extra });
   if (PRODUCT_DB === "mariadb")
     onCleanup(`drop MariaDB databases of namespace ${namespace}`, async () => {
@@ -312,7 +339,8 @@ async function waitIdle(pid: number, timeoutMs: number): Promise<boolean> {
 /** Sum of a Prometheus counter over its label sets. */
 function counter(text: string, name: string): number {
   let sum = 0;
-  for (const line of text.split("\n")) if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
+  for (const line of text.split("\n"))
+    if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) sum += Number(line.slice(line.lastIndexOf(" ") + 1)) || 0;
   return sum;
 }
 
@@ -332,12 +360,15 @@ async function sanityCheck(caseName: string, target: HttpTarget): Promise<void> 
   } catch {
     body = undefined;
   }
-  if (res.status !== 200 || body?.id !== target.productId) throw new Error(`GET /api/products/:id answered ${res.status} ${text.slice(0, 300)}`);
+  if (res.status !== 200 || body?.id !== target.productId)
+    throw new Error(`GET /api/products/:id answered ${res.status} ${text.slice(0, 300)}`);
   if (caseName !== "bare" && bareBody) {
     const keys = Object.keys(body).sort().join();
     const bytes = Buffer.byteLength(text);
-    if (keys !== bareBody.keys) notes.push(`${caseName}: the real product JSON has keys ${keys}, the bare one ${bareBody.keys}: update bareProduct().`);
-    if (Math.abs(bytes - bareBody.bytes) > 16) notes.push(`${caseName}: the real product JSON is ${bytes} bytes, the bare one ${bareBody.bytes}.`);
+    if (keys !== bareBody.keys)
+      notes.push(`${caseName}: the real product JSON has keys ${keys}, the bare one ${bareBody.keys}: update bareProduct().`);
+    if (Math.abs(bytes - bareBody.bytes) > 16)
+      notes.push(`${caseName}: the real product JSON is ${bytes} bytes, the bare one ${bareBody.bytes}.`);
   }
 }
 
@@ -411,9 +442,13 @@ function httpTable(): string {
     const non2xx = res.non2xx + (r.warmup?.result.non2xx ?? 0);
     if (errors || non2xx) {
       failed = true;
-      const codes = Object.entries(res.statusCodeStats).map(([code, s]) => `${code}×${s.count}`).join(", ");
-      notes.push(`${r.caseName}: ${res.errors} errors (${res.timeouts} timeouts), ${res.non2xx} non-2xx [${codes}]` +
-        (r.warmup ? `; warm-up: ${r.warmup.result.errors} errors, ${r.warmup.result.non2xx} non-2xx` : ""));
+      const codes = Object.entries(res.statusCodeStats)
+        .map(([code, s]) => `${code}×${s.count}`)
+        .join(", ");
+      notes.push(
+        `${r.caseName}: ${res.errors} errors (${res.timeouts} timeouts), ${res.non2xx} non-2xx [${codes}]` +
+          (r.warmup ? `; warm-up: ${r.warmup.result.errors} errors, ${r.warmup.result.non2xx} non-2xx` : ""),
+      );
     }
     return [
       r.caseName,
@@ -429,19 +464,35 @@ function httpTable(): string {
   });
   for (const r of httpRows) {
     if (r.wallS && r.shared)
-      notes.push(`CPU during ${r.caseName} (${r.wallS.toFixed(1)} s wall, in cores): node ${cores(r.serverCpuS, r.wallS)}, ` +
-        Object.entries(r.shared).map(([name, s]) => `${name} ${cores(s, r.wallS!)}`).join(", "));
+      notes.push(
+        `CPU during ${r.caseName} (${r.wallS.toFixed(1)} s wall, in cores): node ${cores(r.serverCpuS, r.wallS)}, ` +
+          Object.entries(r.shared)
+            .map(([name, s]) => `${name} ${cores(s, r.wallS!)}`)
+            .join(", "),
+      );
     // A cached case whose reads were not answered by the cache measures the wrong thing, and so does an uncached one that was.
     if (r.cache && r.result) {
       const hitRate = r.cache.gets ? r.cache.found / r.cache.gets : 0;
       if ((r.caseName === "uncached" && r.cache.gets > 0) || (r.caseName !== "uncached" && hitRate < 0.99)) {
         failed = true;
-        notes.push(`${r.caseName}: cacher lookups ${r.cache.gets}, hits ${r.cache.found} during the measured run: not the case it claims to be.`);
+        notes.push(
+          `${r.caseName}: cacher lookups ${r.cache.gets}, hits ${r.cache.found} during the measured run: not the case it claims to be.`,
+        );
       }
     }
   }
   return markdownTable(
-    ["Case", "req/s", "req/s vs bare", "p50 ms", "p99 ms", "p99 vs bare", "server CPU µs/req", "cache hits (measured)", "errors / non-2xx (incl. warm-up)"],
+    [
+      "Case",
+      "req/s",
+      "req/s vs bare",
+      "p50 ms",
+      "p99 ms",
+      "p99 vs bare",
+      "server CPU µs/req",
+      "cache hits (measured)",
+      "errors / non-2xx (incl. warm-up)",
+    ],
     rows,
     [false, true, true, true, true, true, true, true, true],
   );
@@ -493,14 +544,20 @@ async function closedLoop(label: string, workers: number, op: (worker: number, n
   let dbFrom: number | undefined;
   let cpu: NodeJS.CpuUsage | undefined;
   let dbTo: number | undefined;
-  const measureStart = setTimeout(() => {
-    cpuFrom = process.cpuUsage();
-    dbFrom = mariadbPid ? cpuSeconds(mariadbPid) : undefined;
-  }, Math.max(0, measureFrom - performance.now()));
-  const measureEnd = setTimeout(() => {
-    cpu = process.cpuUsage(cpuFrom);
-    dbTo = mariadbPid ? cpuSeconds(mariadbPid) : undefined;
-  }, Math.max(0, measureTo - performance.now()));
+  const measureStart = setTimeout(
+    () => {
+      cpuFrom = process.cpuUsage();
+      dbFrom = mariadbPid ? cpuSeconds(mariadbPid) : undefined;
+    },
+    Math.max(0, measureFrom - performance.now()),
+  );
+  const measureEnd = setTimeout(
+    () => {
+      cpu = process.cpuUsage(cpuFrom);
+      dbTo = mariadbPid ? cpuSeconds(mariadbPid) : undefined;
+    },
+    Math.max(0, measureTo - performance.now()),
+  );
   try {
     await Promise.all(
       Array.from({ length: workers }, async (_, w) => {
@@ -628,7 +685,9 @@ async function runReserveCases(selected: string[]): Promise<void> {
       connectionLimit: poolMax,
     });
     onCleanup("close the raw mysql2 pool", () => rawPool.end());
-    notes.push(`reserve cases: ${WORKERS} concurrent callers; pools of ${poolMax} connections (the product service's knex pool, and the same size for the raw mysql2 and knex loops).`);
+    notes.push(
+      `reserve cases: ${WORKERS} concurrent callers; pools of ${poolMax} connections (the product service's knex pool, and the same size for the raw mysql2 and knex loops).`,
+    );
     let index = 0;
     for (const name of selected) {
       if (aborting()) return;
@@ -640,7 +699,9 @@ async function runReserveCases(selected: string[]): Promise<void> {
         process.stderr.write(`  [${index}/${total}] ${name} on product ${productId}\n`);
         const runId = randomBytes(3).toString("hex");
         if (name === "raw-update") {
-          row.result = await closedLoop("raw UPDATE loop (mysql2)", WORKERS, () => rawConditionalUpdate(rawPool, CONDITIONAL_UPDATE, [productId]));
+          row.result = await closedLoop("raw UPDATE loop (mysql2)", WORKERS, () =>
+            rawConditionalUpdate(rawPool, CONDITIONAL_UPDATE, [productId]),
+          );
         } else if (name === "knex-update") {
           row.result = await closedLoop("UPDATE in a knex transaction", WORKERS, async () =>
             viaKnex.transaction(async (trx) => {
@@ -662,7 +723,12 @@ async function runReserveCases(selected: string[]): Promise<void> {
         let ok = reserved === row.result.ok;
         let text = `reserved = ${fmt(reserved)}, successful calls = ${fmt(row.result.ok)}`;
         if (name === "reserve") {
-          const held = (await sys.db("reservations").where({ product_id: productId, status: "held" }).count({ n: "*" }).sum({ q: "quantity" }).first()) as {
+          const held = (await sys
+            .db("reservations")
+            .where({ product_id: productId, status: "held" })
+            .count({ n: "*" })
+            .sum({ q: "quantity" })
+            .first()) as {
             n: number | string;
             q: number | string | null;
           };
@@ -709,9 +775,22 @@ function reserveTable(): string {
   });
   for (const r of reserveRows)
     if (r.result)
-      notes.push(`CPU during ${r.caseName} (${r.result.wallS} s, in cores): this process ${cores(r.result.nodeCpuS, r.result.wallS)}, MariaDB server ${cores(r.result.mariadbCpuS, r.result.wallS)}`);
+      notes.push(
+        `CPU during ${r.caseName} (${r.result.wallS} s, in cores): this process ${cores(r.result.nodeCpuS, r.result.wallS)}, MariaDB server ${cores(r.result.mariadbCpuS, r.result.wallS)}`,
+      );
   return markdownTable(
-    ["Case", "ops/s", "ops/s vs raw", "p50 ms", "p99 ms", "p99 vs raw", "Node CPU µs/op", "MariaDB CPU µs/op", "ok / no stock / errors (incl. warm-up)", "check"],
+    [
+      "Case",
+      "ops/s",
+      "ops/s vs raw",
+      "p50 ms",
+      "p99 ms",
+      "p99 vs raw",
+      "Node CPU µs/op",
+      "MariaDB CPU µs/op",
+      "ok / no stock / errors (incl. warm-up)",
+      "check",
+    ],
     rows,
     [false, true, true, true, true, true, true, true, true, false],
   );
@@ -748,7 +827,10 @@ async function main(): Promise<void> {
   ];
   const reserveCases = ["raw-update", "knex-update", "reserve"];
   const known = [...httpCases.map((c) => c.name), ...reserveCases];
-  const only = (process.env.BENCH_CASES ?? "").split(",").map((c) => c.trim()).filter(Boolean);
+  const only = (process.env.BENCH_CASES ?? "")
+    .split(",")
+    .map((c) => c.trim())
+    .filter(Boolean);
   const unknown = only.filter((c) => !known.includes(c));
   if (unknown.length) throw new Error(`BENCH_CASES: unknown case(s) ${unknown.join(", ")}; known: ${known.join(", ")}`);
   const wanted = (name: string) => !only.length || only.includes(name);
@@ -770,7 +852,13 @@ async function main(): Promise<void> {
   const load1 = os.loadavg()[0];
   const parts: string[] = [];
   if (httpRows.length) parts.push("`GET /api/products/:id`, one demo product, through the gateway (embedded system):", "", httpTable());
-  if (reserveRows.length) parts.push("", `Contended reserve: ${WORKERS} concurrent callers on one product (stock ${fmt(HOT_STOCK)}), MariaDB:`, "", reserveTable());
+  if (reserveRows.length)
+    parts.push(
+      "",
+      `Contended reserve: ${WORKERS} concurrent callers on one product (stock ${fmt(HOT_STOCK)}), MariaDB:`,
+      "",
+      reserveTable(),
+    );
   summarize();
   const report = `${header}, at end ${load1.toFixed(2)}\n\n${parts.join("\n")}\n`;
   process.stdout.write(`\n${report}`);

@@ -74,7 +74,10 @@ const show = (title: string, m: Map<string, number>) => {
 // function on its stack (recursion not double-counted).
 const parent = new Map<number, number>();
 for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-const ownFn = (n: ProfileNode) => (/\/work\/[^/]+\/(services|lib)\//.test(n.callFrame.url) && !n.callFrame.url.includes("node_modules") ? `${n.callFrame.functionName || "(anonymous)"}  ${path.relative(process.cwd(), n.callFrame.url.replace(/^file:\/\//, ""))}:${n.callFrame.lineNumber + 1}` : undefined);
+const ownFn = (n: ProfileNode) =>
+  /\/work\/[^/]+\/(services|lib)\//.test(n.callFrame.url) && !n.callFrame.url.includes("node_modules")
+    ? `${n.callFrame.functionName || "(anonymous)"}  ${path.relative(process.cwd(), n.callFrame.url.replace(/^file:\/\//, ""))}:${n.callFrame.lineNumber + 1}`
+    : undefined;
 const inclusive = new Map<string, number>();
 for (const [id, us] of selfUs) {
   const seen = new Set<string>();

@@ -77,7 +77,13 @@ async function raw(uri: string): Promise<Result> {
   await pubConn.close();
   await subConn.close();
   const seconds = (last - start) / 1000;
-  return { name: "raw amqplib (confirmed publish → consume)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds };
+  return {
+    name: "raw amqplib (confirmed publish → consume)",
+    perSecond: N / seconds,
+    p50: pct(latencies, 50),
+    p99: pct(latencies, 99),
+    seconds,
+  };
 }
 
 interface OutboxResult extends Result {
@@ -102,27 +108,38 @@ function cpuNow(): { name: string; s: number | undefined }[] {
 }
 
 async function outbox(uri: string): Promise<OutboxResult> {
-  const t = { namespace: uniqueNamespace("b"), dataDir: newDataDir(), db: "mariadb" as const, rabbitUri: uri, mysqlUrl: MYSQL_URL, env: { EVENTS_POLL_INTERVAL_MS: "1000", LOG_LEVEL: "warn" } };
+  const t = {
+    namespace: uniqueNamespace("b"),
+    dataDir: newDataDir(),
+    db: "mariadb" as const,
+    rabbitUri: uri,
+    mysqlUrl: MYSQL_URL,
+    env: { EVENTS_POLL_INTERVAL_MS: "1000", LOG_LEVEL: "warn" },
+  };
   const config = eventsConfig(t);
   const committedAt = new Map<string, number>();
   const latencies: number[] = [];
   let last = 0;
-  const consumer = await startBroker("consumer", [
-    consumerService(config, ["user.registered"], {
-      prefetch: 50,
-      handler: async (trx, payload, envelope) => {
-        await recordEffect(trx, payload, envelope);
-        trx.executionPromise.then(
-          () => {
-            const now = performance.now();
-            latencies.push(now - committedAt.get(envelope.id)!);
-            last = now;
-          },
-          () => undefined,
-        );
-      },
-    }),
-  ], "warn");
+  const consumer = await startBroker(
+    "consumer",
+    [
+      consumerService(config, ["user.registered"], {
+        prefetch: 50,
+        handler: async (trx, payload, envelope) => {
+          await recordEffect(trx, payload, envelope);
+          trx.executionPromise.then(
+            () => {
+              const now = performance.now();
+              latencies.push(now - committedAt.get(envelope.id)!);
+              last = now;
+            },
+            () => undefined,
+          );
+        },
+      }),
+    ],
+    "warn",
+  );
   const producer = await startBroker("producer", [producerService(config)], "warn");
   const shop = producer.getLocalService("shop") as unknown as EventsServiceThis & { db: Knex };
   try {
@@ -136,7 +153,12 @@ async function outbox(uri: string): Promise<OutboxResult> {
           const id = await inTransaction(shop.db, async (trx) => {
             await trx("effects").insert({ message_id: `local-${n}`, event: "local", payload: "{}", applied_at: Date.now() });
             // A real catalog event: its payload travels as its contract message (protobuf).
-            return shop.publishEvent(trx, "user.registered", { userId: `bench-${n}`, email: `bench-${n}@example.test`, name: "Bench", occurredAt: new Date().toISOString() });
+            return shop.publishEvent(trx, "user.registered", {
+              userId: `bench-${n}`,
+              email: `bench-${n}@example.test`,
+              name: "Bench",
+              occurredAt: new Date().toISOString(),
+            });
           });
           committedAt.set(id, performance.now());
         }
@@ -148,10 +170,21 @@ async function outbox(uri: string): Promise<OutboxResult> {
     const stats = (consumer.getLocalService("audit") as unknown as EventsServiceThis).eventStats();
     const relay = shop.eventStats().relayPasses;
     const seconds = (last - start) / 1000;
-    const cpuUs = cpu0.map((c, i) => ({ name: c.name, us: c.s !== undefined && cpu1[i]!.s !== undefined ? ((cpu1[i]!.s! - c.s) * 1e6) / N : undefined }));
+    const cpuUs = cpu0.map((c, i) => ({
+      name: c.name,
+      us: c.s !== undefined && cpu1[i]!.s !== undefined ? ((cpu1[i]!.s! - c.s) * 1e6) / N : undefined,
+    }));
     return {
-      name: "outbox → relay → RabbitMQ → inbox (MariaDB)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds,
-      duplicates: stats.duplicates, transactions: stats.transactions, producedS, cpuUs, relay,
+      name: "outbox → relay → RabbitMQ → inbox (MariaDB)",
+      perSecond: N / seconds,
+      p50: pct(latencies, 50),
+      p99: pct(latencies, 99),
+      seconds,
+      duplicates: stats.duplicates,
+      transactions: stats.transactions,
+      producedS,
+      cpuUs,
+      relay,
     };
   } finally {
     await producer.stop();
@@ -183,7 +216,13 @@ async function commitsOnly(): Promise<Result> {
       }),
     );
     const seconds = (performance.now() - start) / 1000;
-    return { name: "MariaDB commits only (same transaction, no event)", perSecond: N / seconds, p50: pct(latencies, 50), p99: pct(latencies, 99), seconds };
+    return {
+      name: "MariaDB commits only (same transaction, no event)",
+      perSecond: N / seconds,
+      p50: pct(latencies, 50),
+      p99: pct(latencies, 99),
+      seconds,
+    };
   } finally {
     await producer.stop();
     await dropAll(config, ["shop"]);
@@ -229,10 +268,20 @@ async function main() {
     ].join("\n");
     process.stdout.write(`${section}\n`);
     // Headline figures for `npm run bench` (BENCH_SUMMARY).
-    summaryFigure("events", `business events commit → applied, events/s (${N} events)`, Math.round(o.perSecond).toLocaleString("en-US"), ">= 5,000/s", o.perSecond >= 5000);
+    summaryFigure(
+      "events",
+      `business events commit → applied, events/s (${N} events)`,
+      Math.round(o.perSecond).toLocaleString("en-US"),
+      ">= 5,000/s",
+      o.perSecond >= 5000,
+    );
     summaryFigure("events", "business events commit → applied, p99", `${o.p99.toFixed(1)} ms`, "<= 50 ms", o.p99 <= 50);
     // Two commits an event: the commits-only rate halved is this machine's ceiling for events.
-    summaryFigure("events", "events/s vs this MariaDB's two-commit ceiling (commits alone ÷ 2)", `${Math.round((o.perSecond / (c.perSecond / 2)) * 100)} % of ${Math.round(c.perSecond / 2).toLocaleString("en-US")}/s`);
+    summaryFigure(
+      "events",
+      "events/s vs this MariaDB's two-commit ceiling (commits alone ÷ 2)",
+      `${Math.round((o.perSecond / (c.perSecond / 2)) * 100)} % of ${Math.round(c.perSecond / 2).toLocaleString("en-US")}/s`,
+    );
     summaryFigure("events", "check", `OK (all ${N} applied, ${o.duplicates} duplicates absorbed)`, undefined, true);
     if (process.env.BENCH_RECORD !== "0") {
       appendResults(section);

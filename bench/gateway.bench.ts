@@ -80,7 +80,10 @@ const ALL_ROUTES: Route[] = [
   { name: "GET /api/users/me", path: "/api/users/me", auth: true },
 ];
 // BENCH_ROUTES=/api/users/me (a comma list of paths) runs only those, e.g. to profile one route.
-const onlyRoutes = (process.env.BENCH_ROUTES ?? "").split(",").map((r) => r.trim()).filter(Boolean);
+const onlyRoutes = (process.env.BENCH_ROUTES ?? "")
+  .split(",")
+  .map((r) => r.trim())
+  .filter(Boolean);
 const ROUTES = onlyRoutes.length ? ALL_ROUTES.filter((r) => onlyRoutes.includes(r.path)) : ALL_ROUTES;
 if (!ROUTES.length) {
   process.stderr.write(`BENCH_ROUTES: none of ${onlyRoutes.join(", ")} is one of ${ALL_ROUTES.map((r) => r.path).join(", ")}\n`);
@@ -121,9 +124,31 @@ const notes: string[] = [];
 // Every variable Meridian reads, blanked (empty = unset), so the caller's shell cannot
 // turn a case into something else (e.g. an exported RABBITMQ_URI making "embedded" a cluster node).
 const MERIDIAN_ENV_BLANK: Record<string, string> = Object.fromEntries(
-  ["PORT", "DATA_DIR", "SERVICES", "NODE_ID", "NAMESPACE", "RABBITMQ_URI", "ETCD_HOSTS", "ETCD_USERNAME", "ETCD_PASSWORD",
-    "REDIS_URL", "MYSQL_URL", "SERIALIZER", "JWT_SECRET", "ADMIN_EMAIL", "ADMIN_PASSWORD", "PUBLIC_URL", "LOG_LEVEL",
-    "LOG_FORMAT", "TRUST_PROXY", "MIGRATE_ON_START", "METRICS_PORT", "NODE_ENV", "SANDBOX_PAY"].map((k) => [k, ""]),
+  [
+    "PORT",
+    "DATA_DIR",
+    "SERVICES",
+    "NODE_ID",
+    "NAMESPACE",
+    "RABBITMQ_URI",
+    "ETCD_HOSTS",
+    "ETCD_USERNAME",
+    "ETCD_PASSWORD",
+    "REDIS_URL",
+    "MYSQL_URL",
+    "SERIALIZER",
+    "JWT_SECRET",
+    "ADMIN_EMAIL",
+    "ADMIN_PASSWORD",
+    "PUBLIC_URL",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "TRUST_PROXY",
+    "MIGRATE_ON_START",
+    "METRICS_PORT",
+    "NODE_ENV",
+    "SANDBOX_PAY",
+  ].map((k) => [k, ""]),
 );
 
 function meridianEnv(env: Record<string, string>): Record<string, string> {
@@ -132,9 +157,14 @@ function meridianEnv(env: Record<string, string>): Record<string, string> {
   // off unless BENCH_RATE_LIMITS=on: one load generator is one client address, so the budgets
   // would answer 429s; with it on (and BENCH_RATE_LIMIT_BUDGET as RATE_LIMIT_USER and
   // RATE_LIMIT_IP, high enough) the run measures their per-request cost.
-  const limits: Record<string, string> = process.env.BENCH_RATE_LIMITS === "on"
-    ? { RATE_LIMITS: "on", RATE_LIMIT_USER: process.env.BENCH_RATE_LIMIT_BUDGET ?? "9999999/60", RATE_LIMIT_IP: process.env.BENCH_RATE_LIMIT_BUDGET ?? "9999999/60" }
-    : { RATE_LIMITS: "off" };
+  const limits: Record<string, string> =
+    process.env.BENCH_RATE_LIMITS === "on"
+      ? {
+          RATE_LIMITS: "on",
+          RATE_LIMIT_USER: process.env.BENCH_RATE_LIMIT_BUDGET ?? "9999999/60",
+          RATE_LIMIT_IP: process.env.BENCH_RATE_LIMIT_BUDGET ?? "9999999/60",
+        }
+      : { RATE_LIMITS: "off" };
   return { ...MERIDIAN_ENV_BLANK, LOG_LEVEL, LOG_FORMAT: "text", METRICS_PORT: "0", GRPC_PORT: "0", ...limits, ...env };
 }
 
@@ -214,7 +244,10 @@ async function startEmbedded(): Promise<Target> {
   const dataDir = tempDir("embedded");
   const port = await freePort();
   const child = startMeridian("embedded", "embedded", {
-    PORT: String(port), NAMESPACE: namespace, NODE_ID: "bench-embedded", ...userStorage(namespace, dataDir),
+    PORT: String(port),
+    NAMESPACE: namespace,
+    NODE_ID: "bench-embedded",
+    ...userStorage(namespace, dataDir),
   });
   const baseUrl = `http://127.0.0.1:${port}`;
   await waitForStatus(`${baseUrl}/health/ready`, 200, [child]);
@@ -234,10 +267,18 @@ async function startRemote(): Promise<Target> {
   const gatewayDir = tempDir("gateway-node");
   const port = await freePort();
   const userNode = startMeridian("remote", "user-node", {
-    ...common, SERVICES: "user", NODE_ID: "bench-user", MIGRATE_ON_START: "true", ...userStorage(namespace, userDir),
+    ...common,
+    SERVICES: "user",
+    NODE_ID: "bench-user",
+    MIGRATE_ON_START: "true",
+    ...userStorage(namespace, userDir),
   });
   const gateway = startMeridian("remote", "gateway-node", {
-    ...common, SERVICES: "gateway", NODE_ID: "bench-gateway", PORT: String(port), DATA_DIR: gatewayDir,
+    ...common,
+    SERVICES: "gateway",
+    NODE_ID: "bench-gateway",
+    PORT: String(port),
+    DATA_DIR: gatewayDir,
   });
   const baseUrl = `http://127.0.0.1:${port}`;
   await waitForStatus(`${baseUrl}/health/ready`, 200, [userNode, gateway], 90_000);
@@ -315,7 +356,9 @@ async function runCase(def: CaseDef, index: number, total: number): Promise<void
         if (rabbitBefore !== undefined && rabbitAfter !== undefined) row.cpu["RabbitMQ server (shared)"] = rabbitAfter - rabbitBefore;
         const logged = target.children.map((c, i) => ({ name: c.name, bytes: c.bytes - before[i] })).filter((c) => c.bytes > 0);
         for (const c of logged)
-          notes.push(`${def.name} ${route.name}: ${c.name} wrote ${c.bytes} bytes of output during the measured run (per-request logging?)`);
+          notes.push(
+            `${def.name} ${route.name}: ${c.name} wrote ${c.bytes} bytes of output during the measured run (per-request logging?)`,
+          );
         await sanityCheck(target, route);
       } catch (err) {
         if (aborting()) return;
@@ -349,9 +392,13 @@ function report(): { table: string; failed: boolean } {
     const non2xx = res.non2xx + (r.warmup?.result.non2xx ?? 0);
     if (errors || non2xx) {
       failed = true;
-      const codes = Object.entries(res.statusCodeStats).map(([code, s]) => `${code}×${s.count}`).join(", ");
-      notes.push(`${r.caseName} ${r.route.name}: ${res.errors} errors (${res.timeouts} timeouts), ${res.non2xx} non-2xx [${codes}]` +
-        (r.warmup ? `; warm-up: ${r.warmup.result.errors} errors, ${r.warmup.result.non2xx} non-2xx` : ""));
+      const codes = Object.entries(res.statusCodeStats)
+        .map(([code, s]) => `${code}×${s.count}`)
+        .join(", ");
+      notes.push(
+        `${r.caseName} ${r.route.name}: ${res.errors} errors (${res.timeouts} timeouts), ${res.non2xx} non-2xx [${codes}]` +
+          (r.warmup ? `; warm-up: ${r.warmup.result.errors} errors, ${r.warmup.result.non2xx} non-2xx` : ""),
+      );
     }
     return [
       r.caseName,
@@ -367,8 +414,12 @@ function report(): { table: string; failed: boolean } {
   });
   for (const r of rows)
     if (r.cpu && r.wallS)
-      notes.push(`CPU during ${r.caseName} ${r.route.name} (${r.wallS.toFixed(1)} s wall, in cores): ` +
-        Object.entries(r.cpu).map(([name, s]) => `${name} ${(s / r.wallS!).toFixed(2)}`).join(", "));
+      notes.push(
+        `CPU during ${r.caseName} ${r.route.name} (${r.wallS.toFixed(1)} s wall, in cores): ` +
+          Object.entries(r.cpu)
+            .map(([name, s]) => `${name} ${(s / r.wallS!).toFixed(2)}`)
+            .join(", "),
+      );
   const table = markdownTable(
     ["Case", "Route", "req/s", "req/s vs bare", "p50 ms", "p99 ms", "p99 vs bare", "server CPU µs/req", "errors / non-2xx (incl. warm-up)"],
     tableRows,
@@ -381,16 +432,28 @@ function report(): { table: string; failed: boolean } {
 function summarize(failed: boolean): void {
   const route = "GET /api/users/me";
   const bare = rows.find((r) => r.caseName === "bare" && r.route.name === route)?.result;
-  for (const [caseName, min] of [["embedded", 0.3], ["remote", 0.2]] as const) {
+  for (const [caseName, min] of [
+    ["embedded", 0.3],
+    ["remote", 0.2],
+  ] as const) {
     const r = rows.find((x) => x.caseName === caseName && x.route.name === route);
     if (!r) continue;
     const what = `${route} ${caseName === "remote" ? "remote over AMQP" : "embedded"}`;
     if (!r.result || !bare) {
-      summaryFigure("gateway", `${what}, req/s vs bare`, r.failure ? `FAILED: ${r.failure.slice(0, 60)}` : "no bare run", `>= ${pct(min)}`, false);
+      summaryFigure(
+        "gateway",
+        `${what}, req/s vs bare`,
+        r.failure ? `FAILED: ${r.failure.slice(0, 60)}` : "no bare run",
+        `>= ${pct(min)}`,
+        false,
+      );
       continue;
     }
     const ratio = r.result.result.requests.average / bare.result.requests.average;
-    const cpu = r.serverCpuS !== undefined && r.result.result.requests.total ? ` (${fmt((r.serverCpuS * 1e6) / r.result.result.requests.total)} µs CPU/req)` : "";
+    const cpu =
+      r.serverCpuS !== undefined && r.result.result.requests.total
+        ? ` (${fmt((r.serverCpuS * 1e6) / r.result.result.requests.total)} µs CPU/req)`
+        : "";
     summaryFigure("gateway", `${what}, req/s vs bare`, `${pct(ratio)}${cpu}`, `>= ${pct(min)}`, ratio >= min);
   }
   summaryFigure("gateway", "check", failed ? "FAILED (errors, non-2xx or a case did not run)" : "OK", undefined, !failed);
@@ -410,7 +473,10 @@ async function main(): Promise<void> {
     `Meridian LOG_LEVEL=${LOG_LEVEL}${CPU_PROF_DIR ? `, CPU profiles in ${CPU_PROF_DIR}` : ""}; ` +
     `load average at start ${os.loadavg()[0].toFixed(2)}`;
   process.stderr.write(`${header}\n`);
-  const only = (process.env.BENCH_CASES ?? "").split(",").map((c) => c.trim()).filter(Boolean);
+  const only = (process.env.BENCH_CASES ?? "")
+    .split(",")
+    .map((c) => c.trim())
+    .filter(Boolean);
   const unknown = only.filter((c) => !cases.some((d) => d.name === c));
   if (unknown.length) throw new Error(`BENCH_CASES: unknown case(s) ${unknown.join(", ")}; known: ${cases.map((c) => c.name).join(", ")}`);
   const selected = only.length ? cases.filter((c) => only.includes(c.name)) : cases;

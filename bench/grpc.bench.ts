@@ -23,7 +23,17 @@ import { freePort } from "../test/support/ports";
 import { uniqueNamespace } from "../test/support/servers";
 import { MeridianGrpc } from "../test/support/grpc-client";
 import { progress } from "../lib/progress";
-import { aborting, appendResults, cleanupAll, installSignalCleanup, markdownTable, onCleanup, startChild, summaryFigure, waitForStatus } from "./support";
+import {
+  aborting,
+  appendResults,
+  cleanupAll,
+  installSignalCleanup,
+  markdownTable,
+  onCleanup,
+  startChild,
+  summaryFigure,
+  waitForStatus,
+} from "./support";
 
 const START = path.join(__dirname, "..", "bin", "start.ts");
 const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 5000);
@@ -40,7 +50,10 @@ function restClient(baseUrl: string): Rest {
   return async (method, p, opts = {}) => {
     const res = await fetch(`${baseUrl}${p}`, {
       method,
-      headers: { ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}), ...(opts.body !== undefined ? { "content-type": "application/json" } : {}) },
+      headers: {
+        ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+        ...(opts.body !== undefined ? { "content-type": "application/json" } : {}),
+      },
       body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined,
     });
     const text = await res.text();
@@ -83,9 +96,20 @@ async function main(): Promise<void> {
   onCleanup(`remove ${dataDir}`, () => fs.rmSync(dataDir, { recursive: true, force: true }));
   const [port, grpcPort] = [await freePort(), await freePort()];
   const node = startChild(START, "meridian", {
-    PORT: String(port), GRPC_PORT: String(grpcPort), METRICS_PORT: "0", DATA_DIR: dataDir, NAMESPACE: uniqueNamespace("bench"),
-    ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, DEMO_CATALOG: "false", RATE_LIMITS: "off", LOG_LEVEL: "warn",
-    RABBITMQ_URI: "", REDIS_URL: "", MYSQL_URL: "", ETCD_HOSTS: "",
+    PORT: String(port),
+    GRPC_PORT: String(grpcPort),
+    METRICS_PORT: "0",
+    DATA_DIR: dataDir,
+    NAMESPACE: uniqueNamespace("bench"),
+    ADMIN_EMAIL: ADMIN.email,
+    ADMIN_PASSWORD: ADMIN.password,
+    DEMO_CATALOG: "false",
+    RATE_LIMITS: "off",
+    LOG_LEVEL: "warn",
+    RABBITMQ_URI: "",
+    REDIS_URL: "",
+    MYSQL_URL: "",
+    ETCD_HOSTS: "",
   });
   const baseUrl = `http://127.0.0.1:${port}`;
   process.stderr.write("starting an embedded node...\n");
@@ -95,13 +119,30 @@ async function main(): Promise<void> {
   onCleanup("close the gRPC client", () => g.close());
 
   const admin = (await rest("POST", "/api/auth/login", { body: ADMIN })).body.accessToken as string;
-  const product = (await rest("POST", "/api/products", { token: admin, body: { sku: `B-${randomBytes(4).toString("hex")}`, name: "Bench Lamp", description: "", category: "lamps", price: { amount: 1000, currency: "EUR" }, stock: 100_000 } })).body;
-  const user = (await rest("POST", "/api/auth/register", { body: { email: `bench-${randomBytes(4).toString("hex")}@example.com`, password: "bench password 1", name: "Bench" } })).body;
+  const product = (
+    await rest("POST", "/api/products", {
+      token: admin,
+      body: {
+        sku: `B-${randomBytes(4).toString("hex")}`,
+        name: "Bench Lamp",
+        description: "",
+        category: "lamps",
+        price: { amount: 1000, currency: "EUR" },
+        stock: 100_000,
+      },
+    })
+  ).body;
+  const user = (
+    await rest("POST", "/api/auth/register", {
+      body: { email: `bench-${randomBytes(4).toString("hex")}@example.com`, password: "bench password 1", name: "Bench" },
+    })
+  ).body;
   const token = user.accessToken as string;
-  if ((await rest("POST", "/api/cart/items", { token, body: { productId: product.id, quantity: 1 } })).status !== 200) throw new Error("cart setup failed");
+  if ((await rest("POST", "/api/cart/items", { token, body: { productId: product.id, quantity: 1 } })).status !== 200)
+    throw new Error("cart setup failed");
 
   const cases = {
-    "GetProduct": {
+    GetProduct: {
       rest: async () => {
         const r = await rest("GET", `/api/products/${product.id}`);
         if (r.status !== 200 || r.body.id !== product.id) throw new Error(`REST GET product: ${r.status}`);
@@ -134,11 +175,19 @@ async function main(): Promise<void> {
     }
     const rest2 = (r[0]! + r[1]!) / 2;
     const grpc2 = (q[0]! + q[1]!) / 2;
-    rows.push([name, rest2.toFixed(0), grpc2.toFixed(0), `${((grpc2 / rest2) * 100).toFixed(0)} %`, `${r.map((x) => x.toFixed(0)).join(" / ")}`, `${q.map((x) => x.toFixed(0)).join(" / ")}`]);
+    rows.push([
+      name,
+      rest2.toFixed(0),
+      grpc2.toFixed(0),
+      `${((grpc2 / rest2) * 100).toFixed(0)} %`,
+      `${r.map((x) => x.toFixed(0)).join(" / ")}`,
+      `${q.map((x) => x.toFixed(0)).join(" / ")}`,
+    ]);
   }
   // The invariant beside the cart figures: one line, a quantity the loop set.
   const cart = (await rest("GET", "/api/cart", { token })).body;
-  if (cart.items.length !== 1 || cart.items[0].quantity < 1 || cart.items[0].quantity > 5) throw new Error(`cart invariant broken: ${JSON.stringify(cart.items)}`);
+  if (cart.items.length !== 1 || cart.items[0].quantity < 1 || cart.items[0].quantity > 5)
+    throw new Error(`cart invariant broken: ${JSON.stringify(cart.items)}`);
 
   // The stream's delay.
   const fromRequest: number[] = [];
@@ -146,9 +195,13 @@ async function main(): Promise<void> {
   const bar = progress("stream delay (orders)", STREAM_ORDERS);
   for (let i = 0; i < STREAM_ORDERS && !aborting(); i++) {
     bar.update(i);
-    const order = (await rest("POST", "/api/orders", { token, body: { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] } })).body;
+    const order = (
+      await rest("POST", "/api/orders", { token, body: { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] } })
+    ).body;
     const pay = (await rest("POST", `/api/orders/${order.id}/pay`, { token, body: { provider: "sandbox" } })).body;
-    await rest("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "success", token: new URL(pay.payUrl).searchParams.get("token") } });
+    await rest("POST", `/api/payments/sandbox/${pay.id}/complete`, {
+      body: { outcome: "success", token: new URL(pay.payUrl).searchParams.get("token") },
+    });
     const watch = g.stream("meridian.live.v1.LiveService", "WatchOrder", { id: order.id }, { token });
     await watch.until("PAID", (u) => u.order.status === "PAID", 30_000);
     const t0 = performance.now();
@@ -167,7 +220,14 @@ async function main(): Promise<void> {
   bar.stop();
 
   const header = `Node ${process.version}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(2)}; ${CONCURRENCY} callers, ${ROUND_MS} ms per round, REST and gRPC alternating twice`;
-  const table = markdownTable(["operation", "REST /s", "gRPC /s", "gRPC vs REST", "REST rounds", "gRPC rounds"], rows, [false, true, true, true, true, true]);
+  const table = markdownTable(["operation", "REST /s", "gRPC /s", "gRPC vs REST", "REST rounds", "gRPC rounds"], rows, [
+    false,
+    true,
+    true,
+    true,
+    true,
+    true,
+  ]);
   const stream = markdownTable(
     ["WatchOrder: SHIPPED reaches the client", "p50 ms", "p99 ms"],
     [
@@ -180,7 +240,11 @@ async function main(): Promise<void> {
   process.stdout.write(`\n${out}`);
   // Headline figures for `npm run bench` (BENCH_SUMMARY); the issue sets no targets for these.
   for (const [name, restS, grpcS, ratio] of rows) summaryFigure("grpc", `${name}: gRPC vs REST`, `${ratio} (${grpcS} vs ${restS} /s)`);
-  summaryFigure("grpc", "WatchOrder SHIPPED after the ship answer, p50 / p99", `${pct(fromAnswer, 0.5).toFixed(1)} / ${pct(fromAnswer, 0.99).toFixed(1)} ms`);
+  summaryFigure(
+    "grpc",
+    "WatchOrder SHIPPED after the ship answer, p50 / p99",
+    `${pct(fromAnswer, 0.5).toFixed(1)} / ${pct(fromAnswer, 0.99).toFixed(1)} ms`,
+  );
   summaryFigure("grpc", "check", "OK (every answer checked, cart invariant held)", undefined, true);
   if (process.env.BENCH_APPEND) appendResults(`\n## gRPC edge (\`npm run bench:grpc\`)\n\n${out}`);
   await cleanupAll();

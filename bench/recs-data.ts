@@ -115,11 +115,19 @@ export function generate(opts: GenOptions): Dataset {
     ? opts.catalog.map((p) => ({ id: p.id, name: p.name, category: p.category, brand: p.brand ?? "" }))
     : Array.from({ length: opts.products }, (_, i) => {
         const category = categories[Math.floor(random() * nCat)]!;
-        return { id: `p${String(i).padStart(6, "0")}`, name: `Product ${i}`, category, brand: `${category}-brand-${Math.floor(random() * 8)}` };
+        return {
+          id: `p${String(i).padStart(6, "0")}`,
+          name: `Product ${i}`,
+          category,
+          brand: `${category}-brand-${Math.floor(random() * 8)}`,
+        };
       });
   const cats = [...new Set(products.map((p) => p.category))].sort();
   const popWeight = new Array<number>(products.length);
-  const ranks = shuffle(products.map((_, i) => i), random);
+  const ranks = shuffle(
+    products.map((_, i) => i),
+    random,
+  );
   ranks.forEach((productIndex, rank) => (popWeight[productIndex] = 1 / (rank + 1)));
   const global = new Sampler(popWeight);
   const byCategory = new Map<string, number[]>();
@@ -156,7 +164,12 @@ export function generate(opts: GenOptions): Dataset {
       for (let k = 0; k < size; k++) {
         for (let tries = 0; tries < 30; tries++) {
           const x = random();
-          const i = x < 0.5 ? group.core[group.coreSampler.draw(random)]! : x < 0.75 ? group.pool[group.poolSampler.draw(random)]! : global.draw(random);
+          const i =
+            x < 0.5
+              ? group.core[group.coreSampler.draw(random)]!
+              : x < 0.75
+                ? group.pool[group.poolSampler.draw(random)]!
+                : global.draw(random);
           if (!owned.has(i)) {
             owned.add(i);
             lines.push(i);
@@ -180,7 +193,12 @@ export function generate(opts: GenOptions): Dataset {
       const brand = products.find((p) => p.id === first[Math.floor(random() * first.length)])?.brand;
       if (brand) preferences.brands.push(brand);
     }
-    users.push({ id: `user-${String(u).padStart(6, "0")}`, group: g, preferences: { categories: [...new Set(preferences.categories)], brands: preferences.brands }, orders });
+    users.push({
+      id: `user-${String(u).padStart(6, "0")}`,
+      group: g,
+      preferences: { categories: [...new Set(preferences.categories)], brands: preferences.brands },
+      orders,
+    });
   }
   return { products, users, orders: orderCount };
 }

@@ -43,7 +43,18 @@ import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 import { generate, prng, type Dataset } from "./recs-data";
 import { datasetSources, loadModel, rebuildWithProgress } from "./recs.eval";
 import { progressSteps } from "../lib/progress";
-import { appendResults, cleanupAll, installSignalCleanup, load, profiledInProcess, markdownTable, onCleanup, scoped, summaryFigure, type Measured } from "./support";
+import {
+  appendResults,
+  cleanupAll,
+  installSignalCleanup,
+  load,
+  profiledInProcess,
+  markdownTable,
+  onCleanup,
+  scoped,
+  summaryFigure,
+  type Measured,
+} from "./support";
 
 const env = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
 const DURATION_S = env("BENCH_DURATION_S", 10);
@@ -78,7 +89,11 @@ function rotating(baseUrl: string, paths: string[], tokens: string[]) {
         method: "GET",
         setupRequest: (req: { path: string; headers?: Record<string, string> }) => {
           const k = i++;
-          return { ...req, path: paths[k % paths.length], headers: { ...req.headers, authorization: `Bearer ${tokens[k % tokens.length]}` } };
+          return {
+            ...req,
+            path: paths[k % paths.length],
+            headers: { ...req.headers, authorization: `Bearer ${tokens[k % tokens.length]}` },
+          };
         },
       },
     ],
@@ -103,11 +118,26 @@ function updateEnvelopes(data: Dataset, n: number): { id: string; name: string; 
       if (!owned.has(p) && !lines.includes(p)) lines.push(p);
     }
     const at = new Date(Date.UTC(2027, 0, 1) + i * 1000).toISOString();
-    return { id: randomUUID(), name: "order.paid", occurredAt: at, payload: { orderId: `bench-${i}-${randomUUID()}`, userId: u.id, lines: lines.map((productId) => ({ productId, quantity: 1 })), occurredAt: at } };
+    return {
+      id: randomUUID(),
+      name: "order.paid",
+      occurredAt: at,
+      payload: {
+        orderId: `bench-${i}-${randomUUID()}`,
+        userId: u.id,
+        lines: lines.map((productId) => ({ productId, quantity: 1 })),
+        occurredAt: at,
+      },
+    };
   });
 }
 
-async function applyRate(db: Knex, handler: EventHandler, envelopes: { id: string }[], label: string): Promise<{ perSecond: number; ms: number }> {
+async function applyRate(
+  db: Knex,
+  handler: EventHandler,
+  envelopes: { id: string }[],
+  label: string,
+): Promise<{ perSecond: number; ms: number }> {
   let next = 0;
   let done = 0;
   const started = performance.now();
@@ -127,20 +157,38 @@ async function applyRate(db: Knex, handler: EventHandler, envelopes: { id: strin
 async function updateRates(broker: ServiceBroker, data: Dataset, label: string): Promise<{ model: number; baseline: number }> {
   const svc = broker.getLocalService("recommendation") as unknown as { db: Knex; $events: { handlers: Record<string, EventHandler> } };
   const noop: EventHandler = async () => undefined;
-  const baseline = await applyRate(svc.db, noop, updateEnvelopes(data, UPDATE_ORDERS).map((e) => ({ ...e, name: "bench.noop" })), `${label}: baseline (inbox only)`);
+  const baseline = await applyRate(
+    svc.db,
+    noop,
+    updateEnvelopes(data, UPDATE_ORDERS).map((e) => ({ ...e, name: "bench.noop" })),
+    `${label}: baseline (inbox only)`,
+  );
   const model = await applyRate(svc.db, svc.$events.handlers["order.paid"]!, updateEnvelopes(data, UPDATE_ORDERS), `${label}: order.paid`);
   return { model: model.perSecond, baseline: baseline.perSecond };
 }
 
 async function main(): Promise<void> {
   installSignalCleanup();
-  const loadAvg = () => os.loadavg().map((x) => x.toFixed(1)).join(" ");
+  const loadAvg = () =>
+    os
+      .loadavg()
+      .map((x) => x.toFixed(1))
+      .join(" ");
   const startLoad = loadAvg();
   await scoped(async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-bench-recs-"));
     onCleanup(`remove ${dataDir}`, () => fs.rmSync(dataDir, { recursive: true, force: true }));
     const admin = { email: "bench-admin@example.com", password: "bench-admin-password" };
-    const config: AppConfig = loadConfig({ DATA_DIR: dataDir, PORT: "0", LOG_LEVEL: "warn", DEMO_CATALOG: "false", ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, LOGIN_RATE_LIMIT: "100000", RATE_LIMITS: "off" });
+    const config: AppConfig = loadConfig({
+      DATA_DIR: dataDir,
+      PORT: "0",
+      LOG_LEVEL: "warn",
+      DEMO_CATALOG: "false",
+      ADMIN_EMAIL: admin.email,
+      ADMIN_PASSWORD: admin.password,
+      LOGIN_RATE_LIMIT: "100000",
+      RATE_LIMITS: "off",
+    });
     const broker = createBroker(config, ["gateway", "user", "product", "recommendation"]);
     // The order history's source for the rebuild (filled in below, once the data exists).
     let sources: ReturnType<typeof datasetSources> | undefined;
@@ -159,7 +207,10 @@ async function main(): Promise<void> {
       bar("products (product.seedDemo)", Math.min(PRODUCTS, from + 500), PRODUCTS);
     }
     const catalog: { id: string; name: string; category: string; brand: string | null }[] = [];
-    for (let after: string | undefined, page; (page = (await broker.call("product.export", { after, limit: 1000 })) as { items: typeof catalog; next: string | null }); ) {
+    for (
+      let after: string | undefined, page;
+      (page = (await broker.call("product.export", { after, limit: 1000 })) as { items: typeof catalog; next: string | null });
+    ) {
       catalog.push(...page.items);
       if (!page.next) break;
       after = page.next;
@@ -167,22 +218,35 @@ async function main(): Promise<void> {
     const data = generate({ users: 1_000_000, products: catalog.length, catalog, maxOrders: ORDERS, seed: 20261125 });
     const tokens: string[] = [];
     for (const [i, u] of data.users.slice(0, USERS).entries()) {
-      const reg = await json(`${base}/api/auth/register`, { method: "POST", body: JSON.stringify({ email: `bench-${i}@example.com`, password: "bench password 1", name: `Bench ${i}` }) });
+      const reg = await json(`${base}/api/auth/register`, {
+        method: "POST",
+        body: JSON.stringify({ email: `bench-${i}@example.com`, password: "bench password 1", name: `Bench ${i}` }),
+      });
       const me = await json(`${base}/api/users/me`, { headers: { authorization: `Bearer ${reg.accessToken}` } });
-      await json(`${base}/api/users/me`, { method: "PATCH", headers: { authorization: `Bearer ${reg.accessToken}` }, body: JSON.stringify({ preferences: u.preferences }) });
+      await json(`${base}/api/users/me`, {
+        method: "PATCH",
+        headers: { authorization: `Bearer ${reg.accessToken}` },
+        body: JSON.stringify({ preferences: u.preferences }),
+      });
       u.id = me.id; // this generated buyer's history becomes the registered user's
       tokens.push(reg.accessToken);
       bar("users (register, preferences)", i + 1, USERS);
     }
-    const orders = data.users.flatMap((u) => u.orders.map((o) => ({ orderId: o.orderId, userId: u.id, paidAt: o.at, productIds: o.productIds }))).sort((a, b) => (a.orderId < b.orderId ? -1 : 1));
+    const orders = data.users
+      .flatMap((u) => u.orders.map((o) => ({ orderId: o.orderId, userId: u.id, paidAt: o.at, productIds: o.productIds })))
+      .sort((a, b) => (a.orderId < b.orderId ? -1 : 1));
     sources = datasetSources(data, orders);
     const rebuildS = (await rebuildWithProgress(broker, "  model")) / 1000;
     const status = (await broker.call("recommendation.status")) as { users: number; purchases: number; pairs: number; items: number };
 
     // Part 1: latency through the gateway.
     const productPaths = catalog.slice(0, 500).map((p) => `/api/products/${p.id}`);
-    const boughtPaths = [...new Set(orders.slice(0, 2000).flatMap((o) => o.productIds))].slice(0, 500).map((id) => `/api/products/${id}/also-bought`);
-    const sample = (await json(`${base}/api/recommendations`, { headers: { authorization: `Bearer ${tokens[0]}` } })) as { items: unknown[] };
+    const boughtPaths = [...new Set(orders.slice(0, 2000).flatMap((o) => o.productIds))]
+      .slice(0, 500)
+      .map((id) => `/api/products/${id}/also-bought`);
+    const sample = (await json(`${base}/api/recommendations`, { headers: { authorization: `Bearer ${tokens[0]}` } })) as {
+      items: unknown[];
+    };
     if (sample.items.length !== 10) throw new Error(`expected 10 recommendations, got ${sample.items.length}`);
     const rows: Row[] = [];
     const svc = broker.getLocalService("recommendation") as unknown as { cacheTtlS: number };
@@ -198,8 +262,11 @@ async function main(): Promise<void> {
       await broker.cacher?.clean();
       process.stderr.write(`  ${label}\n`);
       if (WARMUP_S > 0) await load({ ...rotating(base, [...paths], tokens), duration: WARMUP_S } as never, "warm-up (not counted)");
-      const m = await profiledInProcess(label, () => load({ ...rotating(base, [...paths], tokens), duration: DURATION_S } as never, "measuring"));
-      if (m.result.errors || m.result.non2xx || m.result.timeouts) throw new Error(`${label}: ${m.result.errors} errors, ${m.result.non2xx} non-2xx, ${m.result.timeouts} timeouts`);
+      const m = await profiledInProcess(label, () =>
+        load({ ...rotating(base, [...paths], tokens), duration: DURATION_S } as never, "measuring"),
+      );
+      if (m.result.errors || m.result.non2xx || m.result.timeouts)
+        throw new Error(`${label}: ${m.result.errors} errors, ${m.result.non2xx} non-2xx, ${m.result.timeouts} timeouts`);
       rows.push({ label, m });
     }
 
@@ -209,7 +276,14 @@ async function main(): Promise<void> {
       const namespace = uniqueNamespace("brecs");
       const mdir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-bench-recs-m-"));
       onCleanup(`remove ${mdir}`, () => fs.rmSync(mdir, { recursive: true, force: true }));
-      const mconfig = loadConfig({ DATA_DIR: mdir, NAMESPACE: namespace, MYSQL_URL, MIGRATE_ON_START: "true", LOG_LEVEL: "warn", PORT: "0" });
+      const mconfig = loadConfig({
+        DATA_DIR: mdir,
+        NAMESPACE: namespace,
+        MYSQL_URL,
+        MIGRATE_ON_START: "true",
+        LOG_LEVEL: "warn",
+        PORT: "0",
+      });
       onCleanup("drop the MariaDB database", () => dropDatabase(mconfig, "recommendation"));
       const { broker: mb } = await loadModel(data, orders, "MariaDB", mconfig);
       onCleanup("stop the MariaDB broker", () => mb.stop());
@@ -252,7 +326,13 @@ async function main(): Promise<void> {
     // Headline figure for `npm run bench` (BENCH_SUMMARY): uncached recommendations p50 as a multiple of the cached product read.
     const uncached = rows.find((r) => r.label === "GET /api/recommendations (uncached)")!.m;
     const x = uncached.latency.p50 / base0.latency.p50;
-    summaryFigure("recs", `uncached GET /api/recommendations p50 vs cached product read (${orders.length} orders)`, `${x.toFixed(2)}× (${uncached.latency.p50.toFixed(2)} vs ${base0.latency.p50.toFixed(2)} ms)`, "<= 5×", x <= 5);
+    summaryFigure(
+      "recs",
+      `uncached GET /api/recommendations p50 vs cached product read (${orders.length} orders)`,
+      `${x.toFixed(2)}× (${uncached.latency.p50.toFixed(2)} vs ${base0.latency.p50.toFixed(2)} ms)`,
+      "<= 5×",
+      x <= 5,
+    );
     summaryFigure("recs", "check", "OK (10 recommendations, no errors or non-2xx)", undefined, true);
     if (RECORD) appendResults(section);
   });

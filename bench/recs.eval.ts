@@ -35,7 +35,6 @@ const arg = (name: string, fallback: number) => {
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
 };
 
-
 interface Split {
   train: { orderId: string; userId: string; paidAt: number; productIds: string[] }[];
   evaluated: { userId: string; heldOut: Set<string>; bought: Set<string>; preferences: { categories: string[]; brands: string[] } }[];
@@ -76,8 +75,19 @@ export function datasetSources(data: Dataset, orders: Split["train"]) {
           return {
             next: r.next,
             items: r.items.map((p) => ({
-              id: p.id, sku: p.id, name: p.name, description: "", category: p.category, brand: p.brand, tags: [],
-              price: { amount: 1000, currency: "EUR" }, images: [], stock: { onHand: 100, reserved: 0, available: 100 }, createdAt: now, updatedAt: now, version: 1,
+              id: p.id,
+              sku: p.id,
+              name: p.name,
+              description: "",
+              category: p.category,
+              brand: p.brand,
+              tags: [],
+              price: { amount: 1000, currency: "EUR" },
+              images: [],
+              stock: { onHand: 100, reserved: 0, available: 100 },
+              createdAt: now,
+              updatedAt: now,
+              version: 1,
             })),
           };
         },
@@ -127,13 +137,18 @@ async function main(): Promise<void> {
   const record = !process.argv.includes("--no-record");
   const data = generate({ users, products: productsN, seed });
   const { train, evaluated } = split(data);
-  process.stderr.write(`Data: ${data.users.length} users, ${data.products.length} products, ${data.orders} orders; ${evaluated.length} users evaluated (each has ≥ 2 orders), ${train.length} training orders\n`);
-  if (evaluated.length < 5000 || data.products.length < 2000) throw new Error("the evaluation needs at least 5,000 evaluated users and 2,000 products");
+  process.stderr.write(
+    `Data: ${data.users.length} users, ${data.products.length} products, ${data.orders} orders; ${evaluated.length} users evaluated (each has ≥ 2 orders), ${train.length} training orders\n`,
+  );
+  if (evaluated.length < 5000 || data.products.length < 2000)
+    throw new Error("the evaluation needs at least 5,000 evaluated users and 2,000 products");
 
   // Baselines' popularity: distinct buyers per product in training.
   const buyers = new Map<string, Set<string>>();
   for (const o of train) for (const p of o.productIds) (buyers.get(p) ?? buyers.set(p, new Set()).get(p)!).add(o.userId);
-  const byPopularity = data.products.map((p) => p.id).sort((a, b) => (buyers.get(b)?.size ?? 0) - (buyers.get(a)?.size ?? 0) || (a < b ? -1 : 1));
+  const byPopularity = data.products
+    .map((p) => p.id)
+    .sort((a, b) => (buyers.get(b)?.size ?? 0) - (buyers.get(a)?.size ?? 0) || (a < b ? -1 : 1));
   const categoryOf = new Map(data.products.map((p) => [p.id, p.category]));
   const random = prng(seed + 1);
 
@@ -150,15 +165,29 @@ async function main(): Promise<void> {
   const started = Date.now();
   try {
     for (const [i, u] of evaluated.entries()) {
-      const mine = (await broker.call("recommendation.rank", { userId: u.userId, limit: 10, preferences: u.preferences })) as { productId: string }[];
+      const mine = (await broker.call("recommendation.rank", { userId: u.userId, limit: 10, preferences: u.preferences })) as {
+        productId: string;
+      }[];
       const plain = (await broker.call("recommendation.rank", { userId: u.userId, limit: 10 })) as { productId: string }[];
-      for (const r of mine) if (u.bought.has(r.productId)) throw new Error(`the service recommended ${r.productId}, which ${u.userId} bought`);
-      add("service", mine.map((r) => r.productId), u.heldOut);
-      add("service, no preferences", plain.map((r) => r.productId), u.heldOut);
+      for (const r of mine)
+        if (u.bought.has(r.productId)) throw new Error(`the service recommended ${r.productId}, which ${u.userId} bought`);
+      add(
+        "service",
+        mine.map((r) => r.productId),
+        u.heldOut,
+      );
+      add(
+        "service, no preferences",
+        plain.map((r) => r.productId),
+        u.heldOut,
+      );
       const notBought = (ids: string[]) => ids.filter((p) => !u.bought.has(p));
       add("popularity", notBought(byPopularity).slice(0, 10), u.heldOut);
       const prefs = new Set(u.preferences.categories);
-      const preferredFirst = [...byPopularity.filter((p) => prefs.has(categoryOf.get(p)!)), ...byPopularity.filter((p) => !prefs.has(categoryOf.get(p)!))];
+      const preferredFirst = [
+        ...byPopularity.filter((p) => prefs.has(categoryOf.get(p)!)),
+        ...byPopularity.filter((p) => !prefs.has(categoryOf.get(p)!)),
+      ];
       add("popularity in preferred categories", notBought(preferredFirst).slice(0, 10), u.heldOut);
       const pick = new Set<string>();
       while (pick.size < 10) {

@@ -58,16 +58,28 @@ function finisher(products: ProductDoc[]) {
             ? (a: (typeof items)[0], b: (typeof items)[0]) => (a.d.createdAt < b.d.createdAt ? 1 : -1)
             : (a: (typeof items)[0], b: (typeof items)[0]) => b.score - a.score;
     const from = (q.page - 1) * q.pageSize;
-    return { total: items.length, ids: items.sort(cmp).slice(from, from + q.pageSize).map((x) => x.d.id) };
+    return {
+      total: items.length,
+      ids: items
+        .sort(cmp)
+        .slice(from, from + q.pageSize)
+        .map((x) => x.d.id),
+    };
   };
 }
 
 // ---------------------------------------------------------------- MiniSearch, as configured before, and tuned
-function miniSearch(name: string, fuzzy: (term: string, i: number, terms: string[], ms: MiniSearch<ProductDoc>) => number | false): Candidate {
+function miniSearch(
+  name: string,
+  fuzzy: (term: string, i: number, terms: string[], ms: MiniSearch<ProductDoc>) => number | false,
+): Candidate {
   const ms = new MiniSearch<ProductDoc>(miniSearchOptions());
   let finish: ReturnType<typeof finisher>;
   let products: ProductDoc[] = [];
-  const opts = (combineWith: "AND" | "OR") => ({ ...miniSearchQuery(combineWith), fuzzy: (t: string, i: number, terms: string[]) => fuzzy(t, i, terms, ms) });
+  const opts = (combineWith: "AND" | "OR") => ({
+    ...miniSearchQuery(combineWith),
+    fuzzy: (t: string, i: number, terms: string[]) => fuzzy(t, i, terms, ms),
+  });
   return {
     name,
     build: (p) => {
@@ -76,7 +88,11 @@ function miniSearch(name: string, fuzzy: (term: string, i: number, terms: string
       finish = finisher(p);
     },
     search: (q) => {
-      if (!q.q) return finish(products.map((p) => ({ id: p.id, score: 0 })), q);
+      if (!q.q)
+        return finish(
+          products.map((p) => ({ id: p.id, score: 0 })),
+          q,
+        );
       let r = ms.search(q.q, opts("AND"));
       if (!r.length) r = ms.search(q.q, opts("OR"));
       return finish(r as unknown as Array<{ id: string; score: number }>, q);
@@ -126,21 +142,48 @@ function orama(): Candidate | undefined {
       products = p;
       finish = finisher(p);
       db = lib.create({
-        schema: { id: "string", name: "string", brand: "string", category: "string", tags: "string[]", description: "string", sku: "string" } as const,
+        schema: {
+          id: "string",
+          name: "string",
+          brand: "string",
+          category: "string",
+          tags: "string[]",
+          description: "string",
+          sku: "string",
+        } as const,
       });
-      await lib.insertMultiple(db as never, p.map((x) => ({ id: x.id, name: x.name, brand: x.brand, category: x.category, tags: x.tags, description: x.description, sku: x.sku })) as never, 1000);
+      await lib.insertMultiple(
+        db as never,
+        p.map((x) => ({
+          id: x.id,
+          name: x.name,
+          brand: x.brand,
+          category: x.category,
+          tags: x.tags,
+          description: x.description,
+          sku: x.sku,
+        })) as never,
+        1000,
+      );
     },
     search: async (q) => {
-      if (!q.q) return finish(products.map((p) => ({ id: p.id, score: 0 })), q);
+      if (!q.q)
+        return finish(
+          products.map((p) => ({ id: p.id, score: 0 })),
+          q,
+        );
       const run = async (threshold: number) =>
-        (await lib.search(db as never, {
-          term: q.q,
-          properties,
-          boost: { name: 3, brand: 2, sku: 2, category: 1.5, tags: 1.5 },
-          tolerance: 2,
-          threshold,
-          limit: N,
-        } as never)) as { hits: Array<{ id: string; score: number }> };
+        (await lib.search(
+          db as never,
+          {
+            term: q.q,
+            properties,
+            boost: { name: 3, brand: 2, sku: 2, category: 1.5, tags: 1.5 },
+            tolerance: 2,
+            threshold,
+            limit: N,
+          } as never,
+        )) as { hits: Array<{ id: string; score: number }> };
       let r = await run(0);
       if (!r.hits.length) r = await run(1);
       return finish(r.hits, q);
@@ -150,7 +193,8 @@ function orama(): Candidate | undefined {
 
 // ---------------------------------------------------------------- FlexSearch
 function flexSearch(): Candidate | undefined {
-  const lib = load("flexsearch") as { Index: new (o: object) => { add(id: number, text: string): void; search(q: string, o?: object): number[] } } | undefined;
+  const lib = load("flexsearch") as
+    { Index: new (o: object) => { add(id: number, text: string): void; search(q: string, o?: object): number[] } } | undefined;
   if (!lib) return undefined;
   // One combined text field (FlexSearch ANDs the terms within a field, not across fields),
   // a soundex-like encoder for typos ("LatinSoundex"), forward tokenization for prefixes.
@@ -165,10 +209,17 @@ function flexSearch(): Candidate | undefined {
       p.forEach((x, i) => idx.add(i, [x.name, x.brand, x.category, x.tags.join(" "), x.description, x.sku].join(" ")));
     },
     search: (q) => {
-      if (!q.q) return finish(products.map((p) => ({ id: p.id, score: 0 })), q);
+      if (!q.q)
+        return finish(
+          products.map((p) => ({ id: p.id, score: 0 })),
+          q,
+        );
       let r = idx.search(q.q, { limit: N });
       if (!r.length) r = idx.search(q.q, { limit: N, suggest: true });
-      return finish(r.map((i, rank) => ({ id: products[i].id, score: -rank })), q);
+      return finish(
+        r.map((i, rank) => ({ id: products[i].id, score: -rank })),
+        q,
+      );
     },
   };
 }
@@ -183,7 +234,9 @@ function fts5(tokenizer: "unicode61" | "trigram"): Candidate {
   const db = new Database(":memory:");
   db.pragma("journal_mode = OFF");
   db.exec(`CREATE TABLE p (rowid INTEGER PRIMARY KEY, id TEXT, category TEXT, brand TEXT, price INTEGER, available INTEGER, created TEXT)`);
-  db.exec(`CREATE VIRTUAL TABLE f USING fts5(name, brand, category, tags, description, sku, tokenize='${tokenizer}', content='', columnsize=1, detail=${tokenizer === "trigram" ? "full" : "column"})`);
+  db.exec(
+    `CREATE VIRTUAL TABLE f USING fts5(name, brand, category, tags, description, sku, tokenize='${tokenizer}', content='', columnsize=1, detail=${tokenizer === "trigram" ? "full" : "column"})`,
+  );
   const vocab: SearchableMap<number> = new (require("minisearch/SearchableMap"))();
   const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
   const matchExpr = (terms: string[], op: "AND" | "OR") =>
@@ -212,11 +265,15 @@ function fts5(tokenizer: "unicode61" | "trigram"): Candidate {
       })();
       if (tokenizer === "unicode61") {
         db.exec("CREATE VIRTUAL TABLE v USING fts5vocab(f, 'row')");
-        for (const r of db.prepare("SELECT term, doc FROM v").iterate() as Iterable<{ term: string; doc: number }>) vocab.set(r.term, r.doc);
+        for (const r of db.prepare("SELECT term, doc FROM v").iterate() as Iterable<{ term: string; doc: number }>)
+          vocab.set(r.term, r.doc);
       }
     },
     search: (q) => {
-      const terms = q.q.toLowerCase().split(/[\n\r\p{Z}\p{P}]+/u).filter(Boolean);
+      const terms = q.q
+        .toLowerCase()
+        .split(/[\n\r\p{Z}\p{P}]+/u)
+        .filter(Boolean);
       const where: string[] = [];
       const args: unknown[] = [];
       if (q.minPrice !== undefined) (where.push("price >= ?"), args.push(q.minPrice));
@@ -242,9 +299,20 @@ function fts5(tokenizer: "unicode61" | "trigram"): Candidate {
       db.prepare(`SELECT category, count(*) FROM hits${cw(brF)} GROUP BY category`).all(bind(params));
       db.prepare(`SELECT brand, count(*) FROM hits${cw(catF)} GROUP BY brand`).all(bind(params));
       const both = [catF, brF].filter(Boolean).join(" AND ");
-      const order = q.sort === "price_asc" ? "price ASC" : q.sort === "price_desc" ? "price DESC" : q.sort === "newest" || !q.q ? "created DESC" : "score ASC";
+      const order =
+        q.sort === "price_asc"
+          ? "price ASC"
+          : q.sort === "price_desc"
+            ? "price DESC"
+            : q.sort === "newest" || !q.q
+              ? "created DESC"
+              : "score ASC";
       const total = (db.prepare(`SELECT count(*) AS n FROM hits${cw(both)}`).get(bind(params)) as { n: number }).n;
-      const ids = (db.prepare(`SELECT id FROM hits${cw(both)} ORDER BY ${order}, id LIMIT ${q.pageSize} OFFSET ${(q.page - 1) * q.pageSize}`).all(bind(params)) as Array<{ id: string }>).map((r) => r.id);
+      const ids = (
+        db
+          .prepare(`SELECT id FROM hits${cw(both)} ORDER BY ${order}, id LIMIT ${q.pageSize} OFFSET ${(q.page - 1) * q.pageSize}`)
+          .all(bind(params)) as Array<{ id: string }>
+      ).map((r) => r.id);
       return { total, ids };
     },
   };
@@ -289,7 +357,9 @@ async function main() {
     const heap = memoryMb() - h0;
     const rss = process.memoryUsage().rss / 1048576 - rss0;
     process.stderr.write(`${c.name}: built in ${buildMs.toFixed(0)} ms\n`);
-    const line: string[] = [`${c.name}: build ${Math.round((N / buildMs) * 1000).toLocaleString("en-US")} docs/s, +${heap.toFixed(0)} MB heap+buffers (+${rss.toFixed(0)} MB rss), load ${os.loadavg()[0].toFixed(1)}`];
+    const line: string[] = [
+      `${c.name}: build ${Math.round((N / buildMs) * 1000).toLocaleString("en-US")} docs/s, +${heap.toFixed(0)} MB heap+buffers (+${rss.toFixed(0)} MB rss), load ${os.loadavg()[0].toFixed(1)}`,
+    ];
     const typo = await c.search(parseSearchQuery({ q: "iphnoe" }));
     line.push(`  iphnoe: ${typo.total} matches, first ${typo.ids[0] ? products.find((p) => p.id === typo.ids[0])!.name : "-"}`);
     for (const [cls, queries] of Object.entries(CLASSES)) {
@@ -305,7 +375,9 @@ async function main() {
         times.push(performance.now() - t);
       }
       const { p50, p99 } = pct(times);
-      line.push(`  ${cls.padEnd(12)} p50 ${p50.toFixed(2).padStart(7)} ms  p99 ${p99.toFixed(2).padStart(7)} ms  avg matches ${Math.round(hits / times.length)} (${times.length} queries)`);
+      line.push(
+        `  ${cls.padEnd(12)} p50 ${p50.toFixed(2).padStart(7)} ms  p99 ${p99.toFixed(2).padStart(7)} ms  avg matches ${Math.round(hits / times.length)} (${times.length} queries)`,
+      );
       process.stderr.write(`${line[line.length - 1]}\n`);
     }
     console.log(line.join("\n"));

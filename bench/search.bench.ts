@@ -31,9 +31,22 @@ const REFERENCE = process.env.BENCH_REFERENCE !== "0";
 
 /** The query classes (also run by bench/search-candidates.ts). */
 export const CLASSES: Record<string, RawSearchQuery[]> = {
-  "single word": ["laptop", "sneakers", "galaxy", "blender", "watch", "camera", "chair", "lego", "headphones", "console"].map((q) => ({ q })),
-  "multi-word": ["sony wireless headphones", "apple macbook pro", "running shoes blue", "espresso machine black", "lenovo thinkpad 14", "garmin smartwatch sport", "lego building set", "canon mirrorless camera"].map((q) => ({ q })),
-  typo: ["iphnoe", "hedphones", "labtop", "sneekers", "mirorless", "smartwach", "blendr", "macbok pro", "samsumg galaxy", "playstaton"].map((q) => ({ q })),
+  "single word": ["laptop", "sneakers", "galaxy", "blender", "watch", "camera", "chair", "lego", "headphones", "console"].map((q) => ({
+    q,
+  })),
+  "multi-word": [
+    "sony wireless headphones",
+    "apple macbook pro",
+    "running shoes blue",
+    "espresso machine black",
+    "lenovo thinkpad 14",
+    "garmin smartwatch sport",
+    "lego building set",
+    "canon mirrorless camera",
+  ].map((q) => ({ q })),
+  typo: ["iphnoe", "hedphones", "labtop", "sneekers", "mirorless", "smartwach", "blendr", "macbok pro", "samsumg galaxy", "playstaton"].map(
+    (q) => ({ q }),
+  ),
   filtered: [
     { q: "headphones", category: "Headphones", inStock: "true", sort: "price_asc" },
     { q: "pro", brand: "Apple", minPrice: "50000", maxPrice: "200000" },
@@ -146,7 +159,11 @@ async function main() {
     return (U / ms(t0)) * 1000;
   };
   progress("upserts… ");
-  const renamed = Array.from({ length: U }, (_, i) => products[(i * 7919) % N]).map((p) => ({ ...p, name: `${p.name} v2`, version: p.version + 1 }));
+  const renamed = Array.from({ length: U }, (_, i) => products[(i * 7919) % N]).map((p) => ({
+    ...p,
+    name: `${p.name} v2`,
+    version: p.version + 1,
+  }));
   const upsertText = await upserts(renamed);
   const upsertStock = await upserts(renamed.map((p) => ({ ...p, stock: { ...p.stock, available: 0 }, version: p.version + 1 })));
   progress(`new words ${fmt(upsertText, 0)}/s, stock only ${fmt(upsertStock, 0)}/s\n`);
@@ -197,7 +214,9 @@ async function main() {
     "| index build | ms | docs/s |",
     "|---|---:|---:|",
     `| our \`MiniSearchEngine.index\` (yields every 1,000; alone in the heap): median of 3 builds (${buildMs.map((x) => fmt(x, 0)).join(", ")} ms) | ${fmt(ourIndexMs, 0)} | ${fmt(docsPerS(ourIndexMs), 0)} |`,
-    ...(ref ? [`| reference: raw MiniSearch 7.2 \`addAll\` (alone in the heap) | ${fmt(ref.indexMs, 0)} | ${fmt(docsPerS(ref.indexMs), 0)} |`] : []),
+    ...(ref
+      ? [`| reference: raw MiniSearch 7.2 \`addAll\` (alone in the heap) | ${fmt(ref.indexMs, 0)} | ${fmt(docsPerS(ref.indexMs), 0)} |`]
+      : []),
     "",
     "| queries | avg matches (ours) | ours p50 ms | ours p99 ms | raw MiniSearch p50 ms | raw MiniSearch p99 ms | raw/ours (mean) |",
     "|---|---:|---:|---:|---:|---:|---:|",
@@ -212,7 +231,13 @@ async function main() {
   // Headline figures for `npm run bench` (BENCH_SUMMARY).
   const size = `${N.toLocaleString("en-US")} docs`;
   for (const x of ours)
-    summaryFigure("search", `${x.name} queries p50 / p99 (${size})`, `${fmt(x.p50)} / ${fmt(x.p99)} ms`, "p50 <= 5, p99 <= 25 ms", x.p50 <= 5 && x.p99 <= 25);
+    summaryFigure(
+      "search",
+      `${x.name} queries p50 / p99 (${size})`,
+      `${fmt(x.p50)} / ${fmt(x.p99)} ms`,
+      "p50 <= 5, p99 <= 25 ms",
+      x.p50 <= 5 && x.p99 <= 25,
+    );
   summaryFigure("search", `index build, docs/s (${size})`, fmt(docsPerS(ourIndexMs), 0), ">= 60,000", docsPerS(ourIndexMs) >= 60_000);
   summaryFigure("search", `heap + ArrayBuffers, products and our index (${size})`, `${fmt(ourMem, 0)} MB`, "<= 300 MB", ourMem <= 300);
   summaryFigure("search", "check", "OK (typo query 'iphnoe' finds an iPhone)", undefined, true);

@@ -43,18 +43,27 @@ const NAMES: Name[] = ["JSON", "CBOR", "protobuf"];
 const MICRO_NAMES: Name[] = [...NAMES, "protobuf, user contracts only"];
 const USER_ONLY = (() => {
   const d = JSON.parse(JSON.stringify(descriptor)) as { nested: { meridian: { nested: Record<string, unknown> } } };
-  for (const pkg of ["product", "cart", "order", "payment", "notification", "search", "recommendation"]) delete d.nested.meridian.nested[pkg];
+  for (const pkg of ["product", "cart", "order", "payment", "notification", "search", "recommendation"])
+    delete d.nested.meridian.nested[pkg];
   return d;
 })();
 type Ser = { serialize(o: object, t: string): Buffer; deserialize(b: Buffer, t: string): any };
 function makeSerializer(name: Name): InstanceType<typeof Serializers.Base> {
   const s =
-    name === "protobuf" ? new ProtobufSerializer()
-    : name === "protobuf, user contracts only" ? new ProtobufSerializer({ descriptor: USER_ONLY })
-    : name === "CBOR" ? new Serializers.CBOR()
-    : new Serializers.JSON();
+    name === "protobuf"
+      ? new ProtobufSerializer()
+      : name === "protobuf, user contracts only"
+        ? new ProtobufSerializer({ descriptor: USER_ONLY })
+        : name === "CBOR"
+          ? new Serializers.CBOR()
+          : new Serializers.JSON();
   const logger = { debug() {}, info() {}, warn: console.warn, error: console.error };
-  s.init({ getLogger: () => logger, fatal: (m: string) => { throw new Error(m); } } as never);
+  s.init({
+    getLogger: () => logger,
+    fatal: (m: string) => {
+      throw new Error(m);
+    },
+  } as never);
   return s;
 }
 
@@ -74,30 +83,67 @@ const LINES = [
   { productId: "a4c8e1b3-7d2f-4c9a-b6e5-3f1d9a7c5e84", quantity: 3, status: "held" },
 ];
 const PRODUCT = {
-  id: LINES[0]!.productId, sku: "LAMP-0042", name: "Desk Lamp Pro", description: "An adjustable LED desk lamp with three colour temperatures.",
-  category: "lamps", brand: "Acme", tags: ["lighting", "office"], price: { amount: 4200, currency: "EUR" },
-  images: ["https://cdn.example.com/p/lamp-0042/1.jpg"], stock: { onHand: 120, reserved: 7, available: 113 },
-  createdAt: "2026-11-24T12:00:00.000Z", updatedAt: "2026-12-03T09:30:00.000Z", version: 18,
+  id: LINES[0]!.productId,
+  sku: "LAMP-0042",
+  name: "Desk Lamp Pro",
+  description: "An adjustable LED desk lamp with three colour temperatures.",
+  category: "lamps",
+  brand: "Acme",
+  tags: ["lighting", "office"],
+  price: { amount: 4200, currency: "EUR" },
+  images: ["https://cdn.example.com/p/lamp-0042/1.jpg"],
+  stock: { onHand: 120, reserved: 7, available: 113 },
+  createdAt: "2026-11-24T12:00:00.000Z",
+  updatedAt: "2026-12-03T09:30:00.000Z",
+  version: 18,
 };
 /** The reserve's answer prices its lines (what the order freezes). */
-const PRICED = LINES.map(({ productId, quantity }, i) => ({ productId, sku: `SKU-${i}`, name: `Product ${i}`, unitPrice: { amount: 1000 + i, currency: "EUR" }, quantity }));
+const PRICED = LINES.map(({ productId, quantity }, i) => ({
+  productId,
+  sku: `SKU-${i}`,
+  name: `Product ${i}`,
+  unitPrice: { amount: 1000 + i, currency: "EUR" },
+  quantity,
+}));
 /** A business event as the relay publishes it on RabbitMQ (outbox row → envelope). */
 const ORDER_PAID = {
-  id: "7a3e9c1d-5b2f-4e8a-9c6d-1f4b7e2a9d53", name: "order.paid", source: "order", occurredAt: "2026-12-03T12:01:00.000Z",
+  id: "7a3e9c1d-5b2f-4e8a-9c6d-1f4b7e2a9d53",
+  name: "order.paid",
+  source: "order",
+  occurredAt: "2026-12-03T12:01:00.000Z",
   payload: {
-    orderId: ORDER_ID, userId: USER_ID, total: { amount: 20160, currency: "EUR" }, paymentId: "pay-4c2e8a1f", provider: "sandbox",
-    lines: LINES.map(({ productId, quantity }) => ({ productId, quantity })), occurredAt: "2026-12-03T12:01:00.000Z",
+    orderId: ORDER_ID,
+    userId: USER_ID,
+    total: { amount: 20160, currency: "EUR" },
+    paymentId: "pay-4c2e8a1f",
+    provider: "sandbox",
+    lines: LINES.map(({ productId, quantity }) => ({ productId, quantity })),
+    occurredAt: "2026-12-03T12:01:00.000Z",
   },
 };
-const common = { ver: "5", sender: "gateway-7f9c2", meta: { clientIp: "10.0.0.12", requestId: "b7c4f3d2-1e55-4c1a-8f3d-0a9b8c7d6e5f" }, headers: {} };
+const common = {
+  ver: "5",
+  sender: "gateway-7f9c2",
+  meta: { clientIp: "10.0.0.12", requestId: "b7c4f3d2-1e55-4c1a-8f3d-0a9b8c7d6e5f" },
+  headers: {},
+};
 const reqId = "5d9e2f7a-0c3b-4b8e-a1f6-7e2d9c4b3a10";
 const CASES: { name: string; type: string; packet: Record<string, unknown>; prime?: string }[] = [
   {
     name: "REQ user.register",
     type: "REQ",
     packet: {
-      ...common, id: reqId, action: "user.register", params: { email: USER.email, password: "correct horse battery staple", name: USER.name },
-      timeout: 5000, level: 1, tracing: null, parentID: null, requestID: reqId, caller: "api", stream: false,
+      ...common,
+      id: reqId,
+      action: "user.register",
+      params: { email: USER.email, password: "correct horse battery staple", name: USER.name },
+      timeout: 5000,
+      level: 1,
+      tracing: null,
+      parentID: null,
+      requestID: reqId,
+      caller: "api",
+      stream: false,
     },
   },
   {
@@ -105,16 +151,34 @@ const CASES: { name: string; type: string; packet: Record<string, unknown>; prim
     type: "RES",
     prime: "user.register",
     packet: {
-      ...common, sender: "user-1", id: reqId, success: true, headers: undefined,
-      data: { user: USER, accessToken: `eyJhbGciOiJIUzI1NiJ9.${"x".repeat(180)}.${"y".repeat(43)}`, refreshToken: `0f4a1c2e-9d8b-4e6f-a3c5-7b1d2e9f4a6c.${"z".repeat(43)}` },
+      ...common,
+      sender: "user-1",
+      id: reqId,
+      success: true,
+      headers: undefined,
+      data: {
+        user: USER,
+        accessToken: `eyJhbGciOiJIUzI1NiJ9.${"x".repeat(180)}.${"y".repeat(43)}`,
+        refreshToken: `0f4a1c2e-9d8b-4e6f-a3c5-7b1d2e9f4a6c.${"z".repeat(43)}`,
+      },
     },
   },
   {
     name: "EVENT user.registered",
     type: "EVENT",
     packet: {
-      ...common, id: reqId, event: "user.registered", data: { userId: USER.id, email: USER.email, name: USER.name, occurredAt: USER.createdAt },
-      groups: ["notification"], broadcast: false, level: 1, tracing: null, parentID: null, requestID: reqId, caller: "user", needAck: null,
+      ...common,
+      id: reqId,
+      event: "user.registered",
+      data: { userId: USER.id, email: USER.email, name: USER.name, occurredAt: USER.createdAt },
+      groups: ["notification"],
+      broadcast: false,
+      level: 1,
+      tracing: null,
+      parentID: null,
+      requestID: reqId,
+      caller: "user",
+      needAck: null,
     },
   },
   // The money path: the order service reserving stock, the product it priced.
@@ -122,15 +186,31 @@ const CASES: { name: string; type: string; packet: Record<string, unknown>; prim
     name: "REQ product.reserve",
     type: "REQ",
     packet: {
-      ...common, id: reqId, action: "product.reserve", params: { orderId: ORDER_ID, lines: LINES.map(({ productId, quantity }) => ({ productId, quantity })) },
-      timeout: 5000, level: 2, tracing: null, parentID: null, requestID: reqId, caller: "order", stream: false,
+      ...common,
+      id: reqId,
+      action: "product.reserve",
+      params: { orderId: ORDER_ID, lines: LINES.map(({ productId, quantity }) => ({ productId, quantity })) },
+      timeout: 5000,
+      level: 2,
+      tracing: null,
+      parentID: null,
+      requestID: reqId,
+      caller: "order",
+      stream: false,
     },
   },
   {
     name: "RES Reservation",
     type: "RES",
     prime: "product.reserve",
-    packet: { ...common, sender: "product-1", id: reqId, success: true, headers: undefined, data: { orderId: ORDER_ID, status: "held", lines: LINES, expiresAt: "2026-12-03T12:15:00.000Z", priced: PRICED } },
+    packet: {
+      ...common,
+      sender: "product-1",
+      id: reqId,
+      success: true,
+      headers: undefined,
+      data: { orderId: ORDER_ID, status: "held", lines: LINES, expiresAt: "2026-12-03T12:15:00.000Z", priced: PRICED },
+    },
   },
   {
     name: "RES Product",
@@ -202,7 +282,14 @@ function amqpEnvelope() {
 /** Each contract case must travel as its contract message (else the bench measures the JSON fallback). */
 function checkCasesFit() {
   for (const c of CASES) {
-    const contract = c.type === "REQ" ? requestCodec(c.packet.action) : c.type === "RES" ? responseCodec(c.prime ?? "") : c.type === "EVENT" ? eventCodec(c.packet.event) : null;
+    const contract =
+      c.type === "REQ"
+        ? requestCodec(c.packet.action)
+        : c.type === "RES"
+          ? responseCodec(c.prime ?? "")
+          : c.type === "EVENT"
+            ? eventCodec(c.packet.event)
+            : null;
     const value = c.type === "REQ" ? c.packet.params : c.packet.data;
     if (c.type !== "HEARTBEAT" && !contract) throw new Error(`${c.name}: no contract`);
     const why = contract ? explainMisfit(contract.type, value) : null;
@@ -212,7 +299,14 @@ function checkCasesFit() {
 
 async function remote(vhost: RabbitVhost, name: Name) {
   const namespace = `bs-${randomBytes(4).toString("hex")}`;
-  const env = { RABBITMQ_URI: vhost.uri, NAMESPACE: namespace, JWT_SECRET: "x".repeat(32), REDIS_URL, LOG_LEVEL: "warn", DATA_DIR: "/tmp/meridian-bench-serializer" };
+  const env = {
+    RABBITMQ_URI: vhost.uri,
+    NAMESPACE: namespace,
+    JWT_SECRET: "x".repeat(32),
+    REDIS_URL,
+    LOG_LEVEL: "warn",
+    DATA_DIR: "/tmp/meridian-bench-serializer",
+  };
   const make = (nodeID: string) => {
     const opts = brokerOptions(loadConfig({ ...env, NODE_ID: nodeID }));
     opts.serializer = makeSerializer(name) as never;
@@ -222,7 +316,10 @@ async function remote(vhost: RabbitVhost, name: Name) {
   };
   const server = make(`srv-${name}`);
   const client = make(`cli-${name}`);
-  server.createService({ name: "user", actions: { get: { visibility: "public", handler: (ctx: any) => ({ ...USER, id: ctx.params.id }) } } });
+  server.createService({
+    name: "user",
+    actions: { get: { visibility: "public", handler: (ctx: any) => ({ ...USER, id: ctx.params.id }) } },
+  });
   try {
     await Promise.all([server.start(), client.start()]);
     await client.waitForServices(["user"], 20_000);
@@ -273,16 +370,22 @@ async function main() {
   }
 
   const out: string[] = [];
-  out.push(`Node ${process.version}, ${new Date().toISOString().slice(0, 10)}; ${MICRO_MS} ms per packet case; remote: ${IN_FLIGHT} in flight, ${DURATION_S} s each.`, "");
+  out.push(
+    `Node ${process.version}, ${new Date().toISOString().slice(0, 10)}; ${MICRO_MS} ms per packet case; remote: ${IN_FLIGHT} in flight, ${DURATION_S} s each.`,
+    "",
+  );
   out.push("| packet | serializer | bytes | vs JSON | encode+decode/s | vs JSON |", "|---|---|---:|---:|---:|---:|");
   for (const c of [...CASES.map((x) => x.name), "AMQP order.paid"].map((name) => ({ name }))) {
     const base = rows.find((r) => r.case === c.name && r.ser === "JSON")!;
     for (const r of rows.filter((x) => x.case === c.name))
-      out.push(`| ${r.case} | ${r.ser} | ${r.bytes} | ${pct(r.bytes / base.bytes)} | ${Math.round(r.ops).toLocaleString("en")} | ${pct(r.ops / base.ops)} |`);
+      out.push(
+        `| ${r.case} | ${r.ser} | ${r.bytes} | ${pct(r.bytes / base.bytes)} | ${Math.round(r.ops).toLocaleString("en")} | ${pct(r.ops / base.ops)} |`,
+      );
   }
   out.push("", "| remote `user.get` over AMQP | calls/s | vs JSON | failed |", "|---|---:|---:|---:|");
   const baseRate = remoteRows.find((r) => r.ser === "JSON")!.rate;
-  for (const r of remoteRows) out.push(`| ${r.ser} | ${Math.round(r.rate).toLocaleString("en")} | ${pct(r.rate / baseRate)} | ${r.failed} |`);
+  for (const r of remoteRows)
+    out.push(`| ${r.ser} | ${Math.round(r.rate).toLocaleString("en")} | ${pct(r.rate / baseRate)} | ${r.failed} |`);
   process.stdout.write(out.join("\n") + "\n");
 }
 

@@ -52,17 +52,41 @@ async function main(): Promise<void> {
     const statement = raw.prepare("select * from `t` where `id` = ? limit 1");
 
     const ceiling = await measure("better-sqlite3, prepared once", (i) => statement.get(`id${i % 100}`));
-    const withCache = await measure("knex, lib/db.ts (cached)", (i) => cached("t").where({ id: `id${i % 100}` }).first());
-    const without = await measure("knex, prepare per query", (i) => plain("t").where({ id: `id${i % 100}` }).first());
+    const withCache = await measure("knex, lib/db.ts (cached)", (i) =>
+      cached("t")
+        .where({ id: `id${i % 100}` })
+        .first(),
+    );
+    const without = await measure("knex, prepare per query", (i) =>
+      plain("t")
+        .where({ id: `id${i % 100}` })
+        .first(),
+    );
     const row = (name: string, us: number) => [name, us.toFixed(1), `${((ceiling / us) * 100).toFixed(0)} %`];
     process.stdout.write(
       `\nNode ${process.version}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, load ${os.loadavg()[0].toFixed(2)}; best of ${ROUNDS} rounds of ${N} point reads\n\n` +
-        markdownTable(["path", "µs per query", "vs prepared once"], [row("better-sqlite3, prepared once", ceiling), row("knex, statements cached (lib/db.ts)", withCache), row("knex, prepare per query", without)], [false, true, true]) +
+        markdownTable(
+          ["path", "µs per query", "vs prepared once"],
+          [
+            row("better-sqlite3, prepared once", ceiling),
+            row("knex, statements cached (lib/db.ts)", withCache),
+            row("knex, prepare per query", without),
+          ],
+          [false, true, true],
+        ) +
         `\n\nThe cache saves ${(without - withCache).toFixed(1)} µs per query (${(((without - withCache) / without) * 100).toFixed(0)} %).\n`,
     );
     // Headline figures for `npm run bench` (BENCH_SUMMARY); the issue sets no targets for these.
-    summaryFigure("sqlite", "knex point read, statements cached (lib/db.ts)", `${withCache.toFixed(1)} µs (${((ceiling / withCache) * 100).toFixed(0)} % of prepared once)`);
-    summaryFigure("sqlite", "saved by the statement cache per query", `${(without - withCache).toFixed(1)} µs (${(((without - withCache) / without) * 100).toFixed(0)} %)`);
+    summaryFigure(
+      "sqlite",
+      "knex point read, statements cached (lib/db.ts)",
+      `${withCache.toFixed(1)} µs (${((ceiling / withCache) * 100).toFixed(0)} % of prepared once)`,
+    );
+    summaryFigure(
+      "sqlite",
+      "saved by the statement cache per query",
+      `${(without - withCache).toFixed(1)} µs (${(((without - withCache) / without) * 100).toFixed(0)} %)`,
+    );
     summaryFigure("sqlite", "check", "OK (every row checked)", undefined, true);
     raw.close();
     await Promise.all([cached.destroy(), plain.destroy()]);

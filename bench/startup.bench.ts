@@ -49,7 +49,15 @@ async function once(v: Variant, port: number): Promise<{ ms: number; rss: number
   const t0 = performance.now();
   const child = spawn(process.execPath, v.argv, {
     cwd: ROOT,
-    env: { ...process.env, NODE_ENV: "production", DATA_DIR: dataDir, PORT: String(port), GRPC_PORT: String(port + 1), DEMO_CATALOG: "false", LOG_LEVEL: "warn" },
+    env: {
+      ...process.env,
+      NODE_ENV: "production",
+      DATA_DIR: dataDir,
+      PORT: String(port),
+      GRPC_PORT: String(port + 1),
+      DEMO_CATALOG: "false",
+      LOG_LEVEL: "warn",
+    },
     stdio: "ignore",
   });
   try {
@@ -82,14 +90,35 @@ async function main(): Promise<void> {
   const rows = VARIANTS.map((v) => {
     const xs = results.get(v.name)!;
     const ms = median(xs.map((x) => x.ms));
-    return [v.name, ms.toFixed(0), (ms / bare).toFixed(1), xs.map((x) => x.ms.toFixed(0)).join(" / "), median(xs.map((x) => x.rss)).toFixed(0), median(xs.map((x) => x.rssIdle)).toFixed(0)];
+    return [
+      v.name,
+      ms.toFixed(0),
+      (ms / bare).toFixed(1),
+      xs.map((x) => x.ms.toFixed(0)).join(" / "),
+      median(xs.map((x) => x.rss)).toFixed(0),
+      median(xs.map((x) => x.rssIdle)).toFixed(0),
+    ];
   });
-  const table = markdownTable(["start", "ms to first 200 (median)", "× bare", "rounds, ms", "RSS MB then", "RSS MB after 3 s"], rows, [false, true, true, true, true, true]);
+  const table = markdownTable(["start", "ms to first 200 (median)", "× bare", "rounds, ms", "RSS MB then", "RSS MB after 3 s"], rows, [
+    false,
+    true,
+    true,
+    true,
+    true,
+    true,
+  ]);
   const header = `Node ${process.version}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; ${os.cpus().length} cores, load ${os.loadavg()[0]!.toFixed(2)}; ${ROUNDS} rounds, alternating`;
   process.stdout.write(`${header}\n\n${table}\n`);
   const [tsx, compiled] = [rows[1]!, rows[2]!];
-  summaryFigure("startup", "embedded start, compiled vs tsx (ms, RSS MB)", `${compiled[1]} vs ${tsx[1]} ms; ${compiled[4]} vs ${tsx[4]} MB`);
-  if (process.env.BENCH_RECORD !== "0") appendResults(`\n## Startup, tsx and compiled (\`npm run bench:startup\`, #18), ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC\n\n${header}\n\n${table}\n`);
+  summaryFigure(
+    "startup",
+    "embedded start, compiled vs tsx (ms, RSS MB)",
+    `${compiled[1]} vs ${tsx[1]} ms; ${compiled[4]} vs ${tsx[4]} MB`,
+  );
+  if (process.env.BENCH_RECORD !== "0")
+    appendResults(
+      `\n## Startup, tsx and compiled (\`npm run bench:startup\`, #18), ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC\n\n${header}\n\n${table}\n`,
+    );
 }
 
 main().catch((err) => {

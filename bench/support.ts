@@ -163,7 +163,10 @@ export function aborting(): boolean {
 
 /** Ctrl-C / SIGTERM: stop the load, clean up everything, exit 130/143. */
 export function installSignalCleanup(): void {
-  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const)
+  for (const [signal, code] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const)
     process.on(signal, () => {
       if (exiting) return;
       exiting = true;
@@ -201,7 +204,8 @@ export async function profiledInProcess<T>(name: string, fn: () => Promise<T>): 
   if (!CPU_PROF_DIR) return fn();
   const session = new inspector.Session();
   session.connect();
-  const post = (method: string) => new Promise<unknown>((resolve, reject) => session.post(method, (err, res) => (err ? reject(err) : resolve(res))));
+  const post = (method: string) =>
+    new Promise<unknown>((resolve, reject) => session.post(method, (err, res) => (err ? reject(err) : resolve(res))));
   await post("Profiler.enable");
   await post("Profiler.start");
   try {
@@ -257,7 +261,8 @@ export function startChild(file: string, name: string, env: Record<string, strin
         if (err) reject(err);
         else resolve(match!);
       };
-      const fail = (why: string) => done(new Error(`${name}: ${why} before a line matched ${re}. Last lines:\n${lines.slice(-20).join("\n")}`));
+      const fail = (why: string) =>
+        done(new Error(`${name}: ${why} before a line matched ${re}. Last lines:\n${lines.slice(-20).join("\n")}`));
       const timer = setTimeout(() => fail(`${timeoutMs} ms passed`), timeoutMs);
       listeners.add(onLine);
       void exit.then(() => listeners.has(onLine) && fail("process exited"));
@@ -270,7 +275,10 @@ export function startChild(file: string, name: string, env: Record<string, strin
     if (exited) return;
     kill("SIGTERM");
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([exit.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs)))]);
+    const timedOut = await Promise.race([
+      exit.then(() => false),
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs))),
+    ]);
     clearTimeout(timer);
     if (timedOut) {
       process.stderr.write(`${name}: no exit ${graceMs} ms after SIGTERM, sending SIGKILL\n`);
@@ -366,8 +374,7 @@ const CLOCK_TICKS = 100;
 
 export function markdownTable(header: string[], rows: string[][], alignRight: boolean[] = []): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) =>
-    `| ${cells.map((c, i) => (alignRight[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(" | ")} |`;
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (alignRight[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(" | ")} |`;
   const sep = `|${widths.map((w, i) => (alignRight[i] ? `${"-".repeat(w + 1)}:` : "-".repeat(w + 2))).join("|")}|`;
   return [line(header), sep, ...rows.map(line)].join("\n");
 }

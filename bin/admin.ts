@@ -36,7 +36,9 @@ async function main(): Promise<number> {
     const email = normalizeEmail(address);
     const found = await findCredentialsByEmail(db, email);
     if (!found) {
-      process.stderr.write(`No account has the address ${email}. Sign up first (or let ADMIN_EMAIL/ADMIN_PASSWORD create it at start when no one has it).\n`);
+      process.stderr.write(
+        `No account has the address ${email}. Sign up first (or let ADMIN_EMAIL/ADMIN_PASSWORD create it at start when no one has it).\n`,
+      );
       return 1;
     }
     if (found.user.role === "admin") {

@@ -30,7 +30,9 @@ async function main(): Promise<number> {
     return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
   };
   const ha = args.includes("--ha");
-  const faults = opt("--faults", (ha ? HA_FAULTS : FAULTS).join(",")).split(",").filter(Boolean) as FaultKind[];
+  const faults = opt("--faults", (ha ? HA_FAULTS : FAULTS).join(","))
+    .split(",")
+    .filter(Boolean) as FaultKind[];
   const bad = faults.filter((f) => !FAULT_KINDS.includes(f));
   if (bad.length) {
     process.stderr.write(`--faults: unknown ${bad.join(", ")} (${FAULT_KINDS.join(", ")})\n`);
@@ -52,7 +54,10 @@ async function main(): Promise<number> {
     return 2;
   }
   const startedAt = new Date();
-  const startLoad = os.loadavg().map((x) => x.toFixed(1)).join(" ");
+  const startLoad = os
+    .loadavg()
+    .map((x) => x.toFixed(1))
+    .join(" ");
   const report = await runChaos({
     faults,
     gapS: Number(opt("--gap", "20")),
@@ -74,7 +79,10 @@ async function main(): Promise<number> {
         "",
         `## Chaos (\`npm run chaos\`), ${startedAt.toISOString().slice(0, 16).replace("T", " ")} UTC`,
         "",
-        `Local cluster (k8s/base's replica counts, one process per pod) with private ${ha ? "RabbitMQ ×3 (clustered, quorum queues), etcd ×3" : "RabbitMQ"} and MariaDB; faults: ${faults.join(", ")}${faults.includes("etcd") ? `; etcd outage ${opt("--etcd-outage", "60")} s` : ""}. Machine: ${os.cpus().length} vCPUs; load average ${startLoad} at start → ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} at end.`,
+        `Local cluster (k8s/base's replica counts, one process per pod) with private ${ha ? "RabbitMQ ×3 (clustered, quorum queues), etcd ×3" : "RabbitMQ"} and MariaDB; faults: ${faults.join(", ")}${faults.includes("etcd") ? `; etcd outage ${opt("--etcd-outage", "60")} s` : ""}. Machine: ${os.cpus().length} vCPUs; load average ${startLoad} at start → ${os
+          .loadavg()
+          .map((x) => x.toFixed(1))
+          .join(" ")} at end.`,
         "",
         "```",
         text,

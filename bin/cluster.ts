@@ -29,7 +29,10 @@ async function main(): Promise<void> {
     if (!name || !Number.isInteger(Number(n)) || Number(n) < 1) throw new Error(`--replicas: expected service=N, got "${pair}"`);
     replicas[name as ServiceName] = Number(n);
   }
-  const admin = { email: process.env.ADMIN_EMAIL ?? "admin@meridian.local", password: process.env.ADMIN_PASSWORD ?? randomBytes(12).toString("base64url") };
+  const admin = {
+    email: process.env.ADMIN_EMAIL ?? "admin@meridian.local",
+    password: process.env.ADMIN_PASSWORD ?? randomBytes(12).toString("base64url"),
+  };
   const started = Date.now();
   const cluster = await startLocalCluster({
     replicas,
@@ -45,7 +48,9 @@ async function main(): Promise<void> {
       ...cluster.gatewayUrls.map((u, i) => `  gateway ${i + 1}: ${u}/api  (docs ${u}/docs)`),
       ...[...cluster.grpcAddresses.values()].map((a, i) => `  gRPC ${i + 1}: ${a}  (grpcurl -plaintext ${a} list)`),
       `  admin: ${admin.email} / ${admin.password}`,
-      ...(cluster.rabbitCluster ? [`  RabbitMQ cluster: ${cluster.rabbitCluster.nodes.map((n) => `${n.node} (${new URL(n.uri).port})`).join(", ")}`] : []),
+      ...(cluster.rabbitCluster
+        ? [`  RabbitMQ cluster: ${cluster.rabbitCluster.nodes.map((n) => `${n.node} (${new URL(n.uri).port})`).join(", ")}`]
+        : []),
       `  etcd: ${cluster.etcd.hosts}`,
       `  logs: ${cluster.logDir}/<node>.log`,
       `  load: ADMIN_EMAIL=${admin.email} ADMIN_PASSWORD=${admin.password} npm run load -- --url ${cluster.gatewayUrls.join(",")}`,

@@ -41,5 +41,7 @@ if (problems.length) {
   process.stdout.write(`payloads that miss their contract (${file}):\n`);
   list(problems);
 }
-process.stdout.write(problems.length ? `${problems.length} kinds of valid payload miss their contract\n` : "every valid business payload fits its contract\n");
+process.stdout.write(
+  problems.length ? `${problems.length} kinds of valid payload miss their contract\n` : "every valid business payload fits its contract\n",
+);
 process.exit(problems.length ? 1 : 0);

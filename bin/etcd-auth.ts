@@ -21,8 +21,15 @@ async function main(): Promise<number> {
   }
   const prefix = `${discoveryPrefix(config.namespace)}/`;
   try {
-    const outcome = await setUpEtcdAuth({ hosts: etcd.hosts, rootPassword, user: { username: etcd.username, password: etcd.password }, prefix });
-    process.stdout.write(`etcd authentication ${outcome === "enabled" ? "turned on" : "was on; users and grants brought up to date"}: user '${etcd.username}' reads and writes ${prefix} only\n`);
+    const outcome = await setUpEtcdAuth({
+      hosts: etcd.hosts,
+      rootPassword,
+      user: { username: etcd.username, password: etcd.password },
+      prefix,
+    });
+    process.stdout.write(
+      `etcd authentication ${outcome === "enabled" ? "turned on" : "was on; users and grants brought up to date"}: user '${etcd.username}' reads and writes ${prefix} only\n`,
+    );
     return 0;
   } catch (err) {
     if (!(err instanceof EtcdAuthSetupError)) throw err;

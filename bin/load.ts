@@ -25,7 +25,9 @@ import { runLoad, type LoadProgress, type LoadSummary } from "../test/support/lo
 import { statusLine } from "../lib/progress";
 
 function usage(message: string): never {
-  process.stderr.write(`${message}\nusage: npm run load -- [--url URL[,URL]] [--shoppers N] [--duration S] [--think-ms MS] [--seed N] [--min-requests N] [--max-errors N] [--json]\n`);
+  process.stderr.write(
+    `${message}\nusage: npm run load -- [--url URL[,URL]] [--shoppers N] [--duration S] [--think-ms MS] [--seed N] [--min-requests N] [--max-errors N] [--json]\n`,
+  );
   process.exit(2);
 }
 
@@ -54,7 +56,9 @@ function parse() {
     return v;
   };
   const urls = (values.url ?? process.env.PUBLIC_URL ?? `http://localhost:${process.env.PORT ?? 3000}`)
-    .split(",").map((u) => u.trim()).filter(Boolean);
+    .split(",")
+    .map((u) => u.trim())
+    .filter(Boolean);
   if (!urls.length) usage("--url: no URL");
   for (const u of urls) if (!/^https?:\/\/[^/]/.test(u)) usage(`--url: not an http(s) URL: ${u}`);
   const { ADMIN_EMAIL: email, ADMIN_PASSWORD: password } = process.env;
@@ -74,21 +78,44 @@ function parse() {
 const fmt = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : "-");
 
 function progressLine(p: LoadProgress): string {
-  const clock = p.phase === "setup" ? "setup" : `${Math.min(p.elapsedS, p.durationS).toFixed(0).padStart(String(p.durationS).length)}/${p.durationS} s`;
+  const clock =
+    p.phase === "setup" ? "setup" : `${Math.min(p.elapsedS, p.durationS).toFixed(0).padStart(String(p.durationS).length)}/${p.durationS} s`;
   const tail = p.phase === "draining" ? " (finishing tasks under way)" : "";
-  return `[${clock}] ${p.requests} requests, ${fmt(p.requestsPerS)} req/s, ${p.errors} errors, ${p.ordersPaid}/${p.ordersCreated} orders paid` +
-    `${p.outOfStock ? `, ${p.outOfStock} out of stock` : ""}${tail}`;
+  return (
+    `[${clock}] ${p.requests} requests, ${fmt(p.requestsPerS)} req/s, ${p.errors} errors, ${p.ordersPaid}/${p.ordersCreated} orders paid` +
+    `${p.outOfStock ? `, ${p.outOfStock} out of stock` : ""}${tail}`
+  );
 }
 
 export function summaryText(s: LoadSummary): string {
   const lines: string[] = [];
   lines.push(`Load against ${s.urls.join(", ")}: ${s.shoppers} shoppers, ${s.durationS} s, seed ${s.seed}${s.aborted ? " (aborted)" : ""}`);
   lines.push(`${s.requests} requests, ${fmt(s.requestsPerS)} req/s, ${s.errors.total} errors`);
-  lines.push(`orders: ${s.orders.created} created, ${s.orders.paid} paid, ${s.orders.notPaid} not paid, ${s.orders.outOfStock} out of stock` +
-    (s.orders.abandoned ? `, ${s.orders.abandoned} abandoned` : ""));
+  lines.push(
+    `orders: ${s.orders.created} created, ${s.orders.paid} paid, ${s.orders.notPaid} not paid, ${s.orders.outOfStock} out of stock` +
+      (s.orders.abandoned ? `, ${s.orders.abandoned} abandoned` : ""),
+  );
   lines.push("");
-  const rows = Object.entries(s.routes).map(([route, r]) => [route, String(r.count), String(r.errors), fmt(r.p50), fmt(r.p95), fmt(r.p99), fmt(r.max)]);
-  lines.push(markdownTable(["route", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows, [false, true, true, true, true, true, true]));
+  const rows = Object.entries(s.routes).map(([route, r]) => [
+    route,
+    String(r.count),
+    String(r.errors),
+    fmt(r.p50),
+    fmt(r.p95),
+    fmt(r.p99),
+    fmt(r.max),
+  ]);
+  lines.push(
+    markdownTable(["route", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows, [
+      false,
+      true,
+      true,
+      true,
+      true,
+      true,
+      true,
+    ]),
+  );
   if (s.errors.byKind.length) {
     lines.push("", "errors:");
     for (const e of s.errors.byKind) {
@@ -114,8 +141,13 @@ async function main(): Promise<number> {
   let summary: LoadSummary;
   try {
     summary = await runLoad({
-      urls: opts.urls, shoppers: opts.shoppers, durationS: opts.durationS, thinkMs: opts.thinkMs, seed: opts.seed,
-      admin: opts.admin, signal: stop.signal,
+      urls: opts.urls,
+      shoppers: opts.shoppers,
+      durationS: opts.durationS,
+      thinkMs: opts.thinkMs,
+      seed: opts.seed,
+      admin: opts.admin,
+      signal: stop.signal,
       onProgress: (p) => status.set(progressLine(p)),
     });
   } catch (err) {

@@ -20,7 +20,10 @@ const opt = (name: string) => {
 async function api(base: string, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; body: any }> {
   const res = await fetch(`${base}${path}`, {
     method,
-    headers: { ...(body !== undefined ? { "content-type": "application/json" } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    headers: {
+      ...(body !== undefined ? { "content-type": "application/json" } : {}),
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+    },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const text = await res.text();
@@ -61,7 +64,14 @@ async function main(): Promise<number> {
       process.stderr.write(`Status failed: ${s.status} ${JSON.stringify(s.body)}\n`);
       return 1;
     }
-    const st = s.body as { status: string; phase: string | null; done: number; total: number | null; error: string | null; summary: unknown };
+    const st = s.body as {
+      status: string;
+      phase: string | null;
+      done: number;
+      total: number | null;
+      error: string | null;
+      summary: unknown;
+    };
     if (st.status === "done" || st.status === "failed") {
       bar.stop();
       if (st.status === "failed") {

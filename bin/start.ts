@@ -62,7 +62,10 @@ async function main(): Promise<void> {
   }
   const lines = [`Meridian started: ${config.mode} mode, node '${config.nodeId}', services: ${config.services.join(", ")}`];
   if (config.services.includes("gateway")) {
-    lines.push(`  Gateway: ${config.publicUrl}/api`, `  API docs: ${config.publicUrl}/docs  (OpenAPI: ${config.publicUrl}/api/openapi.json)`);
+    lines.push(
+      `  Gateway: ${config.publicUrl}/api`,
+      `  API docs: ${config.publicUrl}/docs  (OpenAPI: ${config.publicUrl}/api/openapi.json)`,
+    );
   }
   if (config.services.includes("grpc")) {
     const grpc = broker.getLocalService("grpc") as (Service & { port?: number }) | undefined;

@@ -41,7 +41,10 @@ const tiers = args.filter((a): a is Tier => (TIERS as readonly string[]).include
 const files = args.filter((a) => a.endsWith(".ts"));
 // Paths given: those, each in its tier; else every spec of the tiers asked (all by default).
 const pool = files.length ? files : findSpecs(ROOT).sort();
-const runs = TIERS.filter((t) => files.length || !tiers.length || tiers.includes(t)).map((t): [Tier, string[]] => [t, pool.filter((f) => tierOf(f) === t)]);
+const runs = TIERS.filter((t) => files.length || !tiers.length || tiers.includes(t)).map((t): [Tier, string[]] => [
+  t,
+  pool.filter((f) => tierOf(f) === t),
+]);
 const selected = runs.filter(([, f]) => f.length);
 
 if (!selected.length) {

@@ -49,7 +49,12 @@ type Overlay = (typeof OVERLAYS)[number];
 /** Services that must survive the loss of one pod (the issue's list, and user and search: k8s/base runs two of each too). */
 const AT_LEAST_TWO = ["gateway", "order", "product", "payment", "user", "search"];
 
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> }; [k: string]: any };
+type Obj = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  [k: string]: any;
+};
 
 const MODELS: Record<string, new (data: any) => { validate(): void }> = {
   "v1/ConfigMap": ConfigMap,
@@ -145,7 +150,15 @@ function parseEnv(text: string, where: string): Record<string, string> {
 
 /** Maps merge, everything else is replaced: strategic merge for kinds without list merge keys. */
 function merge(target: any, patch: any): any {
-  if (typeof target !== "object" || target === null || Array.isArray(target) || typeof patch !== "object" || patch === null || Array.isArray(patch)) return patch;
+  if (
+    typeof target !== "object" ||
+    target === null ||
+    Array.isArray(target) ||
+    typeof patch !== "object" ||
+    patch === null ||
+    Array.isArray(patch)
+  )
+    return patch;
   const out = { ...target };
   for (const [k, v] of Object.entries(patch)) out[k] = k in target ? merge(target[k], v) : v;
   return out;
@@ -186,7 +199,10 @@ function fromDevGenerator(): GeneratorInput {
 }
 
 /** A secretGenerator's input file names (`key=file` for file entries), as its kustomization lists them. */
-const generatorInputs = (gen: { envs?: string[]; files?: string[] }): string[] => [...(gen.envs ?? []), ...(gen.files ?? []).map((f) => f.split("=").at(-1)!)];
+const generatorInputs = (gen: { envs?: string[]; files?: string[] }): string[] => [
+  ...(gen.envs ?? []),
+  ...(gen.files ?? []).map((f) => f.split("=").at(-1)!),
+];
 
 /** Patched kinds: their strategic merge replaces lists (no merge keys), as `merge` does. */
 const PATCHABLE = ["ConfigMap", "Secret", "Ingress", "NetworkPolicy"];
@@ -195,7 +211,9 @@ function render(dir: string, input: GeneratorInput, files = new Set<string>()): 
   const kfile = path.join(dir, "kustomization.yaml");
   files.add(kfile);
   const k = readDocs(kfile)[0] as any;
-  const unknown = Object.keys(k).filter((key) => !["apiVersion", "kind", "namespace", "resources", "patches", "secretGenerator", "images"].includes(key));
+  const unknown = Object.keys(k).filter(
+    (key) => !["apiVersion", "kind", "namespace", "resources", "patches", "secretGenerator", "images"].includes(key),
+  );
   assert.deepEqual(unknown, [], `${kfile}: this test's renderer does not know these fields; teach it or keep the overlay simpler`);
   let objects: Obj[] = [];
   for (const r of k.resources ?? []) {
@@ -222,7 +240,10 @@ function render(dir: string, input: GeneratorInput, files = new Set<string>()): 
     const p = path.resolve(dir, patch.path);
     files.add(p);
     for (const doc of readDocs(p)) {
-      assert.ok(PATCHABLE.includes(doc.kind), `${p}: the renderer merges maps and replaces lists, which is strategic merge only for ${PATCHABLE.join(", ")}, not ${doc.kind}`);
+      assert.ok(
+        PATCHABLE.includes(doc.kind),
+        `${p}: the renderer merges maps and replaces lists, which is strategic merge only for ${PATCHABLE.join(", ")}, not ${doc.kind}`,
+      );
       const i = objects.findIndex((o) => o.kind === doc.kind && o.metadata.name === doc.metadata.name);
       assert.ok(i >= 0, `${p}: patches ${doc.kind}/${doc.metadata.name}, which no resource defines`);
       objects[i] = merge(objects[i], doc);
@@ -235,7 +256,8 @@ function render(dir: string, input: GeneratorInput, files = new Set<string>()): 
         if (name === image.name) c.image = `${image.newName ?? name}:${image.newTag ?? tag ?? "latest"}`;
       }
   }
-  if (k.namespace) objects = objects.map((o) => (o.kind === "Namespace" ? o : { ...o, metadata: { ...o.metadata, namespace: k.namespace } }));
+  if (k.namespace)
+    objects = objects.map((o) => (o.kind === "Namespace" ? o : { ...o, metadata: { ...o.metadata, namespace: k.namespace } }));
   return { objects, files };
 }
 
@@ -250,7 +272,8 @@ const containerEnv = (c: any, name: string) => (c.env ?? []).find((e: any) => e.
 /** App Deployments are the ones that say which services they run. */
 const appDeployments = (objects: Obj[]) => ofKind(objects, "Deployment").filter((d) => containerEnv(podSpec(d).containers[0], "SERVICES"));
 const serviceOf = (d: Obj) => containerEnv(podSpec(d).containers[0], "SERVICES").value as ServiceName;
-const jobOf = (objects: Obj[], component: (typeof JOBS)[number]) => ofKind(objects, "Job").find((j) => j.metadata.labels?.["app.kubernetes.io/component"] === component);
+const jobOf = (objects: Obj[], component: (typeof JOBS)[number]) =>
+  ofKind(objects, "Job").find((j) => j.metadata.labels?.["app.kubernetes.io/component"] === component);
 const isJob = (w: Workload) => (JOBS as readonly string[]).includes(w);
 /** The app's workloads: each node's Deployment and the Jobs (migration; dev: etcd's auth), by their role. */
 const workloads = (objects: Obj[]): [Workload, Obj][] => [
@@ -278,7 +301,9 @@ function compiledEntry(c: { command?: string[]; args?: string[] }): string {
   const m = argv.length === 2 && argv[0] === "node" ? /^dist\/(.+)\.js$/.exec(argv[1]!) : null;
   assert.ok(m, `runs a compiled entry point (node dist/….js): ${argv.join(" ")}`);
   const source = `${m[1]}.ts`;
-  const build = JSON.parse(fs.readFileSync(path.join(ROOT, "tsconfig.build.json"), "utf8").replace(/^\s*\/\/.*$/gm, "")) as { files: string[] };
+  const build = JSON.parse(fs.readFileSync(path.join(ROOT, "tsconfig.build.json"), "utf8").replace(/^\s*\/\/.*$/gm, "")) as {
+    files: string[];
+  };
   assert.ok(build.files.includes(source), `${source} is one of tsconfig.build.json's entry points`);
   return source;
 }
@@ -298,7 +323,12 @@ function imageEnv(): Record<string, string> {
 const IMAGE_ENV = imageEnv();
 
 /** A key of a ConfigMap or Secret, by an env entry's reference; undefined when optional and absent. */
-function refValue(objects: Obj[], kind: "ConfigMap" | "Secret", ref: { name: string; key: string; optional?: boolean }, who: string): string | undefined {
+function refValue(
+  objects: Obj[],
+  kind: "ConfigMap" | "Secret",
+  ref: { name: string; key: string; optional?: boolean },
+  who: string,
+): string | undefined {
   const source = objects.find((o) => o.kind === kind && o.metadata.name === ref.name);
   const data = source ? dataOf(source) : undefined;
   if (data && ref.key in data) return data[ref.key];
@@ -322,7 +352,10 @@ function envOf(objects: Obj[], c: any, fieldValues: Record<string, string>, who 
     else if (from.secretKeyRef) value = refValue(objects, "Secret", from.secretKeyRef, `${who} ${e.name}`);
     else if (from.configMapKeyRef) value = refValue(objects, "ConfigMap", from.configMapKeyRef, `${who} ${e.name}`);
     else {
-      assert.ok(from.fieldRef?.fieldPath in fieldValues, `${who} ${e.name}: only fieldRef ${Object.keys(fieldValues)}, secretKeyRef and configMapKeyRef are modelled here`);
+      assert.ok(
+        from.fieldRef?.fieldPath in fieldValues,
+        `${who} ${e.name}: only fieldRef ${Object.keys(fieldValues)}, secretKeyRef and configMapKeyRef are modelled here`,
+      );
       value = fieldValues[from.fieldRef.fieldPath];
     }
     if (value === undefined) delete env[e.name];
@@ -382,7 +415,9 @@ function nodeConfig(overlay: Overlay, objects: Obj[], d: Obj): { env: Record<str
 const policies = (objects: Obj[]) => ofKind(objects, "NetworkPolicy");
 /** The policies (other than the default deny) that select a workload's pods. */
 const ownPolicies = (objects: Obj[], o: Obj) =>
-  policies(objects).filter((p) => p.metadata.name !== "meridian-default-deny" && selects(p.spec.podSelector.matchLabels ?? {}, podLabels(o)));
+  policies(objects).filter(
+    (p) => p.metadata.name !== "meridian-default-deny" && selects(p.spec.podSelector.matchLabels ?? {}, podLabels(o)),
+  );
 
 /** A peer as a short string: `namespace:<name>`, `pods:<k=v,…>` (this namespace), `ipBlock:<cidr>`. */
 function peerId(peer: any): string {
@@ -392,7 +427,11 @@ function peerId(peer: any): string {
     assert.deepEqual(Object.keys(labels), ["kubernetes.io/metadata.name"], "namespaces by their name label");
     return `namespace:${labels["kubernetes.io/metadata.name"]}`;
   }
-  if (peer.podSelector) return `pods:${Object.entries(peer.podSelector.matchLabels ?? {}).map(([k, v]) => `${k}=${v}`).sort().join(",")}`;
+  if (peer.podSelector)
+    return `pods:${Object.entries(peer.podSelector.matchLabels ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .sort()
+      .join(",")}`;
   return `ipBlock:${peer.ipBlock.cidr}`;
 }
 
@@ -412,13 +451,27 @@ function egressAllows(ps: Obj[], port: number, dest: { pods: Record<string, stri
       const portOk = !r.ports?.length || r.ports.some((x: any) => (x.protocol ?? "TCP") === protocol && x.port === port);
       const peerOk =
         !r.to?.length ||
-        r.to.some((peer: any) => (dest === "outside" ? Boolean(peer.ipBlock) : Boolean(peer.podSelector && !peer.namespaceSelector && selects(peer.podSelector.matchLabels ?? {}, dest.pods))));
+        r.to.some((peer: any) =>
+          dest === "outside"
+            ? Boolean(peer.ipBlock)
+            : Boolean(peer.podSelector && !peer.namespaceSelector && selects(peer.podSelector.matchLabels ?? {}, dest.pods)),
+        );
       return portOk && peerOk;
     }),
   );
 }
 
-const DEFAULT_PORTS: Record<string, number> = { "amqp:": 5672, "amqps:": 5671, "redis:": 6379, "rediss:": 6379, "mysql:": 3306, "smtp:": 587, "smtps:": 465, "http:": 80, "https:": 443 };
+const DEFAULT_PORTS: Record<string, number> = {
+  "amqp:": 5672,
+  "amqps:": 5671,
+  "redis:": 6379,
+  "rediss:": 6379,
+  "mysql:": 3306,
+  "smtp:": 587,
+  "smtps:": 465,
+  "http:": 80,
+  "https:": 443,
+};
 /** host:port of every server a node's environment points it at. */
 function dependencyAddresses(env: Record<string, string>): { name: string; host: string; port: number }[] {
   const out: { name: string; host: string; port: number }[] = [];
@@ -440,11 +493,14 @@ function dependencyAddresses(env: Record<string, string>): { name: string; host:
 /** The in-namespace Service a host name means (`svc`, or `pod.svc` under a headless Service), if any. */
 function serviceForHost(objects: Obj[], host: string): Obj | undefined {
   const labels = host.split(".");
-  return ofKind(objects, "Service").find((s) => s.metadata.name === labels[0] || (labels.length === 2 && s.spec.clusterIP === "None" && s.metadata.name === labels[1]));
+  return ofKind(objects, "Service").find(
+    (s) => s.metadata.name === labels[0] || (labels.length === 2 && s.spec.clusterIP === "None" && s.metadata.name === labels[1]),
+  );
 }
 
 /** Ingress Prefix matching: the path itself, or below it on an element boundary. */
-const prefixMatches = (prefix: string, request: string) => request === prefix || request.startsWith(prefix.endsWith("/") ? prefix : `${prefix}/`);
+const prefixMatches = (prefix: string, request: string) =>
+  request === prefix || request.startsWith(prefix.endsWith("/") ? prefix : `${prefix}/`);
 
 // ---- the checks ----
 
@@ -458,7 +514,10 @@ for (const overlay of OVERLAYS) {
       const key = `${o.apiVersion}/${o.kind}`;
       const Model = MODELS[key];
       assert.ok(Model, `${key} ${o.metadata?.name}: no schema listed in MODELS`);
-      assert.doesNotThrow(() => new Model(o).validate(), (err: Error) => `${o.kind}/${o.metadata.name}: ${err.message}`);
+      assert.doesNotThrow(
+        () => new Model(o).validate(),
+        (err: Error) => `${o.kind}/${o.metadata.name}: ${err.message}`,
+      );
       const id = `${o.kind}/${o.metadata.namespace ?? ""}/${o.metadata.name}`;
       assert.ok(!seen.has(id), `${id} defined twice`);
       seen.add(id);
@@ -469,10 +528,17 @@ for (const overlay of OVERLAYS) {
     const deployments = appDeployments(objects);
     for (const service of ALL_SERVICES) {
       const own = deployments.filter((d) => serviceOf(d) === service);
-      assert.equal(own.length, 1, `${own.length} Deployments run SERVICES=${service}: add it to NODE_SERVICES in k8s/generate.ts and run npm run k8s:gen (Deployment, HPA, PDB, NetworkPolicy), list k8s/base/${service}.yaml in k8s/base/kustomization.yaml, and give it a row in SECRET_KEYS here`);
+      assert.equal(
+        own.length,
+        1,
+        `${own.length} Deployments run SERVICES=${service}: add it to NODE_SERVICES in k8s/generate.ts and run npm run k8s:gen (Deployment, HPA, PDB, NetworkPolicy), list k8s/base/${service}.yaml in k8s/base/kustomization.yaml, and give it a row in SECRET_KEYS here`,
+      );
     }
     for (const d of deployments)
-      assert.ok((ALL_SERVICES as readonly string[]).includes(serviceOf(d)), `${d.metadata.name}: SERVICES=${serviceOf(d)} is not one service of ALL_SERVICES`);
+      assert.ok(
+        (ALL_SERVICES as readonly string[]).includes(serviceOf(d)),
+        `${d.metadata.name}: SERVICES=${serviceOf(d)} is not one service of ALL_SERVICES`,
+      );
     assert.equal(deployments.length, ALL_SERVICES.length);
   });
 
@@ -488,14 +554,21 @@ for (const overlay of OVERLAYS) {
     }
     for (const d of appDeployments(objects)) {
       const nodeId = containerEnv(podSpec(d).containers[0], "NODE_ID");
-      assert.equal(nodeId?.valueFrom?.fieldRef?.fieldPath, "metadata.name", `${d.metadata.name}: NODE_ID is the pod's name (unique per replica)`);
+      assert.equal(
+        nodeId?.valueFrom?.fieldRef?.fieldPath,
+        "metadata.name",
+        `${d.metadata.name}: NODE_ID is the pod's name (unique per replica)`,
+      );
     }
   });
 
   test(`${overlay}: each pod mounts exactly the Secret keys of SECRET_KEYS, one by one, and no workload takes a whole Secret`, () => {
     for (const o of [...ofKind(objects, "Deployment"), ...ofKind(objects, "StatefulSet"), ...ofKind(objects, "Job")])
       for (const c of [...podSpec(o).containers, ...(podSpec(o).initContainers ?? [])])
-        assert.ok(!(c.envFrom ?? []).some((f: any) => f.secretRef), `${o.kind}/${o.metadata.name} ${c.name}: envFrom a Secret gives the pod every key; use env[].valueFrom.secretKeyRef per key`);
+        assert.ok(
+          !(c.envFrom ?? []).some((f: any) => f.secretRef),
+          `${o.kind}/${o.metadata.name} ${c.name}: envFrom a Secret gives the pod every key; use env[].valueFrom.secretKeyRef per key`,
+        );
     for (const [workload, o] of workloads(objects)) {
       const c = podSpec(o).containers[0];
       const mounted: Record<string, Need> = {};
@@ -506,7 +579,11 @@ for (const overlay of OVERLAYS) {
         assert.equal(ref.key, e.name, `${o.metadata.name}: ${e.name} is the Secret's key of that name`);
         mounted[e.name] = ref.optional ? "optional" : "required";
       }
-      assert.deepEqual(mounted, SECRET_KEYS[workload], `${o.kind}/${o.metadata.name}: the Secret keys of ${workload} (name: required or optional), as SECRET_KEYS says`);
+      assert.deepEqual(
+        mounted,
+        SECRET_KEYS[workload],
+        `${o.kind}/${o.metadata.name}: the Secret keys of ${workload} (name: required or optional), as SECRET_KEYS says`,
+      );
     }
   });
 
@@ -518,7 +595,11 @@ for (const overlay of OVERLAYS) {
       assert.deepEqual(config.services, [service]);
       assert.ok(config.etcd, "etcd discovery");
       assert.ok(config.redisUrl, "Redis: the cacher on every node");
-      assert.equal(Boolean(config.mysqlUrl), "MYSQL_URL" in SECRET_KEYS[service], `${d.metadata.name}: MariaDB only where the service has a database`);
+      assert.equal(
+        Boolean(config.mysqlUrl),
+        "MYSQL_URL" in SECRET_KEYS[service],
+        `${d.metadata.name}: MariaDB only where the service has a database`,
+      );
       assert.equal(config.production, true, `${d.metadata.name}: NODE_ENV=production`);
       assert.ok(config.metricsPort > 0, `${d.metadata.name}: METRICS_PORT is set (off in a cluster otherwise)`);
       // lib/config.ts's own rule, not a copy of it: without the variable, the node must not start where it is required.
@@ -531,7 +612,8 @@ for (const overlay of OVERLAYS) {
         else assert.doesNotThrow(() => loadConfig(without), `${d.metadata.name}: ${name} is not required there`);
       }
       if (service === "payment") assert.doesNotThrow(() => parsePaymentConfig(env, { mode: "cluster" }), "payment platform variables");
-      if (service === "gateway") assert.equal(config.trustProxyHops, 1, "TRUST_PROXY: one proxy (ingress-nginx) appends to X-Forwarded-For");
+      if (service === "gateway")
+        assert.equal(config.trustProxyHops, 1, "TRUST_PROXY: one proxy (ingress-nginx) appends to X-Forwarded-For");
     }
   });
 
@@ -542,14 +624,23 @@ for (const overlay of OVERLAYS) {
       const labels = d.spec.template.metadata.labels;
       assert.ok(selects(d.spec.selector.matchLabels, labels), `${name}: selector matches its pods`);
       const others = appDeployments(objects).filter((o) => o !== d);
-      assert.ok(others.every((o) => !selects(d.spec.selector.matchLabels, o.spec.template.metadata.labels)), `${name}: selector takes no other Deployment's pods`);
+      assert.ok(
+        others.every((o) => !selects(d.spec.selector.matchLabels, o.spec.template.metadata.labels)),
+        `${name}: selector takes no other Deployment's pods`,
+      );
 
-      const hpas = ofKind(objects, "HorizontalPodAutoscaler").filter((h) => h.spec.scaleTargetRef.kind === "Deployment" && h.spec.scaleTargetRef.name === name);
+      const hpas = ofKind(objects, "HorizontalPodAutoscaler").filter(
+        (h) => h.spec.scaleTargetRef.kind === "Deployment" && h.spec.scaleTargetRef.name === name,
+      );
       assert.equal(hpas.length, 1, `${name}: one HPA`);
       const hpa = hpas[0];
       assert.equal(hpa.apiVersion, "autoscaling/v2");
       assert.equal(hpa.spec.scaleTargetRef.apiVersion, "apps/v1");
-      assert.equal(d.spec.replicas, hpa.spec.minReplicas, `${name}: replicas is the HPA's floor (a re-apply then never scales below what the HPA keeps)`);
+      assert.equal(
+        d.spec.replicas,
+        hpa.spec.minReplicas,
+        `${name}: replicas is the HPA's floor (a re-apply then never scales below what the HPA keeps)`,
+      );
       assert.ok(hpa.spec.maxReplicas > hpa.spec.minReplicas, `${name}: the HPA can scale`);
       if (AT_LEAST_TWO.includes(service)) assert.ok(d.spec.replicas >= 2 && hpa.spec.minReplicas >= 2, `${name}: at least 2 replicas`);
       // CPU utilisation is relative to requests: without them the HPA cannot act.
@@ -557,10 +648,16 @@ for (const overlay of OVERLAYS) {
 
       const pdbs = ofKind(objects, "PodDisruptionBudget").filter((p) => selects(p.spec.selector.matchLabels, labels));
       assert.equal(pdbs.length, 1, `${name}: one PDB selecting its pods`);
-      assert.ok(others.every((o) => !selects(pdbs[0].spec.selector.matchLabels, o.spec.template.metadata.labels)), `${name}: its PDB covers no other Deployment`);
+      assert.ok(
+        others.every((o) => !selects(pdbs[0].spec.selector.matchLabels, o.spec.template.metadata.labels)),
+        `${name}: its PDB covers no other Deployment`,
+      );
       // A budget that allows no eviction blocks every node drain.
       const { maxUnavailable, minAvailable } = pdbs[0].spec;
-      assert.ok((maxUnavailable !== undefined && maxUnavailable !== 0) || (typeof minAvailable === "number" && minAvailable < d.spec.replicas), `${name}: its PDB allows an eviction`);
+      assert.ok(
+        (maxUnavailable !== undefined && maxUnavailable !== 0) || (typeof minAvailable === "number" && minAvailable < d.spec.replicas),
+        `${name}: its PDB allows an eviction`,
+      );
     }
   });
 
@@ -587,7 +684,11 @@ for (const overlay of OVERLAYS) {
       // The gRPC edge: Kubernetes' native gRPC probes on GRPC_PORT, liveness on the health
       // service that is SERVING while the process runs, readiness on "" (services/grpc).
       if (config.services.includes("grpc")) {
-        for (const [probe, service] of [["startupProbe", LIVENESS], ["livenessProbe", LIVENESS], ["readinessProbe", undefined]] as const) {
+        for (const [probe, service] of [
+          ["startupProbe", LIVENESS],
+          ["livenessProbe", LIVENESS],
+          ["readinessProbe", undefined],
+        ] as const) {
           const probeGrpc = c[probe]?.grpc;
           assert.ok(probeGrpc, `${d.metadata.name}: ${probe} over gRPC`);
           assert.equal(probeGrpc.port, config.grpcPort, `${d.metadata.name}: ${probe} on GRPC_PORT`);
@@ -601,11 +702,19 @@ for (const overlay of OVERLAYS) {
       const port = gateway ? config.port : config.metricsPort;
       const paths = gateway ? { live: "/health/live", ready: "/health/ready" } : HEALTH_PATHS;
       if (gateway) for (const p of Object.values(paths)) assert.ok(`GET ${p}` in OPS_ALIASES, `the gateway routes GET ${p}`);
-      for (const [probe, expected] of [["startupProbe", paths.live], ["livenessProbe", paths.live], ["readinessProbe", paths.ready]] as const) {
+      for (const [probe, expected] of [
+        ["startupProbe", paths.live],
+        ["livenessProbe", paths.live],
+        ["readinessProbe", paths.ready],
+      ] as const) {
         const get = c[probe]?.httpGet;
         assert.ok(get, `${d.metadata.name}: ${probe} over HTTP`);
         assert.equal(get.path, expected, `${d.metadata.name}: ${probe} path`);
-        assert.equal(containerPort(c, get.port), port, `${d.metadata.name}: ${probe} port ${get.port} is the container port of ${gateway ? "PORT" : "METRICS_PORT"}`);
+        assert.equal(
+          containerPort(c, get.port),
+          port,
+          `${d.metadata.name}: ${probe} port ${get.port} is the container port of ${gateway ? "PORT" : "METRICS_PORT"}`,
+        );
       }
       // Readiness answers within checkReadiness's 2 s deadline; a shorter timeout would flap.
       assert.ok((c.readinessProbe.timeoutSeconds ?? 1) > 2, `${d.metadata.name}: readiness timeout above 2 s`);
@@ -616,7 +725,8 @@ for (const overlay of OVERLAYS) {
       assert.equal(ann["prometheus.io/path"], METRICS_PATH, `${d.metadata.name}: prometheus.io/path`);
     }
     for (const s of ofKind(objects, "StatefulSet")) {
-      for (const c of podSpec(s).containers) assert.ok(c.readinessProbe && c.livenessProbe, `StatefulSet/${s.metadata.name}: readiness and liveness probes`);
+      for (const c of podSpec(s).containers)
+        assert.ok(c.readinessProbe && c.livenessProbe, `StatefulSet/${s.metadata.name}: readiness and liveness probes`);
     }
   });
 
@@ -633,13 +743,18 @@ for (const overlay of OVERLAYS) {
       const sleepS = cmd ? Number(cmd[cmd.indexOf("sleep") + 1]) : 0;
       if (serviceOf(d) === "gateway") assert.ok(sleepS >= 3, "the gateway keeps serving while its endpoints are removed (preStop sleep)");
       const needed = sleepS + stopDelayS + 2 * shutdownS + 5;
-      assert.ok(spec.terminationGracePeriodSeconds >= needed, `${d.metadata.name}: terminationGracePeriodSeconds ${spec.terminationGracePeriodSeconds} < ${needed} s`);
+      assert.ok(
+        spec.terminationGracePeriodSeconds >= needed,
+        `${d.metadata.name}: terminationGracePeriodSeconds ${spec.terminationGracePeriodSeconds} < ${needed} s`,
+      );
     }
   });
 
   test(`${overlay}: the migration Job runs the compiled npm run migrate for every service, as a tool, on the nodes' image and databases`, () => {
     assert.deepEqual(
-      ofKind(objects, "Job").map((j) => j.metadata.labels?.["app.kubernetes.io/component"]).sort(),
+      ofKind(objects, "Job")
+        .map((j) => j.metadata.labels?.["app.kubernetes.io/component"])
+        .sort(),
       overlay === "dev" ? ["etcd-auth", "migrate"] : ["migrate"],
       "the Jobs: the migration (and dev's etcd authentication)",
     );
@@ -654,7 +769,10 @@ for (const overlay of OVERLAYS) {
     // Without RABBITMQ_URI a tool is in embedded mode and keeps a JWT secret in DATA_DIR: a
     // writable mount there (the emptyDir on /tmp), and a scratch directory for this check.
     const mounts = (c.volumeMounts ?? []).map((m: any) => m.mountPath as string);
-    assert.ok(mounts.some((m: string) => env.DATA_DIR.startsWith(`${m}/`)), `DATA_DIR ${env.DATA_DIR} is on a writable volume (${mounts})`);
+    assert.ok(
+      mounts.some((m: string) => env.DATA_DIR.startsWith(`${m}/`)),
+      `DATA_DIR ${env.DATA_DIR} is on a writable volume (${mounts})`,
+    );
     const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-migrate-"));
     let config: AppConfig;
     try {
@@ -668,7 +786,11 @@ for (const overlay of OVERLAYS) {
     for (const d of nodes.filter((n) => "MYSQL_URL" in SECRET_KEYS[serviceOf(n)])) {
       const node = nodeConfig(overlay, objects, d).config;
       assert.equal(config.mysqlUrl, node.mysqlUrl, `${d.metadata.name}: the Job's MYSQL_URL is the node's`);
-      assert.equal(databaseName(config, serviceOf(d)), databaseName(node, serviceOf(d)), `${d.metadata.name}: the Job migrates the database the node opens`);
+      assert.equal(
+        databaseName(config, serviceOf(d)),
+        databaseName(node, serviceOf(d)),
+        `${d.metadata.name}: the Job migrates the database the node opens`,
+      );
     }
   });
 
@@ -679,7 +801,11 @@ for (const overlay of OVERLAYS) {
     const ingresses = ofKind(objects, "Ingress");
     assert.equal(ingresses.length, 1);
     const rules = ingresses[0].spec.rules;
-    assert.deepEqual(rules.map((r: any) => r.host), [new URL(config.publicUrl).hostname], "the Ingress host is PUBLIC_URL's");
+    assert.deepEqual(
+      rules.map((r: any) => r.host),
+      [new URL(config.publicUrl).hostname],
+      "the Ingress host is PUBLIC_URL's",
+    );
     const paths = rules.flatMap((r: any) => r.http.paths);
     for (const p of paths) {
       assert.equal(p.pathType, "Prefix", `${p.path}: Prefix (matched on path elements)`);
@@ -693,19 +819,38 @@ for (const overlay of OVERLAYS) {
     }
     const gatewayServices = ofKind(objects, "Service").filter((s) => selects(s.spec.selector ?? {}, gateway.spec.template.metadata.labels));
     for (const s of gatewayServices)
-      for (const sp of s.spec.ports) assert.equal(containerPort(gc, sp.targetPort ?? sp.port), config.port, `Service/${s.metadata.name}: PORT only, never METRICS_PORT`);
+      for (const sp of s.spec.ports)
+        assert.equal(containerPort(gc, sp.targetPort ?? sp.port), config.port, `Service/${s.metadata.name}: PORT only, never METRICS_PORT`);
 
     // What clients reach, and what they must not: matched as ingress-nginx matches Prefix paths.
     const exposed = (request: string) => paths.some((p: any) => prefixMatches(p.path, request));
     const payment = appDeployments(objects).find((d) => serviceOf(d) === "payment")!;
     const { env: payEnv, config: payConfig } = nodeConfig(overlay, objects, payment);
-    const sandbox = parsePaymentConfig(payEnv, { mode: "cluster" }).enabled.includes("sandbox") && (payConfig.payments.sandbox ?? !payConfig.production);
+    const sandbox =
+      parsePaymentConfig(payEnv, { mode: "cluster" }).enabled.includes("sandbox") && (payConfig.payments.sandbox ?? !payConfig.production);
     const sandboxPage = `/sandbox${Object.keys(SANDBOX_PAGE_ALIASES)[0].split(" ")[1].replace(":paymentId", "pay_1")}`;
-    const wanted = ["/api/products", `${PAYMENT_NOTIFY_PATH}/alipay`, "/api/openapi.json", ...Object.keys(OPS_ALIASES).filter((a) => a.startsWith("GET /docs")).map((a) => a.split(" ")[1]), "/docs/assets/swagger-ui.css"];
+    const wanted = [
+      "/api/products",
+      `${PAYMENT_NOTIFY_PATH}/alipay`,
+      "/api/openapi.json",
+      ...Object.keys(OPS_ALIASES)
+        .filter((a) => a.startsWith("GET /docs"))
+        .map((a) => a.split(" ")[1]),
+      "/docs/assets/swagger-ui.css",
+    ];
     for (const r of wanted) assert.ok(exposed(r), `${r} is reachable through the Ingress`);
-    assert.equal(exposed(sandboxPage), sandbox, `the sandbox pay page (${sandboxPage}) is on the Ingress exactly when the sandbox platform is on (${sandbox})`);
-    for (const r of ["/", "/index.html", ...Object.values(HEALTH_PATHS), METRICS_PATH, "/apix", "/docsx"]) assert.ok(!exposed(r), `${r} is not on the Ingress`);
-    assert.deepEqual(paths.map((p: any) => p.path).sort(), ["/api", "/docs", ...(sandbox ? ["/sandbox"] : [])], "the Ingress paths: /api, /docs (and its assets), /sandbox with the sandbox");
+    assert.equal(
+      exposed(sandboxPage),
+      sandbox,
+      `the sandbox pay page (${sandboxPage}) is on the Ingress exactly when the sandbox platform is on (${sandbox})`,
+    );
+    for (const r of ["/", "/index.html", ...Object.values(HEALTH_PATHS), METRICS_PATH, "/apix", "/docsx"])
+      assert.ok(!exposed(r), `${r} is not on the Ingress`);
+    assert.deepEqual(
+      paths.map((p: any) => p.path).sort(),
+      ["/api", "/docs", ...(sandbox ? ["/sandbox"] : [])],
+      "the Ingress paths: /api, /docs (and its assets), /sandbox with the sandbox",
+    );
     if (overlay === "prod") {
       assert.ok(config.publicUrl.startsWith("https://"));
       assert.deepEqual(ingresses[0].spec.tls?.[0]?.hosts, [new URL(config.publicUrl).hostname], "TLS for the public host");
@@ -724,7 +869,12 @@ for (const overlay of OVERLAYS) {
       const own = ownPolicies(objects, o);
       assert.equal(own.length, 1, `${o.metadata.name}: one NetworkPolicy of its own (${own.map((p) => p.metadata.name)})`);
       assert.deepEqual([...own[0].spec.policyTypes].sort(), ["Egress", "Ingress"], `${own[0].metadata.name}: both directions`);
-      for (const [other, x] of all) if (x !== o) assert.ok(!selects(own[0].spec.podSelector.matchLabels, podLabels(x)), `${own[0].metadata.name} (${workload}) also selects ${other}'s pods`);
+      for (const [other, x] of all)
+        if (x !== o)
+          assert.ok(
+            !selects(own[0].spec.podSelector.matchLabels, podLabels(x)),
+            `${own[0].metadata.name} (${workload}) also selects ${other}'s pods`,
+          );
     }
   });
 
@@ -735,12 +885,12 @@ for (const overlay of OVERLAYS) {
     for (const [workload, o] of workloads(objects)) {
       const [policy] = ownPolicies(objects, o);
       const expected = isJob(workload)
-          ? []
-          : [
-              ...(workload === "gateway" ? [`namespace:ingress-nginx → TCP/${config.port}`, `${payment} → TCP/${config.port}`] : []),
-              ...(workload === "grpc" ? [`namespace:ingress-nginx → TCP/${config.grpcPort}`] : []),
-              `namespace:monitoring → TCP/${config.metricsPort}`,
-            ];
+        ? []
+        : [
+            ...(workload === "gateway" ? [`namespace:ingress-nginx → TCP/${config.port}`, `${payment} → TCP/${config.port}`] : []),
+            ...(workload === "grpc" ? [`namespace:ingress-nginx → TCP/${config.grpcPort}`] : []),
+            `namespace:monitoring → TCP/${config.metricsPort}`,
+          ];
       assert.deepEqual(ruleIds(policy.spec.ingress, "from").sort(), expected.sort(), `${policy.metadata.name}: ingress sources`);
     }
   });
@@ -754,9 +904,16 @@ for (const overlay of OVERLAYS) {
       const [policy] = ownPolicies(objects, o);
       const ids = ruleIds(policy.spec.egress, "to");
       const dns = ids.filter((i) => i.startsWith("namespace:kube-system"));
-      assert.deepEqual(dns.sort(), ["namespace:kube-system → TCP/53", "namespace:kube-system → UDP/53"], `${policy.metadata.name}: DNS to kube-system`);
+      assert.deepEqual(
+        dns.sort(),
+        ["namespace:kube-system → TCP/53", "namespace:kube-system → UDP/53"],
+        `${policy.metadata.name}: DNS to kube-system`,
+      );
       const rest = ids.filter((i) => !dns.includes(i));
-      assert.ok(rest.every((i) => !i.endsWith("→ *")), `${policy.metadata.name}: every egress rule names its ports`);
+      assert.ok(
+        rest.every((i) => !i.endsWith("→ *")),
+        `${policy.metadata.name}: every egress rule names its ports`,
+      );
       const uses = Object.entries(DEPENDENCIES).filter(([, dep]) => dep.key in SECRET_KEYS[workload]);
       const allowed = new Set(uses.flatMap(([, dep]) => dep.ports.map((p) => `TCP/${p}`)));
       // The payment node's sandbox notifier calls PUBLIC_URL: the gateway pods when it resolves inside.
@@ -767,17 +924,34 @@ for (const overlay of OVERLAYS) {
         assert.ok(allowed.has(p), `${policy.metadata.name}: egress ${id} is to nothing ${workload} uses`);
         const dep = uses.find(([, d]) => d.ports.includes(Number(p.split("/")[1])))![1];
         // dev: the dependencies with a StatefulSet here are reached at its pods only.
-        if (overlay === "dev" && dep.pods) assert.equal(peer, `pods:app.kubernetes.io/name=${dep.pods},app.kubernetes.io/part-of=meridian-dev`, `${policy.metadata.name}: ${id} is to ${dep.pods}'s pods`);
-        if (overlay === "prod") assert.equal(peer, "*", `${policy.metadata.name}: ${id}: prod's dependencies are outside (by port; an operator may add ipBlocks)`);
+        if (overlay === "dev" && dep.pods)
+          assert.equal(
+            peer,
+            `pods:app.kubernetes.io/name=${dep.pods},app.kubernetes.io/part-of=meridian-dev`,
+            `${policy.metadata.name}: ${id} is to ${dep.pods}'s pods`,
+          );
+        if (overlay === "prod")
+          assert.equal(
+            peer,
+            "*",
+            `${policy.metadata.name}: ${id}: prod's dependencies are outside (by port; an operator may add ipBlocks)`,
+          );
       }
       for (const id of toGateway) assert.ok(rest.includes(id), `${policy.metadata.name}: ${id}`);
       for (const [name, dep] of uses)
-        assert.ok(dep.ports.some((p) => rest.some((i) => i.endsWith(`→ TCP/${p}`))), `${policy.metadata.name}: no egress to ${name}, which ${workload} uses (${dep.key})`);
+        assert.ok(
+          dep.ports.some((p) => rest.some((i) => i.endsWith(`→ TCP/${p}`))),
+          `${policy.metadata.name}: no egress to ${name}, which ${workload} uses (${dep.key})`,
+        );
       egressPorts.set(workload, new Set(rest.map((i) => Number(i.split("/").at(-1)))));
     }
     // The review's own points, spelt out.
     for (const w of ["gateway", "search"] as const) assert.ok(!egressPorts.get(w)!.has(3306), `${w}: no egress to MariaDB`);
-    assert.deepEqual([...egressPorts].filter(([, ports]) => ports.has(443)).map(([w]) => w), ["payment"], "payment is the only workload with HTTPS out");
+    assert.deepEqual(
+      [...egressPorts].filter(([, ports]) => ports.has(443)).map(([w]) => w),
+      ["payment"],
+      "payment is the only workload with HTTPS out",
+    );
   });
 
   test(`${overlay}: NetworkPolicies let each node reach every server its environment names`, () => {
@@ -789,15 +963,25 @@ for (const overlay of OVERLAYS) {
       for (const a of addresses) {
         const svc = serviceForHost(objects, a.host);
         const dest = svc ? { pods: svc.spec.selector } : ("outside" as const);
-        if (svc) assert.ok(svc.spec.ports.some((p: any) => p.port === a.port), `${a.name}: Service ${svc.metadata.name} serves port ${a.port}`);
-        assert.ok(egressAllows(ps, a.port, dest), `${o.metadata.name}: ${a.name} (${a.host}:${a.port}) is not reachable under its NetworkPolicies`);
+        if (svc)
+          assert.ok(
+            svc.spec.ports.some((p: any) => p.port === a.port),
+            `${a.name}: Service ${svc.metadata.name} serves port ${a.port}`,
+          );
+        assert.ok(
+          egressAllows(ps, a.port, dest),
+          `${o.metadata.name}: ${a.name} (${a.host}:${a.port}) is not reachable under its NetworkPolicies`,
+        );
       }
     }
     // The gateway pods accept what payment's egress sends them, and Prometheus on METRICS_PORT everywhere.
     const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
     const payment = appDeployments(objects).find((d) => serviceOf(d) === "payment")!;
     const port = nodeConfig(overlay, objects, gateway).config.port;
-    assert.ok(egressAllows(ownPolicies(objects, payment), port, { pods: podLabels(gateway) }), "payment → gateway on PORT (sandbox notifier)");
+    assert.ok(
+      egressAllows(ownPolicies(objects, payment), port, { pods: podLabels(gateway) }),
+      "payment → gateway on PORT (sandbox notifier)",
+    );
   });
 
   test(`${overlay}: the app image and pods`, () => {
@@ -814,7 +998,12 @@ for (const overlay of OVERLAYS) {
 
   test(`${overlay}: no Secret is committed; they are generated from git-ignored files`, () => {
     const { files } = rendered[overlay];
-    for (const f of files) if (f.endsWith(".yaml")) assert.ok(readDocs(f).every((o) => o.kind !== "Secret"), `${f}: a Secret manifest`);
+    for (const f of files)
+      if (f.endsWith(".yaml"))
+        assert.ok(
+          readDocs(f).every((o) => o.kind !== "Secret"),
+          `${f}: a Secret manifest`,
+        );
     const dir = path.join(K8S, "overlays", overlay);
     const k = readDocs(path.join(dir, "kustomization.yaml"))[0] as any;
     const inputs = (k.secretGenerator ?? []).flatMap(generatorInputs);
@@ -826,7 +1015,12 @@ for (const overlay of OVERLAYS) {
 
 test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes point at them with the generated passwords", () => {
   const { objects } = rendered.dev;
-  assert.deepEqual(ofKind(objects, "StatefulSet").map((s) => s.metadata.name).sort(), ["etcd", "mariadb", "rabbitmq", "redis"]);
+  assert.deepEqual(
+    ofKind(objects, "StatefulSet")
+      .map((s) => s.metadata.name)
+      .sort(),
+    ["etcd", "mariadb", "rabbitmq", "redis"],
+  );
   for (const s of ofKind(objects, "StatefulSet")) {
     assert.ok(s.spec.volumeClaimTemplates?.length, `${s.metadata.name}: a PVC template`);
     const svc = ofKind(objects, "Service").find((x) => x.metadata.name === s.spec.serviceName);
@@ -851,20 +1045,37 @@ test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes poi
     assert.equal(s.spec.replicas, 3, `${name}: three members`);
     assert.equal(s.spec.podManagementPolicy, "Parallel", `${name}: the members start together (each waits for the others at first boot)`);
     const pdbs = ofKind(objects, "PodDisruptionBudget").filter((p) => selects(p.spec.selector.matchLabels, podLabels(s)));
-    assert.deepEqual(pdbs.map((p) => p.spec.maxUnavailable), [1], `${name}: one PDB, maxUnavailable 1`);
+    assert.deepEqual(
+      pdbs.map((p) => p.spec.maxUnavailable),
+      [1],
+      `${name}: one PDB, maxUnavailable 1`,
+    );
     const svc = ofKind(objects, "Service").find((x) => x.metadata.name === s.spec.serviceName)!;
     assert.equal(svc.spec.publishNotReadyAddresses, true, `${name}: members resolve each other before they are ready`);
   }
   const rabbitSet = ofKind(objects, "StatefulSet").find((x) => x.metadata.name === "rabbitmq")!;
   const rabbitConfig = dataOf(objects.find((o) => o.kind === "ConfigMap" && o.metadata.name === "rabbitmq-config")!);
   assert.match(rabbitConfig.enabled_plugins, /rabbitmq_peer_discovery_k8s/, "the Kubernetes peer-discovery plugin");
-  const conf = Object.fromEntries(rabbitConfig["rabbitmq.conf"].split("\n").filter((l: string) => l.trim() && !l.trim().startsWith("#")).map((l: string) => l.split("=").map((x) => x.trim())));
+  const conf = Object.fromEntries(
+    rabbitConfig["rabbitmq.conf"]
+      .split("\n")
+      .filter((l: string) => l.trim() && !l.trim().startsWith("#"))
+      .map((l: string) => l.split("=").map((x) => x.trim())),
+  );
   assert.equal(conf["cluster_formation.peer_discovery_backend"], "rabbit_peer_discovery_k8s");
-  assert.equal(conf["cluster_formation.k8s.service_name"], rabbitSet.spec.serviceName, "discovery through the StatefulSet's headless Service");
+  assert.equal(
+    conf["cluster_formation.k8s.service_name"],
+    rabbitSet.spec.serviceName,
+    "discovery through the StatefulSet's headless Service",
+  );
   assert.equal(conf.default_queue_type, "quorum", "quorum queues by default");
   const rabbitEnv = envOf(objects, podSpec(rabbitSet).containers[0], { "metadata.name": "rabbitmq-0" }, "rabbitmq");
   assert.ok(rabbitEnv.RABBITMQ_ERLANG_COOKIE?.length >= 32, "one Erlang cookie for the three, from the generated Secret");
-  assert.match(rabbitEnv.RABBITMQ_NODENAME, new RegExp(`^rabbit@\\$\\(POD_NAME\\)\\.${rabbitSet.spec.serviceName}\\.`), "a stable node name per pod (its volume is found again)");
+  assert.match(
+    rabbitEnv.RABBITMQ_NODENAME,
+    new RegExp(`^rabbit@\\$\\(POD_NAME\\)\\.${rabbitSet.spec.serviceName}\\.`),
+    "a stable node name per pod (its volume is found again)",
+  );
   const binding = objects.find((o) => o.kind === "RoleBinding")!;
   assert.equal(binding.subjects[0].name, podSpec(rabbitSet).serviceAccountName, "the pods' ServiceAccount may read the endpoints");
   const role = objects.find((o) => o.kind === "Role" && o.metadata.name === binding.roleRef.name)!;
@@ -879,7 +1090,11 @@ test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes poi
       assert.ok(serviceForHost(objects, u.hostname), `${name} points at a Service of the overlay (${u.host})`);
     }
   const podsOf = (list: string[]) => list.map((h) => h.split("@").at(-1)!.split(":")[0]).sort();
-  assert.deepEqual(podsOf(env.RABBITMQ_URI.split(",")), ["rabbitmq-0.rabbitmq", "rabbitmq-1.rabbitmq", "rabbitmq-2.rabbitmq"], "RABBITMQ_URI: the three RabbitMQ pods");
+  assert.deepEqual(
+    podsOf(env.RABBITMQ_URI.split(",")),
+    ["rabbitmq-0.rabbitmq", "rabbitmq-1.rabbitmq", "rabbitmq-2.rabbitmq"],
+    "RABBITMQ_URI: the three RabbitMQ pods",
+  );
   assert.deepEqual(podsOf(env.ETCD_HOSTS.split(",")), ["etcd-0.etcd", "etcd-1.etcd", "etcd-2.etcd"], "ETCD_HOSTS: the three etcd members");
   // The dependencies' passwords (what their containers start with) and the nodes' URIs agree.
   const depsSecret = objects.find((o) => o.kind === "Secret" && o.metadata.name === "meridian-dev-deps")!;
@@ -910,14 +1125,23 @@ test("dev: etcd runs with authentication: JWT tokens from the generated pair, th
   const etcd = ofKind(objects, "StatefulSet").find((x) => x.metadata.name === "etcd")!;
   const c = podSpec(etcd).containers[0];
   const flag = (name: string) => (c.command as string[]).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
-  const token = Object.fromEntries(flag("auth-token")!.split(",").slice(1).map((kv) => kv.split("=")));
+  const token = Object.fromEntries(
+    flag("auth-token")!
+      .split(",")
+      .slice(1)
+      .map((kv) => kv.split("=")),
+  );
   assert.equal(flag("auth-token")!.split(",")[0], "jwt", "JWT tokens: valid at every member, not only the one that issued them");
   const mount = (c.volumeMounts as any[]).find((m) => token["priv-key"].startsWith(`${m.mountPath}/`))!;
   assert.ok(mount, "the signing key is on a mounted volume");
   const volume = (podSpec(etcd).volumes as any[]).find((v) => v.name === mount.name)!;
   const secret = dataOf(objects.find((o) => o.kind === "Secret" && o.metadata.name === volume.secret.secretName)!);
   const key = createPrivateKey(secret[path.basename(token["priv-key"])]);
-  assert.equal(createPublicKey(key).export({ type: "spki", format: "pem" }), secret[path.basename(token["pub-key"])], "the pair's public half");
+  assert.equal(
+    createPublicKey(key).export({ type: "spki", format: "pem" }),
+    secret[path.basename(token["pub-key"])],
+    "the pair's public half",
+  );
   assert.equal(token["sign-method"], "RS256");
 
   // The Job: npm run etcd:auth, as a tool, with the nodes' etcd settings and the root password.
@@ -931,11 +1155,18 @@ test("dev: etcd runs with authentication: JWT tokens from the generated pair, th
   for (const d of appDeployments(objects)) {
     const node = nodeConfig("dev", objects, d);
     assert.ok(node.config.etcd?.username && node.config.etcd.password, `${d.metadata.name}: presents ETCD_USERNAME / ETCD_PASSWORD`);
-    assert.deepEqual({ ...jobConfig.etcd, rootPassword: undefined }, { ...node.config.etcd, rootPassword: undefined }, `${d.metadata.name}: the Job creates the user the node presents, on the same members`);
+    assert.deepEqual(
+      { ...jobConfig.etcd, rootPassword: undefined },
+      { ...node.config.etcd, rootPassword: undefined },
+      `${d.metadata.name}: the Job creates the user the node presents, on the same members`,
+    );
     assert.equal(jobConfig.namespace, node.config.namespace, `${d.metadata.name}: the Job grants the node's discovery prefix`);
     assert.equal(node.env.ETCD_ROOT_PASSWORD, undefined, `${d.metadata.name}: no node holds etcd's root password`);
   }
-  assert.ok(jobConfig.etcd?.rootPassword && jobConfig.etcd.rootPassword !== jobConfig.etcd.password, "the Job holds a root password of its own");
+  assert.ok(
+    jobConfig.etcd?.rootPassword && jobConfig.etcd.rootPassword !== jobConfig.etcd.password,
+    "the Job holds a root password of its own",
+  );
   assert.notEqual(jobConfig.etcd?.username, "root");
   assert.ok(nodeConfig("dev", objects, gateway).config.etcd?.hosts.length === 3);
 });
@@ -944,7 +1175,10 @@ test("dev: make-secrets.ts writes its files once, owner-only, with fresh values;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-dev-secrets-"));
   try {
     const written = writeDevSecrets(dir);
-    assert.deepEqual(written.map((f) => path.basename(f)), [...DEV_SECRET_FILES]);
+    assert.deepEqual(
+      written.map((f) => path.basename(f)),
+      [...DEV_SECRET_FILES],
+    );
     for (const f of written) assert.equal(fs.statSync(f).mode & 0o077, 0, `${f}: owner-only`);
     const first = fs.readFileSync(written[0], "utf8");
     assert.throws(() => writeDevSecrets(dir), /already there/, "never replaces the passwords the data volumes were initialised with");
@@ -954,12 +1188,19 @@ test("dev: make-secrets.ts writes its files once, owner-only, with fresh values;
     // already there changes.
     const [secretsEnv, depsEnv, jwtKey] = written as [string, string, string];
     const before = fs.readFileSync(secretsEnv, "utf8");
-    fs.writeFileSync(secretsEnv, before.split("\n").filter((l) => !l.startsWith("ETCD_ROOT_PASSWORD=")).join("\n"));
+    fs.writeFileSync(
+      secretsEnv,
+      before
+        .split("\n")
+        .filter((l) => !l.startsWith("ETCD_ROOT_PASSWORD="))
+        .join("\n"),
+    );
     fs.rmSync(jwtKey);
     const added = writeDevSecrets(dir).map((f) => path.basename(f));
     assert.deepEqual(added, ["secrets.env (ETCD_ROOT_PASSWORD)", "etcd-jwt.key", "etcd-jwt.pub"]);
     const after = fs.readFileSync(secretsEnv, "utf8");
-    for (const line of before.split("\n").filter((l) => l.includes("=") && !l.startsWith("ETCD_ROOT_PASSWORD="))) assert.ok(after.includes(`${line}\n`), `kept: ${line.split("=")[0]}`);
+    for (const line of before.split("\n").filter((l) => l.includes("=") && !l.startsWith("ETCD_ROOT_PASSWORD=")))
+      assert.ok(after.includes(`${line}\n`), `kept: ${line.split("=")[0]}`);
     assert.match(after, /^ETCD_ROOT_PASSWORD=[0-9a-f]{48}$/m);
     // A whole env file missing beside the other: refused (its passwords must match).
     fs.rmSync(depsEnv);
@@ -968,7 +1209,11 @@ test("dev: make-secrets.ts writes its files once, owner-only, with fresh values;
     fs.rmSync(dir, { recursive: true, force: true });
   }
   const k = readDocs(path.join(K8S, "overlays", "dev", "kustomization.yaml"))[0] as any;
-  assert.deepEqual(k.secretGenerator.flatMap(generatorInputs).sort(), [...DEV_SECRET_FILES].sort(), "the overlay reads what the script writes");
+  assert.deepEqual(
+    k.secretGenerator.flatMap(generatorInputs).sort(),
+    [...DEV_SECRET_FILES].sort(),
+    "the overlay reads what the script writes",
+  );
 });
 
 test("prod: external dependencies only, and no secret value committed", () => {
@@ -977,11 +1222,25 @@ test("prod: external dependencies only, and no secret value committed", () => {
   // The only Secret is generated from the operator's git-ignored secrets.env; its committed
   // example has every value empty.
   const secrets = ofKind(objects, "Secret");
-  assert.deepEqual(secrets.map((s) => s.metadata.name), ["meridian-secrets"]);
-  assert.deepEqual(Object.entries(dataOf(secrets[0])).filter(([, v]) => v !== ""), [], "secrets.env.example holds names, not values");
+  assert.deepEqual(
+    secrets.map((s) => s.metadata.name),
+    ["meridian-secrets"],
+  );
+  assert.deepEqual(
+    Object.entries(dataOf(secrets[0])).filter(([, v]) => v !== ""),
+    [],
+    "secrets.env.example holds names, not values",
+  );
   // Every key a workload requires is listed (an absent required key stops the pod).
-  const required = new Set(workloads(objects).flatMap(([w]) => Object.entries(SECRET_KEYS[w]).filter(([, n]) => n === "required").map(([k]) => k)));
-  for (const name of [...required, ...Object.keys(PROD_SECRET_STAND_INS)]) assert.ok(name in dataOf(secrets[0]), `secrets.env.example lists ${name}`);
+  const required = new Set(
+    workloads(objects).flatMap(([w]) =>
+      Object.entries(SECRET_KEYS[w])
+        .filter(([, n]) => n === "required")
+        .map(([k]) => k),
+    ),
+  );
+  for (const name of [...required, ...Object.keys(PROD_SECRET_STAND_INS)])
+    assert.ok(name in dataOf(secrets[0]), `secrets.env.example lists ${name}`);
 });
 
 test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, Elasticsearch, the payment platforms", () => {
@@ -990,7 +1249,8 @@ test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, El
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
       const p = path.join(dir, e.name);
       if (e.isDirectory()) out += sources(p);
-      else if (e.name.endsWith(".ts") && !/\.(unit|int|system)\.spec\.ts$/.test(e.name) && !e.name.includes("fixture")) out += fs.readFileSync(p, "utf8");
+      else if (e.name.endsWith(".ts") && !/\.(unit|int|system)\.spec\.ts$/.test(e.name) && !e.name.includes("fixture"))
+        out += fs.readFileSync(p, "utf8");
     }
     return out;
   };
@@ -1007,15 +1267,26 @@ test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, El
   for (const service of ALL_SERVICES) {
     const src = sources(path.join(ROOT, "services", service));
     const keys = SECRET_KEYS[service];
-    for (const [key, re] of Object.entries(EVIDENCE)) assert.equal(key in keys, re.test(src), `${service}: ${key} in SECRET_KEYS ⇔ its code matches ${re}`);
-    for (const name of PAYMENT_ENV_NAMES) assert.equal(name in keys, PAYMENT_CODE.test(src), `${service}: ${name} in SECRET_KEYS ⇔ its code reads the payment platforms' configuration`);
+    for (const [key, re] of Object.entries(EVIDENCE))
+      assert.equal(key in keys, re.test(src), `${service}: ${key} in SECRET_KEYS ⇔ its code matches ${re}`);
+    for (const name of PAYMENT_ENV_NAMES)
+      assert.equal(
+        name in keys,
+        PAYMENT_CODE.test(src),
+        `${service}: ${name} in SECRET_KEYS ⇔ its code reads the payment platforms' configuration`,
+      );
     // Every node's broker: transporter, cacher, discovery (moleculer.config.ts).
     for (const [key, need] of Object.entries(NODE_SECRETS)) assert.equal(keys[key], need, `${service}: ${key}`);
     const explained = new Set([...Object.keys(NODE_SECRETS), ...Object.keys(EVIDENCE), ...PAYMENT_ENV_NAMES]);
-    assert.deepEqual(Object.keys(keys).filter((k) => !explained.has(k)), [], `${service}: keys no evidence explains`);
+    assert.deepEqual(
+      Object.keys(keys).filter((k) => !explained.has(k)),
+      [],
+      `${service}: keys no evidence explains`,
+    );
   }
   const broker = fs.readFileSync(path.join(ROOT, "moleculer.config.ts"), "utf8");
-  for (const field of ["rabbitmqUris", "redisUrl", "etcd"]) assert.match(broker, new RegExp(`config\\.${field}\\b`), `moleculer.config.ts uses config.${field}`);
+  for (const field of ["rabbitmqUris", "redisUrl", "etcd"])
+    assert.match(broker, new RegExp(`config\\.${field}\\b`), `moleculer.config.ts uses config.${field}`);
   // bin/migrate.ts: a tool (no JWT_SECRET, REDIS_URL), on the databases only.
   const migrate = fs.readFileSync(path.join(ROOT, "bin", "migrate.ts"), "utf8");
   assert.match(migrate, /loadConfigOrExit\(\{ tool: true \}\)/);
@@ -1041,7 +1312,11 @@ test("the payment variables named in the README's configuration table and in k8s
       .flatMap((l) => [...l.split("|")[1].matchAll(/`([A-Z0-9_]+)`/g)].map((m) => m[1])),
   );
   const inTable = [...tableNames].filter((n) => n.match(PAYMENTISH));
-  assert.deepEqual([...new Set([...readme.matchAll(PAYMENTISH)].map((m) => m[0]))].filter((n) => !known.has(n)), [], "README names payment variables the config does not know");
+  assert.deepEqual(
+    [...new Set([...readme.matchAll(PAYMENTISH)].map((m) => m[0]))].filter((n) => !known.has(n)),
+    [],
+    "README names payment variables the config does not know",
+  );
   assert.deepEqual(inTable.sort(), [...known].sort(), "the README's configuration table lists each payment variable, in its first column");
 
   const manifestNames = new Set<string>();
@@ -1049,12 +1324,21 @@ test("the payment variables named in the README's configuration table and in k8s
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
       const p = path.join(dir, e.name);
       if (e.isDirectory()) walk(p);
-      else if (/\.ya?ml$|\.env\.example$/.test(e.name)) for (const m of fs.readFileSync(p, "utf8").matchAll(PAYMENTISH)) manifestNames.add(m[0]);
+      else if (/\.ya?ml$|\.env\.example$/.test(e.name))
+        for (const m of fs.readFileSync(p, "utf8").matchAll(PAYMENTISH)) manifestNames.add(m[0]);
     }
   };
   walk(K8S);
-  assert.deepEqual([...manifestNames].filter((n) => !known.has(n)), [], "k8s/ names payment variables the config does not know");
-  assert.deepEqual([...known].filter((n) => !manifestNames.has(n)), [], "k8s/ leaves out payment variables the config knows");
+  assert.deepEqual(
+    [...manifestNames].filter((n) => !known.has(n)),
+    [],
+    "k8s/ names payment variables the config does not know",
+  );
+  assert.deepEqual(
+    [...known].filter((n) => !manifestNames.has(n)),
+    [],
+    "k8s/ leaves out payment variables the config knows",
+  );
   const example = fs.readFileSync(path.join(K8S, "overlays", "prod", "secrets.env.example"), "utf8");
   for (const n of known) assert.match(example, new RegExp(`^#? ?${n}=`, "m"), `prod's secrets.env.example lists ${n}`);
 });
@@ -1070,15 +1354,25 @@ test("every manifest under k8s/ is used by an overlay", () => {
     }
   };
   walk(K8S);
-  assert.deepEqual(all.filter((f) => !used.has(f)).map((f) => path.relative(K8S, f)), [], "files no kustomization lists");
+  assert.deepEqual(
+    all.filter((f) => !used.has(f)).map((f) => path.relative(K8S, f)),
+    [],
+    "files no kustomization lists",
+  );
 });
 
 test("the image runs the compiled build: its CMD is node dist/bin/start.js, and tsx is no production dependency", () => {
-  const runtime = fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8").split(/^FROM /m).at(-1)!;
+  const runtime = fs
+    .readFileSync(path.join(ROOT, "Dockerfile"), "utf8")
+    .split(/^FROM /m)
+    .at(-1)!;
   const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(runtime);
   assert.ok(cmd, "the runtime stage has an exec-form CMD");
   assert.equal(compiledEntry({ command: JSON.parse(cmd[1]!) as string[] }), "bin/start.ts");
-  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string>; scripts: Record<string, string> };
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")) as {
+    dependencies: Record<string, string>;
+    scripts: Record<string, string>;
+  };
   assert.equal(pkg.dependencies.tsx, undefined, "tsx is a dev dependency (npm start, the tests)");
   assert.match(pkg.scripts.build ?? "", /tsc -p tsconfig\.build\.json/);
 });

@@ -23,7 +23,12 @@ function node(nodeID: string, namespace: string, shared = false) {
     },
   } as never);
   cleaner = new CacheCleaner<Hint>(broker, { warn: () => undefined }, "thing", (cacher, { id }) => cacher.del(key(broker, id)), shared);
-  return { broker, cleaner, get: (id: string) => broker.cacher!.get(key(broker, id)), set: (id: string, v: unknown) => broker.cacher!.set(key(broker, id), v, 60) };
+  return {
+    broker,
+    cleaner,
+    get: (id: string) => broker.cacher!.get(key(broker, id)),
+    set: (id: string, v: unknown) => broker.cacher!.set(key(broker, id), v, 60),
+  };
 }
 
 const key = (broker: ServiceBroker, id: string) => actionCacheKey(broker.cacher!, "thing.get", ["id"], { id });
@@ -34,7 +39,10 @@ describe("cache cleaning after a commit (lib/cache-clean.ts)", () => {
   const b = node("b", ns);
   before(async () => {
     await Promise.all([a.broker.start(), b.broker.start()]);
-    await eventually("the nodes see each other", async () => a.broker.registry.nodes.toArray().length === 2 && b.broker.registry.nodes.toArray().length === 2);
+    await eventually(
+      "the nodes see each other",
+      async () => a.broker.registry.nodes.toArray().length === 2 && b.broker.registry.nodes.toArray().length === 2,
+    );
   });
   after(async () => {
     a.cleaner.stop();
@@ -55,7 +63,10 @@ describe("cache cleaning after a commit (lib/cache-clean.ts)", () => {
     await a.set("2", { v: "read before the commit" });
     await b.set("2", { v: "read before the commit" });
     assert.deepEqual(await a.get("2"), { v: "read before the commit" }, "the first clean is over");
-    await eventually("the second clean, here and on the other node", async () => (await a.get("2")) === undefined && (await b.get("2")) === undefined);
+    await eventually(
+      "the second clean, here and on the other node",
+      async () => (await a.get("2")) === undefined && (await b.get("2")) === undefined,
+    );
   });
 
   test("readThrough: a hit is not loaded again; what load finds missing is not stored", async () => {

@@ -17,7 +17,12 @@ import type { ServiceBroker } from "moleculer";
 export const SECOND_CLEAN_MS = 250;
 
 /** The cacher's own key for an action cached by `keys` (as its middleware computes it). */
-export function actionCacheKey(cacher: NonNullable<ServiceBroker["cacher"]>, action: string, keys: string[], params: Record<string, unknown>): string {
+export function actionCacheKey(
+  cacher: NonNullable<ServiceBroker["cacher"]>,
+  action: string,
+  keys: string[],
+  params: Record<string, unknown>,
+): string {
   return cacher.getCacheKey({ name: action } as never, { keys } as never, { params } as never);
 }
 
@@ -25,7 +30,12 @@ export function actionCacheKey(cacher: NonNullable<ServiceBroker["cacher"]>, act
  * One entry read through the cacher: its value when cached, else `load`'s, stored for `ttlS`
  * (undefined: not stored, as an action's error is not). A cacher that fails is skipped.
  */
-export async function readThrough<T>(cacher: ServiceBroker["cacher"], key: string, ttlS: number, load: () => Promise<T | undefined>): Promise<T | undefined> {
+export async function readThrough<T>(
+  cacher: ServiceBroker["cacher"],
+  key: string,
+  ttlS: number,
+  load: () => Promise<T | undefined>,
+): Promise<T | undefined> {
   if (!cacher) return load();
   const hit = (await Promise.resolve(cacher.get(key)).catch(() => null)) as T | null | undefined;
   if (hit !== null && hit !== undefined) return hit;
@@ -55,8 +65,12 @@ export class CacheCleaner<Hint extends object> {
 
   /** After a commit: clean here, tell the other nodes, and again a moment later. Never throws (the write is committed). */
   async afterCommit(hint: Hint): Promise<void> {
-    await this.cleanHere(hint).catch((err) => this.logger.warn(`Cache clean (${this.service}) failed`, err instanceof Error ? err.message : err));
-    await Promise.resolve(this.broker.broadcast(this.event, hint)).catch((err) => this.logger.warn(`${this.event} broadcast failed`, err instanceof Error ? err.message : err));
+    await this.cleanHere(hint).catch((err) =>
+      this.logger.warn(`Cache clean (${this.service}) failed`, err instanceof Error ? err.message : err),
+    );
+    await Promise.resolve(this.broker.broadcast(this.event, hint)).catch((err) =>
+      this.logger.warn(`${this.event} broadcast failed`, err instanceof Error ? err.message : err),
+    );
     const timer = setTimeout(() => {
       this.pending.delete(timer);
       this.cleanHere(hint).catch(() => undefined);

@@ -23,7 +23,8 @@ export function callAction<A extends ContractAction>(
   let options = opts;
   const parent = opts?.parentCtx ?? (isContext(via) ? via : undefined);
   // A request whose client gave up (lib/cancellation.ts) stops at its next call.
-  if (parent && isCancelled(parent.broker, parent.requestID)) return Promise.reject(new Errors.RequestSkippedError({ action, nodeID: parent.nodeID ?? "" }));
+  if (parent && isCancelled(parent.broker, parent.requestID))
+    return Promise.reject(new Errors.RequestSkippedError({ action, nodeID: parent.nodeID ?? "" }));
   if (opts?.parentCtx && parent && (parent.options?.timeout ?? 0) > 0 && parent.startHrTime) {
     // What is left of the request's timeout, as Context.call computes it (Moleculer's
     // timeout middleware stamps startHrTime). Not Context.call itself: it also copies the

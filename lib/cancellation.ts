@@ -43,7 +43,8 @@ export function cancellationService(ttlMs: number): ServiceSchema {
     name: "$cancellations",
     events: {
       [EVENT](ctx: { params: { requestID?: unknown }; broker: ServiceBroker }) {
-        if (typeof ctx.params?.requestID === "string" && ctx.params.requestID.length <= 128) remember(ctx.broker, ctx.params.requestID, ttlMs);
+        if (typeof ctx.params?.requestID === "string" && ctx.params.requestID.length <= 128)
+          remember(ctx.broker, ctx.params.requestID, ttlMs);
       },
     },
   };

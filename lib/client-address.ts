@@ -13,7 +13,10 @@ export function clientAddress(socketAddress: string | undefined, forwardedFor: s
   if (hops <= 0 || forwardedFor === undefined) return socket;
   // Several X-Forwarded-For headers are one list, in order (RFC 7230 §3.2.2).
   const header = Array.isArray(forwardedFor) ? forwardedFor.join(",") : forwardedFor;
-  const entries = header.split(",").map((e) => normalize(e.trim())).filter(Boolean);
+  const entries = header
+    .split(",")
+    .map((e) => normalize(e.trim()))
+    .filter(Boolean);
   // [socket, last entry, …, first entry]: the socket's peer is hop 0.
   const chain = [socket, ...entries.reverse()];
   return chain[Math.min(hops, chain.length - 1)]!;

@@ -17,7 +17,8 @@ test("hops count from the right: a client's forged leftmost entries never win", 
   // Several headers are one list.
   assert.equal(clientAddress("10.0.0.2", ["6.6.6.6", "203.0.113.7"], 1), "203.0.113.7");
   // Rotating the leftmost entries changes nothing.
-  for (const forged of ["1.1.1.1", "2.2.2.2", "3.3.3.3, 4.4.4.4"]) assert.equal(clientAddress("10.0.0.2", `${forged}, 203.0.113.7`, 1), "203.0.113.7");
+  for (const forged of ["1.1.1.1", "2.2.2.2", "3.3.3.3, 4.4.4.4"])
+    assert.equal(clientAddress("10.0.0.2", `${forged}, 203.0.113.7`, 1), "203.0.113.7");
 });
 
 test("fewer entries than hops: the leftmost present; no header: the socket", () => {

@@ -11,12 +11,21 @@ import { z } from "zod";
 import { ensurePrivateDir, readOrCreatePrivateFile } from "./private-files";
 import { placeholderProblems } from "./secrets";
 
-export const ALL_SERVICES = ["gateway", "grpc", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"] as const;
+export const ALL_SERVICES = [
+  "gateway",
+  "grpc",
+  "user",
+  "product",
+  "search",
+  "notification",
+  "cart",
+  "payment",
+  "order",
+  "recommendation",
+] as const;
 export type ServiceName = (typeof ALL_SERVICES)[number];
 
-const bool = z
-  .enum(["true", "false", "1", "0", "yes", "no"])
-  .transform((v) => v === "true" || v === "1" || v === "yes");
+const bool = z.enum(["true", "false", "1", "0", "yes", "no"]).transform((v) => v === "true" || v === "1" || v === "yes");
 /** `points/seconds`, e.g. `10/600`: at most 10 in any 600 s window. */
 const rate = z
   .string()
@@ -27,21 +36,33 @@ const rate = z
   })
   .refine((r) => r.points >= 1 && r.windowS >= 1, "points and seconds must be at least 1");
 const int = (min: number, max: number) =>
-  z.coerce.number({ error: `must be an integer from ${min} to ${max}` }).int(`must be an integer from ${min} to ${max}`).min(min, `must be at least ${min}`).max(max, `must be at most ${max}`);
+  z.coerce
+    .number({ error: `must be an integer from ${min} to ${max}` })
+    .int(`must be an integer from ${min} to ${max}`)
+    .min(min, `must be at least ${min}`)
+    .max(max, `must be at most ${max}`);
 const url = (protocols: string[]) =>
-  z.string().refine((v) => {
-    try {
-      return protocols.includes(new URL(v).protocol);
-    } catch {
-      return false;
-    }
-  }, `must be a URL with protocol ${protocols.join(" or ")}`);
+  z.string().refine(
+    (v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    },
+    `must be a URL with protocol ${protocols.join(" or ")}`,
+  );
 
 /** A comma list of such URLs (at least one), e.g. a cluster's nodes. */
 const urlList = (protocols: string[]) =>
   z
     .string()
-    .transform((v) => v.split(",").map((u) => u.trim()).filter(Boolean))
+    .transform((v) =>
+      v
+        .split(",")
+        .map((u) => u.trim())
+        .filter(Boolean),
+    )
     .pipe(z.array(url(protocols)).min(1, "must hold at least one URL"));
 
 const EnvSchema = z.object({
@@ -58,8 +79,14 @@ const EnvSchema = z.object({
   NODE_ENV: z.string().optional(),
   DATA_DIR: z.string().min(1).default("./data"),
   SERVICES: z.string().default("all"),
-  NODE_ID: z.string().regex(/^[A-Za-z0-9._-]{1,100}$/, "letters, digits, . _ - only").optional(),
-  NAMESPACE: z.string().regex(/^[a-z0-9-]{0,40}$/, "lower-case letters, digits and - only").default(""),
+  NODE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,100}$/, "letters, digits, . _ - only")
+    .optional(),
+  NAMESPACE: z
+    .string()
+    .regex(/^[a-z0-9-]{0,40}$/, "lower-case letters, digits and - only")
+    .default(""),
   // One broker, or the nodes of a RabbitMQ cluster as a comma list (or one address that
   // reaches the cluster, e.g. a Kubernetes Service): a node connects to one and moves to
   // another when it goes (lib/events/amqp.ts, lib/transporter/safe-amqp-transporter.ts).
@@ -82,7 +109,10 @@ const EnvSchema = z.object({
   // proxy` as a hop count): the client address is the entry that many from the right.
   TRUST_PROXY: z
     .string()
-    .regex(/^(\d{1,2}|false)$/, 'must be a hop count (0 to 99; 1 behind one proxy such as ingress-nginx); "true" is no longer accepted: it meant the leftmost entry, which the client writes')
+    .regex(
+      /^(\d{1,2}|false)$/,
+      'must be a hop count (0 to 99; 1 behind one proxy such as ingress-nginx); "true" is no longer accepted: it meant the leftmost entry, which the client writes',
+    )
     .transform((v) => (v === "false" ? 0 : Number(v)))
     .default(0),
   BODY_LIMIT_BYTES: int(1024, 10 * 1024 * 1024).default(100 * 1024),
@@ -113,7 +143,10 @@ const EnvSchema = z.object({
   // How long a relay woken by a commit waits for more commits before its pass (0: at once).
   EVENTS_KICK_DELAY_MS: int(0, 1000).default(2),
   EVENTS_MAX_ATTEMPTS: int(1, 100).default(5),
-  EVENTS_RETRY_DELAYS_MS: z.string().regex(/^\d{1,9}(,\d{1,9})*$/, "a comma list of milliseconds").default("1000,10000,60000"),
+  EVENTS_RETRY_DELAYS_MS: z
+    .string()
+    .regex(/^\d{1,9}(,\d{1,9})*$/, "a comma list of milliseconds")
+    .default("1000,10000,60000"),
   // Stock reservations (product service): how long a hold lives, and how often the sweep
   // looks for expired ones (default: a quarter of the TTL, at most 30 s).
   RESERVATION_TTL_SECONDS: int(1, 7 * 86_400).default(900),
@@ -122,10 +155,17 @@ const EnvSchema = z.object({
   ELASTIC_SEARCH_NODE: url(["http:", "https:"]).optional(),
   ELASTIC_SEARCH_USERNAME: z.string().min(1).optional(),
   ELASTIC_SEARCH_PASSWORD: z.string().min(1).optional(),
-  ELASTIC_SEARCH_INDEX: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,200}$/, "a lower-case Elasticsearch index name").optional(),
+  ELASTIC_SEARCH_INDEX: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,200}$/, "a lower-case Elasticsearch index name")
+    .optional(),
   // Notification e-mail: SMTP when SMTP_URL is given (any mode), else kept in the database.
   SMTP_URL: url(["smtp:", "smtps:"]).optional(),
-  MAIL_FROM: z.string().max(320).regex(/^(?:[^<>\r\n]{0,200}<[^\s@<>]+@[^\s@<>]+>|[^\s@<>]+@[^\s@<>]+)$/, 'an address, or "Name <address>"').default("Meridian <no-reply@localhost>"),
+  MAIL_FROM: z
+    .string()
+    .max(320)
+    .regex(/^(?:[^<>\r\n]{0,200}<[^\s@<>]+@[^\s@<>]+>|[^\s@<>]+@[^\s@<>]+)$/, 'an address, or "Name <address>"')
+    .default("Meridian <no-reply@localhost>"),
   MAIL_MAX_ATTEMPTS: int(1, 100).default(8),
   MAIL_RETRY_BASE_MS: int(10, 3_600_000).default(30_000),
   // Payments: a payment still PENDING this long after its creation is queried from its
@@ -144,7 +184,11 @@ const EnvSchema = z.object({
   // endpoint) or to the log; none: off.
   TRACING_EXPORTER: z.enum(["none", "zipkin", "console"]).default("none"),
   ZIPKIN_URL: url(["http:", "https:"]).optional(),
-  TRACING_SAMPLE_RATE: z.coerce.number({ error: "must be a number from 0 to 1" }).min(0, "must be from 0 to 1").max(1, "must be from 0 to 1").default(1),
+  TRACING_SAMPLE_RATE: z.coerce
+    .number({ error: "must be a number from 0 to 1" })
+    .min(0, "must be from 0 to 1")
+    .max(1, "must be from 0 to 1")
+    .default(1),
 });
 
 /** Every variable this module validates (the manifests' test checks theirs against it). */
@@ -233,13 +277,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
   // Empty strings count as unset: `FOO=` in a .env or a manifest means "not given".
   const given = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
   const parsed = EnvSchema.safeParse(given);
-  const problems: string[] = parsed.success
-    ? []
-    : parsed.error.issues.map((i) => `${i.path.join(".") || "environment"}: ${i.message}`);
+  const problems: string[] = parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join(".") || "environment"}: ${i.message}`);
   // Rules between variables are checked on the raw values too, so one run reports every problem.
   const cluster = Boolean(given.RABBITMQ_URI);
   const production = given.NODE_ENV === "production";
-  const runs = (name: ServiceName) => !given.SERVICES || given.SERVICES.trim() === "all" || given.SERVICES.split(",").some((s) => s.trim() === name);
+  const runs = (name: ServiceName) =>
+    !given.SERVICES || given.SERVICES.trim() === "all" || given.SERVICES.split(",").some((s) => s.trim() === name);
   // Only the nodes that sign or verify tokens get the secret (a Deployment mounts what its service uses).
   const node = !opts.tool;
   const edge = runs("gateway") || runs("grpc");
@@ -247,8 +290,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
     problems.push("JWT_SECRET: required in cluster mode (no fallback for secrets)");
   // Token revocations and request limits must be one list for every replica: Redis.
   if (node && cluster && !given.REDIS_URL && (edge || runs("user")))
-    problems.push("REDIS_URL: required in cluster mode on gateway, grpc and user nodes (token revocations and rate limits are shared there)");
-  if (given.HEALTH_PORT) problems.push("HEALTH_PORT: renamed to METRICS_PORT (the internal listener now serves /metrics on every node, the gateway's too)");
+    problems.push(
+      "REDIS_URL: required in cluster mode on gateway, grpc and user nodes (token revocations and rate limits are shared there)",
+    );
+  if (given.HEALTH_PORT)
+    problems.push("HEALTH_PORT: renamed to METRICS_PORT (the internal listener now serves /metrics on every node, the gateway's too)");
   if (cluster || production) problems.push(...placeholderProblems(given));
   if (Boolean(given.ADMIN_EMAIL) !== Boolean(given.ADMIN_PASSWORD)) problems.push("ADMIN_EMAIL/ADMIN_PASSWORD: give both or neither");
   if (!parsed.success) throw new ConfigError(problems);
@@ -256,7 +302,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
 
   let services: ServiceName[] = [...ALL_SERVICES];
   if (e.SERVICES.trim() !== "all") {
-    const names = e.SERVICES.split(",").map((s) => s.trim()).filter(Boolean);
+    const names = e.SERVICES.split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
     const unknown = names.filter((n) => !(ALL_SERVICES as readonly string[]).includes(n));
     if (unknown.length || names.length === 0)
       problems.push(`SERVICES: unknown service(s) ${unknown.join(", ") || "(empty)"}; known: ${ALL_SERVICES.join(", ")} or "all"`);
@@ -267,15 +315,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
 
   let etcd: AppConfig["etcd"];
   if (e.ETCD_HOSTS) {
-    const hosts = e.ETCD_HOSTS.split(",").map((h) => h.trim()).filter(Boolean);
+    const hosts = e.ETCD_HOSTS.split(",")
+      .map((h) => h.trim())
+      .filter(Boolean);
     const bad = hosts.filter((h) => !/^https?:\/\/[^/\s]+$/.test(h) && !/^[^/\s:]+:\d+$/.test(h));
-    if (!hosts.length || bad.length) problems.push(`ETCD_HOSTS: expected a comma list of host:port or http(s)://host:port, got ${bad.join(", ") || "(empty)"}`);
+    if (!hosts.length || bad.length)
+      problems.push(`ETCD_HOSTS: expected a comma list of host:port or http(s)://host:port, got ${bad.join(", ") || "(empty)"}`);
     // A tool (npm run etcd:auth) talks to etcd alone.
     if (!cluster && node) problems.push("ETCD_HOSTS: etcd discovery needs a transporter (RABBITMQ_URI)");
-    if (Boolean(e.ETCD_USERNAME) !== Boolean(e.ETCD_PASSWORD))
-      problems.push("ETCD_USERNAME/ETCD_PASSWORD: give both or neither");
-    if (e.ETCD_ROOT_PASSWORD && node) problems.push("ETCD_ROOT_PASSWORD: for npm run etcd:auth only; a node must not hold etcd's root password");
-    etcd = { hosts: hosts.map((h) => (h.includes("://") ? h : `http://${h}`)), username: e.ETCD_USERNAME, password: e.ETCD_PASSWORD, ...(!node && e.ETCD_ROOT_PASSWORD ? { rootPassword: e.ETCD_ROOT_PASSWORD } : {}) };
+    if (Boolean(e.ETCD_USERNAME) !== Boolean(e.ETCD_PASSWORD)) problems.push("ETCD_USERNAME/ETCD_PASSWORD: give both or neither");
+    if (e.ETCD_ROOT_PASSWORD && node)
+      problems.push("ETCD_ROOT_PASSWORD: for npm run etcd:auth only; a node must not hold etcd's root password");
+    etcd = {
+      hosts: hosts.map((h) => (h.includes("://") ? h : `http://${h}`)),
+      username: e.ETCD_USERNAME,
+      password: e.ETCD_PASSWORD,
+      ...(!node && e.ETCD_ROOT_PASSWORD ? { rootPassword: e.ETCD_ROOT_PASSWORD } : {}),
+    };
   } else if (e.ETCD_USERNAME || e.ETCD_PASSWORD || e.ETCD_ROOT_PASSWORD) {
     problems.push("ETCD_USERNAME/ETCD_PASSWORD/ETCD_ROOT_PASSWORD: set without ETCD_HOSTS");
   }
@@ -288,8 +344,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
   if (e.TRACING_EXPORTER === "zipkin" && !e.ZIPKIN_URL) problems.push("ZIPKIN_URL: required when TRACING_EXPORTER is zipkin");
   if (e.ZIPKIN_URL && e.TRACING_EXPORTER !== "zipkin") problems.push("ZIPKIN_URL: set without TRACING_EXPORTER=zipkin");
 
-  if (e.HEARTBEAT_TIMEOUT_S <= e.HEARTBEAT_INTERVAL_S)
-    problems.push("HEARTBEAT_TIMEOUT_S: must be greater than HEARTBEAT_INTERVAL_S");
+  if (e.HEARTBEAT_TIMEOUT_S <= e.HEARTBEAT_INTERVAL_S) problems.push("HEARTBEAT_TIMEOUT_S: must be greater than HEARTBEAT_INTERVAL_S");
   if (problems.length) throw new ConfigError(problems);
 
   const dataDir = path.resolve(e.DATA_DIR);
@@ -322,7 +377,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
     accessTokenTtlS: e.ACCESS_TOKEN_TTL_S,
     refreshTokenTtlS: e.REFRESH_TOKEN_TTL_S,
     loginRateLimit: { points: e.LOGIN_RATE_LIMIT, windowS: e.LOGIN_RATE_WINDOW_S },
-    rateLimits: { enabled: e.RATE_LIMITS === "on", signup: e.RATE_LIMIT_SIGNUP, orders: e.RATE_LIMIT_ORDERS, refunds: e.RATE_LIMIT_REFUNDS, user: e.RATE_LIMIT_USER, ip: e.RATE_LIMIT_IP },
+    rateLimits: {
+      enabled: e.RATE_LIMITS === "on",
+      signup: e.RATE_LIMIT_SIGNUP,
+      orders: e.RATE_LIMIT_ORDERS,
+      refunds: e.RATE_LIMIT_REFUNDS,
+      user: e.RATE_LIMIT_USER,
+      ip: e.RATE_LIMIT_IP,
+    },
     unpaidLimits: { maxOrders: e.MAX_UNPAID_ORDERS, maxUnitsPerProduct: e.MAX_UNPAID_UNITS_PER_PRODUCT },
     returnWindowDays: e.RETURN_WINDOW_DAYS,
     migrateOnStart: e.MIGRATE_ON_START ?? !cluster,
@@ -335,7 +397,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
     },
     reservations: {
       ttlSeconds: e.RESERVATION_TTL_SECONDS,
-      sweepIntervalMs: e.RESERVATION_SWEEP_INTERVAL_MS ?? Math.max(1000, Math.min(30_000, Math.floor((e.RESERVATION_TTL_SECONDS * 1000) / 4))),
+      sweepIntervalMs:
+        e.RESERVATION_SWEEP_INTERVAL_MS ?? Math.max(1000, Math.min(30_000, Math.floor((e.RESERVATION_TTL_SECONDS * 1000) / 4))),
     },
     mail: { smtpUrl: e.SMTP_URL, from: e.MAIL_FROM, maxAttempts: e.MAIL_MAX_ATTEMPTS, retryBaseMs: e.MAIL_RETRY_BASE_MS },
     payments: {
@@ -344,7 +407,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
       orderAckTimeoutS: e.PAYMENT_ORDER_ACK_TIMEOUT_S,
       sandbox: e.SANDBOX_PAY,
     },
-    warnings: e.RATE_LIMITS === "off" ? ["RATE_LIMITS=off: every request limit but login's is OFF (load tests and benchmarks only; never in production)"] : [],
+    warnings:
+      e.RATE_LIMITS === "off"
+        ? ["RATE_LIMITS=off: every request limit but login's is OFF (load tests and benchmarks only; never in production)"]
+        : [],
     recommendations: { cacheTtlS: e.RECS_CACHE_TTL_S },
     tracing: { exporter: e.TRACING_EXPORTER, zipkinUrl: e.ZIPKIN_URL?.replace(/\/$/, ""), sampleRate: e.TRACING_SAMPLE_RATE },
     elasticsearch: e.ELASTIC_SEARCH_NODE

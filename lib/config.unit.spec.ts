@@ -9,19 +9,37 @@ import { loadConfig } from "./config";
 const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "meridian-cfg-"));
 const problemsOf = (env: Record<string, string>) => configProblems(() => loadConfig(env));
 /** A cluster node's minimum (a random secret: placeholders are refused there). */
-const CLUSTER = { RABBITMQ_URI: "amqp://guest:guest@localhost:5672/", JWT_SECRET: "3f9c2a7e1b4d8c6a0e5f7b9d2c4a6e8f", REDIS_URL: "redis://localhost:6379" };
+const CLUSTER = {
+  RABBITMQ_URI: "amqp://guest:guest@localhost:5672/",
+  JWT_SECRET: "3f9c2a7e1b4d8c6a0e5f7b9d2c4a6e8f",
+  REDIS_URL: "redis://localhost:6379",
+};
 
 test("embedded defaults: all services, port 3000, SQLite, generated secret kept in DATA_DIR", () => {
   const dir = tmp();
   const a = loadConfig({ DATA_DIR: dir });
   assert.equal(a.mode, "embedded");
   assert.equal(a.port, 3000);
-  assert.deepEqual(a.services, ["gateway", "grpc", "user", "product", "search", "notification", "cart", "payment", "order", "recommendation"]);
+  assert.deepEqual(a.services, [
+    "gateway",
+    "grpc",
+    "user",
+    "product",
+    "search",
+    "notification",
+    "cart",
+    "payment",
+    "order",
+    "recommendation",
+  ]);
   assert.equal(a.grpcPort, 50051);
   assert.deepEqual(a.reservations, { ttlSeconds: 900, sweepIntervalMs: 30_000 });
   // The sweep runs every quarter of the TTL, from 1 s to 30 s, unless set.
   assert.deepEqual(loadConfig({ DATA_DIR: dir, RESERVATION_TTL_SECONDS: "60" }).reservations, { ttlSeconds: 60, sweepIntervalMs: 15_000 });
-  assert.deepEqual(loadConfig({ DATA_DIR: dir, RESERVATION_TTL_SECONDS: "1", RESERVATION_SWEEP_INTERVAL_MS: "200" }).reservations, { ttlSeconds: 1, sweepIntervalMs: 200 });
+  assert.deepEqual(loadConfig({ DATA_DIR: dir, RESERVATION_TTL_SECONDS: "1", RESERVATION_SWEEP_INTERVAL_MS: "200" }).reservations, {
+    ttlSeconds: 1,
+    sweepIntervalMs: 200,
+  });
   assert.equal(a.migrateOnStart, true);
   assert.equal(a.mysqlUrl, undefined);
   assert.ok(a.jwtSecret.length >= 32);
@@ -31,13 +49,17 @@ test("embedded defaults: all services, port 3000, SQLite, generated secret kept 
 });
 
 test("cluster mode by RABBITMQ_URI: secrets have no fallback, migrations are a separate step", () => {
-  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", REDIS_URL: "redis://localhost" }), ["JWT_SECRET: required in cluster mode (no fallback for secrets)"]);
+  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", REDIS_URL: "redis://localhost" }), [
+    "JWT_SECRET: required in cluster mode (no fallback for secrets)",
+  ]);
   // Only nodes that sign or verify tokens need the secret, and Redis (shared revocations and limits).
   assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", SERVICES: "order,payment" }), []);
   assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", JWT_SECRET: CLUSTER.JWT_SECRET, SERVICES: "gateway" }), [
     "REDIS_URL: required in cluster mode on gateway, grpc and user nodes (token revocations and rate limits are shared there)",
   ]);
-  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", REDIS_URL: "redis://localhost", SERVICES: "grpc" }), ["JWT_SECRET: required in cluster mode (no fallback for secrets)"]);
+  assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", REDIS_URL: "redis://localhost", SERVICES: "grpc" }), [
+    "JWT_SECRET: required in cluster mode (no fallback for secrets)",
+  ]);
   const c = loadConfig({
     RABBITMQ_URI: "amqp://guest:guest@localhost:5672/",
     JWT_SECRET: CLUSTER.JWT_SECRET,
@@ -67,8 +89,20 @@ test("every bad value is reported at once, each naming its variable", () => {
     LOG_LEVEL: "loud",
     TRUST_PROXY: "maybe",
   });
-  for (const name of ["PORT", "RABBITMQ_URI", "REDIS_URL", "MYSQL_URL", "JWT_SECRET", "ADMIN_EMAIL/ADMIN_PASSWORD", "LOG_LEVEL", "TRUST_PROXY"])
-    assert.ok(problems.some((p) => p.startsWith(name)), `${name} in ${problems.join(" | ")}`);
+  for (const name of [
+    "PORT",
+    "RABBITMQ_URI",
+    "REDIS_URL",
+    "MYSQL_URL",
+    "JWT_SECRET",
+    "ADMIN_EMAIL/ADMIN_PASSWORD",
+    "LOG_LEVEL",
+    "TRUST_PROXY",
+  ])
+    assert.ok(
+      problems.some((p) => p.startsWith(name)),
+      `${name} in ${problems.join(" | ")}`,
+    );
 });
 
 test("rules between variables", () => {
@@ -82,11 +116,22 @@ test("rules between variables", () => {
   // etcd's root password: `npm run etcd:auth` (a tool, etcd alone) takes it; a node refuses to hold it.
   const etcdAdmin = { ETCD_HOSTS: "etcd-0:2379", ETCD_USERNAME: "meridian", ETCD_PASSWORD: "n0de-pw", ETCD_ROOT_PASSWORD: "r00t-pw" };
   assert.match(problemsOf({ ...cluster, ...etcdAdmin })[0], /^ETCD_ROOT_PASSWORD: for npm run etcd:auth only/);
-  assert.deepEqual(loadConfig({ DATA_DIR: dir, ...etcdAdmin }, { tool: true }).etcd, { hosts: ["http://etcd-0:2379"], username: "meridian", password: "n0de-pw", rootPassword: "r00t-pw" });
+  assert.deepEqual(loadConfig({ DATA_DIR: dir, ...etcdAdmin }, { tool: true }).etcd, {
+    hosts: ["http://etcd-0:2379"],
+    username: "meridian",
+    password: "n0de-pw",
+    rootPassword: "r00t-pw",
+  });
   assert.equal(loadConfig({ ...cluster, ...etcdAdmin, ETCD_ROOT_PASSWORD: "" }).etcd?.rootPassword, undefined);
-  assert.match(configProblems(() => loadConfig({ DATA_DIR: dir, ETCD_ROOT_PASSWORD: "r00t-pw" }, { tool: true }))[0], /^ETCD_USERNAME\/ETCD_PASSWORD\/ETCD_ROOT_PASSWORD: set without ETCD_HOSTS/);
+  assert.match(
+    configProblems(() => loadConfig({ DATA_DIR: dir, ETCD_ROOT_PASSWORD: "r00t-pw" }, { tool: true }))[0],
+    /^ETCD_USERNAME\/ETCD_PASSWORD\/ETCD_ROOT_PASSWORD: set without ETCD_HOSTS/,
+  );
   assert.match(problemsOf({ ...cluster, HEARTBEAT_INTERVAL_S: "6", HEARTBEAT_TIMEOUT_S: "6" })[0], /^HEARTBEAT_TIMEOUT_S/);
-  assert.match(problemsOf({ DATA_DIR: dir, ADMIN_EMAIL: "a@example.com", ADMIN_PASSWORD: "short" })[0], /^ADMIN_PASSWORD: must be at least 8/);
+  assert.match(
+    problemsOf({ DATA_DIR: dir, ADMIN_EMAIL: "a@example.com", ADMIN_PASSWORD: "short" })[0],
+    /^ADMIN_PASSWORD: must be at least 8/,
+  );
 });
 
 test("RABBITMQ_URI: one URL or a cluster's nodes as a comma list, each checked (protocol, placeholder password)", () => {
@@ -98,9 +143,15 @@ test("RABBITMQ_URI: one URL or a cluster's nodes as a comma list, each checked (
     "amqp://u:s3cr3t-1@rabbit-1:5672",
     "amqps://u:s3cr3t-1@rabbit-2:5671",
   ]);
-  assert.match(problemsOf({ ...CLUSTER, RABBITMQ_URI: "amqp://a:5672,nats://b:4222", DATA_DIR: dir }).join(" | "), /^RABBITMQ_URI\.1: must be a URL with protocol amqp: or amqps:/);
+  assert.match(
+    problemsOf({ ...CLUSTER, RABBITMQ_URI: "amqp://a:5672,nats://b:4222", DATA_DIR: dir }).join(" | "),
+    /^RABBITMQ_URI\.1: must be a URL with protocol amqp: or amqps:/,
+  );
   assert.match(problemsOf({ ...CLUSTER, RABBITMQ_URI: " , ", DATA_DIR: dir }).join(" | "), /^RABBITMQ_URI: must hold at least one URL/);
-  assert.match(problemsOf({ ...CLUSTER, RABBITMQ_URI: "amqp://u:pw@a:5672,amqp://u:change-me@b:5672", DATA_DIR: dir }).join(" | "), /^RABBITMQ_URI: its password is a placeholder/);
+  assert.match(
+    problemsOf({ ...CLUSTER, RABBITMQ_URI: "amqp://u:pw@a:5672,amqp://u:change-me@b:5672", DATA_DIR: dir }).join(" | "),
+    /^RABBITMQ_URI: its password is a placeholder/,
+  );
 });
 
 test("empty strings count as unset", () => {
@@ -131,8 +182,12 @@ test("request limits: defaults, <points>/<seconds>, RATE_LIMITS=off turns them o
   const dir = tmp();
   const on = loadConfig({ DATA_DIR: dir });
   assert.deepEqual(on.rateLimits, {
-    enabled: true, signup: { points: 10, windowS: 600 }, orders: { points: 20, windowS: 600 }, refunds: { points: 10, windowS: 3600 },
-    user: { points: 600, windowS: 60 }, ip: { points: 1200, windowS: 60 },
+    enabled: true,
+    signup: { points: 10, windowS: 600 },
+    orders: { points: 20, windowS: 600 },
+    refunds: { points: 10, windowS: 3600 },
+    user: { points: 600, windowS: 60 },
+    ip: { points: 1200, windowS: 60 },
   });
   assert.deepEqual(on.warnings, []);
   assert.deepEqual(loadConfig({ DATA_DIR: dir, RATE_LIMIT_SIGNUP: "3/60" }).rateLimits.signup, { points: 3, windowS: 60 });
@@ -157,11 +212,19 @@ test("placeholder secrets are refused in cluster mode and under NODE_ENV=product
   };
   const problems = problemsOf({ ...placeholders, DATA_DIR: dir });
   for (const name of ["JWT_SECRET", "RABBITMQ_URI", "MYSQL_URL", "ADMIN_PASSWORD", "REDIS_URL"])
-    assert.ok(problems.some((p) => p.startsWith(`${name}:`) && /placeholder/.test(p)), `${name} in ${problems.join(" | ")}`);
+    assert.ok(
+      problems.some((p) => p.startsWith(`${name}:`) && /placeholder/.test(p)),
+      `${name} in ${problems.join(" | ")}`,
+    );
   // Embedded on a laptop they are allowed (nothing is exposed by default)...
-  assert.deepEqual(problemsOf({ DATA_DIR: dir, JWT_SECRET: placeholders.JWT_SECRET, ADMIN_EMAIL: "a@example.com", ADMIN_PASSWORD: "change-me-now" }), []);
+  assert.deepEqual(
+    problemsOf({ DATA_DIR: dir, JWT_SECRET: placeholders.JWT_SECRET, ADMIN_EMAIL: "a@example.com", ADMIN_PASSWORD: "change-me-now" }),
+    [],
+  );
   // ...but not under NODE_ENV=production.
-  assert.ok(problemsOf({ DATA_DIR: dir, NODE_ENV: "production", JWT_SECRET: placeholders.JWT_SECRET }).some((p) => p.startsWith("JWT_SECRET:")));
+  assert.ok(
+    problemsOf({ DATA_DIR: dir, NODE_ENV: "production", JWT_SECRET: placeholders.JWT_SECRET }).some((p) => p.startsWith("JWT_SECRET:")),
+  );
   // Shorter than 32 bytes is refused everywhere.
   assert.match(problemsOf({ DATA_DIR: dir, JWT_SECRET: "short" })[0]!, /^JWT_SECRET: must be at least 32/);
   // A real password (the test servers' guest/guest is a default, not a placeholder) passes.

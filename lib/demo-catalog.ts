@@ -21,24 +21,102 @@ export function rng(seed: number): () => number {
 }
 
 export const CATALOG: Record<string, { brands: string[]; nouns: string[]; price: [number, number] }> = {
-  Phones: { brands: ["Apple", "Samsung", "Google", "Xiaomi", "OnePlus", "Motorola", "Nokia", "Sony"], nouns: ["iPhone", "Galaxy", "Pixel", "Redmi", "Nord", "Moto", "Xperia", "smartphone"], price: [9900, 159900] },
-  Laptops: { brands: ["Apple", "Lenovo", "Dell", "HP", "Asus", "Acer", "Microsoft", "Razer"], nouns: ["MacBook", "ThinkPad", "XPS", "Spectre", "Zenbook", "Swift", "Surface", "Blade", "notebook", "laptop"], price: [29900, 399900] },
-  Headphones: { brands: ["Sony", "Bose", "Sennheiser", "Apple", "JBL", "Beats", "Jabra", "AudioTechnica"], nouns: ["headphones", "earbuds", "AirPods", "headset", "earphones"], price: [1900, 59900] },
-  Cameras: { brands: ["Canon", "Nikon", "Sony", "Fujifilm", "Panasonic", "Olympus", "GoPro", "Leica"], nouns: ["camera", "mirrorless", "DSLR", "lens", "camcorder", "action camera"], price: [14900, 599900] },
-  Kitchen: { brands: ["Philips", "Bosch", "KitchenAid", "Tefal", "Delonghi", "Smeg", "Breville", "Ninja"], nouns: ["blender", "toaster", "kettle", "espresso machine", "air fryer", "mixer", "microwave", "coffee grinder"], price: [1900, 89900] },
-  Shoes: { brands: ["Nike", "Adidas", "Puma", "Asics", "NewBalance", "Reebok", "Salomon", "Converse"], nouns: ["sneakers", "running shoes", "trail shoes", "boots", "sandals", "trainers"], price: [2900, 24900] },
-  Books: { brands: ["Penguin", "HarperCollins", "OReilly", "Springer", "Manning", "Wiley", "Vintage", "Bloomsbury"], nouns: ["novel", "cookbook", "guide", "handbook", "biography", "atlas", "textbook"], price: [599, 8999] },
-  Toys: { brands: ["Lego", "Hasbro", "Mattel", "Playmobil", "Ravensburger", "Bandai", "Hornby", "Brio"], nouns: ["puzzle", "building set", "doll", "board game", "train set", "action figure", "robot kit"], price: [999, 29900] },
-  Furniture: { brands: ["Ikea", "Hay", "Muuto", "Vitra", "Herman", "Steelcase", "Kartell", "Habitat"], nouns: ["chair", "desk", "sofa", "bookshelf", "lamp", "table", "wardrobe", "stool"], price: [2900, 249900] },
-  Garden: { brands: ["Gardena", "Husqvarna", "Stihl", "Fiskars", "Weber", "Bosch", "Ryobi", "Worx"], nouns: ["lawn mower", "hedge trimmer", "hose", "barbecue", "pruner", "leaf blower", "chainsaw"], price: [1500, 149900] },
-  Watches: { brands: ["Casio", "Seiko", "Garmin", "Apple", "Fossil", "Citizen", "Tissot", "Withings"], nouns: ["watch", "smartwatch", "chronograph", "fitness tracker"], price: [2900, 199900] },
-  Gaming: { brands: ["Sony", "Microsoft", "Nintendo", "Logitech", "Razer", "Corsair", "SteelSeries", "HyperX"], nouns: ["console", "controller", "gaming mouse", "keyboard", "gaming headset", "PlayStation", "Xbox", "Switch"], price: [1900, 69900] },
+  Phones: {
+    brands: ["Apple", "Samsung", "Google", "Xiaomi", "OnePlus", "Motorola", "Nokia", "Sony"],
+    nouns: ["iPhone", "Galaxy", "Pixel", "Redmi", "Nord", "Moto", "Xperia", "smartphone"],
+    price: [9900, 159900],
+  },
+  Laptops: {
+    brands: ["Apple", "Lenovo", "Dell", "HP", "Asus", "Acer", "Microsoft", "Razer"],
+    nouns: ["MacBook", "ThinkPad", "XPS", "Spectre", "Zenbook", "Swift", "Surface", "Blade", "notebook", "laptop"],
+    price: [29900, 399900],
+  },
+  Headphones: {
+    brands: ["Sony", "Bose", "Sennheiser", "Apple", "JBL", "Beats", "Jabra", "AudioTechnica"],
+    nouns: ["headphones", "earbuds", "AirPods", "headset", "earphones"],
+    price: [1900, 59900],
+  },
+  Cameras: {
+    brands: ["Canon", "Nikon", "Sony", "Fujifilm", "Panasonic", "Olympus", "GoPro", "Leica"],
+    nouns: ["camera", "mirrorless", "DSLR", "lens", "camcorder", "action camera"],
+    price: [14900, 599900],
+  },
+  Kitchen: {
+    brands: ["Philips", "Bosch", "KitchenAid", "Tefal", "Delonghi", "Smeg", "Breville", "Ninja"],
+    nouns: ["blender", "toaster", "kettle", "espresso machine", "air fryer", "mixer", "microwave", "coffee grinder"],
+    price: [1900, 89900],
+  },
+  Shoes: {
+    brands: ["Nike", "Adidas", "Puma", "Asics", "NewBalance", "Reebok", "Salomon", "Converse"],
+    nouns: ["sneakers", "running shoes", "trail shoes", "boots", "sandals", "trainers"],
+    price: [2900, 24900],
+  },
+  Books: {
+    brands: ["Penguin", "HarperCollins", "OReilly", "Springer", "Manning", "Wiley", "Vintage", "Bloomsbury"],
+    nouns: ["novel", "cookbook", "guide", "handbook", "biography", "atlas", "textbook"],
+    price: [599, 8999],
+  },
+  Toys: {
+    brands: ["Lego", "Hasbro", "Mattel", "Playmobil", "Ravensburger", "Bandai", "Hornby", "Brio"],
+    nouns: ["puzzle", "building set", "doll", "board game", "train set", "action figure", "robot kit"],
+    price: [999, 29900],
+  },
+  Furniture: {
+    brands: ["Ikea", "Hay", "Muuto", "Vitra", "Herman", "Steelcase", "Kartell", "Habitat"],
+    nouns: ["chair", "desk", "sofa", "bookshelf", "lamp", "table", "wardrobe", "stool"],
+    price: [2900, 249900],
+  },
+  Garden: {
+    brands: ["Gardena", "Husqvarna", "Stihl", "Fiskars", "Weber", "Bosch", "Ryobi", "Worx"],
+    nouns: ["lawn mower", "hedge trimmer", "hose", "barbecue", "pruner", "leaf blower", "chainsaw"],
+    price: [1500, 149900],
+  },
+  Watches: {
+    brands: ["Casio", "Seiko", "Garmin", "Apple", "Fossil", "Citizen", "Tissot", "Withings"],
+    nouns: ["watch", "smartwatch", "chronograph", "fitness tracker"],
+    price: [2900, 199900],
+  },
+  Gaming: {
+    brands: ["Sony", "Microsoft", "Nintendo", "Logitech", "Razer", "Corsair", "SteelSeries", "HyperX"],
+    nouns: ["console", "controller", "gaming mouse", "keyboard", "gaming headset", "PlayStation", "Xbox", "Switch"],
+    price: [1900, 69900],
+  },
 };
 
-const ADJECTIVES = ["Pro", "Max", "Ultra", "Lite", "Mini", "Plus", "Air", "Classic", "Sport", "Studio", "Compact", "Wireless", "Smart", "Premium", "Essential", "Deluxe"];
+const ADJECTIVES = [
+  "Pro",
+  "Max",
+  "Ultra",
+  "Lite",
+  "Mini",
+  "Plus",
+  "Air",
+  "Classic",
+  "Sport",
+  "Studio",
+  "Compact",
+  "Wireless",
+  "Smart",
+  "Premium",
+  "Essential",
+  "Deluxe",
+];
 const COLORS = ["Black", "White", "Silver", "Blue", "Red", "Green", "Graphite", "Gold", "Pink", "Grey"];
 const MATERIALS = ["aluminium", "steel", "leather", "cotton", "oak", "recycled plastic", "glass", "titanium"];
-const FEATURES = ["long battery life", "fast charging", "noise cancelling", "water resistant", "lightweight", "energy efficient", "two year warranty", "eco friendly", "quiet", "durable", "ergonomic", "high resolution"];
+const FEATURES = [
+  "long battery life",
+  "fast charging",
+  "noise cancelling",
+  "water resistant",
+  "lightweight",
+  "energy efficient",
+  "two year warranty",
+  "eco friendly",
+  "quiet",
+  "durable",
+  "ergonomic",
+  "high resolution",
+];
 
 export function syntheticProducts(n: number, seed = 42): CatalogProduct[] {
   const r = rng(seed);

@@ -47,31 +47,31 @@ window.addEventListener("load", function () {
  * scripts and data only from our origin; Swagger UI needs inline styles and data: images.
  */
 export const DOCS_CONTENT_SECURITY_POLICY =
-	"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
-	"connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
+  "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 export interface DocsPageOptions {
-	/** URL of the OpenAPI document, e.g. "/api/openapi.json". */
-	specUrl: string;
-	/** URL prefix where `swaggerUiDistPath` is served, e.g. "/docs/assets". */
-	assetBase: string;
-	/** Where `docsInitJs` is served; default `${assetBase}/init.js`. */
-	initScriptUrl?: string;
-	/** Page title; default "Meridian API". */
-	title?: string;
+  /** URL of the OpenAPI document, e.g. "/api/openapi.json". */
+  specUrl: string;
+  /** URL prefix where `swaggerUiDistPath` is served, e.g. "/docs/assets". */
+  assetBase: string;
+  /** Where `docsInitJs` is served; default `${assetBase}/init.js`. */
+  initScriptUrl?: string;
+  /** Page title; default "Meridian API". */
+  title?: string;
 }
 
 function escapeHtml(text: string): string {
-	return text.replace(/[&<>"']/g, ch => `&#${ch.charCodeAt(0)};`);
+  return text.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 }
 
 /** The HTML of `GET /docs`: loads Swagger UI's bundle, preset and CSS from `assetBase`. */
 export function docsHtml(options: DocsPageOptions): string {
-	const base = options.assetBase.replace(/\/+$/, "");
-	const asset = (file: string): string => escapeHtml(`${base}/${file}`);
-	const initUrl = escapeHtml(options.initScriptUrl ?? `${base}/${DOCS_INIT_SCRIPT_NAME}`);
-	const title = escapeHtml(options.title ?? "Meridian API");
-	return `<!DOCTYPE html>
+  const base = options.assetBase.replace(/\/+$/, "");
+  const asset = (file: string): string => escapeHtml(`${base}/${file}`);
+  const initUrl = escapeHtml(options.initScriptUrl ?? `${base}/${DOCS_INIT_SCRIPT_NAME}`);
+  const title = escapeHtml(options.title ?? "Meridian API");
+  return `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">

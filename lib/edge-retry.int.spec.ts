@@ -36,8 +36,17 @@ describe("a request lost with the node that held it: sent once more when safe (R
   let grpc: MeridianGrpc;
   let admin = "";
   const env = () => ({
-    NAMESPACE: namespace, DATA_DIR: dataDir, MYSQL_URL, REDIS_URL, MIGRATE_ON_START: "true", RABBITMQ_URI: vhost.uri, JWT_SECRET: jwtSecret,
-    REQUEST_TIMEOUT_MS: "1500", LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "error", RATE_LIMITS: "off", DEMO_CATALOG: "false",
+    NAMESPACE: namespace,
+    DATA_DIR: dataDir,
+    MYSQL_URL,
+    REDIS_URL,
+    MIGRATE_ON_START: "true",
+    RABBITMQ_URI: vhost.uri,
+    JWT_SECRET: jwtSecret,
+    REQUEST_TIMEOUT_MS: "1500",
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "error",
+    RATE_LIMITS: "off",
+    DEMO_CATALOG: "false",
   });
   /** Node B's calls of the held actions never answer (until the end of the test). */
   const holdOnB: Middleware = {
@@ -54,7 +63,10 @@ describe("a request lost with the node that held it: sent once more when safe (R
   before(async () => {
     vhost = await createVhost();
     const [port, grpcPort] = [await freePort(), await freePort()];
-    gw = createBroker(loadConfig({ ...env(), NODE_ID: `${namespace}-gw`, PORT: String(port), GRPC_PORT: String(grpcPort) }), ["gateway", "grpc"]);
+    gw = createBroker(loadConfig({ ...env(), NODE_ID: `${namespace}-gw`, PORT: String(port), GRPC_PORT: String(grpcPort) }), [
+      "gateway",
+      "grpc",
+    ]);
     grpc = new MeridianGrpc(`127.0.0.1:${grpcPort}`);
     a = createBroker(loadConfig({ ...env(), NODE_ID: `${namespace}-a` }), ["product"]);
     b = createBroker(loadConfig({ ...env(), NODE_ID: `${namespace}-b` }), ["product"], { middlewares: [holdOnB] });
@@ -62,7 +74,9 @@ describe("a request lost with the node that held it: sent once more when safe (R
     await b.start();
     await gw.start();
     const deadline = Date.now() + 20_000;
-    while ((gw.registry.getActionEndpoints("product.get")?.endpoints ?? []).filter((e: { isAvailable: boolean }) => e.isAvailable).length < 2) {
+    while (
+      (gw.registry.getActionEndpoints("product.get")?.endpoints ?? []).filter((e: { isAvailable: boolean }) => e.isAvailable).length < 2
+    ) {
       if (Date.now() > deadline) throw new Error("the gateway does not see both product nodes");
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -83,7 +97,8 @@ describe("a request lost with the node that held it: sent once more when safe (R
 
   // The first 12 products for the REST reads, the next 12 for gRPC's: each read once, since a
   // cached read would not reach a node.
-  const products = async (from = 0) => ((await a.call("product.export", { limit: 24 })) as { items: { id: string }[] }).items.map((p) => p.id).slice(from, from + 12);
+  const products = async (from = 0) =>
+    ((await a.call("product.export", { limit: 24 })) as { items: { id: string }[] }).items.map((p) => p.id).slice(from, from + 12);
 
   test("reads: every GET answers 200, those node B held included (sent to node A)", async () => {
     // The balancer sends about half to B.
@@ -109,7 +124,11 @@ describe("a request lost with the node that held it: sent once more when safe (R
     const stockBefore = ((await a.call("product.get", { id })) as { stock: { onHand: number } }).stock.onHand;
     const statuses: number[] = [];
     for (let i = 0; i < 6; i++) {
-      const r = await http(baseUrl, "POST", `/api/products/${id}/stock`, { token: admin, body: { delta: 1 }, headers: { "idempotency-key": `k-${i}` } });
+      const r = await http(baseUrl, "POST", `/api/products/${id}/stock`, {
+        token: admin,
+        body: { delta: 1 },
+        headers: { "idempotency-key": `k-${i}` },
+      });
       statuses.push(r.status);
       if (r.status !== 200) assert.equal(r.body.error.code, "SERVICE_UNAVAILABLE", r.text);
     }

@@ -62,7 +62,11 @@ export async function transportBack(broker: { transit?: { tx: { connected: boole
 }
 
 /** Whether this request may be sent a second time (see the header). */
-export function safeToRepeat(method: string | undefined, contract: Pick<ActionContract, "idempotency"> | undefined, idempotencyKey: string | undefined): boolean {
+export function safeToRepeat(
+  method: string | undefined,
+  contract: Pick<ActionContract, "idempotency"> | undefined,
+  idempotencyKey: string | undefined,
+): boolean {
   if (SAFE_METHODS.has((method ?? "").toUpperCase())) return true;
   if (contract?.idempotency === "idempotent") return true;
   return contract?.idempotency === "key" && Boolean(idempotencyKey);
@@ -72,7 +76,11 @@ export function safeToRepeat(method: string | undefined, contract: Pick<ActionCo
  * The endpoint of the second try, given the node of the first: another available one when
  * there is one, else the same (undefined when the registry no longer lists it).
  */
-export function retryEndpoint<E extends { id: string; isAvailable?: boolean }>(failedNode: string | undefined, candidates: readonly E[], random = Math.random): E | undefined {
+export function retryEndpoint<E extends { id: string; isAvailable?: boolean }>(
+  failedNode: string | undefined,
+  candidates: readonly E[],
+  random = Math.random,
+): E | undefined {
   const others = candidates.filter((e) => e.isAvailable !== false && e.id !== failedNode);
   return others.length ? others[Math.floor(random() * others.length)] : candidates.find((e) => e.id === failedNode);
 }

@@ -10,8 +10,14 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
   test("lost in transport: a remote timeout or a rejection because the node left; not an answer, a nested or local timeout, or 'no node'", () => {
     assert.ok(lostInTransport(new Errors.RequestTimeoutError({ action: "product.get", nodeID: "b" }), "product.get"));
     assert.ok(lostInTransport(new Errors.RequestRejectedError({ action: "product.get", nodeID: "b" }), "product.get"));
-    assert.ok(!lostInTransport(new Errors.RequestTimeoutError({ action: "product.get", nodeID: "b" }), "product.get", true), "a slow handler of this node");
-    assert.ok(!lostInTransport(new Errors.RequestTimeoutError({ action: "payment.create", nodeID: "p" }), "order.pay"), "a nested call's timeout, passed back");
+    assert.ok(
+      !lostInTransport(new Errors.RequestTimeoutError({ action: "product.get", nodeID: "b" }), "product.get", true),
+      "a slow handler of this node",
+    );
+    assert.ok(
+      !lostInTransport(new Errors.RequestTimeoutError({ action: "payment.create", nodeID: "p" }), "order.pay"),
+      "a nested call's timeout, passed back",
+    );
     assert.ok(!lostInTransport(new Errors.ServiceNotAvailableError({ action: "product.get" }), "product.get"));
     assert.ok(!lostInTransport(new Errors.MoleculerClientError("Not found", 404, "NOT_FOUND"), "product.get"));
     assert.ok(!lostInTransport(undefined, "product.get"));
@@ -34,11 +40,24 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
     assert.ok(!notSent(new Errors.RequestTimeoutError({ action: "cart.addItem", nodeID: "c" })), "sent, then lost: may have acted");
     const a = { id: "a" };
     const b = { id: "b" };
-    const q = { err: disconnected, contract: undefined, action: "cart.addItem", method: "POST", idempotencyKey: undefined, failedNode: "a", endpoints: [a, b], clientGone: false };
+    const q = {
+      err: disconnected,
+      contract: undefined,
+      action: "cart.addItem",
+      method: "POST",
+      idempotencyKey: undefined,
+      failedNode: "a",
+      endpoints: [a, b],
+      clientGone: false,
+    };
     assert.equal(secondTry(q), b, "an unkeyed POST that never left");
     assert.equal(secondTry({ ...q, failedNode: undefined, endpoints: [a] }), a);
     assert.equal(secondTry({ ...q, clientGone: true }), undefined);
-    assert.equal(secondTry({ ...q, err: new Errors.RequestTimeoutError({ action: "cart.addItem", nodeID: "a" }) }), undefined, "the same POST lost after it left: not repeated");
+    assert.equal(
+      secondTry({ ...q, err: new Errors.RequestTimeoutError({ action: "cart.addItem", nodeID: "a" }) }),
+      undefined,
+      "the same POST lost after it left: not repeated",
+    );
   });
 
   test("the second try goes to another available node when there is one, else the same", () => {
@@ -56,11 +75,17 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
     const replaying = Object.entries(SERVICE_FACTORIES)
       .flatMap(([service, factory]) =>
         Object.entries(factory(config).actions ?? {})
-          .filter(([, a]) => typeof a === "object" && a !== null && "handler" in a && /this\.withKey\(|ctx\.meta\.idempotencyKey/.test(String(a.handler)))
+          .filter(
+            ([, a]) =>
+              typeof a === "object" && a !== null && "handler" in a && /this\.withKey\(|ctx\.meta\.idempotencyKey/.test(String(a.handler)),
+          )
           .map(([name]) => `${service}.${name}`),
       )
       .sort();
-    const marked = [...contracts.actions.values()].filter((c) => c.idempotency === "key").map((c) => c.action).sort();
+    const marked = [...contracts.actions.values()]
+      .filter((c) => c.idempotency === "key")
+      .map((c) => c.action)
+      .sort();
     assert.deepEqual(marked, replaying);
     assert.ok(marked.length >= 5 && marked.includes("cart.addItem"), `${marked.join(", ")}`);
   });

@@ -30,10 +30,8 @@ export class AppError extends Errors.MoleculerClientError {
   }
 }
 
-export const validationError = (message: string, details: unknown[] = []) =>
-  new AppError("VALIDATION_ERROR", message, details);
-export const malformed = (message: string, details: unknown[] = []) =>
-  new AppError("MALFORMED_REQUEST", message, details, 400);
+export const validationError = (message: string, details: unknown[] = []) => new AppError("VALIDATION_ERROR", message, details);
+export const malformed = (message: string, details: unknown[] = []) => new AppError("MALFORMED_REQUEST", message, details, 400);
 export const unauthorized = (message = "Authentication required") => new AppError("UNAUTHORIZED", message);
 export const forbidden = (message = "Not allowed") => new AppError("FORBIDDEN", message);
 /** The catalog code of an error from a call (an AppError, or one rebuilt from the wire), if any. */
@@ -46,7 +44,13 @@ export const conflict = (message: string, details: unknown[] = []) => new AppErr
  */
 export const rateLimited = (d: { name: string; limit: number; resetSeconds: number; retryAfterSeconds?: number }) =>
   new AppError("RATE_LIMITED", "Too many requests, try again later", [
-    { limitName: d.name, limit: d.limit, remaining: 0, resetSeconds: d.resetSeconds, retryAfterSeconds: d.retryAfterSeconds ?? d.resetSeconds },
+    {
+      limitName: d.name,
+      limit: d.limit,
+      remaining: 0,
+      resetSeconds: d.resetSeconds,
+      retryAfterSeconds: d.retryAfterSeconds ?? d.resetSeconds,
+    },
   ]);
 
 /**
@@ -56,8 +60,17 @@ export const rateLimited = (d: { name: string; limit: number; resetSeconds: numb
  * Moleculer's `BrokerDisconnectedError`.
  */
 const DEPENDENCY_DOWN_CODES = new Set([
-  "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENOTFOUND",
-  "PROTOCOL_CONNECTION_LOST", "ER_SERVER_SHUTDOWN", "ER_CON_COUNT_ERROR", "ER_LOCK_WAIT_TIMEOUT", "ER_LOCK_DEADLOCK",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  "PROTOCOL_CONNECTION_LOST",
+  "ER_SERVER_SHUTDOWN",
+  "ER_CON_COUNT_ERROR",
+  "ER_LOCK_WAIT_TIMEOUT",
+  "ER_LOCK_DEADLOCK",
   "SQLITE_BUSY",
 ]);
 const DEPENDENCY_DOWN_NAMES = new Set(["BrokerDisconnectedError", "KnexTimeoutError"]);
@@ -117,7 +130,11 @@ export function toErrorResponse(err: unknown): { status: number; body: ErrorBody
       const d = (details[0] ?? {}) as { retryAfterSeconds?: number; limit?: number; resetSeconds?: number };
       const headers: Record<string, string> = {};
       if (typeof d.limit === "number" && typeof d.resetSeconds === "number")
-        Object.assign(headers, { "RateLimit-Limit": String(d.limit), "RateLimit-Remaining": "0", "RateLimit-Reset": String(d.resetSeconds) });
+        Object.assign(headers, {
+          "RateLimit-Limit": String(d.limit),
+          "RateLimit-Remaining": "0",
+          "RateLimit-Reset": String(d.resetSeconds),
+        });
       return { status, body: body(code, e.message ?? code, details), retryAfter: d.retryAfterSeconds, headers };
     }
     return { status, body: body(code, e.message ?? code, details) };
@@ -146,9 +163,22 @@ export function toErrorResponse(err: unknown): { status: number; body: ErrorBody
       return { status: 503, body: body("SERVICE_UNAVAILABLE", "A service needed for this request is unavailable") };
   }
   if (status >= 400 && status < 500) {
-    const code = status === 401 ? "UNAUTHORIZED" : status === 403 ? "FORBIDDEN" : status === 404 ? "NOT_FOUND"
-      : status === 413 ? "PAYLOAD_TOO_LARGE" : status === 415 ? "UNSUPPORTED_MEDIA_TYPE" : status === 429 ? "RATE_LIMITED"
-      : status === 409 ? "CONFLICT" : "VALIDATION_ERROR";
+    const code =
+      status === 401
+        ? "UNAUTHORIZED"
+        : status === 403
+          ? "FORBIDDEN"
+          : status === 404
+            ? "NOT_FOUND"
+            : status === 413
+              ? "PAYLOAD_TOO_LARGE"
+              : status === 415
+                ? "UNSUPPORTED_MEDIA_TYPE"
+                : status === 429
+                  ? "RATE_LIMITED"
+                  : status === 409
+                    ? "CONFLICT"
+                    : "VALIDATION_ERROR";
     return { status, body: body(code, "The request could not be processed") };
   }
   return { status: 500, body: body("INTERNAL", "Internal server error") };

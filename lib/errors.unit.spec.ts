@@ -15,7 +15,14 @@ test("our errors keep their code, status and details", () => {
   assert.equal(limited.retryAfter, 42);
   assert.deepEqual(limited.headers, { "RateLimit-Limit": "10", "RateLimit-Remaining": "0", "RateLimit-Reset": "42" });
   // Over the wire the details survive (a 429 from a remote user node keeps its headers).
-  assert.equal(toErrorResponse(JSON.parse(JSON.stringify({ ...rateLimited({ name: "login", limit: 5, resetSeconds: 7 }), name: "MoleculerClientError", message: "x" }))).headers?.["RateLimit-Reset"], "7");
+  assert.equal(
+    toErrorResponse(
+      JSON.parse(
+        JSON.stringify({ ...rateLimited({ name: "login", limit: 5, resetSeconds: 7 }), name: "MoleculerClientError", message: "x" }),
+      ),
+    ).headers?.["RateLimit-Reset"],
+    "7",
+  );
   assert.equal(toErrorResponse(new AppError("SERVICE_UNAVAILABLE", "down")).status, 503);
 });
 
@@ -30,7 +37,13 @@ test("validator errors become VALIDATION_ERROR 422 with field details only", () 
   ]);
   assert.deepEqual(toErrorResponse(err), {
     status: 422,
-    body: { error: { code: "VALIDATION_ERROR", message: "Request parameters are invalid", details: [{ field: "email", message: "The 'email' field is required.", type: "required" }] } },
+    body: {
+      error: {
+        code: "VALIDATION_ERROR",
+        message: "Request parameters are invalid",
+        details: [{ field: "email", message: "The 'email' field is required.", type: "required" }],
+      },
+    },
   });
 });
 
@@ -45,7 +58,11 @@ test("timeouts and missing services are 503, not 500", () => {
   assert.equal(toErrorResponse(new Errors.RequestTimeoutError({ action: "user.me", nodeID: "n" })).status, 503);
   assert.equal(toErrorResponse(new Errors.ServiceNotFoundError({ action: "user.me" })).status, 503);
   assert.equal(toErrorResponse(new Errors.ServiceNotAvailableError({ action: "user.me" })).status, 503);
-  assert.equal(toErrorResponse(new Errors.RequestRejectedError({ action: "order.create", nodeID: "order-2" })).status, 503, "its node left mid-request");
+  assert.equal(
+    toErrorResponse(new Errors.RequestRejectedError({ action: "order.create", nodeID: "order-2" })).status,
+    503,
+    "its node left mid-request",
+  );
   const webUnavailable = Object.assign(new Error("Service unavailable"), { name: "ServiceUnavailableError", code: 503 });
   assert.equal(toErrorResponse(webUnavailable).body.error.code, "SERVICE_UNAVAILABLE");
 });
@@ -56,7 +73,11 @@ test("a dependency that is away (database, RabbitMQ) is 503 with Retry-After, an
   assert.equal(r.status, 503);
   assert.equal(r.retryAfter, 1);
   assert.ok(!JSON.stringify(r.body).includes("3306"), "no address leaves the server");
-  assert.equal(toErrorResponse(Object.assign(new Error("The broker's transporter has disconnected"), { name: "BrokerDisconnectedError", code: 502 })).status, 503);
+  assert.equal(
+    toErrorResponse(Object.assign(new Error("The broker's transporter has disconnected"), { name: "BrokerDisconnectedError", code: 502 }))
+      .status,
+    503,
+  );
   assert.equal(toErrorResponse(Object.assign(new Error("pool"), { name: "KnexTimeoutError" })).status, 503);
   assert.equal(toErrorResponse(Object.assign(new Error("lost"), { code: "PROTOCOL_CONNECTION_LOST" })).status, 503);
   assert.equal(toErrorResponse(Object.assign(new Error("closed"), { fatal: true })).status, 503, "mysql2: a command on a dead connection");
@@ -65,7 +86,10 @@ test("a dependency that is away (database, RabbitMQ) is 503 with Retry-After, an
 
 test("DependencyErrorsMiddleware turns a dependency failure into SERVICE_UNAVAILABLE where it happens, and leaves others alone", async () => {
   const fail = (err: Error) => DependencyErrorsMiddleware.localAction(() => Promise.reject(err))({});
-  await assert.rejects(fail(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:3306"), { code: "ECONNREFUSED" })), (e: AppError) => e.type === "SERVICE_UNAVAILABLE" && e.code === 503 && !e.message.includes("3306"));
+  await assert.rejects(
+    fail(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:3306"), { code: "ECONNREFUSED" })),
+    (e: AppError) => e.type === "SERVICE_UNAVAILABLE" && e.code === 503 && !e.message.includes("3306"),
+  );
   const other = new AppError("CONFLICT", "no");
   await assert.rejects(fail(other), (e) => e === other);
 });
@@ -74,7 +98,9 @@ test("the error bodies the services send fit the Error schema derived from commo
   const bodies = [
     toErrorResponse(conflict("taken", [{ field: "email" }])),
     toErrorResponse(rateLimited({ name: "signup", limit: 10, resetSeconds: 42, retryAfterSeconds: 42 })),
-    toErrorResponse(new Errors.ValidationError("x", "VALIDATION_ERROR", [{ type: "stringMin", field: "name", message: "too short", actual: "" }])),
+    toErrorResponse(
+      new Errors.ValidationError("x", "VALIDATION_ERROR", [{ type: "stringMin", field: "name", message: "too short", actual: "" }]),
+    ),
     toErrorResponse(new AppError("OUT_OF_STOCK", "Not enough stock", [{ productId: "p1", requested: 3, available: 1 }])),
     toErrorResponse(validationError("Refund refused", [{ field: "amount", refundable: 1200 }])),
     toErrorResponse(new AppError("UNPAID_LIMIT", "At most 3", [{ limit: "MAX_UNPAID_ORDERS", max: 3, unpaidOrders: 3 }])),
@@ -82,7 +108,10 @@ test("the error bodies the services send fit the Error schema derived from commo
   ].map((r) => r.body);
   for (const b of bodies) assert.equal(schemaProblem(ERROR_SCHEMA, b), null, JSON.stringify(b));
   // negative controls: a known key of the wrong type, a code outside the catalog, a missing message
-  assert.match(String(schemaProblem(ERROR_SCHEMA, { error: { code: "OUT_OF_STOCK", message: "m", details: [{ available: "1" }] } })), /available: not an integer/);
+  assert.match(
+    String(schemaProblem(ERROR_SCHEMA, { error: { code: "OUT_OF_STOCK", message: "m", details: [{ available: "1" }] } })),
+    /available: not an integer/,
+  );
   assert.match(String(schemaProblem(ERROR_SCHEMA, { error: { code: "TEAPOT", message: "m", details: [] } })), /not one of/);
   assert.match(String(schemaProblem(ERROR_SCHEMA, { error: { code: "CONFLICT", details: [] } })), /message: missing/);
 });

@@ -86,7 +86,9 @@ test("close() returns with an idle keep-alive connection open; a taken port is a
   const health = await startHealthServer(broker, 0);
   const agent = new http.Agent({ keepAlive: true });
   await new Promise<void>((resolve, reject) =>
-    http.get({ port: health.port, host: "127.0.0.1", path: "/health/live", agent }, (res) => res.resume().on("end", resolve)).on("error", reject),
+    http
+      .get({ port: health.port, host: "127.0.0.1", path: "/health/live", agent }, (res) => res.resume().on("end", resolve))
+      .on("error", reject),
   );
   await assert.rejects(startHealthServer(broker, health.port), /EADDRINUSE/);
   await health.close();

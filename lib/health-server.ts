@@ -38,7 +38,8 @@ function send(res: http.ServerResponse, status: number, body: unknown): void {
 export async function startHealthServer(broker: ServiceBroker, port: number, host?: string): Promise<HealthServer> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0];
-    if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, toErrorResponse(new AppError("METHOD_NOT_ALLOWED", "GET only")).body);
+    if (req.method !== "GET" && req.method !== "HEAD")
+      return send(res, 405, toErrorResponse(new AppError("METHOD_NOT_ALLOWED", "GET only")).body);
     // Live as long as the event loop answers: a restart would not fix a dependency that is down.
     if (path === HEALTH_PATHS.live) return send(res, 200, { status: "ok" });
     if (path === METRICS_PATH) {
@@ -49,7 +50,11 @@ export async function startHealthServer(broker: ServiceBroker, port: number, hos
       checkReadiness(broker).then(
         (report) => {
           if (report.ready) return send(res, 200, { status: "ready", checks: report.checks });
-          const err = new AppError("SERVICE_UNAVAILABLE", `Not ready: ${report.down.map((d) => d.dependency).join(", ")} down`, report.down);
+          const err = new AppError(
+            "SERVICE_UNAVAILABLE",
+            `Not ready: ${report.down.map((d) => d.dependency).join(", ")} down`,
+            report.down,
+          );
           const { status, body } = toErrorResponse(err);
           send(res, status, body);
         },

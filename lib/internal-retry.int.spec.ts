@@ -67,7 +67,11 @@ test("a read refused because its node left goes again to the other node; a write
   try {
     await Promise.all([a.start(), b.start(), c.start()]);
     await a.waitForServices(["product"]);
-    await eventually("both product nodes seen", async () => (a.registry.getActionEndpoints("product.get")?.endpoints.length ?? 0) === 2, 20_000);
+    await eventually(
+      "both product nodes seen",
+      async () => (a.registry.getActionEndpoints("product.get")?.endpoints.length ?? 0) === 2,
+      20_000,
+    );
 
     const read = a.call("cart.call", { action: "product.get" });
     const write = a.call("cart.call", { action: "product.adjustStock" });
@@ -81,7 +85,11 @@ test("a read refused because its node left goes again to the other node; a write
     assert.equal(w.status, "rejected", "the write is not sent twice");
     assert.equal(((w as PromiseRejectedResult).reason as Error).name, "RequestRejectedError");
     assert.equal(e.status, "rejected", "an edge's call is the edge's to retry");
-    assert.deepEqual(served.filter((s) => s.startsWith("c")), ["c get"], "node c got the read only");
+    assert.deepEqual(
+      served.filter((s) => s.startsWith("c")),
+      ["c get"],
+      "node c got the read only",
+    );
   } finally {
     for (const h of held) h.release();
     await Promise.allSettled([a.stop(), b.stop(), c.stop()]);

@@ -60,12 +60,18 @@ describe("log lines", () => {
     assert.equal(spoke.level, "info");
     assert.equal(typeof spoke.ts, "number");
     assert.equal(spoke.msg, "spoke { deep: { er: 1 } }");
-    assert.deepEqual([spoke.nodeID, spoke.mod, spoke.svc, spoke.requestId, spoke.kind, spoke.n], ["log-node", "probe", "probe", "req-log-1", "probe", 7]);
+    assert.deepEqual(
+      [spoke.nodeID, spoke.mod, spoke.svc, spoke.requestId, spoke.kind, spoke.n],
+      ["log-node", "probe", "probe", "req-log-1", "probe", 7],
+    );
     const failed = lines.find((l) => typeof l.msg === "string" && l.msg.startsWith("failed:"))!;
     assert.equal(failed.level, "error");
     assert.match(String(failed.msg), /Error: boom\n/, "an error's stack, as util.inspect prints it");
     assert.ok(!lines.some((l) => l.msg === "below the level"));
-    assert.ok(lines.some((l) => l.msg === "ServiceBroker is stopped. Good bye." && l.requestId === undefined), "written at stop, outside any request");
+    assert.ok(
+      lines.some((l) => l.msg === "ServiceBroker is stopped. Good bye." && l.requestId === undefined),
+      "written at stop, outside any request",
+    );
   });
 
   test("text: Moleculer's short line, logFields as key=value", async () => {
@@ -83,8 +89,21 @@ describe("npm start's asynchronous stdout", () => {
     const child = spawn(process.execPath, ["--import", pathToFileURL(require.resolve("tsx")).href, path.join(ROOT, "bin", "start.ts")], {
       cwd: ROOT,
       env: {
-        ...process.env, PORT: String(port), DATA_DIR: dataDir, SERVICES: "gateway", NAMESPACE: uniqueNamespace(), NODE_ID: "log-flush",
-        LOG_FORMAT: "json", LOG_LEVEL: "info", METRICS_PORT: "0", GRPC_PORT: "0", RATE_LIMITS: "off", RABBITMQ_URI: "", REDIS_URL: "", MYSQL_URL: "", ETCD_HOSTS: "",
+        ...process.env,
+        PORT: String(port),
+        DATA_DIR: dataDir,
+        SERVICES: "gateway",
+        NAMESPACE: uniqueNamespace(),
+        NODE_ID: "log-flush",
+        LOG_FORMAT: "json",
+        LOG_LEVEL: "info",
+        METRICS_PORT: "0",
+        GRPC_PORT: "0",
+        RATE_LIMITS: "off",
+        RABBITMQ_URI: "",
+        REDIS_URL: "",
+        MYSQL_URL: "",
+        ETCD_HOSTS: "",
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -95,7 +114,10 @@ describe("npm start's asynchronous stdout", () => {
     try {
       const deadline = Date.now() + 60_000;
       for (;;) {
-        const ok = await fetch(`http://127.0.0.1:${port}/health/live`).then((r) => r.ok, () => false);
+        const ok = await fetch(`http://127.0.0.1:${port}/health/live`).then(
+          (r) => r.ok,
+          () => false,
+        );
         if (ok) break;
         if (Date.now() > deadline) assert.fail(`not up within 60 s:\n${out.slice(-2000)}`);
         await new Promise((r) => setTimeout(r, 100));
@@ -104,25 +126,33 @@ describe("npm start's asynchronous stdout", () => {
       child.stdout.pause();
       const N = 1500;
       let next = 0;
-      await Promise.all(Array.from({ length: 20 }, async () => {
-        while (next < N) {
-          const i = next++;
-          const res = await fetch(`http://127.0.0.1:${port}/api/no-such-route-${i}`, { headers: { "x-request-id": `flush-${i}` } });
-          assert.equal(res.status, 404);
-          await res.arrayBuffer();
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: 20 }, async () => {
+          while (next < N) {
+            const i = next++;
+            const res = await fetch(`http://127.0.0.1:${port}/api/no-such-route-${i}`, { headers: { "x-request-id": `flush-${i}` } });
+            assert.equal(res.status, 404);
+            await res.arrayBuffer();
+          }
+        }),
+      );
       child.kill("SIGTERM");
       // The stop waits for the queued lines; reading again lets them out.
       await new Promise((r) => setTimeout(r, 500));
       child.stdout.resume();
       assert.equal(await exited, 0, out.slice(-2000));
       // Every line whole: the log's JSON lines, and the start banner (bin/start.ts, through the same destination).
-      const lines = out.split("\n").filter((l) => l && !l.startsWith("Meridian started") && !l.startsWith("  ")).map((l) => JSON.parse(l) as Record<string, unknown>);
+      const lines = out
+        .split("\n")
+        .filter((l) => l && !l.startsWith("Meridian started") && !l.startsWith("  "))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
       const ids = new Set(lines.filter((l) => l.kind === "access").map((l) => l.requestId));
       const missing = Array.from({ length: N }, (_, i) => `flush-${i}`).filter((id) => !ids.has(id));
       assert.deepEqual(missing, [], `${missing.length} access lines lost`);
-      assert.ok(lines.some((l) => l.msg === "ServiceBroker is stopped. Good bye."), "the broker's last line");
+      assert.ok(
+        lines.some((l) => l.msg === "ServiceBroker is stopped. Good bye."),
+        "the broker's last line",
+      );
     } finally {
       child.kill("SIGKILL");
       await exited;

@@ -114,7 +114,10 @@ export class AppLogger extends Loggers.Formatted<Loggers.Formatted.FormattedLogg
       },
       this.destination,
     );
-    const log = this.root.child({ nodeID: bindings.nodeID, ns: bindings.ns, mod: bindings.mod, ...(bindings.svc ? { svc: bindings.svc } : {}) }, { level });
+    const log = this.root.child(
+      { nodeID: bindings.nodeID, ns: bindings.ns, mod: bindings.mod, ...(bindings.svc ? { svc: bindings.svc } : {}) },
+      { level },
+    );
     return (type, args) => {
       const fields = args[0] instanceof LogFields ? args[0].fields : undefined;
       const msg = printArgs(fields ? args.slice(1) : args);

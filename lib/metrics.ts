@@ -32,8 +32,7 @@ export class InProcessPrometheusReporter extends PrometheusReporter {
 export function prometheusText(broker: ServiceBroker): string {
   const reporters = ((broker.metrics as any).reporter ?? []) as unknown[];
   const reporter = reporters.find((r) => r instanceof InProcessPrometheusReporter) as
-    | (InProcessPrometheusReporter & { generatePrometheusResponse(): string })
-    | undefined;
+    (InProcessPrometheusReporter & { generatePrometheusResponse(): string }) | undefined;
   return reporter ? reporter.generatePrometheusResponse() : "";
 }
 
@@ -47,19 +46,60 @@ export function prometheusText(broker: ServiceBroker): string {
  * The README's "Observability" section lists them with queries.
  */
 export const BUSINESS_COUNTERS = {
-  orders_created: { name: "meridian.orders.created.total", labelNames: [], description: "Orders created (stock reserved, order row committed)" },
+  orders_created: {
+    name: "meridian.orders.created.total",
+    labelNames: [],
+    description: "Orders created (stock reserved, order row committed)",
+  },
   orders_paid: { name: "meridian.orders.paid.total", labelNames: ["provider"], description: "Orders that became PAID" },
-  orders_cancelled: { name: "meridian.orders.cancelled.total", labelNames: ["reason"], description: "Orders cancelled (reason: user, admin, expired)" },
+  orders_cancelled: {
+    name: "meridian.orders.cancelled.total",
+    labelNames: ["reason"],
+    description: "Orders cancelled (reason: user, admin, expired)",
+  },
   payments_succeeded: { name: "meridian.payments.succeeded.total", labelNames: ["provider"], description: "Payments settled as succeeded" },
   payments_failed: { name: "meridian.payments.failed.total", labelNames: ["provider"], description: "Payments settled as failed" },
-  refunds: { name: "meridian.refunds.total", labelNames: ["result"], description: "Refunds settled by the platform (result: succeeded, failed)" },
-  oversell_refused: { name: "meridian.oversell.refused.total", labelNames: [], description: "Stock reservations refused with OUT_OF_STOCK (one per refused request)" },
-  events_published: { name: "meridian.events.published.total", labelNames: ["service", "event"], description: "Business events published (confirmed by RabbitMQ, or delivered in-process)" },
-  events_applied: { name: "meridian.events.applied.total", labelNames: ["service", "event"], description: "Business events applied by a consumer (inbox committed)" },
-  events_duplicates: { name: "meridian.events.duplicates.total", labelNames: ["service", "event"], description: "Business events received again and ignored (already in the inbox)" },
-  events_retried: { name: "meridian.events.retried.total", labelNames: ["service", "event"], description: "Business event deliveries that failed and were scheduled for a retry" },
-  serializer_json_fallback: { name: "meridian.serializer.json_fallback.total", labelNames: ["packet", "name"], description: "Payloads of business actions and events sent as generic JSON: no contract, or a value that does not fit it (packet: REQ, RES, EVENT, AMQP)" },
-  events_dead_lettered: { name: "meridian.events.dead_lettered.total", labelNames: ["service", "event"], description: "Business events moved to the dead letters after the last attempt" },
+  refunds: {
+    name: "meridian.refunds.total",
+    labelNames: ["result"],
+    description: "Refunds settled by the platform (result: succeeded, failed)",
+  },
+  oversell_refused: {
+    name: "meridian.oversell.refused.total",
+    labelNames: [],
+    description: "Stock reservations refused with OUT_OF_STOCK (one per refused request)",
+  },
+  events_published: {
+    name: "meridian.events.published.total",
+    labelNames: ["service", "event"],
+    description: "Business events published (confirmed by RabbitMQ, or delivered in-process)",
+  },
+  events_applied: {
+    name: "meridian.events.applied.total",
+    labelNames: ["service", "event"],
+    description: "Business events applied by a consumer (inbox committed)",
+  },
+  events_duplicates: {
+    name: "meridian.events.duplicates.total",
+    labelNames: ["service", "event"],
+    description: "Business events received again and ignored (already in the inbox)",
+  },
+  events_retried: {
+    name: "meridian.events.retried.total",
+    labelNames: ["service", "event"],
+    description: "Business event deliveries that failed and were scheduled for a retry",
+  },
+  serializer_json_fallback: {
+    name: "meridian.serializer.json_fallback.total",
+    labelNames: ["packet", "name"],
+    description:
+      "Payloads of business actions and events sent as generic JSON: no contract, or a value that does not fit it (packet: REQ, RES, EVENT, AMQP)",
+  },
+  events_dead_lettered: {
+    name: "meridian.events.dead_lettered.total",
+    labelNames: ["service", "event"],
+    description: "Business events moved to the dead letters after the last attempt",
+  },
 } as const satisfies Record<string, { name: string; labelNames: readonly string[]; description: string }>;
 
 export type BusinessCounter = keyof typeof BUSINESS_COUNTERS;
@@ -96,7 +136,8 @@ export function registerBusinessMetrics(broker: ServiceBroker): void {
 }
 
 type Trx = { executionPromise: Promise<unknown> };
-type CountArgs<C extends BusinessCounter> = BusinessLabels<C> extends undefined ? [labels?: undefined, trx?: Trx] : [labels: BusinessLabels<C>, trx?: Trx];
+type CountArgs<C extends BusinessCounter> =
+  BusinessLabels<C> extends undefined ? [labels?: undefined, trx?: Trx] : [labels: BusinessLabels<C>, trx?: Trx];
 
 /**
  * Adds one to a business counter. With `trx`, only once that transaction commits (a rolled

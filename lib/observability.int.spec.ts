@@ -35,11 +35,18 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   for (const line of text.split("\n")) {
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
     if (!m || m[1] !== name) continue;
-    const got = Object.fromEntries((m[3] ?? "").split(",").filter(Boolean).map((kv) => {
-      const [k, v] = kv.split("=");
-      return [k, JSON.parse(v)];
-    }).filter(([k]) => k !== "namespace" && k !== "nodeID"));
-    if (Object.keys(labels).length === Object.keys(got).length && Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[4]);
+    const got = Object.fromEntries(
+      (m[3] ?? "")
+        .split(",")
+        .filter(Boolean)
+        .map((kv) => {
+          const [k, v] = kv.split("=");
+          return [k, JSON.parse(v)];
+        })
+        .filter(([k]) => k !== "namespace" && k !== "nodeID"),
+    );
+    if (Object.keys(labels).length === Object.keys(got).length && Object.entries(labels).every(([k, v]) => got[k] === v))
+      return Number(m[4]);
   }
   return undefined;
 }
@@ -124,12 +131,22 @@ describe("business counters (embedded, SQLite)", () => {
     assert.equal(sample(await metrics(), "meridian_orders_created_total"), 0);
 
     const product = (await app.broker.call("product.create", {
-      sku: `OBS-${randomBytes(4).toString("hex")}`, name: "Counter Lamp", description: "A lamp", category: "Home", brand: "Obs",
-      price: { amount: 1000, currency: "EUR" }, images: [], stock: 2,
+      sku: `OBS-${randomBytes(4).toString("hex")}`,
+      name: "Counter Lamp",
+      description: "A lamp",
+      category: "Home",
+      brand: "Obs",
+      price: { amount: 1000, currency: "EUR" },
+      images: [],
+      stock: 2,
     })) as { id: string };
-    await assert.rejects(app.broker.call("product.reserve", { orderId: "o-refused-1", lines: [{ productId: product.id, quantity: 3 }] }), { type: "OUT_OF_STOCK" });
+    await assert.rejects(app.broker.call("product.reserve", { orderId: "o-refused-1", lines: [{ productId: product.id, quantity: 3 }] }), {
+      type: "OUT_OF_STOCK",
+    });
     await app.broker.call("product.reserve", { orderId: "o-ok-1", lines: [{ productId: product.id, quantity: 2 }] });
-    await assert.rejects(app.broker.call("product.reserve", { orderId: "o-refused-2", lines: [{ productId: product.id, quantity: 1 }] }), { type: "OUT_OF_STOCK" });
+    await assert.rejects(app.broker.call("product.reserve", { orderId: "o-refused-2", lines: [{ productId: product.id, quantity: 1 }] }), {
+      type: "OUT_OF_STOCK",
+    });
 
     const text = await metrics();
     assert.equal(sample(text, "meridian_oversell_refused_total"), 2);
@@ -139,17 +156,32 @@ describe("business counters (embedded, SQLite)", () => {
     // ...counted outside Moleculer's registry (lib/request-metrics.ts), in the same families:
     // the two refusals as errors by type, the three calls in the time histogram.
     const reserve = { service: "product", action: "product.reserve", type: "local", caller: "null" };
-    assert.equal(sample(text, "moleculer_request_error_total", { ...reserve, errorName: "AppError", errorCode: "409", errorType: "OUT_OF_STOCK" }), 2);
+    assert.equal(
+      sample(text, "moleculer_request_error_total", { ...reserve, errorName: "AppError", errorCode: "409", errorType: "OUT_OF_STOCK" }),
+      2,
+    );
     assert.equal(sample(text, "moleculer_request_active", reserve), 0);
     assert.equal(sample(text, "moleculer_request_time_count", reserve), 3);
     assert.equal(sample(text, "moleculer_request_time_bucket", { ...reserve, le: "+Inf" }), 3);
-    const buckets = [...text.matchAll(/^moleculer_request_time_bucket\{[^}]*action="product\.reserve"[^}]*le="([^"]+)"\} (\d+)$/gm)].map((m) => Number(m[2]));
-    assert.deepEqual([...buckets].sort((a, b) => a - b), buckets, "cumulative buckets");
+    const buckets = [...text.matchAll(/^moleculer_request_time_bucket\{[^}]*action="product\.reserve"[^}]*le="([^"]+)"\} (\d+)$/gm)].map(
+      (m) => Number(m[2]),
+    );
+    assert.deepEqual(
+      [...buckets].sort((a, b) => a - b),
+      buckets,
+      "cumulative buckets",
+    );
     // Each family once: a second `# TYPE` of a name would make the whole scrape invalid.
     const types = [...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]);
-    assert.deepEqual(types.filter((t, i) => types.indexOf(t) !== i), []);
+    assert.deepEqual(
+      types.filter((t, i) => types.indexOf(t) !== i),
+      [],
+    );
     // The outbox rows of the product's events went out (in-process relay).
-    await eventually("product.created published", async () => (sample(await metrics(), "meridian_events_published_total", { service: "product", event: "product.created" }) ?? 0) >= 1);
+    await eventually(
+      "product.created published",
+      async () => (sample(await metrics(), "meridian_events_published_total", { service: "product", event: "product.created" }) ?? 0) >= 1,
+    );
 
     // Not on the gateway's public port.
     const publicMetrics = await request(app.baseUrl, "GET", "/metrics");
@@ -185,7 +217,14 @@ describe("business counters (embedded, SQLite)", () => {
 
 describe("business counters through a checkout (every service, embedded)", () => {
   const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-  const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
+  const ADDRESS = {
+    recipient: "Ada Buyer",
+    phone: "+86 10 1234 5678",
+    line1: "1 Market Street",
+    city: "Shanghai",
+    postalCode: "200000",
+    country: "CN",
+  };
   let app: TestApp;
   before(async () => {
     app = await startTestApp({ env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
@@ -197,9 +236,24 @@ describe("business counters through a checkout (every service, embedded)", () =>
   test("created, paid, failed, cancelled, refunded, refused and the events behind them", async () => {
     const call = (method: string, urlPath: string, opts: Parameters<typeof request>[3] = {}) => request(app.baseUrl, method, urlPath, opts);
     const admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken as string;
-    const alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })).body.accessToken as string;
-    const p = (await call("POST", "/api/products", { token: admin, body: { sku: `OBS-${randomBytes(4).toString("hex")}`, name: "Widget", description: "", category: "widgets", price: { amount: 1000, currency: "EUR" }, stock: 3 } })).body as { id: string };
-    const order = async (quantity: number) => call("POST", "/api/orders", { token: alice, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity }] } });
+    const alice = (
+      await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })
+    ).body.accessToken as string;
+    const p = (
+      await call("POST", "/api/products", {
+        token: admin,
+        body: {
+          sku: `OBS-${randomBytes(4).toString("hex")}`,
+          name: "Widget",
+          description: "",
+          category: "widgets",
+          price: { amount: 1000, currency: "EUR" },
+          stock: 3,
+        },
+      })
+    ).body as { id: string };
+    const order = async (quantity: number) =>
+      call("POST", "/api/orders", { token: alice, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity }] } });
     const status = async (id: string) => (await call("GET", `/api/orders/${id}`, { token: alice })).body.status as string;
     const pay = async (orderId: string, outcome: "success" | "failure") => {
       const started = await call("POST", `/api/orders/${orderId}/pay`, { token: alice, body: { provider: "sandbox" } });
@@ -210,7 +264,10 @@ describe("business counters through a checkout (every service, embedded)", () =>
 
     const paid = (await order(1)).body as { id: string };
     await pay(paid.id, "failure");
-    await eventually("payment failed noted", async () => (sample(prometheusText(app.broker), "meridian_payments_failed_total", { provider: "sandbox" }) ?? 0) === 1);
+    await eventually(
+      "payment failed noted",
+      async () => (sample(prometheusText(app.broker), "meridian_payments_failed_total", { provider: "sandbox" }) ?? 0) === 1,
+    );
     await pay(paid.id, "success");
     await eventually("PAID", async () => (await status(paid.id)) === "PAID");
     const cancelled = (await order(1)).body as { id: string };
@@ -244,18 +301,29 @@ describe("request ids and structured logs", () => {
     const cap = captureLog(); // from the start: info lines stay out of the test's output
     let app: TestApp | undefined;
     try {
-      app = await startTestApp({ services: ["gateway", "product"], env: { LOG_FORMAT: "json", LOG_LEVEL: "info" }, logDestination: cap.destination });
+      app = await startTestApp({
+        services: ["gateway", "product"],
+        env: { LOG_FORMAT: "json", LOG_LEVEL: "info" },
+        logDestination: cap.destination,
+      });
       const token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2VjcmV0LXNpZ25hdHVyZQ";
       const given = "obs-Test_1.req";
       const ok = await request(app.baseUrl, "GET", "/api/products?pageSize=1", { headers: { "x-request-id": given }, token });
       assert.equal(ok.status, 200);
       assert.equal(ok.headers.get("x-request-id"), given);
 
-      const insane = await request(app.baseUrl, "GET", "/api/products/does-not-exist", { headers: { "x-request-id": "no spaces allowed" } });
+      const insane = await request(app.baseUrl, "GET", "/api/products/does-not-exist", {
+        headers: { "x-request-id": "no spaces allowed" },
+      });
       assert.equal(insane.status, 404);
       const generated = insane.headers.get("x-request-id") ?? "";
       assert.match(generated, /^[0-9a-f-]{36}$/);
-      assert.equal((await request(app.baseUrl, "GET", "/api/products?pageSize=1", { headers: { "x-request-id": "x".repeat(129) } })).headers.get("x-request-id")?.length, 36);
+      assert.equal(
+        (await request(app.baseUrl, "GET", "/api/products?pageSize=1", { headers: { "x-request-id": "x".repeat(129) } })).headers.get(
+          "x-request-id",
+        )?.length,
+        36,
+      );
 
       await eventually("access lines", () => jsonLines(cap.lines).filter((l) => l.kind === "access").length >= 3);
       const access = jsonLines(cap.lines).filter((l) => l.kind === "access");
@@ -296,10 +364,21 @@ describe("request ids and structured logs", () => {
     };
     let app: TestApp | undefined;
     try {
-      app = await startTestApp({ services: ["gateway", "product"], env: { LOG_FORMAT: "json", LOG_LEVEL: "info" }, middlewares: [gate], logDestination: cap.destination });
+      app = await startTestApp({
+        services: ["gateway", "product"],
+        env: { LOG_FORMAT: "json", LOG_LEVEL: "info" },
+        middlewares: [gate],
+        logDestination: cap.destination,
+      });
       const requestId = `leaves-${randomBytes(4).toString("hex")}`;
       const leave = new AbortController();
-      const pending = fetch(`${app.baseUrl}/api/products?pageSize=1`, { headers: { "x-request-id": requestId }, signal: leave.signal }).then(() => "answered", () => "left");
+      const pending = fetch(`${app.baseUrl}/api/products?pageSize=1`, {
+        headers: { "x-request-id": requestId },
+        signal: leave.signal,
+      }).then(
+        () => "answered",
+        () => "left",
+      );
       await eventually("the request waits at the gate", () => waiting === 1);
       leave.abort();
       assert.equal(await pending, "left");
@@ -323,7 +402,11 @@ describe("request ids and structured logs", () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-obs-"));
     const cap = captureLog();
     const broker = new ServiceBroker(
-      brokerOptions(loadConfig({ DATA_DIR: dataDir, LOG_FORMAT: "json", LOG_LEVEL: "info", NODE_ID: "obs-log", NAMESPACE: uniqueNamespace() }), [], { logDestination: cap.destination }),
+      brokerOptions(
+        loadConfig({ DATA_DIR: dataDir, LOG_FORMAT: "json", LOG_LEVEL: "info", NODE_ID: "obs-log", NAMESPACE: uniqueNamespace() }),
+        [],
+        { logDestination: cap.destination },
+      ),
     );
     broker.createService({
       name: "probe",
@@ -375,7 +458,11 @@ describe("tracing across two nodes over RabbitMQ (protobuf), spans to a Zipkin s
       const chunks: Buffer[] = [];
       req.on("data", (c) => chunks.push(c));
       req.on("end", () => {
-        posts.push({ path: req.url ?? "", contentType: String(req.headers["content-type"]), spans: JSON.parse(Buffer.concat(chunks).toString("utf8")) });
+        posts.push({
+          path: req.url ?? "",
+          contentType: String(req.headers["content-type"]),
+          spans: JSON.parse(Buffer.concat(chunks).toString("utf8")),
+        });
         res.writeHead(202).end();
       });
     });
@@ -390,8 +477,13 @@ describe("tracing across two nodes over RabbitMQ (protobuf), spans to a Zipkin s
   test("A → B → A: spans from both nodes share one trace id with correct parents; no params in spans", async () => {
     const namespace = uniqueNamespace("obs");
     const env = {
-      NAMESPACE: namespace, DATA_DIR: dataDir, RABBITMQ_URI: vhost.uri, JWT_SECRET: randomBytes(32).toString("hex"), REDIS_URL,
-      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn", TRACING_EXPORTER: "zipkin",
+      NAMESPACE: namespace,
+      DATA_DIR: dataDir,
+      RABBITMQ_URI: vhost.uri,
+      JWT_SECRET: randomBytes(32).toString("hex"),
+      REDIS_URL,
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
+      TRACING_EXPORTER: "zipkin",
       ZIPKIN_URL: `http://127.0.0.1:${(zipkin.address() as AddressInfo).port}/`,
     };
     const configA = loadConfig({ ...env, NODE_ID: `${namespace}-a` });
@@ -457,7 +549,10 @@ describe("tracing across two nodes over RabbitMQ (protobuf), spans to a Zipkin s
         assert.equal(s.traceId, traceId, `${s.name}: one trace`);
         assert.match(s.id, /^[0-9a-f]{16}$/);
         assert.ok(s.timestamp > 0 && s.duration >= 0);
-        assert.ok(!Object.keys(s.tags).some((k) => k.startsWith("params") || k.startsWith("meta") || k.startsWith("response")), `${s.name}: no params/meta/response tags`);
+        assert.ok(
+          !Object.keys(s.tags).some((k) => k.startsWith("params") || k.startsWith("meta") || k.startsWith("response")),
+          `${s.name}: no params/meta/response tags`,
+        );
       }
       assert.equal(start.parentId ?? null, null, "the first span is the root");
       assert.equal(middle.parentId, start.id);

@@ -20,14 +20,21 @@ export class UnknownServiceError extends Error {}
  * Lists or replays the business events consumers gave up on, per service (all that have a
  * database without `services`). Resolves with how many; throws on an unknown service.
  */
-export async function deadLetters(config: AppConfig, command: "list" | "replay", out: Out, services?: string[], ids?: string[]): Promise<number> {
+export async function deadLetters(
+  config: AppConfig,
+  command: "list" | "replay",
+  out: Out,
+  services?: string[],
+  ids?: string[],
+): Promise<number> {
   // The edges (gateway, grpc) and search have no database, so no dead letters (search rebuilds instead).
   const targets = services?.length ? services : config.services.filter((s) => s !== "gateway" && s !== "search" && s !== "grpc");
   const unknown = targets.filter((s) => !(ALL_SERVICES as readonly string[]).includes(s));
   if (unknown.length) throw new UnknownServiceError(`unknown service(s): ${unknown.join(", ")}`);
   let total = 0;
   for (const service of targets) {
-    const letters = command === "list" ? await listDeadLetters(config, service) : await replayDeadLetters(config, service, ids?.length ? ids : undefined);
+    const letters =
+      command === "list" ? await listDeadLetters(config, service) : await replayDeadLetters(config, service, ids?.length ? ids : undefined);
     total += letters.length;
     out(`${service}: ${letters.length} dead letter(s)${command === "replay" ? " replayed" : ""}`);
     for (const l of letters) out(`  ${l.messageId}  ${l.event}  attempts=${l.attempts}  failed=${l.failedAt}  ${l.lastError}`);
@@ -76,12 +83,21 @@ export async function rebuildRecommendations(broker: ServiceBroker, label: strin
   let movedAt = Date.now();
   try {
     for (;;) {
-      const s = (await broker.call("recommendation.rebuildStatus")) as { status: string; phase: string | null; done: number; total: number | null; error: string | null };
+      const s = (await broker.call("recommendation.rebuildStatus")) as {
+        status: string;
+        phase: string | null;
+        done: number;
+        total: number | null;
+        error: string | null;
+      };
       if (s.status === "failed") throw new Error(`rebuild failed: ${s.error}`);
       if (s.status === "done") break;
       const now = `${s.phase}:${s.done}`;
       if (now !== last) [last, movedAt] = [now, Date.now()];
-      else if (Date.now() - movedAt > STALLED_MS) throw new Error(`the rebuild shows no progress for ${STALLED_MS / 1000} s (its owner may have died; start it again after its lease)`);
+      else if (Date.now() - movedAt > STALLED_MS)
+        throw new Error(
+          `the rebuild shows no progress for ${STALLED_MS / 1000} s (its owner may have died; start it again after its lease)`,
+        );
       bar.update(s.done, { label: `${label}: rebuilding, ${s.phase ?? "starting"}`, total: s.total ?? s.done });
       await new Promise((r) => setTimeout(r, pollMs));
     }

@@ -15,12 +15,17 @@ test("passes never overlap; a kick during a pass runs exactly one more after it"
   let concurrent = 0;
   let maxConcurrent = 0;
   const gates = [deferred(), deferred()];
-  const p = periodic("t", 60_000, async () => {
-    concurrent++;
-    maxConcurrent = Math.max(maxConcurrent, concurrent);
-    await gates[runs++]!.promise;
-    concurrent--;
-  }, quiet);
+  const p = periodic(
+    "t",
+    60_000,
+    async () => {
+      concurrent++;
+      maxConcurrent = Math.max(maxConcurrent, concurrent);
+      await gates[runs++]!.promise;
+      concurrent--;
+    },
+    quiet,
+  );
   p.kick();
   p.kick();
   p.kick();
@@ -37,27 +42,36 @@ test("passes never overlap; a kick during a pass runs exactly one more after it"
 });
 
 // The test's own timeout is the failure of an unbounded stop (it would wait forever).
-test("a failing pass is logged and the next kick runs again; stop waits for the pass, at most stopWaitMs", { timeout: 30_000 }, async () => {
-  const warnings: unknown[] = [];
-  let fail = true;
-  const p = periodic("t", 60_000, async () => {
-    if (fail) throw new Error("boom");
-  }, { warn: (...a: unknown[]) => warnings.push(a) });
-  p.kick();
-  await p.running;
-  assert.equal(warnings.length, 1);
-  fail = false;
-  p.kick();
-  await p.running;
-  assert.equal(warnings.length, 1);
-  await p.stop();
+test(
+  "a failing pass is logged and the next kick runs again; stop waits for the pass, at most stopWaitMs",
+  { timeout: 30_000 },
+  async () => {
+    const warnings: unknown[] = [];
+    let fail = true;
+    const p = periodic(
+      "t",
+      60_000,
+      async () => {
+        if (fail) throw new Error("boom");
+      },
+      { warn: (...a: unknown[]) => warnings.push(a) },
+    );
+    p.kick();
+    await p.running;
+    assert.equal(warnings.length, 1);
+    fail = false;
+    p.kick();
+    await p.running;
+    assert.equal(warnings.length, 1);
+    await p.stop();
 
-  const stuck = periodic("stuck", 60_000, () => new Promise(() => undefined), quiet, { stopWaitMs: 20 });
-  stuck.kick();
-  await stuck.stop(); // resolves although the pass never ends
-  stuck.kick();
-  assert.ok(stuck.running, "the stuck pass is still in flight; no new pass starts after stop");
-});
+    const stuck = periodic("stuck", 60_000, () => new Promise(() => undefined), quiet, { stopWaitMs: 20 });
+    stuck.kick();
+    await stuck.stop(); // resolves although the pass never ends
+    stuck.kick();
+    assert.ok(stuck.running, "the stuck pass is still in flight; no new pass starts after stop");
+  },
+);
 
 const until = async (cond: () => boolean) => {
   while (!cond()) await new Promise((r) => setTimeout(r, 2));

@@ -61,7 +61,8 @@ function drawn(format: string, label: string, total: number, opts: ProgressOptio
     update(done, change = {}) {
       if (stopped) return;
       if (change.total !== undefined) bar.setTotal(Math.max(1, change.total));
-      if (change.label !== undefined || change.info !== undefined) payload = { label: change.label ?? payload.label, info: change.info ?? payload.info };
+      if (change.label !== undefined || change.info !== undefined)
+        payload = { label: change.label ?? payload.label, info: change.info ?? payload.info };
       bar.update(done, payload);
     },
     stop() {

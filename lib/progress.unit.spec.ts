@@ -71,6 +71,9 @@ test("progressSteps: one bar per label, each ended at its total or when the next
   step("users", 1, 2);
   step("users", 2, 2);
   const lines = out.text().split("\n").filter(Boolean);
-  assert.ok(lines.some((l) => /^products \[#{15}\.{15}\] 50\/100 $/.test(l)), lines.join("\n"));
+  assert.ok(
+    lines.some((l) => /^products \[#{15}\.{15}\] 50\/100 $/.test(l)),
+    lines.join("\n"),
+  );
   assert.match(lines.at(-1)!, /^users \[#{30}\] 2\/2 $/);
 });

@@ -99,7 +99,11 @@ export function createRateLimitStore(config: Pick<AppConfig, "redisUrl" | "names
 
 /** The decision to report in headers: a refusal first, else the one with the least left. */
 export function tightest(decisions: readonly RateDecision[]): RateDecision | undefined {
-  return [...decisions].sort((a, b) => Number(b.retryAfterSeconds !== undefined) - Number(a.retryAfterSeconds !== undefined) || a.remaining / a.limit - b.remaining / b.limit)[0];
+  return [...decisions].sort(
+    (a, b) =>
+      Number(b.retryAfterSeconds !== undefined) - Number(a.retryAfterSeconds !== undefined) ||
+      a.remaining / a.limit - b.remaining / b.limit,
+  )[0];
 }
 
 /** The IETF draft's headers (draft-ietf-httpapi-ratelimit-headers): limit, what is left, seconds to reset. */

@@ -21,7 +21,8 @@ interface Invocation {
  * object (`{ options, rawCommand, …positional }`). Checked, not cast.
  */
 function invocation(args: unknown): Invocation {
-  if (typeof args !== "object" || args === null || typeof (args as { options?: unknown }).options !== "object") throw new Error("unexpected REPL arguments");
+  if (typeof args !== "object" || args === null || typeof (args as { options?: unknown }).options !== "object")
+    throw new Error("unexpected REPL arguments");
   return args as Invocation;
 }
 
@@ -44,7 +45,10 @@ function run(print: (line: string) => void, body: (broker: ServiceBroker, p: Inv
 }
 
 /** `print`: where a command's lines go (the REPL's stdout). */
-export function replCommands(config: AppConfig, print: (line: string) => void = (line) => void process.stdout.write(`${line}\n`)): ReplCommand[] {
+export function replCommands(
+  config: AppConfig,
+  print: (line: string) => void = (line) => void process.stdout.write(`${line}\n`),
+): ReplCommand[] {
   return [
     {
       command: "dead-letters <action>",

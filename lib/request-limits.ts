@@ -28,7 +28,11 @@ export function requestLimits(config: Pick<AppConfig, "redisUrl" | "namespace" |
   const store = createRateLimitStore(config);
   const r = config.rateLimits;
   const general = { user: store.limiter("user", r.user), ip: store.limiter("ip", r.ip) };
-  const named = { signup: store.limiter("signup", r.signup), orders: store.limiter("orders", r.orders), refunds: store.limiter("refunds", r.refunds) };
+  const named = {
+    signup: store.limiter("signup", r.signup),
+    orders: store.limiter("orders", r.orders),
+    refunds: store.limiter("refunds", r.refunds),
+  };
   return {
     async check({ userId, ip: address, action, admin }) {
       // An IPv6 client counts by its /64 (lib/client-address.ts).

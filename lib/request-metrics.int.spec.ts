@@ -47,7 +47,11 @@ describe("lean request metrics", () => {
     const line = (re: RegExp) => text.split("\n").filter((l) => re.test(l));
     assert.equal(line(/^moleculer_request_total\{.*action="probe\.ok".*caller="null".*\} 2$/).length, 1, text);
     assert.equal(line(/^moleculer_request_total\{.*action="probe\.ok".*caller="probe".*\} 1$/).length, 1, text);
-    assert.equal(line(/^moleculer_request_error_total\{.*action="probe\.refuse".*errorCode="409",errorType="OUT_OF_STOCK"\} 1$/).length, 1, text);
+    assert.equal(
+      line(/^moleculer_request_error_total\{.*action="probe\.refuse".*errorCode="409",errorType="OUT_OF_STOCK"\} 1$/).length,
+      1,
+      text,
+    );
     assert.equal(line(/^moleculer_request_error_total\{.*action="probe\.ok".*errorType="VALIDATION_ERROR"\} 1$/).length, 1, text);
     assert.equal(line(/^moleculer_request_levels\{.*level="2"\} 1$/).length, 1, text);
     assert.equal(line(/^moleculer_request_time_count\{.*action="probe\.refuse".*\} 1$/).length, 1, text);

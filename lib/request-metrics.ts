@@ -28,7 +28,13 @@ import { INTERNAL_MIDDLEWARES, Middlewares, type ServiceBroker } from "moleculer
 const BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const;
 
 /** Names Moleculer's Metrics middleware registers for actions, dropped from its registry here (this module counts them). */
-const ACTION_METRICS = ["moleculer.request.total", "moleculer.request.active", "moleculer.request.error.total", "moleculer.request.time", "moleculer.request.levels"];
+const ACTION_METRICS = [
+  "moleculer.request.total",
+  "moleculer.request.active",
+  "moleculer.request.error.total",
+  "moleculer.request.time",
+  "moleculer.request.levels",
+];
 
 type LabelValue = string | number | null | undefined;
 
@@ -51,7 +57,14 @@ export class RequestMetricStore {
     const key = `${type}|${action}|${caller ?? ""}`;
     let cell = this.cells.get(key);
     if (!cell) {
-      cell = { labels: { service, action, type, caller }, total: 0, active: 0, sumMs: 0, buckets: new Array<number>(BUCKETS_MS.length + 1).fill(0), errors: new Map() };
+      cell = {
+        labels: { service, action, type, caller },
+        total: 0,
+        active: 0,
+        sumMs: 0,
+        buckets: new Array<number>(BUCKETS_MS.length + 1).fill(0),
+        errors: new Map(),
+      };
       this.cells.set(key, cell);
     }
     return cell;
@@ -106,7 +119,10 @@ export class RequestMetricStore {
     if (withErrors.length > 0) {
       family("moleculer_request_error_total", "counter", "Number of request errors");
       for (const c of withErrors)
-        for (const e of c.errors.values()) out.push(`moleculer_request_error_total${labels({ ...c.labels, errorName: e.name, errorCode: e.code, errorType: e.type })} ${e.count}`);
+        for (const e of c.errors.values())
+          out.push(
+            `moleculer_request_error_total${labels({ ...c.labels, errorName: e.name, errorCode: e.code, errorType: e.type })} ${e.count}`,
+          );
       out.push("");
     }
     family("moleculer_request_time", "histogram", "Request times in milliseconds");

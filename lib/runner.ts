@@ -17,6 +17,8 @@ export function runnerConfig(): AppConfig {
 }
 
 /** A service file's default export: the runner calls it with the broker and gets the schema. */
-export function forRunner(factory: (config: AppConfig) => ServiceSchema<any, any, any>): (broker: ServiceBroker) => ServiceSchema<any, any, any> {
+export function forRunner(
+  factory: (config: AppConfig) => ServiceSchema<any, any, any>,
+): (broker: ServiceBroker) => ServiceSchema<any, any, any> {
   return () => factory(runnerConfig());
 }

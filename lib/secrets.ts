@@ -6,7 +6,14 @@
  */
 
 /** Variables holding a secret outright. */
-export const SECRET_VARIABLES = ["JWT_SECRET", "ADMIN_PASSWORD", "ETCD_PASSWORD", "ETCD_ROOT_PASSWORD", "ELASTIC_SEARCH_PASSWORD", "WECHATPAY_API_V3_KEY"] as const;
+export const SECRET_VARIABLES = [
+  "JWT_SECRET",
+  "ADMIN_PASSWORD",
+  "ETCD_PASSWORD",
+  "ETCD_ROOT_PASSWORD",
+  "ELASTIC_SEARCH_PASSWORD",
+  "WECHATPAY_API_V3_KEY",
+] as const;
 /** Variables holding a URL whose password part is a secret. */
 export const SECRET_URL_VARIABLES = ["RABBITMQ_URI", "MYSQL_URL", "REDIS_URL", "SMTP_URL"] as const;
 

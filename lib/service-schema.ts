@@ -5,7 +5,12 @@
  */
 import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 
-export type TypedServiceSchema<This, Settings = ServiceSettingSchema> = ServiceSchema<Settings, Record<string, (...args: any[]) => any>, Record<string, unknown>, This & Service>;
+export type TypedServiceSchema<This, Settings = ServiceSettingSchema> = ServiceSchema<
+  Settings,
+  Record<string, (...args: any[]) => any>,
+  Record<string, unknown>,
+  This & Service
+>;
 
 /**
  * A mixin's part of a schema, its handlers typed by what the mixin itself gives and needs

@@ -76,7 +76,11 @@ export function RequestScopeMiddleware(): Middleware {
         if (!ctx || opts?.parentCtx || opts?.parentSpan || opts?.requestID) return next(action, params, opts);
         // Moleculer's own span shape: the child gets this request id, this context as its
         // parent span, and the sampling decision; meta is not merged (unlike parentCtx).
-        const parentSpan = { id: (ctx as Context & { span?: { id: string } }).span?.id ?? ctx.id, traceID: ctx.requestID, sampled: ctx.tracing };
+        const parentSpan = {
+          id: (ctx as Context & { span?: { id: string } }).span?.id ?? ctx.id,
+          traceID: ctx.requestID,
+          sampled: ctx.tracing,
+        };
         return next(action, params, { ...opts, parentSpan });
       };
     },
@@ -174,7 +178,11 @@ export function tracingOptions(config: AppConfig): BrokerOptions["tracing"] {
     tags: { action: { params: false, meta: false, response: false }, event: { params: false, meta: false } },
     exporter: [
       t.exporter === "zipkin"
-        ? (new ZipkinExporter({ baseURL: t.zipkinUrl!.replace(/\/$/, ""), interval: 5, defaultTags: { namespace: config.namespace || "default" } }) as any)
+        ? (new ZipkinExporter({
+            baseURL: t.zipkinUrl!.replace(/\/$/, ""),
+            interval: 5,
+            defaultTags: { namespace: config.namespace || "default" },
+          }) as any)
         : { type: "Console", options: { colors: false, width: 100 } },
     ],
   } as BrokerOptions["tracing"];

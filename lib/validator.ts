@@ -16,7 +16,11 @@ interface Problem {
 }
 
 const nullable = (rule: Rule): boolean =>
-  Array.isArray(rule) ? rule.some(nullable) : typeof rule === "string" ? /\bnullable\b/.test(rule) : typeof rule === "object" && rule.nullable === true;
+  Array.isArray(rule)
+    ? rule.some(nullable)
+    : typeof rule === "string"
+      ? /\bnullable\b/.test(rule)
+      : typeof rule === "object" && rule.nullable === true;
 
 /** `null` where `rule` does not allow it, under `path`. */
 function nullsIn(rule: Rule, value: unknown, path: string, out: Problem[]): void {
@@ -26,18 +30,22 @@ function nullsIn(rule: Rule, value: unknown, path: string, out: Problem[]): void
   }
   if (typeof rule !== "object" || rule === null || Array.isArray(rule) || value === undefined) return;
   const props = (rule.props ?? rule.properties) as Record<string, Rule> | undefined;
-  if (props && value && typeof value === "object" && !Array.isArray(value)) nullsInProps(props, value as Record<string, unknown>, `${path}.`, out);
+  if (props && value && typeof value === "object" && !Array.isArray(value))
+    nullsInProps(props, value as Record<string, unknown>, `${path}.`, out);
   const items = rule.items as Rule | undefined;
   if (items && Array.isArray(value)) value.forEach((v, i) => nullsIn(items, v, `${path}[${i}]`, out));
 }
 
 function nullsInProps(schema: Record<string, Rule>, params: Record<string, unknown>, prefix: string, out: Problem[]): void {
-  for (const [key, rule] of Object.entries(schema)) if (!key.startsWith("$$") && key in params) nullsIn(rule, params[key], `${prefix}${key}`, out);
+  for (const [key, rule] of Object.entries(schema))
+    if (!key.startsWith("$$") && key in params) nullsIn(rule, params[key], `${prefix}${key}`, out);
 }
 
 type Checker = ((params: unknown, opts?: unknown) => true | Problem[] | Promise<true | Problem[]>) & { async?: boolean };
 
-export class StrictNullValidator extends (Validators.Fastest as unknown as new (opts?: unknown) => { compile(schema: Record<string, Rule>): Checker }) {
+export class StrictNullValidator extends (Validators.Fastest as unknown as new (opts?: unknown) => {
+  compile(schema: Record<string, Rule>): Checker;
+}) {
   override compile(schema: Record<string, Rule>): Checker {
     const check = super.compile(schema);
     const wrapped: Checker = (params, opts) => {

@@ -33,8 +33,7 @@ export function DbMixin(opts: DbMixinOptions): Partial<ServiceSchema> {
         if (applied.length) this.logger.info(`Applied ${applied.length} migration(s) to '${opts.name}'`);
       } else {
         const pending = await pendingMigrations(this.db, opts.migrationsDir);
-        if (pending > 0)
-          throw new Error(`Database '${opts.name}' has ${pending} pending migration(s): run \`npm run migrate\` first`);
+        if (pending > 0) throw new Error(`Database '${opts.name}' has ${pending} pending migration(s): run \`npm run migrate\` first`);
       }
       registerProbe(this.broker, probeName, async () => {
         await this.db.raw("select 1");

@@ -25,7 +25,16 @@ import type { ContractEvent, EventPayload } from "../proto/gen/contracts";
 import type { AppConfig } from "../lib/config";
 import { AmqpLink } from "../lib/events/amqp";
 import { periodic, type Periodic } from "../lib/periodic";
-import { AmqpConsumer, busFor, embeddedSubscriber, newStats, replayRequested, type ConsumerStats, type EmbeddedSubscriber, type EventHandler } from "../lib/events/consumer";
+import {
+  AmqpConsumer,
+  busFor,
+  embeddedSubscriber,
+  newStats,
+  replayRequested,
+  type ConsumerStats,
+  type EmbeddedSubscriber,
+  type EventHandler,
+} from "../lib/events/consumer";
 import { afterOutboxCommit } from "../lib/events/fault";
 import { addOutboxEvent } from "../lib/events/outbox";
 import { AmqpRelay, EmbeddedRelay } from "../lib/events/relay";
@@ -97,19 +106,35 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       },
       eventStats(this: EventsMixinThis) {
         const rt = this.$events;
-        return { published: rt.relay?.published ?? 0, unroutable: rt.relay instanceof AmqpRelay ? rt.relay.unroutable : 0, relayPasses: { ...(rt.relay?.passes ?? { withRows: 0, empty: 0 }) }, ...(rt.consumer?.stats ?? rt.stats) };
+        return {
+          published: rt.relay?.published ?? 0,
+          unroutable: rt.relay instanceof AmqpRelay ? rt.relay.unroutable : 0,
+          relayPasses: { ...(rt.relay?.passes ?? { withRows: 0, empty: 0 }) },
+          ...(rt.consumer?.stats ?? rt.stats),
+        };
       },
     },
 
     created(this: EventsMixinThis) {
       const stats = newStats();
-      const handlers: Record<string, EventHandler> = Object.fromEntries(Object.entries(opts.consumes ?? {}).map(([event, fn]) => [event, fn.bind(this)]));
+      const handlers: Record<string, EventHandler> = Object.fromEntries(
+        Object.entries(opts.consumes ?? {}).map(([event, fn]) => [event, fn.bind(this)]),
+      );
       const rt: Runtime = { stats, handlers };
       if (!config.rabbitmqUris && consumes) {
         // Registered now, before any service starts, so no relay can deliver an event
         // before this consumer is known; deliveries wait for `ready` (database migrated).
         const ready = new Promise<void>((r) => (rt.markReady = r));
-        rt.subscriber = embeddedSubscriber({ service: name, db: () => this.db, handlers, stats, ready, logger: this.logger, broker: this.broker, batch: opts.batch });
+        rt.subscriber = embeddedSubscriber({
+          service: name,
+          db: () => this.db,
+          handlers,
+          stats,
+          ready,
+          logger: this.logger,
+          broker: this.broker,
+          batch: opts.batch,
+        });
         busFor(this.broker).add(rt.subscriber);
       }
       this.$events = rt;
@@ -120,16 +145,33 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
       const { handlers } = rt;
       const db = this.db;
       if (!db || !(await db.schema.hasTable("outbox")) || !(await db.schema.hasTable("inbox")))
-        throw new Error(`EventsMixin('${name}'): no outbox/inbox tables. List EventsMixin before DbMixin in 'mixins' and add a migration calling createEventTables()`);
-      const relayOpts = { db, source: name, logger: this.logger, pollIntervalMs: config.events.pollIntervalMs, kickDelayMs: config.events.kickDelayMs, batchSize: opts.batchSize, broker: this.broker };
+        throw new Error(
+          `EventsMixin('${name}'): no outbox/inbox tables. List EventsMixin before DbMixin in 'mixins' and add a migration calling createEventTables()`,
+        );
+      const relayOpts = {
+        db,
+        source: name,
+        logger: this.logger,
+        pollIntervalMs: config.events.pollIntervalMs,
+        kickDelayMs: config.events.kickDelayMs,
+        batchSize: opts.batchSize,
+        broker: this.broker,
+      };
       if (config.rabbitmqUris) {
         rt.link = new AmqpLink(config.rabbitmqUris, `meridian-events-${name}-${config.nodeId}`);
         rt.relay = new AmqpRelay({ ...relayOpts, link: rt.link, topo, consumersOf, publishes: contracts.services.get(name)?.publishes });
         if (consumes) {
           rt.consumer = new AmqpConsumer({
-            service: name, db, link: rt.link, topo, handlers,
-            maxAttempts: config.events.maxAttempts, retryDelaysMs: config.events.retryDelaysMs,
-            prefetch: opts.prefetch ?? 20, logger: this.logger, broker: this.broker,
+            service: name,
+            db,
+            link: rt.link,
+            topo,
+            handlers,
+            maxAttempts: config.events.maxAttempts,
+            retryDelaysMs: config.events.retryDelaysMs,
+            prefetch: opts.prefetch ?? 20,
+            logger: this.logger,
+            broker: this.broker,
             // Unbatched: every prefetched message in its own transaction at once, as before batches.
             ...(opts.batch === false ? { batchSize: 1, concurrency: opts.prefetch ?? 20 } : {}),
           });
@@ -137,11 +179,19 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
         }
       } else {
         rt.relay = new EmbeddedRelay({
-          ...relayOpts, bus: busFor(this.broker), maxAttempts: config.events.maxAttempts, retryDelaysMs: config.events.retryDelaysMs,
+          ...relayOpts,
+          bus: busFor(this.broker),
+          maxAttempts: config.events.maxAttempts,
+          retryDelaysMs: config.events.retryDelaysMs,
         });
         if (consumes) {
           rt.markReady?.();
-          rt.replay = periodic(`Dead-letter replay of '${name}'`, config.events.pollIntervalMs, () => replayRequested(db, handlers, rt.stats), this.logger);
+          rt.replay = periodic(
+            `Dead-letter replay of '${name}'`,
+            config.events.pollIntervalMs,
+            () => replayRequested(db, handlers, rt.stats),
+            this.logger,
+          );
         }
       }
       rt.relay.start();

@@ -17,8 +17,17 @@ export interface LiveFeedsThis {
 
 /** The events that change an order as a customer sees it (all carry `orderId`). */
 const ORDER_EVENTS = [
-  Events.OrderCreated, Events.OrderPaid, Events.OrderPaymentFailed, Events.OrderCancelled, Events.OrderShipped, Events.OrderDelivered,
-  Events.OrderPaymentRefunded, Events.OrderRefunded, Events.ReturnRequested, Events.ReturnApproved, Events.ReturnRejected,
+  Events.OrderCreated,
+  Events.OrderPaid,
+  Events.OrderPaymentFailed,
+  Events.OrderCancelled,
+  Events.OrderShipped,
+  Events.OrderDelivered,
+  Events.OrderPaymentRefunded,
+  Events.OrderRefunded,
+  Events.ReturnRequested,
+  Events.ReturnApproved,
+  Events.ReturnRejected,
 ] as const satisfies readonly ContractEvent[];
 
 /** `name`: the edge's, for its broadcast queue (`<name>-live`, one per node). */

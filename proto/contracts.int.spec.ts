@@ -49,7 +49,8 @@ test("the contract's visibility and auth are the action's", () => {
     const c = contracts.actions.get(name);
     if (!c) continue;
     const internal = def.visibility === "public";
-    if (internal !== (c.visibility === "internal")) wrong.push(`${name}: action visibility ${def.visibility ?? "published"}, contract ${c.visibility}`);
+    if (internal !== (c.visibility === "internal"))
+      wrong.push(`${name}: action visibility ${def.visibility ?? "published"}, contract ${c.visibility}`);
     if (!internal && def.auth !== c.auth) wrong.push(`${name}: action auth ${def.auth}, contract ${c.auth}`);
   }
   assert.deepEqual(wrong, []);
@@ -86,7 +87,8 @@ function callsInCode(service: string): string[] {
     for (const e of fs.readdirSync(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.name.endsWith(".ts") && !e.name.includes(".spec.")) for (const m of fs.readFileSync(p, "utf8").matchAll(/callAction\(\s*[\w.]+,\s*"([\w.]+)"/g)) found.add(m[1]!);
+      else if (e.name.endsWith(".ts") && !e.name.includes(".spec."))
+        for (const m of fs.readFileSync(p, "utf8").matchAll(/callAction\(\s*[\w.]+,\s*"([\w.]+)"/g)) found.add(m[1]!);
     }
   };
   walk(dir);
@@ -102,7 +104,11 @@ test("each contract declares exactly the actions its service calls, the events i
     assert.ok(c, `${svc.name} has a contract`);
     declared[svc.name] = { calls: [...c.calls].sort(), consumes: [...c.consumes].sort(), follows: [...c.follows].sort() };
     const meta = svc.metadata as { consumes?: string[]; broadcastConsumes?: string[] };
-    actual[svc.name] = { calls: callsInCode(svc.name), consumes: [...(meta.consumes ?? [])].sort(), follows: [...(meta.broadcastConsumes ?? [])].sort() };
+    actual[svc.name] = {
+      calls: callsInCode(svc.name),
+      consumes: [...(meta.consumes ?? [])].sort(),
+      follows: [...(meta.broadcastConsumes ?? [])].sort(),
+    };
   }
   assert.deepEqual(declared, actual);
 });

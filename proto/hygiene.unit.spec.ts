@@ -15,7 +15,10 @@ import { protoFiles } from "./load";
 
 const ROOT = path.resolve(__dirname, "..");
 const CLANG_FORMAT = path.join(ROOT, "node_modules/.bin/clang-format");
-const ours = () => protoFiles().filter((f) => f.startsWith("meridian/")).map((f) => path.join("proto", f));
+const ours = () =>
+  protoFiles()
+    .filter((f) => f.startsWith("meridian/"))
+    .map((f) => path.join("proto", f));
 
 function clangCheck(files: string[], cwd = ROOT) {
   const r = spawnSync(CLANG_FORMAT, ["--style=file", "--dry-run", "--Werror", ...files], { cwd, encoding: "utf8" });
@@ -26,7 +29,10 @@ function clangCheck(files: string[], cwd = ROOT) {
 function copyModule(): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-proto-"));
   fs.cpSync(path.join(ROOT, "buf.yaml"), path.join(dir, "buf.yaml"));
-  fs.cpSync(path.join(ROOT, "proto"), path.join(dir, "proto"), { recursive: true, filter: (src) => !src.includes(`${path.sep}gen`) && !src.endsWith(".ts") });
+  fs.cpSync(path.join(ROOT, "proto"), path.join(dir, "proto"), {
+    recursive: true,
+    filter: (src) => !src.includes(`${path.sep}gen`) && !src.endsWith(".ts"),
+  });
   return dir;
 }
 const USER_PROTO = "proto/meridian/user/v1/user.proto";
@@ -95,13 +101,19 @@ test("buf breaking fails on a renumbered, a retyped and a removed field, and acc
     return bufBreaking(".", old, d);
   };
   try {
-    const renumbered = variant("  string email = 2;\n  string name = 3;\n  // \"customer\"", "  string email = 12;\n  string name = 3;\n  // \"customer\"");
+    const renumbered = variant(
+      '  string email = 2;\n  string name = 3;\n  // "customer"',
+      '  string email = 12;\n  string name = 3;\n  // "customer"',
+    );
     assert.equal(renumbered.ok, false);
     const retyped = variant("  int32 page_size = 4;\n}\n\nmessage Session", "  string page_size = 4;\n}\n\nmessage Session");
     assert.equal(retyped.ok, false);
     const removed = variant("  string refresh_token = 3;\n}\n\nmessage Tokens", "}\n\nmessage Tokens");
     assert.equal(removed.ok, false);
-    const added = variant("  string refresh_token = 3;\n}\n\nmessage Tokens", "  string refresh_token = 3;\n  optional string device = 4;\n}\n\nmessage Tokens");
+    const added = variant(
+      "  string refresh_token = 3;\n}\n\nmessage Tokens",
+      "  string refresh_token = 3;\n  optional string device = 4;\n}\n\nmessage Tokens",
+    );
     assert.ok(added.ok, added.output);
   } finally {
     for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });

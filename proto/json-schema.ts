@@ -13,12 +13,12 @@ export interface JsonSchemaObject {
   [key: string]: unknown;
 }
 
-
 function scalarSchema(type: string): JsonSchemaObject {
   if (type === "string") return { type: "string" };
   if (type === "bool") return { type: "boolean" };
   if (type === "double" || type === "float") return { type: "number" };
-  if (INT32_TYPES.has(type)) return { type: "integer", format: "int32", ...(type.startsWith("u") || type === "fixed32" ? { minimum: 0 } : {}) };
+  if (INT32_TYPES.has(type))
+    return { type: "integer", format: "int32", ...(type.startsWith("u") || type === "fixed32" ? { minimum: 0 } : {}) };
   if (INT64_TYPES.has(type)) return { type: "integer", format: "int64" };
   if (type === "bytes") return { type: "string", format: "byte" };
   throw new Error(`json-schema: type ${type} has no JSON form here`);

@@ -34,14 +34,19 @@ function int32Rules(f: protobuf.Field): { gte?: number; lte?: number } {
   const o = (f.options ?? {}) as Record<string, unknown>;
   const nested = o["(meridian.options.v1.rules)"] as { int32?: { gte?: number; lte?: number } } | undefined;
   if (nested?.int32) return nested.int32;
-  return { gte: o["(meridian.options.v1.rules).int32.gte"] as number | undefined, lte: o["(meridian.options.v1.rules).int32.lte"] as number | undefined };
+  return {
+    gte: o["(meridian.options.v1.rules).int32.gte"] as number | undefined,
+    lte: o["(meridian.options.v1.rules).int32.lte"] as number | undefined,
+  };
 }
 
 test("every list answer starts with the same four paging fields", () => {
   const { answers } = pagingMessages();
   assert.ok(answers.length >= 6, `only ${answers.length} list answers`);
   for (const t of answers) {
-    const shape = t.fieldsArray.map((f) => `${f.id}:${f.name}:${f.repeated ? "repeated " : ""}${f.repeated ? "" : f.type}${optional(f) ? "?" : ""}`);
+    const shape = t.fieldsArray.map(
+      (f) => `${f.id}:${f.name}:${f.repeated ? "repeated " : ""}${f.repeated ? "" : f.type}${optional(f) ? "?" : ""}`,
+    );
     assert.deepEqual(shape.slice(1, 4), ["2:total:int32", "3:page:int32", "4:pageSize:int32"], t.fullName);
     assert.match(shape[0]!, /^1:items:repeated $/, t.fullName);
   }

@@ -110,7 +110,8 @@ function valueRule(field: protobuf.Field, rules: FieldRules, convert: boolean, w
   if (t) throw new Error(`proto: ${where}: enums are not used in contracts (a string with rules.string.in)`);
   const kind = INT64_TYPES.has(field.type) ? "int64" : INT32_TYPES.has(field.type) ? "int32" : undefined;
   for (const k of ["string", "int32", "int64"] as const)
-    if (rules[k] && (k === "string" ? field.type !== "string" : k !== kind)) throw new Error(`proto: ${where}: rules.${k} on a ${field.type} field`);
+    if (rules[k] && (k === "string" ? field.type !== "string" : k !== kind))
+      throw new Error(`proto: ${where}: rules.${k} on a ${field.type} field`);
   if (field.type === "string") return stringRule(rules.string ?? {}, where);
   if (NUMBER_TYPES.has(field.type)) return numberRule(field.type, (kind && rules[kind]) ?? {}, convert, where);
   if (field.type === "bool") return { type: "boolean", ...(convert && { convert: true }) };

@@ -61,7 +61,8 @@ message PutRequest {
 function withShop<T>(fn: (root: ReturnType<typeof loadProtoRoot>) => T): T {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-params-"));
   try {
-    for (const sub of ["google", "meridian/common", "meridian/options"]) fs.cpSync(path.join(PROTO_DIR, sub), path.join(dir, sub), { recursive: true });
+    for (const sub of ["google", "meridian/common", "meridian/options"])
+      fs.cpSync(path.join(PROTO_DIR, sub), path.join(dir, sub), { recursive: true });
     fs.mkdirSync(path.join(dir, "meridian/shop/v1"), { recursive: true });
     fs.writeFileSync(path.join(dir, "meridian/shop/v1/shop.proto"), SHOP);
     return fn(loadProtoRoot(dir));
@@ -103,7 +104,14 @@ test("a contract's rules become the action's params; numbers of a GET take their
 
 test("Moleculer's validator enforces the derived params: each rule refuses what it should", () => {
   const check = new StrictNullValidator().compile(PUT as Record<string, never>);
-  const valid = () => ({ id: "12345678", name: "  Tea  ", note: null, lines: [{ sku: "TEA", quantity: 2 }], email: "A@Example.com", extra: 1 });
+  const valid = () => ({
+    id: "12345678",
+    name: "  Tea  ",
+    note: null,
+    lines: [{ sku: "TEA", quantity: 2 }],
+    email: "A@Example.com",
+    extra: 1,
+  });
   const ok = valid();
   assert.equal(check(ok), true);
   assert.equal(ok.name, "Tea", "trimmed");
@@ -116,7 +124,15 @@ test("Moleculer's validator enforces the derived params: each rule refuses what 
     ["in", (p) => (p.kind = "c")],
     ["nullable string max_len", (p) => (p.note = "123456")],
     ["min_items", (p) => (p.lines = [])],
-    ["max_items", (p) => (p.lines = [{ sku: "A", quantity: 1 }, { sku: "B", quantity: 1 }, { sku: "C", quantity: 1 }])],
+    [
+      "max_items",
+      (p) =>
+        (p.lines = [
+          { sku: "A", quantity: 1 },
+          { sku: "B", quantity: 1 },
+          { sku: "C", quantity: 1 },
+        ]),
+    ],
     ["nested pattern", (p) => (p.lines = [{ sku: "tea", quantity: 1 }])],
     ["nested gte", (p) => (p.lines = [{ sku: "TEA", quantity: 0 }])],
     ["nested not_in", (p) => (p.lines = [{ sku: "TEA", quantity: 13 }])],

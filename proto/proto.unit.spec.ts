@@ -43,8 +43,18 @@ test("generation is deterministic", () => {
 // one and not the other fails `npm run typecheck`).
 const sameShape = <A, B>(_a: (x: A) => B, _b: (x: B) => A) => true;
 test("the contracts describe the user service's types", () => {
-  assert.ok(sameShape<PublicUser, user.User>((x) => x, (x) => x as PublicUser));
-  assert.ok(sameShape<Address, ActionResponse<"user.getAddress">>((x) => x, (x) => x));
+  assert.ok(
+    sameShape<PublicUser, user.User>(
+      (x) => x,
+      (x) => x as PublicUser,
+    ),
+  );
+  assert.ok(
+    sameShape<Address, ActionResponse<"user.getAddress">>(
+      (x) => x,
+      (x) => x,
+    ),
+  );
   const event: EventPayload<"user.registered"> = { userId: "u", email: "e", name: "n", occurredAt: "t" };
   assert.ok(event);
 });

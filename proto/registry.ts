@@ -144,7 +144,8 @@ export function readContracts(root: protobuf.Root): Contracts {
         if (visibility === "published" && !AUTHS[String(auth)]) throw new Error(`proto: ${where} is published and needs (${OPT}.auth)`);
         if (visibility === "internal" && (http || auth)) throw new Error(`proto: ${where} is internal: no http route, no auth`);
         const status = option(method, `(${OPT}.success_status)`) as number | undefined;
-        if (option(method, `(${OPT}.http_only)`) === true && !http) throw new Error(`proto: ${where} is http_only and needs a google.api.http route`);
+        if (option(method, `(${OPT}.http_only)`) === true && !http)
+          throw new Error(`proto: ${where} is http_only and needs a google.api.http route`);
         actions.set(action, {
           action,
           service: fullName(service),
@@ -172,7 +173,8 @@ export function readContracts(root: protobuf.Root): Contracts {
     const pkg = s.service.slice(0, s.service.lastIndexOf("."));
     s.publishes = [...events].filter(([, t]) => packageOf(t) === pkg).map(([name]) => name);
     for (const a of s.calls) if (!actions.has(a)) throw new Error(`proto: ${s.name} calls ${a}, which no contract declares`);
-    for (const e of [...s.consumes, ...s.follows]) if (!events.has(e)) throw new Error(`proto: ${s.name} consumes ${e}, which no contract declares`);
+    for (const e of [...s.consumes, ...s.follows])
+      if (!events.has(e)) throw new Error(`proto: ${s.name} consumes ${e}, which no contract declares`);
   }
   return { actions, events, services };
 }

@@ -14,7 +14,10 @@ const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8"))
 test("engines admits the Node.js of this run and the image's, and only their majors", () => {
   const range = pkg.engines.node;
   assert.ok(semver.satisfies(process.version, range), `this run's ${process.version} is outside engines ${range}`);
-  const from = fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8").split(/^FROM /m).at(-1)!;
+  const from = fs
+    .readFileSync(path.join(ROOT, "Dockerfile"), "utf8")
+    .split(/^FROM /m)
+    .at(-1)!;
   const imageMajor = Number(/^node:(\d+)/.exec(from)?.[1]);
   assert.ok(imageMajor > 0, "the runtime stage is FROM node:<major>");
   // The image takes the newest release of its major.

@@ -59,7 +59,12 @@ export function createEdgeDoor(config: AppConfig): EdgeDoor {
         // No identity on a public action; but a valid token still names whose request budget
         // it spends, so signed-in shoppers behind one address do not share the anonymous one.
         if (!m || !limits) return {};
-        return { budgetUserId: await tokens.verify(m[1]!).then((t) => t.id, () => undefined) };
+        return {
+          budgetUserId: await tokens.verify(m[1]!).then(
+            (t) => t.id,
+            () => undefined,
+          ),
+        };
       }
       if (!m) throw unauthorized("Malformed Authorization header; expected 'Bearer <token>'");
       let token: VerifiedToken;

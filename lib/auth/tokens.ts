@@ -58,7 +58,11 @@ export function accessTokens(secret: string, ttlSeconds: number): AccessTokens {
   // A CryptoKey imported once, on first use (see the header for what a KeyObject or raw bytes
   // cost); imported lazily so a key WebCrypto refuses fails a request, not the process.
   let imported: ReturnType<typeof crypto.subtle.importKey> | undefined;
-  const keyOf = () => (imported ??= crypto.subtle.importKey("raw", Buffer.from(secret, "utf8"), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]));
+  const keyOf = () =>
+    (imported ??= crypto.subtle.importKey("raw", Buffer.from(secret, "utf8"), { name: "HMAC", hash: "SHA-256" }, false, [
+      "sign",
+      "verify",
+    ]));
   const verified = new LRUCache<string, VerifiedToken>({ max: VERIFIED_CACHE_SIZE });
   return {
     ttlSeconds,
@@ -82,9 +86,21 @@ export function accessTokens(secret: string, ttlSeconds: number): AccessTokens {
         throw new InvalidTokenError("invalid token");
       }
       try {
-        const { payload } = await jwtVerify(token, await keyOf(), { algorithms: [ALG], issuer: ISSUER, audience: AUDIENCE, requiredClaims: REQUIRED_CLAIMS });
+        const { payload } = await jwtVerify(token, await keyOf(), {
+          algorithms: [ALG],
+          issuer: ISSUER,
+          audience: AUDIENCE,
+          requiredClaims: REQUIRED_CLAIMS,
+        });
         const { role, sid, sub, jti, exp, iat } = payload;
-        if (typeof sub !== "string" || typeof sid !== "string" || typeof jti !== "string" || typeof exp !== "number" || typeof iat !== "number" || (role !== "customer" && role !== "admin"))
+        if (
+          typeof sub !== "string" ||
+          typeof sid !== "string" ||
+          typeof jti !== "string" ||
+          typeof exp !== "number" ||
+          typeof iat !== "number" ||
+          (role !== "customer" && role !== "admin")
+        )
           throw new InvalidTokenError("bad claims");
         const result: VerifiedToken = { id: sub, role, sessionId: sid, tokenId: jti, issuedAt: iat, expiresAt: exp };
         verified.set(token, Object.freeze(result));

@@ -45,8 +45,15 @@ describe("access tokens", () => {
   test("claims are pinned: another issuer's token with the same secret is refused", async () => {
     const { SignJWT } = await import("jose");
     const key = new TextEncoder().encode(SECRET);
-    const foreign = await new SignJWT({ role: "admin", sid: "x" }).setProtectedHeader({ alg: "HS256" }).setSubject("u-2").setIssuer("elsewhere")
-      .setAudience("meridian-api").setJti("j").setIssuedAt().setExpirationTime("60s").sign(key);
+    const foreign = await new SignJWT({ role: "admin", sid: "x" })
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject("u-2")
+      .setIssuer("elsewhere")
+      .setAudience("meridian-api")
+      .setJti("j")
+      .setIssuedAt()
+      .setExpirationTime("60s")
+      .sign(key);
     await assert.rejects(accessTokens(SECRET, 60).verify(foreign), InvalidTokenError);
   });
 });

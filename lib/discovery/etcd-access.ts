@@ -16,7 +16,14 @@
  * heartbeat), under a short lease, so a probe cut short leaves nothing behind for long.
  */
 import { noop } from "cockatiel";
-import { Etcd3, EtcdAuthenticationFailedError, EtcdPermissionDeniedError, GRPCFailedPreconditionError, GRPCInvalidArgumentError, type IOptions } from "etcd3";
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdPermissionDeniedError,
+  GRPCFailedPreconditionError,
+  GRPCInvalidArgumentError,
+  type IOptions,
+} from "etcd3";
 
 /** A refusal by etcd: the node must not start. */
 export class EtcdAccessError extends Error {
@@ -75,13 +82,19 @@ async function probe(host: string, opts: AccessCheck): Promise<"ok" | "no answer
 function refusalOf(err: unknown, opts: AccessCheck): EtcdAccessError | undefined {
   const user = opts.auth?.username;
   if (err instanceof EtcdAuthenticationFailedError) {
-    return new EtcdAccessError(`ETCD_PASSWORD: etcd refused user '${user}' (wrong password, or no such user: check ETCD_USERNAME and ETCD_PASSWORD)`);
+    return new EtcdAccessError(
+      `ETCD_PASSWORD: etcd refused user '${user}' (wrong password, or no such user: check ETCD_USERNAME and ETCD_PASSWORD)`,
+    );
   }
   if (err instanceof GRPCInvalidArgumentError && /user name is empty/.test(err.message)) {
-    return new EtcdAccessError("ETCD_USERNAME / ETCD_PASSWORD: this etcd has authentication on; set both to a user whose role reaches the discovery prefix");
+    return new EtcdAccessError(
+      "ETCD_USERNAME / ETCD_PASSWORD: this etcd has authentication on; set both to a user whose role reaches the discovery prefix",
+    );
   }
   if (err instanceof GRPCFailedPreconditionError && /authentication is not enabled/.test(err.message)) {
-    return new EtcdAccessError("ETCD_USERNAME / ETCD_PASSWORD: set, but this etcd has authentication off (unset both, or turn etcd's authentication on)");
+    return new EtcdAccessError(
+      "ETCD_USERNAME / ETCD_PASSWORD: set, but this etcd has authentication off (unset both, or turn etcd's authentication on)",
+    );
   }
   if (err instanceof EtcdPermissionDeniedError) {
     return new EtcdAccessError(

@@ -38,7 +38,8 @@ function etcdAuth(env: Record<string, string>) {
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
-const access = (username: string, password: string) => checkEtcdAccess({ hosts: etcd.hosts.split(","), auth: { username, password }, prefix: PREFIX, nodeID: "probe" });
+const access = (username: string, password: string) =>
+  checkEtcdAccess({ hosts: etcd.hosts.split(","), auth: { username, password }, prefix: PREFIX, nodeID: "probe" });
 
 before(async () => {
   etcd = await startEtcd();
@@ -54,7 +55,10 @@ test("etcd:auth turns authentication on, the nodes' user reaches its prefix only
 
   // A node with these credentials starts; without, or with another password, it does not.
   await access("meridian", first);
-  await assert.rejects(checkEtcdAccess({ hosts: etcd.hosts.split(","), prefix: PREFIX, nodeID: "probe" }), (e) => e instanceof EtcdAccessError && /authentication on/.test(e.message));
+  await assert.rejects(
+    checkEtcdAccess({ hosts: etcd.hosts.split(","), prefix: PREFIX, nodeID: "probe" }),
+    (e) => e instanceof EtcdAccessError && /authentication on/.test(e.message),
+  );
   await assert.rejects(access("meridian", "wrong"), (e) => e instanceof EtcdAccessError && /^ETCD_PASSWORD/.test(e.message));
   // Outside its prefix the nodes' user may do nothing; root may.
   const user = new Etcd3({ hosts: etcd.hosts, auth: { username: "meridian", password: first } });
@@ -81,7 +85,10 @@ test("etcd:auth turns authentication on, the nodes' user reaches its prefix only
     await access("meridian", second);
     await assert.rejects(access("meridian", first), (e) => e instanceof EtcdAccessError && /^ETCD_PASSWORD/.test(e.message));
     assert.equal(await admin.get("config").string(), "kept");
-    assert.deepEqual((await admin.user("meridian").roles()).map((r) => r.name), ["meridian-discovery"]);
+    assert.deepEqual(
+      (await admin.user("meridian").roles()).map((r) => r.name),
+      ["meridian-discovery"],
+    );
 
     // Refusals: another root password; root as the nodes' user; a variable missing.
     const wrongRoot = etcdAuth({ ETCD_PASSWORD: second, ETCD_ROOT_PASSWORD: "not-root's" });

@@ -16,7 +16,15 @@
  * matches is a refusal naming ETCD_ROOT_PASSWORD, not a reset (etcd has none short of turning
  * auth off).
  */
-import { Etcd3, EtcdAuthenticationFailedError, EtcdRoleExistsError, EtcdUserExistsError, EtcdUserNotFoundError, GRPCInvalidArgumentError, Range } from "etcd3";
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdRoleExistsError,
+  EtcdUserExistsError,
+  EtcdUserNotFoundError,
+  GRPCInvalidArgumentError,
+  Range,
+} from "etcd3";
 
 export interface EtcdAuthSetup {
   hosts: string[];
@@ -51,12 +59,14 @@ export async function setUpEtcdAuth(s: EtcdAuthSetup): Promise<EtcdAuthOutcome> 
     const range = Range.prefix(s.prefix);
     const granted = (await client.role(role).permissions()).some((p) => p.permission === "Readwrite" && p.range.compare(range) === 0);
     if (!granted) await client.role(role).grant({ permission: "Readwrite", range });
-    if (!alreadyOn || !(await logsIn(s.hosts, s.user, `${s.prefix}access-check/etcd-auth`))) await upsertUser(client, s.user.username, s.user.password);
+    if (!alreadyOn || !(await logsIn(s.hosts, s.user, `${s.prefix}access-check/etcd-auth`)))
+      await upsertUser(client, s.user.username, s.user.password);
     await client.user(s.user.username).addRole(role);
     if (!alreadyOn) await client.auth.authEnable();
     return alreadyOn ? "already on" : "enabled";
   } catch (err) {
-    if (err instanceof EtcdAuthenticationFailedError) throw new EtcdAuthSetupError("ETCD_ROOT_PASSWORD: etcd refused the root user (authentication is on with another root password)");
+    if (err instanceof EtcdAuthenticationFailedError)
+      throw new EtcdAuthSetupError("ETCD_ROOT_PASSWORD: etcd refused the root user (authentication is on with another root password)");
     throw err;
   } finally {
     client.close();

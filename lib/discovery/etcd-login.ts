@@ -17,11 +17,22 @@ import { Metadata, type CallOptions, type Client } from "@grpc/grpc-js";
 import { castGrpcError, type Etcd3 } from "etcd3";
 
 interface AuthStub extends Client {
-  authenticate(req: { name: string; password: string }, meta: Metadata, options: CallOptions, cb: (err: Error | null, res?: { token: string }) => void): void;
+  authenticate(
+    req: { name: string; password: string },
+    meta: Metadata,
+    options: CallOptions,
+    cb: (err: Error | null, res?: { token: string }) => void,
+  ): void;
 }
 
 /** etcd3's `Authenticator.getCredentialsFromHost`: one login at one member, the token. */
-type Login = (address: string, name: string, password: string, callOptions: CallOptions | undefined, credentials: unknown) => Promise<string>;
+type Login = (
+  address: string,
+  name: string,
+  password: string,
+  callOptions: CallOptions | undefined,
+  credentials: unknown,
+) => Promise<string>;
 
 interface PoolHost {
   getServiceClient(name: "Auth"): Client;
@@ -33,7 +44,12 @@ export function loginOnClientChannels(client: Etcd3): boolean {
   const authenticator: { getCredentialsFromHost?: Login } | undefined = pool["authenticator"];
   const hosts: unknown = pool["hosts"];
   if (!authenticator || typeof authenticator.getCredentialsFromHost !== "function" || !Array.isArray(hosts)) return false;
-  if (!hosts.every((h: { host?: unknown; getServiceClient?: unknown }) => typeof h.host === "string" && typeof h.getServiceClient === "function")) return false;
+  if (
+    !hosts.every(
+      (h: { host?: unknown; getServiceClient?: unknown }) => typeof h.host === "string" && typeof h.getServiceClient === "function",
+    )
+  )
+    return false;
   const byAddress = new Map<string, PoolHost>(hosts.map((h: PoolHost & { host: string }) => [h.host, h]));
   const own = authenticator.getCredentialsFromHost.bind(authenticator);
   authenticator.getCredentialsFromHost = (address, name, password, callOptions, credentials) =>
@@ -42,7 +58,9 @@ export function loginOnClientChannels(client: Etcd3): boolean {
       // Not one of the pool's members (etcd3 logs in on those only): its own way.
       if (!host) return void own(address, name, password, callOptions, credentials).then(resolve, reject);
       const stub = host.getServiceClient("Auth") as AuthStub;
-      stub.authenticate({ name, password }, new Metadata(), callOptions ?? {}, (err, res) => (err ? reject(castGrpcError(err)) : resolve(res!.token)));
+      stub.authenticate({ name, password }, new Metadata(), callOptions ?? {}, (err, res) =>
+        err ? reject(castGrpcError(err)) : resolve(res!.token),
+      );
     });
   return true;
 }

@@ -30,7 +30,9 @@ const ports = new Map<string, number>();
 
 /** A broker node (the fixture) on the current etcd, with its nodes' credentials when it checks them. */
 function spawnNode(id: string, env: Record<string, string> = {}): ChildHandle {
-  const credentials: Record<string, string> = etcd!.credentials ? { ETCD_USERNAME: etcd!.credentials.username, ETCD_PASSWORD: etcd!.credentials.password } : {};
+  const credentials: Record<string, string> = etcd!.credentials
+    ? { ETCD_USERNAME: etcd!.credentials.username, ETCD_PASSWORD: etcd!.credentials.password }
+    : {};
   const proc = spawnTs(FIXTURE, { name: id, env: { NODE_ID: id, ETCD_HOSTS: etcd!.hosts, AMQP_URL: vhost!.uri, ...credentials, ...env } });
   procs.set(id, proc);
   return proc;
@@ -51,7 +53,7 @@ async function get<T>(id: string, query: string): Promise<T> {
 const nodeList = (id: string) => get<string[]>(id, "/nodes");
 const call = (from: string, to: string) => get<string>(from, `/call?node=${to}`);
 const allSee = async (observers: string[], expected: string[]) =>
-  (await Promise.all(observers.map(nodeList))).every(list => expected.every(id => list.includes(id)));
+  (await Promise.all(observers.map(nodeList))).every((list) => expected.every((id) => list.includes(id)));
 
 /** Polls `check` until it is true; answers the time it took, in ms. */
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
@@ -75,15 +77,17 @@ function sampleNodeLists(live: string[]): { stop(): Promise<string[]> } {
   const sampler = (async () => {
     while (sampling) {
       const tick = sleep(1000);
-      await Promise.all(live.map(async id => {
-        try {
-          const list = await nodeList(id);
-          const lost = live.filter(n => !list.includes(n));
-          if (lost.length) losses.push(`${new Date().toISOString()} ${id} lost ${lost.join(",")}`);
-        } catch (err) {
-          losses.push(`${new Date().toISOString()} ${id} unreachable: ${err}`);
-        }
-      }));
+      await Promise.all(
+        live.map(async (id) => {
+          try {
+            const list = await nodeList(id);
+            const lost = live.filter((n) => !list.includes(n));
+            if (lost.length) losses.push(`${new Date().toISOString()} ${id} lost ${lost.join(",")}`);
+          } catch (err) {
+            losses.push(`${new Date().toISOString()} ${id} unreachable: ${err}`);
+          }
+        }),
+      );
       await tick;
     }
   })();
@@ -107,7 +111,7 @@ async function setUp(opts: EtcdOptions, nodes: string[], prepare?: (etcd: EtcdHa
 
 async function tearDown(): Promise<void> {
   const results = await Promise.allSettled([
-    ...[...procs.values()].map(proc => (proc.kill("SIGKILL"), proc.waitExit())),
+    ...[...procs.values()].map((proc) => (proc.kill("SIGKILL"), proc.waitExit())),
     vhost?.destroy(),
     etcd?.destroy(),
   ]);
@@ -130,87 +134,104 @@ describe("ResilientEtcd3Discoverer (system: private etcd + RabbitMQ vhost)", () 
   before(() => setUp({}, [A, B, C]), { timeout: 60_000 });
   after(tearDown);
 
-  test("a) all nodes see each other and calls reach every node", { timeout: 30_000 }, withLogs(async () => {
-    await waitFor("A, B and C to see each other", () => allSee([A, B, C], [A, B, C]), 20_000);
-    assert.equal(await call(A, B), B);
-    assert.equal(await call(A, C), C);
-  }));
+  test(
+    "a) all nodes see each other and calls reach every node",
+    { timeout: 30_000 },
+    withLogs(async () => {
+      await waitFor("A, B and C to see each other", () => allSee([A, B, C], [A, B, C]), 20_000);
+      assert.equal(await call(A, B), B);
+      assert.equal(await call(A, C), C);
+    }),
+  );
 
-  test("b) a node killed with kill -9 is dropped, then found again once restarted", { timeout: 60_000 }, withLogs(async t => {
-    procs.get(B)!.kill("SIGKILL");
-    await procs.get(B)!.waitExit();
-    const goneMs = await waitFor(
-      "A and C to drop node-b",
-      async () => (await Promise.all([A, C].map(nodeList))).every(list => !list.includes(B)),
-      30_000,
-    );
-    const restart = Date.now();
-    await startNode(B);
-    const startedMs = Date.now() - restart;
-    const backMs = await waitFor(
-      "A and C to see and call node-b again",
-      async () => (await allSee([A, C], [B])) && (await call(A, B)) === B && (await call(C, B)) === B,
-      20_000,
-    );
-    t.diagnostic(`killed node dropped by A and C after ${goneMs} ms`);
-    t.diagnostic(`restarted node: broker started in ${startedMs} ms, then seen and callable after ${backMs} ms`);
-    assert.ok(goneMs <= (HEARTBEAT_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S + 2) * 1000, `dropped after ${goneMs} ms`);
-    assert.ok(backMs <= 10_000, `back ${backMs} ms after it started`);
-  }));
-
-  test("c) 60 s etcd outage: no failed call, no lost node, no log flood; a node started meanwhile joins", { timeout: 150_000 }, withLogs(async t => {
-    const live = [A, B, C];
-    await waitFor("A, B and C to see each other", () => allSee(live, live), 20_000);
-    await get(A, `/load/start?nodes=${B},${C}&interval=50`);
-
-    const sampler = sampleNodeLists(live);
-
-    const logMark = () => new Map([...procs].map(([id, p]) => [id, { lines: p.lines.length, bytes: p.bytes }]));
-    let atStop, atRestart, joinMs, losses: string[] = [];
-    try {
-      atStop = logMark();
-      await etcd!.stop();
-      const outageStart = Date.now();
-
-      await sleep(20_000);
-      await startNode(D); // broker.start() resolved while etcd is down
-      assert.equal(await call(D, D), D, "local services of a node started during the outage run");
-      await sleep(outageStart + OUTAGE_MS - Date.now());
-
-      atRestart = logMark();
-      await etcd!.start();
-      joinMs = await waitFor(
-        "node-d to join",
-        async () => (await allSee([A, B, C, D], [A, B, C, D])) && (await call(A, D)) === D,
+  test(
+    "b) a node killed with kill -9 is dropped, then found again once restarted",
+    { timeout: 60_000 },
+    withLogs(async (t) => {
+      procs.get(B)!.kill("SIGKILL");
+      await procs.get(B)!.waitExit();
+      const goneMs = await waitFor(
+        "A and C to drop node-b",
+        async () => (await Promise.all([A, C].map(nodeList))).every((list) => !list.includes(B)),
+        30_000,
+      );
+      const restart = Date.now();
+      await startNode(B);
+      const startedMs = Date.now() - restart;
+      const backMs = await waitFor(
+        "A and C to see and call node-b again",
+        async () => (await allSee([A, C], [B])) && (await call(A, B)) === B && (await call(C, B)) === B,
         20_000,
       );
-      live.push(D);
-      // Keep calling and sampling until well after the grace period, when normal removal resumes.
-      await sleep(Math.max(0, (GRACE_S + 2 * HEARTBEAT_TIMEOUT_S) * 1000 - joinMs));
-    } finally {
-      losses = await sampler.stop();
-    }
-    const calls = await get<{ ok: number; failed: number; errors: string[] }>(A, "/load/stop");
+      t.diagnostic(`killed node dropped by A and C after ${goneMs} ms`);
+      t.diagnostic(`restarted node: broker started in ${startedMs} ms, then seen and callable after ${backMs} ms`);
+      assert.ok(goneMs <= (HEARTBEAT_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S + 2) * 1000, `dropped after ${goneMs} ms`);
+      assert.ok(backMs <= 10_000, `back ${backMs} ms after it started`);
+    }),
+  );
 
-    const outageLogs = [A, B, C].map(id => ({
-      id,
-      lines: atRestart.get(id)!.lines - atStop.get(id)!.lines,
-      bytes: atRestart.get(id)!.bytes - atStop.get(id)!.bytes,
-    }));
-    t.diagnostic(`calls A->B/C: ${calls.ok} ok, ${calls.failed} failed`);
-    t.diagnostic(`log output during the ${OUTAGE_MS / 1000} s outage: ${outageLogs.map(l => `${l.id} ${l.lines} lines/${l.bytes} B`).join(", ")}`);
-    t.diagnostic(`node-d (started during the outage) log lines until etcd was back: ${atRestart.get(D)!.lines}`);
-    t.diagnostic(`node-d seen by all and callable ${joinMs} ms after etcd was healthy again`);
+  test(
+    "c) 60 s etcd outage: no failed call, no lost node, no log flood; a node started meanwhile joins",
+    { timeout: 150_000 },
+    withLogs(async (t) => {
+      const live = [A, B, C];
+      await waitFor("A, B and C to see each other", () => allSee(live, live), 20_000);
+      await get(A, `/load/start?nodes=${B},${C}&interval=50`);
 
-    assert.deepEqual(calls.errors, []);
-    assert.equal(calls.failed, 0);
-    assert.ok(calls.ok > 2000, `only ${calls.ok} calls`);
-    assert.deepEqual(losses, []);
-    for (const l of outageLogs) {
-      assert.ok(l.lines < 200 && l.bytes < 100_000, `${l.id} logged ${l.lines} lines / ${l.bytes} B during the outage`);
-    }
-    assert.ok(joinMs <= 10_000, `node-d joined ${joinMs} ms after etcd was back`);
-  }));
+      const sampler = sampleNodeLists(live);
+
+      const logMark = () => new Map([...procs].map(([id, p]) => [id, { lines: p.lines.length, bytes: p.bytes }]));
+      let atStop,
+        atRestart,
+        joinMs,
+        losses: string[] = [];
+      try {
+        atStop = logMark();
+        await etcd!.stop();
+        const outageStart = Date.now();
+
+        await sleep(20_000);
+        await startNode(D); // broker.start() resolved while etcd is down
+        assert.equal(await call(D, D), D, "local services of a node started during the outage run");
+        await sleep(outageStart + OUTAGE_MS - Date.now());
+
+        atRestart = logMark();
+        await etcd!.start();
+        joinMs = await waitFor(
+          "node-d to join",
+          async () => (await allSee([A, B, C, D], [A, B, C, D])) && (await call(A, D)) === D,
+          20_000,
+        );
+        live.push(D);
+        // Keep calling and sampling until well after the grace period, when normal removal resumes.
+        await sleep(Math.max(0, (GRACE_S + 2 * HEARTBEAT_TIMEOUT_S) * 1000 - joinMs));
+      } finally {
+        losses = await sampler.stop();
+      }
+      const calls = await get<{ ok: number; failed: number; errors: string[] }>(A, "/load/stop");
+
+      const outageLogs = [A, B, C].map((id) => ({
+        id,
+        lines: atRestart.get(id)!.lines - atStop.get(id)!.lines,
+        bytes: atRestart.get(id)!.bytes - atStop.get(id)!.bytes,
+      }));
+      t.diagnostic(`calls A->B/C: ${calls.ok} ok, ${calls.failed} failed`);
+      t.diagnostic(
+        `log output during the ${OUTAGE_MS / 1000} s outage: ${outageLogs.map((l) => `${l.id} ${l.lines} lines/${l.bytes} B`).join(", ")}`,
+      );
+      t.diagnostic(`node-d (started during the outage) log lines until etcd was back: ${atRestart.get(D)!.lines}`);
+      t.diagnostic(`node-d seen by all and callable ${joinMs} ms after etcd was healthy again`);
+
+      assert.deepEqual(calls.errors, []);
+      assert.equal(calls.failed, 0);
+      assert.ok(calls.ok > 2000, `only ${calls.ok} calls`);
+      assert.deepEqual(losses, []);
+      for (const l of outageLogs) {
+        assert.ok(l.lines < 200 && l.bytes < 100_000, `${l.id} logged ${l.lines} lines / ${l.bytes} B during the outage`);
+      }
+      assert.ok(joinMs <= 10_000, `node-d joined ${joinMs} ms after etcd was back`);
+    }),
+  );
 });
 
 describe("etcd with authentication, three members (system: private etcd cluster + RabbitMQ vhost)", () => {
@@ -235,72 +256,101 @@ describe("etcd with authentication, three members (system: private etcd cluster 
   before(() => setUp({ members: 3, auth: { prefix: `${PREFIX}/` } }, [A, B, C], otherPrefixUser), { timeout: 90_000 });
   after(tearDown);
 
-  test("nodes with the credentials see and call each other", { timeout: 30_000 }, withLogs(async () => {
-    await waitFor("A, B and C to see each other", () => allSee([A, B, C], [A, B, C]), 20_000);
-    assert.equal(await call(A, C), C);
-  }));
+  test(
+    "nodes with the credentials see and call each other",
+    { timeout: 30_000 },
+    withLogs(async () => {
+      await waitFor("A, B and C to see each other", () => allSee([A, B, C], [A, B, C]), 20_000);
+      assert.equal(await call(A, C), C);
+    }),
+  );
 
-  test("a wrong password, no credentials, or a role without the prefix: the node stops at start, naming the variable", { timeout: 60_000 }, async () => {
-    const refused = async (id: string, env: Record<string, string>) => {
-      const proc = spawnNode(id, env);
-      const [, message] = await proc.waitForLine(/^START_FAILED: (.*)$/, 20_000);
-      await proc.waitExit();
-      procs.delete(id);
-      return message!;
-    };
-    assert.match(await refused("bad-password", { ETCD_PASSWORD: "not the password" }), /^ETCD_PASSWORD: etcd refused user 'meridian'/);
-    // With the last member listed down, the others' refusal still counts (the etcd3 pool would report the last error only).
-    const last = etcd!.members.at(-1)!;
-    await last.stop();
-    try {
-      assert.match(await refused("bad-password-member-down", { ETCD_PASSWORD: "not the password" }), /^ETCD_PASSWORD: etcd refused user 'meridian'/);
-    } finally {
-      await last.start();
-    }
-    assert.match(await refused("no-credentials", { ETCD_USERNAME: "" }), /^ETCD_USERNAME \/ ETCD_PASSWORD: this etcd has authentication on/);
-    assert.match(await refused("wrong-prefix", { ETCD_USERNAME: "elsewhere", ETCD_PASSWORD: "elsewhere-password" }), /^ETCD_USERNAME: user 'elsewhere' may not read and write 'moleculer\/discovery\/'/);
-  });
+  test(
+    "a wrong password, no credentials, or a role without the prefix: the node stops at start, naming the variable",
+    { timeout: 60_000 },
+    async () => {
+      const refused = async (id: string, env: Record<string, string>) => {
+        const proc = spawnNode(id, env);
+        const [, message] = await proc.waitForLine(/^START_FAILED: (.*)$/, 20_000);
+        await proc.waitExit();
+        procs.delete(id);
+        return message!;
+      };
+      assert.match(await refused("bad-password", { ETCD_PASSWORD: "not the password" }), /^ETCD_PASSWORD: etcd refused user 'meridian'/);
+      // With the last member listed down, the others' refusal still counts (the etcd3 pool would report the last error only).
+      const last = etcd!.members.at(-1)!;
+      await last.stop();
+      try {
+        assert.match(
+          await refused("bad-password-member-down", { ETCD_PASSWORD: "not the password" }),
+          /^ETCD_PASSWORD: etcd refused user 'meridian'/,
+        );
+      } finally {
+        await last.start();
+      }
+      assert.match(
+        await refused("no-credentials", { ETCD_USERNAME: "" }),
+        /^ETCD_USERNAME \/ ETCD_PASSWORD: this etcd has authentication on/,
+      );
+      assert.match(
+        await refused("wrong-prefix", { ETCD_USERNAME: "elsewhere", ETCD_PASSWORD: "elsewhere-password" }),
+        /^ETCD_USERNAME: user 'elsewhere' may not read and write 'moleculer\/discovery\/'/,
+      );
+    },
+  );
 
   // What three members give over one (test c rides out a whole etcd's outage too, but there
   // discovery stops): with a member down, etcd still serves, so a node started then is
   // registered and found within seconds. A node may still see a call fail while the leader's
   // successor is elected (an "etcd unavailable" line, then its outage mode for a moment):
   // counted, not failed on.
-  test("one member killed, then the leader, under calls: no failed call, no node dropped, a node started meanwhile joins", { timeout: 180_000 }, withLogs(async t => {
-    const live = [A, B, C];
-    await waitFor("A, B and C to see each other", () => allSee(live, live), 20_000);
-    await get(A, `/load/start?nodes=${B},${C}&interval=50`);
-    const sampler = sampleNodeLists(live);
-    const linesBefore = new Map([...procs].map(([id, p]) => [id, p.lines.length]));
-    let losses: string[] = [];
-    const rounds: string[] = [];
-    try {
-      for (const role of ["follower", "leader"] as const) {
-        const leader = await etcd!.leader();
-        const member = role === "leader" ? leader : etcd!.members.find(m => m !== leader)!;
-        await member.stop("SIGKILL");
-        const down = Date.now();
-        const joiner = `ha-joins-without-${role}`;
-        await startNode(joiner);
-        // Seen by every node already sampled (the first round's joiner too) before it is
-        // sampled itself: until then a node that has not met it yet would count as losing it.
-        const joinMs = await waitFor(`${joiner} to be seen by ${live.join(", ")} and called by A`, async () => (await allSee(live, [joiner])) && (await call(A, joiner)) === joiner, 15_000);
-        live.push(joiner);
-        rounds.push(`${member.name} (${role}) killed: ${joiner} joined in ${joinMs} ms`);
-        // Longer than a heartbeat timeout (6 s) and the leases' keepalive window before it returns.
-        await sleep(Math.max(0, 15_000 - (Date.now() - down)));
-        await member.start();
-        await sleep(3_000);
+  test(
+    "one member killed, then the leader, under calls: no failed call, no node dropped, a node started meanwhile joins",
+    { timeout: 180_000 },
+    withLogs(async (t) => {
+      const live = [A, B, C];
+      await waitFor("A, B and C to see each other", () => allSee(live, live), 20_000);
+      await get(A, `/load/start?nodes=${B},${C}&interval=50`);
+      const sampler = sampleNodeLists(live);
+      const linesBefore = new Map([...procs].map(([id, p]) => [id, p.lines.length]));
+      let losses: string[] = [];
+      const rounds: string[] = [];
+      try {
+        for (const role of ["follower", "leader"] as const) {
+          const leader = await etcd!.leader();
+          const member = role === "leader" ? leader : etcd!.members.find((m) => m !== leader)!;
+          await member.stop("SIGKILL");
+          const down = Date.now();
+          const joiner = `ha-joins-without-${role}`;
+          await startNode(joiner);
+          // Seen by every node already sampled (the first round's joiner too) before it is
+          // sampled itself: until then a node that has not met it yet would count as losing it.
+          const joinMs = await waitFor(
+            `${joiner} to be seen by ${live.join(", ")} and called by A`,
+            async () => (await allSee(live, [joiner])) && (await call(A, joiner)) === joiner,
+            15_000,
+          );
+          live.push(joiner);
+          rounds.push(`${member.name} (${role}) killed: ${joiner} joined in ${joinMs} ms`);
+          // Longer than a heartbeat timeout (6 s) and the leases' keepalive window before it returns.
+          await sleep(Math.max(0, 15_000 - (Date.now() - down)));
+          await member.start();
+          await sleep(3_000);
+        }
+      } finally {
+        losses = await sampler.stop();
       }
-    } finally {
-      losses = await sampler.stop();
-    }
-    const calls = await get<{ ok: number; failed: number; errors: string[] }>(A, "/load/stop");
-    const outageLines = [...procs].flatMap(([id, p]) => p.lines.slice(linesBefore.get(id) ?? 0).filter(l => /etcd unavailable/.test(l)));
-    t.diagnostic(`${rounds.join("; ")}; calls A->B/C: ${calls.ok} ok, ${calls.failed} failed; "etcd unavailable" lines: ${outageLines.length}`);
-    assert.deepEqual(calls.errors, []);
-    assert.equal(calls.failed, 0);
-    assert.ok(calls.ok > 1000, `only ${calls.ok} calls`);
-    assert.deepEqual(losses, []);
-  }));
+      const calls = await get<{ ok: number; failed: number; errors: string[] }>(A, "/load/stop");
+      const outageLines = [...procs].flatMap(([id, p]) =>
+        p.lines.slice(linesBefore.get(id) ?? 0).filter((l) => /etcd unavailable/.test(l)),
+      );
+      t.diagnostic(
+        `${rounds.join("; ")}; calls A->B/C: ${calls.ok} ok, ${calls.failed} failed; "etcd unavailable" lines: ${outageLines.length}`,
+      );
+      assert.deepEqual(calls.errors, []);
+      assert.equal(calls.failed, 0);
+      assert.ok(calls.ok > 1000, `only ${calls.ok} calls`);
+      assert.deepEqual(losses, []);
+    }),
+  );
 });

@@ -46,8 +46,7 @@ import { Etcd3, isRecoverableError, type CallContext, type IOptions, type Lease 
 import { Discoverers, METRIC, type Registry } from "moleculer";
 import { loginOnClientChannels } from "./etcd-login";
 
-export interface ResilientEtcd3DiscovererOptions
-  extends Omit<Discoverers.Etcd3.Etcd3DiscovererOptions, "etcd"> {
+export interface ResilientEtcd3DiscovererOptions extends Omit<Discoverers.Etcd3.Etcd3DiscovererOptions, "etcd"> {
   /** etcd3 client options. Unless `defaultCallOptions` is given, unary calls get a CALL_TIMEOUT_MS deadline. */
   etcd: IOptions;
   /** First retry delay after a failure, in ms. Default 250; doubles on each failed attempt. */
@@ -73,7 +72,11 @@ const CALL_TIMEOUT_MS = 1000;
  * period, and the others dropped it (seen in the cluster system test). The client gets its own
  * connections, tried again every second or two.
  */
-const GRPC_RECONNECT = { "grpc.use_local_subchannel_pool": 1, "grpc.initial_reconnect_backoff_ms": 500, "grpc.max_reconnect_backoff_ms": 2000 };
+const GRPC_RECONNECT = {
+  "grpc.use_local_subchannel_pool": 1,
+  "grpc.initial_reconnect_backoff_ms": 500,
+  "grpc.max_reconnect_backoff_ms": 2000,
+};
 /**
  * A member that failed three calls in a row is skipped for a second (etcd3's default: 5 s),
  * then tried again: the next member answers meanwhile, and after a whole outage the client
@@ -161,10 +164,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
 
   override sendLocalNodeInfo(nodeID?: string): Promise<void> {
     this.infoDirty = true;
-    const subscribed =
-      !nodeID && this.broker.options.disableBalancer
-        ? this.transit!.tx.makeBalancedSubscriptions()
-        : Promise.resolve();
+    const subscribed = !nodeID && this.broker.options.disableBalancer ? this.transit!.tx.makeBalancedSubscriptions() : Promise.resolve();
     return subscribed.then(() => this.beat());
   }
 
@@ -177,7 +177,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
 
   /** heartbeatReceived() calls this without handling its rejection. */
   override discoverNode(nodeID: string) {
-    return super.discoverNode(nodeID).catch(err => this.fail(err));
+    return super.discoverNode(nodeID).catch((err) => this.fail(err));
   }
 
   override async collectOnlineNodes(): Promise<void> {
@@ -217,7 +217,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
   }
 
   private serial(task: () => Promise<void>): Promise<void> {
-    return (this.queue = this.queue.then(task).catch(err => this.fail(err)));
+    return (this.queue = this.queue.then(task).catch((err) => this.fail(err)));
   }
 
   /** Puts INFO (when changed, or after a lease loss) and BEAT under our leases, granting them as needed. */
@@ -251,7 +251,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
     const lease = this.client.lease(ttl);
     // "lost": keepalives failed for 2*ttl, or etcd reports the lease expired. A failed grant emits it
     // too, but then the lease is not ours yet and the grant() rejection below reports the failure.
-    lease.on("lost", err => {
+    lease.on("lost", (err) => {
       if (lease === this.leaseBeat || lease === this.leaseInfo) this.fail(err);
     });
     await lease.grant();
@@ -268,9 +268,7 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
       this.down = true;
       this.downSince = this.lastOutageLog = now;
       this.retryDelay = this.cfg.retryMin;
-      this.logger.warn(
-        `etcd unavailable (${err.message}). Keeping all known nodes; retrying every <= ${this.cfg.retryMax} ms.`,
-      );
+      this.logger.warn(`etcd unavailable (${err.message}). Keeping all known nodes; retrying every <= ${this.cfg.retryMax} ms.`);
     } else if (now - this.lastOutageLog >= this.cfg.logEveryMs) {
       this.lastOutageLog = now;
       this.logger.warn(
@@ -291,7 +289,10 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
 
   /** Logins over the client's own channels, with its short reconnect backoff (lib/discovery/etcd-login.ts). */
   private loginOnOwnChannels(): void {
-    if (!loginOnClientChannels(this.client)) this.logger.warn("etcd3's internals changed: logins after an etcd outage may wait for gRPC's default reconnect backoff (up to 120 s)");
+    if (!loginOnClientChannels(this.client))
+      this.logger.warn(
+        "etcd3's internals changed: logins after an etcd outage may wait for gRPC's default reconnect backoff (up to 120 s)",
+      );
   }
 
   private async recover(): Promise<void> {

@@ -156,7 +156,7 @@ export class ReconnectLoop {
     while (this.running) {
       try {
         const { closed } = await this.setup();
-        if (!started) (started = true), first();
+        if (!started) ((started = true), first());
         if (failures) this.logger.info(`${this.what} reconnected`);
         failures = 0;
         this.onUp();

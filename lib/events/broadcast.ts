@@ -64,7 +64,12 @@ export class AmqpBroadcastConsumer {
 
   constructor(private readonly opts: BroadcastOptions & { link: AmqpLink; topo: Topology }) {
     // A resync after every binding: the queue is new each time (see the header).
-    this.reconnect = new ReconnectLoop(`Broadcast consumer '${opts.service}'`, opts.logger, () => this.setup(), () => opts.onResync());
+    this.reconnect = new ReconnectLoop(
+      `Broadcast consumer '${opts.service}'`,
+      opts.logger,
+      () => this.setup(),
+      () => opts.onResync(),
+    );
   }
 
   /** Resolves once the queue is bound and consumed (first setup); reconnects in the background. */
@@ -112,7 +117,9 @@ export class AmqpBroadcastConsumer {
       this.stats.applied++;
     } catch (err) {
       this.stats.failed++;
-      this.opts.logger.warn(`Broadcast event ${msg.properties.messageId ?? "?"} failed in '${this.opts.service}', resyncing: ${(err as Error).message}`);
+      this.opts.logger.warn(
+        `Broadcast event ${msg.properties.messageId ?? "?"} failed in '${this.opts.service}', resyncing: ${(err as Error).message}`,
+      );
       this.opts.onResync();
     }
     try {
@@ -126,9 +133,15 @@ export class AmqpBroadcastConsumer {
     const ended = this.reconnect.stop();
     const cur = this.current;
     const quiet = (p: Promise<unknown>, what: string) =>
-      withTimeout(p, 5000, what).catch((err) => this.opts.logger.warn(`Broadcast consumer '${this.opts.service}' stop: ${(err as Error).message}`));
+      withTimeout(p, 5000, what).catch((err) =>
+        this.opts.logger.warn(`Broadcast consumer '${this.opts.service}' stop: ${(err as Error).message}`),
+      );
     if (cur?.tag) await quiet(cur.ch.cancel(cur.tag), "cancel");
-    if (cur) await quiet(cur.ch.close().catch(() => undefined), "channel close");
+    if (cur)
+      await quiet(
+        cur.ch.close().catch(() => undefined),
+        "channel close",
+      );
     await quiet(ended, "reconnect loop");
   }
 }

@@ -14,7 +14,13 @@ import { FIXTURE_MIGRATIONS, recordEffect } from "./fixtures/services";
 import type { Envelope } from "./outbox";
 import { dropAll, eventsConfig, newDataDir } from "./support";
 
-const envelope = (n: number): Envelope => ({ id: randomUUID(), name: "order.placed", source: "test", occurredAt: new Date().toISOString(), payload: { n } });
+const envelope = (n: number): Envelope => ({
+  id: randomUUID(),
+  name: "order.placed",
+  source: "test",
+  occurredAt: new Date().toISOString(),
+  payload: { n },
+});
 
 for (const engine of ["sqlite", "mariadb"] as const) {
   describe(`applyBatch on ${engine}`, () => {
@@ -58,7 +64,8 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       };
       const items: BatchItem[] = Array.from({ length: 6 }, (_, n) => ({ envelope: envelope(300 + n), handler }));
       const inboxInsert = (q: { sql: string; bindings?: unknown[] }) => {
-        if (/insert (ignore )?into .?inbox/i.test(q.sql)) seen.push(`inbox ${q.bindings?.filter((b) => items.some((i) => i.envelope.id === b)).join(" ")}`);
+        if (/insert (ignore )?into .?inbox/i.test(q.sql))
+          seen.push(`inbox ${q.bindings?.filter((b) => items.some((i) => i.envelope.id === b)).join(" ")}`);
       };
       db.on("query", inboxInsert);
       try {
@@ -105,11 +112,22 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       const refuse: EventHandler = async () => {
         throw new Error("refused");
       };
-      const items: BatchItem[] = [envelope(200), envelope(201), envelope(202)].map((e, i) => ({ envelope: e, handler: i === 2 ? refuse : recordEffect }));
+      const items: BatchItem[] = [envelope(200), envelope(201), envelope(202)].map((e, i) => ({
+        envelope: e,
+        handler: i === 2 ? refuse : recordEffect,
+      }));
       const before = await effectIds();
       await assert.rejects(applyBatch(db, items), /refused/);
       assert.deepEqual(await effectIds(), before);
-      assert.equal((await db("inbox").whereIn("message_id", items.map((i) => i.envelope.id))).length, 0);
+      assert.equal(
+        (
+          await db("inbox").whereIn(
+            "message_id",
+            items.map((i) => i.envelope.id),
+          )
+        ).length,
+        0,
+      );
     });
   });
 }

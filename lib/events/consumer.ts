@@ -68,7 +68,14 @@ export interface ConsumerStats {
   batchesRolledBack: number;
 }
 
-export const newStats = (): ConsumerStats => ({ applied: 0, duplicates: 0, retried: 0, deadLettered: 0, transactions: 0, batchesRolledBack: 0 });
+export const newStats = (): ConsumerStats => ({
+  applied: 0,
+  duplicates: 0,
+  retried: 0,
+  deadLettered: 0,
+  transactions: 0,
+  batchesRolledBack: 0,
+});
 
 class DuplicateMessage extends Error {}
 
@@ -111,7 +118,10 @@ export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applie
       // By id, code unit order (a stable sort: a repeated id keeps its place).
       const idOf = (i: number) => items[i]!.envelope.id;
       const byId = [...items.keys()].sort((a, b) => (idOf(a) < idOf(b) ? -1 : idOf(a) > idOf(b) ? 1 : 0));
-      const recorded = await recordInbox(trx, byId.map((i) => items[i]!.envelope));
+      const recorded = await recordInbox(
+        trx,
+        byId.map((i) => items[i]!.envelope),
+      );
       // Already applied, or earlier in this batch (the first copy of an id is the one applied).
       const duplicate = new Set<number>();
       for (const i of byId) if (!recorded.delete(idOf(i))) duplicate.add(i);
@@ -140,7 +150,8 @@ const INBOX_EVENT_MAX = 100;
  * columns are refused here, so the batch rolls back and they meet the plain insert one by one.
  */
 async function recordInbox(trx: Knex.Transaction, envelopes: Envelope[]): Promise<Set<string>> {
-  if (envelopes.some((e) => e.id.length > INBOX_ID_MAX || e.name.length > INBOX_EVENT_MAX)) throw new Error("a message id or name longer than the inbox columns");
+  if (envelopes.some((e) => e.id.length > INBOX_ID_MAX || e.name.length > INBOX_EVENT_MAX))
+    throw new Error("a message id or name longer than the inbox columns");
   const now = Date.now();
   const rows = envelopes.map(() => "(?, ?, ?)").join(", ");
   const values = envelopes.flatMap((e) => [e.id, e.name, now]);
@@ -172,7 +183,10 @@ export interface ApplyContext {
 export async function applyMessages(ctx: ApplyContext, items: BatchItem[]): Promise<(Error | undefined)[]> {
   const counted = ({ envelope }: BatchItem, outcome: "applied" | "duplicate") => {
     ctx.stats[outcome === "applied" ? "applied" : "duplicates"]++;
-    countBusiness(ctx.broker, outcome === "applied" ? "events_applied" : "events_duplicates", { service: ctx.service, event: envelope.name });
+    countBusiness(ctx.broker, outcome === "applied" ? "events_applied" : "events_duplicates", {
+      service: ctx.service,
+      event: envelope.name,
+    });
   };
   if (items.length > 1) {
     const outcomes = await applyBatch(ctx.db(), items).catch((err: unknown) => batchFailed(ctx, err));
@@ -206,7 +220,9 @@ function batchFailed({ stats, logger, service }: ApplyContext, err: unknown): vo
   const now = Date.now();
   if (now - (lastBatchWarning.get(stats) ?? 0) < 60_000) return;
   lastBatchWarning.set(stats, now);
-  logger.warn(`Event consumer '${service}': a batch rolled back (${(err as Error)?.message ?? err}); its messages are applied one by one (${stats.batchesRolledBack} so far)`);
+  logger.warn(
+    `Event consumer '${service}': a batch rolled back (${(err as Error)?.message ?? err}); its messages are applied one by one (${stats.batchesRolledBack} so far)`,
+  );
 }
 const lastBatchWarning = new WeakMap<ConsumerStats, number>();
 
@@ -267,7 +283,12 @@ export class AmqpConsumer {
   private readonly migration: Periodic;
 
   constructor(private readonly opts: AmqpConsumerOptions) {
-    this.reconnect = new ReconnectLoop(`Event consumer '${opts.service}'`, opts.logger, () => this.setup(), () => this.migration.kick());
+    this.reconnect = new ReconnectLoop(
+      `Event consumer '${opts.service}'`,
+      opts.logger,
+      () => this.setup(),
+      () => this.migration.kick(),
+    );
     this.migration = periodic(`Classic queue migration '${opts.service}'`, 60_000, () => this.migrateClassic(), opts.logger);
     this.applying = { service: opts.service, db: () => opts.db, stats: this.stats, logger: opts.logger, broker: opts.broker };
     this.concurrency = Math.max(1, opts.concurrency ?? 8);
@@ -283,9 +304,16 @@ export class AmqpConsumer {
   private async migrateClassic(): Promise<void> {
     if (!this.reconnect.isRunning) return;
     const { service, topo, handlers, retryDelaysMs, logger } = this.opts;
-    const { moved, left } = await migrateClassicQueues(await this.opts.link.connection(), topo, service, Object.keys(handlers), retryDelaysMs);
+    const { moved, left } = await migrateClassicQueues(
+      await this.opts.link.connection(),
+      topo,
+      service,
+      Object.keys(handlers),
+      retryDelaysMs,
+    );
     if (moved) logger.info(`Event consumer '${service}': ${moved} message(s) moved from classic queues to quorum queues`);
-    if (left.length) logger.warn(`Event consumer '${service}': classic queue(s) ${left.join(", ")} still in use or not empty; moved again in a minute`);
+    if (left.length)
+      logger.warn(`Event consumer '${service}': classic queue(s) ${left.join(", ")} still in use or not empty; moved again in a minute`);
   }
 
   /** Opens the channels, declares the topology, consumes; resolves with "closed". */
@@ -338,7 +366,8 @@ export class AmqpConsumer {
   /** Starts batches while fewer than `concurrency` are in progress; each end starts the next. */
   private drain(): void {
     // Deliveries of a channel that closed cannot be acked: the broker redelivers them.
-    if (this.waiting.length && this.waiting[0]!.ch !== this.current?.ch) this.waiting = this.waiting.filter((d) => d.ch === this.current?.ch);
+    if (this.waiting.length && this.waiting[0]!.ch !== this.current?.ch)
+      this.waiting = this.waiting.filter((d) => d.ch === this.current?.ch);
     while (!this.stopping && this.waiting.length && this.inFlight.size < this.concurrency) {
       const batch = this.waiting.splice(0, this.batchSize);
       const p: Promise<void> = this.applyDeliveries(batch).finally(() => {
@@ -375,7 +404,9 @@ export class AmqpConsumer {
     const attempts = Number(msg.properties.headers?.["x-attempts"] ?? 0) + 1;
     const { topo, service, maxAttempts, retryDelaysMs } = this.opts;
     const dead = attempts >= maxAttempts;
-    const queue = dead ? topo.deadQueue(service) : topo.retryQueue(service, retryDelaysMs[Math.min(attempts - 1, retryDelaysMs.length - 1)]);
+    const queue = dead
+      ? topo.deadQueue(service)
+      : topo.retryQueue(service, retryDelaysMs[Math.min(attempts - 1, retryDelaysMs.length - 1)]);
     const headers = {
       ...msg.properties.headers,
       "x-attempts": attempts,
@@ -392,8 +423,14 @@ export class AmqpConsumer {
         "republish confirm",
       );
       this.stats[dead ? "deadLettered" : "retried"]++;
-      countBusiness(this.opts.broker, dead ? "events_dead_lettered" : "events_retried", { service, event: String(msg.properties.type ?? msg.fields.routingKey) });
-      if (dead) this.opts.logger.error(`Event ${msg.properties.messageId} moved to ${queue} after ${attempts} attempt(s): ${headers["x-last-error"]}`);
+      countBusiness(this.opts.broker, dead ? "events_dead_lettered" : "events_retried", {
+        service,
+        event: String(msg.properties.type ?? msg.fields.routingKey),
+      });
+      if (dead)
+        this.opts.logger.error(
+          `Event ${msg.properties.messageId} moved to ${queue} after ${attempts} attempt(s): ${headers["x-last-error"]}`,
+        );
       safe(() => ch.ack(msg));
     } catch {
       // Not republished: let the broker redeliver it (or it will on reconnect).
@@ -414,7 +451,9 @@ export class AmqpConsumer {
     this.waiting = [];
     const cur = this.current;
     const quiet = <T>(p: Promise<T>, ms: number, what: string) =>
-      withTimeout(p, ms, what).catch((err) => this.opts.logger.warn(`Event consumer '${this.opts.service}' stop: ${(err as Error).message}`));
+      withTimeout(p, ms, what).catch((err) =>
+        this.opts.logger.warn(`Event consumer '${this.opts.service}' stop: ${(err as Error).message}`),
+      );
     if (cur?.tag) await quiet(cur.ch.cancel(cur.tag), 5000, "cancel");
     await quiet(Promise.allSettled([...this.inFlight]), graceMs, "handlers in progress");
     // Closing one closes the other (see setup): "already closing" is not a problem.
@@ -504,7 +543,8 @@ export function embeddedSubscriber(opts: {
       const errors: (Error | undefined)[] = [];
       // In chunks: the service's one SQLite connection waits for a batch, so a batch is short.
       const size = opts.batch === false ? 1 : EMBEDDED_BATCH;
-      for (let at = 0; at < envelopes.length; at += size) errors.push(...(await applyMessages(applying, items(envelopes.slice(at, at + size)))));
+      for (let at = 0; at < envelopes.length; at += size)
+        errors.push(...(await applyMessages(applying, items(envelopes.slice(at, at + size)))));
       return errors;
     },
     async deadLetter(envelope, attempts, err) {
@@ -553,7 +593,12 @@ export async function replayRequested(db: Knex, handlers: Record<string, EventHa
     } catch (err) {
       await db("dead_letters")
         .where({ message_id: row.message_id })
-        .update({ attempts: row.attempts + 1, last_error: String((err as Error).message).slice(0, 500), replay_requested_at: null, failed_at: Date.now() });
+        .update({
+          attempts: row.attempts + 1,
+          last_error: String((err as Error).message).slice(0, 500),
+          replay_requested_at: null,
+          failed_at: Date.now(),
+        });
     }
   }
   return rows.length;

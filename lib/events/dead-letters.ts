@@ -36,7 +36,13 @@ export async function replayDeadLetters(config: AppConfig, service: string, ids?
   return config.rabbitmqUris ? amqpDeadLetters(config, service, "replay", ids, limit) : tableDeadLetters(config, service, "replay", ids);
 }
 
-async function amqpDeadLetters(config: AppConfig, service: string, mode: "list" | "replay", ids: string[] | undefined, limit: number): Promise<DeadLetter[]> {
+async function amqpDeadLetters(
+  config: AppConfig,
+  service: string,
+  mode: "list" | "replay",
+  ids: string[] | undefined,
+  limit: number,
+): Promise<DeadLetter[]> {
   const topo = topology(config.namespace);
   const link = new AmqpLink(config.rabbitmqUris!, `meridian-dead-letters-${service}`);
   const conn = await link.connection();
@@ -71,7 +77,9 @@ async function amqpDeadLetters(config: AppConfig, service: string, mode: "list" 
       if (ids?.length && !ids.includes(letter.messageId)) continue;
       const headers = { ...h, "x-attempts": 0, "x-replayed-at": new Date().toISOString() };
       await new Promise<void>((resolve, reject) =>
-        pub.sendToQueue(topo.workQueue(service), msg.content, { ...msg.properties, headers, persistent: true }, (e) => (e ? reject(e) : resolve())),
+        pub.sendToQueue(topo.workQueue(service), msg.content, { ...msg.properties, headers, persistent: true }, (e) =>
+          e ? reject(e) : resolve(),
+        ),
       );
       ch.ack(msg);
       out.push(letter);
@@ -93,9 +101,21 @@ async function tableDeadLetters(config: AppConfig, service: string, mode: "list"
     if (!(await db.schema.hasTable("dead_letters"))) return [];
     let q = db("dead_letters").orderBy("failed_at");
     if (mode === "replay" && ids?.length) q = q.whereIn("message_id", ids);
-    const rows = (await q) as { message_id: string; event: string; attempts: number; last_error: string | null; failed_at: number; replay_requested_at: number | null }[];
+    const rows = (await q) as {
+      message_id: string;
+      event: string;
+      attempts: number;
+      last_error: string | null;
+      failed_at: number;
+      replay_requested_at: number | null;
+    }[];
     if (mode === "replay" && rows.length)
-      await db("dead_letters").whereIn("message_id", rows.map((r) => r.message_id)).update({ replay_requested_at: Date.now() });
+      await db("dead_letters")
+        .whereIn(
+          "message_id",
+          rows.map((r) => r.message_id),
+        )
+        .update({ replay_requested_at: Date.now() });
     return rows.map((r) => ({
       messageId: r.message_id,
       event: r.event,

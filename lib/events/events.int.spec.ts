@@ -57,9 +57,18 @@ describe("events over RabbitMQ on MariaDB", () => {
       // The same message (same messageId) on the wire 3 times: one effect, two duplicates.
       const conn = await amqp.connect(vhost.uri);
       const ch = await conn.createConfirmChannel();
-      const envelope: Envelope = { id: randomUUID(), name: "order.placed", source: "test", occurredAt: new Date().toISOString(), payload: { n: 4 } };
+      const envelope: Envelope = {
+        id: randomUUID(),
+        name: "order.placed",
+        source: "test",
+        occurredAt: new Date().toISOString(),
+        payload: { n: 4 },
+      };
       for (let i = 0; i < 3; i++)
-        ch.publish(topology(config.namespace).exchange, "order.placed", Buffer.from(JSON.stringify(envelope)), { persistent: true, messageId: envelope.id });
+        ch.publish(topology(config.namespace).exchange, "order.placed", Buffer.from(JSON.stringify(envelope)), {
+          persistent: true,
+          messageId: envelope.id,
+        });
       await ch.waitForConfirms();
       await conn.close();
       const audit = svc<Events>(broker, "audit");
@@ -90,7 +99,12 @@ describe("events over RabbitMQ on MariaDB", () => {
         handler: async (trx, payload, envelope) => {
           calls++;
           if (failing) throw new Error("handler refuses");
-          await trx("effects").insert({ message_id: envelope.id, event: envelope.name, payload: JSON.stringify(payload), applied_at: Date.now() });
+          await trx("effects").insert({
+            message_id: envelope.id,
+            event: envelope.name,
+            payload: JSON.stringify(payload),
+            applied_at: Date.now(),
+          });
         },
       }),
     ]);
@@ -145,9 +159,18 @@ describe("events over RabbitMQ on MariaDB", () => {
       await ch.assertQueue(old.workQueue("audit"), { durable: true });
       await ch.bindQueue(old.workQueue("audit"), topo.exchange, "order.placed");
       // A long TTL: the message is still waiting there when the new version starts.
-      await ch.assertQueue(old.retryQueue("audit", 50), { durable: true, arguments: { "x-message-ttl": 600_000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": old.workQueue("audit") } });
+      await ch.assertQueue(old.retryQueue("audit", 50), {
+        durable: true,
+        arguments: { "x-message-ttl": 600_000, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": old.workQueue("audit") },
+      });
       await ch.assertQueue(old.deadQueue("audit"), { durable: true });
-      const envelope = (n: number): Envelope => ({ id: randomUUID(), name: "order.placed", source: "test", occurredAt: new Date().toISOString(), payload: { n } });
+      const envelope = (n: number): Envelope => ({
+        id: randomUUID(),
+        name: "order.placed",
+        source: "test",
+        occurredAt: new Date().toISOString(),
+        payload: { n },
+      });
       const send = (queue: string | undefined, e: Envelope, headers: Record<string, unknown> = {}) =>
         queue
           ? ch.sendToQueue(queue, Buffer.from(JSON.stringify(e)), { persistent: true, messageId: e.id, type: e.name, headers })
@@ -188,12 +211,21 @@ describe("events over RabbitMQ on MariaDB", () => {
         broker = await startBroker("n2", [consumerService(config, ["order.placed"])]);
         await waitFor("5 applied", async () => (await effects(broker)).length === 5);
         await waitFor("the classic queues deleted", async () => {
-          for (const q of [old.workQueue("audit"), old.retryQueue("audit", 50), old.deadQueue("audit")]) if (await queueExists(q)) return false;
+          for (const q of [old.workQueue("audit"), old.retryQueue("audit", 50), old.deadQueue("audit")])
+            if (await queueExists(q)) return false;
           return true;
         });
-        assert.deepEqual((await effects(broker)).map((r) => r.message_id).sort(), [...waiting, retrying, fresh].map((e) => e.id).sort(), "each event applied once");
+        assert.deepEqual(
+          (await effects(broker)).map((r) => r.message_id).sort(),
+          [...waiting, retrying, fresh].map((e) => e.id).sort(),
+          "each event applied once",
+        );
         const letters = await listDeadLetters(config, "audit");
-        assert.deepEqual(letters.map((l) => [l.messageId, l.attempts, l.lastError]), [[dead.id, 3, "gave up"]], "the dead letter kept, with its history");
+        assert.deepEqual(
+          letters.map((l) => [l.messageId, l.attempts, l.lastError]),
+          [[dead.id, 3, "gave up"]],
+          "the dead letter kept, with its history",
+        );
         assert.equal((await queueExists(topo.workQueue("audit")))?.messageCount, 0);
       } finally {
         await broker.stop();
@@ -217,7 +249,10 @@ describe("events over RabbitMQ on MariaDB", () => {
     const producer = await startBroker("p", [producerService(config)]);
     const ids: string[] = await producer.call("shop.emit", { event: "order.placed", payloads });
     const queue = topology(t.namespace).workQueue("audit");
-    await waitFor("the backlog queued", async () => (await eventQueueMessages(vhost.uri, t.namespace)).byQueue.get(queue) === payloads.length);
+    await waitFor(
+      "the backlog queued",
+      async () => (await eventQueueMessages(vhost.uri, t.namespace)).byQueue.get(queue) === payloads.length,
+    );
     const consumer = await startBroker("c1", [service()]);
     const audit = svc<Events>(consumer, "audit");
     await waitFor(`${payloads.length} applied`, async () => audit.eventStats().applied === payloads.length);
@@ -301,7 +336,13 @@ describe("events over RabbitMQ on MariaDB", () => {
   });
 
   /** An `order.created` payload (a catalog event: the contracts say the notification service consumes it). */
-  const orderCreated = (n: number) => ({ orderId: `order-${n}`, userId: "user-1", total: { amount: 100 * n, currency: "CNY" }, items: [], occurredAt: new Date().toISOString() });
+  const orderCreated = (n: number) => ({
+    orderId: `order-${n}`,
+    userId: "user-1",
+    total: { amount: 100 * n, currency: "CNY" },
+    items: [],
+    occurredAt: new Date().toISOString(),
+  });
 
   test("an event committed before its consumer ever started waits in the queue the publisher declared for it (the contracts name the consumer), and is applied once it starts", async () => {
     const t = env();
@@ -315,7 +356,10 @@ describe("events over RabbitMQ on MariaDB", () => {
       assert.equal((await eventQueueMessages(vhost.uri, t.namespace)).byQueue.get(topology(t.namespace).workQueue("notification")), 1);
       consumer = await startBroker("c", [consumerService(config, ["order.created"], { name: "notification" })]);
       await waitFor("applied", async () => (await effects(consumer!, "notification")).length === 1);
-      assert.deepEqual((await effects(consumer, "notification")).map((r) => r.message_id), [id]);
+      assert.deepEqual(
+        (await effects(consumer, "notification")).map((r) => r.message_id),
+        [id],
+      );
     } finally {
       await consumer?.stop();
       await producer.stop();
@@ -345,7 +389,11 @@ describe("events over RabbitMQ on MariaDB", () => {
         "unsent outbox rows": () => unsentOutbox(shop.db),
         "messages in the event queues": async () => (await eventQueueMessages(vhost.uri, t.namespace)).total,
       });
-      assert.deepEqual((await effects(broker, "notification")).map((r) => r.message_id).sort(), [first, second].sort(), "each applied once");
+      assert.deepEqual(
+        (await effects(broker, "notification")).map((r) => r.message_id).sort(),
+        [first, second].sort(),
+        "each applied once",
+      );
     } finally {
       await conn.close().catch(() => undefined);
       await broker.stop();
@@ -386,7 +434,11 @@ describe("events over RabbitMQ on MariaDB", () => {
     const config = eventsConfig(t);
     const broker = await startBroker("n1", [createUserService(config), consumerService(config, ["user.registered"])]);
     try {
-      const res: { user: { id: string } } = await broker.call("user.register", { email: "ada@example.com", password: "correct horse battery", name: "Ada" });
+      const res: { user: { id: string } } = await broker.call("user.register", {
+        email: "ada@example.com",
+        password: "correct horse battery",
+        name: "Ada",
+      });
       const rows = await waitFor("user.registered applied", async () => {
         const r = (await svc<Events>(broker, "audit").db("effects").where({ event: "user.registered" })) as { payload: string }[];
         return r.length ? r : undefined;
@@ -434,7 +486,10 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
     ]);
 
   test("commits within EVENTS_KICK_DELAY_MS leave in one relay pass (0: a pass per commit)", async () => {
-    for (const [delay, passes] of [["1000", (n: number) => n === 1], ["0", (n: number) => n > 1]] as const) {
+    for (const [delay, passes] of [
+      ["1000", (n: number) => n === 1],
+      ["0", (n: number) => n > 1],
+    ] as const) {
       // No poll in the window: only the commits' kicks start passes.
       const config = eventsConfig(env(), { EVENTS_KICK_DELAY_MS: delay, EVENTS_POLL_INTERVAL_MS: "60000" });
       const broker = await startBroker("n1", [producerService(config), consumerService(config, ["order.placed"])]);
@@ -459,8 +514,14 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       return failing && poison;
     });
     try {
-      const ids: string[] = await broker.call("shop.emit", { event: "order.placed", payloads: Array.from({ length: 20 }, (_, n) => ({ n })) });
-      await waitFor("20 effects in both", async () => (await effects(broker)).length === 20 && (await effects(broker, "picky")).length === 20);
+      const ids: string[] = await broker.call("shop.emit", {
+        event: "order.placed",
+        payloads: Array.from({ length: 20 }, (_, n) => ({ n })),
+      });
+      await waitFor(
+        "20 effects in both",
+        async () => (await effects(broker)).length === 20 && (await effects(broker, "picky")).length === 20,
+      );
       const [poison] = (await broker.call("shop.emit", { event: "order.placed", payloads: [{ poison: true }] })) as string[];
       const picky = svc<Events>(broker, "picky");
       await waitFor("dead letter", async () => picky.eventStats().deadLettered === 1);
@@ -470,7 +531,10 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       assert.equal(calls, 23);
       const shop = svc<Events>(broker, "shop");
       assert.equal((await shop.db("outbox").whereNull("sent_at")).length, 0);
-      assert.deepEqual((await listDeadLetters(config, "picky")).map((d) => d.messageId), [poison]);
+      assert.deepEqual(
+        (await listDeadLetters(config, "picky")).map((d) => d.messageId),
+        [poison],
+      );
 
       failing = false;
       await replayDeadLetters(config, "picky");
@@ -492,13 +556,23 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       // A backlog: rows committed while the relay is stopped, then one pass over all of them.
       const relay = svc<Events & { $events: { relay: { stop(): Promise<void>; start(): void } } }>(broker, "shop").$events.relay;
       await relay.stop();
-      const ids: string[] = await broker.call("shop.emit", { event: "order.placed", payloads: Array.from({ length: 20 }, (_, n) => ({ n, poison: n === 7 })) });
+      const ids: string[] = await broker.call("shop.emit", {
+        event: "order.placed",
+        payloads: Array.from({ length: 20 }, (_, n) => ({ n, poison: n === 7 })),
+      });
       relay.start();
-      await waitFor("20 effects in both", async () => (await effects(broker)).length === 20 && (await effects(broker, "picky")).length === 20);
+      await waitFor(
+        "20 effects in both",
+        async () => (await effects(broker)).length === 20 && (await effects(broker, "picky")).length === 20,
+      );
       const audit = svc<Events>(broker, "audit").eventStats();
       const picky = svc<Events>(broker, "picky").eventStats();
       const solo = svc<Events>(broker, "solo").eventStats();
-      assert.equal(audit.transactions, Math.ceil(20 / EMBEDDED_BATCH), `audit: 20 rows in batches of ${EMBEDDED_BATCH}: ${JSON.stringify(audit)}`);
+      assert.equal(
+        audit.transactions,
+        Math.ceil(20 / EMBEDDED_BATCH),
+        `audit: 20 rows in batches of ${EMBEDDED_BATCH}: ${JSON.stringify(audit)}`,
+      );
       assert.equal(solo.transactions, 20, `solo (batch: false): one transaction per row: ${JSON.stringify(solo)}`);
       assert.equal(audit.batchesRolledBack, 0);
       assert.equal(picky.batchesRolledBack, 1, "picky's batch with the failing row rolled back once");
@@ -517,7 +591,11 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
     const config = eventsConfig(env());
     const broker = await startBroker("n1", [createUserService(config), consumerService(config, ["user.registered"])]);
     try {
-      const res: { user: { id: string } } = await broker.call("user.register", { email: "bob@example.com", password: "correct horse battery", name: "Bob" });
+      const res: { user: { id: string } } = await broker.call("user.register", {
+        email: "bob@example.com",
+        password: "correct horse battery",
+        name: "Bob",
+      });
       const rows = await waitFor("applied", async () => {
         const r = (await svc<Events>(broker, "audit").db("effects").where({ event: "user.registered" })) as { payload: string }[];
         return r.length ? r : undefined;

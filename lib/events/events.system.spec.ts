@@ -53,12 +53,21 @@ const appliedIds = async (db: Knex, ids?: string[]) => {
 
 test("producer killed right after the commit: after restart the event is delivered, 0 lost", async () => {
   const vhost = await createVhost();
-  const t: EventsTestEnv = { namespace: uniqueNamespace(), dataDir: newDataDir(), db: "mariadb", rabbitUri: vhost.uri, mysqlUrl: MYSQL_URL };
+  const t: EventsTestEnv = {
+    namespace: uniqueNamespace(),
+    dataDir: newDataDir(),
+    db: "mariadb",
+    rabbitUri: vhost.uri,
+    mysqlUrl: MYSQL_URL,
+  };
   const config = eventsConfig(t);
   const consumer = await startBroker("consumer", [consumerService(config, ["order.placed"])]);
   const shopDb = createKnex(config, "shop");
   try {
-    const crashing = spawnTs(NODE, { name: "producer-crash", env: childEnv(t, { FIXTURE_ROLE: "producer", FIXTURE_EMIT: "1", MERIDIAN_FAULT: "crash-after-outbox-commit" }) });
+    const crashing = spawnTs(NODE, {
+      name: "producer-crash",
+      env: childEnv(t, { FIXTURE_ROLE: "producer", FIXTURE_EMIT: "1", MERIDIAN_FAULT: "crash-after-outbox-commit" }),
+    });
     await crashing.waitExit();
     assert.ok(!crashing.lines.some((l) => l.startsWith("EMITTED")), "killed before the action returned");
     const committed = (await shopDb("outbox").select("id", "sent_at")) as { id: string; sent_at: number | null }[];
@@ -87,7 +96,13 @@ test("producer killed right after the commit: after restart the event is deliver
 
 test("consumer killed mid-handling: the message is delivered again and applied once", async () => {
   const vhost = await createVhost();
-  const t: EventsTestEnv = { namespace: uniqueNamespace(), dataDir: newDataDir(), db: "mariadb", rabbitUri: vhost.uri, mysqlUrl: MYSQL_URL };
+  const t: EventsTestEnv = {
+    namespace: uniqueNamespace(),
+    dataDir: newDataDir(),
+    db: "mariadb",
+    rabbitUri: vhost.uri,
+    mysqlUrl: MYSQL_URL,
+  };
   const config = eventsConfig(t);
   const auditDb = createKnex(config, "audit");
   let producer: Awaited<ReturnType<typeof startBroker>> | undefined;
@@ -156,7 +171,13 @@ const WHILE_DOWN = 300;
 async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, shopDb: Knex) => void): Promise<void> {
   const rabbit = await startPrivateRabbit();
   const ctl = rabbit.ctl;
-  const t: EventsTestEnv = { namespace: uniqueNamespace(), dataDir: newDataDir(), db: "mariadb", rabbitUri: rabbit.uri, mysqlUrl: MYSQL_URL };
+  const t: EventsTestEnv = {
+    namespace: uniqueNamespace(),
+    dataDir: newDataDir(),
+    db: "mariadb",
+    rabbitUri: rabbit.uri,
+    mysqlUrl: MYSQL_URL,
+  };
   const config = eventsConfig(t);
   const brokers = [
     await startBroker("consumer", [consumerService(config, ["order.placed"])], "warn"),
@@ -167,7 +188,10 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
   const auditDb = svc<{ db: Knex }>(consumer, "audit").db;
   plant?.(producer, shopDb);
   const commit = async (from: number) =>
-    (await producer.call("shop.emit", { event: "order.placed", payloads: Array.from({ length: BATCH }, (_, j) => ({ n: from + j })) })) as string[];
+    (await producer.call("shop.emit", {
+      event: "order.placed",
+      payloads: Array.from({ length: BATCH }, (_, j) => ({ n: from + j })),
+    })) as string[];
   try {
     const committed: string[] = [];
     for (let i = 0; i < BEFORE; i += BATCH) committed.push(...(await commit(i)));
@@ -179,7 +203,9 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
     for (let i = BEFORE; i < BEFORE + WHILE_DOWN; i += BATCH) {
       const ids = await commit(i);
       const at = Date.now();
-      const unsentThen = (await shopDb("outbox").whereIn("id", ids).whereNull("sent_at").count({ n: "*" }).first()) as { n: number | string };
+      const unsentThen = (await shopDb("outbox").whereIn("id", ids).whereNull("sent_at").count({ n: "*" }).first()) as {
+        n: number | string;
+      };
       whileDown.push({ at, ids, unsentThen: Number(unsentThen.n) });
       committed.push(...ids);
     }
@@ -189,7 +215,10 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
 
     const starting = rabbit.start();
     let startedAt = 0;
-    void starting.then(() => (startedAt = Date.now()), () => undefined);
+    void starting.then(
+      () => (startedAt = Date.now()),
+      () => undefined,
+    );
     let committedWhileStarting = 0;
     for (let i = BEFORE + WHILE_DOWN; i < TOTAL; i += BATCH) {
       committed.push(...(await commit(i)));
@@ -198,10 +227,15 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
     await starting;
     assert.equal(committed.length, TOTAL);
 
-    await untilQuiet("the event layer after the restart", {
-      "unsent outbox rows": () => unsentOutbox(shopDb),
-      "messages in the event queues": async () => (await eventQueueMessages(rabbit.uri, t.namespace, ctl)).total,
-    }, 180_000, 250);
+    await untilQuiet(
+      "the event layer after the restart",
+      {
+        "unsent outbox rows": () => unsentOutbox(shopDb),
+        "messages in the event queues": async () => (await eventQueueMessages(rabbit.uri, t.namespace, ctl)).total,
+      },
+      180_000,
+      250,
+    );
     const applied = await appliedIds(auditDb);
     const times = new Map<string, number>();
     for (const id of applied) times.set(id, (times.get(id) ?? 0) + 1);
@@ -220,13 +254,28 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
     tc.diagnostic(JSON.stringify(report));
     process.stderr.write(`rabbitmq restart: ${JSON.stringify(report)}\n`);
 
-    assert.ok(whileDown.length > 0 && whileDown.every((b) => b.at >= downAt && b.at <= downUntil), "batches committed between 'seen down' and 'seen still down'");
-    assert.deepEqual(whileDown.map((b) => b.unsentThen), whileDown.map(() => BATCH), "each batch committed while RabbitMQ was down: sent_at IS NULL right after its commit");
+    assert.ok(
+      whileDown.length > 0 && whileDown.every((b) => b.at >= downAt && b.at <= downUntil),
+      "batches committed between 'seen down' and 'seen still down'",
+    );
+    assert.deepEqual(
+      whileDown.map((b) => b.unsentThen),
+      whileDown.map(() => BATCH),
+      "each batch committed while RabbitMQ was down: sent_at IS NULL right after its commit",
+    );
     assert.equal((await eventQueueMessages(rabbit.uri, t.namespace, ctl)).dead, 0, "nothing dead-lettered");
-    assert.deepEqual(downIds.filter((id) => times.get(id) !== 1), [], "every event committed while RabbitMQ was down: applied exactly once");
+    assert.deepEqual(
+      downIds.filter((id) => times.get(id) !== 1),
+      [],
+      "every event committed while RabbitMQ was down: applied exactly once",
+    );
     const lost = committed.filter((id) => !times.has(id));
     assert.equal(lost.length, 0, `lost: ${lost.length}`);
-    assert.deepEqual([...times].filter(([, n]) => n !== 1), [], "every event applied exactly once");
+    assert.deepEqual(
+      [...times].filter(([, n]) => n !== 1),
+      [],
+      "every event applied exactly once",
+    );
     assert.equal(applied.length, TOTAL, "nothing applied that was not committed");
   } finally {
     for (const b of brokers.reverse()) {
@@ -248,7 +297,7 @@ test("negative control: a relay that gives up on what it cannot publish (marks i
   // could not publish are marked sent anyway, so the events committed during the outage
   // never reach the consumer. The proof above must catch it.
   const plant = (producer: ServiceBroker, shopDb: Knex) => {
-    const relay = (svc<{ $events: { relay: { pass(): Promise<number> } } }>(producer, "shop")).$events.relay;
+    const relay = svc<{ $events: { relay: { pass(): Promise<number> } } }>(producer, "shop").$events.relay;
     const pass = relay.pass.bind(relay);
     relay.pass = async () => {
       try {

@@ -69,10 +69,12 @@ export function toEnvelope(row: OutboxRow, source: string): Envelope {
  */
 export async function claimPending(db: Knex, limit: number, now: number, lock: boolean): Promise<OutboxRow[]> {
   const rows = lock
-    ? ((await db.raw(
-        "SELECT * FROM outbox WHERE sent_at IS NULL AND available_at <= ? ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED",
-        [now, limit],
-      )) as [OutboxRow[], unknown])[0]
+    ? (
+        (await db.raw("SELECT * FROM outbox WHERE sent_at IS NULL AND available_at <= ? ORDER BY seq LIMIT ? FOR UPDATE SKIP LOCKED", [
+          now,
+          limit,
+        ])) as [OutboxRow[], unknown]
+      )[0]
     : await db<OutboxRow>("outbox").whereNull("sent_at").andWhere("available_at", "<=", now).orderBy("seq").limit(limit);
   return rows.map((r) => ({ ...r, seq: Number(r.seq), occurred_at: Number(r.occurred_at), available_at: Number(r.available_at) }));
 }
@@ -83,7 +85,9 @@ export async function markSent(db: Knex, seqs: number[], now: number): Promise<v
 
 /** Not delivered (embedded: a subscriber failed; AMQP: routed to no queue): try again at `availableAt`. */
 export async function markRetry(db: Knex, seq: number, attempts: number, availableAt: number, error: string): Promise<void> {
-  await db("outbox").where({ seq }).update({ attempts, available_at: availableAt, last_error: error.slice(0, 500) });
+  await db("outbox")
+    .where({ seq })
+    .update({ attempts, available_at: availableAt, last_error: error.slice(0, 500) });
 }
 
 export async function pendingCount(db: Knex): Promise<number> {
@@ -95,7 +99,9 @@ export async function pendingCount(db: Knex): Promise<number> {
 export async function purgeOld(db: Knex, before: number, limit = 1000): Promise<number> {
   // Keys first: MariaDB refuses a subquery on the table a DELETE is deleting from.
   const seqs = (await db("outbox").select("seq").where("sent_at", "<", before).limit(limit)).map((r: { seq: number }) => r.seq);
-  const ids = (await db("inbox").select("message_id").where("received_at", "<", before).limit(limit)).map((r: { message_id: string }) => r.message_id);
+  const ids = (await db("inbox").select("message_id").where("received_at", "<", before).limit(limit)).map(
+    (r: { message_id: string }) => r.message_id,
+  );
   const sent = seqs.length ? await db("outbox").whereIn("seq", seqs).del() : 0;
   const inbox = ids.length ? await db("inbox").whereIn("message_id", ids).del() : 0;
   return sent + inbox;

@@ -222,11 +222,19 @@ export class AmqpRelay extends RelayLoop {
       const { confirmed, unroutable } = rows.length ? await this.publish(ch, rows) : { confirmed: [], unroutable: [] };
       await markSent(trx, confirmed, Date.now());
       for (const row of unroutable)
-        await markRetry(trx, row.seq, row.attempts + 1, Date.now() + backoffMs(row.attempts + 3, 30_000), "routed to no queue by RabbitMQ (no binding for the event)");
+        await markRetry(
+          trx,
+          row.seq,
+          row.attempts + 1,
+          Date.now() + backoffMs(row.attempts + 3, 30_000),
+          "routed to no queue by RabbitMQ (no binding for the event)",
+        );
       return { rows: rows.length, confirmed: confirmed.length, unroutable };
     };
     const outcome = this.lock
-      ? await db.transaction(async (trx) => handle(trx, await claimPending(trx, this.batchSize, Date.now(), true)), { isolationLevel: "read committed" })
+      ? await db.transaction(async (trx) => handle(trx, await claimPending(trx, this.batchSize, Date.now(), true)), {
+          isolationLevel: "read committed",
+        })
       : await handle(db, await claimPending(db, this.batchSize, Date.now(), false));
     this.published += outcome.confirmed;
     if (outcome.unroutable.length) this.onUnroutable(outcome.unroutable);
@@ -256,7 +264,8 @@ export class AmqpRelay extends RelayLoop {
             ch.on("error", () => undefined);
           }
           const declaring = ch;
-          for (const service of consumersOf?.(event) ?? []) await withTimeout(assertWorkQueue(declaring, topo, service, event), confirmTimeoutMs, "queue declaration");
+          for (const service of consumersOf?.(event) ?? [])
+            await withTimeout(assertWorkQueue(declaring, topo, service, event), confirmTimeoutMs, "queue declaration");
           this.toDeclare.delete(event);
         } catch (err) {
           await ch?.close().catch(() => undefined);
@@ -274,7 +283,9 @@ export class AmqpRelay extends RelayLoop {
     // Declared again before the next claim: a binding the broker lost is restored.
     for (const row of rows) this.toDeclare.add(row.event);
     const events = [...new Set(rows.map((r) => r.event))].join(", ");
-    this.warn(`${rows.length} message(s) of ${events} routed to no queue by RabbitMQ; kept pending and published again (${this.unroutable} so far)`);
+    this.warn(
+      `${rows.length} message(s) of ${events} routed to no queue by RabbitMQ; kept pending and published again (${this.unroutable} so far)`,
+    );
   }
 
   private warn(what: string): void {
@@ -304,22 +315,28 @@ export class AmqpRelay extends RelayLoop {
       for (const row of rows) {
         const envelope = toEnvelope(row, source);
         try {
-          ch.publish(topo.exchange, row.event, encodeEnvelope(envelope, this.opts.broker), {
-            persistent: true,
-            mandatory: this.mustRoute(row.event),
-            messageId: row.id,
-            type: row.event,
-            appId: source,
-            contentType: EVENT_CONTENT_TYPE,
-            timestamp: Math.floor(Number(row.occurred_at) / 1000),
-          }, (err) => {
-            if (!err && this.returned.has(row.id)) unroutable.push(row);
-            else if (!err) {
-              confirmed.push(row.seq);
-              countBusiness(this.opts.broker, "events_published", { service: source, event: row.event }); // confirmed by RabbitMQ
-            }
-            settle();
-          });
+          ch.publish(
+            topo.exchange,
+            row.event,
+            encodeEnvelope(envelope, this.opts.broker),
+            {
+              persistent: true,
+              mandatory: this.mustRoute(row.event),
+              messageId: row.id,
+              type: row.event,
+              appId: source,
+              contentType: EVENT_CONTENT_TYPE,
+              timestamp: Math.floor(Number(row.occurred_at) / 1000),
+            },
+            (err) => {
+              if (!err && this.returned.has(row.id)) unroutable.push(row);
+              else if (!err) {
+                confirmed.push(row.seq);
+                countBusiness(this.opts.broker, "events_published", { service: source, event: row.event }); // confirmed by RabbitMQ
+              }
+              settle();
+            },
+          );
         } catch {
           settle(); // channel already closed
         }
@@ -371,7 +388,11 @@ export class EmbeddedRelay extends RelayLoop {
       });
     }
     const sent = rows.filter((row) => !failures.has(row.seq));
-    await markSent(db, sent.map((row) => row.seq), Date.now());
+    await markSent(
+      db,
+      sent.map((row) => row.seq),
+      Date.now(),
+    );
     this.published += sent.length;
     for (const row of sent) countBusiness(this.opts.broker, "events_published", { service: source, event: row.event });
     for (const [i, row] of rows.entries()) {
@@ -392,4 +413,3 @@ export class EmbeddedRelay extends RelayLoop {
     return rows.length;
   }
 }
-

@@ -41,7 +41,11 @@ export function newDataDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "meridian-events-"));
 }
 
-export async function startBroker(nodeID: string, services: ServiceSchema<any, any, any>[], level = process.env.TEST_LOG_LEVEL ?? "warn"): Promise<ServiceBroker> {
+export async function startBroker(
+  nodeID: string,
+  services: ServiceSchema<any, any, any>[],
+  level = process.env.TEST_LOG_LEVEL ?? "warn",
+): Promise<ServiceBroker> {
   const broker = new ServiceBroker({ nodeID, logger: { type: "Console", options: { level, formatter: "short" } } as never });
   for (const s of services) broker.createService(s);
   await broker.start();

@@ -175,7 +175,10 @@ async function onChannel<T>(conn: ChannelModel, fn: (ch: Channel) => Promise<T>)
 }
 
 /** The queue's counts, or undefined when it does not exist. */
-async function inspect(conn: ChannelModel, queue: string): Promise<{ queue: string; messageCount: number; consumerCount: number } | undefined> {
+async function inspect(
+  conn: ChannelModel,
+  queue: string,
+): Promise<{ queue: string; messageCount: number; consumerCount: number } | undefined> {
   return onChannel(conn, async (ch) => {
     const ok = await ch.checkQueue(queue);
     return { queue, messageCount: ok.messageCount, consumerCount: ok.consumerCount };

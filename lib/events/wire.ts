@@ -32,13 +32,16 @@ export function encodeEnvelope(envelope: Envelope, broker?: ServiceBroker): Buff
 /** An envelope from a message's bytes: protobuf, or the JSON of older publishers. Throws on garbage. */
 export function parseEnvelope(content: Buffer, contentType?: string): Envelope {
   const mediaType = contentType?.split(";")[0]!.trim().toLowerCase();
-  if (mediaType === "application/json" || (mediaType === undefined && content[0] === 0x7b /* { */)) {
+  if (mediaType === "application/json" || (mediaType === undefined && content[0] === 0x7b) /* { */) {
     const e = JSON.parse(content.toString("utf8")) as Envelope;
     if (!e || typeof e.id !== "string" || typeof e.name !== "string") throw new Error("not an event envelope");
     return e;
   }
-  const { packet: m, end } = EnvelopeT.read(new Reader(content), (p) => eventCodec(p.name), (p) => `event ${p.name}`);
+  const { packet: m, end } = EnvelopeT.read(
+    new Reader(content),
+    (p) => eventCodec(p.name),
+    (p) => `event ${p.name}`,
+  );
   if (!end || !m.id || !m.name) throw new Error("not an event envelope (truncated or foreign bytes)");
   return { id: m.id, name: m.name, source: m.source, occurredAt: m.occurredAt, payload: m.payload === undefined ? null : m.payload };
 }
-

@@ -35,7 +35,11 @@ before(async () => {
     name: "order",
     actions: {
       get(ctx) {
-        return { id: (ctx.params as { id: string }).id, status: "PAID", history: Array.from({ length: orderHistory }, (_, i) => ({ status: `S${i}` })) };
+        return {
+          id: (ctx.params as { id: string }).id,
+          status: "PAID",
+          history: Array.from({ length: orderHistory }, (_, i) => ({ status: `S${i}` })),
+        };
       },
     },
   });
@@ -52,30 +56,37 @@ after(async () => {
   await broker.stop();
 });
 
-test("without any wake, a notifications stream and an order stream send what committed at their next re-read, and say a wake was lost", { timeout: 20_000 }, async () => {
-  const feeds = new LiveFeeds(broker, 50);
-  const stop = new AbortController();
-  let opened!: () => void;
-  const firstRead = new Promise<void>((r) => (opened = r));
-  notes.push({ id: "n0", seq: 0 });
-  const stream = feeds.notifications(undefined, { caller: async () => USER as never, signal: stop.signal, opened });
-  const watch = feeds.watchOrder("o1", undefined, { caller: async () => USER as never, signal: stop.signal });
-  try {
-    assert.equal((await watch.next()).value?.sequence, 1, "the order's state first");
-    const nextNote = stream.next();
-    await firstRead; // the stream starts after n0 and waits
-    // Committed, but no notification.created / order event reaches this edge (no kick).
-    notes.push({ id: "n1", seq: 1 });
-    orderHistory = 2;
-    assert.equal(((await nextNote).value as { id: string }).id, "n1");
-    assert.equal((await watch.next()).value?.sequence, 2);
-    assert.ok(logged.some((l) => /without a wake/.test(l)), logged.join("\n"));
-  } finally {
-    stop.abort();
-    await stream.return(undefined);
-    await watch.return(undefined);
-  }
-});
+test(
+  "without any wake, a notifications stream and an order stream send what committed at their next re-read, and say a wake was lost",
+  { timeout: 20_000 },
+  async () => {
+    const feeds = new LiveFeeds(broker, 50);
+    const stop = new AbortController();
+    let opened!: () => void;
+    const firstRead = new Promise<void>((r) => (opened = r));
+    notes.push({ id: "n0", seq: 0 });
+    const stream = feeds.notifications(undefined, { caller: async () => USER as never, signal: stop.signal, opened });
+    const watch = feeds.watchOrder("o1", undefined, { caller: async () => USER as never, signal: stop.signal });
+    try {
+      assert.equal((await watch.next()).value?.sequence, 1, "the order's state first");
+      const nextNote = stream.next();
+      await firstRead; // the stream starts after n0 and waits
+      // Committed, but no notification.created / order event reaches this edge (no kick).
+      notes.push({ id: "n1", seq: 1 });
+      orderHistory = 2;
+      assert.equal(((await nextNote).value as { id: string }).id, "n1");
+      assert.equal((await watch.next()).value?.sequence, 2);
+      assert.ok(
+        logged.some((l) => /without a wake/.test(l)),
+        logged.join("\n"),
+      );
+    } finally {
+      stop.abort();
+      await stream.return(undefined);
+      await watch.return(undefined);
+    }
+  },
+);
 
 test("a re-read that meets a passing outage (503) keeps the stream: the next one sends what committed", { timeout: 20_000 }, async () => {
   const feeds = new LiveFeeds(broker, 50);

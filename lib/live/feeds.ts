@@ -150,7 +150,11 @@ export class LiveFeeds {
   private missedWake(what: string, wake: Wakeup): void {
     if (wake.kicked || Date.now() - this.lastMissedWarning < 60_000) return;
     this.lastMissedWarning = Date.now();
-    this.broker.getLogger("live").warn(`Live feeds: ${what} found by a re-read after ${this.recheckMs} ms without a wake (the business event reached this node's broadcast queue late or not at all)`);
+    this.broker
+      .getLogger("live")
+      .warn(
+        `Live feeds: ${what} found by a re-read after ${this.recheckMs} ms without a wake (the business event reached this node's broadcast queue late or not at all)`,
+      );
   }
 
   /** The wait before a re-read, ±20 %: streams woken together by a resync do not re-read together. */
@@ -201,7 +205,9 @@ export class LiveFeeds {
       let last = after ?? -1;
       let woken = true;
       while (!o.signal.aborted) {
-        const order = await this.read(woken, async () => callAction(this.broker, "order.get", { id }, { meta: { user: await o.caller() } }));
+        const order = await this.read(woken, async () =>
+          callAction(this.broker, "order.get", { id }, { meta: { user: await o.caller() } }),
+        );
         if (order) {
           o.opened?.();
           const sequence = order.history.length;
@@ -265,7 +271,12 @@ export interface StreamAdmission {
  * re-verified before every read, and an end when the access token expires. `gone` is the
  * edge's own end of the stream (the client left, the server stops).
  */
-export async function admitStream(door: EdgeDoor, authorization: string | undefined, ip: string, gone: AbortSignal): Promise<StreamAdmission> {
+export async function admitStream(
+  door: EdgeDoor,
+  authorization: string | undefined,
+  ip: string,
+  gone: AbortSignal,
+): Promise<StreamAdmission> {
   const check = async () => {
     const a = await door.authenticate(authorization, "user");
     door.authorize("user", a.user);
@@ -278,10 +289,13 @@ export async function admitStream(door: EdgeDoor, authorization: string | undefi
   const onGone = () => end.abort();
   gone.addEventListener("abort", onGone, { once: true });
   if (gone.aborted) end.abort();
-  const timer = setTimeout(() => {
-    expired = true;
-    end.abort();
-  }, Math.max(0, (first.expiresAt ?? 0) * 1000 - Date.now()));
+  const timer = setTimeout(
+    () => {
+      expired = true;
+      end.abort();
+    },
+    Math.max(0, (first.expiresAt ?? 0) * 1000 - Date.now()),
+  );
   timer.unref();
   // The first read uses the identity just verified; each later one verifies again.
   let fresh: AuthUser | undefined = first.user;

@@ -23,7 +23,7 @@ const TWO_32 = 2 ** 32;
 /** A safe integer's 64-bit two's complement, as its unsigned low and high words. */
 function split64(v: number): [number, number] {
   const a = v < 0 ? -v : v;
-  let lo = a % TWO_32 >>> 0;
+  let lo = (a % TWO_32) >>> 0;
   let hi = Math.floor(a / TWO_32) >>> 0;
   if (v < 0) {
     lo = ~lo >>> 0;

@@ -21,7 +21,8 @@ function record(kind: string, name: string, reason: string): void {
 function misfit(type: protobuf.Type | null | undefined, value: unknown): string | null {
   if (value === undefined || Buffer.isBuffer(value)) return null;
   if (type === undefined) return "no contract";
-  if (type === null) return value !== null ? `answers ${JSON.stringify(value)?.slice(0, 80)} but its contract says google.protobuf.Empty` : null;
+  if (type === null)
+    return value !== null ? `answers ${JSON.stringify(value)?.slice(0, 80)} but its contract says google.protobuf.Empty` : null;
   if (value === null) return null;
   return explainMisfit(type, value);
 }

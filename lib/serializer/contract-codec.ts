@@ -96,11 +96,20 @@ export const HELPERS = {
 };
 
 const SCALARS: Record<string, Scalar> = {
-  string: scalar({ check: (x) => `(typeof ${x} === "string" && H.isWellFormed(${x}))`, wireType: LEN, write: "string", read: "string", zero: `""` }),
+  string: scalar({
+    check: (x) => `(typeof ${x} === "string" && H.isWellFormed(${x}))`,
+    wireType: LEN,
+    write: "string",
+    read: "string",
+    zero: `""`,
+  }),
   bool: scalar({ check: (x) => `(typeof ${x} === "boolean")`, wireType: VARINT, write: "bool", read: "bool", zero: "false" }),
   double: scalar({
     check: (x) => `(typeof ${x} === "number" && Number.isFinite(${x}) && ${notNegZero(x)})`,
-    wireType: I64, write: "double", read: "double", zero: "0",
+    wireType: I64,
+    write: "double",
+    read: "double",
+    zero: "0",
   }),
   // float loses precision: only double round-trips every JS number, so nothing fits a float.
   float: scalar({ check: () => "false", wireType: I32, write: "double", read: "float", zero: "0" }),
@@ -276,13 +285,16 @@ export function createOpenCodec(type: protobuf.Type): OpenCodec {
   const writes: string[] = [];
   const reads: string[] = [];
   for (const f of type.fieldsArray) {
-    if (f.repeated || f.options?.proto3_optional !== true) throw new Error(`${f.fullName}: an open message's fields are optional and single`);
+    if (f.repeated || f.options?.proto3_optional !== true)
+      throw new Error(`${f.fullName}: an open message's fields are optional and single`);
     const key = JSON.stringify((f.options?.["(meridian.options.v1.meta_key)"] as string | undefined) ?? f.name);
     f.resolve();
     if (f.resolvedType instanceof protobuf.Type) {
       const d = `D[${deps.push(compile(f.resolvedType, cache)) - 1}]`;
       const tag = tagOf(f.id, LEN);
-      writes.push(`case ${key}: { const mark = w.pos; w.uint32(${tag}); const at = w.fork(); if (${d}.write(w, x)) { w.join(at); continue; } w.pos = mark; break; }`);
+      writes.push(
+        `case ${key}: { const mark = w.pos; w.uint32(${tag}); const at = w.fork(); if (${d}.write(w, x)) { w.join(at); continue; } w.pos = mark; break; }`,
+      );
       reads.push(`case ${tag}: o[${key}] = ${d}.read(r, r.delimited()); break;`);
     } else {
       const s = scalarOf(f.type, f.fullName);
@@ -372,7 +384,8 @@ export function explainMisfit(type: protobuf.Type, value: unknown, path = "$"): 
     }
     return value === null ? null : one(inner, value, path);
   }
-  if (!isPlainObject(value)) return `${path}: expected an object (${type.name}), got ${value === null ? "null" : Array.isArray(value) ? "an array" : typeof value}`;
+  if (!isPlainObject(value))
+    return `${path}: expected an object (${type.name}), got ${value === null ? "null" : Array.isArray(value) ? "an array" : typeof value}`;
   for (const k in value) if (value[k] !== undefined && !type.fields[k]) return `${path}.${k}: not a field of ${type.name}`;
   for (const f of type.fieldsArray) {
     const x = value[f.name];

@@ -31,7 +31,18 @@ function prng(seed: number) {
 const rand = prng(14);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
 
-const STRINGS = ["", "a", "ada@example.com", "é", "名前", "emoji 😀 ok", "x".repeat(42), "é".repeat(43), "y".repeat(200), "z".repeat(17_000)];
+const STRINGS = [
+  "",
+  "a",
+  "ada@example.com",
+  "é",
+  "名前",
+  "emoji 😀 ok",
+  "x".repeat(42),
+  "é".repeat(43),
+  "y".repeat(200),
+  "z".repeat(17_000),
+];
 const INTS: Record<string, number[]> = {
   int32: [0, 1, -1, 127, 128, 300, 2 ** 31 - 1, -(2 ** 31)],
   uint32: [0, 1, 127, 128, 16_383, 16_384, 2 ** 32 - 1],
@@ -86,7 +97,8 @@ function contractTypes(): protobuf.Type[] {
   const out: protobuf.Type[] = [];
   const walk = (ns: protobuf.NamespaceBase) => {
     for (const o of ns.nestedArray) {
-      if (o instanceof protobuf.Type && !o.fullName.startsWith(".meridian.wire.") && !o.fullName.startsWith(".meridian.options.")) out.push(o);
+      if (o instanceof protobuf.Type && !o.fullName.startsWith(".meridian.wire.") && !o.fullName.startsWith(".meridian.options."))
+        out.push(o);
       if (o instanceof protobuf.Namespace || o instanceof protobuf.Type) walk(o);
     }
   };
@@ -120,7 +132,12 @@ function breakValue(type: protobuf.Type, v: unknown): { why: string; value: unkn
     () => {
       const f = fields.find((x) => !typeOf(x) && !x.repeated);
       if (!f) return null;
-      const bad = f.type === "string" ? pick([42, "\udc00", true]) : f.type === "bool" ? pick([1, "true"]) : pick([-0, NaN, Infinity, "1", 1.5, 2 ** 53]);
+      const bad =
+        f.type === "string"
+          ? pick([42, "\udc00", true])
+          : f.type === "bool"
+            ? pick([1, "true"])
+            : pick([-0, NaN, Infinity, "1", 1.5, 2 ** 53]);
       // 1.5 fits a double; and a double takes any finite non-negative-zero number
       if (f.type === "double" && (bad === 1.5 || bad === 2 ** 53)) return { why: `${f.name} NaN`, value: { ...obj, [f.name]: NaN } };
       return { why: `${f.name} = ${String(bad)}`, value: { ...obj, [f.name]: bad } };
@@ -180,7 +197,11 @@ describe("contract codecs", () => {
   test("undefined values are ignored (JSON drops them); an optional field may be absent but not null", () => {
     const t = root.lookupType("meridian.user.v1.RegisterRequest");
     const c = codecFor(t);
-    assert.deepEqual(c.decode(c.encode({ email: "a@b.c", password: "p", name: "n", extra: undefined })!), { email: "a@b.c", password: "p", name: "n" });
+    assert.deepEqual(c.decode(c.encode({ email: "a@b.c", password: "p", name: "n", extra: undefined })!), {
+      email: "a@b.c",
+      password: "p",
+      name: "n",
+    });
     const u = root.lookupType("meridian.user.v1.UpdateMeRequest");
     assert.ok(codecFor(u).encode({}));
     assert.equal(codecFor(u).encode({ name: null }), null);
@@ -220,15 +241,30 @@ describe("contract codecs", () => {
   test("ctx.meta: keys with a field travel as fields, the others (or misfits) are left for JSON", () => {
     const meta = createOpenCodec(root.lookupType("meridian.wire.v1.Meta"));
     const w = new Writer(16);
-    const value = { user: { id: "u1", role: "admin" }, clientIp: "10.0.0.1", $statusCode: 201, $location: "/api/x", custom: [1], requestId: 7 };
+    const value = {
+      user: { id: "u1", role: "admin" },
+      clientIp: "10.0.0.1",
+      $statusCode: 201,
+      $location: "/api/x",
+      custom: [1],
+      requestId: 7,
+    };
     const rest = meta.write(w, value);
     assert.deepEqual({ ...rest }, { custom: [1], requestId: 7 });
     const bytes = w.finish();
     const r = new Reader(bytes);
-    assert.deepEqual(meta.read(r, r.end), { user: { id: "u1", role: "admin" }, clientIp: "10.0.0.1", $statusCode: 201, $location: "/api/x" });
+    assert.deepEqual(meta.read(r, r.end), {
+      user: { id: "u1", role: "admin" },
+      clientIp: "10.0.0.1",
+      $statusCode: 201,
+      $location: "/api/x",
+    });
     // a user that does not fit its message is left whole for JSON, and nothing of it is written
     const w2 = new Writer(16);
-    assert.deepEqual({ ...meta.write(w2, { user: { id: "u1", role: "admin", extra: 1 }, $statusCode: -0 }) }, { user: { id: "u1", role: "admin", extra: 1 }, $statusCode: -0 });
+    assert.deepEqual(
+      { ...meta.write(w2, { user: { id: "u1", role: "admin", extra: 1 }, $statusCode: -0 }) },
+      { user: { id: "u1", role: "admin", extra: 1 }, $statusCode: -0 },
+    );
     assert.equal(w2.finish().length, 0);
   });
 });
@@ -320,12 +356,16 @@ describe("Writer and Reader", () => {
     const bytes = w.finish();
     for (let n = 0; n < bytes.length; n++) {
       const r = new Reader(bytes.subarray(0, n));
-      assert.throws(() => {
-        r.uint32();
-        r.string();
-        r.uint32();
-        r.int64();
-      }, RangeError, `cut at ${n}`);
+      assert.throws(
+        () => {
+          r.uint32();
+          r.string();
+          r.uint32();
+          r.int64();
+        },
+        RangeError,
+        `cut at ${n}`,
+      );
     }
     assert.throws(() => new Reader(Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])).uint32(), RangeError);
     assert.throws(() => new Reader(Buffer.from([0x0b])).skip(3), RangeError);

@@ -42,7 +42,9 @@ export function createContractsRuntime(json: object): ContractsRuntime {
   root.resolveAll();
   const contracts = readContracts(root);
   const codecFor = createCodecs();
-  const consumers = new Map<string, string[]>([...contracts.events.keys()].map((e) => [e, [...contracts.services.values()].filter((s) => s.consumes.includes(e)).map((s) => s.name)]));
+  const consumers = new Map<string, string[]>(
+    [...contracts.events.keys()].map((e) => [e, [...contracts.services.values()].filter((s) => s.consumes.includes(e)).map((s) => s.name)]),
+  );
   const services = new Set([...contracts.actions.keys()].map((a) => a.slice(0, a.indexOf("."))));
   return {
     root,
@@ -70,7 +72,8 @@ export function createContractsRuntime(json: object): ContractsRuntime {
 
 // One reflection and one set of compiled codecs per process, shared by every broker.
 export const runtime = createContractsRuntime(descriptor);
-export const { root, contracts, codecFor, isBusinessAction, isBusinessEvent, requestCodec, responseCodec, eventCodec, consumersOf } = runtime;
+export const { root, contracts, codecFor, isBusinessAction, isBusinessEvent, requestCodec, responseCodec, eventCodec, consumersOf } =
+  runtime;
 
 /** Field name → field number of a message, read from its contract (so no number is written twice). */
 function fieldNumbers(type: protobuf.Type): Record<string, number> {

@@ -63,20 +63,52 @@ const HELPERS = {
   writeData,
   readData,
   mergeMeta(rest: unknown, known: Record<string, unknown>): Record<string, unknown> {
-    if (typeof rest !== "object" || rest === null || Array.isArray(rest)) throw new RangeError("meta: known keys beside a JSON rest that is not an object");
+    if (typeof rest !== "object" || rest === null || Array.isArray(rest))
+      throw new RangeError("meta: known keys beside a JSON rest that is not an object");
     return Object.assign(rest, known);
   },
 };
-const WIRE: Record<Kind, number> = { string: LEN, double: I64, uint32: VARINT, bool: VARINT, json: LEN, strings: LEN, data: LEN, meta: LEN, end: VARINT };
+const WIRE: Record<Kind, number> = {
+  string: LEN,
+  double: I64,
+  uint32: VARINT,
+  bool: VARINT,
+  json: LEN,
+  strings: LEN,
+  data: LEN,
+  meta: LEN,
+  end: VARINT,
+};
 const READ: Record<Kind, string> = {
-  string: "r.string()", double: "r.double()", uint32: "r.uint32()", bool: "r.bool()", json: "JSON.parse(r.string())", strings: "", data: "",
-  meta: "M.read(r, r.delimited())", end: "r.bool()",
+  string: "r.string()",
+  double: "r.double()",
+  uint32: "r.uint32()",
+  bool: "r.bool()",
+  json: "JSON.parse(r.string())",
+  strings: "",
+  data: "",
+  meta: "M.read(r, r.delimited())",
+  end: "r.bool()",
 };
 const ZERO_SRC: Record<Kind, string> = {
-  string: `""`, double: "0", uint32: "0", bool: "false", json: "undefined", strings: "[]", data: "undefined", meta: "undefined", end: "false",
+  string: `""`,
+  double: "0",
+  uint32: "0",
+  bool: "false",
+  json: "undefined",
+  strings: "[]",
+  data: "undefined",
+  meta: "undefined",
+  end: "false",
 };
 
-type Write = (w: Writer, obj: Record<string, any>, data: unknown, codec: MessageCodec | null, hidden: Record<string, unknown> | undefined) => boolean;
+type Write = (
+  w: Writer,
+  obj: Record<string, any>,
+  data: unknown,
+  codec: MessageCodec | null,
+  hidden: Record<string, unknown> | undefined,
+) => boolean;
 type Read = (
   r: Reader,
   dataCodec: ((packet: Record<string, any>, hidden: Record<string, any>) => MessageCodec | null) | undefined,
@@ -102,7 +134,12 @@ export class EnvelopeCodec {
         const key = jsKey(f.name);
         const optional = f.options?.proto3_optional === true;
         return {
-          key, index, id: f.id, kind: kindOf(f), optional, hidden: opts.hidden?.includes(key) ?? false,
+          key,
+          index,
+          id: f.id,
+          kind: kindOf(f),
+          optional,
+          hidden: opts.hidden?.includes(key) ?? false,
           absent: opts.null?.includes(key) ? "null" : opts.undefined?.includes(key) ? "undefined" : optional ? "omit" : "zero",
         };
       });
@@ -150,8 +187,12 @@ export class EnvelopeCodec {
           return `w.uint32(${tag}); w.bool(true);`;
       }
     });
-    this.writeFn = new Function("H", "M", `"use strict"; return function write${name}(w, obj, data, codec, hidden) {
-      let contract = false; let x; ${writes.join("\n")} return contract; };`)(HELPERS, M) as Write;
+    this.writeFn = new Function(
+      "H",
+      "M",
+      `"use strict"; return function write${name}(w, obj, data, codec, hidden) {
+      let contract = false; let x; ${writes.join("\n")} return contract; };`,
+    )(HELPERS, M) as Write;
 
     const cases = slots.map((s) => {
       const tag = tagOf(s.id, WIRE[s.kind]);
@@ -183,16 +224,24 @@ export class EnvelopeCodec {
       return absent === null ? `if (${v} !== undefined) ${target} = ${v};` : `${target} = ${v} === undefined ? ${absent} : ${v};`;
     });
     const data = slots.find((s) => s.kind === "data");
-    this.readFn = new Function("H", "M", `"use strict"; const K = new Set(${JSON.stringify(slots.map((s) => s.id))});
+    this.readFn = new Function(
+      "H",
+      "M",
+      `"use strict"; const K = new Set(${JSON.stringify(slots.map((s) => s.id))});
       return function read${name}(r, dataCodec, what) {
         let ${slots.map((s) => `f${s.index}`).join(", ")}; let dataAt = -1; let end = false;
         while (r.pos < r.end) { const tag = r.uint32(); switch (tag) { ${cases.join("\n")} default: H.other(r, tag, K, ${where}); } }
         const p = {}; const h = {}; ${builds.join("\n")}
-        ${data ? `if (dataAt >= 0) { const after = r.pos; r.pos = dataAt;
+        ${
+          data
+            ? `if (dataAt >= 0) { const after = r.pos; r.pos = dataAt;
           p${prop(data.key)} = H.readData(r, ${tagOf(data.id, LEN)}, () => (dataCodec ? dataCodec(p, h) : null), () => (what ? what(p, h) : ${JSON.stringify(data.key)}));
-          r.pos = after; }` : ""}
+          r.pos = after; }`
+            : ""
+        }
         return { packet: p, hidden: h, end };
-      };`)(HELPERS, M) as Read;
+      };`,
+    )(HELPERS, M) as Read;
   }
 
   /**

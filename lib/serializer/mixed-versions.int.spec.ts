@@ -32,7 +32,14 @@ addOptional(next, "RegisterRequest", "referral", 20);
 const broken = clone();
 userPkg(broken).User.fields.email.id = 12;
 
-const USER = { id: "u1", email: "ada@example.test", name: "Ada", role: "customer", preferences: { categories: [], brands: [] }, createdAt: "2026-12-03T00:00:00.000Z" };
+const USER = {
+  id: "u1",
+  email: "ada@example.test",
+  name: "Ada",
+  role: "customer",
+  preferences: { categories: [], brands: [] },
+  createdAt: "2026-12-03T00:00:00.000Z",
+};
 
 /** A node speaking `version`: a `user` service whose `get` answers USER plus `extra`, and records the params it got. */
 async function node(nodeID: string, version: Json, extra: Json = {}) {
@@ -49,7 +56,10 @@ async function node(nodeID: string, version: Json, extra: Json = {}) {
     name: `user`,
     actions: {
       get: { visibility: "public", handler: (ctx: Context<Json>) => (seen.push(ctx.params), { ...USER, ...extra }) },
-      register: { visibility: "public", handler: (ctx: Context<Json>) => (seen.push(ctx.params), { user: { ...USER, ...extra }, accessToken: "a", refreshToken: "r" }) },
+      register: {
+        visibility: "public",
+        handler: (ctx: Context<Json>) => (seen.push(ctx.params), { user: { ...USER, ...extra }, accessToken: "a", refreshToken: "r" }),
+      },
     },
   });
   await broker.start();
@@ -79,7 +89,12 @@ test("a node of the previous version and one of the next one talk both ways, all
     assert.deepEqual(await remote(oldNode.broker, "new", "user.get", { id: "u1" }), USER);
     // New caller, old server: the new optional request field is ignored by the old node,
     // and the old answer lacks the optional field (absent, not "").
-    const session = (await remote(newNode.broker, "old", "user.register", { email: "ada@example.test", password: "pw-123456789", name: "Ada", referral: "friend" })) as Json;
+    const session = (await remote(newNode.broker, "old", "user.register", {
+      email: "ada@example.test",
+      password: "pw-123456789",
+      name: "Ada",
+      referral: "friend",
+    })) as Json;
     assert.deepEqual(session.user, USER);
     assert.equal("nickname" in session.user, false);
     assert.deepEqual(oldNode.seen.at(-1), { email: "ada@example.test", password: "pw-123456789", name: "Ada" });

@@ -190,10 +190,9 @@ export class ProtobufSerializer extends Serializers.Base {
       return this.decode(buf, type);
     } catch (err) {
       const size = typeof buf === "string" ? buf.length : buf?.length;
-      const error = new ProtobufPacketError(
-        `Invalid protobuf ${type} packet (${size} bytes) rejected: ${(err as Error).message}`,
-        { cause: err },
-      );
+      const error = new ProtobufPacketError(`Invalid protobuf ${type} packet (${size} bytes) rejected: ${(err as Error).message}`, {
+        cause: err,
+      });
       this.logger?.error(error.message);
       throw error;
     }
@@ -203,7 +202,11 @@ export class ProtobufSerializer extends Serializers.Base {
     const r = new Reader(buf);
     switch (type) {
       case "REQ": {
-        const { packet, end } = this.E.REQ.read(r, (p) => this.rt.requestCodec(p.action), (p) => `action ${p.action}`);
+        const { packet, end } = this.E.REQ.read(
+          r,
+          (p) => this.rt.requestCodec(p.action),
+          (p) => `action ${p.action}`,
+        );
         required(end, packet, "ver", "sender", "id", "action");
         if (this.rt.isBusinessAction(packet.action)) this.remember(packet.id, packet.action);
         return packet;
@@ -218,7 +221,11 @@ export class ProtobufSerializer extends Serializers.Base {
         return packet;
       }
       case "EVENT": {
-        const { packet, end } = this.E.EVENT.read(r, (p) => this.rt.eventCodec(p.event), (p) => `event ${p.event}`);
+        const { packet, end } = this.E.EVENT.read(
+          r,
+          (p) => this.rt.eventCodec(p.event),
+          (p) => `event ${p.event}`,
+        );
         required(end, packet, "ver", "sender", "id", "event");
         if (packet.groups?.length === 0) delete packet.groups;
         return packet;

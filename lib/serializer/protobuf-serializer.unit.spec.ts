@@ -25,8 +25,17 @@ const USER = {
   createdAt: "2026-11-24T12:00:00.000Z",
 };
 const ADDRESS = {
-  id: "a1", recipient: "Ada", phone: "+33 1 23", line1: "1 rue X", line2: null, city: "Paris", province: null,
-  postalCode: "75001", country: "FR", createdAt: "2026-11-24T12:00:00.000Z", updatedAt: "2026-11-24T12:00:00.000Z",
+  id: "a1",
+  recipient: "Ada",
+  phone: "+33 1 23",
+  line1: "1 rue X",
+  line2: null,
+  city: "Paris",
+  province: null,
+  postalCode: "75001",
+  country: "FR",
+  createdAt: "2026-11-24T12:00:00.000Z",
+  updatedAt: "2026-11-24T12:00:00.000Z",
 };
 
 /** What Moleculer's JSON serializer would deliver, with the serializer's documented defaults. */
@@ -83,7 +92,10 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
       updateMe: { handler: () => ({ ...USER, extra: 1 }) },
       listAddresses: { handler: () => [ADDRESS, { ...ADDRESS, id: "a2", line2: "Bât. B", province: "IDF" }] },
       // Calls back into the calling node while its own request is pending there.
-      getAddress: { handler: async (ctx: any) => ctx.call("user.createAddress", { recipient: "x", phone: "1", line1: "l", city: "c", postalCode: "1", country: "FR" }) },
+      getAddress: {
+        handler: async (ctx: any) =>
+          ctx.call("user.createAddress", { recipient: "x", phone: "1", line1: "l", city: "c", postalCode: "1", country: "FR" }),
+      },
       uploadEcho: {
         handler: async (ctx: any) => {
           const chunks: Buffer[] = [];
@@ -183,14 +195,19 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     const fresh = new ProtobufSerializer();
     const all = [...callerSer.sent, ...serverSer.sent];
     const types = new Set(all.map((p) => p.type));
-    for (const t of ["INFO", "DISCOVER", "HEARTBEAT", "REQ", "RES", "EVENT", "PING", "PONG"]) assert.ok(types.has(t), `no ${t} packet was sent`);
+    for (const t of ["INFO", "DISCOVER", "HEARTBEAT", "REQ", "RES", "EVENT", "PING", "PONG"])
+      assert.ok(types.has(t), `no ${t} packet was sent`);
     for (const p of all) {
       const decoded = fresh.deserialize(p.bytes, p.type);
       if (p.hasBuffer) {
         assert.ok(Buffer.isBuffer(decoded.params ?? decoded.data), `${p.type} chunk stays a Buffer`);
         continue;
       }
-      assert.deepEqual(JSON.parse(JSON.stringify(decoded)), JSON.parse(JSON.stringify(p.json)), `${p.type} ${JSON.stringify(p.json).slice(0, 200)}`);
+      assert.deepEqual(
+        JSON.parse(JSON.stringify(decoded)),
+        JSON.parse(JSON.stringify(p.json)),
+        `${p.type} ${JSON.stringify(p.json).slice(0, 200)}`,
+      );
       assert.deepEqual(Object.keys(decoded).sort(), Object.keys(p.json).sort(), `${p.type}: same keys`);
       if (p.bytes.length > 40) assert.ok(p.bytes.length < JSON.stringify(p.json).length, `${p.type} is smaller than JSON`);
     }
@@ -201,13 +218,19 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     const serverLogger = (serverSer as unknown as { logger: { error(m: string): void } }).logger;
     (serverSer as unknown as { logger: unknown }).logger = { error: (m: string) => logged.push(m) };
     try {
-      const good = callerSer.serialize({ ver: "5", sender: "caller", id: "x1", action: "user.get", params: { id: "u" }, meta: {}, headers: {}, level: 1, stream: false }, "REQ");
+      const good = callerSer.serialize(
+        { ver: "5", sender: "caller", id: "x1", action: "user.get", params: { id: "u" }, meta: {}, headers: {}, level: 1, stream: false },
+        "REQ",
+      );
       const bus = (global as unknown as { bus: { emit(topic: string, data: unknown): void } }).bus;
-      for (const bad of [good.subarray(0, good.length - 5), randomBytes(64), Buffer.from("{\"id\":1}"), Buffer.alloc(0)])
+      for (const bad of [good.subarray(0, good.length - 5), randomBytes(64), Buffer.from('{"id":1}'), Buffer.alloc(0)])
         bus.emit(`MOL-${namespace}.REQ.server`, bad);
       bus.emit(`MOL-${namespace}.RES.caller`, randomBytes(32));
       assert.ok(logged.length >= 4, `logged: ${logged.join("\n")}`);
-      assert.ok(logged.every((l) => /^Invalid protobuf (REQ|RES) packet \(\d+ bytes\) rejected: /.test(l)), logged.join("\n"));
+      assert.ok(
+        logged.every((l) => /^Invalid protobuf (REQ|RES) packet \(\d+ bytes\) rejected: /.test(l)),
+        logged.join("\n"),
+      );
       assert.deepEqual(await caller.call("user.get", { id: USER.id }), USER);
     } finally {
       (serverSer as unknown as { logger: unknown }).logger = serverLogger;
@@ -219,8 +242,20 @@ describe("the serializer alone", () => {
   const a = new ProtobufSerializer();
   const b = new ProtobufSerializer();
   const req = (id: string, action: string, params: unknown) => ({
-    ver: "5", sender: "a", id, action, params, meta: { user: { id: "u" } }, headers: {}, timeout: 5000, level: 1,
-    tracing: null, parentID: null, requestID: id, caller: null, stream: false,
+    ver: "5",
+    sender: "a",
+    id,
+    action,
+    params,
+    meta: { user: { id: "u" } },
+    headers: {},
+    timeout: 5000,
+    level: 1,
+    tracing: null,
+    parentID: null,
+    requestID: id,
+    caller: null,
+    stream: false,
   });
 
   test("bad bytes: truncated, garbage, unknown packet type, unknown contract", () => {
@@ -240,10 +275,21 @@ describe("the serializer alone", () => {
     assert.throws(() => b.deserialize(good, "NOPE"), /unknown packet type "NOPE"/);
     assert.throws(() => a.serialize({}, "NOPE"), ProtobufPacketError);
     // A contract message for an action this node has no contract for (version skew).
-    const skewed = Buffer.from(RequestT.encode({ ver: "5", sender: "a", id: "r", action: "nobody.knows", params: { message: Buffer.from([8, 1]) }, end: true }).finish());
+    const skewed = Buffer.from(
+      RequestT.encode({
+        ver: "5",
+        sender: "a",
+        id: "r",
+        action: "nobody.knows",
+        params: { message: Buffer.from([8, 1]) },
+        end: true,
+      }).finish(),
+    );
     assert.throws(() => b.deserialize(skewed, "REQ"), /nobody\.knows, which has no contract here/);
     // A RES that claims a contract but names no action.
-    const orphan = Buffer.from(ResponseT.encode({ ver: "5", sender: "a", id: "r", success: true, data: { message: Buffer.from([8, 1]) }, end: true }).finish());
+    const orphan = Buffer.from(
+      ResponseT.encode({ ver: "5", sender: "a", id: "r", success: true, data: { message: Buffer.from([8, 1]) }, end: true }).finish(),
+    );
     assert.throws(() => b.deserialize(orphan, "RES"), ProtobufPacketError);
   });
 
@@ -327,8 +373,19 @@ describe("the serializer alone", () => {
   test("ctx.meta: known keys as Meta fields, the rest as JSON; {} stays {}, null stays null", () => {
     const metas: [unknown, string[], boolean][] = [
       // [meta, keys expected in known_meta, JSON rest expected]
-      [{ user: { id: "u1", role: "customer" }, clientIp: "10.0.0.1", requestId: "r", idempotencyKey: "k", $statusCode: 201, $location: "/x", $responseType: "text/html" },
-        ["user", "clientIp", "requestId", "idempotencyKey", "statusCode", "location", "responseType"], false],
+      [
+        {
+          user: { id: "u1", role: "customer" },
+          clientIp: "10.0.0.1",
+          requestId: "r",
+          idempotencyKey: "k",
+          $statusCode: 201,
+          $location: "/x",
+          $responseType: "text/html",
+        },
+        ["user", "clientIp", "requestId", "idempotencyKey", "statusCode", "location", "responseType"],
+        false,
+      ],
       [{ clientIp: "10.0.0.1", $responseHeaders: { "Retry-After": "3" }, custom: [1, { a: null }] }, ["clientIp"], true],
       [{ user: { id: "u1" }, requestId: 12 }, [], true], // misfits: a user without its role, a number for a string
       [{}, [], false],
@@ -344,12 +401,15 @@ describe("the serializer alone", () => {
     }
     // meta comes back with the response (moleculer-web reads $statusCode from it)
     a.deserialize(b.serialize(req("m2", "user.get", { id: "u" }), "REQ"), "REQ");
-    const res = a.serialize({ ver: "5", sender: "a", id: "m2", success: true, data: USER, meta: { $statusCode: 201, user: { id: "u1", role: "admin" } } }, "RES");
+    const res = a.serialize(
+      { ver: "5", sender: "a", id: "m2", success: true, data: USER, meta: { $statusCode: 201, user: { id: "u1", role: "admin" } } },
+      "RES",
+    );
     assert.deepEqual(b.deserialize(res, "RES").meta, { $statusCode: 201, user: { id: "u1", role: "admin" } });
     assert.equal((ResponseT.decode(res) as any).meta, null, "nothing left for JSON");
   });
 
-  test("a \"__proto__\" meta key stays an own key both ways; a packet written from inside another is whole", () => {
+  test('a "__proto__" meta key stays an own key both ways; a packet written from inside another is whole', () => {
     const meta = JSON.parse('{"__proto__":{"isAdmin":true},"clientIp":"1.2.3.4","x":1}');
     const got = b.deserialize(a.serialize({ ...req("p1", "user.get", { id: "u" }), meta }, "REQ"), "REQ").meta;
     assert.deepEqual(Object.keys(got).sort(), ["__proto__", "clientIp", "x"]);

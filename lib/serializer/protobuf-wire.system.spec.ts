@@ -44,13 +44,17 @@ before(async () => {
   const ch = await conn.createChannel();
   const { queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true });
   await ch.bindQueue(queue, "amq.rabbitmq.trace", "publish.#");
-  await ch.consume(queue, (msg) => {
-    if (!msg) return;
-    const headers = msg.properties.headers ?? {};
-    const keys = (headers.routing_keys as unknown[] | undefined) ?? [];
-    const target = headers.exchange_name ? String(headers.exchange_name) : String(keys[0] ?? "");
-    captured.push({ queue: target, body: msg.content });
-  }, { noAck: true });
+  await ch.consume(
+    queue,
+    (msg) => {
+      if (!msg) return;
+      const headers = msg.properties.headers ?? {};
+      const keys = (headers.routing_keys as unknown[] | undefined) ?? [];
+      const target = headers.exchange_name ? String(headers.exchange_name) : String(keys[0] ?? "");
+      captured.push({ queue: target, body: msg.content });
+    },
+    { noAck: true },
+  );
 
   const env = { RABBITMQ_URI: vhost.uri, NAMESPACE: namespace, JWT_SECRET: randomBytes(32).toString("hex"), MIGRATE_ON_START: "true" };
   const userConfig = testConfig({ redis: true, env: { ...env, SERVICES: "user", NODE_ID: "wire-user" } });
@@ -91,16 +95,23 @@ test("the user flow works between a gateway node and a user node with SERIALIZER
   // An unknown field still reaches the validator (sent as JSON): 422 as without protobuf.
   assert.equal((await http(baseUrl, "PATCH", "/api/users/me", { token, body: { role: "admin" } })).status, 422);
   const addr = await http(baseUrl, "POST", "/api/users/me/addresses", {
-    token, body: { recipient: "Wire", phone: "123456", line1: "1 Road", city: "Town", postalCode: "12345", country: "CN" },
+    token,
+    body: { recipient: "Wire", phone: "123456", line1: "1 Road", city: "Town", postalCode: "12345", country: "CN" },
   });
   assert.equal(addr.status, 201, addr.text);
   assert.equal(addr.body.line2, null);
   const list = await http(baseUrl, "GET", "/api/users/me/addresses", { token });
-  assert.deepEqual(list.body.map((a: { id: string }) => a.id), [addr.body.id]);
+  assert.deepEqual(
+    list.body.map((a: { id: string }) => a.id),
+    [addr.body.id],
+  );
   assert.equal((await http(baseUrl, "DELETE", `/api/users/me/addresses/${addr.body.id}`, { token })).status, 204);
   const refreshed = await http(baseUrl, "POST", "/api/auth/refresh", { body: { refreshToken: login.body.refreshToken } });
   assert.equal(refreshed.status, 200, refreshed.text);
-  const out = await http(baseUrl, "POST", "/api/auth/logout", { token: refreshed.body.accessToken, body: { refreshToken: refreshed.body.refreshToken } });
+  const out = await http(baseUrl, "POST", "/api/auth/logout", {
+    token: refreshed.body.accessToken,
+    body: { refreshToken: refreshed.body.refreshToken },
+  });
   assert.equal(out.status, 204);
 });
 
@@ -108,7 +119,8 @@ test("a user.get REQ and its RES on the wire decode with protobufjs from proto/ 
   captured.length = 0;
   const user = (await gateway.call("user.get", { id: userId })) as { email: string };
   assert.equal(user.email, email);
-  for (let i = 0; i < 50 && !captured.some((c) => c.queue === `${QUEUE_PREFIX}-${namespace}.RES.wire-gw`); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 50 && !captured.some((c) => c.queue === `${QUEUE_PREFIX}-${namespace}.RES.wire-gw`); i++)
+    await new Promise((r) => setTimeout(r, 50));
 
   const root = loadProtoRoot();
   const service = root.lookupService("meridian.user.v1.UserService");

@@ -35,7 +35,12 @@ const broker = (nodeID: string, first: number, namespace = "ha") =>
     namespace,
     requestTimeout: 3000,
     logger: { type: "Console", options: { level: process.env.TEST_LOG_LEVEL ?? "error", formatter: "short" } } as never,
-    transporter: new SafeAmqpTransporter({ url: rabbit.uris(first).split(","), prefetch: 100, socketOptions: { noDelay: true }, autoDeleteQueues: 120_000 }) as never,
+    transporter: new SafeAmqpTransporter({
+      url: rabbit.uris(first).split(","),
+      prefetch: 100,
+      socketOptions: { noDelay: true },
+      autoDeleteQueues: 120_000,
+    }) as never,
     // Moleculer's transit logs "Connection is failed" when its reconnect loop takes over.
     middlewares: [{ name: "HandOverSpy", started: (b: ServiceBroker) => spyOnHandOver(b, nodeID) } as never],
   });
@@ -56,9 +61,13 @@ test("each RabbitMQ node killed in turn: every service answers again through the
   const all = [caller, ...services];
   try {
     await Promise.all(all.map((b) => b.start()));
-    await caller.waitForServices(services.map((_, i) => `svc${i}`), 30_000);
+    await caller.waitForServices(
+      services.map((_, i) => `svc${i}`),
+      30_000,
+    );
 
-    const round = async () => (await Promise.allSettled(services.map((_, i) => caller.call(`svc${i}.echo`, { i })))).filter((r) => r.status === "rejected").length;
+    const round = async () =>
+      (await Promise.allSettled(services.map((_, i) => caller.call(`svc${i}.echo`, { i })))).filter((r) => r.status === "rejected").length;
     let failed = 0;
     let rounds = 0;
     let running = true;
@@ -88,7 +97,12 @@ test("each RabbitMQ node killed in turn: every service answers again through the
     const queues = (await rabbit.nodes[0]!.ctl("list_queues", "name", "type", "durable", "--formatter", "json")).trim();
     const list = JSON.parse(queues.slice(queues.indexOf("["))) as { name: string; type: string; durable: boolean }[];
     const own = list.filter((q) => /^MOLQ-ha\.(RES|REQ|EVENT|INFO)\./.test(q.name));
-    for (const b of all) for (const kind of ["RES", "REQ"]) assert.ok(own.some((q) => q.name === `MOLQ-ha.${kind}.${b.nodeID}`), `${b.nodeID} has its ${kind} queue`);
+    for (const b of all)
+      for (const kind of ["RES", "REQ"])
+        assert.ok(
+          own.some((q) => q.name === `MOLQ-ha.${kind}.${b.nodeID}`),
+          `${b.nodeID} has its ${kind} queue`,
+        );
     for (const q of own) assert.deepEqual([q.type, q.durable], ["classic", false], q.name);
   } finally {
     await Promise.all(all.map((b) => b.stop().catch(() => undefined)));
@@ -103,8 +117,12 @@ test("a rolling restart of the three RabbitMQ nodes (each stopped, then started,
   handedOver.length = 0;
   try {
     await Promise.all(all.map((b) => b.start()));
-    await caller.waitForServices(services.map((_, i) => `roll${i}`), 30_000);
-    const round = async () => (await Promise.allSettled(services.map((_, i) => caller.call(`roll${i}.echo`, { i })))).filter((r) => r.status === "rejected").length;
+    await caller.waitForServices(
+      services.map((_, i) => `roll${i}`),
+      30_000,
+    );
+    const round = async () =>
+      (await Promise.allSettled(services.map((_, i) => caller.call(`roll${i}.echo`, { i })))).filter((r) => r.status === "rejected").length;
     for (const node of rabbit.nodes) {
       // A graceful stop: the broker node closes its connections and its queues' processes
       // stop ("process is stopped by supervisor" to a re-declare) before the cluster drops them.

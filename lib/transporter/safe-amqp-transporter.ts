@@ -154,25 +154,27 @@ export class SafeAmqpTransporter extends Base {
     if (this.stopping) return Promise.reject(new Error("AMQP transporter stopped"));
     // Moleculer calls `errorCallback` when an established connection is lost: try the other
     // URLs now (each connect takes the next one), and hand over only when none answers.
-    return super.connect((err) => void this.failover(err, errorCallback)).then(
-      () => {
-        const conn = this.connection;
-        if (this.stopping) {
+    return super
+      .connect((err) => void this.failover(err, errorCallback))
+      .then(
+        () => {
+          const conn = this.connection;
+          if (this.stopping) {
+            this.discardConnection();
+            return;
+          }
+          // Moleculer forgets a channel the server closed (a refused operation) and then drops
+          // every packet while its connection stays up: a closed channel counts as a lost
+          // connection here, so the node moves on (failover) instead of going silent.
+          this.channel?.on("close", () => {
+            if (!this.stopping && this.connection === conn) closeQuietly(conn);
+          });
+        },
+        (err: unknown) => {
           this.discardConnection();
-          return;
-        }
-        // Moleculer forgets a channel the server closed (a refused operation) and then drops
-        // every packet while its connection stays up: a closed channel counts as a lost
-        // connection here, so the node moves on (failover) instead of going silent.
-        this.channel?.on("close", () => {
-          if (!this.stopping && this.connection === conn) closeQuietly(conn);
-        });
-      },
-      (err: unknown) => {
-        this.discardConnection();
-        throw err;
-      },
-    );
+          throw err;
+        },
+      );
   }
 
   /**

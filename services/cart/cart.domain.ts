@@ -47,7 +47,8 @@ export interface Problem {
   [k: string]: unknown;
 }
 
-const isQuantity = (q: unknown, min: number): q is number => Number.isSafeInteger(q) && (q as number) >= min && (q as number) <= MAX_LINE_QUANTITY;
+const isQuantity = (q: unknown, min: number): q is number =>
+  Number.isSafeInteger(q) && (q as number) >= min && (q as number) <= MAX_LINE_QUANTITY;
 
 /**
  * May `quantity` units of a product priced in `productCurrency` be added to a cart?
@@ -66,11 +67,21 @@ export function addProblems(input: {
   if (!isQuantity(quantity, 1)) return [{ field: "quantity", message: `must be an integer from 1 to ${MAX_LINE_QUANTITY}` }];
   const problems: Problem[] = [];
   if (existing !== undefined && existing + quantity > MAX_LINE_QUANTITY)
-    problems.push({ field: "quantity", message: `a line holds at most ${MAX_LINE_QUANTITY} units; the cart already has ${existing}`, inCart: existing, max: MAX_LINE_QUANTITY });
+    problems.push({
+      field: "quantity",
+      message: `a line holds at most ${MAX_LINE_QUANTITY} units; the cart already has ${existing}`,
+      inCart: existing,
+      max: MAX_LINE_QUANTITY,
+    });
   if (existing === undefined && lineCount >= MAX_LINES)
     problems.push({ field: "productId", message: `a cart holds at most ${MAX_LINES} different products`, max: MAX_LINES });
   if (lineCount > 0 && cartCurrency !== null && cartCurrency !== productCurrency)
-    problems.push({ field: "productId", message: `the cart is priced in ${cartCurrency}; this product is priced in ${productCurrency}`, cartCurrency, productCurrency });
+    problems.push({
+      field: "productId",
+      message: `the cart is priced in ${cartCurrency}; this product is priced in ${productCurrency}`,
+      cartCurrency,
+      productCurrency,
+    });
   return problems;
 }
 
@@ -94,7 +105,11 @@ export function lineTotal(unit: Money, quantity: number): Money {
  * one subtotal in one currency, and the order must not carry a line the customer was not
  * shown.
  */
-export function buildCart(lines: StoredLine[], products: Map<string, ProductInfo | null>, cartCurrency: string | null): { cart: Cart; drop: string[] } {
+export function buildCart(
+  lines: StoredLine[],
+  products: Map<string, ProductInfo | null>,
+  cartCurrency: string | null,
+): { cart: Cart; drop: string[] } {
   const items: CartItem[] = [];
   const drop: string[] = [];
   let currency: string | null = null;
@@ -109,7 +124,13 @@ export function buildCart(lines: StoredLine[], products: Map<string, ProductInfo
     const total = lineTotal(p.price, line.quantity);
     amount += total.amount;
     if (!Number.isSafeInteger(amount)) throw new RangeError("subtotal is not a safe integer");
-    items.push({ productId: line.productId, name: p.name, unitPrice: { amount: p.price.amount, currency: p.price.currency }, quantity: line.quantity, lineTotal: total });
+    items.push({
+      productId: line.productId,
+      name: p.name,
+      unitPrice: { amount: p.price.amount, currency: p.price.currency },
+      quantity: line.quantity,
+      lineTotal: total,
+    });
   }
   return { cart: { items, subtotal: { amount, currency } }, drop };
 }
@@ -136,6 +157,8 @@ export function paidLines(payload: unknown): { userId: string; lines: OrderLine[
   }
   return {
     userId: p.userId,
-    lines: [...merged.entries()].map(([productId, quantity]) => ({ productId, quantity })).sort((a, b) => (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0)),
+    lines: [...merged.entries()]
+      .map(([productId, quantity]) => ({ productId, quantity }))
+      .sort((a, b) => (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0)),
   };
 }

@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { MAX_LINES, MAX_LINE_QUANTITY, addProblems, buildCart, lineTotal, paidLines, setQuantityProblems, type ProductInfo } from "./cart.domain";
+import {
+  MAX_LINES,
+  MAX_LINE_QUANTITY,
+  addProblems,
+  buildCart,
+  lineTotal,
+  paidLines,
+  setQuantityProblems,
+  type ProductInfo,
+} from "./cart.domain";
 
 const add = (over: Partial<Parameters<typeof addProblems>[0]> = {}) =>
   addProblems({ quantity: 1, existing: undefined, lineCount: 0, cartCurrency: null, productCurrency: "EUR", ...over });
@@ -21,7 +30,10 @@ test("add: one currency per cart; an empty cart takes any", () => {
   assert.deepEqual(add({ lineCount: 0, cartCurrency: "CNY", productCurrency: "EUR" }), []);
   const p = add({ lineCount: 2, cartCurrency: "CNY", productCurrency: "EUR" });
   assert.equal(p.length, 1);
-  assert.deepEqual({ field: p[0]!.field, cartCurrency: p[0]!.cartCurrency, productCurrency: p[0]!.productCurrency }, { field: "productId", cartCurrency: "CNY", productCurrency: "EUR" });
+  assert.deepEqual(
+    { field: p[0]!.field, cartCurrency: p[0]!.cartCurrency, productCurrency: p[0]!.productCurrency },
+    { field: "productId", cartCurrency: "CNY", productCurrency: "EUR" },
+  );
 });
 
 test("set quantity: 0 (remove) to 99, integers only", () => {
@@ -37,14 +49,23 @@ test("line totals and subtotal are integer minor units", () => {
     ["b", { id: "b", name: "B", price: { amount: 5, currency: "EUR" } }],
   ]);
   const { cart, drop } = buildCart(
-    [{ productId: "a", quantity: 3, addedAt: 1 }, { productId: "b", quantity: 7, addedAt: 2 }],
+    [
+      { productId: "a", quantity: 3, addedAt: 1 },
+      { productId: "b", quantity: 7, addedAt: 2 },
+    ],
     products,
     "EUR",
   );
   assert.deepEqual(drop, []);
   assert.deepEqual(cart, {
     items: [
-      { productId: "a", name: "A", unitPrice: { amount: 1999, currency: "EUR" }, quantity: 3, lineTotal: { amount: 5997, currency: "EUR" } },
+      {
+        productId: "a",
+        name: "A",
+        unitPrice: { amount: 1999, currency: "EUR" },
+        quantity: 3,
+        lineTotal: { amount: 5997, currency: "EUR" },
+      },
       { productId: "b", name: "B", unitPrice: { amount: 5, currency: "EUR" }, quantity: 7, lineTotal: { amount: 35, currency: "EUR" } },
     ],
     subtotal: { amount: 6032, currency: "EUR" },
@@ -59,7 +80,10 @@ test("build: deleted products and products repriced in another currency are drop
   ]);
   const lines = ["a", "gone", "cny", "unknown"].map((productId, i) => ({ productId, quantity: 2, addedAt: i }));
   const { cart, drop } = buildCart(lines, products, "EUR");
-  assert.deepEqual(cart.items.map((i) => i.productId), ["a"]);
+  assert.deepEqual(
+    cart.items.map((i) => i.productId),
+    ["a"],
+  );
   assert.deepEqual(cart.subtotal, { amount: 200, currency: "EUR" });
   assert.deepEqual(drop, ["gone", "cny", "unknown"]);
   // Everything gone: an empty cart has no currency.
@@ -68,10 +92,33 @@ test("build: deleted products and products repriced in another currency are drop
 
 test("order.paid lines: checked, merged per product, sorted", () => {
   assert.deepEqual(
-    paidLines({ orderId: "o", userId: "u", lines: [{ productId: "b", quantity: 1 }, { productId: "a", quantity: 2 }, { productId: "b", quantity: 3 }], total: 1 }),
-    { userId: "u", lines: [{ productId: "a", quantity: 2 }, { productId: "b", quantity: 4 }] },
+    paidLines({
+      orderId: "o",
+      userId: "u",
+      lines: [
+        { productId: "b", quantity: 1 },
+        { productId: "a", quantity: 2 },
+        { productId: "b", quantity: 3 },
+      ],
+      total: 1,
+    }),
+    {
+      userId: "u",
+      lines: [
+        { productId: "a", quantity: 2 },
+        { productId: "b", quantity: 4 },
+      ],
+    },
   );
   assert.deepEqual(paidLines({ userId: "u", lines: [] }), { userId: "u", lines: [] });
-  for (const bad of [null, {}, { userId: "u" }, { userId: "", lines: [] }, { userId: "u", lines: [{ productId: "a", quantity: 0 }] }, { userId: "u", lines: [{ productId: "a", quantity: 1.5 }] }, { userId: "u", lines: [{ quantity: 1 }] }])
+  for (const bad of [
+    null,
+    {},
+    { userId: "u" },
+    { userId: "", lines: [] },
+    { userId: "u", lines: [{ productId: "a", quantity: 0 }] },
+    { userId: "u", lines: [{ productId: "a", quantity: 1.5 }] },
+    { userId: "u", lines: [{ quantity: 1 }] },
+  ])
     assert.throws(() => paidLines(bad), JSON.stringify(bad));
 });

@@ -31,7 +31,9 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     let app: TestApp;
     const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
     const user = async () => {
-      const r = await call("POST", "/api/auth/register", { body: { email: `u-${randomUUID()}@example.com`, password: "customer password", name: "U" } });
+      const r = await call("POST", "/api/auth/register", {
+        body: { email: `u-${randomUUID()}@example.com`, password: "customer password", name: "U" },
+      });
       assert.equal(r.status, 201, r.text);
       return { token: r.body.accessToken as string, id: r.body.user.id as string };
     };
@@ -45,7 +47,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         stock: 3,
         ...over,
       });
-    const add = (token: string, productId: string, quantity: number) => call("POST", "/api/cart/items", { token, body: { productId, quantity } });
+    const add = (token: string, productId: string, quantity: number) =>
+      call("POST", "/api/cart/items", { token, body: { productId, quantity } });
     const cartDb = () => (app.broker.getLocalService("cart") as unknown as { db: Knex }).db;
 
     before(async () => {
@@ -64,21 +67,38 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       let r = await add(u.token, p1.id, 2);
       assert.equal(r.status, 200, r.text);
       assert.deepEqual(r.body, {
-        items: [{ productId: p1.id, name: "One", unitPrice: { amount: 1999, currency: "EUR" }, quantity: 2, lineTotal: { amount: 3998, currency: "EUR" } }],
+        items: [
+          {
+            productId: p1.id,
+            name: "One",
+            unitPrice: { amount: 1999, currency: "EUR" },
+            quantity: 2,
+            lineTotal: { amount: 3998, currency: "EUR" },
+          },
+        ],
         subtotal: { amount: 3998, currency: "EUR" },
       });
       r = await add(u.token, p1.id, 3);
       assert.equal(r.body.items[0].quantity, 5);
       // More than the 3 in stock is allowed: stock is checked when the order reserves it.
       r = await add(u.token, p2.id, 4);
-      assert.deepEqual(r.body.items.map((i: any) => [i.productId, i.quantity, i.lineTotal.amount]), [[p1.id, 5, 9995], [p2.id, 4, 1000]]);
+      assert.deepEqual(
+        r.body.items.map((i: any) => [i.productId, i.quantity, i.lineTotal.amount]),
+        [
+          [p1.id, 5, 9995],
+          [p2.id, 4, 1000],
+        ],
+      );
       assert.deepEqual(r.body.subtotal, { amount: 10995, currency: "EUR" });
 
       r = await call("PATCH", `/api/cart/items/${p1.id}`, { token: u.token, body: { quantity: 1 } });
       assert.equal(r.status, 200, r.text);
       assert.deepEqual(r.body.subtotal, { amount: 1999 + 1000, currency: "EUR" });
       r = await call("PATCH", `/api/cart/items/${p2.id}`, { token: u.token, body: { quantity: 0 } });
-      assert.deepEqual(r.body.items.map((i: any) => i.productId), [p1.id]);
+      assert.deepEqual(
+        r.body.items.map((i: any) => i.productId),
+        [p1.id],
+      );
       // Setting the quantity of a line the cart does not have: 404; removing it again: nothing to do.
       assertError(await call("PATCH", `/api/cart/items/${p2.id}`, { token: u.token, body: { quantity: 2 } }), 404, "NOT_FOUND");
       assert.equal((await call("PATCH", `/api/cart/items/${p2.id}`, { token: u.token, body: { quantity: 0 } })).status, 200);
@@ -104,12 +124,28 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("GET", "/api/cart", { token: u.token })).body.subtotal.amount, 2000);
       await app.broker.call("product.update", { id: p.id, price: { amount: 1250, currency: "EUR" }, name: "Renamed" });
       const r = await call("GET", "/api/cart", { token: u.token });
-      assert.deepEqual(r.body.items[0], { productId: p.id, name: "Renamed", unitPrice: { amount: 1250, currency: "EUR" }, quantity: 2, lineTotal: { amount: 2500, currency: "EUR" } });
+      assert.deepEqual(r.body.items[0], {
+        productId: p.id,
+        name: "Renamed",
+        unitPrice: { amount: 1250, currency: "EUR" },
+        quantity: 2,
+        lineTotal: { amount: 2500, currency: "EUR" },
+      });
       assert.deepEqual(r.body.subtotal, { amount: 2500, currency: "EUR" });
       for (const extra of [{ unitPrice: { amount: 1, currency: "EUR" } }, { price: 1 }, { lineTotal: 1 }, { name: "x" }])
-        assertError(await call("POST", "/api/cart/items", { token: u.token, body: { productId: p.id, quantity: 1, ...extra } }), 422, "VALIDATION_ERROR");
+        assertError(
+          await call("POST", "/api/cart/items", { token: u.token, body: { productId: p.id, quantity: 1, ...extra } }),
+          422,
+          "VALIDATION_ERROR",
+        );
       // Nothing stores a price: the table has no such column.
-      assert.deepEqual(Object.keys((await cartDb()("cart_items").where({ user_id: u.id }))[0]).sort(), ["added_at", "product_id", "quantity", "updated_at", "user_id"]);
+      assert.deepEqual(Object.keys((await cartDb()("cart_items").where({ user_id: u.id }))[0]).sort(), [
+        "added_at",
+        "product_id",
+        "quantity",
+        "updated_at",
+        "user_id",
+      ]);
     });
 
     test("unknown or deleted product: 404 on add; a line whose product is deleted later leaves the cart and the storage", async () => {
@@ -122,7 +158,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await app.broker.call("product.remove", { id: gone.id });
       assertError(await add(u.token, gone.id, 1), 404, "NOT_FOUND");
       const r = await call("GET", "/api/cart", { token: u.token });
-      assert.deepEqual(r.body.items.map((i: any) => i.productId), [keep.id]);
+      assert.deepEqual(
+        r.body.items.map((i: any) => i.productId),
+        [keep.id],
+      );
       assert.deepEqual(r.body.subtotal, { amount: 1999, currency: "EUR" });
       assert.deepEqual(await app.broker.call("cart.lines", { userId: u.id }), [{ productId: keep.id, quantity: 1 }]);
     });
@@ -177,9 +216,19 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const full = await add(v.token, (await product()).id, 1);
       assertError(full, 422, "VALIDATION_ERROR");
       assert.equal(full.body.error.details[0].field, "productId");
-      assert.equal(await cartDb()("cart_items").where({ user_id: v.id }).count({ n: "*" }).first().then((r: any) => Number(r.n)), 100);
+      assert.equal(
+        await cartDb()("cart_items")
+          .where({ user_id: v.id })
+          .count({ n: "*" })
+          .first()
+          .then((r: any) => Number(r.n)),
+        100,
+      );
       // More of a line already there is fine; the ghosts (unknown products) leave with that read.
-      assert.deepEqual((await add(v.token, p.id, 1)).body.items.map((i: any) => [i.productId, i.quantity]), [[p.id, 2]]);
+      assert.deepEqual(
+        (await add(v.token, p.id, 1)).body.items.map((i: any) => [i.productId, i.quantity]),
+        [[p.id, 2]],
+      );
       assert.deepEqual(await app.broker.call("cart.lines", { userId: v.id }), [{ productId: p.id, quantity: 2 }]);
     });
 
@@ -213,8 +262,16 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("DELETE", `/api/cart${q}`, { token: b.token })).status, 204);
       // In an add's body it is an unknown field: 422. On a line's routes it is dropped: the
       // line is looked up in B's own cart, where it is not (404), and removing it is a no-op.
-      assertError(await call("POST", "/api/cart/items", { token: b.token, body: { productId: p.id, quantity: 1, userId: a.id } }), 422, "VALIDATION_ERROR");
-      assertError(await call("PATCH", `/api/cart/items/${p.id}?userId=${a.id}`, { token: b.token, body: { quantity: 9, userId: a.id } }), 404, "NOT_FOUND");
+      assertError(
+        await call("POST", "/api/cart/items", { token: b.token, body: { productId: p.id, quantity: 1, userId: a.id } }),
+        422,
+        "VALIDATION_ERROR",
+      );
+      assertError(
+        await call("PATCH", `/api/cart/items/${p.id}?userId=${a.id}`, { token: b.token, body: { quantity: 9, userId: a.id } }),
+        404,
+        "NOT_FOUND",
+      );
       assert.deepEqual((await call("DELETE", `/api/cart/items/${p.id}?userId=${a.id}`, { token: b.token })).body.items, []);
       // B's own routes on A's line: B has no such line.
       assertError(await call("PATCH", `/api/cart/items/${p.id}`, { token: b.token, body: { quantity: 9 } }), 404, "NOT_FOUND");
@@ -236,7 +293,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await Promise.all(others.map((o) => add(u.token, o.id, 2)));
       const lines = (await app.broker.call("cart.lines", { userId: u.id })) as { productId: string; quantity: number }[];
       assert.equal(lines.length, 11);
-      assert.deepEqual(lines.filter((l) => l.productId !== p.id).map((l) => l.quantity), Array(10).fill(2));
+      assert.deepEqual(
+        lines.filter((l) => l.productId !== p.id).map((l) => l.quantity),
+        Array(10).fill(2),
+      );
     });
 
     test("Idempotency-Key on an add: a repeat adds nothing (also 20 at once), another body is a 409, a refused add keeps no key, keys are per user", async () => {
@@ -244,7 +304,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const other = await user();
       const p = await product({ price: { amount: 10, currency: "EUR" } });
       const q = await product({ price: { amount: 10, currency: "EUR" } });
-      const keyed = (token: string, productId: string, quantity: number, key: string) => call("POST", "/api/cart/items", { token, body: { productId, quantity }, headers: { "idempotency-key": key } });
+      const keyed = (token: string, productId: string, quantity: number, key: string) =>
+        call("POST", "/api/cart/items", { token, body: { productId, quantity }, headers: { "idempotency-key": key } });
       const first = await keyed(u.token, p.id, 2, "add-1");
       assert.equal(first.status, 200, first.text);
       assert.equal(first.body.items[0].quantity, 2);
@@ -262,23 +323,42 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assertError(await keyed(u.token, p.id, 95, "add-3"), 422, "VALIDATION_ERROR");
       const corrected = await keyed(u.token, q.id, 1, "add-3");
       assert.equal(corrected.status, 200, corrected.text);
-      assert.deepEqual(corrected.body.items.map((i: any) => [i.productId, i.quantity]), [[p.id, 5], [q.id, 1]]);
+      assert.deepEqual(
+        corrected.body.items.map((i: any) => [i.productId, i.quantity]),
+        [
+          [p.id, 5],
+          [q.id, 1],
+        ],
+      );
       // Another user's same key is theirs: it adds.
       const theirs = await keyed(other.token, p.id, 2, "add-1");
-      assert.deepEqual(theirs.body.items.map((i: any) => i.quantity), [2]);
+      assert.deepEqual(
+        theirs.body.items.map((i: any) => i.quantity),
+        [2],
+      );
       // Without a key, every add adds.
       assert.equal((await add(u.token, q.id, 1)).body.items[1].quantity, 2);
       // A key past its 24 h no longer counts (the same key adds again) and is deleted at the
       // user's next keyed add; another user's expired key waits for theirs.
       const db = cartDb();
-      const expire = (userId: string, key: string) => db("cart_add_keys").where({ user_id: userId, idem_key: key }).update({ created_at: Date.now() - repo.ADD_KEY_TTL_MS - 1 });
+      const expire = (userId: string, key: string) =>
+        db("cart_add_keys")
+          .where({ user_id: userId, idem_key: key })
+          .update({ created_at: Date.now() - repo.ADD_KEY_TTL_MS - 1 });
       await expire(u.id, "add-1");
       await expire(other.id, "add-1");
       await keyed(u.token, q.id, 1, "add-4");
-      assert.deepEqual((await db("cart_add_keys").where({ user_id: u.id }).orderBy("idem_key")).map((r: { idem_key: string }) => r.idem_key), ["add-2", "add-3", "add-4"]);
+      assert.deepEqual(
+        (await db("cart_add_keys").where({ user_id: u.id }).orderBy("idem_key")).map((r: { idem_key: string }) => r.idem_key),
+        ["add-2", "add-3", "add-4"],
+      );
       assert.equal((await db("cart_add_keys").where({ user_id: other.id })).length, 1);
       const afresh = await keyed(other.token, p.id, 2, "add-1");
-      assert.deepEqual(afresh.body.items.map((i: any) => i.quantity), [4], "an expired key adds again");
+      assert.deepEqual(
+        afresh.body.items.map((i: any) => i.quantity),
+        [4],
+        "an expired key adds again",
+      );
     });
 
     test("the add statement alone (no cart lock) is atomic and bounded: 50 concurrent upserts, then 60 more against the 99 limit", async () => {
@@ -308,23 +388,52 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         name: "order.paid",
         source: "order",
         occurredAt: new Date().toISOString(),
-        payload: { orderId: randomUUID(), userId: u.id, lines: [{ productId: p1.id, quantity: 3 }, { productId: p2.id, quantity: 2 }, { productId: "not-in-cart", quantity: 1 }], total: { amount: 1, currency: "EUR" } },
+        payload: {
+          orderId: randomUUID(),
+          userId: u.id,
+          lines: [
+            { productId: p1.id, quantity: 3 },
+            { productId: p2.id, quantity: 2 },
+            { productId: "not-in-cart", quantity: 1 },
+          ],
+          total: { amount: 1, currency: "EUR" },
+        },
       };
-      const [sub] = busFor(app.broker).subscribers("order.paid").filter((s) => s.service === "cart");
+      const [sub] = busFor(app.broker)
+        .subscribers("order.paid")
+        .filter((s) => s.service === "cart");
       assert.ok(sub, "the cart service consumes order.paid");
       // Delivered three times, two of them at once: applied once.
       await sub.deliver(envelope);
       await Promise.all([sub.deliver(envelope), sub.deliver(envelope)]);
-      assert.deepEqual(await app.broker.call("cart.lines", { userId: u.id }), [{ productId: p1.id, quantity: 2 }, { productId: p3.id, quantity: 1 }]);
+      assert.deepEqual(await app.broker.call("cart.lines", { userId: u.id }), [
+        { productId: p1.id, quantity: 2 },
+        { productId: p3.id, quantity: 1 },
+      ]);
       assert.deepEqual(await app.broker.call("cart.lines", { userId: bystander.id }), [{ productId: p1.id, quantity: 5 }]);
       const stats = (app.broker.getLocalService("cart") as unknown as EventsServiceThis).eventStats();
       assert.equal(stats.applied, 1);
       assert.equal(stats.duplicates, 2);
       // Another order: everything left goes, more than the cart holds is fine.
-      await sub.deliver({ ...envelope, id: randomUUID(), payload: { orderId: randomUUID(), userId: u.id, lines: [{ productId: p1.id, quantity: 9 }, { productId: p3.id, quantity: 1 }] } });
+      await sub.deliver({
+        ...envelope,
+        id: randomUUID(),
+        payload: {
+          orderId: randomUUID(),
+          userId: u.id,
+          lines: [
+            { productId: p1.id, quantity: 9 },
+            { productId: p3.id, quantity: 1 },
+          ],
+        },
+      });
       assert.deepEqual((await call("GET", "/api/cart", { token: u.token })).body.items, []);
       // A user who never had a cart: nothing to do, no failure.
-      await sub.deliver({ ...envelope, id: randomUUID(), payload: { orderId: randomUUID(), userId: randomUUID(), lines: [{ productId: p1.id, quantity: 1 }] } });
+      await sub.deliver({
+        ...envelope,
+        id: randomUUID(),
+        payload: { orderId: randomUUID(), userId: randomUUID(), lines: [{ productId: p1.id, quantity: 1 }] },
+      });
     });
 
     test("the routes are in the OpenAPI document", async () => {
@@ -333,7 +442,8 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.ok(doc.paths["/api/cart/items"].post);
       assert.ok(doc.paths["/api/cart/items/{productId}"].patch && doc.paths["/api/cart/items/{productId}"].delete);
       // The keyed add documents its header (from the contract's idempotency_key); the others have none.
-      const header = (op: { parameters?: { in: string; name: string }[] }) => (op.parameters ?? []).filter((p) => p.in === "header").map((p) => p.name);
+      const header = (op: { parameters?: { in: string; name: string }[] }) =>
+        (op.parameters ?? []).filter((p) => p.in === "header").map((p) => p.name);
       assert.deepEqual(header(doc.paths["/api/cart/items"].post), ["Idempotency-Key"]);
       assert.deepEqual(header(doc.paths["/api/cart/items/{productId}"].patch), []);
       assert.ok(doc.paths["/api/cart/items"].post.responses["409"], "409 when the key was used with another request");

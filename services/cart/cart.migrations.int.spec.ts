@@ -23,13 +23,24 @@ for (const db of ["sqlite", "mariadb"] as const) {
       assert.equal(await pendingMigrations(knex, MIGRATIONS), 0);
       for (const table of TABLES) assert.ok(await knex.schema.hasTable(table), table);
       await knex("carts").insert({ user_id: "u1", currency: "EUR", created_at: 1, updated_at: 1 });
-      await assert.rejects(knex("carts").insert({ user_id: "u1", currency: null, created_at: 1, updated_at: 1 }), (e) => isUniqueViolation(e));
+      await assert.rejects(knex("carts").insert({ user_id: "u1", currency: null, created_at: 1, updated_at: 1 }), (e) =>
+        isUniqueViolation(e),
+      );
       const line = { user_id: "u1", product_id: "p1", quantity: 99, added_at: 1, updated_at: 1 };
       await knex("cart_items").insert(line);
       await assert.rejects(knex("cart_items").insert(line), (e) => isUniqueViolation(e));
       for (const quantity of [0, 100, -1])
-        await assert.rejects(knex("cart_items").insert({ ...line, product_id: `q${quantity}`, quantity }), (e) => isCheckViolation(e), String(quantity));
-      await assert.rejects(knex("cart_items").where({ product_id: "p1" }).update({ quantity: knex.raw("quantity + 1") }), (e) => isCheckViolation(e));
+        await assert.rejects(
+          knex("cart_items").insert({ ...line, product_id: `q${quantity}`, quantity }),
+          (e) => isCheckViolation(e),
+          String(quantity),
+        );
+      await assert.rejects(
+        knex("cart_items")
+          .where({ product_id: "p1" })
+          .update({ quantity: knex.raw("quantity + 1") }),
+        (e) => isCheckViolation(e),
+      );
       await migrateDown(knex, MIGRATIONS);
       for (const table of TABLES) assert.equal(await knex.schema.hasTable(table), false, table);
       assert.ok((await migrateLatest(knex, MIGRATIONS)).length > 0);

@@ -47,7 +47,9 @@ export async function setCartCurrency(trx: Knex.Transaction, userId: string, cur
 
 /** The stored lines, oldest first. */
 export async function findLines(db: Knex, userId: string): Promise<StoredLine[]> {
-  const rows = (await db<LineRow>("cart_items").where({ user_id: userId }).orderBy([{ column: "added_at" }, { column: "product_id" }])) as LineRow[];
+  const rows = (await db<LineRow>("cart_items")
+    .where({ user_id: userId })
+    .orderBy([{ column: "added_at" }, { column: "product_id" }])) as LineRow[];
   return rows.map(toLine);
 }
 
@@ -75,7 +77,13 @@ export async function addToLine(trx: Knex.Transaction, userId: string, productId
 }
 
 /** Sets an existing line's quantity (≥ 1). False when the cart has no such line. */
-export async function setLineQuantity(trx: Knex.Transaction, userId: string, productId: string, quantity: number, now: number): Promise<boolean> {
+export async function setLineQuantity(
+  trx: Knex.Transaction,
+  userId: string,
+  productId: string,
+  quantity: number,
+  now: number,
+): Promise<boolean> {
   const n = await trx("cart_items").where({ user_id: userId, product_id: productId }).update({ quantity, updated_at: now });
   return n > 0;
 }
@@ -115,13 +123,23 @@ export const ADD_KEY_TTL_MS = 24 * 60 * 60 * 1000;
  * index past this user's keys on InnoDB, where the next user's keys begin.
  */
 export async function pruneAddKeys(trx: Knex.Transaction, userId: string, now: number): Promise<void> {
-  const expired = ((await trx("cart_add_keys").where({ user_id: userId }).where("created_at", "<", now - ADD_KEY_TTL_MS).select("idem_key")) as { idem_key: string }[]).map((r) => r.idem_key);
-  for (let i = 0; i < expired.length; i += 500) await trx("cart_add_keys").where({ user_id: userId }).whereIn("idem_key", expired.slice(i, i + 500)).del();
+  const expired = (
+    (await trx("cart_add_keys")
+      .where({ user_id: userId })
+      .where("created_at", "<", now - ADD_KEY_TTL_MS)
+      .select("idem_key")) as { idem_key: string }[]
+  ).map((r) => r.idem_key);
+  for (let i = 0; i < expired.length; i += 500)
+    await trx("cart_add_keys")
+      .where({ user_id: userId })
+      .whereIn("idem_key", expired.slice(i, i + 500))
+      .del();
 }
 
 /** The fingerprint an add recorded with this key, if any (call under the cart's lock). */
 export async function findAddKey(trx: Knex.Transaction, userId: string, key: string): Promise<string | undefined> {
-  const row = (await trx("cart_add_keys").where({ user_id: userId, idem_key: key }).first("fingerprint")) as { fingerprint: string } | undefined;
+  const row = (await trx("cart_add_keys").where({ user_id: userId, idem_key: key }).first("fingerprint")) as
+    { fingerprint: string } | undefined;
   return row?.fingerprint;
 }
 

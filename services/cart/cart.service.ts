@@ -107,7 +107,13 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
             }
             const existing = await repo.findLine(trx, userId, productId);
             const lineCount = await repo.countLines(trx, userId);
-            const problems = addProblems({ quantity, existing: existing?.quantity, lineCount, cartCurrency: cart?.currency ?? null, productCurrency: product.price.currency });
+            const problems = addProblems({
+              quantity,
+              existing: existing?.quantity,
+              lineCount,
+              cartCurrency: cart?.currency ?? null,
+              productCurrency: product.price.currency,
+            });
             if (problems.length) throw validationError("This cannot be added to the cart", problems);
             const now = Date.now();
             if (lineCount === 0) await repo.setCartCurrency(trx, userId, product.price.currency, now);
@@ -116,7 +122,9 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
             } catch (err) {
               // The CHECK backs the bound up (only reachable if a writer skipped the lock).
               if (repo.isCheckViolation(err))
-                throw validationError("This cannot be added to the cart", [{ field: "quantity", message: `a line holds at most ${MAX_LINE_QUANTITY} units` }]);
+                throw validationError("This cannot be added to the cart", [
+                  { field: "quantity", message: `a line holds at most ${MAX_LINE_QUANTITY} units` },
+                ]);
               throw err;
             }
             if (keyed) await repo.recordAddKey(trx, userId, keyed.key, keyed.fingerprint, now);
@@ -195,7 +203,10 @@ export function createCartService(config: AppConfig): TypedServiceSchema<CartSer
       async cartOf(this: CartServiceThis, ctx: Ctx<unknown>, userId: string): Promise<Cart> {
         // The lines and the cart's currency from one moment (one transaction): read apart, a
         // cart emptied and refilled in another currency between them showed its new line as gone.
-        const [lines, currency] = await inTransaction(this.db, async (trx) => [await repo.findLines(trx, userId), await repo.cartCurrency(trx, userId)] as const);
+        const [lines, currency] = await inTransaction(
+          this.db,
+          async (trx) => [await repo.findLines(trx, userId), await repo.cartCurrency(trx, userId)] as const,
+        );
         if (!lines.length) return { items: [], subtotal: { amount: 0, currency: null } };
         const products = await Promise.all(lines.map(async (l) => [l.productId, await this.productOf(ctx, l.productId)] as const));
         const { cart, drop } = buildCart(lines, new Map(products), currency);

@@ -24,17 +24,35 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
   before(async () => {
     app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
     const admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
-    const a = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })).body;
+    const a = (
+      await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })
+    ).body;
     alice = a.accessToken;
     aliceId = a.user.id;
-    bob = (await call("POST", "/api/auth/register", { body: { email: "bob@example.com", password: "bob password 1", name: "Bob" } })).body.accessToken;
-    const product = (await call("POST", "/api/products", {
-      token: admin, body: { sku: `AC-${randomBytes(4).toString("hex")}`, name: "Access Lamp", description: "", category: "lamps", price: { amount: 4200, currency: "EUR" }, stock: 10 },
-    })).body;
+    bob = (await call("POST", "/api/auth/register", { body: { email: "bob@example.com", password: "bob password 1", name: "Bob" } })).body
+      .accessToken;
+    const product = (
+      await call("POST", "/api/products", {
+        token: admin,
+        body: {
+          sku: `AC-${randomBytes(4).toString("hex")}`,
+          name: "Access Lamp",
+          description: "",
+          category: "lamps",
+          price: { amount: 4200, currency: "EUR" },
+          stock: 10,
+        },
+      })
+    ).body;
     ids.product = product.id;
     // Alice's things: a cart line, a paid order with its payment and a refund, notifications.
     await call("POST", "/api/cart/items", { token: alice, body: { productId: product.id, quantity: 3 } });
-    const order = (await call("POST", "/api/orders", { token: alice, body: { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] } })).body;
+    const order = (
+      await call("POST", "/api/orders", {
+        token: alice,
+        body: { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] },
+      })
+    ).body;
     ids.order = order.id;
     const pay = (await call("POST", `/api/orders/${order.id}/pay`, { token: alice, body: { provider: "sandbox" } })).body;
     ids.payment = pay.id;
@@ -44,9 +62,19 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
     // Delivered, partly refunded by an admin, and a return requested by Alice.
     await call("POST", `/api/orders/${order.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "SF1" } });
     await call("POST", `/api/orders/${order.id}/deliver`, { token: admin });
-    ids.refund = (await call("POST", `/api/orders/${order.id}/refunds`, { token: admin, body: { amount: 100, reason: "scratch" } })).body.id;
-    await eventually("partly refunded", async () => (await call("GET", `/api/orders/${order.id}`, { token: alice })).body.paymentStatus === "partially_refunded");
-    ids.return = (await call("POST", `/api/orders/${order.id}/returns`, { token: alice, body: { items: [{ productId: product.id, quantity: 1 }], reason: "too bright" } })).body.id;
+    ids.refund = (
+      await call("POST", `/api/orders/${order.id}/refunds`, { token: admin, body: { amount: 100, reason: "scratch" } })
+    ).body.id;
+    await eventually(
+      "partly refunded",
+      async () => (await call("GET", `/api/orders/${order.id}`, { token: alice })).body.paymentStatus === "partially_refunded",
+    );
+    ids.return = (
+      await call("POST", `/api/orders/${order.id}/returns`, {
+        token: alice,
+        body: { items: [{ productId: product.id, quantity: 1 }], reason: "too bright" },
+      })
+    ).body.id;
     assert.ok(ids.return);
     const notes = await eventually("notified", async () => {
       const n = (await call("GET", "/api/notifications", { token: alice })).body;
@@ -55,7 +83,12 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
     });
     ids.notification = notes[0]!.id;
     // A second, unpaid order of Alice's (cancel, pay).
-    ids.unpaid = (await call("POST", "/api/orders", { token: alice, body: { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] } })).body.id;
+    ids.unpaid = (
+      await call("POST", "/api/orders", {
+        token: alice,
+        body: { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] },
+      })
+    ).body.id;
   });
   after(async () => app?.stop());
 
@@ -85,13 +118,28 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
     assert.equal(order.status, "DELIVERED");
     assert.equal(order.paymentStatus, "partially_refunded");
     assert.equal(order.refunds.length, 1, "Bob's refund requests created nothing");
-    assert.deepEqual(order.returns.map((r: { id: string; status: string }) => [r.id, r.status]), [[ids.return, "REQUESTED"]], "Bob's return requests created nothing");
+    assert.deepEqual(
+      order.returns.map((r: { id: string; status: string }) => [r.id, r.status]),
+      [[ids.return, "REQUESTED"]],
+      "Bob's return requests created nothing",
+    );
     // Deciding a return is an admin's: a customer is refused (403), whoever's it is.
     for (const action of ["approve", "reject"])
-      assert.equal((await call("POST", `/api/returns/${ids.return}/${action}`, { token: bob, body: action === "approve" ? { restock: true } : { reason: "no" } })).status, 403);
+      assert.equal(
+        (
+          await call("POST", `/api/returns/${ids.return}/${action}`, {
+            token: bob,
+            body: action === "approve" ? { restock: true } : { reason: "no" },
+          })
+        ).status,
+        403,
+      );
     assert.equal((await call("GET", `/api/orders/${ids.unpaid}`, { token: alice })).body.status, "PENDING_PAYMENT");
     const n = (await call("GET", "/api/notifications?unread=true", { token: alice })).body;
-    assert.ok(((Array.isArray(n) ? n : n.items) as { id: string }[]).some((x) => x.id === ids.notification), "still unread");
+    assert.ok(
+      ((Array.isArray(n) ? n : n.items) as { id: string }[]).some((x) => x.id === ids.notification),
+      "still unread",
+    );
     // Lists are per user, whatever the query says.
     const bobsOrders = (await call("GET", `/api/orders?${inject}`, { token: bob })).body;
     assert.equal(bobsOrders.total, 0);
@@ -113,13 +161,21 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
     const cart = (await call("GET", `/api/cart?userId=${aliceId}`, { token: bob })).body;
     assert.deepEqual(cart.items, []);
     const alices = (await call("GET", "/api/cart", { token: alice })).body;
-    assert.deepEqual(alices.items.map((i: { productId: string; quantity: number }) => [i.productId, i.quantity]), [[ids.product, 2]], "3 in the cart, 1 ordered and paid");
+    assert.deepEqual(
+      alices.items.map((i: { productId: string; quantity: number }) => [i.productId, i.quantity]),
+      [[ids.product, 2]],
+      "3 in the cart, 1 ordered and paid",
+    );
   });
 
   test("anonymous: 401 on every one of those routes", async () => {
     for (const [method, path] of [
-      ["GET", `/api/orders/${ids.order}`], ["GET", `/api/payments/${ids.payment}`], ["POST", `/api/notifications/${ids.notification}/read`],
-      ["GET", "/api/cart"], ["GET", "/api/orders"], ["POST", `/api/orders/${ids.order}/refunds`],
+      ["GET", `/api/orders/${ids.order}`],
+      ["GET", `/api/payments/${ids.payment}`],
+      ["POST", `/api/notifications/${ids.notification}/read`],
+      ["GET", "/api/cart"],
+      ["GET", "/api/orders"],
+      ["POST", `/api/orders/${ids.order}/refunds`],
     ] as const)
       assert.equal((await call(method, path, { body: method === "POST" ? {} : undefined })).status, 401, `${method} ${path}`);
   });

@@ -74,8 +74,14 @@ function onResponseClosed(svc: GatewayThis, req: Req, res: ServerResponse, reque
     const status = finished ? res.statusCode : 499; // 499: the client closed first
     svc.logger[path.startsWith("/health/") ? "debug" : "info"](
       logFields({
-        kind: "access", method: req.method, route: req.$alias?.fullPath ?? null, path, status,
-        durationMs: Math.round((performance.now() - started) * 10) / 10, requestId, nodeID: svc.broker.nodeID,
+        kind: "access",
+        method: req.method,
+        route: req.$alias?.fullPath ?? null,
+        path,
+        status,
+        durationMs: Math.round((performance.now() - started) * 10) / 10,
+        requestId,
+        nodeID: svc.broker.nodeID,
       }),
       `${req.method} ${path} ${status}`,
     );
@@ -125,7 +131,12 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
   // handlers, and only they, check identity, level and budget themselves.
   const live: { feeds?: LiveFeeds; logger?: Logger; stopping: AbortController } = { stopping: new AbortController() };
   const sse = liveSseAliases(
-    { door, stopping: live.stopping.signal, trustProxyHops: config.trustProxyHops, logger: { warn: (...a: unknown[]) => live.logger?.warn(...a), error: (...a: unknown[]) => live.logger?.error(...a) } },
+    {
+      door,
+      stopping: live.stopping.signal,
+      trustProxyHops: config.trustProxyHops,
+      logger: { warn: (...a: unknown[]) => live.logger?.warn(...a), error: (...a: unknown[]) => live.logger?.error(...a) },
+    },
     () => live.feeds!,
   );
   const guarded = new Set<unknown>(Object.values(sse));
@@ -143,7 +154,11 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
     mergeParams: true,
     logging: true,
     callOptions: { timeout: config.requestTimeoutMs },
-    onBeforeCall(ctx: Context<unknown, RequestMeta>, _route: unknown, req: IncomingMessage & { $params?: Record<string, unknown>; query?: Record<string, unknown>; $action?: { name?: string } }) {
+    onBeforeCall(
+      ctx: Context<unknown, RequestMeta>,
+      _route: unknown,
+      req: IncomingMessage & { $params?: Record<string, unknown>; query?: Record<string, unknown>; $action?: { name?: string } },
+    ) {
       if (req.$params && req.$action?.name) convertQueryParams(req.method, req.$action.name, req.$params, req.query);
       ctx.meta.clientIp = clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], config.trustProxyHops);
       // Nothing a client sends may pre-set identity; only `authenticate` below sets it.
@@ -186,8 +201,12 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
         // budget themselves (live-sse.ts; `selfGuarded` below).
         { ...conventions, path: "/api", aliases: { ...API_ALIASES, ...sse }, budget: true },
         // Swagger UI's files from node_modules (no CDN); served before the catch-all route.
-        { ...conventions, path: DOCS_ASSETS, aliases: { [`GET /${DOCS_INIT_SCRIPT_NAME}`]: "api.docsInit" },
-          use: [serveStatic(swaggerUiDistPath, { index: false, fallthrough: true, maxAge: "1h" })] },
+        {
+          ...conventions,
+          path: DOCS_ASSETS,
+          aliases: { [`GET /${DOCS_INIT_SCRIPT_NAME}`]: "api.docsInit" },
+          use: [serveStatic(swaggerUiDistPath, { index: false, fallthrough: true, maxAge: "1h" })],
+        },
         { ...conventions, path: PAYMENT_NOTIFY_PATH, use: [rawCallbackBody(config.bodyLimitBytes)], aliases: PAYMENT_NOTIFY_ALIASES },
         { ...conventions, path: "/sandbox", aliases: SANDBOX_PAGE_ALIASES, budget: true },
         { ...conventions, path: "", aliases: OPS_ALIASES },
@@ -197,7 +216,11 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
         const requestId = req.$ctx?.requestID;
         // One line per failure, and no stack for an expected outage (503): a readiness probe
         // polled every few seconds while a dependency is down must not flood the log.
-        if (status === 503) this.logger.warn(logFields({ requestId }), `${req.method} ${req.url}: ${body.error.message} (${(err as Error | undefined)?.name ?? "error"})`);
+        if (status === 503)
+          this.logger.warn(
+            logFields({ requestId }),
+            `${req.method} ${req.url}: ${body.error.message} (${(err as Error | undefined)?.name ?? "error"})`,
+          );
         else if (status >= 500) this.logger.error(logFields({ requestId }), `${req.method} ${req.url} failed:`, err);
         if (res.headersSent) return void res.end();
         res.statusCode = status;
@@ -213,16 +236,26 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
     actions: {
       live: {
         auth: "none",
-        openapi: { summary: "Liveness: the process is up", tags: ["operations"],
-          response: { type: "object", properties: { status: { type: "string" } } } },
+        openapi: {
+          summary: "Liveness: the process is up",
+          tags: ["operations"],
+          response: { type: "object", properties: { status: { type: "string" } } },
+        },
         handler() {
           return { status: "ok" };
         },
       },
       ready: {
         auth: "none",
-        openapi: { summary: "Readiness: every dependency of this node answers (503 names the one that does not)", tags: ["operations"], errors: [503],
-          response: { type: "object", properties: { status: { type: "string" }, checks: { type: "object", additionalProperties: { type: "string" } } } } },
+        openapi: {
+          summary: "Readiness: every dependency of this node answers (503 names the one that does not)",
+          tags: ["operations"],
+          errors: [503],
+          response: {
+            type: "object",
+            properties: { status: { type: "string" }, checks: { type: "object", additionalProperties: { type: "string" } } },
+          },
+        },
         async handler(this: GatewayThis) {
           const report = await checkReadiness(this.broker);
           if (!report.ready)
@@ -235,8 +268,12 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
         openapi: { summary: "This OpenAPI document, generated from the actions' parameter schemas", tags: ["operations"] },
         handler(this: GatewayThis) {
           const actions = Object.fromEntries(
-            (this.broker.registry.getActionList({ onlyAvailable: false, skipInternal: true, withEndpoints: false }) as { name: string; action: object }[])
-              .map((a) => [a.name, a.action]),
+            (
+              this.broker.registry.getActionList({ onlyAvailable: false, skipInternal: true, withEndpoints: false }) as {
+                name: string;
+                action: object;
+              }[]
+            ).map((a) => [a.name, a.action]),
           );
           const doc = buildOpenApiDocument({
             info: { title: "Meridian API", version: "1.0.0", description: "Meridian e-commerce backend. Contract: API.md." },
@@ -244,7 +281,10 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
             routes: [
               { path: "/api", aliases: API_ALIASES },
               // Documented as a raw body ("stream:"), which is what the notify route reads.
-              { path: PAYMENT_NOTIFY_PATH, aliases: Object.fromEntries(Object.entries(PAYMENT_NOTIFY_ALIASES).map(([k, v]) => [k, `stream:${v}`])) },
+              {
+                path: PAYMENT_NOTIFY_PATH,
+                aliases: Object.fromEntries(Object.entries(PAYMENT_NOTIFY_ALIASES).map(([k, v]) => [k, `stream:${v}`])),
+              },
               { path: "/sandbox", aliases: SANDBOX_PAGE_ALIASES },
               { path: "", aliases: OPS_ALIASES },
             ],
@@ -256,7 +296,12 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
       },
       docs: {
         auth: "none",
-        openapi: { summary: "Browsable API documentation (Swagger UI)", tags: ["operations"], contentType: "text/html", response: { type: "string" } },
+        openapi: {
+          summary: "Browsable API documentation (Swagger UI)",
+          tags: ["operations"],
+          contentType: "text/html",
+          response: { type: "string" },
+        },
         handler(ctx: Context<unknown, RequestMeta>) {
           ctx.meta.$responseType = "text/html; charset=utf-8";
           ctx.meta.$responseHeaders = { "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY };
@@ -265,7 +310,12 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
       },
       docsInit: {
         auth: "none",
-        openapi: { summary: "Swagger UI initializer script of the docs page", tags: ["operations"], contentType: "application/javascript", response: { type: "string" } },
+        openapi: {
+          summary: "Swagger UI initializer script of the docs page",
+          tags: ["operations"],
+          contentType: "application/javascript",
+          response: { type: "string" },
+        },
         handler(ctx: Context<unknown, RequestMeta>) {
           ctx.meta.$responseType = "application/javascript; charset=utf-8";
           return docsInitJs;
@@ -282,7 +332,15 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
        * request is safe to repeat (lib/edge-retry.ts: reads, idempotent actions, keyed writes). A body
        * streamed to the action (a platform's callback) is read once and never repeated.
        */
-      async callAction(this: GatewayThis, route: unknown, actionName: string, req: Req, res: ServerResponse, params: unknown, isStream?: boolean) {
+      async callAction(
+        this: GatewayThis,
+        route: unknown,
+        actionName: string,
+        req: Req,
+        res: ServerResponse,
+        params: unknown,
+        isStream?: boolean,
+      ) {
         try {
           return await webCallAction.call(this, route, actionName, req, res, params, isStream);
         } catch (err) {
@@ -290,8 +348,14 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
           const next = isStream
             ? undefined
             : secondTry({
-                err, action: actionName, contract: contracts.actions.get(actionName), method: req.method, idempotencyKey: req.$ctx?.meta.idempotencyKey,
-                failedNode: failed?.id, endpoints: this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? [], clientGone: res.destroyed,
+                err,
+                action: actionName,
+                contract: contracts.actions.get(actionName),
+                method: req.method,
+                idempotencyKey: req.$ctx?.meta.idempotencyKey,
+                failedNode: failed?.id,
+                endpoints: this.broker.registry.getActionEndpoints(actionName)?.endpoints ?? [],
+                clientGone: res.destroyed,
               });
           if (!next) throw err;
           // Not sent, or lost with the broker node this node was connected to: either way the
@@ -299,7 +363,10 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
           await transportBack(this.broker);
           if (res.destroyed) throw err; // the client left during the wait
           req.$endpoint = next;
-          this.logger.warn(logFields({ requestId: req.$ctx?.requestID }), `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${next.id}`);
+          this.logger.warn(
+            logFields({ requestId: req.$ctx?.requestID }),
+            `${req.method} ${req.url}: ${(err as Error).name} on node ${failed?.id}; sent once more, to node ${next.id}`,
+          );
           return webCallAction.call(this, route, actionName, req, res, params, isStream);
         }
       },
@@ -323,7 +390,12 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
         if (selfGuarded(req)) return;
         door.authorize(req.$action?.auth, ctx.meta.user);
         if (!route.opts?.budget) return;
-        const decision = await door.spendBudget({ user: ctx.meta.user, budgetUserId: req.$budgetUserId, ip: ctx.meta.clientIp ?? "unknown", rateLimit: req.$action?.rateLimit });
+        const decision = await door.spendBudget({
+          user: ctx.meta.user,
+          budgetUserId: req.$budgetUserId,
+          ip: ctx.meta.clientIp ?? "unknown",
+          rateLimit: req.$action?.rateLimit,
+        });
         if (decision) for (const [name, value] of Object.entries(rateLimitHeaders(decision))) res.setHeader(name, value);
       },
     },

@@ -21,7 +21,10 @@ export function withContracts(actions: Record<string, ActionInfo>): Record<strin
     const meta = { ...info.openapi };
     // The comment's first line is the summary, with the lines that continue it (a line that
     // starts in lower case: clang-format wrapped it); the rest is the description.
-    const lines = (c.summary ?? "").split("\n").map((l) => l.trim()).filter(Boolean);
+    const lines = (c.summary ?? "")
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean);
     let n = 1;
     while (n < lines.length && /^[a-z(]/.test(lines[n]!)) n++;
     const summary = lines.slice(0, n).join(" ");

@@ -35,7 +35,10 @@ const spki = (k: KeyObject) => k.export({ type: "spki", format: "pem" }).toStrin
 
 /** Alipay's and WeChat Pay's variables, as the payment configuration names them. */
 export const PLATFORM_ENV_NAMES = [
-  ...PLATFORM_GROUPS.alipay.required, ...PLATFORM_GROUPS.alipay.optional, ...PLATFORM_GROUPS.wechatpay.required, ...PLATFORM_GROUPS.wechatpay.optional,
+  ...PLATFORM_GROUPS.alipay.required,
+  ...PLATFORM_GROUPS.alipay.optional,
+  ...PLATFORM_GROUPS.wechatpay.required,
+  ...PLATFORM_GROUPS.wechatpay.optional,
 ] as const;
 
 function wxSigned(status: number, body: string): Reply {
@@ -55,11 +58,24 @@ function wechatAnswer(r: Received): Reply {
   if (r.method === "GET" && r.url.startsWith("/v3/pay/transactions/out-trade-no/")) {
     const id = decodeURIComponent(r.url.split("/")[5]!.split("?")[0]!);
     const state = closedAtWechat.has(id) ? "CLOSED" : "NOTPAY";
-    return wxSigned(200, JSON.stringify({ mchid: WX_MCH, appid: WX_APPID, out_trade_no: id, trade_state: state, trade_state_desc: state, amount: { currency: "CNY" } }));
+    return wxSigned(
+      200,
+      JSON.stringify({
+        mchid: WX_MCH,
+        appid: WX_APPID,
+        out_trade_no: id,
+        trade_state: state,
+        trade_state_desc: state,
+        amount: { currency: "CNY" },
+      }),
+    );
   }
   if (r.method === "POST" && r.url === "/v3/refund/domestic/refunds") {
     const req = JSON.parse(r.body.toString()) as { out_refund_no: string };
-    return wxSigned(200, JSON.stringify({ refund_id: `50000${randomBytes(6).toString("hex")}`, out_refund_no: req.out_refund_no, status: "SUCCESS" }));
+    return wxSigned(
+      200,
+      JSON.stringify({ refund_id: `50000${randomBytes(6).toString("hex")}`, out_refund_no: req.out_refund_no, status: "SUCCESS" }),
+    );
   }
   const close = /^\/v3\/pay\/transactions\/out-trade-no\/([^/]+)\/close$/.exec(r.url);
   if (r.method === "POST" && close) {
@@ -72,17 +88,33 @@ function wechatAnswer(r: Received): Reply {
 /** Alipay's gateway stand-in: query → WAIT_BUYER_PAY (TRADE_CLOSED once closed), close → closed, refund → done, anything else → ACQ.SYSTEM_ERROR. */
 function alipayAnswer(r: Received): Reply {
   const url = new URL(r.url, "http://x");
-  const p: Record<string, string> = { ...Object.fromEntries(url.searchParams), ...Object.fromEntries(new URLSearchParams(r.body.toString())) };
+  const p: Record<string, string> = {
+    ...Object.fromEntries(url.searchParams),
+    ...Object.fromEntries(new URLSearchParams(r.body.toString())),
+  };
   const method = p.method ?? "";
   const biz = JSON.parse(p.biz_content || "{}") as Record<string, string>;
   if (method === "alipay.trade.close" && biz.out_trade_no) closedAtAlipay.add(biz.out_trade_no);
   const inner = JSON.stringify(
     method === "alipay.trade.query"
-      ? { code: "10000", msg: "Success", trade_no: "t", out_trade_no: biz.out_trade_no, trade_status: closedAtAlipay.has(biz.out_trade_no ?? "") ? "TRADE_CLOSED" : "WAIT_BUYER_PAY" }
+      ? {
+          code: "10000",
+          msg: "Success",
+          trade_no: "t",
+          out_trade_no: biz.out_trade_no,
+          trade_status: closedAtAlipay.has(biz.out_trade_no ?? "") ? "TRADE_CLOSED" : "WAIT_BUYER_PAY",
+        }
       : method === "alipay.trade.close"
         ? { code: "10000", msg: "Success", trade_no: "t", out_trade_no: biz.out_trade_no }
         : method === "alipay.trade.refund"
-          ? { code: "10000", msg: "Success", trade_no: "t", out_trade_no: biz.out_trade_no, fund_change: "Y", refund_fee: biz.refund_amount }
+          ? {
+              code: "10000",
+              msg: "Success",
+              trade_no: "t",
+              out_trade_no: biz.out_trade_no,
+              fund_change: "Y",
+              refund_fee: biz.refund_amount,
+            }
           : { code: "40004", msg: "Business Failed", sub_code: "ACQ.SYSTEM_ERROR" },
   );
   const sign = rsaSign("sha256", Buffer.from(inner), alipayKey.privateKey).toString("base64");
@@ -90,7 +122,10 @@ function alipayAnswer(r: Received): Reply {
 }
 
 /** Starts both stand-ins; `env` enables the two platforms as production would (by environment). */
-export async function startPlatformStandIns(): Promise<{ env: Record<(typeof PLATFORM_ENV_NAMES)[number], string>; close(): Promise<void> }> {
+export async function startPlatformStandIns(): Promise<{
+  env: Record<(typeof PLATFORM_ENV_NAMES)[number], string>;
+  close(): Promise<void>;
+}> {
   const alipay = await fakeGateway(alipayAnswer);
   const wechat = await fakeGateway(wechatAnswer);
   return {
@@ -137,7 +172,10 @@ export interface NotifyRequest {
 type Forgery = "none" | "stale" | "future" | "wrongKey" | "wrongKeyId" | "missingHeader" | "badBase64" | "signType" | "tampered";
 const forgery = fc.oneof(
   { arbitrary: fc.constant<Forgery>("none"), weight: 6 },
-  { arbitrary: fc.constantFrom<Forgery>("stale", "future", "wrongKey", "wrongKeyId", "missingHeader", "badBase64", "signType", "tampered"), weight: 4 },
+  {
+    arbitrary: fc.constantFrom<Forgery>("stale", "future", "wrongKey", "wrongKeyId", "missingHeader", "badBase64", "signType", "tampered"),
+    weight: 4,
+  },
 );
 const nowS = () => Math.floor(Date.now() / 1000);
 const timestampFor = (f: Forgery) => String(nowS() + (f === "stale" ? -3600 : f === "future" ? 3600 : 0));
@@ -147,7 +185,10 @@ const money = fc.oneof(fc.nat({ max: 10_000_000 }), fc.constantFrom(0, 1, -1, 1.
 /** Yuan as Alipay writes it ("12.30"), and ways not to. */
 const yuan = fc.oneof(
   { arbitrary: fc.nat({ max: 10_000_000 }).map((m) => `${Math.floor(m / 100)}.${String(m % 100).padStart(2, "0")}`), weight: 4 },
-  { arbitrary: fc.constantFrom("", "abc", "-1.00", "1", "1.0", "1.001", "1e5", "0x10", "99999999999999999999.99", " 1.00", "NaN"), weight: 1 },
+  {
+    arbitrary: fc.constantFrom("", "abc", "-1.00", "1", "1.0", "1.001", "1e5", "0x10", "99999999999999999999.99", " 1.00", "NaN"),
+    weight: 1,
+  },
 );
 
 /** The sandbox's payload fields (sandbox.ts's PayloadSchema) as rules: valid and broken values come from them. */
@@ -186,7 +227,14 @@ const WECHAT_TRANSACTION: ParamsSchema = {
   transaction_id: { type: "string", optional: true, max: 32 },
   trade_state: { type: "enum", values: ["SUCCESS", "NOTPAY", "CLOSED", "REFUND", "PAYERROR", "USERPAYING", "REVOKED"] },
   success_time: { type: "string", min: 1, max: 40 },
-  amount: { type: "object", optional: true, props: { total: { type: "number", integer: true, min: 0, max: 1e9, optional: true }, currency: { type: "string", optional: true, max: 8 } } },
+  amount: {
+    type: "object",
+    optional: true,
+    props: {
+      total: { type: "number", integer: true, min: 0, max: 1e9, optional: true },
+      currency: { type: "string", optional: true, max: 8 },
+    },
+  },
 };
 
 const isoNow = () => new Date(Date.now() - 5000).toISOString();
@@ -198,10 +246,11 @@ function payloadHints(payments: () => KnownPayment[], provider: string): Hints {
     const mine = payments().filter((p) => p.provider === provider);
     return mine.length ? mine : payments();
   };
-  const pick = (f: (p: KnownPayment) => unknown) => fc.nat().map((i) => {
-    const list = ofProvider();
-    return list.length ? f(list[i % list.length]!) : "pay_unknown";
-  });
+  const pick = (f: (p: KnownPayment) => unknown) =>
+    fc.nat().map((i) => {
+      const list = ofProvider();
+      return list.length ? f(list[i % list.length]!) : "pay_unknown";
+    });
   return (field) => {
     switch (field) {
       case "paymentId":
@@ -218,10 +267,16 @@ function payloadHints(payments: () => KnownPayment[], provider: string): Hints {
         return yuan;
       case "paidAt":
       case "success_time":
-        return fc.oneof({ arbitrary: fc.constant(isoNow()), weight: 4 }, { arbitrary: fc.constantFrom("2025-01-01T00:00:00+08:00", "not a date", "2025-13-45T99:99:99Z"), weight: 1 });
+        return fc.oneof(
+          { arbitrary: fc.constant(isoNow()), weight: 4 },
+          { arbitrary: fc.constantFrom("2025-01-01T00:00:00+08:00", "not a date", "2025-13-45T99:99:99Z"), weight: 1 },
+        );
       case "notify_time":
       case "gmt_payment":
-        return fc.oneof({ arbitrary: fc.constant(beijingNow()), weight: 4 }, { arbitrary: fc.constantFrom("2025-02-30 25:61:61", "yesterday", "2025-01-01T00:00:00"), weight: 1 });
+        return fc.oneof(
+          { arbitrary: fc.constant(beijingNow()), weight: 4 },
+          { arbitrary: fc.constantFrom("2025-02-30 25:61:61", "yesterday", "2025-01-01T00:00:00"), weight: 1 },
+        );
       case "app_id":
         return fc.constant(ALIPAY_APP_ID);
       case "seller_id":
@@ -254,25 +309,32 @@ const paymentNamed = (payments: () => KnownPayment[], id: unknown) => payments()
 const yuanOf = (minor: number) => `${Math.floor(minor / 100)}.${String(minor % 100).padStart(2, "0")}`;
 
 function sandboxCallback(payments: () => KnownPayment[], sandboxKey: () => KeyObject, genuine: boolean): fc.Arbitrary<NotifyRequest> {
-  return fc.tuple(payload(SANDBOX_PAYLOAD, payloadHints(payments, "sandbox"), genuine), genuine ? fc.constant<Forgery>("none") : forgery, fc.boolean(), genuine ? fc.constant(true) : matching).map(([p, f, pretty, match]) => {
-    const known = match ? paymentNamed(payments, p.paymentId) : undefined;
-    if (known) Object.assign(p, { amountMinor: known.amountMinor, currency: known.currency });
-    const body = Buffer.from(JSON.stringify(p, null, pretty ? 2 : undefined), "utf8");
-    const timestamp = timestampFor(f);
-    const nonce = randomBytes(8).toString("hex");
-    const key = f === "wrongKey" ? stranger.privateKey : sandboxKey();
-    const canonical = Buffer.concat([Buffer.from(`${SANDBOX_SIGNATURE_PREFIX}\n${timestamp}\n${nonce}\n`), body, Buffer.from("\n")]);
-    const signature = rsaSign("sha256", canonical, key).toString("base64");
-    const headers: Record<string, string> = {
-      "x-sandbox-timestamp": timestamp,
-      "x-sandbox-nonce": nonce,
-      "x-sandbox-key-id": f === "wrongKeyId" ? keyId(stranger.privateKey) : keyId(sandboxKey()),
-      "x-sandbox-signature": signatureFor(f, signature),
-    };
-    if (f === "missingHeader") delete headers["x-sandbox-nonce"];
-    const sent = f === "tampered" ? Buffer.from(body.toString().replace(/\d/, "9")) : body;
-    return { contentType: "application/json", headers, body: sent, kind: `sandbox signed (${f})` };
-  });
+  return fc
+    .tuple(
+      payload(SANDBOX_PAYLOAD, payloadHints(payments, "sandbox"), genuine),
+      genuine ? fc.constant<Forgery>("none") : forgery,
+      fc.boolean(),
+      genuine ? fc.constant(true) : matching,
+    )
+    .map(([p, f, pretty, match]) => {
+      const known = match ? paymentNamed(payments, p.paymentId) : undefined;
+      if (known) Object.assign(p, { amountMinor: known.amountMinor, currency: known.currency });
+      const body = Buffer.from(JSON.stringify(p, null, pretty ? 2 : undefined), "utf8");
+      const timestamp = timestampFor(f);
+      const nonce = randomBytes(8).toString("hex");
+      const key = f === "wrongKey" ? stranger.privateKey : sandboxKey();
+      const canonical = Buffer.concat([Buffer.from(`${SANDBOX_SIGNATURE_PREFIX}\n${timestamp}\n${nonce}\n`), body, Buffer.from("\n")]);
+      const signature = rsaSign("sha256", canonical, key).toString("base64");
+      const headers: Record<string, string> = {
+        "x-sandbox-timestamp": timestamp,
+        "x-sandbox-nonce": nonce,
+        "x-sandbox-key-id": f === "wrongKeyId" ? keyId(stranger.privateKey) : keyId(sandboxKey()),
+        "x-sandbox-signature": signatureFor(f, signature),
+      };
+      if (f === "missingHeader") delete headers["x-sandbox-nonce"];
+      const sent = f === "tampered" ? Buffer.from(body.toString().replace(/\d/, "9")) : body;
+      return { contentType: "application/json", headers, body: sent, kind: `sandbox signed (${f})` };
+    });
 }
 
 function alipayCallback(payments: () => KnownPayment[], genuine: boolean): fc.Arbitrary<NotifyRequest> {
@@ -281,18 +343,29 @@ function alipayCallback(payments: () => KnownPayment[], genuine: boolean): fc.Ar
       payload(ALIPAY_FORM, payloadHints(payments, "alipay"), genuine),
       genuine ? fc.constant<Forgery>("none") : forgery,
       fc.constantFrom("application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8"),
-      genuine ? fc.constant(null) : fc.oneof({ arbitrary: fc.constant(null), weight: 8 }, { arbitrary: fc.constantFrom("RSA", "rsa2", ""), weight: 1 }),
+      genuine
+        ? fc.constant(null)
+        : fc.oneof({ arbitrary: fc.constant(null), weight: 8 }, { arbitrary: fc.constantFrom("RSA", "rsa2", ""), weight: 1 }),
       genuine ? fc.constant(true) : matching,
     )
     .map(([p, f, contentType, signTypeOverride, match]) => {
       const known = match ? paymentNamed(payments, p.out_trade_no) : undefined;
       if (known) p.total_amount = yuanOf(known.amountMinor!);
       // Every value is a string on the wire, whatever the generator made.
-      const params: Record<string, string> = Object.fromEntries(Object.entries(p).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v) ?? ""]));
+      const params: Record<string, string> = Object.fromEntries(
+        Object.entries(p).map(([k, v]) => [k, typeof v === "string" ? v : (JSON.stringify(v) ?? "")]),
+      );
       params.sign_type = f === "signType" ? "RSA" : (signTypeOverride ?? "RSA2");
       // Alipay's notify signature: every parameter but sign and sign_type, sorted, k=v joined by &, RSA2.
-      const content = Object.keys(params).filter((k) => k !== "sign" && k !== "sign_type").sort().map((k) => `${k}=${params[k]}`).join("&");
-      params.sign = signatureFor(f, rsaSign("sha256", Buffer.from(content, "utf8"), f === "wrongKey" ? stranger.privateKey : alipayKey.privateKey).toString("base64"));
+      const content = Object.keys(params)
+        .filter((k) => k !== "sign" && k !== "sign_type")
+        .sort()
+        .map((k) => `${k}=${params[k]}`)
+        .join("&");
+      params.sign = signatureFor(
+        f,
+        rsaSign("sha256", Buffer.from(content, "utf8"), f === "wrongKey" ? stranger.privateKey : alipayKey.privateKey).toString("base64"),
+      );
       if (f === "missingHeader") delete params.sign;
       if (f === "tampered" && params.total_amount) params.total_amount += "1";
       return { contentType, headers: {}, body: Buffer.from(new URLSearchParams(params).toString()), kind: `alipay signed (${f})` };
@@ -319,13 +392,15 @@ function wechatCallback(payments: () => KnownPayment[], genuine: boolean): fc.Ar
         ct[3] = ct[3]! ^ 1;
         resource.ciphertext = ct.toString("base64");
       }
-      const body = Buffer.from(JSON.stringify({
-        id: randomBytes(8).toString("hex"),
-        create_time: isoNow(),
-        resource_type: "encrypt-resource",
-        event_type: eventType,
-        resource,
-      }));
+      const body = Buffer.from(
+        JSON.stringify({
+          id: randomBytes(8).toString("hex"),
+          create_time: isoNow(),
+          resource_type: "encrypt-resource",
+          event_type: eventType,
+          resource,
+        }),
+      );
       const timestamp = timestampFor(f);
       const nonce = randomBytes(16).toString("hex");
       const headers: Record<string, string> = {
@@ -333,7 +408,10 @@ function wechatCallback(payments: () => KnownPayment[], genuine: boolean): fc.Ar
         "wechatpay-nonce": nonce,
         "wechatpay-serial": f === "wrongKeyId" ? "UNKNOWN_SERIAL" : WX_PLATFORM_SERIAL,
         "wechatpay-signature-type": f === "signType" ? "WECHATPAY2-SHA1" : "WECHATPAY2-SHA256-RSA2048",
-        "wechatpay-signature": signatureFor(f, wechatPlatform.sign(timestamp, nonce, body.toString(), f === "wrongKey" ? stranger.privateKey : wxPlatform.privateKey)),
+        "wechatpay-signature": signatureFor(
+          f,
+          wechatPlatform.sign(timestamp, nonce, body.toString(), f === "wrongKey" ? stranger.privateKey : wxPlatform.privateKey),
+        ),
       };
       if (f === "missingHeader") delete headers["wechatpay-timestamp"];
       const sent = f === "tampered" ? Buffer.from(body.toString().replace("TRANSACTION", "TRANSACTIOM")) : body;
@@ -344,10 +422,36 @@ function wechatCallback(payments: () => KnownPayment[], genuine: boolean): fc.Ar
 /** Bytes, of any content type (or none), with a platform's header names sometimes. */
 const anyBytes: fc.Arbitrary<NotifyRequest> = fc
   .tuple(
-    fc.oneof(fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)), fc.string({ unit: "binary", maxLength: 200 }).map((s) => Buffer.from(s)), fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? ""))),
-    fc.option(fc.constantFrom("application/json", "application/x-www-form-urlencoded", "text/plain", "text/xml", "multipart/form-data; boundary=x", "application/octet-stream", "application/json; charset=gbk", ""), { nil: undefined }),
+    fc.oneof(
+      fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+      fc.string({ unit: "binary", maxLength: 200 }).map((s) => Buffer.from(s)),
+      fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? "")),
+    ),
+    fc.option(
+      fc.constantFrom(
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "text/xml",
+        "multipart/form-data; boundary=x",
+        "application/octet-stream",
+        "application/json; charset=gbk",
+        "",
+      ),
+      { nil: undefined },
+    ),
     fc.dictionary(
-      fc.constantFrom("x-sandbox-timestamp", "x-sandbox-signature", "x-sandbox-key-id", "x-sandbox-nonce", "wechatpay-timestamp", "wechatpay-serial", "wechatpay-signature", "wechatpay-nonce", "wechatpay-signature-type"),
+      fc.constantFrom(
+        "x-sandbox-timestamp",
+        "x-sandbox-signature",
+        "x-sandbox-key-id",
+        "x-sandbox-nonce",
+        "wechatpay-timestamp",
+        "wechatpay-serial",
+        "wechatpay-signature",
+        "wechatpay-nonce",
+        "wechatpay-signature-type",
+      ),
       fc.oneof(fc.string({ maxLength: 30 }), fc.constant(String(nowS()))),
       { maxKeys: 4, noNullPrototype: true },
     ),
@@ -358,13 +462,21 @@ const anyBytes: fc.Arbitrary<NotifyRequest> = fc
  * A callback body for `provider` (a real one, or whatever the path said). `genuine`: what the
  * platform itself would send — signed right, valid fields, about one of its payments, its amount.
  */
-export function notifyRequest(provider: string, payments: () => KnownPayment[], sandboxKey: () => KeyObject, opts: { genuine?: boolean } = {}): fc.Arbitrary<NotifyRequest> {
+export function notifyRequest(
+  provider: string,
+  payments: () => KnownPayment[],
+  sandboxKey: () => KeyObject,
+  opts: { genuine?: boolean } = {},
+): fc.Arbitrary<NotifyRequest> {
   const g = opts.genuine === true;
   const shaped =
-    provider === "sandbox" ? sandboxCallback(payments, sandboxKey, g)
-    : provider === "alipay" ? alipayCallback(payments, g)
-    : provider === "wechatpay" ? wechatCallback(payments, g)
-    : undefined;
+    provider === "sandbox"
+      ? sandboxCallback(payments, sandboxKey, g)
+      : provider === "alipay"
+        ? alipayCallback(payments, g)
+        : provider === "wechatpay"
+          ? wechatCallback(payments, g)
+          : undefined;
   if (g) return shaped ?? anyBytes;
   return shaped ? fc.oneof({ arbitrary: shaped, weight: 4 }, { arbitrary: anyBytes, weight: 1 }) : anyBytes;
 }

@@ -74,8 +74,29 @@ function stringFits(r: FvRule, s: string): boolean {
 
 /** Strings that tend to break things further in: SQL and path syntax, control and odd Unicode, format strings. */
 export const NASTY_STRINGS = [
-  "", " ", "\u0000", "' OR '1'='1", "\"; DROP TABLE users; --", "../../etc/passwd", "%00", "%s%s%n", "${7*7}", "{{7*7}}",
-  "<script>alert(1)</script>", "\ud800", "\uffff", "🛒", "ǅ", "\u202e", "null", "undefined", "NaN", "-0", "1e309", "__proto__", "constructor",
+  "",
+  " ",
+  "\u0000",
+  "' OR '1'='1",
+  '"; DROP TABLE users; --',
+  "../../etc/passwd",
+  "%00",
+  "%s%s%n",
+  "${7*7}",
+  "{{7*7}}",
+  "<script>alert(1)</script>",
+  "\ud800",
+  "\uffff",
+  "🛒",
+  "ǅ",
+  "\u202e",
+  "null",
+  "undefined",
+  "NaN",
+  "-0",
+  "1e309",
+  "__proto__",
+  "constructor",
 ];
 
 function validString(r: FvRule): fc.Arbitrary<string> {
@@ -84,12 +105,13 @@ function validString(r: FvRule): fc.Arbitrary<string> {
   const max = r.length ?? Math.min(r.max ?? 40, 40);
   let base: fc.Arbitrary<string>;
   if (re) base = fc.stringMatching(re).map((s) => (r.max !== undefined ? s.slice(0, r.max) : s));
-  else base = fc.oneof(
-    { arbitrary: fc.string({ minLength: min, maxLength: Math.max(min, max) }), weight: 6 },
-    { arbitrary: fc.string({ unit: "grapheme", minLength: min, maxLength: Math.max(min, max) }), weight: 1 },
-    // The boundaries themselves.
-    { arbitrary: fc.constantFrom("a".repeat(Math.max(min, 1)), "b".repeat(r.length ?? r.max ?? Math.max(min, 1))), weight: 1 },
-  );
+  else
+    base = fc.oneof(
+      { arbitrary: fc.string({ minLength: min, maxLength: Math.max(min, max) }), weight: 6 },
+      { arbitrary: fc.string({ unit: "grapheme", minLength: min, maxLength: Math.max(min, max) }), weight: 1 },
+      // The boundaries themselves.
+      { arbitrary: fc.constantFrom("a".repeat(Math.max(min, 1)), "b".repeat(r.length ?? r.max ?? Math.max(min, 1))), weight: 1 },
+    );
   const padded = r.trim ? fc.tuple(base, fc.constantFrom("", " ", "\t ")).map(([s, pad]) => `${pad}${s}${pad}`) : base;
   return padded.filter((s) => stringFits(r, s));
 }
@@ -98,8 +120,14 @@ function validNumber(r: FvRule): fc.Arbitrary<number> {
   const min = r.min ?? -1e9;
   const max = r.max ?? 1e9;
   const inner = r.integer
-    ? fc.oneof({ arbitrary: fc.integer({ min: Math.ceil(min), max: Math.floor(max) }), weight: 4 }, { arbitrary: fc.constantFrom(Math.ceil(min), Math.floor(max)), weight: 1 })
-    : fc.oneof({ arbitrary: fc.double({ min, max, noNaN: true, noDefaultInfinity: true }), weight: 4 }, { arbitrary: fc.constantFrom(min, max), weight: 1 });
+    ? fc.oneof(
+        { arbitrary: fc.integer({ min: Math.ceil(min), max: Math.floor(max) }), weight: 4 },
+        { arbitrary: fc.constantFrom(Math.ceil(min), Math.floor(max)), weight: 1 },
+      )
+    : fc.oneof(
+        { arbitrary: fc.double({ min, max, noNaN: true, noDefaultInfinity: true }), weight: 4 },
+        { arbitrary: fc.constantFrom(min, max), weight: 1 },
+      );
   return inner.filter((n) => n !== r.notEqual && !Object.is(n, -0));
 }
 
@@ -156,20 +184,35 @@ export function brokenValue(rule: unknown, field = "", hints: Hints = noHints): 
   const r = normalizeRule(rule);
   const wrongType: fc.Arbitrary<unknown>[] = [];
   const specific: fc.Arbitrary<unknown>[] = [];
-  const numberish = fc.oneof(fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.constantFrom(1e308, -1e308, Number.MAX_SAFE_INTEGER + 2));
+  const numberish = fc.oneof(
+    fc.integer(),
+    fc.double({ noNaN: true, noDefaultInfinity: true }),
+    fc.constantFrom(1e308, -1e308, Number.MAX_SAFE_INTEGER + 2),
+  );
   const stringish = fc.oneof(fc.string({ maxLength: 20 }), fc.constantFrom(...NASTY_STRINGS));
   switch (r.type) {
     case "string":
     case "email":
     case "url": {
-      wrongType.push(numberish, fc.boolean(), fc.array(fc.string(), { maxLength: 2 }), fc.dictionary(fc.string({ maxLength: 4 }), fc.string(), { maxKeys: 2, noNullPrototype: true }));
+      wrongType.push(
+        numberish,
+        fc.boolean(),
+        fc.array(fc.string(), { maxLength: 2 }),
+        fc.dictionary(fc.string({ maxLength: 4 }), fc.string(), { maxKeys: 2, noNullPrototype: true }),
+      );
       const max = r.length ?? r.max;
       if (max !== undefined) specific.push(fc.integer({ min: 1, max: 64 }).map((k) => "x".repeat(max + k)));
       if ((r.min ?? r.length ?? 0) > 0) specific.push(fc.constantFrom("", ...(r.trim ? ["   ", "\t\n"] : [])));
       if (r.length !== undefined && r.length > 1) specific.push(fc.constant("x".repeat(r.length - 1)));
       const re = patternOf(r);
-      if (re) specific.push(fc.oneof(stringish, fc.string({ unit: "grapheme", maxLength: 20 })).filter((s) => !re.test(r.trim ? s.trim() : s) && s.length <= (max ?? Infinity)));
-      if (r.type === "email") specific.push(fc.constantFrom("not-an-email", "a@", "@b.c", "a@b", "a b@c.d", `${"a".repeat(250)}@example.com`));
+      if (re)
+        specific.push(
+          fc
+            .oneof(stringish, fc.string({ unit: "grapheme", maxLength: 20 }))
+            .filter((s) => !re.test(r.trim ? s.trim() : s) && s.length <= (max ?? Infinity)),
+        );
+      if (r.type === "email")
+        specific.push(fc.constantFrom("not-an-email", "a@", "@b.c", "a@b", "a b@c.d", `${"a".repeat(250)}@example.com`));
       if (r.type === "url") specific.push(fc.constantFrom("not a url", "javascript:alert(1)", "http://", "ftp://x", "//x.y/z"));
       break;
     }
@@ -181,27 +224,44 @@ export function brokenValue(rule: unknown, field = "", hints: Hints = noHints): 
       if (!r.convert) specific.push(validNumber(r).map(String));
       else specific.push(fc.constantFrom("abc", "1e", "12abc", "--1", "1,5"));
       if (r.min !== undefined) specific.push(fc.integer({ min: 1, max: 1000 }).map((k) => r.min! - k));
-      if (r.max !== undefined) specific.push(fc.integer({ min: 1, max: 1000 }).map((k) => r.max! + k), fc.constant(1e308));
-      if (r.integer) specific.push(validNumber(r).map((n) => n + 0.5).filter((n) => (r.min === undefined || n >= r.min) && (r.max === undefined || n <= r.max)));
+      if (r.max !== undefined)
+        specific.push(
+          fc.integer({ min: 1, max: 1000 }).map((k) => r.max! + k),
+          fc.constant(1e308),
+        );
+      if (r.integer)
+        specific.push(
+          validNumber(r)
+            .map((n) => n + 0.5)
+            .filter((n) => (r.min === undefined || n >= r.min) && (r.max === undefined || n <= r.max)),
+        );
       if (r.notEqual !== undefined) specific.push(fc.constant(r.notEqual));
       break;
     }
     case "boolean":
       // Where the rule converts, 1/0, "1"/"0", "true"/"false" and "on"/"off" are booleans.
-      wrongType.push(numberish.filter((n) => !r.convert || (n !== 0 && n !== 1)), fc.array(fc.boolean(), { minLength: 2, maxLength: 2 }), fc.constant({}));
+      wrongType.push(
+        numberish.filter((n) => !r.convert || (n !== 0 && n !== 1)),
+        fc.array(fc.boolean(), { minLength: 2, maxLength: 2 }),
+        fc.constant({}),
+      );
       specific.push(r.convert ? fc.constantFrom("yes", "no", "maybe", 2, -1) : fc.constantFrom("true", "false", 1, 0, "yes"));
       break;
     case "enum":
     case "equal":
       wrongType.push(numberish, fc.boolean(), fc.array(fc.string(), { maxLength: 2 }));
-      specific.push(stringish.filter((s) => !(r.values ?? []).includes(s)), fc.constantFrom(...(r.values ?? ["x"]).map((v) => String(v).toUpperCase() + "_")));
+      specific.push(
+        stringish.filter((s) => !(r.values ?? []).includes(s)),
+        fc.constantFrom(...(r.values ?? ["x"]).map((v) => String(v).toUpperCase() + "_")),
+      );
       break;
     case "object": {
       wrongType.push(stringish, numberish, fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 2 }));
       const props = r.props ?? r.properties;
       if (props) {
         specific.push(paramsArbitrary(props, { hints, mode: "broken" }));
-        if (r.strict === true) specific.push(paramsArbitrary(props, { hints, mode: "valid" }).map((o) => ({ ...(o as object), unexpected: 1 })));
+        if (r.strict === true)
+          specific.push(paramsArbitrary(props, { hints, mode: "valid" }).map((o) => ({ ...(o as object), unexpected: 1 })));
       }
       break;
     }
@@ -210,7 +270,12 @@ export function brokenValue(rule: unknown, field = "", hints: Hints = noHints): 
       const item = r.items ?? { type: "any" };
       if (r.max !== undefined) specific.push(fc.array(validValue(item, field, hints), { minLength: r.max + 1, maxLength: r.max + 3 }));
       if ((r.min ?? 0) > 0) specific.push(fc.constant([]));
-      if (r.items) specific.push(fc.tuple(fc.array(validValue(item, field, hints), { maxLength: 2 }), brokenValue(item, field, hints)).map(([ok, bad]) => [...ok, bad]));
+      if (r.items)
+        specific.push(
+          fc
+            .tuple(fc.array(validValue(item, field, hints), { maxLength: 2 }), brokenValue(item, field, hints))
+            .map(([ok, bad]) => [...ok, bad]),
+        );
       break;
     }
     default:
@@ -245,7 +310,9 @@ export function paramsArbitrary(schema: ParamsSchema, opts: ParamsOptions = {}):
   const requiredFields = fields.filter(([, rule]) => !normalizeRule(rule).optional);
   const perField = fields.map(([name, rule]) => {
     const optional = normalizeRule(rule).optional === true;
-    const valid = optional ? fc.oneof({ arbitrary: validValue(rule, name, hints), weight: 2 }, { arbitrary: fc.constant(OMIT), weight: 1 }) : validValue(rule, name, hints);
+    const valid = optional
+      ? fc.oneof({ arbitrary: validValue(rule, name, hints), weight: 2 }, { arbitrary: fc.constant(OMIT), weight: 1 })
+      : validValue(rule, name, hints);
     return fc.record({ valid, broken: brokenValue(rule, name, hints) });
   });
   const assemble = (values: { valid: unknown; broken: unknown }[], pick: (i: number) => "valid" | "broken" | "omit") => {
@@ -261,17 +328,29 @@ export function paramsArbitrary(schema: ParamsSchema, opts: ParamsOptions = {}):
   if (mode === "broken") {
     if (!fields.length) return fc.constant({ unexpected: "x" });
     // Which field breaks, and how: a refused value, or (for a required field) its absence.
-    return fc.tuple(fc.tuple(...perField), fc.nat({ max: fields.length - 1 }), fc.boolean()).map(([values, at, drop]) =>
-      assemble(values, (i) => (i !== at ? "valid" : drop && requiredFields.some(([n]) => n === fields[at]![0]) ? "omit" : "broken")),
-    );
+    return fc
+      .tuple(fc.tuple(...perField), fc.nat({ max: fields.length - 1 }), fc.boolean())
+      .map(([values, at, drop]) =>
+        assemble(values, (i) => (i !== at ? "valid" : drop && requiredFields.some(([n]) => n === fields[at]![0]) ? "omit" : "broken")),
+      );
   }
   const extraKeys = fc.dictionary(
-    fc.oneof(fc.constantFrom("id", "userId", "role", "status", "admin", "price", "total", "provider", "isAdmin"), fc.string({ minLength: 1, maxLength: 10 })),
+    fc.oneof(
+      fc.constantFrom("id", "userId", "role", "status", "admin", "price", "total", "provider", "isAdmin"),
+      fc.string({ minLength: 1, maxLength: 10 }),
+    ),
     fc.jsonValue({ maxDepth: 1 }),
     { maxKeys: 3, noNullPrototype: true },
   );
   return fc
-    .tuple(fc.tuple(...perField), fc.array(fc.constantFrom<"valid" | "broken" | "omit">("valid", "valid", "valid", "broken", "omit"), { minLength: fields.length, maxLength: fields.length }), fc.option(extraKeys, { freq: 3 }))
+    .tuple(
+      fc.tuple(...perField),
+      fc.array(fc.constantFrom<"valid" | "broken" | "omit">("valid", "valid", "valid", "broken", "omit"), {
+        minLength: fields.length,
+        maxLength: fields.length,
+      }),
+      fc.option(extraKeys, { freq: 3 }),
+    )
     .map(([values, picks, extra]) => ({ ...(extra ?? {}), ...assemble(values, (i) => picks[i]!) }));
 }
 
@@ -285,9 +364,17 @@ export function requestParams(
 ): fc.Arbitrary<{ mode: "valid" | "broken" | "mixed"; value: Record<string, unknown> }> {
   const tagged = (mode: "valid" | "broken" | "mixed") => paramsArbitrary(schema ?? {}, { ...opts, mode }).map((value) => ({ mode, value }));
   if (!schema || !fieldsOf(schema, opts.skip).length)
-    return fc.oneof({ arbitrary: fc.constant({ mode: "valid" as const, value: {} }), weight: 4 }, { arbitrary: tagged("mixed"), weight: 1 });
+    return fc.oneof(
+      { arbitrary: fc.constant({ mode: "valid" as const, value: {} }), weight: 4 },
+      { arbitrary: tagged("mixed"), weight: 1 },
+    );
   const examples = opts.examples ? [{ arbitrary: opts.examples.map((value) => ({ mode: "valid" as const, value })), weight: 2 }] : [];
-  return fc.oneof({ arbitrary: tagged("valid"), weight: 6 }, ...examples, { arbitrary: tagged("broken"), weight: 3 }, { arbitrary: tagged("mixed"), weight: 1 });
+  return fc.oneof(
+    { arbitrary: tagged("valid"), weight: 6 },
+    ...examples,
+    { arbitrary: tagged("broken"), weight: 3 },
+    { arbitrary: tagged("mixed"), weight: 1 },
+  );
 }
 
 /**
@@ -298,13 +385,15 @@ export function encodeAny(s: string): string {
   try {
     return encodeURIComponent(s);
   } catch {
-    return [...s].map((ch) => {
-      try {
-        return encodeURIComponent(ch);
-      } catch {
-        return "%ED%A0%80";
-      }
-    }).join("");
+    return [...s]
+      .map((ch) => {
+        try {
+          return encodeURIComponent(ch);
+        } catch {
+          return "%ED%A0%80";
+        }
+      })
+      .join("");
   }
 }
 

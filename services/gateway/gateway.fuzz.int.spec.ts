@@ -50,7 +50,17 @@ import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 import { schemaProblem } from "../../test/support/schema-check";
 import { API_ALIASES, OPS_ALIASES, PAYMENT_NOTIFY_ALIASES, PAYMENT_NOTIFY_PATH, SANDBOX_PAGE_ALIASES } from "./api.service";
-import { NASTY_STRINGS, encodeAny, normalizeRule, paramsArbitrary, requestParams, toQueryString, validValue, type Hints, type ParamsSchema } from "./fuzz-schema";
+import {
+  NASTY_STRINGS,
+  encodeAny,
+  normalizeRule,
+  paramsArbitrary,
+  requestParams,
+  toQueryString,
+  validValue,
+  type Hints,
+  type ParamsSchema,
+} from "./fuzz-schema";
 import { PLATFORM_ENV_NAMES, notifyRequest, startPlatformStandIns, type KnownPayment, type NotifyRequest } from "./fuzz-platforms";
 
 const RUNS_PER_ALIAS = Number(process.env.FUZZ_RUNS_PER_ALIAS ?? 80);
@@ -60,7 +70,14 @@ const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const CUSTOMER = { email: "fuzz@example.com", password: "fuzz password", name: "F" };
 /** Whose credentials the login/refresh/logout fuzz uses: not the customer, whose session must last. */
 const OTHER = { email: "other@example.com", password: "other password", name: "O" };
-const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
+const ADDRESS = {
+  recipient: "Ada Buyer",
+  phone: "+86 10 1234 5678",
+  line1: "1 Market Street",
+  city: "Shanghai",
+  postalCode: "200000",
+  country: "CN",
+};
 
 type Caller = "anonymous" | "customer" | "admin";
 interface Route {
@@ -73,7 +90,9 @@ interface Route {
 
 /** Every alias of every route the running gateway serves: its own tables, not a copy. */
 function gatewayRoutes(app: TestApp): Route[] {
-  const settings = (app.broker.getLocalService("api") as unknown as { settings: { routes: { path?: string; aliases?: Record<string, unknown> }[] } }).settings;
+  const settings = (
+    app.broker.getLocalService("api") as unknown as { settings: { routes: { path?: string; aliases?: Record<string, unknown> }[] } }
+  ).settings;
   const routes: Route[] = [];
   for (const r of settings.routes) {
     for (const [alias, action] of Object.entries(r.aliases ?? {})) {
@@ -82,7 +101,12 @@ function gatewayRoutes(app: TestApp): Route[] {
       if (typeof action !== "string") continue;
       const [method, aliasPath] = alias.split(/\s+/) as [string, string];
       const template = `${r.path ?? ""}/${aliasPath.replace(/^\//, "")}`.replace(/\/+$/, "") || "/";
-      routes.push({ method: method.toUpperCase(), template, action: String(action), pathParams: [...template.matchAll(/:(\w+)/g)].map((m) => m[1]!) });
+      routes.push({
+        method: method.toUpperCase(),
+        template,
+        action: String(action),
+        pathParams: [...template.matchAll(/:(\w+)/g)].map((m) => m[1]!),
+      });
     }
   }
   return routes;
@@ -90,21 +114,46 @@ function gatewayRoutes(app: TestApp): Route[] {
 
 /** What kind of thing an `id` is, per action (other fields are named after their kind). */
 const ID_KIND: Record<string, keyof Pools> = {
-  "user.setRole": "user", "user.updateAddress": "address", "user.deleteAddress": "address",
-  "product.get": "product", "product.update": "product", "product.remove": "product", "product.adjustStock": "product", "recommendation.alsoBought": "product",
-  "order.get": "order", "order.cancel": "order", "order.pay": "order", "order.ship": "order", "order.deliver": "order", "order.refund": "order",
-  "order.requestReturn": "order", "order.listOrderReturns": "order", "order.approveReturn": "return", "order.rejectReturn": "return",
-  "notification.read": "notification", "payment.get": "payment",
+  "user.setRole": "user",
+  "user.updateAddress": "address",
+  "user.deleteAddress": "address",
+  "product.get": "product",
+  "product.update": "product",
+  "product.remove": "product",
+  "product.adjustStock": "product",
+  "recommendation.alsoBought": "product",
+  "order.get": "order",
+  "order.cancel": "order",
+  "order.pay": "order",
+  "order.ship": "order",
+  "order.deliver": "order",
+  "order.refund": "order",
+  "order.requestReturn": "order",
+  "order.listOrderReturns": "order",
+  "order.approveReturn": "return",
+  "order.rejectReturn": "return",
+  "notification.read": "notification",
+  "payment.get": "payment",
 };
 const FIELD_KIND: Record<string, keyof Pools> = { productId: "product", paymentId: "payment", userId: "user", addressId: "address" };
 /** Fixtures an action leaves alone (see `kept`), so that the routes after it still find them. */
 const RESERVED_FROM: Record<string, "product" | "address" | "order" | "paid" | "return"> = {
-  "product.remove": "product", "user.deleteAddress": "address", "order.cancel": "order", "order.ship": "paid", "order.approveReturn": "return",
+  "product.remove": "product",
+  "user.deleteAddress": "address",
+  "order.cancel": "order",
+  "order.ship": "paid",
+  "order.approveReturn": "return",
 };
 /** The states an action acts on: half of its real ids are drawn from things last seen in them. */
 const WANTED_STATE: Record<string, string[]> = {
-  "order.pay": ["PENDING_PAYMENT"], "order.cancel": ["PENDING_PAYMENT"], "order.ship": ["PAID"], "order.deliver": ["SHIPPED"],
-  "order.refund": ["PAID", "SHIPPED", "DELIVERED"], "order.requestReturn": ["DELIVERED"], "order.approveReturn": ["REQUESTED"], "order.rejectReturn": ["REQUESTED"],
+  "order.pay": ["PENDING_PAYMENT"],
+  "order.cancel": ["PENDING_PAYMENT"],
+  "order.ship": ["PAID"],
+  "order.deliver": ["SHIPPED"],
+  "order.refund": ["PAID", "SHIPPED", "DELIVERED"],
+  "order.requestReturn": ["DELIVERED"],
+  "order.approveReturn": ["REQUESTED"],
+  "order.rejectReturn": ["REQUESTED"],
 };
 
 interface Pools {
@@ -120,7 +169,25 @@ interface Pools {
 /** A hostile path segment: traversal, bad percent-encoding, encoded slashes and NULs, very long. */
 const hostileSegment = fc.oneof(
   fc.string({ maxLength: 40 }).map(encodeAny),
-  fc.constantFrom("..", "%2e%2e", "%", "%zz", "%00", "a%2Fb", "%C0%AF", "%F0%9F%9B%92", ";", "a;b=c", "*", "'", "x".repeat(500), "0", "-1", "1e999", "null"),
+  fc.constantFrom(
+    "..",
+    "%2e%2e",
+    "%",
+    "%zz",
+    "%00",
+    "a%2Fb",
+    "%C0%AF",
+    "%F0%9F%9B%92",
+    ";",
+    "a;b=c",
+    "*",
+    "'",
+    "x".repeat(500),
+    "0",
+    "-1",
+    "1e999",
+    "null",
+  ),
   fc.constantFrom(...NASTY_STRINGS.filter((s) => s !== "")).map(encodeAny),
   fc.uuid(),
 );
@@ -158,12 +225,19 @@ describe("gateway fuzz", () => {
   let schemas = new Map<string, ParamsSchema | undefined>();
   let auths = new Map<string, string | undefined>();
   /** Fixtures the destructive actions leave alone, so later routes still find them. */
-  const kept = { product: new Set<string>(), address: new Set<string>(), order: new Set<string>(), paid: new Set<string>(), return: new Set<string>() };
+  const kept = {
+    product: new Set<string>(),
+    address: new Set<string>(),
+    order: new Set<string>(),
+    paid: new Set<string>(),
+    return: new Set<string>(),
+  };
   const crashes: unknown[] = [];
   const onCrash = (err: unknown) => crashes.push(err);
 
   const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
-  const ok = (r: { status: number; text: string }, what: string) => assert.ok(r.status >= 200 && r.status < 300, `${what}: ${r.status} ${r.text.slice(0, 300)}`);
+  const ok = (r: { status: number; text: string }, what: string) =>
+    assert.ok(r.status >= 200 && r.status < 300, `${what}: ${r.status} ${r.text.slice(0, 300)}`);
 
   /** Last seen state of orders and returns, by id; the lines of orders. */
   const states = new Map<string, string>();
@@ -176,7 +250,8 @@ describe("gateway fuzz", () => {
     if (action === "product.remove") pools.product = pools.product.filter((id) => id !== pathValues.id);
     if (action === "user.deleteAddress") pools.address = pools.address.filter((id) => id !== pathValues.id);
     if (!body || typeof body !== "object") return;
-    if (action.startsWith("cart.") && Array.isArray(body.items)) cartProducts = body.items.map((i: { productId?: unknown }) => String(i.productId));
+    if (action.startsWith("cart.") && Array.isArray(body.items))
+      cartProducts = body.items.map((i: { productId?: unknown }) => String(i.productId));
     const listed = ["order.list", "order.listReturns", "order.listOrderReturns"].includes(action);
     for (const item of Array.isArray(body) ? body : listed && Array.isArray(body.items) ? body.items : [body])
       if (action.startsWith("order.") && typeof item?.id === "string" && typeof item.status === "string") {
@@ -194,15 +269,19 @@ describe("gateway fuzz", () => {
     }
     if (action === "order.pay" && typeof body.id === "string" && !pools.payment.includes(body.id)) {
       pools.payment.push(body.id);
-      const token = typeof body.payUrl === "string" && body.provider === "sandbox" ? new URL(body.payUrl).searchParams.get("token") ?? undefined : undefined;
+      const token =
+        typeof body.payUrl === "string" && body.provider === "sandbox"
+          ? (new URL(body.payUrl).searchParams.get("token") ?? undefined)
+          : undefined;
       payments.push({ id: body.id, provider: body.provider, amountMinor: body.amount?.amount, currency: body.amount?.currency, token });
     }
   }
 
-  const fromList = (list: () => readonly unknown[], none = "nothing-here") => fc.nat().map((i) => {
-    const l = list();
-    return l.length ? l[i % l.length] : none;
-  });
+  const fromList = (list: () => readonly unknown[], none = "nothing-here") =>
+    fc.nat().map((i) => {
+      const l = list();
+      return l.length ? l[i % l.length] : none;
+    });
 
   /** Real values of the system for a field of `action` (see ID_KIND, FIELD_KIND). */
   function hintsFor(action: string): Hints {
@@ -215,13 +294,19 @@ describe("gateway fuzz", () => {
         const candidates = () => (reserved ? pools[kind].filter((id) => !kept[reserved].has(id)) : pools[kind]);
         const wanted = field === "id" ? WANTED_STATE[action] : undefined;
         if (wanted)
-          return fc.oneof(fromList(candidates), fromList(() => {
-            const inState = candidates().filter((id) => wanted.includes(states.get(id) ?? ""));
-            return inState.length ? inState : candidates();
-          }));
+          return fc.oneof(
+            fromList(candidates),
+            fromList(() => {
+              const inState = candidates().filter((id) => wanted.includes(states.get(id) ?? ""));
+              return inState.length ? inState : candidates();
+            }),
+          );
         // A cart's lines are changed through the products in it.
         if (kind === "product" && (action === "cart.updateItem" || action === "cart.removeItem"))
-          return fc.oneof(fromList(candidates), fromList(() => (cartProducts.length ? cartProducts : candidates())));
+          return fc.oneof(
+            fromList(candidates),
+            fromList(() => (cartProducts.length ? cartProducts : candidates())),
+          );
         return fromList(candidates);
       }
       switch (field) {
@@ -261,10 +346,21 @@ describe("gateway fuzz", () => {
   /** Whole valid bodies where a rule spans fields (order.create: items from the catalog, and an address id or an address, not both). */
   const EXAMPLES: Record<string, () => fc.Arbitrary<Record<string, unknown>>> = {
     "order.create": () =>
-      fc.record({
-        items: fc.array(fc.record({ productId: fromList(() => [...kept.product]), quantity: fc.integer({ min: 1, max: 3 }) }), { minLength: 1, maxLength: 2 }),
-        where: fc.oneof(fc.constant({ shippingAddress: ADDRESS }), fromList(() => [...kept.address]).map((addressId) => ({ addressId }))),
-      }).map(({ items, where }) => ({ items: items.filter((it, i) => items.findIndex((x) => x.productId === it.productId) === i), ...where })),
+      fc
+        .record({
+          items: fc.array(fc.record({ productId: fromList(() => [...kept.product]), quantity: fc.integer({ min: 1, max: 3 }) }), {
+            minLength: 1,
+            maxLength: 2,
+          }),
+          where: fc.oneof(
+            fc.constant({ shippingAddress: ADDRESS }),
+            fromList(() => [...kept.address]).map((addressId) => ({ addressId })),
+          ),
+        })
+        .map(({ items, where }) => ({
+          items: items.filter((it, i) => items.findIndex((x) => x.productId === it.productId) === i),
+          ...where,
+        })),
   };
 
   /** The request for one alias: caller, path, params (schema-made) or callback body, headers. */
@@ -295,9 +391,23 @@ describe("gateway fuzz", () => {
     const authOverride = fc.oneof(
       { arbitrary: fc.constant(null), weight: 11 },
       { arbitrary: fc.string({ maxLength: 60 }).map((s) => `Bearer ${s}`), weight: 1 },
-      { arbitrary: fc.constantFrom("Bearer", "Bearer a.b.c", "Basic eDp5", "bearer CUSTOMER", "Bearer CUSTOMER.x", "Bearer  CUSTOMER", "CUSTOMER"), weight: 1 },
+      {
+        arbitrary: fc.constantFrom(
+          "Bearer",
+          "Bearer a.b.c",
+          "Basic eDp5",
+          "bearer CUSTOMER",
+          "Bearer CUSTOMER.x",
+          "Bearer  CUSTOMER",
+          "CUSTOMER",
+        ),
+        weight: 1,
+      },
     );
-    const method = fc.oneof({ arbitrary: fc.constant(route.method), weight: 12 }, { arbitrary: fc.constantFrom("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"), weight: 1 });
+    const method = fc.oneof(
+      { arbitrary: fc.constant(route.method), weight: 12 },
+      { arbitrary: fc.constantFrom("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"), weight: 1 },
+    );
     const extraHeaders = fc.record(
       {
         "idempotency-key": fc.oneof(fc.constantFrom("fuzz-key-1", "fuzz-key-2", "fuzz-key-3"), fc.string({ maxLength: 40 })),
@@ -313,37 +423,75 @@ describe("gateway fuzz", () => {
     // How a body travels: JSON mostly; else the ways a JSON body goes wrong.
     const encoding = fc.oneof(
       { arbitrary: fc.constant("json"), weight: 20 },
-      { arbitrary: fc.constantFrom("json+suffix", "truncated", "not-an-object", "wrong-type", "none", "forbidden-key", "oversized", "query-too"), weight: 8 },
+      {
+        arbitrary: fc.constantFrom(
+          "json+suffix",
+          "truncated",
+          "not-an-object",
+          "wrong-type",
+          "none",
+          "forbidden-key",
+          "oversized",
+          "query-too",
+        ),
+        weight: 8,
+      },
     );
     // One request in three is "deep": the route's own caller and method, real ids, valid
     // params (a known-good body where a rule spans fields), JSON, a genuine callback. So every
     // handler runs past its guards often enough for the 2xx check below to hold on every run;
     // the other two thirds vary every dimension.
     const deepParams = EXAMPLES[route.action]
-      ? fc.oneof(EXAMPLES[route.action]!().map((value) => ({ mode: "valid" as const, value })), paramsArbitrary(schema ?? {}, { hints, skip, mode: "valid" }).map((value) => ({ mode: "valid" as const, value })))
+      ? fc.oneof(
+          EXAMPLES[route.action]!().map((value) => ({ mode: "valid" as const, value })),
+          paramsArbitrary(schema ?? {}, { hints, skip, mode: "valid" }).map((value) => ({ mode: "valid" as const, value })),
+        )
       : paramsArbitrary(schema ?? {}, { hints, skip, mode: "valid" }).map((value) => ({ mode: "valid" as const, value }));
     return fc
       .record({
         deep: fc.oneof({ arbitrary: fc.constant(true), weight: 1 }, { arbitrary: fc.constant(false), weight: 2 }),
-        caller, authOverride, method, extraHeaders,
+        caller,
+        authOverride,
+        method,
+        extraHeaders,
         path: fc.tuple(...pathArbs),
         deepPath: fc.tuple(...deepPathArbs),
-        params, deepParams, encoding,
+        params,
+        deepParams,
+        encoding,
         cut: fc.nat(),
-        notASpecificObject: fc.oneof(fc.jsonValue({ maxDepth: 2 }).filter((v) => v === null || typeof v !== "object" || Array.isArray(v)), fc.constant("")),
+        notASpecificObject: fc.oneof(
+          fc.jsonValue({ maxDepth: 2 }).filter((v) => v === null || typeof v !== "object" || Array.isArray(v)),
+          fc.constant(""),
+        ),
         queryToo: paramsArbitrary(schema ?? {}, { hints, skip, mode: "mixed" }),
         withKey: fc.boolean(),
         coherent: fc.boolean(),
       })
       .map((g) =>
         g.deep
-          ? { ...g, caller: fits, authOverride: null, method: route.method, path: g.deepPath, params: g.deepParams, encoding: "json", coherent: true, withKey: false }
+          ? {
+              ...g,
+              caller: fits,
+              authOverride: null,
+              method: route.method,
+              path: g.deepPath,
+              params: g.deepParams,
+              encoding: "json",
+              coherent: true,
+              withKey: false,
+            }
           : g,
       )
       .chain((g) => {
         if (!isNotify) return fc.constant({ ...g, notify: undefined as NotifyRequest | undefined });
         const provider = g.path[route.pathParams.indexOf("provider")]?.value ?? "";
-        return notifyRequest(safeDecode(provider), () => payments, () => sandboxKey, { genuine: g.deep }).map((notify) => ({ ...g, notify }));
+        return notifyRequest(
+          safeDecode(provider),
+          () => payments,
+          () => sandboxKey,
+          { genuine: g.deep },
+        ).map((notify) => ({ ...g, notify }));
       })
       .map((g): Sent => {
         let path = route.template;
@@ -364,7 +512,8 @@ describe("gateway fuzz", () => {
           if (lines?.length) params.items = [{ productId: lines[0]!.productId, quantity: 1 }];
         }
         if (g.coherent && g.params.mode === "valid" && route.action === "order.refund") delete params.amount;
-        if (g.coherent && g.params.mode === "valid" && route.action === "order.approveReturn" && typeof params.amount === "number") params.amount = 1 + (params.amount % 50);
+        if (g.coherent && g.params.mode === "valid" && route.action === "order.approveReturn" && typeof params.amount === "number")
+          params.amount = 1 + (params.amount % 50);
         const headers: Record<string, string> = {};
         for (const [k, v] of Object.entries(g.extraHeaders)) headers[k] = clean(v);
         if (!g.withKey) delete headers["idempotency-key"];
@@ -398,7 +547,12 @@ describe("gateway fuzz", () => {
               body = JSON.stringify(g.notASpecificObject);
               break;
             case "wrong-type":
-              headers["content-type"] = ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonp"][g.cut % 4]!;
+              headers["content-type"] = [
+                "text/plain",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data; boundary=x",
+                "application/jsonp",
+              ][g.cut % 4]!;
               body = json;
               break;
             case "none":
@@ -419,7 +573,11 @@ describe("gateway fuzz", () => {
         if (query) path += `?${query}`;
         const sentMethod = g.method;
         return {
-          route, caller: g.caller, method: sentMethod, path, headers,
+          route,
+          caller: g.caller,
+          method: sentMethod,
+          path,
+          headers,
           body: sentMethod === "GET" || sentMethod === "HEAD" ? undefined : body,
           paramsMode: `${isNotify ? (g.notify?.kind ?? "callback") : g.params.mode}${g.deep ? " deep" : ""}`,
           realIds,
@@ -437,13 +595,18 @@ describe("gateway fuzz", () => {
     Object.assign(process.env, standIns.env);
     app = await startTestApp({
       env: {
-        ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, LOGIN_RATE_LIMIT: "100000",
+        ADMIN_EMAIL: ADMIN.email,
+        ADMIN_PASSWORD: ADMIN.password,
+        LOGIN_RATE_LIMIT: "100000",
         // The customer places many orders: with the default hoarding limits (3 unpaid orders)
         // order creation would stop at the guard after the first few.
-        MAX_UNPAID_ORDERS: "1000", MAX_UNPAID_UNITS_PER_PRODUCT: "1000000",
+        MAX_UNPAID_ORDERS: "1000",
+        MAX_UNPAID_UNITS_PER_PRODUCT: "1000000",
       },
     });
-    const enabled = (app.broker.getLocalService("payment") as unknown as { paymentConfig: { enabled: string[]; sandbox: { privateKey: KeyObject } } }).paymentConfig;
+    const enabled = (
+      app.broker.getLocalService("payment") as unknown as { paymentConfig: { enabled: string[]; sandbox: { privateKey: KeyObject } } }
+    ).paymentConfig;
     assert.deepEqual(enabled.enabled, ["sandbox", "alipay", "wechatpay"]);
     sandboxKey = enabled.sandbox.privateKey;
 
@@ -459,23 +622,47 @@ describe("gateway fuzz", () => {
       ok(r, "user");
       harvest("user.register", r.body);
     }
-    for (let i = 0; i < 3; i++) harvest("user.login", (await call("POST", "/api/auth/login", { body: { email: OTHER.email, password: OTHER.password } })).body);
+    for (let i = 0; i < 3; i++)
+      harvest("user.login", (await call("POST", "/api/auth/login", { body: { email: OTHER.email, password: OTHER.password } })).body);
 
     // The catalog: CNY (every platform takes it) and USD, with stock for the whole run.
-    for (const [currency, amount] of [["CNY", 1999], ["CNY", 50], ["CNY", 120000], ["USD", 999]] as const) {
+    for (const [currency, amount] of [
+      ["CNY", 1999],
+      ["CNY", 50],
+      ["CNY", 120000],
+      ["USD", 999],
+    ] as const) {
       const r = await call("POST", "/api/products", {
         token: tokens.admin,
-        body: { sku: `FZ-${pools.product.length}`, name: `Fuzz ${currency} ${amount}`, description: "fuzz", category: "fuzz", brand: "Fz", price: { amount, currency }, stock: 1_000_000 },
+        body: {
+          sku: `FZ-${pools.product.length}`,
+          name: `Fuzz ${currency} ${amount}`,
+          description: "fuzz",
+          category: "fuzz",
+          brand: "Fz",
+          price: { amount, currency },
+          stock: 1_000_000,
+        },
       });
       ok(r, "product");
       harvest("product.create", r.body);
     }
 
     // The customer's addresses, a cart line, orders (below) and notifications.
-    for (let i = 0; i < 2; i++) harvest("user.createAddress", (await call("POST", "/api/users/me/addresses", { token: tokens.customer, body: ADDRESS })).body);
+    for (let i = 0; i < 2; i++)
+      harvest("user.createAddress", (await call("POST", "/api/users/me/addresses", { token: tokens.customer, body: ADDRESS })).body);
     ok(await call("POST", "/api/cart/items", { token: tokens.customer, body: { productId: pools.product[0], quantity: 2 } }), "cart");
     const order = async () => {
-      const r = await call("POST", "/api/orders", { token: tokens.customer, body: { items: [{ productId: pools.product[0], quantity: 2 }, { productId: pools.product[1], quantity: 1 }], shippingAddress: ADDRESS } });
+      const r = await call("POST", "/api/orders", {
+        token: tokens.customer,
+        body: {
+          items: [
+            { productId: pools.product[0], quantity: 2 },
+            { productId: pools.product[1], quantity: 1 },
+          ],
+          shippingAddress: ADDRESS,
+        },
+      });
       ok(r, "order");
       harvest("order.create", r.body);
       return r.body.id as string;
@@ -489,8 +676,14 @@ describe("gateway fuzz", () => {
     const paidWithSandbox = async () => {
       const id = await order();
       const p = await pay(id, "sandbox");
-      ok(await call("POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome: "success", token: payments.at(-1)!.token } }), "sandbox complete");
-      await eventually("the sandbox-paid order PAID", async () => (await call("GET", `/api/orders/${id}`, { token: tokens.customer })).body?.status === "PAID");
+      ok(
+        await call("POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome: "success", token: payments.at(-1)!.token } }),
+        "sandbox complete",
+      );
+      await eventually(
+        "the sandbox-paid order PAID",
+        async () => (await call("GET", `/api/orders/${id}`, { token: tokens.customer })).body?.status === "PAID",
+      );
       return id;
     };
     const shipped = async () => {
@@ -504,7 +697,10 @@ describe("gateway fuzz", () => {
     for (let i = 0; i < 2; i++) {
       const id = await shipped();
       ok(await call("POST", `/api/orders/${id}/deliver`, { token: tokens.admin }), "deliver");
-      const ret = await call("POST", `/api/orders/${id}/returns`, { token: tokens.customer, body: { items: [{ productId: pools.product[0], quantity: 1 }], reason: "fuzz" } });
+      const ret = await call("POST", `/api/orders/${id}/returns`, {
+        token: tokens.customer,
+        body: { items: [{ productId: pools.product[0], quantity: 1 }], reason: "fuzz" },
+      });
       ok(ret, "return");
       harvest("order.requestReturn", ret.body);
     }
@@ -524,13 +720,16 @@ describe("gateway fuzz", () => {
     kept.address.add(pools.address[0]!);
     const notes = await eventually("a notification", async () => {
       const n = (await call("GET", "/api/notifications", { token: tokens.customer })).body;
-      const list = (Array.isArray(n) ? n : n?.items ?? []) as { id: string }[];
+      const list = (Array.isArray(n) ? n : (n?.items ?? [])) as { id: string }[];
       return list.length > 0 && list;
     });
     for (const n of notes) pools.notification.push(n.id);
 
     routes = gatewayRoutes(app);
-    const actions = app.broker.registry.getActionList({ onlyAvailable: false, skipInternal: true, withEndpoints: false }) as { name: string; action: { params?: ParamsSchema; auth?: string } }[];
+    const actions = app.broker.registry.getActionList({ onlyAvailable: false, skipInternal: true, withEndpoints: false }) as {
+      name: string;
+      action: { params?: ParamsSchema; auth?: string };
+    }[];
     schemas = new Map(actions.map((a) => [a.name, a.action.params]));
     auths = new Map(actions.map((a) => [a.name, a.action.auth]));
   });
@@ -549,22 +748,36 @@ describe("gateway fuzz", () => {
   test("the fuzzed routes are the gateway's own tables, notify and the sandbox page included", () => {
     const key = (method: string, template: string) => `${method} ${template}`;
     const served = new Set(routes.map((r) => key(r.method, r.template)));
-    const tables: [string, Record<string, string>][] = [["/api", API_ALIASES], ["", OPS_ALIASES], [PAYMENT_NOTIFY_PATH, PAYMENT_NOTIFY_ALIASES], ["/sandbox", SANDBOX_PAGE_ALIASES]];
+    const tables: [string, Record<string, string>][] = [
+      ["/api", API_ALIASES],
+      ["", OPS_ALIASES],
+      [PAYMENT_NOTIFY_PATH, PAYMENT_NOTIFY_ALIASES],
+      ["/sandbox", SANDBOX_PAGE_ALIASES],
+    ];
     const expected = tables.flatMap(([prefix, t]) => Object.keys(t).map((a) => key(a.split(" ")[0]!, `${prefix}${a.split(" ")[1]}`)));
-    assert.deepEqual(expected.filter((e) => !served.has(e)), [], "every exported alias is served");
+    assert.deepEqual(
+      expected.filter((e) => !served.has(e)),
+      [],
+      "every exported alias is served",
+    );
     assert.ok(served.has(key("POST", "/api/payments/notify/:provider")) && served.has(key("GET", "/sandbox/pay/:paymentId")));
     for (const r of routes) assert.ok(schemas.has(r.action), `${r.action} is in the registry`);
   });
 
   test("params made from each routed action's schema: 'valid' ones pass the broker's validator, 'broken' ones fail it", async () => {
     // Without the system's real values (those are valid by construction): the generator's own.
-    const validator = (app.broker as unknown as { validator: { compile(s: object): (p: object) => true | unknown[] | Promise<true | unknown[]> } }).validator;
+    const validator = (
+      app.broker as unknown as { validator: { compile(s: object): (p: object) => true | unknown[] | Promise<true | unknown[]> } }
+    ).validator;
     let checked = 0;
     for (const action of new Set(routes.map((r) => r.action))) {
       const schema = schemas.get(action);
       if (!schema || action === "payment.notify") continue;
       const check = validator.compile(schema);
-      for (const [mode, expect] of [["valid", true], ["broken", false]] as const) {
+      for (const [mode, expect] of [
+        ["valid", true],
+        ["broken", false],
+      ] as const) {
         if (mode === "broken" && !Object.keys(schema).some((k) => !k.startsWith("$$"))) continue;
         for (const p of fc.sample(paramsArbitrary(schema, { mode }), { numRuns: 30, seed: SEED })) {
           // fastest-validator itself throws on some broken values (an array holding
@@ -575,7 +788,11 @@ describe("gateway fuzz", () => {
           } catch {
             result = "threw";
           }
-          assert.equal(result === true, expect, `${action} ${mode}: ${JSON.stringify(p).slice(0, 300)} → ${JSON.stringify(result).slice(0, 300)}`);
+          assert.equal(
+            result === true,
+            expect,
+            `${action} ${mode}: ${JSON.stringify(p).slice(0, 300)} → ${JSON.stringify(result).slice(0, 300)}`,
+          );
           checked++;
         }
       }
@@ -583,10 +800,14 @@ describe("gateway fuzz", () => {
     assert.ok(checked > 1000, `${checked} objects checked`);
   });
 
-  test("a value fastest-validator cannot print (an array holding {\"toString\": …}) is refused as 400, in body and query", async () => {
+  test('a value fastest-validator cannot print (an array holding {"toString": …}) is refused as 400, in body and query', async () => {
     // The validator threw while writing its message for such a value: a 500 on any route with
     // a string field, found by this fuzz. The gateway now refuses the key before validation.
-    for (const raw of ['{"email": [{"toString": 1}], "password": "x"}', '{"email": "a@b.c", "password": [{"toString": {}}]}', '{"email": [[{"valueOf": 1, "toString": 1}]], "password": "x"}']) {
+    for (const raw of [
+      '{"email": [{"toString": 1}], "password": "x"}',
+      '{"email": "a@b.c", "password": [{"toString": {}}]}',
+      '{"email": [[{"valueOf": 1, "toString": 1}]], "password": "x"}',
+    ]) {
       const r = await call("POST", "/api/auth/login", { raw, headers: { "content-type": "application/json" } });
       assert.equal(r.status, 400, `${raw} → ${r.status} ${r.text}`);
       assert.equal(r.body.error.code, "VALIDATION_ERROR");
@@ -604,10 +825,16 @@ describe("gateway fuzz", () => {
     for (const route of routes) {
       const schema = schemas.get(route.action);
       if (!schema || !BODY_METHODS.has(route.method) || route.action === "payment.notify") continue;
-      const fields = Object.entries(schema).filter(([k, r]) => !k.startsWith("$$") && !route.pathParams.includes(k) && normalizeRule(r).optional && !normalizeRule(r).nullable);
+      const fields = Object.entries(schema).filter(
+        ([k, r]) => !k.startsWith("$$") && !route.pathParams.includes(k) && normalizeRule(r).optional && !normalizeRule(r).nullable,
+      );
       if (!fields.length) continue;
       const hints = hintsFor(route.action);
-      const base = Object.fromEntries(Object.entries(one(EXAMPLES[route.action]?.() ?? paramsArbitrary(schema, { hints, skip: new Set(route.pathParams), mode: "valid" }))).filter(([, v]) => v !== null));
+      const base = Object.fromEntries(
+        Object.entries(
+          one(EXAMPLES[route.action]?.() ?? paramsArbitrary(schema, { hints, skip: new Set(route.pathParams), mode: "valid" })),
+        ).filter(([, v]) => v !== null),
+      );
       let path = route.template;
       for (const name of route.pathParams) path = path.replace(`:${name}`, encodeAny(String(one(hints(name) ?? fc.constant("x")))));
       const auth = auths.get(route.action);
@@ -616,7 +843,8 @@ describe("gateway fuzz", () => {
         const r = await call(route.method, path, { token: token || undefined, body: { ...base, [field]: null } });
         sent++;
         // lib/validator.ts: null is not "not given" where the rule is not nullable.
-        if (r.status !== 422 || r.body?.error?.code !== "VALIDATION_ERROR") failures.push(`${route.method} ${path} {${field}: null} → ${r.status} ${r.text.slice(0, 120)}`);
+        if (r.status !== 422 || r.body?.error?.code !== "VALIDATION_ERROR")
+          failures.push(`${route.method} ${path} {${field}: null} → ${r.status} ${r.text.slice(0, 120)}`);
       }
     }
     console.log(`null sweep: ${sent} requests`);
@@ -639,10 +867,17 @@ describe("gateway fuzz", () => {
           requests++;
           let res: Response;
           try {
-            res = await fetch(app.baseUrl + sent.path, { method: sent.method, headers: sent.headers, body: sent.body, signal: AbortSignal.timeout(15_000) });
+            res = await fetch(app.baseUrl + sent.path, {
+              method: sent.method,
+              headers: sent.headers,
+              body: sent.body,
+              signal: AbortSignal.timeout(15_000),
+            });
           } catch (err) {
             // No answer at all: the server closed the connection, crashed, or hung.
-            assert.fail(`no answer (${(err as Error).message}; ${String((err as { cause?: unknown }).cause ?? "")}) to ${describeSent(sent)}`);
+            assert.fail(
+              `no answer (${(err as Error).message}; ${String((err as { cause?: unknown }).cause ?? "")}) to ${describeSent(sent)}`,
+            );
           }
           const text = await res.text();
           const status = res.status;
@@ -668,7 +903,9 @@ describe("gateway fuzz", () => {
             const type = res.headers.get("content-type") ?? "";
             const provider = safeDecode(sent.path.split("?")[0]!.split("/")[4] ?? "");
             const platformRefusal =
-              route.action === "payment.notify" && sent.method === "POST" && status === 400 &&
+              route.action === "payment.notify" &&
+              sent.method === "POST" &&
+              status === 400 &&
               ((["sandbox", "alipay"].includes(provider) && text === "fail" && type.startsWith("text/plain")) ||
                 (provider === "wechatpay" && body?.code === "FAIL" && typeof body?.message === "string" && Object.keys(body).length === 2));
             // Node's HTTP parser refuses a request line plus headers over its limit (16 KB) with a
@@ -691,16 +928,29 @@ describe("gateway fuzz", () => {
     }
     const seconds = Math.round((Date.now() - started) / 1000);
     const table = Object.fromEntries([...statuses].map(([k, v]) => [k, Object.fromEntries([...v].sort((a, b) => a[0] - b[0]))]));
-    console.log(`fuzz: ${requests} requests over ${routes.length} aliases in ${seconds} s (seed ${SEED}); ${parserRefusals} bare 431s from Node's parser\n${JSON.stringify(table, null, 1)}`);
+    console.log(
+      `fuzz: ${requests} requests over ${routes.length} aliases in ${seconds} s (seed ${SEED}); ${parserRefusals} bare 431s from Node's parser\n${JSON.stringify(table, null, 1)}`,
+    );
 
     // Coverage, so that "every route, every caller, deep" is checked rather than hoped for.
     for (const route of routes) {
       const id = `${route.method} ${route.template}`;
       assert.deepEqual([...(byCaller.get(id) ?? [])].sort(), ["admin", "anonymous", "customer"], `${id}: every caller`);
-      assert.deepEqual([...(realIdsSeen.get(id) ?? [])].sort(), [...route.pathParams].sort(), `${id}: a real value in every path parameter`);
+      assert.deepEqual(
+        [...(realIdsSeen.get(id) ?? [])].sort(),
+        [...route.pathParams].sort(),
+        `${id}: a real value in every path parameter`,
+      );
       const schema = schemas.get(route.action);
-      if (schema && route.action !== "payment.notify" && Object.keys(schema).some((k) => !k.startsWith("$$") && !route.pathParams.includes(k)))
-        assert.ok(modes.get(id)?.has("valid") && modes.get(id)?.has("broken"), `${id}: valid and broken params (${[...(modes.get(id) ?? [])]})`);
+      if (
+        schema &&
+        route.action !== "payment.notify" &&
+        Object.keys(schema).some((k) => !k.startsWith("$$") && !route.pathParams.includes(k))
+      )
+        assert.ok(
+          modes.get(id)?.has("valid") && modes.get(id)?.has("broken"),
+          `${id}: valid and broken params (${[...(modes.get(id) ?? [])]})`,
+        );
       const answered2xx = [...(statuses.get(id) ?? new Map<number, number>()).keys()].some((s) => s >= 200 && s < 300);
       assert.ok(answered2xx, `${id}: no 2xx answer in ${RUNS_PER_ALIAS} requests (only guards ran): ${JSON.stringify(table[id])}`);
     }
@@ -720,17 +970,45 @@ describe("gateway fuzz", () => {
       { name: "headers cut short (then EOF)", data: "GET /health/live HTTP/1.1\r\nHost: x\r\n", expect: "status" },
       { name: "an HTTP/2 preface", data: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", expect: "status" },
       { name: "a TLS ClientHello", data: "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", expect: "status" },
-      { name: "Content-Length larger than the body (then EOF)", data: "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":1}", expect: "status" },
-      { name: "Content-Length smaller than the body", data: "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{\"email\":\"x\"}", expect: "status" },
-      { name: "control bytes in Authorization", data: "GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \u0000\u0001\r\n\r\n", expect: "status" },
+      {
+        name: "Content-Length larger than the body (then EOF)",
+        data: 'POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":1}',
+        expect: "status",
+      },
+      {
+        name: "Content-Length smaller than the body",
+        data: 'POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{"email":"x"}',
+        expect: "status",
+      },
+      {
+        name: "control bytes in Authorization",
+        data: "GET /api/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \u0000\u0001\r\n\r\n",
+        expect: "status",
+      },
       { name: "non-ASCII header value", data: "GET /api/users/me HTTP/1.1\r\nHost: x\r\nX-Bad: \xff\xfe\r\n\r\n", expect: "status" },
       { name: "negative Content-Length", data: "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", expect: "status" },
-      { name: "bad chunk size", data: "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", expect: "status" },
-      { name: "Content-Length and Transfer-Encoding both", data: "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", expect: "status" },
+      {
+        name: "bad chunk size",
+        data: "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        expect: "status",
+      },
+      {
+        name: "Content-Length and Transfer-Encoding both",
+        data: "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        expect: "status",
+      },
       { name: "20,000-byte path", data: `GET /${"a".repeat(20000)} HTTP/1.1\r\nHost: x\r\n\r\n`, expect: "status" },
       { name: "3,000 headers", data: "GET /health/live HTTP/1.1\r\n" + "X-Many: y\r\n".repeat(3000) + "\r\n", expect: "status" },
-      { name: "callback with a body cut short (then EOF)", data: `POST ${PAYMENT_NOTIFY_PATH}/sandbox HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"paymentId":`, expect: "status" },
-      { name: "callback with a bad chunk", data: `POST ${PAYMENT_NOTIFY_PATH}/alipay HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab\r\n`, expect: "status" },
+      {
+        name: "callback with a body cut short (then EOF)",
+        data: `POST ${PAYMENT_NOTIFY_PATH}/sandbox HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"paymentId":`,
+        expect: "status",
+      },
+      {
+        name: "callback with a bad chunk",
+        data: `POST ${PAYMENT_NOTIFY_PATH}/alipay HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab\r\n`,
+        expect: "status",
+      },
       { name: "percent-garbage path on the sandbox page", data: "GET /sandbox/pay/%E0%A4%A HTTP/1.1\r\nHost: x\r\n\r\n", expect: "status" },
       { name: "HTTP/0.9-style request", data: "GET /health/live\r\n\r\n", expect: "status" },
       { name: "absolute-form target", data: "GET http://evil.example/api/products HTTP/1.1\r\nHost: x\r\n\r\n", expect: "status" },
@@ -755,7 +1033,8 @@ describe("gateway fuzz", () => {
       seen.push(`${c.name} [${c.expect}]: ${outcome.hung ? "hung" : outcome.statusLine || "closed, no status line"}`);
       if (outcome.hung) failures.push(`${c.name}: neither answered nor closed (hang)`);
       else if (Number.isFinite(code) && code >= 500) failures.push(`${c.name}: ${outcome.statusLine}`);
-      else if (!Number.isFinite(code) && c.expect === "status") failures.push(`${c.name}: closed with no status line (got ${JSON.stringify(outcome.statusLine.slice(0, 80))})`);
+      else if (!Number.isFinite(code) && c.expect === "status")
+        failures.push(`${c.name}: closed with no status line (got ${JSON.stringify(outcome.statusLine.slice(0, 80))})`);
     }
     console.log(`raw HTTP:\n  ${seen.join("\n  ")}`);
     assert.deepEqual(failures, []);

@@ -45,7 +45,17 @@ describe("gateway conventions", () => {
   after(async () => app?.stop());
 
   test("unknown routes and non-aliased actions are 404 in the error shape (mappingPolicy restrict)", async () => {
-    for (const path of ["/nope", "/api/nope", "/api/user/me", "/api/user.me", "/api/user/get", "/api/api/live", "/api/~node/health", "/api/$node/list", "/api/list-aliases"])
+    for (const path of [
+      "/nope",
+      "/api/nope",
+      "/api/user/me",
+      "/api/user.me",
+      "/api/user/get",
+      "/api/api/live",
+      "/api/~node/health",
+      "/api/$node/list",
+      "/api/list-aliases",
+    ])
       assertError(await call("GET", path, { token }), 404, "NOT_FOUND");
     assertError(await call("PUT", "/api/users/me", { token, body: {} }), 404, "NOT_FOUND");
   });
@@ -60,7 +70,11 @@ describe("gateway conventions", () => {
 
   test("a body over the limit is 413", async () => {
     const big = JSON.stringify({ email: "x@example.com", password: "p".repeat(5000) });
-    assertError(await call("POST", "/api/auth/login", { raw: big, headers: { "content-type": "application/json" } }), 413, "PAYLOAD_TOO_LARGE");
+    assertError(
+      await call("POST", "/api/auth/login", { raw: big, headers: { "content-type": "application/json" } }),
+      413,
+      "PAYLOAD_TOO_LARGE",
+    );
     // Also when streamed without a Content-Length (chunked).
     const port = Number(new URL(app.baseUrl).port);
     const chunk = "x".repeat(5000);
@@ -79,15 +93,30 @@ describe("gateway conventions", () => {
       '{"list": [{"prototype": 1}]}',
     ];
     for (const raw of bodies)
-      assertError(await call("POST", "/api/auth/register", { raw, headers: { "content-type": "application/json" } }), 400, "VALIDATION_ERROR");
+      assertError(
+        await call("POST", "/api/auth/register", { raw, headers: { "content-type": "application/json" } }),
+        400,
+        "VALIDATION_ERROR",
+      );
     for (const q of ["?__proto__[role]=admin", "?a[constructor][prototype][x]=1", "?prototype=1", "?x.__proto__.y=1"])
       assertError(await call("GET", `/api/users/me${q}`, { token }), 400, "VALIDATION_ERROR");
     assert.equal(({} as Record<string, unknown>).role, undefined, "Object.prototype untouched");
   });
 
   test("a body that is not JSON is 415", async () => {
-    assertError(await call("POST", "/api/auth/login", { raw: "email=a&password=b", headers: { "content-type": "application/x-www-form-urlencoded" } }), 415, "UNSUPPORTED_MEDIA_TYPE");
-    assertError(await call("POST", "/api/auth/login", { raw: "{}", headers: { "content-type": "text/plain" } }), 415, "UNSUPPORTED_MEDIA_TYPE");
+    assertError(
+      await call("POST", "/api/auth/login", {
+        raw: "email=a&password=b",
+        headers: { "content-type": "application/x-www-form-urlencoded" },
+      }),
+      415,
+      "UNSUPPORTED_MEDIA_TYPE",
+    );
+    assertError(
+      await call("POST", "/api/auth/login", { raw: "{}", headers: { "content-type": "text/plain" } }),
+      415,
+      "UNSUPPORTED_MEDIA_TYPE",
+    );
     // An empty body on POST is an empty object, which then fails validation (422), not a crash.
     assertError(await call("POST", "/api/auth/login"), 422, "VALIDATION_ERROR");
   });
@@ -127,8 +156,12 @@ describe("gateway conventions", () => {
     const ready = await call("GET", "/health/ready");
     assert.equal(ready.status, 200);
     // Every local dependency is listed and up: the node, each service's database, the search index.
-    for (const check of ["node", "database:user", "database:product", "database:order", "database:payment", "search:index"]) assert.equal(ready.body.checks[check], "up", check);
-    assert.ok(Object.values(ready.body.checks).every((v) => v === "up"), JSON.stringify(ready.body.checks));
+    for (const check of ["node", "database:user", "database:product", "database:order", "database:payment", "search:index"])
+      assert.equal(ready.body.checks[check], "up", check);
+    assert.ok(
+      Object.values(ready.body.checks).every((v) => v === "up"),
+      JSON.stringify(ready.body.checks),
+    );
     // Metrics reveal internal addresses and volumes: never on the public port, whoever asks.
     for (const path of ["/metrics", "/metrics/", "/api/metrics"]) {
       assertError(await call("GET", path), 404, "NOT_FOUND");
@@ -184,7 +217,11 @@ describe("a routed service that no node offers", () => {
     const app = await startTestApp({ services: ["gateway"] });
     try {
       assertError(await http(app.baseUrl, "GET", "/api/users/me"), 503, "SERVICE_UNAVAILABLE");
-      assertError(await http(app.baseUrl, "POST", "/api/auth/login", { body: { email: "a@b.co", password: "x" } }), 503, "SERVICE_UNAVAILABLE");
+      assertError(
+        await http(app.baseUrl, "POST", "/api/auth/login", { body: { email: "a@b.co", password: "x" } }),
+        503,
+        "SERVICE_UNAVAILABLE",
+      );
       assert.equal((await http(app.baseUrl, "GET", "/health/ready")).status, 200);
     } finally {
       await app.stop();
@@ -199,7 +236,10 @@ describe("readiness names the dependency that is down", () => {
     try {
       const r = await http(app.baseUrl, "GET", "/health/ready");
       assertError(r, 503, "SERVICE_UNAVAILABLE");
-      assert.deepEqual(r.body.error.details.map((d: any) => d.dependency), ["cache"]);
+      assert.deepEqual(
+        r.body.error.details.map((d: any) => d.dependency),
+        ["cache"],
+      );
       assert.equal((await http(app.baseUrl, "GET", "/health/live")).status, 200);
     } finally {
       await app.stop().catch(() => undefined);

@@ -75,14 +75,16 @@ export function jsonBody(limitBytes: number) {
         } catch {
           return next(malformed("Malformed JSON body"));
         }
-        if (hasForbiddenKey(parsed)) return next(malformed("Keys '__proto__', 'constructor', 'prototype', 'toString' and 'valueOf' are not allowed"));
+        if (hasForbiddenKey(parsed))
+          return next(malformed("Keys '__proto__', 'constructor', 'prototype', 'toString' and 'valueOf' are not allowed"));
         if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed))
           return next(malformed("Request body must be a JSON object"));
         req.body = parsed;
         next();
       })
       .catch((err: { type?: string; status?: number }) => {
-        if (err.type === "entity.too.large") return next(new AppError("PAYLOAD_TOO_LARGE", `Request body is larger than ${limitBytes} bytes`));
+        if (err.type === "entity.too.large")
+          return next(new AppError("PAYLOAD_TOO_LARGE", `Request body is larger than ${limitBytes} bytes`));
         if (err.type === "request.size.invalid") return next(malformed("Request body length does not match Content-Length"));
         if (err.type === "encoding.unsupported") return next(new AppError("UNSUPPORTED_MEDIA_TYPE", "Unsupported body charset"));
         // Aborted or broken uploads: the client is gone or sent garbage; a 400 either way.

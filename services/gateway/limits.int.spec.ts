@@ -43,7 +43,10 @@ function assertRefused(r: Response, limit: number, windowS: number) {
 }
 
 const noBudgetHeaders = (r: Response) =>
-  assert.deepEqual(["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"].map((h) => r.headers.get(h)), [null, null, null]);
+  assert.deepEqual(
+    ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"].map((h) => r.headers.get(h)),
+    [null, null, null],
+  );
 
 describe("request limits (RATE_LIMITS=on: sign-ups 3/600 per address, 20/60 per user, 15/60 per anonymous address)", () => {
   let app: TestApp;
@@ -66,7 +69,10 @@ describe("request limits (RATE_LIMITS=on: sign-ups 3/600 per address, 20/60 per 
     }
     assertRefused(await register("signup-3@example.com", "198.51.100.10"), 3, 600);
     // Refused before the work: no account was made (its login is the unknown-account 401).
-    const login = await http(app.baseUrl, "POST", "/api/auth/login", { body: { email: "signup-3@example.com", password: "limits password" }, headers: from("198.51.100.12") });
+    const login = await http(app.baseUrl, "POST", "/api/auth/login", {
+      body: { email: "signup-3@example.com", password: "limits password" },
+      headers: from("198.51.100.12"),
+    });
     assertError(login, 401, "UNAUTHORIZED");
     const other = await register("signup-3@example.com", "198.51.100.11");
     assert.equal(other.status, 201, other.text);
@@ -136,7 +142,10 @@ describe("RATE_LIMITS=off: no request limit applies, login's still does", () => 
     const headers = { "x-forwarded-for": "198.51.100.50" };
     let token = "";
     for (let i = 0; i < 5; i++) {
-      const r = await http(app.baseUrl, "POST", "/api/auth/register", { body: { email: `off-${i}@example.com`, password: "limits password", name: "Off" }, headers });
+      const r = await http(app.baseUrl, "POST", "/api/auth/register", {
+        body: { email: `off-${i}@example.com`, password: "limits password", name: "Off" },
+        headers,
+      });
       assert.equal(r.status, 201, r.text);
       noBudgetHeaders(r);
       token = r.body.accessToken;
@@ -153,7 +162,10 @@ describe("RATE_LIMITS=off: no request limit applies, login's still does", () => 
     }
     const statuses: number[] = [];
     for (let i = 0; i < 11; i++)
-      statuses.push((await http(app.baseUrl, "POST", "/api/auth/login", { body: { email: "off-0@example.com", password: "wrong password!" }, headers })).status);
+      statuses.push(
+        (await http(app.baseUrl, "POST", "/api/auth/login", { body: { email: "off-0@example.com", password: "wrong password!" }, headers }))
+          .status,
+      );
     assert.deepEqual(statuses, [...Array(10).fill(401), 429]);
   });
 });

@@ -45,7 +45,8 @@ function lastEventId(req: Req): string | undefined {
   const header = req.headers["last-event-id"];
   const v = typeof header === "string" && header !== "" ? header : req.$params?.after;
   if (v === undefined) return undefined;
-  if (typeof v !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(v)) throw validationError("Last-Event-ID (or after): the id of an event of this stream", [{ field: "Last-Event-ID" }]);
+  if (typeof v !== "string" || !/^[A-Za-z0-9._-]{1,64}$/.test(v))
+    throw validationError("Last-Event-ID (or after): the id of an event of this stream", [{ field: "Last-Event-ID" }]);
   return v;
 }
 
@@ -83,12 +84,18 @@ async function stream(
   };
   try {
     const after = lastEventId(req);
-    admission = await admitStream(deps.door, req.headers.authorization, clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], deps.trustProxyHops), gone.signal);
+    admission = await admitStream(
+      deps.door,
+      req.headers.authorization,
+      clientAddress(req.socket.remoteAddress, req.headers["x-forwarded-for"], deps.trustProxyHops),
+      gone.signal,
+    );
     const { caller, signal } = admission;
     for await (const e of open(after, { caller, signal, opened: start })) {
       if (signal.aborted) break;
       start();
-      if (!res.write(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`)) await once(res, "drain", { signal }).catch(() => undefined);
+      if (!res.write(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`))
+        await once(res, "drain", { signal }).catch(() => undefined);
     }
     if (admission.expired()) throw unauthorized("The access token expired; reconnect with a fresh one (Last-Event-ID resumes)");
     res.end();
@@ -96,7 +103,8 @@ async function stream(
     if (gone.signal.aborted) return void res.end();
     if (!started) return next(err);
     const { status, body } = toErrorResponse(err);
-    if (status >= 500 && status !== 503) deps.logger.error(logFields({ requestId: req.$ctx?.requestID ?? undefined }), `${req.url}: the stream failed:`, err);
+    if (status >= 500 && status !== 503)
+      deps.logger.error(logFields({ requestId: req.$ctx?.requestID ?? undefined }), `${req.url}: the stream failed:`, err);
     res.end(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
   } finally {
     admission?.close();
@@ -112,8 +120,10 @@ export function liveSseAliases(deps: SseDeps, feeds: () => LiveFeeds): Record<st
     "GET /orders/:id/events": (req, res, next) =>
       void stream(deps, req, res, next, async function* (after, o) {
         const since = after === undefined ? undefined : Number(after);
-        if (since !== undefined && !Number.isInteger(since)) throw validationError("Last-Event-ID (or after): an order stream's sequence", [{ field: "Last-Event-ID" }]);
-        for await (const u of feeds().watchOrder(String(req.$params?.id ?? ""), since, o)) yield { id: String(u.sequence), event: "order", data: u };
+        if (since !== undefined && !Number.isInteger(since))
+          throw validationError("Last-Event-ID (or after): an order stream's sequence", [{ field: "Last-Event-ID" }]);
+        for await (const u of feeds().watchOrder(String(req.$params?.id ?? ""), since, o))
+          yield { id: String(u.sequence), event: "order", data: u };
       }),
     "GET /notifications/stream": (req, res, next) =>
       void stream(deps, req, res, next, async function* (after, o) {
@@ -125,11 +135,41 @@ export function liveSseAliases(deps: SseDeps, feeds: () => LiveFeeds): Record<st
 /** The SSE routes in the OpenAPI document (moleculer-web function aliases are not actions: described here, beside them). */
 export function liveSseOpenApiPaths(): Record<string, object> {
   const resume = [
-    { name: "Last-Event-ID", in: "header", required: false, description: "The `id` of the last event received (an EventSource sends it when it reconnects): the stream resumes after it.", schema: { type: "string", maxLength: 64 } },
-    { name: "after", in: "query", required: false, description: "As Last-Event-ID, for a client that cannot set headers.", schema: { type: "string", maxLength: 64 } },
+    {
+      name: "Last-Event-ID",
+      in: "header",
+      required: false,
+      description: "The `id` of the last event received (an EventSource sends it when it reconnects): the stream resumes after it.",
+      schema: { type: "string", maxLength: 64 },
+    },
+    {
+      name: "after",
+      in: "query",
+      required: false,
+      description: "As Last-Event-ID, for a client that cannot set headers.",
+      schema: { type: "string", maxLength: 64 },
+    },
   ];
-  const errors = (codes: number[]) => Object.fromEntries(codes.map((c) => [String(c), { $ref: `#/components/responses/${({ 401: "Unauthorized", 404: "NotFound", 422: "UnprocessableEntity", 429: "TooManyRequests", 503: "ServiceUnavailable" } as Record<number, string>)[c]}` }]));
-  const stream = (description: string) => ({ description, content: { "text/event-stream": { schema: { type: "string", description: "Server-Sent Events: `id:`, `event:`, `data:` (JSON) per event; a comment line every 15 s." } } } });
+  const errors = (codes: number[]) =>
+    Object.fromEntries(
+      codes.map((c) => [
+        String(c),
+        {
+          $ref: `#/components/responses/${({ 401: "Unauthorized", 404: "NotFound", 422: "UnprocessableEntity", 429: "TooManyRequests", 503: "ServiceUnavailable" } as Record<number, string>)[c]}`,
+        },
+      ]),
+    );
+  const stream = (description: string) => ({
+    description,
+    content: {
+      "text/event-stream": {
+        schema: {
+          type: "string",
+          description: "Server-Sent Events: `id:`, `event:`, `data:` (JSON) per event; a comment line every 15 s.",
+        },
+      },
+    },
+  });
   return {
     "/api/orders/{id}/events": {
       get: {
@@ -138,7 +178,12 @@ export function liveSseOpenApiPaths(): Record<string, object> {
         summary: "Live: the order now, then at each status change (Server-Sent Events; gRPC: LiveService/WatchOrder)",
         security: [{ bearerAuth: [] }],
         parameters: [{ name: "id", in: "path", required: true, schema: { type: "string", maxLength: 64 } }, ...resume],
-        responses: { "200": stream("`event: order`, `id:` the sequence (status changes so far), `data:` `{\"sequence\", \"order\"}` (the order as GET /api/orders/{id})."), ...errors([401, 404, 422, 429, 503]) },
+        responses: {
+          "200": stream(
+            '`event: order`, `id:` the sequence (status changes so far), `data:` `{"sequence", "order"}` (the order as GET /api/orders/{id}).',
+          ),
+          ...errors([401, 404, 422, 429, 503]),
+        },
       },
     },
     "/api/notifications/stream": {
@@ -148,7 +193,12 @@ export function liveSseOpenApiPaths(): Record<string, object> {
         summary: "Live: my notifications as they are created (Server-Sent Events; gRPC: LiveService/StreamNotifications)",
         security: [{ bearerAuth: [] }],
         parameters: resume,
-        responses: { "200": stream("`event: notification`, `id:` the notification's id, `data:` the notification (as GET /api/notifications lists it)."), ...errors([401, 404, 422, 429, 503]) },
+        responses: {
+          "200": stream(
+            "`event: notification`, `id:` the notification's id, `data:` the notification (as GET /api/notifications lists it).",
+          ),
+          ...errors([401, 404, 422, 429, 503]),
+        },
       },
     },
   };

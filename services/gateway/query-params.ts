@@ -12,7 +12,6 @@ import type protobuf from "protobufjs/light";
 import { contracts } from "../../lib/serializer/contracts-runtime";
 import { NUMBER_TYPES } from "../../proto/registry";
 
-
 /** Field name → "number" | "bool", per action, for the scalar fields of its request. */
 const kinds = new Map<string, Map<string, "number" | "bool">>();
 function kindsOf(action: string): Map<string, "number" | "bool"> | undefined {
@@ -31,7 +30,12 @@ function kindsOf(action: string): Map<string, "number" | "bool"> | undefined {
 }
 
 /** Converts, in place, the query-string values of `params` that the action's contract types as numbers or booleans. */
-export function convertQueryParams(method: string | undefined, action: string, params: Record<string, unknown>, query: Record<string, unknown> | undefined): void {
+export function convertQueryParams(
+  method: string | undefined,
+  action: string,
+  params: Record<string, unknown>,
+  query: Record<string, unknown> | undefined,
+): void {
   if (!query || (method !== "GET" && method !== "DELETE" && method !== "HEAD")) return;
   const k = kindsOf(action);
   if (!k?.size) return;

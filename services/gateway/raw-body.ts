@@ -31,7 +31,8 @@ export function rawCallbackBody(limitBytes: number) {
         next();
       })
       .catch((err: { type?: string }) => {
-        if (err.type === "entity.too.large") return next(new AppError("PAYLOAD_TOO_LARGE", `Request body is larger than ${limitBytes} bytes`));
+        if (err.type === "entity.too.large")
+          return next(new AppError("PAYLOAD_TOO_LARGE", `Request body is larger than ${limitBytes} bytes`));
         if (err.type === "request.size.invalid") return next(malformed("Request body length does not match Content-Length"));
         next(malformed("Request body could not be read"));
       });

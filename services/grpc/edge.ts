@@ -21,7 +21,14 @@
  * node (lib/cancellation.ts); the step running then finishes (Moleculer cannot interrupt a
  * call in flight), and the deadline bounds the rest if the cancel's broadcast is missed.
  */
-import { Metadata, status as Status, type ServerUnaryCall, type sendUnaryData, type ServiceDefinition, type UntypedServiceImplementation } from "@grpc/grpc-js";
+import {
+  Metadata,
+  status as Status,
+  type ServerUnaryCall,
+  type sendUnaryData,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import type { ServiceBroker } from "moleculer";
 import type protobuf from "protobufjs/light";
 import type { ActionContract } from "../../proto/registry";
@@ -98,7 +105,11 @@ export const single = (md: Metadata, key: string): string | undefined => {
 
 /** The client's address: the peer (`ipv4:1.2.3.4:5678`, `ipv6:[::1]:5678`), or x-forwarded-for's entry per TRUST_PROXY. */
 export function callerAddress(call: { getPeer(): string; metadata: Metadata }, trustProxyHops: number): string {
-  return clientAddress(peerAddress(call.getPeer()), call.metadata.get("x-forwarded-for").filter((v): v is string => typeof v === "string"), trustProxyHops);
+  return clientAddress(
+    peerAddress(call.getPeer()),
+    call.metadata.get("x-forwarded-for").filter((v): v is string => typeof v === "string"),
+    trustProxyHops,
+  );
 }
 
 /**
@@ -152,31 +163,37 @@ export function serviceImplementation(deps: EdgeDeps, rpcs: ActionContract[]): U
         // Every node skips the request's next calls (lib/cancellation.ts).
         cancelRequest(deps.broker, requestId, deps.config.requestTimeoutMs);
       });
-      invoke(deps, c, call, requestId).then(
-        (value) => {
-          if (cancelled) return;
-          if (!answer) return callback(null, Buffer.alloc(0));
-          let bytes: Buffer;
-          try {
-            bytes = encodeAnswer(answer, c.response!, value);
-          } catch (err) {
-            return callback(failureStatus(deps, err, requestId, c.action), null);
-          }
-          callback(null, bytes);
-        },
-        (err: unknown) => {
-          if (cancelled) return;
-          if (isDeadlineExceeded(err)) return callback({ code: Status.DEADLINE_EXCEEDED, details: err.message, metadata: head }, null);
-          callback(failureStatus(deps, err, requestId, c.action), null);
-        },
-      ).catch((err: unknown) => {
-        // An answer that could not even be turned into a status: still an answer, never an unhandled rejection.
-        deps.logger.error(logFields({ requestId }), `gRPC ${c.action}: answering failed:`, err);
-        if (!cancelled) callback({ code: Status.INTERNAL, details: "Internal error" }, null);
-      }).finally(() => {
-        const durationMs = Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10;
-        deps.logger.debug(logFields({ kind: "access", rpc: c.rpc, action: c.action, durationMs, requestId, nodeID: deps.broker.nodeID }), `gRPC ${call.getPath()}`);
-      });
+      invoke(deps, c, call, requestId)
+        .then(
+          (value) => {
+            if (cancelled) return;
+            if (!answer) return callback(null, Buffer.alloc(0));
+            let bytes: Buffer;
+            try {
+              bytes = encodeAnswer(answer, c.response!, value);
+            } catch (err) {
+              return callback(failureStatus(deps, err, requestId, c.action), null);
+            }
+            callback(null, bytes);
+          },
+          (err: unknown) => {
+            if (cancelled) return;
+            if (isDeadlineExceeded(err)) return callback({ code: Status.DEADLINE_EXCEEDED, details: err.message, metadata: head }, null);
+            callback(failureStatus(deps, err, requestId, c.action), null);
+          },
+        )
+        .catch((err: unknown) => {
+          // An answer that could not even be turned into a status: still an answer, never an unhandled rejection.
+          deps.logger.error(logFields({ requestId }), `gRPC ${c.action}: answering failed:`, err);
+          if (!cancelled) callback({ code: Status.INTERNAL, details: "Internal error" }, null);
+        })
+        .finally(() => {
+          const durationMs = Math.round(Number(process.hrtime.bigint() - started) / 1e5) / 10;
+          deps.logger.debug(
+            logFields({ kind: "access", rpc: c.rpc, action: c.action, durationMs, requestId, nodeID: deps.broker.nodeID }),
+            `gRPC ${call.getPath()}`,
+          );
+        });
     };
   }
   return impl;
@@ -201,25 +218,38 @@ async function invoke(deps: EdgeDeps, c: ActionContract, call: ServerUnaryCall<u
   if (user) meta.user = user;
   const key = single(call.metadata, "idempotency-key");
   if (key !== undefined) {
-    if (!/^[\x21-\x7e]{1,200}$/.test(key)) throw malformed("idempotency-key: 1 to 200 printable ASCII characters", [{ field: "idempotency-key" }]);
+    if (!/^[\x21-\x7e]{1,200}$/.test(key))
+      throw malformed("idempotency-key: 1 to 200 printable ASCII characters", [{ field: "idempotency-key" }]);
     meta.idempotencyKey = key;
   }
   if (deadline <= Date.now()) throw deadlineExceeded();
   // What is left of the client's deadline after the door's round trips, within REQUEST_TIMEOUT_MS.
   const send = (nodeID?: string) =>
-    broker.call(c.action, call.request as object, { timeout: Math.max(1, Math.min(config.requestTimeoutMs, deadline - Date.now())), requestID, meta, nodeID });
+    broker.call(c.action, call.request as object, {
+      timeout: Math.max(1, Math.min(config.requestTimeoutMs, deadline - Date.now())),
+      requestID,
+      meta,
+      nodeID,
+    });
   // Past the client's deadline, whatever failed (a timeout, a skipped nested call) failed for want of time.
   const failure = (err: unknown) => (Date.now() >= deadline ? deadlineExceeded() : err);
   try {
     return await send();
   } catch (err) {
     // Lost in transport and safe to repeat: once more, within the client's deadline (lib/edge-retry.ts).
-    const next = Date.now() < deadline
-      ? secondTry({
-          err, action: c.action, contract: c, method: c.http?.method, idempotencyKey: meta.idempotencyKey,
-          failedNode: (err as { data?: { nodeID?: string } }).data?.nodeID, endpoints: broker.registry.getActionEndpoints(c.action)?.endpoints ?? [], clientGone: call.cancelled,
-        })
-      : undefined;
+    const next =
+      Date.now() < deadline
+        ? secondTry({
+            err,
+            action: c.action,
+            contract: c,
+            method: c.http?.method,
+            idempotencyKey: meta.idempotencyKey,
+            failedNode: (err as { data?: { nodeID?: string } }).data?.nodeID,
+            endpoints: broker.registry.getActionEndpoints(c.action)?.endpoints ?? [],
+            clientGone: call.cancelled,
+          })
+        : undefined;
     if (!next) throw failure(err);
     // Not sent, or lost with the broker node this node was connected to: either way the second
     // try goes once this node's transporter is back (at once when it is connected).

@@ -21,7 +21,15 @@ test("callerAddress: the peer, or x-forwarded-for's entry only as far as TRUST_P
     if (xff) m.set("x-forwarded-for", xff);
     return m;
   };
-  assert.equal(callerAddress({ getPeer: () => "10.1.2.3:4000", metadata: md("6.6.6.6") }, 0), "10.1.2.3", "no proxy trusted: the header is the client's own words");
-  assert.equal(callerAddress({ getPeer: () => "10.1.2.3:4000", metadata: md("6.6.6.6, 203.0.113.9") }, 1), "203.0.113.9", "one proxy: the entry it appended");
+  assert.equal(
+    callerAddress({ getPeer: () => "10.1.2.3:4000", metadata: md("6.6.6.6") }, 0),
+    "10.1.2.3",
+    "no proxy trusted: the header is the client's own words",
+  );
+  assert.equal(
+    callerAddress({ getPeer: () => "10.1.2.3:4000", metadata: md("6.6.6.6, 203.0.113.9") }, 1),
+    "203.0.113.9",
+    "one proxy: the entry it appended",
+  );
   assert.equal(callerAddress({ getPeer: () => "10.1.2.3:4000", metadata: md() }, 1), "10.1.2.3");
 });

@@ -17,7 +17,14 @@ describe("gRPC edge limits (RATE_LIMITS=on: sign-ups 2/600 per address, 6/60 per
   before(async () => {
     app = await startTestApp({
       services: ["grpc", "user", "product"],
-      env: { RATE_LIMITS: "on", RATE_LIMIT_SIGNUP: "2/600", RATE_LIMIT_USER: "6/60", RATE_LIMIT_IP: "100/60", TRUST_PROXY: "1", BODY_LIMIT_BYTES: "4096" },
+      env: {
+        RATE_LIMITS: "on",
+        RATE_LIMIT_SIGNUP: "2/600",
+        RATE_LIMIT_USER: "6/60",
+        RATE_LIMIT_IP: "100/60",
+        TRUST_PROXY: "1",
+        BODY_LIMIT_BYTES: "4096",
+      },
     });
     g = new MeridianGrpc(app.grpcAddress);
   });
@@ -37,12 +44,22 @@ describe("gRPC edge limits (RATE_LIMITS=on: sign-ups 2/600 per address, 6/60 per
     const delay = f.details["google.rpc.RetryInfo"]?.retry_delay?.seconds;
     assert.ok(delay >= 1 && delay <= 600, `RetryInfo ${JSON.stringify(f.details["google.rpc.RetryInfo"])}`);
     // Nothing was created: the address is free for the first address-less sign-up elsewhere.
-    assert.equal((await g.fail(U, "Login", { email: "l3@example.com", password: "limits password" }, from("203.0.113.1"))).code, "UNAUTHENTICATED");
+    assert.equal(
+      (await g.fail(U, "Login", { email: "l3@example.com", password: "limits password" }, from("203.0.113.1"))).code,
+      "UNAUTHENTICATED",
+    );
     await register("l3@example.com", "198.51.100.8");
   });
 
   test("the general budget per signed-in user: the 7th call in the window is refused, whoever the address", async () => {
-    const s = (await g.call(U, "Register", { email: "budget@example.com", password: "limits password", name: "B" }, { metadata: { "x-forwarded-for": "192.0.2.50" } })).value;
+    const s = (
+      await g.call(
+        U,
+        "Register",
+        { email: "budget@example.com", password: "limits password", name: "B" },
+        { metadata: { "x-forwarded-for": "192.0.2.50" } },
+      )
+    ).value;
     let refused;
     for (let i = 0; i < 8 && !refused; i++) {
       try {
@@ -60,7 +77,12 @@ describe("gRPC edge limits (RATE_LIMITS=on: sign-ups 2/600 per address, 6/60 per
   test("a message above BODY_LIMIT_BYTES is RESOURCE_EXHAUSTED; one below is read", async () => {
     const big = await g.fail(U, "Register", { email: "big@example.com", password: "x".repeat(5000), name: "Big" });
     assert.equal(big.code, "RESOURCE_EXHAUSTED");
-    const ok = await g.fail(U, "Register", { email: "small@example.com", password: "x".repeat(2000), name: "Small" }, { metadata: { "x-forwarded-for": "198.51.100.99" } });
+    const ok = await g.fail(
+      U,
+      "Register",
+      { email: "small@example.com", password: "x".repeat(2000), name: "Small" },
+      { metadata: { "x-forwarded-for": "198.51.100.99" } },
+    );
     // Read and judged by the action: a password over its own limit, not a transport refusal.
     assert.equal(ok.code, "INVALID_ARGUMENT");
   });

@@ -103,7 +103,9 @@ export function createGrpcService(config: AppConfig): TypedServiceSchema<GrpcThi
 
     async started(this: GrpcThis) {
       this.port = await new Promise<number>((resolve, reject) =>
-        this.server.bindAsync(`0.0.0.0:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+        this.server.bindAsync(`0.0.0.0:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+          err ? reject(err) : resolve(port),
+        ),
       );
       this.healthLoop = periodic("gRPC health", HEALTH_EVERY_MS, () => this.refreshHealth(), this.logger);
       this.healthLoop.kick();

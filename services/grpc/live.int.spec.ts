@@ -74,19 +74,42 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
   let bob = "";
   let productId = "";
   const order = async (token: string) =>
-    (await g.call(O, "Create", { shippingAddress: ADDRESS, items: { items: [{ productId, quantity: 1 }] } }, { token })).value as { id: string };
+    (await g.call(O, "Create", { shippingAddress: ADDRESS, items: { items: [{ productId, quantity: 1 }] } }, { token })).value as {
+      id: string;
+    };
   const pay = async (orderId: string, token: string) => {
     const p = (await g.call(O, "Pay", { id: orderId, provider: "sandbox" }, { token })).value;
-    await g.call("meridian.payment.v1.PaymentService", "SandboxComplete", { paymentId: p.id, outcome: "success", token: new URL(p.payUrl).searchParams.get("token") });
+    await g.call("meridian.payment.v1.PaymentService", "SandboxComplete", {
+      paymentId: p.id,
+      outcome: "success",
+      token: new URL(p.payUrl).searchParams.get("token"),
+    });
   };
 
   before(async () => {
     app = await startTestApp({ env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
     g = new MeridianGrpc(app.grpcAddress);
     admin = (await g.call("meridian.user.v1.UserService", "Login", ADMIN)).value.accessToken;
-    alice = (await g.call("meridian.user.v1.UserService", "Register", { email: "alice@example.com", password: "alice password", name: "Alice" })).value.accessToken;
-    bob = (await g.call("meridian.user.v1.UserService", "Register", { email: "bob@example.com", password: "bob password 1", name: "Bob" })).value.accessToken;
-    productId = (await g.call("meridian.product.v1.ProductService", "Create", { sku: `L-${randomBytes(4).toString("hex")}`, name: "Live Lamp", description: "", category: "lamps", price: { amount: 990, currency: "EUR" }, stock: 50 }, { token: admin })).value.id;
+    alice = (
+      await g.call("meridian.user.v1.UserService", "Register", { email: "alice@example.com", password: "alice password", name: "Alice" })
+    ).value.accessToken;
+    bob = (await g.call("meridian.user.v1.UserService", "Register", { email: "bob@example.com", password: "bob password 1", name: "Bob" }))
+      .value.accessToken;
+    productId = (
+      await g.call(
+        "meridian.product.v1.ProductService",
+        "Create",
+        {
+          sku: `L-${randomBytes(4).toString("hex")}`,
+          name: "Live Lamp",
+          description: "",
+          category: "lamps",
+          price: { amount: 990, currency: "EUR" },
+          stock: 50,
+        },
+        { token: admin },
+      )
+    ).value.id;
   });
   after(async () => {
     g?.close();
@@ -111,7 +134,10 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
       await notes.until("the shipping notification", (n) => n.type === "order.shipped" && n.data.orderId === o.id);
       // Sequences only grow, and each update's history is the whole story so far.
       const seqs = watch.received.map((u) => u.sequence);
-      assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b));
+      assert.deepEqual(
+        seqs,
+        [...seqs].sort((a, b) => a - b),
+      );
       assert.equal(new Set(seqs).size, seqs.length, "one update per change seen");
       // Notifications come once each, oldest first.
       const ids = notes.received.map((n) => n.id);
@@ -144,20 +170,36 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     try {
       await again.until("delivered", (n) => n.type === "order.delivered" && n.data.orderId === o.id);
       // Exactly what was created after the last one seen, oldest first.
-      const all = ((await g.call(N, "List", { pageSize: 100 }, { token: alice })).value.items as { id: string }[]).map((n) => n.id).reverse();
-      assert.deepEqual(again.received.map((n) => n.id), all.slice(all.indexOf(seen.id) + 1));
+      const all = ((await g.call(N, "List", { pageSize: 100 }, { token: alice })).value.items as { id: string }[])
+        .map((n) => n.id)
+        .reverse();
+      assert.deepEqual(
+        again.received.map((n) => n.id),
+        all.slice(all.indexOf(seen.id) + 1),
+      );
       const current = await rewatch.until("the state it missed", () => true);
       assert.equal(current.order.status, "DELIVERED");
-      assert.deepEqual(current.order.history.map((h: { status: string }) => h.status).slice(-2), ["SHIPPED", "DELIVERED"], "the history holds each change missed");
+      assert.deepEqual(
+        current.order.history.map((h: { status: string }) => h.status).slice(-2),
+        ["SHIPPED", "DELIVERED"],
+        "the history holds each change missed",
+      );
     } finally {
       again.cancel();
       rewatch.cancel();
     }
     // A reconnect with the current sequence sends nothing until the next change.
-    const quiet = g.stream(LIVE, "WatchOrder", { id: o.id, after: (await g.call(O, "Get", { id: o.id }, { token: alice })).value.history.length }, { token: alice });
+    const quiet = g.stream(
+      LIVE,
+      "WatchOrder",
+      { id: o.id, after: (await g.call(O, "Get", { id: o.id }, { token: alice })).value.history.length },
+      { token: alice },
+    );
     try {
       await g.call(O, "Get", { id: o.id }, { token: alice });
-      const ret = (await g.call(O, "RequestReturn", { id: o.id, items: [{ productId, quantity: 1 }], reason: "changed my mind" }, { token: alice })).value;
+      const ret = (
+        await g.call(O, "RequestReturn", { id: o.id, items: [{ productId, quantity: 1 }], reason: "changed my mind" }, { token: alice })
+      ).value;
       await g.call(O, "ApproveReturn", { id: ret.id, restock: true }, { token: admin });
       await eventually("refunded", async () => (await g.call(O, "Get", { id: o.id }, { token: alice })).value.status === "REFUNDED");
       const refunded = await quiet.until("REFUNDED", (u) => u.order.status === "REFUNDED");
@@ -196,14 +238,24 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
       assert.equal(first.data.order.status, "PENDING_PAYMENT");
       await pay(o.id, alice);
       await orderEvents.until("PAID", (e) => e.data.order.status === "PAID");
-      const note = await notes.until("notified", (e) => e.event === "notification" && e.data.type === "payment.succeeded" && e.data.data.orderId === o.id);
+      const note = await notes.until(
+        "notified",
+        (e) => e.event === "notification" && e.data.type === "payment.succeeded" && e.data.data.orderId === o.id,
+      );
       assert.equal(note.id, note.data.id);
       await notes.close();
       await g.call(O, "Ship", { id: o.id, carrier: "SF", trackingNumber: "SF3" }, { token: admin });
       // EventSource's reconnect: Last-Event-ID.
-      const resumed = sseReader(await fetch(`${app.baseUrl}/api/notifications/stream`, { headers: { authorization: `Bearer ${alice}`, "last-event-id": note.id! } }));
+      const resumed = sseReader(
+        await fetch(`${app.baseUrl}/api/notifications/stream`, {
+          headers: { authorization: `Bearer ${alice}`, "last-event-id": note.id! },
+        }),
+      );
       try {
-        await resumed.until("the shipping notification, missed while away", (e) => e.data.type === "order.shipped" && e.data.data.orderId === o.id);
+        await resumed.until(
+          "the shipping notification, missed while away",
+          (e) => e.data.type === "order.shipped" && e.data.data.orderId === o.id,
+        );
       } finally {
         await resumed.close();
       }
@@ -215,13 +267,17 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     assert.equal(theirs.status, 404);
     assert.equal(theirs.body.error.code, "NOT_FOUND");
     assert.equal((await http(app.baseUrl, "GET", "/api/notifications/stream")).status, 401);
-    const bad = await http(app.baseUrl, "GET", "/api/notifications/stream", { token: alice, headers: { "last-event-id": "not a valid id!" } });
+    const bad = await http(app.baseUrl, "GET", "/api/notifications/stream", {
+      token: alice,
+      headers: { "last-event-id": "not a valid id!" },
+    });
     assert.equal(bad.status, 422);
   });
 
   test("streams end when the client goes, on both edges: no watcher is left behind", async () => {
     const o = await order(bob);
-    const feedsOf = (service: string) => (app.broker.getLocalService(service) as unknown as { liveFeeds: { open: { orders: number; notifications: number } } }).liveFeeds;
+    const feedsOf = (service: string) =>
+      (app.broker.getLocalService(service) as unknown as { liveFeeds: { open: { orders: number; notifications: number } } }).liveFeeds;
     const grpcFeeds = feedsOf("grpc");
     const before = grpcFeeds.open;
     const s = g.stream(LIVE, "WatchOrder", { id: o.id }, { token: bob });
@@ -240,7 +296,13 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
   });
 
   test("a stream stops with its login: after a logout, its next read is UNAUTHENTICATED", async () => {
-    const s = (await g.call("meridian.user.v1.UserService", "Register", { email: `carol-${randomBytes(3).toString("hex")}@example.com`, password: "carol password", name: "Carol" })).value;
+    const s = (
+      await g.call("meridian.user.v1.UserService", "Register", {
+        email: `carol-${randomBytes(3).toString("hex")}@example.com`,
+        password: "carol password",
+        name: "Carol",
+      })
+    ).value;
     const o = await order(s.accessToken);
     const watch = g.stream(LIVE, "WatchOrder", { id: o.id }, { token: s.accessToken });
     await watch.until("the current state", () => true);

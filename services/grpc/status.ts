@@ -65,12 +65,20 @@ export function toGrpcError(err: unknown): GrpcError {
   const extra = [any(rpc.ErrorInfo, { reason, domain: ERROR_DOMAIN, metadata: metadataOfInfo })];
   const violations = details.filter((d) => typeof d?.field === "string");
   if (code === Status.INVALID_ARGUMENT && violations.length)
-    extra.push(any(rpc.BadRequest, {
-      field_violations: violations.map((d) => ({ field: d.field, description: typeof d.message === "string" ? d.message : typeof d.type === "string" ? d.type : body.error.message })),
-    }));
+    extra.push(
+      any(rpc.BadRequest, {
+        field_violations: violations.map((d) => ({
+          field: d.field,
+          description: typeof d.message === "string" ? d.message : typeof d.type === "string" ? d.type : body.error.message,
+        })),
+      }),
+    );
   if (retryAfter !== undefined) extra.push(any(rpc.RetryInfo, { retry_delay: { seconds: retryAfter } }));
 
   const metadata = new Metadata();
-  metadata.set(STATUS_DETAILS_KEY, Buffer.from(rpc.Status.encode(rpc.Status.fromObject({ code, message: body.error.message, details: extra })).finish()));
+  metadata.set(
+    STATUS_DETAILS_KEY,
+    Buffer.from(rpc.Status.encode(rpc.Status.fromObject({ code, message: body.error.message, details: extra })).finish()),
+  );
   return { code, details: body.error.message, metadata, reason, httpStatus };
 }

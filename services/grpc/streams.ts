@@ -57,29 +57,43 @@ export function liveServiceImplementation(deps: EdgeDeps, feeds: LiveFeeds, stop
       (async () => {
         const bad = undecodable(call.request, r.request);
         if (bad) throw bad;
-        admission = await admitStream(deps.door, single(call.metadata, "authorization"), callerAddress(call, deps.config.trustProxyHops), gone.signal);
+        admission = await admitStream(
+          deps.door,
+          single(call.metadata, "authorization"),
+          callerAddress(call, deps.config.trustProxyHops),
+          gone.signal,
+        );
         const { caller, signal } = admission;
         for await (const item of r.open(feeds, call.request as Record<string, unknown>, { caller, signal })) {
           if (signal.aborted) break;
           if (!call.write(encodeAnswer(answer, r.response, item))) await once(call, "drain", { signal }).catch(() => undefined);
         }
-      })().then(
-        () => {
-          if (call.cancelled) return;
-          if (admission?.expired()) call.emit("error", toGrpcError(unauthorized("The access token expired; reconnect with a fresh one and `after`")));
-          else if (stopping.aborted) call.emit("error", { code: Status.UNAVAILABLE, details: "The server is shutting down; reconnect with `after`", metadata: head });
-          else call.end();
-        },
-        (err: unknown) => {
-          if (!call.cancelled) call.emit("error", failureStatus(deps, err, requestId, rpc));
-        },
-      ).catch((err: unknown) => {
-        deps.logger.error(logFields({ requestId }), `gRPC ${rpc}: ending the stream failed:`, err);
-        if (!call.cancelled) call.emit("error", { code: Status.INTERNAL, details: "Internal error" });
-      }).finally(() => {
-        admission?.close();
-        stopping.removeEventListener("abort", stop);
-      });
+      })()
+        .then(
+          () => {
+            if (call.cancelled) return;
+            if (admission?.expired())
+              call.emit("error", toGrpcError(unauthorized("The access token expired; reconnect with a fresh one and `after`")));
+            else if (stopping.aborted)
+              call.emit("error", {
+                code: Status.UNAVAILABLE,
+                details: "The server is shutting down; reconnect with `after`",
+                metadata: head,
+              });
+            else call.end();
+          },
+          (err: unknown) => {
+            if (!call.cancelled) call.emit("error", failureStatus(deps, err, requestId, rpc));
+          },
+        )
+        .catch((err: unknown) => {
+          deps.logger.error(logFields({ requestId }), `gRPC ${rpc}: ending the stream failed:`, err);
+          if (!call.cancelled) call.emit("error", { code: Status.INTERNAL, details: "Internal error" });
+        })
+        .finally(() => {
+          admission?.close();
+          stopping.removeEventListener("abort", stop);
+        });
     };
   }
   return impl;

@@ -105,10 +105,13 @@ export interface EmailContent {
 
 export class BadEventError extends Error {}
 
-const str = (v: unknown, max = 200): string => (typeof v === "string" ? v.slice(0, max) : v === undefined || v === null ? "" : String(v).slice(0, max));
+const str = (v: unknown, max = 200): string =>
+  typeof v === "string" ? v.slice(0, max) : v === undefined || v === null ? "" : String(v).slice(0, max);
 const money = (v: unknown): Money | undefined => {
   const m = v as Money | undefined;
-  return m && typeof m === "object" && Number.isInteger(m.amount) && typeof m.currency === "string" ? { amount: m.amount, currency: m.currency } : undefined;
+  return m && typeof m === "object" && Number.isInteger(m.amount) && typeof m.currency === "string"
+    ? { amount: m.amount, currency: m.currency }
+    : undefined;
 };
 const shortId = (id: string) => (id.length > 12 ? id.slice(0, 8) : id);
 const CANCEL_REASONS: Record<string, string> = {
@@ -190,7 +193,13 @@ export function notificationFor(event: string, payload: Record<string, any>): No
         type,
         title: `Refund for order ${ref}`,
         body: `A refund${amount ? ` of ${formatMoney(amount)}` : ""} was made to your original payment method.`,
-        data: { orderId, refundId: str(payload.refundId, 64), amount: amount ?? null, refundedTotal: refundedTotal ?? null, status: str(payload.status, 32) },
+        data: {
+          orderId,
+          refundId: str(payload.refundId, 64),
+          amount: amount ?? null,
+          refundedTotal: refundedTotal ?? null,
+          status: str(payload.status, 32),
+        },
       };
     }
     case "payment.refunded": {
@@ -199,7 +208,13 @@ export function notificationFor(event: string, payload: Record<string, any>): No
         type,
         title: `Payment returned for order ${ref}`,
         body: `A payment${amount ? ` of ${formatMoney(amount)}` : ""} for this order was not needed and went back to your original payment method${payload.reason ? ` (${str(payload.reason)})` : ""}.`,
-        data: { orderId, paymentId: str(payload.paymentId, 64), refundId: str(payload.refundId, 64), amount: amount ?? null, reason: str(payload.reason) },
+        data: {
+          orderId,
+          paymentId: str(payload.paymentId, 64),
+          refundId: str(payload.refundId, 64),
+          amount: amount ?? null,
+          reason: str(payload.reason),
+        },
       };
     }
     case "return.requested": {
@@ -218,7 +233,13 @@ export function notificationFor(event: string, payload: Record<string, any>): No
         type,
         title: `Return for order ${ref} approved`,
         body: `Your return was approved${amount ? `: ${formatMoney(amount)} will be refunded to your original payment method` : ""}.`,
-        data: { orderId, returnId: str(payload.returnId, 64), refundId: str(payload.refundId, 64), amount: amount ?? null, items: lines(payload.lines) },
+        data: {
+          orderId,
+          returnId: str(payload.returnId, 64),
+          refundId: str(payload.refundId, 64),
+          amount: amount ?? null,
+          items: lines(payload.lines),
+        },
       };
     }
     case "return.rejected":
@@ -244,14 +265,19 @@ export function escapeHtml(s: string): string {
  * The e-mail for a notification, addressed to `name`. Every value that came from an event
  * (item names, carrier, reasons) is escaped in the HTML part.
  */
-export function emailFor(n: Pick<NotificationContent, "type" | "title" | "body" | "data">, recipient: { name?: string | null }): EmailContent {
+export function emailFor(
+  n: Pick<NotificationContent, "type" | "title" | "body" | "data">,
+  recipient: { name?: string | null },
+): EmailContent {
   const greeting = recipient.name ? `Hello ${str(recipient.name, 100)},` : "Hello,";
   const lines: string[] = [];
   const items = n.type === "order.created" && Array.isArray(n.data.items) ? (n.data.items as { name: string; quantity: number }[]) : [];
   for (const i of items) lines.push(`${i.quantity} × ${i.name}`);
   const orderId = str(n.data.orderId, 64);
   const footer = `Order reference: ${orderId}`;
-  const text = [greeting, "", n.body, ...(lines.length ? ["", ...lines.map((l) => `  - ${l}`)] : []), "", footer, "", "— Meridian"].join("\n");
+  const text = [greeting, "", n.body, ...(lines.length ? ["", ...lines.map((l) => `  - ${l}`)] : []), "", footer, "", "— Meridian"].join(
+    "\n",
+  );
   const html = [
     "<!doctype html>",
     `<html><body style="font-family:sans-serif">`,
@@ -325,5 +351,13 @@ export interface PublicNotification {
 }
 
 export function toPublicNotification(n: NotificationRecord): PublicNotification {
-  return { id: n.id, type: n.type, title: n.title, body: n.body, read: n.readAt !== null, createdAt: new Date(n.createdAt).toISOString(), data: n.data };
+  return {
+    id: n.id,
+    type: n.type,
+    title: n.title,
+    body: n.body,
+    read: n.readAt !== null,
+    createdAt: new Date(n.createdAt).toISOString(),
+    data: n.data,
+  };
 }

@@ -77,7 +77,8 @@ class TestSmtp {
   }
 }
 
-const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 15_000) => eventually(what, check, timeoutMs, 25);
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 15_000) =>
+  eventually(what, check, timeoutMs, 25);
 
 interface OutboxItem {
   id: string;
@@ -104,7 +105,9 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
     const db = () => (app.broker.getLocalService("notification") as unknown as { db: Knex }).db;
     const subscriber = (event: string) => {
-      const sub = busFor(app.broker).subscribers(event).find((s) => s.service === "notification");
+      const sub = busFor(app.broker)
+        .subscribers(event)
+        .find((s) => s.service === "notification");
       assert.ok(sub, `a notification subscriber for ${event}`);
       return sub;
     };
@@ -125,13 +128,20 @@ for (const storage of ["sqlite", "mariadb"] as const) {
      * still send has been sent, so a count taken now is final.
      */
     const mailQuiet = async () => {
-      await untilQuiet("the e-mail outbox", {
-        "e-mails pending or claimed": async () => {
-          const row = (await db()("emails").where({ status: "pending" }).orWhereNotNull("claimed_by").count({ n: "*" }).first()) as { n: number | string };
-          return Number(row.n);
+      await untilQuiet(
+        "the e-mail outbox",
+        {
+          "e-mails pending or claimed": async () => {
+            const row = (await db()("emails").where({ status: "pending" }).orWhereNotNull("claimed_by").count({ n: "*" }).first()) as {
+              n: number | string;
+            };
+            return Number(row.n);
+          },
+          "open SMTP sessions": () => smtp?.openConnections() ?? 0,
         },
-        "open SMTP sessions": () => smtp?.openConnections() ?? 0,
-      }, 30_000, 25);
+        30_000,
+        25,
+      );
       return (await app.broker.call("notification.sendPending")) as { handled: number };
     };
 
@@ -148,7 +158,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         env.SMTP_URL = `smtp://127.0.0.1:${smtp.port}`;
       }
       app = await startTestApp({ db: storage, redis: storage === "mariadb", services: ["gateway", "user", "notification"], env });
-      for (const [key, name] of [["ada", "Ada"], ["bob", "Bob"]] as const) {
+      for (const [key, name] of [
+        ["ada", "Ada"],
+        ["bob", "Bob"],
+      ] as const) {
         const email = `${key}-${randomUUID().slice(0, 8)}@example.com`;
         const r = await call("POST", "/api/auth/register", { body: { email, password: "correct horse battery", name } });
         assert.equal(r.status, 201, r.text);
@@ -172,7 +185,11 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(r.body.total, EVENT_COUNT);
       assert.equal(r.body.page, 1);
       assert.equal(r.body.pageSize, 20);
-      assert.deepEqual(r.body.items.map((n: { type: string }) => n.type), delivered.map((d) => EVENT_TYPES[d.event]).reverse(), "newest first");
+      assert.deepEqual(
+        r.body.items.map((n: { type: string }) => n.type),
+        delivered.map((d) => EVENT_TYPES[d.event]).reverse(),
+        "newest first",
+      );
       for (const n of r.body.items) {
         assert.deepEqual(Object.keys(n).sort(), ["body", "createdAt", "data", "id", "read", "title", "type"]);
         assert.equal(n.read, false);
@@ -233,7 +250,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
 
       const page2 = await call("GET", "/api/notifications?page=2&pageSize=3", { token: users.ada.token });
       assert.equal(page2.status, 200);
-      assert.deepEqual(page2.body.items.map((n: { id: string }) => n.id), all.slice(3, 6).map((n) => n.id));
+      assert.deepEqual(
+        page2.body.items.map((n: { id: string }) => n.id),
+        all.slice(3, 6).map((n) => n.id),
+      );
       assert.equal(page2.body.total, EVENT_COUNT);
       for (const q of ["pageSize=101", "page=0", "unread=maybe", "userId=x"])
         assert.equal((await call("GET", `/api/notifications?${q}`, { token: users.ada.token })).status, 422, q);
@@ -301,7 +321,11 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(e.attempts, 1);
       assert.match(e.lastError!, /user not found/);
       const kept = (await db()("notifications").where({ source_message_id: env.id })) as { user_id: string; type: string }[];
-      assert.deepEqual(kept.map((n) => [n.user_id, n.type]), [["no-such-user", "order.delivered"]], "the in-app row is kept");
+      assert.deepEqual(
+        kept.map((n) => [n.user_id, n.type]),
+        [["no-such-user", "order.delivered"]],
+        "the in-app row is kept",
+      );
     });
 
     if (smtpMode) {
@@ -316,7 +340,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         assert.ok(failedTwice.last_error, "the connection failure is recorded");
         const waited = Number(failedTwice.next_attempt_at) - Number(failedTwice.last_attempt_at);
         const attempts = Number(failedTwice.attempts);
-        assert.ok(waited >= retryDelayMs(attempts, 200) - 50 && waited <= retryDelayMs(attempts, 200, 1) + 200, `backoff after ${attempts} attempts: ${waited} ms`);
+        assert.ok(
+          waited >= retryDelayMs(attempts, 200) - 50 && waited <= retryDelayMs(attempts, 200, 1) + 200,
+          `backoff after ${attempts} attempts: ${waited} ms`,
+        );
         assert.equal(smtp!.received.filter((m) => m.mail.subject?.includes("Payment received") && m.rcpt[0] === users.bob.email).length, 0);
 
         await smtp!.start();
@@ -347,7 +374,9 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         assert.equal(smtp!.withMessageId(e.messageId).length, 0, "a failed e-mail is not sent later");
 
         // A mailbox the server refuses for good (550 on RCPT TO).
-        const r = await call("POST", "/api/auth/register", { body: { email: `bounce-${randomUUID().slice(0, 8)}@example.com`, password: "correct horse battery", name: "B" } });
+        const r = await call("POST", "/api/auth/register", {
+          body: { email: `bounce-${randomUUID().slice(0, 8)}@example.com`, password: "correct horse battery", name: "B" },
+        });
         const bounce = envelope("order.delivered", { ...SAMPLE_EVENTS["order.delivered"], userId: r.body.user.id });
         await deliver(bounce);
         const b = await waitFor("bounce", async () => {
@@ -375,7 +404,9 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         );
         for (const r of replicas) r.start();
         try {
-          const envs = Array.from({ length: 30 }, (_, i) => envelope("order.shipped", { ...SAMPLE_EVENTS["order.shipped"], userId: users.bob.id, trackingNumber: `R-${i}` }));
+          const envs = Array.from({ length: 30 }, (_, i) =>
+            envelope("order.shipped", { ...SAMPLE_EVENTS["order.shipped"], userId: users.bob.id, trackingNumber: `R-${i}` }),
+          );
           await Promise.all(envs.map((e) => deliver(e)));
           const ids = new Set(envs.map((e) => e.id));
           const rows = await waitFor("30 sent", async () => {
@@ -400,9 +431,33 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         const source = randomUUID();
         const messageId = messageIdFor(nid, `shop@${FROM_DOMAIN}`);
         await db().transaction(async (trx) => {
-          await trx("notifications").insert({ id: nid, user_id: users.bob.id, type: "order.delivered", title: "Order x delivered", body: "Delivered.", data: JSON.stringify({ orderId: "x" }), read_at: null, created_at: now, source_message_id: source });
+          await trx("notifications").insert({
+            id: nid,
+            user_id: users.bob.id,
+            type: "order.delivered",
+            title: "Order x delivered",
+            body: "Delivered.",
+            data: JSON.stringify({ orderId: "x" }),
+            read_at: null,
+            created_at: now,
+            source_message_id: source,
+          });
           // Claimed by a replica that died right after its claim (attempt 1), lease 3 s.
-          await trx("emails").insert({ id: randomUUID(), source_message_id: source, notification_id: nid, user_id: users.bob.id, type: "order.delivered", status: "pending", message_id_header: messageId, attempts: 1, next_attempt_at: now, claimed_by: "dead-replica:1", claimed_until: now + LEASE, last_attempt_at: now, created_at: now });
+          await trx("emails").insert({
+            id: randomUUID(),
+            source_message_id: source,
+            notification_id: nid,
+            user_id: users.bob.id,
+            type: "order.delivered",
+            status: "pending",
+            message_id_header: messageId,
+            attempts: 1,
+            next_attempt_at: now,
+            claimed_by: "dead-replica:1",
+            claimed_until: now + LEASE,
+            last_attempt_at: now,
+            created_at: now,
+          });
         });
         // A pass run now (awaited) leaves a live claim alone.
         assert.deepEqual(await app.broker.call("notification.sendPending"), { handled: 0 });

@@ -21,10 +21,31 @@ for (const db of ["sqlite", "mariadb"] as const) {
       assert.ok((await migrateLatest(knex, MIGRATIONS)).length > 0);
       assert.equal(await pendingMigrations(knex, MIGRATIONS), 0);
       for (const table of TABLES) assert.ok(await knex.schema.hasTable(table), table);
-      const n = { id: "n1", user_id: "u", type: "order.created", title: "t", body: "b", data: "{}", read_at: null, created_at: 1, source_message_id: "m1" };
+      const n = {
+        id: "n1",
+        user_id: "u",
+        type: "order.created",
+        title: "t",
+        body: "b",
+        data: "{}",
+        read_at: null,
+        created_at: 1,
+        source_message_id: "m1",
+      };
       await knex("notifications").insert(n);
       await assert.rejects(knex("notifications").insert({ ...n, id: "n2" }), (e) => isUniqueViolation(e));
-      const e = { id: "e1", source_message_id: "m1", notification_id: "n1", user_id: "u", type: "order.created", status: "pending", message_id_header: "<x@y>", attempts: 0, next_attempt_at: 1, created_at: 1 };
+      const e = {
+        id: "e1",
+        source_message_id: "m1",
+        notification_id: "n1",
+        user_id: "u",
+        type: "order.created",
+        status: "pending",
+        message_id_header: "<x@y>",
+        attempts: 0,
+        next_attempt_at: 1,
+        created_at: 1,
+      };
       await knex("emails").insert(e);
       await assert.rejects(knex("emails").insert({ ...e, id: "e2", notification_id: "n2" }), (err) => isUniqueViolation(err));
       await migrateDown(knex, MIGRATIONS);

@@ -90,7 +90,6 @@ export async function insertNotification(trx: Knex.Transaction, n: NotificationR
   });
 }
 
-
 /** The caller's notifications, newest first; `unread` keeps those not read yet. */
 export async function listNotifications(db: Knex, userId: string, q: ListQuery): Promise<{ items: NotificationRecord[]; total: number }> {
   const base = () => {
@@ -98,7 +97,13 @@ export async function listNotifications(db: Knex, userId: string, q: ListQuery):
     return q.unread ? b.whereNull("read_at") : b;
   };
   const [rows, count] = await Promise.all([
-    base().orderBy([{ column: "created_at", order: "desc" }, { column: "seq", order: "desc" }]).limit(q.pageSize).offset((q.page - 1) * q.pageSize),
+    base()
+      .orderBy([
+        { column: "created_at", order: "desc" },
+        { column: "seq", order: "desc" },
+      ])
+      .limit(q.pageSize)
+      .offset((q.page - 1) * q.pageSize),
     base().count({ n: "*" }).first() as Promise<{ n: number | string } | undefined>,
   ]);
   return { items: (rows as NotificationRow[]).map(toNotification), total: Number(count?.n ?? 0) };
@@ -128,7 +133,12 @@ export async function seqOf(db: Knex, userId: string, id: string): Promise<numbe
 }
 
 /** A user's notifications created after position `afterSeq` (all without it), oldest first. */
-export async function notificationsAfter(db: Knex, userId: string, afterSeq: number | undefined, limit: number): Promise<NotificationRecord[]> {
+export async function notificationsAfter(
+  db: Knex,
+  userId: string,
+  afterSeq: number | undefined,
+  limit: number,
+): Promise<NotificationRecord[]> {
   const q = db<NotificationRow>("notifications").where("user_id", userId);
   if (afterSeq !== undefined) q.where("seq", ">", afterSeq);
   return ((await q.orderBy("seq", "asc").limit(limit)) as NotificationRow[]).map(toNotification);
@@ -194,7 +204,14 @@ export async function claimEmail(db: Knex, id: string, token: string, now: numbe
  * claimed. With `attempts`, only while the row still has that many attempts: a row some pass
  * tried meanwhile is not the one held in memory (its count and backoff moved on).
  */
-export async function claimEmailOnly(db: Knex, id: string, token: string, now: number, leaseMs: number, attempts?: number): Promise<boolean> {
+export async function claimEmailOnly(
+  db: Knex,
+  id: string,
+  token: string,
+  now: number,
+  leaseMs: number,
+  attempts?: number,
+): Promise<boolean> {
   const q = claimable(db("emails").where("id", id), now);
   if (attempts !== undefined) q.where("attempts", attempts);
   const n = await q.update({
@@ -215,9 +232,17 @@ export async function finishEmail(
   mail: { to: string; subject: string; text: string; html: string },
   now: number,
 ): Promise<boolean> {
-  const n = await db("emails")
-    .where({ id, claimed_by: token, status: "pending" })
-    .update({ status, to_address: mail.to, subject: mail.subject, text: mail.text, html: mail.html, sent_at: now, claimed_by: null, claimed_until: null, last_error: null });
+  const n = await db("emails").where({ id, claimed_by: token, status: "pending" }).update({
+    status,
+    to_address: mail.to,
+    subject: mail.subject,
+    text: mail.text,
+    html: mail.html,
+    sent_at: now,
+    claimed_by: null,
+    claimed_until: null,
+    last_error: null,
+  });
   return n === 1;
 }
 
@@ -237,7 +262,12 @@ export async function failEmail(db: Knex, id: string, token: string, error: stri
 
 /** A user's e-mails, newest first (the embedded "mailbox" and tests). */
 export async function listEmails(db: Knex, userId: string | undefined, limit: number): Promise<EmailRow[]> {
-  const q = db("emails").orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(limit);
+  const q = db("emails")
+    .orderBy([
+      { column: "created_at", order: "desc" },
+      { column: "id", order: "asc" },
+    ])
+    .limit(limit);
   if (userId) q.where("user_id", userId);
   return (await q).map(toEmail);
 }

@@ -26,9 +26,14 @@ for (const engine of ["sqlite", "mariadb"] as const) {
     const db = createKnex(config, "notification");
     const lookups: string[] = [];
     const sender = new EmailSender({
-      db, mailer: createMailer({ from: "shop@meridian.test" }), nodeId: "hand-over-test", maxAttempts: 3, retryBaseMs: 100,
+      db,
+      mailer: createMailer({ from: "shop@meridian.test" }),
+      nodeId: "hand-over-test",
+      maxAttempts: 3,
+      retryBaseMs: 100,
       // Never started: no pass runs, so every statement below is the hand-over's.
-      pollMs: 3_600_000, logger: quiet,
+      pollMs: 3_600_000,
+      logger: quiet,
       lookupUser: async (id) => {
         lookups.push(id);
         return { email: `${id}@example.com`, name: "Ada" };
@@ -38,13 +43,47 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       await migrateLatest(db, MIGRATIONS);
       const job = async (claimedBy: string | null, triedBefore = false) => {
         const now = Date.now();
-        const notification: NotificationRecord = { id: randomUUID(), userId: "u-1", type: "order.shipped", title: "Order x shipped", body: "On its way.", data: { orderId: "x" }, readAt: null, createdAt: now };
-        const email = { id: randomUUID(), user_id: "u-1", notification_id: notification.id, message_id_header: `<n-${notification.id}@meridian.test>`, attempts: 0, type: "order.shipped" };
+        const notification: NotificationRecord = {
+          id: randomUUID(),
+          userId: "u-1",
+          type: "order.shipped",
+          title: "Order x shipped",
+          body: "On its way.",
+          data: { orderId: "x" },
+          readAt: null,
+          createdAt: now,
+        };
+        const email = {
+          id: randomUUID(),
+          user_id: "u-1",
+          notification_id: notification.id,
+          message_id_header: `<n-${notification.id}@meridian.test>`,
+          attempts: 0,
+          type: "order.shipped",
+        };
         await db.transaction(async (trx) => {
-          await trx("notifications").insert({ id: notification.id, user_id: "u-1", type: notification.type, title: notification.title, body: notification.body, data: JSON.stringify(notification.data), read_at: null, created_at: now, source_message_id: randomUUID() });
+          await trx("notifications").insert({
+            id: notification.id,
+            user_id: "u-1",
+            type: notification.type,
+            title: notification.title,
+            body: notification.body,
+            data: JSON.stringify(notification.data),
+            read_at: null,
+            created_at: now,
+            source_message_id: randomUUID(),
+          });
           await trx("emails").insert({
-            id: email.id, source_message_id: randomUUID(), notification_id: notification.id, user_id: "u-1", type: "order.shipped", status: "pending",
-            message_id_header: email.message_id_header, attempts: claimedBy || triedBefore ? 1 : 0, next_attempt_at: now, created_at: now,
+            id: email.id,
+            source_message_id: randomUUID(),
+            notification_id: notification.id,
+            user_id: "u-1",
+            type: "order.shipped",
+            status: "pending",
+            message_id_header: email.message_id_header,
+            attempts: claimedBy || triedBefore ? 1 : 0,
+            next_attempt_at: now,
+            created_at: now,
             ...(claimedBy ? { claimed_by: claimedBy, claimed_until: now + 60_000, last_attempt_at: now } : {}),
           });
         });

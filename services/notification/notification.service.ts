@@ -164,7 +164,11 @@ export class EmailSender {
         // (and failed, with its own count and backoff) is left to the passes.
         .claimEmailOnly(this.opts.db, email.id, token, Date.now(), CLAIM_LEASE_MS, email.attempts)
         .then((claimed) => (claimed ? this.send({ ...email, attempts: email.attempts + 1 }, token, notification) : undefined))
-        .catch((err: unknown) => this.opts.logger.warn(`E-mail ${email.id}: hand-over failed, left to the sender's passes: ${String((err as Error)?.message ?? err)}`))
+        .catch((err: unknown) =>
+          this.opts.logger.warn(
+            `E-mail ${email.id}: hand-over failed, left to the sender's passes: ${String((err as Error)?.message ?? err)}`,
+          ),
+        )
         .finally(() => {
           this.handOverSends.delete(send);
           this.drainHandOvers();
@@ -228,15 +232,31 @@ export class EmailSender {
       // between resends (see the header), never loses the e-mail.
       if (this.opts.mailer.kind === "smtp")
         await this.opts.mailer.send({ ...content, to: user.email, messageId: row.message_id_header, notificationId: row.notification_id });
-      const done = await repo.finishEmail(this.opts.db, row.id, token, this.opts.mailer.kind === "smtp" ? "sent" : "stored", { to: user.email, ...content }, Date.now());
+      const done = await repo.finishEmail(
+        this.opts.db,
+        row.id,
+        token,
+        this.opts.mailer.kind === "smtp" ? "sent" : "stored",
+        { to: user.email, ...content },
+        Date.now(),
+      );
       if (!done) this.opts.logger.warn(`E-mail ${row.id}: claim lost before it was marked (it may be sent again)`);
     } catch (err) {
       const message = String((err as Error)?.message ?? err);
-      const giveUp = (err as { permanentFailure?: boolean }).permanentFailure === true || isPermanentRejection(err) || row.attempts >= this.opts.maxAttempts;
+      const giveUp =
+        (err as { permanentFailure?: boolean }).permanentFailure === true ||
+        isPermanentRejection(err) ||
+        row.attempts >= this.opts.maxAttempts;
       const nextAt = Date.now() + retryDelayMs(row.attempts, this.opts.retryBaseMs, Math.random());
       await repo.failEmail(this.opts.db, row.id, token, message, nextAt, giveUp);
-      if (giveUp) this.opts.logger.error(`E-mail ${row.id} (${row.type} for user ${row.user_id}) failed for good after ${row.attempts} attempt(s): ${message}`);
-      else this.opts.logger.warn(`E-mail ${row.id}: attempt ${row.attempts}/${this.opts.maxAttempts} failed, next in ${nextAt - Date.now()} ms: ${message}`);
+      if (giveUp)
+        this.opts.logger.error(
+          `E-mail ${row.id} (${row.type} for user ${row.user_id}) failed for good after ${row.attempts} attempt(s): ${message}`,
+        );
+      else
+        this.opts.logger.warn(
+          `E-mail ${row.id}: attempt ${row.attempts}/${this.opts.maxAttempts} failed, next in ${nextAt - Date.now()} ms: ${message}`,
+        );
     }
   }
 }
@@ -264,7 +284,14 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
         if (isUniqueViolation(err)) return;
         throw err;
       }
-      const email = { id: randomUUID(), user_id: userId, notification_id: id, message_id_header: messageIdFor(id, config.mail.from), attempts: 0, type: content.type };
+      const email = {
+        id: randomUUID(),
+        user_id: userId,
+        notification_id: id,
+        message_id_header: messageIdFor(id, config.mail.from),
+        attempts: 0,
+        type: content.type,
+      };
       await repo.insertEmail(trx, {
         id: email.id,
         sourceMessageId: envelope.id,
@@ -275,7 +302,12 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
         now,
       });
       // For the edges' live feeds (lib/live/feeds.ts): committed with the notification.
-      await this.publishEvent(trx, Events.NotificationCreated, { notificationId: id, userId, type: content.type, occurredAt: new Date(now).toISOString() });
+      await this.publishEvent(trx, Events.NotificationCreated, {
+        notificationId: id,
+        userId,
+        type: content.type,
+        occurredAt: new Date(now).toISOString(),
+      });
       trx.executionPromise.then(
         () => wake.sender?.handOver(email, notification),
         () => undefined,
@@ -294,7 +326,10 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       list: {
         auth: "user",
         params: Params["notification.list"],
-        async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.list">>): Promise<ActionResponse<"notification.list">> {
+        async handler(
+          this: NotificationServiceThis,
+          ctx: Ctx<ActionParams<"notification.list">>,
+        ): Promise<ActionResponse<"notification.list">> {
           const me = requireUser(ctx);
           const q = parseListQuery(ctx.params);
           const { items, total } = await repo.listNotifications(this.db, me.id, q);
@@ -306,7 +341,10 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
         auth: "user",
         // Unknown fields (an injected userId) are dropped: ownership alone decides, 404.
         params: Params["notification.read"],
-        async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.read">>): Promise<ActionResponse<"notification.read">> {
+        async handler(
+          this: NotificationServiceThis,
+          ctx: Ctx<ActionParams<"notification.read">>,
+        ): Promise<ActionResponse<"notification.read">> {
           const me = requireUser(ctx);
           const n = await repo.markRead(this.db, me.id, ctx.params.id, Date.now());
           if (!n) throw notFound("Notification");
@@ -321,7 +359,10 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       outbox: {
         visibility: "public",
         params: Params["notification.outbox"],
-        async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.outbox">>): Promise<ActionResponse<"notification.outbox">> {
+        async handler(
+          this: NotificationServiceThis,
+          ctx: Ctx<ActionParams<"notification.outbox">>,
+        ): Promise<ActionResponse<"notification.outbox">> {
           const rows = await repo.listEmails(this.db, ctx.params.userId, ctx.params.limit ?? 100);
           return rows.map((r) => ({
             id: r.id,
@@ -351,7 +392,10 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       since: {
         visibility: "public",
         params: Params["notification.since"],
-        async handler(this: NotificationServiceThis, ctx: Ctx<ActionParams<"notification.since">>): Promise<ActionResponse<"notification.since">> {
+        async handler(
+          this: NotificationServiceThis,
+          ctx: Ctx<ActionParams<"notification.since">>,
+        ): Promise<ActionResponse<"notification.since">> {
           const { userId, after } = ctx.params;
           if (ctx.params.newest) {
             const n = await repo.newestNotification(this.db, userId);
@@ -387,7 +431,11 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
       });
       this.mailer = mailer;
       wake.sender = this.sender;
-      this.logger.info(mailer.kind === "smtp" ? "Notification e-mail: SMTP" : "Notification e-mail: no SMTP_URL, e-mails are kept in the database (notification.outbox)");
+      this.logger.info(
+        mailer.kind === "smtp"
+          ? "Notification e-mail: SMTP"
+          : "Notification e-mail: no SMTP_URL, e-mails are kept in the database (notification.outbox)",
+      );
       this.sender.start();
       this.sender.kick();
     },

@@ -41,7 +41,6 @@ import { Params } from "../../proto/gen/params";
 import type { TypedActions } from "../../lib/service-schema";
 import { orderTimings, type CreateParams, type Ctx, type OrderThis } from "./order.this";
 
-
 /** The products an error of product.reserve or checkStock names (its details: `[{productId, …}]`). */
 const productsNamedBy = (err: unknown): string[] =>
   [(err as { data?: unknown }).data]
@@ -51,7 +50,9 @@ const productsNamedBy = (err: unknown): string[] =>
 /** A NOT_FOUND naming a product of the order: the caller's 422 (the rest passes through). */
 const unknownProduct = (err: unknown): AppError | undefined => {
   const missing = errorCode(err) === "NOT_FOUND" && productsNamedBy(err)[0];
-  return missing ? validationError("A product of the order does not exist", [{ field: `items.${missing}`, message: "unknown product" }]) : undefined;
+  return missing
+    ? validationError("A product of the order does not exist", [{ field: `items.${missing}`, message: "unknown product" }])
+    : undefined;
 };
 
 /** Answers of product.reserve that held nothing for sure. */
@@ -69,14 +70,17 @@ export function checkoutActions(config: AppConfig): TypedActions<OrderThis> {
           throw validationError("Give either addressId or shippingAddress", [{ field: "addressId" }, { field: "shippingAddress" }]);
         await this.refuseBeforeKey(ctx, me.id);
         const order = await this.withKey(
-          ctx, { op: "order.create", body: ctx.params }, randomUUID(),
+          ctx,
+          { op: "order.create", body: ctx.params },
+          randomUUID(),
           // A new order's view is what its create committed (newOrderView): no read back.
           async (id) => newOrderView(await this.createOrder(ctx, me.id, id)),
           // A replay reads the order as it is now (it may have been paid since); none yet: undefined.
-          (id) => this.view(id).catch((err: unknown) => {
-            if (errorCode(err) === "NOT_FOUND") return undefined;
-            throw err;
-          }),
+          (id) =>
+            this.view(id).catch((err: unknown) => {
+              if (errorCode(err) === "NOT_FOUND") return undefined;
+              throw err;
+            }),
         );
         ctx.meta.$statusCode = 201;
         ctx.meta.$location = `/api/orders/${order.id}`;
@@ -100,7 +104,8 @@ export function checkoutActions(config: AppConfig): TypedActions<OrderThis> {
         const current = await repo.findUserLimits(this.db, userId);
         const next = {
           maxUnpaidOrders: ctx.params.maxUnpaidOrders === undefined ? current.maxUnpaidOrders : ctx.params.maxUnpaidOrders,
-          maxUnpaidUnitsPerProduct: ctx.params.maxUnpaidUnitsPerProduct === undefined ? current.maxUnpaidUnitsPerProduct : ctx.params.maxUnpaidUnitsPerProduct,
+          maxUnpaidUnitsPerProduct:
+            ctx.params.maxUnpaidUnitsPerProduct === undefined ? current.maxUnpaidUnitsPerProduct : ctx.params.maxUnpaidUnitsPerProduct,
         };
         await repo.setUserLimits(this.db, userId, next, Date.now());
         this.logger.info(`Unpaid-order limits of user ${userId} set to ${JSON.stringify(next)} by admin ${requireUser(ctx).id}`);
@@ -123,7 +128,10 @@ export function checkoutMethods(config: AppConfig) {
         const held = await inTransaction(this.db, async (trx) => {
           const o = await repo.lockUserLimits(trx, userId);
           if (!o) return false;
-          const limits = { maxOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders, maxUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct };
+          const limits = {
+            maxOrders: o.maxUnpaidOrders ?? config.unpaidLimits.maxOrders,
+            maxUnitsPerProduct: o.maxUnpaidUnitsPerProduct ?? config.unpaidLimits.maxUnitsPerProduct,
+          };
           const problem = unpaidLimitProblem(limits, await repo.unpaidState(trx, userId, now - staleClaimMs), lines);
           if (problem) throw new AppError("UNPAID_LIMIT", describeUnpaidLimit(problem), [problem]);
           await repo.insertDraft(trx, orderId, userId, lines, now);
@@ -178,7 +186,13 @@ export function checkoutMethods(config: AppConfig) {
       if (!ctx.params.items) return;
       const { lines, problems } = normalizeOrderLines(ctx.params.items);
       if (problems.length) return; // the create reports them
-      if (!this.soldOut.anyMarked(lines.map((l) => l.productId), Date.now())) return;
+      if (
+        !this.soldOut.anyMarked(
+          lines.map((l) => l.productId),
+          Date.now(),
+        )
+      )
+        return;
       const key = ctx.meta.idempotencyKey;
       const claimed = async () => Boolean(key && (await repo.idempotencyStore(this.db).find(userId, key)));
       if (await claimed()) return;
@@ -242,16 +256,31 @@ export function checkoutMethods(config: AppConfig) {
         }
         const now = Date.now();
         const order: OrderRecord = {
-          id: orderId, userId, status: "PENDING_PAYMENT", total, items: priced, shippingAddress: address, shipment: null,
-          paidPaymentId: null, paidAmount: 0, refundedAmount: 0, shipped: false,
-          reservationExpiresAt: Date.parse(reservation.expiresAt), createdAt: now, updatedAt: now,
+          id: orderId,
+          userId,
+          status: "PENDING_PAYMENT",
+          total,
+          items: priced,
+          shippingAddress: address,
+          shipment: null,
+          paidPaymentId: null,
+          paidAmount: 0,
+          refundedAmount: 0,
+          shipped: false,
+          reservationExpiresAt: Date.parse(reservation.expiresAt),
+          createdAt: now,
+          updatedAt: now,
         };
         await inTransaction(this.db, async (trx) => {
           await repo.insertOrder(trx, order);
           // The draft becomes the order in one commit: the unpaid count never sees both or neither.
           await repo.deleteDraft(trx, orderId);
           await this.publishEvent(trx, Events.OrderCreated, {
-            orderId, userId, total, items: priced.map((l) => ({ productId: l.productId, name: l.name, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
+            orderId,
+            userId,
+            total,
+            items: priced.map((l) => ({ productId: l.productId, name: l.name, quantity: l.quantity })),
+            occurredAt: new Date(now).toISOString(),
           });
           countBusiness(this.broker, "orders_created", undefined, trx);
         });

@@ -5,12 +5,7 @@
  */
 import type { Knex } from "knex";
 import { countBusiness } from "../../lib/metrics";
-import {
-  paymentStatusOf,
-  refundEvent,
-  returnsStock,
-  type Money,
-} from "./order.domain";
+import { paymentStatusOf, refundEvent, returnsStock, type Money } from "./order.domain";
 import * as repo from "./order.repo";
 import { callAction } from "../../lib/call";
 import { Events } from "../../proto/gen/contracts";
@@ -22,7 +17,11 @@ export const orderConsumers: Consumers = {
   async [Events.PaymentSucceeded](this: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded) {
     await onPaymentSucceeded(this, trx, p);
   },
-  async [Events.PaymentFailed](this: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
+  async [Events.PaymentFailed](
+    this: OrderThis,
+    trx: Knex.Transaction,
+    p: { paymentId: string; orderId: string; provider: string; reason?: string },
+  ) {
     await onPaymentFailed(this, trx, p);
   },
   async [Events.ReservationExpired](this: OrderThis, trx: Knex.Transaction, p: { orderId: string }) {
@@ -44,7 +43,11 @@ interface PaymentSucceeded {
 }
 
 /** kept: the order took it (now or before); refunded: given back in full (a charge it cannot take). */
-export async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, p: PaymentSucceeded): Promise<"kept" | "refunded" | "unknown_order"> {
+export async function onPaymentSucceeded(
+  svc: OrderThis,
+  trx: Knex.Transaction,
+  p: PaymentSucceeded,
+): Promise<"kept" | "refunded" | "unknown_order"> {
   const order = await repo.findOrderForUpdate(trx, p.orderId);
   if (!order) {
     svc.logger.warn(`payment.succeeded for unknown order ${p.orderId} (payment ${p.paymentId})`);
@@ -54,8 +57,10 @@ export async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, 
   await repo.upsertPayment(trx, order.id, { id: p.paymentId, provider: p.provider, status: "SUCCEEDED", amount: p.amount }, now);
   if (order.paidPaymentId === p.paymentId) return "kept"; // the same success again
   let refundReason: string | undefined;
-  if (order.status !== "PENDING_PAYMENT") refundReason = order.paidPaymentId ? "duplicate payment" : `order ${order.status.toLowerCase()} before the payment arrived`;
-  else if (p.amount.amount !== order.total.amount || p.amount.currency !== order.total.currency) refundReason = "amount does not match the order";
+  if (order.status !== "PENDING_PAYMENT")
+    refundReason = order.paidPaymentId ? "duplicate payment" : `order ${order.status.toLowerCase()} before the payment arrived`;
+  else if (p.amount.amount !== order.total.amount || p.amount.currency !== order.total.currency)
+    refundReason = "amount does not match the order";
   else {
     try {
       await callAction(svc.broker, "product.commit", { orderId: order.id });
@@ -70,7 +75,16 @@ export async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, 
     svc.logger.warn(`Refunding payment ${p.paymentId} of order ${order.id}: ${refundReason}`);
     const refundId = `auto${p.paymentId}`.slice(0, 64);
     const existing = await repo.findRefund(trx, refundId);
-    const refund: NewRefund = existing ?? { id: refundId, orderId: order.id, paymentId: p.paymentId, amount: p.amount, status: "PENDING", reason: refundReason, createdAt: now, updatedAt: now };
+    const refund: NewRefund = existing ?? {
+      id: refundId,
+      orderId: order.id,
+      paymentId: p.paymentId,
+      amount: p.amount,
+      status: "PENDING",
+      reason: refundReason,
+      createdAt: now,
+      updatedAt: now,
+    };
     if (!existing) await repo.insertRefund(trx, refund);
     if (refund.status === "PENDING") svc.sendAfterCommit(trx, refund);
     // An order that never took a payment holds no sold stock, unless an earlier run of this
@@ -80,10 +94,19 @@ export async function onPaymentSucceeded(svc: OrderThis, trx: Knex.Transaction, 
     if (!order.paidPaymentId && order.status !== "PENDING_PAYMENT") await returnSoldStock(svc, order.id);
     return "refunded";
   }
-  await svc.transition(trx, order, "payment_succeeded", { paid_payment_id: p.paymentId, paid_amount: p.amount.amount, reservation_expires_at: null });
+  await svc.transition(trx, order, "payment_succeeded", {
+    paid_payment_id: p.paymentId,
+    paid_amount: p.amount.amount,
+    reservation_expires_at: null,
+  });
   await svc.publishEvent(trx, Events.OrderPaid, {
-    orderId: order.id, userId: order.userId, total: order.total, paymentId: p.paymentId, provider: p.provider,
-    lines: order.items.map((l) => ({ productId: l.productId, quantity: l.quantity })), occurredAt: new Date(now).toISOString(),
+    orderId: order.id,
+    userId: order.userId,
+    total: order.total,
+    paymentId: p.paymentId,
+    provider: p.provider,
+    lines: order.items.map((l) => ({ productId: l.productId, quantity: l.quantity })),
+    occurredAt: new Date(now).toISOString(),
   });
   countBusiness(svc.broker, "orders_paid", { provider: p.provider }, trx);
   return "kept";
@@ -98,14 +121,23 @@ async function returnSoldStock(svc: OrderThis, orderId: string): Promise<void> {
   }
 }
 
-async function onPaymentFailed(svc: OrderThis, trx: Knex.Transaction, p: { paymentId: string; orderId: string; provider: string; reason?: string }) {
+async function onPaymentFailed(
+  svc: OrderThis,
+  trx: Knex.Transaction,
+  p: { paymentId: string; orderId: string; provider: string; reason?: string },
+) {
   const order = await repo.findOrderForUpdate(trx, p.orderId);
   if (!order) return;
   await repo.failPayment(trx, p.paymentId, Date.now());
   // The order stays payable; the user hears of it only while it still is.
   if (order.status !== "PENDING_PAYMENT") return;
   await svc.publishEvent(trx, Events.OrderPaymentFailed, {
-    orderId: order.id, userId: order.userId, paymentId: p.paymentId, provider: p.provider, reason: p.reason ?? "declined", occurredAt: new Date().toISOString(),
+    orderId: order.id,
+    userId: order.userId,
+    paymentId: p.paymentId,
+    provider: p.provider,
+    reason: p.reason ?? "declined",
+    occurredAt: new Date().toISOString(),
   });
 }
 
@@ -116,14 +148,24 @@ async function onReservationExpired(svc: OrderThis, trx: Knex.Transaction, p: { 
   if (!order || order.status !== "PENDING_PAYMENT") return;
   await svc.transition(trx, order, "expire", { reservation_expires_at: null });
   // The payment service closes the order's open trades at their platforms on this event.
-  await svc.publishEvent(trx, Events.OrderCancelled, { orderId: order.id, userId: order.userId, reason: "expired", occurredAt: new Date().toISOString() });
+  await svc.publishEvent(trx, Events.OrderCancelled, {
+    orderId: order.id,
+    userId: order.userId,
+    reason: "expired",
+    occurredAt: new Date().toISOString(),
+  });
   countBusiness(svc.broker, "orders_cancelled", { reason: "expired" }, trx);
   // Lines of the order not yet swept go back now rather than at their own expiry
   // (idempotent: a redelivery releases nothing more).
   await callAction(svc.broker, "product.release", { orderId: order.id });
 }
 
-async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refundId: string; orderId: string }, to: "SUCCEEDED" | "FAILED") {
+async function onRefundSettled(
+  svc: OrderThis,
+  trx: Knex.Transaction,
+  p: { refundId: string; orderId: string },
+  to: "SUCCEEDED" | "FAILED",
+) {
   const order = await repo.findOrderForUpdate(trx, p.orderId);
   if (!order) return;
   const refund = await repo.findRefund(trx, p.refundId);
@@ -137,8 +179,13 @@ async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refun
   // went back.
   if (refund.paymentId !== order.paidPaymentId) {
     await svc.publishEvent(trx, Events.OrderPaymentRefunded, {
-      orderId: order.id, userId: order.userId, paymentId: refund.paymentId, refundId: refund.id, amount: refund.amount,
-      reason: refund.reason, occurredAt: new Date().toISOString(),
+      orderId: order.id,
+      userId: order.userId,
+      paymentId: refund.paymentId,
+      refundId: refund.id,
+      amount: refund.amount,
+      reason: refund.reason,
+      occurredAt: new Date().toISOString(),
     });
     return;
   }
@@ -151,12 +198,16 @@ async function onRefundSettled(svc: OrderThis, trx: Knex.Transaction, p: { refun
   const event = refundEvent(order.paidAmount, refunded);
   if (event) await svc.transition(trx, order, event);
   await svc.publishEvent(trx, Events.OrderRefunded, {
-    orderId: order.id, userId: order.userId, refundId: refund.id, amount: refund.amount,
-    refundedTotal: { amount: refunded, currency: order.total.currency }, status: order.status, paymentStatus: paymentStatusOf(order),
+    orderId: order.id,
+    userId: order.userId,
+    refundId: refund.id,
+    amount: refund.amount,
+    refundedTotal: { amount: refunded, currency: order.total.currency },
+    status: order.status,
+    paymentStatus: paymentStatusOf(order),
     occurredAt: new Date(now).toISOString(),
   });
   // Idempotent (each line moves committed → returned once), so it runs inside the handler:
   // a failure retries the whole message, a redelivery returns nothing more.
   if (returnsStock(order.shipped, event)) await callAction(svc.broker, "product.returnStock", { orderId: order.id });
 }
-

@@ -81,7 +81,10 @@ export const MAX_ORDER_LINES = 50;
 export const MAX_LINE_QUANTITY = 99;
 
 /** Lines of one product merged, sorted by productId; problems listed per field. */
-export function normalizeOrderLines(lines: readonly OrderLineInput[]): { lines: OrderLineInput[]; problems: { field: string; message: string }[] } {
+export function normalizeOrderLines(lines: readonly OrderLineInput[]): {
+  lines: OrderLineInput[];
+  problems: { field: string; message: string }[];
+} {
   const merged = new Map<string, number>();
   for (const l of lines) merged.set(l.productId, (merged.get(l.productId) ?? 0) + l.quantity);
   const out = [...merged].map(([productId, quantity]) => ({ productId, quantity })).sort((a, b) => (a.productId < b.productId ? -1 : 1));
@@ -123,7 +126,11 @@ export type RefundStatus = "PENDING" | "SUCCEEDED" | "FAILED";
  * not failed (pending ones count). Refunds of other charges (a duplicate payment refunded
  * automatically) are not the order's money and do not count against it.
  */
-export function refundable(paid: number, keptPaymentId: string | null, refunds: readonly Pick<RefundSummary, "paymentId" | "amount" | "status">[]): number {
+export function refundable(
+  paid: number,
+  keptPaymentId: string | null,
+  refunds: readonly Pick<RefundSummary, "paymentId" | "amount" | "status">[],
+): number {
   if (!keptPaymentId) return 0;
   const committed = refunds.filter((r) => r.paymentId === keptPaymentId && r.status !== "FAILED").reduce((s, r) => s + r.amount.amount, 0);
   return Math.max(0, paid - committed);
@@ -146,10 +153,16 @@ export function refundAmount(requested: number | undefined, left: number): { amo
  * that is left (the stock returns); after shipping the owner files a return request. Admins
  * refund any amount at any point after payment.
  */
-export function refundRequestVerdict(r: { byAdmin: boolean; shipped: boolean; left: number; requested?: number }): { amount: number } | { conflict: string } | { problem: string } {
+export function refundRequestVerdict(r: {
+  byAdmin: boolean;
+  shipped: boolean;
+  left: number;
+  requested?: number;
+}): { amount: number } | { conflict: string } | { problem: string } {
   if (!r.byAdmin) {
     if (r.shipped) return { conflict: "the order has shipped: file a return request (POST /api/orders/:id/returns) instead" };
-    if (r.left > 0 && r.requested !== undefined && r.requested !== r.left) return { problem: `before shipping a customer refunds all that is left (${r.left}), not part of it` };
+    if (r.left > 0 && r.requested !== undefined && r.requested !== r.left)
+      return { problem: `before shipping a customer refunds all that is left (${r.left}), not part of it` };
   }
   return refundAmount(r.requested, r.left);
 }
@@ -190,12 +203,22 @@ export type UnpaidLimitProblem =
  * orders, and at most `maxUnitsPerProduct` units of one product across them. Undefined when
  * it does; else the first limit it breaks (which the 409 names).
  */
-export function unpaidLimitProblem(limits: UnpaidLimits, state: UnpaidState, lines: readonly OrderLineInput[]): UnpaidLimitProblem | undefined {
+export function unpaidLimitProblem(
+  limits: UnpaidLimits,
+  state: UnpaidState,
+  lines: readonly OrderLineInput[],
+): UnpaidLimitProblem | undefined {
   if (state.orders + 1 > limits.maxOrders) return { limit: "MAX_UNPAID_ORDERS", max: limits.maxOrders, unpaidOrders: state.orders };
   for (const l of lines) {
     const unpaidUnits = state.units.get(l.productId) ?? 0;
     if (unpaidUnits + l.quantity > limits.maxUnitsPerProduct)
-      return { limit: "MAX_UNPAID_UNITS_PER_PRODUCT", max: limits.maxUnitsPerProduct, productId: l.productId, unpaidUnits, requested: l.quantity };
+      return {
+        limit: "MAX_UNPAID_UNITS_PER_PRODUCT",
+        max: limits.maxUnitsPerProduct,
+        productId: l.productId,
+        unpaidUnits,
+        requested: l.quantity,
+      };
   }
   return undefined;
 }
@@ -244,7 +267,8 @@ export function returnRequestVerdict(
     return { conflict: `the return window (${windowDays} days after delivery) has passed` };
   const { lines, problems } = normalizeOrderLines(items);
   const taken = new Map<string, number>();
-  for (const r of open) if (r.status !== "REJECTED") for (const l of r.items) taken.set(l.productId, (taken.get(l.productId) ?? 0) + l.quantity);
+  for (const r of open)
+    if (r.status !== "REJECTED") for (const l of r.items) taken.set(l.productId, (taken.get(l.productId) ?? 0) + l.quantity);
   for (const l of lines) {
     const bought = order.items.find((i) => i.productId === l.productId)?.quantity ?? 0;
     if (!bought) problems.push({ field: `items.${l.productId}`, message: "not a line of this order" });
@@ -272,7 +296,14 @@ export type { ShippingAddress };
 
 /** The shipping fields of an address (a saved one has more: id, timestamps), copied. */
 export function pickAddress(a: ShippingAddress): ShippingAddress {
-  const out: ShippingAddress = { recipient: a.recipient, phone: a.phone, line1: a.line1, city: a.city, postalCode: a.postalCode, country: a.country };
+  const out: ShippingAddress = {
+    recipient: a.recipient,
+    phone: a.phone,
+    line1: a.line1,
+    city: a.city,
+    postalCode: a.postalCode,
+    country: a.country,
+  };
   if (a.line2 !== undefined) out.line2 = a.line2;
   if (a.province !== undefined) out.province = a.province;
   return out;
@@ -322,7 +353,13 @@ export interface HistoryEntry {
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
-export function toPublicOrder(o: OrderRecord, payments: PaymentSummary[], refunds: RefundSummary[], history: HistoryEntry[], returns: ReturnRecord[]) {
+export function toPublicOrder(
+  o: OrderRecord,
+  payments: PaymentSummary[],
+  refunds: RefundSummary[],
+  history: HistoryEntry[],
+  returns: ReturnRecord[],
+) {
   return {
     id: o.id,
     userId: o.userId,
@@ -332,7 +369,14 @@ export function toPublicOrder(o: OrderRecord, payments: PaymentSummary[], refund
     items: o.items.map((l) => ({ productId: l.productId, sku: l.sku, name: l.name, unitPrice: l.unitPrice, quantity: l.quantity })),
     total: o.total,
     shippingAddress: o.shippingAddress,
-    payments: payments.map((p) => ({ id: p.id, provider: p.provider, status: p.status, amount: p.amount, createdAt: iso(p.createdAt), updatedAt: iso(p.updatedAt) })),
+    payments: payments.map((p) => ({
+      id: p.id,
+      provider: p.provider,
+      status: p.status,
+      amount: p.amount,
+      createdAt: iso(p.createdAt),
+      updatedAt: iso(p.updatedAt),
+    })),
     refunds: refunds.map(toPublicRefund),
     returns: returns.map(toPublicReturn),
     ...(o.shipment ? { shipment: o.shipment } : {}),
@@ -353,7 +397,15 @@ export function newOrderView(o: OrderRecord) {
 }
 
 export function toPublicRefund(r: RefundSummary) {
-  return { id: r.id, paymentId: r.paymentId, amount: r.amount, status: r.status, reason: r.reason, createdAt: iso(r.createdAt), updatedAt: iso(r.updatedAt) };
+  return {
+    id: r.id,
+    paymentId: r.paymentId,
+    amount: r.amount,
+    status: r.status,
+    reason: r.reason,
+    createdAt: iso(r.createdAt),
+    updatedAt: iso(r.updatedAt),
+  };
 }
 
 export function toPublicReturn(r: ReturnRecord) {

@@ -19,7 +19,14 @@ import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
+const ADDRESS = {
+  recipient: "Ada Buyer",
+  phone: "+86 10 1234 5678",
+  line1: "1 Market Street",
+  city: "Shanghai",
+  postalCode: "200000",
+  country: "CN",
+};
 
 type Call = (method: string, path: string, opts?: Parameters<typeof http>[3]) => ReturnType<typeof http>;
 
@@ -34,34 +41,50 @@ function shop(getApp: () => TestApp) {
       assert.ok(admin);
     },
     async user(name: string) {
-      const r = await call("POST", "/api/auth/register", { body: { email: `${name}-${randomBytes(3).toString("hex")}@example.com`, password: `${name} password 1`, name } });
+      const r = await call("POST", "/api/auth/register", {
+        body: { email: `${name}-${randomBytes(3).toString("hex")}@example.com`, password: `${name} password 1`, name },
+      });
       assert.equal(r.status, 201, r.text);
       return { token: r.body.accessToken as string, id: r.body.user.id as string };
     },
     async product(stock: number, amount = 1000) {
       const r = await call("POST", "/api/products", {
         token: admin,
-        body: { sku: `HD-${randomBytes(4).toString("hex")}`, name: "Hardened Widget", description: "", category: "widgets", price: { amount, currency: "EUR" }, stock },
+        body: {
+          sku: `HD-${randomBytes(4).toString("hex")}`,
+          name: "Hardened Widget",
+          description: "",
+          category: "widgets",
+          price: { amount, currency: "EUR" },
+          stock,
+        },
       });
       assert.equal(r.status, 201, r.text);
       return r.body as { id: string };
     },
-    stockOf: async (id: string) => (await call("GET", `/api/products/${id}`)).body.stock as { onHand: number; reserved: number; available: number },
+    stockOf: async (id: string) =>
+      (await call("GET", `/api/products/${id}`)).body.stock as { onHand: number; reserved: number; available: number },
     order: (token: string, items: { productId: string; quantity: number }[], key?: string) =>
       call("POST", "/api/orders", { token, body: { shippingAddress: ADDRESS, items }, headers: key ? { "idempotency-key": key } : {} }),
     get: async (token: string, id: string) => (await call("GET", `/api/orders/${id}`, { token })).body,
     async pay(token: string, orderId: string) {
       const pay = await call("POST", `/api/orders/${orderId}/pay`, { token, body: { provider: "sandbox" } });
       assert.equal(pay.status, 200, pay.text);
-      const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, { body: { outcome: "success", token: new URL(pay.body.payUrl).searchParams.get("token") } });
+      const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, {
+        body: { outcome: "success", token: new URL(pay.body.payUrl).searchParams.get("token") },
+      });
       assert.equal(done.status, 202, done.text);
       await eventually("PAID", async () => (await s.get(token, orderId)).status === "PAID");
     },
     async deliver(orderId: string) {
-      assert.equal((await call("POST", `/api/orders/${orderId}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "SF1" } })).status, 200);
+      assert.equal(
+        (await call("POST", `/api/orders/${orderId}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "SF1" } })).status,
+        200,
+      );
       assert.equal((await call("POST", `/api/orders/${orderId}/deliver`, { token: admin })).status, 200);
     },
-    notes: async (token: string) => (await call("GET", "/api/notifications", { token })).body.items as { type: string; data: Record<string, unknown> }[],
+    notes: async (token: string) =>
+      (await call("GET", "/api/notifications", { token })).body.items as { type: string; data: Record<string, unknown> }[],
   };
   return s;
 }
@@ -111,15 +134,29 @@ describe("hoarding, refunds and returns (embedded)", () => {
     // Limits are admin-only to read and set.
     assert.equal((await s.call("GET", `/api/admin/users/${u.id}/order-limits`, { token: u.token })).status, 403);
     const defaults = await s.call("GET", `/api/admin/users/${u.id}/order-limits`, { token: s.admin() });
-    assert.deepEqual(defaults.body, { userId: u.id, maxUnpaidOrders: 3, maxUnpaidUnitsPerProduct: 5, overridden: { maxUnpaidOrders: false, maxUnpaidUnitsPerProduct: false } });
-    assert.equal((await s.call("PUT", `/api/admin/users/${u.id}/order-limits`, { token: s.admin(), body: { maxUnpaidOrders: 0 } })).status, 422);
-    const raised = await s.call("PUT", `/api/admin/users/${u.id}/order-limits`, { token: s.admin(), body: { maxUnpaidOrders: 10, maxUnpaidUnitsPerProduct: 50 } });
+    assert.deepEqual(defaults.body, {
+      userId: u.id,
+      maxUnpaidOrders: 3,
+      maxUnpaidUnitsPerProduct: 5,
+      overridden: { maxUnpaidOrders: false, maxUnpaidUnitsPerProduct: false },
+    });
+    assert.equal(
+      (await s.call("PUT", `/api/admin/users/${u.id}/order-limits`, { token: s.admin(), body: { maxUnpaidOrders: 0 } })).status,
+      422,
+    );
+    const raised = await s.call("PUT", `/api/admin/users/${u.id}/order-limits`, {
+      token: s.admin(),
+      body: { maxUnpaidOrders: 10, maxUnpaidUnitsPerProduct: 50 },
+    });
     assert.equal(raised.status, 200, raised.text);
     assert.deepEqual(raised.body.overridden, { maxUnpaidOrders: true, maxUnpaidUnitsPerProduct: true });
     const bulk = await s.order(u.token, [{ productId: products[0]!.id, quantity: 40 }]);
     assert.equal(bulk.status, 201, bulk.text);
     // Back to the default (null): the unpaid orders now over it block new ones again.
-    await s.call("PUT", `/api/admin/users/${u.id}/order-limits`, { token: s.admin(), body: { maxUnpaidOrders: null, maxUnpaidUnitsPerProduct: null } });
+    await s.call("PUT", `/api/admin/users/${u.id}/order-limits`, {
+      token: s.admin(),
+      body: { maxUnpaidOrders: null, maxUnpaidUnitsPerProduct: null },
+    });
     assert.equal((await s.order(u.token, [{ productId: products[1]!.id, quantity: 1 }])).body.error?.code, "UNPAID_LIMIT");
   });
 
@@ -139,7 +176,10 @@ describe("hoarding, refunds and returns (embedded)", () => {
 
     const shipped = (await s.order(u.token, [{ productId: p.id, quantity: 1 }])).body;
     await s.pay(u.token, shipped.id);
-    assert.equal((await s.call("POST", `/api/orders/${shipped.id}/ship`, { token: s.admin(), body: { carrier: "SF", trackingNumber: "SF9" } })).status, 200);
+    assert.equal(
+      (await s.call("POST", `/api/orders/${shipped.id}/ship`, { token: s.admin(), body: { carrier: "SF", trackingNumber: "SF9" } })).status,
+      200,
+    );
     const late = await s.call("POST", `/api/orders/${shipped.id}/refunds`, { token: u.token, body: { reason: "too late" } });
     assert.equal(late.status, 409, late.text);
     assert.equal((await s.get(u.token, shipped.id)).refunds.length, 0, "nothing was refunded");
@@ -150,7 +190,10 @@ describe("hoarding, refunds and returns (embedded)", () => {
     const u = await s.user("partial");
     const o = (await s.order(u.token, [{ productId: p.id, quantity: 1 }])).body;
     await s.pay(u.token, o.id);
-    assert.equal((await s.call("POST", `/api/orders/${o.id}/refunds`, { token: s.admin(), body: { amount: 1, reason: "a cent back" } })).status, 202);
+    assert.equal(
+      (await s.call("POST", `/api/orders/${o.id}/refunds`, { token: s.admin(), body: { amount: 1, reason: "a cent back" } })).status,
+      202,
+    );
     const partly = await eventually("partly refunded", async () => {
       const x = await s.get(u.token, o.id);
       return x.paymentStatus === "partially_refunded" && x;
@@ -161,7 +204,10 @@ describe("hoarding, refunds and returns (embedded)", () => {
     const done = await s.get(u.token, o.id);
     assert.equal(done.status, "DELIVERED");
     assert.equal(done.paymentStatus, "partially_refunded");
-    assert.deepEqual(done.history.map((h: { status: string }) => h.status), ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED"]);
+    assert.deepEqual(
+      done.history.map((h: { status: string }) => h.status),
+      ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED"],
+    );
     // A filter on the payment status finds it (admins).
     const list = await s.call("GET", "/api/orders?paymentStatus=partially_refunded&pageSize=100", { token: s.admin() });
     assert.ok(list.body.items.some((x: { id: string }) => x.id === o.id));
@@ -173,7 +219,8 @@ describe("hoarding, refunds and returns (embedded)", () => {
     const u = await s.user("idem");
     const o = (await s.order(u.token, [{ productId: p.id, quantity: 2 }])).body;
     await s.pay(u.token, o.id);
-    const refund = (key: string, body: unknown) => s.call("POST", `/api/orders/${o.id}/refunds`, { token: s.admin(), body, headers: { "idempotency-key": key } });
+    const refund = (key: string, body: unknown) =>
+      s.call("POST", `/api/orders/${o.id}/refunds`, { token: s.admin(), body, headers: { "idempotency-key": key } });
     const first = await refund("refund-key-1", { amount: 300, reason: "scratch" });
     assert.equal(first.status, 202, first.text);
     const again = await refund("refund-key-1", { amount: 300, reason: "scratch" });
@@ -196,10 +243,18 @@ describe("hoarding, refunds and returns (embedded)", () => {
     const a = await s.product(10, 1500);
     const b = await s.product(10, 500);
     const u = await s.user("returner");
-    const o = (await s.order(u.token, [{ productId: a.id, quantity: 2 }, { productId: b.id, quantity: 1 }])).body;
+    const o = (
+      await s.order(u.token, [
+        { productId: a.id, quantity: 2 },
+        { productId: b.id, quantity: 1 },
+      ])
+    ).body;
     await s.pay(u.token, o.id);
     // Not delivered yet: no return.
-    const early = await s.call("POST", `/api/orders/${o.id}/returns`, { token: u.token, body: { items: [{ productId: a.id, quantity: 1 }], reason: "early" } });
+    const early = await s.call("POST", `/api/orders/${o.id}/returns`, {
+      token: u.token,
+      body: { items: [{ productId: a.id, quantity: 1 }], reason: "early" },
+    });
     assert.equal(early.status, 409, early.text);
     await s.deliver(o.id);
     assert.deepEqual(await s.stockOf(a.id), { onHand: 8, reserved: 0, available: 8 });
@@ -210,28 +265,51 @@ describe("hoarding, refunds and returns (embedded)", () => {
       assert.equal(bad.status, 422, bad.text);
     }
     const key = { "idempotency-key": "return-1" };
-    const asked = await s.call("POST", `/api/orders/${o.id}/returns`, { token: u.token, body: { items: [{ productId: a.id, quantity: 2 }], reason: "too small" }, headers: key });
+    const asked = await s.call("POST", `/api/orders/${o.id}/returns`, {
+      token: u.token,
+      body: { items: [{ productId: a.id, quantity: 2 }], reason: "too small" },
+      headers: key,
+    });
     assert.equal(asked.status, 201, asked.text);
     assert.equal(asked.body.status, "REQUESTED");
-    const repeat = await s.call("POST", `/api/orders/${o.id}/returns`, { token: u.token, body: { items: [{ productId: a.id, quantity: 2 }], reason: "too small" }, headers: key });
+    const repeat = await s.call("POST", `/api/orders/${o.id}/returns`, {
+      token: u.token,
+      body: { items: [{ productId: a.id, quantity: 2 }], reason: "too small" },
+      headers: key,
+    });
     assert.equal(repeat.body.id, asked.body.id, "the same key: the first answer");
     // The two units of A are now being returned: no third.
-    const more = await s.call("POST", `/api/orders/${o.id}/returns`, { token: u.token, body: { items: [{ productId: a.id, quantity: 1 }], reason: "again" } });
+    const more = await s.call("POST", `/api/orders/${o.id}/returns`, {
+      token: u.token,
+      body: { items: [{ productId: a.id, quantity: 1 }], reason: "again" },
+    });
     assert.equal(more.status, 422, more.text);
     await eventually("return.requested notified", async () => (await s.notes(u.token)).some((n) => n.type === "return.requested"));
     const listed = (await s.call("GET", "/api/returns?status=REQUESTED", { token: s.admin() })).body;
     assert.ok(listed.items.some((r: { id: string }) => r.id === asked.body.id));
     assert.equal((await s.call("GET", "/api/returns", { token: u.token })).status, 403);
 
-    const approved = await s.call("POST", `/api/returns/${asked.body.id}/approve`, { token: s.admin(), body: { restock: true }, headers: { "idempotency-key": "approve-1" } });
+    const approved = await s.call("POST", `/api/returns/${asked.body.id}/approve`, {
+      token: s.admin(),
+      body: { restock: true },
+      headers: { "idempotency-key": "approve-1" },
+    });
     assert.equal(approved.status, 200, approved.text);
     assert.equal(approved.body.status, "APPROVED");
     assert.deepEqual(approved.body.amount, { amount: 3000, currency: "EUR" }, "default: the lines' prices");
     assert.ok(approved.body.refundId);
-    const replay = await s.call("POST", `/api/returns/${asked.body.id}/approve`, { token: s.admin(), body: { restock: true }, headers: { "idempotency-key": "approve-1" } });
+    const replay = await s.call("POST", `/api/returns/${asked.body.id}/approve`, {
+      token: s.admin(),
+      body: { restock: true },
+      headers: { "idempotency-key": "approve-1" },
+    });
     assert.equal(replay.status, 200, replay.text);
     assert.equal(replay.body.refundId, approved.body.refundId, "one refund");
-    assert.equal((await s.call("POST", `/api/returns/${asked.body.id}/approve`, { token: s.admin(), body: { restock: true } })).status, 409, "decided once");
+    assert.equal(
+      (await s.call("POST", `/api/returns/${asked.body.id}/approve`, { token: s.admin(), body: { restock: true } })).status,
+      409,
+      "decided once",
+    );
     const refunded = await eventually("refund settled", async () => {
       const x = await s.get(u.token, o.id);
       return x.paymentStatus === "partially_refunded" && x;
@@ -243,19 +321,31 @@ describe("hoarding, refunds and returns (embedded)", () => {
     await eventually("return.approved notified", async () => (await s.notes(u.token)).some((n) => n.type === "return.approved"));
 
     // The last line: asked, then rejected (no refund, no stock), the buyer told why.
-    const second = await s.call("POST", `/api/orders/${o.id}/returns`, { token: u.token, body: { items: [{ productId: b.id, quantity: 1 }], reason: "worn" } });
+    const second = await s.call("POST", `/api/orders/${o.id}/returns`, {
+      token: u.token,
+      body: { items: [{ productId: b.id, quantity: 1 }], reason: "worn" },
+    });
     assert.equal(second.status, 201, second.text);
-    const rejected = await s.call("POST", `/api/returns/${second.body.id}/reject`, { token: s.admin(), body: { reason: "worn and washed" } });
+    const rejected = await s.call("POST", `/api/returns/${second.body.id}/reject`, {
+      token: s.admin(),
+      body: { reason: "worn and washed" },
+    });
     assert.equal(rejected.status, 200, rejected.text);
     assert.equal(rejected.body.status, "REJECTED");
-    await eventually("return.rejected notified", async () => (await s.notes(u.token)).some((n) => n.type === "return.rejected" && n.data.reason === "worn and washed"));
+    await eventually("return.rejected notified", async () =>
+      (await s.notes(u.token)).some((n) => n.type === "return.rejected" && n.data.reason === "worn and washed"),
+    );
     const final = await s.get(u.token, o.id);
     assert.deepEqual(final.refundedTotal, { amount: 3000, currency: "EUR" });
-    assert.deepEqual((await s.call("GET", `/api/orders/${o.id}/returns`, { token: u.token })).body.items.map((r: { status: string }) => r.status), ["APPROVED", "REJECTED"]);
+    assert.deepEqual(
+      (await s.call("GET", `/api/orders/${o.id}/returns`, { token: u.token })).body.items.map((r: { status: string }) => r.status),
+      ["APPROVED", "REJECTED"],
+    );
     assert.deepEqual(await s.stockOf(b.id), { onHand: 9, reserved: 0, available: 9 }, "a rejected return restocks nothing");
     // Each event is told once, whatever the redeliveries.
     const notes = await s.notes(u.token);
-    for (const t of ["return.requested", "return.approved", "return.rejected"]) assert.equal(notes.filter((n) => n.type === t).length, t === "return.requested" ? 2 : 1, t);
+    for (const t of ["return.requested", "return.approved", "return.rejected"])
+      assert.equal(notes.filter((n) => n.type === t).length, t === "return.requested" ? 2 : 1, t);
   });
 
   test("returns: only within RETURN_WINDOW_DAYS of delivery (30): a day later than that is 409", async () => {
@@ -268,8 +358,13 @@ describe("hoarding, refunds and returns (embedded)", () => {
     const db = (app.broker.getLocalService("order") as unknown as { db: Knex }).db;
     const row = await db("orders").where({ id: o.id }).first();
     const shipment = { ...JSON.parse(row.shipment), deliveredAt: new Date(Date.now() - 31 * 86_400_000).toISOString() };
-    await db("orders").where({ id: o.id }).update({ shipment: JSON.stringify(shipment) });
-    const r = await s.call("POST", `/api/orders/${o.id}/returns`, { token: u.token, body: { items: [{ productId: p.id, quantity: 1 }], reason: "late" } });
+    await db("orders")
+      .where({ id: o.id })
+      .update({ shipment: JSON.stringify(shipment) });
+    const r = await s.call("POST", `/api/orders/${o.id}/returns`, {
+      token: u.token,
+      body: { items: [{ productId: p.id, quantity: 1 }], reason: "late" },
+    });
     assert.equal(r.status, 409, r.text);
     assert.match(r.body.error.message, /30 days/);
   });
@@ -283,8 +378,12 @@ describe("rate limits on order creation and on refund and return requests (per u
     app = await startTestApp({
       db: "sqlite",
       env: {
-        ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, RATE_LIMITS: "on",
-        RATE_LIMIT_ORDERS: "2/600", RATE_LIMIT_REFUNDS: "1/3600", MAX_UNPAID_ORDERS: "10",
+        ADMIN_EMAIL: ADMIN.email,
+        ADMIN_PASSWORD: ADMIN.password,
+        RATE_LIMITS: "on",
+        RATE_LIMIT_ORDERS: "2/600",
+        RATE_LIMIT_REFUNDS: "1/3600",
+        MAX_UNPAID_ORDERS: "10",
       },
     });
     await s.login();
@@ -317,8 +416,19 @@ describe("rate limits on order creation and on refund and return requests (per u
     const o = (await s.order(u.token, [{ productId: p.id, quantity: 2 }])).body;
     await s.pay(u.token, o.id);
     await s.deliver(o.id);
-    assert.equal((await s.call("POST", `/api/orders/${o.id}/returns`, { token: u.token, body: { items: [{ productId: p.id, quantity: 1 }], reason: "one" } })).status, 201);
-    const second = await s.call("POST", `/api/orders/${o.id}/returns`, { token: u.token, body: { items: [{ productId: p.id, quantity: 1 }], reason: "two" } });
+    assert.equal(
+      (
+        await s.call("POST", `/api/orders/${o.id}/returns`, {
+          token: u.token,
+          body: { items: [{ productId: p.id, quantity: 1 }], reason: "one" },
+        })
+      ).status,
+      201,
+    );
+    const second = await s.call("POST", `/api/orders/${o.id}/returns`, {
+      token: u.token,
+      body: { items: [{ productId: p.id, quantity: 1 }], reason: "two" },
+    });
     assert.equal(second.status, 429, second.text);
     const refund = await s.call("POST", `/api/orders/${o.id}/refunds`, { token: u.token, body: { reason: "three" } });
     assert.equal(refund.status, 429, refund.text);

@@ -13,7 +13,14 @@ import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
+const ADDRESS = {
+  recipient: "Ada Buyer",
+  phone: "+86 10 1234 5678",
+  line1: "1 Market Street",
+  city: "Shanghai",
+  postalCode: "200000",
+  country: "CN",
+};
 
 describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   let app: TestApp;
@@ -22,11 +29,21 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   let bob = "";
   const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, path, opts);
   const product = async (stock: number, amount = 1000) =>
-    (await call("POST", "/api/products", {
-      token: admin,
-      body: { sku: `CO-${randomBytes(4).toString("hex")}`, name: "Checkout Widget", description: "", category: "widgets", price: { amount, currency: "EUR" }, stock },
-    })).body as { id: string };
-  const stockOf = async (id: string) => (await call("GET", `/api/products/${id}`)).body.stock as { onHand: number; reserved: number; available: number };
+    (
+      await call("POST", "/api/products", {
+        token: admin,
+        body: {
+          sku: `CO-${randomBytes(4).toString("hex")}`,
+          name: "Checkout Widget",
+          description: "",
+          category: "widgets",
+          price: { amount, currency: "EUR" },
+          stock,
+        },
+      })
+    ).body as { id: string };
+  const stockOf = async (id: string) =>
+    (await call("GET", `/api/products/${id}`)).body.stock as { onHand: number; reserved: number; available: number };
   const order = (token: string, body: unknown, key?: string) =>
     call("POST", "/api/orders", { token, body, headers: key ? { "idempotency-key": key } : {} });
   const getOrder = async (token: string, id: string) => (await call("GET", `/api/orders/${id}`, { token })).body;
@@ -37,7 +54,9 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     const payUrl = new URL(pay.body.payUrl);
     const page = await http(app.baseUrl, "GET", payUrl.pathname + payUrl.search);
     assert.equal(page.status, 200, page.text);
-    const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, { body: { outcome, token: payUrl.searchParams.get("token") } });
+    const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, {
+      body: { outcome, token: payUrl.searchParams.get("token") },
+    });
     assert.equal(done.status, 202, done.text);
     return pay.body as { id: string };
   };
@@ -45,8 +64,10 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   before(async () => {
     app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
     admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
-    alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })).body.accessToken;
-    bob = (await call("POST", "/api/auth/register", { body: { email: "bob@example.com", password: "bob password 1", name: "Bob" } })).body.accessToken;
+    alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } }))
+      .body.accessToken;
+    bob = (await call("POST", "/api/auth/register", { body: { email: "bob@example.com", password: "bob password 1", name: "Bob" } })).body
+      .accessToken;
     assert.ok(admin && alice && bob);
   });
   after(async () => app?.stop());
@@ -54,7 +75,10 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   test("the whole flow: cart → order → pay (sandbox) → PAID, cart emptied, stock sold, notified → ship → deliver → the customer's refund refused, an admin's partial then full refund", async () => {
     const p1 = await product(5, 1250);
     const p2 = await product(3, 500);
-    for (const [id, quantity] of [[p1.id, 2], [p2.id, 1]] as const)
+    for (const [id, quantity] of [
+      [p1.id, 2],
+      [p2.id, 1],
+    ] as const)
       assert.equal((await call("POST", "/api/cart/items", { token: alice, body: { productId: id, quantity } })).status, 200);
 
     const created = await order(alice, { shippingAddress: ADDRESS }, "flow-1");
@@ -66,11 +90,19 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(await stockOf(p1.id), { onHand: 5, reserved: 2, available: 3 });
 
     await paySandbox(alice, o.id, "success");
-    const paid = await eventually("PAID", async () => ((await getOrder(alice, o.id)).status === "PAID" ? getOrder(alice, o.id) : undefined));
-    assert.deepEqual(paid.history.map((h: { status: string }) => h.status), ["PENDING_PAYMENT", "PAID"]);
+    const paid = await eventually("PAID", async () =>
+      (await getOrder(alice, o.id)).status === "PAID" ? getOrder(alice, o.id) : undefined,
+    );
+    assert.deepEqual(
+      paid.history.map((h: { status: string }) => h.status),
+      ["PENDING_PAYMENT", "PAID"],
+    );
     assert.equal(paid.payments[0].status, "SUCCEEDED");
     assert.deepEqual(await stockOf(p1.id), { onHand: 3, reserved: 0, available: 3 }, "the hold became a sale");
-    await eventually("cart emptied of the order's lines", async () => (await call("GET", "/api/cart", { token: alice })).body.items.length === 0);
+    await eventually(
+      "cart emptied of the order's lines",
+      async () => (await call("GET", "/api/cart", { token: alice })).body.items.length === 0,
+    );
     const notes = await eventually("notified", async () => {
       const n = (await call("GET", "/api/notifications", { token: alice })).body;
       const list = (Array.isArray(n) ? n : n.items) as { type: string }[];
@@ -79,12 +111,22 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal(notes.filter((x) => x.type === "payment.succeeded").length, 1);
 
     // Customers cannot ship; admins can, then deliver.
-    assert.equal((await call("POST", `/api/orders/${o.id}/ship`, { token: alice, body: { carrier: "SF", trackingNumber: "SF1" } })).status, 403);
-    const shipped = await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF Express", trackingNumber: "SF123456" } });
+    assert.equal(
+      (await call("POST", `/api/orders/${o.id}/ship`, { token: alice, body: { carrier: "SF", trackingNumber: "SF1" } })).status,
+      403,
+    );
+    const shipped = await call("POST", `/api/orders/${o.id}/ship`, {
+      token: admin,
+      body: { carrier: "SF Express", trackingNumber: "SF123456" },
+    });
     assert.equal(shipped.status, 200, shipped.text);
     assert.equal(shipped.body.status, "SHIPPED");
     assert.equal(shipped.body.shipment.trackingNumber, "SF123456");
-    assert.equal((await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "x" } })).status, 409, "any other transition is 409");
+    assert.equal(
+      (await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "x" } })).status,
+      409,
+      "any other transition is 409",
+    );
     assert.equal((await call("POST", `/api/orders/${o.id}/deliver`, { token: admin })).body.status, "DELIVERED");
 
     // After shipping a customer files a return request instead of refunding (409); admins
@@ -104,11 +146,22 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     const tooMuch = await call("POST", `/api/orders/${o.id}/refunds`, { token: admin, body: { amount: 2001, reason: "greedy" } });
     assert.equal(tooMuch.status, 422, tooMuch.text);
     assert.equal((await call("POST", `/api/orders/${o.id}/refunds`, { token: admin, body: { reason: "returned" } })).status, 202);
-    const refunded = await eventually("REFUNDED", async () => ((await getOrder(alice, o.id)).status === "REFUNDED" ? getOrder(alice, o.id) : undefined));
+    const refunded = await eventually("REFUNDED", async () =>
+      (await getOrder(alice, o.id)).status === "REFUNDED" ? getOrder(alice, o.id) : undefined,
+    );
     assert.equal(refunded.paymentStatus, "refunded");
     assert.deepEqual(refunded.refundedTotal, { amount: 3000, currency: "EUR" });
-    assert.deepEqual(refunded.refunds.map((r: { amount: { amount: number }; status: string }) => [r.amount.amount, r.status]), [[1000, "SUCCEEDED"], [2000, "SUCCEEDED"]]);
-    assert.deepEqual(refunded.history.map((h: { status: string }) => h.status), ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED", "REFUNDED"]);
+    assert.deepEqual(
+      refunded.refunds.map((r: { amount: { amount: number }; status: string }) => [r.amount.amount, r.status]),
+      [
+        [1000, "SUCCEEDED"],
+        [2000, "SUCCEEDED"],
+      ],
+    );
+    assert.deepEqual(
+      refunded.history.map((h: { status: string }) => h.status),
+      ["PENDING_PAYMENT", "PAID", "SHIPPED", "DELIVERED", "REFUNDED"],
+    );
     assert.equal((await call("POST", `/api/orders/${o.id}/refunds`, { token: admin, body: { reason: "again" } })).status, 409);
     assert.deepEqual(await stockOf(p1.id), { onHand: 3, reserved: 0, available: 3 });
   });
@@ -159,7 +212,13 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
     const { requestFingerprint } = await import("../../lib/idempotency");
     // As a crashed process leaves it: the key claimed, no order.
-    await db("idempotency_keys").insert({ user_id: me.id, idem_key: "died-key", fingerprint: requestFingerprint({ op: "order.create", body }), resource_id: "never-created", created_at: Date.now() - 61_000 });
+    await db("idempotency_keys").insert({
+      user_id: me.id,
+      idem_key: "died-key",
+      fingerprint: requestFingerprint({ op: "order.create", body }),
+      resource_id: "never-created",
+      created_at: Date.now() - 61_000,
+    });
     const r = await order(alice, body, "died-key");
     assert.equal(r.status, 201, r.text);
     assert.notEqual(r.body.id, "never-created");
@@ -169,7 +228,13 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   test("not enough stock: 409 OUT_OF_STOCK and nothing reserved; an empty cart is 422", async () => {
     const plenty = await product(10);
     const scarce = await product(1);
-    const r = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: plenty.id, quantity: 2 }, { productId: scarce.id, quantity: 2 }] });
+    const r = await order(alice, {
+      shippingAddress: ADDRESS,
+      items: [
+        { productId: plenty.id, quantity: 2 },
+        { productId: scarce.id, quantity: 2 },
+      ],
+    });
     assert.equal(r.status, 409, r.text);
     assert.equal(r.body.error.code, "OUT_OF_STOCK");
     assert.deepEqual(await stockOf(plenty.id), { onHand: 10, reserved: 0, available: 10 });
@@ -184,26 +249,50 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     /** Requests of `action` so far on this broker (moleculer_request_total, lib/request-metrics.ts). */
     const requests = (action: string) => requestMetricsOf(app.broker)!.totalOf(action);
     // A buyer of its own: alice's earlier unpaid orders count against her limit.
-    const carol = (await call("POST", "/api/auth/register", { body: { email: "carol@example.com", password: "carol password", name: "Carol" } })).body.accessToken;
+    const carol = (
+      await call("POST", "/api/auth/register", { body: { email: "carol@example.com", password: "carol password", name: "Carol" } })
+    ).body.accessToken;
     const cheap = await product(5, 250);
     const dear = await product(5, 9900);
     const [gets, reserves] = [requests("product.get"), requests("product.reserve")];
-    const r = await order(carol, { shippingAddress: ADDRESS, items: [{ productId: dear.id, quantity: 1 }, { productId: cheap.id, quantity: 3 }] });
+    const r = await order(carol, {
+      shippingAddress: ADDRESS,
+      items: [
+        { productId: dear.id, quantity: 1 },
+        { productId: cheap.id, quantity: 3 },
+      ],
+    });
     assert.equal(r.status, 201, r.text);
     assert.deepEqual([requests("product.get") - gets, requests("product.reserve") - reserves], [0, 1]);
     // The order's lines are in productId order (normalizeOrderLines), each priced by the reserve.
     assert.deepEqual(
-      r.body.items.map((i: { productId: string; unitPrice: { amount: number }; quantity: number }) => [i.productId, i.unitPrice.amount, i.quantity]),
-      [[dear.id, 9900, 1], [cheap.id, 250, 3]].sort(([a], [b]) => String(a).localeCompare(String(b))),
+      r.body.items.map((i: { productId: string; unitPrice: { amount: number }; quantity: number }) => [
+        i.productId,
+        i.unitPrice.amount,
+        i.quantity,
+      ]),
+      [
+        [dear.id, 9900, 1],
+        [cheap.id, 250, 3],
+      ].sort(([a], [b]) => String(a).localeCompare(String(b))),
     );
     assert.deepEqual(r.body.total, { amount: 9900 + 3 * 250, currency: "EUR" });
 
     const gone = await product(5);
     assert.equal((await call("DELETE", `/api/products/${gone.id}`, { token: admin })).status, 204);
     for (const missing of [gone.id, "no-such-product"]) {
-      const refused = await order(carol, { shippingAddress: ADDRESS, items: [{ productId: cheap.id, quantity: 1 }, { productId: missing, quantity: 1 }] });
+      const refused = await order(carol, {
+        shippingAddress: ADDRESS,
+        items: [
+          { productId: cheap.id, quantity: 1 },
+          { productId: missing, quantity: 1 },
+        ],
+      });
       assert.equal(refused.status, 422, refused.text);
-      assert.deepEqual(refused.body.error.details.map((d: { field: string }) => d.field), [`items.${missing}`]);
+      assert.deepEqual(
+        refused.body.error.details.map((d: { field: string }) => d.field),
+        [`items.${missing}`],
+      );
     }
     assert.deepEqual(await stockOf(cheap.id), { onHand: 5, reserved: 3, available: 2 }, "only the first order holds stock");
   });
@@ -221,7 +310,11 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
     // The hoarding check's lock row is written by a user's first create only.
     const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
-    const fresh = (await call("POST", "/api/auth/register", { body: { email: `fresh-${randomBytes(3).toString("hex")}@example.com`, password: "fresh password", name: "F" } })).body.accessToken;
+    const fresh = (
+      await call("POST", "/api/auth/register", {
+        body: { email: `fresh-${randomBytes(3).toString("hex")}@example.com`, password: "fresh password", name: "F" },
+      })
+    ).body.accessToken;
     const limitRowWrites = async (run: () => Promise<unknown>) => {
       const seen: string[] = [];
       const onQuery = (q: { sql: string }) => {
@@ -235,7 +328,8 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
       }
       return seen.length;
     };
-    const buy = async () => assert.equal((await order(fresh, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).status, 201);
+    const buy = async () =>
+      assert.equal((await order(fresh, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).status, 201);
     assert.equal(await limitRowWrites(buy), 1, "the first create makes the row");
     assert.equal(await limitRowWrites(buy), 0, "a later create finds it");
   });
@@ -244,7 +338,11 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     const requests = (action: string) => requestMetricsOf(app.broker)!.totalOf(action);
     const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
     const register = async (name: string) =>
-      (await call("POST", "/api/auth/register", { body: { email: `${name}-${randomBytes(3).toString("hex")}@example.com`, password: `${name} password`, name } })).body.accessToken as string;
+      (
+        await call("POST", "/api/auth/register", {
+          body: { email: `${name}-${randomBytes(3).toString("hex")}@example.com`, password: `${name} password`, name },
+        })
+      ).body.accessToken as string;
     const [dave, erin] = [await register("dave"), await register("erin")];
     const hot = await product(1);
     const body = { shippingAddress: ADDRESS, items: [{ productId: hot.id, quantity: 1 }] };
@@ -286,7 +384,11 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(keyedStatements, ["select * from `idempotency_keys`", "select * from `idempotency_keys`"]);
     const unknown = await order(erin, { ...body, items: [...body.items, { productId: "no-such-product", quantity: 1 }] });
     assert.equal(unknown.status, 422, unknown.text);
-    assert.deepEqual(unknown.body.error.details.map((d: { field: string }) => d.field), ["items.no-such-product"], "the check names an unknown product as the reserve does");
+    assert.deepEqual(
+      unknown.body.error.details.map((d: { field: string }) => d.field),
+      ["items.no-such-product"],
+      "the check names an unknown product as the reserve does",
+    );
 
     // dave's retry with his key still answers his order, without a check: it is no refusal
     // (the check would count one in oversell_refused).
@@ -310,7 +412,11 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   test("a double submit while the product is marked sold out: the retry that loses the last unit to its own first request replays that order", async () => {
     const register = async (name: string) =>
-      (await call("POST", "/api/auth/register", { body: { email: `${name}-${randomBytes(3).toString("hex")}@example.com`, password: `${name} password`, name } })).body.accessToken as string;
+      (
+        await call("POST", "/api/auth/register", {
+          body: { email: `${name}-${randomBytes(3).toString("hex")}@example.com`, password: `${name} password`, name },
+        })
+      ).body.accessToken as string;
     const [fay, gus] = [await register("fay"), await register("gus")];
     const hot = await product(1);
     const body = { shippingAddress: ADDRESS, items: [{ productId: hot.id, quantity: 1 }] };
@@ -357,11 +463,21 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     await app.broker.call("product.commit", { orderId: o.id });
     assert.equal((await call("POST", `/api/orders/${o.id}/cancel`, { token: alice })).status, 200);
     assert.deepEqual(await stockOf(p.id), { onHand: 1, reserved: 0, available: 1 }, "the cancel's release skips committed lines");
-    const applied = await app.broker.call("order.applyPayment", { paymentId: "f".repeat(32), orderId: o.id, provider: "sandbox", amount: { amount: 2000, currency: "EUR" } });
+    const applied = await app.broker.call("order.applyPayment", {
+      paymentId: "f".repeat(32),
+      orderId: o.id,
+      provider: "sandbox",
+      amount: { amount: 2000, currency: "EUR" },
+    });
     assert.deepEqual(applied, { outcome: "refunded" });
     assert.deepEqual(await stockOf(p.id), { onHand: 3, reserved: 0, available: 3 });
     // Again (a redelivery): nothing more comes back.
-    await app.broker.call("order.applyPayment", { paymentId: "f".repeat(32), orderId: o.id, provider: "sandbox", amount: { amount: 2000, currency: "EUR" } });
+    await app.broker.call("order.applyPayment", {
+      paymentId: "f".repeat(32),
+      orderId: o.id,
+      provider: "sandbox",
+      amount: { amount: 2000, currency: "EUR" },
+    });
     assert.deepEqual(await stockOf(p.id), { onHand: 3, reserved: 0, available: 3 });
   });
 
@@ -389,19 +505,42 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 describe("checkout: an unpaid order is cancelled when its reservation expires", () => {
   let app: TestApp;
   before(async () => {
-    app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, RESERVATION_TTL_SECONDS: "1", RESERVATION_SWEEP_INTERVAL_MS: "200" } });
+    app = await startTestApp({
+      db: "sqlite",
+      env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, RESERVATION_TTL_SECONDS: "1", RESERVATION_SWEEP_INTERVAL_MS: "200" },
+    });
   });
   after(async () => app?.stop());
 
   test("TTL + one sweep: CANCELLED, stock back, the user notified", async () => {
     const admin = (await http(app.baseUrl, "POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
-    const user = (await http(app.baseUrl, "POST", "/api/auth/register", { body: { email: "late@example.com", password: "late payer 1", name: "Late" } })).body.accessToken;
-    const p = (await http(app.baseUrl, "POST", "/api/products", {
-      token: admin, body: { sku: `EX-${randomBytes(4).toString("hex")}`, name: "Expiring", description: "", category: "x", price: { amount: 100, currency: "EUR" }, stock: 2 },
-    })).body;
-    const o = (await http(app.baseUrl, "POST", "/api/orders", { token: user, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] } })).body;
+    const user = (
+      await http(app.baseUrl, "POST", "/api/auth/register", { body: { email: "late@example.com", password: "late payer 1", name: "Late" } })
+    ).body.accessToken;
+    const p = (
+      await http(app.baseUrl, "POST", "/api/products", {
+        token: admin,
+        body: {
+          sku: `EX-${randomBytes(4).toString("hex")}`,
+          name: "Expiring",
+          description: "",
+          category: "x",
+          price: { amount: 100, currency: "EUR" },
+          stock: 2,
+        },
+      })
+    ).body;
+    const o = (
+      await http(app.baseUrl, "POST", "/api/orders", {
+        token: user,
+        body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] },
+      })
+    ).body;
     assert.equal(o.status, "PENDING_PAYMENT");
-    await eventually("cancelled by expiry", async () => (await http(app.baseUrl, "GET", `/api/orders/${o.id}`, { token: user })).body.status === "CANCELLED");
+    await eventually(
+      "cancelled by expiry",
+      async () => (await http(app.baseUrl, "GET", `/api/orders/${o.id}`, { token: user })).body.status === "CANCELLED",
+    );
     assert.deepEqual((await http(app.baseUrl, "GET", `/api/products/${p.id}`)).body.stock, { onHand: 2, reserved: 0, available: 2 });
     await eventually("cancellation notified", async () => {
       const n = (await http(app.baseUrl, "GET", "/api/notifications", { token: user })).body;
@@ -421,29 +560,66 @@ describe("a second charge is refunded and the buyer told, and the kept one stays
   };
 
   before(async () => {
-    app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, PAYMENT_PENDING_TIMEOUT_S: "1", PAYMENT_RECONCILE_INTERVAL_MS: "200" } });
-    buyer = (await call("POST", "/api/auth/register", { body: { email: "twice@example.com", password: "twice password", name: "Twice" } })).body.accessToken;
+    app = await startTestApp({
+      db: "sqlite",
+      env: {
+        ADMIN_EMAIL: ADMIN.email,
+        ADMIN_PASSWORD: ADMIN.password,
+        PAYMENT_PENDING_TIMEOUT_S: "1",
+        PAYMENT_RECONCILE_INTERVAL_MS: "200",
+      },
+    });
+    buyer = (await call("POST", "/api/auth/register", { body: { email: "twice@example.com", password: "twice password", name: "Twice" } }))
+      .body.accessToken;
   });
   after(async () => app?.stop());
 
   test("pay, time out, pay again and succeed, then the first one succeeds late: it is refunded in full and a payment.refunded notification says so, once", async () => {
     const admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
-    const p = (await call("POST", "/api/products", { token: admin, body: { sku: `TW-${randomBytes(4).toString("hex")}`, name: "Twice Widget", description: "", category: "widgets", price: { amount: 700, currency: "EUR" }, stock: 5 } })).body;
-    const o = (await call("POST", "/api/orders", { token: buyer, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] } })).body;
+    const p = (
+      await call("POST", "/api/products", {
+        token: admin,
+        body: {
+          sku: `TW-${randomBytes(4).toString("hex")}`,
+          name: "Twice Widget",
+          description: "",
+          category: "widgets",
+          price: { amount: 700, currency: "EUR" },
+          stock: 5,
+        },
+      })
+    ).body;
+    const o = (
+      await call("POST", "/api/orders", { token: buyer, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] } })
+    ).body;
     const first = (await call("POST", `/api/orders/${o.id}/pay`, { token: buyer, body: { provider: "sandbox" } })).body;
-    await eventually("the unanswered payment reconciled FAILED", async () => (await call("GET", `/api/payments/${first.id}`, { token: buyer })).body.status === "FAILED", 15_000);
+    await eventually(
+      "the unanswered payment reconciled FAILED",
+      async () => (await call("GET", `/api/payments/${first.id}`, { token: buyer })).body.status === "FAILED",
+      15_000,
+    );
     const second = (await call("POST", `/api/orders/${o.id}/pay`, { token: buyer, body: { provider: "sandbox" } })).body;
     assert.notEqual(second.id, first.id);
     await complete(second);
-    await eventually("PAID by the second payment", async () => (await call("GET", `/api/orders/${o.id}`, { token: buyer })).body.status === "PAID");
+    await eventually(
+      "PAID by the second payment",
+      async () => (await call("GET", `/api/orders/${o.id}`, { token: buyer })).body.status === "PAID",
+    );
     await complete(first);
-    const order = await eventually("the late charge refunded", async () => {
-      const b = (await call("GET", `/api/orders/${o.id}`, { token: buyer })).body;
-      return b.refunds?.some((r: { paymentId?: string; status: string }) => r.status === "SUCCEEDED") && b;
-    }, 20_000);
+    const order = await eventually(
+      "the late charge refunded",
+      async () => {
+        const b = (await call("GET", `/api/orders/${o.id}`, { token: buyer })).body;
+        return b.refunds?.some((r: { paymentId?: string; status: string }) => r.status === "SUCCEEDED") && b;
+      },
+      20_000,
+    );
     assert.equal(order.status, "PAID", "the order keeps its own payment");
     const notes = await eventually("told", async () => {
-      const list = (await call("GET", "/api/notifications", { token: buyer })).body.items as { type: string; data: { paymentId?: string; amount?: { amount: number } } }[];
+      const list = (await call("GET", "/api/notifications", { token: buyer })).body.items as {
+        type: string;
+        data: { paymentId?: string; amount?: { amount: number } };
+      }[];
       return list.some((n) => n.type === "payment.refunded") && list;
     });
     const refunded = notes.filter((n) => n.type === "payment.refunded");
@@ -481,20 +657,32 @@ describe("an order read as of one moment (MariaDB)", () => {
   before(async () => {
     app = await startTestApp({ db: "mariadb", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
     admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
-    alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })).body.accessToken;
+    alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } }))
+      .body.accessToken;
   });
   after(async () => app?.stop());
   const product = async (stock: number, amount: number) =>
-    (await call("POST", "/api/products", {
-      token: admin,
-      body: { sku: `CO-${randomBytes(4).toString("hex")}`, name: "Checkout Widget", description: "", category: "widgets", price: { amount, currency: "EUR" }, stock },
-    })).body as { id: string };
+    (
+      await call("POST", "/api/products", {
+        token: admin,
+        body: {
+          sku: `CO-${randomBytes(4).toString("hex")}`,
+          name: "Checkout Widget",
+          description: "",
+          category: "widgets",
+          price: { amount, currency: "EUR" },
+          stock,
+        },
+      })
+    ).body as { id: string };
   const order = (token: string, body: unknown) => call("POST", "/api/orders", { token, body });
   const paySandbox = async (token: string, orderId: string, outcome: "success") => {
     const pay = await call("POST", `/api/orders/${orderId}/pay`, { token, body: { provider: "sandbox" } });
     const payUrl = new URL(pay.body.payUrl);
     await http(app.baseUrl, "GET", payUrl.pathname + payUrl.search);
-    const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, { body: { outcome, token: payUrl.searchParams.get("token") } });
+    const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, {
+      body: { outcome, token: payUrl.searchParams.get("token") },
+    });
     assert.equal(done.status, 202, done.text);
   };
 
@@ -505,7 +693,11 @@ describe("an order read as of one moment (MariaDB)", () => {
     await eventually("PAID", async () => (await getOrder(alice, o.id)).status === "PAID");
     // Reads through the broker (no HTTP between them): each is a findOrder and four part reads,
     // which a commit could land between before the views were one transaction.
-    const read = () => app.broker.call("order.get", { id: o.id }, { meta: { user: { id: o.userId, role: "customer" } } }) as Promise<{ status: string; history: { status: string }[] }>;
+    const read = () =>
+      app.broker.call("order.get", { id: o.id }, { meta: { user: { id: o.userId, role: "customer" } } }) as Promise<{
+        status: string;
+        history: { status: string }[];
+      }>;
     // Ten readers read until both writes are done, giving the event loop a turn between reads
     // (the writes' HTTP requests are served by this same process). Without one transaction per
     // view this failed at once with views like "PAID / PENDING_PAYMENT,PAID,SHIPPED"; the check
@@ -519,16 +711,23 @@ describe("an order read as of one moment (MariaDB)", () => {
       }
     });
     try {
-      assert.equal((await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "T1" } })).status, 200);
+      assert.equal(
+        (await call("POST", `/api/orders/${o.id}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "T1" } })).status,
+        200,
+      );
       assert.equal((await call("POST", `/api/orders/${o.id}/deliver`, { token: admin })).status, 200);
     } finally {
       writing = false;
       await Promise.all(readers);
     }
-    const torn = views.filter((v) => v.history.at(-1)?.status !== v.status).map((v) => `${v.status} / ${v.history.map((h) => h.status).join(",")}`);
+    const torn = views
+      .filter((v) => v.history.at(-1)?.status !== v.status)
+      .map((v) => `${v.status} / ${v.history.map((h) => h.status).join(",")}`);
     assert.deepEqual(torn, []);
-    assert.ok(views.some((v) => v.status === "SHIPPED"), "the reads ran between the writes");
+    assert.ok(
+      views.some((v) => v.status === "SHIPPED"),
+      "the reads ran between the writes",
+    );
     assert.equal((await getOrder(alice, o.id)).status, "DELIVERED");
   });
-
 });

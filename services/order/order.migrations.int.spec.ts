@@ -11,7 +11,17 @@ import { createKnex, dropDatabase, ensureDatabase, migrateDown, migrateLatest, p
 import { testConfig } from "../../test/support/app";
 
 const MIGRATIONS = path.join(__dirname, "migrations");
-const TABLES = ["orders", "order_items", "order_history", "order_payments", "order_refunds", "idempotency_keys", "order_returns", "order_user_limits", "order_drafts"];
+const TABLES = [
+  "orders",
+  "order_items",
+  "order_history",
+  "order_payments",
+  "order_refunds",
+  "idempotency_keys",
+  "order_returns",
+  "order_user_limits",
+  "order_drafts",
+];
 const INIT = "20261125010000_order_init.ts";
 
 for (const db of ["sqlite", "mariadb"] as const) {
@@ -24,19 +34,44 @@ for (const db of ["sqlite", "mariadb"] as const) {
       // The schema as it was, with orders partly refunded at each stage.
       await knex.migrate.up({ ...migrator, name: INIT });
       const order = (id: string, shipped: boolean, shipment: object | null) => ({
-        id, user_id: "u1", status: "PARTIALLY_REFUNDED", total_amount: 1000, currency: "EUR", shipping_address: "{}", shipment: shipment && JSON.stringify(shipment),
-        shipped, paid_payment_id: `pay-${id}`, paid_amount: 1000, refunded_amount: 100, reservation_expires_at: null, created_at: 1, updated_at: 2,
+        id,
+        user_id: "u1",
+        status: "PARTIALLY_REFUNDED",
+        total_amount: 1000,
+        currency: "EUR",
+        shipping_address: "{}",
+        shipment: shipment && JSON.stringify(shipment),
+        shipped,
+        paid_payment_id: `pay-${id}`,
+        paid_amount: 1000,
+        refunded_amount: 100,
+        reservation_expires_at: null,
+        created_at: 1,
+        updated_at: 2,
       });
       await knex("orders").insert([
         order("o-paid", false, null),
         order("o-shipped", true, { carrier: "SF", trackingNumber: "1", shippedAt: "2026-01-01T00:00:00.000Z" }),
-        order("o-delivered", true, { carrier: "SF", trackingNumber: "1", shippedAt: "2026-01-01T00:00:00.000Z", deliveredAt: "2026-01-02T00:00:00.000Z" }),
+        order("o-delivered", true, {
+          carrier: "SF",
+          trackingNumber: "1",
+          shippedAt: "2026-01-01T00:00:00.000Z",
+          deliveredAt: "2026-01-02T00:00:00.000Z",
+        }),
         { ...order("o-full", false, null), status: "REFUNDED", refunded_amount: 1000 },
       ]);
       await knex("order_history").insert([
-        { order_id: "o-paid", status: "PENDING_PAYMENT", at: 1 }, { order_id: "o-paid", status: "PAID", at: 2 }, { order_id: "o-paid", status: "PARTIALLY_REFUNDED", at: 3 },
+        { order_id: "o-paid", status: "PENDING_PAYMENT", at: 1 },
+        { order_id: "o-paid", status: "PAID", at: 2 },
+        { order_id: "o-paid", status: "PARTIALLY_REFUNDED", at: 3 },
       ]);
-      await knex("idempotency_keys").insert({ user_id: "u1", idem_key: "k1", fingerprint: "f".repeat(64), order_id: "o-paid", created_at: 1 });
+      await knex("idempotency_keys").insert({
+        user_id: "u1",
+        idem_key: "k1",
+        fingerprint: "f".repeat(64),
+        order_id: "o-paid",
+        created_at: 1,
+      });
 
       assert.ok((await pendingMigrations(knex, MIGRATIONS)) > 0);
       await migrateLatest(knex, MIGRATIONS);
@@ -47,7 +82,10 @@ for (const db of ["sqlite", "mariadb"] as const) {
       assert.equal(await status("o-shipped"), "SHIPPED");
       assert.equal(await status("o-delivered"), "DELIVERED");
       assert.equal(await status("o-full"), "REFUNDED", "a full refund stays REFUNDED");
-      assert.deepEqual((await knex("order_history").where({ order_id: "o-paid" }).orderBy("seq")).map((h) => h.status), ["PENDING_PAYMENT", "PAID"]);
+      assert.deepEqual(
+        (await knex("order_history").where({ order_id: "o-paid" }).orderBy("seq")).map((h) => h.status),
+        ["PENDING_PAYMENT", "PAID"],
+      );
       assert.equal((await knex("idempotency_keys").where({ idem_key: "k1" }).first()).resource_id, "o-paid");
 
       await migrateDown(knex, MIGRATIONS);

@@ -10,7 +10,21 @@
 import type { Knex } from "knex";
 import type { IdempotencyStore } from "../../lib/idempotency";
 import { isUniqueViolation } from "../../lib/db";
-import type { HistoryEntry, Money, OrderLineInput, OrderRecord, OrderStatus, PaymentStatus, PaymentSummary, PricedLine, RefundStatus, RefundSummary, ReturnRecord, ReturnStatus, UnpaidState } from "./order.domain";
+import type {
+  HistoryEntry,
+  Money,
+  OrderLineInput,
+  OrderRecord,
+  OrderStatus,
+  PaymentStatus,
+  PaymentSummary,
+  PricedLine,
+  RefundStatus,
+  RefundSummary,
+  ReturnRecord,
+  ReturnStatus,
+  UnpaidState,
+} from "./order.domain";
 
 interface OrderRow {
   id: string;
@@ -47,7 +61,11 @@ function toOrder(r: OrderRow, items: ItemRow[]): OrderRecord {
     status: r.status,
     total: { amount: Number(r.total_amount), currency: r.currency },
     items: items.map((i) => ({
-      productId: i.product_id, sku: i.sku, name: i.name, unitPrice: { amount: Number(i.unit_price), currency: r.currency }, quantity: Number(i.quantity),
+      productId: i.product_id,
+      sku: i.sku,
+      name: i.name,
+      unitPrice: { amount: Number(i.unit_price), currency: r.currency },
+      quantity: Number(i.quantity),
     })),
     shippingAddress: parse(r.shipping_address)!,
     shipment: parse(r.shipment),
@@ -86,7 +104,14 @@ export async function insertOrder(trx: Knex.Transaction, o: OrderRecord): Promis
     updated_at: o.updatedAt,
   });
   await trx("order_items").insert(
-    o.items.map((l: PricedLine) => ({ order_id: o.id, product_id: l.productId, sku: l.sku, name: l.name, unit_price: l.unitPrice.amount, quantity: l.quantity })),
+    o.items.map((l: PricedLine) => ({
+      order_id: o.id,
+      product_id: l.productId,
+      sku: l.sku,
+      name: l.name,
+      unit_price: l.unitPrice.amount,
+      quantity: l.quantity,
+    })),
   );
   await addHistory(trx, o.id, o.status, o.createdAt);
 }
@@ -120,13 +145,24 @@ export async function listOrders(
     // The payment status is derived (order.domain.ts paymentStatusOf); the same rule in SQL.
     if (q.paymentStatus === "unpaid") b.whereNull("paid_payment_id");
     else if (q.paymentStatus === "paid") b.whereNotNull("paid_payment_id").where("refunded_amount", 0);
-    else if (q.paymentStatus === "partially_refunded") b.whereNotNull("paid_payment_id").where("refunded_amount", ">", 0).whereRaw("refunded_amount < paid_amount");
-    else if (q.paymentStatus === "refunded") b.whereNotNull("paid_payment_id").where("refunded_amount", ">", 0).whereRaw("refunded_amount >= paid_amount");
+    else if (q.paymentStatus === "partially_refunded")
+      b.whereNotNull("paid_payment_id").where("refunded_amount", ">", 0).whereRaw("refunded_amount < paid_amount");
+    else if (q.paymentStatus === "refunded")
+      b.whereNotNull("paid_payment_id").where("refunded_amount", ">", 0).whereRaw("refunded_amount >= paid_amount");
     return b;
   };
   const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
-  const rows = (await filtered().orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(q.limit).offset(q.offset)) as OrderRow[];
-  const items = await itemsOf(db, rows.map((r) => r.id));
+  const rows = (await filtered()
+    .orderBy([
+      { column: "created_at", order: "desc" },
+      { column: "id", order: "asc" },
+    ])
+    .limit(q.limit)
+    .offset(q.offset)) as OrderRow[];
+  const items = await itemsOf(
+    db,
+    rows.map((r) => r.id),
+  );
   return { items: rows.map((r) => toOrder(r, items.get(r.id) ?? [])), total: Number(n) };
 }
 
@@ -134,16 +170,39 @@ export async function listOrders(
  * Purchased orders (PURCHASED statuses) in id order after `afterId`, with their product ids
  * and when they were paid (the PAID history entry), for a consumer rebuilding from history.
  */
-export async function purchasesAfter(db: Knex, afterId: string, limit: number, statuses: readonly OrderStatus[]): Promise<{ orderId: string; userId: string; paidAt: number; productIds: string[] }[]> {
-  const rows = (await db("orders").whereIn("status", statuses).where("id", ">", afterId).orderBy("id").limit(limit).select("id", "user_id", "updated_at")) as { id: string; user_id: string; updated_at: number | string }[];
+export async function purchasesAfter(
+  db: Knex,
+  afterId: string,
+  limit: number,
+  statuses: readonly OrderStatus[],
+): Promise<{ orderId: string; userId: string; paidAt: number; productIds: string[] }[]> {
+  const rows = (await db("orders")
+    .whereIn("status", statuses)
+    .where("id", ">", afterId)
+    .orderBy("id")
+    .limit(limit)
+    .select("id", "user_id", "updated_at")) as { id: string; user_id: string; updated_at: number | string }[];
   if (!rows.length) return [];
   const ids = rows.map((r) => r.id);
-  const items = (await db("order_items").whereIn("order_id", ids).orderBy(["order_id", "product_id"]).select("order_id", "product_id")) as { order_id: string; product_id: string }[];
-  const paid = (await db("order_history").whereIn("order_id", ids).where({ status: "PAID" }).groupBy("order_id").select("order_id").min({ at: "at" })) as { order_id: string; at: number | string }[];
+  const items = (await db("order_items").whereIn("order_id", ids).orderBy(["order_id", "product_id"]).select("order_id", "product_id")) as {
+    order_id: string;
+    product_id: string;
+  }[];
+  const paid = (await db("order_history")
+    .whereIn("order_id", ids)
+    .where({ status: "PAID" })
+    .groupBy("order_id")
+    .select("order_id")
+    .min({ at: "at" })) as { order_id: string; at: number | string }[];
   const paidAt = new Map(paid.map((p) => [p.order_id, Number(p.at)]));
   const lines = new Map<string, string[]>();
   for (const i of items) lines.set(i.order_id, [...(lines.get(i.order_id) ?? []), i.product_id]);
-  return rows.map((r) => ({ orderId: r.id, userId: r.user_id, paidAt: paidAt.get(r.id) ?? Number(r.updated_at), productIds: lines.get(r.id) ?? [] }));
+  return rows.map((r) => ({
+    orderId: r.id,
+    userId: r.user_id,
+    paidAt: paidAt.get(r.id) ?? Number(r.updated_at),
+    productIds: lines.get(r.id) ?? [],
+  }));
 }
 
 export async function countOrders(db: Knex, statuses: readonly OrderStatus[]): Promise<number> {
@@ -151,15 +210,26 @@ export async function countOrders(db: Knex, statuses: readonly OrderStatus[]): P
 }
 
 /** Conditional status change (the caller holds the row lock); false when the row moved on. */
-export async function setStatus(trx: Knex.Transaction, id: string, from: OrderStatus, to: OrderStatus, now: number, extra: Record<string, unknown> = {}): Promise<boolean> {
-  const n = await trx("orders").where({ id, status: from }).update({ status: to, updated_at: now, ...extra });
+export async function setStatus(
+  trx: Knex.Transaction,
+  id: string,
+  from: OrderStatus,
+  to: OrderStatus,
+  now: number,
+  extra: Record<string, unknown> = {},
+): Promise<boolean> {
+  const n = await trx("orders")
+    .where({ id, status: from })
+    .update({ status: to, updated_at: now, ...extra });
   if (n === 1) await addHistory(trx, id, to, now);
   return n === 1;
 }
 
 /** A succeeded refund of the kept payment adds to `refunded_amount` (the CHECK keeps it ≤ paid). */
 export async function addRefunded(trx: Knex.Transaction, id: string, amount: number, now: number): Promise<void> {
-  await trx("orders").where({ id }).update({ refunded_amount: trx.raw("refunded_amount + ?", [amount]), updated_at: now });
+  await trx("orders")
+    .where({ id })
+    .update({ refunded_amount: trx.raw("refunded_amount + ?", [amount]), updated_at: now });
 }
 
 export async function addHistory(trx: Knex.Transaction, orderId: string, status: OrderStatus, at: number): Promise<void> {
@@ -180,8 +250,22 @@ export async function historyOf(db: Knex, orderId: string): Promise<HistoryEntry
 
 // ---- payments the order knows of ----
 
-export async function upsertPayment(db: Knex, orderId: string, p: Omit<PaymentSummary, "createdAt" | "updatedAt">, now: number): Promise<void> {
-  const row = { payment_id: p.id, order_id: orderId, provider: p.provider, status: p.status, amount: p.amount.amount, currency: p.amount.currency, created_at: now, updated_at: now };
+export async function upsertPayment(
+  db: Knex,
+  orderId: string,
+  p: Omit<PaymentSummary, "createdAt" | "updatedAt">,
+  now: number,
+): Promise<void> {
+  const row = {
+    payment_id: p.id,
+    order_id: orderId,
+    provider: p.provider,
+    status: p.status,
+    amount: p.amount.amount,
+    currency: p.amount.currency,
+    created_at: now,
+    updated_at: now,
+  };
   await db("order_payments").insert(row).onConflict("payment_id").merge({ status: p.status, updated_at: now });
 }
 
@@ -191,15 +275,28 @@ export async function failPayment(trx: Knex.Transaction, paymentId: string, now:
 }
 
 interface PaymentRow {
-  payment_id: string; provider: string; status: string; amount: number | string; currency: string; created_at: number | string; updated_at: number | string;
+  payment_id: string;
+  provider: string;
+  status: string;
+  amount: number | string;
+  currency: string;
+  created_at: number | string;
+  updated_at: number | string;
 }
 
 const toPaymentSummary = (r: PaymentRow): PaymentSummary => ({
-  id: r.payment_id, provider: r.provider, status: r.status, amount: { amount: Number(r.amount), currency: r.currency }, createdAt: Number(r.created_at), updatedAt: Number(r.updated_at),
+  id: r.payment_id,
+  provider: r.provider,
+  status: r.status,
+  amount: { amount: Number(r.amount), currency: r.currency },
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
 });
 
 export async function paymentsOf(db: Knex, orderId: string): Promise<PaymentSummary[]> {
-  return ((await db("order_payments").where({ order_id: orderId }).orderBy(["created_at", "payment_id"])) as PaymentRow[]).map(toPaymentSummary);
+  return ((await db("order_payments").where({ order_id: orderId }).orderBy(["created_at", "payment_id"])) as PaymentRow[]).map(
+    toPaymentSummary,
+  );
 }
 
 // ---- refunds ----
@@ -217,8 +314,14 @@ interface RefundRow {
 }
 
 const toRefund = (r: RefundRow): RefundSummary & { orderId: string } => ({
-  id: r.id, orderId: r.order_id, paymentId: r.payment_id, amount: { amount: Number(r.amount), currency: r.currency }, status: r.status, reason: r.reason,
-  createdAt: Number(r.created_at), updatedAt: Number(r.updated_at),
+  id: r.id,
+  orderId: r.order_id,
+  paymentId: r.payment_id,
+  amount: { amount: Number(r.amount), currency: r.currency },
+  status: r.status,
+  reason: r.reason,
+  createdAt: Number(r.created_at),
+  updatedAt: Number(r.updated_at),
 });
 
 export async function refundsOf(db: Knex, orderId: string): Promise<(RefundSummary & { orderId: string })[]> {
@@ -232,8 +335,15 @@ export async function findRefund(db: Knex, id: string): Promise<(RefundSummary &
 
 export async function insertRefund(trx: Knex.Transaction, r: RefundSummary & { orderId: string }): Promise<void> {
   await trx("order_refunds").insert({
-    id: r.id, order_id: r.orderId, payment_id: r.paymentId, amount: r.amount.amount, currency: r.amount.currency, status: r.status, reason: r.reason,
-    created_at: r.createdAt, updated_at: r.updatedAt,
+    id: r.id,
+    order_id: r.orderId,
+    payment_id: r.paymentId,
+    amount: r.amount.amount,
+    currency: r.amount.currency,
+    status: r.status,
+    reason: r.reason,
+    created_at: r.createdAt,
+    updated_at: r.updatedAt,
   });
 }
 
@@ -244,7 +354,13 @@ export async function settleRefund(trx: Knex.Transaction, id: string, to: Exclud
 
 /** Refunds still pending since before `olderThan` (their platform call is retried; it is idempotent). */
 export async function stalePendingRefunds(db: Knex, olderThan: number, limit: number): Promise<(RefundSummary & { orderId: string })[]> {
-  return ((await db("order_refunds").where({ status: "PENDING" }).where("updated_at", "<", olderThan).orderBy("updated_at").limit(limit)) as RefundRow[]).map(toRefund);
+  return (
+    (await db("order_refunds")
+      .where({ status: "PENDING" })
+      .where("updated_at", "<", olderThan)
+      .orderBy("updated_at")
+      .limit(limit)) as RefundRow[]
+  ).map(toRefund);
 }
 
 export async function touchRefund(db: Knex, id: string, now: number): Promise<void> {
@@ -256,10 +372,17 @@ export async function touchRefund(db: Knex, id: string, now: number): Promise<vo
 export function idempotencyStore(db: Knex): IdempotencyStore {
   return {
     async claim(userId, key, c) {
-      await db("idempotency_keys").insert({ user_id: userId, idem_key: key, fingerprint: c.fingerprint, resource_id: c.resourceId, created_at: c.createdAt });
+      await db("idempotency_keys").insert({
+        user_id: userId,
+        idem_key: key,
+        fingerprint: c.fingerprint,
+        resource_id: c.resourceId,
+        created_at: c.createdAt,
+      });
     },
     async find(userId, key) {
-      const row = (await db("idempotency_keys").where({ user_id: userId, idem_key: key }).first()) as { fingerprint: string; resource_id: string; created_at: number | string } | undefined;
+      const row = (await db("idempotency_keys").where({ user_id: userId, idem_key: key }).first()) as
+        { fingerprint: string; resource_id: string; created_at: number | string } | undefined;
       return row && { fingerprint: row.fingerprint, resourceId: row.resource_id, createdAt: Number(row.created_at) };
     },
     async release(userId, key, resourceId) {
@@ -271,14 +394,20 @@ export function idempotencyStore(db: Knex): IdempotencyStore {
 
 /** Every key naming `resourceId` (the kill test checks each names an order that exists). */
 export async function idempotencyKeysOf(db: Knex, userId: string): Promise<{ key: string; resourceId: string }[]> {
-  return ((await db("idempotency_keys").where({ user_id: userId })) as { idem_key: string; resource_id: string }[]).map((r) => ({ key: r.idem_key, resourceId: r.resource_id }));
+  return ((await db("idempotency_keys").where({ user_id: userId })) as { idem_key: string; resource_id: string }[]).map((r) => ({
+    key: r.idem_key,
+    resourceId: r.resource_id,
+  }));
 }
 
 // ---- hoarding limits: per-user overrides, the lock row, the creates under way ----
 
 /** The user's lock row exists (its own statement: inside the transaction an insert-ignore would deadlock). */
 export async function ensureUserLimitsRow(db: Knex, userId: string, now: number): Promise<void> {
-  await db("order_user_limits").insert({ user_id: userId, max_unpaid_orders: null, max_unpaid_units_per_product: null, updated_at: now }).onConflict("user_id").ignore();
+  await db("order_user_limits")
+    .insert({ user_id: userId, max_unpaid_orders: null, max_unpaid_units_per_product: null, updated_at: now })
+    .onConflict("user_id")
+    .ignore();
 }
 
 export interface LimitOverrides {
@@ -288,18 +417,25 @@ export interface LimitOverrides {
 
 /** Locks the user's row (creates of one user are serialised here) and reads their overrides; undefined: no row yet. */
 export async function lockUserLimits(trx: Knex.Transaction, userId: string): Promise<LimitOverrides | undefined> {
-  const row = (await trx("order_user_limits").where({ user_id: userId }).forUpdate().first()) as { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null } | undefined;
+  const row = (await trx("order_user_limits").where({ user_id: userId }).forUpdate().first()) as
+    { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null } | undefined;
   return row && { maxUnpaidOrders: row.max_unpaid_orders, maxUnpaidUnitsPerProduct: row.max_unpaid_units_per_product };
 }
 
 export async function findUserLimits(db: Knex, userId: string): Promise<LimitOverrides> {
-  const row = (await db("order_user_limits").where({ user_id: userId }).first()) as { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null } | undefined;
+  const row = (await db("order_user_limits").where({ user_id: userId }).first()) as
+    { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null } | undefined;
   return { maxUnpaidOrders: row?.max_unpaid_orders ?? null, maxUnpaidUnitsPerProduct: row?.max_unpaid_units_per_product ?? null };
 }
 
 export async function setUserLimits(db: Knex, userId: string, o: LimitOverrides, now: number): Promise<void> {
   await db("order_user_limits")
-    .insert({ user_id: userId, max_unpaid_orders: o.maxUnpaidOrders, max_unpaid_units_per_product: o.maxUnpaidUnitsPerProduct, updated_at: now })
+    .insert({
+      user_id: userId,
+      max_unpaid_orders: o.maxUnpaidOrders,
+      max_unpaid_units_per_product: o.maxUnpaidUnitsPerProduct,
+      updated_at: now,
+    })
     .onConflict("user_id")
     .merge(["max_unpaid_orders", "max_unpaid_units_per_product", "updated_at"]);
 }
@@ -310,16 +446,30 @@ export async function setUserLimits(db: Knex, userId: string, o: LimitOverrides,
  */
 export async function unpaidState(trx: Knex.Transaction, userId: string, liveSince: number): Promise<UnpaidState> {
   const orders = (await trx("orders").where({ user_id: userId, status: "PENDING_PAYMENT" }).select("id")) as { id: string }[];
-  const drafts = (await trx("order_drafts").where({ user_id: userId }).where("created_at", ">=", liveSince).select("lines")) as { lines: string }[];
+  const drafts = (await trx("order_drafts").where({ user_id: userId }).where("created_at", ">=", liveSince).select("lines")) as {
+    lines: string;
+  }[];
   const units = new Map<string, number>();
   if (orders.length)
-    for (const i of (await trx("order_items").whereIn("order_id", orders.map((o) => o.id)).select("product_id", "quantity")) as { product_id: string; quantity: number | string }[])
+    for (const i of (await trx("order_items")
+      .whereIn(
+        "order_id",
+        orders.map((o) => o.id),
+      )
+      .select("product_id", "quantity")) as { product_id: string; quantity: number | string }[])
       units.set(i.product_id, (units.get(i.product_id) ?? 0) + Number(i.quantity));
-  for (const d of drafts) for (const l of JSON.parse(d.lines) as OrderLineInput[]) units.set(l.productId, (units.get(l.productId) ?? 0) + l.quantity);
+  for (const d of drafts)
+    for (const l of JSON.parse(d.lines) as OrderLineInput[]) units.set(l.productId, (units.get(l.productId) ?? 0) + l.quantity);
   return { orders: orders.length + drafts.length, units };
 }
 
-export async function insertDraft(trx: Knex.Transaction, orderId: string, userId: string, lines: OrderLineInput[], now: number): Promise<void> {
+export async function insertDraft(
+  trx: Knex.Transaction,
+  orderId: string,
+  userId: string,
+  lines: OrderLineInput[],
+  now: number,
+): Promise<void> {
   await trx("order_drafts").insert({ order_id: orderId, user_id: userId, lines: JSON.stringify(lines), created_at: now });
 }
 
@@ -369,12 +519,61 @@ const toReturn = (r: ReturnRow): ReturnRecord => ({
 
 /** The parts of an order's view, each table with the columns its reader above maps. */
 const VIEW_PARTS = [
-  { part: "order", table: "orders", key: "id", columns: ["id", "user_id", "status", "total_amount", "currency", "shipping_address", "shipment", "shipped", "paid_payment_id", "paid_amount", "refunded_amount", "reservation_expires_at", "created_at", "updated_at"] },
+  {
+    part: "order",
+    table: "orders",
+    key: "id",
+    columns: [
+      "id",
+      "user_id",
+      "status",
+      "total_amount",
+      "currency",
+      "shipping_address",
+      "shipment",
+      "shipped",
+      "paid_payment_id",
+      "paid_amount",
+      "refunded_amount",
+      "reservation_expires_at",
+      "created_at",
+      "updated_at",
+    ],
+  },
   { part: "item", table: "order_items", key: "order_id", columns: ["order_id", "product_id", "sku", "name", "unit_price", "quantity"] },
-  { part: "payment", table: "order_payments", key: "order_id", columns: ["payment_id", "provider", "status", "amount", "currency", "created_at", "updated_at"] },
-  { part: "refund", table: "order_refunds", key: "order_id", columns: ["id", "order_id", "payment_id", "amount", "currency", "status", "reason", "created_at", "updated_at"] },
+  {
+    part: "payment",
+    table: "order_payments",
+    key: "order_id",
+    columns: ["payment_id", "provider", "status", "amount", "currency", "created_at", "updated_at"],
+  },
+  {
+    part: "refund",
+    table: "order_refunds",
+    key: "order_id",
+    columns: ["id", "order_id", "payment_id", "amount", "currency", "status", "reason", "created_at", "updated_at"],
+  },
   { part: "history", table: "order_history", key: "order_id", columns: ["status", "at", "seq"] },
-  { part: "return", table: "order_returns", key: "order_id", columns: ["id", "order_id", "user_id", "status", "items", "reason", "amount", "currency", "restock", "refund_id", "decision_reason", "created_at", "decided_at"] },
+  {
+    part: "return",
+    table: "order_returns",
+    key: "order_id",
+    columns: [
+      "id",
+      "order_id",
+      "user_id",
+      "status",
+      "items",
+      "reason",
+      "amount",
+      "currency",
+      "restock",
+      "refund_id",
+      "decision_reason",
+      "created_at",
+      "decided_at",
+    ],
+  },
 ] as const;
 type ViewPart = (typeof VIEW_PARTS)[number]["part"];
 const VIEW_COLUMNS = new Map<ViewPart, readonly string[]>(VIEW_PARTS.map((p) => [p.part, p.columns]));
@@ -382,7 +581,8 @@ const VIEW_WIDTH = Math.max(...VIEW_PARTS.map((p) => p.columns.length));
 /** Code-unit order, as the per-table readers' ORDER BY sorts ids (ASCII, utf8mb4_bin: one order everywhere). */
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 /** By time, ties by id: the per-table readers' ORDER BY. */
-const byTimeThenId = (a: { createdAt: number; id: string }, b: { createdAt: number; id: string }) => a.createdAt - b.createdAt || cmp(a.id, b.id);
+const byTimeThenId = (a: { createdAt: number; id: string }, b: { createdAt: number; id: string }) =>
+  a.createdAt - b.createdAt || cmp(a.id, b.id);
 /** Columns UNION may hand back as text ("0"/"1" on MariaDB, where a column mixes types): read as numbers first. */
 const FLAGS = new Set(["shipped", "restock"]);
 
@@ -407,7 +607,10 @@ export async function findOrderView(db: Knex, id: string): Promise<OrderView | u
   const [first, ...rest] = VIEW_PARTS.map(({ part, table, key, columns }) =>
     db(table)
       .where(key, id)
-      .select(db.raw("? as part", [part]), ...Array.from({ length: VIEW_WIDTH }, (_, i) => (i < columns.length ? db.ref(columns[i]).as(`c${i}`) : db.raw(`null as c${i}`)))),
+      .select(
+        db.raw("? as part", [part]),
+        ...Array.from({ length: VIEW_WIDTH }, (_, i) => (i < columns.length ? db.ref(columns[i]).as(`c${i}`) : db.raw(`null as c${i}`))),
+      ),
   );
   const rows = (await first.unionAll(rest)) as ({ part: ViewPart } & Record<string, unknown>)[];
   const byPart = new Map<ViewPart, Record<string, unknown>[]>(VIEW_PARTS.map((p) => [p.part, []]));
@@ -423,7 +626,10 @@ export async function findOrderView(db: Knex, id: string): Promise<OrderView | u
   const [orderRow] = all<OrderRow>("order");
   if (!orderRow) return undefined;
   return {
-    order: toOrder(orderRow, all<ItemRow>("item").sort((a, b) => cmp(a.product_id, b.product_id))),
+    order: toOrder(
+      orderRow,
+      all<ItemRow>("item").sort((a, b) => cmp(a.product_id, b.product_id)),
+    ),
     payments: all<PaymentRow>("payment").map(toPaymentSummary).sort(byTimeThenId),
     refunds: all<RefundRow>("refund").map(toRefund).sort(byTimeThenId),
     history: all<HistoryRow>("history")
@@ -435,8 +641,19 @@ export async function findOrderView(db: Knex, id: string): Promise<OrderView | u
 
 export async function insertReturn(trx: Knex.Transaction, r: ReturnRecord): Promise<void> {
   await trx("order_returns").insert({
-    id: r.id, order_id: r.orderId, user_id: r.userId, status: r.status, items: JSON.stringify(r.items), reason: r.reason,
-    amount: null, currency: null, restock: null, refund_id: null, decision_reason: null, created_at: r.createdAt, decided_at: null,
+    id: r.id,
+    order_id: r.orderId,
+    user_id: r.userId,
+    status: r.status,
+    items: JSON.stringify(r.items),
+    reason: r.reason,
+    amount: null,
+    currency: null,
+    restock: null,
+    refund_id: null,
+    decision_reason: null,
+    created_at: r.createdAt,
+    decided_at: null,
   });
 }
 
@@ -446,13 +663,26 @@ export async function findReturn(db: Knex, id: string): Promise<ReturnRecord | u
 }
 
 export async function returnsOf(db: Knex, orderId: string): Promise<ReturnRecord[]> {
-  return ((await db("order_returns").where({ order_id: orderId }).orderBy([{ column: "created_at" }, { column: "id" }])) as ReturnRow[]).map(toReturn);
+  return (
+    (await db("order_returns")
+      .where({ order_id: orderId })
+      .orderBy([{ column: "created_at" }, { column: "id" }])) as ReturnRow[]
+  ).map(toReturn);
 }
 
-export async function listReturns(db: Knex, q: { status?: ReturnStatus; limit: number; offset: number }): Promise<{ items: ReturnRecord[]; total: number }> {
+export async function listReturns(
+  db: Knex,
+  q: { status?: ReturnStatus; limit: number; offset: number },
+): Promise<{ items: ReturnRecord[]; total: number }> {
   const filtered = () => (q.status ? db("order_returns").where({ status: q.status }) : db("order_returns"));
   const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
-  const rows = (await filtered().orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(q.limit).offset(q.offset)) as ReturnRow[];
+  const rows = (await filtered()
+    .orderBy([
+      { column: "created_at", order: "desc" },
+      { column: "id", order: "asc" },
+    ])
+    .limit(q.limit)
+    .offset(q.offset)) as ReturnRow[];
   return { items: rows.map(toReturn), total: Number(n) };
 }
 
@@ -460,7 +690,14 @@ export async function listReturns(db: Knex, q: { status?: ReturnStatus; limit: n
 export async function decideReturn(
   trx: Knex.Transaction,
   id: string,
-  d: { status: Exclude<ReturnStatus, "REQUESTED">; amount?: Money; restock?: boolean; refundId?: string; decisionReason?: string; decidedAt: number },
+  d: {
+    status: Exclude<ReturnStatus, "REQUESTED">;
+    amount?: Money;
+    restock?: boolean;
+    refundId?: string;
+    decisionReason?: string;
+    decidedAt: number;
+  },
 ): Promise<boolean> {
   const n = await trx("order_returns")
     .where({ id, status: "REQUESTED" })

@@ -103,7 +103,13 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
           // The page, its count and every order's parts from one snapshot: an order shipped
           // meanwhile cannot show up under `status=PAID`.
           return inTransaction(this.db, async (trx) => {
-            const { items, total } = await repo.listOrders(trx, { userId, status: ctx.params.status, paymentStatus: ctx.params.paymentStatus, limit: pageSize, offset: (page - 1) * pageSize });
+            const { items, total } = await repo.listOrders(trx, {
+              userId,
+              status: ctx.params.status,
+              paymentStatus: ctx.params.paymentStatus,
+              limit: pageSize,
+              offset: (page - 1) * pageSize,
+            });
             return { items: await Promise.all(items.map((o) => this.viewIn(trx, o))), total, page, pageSize };
           });
         },
@@ -146,14 +152,20 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
             const o = (await repo.findOrderForUpdate(trx, owned.id))!;
             await this.transition(trx, o, "cancel");
             // The payment service closes the order's open trades at their platforms on this event.
-            await this.publishEvent(trx, Events.OrderCancelled, { orderId: o.id, userId: o.userId, reason, occurredAt: new Date().toISOString() });
+            await this.publishEvent(trx, Events.OrderCancelled, {
+              orderId: o.id,
+              userId: o.userId,
+              reason,
+              occurredAt: new Date().toISOString(),
+            });
             countBusiness(this.broker, "orders_cancelled", { reason }, trx);
             return o;
           });
           // After the commit: a payment racing this cancel now finds CANCELLED and is refunded.
           await callAction(this.broker, "product.release", { orderId: order.id }).catch((err: unknown) => {
             // No hold (already expired or released) is fine; anything else the sweep's expiry covers.
-            if (errorCode(err) !== "NOT_FOUND") this.logger.warn(`Release of order ${order.id} failed; its hold expires by TTL: ${(err as Error).message}`);
+            if (errorCode(err) !== "NOT_FOUND")
+              this.logger.warn(`Release of order ${order.id} failed; its hold expires by TTL: ${(err as Error).message}`);
           });
           return this.view(order.id);
         },
@@ -168,7 +180,8 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
           const order = await repo.findOrder(this.db, ctx.params.id);
           // Only the owner pays; anyone else's order is not found.
           if (!order || order.userId !== me.id) throw notFound("Order");
-          if (order.status !== "PENDING_PAYMENT") throw conflict(`An order in status ${order.status} cannot be paid`, [{ status: order.status }]);
+          if (order.status !== "PENDING_PAYMENT")
+            throw conflict(`An order in status ${order.status} cannot be paid`, [{ status: order.status }]);
           // The trade must not outlive the stock it pays for: it expires with the reservation.
           if (!order.reservationExpiresAt || order.reservationExpiresAt <= Date.now() + 1000)
             throw conflict("The order's reservation has expired; it is being cancelled", [{ status: order.status }]);
@@ -176,12 +189,21 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
             this.broker,
             "payment.create",
             {
-              orderId: order.id, userId: order.userId, provider: ctx.params.provider, amount: order.total,
-              subject: `Meridian order ${order.id.slice(0, 8)}`, expiresAt: order.reservationExpiresAt,
+              orderId: order.id,
+              userId: order.userId,
+              provider: ctx.params.provider,
+              amount: order.total,
+              subject: `Meridian order ${order.id.slice(0, 8)}`,
+              expiresAt: order.reservationExpiresAt,
             },
             { parentCtx: ctx },
           );
-          await repo.upsertPayment(this.db, order.id, { id: payment.id, provider: payment.provider, status: payment.status, amount: payment.amount }, Date.now());
+          await repo.upsertPayment(
+            this.db,
+            order.id,
+            { id: payment.id, provider: payment.provider, status: payment.status, amount: payment.amount },
+            Date.now(),
+          );
           // A cancel that committed while the trade was being created published its
           // order.cancelled before the trade existed: close it now. (A cancel committing after
           // this read finds the trade, which exists by then, through its event.)
@@ -207,7 +229,13 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
               throw conflict("The order is being refunded in full; it cannot ship", [{ status: o.status }]);
             const shipment = { carrier, trackingNumber, shippedAt: new Date().toISOString() };
             await this.transition(trx, o, "ship", { shipment: JSON.stringify(shipment), shipped: true });
-            await this.publishEvent(trx, Events.OrderShipped, { orderId: o.id, userId: o.userId, carrier, trackingNumber, occurredAt: shipment.shippedAt });
+            await this.publishEvent(trx, Events.OrderShipped, {
+              orderId: o.id,
+              userId: o.userId,
+              carrier,
+              trackingNumber,
+              occurredAt: shipment.shippedAt,
+            });
           });
           return this.view(id);
         },
@@ -260,7 +288,10 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       /** The public view of `order` with its parts, read in the caller's transaction `trx`. */
       async viewIn(this: OrderThis, trx: Knex.Transaction, order: OrderRecord) {
         const [payments, refunds, history, returns] = await Promise.all([
-          repo.paymentsOf(trx, order.id), repo.refundsOf(trx, order.id), repo.historyOf(trx, order.id), repo.returnsOf(trx, order.id),
+          repo.paymentsOf(trx, order.id),
+          repo.refundsOf(trx, order.id),
+          repo.historyOf(trx, order.id),
+          repo.returnsOf(trx, order.id),
         ]);
         return toPublicOrder(order, payments, refunds, history, returns);
       },
@@ -277,18 +308,33 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
       async transition(this: OrderThis, trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra: Record<string, unknown> = {}) {
         const to = nextStatus(order.status, event);
         if (!to) throw conflict(`An order in status ${order.status} cannot ${event.replace("_", " ")}`, [{ status: order.status }]);
-        if (!(await repo.setStatus(trx, order.id, order.status, to, Date.now(), extra))) throw conflict("The order changed meanwhile; try again");
+        if (!(await repo.setStatus(trx, order.id, order.status, to, Date.now(), extra)))
+          throw conflict("The order changed meanwhile; try again");
         order.status = to;
         return to;
       },
 
       /** Runs `create` once per the caller's Idempotency-Key (lib/idempotency.ts); without a key, every time. */
-      async withKey<T>(this: OrderThis, ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T> {
+      async withKey<T>(
+        this: OrderThis,
+        ctx: Ctx<unknown>,
+        request: unknown,
+        resourceId: string,
+        create: (id: string) => Promise<T>,
+        replay: (id: string) => Promise<T | undefined>,
+      ): Promise<T> {
         const key = ctx.meta.idempotencyKey;
         if (!key) return create(resourceId);
         const { result } = await idempotent({
-          store: repo.idempotencyStore(this.db), userId: requireUser(ctx).id, key, fingerprint: requestFingerprint(request),
-          resourceId, waitMs: idempotentWaitMs, staleMs: staleClaimMs, create, replay,
+          store: repo.idempotencyStore(this.db),
+          userId: requireUser(ctx).id,
+          key,
+          fingerprint: requestFingerprint(request),
+          resourceId,
+          waitMs: idempotentWaitMs,
+          staleMs: staleClaimMs,
+          create,
+          replay,
         });
         return result;
       },

@@ -37,7 +37,13 @@ export interface OrderThis extends EventsServiceThis {
   viewIn(trx: Knex.Transaction, order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
   ownOrder(ctx: Ctx<unknown>, id: string): Promise<OrderRecord>;
   transition(trx: Knex.Transaction, order: OrderRecord, event: OrderEvent, extra?: Record<string, unknown>): Promise<OrderStatus>;
-  withKey<T>(ctx: Ctx<unknown>, request: unknown, resourceId: string, create: (id: string) => Promise<T>, replay: (id: string) => Promise<T | undefined>): Promise<T>;
+  withKey<T>(
+    ctx: Ctx<unknown>,
+    request: unknown,
+    resourceId: string,
+    create: (id: string) => Promise<T>,
+    replay: (id: string) => Promise<T | undefined>,
+  ): Promise<T>;
   createOrder(ctx: Ctx<CreateParams>, userId: string, orderId: string): Promise<OrderRecord>;
   holdUnpaidSlot(userId: string, orderId: string, lines: OrderLineInput[]): Promise<void>;
   refuseIfSoldOut(ctx: Ctx<CreateParams>, lines: OrderLineInput[]): Promise<void>;

@@ -28,7 +28,9 @@ export function refundActions(): TypedActions<OrderThis> {
         const order = await this.ownOrder(ctx, ctx.params.id);
         const { amount, reason } = ctx.params;
         const refund = await this.withKey(
-          ctx, { op: "order.refund", orderId: order.id, body: { amount, reason } }, newRefundId(),
+          ctx,
+          { op: "order.refund", orderId: order.id, body: { amount, reason } },
+          newRefundId(),
           (id) => this.requestRefund(order.id, id, { requested: amount, reason, byAdmin: isAdmin(ctx) }),
           async (id) => {
             const r = await repo.findRefund(this.db, id);
@@ -47,23 +49,41 @@ export const refundMethods = {
   async requestRefund(this: OrderThis, orderId: string, refundId: string, r: { requested?: number; reason: string; byAdmin: boolean }) {
     const refund = await inTransaction(this.db, async (trx) => {
       const o = (await repo.findOrderForUpdate(trx, orderId))!;
-      if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId) throw conflict(`An order in status ${o.status} cannot be refunded`, [{ status: o.status }]);
+      if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId)
+        throw conflict(`An order in status ${o.status} cannot be refunded`, [{ status: o.status }]);
       const left = refundable(o.paidAmount, o.paidPaymentId, await repo.refundsOf(trx, o.id));
       const verdict = refundRequestVerdict({ byAdmin: r.byAdmin, shipped: o.shipped, left, requested: r.requested });
       if ("conflict" in verdict) throw conflict(`Refund refused: ${verdict.conflict}`, [{ status: o.status }]);
       if ("problem" in verdict) throw validationError(`Refund refused: ${verdict.problem}`, [{ field: "amount", refundable: left }]);
       const now = Date.now();
-      const row: NewRefund = { id: refundId, orderId: o.id, paymentId: o.paidPaymentId, amount: { amount: verdict.amount, currency: o.total.currency }, status: "PENDING", reason: r.reason, createdAt: now, updatedAt: now };
+      const row: NewRefund = {
+        id: refundId,
+        orderId: o.id,
+        paymentId: o.paidPaymentId,
+        amount: { amount: verdict.amount, currency: o.total.currency },
+        status: "PENDING",
+        reason: r.reason,
+        createdAt: now,
+        updatedAt: now,
+      };
       await repo.insertRefund(trx, row);
       return row;
     });
     // After the commit: the platform call (idempotent by refund id); a failure leaves it PENDING for the sweep.
-    await this.sendRefund(refund).catch((err: Error) => this.logger.warn(`Refund ${refund.id} not sent yet (the sweep retries): ${err.message}`));
+    await this.sendRefund(refund).catch((err: Error) =>
+      this.logger.warn(`Refund ${refund.id} not sent yet (the sweep retries): ${err.message}`),
+    );
     return toPublicRefund((await repo.findRefund(this.db, refund.id))!);
   },
 
   async sendRefund(this: OrderThis, r: { id: string; orderId: string; paymentId: string; amount: Money; reason: string }) {
-    await callAction(this.broker, "payment.refund", { refundId: r.id, orderId: r.orderId, paymentId: r.paymentId, amount: r.amount, reason: r.reason });
+    await callAction(this.broker, "payment.refund", {
+      refundId: r.id,
+      orderId: r.orderId,
+      paymentId: r.paymentId,
+      amount: r.amount,
+      reason: r.reason,
+    });
   },
 
   /** Sends a refund recorded in `trx` once that commits (the sweep covers a failed send). */

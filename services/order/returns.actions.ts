@@ -40,7 +40,9 @@ export function returnActions(config: AppConfig): TypedActions<OrderThis> {
         if (!owned || owned.userId !== me.id) throw notFound("Order");
         const { items, reason } = ctx.params;
         const ret = await this.withKey(
-          ctx, { op: "order.requestReturn", orderId: owned.id, body: { items, reason } }, randomUUID(),
+          ctx,
+          { op: "order.requestReturn", orderId: owned.id, body: { items, reason } },
+          randomUUID(),
           (id) => requestReturn(this, owned.id, id, items, reason, config.returnWindowDays),
           (id) => repo.findReturn(this.db, id),
         );
@@ -66,7 +68,11 @@ export function returnActions(config: AppConfig): TypedActions<OrderThis> {
       async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.listReturns">>): Promise<ActionResponse<"order.listReturns">> {
         const page = ctx.params.page ?? 1;
         const pageSize = ctx.params.pageSize ?? 20;
-        const { items, total } = await repo.listReturns(this.db, { status: ctx.params.status, limit: pageSize, offset: (page - 1) * pageSize });
+        const { items, total } = await repo.listReturns(this.db, {
+          status: ctx.params.status,
+          limit: pageSize,
+          offset: (page - 1) * pageSize,
+        });
         return { items: items.map(toPublicReturn), total, page, pageSize };
       },
     },
@@ -77,7 +83,9 @@ export function returnActions(config: AppConfig): TypedActions<OrderThis> {
       async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.approveReturn">>): Promise<ActionResponse<"order.approveReturn">> {
         const { id, amount, restock } = ctx.params;
         const ret = await this.withKey(
-          ctx, { op: "order.approveReturn", returnId: id, body: { amount, restock } }, id,
+          ctx,
+          { op: "order.approveReturn", returnId: id, body: { amount, restock } },
+          id,
           (returnId) => decideReturn(this, returnId, { kind: "approve", amount, restock }),
           async (returnId) => {
             const r = await repo.findReturn(this.db, returnId);
@@ -100,7 +108,14 @@ export function returnActions(config: AppConfig): TypedActions<OrderThis> {
   };
 }
 
-async function requestReturn(svc: OrderThis, orderId: string, returnId: string, items: OrderLineInput[], reason: string, windowDays: number): Promise<ReturnRecord> {
+async function requestReturn(
+  svc: OrderThis,
+  orderId: string,
+  returnId: string,
+  items: OrderLineInput[],
+  reason: string,
+  windowDays: number,
+): Promise<ReturnRecord> {
   return inTransaction(svc.db, async (trx) => {
     const o = (await repo.findOrderForUpdate(trx, orderId))!;
     const verdict = returnRequestVerdict(o, items, await repo.returnsOf(trx, o.id), Date.now(), windowDays);
@@ -108,11 +123,28 @@ async function requestReturn(svc: OrderThis, orderId: string, returnId: string, 
     if ("problems" in verdict) throw validationError("The return cannot be requested", verdict.problems);
     const now = Date.now();
     const ret: ReturnRecord = {
-      id: returnId, orderId: o.id, userId: o.userId, status: "REQUESTED", items: verdict.lines, reason,
-      amount: null, restock: null, refundId: null, decisionReason: null, createdAt: now, decidedAt: null,
+      id: returnId,
+      orderId: o.id,
+      userId: o.userId,
+      status: "REQUESTED",
+      items: verdict.lines,
+      reason,
+      amount: null,
+      restock: null,
+      refundId: null,
+      decisionReason: null,
+      createdAt: now,
+      decidedAt: null,
     };
     await repo.insertReturn(trx, ret);
-    await svc.publishEvent(trx, Events.ReturnRequested, { returnId, orderId: o.id, userId: o.userId, items: verdict.lines, reason, occurredAt: new Date(now).toISOString() });
+    await svc.publishEvent(trx, Events.ReturnRequested, {
+      returnId,
+      orderId: o.id,
+      userId: o.userId,
+      items: verdict.lines,
+      reason,
+      occurredAt: new Date(now).toISOString(),
+    });
     return ret;
   });
 }
@@ -139,10 +171,17 @@ async function decideReturn(
     const at = new Date(now).toISOString();
     if (d.kind === "reject") {
       await repo.decideReturn(trx, ret.id, { status: "REJECTED", decisionReason: d.reason, decidedAt: now });
-      await svc.publishEvent(trx, Events.ReturnRejected, { returnId: ret.id, orderId: o.id, userId: o.userId, reason: d.reason, occurredAt: at });
+      await svc.publishEvent(trx, Events.ReturnRejected, {
+        returnId: ret.id,
+        orderId: o.id,
+        userId: o.userId,
+        reason: d.reason,
+        occurredAt: at,
+      });
       return;
     }
-    if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId) throw conflict(`An order in status ${o.status} has nothing left to refund`, [{ status: o.status }]);
+    if (!REFUNDABLE.includes(o.status) || !o.paidPaymentId)
+      throw conflict(`An order in status ${o.status} has nothing left to refund`, [{ status: o.status }]);
     const left = refundable(o.paidAmount, o.paidPaymentId, await repo.refundsOf(trx, o.id));
     const verdict = refundAmount(d.amount ?? Math.min(returnValue(o, ret.items).amount, left), left);
     if ("problem" in verdict) {
@@ -150,11 +189,27 @@ async function decideReturn(
       throw validationError(`Return refused: ${verdict.problem}`, [{ field: "amount", refundable: left }]);
     }
     const amount = { amount: verdict.amount, currency: o.total.currency };
-    refund = { id: newRefundId(), orderId: o.id, paymentId: o.paidPaymentId, amount, status: "PENDING", reason: `return ${ret.id}`, createdAt: now, updatedAt: now };
+    refund = {
+      id: newRefundId(),
+      orderId: o.id,
+      paymentId: o.paidPaymentId,
+      amount,
+      status: "PENDING",
+      reason: `return ${ret.id}`,
+      createdAt: now,
+      updatedAt: now,
+    };
     await repo.insertRefund(trx, refund);
     await repo.decideReturn(trx, ret.id, { status: "APPROVED", amount, restock: d.restock, refundId: refund.id, decidedAt: now });
     await svc.publishEvent(trx, Events.ReturnApproved, {
-      returnId: ret.id, orderId: o.id, userId: o.userId, amount, restock: d.restock, lines: ret.items, refundId: refund.id, occurredAt: at,
+      returnId: ret.id,
+      orderId: o.id,
+      userId: o.userId,
+      amount,
+      restock: d.restock,
+      lines: ret.items,
+      refundId: refund.id,
+      occurredAt: at,
     });
     svc.sendAfterCommit(trx, refund);
   });

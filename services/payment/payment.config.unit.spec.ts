@@ -18,7 +18,10 @@ test("embedded: the sandbox key pair is generated once into DATA_DIR (0600) and 
     const second = loadPaymentConfig(config, {});
     assert.equal(keyId(second.sandbox!.publicKey), keyId(first.sandbox!.publicKey), "callbacks signed before a restart verify after it");
     assert.equal(config.payments.pendingTimeoutS, 900);
-    assert.equal(loadConfig({ DATA_DIR: dir, PAYMENT_PENDING_TIMEOUT_S: "60", PAYMENT_RECONCILE_INTERVAL_MS: "500" }).payments.reconcileIntervalMs, 500);
+    assert.equal(
+      loadConfig({ DATA_DIR: dir, PAYMENT_PENDING_TIMEOUT_S: "60", PAYMENT_RECONCILE_INTERVAL_MS: "500" }).payments.reconcileIntervalMs,
+      500,
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -7,7 +7,6 @@ import { randomBytes } from "node:crypto";
 import type { CreatePaymentResult, PlatformName, QueryResult, RefundResult } from "./platforms";
 import type { Money } from "../../proto/gen/meridian/common/v1/common";
 
-
 export type PaymentStatus = "PENDING" | "SUCCEEDED" | "FAILED";
 export type RefundStatus = "PENDING" | "SUCCEEDED" | "FAILED";
 
@@ -129,8 +128,7 @@ export function payloadColumns(result: CreatePaymentResult): { payUrl: string | 
 
 /** The outcome a callback or a reconciliation query settles a payment with. */
 export type Outcome =
-  | { kind: "succeeded"; providerTxnId: string; paidAt: number }
-  | { kind: "failed"; reason: string; providerTxnId?: string };
+  { kind: "succeeded"; providerTxnId: string; paidAt: number } | { kind: "failed"; reason: string; providerTxnId?: string };
 
 /**
  * Which stored states an outcome may leave. A success is recorded from PENDING and also
@@ -192,14 +190,20 @@ export function refundProblem(
 ): { status: 404 | 409 | 422; message: string } | undefined {
   if (payment.orderId !== request.orderId) return { status: 404, message: "Payment not found" };
   if (payment.status !== "SUCCEEDED") return { status: 409, message: "Only a succeeded payment can be refunded" };
-  if (request.amount.currency !== payment.amount.currency) return { status: 422, message: "The refund's currency differs from the payment's" };
+  if (request.amount.currency !== payment.amount.currency)
+    return { status: 422, message: "The refund's currency differs from the payment's" };
   if (committed + request.amount.amount > payment.amount.amount)
     return { status: 422, message: `Refunds would exceed the payment: ${payment.amount.amount - committed} left to refund` };
   return undefined;
 }
 
 export function sameRefund(r: RefundRecord, request: { paymentId: string; orderId: string; amount: Money }): boolean {
-  return r.paymentId === request.paymentId && r.orderId === request.orderId && r.amount.amount === request.amount.amount && r.amount.currency === request.amount.currency;
+  return (
+    r.paymentId === request.paymentId &&
+    r.orderId === request.orderId &&
+    r.amount.amount === request.amount.amount &&
+    r.amount.currency === request.amount.currency
+  );
 }
 
 // ---- the sandbox pay page ----
@@ -229,7 +233,11 @@ export function sandboxPageCsp(nonce: string): string {
  * (JSON) to the complete route. No external assets; the inline script and style run only
  * through the per-response CSP nonce.
  */
-export function sandboxPageHtml(p: { id: string; subject: string; amount: Money; status: PaymentStatus }, token: string, nonce: string): string {
+export function sandboxPageHtml(
+  p: { id: string; subject: string; amount: Money; status: PaymentStatus },
+  token: string,
+  nonce: string,
+): string {
   const completeUrl = `/api/payments/sandbox/${encodeURIComponent(p.id)}/complete`;
   const data = JSON.stringify({ url: completeUrl, token }).replace(/</g, "\\u003c");
   return `<!doctype html>

@@ -24,9 +24,24 @@ import {
 const NOW = Date.parse("2026-12-01T10:00:00Z");
 const CNY = (amount: number) => ({ amount, currency: "CNY" });
 const record = (over: Partial<PaymentRecord> = {}): PaymentRecord => ({
-  id: "a".repeat(32), orderId: "o1", userId: "u1", provider: "sandbox", status: "PENDING", amount: CNY(1999), subject: "s",
-  payUrl: "http://x/pay", codeUrl: null, form: null, providerTxnId: null, failureReason: null, reconcileAfter: NOW,
-  paidAt: null, expiresAt: NOW + 900_000, createdAt: NOW, updatedAt: NOW, ...over,
+  id: "a".repeat(32),
+  orderId: "o1",
+  userId: "u1",
+  provider: "sandbox",
+  status: "PENDING",
+  amount: CNY(1999),
+  subject: "s",
+  payUrl: "http://x/pay",
+  codeUrl: null,
+  form: null,
+  providerTxnId: null,
+  failureReason: null,
+  reconcileAfter: NOW,
+  paidAt: null,
+  expiresAt: NOW + 900_000,
+  createdAt: NOW,
+  updatedAt: NOW,
+  ...over,
 });
 
 test("payment ids: 32 lower-case hex, unique", () => {
@@ -37,8 +52,15 @@ test("payment ids: 32 lower-case hex, unique", () => {
 
 test("view: optional fields only when present, ISO times, no internal columns", () => {
   assert.deepEqual(toPaymentView(record()), {
-    id: "a".repeat(32), orderId: "o1", userId: "u1", provider: "sandbox", status: "PENDING", amount: CNY(1999),
-    payUrl: "http://x/pay", createdAt: "2026-12-01T10:00:00.000Z", updatedAt: "2026-12-01T10:00:00.000Z",
+    id: "a".repeat(32),
+    orderId: "o1",
+    userId: "u1",
+    provider: "sandbox",
+    status: "PENDING",
+    amount: CNY(1999),
+    payUrl: "http://x/pay",
+    createdAt: "2026-12-01T10:00:00.000Z",
+    updatedAt: "2026-12-01T10:00:00.000Z",
   });
   const paid = toPaymentView(record({ status: "SUCCEEDED", providerTxnId: "t1", paidAt: NOW + 1000, payUrl: null, codeUrl: "weixin://x" }));
   assert.equal(paid.paidAt, "2026-12-01T10:00:01.000Z");
@@ -63,10 +85,23 @@ test("transitions: success from PENDING or FAILED (late success), failure from P
 });
 
 test("reconciliation: what the platform's answer settles", () => {
-  assert.deepEqual(reconcileOutcome({ status: "succeeded", paymentId: "p", providerTxnId: "t", amountMinor: 1999, currency: "CNY", paidAt: "2026-12-01T10:00:05Z" }, CNY(1999), NOW), {
-    kind: "succeeded", providerTxnId: "t", paidAt: NOW + 5000,
-  });
-  assert.equal(reconcileOutcome({ status: "succeeded", paymentId: "p", amountMinor: 1, currency: "CNY" }, CNY(1999), NOW), undefined, "another amount is not our payment");
+  assert.deepEqual(
+    reconcileOutcome(
+      { status: "succeeded", paymentId: "p", providerTxnId: "t", amountMinor: 1999, currency: "CNY", paidAt: "2026-12-01T10:00:05Z" },
+      CNY(1999),
+      NOW,
+    ),
+    {
+      kind: "succeeded",
+      providerTxnId: "t",
+      paidAt: NOW + 5000,
+    },
+  );
+  assert.equal(
+    reconcileOutcome({ status: "succeeded", paymentId: "p", amountMinor: 1, currency: "CNY" }, CNY(1999), NOW),
+    undefined,
+    "another amount is not our payment",
+  );
   assert.equal(reconcileOutcome({ status: "succeeded", paymentId: "p", amountMinor: 1999, currency: "USD" }, CNY(1999), NOW), undefined);
   assert.deepEqual(reconcileOutcome({ status: "failed", paymentId: "p" }, CNY(1999), NOW), { kind: "failed", reason: "closed" });
   assert.deepEqual(reconcileOutcome({ status: "not_found", paymentId: "p" }, CNY(1999), NOW), { kind: "failed", reason: "not_found" });
@@ -83,8 +118,17 @@ test("refund rules: paid only, same order, same currency, never above the paymen
   assert.equal(refundProblem({ ...paid, status: "PENDING" }, { orderId: "o1", amount: CNY(1) }, 0)?.status, 409);
   assert.equal(refundProblem({ ...paid, status: "FAILED" }, { orderId: "o1", amount: CNY(1) }, 0)?.status, 409);
   const r: RefundRecord = {
-    id: "r1", paymentId: "p1", orderId: "o1", status: "SUCCEEDED", amount: CNY(5), reason: "x", providerRefundId: "pr",
-    failureCode: null, reconcileAfter: 0, createdAt: 0, updatedAt: 0,
+    id: "r1",
+    paymentId: "p1",
+    orderId: "o1",
+    status: "SUCCEEDED",
+    amount: CNY(5),
+    reason: "x",
+    providerRefundId: "pr",
+    failureCode: null,
+    reconcileAfter: 0,
+    createdAt: 0,
+    updatedAt: 0,
   };
   assert.equal(sameRefund(r, { paymentId: "p1", orderId: "o1", amount: CNY(5) }), true);
   assert.equal(sameRefund(r, { paymentId: "p1", orderId: "o1", amount: CNY(6) }), false);
@@ -94,7 +138,11 @@ test("refund rules: paid only, same order, same currency, never above the paymen
 });
 
 test("sandbox page: escaped, no external assets, script and style only with the nonce", () => {
-  const html = sandboxPageHtml({ id: "p<1>", subject: `<script>alert("x")</script>`, amount: CNY(1999), status: "PENDING" }, "tok", "n0nce");
+  const html = sandboxPageHtml(
+    { id: "p<1>", subject: `<script>alert("x")</script>`, amount: CNY(1999), status: "PENDING" },
+    "tok",
+    "n0nce",
+  );
   assert.ok(!html.includes(`<script>alert`));
   assert.ok(html.includes("&lt;script&gt;"));
   assert.ok(html.includes("19.99 CNY"));

@@ -18,7 +18,14 @@ import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = { recipient: "Pat Payer", phone: "+86 10 1234 5678", line1: "3 Till Road", city: "Beijing", postalCode: "100000", country: "CN" };
+const ADDRESS = {
+  recipient: "Pat Payer",
+  phone: "+86 10 1234 5678",
+  line1: "3 Till Road",
+  city: "Beijing",
+  postalCode: "100000",
+  country: "CN",
+};
 
 function shop(getApp: () => TestApp) {
   const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(getApp().baseUrl, method, path, opts);
@@ -27,15 +34,32 @@ function shop(getApp: () => TestApp) {
     call,
     async setup() {
       admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
-      const buyer = (await call("POST", "/api/auth/register", { body: { email: `pay-${randomBytes(3).toString("hex")}@example.com`, password: "payer password 1", name: "Pat" } })).body.accessToken as string;
-      const product = (await call("POST", "/api/products", {
-        token: admin, body: { sku: `PH-${randomBytes(4).toString("hex")}`, name: "Paid Widget", description: "", category: "widgets", price: { amount: 990, currency: "EUR" }, stock: 20 },
-      })).body as { id: string };
+      const buyer = (
+        await call("POST", "/api/auth/register", {
+          body: { email: `pay-${randomBytes(3).toString("hex")}@example.com`, password: "payer password 1", name: "Pat" },
+        })
+      ).body.accessToken as string;
+      const product = (
+        await call("POST", "/api/products", {
+          token: admin,
+          body: {
+            sku: `PH-${randomBytes(4).toString("hex")}`,
+            name: "Paid Widget",
+            description: "",
+            category: "widgets",
+            price: { amount: 990, currency: "EUR" },
+            stock: 20,
+          },
+        })
+      ).body as { id: string };
       assert.ok(admin && buyer && product.id);
       return { buyer, product };
     },
     async order(buyer: string, productId: string) {
-      const r = await call("POST", "/api/orders", { token: buyer, body: { shippingAddress: ADDRESS, items: [{ productId, quantity: 1 }] } });
+      const r = await call("POST", "/api/orders", {
+        token: buyer,
+        body: { shippingAddress: ADDRESS, items: [{ productId, quantity: 1 }] },
+      });
       assert.equal(r.status, 201, r.text);
       return r.body as { id: string };
     },
@@ -44,7 +68,8 @@ function shop(getApp: () => TestApp) {
       assert.equal(r.status, 200, r.text);
       return { id: r.body.id as string, token: new URL(r.body.payUrl).searchParams.get("token")!, payUrl: new URL(r.body.payUrl) };
     },
-    complete: (pay: { id: string; token: string }) => call("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "success", token: pay.token } }),
+    complete: (pay: { id: string; token: string }) =>
+      call("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "success", token: pay.token } }),
   };
 }
 
@@ -72,7 +97,11 @@ describe("trades close and expire (embedded)", () => {
     const late = await s.complete(pay);
     assert.equal(late.status, 409, late.text);
     assert.match(late.body.error.message, /closed/);
-    assert.equal((await db("sandbox_payments").where({ payment_id: pay.id }).first()).status, "closed", "no payment recorded by the platform");
+    assert.equal(
+      (await db("sandbox_payments").where({ payment_id: pay.id }).first()).status,
+      "closed",
+      "no payment recorded by the platform",
+    );
     assert.equal((await s.call("GET", `/api/orders/${o.id}`, { token: buyer })).body.status, "CANCELLED");
   });
 
@@ -80,11 +109,17 @@ describe("trades close and expire (embedded)", () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     const pay = await s.pay(buyer, o.id);
-    assert.equal((await s.call("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "failure", token: pay.token } })).status, 202);
+    assert.equal(
+      (await s.call("POST", `/api/payments/sandbox/${pay.id}/complete`, { body: { outcome: "failure", token: pay.token } })).status,
+      202,
+    );
     await eventually("declined", async () => (await s.call("GET", `/api/payments/${pay.id}`, { token: buyer })).body.status === "FAILED");
     assert.equal((await s.call("POST", `/api/orders/${o.id}/cancel`, { token: buyer })).status, 200);
     const db = (app.broker.getLocalService("payment") as unknown as { db: Knex }).db;
-    await eventually("closed at the platform", async () => (await db("sandbox_payments").where({ payment_id: pay.id }).first())?.status === "closed");
+    await eventually(
+      "closed at the platform",
+      async () => (await db("sandbox_payments").where({ payment_id: pay.id }).first())?.status === "closed",
+    );
     assert.equal((await db("payments").where({ id: pay.id }).first()).failure_reason, "closed");
     const late = await s.complete(pay);
     assert.equal(late.status, 409, late.text);
@@ -96,7 +131,11 @@ describe("trades close and expire (embedded)", () => {
     const pay = await s.pay(buyer, o.id);
     assert.deepEqual(await app.broker.call("payment.closeOrderTrades", { orderId: o.id }), { marked: 1 });
     await eventually("closed", async () => (await s.call("GET", `/api/payments/${pay.id}`, { token: buyer })).body.status === "FAILED");
-    assert.deepEqual(await app.broker.call("payment.closeOrderTrades", { orderId: o.id }), { marked: 0 }, "a closed trade is not marked again");
+    assert.deepEqual(
+      await app.broker.call("payment.closeOrderTrades", { orderId: o.id }),
+      { marked: 0 },
+      "a closed trade is not marked again",
+    );
     assert.equal((await s.complete(pay)).status, 409);
   });
 
@@ -106,9 +145,15 @@ describe("trades close and expire (embedded)", () => {
     const pay = await s.pay(buyer, o.id);
     const db = (app.broker.getLocalService("payment") as unknown as { db: Knex }).db;
     const order = (await s.call("GET", `/api/orders/${o.id}`, { token: buyer })).body;
-    assert.equal(Number((await db("payments").where({ id: pay.id }).first()).expires_at), Date.parse(order.payBefore), "the trade expires with the reservation");
+    assert.equal(
+      Number((await db("payments").where({ id: pay.id }).first()).expires_at),
+      Date.parse(order.payBefore),
+      "the trade expires with the reservation",
+    );
     // As if the buyer came back after the deadline.
-    await db("payments").where({ id: pay.id }).update({ expires_at: Date.now() - 1000 });
+    await db("payments")
+      .where({ id: pay.id })
+      .update({ expires_at: Date.now() - 1000 });
     const late = await s.complete(pay);
     assert.equal(late.status, 409, late.text);
     assert.match(late.body.error.message, /expired/);
@@ -134,7 +179,9 @@ for (const [what, env] of [
       const pay = await s.call("POST", `/api/orders/${o.id}/pay`, { token: buyer, body: { provider: "sandbox" } });
       assert.equal(pay.status, 422, pay.text);
       assert.match(pay.body.error.message, /not enabled/);
-      const complete = await s.call("POST", `/api/payments/sandbox/${"a".repeat(32)}/complete`, { body: { outcome: "success", token: "x".repeat(32) } });
+      const complete = await s.call("POST", `/api/payments/sandbox/${"a".repeat(32)}/complete`, {
+        body: { outcome: "success", token: "x".repeat(32) },
+      });
       assert.equal(complete.status, 404, complete.text);
       assert.equal(complete.body.error.code, "NOT_FOUND");
       assert.equal((await s.call("GET", `/sandbox/pay/${"a".repeat(32)}?token=${"x".repeat(32)}`)).status, 404);
@@ -152,7 +199,10 @@ describe("NODE_ENV=production with SANDBOX_PAY=true: the sandbox is on, as asked
   let app: TestApp;
   const s = shop(() => app);
   before(async () => {
-    app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, NODE_ENV: "production", SANDBOX_PAY: "true" } });
+    app = await startTestApp({
+      db: "sqlite",
+      env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, NODE_ENV: "production", SANDBOX_PAY: "true" },
+    });
   });
   after(async () => app?.stop());
 
@@ -178,19 +228,34 @@ describe("a dead-lettered payment.succeeded is handed over again by reconciliati
     await app.broker.destroyService(app.broker.getLocalService("product")!);
     const orderDb = (app.broker.getLocalService("order") as unknown as { db: Knex }).db;
     assert.equal((await s.complete(pay)).status, 202);
-    await eventually("payment.succeeded dead-lettered by the order service", async () => Boolean(await orderDb("dead_letters").where({ event: "payment.succeeded" }).whereRaw("envelope LIKE ?", [`%${pay.id}%`]).first()));
+    await eventually("payment.succeeded dead-lettered by the order service", async () =>
+      Boolean(
+        await orderDb("dead_letters")
+          .where({ event: "payment.succeeded" })
+          .whereRaw("envelope LIKE ?", [`%${pay.id}%`])
+          .first(),
+      ),
+    );
     app.broker.createService(createProductService(app.config));
     await app.broker.waitForServices(["product"]);
     return pay;
   };
-  const reconcileLater = () => app.broker.call("payment.reconcile", { now: Date.now() + (app.config.payments.orderAckTimeoutS + app.config.payments.pendingTimeoutS) * 1000 + 1000 }) as Promise<{ handedOver: number }>;
-  const notes = async (buyer: string) => (await s.call("GET", "/api/notifications", { token: buyer })).body.items as { type: string; data: { paymentId?: string } }[];
+  const reconcileLater = () =>
+    app.broker.call("payment.reconcile", {
+      now: Date.now() + (app.config.payments.orderAckTimeoutS + app.config.payments.pendingTimeoutS) * 1000 + 1000,
+    }) as Promise<{ handedOver: number }>;
+  const notes = async (buyer: string) =>
+    (await s.call("GET", "/api/notifications", { token: buyer })).body.items as { type: string; data: { paymentId?: string } }[];
 
   test("the order can still take it: handed over, it becomes PAID (once), and the buyer is told once", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     const pay = await payWhileProductIsDown(buyer, o.id);
-    assert.equal((await s.call("GET", `/api/orders/${o.id}`, { token: buyer })).body.status, "PENDING_PAYMENT", "the order never heard of it");
+    assert.equal(
+      (await s.call("GET", `/api/orders/${o.id}`, { token: buyer })).body.status,
+      "PENDING_PAYMENT",
+      "the order never heard of it",
+    );
     assert.equal((await reconcileLater()).handedOver, 1);
     const paid = await eventually("PAID", async () => {
       const x = (await s.call("GET", `/api/orders/${o.id}`, { token: buyer })).body;
@@ -215,7 +280,9 @@ describe("a dead-lettered payment.succeeded is handed over again by reconciliati
     });
     assert.equal(refunded.status, "CANCELLED");
     assert.equal(refunded.refunds[0].amount.amount, 990);
-    await eventually("payment.refunded notified", async () => (await notes(buyer)).some((n) => n.type === "payment.refunded" && n.data.paymentId === pay.id));
+    await eventually("payment.refunded notified", async () =>
+      (await notes(buyer)).some((n) => n.type === "payment.refunded" && n.data.paymentId === pay.id),
+    );
     assert.equal((await reconcileLater()).handedOver, 0);
   });
 });

@@ -18,7 +18,8 @@ import { untilQuiet } from "../../test/support/quiet";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const SERVICES = ["gateway", "user", "payment"] as const;
-const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 10_000) => eventually(what, check, timeoutMs, 25);
+const waitFor = <T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs = 10_000) =>
+  eventually(what, check, timeoutMs, 25);
 
 interface Harness {
   app: TestApp;
@@ -27,7 +28,10 @@ interface Harness {
   create(over?: Record<string, unknown>): Promise<any>;
   events(name: string, id: string, field?: string): Promise<any[]>;
   status(id: string): Promise<string>;
-  notify(signed: { headers: Record<string, string>; body: string }, provider?: string): Promise<{ status: number; text: string; headers: Headers }>;
+  notify(
+    signed: { headers: Record<string, string>; body: string },
+    provider?: string,
+  ): Promise<{ status: number; text: string; headers: Headers }>;
   /** Until no sandbox callback is being sent and no reconciliation pass runs: the payment service has nothing left to do. */
   quiet(): Promise<void>;
 }
@@ -41,18 +45,37 @@ function harness(getApp: () => TestApp, userId: () => string): Harness {
     key: () => createPrivateKey(fs.readFileSync(path.join(getApp().config.dataDir, "sandbox-pay-key.pem"), "utf8")),
     create: (over = {}) =>
       getApp().broker.call("payment.create", {
-        orderId: `ord-${randomBytes(6).toString("hex")}`, userId: userId(), provider: "sandbox",
-        amount: { amount: 1999, currency: "CNY" }, subject: "Order #1", expiresAt: Date.now() + 900_000, ...over,
+        orderId: `ord-${randomBytes(6).toString("hex")}`,
+        userId: userId(),
+        provider: "sandbox",
+        amount: { amount: 1999, currency: "CNY" },
+        subject: "Order #1",
+        expiresAt: Date.now() + 900_000,
+        ...over,
       }),
     events: async (name, id, field = "paymentId") =>
-      ((await h.db()("outbox").where({ event: name })) as { payload: string }[]).map((r) => JSON.parse(r.payload)).filter((p) => p[field] === id),
-    status: async (id) => ((await getApp().broker.call("payment.listForOrder", { orderId: (await h.db()("payments").where({ id }).first()).order_id })) as any[]).find((p) => p.id === id).status,
+      ((await h.db()("outbox").where({ event: name })) as { payload: string }[])
+        .map((r) => JSON.parse(r.payload))
+        .filter((p) => p[field] === id),
+    status: async (id) =>
+      (
+        (await getApp().broker.call("payment.listForOrder", {
+          orderId: (await h.db()("payments").where({ id }).first()).order_id,
+        })) as any[]
+      ).find((p) => p.id === id).status,
     notify: async (signed, provider = "sandbox") => {
-      const res = await fetch(`${getApp().baseUrl}/api/payments/notify/${provider}`, { method: "POST", headers: signed.headers, body: signed.body });
+      const res = await fetch(`${getApp().baseUrl}/api/payments/notify/${provider}`, {
+        method: "POST",
+        headers: signed.headers,
+        body: signed.body,
+      });
       return { status: res.status, text: await res.text(), headers: res.headers };
     },
     quiet: () => {
-      const svc = getApp().broker.getLocalService("payment") as unknown as { deliveries: Set<unknown>; reconciler?: { running?: Promise<void> } };
+      const svc = getApp().broker.getLocalService("payment") as unknown as {
+        deliveries: Set<unknown>;
+        reconciler?: { running?: Promise<void> };
+      };
       return untilQuiet("the payment service", {
         "sandbox callbacks being sent": () => svc.deliveries.size,
         "reconciliation passes running": () => (svc.reconciler?.running ? 1 : 0),
@@ -62,7 +85,10 @@ function harness(getApp: () => TestApp, userId: () => string): Harness {
   return h;
 }
 
-const successPayload = (p: { id: string; amount: { amount: number; currency: string } }, over: Partial<SandboxNotificationPayload> = {}): SandboxNotificationPayload => ({
+const successPayload = (
+  p: { id: string; amount: { amount: number; currency: string } },
+  over: Partial<SandboxNotificationPayload> = {},
+): SandboxNotificationPayload => ({
   notifyId: `sbn_${randomBytes(6).toString("hex")}`,
   paymentId: p.id,
   providerTxnId: `sbx_${randomBytes(6).toString("hex")}`,
@@ -79,13 +105,24 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     let alice = { id: "", token: "" };
     let bob = { id: "", token: "" };
     let admin = "";
-    const h = harness(() => app, () => alice.id);
+    const h = harness(
+      () => app,
+      () => alice.id,
+    );
     const call = (method: string, p: string, opts: Parameters<typeof http>[3] = {}) => http(app.baseUrl, method, p, opts);
 
     before(async () => {
-      app = await startTestApp({ db: storage, redis: storage === "mariadb", services: [...SERVICES], env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
+      app = await startTestApp({
+        db: storage,
+        redis: storage === "mariadb",
+        services: [...SERVICES],
+        env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password },
+      });
       admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
-      for (const [who, email] of [["alice", "alice@example.com"], ["bob", "bob@example.com"]] as const) {
+      for (const [who, email] of [
+        ["alice", "alice@example.com"],
+        ["bob", "bob@example.com"],
+      ] as const) {
         const reg = await call("POST", "/api/auth/register", { body: { email, password: "customer password", name: who } });
         assert.equal(reg.status, 201, reg.text);
         const u = { id: reg.body.user.id, token: reg.body.accessToken };
@@ -102,14 +139,28 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(p.amount, { amount: 1999, currency: "CNY" });
       assert.equal(p.userId, alice.id);
       assert.ok(p.payUrl.startsWith(`${app.baseUrl}/sandbox/pay/${p.id}?token=`), p.payUrl);
-      assert.deepEqual(Object.keys(p).sort(), ["amount", "createdAt", "id", "orderId", "payUrl", "provider", "status", "updatedAt", "userId"]);
+      assert.deepEqual(Object.keys(p).sort(), [
+        "amount",
+        "createdAt",
+        "id",
+        "orderId",
+        "payUrl",
+        "provider",
+        "status",
+        "updatedAt",
+        "userId",
+      ]);
       // The same order, provider and amount: the same PENDING payment (also when concurrent).
       const again = await Promise.all(Array.from({ length: 5 }, () => h.create({ orderId: p.orderId })));
       for (const a of again) assert.equal(a.id, p.id);
       const other = await h.create({ orderId: p.orderId, amount: { amount: 2999, currency: "CNY" } });
       assert.notEqual(other.id, p.id);
       const list = (await app.broker.call("payment.listForOrder", { orderId: p.orderId })) as any[];
-      assert.deepEqual(list.map((x) => x.id), [p.id, other.id], "oldest first");
+      assert.deepEqual(
+        list.map((x) => x.id),
+        [p.id, other.id],
+        "oldest first",
+      );
       await assert.rejects(h.create({ provider: "alipay" }), { code: 422, type: "VALIDATION_ERROR" });
       await assert.rejects(h.create({ provider: "paypal" }), { code: 422 });
       await assert.rejects(h.create({ amount: { amount: 0, currency: "CNY" } }), { code: 422 });
@@ -126,7 +177,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.doesNotMatch(page.text, /https?:\/\//, "no external assets");
       const token = pageUrl.searchParams.get("token")!;
       assert.equal((await call("GET", `/sandbox/pay/${p.id}?token=${"x".repeat(token.length)}`)).status, 404);
-      assert.equal((await call("POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome: "success", token: "wrong" } })).status, 404);
+      assert.equal(
+        (await call("POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome: "success", token: "wrong" } })).status,
+        404,
+      );
 
       const done = await call("POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome: "success", token } });
       assert.equal(done.status, 202, done.text);
@@ -143,7 +197,16 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const e = events[0];
       assert.deepEqual(
         { ...e, paidAt: undefined, occurredAt: undefined },
-        { paymentId: p.id, orderId: p.orderId, userId: alice.id, provider: "sandbox", amount: { amount: 1999, currency: "CNY" }, providerTxnId: paid.providerTxnId, paidAt: undefined, occurredAt: undefined },
+        {
+          paymentId: p.id,
+          orderId: p.orderId,
+          userId: alice.id,
+          provider: "sandbox",
+          amount: { amount: 1999, currency: "CNY" },
+          providerTxnId: paid.providerTxnId,
+          paidAt: undefined,
+          occurredAt: undefined,
+        },
       );
       assert.ok(Date.parse(e.paidAt) && Date.parse(e.occurredAt));
       // Paid: the order cannot be paid again.
@@ -199,14 +262,20 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const forgedWithRightKeyId = signSandboxNotification(successPayload(p), otherKey, Date.now());
       forgedWithRightKeyId.headers["x-sandbox-key-id"] = keyId(key);
       const cases: [string, { headers: Record<string, string>; body: string }][] = [
-        ["bad signature (body changed after signing)", { headers: good.headers, body: good.body.replace(`"amountMinor":1999`, `"amountMinor":1998`) }],
+        [
+          "bad signature (body changed after signing)",
+          { headers: good.headers, body: good.body.replace(`"amountMinor":1999`, `"amountMinor":1998`) },
+        ],
         ["other key", signSandboxNotification(successPayload(p), otherKey, Date.now())],
         ["other key, our key id", forgedWithRightKeyId],
         ["timestamp 6 min old", signSandboxNotification(successPayload(p), key, Date.now() - 6 * 60_000)],
         ["timestamp 6 min ahead", signSandboxNotification(successPayload(p), key, Date.now() + 6 * 60_000)],
         ["wrong amount", signSandboxNotification(successPayload(p, { amountMinor: 1 }), key, Date.now())],
         ["wrong currency", signSandboxNotification(successPayload(p, { currency: "USD" }), key, Date.now())],
-        ["unknown payment", signSandboxNotification(successPayload({ id: randomBytes(16).toString("hex"), amount: p.amount }), key, Date.now())],
+        [
+          "unknown payment",
+          signSandboxNotification(successPayload({ id: randomBytes(16).toString("hex"), amount: p.amount }), key, Date.now()),
+        ],
         ["no signature headers", { headers: { "content-type": "application/json" }, body: good.body }],
         ["not JSON", { headers: { ...good.headers, "content-type": "text/plain" }, body: good.body }],
       ];
@@ -227,7 +296,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       // Past the gateway's reader (another node, a direct call), the action holds the
       // configured limit too: its contract's rule is only the largest setting's.
       const tooBig = Buffer.alloc(app.config.bodyLimitBytes + 16, "x").toString("base64"); // past base64's slack
-      await assert.rejects(app.broker.call("payment.notify", { provider: "sandbox", rawBody: tooBig, contentType: "application/json", headers: [] }), (e: { code?: number; type?: string }) => e.code === 422 && e.type === "VALIDATION_ERROR");
+      await assert.rejects(
+        app.broker.call("payment.notify", { provider: "sandbox", rawBody: tooBig, contentType: "application/json", headers: [] }),
+        (e: { code?: number; type?: string }) => e.code === 422 && e.type === "VALIDATION_ERROR",
+      );
       // The genuine one still goes through.
       assert.equal((await h.notify(good)).text, "success");
       assert.equal(await h.status(p.id), "SUCCEEDED");
@@ -258,12 +330,21 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         return p;
       };
       const refund = (p: any, refundId: string, amount: number) =>
-        app.broker.call("payment.refund", { refundId, orderId: p.orderId, paymentId: p.id, amount: { amount, currency: "CNY" }, reason: "changed my mind" }) as Promise<any>;
+        app.broker.call("payment.refund", {
+          refundId,
+          orderId: p.orderId,
+          paymentId: p.id,
+          amount: { amount, currency: "CNY" },
+          reason: "changed my mind",
+        }) as Promise<any>;
 
       const p = await paid(1999);
       const r1 = await refund(p, "rf-1", 1000);
       assert.equal(r1.status, "SUCCEEDED");
-      assert.deepEqual({ ...r1, providerRefundId: undefined }, { refundId: "rf-1", paymentId: p.id, status: "SUCCEEDED", amount: { amount: 1000, currency: "CNY" }, providerRefundId: undefined });
+      assert.deepEqual(
+        { ...r1, providerRefundId: undefined },
+        { refundId: "rf-1", paymentId: p.id, status: "SUCCEEDED", amount: { amount: 1000, currency: "CNY" }, providerRefundId: undefined },
+      );
       assert.match(r1.providerRefundId, /^sbr_/);
       assert.deepEqual(await refund(p, "rf-1", 1000), r1, "a replay answers the stored result");
       assert.deepEqual(await Promise.all([refund(p, "rf-1", 1000), refund(p, "rf-1", 1000)]), [r1, r1]);
@@ -302,7 +383,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
 
   describe(`payment reconciliation (${storage})`, () => {
     let app: TestApp;
-    const h = harness(() => app, () => "u-1");
+    const h = harness(
+      () => app,
+      () => "u-1",
+    );
     before(async () => {
       app = await startTestApp({
         db: storage,
@@ -338,14 +422,23 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const paid = await h.create();
       const declined = await h.create();
       const abandoned = await h.create();
-      for (const [p, outcome] of [[paid, "success"], [declined, "failure"]] as const) {
+      for (const [p, outcome] of [
+        [paid, "success"],
+        [declined, "failure"],
+      ] as const) {
         const token = new URL(p.payUrl).searchParams.get("token")!;
         const r = await http(app.baseUrl, "POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome, token } });
         assert.equal(r.status, 202, r.text);
       }
       // Polled, not slept: the sandbox has tried to call back for both, and reached nothing.
-      await waitFor("the sandbox's first callbacks tried", async () => [paid, declined].every((p) => attempts.some((a) => a.paymentId === p.id)));
-      assert.deepEqual([...new Set(attempts.map((a) => a.outcome))], ["no connection"], "the callbacks cannot arrive: whatever settles these is the sweep");
+      await waitFor("the sandbox's first callbacks tried", async () =>
+        [paid, declined].every((p) => attempts.some((a) => a.paymentId === p.id)),
+      );
+      assert.deepEqual(
+        [...new Set(attempts.map((a) => a.outcome))],
+        ["no connection"],
+        "the callbacks cannot arrive: whatever settles these is the sweep",
+      );
       await waitFor("all settled", async () => {
         const s = await Promise.all([paid, declined, abandoned].map((p) => h.status(p.id)));
         return !s.includes("PENDING");
@@ -365,7 +458,10 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       // The abandoned one is paid after all, and its callback is lost (dead address): a later
       // pass asks again and records the money; the declined one (closed) stays as it is.
       const token = new URL(abandoned.payUrl).searchParams.get("token")!;
-      assert.equal((await http(app.baseUrl, "POST", `/api/payments/sandbox/${abandoned.id}/complete`, { body: { outcome: "success", token } })).status, 202);
+      assert.equal(
+        (await http(app.baseUrl, "POST", `/api/payments/sandbox/${abandoned.id}/complete`, { body: { outcome: "success", token } })).status,
+        202,
+      );
       await Promise.all(Array.from({ length: 3 }, () => app.broker.call("payment.reconcile", { now: Date.now() + 7_200_000 })));
       assert.equal(await h.status(abandoned.id), "SUCCEEDED", "a late payment whose callback was lost is recorded");
       assert.equal((await h.events("payment.succeeded", abandoned.id)).length, 1);

@@ -23,14 +23,35 @@ for (const db of ["sqlite", "mariadb"] as const) {
       assert.equal(await pendingMigrations(knex, MIGRATIONS), 0);
       for (const table of TABLES) assert.ok(await knex.schema.hasTable(table), table);
       const row = (id: string, key: string | null) => ({
-        id, order_id: "o1", user_id: "u1", provider: "sandbox", status: key ? "PENDING" : "FAILED", amount: 100, currency: "CNY",
-        subject: "s", pending_key: key, reconcile_after: 1, created_at: 1, updated_at: 1,
+        id,
+        order_id: "o1",
+        user_id: "u1",
+        provider: "sandbox",
+        status: key ? "PENDING" : "FAILED",
+        amount: 100,
+        currency: "CNY",
+        subject: "s",
+        pending_key: key,
+        reconcile_after: 1,
+        created_at: 1,
+        updated_at: 1,
       });
       await knex("payments").insert(row("a".repeat(32), "o1|sandbox|100|CNY"));
       await assert.rejects(knex("payments").insert(row("b".repeat(32), "o1|sandbox|100|CNY")), (e) => isUniqueViolation(e));
       await knex("payments").insert(row("c".repeat(32), null));
       await knex("payments").insert(row("d".repeat(32), null));
-      const refund = { id: "r1", payment_id: "a".repeat(32), order_id: "o1", status: "PENDING", amount: 1, currency: "CNY", reason: "x", reconcile_after: 1, created_at: 1, updated_at: 1 };
+      const refund = {
+        id: "r1",
+        payment_id: "a".repeat(32),
+        order_id: "o1",
+        status: "PENDING",
+        amount: 1,
+        currency: "CNY",
+        reason: "x",
+        reconcile_after: 1,
+        created_at: 1,
+        updated_at: 1,
+      };
       await knex("refunds").insert(refund);
       await assert.rejects(knex("refunds").insert(refund), (e) => isUniqueViolation(e));
       await migrateDown(knex, MIGRATIONS);

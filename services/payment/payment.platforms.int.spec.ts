@@ -32,7 +32,14 @@ import { eventually } from "../../test/support/eventually";
 import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
+const ADDRESS = {
+  recipient: "Ada Buyer",
+  phone: "+86 10 1234 5678",
+  line1: "1 Market Street",
+  city: "Shanghai",
+  postalCode: "200000",
+  country: "CN",
+};
 
 // ---- keys and merchant identities (generated here; none is real) ----
 
@@ -95,7 +102,11 @@ function alipayParams(paymentId: string, amountMinor: number, over: Record<strin
 }
 
 /** A form body as Alipay posts it, signed by `key` (Alipay's by default); `mutate` runs after signing. */
-function alipayForm(params: Record<string, string>, key: KeyObject = alipayKey.privateKey, mutate?: (p: Record<string, string>) => void): string {
+function alipayForm(
+  params: Record<string, string>,
+  key: KeyObject = alipayKey.privateKey,
+  mutate?: (p: Record<string, string>) => void,
+): string {
   const signed = { ...params, sign: alipayNotifySign(params, key) };
   mutate?.(signed);
   return new URLSearchParams(signed).toString();
@@ -104,9 +115,19 @@ function alipayForm(params: Record<string, string>, key: KeyObject = alipayKey.p
 /** A request to the Alipay stand-in: its parameters (query and form), and whether our app key signed them RSA2. */
 function alipayRequest(r: Received): { params: Record<string, string>; signed: boolean } {
   const url = new URL(r.url, "http://x");
-  const p: Record<string, string> = { ...Object.fromEntries(url.searchParams), ...Object.fromEntries(new URLSearchParams(r.body.toString())) };
-  const content = Object.keys(p).filter((k) => k !== "sign").sort().map((k) => `${k}=${p[k]}`).join("&");
-  return { params: p, signed: p.sign_type === "RSA2" && rsaVerify("sha256", Buffer.from(content), alipayApp.publicKey, Buffer.from(p.sign ?? "", "base64")) };
+  const p: Record<string, string> = {
+    ...Object.fromEntries(url.searchParams),
+    ...Object.fromEntries(new URLSearchParams(r.body.toString())),
+  };
+  const content = Object.keys(p)
+    .filter((k) => k !== "sign")
+    .sort()
+    .map((k) => `${k}=${p[k]}`)
+    .join("&");
+  return {
+    params: p,
+    signed: p.sign_type === "RSA2" && rsaVerify("sha256", Buffer.from(content), alipayApp.publicKey, Buffer.from(p.sign ?? "", "base64")),
+  };
 }
 
 /** The Alipay OpenAPI gateway stand-in: checks our RSA2 request signature, answers trade.query "WAIT_BUYER_PAY", signed by "Alipay". */
@@ -164,7 +185,14 @@ interface WxCallback {
 /** A callback as WeChat Pay posts it. Options forge one part at a time. */
 function wxCallback(
   txn: Record<string, unknown>,
-  opts: { key?: KeyObject; serial?: string; timestampOffsetS?: number; signature?: string; tamperCiphertext?: boolean; pretty?: boolean } = {},
+  opts: {
+    key?: KeyObject;
+    serial?: string;
+    timestampOffsetS?: number;
+    signature?: string;
+    tamperCiphertext?: boolean;
+    pretty?: boolean;
+  } = {},
 ): WxCallback {
   const resource = wxEncrypt(JSON.stringify(txn));
   if (opts.tamperCiphertext) {
@@ -199,9 +227,13 @@ function wxCallback(
 
 /** Whether a request to the WeChat Pay stand-in carries our merchant's valid APIv3 signature (Authorization header). */
 function wxAuthorized(r: Received): boolean {
-  const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(String(r.headers.authorization));
+  const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(
+    String(r.headers.authorization),
+  );
   return (
-    !!m && m[1] === WX_MCH && m[5] === WX_MERCHANT_SERIAL &&
+    !!m &&
+    m[1] === WX_MCH &&
+    m[5] === WX_MERCHANT_SERIAL &&
     wechatPlatform.verifyRequest({ method: r.method, url: r.url, body: r.body.toString() }, m[4]!, m[2]!, m[3]!, wxMerchant.publicKey)
   );
 }
@@ -217,7 +249,13 @@ const WX_DOCUMENTED = [
   /^POST \/v3\/pay\/transactions\/out-trade-no\/[^/?]+\/close$/,
   /^POST \/v3\/refund\/domestic\/refunds$/,
 ];
-const ALIPAY_DOCUMENTED = ["alipay.trade.query", "alipay.trade.close", "alipay.trade.cancel", "alipay.trade.refund", "alipay.trade.fastpay.refund.query"];
+const ALIPAY_DOCUMENTED = [
+  "alipay.trade.query",
+  "alipay.trade.close",
+  "alipay.trade.cancel",
+  "alipay.trade.refund",
+  "alipay.trade.fastpay.refund.query",
+];
 
 /** The api.mch.weixin.qq.com stand-in: checks our Authorization header; Native order → code_url; query → NOTPAY; signed answers. */
 function wechatGatewayAnswer(r: Received): Reply {
@@ -232,20 +270,41 @@ function wechatGatewayAnswer(r: Received): Reply {
     payload = { code_url: `weixin://wxpay/bizpayurl?pr=${req.out_trade_no.slice(0, 9)}` };
   } else if (r.method === "GET" && r.url.startsWith("/v3/pay/transactions/out-trade-no/")) {
     const id = decodeURIComponent(r.url.split("/")[5]!.split("?")[0]!);
-    payload = { mchid: WX_MCH, appid: WX_APPID, out_trade_no: id, trade_state: "NOTPAY", trade_state_desc: "订单未支付", amount: { currency: "CNY" } };
+    payload = {
+      mchid: WX_MCH,
+      appid: WX_APPID,
+      out_trade_no: id,
+      trade_state: "NOTPAY",
+      trade_state_desc: "订单未支付",
+      amount: { currency: "CNY" },
+    };
   } else {
     status = 404;
     payload = { code: "NOT_FOUND", message: "not here" };
   }
   const body = JSON.stringify(payload);
-  return { status, body, headers: { "request-id": randomBytes(8).toString("hex"), ...wechatAnswerHeaders(body, wxPlatform.privateKey, WX_PLATFORM_SERIAL) } };
+  return {
+    status,
+    body,
+    headers: { "request-id": randomBytes(8).toString("hex"), ...wechatAnswerHeaders(body, wxPlatform.privateKey, WX_PLATFORM_SERIAL) },
+  };
 }
 
 // ---- the app ----
 
 const PLATFORM_ENV = [
-  "ALIPAY_APP_ID", "ALIPAY_SELLER_ID", "ALIPAY_PRIVATE_KEY", "ALIPAY_PUBLIC_KEY", "ALIPAY_GATEWAY",
-  "WECHATPAY_MCH_ID", "WECHATPAY_APP_ID", "WECHATPAY_SERIAL_NO", "WECHATPAY_PRIVATE_KEY", "WECHATPAY_API_V3_KEY", "WECHATPAY_PLATFORM_CERTS", "WECHATPAY_BASE_URL",
+  "ALIPAY_APP_ID",
+  "ALIPAY_SELLER_ID",
+  "ALIPAY_PRIVATE_KEY",
+  "ALIPAY_PUBLIC_KEY",
+  "ALIPAY_GATEWAY",
+  "WECHATPAY_MCH_ID",
+  "WECHATPAY_APP_ID",
+  "WECHATPAY_SERIAL_NO",
+  "WECHATPAY_PRIVATE_KEY",
+  "WECHATPAY_API_V3_KEY",
+  "WECHATPAY_PLATFORM_CERTS",
+  "WECHATPAY_BASE_URL",
 ] as const;
 
 describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms enabled by environment)", () => {
@@ -259,7 +318,9 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
   const db = (service: "payment" | "order") => (app.broker.getLocalService(service) as unknown as { db: import("knex").Knex }).db;
   /** Outbox rows of `event` in `service`'s database whose payload[field] is `id`. */
   const outbox = async (service: "payment" | "order", event: string, field: string, id: string) =>
-    ((await db(service)("outbox").where({ event })) as { payload: string }[]).map((r) => JSON.parse(r.payload) as Record<string, unknown>).filter((p) => p[field] === id);
+    ((await db(service)("outbox").where({ event })) as { payload: string }[])
+      .map((r) => JSON.parse(r.payload) as Record<string, unknown>)
+      .filter((p) => p[field] === id);
   const paymentStatus = async (id: string) => (await call("GET", `/api/payments/${id}`, { token: alice })).body.status as string;
   const getOrder = async (id: string) => (await call("GET", `/api/orders/${id}`, { token: alice })).body;
   const notify = async (provider: string, c: { headers: Record<string, string>; body: string }) => {
@@ -268,16 +329,27 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
   };
   /** The reasons the payment service logged for refused callbacks (its nack body does not carry them for Alipay). */
   const refusals: string[] = [];
-  const alipayPost = (body: string, contentType = "application/x-www-form-urlencoded; charset=utf-8") => notify("alipay", { headers: { "content-type": contentType }, body });
+  const alipayPost = (body: string, contentType = "application/x-www-form-urlencoded; charset=utf-8") =>
+    notify("alipay", { headers: { "content-type": contentType }, body });
 
   /** A CNY product, an order of it by Alice, and its payment with `provider`. */
   async function orderAndPay(provider: "alipay" | "wechatpay", price: number, quantity = 2) {
     const product = await call("POST", "/api/products", {
       token: admin,
-      body: { sku: `PP-${randomBytes(4).toString("hex")}`, name: "Platform Widget", description: "", category: "widgets", price: { amount: price, currency: "CNY" }, stock: 10 },
+      body: {
+        sku: `PP-${randomBytes(4).toString("hex")}`,
+        name: "Platform Widget",
+        description: "",
+        category: "widgets",
+        price: { amount: price, currency: "CNY" },
+        stock: 10,
+      },
     });
     assert.equal(product.status, 201, product.text);
-    const created = await call("POST", "/api/orders", { token: alice, body: { shippingAddress: ADDRESS, items: [{ productId: product.body.id, quantity }] } });
+    const created = await call("POST", "/api/orders", {
+      token: alice,
+      body: { shippingAddress: ADDRESS, items: [{ productId: product.body.id, quantity }] },
+    });
     assert.equal(created.status, 201, created.text);
     assert.equal(created.body.status, "PENDING_PAYMENT");
     assert.deepEqual(created.body.total, { amount: price * quantity, currency: "CNY" });
@@ -286,12 +358,20 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
     assert.equal(pay.body.provider, provider);
     assert.equal(pay.body.status, "PENDING");
     assert.deepEqual(pay.body.amount, { amount: price * quantity, currency: "CNY" });
-    return { order: created.body as { id: string }, payment: pay.body as { id: string; payUrl?: string; form?: string; codeUrl?: string }, productId: product.body.id as string, amount: price * quantity };
+    return {
+      order: created.body as { id: string },
+      payment: pay.body as { id: string; payUrl?: string; form?: string; codeUrl?: string },
+      productId: product.body.id as string,
+      amount: price * quantity,
+    };
   }
 
   /** Until the payment and order outboxes are delivered (in-process) and no callback is being sent or swept. */
   const quiet = () => {
-    const payment = app.broker.getLocalService("payment") as unknown as { deliveries: Set<unknown>; reconciler?: { running?: Promise<void> } };
+    const payment = app.broker.getLocalService("payment") as unknown as {
+      deliveries: Set<unknown>;
+      reconciler?: { running?: Promise<void> };
+    };
     return untilQuiet("payment and order", {
       "unsent payment outbox rows": () => unsentOutbox(db("payment")),
       "unsent order outbox rows": () => unsentOutbox(db("order")),
@@ -315,7 +395,10 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       const o = await getOrder(orderId);
       return o.status === "PAID" && o;
     });
-    assert.deepEqual(paid.history.map((h: { status: string }) => h.status), ["PENDING_PAYMENT", "PAID"]);
+    assert.deepEqual(
+      paid.history.map((h: { status: string }) => h.status),
+      ["PENDING_PAYMENT", "PAID"],
+    );
     assert.deepEqual(paid.refunds ?? [], [], "no automatic refund (the success matched the order)");
     const p = (await call("GET", `/api/payments/${paymentId}`, { token: alice })).body;
     assert.equal(p.status, "SUCCEEDED");
@@ -358,7 +441,8 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       warn(...a);
     };
     admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
-    alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } })).body.accessToken;
+    alice = (await call("POST", "/api/auth/register", { body: { email: "alice@example.com", password: "alice password", name: "Alice" } }))
+      .body.accessToken;
     assert.ok(admin && alice);
   });
 
@@ -387,8 +471,15 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.equal(biz.out_trade_no, payment.id);
       assert.equal(biz.total_amount, yuan(amount));
       assert.equal(biz.product_code, "FAST_INSTANT_TRADE_PAY");
-      const content = Object.keys(p).filter((k) => k !== "sign").sort().map((k) => `${k}=${p[k]}`).join("&");
-      assert.ok(rsaVerify("sha256", Buffer.from(content), alipayApp.publicKey, Buffer.from(p.sign!, "base64")), "the gateway would accept our signature");
+      const content = Object.keys(p)
+        .filter((k) => k !== "sign")
+        .sort()
+        .map((k) => `${k}=${p[k]}`)
+        .join("&");
+      assert.ok(
+        rsaVerify("sha256", Buffer.from(content), alipayApp.publicKey, Buffer.from(p.sign!, "base64")),
+        "the gateway would accept our signature",
+      );
     });
 
     test("forged callbacks: each 400 'fail', nothing changes; then the genuine one: 'success', SUCCEEDED, order PAID", async () => {
@@ -397,13 +488,32 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       const rsaSha1 = (() => {
         // A correct signature by Alipay's own key, but RSA (SHA-1): alipay-sdk alone would follow the request's sign_type and accept it.
         const params = { ...genuine, sign_type: "RSA" };
-        const content = Object.keys(params).filter((k) => k !== "sign" && k !== "sign_type").sort().map((k) => `${k}=${params[k as keyof typeof params]}`).join("&");
-        return new URLSearchParams({ ...params, sign: rsaSign("sha1", Buffer.from(content), alipayKey.privateKey).toString("base64") }).toString();
+        const content = Object.keys(params)
+          .filter((k) => k !== "sign" && k !== "sign_type")
+          .sort()
+          .map((k) => `${k}=${params[k as keyof typeof params]}`)
+          .join("&");
+        return new URLSearchParams({
+          ...params,
+          sign: rsaSign("sha1", Buffer.from(content), alipayKey.privateKey).toString("base64"),
+        }).toString();
       })();
       // [case, body, the refusal reason the service must log, content type]
       const cases: [string, string, string, string?][] = [
-        ["bad signature (bytes flipped)", alipayForm(genuine, alipayKey.privateKey, (p) => (p.sign = Buffer.from(Buffer.from(p.sign!, "base64").map((b, i) => (i === 10 ? b ^ 0xff : b))).toString("base64"))), "bad_signature"],
-        ["bad signature (amount changed after signing)", alipayForm(genuine, alipayKey.privateKey, (p) => (p.total_amount = "0.01")), "bad_signature"],
+        [
+          "bad signature (bytes flipped)",
+          alipayForm(
+            genuine,
+            alipayKey.privateKey,
+            (p) => (p.sign = Buffer.from(Buffer.from(p.sign!, "base64").map((b, i) => (i === 10 ? b ^ 0xff : b))).toString("base64")),
+          ),
+          "bad_signature",
+        ],
+        [
+          "bad signature (amount changed after signing)",
+          alipayForm(genuine, alipayKey.privateKey, (p) => (p.total_amount = "0.01")),
+          "bad_signature",
+        ],
         ["no signature", alipayForm(genuine, alipayKey.privateKey, (p) => delete p.sign), "bad_signature"],
         ["signed with another key", alipayForm(genuine, stranger.privateKey), "bad_signature"],
         ["signed with our own app key (not Alipay's)", alipayForm(genuine, alipayApp.privateKey), "bad_signature"],
@@ -411,11 +521,28 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
         ["no sign_type", alipayForm(genuine, alipayKey.privateKey, (p) => delete p.sign_type), "sign_type"],
         ["wrong app_id (signed by Alipay)", alipayForm({ ...genuine, app_id: "2021000000000999" }), "app"],
         ["wrong seller_id (signed by Alipay)", alipayForm({ ...genuine, seller_id: "2088000000000999" }), "merchant"],
-        ["no seller_id (signed by Alipay)", alipayForm(Object.fromEntries(Object.entries(genuine).filter(([k]) => k !== "seller_id"))), "merchant"],
-        ["wrong total_amount (signed by Alipay)", alipayForm({ ...genuine, total_amount: yuan(amount - 1), receipt_amount: yuan(amount - 1), buyer_pay_amount: yuan(amount - 1) }), "amount"],
+        [
+          "no seller_id (signed by Alipay)",
+          alipayForm(Object.fromEntries(Object.entries(genuine).filter(([k]) => k !== "seller_id"))),
+          "merchant",
+        ],
+        [
+          "wrong total_amount (signed by Alipay)",
+          alipayForm({ ...genuine, total_amount: yuan(amount - 1), receipt_amount: yuan(amount - 1), buyer_pay_amount: yuan(amount - 1) }),
+          "amount",
+        ],
         ["total_amount 0.01 (signed by Alipay)", alipayForm({ ...genuine, total_amount: "0.01" }), "amount"],
-        ["unknown out_trade_no (signed by Alipay)", alipayForm({ ...genuine, out_trade_no: randomBytes(16).toString("hex") }), "unknown_order"],
-        ["a JSON body", JSON.stringify({ ...genuine, sign: alipayNotifySign(genuine, alipayKey.privateKey) }), "content_type", "application/json"],
+        [
+          "unknown out_trade_no (signed by Alipay)",
+          alipayForm({ ...genuine, out_trade_no: randomBytes(16).toString("hex") }),
+          "unknown_order",
+        ],
+        [
+          "a JSON body",
+          JSON.stringify({ ...genuine, sign: alipayNotifySign(genuine, alipayKey.privateKey) }),
+          "content_type",
+          "application/json",
+        ],
       ];
       for (const [name, body, reason, type] of cases) {
         refusals.length = 0;
@@ -471,7 +598,13 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       const req = JSON.parse(sent[0]!.body.toString());
       assert.deepEqual(
         { appid: req.appid, mchid: req.mchid, out_trade_no: req.out_trade_no, notify_url: req.notify_url, amount: req.amount },
-        { appid: WX_APPID, mchid: WX_MCH, out_trade_no: payment.id, notify_url: `${app.baseUrl}/api/payments/notify/wechatpay`, amount: { total: amount, currency: "CNY" } },
+        {
+          appid: WX_APPID,
+          mchid: WX_MCH,
+          out_trade_no: payment.id,
+          notify_url: `${app.baseUrl}/api/payments/notify/wechatpay`,
+          amount: { total: amount, currency: "CNY" },
+        },
       );
       assert.equal(payment.codeUrl, `weixin://wxpay/bizpayurl?pr=${payment.id.slice(0, 9)}`);
     });
@@ -483,19 +616,43 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       const changed = wxCallback(txn);
       const cases: [string, WxCallback, string][] = [
         // WeChat's own probe: a deliberately wrong signature that starts with WECHATPAY/SIGNTEST/.
-        ["signature probe (WECHATPAY/SIGNTEST/)", wxCallback(txn, { signature: `WECHATPAY/SIGNTEST/${randomBytes(32).toString("base64")}` }), "bad_signature"],
+        [
+          "signature probe (WECHATPAY/SIGNTEST/)",
+          wxCallback(txn, { signature: `WECHATPAY/SIGNTEST/${randomBytes(32).toString("base64")}` }),
+          "bad_signature",
+        ],
         ["signed with another key", wxCallback(txn, { key: stranger.privateKey }), "bad_signature"],
         ["signed with our merchant key", wxCallback(txn, { key: wxMerchant.privateKey }), "bad_signature"],
-        ["body changed after signing", { headers: changed.headers, body: changed.body.replace("TRANSACTION.SUCCESS", "TRANSACTION.SUCCESS ") }, "bad_signature"],
-        ["unknown serial (signed by the platform key)", wxCallback(txn, { serial: "PUB_KEY_ID_0000000000000000000000000000" }), "unknown_serial"],
-        ["unknown serial (signed with another key)", wxCallback(txn, { serial: "7132D72A03E93CDDF8C03BBD1F37EEDF", key: stranger.privateKey }), "unknown_serial"],
+        [
+          "body changed after signing",
+          { headers: changed.headers, body: changed.body.replace("TRANSACTION.SUCCESS", "TRANSACTION.SUCCESS ") },
+          "bad_signature",
+        ],
+        [
+          "unknown serial (signed by the platform key)",
+          wxCallback(txn, { serial: "PUB_KEY_ID_0000000000000000000000000000" }),
+          "unknown_serial",
+        ],
+        [
+          "unknown serial (signed with another key)",
+          wxCallback(txn, { serial: "7132D72A03E93CDDF8C03BBD1F37EEDF", key: stranger.privateKey }),
+          "unknown_serial",
+        ],
         ["timestamp 6 minutes old", wxCallback(txn, { timestampOffsetS: -360 }), "timestamp"],
         ["timestamp 6 minutes ahead", wxCallback(txn, { timestampOffsetS: 360 }), "timestamp"],
         ["tampered ciphertext (re-signed by the platform key)", wxCallback(txn, { tamperCiphertext: true }), "decrypt"],
         ["wrong mchid", wxCallback({ ...txn, mchid: "1900000999" }), "merchant"],
         ["wrong appid", wxCallback({ ...txn, appid: "wx0000000000000999" }), "app"],
-        ["wrong amount", wxCallback({ ...txn, amount: { total: amount - 1, payer_total: amount - 1, currency: "CNY", payer_currency: "CNY" } }), "amount"],
-        ["wrong currency", wxCallback({ ...txn, amount: { total: amount, payer_total: amount, currency: "USD", payer_currency: "USD" } }), "currency"],
+        [
+          "wrong amount",
+          wxCallback({ ...txn, amount: { total: amount - 1, payer_total: amount - 1, currency: "CNY", payer_currency: "CNY" } }),
+          "amount",
+        ],
+        [
+          "wrong currency",
+          wxCallback({ ...txn, amount: { total: amount, payer_total: amount, currency: "USD", payer_currency: "USD" } }),
+          "currency",
+        ],
         ["unknown out_trade_no", wxCallback({ ...txn, out_trade_no: randomBytes(16).toString("hex") }), "unknown_order"],
       ];
       for (const [name, c, reason] of cases) {
@@ -510,7 +667,10 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.ok(ok.status >= 200 && ok.status < 300, `${ok.status} ${ok.text}`);
       await assertPaidOnce(payment.id, order.id, txn.transaction_id);
       // WeChat re-sends until acknowledged: the same one (and a fresh copy) again, also concurrently.
-      const again = await Promise.all([...Array.from({ length: 5 }, () => notify("wechatpay", genuine)), ...Array.from({ length: 5 }, () => notify("wechatpay", wxCallback(txn)))]);
+      const again = await Promise.all([
+        ...Array.from({ length: 5 }, () => notify("wechatpay", genuine)),
+        ...Array.from({ length: 5 }, () => notify("wechatpay", wxCallback(txn))),
+      ]);
       for (const r of again) assert.ok(r.status >= 200 && r.status < 300, `${r.status} ${r.text}`);
       await quiet();
       assert.equal((await outbox("payment", "payment.succeeded", "paymentId", payment.id)).length, 1);
@@ -534,7 +694,10 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
     assert.ok(wechatGateway.received.length >= 3);
     for (const r of wechatGateway.received) {
       assert.ok(wxAuthorized(r), `${r.method} ${r.url}: our merchant signature`);
-      assert.ok(WX_DOCUMENTED.some((re) => re.test(`${r.method} ${r.url}`)), `${r.method} ${r.url}: a documented WeChat Pay API`);
+      assert.ok(
+        WX_DOCUMENTED.some((re) => re.test(`${r.method} ${r.url}`)),
+        `${r.method} ${r.url}: a documented WeChat Pay API`,
+      );
     }
     for (const r of alipayGateway.received) {
       const { params, signed } = alipayRequest(r);

@@ -97,7 +97,9 @@ export async function findByPendingKey(db: Knex, key: string): Promise<PaymentRe
 
 /** The order's payments, oldest first. */
 export async function paymentsOfOrder(db: Knex, orderId: string): Promise<PaymentRecord[]> {
-  const rows = (await db("payments").where({ order_id: orderId }).orderBy([{ column: "created_at" }, { column: "id" }])) as PaymentRow[];
+  const rows = (await db("payments")
+    .where({ order_id: orderId })
+    .orderBy([{ column: "created_at" }, { column: "id" }])) as PaymentRow[];
   return rows.map(toPayment);
 }
 
@@ -109,10 +111,21 @@ export async function hasSucceededPayment(db: Knex, orderId: string): Promise<bo
  * Records an outcome once: the row moves only from the states the outcome may leave
  * (domain `fromStatesFor`). True for the one caller that moved it.
  */
-export async function settlePayment(trx: Knex.Transaction, id: string, outcome: Outcome, from: PaymentStatus[], now: number): Promise<boolean> {
+export async function settlePayment(
+  trx: Knex.Transaction,
+  id: string,
+  outcome: Outcome,
+  from: PaymentStatus[],
+  now: number,
+): Promise<boolean> {
   const set: Record<string, unknown> = { pending_key: null, updated_at: now };
   if (outcome.kind === "succeeded") {
-    Object.assign(set, { status: "SUCCEEDED", provider_txn_id: outcome.providerTxnId || null, paid_at: outcome.paidAt, failure_reason: null });
+    Object.assign(set, {
+      status: "SUCCEEDED",
+      provider_txn_id: outcome.providerTxnId || null,
+      paid_at: outcome.paidAt,
+      failure_reason: null,
+    });
   } else {
     Object.assign(set, { status: "FAILED", failure_reason: outcome.reason.slice(0, 64) });
     if (outcome.providerTxnId) set.provider_txn_id = outcome.providerTxnId;
@@ -134,18 +147,29 @@ const possiblyOpen = (q: Knex.QueryBuilder) =>
  * platforms, by reconciliation (due now). Returns how many.
  */
 export async function requestClose(db: Knex, orderId: string, now: number): Promise<number> {
-  return possiblyOpen(db("payments").where({ order_id: orderId })).whereNull("close_requested_at").update({ close_requested_at: now, reconcile_after: now });
+  return possiblyOpen(db("payments").where({ order_id: orderId }))
+    .whereNull("close_requested_at")
+    .update({ close_requested_at: now, reconcile_after: now });
 }
 
 /** Trades to close, due now (candidates; claimClose decides). */
 export async function dueCloses(db: Knex, now: number, limit: number): Promise<PaymentRecord[]> {
-  const rows = (await possiblyOpen(db("payments")).whereNotNull("close_requested_at").where("reconcile_after", "<=", now).orderBy("reconcile_after").limit(limit)) as PaymentRow[];
+  const rows = (await possiblyOpen(db("payments"))
+    .whereNotNull("close_requested_at")
+    .where("reconcile_after", "<=", now)
+    .orderBy("reconcile_after")
+    .limit(limit)) as PaymentRow[];
   return rows.map(toPayment);
 }
 
 /** Claims a trade to close for one sweeper (a conditional move of its reconcile time). */
 export async function claimClose(db: Knex, id: string, now: number, until: number): Promise<boolean> {
-  return (await possiblyOpen(db("payments").where({ id })).whereNotNull("close_requested_at").where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1;
+  return (
+    (await possiblyOpen(db("payments").where({ id }))
+      .whereNotNull("close_requested_at")
+      .where("reconcile_after", "<=", now)
+      .update({ reconcile_after: until })) === 1
+  );
 }
 
 /**
@@ -168,13 +192,25 @@ export async function acknowledgeByOrder(db: Knex, id: string, now: number): Pro
  * (dead-lettered), so reconciliation hands them over again.
  */
 export async function dueUnacknowledged(db: Knex, before: number, now: number, limit: number): Promise<PaymentRecord[]> {
-  const rows = (await db("payments").where({ status: "SUCCEEDED" }).whereNull("order_ack_at").where("updated_at", "<", before).where("reconcile_after", "<=", now).orderBy("updated_at").limit(limit)) as PaymentRow[];
+  const rows = (await db("payments")
+    .where({ status: "SUCCEEDED" })
+    .whereNull("order_ack_at")
+    .where("updated_at", "<", before)
+    .where("reconcile_after", "<=", now)
+    .orderBy("updated_at")
+    .limit(limit)) as PaymentRow[];
   return rows.map(toPayment);
 }
 
 /** Claims an unacknowledged success for one sweeper (one replica gets row count 1). */
 export async function claimUnacknowledged(db: Knex, id: string, now: number, until: number): Promise<boolean> {
-  return (await db("payments").where({ id, status: "SUCCEEDED" }).whereNull("order_ack_at").where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1;
+  return (
+    (await db("payments")
+      .where({ id, status: "SUCCEEDED" })
+      .whereNull("order_ack_at")
+      .where("reconcile_after", "<=", now)
+      .update({ reconcile_after: until })) === 1
+  );
 }
 
 /** PENDING payments whose reconciliation time has come (candidates; the claim re-checks). */
@@ -189,7 +225,9 @@ const dueForReconciliation = (db: Knex, now: number, watchSince: number) =>
     // A trade to close is the close loop's (dueCloses), not settled here first.
     .whereNull("close_requested_at")
     .where((q) =>
-      q.where({ status: "PENDING" }).orWhere((w) => w.where({ status: "FAILED" }).whereIn("failure_reason", WATCHED_FAILURES).where("created_at", ">=", watchSince)),
+      q
+        .where({ status: "PENDING" })
+        .orWhere((w) => w.where({ status: "FAILED" }).whereIn("failure_reason", WATCHED_FAILURES).where("created_at", ">=", watchSince)),
     )
     .where("reconcile_after", "<=", now);
 
@@ -247,7 +285,11 @@ export async function findRefund(db: Knex, id: string): Promise<RefundRecord | u
 
 /** Refunds of a payment that count against its amount (PENDING and SUCCEEDED), read locked. */
 export async function committedRefundTotal(trx: Knex.Transaction, paymentId: string): Promise<number> {
-  const rows = (await trx("refunds").where({ payment_id: paymentId }).whereIn("status", ["PENDING", "SUCCEEDED"]).forUpdate().select("amount")) as { amount: Num }[];
+  const rows = (await trx("refunds")
+    .where({ payment_id: paymentId })
+    .whereIn("status", ["PENDING", "SUCCEEDED"])
+    .forUpdate()
+    .select("amount")) as { amount: Num }[];
   return rows.reduce((sum, r) => sum + Number(r.amount), 0);
 }
 
@@ -287,12 +329,18 @@ export async function noteRefundProviderId(db: Knex, id: string, providerRefundI
 }
 
 export async function duePendingRefunds(db: Knex, now: number, limit: number): Promise<RefundRecord[]> {
-  const rows = (await db("refunds").where({ status: "PENDING" }).where("reconcile_after", "<=", now).orderBy("reconcile_after").limit(limit)) as RefundRow[];
+  const rows = (await db("refunds")
+    .where({ status: "PENDING" })
+    .where("reconcile_after", "<=", now)
+    .orderBy("reconcile_after")
+    .limit(limit)) as RefundRow[];
   return rows.map(toRefund);
 }
 
 export async function claimRefund(db: Knex, id: string, now: number, until: number): Promise<boolean> {
-  return (await db("refunds").where({ id, status: "PENDING" }).where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1;
+  return (
+    (await db("refunds").where({ id, status: "PENDING" }).where("reconcile_after", "<=", now).update({ reconcile_after: until })) === 1
+  );
 }
 
 // ---- the sandbox platform's own records (SandboxStateStore) ----
@@ -346,7 +394,9 @@ export async function recordSandboxChoice(
   } catch (err) {
     if (!isUniqueViolation(err)) throw err;
     if (s.status === "succeeded")
-      await db("sandbox_payments").where({ payment_id: s.paymentId, status: "failed" }).update({ status: "succeeded", provider_txn_id: s.providerTxnId, paid_at: s.paidAt, updated_at: now });
+      await db("sandbox_payments")
+        .where({ payment_id: s.paymentId, status: "failed" })
+        .update({ status: "succeeded", provider_txn_id: s.providerTxnId, paid_at: s.paidAt, updated_at: now });
   }
   return (await sandboxPayment(db, s.paymentId))!;
 }
@@ -358,7 +408,15 @@ export async function recordSandboxChoice(
  */
 export async function sandboxCloseTrade(db: Knex, paymentId: string, amount: Money, now: number): Promise<CloseResult> {
   try {
-    await db("sandbox_payments").insert({ payment_id: paymentId, amount: amount.amount, currency: amount.currency, status: "closed", provider_txn_id: "", paid_at: null, updated_at: now });
+    await db("sandbox_payments").insert({
+      payment_id: paymentId,
+      amount: amount.amount,
+      currency: amount.currency,
+      status: "closed",
+      provider_txn_id: "",
+      paid_at: null,
+      updated_at: now,
+    });
   } catch (err) {
     if (!isUniqueViolation(err)) throw err;
     await db("sandbox_payments").where({ payment_id: paymentId, status: "failed" }).update({ status: "closed", updated_at: now });
@@ -373,7 +431,12 @@ export async function sandboxCloseTrade(db: Knex, paymentId: string, amount: Mon
  * an over-refund. The payment's sandbox row is locked while the total is summed, so two
  * concurrent refunds cannot both pass the check.
  */
-export async function sandboxRecordRefund(db: Knex, r: SandboxRefundRequest, newId: () => string, now: number): Promise<SandboxRefundRecord> {
+export async function sandboxRecordRefund(
+  db: Knex,
+  r: SandboxRefundRequest,
+  newId: () => string,
+  now: number,
+): Promise<SandboxRefundRecord> {
   const recorded = async (q: Knex) => {
     const row = (await q("sandbox_refunds").where({ refund_id: r.refundId }).first()) as { provider_refund_id: string } | undefined;
     return row && ({ status: "recorded", providerRefundId: row.provider_refund_id } as const);
@@ -385,10 +448,18 @@ export async function sandboxRecordRefund(db: Knex, r: SandboxRefundRequest, new
       await trx("sandbox_payments").where({ payment_id: r.paymentId }).forUpdate().first();
       const again = await recorded(trx);
       if (again) return again;
-      const [{ total }] = (await trx("sandbox_refunds").where({ payment_id: r.paymentId }).sum({ total: "amount" })) as { total: Num | null }[];
+      const [{ total }] = (await trx("sandbox_refunds").where({ payment_id: r.paymentId }).sum({ total: "amount" })) as {
+        total: Num | null;
+      }[];
       if (Number(total ?? 0) + r.amountMinor > r.totalMinor) return { status: "refused", failureCode: "REFUND_AMOUNT_EXCEEDED" } as const;
       const providerRefundId = newId();
-      await trx("sandbox_refunds").insert({ refund_id: r.refundId, payment_id: r.paymentId, amount: r.amountMinor, provider_refund_id: providerRefundId, created_at: now });
+      await trx("sandbox_refunds").insert({
+        refund_id: r.refundId,
+        payment_id: r.paymentId,
+        amount: r.amountMinor,
+        provider_refund_id: providerRefundId,
+        created_at: now,
+      });
       return { status: "recorded", providerRefundId } as const;
     });
   } catch (err) {

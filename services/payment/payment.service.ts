@@ -110,7 +110,10 @@ function httpReply(ctx: Ctx<unknown>, r: PlatformHttpResponse): string | null {
   return r.body === "" ? null : r.body;
 }
 
-export function createPaymentService(config: AppConfig, env: Record<string, string | undefined> = process.env): TypedServiceSchema<PaymentServiceThis> {
+export function createPaymentService(
+  config: AppConfig,
+  env: Record<string, string | undefined> = process.env,
+): TypedServiceSchema<PaymentServiceThis> {
   // Parsed when the broker is composed: a bad key or half a merchant configuration stops the start.
   const paymentConfig = loadPaymentConfig(config, env);
   const { timeoutMs } = paymentTimings(config);
@@ -131,7 +134,11 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           // remote call, so it is not made in this inbox transaction: the trades are marked,
           // and reconciliation (woken after the commit) closes them, retrying until it can.
           async [Events.OrderCancelled](this: PaymentServiceThis, trx: Knex.Transaction, p: { orderId: string }) {
-            if (await repo.requestClose(trx, p.orderId, Date.now())) trx.executionPromise.then(() => this.reconcileSoon(), () => undefined);
+            if (await repo.requestClose(trx, p.orderId, Date.now()))
+              trx.executionPromise.then(
+                () => this.reconcileSoon(),
+                () => undefined,
+              );
           },
         },
       }),
@@ -149,10 +156,12 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
         async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.create">>): Promise<ActionResponse<"payment.create">> {
           const { orderId, userId, provider, subject, expiresAt } = ctx.params;
           assertMoves(ctx.params.amount);
-          if (expiresAt <= Date.now()) throw conflict("The order's reservation has expired; it can no longer be paid", [{ field: "expiresAt" }]);
+          if (expiresAt <= Date.now())
+            throw conflict("The order's reservation has expired; it can no longer be paid", [{ field: "expiresAt" }]);
           const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
           const platform = this.platformFor(provider);
-          if (await repo.hasSucceededPayment(this.db, orderId)) throw conflict("This order is already paid", [{ field: "orderId", orderId }]);
+          if (await repo.hasSucceededPayment(this.db, orderId))
+            throw conflict("This order is already paid", [{ field: "orderId", orderId }]);
           const key = pendingKey(orderId, provider, amount);
           const reusable = await repo.findByPendingKey(this.db, key);
           if (reusable) return toPaymentView(reusable);
@@ -161,24 +170,44 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           let created;
           try {
             created = await platform.create({
-              paymentId: id, orderId, amountMinor: amount.amount, currency: amount.currency, subject, expiresAt,
+              paymentId: id,
+              orderId,
+              amountMinor: amount.amount,
+              currency: amount.currency,
+              subject,
+              expiresAt,
               notifyUrl: `${this.publicUrl()}/api/payments/notify/${provider}`,
             });
           } catch (err) {
             // The platform's own refusal (an amount or a deadline it does not take): its message says which.
-            if (err instanceof PaymentPlatformError && err.reason === "invalid_request") throw validationError(`The payment platform refused the payment: ${err.message}`);
+            if (err instanceof PaymentPlatformError && err.reason === "invalid_request")
+              throw validationError(`The payment platform refused the payment: ${err.message}`);
             if (err instanceof AppError) throw err;
             this.logger.warn(`payment.create: ${provider} did not answer`, err instanceof Error ? err.message : err);
             throw new AppError("SERVICE_UNAVAILABLE", "The payment platform is unavailable; try again later");
           }
           const now = Date.now();
           const record: PaymentRecord = {
-            id, orderId, userId, provider, status: "PENDING", amount, subject, ...payloadColumns(created),
-            providerTxnId: null, failureReason: null, reconcileAfter: now + timeoutMs, paidAt: null, expiresAt, createdAt: now, updatedAt: now,
+            id,
+            orderId,
+            userId,
+            provider,
+            status: "PENDING",
+            amount,
+            subject,
+            ...payloadColumns(created),
+            providerTxnId: null,
+            failureReason: null,
+            reconcileAfter: now + timeoutMs,
+            paidAt: null,
+            expiresAt,
+            createdAt: now,
+            updatedAt: now,
           };
           try {
             await inTransaction(this.db, async (trx) => {
-              if (await repo.hasSucceededPayment(trx, orderId)) throw conflict("This order is already paid", [{ field: "orderId", orderId }]);
+              if (await repo.hasSucceededPayment(trx, orderId))
+                throw conflict("This order is already paid", [{ field: "orderId", orderId }]);
               await repo.insertPayment(trx, record, key);
             });
           } catch (err) {
@@ -210,7 +239,10 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       listForOrder: {
         visibility: "public",
         params: Params["payment.listForOrder"],
-        async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.listForOrder">>): Promise<ActionResponse<"payment.listForOrder">> {
+        async handler(
+          this: PaymentServiceThis,
+          ctx: Ctx<ActionParams<"payment.listForOrder">>,
+        ): Promise<ActionResponse<"payment.listForOrder">> {
           return (await repo.paymentsOfOrder(this.db, ctx.params.orderId)).map(toPaymentView);
         },
       },
@@ -224,12 +256,19 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       notify: {
         auth: "none",
         // Not JSON: the platform's own reply. Summary, errors and tags are the contract's.
-        openapi: { contentType: "text/plain", response: { type: "string" }, description: "Answers the platform's own acknowledgement (Alipay and the sandbox: `success` as text/plain; WeChat Pay: 204). A callback that fails verification (signature, key, timestamp, merchant, app, amount, unknown payment) answers 400 and changes nothing; a repeat changes nothing." },
+        openapi: {
+          contentType: "text/plain",
+          response: { type: "string" },
+          description:
+            "Answers the platform's own acknowledgement (Alipay and the sandbox: `success` as text/plain; WeChat Pay: 204). A callback that fails verification (signature, key, timestamp, merchant, app, amount, unknown payment) answers 400 and changes nothing; a repeat changes nothing.",
+        },
         params: Params["payment.notify"],
         async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.notify">>): Promise<ActionResponse<"payment.notify">> {
           // The configured body limit, in base64 (the contract's rule is the largest setting's).
           if (ctx.params.rawBody.length > Math.ceil((config.bodyLimitBytes * 4) / 3) + 8)
-            throw validationError("The callback body is too large", [{ field: "rawBody", message: `at most ${config.bodyLimitBytes} bytes` }]);
+            throw validationError("The callback body is too large", [
+              { field: "rawBody", message: `at most ${config.bodyLimitBytes} bytes` },
+            ]);
           const platform = this.platforms().get(ctx.params.provider as PlatformName);
           if (!platform) throw notFound("Payment platform");
           try {
@@ -262,7 +301,6 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
       },
 
       ...sandboxActions(paymentConfig),
-
     },
 
     methods: {
@@ -300,7 +338,8 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
 
       platformFor(this: PaymentServiceThis, provider: string): PaymentPlatform {
         const platform = this.platforms().get(provider as PlatformName);
-        if (!platform) throw validationError(`Payment provider '${provider}' is not enabled`, [{ field: "provider", enabled: paymentConfig.enabled }]);
+        if (!platform)
+          throw validationError(`Payment provider '${provider}' is not enabled`, [{ field: "provider", enabled: paymentConfig.enabled }]);
         return platform;
       },
 
@@ -312,12 +351,21 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
           const base = { paymentId: payment.id, orderId: payment.orderId, userId: payment.userId, provider: payment.provider };
           if (outcome.kind === "succeeded") {
             await this.publishEvent(trx, Events.PaymentSucceeded, {
-              ...base, amount: { ...payment.amount }, providerTxnId: outcome.providerTxnId, paidAt: iso(outcome.paidAt), occurredAt: iso(now),
+              ...base,
+              amount: { ...payment.amount },
+              providerTxnId: outcome.providerTxnId,
+              paidAt: iso(outcome.paidAt),
+              occurredAt: iso(now),
             });
           } else {
             await this.publishEvent(trx, Events.PaymentFailed, { ...base, reason: outcome.reason, occurredAt: iso(now) });
           }
-          countBusiness(this.broker, outcome.kind === "succeeded" ? "payments_succeeded" : "payments_failed", { provider: payment.provider }, trx);
+          countBusiness(
+            this.broker,
+            outcome.kind === "succeeded" ? "payments_succeeded" : "payments_failed",
+            { provider: payment.provider },
+            trx,
+          );
           return true;
         });
       },
@@ -334,7 +382,9 @@ export function createPaymentService(config: AppConfig, env: Record<string, stri
     async started(this: PaymentServiceThis) {
       this.logger.info(`Payment platforms: ${describePaymentConfig(paymentConfig)}`);
       if (paymentConfig.sandbox)
-        this.logger.warn("SANDBOX PAYMENTS ARE ON: anyone can \"pay\" an order with no money through /sandbox/pay (SANDBOX_PAY=false turns it off; off by default under NODE_ENV=production)");
+        this.logger.warn(
+          'SANDBOX PAYMENTS ARE ON: anyone can "pay" an order with no money through /sandbox/pay (SANDBOX_PAY=false turns it off; off by default under NODE_ENV=production)',
+        );
       this.reconciler = periodic("Payment reconciliation", config.payments.reconcileIntervalMs, () => this.reconcileOnce(), this.logger);
       if (this.reconcileAsked) this.reconciler.kick();
     },

@@ -32,7 +32,10 @@ export function reconcileActions(): TypedActions<PaymentServiceThis> {
     closeOrderTrades: {
       visibility: "public",
       params: Params["payment.closeOrderTrades"],
-      async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.closeOrderTrades">>): Promise<ActionResponse<"payment.closeOrderTrades">> {
+      async handler(
+        this: PaymentServiceThis,
+        ctx: Ctx<ActionParams<"payment.closeOrderTrades">>,
+      ): Promise<ActionResponse<"payment.closeOrderTrades">> {
         const marked = await repo.requestClose(this.db, ctx.params.orderId, Date.now());
         if (marked) this.reconcileSoon();
         return { marked };
@@ -64,7 +67,10 @@ export function reconcileMethods(config: AppConfig) {
         try {
           if (await this.closeTrade(p)) closed++;
         } catch (err) {
-          this.logger.warn(`Closing the trade of payment ${p.id} failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
+          this.logger.warn(
+            `Closing the trade of payment ${p.id} failed; retried after ${leaseMs} ms`,
+            err instanceof Error ? err.message : err,
+          );
         }
       }
       for (const p of await repo.duePendingPayments(this.db, now, SWEEP_BATCH, watchSince)) {
@@ -81,19 +87,32 @@ export function reconcileMethods(config: AppConfig) {
           if (p.status === "FAILED" && outcome.kind !== "succeeded") continue;
           if (await this.settle(p, outcome)) payments++;
         } catch (err) {
-          this.logger.warn(`Reconciliation of payment ${p.id} failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
+          this.logger.warn(
+            `Reconciliation of payment ${p.id} failed; retried after ${leaseMs} ms`,
+            err instanceof Error ? err.message : err,
+          );
         }
       }
       // Successes the order never acknowledged (their event dead-lettered): hand them over again.
       for (const p of await repo.dueUnacknowledged(this.db, now - ackTimeoutMs, now, SWEEP_BATCH)) {
         if (!(await repo.claimUnacknowledged(this.db, p.id, now, now + leaseMs))) continue;
         try {
-          const { outcome } = await callAction(this.broker, "order.applyPayment", { paymentId: p.id, orderId: p.orderId, provider: p.provider, amount: p.amount });
-          this.logger.warn(`Payment ${p.id} of order ${p.orderId} was never acknowledged by the order service; handed over again: ${outcome}`);
+          const { outcome } = await callAction(this.broker, "order.applyPayment", {
+            paymentId: p.id,
+            orderId: p.orderId,
+            provider: p.provider,
+            amount: p.amount,
+          });
+          this.logger.warn(
+            `Payment ${p.id} of order ${p.orderId} was never acknowledged by the order service; handed over again: ${outcome}`,
+          );
           await repo.acknowledgeByOrder(this.db, p.id, Date.now());
           handedOver++;
         } catch (err) {
-          this.logger.warn(`Handing payment ${p.id} over to the order service failed; retried after ${leaseMs} ms`, err instanceof Error ? err.message : err);
+          this.logger.warn(
+            `Handing payment ${p.id} over to the order service failed; retried after ${leaseMs} ms`,
+            err instanceof Error ? err.message : err,
+          );
         }
       }
       for (const r of await repo.duePendingRefunds(this.db, now, SWEEP_BATCH)) {
@@ -107,7 +126,9 @@ export function reconcileMethods(config: AppConfig) {
         }
       }
       if (payments || refunds || closed || handedOver)
-        this.logger.info(`Reconciliation settled ${payments} payment(s), ${refunds} refund(s); closed ${closed} trade(s); handed ${handedOver} success(es) over`);
+        this.logger.info(
+          `Reconciliation settled ${payments} payment(s), ${refunds} refund(s); closed ${closed} trade(s); handed ${handedOver} success(es) over`,
+        );
       return { payments, refunds, closed, handedOver };
     },
 

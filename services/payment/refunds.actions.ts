@@ -30,7 +30,8 @@ export function refundActions(config: AppConfig): TypedActions<PaymentServiceThi
         assertMoves(ctx.params.amount);
         const amount = { amount: ctx.params.amount.amount, currency: ctx.params.amount.currency };
         const replay = (r: RefundRecord) => {
-          if (!sameRefund(r, { paymentId, orderId, amount })) throw conflict("This refundId was used for another refund", [{ field: "refundId" }]);
+          if (!sameRefund(r, { paymentId, orderId, amount }))
+            throw conflict("This refundId was used for another refund", [{ field: "refundId" }]);
           return toRefundView(r);
         };
         // The order service asked for it: it has dealt with this payment (reconciliation
@@ -40,9 +41,18 @@ export function refundActions(config: AppConfig): TypedActions<PaymentServiceThi
         if (stored) return replay(stored);
         const now = Date.now();
         const refund: RefundRecord = {
-          id: refundId, paymentId, orderId, status: "PENDING", amount, reason, providerRefundId: null, failureCode: null,
+          id: refundId,
+          paymentId,
+          orderId,
+          status: "PENDING",
+          amount,
+          reason,
+          providerRefundId: null,
+          failureCode: null,
           // Left to this call; the sweep takes over only if it never settles (a crash, an unknown answer).
-          reconcileAfter: now + leaseMs, createdAt: now, updatedAt: now,
+          reconcileAfter: now + leaseMs,
+          createdAt: now,
+          updatedAt: now,
         };
         let payment: PaymentRecord | RefundRecord;
         try {
@@ -84,8 +94,12 @@ export const refundMethods = {
     let result: RefundResult | undefined;
     try {
       result = await platform.refund({
-        paymentId: payment.id, refundId: refund.id, amountMinor: refund.amount.amount, totalMinor: payment.amount.amount,
-        currency: refund.amount.currency, reason: refund.reason,
+        paymentId: payment.id,
+        refundId: refund.id,
+        amountMinor: refund.amount.amount,
+        totalMinor: payment.amount.amount,
+        currency: refund.amount.currency,
+        reason: refund.reason,
       });
     } catch (err) {
       if (err instanceof PaymentPlatformError && !err.retryable) result = { status: "failed", failureCode: err.platformCode ?? err.reason };
@@ -103,10 +117,17 @@ export const refundMethods = {
     }
     await inTransaction(this.db, async (trx) => {
       const now = Date.now();
-      const fields = { ...(result.providerRefundId ? { providerRefundId: result.providerRefundId } : {}), ...(result.failureCode ? { failureCode: result.failureCode } : {}) };
+      const fields = {
+        ...(result.providerRefundId ? { providerRefundId: result.providerRefundId } : {}),
+        ...(result.failureCode ? { failureCode: result.failureCode } : {}),
+      };
       if (!(await repo.settleRefund(trx, refund.id, status, fields, now))) return;
       await this.publishEvent(trx, status === "SUCCEEDED" ? Events.RefundSucceeded : Events.RefundFailed, {
-        refundId: refund.id, orderId: refund.orderId, paymentId: refund.paymentId, amount: { ...refund.amount }, occurredAt: iso(now),
+        refundId: refund.id,
+        orderId: refund.orderId,
+        paymentId: refund.paymentId,
+        amount: { ...refund.amount },
+        occurredAt: iso(now),
       });
       countBusiness(this.broker, "refunds", { result: status === "SUCCEEDED" ? "succeeded" : "failed" }, trx);
     });

@@ -11,12 +11,7 @@ import { AppError, conflict, notFound } from "../../lib/errors";
 import { ensurePrivateDir, readOrCreatePrivateFile } from "../../lib/private-files";
 import { sandboxPageCsp, sandboxPageHtml } from "./payment.domain";
 import * as repo from "./payment.repo";
-import {
-  SandboxNotifier,
-  checkSandboxPayToken,
-  type PaymentConfig,
-  type SandboxNotificationPayload,
-} from "./platforms";
+import { SandboxNotifier, checkSandboxPayToken, type PaymentConfig, type SandboxNotificationPayload } from "./platforms";
 import { Params } from "../../proto/gen/params";
 import type { ActionParams, ActionResponse } from "../../proto/gen/contracts";
 import type { Ctx, PaymentServiceThis } from "./payment.this";
@@ -29,7 +24,10 @@ const SANDBOX_KEY_FILE = "sandbox-pay-key.pem";
  * DATA_DIR (0600; like the JWT secret), so pay URLs and callbacks signed before a restart
  * still verify after it. Cluster mode takes the keys from the environment only.
  */
-export function sandboxKeyEnv(config: Pick<AppConfig, "mode" | "dataDir">, env: Record<string, string | undefined>): Record<string, string | undefined> {
+export function sandboxKeyEnv(
+  config: Pick<AppConfig, "mode" | "dataDir">,
+  env: Record<string, string | undefined>,
+): Record<string, string | undefined> {
   const given = (v: string | undefined) => v !== undefined && v.trim() !== "";
   if (config.mode !== "embedded" || given(env.SANDBOX_PAY_PRIVATE_KEY) || given(env.SANDBOX_PAY_PUBLIC_KEY)) return env;
   ensurePrivateDir(config.dataDir);
@@ -52,7 +50,10 @@ export function sandboxActions(paymentConfig: PaymentConfig): TypedActions<Payme
       auth: "none",
       // Off (SANDBOX_PAY), the route is not there for anyone: 404 whatever the body, not a 422.
       params: sandboxParams(Params["payment.sandboxComplete"]),
-      async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.sandboxComplete">>): Promise<ActionResponse<"payment.sandboxComplete">> {
+      async handler(
+        this: PaymentServiceThis,
+        ctx: Ctx<ActionParams<"payment.sandboxComplete">>,
+      ): Promise<ActionResponse<"payment.sandboxComplete">> {
         const { paymentId, outcome, token } = ctx.params;
         const sandbox = paymentConfig.sandbox;
         if (!sandbox || !checkSandboxPayToken(paymentId, token, sandbox.privateKey)) throw notFound("Payment");
@@ -60,12 +61,16 @@ export function sandboxActions(paymentConfig: PaymentConfig): TypedActions<Payme
         if (!p || p.provider !== "sandbox") throw notFound("Payment");
         const now = Date.now();
         // As a real platform: a trade past its time_expire, or closed, takes no payment.
-        if (p.expiresAt !== null && now >= p.expiresAt) throw conflict("This trade has expired and can no longer be paid", [{ field: "paymentId" }]);
+        if (p.expiresAt !== null && now >= p.expiresAt)
+          throw conflict("This trade has expired and can no longer be paid", [{ field: "paymentId" }]);
         const state = await repo.recordSandboxChoice(
           this.db,
           {
-            paymentId, amount: p.amount, status: outcome === "success" ? "succeeded" : "failed",
-            providerTxnId: `sbx_${randomBytes(12).toString("hex")}`, paidAt: outcome === "success" ? now : null,
+            paymentId,
+            amount: p.amount,
+            status: outcome === "success" ? "succeeded" : "failed",
+            providerTxnId: `sbx_${randomBytes(12).toString("hex")}`,
+            paidAt: outcome === "success" ? now : null,
           },
           now,
         );
@@ -90,7 +95,10 @@ export function sandboxActions(paymentConfig: PaymentConfig): TypedActions<Payme
       auth: "none",
       openapi: { contentType: "text/html", response: { type: "string" } },
       params: sandboxParams(Params["payment.sandboxPage"]),
-      async handler(this: PaymentServiceThis, ctx: Ctx<ActionParams<"payment.sandboxPage">>): Promise<ActionResponse<"payment.sandboxPage">> {
+      async handler(
+        this: PaymentServiceThis,
+        ctx: Ctx<ActionParams<"payment.sandboxPage">>,
+      ): Promise<ActionResponse<"payment.sandboxPage">> {
         const { paymentId, token } = ctx.params;
         const sandbox = paymentConfig.sandbox;
         if (!sandbox || !token || !checkSandboxPayToken(paymentId, token, sandbox.privateKey)) throw notFound("Payment");
@@ -98,7 +106,11 @@ export function sandboxActions(paymentConfig: PaymentConfig): TypedActions<Payme
         if (!p || p.provider !== "sandbox") throw notFound("Payment");
         const nonce = randomBytes(16).toString("base64");
         ctx.meta.$responseType = "text/html; charset=utf-8";
-        ctx.meta.$responseHeaders = { "Content-Security-Policy": sandboxPageCsp(nonce), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer" };
+        ctx.meta.$responseHeaders = {
+          "Content-Security-Policy": sandboxPageCsp(nonce),
+          "Cache-Control": "no-store",
+          "Referrer-Policy": "no-referrer",
+        };
         return sandboxPageHtml(p, token, nonce);
       },
     },
@@ -125,7 +137,9 @@ export const sandboxMethods = {
       .deliver(url, payload, lifetime)
       .then((r) => {
         if (!r.delivered && !lifetime.aborted)
-          this.logger.warn(`Sandbox callback for ${payload.paymentId} not delivered after ${r.attempts} attempt(s): ${r.lastError ?? "?"}; reconciliation will settle it`);
+          this.logger.warn(
+            `Sandbox callback for ${payload.paymentId} not delivered after ${r.attempts} attempt(s): ${r.lastError ?? "?"}; reconciliation will settle it`,
+          );
       })
       .catch(() => undefined)
       .finally(() => this.deliveries.delete(delivery));

@@ -96,7 +96,14 @@ export function catalogActions(config: AppConfig): TypedActions<ProductServiceTh
         const { ids } = ctx.params;
         const cacher = this.broker.cacher;
         const cached = cacher
-          ? await Promise.all(ids.map((id) => Promise.resolve(cacher.get(productGetKey(cacher, id))).catch(() => null) as Promise<ReturnType<typeof toPublicProduct> | null>))
+          ? await Promise.all(
+              ids.map(
+                (id) =>
+                  Promise.resolve(cacher.get(productGetKey(cacher, id))).catch(() => null) as Promise<ReturnType<
+                    typeof toPublicProduct
+                  > | null>,
+              ),
+            )
           : ids.map(() => null);
         const missing = ids.filter((_, i) => !cached[i]);
         const fresh = new Map(missing.length ? (await repo.findProducts(this.db, missing)).map((p) => [p.id, toPublicProduct(p)]) : []);
@@ -215,12 +222,21 @@ export const catalogMethods = {
     const now = Date.now();
     const batch = syntheticProducts(from + count).slice(from);
     const inserted = await inTransaction(this.db, async (trx) => {
-      const existing = await repo.existingSkus(trx, batch.map((p) => p.sku));
+      const existing = await repo.existingSkus(
+        trx,
+        batch.map((p) => p.sku),
+      );
       let n = 0;
       for (const p of batch) {
         if (existing.has(p.sku)) continue;
         const product: ProductRecord = {
-          ...p, id: randomUUID(), onHand: p.stock.onHand, reserved: 0, createdAt: now, updatedAt: now, version: 1,
+          ...p,
+          id: randomUUID(),
+          onHand: p.stock.onHand,
+          reserved: 0,
+          createdAt: now,
+          updatedAt: now,
+          version: 1,
         };
         await repo.insertProduct(trx, product);
         await this.publishEvent(trx, Events.ProductCreated, toPublicProduct(product));

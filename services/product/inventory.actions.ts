@@ -44,7 +44,10 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
     adjustStock: {
       auth: "admin",
       params: Params["product.adjustStock"],
-      async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.adjustStock">>): Promise<ActionResponse<"product.adjustStock">> {
+      async handler(
+        this: ProductServiceThis,
+        ctx: Ctx<ActionParams<"product.adjustStock">>,
+      ): Promise<ActionResponse<"product.adjustStock">> {
         const { id, delta } = ctx.params;
         if (delta === 0) throw validationError("delta must not be 0", [{ field: "delta" }]);
         const product = await inTransaction(this.db, async (trx) => {
@@ -52,10 +55,9 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
             const current = await repo.findProduct(trx, id);
             if (!current) throw notFound("Product");
             const verdict = adjustVerdict(current, delta);
-            throw conflict(
-              verdict === "too-large" ? `Stock would exceed ${MAX_STOCK}` : "Stock cannot go below what is reserved",
-              [{ field: "delta", onHand: current.onHand, reserved: current.reserved }],
-            );
+            throw conflict(verdict === "too-large" ? `Stock would exceed ${MAX_STOCK}` : "Stock cannot go below what is reserved", [
+              { field: "delta", onHand: current.onHand, reserved: current.reserved },
+            ]);
           }
           await this.stockChanged(trx, id, delta > 0 ? "restocked" : "removed");
           return (await repo.findProduct(trx, id))!;
@@ -119,19 +121,29 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
             for (const l of lines) if (!(await repo.reserveStock(trx, l.productId, l.quantity, now))) short.push(l.productId);
             if (short.length) {
               const available = await repo.availableOf(trx, short);
-              throw outOfStock(shortages(lines.filter((l) => short.includes(l.productId)), (id) => available.get(id) ?? 0));
+              throw outOfStock(
+                shortages(
+                  lines.filter((l) => short.includes(l.productId)),
+                  (id) => available.get(id) ?? 0,
+                ),
+              );
             }
             for (const l of lines) await this.stockChanged(trx, l.productId, "reserved");
           });
         } catch (err) {
           if (isUniqueViolation(err)) return replay();
           // Lost to a concurrent reserve of the same order on another path: still a replay.
-          if (err instanceof AppError && err.type === "OUT_OF_STOCK" && (await repo.findReservations(this.db, orderId)).length) return replay();
+          if (err instanceof AppError && err.type === "OUT_OF_STOCK" && (await repo.findReservations(this.db, orderId)).length)
+            return replay();
           if (err instanceof AppError && err.type === "OUT_OF_STOCK") countBusiness(this.broker, "oversell_refused");
           throw err;
         }
         await this.invalidate(lines.map((l) => l.productId));
-        return reservationView(orderId, lines.map((l) => ({ ...l, orderId, status: "held" as ReservationStatus, expiresAt })), priced);
+        return reservationView(
+          orderId,
+          lines.map((l) => ({ ...l, orderId, status: "held" as ReservationStatus, expiresAt })),
+          priced,
+        );
       },
     },
 
@@ -145,7 +157,10 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         const lines = normalizeLines(ctx.params.lines);
         const problems = lineProblems(lines);
         if (problems.length) throw validationError("Invalid reservation lines", problems);
-        const available = await repo.availableOf(this.db, lines.map((l) => l.productId));
+        const available = await repo.availableOf(
+          this.db,
+          lines.map((l) => l.productId),
+        );
         const missing = lines.find((l) => !available.has(l.productId));
         if (missing) throw productNotFound(missing.productId);
         const short = shortages(lines, (id) => available.get(id) ?? 0);
@@ -180,7 +195,10 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
     returnStock: {
       visibility: "public",
       params: Params["product.returnStock"],
-      async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.returnStock">>): Promise<ActionResponse<"product.returnStock">> {
+      async handler(
+        this: ProductServiceThis,
+        ctx: Ctx<ActionParams<"product.returnStock">>,
+      ): Promise<ActionResponse<"product.returnStock">> {
         const { orderId } = ctx.params;
         let changed = false;
         await inTransaction(this.db, async (trx) => {
@@ -219,8 +237,13 @@ export const inventoryMethods = {
     if (!found) return;
     const { product, deleted } = found;
     await this.publishEvent(trx, Events.StockChanged, {
-      productId, ...stockOf(product.onHand, product.reserved), version: product.version, deleted,
-      reason, occurredAt: new Date().toISOString(), product: toPublicProduct(product),
+      productId,
+      ...stockOf(product.onHand, product.reserved),
+      version: product.version,
+      deleted,
+      reason,
+      occurredAt: new Date().toISOString(),
+      product: toPublicProduct(product),
     });
   },
 
@@ -241,7 +264,10 @@ export const inventoryMethods = {
       if (to === "committed") {
         const gone = found.filter((r) => r.status !== "held" && r.status !== "committed");
         if (gone.length)
-          throw conflict("The reservation is no longer held; nothing was committed", gone.map((r) => ({ productId: r.productId, status: r.status })));
+          throw conflict(
+            "The reservation is no longer held; nothing was committed",
+            gone.map((r) => ({ productId: r.productId, status: r.status })),
+          );
       }
       const now = Date.now();
       for (const r of found) {
@@ -260,7 +286,10 @@ export const inventoryMethods = {
     const view = reservationView(orderId, rows);
     // Paying for an order whose hold already expired (or was released) must not pass silently.
     if (to === "committed" && view.lines.some((l) => l.status !== "committed"))
-      throw conflict("The reservation is no longer held; nothing was committed for those lines", view.lines.filter((l) => l.status !== "committed"));
+      throw conflict(
+        "The reservation is no longer held; nothing was committed for those lines",
+        view.lines.filter((l) => l.status !== "committed"),
+      );
     return view;
   },
 
@@ -282,11 +311,14 @@ export const inventoryMethods = {
         // For the order service: an unpaid order whose hold expired is cancelled (one event
         // per line, committed with the release, so it is published exactly when it happened).
         await this.publishEvent(trx, Events.ReservationExpired, {
-          orderId: r.orderId, productId: r.productId, quantity: r.quantity, expiredAt: new Date(now).toISOString(),
+          orderId: r.orderId,
+          productId: r.productId,
+          quantity: r.quantity,
+          expiredAt: new Date(now).toISOString(),
         });
         return true;
       });
-      if (won) expired++, touched.add(r.productId);
+      if (won) (expired++, touched.add(r.productId));
     }
     if (expired) {
       this.logger.info(`Released ${expired} expired reservation line(s)`);
@@ -302,15 +334,33 @@ export const inventoryMethods = {
  * stock_returns row per line), never more than the order sold.
  */
 export const inventoryConsumers = {
-  async [Events.ReturnApproved](this: ProductServiceThis, trx: Knex.Transaction, p: { returnId: string; orderId: string; restock: boolean; lines: ReservationLine[] }) {
+  async [Events.ReturnApproved](
+    this: ProductServiceThis,
+    trx: Knex.Transaction,
+    p: { returnId: string; orderId: string; restock: boolean; lines: ReservationLine[] },
+  ) {
     if (!p.restock) return;
-    const sold = new Map((await repo.findReservationsForUpdate(trx, p.orderId)).filter((r) => r.status === "committed").map((r) => [r.productId, r.quantity]));
+    const sold = new Map(
+      (await repo.findReservationsForUpdate(trx, p.orderId)).filter((r) => r.status === "committed").map((r) => [r.productId, r.quantity]),
+    );
     const changed: string[] = [];
     for (const l of p.lines) {
-      if (!(await repo.restockReturned(trx, { returnId: p.returnId, orderId: p.orderId, productId: l.productId, quantity: l.quantity }, sold.get(l.productId) ?? 0, Date.now()))) continue;
+      if (
+        !(await repo.restockReturned(
+          trx,
+          { returnId: p.returnId, orderId: p.orderId, productId: l.productId, quantity: l.quantity },
+          sold.get(l.productId) ?? 0,
+          Date.now(),
+        ))
+      )
+        continue;
       await this.stockChanged(trx, l.productId, "returned");
       changed.push(l.productId);
     }
-    if (changed.length) trx.executionPromise.then(() => this.invalidate(changed), () => undefined);
+    if (changed.length)
+      trx.executionPromise.then(
+        () => this.invalidate(changed),
+        () => undefined,
+      );
   },
 };

@@ -67,8 +67,7 @@ export function moneyProblems(m: { amount: unknown; currency: unknown }, field =
   const problems: { field: string; message: string }[] = [];
   if (typeof m.amount !== "number" || !Number.isSafeInteger(m.amount))
     problems.push({ field: `${field}.amount`, message: "must be an integer number of minor units (no fractions)" });
-  else if (m.amount < 0 || m.amount > MAX_AMOUNT)
-    problems.push({ field: `${field}.amount`, message: `must be from 0 to ${MAX_AMOUNT}` });
+  else if (m.amount < 0 || m.amount > MAX_AMOUNT) problems.push({ field: `${field}.amount`, message: `must be from 0 to ${MAX_AMOUNT}` });
   if (typeof m.currency !== "string" || !isIsoCurrency(m.currency))
     problems.push({ field: `${field}.currency`, message: "must be an ISO 4217 currency code in upper case (e.g. EUR, CNY)" });
   return problems;
@@ -184,7 +183,10 @@ export interface ReservableProduct {
  * The lines priced from the products a reserve read, or the first line whose product does
  * not exist (or was deleted): the order service's 422 names it.
  */
-export function pricedLines(lines: readonly ReservationLine[], products: ReadonlyMap<string, Omit<ReservableProduct, "available">>): { priced: PricedLine[] } | { missing: string } {
+export function pricedLines(
+  lines: readonly ReservationLine[],
+  products: ReadonlyMap<string, Omit<ReservableProduct, "available">>,
+): { priced: PricedLine[] } | { missing: string } {
   const priced: PricedLine[] = [];
   for (const l of lines) {
     const p = products.get(l.productId);
@@ -218,7 +220,8 @@ export type ProductPatch = Partial<Pick<ProductInput, (typeof PATCH_FIELDS)[numb
 /** Copies only allow-listed keys that are present; anything else is dropped, whatever the validator let in. */
 export function pickFields<T extends object, K extends string>(input: T, allowed: readonly K[]): Partial<Pick<T, K & keyof T>> {
   const out: Partial<Pick<T, K & keyof T>> = {};
-  for (const k of allowed) if (Object.prototype.hasOwnProperty.call(input, k) && Reflect.get(input, k) !== undefined) Reflect.set(out, k, Reflect.get(input, k));
+  for (const k of allowed)
+    if (Object.prototype.hasOwnProperty.call(input, k) && Reflect.get(input, k) !== undefined) Reflect.set(out, k, Reflect.get(input, k));
   return out;
 }
 
@@ -278,11 +281,20 @@ export function parseListQuery(q: { category?: string; brand?: string; page?: nu
 export function orderBy(sort: Sort): { column: string; order: "asc" | "desc" }[] {
   switch (sort) {
     case "price_asc":
-      return [{ column: "price_amount", order: "asc" }, { column: "id", order: "asc" }];
+      return [
+        { column: "price_amount", order: "asc" },
+        { column: "id", order: "asc" },
+      ];
     case "price_desc":
-      return [{ column: "price_amount", order: "desc" }, { column: "id", order: "asc" }];
+      return [
+        { column: "price_amount", order: "desc" },
+        { column: "id", order: "asc" },
+      ];
     default:
-      return [{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }];
+      return [
+        { column: "created_at", order: "desc" },
+        { column: "id", order: "asc" },
+      ];
   }
 }
 

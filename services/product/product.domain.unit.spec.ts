@@ -24,8 +24,20 @@ import {
 } from "./product.domain";
 
 const product: ProductRecord = {
-  id: "p1", sku: "SKU-1", name: "Phone", description: "d", category: "phones", brand: "Acme", tags: ["a"],
-  price: { amount: 19999, currency: "EUR" }, images: [], onHand: 10, reserved: 3, createdAt: 0, updatedAt: 0, version: 7,
+  id: "p1",
+  sku: "SKU-1",
+  name: "Phone",
+  description: "d",
+  category: "phones",
+  brand: "Acme",
+  tags: ["a"],
+  price: { amount: 19999, currency: "EUR" },
+  images: [],
+  onHand: 10,
+  reserved: 3,
+  createdAt: 0,
+  updatedAt: 0,
+  version: 7,
 };
 
 test("money: integer minor units and an ISO 4217 code, never floats", () => {
@@ -64,11 +76,31 @@ test("reservation lines: duplicates merged, sorted by productId (the lock order)
     { productId: "a", quantity: 2 },
     { productId: "b", quantity: 3 },
   ]);
-  assert.deepEqual(lines, [{ productId: "a", quantity: 2 }, { productId: "b", quantity: 4 }]);
+  assert.deepEqual(lines, [
+    { productId: "a", quantity: 2 },
+    { productId: "b", quantity: 4 },
+  ]);
   assert.deepEqual(lineProblems(lines), []);
   assert.equal(lineProblems([]).length, 1);
-  assert.equal(lineProblems(normalizeLines([{ productId: "a", quantity: MAX_STOCK }, { productId: "a", quantity: 1 }])).length, 1);
-  assert.ok(sameLines([{ productId: "b", quantity: 1 }, { productId: "b", quantity: 1 }, { productId: "a", quantity: 1 }], lines.map((l) => ({ ...l, quantity: l.productId === "a" ? 1 : 2 }))));
+  assert.equal(
+    lineProblems(
+      normalizeLines([
+        { productId: "a", quantity: MAX_STOCK },
+        { productId: "a", quantity: 1 },
+      ]),
+    ).length,
+    1,
+  );
+  assert.ok(
+    sameLines(
+      [
+        { productId: "b", quantity: 1 },
+        { productId: "b", quantity: 1 },
+        { productId: "a", quantity: 1 },
+      ],
+      lines.map((l) => ({ ...l, quantity: l.productId === "a" ? 1 : 2 })),
+    ),
+  );
   assert.ok(!sameLines([{ productId: "a", quantity: 1 }], [{ productId: "a", quantity: 2 }]));
 });
 
@@ -79,7 +111,10 @@ test("reservation view: common status, or mixed; earliest expiry", () => {
   ];
   const v = reservationView("o", rows);
   assert.equal(v.status, "held");
-  assert.deepEqual(v.lines.map((l) => l.productId), ["a", "b"]);
+  assert.deepEqual(
+    v.lines.map((l) => l.productId),
+    ["a", "b"],
+  );
   assert.equal(v.expiresAt, new Date(1000).toISOString());
   assert.equal(reservationView("o", [rows[0], { ...rows[1], status: "expired" }]).status, "mixed");
 });
@@ -124,11 +159,30 @@ test("a reserve prices its lines from the products it read, or names the first o
     ["a", { sku: "A-1", name: "Apple", price: { amount: 120, currency: "EUR" } }],
     ["b", { sku: "B-1", name: "Bread", price: { amount: 300, currency: "EUR" } }],
   ]);
-  assert.deepEqual(pricedLines([{ productId: "a", quantity: 2 }, { productId: "b", quantity: 1 }], products), {
-    priced: [
-      { productId: "a", sku: "A-1", name: "Apple", unitPrice: { amount: 120, currency: "EUR" }, quantity: 2 },
-      { productId: "b", sku: "B-1", name: "Bread", unitPrice: { amount: 300, currency: "EUR" }, quantity: 1 },
-    ],
-  });
-  assert.deepEqual(pricedLines([{ productId: "a", quantity: 1 }, { productId: "x", quantity: 1 }, { productId: "y", quantity: 1 }], products), { missing: "x" });
+  assert.deepEqual(
+    pricedLines(
+      [
+        { productId: "a", quantity: 2 },
+        { productId: "b", quantity: 1 },
+      ],
+      products,
+    ),
+    {
+      priced: [
+        { productId: "a", sku: "A-1", name: "Apple", unitPrice: { amount: 120, currency: "EUR" }, quantity: 2 },
+        { productId: "b", sku: "B-1", name: "Bread", unitPrice: { amount: 300, currency: "EUR" }, quantity: 1 },
+      ],
+    },
+  );
+  assert.deepEqual(
+    pricedLines(
+      [
+        { productId: "a", quantity: 1 },
+        { productId: "x", quantity: 1 },
+        { productId: "y", quantity: 1 },
+      ],
+      products,
+    ),
+    { missing: "x" },
+  );
 });

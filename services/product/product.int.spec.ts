@@ -58,7 +58,21 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(p.sku, "PHONE-1");
       assert.deepEqual(p.price, { amount: 19999, currency: "EUR" });
       assert.deepEqual(p.stock, { onHand: 10, reserved: 0, available: 10 });
-      assert.deepEqual(Object.keys(p).sort(), ["brand", "category", "createdAt", "description", "id", "images", "name", "price", "sku", "stock", "tags", "updatedAt", "version"]);
+      assert.deepEqual(Object.keys(p).sort(), [
+        "brand",
+        "category",
+        "createdAt",
+        "description",
+        "id",
+        "images",
+        "name",
+        "price",
+        "sku",
+        "stock",
+        "tags",
+        "updatedAt",
+        "version",
+      ]);
       assert.equal(p.version, 1);
       const got = await call("GET", `/api/products/${p.id}`);
       assert.equal(got.status, 200);
@@ -107,13 +121,18 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     test("duplicate sku is 409 CONFLICT, also when created concurrently", async () => {
       await create({ sku: "DUP-1" });
       assertError(await call("POST", "/api/products", { token: admin, body: body({ sku: "DUP-1" }) }), 409, "CONFLICT");
-      const race = await Promise.all(Array.from({ length: 6 }, () => call("POST", "/api/products", { token: admin, body: body({ sku: "DUP-RACE" }) })));
+      const race = await Promise.all(
+        Array.from({ length: 6 }, () => call("POST", "/api/products", { token: admin, body: body({ sku: "DUP-RACE" }) })),
+      );
       assert.deepEqual(race.map((r) => r.status).sort(), [201, 409, 409, 409, 409, 409]);
     });
 
     test("patch changes allowed fields only; delete is 204 and the product leaves every read", async () => {
       const p = await create({ category: "patchme" });
-      const r = await call("PATCH", `/api/products/${p.id}`, { token: admin, body: { name: "Renamed", price: { amount: 500, currency: "CNY" }, brand: null } });
+      const r = await call("PATCH", `/api/products/${p.id}`, {
+        token: admin,
+        body: { name: "Renamed", price: { amount: 500, currency: "CNY" }, brand: null },
+      });
       assert.equal(r.status, 200, r.text);
       assert.equal(r.body.name, "Renamed");
       assert.deepEqual(r.body.price, { amount: 500, currency: "CNY" });
@@ -138,12 +157,24 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         made.push(await create({ category: cat, brand: i % 2 ? "Odd" : "Even", price: { amount, currency: "EUR" } }));
       const page1 = await call("GET", `/api/products?category=${cat}&pageSize=2&page=1&sort=price_asc`);
       assert.equal(page1.status, 200, page1.text);
-      assert.deepEqual({ total: page1.body.total, page: page1.body.page, pageSize: page1.body.pageSize }, { total: 5, page: 1, pageSize: 2 });
-      assert.deepEqual(page1.body.items.map((p: any) => p.price.amount), [100, 200]);
+      assert.deepEqual(
+        { total: page1.body.total, page: page1.body.page, pageSize: page1.body.pageSize },
+        { total: 5, page: 1, pageSize: 2 },
+      );
+      assert.deepEqual(
+        page1.body.items.map((p: any) => p.price.amount),
+        [100, 200],
+      );
       const page3 = await call("GET", `/api/products?category=${cat}&pageSize=2&page=3&sort=price_asc`);
-      assert.deepEqual(page3.body.items.map((p: any) => p.price.amount), [500]);
+      assert.deepEqual(
+        page3.body.items.map((p: any) => p.price.amount),
+        [500],
+      );
       const desc = await call("GET", `/api/products?category=${cat}&sort=price_desc`);
-      assert.deepEqual(desc.body.items.map((p: any) => p.price.amount), [500, 400, 300, 200, 100]);
+      assert.deepEqual(
+        desc.body.items.map((p: any) => p.price.amount),
+        [500, 400, 300, 200, 100],
+      );
       const odd = await call("GET", `/api/products?category=${cat}&brand=Odd`);
       assert.deepEqual(odd.body.items.map((p: any) => p.price.amount).sort(), [100, 200]);
       const all = await call("GET", "/api/products?pageSize=100");
@@ -153,7 +184,11 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(newest.body.items.length, 5);
       assert.equal(newest.body.pageSize, 20);
       const times = newest.body.items.map((p: any) => Date.parse(p.createdAt));
-      assert.deepEqual(times, [...times].sort((a, b) => b - a), "newest first");
+      assert.deepEqual(
+        times,
+        [...times].sort((a, b) => b - a),
+        "newest first",
+      );
     });
 
     test("stock: restock and remove; never below reserved (409); the answer is the product, never stale", async () => {
@@ -176,8 +211,13 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("DELETE", `/api/products/${gone.id}`, { token: admin })).status, 204);
       await call("GET", `/api/products/${b.id}`); // cached now
       await app.broker.call("product.reserve", { orderId: `gm-${b.id}`, lines: [{ productId: b.id, quantity: 2 }] });
-      const { items } = (await app.broker.call("product.getMany", { ids: [b.id, "no-such", gone.id, a.id, b.id] })) as { items: { id: string; stock: unknown }[] };
-      assert.deepEqual(items.map((p) => p.id), [b.id, a.id, b.id]);
+      const { items } = (await app.broker.call("product.getMany", { ids: [b.id, "no-such", gone.id, a.id, b.id] })) as {
+        items: { id: string; stock: unknown }[];
+      };
+      assert.deepEqual(
+        items.map((p) => p.id),
+        [b.id, a.id, b.id],
+      );
       assert.deepEqual(items[0], (await call("GET", `/api/products/${b.id}`)).body);
       assert.deepEqual(items[0]!.stock, { onHand: 3, reserved: 2, available: 1 });
     });
@@ -186,20 +226,45 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const a = await create({ stock: 5 });
       const b = await create({ stock: 1 });
       const call_ = (action: string, params: object) => app.broker.call(`product.${action}`, params) as Promise<any>;
-      await assert.rejects(call_("reserve", { orderId: "o1", lines: [{ productId: a.id, quantity: 2 }, { productId: b.id, quantity: 2 }] }), (e: any) => {
-        assert.equal(e.type, "OUT_OF_STOCK");
-        assert.equal(e.code, 409);
-        assert.deepEqual(e.data, [{ productId: b.id, requested: 2, available: 1 }]);
-        return true;
-      });
+      await assert.rejects(
+        call_("reserve", {
+          orderId: "o1",
+          lines: [
+            { productId: a.id, quantity: 2 },
+            { productId: b.id, quantity: 2 },
+          ],
+        }),
+        (e: any) => {
+          assert.equal(e.type, "OUT_OF_STOCK");
+          assert.equal(e.code, 409);
+          assert.deepEqual(e.data, [{ productId: b.id, requested: 2, available: 1 }]);
+          return true;
+        },
+      );
       assert.equal((await call("GET", `/api/products/${a.id}`)).body.stock.reserved, 0, "nothing reserved");
       // Duplicate lines are merged.
-      const held = await call_("reserve", { orderId: "o2", lines: [{ productId: a.id, quantity: 1 }, { productId: a.id, quantity: 2 }, { productId: b.id, quantity: 1 }] });
+      const held = await call_("reserve", {
+        orderId: "o2",
+        lines: [
+          { productId: a.id, quantity: 1 },
+          { productId: a.id, quantity: 2 },
+          { productId: b.id, quantity: 1 },
+        ],
+      });
       assert.equal(held.status, "held");
       assert.equal(held.lines.find((l: any) => l.productId === a.id).quantity, 3);
-      const again = await call_("reserve", { orderId: "o2", lines: [{ productId: b.id, quantity: 1 }, { productId: a.id, quantity: 3 }] });
+      const again = await call_("reserve", {
+        orderId: "o2",
+        lines: [
+          { productId: b.id, quantity: 1 },
+          { productId: a.id, quantity: 3 },
+        ],
+      });
       assert.deepEqual(again, held, "a replay answers the same");
-      await assert.rejects(call_("reserve", { orderId: "o2", lines: [{ productId: a.id, quantity: 1 }] }), (e: any) => e.type === "CONFLICT");
+      await assert.rejects(
+        call_("reserve", { orderId: "o2", lines: [{ productId: a.id, quantity: 1 }] }),
+        (e: any) => e.type === "CONFLICT",
+      );
       assert.deepEqual((await call("GET", `/api/products/${a.id}`)).body.stock, { onHand: 5, reserved: 3, available: 2 });
       const committed = await call_("commit", { orderId: "o2" });
       assert.equal(committed.status, "committed");
@@ -218,22 +283,40 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await call_("reserve", { orderId: "o5", lines: [{ productId: a.id, quantity: 1 }] });
       // A deleted (or unknown) product cannot be reserved: NOT_FOUND names it.
       await call("DELETE", `/api/products/${a.id}`, { token: admin });
-      await assert.rejects(call_("reserve", { orderId: "o4", lines: [{ productId: a.id, quantity: 1 }] }), (e: any) => e.type === "NOT_FOUND" && e.data?.[0]?.productId === a.id);
+      await assert.rejects(
+        call_("reserve", { orderId: "o4", lines: [{ productId: a.id, quantity: 1 }] }),
+        (e: any) => e.type === "NOT_FOUND" && e.data?.[0]?.productId === a.id,
+      );
       const replayed = await call_("reserve", { orderId: "o5", lines: [{ productId: a.id, quantity: 1 }] });
-      assert.deepEqual(replayed.priced.map((l: { productId: string; quantity: number }) => [l.productId, l.quantity]), [[a.id, 1]]);
+      assert.deepEqual(
+        replayed.priced.map((l: { productId: string; quantity: number }) => [l.productId, l.quantity]),
+        [[a.id, 1]],
+      );
     });
 
     test("commit is all lines or none: one line expired, the other held → 409 and nothing sold", async () => {
       const a = await create({ stock: 3 });
       const b = await create({ stock: 3 });
       const call_ = (action: string, params: object) => app.broker.call(`product.${action}`, params) as Promise<any>;
-      await call_("reserve", { orderId: "split", lines: [{ productId: a.id, quantity: 1 }, { productId: b.id, quantity: 2 }] });
+      await call_("reserve", {
+        orderId: "split",
+        lines: [
+          { productId: a.id, quantity: 1 },
+          { productId: b.id, quantity: 2 },
+        ],
+      });
       // Only line a's hold has run out (the sweep expires lines one by one).
       const db = (app.broker.getLocalService("product") as any).db;
-      await db("reservations").where({ order_id: "split", product_id: a.id }).update({ expires_at: Date.now() - 1000 });
+      await db("reservations")
+        .where({ order_id: "split", product_id: a.id })
+        .update({ expires_at: Date.now() - 1000 });
       await call_("sweep", {});
       await assert.rejects(call_("commit", { orderId: "split" }), (e: any) => e.type === "CONFLICT");
-      assert.deepEqual((await call("GET", `/api/products/${b.id}`)).body.stock, { onHand: 3, reserved: 2, available: 1 }, "b not sold, still held");
+      assert.deepEqual(
+        (await call("GET", `/api/products/${b.id}`)).body.stock,
+        { onHand: 3, reserved: 2, available: 1 },
+        "b not sold, still held",
+      );
       assert.equal((await call_("release", { orderId: "split" })).status, "mixed");
       assert.deepEqual((await call("GET", `/api/products/${b.id}`)).body.stock, { onHand: 3, reserved: 0, available: 3 });
       assert.deepEqual((await call("GET", `/api/products/${a.id}`)).body.stock, { onHand: 3, reserved: 0, available: 3 });
@@ -246,17 +329,31 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await call("DELETE", `/api/products/${p.id}`, { token: admin });
       const db = (app.broker.getLocalService("product") as any).db;
       const rows = await db("outbox").select({ name: "event" }, "payload");
-      const mine = rows.map((r: any) => ({ name: r.name, payload: typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload }))
+      const mine = rows
+        .map((r: any) => ({ name: r.name, payload: typeof r.payload === "string" ? JSON.parse(r.payload) : r.payload }))
         .filter((r: any) => (r.payload.id ?? r.payload.productId) === p.id);
-      assert.deepEqual(mine.map((r: any) => r.name).sort(), ["product.created", "product.deleted", "product.updated", "stock.changed", "stock.changed"]);
+      assert.deepEqual(mine.map((r: any) => r.name).sort(), [
+        "product.created",
+        "product.deleted",
+        "product.updated",
+        "stock.changed",
+        "stock.changed",
+      ]);
       const restock = mine.find((r: any) => r.name === "stock.changed" && r.payload.reason === "restocked");
       assert.deepEqual([restock.payload.onHand, restock.payload.reserved, restock.payload.available], [3, 0, 3]);
       assert.equal(restock.payload.product.stock.available, 3, "stock.changed carries the product");
       // One version per write, in the order of the writes: created 1 (its initial stock event
       // too), patched 2, restocked 3, deleted 4 — what lets a copy keep the newest.
-      const version = (name: string, reason?: string) => mine.find((r: any) => r.name === name && (!reason || r.payload.reason === reason)).payload.version;
+      const version = (name: string, reason?: string) =>
+        mine.find((r: any) => r.name === name && (!reason || r.payload.reason === reason)).payload.version;
       assert.deepEqual(
-        [version("product.created"), version("stock.changed", "created"), version("product.updated"), version("stock.changed", "restocked"), version("product.deleted")],
+        [
+          version("product.created"),
+          version("stock.changed", "created"),
+          version("product.updated"),
+          version("stock.changed", "restocked"),
+          version("product.deleted"),
+        ],
         [1, 1, 2, 3, 4],
       );
     });

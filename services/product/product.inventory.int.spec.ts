@@ -53,8 +53,10 @@ async function startCluster(opts: { redis: boolean }): Promise<Cluster> {
   await a.waitForServices([{ name: "product" }]);
   // Both nodes see each other's product service before anything is called on a named node.
   const deadline = Date.now() + 20_000;
-  while (a.registry.getServiceList({ onlyAvailable: true }).filter((s: any) => s.name === "product").length < 2 ||
-         b.registry.getServiceList({ onlyAvailable: true }).filter((s: any) => s.name === "product").length < 2) {
+  while (
+    a.registry.getServiceList({ onlyAvailable: true }).filter((s: any) => s.name === "product").length < 2 ||
+    b.registry.getServiceList({ onlyAvailable: true }).filter((s: any) => s.name === "product").length < 2
+  ) {
     if (Date.now() > deadline) throw new Error("the two product nodes did not discover each other");
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -145,7 +147,9 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     assert.equal(await version(), v0 + 200, "one version step per removal");
     // And contended removals never go below reserved: 30 removals of 1 against 20 on hand, 5 reserved.
     await c.on("a", "reserve", { orderId: `adj-hold-${p.id}`, lines: [{ productId: p.id, quantity: 5 }] });
-    const removals = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => c.on(i % 2 ? "b" : "a", "adjustStock", { id: p.id, delta: -1 })));
+    const removals = await Promise.allSettled(
+      Array.from({ length: 30 }, (_, i) => c.on(i % 2 ? "b" : "a", "adjustStock", { id: p.id, delta: -1 })),
+    );
     const removed = removals.filter((r) => r.status === "fulfilled").length;
     assert.equal(removed, 15);
     for (const r of removals) if (r.status === "rejected") assert.equal(r.reason.type, "CONFLICT");
@@ -175,7 +179,8 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
 
   test("expired reservations come back, released once with sweeps racing on both nodes", async (t) => {
     const p = await create(10);
-    for (let i = 0; i < 4; i++) await c.on(i % 2 ? "b" : "a", "reserve", { orderId: `ttl-${p.id}-${i}`, lines: [{ productId: p.id, quantity: 2 }], ttlSeconds: 1 });
+    for (let i = 0; i < 4; i++)
+      await c.on(i % 2 ? "b" : "a", "reserve", { orderId: `ttl-${p.id}-${i}`, lines: [{ productId: p.id, quantity: 2 }], ttlSeconds: 1 });
     assert.deepEqual(await stockOf(p.id), { onHand: 10, reserved: 8, available: 2 });
     const t0 = Date.now();
     // Not a synchronisation: the holds expire by the clock, and the extra sweeps below are
@@ -200,7 +205,10 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     const expiredEvents = (await c.db("outbox").where({ event: "reservation.expired" }).select("payload"))
       .map((r: any) => JSON.parse(r.payload))
       .filter((e: any) => e.productId === p.id);
-    assert.deepEqual(expiredEvents.map((e: any) => e.orderId).sort(), [0, 1, 2, 3].map((i) => `ttl-${p.id}-${i}`));
+    assert.deepEqual(
+      expiredEvents.map((e: any) => e.orderId).sort(),
+      [0, 1, 2, 3].map((i) => `ttl-${p.id}-${i}`),
+    );
     assert.ok(expiredEvents.every((e: any) => e.quantity === 2));
     // A commit after expiry commits nothing and says so.
     await assert.rejects(c.on("b", "commit", { orderId: `ttl-${p.id}-0` }), (e: any) => e.type === "CONFLICT");
@@ -212,14 +220,27 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     const taken = Date.now();
     await c.on("b", "reserve", { orderId: `timer-${p.id}`, lines: [{ productId: p.id, quantity: 3 }], ttlSeconds: 1 });
     assert.equal((await stockOf(p.id)).available, 0);
-    const s = await eventually("the hold released by the timer", async () => {
-      const now = await stockOf(p.id);
-      return now.reserved === 0 && now;
-    }, 20_000, 20);
+    const s = await eventually(
+      "the hold released by the timer",
+      async () => {
+        const now = await stockOf(p.id);
+        return now.reserved === 0 && now;
+      },
+      20_000,
+      20,
+    );
     // Reported, not asserted (TTL 1000 ms + sweep every 200 ms on an idle machine).
     t.diagnostic(`timer sweep: hold back ${Date.now() - taken} ms after it was taken`);
     assert.deepEqual(s, { onHand: 3, reserved: 0, available: 3 });
-    assert.equal((await c.db("reservations").where({ order_id: `timer-${p.id}` }).first()).status, "expired");
+    assert.equal(
+      (
+        await c
+          .db("reservations")
+          .where({ order_id: `timer-${p.id}` })
+          .first()
+      ).status,
+      "expired",
+    );
   });
 
   test("a cached read on node B after an update on node A returns the new value", async () => {

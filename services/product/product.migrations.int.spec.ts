@@ -22,8 +22,20 @@ for (const db of ["sqlite", "mariadb"] as const) {
       assert.equal(await pendingMigrations(knex, MIGRATIONS), 0);
       for (const table of TABLES) assert.ok(await knex.schema.hasTable(table), table);
       const row = {
-        id: "p1", sku: "SKU-1", name: "A", description: "", category: "c", brand: null, tags: "[]", price_amount: 100,
-        price_currency: "EUR", images: "[]", on_hand: 5, reserved: 0, created_at: 1, updated_at: 1,
+        id: "p1",
+        sku: "SKU-1",
+        name: "A",
+        description: "",
+        category: "c",
+        brand: null,
+        tags: "[]",
+        price_amount: 100,
+        price_currency: "EUR",
+        images: "[]",
+        on_hand: 5,
+        reserved: 0,
+        created_at: 1,
+        updated_at: 1,
       };
       await knex("products").insert(row);
       await assert.rejects(knex("products").insert({ ...row, id: "p2" }), (e) => isUniqueViolation(e));

@@ -123,12 +123,18 @@ export async function listProducts(db: Knex, q: ListQuery): Promise<{ items: Pro
 
 /** Writes the allow-listed descriptive fields (never sku, never stock). */
 export async function updateProductFields(db: Knex, p: ProductRecord): Promise<boolean> {
-  const n = await live(db).where({ id: p.id }).update({ ...descriptiveColumns(p), updated_at: p.updatedAt, version: db.raw("version + 1") });
+  const n = await live(db)
+    .where({ id: p.id })
+    .update({ ...descriptiveColumns(p), updated_at: p.updatedAt, version: db.raw("version + 1") });
   return n === 1;
 }
 
 export async function softDeleteProduct(db: Knex, id: string, now: number): Promise<boolean> {
-  return (await live(db).where({ id }).update({ deleted_at: now, updated_at: now, version: db.raw("version + 1") })) === 1;
+  return (
+    (await live(db)
+      .where({ id })
+      .update({ deleted_at: now, updated_at: now, version: db.raw("version + 1") })) === 1
+  );
 }
 
 /**
@@ -155,7 +161,13 @@ export async function reserveStock(trx: Knex.Transaction, productId: string, qua
 }
 
 /** A held quantity leaves `reserved` (release, expiry), and also `on_hand` when sold (commit). */
-export async function unreserveStock(trx: Knex.Transaction, productId: string, quantity: number, sold: boolean, now: number): Promise<void> {
+export async function unreserveStock(
+  trx: Knex.Transaction,
+  productId: string,
+  quantity: number,
+  sold: boolean,
+  now: number,
+): Promise<void> {
   const set: Record<string, unknown> = { reserved: trx.raw("reserved - ?", [quantity]), updated_at: now, version: trx.raw("version + 1") };
   if (sold) set.on_hand = trx.raw("on_hand - ?", [quantity]);
   // Deleted products too: an order placed before the delete is still paid or released.
@@ -168,9 +180,19 @@ export async function unreserveStock(trx: Knex.Transaction, productId: string, q
  * ones only, or (`withDeleted`, for a reservation that already holds them) deleted ones too.
  */
 export async function reservableOf(db: Knex, ids: string[], opts: { withDeleted?: boolean } = {}): Promise<Map<string, ReservableProduct>> {
-  const rows = (await (opts.withDeleted ? db<ProductRow>("products") : live(db)).whereIn("id", ids).select("id", "sku", "name", "price_amount", "price_currency", "on_hand", "reserved")) as ProductRow[];
+  const rows = (await (opts.withDeleted ? db<ProductRow>("products") : live(db))
+    .whereIn("id", ids)
+    .select("id", "sku", "name", "price_amount", "price_currency", "on_hand", "reserved")) as ProductRow[];
   return new Map(
-    rows.map((r) => [r.id, { sku: r.sku, name: r.name, price: { amount: Number(r.price_amount), currency: r.price_currency }, available: Number(r.on_hand) - Number(r.reserved) }]),
+    rows.map((r) => [
+      r.id,
+      {
+        sku: r.sku,
+        name: r.name,
+        price: { amount: Number(r.price_amount), currency: r.price_currency },
+        available: Number(r.on_hand) - Number(r.reserved),
+      },
+    ]),
   );
 }
 
@@ -239,7 +261,13 @@ export async function insertReservations(
 ): Promise<void> {
   await trx("reservations").insert(
     lines.map((l) => ({
-      order_id: orderId, product_id: l.productId, quantity: l.quantity, status: "held", expires_at: expiresAt, created_at: now, updated_at: now,
+      order_id: orderId,
+      product_id: l.productId,
+      quantity: l.quantity,
+      status: "held",
+      expires_at: expiresAt,
+      created_at: now,
+      updated_at: now,
     })),
   );
 }
@@ -267,11 +295,22 @@ export async function transitionReservation(
  * refunded order that never shipped). Same rule as the other transitions: only the
  * transaction that moves the row applies the stock change.
  */
-export async function returnCommitted(trx: Knex.Transaction, orderId: string, productId: string, quantity: number, now: number): Promise<boolean> {
-  const moved = (await trx("reservations").where({ order_id: orderId, product_id: productId, status: "committed" }).update({ status: "returned", updated_at: now })) === 1;
+export async function returnCommitted(
+  trx: Knex.Transaction,
+  orderId: string,
+  productId: string,
+  quantity: number,
+  now: number,
+): Promise<boolean> {
+  const moved =
+    (await trx("reservations")
+      .where({ order_id: orderId, product_id: productId, status: "committed" })
+      .update({ status: "returned", updated_at: now })) === 1;
   if (!moved) return false;
   // Deleted products too: the goods exist even if the listing does not.
-  await trx("products").where({ id: productId }).update({ on_hand: trx.raw("on_hand + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
+  await trx("products")
+    .where({ id: productId })
+    .update({ on_hand: trx.raw("on_hand + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
   return true;
 }
 
@@ -281,13 +320,22 @@ export async function returnCommitted(trx: Knex.Transaction, orderId: string, pr
  * restocked. False when there is nothing (more) to restock. The caller holds the
  * reservation row's lock (findReservationsForUpdate), so returns of one order are serialised.
  */
-export async function restockReturned(trx: Knex.Transaction, r: { returnId: string; orderId: string; productId: string; quantity: number }, sold: number, now: number): Promise<boolean> {
+export async function restockReturned(
+  trx: Knex.Transaction,
+  r: { returnId: string; orderId: string; productId: string; quantity: number },
+  sold: number,
+  now: number,
+): Promise<boolean> {
   if (await trx("stock_returns").where({ return_id: r.returnId, product_id: r.productId }).first()) return false;
-  const [{ n }] = (await trx("stock_returns").where({ order_id: r.orderId, product_id: r.productId }).sum({ n: "quantity" })) as { n: number | string | null }[];
+  const [{ n }] = (await trx("stock_returns").where({ order_id: r.orderId, product_id: r.productId }).sum({ n: "quantity" })) as {
+    n: number | string | null;
+  }[];
   const quantity = Math.min(r.quantity, sold - Number(n ?? 0));
   if (quantity <= 0) return false;
   await trx("stock_returns").insert({ return_id: r.returnId, product_id: r.productId, order_id: r.orderId, quantity, created_at: now });
-  await trx("products").where({ id: r.productId }).update({ on_hand: trx.raw("on_hand + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
+  await trx("products")
+    .where({ id: r.productId })
+    .update({ on_hand: trx.raw("on_hand + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
   return true;
 }
 

@@ -46,9 +46,13 @@ export function rebuildActions(config: AppConfig): TypedActions<RecThis> {
     startRebuild: {
       auth: "admin",
       params: Params["recommendation.startRebuild"],
-      async handler(this: RecThis, ctx: Ctx<ActionParams<"recommendation.startRebuild">>): Promise<ActionResponse<"recommendation.startRebuild">> {
+      async handler(
+        this: RecThis,
+        ctx: Ctx<ActionParams<"recommendation.startRebuild">>,
+      ): Promise<ActionResponse<"recommendation.startRebuild">> {
         const by = `${config.nodeId}:${Date.now()}`;
-        if (!(await repo.claimRebuild(this.db, by, Date.now(), REBUILD_LEASE_MS))) throw new AppError("CONFLICT", "A rebuild is already running", [rebuildView(await repo.readMeta(this.db))]);
+        if (!(await repo.claimRebuild(this.db, by, Date.now(), REBUILD_LEASE_MS)))
+          throw new AppError("CONFLICT", "A rebuild is already running", [rebuildView(await repo.readMeta(this.db))]);
         this.rebuildRunning = this.runRebuild(by).catch(() => undefined);
         ctx.meta.$statusCode = 202;
         return rebuildView(await repo.readMeta(this.db));
@@ -61,7 +65,16 @@ export function rebuildActions(config: AppConfig): TypedActions<RecThis> {
       async handler(this: RecThis): Promise<ActionResponse<"recommendation.rebuildStatus">> {
         const live = this.rebuildLive;
         if (live)
-          return { status: "running", phase: live.phase, done: live.done, total: live.total ?? null, startedAt: new Date(live.startedAt).toISOString(), finishedAt: null, error: null, summary: null };
+          return {
+            status: "running",
+            phase: live.phase,
+            done: live.done,
+            total: live.total ?? null,
+            startedAt: new Date(live.startedAt).toISOString(),
+            finishedAt: null,
+            error: null,
+            summary: null,
+          };
         return rebuildView(await repo.readMeta(this.db));
       },
     },
@@ -100,7 +113,10 @@ export const rebuildMethods = {
     let after: string | undefined;
     do {
       const page = await callAction(this.broker, "product.export", { after, limit: EXPORT_PAGE });
-      const have = await repo.findItems(this.db, page.items.map((p) => p.id));
+      const have = await repo.findItems(
+        this.db,
+        page.items.map((p) => p.id),
+      );
       const fresh = page.items.filter((p) => (have.get(p.id)?.version ?? -1) < p.version);
       if (fresh.length)
         await inTransaction(this.db, async (trx: Knex.Transaction) => {
@@ -157,27 +173,34 @@ export const rebuildMethods = {
       do {
         const page = await callAction(this.broker, "order.exportPurchases", { after, limit: ORDER_PAGE });
         if (page.total !== undefined) total = page.total;
-        for (const o of page.items) for (const p of new Set(o.productIds)) purchases.push({ orderId: o.orderId, productId: p, userId: o.userId, at: o.paidAt });
+        for (const o of page.items)
+          for (const p of new Set(o.productIds)) purchases.push({ orderId: o.orderId, productId: p, userId: o.userId, at: o.paidAt });
         orders += page.items.length;
         after = page.next ?? undefined;
         await report({ phase: "orders", done: orders, total });
       } while (after);
       let summary: Record<string, unknown> = {};
       await report({ phase: "writing", done: 0, total: null });
-      await inTransaction(this.db, async (trx) => {
-        await repo.lockModelExclusive(trx);
-        const byKey = new Map(purchases.map((p) => [`${p.orderId}\u0000${p.productId}`, p]));
-        for (const p of await repo.purchasesSince(trx, snapshotAt)) byKey.set(`${p.orderId}\u0000${p.productId}`, p);
-        const refunded = await repo.refundedOrders(trx);
-        const kept = [...byKey.values()].filter((p) => !refunded.has(p.orderId));
-        const users = new Map<string, Purchase[]>();
-        for (const p of kept) users.set(p.userId, [...(users.get(p.userId) ?? []), { productId: p.productId, at: p.at }]);
-        const model = buildModel(users);
-        const rows = kept.length + [...model.sets.values()].reduce((n, s) => n + s.length, 0) + model.pairRows;
-        await repo.replaceModel(trx, kept, model, Date.now(), (written) => report({ phase: "writing", done: written, total: rows }, false));
-        await this.modelChanged(trx, { everything: true });
-        summary = { products: catalog.products, orders, purchases: kept.length, users: model.sets.size, pairs: model.pairRows, ms: 0 };
-      }, 1);
+      await inTransaction(
+        this.db,
+        async (trx) => {
+          await repo.lockModelExclusive(trx);
+          const byKey = new Map(purchases.map((p) => [`${p.orderId}\u0000${p.productId}`, p]));
+          for (const p of await repo.purchasesSince(trx, snapshotAt)) byKey.set(`${p.orderId}\u0000${p.productId}`, p);
+          const refunded = await repo.refundedOrders(trx);
+          const kept = [...byKey.values()].filter((p) => !refunded.has(p.orderId));
+          const users = new Map<string, Purchase[]>();
+          for (const p of kept) users.set(p.userId, [...(users.get(p.userId) ?? []), { productId: p.productId, at: p.at }]);
+          const model = buildModel(users);
+          const rows = kept.length + [...model.sets.values()].reduce((n, s) => n + s.length, 0) + model.pairRows;
+          await repo.replaceModel(trx, kept, model, Date.now(), (written) =>
+            report({ phase: "writing", done: written, total: rows }, false),
+          );
+          await this.modelChanged(trx, { everything: true });
+          summary = { products: catalog.products, orders, purchases: kept.length, users: model.sets.size, pairs: model.pairRows, ms: 0 };
+        },
+        1,
+      );
       summary.ms = Date.now() - started;
       await repo.finishRebuild(this.db, by, { status: "done", summary }, Date.now());
       this.logger.info(`Recommendation model rebuilt: ${JSON.stringify(summary)}`);

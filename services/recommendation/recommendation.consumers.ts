@@ -12,7 +12,15 @@ import type { PublicProduct, RecThis } from "./recommendation.this";
 import { Events } from "../../proto/gen/contracts";
 
 export function productFields(p: PublicProduct & { version: number }, deleted = false): repo.ProductFields {
-  return { id: p.id, name: p.name, category: p.category, brand: p.brand ?? null, available: p.stock?.available ?? 0, deleted, version: p.version };
+  return {
+    id: p.id,
+    name: p.name,
+    category: p.category,
+    brand: p.brand ?? null,
+    available: p.stock?.available ?? 0,
+    deleted,
+    version: p.version,
+  };
 }
 
 async function onPaid(this: RecThis, trx: Knex.Transaction, payload: unknown): Promise<void> {
@@ -29,10 +37,12 @@ async function applyProduct(this: RecThis, trx: Knex.Transaction, fields: repo.P
 }
 const onProduct = (deleted: boolean) =>
   async function (this: RecThis, trx: Knex.Transaction, payload: PublicProduct): Promise<void> {
-    if (typeof payload?.id === "string" && typeof payload.version === "number") await applyProduct.call(this, trx, productFields(payload, deleted));
+    if (typeof payload?.id === "string" && typeof payload.version === "number")
+      await applyProduct.call(this, trx, productFields(payload, deleted));
   };
 async function onStock(this: RecThis, trx: Knex.Transaction, payload: { product?: PublicProduct; deleted?: boolean }): Promise<void> {
-  if (payload?.product && typeof payload.product.version === "number") await applyProduct.call(this, trx, productFields(payload.product, Boolean(payload.deleted)));
+  if (payload?.product && typeof payload.product.version === "number")
+    await applyProduct.call(this, trx, productFields(payload.product, Boolean(payload.deleted)));
 }
 
 export const recommendationConsumers = {

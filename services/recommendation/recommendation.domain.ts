@@ -104,7 +104,10 @@ export function modelDelta(before: Iterable<string>, after: Iterable<string>): M
   for (const p of removed) buyers.set(p, -1);
   const pairs = new Map<string, [string, string, number]>();
   const bump = (p: string, q: string, d: number) => {
-    for (const [x, y] of [[p, q], [q, p]] as const) {
+    for (const [x, y] of [
+      [p, q],
+      [q, p],
+    ] as const) {
       const key = `${x}\u0000${y}`;
       const cur = pairs.get(key);
       if (cur) cur[2] += d;
@@ -176,7 +179,10 @@ export function preferenceBoost(item: CatalogItem, prefs: Preferences): number {
 function boostOf(prefs: Preferences): (item: CatalogItem) => number {
   const cats = new Set(prefs.categories.map(lowerCase));
   const brands = new Set(prefs.brands.map(lowerCase));
-  return (item) => 1 + (cats.has(item.category.toLowerCase()) ? CATEGORY_BOOST : 0) + (item.brand !== null && brands.has(item.brand.toLowerCase()) ? BRAND_BOOST : 0);
+  return (item) =>
+    1 +
+    (cats.has(item.category.toLowerCase()) ? CATEGORY_BOOST : 0) +
+    (item.brand !== null && brands.has(item.brand.toLowerCase()) ? BRAND_BOOST : 0);
 }
 
 function lowerCase(x: string): string {
@@ -201,7 +207,7 @@ export interface RankInput {
   /** The catalog copy, with each product's number of buyers. */
   catalog: Map<string, CatalogItem & { buyers: number }>;
   preferences: Preferences;
-/**
+  /**
    * Fallback candidates, most bought first (preferred categories and brands first, then any);
    * asked for only when the similar products do not fill the list.
    */
@@ -263,9 +269,18 @@ export function rankForUser(input: RankInput): Recommendation[] {
   }
   const out: Recommendation[] = top.sorted().map(({ productId, score, because }) => {
     const source = catalog.get(because);
-    return { productId, score, reason: source?.name ? `Customers who bought ${source.name} also bought this` : "Customers who bought what you bought also bought this" };
+    return {
+      productId,
+      score,
+      reason: source?.name
+        ? `Customers who bought ${source.name} also bought this`
+        : "Customers who bought what you bought also bought this",
+    };
   });
-  if (out.length < input.limit) out.push(...popularFallback({ ...input, popular: input.popular() }, new Set(out.map((r) => r.productId))).slice(0, input.limit - out.length));
+  if (out.length < input.limit)
+    out.push(
+      ...popularFallback({ ...input, popular: input.popular() }, new Set(out.map((r) => r.productId))).slice(0, input.limit - out.length),
+    );
   return out;
 }
 
@@ -411,9 +426,9 @@ export class PopularIndex {
    */
   top(prefs: Preferences, limit: number): PopularEntry[] {
     if (!prefs.categories.length && !prefs.brands.length) return this.all.slice(0, limit);
-    const lists = [
-      ...new Set(prefs.categories.map((c) => c.toLowerCase())),
-    ].map((c) => this.byCategory.get(c)).concat([...new Set(prefs.brands.map((b) => b.toLowerCase()))].map((b) => this.byBrand.get(b)));
+    const lists = [...new Set(prefs.categories.map((c) => c.toLowerCase()))]
+      .map((c) => this.byCategory.get(c))
+      .concat([...new Set(prefs.brands.map((b) => b.toLowerCase()))].map((b) => this.byBrand.get(b)));
     const merged = new Map<string, PopularEntry>();
     for (const list of lists) for (const e of list?.slice(0, limit) ?? []) merged.set(e.productId, e);
     return [...merged.values()].sort(byPopularity).slice(0, limit);
@@ -439,7 +454,8 @@ export class PopularIndex {
 /** A user's stated preferences, read defensively from the user service's answer. */
 export function preferencesOf(user: unknown): Preferences {
   const prefs = (user as { preferences?: { categories?: unknown; brands?: unknown } } | undefined)?.preferences ?? {};
-  const strings = (v: unknown) => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string" && x.length > 0).slice(0, 50) : []);
+  const strings = (v: unknown) =>
+    Array.isArray(v) ? v.filter((x): x is string => typeof x === "string" && x.length > 0).slice(0, 50) : [];
   return { categories: strings(prefs.categories), brands: strings(prefs.brands) };
 }
 
@@ -454,7 +470,11 @@ export interface PaidOrder {
 export function paidOrderOf(payload: unknown): PaidOrder | undefined {
   const p = payload as { orderId?: unknown; userId?: unknown; occurredAt?: unknown; lines?: unknown };
   if (typeof p?.orderId !== "string" || typeof p.userId !== "string" || !Array.isArray(p.lines)) return undefined;
-  const productIds = [...new Set(p.lines.map((l) => (l as { productId?: unknown })?.productId).filter((x): x is string => typeof x === "string" && x.length > 0))];
+  const productIds = [
+    ...new Set(
+      p.lines.map((l) => (l as { productId?: unknown })?.productId).filter((x): x is string => typeof x === "string" && x.length > 0),
+    ),
+  ];
   const at = typeof p.occurredAt === "string" ? Date.parse(p.occurredAt) : NaN;
   return { orderId: p.orderId, userId: p.userId, at: Number.isFinite(at) ? at : Date.now(), productIds };
 }

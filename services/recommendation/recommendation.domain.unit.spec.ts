@@ -23,7 +23,16 @@ import {
 } from "./recommendation.domain";
 
 type Item = CatalogItem & { buyers: number };
-const item = (productId: string, over: Partial<Item> = {}): Item => ({ productId, name: `Product ${productId}`, category: "tools", brand: null, available: 5, deleted: false, buyers: 10, ...over });
+const item = (productId: string, over: Partial<Item> = {}): Item => ({
+  productId,
+  name: `Product ${productId}`,
+  category: "tools",
+  brand: null,
+  available: 5,
+  deleted: false,
+  buyers: 10,
+  ...over,
+});
 const catalogOf = (...items: Item[]) => new Map(items.map((i) => [i.productId, i]));
 /** Neighbour lists by history item, from (source, product, co) rows in order. */
 const listsOf = (rows: { source: string; productId: string; co: number }[]) => {
@@ -51,20 +60,42 @@ describe("the model: contributing sets and their deltas", () => {
     assert.deepEqual(contributingSet(rows), ["b", "c", "a"]);
     assert.deepEqual(contributingSet(rows, 2), ["b", "c"]);
     // Ties at the same time: by id, the same everywhere.
-    assert.deepEqual(contributingSet([{ productId: "z", at: 1 }, { productId: "y", at: 1 }]), ["y", "z"]);
+    assert.deepEqual(
+      contributingSet([
+        { productId: "z", at: 1 },
+        { productId: "y", at: 1 },
+      ]),
+      ["y", "z"],
+    );
   });
 
   test("adding products counts each new pair once per direction, and buyers once per product", () => {
     const d = modelDelta(["a"], ["a", "b", "c"]);
-    assert.deepEqual([...d.buyers].sort(), [["b", 1], ["c", 1]]);
-    assert.deepEqual(d.pairs, [["a", "b", 1], ["a", "c", 1], ["b", "a", 1], ["b", "c", 1], ["c", "a", 1], ["c", "b", 1]]);
+    assert.deepEqual([...d.buyers].sort(), [
+      ["b", 1],
+      ["c", 1],
+    ]);
+    assert.deepEqual(d.pairs, [
+      ["a", "b", 1],
+      ["a", "c", 1],
+      ["b", "a", 1],
+      ["b", "c", 1],
+      ["c", "a", 1],
+      ["c", "b", 1],
+    ]);
   });
 
   test("removing products undoes exactly what adding them did", () => {
     const up = modelDelta([], ["a", "b", "c"]);
     const down = modelDelta(["a", "b", "c"], []);
-    assert.deepEqual(down.pairs, up.pairs.map(([p, q, n]) => [p, q, -n]));
-    assert.deepEqual([...down.buyers], [...up.buyers].map(([p, n]) => [p, -n]));
+    assert.deepEqual(
+      down.pairs,
+      up.pairs.map(([p, q, n]) => [p, q, -n]),
+    );
+    assert.deepEqual(
+      [...down.buyers],
+      [...up.buyers].map(([p, n]) => [p, -n]),
+    );
     assert.deepEqual(modelDelta(["a", "b"], ["a", "b"]), { buyers: new Map(), pairs: [] });
   });
 
@@ -93,7 +124,10 @@ describe("the model: contributing sets and their deltas", () => {
           const before = contributingSet(rows, cap);
           if (s.refund && rows.length) {
             const order = rows[s.pick % rows.length]!.at;
-            users.set(user, rows.filter((r) => r.at !== order));
+            users.set(
+              user,
+              rows.filter((r) => r.at !== order),
+            );
           } else users.set(user, [...rows, ...s.products.map((p) => ({ productId: `p${p}`, at }))]);
           applyDeltas(incremental, modelDelta(before, contributingSet(users.get(user)!, cap)));
         });
@@ -127,11 +161,19 @@ describe("similarity and ranking", () => {
     assert.ok(Math.abs(similarity(10, 10, 10, 0) - 1) < 1e-9, "without shrinkage: plain cosine");
   });
 
-  const base = (over: Partial<Omit<RankInput, "neighbours">> & { neighbours?: { source: string; productId: string; co: number }[] } = {}): RankInput => ({
+  const base = (
+    over: Partial<Omit<RankInput, "neighbours">> & { neighbours?: { source: string; productId: string; co: number }[] } = {},
+  ): RankInput => ({
     history: ["h1"],
     bought: new Set(["h1"]),
     perItem: 50,
-    catalog: catalogOf(item("h1", { name: "Hammer" }), item("a"), item("b", { category: "garden" }), item("c", { brand: "Acme" }), item("pop", { category: "garden", buyers: 50 })),
+    catalog: catalogOf(
+      item("h1", { name: "Hammer" }),
+      item("a"),
+      item("b", { category: "garden" }),
+      item("c", { brand: "Acme" }),
+      item("pop", { category: "garden", buyers: 50 }),
+    ),
     preferences: { categories: [], brands: [] },
     popular: () => [{ productId: "pop", buyers: 50 }],
     limit: 10,
@@ -147,7 +189,10 @@ describe("similarity and ranking", () => {
 
   test("similar products first, with the purchase that explains them; popular ones fill the list below them", () => {
     const r = rankForUser(base());
-    assert.deepEqual(r.map((x) => x.productId), ["a", "b", "c", "pop"]);
+    assert.deepEqual(
+      r.map((x) => x.productId),
+      ["a", "b", "c", "pop"],
+    );
     assert.equal(r[0]!.reason, "Customers who bought Hammer also bought this");
     assert.equal(r[3]!.reason, "Popular with other shoppers");
     assert.ok(r[2]!.score > r[3]!.score);
@@ -186,7 +231,10 @@ describe("similarity and ranking", () => {
         ],
       }),
     );
-    assert.deepEqual(r.map((x) => x.productId), ["pop", "b", "a"]);
+    assert.deepEqual(
+      r.map((x) => x.productId),
+      ["pop", "b", "a"],
+    );
     assert.equal(r[0]!.reason, "Popular in garden, a category you like");
     assert.equal(r[2]!.reason, "Popular with other shoppers");
   });
@@ -194,7 +242,10 @@ describe("similarity and ranking", () => {
   test("TopK keeps exactly the first k of the plain sort (score, then id), whatever the order of offers", () => {
     fc.assert(
       fc.property(
-        fc.uniqueArray(fc.record({ productId: fc.stringMatching(/^[a-e]{1,3}$/), score: fc.constantFrom(0.5, 1, 1.25, 2, 3) }), { selector: (x) => x.productId, maxLength: 40 }),
+        fc.uniqueArray(fc.record({ productId: fc.stringMatching(/^[a-e]{1,3}$/), score: fc.constantFrom(0.5, 1, 1.25, 2, 3) }), {
+          selector: (x) => x.productId,
+          maxLength: 40,
+        }),
         fc.integer({ min: 0, max: 12 }),
         (items, k) => {
           const top = new TopK<{ productId: string; score: number }>(k);
@@ -211,34 +262,78 @@ describe("similarity and ranking", () => {
   test("the popular fallback is read only when the similar products do not fill the list", () => {
     let asked = 0;
     const popular = () => (asked++, [{ productId: "pop", buyers: 50 }]);
-    assert.deepEqual(rankForUser(base({ popular, limit: 3 })).map((x) => x.productId), ["a", "b", "c"]);
+    assert.deepEqual(
+      rankForUser(base({ popular, limit: 3 })).map((x) => x.productId),
+      ["a", "b", "c"],
+    );
     assert.equal(asked, 0, "three similar products fill a list of three");
-    assert.deepEqual(rankForUser(base({ popular, limit: 4 })).map((x) => x.productId), ["a", "b", "c", "pop"]);
+    assert.deepEqual(
+      rankForUser(base({ popular, limit: 4 })).map((x) => x.productId),
+      ["a", "b", "c", "pop"],
+    );
     assert.equal(asked, 1);
   });
 
   test("ties are broken by id, so every replica answers the same", () => {
-    const input = base({ neighbours: [{ source: "h1", productId: "b", co: 5 }, { source: "h1", productId: "a", co: 5 }] });
-    assert.deepEqual(rankForUser(input).map((x) => x.productId).slice(0, 2), ["a", "b"]);
-    assert.deepEqual(popularFallback({ ...input, popular: [{ productId: "c", buyers: 1 }, { productId: "a", buyers: 1 }] }).map((x) => x.productId), ["a", "c"]);
+    const input = base({
+      neighbours: [
+        { source: "h1", productId: "b", co: 5 },
+        { source: "h1", productId: "a", co: 5 },
+      ],
+    });
+    assert.deepEqual(
+      rankForUser(input)
+        .map((x) => x.productId)
+        .slice(0, 2),
+      ["a", "b"],
+    );
+    assert.deepEqual(
+      popularFallback({
+        ...input,
+        popular: [
+          { productId: "c", buyers: 1 },
+          { productId: "a", buyers: 1 },
+        ],
+      }).map((x) => x.productId),
+      ["a", "c"],
+    );
   });
 
   test("also-bought: by similarity, in-stock only, never the product itself", () => {
     const catalog = catalogOf(item("x"), item("a"), item("b", { available: 0 }), item("c"));
     const r = rankAlsoBought({
       productId: "x",
-      neighbours: [{ productId: "a", co: 2 }, { productId: "b", co: 9 }, { productId: "c", co: 4 }, { productId: "x", co: 9 }],
-      buyers: new Map([["x", 10], ["a", 2], ["b", 9], ["c", 40]]),
+      neighbours: [
+        { productId: "a", co: 2 },
+        { productId: "b", co: 9 },
+        { productId: "c", co: 4 },
+        { productId: "x", co: 9 },
+      ],
+      buyers: new Map([
+        ["x", 10],
+        ["a", 2],
+        ["b", 9],
+        ["c", 40],
+      ]),
       catalog,
       limit: 10,
     });
-    assert.deepEqual(r.map((x) => x.productId), ["a", "c"], "a: 2 of its 2 buyers; c: 4 of 40");
+    assert.deepEqual(
+      r.map((x) => x.productId),
+      ["a", "c"],
+      "a: 2 of its 2 buyers; c: 4 of 40",
+    );
   });
 });
 
 describe("event payloads", () => {
   test("order.paid: distinct products; a malformed payload is ignored", () => {
-    const o = paidOrderOf({ orderId: "o1", userId: "u1", occurredAt: "2026-01-01T00:00:00.000Z", lines: [{ productId: "a", quantity: 2 }, { productId: "a" }, { productId: "b" }, {}] });
+    const o = paidOrderOf({
+      orderId: "o1",
+      userId: "u1",
+      occurredAt: "2026-01-01T00:00:00.000Z",
+      lines: [{ productId: "a", quantity: 2 }, { productId: "a" }, { productId: "b" }, {}],
+    });
     assert.deepEqual(o, { orderId: "o1", userId: "u1", at: Date.parse("2026-01-01T00:00:00.000Z"), productIds: ["a", "b"] });
     assert.equal(paidOrderOf({ orderId: "o1" }), undefined);
     assert.equal(paidOrderOf(null), undefined);
@@ -269,7 +364,11 @@ describe("offline metrics", () => {
 
 describe("PopularIndex", () => {
   // The reference: a plain filter and sort of every row as it is now (letter case ignored).
-  const reference = (rows: Map<string, CatalogItem & { buyers: number }>, prefs: { categories: string[]; brands: string[] }, limit: number) => {
+  const reference = (
+    rows: Map<string, CatalogItem & { buyers: number }>,
+    prefs: { categories: string[]; brands: string[] },
+    limit: number,
+  ) => {
     const cats = new Set(prefs.categories.map((c) => c.toLowerCase()));
     const brands = new Set(prefs.brands.map((b) => b.toLowerCase()));
     const any = !cats.size && !brands.size;
@@ -297,17 +396,27 @@ describe("PopularIndex", () => {
         const index = new PopularIndex();
         const rows = new Map<string, CatalogItem & { buyers: number }>();
         for (const r of puts) {
-          const it = r.gone ? undefined : { ...item(r.id, { category: r.category, brand: r.brand, available: r.available, deleted: r.deleted }), buyers: r.buyers };
+          const it = r.gone
+            ? undefined
+            : { ...item(r.id, { category: r.category, brand: r.brand, available: r.available, deleted: r.deleted }), buyers: r.buyers };
           if (it) rows.set(r.id, it);
           else rows.delete(r.id);
           index.put(r.id, it);
         }
-        for (const prefs of [{ categories: [], brands: [] }, { categories: ["TOOLS"], brands: [] }, { categories: ["garden"], brands: ["acme"] }, { categories: [], brands: ["Forge", "ACME"] }])
-          assert.deepEqual(index.top(prefs, limit).map((e) => e.productId), reference(rows, prefs, limit), JSON.stringify(prefs));
+        for (const prefs of [
+          { categories: [], brands: [] },
+          { categories: ["TOOLS"], brands: [] },
+          { categories: ["garden"], brands: ["acme"] },
+          { categories: [], brands: ["Forge", "ACME"] },
+        ])
+          assert.deepEqual(
+            index.top(prefs, limit).map((e) => e.productId),
+            reference(rows, prefs, limit),
+            JSON.stringify(prefs),
+          );
         assert.equal(index.size, reference(rows, { categories: [], brands: [] }, 1000).length);
       }),
       { numRuns: 300 },
     );
   });
 });
-

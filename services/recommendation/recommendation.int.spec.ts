@@ -35,7 +35,14 @@ import { buildModel, type Purchase } from "./recommendation.domain";
 import { modelSnapshot } from "./recommendation.repo";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = { recipient: "Ada Buyer", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN" };
+const ADDRESS = {
+  recipient: "Ada Buyer",
+  phone: "+86 10 1234 5678",
+  line1: "1 Market Street",
+  city: "Shanghai",
+  postalCode: "200000",
+  country: "CN",
+};
 
 type Rec = { product: { id: string; name: string }; score: number; reason: string };
 
@@ -59,23 +66,34 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.equal(r.status, 200, r.text);
     return (r.body.items as Rec[]).map((i) => letter(i.product.id));
   };
-  const rank = async (who: string) => ((await app.broker.call("recommendation.rank", { userId: users.get(who)!.id, limit: 20 })) as { productId: string }[]).map((r) => letter(r.productId));
+  const rank = async (who: string) =>
+    ((await app.broker.call("recommendation.rank", { userId: users.get(who)!.id, limit: 20 })) as { productId: string }[]).map((r) =>
+      letter(r.productId),
+    );
 
   /** A real checkout: order → sandbox payment (its signed callback) → PAID. */
   const buy = async (who: string, letters: string[]) => {
     const token = users.get(who)!.token;
-    const o = await call("POST", "/api/orders", { token, body: { shippingAddress: ADDRESS, items: letters.map((l) => ({ productId: p.get(l), quantity: 1 })) } });
+    const o = await call("POST", "/api/orders", {
+      token,
+      body: { shippingAddress: ADDRESS, items: letters.map((l) => ({ productId: p.get(l), quantity: 1 })) },
+    });
     assert.equal(o.status, 201, o.text);
     const pay = await call("POST", `/api/orders/${o.body.id}/pay`, { token, body: { provider: "sandbox" } });
     assert.equal(pay.status, 200, pay.text);
     const payUrl = new URL(pay.body.payUrl);
-    const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, { body: { outcome: "success", token: payUrl.searchParams.get("token") } });
+    const done = await call("POST", `/api/payments/sandbox/${pay.body.id}/complete`, {
+      body: { outcome: "success", token: payUrl.searchParams.get("token") },
+    });
     assert.equal(done.status, 202, done.text);
     await eventually(`${who}'s order PAID`, async () => (await call("GET", `/api/orders/${o.body.id}`, { token })).body.status === "PAID");
     return o.body.id as string;
   };
   const purchasesCounted = (n: number) =>
-    eventually(`${n} purchases in the model`, async () => ((await app.broker.call("recommendation.status")) as { purchases: number }).purchases === n);
+    eventually(
+      `${n} purchases in the model`,
+      async () => ((await app.broker.call("recommendation.status")) as { purchases: number }).purchases === n,
+    );
 
   before(async () => {
     app = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
@@ -90,13 +108,23 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     ] as const) {
       const r = await call("POST", "/api/products", {
         token: admin,
-        body: { sku: `REC-${l}-${randomBytes(3).toString("hex")}`, name, description: "", category, brand, price: { amount: 1000, currency: "EUR" }, stock: 50 },
+        body: {
+          sku: `REC-${l}-${randomBytes(3).toString("hex")}`,
+          name,
+          description: "",
+          category,
+          brand,
+          price: { amount: 1000, currency: "EUR" },
+          stock: 50,
+        },
       });
       assert.equal(r.status, 201, r.text);
       p.set(l, r.body.id);
     }
     for (const who of ["u1", "u2", "u3", "u4", "u5", "u6", "u7"]) {
-      const r = await call("POST", "/api/auth/register", { body: { email: `${who}-${randomBytes(3).toString("hex")}@example.com`, password: `${who} password`, name: who } });
+      const r = await call("POST", "/api/auth/register", {
+        body: { email: `${who}-${randomBytes(3).toString("hex")}@example.com`, password: `${who} password`, name: who },
+      });
       assert.equal(r.status, 201, r.text);
       const me = await call("GET", "/api/users/me", { token: r.body.accessToken });
       users.set(who, { token: r.body.accessToken, id: me.body.id });
@@ -112,7 +140,8 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.deepEqual(await alsoBought("A"), ["C", "B"]);
     assert.deepEqual(await alsoBought("D"), [], "nobody bought D: nothing to say");
     assert.equal((await call("GET", `/api/products/${randomUUID()}/also-bought`)).status, 404);
-    for (const bad of ["0", "51", "abc"]) assert.equal((await call("GET", `/api/products/${p.get("A")}/also-bought?limit=${bad}`)).status, 422, bad);
+    for (const bad of ["0", "51", "abc"])
+      assert.equal((await call("GET", `/api/products/${p.get("A")}/also-bought?limit=${bad}`)).status, 422, bad);
     const one = await call("GET", `/api/products/${p.get("A")}/also-bought?limit=1`);
     assert.equal(one.body.items.length, 1);
     assert.equal(one.body.items[0].product.name, "Compost Bin", "the product as the product service shows it");
@@ -129,10 +158,24 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
   });
 
   test("a stated preference changes the order", async () => {
-    assert.equal((await call("PATCH", "/api/users/me", { token: users.get("u4")!.token, body: { preferences: { categories: ["tools"] } } })).status, 200);
-    assert.deepEqual(ids(await recs("u4")).slice(0, 2).map(letter), ["B", "C"], "tools: B moves above C");
+    assert.equal(
+      (await call("PATCH", "/api/users/me", { token: users.get("u4")!.token, body: { preferences: { categories: ["tools"] } } })).status,
+      200,
+    );
+    assert.deepEqual(
+      ids(await recs("u4"))
+        .slice(0, 2)
+        .map(letter),
+      ["B", "C"],
+      "tools: B moves above C",
+    );
     await call("PATCH", "/api/users/me", { token: users.get("u4")!.token, body: { preferences: { categories: [] } } });
-    assert.deepEqual(ids(await recs("u4")).slice(0, 2).map(letter), ["C", "B"]);
+    assert.deepEqual(
+      ids(await recs("u4"))
+        .slice(0, 2)
+        .map(letter),
+      ["C", "B"],
+    );
   });
 
   test("a user with no purchases gets popular products of their preferred categories first", async () => {
@@ -148,12 +191,17 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     const mine = await recs("u7");
     assert.deepEqual(await recs("u7", `?userId=${users.get("u4")!.id}`), mine);
     assert.equal((await call("GET", "/api/recommendations")).status, 401);
-    for (const bad of ["0", "51", "x"]) assert.equal((await call("GET", `/api/recommendations?limit=${bad}`, { token: users.get("u7")!.token })).status, 422, bad);
+    for (const bad of ["0", "51", "x"])
+      assert.equal((await call("GET", `/api/recommendations?limit=${bad}`, { token: users.get("u7")!.token })).status, 422, bad);
   });
 
   test("an event delivered twice, or a copy under another message id, counts once", async () => {
     const orderDb = (app.broker.getLocalService("order") as unknown as { db: Knex }).db;
-    const row = (await orderDb("outbox").where({ event: "order.paid" }).orderBy("seq").first()) as { id: string; event: string; payload: string };
+    const row = (await orderDb("outbox").where({ event: "order.paid" }).orderBy("seq").first()) as {
+      id: string;
+      event: string;
+      payload: string;
+    };
     const envelope = { id: row.id, name: row.event, payload: JSON.parse(row.payload), occurredAt: new Date().toISOString() };
     const svc = app.broker.getLocalService("recommendation") as unknown as { $events: { handlers: Record<string, EventHandler> } };
     const db = dbOf(app.broker);
@@ -188,7 +236,11 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     const done = await child.waitForLine(/^Rebuild done: (.*)$/, 30_000);
     await child.waitExit();
     assert.equal(JSON.parse(done[1]!).purchases, 10);
-    const denied = spawnTs(path.join(__dirname, "..", "..", "bin", "recs-rebuild.ts"), { name: "recs-rebuild-denied", args: ["--url", app.baseUrl], env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: "wrong-password" } });
+    const denied = spawnTs(path.join(__dirname, "..", "..", "bin", "recs-rebuild.ts"), {
+      name: "recs-rebuild-denied",
+      args: ["--url", app.baseUrl],
+      env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: "wrong-password" },
+    });
     await denied.waitForLine(/Login at .* failed: 401/, 30_000);
     await denied.waitExit();
   });
@@ -202,7 +254,9 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     const r = await call("POST", `/api/orders/${order}/refunds`, { token: users.get("u7")!.token, body: { reason: "changed my mind" } });
     assert.equal(r.status, 202, r.text);
     await purchasesCounted(10);
-    const f = (await dbOf(app.broker)("rec_items").where({ product_id: p.get("F") }).first()) as { buyers: number };
+    const f = (await dbOf(app.broker)("rec_items")
+      .where({ product_id: p.get("F") })
+      .first()) as { buyers: number };
     assert.equal(Number(f.buyers), 0);
     assert.ok((await rank("u7")).includes("F"), "no longer counted as bought");
   });
@@ -242,8 +296,14 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-recs-"));
     vhost = await createVhost();
     env = {
-      NAMESPACE: namespace, DATA_DIR: dataDir, MYSQL_URL, REDIS_URL, MIGRATE_ON_START: "true", RABBITMQ_URI: vhost.uri,
-      JWT_SECRET: randomBytes(32).toString("hex"), LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
+      NAMESPACE: namespace,
+      DATA_DIR: dataDir,
+      MYSQL_URL,
+      REDIS_URL,
+      MIGRATE_ON_START: "true",
+      RABBITMQ_URI: vhost.uri,
+      JWT_SECRET: randomBytes(32).toString("hex"),
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
     };
     const configA = loadConfig({ ...env, NODE_ID: nodeA });
     a = createBroker(configA, ["product", "recommendation"]);
@@ -254,7 +314,11 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     await a.start();
     await b.start();
     await a.waitForServices(["recommendation", "product"], 20_000);
-    await eventually("both replicas known", async () => a.registry.getServiceList({ onlyAvailable: true }).filter((s) => s.name === "recommendation").length === 2, 20_000);
+    await eventually(
+      "both replicas known",
+      async () => a.registry.getServiceList({ onlyAvailable: true }).filter((s) => s.name === "recommendation").length === 2,
+      20_000,
+    );
   });
   after(async () => {
     await b?.stop().catch(() => undefined);
@@ -269,21 +333,30 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     const products: string[] = [];
     for (let i = 0; i < 30; i++)
       products.push(
-        ((await a.call("product.create", {
-          sku: `RC-${i}-${randomBytes(3).toString("hex")}`, name: `Cluster product ${i}`, description: "", category: i % 3 === 0 ? "tools" : "garden",
-          brand: "Peak", price: { amount: 1000, currency: "EUR" }, stock: 10,
-        })) as { id: string }).id,
+        (
+          (await a.call("product.create", {
+            sku: `RC-${i}-${randomBytes(3).toString("hex")}`,
+            name: `Cluster product ${i}`,
+            description: "",
+            category: i % 3 === 0 ? "tools" : "garden",
+            brand: "Peak",
+            price: { amount: 1000, currency: "EUR" },
+            stock: 10,
+          })) as { id: string }
+        ).id,
       );
     // 300 orders of 25 users (each buys many products, so the contributing sets overlap a lot).
     let seed = 7;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const orders = Array.from({ length: 300 }, (_, i) => ({
       orderId: `ord-${String(i).padStart(4, "0")}`,
       userId: `user-${Math.floor(random() * 25)}`,
       total: { amount: 1000, currency: "EUR" },
       paymentId: `pay-${i}`,
       provider: "sandbox",
-      lines: [...new Set(Array.from({ length: 1 + Math.floor(random() * 3) }, () => products[Math.floor(random() * products.length)]!))].map((productId) => ({ productId, quantity: 1 })),
+      lines: [
+        ...new Set(Array.from({ length: 1 + Math.floor(random() * 3) }, () => products[Math.floor(random() * products.length)]!)),
+      ].map((productId) => ({ productId, quantity: 1 })),
       occurredAt: new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString(),
     }));
     const refunded = new Set(["ord-0003", "ord-0100", "ord-0200"]);
@@ -292,7 +365,12 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     // purchases arrive, and must be forgotten (each replica handles only some of the events).
     // The ranking cache (Redis, shared) is off here: this is about each replica's memory.
     for (const x of [a, b]) (x.getLocalService("recommendation") as unknown as { cacheTtlS: number }).cacheTtlS = 0;
-    const rankOn = (node: string, u: number) => a.call("recommendation.rank", { userId: `user-${u}`, limit: 10, preferences: { categories: u % 2 ? ["tools"] : [] } }, { nodeID: node });
+    const rankOn = (node: string, u: number) =>
+      a.call(
+        "recommendation.rank",
+        { userId: `user-${u}`, limit: 10, preferences: { categories: u % 2 ? ["tools"] : [] } },
+        { nodeID: node },
+      );
     const alsoOn = (node: string) => a.call("recommendation.alsoBought", { id: products[0] }, { nodeID: node });
     for (const node of [nodeA, nodeB]) {
       for (let u = 0; u < 25; u++) await rankOn(node, u);
@@ -300,22 +378,50 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     }
     // A refund before its payment (ord-early), then everything at once from 6 publishers.
     await a.call("shop.emit", { event: "order.refunded", payloads: [{ orderId: "ord-early", userId: "user-0", status: "REFUNDED" }] });
-    await Promise.all(Array.from({ length: 6 }, (_, k) => a.call("shop.emit", { event: "order.paid", payloads: orders.filter((_, i) => i % 6 === k) })));
+    await Promise.all(
+      Array.from({ length: 6 }, (_, k) => a.call("shop.emit", { event: "order.paid", payloads: orders.filter((_, i) => i % 6 === k) })),
+    );
     await a.call("shop.emit", { event: "order.paid", payloads: [early, orders[5], orders[6]] }); // the late one, and two copies with new message ids
-    await a.call("shop.emit", { event: "order.refunded", payloads: [...refunded].map((orderId) => ({ orderId, userId: orders.find((o) => o.orderId === orderId)!.userId, status: "REFUNDED" })) });
-    await a.call("shop.emit", { event: "order.refunded", payloads: [{ orderId: "ord-0001", userId: orders[1]!.userId, status: "DELIVERED" }] });
+    await a.call("shop.emit", {
+      event: "order.refunded",
+      payloads: [...refunded].map((orderId) => ({
+        orderId,
+        userId: orders.find((o) => o.orderId === orderId)!.userId,
+        status: "REFUNDED",
+      })),
+    });
+    await a.call("shop.emit", {
+      event: "order.refunded",
+      payloads: [{ orderId: "ord-0001", userId: orders[1]!.userId, status: "DELIVERED" }],
+    });
 
     const db = dbOf(a);
-    await eventually("every event handled", async () => Number(((await db("inbox").whereIn("event", ["order.paid", "order.refunded"]).count({ n: "*" })) as { n: number }[])[0]!.n) === 1 + 300 + 3 + 3 + 1, 60_000);
-    const stats = [a, b].map((x) => (x.getLocalService("recommendation") as unknown as { eventStats(): { applied: number } }).eventStats().applied);
-    assert.ok(stats.every((n) => n > 0), `both replicas consumed (${stats})`);
+    await eventually(
+      "every event handled",
+      async () =>
+        Number(((await db("inbox").whereIn("event", ["order.paid", "order.refunded"]).count({ n: "*" })) as { n: number }[])[0]!.n) ===
+        1 + 300 + 3 + 3 + 1,
+      60_000,
+    );
+    const stats = [a, b].map(
+      (x) => (x.getLocalService("recommendation") as unknown as { eventStats(): { applied: number } }).eventStats().applied,
+    );
+    assert.ok(
+      stats.every((n) => n > 0),
+      `both replicas consumed (${stats})`,
+    );
 
     const users = new Map<string, Purchase[]>();
     for (const o of orders)
-      if (!refunded.has(o.orderId)) for (const l of o.lines) users.set(o.userId, [...(users.get(o.userId) ?? []), { productId: l.productId, at: Date.parse(o.occurredAt) }]);
+      if (!refunded.has(o.orderId))
+        for (const l of o.lines)
+          users.set(o.userId, [...(users.get(o.userId) ?? []), { productId: l.productId, at: Date.parse(o.occurredAt) }]);
     const expected = buildModel(users);
     const snap = await modelSnapshot(db);
-    assert.deepEqual(snap.buyers, [...expected.buyers].sort(([x], [y]) => (x < y ? -1 : 1)));
+    assert.deepEqual(
+      snap.buyers,
+      [...expected.buyers].sort(([x], [y]) => (x < y ? -1 : 1)),
+    );
     const pairs = [...expected.pairs].flatMap(([pid, row]) => [...row].map(([q, n]) => [pid, q, n] as [string, string, number]));
     pairs.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : 1));
     assert.deepEqual(snap.pairs, pairs, "every co-purchase counted once, none lost to a race between replicas");
@@ -323,7 +429,10 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     // Each replica forgot the changes it applied at their commit, and the other replica's when
     // their `recommendation.model_changed` arrived: they agree, and agree with a replica that
     // reads everything afresh.
-    const answers = async (node: string) => [...(await Promise.all(Array.from({ length: 25 }, (_, u) => rankOn(node, u)))), await alsoOn(node)];
+    const answers = async (node: string) => [
+      ...(await Promise.all(Array.from({ length: 25 }, (_, u) => rankOn(node, u)))),
+      await alsoOn(node),
+    ];
     await eventually("the replicas agree", async () => isDeepStrictEqual(await answers(nodeA), await answers(nodeB)), 20_000);
     const warmB = await answers(nodeB);
     (b.getLocalService("recommendation") as unknown as { model: { clear(): void } }).model.clear();
@@ -344,9 +453,17 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     const fresh = products.find((id) => !(users.get(buyer) ?? []).some((x) => x.productId === id))!;
     await answers(nodeA);
     await answers(nodeB);
-    const shown = async (node: string) => ((await a.call("recommendation.rank", { userId: buyer, limit: 30 }, { nodeID: node })) as { productId: string }[]).some((r) => r.productId === fresh);
+    const shown = async (node: string) =>
+      ((await a.call("recommendation.rank", { userId: buyer, limit: 30 }, { nodeID: node })) as { productId: string }[]).some(
+        (r) => r.productId === fresh,
+      );
     assert.ok((await shown(nodeA)) && (await shown(nodeB)), "recommended before it is bought");
-    await a.call("shop.emit", { event: "order.paid", payloads: [{ ...orders[1]!, orderId: "ord-extra", userId: buyer, paymentId: "pay-extra", lines: [{ productId: fresh, quantity: 1 }] }] });
+    await a.call("shop.emit", {
+      event: "order.paid",
+      payloads: [
+        { ...orders[1]!, orderId: "ord-extra", userId: buyer, paymentId: "pay-extra", lines: [{ productId: fresh, quantity: 1 }] },
+      ],
+    });
     await eventually("both replicas know the purchase", async () => !(await shown(nodeA)) && !(await shown(nodeB)), 20_000);
     const [warmA, warmB2] = [await answers(nodeA), await answers(nodeB)];
     assert.deepEqual(warmA, warmB2, "the replicas agree");

@@ -132,12 +132,23 @@ export class ModelMemory {
   /** A product's neighbours (at most `perItem`) and the catalog they are ranked with. */
   async ofProduct(productId: string, perItem: number): Promise<{ neighbours: NeighbourList; catalog: Map<string, RankedItem> }> {
     const [{ catalog }, lists] = await Promise.all([this.items(), this.lists([productId], perItem)]);
-    return { neighbours: lists.get(productId)!.slice(0, perItem).filter((n) => catalog.has(n.productId)), catalog };
+    return {
+      neighbours: lists
+        .get(productId)!
+        .slice(0, perItem)
+        .filter((n) => catalog.has(n.productId)),
+      catalog,
+    };
   }
 
   /** Sizes (the tests). */
   stats(): { items: number; popular: number; users: number; products: number } {
-    return { items: this.view?.catalog.size ?? 0, popular: this.view?.popular.size ?? 0, users: this.users.size, products: this.neighbours.size };
+    return {
+      items: this.view?.catalog.size ?? 0,
+      popular: this.view?.popular.size ?? 0,
+      users: this.users.size,
+      products: this.neighbours.size,
+    };
   }
 
   // ---- loading --------------------------------------------------------------------------

@@ -8,13 +8,35 @@ import { ModelMemory, type ModelSource, type UserPurchases } from "./recommendat
 import type { NeighbourList, RankedItem } from "./recommendation.repo";
 
 const NO_PREFS = { categories: [], brands: [] };
-const item = (productId: string, buyers: number, over: Partial<RankedItem> = {}): RankedItem => ({ productId, name: productId, category: "tools", brand: null, available: 3, deleted: false, version: 1, buyers, ...over });
+const item = (productId: string, buyers: number, over: Partial<RankedItem> = {}): RankedItem => ({
+  productId,
+  name: productId,
+  category: "tools",
+  brand: null,
+  available: 3,
+  deleted: false,
+  version: 1,
+  buyers,
+  ...over,
+});
 
 /** A database in plain maps, counting reads; `gate` (when set) holds every read until opened. */
 function fakeSource() {
   const db = {
-    items: new Map<string, RankedItem>([["a", item("a", 3)], ["b", item("b", 2)], ["c", item("c", 1)]]),
-    lists: new Map<string, NeighbourList>([["a", [{ productId: "b", co: 2 }, { productId: "c", co: 1 }]]]),
+    items: new Map<string, RankedItem>([
+      ["a", item("a", 3)],
+      ["b", item("b", 2)],
+      ["c", item("c", 1)],
+    ]),
+    lists: new Map<string, NeighbourList>([
+      [
+        "a",
+        [
+          { productId: "b", co: 2 },
+          { productId: "c", co: 1 },
+        ],
+      ],
+    ]),
     users: new Map<string, UserPurchases>([["u", { recent: ["a"], bought: new Set(["a"]), stamp: 1 }]]),
   };
   const reads = { items: 0, lists: 0, users: 0 };
@@ -34,12 +56,16 @@ function fakeSource() {
         if (fail.items) throw new Error("connection lost");
         return new Map(ids.flatMap((id) => (db.items.has(id) ? [[id, db.items.get(id)!] as const] : [])));
       }),
-    neighbourLists: (ids, perItem) => held(() => (reads.lists++, new Map(ids.map((id) => [id, (db.lists.get(id) ?? []).slice(0, perItem)])))),
+    neighbourLists: (ids, perItem) =>
+      held(() => (reads.lists++, new Map(ids.map((id) => [id, (db.lists.get(id) ?? []).slice(0, perItem)])))),
     user: (userId) => held(() => (reads.users++, db.users.get(userId) ?? { recent: [], bought: new Set(), stamp: 0 })),
   };
   let open: () => void = () => undefined;
   return {
-    db, reads, source, fail,
+    db,
+    reads,
+    source,
+    fail,
     hold: () => void (gate = new Promise<void>((r) => (open = r))),
     release: () => {
       gate = undefined;
@@ -52,7 +78,10 @@ test("the memory reads each row once, and again only after a change names it", a
   const f = fakeSource();
   const m = new ModelMemory(f.source);
   const first = await m.forUser("u", NO_PREFS, 5, 50);
-  assert.deepEqual(first.neighbours.get("a")!.map((n) => n.productId), ["b", "c"]);
+  assert.deepEqual(
+    first.neighbours.get("a")!.map((n) => n.productId),
+    ["b", "c"],
+  );
   assert.deepEqual(first.history, ["a"]);
   await m.forUser("u", NO_PREFS, 5, 50);
   await m.ofProduct("a", 50);
@@ -61,7 +90,10 @@ test("the memory reads each row once, and again only after a change names it", a
   // The user buys b: the model's rows change, and the change names the user and products.
   f.db.users.set("u", { recent: ["b", "a"], bought: new Set(["a", "b"]), stamp: 2 });
   f.db.items.set("b", item("b", 3));
-  f.db.lists.set("a", [{ productId: "b", co: 3 }, { productId: "c", co: 1 }]);
+  f.db.lists.set("a", [
+    { productId: "b", co: 3 },
+    { productId: "c", co: 1 },
+  ]);
   f.db.lists.set("b", [{ productId: "a", co: 3 }]);
   m.forget({ userIds: ["u"], productIds: ["a", "b"] });
   const after = await m.forUser("u", NO_PREFS, 5, 50);
@@ -113,7 +145,11 @@ test("a clear while the catalog loads: the racing answer uses that load whole (c
   f.db.items.set("c", item("c", 7));
   f.release();
   const raced = await racing;
-  assert.deepEqual(raced.popular().map((p) => p.productId), ["a", "b", "c"], "a popular order of the same moment as its catalog");
+  assert.deepEqual(
+    raced.popular().map((p) => p.productId),
+    ["a", "b", "c"],
+    "a popular order of the same moment as its catalog",
+  );
   assert.equal(m.stats().items, 0, "the load's rows are not kept");
   const { catalog } = await m.ofProduct("a", 50);
   assert.equal(catalog.get("c")!.buyers, 7);

@@ -47,30 +47,68 @@ for (const engine of ["sqlite", "mariadb"] as const) {
         const bought = [...new Set(Array.from({ length: 5 + rnd(30) }, () => products[rnd(products.length)]!))];
         // Times with ties (the id decides among equal times).
         await db("rec_user_items").insert(bought.map((p) => ({ user_id: u, product_id: p, at: 1000 + rnd(5) })));
-        await db("rec_purchases").insert(bought.flatMap((p, i) => [{ order_id: `${u}-o${i}`, product_id: p, user_id: u, at: 1, created_at: 1 }, ...(i % 3 ? [] : [{ order_id: `${u}-again${i}`, product_id: p, user_id: u, at: 2, created_at: 2 }])]));
+        await db("rec_purchases").insert(
+          bought.flatMap((p, i) => [
+            { order_id: `${u}-o${i}`, product_id: p, user_id: u, at: 1, created_at: 1 },
+            ...(i % 3 ? [] : [{ order_id: `${u}-again${i}`, product_id: p, user_id: u, at: 2, created_at: 2 }]),
+          ]),
+        );
       }
 
       for (const perItem of [1, 5, 50]) {
         const got = await repo.neighbourLists(db, [...products.slice(0, 40), "no-such-product"], perItem);
         for (const p of [...products.slice(0, 40), "no-such-product"]) {
-          const plain = (await db("rec_pairs").where({ product_id: p }).orderBy([{ column: "co", order: "desc" }, { column: "other_id", order: "desc" }]).limit(perItem).select("other_id", "co")) as { other_id: string; co: number }[];
-          assert.deepEqual(got.get(p), plain.map((r) => ({ productId: r.other_id, co: Number(r.co) })), `${p}, ${perItem} per product`);
+          const plain = (await db("rec_pairs")
+            .where({ product_id: p })
+            .orderBy([
+              { column: "co", order: "desc" },
+              { column: "other_id", order: "desc" },
+            ])
+            .limit(perItem)
+            .select("other_id", "co")) as { other_id: string; co: number }[];
+          assert.deepEqual(
+            got.get(p),
+            plain.map((r) => ({ productId: r.other_id, co: Number(r.co) })),
+            `${p}, ${perItem} per product`,
+          );
         }
       }
-      assert.ok([...(await repo.neighbourLists(db, products, 50)).values()].some((l) => l.length > 5), "the lists are long enough to prove the order");
+      assert.ok(
+        [...(await repo.neighbourLists(db, products, 50)).values()].some((l) => l.length > 5),
+        "the lists are long enough to prove the order",
+      );
 
       for (const u of [...users, "nobody"]) {
         const got = await repo.userPurchases(db, u, 20);
-        const recent = (await db("rec_user_items").where({ user_id: u }).orderBy([{ column: "at", order: "desc" }, { column: "product_id", order: "asc" }]).limit(20).select("product_id")) as { product_id: string }[];
+        const recent = (await db("rec_user_items")
+          .where({ user_id: u })
+          .orderBy([
+            { column: "at", order: "desc" },
+            { column: "product_id", order: "asc" },
+          ])
+          .limit(20)
+          .select("product_id")) as { product_id: string }[];
         const bought = (await db("rec_purchases").where({ user_id: u }).distinct("product_id")) as { product_id: string }[];
-        assert.deepEqual(got.recent, recent.map((r) => r.product_id), u);
+        assert.deepEqual(
+          got.recent,
+          recent.map((r) => r.product_id),
+          u,
+        );
         assert.deepEqual([...got.bought].sort(), bought.map((r) => r.product_id).sort(), u);
         assert.equal(got.stamp, await repo.userStamp(db, u), u);
       }
 
       // applyProduct says when the memory must forget the row: a field the ranking shows or
       // filters on changed, availability crossed zero, never for an older or repeated version.
-      const fields: repo.ProductFields = { id: "prod-x", name: "Anvil", category: "tools", brand: "Forge", available: 5, deleted: false, version: 1 };
+      const fields: repo.ProductFields = {
+        id: "prod-x",
+        name: "Anvil",
+        category: "tools",
+        brand: "Forge",
+        available: 5,
+        deleted: false,
+        version: 1,
+      };
       const apply = (over: Partial<repo.ProductFields>) => db.transaction((trx) => repo.applyProduct(trx, { ...fields, ...over }, 1));
       assert.equal(await apply({}), true, "new");
       assert.equal(await apply({}), false, "the same version again");

@@ -20,7 +20,6 @@ import { contributingSet, distinctPurchases, modelDelta } from "./recommendation
 /** Rows per multi-row INSERT (well under SQLite's and MariaDB's parameter limits). */
 const CHUNK = 400;
 
-
 function chunks<T>(xs: T[], size = CHUNK): T[][] {
   const out: T[][] = [];
   for (let i = 0; i < xs.length; i += size) out.push(xs.slice(i, i + size));
@@ -80,18 +79,28 @@ export interface UserChange {
  * nothing) when the order was fully refunded already (its refund event came first) or was
  * counted.
  */
-export async function applyPaidOrder(trx: Knex.Transaction, o: { orderId: string; userId: string; at: number; productIds: string[] }, now: number): Promise<UserChange | undefined> {
+export async function applyPaidOrder(
+  trx: Knex.Transaction,
+  o: { orderId: string; userId: string; at: number; productIds: string[] },
+  now: number,
+): Promise<UserChange | undefined> {
   await lockModelShared(trx);
   await lockUser(trx, o.userId, now);
   if (await trx("rec_refunded_orders").where({ order_id: o.orderId }).first()) return undefined;
   if (await trx("rec_purchases").where({ order_id: o.orderId }).first()) return undefined;
   if (!o.productIds.length) return undefined;
-  await trx("rec_purchases").insert(o.productIds.map((p) => ({ order_id: o.orderId, product_id: p, user_id: o.userId, at: o.at, created_at: now })));
+  await trx("rec_purchases").insert(
+    o.productIds.map((p) => ({ order_id: o.orderId, product_id: p, user_id: o.userId, at: o.at, created_at: now })),
+  );
   return { userId: o.userId, productIds: await refreshUser(trx, o.userId, now) };
 }
 
 /** Takes a fully refunded order's products out of the model (and remembers the refund). */
-export async function applyRefundedOrder(trx: Knex.Transaction, o: { orderId: string; userId: string }, now: number): Promise<UserChange | undefined> {
+export async function applyRefundedOrder(
+  trx: Knex.Transaction,
+  o: { orderId: string; userId: string },
+  now: number,
+): Promise<UserChange | undefined> {
   await lockModelShared(trx);
   await lockUser(trx, o.userId, now);
   await trx("rec_refunded_orders").insert({ order_id: o.orderId, user_id: o.userId, at: now }).onConflict("order_id").ignore();
@@ -100,7 +109,10 @@ export async function applyRefundedOrder(trx: Knex.Transaction, o: { orderId: st
 }
 
 async function purchasesOf(db: Knex, userId: string): Promise<Purchase[]> {
-  const rows = (await db("rec_purchases").where({ user_id: userId }).select("product_id", "at")) as { product_id: string; at: number | string }[];
+  const rows = (await db("rec_purchases").where({ user_id: userId }).select("product_id", "at")) as {
+    product_id: string;
+    at: number | string;
+  }[];
   return rows.map((r) => ({ productId: r.product_id, at: Number(r.at) }));
 }
 
@@ -110,7 +122,9 @@ async function purchasesOf(db: Knex, userId: string): Promise<Purchase[]> {
  */
 async function refreshUser(trx: Knex.Transaction, userId: string, now: number): Promise<string[]> {
   const purchases = await purchasesOf(trx, userId);
-  const before = ((await trx("rec_user_items").where({ user_id: userId }).select("product_id")) as { product_id: string }[]).map((r) => r.product_id);
+  const before = ((await trx("rec_user_items").where({ user_id: userId }).select("product_id")) as { product_id: string }[]).map(
+    (r) => r.product_id,
+  );
   const after = contributingSet(purchases);
   const delta = modelDelta(before, after);
   if (!delta.buyers.size && !delta.pairs.length) return [];
@@ -118,19 +132,34 @@ async function refreshUser(trx: Knex.Transaction, userId: string, now: number): 
   const gone = [...delta.buyers].filter(([, d]) => d < 0).map(([p]) => p);
   const added = [...delta.buyers].filter(([, d]) => d > 0).map(([p]) => p);
   for (const part of chunks(gone)) await trx("rec_user_items").where({ user_id: userId }).whereIn("product_id", part).delete();
-  for (const part of chunks(added)) await trx("rec_user_items").insert(part.map((p) => ({ user_id: userId, product_id: p, at: firstAt.get(p)! })));
+  for (const part of chunks(added))
+    await trx("rec_user_items").insert(part.map((p) => ({ user_id: userId, product_id: p, at: firstAt.get(p)! })));
   await applyDelta(trx, delta, now);
   return [...new Set([...delta.buyers.keys(), ...delta.pairs.map((x) => x[0])])];
 }
 
 /** Adds `rows` ([...keys, n]) to the counter column, creating missing rows. */
-async function upsertIncrement(trx: Knex.Transaction, table: string, keys: string[], column: string, rows: Record<string, unknown>[]): Promise<void> {
+async function upsertIncrement(
+  trx: Knex.Transaction,
+  table: string,
+  keys: string[],
+  column: string,
+  rows: Record<string, unknown>[],
+): Promise<void> {
   const merge = isMysql(trx) ? trx.raw("?? + VALUES(??)", [column, column]) : trx.raw("??.?? + excluded.??", [table, column, column]);
-  for (const part of chunks(rows)) await trx(table).insert(part).onConflict(keys).merge({ [column]: merge });
+  for (const part of chunks(rows))
+    await trx(table)
+      .insert(part)
+      .onConflict(keys)
+      .merge({ [column]: merge });
 }
 
 async function ensureItems(trx: Knex.Transaction, ids: string[], now: number): Promise<void> {
-  for (const part of chunks([...ids].sort())) await trx("rec_items").insert(part.map((p) => ({ product_id: p, updated_at: now }))).onConflict("product_id").ignore();
+  for (const part of chunks([...ids].sort()))
+    await trx("rec_items")
+      .insert(part.map((p) => ({ product_id: p, updated_at: now })))
+      .onConflict("product_id")
+      .ignore();
 }
 
 async function applyDelta(trx: Knex.Transaction, delta: ModelDelta, now: number): Promise<void> {
@@ -138,9 +167,18 @@ async function applyDelta(trx: Knex.Transaction, delta: ModelDelta, now: number)
   await ensureItems(trx, ids, now);
   for (const d of new Set(delta.buyers.values())) {
     const group = ids.filter((p) => delta.buyers.get(p) === d);
-    for (const part of chunks(group)) await trx("rec_items").whereIn("product_id", part).update({ buyers: trx.raw("buyers + ?", [d]) });
+    for (const part of chunks(group))
+      await trx("rec_items")
+        .whereIn("product_id", part)
+        .update({ buyers: trx.raw("buyers + ?", [d]) });
   }
-  await upsertIncrement(trx, "rec_pairs", ["product_id", "other_id"], "co", delta.pairs.map(([p, q, n]) => ({ product_id: p, other_id: q, co: n })));
+  await upsertIncrement(
+    trx,
+    "rec_pairs",
+    ["product_id", "other_id"],
+    "co",
+    delta.pairs.map(([p, q, n]) => ({ product_id: p, other_id: q, co: n })),
+  );
   const shrunk = [...new Set(delta.pairs.filter((x) => x[2] < 0).map((x) => x[0]))].sort();
   for (const part of chunks(shrunk)) await trx("rec_pairs").whereIn("product_id", part).where("co", "<=", 0).delete();
 }
@@ -187,7 +225,13 @@ export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now:
     });
   if (n !== 1) return false;
   const item = toItem({ ...old, product_id: p.id, buyers: 0 });
-  return item.name !== p.name.slice(0, 200) || item.category !== p.category.slice(0, 100) || item.brand !== (p.brand ? p.brand.slice(0, 100) : null) || item.deleted !== p.deleted || item.available > 0 !== available > 0;
+  return (
+    item.name !== p.name.slice(0, 200) ||
+    item.category !== p.category.slice(0, 100) ||
+    item.brand !== (p.brand ? p.brand.slice(0, 100) : null) ||
+    item.deleted !== p.deleted ||
+    item.available > 0 !== available > 0
+  );
 }
 
 /**
@@ -195,9 +239,14 @@ export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now:
  * `since`; returns their ids.
  */
 export async function markMissingDeleted(db: Knex, liveIds: Set<string>, since: number): Promise<string[]> {
-  const rows = (await db("rec_items").where({ deleted: false }).where("updated_at", "<", since).where("version", ">=", 0).select("product_id")) as { product_id: string }[];
+  const rows = (await db("rec_items")
+    .where({ deleted: false })
+    .where("updated_at", "<", since)
+    .where("version", ">=", 0)
+    .select("product_id")) as { product_id: string }[];
   const missing = rows.map((r) => r.product_id).filter((id) => !liveIds.has(id));
-  for (const part of chunks(missing)) await db("rec_items").whereIn("product_id", part).where("updated_at", "<", since).update({ deleted: true });
+  for (const part of chunks(missing))
+    await db("rec_items").whereIn("product_id", part).where("updated_at", "<", since).update({ deleted: true });
   return missing;
 }
 
@@ -206,7 +255,8 @@ const ITEM_COLUMNS = ["product_id", "name", "category", "brand", "available", "d
 
 export async function findItems(db: Knex, ids: string[]): Promise<Map<string, RankedItem>> {
   const out = new Map<string, RankedItem>();
-  for (const part of chunks([...new Set(ids)], 900)) for (const r of (await db("rec_items").whereIn("product_id", part).select(ITEM_COLUMNS)) as ItemRow[]) out.set(r.product_id, toItem(r));
+  for (const part of chunks([...new Set(ids)], 900))
+    for (const r of (await db("rec_items").whereIn("product_id", part).select(ITEM_COLUMNS)) as ItemRow[]) out.set(r.product_id, toItem(r));
   return out;
 }
 
@@ -230,7 +280,11 @@ export async function userStamp(db: Knex, userId: string): Promise<number> {
  * statement: one snapshot on both engines, so a purchase committed meanwhile is in all three
  * or in none.
  */
-export async function userPurchases(db: Knex, userId: string, historyLimit: number): Promise<{ recent: string[]; bought: Set<string>; stamp: number }> {
+export async function userPurchases(
+  db: Knex,
+  userId: string,
+  historyLimit: number,
+): Promise<{ recent: string[]; bought: Set<string>; stamp: number }> {
   const sql =
     "SELECT 'r' AS k, r.product_id, r.at FROM (SELECT product_id, at FROM rec_user_items WHERE user_id = ? ORDER BY at DESC, product_id ASC LIMIT ?) AS r " +
     "UNION ALL SELECT DISTINCT 'b' AS k, product_id, 0 AS at FROM rec_purchases WHERE user_id = ? " +
@@ -240,7 +294,11 @@ export async function userPurchases(db: Knex, userId: string, historyLimit: numb
   const recent = rows.filter((r) => r.k === "r").map((r) => ({ productId: r.product_id, at: Number(r.at) }));
   recent.sort((a, b) => b.at - a.at || (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0));
   const stamp = rows.find((r) => r.k === "s");
-  return { recent: recent.map((r) => r.productId), bought: new Set(rows.filter((r) => r.k === "b").map((r) => r.product_id)), stamp: stamp ? Number(stamp.at) : 0 };
+  return {
+    recent: recent.map((r) => r.productId),
+    bought: new Set(rows.filter((r) => r.k === "b").map((r) => r.product_id)),
+    stamp: stamp ? Number(stamp.at) : 0,
+  };
 }
 
 /** A product's neighbours: the other product and their co-purchase count, highest first (ties: higher id first). */
@@ -254,9 +312,13 @@ export type NeighbourList = { productId: string; co: number }[];
 export async function neighbourLists(db: Knex, ids: string[], perItem: number): Promise<Map<string, NeighbourList>> {
   const out = new Map<string, NeighbourList>(ids.map((id) => [id, []]));
   if (!ids.length) return out;
-  const part = "SELECT * FROM (SELECT product_id AS source, other_id, co FROM rec_pairs WHERE product_id = ? ORDER BY co DESC, other_id DESC LIMIT ?) AS ";
+  const part =
+    "SELECT * FROM (SELECT product_id AS source, other_id, co FROM rec_pairs WHERE product_id = ? ORDER BY co DESC, other_id DESC LIMIT ?) AS ";
   for (const group of chunks([...new Set(ids)], 200)) {
-    const result = await db.raw(group.map((_, i) => `${part}t${i}`).join(" UNION ALL "), group.flatMap((id) => [id, perItem]));
+    const result = await db.raw(
+      group.map((_, i) => `${part}t${i}`).join(" UNION ALL "),
+      group.flatMap((id) => [id, perItem]),
+    );
     const rows = (isMysql(db) ? result[0] : result) as { source: string; other_id: string; co: number | string }[];
     for (const r of rows) out.get(r.source)!.push({ productId: r.other_id, co: Number(r.co) });
   }
@@ -290,21 +352,54 @@ export async function claimRebuild(db: Knex, by: string, now: number, leaseMs: n
   const n = await db("rec_meta")
     .where({ id: 1 })
     .where((w) => w.whereNot("rebuild_status", "running").orWhere("rebuild_lease_until", "<", now))
-    .update({ rebuild_status: "running", rebuild_phase: "starting", rebuild_done: 0, rebuild_total: null, rebuild_by: by, rebuild_lease_until: now + leaseMs, rebuild_started_at: now, rebuild_finished_at: null, rebuild_error: null });
+    .update({
+      rebuild_status: "running",
+      rebuild_phase: "starting",
+      rebuild_done: 0,
+      rebuild_total: null,
+      rebuild_by: by,
+      rebuild_lease_until: now + leaseMs,
+      rebuild_started_at: now,
+      rebuild_finished_at: null,
+      rebuild_error: null,
+    });
   return n === 1;
 }
 
 /** Progress of the claim holder; also renews its lease. */
-export async function reportRebuild(db: Knex, by: string, fields: { phase: string; done: number; total?: number | null }, now: number, leaseMs: number): Promise<void> {
+export async function reportRebuild(
+  db: Knex,
+  by: string,
+  fields: { phase: string; done: number; total?: number | null },
+  now: number,
+  leaseMs: number,
+): Promise<void> {
   await db("rec_meta")
     .where({ id: 1, rebuild_by: by, rebuild_status: "running" })
-    .update({ rebuild_phase: fields.phase, rebuild_done: fields.done, rebuild_total: fields.total ?? null, rebuild_lease_until: now + leaseMs });
+    .update({
+      rebuild_phase: fields.phase,
+      rebuild_done: fields.done,
+      rebuild_total: fields.total ?? null,
+      rebuild_lease_until: now + leaseMs,
+    });
 }
 
-export async function finishRebuild(db: Knex, by: string, outcome: { status: "done" | "failed"; error?: string; summary?: unknown }, now: number): Promise<void> {
+export async function finishRebuild(
+  db: Knex,
+  by: string,
+  outcome: { status: "done" | "failed"; error?: string; summary?: unknown },
+  now: number,
+): Promise<void> {
   await db("rec_meta")
     .where({ id: 1, rebuild_by: by })
-    .update({ rebuild_status: outcome.status, rebuild_phase: null, rebuild_finished_at: now, rebuild_lease_until: null, rebuild_error: outcome.error?.slice(0, 500) ?? null, rebuild_summary: outcome.summary === undefined ? null : JSON.stringify(outcome.summary) });
+    .update({
+      rebuild_status: outcome.status,
+      rebuild_phase: null,
+      rebuild_finished_at: now,
+      rebuild_lease_until: null,
+      rebuild_error: outcome.error?.slice(0, 500) ?? null,
+      rebuild_summary: outcome.summary === undefined ? null : JSON.stringify(outcome.summary),
+    });
 }
 
 export interface PurchaseRow {
@@ -316,7 +411,12 @@ export interface PurchaseRow {
 
 /** Purchases recorded by events since `since` (they may be newer than a rebuild's snapshot). */
 export async function purchasesSince(trx: Knex.Transaction, since: number): Promise<PurchaseRow[]> {
-  const rows = (await trx("rec_purchases").where("created_at", ">=", since).select("order_id", "product_id", "user_id", "at")) as { order_id: string; product_id: string; user_id: string; at: number | string }[];
+  const rows = (await trx("rec_purchases").where("created_at", ">=", since).select("order_id", "product_id", "user_id", "at")) as {
+    order_id: string;
+    product_id: string;
+    user_id: string;
+    at: number | string;
+  }[];
   return rows.map((r) => ({ orderId: r.order_id, productId: r.product_id, userId: r.user_id, at: Number(r.at) }));
 }
 
@@ -343,7 +443,9 @@ export async function replaceModel(
     await progress(written);
   };
   for (const part of chunks(purchases)) {
-    await trx("rec_purchases").insert(part.map((p) => ({ order_id: p.orderId, product_id: p.productId, user_id: p.userId, at: p.at, created_at: now })));
+    await trx("rec_purchases").insert(
+      part.map((p) => ({ order_id: p.orderId, product_id: p.productId, user_id: p.userId, at: p.at, created_at: now })),
+    );
     await step(part.length);
   }
   const users = [...model.sets.keys()].sort();
@@ -371,20 +473,45 @@ export async function replaceModel(
     await trx("rec_pairs").insert(batch);
     await step(batch.length);
   }
-  await trx("rec_meta").where({ id: 1 }).update({ model_version: trx.raw("model_version + 1") });
+  await trx("rec_meta")
+    .where({ id: 1 })
+    .update({ model_version: trx.raw("model_version + 1") });
 }
 
 // ---- inspection (tests, status) -----------------------------------------------------------
 
 /** The counts, sorted: equal for an incrementally kept model and a rebuilt one. */
-export async function modelSnapshot(db: Knex): Promise<{ buyers: [string, number][]; pairs: [string, string, number][]; userItems: [string, string][] }> {
-  const buyers = ((await db("rec_items").where("buyers", ">", 0).orderBy("product_id").select("product_id", "buyers")) as { product_id: string; buyers: number }[]).map((r) => [r.product_id, Number(r.buyers)] as [string, number]);
-  const pairs = ((await db("rec_pairs").orderBy(["product_id", "other_id"]).select("product_id", "other_id", "co")) as { product_id: string; other_id: string; co: number }[]).map((r) => [r.product_id, r.other_id, Number(r.co)] as [string, string, number]);
-  const userItems = ((await db("rec_user_items").orderBy(["user_id", "product_id"]).select("user_id", "product_id")) as { user_id: string; product_id: string }[]).map((r) => [r.user_id, r.product_id] as [string, string]);
+export async function modelSnapshot(
+  db: Knex,
+): Promise<{ buyers: [string, number][]; pairs: [string, string, number][]; userItems: [string, string][] }> {
+  const buyers = (
+    (await db("rec_items").where("buyers", ">", 0).orderBy("product_id").select("product_id", "buyers")) as {
+      product_id: string;
+      buyers: number;
+    }[]
+  ).map((r) => [r.product_id, Number(r.buyers)] as [string, number]);
+  const pairs = (
+    (await db("rec_pairs").orderBy(["product_id", "other_id"]).select("product_id", "other_id", "co")) as {
+      product_id: string;
+      other_id: string;
+      co: number;
+    }[]
+  ).map((r) => [r.product_id, r.other_id, Number(r.co)] as [string, string, number]);
+  const userItems = (
+    (await db("rec_user_items").orderBy(["user_id", "product_id"]).select("user_id", "product_id")) as {
+      user_id: string;
+      product_id: string;
+    }[]
+  ).map((r) => [r.user_id, r.product_id] as [string, string]);
   return { buyers, pairs, userItems };
 }
 
 export async function counts(db: Knex): Promise<{ users: number; purchases: number; pairs: number; items: number }> {
   const one = async (t: string) => Number(((await db(t).count({ n: "*" })) as { n: number | string }[])[0]!.n);
-  return { users: await one("rec_users"), purchases: await one("rec_purchases"), pairs: await one("rec_pairs"), items: await one("rec_items") };
+  return {
+    users: await one("rec_users"),
+    purchases: await one("rec_purchases"),
+    pairs: await one("rec_pairs"),
+    items: await one("rec_items"),
+  };
 }

@@ -69,7 +69,6 @@ const MAX_SYNC_BACKOFF_MS = 30_000;
 /** Extra candidates ranked beyond `limit`, for those the product service then drops. */
 const SPARE = 10;
 
-
 export function createRecommendationService(config: AppConfig): TypedServiceSchema<RecThis> {
   return {
     name: "recommendation",
@@ -118,24 +117,35 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
           // The ranking under a stamp holds the user as of that stamp at least (memory reads
           // the user again when it has them from before: another replica applied the purchase).
           let stamp: number | undefined;
-          const key = async () => `recommendation.forMe:${me.id}:${(stamp = await repo.userStamp(this.db, me.id))}:${JSON.stringify([prefs.categories, prefs.brands])}:${limit}`;
+          const key = async () =>
+            `recommendation.forMe:${me.id}:${(stamp = await repo.userStamp(this.db, me.id))}:${JSON.stringify([prefs.categories, prefs.brands])}:${limit}`;
           const ranked = await this.cached(key, () => this.rank(me.id, prefs, limit + SPARE, stamp));
-          return { items: (await this.showable(ctx, ranked, limit)).map((r) => ({ product: r.product, score: r.score, reason: r.reason })) };
+          return {
+            items: (await this.showable(ctx, ranked, limit)).map((r) => ({ product: r.product, score: r.score, reason: r.reason })),
+          };
         },
       },
 
       alsoBought: {
         auth: "none",
         params: Params["recommendation.alsoBought"],
-        async handler(this: RecThis, ctx: Ctx<ActionParams<"recommendation.alsoBought">>): Promise<ActionResponse<"recommendation.alsoBought">> {
+        async handler(
+          this: RecThis,
+          ctx: Ctx<ActionParams<"recommendation.alsoBought">>,
+        ): Promise<ActionResponse<"recommendation.alsoBought">> {
           const limit = ctx.params.limit ?? DEFAULT_LIMIT;
           // An unknown or deleted product is a 404, as GET /api/products/:id answers.
           await callAction(ctx, "product.get", { id: ctx.params.id });
-          const ranked = await this.cached(() => `recommendation.alsoBought:${ctx.params.id}:${limit}`, async () => {
-            const { neighbours, catalog } = await this.model.ofProduct(ctx.params.id, Math.max(NEIGHBOURS_PER_ITEM, 5 * (limit + SPARE)));
-            const buyers = new Map([ctx.params.id, ...neighbours.map((n) => n.productId)].map((id) => [id, catalog.get(id)?.buyers ?? 0]));
-            return rankAlsoBought({ productId: ctx.params.id, neighbours, buyers, catalog, limit: limit + SPARE });
-          });
+          const ranked = await this.cached(
+            () => `recommendation.alsoBought:${ctx.params.id}:${limit}`,
+            async () => {
+              const { neighbours, catalog } = await this.model.ofProduct(ctx.params.id, Math.max(NEIGHBOURS_PER_ITEM, 5 * (limit + SPARE)));
+              const buyers = new Map(
+                [ctx.params.id, ...neighbours.map((n) => n.productId)].map((id) => [id, catalog.get(id)?.buyers ?? 0]),
+              );
+              return rankAlsoBought({ productId: ctx.params.id, neighbours, buyers, catalog, limit: limit + SPARE });
+            },
+          );
           return { items: (await this.showable(ctx, ranked, limit)).map((r) => ({ product: r.product, score: r.score })) };
         },
       },
@@ -149,10 +159,13 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
         visibility: "public",
         params: Params["recommendation.rank"],
         async handler(this: RecThis, ctx: Ctx<ActionParams<"recommendation.rank">>): Promise<ActionResponse<"recommendation.rank">> {
-          return this.rank(ctx.params.userId, preferencesOf({ preferences: ctx.params.preferences ?? {} }), ctx.params.limit ?? DEFAULT_LIMIT);
+          return this.rank(
+            ctx.params.userId,
+            preferencesOf({ preferences: ctx.params.preferences ?? {} }),
+            ctx.params.limit ?? DEFAULT_LIMIT,
+          );
         },
       },
-
     },
 
     methods: {
@@ -171,7 +184,11 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
        * what it names, and this replica forgets at the commit (not on a rollback).
        */
       async modelChanged(this: RecThis, trx: Knex.Transaction, change: ModelChange) {
-        await this.publishEvent(trx, Events.ModelChanged, { userIds: change.userIds ?? [], productIds: change.productIds ?? [], everything: change.everything ?? false });
+        await this.publishEvent(trx, Events.ModelChanged, {
+          userIds: change.userIds ?? [],
+          productIds: change.productIds ?? [],
+          everything: change.everything ?? false,
+        });
         trx.executionPromise.then(
           () => this.model.forget(change),
           () => undefined,
@@ -221,7 +238,10 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
         while (out.length < limit && next < ranked.length) {
           const batch = ranked.slice(next, next + (limit - out.length));
           next += batch.length;
-          const products = await this.hydrate(ctx, batch.map((r) => r.productId));
+          const products = await this.hydrate(
+            ctx,
+            batch.map((r) => r.productId),
+          );
           for (const r of batch) {
             const product = products.get(r.productId);
             if (product) out.push({ ...r, product });
@@ -229,7 +249,6 @@ export function createRecommendationService(config: AppConfig): TypedServiceSche
         }
         return out;
       },
-
     },
 
     created(this: RecThis) {

@@ -59,7 +59,11 @@ async function createCatalog(broker: ServiceBroker): Promise<Map<string, string>
 }
 
 const status = (broker: ServiceBroker, nodeID?: string) =>
-  broker.call("search.status", {}, nodeID ? { nodeID } : {}) as Promise<{ ready: boolean; documents: number; rebuilds: { done: number; running: boolean } }>;
+  broker.call("search.status", {}, nodeID ? { nodeID } : {}) as Promise<{
+    ready: boolean;
+    documents: number;
+    rebuilds: { done: number; running: boolean };
+  }>;
 
 describe("search service, embedded (SQLite, in-process events)", () => {
   let app: TestApp;
@@ -109,11 +113,17 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     const inStock = await get("q=iphnoe&inStock=true");
     assert.deepEqual((inStock.body.items as { name: string }[]).map((p) => p.name).sort(), ["iPhone 15", "iPhone 15 Pro", "iPhone SE"]);
     const range = await get("category=Shoes&minPrice=10000&maxPrice=14000&sort=price_asc");
-    assert.deepEqual((range.body.items as { price: { amount: number } }[]).map((p) => p.price.amount), [11900, 12900, 13900]);
+    assert.deepEqual(
+      (range.body.items as { price: { amount: number } }[]).map((p) => p.price.amount),
+      [11900, 12900, 13900],
+    );
     const desc = await get("q=laptop&sort=price_desc&pageSize=2&page=2");
     assert.equal(desc.body.total, 6);
     assert.deepEqual([desc.body.page, desc.body.pageSize], [2, 2]);
-    assert.deepEqual((desc.body.items as { name: string }[]).map((p) => p.name), ["XPS 13", "MacBook Air 13"]);
+    assert.deepEqual(
+      (desc.body.items as { name: string }[]).map((p) => p.name),
+      ["XPS 13", "MacBook Air 13"],
+    );
     // Each item is the contract's product, with its stock block.
     const item = all.body.items[0];
     for (const k of ["id", "sku", "name", "category", "brand", "price", "stock", "createdAt", "updatedAt"]) assert.ok(k in item, k);
@@ -127,7 +137,16 @@ describe("search service, embedded (SQLite, in-process events)", () => {
   });
 
   test("bad queries are 422 in the contract's error shape, never 500", async () => {
-    for (const q of ["sort=bogus", "pageSize=1000", "minPrice=-1", "minPrice=500&maxPrice=100", "inStock=maybe", "page=0", "page=200&pageSize=100", `q=${"x".repeat(201)}`]) {
+    for (const q of [
+      "sort=bogus",
+      "pageSize=1000",
+      "minPrice=-1",
+      "minPrice=500&maxPrice=100",
+      "inStock=maybe",
+      "page=0",
+      "page=200&pageSize=100",
+      `q=${"x".repeat(201)}`,
+    ]) {
       const r = await get(q);
       assert.equal(r.status, 422, `${q}: ${r.text}`);
       assert.equal(r.body.error.code, "VALIDATION_ERROR");
@@ -146,16 +165,30 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     // Sold out by an admin adjustment: leaves the inStock results (stock.changed).
     const adj = await http(app.baseUrl, "POST", `/api/products/${id.get("p04")}/stock`, { token: admin, body: { delta: -5 } });
     assert.equal(adj.status, 200, adj.text);
-    await within(EMBEDDED_DEADLINE_MS, "sold-out product leaves inStock results", async () => !(await names("q=iphone&inStock=true")).includes("iPhone SE"));
+    await within(
+      EMBEDDED_DEADLINE_MS,
+      "sold-out product leaves inStock results",
+      async () => !(await names("q=iphone&inStock=true")).includes("iPhone SE"),
+    );
     // Reserved to the last unit by an order: the same.
-    await app.broker.call("product.reserve", { orderId: `o-${randomBytes(4).toString("hex")}`, lines: [{ productId: id.get("p19"), quantity: 2 }] });
-    await within(EMBEDDED_DEADLINE_MS, "fully reserved product leaves inStock results", async () => !(await names("q=quietcomfort&inStock=true")).includes("QuietComfort Earbuds II"));
+    await app.broker.call("product.reserve", {
+      orderId: `o-${randomBytes(4).toString("hex")}`,
+      lines: [{ productId: id.get("p19"), quantity: 2 }],
+    });
+    await within(
+      EMBEDDED_DEADLINE_MS,
+      "fully reserved product leaves inStock results",
+      async () => !(await names("q=quietcomfort&inStock=true")).includes("QuietComfort Earbuds II"),
+    );
 
     const del = await http(app.baseUrl, "DELETE", `/api/products/${id.get("p27")}`, { token: admin });
     assert.equal(del.status, 204, del.text);
     await within(EMBEDDED_DEADLINE_MS, "deleted product gone", async () => !(await names("q=fryer")).includes("Air Fryer XXL"));
     const facets = (await get("q=")).body.facets.category as { value: string; count: number }[];
-    assert.deepEqual(facets.find((f) => f.value === "Kitchen"), { value: "Kitchen", count: 4 });
+    assert.deepEqual(
+      facets.find((f) => f.value === "Kitchen"),
+      { value: "Kitchen", count: 4 },
+    );
   });
 
   test("a new search replica rebuilds its index from the product service", async () => {
@@ -184,7 +217,12 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     // Polled, not slept: the relay has delivered both events to every subscriber left, so
     // whatever the replica would have been told, it would have been told by now.
     const productDb = (app.broker.getLocalService("product") as unknown as { db: import("knex").Knex }).db;
-    await untilQuiet("the product events delivered in-process", { "unsent product outbox rows": () => unsentOutbox(productDb) }, 10_000, 20);
+    await untilQuiet(
+      "the product events delivered in-process",
+      { "unsent product outbox rows": () => unsentOutbox(productDb) },
+      10_000,
+      20,
+    );
     assert.ok((await names("q=espresso")).includes("Espresso Machine 3200"), "not told: still finds the deleted product");
     assert.ok(!(await names("q=lux")).includes("Stan Smith Lux Sneakers"), "not told: does not find the new name");
     const before = (await status(app.broker)).rebuilds.done;
@@ -203,7 +241,8 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     assert.ok(doc.paths["/api/search"]?.get, "GET /api/search");
     assert.ok(doc.paths["/api/search/suggest"]?.get, "GET /api/search/suggest");
     const params = (doc.paths["/api/search"].get.parameters as { name: string }[]).map((p) => p.name);
-    for (const p of ["q", "category", "brand", "minPrice", "maxPrice", "inStock", "sort", "page", "pageSize"]) assert.ok(params.includes(p), p);
+    for (const p of ["q", "category", "brand", "minPrice", "maxPrice", "inStock", "sort", "page", "pageSize"])
+      assert.ok(params.includes(p), p);
   });
 });
 
@@ -217,7 +256,10 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
   const nodeA = `${namespace}-a`;
   const nodeB = `${namespace}-b`;
   const on = (nodeID: string, q: Record<string, unknown>) =>
-    a.call("search.search", q, { nodeID }) as Promise<{ total: number; items: { id: string; name: string; stock: { available: number } }[] }>;
+    a.call("search.search", q, { nodeID }) as Promise<{
+      total: number;
+      items: { id: string; name: string; stock: { available: number } }[];
+    }>;
   const startB = async () => {
     b = createBroker(loadConfig({ ...env, NODE_ID: nodeB }), ["search"]);
     await b.start();
@@ -234,8 +276,13 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
     dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-search-"));
     vhost = await createVhost();
     env = {
-      NAMESPACE: namespace, DATA_DIR: dataDir, MYSQL_URL, MIGRATE_ON_START: "true", RABBITMQ_URI: vhost.uri,
-      JWT_SECRET: randomBytes(32).toString("hex"), LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
+      NAMESPACE: namespace,
+      DATA_DIR: dataDir,
+      MYSQL_URL,
+      MIGRATE_ON_START: "true",
+      RABBITMQ_URI: vhost.uri,
+      JWT_SECRET: randomBytes(32).toString("hex"),
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "warn",
       // Only product and search run here; the configuration's SERVICES is "all", whose gateway needs Redis.
       SERVICES: "product,search",
     };
@@ -253,8 +300,13 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
 
   test("every replica receives every change (a queue per replica), and answers the same", async () => {
     const p = (await a.call("product.create", {
-      sku: `CL-${randomBytes(4).toString("hex")}`, name: "Trailrunner Jacket", description: "Waterproof", category: "Outdoor",
-      brand: "Peak", price: { amount: 15900, currency: "EUR" }, stock: 3,
+      sku: `CL-${randomBytes(4).toString("hex")}`,
+      name: "Trailrunner Jacket",
+      description: "Waterproof",
+      category: "Outdoor",
+      brand: "Peak",
+      price: { amount: 15900, currency: "EUR" },
+      stock: 3,
     })) as { id: string };
     for (const node of [nodeA, nodeB])
       await within(CLUSTER_DEADLINE_MS, `created on ${node}`, async () => (await on(node, { q: "trailruner" })).total === 1);
@@ -262,7 +314,11 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
     await a.call("product.adjustStock", { id: p.id, delta: -3 });
     for (const node of [nodeA, nodeB]) {
       await within(CLUSTER_DEADLINE_MS, `renamed on ${node}`, async () => (await on(node, { q: "stormrunner" })).total === 1);
-      await within(CLUSTER_DEADLINE_MS, `sold out on ${node}`, async () => (await on(node, { q: "stormrunner", inStock: true })).total === 0);
+      await within(
+        CLUSTER_DEADLINE_MS,
+        `sold out on ${node}`,
+        async () => (await on(node, { q: "stormrunner", inStock: true })).total === 0,
+      );
     }
     await a.call("product.remove", { id: p.id });
     for (const node of [nodeA, nodeB])
@@ -274,8 +330,13 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
 
   test("a replica restarted after missing changes rebuilds to the current catalog", async () => {
     const p = (await a.call("product.create", {
-      sku: `CL-${randomBytes(4).toString("hex")}`, name: "Summit Tent", description: "Two person", category: "Outdoor",
-      brand: "Peak", price: { amount: 29900, currency: "EUR" }, stock: 2,
+      sku: `CL-${randomBytes(4).toString("hex")}`,
+      name: "Summit Tent",
+      description: "Two person",
+      category: "Outdoor",
+      brand: "Peak",
+      price: { amount: 29900, currency: "EUR" },
+      stock: 2,
     })) as { id: string };
     await within(CLUSTER_DEADLINE_MS, "tent on B", async () => (await on(nodeB, { q: "tent" })).total === 1);
     await b.stop();
@@ -290,8 +351,13 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
     await (await svc.$broadcast.link.connection()).close();
     await within(20_000, "rebound and resynced", async () => (await status(a, nodeB)).rebuilds.done > before);
     const p = (await a.call("product.create", {
-      sku: `CL-${randomBytes(4).toString("hex")}`, name: "Glacier Boots", description: "", category: "Outdoor",
-      brand: "Peak", price: { amount: 18900, currency: "EUR" }, stock: 1,
+      sku: `CL-${randomBytes(4).toString("hex")}`,
+      name: "Glacier Boots",
+      description: "",
+      category: "Outdoor",
+      brand: "Peak",
+      price: { amount: 18900, currency: "EUR" },
+      stock: 1,
     })) as { id: string };
     await within(CLUSTER_DEADLINE_MS, "events flow again", async () => (await on(nodeB, { q: "glacier" })).total === 1);
     assert.ok(p.id);

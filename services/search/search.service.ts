@@ -70,7 +70,10 @@ export function createEngine(config: AppConfig): SearchEngine {
 
 type Ctx<P> = RequestContext<P>;
 
-export function createSearchService(config: AppConfig, engineFactory: (c: AppConfig) => SearchEngine = createEngine): TypedServiceSchema<SearchThis> {
+export function createSearchService(
+  config: AppConfig,
+  engineFactory: (c: AppConfig) => SearchEngine = createEngine,
+): TypedServiceSchema<SearchThis> {
   const probeName = "search:index";
   return {
     name: "search",
@@ -128,7 +131,13 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
         async handler(this: SearchThis): Promise<ActionResponse<"search.status">> {
           const { loop, done, lastAt, lastMs } = this.rebuild;
           const [running, failures] = [loop.running !== undefined, loop.failures];
-          return { engine: this.engine.kind, ready: this.ready, documents: await this.engine.count(), known: this.known.size, rebuilds: { running, done, lastAt, lastMs, failures } };
+          return {
+            engine: this.engine.kind,
+            ready: this.ready,
+            documents: await this.engine.count(),
+            known: this.known.size,
+            rebuilds: { running, done, lastAt, lastMs, failures },
+          };
         },
       },
 
@@ -209,7 +218,10 @@ export function createSearchService(config: AppConfig, engineFactory: (c: AppCon
           this.rebuild.done++;
           this.rebuild.lastAt = new Date().toISOString();
           this.rebuild.lastMs = Date.now() - started;
-          if (!this.ready) this.logger.info(`Search index (${this.engine.kind}) built: ${seen.size} products in ${this.rebuild.lastMs} ms (${pages} page(s))`);
+          if (!this.ready)
+            this.logger.info(
+              `Search index (${this.engine.kind}) built: ${seen.size} products in ${this.rebuild.lastMs} ms (${pages} page(s))`,
+            );
           else if (removed) this.logger.info(`Search index resynced: ${removed} product(s) gone from the catalog removed`);
           this.ready = true;
         } finally {

@@ -50,7 +50,8 @@ export function sessionActions(config: AppConfig): TypedActions<UserServiceThis>
         const now = Date.now();
         const outcome = await inTransaction(this.db, async (trx) => {
           const row = await repo.findRefreshToken(trx, parsed.id);
-          if (!row || !timingSafeEqual(Buffer.from(row.secretHash), Buffer.from(sha256(parsed.secret)))) return { kind: "invalid" as const };
+          if (!row || !timingSafeEqual(Buffer.from(row.secretHash), Buffer.from(sha256(parsed.secret))))
+            return { kind: "invalid" as const };
           const verdict = refreshVerdict(row, now);
           if (verdict === "reused") return { kind: "reused" as const, familyId: row.familyId };
           if (verdict !== "valid") return { kind: "invalid" as const };

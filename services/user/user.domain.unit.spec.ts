@@ -50,7 +50,8 @@ test("refresh token shape", () => {
   const id = "0f8fad5b-d9cb-469f-a165-70867728950e";
   const secret = "A".repeat(43);
   assert.deepEqual(parseRefreshToken(`${id}.${secret}`), { id, secret });
-  for (const bad of ["", "x.y", `${id}.${secret}x`, `${id}${secret}`, `${id}.${"A".repeat(42)}!`]) assert.equal(parseRefreshToken(bad), null);
+  for (const bad of ["", "x.y", `${id}.${secret}x`, `${id}${secret}`, `${id}.${"A".repeat(42)}!`])
+    assert.equal(parseRefreshToken(bad), null);
 });
 
 test("address input: only known fields, trimmed, country upper-cased, nulls only where optional", () => {
@@ -61,7 +62,15 @@ test("address input: only known fields, trimmed, country upper-cased, nulls only
 });
 
 test("public user: ISO time, no hash", () => {
-  const u = toPublicUser({ id: "1", email: "a@b.co", name: "A", role: "customer", preferences: { categories: [], brands: [] }, createdAt: 0, updatedAt: 0 });
+  const u = toPublicUser({
+    id: "1",
+    email: "a@b.co",
+    name: "A",
+    role: "customer",
+    preferences: { categories: [], brands: [] },
+    createdAt: 0,
+    updatedAt: 0,
+  });
   assert.equal(u.createdAt, "1970-01-01T00:00:00.000Z");
   assert.deepEqual(Object.keys(u).sort(), ["createdAt", "email", "id", "name", "preferences", "role"]);
 });

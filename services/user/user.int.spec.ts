@@ -41,7 +41,9 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     after(async () => app?.stop());
 
     test("register returns the user, tokens, 201 and never a hash", async () => {
-      const r = await call("POST", "/api/auth/register", { body: { email: "  Ada@Example.COM ", password: "correct horse battery", name: "Ada" } });
+      const r = await call("POST", "/api/auth/register", {
+        body: { email: "  Ada@Example.COM ", password: "correct horse battery", name: "Ada" },
+      });
       assert.equal(r.status, 201);
       assert.equal(r.body.user.email, "ada@example.com");
       assert.equal(r.body.user.role, "customer");
@@ -53,7 +55,9 @@ for (const storage of ["sqlite", "mariadb"] as const) {
 
     test("taken e-mail is 409, weak password 422, bad e-mail 422, role cannot be set", async () => {
       await register("taken@example.com");
-      const again = await call("POST", "/api/auth/register", { body: { email: "TAKEN@example.com", password: "another password", name: "X" } });
+      const again = await call("POST", "/api/auth/register", {
+        body: { email: "TAKEN@example.com", password: "another password", name: "X" },
+      });
       assert.equal(again.status, 409);
       assertErrorShape(again.body, "CONFLICT");
       const weak = await call("POST", "/api/auth/register", { body: { email: "weak@example.com", password: "short", name: "X" } });
@@ -61,14 +65,18 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assertErrorShape(weak.body, "VALIDATION_ERROR");
       const badEmail = await call("POST", "/api/auth/register", { body: { email: "not-an-email", password: "long enough pw", name: "X" } });
       assert.equal(badEmail.status, 422);
-      const withRole = await call("POST", "/api/auth/register", { body: { email: "role@example.com", password: "long enough pw", name: "X", role: "admin" } });
+      const withRole = await call("POST", "/api/auth/register", {
+        body: { email: "role@example.com", password: "long enough pw", name: "X", role: "admin" },
+      });
       assert.equal(withRole.status, 422);
       assertErrorShape(withRole.body, "VALIDATION_ERROR");
     });
 
     test("concurrent registrations of one e-mail: exactly one succeeds", async () => {
       const results = await Promise.all(
-        Array.from({ length: 8 }, () => call("POST", "/api/auth/register", { body: { email: "race@example.com", password: "race password 1", name: "R" } })),
+        Array.from({ length: 8 }, () =>
+          call("POST", "/api/auth/register", { body: { email: "race@example.com", password: "race password 1", name: "R" } }),
+        ),
       );
       assert.deepEqual(results.map((r) => r.status).sort(), [201, 409, 409, 409, 409, 409, 409, 409]);
     });
@@ -89,7 +97,9 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await register("limited@example.com", "limited password");
       const statuses: number[] = [];
       for (let i = 0; i < 4; i++)
-        statuses.push((await call("POST", "/api/auth/login", { body: { email: "limited@example.com", password: "wrong password!" } })).status);
+        statuses.push(
+          (await call("POST", "/api/auth/login", { body: { email: "limited@example.com", password: "wrong password!" } })).status,
+        );
       assert.deepEqual(statuses, [401, 401, 401, 429]);
       const right = await call("POST", "/api/auth/login", { body: { email: "limited@example.com", password: "limited password" } });
       assert.equal(right.status, 429);
@@ -167,8 +177,17 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(reread.body.preferences, { categories: ["Phones", "Laptops"], brands: ["Acme"] });
       const brandsOnly = await call("PATCH", "/api/users/me", { token: s.accessToken, body: { preferences: { brands: [] } } });
       assert.deepEqual(brandsOnly.body.preferences, { categories: ["Phones", "Laptops"], brands: [] });
-      assert.deepEqual((await app.broker.call("user.get", { id: s.user.id }) as any).preferences, { categories: ["Phones", "Laptops"], brands: [] });
-      for (const body of [{ role: "admin" }, { email: "x@example.com" }, { preferences: { colour: ["red"] } }, { name: "" }, { name: 42 }]) {
+      assert.deepEqual(((await app.broker.call("user.get", { id: s.user.id })) as any).preferences, {
+        categories: ["Phones", "Laptops"],
+        brands: [],
+      });
+      for (const body of [
+        { role: "admin" },
+        { email: "x@example.com" },
+        { preferences: { colour: ["red"] } },
+        { name: "" },
+        { name: 42 },
+      ]) {
         const r = await call("PATCH", "/api/users/me", { token: s.accessToken, body });
         assert.equal(r.status, 422, JSON.stringify(body));
         assertErrorShape(r.body, "VALIDATION_ERROR");
@@ -197,10 +216,16 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(created.body.line2, null);
       const id = created.body.id;
       const list = await call("GET", "/api/users/me/addresses", { token: a.accessToken });
-      assert.deepEqual(list.body.map((x: any) => x.id), [id]);
+      assert.deepEqual(
+        list.body.map((x: any) => x.id),
+        [id],
+      );
       assert.deepEqual((await call("GET", "/api/users/me/addresses", { token: b.accessToken })).body, []);
 
-      const patched = await call("PATCH", `/api/users/me/addresses/${id}`, { token: a.accessToken, body: { city: "Cambridge", line2: "Flat 1" } });
+      const patched = await call("PATCH", `/api/users/me/addresses/${id}`, {
+        token: a.accessToken,
+        body: { city: "Cambridge", line2: "Flat 1" },
+      });
       assert.equal(patched.status, 200, patched.text);
       assert.equal(patched.body.city, "Cambridge");
       assert.equal(patched.body.recipient, address.recipient);
@@ -244,9 +269,14 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       // some). Last in this suite: it leaves 127.0.0.1 blocked.
       const statuses: number[] = [];
       for (let i = 0; i < 31; i++)
-        statuses.push((await call("POST", "/api/auth/login", { body: { email: `spray-${i}@example.com`, password: "wrong wrong" } })).status);
+        statuses.push(
+          (await call("POST", "/api/auth/login", { body: { email: `spray-${i}@example.com`, password: "wrong wrong" } })).status,
+        );
       assert.equal(statuses.at(-1), 429, statuses.join(","));
-      assert.ok(statuses.slice(0, 20).every((st) => st === 401), statuses.join(","));
+      assert.ok(
+        statuses.slice(0, 20).every((st) => st === 401),
+        statuses.join(","),
+      );
     });
   });
 }

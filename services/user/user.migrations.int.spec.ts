@@ -21,7 +21,16 @@ for (const db of ["sqlite", "mariadb"] as const) {
       assert.equal(await pendingMigrations(knex, MIGRATIONS), 0);
       for (const table of ["users", "refresh_tokens", "addresses"]) assert.ok(await knex.schema.hasTable(table), table);
       // The unique e-mail is the registration guard: the database itself enforces it.
-      const row = { id: "1", email: "a@b.co", name: "A", password_hash: "h", role: "customer", preferences: "{}", created_at: 1, updated_at: 1 };
+      const row = {
+        id: "1",
+        email: "a@b.co",
+        name: "A",
+        password_hash: "h",
+        role: "customer",
+        preferences: "{}",
+        created_at: 1,
+        updated_at: 1,
+      };
       await knex("users").insert(row);
       await assert.rejects(knex("users").insert({ ...row, id: "2" }));
       await migrateDown(knex, MIGRATIONS);

@@ -61,20 +61,12 @@ export async function findUserById(db: Knex, id: string): Promise<UserRecord | u
   return row && toUser(row);
 }
 
-export async function findCredentialsByEmail(
-  db: Knex,
-  email: string,
-): Promise<{ user: UserRecord; passwordHash: string } | undefined> {
+export async function findCredentialsByEmail(db: Knex, email: string): Promise<{ user: UserRecord; passwordHash: string } | undefined> {
   const row = await db<UserRow>("users").where({ email }).first();
   return row && { user: toUser(row), passwordHash: row.password_hash };
 }
 
-export async function updateProfile(
-  db: Knex,
-  id: string,
-  patch: { name?: string; preferences?: Preferences },
-  now: number,
-): Promise<void> {
+export async function updateProfile(db: Knex, id: string, patch: { name?: string; preferences?: Preferences }, now: number): Promise<void> {
   const set: Record<string, unknown> = { updated_at: now };
   if (patch.name !== undefined) set.name = patch.name;
   if (patch.preferences !== undefined) set.preferences = JSON.stringify(patch.preferences);
@@ -87,7 +79,10 @@ export async function setRole(db: Knex, id: string, role: Role, now: number): Pr
 }
 
 /** Users by e-mail prefix (admins looking someone up), newest first. */
-export async function listUsers(db: Knex, q: { emailPrefix?: string; role?: Role; limit: number; offset: number }): Promise<{ items: UserRecord[]; total: number }> {
+export async function listUsers(
+  db: Knex,
+  q: { emailPrefix?: string; role?: Role; limit: number; offset: number },
+): Promise<{ items: UserRecord[]; total: number }> {
   const filtered = () => {
     const b = db("users");
     // The prefix is a value, never a pattern: LIKE's own wildcards in it are escaped.
@@ -96,7 +91,14 @@ export async function listUsers(db: Knex, q: { emailPrefix?: string; role?: Role
     return b;
   };
   const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
-  const rows = (await filtered().orderBy([{ column: "created_at", order: "desc" }, { column: "id", order: "asc" }]).limit(q.limit).offset(q.offset).select(USER_COLUMNS)) as Omit<UserRow, "password_hash">[];
+  const rows = (await filtered()
+    .orderBy([
+      { column: "created_at", order: "desc" },
+      { column: "id", order: "asc" },
+    ])
+    .limit(q.limit)
+    .offset(q.offset)
+    .select(USER_COLUMNS)) as Omit<UserRow, "password_hash">[];
   return { items: rows.map(toUser), total: Number(n) };
 }
 
@@ -219,7 +221,9 @@ const addressColumns = (a: AddressInput): Record<string, unknown> => {
 };
 
 export async function listAddresses(db: Knex, userId: string): Promise<Address[]> {
-  const rows = await db<AddressRow>("addresses").where({ user_id: userId }).orderBy([{ column: "created_at" }, { column: "id" }]);
+  const rows = await db<AddressRow>("addresses")
+    .where({ user_id: userId })
+    .orderBy([{ column: "created_at" }, { column: "id" }]);
   return rows.map(toAddress);
 }
 
@@ -239,7 +243,9 @@ export async function insertAddress(db: Knex, userId: string, id: string, a: Add
 }
 
 export async function updateAddress(db: Knex, userId: string, id: string, a: AddressInput, now: number): Promise<boolean> {
-  const n = await db("addresses").where({ id, user_id: userId }).update({ ...addressColumns(a), updated_at: now });
+  const n = await db("addresses")
+    .where({ id, user_id: userId })
+    .update({ ...addressColumns(a), updated_at: now });
   return n === 1;
 }
 

@@ -88,7 +88,11 @@ function persistentConfig(dataDir: string, env: Record<string, string> = {}): Ap
   });
 }
 
-async function startOn(dataDir: string, env: Record<string, string> = {}, services: ServiceName[] = ["gateway", "user"]): Promise<PersistentApp> {
+async function startOn(
+  dataDir: string,
+  env: Record<string, string> = {},
+  services: ServiceName[] = ["gateway", "user"],
+): Promise<PersistentApp> {
   const config = persistentConfig(dataDir, env);
   const broker = createBroker(config, services);
   try {
@@ -99,7 +103,12 @@ async function startOn(dataDir: string, env: Record<string, string> = {}, servic
   }
   // The search index builds in the background after start: wait, so that stopping does not interrupt it.
   if (services.includes("search"))
-    await eventually("the search index is built", async () => ((await broker.call("search.status")) as { ready: boolean }).ready, 15_000, 20);
+    await eventually(
+      "the search index is built",
+      async () => ((await broker.call("search.status")) as { ready: boolean }).ready,
+      15_000,
+      20,
+    );
   const server = (broker.getLocalService("api") as unknown as { server: { address(): AddressInfo } }).server;
   return { broker, config, baseUrl: `http://127.0.0.1:${server.address().port}`, stop: () => broker.stop() };
 }
@@ -110,7 +119,16 @@ function runAdmin(dataDir: string, args: string[]): Promise<{ code: number | nul
     const child = spawn(process.execPath, ["--import", TSX_LOADER, path.join(ROOT, "bin/admin.ts"), ...args], {
       cwd: ROOT,
       // Empty means unset (lib/config.ts): embedded SQLite in DATA_DIR, whatever this shell has.
-      env: { ...process.env, DATA_DIR: dataDir, MYSQL_URL: "", REDIS_URL: "", RABBITMQ_URI: "", ADMIN_EMAIL: "", ADMIN_PASSWORD: "", LOG_LEVEL: "warn" },
+      env: {
+        ...process.env,
+        DATA_DIR: dataDir,
+        MYSQL_URL: "",
+        REDIS_URL: "",
+        RABBITMQ_URI: "",
+        ADMIN_EMAIL: "",
+        ADMIN_PASSWORD: "",
+        LOG_LEVEL: "warn",
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -133,7 +151,8 @@ after(() => {
 });
 
 describe("admin bootstrap (embedded SQLite) and npm run admin -- promote", () => {
-  const login = (app: PersistentApp, email: string, password: string) => http(app.baseUrl, "POST", "/api/auth/login", { body: { email, password } });
+  const login = (app: PersistentApp, email: string, password: string) =>
+    http(app.baseUrl, "POST", "/api/auth/login", { body: { email, password } });
   const register = async (app: PersistentApp, email: string, password: string) => {
     const r = await http(app.baseUrl, "POST", "/api/auth/register", { body: { email, password, name: "Someone" } });
     assert.equal(r.status, 201, r.text);
@@ -173,7 +192,11 @@ describe("admin bootstrap (embedded SQLite) and npm run admin -- promote", () =>
       await plain.stop();
     }
     await assert.rejects(
-      startOn(dataDir, { ADMIN_EMAIL: "Squat@Example.com", ADMIN_PASSWORD: "operator password", LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "fatal" }),
+      startOn(dataDir, {
+        ADMIN_EMAIL: "Squat@Example.com",
+        ADMIN_PASSWORD: "operator password",
+        LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "fatal",
+      }),
       (err: Error) => {
         assert.match(err.message, /ADMIN_EMAIL=squat@example\.com/);
         assert.match(err.message, /npm run admin -- promote squat@example\.com/);
@@ -247,7 +270,10 @@ for (const store of STORES) {
   describe(`login throttling (${store.name}; LOGIN_RATE_LIMIT 10 per 300 s, TRUST_PROXY=1)`, () => {
     let app: TestApp;
     const login = (email: string, password: string, forwardedFor?: string) =>
-      http(app.baseUrl, "POST", "/api/auth/login", { body: { email, password }, headers: forwardedFor ? { "x-forwarded-for": forwardedFor } : {} });
+      http(app.baseUrl, "POST", "/api/auth/login", {
+        body: { email, password },
+        headers: forwardedFor ? { "x-forwarded-for": forwardedFor } : {},
+      });
     const register = async (email: string, password: string) => {
       const r = await http(app.baseUrl, "POST", "/api/auth/register", { body: { email, password, name: "Target" } });
       assert.equal(r.status, 201, r.text);
@@ -272,7 +298,9 @@ for (const store of STORES) {
 
     test("forged leftmost X-Forwarded-For entries are one address (the proxy's entry): its budget of distinct accounts (10 x 10) runs out, another address's does not", async () => {
       const via = (ip: string) => `${randomIp()}, ${ip}`;
-      const rs = await Promise.all(Array.from({ length: 100 }, (_, i) => login(`spray-${i}@example.com`, "guess password", via("203.0.113.7"))));
+      const rs = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => login(`spray-${i}@example.com`, "guess password", via("203.0.113.7"))),
+      );
       assert.deepEqual(tally(rs), { 401: 100 });
       // A 101st account, never tried: refused for the address, whatever the client writes on the left.
       assertLoginLimited(await login("spray-100@example.com", "guess password", via("203.0.113.7")), 100);
@@ -283,7 +311,9 @@ for (const store of STORES) {
 
     test("rotating the real address (the last X-Forwarded-For entry) does not escape the per-account limit: 10 of 40 evaluated", async () => {
       await register("rotated@example.com", "rotated password");
-      const rs = await Promise.all(Array.from({ length: 40 }, (_, i) => login("rotated@example.com", "wrong password!", `${randomIp()}, 198.51.100.${i + 1}`)));
+      const rs = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => login("rotated@example.com", "wrong password!", `${randomIp()}, 198.51.100.${i + 1}`)),
+      );
       assert.deepEqual(tally(rs), { 401: 10, 429: 30 });
       for (const r of rs) if (r.status === 429) assertLoginLimited(r, 10);
       assertLoginLimited(await login("rotated@example.com", "rotated password", "198.51.100.200"), 10);
@@ -305,7 +335,9 @@ for (const store of STORES) {
       const onD = await Promise.all(Array.from({ length: 100 }, () => login("nat-d@example.com", "wrong password!", "192.0.2.55")));
       assert.deepEqual(tally(onD), { 401: 10, 429: 90 });
       // Were each evaluated failure on D counted, these would go over 100 (10 + 95).
-      const others = await Promise.all(Array.from({ length: 95 }, (_, i) => login(`nat-other-${i}@example.com`, "wrong password!", "192.0.2.55")));
+      const others = await Promise.all(
+        Array.from({ length: 95 }, (_, i) => login(`nat-other-${i}@example.com`, "wrong password!", "192.0.2.55")),
+      );
       assert.deepEqual(tally(others), { 401: 95 });
       const c = await login("nat-c@example.com", "password of c", "192.0.2.55");
       assert.equal(c.status, 200, c.text);
@@ -314,8 +346,16 @@ for (const store of STORES) {
     test("growing back-off: after a lockout expires, the next lockout's Retry-After is longer (LOGIN_RATE_WINDOW_S=2)", async () => {
       const short = await startTestApp({ ...store.opts, services: ["gateway", "user"], env: { LOGIN_RATE_WINDOW_S: "2" } });
       try {
-        const call = (password: string) => http(short.baseUrl, "POST", "/api/auth/login", { body: { email: "backoff@example.com", password } });
-        assert.equal((await http(short.baseUrl, "POST", "/api/auth/register", { body: { email: "backoff@example.com", password: "backoff password", name: "B" } })).status, 201);
+        const call = (password: string) =>
+          http(short.baseUrl, "POST", "/api/auth/login", { body: { email: "backoff@example.com", password } });
+        assert.equal(
+          (
+            await http(short.baseUrl, "POST", "/api/auth/register", {
+              body: { email: "backoff@example.com", password: "backoff password", name: "B" },
+            })
+          ).status,
+          201,
+        );
         const lockOut = async () => {
           const failures = await Promise.all(Array.from({ length: 10 }, () => call("wrong password!")));
           assert.deepEqual(tally(failures), { 401: 10 });
@@ -356,7 +396,11 @@ for (const store of STORES) {
     };
 
     before(async () => {
-      app = await startTestApp({ ...store.opts, services: ["gateway", "user"], env: { ADMIN_EMAIL: ROOT_ADMIN.email, ADMIN_PASSWORD: ROOT_ADMIN.password } });
+      app = await startTestApp({
+        ...store.opts,
+        services: ["gateway", "user"],
+        env: { ADMIN_EMAIL: ROOT_ADMIN.email, ADMIN_PASSWORD: ROOT_ADMIN.password },
+      });
     });
     after(async () => app?.stop());
 
@@ -458,18 +502,31 @@ for (const store of STORES) {
     test("a role change applies to tokens issued before it, not to later ones: a later change made elsewhere reaches new logins", async () => {
       const root = await login(ROOT_ADMIN.email, ROOT_ADMIN.password);
       const y = await register("later@example.com");
-      assert.equal((await call("PUT", `/api/admin/users/${y.user.id}/role`, { token: root.accessToken, body: { role: "admin" } })).status, 200);
-      assert.equal((await call("PUT", `/api/admin/users/${y.user.id}/role`, { token: root.accessToken, body: { role: "customer" } })).status, 200);
+      assert.equal(
+        (await call("PUT", `/api/admin/users/${y.user.id}/role`, { token: root.accessToken, body: { role: "admin" } })).status,
+        200,
+      );
+      assert.equal(
+        (await call("PUT", `/api/admin/users/${y.user.id}/role`, { token: root.accessToken, body: { role: "customer" } })).status,
+        200,
+      );
       // Read after the demotion answered: the second the store recorded is this one or earlier
       // (read before it, a second boundary during the call made the wait below one second short).
       const demotedAt = Math.floor(Date.now() / 1000);
       // Promoted again where this store does not see it (as `npm run admin` does on an
       // embedded database while the node runs), then a login in a later second.
-      await (app.broker.getLocalService("user") as unknown as { db: import("knex").Knex }).db("users").where({ id: y.user.id }).update({ role: "admin" });
+      await (app.broker.getLocalService("user") as unknown as { db: import("knex").Knex })
+        .db("users")
+        .where({ id: y.user.id })
+        .update({ role: "admin" });
       await eventually("two seconds later (the store's grace is one)", async () => Math.floor(Date.now() / 1000) > demotedAt + 1, 4000, 50);
       const fresh = await login("later@example.com");
       assert.equal(decodeJwt(fresh.accessToken).role, "admin");
-      assert.equal((await call("GET", "/api/admin/users", { token: fresh.accessToken })).status, 200, "the older demotion does not override a newer token");
+      assert.equal(
+        (await call("GET", "/api/admin/users", { token: fresh.accessToken })).status,
+        200,
+        "the older demotion does not override a newer token",
+      );
       assertError(await call("GET", "/api/admin/users", { token: y.accessToken }), 403, "FORBIDDEN");
     });
 
@@ -496,11 +553,22 @@ describe("embedded mode's files are readable by their owner only", () => {
       const app = await startOn(dataDir, {}, [...ALL_SERVICES]);
       try {
         // A write, so that every database has been opened in WAL mode (its -wal and -shm files).
-        const r = await http(app.baseUrl, "POST", "/api/auth/register", { body: { email: "files@example.com", password: "files password", name: "F" } });
+        const r = await http(app.baseUrl, "POST", "/api/auth/register", {
+          body: { email: "files@example.com", password: "files password", name: "F" },
+        });
         assert.equal(r.status, 201, r.text);
         assert.equal(octal(mode(dataDir)), "0700");
         const files = fs.readdirSync(dataDir);
-        for (const expected of ["jwt-secret", "sandbox-pay-key.pem", "user.sqlite", "user.sqlite-wal", "user.sqlite-shm", "order.sqlite", "payment.sqlite", "product.sqlite"])
+        for (const expected of [
+          "jwt-secret",
+          "sandbox-pay-key.pem",
+          "user.sqlite",
+          "user.sqlite-wal",
+          "user.sqlite-shm",
+          "order.sqlite",
+          "payment.sqlite",
+          "product.sqlite",
+        ])
           assert.ok(files.includes(expected), `${expected} in ${files.join(", ")}`);
         for (const f of files) assert.equal(octal(mode(path.join(dataDir, f))), "0600", f);
       } finally {
@@ -511,7 +579,11 @@ describe("embedded mode's files are readable by their owner only", () => {
       for (const f of ["user.sqlite", "jwt-secret"]) fs.chmodSync(path.join(dataDir, f), 0o644);
       const again = await startOn(dataDir, {}, ["gateway", "user"]);
       try {
-        assert.equal((await http(again.baseUrl, "POST", "/api/auth/login", { body: { email: "files@example.com", password: "files password" } })).status, 200);
+        assert.equal(
+          (await http(again.baseUrl, "POST", "/api/auth/login", { body: { email: "files@example.com", password: "files password" } }))
+            .status,
+          200,
+        );
         for (const f of fs.readdirSync(dataDir)) assert.equal(octal(mode(path.join(dataDir, f))), "0600", f);
       } finally {
         await again.stop();

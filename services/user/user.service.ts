@@ -22,7 +22,15 @@ import { createRevocations, type Revocations } from "../../lib/auth/revocations"
 import { createLoginThrottle } from "./login-throttle";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin } from "../../mixins/events.mixin";
-import { EMPTY_PREFERENCES, mergePreferences, normalizeEmail, passwordProblems, toPublicUser, type Role, type UserRecord } from "./user.domain";
+import {
+  EMPTY_PREFERENCES,
+  mergePreferences,
+  normalizeEmail,
+  passwordProblems,
+  toPublicUser,
+  type Role,
+  type UserRecord,
+} from "./user.domain";
 import * as repo from "./user.repo";
 import { ARGON2_OPTIONS, type Ctx, type UserServiceThis } from "./user.this";
 import { sessionActions, sessionMethods } from "./sessions.actions";
@@ -68,7 +76,10 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
           const email = normalizeEmail(ctx.params.email);
           const problems = passwordProblems(ctx.params.password, email);
           if (problems.length)
-            throw validationError("Password is too weak", problems.map((message) => ({ field: "password", message })));
+            throw validationError(
+              "Password is too weak",
+              problems.map((message) => ({ field: "password", message })),
+            );
           const passwordHash = await argon2.hash(ctx.params.password, ARGON2_OPTIONS);
           const now = Date.now();
           let user: UserRecord;
@@ -76,10 +87,19 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
             // The account and its `user.registered` event commit together (outbox, lib/events).
             user = await inTransaction(this.db, async (trx) => {
               const created = await repo.insertUser(trx, {
-                id: randomUUID(), email, name: ctx.params.name, passwordHash, role: "customer", preferences: EMPTY_PREFERENCES, now,
+                id: randomUUID(),
+                email,
+                name: ctx.params.name,
+                passwordHash,
+                role: "customer",
+                preferences: EMPTY_PREFERENCES,
+                now,
               });
               await this.publishEvent(trx, Events.UserRegistered, {
-                userId: created.id, email: created.email, name: created.name, occurredAt: new Date(now).toISOString(),
+                userId: created.id,
+                email: created.email,
+                name: created.name,
+                occurredAt: new Date(now).toISOString(),
               });
               return created;
             });
@@ -130,7 +150,10 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
           const page = ctx.params.page ?? 1;
           const pageSize = ctx.params.pageSize ?? 20;
           const { items, total } = await repo.listUsers(this.db, {
-            emailPrefix: ctx.params.email ? ctx.params.email.trim().toLowerCase() : undefined, role: ctx.params.role, limit: pageSize, offset: (page - 1) * pageSize,
+            emailPrefix: ctx.params.email ? ctx.params.email.trim().toLowerCase() : undefined,
+            role: ctx.params.role,
+            limit: pageSize,
+            offset: (page - 1) * pageSize,
           });
           return { items: items.map(toPublicUser), total, page, pageSize };
         },
@@ -148,7 +171,9 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
         async handler(this: UserServiceThis, ctx: Ctx<ActionParams<"user.setRole">>): Promise<ActionResponse<"user.setRole">> {
           if (ctx.params.id === requireUser(ctx).id) throw conflict("An admin cannot change their own role", [{ field: "id" }]);
           // Cleaned whatever happens after the row's change (the revocation store may fail after it).
-          const user = await changeRole(this.db, this.revocations, ctx.params.id, ctx.params.role).finally(() => this.userCache.afterCommit({ id: ctx.params.id }));
+          const user = await changeRole(this.db, this.revocations, ctx.params.id, ctx.params.role).finally(() =>
+            this.userCache.afterCommit({ id: ctx.params.id }),
+          );
           if (!user) throw notFound("User");
           this.logger.info(`Role of user ${user.id} set to ${user.role} by admin ${requireUser(ctx).id}`);
           return toPublicUser(user);
@@ -221,7 +246,12 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
         if (problems.length) throw new AppError("VALIDATION_ERROR", `ADMIN_PASSWORD: ${problems.join(", ")}`);
         try {
           await repo.insertUser(this.db, {
-            id: randomUUID(), email, name: "Administrator", role: "admin", preferences: EMPTY_PREFERENCES, now: Date.now(),
+            id: randomUUID(),
+            email,
+            name: "Administrator",
+            role: "admin",
+            preferences: EMPTY_PREFERENCES,
+            now: Date.now(),
             passwordHash: await argon2.hash(config.admin.password, ARGON2_OPTIONS),
           });
           this.logger.info(`Admin account ${email} created`);
@@ -234,7 +264,13 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
     },
 
     created(this: UserServiceThis) {
-      this.userCache = new CacheCleaner(this.broker, this.logger, "user", (cacher, { id }) => cacher.del(userKey(cacher, id)), Boolean(config.redisUrl));
+      this.userCache = new CacheCleaner(
+        this.broker,
+        this.logger,
+        "user",
+        (cacher, { id }) => cacher.del(userKey(cacher, id)),
+        Boolean(config.redisUrl),
+      );
       this.tokens = accessTokens(config.jwtSecret, config.accessTokenTtlS);
       this.limitStore = createRateLimitStore(config);
       this.loginThrottle = createLoginThrottle(this.limitStore, config.loginRateLimit);

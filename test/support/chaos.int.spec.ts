@@ -15,8 +15,21 @@ import { waitForCatalog } from "./chaos";
 
 const NOW = 1_700_000_000_000;
 const product = (n: number, deleted = false) => ({
-  id: `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`, sku: `sku-${n}`, name: "x", description: "x", category: "c", brand: null, tags: "[]",
-  price_amount: 100, price_currency: "CNY", images: "[]", on_hand: 10, reserved: 0, created_at: NOW, updated_at: NOW, deleted_at: deleted ? NOW : null,
+  id: `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`,
+  sku: `sku-${n}`,
+  name: "x",
+  description: "x",
+  category: "c",
+  brand: null,
+  tags: "[]",
+  price_amount: 100,
+  price_currency: "CNY",
+  images: "[]",
+  on_hand: 10,
+  reserved: 0,
+  created_at: NOW,
+  updated_at: NOW,
+  deleted_at: deleted ? NOW : null,
 });
 
 describe("chaos: the catalog guard on MariaDB", () => {
@@ -36,7 +49,9 @@ describe("chaos: the catalog guard on MariaDB", () => {
   });
 
   test("an incomplete catalog (3 of 5, a deleted product not counted) stops the run, naming the count", async () => {
-    await assert.rejects(waitForCatalog(db, 5, 0), { message: "the catalog is incomplete after seeding: 3 of 5 products (DEMO_CATALOG_SIZE); chaos does not run on a partial catalog" });
+    await assert.rejects(waitForCatalog(db, 5, 0), {
+      message: "the catalog is incomplete after seeding: 3 of 5 products (DEMO_CATALOG_SIZE); chaos does not run on a partial catalog",
+    });
   });
 
   test("a complete catalog lets the run go on with every live product and its stock", async () => {

@@ -68,7 +68,10 @@ export async function waitForCatalog(db: Knex, expected: number, timeoutMs: numb
   for (;;) {
     const products = (await db("products").whereNull("deleted_at").select("id", "on_hand")) as { id: string; on_hand: number }[];
     if (products.length >= expected) return products;
-    if (Date.now() > deadline) throw new Error(`the catalog is incomplete after seeding: ${products.length} of ${expected} products (DEMO_CATALOG_SIZE); chaos does not run on a partial catalog`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `the catalog is incomplete after seeding: ${products.length} of ${expected} products (DEMO_CATALOG_SIZE); chaos does not run on a partial catalog`,
+      );
     await sleep(500);
   }
 }
@@ -155,7 +158,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     }));
   const brokers = cluster.rabbitCluster?.nodes ?? (cluster.rabbit ? [cluster.rabbit] : []);
   if (!brokers.length || !cluster.mariadb) throw new Error("chaos restarts RabbitMQ and MariaDB: the cluster needs private servers");
-  if (opts.faults.includes("rabbitmq-kill") && brokers.length < 2) throw new Error("rabbitmq-kill: needs a RabbitMQ cluster (ha); a single broker's loss is the `rabbitmq` fault");
+  if (opts.faults.includes("rabbitmq-kill") && brokers.length < 2)
+    throw new Error("rabbitmq-kill: needs a RabbitMQ cluster (ha); a single broker's loss is the `rabbitmq` fault");
   const dbs = new Map<string, Knex>();
   const db = (service: string) => {
     let k = dbs.get(service);
@@ -171,7 +175,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const products = await waitForCatalog(db("product"), loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" }).demoCatalog.size, 30_000);
     // The stock before any sale: what is on hand now plus what committed reservations took
     // (orders paid before this run, e.g. an earlier load on the same cluster).
-    const committed = (await db("product")("reservations").where({ status: "committed" }).groupBy("product_id").select("product_id").sum({ n: "quantity" })) as { product_id: string; n: number | string }[];
+    const committed = (await db("product")("reservations")
+      .where({ status: "committed" })
+      .groupBy("product_id")
+      .select("product_id")
+      .sum({ n: "quantity" })) as { product_id: string; n: number | string }[];
     const sold = new Map(committed.map((c) => [c.product_id, Number(c.n)]));
     const initial = new Map(products.map((p) => [p.id, Number(p.on_hand) + (sold.get(p.id) ?? 0)]));
     log(`catalog: ${products.length} products`);
@@ -207,7 +215,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       let target: string = kind;
       let service: ServiceName | undefined;
       let during: string | undefined;
-      log(`fault: ${kind} (load so far: ${last?.requests ?? 0} requests, ${last?.errors ?? 0} errors, ${last?.ordersPaid ?? 0} orders paid)`);
+      log(
+        `fault: ${kind} (load so far: ${last?.requests ?? 0} requests, ${last?.errors ?? 0} errors, ${last?.ordersPaid ?? 0} orders paid)`,
+      );
       if (kind === "kill") {
         const only = opts.killServices?.length ? opts.killServices[kills++ % opts.killServices.length] : undefined;
         const pool = [...cluster.nodes.values()].filter((n) => !only || n.service === only);
@@ -223,7 +233,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         during = await new Promise<string>((resolve, reject) => {
           const timer = setTimeout(() => {
             armed = undefined;
-            reject(new Error(`kill ${target}: no checkout request (${routes.join(", ")}) within ${KILL_TIMING_WAIT_MS / 1000} s to time it by`));
+            reject(
+              new Error(`kill ${target}: no checkout request (${routes.join(", ")}) within ${KILL_TIMING_WAIT_MS / 1000} s to time it by`),
+            );
           }, KILL_TIMING_WAIT_MS);
           armed = (route) => {
             if (!routes.includes(route)) return;
@@ -265,7 +277,16 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       }
       await cluster.waitHealthy(180_000);
       const recoveredAt = Date.now();
-      faults.push({ kind, target, ...(service ? { service, during } : {}), startedAt, recoveredAt, errors: 0, requests: 0, failingForS: 0 });
+      faults.push({
+        kind,
+        target,
+        ...(service ? { service, during } : {}),
+        startedAt,
+        recoveredAt,
+        errors: 0,
+        requests: 0,
+        failingForS: 0,
+      });
       log(`  recovered after ${((recoveredAt - startedAt) / 1000).toFixed(1)} s`);
       await sleep(opts.gapS * 1000);
     }
@@ -302,7 +323,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const eventsSettled = async (result: CheckResult): Promise<CheckResult> => {
       let unsent = 0;
       for (const service of DB_SERVICES)
-        if (await db(service).schema.hasTable("outbox")) unsent += Number(((await db(service)("outbox").whereNull("sent_at").count({ n: "*" })) as { n: number | string }[])[0]!.n);
+        if (await db(service).schema.hasTable("outbox"))
+          unsent += Number(((await db(service)("outbox").whereNull("sent_at").count({ n: "*" })) as { n: number | string }[])[0]!.n);
       const queues = await eventQueueMessages(brokers[0]!.uri, cluster.namespace, brokers[0]!.ctl);
       const problems = [
         ...(unsent ? [`events: ${unsent} outbox row(s) not published`] : []),
@@ -317,7 +339,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       await sleep(2000);
       invariants = await check().then(eventsSettled);
     }
-    const logErrors = [...cluster.nodes.values()].flatMap((n) => n.history.flatMap((c) => c.lines.filter((l) => /"level":"(error|fatal)"/.test(l)).map((l) => `[${c.name}] ${l.slice(0, 300)}`)));
+    const logErrors = [...cluster.nodes.values()].flatMap((n) =>
+      n.history.flatMap((c) => c.lines.filter((l) => /"level":"(error|fatal)"/.test(l)).map((l) => `[${c.name}] ${l.slice(0, 300)}`)),
+    );
     return { seed, faults, load, steadyErrors, invariants, settleS: (Date.now() - settleStart) / 1000, logErrors: logErrors.slice(0, 30) };
   } finally {
     // A run that failed part-way stops its shoppers too.
@@ -332,13 +356,20 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 export function formatChaosReport(r: ChaosReport): string {
   const lines = [
     `Faults (errors the shoppers saw from the fault until the cluster was healthy again), seed ${r.seed}:`,
-    ...r.faults.map((f) => `  ${f.kind.padEnd(13)} ${f.target.padEnd(36)} recovered in ${((f.recoveredAt - f.startedAt) / 1000).toFixed(1).padStart(5)} s  errors ${f.errors} of ${f.requests} requests${f.errors ? ` (${((100 * f.errors) / Math.max(1, f.requests)).toFixed(1)} %, for ${f.failingForS.toFixed(0)} s)` : ""}${f.during ? `  (killed as ${f.during} was sent)` : ""}`),
+    ...r.faults.map(
+      (f) =>
+        `  ${f.kind.padEnd(13)} ${f.target.padEnd(36)} recovered in ${((f.recoveredAt - f.startedAt) / 1000).toFixed(1).padStart(5)} s  errors ${f.errors} of ${f.requests} requests${f.errors ? ` (${((100 * f.errors) / Math.max(1, f.requests)).toFixed(1)} %, for ${f.failingForS.toFixed(0)} s)` : ""}${f.during ? `  (killed as ${f.during} was sent)` : ""}`,
+    ),
     `  steady state (outside the fault windows): ${r.steadyErrors} errors`,
     `Load: ${r.load.requests} requests in ${r.load.durationS.toFixed(0)} s (${r.load.requestsPerS.toFixed(1)}/s), ${r.load.errors.total} errors; orders created ${r.load.orders.created}, paid ${r.load.orders.paid}, out of stock ${r.load.orders.outOfStock}`,
     ...r.load.errors.byKind.slice(0, 10).map((e) => `  ${e.count} × ${e.kind} ${e.route}: ${e.samples[0] ?? ""}`.slice(0, 240)),
     `Invariants after ${r.settleS.toFixed(0)} s of settling: ${r.invariants.problems.length ? `${r.invariants.problems.length} PROBLEM(S)` : "all hold"} ${JSON.stringify(r.invariants.figures)}`,
     ...r.invariants.problems.slice(0, 30).map((p) => `  ${p}`),
   ];
-  if (r.logErrors.length) lines.push(`Error lines in the nodes' logs: ${r.logErrors.length}${r.logErrors.length >= 30 ? " or more" : ""}; the first 5:`, ...r.logErrors.slice(0, 5).map((l) => `  ${l.slice(0, 200)}`));
+  if (r.logErrors.length)
+    lines.push(
+      `Error lines in the nodes' logs: ${r.logErrors.length}${r.logErrors.length >= 30 ? " or more" : ""}; the first 5:`,
+      ...r.logErrors.slice(0, 5).map((l) => `  ${l.slice(0, 200)}`),
+    );
   return lines.join("\n");
 }

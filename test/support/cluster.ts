@@ -165,12 +165,19 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
     } else if (opts.privateServers) {
       log("RabbitMQ, MariaDB: starting private instances");
       [rabbit, mariadb] = await Promise.all([startPrivateRabbit(), startPrivateMariaDb()]);
-      cleanups.push(() => rabbit!.destroy(), () => mariadb!.destroy());
+      cleanups.push(
+        () => rabbit!.destroy(),
+        () => mariadb!.destroy(),
+      );
     } else {
       vhost = await createVhost();
       cleanups.push(() => vhost!.destroy());
     }
-    const sandbox = generateKeyPairSync("rsa", { modulusLength: 2048, publicKeyEncoding: { type: "spki", format: "pem" }, privateKeyEncoding: { type: "pkcs8", format: "pem" } });
+    const sandbox = generateKeyPairSync("rsa", {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: "spki", format: "pem" },
+      privateKeyEncoding: { type: "pkcs8", format: "pem" },
+    });
     const gatewayIds = Array.from({ length: replicas.gateway }, (_, i) => `${namespace}-gateway-${i + 1}`);
     const gatewayPorts: number[] = [];
     for (let i = 0; i < gatewayIds.length; i++) gatewayPorts.push(opts.gatewayPort ? opts.gatewayPort + i : await freePort());
@@ -205,7 +212,8 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
     log("migrations (bin/migrate.ts, as the Kubernetes Job)");
     const migrate = spawnTs(MIGRATE, { name: "migrate", env: { ...env, NODE_ID: `${namespace}-migrate` } });
     await migrate.waitExit();
-    if (!migrate.lines.some((l) => /recommendation: (applied|up to date)/.test(l))) throw new Error(`migrations failed:\n${migrate.lines.slice(-20).join("\n")}`);
+    if (!migrate.lines.some((l) => /recommendation: (applied|up to date)/.test(l)))
+      throw new Error(`migrations failed:\n${migrate.lines.slice(-20).join("\n")}`);
 
     const nodes = new Map<string, ClusterNode>();
     type Planned = { id: string; service: ServiceName; port: number; metricsPort: number; grpcPort?: number };
@@ -214,7 +222,10 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       for (let i = 0; i < replicas[service]; i++) {
         const metricsPort = await freePort();
         plan.push({
-          id: service === "gateway" ? gatewayIds[i]! : `${namespace}-${service}-${i + 1}`, service, port: service === "gateway" ? gatewayPorts[i]! : metricsPort, metricsPort,
+          id: service === "gateway" ? gatewayIds[i]! : `${namespace}-${service}-${i + 1}`,
+          service,
+          port: service === "gateway" ? gatewayPorts[i]! : metricsPort,
+          metricsPort,
           ...(service === "grpc" ? { grpcPort: await freePort() } : {}),
         });
       }
@@ -222,7 +233,10 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
     const spawnNode = (p: Planned, first: boolean) => {
       const extra: Record<string, string> = {
         ...(rabbitCluster ? { RABBITMQ_URI: rabbitCluster.uris(plan.findIndex((x) => x.id === p.id)) } : {}),
-        NODE_ID: p.id, SERVICES: p.service, METRICS_PORT: String(p.metricsPort), ...(p.service === "gateway" ? { PORT: String(p.port) } : {}),
+        NODE_ID: p.id,
+        SERVICES: p.service,
+        METRICS_PORT: String(p.metricsPort),
+        ...(p.service === "gateway" ? { PORT: String(p.port) } : {}),
         ...(p.grpcPort ? { GRPC_PORT: String(p.grpcPort) } : {}),
       };
       // One product node loads the demo catalog into the empty database (two would race).
@@ -321,7 +335,10 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
         await startOne(node, false);
       },
       async servicesSeenBy(nodeId) {
-        const list = (await observer.call("$node.services", { onlyAvailable: true, skipInternal: true }, { nodeID: nodeId })) as { name: string; nodes?: string[] }[];
+        const list = (await observer.call("$node.services", { onlyAvailable: true, skipInternal: true }, { nodeID: nodeId })) as {
+          name: string;
+          nodes?: string[];
+        }[];
         return new Map(list.map((s) => [s.name, s.nodes?.length ?? 1]));
       },
       async waitHealthy(timeoutMs = 120_000) {
@@ -340,7 +357,8 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
               if ((seen.get(name) ?? 0) < replicas[s]) problems.push(`${gatewayIds[i]} sees ${seen.get(name) ?? 0}/${replicas[s]} ${s}`);
             }
           }
-          for (const n of nodes.values()) if (n.service !== "gateway" && !(await httpOk(`http://127.0.0.1:${n.port}/health/ready`))) problems.push(`${n.id} not ready`);
+          for (const n of nodes.values())
+            if (n.service !== "gateway" && !(await httpOk(`http://127.0.0.1:${n.port}/health/ready`))) problems.push(`${n.id} not ready`);
           if (!problems.length) return;
           last = problems.join("; ");
           if (Date.now() > deadline) throw new Error(`cluster not healthy after ${timeoutMs} ms: ${last}`);
@@ -382,4 +400,3 @@ async function stopChild(child: ChildHandle): Promise<void> {
     await child.waitExit();
   }
 }
-

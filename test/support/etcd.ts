@@ -69,7 +69,11 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdHandle> {
   const cluster = path.basename(dir);
   const specs: { name: string; client: string; peer: string }[] = [];
   for (let i = 0; i < count; i++) {
-    specs.push({ name: `${cluster}-${i + 1}`, client: `http://127.0.0.1:${await freePort()}`, peer: `http://127.0.0.1:${await freePort()}` });
+    specs.push({
+      name: `${cluster}-${i + 1}`,
+      client: `http://127.0.0.1:${await freePort()}`,
+      peer: `http://127.0.0.1:${await freePort()}`,
+    });
   }
   const initialCluster = specs.map((s) => `${s.name}=${s.peer}`).join(",");
   // With authentication, JWT tokens (etcd's advice for a cluster): a token any member issued is
@@ -77,7 +81,11 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdHandle> {
   // default "simple" tokens live in the issuing member only.
   const tokens: string[] = [];
   if (opts.auth) {
-    const { privateKey, publicKey } = generateKeyPairSync("rsa", { modulusLength: 2048, publicKeyEncoding: { type: "spki", format: "pem" }, privateKeyEncoding: { type: "pkcs8", format: "pem" } });
+    const { privateKey, publicKey } = generateKeyPairSync("rsa", {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: "spki", format: "pem" },
+      privateKeyEncoding: { type: "pkcs8", format: "pem" },
+    });
     fs.writeFileSync(path.join(dir, "jwt.key"), privateKey, { mode: 0o600 });
     fs.writeFileSync(path.join(dir, "jwt.pub"), publicKey);
     tokens.push(`--auth-token=jwt,pub-key=${path.join(dir, "jwt.pub")},priv-key=${path.join(dir, "jwt.key")},sign-method=RS256,ttl=10m`);
@@ -93,7 +101,12 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdHandle> {
     // Members of a new cluster wait for each other: start them together.
     await Promise.all(members.map((m) => m.start()));
     const hosts = members.map((m) => m.url).join(",");
-    const secured = opts.auth ? await enableAuth(members.map((m) => m.url), opts.auth) : undefined;
+    const secured = opts.auth
+      ? await enableAuth(
+          members.map((m) => m.url),
+          opts.auth,
+        )
+      : undefined;
     return {
       hosts,
       members,
@@ -120,7 +133,12 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdHandle> {
   }
 }
 
-function member(spec: { name: string; client: string; peer: string }, dir: string, clusterArgs: string[], env: NodeJS.ProcessEnv): EtcdMember {
+function member(
+  spec: { name: string; client: string; peer: string },
+  dir: string,
+  clusterArgs: string[],
+  env: NodeJS.ProcessEnv,
+): EtcdMember {
   const args = [
     `--name=${spec.name}`,
     `--data-dir=${path.join(dir, spec.name)}`,
@@ -133,7 +151,9 @@ function member(spec: { name: string; client: string; peer: string }, dir: strin
   ];
   let child: ChildProcess | null = null;
   const exited = (proc: ChildProcess) =>
-    proc.exitCode !== null || proc.signalCode !== null ? Promise.resolve() : new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+    proc.exitCode !== null || proc.signalCode !== null
+      ? Promise.resolve()
+      : new Promise<void>((resolve) => proc.once("exit", () => resolve()));
 
   return {
     name: spec.name,

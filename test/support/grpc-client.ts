@@ -116,8 +116,12 @@ export class MeridianGrpc {
     if (typeof c[rpc] !== "function") throw new Error(`no rpc ${service}/${rpc} in proto/`);
     return new Promise((resolve, reject) => {
       let headers = new grpc.Metadata();
-      const call = c[rpc]!.call(c, request, metadataOf(o), { deadline: Date.now() + (o.deadlineMs ?? 10_000) }, (err: grpc.ServiceError | null, value: T) =>
-        err ? reject(err) : resolve({ value, headers }),
+      const call = c[rpc]!.call(
+        c,
+        request,
+        metadataOf(o),
+        { deadline: Date.now() + (o.deadlineMs ?? 10_000) },
+        (err: grpc.ServiceError | null, value: T) => (err ? reject(err) : resolve({ value, headers })),
       );
       call.on("metadata", (md: grpc.Metadata) => (headers = md));
       o.signal?.addEventListener("abort", () => call.cancel(), { once: true });
@@ -131,7 +135,12 @@ export class MeridianGrpc {
   stream<T = any>(service: string, rpc: string, request: object, o: CallOptions = {}): LiveStream<T> {
     const c = this.client(service);
     if (typeof c[rpc] !== "function") throw new Error(`no rpc ${service}/${rpc} in proto/`);
-    const call = c[rpc]!.call(c, request, metadataOf(o), o.deadlineMs ? { deadline: Date.now() + o.deadlineMs } : {}) as grpc.ClientReadableStream<T>;
+    const call = c[rpc]!.call(
+      c,
+      request,
+      metadataOf(o),
+      o.deadlineMs ? { deadline: Date.now() + o.deadlineMs } : {},
+    ) as grpc.ClientReadableStream<T>;
     const received: T[] = [];
     const waiters = new Set<() => void>();
     const wake = () => waiters.forEach((w) => w());
@@ -187,8 +196,14 @@ export class MeridianGrpc {
   /** Raw bytes to a method path (`/meridian.user.v1.UserService/Me`), for the fuzz: whatever the server answers. */
   raw(methodPath: string, bytes: Buffer, o: CallOptions = {}): Promise<{ ok: true; bytes: Buffer } | { ok: false; failure: GrpcFailure }> {
     return new Promise((resolve) => {
-      this.generic.makeUnaryRequest(methodPath, (b: Buffer) => b, (b: Buffer) => b, bytes, metadataOf(o), { deadline: Date.now() + (o.deadlineMs ?? 10_000) }, (err, value) =>
-        resolve(err ? { ok: false, failure: failureOf(err) } : { ok: true, bytes: value! }),
+      this.generic.makeUnaryRequest(
+        methodPath,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        bytes,
+        metadataOf(o),
+        { deadline: Date.now() + (o.deadlineMs ?? 10_000) },
+        (err, value) => resolve(err ? { ok: false, failure: failureOf(err) } : { ok: true, bytes: value! }),
       );
     });
   }

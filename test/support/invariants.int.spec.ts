@@ -44,15 +44,31 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
   const config = testConfig({ db: "mariadb" });
   const dbs = new Map<string, Knex>();
   const db = (service: string) => dbs.get(service)!;
-  const options = (extra: Partial<CheckOptions> = {}): CheckOptions => ({ products: [{ id: P1 }, { id: P2 }], initialStock: (id) => INITIAL[id]!, knownOrderIds: [A, B, C], ...extra });
+  const options = (extra: Partial<CheckOptions> = {}): CheckOptions => ({
+    products: [{ id: P1 }, { id: P2 }],
+    initialStock: (id) => INITIAL[id]!,
+    knownOrderIds: [A, B, C],
+    ...extra,
+  });
   const check = (extra?: Partial<CheckOptions>) => checkCheckoutInvariants(db, options(extra));
   /** Inserts `rows` into a table for the duration of `run`, then removes them. */
-  const planted = async <T>(service: string, table: string, rows: Record<string, unknown>[], key: string, run: () => Promise<T>): Promise<T> => {
+  const planted = async <T>(
+    service: string,
+    table: string,
+    rows: Record<string, unknown>[],
+    key: string,
+    run: () => Promise<T>,
+  ): Promise<T> => {
     await db(service)(table).insert(rows);
     try {
       return await run();
     } finally {
-      await db(service)(table).whereIn(key, rows.map((r) => r[key] as string)).del();
+      await db(service)(table)
+        .whereIn(
+          key,
+          rows.map((r) => r[key] as string),
+        )
+        .del();
     }
   };
 
@@ -63,35 +79,118 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
       await migrateLatest(db(s), path.join(ROOT, "services", s, "migrations"));
     }
     const order = (id: string, user: string, status: string, total: number, paid: string | null, refunded = 0) => ({
-      id, user_id: user, status, total_amount: total, currency: "CNY", shipping_address: "{}", shipment: null, shipped: false,
-      paid_payment_id: paid, paid_amount: paid ? total : 0, refunded_amount: refunded, reservation_expires_at: null, created_at: NOW, updated_at: NOW,
+      id,
+      user_id: user,
+      status,
+      total_amount: total,
+      currency: "CNY",
+      shipping_address: "{}",
+      shipment: null,
+      shipped: false,
+      paid_payment_id: paid,
+      paid_amount: paid ? total : 0,
+      refunded_amount: refunded,
+      reservation_expires_at: null,
+      created_at: NOW,
+      updated_at: NOW,
     });
-    await db("order")("orders").insert([order(A, U1, "PAID", 2000, pA), order(B, U2, "PAID", 1000, pB, 300), order(C, U2, "CANCELLED", 1500, null)]);
-    const line = (orderId: string, productId: string, quantity: number, unit: number) => ({ order_id: orderId, product_id: productId, sku: `sku-${productId.slice(-3)}`, name: "x", unit_price: unit, quantity });
+    await db("order")("orders").insert([
+      order(A, U1, "PAID", 2000, pA),
+      order(B, U2, "PAID", 1000, pB, 300),
+      order(C, U2, "CANCELLED", 1500, null),
+    ]);
+    const line = (orderId: string, productId: string, quantity: number, unit: number) => ({
+      order_id: orderId,
+      product_id: productId,
+      sku: `sku-${productId.slice(-3)}`,
+      name: "x",
+      unit_price: unit,
+      quantity,
+    });
     await db("order")("order_items").insert([line(A, P1, 2, 1000), line(B, P1, 1, 1000), line(C, P2, 1, 1500)]);
-    const orderRefund = (id: string, orderId: string, paymentId: string, amount: number) => ({ id, order_id: orderId, payment_id: paymentId, amount, currency: "CNY", status: "SUCCEEDED", reason: "x", created_at: NOW, updated_at: NOW });
-    await db("order")("order_refunds").insert([orderRefund(`auto${pA2}`, A, pA2, 2000), orderRefund("rB", B, pB, 300), orderRefund(`auto${pC2}`, C, pC2, 1500)]);
+    const orderRefund = (id: string, orderId: string, paymentId: string, amount: number) => ({
+      id,
+      order_id: orderId,
+      payment_id: paymentId,
+      amount,
+      currency: "CNY",
+      status: "SUCCEEDED",
+      reason: "x",
+      created_at: NOW,
+      updated_at: NOW,
+    });
+    await db("order")("order_refunds").insert([
+      orderRefund(`auto${pA2}`, A, pA2, 2000),
+      orderRefund("rB", B, pB, 300),
+      orderRefund(`auto${pC2}`, C, pC2, 1500),
+    ]);
 
     const payment = (id: string, orderId: string, user: string, status: string, amount: number) => ({
-      id, order_id: orderId, user_id: user, provider: "sandbox", status, amount, currency: "CNY", subject: "s", reconcile_after: NOW, created_at: NOW, updated_at: NOW,
+      id,
+      order_id: orderId,
+      user_id: user,
+      provider: "sandbox",
+      status,
+      amount,
+      currency: "CNY",
+      subject: "s",
+      reconcile_after: NOW,
+      created_at: NOW,
+      updated_at: NOW,
     });
     await db("payment")("payments").insert([
-      payment(pA, A, U1, "SUCCEEDED", 2000), payment(pA2, A, U1, "SUCCEEDED", 2000), payment(pB, B, U2, "SUCCEEDED", 1000),
-      payment(pC, C, U2, "FAILED", 1500), payment(pC2, C, U2, "SUCCEEDED", 1500),
+      payment(pA, A, U1, "SUCCEEDED", 2000),
+      payment(pA2, A, U1, "SUCCEEDED", 2000),
+      payment(pB, B, U2, "SUCCEEDED", 1000),
+      payment(pC, C, U2, "FAILED", 1500),
+      payment(pC2, C, U2, "SUCCEEDED", 1500),
     ]);
-    const sbx = (id: string, status: string, amount: number) => ({ payment_id: id, amount, currency: "CNY", status, provider_txn_id: `sbx_${id.slice(0, 4)}`, paid_at: null, updated_at: NOW });
-    await db("payment")("sandbox_payments").insert([sbx(pA, "succeeded", 2000), sbx(pA2, "succeeded", 2000), sbx(pB, "succeeded", 1000), sbx(pC, "failed", 1500), sbx(pC2, "succeeded", 1500)]);
-    for (const [id, paymentId, orderId, amount] of [[`auto${pA2}`, pA2, A, 2000], ["rB", pB, B, 300], [`auto${pC2}`, pC2, C, 1500]] as const) {
+    const sbx = (id: string, status: string, amount: number) => ({
+      payment_id: id,
+      amount,
+      currency: "CNY",
+      status,
+      provider_txn_id: `sbx_${id.slice(0, 4)}`,
+      paid_at: null,
+      updated_at: NOW,
+    });
+    await db("payment")("sandbox_payments").insert([
+      sbx(pA, "succeeded", 2000),
+      sbx(pA2, "succeeded", 2000),
+      sbx(pB, "succeeded", 1000),
+      sbx(pC, "failed", 1500),
+      sbx(pC2, "succeeded", 1500),
+    ]);
+    for (const [id, paymentId, orderId, amount] of [
+      [`auto${pA2}`, pA2, A, 2000],
+      ["rB", pB, B, 300],
+      [`auto${pC2}`, pC2, C, 1500],
+    ] as const) {
       await db("payment")("refunds").insert(payRefund(id, paymentId, orderId, amount));
       await db("payment")("sandbox_refunds").insert(sbxRefund(id, paymentId, amount));
     }
 
     await db("product")("products").insert([product(P1, INITIAL[P1]! - 3), product(P2, INITIAL[P2]!)]);
-    const hold = (orderId: string, productId: string, quantity: number, status: string) => ({ order_id: orderId, product_id: productId, quantity, status, expires_at: NOW, created_at: NOW, updated_at: NOW });
+    const hold = (orderId: string, productId: string, quantity: number, status: string) => ({
+      order_id: orderId,
+      product_id: productId,
+      quantity,
+      status,
+      expires_at: NOW,
+      created_at: NOW,
+      updated_at: NOW,
+    });
     await db("product")("reservations").insert([hold(A, P1, 2, "committed"), hold(B, P1, 1, "committed"), hold(C, P2, 1, "released")]);
 
     const note = (n: number, user: string, orderId: string) => ({
-      id: uuid(900 + n), user_id: user, type: "payment.succeeded", title: "t", body: "b", data: JSON.stringify({ orderId }), created_at: NOW, source_message_id: `m${n}`,
+      id: uuid(900 + n),
+      user_id: user,
+      type: "payment.succeeded",
+      title: "t",
+      body: "b",
+      data: JSON.stringify({ orderId }),
+      created_at: NOW,
+      source_message_id: `m${n}`,
     });
     await db("notification")("notifications").insert([note(1, U1, A), note(2, U2, B)]);
   });
@@ -105,8 +204,17 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     const r = await check();
     assert.deepEqual(r.problems, []);
     assert.deepEqual(r.figures, {
-      orders: 3, byStatus: { PAID: 2, CANCELLED: 1 }, knownOrders: 3, payments: 5, charges: 4, refundedCharges: 2, partlyRefundedCharges: 1,
-      autoRefunds: 3, platformRefunds: 3, notified: 2, orphanClaims: 0,
+      orders: 3,
+      byStatus: { PAID: 2, CANCELLED: 1 },
+      knownOrders: 3,
+      payments: 5,
+      charges: 4,
+      refundedCharges: 2,
+      partlyRefundedCharges: 1,
+      autoRefunds: 3,
+      platformRefunds: 3,
+      notified: 2,
+      orphanClaims: 0,
     });
   });
 
@@ -127,13 +235,21 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
   });
 
   test("over-refund at the platform and the payment service alike: a refund of a kept charge its order does not count is named", async () => {
-    const r = await planted("payment", "refunds", [payRefund("rA", pA, A, 500)], "id", () => planted("payment", "sandbox_refunds", [sbxRefund("rA", pA, 500)], "refund_id", check));
-    assert.deepEqual(r.problems, [`PAID order ${A}: its kept charge ${pA} of 2000 was refunded 500 at the platform, 0 by the order's refunds, and the order counts 0`]);
+    const r = await planted("payment", "refunds", [payRefund("rA", pA, A, 500)], "id", () =>
+      planted("payment", "sandbox_refunds", [sbxRefund("rA", pA, 500)], "refund_id", check),
+    );
+    assert.deepEqual(r.problems, [
+      `PAID order ${A}: its kept charge ${pA} of 2000 was refunded 500 at the platform, 0 by the order's refunds, and the order counts 0`,
+    ]);
   });
 
   test("partial refunds are summed exactly: one more at the platform and the payment service than the order counts is named", async () => {
-    const r = await planted("payment", "refunds", [payRefund("rB2", pB, B, 100)], "id", () => planted("payment", "sandbox_refunds", [sbxRefund("rB2", pB, 100)], "refund_id", check));
-    assert.deepEqual(r.problems, [`PAID order ${B}: its kept charge ${pB} of 1000 was refunded 400 at the platform, 300 by the order's refunds, and the order counts 300`]);
+    const r = await planted("payment", "refunds", [payRefund("rB2", pB, B, 100)], "id", () =>
+      planted("payment", "sandbox_refunds", [sbxRefund("rB2", pB, 100)], "refund_id", check),
+    );
+    assert.deepEqual(r.problems, [
+      `PAID order ${B}: its kept charge ${pB} of 1000 was refunded 400 at the platform, 300 by the order's refunds, and the order counts 300`,
+    ]);
   });
 
   test("over-refund at the payment service: a succeeded refund the platform never made is named", async () => {
@@ -143,24 +259,97 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
 
   test("a charge refunded one unit short of its amount is named", async () => {
     const pA3 = pay("f");
-    const r = await planted("payment", "payments", [{ id: pA3, order_id: A, user_id: U1, provider: "sandbox", status: "SUCCEEDED", amount: 2000, currency: "CNY", subject: "s", reconcile_after: NOW, created_at: NOW, updated_at: NOW }], "id", () =>
-      planted("payment", "sandbox_payments", [{ payment_id: pA3, amount: 2000, currency: "CNY", status: "succeeded", provider_txn_id: "sbx_f", paid_at: null, updated_at: NOW }], "payment_id", () =>
-        planted("payment", "refunds", [payRefund(`auto${pA3}`, pA3, A, 1999)], "id", () => planted("payment", "sandbox_refunds", [sbxRefund(`auto${pA3}`, pA3, 1999)], "refund_id", check))));
+    const r = await planted(
+      "payment",
+      "payments",
+      [
+        {
+          id: pA3,
+          order_id: A,
+          user_id: U1,
+          provider: "sandbox",
+          status: "SUCCEEDED",
+          amount: 2000,
+          currency: "CNY",
+          subject: "s",
+          reconcile_after: NOW,
+          created_at: NOW,
+          updated_at: NOW,
+        },
+      ],
+      "id",
+      () =>
+        planted(
+          "payment",
+          "sandbox_payments",
+          [
+            {
+              payment_id: pA3,
+              amount: 2000,
+              currency: "CNY",
+              status: "succeeded",
+              provider_txn_id: "sbx_f",
+              paid_at: null,
+              updated_at: NOW,
+            },
+          ],
+          "payment_id",
+          () =>
+            planted("payment", "refunds", [payRefund(`auto${pA3}`, pA3, A, 1999)], "id", () =>
+              planted("payment", "sandbox_refunds", [sbxRefund(`auto${pA3}`, pA3, 1999)], "refund_id", check),
+            ),
+        ),
+    );
     assert.equal(r.problems.length, 1, r.problems.join("\n"));
-    assert.match(r.problems[0]!, new RegExp(`^PAID order ${A}: charge ${pA3} of 2000 kept \\(1999 refunded\\), its paid payment being ${pA} `));
+    assert.match(
+      r.problems[0]!,
+      new RegExp(`^PAID order ${A}: charge ${pA3} of 2000 kept \\(1999 refunded\\), its paid payment being ${pA} `),
+    );
   });
 
   test("a charge kept for an order that does not exist is named", async () => {
     const pX = pay("0");
     const ghost = uuid(998);
-    const r = await planted("payment", "payments", [{ id: pX, order_id: ghost, user_id: U1, provider: "sandbox", status: "SUCCEEDED", amount: 700, currency: "CNY", subject: "s", reconcile_after: NOW, created_at: NOW, updated_at: NOW }], "id", () =>
-      planted("payment", "sandbox_payments", [{ payment_id: pX, amount: 700, currency: "CNY", status: "succeeded", provider_txn_id: "sbx_0", paid_at: null, updated_at: NOW }], "payment_id", check));
+    const r = await planted(
+      "payment",
+      "payments",
+      [
+        {
+          id: pX,
+          order_id: ghost,
+          user_id: U1,
+          provider: "sandbox",
+          status: "SUCCEEDED",
+          amount: 700,
+          currency: "CNY",
+          subject: "s",
+          reconcile_after: NOW,
+          created_at: NOW,
+          updated_at: NOW,
+        },
+      ],
+      "id",
+      () =>
+        planted(
+          "payment",
+          "sandbox_payments",
+          [{ payment_id: pX, amount: 700, currency: "CNY", status: "succeeded", provider_txn_id: "sbx_0", paid_at: null, updated_at: NOW }],
+          "payment_id",
+          check,
+        ),
+    );
     assert.deepEqual(r.problems, [`payment ${pX}: charge of 700 kept (0 refunded) for order ${ghost}, which does not exist`]);
   });
 
   test("a charge at the platform the payment service has no row for is named", async () => {
     const pY = pay("9");
-    const r = await planted("payment", "sandbox_payments", [{ payment_id: pY, amount: 500, currency: "CNY", status: "succeeded", provider_txn_id: "sbx_9", paid_at: null, updated_at: NOW }], "payment_id", check);
+    const r = await planted(
+      "payment",
+      "sandbox_payments",
+      [{ payment_id: pY, amount: 500, currency: "CNY", status: "succeeded", provider_txn_id: "sbx_9", paid_at: null, updated_at: NOW }],
+      "payment_id",
+      check,
+    );
     assert.deepEqual(r.problems, [`payment ${pY} charged at the platform but unknown to the payment service`]);
   });
 
@@ -170,7 +359,18 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
 });
 
 function payRefund(id: string, paymentId: string, orderId: string, amount: number) {
-  return { id, payment_id: paymentId, order_id: orderId, status: "SUCCEEDED", amount, currency: "CNY", reason: "x", reconcile_after: NOW, created_at: NOW, updated_at: NOW };
+  return {
+    id,
+    payment_id: paymentId,
+    order_id: orderId,
+    status: "SUCCEEDED",
+    amount,
+    currency: "CNY",
+    reason: "x",
+    reconcile_after: NOW,
+    created_at: NOW,
+    updated_at: NOW,
+  };
 }
 
 function sbxRefund(id: string, paymentId: string, amount: number) {
@@ -179,7 +379,20 @@ function sbxRefund(id: string, paymentId: string, amount: number) {
 
 function product(id: string, onHand: number) {
   return {
-    id, sku: `sku-${id.slice(-3)}`, name: "x", description: "x", category: "c", brand: null, tags: "[]", price_amount: 1000, price_currency: "CNY", images: "[]",
-    on_hand: onHand, reserved: 0, created_at: NOW, updated_at: NOW, deleted_at: null,
+    id,
+    sku: `sku-${id.slice(-3)}`,
+    name: "x",
+    description: "x",
+    category: "c",
+    brand: null,
+    tags: "[]",
+    price_amount: 1000,
+    price_currency: "CNY",
+    images: "[]",
+    on_hand: onHand,
+    reserved: 0,
+    created_at: NOW,
+    updated_at: NOW,
+    deleted_at: null,
   };
 }

@@ -58,20 +58,72 @@ export interface CheckResult {
   orphanClaims: string[];
 }
 
-type OrderRow = { id: string; user_id: string; status: string; paid_payment_id: string | null; paid_amount: number; refunded_amount: number; reservation_expires_at: number | null };
+type OrderRow = {
+  id: string;
+  user_id: string;
+  status: string;
+  paid_payment_id: string | null;
+  paid_amount: number;
+  refunded_amount: number;
+  reservation_expires_at: number | null;
+};
 
 export async function checkCheckoutInvariants(db: (service: string) => Knex, opts: CheckOptions): Promise<CheckResult> {
   const problems: string[] = [];
-  const orders = (await db("order")("orders").select("id", "user_id", "status", "paid_payment_id", "paid_amount", "refunded_amount", "reservation_expires_at")) as OrderRow[];
-  const items = (await db("order")("order_items").select("order_id", "product_id", "quantity")) as { order_id: string; product_id: string; quantity: number }[];
-  const orderRefunds = (await db("order")("order_refunds").select("id", "order_id", "payment_id", "amount", "status")) as { id: string; order_id: string; payment_id: string; amount: number; status: string }[];
-  const payments = (await db("payment")("payments").select("id", "order_id", "status", "amount")) as { id: string; order_id: string; status: string; amount: number }[];
+  const orders = (await db("order")("orders").select(
+    "id",
+    "user_id",
+    "status",
+    "paid_payment_id",
+    "paid_amount",
+    "refunded_amount",
+    "reservation_expires_at",
+  )) as OrderRow[];
+  const items = (await db("order")("order_items").select("order_id", "product_id", "quantity")) as {
+    order_id: string;
+    product_id: string;
+    quantity: number;
+  }[];
+  const orderRefunds = (await db("order")("order_refunds").select("id", "order_id", "payment_id", "amount", "status")) as {
+    id: string;
+    order_id: string;
+    payment_id: string;
+    amount: number;
+    status: string;
+  }[];
+  const payments = (await db("payment")("payments").select("id", "order_id", "status", "amount")) as {
+    id: string;
+    order_id: string;
+    status: string;
+    amount: number;
+  }[];
   const sbxPayments = (await db("payment")("sandbox_payments").select("payment_id", "status")) as { payment_id: string; status: string }[];
-  const sbxRefunds = (await db("payment")("sandbox_refunds").select("refund_id", "payment_id", "amount")) as { refund_id: string; payment_id: string; amount: number }[];
-  const payRefunds = (await db("payment")("refunds").select("id", "payment_id", "amount", "status")) as { id: string; payment_id: string; amount: number; status: string }[];
-  const stock = (await db("product")("products").select("id", "on_hand", "reserved")) as { id: string; on_hand: number; reserved: number }[];
-  const holds = (await db("product")("reservations").select("order_id", "product_id", "quantity", "status")) as { order_id: string; product_id: string; quantity: number; status: string }[];
-  const notes = (await db("notification")("notifications").where({ type: "payment.succeeded" }).select("user_id", "data")) as { user_id: string; data: string }[];
+  const sbxRefunds = (await db("payment")("sandbox_refunds").select("refund_id", "payment_id", "amount")) as {
+    refund_id: string;
+    payment_id: string;
+    amount: number;
+  }[];
+  const payRefunds = (await db("payment")("refunds").select("id", "payment_id", "amount", "status")) as {
+    id: string;
+    payment_id: string;
+    amount: number;
+    status: string;
+  }[];
+  const stock = (await db("product")("products").select("id", "on_hand", "reserved")) as {
+    id: string;
+    on_hand: number;
+    reserved: number;
+  }[];
+  const holds = (await db("product")("reservations").select("order_id", "product_id", "quantity", "status")) as {
+    order_id: string;
+    product_id: string;
+    quantity: number;
+    status: string;
+  }[];
+  const notes = (await db("notification")("notifications").where({ type: "payment.succeeded" }).select("user_id", "data")) as {
+    user_id: string;
+    data: string;
+  }[];
 
   const byStatus: Record<string, number> = {};
   for (const o of orders) byStatus[o.status] = (byStatus[o.status] ?? 0) + 1;
@@ -80,8 +132,11 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   const known = new Set(opts.knownOrderIds ?? []);
   for (const id of known) if (!orderById.has(id)) problems.push(`order ${id} answered 201 but is not in the database`);
   // (1) nothing left waiting for payment
-  for (const o of orders) if (o.status === "PENDING_PAYMENT") problems.push(`order ${o.id} still PENDING_PAYMENT (hold expired ${Date.now() - Number(o.reservation_expires_at)} ms ago)`);
-  for (const o of orders) if (o.status !== "PAID" && o.status !== "CANCELLED") problems.push(`order ${o.id} in unexpected status ${o.status}`);
+  for (const o of orders)
+    if (o.status === "PENDING_PAYMENT")
+      problems.push(`order ${o.id} still PENDING_PAYMENT (hold expired ${Date.now() - Number(o.reservation_expires_at)} ms ago)`);
+  for (const o of orders)
+    if (o.status !== "PAID" && o.status !== "CANCELLED") problems.push(`order ${o.id} in unexpected status ${o.status}`);
   // (2) money, as the platform sees it. A charge is a payment the sandbox recorded as
   // succeeded; what went back is the sum of the sandbox's refunds of it. Compared exactly:
   // "at least its amount" would let a refund made twice pass.
@@ -92,12 +147,20 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   const paymentById = new Map(payments.map((p) => [p.id, p]));
   const describeOrder = async (id: string) => {
     const o = orderById.get(id);
-    const hist = (await db("order")("order_history").where({ order_id: id }).orderBy("seq").select("status", "at")) as { status: string; at: number }[];
+    const hist = (await db("order")("order_history").where({ order_id: id }).orderBy("seq").select("status", "at")) as {
+      status: string;
+      at: number;
+    }[];
     const rs = holds.filter((h) => h.order_id === id);
-    const rows = (await db("product")("reservations").where({ order_id: id }).select("product_id", "quantity", "status", "expires_at", "updated_at")) as Record<string, unknown>[];
+    const rows = (await db("product")("reservations")
+      .where({ order_id: id })
+      .select("product_id", "quantity", "status", "expires_at", "updated_at")) as Record<string, unknown>[];
     const ps = payments.filter((p) => p.order_id === id).map((p) => `${p.id}:${p.status}/sbx=${sbx.get(p.id) ?? "-"}`);
     const base = rs.length ? Math.min(...rows.map((r) => Number(r.expires_at))) : 0;
-    return `{status ${o?.status}; history ${hist.map((h) => `${h.status}@${Number(h.at) - base}`).join(" ")}; holds ${rows.map((r) => `${String(r.product_id).slice(0, 8)}x${r.quantity}:${r.status}@${Number(r.updated_at) - base}`).join(" ")}; payments ${ps.join(" ")}; refunds ${orderRefunds.filter((r) => r.order_id === id).map((r) => `${r.id}:${r.status}`).join(" ")} (times in ms relative to hold expiry)}`;
+    return `{status ${o?.status}; history ${hist.map((h) => `${h.status}@${Number(h.at) - base}`).join(" ")}; holds ${rows.map((r) => `${String(r.product_id).slice(0, 8)}x${r.quantity}:${r.status}@${Number(r.updated_at) - base}`).join(" ")}; payments ${ps.join(" ")}; refunds ${orderRefunds
+      .filter((r) => r.order_id === id)
+      .map((r) => `${r.id}:${r.status}`)
+      .join(" ")} (times in ms relative to hold expiry)}`;
   };
   // The three records of a refund agree: the platform's, the payment service's, the order
   // service's (one refund id throughout). A refund row the platform has and the payment
@@ -107,15 +170,21 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   for (const r of sbxRefunds) {
     const pr = payRefundById.get(r.refund_id);
     if (!pr || pr.status !== "SUCCEEDED" || pr.payment_id !== r.payment_id || Number(pr.amount) !== Number(r.amount))
-      problems.push(`platform refund ${r.refund_id} (payment ${r.payment_id}, ${r.amount}): the payment service has ${pr ? `a ${pr.status} refund of payment ${pr.payment_id} (${pr.amount})` : "no such refund"}`);
+      problems.push(
+        `platform refund ${r.refund_id} (payment ${r.payment_id}, ${r.amount}): the payment service has ${pr ? `a ${pr.status} refund of payment ${pr.payment_id} (${pr.amount})` : "no such refund"}`,
+      );
     if (!charged(r.payment_id)) problems.push(`platform refund ${r.refund_id}: payment ${r.payment_id} was never charged at the platform`);
   }
-  for (const r of payRefunds) if (r.status === "SUCCEEDED" && !sbxRefundIds.has(r.id)) problems.push(`payment-side refund ${r.id} (payment ${r.payment_id}, ${r.amount}) SUCCEEDED but the platform made no such refund`);
+  for (const r of payRefunds)
+    if (r.status === "SUCCEEDED" && !sbxRefundIds.has(r.id))
+      problems.push(`payment-side refund ${r.id} (payment ${r.payment_id}, ${r.amount}) SUCCEEDED but the platform made no such refund`);
   for (const r of orderRefunds) {
     if (r.status !== "SUCCEEDED") continue;
     const pr = payRefundById.get(r.id);
     if (!pr || pr.status !== "SUCCEEDED" || pr.payment_id !== r.payment_id || Number(pr.amount) !== Number(r.amount))
-      problems.push(`order-side refund ${r.id} (order ${r.order_id}, payment ${r.payment_id}, ${r.amount}) SUCCEEDED; the payment service has ${pr ? `a ${pr.status} refund of payment ${pr.payment_id} (${pr.amount})` : "no such refund"}`);
+      problems.push(
+        `order-side refund ${r.id} (order ${r.order_id}, payment ${r.payment_id}, ${r.amount}) SUCCEEDED; the payment service has ${pr ? `a ${pr.status} refund of payment ${pr.payment_id} (${pr.amount})` : "no such refund"}`,
+      );
   }
   let charges = 0;
   let refundedCharges = 0;
@@ -127,18 +196,27 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
     const back = refundedAt.get(p.id) ?? 0;
     const o = orderById.get(p.order_id);
     if (p.status !== "SUCCEEDED") {
-      const trail = (opts.logs ?? []).flatMap((c) => c.lines.filter((l) => l.includes(p.id)).map((l) => `[${c.name}] ${(l.match(/"msg":"([^"]{0,200})/) ?? [l, l.slice(0, 200)])[1]}`));
-      problems.push(`payment ${p.id} (order ${p.order_id}) charged at the platform but ${p.status} here; logs: ${trail.slice(0, 4).join(" | ") || "none"}`);
+      const trail = (opts.logs ?? []).flatMap((c) =>
+        c.lines.filter((l) => l.includes(p.id)).map((l) => `[${c.name}] ${(l.match(/"msg":"([^"]{0,200})/) ?? [l, l.slice(0, 200)])[1]}`),
+      );
+      problems.push(
+        `payment ${p.id} (order ${p.order_id}) charged at the platform but ${p.status} here; logs: ${trail.slice(0, 4).join(" | ") || "none"}`,
+      );
     }
     if (back > amount) problems.push(`payment ${p.id} (order ${p.order_id}) over-refunded: ${back} back for a charge of ${amount}`);
     if (o && o.paid_payment_id === p.id) {
       // The order's kept charge: refunded exactly what the order counts (0 in these runs, or
       // its partial refunds summed, or all of it for a REFUNDED order).
       const counted = Number(o.refunded_amount);
-      const byOrderRefunds = orderRefunds.filter((r) => r.payment_id === p.id && r.status === "SUCCEEDED").reduce((n, r) => n + Number(r.amount), 0);
+      const byOrderRefunds = orderRefunds
+        .filter((r) => r.payment_id === p.id && r.status === "SUCCEEDED")
+        .reduce((n, r) => n + Number(r.amount), 0);
       if (back !== counted || byOrderRefunds !== counted)
-        problems.push(`${o.status} order ${o.id}: its kept charge ${p.id} of ${amount} was refunded ${back} at the platform, ${byOrderRefunds} by the order's refunds, and the order counts ${counted}`);
-      if (Number(o.paid_amount) !== amount) problems.push(`${o.status} order ${o.id}: paid_amount ${o.paid_amount}, but its kept charge ${p.id} is ${amount}`);
+        problems.push(
+          `${o.status} order ${o.id}: its kept charge ${p.id} of ${amount} was refunded ${back} at the platform, ${byOrderRefunds} by the order's refunds, and the order counts ${counted}`,
+        );
+      if (Number(o.paid_amount) !== amount)
+        problems.push(`${o.status} order ${o.id}: paid_amount ${o.paid_amount}, but its kept charge ${p.id} is ${amount}`);
       if (back === amount) refundedCharges++;
       else if (back > 0) partlyRefundedCharges++;
       continue;
@@ -150,14 +228,21 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
     }
     if (back > amount) continue; // reported above
     if (!o) problems.push(`payment ${p.id}: charge of ${amount} kept (${back} refunded) for order ${p.order_id}, which does not exist`);
-    else problems.push(`${o.status} order ${o.id}: charge ${p.id} of ${amount} kept (${back} refunded), its paid payment being ${o.paid_payment_id ?? "none"} ${await describeOrder(o.id)}`);
+    else
+      problems.push(
+        `${o.status} order ${o.id}: charge ${p.id} of ${amount} kept (${back} refunded), its paid payment being ${o.paid_payment_id ?? "none"} ${await describeOrder(o.id)}`,
+      );
   }
   // A charge the payment service has no row for belongs to no order anyone could refund.
-  for (const s of sbxPayments) if (s.status === "succeeded" && !paymentById.has(s.payment_id)) problems.push(`payment ${s.payment_id} charged at the platform but unknown to the payment service`);
+  for (const s of sbxPayments)
+    if (s.status === "succeeded" && !paymentById.has(s.payment_id))
+      problems.push(`payment ${s.payment_id} charged at the platform but unknown to the payment service`);
   for (const o of orders) {
     const kept = o.paid_payment_id;
     if (kept && (!charged(kept) || paymentById.get(kept)?.order_id !== o.id))
-      problems.push(`${o.status} order ${o.id}: its paid payment ${kept} is ${paymentById.has(kept) ? (charged(kept) ? `a charge of order ${paymentById.get(kept)!.order_id}` : "not a charge at the platform") : "unknown to the payment service"} ${await describeOrder(o.id)}`);
+      problems.push(
+        `${o.status} order ${o.id}: its paid payment ${kept} is ${paymentById.has(kept) ? (charged(kept) ? `a charge of order ${paymentById.get(kept)!.order_id}` : "not a charge at the platform") : "unknown to the payment service"} ${await describeOrder(o.id)}`,
+      );
     const takesMoney = ["PAID", "SHIPPED", "DELIVERED", "REFUNDED"].includes(o.status);
     if (takesMoney && !kept) problems.push(`${o.status} order ${o.id}: no paid payment ${await describeOrder(o.id)}`);
     if (!takesMoney && kept) problems.push(`${o.status} order ${o.id}: paid payment ${kept} recorded`);
@@ -171,20 +256,26 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   // An Idempotency-Key claimed by a create whose process died before the order existed is not
   // a problem by itself: a retry with that key takes the claim over once it is stale (the
   // order service's staleClaimMs). Counted here; the kill test retries such keys at the end.
-  const keys = (await db("order")("idempotency_keys").select("idem_key", "resource_id", "created_at")) as { idem_key: string; resource_id: string; created_at: number }[];
+  const keys = (await db("order")("idempotency_keys").select("idem_key", "resource_id", "created_at")) as {
+    idem_key: string;
+    resource_id: string;
+    created_at: number;
+  }[];
   const orphanClaims = keys.filter((k) => !orderById.has(k.resource_id)).map((k) => k.idem_key);
   // (3) conservation
   for (const p of opts.products) {
     const s = stock.find((x) => x.id === p.id)!;
     const initial = opts.initialStock(p.id);
     const sold = items.filter((i) => i.product_id === p.id && paid.has(i.order_id)).reduce((n, i) => n + Number(i.quantity), 0);
-    if (Number(s.on_hand) !== initial - sold) problems.push(`product ${p.id}: on_hand ${s.on_hand}, expected ${initial} − ${sold} sold = ${initial - sold}`);
+    if (Number(s.on_hand) !== initial - sold)
+      problems.push(`product ${p.id}: on_hand ${s.on_hand}, expected ${initial} − ${sold} sold = ${initial - sold}`);
     const held = holds.filter((h) => h.product_id === p.id && h.status === "held").reduce((n, h) => n + Number(h.quantity), 0);
     if (Number(s.reserved) !== held) problems.push(`product ${p.id}: reserved ${s.reserved} but holds sum to ${held}`);
     if (Number(s.reserved) !== 0) problems.push(`product ${p.id}: reserved ${s.reserved} at the end`);
   }
   const committedOrders = new Set(holds.filter((h) => h.status === "committed").map((h) => h.order_id));
-  for (const id of committedOrders) if (!paid.has(id)) problems.push(`order ${id}: stock committed but the order is not PAID ${await describeOrder(id)}`);
+  for (const id of committedOrders)
+    if (!paid.has(id)) problems.push(`order ${id}: stock committed but the order is not PAID ${await describeOrder(id)}`);
   for (const id of paid.keys()) if (!committedOrders.has(id)) problems.push(`PAID order ${id}: no committed reservation`);
   // (4) notifications
   const notified = new Map<string, { user: string; n: number }>();
@@ -196,14 +287,26 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   }
   for (const o of paid.values()) {
     const e = notified.get(o.id);
-    if (!e || e.n !== 1 || e.user !== o.user_id) problems.push(`PAID order ${o.id}: ${e?.n ?? 0} payment.succeeded notification(s)${e && e.user !== o.user_id ? " for another user" : ""}`);
+    if (!e || e.n !== 1 || e.user !== o.user_id)
+      problems.push(
+        `PAID order ${o.id}: ${e?.n ?? 0} payment.succeeded notification(s)${e && e.user !== o.user_id ? " for another user" : ""}`,
+      );
   }
   for (const [id, e] of notified) if (!paid.has(id)) problems.push(`order ${id} not PAID but ${e.n} payment.succeeded notification(s)`);
   return {
     problems,
     figures: {
-      orders: orders.length, byStatus, knownOrders: known.size, payments: payments.length, charges, refundedCharges, partlyRefundedCharges,
-      autoRefunds: orderRefunds.length, platformRefunds: sbxRefunds.length, notified: notified.size, orphanClaims: orphanClaims.length,
+      orders: orders.length,
+      byStatus,
+      knownOrders: known.size,
+      payments: payments.length,
+      charges,
+      refundedCharges,
+      partlyRefundedCharges,
+      autoRefunds: orderRefunds.length,
+      platformRefunds: sbxRefunds.length,
+      notified: notified.size,
+      orphanClaims: orphanClaims.length,
     },
     orphanClaims,
   };

@@ -30,7 +30,10 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
 
   test("percentiles are nearest-rank over the sorted samples", () => {
     const sorted = Float64Array.from({ length: 100 }, (_, i) => i + 1);
-    assert.deepEqual([0.5, 0.95, 0.99, 1].map((q) => percentile(sorted, q)), [50, 95, 99, 100]);
+    assert.deepEqual(
+      [0.5, 0.95, 0.99, 1].map((q) => percentile(sorted, q)),
+      [50, 95, 99, 100],
+    );
     assert.equal(percentile([7], 0.99), 7);
     assert.ok(Number.isNaN(percentile([], 0.5)));
   });
@@ -39,8 +42,14 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     const progress: LoadProgress[] = [];
     const sent = new Map<string, number>();
     const summary = await runLoad({
-      urls: [app.baseUrl], shoppers: 4, durationS: 8, thinkMs: 20, seed: 7, admin: ADMIN,
-      progressIntervalMs: 500, onProgress: (p) => progress.push(p),
+      urls: [app.baseUrl],
+      shoppers: 4,
+      durationS: 8,
+      thinkMs: 20,
+      seed: 7,
+      admin: ADMIN,
+      progressIntervalMs: 500,
+      onProgress: (p) => progress.push(p),
       onRequest: (route) => sent.set(route, (sent.get(route) ?? 0) + 1),
     });
     const { requests, requestsPerS, orders, tasks } = summary;
@@ -55,20 +64,32 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     assert.equal(summary.aborted, false);
 
     // The summary adds up: route counts make the total, percentiles are ordered.
-    assert.equal(Object.values(summary.routes).reduce((n, r) => n + r.count, 0), summary.requests);
+    assert.equal(
+      Object.values(summary.routes).reduce((n, r) => n + r.count, 0),
+      summary.requests,
+    );
     for (const [route, r] of Object.entries(summary.routes)) assert.ok(r.p50 <= r.p95 && r.p95 <= r.p99 && r.p99 <= r.max, route);
-    assert.ok(Object.values(summary.tasks).every((n) => n > 0), `every task ran: ${JSON.stringify(summary.tasks)}`);
+    assert.ok(
+      Object.values(summary.tasks).every((n) => n > 0),
+      `every task ran: ${JSON.stringify(summary.tasks)}`,
+    );
     // The setup's requests (admin login, catalog, restock) are not part of the traffic.
     assert.equal(summary.routes["POST /api/auth/login"], undefined);
     assert.equal(summary.routes["POST /api/products/:id/stock"], undefined);
 
-    assert.ok(progress.some((p) => p.phase === "running"), "progress reported while running");
+    assert.ok(
+      progress.some((p) => p.phase === "running"),
+      "progress reported while running",
+    );
     assert.equal(progress.at(-1)?.phase, "done");
     assert.equal(progress.at(-1)?.requests, summary.requests);
     assert.equal(progress.at(-1)?.ordersPaid, summary.orders.paid);
 
     // onRequest saw every measured request (the setup's are not measured), by route.
-    assert.deepEqual(Object.fromEntries([...sent].sort(([a], [b]) => a.localeCompare(b))), Object.fromEntries(Object.entries(summary.routes).map(([route, r]) => [route, r.count])));
+    assert.deepEqual(
+      Object.fromEntries([...sent].sort(([a], [b]) => a.localeCompare(b))),
+      Object.fromEntries(Object.entries(summary.routes).map(([route, r]) => [route, r.count])),
+    );
     // The ids of the orders answered 201: as many as created, distinct, each a PAID order in the database.
     assert.equal(summary.orderIds.length, summary.orders.created);
     assert.equal(new Set(summary.orderIds).size, summary.orderIds.length);
@@ -76,7 +97,10 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     try {
       const rows = (await db("orders").whereIn("id", summary.orderIds).select("id", "status")) as { id: string; status: string }[];
       assert.deepEqual(rows.map((r) => r.id).sort(), [...summary.orderIds].sort());
-      assert.ok(rows.every((r) => r.status === "PAID"), JSON.stringify(rows.filter((r) => r.status !== "PAID")));
+      assert.ok(
+        rows.every((r) => r.status === "PAID"),
+        JSON.stringify(rows.filter((r) => r.status !== "PAID")),
+      );
     } finally {
       await db.destroy();
     }
@@ -85,7 +109,12 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
   test("an abort ends the run early and resolves with what was measured", async () => {
     const stop = new AbortController();
     const summary = await runLoad({
-      urls: [app.baseUrl], shoppers: 2, durationS: 600, thinkMs: 20, seed: 8, signal: stop.signal,
+      urls: [app.baseUrl],
+      shoppers: 2,
+      durationS: 600,
+      thinkMs: 20,
+      seed: 8,
+      signal: stop.signal,
       // Stop once some traffic was measured (not after a fixed time).
       progressIntervalMs: 100,
       onProgress: (p) => {
@@ -104,8 +133,12 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
         const env = { ...process.env };
         delete env.ADMIN_EMAIL;
         delete env.ADMIN_PASSWORD;
-        execFile(process.execPath, ["--import", "tsx", path.join(__dirname, "../../bin/load.ts"), "--url", app.baseUrl, ...args], { env, timeout: 30_000 },
-          (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === "number" ? err.code : -1) : 0, stdout, stderr }));
+        execFile(
+          process.execPath,
+          ["--import", "tsx", path.join(__dirname, "../../bin/load.ts"), "--url", app.baseUrl, ...args],
+          { env, timeout: 30_000 },
+          (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === "number" ? err.code : -1) : 0, stdout, stderr }),
+        );
       });
     const ok = await cli(["--shoppers", "2", "--duration", "2", "--think-ms", "20", "--seed", "3"]);
     assert.equal(ok.code, 0, ok.stderr);

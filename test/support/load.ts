@@ -68,8 +68,19 @@ export const ROUTES = {
  * cart (after an OUT_OF_STOCK, or a cart grown large by failed checkouts).
  */
 export const MIX_ROUTES: readonly string[] = [
-  ROUTES.register, ROUTES.preferences, ROUTES.products, ROUTES.product, ROUTES.search, ROUTES.recommendations,
-  ROUTES.alsoBought, ROUTES.cart, ROUTES.addToCart, ROUTES.createOrder, ROUTES.pay, ROUTES.complete, ROUTES.order,
+  ROUTES.register,
+  ROUTES.preferences,
+  ROUTES.products,
+  ROUTES.product,
+  ROUTES.search,
+  ROUTES.recommendations,
+  ROUTES.alsoBought,
+  ROUTES.cart,
+  ROUTES.addToCart,
+  ROUTES.createOrder,
+  ROUTES.pay,
+  ROUTES.complete,
+  ROUTES.order,
 ];
 
 // ---- options and results ----
@@ -190,7 +201,12 @@ const MAX_SAMPLES = 3;
 
 /** The address every simulated order ships to (valid for the Address contract's rules). */
 export const LOAD_ADDRESS = {
-  recipient: "Load Shopper", phone: "+86 10 1234 5678", line1: "1 Market Street", city: "Shanghai", postalCode: "200000", country: "CN",
+  recipient: "Load Shopper",
+  phone: "+86 10 1234 5678",
+  line1: "1 Market Street",
+  city: "Shanghai",
+  postalCode: "200000",
+  country: "CN",
 } as const;
 
 // ---- recording ----
@@ -226,7 +242,7 @@ class Recorder {
     this.errors++;
     let key = `${kind} ${route}`;
     // Bounded: a run against a broken system must not grow a map of every distinct failure.
-    if (!this.kinds.has(key) && this.kinds.size >= MAX_ERROR_KINDS) (key = "other"), (kind = "other"), (route = "*");
+    if (!this.kinds.has(key) && this.kinds.size >= MAX_ERROR_KINDS) ((key = "other"), (kind = "other"), (route = "*"));
     let k = this.kinds.get(key);
     if (!k) this.kinds.set(key, (k = { kind, route, count: 0, samples: [] }));
     k.count++;
@@ -239,8 +255,12 @@ class Recorder {
       const sorted = Float64Array.from(r.samples).sort();
       const ms = (v: number) => Math.round(v * 10) / 10;
       out[route] = {
-        count: sorted.length, errors: r.errors,
-        p50: ms(percentile(sorted, 0.5)), p95: ms(percentile(sorted, 0.95)), p99: ms(percentile(sorted, 0.99)), max: ms(sorted[sorted.length - 1]),
+        count: sorted.length,
+        errors: r.errors,
+        p50: ms(percentile(sorted, 0.5)),
+        p95: ms(percentile(sorted, 0.95)),
+        p99: ms(percentile(sorted, 0.99)),
+        max: ms(sorted[sorted.length - 1]),
       };
     }
     return out;
@@ -304,7 +324,10 @@ class Client {
     let answer: Answer;
     try {
       const res = await fetch(this.base() + path, {
-        method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body), signal: ac.signal,
+        method,
+        headers,
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+        signal: ac.signal,
       });
       const text = await res.text();
       let body: unknown;
@@ -403,7 +426,9 @@ async function loadCatalog(
   // One page size throughout: pages are offsets of (page - 1) × pageSize.
   const pageSize = Math.min(100, opts.catalogSize);
   for (let page = 1; listed.length < opts.catalogSize; page++) {
-    const r = await setup("reading the catalog", () => client.call(ROUTES.products, "GET", `/api/products?page=${page}&pageSize=${pageSize}`));
+    const r = await setup("reading the catalog", () =>
+      client.call(ROUTES.products, "GET", `/api/products?page=${page}&pageSize=${pageSize}`),
+    );
     const items = r.body.items as Listed[];
     total = r.body.total as number;
     listed.push(...items.slice(0, opts.catalogSize - listed.length));
@@ -421,11 +446,16 @@ async function loadCatalog(
     // Restocked a few at a time: enough to be quick, few enough not to be a load of its own.
     const low = pool.filter((p) => p.stock.available < opts.stockTarget);
     for (let i = 0; i < low.length; i += 8)
-      await Promise.all(low.slice(i, i + 8).map((p) =>
-        setup(`restocking ${p.id}`, () => client.call("POST /api/products/:id/stock", "POST", `/api/products/${p.id}/stock`, {
-          token: adminToken, body: { delta: opts.stockTarget - p.stock.available },
-        })),
-      ));
+      await Promise.all(
+        low.slice(i, i + 8).map((p) =>
+          setup(`restocking ${p.id}`, () =>
+            client.call("POST /api/products/:id/stock", "POST", `/api/products/${p.id}/stock`, {
+              token: adminToken,
+              body: { delta: opts.stockTarget - p.stock.available },
+            }),
+          ),
+        ),
+      );
   } else {
     pool = pool.filter((p) => p.stock.available > 0);
     if (!pool.length) throw new Error("load setup: no product in stock among the catalog's first pages (give an admin to restock)");
@@ -521,13 +551,18 @@ async function shopper(env: ShopperEnv, deadline: number): Promise<void> {
     // A cart only grows when checkouts keep failing; keep it within the cart's limits
     // (99 a line, 100 lines) so a long run against a faulty system does not add 422s of its own.
     const items = (cart.body?.items ?? []) as { quantity: number }[];
-    if (items.length >= 20 || items.some((i) => i.quantity >= 90)) await client.call(ROUTES.clearCart, "DELETE", "/api/cart", { token: await token() });
+    if (items.length >= 20 || items.some((i) => i.quantity >= 90))
+      await client.call(ROUTES.clearCart, "DELETE", "/api/cart", { token: await token() });
     return cart;
   };
 
   const tasks: Record<TaskName, () => Promise<void>> = {
     async browse() {
-      const list = await client.call(ROUTES.products, "GET", `/api/products?page=${1 + Math.floor(random() * catalog.pages)}&pageSize=${PAGE_SIZE}`);
+      const list = await client.call(
+        ROUTES.products,
+        "GET",
+        `/api/products?page=${1 + Math.floor(random() * catalog.pages)}&pageSize=${PAGE_SIZE}`,
+      );
       const items = (list.body?.items ?? []) as { id: string }[];
       await viewProduct(items.length ? pick(items).id : pick(catalog.pool).id);
     },
@@ -570,7 +605,11 @@ async function shopper(env: ShopperEnv, deadline: number): Promise<void> {
       // Anything but 201 with an id is a create the shopper cannot go on from (and whose
       // order, if any, nobody could name afterwards).
       if (created.status !== 201 || typeof created.body?.id !== "string") {
-        rec.error("flow", ROUTES.createOrder, `answered ${created.status} without a new order's id: ${JSON.stringify(created.body).slice(0, 200)}`);
+        rec.error(
+          "flow",
+          ROUTES.createOrder,
+          `answered ${created.status} without a new order's id: ${JSON.stringify(created.body).slice(0, 200)}`,
+        );
         return;
       }
       rec.orders.created++;
@@ -578,7 +617,10 @@ async function shopper(env: ShopperEnv, deadline: number): Promise<void> {
       rec.orderIds.push(orderId);
       let settled = false;
       try {
-        const pay = await client.call(ROUTES.pay, "POST", `/api/orders/${encodeURIComponent(orderId)}/pay`, { token: await token(), body: { provider: "sandbox" } });
+        const pay = await client.call(ROUTES.pay, "POST", `/api/orders/${encodeURIComponent(orderId)}/pay`, {
+          token: await token(),
+          body: { provider: "sandbox" },
+        });
         // The pay URL points at PUBLIC_URL; only its token is used, against this run's gateways.
         let payToken: string | null = null;
         try {
@@ -605,9 +647,13 @@ async function shopper(env: ShopperEnv, deadline: number): Promise<void> {
             return;
           }
           if (o.body?.status !== "PENDING_PAYMENT" || Date.now() > until) {
-            rec.error("flow", ROUTES.order, o.body?.status !== "PENDING_PAYMENT"
-              ? `order ${orderId} became ${o.body?.status} instead of PAID`
-              : `order ${orderId} not PAID within ${env.paidTimeoutMs} ms of a successful sandbox payment`);
+            rec.error(
+              "flow",
+              ROUTES.order,
+              o.body?.status !== "PENDING_PAYMENT"
+                ? `order ${orderId} became ${o.body?.status} instead of PAID`
+                : `order ${orderId} not PAID within ${env.paidTimeoutMs} ms of a successful sandbox payment`,
+            );
             rec.orders.notPaid++;
             settled = true;
             return;
@@ -647,7 +693,8 @@ async function shopper(env: ShopperEnv, deadline: number): Promise<void> {
  */
 export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
   if (!opts.urls.length) throw new Error("runLoad: no URL");
-  if (!(opts.shoppers >= 1) || !(opts.durationS > 0) || !(opts.thinkMs >= 0)) throw new Error("runLoad: shoppers ≥ 1, durationS > 0 and thinkMs ≥ 0 are required");
+  if (!(opts.shoppers >= 1) || !(opts.durationS > 0) || !(opts.thinkMs >= 0))
+    throw new Error("runLoad: shoppers ≥ 1, durationS > 0 and thinkMs ≥ 0 are required");
   const urls = opts.urls.map((u) => u.replace(/\/+$/, ""));
   const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 31);
   const mix = Object.entries({ ...DEFAULT_MIX, ...opts.mix }).filter(([, w]) => w > 0) as [TaskName, number][];
@@ -664,14 +711,16 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
   const rec = new Recorder();
   const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
   let progressError: unknown;
-  const onRequest = opts.onRequest && ((route: string) => {
-    try {
-      opts.onRequest!(route);
-    } catch (err) {
-      // The request goes on; the run rejects with the error at the end.
-      progressError ??= err;
-    }
-  });
+  const onRequest =
+    opts.onRequest &&
+    ((route: string) => {
+      try {
+        opts.onRequest!(route);
+      } catch (err) {
+        // The request goes on; the run rejects with the error at the end.
+        progressError ??= err;
+      }
+    });
   const client = new Client(urls, rec, stopper.signal, requestTimeoutMs, onRequest);
   const startedAt = new Date();
   let phase: LoadProgress["phase"] = "setup";
@@ -684,8 +733,14 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
     lastTick = { at: now, requests: rec.requests };
     return {
       phase: phase === "running" && Date.now() >= deadline ? "draining" : phase,
-      elapsedS: t0 ? (now - t0) / 1000 : 0, durationS: opts.durationS, requests: rec.requests, requestsPerS: Math.round(rate * 10) / 10,
-      errors: rec.errors, ordersCreated: rec.orders.created, ordersPaid: rec.orders.paid, outOfStock: rec.orders.outOfStock,
+      elapsedS: t0 ? (now - t0) / 1000 : 0,
+      durationS: opts.durationS,
+      requests: rec.requests,
+      requestsPerS: Math.round(rate * 10) / 10,
+      errors: rec.errors,
+      ordersCreated: rec.orders.created,
+      ordersPaid: rec.orders.paid,
+      outOfStock: rec.orders.outOfStock,
     };
   };
   const report = () => {
@@ -702,7 +757,9 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
     try {
       const setupRec = new Recorder();
       catalog = await loadCatalog(new Client(urls, setupRec, stopper.signal, requestTimeoutMs), setupRec, {
-        admin: opts.admin, catalogSize: opts.catalogSize ?? 200, stockTarget: opts.stockTarget ?? 100_000,
+        admin: opts.admin,
+        catalogSize: opts.catalogSize ?? 200,
+        stockTarget: opts.stockTarget ?? 100_000,
       });
     } catch (err) {
       if (err instanceof Stopped) catalog = { pool: [], pages: 1, categories: [], words: [] };
@@ -715,25 +772,43 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
     lastTick = { at: t0, requests: 0 };
     const finished = () => stopper.signal.aborted || Date.now() >= deadline;
     const ends = catalog.pool.length
-      ? await Promise.allSettled(Array.from({ length: opts.shoppers }, (_, index) =>
-          shopper({
-            index, runId, client, rec, catalog, mix, thinkMs: opts.thinkMs, paidTimeoutMs: opts.paidTimeoutMs ?? 30_000,
-            // Each shopper its own stream, so one's choices do not depend on the others' timing.
-            random: rng(seed * 7919 + index * 104729 + 1), finished, stop: stopper.signal,
-          }, deadline).catch((err: unknown) => {
-            // A bug, not a failed request: stop the other shoppers too, then reject with it.
-            stopper.abort();
-            throw err;
-          }),
-        ))
+      ? await Promise.allSettled(
+          Array.from({ length: opts.shoppers }, (_, index) =>
+            shopper(
+              {
+                index,
+                runId,
+                client,
+                rec,
+                catalog,
+                mix,
+                thinkMs: opts.thinkMs,
+                paidTimeoutMs: opts.paidTimeoutMs ?? 30_000,
+                // Each shopper its own stream, so one's choices do not depend on the others' timing.
+                random: rng(seed * 7919 + index * 104729 + 1),
+                finished,
+                stop: stopper.signal,
+              },
+              deadline,
+            ).catch((err: unknown) => {
+              // A bug, not a failed request: stop the other shoppers too, then reject with it.
+              stopper.abort();
+              throw err;
+            }),
+          ),
+        )
       : [];
     const bug = ends.find((e): e is PromiseRejectedResult => e.status === "rejected");
     if (bug) throw bug.reason;
     const durationS = (performance.now() - t0) / 1000;
     return {
-      startedAt: startedAt.toISOString(), urls, shoppers: opts.shoppers, seed,
+      startedAt: startedAt.toISOString(),
+      urls,
+      shoppers: opts.shoppers,
+      seed,
       durationS: Math.round(durationS * 100) / 100,
-      requests: rec.requests, requestsPerS: Math.round((rec.requests / Math.max(durationS, 1e-3)) * 10) / 10,
+      requests: rec.requests,
+      requestsPerS: Math.round((rec.requests / Math.max(durationS, 1e-3)) * 10) / 10,
       routes: rec.routeStats(),
       errors: { total: rec.errors, byKind: rec.errorKinds() },
       orderIds: [...rec.orderIds],

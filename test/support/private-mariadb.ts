@@ -33,7 +33,11 @@ export async function startPrivateMariaDb(): Promise<PrivateMariaDb> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-mariadb-"));
   const data = path.join(dir, "data");
   const user = os.userInfo().username;
-  await promisify(execFile)(INSTALL, [`--datadir=${data}`, `--user=${user}`, "--skip-test-db", "--auth-root-authentication-method=normal", "--no-defaults"], { timeout: 120_000 });
+  await promisify(execFile)(
+    INSTALL,
+    [`--datadir=${data}`, `--user=${user}`, "--skip-test-db", "--auth-root-authentication-method=normal", "--no-defaults"],
+    { timeout: 120_000 },
+  );
   const port = await freePort();
   const args = [
     "--no-defaults",
@@ -59,7 +63,9 @@ export async function startPrivateMariaDb(): Promise<PrivateMariaDb> {
 
   async function ping(): Promise<boolean> {
     try {
-      await promisify(execFile)("mariadb", ["--no-defaults", "-h", "127.0.0.1", "-P", String(port), "-uroot", "-e", "SELECT 1"], { timeout: 5000 });
+      await promisify(execFile)("mariadb", ["--no-defaults", "-h", "127.0.0.1", "-P", String(port), "-uroot", "-e", "SELECT 1"], {
+        timeout: 5000,
+      });
       return true;
     } catch {
       return false;

@@ -50,7 +50,8 @@ export interface PrivateRabbitCluster {
 }
 
 export async function startPrivateRabbit(opts: { cookie?: string; name?: string } = {}): Promise<PrivateRabbit> {
-  if (!fs.existsSync(path.join(BIN, "rabbitmq-server"))) throw new Error(`rabbitmq-server not found in ${BIN}: install Debian's rabbitmq-server`);
+  if (!fs.existsSync(path.join(BIN, "rabbitmq-server")))
+    throw new Error(`rabbitmq-server not found in ${BIN}: install Debian's rabbitmq-server`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-rabbit-"));
   for (const d of ["mnesia", "log", "home"]) fs.mkdirSync(path.join(dir, d));
   fs.writeFileSync(path.join(dir, "enabled_plugins"), "[].\n");
@@ -72,7 +73,8 @@ export async function startPrivateRabbit(opts: { cookie?: string; name?: string 
     RABBITMQ_ENABLED_PLUGINS_FILE: path.join(dir, "enabled_plugins"),
     RABBITMQ_PID_FILE: path.join(dir, "rabbit.pid"),
   };
-  const ctl = async (...args: string[]) => (await promisify(execFile)(path.join(BIN, "rabbitmqctl"), ["-n", node, ...args], { env, timeout: 90_000 })).stdout;
+  const ctl = async (...args: string[]) =>
+    (await promisify(execFile)(path.join(BIN, "rabbitmqctl"), ["-n", node, ...args], { env, timeout: 90_000 })).stdout;
   let child: ChildProcess | null = null;
 
   const exited = (proc: ChildProcess) =>
@@ -148,7 +150,9 @@ export async function startPrivateRabbit(opts: { cookie?: string; name?: string 
 export async function startPrivateRabbitCluster(size = 3): Promise<PrivateRabbitCluster> {
   const cookie = randomBytes(20).toString("hex").toUpperCase();
   const name = `meridian-${randomBytes(3).toString("hex")}`;
-  const started = await Promise.allSettled(Array.from({ length: size }, (_, i) => startPrivateRabbit({ cookie, name: `${name}-${i + 1}` })));
+  const started = await Promise.allSettled(
+    Array.from({ length: size }, (_, i) => startPrivateRabbit({ cookie, name: `${name}-${i + 1}` })),
+  );
   const nodes = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
   const destroy = async () => {
     await Promise.all(nodes.map((n) => n.destroy()));
@@ -164,7 +168,8 @@ export async function startPrivateRabbitCluster(size = 3): Promise<PrivateRabbit
     }
     const status = await seed!.ctl("cluster_status", "--formatter", "json");
     const running = (JSON.parse(status) as { running_nodes: string[] }).running_nodes;
-    if (running.length !== size) throw new Error(`private RabbitMQ cluster: ${running.length} of ${size} nodes running (${running.join(", ")})`);
+    if (running.length !== size)
+      throw new Error(`private RabbitMQ cluster: ${running.length} of ${size} nodes running (${running.join(", ")})`);
   } catch (err) {
     await destroy();
     throw err;

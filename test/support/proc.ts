@@ -47,10 +47,10 @@ export function spawnTs(file: string, opts: SpawnTsOptions): ChildHandle {
   const listeners = new Set<(line: string) => void>();
   let bytes = 0;
   // "close": the process has exited and its stdout/stderr are read to the end (every line is in `lines`).
-  const exited = new Promise<void>(resolve => child.once("close", () => resolve()));
+  const exited = new Promise<void>((resolve) => child.once("close", () => resolve()));
   for (const stream of [child.stdout, child.stderr]) {
     stream.on("data", (chunk: Buffer) => (bytes += chunk.length));
-    readline.createInterface({ input: stream }).on("line", line => {
+    readline.createInterface({ input: stream }).on("line", (line) => {
       lines.push(line);
       if (process.env.TEST_CHILD_OUTPUT) process.stderr.write(`[${opts.name}] ${line}\n`);
       for (const listener of listeners) listener(line);
@@ -65,7 +65,7 @@ export function spawnTs(file: string, opts: SpawnTsOptions): ChildHandle {
       return bytes;
     },
     waitForLine(re, timeoutMs = 30_000) {
-      const found = lines.map(l => l.match(re)).find(m => m);
+      const found = lines.map((l) => l.match(re)).find((m) => m);
       if (found) return Promise.resolve(found);
       return new Promise((resolve, reject) => {
         const done = (err: Error | null, match?: RegExpMatchArray) => {

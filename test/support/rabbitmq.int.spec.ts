@@ -41,14 +41,18 @@ test("queueMessages: a quorum queue's messages are counted the moment they are c
       if (msg && ackNow) cc.ack(msg);
       else if (msg) held.push(msg);
     });
-    for (const deadline = Date.now() + 10_000; held.length < 30 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 20));
+    for (const deadline = Date.now() + 10_000; held.length < 30 && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 20));
     assert.equal(held.length, 30);
     assert.equal((await queueMessages(vhost.uri, "probe.")).get("probe.quorum"), 100);
 
     // Acked: 0 once all are handled.
     ackNow = true;
     for (const msg of held) cc.ack(msg);
-    for (const deadline = Date.now() + 10_000; (await queueMessages(vhost.uri, "probe.")).get("probe.quorum") !== 0 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 50));
+    for (
+      const deadline = Date.now() + 10_000;
+      (await queueMessages(vhost.uri, "probe.")).get("probe.quorum") !== 0 && Date.now() < deadline;
+    )
+      await new Promise((r) => setTimeout(r, 50));
     assert.equal((await queueMessages(vhost.uri, "probe.")).get("probe.quorum"), 0);
   } finally {
     await consumerConn.close().catch(() => undefined);

@@ -92,7 +92,8 @@ export async function queueMessages(uri: string, prefix = "", ctl: Rabbitmqctl =
     const unacked = await unackedByQueue(vhost, ctl);
     const after = await readyMessages(conn, quorum);
     for (const name of quorum) {
-      if (!before.has(name) && !after.has(name)) depths.delete(name); // deleted since it was listed
+      if (!before.has(name) && !after.has(name))
+        depths.delete(name); // deleted since it was listed
       else depths.set(name, Math.max(before.get(name) ?? 0, after.get(name) ?? 0) + (unacked.get(name) ?? 0));
     }
   } finally {

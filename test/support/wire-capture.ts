@@ -37,13 +37,17 @@ export async function startFirehose(ctls: Rabbitmqctl | Rabbitmqctl[], uri: stri
   const { queue } = await ch.assertQueue("", { exclusive: true, autoDelete: true });
   await ch.bindQueue(queue, "amq.rabbitmq.trace", "publish.#");
   const messages: CapturedMessage[] = [];
-  await ch.consume(queue, (msg) => {
-    if (!msg) return;
-    const headers = msg.properties.headers ?? {};
-    const keys = (headers.routing_keys as unknown[] | undefined) ?? [];
-    const exchange = headers.exchange_name ? String(headers.exchange_name) : "";
-    messages.push({ target: exchange || String(keys[0] ?? ""), body: msg.content });
-  }, { noAck: true });
+  await ch.consume(
+    queue,
+    (msg) => {
+      if (!msg) return;
+      const headers = msg.properties.headers ?? {};
+      const keys = (headers.routing_keys as unknown[] | undefined) ?? [];
+      const exchange = headers.exchange_name ? String(headers.exchange_name) : "";
+      messages.push({ target: exchange || String(keys[0] ?? ""), body: msg.content });
+    },
+    { noAck: true },
+  );
   return {
     messages,
     async stop() {
@@ -81,7 +85,11 @@ export function readCaptured(messages: readonly CapturedMessage[], namespace: st
   // A RES names its action only when its data is a contract message: the REQ's id tells
   // which business action an unnamed RES answers (so a JSON answer is caught too).
   const actionOfRequest = new Map<string, string>();
-  const payload = (data: { value?: string; message?: Uint8Array } | null | undefined, type: protobuf.Type | null | undefined, what: string): boolean => {
+  const payload = (
+    data: { value?: string; message?: Uint8Array } | null | undefined,
+    type: protobuf.Type | null | undefined,
+    what: string,
+  ): boolean => {
     if (!data?.value || data.value === "isNull") return true;
     if (data.value !== "message") {
       report.problems.push(`${what}: travelled as ${data.value}`);
@@ -113,7 +121,12 @@ export function readCaptured(messages: readonly CapturedMessage[], namespace: st
         if (business) actionOfRequest.set(m.id, m.action);
         if (business && payload(m.params, contracts.actions.get(m.action)?.request, `REQ ${m.action}`)) bump(report.requests, m.action);
       } else if (kind === "RES") {
-        const m = Response.decode(body) as unknown as { id: string; success: boolean; action?: string; data?: { value?: string; message?: Uint8Array } };
+        const m = Response.decode(body) as unknown as {
+          id: string;
+          success: boolean;
+          action?: string;
+          data?: { value?: string; message?: Uint8Array };
+        };
         const action = m.action || actionOfRequest.get(m.id);
         if (action && m.success) {
           const c = contracts.actions.get(action);

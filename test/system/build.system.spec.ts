@@ -37,7 +37,11 @@ function environment(db: "sqlite" | "mariadb"): { env: Record<string, string>; c
 
 async function migrate(build: "tsx" | "compiled", env: Record<string, string>, ...args: string[]): Promise<string> {
   const [cmd, argv] = build === "tsx" ? ["npx", ["tsx", "bin/migrate.ts"]] : [process.execPath, ["dist/bin/migrate.js"]];
-  const { stdout } = await run(cmd as string, [...(argv as string[]), ...args], { cwd: ROOT, env: { ...process.env, ...env }, timeout: 120_000 });
+  const { stdout } = await run(cmd as string, [...(argv as string[]), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    timeout: 120_000,
+  });
   return stdout;
 }
 
@@ -51,13 +55,20 @@ async function cleanup(config: AppConfig): Promise<void> {
 
 for (const db of ["sqlite", "mariadb"] as const) {
   test(`${db}: migrated under tsx, the compiled build finds it up to date and rolls it back; migrated compiled, tsx finds it up to date`, async () => {
-    for (const [first, second] of [["tsx", "compiled"], ["compiled", "tsx"]] as const) {
+    for (const [first, second] of [
+      ["tsx", "compiled"],
+      ["compiled", "tsx"],
+    ] as const) {
       const { env, config } = environment(db);
       try {
         assert.equal(upToDate(await migrate(first, env)).length, 0, `${first}: applied, not up to date`);
         assert.deepEqual(upToDate(await migrate(second, env)), SERVICES, `${second} opens what ${first} migrated`);
         await migrate(second, env, "--down");
-        assert.equal(upToDate(await migrate(first, env)).length, 0, `${second} rolled back what ${first} applied: ${first} applies it again`);
+        assert.equal(
+          upToDate(await migrate(first, env)).length,
+          0,
+          `${second} rolled back what ${first} applied: ${first} applies it again`,
+        );
       } finally {
         await cleanup(config);
       }
@@ -71,7 +82,10 @@ for (const db of ["sqlite", "mariadb"] as const) {
       const knex = createKnex(config, "order");
       try {
         const names = ((await knex("knex_migrations").select("name")) as { name: string }[]).map((r) => r.name);
-        const files = fs.readdirSync(path.join(ROOT, "services", "order", "migrations")).filter((f) => f.endsWith(".ts")).sort();
+        const files = fs
+          .readdirSync(path.join(ROOT, "services", "order", "migrations"))
+          .filter((f) => f.endsWith(".ts"))
+          .sort();
         assert.deepEqual(names.sort(), files, "one row per migration, under its .ts file name");
       } finally {
         await knex.destroy();

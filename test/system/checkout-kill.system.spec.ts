@@ -75,7 +75,14 @@ const STEP_DEADLINE_MS = 75_000;
 /** After the traffic: how long the invariants may take to settle (refund retries, leases). */
 const SETTLE_DEADLINE_MS = 110_000;
 const INITIAL_STOCK = 100_000;
-const ADDRESS = { recipient: "Kill Buyer", phone: "+86 21 5555 0001", line1: "3 Crash Road", city: "Hangzhou", postalCode: "310000", country: "CN" };
+const ADDRESS = {
+  recipient: "Kill Buyer",
+  phone: "+86 21 5555 0001",
+  line1: "3 Crash Road",
+  city: "Hangzhou",
+  postalCode: "310000",
+  country: "CN",
+};
 
 /**
  * The points of checkout a kill is aimed at, per phase: only points where a replica of the
@@ -127,12 +134,20 @@ interface HttpResult {
   text: string;
 }
 
-async function request(baseUrl: string, method: string, urlPath: string, opts: { body?: unknown; token?: string; headers?: Record<string, string> } = {}): Promise<HttpResult> {
+async function request(
+  baseUrl: string,
+  method: string,
+  urlPath: string,
+  opts: { body?: unknown; token?: string; headers?: Record<string, string> } = {},
+): Promise<HttpResult> {
   const headers: Record<string, string> = { ...opts.headers };
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   if (opts.body !== undefined) headers["content-type"] = "application/json";
   const res = await fetch(baseUrl + urlPath, {
-    method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body), signal: AbortSignal.timeout(20_000),
+    method,
+    headers,
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    signal: AbortSignal.timeout(20_000),
   });
   const text = await res.text();
   let body: unknown;
@@ -183,7 +198,10 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
   };
   /** Services available in the gateway node's registry, with how many nodes run each. */
   const servicesSeenByGw = async (): Promise<Map<string, number>> => {
-    const list = (await observer.call("$node.services", { onlyAvailable: true, skipInternal: true }, { nodeID: "gw" })) as { name: string; nodes?: string[] }[];
+    const list = (await observer.call("$node.services", { onlyAvailable: true, skipInternal: true }, { nodeID: "gw" })) as {
+      name: string;
+      nodes?: string[];
+    }[];
     return new Map(list.map((s) => [s.name, s.nodes?.length ?? 1]));
   };
   const waitFor = async (what: string, check: () => Promise<boolean>, timeoutMs: number) => {
@@ -245,10 +263,14 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     observer = createBroker(loadConfig({ ...env, NODE_ID: "observer", LOG_LEVEL: "warn" }), []);
     await observer.start();
     await waitFor("gateway ready", async () => (await request(baseUrl, "GET", "/health/ready")).status === 200, 30_000);
-    await waitFor("gw sees two order and two payment replicas", async () => {
-      const seen = await servicesSeenByGw();
-      return seen.get("order") === 2 && seen.get("payment") === 2;
-    }, 30_000);
+    await waitFor(
+      "gw sees two order and two payment replicas",
+      async () => {
+        const seen = await servicesSeenByGw();
+        return seen.get("order") === 2 && seen.get("payment") === 2;
+      },
+      30_000,
+    );
   });
 
   after(async () => {
@@ -269,14 +291,20 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     for (let i = 0; i < 3; i++) {
       const price = 1000 + i * 250;
       const p = (await observer.call("product.create", {
-        sku: `KILL-${i}-${randomBytes(3).toString("hex")}`, name: `Kill test item ${i}`, description: "", category: "test",
-        price: { amount: price, currency: "CNY" }, stock: INITIAL_STOCK,
+        sku: `KILL-${i}-${randomBytes(3).toString("hex")}`,
+        name: `Kill test item ${i}`,
+        description: "",
+        category: "test",
+        price: { amount: price, currency: "CNY" },
+        stock: INITIAL_STOCK,
       })) as { id: string };
       products.push({ id: p.id, price });
     }
     const buyers: { id: string; token: string }[] = [];
     for (let i = 0; i < WORKERS; i++) {
-      const r = await request(baseUrl, "POST", "/api/auth/register", { body: { email: `kill-${i}-${randomBytes(4).toString("hex")}@example.com`, password: "kill test password", name: `Buyer ${i}` } });
+      const r = await request(baseUrl, "POST", "/api/auth/register", {
+        body: { email: `kill-${i}-${randomBytes(4).toString("hex")}@example.com`, password: "kill test password", name: `Buyer ${i}` },
+      });
       assert.equal(r.status, 201, r.text);
       buyers.push({ id: r.body.user.id, token: r.body.accessToken });
     }
@@ -293,18 +321,30 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     const nextAt = (stage: Stage, timeoutMs: number) =>
       new Promise<Attempt | undefined>((resolve) => {
         const waiter = { stage, resolve: (a: Attempt) => (clearTimeout(timer), resolve(a)) };
-        const timer = setTimeout(() => {
-          const i = waiters.indexOf(waiter);
-          if (i >= 0) waiters.splice(i, 1);
-          resolve(undefined);
-        }, Math.max(0, timeoutMs));
+        const timer = setTimeout(
+          () => {
+            const i = waiters.indexOf(waiter);
+            if (i >= 0) waiters.splice(i, 1);
+            resolve(undefined);
+          },
+          Math.max(0, timeoutMs),
+        );
         waiters.push(waiter);
       });
 
     // ---- the buyers' loops ----
     const stats = {
-      flows: 0, created: 0, completed: 0, abandoned: 0, payTwiceTried: 0, doublePay: 0, notPayable: 0, notCompletable: 0, outOfStock: 0,
-      retries: 0, statusCounts: {} as Record<string, number>,
+      flows: 0,
+      created: 0,
+      completed: 0,
+      abandoned: 0,
+      payTwiceTried: 0,
+      doublePay: 0,
+      notPayable: 0,
+      notCompletable: 0,
+      outOfStock: 0,
+      retries: 0,
+      statusCounts: {} as Record<string, number>,
     };
     /** Steps that ran out of retries; flows that threw; answers no step expects. Each must stay empty. */
     const gaveUp: string[] = [];
@@ -318,7 +358,11 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
      * (each attempt with its own X-Request-Id, announced at `sentStage` just before it leaves).
      * Undefined when it gave up (recorded in `gaveUp`).
      */
-    const step = async (name: string, sentStage: Stage | undefined, send: (headers: Record<string, string>) => Promise<HttpResult>): Promise<{ r: HttpResult; attempt: Attempt } | undefined> => {
+    const step = async (
+      name: string,
+      sentStage: Stage | undefined,
+      send: (headers: Record<string, string>) => Promise<HttpResult>,
+    ): Promise<{ r: HttpResult; attempt: Attempt } | undefined> => {
       const deadline = Date.now() + STEP_DEADLINE_MS;
       let last = "";
       for (;;) {
@@ -354,7 +398,11 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
       const items = lines.map((p) => ({ productId: p.id, quantity: 1 + Math.floor(Math.random() * 3) }));
       const key = randomUUID();
       const sendCreate = (headers: Record<string, string> = {}) =>
-        request(baseUrl, "POST", "/api/orders", { token: buyer.token, headers: { ...headers, "Idempotency-Key": key }, body: { shippingAddress: ADDRESS, items } });
+        request(baseUrl, "POST", "/api/orders", {
+          token: buyer.token,
+          headers: { ...headers, "Idempotency-Key": key },
+          body: { shippingAddress: ADDRESS, items },
+        });
       creates.set(key, sendCreate);
       const created = await step(`create (key ${key})`, "create-sent", sendCreate);
       if (!created) return;
@@ -372,13 +420,19 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
         return;
       }
       const pay = async () => {
-        const s = await step(`pay ${orderId}`, "pay-sent", (headers) => request(baseUrl, "POST", `/api/orders/${orderId}/pay`, { token: buyer.token, headers, body: { provider: "sandbox" } }));
+        const s = await step(`pay ${orderId}`, "pay-sent", (headers) =>
+          request(baseUrl, "POST", `/api/orders/${orderId}/pay`, { token: buyer.token, headers, body: { provider: "sandbox" } }),
+        );
         if (!s) return undefined;
         const { r } = s;
         // Not payable any more: its reservation expired (or is about to) and the order is, or
         // is being, cancelled. Never "already paid": no payment of it was completed yet.
-        const expired = r.status === 409 && code(r) === "CONFLICT" &&
-          (r.body.error.details as { status?: string; field?: string }[]).some((d) => d.status === "CANCELLED" || d.status === "PENDING_PAYMENT" || d.field === "expiresAt");
+        const expired =
+          r.status === 409 &&
+          code(r) === "CONFLICT" &&
+          (r.body.error.details as { status?: string; field?: string }[]).some(
+            (d) => d.status === "CANCELLED" || d.status === "PENDING_PAYMENT" || d.field === "expiresAt",
+          );
         if (expired) {
           stats.notPayable++;
           return undefined;
@@ -391,7 +445,11 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
       };
       const complete = async (payment: { id: string; token: string }) => {
         const s = await step(`complete ${payment.id}`, "complete-sent", (headers) =>
-          request(baseUrl, "POST", `/api/payments/sandbox/${payment.id}/complete`, { headers, body: { outcome: "success", token: payment.token } }));
+          request(baseUrl, "POST", `/api/payments/sandbox/${payment.id}/complete`, {
+            headers,
+            body: { outcome: "success", token: payment.token },
+          }),
+        );
         if (!s) return;
         // The trade expires with the order's reservation and is closed when the order is
         // cancelled: a complete that comes (after retries) later is refused, as by a platform.
@@ -419,7 +477,9 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
             return;
           }
           await sleep(100);
-          const s = await step(`get payment ${first.id}`, undefined, (headers) => request(baseUrl, "GET", `/api/payments/${first.id}`, { token: buyer.token, headers }));
+          const s = await step(`get payment ${first.id}`, undefined, (headers) =>
+            request(baseUrl, "GET", `/api/payments/${first.id}`, { token: buyer.token, headers }),
+          );
           if (!s) return;
           if (s.r.status !== 200 || typeof s.r.body?.status !== "string") return surprise(`get payment ${first.id}`, s.r);
           status = s.r.body.status;
@@ -449,10 +509,17 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     const monitor = (async () => {
       while (monitoring) {
         const now = Date.now();
-        const row = await db("order")("orders").where({ status: "PENDING_PAYMENT" }).whereNotNull("reservation_expires_at").min({ oldest: "reservation_expires_at" }).first().catch(() => undefined);
+        const row = await db("order")("orders")
+          .where({ status: "PENDING_PAYMENT" })
+          .whereNotNull("reservation_expires_at")
+          .min({ oldest: "reservation_expires_at" })
+          .first()
+          .catch(() => undefined);
         const oldest = row?.oldest == null ? undefined : Number(row.oldest);
         if (oldest !== undefined) maxOverdueMs = Math.max(maxOverdueMs, now - oldest);
-        const threads = await db("order").raw("SHOW GLOBAL STATUS LIKE 'Threads_connected'").catch(() => undefined);
+        const threads = await db("order")
+          .raw("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+          .catch(() => undefined);
         const n = Number(threads?.[0]?.[0]?.Value);
         if (n) maxMariaDbConnections = Math.max(maxMariaDbConnections, n);
         await sleep(500);
@@ -465,12 +532,25 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
       new Promise<string | undefined>((resolve) => {
         let left = replicas.length;
         for (const name of replicas)
-          nodes.get(name)!.waitForLine(new RegExp(requestId), timeoutMs).then(
-            () => resolve(name),
-            () => --left === 0 && resolve(undefined),
-          );
+          nodes
+            .get(name)!
+            .waitForLine(new RegExp(requestId), timeoutMs)
+            .then(
+              () => resolve(name),
+              () => --left === 0 && resolve(undefined),
+            );
       });
-    const kills: { phase: Phase; victim: string; stage: Stage; requestId?: string; logged: boolean; inFlight: boolean; landed: boolean; restartMs: number; cycleMs: number }[] = [];
+    const kills: {
+      phase: Phase;
+      victim: string;
+      stage: Stage;
+      requestId?: string;
+      logged: boolean;
+      inFlight: boolean;
+      landed: boolean;
+      restartMs: number;
+      cycleMs: number;
+    }[] = [];
     const killPhase = async (phase: Phase, replicas: [string, string], services: string) => {
       const stages = PHASE_STAGES[phase];
       for (let i = 0; i < KILLS_PER_PHASE; i++) {
@@ -504,8 +584,15 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
         const restartMs = Date.now() - killedAt;
         await sleep(300 + Math.random() * 300); // pacing: some traffic between kills
         kills.push({
-          phase, victim, stage, requestId: aim?.attempt.requestId, logged, inFlight, landed: logged && (inFlight || !IN_FLIGHT.has(stage)),
-          restartMs, cycleMs: Date.now() - cycleStart,
+          phase,
+          victim,
+          stage,
+          requestId: aim?.attempt.requestId,
+          logged,
+          inFlight,
+          landed: logged && (inFlight || !IN_FLIGHT.has(stage)),
+          restartMs,
+          cycleMs: Date.now() - cycleStart,
         });
       }
     };
@@ -524,7 +611,8 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     const trafficMs = trafficEnd - t0;
 
     // ---- settle, then the invariants ----
-    const check = () => checkCheckoutInvariants(db, { products, initialStock: () => INITIAL_STOCK, knownOrderIds: orderIds, logs: allChildren });
+    const check = () =>
+      checkCheckoutInvariants(db, { products, initialStock: () => INITIAL_STOCK, knownOrderIds: orderIds, logs: allChildren });
 
     // Polled until the invariants hold (holds expire, refunds and leases settle) or the deadline.
     const settleStart = Date.now();
@@ -539,32 +627,69 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
 
     const landed = kills.filter((k) => k.landed).length;
     const minLanded = Math.ceil(MIN_LANDED_SHARE * 2 * KILLS_PER_PHASE);
-    const logErrors = allChildren.flatMap((c) => c.lines.filter((l) => /"level":"(error|fatal)"/.test(l)).map((l) => `[${c.name}] ${l.slice(0, 300)}`));
-    const autoRefundLines = allChildren.flatMap((c) => c.lines.filter((l) => /Refunding payment/.test(l)).map((l) => `[${c.name}] ${(l.match(/Refunding payment[^"]*/) ?? [l])[0].slice(0, 200)}`));
-    console.log(JSON.stringify({
-      summary: "checkout-kill",
-      ...result.figures,
-      flows: stats.flows, created: stats.created, completed: stats.completed, abandoned: stats.abandoned, payTwiceTried: stats.payTwiceTried, doublePay: stats.doublePay,
-      notPayable: stats.notPayable, notCompletable: stats.notCompletable, outOfStock: stats.outOfStock, retries: stats.retries,
-      gaveUp: gaveUp.length, unexpected: unexpected.length, flowErrors: flowErrors.length,
-      kills: kills.length, killsAtAimedStage: landed, minLanded, killsLogged: kills.filter((k) => k.logged).length,
-      restartMsMax: Math.max(...kills.map((k) => k.restartMs)), cycleMsAvg: Math.round(kills.reduce((n, k) => n + k.cycleMs, 0) / kills.length),
-      killStages: Object.fromEntries((Object.keys(PHASE_STAGES) as Phase[]).flatMap((ph) => PHASE_STAGES[ph].map((st) => {
-        const ks = kills.filter((k) => k.phase === ph && k.stage === st);
-        return [`${ph}/${st}`, `${ks.filter((k) => k.landed).length}/${ks.length}`];
-      }))),
-      victims: Object.fromEntries([...new Set(kills.map((k) => k.victim))].map((v) => [v, kills.filter((k) => k.victim === v).length])),
-      httpStatuses: stats.statusCounts, maxExpiryOverdueMs: maxOverdueMs, maxMariaDbConnections, failedStarts: failedStarts.length, trafficMs, settleMs, totalMs: Date.now() - t0,
-      problems: result.problems.length, orphanClaims: result.orphanClaims.length, logErrors: logErrors.length,
-      logLines: allChildren.reduce((n, c) => n + c.lines.length, 0),
-    }));
+    const logErrors = allChildren.flatMap((c) =>
+      c.lines.filter((l) => /"level":"(error|fatal)"/.test(l)).map((l) => `[${c.name}] ${l.slice(0, 300)}`),
+    );
+    const autoRefundLines = allChildren.flatMap((c) =>
+      c.lines
+        .filter((l) => /Refunding payment/.test(l))
+        .map((l) => `[${c.name}] ${(l.match(/Refunding payment[^"]*/) ?? [l])[0].slice(0, 200)}`),
+    );
+    console.log(
+      JSON.stringify({
+        summary: "checkout-kill",
+        ...result.figures,
+        flows: stats.flows,
+        created: stats.created,
+        completed: stats.completed,
+        abandoned: stats.abandoned,
+        payTwiceTried: stats.payTwiceTried,
+        doublePay: stats.doublePay,
+        notPayable: stats.notPayable,
+        notCompletable: stats.notCompletable,
+        outOfStock: stats.outOfStock,
+        retries: stats.retries,
+        gaveUp: gaveUp.length,
+        unexpected: unexpected.length,
+        flowErrors: flowErrors.length,
+        kills: kills.length,
+        killsAtAimedStage: landed,
+        minLanded,
+        killsLogged: kills.filter((k) => k.logged).length,
+        restartMsMax: Math.max(...kills.map((k) => k.restartMs)),
+        cycleMsAvg: Math.round(kills.reduce((n, k) => n + k.cycleMs, 0) / kills.length),
+        killStages: Object.fromEntries(
+          (Object.keys(PHASE_STAGES) as Phase[]).flatMap((ph) =>
+            PHASE_STAGES[ph].map((st) => {
+              const ks = kills.filter((k) => k.phase === ph && k.stage === st);
+              return [`${ph}/${st}`, `${ks.filter((k) => k.landed).length}/${ks.length}`];
+            }),
+          ),
+        ),
+        victims: Object.fromEntries([...new Set(kills.map((k) => k.victim))].map((v) => [v, kills.filter((k) => k.victim === v).length])),
+        httpStatuses: stats.statusCounts,
+        maxExpiryOverdueMs: maxOverdueMs,
+        maxMariaDbConnections,
+        failedStarts: failedStarts.length,
+        trafficMs,
+        settleMs,
+        totalMs: Date.now() - t0,
+        problems: result.problems.length,
+        orphanClaims: result.orphanClaims.length,
+        logErrors: logErrors.length,
+        logLines: allChildren.reduce((n, c) => n + c.lines.length, 0),
+      }),
+    );
     if (autoRefundLines.length) console.log(`auto refunds:\n${autoRefundLines.slice(0, 20).join("\n")}`);
     if (failedStarts.length) console.log(`failed starts:\n${failedStarts.join("\n")}`);
     if (gaveUp.length) console.log(`steps given up:\n${gaveUp.slice(0, 20).join("\n")}`);
     if (unexpected.length) console.log(`unexpected answers:\n${unexpected.slice(0, 20).join("\n")}`);
     if (flowErrors.length) console.log(`flows that threw:\n${flowErrors.slice(0, 5).join("\n")}`);
     const missed = kills.filter((k) => !k.landed);
-    if (missed.length) console.log(`kills that did not land:\n${missed.map((k) => `${k.phase}/${k.stage} ${k.victim} request ${k.requestId ?? "none found"} logged=${k.logged} inFlight=${k.inFlight}`).join("\n")}`);
+    if (missed.length)
+      console.log(
+        `kills that did not land:\n${missed.map((k) => `${k.phase}/${k.stage} ${k.victim} request ${k.requestId ?? "none found"} logged=${k.logged} inFlight=${k.inFlight}`).join("\n")}`,
+      );
     if (logErrors.length) console.log(`error log lines (first 15):\n${logErrors.slice(0, 15).join("\n")}`);
     if (result.problems.length) console.log(`problems (first 40):\n${result.problems.slice(0, 40).join("\n")}`);
 
@@ -581,14 +706,21 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     for (const phase of Object.keys(PHASE_STAGES) as Phase[])
       for (const stage of PHASE_STAGES[phase]) {
         const aimed = kills.filter((k) => k.phase === phase && k.stage === stage);
-        if (aimed.length) assert.ok(aimed.some((k) => k.landed), `a ${phase} kill landed at ${stage} (${aimed.length} aimed there)`);
+        if (aimed.length)
+          assert.ok(
+            aimed.some((k) => k.landed),
+            `a ${phase} kill landed at ${stage} (${aimed.length} aimed there)`,
+          );
       }
     assert.ok(stats.doublePay > 0, `the pay-twice case happened (${stats.doublePay} of ${stats.payTwiceTried} tried)`);
     // Floors per kill, so that a run whose flows mostly stalled cannot pass on a handful of
     // orders: full runs measured 12–13 created and about 10 paid per kill (479–519 and
     // 381–392 for 40 kills).
     assert.ok(stats.created >= 5 * kills.length, `at least ${5 * kills.length} orders were placed (${stats.created})`);
-    assert.ok((result.figures.byStatus.PAID ?? 0) >= 3 * kills.length, `at least ${3 * kills.length} orders were paid (${result.figures.byStatus.PAID ?? 0})`);
+    assert.ok(
+      (result.figures.byStatus.PAID ?? 0) >= 3 * kills.length,
+      `at least ${3 * kills.length} orders were paid (${result.figures.byStatus.PAID ?? 0})`,
+    );
     assert.deepEqual(result.problems, [], "invariants hold after the kills");
     // A claim whose create died is taken over by a retry with its key (now long stale): the
     // retry creates the order, and the key names it.
@@ -601,6 +733,10 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     }
     const keys = (await db("order")("idempotency_keys").select("idem_key", "resource_id")) as { idem_key: string; resource_id: string }[];
     const existing = new Set(((await db("order")("orders").select("id")) as { id: string }[]).map((o) => o.id));
-    assert.deepEqual(keys.filter((k) => !existing.has(k.resource_id)).map((k) => k.idem_key), [], "every Idempotency-Key names an existing order");
+    assert.deepEqual(
+      keys.filter((k) => !existing.has(k.resource_id)).map((k) => k.idem_key),
+      [],
+      "every Idempotency-Key names an existing order",
+    );
   });
 });

@@ -160,15 +160,23 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     assert.match(stdout, /user: applied/);
     assert.match(stdout, /product: applied/);
     const port = await freePort();
-    await Promise.all([startNode("gw", "gateway,product", { PORT: String(port) }), startNode("user-1", "user"), startNode("user-2", "user")]);
+    await Promise.all([
+      startNode("gw", "gateway,product", { PORT: String(port) }),
+      startNode("user-1", "user"),
+      startNode("user-2", "user"),
+    ]);
     baseUrl = `http://127.0.0.1:${port}`;
     observer = createBroker(loadConfig({ ...env, NODE_ID: "observer", LOG_LEVEL: "warn" }), []);
     await observer.start();
     await waitFor("gateway ready", async () => (await http(baseUrl, "GET", "/health/ready")).status === 200, 20_000);
-    await waitFor("all nodes see each other", async () => {
-      const seen = await registryOf("gw");
-      return ["gw", "user-1", "user-2"].every((n) => seen.includes(n));
-    }, 20_000);
+    await waitFor(
+      "all nodes see each other",
+      async () => {
+        const seen = await registryOf("gw");
+        return ["gw", "user-1", "user-2"].every((n) => seen.includes(n));
+      },
+      20_000,
+    );
   });
 
   after(async () => {
@@ -191,7 +199,10 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
   });
 
   test("a node whose ETCD_PASSWORD etcd refuses stops at start, naming the variable (no retry loop)", async () => {
-    const child = spawnTs(START, { name: "bad-etcd-password", env: { ...env, NODE_ID: "bad-etcd-password", SERVICES: "user", ETCD_PASSWORD: "not the password" } });
+    const child = spawnTs(START, {
+      name: "bad-etcd-password",
+      env: { ...env, NODE_ID: "bad-etcd-password", SERVICES: "user", ETCD_PASSWORD: "not the password" },
+    });
     const stillRunning = sleep(30_000).then(() => "still running");
     if ((await Promise.race([child.waitExit(), stillRunning])) === "still running") {
       child.kill("SIGKILL");
@@ -250,7 +261,17 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     const after = outcomes.filter((o) => o.at > restartedAt + 5000);
     // The gateway's second tries (lib/edge-retry.ts): reads lost with the killed node.
     const sentAgain = nodes.get("gw")!.lines.filter((l) => /sent once more/.test(l)).length;
-    console.log(JSON.stringify({ flows: outcomes.length, failedFlows: failed.length, sentAgain, killedAt, restartedAt, lastFailureMsAfterKill: lastFailure - killedAt, errors: [...new Set(failed.map((f) => f.error))].slice(0, 4) }));
+    console.log(
+      JSON.stringify({
+        flows: outcomes.length,
+        failedFlows: failed.length,
+        sentAgain,
+        killedAt,
+        restartedAt,
+        lastFailureMsAfterKill: lastFailure - killedAt,
+        errors: [...new Set(failed.map((f) => f.error))].slice(0, 4),
+      }),
+    );
     // The flow works again within seconds of the restart, and keeps working.
     assert.ok(after.length > 0 && after.every((o) => o.ok), "every flow after the restart settled succeeds");
     assert.ok(lastFailure - restartedAt < 10_000, `last failure ${lastFailure - restartedAt} ms after the restart`);
@@ -308,19 +329,39 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
         });
       await etcd.start();
       etcdBack = Date.now();
-      joined = await waitFor("user-3 seen by the gateway after etcd is back", async () => (await registryOf("gw")).includes("user-3"), 20_000);
+      joined = await waitFor(
+        "user-3 seen by the gateway after etcd is back",
+        async () => (await registryOf("gw")).includes("user-3"),
+        20_000,
+      );
       // The late node really serves: a call pinned to it answers (NOT_FOUND for an unknown id)
       // once the observer has its services too.
-      await waitFor("user-3 answers a call pinned to it", async () => {
-        const err = await observer.call("user.get", { id: "nobody" }, { nodeID: "user-3" }).then(() => null, (e) => e);
-        return err?.type === "NOT_FOUND";
-      }, 10_000);
+      await waitFor(
+        "user-3 answers a call pinned to it",
+        async () => {
+          const err = await observer.call("user.get", { id: "nobody" }, { nodeID: "user-3" }).then(
+            () => null,
+            (e) => e,
+          );
+          return err?.type === "NOT_FOUND";
+        },
+        10_000,
+      );
       await sleep(10_000); // traffic through recovery and the grace period after it
     } finally {
       await stopTraffic();
     }
 
-    console.log(JSON.stringify({ flows, requests, failures: failures.length, lateNodeJoinedMs: joined, afterEtcdBackMs: Date.now() - etcdBack, logDuringOutage }));
+    console.log(
+      JSON.stringify({
+        flows,
+        requests,
+        failures: failures.length,
+        lateNodeJoinedMs: joined,
+        afterEtcdBackMs: Date.now() - etcdBack,
+        logDuringOutage,
+      }),
+    );
     assert.deepEqual(failures, [], "no failed request during the etcd outage");
     assert.deepEqual(dropped, [], "no node dropped another");
     assert.ok(flows > 20, `traffic kept flowing (${flows} flows)`);
@@ -339,13 +380,27 @@ describe("embedded: `bin/start.ts` with no cluster variables", () => {
     const metricsPort = await freePort();
     const child = spawnTs(START, {
       name: "embedded",
-      env: { DATA_DIR: dataDir, PORT: String(port), METRICS_PORT: String(metricsPort), LOG_LEVEL: "warn", RABBITMQ_URI: "", ETCD_HOSTS: "", REDIS_URL: "", MYSQL_URL: "", NODE_ENV: "", SANDBOX_PAY: "" },
+      env: {
+        DATA_DIR: dataDir,
+        PORT: String(port),
+        METRICS_PORT: String(metricsPort),
+        LOG_LEVEL: "warn",
+        RABBITMQ_URI: "",
+        ETCD_HOSTS: "",
+        REDIS_URL: "",
+        MYSQL_URL: "",
+        NODE_ENV: "",
+        SANDBOX_PAY: "",
+      },
     });
     try {
       const started = await child.waitForLine(/API docs: (\S+)/, 30_000);
       assert.equal(started[1], `http://localhost:${port}/docs`);
       // Metrics on the internal listener only; the public port answers 404 for them.
-      assert.ok(child.lines.some((l) => l.includes(`Metrics (internal): http://localhost:${metricsPort}/metrics`)), "prints the metrics address");
+      assert.ok(
+        child.lines.some((l) => l.includes(`Metrics (internal): http://localhost:${metricsPort}/metrics`)),
+        "prints the metrics address",
+      );
       const metrics = await http(`http://127.0.0.1:${metricsPort}`, "GET", "/metrics");
       assert.equal(metrics.status, 200);
       assert.match(metrics.text, /^# TYPE moleculer_/m);
@@ -362,7 +417,10 @@ describe("embedded: `bin/start.ts` with no cluster variables", () => {
       assert.equal(products.body.total, 1000);
       assert.equal(products.body.items.length, 5);
       assert.ok(products.body.items[0].price.amount <= products.body.items[4].price.amount);
-      assert.ok(child.lines.some((l) => /npm run repl/.test(l)), "prints how to open the REPL");
+      assert.ok(
+        child.lines.some((l) => /npm run repl/.test(l)),
+        "prints how to open the REPL",
+      );
     } finally {
       child.kill("SIGTERM");
       await child.waitExit();

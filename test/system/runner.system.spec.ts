@@ -32,29 +32,56 @@ test("moleculer-runner starts the embedded system from moleculer.config.ts and t
   const port = await freePort();
   // The `dev` script's command, read from package.json (so the test runs what users run), minus --repl.
   const dev = (JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts.dev!;
-  assert.match(dev, /^node --import tsx node_modules\/moleculer\/bin\/moleculer-runner\.js --config moleculer\.config\.ts --mask '\*\*\/\*\.service\.ts' --hot --repl$/);
-  const child = spawn(process.execPath, ["--import", "tsx", RUNNER, "--config", "moleculer.config.ts", "--mask", "**/*.service.ts", "--hot"], {
-    cwd: ROOT,
-    // SERIALIZER and NAMESPACE are ours; the runner would read them as broker options (hidden from it).
-    env: { ...process.env, DATA_DIR: dataDir, PORT: String(port), GRPC_PORT: "0", DEMO_CATALOG: "false", LOG_LEVEL: "info", NODE_ENV: "development", SERIALIZER: "protobuf", NAMESPACE: "runner-test", SERVICES: "all" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  assert.match(
+    dev,
+    /^node --import tsx node_modules\/moleculer\/bin\/moleculer-runner\.js --config moleculer\.config\.ts --mask '\*\*\/\*\.service\.ts' --hot --repl$/,
+  );
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", RUNNER, "--config", "moleculer.config.ts", "--mask", "**/*.service.ts", "--hot"],
+    {
+      cwd: ROOT,
+      // SERIALIZER and NAMESPACE are ours; the runner would read them as broker options (hidden from it).
+      env: {
+        ...process.env,
+        DATA_DIR: dataDir,
+        PORT: String(port),
+        GRPC_PORT: "0",
+        DEMO_CATALOG: "false",
+        LOG_LEVEL: "info",
+        NODE_ENV: "development",
+        SERIALIZER: "protobuf",
+        NAMESPACE: "runner-test",
+        SERVICES: "all",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   const lines: string[] = [];
   for (const s of [child.stdout, child.stderr]) readline.createInterface({ input: s }).on("line", (l) => lines.push(l));
   const cart = path.join(ROOT, "services", "cart", "cart.service.ts");
   try {
     const base = `http://127.0.0.1:${port}`;
-    await until("the broker started", async () => (lines.some((l) => /ServiceBroker with \d+ service\(s\) started/.test(l)) ? true : undefined));
+    await until("the broker started", async () =>
+      lines.some((l) => /ServiceBroker with \d+ service\(s\) started/.test(l)) ? true : undefined,
+    );
     assert.equal((await fetch(`${base}/api/products?pageSize=1`)).status, 200);
     // Every service file was loaded (the gateway lists each one's routes; the others answer their own).
     for (const s of ["user", "product", "search", "cart", "order", "payment", "notification", "recommendation", "grpc"])
-      assert.ok(lines.some((l) => new RegExp(`Service '${s}' started`).test(l)), `service ${s} started by the runner`);
+      assert.ok(
+        lines.some((l) => new RegExp(`Service '${s}' started`).test(l)),
+        `service ${s} started by the runner`,
+      );
     assert.equal((await fetch(`${base}/api/cart`)).status, 401, "a route of a service file answers (no token: 401)");
 
     // An edit (here: its modification time) reloads that service only.
     const now = new Date();
     fs.utimesSync(cart, now, now);
-    await until("the cart service reloaded", async () => (lines.some((l) => /Hot reload 'cart' service/.test(l)) ? true : undefined), 30_000);
+    await until(
+      "the cart service reloaded",
+      async () => (lines.some((l) => /Hot reload 'cart' service/.test(l)) ? true : undefined),
+      30_000,
+    );
     await until("cart answers again", async () => ((await fetch(`${base}/api/cart`)).status === 401 ? true : undefined), 30_000);
   } finally {
     child.kill("SIGTERM");

@@ -77,7 +77,13 @@ export function devSecretFiles(): Record<DevSecretFile, string> {
 }
 
 /** An env file's KEY=value lines, by key (comments and blank lines left out). */
-const envLines = (text: string) => new Map(text.split("\n").filter((l) => /^[A-Z0-9_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf("=")), l] as const));
+const envLines = (text: string) =>
+  new Map(
+    text
+      .split("\n")
+      .filter((l) => /^[A-Z0-9_]+=/.test(l))
+      .map((l) => [l.slice(0, l.indexOf("=")), l] as const),
+  );
 
 /**
  * Writes the files into `dir` (owner-only). Without `force` it never changes a value already
@@ -130,7 +136,9 @@ export function writeDevSecrets(dir: string, { force = false } = {}): string[] {
 if (require.main === module) {
   try {
     const written = writeDevSecrets(__dirname, { force: process.argv.includes("--force") });
-    process.stdout.write(`Wrote ${written.map((f) => path.relative(process.cwd(), f)).join(", ")} (git-ignored). Next: kubectl apply -k ${path.relative(process.cwd(), __dirname) || "."}\n`);
+    process.stdout.write(
+      `Wrote ${written.map((f) => path.relative(process.cwd(), f)).join(", ")} (git-ignored). Next: kubectl apply -k ${path.relative(process.cwd(), __dirname) || "."}\n`,
+    );
   } catch (err) {
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(1);

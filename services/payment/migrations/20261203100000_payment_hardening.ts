@@ -16,7 +16,9 @@ export async function up(knex: Knex): Promise<void> {
     t.bigInteger("close_requested_at").nullable();
     t.index(["status", "order_ack_at"], "payments_unacknowledged");
   });
-  await knex("payments").where({ status: "SUCCEEDED" }).update({ order_ack_at: knex.ref("updated_at") });
+  await knex("payments")
+    .where({ status: "SUCCEEDED" })
+    .update({ order_ack_at: knex.ref("updated_at") });
 }
 
 export async function down(knex: Knex): Promise<void> {

@@ -106,7 +106,8 @@ export class AlipayPlatform implements PaymentPlatform {
     const now = this.#now();
     assertCreateInput(input, now);
     if (input.currency !== "CNY") throw new PaymentPlatformError("invalid_request", "Alipay takes CNY only", false);
-    if (!OUT_TRADE_NO.test(input.paymentId)) throw new PaymentPlatformError("invalid_request", "paymentId does not fit Alipay's out_trade_no", false);
+    if (!OUT_TRADE_NO.test(input.paymentId))
+      throw new PaymentPlatformError("invalid_request", "paymentId does not fit Alipay's out_trade_no", false);
     const url = this.#sdk.pageExecute("alipay.trade.page.pay", "GET", {
       bizContent: {
         out_trade_no: input.paymentId,
@@ -197,7 +198,13 @@ export class AlipayPlatform implements PaymentPlatform {
     }
     const state = str(res.trade_status);
     const amountMinor = res.total_amount !== undefined ? parseResponseAmount(res.total_amount) : undefined;
-    const status = PAID_STATES.has(state) ? "succeeded" : state === "WAIT_BUYER_PAY" ? "pending" : state === "TRADE_CLOSED" ? "failed" : undefined;
+    const status = PAID_STATES.has(state)
+      ? "succeeded"
+      : state === "WAIT_BUYER_PAY"
+        ? "pending"
+        : state === "TRADE_CLOSED"
+          ? "failed"
+          : undefined;
     if (!status) throw new PaymentPlatformError("bad_response", "unknown trade_status from Alipay", true);
     const paidAt = status === "succeeded" && typeof res.send_pay_date === "string" ? beijingToIso(res.send_pay_date, false) : undefined;
     return {
@@ -227,7 +234,8 @@ export class AlipayPlatform implements PaymentPlatform {
     // 40004 = the business refused (trade not paid, amount too large…): final, except
     // ACQ.SYSTEM_ERROR, a system error under the same code: the refund may have gone
     // through, so calling it failed could lose track of moved money. Retry instead.
-    if (res.code === "40004" && !RETRY_SUB_CODES.has(str(res.sub_code))) return { status: "failed", failureCode: str(res.sub_code) || "40004" };
+    if (res.code === "40004" && !RETRY_SUB_CODES.has(str(res.sub_code)))
+      return { status: "failed", failureCode: str(res.sub_code) || "40004" };
     throw failure(res);
   }
 
@@ -270,7 +278,8 @@ export class AlipayPlatform implements PaymentPlatform {
     } catch (err) {
       const message = err instanceof Error ? err.message : "";
       // The SDK's messages are Chinese and carry the raw answer: keep only the class of failure.
-      if (message.includes("验签")) throw new PaymentPlatformError("bad_response_signature", `Alipay ${method}: answer signature invalid`, true);
+      if (message.includes("验签"))
+        throw new PaymentPlatformError("bad_response_signature", `Alipay ${method}: answer signature invalid`, true);
       if (message.includes("HTTP 请求错误")) throw new PaymentPlatformError("http_status", `Alipay ${method}: HTTP error`, true);
       if (message.includes("格式错误")) throw new PaymentPlatformError("bad_response", `Alipay ${method}: malformed answer`, true);
       throw new PaymentPlatformError("transport", `Alipay ${method}: request failed`, true);
@@ -287,7 +296,12 @@ function failure(res: AlipaySdkCommonResult): PaymentPlatformError {
   // retryable. Other codes are our request or our configuration (missing permission,
   // bad app id…): retrying the same call will not help.
   const code = str(res.sub_code) || str(res.code);
-  return new PaymentPlatformError("bad_response", `Alipay answered ${code}`, res.code === "20000" || RETRY_SUB_CODES.has(str(res.sub_code)), code);
+  return new PaymentPlatformError(
+    "bad_response",
+    `Alipay answered ${code}`,
+    res.code === "20000" || RETRY_SUB_CODES.has(str(res.sub_code)),
+    code,
+  );
 }
 
 function str(v: unknown): string {

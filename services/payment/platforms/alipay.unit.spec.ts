@@ -20,7 +20,13 @@ const SELLER_ID = "2088000000000002";
 const NOW = Date.parse("2025-03-01T04:00:00Z");
 
 const platform = new AlipayPlatform(
-  { appId: APP_ID, sellerId: SELLER_ID, privateKey: app.privateKey, alipayPublicKey: alipay.publicKey, gateway: "https://openapi.alipay.com/gateway.do" },
+  {
+    appId: APP_ID,
+    sellerId: SELLER_ID,
+    privateKey: app.privateKey,
+    alipayPublicKey: alipay.publicKey,
+    gateway: "https://openapi.alipay.com/gateway.do",
+  },
   { now: () => NOW },
 );
 
@@ -56,10 +62,18 @@ function alipaySign(params: Record<string, string>, key: KeyObject): string {
   return rsaSign("sha256", Buffer.from(content, "utf8"), key).toString("base64");
 }
 
-function callback(params: Record<string, string>, key: KeyObject = alipay.privateKey, mutate?: (p: Record<string, string>) => void): RawNotification {
+function callback(
+  params: Record<string, string>,
+  key: KeyObject = alipay.privateKey,
+  mutate?: (p: Record<string, string>) => void,
+): RawNotification {
   const signed = { ...params, sign: alipaySign(params, key) };
   mutate?.(signed);
-  return { headers: {}, contentType: "application/x-www-form-urlencoded; charset=utf-8", rawBody: Buffer.from(new URLSearchParams(signed).toString()) };
+  return {
+    headers: {},
+    contentType: "application/x-www-form-urlencoded; charset=utf-8",
+    rawBody: Buffer.from(new URLSearchParams(signed).toString()),
+  };
 }
 
 async function reason(p: Promise<unknown>): Promise<string> {
@@ -92,7 +106,11 @@ test("a callback signed by alipay-sdk's own signer verifies too", async () => {
   const signer = new AlipaySdk({ appId: APP_ID, privateKey: privateKeyPem(alipay.privateKey), keyType: "PKCS8", signType: "RSA2" });
   const { app_id: _a, sign_type: _s, charset: _c, version: _v, ...rest } = baseParams({ trade_status: "TRADE_FINISHED" });
   const body = signer.sdkExecute("alipay.trade.page.pay.notify", rest);
-  const n = await platform.verifyNotification({ headers: {}, contentType: "application/x-www-form-urlencoded", rawBody: Buffer.from(body) });
+  const n = await platform.verifyNotification({
+    headers: {},
+    contentType: "application/x-www-form-urlencoded",
+    rawBody: Buffer.from(body),
+  });
   assert.equal(n.status, "succeeded");
   assert.equal(n.amountMinor, 1999);
 });
@@ -104,7 +122,9 @@ test("trade states: WAIT_BUYER_PAY pending, TRADE_CLOSED failed, and TRADE_CLOSE
   assert.equal(closed.paidAt, undefined);
   // A refund notice (signed, on the same notify_url) must not record a payment: "failed",
   // the refunded total kept as information only, and no paidAt even with gmt_payment.
-  const refunded = await platform.verifyNotification(callback(baseParams({ trade_status: "TRADE_CLOSED", refund_fee: "19.99", gmt_refund: "2025-03-02 10:00:00.000" })));
+  const refunded = await platform.verifyNotification(
+    callback(baseParams({ trade_status: "TRADE_CLOSED", refund_fee: "19.99", gmt_refund: "2025-03-02 10:00:00.000" })),
+  );
   assert.equal(refunded.status, "failed");
   assert.equal(refunded.refundedMinor, 1999);
   assert.equal(refunded.paidAt, undefined);
@@ -116,9 +136,18 @@ test("trade states: WAIT_BUYER_PAY pending, TRADE_CLOSED failed, and TRADE_CLOSE
 
 test("forged callbacks are refused with a stable reason", async () => {
   // Tampered after signing: the amount, or the signature itself.
-  assert.equal(await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => (p.total_amount = "0.01")))), "bad_signature");
-  assert.equal(await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => (p.sign = "AAAA" + p.sign!.slice(4))))), "bad_signature");
-  assert.equal(await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => (p.sign = "not base64 at all %%%")))), "bad_signature");
+  assert.equal(
+    await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => (p.total_amount = "0.01")))),
+    "bad_signature",
+  );
+  assert.equal(
+    await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => (p.sign = "AAAA" + p.sign!.slice(4))))),
+    "bad_signature",
+  );
+  assert.equal(
+    await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => (p.sign = "not base64 at all %%%")))),
+    "bad_signature",
+  );
   assert.equal(await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => delete p.sign))), "bad_signature");
   // Signed with another key (someone's own "Alipay").
   assert.equal(await reason(platform.verifyNotification(callback(baseParams(), other.privateKey))), "bad_signature");
@@ -129,13 +158,33 @@ test("forged callbacks are refused with a stable reason", async () => {
 test("sign_type is pinned to RSA2 before the SDK sees the request", async () => {
   // A genuine RSA (SHA-1) signature by the right key: the SDK alone would accept it.
   const params = baseParams({ sign_type: "RSA" });
-  const content = Object.keys(params).filter((k) => k !== "sign_type").sort().map((k) => `${k}=${params[k]}`).join("&");
+  const content = Object.keys(params)
+    .filter((k) => k !== "sign_type")
+    .sort()
+    .map((k) => `${k}=${params[k]}`)
+    .join("&");
   const sha1 = rsaSign("sha1", Buffer.from(content), alipay.privateKey).toString("base64");
-  const raw: RawNotification = { headers: {}, contentType: "application/x-www-form-urlencoded", rawBody: Buffer.from(new URLSearchParams({ ...params, sign: sha1 }).toString()) };
-  const sdk = new AlipaySdk({ appId: APP_ID, privateKey: privateKeyPem(app.privateKey), keyType: "PKCS8", alipayPublicKey: alipay.publicKey.export({ type: "spki", format: "pem" }).toString() });
-  assert.equal(sdk.checkNotifySignV2(Object.fromEntries(new URLSearchParams(raw.rawBody.toString()))), true, "the SDK follows the request's sign_type");
+  const raw: RawNotification = {
+    headers: {},
+    contentType: "application/x-www-form-urlencoded",
+    rawBody: Buffer.from(new URLSearchParams({ ...params, sign: sha1 }).toString()),
+  };
+  const sdk = new AlipaySdk({
+    appId: APP_ID,
+    privateKey: privateKeyPem(app.privateKey),
+    keyType: "PKCS8",
+    alipayPublicKey: alipay.publicKey.export({ type: "spki", format: "pem" }).toString(),
+  });
+  assert.equal(
+    sdk.checkNotifySignV2(Object.fromEntries(new URLSearchParams(raw.rawBody.toString()))),
+    true,
+    "the SDK follows the request's sign_type",
+  );
   assert.equal(await reason(platform.verifyNotification(raw)), "sign_type");
-  assert.equal(await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => delete p.sign_type))), "sign_type");
+  assert.equal(
+    await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => delete p.sign_type))),
+    "sign_type",
+  );
   assert.equal(await reason(platform.verifyNotification(callback(baseParams({ sign_type: "rsa2" })))), "sign_type");
 });
 
@@ -147,9 +196,15 @@ test("signed by Alipay but for another app or merchant, or with a bad amount: re
   assert.equal(await reason(platform.verifyNotification(callback(noOrder))), "malformed");
   // Valid and signed, but not what the order expects: the service's business check.
   const n = await platform.verifyNotification(callback(baseParams({ total_amount: "0.01" })));
-  assert.throws(() => checkBusiness(n, { paymentId: "pay_0001", amountMinor: 1999, currency: "CNY" }), (e) => e instanceof PaymentVerificationError && e.reason === "amount");
+  assert.throws(
+    () => checkBusiness(n, { paymentId: "pay_0001", amountMinor: 1999, currency: "CNY" }),
+    (e) => e instanceof PaymentVerificationError && e.reason === "amount",
+  );
   const unknown = await platform.verifyNotification(callback(baseParams({ out_trade_no: "pay_unknown" })));
-  assert.throws(() => checkBusiness(unknown, undefined), (e) => e instanceof PaymentVerificationError && e.reason === "unknown_order");
+  assert.throws(
+    () => checkBusiness(unknown, undefined),
+    (e) => e instanceof PaymentVerificationError && e.reason === "unknown_order",
+  );
 });
 
 test("wrong content type, repeated fields and garbage bodies fail normally", async () => {
@@ -196,17 +251,49 @@ test("create: a page-pay URL signed RSA2 with our app key, Beijing timestamp, am
     time_expire: "2025-03-01 12:15:00",
   });
   // Alipay's request signature: every parameter but sign, sorted, with our app key.
-  const content = Object.keys(q).filter((k) => k !== "sign").sort().map((k) => `${k}=${q[k]}`).join("&");
+  const content = Object.keys(q)
+    .filter((k) => k !== "sign")
+    .sort()
+    .map((k) => `${k}=${q[k]}`)
+    .join("&");
   assert.ok(rsaVerify("sha256", Buffer.from(content), app.publicKey, Buffer.from(q.sign!, "base64")));
   const expiresAt = NOW + 60_000;
-  await assert.rejects(platform.create({ paymentId: "pay_1", orderId: "o", amountMinor: 100, currency: "USD", subject: "x", notifyUrl: "https://x", expiresAt }), /CNY/);
-  await assert.rejects(platform.create({ paymentId: "pay_1", orderId: "o", amountMinor: 1.5, currency: "CNY", subject: "x", notifyUrl: "https://x", expiresAt }), /positive integer/);
+  await assert.rejects(
+    platform.create({
+      paymentId: "pay_1",
+      orderId: "o",
+      amountMinor: 100,
+      currency: "USD",
+      subject: "x",
+      notifyUrl: "https://x",
+      expiresAt,
+    }),
+    /CNY/,
+  );
+  await assert.rejects(
+    platform.create({
+      paymentId: "pay_1",
+      orderId: "o",
+      amountMinor: 1.5,
+      currency: "CNY",
+      subject: "x",
+      notifyUrl: "https://x",
+      expiresAt,
+    }),
+    /positive integer/,
+  );
 });
 
 test("create: time_expire is expiresAt in Beijing time, rounded down to the second, from the injected clock", async () => {
   const at = (now: number) =>
     new AlipayPlatform(
-      { appId: APP_ID, sellerId: SELLER_ID, privateKey: app.privateKey, alipayPublicKey: alipay.publicKey, gateway: "https://openapi.alipay.com/gateway.do" },
+      {
+        appId: APP_ID,
+        sellerId: SELLER_ID,
+        privateKey: app.privateKey,
+        alipayPublicKey: alipay.publicKey,
+        gateway: "https://openapi.alipay.com/gateway.do",
+      },
       { now: () => now },
     );
   const input = { paymentId: "pay_0002", orderId: "ord_2", amountMinor: 100, currency: "CNY", subject: "x", notifyUrl: "https://x" };
@@ -218,8 +305,14 @@ test("create: time_expire is expiresAt in Beijing time, rounded down to the seco
   assert.equal(q.timestamp, "2023-11-15 05:58:20");
   // The same expiresAt is refused by a platform whose clock is already past it.
   const late = at(1_700_000_000_999);
-  await assert.rejects(late.create({ ...input, expiresAt: 1_700_000_000_999 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && !e.retryable && /future/.test(e.message));
-  await assert.rejects(early.create({ ...input, expiresAt: 1_700_000_000_000.5 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /expiresAt/.test(e.message));
+  await assert.rejects(
+    late.create({ ...input, expiresAt: 1_700_000_000_999 }),
+    (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && !e.retryable && /future/.test(e.message),
+  );
+  await assert.rejects(
+    early.create({ ...input, expiresAt: 1_700_000_000_000.5 }),
+    (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /expiresAt/.test(e.message),
+  );
 });
 
 test("Beijing time helpers", () => {

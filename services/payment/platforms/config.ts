@@ -53,7 +53,14 @@ export const PLATFORM_GROUPS = {
   sandbox: { required: ["SANDBOX_PAY_PRIVATE_KEY", "SANDBOX_PAY_PUBLIC_KEY"], optional: [] },
   alipay: { required: ["ALIPAY_APP_ID", "ALIPAY_SELLER_ID", "ALIPAY_PRIVATE_KEY", "ALIPAY_PUBLIC_KEY"], optional: ["ALIPAY_GATEWAY"] },
   wechatpay: {
-    required: ["WECHATPAY_MCH_ID", "WECHATPAY_APP_ID", "WECHATPAY_SERIAL_NO", "WECHATPAY_PRIVATE_KEY", "WECHATPAY_API_V3_KEY", "WECHATPAY_PLATFORM_CERTS"],
+    required: [
+      "WECHATPAY_MCH_ID",
+      "WECHATPAY_APP_ID",
+      "WECHATPAY_SERIAL_NO",
+      "WECHATPAY_PRIVATE_KEY",
+      "WECHATPAY_API_V3_KEY",
+      "WECHATPAY_PLATFORM_CERTS",
+    ],
     optional: ["WECHATPAY_BASE_URL"],
   },
 } as const satisfies Record<PlatformName, { required: readonly Var[]; optional: readonly Var[] }>;
@@ -134,7 +141,9 @@ export function parsePaymentConfig(env: Record<string, string | undefined>, opti
     const pair = generateKeyPairSync("rsa", { modulusLength: 2048 });
     config.sandbox = { privateKey: pair.privateKey, publicKey: pair.publicKey, generated: true };
   } else if (options.mode === "cluster" && options.sandbox === true) {
-    problems.push("SANDBOX_PAY: true in a cluster needs SANDBOX_PAY_PRIVATE_KEY and SANDBOX_PAY_PUBLIC_KEY (one pair for every payment replica)");
+    problems.push(
+      "SANDBOX_PAY: true in a cluster needs SANDBOX_PAY_PRIVATE_KEY and SANDBOX_PAY_PUBLIC_KEY (one pair for every payment replica)",
+    );
   }
 
   // --- alipay ---
@@ -244,11 +253,15 @@ export function createPlatforms(config: PaymentConfig, deps: CreatePlatformsDeps
     if (!deps.sandboxStore) throw new Error("createPlatforms: the sandbox is enabled but no sandboxStore was given");
     platforms.set(
       "sandbox",
-      new SandboxPlatform({ privateKey: config.sandbox.privateKey, publicKey: config.sandbox.publicKey, publicUrl: deps.publicUrl }, { store: deps.sandboxStore, ...now }),
+      new SandboxPlatform(
+        { privateKey: config.sandbox.privateKey, publicKey: config.sandbox.publicKey, publicUrl: deps.publicUrl },
+        { store: deps.sandboxStore, ...now },
+      ),
     );
   }
   if (config.alipay) platforms.set("alipay", new AlipayPlatform(config.alipay, now));
-  if (config.wechatpay) platforms.set("wechatpay", new WechatPayPlatform(config.wechatpay, { ...now, ...(deps.fetch ? { fetch: deps.fetch } : {}) }));
+  if (config.wechatpay)
+    platforms.set("wechatpay", new WechatPayPlatform(config.wechatpay, { ...now, ...(deps.fetch ? { fetch: deps.fetch } : {}) }));
   return platforms;
 }
 

@@ -9,7 +9,9 @@ import { WechatPayPlatform } from "./wechatpay";
 import { rsaPair } from "./test-support";
 
 const pem = (k: ReturnType<typeof rsaPair>, which: "private" | "public") =>
-  which === "private" ? k.privateKey.export({ type: "pkcs8", format: "pem" }).toString() : k.publicKey.export({ type: "spki", format: "pem" }).toString();
+  which === "private"
+    ? k.privateKey.export({ type: "pkcs8", format: "pem" }).toString()
+    : k.publicKey.export({ type: "spki", format: "pem" }).toString();
 const sandbox = rsaPair();
 const app = rsaPair();
 const ali = rsaPair();
@@ -32,9 +34,15 @@ const wechatEnv = {
   WECHATPAY_PLATFORM_CERTS: JSON.stringify({ PUB_KEY_ID_0114232134912410000000000000: pem(wxPlatform, "public") }),
 };
 
-const problemsOf = (env: Record<string, string>, mode: "embedded" | "cluster" = "cluster") => configProblems(() => parsePaymentConfig(env, { mode }));
+const problemsOf = (env: Record<string, string>, mode: "embedded" | "cluster" = "cluster") =>
+  configProblems(() => parsePaymentConfig(env, { mode }));
 
-const SECRETS = [pem(app, "private"), pem(mch, "private"), API_V3_KEY, pem(sandbox, "private")].map((p) => p.replace(/-----[A-Z ]+-----/g, "").trim().slice(0, 40));
+const SECRETS = [pem(app, "private"), pem(mch, "private"), API_V3_KEY, pem(sandbox, "private")].map((p) =>
+  p
+    .replace(/-----[A-Z ]+-----/g, "")
+    .trim()
+    .slice(0, 40),
+);
 const assertNoSecret = (text: string) => {
   for (const s of SECRETS) assert.ok(!text.includes(s), "a secret leaked");
 };
@@ -48,7 +56,10 @@ test("embedded with nothing set: the sandbox alone, with a generated key pair", 
 
 test("cluster with nothing set: no platform (the sandbox needs shared keys there)", () => {
   assert.deepEqual(parsePaymentConfig({}, { mode: "cluster" }).enabled, []);
-  const c = parsePaymentConfig({ SANDBOX_PAY_PRIVATE_KEY: pem(sandbox, "private"), SANDBOX_PAY_PUBLIC_KEY: pem(sandbox, "public") }, { mode: "cluster" });
+  const c = parsePaymentConfig(
+    { SANDBOX_PAY_PRIVATE_KEY: pem(sandbox, "private"), SANDBOX_PAY_PUBLIC_KEY: pem(sandbox, "public") },
+    { mode: "cluster" },
+  );
   assert.deepEqual(c.enabled, ["sandbox"]);
   assert.equal(c.sandbox?.generated, false);
 });
@@ -61,7 +72,10 @@ test("SANDBOX_PAY: false turns the sandbox off in any mode; NODE_ENV=production 
   assert.deepEqual(parsePaymentConfig(keys, { mode: "cluster", production: true }).enabled, []);
   assert.deepEqual(parsePaymentConfig({}, { mode: "embedded", production: true, sandbox: true }).enabled, ["sandbox"]);
   assert.deepEqual(parsePaymentConfig(keys, { mode: "cluster", production: true, sandbox: true }).enabled, ["sandbox"]);
-  assert.throws(() => parsePaymentConfig({}, { mode: "cluster", sandbox: true }), /SANDBOX_PAY: true in a cluster needs SANDBOX_PAY_PRIVATE_KEY/);
+  assert.throws(
+    () => parsePaymentConfig({}, { mode: "cluster", sandbox: true }),
+    /SANDBOX_PAY: true in a cluster needs SANDBOX_PAY_PRIVATE_KEY/,
+  );
 });
 
 test("every group complete: all three platforms; gateway URLs default", () => {
@@ -106,7 +120,13 @@ test("bad values are named, never echoed", () => {
     WECHATPAY_PLATFORM_CERTS: "{not json",
   });
   assert.deepEqual(problems, ["ALIPAY_GATEWAY: must be an http(s) URL"]);
-  const more = problemsOf({ ...alipayEnv, ALIPAY_PRIVATE_KEY: "MIIsecretbutbroken", ...wechatEnv, WECHATPAY_API_V3_KEY: "short-secret-key", WECHATPAY_PLATFORM_CERTS: "{not json" });
+  const more = problemsOf({
+    ...alipayEnv,
+    ALIPAY_PRIVATE_KEY: "MIIsecretbutbroken",
+    ...wechatEnv,
+    WECHATPAY_API_V3_KEY: "short-secret-key",
+    WECHATPAY_PLATFORM_CERTS: "{not json",
+  });
   assert.deepEqual(more, [
     "ALIPAY_PRIVATE_KEY: not a valid RSA private key (PEM or base64 DER expected)",
     "WECHATPAY_API_V3_KEY: must be exactly 32 bytes",

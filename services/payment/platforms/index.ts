@@ -32,5 +32,12 @@ export {
   type SandboxNotifierOptions,
   type DeliveryResult,
 } from "./sandbox";
-export { parsePaymentConfig, createPlatforms, describePaymentConfig, ConfigError, type PaymentConfig, type CreatePlatformsDeps } from "./config";
+export {
+  parsePaymentConfig,
+  createPlatforms,
+  describePaymentConfig,
+  ConfigError,
+  type PaymentConfig,
+  type CreatePlatformsDeps,
+} from "./config";
 export { Secret } from "./keys";

@@ -45,7 +45,9 @@ export function loadPrivateKey(text: string): KeyObject {
   if (isPem(t)) key = attempt(() => createPrivateKey(t));
   else {
     const der = Buffer.from(t.replace(/\s+/g, ""), "base64");
-    key = attempt(() => createPrivateKey({ key: der, format: "der", type: "pkcs8" })) ?? attempt(() => createPrivateKey({ key: der, format: "der", type: "pkcs1" }));
+    key =
+      attempt(() => createPrivateKey({ key: der, format: "der", type: "pkcs8" })) ??
+      attempt(() => createPrivateKey({ key: der, format: "der", type: "pkcs1" }));
   }
   if (!key || key.asymmetricKeyType !== "rsa") throw new Error("not a valid RSA private key (PEM or base64 DER expected)");
   return key;
@@ -68,9 +70,12 @@ export function loadPublicKey(text: string): KeyObject {
   else if (isPem(t)) key = attempt(() => createPublicKey(t));
   else {
     const der = Buffer.from(t.replace(/\s+/g, ""), "base64");
-    key = attempt(() => createPublicKey({ key: der, format: "der", type: "spki" })) ?? attempt(() => createPublicKey({ key: der, format: "der", type: "pkcs1" }));
+    key =
+      attempt(() => createPublicKey({ key: der, format: "der", type: "spki" })) ??
+      attempt(() => createPublicKey({ key: der, format: "der", type: "pkcs1" }));
   }
-  if (!key || key.type !== "public" || key.asymmetricKeyType !== "rsa") throw new Error("not a valid RSA public key (PEM, certificate or base64 DER expected)");
+  if (!key || key.type !== "public" || key.asymmetricKeyType !== "rsa")
+    throw new Error("not a valid RSA public key (PEM, certificate or base64 DER expected)");
   return key;
 }
 
@@ -98,7 +103,10 @@ export function keyId(key: KeyObject): string {
   let id = keyIds.get(key);
   if (id === undefined) {
     const pub = key.type === "private" ? createPublicKey(key) : key;
-    id = createHash("sha256").update(pub.export({ type: "spki", format: "der" })).digest("hex").slice(0, 32);
+    id = createHash("sha256")
+      .update(pub.export({ type: "spki", format: "der" }))
+      .digest("hex")
+      .slice(0, 32);
     keyIds.set(key, id);
   }
   return id;

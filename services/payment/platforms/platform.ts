@@ -41,10 +41,7 @@ export interface CreatePaymentInput {
 }
 
 /** What the client needs to pay: open a URL, show a QR code, or submit a form. */
-export type CreatePaymentResult =
-  | { kind: "redirect"; url: string }
-  | { kind: "qr"; codeUrl: string }
-  | { kind: "form"; html: string };
+export type CreatePaymentResult = { kind: "redirect"; url: string } | { kind: "qr"; codeUrl: string } | { kind: "form"; html: string };
 
 export type PaymentStatus = "succeeded" | "failed" | "pending";
 
@@ -175,12 +172,7 @@ export class PaymentVerificationError extends Error {
 }
 
 export type PlatformErrorReason =
-  | "invalid_request"
-  | "transport"
-  | "http_status"
-  | "bad_response"
-  | "bad_response_signature"
-  | "unsupported";
+  "invalid_request" | "transport" | "http_status" | "bad_response" | "bad_response_signature" | "unsupported";
 
 /**
  * An outbound call whose outcome is unknown or refused before sending. `retryable`

@@ -44,17 +44,35 @@ test("yuan strings ↔ integer minor units, no float arithmetic", () => {
 test("checkBusiness: the signed amount, currency and payment must be the ones we expect", () => {
   const n: PlatformNotification = { paymentId: "pay_1", providerTxnId: "t1", amountMinor: 1999, currency: "CNY", status: "succeeded" };
   checkBusiness(n, { paymentId: "pay_1", amountMinor: 1999, currency: "CNY" });
-  assert.equal(reason(() => checkBusiness(n, undefined)), "unknown_order");
-  assert.equal(reason(() => checkBusiness(n, { paymentId: "pay_2", amountMinor: 1999, currency: "CNY" })), "unknown_order");
-  assert.equal(reason(() => checkBusiness(n, { paymentId: "pay_1", amountMinor: 1998, currency: "CNY" })), "amount");
-  assert.equal(reason(() => checkBusiness(n, { paymentId: "pay_1", amountMinor: 1999, currency: "USD" })), "currency");
+  assert.equal(
+    reason(() => checkBusiness(n, undefined)),
+    "unknown_order",
+  );
+  assert.equal(
+    reason(() => checkBusiness(n, { paymentId: "pay_2", amountMinor: 1999, currency: "CNY" })),
+    "unknown_order",
+  );
+  assert.equal(
+    reason(() => checkBusiness(n, { paymentId: "pay_1", amountMinor: 1998, currency: "CNY" })),
+    "amount",
+  );
+  assert.equal(
+    reason(() => checkBusiness(n, { paymentId: "pay_1", amountMinor: 1999, currency: "USD" })),
+    "currency",
+  );
 });
 
 test("headers: case-insensitive, a repeated header is malformed; media type without parameters", () => {
   assert.equal(headerOf({ "Wechatpay-Serial": "A1" }, "wechatpay-serial"), "A1");
   assert.equal(headerOf({}, "x"), undefined);
-  assert.equal(reason(() => headerOf({ a: ["1", "2"] }, "a")), "malformed");
-  assert.equal(reason(() => headerOf({ A: "1", a: "2" }, "a")), "malformed");
+  assert.equal(
+    reason(() => headerOf({ a: ["1", "2"] }, "a")),
+    "malformed",
+  );
+  assert.equal(
+    reason(() => headerOf({ A: "1", a: "2" }, "a")),
+    "malformed",
+  );
   assert.equal(mediaType("Application/JSON; charset=utf-8"), "application/json");
   assert.equal(mediaType(undefined), "");
 });
@@ -66,7 +84,15 @@ test("a verification error says only its code", () => {
 
 test("assertCreateInput: expiresAt must be an integer of epoch ms, after now", () => {
   const now = 1_700_000_000_000;
-  const input: CreatePaymentInput = { paymentId: "p", orderId: "o", amountMinor: 1, currency: "CNY", subject: "s", notifyUrl: "https://x", expiresAt: now + 1 };
+  const input: CreatePaymentInput = {
+    paymentId: "p",
+    orderId: "o",
+    amountMinor: 1,
+    currency: "CNY",
+    subject: "s",
+    notifyUrl: "https://x",
+    expiresAt: now + 1,
+  };
   assertCreateInput(input, now);
   const refused = (expiresAt: number) => {
     try {
@@ -83,7 +109,8 @@ test("assertCreateInput: expiresAt must be an integer of epoch ms, after now", (
   assert.match(refused(now - 1), /future/);
   assert.match(refused(Math.floor(now / 1000) + 900), /future/); // seconds, not milliseconds
   assert.match(refused(now * 1000), /integer of epoch milliseconds/); // microseconds
-  for (const bad of [now + 0.5, Number.NaN, Number.POSITIVE_INFINITY, Number.MAX_SAFE_INTEGER + 2]) assert.match(refused(bad), /integer of epoch milliseconds/);
+  for (const bad of [now + 0.5, Number.NaN, Number.POSITIVE_INFINITY, Number.MAX_SAFE_INTEGER + 2])
+    assert.match(refused(bad), /integer of epoch milliseconds/);
 });
 
 test("Beijing wall clock: UTC+8, milliseconds dropped, across a date line", () => {

@@ -26,13 +26,19 @@ test("notifier → notify route over HTTP: verified, retried until success", asy
   });
   try {
     const notifier = new SandboxNotifier({ privateKey: keys.privateKey, baseDelayMs: 10 });
-    const result = await notifier.deliver(`${route.url}/api/payments/notify/sandbox`, sandboxOutcomePayload({ paymentId: "pay_1", amountMinor: 1999, currency: "CNY" }, "success", Date.now()));
+    const result = await notifier.deliver(
+      `${route.url}/api/payments/notify/sandbox`,
+      sandboxOutcomePayload({ paymentId: "pay_1", amountMinor: 1999, currency: "CNY" }, "success", Date.now()),
+    );
     assert.deepEqual(result, { delivered: true, attempts: 2, lastStatus: 200 });
     assert.equal(route.received.length, 2);
 
     // A notifier holding another key never gets through.
     const impostor = new SandboxNotifier({ privateKey: rsaPair().privateKey, baseDelayMs: 1, maxAttempts: 3 });
-    const denied = await impostor.deliver(`${route.url}/api/payments/notify/sandbox`, sandboxOutcomePayload({ paymentId: "pay_1", amountMinor: 1999, currency: "CNY" }, "success", Date.now()));
+    const denied = await impostor.deliver(
+      `${route.url}/api/payments/notify/sandbox`,
+      sandboxOutcomePayload({ paymentId: "pay_1", amountMinor: 1999, currency: "CNY" }, "success", Date.now()),
+    );
     assert.deepEqual(denied, { delivered: false, attempts: 3, lastStatus: 400, lastError: "HTTP 400" });
   } finally {
     await route.close();

@@ -103,7 +103,8 @@ export function verifySandboxNotification(raw: RawNotification, publicKey: KeyOb
   const kid = headerOf(raw.headers, "x-sandbox-key-id");
   if (!timestamp || !nonce || !signature || !kid) throw new PaymentVerificationError("missing_header");
   if (kid !== keyId(publicKey)) throw new PaymentVerificationError("unknown_serial");
-  if (!/^\d{1,12}$/.test(timestamp) || Math.abs(nowMs / 1000 - Number(timestamp)) > SANDBOX_MAX_SKEW_S) throw new PaymentVerificationError("timestamp");
+  if (!/^\d{1,12}$/.test(timestamp) || Math.abs(nowMs / 1000 - Number(timestamp)) > SANDBOX_MAX_SKEW_S)
+    throw new PaymentVerificationError("timestamp");
   let ok = false;
   try {
     ok = rsaVerify("sha256", canonical(timestamp, nonce, raw.rawBody), publicKey, Buffer.from(signature, "base64"));
@@ -159,7 +160,9 @@ const payTokenSecrets = new WeakMap<KeyObject, Buffer>();
 export function sandboxPayToken(paymentId: string, privateKey: KeyObject): string {
   let secret = payTokenSecrets.get(privateKey);
   if (!secret) {
-    secret = createHmac("sha256", "meridian-sandbox-pay-token").update(privateKey.export({ type: "pkcs8", format: "der" })).digest();
+    secret = createHmac("sha256", "meridian-sandbox-pay-token")
+      .update(privateKey.export({ type: "pkcs8", format: "der" }))
+      .digest();
     payTokenSecrets.set(privateKey, secret);
   }
   return createHmac("sha256", secret).update(paymentId, "utf8").digest("base64url").slice(0, 32);
@@ -243,7 +246,7 @@ export class SandboxNotifier {
         lastStatus = res.status;
         const text = await res.text();
         if (res.ok && text.trim() === "success") return { delivered: true, attempts: attempt, lastStatus };
-        lastError = res.ok ? "reply was not \"success\"" : `HTTP ${res.status}`;
+        lastError = res.ok ? 'reply was not "success"' : `HTTP ${res.status}`;
       } catch (err) {
         lastStatus = undefined;
         lastError = err instanceof Error && err.name === "TimeoutError" ? "timeout" : "network error";
@@ -297,7 +300,8 @@ export interface SandboxRefundRequest {
  * (ACQ.REFUND_AMT_NOT_EQUAL_TOTAL, 退款金额超限) and WeChat Pay (退款金额超过可退金额)
  * answer to an over-refund.
  */
-export type SandboxRefundRecord = { status: "recorded"; providerRefundId: string } | { status: "refused"; failureCode: "REFUND_AMOUNT_EXCEEDED" };
+export type SandboxRefundRecord =
+  { status: "recorded"; providerRefundId: string } | { status: "refused"; failureCode: "REFUND_AMOUNT_EXCEEDED" };
 
 /**
  * What the sandbox "platform" knows, kept by the lead in the database (the sandbox has no
@@ -337,7 +341,14 @@ export class MemorySandboxStateStore implements SandboxStateStore {
    * reference: a first choice is recorded; a success replaces a failure (the buyer tried
    * again); a success is final; a closed trade takes no choice. Returns the state after.
    */
-  async recordChoice(choice: { paymentId: string; amountMinor: number; currency: string; status: "succeeded" | "failed"; providerTxnId: string; paidAt?: string }): Promise<SandboxPaymentState> {
+  async recordChoice(choice: {
+    paymentId: string;
+    amountMinor: number;
+    currency: string;
+    status: "succeeded" | "failed";
+    providerTxnId: string;
+    paidAt?: string;
+  }): Promise<SandboxPaymentState> {
     const current = this.payments.get(choice.paymentId);
     if (!current || current.status === "pending" || (current.status === "failed" && choice.status === "succeeded")) {
       this.payments.set(choice.paymentId, { ...choice });
@@ -457,9 +468,15 @@ export class SandboxPlatform implements PaymentPlatform {
     // Pending, failed or closed: nothing was paid, so nothing can go back.
     if (p.status !== "succeeded") return { status: "failed", failureCode: "TRADE_NOT_PAID" };
     if (input.amountMinor > p.amountMinor || input.totalMinor !== p.amountMinor) return { status: "failed", failureCode: "AMOUNT_INVALID" };
-    if (input.currency && input.currency !== p.currency) throw new PaymentPlatformError("invalid_request", "refund currency differs from the payment's", false);
+    if (input.currency && input.currency !== p.currency)
+      throw new PaymentPlatformError("invalid_request", "refund currency differs from the payment's", false);
     // The cumulative bound is checked by the store, atomically with the insert.
-    const record = await this.#store.recordRefund({ paymentId: input.paymentId, refundId: input.refundId, amountMinor: input.amountMinor, totalMinor: p.amountMinor });
+    const record = await this.#store.recordRefund({
+      paymentId: input.paymentId,
+      refundId: input.refundId,
+      amountMinor: input.amountMinor,
+      totalMinor: p.amountMinor,
+    });
     if (record.status === "refused") return { status: "failed", failureCode: record.failureCode };
     return { status: "succeeded", providerRefundId: record.providerRefundId };
   }

@@ -30,7 +30,11 @@ const payload: SandboxNotificationPayload = {
   paidAt: "2025-03-01T04:00:00.000Z",
 };
 
-const raw = (signed: { headers: Record<string, string>; body: string }) => ({ headers: signed.headers, rawBody: Buffer.from(signed.body), contentType: signed.headers["content-type"] });
+const raw = (signed: { headers: Record<string, string>; body: string }) => ({
+  headers: signed.headers,
+  rawBody: Buffer.from(signed.body),
+  contentType: signed.headers["content-type"],
+});
 
 async function reason(p: Promise<unknown>): Promise<string> {
   try {
@@ -46,7 +50,14 @@ test("sign → verify round trip; the platform maps it to a notification", async
   const signed = signSandboxNotification(payload, sandboxKeys.privateKey, NOW);
   assert.deepEqual(verifySandboxNotification(raw(signed), sandboxKeys.publicKey, NOW), payload);
   const n = await platform.verifyNotification(raw(signed));
-  assert.deepEqual(n, { paymentId: "pay_1", providerTxnId: "sbx_1", amountMinor: 1999, currency: "CNY", status: "succeeded", paidAt: "2025-03-01T04:00:00.000Z" });
+  assert.deepEqual(n, {
+    paymentId: "pay_1",
+    providerTxnId: "sbx_1",
+    amountMinor: 1999,
+    currency: "CNY",
+    status: "succeeded",
+    paidAt: "2025-03-01T04:00:00.000Z",
+  });
   checkBusiness(n, { paymentId: "pay_1", amountMinor: 1999, currency: "CNY" });
 });
 
@@ -55,11 +66,27 @@ test("forgeries: other key, tampered body, bad signature, stale or future timest
   // Other key but claiming our key id.
   const forged = signSandboxNotification(payload, other.privateKey, NOW);
   const ours = signSandboxNotification(payload, sandboxKeys.privateKey, NOW);
-  assert.equal(await reason(platform.verifyNotification(raw({ ...forged, headers: { ...forged.headers, "x-sandbox-key-id": ours.headers["x-sandbox-key-id"]! } }))), "bad_signature");
+  assert.equal(
+    await reason(
+      platform.verifyNotification(
+        raw({ ...forged, headers: { ...forged.headers, "x-sandbox-key-id": ours.headers["x-sandbox-key-id"]! } }),
+      ),
+    ),
+    "bad_signature",
+  );
   assert.equal(await reason(platform.verifyNotification(raw({ ...ours, body: ours.body.replace("1999", "1") }))), "bad_signature");
-  assert.equal(await reason(platform.verifyNotification(raw({ ...ours, headers: { ...ours.headers, "x-sandbox-signature": "garbage!!" } }))), "bad_signature");
-  assert.equal(await reason(platform.verifyNotification(raw(signSandboxNotification(payload, sandboxKeys.privateKey, NOW - 6 * 60_000)))), "timestamp");
-  assert.equal(await reason(platform.verifyNotification(raw(signSandboxNotification(payload, sandboxKeys.privateKey, NOW + 6 * 60_000)))), "timestamp");
+  assert.equal(
+    await reason(platform.verifyNotification(raw({ ...ours, headers: { ...ours.headers, "x-sandbox-signature": "garbage!!" } }))),
+    "bad_signature",
+  );
+  assert.equal(
+    await reason(platform.verifyNotification(raw(signSandboxNotification(payload, sandboxKeys.privateKey, NOW - 6 * 60_000)))),
+    "timestamp",
+  );
+  assert.equal(
+    await reason(platform.verifyNotification(raw(signSandboxNotification(payload, sandboxKeys.privateKey, NOW + 6 * 60_000)))),
+    "timestamp",
+  );
   assert.ok(await platform.verifyNotification(raw(signSandboxNotification(payload, sandboxKeys.privateKey, NOW - 4 * 60_000))));
   const { "x-sandbox-nonce": _n, ...noNonce } = ours.headers;
   assert.equal(await reason(platform.verifyNotification(raw({ ...ours, headers: noNonce }))), "missing_header");
@@ -70,10 +97,23 @@ test("forgeries: other key, tampered body, bad signature, stale or future timest
 });
 
 test("create: a redirect to the pay page on our gateway, with an unguessable token; expiresAt checked against the clock", async () => {
-  const input = { paymentId: "pay_1", orderId: "ord_1", amountMinor: 1999, currency: "CNY", subject: "Order", notifyUrl: "http://localhost:3000/api/payments/notify/sandbox" };
+  const input = {
+    paymentId: "pay_1",
+    orderId: "ord_1",
+    amountMinor: 1999,
+    currency: "CNY",
+    subject: "Order",
+    notifyUrl: "http://localhost:3000/api/payments/notify/sandbox",
+  };
   // The payUrl carries no expiry (the service enforces it), but the input is checked like the others'.
-  await assert.rejects(platform.create({ ...input, expiresAt: NOW }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /future/.test(e.message));
-  await assert.rejects(platform.create({ ...input, expiresAt: NOW + 0.5 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request");
+  await assert.rejects(
+    platform.create({ ...input, expiresAt: NOW }),
+    (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /future/.test(e.message),
+  );
+  await assert.rejects(
+    platform.create({ ...input, expiresAt: NOW + 0.5 }),
+    (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request",
+  );
   const res = await platform.create({ ...input, expiresAt: NOW + 1 });
   assert.ok(res.kind === "redirect");
   const url = new URL(res.url);
@@ -96,7 +136,7 @@ test("outcome payloads", () => {
   assert.notEqual(ok.providerTxnId, ko.providerTxnId);
 });
 
-test("notifier: retries with exponential backoff until a 2xx \"success\", re-signing each attempt", async () => {
+test('notifier: retries with exponential backoff until a 2xx "success", re-signing each attempt', async () => {
   const sleeps: number[] = [];
   const calls: { url: string; headers: Record<string, string>; body: string }[] = [];
   const replies = [
@@ -127,7 +167,14 @@ test("notifier: retries with exponential backoff until a 2xx \"success\", re-sig
   // Every attempt carries a fresh, valid signature for the time it was sent.
   for (const c of calls) {
     const ts = Number(c.headers["x-sandbox-timestamp"]) * 1000;
-    assert.deepEqual(verifySandboxNotification({ headers: c.headers, rawBody: Buffer.from(c.body), contentType: "application/json" }, sandboxKeys.publicKey, ts), payload);
+    assert.deepEqual(
+      verifySandboxNotification(
+        { headers: c.headers, rawBody: Buffer.from(c.body), contentType: "application/json" },
+        sandboxKeys.publicKey,
+        ts,
+      ),
+      payload,
+    );
   }
   assert.notEqual(calls[0]!.headers["x-sandbox-timestamp"], calls[3]!.headers["x-sandbox-timestamp"]);
 });
@@ -143,7 +190,12 @@ test("notifier: gives up after maxAttempts; delays are capped", async () => {
     baseDelayMs: 1000,
     maxDelayMs: 5000,
   });
-  assert.deepEqual(await notifier.deliver("http://x/notify", payload), { delivered: false, attempts: 5, lastStatus: 400, lastError: "HTTP 400" });
+  assert.deepEqual(await notifier.deliver("http://x/notify", payload), {
+    delivered: false,
+    attempts: 5,
+    lastStatus: 400,
+    lastError: "HTTP 400",
+  });
   assert.deepEqual(sleeps, [1000, 2000, 4000, 5000]);
   // Jitter stays within ±25 %.
   const jittered = new SandboxNotifier({ privateKey: sandboxKeys.privateKey, random: () => 0 }).delayFor(3);
@@ -152,9 +204,23 @@ test("notifier: gives up after maxAttempts; delays are capped", async () => {
 
 test("query and refund answer from the state store; refunds are idempotent on refundId", async () => {
   assert.deepEqual(await platform.query("nope"), { status: "not_found", paymentId: "nope" });
-  store.payments.set("pay_1", { paymentId: "pay_1", amountMinor: 1999, currency: "CNY", status: "succeeded", providerTxnId: "sbx_1", paidAt: "2025-03-01T04:00:00.000Z" });
+  store.payments.set("pay_1", {
+    paymentId: "pay_1",
+    amountMinor: 1999,
+    currency: "CNY",
+    status: "succeeded",
+    providerTxnId: "sbx_1",
+    paidAt: "2025-03-01T04:00:00.000Z",
+  });
   store.payments.set("pay_2", { paymentId: "pay_2", amountMinor: 500, currency: "CNY", status: "pending" });
-  assert.deepEqual(await platform.query("pay_1"), { status: "succeeded", paymentId: "pay_1", amountMinor: 1999, currency: "CNY", providerTxnId: "sbx_1", paidAt: "2025-03-01T04:00:00.000Z" });
+  assert.deepEqual(await platform.query("pay_1"), {
+    status: "succeeded",
+    paymentId: "pay_1",
+    amountMinor: 1999,
+    currency: "CNY",
+    providerTxnId: "sbx_1",
+    paidAt: "2025-03-01T04:00:00.000Z",
+  });
   assert.equal((await platform.query("pay_2")).status, "pending");
 
   const input = { paymentId: "pay_1", refundId: "ref_1", amountMinor: 500, totalMinor: 1999, reason: "x" };
@@ -162,9 +228,18 @@ test("query and refund answer from the state store; refunds are idempotent on re
   assert.equal(first.status, "succeeded");
   assert.deepEqual(await platform.refund(input), first);
   assert.equal(store.refunds.size, 1);
-  assert.deepEqual(await platform.refund({ ...input, paymentId: "pay_2", refundId: "ref_2", totalMinor: 500 }), { status: "failed", failureCode: "TRADE_NOT_PAID" });
-  assert.deepEqual(await platform.refund({ ...input, paymentId: "pay_9", refundId: "ref_3" }), { status: "failed", failureCode: "TRADE_NOT_EXIST" });
-  assert.deepEqual(await platform.refund({ ...input, refundId: "ref_4", amountMinor: 2000, totalMinor: 2000 }), { status: "failed", failureCode: "AMOUNT_INVALID" });
+  assert.deepEqual(await platform.refund({ ...input, paymentId: "pay_2", refundId: "ref_2", totalMinor: 500 }), {
+    status: "failed",
+    failureCode: "TRADE_NOT_PAID",
+  });
+  assert.deepEqual(await platform.refund({ ...input, paymentId: "pay_9", refundId: "ref_3" }), {
+    status: "failed",
+    failureCode: "TRADE_NOT_EXIST",
+  });
+  assert.deepEqual(await platform.refund({ ...input, refundId: "ref_4", amountMinor: 2000, totalMinor: 2000 }), {
+    status: "failed",
+    failureCode: "AMOUNT_INVALID",
+  });
 });
 
 test("close: no choice, pending or failed → closed (and stays so); succeeded → paid and untouched", async () => {
@@ -173,9 +248,19 @@ test("close: no choice, pending or failed → closed (and stays so); succeeded �
   // Never opened: closed without an amount; query says failed, refund says not paid.
   assert.deepEqual(await p.close("pay_a"), { status: "closed" });
   assert.deepEqual(await p.query("pay_a"), { status: "failed", paymentId: "pay_a" });
-  assert.deepEqual(await p.refund({ paymentId: "pay_a", refundId: "r_a", amountMinor: 1, totalMinor: 1, reason: "x" }), { status: "failed", failureCode: "TRADE_NOT_PAID" });
+  assert.deepEqual(await p.refund({ paymentId: "pay_a", refundId: "r_a", amountMinor: 1, totalMinor: 1, reason: "x" }), {
+    status: "failed",
+    failureCode: "TRADE_NOT_PAID",
+  });
   // A closed trade takes no later choice: the buyer cannot pay it any more.
-  const after = await s.recordChoice({ paymentId: "pay_a", amountMinor: 500, currency: "CNY", status: "succeeded", providerTxnId: "sbx_a", paidAt: "2025-03-01T04:00:00.000Z" });
+  const after = await s.recordChoice({
+    paymentId: "pay_a",
+    amountMinor: 500,
+    currency: "CNY",
+    status: "succeeded",
+    providerTxnId: "sbx_a",
+    paidAt: "2025-03-01T04:00:00.000Z",
+  });
   assert.equal(after.status, "closed");
   assert.equal((await p.query("pay_a")).status, "failed");
   assert.deepEqual(await p.close("pay_a"), { status: "closed" });
@@ -183,11 +268,32 @@ test("close: no choice, pending or failed → closed (and stays so); succeeded �
   // Failed first (a success could still replace it), then closed: the success is refused.
   await s.recordChoice({ paymentId: "pay_b", amountMinor: 500, currency: "CNY", status: "failed", providerTxnId: "sbx_b1" });
   assert.deepEqual(await p.close("pay_b"), { status: "closed" });
-  assert.deepEqual(await p.query("pay_b"), { status: "failed", paymentId: "pay_b", amountMinor: 500, currency: "CNY", providerTxnId: "sbx_b1" });
-  assert.equal((await s.recordChoice({ paymentId: "pay_b", amountMinor: 500, currency: "CNY", status: "succeeded", providerTxnId: "sbx_b2", paidAt: "2025-03-01T04:00:00.000Z" })).status, "closed");
+  assert.deepEqual(await p.query("pay_b"), {
+    status: "failed",
+    paymentId: "pay_b",
+    amountMinor: 500,
+    currency: "CNY",
+    providerTxnId: "sbx_b1",
+  });
+  assert.equal(
+    (
+      await s.recordChoice({
+        paymentId: "pay_b",
+        amountMinor: 500,
+        currency: "CNY",
+        status: "succeeded",
+        providerTxnId: "sbx_b2",
+        paidAt: "2025-03-01T04:00:00.000Z",
+      })
+    ).status,
+    "closed",
+  );
   // Without the close, the same success would have replaced the failure.
   await s.recordChoice({ paymentId: "pay_c", amountMinor: 500, currency: "CNY", status: "failed", providerTxnId: "sbx_c1" });
-  assert.equal((await s.recordChoice({ paymentId: "pay_c", amountMinor: 500, currency: "CNY", status: "succeeded", providerTxnId: "sbx_c2" })).status, "succeeded");
+  assert.equal(
+    (await s.recordChoice({ paymentId: "pay_c", amountMinor: 500, currency: "CNY", status: "succeeded", providerTxnId: "sbx_c2" })).status,
+    "succeeded",
+  );
 
   s.payments.set("pay_d", { paymentId: "pay_d", amountMinor: 700, currency: "CNY", status: "pending" });
   assert.deepEqual(await p.close("pay_d"), { status: "closed" });
@@ -196,7 +302,10 @@ test("close: no choice, pending or failed → closed (and stays so); succeeded �
   // Paid before the close: "paid", and the payment stays as it was (refundable).
   assert.deepEqual(await p.close("pay_c"), { status: "paid" });
   assert.equal((await p.query("pay_c")).status, "succeeded");
-  assert.equal((await p.refund({ paymentId: "pay_c", refundId: "r_c", amountMinor: 500, totalMinor: 500, reason: "x" })).status, "succeeded");
+  assert.equal(
+    (await p.refund({ paymentId: "pay_c", refundId: "r_c", amountMinor: 500, totalMinor: 500, reason: "x" })).status,
+    "succeeded",
+  );
 });
 
 test("refunds: bounded by the payment's amount in total across refund ids; a replay answers the first result", async () => {
@@ -204,7 +313,8 @@ test("refunds: bounded by the payment's amount in total across refund ids; a rep
   const p = new SandboxPlatform({ ...sandboxKeys, publicUrl: "http://localhost:3000" }, { store: s, now: () => NOW });
   s.payments.set("pay_r", { paymentId: "pay_r", amountMinor: 1999, currency: "CNY", status: "succeeded", providerTxnId: "sbx_r" });
   s.payments.set("pay_o", { paymentId: "pay_o", amountMinor: 1999, currency: "CNY", status: "succeeded", providerTxnId: "sbx_o" });
-  const refund = (refundId: string, amountMinor: number, paymentId = "pay_r") => p.refund({ paymentId, refundId, amountMinor, totalMinor: 1999, reason: "x" });
+  const refund = (refundId: string, amountMinor: number, paymentId = "pay_r") =>
+    p.refund({ paymentId, refundId, amountMinor, totalMinor: 1999, reason: "x" });
 
   const first = await refund("r1", 1000);
   assert.equal(first.status, "succeeded");

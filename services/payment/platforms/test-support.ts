@@ -32,7 +32,9 @@ export interface Reply {
 }
 
 /** A local server that records every request and answers with `handler`. */
-export async function fakeGateway(handler: (req: Received) => Reply | Promise<Reply>): Promise<{ url: string; received: Received[]; close: () => Promise<void> }> {
+export async function fakeGateway(
+  handler: (req: Received) => Reply | Promise<Reply>,
+): Promise<{ url: string; received: Received[]; close: () => Promise<void> }> {
   const received: Received[] = [];
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -74,14 +76,26 @@ export const wechatPlatform = {
     const nonce = opts.nonce ?? randomBytes(6).toString("hex");
     const associatedData = opts.associatedData ?? "transaction";
     const key = typeof apiV3Key === "string" ? Buffer.from(apiV3Key, "utf8") : apiV3Key;
-    return { original_type: "transaction", algorithm: "AEAD_AES_256_GCM", ciphertext: Aes.AesGcm.encrypt(plaintext, key, nonce, associatedData), associated_data: associatedData, nonce };
+    return {
+      original_type: "transaction",
+      algorithm: "AEAD_AES_256_GCM",
+      ciphertext: Aes.AesGcm.encrypt(plaintext, key, nonce, associatedData),
+      associated_data: associatedData,
+      nonce,
+    };
   },
   /** The signature of a callback or an answer: SHA256withRSA over `timestamp\nnonce\nbody\n`. */
   sign(timestamp: string, nonce: string, body: string, privateKey: KeyObject): string {
     return Rsa.sign(Formatter.response(timestamp, nonce, body), privateKey);
   },
   /** A merchant request's signature, checked as the gateway does: over `method\nurl\ntimestamp\nnonce\nbody\n`. */
-  verifyRequest(r: { method: string; url: string; body: string }, timestamp: string, nonce: string, signature: string, publicKey: KeyObject): boolean {
+  verifyRequest(
+    r: { method: string; url: string; body: string },
+    timestamp: string,
+    nonce: string,
+    signature: string,
+    publicKey: KeyObject,
+  ): boolean {
     return Rsa.verify(Formatter.request(r.method, r.url, timestamp, nonce, r.body), signature, publicKey);
   },
 };
@@ -91,7 +105,12 @@ export const wechatPlatform = {
  * the platform certificate's serial, and SHA256withRSA over `timestamp\nnonce\nbody\n`
  * with the platform's private key, as the stand-ins of WeChat's gateway answer.
  */
-export function wechatAnswerHeaders(body: string, platformKey: KeyObject, serial: string, nowSeconds = Math.floor(Date.now() / 1000)): Record<string, string> {
+export function wechatAnswerHeaders(
+  body: string,
+  platformKey: KeyObject,
+  serial: string,
+  nowSeconds = Math.floor(Date.now() / 1000),
+): Record<string, string> {
   const timestamp = String(nowSeconds);
   const nonce = randomBytes(16).toString("hex");
   return {

@@ -32,7 +32,9 @@ let gateway: Awaited<ReturnType<typeof fakeGateway>>;
 let platform: WechatPayPlatform;
 
 function checkAuthorization(r: Received): boolean {
-  const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(String(r.headers.authorization));
+  const m = /^WECHATPAY2-SHA256-RSA2048 mchid="(\d+)",nonce_str="(\w+)",signature="([^"]+)",timestamp="(\d+)",serial_no="(\w+)"$/.exec(
+    String(r.headers.authorization),
+  );
   if (!m || m[1] !== MCH || m[5] !== "MERCHANTSERIAL") return false;
   return wechatPlatform.verifyRequest({ method: r.method, url: r.url, body: r.body.toString() }, m[4]!, m[2]!, m[3]!, merchant.publicKey);
 }
@@ -41,7 +43,11 @@ function answer(r: Received): Reply {
   const a: Answer = checkAuthorization(r) ? next(r) : { status: 401, body: { code: "SIGN_ERROR", message: "签名错误" }, signWith: null };
   const body = a.body === undefined ? "" : JSON.stringify(a.body);
   const headers: Record<string, string> = { "request-id": randomBytes(8).toString("hex") };
-  if (a.signWith !== null) Object.assign(headers, wechatAnswerHeaders(body, a.signWith ?? platformKey.privateKey, SERIAL, Math.floor(now / 1000) + (a.timestampOffsetS ?? 0)));
+  if (a.signWith !== null)
+    Object.assign(
+      headers,
+      wechatAnswerHeaders(body, a.signWith ?? platformKey.privateKey, SERIAL, Math.floor(now / 1000) + (a.timestampOffsetS ?? 0)),
+    );
   return { status: a.status ?? 200, headers, body };
 }
 
@@ -92,7 +98,14 @@ test("create: Native pay, signed request, code_url back", async () => {
     });
     return { body: { code_url: "weixin://wxpay/bizpayurl?pr=p4lpSuKzz" } };
   };
-  const input = { paymentId: "pay0001abc", orderId: "ord_1", amountMinor: 1999, currency: "CNY", subject: "Order ord_1", notifyUrl: "https://shop.example/api/payments/notify/wechatpay" };
+  const input = {
+    paymentId: "pay0001abc",
+    orderId: "ord_1",
+    amountMinor: 1999,
+    currency: "CNY",
+    subject: "Order ord_1",
+    notifyUrl: "https://shop.example/api/payments/notify/wechatpay",
+  };
   const res = await platform.create({ ...input, expiresAt: now + 15 * 60_000 + 999 });
   assert.deepEqual(res, { kind: "qr", codeUrl: "weixin://wxpay/bizpayurl?pr=p4lpSuKzz" });
   const sent = gateway.received.length;
@@ -103,8 +116,14 @@ test("create: Native pay, signed request, code_url back", async () => {
   );
   // An expiry in the past, or so close that WeChat would move it to one minute after the
   // order (later than ours): refused before sending.
-  await assert.rejects(platform.create({ ...input, expiresAt: now - 1 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /future/.test(e.message));
-  await assert.rejects(platform.create({ ...input, expiresAt: now + 60_000 }), (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && !e.retryable && /one minute/.test(e.message));
+  await assert.rejects(
+    platform.create({ ...input, expiresAt: now - 1 }),
+    (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && /future/.test(e.message),
+  );
+  await assert.rejects(
+    platform.create({ ...input, expiresAt: now + 60_000 }),
+    (e) => e instanceof PaymentPlatformError && e.reason === "invalid_request" && !e.retryable && /one minute/.test(e.message),
+  );
   assert.equal(gateway.received.length, sent);
 });
 
@@ -151,7 +170,12 @@ test("refund: out_refund_no is our refund id; SUCCESS, PROCESSING, refusals, err
   const input = { paymentId: "pay0001abc", refundId: "ref0001", amountMinor: 500, totalMinor: 1999, reason: "damaged" };
   next = (r) => {
     assert.equal(r.url, "/v3/refund/domestic/refunds");
-    assert.deepEqual(JSON.parse(r.body.toString()), { out_trade_no: "pay0001abc", out_refund_no: "ref0001", reason: "damaged", amount: { refund: 500, total: 1999, currency: "CNY" } });
+    assert.deepEqual(JSON.parse(r.body.toString()), {
+      out_trade_no: "pay0001abc",
+      out_refund_no: "ref0001",
+      reason: "damaged",
+      amount: { refund: 500, total: 1999, currency: "CNY" },
+    });
     return {
       body: {
         refund_id: "50000000382019052709732678859",
@@ -207,7 +231,10 @@ test("close: POST …/close with {mchid}; a signed 204 is confirmed by a query (
   next = (r) => (r.method === "POST" ? { status: 204 } : { status: 404, body: { code: "ORDER_NOT_EXIST", message: "订单不存在" } });
   assert.deepEqual(await platform.close("pay0001abc"), { status: "not_found" });
   // 204 but the trade still waits for payment: not closed, ask again.
-  next = (r) => (r.method === "POST" ? { status: 204 } : { body: transaction({ trade_state: "NOTPAY", transaction_id: undefined, success_time: undefined }) });
+  next = (r) =>
+    r.method === "POST"
+      ? { status: 204 }
+      : { body: transaction({ trade_state: "NOTPAY", transaction_id: undefined, success_time: undefined }) };
   await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
   // An id WeChat's create would refuse: no call at all.
   const sent = gateway.received.length;
@@ -233,7 +260,10 @@ test("close: signed refusals that are outcomes (ORDER_CLOSED, ORDER_NOT_EXIST, O
 test("close: unknown outcomes are retryable; unsigned answers and our own mistakes are not outcomes", async () => {
   // The buyer is entering the password right now.
   next = () => ({ status: 202, body: { code: "USER_PAYING", message: "用户支付中,需要输入密码" } });
-  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable && e.platformCode === "USER_PAYING");
+  await assert.rejects(
+    platform.close("pay0001abc"),
+    (e) => e instanceof PaymentPlatformError && e.retryable && e.platformCode === "USER_PAYING",
+  );
   next = () => ({ status: 500, body: { code: "SYSTEM_ERROR", message: "系统错误" } });
   await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
   next = () => ({ status: 429, body: { code: "FREQUENCY_LIMITED", message: "频率超限" } });
@@ -244,12 +274,18 @@ test("close: unknown outcomes are retryable; unsigned answers and our own mistak
   next = () => ({ status: 400, body: { code: "ORDER_CLOSED", message: "订单已关闭" }, signWith: other.privateKey });
   await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
   next = () => ({ status: 204, signWith: null });
-  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature" && e.retryable);
+  await assert.rejects(
+    platform.close("pay0001abc"),
+    (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature" && e.retryable,
+  );
   next = () => ({ status: 204, signWith: other.privateKey });
   await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature");
   // Our configuration: retrying will not help.
   next = () => ({ status: 403, body: { code: "NO_AUTH", message: "商户无权限" } });
-  await assert.rejects(platform.close("pay0001abc"), (e) => e instanceof PaymentPlatformError && !e.retryable && e.platformCode === "NO_AUTH");
+  await assert.rejects(
+    platform.close("pay0001abc"),
+    (e) => e instanceof PaymentPlatformError && !e.retryable && e.platformCode === "NO_AUTH",
+  );
 });
 
 test("our request signature is what the server checks", async () => {
@@ -266,7 +302,10 @@ test("our request signature is what the server checks", async () => {
     { now: () => now },
   );
   next = () => assert.fail("not reached");
-  await assert.rejects(wrongKey.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "http_status" && /401/.test(e.message));
+  await assert.rejects(
+    wrongKey.query("pay0001abc"),
+    (e) => e instanceof PaymentPlatformError && e.reason === "http_status" && /401/.test(e.message),
+  );
 });
 
 test("transport failure is retryable and says nothing secret", async () => {

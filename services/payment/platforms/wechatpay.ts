@@ -104,7 +104,11 @@ export function buildAuthorization(a: {
 
 /** The signature WeChat Pay puts on callbacks and answers (and tests use to forge them). */
 export function signWechatMessage(timestamp: string, nonce: string, body: Buffer | string, privateKey: KeyObject): string {
-  return rsaSign("sha256", Buffer.concat([Buffer.from(`${timestamp}\n${nonce}\n`), Buffer.from(body), Buffer.from("\n")]), privateKey).toString("base64");
+  return rsaSign(
+    "sha256",
+    Buffer.concat([Buffer.from(`${timestamp}\n${nonce}\n`), Buffer.from(body), Buffer.from("\n")]),
+    privateKey,
+  ).toString("base64");
 }
 
 /**
@@ -265,9 +269,14 @@ export class WechatPayPlatform implements PaymentPlatform {
     const now = this.#now();
     assertCreateInput(input, now);
     if (input.currency !== "CNY") throw new PaymentPlatformError("invalid_request", "WeChat Pay takes CNY only", false);
-    if (!OUT_TRADE_NO.test(input.paymentId)) throw new PaymentPlatformError("invalid_request", "paymentId does not fit WeChat Pay's out_trade_no (6-32 chars)", false);
+    if (!OUT_TRADE_NO.test(input.paymentId))
+      throw new PaymentPlatformError("invalid_request", "paymentId does not fit WeChat Pay's out_trade_no (6-32 chars)", false);
     if (input.expiresAt - now < WECHATPAY_MIN_EXPIRY_MS) {
-      throw new PaymentPlatformError("invalid_request", "expiresAt is too close: WeChat Pay would extend it to one minute after the order", false);
+      throw new PaymentPlatformError(
+        "invalid_request",
+        "expiresAt is too close: WeChat Pay would extend it to one minute after the order",
+        false,
+      );
     }
     const res = await this.#request("POST", "/v3/pay/transactions/native", {
       appid: this.#c.appId,
@@ -311,7 +320,10 @@ export class WechatPayPlatform implements PaymentPlatform {
 
   async query(paymentId: string): Promise<QueryResult> {
     if (!OUT_TRADE_NO.test(paymentId)) return { status: "not_found", paymentId };
-    const res = await this.#request("GET", `/v3/pay/transactions/out-trade-no/${encodeURIComponent(paymentId)}?mchid=${encodeURIComponent(this.#c.mchId)}`);
+    const res = await this.#request(
+      "GET",
+      `/v3/pay/transactions/out-trade-no/${encodeURIComponent(paymentId)}?mchid=${encodeURIComponent(this.#c.mchId)}`,
+    );
     if (res.status === 404 && res.errorCode === "ORDER_NOT_EXIST") return { status: "not_found", paymentId };
     if (res.status !== 200) throw this.#errorOf(res, "query");
     const parsed = TransactionSchema.safeParse(res.json);
@@ -344,7 +356,8 @@ export class WechatPayPlatform implements PaymentPlatform {
     });
     if (res.status === 200) {
       const parsed = RefundSchema.safeParse(res.json);
-      if (!parsed.success || parsed.data.out_refund_no !== input.refundId) throw new PaymentPlatformError("bad_response", "WeChat Pay refund: malformed answer", true);
+      if (!parsed.success || parsed.data.out_refund_no !== input.refundId)
+        throw new PaymentPlatformError("bad_response", "WeChat Pay refund: malformed answer", true);
       const s = parsed.data.status;
       const status = s === "SUCCESS" ? "succeeded" : s === "PROCESSING" ? "pending" : "failed";
       return { status, providerRefundId: parsed.data.refund_id, ...(status === "failed" ? { failureCode: s } : {}) };
@@ -372,7 +385,9 @@ export class WechatPayPlatform implements PaymentPlatform {
    */
   async close(paymentId: string): Promise<CloseResult> {
     if (!OUT_TRADE_NO.test(paymentId)) return { status: "not_found" };
-    const res = await this.#request("POST", `/v3/pay/transactions/out-trade-no/${encodeURIComponent(paymentId)}/close`, { mchid: this.#c.mchId });
+    const res = await this.#request("POST", `/v3/pay/transactions/out-trade-no/${encodeURIComponent(paymentId)}/close`, {
+      mchid: this.#c.mchId,
+    });
     if (res.status === 202) {
       // USER_PAYING (signed, else #request threw): the buyer may be paying right now.
       throw new PaymentPlatformError("http_status", "WeChat Pay close: HTTP 202, buyer paying", true, "USER_PAYING");
@@ -395,7 +410,12 @@ export class WechatPayPlatform implements PaymentPlatform {
   #errorOf(res: Answer, what: string): PaymentPlatformError {
     // An unsigned error answer is an unknown outcome: retryable as well.
     const retryable = res.status >= 500 || res.status === 429 || res.errorCode === undefined || TRANSIENT_CODES.has(res.errorCode);
-    return new PaymentPlatformError("http_status", `WeChat Pay ${what}: HTTP ${res.status}${res.errorCode ? ` ${res.errorCode}` : ""}`, retryable, res.errorCode);
+    return new PaymentPlatformError(
+      "http_status",
+      `WeChat Pay ${what}: HTTP ${res.status}${res.errorCode ? ` ${res.errorCode}` : ""}`,
+      retryable,
+      res.errorCode,
+    );
   }
 
   #notificationOf(txn: Transaction): PlatformNotification {

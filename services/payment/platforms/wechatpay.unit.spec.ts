@@ -114,11 +114,19 @@ test("a genuine TRANSACTION.SUCCESS callback: verified, decrypted, mapped", asyn
 
 test("signature probes and forgeries fail normally", async () => {
   // WeChat's own probe: a deliberately wrong signature.
-  assert.equal(await reason(platform.verifyNotification(callback(txn(), { signature: "WECHATPAY/SIGNTEST/" + randomBytes(64).toString("base64") }))), "bad_signature");
+  assert.equal(
+    await reason(platform.verifyNotification(callback(txn(), { signature: "WECHATPAY/SIGNTEST/" + randomBytes(64).toString("base64") }))),
+    "bad_signature",
+  );
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { signature: "%%% not base64" }))), "bad_signature");
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { key: other.privateKey }))), "bad_signature");
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { key: merchant.privateKey }))), "bad_signature");
-  assert.equal(await reason(platform.verifyNotification(callback(txn(), { mutateBody: (b) => b.replace("TRANSACTION.SUCCESS", "TRANSACTION.SUCCESS ") }))), "bad_signature");
+  assert.equal(
+    await reason(
+      platform.verifyNotification(callback(txn(), { mutateBody: (b) => b.replace("TRANSACTION.SUCCESS", "TRANSACTION.SUCCESS ") })),
+    ),
+    "bad_signature",
+  );
 });
 
 test("serial, timestamp window, headers, algorithm", async () => {
@@ -129,8 +137,16 @@ test("serial, timestamp window, headers, algorithm", async () => {
   const good = callback();
   const { "wechatpay-signature": _s, ...noSignature } = good.headers;
   assert.equal(await reason(platform.verifyNotification({ ...good, headers: noSignature })), "missing_header");
-  assert.equal(await reason(platform.verifyNotification({ ...good, headers: { ...good.headers, "wechatpay-signature-type": "WECHATPAY2-SM2-WITH-SM3" } })), "sign_type");
-  assert.equal(await reason(platform.verifyNotification({ ...good, headers: { ...good.headers, "wechatpay-timestamp": "soon" } })), "timestamp");
+  assert.equal(
+    await reason(
+      platform.verifyNotification({ ...good, headers: { ...good.headers, "wechatpay-signature-type": "WECHATPAY2-SM2-WITH-SM3" } }),
+    ),
+    "sign_type",
+  );
+  assert.equal(
+    await reason(platform.verifyNotification({ ...good, headers: { ...good.headers, "wechatpay-timestamp": "soon" } })),
+    "timestamp",
+  );
   assert.equal(await reason(platform.verifyNotification({ ...good, contentType: "text/plain" })), "content_type");
 });
 
@@ -138,12 +154,27 @@ test("decryption: tampered ciphertext, wrong key, wrong associated data", async 
   const resource = encrypt(JSON.stringify(txn()));
   const ct = Buffer.from(resource.ciphertext, "base64");
   ct[5] = ct[5]! ^ 0x01;
-  assert.equal(await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, ciphertext: ct.toString("base64") } }))), "decrypt");
-  assert.equal(await reason(platform.verifyNotification(callback(txn(), { resource: encrypt(JSON.stringify(txn()), Buffer.from("x".repeat(32))) }))), "decrypt");
-  assert.equal(await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, associated_data: "refund" } }))), "decrypt");
-  assert.equal(await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, algorithm: "AES_128_CBC" } }))), "decrypt");
+  assert.equal(
+    await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, ciphertext: ct.toString("base64") } }))),
+    "decrypt",
+  );
+  assert.equal(
+    await reason(platform.verifyNotification(callback(txn(), { resource: encrypt(JSON.stringify(txn()), Buffer.from("x".repeat(32))) }))),
+    "decrypt",
+  );
+  assert.equal(
+    await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, associated_data: "refund" } }))),
+    "decrypt",
+  );
+  assert.equal(
+    await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, algorithm: "AES_128_CBC" } }))),
+    "decrypt",
+  );
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, ciphertext: "AAAA" } }))), "decrypt");
-  assert.equal(await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, ciphertext: undefined } }))), "malformed");
+  assert.equal(
+    await reason(platform.verifyNotification(callback(txn(), { resource: { ...resource, ciphertext: undefined } }))),
+    "malformed",
+  );
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { resource: encrypt("not json") }))), "malformed");
 });
 
@@ -165,7 +196,10 @@ test("a body that is not JSON, with a valid signature, fails normally", async ()
   const ts = raw.headers["wechatpay-timestamp"] as string;
   const nonce = raw.headers["wechatpay-nonce"] as string;
   const signature = wechatPlatform.sign(ts, nonce, body.toString(), platformKey.privateKey);
-  assert.equal(await reason(platform.verifyNotification({ ...raw, rawBody: body, headers: { ...raw.headers, "wechatpay-signature": signature } })), "malformed");
+  assert.equal(
+    await reason(platform.verifyNotification({ ...raw, rawBody: body, headers: { ...raw.headers, "wechatpay-signature": signature } })),
+    "malformed",
+  );
 });
 
 test("encryptResource/decryptResource round trip", () => {

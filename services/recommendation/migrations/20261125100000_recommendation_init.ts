@@ -82,5 +82,6 @@ export async function up(knex: Knex): Promise<void> {
 
 export async function down(knex: Knex): Promise<void> {
   await dropEventTables(knex);
-  for (const t of ["rec_meta", "rec_pairs", "rec_user_items", "rec_refunded_orders", "rec_purchases", "rec_users", "rec_items"]) await knex.schema.dropTableIfExists(t);
+  for (const t of ["rec_meta", "rec_pairs", "rec_user_items", "rec_refunded_orders", "rec_purchases", "rec_users", "rec_items"])
+    await knex.schema.dropTableIfExists(t);
 }

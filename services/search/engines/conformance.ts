@@ -52,13 +52,25 @@ export function engineConformance(name: string, make: () => Promise<SearchEngine
       // with a long description), the description alone of the other (short, so it would
       // win on term frequency alone): only the name's weight puts the first on top.
       const base = testCatalog()[0]!;
-      const doc = (id: string, name: string, description: string) => ({ ...base, id, sku: `TST-${id}`, name, description, tags: [], brand: "Trailco", category: "Outdoor" });
+      const doc = (id: string, name: string, description: string) => ({
+        ...base,
+        id,
+        sku: `TST-${id}`,
+        name,
+        description,
+        tags: [],
+        brand: "Trailco",
+        category: "Outdoor",
+      });
       await engine.index([
         doc("n1", "Trekking Poles Carbon Pro", "Adjustable carbon poles with cork grips, wrist straps, tungsten tips and a carry bag"),
         doc("d1", "Walking Sticks", "trekking"),
       ]);
       const r = await search({ q: "trekking" });
-      assert.deepEqual(r.items.map((p) => p.id), ["n1", "d1"]);
+      assert.deepEqual(
+        r.items.map((p) => p.id),
+        ["n1", "d1"],
+      );
       assert.equal(r.total, 2);
     });
 
@@ -159,8 +171,14 @@ export function engineConformance(name: string, make: () => Promise<SearchEngine
     it("paginates with a stable total", async () => {
       const pages = [];
       for (let page = 1; page <= 4; page++) pages.push(await search({ q: "", pageSize: "8", page: String(page) }));
-      assert.deepEqual(pages.map((p) => p.total), [30, 30, 30, 30]);
-      assert.deepEqual(pages.map((p) => p.items.length), [8, 8, 8, 6]);
+      assert.deepEqual(
+        pages.map((p) => p.total),
+        [30, 30, 30, 30],
+      );
+      assert.deepEqual(
+        pages.map((p) => p.items.length),
+        [8, 8, 8, 6],
+      );
       const all = pages.flatMap((p) => p.items.map((i) => i.id));
       assert.equal(new Set(all).size, 30);
       assert.deepEqual(pages[3].page, 4);
@@ -169,12 +187,21 @@ export function engineConformance(name: string, make: () => Promise<SearchEngine
 
     it("returns the stored product documents", async () => {
       const r = await search({ q: "XPS" });
-      assert.deepEqual(r.items, testCatalog().filter((p) => p.id === "p13"));
+      assert.deepEqual(
+        r.items,
+        testCatalog().filter((p) => p.id === "p13"),
+      );
     });
 
     it("upsert changes what matches, and keeps one copy", async () => {
       const p = testCatalog().find((x) => x.id === "p08")!;
-      await engine.upsert({ ...p, name: "Pixel 9 Foldable", description: "A phone that folds", price: { amount: 179900, currency: "EUR" }, version: p.version + 1 });
+      await engine.upsert({
+        ...p,
+        name: "Pixel 9 Foldable",
+        description: "A phone that folds",
+        price: { amount: 179900, currency: "EUR" },
+        version: p.version + 1,
+      });
       assert.deepEqual(await ids({ q: "foldable" }), ["p08"]);
       assert.deepEqual(await ids({ q: "clever" }), []);
       assert.equal(await engine.count(), 30);
@@ -197,12 +224,15 @@ export function engineConformance(name: string, make: () => Promise<SearchEngine
       assert.equal(await engine.count(), 29);
       assert.deepEqual(await ids({ q: "pixel" }), []);
       const r = await search({ q: "" });
-      assert.equal(r.facets.brand.find((f) => f.value === "Google"), undefined);
+      assert.equal(
+        r.facets.brand.find((f) => f.value === "Google"),
+        undefined,
+      );
     });
 
     it("versions: an older copy never replaces a newer one, and a removal keeps older copies out", async () => {
       const p = testCatalog().find((x) => x.id === "p08")!;
-      const nameOfP08 = async () => (await search({ q: "" , pageSize: "100" })).items.find((x) => x.id === "p08")?.name;
+      const nameOfP08 = async () => (await search({ q: "", pageSize: "100" })).items.find((x) => x.id === "p08")?.name;
       await engine.upsert({ ...p, name: "Pixel Fold v5", version: 5 });
       await engine.upsert({ ...p, name: "Pixel Fold v4", version: 4 });
       await engine.index([{ ...p, name: "Pixel Fold v3", version: 3 }]);

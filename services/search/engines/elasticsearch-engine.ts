@@ -124,8 +124,7 @@ function fromIndexed(source: unknown): ProductDoc {
   return doc;
 }
 
-const errorType = (e: errors.ResponseError): string | undefined =>
-  (e.body as { error?: { type?: string } } | undefined)?.error?.type;
+const errorType = (e: errors.ResponseError): string | undefined => (e.body as { error?: { type?: string } } | undefined)?.error?.type;
 
 /**
  * Elasticsearch's external versioning: a write carrying the product's version applies only
@@ -133,14 +132,12 @@ const errorType = (e: errors.ResponseError): string | undefined =>
  * 60 s by default). Several search replicas writing the same events to one shared index,
  * in any order, therefore converge on the newest copy.
  */
-const externalVersion = (version: number | undefined) =>
-  version === undefined ? {} : { version, version_type: "external" as const }; // a removal may name none
+const externalVersion = (version: number | undefined) => (version === undefined ? {} : { version, version_type: "external" as const }); // a removal may name none
 
 const isVersionConflict = (status: number | undefined, type: string | undefined) =>
   status === 409 && (type === undefined || type === "version_conflict_engine_exception");
 
-const isVersionConflictError = (e: unknown) =>
-  e instanceof errors.ResponseError && isVersionConflict(e.statusCode, errorType(e));
+const isVersionConflictError = (e: unknown) => e instanceof errors.ResponseError && isVersionConflict(e.statusCode, errorType(e));
 
 export const isIndexNotFound = (e: unknown) =>
   e instanceof errors.ResponseError && e.statusCode === 404 && errorType(e) === "index_not_found_exception";
@@ -217,7 +214,10 @@ export class ElasticsearchEngine implements SearchEngine {
   async index(products: readonly ProductDoc[]): Promise<void> {
     for (let i = 0; i < products.length; i += BULK_CHUNK) {
       const chunk = products.slice(i, i + BULK_CHUNK);
-      const operations = chunk.flatMap((p) => [{ index: { _index: this.indexName, _id: p.id, ...externalVersion(p.version) } }, toIndexed(p)]);
+      const operations = chunk.flatMap((p) => [
+        { index: { _index: this.indexName, _id: p.id, ...externalVersion(p.version) } },
+        toIndexed(p),
+      ]);
       const res = await this.write(() => this.client.bulk({ operations, refresh: this.refresh }));
       if (res.errors) {
         const failed = res.items
@@ -227,8 +227,12 @@ export class ElasticsearchEngine implements SearchEngine {
           .map((r) => ({ id: r!._id, status: r!.status, type: r!.error!.type, reason: r!.error!.reason }));
         if (!failed.length) continue;
         if (failed.some((f) => f.status === 429))
-          throw new AppError("SERVICE_UNAVAILABLE", "Search is temporarily unavailable", [{ reason: "es_rejected_execution_exception", failed: failed.length }]);
-        throw new Error(`Elasticsearch bulk indexing failed for ${failed.length} of ${chunk.length} products: ${JSON.stringify(failed.slice(0, 5))}`);
+          throw new AppError("SERVICE_UNAVAILABLE", "Search is temporarily unavailable", [
+            { reason: "es_rejected_execution_exception", failed: failed.length },
+          ]);
+        throw new Error(
+          `Elasticsearch bulk indexing failed for ${failed.length} of ${chunk.length} products: ${JSON.stringify(failed.slice(0, 5))}`,
+        );
       }
     }
   }
@@ -236,7 +240,13 @@ export class ElasticsearchEngine implements SearchEngine {
   async upsert(product: ProductDoc): Promise<void> {
     try {
       await this.write(() =>
-        this.client.index({ index: this.indexName, id: product.id, document: toIndexed(product), refresh: this.refresh, ...externalVersion(product.version) }),
+        this.client.index({
+          index: this.indexName,
+          id: product.id,
+          document: toIndexed(product),
+          refresh: this.refresh,
+          ...externalVersion(product.version),
+        }),
       );
     } catch (e) {
       if (isVersionConflictError(e)) return; // an equal or newer copy is already indexed
@@ -273,7 +283,14 @@ export class ElasticsearchEngine implements SearchEngine {
     const q = query.q.trim();
     const filter: object[] = [];
     if (query.minPrice !== undefined || query.maxPrice !== undefined)
-      filter.push({ range: { "price.amount": { ...(query.minPrice !== undefined ? { gte: query.minPrice } : {}), ...(query.maxPrice !== undefined ? { lte: query.maxPrice } : {}) } } });
+      filter.push({
+        range: {
+          "price.amount": {
+            ...(query.minPrice !== undefined ? { gte: query.minPrice } : {}),
+            ...(query.maxPrice !== undefined ? { lte: query.maxPrice } : {}),
+          },
+        },
+      });
     if (query.inStock) filter.push({ term: { inStock: true } });
     const categoryFilter = query.category !== undefined ? { term: { "category.keyword": query.category } } : undefined;
     const brandFilter = query.brand !== undefined ? { term: { "brand.keyword": query.brand } } : undefined;

@@ -78,10 +78,15 @@ describe("ElasticsearchEngine (mocked client)", () => {
 
   it("bulk-indexes in chunks of 1,000 with action + document lines", async () => {
     const products = Array.from({ length: 2500 }, (_, i) => ({ ...testCatalog()[i % 30], id: `b${i}` }));
-    route("POST", "/_bulk", (req) => fx.bulkResponse((req.body as Array<{ index?: { _id: string } }>).filter((l) => l.index).map((l) => l.index!._id)));
+    route("POST", "/_bulk", (req) =>
+      fx.bulkResponse((req.body as Array<{ index?: { _id: string } }>).filter((l) => l.index).map((l) => l.index!._id)),
+    );
     await engine.index(products);
     const bulks = requests("POST", "/_bulk");
-    assert.deepEqual(bulks.map((b) => (b.body as unknown[]).length), [2000, 2000, 1000]);
+    assert.deepEqual(
+      bulks.map((b) => (b.body as unknown[]).length),
+      [2000, 2000, 1000],
+    );
     const lines = bulks[0].body as unknown[];
     assert.deepEqual(lines[0], { index: { _index: "products", _id: "b0", version: 1, version_type: "external" } });
     assert.deepEqual(lines[1], JSON.parse(JSON.stringify(toIndexed(products[0]))));
@@ -98,13 +103,22 @@ describe("ElasticsearchEngine (mocked client)", () => {
   });
 
   it("throws on a bulk answer with item errors, naming the failed ids", async () => {
-    route("POST", "/_bulk", () => fx.bulkResponse(["p01", "p02"], { p02: { status: 400, type: "mapper_parsing_exception", reason: "failed to parse field [price.amount]" } }));
+    route("POST", "/_bulk", () =>
+      fx.bulkResponse(["p01", "p02"], {
+        p02: { status: 400, type: "mapper_parsing_exception", reason: "failed to parse field [price.amount]" },
+      }),
+    );
     await assert.rejects(engine.index(testCatalog().slice(0, 2)), /1 of 2 products.*p02.*mapper_parsing_exception/);
   });
 
   it("bulk items rejected with 429 become SERVICE_UNAVAILABLE", async () => {
-    route("POST", "/_bulk", () => fx.bulkResponse(["p01"], { p01: { status: 429, type: "es_rejected_execution_exception", reason: "queue full" } }));
-    await assert.rejects(engine.index(testCatalog().slice(0, 1)), (e: { type?: string; code?: number }) => e.type === "SERVICE_UNAVAILABLE" && e.code === 503);
+    route("POST", "/_bulk", () =>
+      fx.bulkResponse(["p01"], { p01: { status: 429, type: "es_rejected_execution_exception", reason: "queue full" } }),
+    );
+    await assert.rejects(
+      engine.index(testCatalog().slice(0, 1)),
+      (e: { type?: string; code?: number }) => e.type === "SERVICE_UNAVAILABLE" && e.code === 503,
+    );
   });
 
   it("upserts one document with PUT _doc/:id, creating a missing index and retrying", async () => {
@@ -138,7 +152,13 @@ describe("ElasticsearchEngine (mocked client)", () => {
     assert.deepEqual([del.querystring?.version, del.querystring?.version_type], ["6", "external"]);
     // Bulk: the version goes on each action line; 409 items are skipped, other errors still throw.
     route("POST", "/_bulk", () =>
-      fx.bulkResponse(["p01", "p02"], { p01: { status: 409, type: "version_conflict_engine_exception", reason: "[p01]: version conflict, current version [7] is higher or equal to the one provided [4]" } }),
+      fx.bulkResponse(["p01", "p02"], {
+        p01: {
+          status: 409,
+          type: "version_conflict_engine_exception",
+          reason: "[p01]: version conflict, current version [7] is higher or equal to the one provided [4]",
+        },
+      }),
     );
     await engine.index([p, { ...testCatalog()[1], version: 2 }]);
     const lines = requests("POST", "/_bulk")[0].body as Array<{ index?: { _id: string; version?: number; version_type?: string } }>;
@@ -146,7 +166,11 @@ describe("ElasticsearchEngine (mocked client)", () => {
   });
 
   it("removes with DELETE _doc/:id; a 404 not_found or a missing index is not an error", async () => {
-    route("DELETE", "/products/_doc/:id", (req) => (req.path.endsWith("gone") ? respError({ ...fx.deleteNotFoundResponse("gone"), status: 404 }) : { ...fx.deleteNotFoundResponse("p01"), result: "deleted" }));
+    route("DELETE", "/products/_doc/:id", (req) =>
+      req.path.endsWith("gone")
+        ? respError({ ...fx.deleteNotFoundResponse("gone"), status: 404 })
+        : { ...fx.deleteNotFoundResponse("p01"), result: "deleted" },
+    );
     await engine.remove("p01");
     await engine.remove("gone");
     assert.equal(requests("DELETE", "/products/_doc/p01").length, 1);
@@ -158,7 +182,10 @@ describe("ElasticsearchEngine (mocked client)", () => {
       return { acknowledged: true };
     });
     await engine.clear();
-    assert.deepEqual(log.map((r) => `${r.method} ${r.path}`), ["DELETE /products", "HEAD /products", "PUT /products"]);
+    assert.deepEqual(
+      log.map((r) => `${r.method} ${r.path}`),
+      ["DELETE /products", "HEAD /products", "PUT /products"],
+    );
     assert.equal(requests("DELETE", "/products")[0].querystring?.ignore_unavailable, "true");
   });
 
@@ -171,8 +198,29 @@ describe("ElasticsearchEngine (mocked client)", () => {
   });
 
   it("sends the query DSL: fuzzy AND on search_text, boosted fields, filters, post_filter, facet aggs, sort, paging", async () => {
-    route("POST", "/products/_search", () => fx.searchResponse(["p01", "p02"], 2, { category: [["Phones", 4], ["Laptops", 2]], brand: [["Apple", 4], ["Samsung", 3]] }));
-    await search({ q: "iphnoe pro", category: "Phones", brand: "Apple", minPrice: "1000", maxPrice: "200000", inStock: "true", sort: "price_asc", page: "2", pageSize: "10" });
+    route("POST", "/products/_search", () =>
+      fx.searchResponse(["p01", "p02"], 2, {
+        category: [
+          ["Phones", 4],
+          ["Laptops", 2],
+        ],
+        brand: [
+          ["Apple", 4],
+          ["Samsung", 3],
+        ],
+      }),
+    );
+    await search({
+      q: "iphnoe pro",
+      category: "Phones",
+      brand: "Apple",
+      minPrice: "1000",
+      maxPrice: "200000",
+      inStock: "true",
+      sort: "price_asc",
+      page: "2",
+      pageSize: "10",
+    });
     const [req] = requests("POST", "/products/_search");
     assert.deepEqual(req.body, {
       from: 10,
@@ -191,15 +239,30 @@ describe("ElasticsearchEngine (mocked client)", () => {
               },
             },
           ],
-          should: [{ multi_match: { query: "iphnoe pro", fields: ["name^3", "brand^2", "sku.text^2", "category^1.5", "tags^1.5", "description"], type: "best_fields", fuzziness: "AUTO:4,6" } }],
+          should: [
+            {
+              multi_match: {
+                query: "iphnoe pro",
+                fields: ["name^3", "brand^2", "sku.text^2", "category^1.5", "tags^1.5", "description"],
+                type: "best_fields",
+                fuzziness: "AUTO:4,6",
+              },
+            },
+          ],
           filter: [{ range: { "price.amount": { gte: 1000, lte: 200000 } } }, { term: { inStock: true } }],
         },
       },
       post_filter: { bool: { filter: [{ term: { "category.keyword": "Phones" } }, { term: { "brand.keyword": "Apple" } }] } },
       aggs: {
         // a facet applies the other facet's filter, never its own
-        category: { filter: { term: { "brand.keyword": "Apple" } }, aggs: { values: { terms: { field: "category.keyword", size: 50, order: [{ _count: "desc" }, { _key: "asc" }] } } } },
-        brand: { filter: { term: { "category.keyword": "Phones" } }, aggs: { values: { terms: { field: "brand.keyword", size: 50, order: [{ _count: "desc" }, { _key: "asc" }] } } } },
+        category: {
+          filter: { term: { "brand.keyword": "Apple" } },
+          aggs: { values: { terms: { field: "category.keyword", size: 50, order: [{ _count: "desc" }, { _key: "asc" }] } } },
+        },
+        brand: {
+          filter: { term: { "category.keyword": "Phones" } },
+          aggs: { values: { terms: { field: "brand.keyword", size: 50, order: [{ _count: "desc" }, { _key: "asc" }] } } },
+        },
       },
       sort: [{ "price.amount": { order: "asc" } }, { _score: { order: "desc" } }, { id: { order: "asc" } }],
       _source: { excludes: ["suggest", "inStock"] },
@@ -218,7 +281,18 @@ describe("ElasticsearchEngine (mocked client)", () => {
   });
 
   it("maps hits, total.value and the aggregation buckets; strips the index-only fields", async () => {
-    route("POST", "/products/_search", () => fx.searchResponse(["p01", "p02", "p04"], 42, { category: [["Phones", 40], ["Laptops", 2]], brand: [["Apple", 30], ["Samsung", 12]] }));
+    route("POST", "/products/_search", () =>
+      fx.searchResponse(["p01", "p02", "p04"], 42, {
+        category: [
+          ["Phones", 40],
+          ["Laptops", 2],
+        ],
+        brand: [
+          ["Apple", 30],
+          ["Samsung", 12],
+        ],
+      }),
+    );
     const r = await search({ q: "iphone", pageSize: "3" });
     const cat = new Map(testCatalog().map((p) => [p.id, p]));
     assert.deepEqual(r, {
@@ -227,8 +301,14 @@ describe("ElasticsearchEngine (mocked client)", () => {
       page: 1,
       pageSize: 3,
       facets: {
-        category: [{ value: "Phones", count: 40 }, { value: "Laptops", count: 2 }],
-        brand: [{ value: "Apple", count: 30 }, { value: "Samsung", count: 12 }],
+        category: [
+          { value: "Phones", count: 40 },
+          { value: "Laptops", count: 2 },
+        ],
+        brand: [
+          { value: "Apple", count: 30 },
+          { value: "Samsung", count: 12 },
+        ],
       },
     });
   });
@@ -236,14 +316,30 @@ describe("ElasticsearchEngine (mocked client)", () => {
   it("falls back to OR when all-words finds nothing at all", async () => {
     const ops: string[] = [];
     route("POST", "/products/_search", (req) => {
-      const b = req.body as { query: { bool: { must: Array<{ bool: { should: Array<{ match?: { search_text: { operator: string } } }> } }> } } };
+      const b = req.body as {
+        query: { bool: { must: Array<{ bool: { should: Array<{ match?: { search_text: { operator: string } } }> } }> } };
+      };
       const op = b.query.bool.must[0].bool.should[0].match!.search_text.operator;
       ops.push(op);
-      return op === "and" ? fx.searchResponse([], 0, { category: [], brand: [] }) : fx.searchResponse(["p09", "p29"], 2, { category: [["Laptops", 1], ["Kitchen", 1]], brand: [["Apple", 1], ["Bosch", 1]] });
+      return op === "and"
+        ? fx.searchResponse([], 0, { category: [], brand: [] })
+        : fx.searchResponse(["p09", "p29"], 2, {
+            category: [
+              ["Laptops", 1],
+              ["Kitchen", 1],
+            ],
+            brand: [
+              ["Apple", 1],
+              ["Bosch", 1],
+            ],
+          });
     });
     const r = await search({ q: "macbook dishwasher" });
     assert.deepEqual(ops, ["and", "or"]);
-    assert.deepEqual(r.items.map((p) => p.id), ["p09", "p29"]);
+    assert.deepEqual(
+      r.items.map((p) => p.id),
+      ["p09", "p29"],
+    );
     assert.equal(r.total, 2);
   });
 
@@ -280,17 +376,27 @@ describe("ElasticsearchEngine (mocked client)", () => {
   }
 
   it("other errors (a 400 bad query) pass through as the client's ResponseError", async () => {
-    route("POST", "/products/_search", () => respError({ ...fx.alreadyExistsError, error: { ...fx.alreadyExistsError.error, type: "parsing_exception" } }));
+    route("POST", "/products/_search", () =>
+      respError({ ...fx.alreadyExistsError, error: { ...fx.alreadyExistsError.error, type: "parsing_exception" } }),
+    );
     await assert.rejects(search({ q: "x" }), (e: unknown) => e instanceof errors.ResponseError && e.statusCode === 400);
   });
 
   it("suggests names from the completion suggester, deduplicated", async () => {
     route("POST", "/products/_search", () =>
-      fx.completionResponse("pro", [["Pro", "iPhone 15 Pro"], ["Pro 16", "MacBook Pro 16"], ["Pro 2", "AirPods Pro 2"], ["Pro", "iPhone 15 Pro"]]),
+      fx.completionResponse("pro", [
+        ["Pro", "iPhone 15 Pro"],
+        ["Pro 16", "MacBook Pro 16"],
+        ["Pro 2", "AirPods Pro 2"],
+        ["Pro", "iPhone 15 Pro"],
+      ]),
     );
     assert.deepEqual(await engine.suggest(" pro ", 10), ["iPhone 15 Pro", "MacBook Pro 16", "AirPods Pro 2"]);
     const [req] = requests("POST", "/products/_search");
-    assert.deepEqual(req.body, { _source: ["name"], suggest: { names: { prefix: "pro", completion: { field: "suggest", size: 30, skip_duplicates: true } } } });
+    assert.deepEqual(req.body, {
+      _source: ["name"],
+      suggest: { names: { prefix: "pro", completion: { field: "suggest", size: 30, skip_duplicates: true } } },
+    });
     assert.deepEqual(await engine.suggest("pro", 2), ["iPhone 15 Pro", "MacBook Pro 16"]);
     assert.deepEqual(await engine.suggest("  ", 5), []);
   });

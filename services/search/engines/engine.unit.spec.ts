@@ -21,35 +21,100 @@ describe("parseSearchQuery", () => {
 
   it("parses query-string values (strings) and trims text", () => {
     assert.deepEqual(
-      parseSearchQuery({ q: "  iphone 15 ", category: "Phones", brand: " Apple ", minPrice: "1000", maxPrice: "5000", inStock: "true", sort: "price_desc", page: "3", pageSize: "100" }),
-      { q: "iphone 15", category: "Phones", brand: "Apple", minPrice: 1000, maxPrice: 5000, inStock: true, sort: "price_desc", page: 3, pageSize: 100 },
+      parseSearchQuery({
+        q: "  iphone 15 ",
+        category: "Phones",
+        brand: " Apple ",
+        minPrice: "1000",
+        maxPrice: "5000",
+        inStock: "true",
+        sort: "price_desc",
+        page: "3",
+        pageSize: "100",
+      }),
+      {
+        q: "iphone 15",
+        category: "Phones",
+        brand: "Apple",
+        minPrice: 1000,
+        maxPrice: 5000,
+        inStock: true,
+        sort: "price_desc",
+        page: 3,
+        pageSize: 100,
+      },
     );
-    assert.deepEqual(parseSearchQuery({ q: "x", inStock: false, page: 2, pageSize: 5 }), { q: "x", inStock: false, sort: "relevance", page: 2, pageSize: 5 });
+    assert.deepEqual(parseSearchQuery({ q: "x", inStock: false, page: 2, pageSize: 5 }), {
+      q: "x",
+      inStock: false,
+      sort: "relevance",
+      page: 2,
+      pageSize: 5,
+    });
     assert.deepEqual(parseSearchQuery({ category: "", brand: "  ", minPrice: "" }), { q: "", sort: "relevance", page: 1, pageSize: 20 });
   });
 
   it("rejects page < 1, pageSize outside 1..100, bad numbers, bad sort, bad inStock", () => {
-    assert.deepEqual(problems({ page: "0" }).map((p) => p.field), ["page"]);
-    assert.deepEqual(problems({ pageSize: "101" }).map((p) => p.field), ["pageSize"]);
-    assert.deepEqual(problems({ pageSize: "0" }).map((p) => p.field), ["pageSize"]);
-    assert.deepEqual(problems({ page: "1.5" }).map((p) => p.field), ["page"]);
-    assert.deepEqual(problems({ minPrice: "-1" }).map((p) => p.field), ["minPrice"]);
-    assert.deepEqual(problems({ maxPrice: "12abc" }).map((p) => p.field), ["maxPrice"]);
-    assert.deepEqual(problems({ sort: "cheapest" }).map((p) => p.field), ["sort"]);
-    assert.deepEqual(problems({ inStock: "yes" }).map((p) => p.field), ["inStock"]);
-    assert.deepEqual(problems({ q: ["a", "b"] }).map((p) => p.field), ["q"]);
-    assert.deepEqual(problems({ q: "x".repeat(201) }).map((p) => p.field), ["q"]);
+    assert.deepEqual(
+      problems({ page: "0" }).map((p) => p.field),
+      ["page"],
+    );
+    assert.deepEqual(
+      problems({ pageSize: "101" }).map((p) => p.field),
+      ["pageSize"],
+    );
+    assert.deepEqual(
+      problems({ pageSize: "0" }).map((p) => p.field),
+      ["pageSize"],
+    );
+    assert.deepEqual(
+      problems({ page: "1.5" }).map((p) => p.field),
+      ["page"],
+    );
+    assert.deepEqual(
+      problems({ minPrice: "-1" }).map((p) => p.field),
+      ["minPrice"],
+    );
+    assert.deepEqual(
+      problems({ maxPrice: "12abc" }).map((p) => p.field),
+      ["maxPrice"],
+    );
+    assert.deepEqual(
+      problems({ sort: "cheapest" }).map((p) => p.field),
+      ["sort"],
+    );
+    assert.deepEqual(
+      problems({ inStock: "yes" }).map((p) => p.field),
+      ["inStock"],
+    );
+    assert.deepEqual(
+      problems({ q: ["a", "b"] }).map((p) => p.field),
+      ["q"],
+    );
+    assert.deepEqual(
+      problems({ q: "x".repeat(201) }).map((p) => p.field),
+      ["q"],
+    );
   });
 
   it("lists every bad field at once, and checks minPrice <= maxPrice", () => {
-    assert.deepEqual(problems({ page: "0", pageSize: "1000", sort: "x" }).map((p) => p.field), ["sort", "page", "pageSize"]);
-    assert.deepEqual(problems({ minPrice: "500", maxPrice: "100" }).map((p) => p.field), ["maxPrice"]);
+    assert.deepEqual(
+      problems({ page: "0", pageSize: "1000", sort: "x" }).map((p) => p.field),
+      ["sort", "page", "pageSize"],
+    );
+    assert.deepEqual(
+      problems({ minPrice: "500", maxPrice: "100" }).map((p) => p.field),
+      ["maxPrice"],
+    );
     assert.equal(parseSearchQuery({ minPrice: "100", maxPrice: "100" }).maxPrice, 100);
   });
 
   it("caps how deep one can page (page * pageSize <= 10,000, Elasticsearch's result window)", () => {
     assert.equal(parseSearchQuery({ page: "100", pageSize: "100" }).page, 100);
-    assert.deepEqual(problems({ page: "101", pageSize: "100" }).map((p) => p.field), ["page"]);
+    assert.deepEqual(
+      problems({ page: "101", pageSize: "100" }).map((p) => p.field),
+      ["page"],
+    );
   });
 });
 
@@ -62,8 +127,18 @@ describe("parseSuggest, sortFacet, autoFuzziness", () => {
   });
 
   it("facets: count desc, then value, capped", () => {
-    const m = new Map([["b", 2], ["a", 2], ["c", 5], ["d", 1]]);
-    assert.deepEqual(sortFacet(m), [{ value: "c", count: 5 }, { value: "a", count: 2 }, { value: "b", count: 2 }, { value: "d", count: 1 }]);
+    const m = new Map([
+      ["b", 2],
+      ["a", 2],
+      ["c", 5],
+      ["d", 1],
+    ]);
+    assert.deepEqual(sortFacet(m), [
+      { value: "c", count: 5 },
+      { value: "a", count: 2 },
+      { value: "b", count: 2 },
+      { value: "d", count: 1 },
+    ]);
     assert.equal(sortFacet(m, 2).length, 2);
   });
 

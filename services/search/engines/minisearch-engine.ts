@@ -135,7 +135,12 @@ interface MatchOptions {
   combineWith: "AND" | "OR";
 }
 
-const SEARCH_MATCH = (combineWith: "AND" | "OR"): MatchOptions => ({ boost: BOOST, prefix: (i, n) => i === n - 1, fuzzy: true, combineWith });
+const SEARCH_MATCH = (combineWith: "AND" | "OR"): MatchOptions => ({
+  boost: BOOST,
+  prefix: (i, n) => i === n - 1,
+  fuzzy: true,
+  combineWith,
+});
 const SUGGEST_MATCH: MatchOptions = { boost: SUGGEST_BOOST, prefix: () => true, fuzzy: false, combineWith: "AND" };
 
 /** A growable typed array. */
@@ -434,7 +439,8 @@ export class MiniSearchEngine implements SearchEngine {
     if (exact !== undefined && held(exact)) out.push({ termId: exact, weight: 1 });
     if (prefix)
       for (const [t, id] of this.vocab.atPrefix(term))
-        if (t !== term && held(id)) out.push({ termId: id, weight: (PREFIX_WEIGHT * t.length) / (t.length + 0.3 * (t.length - term.length)) });
+        if (t !== term && held(id))
+          out.push({ termId: id, weight: (PREFIX_WEIGHT * t.length) / (t.length + 0.3 * (t.length - term.length)) });
     const edits = fuzzy && !out.length ? autoFuzziness(term) : false;
     if (edits)
       for (const [t, [id, distance]] of this.vocab.fuzzyGet(term, edits))
@@ -462,7 +468,10 @@ export class MiniSearchEngine implements SearchEngine {
     // Rarest term first (for AND, the candidates are the first term's products).
     const expansions = terms.map((t, i) => this.expand(t, opts.prefix(i, terms.length), opts.fuzzy));
     const size = (e: Expansion[]) => e.reduce((n, x) => n + this.postingEnd[x.termId], 0);
-    const order = expansions.map((e, i) => [size(e), i]).sort((a, b) => a[0] - b[0]).map(([, i]) => expansions[i]);
+    const order = expansions
+      .map((e, i) => [size(e), i])
+      .sort((a, b) => a[0] - b[0])
+      .map(([, i]) => expansions[i]);
     const and = opts.combineWith === "AND" && terms.length > 1;
     let n = 0;
     const weights = new Float64Array(F);

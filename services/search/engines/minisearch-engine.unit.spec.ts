@@ -9,7 +9,8 @@ import { syntheticProducts } from "../../../lib/demo-catalog";
 
 engineConformance("MiniSearchEngine", async () => new MiniSearchEngine());
 
-const ids = async (engine: MiniSearchEngine, raw: RawSearchQuery) => (await engine.search(parseSearchQuery(raw))).items.map((p) => p.id).sort();
+const ids = async (engine: MiniSearchEngine, raw: RawSearchQuery) =>
+  (await engine.search(parseSearchQuery(raw))).items.map((p) => p.id).sort();
 
 /** Products named `name`, the other searchable fields neutral (one word each, not in any name). */
 function named(rows: Array<[id: string, name: string]>): ProductDoc[] {
@@ -20,8 +21,17 @@ function named(rows: Array<[id: string, name: string]>): ProductDoc[] {
 describe("MiniSearchEngine specifics", () => {
   it("a word repeated in the query matches as once; the last word stays the prefix", async () => {
     const engine = new MiniSearchEngine();
-    await engine.index(named([["a", "Desk Lamp"], ["b", "Desk Fan"], ["c", "Lamps Set"]]));
-    assert.deepEqual(await engine.search(parseSearchQuery({ q: "desk desk lamp desk lamp" })), await engine.search(parseSearchQuery({ q: "desk lamp" })));
+    await engine.index(
+      named([
+        ["a", "Desk Lamp"],
+        ["b", "Desk Fan"],
+        ["c", "Lamps Set"],
+      ]),
+    );
+    assert.deepEqual(
+      await engine.search(parseSearchQuery({ q: "desk desk lamp desk lamp" })),
+      await engine.search(parseSearchQuery({ q: "desk lamp" })),
+    );
     assert.deepEqual(queryTerms("lamp desk lamp"), ["desk", "lamp"]);
     assert.deepEqual(queryTerms("a b a"), ["b", "a"]);
   });
@@ -29,17 +39,29 @@ describe("MiniSearchEngine specifics", () => {
   it(`a query of 300 words: all must match among its first ${MAX_QUERY_TERMS - 1} distinct and its last, never an OR by counter overflow`, async () => {
     const words = Array.from({ length: 300 }, (_, i) => `w${i}`);
     const engine = new MiniSearchEngine();
-    const [a, b] = named([["a", "Alpha"], ["b", "Beta"]]);
-    await engine.index([{ ...a!, description: words.join(" ") }, { ...b!, description: "w0" }]);
+    const [a, b] = named([
+      ["a", "Alpha"],
+      ["b", "Beta"],
+    ]);
+    await engine.index([
+      { ...a!, description: words.join(" ") },
+      { ...b!, description: "w0" },
+    ]);
     // Past the gateway's 200 characters: the engine's own bound is what is tested.
     const found = await engine.search({ ...parseSearchQuery({ q: "x" }), q: words.join(" ") });
-    assert.deepEqual(found.items.map((p) => p.id), ["a"]);
+    assert.deepEqual(
+      found.items.map((p) => p.id),
+      ["a"],
+    );
     assert.equal(queryTerms(words.join(" ")).length, MAX_QUERY_TERMS);
   });
 
   it("category and brand codes past 65,536 names ever seen still filter and facet (32-bit codes)", async () => {
     const engine = new MiniSearchEngine();
-    const [x, y] = named([["x", "Renamed"], ["y", "Steady"]]);
+    const [x, y] = named([
+      ["x", "Renamed"],
+      ["y", "Steady"],
+    ]);
     // One product whose brand was renamed 65,537 times: codes are never reused.
     for (let v = 1; v <= 65_537; v++) await engine.upsert({ ...x!, brand: `Brand${v}`, version: v });
     await engine.upsert({ ...y!, brand: "Acme", version: 1 });
@@ -56,15 +78,46 @@ describe("MiniSearchEngine specifics", () => {
   });
 
   it("tokenize splits as MiniSearch's tokenizer did (lowercase, split on spaces and punctuation)", () => {
-    const regexSplit = (s: string) => s.toLowerCase().split(/[\n\r\p{Z}\p{P}]+/u).filter(Boolean);
-    assert.deepEqual(tokenize("WH-1000XM5 Wireless, c++ $5 <tag> a_b 😀x😀 日本語\u00a0テスト"), ["wh", "1000xm5", "wireless", "c++", "$5", "<tag>", "a", "b", "😀x😀", "日本語", "テスト"]);
-    fc.assert(fc.property(fc.string({ unit: "binary" }), (s) => assert.deepEqual(tokenize(s), regexSplit(s))), { numRuns: 2000 });
-    fc.assert(fc.property(fc.string({ unit: fc.constantFrom(..."aZ9 ,.-_!?\n\u00a0\u2014\u3000😀\ud83d\ude00é\u{1039f}") }), (s) => assert.deepEqual(tokenize(s), regexSplit(s))), { numRuns: 2000 });
+    const regexSplit = (s: string) =>
+      s
+        .toLowerCase()
+        .split(/[\n\r\p{Z}\p{P}]+/u)
+        .filter(Boolean);
+    assert.deepEqual(tokenize("WH-1000XM5 Wireless, c++ $5 <tag> a_b 😀x😀 日本語\u00a0テスト"), [
+      "wh",
+      "1000xm5",
+      "wireless",
+      "c++",
+      "$5",
+      "<tag>",
+      "a",
+      "b",
+      "😀x😀",
+      "日本語",
+      "テスト",
+    ]);
+    fc.assert(
+      fc.property(fc.string({ unit: "binary" }), (s) => assert.deepEqual(tokenize(s), regexSplit(s))),
+      { numRuns: 2000 },
+    );
+    fc.assert(
+      fc.property(fc.string({ unit: fc.constantFrom(..."aZ9 ,.-_!?\n\u00a0\u2014\u3000😀\ud83d\ude00é\u{1039f}") }), (s) =>
+        assert.deepEqual(tokenize(s), regexSplit(s)),
+      ),
+      { numRuns: 2000 },
+    );
   });
 
   it("fuzzy matches only a term the vocabulary lacks (and, last, no longer word starts with)", async () => {
     const engine = new MiniSearchEngine();
-    await engine.index(named([["a", "Desk Lamp"], ["b", "Camp Stove"], ["c", "Lamps Set"], ["d", "Stow Bag"]]));
+    await engine.index(
+      named([
+        ["a", "Desk Lamp"],
+        ["b", "Camp Stove"],
+        ["c", "Lamps Set"],
+        ["d", "Stow Bag"],
+      ]),
+    );
     // "lamp" is a word: no fuzzy ("camp" is one edit away), the prefix finds "lamps".
     assert.deepEqual(await ids(engine, { q: "lamp" }), ["a", "c"]);
     // "lamq" is not: one edit finds "lamp" ("lamps" is two away).
@@ -114,15 +167,23 @@ describe("MiniSearchEngine specifics", () => {
       if (current.has(p.id)) await churned.upsert(current.get(p.id)!);
       else await churned.remove(p.id, 2);
     }
-    for (const p of products.slice(0, 200)) if (!current.has(p.id)) await churned.upsert({ ...p, version: 3 }), current.set(p.id, { ...p, version: 3 });
+    for (const p of products.slice(0, 200))
+      if (!current.has(p.id)) (await churned.upsert({ ...p, version: 3 }), current.set(p.id, { ...p, version: 3 }));
     const fresh = new MiniSearchEngine();
     await fresh.index([...current.values()]);
     assert.equal(await churned.count(), current.size);
     const queries: RawSearchQuery[] = [
-      { q: "renewed3" }, { q: "refurbished", pageSize: "50" }, { q: "laptop" }, { q: "labtop pro" }, { q: "sony wireless headphones" },
-      { q: "", category: "Phones", inStock: "true", sort: "price_desc" }, { q: "camera", brand: "Sony", page: "2" }, { q: "renew" },
+      { q: "renewed3" },
+      { q: "refurbished", pageSize: "50" },
+      { q: "laptop" },
+      { q: "labtop pro" },
+      { q: "sony wireless headphones" },
+      { q: "", category: "Phones", inStock: "true", sort: "price_desc" },
+      { q: "camera", brand: "Sony", page: "2" },
+      { q: "renew" },
     ];
-    for (const q of queries) assert.deepEqual(await churned.search(parseSearchQuery(q)), await fresh.search(parseSearchQuery(q)), JSON.stringify(q));
+    for (const q of queries)
+      assert.deepEqual(await churned.search(parseSearchQuery(q)), await fresh.search(parseSearchQuery(q)), JSON.stringify(q));
     assert.deepEqual(await churned.suggest("sam gal", 10), await fresh.suggest("sam gal", 10));
   });
 
