@@ -9,7 +9,7 @@
  * The URL: --url, else PUBLIC_URL, else http://localhost:$PORT (3000).
  * A rebuild already running is followed rather than started again.
  */
-import { progress } from "../lib/progress";
+import { followRebuild, type RebuildStatus } from "../lib/operations";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -56,35 +56,23 @@ async function main(): Promise<number> {
     process.stderr.write(`Could not start the rebuild: ${started.status} ${JSON.stringify(started.body)}\n`);
     return 1;
   }
-  const bar = progress("starting", 1);
-  for (;;) {
-    const s = await api(base, "GET", "/api/admin/recommendations/rebuild", token);
-    if (s.status !== 200) {
-      bar.stop();
-      process.stderr.write(`Status failed: ${s.status} ${JSON.stringify(s.body)}\n`);
-      return 1;
-    }
-    const st = s.body as {
-      status: string;
-      phase: string | null;
-      done: number;
-      total: number | null;
-      error: string | null;
-      summary: unknown;
-    };
-    if (st.status === "done" || st.status === "failed") {
-      bar.stop();
-      if (st.status === "failed") {
-        process.stderr.write(`Rebuild failed: ${st.error}\n`);
-        return 1;
-      }
-      process.stdout.write(`Rebuild done: ${JSON.stringify(st.summary)}\n`);
-      return 0;
-    }
-    // A phase whose size is not known yet shows its count over itself.
-    bar.update(st.done, { label: st.phase ?? "starting", total: st.total ?? st.done });
-    await new Promise((r) => setTimeout(r, 500));
+  let final: RebuildStatus;
+  try {
+    final = await followRebuild(
+      async () => {
+        const s = await api(base, "GET", "/api/admin/recommendations/rebuild", token);
+        if (s.status !== 200) throw new Error(`Status failed: ${s.status} ${JSON.stringify(s.body)}`);
+        return s.body as RebuildStatus;
+      },
+      "",
+      500,
+    );
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    return 1;
   }
+  process.stdout.write(`Rebuild done: ${JSON.stringify(final.summary)}\n`);
+  return 0;
 }
 
 main().then(

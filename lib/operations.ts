@@ -69,6 +69,45 @@ export async function seedDemoCatalog(broker: ServiceBroker, total: number, out:
  */
 const STALLED_MS = 150_000;
 
+/** The recommendation service's rebuild status (`recommendation.rebuildStatus`, `GET /api/admin/recommendations/rebuild`). */
+export interface RebuildStatus {
+  status: string;
+  phase: string | null;
+  done: number;
+  total: number | null;
+  error: string | null;
+  summary?: unknown;
+}
+
+/**
+ * Follows a rebuild with a progress bar until it is done (resolves with its last status);
+ * throws when it failed, or shows no progress for STALLED_MS. `read` gets the status: from the
+ * service (the REPL, the benchmark) or through the gateway (`npm run recs:rebuild`).
+ */
+export async function followRebuild(read: () => Promise<RebuildStatus>, label: string, pollMs: number): Promise<RebuildStatus> {
+  const bar = progress(`${label}starting`, 1);
+  let last = "";
+  let movedAt = Date.now();
+  try {
+    for (;;) {
+      const s = await read();
+      if (s.status === "failed") throw new Error(`Rebuild failed: ${s.error}`);
+      if (s.status === "done") return s;
+      const now = `${s.phase}:${s.done}`;
+      if (now !== last) [last, movedAt] = [now, Date.now()];
+      else if (Date.now() - movedAt > STALLED_MS)
+        throw new Error(
+          `the rebuild shows no progress for ${STALLED_MS / 1000} s (its owner may have died; start it again after its lease)`,
+        );
+      // A phase whose size is not known yet shows its count over itself.
+      bar.update(s.done, { label: `${label}${s.phase ?? "starting"}`, total: s.total ?? s.done });
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  } finally {
+    bar.stop();
+  }
+}
+
 /** Starts the recommendation model's rebuild (or follows the one running) until it is done; resolves with its duration (ms). */
 export async function rebuildRecommendations(broker: ServiceBroker, label: string, out: Out, pollMs = 250): Promise<number> {
   const started = Date.now();
@@ -78,32 +117,7 @@ export async function rebuildRecommendations(broker: ServiceBroker, label: strin
     if (errorCode(err) !== "CONFLICT") throw err;
     out(`${label}: a rebuild is already running: following it.`);
   }
-  const bar = progress(`${label}: rebuilding, starting`, 1);
-  let last = "";
-  let movedAt = Date.now();
-  try {
-    for (;;) {
-      const s = (await broker.call("recommendation.rebuildStatus")) as {
-        status: string;
-        phase: string | null;
-        done: number;
-        total: number | null;
-        error: string | null;
-      };
-      if (s.status === "failed") throw new Error(`rebuild failed: ${s.error}`);
-      if (s.status === "done") break;
-      const now = `${s.phase}:${s.done}`;
-      if (now !== last) [last, movedAt] = [now, Date.now()];
-      else if (Date.now() - movedAt > STALLED_MS)
-        throw new Error(
-          `the rebuild shows no progress for ${STALLED_MS / 1000} s (its owner may have died; start it again after its lease)`,
-        );
-      bar.update(s.done, { label: `${label}: rebuilding, ${s.phase ?? "starting"}`, total: s.total ?? s.done });
-      await new Promise((r) => setTimeout(r, pollMs));
-    }
-  } finally {
-    bar.stop();
-  }
+  await followRebuild(() => broker.call("recommendation.rebuildStatus"), `${label}: rebuilding, `, pollMs);
   out(`${label}: model rebuilt in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return Date.now() - started;
 }

@@ -53,6 +53,7 @@ import { countBusiness } from "../metrics";
 import type { Envelope } from "./outbox";
 import { parseEnvelope } from "./wire";
 import { periodic, type Periodic } from "../periodic";
+import { throttle } from "../throttle";
 import { assertConsumerTopology, migrateClassicQueues, type Topology } from "./topology";
 
 export type EventHandler<P = any> = (trx: Knex.Transaction, payload: P, envelope: Envelope<P>) => Promise<void>;
@@ -217,14 +218,14 @@ export async function applyMessages(ctx: ApplyContext, items: BatchItem[]): Prom
  */
 function batchFailed({ stats, logger, service }: ApplyContext, err: unknown): void {
   stats.batchesRolledBack++;
-  const now = Date.now();
-  if (now - (lastBatchWarning.get(stats) ?? 0) < 60_000) return;
-  lastBatchWarning.set(stats, now);
+  let mayWarn = batchWarnings.get(stats);
+  if (!mayWarn) batchWarnings.set(stats, (mayWarn = throttle(60_000)));
+  if (!mayWarn()) return;
   logger.warn(
     `Event consumer '${service}': a batch rolled back (${(err as Error)?.message ?? err}); its messages are applied one by one (${stats.batchesRolledBack} so far)`,
   );
 }
-const lastBatchWarning = new WeakMap<ConsumerStats, number>();
+const batchWarnings = new WeakMap<ConsumerStats, () => boolean>();
 
 export { parseEnvelope };
 

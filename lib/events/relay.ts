@@ -35,6 +35,7 @@ import type { ServiceBroker } from "moleculer";
 import { isMysql } from "../db";
 import { countBusiness } from "../metrics";
 import { AGAIN, periodic, type Periodic } from "../periodic";
+import { throttle } from "../throttle";
 import { backoffMs, withTimeout, type AmqpLink } from "./amqp";
 import type { EmbeddedBus, EmbeddedSubscriber } from "./consumer";
 import { claimPending, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
@@ -149,9 +150,6 @@ export interface AmqpRelayOptions extends RelayOptions {
   publishes?: readonly string[];
 }
 
-/** At most one warning a minute about events routed to no queue, or queues not declared. */
-const WARNING_EVERY_MS = 60_000;
-
 /**
  * Routing, not only confirms. RabbitMQ confirms a message it routed to no queue (no binding
  * for its event): confirmed and dropped. Two cases would lose an event that way:
@@ -183,7 +181,8 @@ export class AmqpRelay extends RelayLoop {
   private readonly toDeclare = new Set<string>();
   /** Message ids RabbitMQ returned in this pass (routed to no queue). */
   private readonly returned = new Set<string>();
-  private lastWarning = 0;
+  /** At most one warning a minute about events routed to no queue, or queues not declared. */
+  private readonly mayWarn = throttle(60_000);
   /** Messages RabbitMQ routed to no queue, kept pending (for tests and the operator's logs). */
   unroutable = 0;
 
@@ -289,10 +288,7 @@ export class AmqpRelay extends RelayLoop {
   }
 
   private warn(what: string): void {
-    const now = Date.now();
-    if (now - this.lastWarning < WARNING_EVERY_MS) return;
-    this.lastWarning = now;
-    this.opts.logger.warn(`Event relay of '${this.opts.source}': ${what}`);
+    if (this.mayWarn()) this.opts.logger.warn(`Event relay of '${this.opts.source}': ${what}`);
   }
 
   /**

@@ -36,6 +36,7 @@ import type { EdgeDoor } from "../auth/edge-door";
 import type { AuthUser } from "../auth/tokens";
 import { toErrorResponse, unauthorized } from "../errors";
 import { callAction } from "../call";
+import { throttle } from "../throttle";
 import type { ActionResponse } from "../../proto/gen/contracts";
 
 export type LiveOrder = ActionResponse<"order.get">;
@@ -135,7 +136,7 @@ export class LiveFeeds {
   private orders = new Registry<string>();
   private users = new Registry<string>();
 
-  private lastMissedWarning = 0;
+  private readonly mayWarn = throttle(60_000);
 
   /** `recheckMs`: the re-read without a wake (RECHECK_MS; shorter in tests). */
   constructor(
@@ -148,8 +149,7 @@ export class LiveFeeds {
    * lost or is later than the re-read (at most one warning a minute).
    */
   private missedWake(what: string, wake: Wakeup): void {
-    if (wake.kicked || Date.now() - this.lastMissedWarning < 60_000) return;
-    this.lastMissedWarning = Date.now();
+    if (wake.kicked || !this.mayWarn()) return;
     this.broker
       .getLogger("live")
       .warn(

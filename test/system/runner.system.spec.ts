@@ -12,20 +12,11 @@ import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
 import { test } from "node:test";
+import { eventually } from "../support/eventually";
 import { freePort } from "../support/ports";
 
 const ROOT = path.join(__dirname, "..", "..");
 const RUNNER = path.join(ROOT, "node_modules", "moleculer", "bin", "moleculer-runner.js");
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test("moleculer-runner starts the embedded system from moleculer.config.ts and the service files, and hot-reloads an edited service", async () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-runner-"));
@@ -62,8 +53,10 @@ test("moleculer-runner starts the embedded system from moleculer.config.ts and t
   const cart = path.join(ROOT, "services", "cart", "cart.service.ts");
   try {
     const base = `http://127.0.0.1:${port}`;
-    await until("the broker started", async () =>
-      lines.some((l) => /ServiceBroker with \d+ service\(s\) started/.test(l)) ? true : undefined,
+    await eventually(
+      "the broker started",
+      async () => (lines.some((l) => /ServiceBroker with \d+ service\(s\) started/.test(l)) ? true : undefined),
+      90_000,
     );
     assert.equal((await fetch(`${base}/api/products?pageSize=1`)).status, 200);
     // Every service file was loaded (the gateway lists each one's routes; the others answer their own).
@@ -77,12 +70,16 @@ test("moleculer-runner starts the embedded system from moleculer.config.ts and t
     // An edit (here: its modification time) reloads that service only.
     const now = new Date();
     fs.utimesSync(cart, now, now);
-    await until(
+    await eventually(
       "the cart service reloaded",
       async () => (lines.some((l) => /Hot reload 'cart' service/.test(l)) ? true : undefined),
       30_000,
     );
-    await until("cart answers again", async () => ((await fetch(`${base}/api/cart`)).status === 401 ? true : undefined), 30_000);
+    await eventually(
+      "cart answers again",
+      async () => ((await fetch(`${base}/api/cart`).catch(() => undefined))?.status === 401 ? true : undefined),
+      30_000,
+    );
   } finally {
     child.kill("SIGTERM");
     await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once("exit", r)));
