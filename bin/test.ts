@@ -1,22 +1,29 @@
 /**
- * `npm test`: every spec file, in tiers — unit (pure), int (brokers in one process,
- * SQLite and the real MariaDB/Redis/RabbitMQ), system (several node processes against
- * the real servers). `npm test -- unit` (or int, system) runs one tier; a path runs one file.
+ * `npm test`: every spec file under mocha, in tiers — unit (pure), int (brokers in one process,
+ * SQLite and the real MariaDB/Redis/RabbitMQ), system (several node processes against the real
+ * servers). `npm test -- unit` (or int, system) runs one tier; a path runs one file in its tier.
  *
- * Node's own test runner, one process per file, one run per tier so each tier gets its own
- * concurrency: the unit and int tiers run TIER_CONCURRENCY files at once (each file isolates
- * itself: a unique namespace, so its own databases, Redis keys, etcd prefix and RabbitMQ
- * vhost; its private servers on free ports), the system tier one at a time (its files start
- * clusters of node processes and servers, each sized for the whole machine). Every tier runs
- * even when an earlier one failed, so one CI run reports every failure; the exit code is
- * non-zero when any tier failed.
+ * One mocha process per spec file (.mocharc.json: TypeScript through tsx, no default timeout):
+ * the files rely on it. Each file isolates itself from the others running beside it (a unique
+ * namespace, so its own databases, Redis keys, etcd prefix and RabbitMQ vhost; its private
+ * servers on free ports), but within its process it owns module state, `process.env`, mocha's
+ * root hooks and the process's exit: files in one mocha process would share all four.
+ *
+ * The unit and int tiers run TIER_CONCURRENCY files at once, each file's report printed whole
+ * when it ends; the system tier runs one file at a time (its files start clusters of node
+ * processes and servers, each sized for the whole machine), its report streamed as it runs.
+ * Every tier runs even when an earlier one failed, so one CI run reports every failure. The
+ * last line is the suite's count, `N passed, N failed` (and `, N skipped` when any), and the
+ * exit code is non-zero when anything failed: a test, a hook, or a file that could not run.
  */
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import type { FileCounts } from "../test/support/test-counts";
 
 const ROOT = path.resolve(__dirname, "..");
+const MOCHA = path.join(ROOT, "node_modules", "mocha", "bin", "mocha.js");
 const TIERS = ["unit", "int", "system"] as const;
 type Tier = (typeof TIERS)[number];
 const SKIP_DIRS = new Set(["node_modules", "dist", "data", ".git"]);
@@ -36,31 +43,105 @@ function findSpecs(dir: string, out: string[] = []): string[] {
 
 const tierOf = (file: string): Tier => TIERS.find((t) => file.includes(`.${t}.spec.ts`)) ?? "system";
 
-const args = process.argv.slice(2);
-const tiers = args.filter((a): a is Tier => (TIERS as readonly string[]).includes(a));
-const files = args.filter((a) => a.endsWith(".ts"));
-// Paths given: those, each in its tier; else every spec of the tiers asked (all by default).
-const pool = files.length ? files : findSpecs(ROOT).sort();
-const runs = TIERS.filter((t) => files.length || !tiers.length || tiers.includes(t)).map((t): [Tier, string[]] => [
-  t,
-  pool.filter((f) => tierOf(f) === t),
-]);
-const selected = runs.filter(([, f]) => f.length);
+interface FileResult {
+  file: string;
+  /** The file's counts; undefined when its process ended without reporting (it could not load, or crashed). */
+  counts?: FileCounts;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  seconds: number;
+}
 
-if (!selected.length) {
-  process.stderr.write("No spec files selected\n");
-  process.exit(1);
+const failedFile = (r: FileResult) => r.exitCode !== 0 || !r.counts || r.counts.failed > 0;
+
+/** Runs one spec file in its own mocha process; `stream` passes its output through as it comes. */
+function runFile(file: string, stream: boolean): Promise<FileResult & { output: string }> {
+  const statsFile = path.join(os.tmpdir(), `meridian-test-${process.pid}-${file.replace(/[^\w.-]+/g, "_")}.json`);
+  fs.rmSync(statsFile, { force: true });
+  const started = Date.now();
+  const child = spawn(process.execPath, [MOCHA, file], {
+    cwd: ROOT,
+    stdio: stream ? ["ignore", "inherit", "inherit"] : ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NODE_ENV: "test", MERIDIAN_TEST_STATS: statsFile },
+  });
+  const chunks: Buffer[] = [];
+  child.stdout?.on("data", (c: Buffer) => chunks.push(c));
+  child.stderr?.on("data", (c: Buffer) => chunks.push(c));
+  return new Promise((resolve) => {
+    child.on("close", (exitCode, signal) => {
+      let counts: FileCounts | undefined;
+      try {
+        counts = JSON.parse(fs.readFileSync(statsFile, "utf8")) as FileCounts;
+      } catch {
+        counts = undefined;
+      }
+      fs.rmSync(statsFile, { force: true });
+      resolve({ file, counts, exitCode, signal, seconds: (Date.now() - started) / 1000, output: Buffer.concat(chunks).toString() });
+    });
+  });
 }
-const failed: Tier[] = [];
-for (const [tier, tierFiles] of selected) {
-  const concurrency = tierFiles.length > 1 ? TIER_CONCURRENCY[tier] : 1;
-  process.stdout.write(`\n== ${tier}: ${tierFiles.length} file(s), ${concurrency} at a time\n`);
-  const result = spawnSync(
-    process.execPath,
-    ["--import", "tsx", "--test", `--test-concurrency=${concurrency}`, "--test-reporter=spec", ...tierFiles],
-    { cwd: ROOT, stdio: "inherit", env: { ...process.env, NODE_ENV: "test" } },
-  );
-  if (result.status !== 0) failed.push(tier);
+
+function describeResult(r: FileResult, index: number, total: number): string {
+  const c = r.counts;
+  const what = c
+    ? `${c.passed} passed, ${c.failed} failed${c.skipped ? `, ${c.skipped} skipped` : ""}`
+    : `no report: the file could not load or its process died (exit ${r.exitCode ?? r.signal})`;
+  return `-- [${index}/${total}] ${failedFile(r) ? "FAILED" : "ok"} ${r.file}: ${what} (${r.seconds.toFixed(1)} s)\n`;
 }
-process.stdout.write(`\n== tiers: ${selected.map(([t]) => `${t} ${failed.includes(t) ? "FAILED" : "passed"}`).join(", ")}\n`);
-process.exit(failed.length ? 1 : 0);
+
+/** Runs a tier's files, `concurrency` at a time. */
+async function runTier(tier: Tier, files: string[]): Promise<FileResult[]> {
+  const concurrency = Math.min(files.length, TIER_CONCURRENCY[tier]);
+  const stream = concurrency === 1;
+  process.stdout.write(`\n== ${tier}: ${files.length} file(s), ${concurrency} at a time\n`);
+  const results: FileResult[] = [];
+  let next = 0;
+  let done = 0;
+  const worker = async () => {
+    while (next < files.length) {
+      const file = files[next++]!;
+      if (stream) process.stdout.write(`\n-- ${file}\n`);
+      const { output, ...result } = await runFile(file, stream);
+      results.push(result);
+      process.stdout.write(`${stream ? "" : `\n${output}`}${describeResult(result, ++done, files.length)}`);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return results;
+}
+
+async function main(): Promise<number> {
+  const args = process.argv.slice(2);
+  const tiers = args.filter((a): a is Tier => (TIERS as readonly string[]).includes(a));
+  const files = args.filter((a) => a.endsWith(".ts"));
+  // Paths given: those, each in its tier; else every spec of the tiers asked (all by default).
+  const pool = files.length ? files : findSpecs(ROOT).sort();
+  const selected = TIERS.filter((t) => files.length || !tiers.length || tiers.includes(t))
+    .map((t): [Tier, string[]] => [t, pool.filter((f) => tierOf(f) === t)])
+    .filter(([, f]) => f.length);
+  if (!selected.length) {
+    process.stderr.write("No spec files selected\n");
+    return 1;
+  }
+  const results: FileResult[] = [];
+  for (const [tier, tierFiles] of selected) results.push(...(await runTier(tier, tierFiles)));
+
+  const sum = (k: keyof FileCounts) => results.reduce((n, r) => n + (r.counts?.[k] ?? 0), 0);
+  // A file that failed without a failed test to show for it (it never reported: it could not
+  // load, or its process died; or it exited non-zero after reporting) counts as one failure.
+  const failed = results.reduce((n, r) => n + (r.counts?.failed || (failedFile(r) ? 1 : 0)), 0);
+  const bad = results.filter(failedFile);
+  process.stdout.write(`\n== ${results.length} file(s) in ${selected.map(([t, f]) => `${t} ${f.length}`).join(", ")}\n`);
+  if (bad.length) process.stdout.write(`== failed:\n${bad.map((r) => `   ${r.file}\n`).join("")}`);
+  const skipped = sum("skipped");
+  process.stdout.write(`${sum("passed")} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}\n`);
+  return bad.length ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -22,7 +22,7 @@ import { createPrivateKey, createPublicKey } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { ServiceBroker } from "moleculer";
 import { parseAllDocuments } from "yaml";
 import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from "kubernetes-models/v1";
@@ -507,7 +507,7 @@ const prefixMatches = (prefix: string, request: string) =>
 for (const overlay of OVERLAYS) {
   const { objects } = rendered[overlay];
 
-  test(`${overlay}: every object is valid against the Kubernetes schemas, once`, () => {
+  it(`${overlay}: every object is valid against the Kubernetes schemas, once`, () => {
     assert.ok(objects.length > 0);
     const seen = new Set<string>();
     for (const o of objects) {
@@ -524,7 +524,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: exactly one Deployment per service of ALL_SERVICES, with SERVICES set to it`, () => {
+  it(`${overlay}: exactly one Deployment per service of ALL_SERVICES, with SERVICES set to it`, () => {
     const deployments = appDeployments(objects);
     for (const service of ALL_SERVICES) {
       const own = deployments.filter((d) => serviceOf(d) === service);
@@ -542,7 +542,7 @@ for (const overlay of OVERLAYS) {
     assert.equal(deployments.length, ALL_SERVICES.length);
   });
 
-  test(`${overlay}: every variable given to a node is one lib/config.ts (or the payment platforms) validates, and secrets come from the Secret`, () => {
+  it(`${overlay}: every variable given to a node is one lib/config.ts (or the payment platforms) validates, and secrets come from the Secret`, () => {
     for (const [, o] of workloads(objects)) {
       const env = envOf(objects, podSpec(o).containers[0], { "metadata.name": "pod" }, o.metadata.name);
       const unknown = Object.keys(env).filter((n) => !KNOWN_ENV.has(n));
@@ -562,7 +562,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: each pod mounts exactly the Secret keys of SECRET_KEYS, one by one, and no workload takes a whole Secret`, () => {
+  it(`${overlay}: each pod mounts exactly the Secret keys of SECRET_KEYS, one by one, and no workload takes a whole Secret`, () => {
     for (const o of [...ofKind(objects, "Deployment"), ...ofKind(objects, "StatefulSet"), ...ofKind(objects, "Job")])
       for (const c of [...podSpec(o).containers, ...(podSpec(o).initContainers ?? [])])
         assert.ok(
@@ -587,7 +587,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: each node's environment passes lib/config.ts as a cluster node of its one service, with JWT_SECRET exactly where required`, () => {
+  it(`${overlay}: each node's environment passes lib/config.ts as a cluster node of its one service, with JWT_SECRET exactly where required`, () => {
     for (const d of appDeployments(objects)) {
       const service = serviceOf(d);
       const { env, config } = nodeConfig(overlay, objects, d);
@@ -617,7 +617,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: replicas (≥ 2 for ${AT_LEAST_TWO.join(", ")}), an HPA and a PDB per Deployment`, () => {
+  it(`${overlay}: replicas (≥ 2 for ${AT_LEAST_TWO.join(", ")}), an HPA and a PDB per Deployment`, () => {
     for (const d of appDeployments(objects)) {
       const name = d.metadata.name;
       const service = serviceOf(d);
@@ -661,7 +661,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: every container has resource requests and limits (requests ≤ limits)`, () => {
+  it(`${overlay}: every container has resource requests and limits (requests ≤ limits)`, () => {
     for (const o of objects) {
       for (const c of [...(podSpec(o)?.containers ?? []), ...(podSpec(o)?.initContainers ?? [])]) {
         for (const r of ["cpu", "memory"]) {
@@ -674,7 +674,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: probes hit a path and port the node serves; metrics on METRICS_PORT only, for every node`, () => {
+  it(`${overlay}: probes hit a path and port the node serves; metrics on METRICS_PORT only, for every node`, () => {
     assert.ok(!(`GET ${METRICS_PATH}` in OPS_ALIASES), "the gateway's public port does not serve /metrics");
     for (const d of appDeployments(objects)) {
       const c = podSpec(d).containers[0];
@@ -730,7 +730,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: the grace period covers a preStop drain and Moleculer's stop`, () => {
+  it(`${overlay}: the grace period covers a preStop drain and Moleculer's stop`, () => {
     // The broker's own figures: stopDelay (after it announces it takes no more calls), then
     // in-flight calls wait up to tracking.shutdownTimeout at the broker and again per service.
     const options = brokerOptions(loadConfig({ JWT_SECRET: "x".repeat(32), DATA_DIR: "/nonexistent" }));
@@ -750,7 +750,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: the migration Job runs the compiled npm run migrate for every service, as a tool, on the nodes' image and databases`, () => {
+  it(`${overlay}: the migration Job runs the compiled npm run migrate for every service, as a tool, on the nodes' image and databases`, () => {
     assert.deepEqual(
       ofKind(objects, "Job")
         .map((j) => j.metadata.labels?.["app.kubernetes.io/component"])
@@ -794,7 +794,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: Ingress → gateway Service → gateway pods on PORT, at PUBLIC_URL's host, on the public paths only`, () => {
+  it(`${overlay}: Ingress → gateway Service → gateway pods on PORT, at PUBLIC_URL's host, on the public paths only`, () => {
     const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
     const { config } = nodeConfig(overlay, objects, gateway);
     const gc = podSpec(gateway).containers[0];
@@ -858,7 +858,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: NetworkPolicies: default deny, then one policy per workload`, () => {
+  it(`${overlay}: NetworkPolicies: default deny, then one policy per workload`, () => {
     const deny = policies(objects).filter((p) => p.metadata.name === "meridian-default-deny");
     assert.equal(deny.length, 1, "meridian-default-deny");
     assert.deepEqual(deny[0].spec.policyTypes, ["Ingress", "Egress"]);
@@ -878,7 +878,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: NetworkPolicies: ingress only from the ingress controller (gateway, PORT) and the monitoring namespace (METRICS_PORT)`, () => {
+  it(`${overlay}: NetworkPolicies: ingress only from the ingress controller (gateway, PORT) and the monitoring namespace (METRICS_PORT)`, () => {
     const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
     const { config } = nodeConfig(overlay, objects, gateway);
     const payment = `pods:app.kubernetes.io/component=payment,app.kubernetes.io/name=meridian`;
@@ -895,7 +895,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: NetworkPolicies: egress to DNS and to each dependency the workload holds a credential for, nothing else`, () => {
+  it(`${overlay}: NetworkPolicies: egress to DNS and to each dependency the workload holds a credential for, nothing else`, () => {
     const gatewayPods = `pods:app.kubernetes.io/component=gateway,app.kubernetes.io/name=meridian`;
     const gateway = appDeployments(objects).find((d) => serviceOf(d) === "gateway")!;
     const port = nodeConfig(overlay, objects, gateway).config.port;
@@ -954,7 +954,7 @@ for (const overlay of OVERLAYS) {
     );
   });
 
-  test(`${overlay}: NetworkPolicies let each node reach every server its environment names`, () => {
+  it(`${overlay}: NetworkPolicies let each node reach every server its environment names`, () => {
     for (const [workload, o] of workloads(objects)) {
       const env = workloadEnv(overlay, objects, o);
       const ps = [...policies(objects).filter((p) => selects(p.spec.podSelector.matchLabels ?? {}, podLabels(o)))];
@@ -984,7 +984,7 @@ for (const overlay of OVERLAYS) {
     );
   });
 
-  test(`${overlay}: the app image and pods`, () => {
+  it(`${overlay}: the app image and pods`, () => {
     const images = new Set([...appDeployments(objects), ...ofKind(objects, "Job")].map((o) => podSpec(o).containers[0].image));
     assert.equal(images.size, 1, "one image for every node and the Jobs");
     const [image] = images;
@@ -996,7 +996,7 @@ for (const overlay of OVERLAYS) {
     }
   });
 
-  test(`${overlay}: no Secret is committed; they are generated from git-ignored files`, () => {
+  it(`${overlay}: no Secret is committed; they are generated from git-ignored files`, () => {
     const { files } = rendered[overlay];
     for (const f of files)
       if (f.endsWith(".yaml"))
@@ -1013,7 +1013,7 @@ for (const overlay of OVERLAYS) {
   });
 }
 
-test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes point at them with the generated passwords", () => {
+it("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes point at them with the generated passwords", () => {
   const { objects } = rendered.dev;
   assert.deepEqual(
     ofKind(objects, "StatefulSet")
@@ -1120,7 +1120,7 @@ test("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes poi
   assert.deepEqual(parsePaymentConfig(pay.env, { mode: "cluster" }).enabled, ["sandbox"]);
 });
 
-test("dev: etcd runs with authentication: JWT tokens from the generated pair, the etcd-auth Job creates the nodes' user for their prefix, the nodes present it", () => {
+it("dev: etcd runs with authentication: JWT tokens from the generated pair, the etcd-auth Job creates the nodes' user for their prefix, the nodes present it", () => {
   const { objects } = rendered.dev;
   const etcd = ofKind(objects, "StatefulSet").find((x) => x.metadata.name === "etcd")!;
   const c = podSpec(etcd).containers[0];
@@ -1171,7 +1171,7 @@ test("dev: etcd runs with authentication: JWT tokens from the generated pair, th
   assert.ok(nodeConfig("dev", objects, gateway).config.etcd?.hosts.length === 3);
 });
 
-test("dev: make-secrets.ts writes its files once, owner-only, with fresh values; after an upgrade it adds only what is missing", () => {
+it("dev: make-secrets.ts writes its files once, owner-only, with fresh values; after an upgrade it adds only what is missing", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-dev-secrets-"));
   try {
     const written = writeDevSecrets(dir);
@@ -1216,7 +1216,7 @@ test("dev: make-secrets.ts writes its files once, owner-only, with fresh values;
   );
 });
 
-test("prod: external dependencies only, and no secret value committed", () => {
+it("prod: external dependencies only, and no secret value committed", () => {
   const { objects } = rendered.prod;
   assert.deepEqual(ofKind(objects, "StatefulSet"), [], "no StatefulSets: the dependencies run elsewhere");
   // The only Secret is generated from the operator's git-ignored secrets.env; its committed
@@ -1243,7 +1243,7 @@ test("prod: external dependencies only, and no secret value committed", () => {
     assert.ok(name in dataOf(secrets[0]), `secrets.env.example lists ${name}`);
 });
 
-test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, Elasticsearch, the payment platforms", () => {
+it("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, Elasticsearch, the payment platforms", () => {
   const sources = (dir: string): string => {
     let out = "";
     for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -1300,7 +1300,7 @@ test("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, El
   assert.doesNotMatch(etcdAuth, /createBroker|jwtSecret|redisUrl|mysqlUrl|rabbitmqUris/);
 });
 
-test("the payment variables named in the README's configuration table and in k8s/ are the ones the payment config knows", () => {
+it("the payment variables named in the README's configuration table and in k8s/ are the ones the payment config knows", () => {
   const PAYMENTISH = /\b(?:SANDBOX_PAY_|ALIPAY_|WECHAT_?PAY_|WXPAY_|WEIXIN_)[A-Z0-9_]+\b/g;
   const known = new Set(PAYMENT_ENV_NAMES);
   const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
@@ -1343,7 +1343,7 @@ test("the payment variables named in the README's configuration table and in k8s
   for (const n of known) assert.match(example, new RegExp(`^#? ?${n}=`, "m"), `prod's secrets.env.example lists ${n}`);
 });
 
-test("every manifest under k8s/ is used by an overlay", () => {
+it("every manifest under k8s/ is used by an overlay", () => {
   const used = new Set([...rendered.dev.files, ...rendered.prod.files]);
   const all: string[] = [];
   const walk = (dir: string) => {
@@ -1361,7 +1361,7 @@ test("every manifest under k8s/ is used by an overlay", () => {
   );
 });
 
-test("the image runs the compiled build: its CMD is node dist/bin/start.js, and tsx is no production dependency", () => {
+it("the image runs the compiled build: its CMD is node dist/bin/start.js, and tsx is no production dependency", () => {
   const runtime = fs
     .readFileSync(path.join(ROOT, "Dockerfile"), "utf8")
     .split(/^FROM /m)
@@ -1377,7 +1377,7 @@ test("the image runs the compiled build: its CMD is node dist/bin/start.js, and 
   assert.match(pkg.scripts.build ?? "", /tsc -p tsconfig\.build\.json/);
 });
 
-test("k8s/base's node services are what k8s/generate.ts gives (one template, one list); the check notices a stale file", () => {
+it("k8s/base's node services are what k8s/generate.ts gives (one template, one list); the check notices a stale file", () => {
   assert.deepEqual(staleNodeServices(), [], "run npm run k8s:gen");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-k8s-gen-"));
   try {

@@ -4,7 +4,7 @@
  * stored just after the first clean is gone after the second, a shared cacher ignores hints.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { ServiceBroker } from "moleculer";
 import { eventually } from "../test/support/eventually";
 import { actionCacheKey, CacheCleaner, readThrough, SECOND_CLEAN_MS } from "./cache-clean";
@@ -50,7 +50,7 @@ describe("cache cleaning after a commit (lib/cache-clean.ts)", () => {
     await Promise.all([a.broker.stop(), b.broker.stop()]);
   });
 
-  test("the writer's node and the other node forget the entry", async () => {
+  it("the writer's node and the other node forget the entry", async () => {
     await a.set("1", { v: "old" });
     await b.set("1", { v: "old" });
     await a.cleaner.afterCommit({ id: "1" });
@@ -58,7 +58,7 @@ describe("cache cleaning after a commit (lib/cache-clean.ts)", () => {
     await eventually("the other node's memory cacher is cleaned by the hint", async () => (await b.get("1")) === undefined);
   });
 
-  test("an old row stored just after the first clean (a read that raced the commit) is gone after the second", async () => {
+  it("an old row stored just after the first clean (a read that raced the commit) is gone after the second", async () => {
     await a.cleaner.afterCommit({ id: "2" });
     await a.set("2", { v: "read before the commit" });
     await b.set("2", { v: "read before the commit" });
@@ -69,7 +69,7 @@ describe("cache cleaning after a commit (lib/cache-clean.ts)", () => {
     );
   });
 
-  test("readThrough: a hit is not loaded again; what load finds missing is not stored", async () => {
+  it("readThrough: a hit is not loaded again; what load finds missing is not stored", async () => {
     let loads = 0;
     const load = async () => (loads++, { v: "row" });
     assert.deepEqual(await readThrough(a.broker.cacher, key(a.broker, "3"), 60, load), { v: "row" });
@@ -90,7 +90,7 @@ describe("a shared cacher (Redis) ignores other nodes' hints; stop drops the sec
   });
   after(async () => Promise.all([a.broker.stop(), b.broker.stop()]));
 
-  test("node b keeps its entry (in cluster mode it is the same Redis entry, cleaned by the writer)", async () => {
+  it("node b keeps its entry (in cluster mode it is the same Redis entry, cleaned by the writer)", async () => {
     await b.set("1", { v: "kept" });
     await a.cleaner.afterCommit({ id: "1" });
     a.cleaner.stop();

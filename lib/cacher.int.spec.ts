@@ -3,7 +3,7 @@
  * reads become misses quickly, writes are skipped, and the broker still stops.
  */
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { ServiceBroker } from "moleculer";
 import { freePort } from "../test/support/ports";
 import { REDIS_URL, uniqueNamespace } from "../test/support/servers";
@@ -26,7 +26,7 @@ function brokerWith(redisUrl: string, namespace: string) {
   return broker;
 }
 
-test("caches in the real Redis", async () => {
+it("caches in the real Redis", async () => {
   const ns = uniqueNamespace();
   const broker = brokerWith(REDIS_URL, ns);
   await broker.start();
@@ -43,7 +43,7 @@ test("caches in the real Redis", async () => {
   }
 });
 
-test("with Redis down, cached actions still answer (miss) and the broker stops", async () => {
+it("with Redis down, cached actions still answer (miss) and the broker stops", async () => {
   const broker = brokerWith(`redis://127.0.0.1:${await freePort()}`, uniqueNamespace());
   await broker.start();
   const t0 = Date.now();

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { configProblems } from "../test/support/config";
 import { loadConfig } from "./config";
 
@@ -15,7 +15,7 @@ const CLUSTER = {
   REDIS_URL: "redis://localhost:6379",
 };
 
-test("embedded defaults: all services, port 3000, SQLite, generated secret kept in DATA_DIR", () => {
+it("embedded defaults: all services, port 3000, SQLite, generated secret kept in DATA_DIR", () => {
   const dir = tmp();
   const a = loadConfig({ DATA_DIR: dir });
   assert.equal(a.mode, "embedded");
@@ -48,7 +48,7 @@ test("embedded defaults: all services, port 3000, SQLite, generated secret kept 
   assert.equal(a.publicUrl, "http://localhost:3000");
 });
 
-test("cluster mode by RABBITMQ_URI: secrets have no fallback, migrations are a separate step", () => {
+it("cluster mode by RABBITMQ_URI: secrets have no fallback, migrations are a separate step", () => {
   assert.deepEqual(problemsOf({ RABBITMQ_URI: "amqp://localhost", REDIS_URL: "redis://localhost" }), [
     "JWT_SECRET: required in cluster mode (no fallback for secrets)",
   ]);
@@ -78,7 +78,7 @@ test("cluster mode by RABBITMQ_URI: secrets have no fallback, migrations are a s
   assert.equal(c.logFormat, "json");
 });
 
-test("every bad value is reported at once, each naming its variable", () => {
+it("every bad value is reported at once, each naming its variable", () => {
   const problems = problemsOf({
     PORT: "http",
     RABBITMQ_URI: "nats://x",
@@ -105,7 +105,7 @@ test("every bad value is reported at once, each naming its variable", () => {
     );
 });
 
-test("rules between variables", () => {
+it("rules between variables", () => {
   const dir = tmp();
   assert.match(problemsOf({ DATA_DIR: dir, SERVICES: "user,nope" })[0], /^SERVICES: unknown service\(s\) nope/);
   assert.match(problemsOf({ DATA_DIR: dir, SERVICES: "user" })[0], /^SERVICES: without RABBITMQ_URI/);
@@ -134,7 +134,7 @@ test("rules between variables", () => {
   );
 });
 
-test("RABBITMQ_URI: one URL or a cluster's nodes as a comma list, each checked (protocol, placeholder password)", () => {
+it("RABBITMQ_URI: one URL or a cluster's nodes as a comma list, each checked (protocol, placeholder password)", () => {
   const dir = tmp();
   assert.deepEqual(loadConfig({ ...CLUSTER, DATA_DIR: dir }).rabbitmqUris, [CLUSTER.RABBITMQ_URI]);
   const three = "amqp://u:s3cr3t-1@rabbit-0:5672, amqp://u:s3cr3t-1@rabbit-1:5672 ,amqps://u:s3cr3t-1@rabbit-2:5671";
@@ -154,13 +154,13 @@ test("RABBITMQ_URI: one URL or a cluster's nodes as a comma list, each checked (
   );
 });
 
-test("empty strings count as unset", () => {
+it("empty strings count as unset", () => {
   const c = loadConfig({ DATA_DIR: tmp(), RABBITMQ_URI: "", REDIS_URL: "", PORT: "" });
   assert.equal(c.mode, "embedded");
   assert.equal(c.port, 3000);
 });
 
-test("METRICS_PORT: the internal listener, 3030 embedded, off (0) in a cluster unless set; HEALTH_PORT is refused with its new name", () => {
+it("METRICS_PORT: the internal listener, 3030 embedded, off (0) in a cluster unless set; HEALTH_PORT is refused with its new name", () => {
   const dir = tmp();
   assert.equal(loadConfig({ DATA_DIR: dir }).metricsPort, 3030);
   assert.equal(loadConfig({ DATA_DIR: dir, METRICS_PORT: "0" }).metricsPort, 0);
@@ -170,7 +170,7 @@ test("METRICS_PORT: the internal listener, 3030 embedded, off (0) in a cluster u
   assert.match(problemsOf({ DATA_DIR: dir, HEALTH_PORT: "3001" })[0]!, /^HEALTH_PORT: renamed to METRICS_PORT/);
 });
 
-test("TRUST_PROXY is a hop count; the old true is refused (it trusted the client-written leftmost entry)", () => {
+it("TRUST_PROXY is a hop count; the old true is refused (it trusted the client-written leftmost entry)", () => {
   const dir = tmp();
   assert.equal(loadConfig({ DATA_DIR: dir }).trustProxyHops, 0);
   assert.equal(loadConfig({ DATA_DIR: dir, TRUST_PROXY: "1" }).trustProxyHops, 1);
@@ -178,7 +178,7 @@ test("TRUST_PROXY is a hop count; the old true is refused (it trusted the client
   assert.match(problemsOf({ DATA_DIR: dir, TRUST_PROXY: "true" })[0]!, /^TRUST_PROXY: must be a hop count/);
 });
 
-test("request limits: defaults, <points>/<seconds>, RATE_LIMITS=off turns them off with a warning", () => {
+it("request limits: defaults, <points>/<seconds>, RATE_LIMITS=off turns them off with a warning", () => {
   const dir = tmp();
   const on = loadConfig({ DATA_DIR: dir });
   assert.deepEqual(on.rateLimits, {
@@ -200,7 +200,7 @@ test("request limits: defaults, <points>/<seconds>, RATE_LIMITS=off turns them o
   assert.equal(loadConfig({ DATA_DIR: dir }).returnWindowDays, 30);
 });
 
-test("placeholder secrets are refused in cluster mode and under NODE_ENV=production, each named", () => {
+it("placeholder secrets are refused in cluster mode and under NODE_ENV=production, each named", () => {
   const dir = tmp();
   const placeholders = {
     JWT_SECRET: "change-me-change-me-change-me-change-me",
@@ -231,7 +231,7 @@ test("placeholder secrets are refused in cluster mode and under NODE_ENV=product
   assert.deepEqual(problemsOf({ ...CLUSTER, DATA_DIR: dir }), []);
 });
 
-test("embedded files are owner-only: DATA_DIR 0700 when created, secret 0600, an older wider file narrowed", () => {
+it("embedded files are owner-only: DATA_DIR 0700 when created, secret 0600, an older wider file narrowed", () => {
   const parent = tmp();
   const dir = path.join(parent, "data");
   loadConfig({ DATA_DIR: dir });

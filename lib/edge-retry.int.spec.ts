@@ -10,7 +10,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { Middleware, ServiceBroker } from "moleculer";
 import { createBroker } from "../app";
 import { accessTokens } from "./auth/tokens";
@@ -100,7 +100,7 @@ describe("a request lost with the node that held it: sent once more when safe (R
   const products = async (from = 0) =>
     ((await a.call("product.export", { limit: 24 })) as { items: { id: string }[] }).items.map((p) => p.id).slice(from, from + 12);
 
-  test("reads: every GET answers 200, those node B held included (sent to node A)", async () => {
+  it("reads: every GET answers 200, those node B held included (sent to node A)", async () => {
     // The balancer sends about half to B.
     for (const id of await products()) {
       const r = await http(baseUrl, "GET", `/api/products/${id}`);
@@ -110,7 +110,7 @@ describe("a request lost with the node that held it: sent once more when safe (R
     assert.ok(held["product.get"]! >= 1, `node B held ${held["product.get"]} reads: the retry path was not exercised`);
   });
 
-  test("gRPC reads: every GetProduct answers, those node B held included", async () => {
+  it("gRPC reads: every GetProduct answers, those node B held included", async () => {
     const before = held["product.get"]!;
     for (const id of await products(12)) {
       const { value } = await grpc.call("meridian.product.v1.ProductService", "Get", { id }, { deadlineMs: 10_000 });
@@ -119,7 +119,7 @@ describe("a request lost with the node that held it: sent once more when safe (R
     assert.ok(held["product.get"]! > before, "node B held none of the gRPC reads: the retry path was not exercised");
   });
 
-  test("writes that are not safe to repeat answer 503 when lost, an Idempotency-Key notwithstanding (the action does not replay keys)", async () => {
+  it("writes that are not safe to repeat answer 503 when lost, an Idempotency-Key notwithstanding (the action does not replay keys)", async () => {
     const [id] = await products();
     const stockBefore = ((await a.call("product.get", { id })) as { stock: { onHand: number } }).stock.onHand;
     const statuses: number[] = [];

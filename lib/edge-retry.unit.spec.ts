@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { describe, it } from "mocha";
 import { Errors } from "moleculer";
 import { SERVICE_FACTORIES } from "../app";
 import { loadConfig } from "./config";
@@ -7,7 +7,7 @@ import { contracts } from "./serializer/contracts-runtime";
 import { lostInTransport, notSent, retryEndpoint, safeToRepeat, secondTry } from "./edge-retry";
 
 describe("one more try for a request lost in transport (lib/edge-retry.ts)", () => {
-  test("lost in transport: a remote timeout or a rejection because the node left; not an answer, a nested or local timeout, or 'no node'", () => {
+  it("lost in transport: a remote timeout or a rejection because the node left; not an answer, a nested or local timeout, or 'no node'", () => {
     assert.ok(lostInTransport(new Errors.RequestTimeoutError({ action: "product.get", nodeID: "b" }), "product.get"));
     assert.ok(lostInTransport(new Errors.RequestRejectedError({ action: "product.get", nodeID: "b" }), "product.get"));
     assert.ok(
@@ -23,7 +23,7 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
     assert.ok(!lostInTransport(undefined, "product.get"));
   });
 
-  test("safe to repeat: reads, idempotent actions, keyed writes of actions that replay keys; nothing else", () => {
+  it("safe to repeat: reads, idempotent actions, keyed writes of actions that replay keys; nothing else", () => {
     assert.ok(safeToRepeat("GET", undefined, undefined));
     assert.ok(safeToRepeat("head", { idempotency: undefined }, undefined));
     assert.ok(safeToRepeat("DELETE", { idempotency: "idempotent" }, undefined));
@@ -34,7 +34,7 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
     assert.ok(!safeToRepeat(undefined, undefined, undefined));
   });
 
-  test("not sent (the transporter was away): any request goes again, a write without a key too; never for a client that left", () => {
+  it("not sent (the transporter was away): any request goes again, a write without a key too; never for a client that left", () => {
     const disconnected = new Errors.BrokerDisconnectedError("");
     assert.ok(notSent(disconnected));
     assert.ok(!notSent(new Errors.RequestTimeoutError({ action: "cart.addItem", nodeID: "c" })), "sent, then lost: may have acted");
@@ -60,7 +60,7 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
     );
   });
 
-  test("the second try goes to another available node when there is one, else the same", () => {
+  it("the second try goes to another available node when there is one, else the same", () => {
     const a = { id: "a" };
     const b = { id: "b" };
     const c = { id: "c", isAvailable: false };
@@ -70,7 +70,7 @@ describe("one more try for a request lost in transport (lib/edge-retry.ts)", () 
     assert.equal(retryEndpoint("a", []), undefined, "not listed any more: the balancer chooses");
   });
 
-  test("the contract's idempotency_key marks exactly the actions that replay an Idempotency-Key (order's withKey, the cart's keyed add)", () => {
+  it("the contract's idempotency_key marks exactly the actions that replay an Idempotency-Key (order's withKey, the cart's keyed add)", () => {
     const config = loadConfig({ DATA_DIR: "/tmp/unused" });
     const replaying = Object.entries(SERVICE_FACTORIES)
       .flatMap(([service, factory]) =>

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { Errors } from "moleculer";
 import { schemaProblem } from "../test/support/schema-check";
 import { AppError, DependencyErrorsMiddleware, conflict, rateLimited, toErrorResponse, validationError } from "./errors";
 import { ERROR_SCHEMA } from "./openapi";
 
-test("our errors keep their code, status and details", () => {
+it("our errors keep their code, status and details", () => {
   assert.deepEqual(toErrorResponse(conflict("taken", [{ field: "email" }])), {
     status: 409,
     body: { error: { code: "CONFLICT", message: "taken", details: [{ field: "email" }] } },
@@ -26,12 +26,12 @@ test("our errors keep their code, status and details", () => {
   assert.equal(toErrorResponse(new AppError("SERVICE_UNAVAILABLE", "down")).status, 503);
 });
 
-test("an error that crossed nodes (plain object with type/code/data) keeps its meaning", () => {
+it("an error that crossed nodes (plain object with type/code/data) keeps its meaning", () => {
   const remote = { name: "MoleculerClientError", message: "User not found", code: 404, type: "NOT_FOUND", data: [] };
   assert.deepEqual(toErrorResponse(remote).body.error.code, "NOT_FOUND");
 });
 
-test("validator errors become VALIDATION_ERROR 422 with field details only", () => {
+it("validator errors become VALIDATION_ERROR 422 with field details only", () => {
   const err = new Errors.ValidationError("Parameters validation error!", "VALIDATION_ERROR", [
     { type: "required", field: "email", message: "The 'email' field is required.", actual: undefined, nodeID: "x" },
   ]);
@@ -47,14 +47,14 @@ test("validator errors become VALIDATION_ERROR 422 with field details only", () 
   });
 });
 
-test("unknown errors are INTERNAL with a generic message: nothing internal leaks", () => {
+it("unknown errors are INTERNAL with a generic message: nothing internal leaks", () => {
   const r = toErrorResponse(new Error("ER_ACCESS_DENIED for user root at /srv/app/db.ts:12"));
   assert.deepEqual(r, { status: 500, body: { error: { code: "INTERNAL", message: "Internal server error", details: [] } } });
   assert.equal(toErrorResponse(undefined).status, 500);
   assert.equal(toErrorResponse(new Errors.MoleculerServerError("boom", 500, "X")).body.error.message, "Internal server error");
 });
 
-test("timeouts and missing services are 503, not 500", () => {
+it("timeouts and missing services are 503, not 500", () => {
   assert.equal(toErrorResponse(new Errors.RequestTimeoutError({ action: "user.me", nodeID: "n" })).status, 503);
   assert.equal(toErrorResponse(new Errors.ServiceNotFoundError({ action: "user.me" })).status, 503);
   assert.equal(toErrorResponse(new Errors.ServiceNotAvailableError({ action: "user.me" })).status, 503);
@@ -67,7 +67,7 @@ test("timeouts and missing services are 503, not 500", () => {
   assert.equal(toErrorResponse(webUnavailable).body.error.code, "SERVICE_UNAVAILABLE");
 });
 
-test("a dependency that is away (database, RabbitMQ) is 503 with Retry-After, and says nothing of it", () => {
+it("a dependency that is away (database, RabbitMQ) is 503 with Retry-After, and says nothing of it", () => {
   const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:3306"), { code: "ECONNREFUSED", errno: -111 });
   const r = toErrorResponse(refused);
   assert.equal(r.status, 503);
@@ -84,7 +84,7 @@ test("a dependency that is away (database, RabbitMQ) is 503 with Retry-After, an
   assert.equal(toErrorResponse(Object.assign(new Error("bug"), { code: "ERR_SOMETHING" })).status, 500, "anything else is still a 500");
 });
 
-test("DependencyErrorsMiddleware turns a dependency failure into SERVICE_UNAVAILABLE where it happens, and leaves others alone", async () => {
+it("DependencyErrorsMiddleware turns a dependency failure into SERVICE_UNAVAILABLE where it happens, and leaves others alone", async () => {
   const fail = (err: Error) => DependencyErrorsMiddleware.localAction(() => Promise.reject(err))({});
   await assert.rejects(
     fail(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:3306"), { code: "ECONNREFUSED" })),
@@ -94,7 +94,7 @@ test("DependencyErrorsMiddleware turns a dependency failure into SERVICE_UNAVAIL
   await assert.rejects(fail(other), (e) => e === other);
 });
 
-test("the error bodies the services send fit the Error schema derived from common.v1.ErrorResponse", () => {
+it("the error bodies the services send fit the Error schema derived from common.v1.ErrorResponse", () => {
   const bodies = [
     toErrorResponse(conflict("taken", [{ field: "email" }])),
     toErrorResponse(rateLimited({ name: "signup", limit: 10, resetSeconds: 42, retryAfterSeconds: 42 })),

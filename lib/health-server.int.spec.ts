@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import http from "node:http";
-import { test } from "node:test";
+import { it } from "mocha";
 import { ServiceBroker } from "moleculer";
 import { startHealthServer } from "./health-server";
 import { registerProbe } from "./readiness";
@@ -16,7 +16,7 @@ async function get(port: number, path: string, method = "GET"): Promise<{ status
   return { status: res.status, body: text ? JSON.parse(text) : undefined };
 }
 
-test("live at once, ready only when every probe passes, 503 names what is down", async () => {
+it("live at once, ready only when every probe passes, 503 names what is down", async () => {
   const broker = new ServiceBroker({ logger: false });
   let dbUp = false;
   registerProbe(broker, "node", async () => {
@@ -66,7 +66,7 @@ test("live at once, ready only when every probe passes, 503 names what is down",
   }
 });
 
-test("a hung probe reads as down instead of hanging the probe request", async () => {
+it("a hung probe reads as down instead of hanging the probe request", async () => {
   const broker = new ServiceBroker({ logger: false });
   registerProbe(broker, "cache", () => new Promise<void>(() => undefined));
   const health = await startHealthServer(broker, 0);
@@ -81,7 +81,7 @@ test("a hung probe reads as down instead of hanging the probe request", async ()
   }
 });
 
-test("close() returns with an idle keep-alive connection open; a taken port is an error", async () => {
+it("close() returns with an idle keep-alive connection open; a taken port is an error", async () => {
   const broker = new ServiceBroker({ logger: false });
   const health = await startHealthServer(broker, 0);
   const agent = new http.Agent({ keepAlive: true });

@@ -7,7 +7,7 @@
  * to the edge.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { ServiceBroker, type Context } from "moleculer";
 import { createVhost, type RabbitVhost } from "../test/support/rabbitmq";
 import { uniqueNamespace } from "../test/support/servers";
@@ -23,7 +23,7 @@ after(async () => {
   await vhost.destroy();
 });
 
-test("a read refused because its node left goes again to the other node; a write and an edge's call do not", async () => {
+it("a read refused because its node left goes again to the other node; a write and an edge's call do not", async () => {
   const namespace = uniqueNamespace("ir");
   const node = (nodeID: string) =>
     new ServiceBroker({

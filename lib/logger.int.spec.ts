@@ -9,7 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { after, describe, test } from "node:test";
+import { after, describe, it } from "mocha";
 import { ServiceBroker, type Context } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import { freePort } from "../test/support/ports";
@@ -53,7 +53,7 @@ describe("log lines", () => {
     return out.lines;
   }
 
-  test("JSON: Moleculer's fields, the request id inside a handler, logFields merged, the level honoured", async () => {
+  it("JSON: Moleculer's fields, the request id inside a handler, logFields merged, the level honoured", async () => {
     const lines = (await logThrough("json")).map((l) => JSON.parse(l) as Record<string, unknown>);
     const spoke = lines.find((l) => typeof l.msg === "string" && l.msg.startsWith("spoke"))!;
     assert.ok(spoke, "the info line");
@@ -74,7 +74,7 @@ describe("log lines", () => {
     );
   });
 
-  test("text: Moleculer's short line, logFields as key=value", async () => {
+  it("text: Moleculer's short line, logFields as key=value", async () => {
     const lines = await logThrough("text");
     const spoke = lines.find((l) => l.includes("spoke"));
     assert.match(spoke ?? "", /^\[\d\d:\d\d:\d\d\.\d{3}Z\] INFO +PROBE: kind=probe n=7 spoke \{ deep: \{ er: 1 \} \}$/);
@@ -83,7 +83,7 @@ describe("log lines", () => {
 });
 
 describe("npm start's asynchronous stdout", () => {
-  test("SIGTERM while stdout is not read: every access line and the last stop line are written before exit", async () => {
+  it("SIGTERM while stdout is not read: every access line and the last stop line are written before exit", async () => {
     const port = await freePort();
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-logger-start-"));
     const child = spawn(process.execPath, ["--import", pathToFileURL(require.resolve("tsx")).href, path.join(ROOT, "bin", "start.ts")], {

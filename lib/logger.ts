@@ -8,9 +8,9 @@
  *   while a write is in flight leave together in the next one. Measured on the gateway: the access
  *   line 43-84 µs of CPU per request through `console`, 14-20 µs here (bench/RESULTS.md, "second cuts").
  * - anything else (tests, the REPL, tools): `process.stdout`, synchronous as `console` was. A test
- *   file runs in a node:test child whose fd 1 is also the runner's report pipe: a write from
- *   another thread there could land inside a report frame (seen in an earlier attempt), so only
- *   the server process writes asynchronously. A test that reads the lines passes its own
+ *   file's lines share fd 1 with mocha's report, written synchronously: a write from another
+ *   thread would land out of order with it (under node:test it once landed inside a report frame),
+ *   so only the server process writes asynchronously. A test that reads the lines passes its own
  *   destination (`{ write(line) }`).
  *
  * Every line goes to the one destination, errors included (Moleculer's console logger sent

@@ -13,7 +13,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { ServiceBroker, type Context } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import { http as request, startTestApp, type TestApp } from "../test/support/app";
@@ -79,7 +79,7 @@ describe("tracing configuration", () => {
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const problems = (env: Record<string, string>) => configProblems(() => loadConfig({ DATA_DIR: dir, ...env }));
 
-  test("off by default; zipkin needs ZIPKIN_URL; the sample rate is 0..1; spans never carry params", () => {
+  it("off by default; zipkin needs ZIPKIN_URL; the sample rate is 0..1; spans never carry params", () => {
     const off = loadConfig({ DATA_DIR: dir });
     assert.deepEqual(off.tracing, { exporter: "none", zipkinUrl: undefined, sampleRate: 1 });
     assert.deepEqual(tracingOptions(off), { enabled: false });
@@ -98,7 +98,7 @@ describe("tracing configuration", () => {
     assert.ok(!opts.errorFields.includes("data") && !opts.errorFields.includes("stack"));
   });
 
-  test("Zipkin ids: Moleculer's UUIDs as its exporter cuts them, anything else hashed, the same everywhere", () => {
+  it("Zipkin ids: Moleculer's UUIDs as its exporter cuts them, anything else hashed, the same everywhere", () => {
     assert.equal(zipkinId("0f8fad5b-d9cb-469f-a165-70867728950e"), "0f8fad5bd9cb469f");
     assert.equal(zipkinId("client-req.1"), zipkinId("client-req.1"));
     assert.match(zipkinId("client-req.1")!, /^[0-9a-f]{16}$/);
@@ -117,80 +117,90 @@ describe("business counters (embedded, SQLite)", () => {
     await app?.stop();
   });
 
-  test("an oversell refusal counts once per refused request, a success not at all; /metrics on the internal listener, 404 on the gateway", async (t) => {
+  it("an oversell refusal counts once per refused request, a success not at all; /metrics on the internal listener, 404 on the gateway", async () => {
     const health = await startHealthServer(app.broker, 0);
-    t.after(() => health.close());
-    const metrics = async () => {
-      const res = await fetch(`http://127.0.0.1:${health.port}/metrics`);
-      assert.equal(res.status, 200);
-      assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
-      return res.text();
-    };
-    // Registered at start: a label-less counter scrapes as 0 before its first event.
-    assert.equal(sample(await metrics(), "meridian_oversell_refused_total"), 0);
-    assert.equal(sample(await metrics(), "meridian_orders_created_total"), 0);
+    try {
+      const metrics = async () => {
+        const res = await fetch(`http://127.0.0.1:${health.port}/metrics`);
+        assert.equal(res.status, 200);
+        assert.match(res.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4/);
+        return res.text();
+      };
+      // Registered at start: a label-less counter scrapes as 0 before its first event.
+      assert.equal(sample(await metrics(), "meridian_oversell_refused_total"), 0);
+      assert.equal(sample(await metrics(), "meridian_orders_created_total"), 0);
 
-    const product = (await app.broker.call("product.create", {
-      sku: `OBS-${randomBytes(4).toString("hex")}`,
-      name: "Counter Lamp",
-      description: "A lamp",
-      category: "Home",
-      brand: "Obs",
-      price: { amount: 1000, currency: "EUR" },
-      images: [],
-      stock: 2,
-    })) as { id: string };
-    await assert.rejects(app.broker.call("product.reserve", { orderId: "o-refused-1", lines: [{ productId: product.id, quantity: 3 }] }), {
-      type: "OUT_OF_STOCK",
-    });
-    await app.broker.call("product.reserve", { orderId: "o-ok-1", lines: [{ productId: product.id, quantity: 2 }] });
-    await assert.rejects(app.broker.call("product.reserve", { orderId: "o-refused-2", lines: [{ productId: product.id, quantity: 1 }] }), {
-      type: "OUT_OF_STOCK",
-    });
+      const product = (await app.broker.call("product.create", {
+        sku: `OBS-${randomBytes(4).toString("hex")}`,
+        name: "Counter Lamp",
+        description: "A lamp",
+        category: "Home",
+        brand: "Obs",
+        price: { amount: 1000, currency: "EUR" },
+        images: [],
+        stock: 2,
+      })) as { id: string };
+      await assert.rejects(
+        app.broker.call("product.reserve", { orderId: "o-refused-1", lines: [{ productId: product.id, quantity: 3 }] }),
+        {
+          type: "OUT_OF_STOCK",
+        },
+      );
+      await app.broker.call("product.reserve", { orderId: "o-ok-1", lines: [{ productId: product.id, quantity: 2 }] });
+      await assert.rejects(
+        app.broker.call("product.reserve", { orderId: "o-refused-2", lines: [{ productId: product.id, quantity: 1 }] }),
+        {
+          type: "OUT_OF_STOCK",
+        },
+      );
 
-    const text = await metrics();
-    assert.equal(sample(text, "meridian_oversell_refused_total"), 2);
-    assert.match(text, /# TYPE meridian_oversell_refused_total counter/);
-    // Moleculer's own metrics are there too (request counts per action).
-    assert.match(text, /^moleculer_request_total\{[^}]*action="product\.reserve"[^}]*\} 3$/m);
-    // ...counted outside Moleculer's registry (lib/request-metrics.ts), in the same families:
-    // the two refusals as errors by type, the three calls in the time histogram.
-    const reserve = { service: "product", action: "product.reserve", type: "local", caller: "null" };
-    assert.equal(
-      sample(text, "moleculer_request_error_total", { ...reserve, errorName: "AppError", errorCode: "409", errorType: "OUT_OF_STOCK" }),
-      2,
-    );
-    assert.equal(sample(text, "moleculer_request_active", reserve), 0);
-    assert.equal(sample(text, "moleculer_request_time_count", reserve), 3);
-    assert.equal(sample(text, "moleculer_request_time_bucket", { ...reserve, le: "+Inf" }), 3);
-    const buckets = [...text.matchAll(/^moleculer_request_time_bucket\{[^}]*action="product\.reserve"[^}]*le="([^"]+)"\} (\d+)$/gm)].map(
-      (m) => Number(m[2]),
-    );
-    assert.deepEqual(
-      [...buckets].sort((a, b) => a - b),
-      buckets,
-      "cumulative buckets",
-    );
-    // Each family once: a second `# TYPE` of a name would make the whole scrape invalid.
-    const types = [...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]);
-    assert.deepEqual(
-      types.filter((t, i) => types.indexOf(t) !== i),
-      [],
-    );
-    // The outbox rows of the product's events went out (in-process relay).
-    await eventually(
-      "product.created published",
-      async () => (sample(await metrics(), "meridian_events_published_total", { service: "product", event: "product.created" }) ?? 0) >= 1,
-    );
+      const text = await metrics();
+      assert.equal(sample(text, "meridian_oversell_refused_total"), 2);
+      assert.match(text, /# TYPE meridian_oversell_refused_total counter/);
+      // Moleculer's own metrics are there too (request counts per action).
+      assert.match(text, /^moleculer_request_total\{[^}]*action="product\.reserve"[^}]*\} 3$/m);
+      // ...counted outside Moleculer's registry (lib/request-metrics.ts), in the same families:
+      // the two refusals as errors by type, the three calls in the time histogram.
+      const reserve = { service: "product", action: "product.reserve", type: "local", caller: "null" };
+      assert.equal(
+        sample(text, "moleculer_request_error_total", { ...reserve, errorName: "AppError", errorCode: "409", errorType: "OUT_OF_STOCK" }),
+        2,
+      );
+      assert.equal(sample(text, "moleculer_request_active", reserve), 0);
+      assert.equal(sample(text, "moleculer_request_time_count", reserve), 3);
+      assert.equal(sample(text, "moleculer_request_time_bucket", { ...reserve, le: "+Inf" }), 3);
+      const buckets = [...text.matchAll(/^moleculer_request_time_bucket\{[^}]*action="product\.reserve"[^}]*le="([^"]+)"\} (\d+)$/gm)].map(
+        (m) => Number(m[2]),
+      );
+      assert.deepEqual(
+        [...buckets].sort((a, b) => a - b),
+        buckets,
+        "cumulative buckets",
+      );
+      // Each family once: a second `# TYPE` of a name would make the whole scrape invalid.
+      const types = [...text.matchAll(/^# TYPE (\S+)/gm)].map((m) => m[1]);
+      assert.deepEqual(
+        types.filter((t, i) => types.indexOf(t) !== i),
+        [],
+      );
+      // The outbox rows of the product's events went out (in-process relay).
+      await eventually(
+        "product.created published",
+        async () =>
+          (sample(await metrics(), "meridian_events_published_total", { service: "product", event: "product.created" }) ?? 0) >= 1,
+      );
 
-    // Not on the gateway's public port.
-    const publicMetrics = await request(app.baseUrl, "GET", "/metrics");
-    assert.equal(publicMetrics.status, 404);
-    assert.equal(publicMetrics.body?.error?.code, "NOT_FOUND");
-    assert.doesNotMatch(publicMetrics.text, /meridian_|moleculer_/);
+      // Not on the gateway's public port.
+      const publicMetrics = await request(app.baseUrl, "GET", "/metrics");
+      assert.equal(publicMetrics.status, 404);
+      assert.equal(publicMetrics.body?.error?.code, "NOT_FOUND");
+      assert.doesNotMatch(publicMetrics.text, /meridian_|moleculer_/);
+    } finally {
+      await health.close();
+    }
   });
 
-  test("with a transaction, a counter moves only once it commits: not while it is open, never for a rollback", async () => {
+  it("with a transaction, a counter moves only once it commits: not while it is open, never for a rollback", async () => {
     const db = (app.broker.getLocalService("product") as unknown as { db: import("knex").Knex }).db;
     const count = () => sample(prometheusText(app.broker), "meridian_orders_cancelled_total", { reason: "test" }) ?? 0;
     const before = count();
@@ -233,7 +243,7 @@ describe("business counters through a checkout (every service, embedded)", () =>
     await app?.stop();
   });
 
-  test("created, paid, failed, cancelled, refunded, refused and the events behind them", async () => {
+  it("created, paid, failed, cancelled, refunded, refused and the events behind them", async () => {
     const call = (method: string, urlPath: string, opts: Parameters<typeof request>[3] = {}) => request(app.baseUrl, method, urlPath, opts);
     const admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken as string;
     const alice = (
@@ -297,7 +307,7 @@ describe("business counters through a checkout (every service, embedded)", () =>
 });
 
 describe("request ids and structured logs", () => {
-  test("X-Request-Id is taken when sane, else generated; echoed; one JSON access line per request; never the token", async () => {
+  it("X-Request-Id is taken when sane, else generated; echoed; one JSON access line per request; never the token", async () => {
     const cap = captureLog(); // from the start: info lines stay out of the test's output
     let app: TestApp | undefined;
     try {
@@ -345,7 +355,7 @@ describe("request ids and structured logs", () => {
     }
   });
 
-  test("a client that leaves before its answer: the request is cancelled on the node, its access line says 499", async () => {
+  it("a client that leaves before its answer: the request is cancelled on the node, its access line says 499", async () => {
     const cap = captureLog();
     // Holds product.list until released, so the client can leave while its request runs.
     let release!: () => void;
@@ -398,7 +408,7 @@ describe("request ids and structured logs", () => {
     }
   });
 
-  test("a line logged inside an action carries the request id, also through a call made without parentCtx", async () => {
+  it("a line logged inside an action carries the request id, also through a call made without parentCtx", async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-obs-"));
     const cap = captureLog();
     const broker = new ServiceBroker(
@@ -474,7 +484,7 @@ describe("tracing across two nodes over RabbitMQ (protobuf), spans to a Zipkin s
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  test("A → B → A: spans from both nodes share one trace id with correct parents; no params in spans", async () => {
+  it("A → B → A: spans from both nodes share one trace id with correct parents; no params in spans", async () => {
     const namespace = uniqueNamespace("obs");
     const env = {
       NAMESPACE: namespace,

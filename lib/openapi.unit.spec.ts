@@ -1,4 +1,4 @@
-import { test } from "node:test";
+import { it } from "mocha";
 import assert from "node:assert/strict";
 
 import {
@@ -29,7 +29,7 @@ function operation(doc: OpenApiDocument, method: "get" | "post" | "put" | "patch
 
 // ------------------------------------------------------------------- converter
 
-test("shorthand strings: type, optional, args, no- flags, array shorthand", () => {
+it("shorthand strings: type, optional, args, no- flags, array shorthand", () => {
   const schema = fastestValidatorToJsonSchema({
     name: "string|min:3|max:50|trim:true",
     nick: "string|optional",
@@ -50,7 +50,7 @@ test("shorthand strings: type, optional, args, no- flags, array shorthand", () =
   });
 });
 
-test("object rules: nested props, $$strict, strict, defaults, nullable", () => {
+it("object rules: nested props, $$strict, strict, defaults, nullable", () => {
   const schema = fastestValidatorToJsonSchema({
     $$strict: true,
     page: { type: "number", integer: true, positive: true, convert: true, default: 1 },
@@ -84,7 +84,7 @@ test("object rules: nested props, $$strict, strict, defaults, nullable", () => {
   });
 });
 
-test("string formats and constraints", () => {
+it("string formats and constraints", () => {
   const convert = (rule: FvParamsSchema[string]): JsonSchema => {
     const props = fastestValidatorToJsonSchema({ x: rule }).properties;
     return (props?.x ?? {}) as JsonSchema;
@@ -110,7 +110,7 @@ test("string formats and constraints", () => {
   });
 });
 
-test("number, boolean, enum, equal, any, array, record, multi", () => {
+it("number, boolean, enum, equal, any, array, record, multi", () => {
   const props = fastestValidatorToJsonSchema({
     price: { type: "number", min: 0, max: 1000000, integer: true },
     delta: { type: "number", negative: true },
@@ -156,7 +156,7 @@ test("number, boolean, enum, equal, any, array, record, multi", () => {
   assert.deepEqual(props?.status, { type: "string", enum: ["A", "B", null], nullable: true });
 });
 
-test("multi/array-of-rules is optional only when every alternative is", () => {
+it("multi/array-of-rules is optional only when every alternative is", () => {
   const schema = fastestValidatorToJsonSchema({
     a: ["string|optional", "number|optional"],
     b: ["string|optional", "number"],
@@ -164,7 +164,7 @@ test("multi/array-of-rules is optional only when every alternative is", () => {
   assert.deepEqual(schema.required, ["b"]);
 });
 
-test("unknown, custom and exotic rules never throw", () => {
+it("unknown, custom and exotic rules never throw", () => {
   const cyclic: { type: string; props: Record<string, unknown> } = { type: "object", props: {} };
   cyclic.props.self = cyclic;
   const schema = fastestValidatorToJsonSchema({
@@ -201,13 +201,13 @@ test("unknown, custom and exotic rules never throw", () => {
   assert.doesNotThrow(() => JSON.stringify(schema));
 });
 
-test("$$root schemas and a bare rule convert as a single rule", () => {
+it("$$root schemas and a bare rule convert as a single rule", () => {
   assert.deepEqual(fastestValidatorToJsonSchema({ $$root: true, type: "string", min: 2 }), { type: "string", minLength: 2 });
   assert.deepEqual(fastestValidatorToJsonSchema("number|optional"), { type: "number" });
   assert.deepEqual(fastestValidatorToJsonSchema({}), { type: "object", properties: {} });
 });
 
-test("toOpenApi30Schema rewrites JSON Schema 2020 habits into 3.0", () => {
+it("toOpenApi30Schema rewrites JSON Schema 2020 habits into 3.0", () => {
   assert.deepEqual(
     toOpenApi30Schema({
       $schema: "https://json-schema.org/draft/2020-12/schema",
@@ -361,7 +361,7 @@ function buildUserDoc(routes = USER_ROUTES): OpenApiDocument {
   });
 }
 
-test("document for the user routes is a valid OpenAPI 3.0.3 document", async () => {
+it("document for the user routes is a valid OpenAPI 3.0.3 document", async () => {
   const doc = buildUserDoc();
   const result = await validateOpenApi(doc);
   assert.deepEqual(result.errors, undefined);
@@ -370,7 +370,7 @@ test("document for the user routes is a valid OpenAPI 3.0.3 document", async () 
   assert.deepEqual(doc.servers, [{ url: "http://localhost:3000" }]);
 });
 
-test("an invalid document is reported invalid (the check can fail)", async () => {
+it("an invalid document is reported invalid (the check can fail)", async () => {
   const doc = buildUserDoc() as unknown as Record<string, unknown>;
   const broken = structuredClone(doc);
   delete (broken.info as Record<string, unknown>).version;
@@ -388,7 +388,7 @@ test("an invalid document is reported invalid (the check can fail)", async () =>
   assert.equal((await validateOpenApi(typeArray)).valid, false);
 });
 
-test("paths are sorted, templated and carry the expected operations", () => {
+it("paths are sorted, templated and carry the expected operations", () => {
   const doc = buildUserDoc();
   assert.deepEqual(Object.keys(doc.paths), [
     "/api/auth/login",
@@ -411,7 +411,7 @@ test("paths are sorted, templated and carry the expected operations", () => {
   );
 });
 
-test("register: body, 201, documented errors, no security", () => {
+it("register: body, 201, documented errors, no security", () => {
   const op = operation(buildUserDoc(), "post", "/api/auth/register");
   assert.equal(op.operationId, "user.register");
   assert.equal(op.summary, "Create an account");
@@ -439,7 +439,7 @@ test("register: body, 201, documented errors, no security", () => {
   assert.deepEqual(op.responses["201"], { description: "Created", content: { "application/json": { schema: AUTH_RESPONSE } } });
 });
 
-test("authenticated operations: bearer security, 401, 403 for admin, query params for GET", () => {
+it("authenticated operations: bearer security, 401, 403 for admin, query params for GET", () => {
   const doc = buildUserDoc();
   const me = operation(doc, "get", "/api/users/me");
   assert.deepEqual(me.security, [{ bearerAuth: [] }]);
@@ -460,7 +460,7 @@ test("authenticated operations: bearer security, 401, 403 for admin, query param
   });
 });
 
-test("path params: required string parameter, excluded from the body, 404 documented", () => {
+it("path params: required string parameter, excluded from the body, 404 documented", () => {
   const doc = buildUserDoc();
   const patch = operation(doc, "patch", "/api/users/me/addresses/{id}");
   assert.deepEqual(patch.parameters, [{ name: "id", in: "path", required: true, schema: { type: "string" } }]);
@@ -475,7 +475,7 @@ test("path params: required string parameter, excluded from the body, 404 docume
   assert.equal(del.requestBody, undefined);
 });
 
-test("aliases of unregistered actions are still emitted, generically", () => {
+it("aliases of unregistered actions are still emitted, generically", () => {
   const doc = buildUserDoc();
   const get = operation(doc, "get", "/api/products/{id}");
   assert.equal(get.operationId, "product.get");
@@ -487,7 +487,7 @@ test("aliases of unregistered actions are still emitted, generically", () => {
   assert.deepEqual(create.requestBody, { required: false, content: { "application/json": { schema: { type: "object" } } } });
 });
 
-test("output is deterministic regardless of alias order", () => {
+it("output is deterministic regardless of alias order", () => {
   const shuffled: BuildOpenApiOptions["routes"] = USER_ROUTES.map((route) => ({
     path: route.path,
     aliases: Object.fromEntries(Object.entries(route.aliases).reverse()),
@@ -495,7 +495,7 @@ test("output is deterministic regardless of alias order", () => {
   assert.equal(JSON.stringify(buildUserDoc(shuffled)), JSON.stringify(buildUserDoc()));
 });
 
-test("moleculer-web path syntax: optional groups, wildcards, REST shorthand, route prefix joining", async () => {
+it("moleculer-web path syntax: optional groups, wildcards, REST shorthand, route prefix joining", async () => {
   const doc = buildOpenApiDocument({
     info: { title: "t", version: "1" },
     routes: [
@@ -543,7 +543,7 @@ test("moleculer-web path syntax: optional groups, wildcards, REST shorthand, rou
   assert.equal((await validateOpenApi(doc)).valid, true);
 });
 
-test("a document built from exotic params still validates", async () => {
+it("a document built from exotic params still validates", async () => {
   const doc = buildOpenApiDocument({
     info: { title: "t", version: "1" },
     routes: [{ path: "/api", aliases: { "POST /x/:id": "x.do", "GET /x": "x.list" } }],
@@ -580,7 +580,7 @@ test("a document built from exotic params still validates", async () => {
   assert.equal(result.valid, true);
 });
 
-test("a registered action without `auth` is documented as admin-only (the gateway fails closed); defaultAuth overrides", () => {
+it("a registered action without `auth` is documented as admin-only (the gateway fails closed); defaultAuth overrides", () => {
   const options: BuildOpenApiOptions = {
     info: { title: "t", version: "1" },
     routes: [{ path: "", aliases: { "GET /metrics": "api.metrics", "GET /x": "x.unknown" } }],

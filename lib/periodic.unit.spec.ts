@@ -1,5 +1,5 @@
 /** lib/periodic.ts: no overlap, a kick during a pass runs one more, AGAIN, backoff, a bounded stop. */
-import { test } from "node:test";
+import { it } from "mocha";
 import assert from "node:assert/strict";
 import { AGAIN, periodic } from "./periodic";
 
@@ -10,7 +10,7 @@ const deferred = () => {
   return { promise, resolve };
 };
 
-test("passes never overlap; a kick during a pass runs exactly one more after it", async () => {
+it("passes never overlap; a kick during a pass runs exactly one more after it", async () => {
   let runs = 0;
   let concurrent = 0;
   let maxConcurrent = 0;
@@ -42,42 +42,38 @@ test("passes never overlap; a kick during a pass runs exactly one more after it"
 });
 
 // The test's own timeout is the failure of an unbounded stop (it would wait forever).
-test(
-  "a failing pass is logged and the next kick runs again; stop waits for the pass, at most stopWaitMs",
-  { timeout: 30_000 },
-  async () => {
-    const warnings: unknown[] = [];
-    let fail = true;
-    const p = periodic(
-      "t",
-      60_000,
-      async () => {
-        if (fail) throw new Error("boom");
-      },
-      { warn: (...a: unknown[]) => warnings.push(a) },
-    );
-    p.kick();
-    await p.running;
-    assert.equal(warnings.length, 1);
-    fail = false;
-    p.kick();
-    await p.running;
-    assert.equal(warnings.length, 1);
-    await p.stop();
+it("a failing pass is logged and the next kick runs again; stop waits for the pass, at most stopWaitMs", async () => {
+  const warnings: unknown[] = [];
+  let fail = true;
+  const p = periodic(
+    "t",
+    60_000,
+    async () => {
+      if (fail) throw new Error("boom");
+    },
+    { warn: (...a: unknown[]) => warnings.push(a) },
+  );
+  p.kick();
+  await p.running;
+  assert.equal(warnings.length, 1);
+  fail = false;
+  p.kick();
+  await p.running;
+  assert.equal(warnings.length, 1);
+  await p.stop();
 
-    const stuck = periodic("stuck", 60_000, () => new Promise(() => undefined), quiet, { stopWaitMs: 20 });
-    stuck.kick();
-    await stuck.stop(); // resolves although the pass never ends
-    stuck.kick();
-    assert.ok(stuck.running, "the stuck pass is still in flight; no new pass starts after stop");
-  },
-);
+  const stuck = periodic("stuck", 60_000, () => new Promise(() => undefined), quiet, { stopWaitMs: 20 });
+  stuck.kick();
+  await stuck.stop(); // resolves although the pass never ends
+  stuck.kick();
+  assert.ok(stuck.running, "the stuck pass is still in flight; no new pass starts after stop");
+}).timeout(30_000);
 
 const until = async (cond: () => boolean) => {
   while (!cond()) await new Promise((r) => setTimeout(r, 2));
 };
 
-test("a pass answering AGAIN (a full batch) is followed at once by another; with no period, passes run only when kicked", async () => {
+it("a pass answering AGAIN (a full batch) is followed at once by another; with no period, passes run only when kicked", async () => {
   let runs = 0;
   const p = periodic("batches", undefined, async () => (++runs < 3 ? AGAIN : undefined), quiet);
   await new Promise((r) => setTimeout(r, 20));
@@ -89,7 +85,7 @@ test("a pass answering AGAIN (a full batch) is followed at once by another; with
   await p.stop();
 });
 
-test("with backoff: a failure waits backoffMs(n), kicks do not cut the wait short, the outage is logged once and its end once", async () => {
+it("with backoff: a failure waits backoffMs(n), kicks do not cut the wait short, the outage is logged once and its end once", async () => {
   const warnings: unknown[] = [];
   const infos: unknown[] = [];
   const asked: number[] = [];

@@ -3,7 +3,7 @@
  * on a terminal: redrawn in place.
  */
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { Writable } from "node:stream";
 import { progress, progressSteps, statusLine } from "./progress";
 
@@ -18,7 +18,7 @@ function sink(isTTY: boolean): Writable & { isTTY: boolean; columns: number; tex
   return Object.assign(w, { isTTY, columns: 120, text: () => chunks.join("") });
 }
 
-test("off a terminal: plain lines (start, every everyMs, last), no \\r or escape sequence, the last one complete", async () => {
+it("off a terminal: plain lines (start, every everyMs, last), no \\r or escape sequence, the last one complete", async () => {
   const out = sink(false);
   const p = progress("Seeding", 40, { stream: out, everyMs: 20 });
   for (let i = 1; i <= 40; i++) {
@@ -36,7 +36,7 @@ test("off a terminal: plain lines (start, every everyMs, last), no \\r or escape
   assert.match(lines[0]!, /^Seeding \[\.{30}\] 0\/40 $/);
 });
 
-test("a phase with a new label and total (recs:rebuild)", () => {
+it("a phase with a new label and total (recs:rebuild)", () => {
   const out = sink(false);
   const p = progress("starting", 1, { stream: out, everyMs: 60_000 });
   p.update(5, { label: "orders", total: 10 });
@@ -44,7 +44,7 @@ test("a phase with a new label and total (recs:rebuild)", () => {
   assert.match(out.text().split("\n").filter(Boolean).at(-1)!, /^orders \[#{15}\.{15}\] 5\/10 $/);
 });
 
-test("on a terminal: the bar is redrawn in place", () => {
+it("on a terminal: the bar is redrawn in place", () => {
   const out = sink(true);
   const p = progress("Seeding", 2, { stream: out });
   p.update(1);
@@ -54,7 +54,7 @@ test("on a terminal: the bar is redrawn in place", () => {
   assert.ok(out.text().endsWith("\n"));
 });
 
-test("statusLine off a terminal: the text as plain lines, the last one current", () => {
+it("statusLine off a terminal: the text as plain lines, the last one current", () => {
   const out = sink(false);
   const line = statusLine("starting", { stream: out, everyMs: 60_000 });
   line.set("12 requests, 0 errors");
@@ -64,7 +64,7 @@ test("statusLine off a terminal: the text as plain lines, the last one current",
   assert.doesNotMatch(out.text(), /[\r\x1b]/);
 });
 
-test("progressSteps: one bar per label, each ended at its total or when the next label starts", () => {
+it("progressSteps: one bar per label, each ended at its total or when the next label starts", () => {
   const out = sink(false);
   const step = progressSteps({ stream: out, everyMs: 60_000 });
   step("products", 50, 100);

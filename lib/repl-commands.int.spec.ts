@@ -3,7 +3,7 @@
  * system gets from its broker options, run as moleculer-repl runs them.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { startTestApp, type TestApp } from "../test/support/app";
 import { replCommands } from "./repl-commands";
 
@@ -23,28 +23,28 @@ async function run(command: string, args: Record<string, unknown> = {}, options:
   return printed.join("\n");
 }
 
-test("every REPL of the system has the commands (broker option replOptions)", () => {
+it("every REPL of the system has the commands (broker option replOptions)", () => {
   assert.deepEqual(
     (app.broker.options.replOptions?.customCommands ?? []).map((c) => c.command),
     ["dead-letters <action>", "seed", "recs-rebuild"],
   );
 });
 
-test("seed loads the demo catalog through the product service, and a second run skips what exists", async () => {
+it("seed loads the demo catalog through the product service, and a second run skips what exists", async () => {
   assert.match(await run("seed", {}, { count: "30" }), /Done: 30 new, 0 already there\./);
   assert.match(await run("seed", {}, { count: "40" }), /Done: 10 new, 30 already there\./);
   assert.equal(((await app.broker.call("product.list", { pageSize: 100 })) as { items: unknown[] }).items.length, 40);
   assert.match(await run("seed", {}, { count: "zero" }), /--count must be a positive integer/);
 });
 
-test("dead-letters lists per service (none here), refuses an unknown service and a wrong action", async () => {
+it("dead-letters lists per service (none here), refuses an unknown service and a wrong action", async () => {
   const out = await run("dead-letters", { action: "list" });
   for (const s of ["user", "product", "order", "recommendation"]) assert.match(out, new RegExp(`^${s}: 0 dead letter\\(s\\)$`, "m"));
   assert.match(await run("dead-letters", { action: "list" }, { service: "nope" }), /failed: unknown service\(s\): nope/);
   assert.match(await run("dead-letters", { action: "drop" }), /usage: dead-letters list\|replay/);
 });
 
-test("recs-rebuild rebuilds the recommendation model and says when it is done", async () => {
+it("recs-rebuild rebuilds the recommendation model and says when it is done", async () => {
   assert.match(await run("recs-rebuild"), /recommendations: model rebuilt in [\d.]+ s/);
   assert.equal(((await app.broker.call("recommendation.rebuildStatus")) as { status: string }).status, "done");
 });

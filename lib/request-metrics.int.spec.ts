@@ -5,7 +5,7 @@
  * params got through), and the request families counted per caller with the error labels.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { INTERNAL_MIDDLEWARES, ServiceBroker } from "moleculer";
 import { brokerOptions } from "../moleculer.config";
 import { loadConfig } from "./config";
@@ -30,7 +30,7 @@ describe("lean request metrics", () => {
   });
   after(() => broker.stop());
 
-  test("Moleculer's internal middlewares run in its order, with the lean Metrics in Metrics' place", () => {
+  it("Moleculer's internal middlewares run in its order, with the lean Metrics in Metrics' place", () => {
     const names = broker.middlewares.list.map((m) => m.name);
     const internal = names.filter((n) => INTERNAL_MIDDLEWARES.includes(n as string));
     assert.deepEqual(internal, INTERNAL_MIDDLEWARES);
@@ -38,7 +38,7 @@ describe("lean request metrics", () => {
     assert.equal(broker.metrics.getMetric("moleculer.request.total"), null, "not counted twice");
   });
 
-  test("calls, errors, levels and times, per caller", async () => {
+  it("calls, errors, levels and times, per caller", async () => {
     await broker.call("probe.ok", { n: 1 });
     await broker.call("probe.nested");
     await assert.rejects(broker.call("probe.refuse"), { type: "OUT_OF_STOCK" });

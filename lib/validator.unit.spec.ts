@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { StrictNullValidator } from "./validator";
 
-test("null is refused where a rule is not nullable, at any depth; undefined stays 'not given'; nullable rules take null", () => {
+it("null is refused where a rule is not nullable, at any depth; undefined stays 'not given'; nullable rules take null", () => {
   const check = new StrictNullValidator().compile({
     $$strict: true,
     name: { type: "string", optional: true },

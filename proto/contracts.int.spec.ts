@@ -6,7 +6,7 @@
  * declares (the dependency map of README "Contracts") are the ones its code makes; every
  * action validates with the params derived from its request message.
  */
-import { test } from "node:test";
+import { it } from "mocha";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
@@ -36,14 +36,14 @@ function serviceActions(): Map<string, ActionDef> {
   return out;
 }
 
-test("every action of the eight services has a contract, and every contract rpc is an action", () => {
+it("every action of the eight services has a contract, and every contract rpc is an action", () => {
   const actions = serviceActions();
   const missing = [...actions.keys()].filter((a) => !contracts.actions.has(a)).sort();
   const extra = [...contracts.actions.keys()].filter((a) => !actions.has(a)).sort();
   assert.deepEqual({ missing, extra }, { missing: [], extra: [] });
 });
 
-test("the contract's visibility and auth are the action's", () => {
+it("the contract's visibility and auth are the action's", () => {
   const wrong: string[] = [];
   for (const [name, def] of serviceActions()) {
     const c = contracts.actions.get(name);
@@ -56,14 +56,14 @@ test("the contract's visibility and auth are the action's", () => {
   assert.deepEqual(wrong, []);
 });
 
-test("every action validates with its contract's params (proto/gen/params.ts), none other", () => {
+it("every action validates with its contract's params (proto/gen/params.ts), none other", () => {
   // Moleculer copies a schema when it merges mixins, so this compares values, not identity.
   const actual = Object.fromEntries([...serviceActions()].map(([name, def]) => [name, def.params]));
   const derived = Object.fromEntries(Object.keys(actual).map((name) => [name, Params[name as keyof typeof Params]]));
   assert.deepEqual(actual, derived);
 });
 
-test("the gateway's routes to business actions are the contracts' HTTP rules, both ways", () => {
+it("the gateway's routes to business actions are the contracts' HTTP rules, both ways", () => {
   const routes = new Map<string, string>();
   const add = (prefix: string, aliases: Record<string, string>) => {
     for (const [alias, action] of Object.entries(aliases)) {
@@ -95,7 +95,7 @@ function callsInCode(service: string): string[] {
   return [...found].sort();
 }
 
-test("each contract declares exactly the actions its service calls, the events it consumes through its work queue and those its replicas follow", () => {
+it("each contract declares exactly the actions its service calls, the events it consumes through its work queue and those its replicas follow", () => {
   const declared: Record<string, { calls: string[]; consumes: string[]; follows: string[] }> = {};
   const actual: Record<string, { calls: string[]; consumes: string[]; follows: string[] }> = {};
   for (const svc of broker().services) {
@@ -113,7 +113,7 @@ test("each contract declares exactly the actions its service calls, the events i
   assert.deepEqual(declared, actual);
 });
 
-test("every routed rpc documents itself: a summary (its comment) and a tag", () => {
+it("every routed rpc documents itself: a summary (its comment) and a tag", () => {
   const missing = [...contracts.actions.values()]
     .filter((c) => c.visibility === "published" && (!c.summary?.trim() || c.tags.length === 0))
     .map((c) => `${c.action}: ${c.summary?.trim() ? "" : "no summary "}${c.tags.length ? "" : "no tag"}`.trim());

@@ -4,7 +4,7 @@
  * JSON-breaking change against the previous commit (`buf breaking`). Each check is shown to
  * fail on a planted fault, in a copy of proto/.
  */
-import { test } from "node:test";
+import { it } from "mocha";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -44,14 +44,14 @@ function edit(dir: string, file: string, from: string | RegExp, to: string) {
   fs.writeFileSync(p, after);
 }
 
-test("every contract is clang-formatted (npm run proto:format fixes it)", () => {
+it("every contract is clang-formatted (npm run proto:format fixes it)", () => {
   const files = ours();
   assert.ok(files.length >= 10, `contracts found: ${files.length}`);
   const { ok, output } = clangCheck(files);
   assert.ok(ok, output);
 });
 
-test("the format check fails on a misformatted contract", () => {
+it("the format check fails on a misformatted contract", () => {
   const dir = copyModule();
   try {
     fs.cpSync(path.join(ROOT, "proto/.clang-format"), path.join(dir, "proto/.clang-format"));
@@ -62,12 +62,12 @@ test("the format check fails on a misformatted contract", () => {
   }
 });
 
-test("buf lint is clean (exceptions are in buf.yaml, each with its reason)", () => {
+it("buf lint is clean (exceptions are in buf.yaml, each with its reason)", () => {
   const r = spawnSync(BUF, ["lint", "--error-format", "text"], { cwd: ROOT, encoding: "utf8" });
   assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
 });
 
-test("buf lint fails on a planted violation (an rpc request not named <Rpc>Request)", () => {
+it("buf lint fails on a planted violation (an rpc request not named <Rpc>Request)", () => {
   const dir = copyModule();
   try {
     edit(dir, USER_PROTO, /\bLoginRequest\b/g, "Credentials");
@@ -79,7 +79,7 @@ test("buf lint fails on a planted violation (an rpc request not named <Rpc>Reque
   }
 });
 
-test("no breaking change against the previous commit (buf breaking, WIRE_JSON)", () => {
+it("no breaking change against the previous commit (buf breaking, WIRE_JSON)", () => {
   const sha = previousCommit();
   // Only the repository's first commit with a buf.yaml has nothing to compare with.
   if (sha) {
@@ -91,7 +91,7 @@ test("no breaking change against the previous commit (buf breaking, WIRE_JSON)",
   }
 });
 
-test("buf breaking fails on a renumbered, a retyped and a removed field, and accepts a new optional field", () => {
+it("buf breaking fails on a renumbered, a retyped and a removed field, and accepts a new optional field", () => {
   const old = copyModule();
   const dirs = [old];
   const variant = (from: string | RegExp, to: string) => {

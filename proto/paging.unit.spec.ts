@@ -9,7 +9,7 @@
  *  - a request with `page_size` takes `page` and `page_size` as optional int32, page ≥ 1,
  *    1 ≤ page_size ≤ 100.
  */
-import { test } from "node:test";
+import { it } from "mocha";
 import assert from "node:assert/strict";
 import protobuf from "protobufjs";
 import { loadProtoRoot } from "./load";
@@ -40,7 +40,7 @@ function int32Rules(f: protobuf.Field): { gte?: number; lte?: number } {
   };
 }
 
-test("every list answer starts with the same four paging fields", () => {
+it("every list answer starts with the same four paging fields", () => {
   const { answers } = pagingMessages();
   assert.ok(answers.length >= 6, `only ${answers.length} list answers`);
   for (const t of answers) {
@@ -52,7 +52,7 @@ test("every list answer starts with the same four paging fields", () => {
   }
 });
 
-test("every paged request takes page ≥ 1 and 1 ≤ pageSize ≤ 100, both optional", () => {
+it("every paged request takes page ≥ 1 and 1 ≤ pageSize ≤ 100, both optional", () => {
   const { requests } = pagingMessages();
   assert.ok(requests.length >= 6, `only ${requests.length} paged requests`);
   for (const t of requests) {

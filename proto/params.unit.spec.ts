@@ -5,7 +5,7 @@
  * TypeScript union. Then, on the real contracts: the addresses the user service saves and the
  * ones an order ships to keep the same rules.
  */
-import { test } from "node:test";
+import { it } from "mocha";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
@@ -91,7 +91,7 @@ const PUT: ParamsSchema = {
   email: { type: "email", normalize: true, max: 50 },
 };
 
-test("a contract's rules become the action's params; numbers of a GET take their string form", () => {
+it("a contract's rules become the action's params; numbers of a GET take their string form", () => {
   withShop((root) => {
     const c = readContracts(root);
     assert.deepEqual(paramsSchema(c.actions.get("shop.put")!.request, false), PUT);
@@ -102,7 +102,7 @@ test("a contract's rules become the action's params; numbers of a GET take their
   });
 });
 
-test("Moleculer's validator enforces the derived params: each rule refuses what it should", () => {
+it("Moleculer's validator enforces the derived params: each rule refuses what it should", () => {
   const check = new StrictNullValidator().compile(PUT as Record<string, never>);
   const valid = () => ({
     id: "12345678",
@@ -149,7 +149,7 @@ test("Moleculer's validator enforces the derived params: each rule refuses what 
   }
 });
 
-test("the OpenAPI request schema is built from the derived params", () => {
+it("the OpenAPI request schema is built from the derived params", () => {
   const schema = fastestValidatorToJsonSchema(PUT) as Record<string, any>;
   assert.deepEqual(schema.properties.id, { type: "string", minLength: 8, maxLength: 8 });
   assert.equal(schema.properties.name.maxLength, 20);
@@ -160,7 +160,7 @@ test("the OpenAPI request schema is built from the derived params", () => {
   assert.deepEqual([...schema.required].sort(), ["email", "id", "lines", "name", "note"]);
 });
 
-test("the HTTP rule is the route and the `in` rule is the handler's union type", () => {
+it("the HTTP rule is the route and the `in` rule is the handler's union type", () => {
   withShop((root) => {
     const put = readContracts(root).actions.get("shop.put")!;
     assert.deepEqual(put.http, { method: "PUT", path: "/api/things/{id}", body: "*" });
@@ -170,7 +170,7 @@ test("the HTTP rule is the route and the `in` rule is the handler's union type",
   assert.match(generated, /provider: "sandbox" \| "alipay" \| "wechatpay";/);
 });
 
-test("a saved address and an order's shipping address take the same rules", () => {
+it("a saved address and an order's shipping address take the same rules", () => {
   const props = (p: Record<string, unknown>) => p as Record<string, Record<string, unknown>>;
   const saved = { ...props(Params["user.createAddress"]) };
   delete saved.$$strict;

@@ -2,7 +2,7 @@
  * proto/gen must be what proto/**\/*.proto generate (`npm run proto:check` does the same), and
  * the generated types must describe what the user service really sends and answers.
  */
-import { test } from "node:test";
+import { it } from "mocha";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
@@ -13,11 +13,11 @@ import type * as user from "./gen/meridian/user/v1/user";
 import { consumersOf } from "../lib/serializer/contracts-runtime";
 import { generate, staleGenerated, writeGenerated } from "./generate";
 
-test("proto/gen is up to date with proto/**/*.proto (run `npm run proto:gen`)", () => {
+it("proto/gen is up to date with proto/**/*.proto (run `npm run proto:gen`)", () => {
   assert.deepEqual(staleGenerated(), []);
 });
 
-test("the check notices a stale, a missing and an extra generated file", () => {
+it("the check notices a stale, a missing and an extra generated file", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-proto-"));
   try {
     writeGenerated(dir);
@@ -35,14 +35,14 @@ test("the check notices a stale, a missing and an extra generated file", () => {
   }
 });
 
-test("generation is deterministic", () => {
+it("generation is deterministic", () => {
   assert.deepEqual([...generate()], [...generate()]);
 });
 
 // Compile-time: the service's own types and the contracts agree both ways (a field added to
 // one and not the other fails `npm run typecheck`).
 const sameShape = <A, B>(_a: (x: A) => B, _b: (x: B) => A) => true;
-test("the contracts describe the user service's types", () => {
+it("the contracts describe the user service's types", () => {
   assert.ok(
     sameShape<PublicUser, user.User>(
       (x) => x,
@@ -59,7 +59,7 @@ test("the contracts describe the user service's types", () => {
   assert.ok(event);
 });
 
-test("consumersOf: the services that consume an event through a work queue (whose queues publishers declare), not those whose replicas follow it", () => {
+it("consumersOf: the services that consume an event through a work queue (whose queues publishers declare), not those whose replicas follow it", () => {
   assert.deepEqual([...(consumersOf("payment.succeeded") ?? [])], ["order"]);
   // search follows product events per replica; recommendation consumes them through its work queue.
   assert.deepEqual([...(consumersOf("stock.changed") ?? [])], ["recommendation"]);

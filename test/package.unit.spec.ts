@@ -5,13 +5,13 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import semver from "semver";
 
 const ROOT = path.join(__dirname, "..");
 const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")) as { engines: { node: string } };
 
-test("engines admits the Node.js of this run and the image's, and only their majors", () => {
+it("engines admits the Node.js of this run and the image's, and only their majors", () => {
   const range = pkg.engines.node;
   assert.ok(semver.satisfies(process.version, range), `this run's ${process.version} is outside engines ${range}`);
   const from = fs

@@ -4,31 +4,36 @@
  * its `exp` although it verified before, and any change to a remembered token's text.
  */
 import assert from "node:assert/strict";
-import { afterEach, describe, mock, test } from "node:test";
+import { install, type Clock } from "@sinonjs/fake-timers";
+import { afterEach, describe, it } from "mocha";
 import { accessTokens, InvalidTokenError } from "./tokens";
 
 const SECRET = "s".repeat(40);
 const user = { id: "u-1", role: "customer" as const, sessionId: "sid-1" };
 
 describe("access tokens", () => {
-  afterEach(() => mock.timers.reset());
+  let clock: Clock | undefined;
+  afterEach(() => {
+    clock?.uninstall();
+    clock = undefined;
+  });
 
-  test("a remembered token stops working at its exp, as a fresh verification would", async () => {
-    mock.timers.enable({ apis: ["Date"], now: 1_800_000_000_000 });
+  it("a remembered token stops working at its exp, as a fresh verification would", async () => {
+    clock = install({ toFake: ["Date"], now: 1_800_000_000_000 });
     const tokens = accessTokens(SECRET, 60);
     const token = await tokens.sign(user);
     const first = await tokens.verify(token);
     assert.equal(first.id, "u-1");
     assert.equal(await tokens.verify(token), first, "the second verification is the remembered one");
-    mock.timers.tick(59_999);
+    clock.tick(59_999);
     assert.equal((await tokens.verify(token)).id, "u-1");
-    mock.timers.tick(1);
+    clock.tick(1);
     await assert.rejects(tokens.verify(token), InvalidTokenError);
     // A process that never saw it refuses it too.
     await assert.rejects(accessTokens(SECRET, 60).verify(token), InvalidTokenError);
   });
 
-  test("a remembered token's text changed in any part is verified afresh and refused", async () => {
+  it("a remembered token's text changed in any part is verified afresh and refused", async () => {
     const tokens = accessTokens(SECRET, 60);
     const token = await tokens.sign(user);
     await tokens.verify(token);
@@ -42,7 +47,7 @@ describe("access tokens", () => {
     assert.equal((await other.verify(forged)).id, "u-1");
   });
 
-  test("claims are pinned: another issuer's token with the same secret is refused", async () => {
+  it("claims are pinned: another issuer's token with the same secret is refused", async () => {
     const { SignJWT } = await import("jose");
     const key = new TextEncoder().encode(SECRET);
     const foreign = await new SignJWT({ role: "admin", sid: "x" })

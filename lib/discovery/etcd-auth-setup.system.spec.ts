@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { Etcd3, EtcdPermissionDeniedError } from "etcd3";
 import { startEtcd, type EtcdHandle } from "../../test/support/etcd";
 import { checkEtcdAccess, discoveryPrefix, EtcdAccessError } from "./etcd-access";
@@ -46,7 +46,7 @@ before(async () => {
 });
 after(async () => etcd?.destroy());
 
-test("etcd:auth turns authentication on, the nodes' user reaches its prefix only; again, it only sets the passwords; refusals name their variable", async () => {
+it("etcd:auth turns authentication on, the nodes' user reaches its prefix only; again, it only sets the passwords; refusals name their variable", async () => {
   const root = randomBytes(8).toString("hex");
   const first = randomBytes(8).toString("hex");
   const r1 = etcdAuth({ ETCD_PASSWORD: first, ETCD_ROOT_PASSWORD: root });

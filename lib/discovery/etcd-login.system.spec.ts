@@ -6,7 +6,7 @@
  * test/system/cluster.system.spec.ts's node started during a 60 s etcd outage.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { Etcd3, EtcdAuthenticationFailedError } from "etcd3";
 import { startEtcd, type EtcdHandle } from "../../test/support/etcd";
 import { loginOnClientChannels } from "./etcd-login";
@@ -17,7 +17,7 @@ before(async () => {
 });
 after(async () => etcd?.destroy());
 
-test("logins go over the client's own channel to the member; a wrong password is still refused as such", async () => {
+it("logins go over the client's own channel to the member; a wrong password is still refused as such", async () => {
   const client = new Etcd3({ hosts: etcd.hosts, auth: etcd.credentials });
   const wrong = new Etcd3({ hosts: etcd.hosts, auth: { username: etcd.credentials!.username, password: "wrong" } });
   try {

@@ -9,13 +9,14 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { after, before, describe, test, type TestContext } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Etcd3, Range } from "etcd3";
 import { startEtcd, type EtcdHandle, type EtcdOptions } from "../../test/support/etcd";
 import { discoveryPrefix } from "./etcd-access";
 import { spawnTs, type ChildHandle } from "../../test/support/proc";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
+import { diagnostic } from "../../test/support/diagnostic";
 
 const FIXTURE = path.join(__dirname, "fixtures", "node.ts");
 const HEARTBEAT_INTERVAL_S = 2; // as configured in the fixture
@@ -119,9 +120,9 @@ async function tearDown(): Promise<void> {
 }
 
 /** Runs a test body; on failure, prints the brokers' last log lines. */
-const withLogs = (body: (t: TestContext) => Promise<void>) => async (t: TestContext) => {
+const withLogs = (body: () => Promise<void>) => async () => {
   try {
-    await body(t);
+    await body();
   } catch (err) {
     for (const [id, proc] of procs) console.error(`--- ${id}, last log lines:\n${proc.lines.slice(-30).join("\n")}`);
     throw err;
@@ -131,23 +132,24 @@ const withLogs = (body: (t: TestContext) => Promise<void>) => async (t: TestCont
 describe("ResilientEtcd3Discoverer (system: private etcd + RabbitMQ vhost)", () => {
   const [A, B, C, D] = ["node-a", "node-b", "node-c", "node-d"];
 
-  before(() => setUp({}, [A, B, C]), { timeout: 60_000 });
+  before(function () {
+    this.timeout(60_000);
+    return setUp({}, [A, B, C]);
+  });
   after(tearDown);
 
-  test(
+  it(
     "a) all nodes see each other and calls reach every node",
-    { timeout: 30_000 },
     withLogs(async () => {
       await waitFor("A, B and C to see each other", () => allSee([A, B, C], [A, B, C]), 20_000);
       assert.equal(await call(A, B), B);
       assert.equal(await call(A, C), C);
     }),
-  );
+  ).timeout(30_000);
 
-  test(
+  it(
     "b) a node killed with kill -9 is dropped, then found again once restarted",
-    { timeout: 60_000 },
-    withLogs(async (t) => {
+    withLogs(async () => {
       procs.get(B)!.kill("SIGKILL");
       await procs.get(B)!.waitExit();
       const goneMs = await waitFor(
@@ -163,17 +165,16 @@ describe("ResilientEtcd3Discoverer (system: private etcd + RabbitMQ vhost)", () 
         async () => (await allSee([A, C], [B])) && (await call(A, B)) === B && (await call(C, B)) === B,
         20_000,
       );
-      t.diagnostic(`killed node dropped by A and C after ${goneMs} ms`);
-      t.diagnostic(`restarted node: broker started in ${startedMs} ms, then seen and callable after ${backMs} ms`);
+      diagnostic(`killed node dropped by A and C after ${goneMs} ms`);
+      diagnostic(`restarted node: broker started in ${startedMs} ms, then seen and callable after ${backMs} ms`);
       assert.ok(goneMs <= (HEARTBEAT_TIMEOUT_S + 2 * HEARTBEAT_INTERVAL_S + 2) * 1000, `dropped after ${goneMs} ms`);
       assert.ok(backMs <= 10_000, `back ${backMs} ms after it started`);
     }),
-  );
+  ).timeout(60_000);
 
-  test(
+  it(
     "c) 60 s etcd outage: no failed call, no lost node, no log flood; a node started meanwhile joins",
-    { timeout: 150_000 },
-    withLogs(async (t) => {
+    withLogs(async () => {
       const live = [A, B, C];
       await waitFor("A, B and C to see each other", () => allSee(live, live), 20_000);
       await get(A, `/load/start?nodes=${B},${C}&interval=50`);
@@ -215,12 +216,12 @@ describe("ResilientEtcd3Discoverer (system: private etcd + RabbitMQ vhost)", () 
         lines: atRestart.get(id)!.lines - atStop.get(id)!.lines,
         bytes: atRestart.get(id)!.bytes - atStop.get(id)!.bytes,
       }));
-      t.diagnostic(`calls A->B/C: ${calls.ok} ok, ${calls.failed} failed`);
-      t.diagnostic(
+      diagnostic(`calls A->B/C: ${calls.ok} ok, ${calls.failed} failed`);
+      diagnostic(
         `log output during the ${OUTAGE_MS / 1000} s outage: ${outageLogs.map((l) => `${l.id} ${l.lines} lines/${l.bytes} B`).join(", ")}`,
       );
-      t.diagnostic(`node-d (started during the outage) log lines until etcd was back: ${atRestart.get(D)!.lines}`);
-      t.diagnostic(`node-d seen by all and callable ${joinMs} ms after etcd was healthy again`);
+      diagnostic(`node-d (started during the outage) log lines until etcd was back: ${atRestart.get(D)!.lines}`);
+      diagnostic(`node-d seen by all and callable ${joinMs} ms after etcd was healthy again`);
 
       assert.deepEqual(calls.errors, []);
       assert.equal(calls.failed, 0);
@@ -231,7 +232,7 @@ describe("ResilientEtcd3Discoverer (system: private etcd + RabbitMQ vhost)", () 
       }
       assert.ok(joinMs <= 10_000, `node-d joined ${joinMs} ms after etcd was back`);
     }),
-  );
+  ).timeout(150_000);
 });
 
 describe("etcd with authentication, three members (system: private etcd cluster + RabbitMQ vhost)", () => {
@@ -253,61 +254,58 @@ describe("etcd with authentication, three members (system: private etcd cluster 
       admin.close();
     }
   };
-  before(() => setUp({ members: 3, auth: { prefix: `${PREFIX}/` } }, [A, B, C], otherPrefixUser), { timeout: 90_000 });
+  before(function () {
+    this.timeout(90_000);
+    return setUp({ members: 3, auth: { prefix: `${PREFIX}/` } }, [A, B, C], otherPrefixUser);
+  });
   after(tearDown);
 
-  test(
+  it(
     "nodes with the credentials see and call each other",
-    { timeout: 30_000 },
     withLogs(async () => {
       await waitFor("A, B and C to see each other", () => allSee([A, B, C], [A, B, C]), 20_000);
       assert.equal(await call(A, C), C);
     }),
-  );
+  ).timeout(30_000);
 
-  test(
-    "a wrong password, no credentials, or a role without the prefix: the node stops at start, naming the variable",
-    { timeout: 60_000 },
-    async () => {
-      const refused = async (id: string, env: Record<string, string>) => {
-        const proc = spawnNode(id, env);
-        const [, message] = await proc.waitForLine(/^START_FAILED: (.*)$/, 20_000);
-        await proc.waitExit();
-        procs.delete(id);
-        return message!;
-      };
-      assert.match(await refused("bad-password", { ETCD_PASSWORD: "not the password" }), /^ETCD_PASSWORD: etcd refused user 'meridian'/);
-      // With the last member listed down, the others' refusal still counts (the etcd3 pool would report the last error only).
-      const last = etcd!.members.at(-1)!;
-      await last.stop();
-      try {
-        assert.match(
-          await refused("bad-password-member-down", { ETCD_PASSWORD: "not the password" }),
-          /^ETCD_PASSWORD: etcd refused user 'meridian'/,
-        );
-      } finally {
-        await last.start();
-      }
+  it("a wrong password, no credentials, or a role without the prefix: the node stops at start, naming the variable", async () => {
+    const refused = async (id: string, env: Record<string, string>) => {
+      const proc = spawnNode(id, env);
+      const [, message] = await proc.waitForLine(/^START_FAILED: (.*)$/, 20_000);
+      await proc.waitExit();
+      procs.delete(id);
+      return message!;
+    };
+    assert.match(await refused("bad-password", { ETCD_PASSWORD: "not the password" }), /^ETCD_PASSWORD: etcd refused user 'meridian'/);
+    // With the last member listed down, the others' refusal still counts (the etcd3 pool would report the last error only).
+    const last = etcd!.members.at(-1)!;
+    await last.stop();
+    try {
       assert.match(
-        await refused("no-credentials", { ETCD_USERNAME: "" }),
-        /^ETCD_USERNAME \/ ETCD_PASSWORD: this etcd has authentication on/,
+        await refused("bad-password-member-down", { ETCD_PASSWORD: "not the password" }),
+        /^ETCD_PASSWORD: etcd refused user 'meridian'/,
       );
-      assert.match(
-        await refused("wrong-prefix", { ETCD_USERNAME: "elsewhere", ETCD_PASSWORD: "elsewhere-password" }),
-        /^ETCD_USERNAME: user 'elsewhere' may not read and write 'moleculer\/discovery\/'/,
-      );
-    },
-  );
+    } finally {
+      await last.start();
+    }
+    assert.match(
+      await refused("no-credentials", { ETCD_USERNAME: "" }),
+      /^ETCD_USERNAME \/ ETCD_PASSWORD: this etcd has authentication on/,
+    );
+    assert.match(
+      await refused("wrong-prefix", { ETCD_USERNAME: "elsewhere", ETCD_PASSWORD: "elsewhere-password" }),
+      /^ETCD_USERNAME: user 'elsewhere' may not read and write 'moleculer\/discovery\/'/,
+    );
+  });
 
   // What three members give over one (test c rides out a whole etcd's outage too, but there
-  // discovery stops): with a member down, etcd still serves, so a node started then is
+  // discovery stops).timeout(60_000): with a member down, etcd still serves, so a node started then is
   // registered and found within seconds. A node may still see a call fail while the leader's
   // successor is elected (an "etcd unavailable" line, then its outage mode for a moment):
   // counted, not failed on.
-  test(
+  it(
     "one member killed, then the leader, under calls: no failed call, no node dropped, a node started meanwhile joins",
-    { timeout: 180_000 },
-    withLogs(async (t) => {
+    withLogs(async () => {
       const live = [A, B, C];
       await waitFor("A, B and C to see each other", () => allSee(live, live), 20_000);
       await get(A, `/load/start?nodes=${B},${C}&interval=50`);
@@ -344,7 +342,7 @@ describe("etcd with authentication, three members (system: private etcd cluster 
       const outageLines = [...procs].flatMap(([id, p]) =>
         p.lines.slice(linesBefore.get(id) ?? 0).filter((l) => /etcd unavailable/.test(l)),
       );
-      t.diagnostic(
+      diagnostic(
         `${rounds.join("; ")}; calls A->B/C: ${calls.ok} ok, ${calls.failed} failed; "etcd unavailable" lines: ${outageLines.length}`,
       );
       assert.deepEqual(calls.errors, []);
@@ -353,4 +351,4 @@ describe("etcd with authentication, three members (system: private etcd cluster 
       assert.deepEqual(losses, []);
     }),
   );
-});
+}).timeout(180_000);

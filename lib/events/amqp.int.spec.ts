@@ -4,7 +4,7 @@
  * credential.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { freePort } from "../../test/support/ports";
 import { AmqpLink } from "./amqp";
@@ -17,7 +17,7 @@ after(async () => {
   await vhost.destroy();
 });
 
-test("several URLs: a dead node is skipped; when none answers the error names each, without its password", async () => {
+it("several URLs: a dead node is skipped; when none answers the error names each, without its password", async () => {
   const [dead1, dead2] = [await freePort(), await freePort()];
   const down = (port: number) => `amqp://meridian:s3cret-pw@127.0.0.1:${port}`;
   const link = new AmqpLink([down(dead1), vhost.uri], "amqp-link-test");

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { Knex } from "knex";
 import { createKnex, ensureDatabase, migrateLatest } from "../db";
 import { MYSQL_URL, uniqueNamespace } from "../../test/support/servers";
@@ -48,7 +48,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       return n;
     };
 
-    test("ten messages: one transaction, ten effects", async () => {
+    it("ten messages: one transaction, ten effects", async () => {
       const items: BatchItem[] = Array.from({ length: 10 }, (_, n) => ({ envelope: envelope(n), handler: recordEffect }));
       const before = await effectIds();
       const n = await commits(async () => assert.deepEqual(await applyBatch(db, items), Array(10).fill("applied")));
@@ -56,7 +56,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(await effectIds(), [...before, ...items.map((i) => i.envelope.id)].sort());
     });
 
-    test("the inbox rows first, in ONE statement, in message-id order, then the handlers in the batch's order", async () => {
+    it("the inbox rows first, in ONE statement, in message-id order, then the handlers in the batch's order", async () => {
       const seen: string[] = [];
       const handler: EventHandler = async (trx, payload, env) => {
         seen.push(`handler ${env.id}`);
@@ -77,7 +77,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(seen, [`inbox ${[...ids].sort().join(" ")}`, ...ids.map((id) => `handler ${id}`)]);
     });
 
-    test("an id the database stores otherwise (a lone surrogate): the batch refuses it whole; one by one its handler runs", async () => {
+    it("an id the database stores otherwise (a lone surrogate): the batch refuses it whole; one by one its handler runs", async () => {
       const odd = { ...envelope(500), id: `odd-${randomUUID()}-\ud800` };
       const items: BatchItem[] = [envelope(501), odd].map((e) => ({ envelope: e, handler: recordEffect }));
       const before = await effectIds();
@@ -86,7 +86,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.equal(await applyOnce(db, odd, recordEffect), "applied");
     });
 
-    test("an id longer than the inbox column: the batch refuses it whole (never a cut id); one by one, MariaDB refuses it alone (SQLite keeps it whole)", async () => {
+    it("an id longer than the inbox column: the batch refuses it whole (never a cut id); one by one, MariaDB refuses it alone (SQLite keeps it whole)", async () => {
       const long = { ...envelope(400), id: "x".repeat(65) };
       const items: BatchItem[] = [envelope(401), long].map((e) => ({ envelope: e, handler: recordEffect }));
       const before = await effectIds();
@@ -98,7 +98,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.equal((await db("inbox").where({ message_id: "x".repeat(64) })).length, 0, "never a cut id");
     });
 
-    test("a message already applied, and one twice in the batch: skipped; the others applied once", async () => {
+    it("a message already applied, and one twice in the batch: skipped; the others applied once", async () => {
       const old = envelope(100);
       assert.equal(await applyOnce(db, old, recordEffect), "applied");
       const fresh = [envelope(101), envelope(102)];
@@ -108,7 +108,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       for (const e of [old, ...fresh]) assert.equal(ids.filter((id) => id === e.id).length, 1, `one effect for ${e.id}`);
     });
 
-    test("a handler that fails: the batch commits nothing, not even the inbox rows before it", async () => {
+    it("a handler that fails: the batch commits nothing, not even the inbox rows before it", async () => {
       const refuse: EventHandler = async () => {
         throw new Error("refused");
       };

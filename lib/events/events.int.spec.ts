@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
 import { createUserService } from "../../services/user/user.service";
@@ -43,7 +43,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     env: { EVENTS_MAX_ATTEMPTS: "3", EVENTS_RETRY_DELAYS_MS: "50,100", ...extra },
   });
 
-  test("publish → consume: outbox rows marked sent after the confirm; the same message 3 times gives one effect", async () => {
+  it("publish → consume: outbox rows marked sent after the confirm; the same message 3 times gives one effect", async () => {
     const t = env();
     const config = eventsConfig(t);
     const broker = await startBroker("n1", [producerService(config), consumerService(config, ["order.placed"])]);
@@ -88,7 +88,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  test("a message that always fails: retried through the retry queues, dead-lettered after N attempts, listed and replayed", async () => {
+  it("a message that always fails: retried through the retry queues, dead-lettered after N attempts, listed and replayed", async () => {
     const t = env();
     const config = eventsConfig(t);
     let failing = true;
@@ -138,7 +138,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  test("an earlier deployment's classic queues are emptied into the quorum queues: every event applied once, dead letters kept; a queue still consumed by an old node stays until it leaves", async () => {
+  it("an earlier deployment's classic queues are emptied into the quorum queues: every event applied once, dead letters kept; a queue still consumed by an old node stays until it leaves", async () => {
     const t = env();
     const config = eventsConfig(t);
     const topo = topology(t.namespace);
@@ -272,7 +272,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     };
   }
 
-  test("a burst is applied in batches: many messages per transaction, each once", async () => {
+  it("a burst is applied in batches: many messages per transaction, each once", async () => {
     const run = await burst(Array.from({ length: 60 }, (_, n) => ({ n })));
     try {
       assert.deepEqual([...run.effects].sort(), [...run.ids].sort());
@@ -284,7 +284,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  test("a message that fails inside a batch: retried alone; its neighbours applied once, none retried", async () => {
+  it("a message that fails inside a batch: retried alone; its neighbours applied once, none retried", async () => {
     let failures = 0;
     const run = await burst(
       Array.from({ length: 60 }, (_, n) => ({ n, poison: n === 20 })),
@@ -304,7 +304,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  test("two relay replicas on one outbox (SKIP LOCKED): every row published once", async () => {
+  it("two relay replicas on one outbox (SKIP LOCKED): every row published once", async () => {
     const t = env();
     const config = eventsConfig(t, { EVENTS_POLL_INTERVAL_MS: "20" });
     const consumer = await startBroker("c", [consumerService(config, ["order.placed"])]);
@@ -344,7 +344,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     occurredAt: new Date().toISOString(),
   });
 
-  test("an event committed before its consumer ever started waits in the queue the publisher declared for it (the contracts name the consumer), and is applied once it starts", async () => {
+  it("an event committed before its consumer ever started waits in the queue the publisher declared for it (the contracts name the consumer), and is applied once it starts", async () => {
     const t = env();
     const config = eventsConfig(t);
     const producer = await startBroker("p", [producerService(config)]);
@@ -367,7 +367,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  test("a binding the broker lost: the message RabbitMQ routed to no queue stays pending, the relay binds the queue again, and the event is applied once", async () => {
+  it("a binding the broker lost: the message RabbitMQ routed to no queue stays pending, the relay binds the queue again, and the event is applied once", async () => {
     const t = env();
     const config = eventsConfig(t);
     const broker = await startBroker("n", [producerService(config), consumerService(config, ["order.created"], { name: "notification" })]);
@@ -401,7 +401,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  test("a consumer's queue that refuses the relay's declaration (other arguments) holds back only its event: the others flow, it stays pending", async () => {
+  it("a consumer's queue that refuses the relay's declaration (other arguments) holds back only its event: the others flow, it stays pending", async () => {
     const t = env();
     const config = eventsConfig(t);
     const topo = topology(t.namespace);
@@ -429,7 +429,7 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  test("user.registered: the account and its event commit together, and a consumer applies it", async () => {
+  it("user.registered: the account and its event commit together, and a consumer applies it", async () => {
     const t = env();
     const config = eventsConfig(t);
     const broker = await startBroker("n1", [createUserService(config), consumerService(config, ["user.registered"])]);
@@ -485,7 +485,7 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       }),
     ]);
 
-  test("commits within EVENTS_KICK_DELAY_MS leave in one relay pass (0: a pass per commit)", async () => {
+  it("commits within EVENTS_KICK_DELAY_MS leave in one relay pass (0: a pass per commit)", async () => {
     for (const [delay, passes] of [
       ["1000", (n: number) => n === 1],
       ["0", (n: number) => n > 1],
@@ -505,7 +505,7 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
     }
   });
 
-  test("rows delivered in-process once; a failing consumer is retried, dead-lettered in its table, replayed", async () => {
+  it("rows delivered in-process once; a failing consumer is retried, dead-lettered in its table, replayed", async () => {
     const config = eventsConfig(env());
     let failing = true;
     let calls = 0;
@@ -547,7 +547,7 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
     }
   });
 
-  test("a pass's rows reach each consumer in batches (one transaction per message with batch: false); a row that fails there is retried alone", async () => {
+  it("a pass's rows reach each consumer in batches (one transaction per message with batch: false); a row that fails there is retried alone", async () => {
     const config = eventsConfig(env());
     let failures = 0;
     // Twice: in its batch (rolled back), then on its own (the row is retried).
@@ -587,7 +587,7 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
     }
   });
 
-  test("user.registered is delivered in-process (npm start needs no server)", async () => {
+  it("user.registered is delivered in-process (npm start needs no server)", async () => {
     const config = eventsConfig(env());
     const broker = await startBroker("n1", [createUserService(config), consumerService(config, ["user.registered"])]);
     try {

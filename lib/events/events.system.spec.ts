@@ -13,7 +13,8 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import path from "node:path";
-import { test, type TestContext } from "node:test";
+import { it } from "mocha";
+import { diagnostic } from "../../test/support/diagnostic";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import { createKnex } from "../db";
@@ -51,7 +52,7 @@ const appliedIds = async (db: Knex, ids?: string[]) => {
   return ((await q.select("message_id")) as { message_id: string }[]).map((r) => r.message_id);
 };
 
-test("producer killed right after the commit: after restart the event is delivered, 0 lost", async () => {
+it("producer killed right after the commit: after restart the event is delivered, 0 lost", async () => {
   const vhost = await createVhost();
   const t: EventsTestEnv = {
     namespace: uniqueNamespace(),
@@ -94,7 +95,7 @@ test("producer killed right after the commit: after restart the event is deliver
   }
 });
 
-test("consumer killed mid-handling: the message is delivered again and applied once", async () => {
+it("consumer killed mid-handling: the message is delivered again and applied once", async () => {
   const vhost = await createVhost();
   const t: EventsTestEnv = {
     namespace: uniqueNamespace(),
@@ -168,7 +169,7 @@ const WHILE_DOWN = 300;
  * system is quiet (no unsent outbox row, no message in any event queue) every commit must
  * have been applied exactly once.
  */
-async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, shopDb: Knex) => void): Promise<void> {
+async function restartProof(plant?: (producer: ServiceBroker, shopDb: Knex) => void): Promise<void> {
   const rabbit = await startPrivateRabbit();
   const ctl = rabbit.ctl;
   const t: EventsTestEnv = {
@@ -251,7 +252,7 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
       applied: applied.length,
       duplicatedOnWire: svc<EventsServiceThis>(consumer, "audit").eventStats().duplicates,
     };
-    tc.diagnostic(JSON.stringify(report));
+    diagnostic(JSON.stringify(report));
     process.stderr.write(`rabbitmq restart: ${JSON.stringify(report)}\n`);
 
     assert.ok(
@@ -288,11 +289,11 @@ async function restartProof(tc: TestContext, plant?: (producer: ServiceBroker, s
   }
 }
 
-test("private RabbitMQ stopped and started amid 1,000 event commits: those committed while it was down stay unsent, and every commit is applied exactly once", async (tc) => {
-  await restartProof(tc);
+it("private RabbitMQ stopped and started amid 1,000 event commits: those committed while it was down stay unsent, and every commit is applied exactly once", async () => {
+  await restartProof();
 });
 
-test("negative control: a relay that gives up on what it cannot publish (marks it sent) fails the restart proof", async (tc) => {
+it("negative control: a relay that gives up on what it cannot publish (marks it sent) fails the restart proof", async () => {
   // The planted fault: at-most-once. When a pass fails (the broker is down), the rows it
   // could not publish are marked sent anyway, so the events committed during the outage
   // never reach the consumer. The proof above must catch it.
@@ -308,10 +309,10 @@ test("negative control: a relay that gives up on what it cannot publish (marks i
       }
     };
   };
-  await assert.rejects(restartProof(tc, plant), (err: Error) => {
+  await assert.rejects(restartProof(plant), (err: Error) => {
     assert.ok(err instanceof assert.AssertionError, `the proof's own assertion failed, not something else: ${err.message}`);
     assert.match(err.message, /sent_at IS NULL|applied exactly once|lost/);
-    tc.diagnostic(`the proof failed as it must: ${err.message.split("\n")[0]}`);
+    diagnostic(`the proof failed as it must: ${err.message.split("\n")[0]}`);
     return true;
   });
 });

@@ -4,7 +4,7 @@
  * stand-ins for the two actions the feeds read (`notification.since`, `order.get`).
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { ServiceBroker } from "moleculer";
 import { AppError } from "../errors";
 import { LiveFeeds } from "./feeds";
@@ -56,39 +56,35 @@ after(async () => {
   await broker.stop();
 });
 
-test(
-  "without any wake, a notifications stream and an order stream send what committed at their next re-read, and say a wake was lost",
-  { timeout: 20_000 },
-  async () => {
-    const feeds = new LiveFeeds(broker, 50);
-    const stop = new AbortController();
-    let opened!: () => void;
-    const firstRead = new Promise<void>((r) => (opened = r));
-    notes.push({ id: "n0", seq: 0 });
-    const stream = feeds.notifications(undefined, { caller: async () => USER as never, signal: stop.signal, opened });
-    const watch = feeds.watchOrder("o1", undefined, { caller: async () => USER as never, signal: stop.signal });
-    try {
-      assert.equal((await watch.next()).value?.sequence, 1, "the order's state first");
-      const nextNote = stream.next();
-      await firstRead; // the stream starts after n0 and waits
-      // Committed, but no notification.created / order event reaches this edge (no kick).
-      notes.push({ id: "n1", seq: 1 });
-      orderHistory = 2;
-      assert.equal(((await nextNote).value as { id: string }).id, "n1");
-      assert.equal((await watch.next()).value?.sequence, 2);
-      assert.ok(
-        logged.some((l) => /without a wake/.test(l)),
-        logged.join("\n"),
-      );
-    } finally {
-      stop.abort();
-      await stream.return(undefined);
-      await watch.return(undefined);
-    }
-  },
-);
+it("without any wake, a notifications stream and an order stream send what committed at their next re-read, and say a wake was lost", async () => {
+  const feeds = new LiveFeeds(broker, 50);
+  const stop = new AbortController();
+  let opened!: () => void;
+  const firstRead = new Promise<void>((r) => (opened = r));
+  notes.push({ id: "n0", seq: 0 });
+  const stream = feeds.notifications(undefined, { caller: async () => USER as never, signal: stop.signal, opened });
+  const watch = feeds.watchOrder("o1", undefined, { caller: async () => USER as never, signal: stop.signal });
+  try {
+    assert.equal((await watch.next()).value?.sequence, 1, "the order's state first");
+    const nextNote = stream.next();
+    await firstRead; // the stream starts after n0 and waits
+    // Committed, but no notification.created / order event reaches this edge (no kick).
+    notes.push({ id: "n1", seq: 1 });
+    orderHistory = 2;
+    assert.equal(((await nextNote).value as { id: string }).id, "n1");
+    assert.equal((await watch.next()).value?.sequence, 2);
+    assert.ok(
+      logged.some((l) => /without a wake/.test(l)),
+      logged.join("\n"),
+    );
+  } finally {
+    stop.abort();
+    await stream.return(undefined);
+    await watch.return(undefined);
+  }
+}).timeout(20_000);
 
-test("a re-read that meets a passing outage (503) keeps the stream: the next one sends what committed", { timeout: 20_000 }, async () => {
+it("a re-read that meets a passing outage (503) keeps the stream: the next one sends what committed", async () => {
   const feeds = new LiveFeeds(broker, 50);
   const stop = new AbortController();
   let opened!: () => void;
@@ -105,4 +101,4 @@ test("a re-read that meets a passing outage (503) keeps the stream: the next one
     stop.abort();
     await stream.return(undefined);
   }
-});
+}).timeout(20_000);

@@ -11,7 +11,7 @@
  *  - the Writer and Reader at their edges: varint sizes, negative 64-bit integers, bodies and
  *    strings across the one-byte length boundary, a buffer that grows, truncated input.
  */
-import { describe, test } from "node:test";
+import { describe, it } from "mocha";
 import assert from "node:assert/strict";
 import protobuf from "protobufjs/light";
 import { Reader, Writer } from "./bytes";
@@ -157,7 +157,7 @@ function breakValue(type: protobuf.Type, v: unknown): { why: string; value: unkn
 describe("contract codecs", () => {
   const types = contractTypes();
 
-  test(`every contract type (${types.length}): values that fit round-trip as JSON would, and protobufjs reads the bytes`, () => {
+  it(`every contract type (${types.length}): values that fit round-trip as JSON would, and protobufjs reads the bytes`, () => {
     assert.ok(types.length > 150, `only ${types.length} types found`);
     let checked = 0;
     for (const type of types) {
@@ -178,7 +178,7 @@ describe("contract codecs", () => {
     assert.ok(checked > 1800);
   });
 
-  test("a value broken in one place does not encode, and explainMisfit says where", () => {
+  it("a value broken in one place does not encode, and explainMisfit says where", () => {
     let broken = 0;
     for (const type of types) {
       const codec = codecFor(type);
@@ -194,7 +194,7 @@ describe("contract codecs", () => {
     assert.ok(broken > 900, `${broken}`);
   });
 
-  test("undefined values are ignored (JSON drops them); an optional field may be absent but not null", () => {
+  it("undefined values are ignored (JSON drops them); an optional field may be absent but not null", () => {
     const t = root.lookupType("meridian.user.v1.RegisterRequest");
     const c = codecFor(t);
     assert.deepEqual(c.decode(c.encode({ email: "a@b.c", password: "p", name: "n", extra: undefined })!), {
@@ -207,7 +207,7 @@ describe("contract codecs", () => {
     assert.equal(codecFor(u).encode({ name: null }), null);
   });
 
-  test("shapes no contract has yet: a wrapper of packed numbers, nested, and every scalar type repeated", () => {
+  it("shapes no contract has yet: a wrapper of packed numbers, nested, and every scalar type repeated", () => {
     const r = protobuf.Root.fromJSON({
       nested: {
         t: {
@@ -238,7 +238,7 @@ describe("contract codecs", () => {
     assert.deepEqual(holder.decode(T.encode(T.decode(bytes)).finish()), v, "protobufjs re-encoding");
   });
 
-  test("ctx.meta: keys with a field travel as fields, the others (or misfits) are left for JSON", () => {
+  it("ctx.meta: keys with a field travel as fields, the others (or misfits) are left for JSON", () => {
     const meta = createOpenCodec(root.lookupType("meridian.wire.v1.Meta"));
     const w = new Writer(16);
     const value = {
@@ -270,7 +270,7 @@ describe("contract codecs", () => {
 });
 
 describe("Writer and Reader", () => {
-  test("varints at every size boundary, signed and 64-bit", () => {
+  it("varints at every size boundary, signed and 64-bit", () => {
     const w = new Writer(8);
     const u32 = [0, 1, 127, 128, 16_383, 16_384, 2 ** 21 - 1, 2 ** 21, 2 ** 28 - 1, 2 ** 28, 2 ** 32 - 1];
     const i64 = [0, -1, 1, -(2 ** 31), 2 ** 31, 2 ** 32, -(2 ** 32), 2 ** 52 + 1, Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER];
@@ -302,7 +302,7 @@ describe("Writer and Reader", () => {
     assert.equal(r.pos, r.end);
   });
 
-  test("nested bodies and strings across the one-byte length boundary; the buffer grows", () => {
+  it("nested bodies and strings across the one-byte length boundary; the buffer grows", () => {
     for (const len of [0, 1, 42, 43, 127, 128, 129, 16_383, 16_384, 70_000]) {
       for (const ch of ["a", "é", "😀"]) {
         const s = Array.from(ch.repeat(len)).slice(0, len).join(""); // code points, never half an emoji
@@ -335,7 +335,7 @@ describe("Writer and Reader", () => {
     }
   });
 
-  test("a rewound write leaves nothing behind; finish resets", () => {
+  it("a rewound write leaves nothing behind; finish resets", () => {
     const w = new Writer(4);
     w.string("kept");
     const mark = w.pos;
@@ -347,7 +347,7 @@ describe("Writer and Reader", () => {
     assert.equal(w.finish().length, 0);
   });
 
-  test("truncated or malformed input throws instead of reading past the end", () => {
+  it("truncated or malformed input throws instead of reading past the end", () => {
     const w = new Writer();
     w.tag(1, 2);
     w.string("hello world");

@@ -9,7 +9,7 @@
  * `optional string referral = 20` to RegisterRequest. The planted fault renumbers User's
  * `email` from 2 to 12 (what `reserved` and buf breaking forbid) and shows the test notices.
  */
-import { test } from "node:test";
+import { it } from "mocha";
 import assert from "node:assert/strict";
 import { ServiceBroker, type Context } from "moleculer";
 import descriptor from "../../proto/gen/descriptor.json";
@@ -80,7 +80,7 @@ async function remote(from: ServiceBroker, to: string, action: string, params: J
   return from.call(action, params, { nodeID: to });
 }
 
-test("a node of the previous version and one of the next one talk both ways, all in protobuf", async () => {
+it("a node of the previous version and one of the next one talk both ways, all in protobuf", async () => {
   // Two pairs, since a node serves and calls: (old caller → new server) and (new caller → old server).
   const oldNode = await node("old", previous);
   const newNode = await node("new", next, { nickname: "ada" });
@@ -114,7 +114,7 @@ test("a node of the previous version and one of the next one talk both ways, all
   }
 });
 
-test("planted fault: a renumbered field (a breaking change) garbles what the other version reads", async () => {
+it("planted fault: a renumbered field (a breaking change) garbles what the other version reads", async () => {
   const oldNode = await node("old-b", previous);
   const brokenNode = await node("broken", broken);
   try {

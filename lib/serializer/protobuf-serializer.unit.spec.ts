@@ -4,7 +4,7 @@
  * not, bad bytes are rejected cleanly, and the request-id map stays bounded. The packets come
  * from real brokers (Moleculer's in-process Fake transporter, which serializes every packet).
  */
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { PassThrough, Readable } from "node:stream";
@@ -128,7 +128,7 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     await Promise.all([caller?.stop(), server?.stop()]);
   });
 
-  test("a contract action: params and response are protobuf messages and arrive unchanged", async () => {
+  it("a contract action: params and response are protobuf messages and arrive unchanged", async () => {
     const before = serverSer.sent.length;
     assert.deepEqual(await caller.call("user.get", { id: USER.id }), USER);
     const res = serverSer.sent.slice(before).find((p) => p.type === "RES")!;
@@ -140,7 +140,7 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     assert.equal(serverSer.pending.size, 0, "the entry is removed when the response is sent");
   });
 
-  test("null responses, errors, lists, nullable fields and values that do not fit", async () => {
+  it("null responses, errors, lists, nullable fields and values that do not fit", async () => {
     assert.equal(await caller.call("user.logout", { refreshToken: "t" }), null);
     await assert.rejects(caller.call("user.me", {}), (err: any) => {
       assert.equal(err.name, "MoleculerClientError");
@@ -153,7 +153,7 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     assert.deepEqual(await caller.call("user.listAddresses", {}), [ADDRESS, { ...ADDRESS, id: "a2", line2: "Bât. B", province: "IDF" }]);
   });
 
-  test("a node that calls and serves at once answers both with contracts", async () => {
+  it("a node that calls and serves at once answers both with contracts", async () => {
     const before = { c: callerSer.sent.length, s: serverSer.sent.length };
     assert.equal(((await caller.call("user.getAddress", { userId: "u", id: "a1" })) as any).recipient, "x");
     const actions = [...callerSer.sent.slice(before.c), ...serverSer.sent.slice(before.s)]
@@ -165,7 +165,7 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     assert.equal(serverSer.pending.size, 0);
   });
 
-  test("events with a contract, and without", async () => {
+  it("events with a contract, and without", async () => {
     const registered = { userId: USER.id, email: USER.email, name: USER.name, occurredAt: USER.createdAt };
     await server.emit("user.registered", registered);
     await server.broadcast("user.registered", { ...registered, extra: "json" });
@@ -173,7 +173,7 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     assert.deepEqual(received, [registered, { ...registered, extra: "json" }]);
   });
 
-  test("streams: Buffer chunks both ways", async () => {
+  it("streams: Buffer chunks both ways", async () => {
     const upload = new PassThrough();
     const p = caller.call("user.uploadEcho", null, { stream: upload } as any);
     upload.write(Buffer.from("hello "));
@@ -185,12 +185,12 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     assert.ok(serverSer.sent.some((s) => s.type === "RES" && s.hasBuffer));
   });
 
-  test("PING/PONG", async () => {
+  it("PING/PONG", async () => {
     const pong = await caller.ping("server", 2000);
     assert.equal((pong as any).nodeID, "server");
   });
 
-  test("every packet sent decodes (in a fresh serializer, without its map) to what JSON would deliver", async () => {
+  it("every packet sent decodes (in a fresh serializer, without its map) to what JSON would deliver", async () => {
     for (let i = 0; i < 40 && !serverSer.sent.some((p) => p.type === "HEARTBEAT"); i++) await new Promise((r) => setTimeout(r, 100));
     const fresh = new ProtobufSerializer();
     const all = [...callerSer.sent, ...serverSer.sent];
@@ -213,7 +213,7 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
     }
   });
 
-  test("bad bytes on the wire are logged and dropped; the node keeps serving", async () => {
+  it("bad bytes on the wire are logged and dropped; the node keeps serving", async () => {
     const logged: string[] = [];
     const serverLogger = (serverSer as unknown as { logger: { error(m: string): void } }).logger;
     (serverSer as unknown as { logger: unknown }).logger = { error: (m: string) => logged.push(m) };
@@ -258,7 +258,7 @@ describe("the serializer alone", () => {
     stream: false,
   });
 
-  test("bad bytes: truncated, garbage, unknown packet type, unknown contract", () => {
+  it("bad bytes: truncated, garbage, unknown packet type, unknown contract", () => {
     const good = a.serialize(req("r1", "user.get", { id: "u" }), "REQ");
     for (let n = 1; n < good.length; n += 3)
       assert.throws(() => b.deserialize(good.subarray(0, n), "REQ"), ProtobufPacketError, `truncated to ${n} bytes`);
@@ -293,7 +293,7 @@ describe("the serializer alone", () => {
     assert.throws(() => b.deserialize(orphan, "RES"), ProtobufPacketError);
   });
 
-  test("values that do not fit their contract travel as JSON, unchanged", () => {
+  it("values that do not fit their contract travel as JSON, unchanged", () => {
     const cases: [string, unknown][] = [
       ["user.register", { email: "a@b.c", password: "pw", name: "n", role: "admin" }], // unknown field
       ["user.register", { email: "a@b.c", password: "pw" }], // missing required field
@@ -326,7 +326,7 @@ describe("the serializer alone", () => {
     }
   });
 
-  test("null and undefined responses; errors go generic", () => {
+  it("null and undefined responses; errors go generic", () => {
     const s = new ProtobufSerializer();
     s.deserialize(a.serialize(req("n1", "user.get", { id: "u" }), "REQ"), "REQ");
     s.deserialize(a.serialize(req("n2", "user.get", { id: "u" }), "REQ"), "REQ");
@@ -344,7 +344,7 @@ describe("the serializer alone", () => {
     assert.equal(s.pending.size, 0);
   });
 
-  test("the pending-id map stays bounded under 100k requests without responses, and an evicted id still answers (as JSON)", () => {
+  it("the pending-id map stays bounded under 100k requests without responses, and an evicted id still answers (as JSON)", () => {
     const s = new ProtobufSerializer({ pendingLimit: 5000 });
     for (let i = 0; i < 100_000; i++) s.deserialize(a.serialize(req(`id-${i}`, "user.get", { id: "u" }), "REQ"), "REQ");
     assert.equal(s.pending.size, 5000);
@@ -370,7 +370,7 @@ describe("the serializer alone", () => {
     assert.equal(t.pending.size, 0);
   });
 
-  test("ctx.meta: known keys as Meta fields, the rest as JSON; {} stays {}, null stays null", () => {
+  it("ctx.meta: known keys as Meta fields, the rest as JSON; {} stays {}, null stays null", () => {
     const metas: [unknown, string[], boolean][] = [
       // [meta, keys expected in known_meta, JSON rest expected]
       [
@@ -409,7 +409,7 @@ describe("the serializer alone", () => {
     assert.equal((ResponseT.decode(res) as any).meta, null, "nothing left for JSON");
   });
 
-  test('a "__proto__" meta key stays an own key both ways; a packet written from inside another is whole', () => {
+  it('a "__proto__" meta key stays an own key both ways; a packet written from inside another is whole', () => {
     const meta = JSON.parse('{"__proto__":{"isAdmin":true},"clientIp":"1.2.3.4","x":1}');
     const got = b.deserialize(a.serialize({ ...req("p1", "user.get", { id: "u" }), meta }, "REQ"), "REQ").meta;
     assert.deepEqual(Object.keys(got).sort(), ["__proto__", "clientIp", "x"]);
@@ -425,7 +425,7 @@ describe("the serializer alone", () => {
     assert.equal(b.deserialize(inner!, "REQ").id, "in");
   });
 
-  test("GOSSIP packets (TCP transporter) travel generic", () => {
+  it("GOSSIP packets (TCP transporter) travel generic", () => {
     const g = { ver: "5", sender: "a", online: { b: [1, 2, 3] }, offline: { c: 4 } };
     assert.deepEqual(b.deserialize(a.serialize({ ...g }, "GOSSIP_REQ"), "GOSSIP_REQ"), g);
     const hello = { ver: "5", sender: "a", host: "h", port: 1234 };

@@ -11,7 +11,7 @@ import { execFile } from "node:child_process";
 import fs from "node:fs";
 import type { AddressInfo } from "node:net";
 import { randomBytes } from "node:crypto";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { promisify } from "node:util";
 import amqp from "amqplib";
 import type { ServiceBroker } from "moleculer";
@@ -80,7 +80,7 @@ after(async () => {
 let userId = "";
 let email = "";
 
-test("the user flow works between a gateway node and a user node with SERIALIZER=protobuf", async () => {
+it("the user flow works between a gateway node and a user node with SERIALIZER=protobuf", async () => {
   email = `wire-${randomBytes(4).toString("hex")}@example.com`;
   const password = "wire test password";
   const reg = await http(baseUrl, "POST", "/api/auth/register", { body: { email, password, name: "Wire" } });
@@ -115,7 +115,7 @@ test("the user flow works between a gateway node and a user node with SERIALIZER
   assert.equal(out.status, 204);
 });
 
-test("a user.get REQ and its RES on the wire decode with protobufjs from proto/ alone", async () => {
+it("a user.get REQ and its RES on the wire decode with protobufjs from proto/ alone", async () => {
   captured.length = 0;
   const user = (await gateway.call("user.get", { id: userId })) as { email: string };
   assert.equal(user.email, email);

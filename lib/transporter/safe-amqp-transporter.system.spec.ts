@@ -11,7 +11,7 @@
  * node at the end.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { ServiceBroker } from "moleculer";
 import { eventually } from "../../test/support/eventually";
 import { startPrivateRabbitCluster, type PrivateRabbitCluster } from "../../test/support/private-rabbitmq";
@@ -54,7 +54,7 @@ function spyOnHandOver(b: ServiceBroker, nodeID: string): void {
   };
 }
 
-test("each RabbitMQ node killed in turn: every service answers again through the other two, only the calls in flight fail", async () => {
+it("each RabbitMQ node killed in turn: every service answers again through the other two, only the calls in flight fail", async () => {
   const services = Array.from({ length: SERVICES }, (_, i) => broker(`svc-${i}`, i % 3));
   services.forEach((b, i) => b.createService({ name: `svc${i}`, actions: { echo: (ctx) => ctx.params } }));
   const caller = broker("caller", 0);
@@ -109,7 +109,7 @@ test("each RabbitMQ node killed in turn: every service answers again through the
   }
 });
 
-test("a rolling restart of the three RabbitMQ nodes (each stopped, then started, as Kubernetes does): every node moves by itself, none waits in Moleculer's reconnect loop", async () => {
+it("a rolling restart of the three RabbitMQ nodes (each stopped, then started, as Kubernetes does): every node moves by itself, none waits in Moleculer's reconnect loop", async () => {
   const services = Array.from({ length: 8 }, (_, i) => broker(`roll-${i}`, i % 3, "roll"));
   services.forEach((b, i) => b.createService({ name: `roll${i}`, actions: { echo: (ctx) => ctx.params } }));
   const caller = broker("roll-caller", 0, "roll");

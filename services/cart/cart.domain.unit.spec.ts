@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import {
   MAX_LINES,
   MAX_LINE_QUANTITY,
@@ -14,7 +14,7 @@ import {
 const add = (over: Partial<Parameters<typeof addProblems>[0]> = {}) =>
   addProblems({ quantity: 1, existing: undefined, lineCount: 0, cartCurrency: null, productCurrency: "EUR", ...over });
 
-test("add: quantity 1..99 per line, the existing line counts, 100 lines at most", () => {
+it("add: quantity 1..99 per line, the existing line counts, 100 lines at most", () => {
   assert.deepEqual(add(), []);
   assert.deepEqual(add({ quantity: MAX_LINE_QUANTITY }), []);
   for (const q of [0, -1, 1.5, 100, Number.NaN]) assert.equal(add({ quantity: q })[0]?.field, "quantity", String(q));
@@ -26,7 +26,7 @@ test("add: quantity 1..99 per line, the existing line counts, 100 lines at most"
   assert.deepEqual(add({ lineCount: MAX_LINES - 1, cartCurrency: "EUR" }), []);
 });
 
-test("add: one currency per cart; an empty cart takes any", () => {
+it("add: one currency per cart; an empty cart takes any", () => {
   assert.deepEqual(add({ lineCount: 0, cartCurrency: "CNY", productCurrency: "EUR" }), []);
   const p = add({ lineCount: 2, cartCurrency: "CNY", productCurrency: "EUR" });
   assert.equal(p.length, 1);
@@ -36,12 +36,12 @@ test("add: one currency per cart; an empty cart takes any", () => {
   );
 });
 
-test("set quantity: 0 (remove) to 99, integers only", () => {
+it("set quantity: 0 (remove) to 99, integers only", () => {
   for (const q of [0, 1, 99]) assert.deepEqual(setQuantityProblems(q), [], String(q));
   for (const q of [-1, 100, 2.5, "3", null]) assert.equal(setQuantityProblems(q).length, 1, String(q));
 });
 
-test("line totals and subtotal are integer minor units", () => {
+it("line totals and subtotal are integer minor units", () => {
   assert.deepEqual(lineTotal({ amount: 1999, currency: "EUR" }, 3), { amount: 5997, currency: "EUR" });
   assert.throws(() => lineTotal({ amount: Number.MAX_SAFE_INTEGER, currency: "EUR" }, 2), RangeError);
   const products = new Map<string, ProductInfo | null>([
@@ -72,7 +72,7 @@ test("line totals and subtotal are integer minor units", () => {
   });
 });
 
-test("build: deleted products and products repriced in another currency are dropped (and reported)", () => {
+it("build: deleted products and products repriced in another currency are dropped (and reported)", () => {
   const products = new Map<string, ProductInfo | null>([
     ["a", { id: "a", name: "A", price: { amount: 100, currency: "EUR" } }],
     ["gone", null],
@@ -90,7 +90,7 @@ test("build: deleted products and products repriced in another currency are drop
   assert.deepEqual(buildCart(lines.slice(1, 2), products, "EUR").cart, { items: [], subtotal: { amount: 0, currency: null } });
 });
 
-test("order.paid lines: checked, merged per product, sorted", () => {
+it("order.paid lines: checked, merged per product, sorted", () => {
   assert.deepEqual(
     paidLines({
       orderId: "o",

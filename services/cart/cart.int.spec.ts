@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { Knex } from "knex";
 import { busFor } from "../../lib/events/consumer";
 import type { Envelope } from "../../lib/events/outbox";
@@ -56,7 +56,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     });
     after(async () => app?.stop());
 
-    test("the contract's shapes: empty cart, add (adds to the line), patch, 0 removes, delete, clear 204", async () => {
+    it("the contract's shapes: empty cart, add (adds to the line), patch, 0 removes, delete, clear 204", async () => {
       const u = await user();
       const p1 = await product({ name: "One", price: { amount: 1999, currency: "EUR" } });
       const p2 = await product({ name: "Two", price: { amount: 250, currency: "EUR" } });
@@ -116,7 +116,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual((await call("GET", "/api/cart", { token: u.token })).body.items, []);
     });
 
-    test("prices come from the product service at read time; a price change shows; client prices are refused", async () => {
+    it("prices come from the product service at read time; a price change shows; client prices are refused", async () => {
       const u = await user();
       const p = await product({ price: { amount: 1000, currency: "EUR" } });
       await add(u.token, p.id, 2);
@@ -148,7 +148,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       ]);
     });
 
-    test("unknown or deleted product: 404 on add; a line whose product is deleted later leaves the cart and the storage", async () => {
+    it("unknown or deleted product: 404 on add; a line whose product is deleted later leaves the cart and the storage", async () => {
       const u = await user();
       assertError(await add(u.token, "no-such-product", 1), 404, "NOT_FOUND");
       const keep = await product();
@@ -166,7 +166,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(await app.broker.call("cart.lines", { userId: u.id }), [{ productId: keep.id, quantity: 1 }]);
     });
 
-    test("validation: quantities, unknown fields, 99 per line, 100 lines, one currency: 422, nothing changes", async () => {
+    it("validation: quantities, unknown fields, 99 per line, 100 lines, one currency: 422, nothing changes", async () => {
       const u = await user();
       const p = await product();
       for (const body of [
@@ -232,7 +232,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(await app.broker.call("cart.lines", { userId: v.id }), [{ productId: p.id, quantity: 2 }]);
     });
 
-    test("anonymous: 401 on every route, with WWW-Authenticate", async () => {
+    it("anonymous: 401 on every route, with WWW-Authenticate", async () => {
       for (const [method, path, body] of [
         ["GET", "/api/cart", undefined],
         ["POST", "/api/cart/items", { productId: "x", quantity: 1 }],
@@ -247,7 +247,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       }
     });
 
-    test("another user's cart is never visible nor changed: identity from the token only", async () => {
+    it("another user's cart is never visible nor changed: identity from the token only", async () => {
       const a = await user();
       const b = await user();
       const p = await product();
@@ -280,7 +280,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(await app.broker.call("cart.lines", { userId: b.id }), []);
     });
 
-    test("50 concurrent adds of 1 to the same line: quantity 50, nothing lost; concurrent new lines all land", async () => {
+    it("50 concurrent adds of 1 to the same line: quantity 50, nothing lost; concurrent new lines all land", async () => {
       const u = await user();
       const p = await product({ price: { amount: 7, currency: "EUR" } });
       const results = await Promise.all(Array.from({ length: 50 }, () => add(u.token, p.id, 1)));
@@ -299,7 +299,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       );
     });
 
-    test("Idempotency-Key on an add: a repeat adds nothing (also 20 at once), another body is a 409, a refused add keeps no key, keys are per user", async () => {
+    it("Idempotency-Key on an add: a repeat adds nothing (also 20 at once), another body is a 409, a refused add keeps no key, keys are per user", async () => {
       const u = await user();
       const other = await user();
       const p = await product({ price: { amount: 10, currency: "EUR" } });
@@ -361,7 +361,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       );
     });
 
-    test("the add statement alone (no cart lock) is atomic and bounded: 50 concurrent upserts, then 60 more against the 99 limit", async () => {
+    it("the add statement alone (no cart lock) is atomic and bounded: 50 concurrent upserts, then 60 more against the 99 limit", async () => {
       const userId = randomUUID();
       const db = cartDb();
       // Each upsert in its own autocommit statement, none taking the cart lock.
@@ -375,7 +375,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(await repo.findLine(db, userId, "p").then((l) => l?.quantity), 99);
     });
 
-    test("order.paid takes the order's lines out of the cart, once, also when delivered twice", async () => {
+    it("order.paid takes the order's lines out of the cart, once, also when delivered twice", async () => {
       const u = await user();
       const bystander = await user();
       const [p1, p2, p3] = await Promise.all([product(), product(), product()]);
@@ -436,7 +436,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       });
     });
 
-    test("the routes are in the OpenAPI document", async () => {
+    it("the routes are in the OpenAPI document", async () => {
       const doc = (await call("GET", "/api/openapi.json")).body;
       assert.ok(doc.paths["/api/cart"].get && doc.paths["/api/cart"].delete);
       assert.ok(doc.paths["/api/cart/items"].post);

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, isUniqueViolation, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 import { isCheckViolation } from "./cart.repo";
@@ -13,7 +13,7 @@ const MIGRATIONS = path.join(__dirname, "migrations");
 const TABLES = ["carts", "cart_items", "cart_add_keys", "outbox", "inbox", "dead_letters"];
 
 for (const db of ["sqlite", "mariadb"] as const) {
-  test(`cart migrations: up, down, up on ${db}; unique (user, product), quantity CHECK`, async () => {
+  it(`cart migrations: up, down, up on ${db}; unique (user, product), quantity CHECK`, async () => {
     const config = testConfig({ db });
     await ensureDatabase(config, "cart");
     const knex = createKnex(config, "cart");

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 
@@ -92,7 +92,7 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
   });
   after(async () => app?.stop());
 
-  test("orders, payments, refunds, notifications: 404 for Bob, with or without userId injected", async () => {
+  it("orders, payments, refunds, notifications: 404 for Bob, with or without userId injected", async () => {
     const inject = `userId=${aliceId}`;
     const routes: [string, string, Record<string, unknown> | undefined][] = [
       ["GET", `/api/orders/${ids.order}`, undefined],
@@ -149,7 +149,7 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
     assert.equal((Array.isArray(bobsNotes) ? bobsNotes : bobsNotes.items).length, 0);
   });
 
-  test("cart lines: Bob's requests act on Bob's cart only; Alice's line is untouched", async () => {
+  it("cart lines: Bob's requests act on Bob's cart only; Alice's line is untouched", async () => {
     const line = `/api/cart/items/${ids.product}`;
     assert.equal((await call("PATCH", line, { token: bob, body: { quantity: 7 } })).status, 404, "not in Bob's cart");
     // Cart lines are addressed by product within the caller's own cart; an injected userId
@@ -168,7 +168,7 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
     );
   });
 
-  test("anonymous: 401 on every one of those routes", async () => {
+  it("anonymous: 401 on every one of those routes", async () => {
     for (const [method, path] of [
       ["GET", `/api/orders/${ids.order}`],
       ["GET", `/api/payments/${ids.payment}`],

@@ -42,7 +42,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { KeyObject } from "node:crypto";
 import fc from "fast-check";
 import { ERROR_SCHEMA } from "../../lib/openapi";
@@ -745,7 +745,7 @@ describe("gateway fuzz", () => {
     process.off("unhandledRejection", onCrash);
   });
 
-  test("the fuzzed routes are the gateway's own tables, notify and the sandbox page included", () => {
+  it("the fuzzed routes are the gateway's own tables, notify and the sandbox page included", () => {
     const key = (method: string, template: string) => `${method} ${template}`;
     const served = new Set(routes.map((r) => key(r.method, r.template)));
     const tables: [string, Record<string, string>][] = [
@@ -764,7 +764,7 @@ describe("gateway fuzz", () => {
     for (const r of routes) assert.ok(schemas.has(r.action), `${r.action} is in the registry`);
   });
 
-  test("params made from each routed action's schema: 'valid' ones pass the broker's validator, 'broken' ones fail it", async () => {
+  it("params made from each routed action's schema: 'valid' ones pass the broker's validator, 'broken' ones fail it", async () => {
     // Without the system's real values (those are valid by construction): the generator's own.
     const validator = (
       app.broker as unknown as { validator: { compile(s: object): (p: object) => true | unknown[] | Promise<true | unknown[]> } }
@@ -800,7 +800,7 @@ describe("gateway fuzz", () => {
     assert.ok(checked > 1000, `${checked} objects checked`);
   });
 
-  test('a value fastest-validator cannot print (an array holding {"toString": …}) is refused as 400, in body and query', async () => {
+  it('a value fastest-validator cannot print (an array holding {"toString": …}) is refused as 400, in body and query', async () => {
     // The validator threw while writing its message for such a value: a 500 on any route with
     // a string field, found by this fuzz. The gateway now refuses the key before validation.
     for (const raw of [
@@ -816,7 +816,7 @@ describe("gateway fuzz", () => {
     assert.equal(q.status, 400, `query → ${q.status} ${q.text}`);
   });
 
-  test("null in each optional, non-nullable body field of every routed action is refused (422 VALIDATION_ERROR), never answered >= 500", async () => {
+  it("null in each optional, non-nullable body field of every routed action is refused (422 VALIDATION_ERROR), never answered >= 500", async () => {
     // The fuzz sends such nulls at random; this sweep sends each one once, deterministically,
     // in an otherwise valid body from the route's own caller, on real ids.
     const failures: string[] = [];
@@ -852,7 +852,7 @@ describe("gateway fuzz", () => {
     assert.ok(sent >= 20, `${sent} requests`);
   });
 
-  test(`${RUNS_PER_ALIAS} requests per alias, as anonymous, customer and admin: never >= 500, always the contract's error shape, the process stays up`, async () => {
+  it(`${RUNS_PER_ALIAS} requests per alias, as anonymous, customer and admin: never >= 500, always the contract's error shape, the process stays up`, async () => {
     const statuses = new Map<string, Map<number, number>>();
     const byCaller = new Map<string, Set<Caller>>();
     const realIdsSeen = new Map<string, Set<string>>();
@@ -958,7 +958,7 @@ describe("gateway fuzz", () => {
     assert.equal((await call("GET", "/health/live")).status, 200, "still up");
   });
 
-  test("raw malformed HTTP: each case is answered with a status line < 500, or closed by the server where the case expects that; the process stays up", async () => {
+  it("raw malformed HTTP: each case is answered with a status line < 500, or closed by the server where the case expects that; the process stays up", async () => {
     const port = Number(new URL(app.baseUrl).port);
     // Each case is written, then our side half-closes (EOF), so the server can still answer.
     // expect "status": the server must answer with a status line (< 500); a close without one

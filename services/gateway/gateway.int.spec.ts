@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import net from "node:net";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { listDocsOperations } from "../../test/support/chromium";
 import { freePort } from "../../test/support/ports";
@@ -44,7 +44,7 @@ describe("gateway conventions", () => {
   });
   after(async () => app?.stop());
 
-  test("unknown routes and non-aliased actions are 404 in the error shape (mappingPolicy restrict)", async () => {
+  it("unknown routes and non-aliased actions are 404 in the error shape (mappingPolicy restrict)", async () => {
     for (const path of [
       "/nope",
       "/api/nope",
@@ -60,7 +60,7 @@ describe("gateway conventions", () => {
     assertError(await call("PUT", "/api/users/me", { token, body: {} }), 404, "NOT_FOUND");
   });
 
-  test("malformed JSON is 400, never 500", async () => {
+  it("malformed JSON is 400, never 500", async () => {
     for (const raw of ["{", '{"email":', "nul", "[1,2", '{"a":1}}', "\u0000\u0001", '{"a":"\\ud800"}x'])
       assertError(await call("POST", "/api/auth/login", { raw, headers: { "content-type": "application/json" } }), 400, "VALIDATION_ERROR");
     // Valid JSON that is not an object is refused the same way.
@@ -68,7 +68,7 @@ describe("gateway conventions", () => {
       assertError(await call("POST", "/api/auth/login", { raw, headers: { "content-type": "application/json" } }), 400, "VALIDATION_ERROR");
   });
 
-  test("a body over the limit is 413", async () => {
+  it("a body over the limit is 413", async () => {
     const big = JSON.stringify({ email: "x@example.com", password: "p".repeat(5000) });
     assertError(
       await call("POST", "/api/auth/login", { raw: big, headers: { "content-type": "application/json" } }),
@@ -85,7 +85,7 @@ describe("gateway conventions", () => {
     assert.match(status, / 413 /);
   });
 
-  test("__proto__, constructor and prototype keys are rejected at any depth, in body and query", async () => {
+  it("__proto__, constructor and prototype keys are rejected at any depth, in body and query", async () => {
     const bodies = [
       '{"__proto__": {"role": "admin"}}',
       '{"email": "a@b.c", "password": "x", "nested": {"constructor": {"prototype": {"polluted": true}}}}',
@@ -103,7 +103,7 @@ describe("gateway conventions", () => {
     assert.equal(({} as Record<string, unknown>).role, undefined, "Object.prototype untouched");
   });
 
-  test("a body that is not JSON is 415", async () => {
+  it("a body that is not JSON is 415", async () => {
     assertError(
       await call("POST", "/api/auth/login", {
         raw: "email=a&password=b",
@@ -121,7 +121,7 @@ describe("gateway conventions", () => {
     assertError(await call("POST", "/api/auth/login"), 422, "VALIDATION_ERROR");
   });
 
-  test("identity comes only from the token: params, headers and bodies cannot set it", async () => {
+  it("identity comes only from the token: params, headers and bodies cannot set it", async () => {
     const other = await call("POST", "/api/auth/register", { body: { email: "other@example.com", password: "other password", name: "O" } });
     const otherId = other.body.user.id;
     const me = await call("GET", `/api/users/me?id=${otherId}&userId=${otherId}&user[id]=${otherId}`, {
@@ -137,7 +137,7 @@ describe("gateway conventions", () => {
     assert.equal((await call("GET", "/api/users/me", { token: other.body.accessToken })).body.name, "O");
   });
 
-  test("an action without a declared auth level is admin-only (fails closed)", async () => {
+  it("an action without a declared auth level is admin-only (fails closed)", async () => {
     const gateway = app.broker.getLocalService("api") as any;
     const ctx = { meta: { user: { id: "u1", role: "customer" } } };
     await assert.rejects(async () => gateway.authorize(ctx, {}, { $action: { name: "x.y" } }), { type: "FORBIDDEN" });
@@ -145,13 +145,13 @@ describe("gateway conventions", () => {
     assert.equal(await gateway.authorize({ meta: { user: { id: "a", role: "admin" } } }, {}, { $action: { name: "x.y" } }), undefined);
   });
 
-  test("responses carry X-Request-Id; a client-given one is kept", async () => {
+  it("responses carry X-Request-Id; a client-given one is kept", async () => {
     const r = await call("GET", "/health/live", { headers: { "x-request-id": "trace-123" } });
     assert.equal(r.headers.get("x-request-id"), "trace-123");
     assert.ok((await call("GET", "/nope")).status === 404);
   });
 
-  test("health and readiness on the gateway; Prometheus metrics only on the internal listener (404 on the public port)", async () => {
+  it("health and readiness on the gateway; Prometheus metrics only on the internal listener (404 on the public port)", async () => {
     assert.deepEqual((await call("GET", "/health/live")).body, { status: "ok" });
     const ready = await call("GET", "/health/ready");
     assert.equal(ready.status, 200);
@@ -181,7 +181,7 @@ describe("gateway conventions", () => {
     }
   });
 
-  test("GET /api/openapi.json is generated from the actions and is valid OpenAPI 3", async () => {
+  it("GET /api/openapi.json is generated from the actions and is valid OpenAPI 3", async () => {
     const r = await call("GET", "/api/openapi.json");
     assert.equal(r.status, 200);
     const { Validator } = await import("@seriousme/openapi-schema-validator");
@@ -203,7 +203,7 @@ describe("gateway conventions", () => {
     assert.equal(body.additionalProperties, false);
   });
 
-  test("GET /docs renders in headless Chromium from local assets and lists the user routes", async () => {
+  it("GET /docs renders in headless Chromium from local assets and lists the user routes", async () => {
     const report = await listDocsOperations(`${app.baseUrl}/docs`);
     assert.deepEqual(report.failedRequests, [], "no external or failed requests (no CDN)");
     assert.deepEqual(report.consoleErrors, []);
@@ -213,7 +213,7 @@ describe("gateway conventions", () => {
 });
 
 describe("a routed service that no node offers", () => {
-  test("answers 503 SERVICE_UNAVAILABLE on its routes; the gateway stays ready", async () => {
+  it("answers 503 SERVICE_UNAVAILABLE on its routes; the gateway stays ready", async () => {
     const app = await startTestApp({ services: ["gateway"] });
     try {
       assertError(await http(app.baseUrl, "GET", "/api/users/me"), 503, "SERVICE_UNAVAILABLE");
@@ -230,7 +230,7 @@ describe("a routed service that no node offers", () => {
 });
 
 describe("readiness names the dependency that is down", () => {
-  test("a Redis that does not answer makes /health/ready 503 naming the cache", async () => {
+  it("a Redis that does not answer makes /health/ready 503 naming the cache", async () => {
     const deadPort = await freePort();
     const app = await startTestApp({ env: { REDIS_URL: `redis://127.0.0.1:${deadPort}` } });
     try {

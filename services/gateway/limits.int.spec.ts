@@ -6,7 +6,7 @@
  * service's tests.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 
 type Response = Awaited<ReturnType<typeof http>>;
@@ -60,7 +60,7 @@ describe("request limits (RATE_LIMITS=on: sign-ups 3/600 per address, 20/60 per 
   });
   after(async () => app?.stop());
 
-  test("sign-ups per client address: the 4th is 429 (Retry-After, RateLimit-*) and creates nothing; another address still signs up", async () => {
+  it("sign-ups per client address: the 4th is 429 (Retry-After, RateLimit-*) and creates nothing; another address still signs up", async () => {
     for (let i = 0; i < 3; i++) {
       const r = await register(`signup-${i}@example.com`, "198.51.100.10");
       assert.equal(r.status, 201, r.text);
@@ -79,13 +79,13 @@ describe("request limits (RATE_LIMITS=on: sign-ups 3/600 per address, 20/60 per 
     assertBudget(other, 3, 2, 600);
   });
 
-  test("IPv6 clients count by their /64: rotating addresses inside one /64 gets no more sign-ups; another /64 does", async () => {
+  it("IPv6 clients count by their /64: rotating addresses inside one /64 gets no more sign-ups; another /64 does", async () => {
     for (let i = 0; i < 3; i++) assert.equal((await register(`v6-${i}@example.com`, `2001:db8:aa:bb::${i + 1}`)).status, 201);
     assertRefused(await register("v6-3@example.com", "2001:db8:aa:bb:ffff:1234:5678:9abc"), 3, 600);
     assert.equal((await register("v6-3@example.com", "2001:db8:aa:bc::1")).status, 201);
   });
 
-  test("a signed-in user's budget runs out at 20 (429); another user behind the same address is unaffected", async () => {
+  it("a signed-in user's budget runs out at 20 (429); another user behind the same address is unaffected", async () => {
     const a = (await register("budget-a@example.com", "198.51.100.20")).body.accessToken as string;
     const b = (await register("budget-b@example.com", "198.51.100.21")).body.accessToken as string;
     assert.ok(a && b);
@@ -101,7 +101,7 @@ describe("request limits (RATE_LIMITS=on: sign-ups 3/600 per address, 20/60 per 
     assertBudget(other, 20, 19, 60);
   });
 
-  test("anonymous requests per address (GET /api/products): the 16th is 429, also with forged leftmost entries; another address is unaffected", async () => {
+  it("anonymous requests per address (GET /api/products): the 16th is 429, also with forged leftmost entries; another address is unaffected", async () => {
     const products = (forwardedFor: string) => http(app.baseUrl, "GET", "/api/products", { headers: { "x-forwarded-for": forwardedFor } });
     for (let i = 0; i < 15; i++) {
       const r = await products("203.0.113.30");
@@ -115,7 +115,7 @@ describe("request limits (RATE_LIMITS=on: sign-ups 3/600 per address, 20/60 per 
     assertBudget(other, 15, 14, 60);
   });
 
-  test("a signed-in shopper on a public route spends their own budget, not the address's: an office behind one address is not throttled as one", async () => {
+  it("a signed-in shopper on a public route spends their own budget, not the address's: an office behind one address is not throttled as one", async () => {
     const office = "203.0.113.50";
     const token = (await register("office-worker@example.com", "198.51.100.50")).body.accessToken as string;
     const anonymous = () => http(app.baseUrl, "GET", "/api/products", { headers: from(office) });
@@ -138,7 +138,7 @@ describe("RATE_LIMITS=off: no request limit applies, login's still does", () => 
   });
   after(async () => app?.stop());
 
-  test("sign-ups, a user's requests and anonymous requests past their budgets pass without RateLimit-* headers; the 11th wrong password is 429", async () => {
+  it("sign-ups, a user's requests and anonymous requests past their budgets pass without RateLimit-* headers; the 11th wrong password is 429", async () => {
     const headers = { "x-forwarded-for": "198.51.100.50" };
     let token = "";
     for (let i = 0; i < 5; i++) {

@@ -1,10 +1,10 @@
 /** The gRPC edge's pure parts: the caller's address from grpc-js's peer string. */
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { Metadata } from "@grpc/grpc-js";
 import { callerAddress, peerAddress } from "./edge";
 
-test("peerAddress: grpc-js's peer strings (IPv4, IPv6 with or without brackets, with a scheme); anything else is unknown", () => {
+it("peerAddress: grpc-js's peer strings (IPv4, IPv6 with or without brackets, with a scheme); anything else is unknown", () => {
   assert.equal(peerAddress("127.0.0.1:57298"), "127.0.0.1");
   assert.equal(peerAddress("::1:5678"), "::1");
   assert.equal(peerAddress("[::1]:5678"), "::1");
@@ -15,7 +15,7 @@ test("peerAddress: grpc-js's peer strings (IPv4, IPv6 with or without brackets, 
   assert.equal(peerAddress(""), undefined);
 });
 
-test("callerAddress: the peer, or x-forwarded-for's entry only as far as TRUST_PROXY allows", () => {
+it("callerAddress: the peer, or x-forwarded-for's entry only as far as TRUST_PROXY allows", () => {
   const md = (xff?: string) => {
     const m = new Metadata();
     if (xff) m.set("x-forwarded-for", xff);

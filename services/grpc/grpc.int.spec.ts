@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import fc from "fast-check";
@@ -81,17 +81,19 @@ function gate(action: string) {
   return state;
 }
 
-/** Records how each call of `action` ended on this node. */
+/** Records how many calls of `action` reached it on this node, and how each ended. */
 function outcomes(action: string) {
   const ended: ("ok" | string)[] = [];
-  return {
+  const state = {
+    started: 0,
     ended,
     middleware: {
       name: `Outcomes(${action})`,
       localAction(next: (ctx: unknown) => Promise<unknown>, a: { name: string }) {
         if (a.name !== action) return next;
-        return (ctx: unknown) =>
-          next(ctx).then(
+        return (ctx: unknown) => {
+          state.started++;
+          return next(ctx).then(
             (v) => {
               ended.push("ok");
               return v;
@@ -101,9 +103,11 @@ function outcomes(action: string) {
               throw err;
             },
           );
+        };
       },
     } as Middleware,
   };
+  return state;
 }
 
 describe("gRPC edge (embedded)", () => {
@@ -149,7 +153,7 @@ describe("gRPC edge (embedded)", () => {
     await app?.stop();
   });
 
-  test("the served rpcs are every published, non-http_only rpc of the contracts, with the contract's auth level", () => {
+  it("the served rpcs are every published, non-http_only rpc of the contracts, with the contract's auth level", () => {
     const served = [...servedRpcs().values()]
       .flat()
       .map((c) => c.action)
@@ -172,7 +176,7 @@ describe("gRPC edge (embedded)", () => {
     }
   });
 
-  test("acceptance flow: register, log in, browse, search, cart, order (idempotency key), pay through the sandbox, PAID, notified, ship, deliver, return, refund", async () => {
+  it("acceptance flow: register, log in, browse, search, cart, order (idempotency key), pay through the sandbox, PAID, notified, ship, deliver, return, refund", async () => {
     const login = (await g.call(U, "Login", { email: "alice@example.com", password: "alice password" })).value;
     assert.ok(login.accessToken && login.refreshToken);
     const me = (await g.call(U, "Me", {}, { token: login.accessToken })).value;
@@ -227,7 +231,7 @@ describe("gRPC edge (embedded)", () => {
     assert.equal(done.refundedTotal.amount, 4200);
   });
 
-  test("access sweep: every user rpc that takes an id answers NOT_FOUND for someone else's thing", async () => {
+  it("access sweep: every user rpc that takes an id answers NOT_FOUND for someone else's thing", async () => {
     // Alice's things.
     const order = (
       await g.call(
@@ -274,7 +278,7 @@ describe("gRPC edge (embedded)", () => {
     assert.deepEqual((await g.call(C, "Get", {}, { token: bob.token })).value.items, []);
   });
 
-  test("identity only from the bearer token: none, malformed, forged, ended; admin rpcs refuse customers", async () => {
+  it("identity only from the bearer token: none, malformed, forged, ended; admin rpcs refuse customers", async () => {
     expectFailure(await g.fail(U, "Me", {}), "UNAUTHENTICATED", "UNAUTHORIZED");
     expectFailure(await g.fail(U, "Me", {}, { metadata: { authorization: "Basic abc" } }), "UNAUTHENTICATED", "UNAUTHORIZED");
     expectFailure(await g.fail(U, "Me", {}, { token: `${alice.token.slice(0, -4)}AAAA` }), "UNAUTHENTICATED", "UNAUTHORIZED");
@@ -284,7 +288,7 @@ describe("gRPC edge (embedded)", () => {
     expectFailure(await g.fail(U, "Me", {}, { token: s.accessToken }), "UNAUTHENTICATED", "UNAUTHORIZED");
   });
 
-  test("errors carry the catalog code (ErrorInfo), field violations (BadRequest) and the REST details", async () => {
+  it("errors carry the catalog code (ErrorInfo), field violations (BadRequest) and the REST details", async () => {
     const bad = await g.fail(U, "Register", { email: "not-an-email", password: "x", name: "" });
     expectFailure(bad, "INVALID_ARGUMENT", "VALIDATION_ERROR");
     const fields = (bad.details["google.rpc.BadRequest"]!.field_violations as { field: string }[]).map((v) => v.field);
@@ -364,7 +368,7 @@ describe("gRPC edge (embedded)", () => {
     );
   });
 
-  test("every catalog code maps to its gRPC status; unknown errors are INTERNAL with nothing internal in them", () => {
+  it("every catalog code maps to its gRPC status; unknown errors are INTERNAL with nothing internal in them", () => {
     for (const code of Object.keys(ERROR_STATUS) as (keyof typeof ERROR_STATUS)[]) {
       const e = toGrpcError(new AppError(code, `m ${code}`));
       assert.equal(grpc.status[e.code], ERROR_GRPC_STATUS[code], code);
@@ -376,7 +380,7 @@ describe("gRPC edge (embedded)", () => {
     assert.doesNotMatch(internal.details + internal.metadata.get("grpc-status-details-bin")[0]!.toString("latin1"), /secret_table|app\.js/);
   });
 
-  test("request ids: a sane x-request-id comes back, anything else gets a fresh one", async () => {
+  it("request ids: a sane x-request-id comes back, anything else gets a fresh one", async () => {
     const mine = await g.call(P, "Get", { id: product.id }, { metadata: { "x-request-id": "trace-me-123" } });
     assert.deepEqual(mine.headers.get("x-request-id"), ["trace-me-123"]);
     const fresh = await g.call(P, "Get", { id: product.id }, { metadata: { "x-request-id": "no spaces allowed" } });
@@ -385,7 +389,7 @@ describe("gRPC edge (embedded)", () => {
     assert.deepEqual(failed.metadata.get("x-request-id"), ["trace-failure"]);
   });
 
-  test("deadlines: a 10 ms deadline on a held call is DEADLINE_EXCEEDED, and the create stops (no order, no hold, nothing reserved)", async () => {
+  it("deadlines: a 10 ms deadline on a held call is DEADLINE_EXCEEDED, and the create stops (no order, no hold, nothing reserved)", async () => {
     await g.call(C, "AddItem", { productId: product.id, quantity: 1 }, { token: bob.token });
     const before = (await g.call(P, "Get", { id: product.id })).value.stock;
     const ordersBefore = (await g.call(O, "List", {}, { token: bob.token })).value.total;
@@ -403,13 +407,17 @@ describe("gRPC edge (embedded)", () => {
     await eventually("the held call ran", async () => cartGate.calls > reservesBefore);
     assert.equal((await g.call(O, "List", {}, { token: bob.token })).value.total, ordersBefore);
     assert.deepEqual((await g.call(P, "Get", { id: product.id })).value.stock, before);
-    // A deadline already past never reaches the action.
-    const calls = cartGate.calls;
+    // A deadline already past never reaches the action. grpc-js fails it in the client, so
+    // this shows the whole path, not the edge's own check (edge.ts) for a deadline that passes
+    // on the way: planted out, that check left this test green. Counted at order.create
+    // itself: a count of cart reads, as before, once rose by one read more than the held one
+    // while another file loaded the machine (where that read came from was not found).
+    const creates0 = creates.started;
     assert.equal((await g.fail(O, "Create", { shippingAddress: ADDRESS }, { token: bob.token, deadlineMs: -1 })).code, "DEADLINE_EXCEEDED");
-    assert.equal(cartGate.calls, calls);
+    assert.equal(creates.started, creates0);
   });
 
-  test("cancellation: a client that gives up stops the create at its next call (nothing reserved, no order)", async () => {
+  it("cancellation: a client that gives up stops the create at its next call (nothing reserved, no order)", async () => {
     await g.call(C, "AddItem", { productId: product.id, quantity: 1 }, { token: bob.token });
     const ordersBefore = (await g.call(O, "List", {}, { token: bob.token })).value.total;
     const reservesBefore = reserves.calls;
@@ -438,7 +446,7 @@ describe("gRPC edge (embedded)", () => {
     assert.equal((await g.call(O, "List", {}, { token: bob.token })).value.total, ordersBefore, "no order");
   });
 
-  test("health: the node and every contract service are SERVING; an unknown service is NOT_FOUND", async () => {
+  it("health: the node and every contract service are SERVING; an unknown service is NOT_FOUND", async () => {
     const health = grpc.loadPackageDefinition(
       protoLoader.loadSync(require.resolve("grpc-health-check/proto/health/v1/health.proto"), { enums: String }),
     ) as any;
@@ -455,7 +463,7 @@ describe("gRPC edge (embedded)", () => {
     }
   });
 
-  test("reflection lists the contract services and health (what `grpcurl list` shows) and describes them", async () => {
+  it("reflection lists the contract services and health (what `grpcurl list` shows) and describes them", async () => {
     const reflectionProto = path.join(
       path.dirname(require.resolve("@grpc/reflection/package.json")),
       "build/proto/grpc/reflection/v1/reflection.proto",
@@ -482,7 +490,7 @@ describe("gRPC edge (embedded)", () => {
     }
   });
 
-  test("the ts-proto clients generated in proto/gen/ts (README's client) speak to the edge: log in, read, stream", async () => {
+  it("the ts-proto clients generated in proto/gen/ts (README's client) speak to the edge: log in, read, stream", async () => {
     const creds = grpc.credentials.createInsecure();
     const users = new UserServiceClient(app.grpcAddress, creds);
     const orders = new OrderServiceClient(app.grpcAddress, creds);
@@ -510,7 +518,7 @@ describe("gRPC edge (embedded)", () => {
     }
   });
 
-  test("fuzz: random bytes and metadata to every served rpc answer a status, never INTERNAL or a crash", async () => {
+  it("fuzz: random bytes and metadata to every served rpc answer a status, never INTERNAL or a crash", async () => {
     const methods = [...servedRpcs().entries()].flatMap(([service, rpcs]) =>
       rpcs.map((c) => ({ path: `/${service}/${c.rpc}`, auth: c.auth })),
     );

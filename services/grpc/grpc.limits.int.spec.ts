@@ -5,7 +5,7 @@
  * x-forwarded-for's entry per TRUST_PROXY), and a message above BODY_LIMIT_BYTES is refused.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { startTestApp, type TestApp } from "../../test/support/app";
 import { MeridianGrpc } from "../../test/support/grpc-client";
 
@@ -33,7 +33,7 @@ describe("gRPC edge limits (RATE_LIMITS=on: sign-ups 2/600 per address, 6/60 per
     await app?.stop();
   });
 
-  test("sign-ups per client address: the 3rd from one address is RESOURCE_EXHAUSTED with RetryInfo; another address still signs up", async () => {
+  it("sign-ups per client address: the 3rd from one address is RESOURCE_EXHAUSTED with RetryInfo; another address still signs up", async () => {
     const from = (ip: string) => ({ metadata: { "x-forwarded-for": ip } });
     const register = (email: string, ip: string) => g.call(U, "Register", { email, password: "limits password", name: "L" }, from(ip));
     await register("l1@example.com", "198.51.100.7");
@@ -51,7 +51,7 @@ describe("gRPC edge limits (RATE_LIMITS=on: sign-ups 2/600 per address, 6/60 per
     await register("l3@example.com", "198.51.100.8");
   });
 
-  test("the general budget per signed-in user: the 7th call in the window is refused, whoever the address", async () => {
+  it("the general budget per signed-in user: the 7th call in the window is refused, whoever the address", async () => {
     const s = (
       await g.call(
         U,
@@ -74,7 +74,7 @@ describe("gRPC edge limits (RATE_LIMITS=on: sign-ups 2/600 per address, 6/60 per
     assert.ok(f.details["google.rpc.RetryInfo"], "with RetryInfo");
   });
 
-  test("a message above BODY_LIMIT_BYTES is RESOURCE_EXHAUSTED; one below is read", async () => {
+  it("a message above BODY_LIMIT_BYTES is RESOURCE_EXHAUSTED; one below is read", async () => {
     const big = await g.fail(U, "Register", { email: "big@example.com", password: "x".repeat(5000), name: "Big" });
     assert.equal(big.code, "RESOURCE_EXHAUSTED");
     const ok = await g.fail(

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 import { MeridianGrpc } from "../../test/support/grpc-client";
@@ -116,7 +116,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     await app?.stop();
   });
 
-  test("WatchOrder: the current state first, then each status change as it commits; StreamNotifications: each new notification, live", async () => {
+  it("WatchOrder: the current state first, then each status change as it commits; StreamNotifications: each new notification, live", async () => {
     const o = await order(alice);
     const watch = g.stream(LIVE, "WatchOrder", { id: o.id }, { token: alice });
     const notes = g.stream(LIVE, "StreamNotifications", {}, { token: alice });
@@ -148,7 +148,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     }
   });
 
-  test("a reconnect with the last id misses nothing: notifications created meanwhile come first, in order; the order's current state if it changed", async () => {
+  it("a reconnect with the last id misses nothing: notifications created meanwhile come first, in order; the order's current state if it changed", async () => {
     const o = await order(alice);
     const notes = g.stream(LIVE, "StreamNotifications", {}, { token: alice });
     const watch = g.stream(LIVE, "WatchOrder", { id: o.id }, { token: alice });
@@ -209,7 +209,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     }
   });
 
-  test("access: someone else's order is NOT_FOUND, no token is UNAUTHENTICATED, an unknown `after` is NOT_FOUND", async () => {
+  it("access: someone else's order is NOT_FOUND, no token is UNAUTHENTICATED, an unknown `after` is NOT_FOUND", async () => {
     const o = await order(alice);
     const theirs = g.stream(LIVE, "WatchOrder", { id: o.id }, { token: bob });
     const f = await theirs.ended;
@@ -223,7 +223,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     assert.ok(stolen !== "OK" && stolen.code === "NOT_FOUND");
   });
 
-  test("Server-Sent Events: the same feeds on REST, resumed by Last-Event-ID; errors before the stream are JSON", async () => {
+  it("Server-Sent Events: the same feeds on REST, resumed by Last-Event-ID; errors before the stream are JSON", async () => {
     const o = await order(alice);
     const res = await fetch(`${app.baseUrl}/api/orders/${o.id}/events`, { headers: { authorization: `Bearer ${alice}` } });
     assert.equal(res.status, 200);
@@ -274,7 +274,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     assert.equal(bad.status, 422);
   });
 
-  test("streams end when the client goes, on both edges: no watcher is left behind", async () => {
+  it("streams end when the client goes, on both edges: no watcher is left behind", async () => {
     const o = await order(bob);
     const feedsOf = (service: string) =>
       (app.broker.getLocalService(service) as unknown as { liveFeeds: { open: { orders: number; notifications: number } } }).liveFeeds;
@@ -295,7 +295,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     await eventually("closed on the gateway", async () => restFeeds.open.orders === restBefore.orders);
   });
 
-  test("a stream stops with its login: after a logout, its next read is UNAUTHENTICATED", async () => {
+  it("a stream stops with its login: after a logout, its next read is UNAUTHENTICATED", async () => {
     const s = (
       await g.call("meridian.user.v1.UserService", "Register", {
         email: `carol-${randomBytes(3).toString("hex")}@example.com`,

@@ -3,14 +3,14 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { loadConfig } from "../../lib/config";
 import { configProblems } from "../../test/support/config";
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-cfg-"));
 const problems = (env: Record<string, string>) => configProblems(() => loadConfig({ DATA_DIR: dir, ...env }));
 
-test("defaults: no SMTP (e-mails kept in the database), 8 attempts from 30 s", () => {
+it("defaults: no SMTP (e-mails kept in the database), 8 attempts from 30 s", () => {
   assert.deepEqual(loadConfig({ DATA_DIR: dir }).mail, {
     smtpUrl: undefined,
     from: "Meridian <no-reply@localhost>",
@@ -22,7 +22,7 @@ test("defaults: no SMTP (e-mails kept in the database), 8 attempts from 30 s", (
   assert.equal(loadConfig({ DATA_DIR: dir, SMTP_URL: "" }).mail.smtpUrl, undefined, "empty is unset");
 });
 
-test("SMTP_URL smtp:// or smtps://, MAIL_FROM an address or Name <address>", () => {
+it("SMTP_URL smtp:// or smtps://, MAIL_FROM an address or Name <address>", () => {
   const c = loadConfig({
     DATA_DIR: dir,
     SMTP_URL: "smtps://user:pw@mail.example.com:465",

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import {
   BadEventError,
   EVENT_TYPES,
@@ -17,7 +17,7 @@ import {
 } from "./notification.domain";
 import { ORDER, SAMPLE_EVENTS, base } from "./test-fixtures";
 
-test("money: integer minor units with the currency's own digits, never a float", () => {
+it("money: integer minor units with the currency's own digits, never a float", () => {
   assert.equal(formatMoney({ amount: 123456, currency: "CNY" }), "CN¥1,234.56");
   assert.equal(formatMoney({ amount: 1999, currency: "EUR" }), "€19.99");
   assert.equal(formatMoney({ amount: 5, currency: "USD" }), "$0.05");
@@ -33,12 +33,12 @@ test("money: integer minor units with the currency's own digits, never a float",
   assert.equal(formatMoney({ amount: 1999, currency: "euro" }), "19.99 euro");
 });
 
-test("every consumed event maps to a contract type, and every contract type is produced", () => {
+it("every consumed event maps to a contract type, and every contract type is produced", () => {
   assert.deepEqual([...new Set(Object.values(EVENT_TYPES))].sort(), [...NOTIFICATION_TYPES].sort());
   assert.deepEqual(Object.keys(SAMPLE_EVENTS).sort(), Object.keys(EVENT_TYPES).sort());
 });
 
-test("templates: title, body, data and e-mail for every type", () => {
+it("templates: title, body, data and e-mail for every type", () => {
   const expected: Record<string, { type: string; title: RegExp; body: RegExp; subject: RegExp; data: Record<string, unknown> }> = {
     "order.created": {
       type: "order.created",
@@ -175,7 +175,7 @@ test("templates: title, body, data and e-mail for every type", () => {
   );
 });
 
-test("e-mail HTML escapes event values; no name gives a plain greeting", () => {
+it("e-mail HTML escapes event values; no name gives a plain greeting", () => {
   const n = notificationFor("order.created", {
     ...SAMPLE_EVENTS["order.created"],
     items: [{ name: `<script>alert("x")</script>`, quantity: 1 }],
@@ -188,19 +188,19 @@ test("e-mail HTML escapes event values; no name gives a plain greeting", () => {
   assert.match(emailFor(n, { name: null }).text, /^Hello,\n/);
 });
 
-test("malformed events are refused (they go to the dead letters, not to a user)", () => {
+it("malformed events are refused (they go to the dead letters, not to a user)", () => {
   assert.throws(() => notificationFor("order.created", { orderId: ORDER }), BadEventError);
   assert.throws(() => notificationFor("order.created", { userId: "u" }), BadEventError);
   assert.throws(() => notificationFor("order.unknown", base), BadEventError);
 });
 
-test("Message-ID is stable per notification, on MAIL_FROM's domain", () => {
+it("Message-ID is stable per notification, on MAIL_FROM's domain", () => {
   assert.equal(messageIdFor("n-1", "Meridian <no-reply@shop.example>"), "<notification-n-1@shop.example>");
   assert.equal(messageIdFor("n-1", "mail@shop.example"), "<notification-n-1@shop.example>");
   assert.equal(messageIdFor("n-1", "Meridian <no-reply@shop.example>"), messageIdFor("n-1", "Meridian <no-reply@shop.example>"));
 });
 
-test("retry backoff: doubles from the base, capped at an hour, jitter at most 10 %", () => {
+it("retry backoff: doubles from the base, capped at an hour, jitter at most 10 %", () => {
   assert.deepEqual(retrySchedule(8, 30_000), [30_000, 60_000, 120_000, 240_000, 480_000, 960_000, 1_920_000]);
   assert.deepEqual(retrySchedule(1, 30_000), []);
   assert.equal(retryDelayMs(20, 30_000), MAX_RETRY_DELAY_MS);
@@ -209,7 +209,7 @@ test("retry backoff: doubles from the base, capped at an hour, jitter at most 10
   assert.equal(retryDelayMs(3, 100, 0.5), 420);
 });
 
-test("list query and public shape", () => {
+it("list query and public shape", () => {
   assert.deepEqual(parseListQuery({}), { unread: false, page: 1, pageSize: 20 });
   assert.deepEqual(parseListQuery({ unread: true, page: 3, pageSize: 500 }), { unread: true, page: 3, pageSize: 100 });
   const p = toPublicNotification({

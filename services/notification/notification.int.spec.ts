@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { Knex } from "knex";
 import { simpleParser, type ParsedMail } from "mailparser";
 import { SMTPServer } from "smtp-server";
@@ -173,7 +173,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await smtp?.stop();
     });
 
-    test("every event type: one in-app notification (newest first) and one e-mail to the user's address", async () => {
+    it("every event type: one in-app notification (newest first) and one e-mail to the user's address", async () => {
       const delivered: { event: string; env: Envelope }[] = [];
       for (const [event, sample] of Object.entries(SAMPLE_EVENTS)) {
         const env = envelope(event, { ...sample, userId: users.ada.id });
@@ -228,7 +228,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       }
     });
 
-    test("unread filter, mark read (idempotent), pages", async () => {
+    it("unread filter, mark read (idempotent), pages", async () => {
       const all = (await call("GET", "/api/notifications", { token: users.ada.token })).body.items as { id: string; read: boolean }[];
       assert.equal(all.length, EVENT_COUNT);
       const r1 = await call("POST", `/api/notifications/${all[0]!.id}/read`, { token: users.ada.token });
@@ -259,7 +259,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         assert.equal((await call("GET", `/api/notifications?${q}`, { token: users.ada.token })).status, 422, q);
     });
 
-    test("identity only from the token: someone else's notification is 404, lists are per user", async () => {
+    it("identity only from the token: someone else's notification is 404, lists are per user", async () => {
       const ada = (await call("GET", "/api/notifications", { token: users.ada.token })).body.items as { id: string }[];
       const bob = await call("GET", "/api/notifications", { token: users.bob.token });
       assert.equal(bob.status, 200);
@@ -277,7 +277,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("GET", "/api/notifications/outbox", { token: users.ada.token })).status, 404);
     });
 
-    test("the same event 10 times, then 10 times at once: one notification, one e-mail", async () => {
+    it("the same event 10 times, then 10 times at once: one notification, one e-mail", async () => {
       const env = envelope("order.shipped", { ...SAMPLE_EVENTS["order.shipped"], userId: users.bob.id, trackingNumber: "DUP-1" });
       for (let i = 0; i < 10; i++) await deliver(env);
       await Promise.all(Array.from({ length: 10 }, () => deliver(env)));
@@ -304,14 +304,14 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       if (smtp) assert.equal(smtp.withMessageId(e.messageId).length, 1, "one e-mail on the SMTP server");
     });
 
-    test("a malformed event is refused and writes nothing, not even its inbox row (so the event layer's retry can apply it)", async () => {
+    it("a malformed event is refused and writes nothing, not even its inbox row (so the event layer's retry can apply it)", async () => {
       const env = envelope("order.created", { orderId: "o-bad" });
       await assert.rejects(deliver(env), /userId/);
       assert.equal((await db()("notifications").where({ source_message_id: env.id })).length, 0);
       assert.equal((await db()("inbox").where({ message_id: env.id })).length, 0, "rolled back: a retry applies it later");
     });
 
-    test("an unknown user: the in-app row is kept, the e-mail fails at once (not retried)", async () => {
+    it("an unknown user: the in-app row is kept, the e-mail fails at once (not retried)", async () => {
       const env = envelope("order.delivered", { ...SAMPLE_EVENTS["order.delivered"], userId: "no-such-user" });
       await deliver(env);
       const e = await waitFor("failed e-mail", async () => {
@@ -329,7 +329,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     });
 
     if (smtpMode) {
-      test("SMTP down at first: retried with exponential backoff, delivered once when it is back", async () => {
+      it("SMTP down at first: retried with exponential backoff, delivered once when it is back", async () => {
         await smtp!.stop();
         const env = envelope("order.paid", { ...SAMPLE_EVENTS["order.paid"], userId: users.bob.id, paymentId: "pay-down" });
         await deliver(env);
@@ -357,7 +357,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         assert.equal(e.lastError, null);
       });
 
-      test("SMTP never back: gives up after MAIL_MAX_ATTEMPTS (status failed); a refused mailbox fails at once", async () => {
+      it("SMTP never back: gives up after MAIL_MAX_ATTEMPTS (status failed); a refused mailbox fails at once", async () => {
         await smtp!.stop();
         const env = envelope("order.delivered", { ...SAMPLE_EVENTS["order.delivered"], userId: users.bob.id });
         await deliver(env);
@@ -387,7 +387,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         assert.match(b.lastError!, /550|no such mailbox/);
       });
 
-      test("three senders (replicas) on one database: 30 e-mails, each claimed and sent once", async () => {
+      it("three senders (replicas) on one database: 30 e-mails, each claimed and sent once", async () => {
         const quiet = { info() {}, warn() {}, error() {} };
         const replicas = [1, 2].map(
           (i) =>
@@ -424,7 +424,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         }
       });
 
-      test("a claim left by a crashed replica expires, and the e-mail is sent by another", async () => {
+      it("a claim left by a crashed replica expires, and the e-mail is sent by another", async () => {
         const LEASE = 3000;
         const now = Date.now();
         const nid = randomUUID();
@@ -472,12 +472,12 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         assert.equal(smtp!.withMessageId(messageId).length, 1);
       });
 
-      test("no e-mail reached the SMTP server twice", () => {
+      it("no e-mail reached the SMTP server twice", () => {
         const ids = smtp!.received.map((m) => m.mail.messageId);
         assert.equal(new Set(ids).size, ids.length);
       });
     } else {
-      test("without SMTP_URL the e-mails are kept in the database (status stored), rendered", async () => {
+      it("without SMTP_URL the e-mails are kept in the database (status stored), rendered", async () => {
         const mails = await outbox(users.ada.id);
         assert.ok(mails.length >= EVENT_COUNT);
         assert.ok(mails.every((m) => m.status === "stored" && m.to === users.ada.email && m.html?.startsWith("<!doctype html>")));

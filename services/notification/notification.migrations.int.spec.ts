@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, isUniqueViolation, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 
@@ -12,7 +12,7 @@ const MIGRATIONS = path.join(__dirname, "migrations");
 const TABLES = ["notifications", "emails", "outbox", "inbox", "dead_letters"];
 
 for (const db of ["sqlite", "mariadb"] as const) {
-  test(`notification migrations: up, down, up on ${db}; one notification and one e-mail per event`, async () => {
+  it(`notification migrations: up, down, up on ${db}; one notification and one e-mail per event`, async () => {
     const config = testConfig({ db });
     await ensureDatabase(config, "notification");
     const knex = createKnex(config, "notification");

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
@@ -20,7 +20,7 @@ const MIGRATIONS = path.join(__dirname, "migrations");
 const quiet = { info() {}, warn() {}, error() {} };
 
 for (const engine of ["sqlite", "mariadb"] as const) {
-  test(`e-mail hand-over on ${engine}: claimed and stored with two statements; one claimed or tried elsewhere first is left alone`, async () => {
+  it(`e-mail hand-over on ${engine}: claimed and stored with two statements; one claimed or tried elsewhere first is left alone`, async () => {
     const config = testConfig({ db: engine });
     await ensureDatabase(config, "notification");
     const db = createKnex(config, "notification");

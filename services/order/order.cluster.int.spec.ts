@@ -12,7 +12,7 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { ServiceBroker } from "moleculer";
 import { createBroker } from "../../app";
 import { loadConfig, type ServiceName } from "../../lib/config";
@@ -117,7 +117,7 @@ describe("checkout in cluster mode: two order, payment and product replicas over
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  test("exactly 20 orders reach PAID; the others are OUT_OF_STOCK; stock conserved; each paid buyer notified once", async () => {
+  it("exactly 20 orders reach PAID; the others are OUT_OF_STOCK; stock conserved; each paid buyer notified once", async () => {
     const product = (await a.call("product.create", {
       sku: `FLASH-${randomBytes(4).toString("hex")}`,
       name: "Flash Sale Console",
@@ -187,7 +187,7 @@ describe("checkout in cluster mode: two order, payment and product replicas over
     assert.equal(counts.length, UNITS);
   });
 
-  test("Idempotency-Key across both order replicas on MariaDB: 20 concurrent creates with one key make one order, reserved once", async () => {
+  it("Idempotency-Key across both order replicas on MariaDB: 20 concurrent creates with one key make one order, reserved once", async () => {
     const product = (await a.call("product.create", {
       sku: `IDEM-${randomBytes(4).toString("hex")}`,
       name: "Idempotent Console",
@@ -227,7 +227,7 @@ describe("checkout in cluster mode: two order, payment and product replicas over
     );
   });
 
-  test("hoarding across both order replicas on MariaDB: one user's 10 concurrent orders of 5 units against stock 50 give one order, nine UNPAID_LIMIT", async () => {
+  it("hoarding across both order replicas on MariaDB: one user's 10 concurrent orders of 5 units against stock 50 give one order, nine UNPAID_LIMIT", async () => {
     const product = (await a.call("product.create", {
       sku: `HOARD-${randomBytes(4).toString("hex")}`,
       name: "Hoarded Console",
@@ -261,7 +261,7 @@ describe("checkout in cluster mode: two order, payment and product replicas over
     });
   });
 
-  test("the whole flow through the gateway in cluster mode: cart, order, failed then successful payment, ship, deliver, partial and full refund", async () => {
+  it("the whole flow through the gateway in cluster mode: cart, order, failed then successful payment, ship, deliver, partial and full refund", async () => {
     const call = (method: string, p: string, opts: Parameters<typeof http>[3] = {}) => http(baseUrl, method, p, opts);
     const admin = (await call("POST", "/api/auth/login", { body: { email: "root@example.com", password: "admin-password-1" } })).body
       .accessToken;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import {
   ORDER_STATUSES,
   TRANSITIONS,
@@ -27,7 +27,7 @@ import { requestFingerprint } from "../../lib/idempotency";
 
 const EVENTS: OrderEvent[] = ["payment_succeeded", "cancel", "expire", "ship", "deliver", "refund_full"];
 
-test("state machine: exactly API.md's transitions; every other pair is refused", () => {
+it("state machine: exactly API.md's transitions; every other pair is refused", () => {
   const allowed = new Set([
     "PENDING_PAYMENT+payment_succeeded=PAID",
     "PENDING_PAYMENT+cancel=CANCELLED",
@@ -54,7 +54,7 @@ test("state machine: exactly API.md's transitions; every other pair is refused",
   assert.ok(!(ORDER_STATUSES as readonly string[]).includes("PARTIALLY_REFUNDED"), "retired in v1.1: partial refunds are a payment status");
 });
 
-test("lines: merged per product, sorted, bounded; empty is a problem", () => {
+it("lines: merged per product, sorted, bounded; empty is a problem", () => {
   const { lines, problems } = normalizeOrderLines([
     { productId: "b", quantity: 2 },
     { productId: "a", quantity: 1 },
@@ -76,7 +76,7 @@ test("lines: merged per product, sorted, bounded; empty is a problem", () => {
   assert.equal(normalizeOrderLines(Array.from({ length: 51 }, (_, i) => ({ productId: `p${i}`, quantity: 1 }))).problems.length, 1);
 });
 
-test("money: exact integer totals in one currency", () => {
+it("money: exact integer totals in one currency", () => {
   const line = (amount: number, quantity: number, currency = "EUR") => ({
     productId: "p",
     sku: "s",
@@ -93,7 +93,7 @@ test("money: exact integer totals in one currency", () => {
 
 const refund = (amount: number, status: RefundStatus, paymentId = "kept") => ({ paymentId, amount: { amount, currency: "EUR" }, status });
 
-test("refunds: never more than the kept payment captured; pending ones count; failed ones free the amount", () => {
+it("refunds: never more than the kept payment captured; pending ones count; failed ones free the amount", () => {
   assert.equal(refundable(10_000, "kept", []), 10_000);
   assert.equal(refundable(10_000, "kept", [refund(3000, "SUCCEEDED"), refund(2000, "PENDING"), refund(5000, "FAILED")]), 5000);
   assert.equal(refundable(10_000, null, []), 0, "nothing paid, nothing refundable");
@@ -104,13 +104,13 @@ test("refunds: never more than the kept payment captured; pending ones count; fa
   assert.ok("problem" in refundAmount(undefined, 0));
 });
 
-test("refunds: an auto-refunded duplicate charge does not count against the kept payment", () => {
+it("refunds: an auto-refunded duplicate charge does not count against the kept payment", () => {
   // The second charge (10,000) was refunded in full automatically; the kept one is untouched.
   assert.equal(refundable(10_000, "kept", [refund(10_000, "SUCCEEDED", "duplicate")]), 10_000);
   assert.equal(refundable(10_000, "kept", [refund(10_000, "SUCCEEDED", "duplicate"), refund(4000, "SUCCEEDED")]), 6000);
 });
 
-test("refund rules: the owner before shipping and all that is left; admins any amount after payment", () => {
+it("refund rules: the owner before shipping and all that is left; admins any amount after payment", () => {
   assert.deepEqual(refundRequestVerdict({ byAdmin: false, shipped: false, left: 5000 }), { amount: 5000 });
   assert.deepEqual(refundRequestVerdict({ byAdmin: false, shipped: false, left: 5000, requested: 5000 }), { amount: 5000 });
   assert.ok(
@@ -123,7 +123,7 @@ test("refund rules: the owner before shipping and all that is left; admins any a
   assert.ok("problem" in refundRequestVerdict({ byAdmin: false, shipped: false, left: 0 }), "nothing left");
 });
 
-test("payment status is derived: unpaid, paid, partially_refunded, refunded; only the last of the money is a transition", () => {
+it("payment status is derived: unpaid, paid, partially_refunded, refunded; only the last of the money is a transition", () => {
   assert.equal(paymentStatusOf({ paidPaymentId: null, paidAmount: 0, refundedAmount: 0 }), "unpaid");
   assert.equal(paymentStatusOf({ paidPaymentId: "p", paidAmount: 100, refundedAmount: 0 }), "paid");
   assert.equal(paymentStatusOf({ paidPaymentId: "p", paidAmount: 100, refundedAmount: 1 }), "partially_refunded");
@@ -135,7 +135,7 @@ test("payment status is derived: unpaid, paid, partially_refunded, refunded; onl
   assert.equal(returnsStock(false, undefined), false, "a partial refund by amount names no items");
 });
 
-test("unpaid limits: orders per user, units of one product across unpaid orders", () => {
+it("unpaid limits: orders per user, units of one product across unpaid orders", () => {
   const limits = { maxOrders: 3, maxUnitsPerProduct: 5 };
   const state = (orders: number, units: Record<string, number> = {}) => ({ orders, units: new Map(Object.entries(units)) });
   assert.equal(unpaidLimitProblem(limits, state(0), [{ productId: "p", quantity: 5 }]), undefined);
@@ -165,7 +165,7 @@ test("unpaid limits: orders per user, units of one product across unpaid orders"
   );
 });
 
-test("returns: delivered orders only, within the window, lines of the order, never more than bought minus open returns", () => {
+it("returns: delivered orders only, within the window, lines of the order, never more than bought minus open returns", () => {
   const day = 86_400_000;
   const delivered = Date.UTC(2026, 0, 10);
   const item = (productId: string, quantity: number, amount = 1000) => ({
@@ -228,14 +228,14 @@ test("returns: delivered orders only, within the window, lines of the order, nev
   );
 });
 
-test("idempotency fingerprint: same body in any key order matches; another body does not", () => {
+it("idempotency fingerprint: same body in any key order matches; another body does not", () => {
   const a = requestFingerprint({ addressId: "x", items: [{ productId: "p", quantity: 1 }] });
   const b = requestFingerprint({ items: [{ quantity: 1, productId: "p" }], addressId: "x" });
   assert.equal(a, b);
   assert.notEqual(a, requestFingerprint({ addressId: "x", items: [{ productId: "p", quantity: 2 }] }));
 });
 
-test("address: only the address fields are frozen into the order", () => {
+it("address: only the address fields are frozen into the order", () => {
   const saved = {
     id: "addr1",
     userId: "u",
@@ -251,7 +251,7 @@ test("address: only the address fields are frozen into the order", () => {
   assert.deepEqual(Object.keys(a).sort(), ["city", "country", "line1", "phone", "postalCode", "recipient"]);
 });
 
-test("the order freezes the reserve's prices in the order of the lines given, and refuses a line it did not price", () => {
+it("the order freezes the reserve's prices in the order of the lines given, and refuses a line it did not price", () => {
   const priced = [
     { productId: "a", sku: "A-1", name: "Apple", unitPrice: { amount: 120, currency: "EUR" }, quantity: 2 },
     { productId: "b", sku: "B-1", name: "Bread", unitPrice: { amount: 300, currency: "EUR" }, quantity: 1 },
@@ -271,7 +271,7 @@ test("the order freezes the reserve's prices in the order of the lines given, an
   assert.throws(() => frozenLines([{ productId: "a", quantity: 3 }], priced), /no price for a x3/);
 });
 
-test("SoldOutHints: a mark lives ttl after its latest refusal, clears, and stays bounded (the oldest goes)", () => {
+it("SoldOutHints: a mark lives ttl after its latest refusal, clears, and stays bounded (the oldest goes)", () => {
   const h = new SoldOutHints(1000, 3);
   assert.equal(h.anyMarked(["a"], 0), false);
   h.mark(["a"], 0);

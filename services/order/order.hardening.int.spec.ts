@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 
@@ -99,7 +99,7 @@ describe("hoarding, refunds and returns (embedded)", () => {
   });
   after(async () => app?.stop());
 
-  test("hoarding: 10 concurrent orders of 5 units against stock 50 give one order; the other nine are 409 UNPAID_LIMIT, not OUT_OF_STOCK", async () => {
+  it("hoarding: 10 concurrent orders of 5 units against stock 50 give one order; the other nine are 409 UNPAID_LIMIT, not OUT_OF_STOCK", async () => {
     const p = await s.product(50);
     const u = await s.user("hoarder");
     const answers = await Promise.all(Array.from({ length: 10 }, () => s.order(u.token, [{ productId: p.id, quantity: 5 }])));
@@ -117,7 +117,7 @@ describe("hoarding, refunds and returns (embedded)", () => {
     assert.equal((await s.order((await s.user("other")).token, [{ productId: p.id, quantity: 5 }])).status, 201);
   });
 
-  test("hoarding: at most 3 unpaid orders; paying or cancelling frees a slot; an admin raises both limits for one user (a B2B buyer)", async () => {
+  it("hoarding: at most 3 unpaid orders; paying or cancelling frees a slot; an admin raises both limits for one user (a B2B buyer)", async () => {
     const u = await s.user("b2b");
     const products = await Promise.all([1, 2, 3, 4].map(() => s.product(100)));
     const orders = [];
@@ -160,7 +160,7 @@ describe("hoarding, refunds and returns (embedded)", () => {
     assert.equal((await s.order(u.token, [{ productId: products[1]!.id, quantity: 1 }])).body.error?.code, "UNPAID_LIMIT");
   });
 
-  test("customer refunds: before shipping only and all that is left (the stock returns); afterwards a return request is the way (409)", async () => {
+  it("customer refunds: before shipping only and all that is left (the stock returns); afterwards a return request is the way (409)", async () => {
     const p = await s.product(10, 800);
     const u = await s.user("refunder");
     const o = (await s.order(u.token, [{ productId: p.id, quantity: 2 }])).body;
@@ -185,7 +185,7 @@ describe("hoarding, refunds and returns (embedded)", () => {
     assert.equal((await s.get(u.token, shipped.id)).refunds.length, 0, "nothing was refunded");
   });
 
-  test("a partial refund of a PAID order leaves it PAID (payment status partially_refunded); it still ships and is delivered", async () => {
+  it("a partial refund of a PAID order leaves it PAID (payment status partially_refunded); it still ships and is delivered", async () => {
     const p = await s.product(5, 1000);
     const u = await s.user("partial");
     const o = (await s.order(u.token, [{ productId: p.id, quantity: 1 }])).body;
@@ -214,7 +214,7 @@ describe("hoarding, refunds and returns (embedded)", () => {
     assert.ok(!list.body.items.some((x: { paymentStatus: string }) => x.paymentStatus !== "partially_refunded"));
   });
 
-  test("Idempotency-Key on refunds: the same key twice (and 10 at once) makes one refund with the first answer; the same key with another body is 409", async () => {
+  it("Idempotency-Key on refunds: the same key twice (and 10 at once) makes one refund with the first answer; the same key with another body is 409", async () => {
     const p = await s.product(5, 1000);
     const u = await s.user("idem");
     const o = (await s.order(u.token, [{ productId: p.id, quantity: 2 }])).body;
@@ -239,7 +239,7 @@ describe("hoarding, refunds and returns (embedded)", () => {
     assert.deepEqual(done.refundedTotal, { amount: 500, currency: "EUR" });
   });
 
-  test("returns: the buyer asks, an admin approves with restock (refund through the platform, goods back on the shelf) or rejects; each step is notified", async () => {
+  it("returns: the buyer asks, an admin approves with restock (refund through the platform, goods back on the shelf) or rejects; each step is notified", async () => {
     const a = await s.product(10, 1500);
     const b = await s.product(10, 500);
     const u = await s.user("returner");
@@ -348,7 +348,7 @@ describe("hoarding, refunds and returns (embedded)", () => {
       assert.equal(notes.filter((n) => n.type === t).length, t === "return.requested" ? 2 : 1, t);
   });
 
-  test("returns: only within RETURN_WINDOW_DAYS of delivery (30): a day later than that is 409", async () => {
+  it("returns: only within RETURN_WINDOW_DAYS of delivery (30): a day later than that is 409", async () => {
     const p = await s.product(3);
     const u = await s.user("window");
     const o = (await s.order(u.token, [{ productId: p.id, quantity: 1 }])).body;
@@ -390,7 +390,7 @@ describe("rate limits on order creation and on refund and return requests (per u
   });
   after(async () => app?.stop());
 
-  test("the third order creation of a user in the window is 429 with Retry-After and RateLimit-*; another user is unaffected", async () => {
+  it("the third order creation of a user in the window is 429 with Retry-After and RateLimit-*; another user is unaffected", async () => {
     const p = await s.product(20);
     const u = await s.user("busy");
     for (let i = 0; i < 2; i++) {
@@ -410,7 +410,7 @@ describe("rate limits on order creation and on refund and return requests (per u
     assert.equal((await s.order((await s.user("calm")).token, [{ productId: p.id, quantity: 1 }])).status, 201);
   });
 
-  test("refund and return requests share one budget per user: the second in the window is 429", async () => {
+  it("refund and return requests share one budget per user: the second in the window is 429", async () => {
     const p = await s.product(5);
     const u = await s.user("claims");
     const o = (await s.order(u.token, [{ productId: p.id, quantity: 2 }])).body;

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { requestMetricsOf } from "../../lib/request-metrics";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
@@ -72,7 +72,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   });
   after(async () => app?.stop());
 
-  test("the whole flow: cart → order → pay (sandbox) → PAID, cart emptied, stock sold, notified → ship → deliver → the customer's refund refused, an admin's partial then full refund", async () => {
+  it("the whole flow: cart → order → pay (sandbox) → PAID, cart emptied, stock sold, notified → ship → deliver → the customer's refund refused, an admin's partial then full refund", async () => {
     const p1 = await product(5, 1250);
     const p2 = await product(3, 500);
     for (const [id, quantity] of [
@@ -166,7 +166,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(await stockOf(p1.id), { onHand: 3, reserved: 0, available: 3 });
   });
 
-  test("a full refund of an order that never shipped returns its stock", async () => {
+  it("a full refund of an order that never shipped returns its stock", async () => {
     const p = await product(4);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 3 }] })).body;
     await paySandbox(alice, o.id, "success");
@@ -177,7 +177,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     await eventually("stock back", async () => (await stockOf(p.id)).onHand === 4);
   });
 
-  test("a failed payment notifies and leaves the order payable; paying again succeeds", async () => {
+  it("a failed payment notifies and leaves the order payable; paying again succeeds", async () => {
     const p = await product(2);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
     await paySandbox(alice, o.id, "failure");
@@ -190,7 +190,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     await eventually("PAID", async () => (await getOrder(alice, o.id)).status === "PAID");
   });
 
-  test("Idempotency-Key: 20 concurrent identical requests make one order; the same key with another body is 409", async () => {
+  it("Idempotency-Key: 20 concurrent identical requests make one order; the same key with another body is 409", async () => {
     const p = await product(50);
     const body = { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
     const answers = await Promise.all(Array.from({ length: 20 }, () => order(alice, body, "same-key-20")));
@@ -205,7 +205,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.notEqual(bobs.body.id, answers[0]!.body.id);
   });
 
-  test("Idempotency-Key: a claim left by a request that died before creating its order is taken over (after 6 request timeouts, at least 30 s)", async () => {
+  it("Idempotency-Key: a claim left by a request that died before creating its order is taken over (after 6 request timeouts, at least 30 s)", async () => {
     const p = await product(5);
     const body = { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
     const me = (await call("GET", "/api/users/me", { token: alice })).body;
@@ -225,7 +225,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await order(alice, body, "died-key")).body.id, r.body.id, "and the key now names the new order");
   });
 
-  test("not enough stock: 409 OUT_OF_STOCK and nothing reserved; an empty cart is 422", async () => {
+  it("not enough stock: 409 OUT_OF_STOCK and nothing reserved; an empty cart is 422", async () => {
     const plenty = await product(10);
     const scarce = await product(1);
     const r = await order(alice, {
@@ -245,7 +245,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await order(alice, {})).status, 422);
   });
 
-  test("product.reserve prices the order: no product.get per line; an unknown or deleted product is 422 naming its line, and nothing is held", async () => {
+  it("product.reserve prices the order: no product.get per line; an unknown or deleted product is 422 naming its line, and nothing is held", async () => {
     /** Requests of `action` so far on this broker (moleculer_request_total, lib/request-metrics.ts). */
     const requests = (action: string) => requestMetricsOf(app.broker)!.totalOf(action);
     // A buyer of its own: alice's earlier unpaid orders count against her limit.
@@ -297,7 +297,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(await stockOf(cheap.id), { onHand: 5, reserved: 3, available: 2 }, "only the first order holds stock");
   });
 
-  test("a create answers its order exactly as a read right after it does (built from what it committed, not read back); a replay of its key reads it", async () => {
+  it("a create answers its order exactly as a read right after it does (built from what it committed, not read back); a replay of its key reads it", async () => {
     const p = await product(5, 700);
     const created = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
     assert.equal(created.status, 201, created.text);
@@ -334,7 +334,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal(await limitRowWrites(buy), 0, "a later create finds it");
   });
 
-  test("a product sold out moments ago: the next buyer is refused by product.checkStock's read with no write in the order database; a key's replay still answers its order; a restock sells at once", async () => {
+  it("a product sold out moments ago: the next buyer is refused by product.checkStock's read with no write in the order database; a key's replay still answers its order; a restock sells at once", async () => {
     const requests = (action: string) => requestMetricsOf(app.broker)!.totalOf(action);
     const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
     const register = async (name: string) =>
@@ -410,7 +410,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(await stockOf(hot.id), { onHand: 2, reserved: 2, available: 0 });
   });
 
-  test("a double submit while the product is marked sold out: the retry that loses the last unit to its own first request replays that order", async () => {
+  it("a double submit while the product is marked sold out: the retry that loses the last unit to its own first request replays that order", async () => {
     const register = async (name: string) =>
       (
         await call("POST", "/api/auth/register", {
@@ -445,7 +445,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     }
   });
 
-  test("cancel before payment releases the stock; after that, paying is 409", async () => {
+  it("cancel before payment releases the stock; after that, paying is 409", async () => {
     const p = await product(3);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;
     const c = await call("POST", `/api/orders/${o.id}/cancel`, { token: alice });
@@ -456,7 +456,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await call("POST", `/api/orders/${o.id}/cancel`, { token: alice })).status, 409);
   });
 
-  test("a success whose product.commit landed, then a cancel, then the success again: refunded, and the sold units back on the shelf", async () => {
+  it("a success whose product.commit landed, then a cancel, then the success again: refunded, and the sold units back on the shelf", async () => {
     const p = await product(3);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;
     // What a payment.succeeded run leaves when it rolls back after its remote product.commit.
@@ -481,7 +481,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.deepEqual(await stockOf(p.id), { onHand: 3, reserved: 0, available: 3 });
   });
 
-  test("access sweep: another user's order is 404 on every route, also with userId injected", async () => {
+  it("access sweep: another user's order is 404 on every route, also with userId injected", async () => {
     const p = await product(5);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
     for (const [method, path, body] of [
@@ -512,7 +512,7 @@ describe("checkout: an unpaid order is cancelled when its reservation expires", 
   });
   after(async () => app?.stop());
 
-  test("TTL + one sweep: CANCELLED, stock back, the user notified", async () => {
+  it("TTL + one sweep: CANCELLED, stock back, the user notified", async () => {
     const admin = (await http(app.baseUrl, "POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
     const user = (
       await http(app.baseUrl, "POST", "/api/auth/register", { body: { email: "late@example.com", password: "late payer 1", name: "Late" } })
@@ -574,7 +574,7 @@ describe("a second charge is refunded and the buyer told, and the kept one stays
   });
   after(async () => app?.stop());
 
-  test("pay, time out, pay again and succeed, then the first one succeeds late: it is refunded in full and a payment.refunded notification says so, once", async () => {
+  it("pay, time out, pay again and succeed, then the first one succeeds late: it is refunded in full and a payment.refunded notification says so, once", async () => {
     const admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken;
     const p = (
       await call("POST", "/api/products", {
@@ -686,7 +686,7 @@ describe("an order read as of one moment (MariaDB)", () => {
     assert.equal(done.status, 202, done.text);
   };
 
-  test("reads racing ship and deliver never show a status its history does not end with", async () => {
+  it("reads racing ship and deliver never show a status its history does not end with", async () => {
     const p = await product(5, 700);
     const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
     await paySandbox(alice, o.id, "success");

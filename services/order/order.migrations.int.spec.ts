@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 
@@ -25,7 +25,7 @@ const TABLES = [
 const INIT = "20261125010000_order_init.ts";
 
 for (const db of ["sqlite", "mariadb"] as const) {
-  test(`order migrations on ${db}: PARTIALLY_REFUNDED orders get their fulfilment status back; up, down, up`, async () => {
+  it(`order migrations on ${db}: PARTIALLY_REFUNDED orders get their fulfilment status back; up, down, up`, async () => {
     const config = testConfig({ db });
     await ensureDatabase(config, "order");
     const knex = createKnex(config, "order");

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 import type { OrderRecord } from "./order.domain";
@@ -16,7 +16,7 @@ import * as repo from "./order.repo";
 const MIGRATIONS = path.join(__dirname, "migrations");
 
 for (const engine of ["sqlite", "mariadb"] as const) {
-  test(`order view in one statement on ${engine}: the same as the per-table reads`, async () => {
+  it(`order view in one statement on ${engine}: the same as the per-table reads`, async () => {
     const config = testConfig({ db: engine });
     await ensureDatabase(config, "order");
     const db = createKnex(config, "order");

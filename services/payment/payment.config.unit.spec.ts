@@ -2,12 +2,12 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { loadConfig } from "../../lib/config";
 import { keyId } from "./platforms/keys";
 import { loadPaymentConfig } from "./payment.service";
 
-test("embedded: the sandbox key pair is generated once into DATA_DIR (0600) and reused after a restart", () => {
+it("embedded: the sandbox key pair is generated once into DATA_DIR (0600) and reused after a restart", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-pay-"));
   try {
     const config = loadConfig({ DATA_DIR: dir });
@@ -27,7 +27,7 @@ test("embedded: the sandbox key pair is generated once into DATA_DIR (0600) and 
   }
 });
 
-test("cluster: no sandbox unless its keys are given; nothing written", () => {
+it("cluster: no sandbox unless its keys are given; nothing written", () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-pay-"));
   try {
     const config = loadConfig({ DATA_DIR: dir, RABBITMQ_URI: "amqp://localhost", SERVICES: "payment" });

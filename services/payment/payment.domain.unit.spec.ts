@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import {
   PAYMENT_ID,
   formatMoney,
@@ -44,13 +44,13 @@ const record = (over: Partial<PaymentRecord> = {}): PaymentRecord => ({
   ...over,
 });
 
-test("payment ids: 32 lower-case hex, unique", () => {
+it("payment ids: 32 lower-case hex, unique", () => {
   const ids = new Set(Array.from({ length: 1000 }, newPaymentId));
   assert.equal(ids.size, 1000);
   for (const id of ids) assert.match(id, PAYMENT_ID);
 });
 
-test("view: optional fields only when present, ISO times, no internal columns", () => {
+it("view: optional fields only when present, ISO times, no internal columns", () => {
   assert.deepEqual(toPaymentView(record()), {
     id: "a".repeat(32),
     orderId: "o1",
@@ -71,12 +71,12 @@ test("view: optional fields only when present, ISO times, no internal columns", 
   assert.deepEqual(payloadColumns({ kind: "qr", codeUrl: "weixin://q" }), { payUrl: null, codeUrl: "weixin://q", form: null });
 });
 
-test("pending key: order, provider and amount", () => {
+it("pending key: order, provider and amount", () => {
   assert.equal(pendingKey("o1", "sandbox", CNY(5)), "o1|sandbox|5|CNY");
   assert.notEqual(pendingKey("o1", "sandbox", CNY(5)), pendingKey("o1", "alipay", CNY(5)));
 });
 
-test("transitions: success from PENDING or FAILED (late success), failure from PENDING only", () => {
+it("transitions: success from PENDING or FAILED (late success), failure from PENDING only", () => {
   assert.deepEqual(fromStatesFor({ kind: "succeeded", providerTxnId: "t", paidAt: NOW }), ["PENDING", "FAILED"]);
   assert.deepEqual(fromStatesFor({ kind: "failed", reason: "declined" }), ["PENDING"]);
   assert.equal(paidAtMs("2026-12-01T10:00:05Z", NOW), NOW + 5000);
@@ -84,7 +84,7 @@ test("transitions: success from PENDING or FAILED (late success), failure from P
   assert.equal(paidAtMs("garbage", NOW), NOW);
 });
 
-test("reconciliation: what the platform's answer settles", () => {
+it("reconciliation: what the platform's answer settles", () => {
   assert.deepEqual(
     reconcileOutcome(
       { status: "succeeded", paymentId: "p", providerTxnId: "t", amountMinor: 1999, currency: "CNY", paidAt: "2026-12-01T10:00:05Z" },
@@ -108,7 +108,7 @@ test("reconciliation: what the platform's answer settles", () => {
   assert.deepEqual(reconcileOutcome({ status: "pending", paymentId: "p" }, CNY(1999), NOW), { kind: "failed", reason: "timeout" });
 });
 
-test("refund rules: paid only, same order, same currency, never above the payment", () => {
+it("refund rules: paid only, same order, same currency, never above the payment", () => {
   const paid = { status: "SUCCEEDED" as const, amount: CNY(1000), orderId: "o1" };
   assert.equal(refundProblem(paid, { orderId: "o1", amount: CNY(1000) }, 0), undefined);
   assert.equal(refundProblem(paid, { orderId: "o1", amount: CNY(400) }, 600), undefined);
@@ -137,7 +137,7 @@ test("refund rules: paid only, same order, same currency, never above the paymen
   assert.equal(refundStatusOf({ status: "failed", failureCode: "X" }), "FAILED");
 });
 
-test("sandbox page: escaped, no external assets, script and style only with the nonce", () => {
+it("sandbox page: escaped, no external assets, script and style only with the nonce", () => {
   const html = sandboxPageHtml(
     { id: "p<1>", subject: `<script>alert("x")</script>`, amount: CNY(1999), status: "PENDING" },
     "tok",
@@ -154,7 +154,7 @@ test("sandbox page: escaped, no external assets, script and style only with the 
   assert.equal(formatMoney({ amount: 5, currency: "EUR" }), "0.05 EUR");
 });
 
-test("a payment or a refund moves at least one minor unit, though Money's contract allows 0", () => {
+it("a payment or a refund moves at least one minor unit, though Money's contract allows 0", () => {
   assert.match(movedAmountProblem({ amount: 0, currency: "CNY" }) ?? "", /at least 1/);
   assert.equal(movedAmountProblem({ amount: 1, currency: "CNY" }), undefined);
 });

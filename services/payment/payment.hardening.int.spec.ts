@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { createProductService } from "../product/product.service";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
@@ -81,7 +81,7 @@ describe("trades close and expire (embedded)", () => {
   });
   after(async () => app?.stop());
 
-  test("a cancelled order's open trade is closed at the platform: the sandbox refuses to complete it (409), nothing is charged", async () => {
+  it("a cancelled order's open trade is closed at the platform: the sandbox refuses to complete it (409), nothing is charged", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     const pay = await s.pay(buyer, o.id);
@@ -105,7 +105,7 @@ describe("trades close and expire (embedded)", () => {
     assert.equal((await s.call("GET", `/api/orders/${o.id}`, { token: buyer })).body.status, "CANCELLED");
   });
 
-  test("a declined trade is closed too when the order is cancelled (the sandbox would take a success after a decline)", async () => {
+  it("a declined trade is closed too when the order is cancelled (the sandbox would take a success after a decline)", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     const pay = await s.pay(buyer, o.id);
@@ -125,7 +125,7 @@ describe("trades close and expire (embedded)", () => {
     assert.equal(late.status, 409, late.text);
   });
 
-  test("payment.closeOrderTrades (the order's answer to a cancel that raced a pay) closes the order's open trades, once", async () => {
+  it("payment.closeOrderTrades (the order's answer to a cancel that raced a pay) closes the order's open trades, once", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     const pay = await s.pay(buyer, o.id);
@@ -139,7 +139,7 @@ describe("trades close and expire (embedded)", () => {
     assert.equal((await s.complete(pay)).status, 409);
   });
 
-  test("a trade carries the reservation's end as its expiry; past it the sandbox refuses to complete it (409)", async () => {
+  it("a trade carries the reservation's end as its expiry; past it the sandbox refuses to complete it (409)", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     const pay = await s.pay(buyer, o.id);
@@ -173,7 +173,7 @@ for (const [what, env] of [
     });
     after(async () => app?.stop());
 
-    test("paying with it is refused (422), its routes answer 404, and no key file is made", async () => {
+    it("paying with it is refused (422), its routes answer 404, and no key file is made", async () => {
       const { buyer, product } = await s.setup();
       const o = await s.order(buyer, product.id);
       const pay = await s.call("POST", `/api/orders/${o.id}/pay`, { token: buyer, body: { provider: "sandbox" } });
@@ -206,7 +206,7 @@ describe("NODE_ENV=production with SANDBOX_PAY=true: the sandbox is on, as asked
   });
   after(async () => app?.stop());
 
-  test("paying with it works", async () => {
+  it("paying with it works", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     assert.equal((await s.complete(await s.pay(buyer, o.id))).status, 202);
@@ -247,7 +247,7 @@ describe("a dead-lettered payment.succeeded is handed over again by reconciliati
   const notes = async (buyer: string) =>
     (await s.call("GET", "/api/notifications", { token: buyer })).body.items as { type: string; data: { paymentId?: string } }[];
 
-  test("the order can still take it: handed over, it becomes PAID (once), and the buyer is told once", async () => {
+  it("the order can still take it: handed over, it becomes PAID (once), and the buyer is told once", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     const pay = await payWhileProductIsDown(buyer, o.id);
@@ -268,7 +268,7 @@ describe("a dead-lettered payment.succeeded is handed over again by reconciliati
     assert.deepEqual((await s.call("GET", `/api/products/${product.id}`)).body.stock, { onHand: 19, reserved: 0, available: 19 });
   });
 
-  test("the order was cancelled meanwhile: handed over, the charge is refunded in full and the buyer told", async () => {
+  it("the order was cancelled meanwhile: handed over, the charge is refunded in full and the buyer told", async () => {
     const { buyer, product } = await s.setup();
     const o = await s.order(buyer, product.id);
     const pay = await payWhileProductIsDown(buyer, o.id);

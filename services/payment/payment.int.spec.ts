@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createPrivateKey, randomBytes, type KeyObject } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { keyId } from "./platforms/keys";
 import { signSandboxNotification, type SandboxNotificationPayload } from "./platforms/sandbox";
@@ -132,7 +132,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     });
     after(async () => app?.stop());
 
-    test("create: the payment view, 32-hex id, idempotent re-pay, 422 for a disabled or unknown provider", async () => {
+    it("create: the payment view, 32-hex id, idempotent re-pay, 422 for a disabled or unknown provider", async () => {
       const p = await h.create();
       assert.match(p.id, /^[0-9a-f]{32}$/);
       assert.equal(p.status, "PENDING");
@@ -166,7 +166,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await assert.rejects(h.create({ amount: { amount: 0, currency: "CNY" } }), { code: 422 });
     });
 
-    test("sandbox end to end over HTTP: pay page → complete success → signed callback → SUCCEEDED, one event", async () => {
+    it("sandbox end to end over HTTP: pay page → complete success → signed callback → SUCCEEDED, one event", async () => {
       const p = await h.create();
       const pageUrl = new URL(p.payUrl);
       const page = await call("GET", pageUrl.pathname + pageUrl.search);
@@ -213,7 +213,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       await assert.rejects(h.create({ orderId: p.orderId }), { code: 409, type: "CONFLICT" });
     });
 
-    test("failure path: FAILED with one payment.failed; the order may pay again; a late success still counts", async () => {
+    it("failure path: FAILED with one payment.failed; the order may pay again; a late success still counts", async () => {
       const p = await h.create();
       const token = new URL(p.payUrl).searchParams.get("token")!;
       assert.equal((await call("POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome: "failure", token } })).status, 202);
@@ -234,7 +234,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await h.events("payment.failed", p.id)).length, 1);
     });
 
-    test("the same signed callback 10 times concurrently, then 10 times in a row: one transition, one event", async () => {
+    it("the same signed callback 10 times concurrently, then 10 times in a row: one transition, one event", async () => {
       const p = await h.create();
       const signed = signSandboxNotification(successPayload(p), h.key(), Date.now());
       const replies = await Promise.all(Array.from({ length: 10 }, () => h.notify(signed)));
@@ -254,7 +254,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await h.events("payment.failed", p.id)).length, 0);
     });
 
-    test("forged callbacks: 400, the platform's nack, nothing changes", async () => {
+    it("forged callbacks: 400, the platform's nack, nothing changes", async () => {
       const p = await h.create();
       const key = h.key();
       const otherKey = rsaPair().privateKey;
@@ -305,7 +305,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(await h.status(p.id), "SUCCEEDED");
     });
 
-    test("GET /api/payments/:id: owner and admin 200, another user 404, anonymous 401", async () => {
+    it("GET /api/payments/:id: owner and admin 200, another user 404, anonymous 401", async () => {
       const p = await h.create();
       const own = await call("GET", `/api/payments/${p.id}`, { token: alice.token });
       assert.equal(own.status, 200);
@@ -320,7 +320,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("GET", `/api/payments/${randomBytes(16).toString("hex")}`, { token: alice.token })).status, 404);
     });
 
-    test("refunds: idempotent by refundId, never above the payment, one event each", async () => {
+    it("refunds: idempotent by refundId, never above the payment, one event each", async () => {
       const paid = async (amount: number) => {
         // Through the sandbox's own flow: its records must know the payment to refund it.
         const p = await h.create({ amount: { amount, currency: "CNY" } });
@@ -398,7 +398,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     });
     after(async () => app?.stop());
 
-    test("the sweep settles stale PENDING payments from the platform's records, each once", async (t) => {
+    it("the sweep settles stale PENDING payments from the platform's records, each once", async () => {
       // Each callback the sandbox tries to send, and how it ended. Its sender takes the global
       // fetch when the service first sends one (in this test: the app is this describe's own).
       const attempts: { paymentId: string; outcome: string }[] = [];
@@ -416,56 +416,58 @@ for (const storage of ["sqlite", "mariadb"] as const) {
           throw err;
         }
       }) as typeof fetch;
-      t.after(() => {
-        globalThis.fetch = realFetch;
-      });
-      const paid = await h.create();
-      const declined = await h.create();
-      const abandoned = await h.create();
-      for (const [p, outcome] of [
-        [paid, "success"],
-        [declined, "failure"],
-      ] as const) {
-        const token = new URL(p.payUrl).searchParams.get("token")!;
-        const r = await http(app.baseUrl, "POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome, token } });
-        assert.equal(r.status, 202, r.text);
-      }
-      // Polled, not slept: the sandbox has tried to call back for both, and reached nothing.
-      await waitFor("the sandbox's first callbacks tried", async () =>
-        [paid, declined].every((p) => attempts.some((a) => a.paymentId === p.id)),
-      );
-      assert.deepEqual(
-        [...new Set(attempts.map((a) => a.outcome))],
-        ["no connection"],
-        "the callbacks cannot arrive: whatever settles these is the sweep",
-      );
-      await waitFor("all settled", async () => {
-        const s = await Promise.all([paid, declined, abandoned].map((p) => h.status(p.id)));
-        return !s.includes("PENDING");
-      });
-      assert.equal(await h.status(paid.id), "SUCCEEDED");
-      assert.equal(await h.status(declined.id), "FAILED");
-      assert.equal(await h.status(abandoned.id), "FAILED");
-      // Extra passes, also racing, change nothing.
-      await Promise.all(Array.from({ length: 5 }, () => app.broker.call("payment.reconcile", { now: Date.now() + 3_600_000 })));
-      assert.equal((await h.events("payment.succeeded", paid.id)).length, 1);
-      assert.equal((await h.events("payment.failed", declined.id))[0].reason, "closed");
-      assert.equal((await h.events("payment.failed", abandoned.id))[0].reason, "not_found");
-      for (const p of [paid, declined, abandoned]) {
-        assert.equal((await h.events("payment.succeeded", p.id)).length + (await h.events("payment.failed", p.id)).length, 1);
-      }
+      try {
+        const paid = await h.create();
+        const declined = await h.create();
+        const abandoned = await h.create();
+        for (const [p, outcome] of [
+          [paid, "success"],
+          [declined, "failure"],
+        ] as const) {
+          const token = new URL(p.payUrl).searchParams.get("token")!;
+          const r = await http(app.baseUrl, "POST", `/api/payments/sandbox/${p.id}/complete`, { body: { outcome, token } });
+          assert.equal(r.status, 202, r.text);
+        }
+        // Polled, not slept: the sandbox has tried to call back for both, and reached nothing.
+        await waitFor("the sandbox's first callbacks tried", async () =>
+          [paid, declined].every((p) => attempts.some((a) => a.paymentId === p.id)),
+        );
+        assert.deepEqual(
+          [...new Set(attempts.map((a) => a.outcome))],
+          ["no connection"],
+          "the callbacks cannot arrive: whatever settles these is the sweep",
+        );
+        await waitFor("all settled", async () => {
+          const s = await Promise.all([paid, declined, abandoned].map((p) => h.status(p.id)));
+          return !s.includes("PENDING");
+        });
+        assert.equal(await h.status(paid.id), "SUCCEEDED");
+        assert.equal(await h.status(declined.id), "FAILED");
+        assert.equal(await h.status(abandoned.id), "FAILED");
+        // Extra passes, also racing, change nothing.
+        await Promise.all(Array.from({ length: 5 }, () => app.broker.call("payment.reconcile", { now: Date.now() + 3_600_000 })));
+        assert.equal((await h.events("payment.succeeded", paid.id)).length, 1);
+        assert.equal((await h.events("payment.failed", declined.id))[0].reason, "closed");
+        assert.equal((await h.events("payment.failed", abandoned.id))[0].reason, "not_found");
+        for (const p of [paid, declined, abandoned]) {
+          assert.equal((await h.events("payment.succeeded", p.id)).length + (await h.events("payment.failed", p.id)).length, 1);
+        }
 
-      // The abandoned one is paid after all, and its callback is lost (dead address): a later
-      // pass asks again and records the money; the declined one (closed) stays as it is.
-      const token = new URL(abandoned.payUrl).searchParams.get("token")!;
-      assert.equal(
-        (await http(app.baseUrl, "POST", `/api/payments/sandbox/${abandoned.id}/complete`, { body: { outcome: "success", token } })).status,
-        202,
-      );
-      await Promise.all(Array.from({ length: 3 }, () => app.broker.call("payment.reconcile", { now: Date.now() + 7_200_000 })));
-      assert.equal(await h.status(abandoned.id), "SUCCEEDED", "a late payment whose callback was lost is recorded");
-      assert.equal((await h.events("payment.succeeded", abandoned.id)).length, 1);
-      assert.equal(await h.status(declined.id), "FAILED");
+        // The abandoned one is paid after all, and its callback is lost (dead address): a later
+        // pass asks again and records the money; the declined one (closed) stays as it is.
+        const token = new URL(abandoned.payUrl).searchParams.get("token")!;
+        assert.equal(
+          (await http(app.baseUrl, "POST", `/api/payments/sandbox/${abandoned.id}/complete`, { body: { outcome: "success", token } }))
+            .status,
+          202,
+        );
+        await Promise.all(Array.from({ length: 3 }, () => app.broker.call("payment.reconcile", { now: Date.now() + 7_200_000 })));
+        assert.equal(await h.status(abandoned.id), "SUCCEEDED", "a late payment whose callback was lost is recorded");
+        assert.equal((await h.events("payment.succeeded", abandoned.id)).length, 1);
+        assert.equal(await h.status(declined.id), "FAILED");
+      } finally {
+        globalThis.fetch = realFetch;
+      }
     });
   });
 }

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, isUniqueViolation, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 
@@ -13,7 +13,7 @@ const MIGRATIONS = path.join(__dirname, "migrations");
 const TABLES = ["payments", "refunds", "sandbox_payments", "sandbox_refunds", "outbox", "inbox", "dead_letters"];
 
 for (const db of ["sqlite", "mariadb"] as const) {
-  test(`payment migrations: up, down, up on ${db}; pending key and refund id unique`, async () => {
+  it(`payment migrations: up, down, up on ${db}; pending key and refund id unique`, async () => {
     const config = testConfig({ db });
     await ensureDatabase(config, "payment");
     const knex = createKnex(config, "payment");

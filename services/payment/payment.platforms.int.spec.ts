@@ -23,13 +23,14 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes, sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypto";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { AlipaySdk } from "alipay-sdk";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { fakeGateway, rsaPair, wechatAnswerHeaders, wechatPlatform, type Received, type Reply } from "./platforms/test-support";
 import { decryptResource } from "./platforms/wechatpay";
 import { eventually } from "../../test/support/eventually";
 import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
+import { diagnostic } from "../../test/support/diagnostic";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = {
@@ -457,7 +458,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
   });
 
   describe("Alipay", () => {
-    test("pay: a pay URL to the configured gateway, signed RSA2 with our app key, our notify route in it", async () => {
+    it("pay: a pay URL to the configured gateway, signed RSA2 with our app key, our notify route in it", async () => {
       const { payment, amount } = await orderAndPay("alipay", 1250);
       assert.ok(payment.payUrl || payment.form, "payUrl or form");
       const url = new URL(payment.payUrl!);
@@ -482,7 +483,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       );
     });
 
-    test("forged callbacks: each 400 'fail', nothing changes; then the genuine one: 'success', SUCCEEDED, order PAID", async () => {
+    it("forged callbacks: each 400 'fail', nothing changes; then the genuine one: 'success', SUCCEEDED, order PAID", async () => {
       const { order, payment, amount } = await orderAndPay("alipay", 1999);
       const genuine = alipayParams(payment.id, amount);
       const rsaSha1 = (() => {
@@ -563,7 +564,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.equal(await paymentStatus(payment.id), "SUCCEEDED");
     });
 
-    test("the same genuine callback (signed by alipay-sdk's own signer) 10 times concurrently: 'success' each time, one transition", async () => {
+    it("the same genuine callback (signed by alipay-sdk's own signer) 10 times concurrently: 'success' each time, one transition", async () => {
       const { order, payment, amount, productId } = await orderAndPay("alipay", 888, 3);
       // An alipay-sdk instance holding "Alipay's" private key signs the way the SDK signs
       // (it adds method/timestamp and signs over sign_type too; Alipay's notify check accepts both).
@@ -589,7 +590,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
   });
 
   describe("WeChat Pay APIv3", () => {
-    test("pay: the Native order is signed with our merchant key and its code_url comes back", async () => {
+    it("pay: the Native order is signed with our merchant key and its code_url comes back", async () => {
       const before = wechatGateway.received.length;
       const { payment, amount } = await orderAndPay("wechatpay", 1500, 1);
       assert.match(payment.codeUrl ?? "", /^weixin:\/\/wxpay\/bizpayurl\?pr=/);
@@ -609,7 +610,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.equal(payment.codeUrl, `weixin://wxpay/bizpayurl?pr=${payment.id.slice(0, 9)}`);
     });
 
-    test("forged notifications: each 4xx, nothing changes; then the genuine one: 2xx, SUCCEEDED, order PAID; repeats change nothing", async () => {
+    it("forged notifications: each 4xx, nothing changes; then the genuine one: 2xx, SUCCEEDED, order PAID; repeats change nothing", async () => {
       const { order, payment, amount } = await orderAndPay("wechatpay", 2599, 1);
       const txn = wxTransaction(payment.id, amount);
       // [case, notification, the reason the service must give (WeChat's nack carries it as `message`)]
@@ -677,7 +678,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.equal((await outbox("order", "order.paid", "orderId", order.id)).length, 1);
     });
 
-    test("the same genuine notification 10 times concurrently: 2xx each time, one transition", async () => {
+    it("the same genuine notification 10 times concurrently: 2xx each time, one transition", async () => {
       const { order, payment, amount } = await orderAndPay("wechatpay", 100, 1);
       const txn = wxTransaction(payment.id, amount);
       const genuine = wxCallback(txn, { pretty: true });
@@ -688,23 +689,27 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
     });
   });
 
-  test("every call that reached the fake platforms was signed with our key and named an API the platform documents; the test's AEAD helper round-trips", (t) => {
-    t.diagnostic(`calls received: WeChat Pay ${wechatGateway.received.length}, Alipay ${alipayGateway.received.length}`);
-    // The Native orders of the WeChat tests above at least (the pay page's URL is signed, not called).
-    assert.ok(wechatGateway.received.length >= 3);
-    for (const r of wechatGateway.received) {
-      assert.ok(wxAuthorized(r), `${r.method} ${r.url}: our merchant signature`);
-      assert.ok(
-        WX_DOCUMENTED.some((re) => re.test(`${r.method} ${r.url}`)),
-        `${r.method} ${r.url}: a documented WeChat Pay API`,
-      );
-    }
-    for (const r of alipayGateway.received) {
-      const { params, signed } = alipayRequest(r);
-      assert.ok(signed, `${params.method}: signed RSA2 with our app key`);
-      assert.ok(ALIPAY_DOCUMENTED.includes(params.method ?? ""), `${params.method}: a documented Alipay API`);
-    }
-    // The independent implementation's resource is what our module decrypts (interoperation, not a round trip of one helper).
-    assert.equal(decryptResource(wxEncrypt("hello"), Buffer.from(WX_API_V3_KEY, "utf8")).toString(), "hello");
+  // In a describe of its own, after the others: mocha runs a suite's own tests before its
+  // nested suites, and this one audits the calls the suites above made.
+  describe("the calls the tests above made", () => {
+    it("every call that reached the fake platforms was signed with our key and named an API the platform documents; the test's AEAD helper round-trips", () => {
+      diagnostic(`calls received: WeChat Pay ${wechatGateway.received.length}, Alipay ${alipayGateway.received.length}`);
+      // The Native orders of the WeChat tests above at least (the pay page's URL is signed, not called).
+      assert.ok(wechatGateway.received.length >= 3);
+      for (const r of wechatGateway.received) {
+        assert.ok(wxAuthorized(r), `${r.method} ${r.url}: our merchant signature`);
+        assert.ok(
+          WX_DOCUMENTED.some((re) => re.test(`${r.method} ${r.url}`)),
+          `${r.method} ${r.url}: a documented WeChat Pay API`,
+        );
+      }
+      for (const r of alipayGateway.received) {
+        const { params, signed } = alipayRequest(r);
+        assert.ok(signed, `${params.method}: signed RSA2 with our app key`);
+        assert.ok(ALIPAY_DOCUMENTED.includes(params.method ?? ""), `${params.method}: a documented Alipay API`);
+      }
+      // The independent implementation's resource is what our module decrypts (interoperation, not a round trip of one helper).
+      assert.equal(decryptResource(wxEncrypt("hello"), Buffer.from(WX_API_V3_KEY, "utf8")).toString(), "hello");
+    });
   });
 });

@@ -9,7 +9,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { Knex } from "knex";
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
@@ -45,7 +45,7 @@ describe("sandbox refunds on MariaDB: never more than the payment in total", () 
     await dropDatabase(config, "payment");
   });
 
-  test("across refund ids: up to the amount exactly, one unit more refused; a replay answers as the first time", async () => {
+  it("across refund ids: up to the amount exactly, one unit more refused; a replay answers as the first time", async () => {
     await charge("p1", 1999);
     const refund = (refundId: string, amountMinor: number) =>
       sandboxRecordRefund(db, { paymentId: "p1", refundId, amountMinor, totalMinor: 1999 }, newId, NOW);
@@ -65,7 +65,7 @@ describe("sandbox refunds on MariaDB: never more than the payment in total", () 
     );
   });
 
-  test("a full refund asked twice under two refund ids at once (a double auto-refund): one recorded, the total is the amount", async () => {
+  it("a full refund asked twice under two refund ids at once (a double auto-refund): one recorded, the total is the amount", async () => {
     await charge("p2", 2000);
     const results = await Promise.all(
       ["auto-a", "auto-b"].map((refundId) =>
@@ -76,7 +76,7 @@ describe("sandbox refunds on MariaDB: never more than the payment in total", () 
     assert.equal(await refunded("p2"), 2000);
   });
 
-  test("6 concurrent refunds of 400 on 1000: 2 recorded, the total never above the amount", async () => {
+  it("6 concurrent refunds of 400 on 1000: 2 recorded, the total never above the amount", async () => {
     await charge("p3", 1000);
     const results = await Promise.all(
       Array.from({ length: 6 }, (_, i) =>

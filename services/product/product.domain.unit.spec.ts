@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import {
   MAX_STOCK,
   PATCH_FIELDS,
@@ -40,7 +40,7 @@ const product: ProductRecord = {
   version: 7,
 };
 
-test("money: integer minor units and an ISO 4217 code, never floats", () => {
+it("money: integer minor units and an ISO 4217 code, never floats", () => {
   assert.deepEqual(moneyProblems({ amount: 1999, currency: "EUR" }), []);
   assert.deepEqual(moneyProblems({ amount: 0, currency: "CNY" }), []);
   assert.equal(moneyProblems({ amount: 19.99, currency: "EUR" })[0].field, "price.amount");
@@ -52,7 +52,7 @@ test("money: integer minor units and an ISO 4217 code, never floats", () => {
   assert.ok(isIsoCurrency("USD") && isIsoCurrency("JPY") && !isIsoCurrency("EURO") && !isIsoCurrency("ABC"));
 });
 
-test("stock: available = onHand - reserved; the invariant 0 <= reserved <= onHand", () => {
+it("stock: available = onHand - reserved; the invariant 0 <= reserved <= onHand", () => {
   assert.deepEqual(stockOf(10, 3), { onHand: 10, reserved: 3, available: 7 });
   assert.ok(stockInvariantHolds(5, 5));
   assert.ok(stockInvariantHolds(0, 0));
@@ -61,7 +61,7 @@ test("stock: available = onHand - reserved; the invariant 0 <= reserved <= onHan
   assert.ok(!stockInvariantHolds(MAX_STOCK + 1, 0));
 });
 
-test("adjustments never take on-hand below reserved, nor above the maximum; delta 0 is invalid", () => {
+it("adjustments never take on-hand below reserved, nor above the maximum; delta 0 is invalid", () => {
   assert.equal(adjustVerdict({ onHand: 10, reserved: 3 }, -7), "ok");
   assert.equal(adjustVerdict({ onHand: 10, reserved: 3 }, -8), "below-reserved");
   assert.equal(adjustVerdict({ onHand: 10, reserved: 3 }, 5), "ok");
@@ -70,7 +70,7 @@ test("adjustments never take on-hand below reserved, nor above the maximum; delt
   assert.equal(adjustVerdict({ onHand: 10, reserved: 0 }, 1.5), "invalid");
 });
 
-test("reservation lines: duplicates merged, sorted by productId (the lock order), bounds checked", () => {
+it("reservation lines: duplicates merged, sorted by productId (the lock order), bounds checked", () => {
   const lines = normalizeLines([
     { productId: "b", quantity: 1 },
     { productId: "a", quantity: 2 },
@@ -104,7 +104,7 @@ test("reservation lines: duplicates merged, sorted by productId (the lock order)
   assert.ok(!sameLines([{ productId: "a", quantity: 1 }], [{ productId: "a", quantity: 2 }]));
 });
 
-test("reservation view: common status, or mixed; earliest expiry", () => {
+it("reservation view: common status, or mixed; earliest expiry", () => {
   const rows = [
     { orderId: "o", productId: "b", quantity: 1, status: "held" as const, expiresAt: 2000 },
     { orderId: "o", productId: "a", quantity: 2, status: "held" as const, expiresAt: 1000 },
@@ -119,7 +119,7 @@ test("reservation view: common status, or mixed; earliest expiry", () => {
   assert.equal(reservationView("o", [rows[0], { ...rows[1], status: "expired" }]).status, "mixed");
 });
 
-test("allow-lists: a patch never carries sku, stock, id or times", () => {
+it("allow-lists: a patch never carries sku, stock, id or times", () => {
   assert.ok(!(PATCH_FIELDS as readonly string[]).includes("sku"));
   const picked = pickFields({ name: "N", sku: "X", stock: 5, id: "z", reserved: 9, createdAt: 1, price: undefined }, PATCH_FIELDS);
   assert.deepEqual(picked, { name: "N" });
@@ -134,7 +134,7 @@ test("allow-lists: a patch never carries sku, stock, id or times", () => {
   assert.deepEqual(normalizeTags(undefined), []);
 });
 
-test("list query: defaults, page size capped at 100, unknown sort is newest, stable order", () => {
+it("list query: defaults, page size capped at 100, unknown sort is newest, stable order", () => {
   assert.deepEqual(parseListQuery({}), { category: undefined, brand: undefined, page: 1, pageSize: 20, sort: "newest", offset: 0 });
   const q = parseListQuery({ page: 3, pageSize: 500, sort: "price_desc", category: " phones ", brand: "" });
   assert.deepEqual(q, { category: "phones", brand: undefined, page: 3, pageSize: 100, sort: "price_desc", offset: 200 });
@@ -144,7 +144,7 @@ test("list query: defaults, page size capped at 100, unknown sort is newest, sta
   assert.deepEqual(orderBy("price_asc")[0], { column: "price_amount", order: "asc" });
 });
 
-test("public product: stock block and ISO times; stored lists parsed defensively", () => {
+it("public product: stock block and ISO times; stored lists parsed defensively", () => {
   const p = toPublicProduct(product);
   assert.deepEqual(p.stock, { onHand: 10, reserved: 3, available: 7 });
   assert.equal(p.createdAt, "1970-01-01T00:00:00.000Z");
@@ -154,7 +154,7 @@ test("public product: stock block and ISO times; stored lists parsed defensively
   assert.deepEqual(parseStringList(null), []);
 });
 
-test("a reserve prices its lines from the products it read, or names the first one missing", () => {
+it("a reserve prices its lines from the products it read, or names the first one missing", () => {
   const products = new Map([
     ["a", { sku: "A-1", name: "Apple", price: { amount: 120, currency: "EUR" } }],
     ["b", { sku: "B-1", name: "Bread", price: { amount: 300, currency: "EUR" } }],

@@ -3,7 +3,7 @@
  * real MariaDB + Redis, with brokers in this process; and the inventory actions.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
@@ -52,7 +52,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     });
     after(async () => app?.stop());
 
-    test("create 201 with the product shape; get; 404 for unknown", async () => {
+    it("create 201 with the product shape; get; 404 for unknown", async () => {
       const p = await create({ sku: "PHONE-1" });
       assert.match(p.id, /^[0-9a-f-]{36}$/);
       assert.equal(p.sku, "PHONE-1");
@@ -80,7 +80,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assertError(await call("GET", "/api/products/nope"), 404, "NOT_FOUND");
     });
 
-    test("auth: anonymous writes 401, customer writes 403, reads open to anyone", async () => {
+    it("auth: anonymous writes 401, customer writes 403, reads open to anyone", async () => {
       const p = await create();
       for (const [method, path, b] of [
         ["POST", "/api/products", body()],
@@ -95,7 +95,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("GET", `/api/products/${p.id}`)).status, 200);
     });
 
-    test("validation: floats in price, unknown currency, negative stock, unknown fields are 422", async () => {
+    it("validation: floats in price, unknown currency, negative stock, unknown fields are 422", async () => {
       const bad = [
         body({ price: { amount: 19.99, currency: "EUR" } }),
         body({ price: { amount: 1999, currency: "XYZ" } }),
@@ -118,7 +118,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assertError(await call("GET", "/api/products?sort=cheapest"), 422, "VALIDATION_ERROR");
     });
 
-    test("duplicate sku is 409 CONFLICT, also when created concurrently", async () => {
+    it("duplicate sku is 409 CONFLICT, also when created concurrently", async () => {
       await create({ sku: "DUP-1" });
       assertError(await call("POST", "/api/products", { token: admin, body: body({ sku: "DUP-1" }) }), 409, "CONFLICT");
       const race = await Promise.all(
@@ -127,7 +127,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(race.map((r) => r.status).sort(), [201, 409, 409, 409, 409, 409]);
     });
 
-    test("patch changes allowed fields only; delete is 204 and the product leaves every read", async () => {
+    it("patch changes allowed fields only; delete is 204 and the product leaves every read", async () => {
       const p = await create({ category: "patchme" });
       const r = await call("PATCH", `/api/products/${p.id}`, {
         token: admin,
@@ -149,7 +149,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assertError(await call("PATCH", `/api/products/${p.id}`, { token: admin, body: { name: "x" } }), 404, "NOT_FOUND");
     });
 
-    test("pagination, sort and filters", async () => {
+    it("pagination, sort and filters", async () => {
       const cat = `list-${storage}`;
       const prices = [500, 100, 300, 200, 400];
       const made = [];
@@ -191,7 +191,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       );
     });
 
-    test("stock: restock and remove; never below reserved (409); the answer is the product, never stale", async () => {
+    it("stock: restock and remove; never below reserved (409); the answer is the product, never stale", async () => {
       const p = await create({ stock: 5 });
       await call("GET", `/api/products/${p.id}`); // warm the cache
       const up = await call("POST", `/api/products/${p.id}/stock`, { token: admin, body: { delta: 3 } });
@@ -206,7 +206,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assertError(await call("POST", "/api/products/nope/stock", { token: admin, body: { delta: 1 } }), 404, "NOT_FOUND");
     });
 
-    test("getMany: live products in the order asked, fresh stock, unknown and deleted ids left out; the same answer as get", async () => {
+    it("getMany: live products in the order asked, fresh stock, unknown and deleted ids left out; the same answer as get", async () => {
       const [a, b, gone] = [await create(), await create({ stock: 3 }), await create()];
       assert.equal((await call("DELETE", `/api/products/${gone.id}`, { token: admin })).status, 204);
       await call("GET", `/api/products/${b.id}`); // cached now
@@ -222,7 +222,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(items[0]!.stock, { onHand: 3, reserved: 2, available: 1 });
     });
 
-    test("reserve: all or nothing, OUT_OF_STOCK names the products; idempotent per order; commit and release once", async () => {
+    it("reserve: all or nothing, OUT_OF_STOCK names the products; idempotent per order; commit and release once", async () => {
       const a = await create({ stock: 5 });
       const b = await create({ stock: 1 });
       const call_ = (action: string, params: object) => app.broker.call(`product.${action}`, params) as Promise<any>;
@@ -294,7 +294,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       );
     });
 
-    test("commit is all lines or none: one line expired, the other held → 409 and nothing sold", async () => {
+    it("commit is all lines or none: one line expired, the other held → 409 and nothing sold", async () => {
       const a = await create({ stock: 3 });
       const b = await create({ stock: 3 });
       const call_ = (action: string, params: object) => app.broker.call(`product.${action}`, params) as Promise<any>;
@@ -322,7 +322,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual((await call("GET", `/api/products/${a.id}`)).body.stock, { onHand: 3, reserved: 0, available: 3 });
     });
 
-    test("every change leaves a business event in the outbox", async () => {
+    it("every change leaves a business event in the outbox", async () => {
       const p = await create({ stock: 2 });
       await call("PATCH", `/api/products/${p.id}`, { token: admin, body: { name: "Evented" } });
       await call("POST", `/api/products/${p.id}/stock`, { token: admin, body: { delta: 1 } });
@@ -358,7 +358,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       );
     });
 
-    test("the OpenAPI document lists the product routes", async () => {
+    it("the OpenAPI document lists the product routes", async () => {
       const doc = (await call("GET", "/api/openapi.json")).body;
       for (const p of ["/api/products", "/api/products/{id}", "/api/products/{id}/stock"]) assert.ok(doc.paths[p], p);
       assert.equal(doc.paths["/api/products"].post.requestBody.content["application/json"].schema.additionalProperties, false);

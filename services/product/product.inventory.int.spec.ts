@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { ServiceBroker } from "moleculer";
 import { createBroker } from "../../app";
 import { loadConfig } from "../../lib/config";
@@ -20,6 +20,7 @@ import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { eventually } from "../../test/support/eventually";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
 import * as repo from "./product.repo";
+import { diagnostic } from "../../test/support/diagnostic";
 
 interface Cluster {
   a: ServiceBroker;
@@ -103,7 +104,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
   });
   after(async () => c?.stop());
 
-  test("50 concurrent reserves of the last unit through two nodes: exactly one succeeds", async (t) => {
+  it("50 concurrent reserves of the last unit through two nodes: exactly one succeeds", async () => {
     const p = await create(1);
     const results = await Promise.allSettled(
       Array.from({ length: 50 }, (_, i) =>
@@ -112,7 +113,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     );
     const ok = results.filter((r) => r.status === "fulfilled");
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
-    t.diagnostic(`succeeded ${ok.length}, OUT_OF_STOCK ${results.length - ok.length}`);
+    diagnostic(`succeeded ${ok.length}, OUT_OF_STOCK ${results.length - ok.length}`);
     assert.equal(ok.length, 1, JSON.stringify(failed.slice(0, 2).map((f) => f.reason?.message)));
     assert.equal(failed.length, 49);
     for (const f of failed) {
@@ -127,7 +128,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     assert.ok(row!.reserved <= row!.onHand && row!.onHand - row!.reserved >= 0);
   });
 
-  test("100 concurrent restocks (+1 … +100), then 100 concurrent removals (−1 … −100), on two nodes: no lost update", async () => {
+  it("100 concurrent restocks (+1 … +100), then 100 concurrent removals (−1 … −100), on two nodes: no lost update", async () => {
     const p = await create(20);
     const version = async () => Number((await c.db("products").where({ id: p.id }).first()).version);
     // One-sided, distinct deltas: a lost update shows in the total (the +1/−1 pairs it
@@ -157,7 +158,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     assert.deepEqual(await stockOf(p.id, "b"), { onHand: 5, reserved: 5, available: 0 });
   });
 
-  test("idempotency across nodes: one reservation per order, one decrement per commit, release after commit is a no-op", async () => {
+  it("idempotency across nodes: one reservation per order, one decrement per commit, release after commit is a no-op", async () => {
     const p = await create(10);
     const orderId = `idem-${p.id}`;
     const lines = [{ productId: p.id, quantity: 3 }];
@@ -177,7 +178,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     assert.deepEqual(await stockOf(p.id, "b"), { onHand: 7, reserved: 0, available: 7 });
   });
 
-  test("expired reservations come back, released once with sweeps racing on both nodes", async (t) => {
+  it("expired reservations come back, released once with sweeps racing on both nodes", async () => {
     const p = await create(10);
     for (let i = 0; i < 4; i++)
       await c.on(i % 2 ? "b" : "a", "reserve", { orderId: `ttl-${p.id}-${i}`, lines: [{ productId: p.id, quantity: 2 }], ttlSeconds: 1 });
@@ -193,7 +194,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     });
     assert.deepEqual(s, { onHand: 10, reserved: 0, available: 10 });
     // Reported, not asserted: the time depends on the machine's load.
-    t.diagnostic(`holds back ${Date.now() - t0} ms after they were taken (TTL 1000 ms, sweep every 200 ms)`);
+    diagnostic(`holds back ${Date.now() - t0} ms after they were taken (TTL 1000 ms, sweep every 200 ms)`);
     const statuses = (await c.db("reservations").where("order_id", "like", `ttl-${p.id}-%`)).map((r: any) => r.status);
     assert.deepEqual(statuses, ["expired", "expired", "expired", "expired"]);
     // Each line was released exactly once: one `stock.changed` with reason expired per line.
@@ -215,7 +216,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     assert.deepEqual(await stockOf(p.id), { onHand: 10, reserved: 0, available: 10 });
   });
 
-  test("the sweep timer alone (no sweep called) brings an expired hold back", async (t) => {
+  it("the sweep timer alone (no sweep called) brings an expired hold back", async () => {
     const p = await create(3);
     const taken = Date.now();
     await c.on("b", "reserve", { orderId: `timer-${p.id}`, lines: [{ productId: p.id, quantity: 3 }], ttlSeconds: 1 });
@@ -230,7 +231,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
       20,
     );
     // Reported, not asserted (TTL 1000 ms + sweep every 200 ms on an idle machine).
-    t.diagnostic(`timer sweep: hold back ${Date.now() - taken} ms after it was taken`);
+    diagnostic(`timer sweep: hold back ${Date.now() - taken} ms after it was taken`);
     assert.deepEqual(s, { onHand: 3, reserved: 0, available: 3 });
     assert.equal(
       (
@@ -243,7 +244,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     );
   });
 
-  test("a cached read on node B after an update on node A returns the new value", async () => {
+  it("a cached read on node B after an update on node A returns the new value", async () => {
     const p = await create(4);
     assert.equal((await c.on("b", "get", { id: p.id })).name, "Widget");
     await c.on("b", "list", { category: "widgets" });
@@ -257,7 +258,7 @@ describe("inventory on MariaDB + Redis, two product nodes over RabbitMQ", () => 
     assert.deepEqual((await c.on("b", "get", { id: p.id })).stock, { onHand: 6, reserved: 1, available: 5 });
   });
 
-  test("conservation: onHand = initial + restocked - committed, reserved = sum of live reservations", async () => {
+  it("conservation: onHand = initial + restocked - committed, reserved = sum of live reservations", async () => {
     const held = await repo.heldTotals(c.db);
     for (const [id, l] of ledger) {
       const row = await c.db("products").where({ id }).first();
@@ -275,7 +276,7 @@ describe("per-node memory cachers: the broadcast keeps node B fresh", () => {
   });
   after(async () => c?.stop());
 
-  test("update, stock change and reservation on A are seen by a cached read on B", async (t) => {
+  it("update, stock change and reservation on A are seen by a cached read on B", async () => {
     const p = await c.on("a", "create", productBody(3));
     assert.equal((await c.on("b", "get", { id: p.id })).name, "Widget");
     assert.equal((await c.on("b", "get", { id: p.id })).name, "Widget", "cached on B");
@@ -292,6 +293,6 @@ describe("per-node memory cachers: the broadcast keeps node B fresh", () => {
     const afterUpdate = await waitFresh((x) => x.name === "Renamed");
     await c.on("a", "reserve", { orderId: `m-${p.id}`, lines: [{ productId: p.id, quantity: 1 }] });
     const afterReserve = await waitFresh((x) => x.stock.reserved === 1);
-    t.diagnostic(`node B fresh ${afterUpdate} ms after the update, ${afterReserve} ms after the reserve returned`);
+    diagnostic(`node B fresh ${afterUpdate} ms after the update, ${afterReserve} ms after the reserve returned`);
   });
 });

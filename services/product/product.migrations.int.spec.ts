@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, isUniqueViolation, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 
@@ -12,7 +12,7 @@ const MIGRATIONS = path.join(__dirname, "migrations");
 const TABLES = ["products", "reservations", "outbox", "inbox"];
 
 for (const db of ["sqlite", "mariadb"] as const) {
-  test(`product migrations: up, down, up on ${db}; unique sku, unique (order, product), stock CHECK`, async () => {
+  it(`product migrations: up, down, up on ${db}; unique sku, unique (order, product), stock CHECK`, async () => {
     const config = testConfig({ db });
     await ensureDatabase(config, "product");
     const knex = createKnex(config, "product");

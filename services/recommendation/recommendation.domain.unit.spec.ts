@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import { describe, it } from "mocha";
 import fc from "fast-check";
 import {
   CONTRIBUTING_ITEMS,
@@ -50,7 +50,7 @@ function applyDeltas(model: { buyers: Map<string, number>; pairs: Map<string, nu
 }
 
 describe("the model: contributing sets and their deltas", () => {
-  test("the contributing set is the most recent distinct products (first purchase), capped", () => {
+  it("the contributing set is the most recent distinct products (first purchase), capped", () => {
     const rows: Purchase[] = [
       { productId: "a", at: 1 },
       { productId: "b", at: 5 },
@@ -69,7 +69,7 @@ describe("the model: contributing sets and their deltas", () => {
     );
   });
 
-  test("adding products counts each new pair once per direction, and buyers once per product", () => {
+  it("adding products counts each new pair once per direction, and buyers once per product", () => {
     const d = modelDelta(["a"], ["a", "b", "c"]);
     assert.deepEqual([...d.buyers].sort(), [
       ["b", 1],
@@ -85,7 +85,7 @@ describe("the model: contributing sets and their deltas", () => {
     ]);
   });
 
-  test("removing products undoes exactly what adding them did", () => {
+  it("removing products undoes exactly what adding them did", () => {
     const up = modelDelta([], ["a", "b", "c"]);
     const down = modelDelta(["a", "b", "c"], []);
     assert.deepEqual(
@@ -99,13 +99,13 @@ describe("the model: contributing sets and their deltas", () => {
     assert.deepEqual(modelDelta(["a", "b"], ["a", "b"]), { buyers: new Map(), pairs: [] });
   });
 
-  test("pairs come sorted by (product, other): the repository's lock order", () => {
+  it("pairs come sorted by (product, other): the repository's lock order", () => {
     const d = modelDelta(["m", "c"], ["m", "c", "x", "a"]);
     const keys = d.pairs.map(([p, q]) => `${p}|${q}`);
     assert.deepEqual(keys, [...keys].sort());
   });
 
-  test("property: any sequence of purchases and refunds, applied as deltas, equals the model built from the final state (cap included)", () => {
+  it("property: any sequence of purchases and refunds, applied as deltas, equals the model built from the final state (cap included)", () => {
     const cap = 5; // small, so evictions from the contributing set happen often
     const step = fc.record({
       user: fc.integer({ min: 0, max: 7 }),
@@ -143,7 +143,7 @@ describe("the model: contributing sets and their deltas", () => {
     );
   });
 
-  test("the default cap bounds one purchase's work", () => {
+  it("the default cap bounds one purchase's work", () => {
     const many = Array.from({ length: CONTRIBUTING_ITEMS + 20 }, (_, i) => ({ productId: `p${String(i).padStart(4, "0")}`, at: i }));
     const before = contributingSet(many);
     const after = contributingSet([...many, { productId: "new", at: 10_000 }]);
@@ -155,7 +155,7 @@ describe("the model: contributing sets and their deltas", () => {
 });
 
 describe("similarity and ranking", () => {
-  test("cosine, shrunk for little support", () => {
+  it("cosine, shrunk for little support", () => {
     assert.equal(similarity(0, 5, 5), 0);
     assert.ok(similarity(50, 100, 100) > similarity(1, 2, 2), "50 shared buyers of 100 beat 1 of 2");
     assert.ok(Math.abs(similarity(10, 10, 10, 0) - 1) < 1e-9, "without shrinkage: plain cosine");
@@ -187,7 +187,7 @@ describe("similarity and ranking", () => {
     ),
   });
 
-  test("similar products first, with the purchase that explains them; popular ones fill the list below them", () => {
+  it("similar products first, with the purchase that explains them; popular ones fill the list below them", () => {
     const r = rankForUser(base());
     assert.deepEqual(
       r.map((x) => x.productId),
@@ -198,7 +198,7 @@ describe("similarity and ranking", () => {
     assert.ok(r[2]!.score > r[3]!.score);
   });
 
-  test("never what the user bought, nor a deleted, out-of-stock or not-yet-known product", () => {
+  it("never what the user bought, nor a deleted, out-of-stock or not-yet-known product", () => {
     const catalog = base().catalog;
     catalog.set("a", item("a", { deleted: true }));
     catalog.set("b", item("b", { available: 0 }));
@@ -207,7 +207,7 @@ describe("similarity and ranking", () => {
     assert.deepEqual(r, []);
   });
 
-  test("a stated preference changes the order", () => {
+  it("a stated preference changes the order", () => {
     const plain = rankForUser(base()).map((x) => x.productId);
     const garden = rankForUser(base({ preferences: { categories: ["Garden"], brands: [] } })).map((x) => x.productId);
     const score = (r: { productId: string; score: number }[], id: string) => r.find((x) => x.productId === id)!.score;
@@ -217,7 +217,7 @@ describe("similarity and ranking", () => {
     assert.ok(score(acme, "c") > score(rankForUser(base()), "c") * 1.2, "a preferred brand raises c's score by the brand boost");
   });
 
-  test("a user without history gets popular products, preferred categories first, each with a reason", () => {
+  it("a user without history gets popular products, preferred categories first, each with a reason", () => {
     const r = rankForUser(
       base({
         history: [],
@@ -239,7 +239,7 @@ describe("similarity and ranking", () => {
     assert.equal(r[2]!.reason, "Popular with other shoppers");
   });
 
-  test("TopK keeps exactly the first k of the plain sort (score, then id), whatever the order of offers", () => {
+  it("TopK keeps exactly the first k of the plain sort (score, then id), whatever the order of offers", () => {
     fc.assert(
       fc.property(
         fc.uniqueArray(fc.record({ productId: fc.stringMatching(/^[a-e]{1,3}$/), score: fc.constantFrom(0.5, 1, 1.25, 2, 3) }), {
@@ -259,7 +259,7 @@ describe("similarity and ranking", () => {
     );
   });
 
-  test("the popular fallback is read only when the similar products do not fill the list", () => {
+  it("the popular fallback is read only when the similar products do not fill the list", () => {
     let asked = 0;
     const popular = () => (asked++, [{ productId: "pop", buyers: 50 }]);
     assert.deepEqual(
@@ -274,7 +274,7 @@ describe("similarity and ranking", () => {
     assert.equal(asked, 1);
   });
 
-  test("ties are broken by id, so every replica answers the same", () => {
+  it("ties are broken by id, so every replica answers the same", () => {
     const input = base({
       neighbours: [
         { source: "h1", productId: "b", co: 5 },
@@ -299,7 +299,7 @@ describe("similarity and ranking", () => {
     );
   });
 
-  test("also-bought: by similarity, in-stock only, never the product itself", () => {
+  it("also-bought: by similarity, in-stock only, never the product itself", () => {
     const catalog = catalogOf(item("x"), item("a"), item("b", { available: 0 }), item("c"));
     const r = rankAlsoBought({
       productId: "x",
@@ -327,7 +327,7 @@ describe("similarity and ranking", () => {
 });
 
 describe("event payloads", () => {
-  test("order.paid: distinct products; a malformed payload is ignored", () => {
+  it("order.paid: distinct products; a malformed payload is ignored", () => {
     const o = paidOrderOf({
       orderId: "o1",
       userId: "u1",
@@ -339,19 +339,19 @@ describe("event payloads", () => {
     assert.equal(paidOrderOf(null), undefined);
   });
 
-  test("order.refunded counts only when it is full", () => {
+  it("order.refunded counts only when it is full", () => {
     assert.equal(isFullRefund({ orderId: "o", userId: "u", status: "REFUNDED" }), true);
     assert.equal(isFullRefund({ orderId: "o", userId: "u", status: "DELIVERED" }), false);
   });
 
-  test("preferences are read defensively", () => {
+  it("preferences are read defensively", () => {
     assert.deepEqual(preferencesOf({ preferences: { categories: ["a", 3, ""], brands: "x" } }), { categories: ["a"], brands: [] });
     assert.deepEqual(preferencesOf(undefined), { categories: [], brands: [] });
   });
 });
 
 describe("offline metrics", () => {
-  test("hit rate and NDCG at 10", () => {
+  it("hit rate and NDCG at 10", () => {
     const held = new Set(["x"]);
     assert.equal(hitAtK(["a", "x"], held), 1);
     assert.equal(hitAtK(["a", "b"], held), 0);
@@ -390,7 +390,7 @@ describe("PopularIndex", () => {
     deleted: fc.boolean(),
   });
 
-  test("after any sequence of puts, top() is the plain sort of the rows as they are (ties by id, case ignored)", () => {
+  it("after any sequence of puts, top() is the plain sort of the rows as they are (ties by id, case ignored)", () => {
     fc.assert(
       fc.property(fc.array(row, { maxLength: 60 }), fc.integer({ min: 1, max: 10 }), (puts, limit) => {
         const index = new PopularIndex();

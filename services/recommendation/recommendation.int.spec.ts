@@ -18,7 +18,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import { createBroker } from "../../app";
@@ -136,7 +136,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
   });
   after(async () => app?.stop());
 
-  test("also-bought: co-purchased products, closest first; unknown product 404; bad limit 422", async () => {
+  it("also-bought: co-purchased products, closest first; unknown product 404; bad limit 422", async () => {
     assert.deepEqual(await alsoBought("A"), ["C", "B"]);
     assert.deepEqual(await alsoBought("D"), [], "nobody bought D: nothing to say");
     assert.equal((await call("GET", `/api/products/${randomUUID()}/also-bought`)).status, 404);
@@ -147,7 +147,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.equal(one.body.items[0].product.name, "Compost Bin", "the product as the product service shows it");
   });
 
-  test("recommendations: similar to what the user bought, with a reason; never what they bought; popular ones fill", async () => {
+  it("recommendations: similar to what the user bought, with a reason; never what they bought; popular ones fill", async () => {
     const items = await recs("u4");
     assert.deepEqual(ids(items).slice(0, 2).map(letter), ["C", "B"]);
     assert.equal(items[0]!.reason, "Customers who bought Anvil also bought this");
@@ -157,7 +157,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.equal((await recs("u4", "?limit=1")).length, 1);
   });
 
-  test("a stated preference changes the order", async () => {
+  it("a stated preference changes the order", async () => {
     assert.equal(
       (await call("PATCH", "/api/users/me", { token: users.get("u4")!.token, body: { preferences: { categories: ["tools"] } } })).status,
       200,
@@ -178,7 +178,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     );
   });
 
-  test("a user with no purchases gets popular products of their preferred categories first", async () => {
+  it("a user with no purchases gets popular products of their preferred categories first", async () => {
     await call("PATCH", "/api/users/me", { token: users.get("u7")!.token, body: { preferences: { categories: ["garden"] } } });
     const items = await recs("u7");
     assert.equal(letter(ids(items)[0]!), "C", "C (2 buyers) first");
@@ -187,7 +187,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.equal(letter(ids(items)[3]!), "A", "then the most bought of the rest");
   });
 
-  test("identity comes from the token: an injected userId changes nothing; no token 401; bad limit 422", async () => {
+  it("identity comes from the token: an injected userId changes nothing; no token 401; bad limit 422", async () => {
     const mine = await recs("u7");
     assert.deepEqual(await recs("u7", `?userId=${users.get("u4")!.id}`), mine);
     assert.equal((await call("GET", "/api/recommendations")).status, 401);
@@ -195,7 +195,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
       assert.equal((await call("GET", `/api/recommendations?limit=${bad}`, { token: users.get("u7")!.token })).status, 422, bad);
   });
 
-  test("an event delivered twice, or a copy under another message id, counts once", async () => {
+  it("an event delivered twice, or a copy under another message id, counts once", async () => {
     const orderDb = (app.broker.getLocalService("order") as unknown as { db: Knex }).db;
     const row = (await orderDb("outbox").where({ event: "order.paid" }).orderBy("seq").first()) as {
       id: string;
@@ -211,7 +211,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.deepEqual(await modelSnapshot(db), before, "the purchase rows are keyed by order and product");
   });
 
-  test("the rebuild recomputes the same model from the order history (admin only, with progress)", async () => {
+  it("the rebuild recomputes the same model from the order history (admin only, with progress)", async () => {
     const db = dbOf(app.broker);
     const before = await modelSnapshot(db);
     assert.ok(before.pairs.length > 0);
@@ -227,7 +227,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.deepEqual(await modelSnapshot(db), before);
   });
 
-  test("npm run recs:rebuild drives the same rebuild over HTTP as an admin, with progress, and exits 0", async () => {
+  it("npm run recs:rebuild drives the same rebuild over HTTP as an admin, with progress, and exits 0", async () => {
     const child = spawnTs(path.join(__dirname, "..", "..", "bin", "recs-rebuild.ts"), {
       name: "recs-rebuild",
       args: ["--url", app.baseUrl],
@@ -245,7 +245,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     await denied.waitExit();
   });
 
-  test("a full refund takes the order's products out of the model", async () => {
+  it("a full refund takes the order's products out of the model", async () => {
     assert.ok(ids(await recs("u7")).includes(p.get("F")!), "recommended (and now cached) before buying it");
     const order = await buy("u7", ["F"]);
     await purchasesCounted(11);
@@ -261,7 +261,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     assert.ok((await rank("u7")).includes("F"), "no longer counted as bought");
   });
 
-  test("deleted and out-of-stock products leave recommendations and also-bought", async () => {
+  it("deleted and out-of-stock products leave recommendations and also-bought", async () => {
     assert.equal((await call("DELETE", `/api/products/${p.get("C")}`, { token: admin })).status, 204);
     const stock = (await call("GET", `/api/products/${p.get("B")}`)).body.stock.available as number;
     assert.equal((await call("POST", `/api/products/${p.get("B")}/stock`, { token: admin, body: { delta: -stock } })).status, 200);
@@ -274,7 +274,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     });
   });
 
-  test("the OpenAPI document lists the recommendation routes", async () => {
+  it("the OpenAPI document lists the recommendation routes", async () => {
     const doc = (await call("GET", "/api/openapi.json")).body;
     assert.ok(doc.paths["/api/recommendations"]?.get);
     assert.ok(doc.paths["/api/products/{id}/also-bought"]?.get);
@@ -329,7 +329,7 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  test("concurrent purchases on two replicas: the model equals the one built from the same purchases; replicas answer identically", async () => {
+  it("concurrent purchases on two replicas: the model equals the one built from the same purchases; replicas answer identically", async () => {
     const products: string[] = [];
     for (let i = 0; i < 30; i++)
       products.push(

@@ -3,7 +3,7 @@
  * a change makes it forget, and that a read racing a change is used once but not kept.
  */
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { ModelMemory, type ModelSource, type UserPurchases } from "./recommendation.memory";
 import type { NeighbourList, RankedItem } from "./recommendation.repo";
 
@@ -74,7 +74,7 @@ function fakeSource() {
   };
 }
 
-test("the memory reads each row once, and again only after a change names it", async () => {
+it("the memory reads each row once, and again only after a change names it", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
   const first = await m.forUser("u", NO_PREFS, 5, 50);
@@ -113,7 +113,7 @@ test("the memory reads each row once, and again only after a change names it", a
   assert.deepEqual(f.reads, { items: 3, lists: lists + 1, users: 3 }, "everything forgotten");
 });
 
-test("a read that races a change is used for its answer but not kept", async () => {
+it("a read that races a change is used for its answer but not kept", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
   await m.forUser("u", NO_PREFS, 5, 50); // the catalog is loaded
@@ -135,7 +135,7 @@ test("a read that races a change is used for its answer but not kept", async () 
   assert.equal(f.reads.users, reads.users + 1, "the raced user read was not kept");
 });
 
-test("a clear while the catalog loads: the racing answer uses that load whole (catalog and popular order), which is not kept", async () => {
+it("a clear while the catalog loads: the racing answer uses that load whole (catalog and popular order), which is not kept", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
   f.hold();
@@ -155,7 +155,7 @@ test("a clear while the catalog loads: the racing answer uses that load whole (c
   assert.equal(catalog.get("c")!.buyers, 7);
 });
 
-test("a catalog refresh that fails leaves its rows stale: the next answer reads them", async () => {
+it("a catalog refresh that fails leaves its rows stale: the next answer reads them", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
   await m.ofProduct("a", 50);
@@ -167,7 +167,7 @@ test("a catalog refresh that fails leaves its rows stale: the next answer reads 
   assert.equal((await m.ofProduct("a", 50)).catalog.get("b")!.buyers, 9);
 });
 
-test("a user kept from before the stamp the caller read is read again (another replica applied the purchase)", async () => {
+it("a user kept from before the stamp the caller read is read again (another replica applied the purchase)", async () => {
   const f = fakeSource();
   const m = new ModelMemory(f.source);
   await m.forUser("u", NO_PREFS, 5, 50, 1);

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 import * as repo from "./recommendation.repo";
@@ -15,7 +15,7 @@ import * as repo from "./recommendation.repo";
 const MIGRATIONS = path.join(__dirname, "migrations");
 
 for (const engine of ["sqlite", "mariadb"] as const) {
-  test(`recommendation reads on ${engine}: neighbour lists and a user's purchases equal the plain queries; migrations up, down, up`, async () => {
+  it(`recommendation reads on ${engine}: neighbour lists and a user's purchases equal the plain queries; migrations up, down, up`, async () => {
     const config = testConfig({ db: engine });
     await ensureDatabase(config, "recommendation");
     const db = createKnex(config, "recommendation");

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { ServiceBroker } from "moleculer";
 import { createBroker } from "../../app";
 import { loadConfig } from "../../lib/config";
@@ -87,7 +87,7 @@ describe("search service, embedded (SQLite, in-process events)", () => {
   });
   after(async () => app?.stop());
 
-  test("readiness includes the index; status reports the engine", async () => {
+  it("readiness includes the index; status reports the engine", async () => {
     const s = await status(app.broker);
     assert.equal(s.ready, true);
     const ready = await http(app.baseUrl, "GET", "/health/ready");
@@ -95,11 +95,11 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     assert.equal(ready.body.checks["search:index"], "up");
   });
 
-  test("typo tolerance: iphnoe finds the iPhones", async () => {
+  it("typo tolerance: iphnoe finds the iPhones", async () => {
     assert.deepEqual((await names("q=iphnoe")).sort(), ["iPhone 14", "iPhone 15", "iPhone 15 Pro", "iPhone SE"]);
   });
 
-  test("facets with counts, filters, price range, inStock, sort and pages", async () => {
+  it("facets with counts, filters, price range, inStock, sort and pages", async () => {
     const all = await get("q=");
     assert.equal(all.body.total, 30);
     assert.deepEqual(all.body.facets.category.slice(0, 1), [{ value: "Phones", count: 8 }]);
@@ -129,14 +129,14 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     for (const k of ["id", "sku", "name", "category", "brand", "price", "stock", "createdAt", "updatedAt"]) assert.ok(k in item, k);
   });
 
-  test("suggest completes product names by prefix", async () => {
+  it("suggest completes product names by prefix", async () => {
     const r = await http(app.baseUrl, "GET", "/api/search/suggest?q=iph");
     assert.equal(r.status, 200, r.text);
     assert.deepEqual((r.body.suggestions as string[]).sort(), ["iPhone 14", "iPhone 15", "iPhone 15 Pro", "iPhone SE"]);
     assert.deepEqual((await http(app.baseUrl, "GET", "/api/search/suggest?q=")).body, { suggestions: [] });
   });
 
-  test("bad queries are 422 in the contract's error shape, never 500", async () => {
+  it("bad queries are 422 in the contract's error shape, never 500", async () => {
     for (const q of [
       "sort=bogus",
       "pageSize=1000",
@@ -156,7 +156,7 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     assert.equal((await get("q=iphnoe&userId=someone-else")).body.total, 4);
   });
 
-  test("an update, a stock change and a delete show in results within a second", async () => {
+  it("an update, a stock change and a delete show in results within a second", async () => {
     const patch = await http(app.baseUrl, "PATCH", `/api/products/${id.get("p08")}`, { token: admin, body: { name: "Pixel 9 Pro Fold" } });
     assert.equal(patch.status, 200, patch.text);
     await within(EMBEDDED_DEADLINE_MS, "renamed product found", async () => (await names("q=fold")).includes("Pixel 9 Pro Fold"));
@@ -191,7 +191,7 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     );
   });
 
-  test("a new search replica rebuilds its index from the product service", async () => {
+  it("a new search replica rebuilds its index from the product service", async () => {
     const old = app.broker.getLocalService("search")!;
     await app.broker.destroyService(old);
     app.broker.createService(createSearchService(app.config));
@@ -208,7 +208,7 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     assert.ok(!(await names("q=iphone&inStock=true")).includes("iPhone SE"));
   });
 
-  test("events missed by a replica are repaired by a resync", async () => {
+  it("events missed by a replica are repaired by a resync", async () => {
     const svc = app.broker.getLocalService("search") as unknown as { $broadcast: { embedded: { remove(): void } } };
     // Deaf from here on: these two changes never reach it as events.
     svc.$broadcast.embedded.remove();
@@ -236,7 +236,7 @@ describe("search service, embedded (SQLite, in-process events)", () => {
     assert.equal((await status(app.broker)).documents, 28);
   });
 
-  test("the OpenAPI document lists the search routes", async () => {
+  it("the OpenAPI document lists the search routes", async () => {
     const doc = (await http(app.baseUrl, "GET", "/api/openapi.json")).body;
     assert.ok(doc.paths["/api/search"]?.get, "GET /api/search");
     assert.ok(doc.paths["/api/search/suggest"]?.get, "GET /api/search/suggest");
@@ -298,7 +298,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  test("every replica receives every change (a queue per replica), and answers the same", async () => {
+  it("every replica receives every change (a queue per replica), and answers the same", async () => {
     const p = (await a.call("product.create", {
       sku: `CL-${randomBytes(4).toString("hex")}`,
       name: "Trailrunner Jacket",
@@ -328,7 +328,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
     assert.deepEqual(ra, rb);
   });
 
-  test("a replica restarted after missing changes rebuilds to the current catalog", async () => {
+  it("a replica restarted after missing changes rebuilds to the current catalog", async () => {
     const p = (await a.call("product.create", {
       sku: `CL-${randomBytes(4).toString("hex")}`,
       name: "Summit Tent",
@@ -345,7 +345,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
     assert.equal((await on(nodeB, { q: "dome" })).total, 1);
   });
 
-  test("a lost RabbitMQ connection rebinds the replica's queue and resyncs", async () => {
+  it("a lost RabbitMQ connection rebinds the replica's queue and resyncs", async () => {
     const svc = b.getLocalService("search") as unknown as { $broadcast: { link: { connection(): Promise<{ close(): Promise<void> }> } } };
     const before = (await status(a, nodeB)).rebuilds.done;
     await (await svc.$broadcast.link.connection()).close();

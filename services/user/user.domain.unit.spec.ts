@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import {
   mergePreferences,
   normalizeEmail,
@@ -12,11 +12,11 @@ import {
   toPublicUser,
 } from "./user.domain";
 
-test("e-mail is trimmed and lower-cased", () => {
+it("e-mail is trimmed and lower-cased", () => {
   assert.equal(normalizeEmail("  Ada@Example.COM "), "ada@example.com");
 });
 
-test("password policy: 8 to 256 code points, not the e-mail", () => {
+it("password policy: 8 to 256 code points, not the e-mail", () => {
   assert.deepEqual(passwordProblems("12345678"), []);
   assert.deepEqual(passwordProblems("1234567"), ["must be at least 8 characters"]);
   assert.deepEqual(passwordProblems("🔒🔒🔒🔒🔒🔒🔒🔒"), [], "8 emoji are 8 characters, not 16");
@@ -24,7 +24,7 @@ test("password policy: 8 to 256 code points, not the e-mail", () => {
   assert.deepEqual(passwordProblems("Ada@Example.com", "ada@example.com"), ["must not be the e-mail address"]);
 });
 
-test("preference lists: trimmed, empties and case-insensitive duplicates dropped, capped", () => {
+it("preference lists: trimmed, empties and case-insensitive duplicates dropped, capped", () => {
   assert.deepEqual(normalizePreferenceList([" Phones", "phones", "", "  ", "Laptops"]), ["Phones", "Laptops"]);
   assert.equal(normalizePreferenceList(Array.from({ length: 80 }, (_, i) => `c${i}`)).length, 50);
   const current = { categories: ["a"], brands: ["b"] };
@@ -32,13 +32,13 @@ test("preference lists: trimmed, empties and case-insensitive duplicates dropped
   assert.deepEqual(mergePreferences(current, undefined), current);
 });
 
-test("stored preferences parse defensively", () => {
+it("stored preferences parse defensively", () => {
   assert.deepEqual(parsePreferences('{"categories":["a",1],"brands":"x"}'), { categories: ["a"], brands: [] });
   assert.deepEqual(parsePreferences("not json"), { categories: [], brands: [] });
   assert.deepEqual(parsePreferences(null), { categories: [], brands: [] });
 });
 
-test("refresh verdict: reuse beats revocation beats expiry", () => {
+it("refresh verdict: reuse beats revocation beats expiry", () => {
   const now = 1_000;
   assert.equal(refreshVerdict({ expiresAt: 2_000, usedAt: null, revokedAt: null }, now), "valid");
   assert.equal(refreshVerdict({ expiresAt: 1_000, usedAt: null, revokedAt: null }, now), "expired");
@@ -46,7 +46,7 @@ test("refresh verdict: reuse beats revocation beats expiry", () => {
   assert.equal(refreshVerdict({ expiresAt: 500, usedAt: 400, revokedAt: 900 }, now), "reused");
 });
 
-test("refresh token shape", () => {
+it("refresh token shape", () => {
   const id = "0f8fad5b-d9cb-469f-a165-70867728950e";
   const secret = "A".repeat(43);
   assert.deepEqual(parseRefreshToken(`${id}.${secret}`), { id, secret });
@@ -54,14 +54,14 @@ test("refresh token shape", () => {
     assert.equal(parseRefreshToken(bad), null);
 });
 
-test("address input: only known fields, trimmed, country upper-cased, nulls only where optional", () => {
+it("address input: only known fields, trimmed, country upper-cased, nulls only where optional", () => {
   assert.deepEqual(
     pickAddressFields({ recipient: " Ada ", country: "gb", userId: "someone", id: "x", line2: null, city: null, role: "admin" }),
     { recipient: "Ada", country: "GB", line2: null },
   );
 });
 
-test("public user: ISO time, no hash", () => {
+it("public user: ISO time, no hash", () => {
   const u = toPublicUser({
     id: "1",
     email: "a@b.co",

@@ -3,7 +3,7 @@
  * real MariaDB + Redis (cluster storage), with brokers in this process.
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 
 const address = {
@@ -40,7 +40,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     });
     after(async () => app?.stop());
 
-    test("register returns the user, tokens, 201 and never a hash", async () => {
+    it("register returns the user, tokens, 201 and never a hash", async () => {
       const r = await call("POST", "/api/auth/register", {
         body: { email: "  Ada@Example.COM ", password: "correct horse battery", name: "Ada" },
       });
@@ -53,7 +53,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.doesNotMatch(r.text, /argon2|password/i);
     });
 
-    test("taken e-mail is 409, weak password 422, bad e-mail 422, role cannot be set", async () => {
+    it("taken e-mail is 409, weak password 422, bad e-mail 422, role cannot be set", async () => {
       await register("taken@example.com");
       const again = await call("POST", "/api/auth/register", {
         body: { email: "TAKEN@example.com", password: "another password", name: "X" },
@@ -72,7 +72,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assertErrorShape(withRole.body, "VALIDATION_ERROR");
     });
 
-    test("concurrent registrations of one e-mail: exactly one succeeds", async () => {
+    it("concurrent registrations of one e-mail: exactly one succeeds", async () => {
       const results = await Promise.all(
         Array.from({ length: 8 }, () =>
           call("POST", "/api/auth/register", { body: { email: "race@example.com", password: "race password 1", name: "R" } }),
@@ -81,7 +81,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(results.map((r) => r.status).sort(), [201, 409, 409, 409, 409, 409, 409, 409]);
     });
 
-    test("login: right password 200, wrong password and unknown e-mail give the same 401", async () => {
+    it("login: right password 200, wrong password and unknown e-mail give the same 401", async () => {
       await register("login@example.com", "login password 1");
       const ok = await call("POST", "/api/auth/login", { body: { email: "LOGIN@example.com", password: "login password 1" } });
       assert.equal(ok.status, 200);
@@ -93,7 +93,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(wrong.body, unknown.body);
     });
 
-    test("login rate limit: 429 with Retry-After, even for the right password", async () => {
+    it("login rate limit: 429 with Retry-After, even for the right password", async () => {
       await register("limited@example.com", "limited password");
       const statuses: number[] = [];
       for (let i = 0; i < 4; i++)
@@ -108,7 +108,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.ok(retryAfter >= 1 && retryAfter <= 60, `Retry-After ${retryAfter}`);
     });
 
-    test("refresh rotates; reusing an old refresh token revokes the whole family", async () => {
+    it("refresh rotates; reusing an old refresh token revokes the whole family", async () => {
       const s = await register("rotate@example.com");
       const r1 = await call("POST", "/api/auth/refresh", { body: { refreshToken: s.refreshToken } });
       assert.equal(r1.status, 200);
@@ -126,7 +126,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("POST", "/api/auth/refresh", { body: { refreshToken: other.body.refreshToken } })).status, 200);
     });
 
-    test("concurrent refreshes with one token: at most one succeeds", async () => {
+    it("concurrent refreshes with one token: at most one succeeds", async () => {
       const s = await register("double@example.com");
       const results = await Promise.all(
         Array.from({ length: 5 }, () => call("POST", "/api/auth/refresh", { body: { refreshToken: s.refreshToken } })),
@@ -135,7 +135,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.ok(results.every((r) => r.status === 200 || r.status === 401));
     });
 
-    test("garbage and tampered refresh tokens are 401", async () => {
+    it("garbage and tampered refresh tokens are 401", async () => {
       const s = await register("tamper@example.com");
       const [id] = s.refreshToken.split(".");
       for (const refreshToken of ["garbage", `${id}.${"A".repeat(43)}`, "", s.refreshToken + "x"]) {
@@ -146,7 +146,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("POST", "/api/auth/refresh", { body: { refreshToken: s.refreshToken } })).status, 200);
     });
 
-    test("logout revokes the refresh token (204); someone else's token is left alone", async () => {
+    it("logout revokes the refresh token (204); someone else's token is left alone", async () => {
       const a = await register("logout-a@example.com");
       const b = await register("logout-b@example.com");
       const cross = await call("POST", "/api/auth/logout", { token: a.accessToken, body: { refreshToken: b.refreshToken } });
@@ -159,7 +159,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("POST", "/api/auth/logout", { body: { refreshToken: a.refreshToken } })).status, 401);
     });
 
-    test("GET/PATCH /users/me: name and preferences; role and e-mail cannot be changed", async () => {
+    it("GET/PATCH /users/me: name and preferences; role and e-mail cannot be changed", async () => {
       const s = await register("me@example.com");
       const me = await call("GET", "/api/users/me", { token: s.accessToken });
       assert.equal(me.status, 200);
@@ -195,7 +195,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("GET", "/api/users/me", { token: s.accessToken })).body.role, "customer");
     });
 
-    test("no token, a bad token, or an expired/forged token: 401", async () => {
+    it("no token, a bad token, or an expired/forged token: 401", async () => {
       assert.equal((await call("GET", "/api/users/me")).status, 401);
       const bad = await call("GET", "/api/users/me", { token: "a.b.c" });
       assert.equal(bad.status, 401);
@@ -207,7 +207,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("GET", "/api/users/me", { headers: { authorization: "Basic Zm9vOmJhcg==" } })).status, 401);
     });
 
-    test("addresses CRUD, ownership (someone else's is 404), allow-listed fields", async () => {
+    it("addresses CRUD, ownership (someone else's is 404), allow-listed fields", async () => {
       const a = await register("addr-a@example.com");
       const b = await register("addr-b@example.com");
       const created = await call("POST", "/api/users/me/addresses", { token: a.accessToken, body: address });
@@ -249,7 +249,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.deepEqual((await call("GET", "/api/users/me/addresses", { token: a.accessToken })).body, []);
     });
 
-    test("admin is bootstrapped from ADMIN_EMAIL/ADMIN_PASSWORD, once", async () => {
+    it("admin is bootstrapped from ADMIN_EMAIL/ADMIN_PASSWORD, once", async () => {
       const r = await call("POST", "/api/auth/login", { body: { email: "root@example.com", password: "admin-password-1" } });
       assert.equal(r.status, 200, r.text);
       assert.equal(r.body.user.role, "admin");
@@ -259,7 +259,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal(again.body.user.id, r.body.user.id);
     });
 
-    test("successful logins never count; failures across many accounts from one address do", async () => {
+    it("successful logins never count; failures across many accounts from one address do", async () => {
       await register("many-logins@example.com", "many logins pw");
       for (let i = 0; i < 40; i++) {
         const ok = await call("POST", "/api/auth/login", { body: { email: "many-logins@example.com", password: "many logins pw" } });

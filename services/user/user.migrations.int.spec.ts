@@ -3,14 +3,14 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { test } from "node:test";
+import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 
 const MIGRATIONS = path.join(__dirname, "migrations");
 
 for (const db of ["sqlite", "mariadb"] as const) {
-  test(`user migrations: up, down, up on ${db}`, async () => {
+  it(`user migrations: up, down, up on ${db}`, async () => {
     const config = testConfig({ db });
     await ensureDatabase(config, "user");
     const knex = createKnex(config, "user");

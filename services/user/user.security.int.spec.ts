@@ -15,7 +15,7 @@ import type { AddressInfo } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import Redis from "ioredis";
 import { decodeJwt, SignJWT } from "jose";
 import type { ServiceBroker } from "moleculer";
@@ -161,7 +161,7 @@ describe("admin bootstrap (embedded SQLite) and npm run admin -- promote", () =>
   };
   const adminRoute = (app: PersistentApp, token: string) => http(app.baseUrl, "GET", "/api/admin/users", { token });
 
-  test("a fresh database gets the admin; a restart leaves an existing admin as it is (ADMIN_PASSWORD not applied)", async () => {
+  it("a fresh database gets the admin; a restart leaves an existing admin as it is (ADMIN_PASSWORD not applied)", async () => {
     const dataDir = tempDir("meridian-admin-");
     const first = await startOn(dataDir, { ADMIN_EMAIL: "boss@example.com", ADMIN_PASSWORD: "first admin password" });
     try {
@@ -183,7 +183,7 @@ describe("admin bootstrap (embedded SQLite) and npm run admin -- promote", () =>
     }
   });
 
-  test("ADMIN_EMAIL naming a customer's account: the start is refused (naming ADMIN_EMAIL and npm run admin -- promote) and the account stays a customer", async () => {
+  it("ADMIN_EMAIL naming a customer's account: the start is refused (naming ADMIN_EMAIL and npm run admin -- promote) and the account stays a customer", async () => {
     const dataDir = tempDir("meridian-admin-");
     const plain = await startOn(dataDir);
     try {
@@ -216,7 +216,7 @@ describe("admin bootstrap (embedded SQLite) and npm run admin -- promote", () =>
     }
   });
 
-  test("npm run admin -- promote: 0 and the account is admin; unknown e-mail 1; bad usage 2; then a start with ADMIN_EMAIL succeeds", async () => {
+  it("npm run admin -- promote: 0 and the account is admin; unknown e-mail 1; bad usage 2; then a start with ADMIN_EMAIL succeeds", async () => {
     const dataDir = tempDir("meridian-admin-");
     const plain = await startOn(dataDir);
     try {
@@ -285,7 +285,7 @@ for (const store of STORES) {
     });
     after(async () => app?.stop());
 
-    test("a burst of 40 concurrent wrong passwords on one account: exactly 10 evaluated (401), 30 refused (429 with Retry-After and RateLimit-*); locked, the right password is 429 too", async () => {
+    it("a burst of 40 concurrent wrong passwords on one account: exactly 10 evaluated (401), 30 refused (429 with Retry-After and RateLimit-*); locked, the right password is 429 too", async () => {
       await register("burst@example.com", "burst password 1");
       const rs = await Promise.all(Array.from({ length: 40 }, () => login("burst@example.com", "wrong password!")));
       assert.deepEqual(tally(rs), { 401: 10, 429: 30 });
@@ -296,7 +296,7 @@ for (const store of STORES) {
       assertLoginLimited(await login("burst@example.com", "burst password 1", "192.0.2.99"), 10);
     });
 
-    test("forged leftmost X-Forwarded-For entries are one address (the proxy's entry): its budget of distinct accounts (10 x 10) runs out, another address's does not", async () => {
+    it("forged leftmost X-Forwarded-For entries are one address (the proxy's entry): its budget of distinct accounts (10 x 10) runs out, another address's does not", async () => {
       const via = (ip: string) => `${randomIp()}, ${ip}`;
       const rs = await Promise.all(
         Array.from({ length: 100 }, (_, i) => login(`spray-${i}@example.com`, "guess password", via("203.0.113.7"))),
@@ -309,7 +309,7 @@ for (const store of STORES) {
       assertError(await login("spray-100@example.com", "guess password", via("203.0.113.8")), 401, "UNAUTHORIZED");
     });
 
-    test("rotating the real address (the last X-Forwarded-For entry) does not escape the per-account limit: 10 of 40 evaluated", async () => {
+    it("rotating the real address (the last X-Forwarded-For entry) does not escape the per-account limit: 10 of 40 evaluated", async () => {
       await register("rotated@example.com", "rotated password");
       const rs = await Promise.all(
         Array.from({ length: 40 }, (_, i) => login("rotated@example.com", "wrong password!", `${randomIp()}, 198.51.100.${i + 1}`)),
@@ -319,7 +319,7 @@ for (const store of STORES) {
       assertLoginLimited(await login("rotated@example.com", "rotated password", "198.51.100.200"), 10);
     });
 
-    test("a correct login for account A succeeds from an address that failed 100 times against account B", async () => {
+    it("a correct login for account A succeeds from an address that failed 100 times against account B", async () => {
       await register("nat-a@example.com", "password of a");
       await register("nat-b@example.com", "password of b");
       const rs = await Promise.all(Array.from({ length: 100 }, () => login("nat-b@example.com", "wrong password!", "192.0.2.44")));
@@ -329,7 +329,7 @@ for (const store of STORES) {
       assert.equal(a.body.user.email, "nat-a@example.com");
     });
 
-    test("an address's failures on one account count once against its budget of distinct accounts (10 evaluated on B + 95 other accounts stay under 100)", async () => {
+    it("an address's failures on one account count once against its budget of distinct accounts (10 evaluated on B + 95 other accounts stay under 100)", async () => {
       await register("nat-c@example.com", "password of c");
       await register("nat-d@example.com", "password of d");
       const onD = await Promise.all(Array.from({ length: 100 }, () => login("nat-d@example.com", "wrong password!", "192.0.2.55")));
@@ -343,7 +343,7 @@ for (const store of STORES) {
       assert.equal(c.status, 200, c.text);
     });
 
-    test("growing back-off: after a lockout expires, the next lockout's Retry-After is longer (LOGIN_RATE_WINDOW_S=2)", async () => {
+    it("growing back-off: after a lockout expires, the next lockout's Retry-After is longer (LOGIN_RATE_WINDOW_S=2)", async () => {
       const short = await startTestApp({ ...store.opts, services: ["gateway", "user"], env: { LOGIN_RATE_WINDOW_S: "2" } });
       try {
         const call = (password: string) =>
@@ -404,7 +404,7 @@ for (const store of STORES) {
     });
     after(async () => app?.stop());
 
-    test("a token without exp is 401 (the same token with exp is accepted)", async () => {
+    it("a token without exp is 401 (the same token with exp is accepted)", async () => {
       const { user } = await register("noexp@example.com");
       const key = createSecretKey(Buffer.from(app.config.jwtSecret, "utf8"));
       const sign = (withExp: boolean) => {
@@ -423,7 +423,7 @@ for (const store of STORES) {
       assertEnded(await me(await sign(false)));
     });
 
-    test("logout ends that login's access token on the next request; another login of the same user still works", async () => {
+    it("logout ends that login's access token on the next request; another login of the same user still works", async () => {
       const first = await register("logout@example.com");
       const second = await login("logout@example.com");
       assert.equal((await me(first.accessToken)).status, 200);
@@ -444,7 +444,7 @@ for (const store of STORES) {
       }
     });
 
-    test("refresh-token reuse: every access token of that family is 401; another login is unaffected", async () => {
+    it("refresh-token reuse: every access token of that family is 401; another login is unaffected", async () => {
       const s0 = await register("reuse@example.com");
       const other = await login("reuse@example.com");
       const r1 = await call("POST", "/api/auth/refresh", { body: { refreshToken: s0.refreshToken } });
@@ -457,7 +457,7 @@ for (const store of STORES) {
       assert.equal((await me(other.accessToken)).status, 200);
     });
 
-    test("a promotion gives an existing token admin rights and a demotion takes them away, each on the next request", async () => {
+    it("a promotion gives an existing token admin rights and a demotion takes them away, each on the next request", async () => {
       const root = await login(ROOT_ADMIN.email, ROOT_ADMIN.password);
       assert.equal(root.user.role, "admin");
       const x = await register("staff@example.com");
@@ -499,7 +499,7 @@ for (const store of STORES) {
       }
     });
 
-    test("a role change applies to tokens issued before it, not to later ones: a later change made elsewhere reaches new logins", async () => {
+    it("a role change applies to tokens issued before it, not to later ones: a later change made elsewhere reaches new logins", async () => {
       const root = await login(ROOT_ADMIN.email, ROOT_ADMIN.password);
       const y = await register("later@example.com");
       assert.equal(
@@ -530,7 +530,7 @@ for (const store of STORES) {
       assertError(await call("GET", "/api/admin/users", { token: y.accessToken }), 403, "FORBIDDEN");
     });
 
-    test("an admin cannot change their own role (409) and stays admin", async () => {
+    it("an admin cannot change their own role (409) and stays admin", async () => {
       const root = await login(ROOT_ADMIN.email, ROOT_ADMIN.password);
       const r = await call("PUT", `/api/admin/users/${root.user.id}/role`, { token: root.accessToken, body: { role: "customer" } });
       assertError(r, 409, "CONFLICT");
@@ -544,7 +544,7 @@ describe("embedded mode's files are readable by their owner only", () => {
   const mode = (p: string) => fs.statSync(p).mode & 0o777;
   const octal = (m: number) => m.toString(8).padStart(4, "0");
 
-  test("a DATA_DIR that did not exist is created 0700 and every file in it is 0600; a wider database file is narrowed", async () => {
+  it("a DATA_DIR that did not exist is created 0700 and every file in it is 0600; a wider database file is narrowed", async () => {
     // A usual umask, so that only the code's modes can make the files private.
     const savedUmask = process.umask(0o022);
     const dataDir = path.join(tempDir("meridian-files-"), "fresh", "data");

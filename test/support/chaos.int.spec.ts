@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { Knex } from "knex";
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest } from "../../lib/db";
 import { testConfig } from "./app";
@@ -48,13 +48,13 @@ describe("chaos: the catalog guard on MariaDB", () => {
     await dropDatabase(config, "product");
   });
 
-  test("an incomplete catalog (3 of 5, a deleted product not counted) stops the run, naming the count", async () => {
+  it("an incomplete catalog (3 of 5, a deleted product not counted) stops the run, naming the count", async () => {
     await assert.rejects(waitForCatalog(db, 5, 0), {
       message: "the catalog is incomplete after seeding: 3 of 5 products (DEMO_CATALOG_SIZE); chaos does not run on a partial catalog",
     });
   });
 
-  test("a complete catalog lets the run go on with every live product and its stock", async () => {
+  it("a complete catalog lets the run go on with every live product and its stock", async () => {
     await db("products").insert([product(5), product(6)]);
     const products = await waitForCatalog(db, 5, 0);
     assert.equal(products.length, 5);

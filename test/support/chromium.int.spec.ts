@@ -3,7 +3,7 @@
  * document, the docs page and Swagger UI's files from disk; headless Chromium must see
  * the operations without a single request leaving the machine.
  */
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import http from "node:http";
@@ -97,7 +97,7 @@ after(async () => {
   await new Promise<void>((resolve) => server.close(() => resolve()));
 });
 
-test("Swagger UI renders every operation from local files only, under a strict CSP", async () => {
+it("Swagger UI renders every operation from local files only, under a strict CSP", async () => {
   const report = await listDocsOperations(`${base}/docs`);
   assert.equal(report.title, "Meridian API");
   assert.deepEqual([...report.operations].sort(), [
@@ -111,7 +111,7 @@ test("Swagger UI renders every operation from local files only, under a strict C
   assert.deepEqual(report.consoleErrors, []);
 });
 
-test("a request to an external host is blocked and reported", async () => {
+it("a request to an external host is blocked and reported", async () => {
   const report = await listDocsOperations(`${base}/docs-with-cdn`);
   assert.equal(report.operations.length, 5);
   assert.ok(

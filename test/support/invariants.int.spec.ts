@@ -14,7 +14,7 @@
  */
 import assert from "node:assert/strict";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import type { Knex } from "knex";
 import { createKnex, dropDatabase, ensureDatabase, migrateLatest } from "../../lib/db";
 import { testConfig } from "./app";
@@ -200,7 +200,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     for (const s of SERVICES) await dropDatabase(config, s);
   });
 
-  test("a settled run's records: no problem; the figures count them", async () => {
+  it("a settled run's records: no problem; the figures count them", async () => {
     const r = await check();
     assert.deepEqual(r.problems, []);
     assert.deepEqual(r.figures, {
@@ -218,14 +218,14 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     });
   });
 
-  test("an order id answered 201 that is not in the database is named", async () => {
+  it("an order id answered 201 that is not in the database is named", async () => {
     const lost = uuid(999);
     const r = await check({ knownOrderIds: [A, B, C, lost] });
     assert.deepEqual(r.problems, [`order ${lost} answered 201 but is not in the database`]);
     assert.equal(r.figures.knownOrders, 4);
   });
 
-  test("over-refund at the platform: a second full refund of an auto-refunded charge is named", async () => {
+  it("over-refund at the platform: a second full refund of an auto-refunded charge is named", async () => {
     // What "refunded at least its amount" let through: 4000 back for a charge of 2000.
     const r = await planted("payment", "sandbox_refunds", [sbxRefund("auto-again", pA2, 2000)], "refund_id", check);
     assert.deepEqual(r.problems, [
@@ -234,7 +234,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     ]);
   });
 
-  test("over-refund at the platform and the payment service alike: a refund of a kept charge its order does not count is named", async () => {
+  it("over-refund at the platform and the payment service alike: a refund of a kept charge its order does not count is named", async () => {
     const r = await planted("payment", "refunds", [payRefund("rA", pA, A, 500)], "id", () =>
       planted("payment", "sandbox_refunds", [sbxRefund("rA", pA, 500)], "refund_id", check),
     );
@@ -243,7 +243,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     ]);
   });
 
-  test("partial refunds are summed exactly: one more at the platform and the payment service than the order counts is named", async () => {
+  it("partial refunds are summed exactly: one more at the platform and the payment service than the order counts is named", async () => {
     const r = await planted("payment", "refunds", [payRefund("rB2", pB, B, 100)], "id", () =>
       planted("payment", "sandbox_refunds", [sbxRefund("rB2", pB, 100)], "refund_id", check),
     );
@@ -252,12 +252,12 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     ]);
   });
 
-  test("over-refund at the payment service: a succeeded refund the platform never made is named", async () => {
+  it("over-refund at the payment service: a succeeded refund the platform never made is named", async () => {
     const r = await planted("payment", "refunds", [payRefund("rC", pC2, C, 1500)], "id", check);
     assert.deepEqual(r.problems, [`payment-side refund rC (payment ${pC2}, 1500) SUCCEEDED but the platform made no such refund`]);
   });
 
-  test("a charge refunded one unit short of its amount is named", async () => {
+  it("a charge refunded one unit short of its amount is named", async () => {
     const pA3 = pay("f");
     const r = await planted(
       "payment",
@@ -307,7 +307,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     );
   });
 
-  test("a charge kept for an order that does not exist is named", async () => {
+  it("a charge kept for an order that does not exist is named", async () => {
     const pX = pay("0");
     const ghost = uuid(998);
     const r = await planted(
@@ -341,7 +341,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     assert.deepEqual(r.problems, [`payment ${pX}: charge of 700 kept (0 refunded) for order ${ghost}, which does not exist`]);
   });
 
-  test("a charge at the platform the payment service has no row for is named", async () => {
+  it("a charge at the platform the payment service has no row for is named", async () => {
     const pY = pay("9");
     const r = await planted(
       "payment",
@@ -353,7 +353,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     assert.deepEqual(r.problems, [`payment ${pY} charged at the platform but unknown to the payment service`]);
   });
 
-  test("after the planted faults are removed, the records pass again", async () => {
+  it("after the planted faults are removed, the records pass again", async () => {
     assert.deepEqual((await check()).problems, []);
   });
 });

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { createKnex } from "../../lib/db";
 import { startTestApp, type TestApp } from "./app";
 import { MIX_ROUTES, percentile, runLoad, type LoadProgress } from "./load";
@@ -28,7 +28,7 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
   });
   after(async () => app?.stop());
 
-  test("percentiles are nearest-rank over the sorted samples", () => {
+  it("percentiles are nearest-rank over the sorted samples", () => {
     const sorted = Float64Array.from({ length: 100 }, (_, i) => i + 1);
     assert.deepEqual(
       [0.5, 0.95, 0.99, 1].map((q) => percentile(sorted, q)),
@@ -38,7 +38,7 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     assert.ok(Number.isNaN(percentile([], 0.5)));
   });
 
-  test("4 shoppers for 8 s: no error, at least 50 requests, every route of the mix, orders paid, each request reported as sent, each created order's id kept", async () => {
+  it("4 shoppers for 8 s: no error, at least 50 requests, every route of the mix, orders paid, each request reported as sent, each created order's id kept", async () => {
     const progress: LoadProgress[] = [];
     const sent = new Map<string, number>();
     const summary = await runLoad({
@@ -106,7 +106,7 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     }
   });
 
-  test("an abort ends the run early and resolves with what was measured", async () => {
+  it("an abort ends the run early and resolves with what was measured", async () => {
     const stop = new AbortController();
     const summary = await runLoad({
       urls: [app.baseUrl],
@@ -126,7 +126,7 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     assert.equal(summary.errors.total, 0, JSON.stringify(summary.errors.byKind));
   });
 
-  test("npm run load: a table and exit 0; --json, and exit 1 when a threshold is missed", async () => {
+  it("npm run load: a table and exit 0; --json, and exit 1 when a threshold is missed", async () => {
     // Asynchronously: the gateway answering the child runs in this very process.
     const cli = (args: string[]) =>
       new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {

@@ -4,7 +4,7 @@
  * which once let a proof declare "quiet" over a 700-message backlog.
  */
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import amqp from "amqplib";
 import { createVhost, queueMessages, type RabbitVhost } from "./rabbitmq";
 
@@ -16,7 +16,7 @@ after(async () => {
   await vhost.destroy();
 });
 
-test("queueMessages: a quorum queue's messages are counted the moment they are confirmed, unacknowledged ones included, and a classic queue's too", async () => {
+it("queueMessages: a quorum queue's messages are counted the moment they are confirmed, unacknowledged ones included, and a classic queue's too", async () => {
   const conn = await amqp.connect(vhost.uri);
   const consumerConn = await amqp.connect(vhost.uri);
   try {

@@ -3,10 +3,10 @@
  * credentials, query) with the vhost as its path.
  */
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { vhostOf, vhostUri } from "./rabbitmq";
 
-test("vhostUri keeps the base URL's credentials, host, port and query, and puts the vhost in the path", () => {
+it("vhostUri keeps the base URL's credentials, host, port and query, and puts the vhost in the path", () => {
   assert.equal(vhostUri("amqp://guest:guest@127.0.0.1:5672", "meridian-test-1"), "amqp://guest:guest@127.0.0.1:5672/meridian-test-1");
   assert.equal(
     vhostUri("amqps://ci:s%40cret@rabbit.example:5671/?heartbeat=10", "v"),
@@ -16,7 +16,7 @@ test("vhostUri keeps the base URL's credentials, host, port and query, and puts 
   assert.equal(vhostUri("amqp://u:p@h:1234/other", "a/b"), "amqp://u:p@h:1234/a%2Fb");
 });
 
-test("vhostOf reads the vhost back from a URI ('/' when it names none)", () => {
+it("vhostOf reads the vhost back from a URI ('/' when it names none)", () => {
   assert.equal(vhostOf(vhostUri("amqp://guest:guest@127.0.0.1:5672", "a/b")), "a/b");
   assert.equal(vhostOf("amqp://guest:guest@127.0.0.1:5672"), "/");
   assert.equal(vhostOf("amqp://guest:guest@127.0.0.1:5672/"), "/");

@@ -11,7 +11,7 @@ import { execFile } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { before, test } from "node:test";
+import { before, it } from "mocha";
 import { promisify } from "node:util";
 import { createKnex, dropDatabase } from "../../lib/db";
 import { loadConfig, type AppConfig } from "../../lib/config";
@@ -54,7 +54,7 @@ async function cleanup(config: AppConfig): Promise<void> {
 }
 
 for (const db of ["sqlite", "mariadb"] as const) {
-  test(`${db}: migrated under tsx, the compiled build finds it up to date and rolls it back; migrated compiled, tsx finds it up to date`, async () => {
+  it(`${db}: migrated under tsx, the compiled build finds it up to date and rolls it back; migrated compiled, tsx finds it up to date`, async () => {
     for (const [first, second] of [
       ["tsx", "compiled"],
       ["compiled", "tsx"],
@@ -75,7 +75,7 @@ for (const db of ["sqlite", "mariadb"] as const) {
     }
   });
 
-  test(`${db}: the compiled build records the names every earlier version recorded (….ts), so an older image reads its history`, async () => {
+  it(`${db}: the compiled build records the names every earlier version recorded (….ts), so an older image reads its history`, async () => {
     const { env, config } = environment(db);
     try {
       await migrate("compiled", env);

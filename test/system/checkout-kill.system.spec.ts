@@ -41,7 +41,7 @@ import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { promisify } from "node:util";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
@@ -284,7 +284,7 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  test("no order stuck, at most one kept charge per order, stock conserved, each paid order notified once", async () => {
+  it("no order stuck, at most one kept charge per order, stock conserved, each paid order notified once", async () => {
     const t0 = Date.now();
     // ---- catalog and buyers ----
     const products: { id: string; price: number }[] = [];

@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { promisify } from "node:util";
 import type { ServiceBroker } from "moleculer";
 import { createBroker } from "../../app";
@@ -191,14 +191,14 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
 
-  test("the user flow works through the gateway; readiness names every dependency", async () => {
+  it("the user flow works through the gateway; readiness names every dependency", async () => {
     await userFlow(baseUrl);
     const ready = await http(baseUrl, "GET", "/health/ready");
     // The gateway's node also runs the product service (its routes need one somewhere).
     assert.deepEqual(ready.body.checks, { cache: "up", "database:product": "up", node: "up", transporter: "up" });
   });
 
-  test("a node whose ETCD_PASSWORD etcd refuses stops at start, naming the variable (no retry loop)", async () => {
+  it("a node whose ETCD_PASSWORD etcd refuses stops at start, naming the variable (no retry loop)", async () => {
     const child = spawnTs(START, {
       name: "bad-etcd-password",
       env: { ...env, NODE_ID: "bad-etcd-password", SERVICES: "user", ETCD_PASSWORD: "not the password" },
@@ -212,7 +212,7 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     assert.match(child.lines.join("\n"), /Start failed:.*ETCD_PASSWORD: etcd refused user 'meridian'/);
   });
 
-  test("`npm run repl` joins the running cluster through RabbitMQ: `nodes` and `call user.…` work", async () => {
+  it("`npm run repl` joins the running cluster through RabbitMQ: `nodes` and `call user.…` work", async () => {
     // Same variables as the cluster nodes (transporter, etcd, namespace): the REPL is one more node.
     const nodes = ["gw", "user-1", "user-2"];
     const out = await runRepl(env, nodes, ["call user.get --id nobody", "quit"]);
@@ -222,7 +222,7 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     assert.match(afterJoin, /User not found/, out);
   });
 
-  test("a user node killed with kill -9 and restarted: the flow works again within seconds", async () => {
+  it("a user node killed with kill -9 and restarted: the flow works again within seconds", async () => {
     // Traffic runs through the kill and the restart, to measure what the balancer costs.
     let running = true;
     const outcomes: { at: number; ok: boolean; error?: string }[] = [];
@@ -277,7 +277,7 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     assert.ok(lastFailure - restartedAt < 10_000, `last failure ${lastFailure - restartedAt} ms after the restart`);
   });
 
-  test("etcd stopped for 60 s under traffic: no failed request, no dropped node, no log flood; a node started meanwhile joins after", async () => {
+  it("etcd stopped for 60 s under traffic: no failed request, no dropped node, no log flood; a node started meanwhile joins after", async () => {
     const failures: string[] = [];
     let flows = 0;
     let requests = 0;
@@ -374,7 +374,7 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
 });
 
 describe("embedded: `bin/start.ts` with no cluster variables", () => {
-  test("starts alone (SQLite in DATA_DIR, no servers) and serves the user flow", async () => {
+  it("starts alone (SQLite in DATA_DIR, no servers) and serves the user flow", async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-emb-"));
     const port = await freePort();
     const metricsPort = await freePort();
@@ -428,7 +428,7 @@ describe("embedded: `bin/start.ts` with no cluster variables", () => {
     }
   });
 
-  test("a bad configuration stops the process with a message naming the variable", async () => {
+  it("a bad configuration stops the process with a message naming the variable", async () => {
     const child = spawnTs(START, { name: "bad-config", env: { PORT: "not-a-port", RABBITMQ_URI: "amqp://127.0.0.1:1", JWT_SECRET: "" } });
     await child.waitExit();
     const out = child.lines.join("\n");

@@ -25,7 +25,7 @@
  *   call allowed).
  */
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, it } from "mocha";
 import { CHAOS_NODE_ENV, CHECKOUT_ROUTES, formatChaosReport, runChaos } from "../support/chaos";
 import { moleculerName, startLocalCluster, type LocalCluster } from "../support/cluster";
 import { randomBytes } from "node:crypto";
@@ -49,7 +49,7 @@ describe("operations: the local cluster under load and chaos", () => {
     await cluster?.stop();
   });
 
-  test("npm run cluster's topology: every service at k8s/base's replica count, seen from every gateway", async () => {
+  it("npm run cluster's topology: every service at k8s/base's replica count, seen from every gateway", async () => {
     for (const gw of [...cluster.nodes.values()].filter((n) => n.service === "gateway")) {
       const seen = await cluster.servicesSeenBy(gw.id);
       for (const n of cluster.nodes.values()) assert.ok((seen.get(moleculerName(n.service)) ?? 0) >= 1, `${gw.id} sees ${n.service}`);
@@ -57,7 +57,7 @@ describe("operations: the local cluster under load and chaos", () => {
     assert.ok(cluster.gatewayUrls.length >= 2, "two gateways");
   });
 
-  test("load smoke: 20 s of shoppers, no error, at least 50 requests, orders paid", async () => {
+  it("load smoke: 20 s of shoppers, no error, at least 50 requests, orders paid", async () => {
     const summary = await runLoad({ urls: cluster.gatewayUrls, shoppers: 4, durationS: 20, thinkMs: 100, admin: ADMIN, seed: 7 });
     log(
       `load: ${summary.requests} requests (${summary.requestsPerS.toFixed(1)}/s), ${summary.errors.total} errors, ${summary.orders.paid} orders paid`,
@@ -67,7 +67,7 @@ describe("operations: the local cluster under load and chaos", () => {
     assert.ok(summary.orders.paid >= 1, "orders paid through the sandbox");
   });
 
-  test("chaos, short: an order, a payment and a product node killed as checkout requests through them were sent, a RabbitMQ node killed, MariaDB restarted, under load; every order answered 201 exists and the invariants hold", async () => {
+  it("chaos, short: an order, a payment and a product node killed as checkout requests through them were sent, a RabbitMQ node killed, MariaDB restarted, under load; every order answered 201 exists and the invariants hold", async () => {
     const report = await runChaos({
       cluster,
       faults: ["kill", "kill", "kill", "rabbitmq-kill", "mariadb"],
@@ -109,7 +109,7 @@ describe("operations: the local cluster under load and chaos", () => {
     );
     assert.deepEqual(report.invariants.problems, [], "invariants hold after the faults");
   });
-  test("gRPC: the acceptance flow through one edge; its streams survive the edge's death by reconnecting to the other with their last ids", async () => {
+  it("gRPC: the acceptance flow through one edge; its streams survive the edge's death by reconnecting to the other with their last ids", async () => {
     const [[idA, addrA], [, addrB]] = [...cluster.grpcAddresses.entries()] as [string, string][];
     assert.ok(addrA && addrB, "two gRPC edges (k8s/base's replicas)");
     const a = new MeridianGrpc(addrA);
@@ -234,7 +234,7 @@ describe("operations: the local cluster under load and chaos", () => {
     await cluster.waitHealthy();
   });
 
-  test("the wire: a whole checkout travels as contract messages, read back from proto/ alone; no node fell back to JSON", async () => {
+  it("the wire: a whole checkout travels as contract messages, read back from proto/ alone; no node fell back to JSON", async () => {
     const brokers = cluster.rabbitCluster?.nodes ?? [cluster.rabbit!];
     const firehose = await startFirehose(
       brokers.map((b) => b.ctl),

@@ -11,14 +11,14 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import readline from "node:readline";
-import { test } from "node:test";
+import { it } from "mocha";
 import { eventually } from "../support/eventually";
 import { freePort } from "../support/ports";
 
 const ROOT = path.join(__dirname, "..", "..");
 const RUNNER = path.join(ROOT, "node_modules", "moleculer", "bin", "moleculer-runner.js");
 
-test("moleculer-runner starts the embedded system from moleculer.config.ts and the service files, and hot-reloads an edited service", async () => {
+it("moleculer-runner starts the embedded system from moleculer.config.ts and the service files, and hot-reloads an edited service", async () => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "meridian-runner-"));
   const port = await freePort();
   // The `dev` script's command, read from package.json (so the test runs what users run), minus --repl.

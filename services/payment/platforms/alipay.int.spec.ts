@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypto";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { AlipayPlatform, beijingTimestamp } from "./alipay";
 import { PaymentPlatformError } from "./platform";
 import { fakeGateway, rsaPair, type Received, type Reply } from "./test-support";
@@ -63,7 +63,7 @@ before(async () => {
 });
 after(() => gateway.close());
 
-test("query: a paid trade, with its amount, in Beijing time", async () => {
+it("query: a paid trade, with its amount, in Beijing time", async () => {
   next = (method, biz) => {
     assert.equal(method, "alipay.trade.query");
     assert.deepEqual(biz, { out_trade_no: "pay_0001" });
@@ -90,7 +90,7 @@ test("query: a paid trade, with its amount, in Beijing time", async () => {
   assert.equal(params(gateway.received.at(-1)!).timestamp, beijingTimestamp(NOW));
 });
 
-test("query: waiting, closed, and a trade Alipay never saw", async () => {
+it("query: waiting, closed, and a trade Alipay never saw", async () => {
   next = () => ({
     inner: { code: "10000", msg: "Success", trade_no: "t", out_trade_no: "pay_0002", trade_status: "WAIT_BUYER_PAY", total_amount: "5.00" },
   });
@@ -103,7 +103,7 @@ test("query: waiting, closed, and a trade Alipay never saw", async () => {
   assert.deepEqual(await platform.query("pay_0003"), { status: "not_found", paymentId: "pay_0003" });
 });
 
-test("query: an answer not signed by Alipay's key, or about another trade, is not trusted", async () => {
+it("query: an answer not signed by Alipay's key, or about another trade, is not trusted", async () => {
   next = () => ({
     inner: { code: "10000", msg: "Success", trade_no: "t", out_trade_no: "pay_0001", trade_status: "TRADE_SUCCESS", total_amount: "19.99" },
     key: other.privateKey,
@@ -125,7 +125,7 @@ test("query: an answer not signed by Alipay's key, or about another trade, is no
   await assert.rejects(platform.query("pay_0001"), (e) => e instanceof PaymentPlatformError && e.reason === "http_status" && e.retryable);
 });
 
-test("refund: out_request_no is our refund id, amounts in yuan; fund_change decides done or pending", async () => {
+it("refund: out_request_no is our refund id, amounts in yuan; fund_change decides done or pending", async () => {
   next = (method, biz) => {
     assert.equal(method, "alipay.trade.refund");
     assert.deepEqual(biz, { out_trade_no: "pay_0001", refund_amount: "5.00", out_request_no: "ref_0001", refund_reason: "damaged" });
@@ -150,7 +150,7 @@ test("refund: out_request_no is our refund id, amounts in yuan; fund_change deci
   assert.deepEqual(await platform.refund(input), { status: "pending" });
 });
 
-test("refund: a business refusal is final, a system error is retryable", async () => {
+it("refund: a business refusal is final, a system error is retryable", async () => {
   const input = { paymentId: "pay_0001", refundId: "ref_0002", amountMinor: 5000, totalMinor: 1999 + 5000, reason: "x" };
   next = () => ({ inner: { code: "40004", msg: "Business Failed", sub_code: "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", sub_msg: "退款金额超限" } });
   assert.deepEqual(await platform.refund(input), { status: "failed", failureCode: "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL" });
@@ -162,7 +162,7 @@ test("refund: a business refusal is final, a system error is retryable", async (
   );
 });
 
-test('refund: ACQ.SYSTEM_ERROR under 40004 is Alipay\'s "retry with the same parameters", not a refusal', async () => {
+it('refund: ACQ.SYSTEM_ERROR under 40004 is Alipay\'s "retry with the same parameters", not a refusal', async () => {
   next = () => ({ inner: { code: "40004", msg: "Business Failed", sub_code: "ACQ.SYSTEM_ERROR", sub_msg: "系统错误" } });
   const input = { paymentId: "pay_0001", refundId: "ref_0003", amountMinor: 500, totalMinor: 1999, reason: "x" };
   await assert.rejects(
@@ -183,7 +183,7 @@ const queryAnswer = (trade_status: string) => ({
   },
 });
 
-test("close: alipay.trade.close by out_trade_no; 10000 is closed, ACQ.TRADE_NOT_EXIST is not_found", async () => {
+it("close: alipay.trade.close by out_trade_no; 10000 is closed, ACQ.TRADE_NOT_EXIST is not_found", async () => {
   const calls: string[] = [];
   next = (method, biz) => {
     calls.push(method);
@@ -203,7 +203,7 @@ test("close: alipay.trade.close by out_trade_no; 10000 is closed, ACQ.TRADE_NOT_
   assert.equal(gateway.received.length, before);
 });
 
-test("close: a trade not waiting for payment is told apart by a query (paid, finished, or already closed)", async () => {
+it("close: a trade not waiting for payment is told apart by a query (paid, finished, or already closed)", async () => {
   for (const [sub, state, expected] of [
     ["ACQ.TRADE_STATUS_ERROR", "TRADE_SUCCESS", "paid"],
     ["ACQ.TRADE_STATUS_ERROR", "TRADE_FINISHED", "paid"],
@@ -242,7 +242,7 @@ test("close: a trade not waiting for payment is told apart by a query (paid, fin
   );
 });
 
-test("close: unknown outcomes are retryable errors, our own mistakes are not; answers must be signed", async () => {
+it("close: unknown outcomes are retryable errors, our own mistakes are not; answers must be signed", async () => {
   next = () => closeAnswer("ACQ.SYSTEM_ERROR", "系统异常");
   await assert.rejects(
     platform.close("pay_0001"),
@@ -267,7 +267,7 @@ test("close: unknown outcomes are retryable errors, our own mistakes are not; an
   await assert.rejects(platform.close("pay_0001"), (e) => e instanceof PaymentPlatformError && e.reason === "http_status" && e.retryable);
 });
 
-test("transport failure: a gateway that is not there", async () => {
+it("transport failure: a gateway that is not there", async () => {
   const dead = new AlipayPlatform(
     {
       appId: APP_ID,

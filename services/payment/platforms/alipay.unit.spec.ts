@@ -6,7 +6,7 @@
 import { AlipaySdk } from "alipay-sdk";
 import assert from "node:assert/strict";
 import { sign as rsaSign, verify as rsaVerify, type KeyObject } from "node:crypto";
-import { test } from "node:test";
+import { it } from "mocha";
 import { AlipayPlatform, beijingTimestamp, beijingToIso } from "./alipay";
 import { privateKeyPem } from "./keys";
 import { PaymentPlatformError, PaymentVerificationError, checkBusiness, type RawNotification } from "./platform";
@@ -86,7 +86,7 @@ async function reason(p: Promise<unknown>): Promise<string> {
   return assert.fail("expected a PaymentVerificationError");
 }
 
-test("a real signed TRADE_SUCCESS callback verifies and maps to a succeeded payment", async () => {
+it("a real signed TRADE_SUCCESS callback verifies and maps to a succeeded payment", async () => {
   const n = await platform.verifyNotification(callback(baseParams()));
   assert.deepEqual(n, {
     paymentId: "pay_0001",
@@ -99,7 +99,7 @@ test("a real signed TRADE_SUCCESS callback verifies and maps to a succeeded paym
   checkBusiness(n, { paymentId: "pay_0001", amountMinor: 1999, currency: "CNY" });
 });
 
-test("a callback signed by alipay-sdk's own signer verifies too", async () => {
+it("a callback signed by alipay-sdk's own signer verifies too", async () => {
   // An SDK instance holding "Alipay's" private key signs like the SDK signs everything
   // (it adds method/timestamp/sign_type and signs over sign_type too; the notify check
   // accepts both variants).
@@ -115,7 +115,7 @@ test("a callback signed by alipay-sdk's own signer verifies too", async () => {
   assert.equal(n.amountMinor, 1999);
 });
 
-test("trade states: WAIT_BUYER_PAY pending, TRADE_CLOSED failed, and TRADE_CLOSED with refund_fee is never a success", async () => {
+it("trade states: WAIT_BUYER_PAY pending, TRADE_CLOSED failed, and TRADE_CLOSED with refund_fee is never a success", async () => {
   assert.equal((await platform.verifyNotification(callback(baseParams({ trade_status: "WAIT_BUYER_PAY" })))).status, "pending");
   const closed = await platform.verifyNotification(callback(baseParams({ trade_status: "TRADE_CLOSED" })));
   assert.equal(closed.status, "failed");
@@ -134,7 +134,7 @@ test("trade states: WAIT_BUYER_PAY pending, TRADE_CLOSED failed, and TRADE_CLOSE
   assert.equal(await reason(platform.verifyNotification(callback(baseParams({ trade_status: "TRADE_PAID_MAYBE" })))), "malformed");
 });
 
-test("forged callbacks are refused with a stable reason", async () => {
+it("forged callbacks are refused with a stable reason", async () => {
   // Tampered after signing: the amount, or the signature itself.
   assert.equal(
     await reason(platform.verifyNotification(callback(baseParams(), alipay.privateKey, (p) => (p.total_amount = "0.01")))),
@@ -155,7 +155,7 @@ test("forged callbacks are refused with a stable reason", async () => {
   assert.equal(await reason(platform.verifyNotification(callback(baseParams(), app.privateKey))), "bad_signature");
 });
 
-test("sign_type is pinned to RSA2 before the SDK sees the request", async () => {
+it("sign_type is pinned to RSA2 before the SDK sees the request", async () => {
   // A genuine RSA (SHA-1) signature by the right key: the SDK alone would accept it.
   const params = baseParams({ sign_type: "RSA" });
   const content = Object.keys(params)
@@ -188,7 +188,7 @@ test("sign_type is pinned to RSA2 before the SDK sees the request", async () => 
   assert.equal(await reason(platform.verifyNotification(callback(baseParams({ sign_type: "rsa2" })))), "sign_type");
 });
 
-test("signed by Alipay but for another app or merchant, or with a bad amount: refused", async () => {
+it("signed by Alipay but for another app or merchant, or with a bad amount: refused", async () => {
   assert.equal(await reason(platform.verifyNotification(callback(baseParams({ app_id: "2021000000000999" })))), "app");
   assert.equal(await reason(platform.verifyNotification(callback(baseParams({ seller_id: "2088000000000999" })))), "merchant");
   assert.equal(await reason(platform.verifyNotification(callback(baseParams({ total_amount: "19.9" })))), "malformed");
@@ -207,7 +207,7 @@ test("signed by Alipay but for another app or merchant, or with a bad amount: re
   );
 });
 
-test("wrong content type, repeated fields and garbage bodies fail normally", async () => {
+it("wrong content type, repeated fields and garbage bodies fail normally", async () => {
   const good = callback(baseParams());
   assert.equal(await reason(platform.verifyNotification({ ...good, contentType: "application/json" })), "content_type");
   const twice = Buffer.concat([good.rawBody, Buffer.from("&total_amount=0.01")]);
@@ -215,14 +215,14 @@ test("wrong content type, repeated fields and garbage bodies fail normally", asy
   assert.equal(await reason(platform.verifyNotification({ ...good, rawBody: Buffer.from([0xff, 0xfe, 0x00, 0x25]) })), "sign_type");
 });
 
-test("acks: the literal success, fail otherwise", () => {
+it("acks: the literal success, fail otherwise", () => {
   assert.deepEqual(platform.ackResponse(), { status: 200, headers: { "content-type": "text/plain; charset=utf-8" }, body: "success" });
   assert.equal(platform.nackResponse(new PaymentVerificationError("bad_signature")).status, 400);
   assert.equal(platform.nackResponse(new Error("db down")).status, 500);
   assert.equal(platform.nackResponse().body, "fail");
 });
 
-test("create: a page-pay URL signed RSA2 with our app key, Beijing timestamp, amount in yuan, time_expire", async () => {
+it("create: a page-pay URL signed RSA2 with our app key, Beijing timestamp, amount in yuan, time_expire", async () => {
   const res = await platform.create({
     paymentId: "pay_0001",
     orderId: "ord_1",
@@ -284,7 +284,7 @@ test("create: a page-pay URL signed RSA2 with our app key, Beijing timestamp, am
   );
 });
 
-test("create: time_expire is expiresAt in Beijing time, rounded down to the second, from the injected clock", async () => {
+it("create: time_expire is expiresAt in Beijing time, rounded down to the second, from the injected clock", async () => {
   const at = (now: number) =>
     new AlipayPlatform(
       {
@@ -315,7 +315,7 @@ test("create: time_expire is expiresAt in Beijing time, rounded down to the seco
   );
 });
 
-test("Beijing time helpers", () => {
+it("Beijing time helpers", () => {
   assert.equal(beijingTimestamp(Date.parse("2025-12-31T20:30:00Z")), "2026-01-01 04:30:00");
   assert.equal(beijingToIso("2026-01-01 04:30:00"), "2025-12-31T20:30:00.000Z");
   assert.equal(beijingToIso("yesterday", false), undefined);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { inspect } from "node:util";
 import { configProblems } from "../../../test/support/config";
 import { createPlatforms, describePaymentConfig, parsePaymentConfig } from "./config";
@@ -47,14 +47,14 @@ const assertNoSecret = (text: string) => {
   for (const s of SECRETS) assert.ok(!text.includes(s), "a secret leaked");
 };
 
-test("embedded with nothing set: the sandbox alone, with a generated key pair", () => {
+it("embedded with nothing set: the sandbox alone, with a generated key pair", () => {
   const c = parsePaymentConfig({}, { mode: "embedded" });
   assert.deepEqual(c.enabled, ["sandbox"]);
   assert.equal(c.sandbox?.generated, true);
   assert.match(describePaymentConfig(c), /^sandbox \(key [0-9a-f]{32}, generated\)$/);
 });
 
-test("cluster with nothing set: no platform (the sandbox needs shared keys there)", () => {
+it("cluster with nothing set: no platform (the sandbox needs shared keys there)", () => {
   assert.deepEqual(parsePaymentConfig({}, { mode: "cluster" }).enabled, []);
   const c = parsePaymentConfig(
     { SANDBOX_PAY_PRIVATE_KEY: pem(sandbox, "private"), SANDBOX_PAY_PUBLIC_KEY: pem(sandbox, "public") },
@@ -64,7 +64,7 @@ test("cluster with nothing set: no platform (the sandbox needs shared keys there
   assert.equal(c.sandbox?.generated, false);
 });
 
-test("SANDBOX_PAY: false turns the sandbox off in any mode; NODE_ENV=production turns it off unless true", () => {
+it("SANDBOX_PAY: false turns the sandbox off in any mode; NODE_ENV=production turns it off unless true", () => {
   const keys = { SANDBOX_PAY_PRIVATE_KEY: pem(sandbox, "private"), SANDBOX_PAY_PUBLIC_KEY: pem(sandbox, "public") };
   assert.deepEqual(parsePaymentConfig({}, { mode: "embedded", sandbox: false }).enabled, []);
   assert.deepEqual(parsePaymentConfig(keys, { mode: "cluster", sandbox: false }).enabled, [], "its keys are not even loaded");
@@ -78,7 +78,7 @@ test("SANDBOX_PAY: false turns the sandbox off in any mode; NODE_ENV=production 
   );
 });
 
-test("every group complete: all three platforms; gateway URLs default", () => {
+it("every group complete: all three platforms; gateway URLs default", () => {
   const c = parsePaymentConfig({ ...alipayEnv, ...wechatEnv }, { mode: "embedded" });
   assert.deepEqual(c.enabled, ["sandbox", "alipay", "wechatpay"]);
   assert.equal(c.alipay?.gateway, "https://openapi.alipay.com/gateway.do");
@@ -96,7 +96,7 @@ test("every group complete: all three platforms; gateway URLs default", () => {
   for (const p of platforms.values()) assertNoSecret(String(p) + inspect(p, { depth: 10 }));
 });
 
-test("a partly set group is an error naming what is missing", () => {
+it("a partly set group is an error naming what is missing", () => {
   assert.deepEqual(problemsOf({ ALIPAY_APP_ID: "2021000000000001", ALIPAY_PRIVATE_KEY: pem(app, "private") }), [
     "ALIPAY_SELLER_ID, ALIPAY_PUBLIC_KEY: required to enable alipay (ALIPAY_APP_ID, ALIPAY_PRIVATE_KEY are set)",
   ]);
@@ -110,7 +110,7 @@ test("a partly set group is an error naming what is missing", () => {
   assert.deepEqual(parsePaymentConfig({ ALIPAY_APP_ID: "", ALIPAY_GATEWAY: " " }, { mode: "cluster" }).enabled, []);
 });
 
-test("bad values are named, never echoed", () => {
+it("bad values are named, never echoed", () => {
   const problems = problemsOf({
     ...alipayEnv,
     ALIPAY_PRIVATE_KEY: "MIIsecretbutbroken",
@@ -154,7 +154,7 @@ test("bad values are named, never echoed", () => {
   assert.ok(err && !err.message.includes("MIIsecret") && !String(err.stack).includes("MIIsecret"));
 });
 
-test("keys in the shapes environments carry: escaped newlines, bare base64 (PKCS#8 and PKCS#1)", () => {
+it("keys in the shapes environments carry: escaped newlines, bare base64 (PKCS#8 and PKCS#1)", () => {
   const escaped = pem(app, "private").replace(/\n/g, "\\n");
   const bare = app.privateKey.export({ type: "pkcs8", format: "der" }).toString("base64");
   const pkcs1 = app.privateKey.export({ type: "pkcs1", format: "der" }).toString("base64");

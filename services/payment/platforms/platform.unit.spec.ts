@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import {
   PaymentPlatformError,
   PaymentVerificationError,
@@ -24,7 +24,7 @@ const reason = (fn: () => unknown) => {
   assert.fail("expected a PaymentVerificationError");
 };
 
-test("yuan strings ↔ integer minor units, no float arithmetic", () => {
+it("yuan strings ↔ integer minor units, no float arithmetic", () => {
   assert.equal(yuanToMinor("0.01"), 1);
   assert.equal(yuanToMinor("10.00"), 1000);
   assert.equal(yuanToMinor("0.29"), 29); // 0.29 * 100 in floating point is 28.999999999999996
@@ -41,7 +41,7 @@ test("yuan strings ↔ integer minor units, no float arithmetic", () => {
   for (let m = 0; m < 2000; m += 7) assert.equal(yuanToMinor(minorToYuan(m)), m);
 });
 
-test("checkBusiness: the signed amount, currency and payment must be the ones we expect", () => {
+it("checkBusiness: the signed amount, currency and payment must be the ones we expect", () => {
   const n: PlatformNotification = { paymentId: "pay_1", providerTxnId: "t1", amountMinor: 1999, currency: "CNY", status: "succeeded" };
   checkBusiness(n, { paymentId: "pay_1", amountMinor: 1999, currency: "CNY" });
   assert.equal(
@@ -62,7 +62,7 @@ test("checkBusiness: the signed amount, currency and payment must be the ones we
   );
 });
 
-test("headers: case-insensitive, a repeated header is malformed; media type without parameters", () => {
+it("headers: case-insensitive, a repeated header is malformed; media type without parameters", () => {
   assert.equal(headerOf({ "Wechatpay-Serial": "A1" }, "wechatpay-serial"), "A1");
   assert.equal(headerOf({}, "x"), undefined);
   assert.equal(
@@ -77,12 +77,12 @@ test("headers: case-insensitive, a repeated header is malformed; media type with
   assert.equal(mediaType(undefined), "");
 });
 
-test("a verification error says only its code", () => {
+it("a verification error says only its code", () => {
   const err = new PaymentVerificationError("bad_signature");
   assert.equal(err.message, "payment notification rejected: bad_signature");
 });
 
-test("assertCreateInput: expiresAt must be an integer of epoch ms, after now", () => {
+it("assertCreateInput: expiresAt must be an integer of epoch ms, after now", () => {
   const now = 1_700_000_000_000;
   const input: CreatePaymentInput = {
     paymentId: "p",
@@ -113,7 +113,7 @@ test("assertCreateInput: expiresAt must be an integer of epoch ms, after now", (
     assert.match(refused(bad), /integer of epoch milliseconds/);
 });
 
-test("Beijing wall clock: UTC+8, milliseconds dropped, across a date line", () => {
+it("Beijing wall clock: UTC+8, milliseconds dropped, across a date line", () => {
   assert.equal(beijingWallClock(1_700_000_000_000), "2023-11-15T06:13:20");
   assert.equal(beijingWallClock(1_700_000_000_999), "2023-11-15T06:13:20");
   assert.equal(beijingWallClock(Date.parse("2025-12-31T16:00:00Z")), "2026-01-01T00:00:00");

@@ -3,11 +3,11 @@
  * verifies with the platform's verifyNotification, and refuses the first attempts.
  */
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { MemorySandboxStateStore, SandboxNotifier, SandboxPlatform, sandboxOutcomePayload } from "./sandbox";
 import { fakeGateway, rsaPair } from "./test-support";
 
-test("notifier → notify route over HTTP: verified, retried until success", async () => {
+it("notifier → notify route over HTTP: verified, retried until success", async () => {
   const keys = rsaPair();
   const platform = new SandboxPlatform({ ...keys, publicUrl: "http://localhost:3000" }, { store: new MemorySandboxStateStore() });
   let seen = 0;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { it } from "mocha";
 import { PaymentPlatformError, PaymentVerificationError, checkBusiness } from "./platform";
 import {
   MemorySandboxStateStore,
@@ -46,7 +46,7 @@ async function reason(p: Promise<unknown>): Promise<string> {
   return assert.fail("expected a PaymentVerificationError");
 }
 
-test("sign → verify round trip; the platform maps it to a notification", async () => {
+it("sign → verify round trip; the platform maps it to a notification", async () => {
   const signed = signSandboxNotification(payload, sandboxKeys.privateKey, NOW);
   assert.deepEqual(verifySandboxNotification(raw(signed), sandboxKeys.publicKey, NOW), payload);
   const n = await platform.verifyNotification(raw(signed));
@@ -61,7 +61,7 @@ test("sign → verify round trip; the platform maps it to a notification", async
   checkBusiness(n, { paymentId: "pay_1", amountMinor: 1999, currency: "CNY" });
 });
 
-test("forgeries: other key, tampered body, bad signature, stale or future timestamp, missing headers", async () => {
+it("forgeries: other key, tampered body, bad signature, stale or future timestamp, missing headers", async () => {
   assert.equal(await reason(platform.verifyNotification(raw(signSandboxNotification(payload, other.privateKey, NOW)))), "unknown_serial");
   // Other key but claiming our key id.
   const forged = signSandboxNotification(payload, other.privateKey, NOW);
@@ -96,7 +96,7 @@ test("forgeries: other key, tampered body, bad signature, stale or future timest
   assert.equal(await reason(platform.verifyNotification(raw(odd))), "malformed");
 });
 
-test("create: a redirect to the pay page on our gateway, with an unguessable token; expiresAt checked against the clock", async () => {
+it("create: a redirect to the pay page on our gateway, with an unguessable token; expiresAt checked against the clock", async () => {
   const input = {
     paymentId: "pay_1",
     orderId: "ord_1",
@@ -126,7 +126,7 @@ test("create: a redirect to the pay page on our gateway, with an unguessable tok
   assert.ok(!checkSandboxPayToken("pay_1", "short", sandboxKeys.privateKey));
 });
 
-test("outcome payloads", () => {
+it("outcome payloads", () => {
   const ok = sandboxOutcomePayload({ paymentId: "p", amountMinor: 5, currency: "CNY" }, "success", NOW);
   assert.equal(ok.status, "succeeded");
   assert.equal(ok.paidAt, "2025-03-01T04:00:00.000Z");
@@ -136,7 +136,7 @@ test("outcome payloads", () => {
   assert.notEqual(ok.providerTxnId, ko.providerTxnId);
 });
 
-test('notifier: retries with exponential backoff until a 2xx "success", re-signing each attempt', async () => {
+it('notifier: retries with exponential backoff until a 2xx "success", re-signing each attempt', async () => {
   const sleeps: number[] = [];
   const calls: { url: string; headers: Record<string, string>; body: string }[] = [];
   const replies = [
@@ -179,7 +179,7 @@ test('notifier: retries with exponential backoff until a 2xx "success", re-signi
   assert.notEqual(calls[0]!.headers["x-sandbox-timestamp"], calls[3]!.headers["x-sandbox-timestamp"]);
 });
 
-test("notifier: gives up after maxAttempts; delays are capped", async () => {
+it("notifier: gives up after maxAttempts; delays are capped", async () => {
   const sleeps: number[] = [];
   const notifier = new SandboxNotifier({
     privateKey: sandboxKeys.privateKey,
@@ -202,7 +202,7 @@ test("notifier: gives up after maxAttempts; delays are capped", async () => {
   assert.equal(jittered, 3000);
 });
 
-test("query and refund answer from the state store; refunds are idempotent on refundId", async () => {
+it("query and refund answer from the state store; refunds are idempotent on refundId", async () => {
   assert.deepEqual(await platform.query("nope"), { status: "not_found", paymentId: "nope" });
   store.payments.set("pay_1", {
     paymentId: "pay_1",
@@ -242,7 +242,7 @@ test("query and refund answer from the state store; refunds are idempotent on re
   });
 });
 
-test("close: no choice, pending or failed → closed (and stays so); succeeded → paid and untouched", async () => {
+it("close: no choice, pending or failed → closed (and stays so); succeeded → paid and untouched", async () => {
   const s = new MemorySandboxStateStore();
   const p = new SandboxPlatform({ ...sandboxKeys, publicUrl: "http://localhost:3000" }, { store: s, now: () => NOW });
   // Never opened: closed without an amount; query says failed, refund says not paid.
@@ -308,7 +308,7 @@ test("close: no choice, pending or failed → closed (and stays so); succeeded �
   );
 });
 
-test("refunds: bounded by the payment's amount in total across refund ids; a replay answers the first result", async () => {
+it("refunds: bounded by the payment's amount in total across refund ids; a replay answers the first result", async () => {
   const s = new MemorySandboxStateStore();
   const p = new SandboxPlatform({ ...sandboxKeys, publicUrl: "http://localhost:3000" }, { store: s, now: () => NOW });
   s.payments.set("pay_r", { paymentId: "pay_r", amountMinor: 1999, currency: "CNY", status: "succeeded", providerTxnId: "sbx_r" });
@@ -334,7 +334,7 @@ test("refunds: bounded by the payment's amount in total across refund ids; a rep
   assert.equal((await refund("r5", 1999, "pay_o")).status, "succeeded");
 });
 
-test("acks: success / fail", () => {
+it("acks: success / fail", () => {
   assert.equal(platform.ackResponse().body, "success");
   assert.equal(platform.nackResponse(new PaymentVerificationError("timestamp")).status, 400);
   assert.equal(platform.nackResponse(new Error("x")).status, 500);

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes, type KeyObject } from "node:crypto";
-import { after, before, test } from "node:test";
+import { after, before, it } from "mocha";
 import { Secret } from "./keys";
 import { PaymentPlatformError } from "./platform";
 import { fakeGateway, rsaPair, wechatAnswerHeaders, wechatPlatform, type Received, type Reply } from "./test-support";
@@ -81,7 +81,7 @@ const transaction = (over: Record<string, unknown> = {}) => ({
   ...over,
 });
 
-test("create: Native pay, signed request, code_url back", async () => {
+it("create: Native pay, signed request, code_url back", async () => {
   next = (r) => {
     assert.equal(r.method, "POST");
     assert.equal(r.url, "/v3/pay/transactions/native");
@@ -127,7 +127,7 @@ test("create: Native pay, signed request, code_url back", async () => {
   assert.equal(gateway.received.length, sent);
 });
 
-test("query: paid, not paid, unknown; the answer's signature is checked", async () => {
+it("query: paid, not paid, unknown; the answer's signature is checked", async () => {
   next = (r) => {
     assert.equal(r.method, "GET");
     assert.equal(r.url, `/v3/pay/transactions/out-trade-no/pay0001abc?mchid=${MCH}`);
@@ -150,7 +150,7 @@ test("query: paid, not paid, unknown; the answer's signature is checked", async 
   assert.deepEqual(await platform.query("pay0001abc"), { status: "not_found", paymentId: "pay0001abc" });
 });
 
-test("query: answers signed by another key, unsigned, stale, or about another merchant are not trusted", async () => {
+it("query: answers signed by another key, unsigned, stale, or about another merchant are not trusted", async () => {
   next = () => ({ body: transaction(), signWith: other.privateKey });
   await assert.rejects(platform.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.reason === "bad_response_signature");
   next = () => ({ body: transaction(), signWith: null });
@@ -166,7 +166,7 @@ test("query: answers signed by another key, unsigned, stale, or about another me
   await assert.rejects(platform.query("pay0001abc"), (e) => e instanceof PaymentPlatformError && e.retryable);
 });
 
-test("refund: out_refund_no is our refund id; SUCCESS, PROCESSING, refusals, errors", async () => {
+it("refund: out_refund_no is our refund id; SUCCESS, PROCESSING, refusals, errors", async () => {
   const input = { paymentId: "pay0001abc", refundId: "ref0001", amountMinor: 500, totalMinor: 1999, reason: "damaged" };
   next = (r) => {
     assert.equal(r.url, "/v3/refund/domestic/refunds");
@@ -207,7 +207,7 @@ test("refund: out_refund_no is our refund id; SUCCESS, PROCESSING, refusals, err
 
 const CLOSE_PATH = "/v3/pay/transactions/out-trade-no/pay0001abc/close";
 
-test("close: POST …/close with {mchid}; a signed 204 is confirmed by a query (closed, paid, or never existed)", async () => {
+it("close: POST …/close with {mchid}; a signed 204 is confirmed by a query (closed, paid, or never existed)", async () => {
   for (const [state, expected] of [
     ["CLOSED", "closed"],
     ["SUCCESS", "paid"],
@@ -242,7 +242,7 @@ test("close: POST …/close with {mchid}; a signed 204 is confirmed by a query (
   assert.equal(gateway.received.length, sent);
 });
 
-test("close: signed refusals that are outcomes (ORDER_CLOSED, ORDER_NOT_EXIST, ORDERPAID), in both spellings", async () => {
+it("close: signed refusals that are outcomes (ORDER_CLOSED, ORDER_NOT_EXIST, ORDERPAID), in both spellings", async () => {
   for (const [status, code, expected] of [
     [400, "ORDER_CLOSED", "closed"],
     [400, "ORDERCLOSED", "closed"],
@@ -257,7 +257,7 @@ test("close: signed refusals that are outcomes (ORDER_CLOSED, ORDER_NOT_EXIST, O
   }
 });
 
-test("close: unknown outcomes are retryable; unsigned answers and our own mistakes are not outcomes", async () => {
+it("close: unknown outcomes are retryable; unsigned answers and our own mistakes are not outcomes", async () => {
   // The buyer is entering the password right now.
   next = () => ({ status: 202, body: { code: "USER_PAYING", message: "用户支付中,需要输入密码" } });
   await assert.rejects(
@@ -288,7 +288,7 @@ test("close: unknown outcomes are retryable; unsigned answers and our own mistak
   );
 });
 
-test("our request signature is what the server checks", async () => {
+it("our request signature is what the server checks", async () => {
   const wrongKey = new WechatPayPlatform(
     {
       mchId: MCH,
@@ -308,7 +308,7 @@ test("our request signature is what the server checks", async () => {
   );
 });
 
-test("transport failure is retryable and says nothing secret", async () => {
+it("transport failure is retryable and says nothing secret", async () => {
   const dead = new WechatPayPlatform(
     {
       mchId: MCH,

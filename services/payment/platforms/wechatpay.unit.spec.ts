@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { randomBytes, type KeyObject } from "node:crypto";
-import { test } from "node:test";
+import { it } from "mocha";
 import { Secret } from "./keys";
 import { PaymentVerificationError, type RawNotification } from "./platform";
 import { rsaPair, wechatPlatform } from "./test-support";
@@ -101,7 +101,7 @@ async function reason(p: Promise<unknown>): Promise<string> {
   return assert.fail("expected a PaymentVerificationError");
 }
 
-test("a genuine TRANSACTION.SUCCESS callback: verified, decrypted, mapped", async () => {
+it("a genuine TRANSACTION.SUCCESS callback: verified, decrypted, mapped", async () => {
   assert.deepEqual(await platform.verifyNotification(callback()), {
     paymentId: "pay0001abc",
     providerTxnId: "4200000000202503010000000001",
@@ -112,7 +112,7 @@ test("a genuine TRANSACTION.SUCCESS callback: verified, decrypted, mapped", asyn
   });
 });
 
-test("signature probes and forgeries fail normally", async () => {
+it("signature probes and forgeries fail normally", async () => {
   // WeChat's own probe: a deliberately wrong signature.
   assert.equal(
     await reason(platform.verifyNotification(callback(txn(), { signature: "WECHATPAY/SIGNTEST/" + randomBytes(64).toString("base64") }))),
@@ -129,7 +129,7 @@ test("signature probes and forgeries fail normally", async () => {
   );
 });
 
-test("serial, timestamp window, headers, algorithm", async () => {
+it("serial, timestamp window, headers, algorithm", async () => {
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { serial: "DEADBEEF" }))), "unknown_serial");
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { timestamp: NOW - 6 * 60_000 }))), "timestamp");
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { timestamp: NOW + 6 * 60_000 }))), "timestamp");
@@ -150,7 +150,7 @@ test("serial, timestamp window, headers, algorithm", async () => {
   assert.equal(await reason(platform.verifyNotification({ ...good, contentType: "text/plain" })), "content_type");
 });
 
-test("decryption: tampered ciphertext, wrong key, wrong associated data", async () => {
+it("decryption: tampered ciphertext, wrong key, wrong associated data", async () => {
   const resource = encrypt(JSON.stringify(txn()));
   const ct = Buffer.from(resource.ciphertext, "base64");
   ct[5] = ct[5]! ^ 0x01;
@@ -178,7 +178,7 @@ test("decryption: tampered ciphertext, wrong key, wrong associated data", async 
   assert.equal(await reason(platform.verifyNotification(callback(txn(), { resource: encrypt("not json") }))), "malformed");
 });
 
-test("decrypted, but for another merchant or app, or without the fields we need", async () => {
+it("decrypted, but for another merchant or app, or without the fields we need", async () => {
   assert.equal(await reason(platform.verifyNotification(callback(txn({ mchid: "1900000999" })))), "merchant");
   assert.equal(await reason(platform.verifyNotification(callback(txn({ appid: "wx0000000000000000" })))), "app");
   assert.equal(await reason(platform.verifyNotification(callback(txn({ amount: { total: 19.99, currency: "CNY" } })))), "malformed");
@@ -190,7 +190,7 @@ test("decrypted, but for another merchant or app, or without the fields we need"
   assert.equal((await platform.verifyNotification(callback(txn({ trade_state: "NOTPAY" })))).status, "pending");
 });
 
-test("a body that is not JSON, with a valid signature, fails normally", async () => {
+it("a body that is not JSON, with a valid signature, fails normally", async () => {
   const raw = callback();
   const body = Buffer.from("{not json");
   const ts = raw.headers["wechatpay-timestamp"] as string;
@@ -202,12 +202,12 @@ test("a body that is not JSON, with a valid signature, fails normally", async ()
   );
 });
 
-test("encryptResource/decryptResource round trip", () => {
+it("encryptResource/decryptResource round trip", () => {
   const r = encryptResource('{"a":1}', API_V3_KEY, "abcdefghijkl", "transaction");
   assert.equal(decryptResource(r, API_V3_KEY).toString(), '{"a":1}');
 });
 
-test("acks per APIv3: 204 without body; failures 4xx/5xx with {code, message}", () => {
+it("acks per APIv3: 204 without body; failures 4xx/5xx with {code, message}", () => {
   assert.deepEqual(platform.ackResponse(), { status: 204, headers: {}, body: "" });
   const nack = platform.nackResponse(new PaymentVerificationError("bad_signature"));
   assert.equal(nack.status, 400);
@@ -215,7 +215,7 @@ test("acks per APIv3: 204 without body; failures 4xx/5xx with {code, message}", 
   assert.equal(platform.nackResponse(new Error("secret db password in here")).body, JSON.stringify({ code: "FAIL", message: "internal" }));
 });
 
-test("time_expire: RFC 3339 in Beijing time with +08:00, no milliseconds (rounded down)", () => {
+it("time_expire: RFC 3339 in Beijing time with +08:00, no milliseconds (rounded down)", () => {
   assert.equal(wechatTimeExpire(1_700_000_000_000), "2023-11-15T06:13:20+08:00");
   assert.equal(wechatTimeExpire(1_700_000_000_999), "2023-11-15T06:13:20+08:00");
   // The string names the same instant (to the second) for any RFC 3339 reader.

@@ -1,11 +1,12 @@
 /**
  * The engine conformance suite: what every `SearchEngine` must do, on the hand-made
- * catalog (fixtures/catalog.ts). Run on MiniSearch in minisearch-engine.unit.spec.ts; it
- * is meant to be run on Elasticsearch too against a live server (an int test), which this
- * machine cannot have: the Elasticsearch unit tests check request shapes instead.
+ * catalog (fixtures/catalog.ts). Run on MiniSearch in minisearch-engine.unit.spec.ts, and on a
+ * live Elasticsearch by `npm run search:conformance` (elasticsearch-engine.live.spec.ts) for
+ * whoever has one; the machines this project is tested on cannot, so there the Elasticsearch
+ * unit tests check request shapes against recorded responses instead.
  */
 import assert from "node:assert/strict";
-import { beforeEach, describe, it } from "node:test";
+import { beforeEach, describe, it } from "mocha";
 import { parseSearchQuery, type RawSearchQuery, type SearchEngine } from "./engine";
 import { testCatalog } from "./fixtures/catalog";
 

@@ -4,7 +4,7 @@
  * shapes (fixtures/es-responses.ts). Not a conformance run: no live server here.
  */
 import assert from "node:assert/strict";
-import { beforeEach, describe, it } from "node:test";
+import { beforeEach, describe, it } from "mocha";
 import { Client, errors } from "@elastic/elasticsearch";
 import Mock from "@elastic/elasticsearch-mock";
 import { parseSearchQuery, type RawSearchQuery } from "./engine";

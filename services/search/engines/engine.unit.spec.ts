@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { describe, it } from "mocha";
 import { autoFuzziness, parseSearchQuery, parseSuggest, sortFacet, type RawSearchQuery } from "./engine";
 
 const problems = (raw: RawSearchQuery): Array<{ field: string }> => {

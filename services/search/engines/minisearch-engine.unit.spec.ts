@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { describe, it } from "mocha";
 import fc from "fast-check";
 import { engineConformance } from "./conformance";
 import { MAX_QUERY_TERMS, MiniSearchEngine, queryTerms, tokenize, topK } from "./minisearch-engine";
