@@ -3,7 +3,8 @@
  * node-level readiness probes (transporter, cache). Used by `npm start`, the REPL,
  * the tests and the benchmarks alike.
  */
-import { ServiceBroker, type Middleware, type ServiceSchema } from "moleculer";
+import { ServiceBroker, type Middleware } from "moleculer";
+import type { AnyServiceSchema } from "./lib/service-schema";
 import { brokerOptions } from "./moleculer.config";
 import { createCartService } from "./services/cart/cart.service";
 import { createGatewayService } from "./services/gateway/api.service";
@@ -20,7 +21,7 @@ import type { LogDestination } from "./lib/logger";
 import { setUpNode } from "./lib/node-setup";
 
 /** Each factory's schema is typed by its own service (`this`); Moleculer takes any of them. */
-export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => ServiceSchema<any, any, any>> = {
+export const SERVICE_FACTORIES: Record<ServiceName, (config: AppConfig) => AnyServiceSchema> = {
   gateway: createGatewayService,
   grpc: createGrpcService,
   user: createUserService,

@@ -4,7 +4,7 @@
  * etcd discovery, Redis cache), chosen by environment variables alone.
  */
 import { StrictNullValidator } from "./lib/validator";
-import { ServiceBroker, type BrokerOptions } from "moleculer";
+import { ServiceBroker, type BrokerOptions, type Middleware } from "moleculer";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { DependencyErrorsMiddleware } from "./lib/errors";
 import type { AppConfig } from "./lib/config";
@@ -21,6 +21,8 @@ import { InternalRetryMiddleware } from "./lib/internal-retry";
 import { setUpNode } from "./lib/node-setup";
 import { replCommands } from "./lib/repl-commands";
 import { runnerConfig } from "./lib/runner";
+
+type MetricsReporterOption = NonNullable<Exclude<BrokerOptions["metrics"], boolean | undefined>["reporter"]>;
 
 /**
  * `extraMiddlewares` (a test's gate or counter) run after the node's own and before Moleculer's
@@ -39,6 +41,28 @@ export function brokerOptions(
     hosts: config.etcd.hosts,
     auth: config.etcd.username ? { username: config.etcd.username, password: config.etcd.password! } : undefined,
   };
+  const middlewares: unknown[] = [
+    RequestScopeMiddleware(),
+    DependencyErrorsMiddleware,
+    // A call between services lost or not sent goes once more when safe (lib/internal-retry.ts).
+    InternalRetryMiddleware(),
+    // The business counters (lib/metrics.ts), registered once so the label-less ones scrape as 0.
+    { name: "BusinessMetrics", created: (broker: ServiceBroker) => registerBusinessMetrics(broker) },
+    // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.
+    ...[ContractAuditMiddleware()].filter((m) => m !== null),
+    // etcd refusing this node's credentials stops its start (lib/discovery/etcd-access.ts).
+    ...(etcd
+      ? [
+          {
+            name: "EtcdAccess",
+            starting: (broker: ServiceBroker) =>
+              checkEtcdAccess({ ...etcd, prefix: discoveryPrefix(broker.namespace), nodeID: broker.nodeID }),
+          } satisfies Middleware,
+        ]
+      : []),
+    ...extraMiddlewares,
+    ...internalMiddlewares(),
+  ];
   const options: BrokerOptions = {
     nodeID: config.nodeId,
     namespace: config.namespace,
@@ -64,40 +88,24 @@ export function brokerOptions(
     // The REPL's own commands (dead letters, seed, recommendation rebuild), for any REPL of the
     // system (npm run repl, npm run dev); nothing runs until a REPL calls one.
     replOptions: { customCommands: replCommands(config) },
-    metrics: { enabled: true, reporter: [new InProcessPrometheusReporter({}) as any] },
+    // The cast: Moleculer's registry takes a reporter instance (its `Reporters.resolve`); its
+    // .d.ts lists only `{ type, options }` objects.
+    metrics: { enabled: true, reporter: new InProcessPrometheusReporter({}) as unknown as MetricsReporterOption },
     // TRACING_EXPORTER (lib/tracing.ts); the trace id is the request id (X-Request-Id).
     tracing: tracingOptions(config),
     // Moleculer's internal middlewares, listed by lib/request-metrics.ts with its lean request
     // metrics in place of Moleculer's (the same families, ~25 µs less per request).
     internalMiddlewares: false,
-    middlewares: [
-      RequestScopeMiddleware(),
-      DependencyErrorsMiddleware,
-      // A call between services lost or not sent goes once more when safe (lib/internal-retry.ts).
-      InternalRetryMiddleware(),
-      // The business counters (lib/metrics.ts), registered once so the label-less ones scrape as 0.
-      { name: "BusinessMetrics", created: (broker: any) => registerBusinessMetrics(broker) } as any,
-      // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.
-      ...[ContractAuditMiddleware()].filter((m) => m !== null).map((m) => m as any),
-      // etcd refusing this node's credentials stops its start (lib/discovery/etcd-access.ts).
-      ...(etcd
-        ? [
-            {
-              name: "EtcdAccess",
-              starting: (broker: ServiceBroker) =>
-                checkEtcdAccess({ ...etcd, prefix: discoveryPrefix(broker.namespace), nodeID: broker.nodeID }),
-            } as any,
-          ]
-        : []),
-      ...extraMiddlewares,
-      ...internalMiddlewares(),
-    ],
+    // The cast: Moleculer takes middleware objects, names and factories (broker => middleware),
+    // and calls a `call` hook for the wrapped call it returns (lib/serializer/contract-audit.ts);
+    // its .d.ts lists objects and names only, with that hook typed as returning the call's result.
+    middlewares: middlewares as BrokerOptions["middlewares"],
     cacher: config.redisUrl
-      ? (new ResilientRedisCacher({
+      ? new ResilientRedisCacher({
           redisUrl: config.redisUrl,
           prefix: `MOL-${config.namespace || "meridian"}-`,
           ttl: 300,
-        }) as unknown as BrokerOptions["cacher"])
+        })
       : { type: "Memory", options: { ttl: 300, maxParamsLength: 200 } },
     // fastest-validator, with `null` refused where a rule is not nullable (lib/validator.ts).
     validator: new StrictNullValidator() as unknown as BrokerOptions["validator"],
@@ -124,7 +132,7 @@ export function brokerOptions(
         etcd,
         heartbeatInterval: config.heartbeatIntervalS,
         heartbeatTimeout: config.heartbeatTimeoutS,
-      }) as any,
+      }),
     };
   }
   return options;
@@ -164,8 +172,11 @@ export default function runnerBrokerOptions(this: { flags?: { hot?: boolean } } 
  */
 function hideFromRunner(options: BrokerOptions, config: AppConfig): Record<string, string> {
   const hidden: Record<string, string> = {};
-  const isPlain = (v: unknown): v is Record<string, unknown> =>
-    typeof v === "object" && v !== null && [Object.prototype, null].includes(Object.getPrototypeOf(v));
+  const isPlain = (v: unknown): v is Record<string, unknown> => {
+    if (typeof v !== "object" || v === null) return false;
+    const proto: unknown = Object.getPrototypeOf(v);
+    return proto === Object.prototype || proto === null;
+  };
   const visit = (obj: Record<string, unknown>, prefix: string) => {
     for (const [key, value] of Object.entries(obj)) {
       const name = (prefix ? `${prefix}_${key}` : key).toUpperCase();

@@ -405,7 +405,7 @@ async function runHttpCase(def: HttpCase, index: number, total: number): Promise
       const cpuAfter = cpuSeconds(target.child.pid);
       const self = process.cpuUsage(selfBefore);
       if (cpuBefore !== undefined && cpuAfter !== undefined) row.serverCpuS = cpuAfter - cpuBefore;
-      const delta = (before: number | undefined | 0, pid: number | undefined) => {
+      const delta = (before: number | undefined, pid: number | undefined) => {
         const after = pid ? cpuSeconds(pid) : undefined;
         return before !== undefined && before !== 0 && after !== undefined ? after - before : undefined;
       };
@@ -564,9 +564,8 @@ async function closedLoop(label: string, workers: number, op: (worker: number, n
         for (let i = 0; !aborting(); i++) {
           const t0 = performance.now();
           if (t0 >= measureTo) return;
-          let good = false;
           try {
-            good = await op(w, i);
+            const good = await op(w, i);
             if (good) r.ok++;
             else r.refused++;
           } catch (err) {
@@ -639,14 +638,14 @@ async function startProductService(): Promise<ReserveSystem> {
 }
 
 async function createHotProduct(sys: ReserveSystem, label: string): Promise<string> {
-  const p = (await sys.broker.call("product.create", {
+  const p = await sys.broker.call<{ id: string }, unknown>("product.create", {
     sku: `BENCH-HOT-${label}-${randomBytes(4).toString("hex")}`,
     name: `Bench hot product (${label})`,
     description: "One product every caller reserves",
     category: "Bench",
     price: { amount: 1000, currency: "EUR" },
     stock: HOT_STOCK,
-  })) as { id: string };
+  });
   return p.id;
 }
 
@@ -711,10 +710,10 @@ async function runReserveCases(selected: string[]): Promise<void> {
           );
         } else {
           row.result = await closedLoop("product.reserve", WORKERS, async (w, n) => {
-            const res = (await sys.broker.call("product.reserve", {
+            const res = await sys.broker.call<{ lines?: { status?: string }[] }, unknown>("product.reserve", {
               orderId: `bench-${runId}-${w}-${n}`,
               lines: [{ productId, quantity: 1 }],
-            })) as { lines?: { status?: string }[] };
+            });
             return res.lines?.[0]?.status === "held";
           });
         }

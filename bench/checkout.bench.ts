@@ -426,7 +426,7 @@ async function createProduct(c: Cluster, label: string, stock: number): Promise<
     price: { amount: 1999, currency: "EUR" },
     stock,
   };
-  if (c.observer) return ((await c.observer.call("product.create", product)) as { id: string }).id;
+  if (c.observer) return (await c.observer.call<{ id: string }, unknown>("product.create", product)).id;
   const a = await api("POST", "/api/products", { token: c.adminToken, body: product });
   expectStatus(a, 201, "POST /api/products (admin)");
   return (a.body as { id: string }).id;
@@ -734,10 +734,12 @@ async function runCheckout(c: Cluster, buyers: Buyer[], procs: { name: string; p
     return Number(s.sold) === paidOrders && Number(s.reserved) === 0;
   }, 30_000);
   const s = await sold();
-  const orders = (await c.db.order("orders").select("status").count({ n: "*" }).groupBy("status")) as {
-    status: string;
-    n: number | string;
-  }[];
+  const orders = await c.db.order("orders").select("status").count({ n: "*" }).groupBy<
+    {
+      status: string;
+      n: number | string;
+    }[]
+  >("status");
   const byStatus = Object.fromEntries(orders.map((o) => [o.status, Number(o.n)]));
   const payments = (await c.db.payment("payments").where({ status: "SUCCEEDED" }).count({ n: "*" }).first()) as { n: number | string };
   const notified = (await c.db.notification("notifications").where({ type: "payment.succeeded" }).count({ n: "*" }).first()) as {
@@ -863,13 +865,13 @@ async function runFlash(c: Cluster, buyers: Buyer[], procs: { name: string; pid:
   // refused with OUT_OF_STOCK, each winner notified exactly once.
   say("    checking the databases...");
   const stockOk = await settle(async () => {
-    const p = (await c.db.product("products").where({ id: productId }).first("on_hand", "reserved")) as {
+    const p = await c.db.product("products").where({ id: productId }).first<{
       on_hand: number;
       reserved: number;
-    };
+    }>("on_hand", "reserved");
     return Number(p.on_hand) === 0 && Number(p.reserved) === 0;
   }, 30_000);
-  const p = (await c.db.product("products").where({ id: productId }).first("on_hand", "reserved")) as { on_hand: number; reserved: number };
+  const p = await c.db.product("products").where({ id: productId }).first<{ on_hand: number; reserved: number }>("on_hand", "reserved");
   const held = (await c.db.product("reservations").where({ product_id: productId, status: "held" }).count({ n: "*" }).first()) as {
     n: number | string;
   };
@@ -879,14 +881,14 @@ async function runFlash(c: Cluster, buyers: Buyer[], procs: { name: string; pid:
   const paid = await paidCount();
   const notifiedOnce = await settle(async () => {
     if (!ids.length) return true;
-    const rows = (await c.db
+    const rows = await c.db
       .notification("notifications")
       .whereIn(
         "user_id",
         winners.map((w) => w.buyer.id),
       )
       .where({ type: "payment.succeeded" })
-      .select("data")) as { data: string }[];
+      .select<{ data: string }[]>("data");
     const per = new Map<string, number>();
     for (const r of rows) {
       const o = (JSON.parse(r.data) as { orderId?: string }).orderId;
@@ -944,7 +946,7 @@ async function main(): Promise<void> {
         { name: "RabbitMQ", pid: pidOf("beam.smp") },
         { name: "Redis", pid: pidOf("redis-server") },
       ];
-  const procs = [...c.nodes.map((n) => ({ name: n.name, pid: n.pid as number | undefined })), ...shared];
+  const procs = [...c.nodes.map((n) => ({ name: n.name, pid: n.pid })), ...shared];
   const startupLines = new Map(c.nodes.map((n) => [n.name, n.lines.length]));
 
   const { buyers, seconds: registerS } = await registerBuyers(Math.max(BUYERS, PARTS.includes("checkout") ? CONCURRENCY : 0));

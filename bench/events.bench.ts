@@ -172,7 +172,7 @@ async function outbox(uri: string): Promise<OutboxResult> {
     const seconds = (last - start) / 1000;
     const cpuUs = cpu0.map((c, i) => ({
       name: c.name,
-      us: c.s !== undefined && cpu1[i]!.s !== undefined ? ((cpu1[i]!.s! - c.s) * 1e6) / N : undefined,
+      us: c.s !== undefined && cpu1[i].s !== undefined ? ((cpu1[i].s - c.s) * 1e6) / N : undefined,
     }));
     return {
       name: "outbox → relay → RabbitMQ → inbox (MariaDB)",
@@ -231,7 +231,7 @@ async function commitsOnly(): Promise<Result> {
 
 async function main() {
   const vhost = await createVhost();
-  const load0 = os.loadavg()[0]!;
+  const load0 = os.loadavg()[0];
   try {
     process.stderr.write(`raw amqplib: ${N} messages…\n`);
     const r = await raw(vhost.uri);
@@ -254,7 +254,7 @@ async function main() {
       "",
       `**Run of ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC**, ${N} events; outbox: ${CONCURRENCY} concurrent producer transactions (one event each), consumer prefetch 50, MariaDB + the machine's RabbitMQ;`,
       `raw: confirm windows of ${WINDOW}. Latency: outbox = producer commit → consumer commit; raw = publish → received.`,
-      `Machine: ${os.cpus().length} vCPUs, Node ${process.version}, load average ${load0.toFixed(1)} → ${os.loadavg()[0]!.toFixed(1)}; duplicates absorbed by the inbox: ${o.duplicates};`,
+      `Machine: ${os.cpus().length} vCPUs, Node ${process.version}, load average ${load0.toFixed(1)} → ${os.loadavg()[0].toFixed(1)}; duplicates absorbed by the inbox: ${o.duplicates};`,
       `the consumer applied the ${N} events in ${o.transactions} transactions (${(N / Math.max(1, o.transactions)).toFixed(1)} per transaction: consumer.ts's batches);`,
       `the relay published them in ${o.relay.withRows} passes (${(N / Math.max(1, o.relay.withRows)).toFixed(1)} per pass), plus ${o.relay.empty} passes that found nothing.`,
       `The producers' last commit returned after ${o.producedS.toFixed(2)} s of the outbox case's ${o.seconds.toFixed(2)} s (the rest: relay and consumer catching up; latency counts that wait).`,

@@ -87,7 +87,7 @@ async function closedLoop(label: string, op: (i: number) => Promise<void>): Prom
 
 const pct = (xs: number[], q: number) => {
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)];
 };
 
 async function main(): Promise<void> {
@@ -173,8 +173,8 @@ async function main(): Promise<void> {
       r.push(await closedLoop(`${name}: REST #${round + 1}`, c.rest));
       q.push(await closedLoop(`${name}: gRPC #${round + 1}`, c.grpc));
     }
-    const rest2 = (r[0]! + r[1]!) / 2;
-    const grpc2 = (q[0]! + q[1]!) / 2;
+    const rest2 = (r[0] + r[1]) / 2;
+    const grpc2 = (q[0] + q[1]) / 2;
     rows.push([
       name,
       rest2.toFixed(0),

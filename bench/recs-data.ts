@@ -84,12 +84,12 @@ class Sampler {
     weights.forEach((w, i) => (this.cum[i] = s += w));
   }
   draw(random: () => number): number {
-    const x = random() * this.cum[this.cum.length - 1]!;
+    const x = random() * this.cum[this.cum.length - 1];
     let lo = 0;
     let hi = this.cum.length - 1;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
-      if (this.cum[mid]! < x) lo = mid + 1;
+      if (this.cum[mid] < x) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -99,7 +99,7 @@ class Sampler {
 function shuffle<T>(xs: T[], random: () => number): T[] {
   for (let i = xs.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));
-    [xs[i], xs[j]] = [xs[j]!, xs[i]!];
+    [xs[i], xs[j]] = [xs[j], xs[i]];
   }
   return xs;
 }
@@ -114,7 +114,7 @@ export function generate(opts: GenOptions): Dataset {
   const products: GenProduct[] = opts.catalog
     ? opts.catalog.map((p) => ({ id: p.id, name: p.name, category: p.category, brand: p.brand ?? "" }))
     : Array.from({ length: opts.products }, (_, i) => {
-        const category = categories[Math.floor(random() * nCat)]!;
+        const category = categories[Math.floor(random() * nCat)];
         return {
           id: `p${String(i).padStart(6, "0")}`,
           name: `Product ${i}`,
@@ -136,9 +136,9 @@ export function generate(opts: GenOptions): Dataset {
   const groups = Array.from({ length: nGroups }, () => {
     const favourites = shuffle([...cats], random).slice(0, 2);
     const pool = favourites.flatMap((c) => byCategory.get(c) ?? []);
-    const poolSampler = new Sampler(pool.map((i) => popWeight[i]!));
+    const poolSampler = new Sampler(pool.map((i) => popWeight[i]));
     const core = new Set<number>();
-    for (let tries = 0; core.size < Math.min(40, pool.length) && tries < 10_000; tries++) core.add(pool[poolSampler.draw(random)]!);
+    for (let tries = 0; core.size < Math.min(40, pool.length) && tries < 10_000; tries++) core.add(pool[poolSampler.draw(random)]);
     const coreList = shuffle([...core], random);
     return { favourites, pool, poolSampler, core: coreList, coreSampler: new Sampler(zipf(coreList.length, 0.8)) };
   });
@@ -150,7 +150,7 @@ export function generate(opts: GenOptions): Dataset {
   for (let u = 0; u < opts.users; u++) {
     if (opts.maxOrders !== undefined && orderCount >= opts.maxOrders) break;
     const g = groupSampler.draw(random);
-    const group = groups[g]!;
+    const group = groups[g];
     let nOrders = 1;
     while (nOrders < 15 && random() < meanExtra / (meanExtra + 1)) nOrders++;
     const owned = new Set<number>();
@@ -166,9 +166,9 @@ export function generate(opts: GenOptions): Dataset {
           const x = random();
           const i =
             x < 0.5
-              ? group.core[group.coreSampler.draw(random)]!
+              ? group.core[group.coreSampler.draw(random)]
               : x < 0.75
-                ? group.pool[group.poolSampler.draw(random)]!
+                ? group.pool[group.poolSampler.draw(random)]
                 : global.draw(random);
           if (!owned.has(i)) {
             owned.add(i);
@@ -179,17 +179,17 @@ export function generate(opts: GenOptions): Dataset {
       }
       if (!lines.length) continue;
       at += 3_600_000 + Math.floor(random() * 86_400_000 * 20);
-      orders.push({ orderId: `o${String(u).padStart(6, "0")}-${o}`, at, productIds: lines.map((i) => products[i]!.id) });
+      orders.push({ orderId: `o${String(u).padStart(6, "0")}-${o}`, at, productIds: lines.map((i) => products[i].id) });
       orderCount++;
     }
     if (!orders.length) continue;
     const preferences = { categories: [] as string[], brands: [] as string[] };
     if (random() < 0.5) {
       for (const c of group.favourites) if (random() < 0.8) preferences.categories.push(c);
-      if (random() < 0.3) preferences.categories.push(cats[Math.floor(random() * cats.length)]!);
+      if (random() < 0.3) preferences.categories.push(cats[Math.floor(random() * cats.length)]);
     }
     if (random() < 0.3) {
-      const first = orders[0]!.productIds;
+      const first = orders[0].productIds;
       const brand = products.find((p) => p.id === first[Math.floor(random() * first.length)])?.brand;
       if (brand) preferences.brands.push(brand);
     }

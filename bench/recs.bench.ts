@@ -110,11 +110,11 @@ function updateEnvelopes(data: Dataset, n: number): { id: string; name: string; 
   const random = prng(99);
   const buyers = data.users.filter((u) => u.orders.length);
   return Array.from({ length: n }, (_, i) => {
-    const u = buyers[Math.floor(random() * buyers.length)]!;
+    const u = buyers[Math.floor(random() * buyers.length)];
     const owned = new Set(u.orders.flatMap((o) => o.productIds));
     const lines: string[] = [];
     while (lines.length < 1 + (i % 3)) {
-      const p = data.products[Math.floor(random() * data.products.length)]!.id;
+      const p = data.products[Math.floor(random() * data.products.length)].id;
       if (!owned.has(p) && !lines.includes(p)) lines.push(p);
     }
     const at = new Date(Date.UTC(2027, 0, 1) + i * 1000).toISOString();
@@ -144,7 +144,7 @@ async function applyRate(
   await Promise.all(
     Array.from({ length: UPDATE_WORKERS }, async () => {
       while (next < envelopes.length) {
-        const e = envelopes[next++]!;
+        const e = envelopes[next++];
         if ((await applyOnce(db, e as never, handler)) !== "applied") throw new Error(`${label}: ${e.id} not applied`);
         if (++done % 250 === 0 || done === envelopes.length) bar(label, done, envelopes.length);
       }
@@ -163,7 +163,7 @@ async function updateRates(broker: ServiceBroker, data: Dataset, label: string):
     updateEnvelopes(data, UPDATE_ORDERS).map((e) => ({ ...e, name: "bench.noop" })),
     `${label}: baseline (inbox only)`,
   );
-  const model = await applyRate(svc.db, svc.$events.handlers["order.paid"]!, updateEnvelopes(data, UPDATE_ORDERS), `${label}: order.paid`);
+  const model = await applyRate(svc.db, svc.$events.handlers["order.paid"], updateEnvelopes(data, UPDATE_ORDERS), `${label}: order.paid`);
   return { model: model.perSecond, baseline: baseline.perSecond };
 }
 
@@ -190,11 +190,11 @@ async function main(): Promise<void> {
       RATE_LIMITS: "off",
     });
     const broker = createBroker(config, ["gateway", "user", "product", "recommendation"]);
-    // The order history's source for the rebuild (filled in below, once the data exists).
-    let sources: ReturnType<typeof datasetSources> | undefined;
+    // The order history's source for the rebuild: `sources` is declared below, once the data exists (only the rebuild calls this,
+    // and it runs after that).
     broker.createService({
       name: "order",
-      actions: { exportPurchases: (ctx: { params: { after?: string; limit?: number } }) => sources!.order.actions.exportPurchases(ctx) },
+      actions: { exportPurchases: (ctx: { params: { after?: string; limit?: number } }) => sources.order.actions.exportPurchases(ctx) },
     } as never);
     await broker.start();
     onCleanup("stop the broker", () => broker.stop());
@@ -209,7 +209,7 @@ async function main(): Promise<void> {
     const catalog: { id: string; name: string; category: string; brand: string | null }[] = [];
     for (
       let after: string | undefined, page;
-      (page = (await broker.call("product.export", { after, limit: 1000 })) as { items: typeof catalog; next: string | null });
+      (page = await broker.call<{ items: typeof catalog; next: string | null }, unknown>("product.export", { after, limit: 1000 }));
     ) {
       catalog.push(...page.items);
       if (!page.next) break;
@@ -235,9 +235,9 @@ async function main(): Promise<void> {
     const orders = data.users
       .flatMap((u) => u.orders.map((o) => ({ orderId: o.orderId, userId: u.id, paidAt: o.at, productIds: o.productIds })))
       .sort((a, b) => (a.orderId < b.orderId ? -1 : 1));
-    sources = datasetSources(data, orders);
+    const sources = datasetSources(data, orders);
     const rebuildS = (await rebuildWithProgress(broker, "  model")) / 1000;
-    const status = (await broker.call("recommendation.status")) as { users: number; purchases: number; pairs: number; items: number };
+    const status = await broker.call<{ users: number; purchases: number; pairs: number; items: number }>("recommendation.status");
 
     // Part 1: latency through the gateway.
     const productPaths = catalog.slice(0, 500).map((p) => `/api/products/${p.id}`);
@@ -261,10 +261,8 @@ async function main(): Promise<void> {
       svc.cacheTtlS = cacheTtlS;
       await broker.cacher?.clean();
       process.stderr.write(`  ${label}\n`);
-      if (WARMUP_S > 0) await load({ ...rotating(base, [...paths], tokens), duration: WARMUP_S } as never, "warm-up (not counted)");
-      const m = await profiledInProcess(label, () =>
-        load({ ...rotating(base, [...paths], tokens), duration: DURATION_S } as never, "measuring"),
-      );
+      if (WARMUP_S > 0) await load({ ...rotating(base, [...paths], tokens), duration: WARMUP_S }, "warm-up (not counted)");
+      const m = await profiledInProcess(label, () => load({ ...rotating(base, [...paths], tokens), duration: DURATION_S }, "measuring"));
       if (m.result.errors || m.result.non2xx || m.result.timeouts)
         throw new Error(`${label}: ${m.result.errors} errors, ${m.result.non2xx} non-2xx, ${m.result.timeouts} timeouts`);
       rows.push({ label, m });
@@ -290,7 +288,7 @@ async function main(): Promise<void> {
       rates.push(["MariaDB (cluster's database)", await updateRates(mb, data, "MariaDB")]);
     }
 
-    const base0 = rows[0]!.m;
+    const base0 = rows[0].m;
     const latencyTable = markdownTable(
       ["case", "req/s", "vs baseline", "p50 ms", "p99 ms", "p50 vs baseline", "p99 vs baseline"],
       rows.map(({ label, m }) => [

@@ -44,7 +44,7 @@ export function split(data: Dataset): Split {
   const train: Split["train"] = [];
   const evaluated: Split["evaluated"] = [];
   for (const u of data.users) {
-    const last = u.orders.length >= 2 ? u.orders[u.orders.length - 1]! : undefined;
+    const last = u.orders.length >= 2 ? u.orders[u.orders.length - 1] : undefined;
     const bought = new Set<string>();
     for (const o of u.orders) {
       if (o === last) continue;
@@ -64,7 +64,7 @@ export function datasetSources(data: Dataset, orders: Split["train"]) {
   const page = <T>(rows: T[], key: (r: T) => string, after: string | undefined, limit: number) => {
     const start = after ? rows.findIndex((r) => key(r) > after) : 0;
     const items = start < 0 ? [] : rows.slice(start, start + limit);
-    return { items, next: items.length === limit ? key(items[items.length - 1]!) : null };
+    return { items, next: items.length === limit ? key(items[items.length - 1]) : null };
   };
   return {
     product: {
@@ -165,10 +165,13 @@ async function main(): Promise<void> {
   const started = Date.now();
   try {
     for (const [i, u] of evaluated.entries()) {
-      const mine = (await broker.call("recommendation.rank", { userId: u.userId, limit: 10, preferences: u.preferences })) as {
-        productId: string;
-      }[];
-      const plain = (await broker.call("recommendation.rank", { userId: u.userId, limit: 10 })) as { productId: string }[];
+      const mine = await broker.call<
+        {
+          productId: string;
+        }[],
+        unknown
+      >("recommendation.rank", { userId: u.userId, limit: 10, preferences: u.preferences });
+      const plain = await broker.call<{ productId: string }[], unknown>("recommendation.rank", { userId: u.userId, limit: 10 });
       for (const r of mine)
         if (u.bought.has(r.productId)) throw new Error(`the service recommended ${r.productId}, which ${u.userId} bought`);
       add(
@@ -191,7 +194,7 @@ async function main(): Promise<void> {
       add("popularity in preferred categories", notBought(preferredFirst).slice(0, 10), u.heldOut);
       const pick = new Set<string>();
       while (pick.size < 10) {
-        const p = data.products[Math.floor(random() * data.products.length)]!.id;
+        const p = data.products[Math.floor(random() * data.products.length)].id;
         if (!u.bought.has(p)) pick.add(p);
       }
       add("random", [...pick], u.heldOut);

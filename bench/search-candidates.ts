@@ -95,7 +95,7 @@ function miniSearch(
         );
       let r = ms.search(q.q, opts("AND"));
       if (!r.length) r = ms.search(q.q, opts("OR"));
-      return finish(r as unknown as Array<{ id: string; score: number }>, q);
+      return finish(r, q);
     },
   };
 }
@@ -153,7 +153,7 @@ function orama(): Candidate | undefined {
         } as const,
       });
       await lib.insertMultiple(
-        db as never,
+        db,
         p.map((x) => ({
           id: x.id,
           name: x.name,
@@ -162,7 +162,7 @@ function orama(): Candidate | undefined {
           tags: x.tags,
           description: x.description,
           sku: x.sku,
-        })) as never,
+        })),
         1000,
       );
     },
@@ -173,17 +173,14 @@ function orama(): Candidate | undefined {
           q,
         );
       const run = async (threshold: number) =>
-        (await lib.search(
-          db as never,
-          {
-            term: q.q,
-            properties,
-            boost: { name: 3, brand: 2, sku: 2, category: 1.5, tags: 1.5 },
-            tolerance: 2,
-            threshold,
-            limit: N,
-          } as never,
-        )) as { hits: Array<{ id: string; score: number }> };
+        (await lib.search(db, {
+          term: q.q,
+          properties,
+          boost: { name: 3, brand: 2, sku: 2, category: 1.5, tags: 1.5 },
+          tolerance: 2,
+          threshold,
+          limit: N,
+        })) as { hits: Array<{ id: string; score: number }> };
       let r = await run(0);
       if (!r.hits.length) r = await run(1);
       return finish(r.hits, q);
@@ -237,6 +234,9 @@ function fts5(tokenizer: "unicode61" | "trigram"): Candidate {
   db.exec(
     `CREATE VIRTUAL TABLE f USING fts5(name, brand, category, tags, description, sku, tokenize='${tokenizer}', content='', columnsize=1, detail=${tokenizer === "trigram" ? "full" : "column"})`,
   );
+  // The package's "minisearch/SearchableMap" export; its types are reached by file path (above): tsconfig's node10
+  // resolution does not read package "exports", so an import of it does not type-check.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- an "exports" subpath, untyped under node10 resolution
   const vocab: SearchableMap<number> = new (require("minisearch/SearchableMap"))();
   const quote = (t: string) => `"${t.replace(/"/g, '""')}"`;
   const matchExpr = (terms: string[], op: "AND" | "OR") =>
@@ -276,8 +276,14 @@ function fts5(tokenizer: "unicode61" | "trigram"): Candidate {
         .filter(Boolean);
       const where: string[] = [];
       const args: unknown[] = [];
-      if (q.minPrice !== undefined) (where.push("price >= ?"), args.push(q.minPrice));
-      if (q.maxPrice !== undefined) (where.push("price <= ?"), args.push(q.maxPrice));
+      if (q.minPrice !== undefined) {
+        where.push("price >= ?");
+        args.push(q.minPrice);
+      }
+      if (q.maxPrice !== undefined) {
+        where.push("price <= ?");
+        args.push(q.maxPrice);
+      }
       if (q.inStock) where.push("available > 0");
       const run = (op: "AND" | "OR") => {
         const m = terms.length ? matchExpr(terms, op) : undefined;
@@ -322,6 +328,7 @@ function load(name: string): unknown {
   const dir = process.env.PROBE_DEPS;
   if (!dir) return undefined;
   try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- optional, from a folder known only at run time, synchronously
     return require(require.resolve(name, { paths: [path.resolve(dir)] }));
   } catch {
     return undefined;

@@ -65,7 +65,7 @@ export function miniSearchOptions() {
     storeFields: [] as string[],
     extractField: (doc: ProductDoc, field: string): string => {
       const v = (doc as unknown as Record<string, unknown>)[field];
-      return Array.isArray(v) ? v.join(" ") : typeof v === "string" ? v : v == null ? "" : String(v);
+      return Array.isArray(v) ? v.join(" ") : typeof v === "string" ? v : v == null ? "" : JSON.stringify(v);
     },
   };
 }

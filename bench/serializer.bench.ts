@@ -83,7 +83,7 @@ const LINES = [
   { productId: "a4c8e1b3-7d2f-4c9a-b6e5-3f1d9a7c5e84", quantity: 3, status: "held" },
 ];
 const PRODUCT = {
-  id: LINES[0]!.productId,
+  id: LINES[0].productId,
   sku: "LAMP-0042",
   name: "Desk Lamp Pro",
   description: "An adjustable LED desk lamp with three colour temperatures.",
@@ -309,7 +309,7 @@ async function remote(vhost: RabbitVhost, name: Name) {
   };
   const make = (nodeID: string) => {
     const opts = brokerOptions(loadConfig({ ...env, NODE_ID: nodeID }));
-    opts.serializer = makeSerializer(name) as never;
+    opts.serializer = makeSerializer(name);
     opts.metrics = { enabled: false };
     opts.tracking = { enabled: false };
     return new ServiceBroker(opts);
@@ -330,7 +330,7 @@ async function remote(vhost: RabbitVhost, name: Name) {
     const worker = async () => {
       while (performance.now() < stopAt.t) {
         try {
-          const u = (await client.call("user.get", { id: USER.id })) as { email: string };
+          const u = await client.call<{ email: string }, unknown>("user.get", { id: USER.id });
           if (u.email !== USER.email) throw new Error("wrong answer");
           if (counting) done++;
         } catch {

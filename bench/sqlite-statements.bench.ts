@@ -20,7 +20,7 @@ import { markdownTable, summaryFigure } from "./support";
 const N = 20_000;
 const ROUNDS = 3;
 
-async function measure(label: string, query: (i: number) => Promise<unknown> | unknown): Promise<number> {
+async function measure(label: string, query: (i: number) => unknown): Promise<number> {
   for (let i = 0; i < 2000; i++) await query(i); // warm-up
   const rounds: number[] = [];
   const bar = progress(label, ROUNDS);

@@ -85,8 +85,8 @@ async function main(): Promise<void> {
       bar.update(++done);
     }
   bar.stop();
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const bare = median(results.get(VARIANTS[0]!.name)!.map((x) => x.ms));
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const bare = median(results.get(VARIANTS[0].name)!.map((x) => x.ms));
   const rows = VARIANTS.map((v) => {
     const xs = results.get(v.name)!;
     const ms = median(xs.map((x) => x.ms));
@@ -107,9 +107,9 @@ async function main(): Promise<void> {
     true,
     true,
   ]);
-  const header = `Node ${process.version}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; ${os.cpus().length} cores, load ${os.loadavg()[0]!.toFixed(2)}; ${ROUNDS} rounds, alternating`;
+  const header = `Node ${process.version}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC; ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(2)}; ${ROUNDS} rounds, alternating`;
   process.stdout.write(`${header}\n\n${table}\n`);
-  const [tsx, compiled] = [rows[1]!, rows[2]!];
+  const [tsx, compiled] = [rows[1], rows[2]];
   summaryFigure(
     "startup",
     "embedded start, compiled vs tsx (ms, RSS MB)",

@@ -27,7 +27,7 @@ async function main(): Promise<number> {
   const args = process.argv.slice(2);
   const opt = (name: string, fallback: string) => {
     const i = args.indexOf(name);
-    return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+    return i >= 0 && args[i + 1] !== undefined ? args[i + 1] : fallback;
   };
   const ha = args.includes("--ha");
   const faults = opt("--faults", (ha ? HA_FAULTS : FAULTS).join(","))

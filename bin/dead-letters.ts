@@ -11,7 +11,7 @@ import { deadLetters, UnknownServiceError } from "../lib/operations";
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   const command = args[0];
-  const opt = (name: string) => args.flatMap((a, i) => (a === name && args[i + 1] ? [args[i + 1]!] : []));
+  const opt = (name: string) => args.flatMap((a, i) => (a === name && args[i + 1] ? [args[i + 1]] : []));
   if (command !== "list" && command !== "replay") {
     process.stderr.write("usage: npm run dead-letters -- list|replay [--service <name>] [--id <messageId> …]\n");
     return 2;
@@ -20,7 +20,7 @@ async function main(): Promise<number> {
     await deadLetters(loadConfig(), command, (line) => process.stdout.write(`${line}\n`), opt("--service"), opt("--id"));
   } catch (err) {
     if (!(err instanceof UnknownServiceError)) throw err;
-    process.stderr.write(`${(err as Error).message}\n`);
+    process.stderr.write(`${err.message}\n`);
     return 2;
   }
   return 0;

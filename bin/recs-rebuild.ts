@@ -17,7 +17,14 @@ const opt = (name: string) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 
-async function api(base: string, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; body: any }> {
+/** One call of the admin API; `body` is the parsed answer, whose shape the caller checks by its status. */
+async function api<T = unknown>(
+  base: string,
+  method: string,
+  path: string,
+  token?: string,
+  body?: unknown,
+): Promise<{ status: number; body: T }> {
   const res = await fetch(`${base}${path}`, {
     method,
     headers: {
@@ -33,7 +40,7 @@ async function api(base: string, method: string, path: string, token?: string, b
   } catch {
     parsed = text;
   }
-  return { status: res.status, body: parsed };
+  return { status: res.status, body: parsed as T };
 }
 
 async function main(): Promise<number> {
@@ -44,12 +51,12 @@ async function main(): Promise<number> {
     process.stderr.write("ADMIN_EMAIL and ADMIN_PASSWORD must be set (an admin account of the running system)\n");
     return 2;
   }
-  const login = await api(base, "POST", "/api/auth/login", undefined, { email, password });
+  const login = await api<{ accessToken: string }>(base, "POST", "/api/auth/login", undefined, { email, password });
   if (login.status !== 200) {
     process.stderr.write(`Login at ${base} failed: ${login.status} ${JSON.stringify(login.body)}\n`);
     return 1;
   }
-  const token = login.body.accessToken as string;
+  const token = login.body.accessToken;
   const started = await api(base, "POST", "/api/admin/recommendations/rebuild", token);
   if (started.status === 409) process.stderr.write("A rebuild is already running: following it.\n");
   else if (started.status !== 202) {
@@ -60,9 +67,9 @@ async function main(): Promise<number> {
   try {
     final = await followRebuild(
       async () => {
-        const s = await api(base, "GET", "/api/admin/recommendations/rebuild", token);
+        const s = await api<RebuildStatus>(base, "GET", "/api/admin/recommendations/rebuild", token);
         if (s.status !== 200) throw new Error(`Status failed: ${s.status} ${JSON.stringify(s.body)}`);
-        return s.body as RebuildStatus;
+        return s.body;
       },
       "",
       500,

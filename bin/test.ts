@@ -99,7 +99,7 @@ async function runTier(tier: Tier, files: string[]): Promise<FileResult[]> {
   let done = 0;
   const worker = async () => {
     while (next < files.length) {
-      const file = files[next++]!;
+      const file = files[next++];
       if (stream) process.stdout.write(`\n-- ${file}\n`);
       const { output, ...result } = await runFile(file, stream);
       results.push(result);

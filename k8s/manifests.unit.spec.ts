@@ -298,7 +298,7 @@ function dataOf(o: Obj): Record<string, string> {
  */
 function compiledEntry(c: { command?: string[]; args?: string[] }): string {
   const argv = [...(c.command ?? []), ...(c.args ?? [])];
-  const m = argv.length === 2 && argv[0] === "node" ? /^dist\/(.+)\.js$/.exec(argv[1]!) : null;
+  const m = argv.length === 2 && argv[0] === "node" ? /^dist\/(.+)\.js$/.exec(argv[1]) : null;
   assert.ok(m, `runs a compiled entry point (node dist/….js): ${argv.join(" ")}`);
   const source = `${m[1]}.ts`;
   const build = JSON.parse(fs.readFileSync(path.join(ROOT, "tsconfig.build.json"), "utf8").replace(/^\s*\/\/.*$/gm, "")) as {
@@ -354,7 +354,7 @@ function envOf(objects: Obj[], c: any, fieldValues: Record<string, string>, who 
     else {
       assert.ok(
         from.fieldRef?.fieldPath in fieldValues,
-        `${who} ${e.name}: only fieldRef ${Object.keys(fieldValues)}, secretKeyRef and configMapKeyRef are modelled here`,
+        `${who} ${e.name}: only fieldRef ${Object.keys(fieldValues).join(",")}, secretKeyRef and configMapKeyRef are modelled here`,
       );
       value = fieldValues[from.fieldRef.fieldPath];
     }
@@ -428,7 +428,7 @@ function peerId(peer: any): string {
     return `namespace:${labels["kubernetes.io/metadata.name"]}`;
   }
   if (peer.podSelector)
-    return `pods:${Object.entries(peer.podSelector.matchLabels ?? {})
+    return `pods:${Object.entries<string>(peer.podSelector.matchLabels ?? {})
       .map(([k, v]) => `${k}=${v}`)
       .sort()
       .join(",")}`;
@@ -867,7 +867,7 @@ for (const overlay of OVERLAYS) {
     for (const [workload, o] of all) {
       assert.ok(selects(deny[0].spec.podSelector.matchLabels, podLabels(o)), `${o.metadata.name}: under the default deny`);
       const own = ownPolicies(objects, o);
-      assert.equal(own.length, 1, `${o.metadata.name}: one NetworkPolicy of its own (${own.map((p) => p.metadata.name)})`);
+      assert.equal(own.length, 1, `${o.metadata.name}: one NetworkPolicy of its own (${own.map((p) => p.metadata.name).join(",")})`);
       assert.deepEqual([...own[0].spec.policyTypes].sort(), ["Egress", "Ingress"], `${own[0].metadata.name}: both directions`);
       for (const [other, x] of all)
         if (x !== o)
@@ -1101,7 +1101,7 @@ it("dev: StatefulSets for RabbitMQ, etcd, Redis and MariaDB, and the nodes point
   const deps = dataOf(depsSecret);
   const containerOf = (name: string) => podSpec(objects.find((o) => o.kind === "StatefulSet" && o.metadata.name === name)!).containers[0];
   const depEnv = (name: string) => envOf(objects, containerOf(name), { "metadata.name": `${name}-0` }, name);
-  const amqp = new URL(env.RABBITMQ_URI.split(",")[0]!);
+  const amqp = new URL(env.RABBITMQ_URI.split(",")[0]);
   const rabbit = depEnv("rabbitmq");
   assert.equal(`${amqp.username}:${amqp.password}`, `${rabbit.RABBITMQ_DEFAULT_USER}:${rabbit.RABBITMQ_DEFAULT_PASS}`);
   const mysql = new URL(env.MYSQL_URL);
@@ -1368,7 +1368,7 @@ it("the image runs the compiled build: its CMD is node dist/bin/start.js, and ts
     .at(-1)!;
   const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(runtime);
   assert.ok(cmd, "the runtime stage has an exec-form CMD");
-  assert.equal(compiledEntry({ command: JSON.parse(cmd[1]!) as string[] }), "bin/start.ts");
+  assert.equal(compiledEntry({ command: JSON.parse(cmd[1]) as string[] }), "bin/start.ts");
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")) as {
     dependencies: Record<string, string>;
     scripts: Record<string, string>;

@@ -13,7 +13,6 @@ type Hint = { id: string };
 
 function node(nodeID: string, namespace: string, shared = false) {
   const broker = new ServiceBroker({ nodeID, namespace, transporter: "Fake", cacher: "Memory", logger: false });
-  let cleaner!: CacheCleaner<Hint>;
   broker.createService({
     name: "thing",
     events: {
@@ -22,7 +21,13 @@ function node(nodeID: string, namespace: string, shared = false) {
       },
     },
   } as never);
-  cleaner = new CacheCleaner<Hint>(broker, { warn: () => undefined }, "thing", (cacher, { id }) => cacher.del(key(broker, id)), shared);
+  const cleaner = new CacheCleaner<Hint>(
+    broker,
+    { warn: () => undefined },
+    "thing",
+    (cacher, { id }) => cacher.del(key(broker, id)),
+    shared,
+  );
   return {
     broker,
     cleaner,

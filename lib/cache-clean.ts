@@ -23,7 +23,7 @@ export function actionCacheKey(
   keys: string[],
   params: Record<string, unknown>,
 ): string {
-  return cacher.getCacheKey({ name: action } as never, { keys } as never, { params } as never);
+  return cacher.getCacheKey({ name: action } as never, { keys }, { params } as never);
 }
 
 /**

@@ -47,8 +47,8 @@ it("with Redis down, cached actions still answer (miss) and the broker stops", a
   const broker = brokerWith(`redis://127.0.0.1:${await freePort()}`, uniqueNamespace());
   await broker.start();
   const t0 = Date.now();
-  const a = (await broker.call("c.read", { id: 2 })) as { n: number };
-  const b = (await broker.call("c.read", { id: 2 })) as { n: number };
+  const a = await broker.call<{ n: number }, unknown>("c.read", { id: 2 });
+  const b = await broker.call<{ n: number }, unknown>("c.read", { id: 2 });
   assert.equal(b.n, a.n + 1, "both reads reached the handler");
   assert.ok(Date.now() - t0 < 3000, "no long wait in an offline queue");
   await broker.stop();

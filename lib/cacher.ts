@@ -10,7 +10,7 @@
  *   a failed write is skipped: the cache is an optimisation, never a dependency of a call.
  */
 import Redis from "ioredis";
-import { Cachers } from "moleculer";
+import { Cachers, type ServiceBroker } from "moleculer";
 
 const QUIT_TIMEOUT_MS = 1000;
 const OUTAGE_LOG_INTERVAL_MS = 60_000;
@@ -41,23 +41,23 @@ export function redisClient(url: string): Redis {
   return redis;
 }
 
-export class ResilientRedisCacher extends Cachers.Redis {
+export class ResilientRedisCacher extends Cachers.Redis<Redis> {
   constructor(opts: { redisUrl: string; prefix: string; ttl: number }) {
-    super({ redis: redisClientOptions(opts.redisUrl), prefix: opts.prefix, ttl: opts.ttl } as any);
+    super({ redis: redisClientOptions(opts.redisUrl), prefix: opts.prefix, ttl: opts.ttl });
   }
 
-  override get(key: string): Promise<any> {
-    return super.get(key).catch(() => (this as any).opts.missingResponse);
+  override get(key: string): Promise<Record<string, unknown> | null> {
+    // A failed read answers what a miss answers (Moleculer's `missingResponse` option).
+    return super.get(key).catch(() => this.opts.missingResponse as Record<string, unknown> | null);
   }
 
-  override set(key: string, data: any, ttl?: number): Promise<any> {
+  override set(key: string, data: unknown, ttl?: number): Promise<void> {
     return super.set(key, data, ttl).catch(() => undefined);
   }
 
-  override init(broker: any): void {
+  override init(broker: ServiceBroker): void {
     super.init(broker);
-    const self = this as any;
-    const client = self.client as import("ioredis").Redis;
+    const client = this.client;
     let downSince = 0;
     let lastLog = 0;
     client.removeAllListeners("error");
@@ -65,21 +65,23 @@ export class ResilientRedisCacher extends Cachers.Redis {
       const now = Date.now();
       if (!downSince) {
         downSince = lastLog = now;
-        self.logger.warn(`Redis cacher: connection lost (${err.message}); cache reads fall through to the services`);
+        this.logger.warn(`Redis cacher: connection lost (${err.message}); cache reads fall through to the services`);
       } else if (now - lastLog >= OUTAGE_LOG_INTERVAL_MS) {
         lastLog = now;
-        self.logger.warn(`Redis cacher: still unreachable after ${Math.round((now - downSince) / 1000)} s (${err.message})`);
+        this.logger.warn(`Redis cacher: still unreachable after ${Math.round((now - downSince) / 1000)} s (${err.message})`);
       }
-      self.broker.broadcastLocal("$cacher.error", { error: err, module: "cacher" });
+      // As Moleculer's own cacher does; a local listener's failure is that listener's to log.
+      void this.broker.broadcastLocal("$cacher.error", { error: err, module: "cacher" });
     });
     client.on("ready", () => {
-      if (downSince) self.logger.warn(`Redis cacher: connection back after ${Math.round((Date.now() - downSince) / 1000)} s`);
+      if (downSince) this.logger.warn(`Redis cacher: connection back after ${Math.round((Date.now() - downSince) / 1000)} s`);
       downSince = 0;
     });
   }
 
   override async close(): Promise<void> {
-    const client = (this as any).client as import("ioredis").Redis | undefined;
+    // Undefined when the broker stopped before the cacher's init.
+    const client: Redis | undefined = this.client;
     let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([super.close(), new Promise((resolve) => (timer = setTimeout(resolve, QUIT_TIMEOUT_MS)))]);

@@ -17,7 +17,7 @@ const cancelled = new WeakMap<ServiceBroker, Map<string, number>>();
 
 function remember(broker: ServiceBroker, requestID: string, ttlMs: number): void {
   let ids = cancelled.get(broker);
-  if (!ids) cancelled.set(broker, (ids = new Map()));
+  if (!ids) cancelled.set(broker, (ids = new Map<string, number>()));
   const now = Date.now();
   // Expired ids go as new ones come: the map holds at most the cancels of one timeout.
   for (const [id, until] of ids) if (until <= now) ids.delete(id);

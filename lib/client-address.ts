@@ -19,7 +19,7 @@ export function clientAddress(socketAddress: string | undefined, forwardedFor: s
     .filter(Boolean);
   // [socket, last entry, …, first entry]: the socket's peer is hop 0.
   const chain = [socket, ...entries.reverse()];
-  return chain[Math.min(hops, chain.length - 1)]!;
+  return chain[Math.min(hops, chain.length - 1)];
 }
 
 /** `::ffff:10.0.0.1` and `10.0.0.1` are one client; ports and brackets are dropped. */
@@ -46,10 +46,10 @@ export function limitKey(address: string): string {
 
 /** The eight 16-bit groups of an IPv6 address, lower-case hex without leading zeros; undefined if malformed. */
 function expandIPv6(address: string): string[] | undefined {
-  let a = address.toLowerCase().split("%")[0]!;
+  let a = address.toLowerCase().split("%")[0];
   // An embedded IPv4 tail (::ffff:1.2.3.4 was normalized before; others are rare): as two groups.
   const v4 = /(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(a);
-  if (v4) a = a.slice(0, v4.index) + `${((+v4[1]! << 8) | +v4[2]!).toString(16)}:${((+v4[3]! << 8) | +v4[4]!).toString(16)}`;
+  if (v4) a = a.slice(0, v4.index) + `${((+v4[1] << 8) | +v4[2]).toString(16)}:${((+v4[3] << 8) | +v4[4]).toString(16)}`;
   const [head, tail, extra] = a.split("::");
   if (extra !== undefined) return undefined;
   const left = head ? head.split(":") : [];

@@ -167,7 +167,7 @@ it("METRICS_PORT: the internal listener, 3030 embedded, off (0) in a cluster unl
   assert.equal(loadConfig({ DATA_DIR: dir, METRICS_PORT: "9101" }).metricsPort, 9101);
   assert.equal(loadConfig({ ...CLUSTER, DATA_DIR: dir }).metricsPort, 0);
   assert.deepEqual(problemsOf({ DATA_DIR: dir, METRICS_PORT: "70000" }), ["METRICS_PORT: must be at most 65535"]);
-  assert.match(problemsOf({ DATA_DIR: dir, HEALTH_PORT: "3001" })[0]!, /^HEALTH_PORT: renamed to METRICS_PORT/);
+  assert.match(problemsOf({ DATA_DIR: dir, HEALTH_PORT: "3001" })[0], /^HEALTH_PORT: renamed to METRICS_PORT/);
 });
 
 it("TRUST_PROXY is a hop count; the old true is refused (it trusted the client-written leftmost entry)", () => {
@@ -175,7 +175,7 @@ it("TRUST_PROXY is a hop count; the old true is refused (it trusted the client-w
   assert.equal(loadConfig({ DATA_DIR: dir }).trustProxyHops, 0);
   assert.equal(loadConfig({ DATA_DIR: dir, TRUST_PROXY: "1" }).trustProxyHops, 1);
   assert.equal(loadConfig({ DATA_DIR: dir, TRUST_PROXY: "false" }).trustProxyHops, 0);
-  assert.match(problemsOf({ DATA_DIR: dir, TRUST_PROXY: "true" })[0]!, /^TRUST_PROXY: must be a hop count/);
+  assert.match(problemsOf({ DATA_DIR: dir, TRUST_PROXY: "true" })[0], /^TRUST_PROXY: must be a hop count/);
 });
 
 it("request limits: defaults, <points>/<seconds>, RATE_LIMITS=off turns them off with a warning", () => {
@@ -193,9 +193,9 @@ it("request limits: defaults, <points>/<seconds>, RATE_LIMITS=off turns them off
   assert.deepEqual(loadConfig({ DATA_DIR: dir, RATE_LIMIT_SIGNUP: "3/60" }).rateLimits.signup, { points: 3, windowS: 60 });
   const off = loadConfig({ DATA_DIR: dir, RATE_LIMITS: "off" });
   assert.equal(off.rateLimits.enabled, false);
-  assert.match(off.warnings[0]!, /RATE_LIMITS=off/);
-  assert.match(problemsOf({ DATA_DIR: dir, RATE_LIMIT_ORDERS: "10 per minute" })[0]!, /^RATE_LIMIT_ORDERS: must be <points>\/<seconds>/);
-  assert.match(problemsOf({ DATA_DIR: dir, RATE_LIMIT_ORDERS: "0/60" })[0]!, /^RATE_LIMIT_ORDERS: points and seconds must be at least 1/);
+  assert.match(off.warnings[0], /RATE_LIMITS=off/);
+  assert.match(problemsOf({ DATA_DIR: dir, RATE_LIMIT_ORDERS: "10 per minute" })[0], /^RATE_LIMIT_ORDERS: must be <points>\/<seconds>/);
+  assert.match(problemsOf({ DATA_DIR: dir, RATE_LIMIT_ORDERS: "0/60" })[0], /^RATE_LIMIT_ORDERS: points and seconds must be at least 1/);
   assert.deepEqual(loadConfig({ DATA_DIR: dir }).unpaidLimits, { maxOrders: 3, maxUnitsPerProduct: 5 });
   assert.equal(loadConfig({ DATA_DIR: dir }).returnWindowDays, 30);
 });
@@ -226,7 +226,7 @@ it("placeholder secrets are refused in cluster mode and under NODE_ENV=productio
     problemsOf({ DATA_DIR: dir, NODE_ENV: "production", JWT_SECRET: placeholders.JWT_SECRET }).some((p) => p.startsWith("JWT_SECRET:")),
   );
   // Shorter than 32 bytes is refused everywhere.
-  assert.match(problemsOf({ DATA_DIR: dir, JWT_SECRET: "short" })[0]!, /^JWT_SECRET: must be at least 32/);
+  assert.match(problemsOf({ DATA_DIR: dir, JWT_SECRET: "short" })[0], /^JWT_SECRET: must be at least 32/);
   // A real password (the test servers' guest/guest is a default, not a placeholder) passes.
   assert.deepEqual(problemsOf({ ...CLUSTER, DATA_DIR: dir }), []);
 });

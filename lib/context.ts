@@ -20,7 +20,7 @@ export interface RequestMeta {
 
 export type RequestContext<P = Record<string, unknown>> = Context<P, RequestMeta>;
 
-export function requireUser(ctx: RequestContext<any>): AuthUser {
+export function requireUser<P>(ctx: RequestContext<P>): AuthUser {
   const user = ctx.meta.user;
   if (!user) throw unauthorized();
   return user;

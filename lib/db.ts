@@ -149,8 +149,8 @@ class MigrationFiles implements Knex.MigrationSource<string> {
   }
 
   async getMigration(base: string): Promise<Knex.Migration> {
-    // Loaded on demand as knex's directory source does (`require`: CommonJS, tsx or compiled).
-    return require(path.join(this.dir, `${base}${this.ext}`)) as Knex.Migration;
+    // Loaded on demand as knex's directory source does (compiled to `require`: CommonJS, tsx or built).
+    return (await import(path.join(this.dir, `${base}${this.ext}`))) as Knex.Migration;
   }
 }
 
@@ -200,9 +200,16 @@ export async function inTransaction<T>(
   }
 }
 
+/** The rows a raw statement answers (a SELECT, or an INSERT … RETURNING): mysql2 answers [rows, fields], better-sqlite3 the rows. */
+export async function rawRows<Row>(db: Knex, sql: string, bindings: readonly Knex.RawBinding[]): Promise<Row[]> {
+  const result = await db.raw<Row[] | [Row[], unknown]>(sql, bindings);
+  return isMysql(db) ? (result as [Row[], unknown])[0] : (result as Row[]);
+}
+
 /** MariaDB (mysql2) rather than SQLite: for the few statements the two spell differently. */
 export function isMysql(db: Knex): boolean {
-  return /mysql/i.test(String(db.client.config.client));
+  // `client` is `any` in knex's typings; it is the dialect's Client.
+  return /mysql/i.test(String((db.client as Knex.Client).config.client));
 }
 
 export function isUniqueViolation(err: unknown): boolean {

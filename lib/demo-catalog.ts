@@ -123,7 +123,7 @@ export function syntheticProducts(n: number, seed = 42): CatalogProduct[] {
   const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)];
   const categories = Object.keys(CATALOG);
   const t0 = Date.UTC(2024, 0, 1);
-  const out: CatalogProduct[] = new Array(n);
+  const out = new Array<CatalogProduct>(n);
   for (let i = 0; i < n; i++) {
     const category = pick(categories);
     const c = CATALOG[category];

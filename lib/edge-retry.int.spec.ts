@@ -54,7 +54,7 @@ describe("a request lost with the node that held it: sent once more when safe (R
     localAction(next: (ctx: unknown) => Promise<unknown>, action: { name: string }) {
       if (!HELD.has(action.name)) return next;
       return () => {
-        held[action.name]!++;
+        held[action.name]++;
         return new Promise((_, reject) => release.push(() => reject(new Error("released at the end of the test"))));
       };
     },
@@ -98,7 +98,7 @@ describe("a request lost with the node that held it: sent once more when safe (R
   // The first 12 products for the REST reads, the next 12 for gRPC's: each read once, since a
   // cached read would not reach a node.
   const products = async (from = 0) =>
-    ((await a.call("product.export", { limit: 24 })) as { items: { id: string }[] }).items.map((p) => p.id).slice(from, from + 12);
+    (await a.call<{ items: { id: string }[] }, unknown>("product.export", { limit: 24 })).items.map((p) => p.id).slice(from, from + 12);
 
   it("reads: every GET answers 200, those node B held included (sent to node A)", async () => {
     // The balancer sends about half to B.
@@ -107,21 +107,21 @@ describe("a request lost with the node that held it: sent once more when safe (R
       assert.equal(r.status, 200, r.text);
       assert.equal(r.body.id, id);
     }
-    assert.ok(held["product.get"]! >= 1, `node B held ${held["product.get"]} reads: the retry path was not exercised`);
+    assert.ok(held["product.get"] >= 1, `node B held ${held["product.get"]} reads: the retry path was not exercised`);
   });
 
   it("gRPC reads: every GetProduct answers, those node B held included", async () => {
-    const before = held["product.get"]!;
+    const before = held["product.get"];
     for (const id of await products(12)) {
       const { value } = await grpc.call("meridian.product.v1.ProductService", "Get", { id }, { deadlineMs: 10_000 });
       assert.equal(value.id, id);
     }
-    assert.ok(held["product.get"]! > before, "node B held none of the gRPC reads: the retry path was not exercised");
+    assert.ok(held["product.get"] > before, "node B held none of the gRPC reads: the retry path was not exercised");
   });
 
   it("writes that are not safe to repeat answer 503 when lost, an Idempotency-Key notwithstanding (the action does not replay keys)", async () => {
     const [id] = await products();
-    const stockBefore = ((await a.call("product.get", { id })) as { stock: { onHand: number } }).stock.onHand;
+    const stockBefore = (await a.call<{ stock: { onHand: number } }, unknown>("product.get", { id })).stock.onHand;
     const statuses: number[] = [];
     for (let i = 0; i < 6; i++) {
       const r = await http(baseUrl, "POST", `/api/products/${id}/stock`, {
@@ -135,7 +135,7 @@ describe("a request lost with the node that held it: sent once more when safe (R
     const ok = statuses.filter((s) => s === 200).length;
     assert.ok(statuses.includes(503), `statuses ${statuses.join(",")}: none was held by node B`);
     assert.equal(held["product.adjustStock"], statuses.filter((s) => s === 503).length, "each 503 is one held call, never sent again");
-    const stockAfter = ((await a.call("product.get", { id })) as { stock: { onHand: number } }).stock.onHand;
+    const stockAfter = (await a.call<{ stock: { onHand: number } }, unknown>("product.get", { id })).stock.onHand;
     assert.equal(stockAfter - stockBefore, ok, "only the answered adjustments applied");
   });
 });

@@ -16,7 +16,7 @@
  * node that left: `RequestRejectedError`). The not-sent case, the common one while a node
  * moves to another RabbitMQ node, costs no wait but the reconnect's.
  */
-import type { Context, Middleware, Service, ServiceBroker } from "moleculer";
+import type { Context, Middleware, Service } from "moleculer";
 import { contracts } from "./serializer/contracts-runtime";
 import { secondTry, transportBack } from "./edge-retry";
 
@@ -40,9 +40,9 @@ const EDGES = new Set(["api", "grpc"]);
 export function InternalRetryMiddleware(): Middleware {
   return {
     name: "InternalRetry",
-    remoteAction(this: ServiceBroker, next) {
-      const broker = this;
-      return async function (this: Service, ctx: Context) {
+    remoteAction(next) {
+      return async function (this: Service, ctx: Context): Promise<unknown> {
+        const broker = ctx.broker;
         try {
           return await next.call(this, ctx);
         } catch (err) {

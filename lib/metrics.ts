@@ -3,18 +3,22 @@
  * always listens on its own port; we want `/metrics` on the gateway (and, later, on each
  * node's health port), so this reporter skips the listen and exposes the text instead.
  */
-import { MetricReporters, type ServiceBroker } from "moleculer";
+import { type MetricRegistry, MetricReporters, type ServiceBroker } from "moleculer";
 import { requestMetricsOf } from "./request-metrics";
 
 const PrometheusReporter = MetricReporters.Prometheus;
 const BaseReporter = MetricReporters.Base;
 
 export class InProcessPrometheusReporter extends PrometheusReporter {
-  override init(registry: any): void {
+  /** The labels of every sample: set by PrometheusReporter.init in Moleculer's source, absent from its .d.ts. */
+  declare defaultLabels: Record<string, unknown> | undefined;
+
+  override init(registry: MetricRegistry): void {
     // The base class sets up logger and options; PrometheusReporter.init would also listen.
     BaseReporter.prototype.init.call(this, registry);
-    const labels = (this as any).opts.defaultLabels;
-    (this as any).defaultLabels = typeof labels === "function" ? labels.call(this, registry) : labels;
+    // A function of the registry (the .d.ts), or the labels themselves (Moleculer's source takes both).
+    const labels: ((registry: MetricRegistry) => Record<string, unknown>) | Record<string, unknown> | undefined = this.opts.defaultLabels;
+    this.defaultLabels = typeof labels === "function" ? labels.call(this, registry) : labels;
   }
 
   override stop(): Promise<void> {
@@ -30,9 +34,10 @@ export class InProcessPrometheusReporter extends PrometheusReporter {
 
 /** The Prometheus text of every metric of this broker. */
 export function prometheusText(broker: ServiceBroker): string {
-  const reporters = ((broker.metrics as any).reporter ?? []) as unknown[];
-  const reporter = reporters.find((r) => r instanceof InProcessPrometheusReporter) as
-    (InProcessPrometheusReporter & { generatePrometheusResponse(): string }) | undefined;
+  const reporters: unknown[] = broker.metrics.reporter ?? [];
+  const reporter = reporters.find<(InProcessPrometheusReporter & { generatePrometheusResponse(): string }) | undefined>(
+    (r) => r instanceof InProcessPrometheusReporter,
+  );
   return reporter ? reporter.generatePrometheusResponse() : "";
 }
 

@@ -130,7 +130,7 @@ describe("business counters (embedded, SQLite)", () => {
       assert.equal(sample(await metrics(), "meridian_oversell_refused_total"), 0);
       assert.equal(sample(await metrics(), "meridian_orders_created_total"), 0);
 
-      const product = (await app.broker.call("product.create", {
+      const product = await app.broker.call<{ id: string }, unknown>("product.create", {
         sku: `OBS-${randomBytes(4).toString("hex")}`,
         name: "Counter Lamp",
         description: "A lamp",
@@ -139,7 +139,7 @@ describe("business counters (embedded, SQLite)", () => {
         price: { amount: 1000, currency: "EUR" },
         images: [],
         stock: 2,
-      })) as { id: string };
+      });
       await assert.rejects(
         app.broker.call("product.reserve", { orderId: "o-refused-1", lines: [{ productId: product.id, quantity: 3 }] }),
         {
@@ -441,9 +441,9 @@ describe("request ids and structured logs", () => {
       for (const msg of ["outer here", "inner here"]) {
         const line = lines.find((l) => l.msg === msg);
         assert.ok(line, `${msg} logged`);
-        assert.equal(line!.requestId, "req-inside-42");
-        assert.equal(line!.nodeID, "obs-log");
-        assert.equal(line!.svc, "probe");
+        assert.equal(line.requestId, "req-inside-42");
+        assert.equal(line.nodeID, "obs-log");
+        assert.equal(line.svc, "probe");
       }
       // Outside any request: no requestId.
       broker.logger.info("outside");
@@ -530,7 +530,7 @@ describe("tracing across two nodes over RabbitMQ (protobuf), spans to a Zipkin s
       // remoteAction), the called node as `local`, each once (over every caller label).
       const calls = (text: string, action: string, type: string) =>
         [...text.matchAll(/^moleculer_request_total\{([^}]*)\} (\d+)$/gm)]
-          .filter((m) => m[1]!.includes(`action="${action}"`) && m[1]!.includes(`type="${type}"`))
+          .filter((m) => m[1].includes(`action="${action}"`) && m[1].includes(`type="${type}"`))
           .reduce((n, m) => n + Number(m[2]), 0);
       assert.equal(calls(prometheusText(a), "beta.middle", "remote"), 1);
       assert.equal(calls(prometheusText(b), "beta.middle", "local"), 1);

@@ -365,7 +365,8 @@ function convertString(rule: Dict): JsonSchema {
     }
   }
   if (rule.base64 === true) schema.format = "byte";
-  if (Array.isArray(rule.enum) && rule.enum.length > 0) schema.enum = [...rule.enum];
+  // (Array.isArray narrows to any[]: the values are whatever the rule lists.)
+  if (Array.isArray(rule.enum) && rule.enum.length > 0) schema.enum = [...(rule.enum as unknown[])];
   if (typeof rule.contains === "string") appendDescription(schema, `Must contain "${rule.contains}".`);
   if (rule.singleLine === true) appendDescription(schema, "Single line.");
   return schema;
@@ -483,7 +484,7 @@ function convertRule(input: unknown, depth: number): JsonSchema {
       if (rule.unique === true) schema.uniqueItems = true;
       if (Array.isArray(rule.enum) && rule.enum.length > 0) {
         const items: JsonSchema = isDict(schema.items) && !("$ref" in schema.items) ? schema.items : {};
-        items.enum = [...rule.enum];
+        items.enum = [...(rule.enum as unknown[])];
         schema.items = items;
       }
       if (rule.contains !== undefined) appendDescription(schema, `Must contain ${JSON.stringify(rule.contains)}.`);

@@ -53,7 +53,7 @@ export async function seedDemoCatalog(broker: ServiceBroker, total: number, out:
   try {
     for (let from = 0; from < total; from += SEED_BATCH) {
       const count = Math.min(SEED_BATCH, total - from);
-      inserted += ((await broker.call("product.seedDemo", { from, count })) as { inserted: number }).inserted;
+      inserted += (await broker.call<{ inserted: number }, unknown>("product.seedDemo", { from, count })).inserted;
       bar.update(from + count);
     }
   } finally {

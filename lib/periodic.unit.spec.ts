@@ -21,7 +21,7 @@ it("passes never overlap; a kick during a pass runs exactly one more after it", 
     async () => {
       concurrent++;
       maxConcurrent = Math.max(maxConcurrent, concurrent);
-      await gates[runs++]!.promise;
+      await gates[runs++].promise;
       concurrent--;
     },
     quiet,
@@ -30,10 +30,10 @@ it("passes never overlap; a kick during a pass runs exactly one more after it", 
   p.kick();
   p.kick();
   assert.equal(runs, 1);
-  gates[0]!.resolve();
+  gates[0].resolve();
   await new Promise((r) => setImmediate(r));
   assert.equal(runs, 2, "the kicks during the first pass ran one more");
-  gates[1]!.resolve();
+  gates[1].resolve();
   await p.running;
   await new Promise((r) => setImmediate(r));
   assert.equal(runs, 2);

@@ -28,12 +28,13 @@ it("off a terminal: plain lines (start, every everyMs, last), no \\r or escape s
   p.stop();
   p.stop();
   const text = out.text();
+  // eslint-disable-next-line no-control-regex -- on purpose: no carriage return and no ANSI escape (ESC) in non-TTY output
   assert.doesNotMatch(text, /[\r\x1b]/);
   const lines = text.split("\n").filter(Boolean);
   assert.ok(lines.length >= 2, `a line at the start and more along the way: ${JSON.stringify(lines)}`);
   assert.ok(text.endsWith("\n"), "the last line ended");
   assert.match(lines.at(-1)!, /^Seeding \[#{30}\] 40\/40 half$/);
-  assert.match(lines[0]!, /^Seeding \[\.{30}\] 0\/40 $/);
+  assert.match(lines[0], /^Seeding \[\.{30}\] 0\/40 $/);
 });
 
 it("a phase with a new label and total (recs:rebuild)", () => {
@@ -61,6 +62,7 @@ it("statusLine off a terminal: the text as plain lines, the last one current", (
   line.stop();
   const lines = out.text().split("\n").filter(Boolean);
   assert.deepEqual([lines[0], lines.at(-1)], ["starting", "12 requests, 0 errors"]);
+  // eslint-disable-next-line no-control-regex -- on purpose: no carriage return and no ANSI escape (ESC) in non-TTY output
   assert.doesNotMatch(out.text(), /[\r\x1b]/);
 });
 

@@ -33,7 +33,7 @@ it("every REPL of the system has the commands (broker option replOptions)", () =
 it("seed loads the demo catalog through the product service, and a second run skips what exists", async () => {
   assert.match(await run("seed", {}, { count: "30" }), /Done: 30 new, 0 already there\./);
   assert.match(await run("seed", {}, { count: "40" }), /Done: 10 new, 30 already there\./);
-  assert.equal(((await app.broker.call("product.list", { pageSize: 100 })) as { items: unknown[] }).items.length, 40);
+  assert.equal((await app.broker.call<{ items: unknown[] }, unknown>("product.list", { pageSize: 100 })).items.length, 40);
   assert.match(await run("seed", {}, { count: "zero" }), /--count must be a positive integer/);
 });
 
@@ -46,5 +46,5 @@ it("dead-letters lists per service (none here), refuses an unknown service and a
 
 it("recs-rebuild rebuilds the recommendation model and says when it is done", async () => {
   assert.match(await run("recs-rebuild"), /recommendations: model rebuilt in [\d.]+ s/);
-  assert.equal(((await app.broker.call("recommendation.rebuildStatus")) as { status: string }).status, "done");
+  assert.equal((await app.broker.call<{ status: string }>("recommendation.rebuildStatus")).status, "done");
 });

@@ -44,6 +44,11 @@ function run(print: (line: string) => void, body: (broker: ServiceBroker, p: Inv
   };
 }
 
+/** An option's value as text: the REPL's parser gives a string, or a number for digits alone. */
+function optionText(value: unknown): string | undefined {
+  return typeof value === "string" || typeof value === "number" ? String(value) : undefined;
+}
+
 /** `print`: where a command's lines go (the REPL's stdout). */
 export function replCommands(
   config: AppConfig,
@@ -63,9 +68,10 @@ export function replCommands(
           print("usage: dead-letters list|replay [--service <name>] [--id <id,…>]");
           return;
         }
-        const { service, id } = p.options;
+        const service = optionText(p.options.service);
+        const id = optionText(p.options.id);
         const { deadLetters } = await operations();
-        await deadLetters(config, action, print, service ? [String(service)] : undefined, id ? String(id).split(",") : undefined);
+        await deadLetters(config, action, print, service ? [service] : undefined, id ? id.split(",") : undefined);
       }),
     },
     {

@@ -80,8 +80,8 @@ export class RequestMetricStore {
     cell.active--;
     cell.sumMs += ms;
     let i = 0;
-    while (i < BUCKETS_MS.length && ms > BUCKETS_MS[i]!) i++;
-    cell.buckets[i]!++;
+    while (i < BUCKETS_MS.length && ms > BUCKETS_MS[i]) i++;
+    cell.buckets[i]++;
     if (err !== undefined) {
       const name = err?.name ?? null;
       const code = (err?.code as LabelValue) ?? null;
@@ -129,10 +129,10 @@ export class RequestMetricStore {
     for (const c of cells) {
       let cumulative = 0;
       BUCKETS_MS.forEach((le, i) => {
-        cumulative += c.buckets[i]!;
+        cumulative += c.buckets[i];
         out.push(`moleculer_request_time_bucket${labels({ ...c.labels, le })} ${cumulative}`);
       });
-      const count = cumulative + c.buckets[BUCKETS_MS.length]!;
+      const count = cumulative + c.buckets[BUCKETS_MS.length];
       out.push(`moleculer_request_time_bucket${labels({ ...c.labels, le: "+Inf" })} ${count}`);
       out.push(`moleculer_request_time_sum${labels(c.labels)} ${c.sumMs}`);
       out.push(`moleculer_request_time_count${labels(c.labels)} ${count}`);

@@ -7,7 +7,8 @@
  * config's default export gives the runner the validated list and `SERVICEDIR=services`, so it
  * loads `services/<name>/` for each service this node runs.
  */
-import type { ServiceBroker, ServiceSchema } from "moleculer";
+import type { ServiceBroker } from "moleculer";
+import type { AnyServiceSchema } from "./service-schema";
 import { loadConfig, type AppConfig } from "./config";
 
 let config: AppConfig | undefined;
@@ -17,8 +18,6 @@ export function runnerConfig(): AppConfig {
 }
 
 /** A service file's default export: the runner calls it with the broker and gets the schema. */
-export function forRunner(
-  factory: (config: AppConfig) => ServiceSchema<any, any, any>,
-): (broker: ServiceBroker) => ServiceSchema<any, any, any> {
+export function forRunner(factory: (config: AppConfig) => AnyServiceSchema): (broker: ServiceBroker) => AnyServiceSchema {
   return () => factory(runnerConfig());
 }

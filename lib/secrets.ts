@@ -42,7 +42,7 @@ export function placeholderProblems(env: Readonly<Record<string, string | undefi
     // it: another URL's password may hold a raw comma.)
     const value = env[name] ?? "";
     for (const v of (name === "RABBITMQ_URI" ? value.split(",") : [value]).map((u) => u.trim()).filter(Boolean)) {
-      let password = "";
+      let password: string;
       try {
         password = decodeURIComponent(new URL(v).password);
       } catch {

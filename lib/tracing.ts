@@ -107,12 +107,16 @@ export const logFields = (fields: LogFields["fields"]): LogFields => new LogFiel
 
 // ---- tracing ----
 
+/** A span as Zipkin's v2 API takes it (what Moleculer's exporter builds; we add a tag). */
+type ZipkinPayload = Record<string, unknown> & { tags?: Record<string, string> };
+type TracingExporterOption = Extract<NonNullable<Exclude<BrokerOptions["tracing"], boolean | undefined>["exporter"]>, unknown[]>[number];
+
 const ZipkinBase = TracerExporters.Zipkin as unknown as new (opts?: object) => {
   opts: { baseURL: string; headers: Record<string, string> };
   queue: unknown[];
   logger: { warn(...a: unknown[]): void; debug(...a: unknown[]): void };
-  generateTracingData(): Record<string, any>[];
-  makePayload(span: { traceID: string }): Record<string, any>;
+  generateTracingData(): Record<string, unknown>[];
+  makePayload(span: { traceID: string }): ZipkinPayload;
   stop(): Promise<void>;
 };
 
@@ -131,7 +135,7 @@ export class ZipkinExporter extends ZipkinBase {
     return zipkinId(id);
   }
 
-  override makePayload(span: { traceID: string }): Record<string, any> {
+  override makePayload(span: { traceID: string }): ZipkinPayload {
     const payload = super.makePayload(span);
     payload.tags = { ...payload.tags, requestId: span.traceID };
     return payload;
@@ -178,12 +182,14 @@ export function tracingOptions(config: AppConfig): BrokerOptions["tracing"] {
     tags: { action: { params: false, meta: false, response: false }, event: { params: false, meta: false } },
     exporter: [
       t.exporter === "zipkin"
-        ? (new ZipkinExporter({
+        ? // The cast: Moleculer's tracer takes an exporter instance (its `Exporters.resolve`); its
+          // .d.ts lists only `{ type, options }` objects.
+          (new ZipkinExporter({
             baseURL: t.zipkinUrl!.replace(/\/$/, ""),
             interval: 5,
             defaultTags: { namespace: config.namespace || "default" },
-          }) as any)
+          }) as unknown as TracingExporterOption)
         : { type: "Console", options: { colors: false, width: 100 } },
     ],
-  } as BrokerOptions["tracing"];
+  };
 }

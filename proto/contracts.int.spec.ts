@@ -88,7 +88,7 @@ function callsInCode(service: string): string[] {
       const p = path.join(d, e.name);
       if (e.isDirectory()) walk(p);
       else if (e.name.endsWith(".ts") && !e.name.includes(".spec."))
-        for (const m of fs.readFileSync(p, "utf8").matchAll(/callAction\(\s*[\w.]+,\s*"([\w.]+)"/g)) found.add(m[1]!);
+        for (const m of fs.readFileSync(p, "utf8").matchAll(/callAction\(\s*[\w.]+,\s*"([\w.]+)"/g)) found.add(m[1]);
     }
   };
   walk(dir);

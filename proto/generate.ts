@@ -53,7 +53,7 @@ function scalarTs(field: protobuf.Field, where: string): string {
 function typeTs(t: protobuf.Type, fromModule: string, imports: Set<string>): string {
   if (isWrapper(t)) {
     checkWrapper(t);
-    const inner = t.fieldsArray[0]!;
+    const inner = t.fieldsArray[0];
     const v = valueTs(inner, fromModule, imports, `${fullName(t)}.${inner.name}`);
     return inner.repeated ? `${v}[]` : `${v} | null`;
   }
@@ -148,12 +148,23 @@ export function tsProto(): Map<string, string> {
   } catch (err) {
     const stderr = (err as { stderr?: Buffer }).stderr?.toString().trim();
     if ((err as NodeJS.ErrnoException).code === "ENOENT")
-      throw new Error("protoc not found: install Debian's protobuf-compiler (.ci/run does)");
-    throw new Error(`protoc failed${stderr ? `:\n${stderr}` : ""}`);
+      throw new Error("protoc not found: install Debian's protobuf-compiler (.ci/run does)", { cause: err });
+    throw new Error(`protoc failed${stderr ? `:\n${stderr}` : ""}`, { cause: err });
   } finally {
     fs.rmSync(out, { recursive: true, force: true });
   }
 }
+
+/**
+ * An object of protobufjs's JSON (root.toJSON: namespaces, types, services, their fields…), as
+ * the passes below walk it: `nested` holds more of them, and any other value may be one too.
+ */
+interface JsonNode {
+  nested?: Record<string, JsonNode>;
+  options?: Record<string, unknown>;
+  [key: string]: unknown;
+}
+const isJsonNode = (v: unknown): v is JsonNode => !!v && typeof v === "object";
 
 /** The generated files: relative path under proto/gen → content. */
 export function generate(): Map<string, string> {
@@ -244,7 +255,7 @@ ${paramsLines.join("\n")}
   // The reflection the serializer loads: without google.* and the option declarations,
   // which only the parser needs (the option values stay on each message and service).
   // With comments: the OpenAPI document's descriptions come from them (proto/json-schema.ts).
-  const json = root.toJSON({ keepComments: true }) as { nested: Record<string, any> };
+  const json = root.toJSON({ keepComments: true }) as JsonNode & { nested: Record<string, JsonNode> };
   // Repeated service options (calls, consumes): protobufjs's JSON keeps only the last value
   // of each in `options`, and reads no parsedOptions back for services; write them all.
   for (const obj of walk(root)) {
@@ -253,14 +264,14 @@ ${paramsLines.join("\n")}
     // Typed as a dictionary by protobufjs, an array of {option: value} at run time.
     const parsed: object[] = Object.values(obj.parsedOptions);
     for (const o of parsed) for (const [k, v] of Object.entries(o)) byName.set(k, [...(byName.get(k) ?? []), v]);
-    let ns: { nested?: Record<string, any> } = json;
+    let ns: JsonNode = json;
     for (const part of fullName(obj).split(".")) ns = ns.nested![part];
-    const options = ((ns as { options?: Record<string, unknown> }).options ??= {});
+    const options = (ns.options ??= {});
     for (const [k, values] of byName) if (values.length > 1) options[k] = values;
   }
   // google.api (HTTP rules) is read from the options; of google.protobuf only Empty is used.
   json.nested.google = { nested: { protobuf: { nested: { Empty: { fields: {} } } } } };
-  const strip = (ns: { nested?: Record<string, any> }) => {
+  const strip = (ns: JsonNode) => {
     for (const [k, v] of Object.entries(ns.nested ?? {})) {
       if (v && typeof v === "object" && "extend" in v) delete ns.nested![k];
       else if (v && typeof v === "object") strip(v);
@@ -269,9 +280,9 @@ ${paramsLines.join("\n")}
   strip(json);
   // Field rules are read from the .proto by the generator (params.ts); protobufjs's JSON
   // would keep only the last value of a list (rules.string.in), so none is written.
-  const stripRules = (ns: Record<string, any>) => {
+  const stripRules = (ns: JsonNode) => {
     for (const v of Object.values(ns)) {
-      if (!v || typeof v !== "object") continue;
+      if (!isJsonNode(v)) continue;
       if (v.options) for (const k of Object.keys(v.options)) if (k.startsWith("(meridian.options.v1.rules)")) delete v.options[k];
       if (v.options && !Object.keys(v.options).length) delete v.options;
       stripRules(v);
@@ -279,7 +290,7 @@ ${paramsLines.join("\n")}
   };
   stripRules(json);
   // The rules' own messages describe the .proto options, not any payload.
-  const optionTypes = json.nested.meridian?.nested?.options?.nested?.v1?.nested as Record<string, { fields?: unknown }> | undefined;
+  const optionTypes = json.nested.meridian?.nested?.options?.nested?.v1?.nested;
   for (const [k, v] of Object.entries(optionTypes ?? {})) if (v.fields) delete optionTypes![k];
   out.set("descriptor.json", JSON.stringify(json, null, 2) + "\n");
   return out;

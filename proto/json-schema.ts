@@ -30,7 +30,7 @@ const describe = (schema: JsonSchemaObject, comment: string | null | undefined):
 function fieldValueSchema(field: protobuf.Field): JsonSchemaObject {
   field.resolve();
   const t = field.resolvedType;
-  if (t && "fieldsArray" in t) return messageJsonSchema(t as protobuf.Type);
+  if (t && "fieldsArray" in t) return messageJsonSchema(t);
   if (t) throw new Error(`json-schema: enums are not used in contracts (${field.fullName})`);
   return scalarSchema(field.type);
 }
@@ -38,7 +38,7 @@ function fieldValueSchema(field: protobuf.Field): JsonSchemaObject {
 /** The JSON Schema of `type`'s JSON form. */
 export function messageJsonSchema(type: protobuf.Type): JsonSchemaObject {
   if (isWrapper(type)) {
-    const inner = type.fieldsArray[0]!;
+    const inner = type.fieldsArray[0];
     const value = fieldValueSchema(inner);
     return describe(inner.repeated ? { type: "array", items: value } : { ...value, nullable: true }, type.comment);
   }

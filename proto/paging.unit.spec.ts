@@ -48,7 +48,7 @@ it("every list answer starts with the same four paging fields", () => {
       (f) => `${f.id}:${f.name}:${f.repeated ? "repeated " : ""}${f.repeated ? "" : f.type}${optional(f) ? "?" : ""}`,
     );
     assert.deepEqual(shape.slice(1, 4), ["2:total:int32", "3:page:int32", "4:pageSize:int32"], t.fullName);
-    assert.match(shape[0]!, /^1:items:repeated $/, t.fullName);
+    assert.match(shape[0], /^1:items:repeated $/, t.fullName);
   }
 });
 
@@ -57,7 +57,7 @@ it("every paged request takes page ≥ 1 and 1 ≤ pageSize ≤ 100, both option
   assert.ok(requests.length >= 6, `only ${requests.length} paged requests`);
   for (const t of requests) {
     const page = t.fields.page;
-    const size = t.fields.pageSize!;
+    const size = t.fields.pageSize;
     assert.ok(page, `${t.fullName} has pageSize but no page`);
     for (const f of [page, size]) {
       assert.equal(f.type, "int32", `${f.fullName}`);

@@ -55,12 +55,12 @@ export function fieldRules(field: protobuf.Field): FieldRules {
       out[kind] = { ...out[kind], ...rules };
     }
   }
-  return out as FieldRules;
+  return out;
 }
 
 /** `(meridian.options.v1.unknown_fields)` of a message as fastest-validator's strict value. */
 function strictOf(type: protobuf.Type): true | "remove" | undefined {
-  const v = type.options?.[`(${OPT}.unknown_fields)`];
+  const v: unknown = type.options?.[`(${OPT}.unknown_fields)`];
   return v === "UNKNOWN_FIELDS_REFUSE" ? true : v === "UNKNOWN_FIELDS_DROP" ? "remove" : undefined;
 }
 
@@ -101,7 +101,7 @@ function valueRule(field: protobuf.Field, rules: FieldRules, convert: boolean, w
   const t = field.resolvedType;
   if (t instanceof protobuf.Type) {
     if (isWrapper(t)) {
-      const inner = t.fieldsArray[0]!;
+      const inner = t.fieldsArray[0];
       if (inner.repeated) return arrayRule(inner, rules, convert, where);
       return { ...valueRule(inner, rules, convert, where), nullable: true };
     }

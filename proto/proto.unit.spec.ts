@@ -40,8 +40,11 @@ it("generation is deterministic", () => {
 });
 
 // Compile-time: the service's own types and the contracts agree both ways (a field added to
-// one and not the other fails `npm run typecheck`).
-const sameShape = <A, B>(_a: (x: A) => B, _b: (x: B) => A) => true;
+// one and not the other fails `npm run typecheck`). The check is the signature; at run time it is just true.
+function sameShape<A, B>(aToB: (x: A) => B, bToA: (x: B) => A): true;
+function sameShape(): true {
+  return true;
+}
 it("the contracts describe the user service's types", () => {
   assert.ok(
     sameShape<PublicUser, user.User>(

@@ -80,7 +80,7 @@ export function fullName(t: protobuf.ReflectionObject): string {
 }
 
 /** The action of an rpc: `GetAddress` → `getAddress`. */
-export const actionName = (service: string, rpc: string) => `${service}.${rpc[0]!.toLowerCase()}${rpc.slice(1)}`;
+export const actionName = (service: string, rpc: string) => `${service}.${rpc[0].toLowerCase()}${rpc.slice(1)}`;
 
 /** Every object of a namespace, depth first, in declaration order. */
 export function* walk(ns: protobuf.NamespaceBase): Generator<protobuf.ReflectionObject> {
@@ -97,8 +97,9 @@ function optionValues(obj: protobuf.ReflectionObject, name: string): unknown[] {
   if (!out.length && obj.options && name in obj.options) {
     // A repeated option of a reflection loaded from JSON (protobufjs keeps no parsedOptions
     // for services there): the generator writes all its values as an array.
-    const v = obj.options[name];
-    out.push(...(Array.isArray(v) ? v : [v]));
+    const v: unknown = obj.options[name];
+    const values: unknown[] = Array.isArray(v) ? v : [v];
+    out.push(...values);
   }
   return out;
 }
@@ -109,8 +110,8 @@ function httpRule(method: protobuf.Method, where: string): HttpRule | undefined 
   if (!rule) return undefined;
   const verbs = HTTP_METHODS.filter((m) => typeof rule[m] === "string");
   if (verbs.length !== 1) throw new Error(`proto: ${where}: google.api.http needs exactly one of ${HTTP_METHODS.join(", ")}`);
-  const verb = verbs[0]!;
-  return { method: verb.toUpperCase() as HttpRule["method"], path: rule[verb]!, body: rule.body || undefined };
+  const verb = verbs[0];
+  return { method: verb.toUpperCase() as HttpRule["method"], path: rule[verb], body: rule.body || undefined };
 }
 
 export function readContracts(root: protobuf.Root): Contracts {

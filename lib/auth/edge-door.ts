@@ -60,7 +60,7 @@ export function createEdgeDoor(config: AppConfig): EdgeDoor {
         // it spends, so signed-in shoppers behind one address do not share the anonymous one.
         if (!m || !limits) return {};
         return {
-          budgetUserId: await tokens.verify(m[1]!).then(
+          budgetUserId: await tokens.verify(m[1]).then(
             (t) => t.id,
             () => undefined,
           ),
@@ -69,7 +69,7 @@ export function createEdgeDoor(config: AppConfig): EdgeDoor {
       if (!m) throw unauthorized("Malformed Authorization header; expected 'Bearer <token>'");
       let token: VerifiedToken;
       try {
-        token = await tokens.verify(m[1]!);
+        token = await tokens.verify(m[1]);
       } catch {
         throw unauthorized("Invalid or expired access token");
       }

@@ -78,7 +78,7 @@ export function createRevocations(config: { redisUrl?: string; namespace: string
     };
   }
   let store = memoryStores.get(prefix);
-  if (!store) memoryStores.set(prefix, (store = new Map()));
+  if (!store) memoryStores.set(prefix, (store = new Map<string, { value: string; until: number }>()));
   const entries = store;
   const put = (key: string, value: string) => {
     const now = Date.now();

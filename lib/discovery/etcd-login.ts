@@ -41,7 +41,8 @@ interface PoolHost {
 /** Makes `client` log in over its own channels; returns false (unchanged) when etcd3's internals are not the expected ones. */
 export function loginOnClientChannels(client: Etcd3): boolean {
   const pool = client["pool"];
-  const authenticator: { getCredentialsFromHost?: Login } | undefined = pool["authenticator"];
+  // etcd3's private fields (checked just below before anything is used).
+  const authenticator = pool["authenticator"] as { getCredentialsFromHost?: Login } | undefined;
   const hosts: unknown = pool["hosts"];
   if (!authenticator || typeof authenticator.getCredentialsFromHost !== "function" || !Array.isArray(hosts)) return false;
   if (

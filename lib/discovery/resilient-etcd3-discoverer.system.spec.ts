@@ -59,12 +59,12 @@ const allSee = async (observers: string[], expected: string[]) =>
 /** Polls `check` until it is true; answers the time it took, in ms. */
 async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<number> {
   const start = Date.now();
-  let lastError: unknown;
+  let lastError: string | undefined;
   while (Date.now() - start < timeoutMs) {
     try {
       if (await check()) return Date.now() - start;
     } catch (err) {
-      lastError = err;
+      lastError = String(err);
     }
     await sleep(200);
   }
@@ -85,7 +85,7 @@ function sampleNodeLists(live: string[]): { stop(): Promise<string[]> } {
             const lost = live.filter((n) => !list.includes(n));
             if (lost.length) losses.push(`${new Date().toISOString()} ${id} lost ${lost.join(",")}`);
           } catch (err) {
-            losses.push(`${new Date().toISOString()} ${id} unreachable: ${err}`);
+            losses.push(`${new Date().toISOString()} ${id} unreachable: ${String(err)}`);
           }
         }),
       );
@@ -182,10 +182,7 @@ describe("ResilientEtcd3Discoverer (system: private etcd + RabbitMQ vhost)", () 
       const sampler = sampleNodeLists(live);
 
       const logMark = () => new Map([...procs].map(([id, p]) => [id, { lines: p.lines.length, bytes: p.bytes }]));
-      let atStop,
-        atRestart,
-        joinMs,
-        losses: string[] = [];
+      let atStop, atRestart, joinMs, losses: string[];
       try {
         atStop = logMark();
         await etcd!.stop();
@@ -274,7 +271,7 @@ describe("etcd with authentication, three members (system: private etcd cluster 
       const [, message] = await proc.waitForLine(/^START_FAILED: (.*)$/, 20_000);
       await proc.waitExit();
       procs.delete(id);
-      return message!;
+      return message;
     };
     assert.match(await refused("bad-password", { ETCD_PASSWORD: "not the password" }), /^ETCD_PASSWORD: etcd refused user 'meridian'/);
     // With the last member listed down, the others' refusal still counts (the etcd3 pool would report the last error only).
@@ -311,7 +308,7 @@ describe("etcd with authentication, three members (system: private etcd cluster 
       await get(A, `/load/start?nodes=${B},${C}&interval=50`);
       const sampler = sampleNodeLists(live);
       const linesBefore = new Map([...procs].map(([id, p]) => [id, p.lines.length]));
-      let losses: string[] = [];
+      let losses: string[];
       const rounds: string[] = [];
       try {
         for (const role of ["follower", "leader"] as const) {

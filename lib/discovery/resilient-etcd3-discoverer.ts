@@ -47,6 +47,10 @@ import { Discoverers, METRIC, type Registry } from "moleculer";
 import { loginOnClientChannels } from "./etcd-login";
 
 export interface ResilientEtcd3DiscovererOptions extends Omit<Discoverers.Etcd3.Etcd3DiscovererOptions, "etcd"> {
+  // Named again: Moleculer's options extend Record<string, any>, and Omit of such a type keeps
+  // only its index signature (every field `any`).
+  heartbeatInterval?: number;
+  heartbeatTimeout?: number;
   /** etcd3 client options. Unless `defaultCallOptions` is given, unary calls get a CALL_TIMEOUT_MS deadline. */
   etcd: IOptions;
   /** First retry delay after a failure, in ms. Default 250; doubles on each failed attempt. */
@@ -259,8 +263,9 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
   }
 
   /** Enters or stays in "etcd down" mode and makes sure one recovery attempt is scheduled. */
-  private fail(err: Error): void {
+  private fail(cause: unknown): void {
     if (this.stopped) return;
+    const err = cause instanceof Error ? cause : new Error(String(cause));
     this.lastError = err;
     const now = Date.now();
     this.failedAttempts = this.down ? this.failedAttempts + 1 : 1;
@@ -282,7 +287,8 @@ export class ResilientEtcd3Discoverer extends Discoverers.Etcd3 {
     this.leaseBeat = this.leaseInfo = null;
     this.infoDirty = true;
     if (this.retryTimer) return;
-    this.retryTimer = setTimeout(() => this.serial(() => this.recover()), this.retryDelay);
+    // `serial` never rejects: a failure goes to fail(), which schedules the next attempt.
+    this.retryTimer = setTimeout(() => void this.serial(() => this.recover()), this.retryDelay);
     this.retryTimer.unref();
     this.retryDelay = Math.min(this.retryDelay * 2, this.cfg.retryMax);
   }

@@ -57,7 +57,7 @@ export class AmqpLink {
     const failures: string[] = [];
     for (let i = 0; i < this.uris.length; i++) {
       const index = (this.next + i) % this.uris.length;
-      const uri = this.uris[index]!;
+      const uri = this.uris[index];
       try {
         // Heartbeats (5 s unless the URI sets them) detect a dead peer in ~10 s; `timeout`
         // bounds the TCP connect, and `withTimeout` the AMQP handshake, which a broker that is
@@ -156,7 +156,10 @@ export class ReconnectLoop {
     while (this.running) {
       try {
         const { closed } = await this.setup();
-        if (!started) ((started = true), first());
+        if (!started) {
+          started = true;
+          first();
+        }
         if (failures) this.logger.info(`${this.what} reconnected`);
         failures = 0;
         this.onUp();

@@ -30,7 +30,14 @@ import { busFor, parseEnvelope, type EmbeddedSubscriber } from "./consumer";
 import type { Envelope } from "./outbox";
 import { assertExchange, type Topology } from "./topology";
 
-export type BroadcastHandler<P = any> = (payload: P, envelope: Envelope<P>) => Promise<void> | void;
+/**
+ * A handler of one event's payload. Declared as a method (the `{ m(…) }["m"]` form) so that its
+ * parameters are checked bivariantly: `Record<string, BroadcastHandler>` maps each event to a
+ * handler typed by that event's contract, while this file calls them with an `unknown` payload.
+ */
+export type BroadcastHandler<P = unknown> = {
+  handle(payload: P, envelope: Envelope<P>): Promise<void> | void;
+}["handle"];
 
 interface Logger {
   info(...a: unknown[]): void;
@@ -85,7 +92,8 @@ export class AmqpBroadcastConsumer {
       ch.on("error", () => undefined);
       ch.on("close", () => resolve());
     });
-    closed.then(() => {
+    // Fire-and-forget: `closed` never rejects, and this callback cannot throw.
+    void closed.then(() => {
       if (this.current?.ch === ch) this.current = undefined;
     });
     await assertExchange(ch, topo);
@@ -110,7 +118,8 @@ export class AmqpBroadcastConsumer {
 
   private async onMessage(ch: Channel, msg: ConsumeMessage): Promise<void> {
     try {
-      const envelope = parseEnvelope(msg.content, msg.properties.contentType);
+      // amqplib types contentType as any: AMQP carries it as a short string, or not at all.
+      const envelope = parseEnvelope(msg.content, msg.properties.contentType as string | undefined);
       const handler = this.opts.handlers[envelope.name];
       if (!handler) throw new Error(`no handler for '${envelope.name}'`);
       await handler(envelope.payload, envelope);
@@ -155,7 +164,7 @@ export function addEmbeddedBroadcast(broker: ServiceBroker, opts: BroadcastOptio
     ready: Promise.resolve(),
     async deliver(envelope) {
       try {
-        await opts.handlers[envelope.name]!(envelope.payload, envelope);
+        await opts.handlers[envelope.name](envelope.payload, envelope);
         stats.applied++;
       } catch (err) {
         stats.failed++;

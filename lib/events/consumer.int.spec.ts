@@ -35,7 +35,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       await db.destroy();
       await dropAll(config, ["audit"]);
     });
-    const effectIds = async () => ((await db("effects").select("message_id")) as { message_id: string }[]).map((r) => r.message_id).sort();
+    const effectIds = async () => (await db("effects").select<{ message_id: string }[]>("message_id")).map((r) => r.message_id).sort();
     const commits = async (work: () => Promise<unknown>) => {
       let n = 0;
       const count = (q: { sql: string }) => void (/^commit/i.test(q.sql.trim()) && n++);
@@ -92,7 +92,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       const before = await effectIds();
       await assert.rejects(applyBatch(db, items), /longer than the inbox columns/);
       assert.deepEqual(await effectIds(), before);
-      assert.equal(await applyOnce(db, items[0]!.envelope, recordEffect), "applied");
+      assert.equal(await applyOnce(db, items[0].envelope, recordEffect), "applied");
       if (engine === "mariadb") await assert.rejects(applyOnce(db, long, recordEffect), /too long/i);
       else assert.equal(await applyOnce(db, long, recordEffect), "applied");
       assert.equal((await db("inbox").where({ message_id: "x".repeat(64) })).length, 0, "never a cut id");
@@ -102,7 +102,7 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       const old = envelope(100);
       assert.equal(await applyOnce(db, old, recordEffect), "applied");
       const fresh = [envelope(101), envelope(102)];
-      const items: BatchItem[] = [fresh[0]!, old, fresh[1]!, fresh[0]!].map((e) => ({ envelope: e, handler: recordEffect }));
+      const items: BatchItem[] = [fresh[0], old, fresh[1], fresh[0]].map((e) => ({ envelope: e, handler: recordEffect }));
       assert.deepEqual(await applyBatch(db, items), ["applied", "duplicate", "applied", "duplicate"]);
       const ids = await effectIds();
       for (const e of [old, ...fresh]) assert.equal(ids.filter((id) => id === e.id).length, 1, `one effect for ${e.id}`);

@@ -48,7 +48,7 @@ import type { Channel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import { ReconnectLoop, withTimeout, type AmqpLink } from "./amqp";
-import { inTransaction, isMysql, isUniqueViolation } from "../db";
+import { inTransaction, isMysql, isUniqueViolation, rawRows } from "../db";
 import { countBusiness } from "../metrics";
 import type { Envelope } from "./outbox";
 import { parseEnvelope } from "./wire";
@@ -56,7 +56,14 @@ import { periodic, type Periodic } from "../periodic";
 import { throttle } from "../throttle";
 import { assertConsumerTopology, migrateClassicQueues, type Topology } from "./topology";
 
-export type EventHandler<P = any> = (trx: Knex.Transaction, payload: P, envelope: Envelope<P>) => Promise<void>;
+/**
+ * A handler of one event's payload. Declared as a method (the `{ m(…) }["m"]` form) so that its
+ * parameters are checked bivariantly: `Record<string, EventHandler>` maps each event to a
+ * handler typed by that event's contract, while this file calls them with an `unknown` payload.
+ */
+export type EventHandler<P = unknown> = {
+  handle(trx: Knex.Transaction, payload: P, envelope: Envelope<P>): Promise<void>;
+}["handle"];
 
 export interface ConsumerStats {
   applied: number;
@@ -117,11 +124,11 @@ export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applie
     db,
     async (trx) => {
       // By id, code unit order (a stable sort: a repeated id keeps its place).
-      const idOf = (i: number) => items[i]!.envelope.id;
+      const idOf = (i: number) => items[i].envelope.id;
       const byId = [...items.keys()].sort((a, b) => (idOf(a) < idOf(b) ? -1 : idOf(a) > idOf(b) ? 1 : 0));
       const recorded = await recordInbox(
         trx,
-        byId.map((i) => items[i]!.envelope),
+        byId.map((i) => items[i].envelope),
       );
       // Already applied, or earlier in this batch (the first copy of an id is the one applied).
       const duplicate = new Set<number>();
@@ -140,6 +147,8 @@ export async function applyBatch(db: Knex, items: BatchItem[]): Promise<("applie
 /** `inbox` column sizes (migrations.ts). */
 const INBOX_ID_MAX = 64;
 const INBOX_EVENT_MAX = 100;
+/** The `inbox` rows `RETURNING message_id` gives. */
+type InboxId = { message_id: string };
 
 /**
  * Records a batch's message ids in `inbox` in ONE statement, rows in the given order (the lock
@@ -160,8 +169,7 @@ async function recordInbox(trx: Knex.Transaction, envelopes: Envelope[]): Promis
   const sql = mysql
     ? `INSERT IGNORE INTO inbox (message_id, event, received_at) VALUES ${rows} RETURNING message_id`
     : `INSERT INTO inbox (message_id, event, received_at) VALUES ${rows} ON CONFLICT (message_id) DO NOTHING RETURNING message_id`;
-  const result = await trx.raw(sql, values);
-  const inserted = (mysql ? result[0] : result) as { message_id: string }[];
+  const inserted = await rawRows<InboxId>(trx, sql, values);
   return new Set(inserted.map((r) => r.message_id));
 }
 
@@ -193,7 +201,7 @@ export async function applyMessages(ctx: ApplyContext, items: BatchItem[]): Prom
     const outcomes = await applyBatch(ctx.db(), items).catch((err: unknown) => batchFailed(ctx, err));
     if (outcomes) {
       if (outcomes.includes("applied")) ctx.stats.transactions++;
-      items.forEach((item, i) => counted(item, outcomes[i]!));
+      items.forEach((item, i) => counted(item, outcomes[i]));
       return items.map(() => undefined);
     }
   }
@@ -329,7 +337,8 @@ export class AmqpConsumer {
         c.on("close", () => resolve());
       }
     });
-    closed.then(() => {
+    // Fire-and-forget: `closed` never rejects, and the closes' failures are caught here.
+    void closed.then(() => {
       if (this.current?.ch === ch) this.current = undefined;
       ch.close().catch(() => undefined);
       pub.close().catch(() => undefined);
@@ -367,7 +376,7 @@ export class AmqpConsumer {
   /** Starts batches while fewer than `concurrency` are in progress; each end starts the next. */
   private drain(): void {
     // Deliveries of a channel that closed cannot be acked: the broker redelivers them.
-    if (this.waiting.length && this.waiting[0]!.ch !== this.current?.ch)
+    if (this.waiting.length && this.waiting[0].ch !== this.current?.ch)
       this.waiting = this.waiting.filter((d) => d.ch === this.current?.ch);
     while (!this.stopping && this.waiting.length && this.inFlight.size < this.concurrency) {
       const batch = this.waiting.splice(0, this.batchSize);
@@ -384,7 +393,8 @@ export class AmqpConsumer {
     const ready: (Delivery & BatchItem)[] = [];
     for (const d of deliveries) {
       try {
-        const envelope = parseEnvelope(d.msg.content, d.msg.properties.contentType);
+        // amqplib types contentType as any: AMQP carries it as a short string, or not at all.
+        const envelope = parseEnvelope(d.msg.content, d.msg.properties.contentType as string | undefined);
         const handler = this.opts.handlers[envelope.name];
         if (!handler) throw new Error(`no handler for '${envelope.name}'`);
         ready.push({ ...d, envelope, handler });
@@ -418,7 +428,10 @@ export class AmqpConsumer {
     try {
       await withTimeout(
         new Promise<void>((resolve, reject) =>
-          pub.sendToQueue(queue, msg.content, { ...msg.properties, headers, persistent: true }, (e) => (e ? reject(e) : resolve())),
+          // amqplib confirms with null, or an Error (nacked, channel closed): lib/channel.js
+          pub.sendToQueue(queue, msg.content, { ...msg.properties, headers, persistent: true }, (e: Error | null) =>
+            e ? reject(e) : resolve(),
+          ),
         ),
         10_000,
         "republish confirm",
@@ -529,7 +542,7 @@ export function embeddedSubscriber(opts: {
   batch?: boolean;
 }): EmbeddedSubscriber {
   const applying: ApplyContext = opts;
-  const items = (envelopes: Envelope[]) => envelopes.map((envelope) => ({ envelope, handler: opts.handlers[envelope.name]! }));
+  const items = (envelopes: Envelope[]) => envelopes.map((envelope) => ({ envelope, handler: opts.handlers[envelope.name] }));
   return {
     service: opts.service,
     events: Object.keys(opts.handlers),

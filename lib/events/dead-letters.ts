@@ -77,7 +77,8 @@ async function amqpDeadLetters(
       if (ids?.length && !ids.includes(letter.messageId)) continue;
       const headers = { ...h, "x-attempts": 0, "x-replayed-at": new Date().toISOString() };
       await new Promise<void>((resolve, reject) =>
-        pub.sendToQueue(topo.workQueue(service), msg.content, { ...msg.properties, headers, persistent: true }, (e) =>
+        // amqplib confirms with null, or an Error (nacked, channel closed): lib/channel.js
+        pub.sendToQueue(topo.workQueue(service), msg.content, { ...msg.properties, headers, persistent: true }, (e: Error | null) =>
           e ? reject(e) : resolve(),
         ),
       );

@@ -49,7 +49,7 @@ function childEnv(t: EventsTestEnv, extra: Record<string, string>): Record<strin
 const appliedIds = async (db: Knex, ids?: string[]) => {
   let q = db("effects").whereNot("event", "local");
   if (ids) q = q.whereIn("message_id", ids);
-  return ((await q.select("message_id")) as { message_id: string }[]).map((r) => r.message_id);
+  return (await q.select<{ message_id: string }[]>("message_id")).map((r) => r.message_id);
 };
 
 it("producer killed right after the commit: after restart the event is delivered, 0 lost", async () => {
@@ -71,9 +71,9 @@ it("producer killed right after the commit: after restart the event is delivered
     });
     await crashing.waitExit();
     assert.ok(!crashing.lines.some((l) => l.startsWith("EMITTED")), "killed before the action returned");
-    const committed = (await shopDb("outbox").select("id", "sent_at")) as { id: string; sent_at: number | null }[];
+    const committed = await shopDb("outbox").select<{ id: string; sent_at: number | null }[]>("id", "sent_at");
     assert.equal(committed.length, 1, "the event row committed");
-    assert.equal(committed[0]!.sent_at, null, "and was not published");
+    assert.equal(committed[0].sent_at, null, "and was not published");
     const auditDb = svc<{ db: Knex }>(consumer, "audit").db;
     assert.deepEqual(await appliedIds(auditDb), []);
 
@@ -81,7 +81,7 @@ it("producer killed right after the commit: after restart the event is delivered
     try {
       await restarted.waitForLine(/READY/);
       await waitFor("the event applied", async () => (await appliedIds(auditDb)).length === 1);
-      assert.deepEqual(await appliedIds(auditDb), [committed[0]!.id], "0 lost");
+      assert.deepEqual(await appliedIds(auditDb), [committed[0].id], "0 lost");
       await waitFor("marked sent", async () => (await shopDb("outbox").whereNull("sent_at")).length === 0);
     } finally {
       restarted.kill();
@@ -111,7 +111,7 @@ it("consumer killed mid-handling: the message is delivered again and applied onc
     const stalled = spawnTs(NODE, { name: "consumer-stall", env: childEnv(t, { FIXTURE_ROLE: "consumer", FIXTURE_STALL: "1" }) });
     await stalled.waitForLine(/READY/);
     producer = await startBroker("producer", [producerService(config)]);
-    const [id] = (await producer.call("shop.emit", { event: "order.placed", payloads: [{ n: 1 }] })) as string[];
+    const [id] = await producer.call<string[], unknown>("shop.emit", { event: "order.placed", payloads: [{ n: 1 }] });
     await stalled.waitForLine(new RegExp(`HANDLING ${id}`));
     stalled.kill("SIGKILL");
     await stalled.waitExit();
@@ -189,10 +189,10 @@ async function restartProof(plant?: (producer: ServiceBroker, shopDb: Knex) => v
   const auditDb = svc<{ db: Knex }>(consumer, "audit").db;
   plant?.(producer, shopDb);
   const commit = async (from: number) =>
-    (await producer.call("shop.emit", {
+    await producer.call<string[], unknown>("shop.emit", {
       event: "order.placed",
       payloads: Array.from({ length: BATCH }, (_, j) => ({ n: from + j })),
-    })) as string[];
+    });
   try {
     const committed: string[] = [];
     for (let i = 0; i < BEFORE; i += BATCH) committed.push(...(await commit(i)));
@@ -246,7 +246,7 @@ async function restartProof(plant?: (producer: ServiceBroker, shopDb: Knex) => v
       committedWhileDown: downIds.length,
       committedWhileStarting,
       downMs: downUntil - downAt,
-      whileDownFirstAtMs: whileDown[0]!.at - downAt,
+      whileDownFirstAtMs: whileDown[0].at - downAt,
       whileDownLastAtMs: whileDown.at(-1)!.at - downAt,
       restartMs: startedAt - downUntil,
       applied: applied.length,

@@ -373,13 +373,13 @@ export class EmbeddedRelay extends RelayLoop {
       const mine = rows.flatMap((row, i) => (sub.events.includes(row.event) ? [i] : []));
       let errors: (Error | undefined)[];
       try {
-        errors = await sub.deliverBatch(mine.map((i) => envelopes[i]!));
+        errors = await sub.deliverBatch(mine.map((i) => envelopes[i]));
       } catch (err) {
         errors = mine.map(() => err as Error);
       }
       errors.forEach((err, k) => {
         if (!err) return;
-        const seq = rows[mine[k]!]!.seq;
+        const seq = rows[mine[k]].seq;
         failures.set(seq, [...(failures.get(seq) ?? []), { sub, err }]);
       });
     }
@@ -397,7 +397,7 @@ export class EmbeddedRelay extends RelayLoop {
       const attempts = row.attempts + 1;
       const message = failed.map((f) => f.err.message).join("; ");
       if (attempts >= maxAttempts) {
-        for (const f of failed) await f.sub.deadLetter(envelopes[i]!, attempts, f.err);
+        for (const f of failed) await f.sub.deadLetter(envelopes[i], attempts, f.err);
         await markRetry(db, row.seq, attempts, row.available_at, message);
         await markSent(db, [row.seq], Date.now());
       } else {

@@ -5,9 +5,10 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ServiceBroker, type ServiceSchema } from "moleculer";
+import { ServiceBroker } from "moleculer";
 import { loadConfig, type AppConfig } from "../config";
 import { dropDatabase } from "../db";
+import type { AnyServiceSchema } from "../service-schema";
 import { queueMessages, type Rabbitmqctl } from "../../test/support/rabbitmq";
 import { REDIS_URL } from "../../test/support/servers";
 import { topology } from "./topology";
@@ -43,7 +44,7 @@ export function newDataDir(): string {
 
 export async function startBroker(
   nodeID: string,
-  services: ServiceSchema<any, any, any>[],
+  services: AnyServiceSchema[],
   level = process.env.TEST_LOG_LEVEL ?? "warn",
 ): Promise<ServiceBroker> {
   const broker = new ServiceBroker({ nodeID, logger: { type: "Console", options: { level, formatter: "short" } } as never });

@@ -200,7 +200,8 @@ async function moveMessages(conn: ChannelModel, from: string, to: string): Promi
         const msg = await ch.get(from, { noAck: false });
         if (!msg) return;
         await new Promise<void>((resolve, reject) =>
-          pub.sendToQueue(to, msg.content, { ...msg.properties, persistent: true }, (e) => (e ? reject(e) : resolve())),
+          // amqplib confirms with null, or an Error (nacked, channel closed): lib/channel.js
+          pub.sendToQueue(to, msg.content, { ...msg.properties, persistent: true }, (e: Error | null) => (e ? reject(e) : resolve())),
         );
         ch.ack(msg);
         moved++;

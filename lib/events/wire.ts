@@ -40,8 +40,11 @@ export function parseEnvelope(content: Buffer, contentType?: string): Envelope {
   const { packet: m, end } = EnvelopeT.read(
     new Reader(content),
     (p) => eventCodec(p.name),
-    (p) => `event ${p.name}`,
+    (p) => `event ${String(p.name)}`,
   );
-  if (!end || !m.id || !m.name) throw new Error("not an event envelope (truncated or foreign bytes)");
-  return { id: m.id, name: m.name, source: m.source, occurredAt: m.occurredAt, payload: m.payload === undefined ? null : m.payload };
+  const { id, name, source, occurredAt } = m;
+  // The string fields always decode as strings ("" when absent): `typed` only tells TypeScript.
+  const typed = typeof id === "string" && typeof name === "string" && typeof source === "string" && typeof occurredAt === "string";
+  if (!end || !typed || !id || !name) throw new Error("not an event envelope (truncated or foreign bytes)");
+  return { id, name, source, occurredAt, payload: m.payload === undefined ? null : m.payload };
 }

@@ -112,8 +112,8 @@ class Registry<K> {
     if (!set) this.byKey.set(key, (set = new Set()));
     set.add(w);
     return () => {
-      set!.delete(w);
-      if (!set!.size) this.byKey.delete(key);
+      set.delete(w);
+      if (!set.size) this.byKey.delete(key);
     };
   }
 

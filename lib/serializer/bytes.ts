@@ -259,7 +259,7 @@ export class Reader {
     let v = 0;
     for (let shift = 0; shift < 32; shift += 7) {
       if (p >= this.end) this.overrun();
-      const c = b[p++]!;
+      const c = b[p++];
       v |= (c & 127) << shift;
       if (c < 128) {
         this.pos = p;
@@ -269,7 +269,7 @@ export class Reader {
     // the 5th byte carried bits 28–34; skip the rest of a 64-bit varint
     for (let i = 0; i < 5; i++) {
       if (p >= this.end) this.overrun();
-      if (b[p++]! < 128) {
+      if (b[p++] < 128) {
         this.pos = p;
         return v >>> 0;
       }
@@ -295,7 +295,7 @@ export class Reader {
     let shift = 0;
     for (let i = 0; i < 10; i++, shift += 7) {
       if (p >= this.end) this.overrun();
-      const c = b[p++]!;
+      const c = b[p++];
       if (shift < 28) lo |= (c & 127) << shift;
       else if (shift === 28) {
         lo |= (c & 15) << 28;

@@ -10,27 +10,30 @@ import { readContracts, type Contracts } from "../../proto/registry";
 import { LEN, VARINT, type Reader, type Writer } from "./bytes";
 import { createCodecs, type MessageCodec } from "./contract-codec";
 
-/** One set of contracts: its reflection, registry and compiled codecs. */
+/**
+ * One set of contracts: its reflection, registry and compiled codecs. The functions do not use
+ * `this` (closures over the runtime): the process's set is exported as plain functions below.
+ */
 export interface ContractsRuntime {
   root: protobuf.Root;
   contracts: Contracts;
-  codecFor(type: protobuf.Type): MessageCodec;
+  codecFor(this: void, type: protobuf.Type): MessageCodec;
   /** An action of a service that has contracts: its payloads should never travel as JSON. */
-  isBusinessAction(action: unknown): action is string;
+  isBusinessAction(this: void, action: unknown): action is string;
   /**
    * An event of the business catalog. Those go through the outbox, never as Moleculer
    * events; one that did anyway is counted when it is JSON. Moleculer events for
    * infrastructure (`cache.clean.product`, `$node.*`) have no contract and are not counted.
    */
-  isBusinessEvent(event: unknown): event is string;
-  requestCodec(action: unknown): MessageCodec | null;
-  responseCodec(action: string): MessageCodec | null;
-  eventCodec(event: unknown): MessageCodec | null;
+  isBusinessEvent(this: void, event: unknown): event is string;
+  requestCodec(this: void, action: unknown): MessageCodec | null;
+  responseCodec(this: void, action: string): MessageCodec | null;
+  eventCodec(this: void, event: unknown): MessageCodec | null;
   /**
    * The services whose contracts say they consume a business event through their work queue
    * (`consumes`, not `follows`); undefined for an event with no contract.
    */
-  consumersOf(event: string): readonly string[] | undefined;
+  consumersOf(this: void, event: string): readonly string[] | undefined;
 }
 
 /**
@@ -38,7 +41,7 @@ export interface ContractsRuntime {
  * from the generated descriptor (below); a test of mixed versions builds one per version.
  */
 export function createContractsRuntime(json: object): ContractsRuntime {
-  const root = protobuf.Root.fromJSON(json as protobuf.INamespace);
+  const root = protobuf.Root.fromJSON(json);
   root.resolveAll();
   const contracts = readContracts(root);
   const codecFor = createCodecs();

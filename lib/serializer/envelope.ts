@@ -15,7 +15,7 @@
  */
 import protobuf from "protobufjs/light";
 import { I64, LEN, VARINT, type Reader, type Writer } from "./bytes";
-import { HELPERS as CODEC_HELPERS, createOpenCodec, tagOf, type MessageCodec } from "./contract-codec";
+import { HELPERS as CODEC_HELPERS, createOpenCodec, tagOf, type MessageCodec, type OpenCodec } from "./contract-codec";
 import { readData, writeData } from "./contracts-runtime";
 
 type Kind = "string" | "double" | "uint32" | "bool" | "json" | "strings" | "data" | "meta" | "end";
@@ -51,9 +51,9 @@ function kindOf(f: protobuf.Field): Kind {
 }
 
 export interface DecodedPacket {
-  packet: Record<string, any>;
+  packet: Record<string, unknown>;
   /** The envelope's own fields that are not packet keys (a RES's `action`). */
-  hidden: Record<string, any>;
+  hidden: Record<string, unknown>;
   /** The end marker was there: the packet is whole. */
   end: boolean;
 }
@@ -102,17 +102,12 @@ const ZERO_SRC: Record<Kind, string> = {
   end: "false",
 };
 
-type Write = (
-  w: Writer,
-  obj: Record<string, any>,
-  data: unknown,
-  codec: MessageCodec | null,
-  hidden: Record<string, unknown> | undefined,
-) => boolean;
+/** `obj`: a packet, or an event envelope (outbox.ts), read by its keys only. */
+type Write = (w: Writer, obj: object, data: unknown, codec: MessageCodec | null, hidden: Record<string, unknown> | undefined) => boolean;
 type Read = (
   r: Reader,
-  dataCodec: ((packet: Record<string, any>, hidden: Record<string, any>) => MessageCodec | null) | undefined,
-  what: ((packet: Record<string, any>, hidden: Record<string, any>) => string) | undefined,
+  dataCodec: ((packet: Record<string, unknown>, hidden: Record<string, unknown>) => MessageCodec | null) | undefined,
+  what: ((packet: Record<string, unknown>, hidden: Record<string, unknown>) => string) | undefined,
 ) => DecodedPacket;
 
 /**
@@ -187,12 +182,14 @@ export class EnvelopeCodec {
           return `w.uint32(${tag}); w.bool(true);`;
       }
     });
-    this.writeFn = new Function(
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- generating the code is the point (see the class); its source is built from the envelope type's reflection only (keys through JSON.stringify, numeric tags, fixed templates), never from a packet
+    const makeWrite = new Function(
       "H",
       "M",
       `"use strict"; return function write${name}(w, obj, data, codec, hidden) {
       let contract = false; let x; ${writes.join("\n")} return contract; };`,
-    )(HELPERS, M) as Write;
+    ) as (h: typeof HELPERS, m: OpenCodec | undefined) => Write;
+    this.writeFn = makeWrite(HELPERS, M);
 
     const cases = slots.map((s) => {
       const tag = tagOf(s.id, WIRE[s.kind]);
@@ -224,7 +221,8 @@ export class EnvelopeCodec {
       return absent === null ? `if (${v} !== undefined) ${target} = ${v};` : `${target} = ${v} === undefined ? ${absent} : ${v};`;
     });
     const data = slots.find((s) => s.kind === "data");
-    this.readFn = new Function(
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval -- as for writeFn: source from the envelope type's reflection only, never from a packet
+    const makeRead = new Function(
       "H",
       "M",
       `"use strict"; const K = new Set(${JSON.stringify(slots.map((s) => s.id))});
@@ -241,7 +239,8 @@ export class EnvelopeCodec {
         }
         return { packet: p, hidden: h, end };
       };`,
-    )(HELPERS, M) as Read;
+    ) as (h: typeof HELPERS, m: OpenCodec | undefined) => Read;
+    this.readFn = makeRead(HELPERS, M);
   }
 
   /**
@@ -250,7 +249,7 @@ export class EnvelopeCodec {
    * whether the payload went as its contract message. Values of a wrong type are coerced as
    * before the contracts (strings) or left out (numbers, flags).
    */
-  write(w: Writer, obj: Record<string, any>, data?: unknown, codec: MessageCodec | null = null, hidden?: Record<string, unknown>): boolean {
+  write(w: Writer, obj: object, data?: unknown, codec: MessageCodec | null = null, hidden?: Record<string, unknown>): boolean {
     return this.writeFn(w, obj, data, codec, hidden);
   }
 
@@ -260,8 +259,8 @@ export class EnvelopeCodec {
    */
   read(
     r: Reader,
-    dataCodec?: (packet: Record<string, any>, hidden: Record<string, any>) => MessageCodec | null,
-    what?: (packet: Record<string, any>, hidden: Record<string, any>) => string,
+    dataCodec?: (packet: Record<string, unknown>, hidden: Record<string, unknown>) => MessageCodec | null,
+    what?: (packet: Record<string, unknown>, hidden: Record<string, unknown>) => string,
   ): DecodedPacket {
     return this.readFn(r, dataCodec, what);
   }

@@ -53,7 +53,8 @@ export interface ProtobufSerializerOptions {
   descriptor?: object;
 }
 
-type Obj = Record<string, any>;
+/** A Moleculer packet's fields (its shape depends on the packet type). */
+type Obj = Record<string, unknown>;
 
 /**
  * Each packet type's envelope, and what its absent fields decode to: exactly what Moleculer's
@@ -77,7 +78,7 @@ function envelopes(root: protobuf.Root) {
 }
 
 /** Required string fields of the envelope: a decoded packet without them is garbage. */
-function required(end: boolean, m: Obj, ...names: string[]): void {
+function required<K extends string>(end: boolean, m: Obj, ...names: K[]): asserts m is Obj & Record<K, string> {
   if (!end) throw new Error("no end marker (truncated?)");
   for (const n of names) if (typeof m[n] !== "string" || m[n] === "") throw new Error(`missing ${n}`);
 }
@@ -138,8 +139,12 @@ export class ProtobufSerializer extends Serializers.Base {
         break;
       }
       case "RES": {
-        const action = this.pending.get(obj.id);
-        if (action !== undefined) this.pending.delete(obj.id);
+        let action: string | undefined;
+        // Only string ids are remembered (decode checks them): any other id has no entry.
+        if (typeof obj.id === "string") {
+          action = this.pending.get(obj.id);
+          if (action !== undefined) this.pending.delete(obj.id);
+        }
         const codec = action !== undefined && obj.success ? this.rt.responseCodec(action) : null;
         // The action is named only when the data is its contract message (the receiver needs it to decode).
         const contract = this.E.RES.write(w, obj, obj.data, codec, { action });
@@ -184,6 +189,9 @@ export class ProtobufSerializer extends Serializers.Base {
     this.logger?.debug(`${packet} ${name} sent as JSON: ${codec ? explainMisfit(codec.type, value) : "no contract"}`);
   }
 
+  // Serializers.Base's own return type (moleculer/src/serializers/base.d.ts): a packet's fields
+  // depend on its type, and callers (the transporter, tests) read them as such; decode is typed.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
   override deserialize(buf: Buffer | string, type: string): any {
     try {
       if (typeof buf === "string") throw new Error("expected bytes, got a string");
@@ -205,7 +213,7 @@ export class ProtobufSerializer extends Serializers.Base {
         const { packet, end } = this.E.REQ.read(
           r,
           (p) => this.rt.requestCodec(p.action),
-          (p) => `action ${p.action}`,
+          (p) => `action ${String(p.action)}`,
         );
         required(end, packet, "ver", "sender", "id", "action");
         if (this.rt.isBusinessAction(packet.action)) this.remember(packet.id, packet.action);
@@ -214,8 +222,9 @@ export class ProtobufSerializer extends Serializers.Base {
       case "RES": {
         const { packet, end } = this.E.RES.read(
           r,
-          (_, h) => (h.action ? this.rt.responseCodec(h.action) : null),
-          (_, h) => `the response of ${h.action ?? "an unnamed action"}`,
+          // `action` is a string field: a string when present
+          (_, h) => (typeof h.action === "string" && h.action ? this.rt.responseCodec(h.action) : null),
+          (_, h) => `the response of ${typeof h.action === "string" ? h.action : "an unnamed action"}`,
         );
         required(end, packet, "ver", "sender", "id");
         return packet;
@@ -224,10 +233,11 @@ export class ProtobufSerializer extends Serializers.Base {
         const { packet, end } = this.E.EVENT.read(
           r,
           (p) => this.rt.eventCodec(p.event),
-          (p) => `event ${p.event}`,
+          (p) => `event ${String(p.event)}`,
         );
         required(end, packet, "ver", "sender", "id", "event");
-        if (packet.groups?.length === 0) delete packet.groups;
+        // `groups` is a repeated field: always an array ([] when absent)
+        if (Array.isArray(packet.groups) && packet.groups.length === 0) delete packet.groups;
         return packet;
       }
       case "INFO":

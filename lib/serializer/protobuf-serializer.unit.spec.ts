@@ -175,7 +175,7 @@ describe("round trips of every packet Moleculer sends, between two brokers", () 
 
   it("streams: Buffer chunks both ways", async () => {
     const upload = new PassThrough();
-    const p = caller.call("user.uploadEcho", null, { stream: upload } as any);
+    const p = caller.call("user.uploadEcho", null, { stream: upload });
     upload.write(Buffer.from("hello "));
     upload.end(Buffer.from("world"));
     const out: Buffer[] = [];

@@ -49,8 +49,8 @@ before(async () => {
     (msg) => {
       if (!msg) return;
       const headers = msg.properties.headers ?? {};
-      const keys = (headers.routing_keys as unknown[] | undefined) ?? [];
-      const target = headers.exchange_name ? String(headers.exchange_name) : String(keys[0] ?? "");
+      const keys = (headers.routing_keys as string[] | undefined) ?? [];
+      const target = headers.exchange_name ? String(headers.exchange_name) : (keys[0] ?? "");
       captured.push({ queue: target, body: msg.content });
     },
     { noAck: true },
@@ -117,7 +117,7 @@ it("the user flow works between a gateway node and a user node with SERIALIZER=p
 
 it("a user.get REQ and its RES on the wire decode with protobufjs from proto/ alone", async () => {
   captured.length = 0;
-  const user = (await gateway.call("user.get", { id: userId })) as { email: string };
+  const user = await gateway.call<{ email: string }, unknown>("user.get", { id: userId });
   assert.equal(user.email, email);
   for (let i = 0; i < 50 && !captured.some((c) => c.queue === `${QUEUE_PREFIX}-${namespace}.RES.wire-gw`); i++)
     await new Promise((r) => setTimeout(r, 50));
@@ -125,7 +125,7 @@ it("a user.get REQ and its RES on the wire decode with protobufjs from proto/ al
   const root = loadProtoRoot();
   const service = root.lookupService("meridian.user.v1.UserService");
   assert.equal(service.options?.["(meridian.options.v1.service)"], "user");
-  const method = service.methods.Get!;
+  const method = service.methods.Get;
   method.resolve();
 
   const req = captured.find((c) => c.queue === `${QUEUE_PREFIX}-${namespace}.REQ.wire-user`);
@@ -150,7 +150,7 @@ it("a user.get REQ and its RES on the wire decode with protobufjs from proto/ al
   assert.deepEqual(decoded.preferences.categories, ["phones"]);
 
   // The e-mail is field 2 (length-delimited) of the User message, read with a bare reader.
-  const emailField = UserT.fields.email!;
+  const emailField = UserT.fields.email;
   assert.equal(emailField.id, 2);
   const reader = protobuf.Reader.create(resEnvelope.data.message);
   let found: string | undefined;

@@ -94,7 +94,7 @@ it("each RabbitMQ node killed in turn: every service answers again through the o
     assert.ok(failed <= 2 * SERVICES * rabbit.nodes.length, `${failed} calls failed in ${rounds} rounds of ${SERVICES}`);
     assert.ok(rounds > 30, `${rounds} rounds`);
 
-    const queues = (await rabbit.nodes[0]!.ctl("list_queues", "name", "type", "durable", "--formatter", "json")).trim();
+    const queues = (await rabbit.nodes[0].ctl("list_queues", "name", "type", "durable", "--formatter", "json")).trim();
     const list = JSON.parse(queues.slice(queues.indexOf("["))) as { name: string; type: string; durable: boolean }[];
     const own = list.filter((q) => /^MOLQ-ha\.(RES|REQ|EVENT|INFO)\./.test(q.name));
     for (const b of all)

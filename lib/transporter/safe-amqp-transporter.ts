@@ -59,7 +59,7 @@ import { Errors, Transporters } from "moleculer";
 import { withHeartbeat } from "../events/amqp";
 
 const amqpChannels = createRequire(__filename)("amqplib/lib/channel_model") as {
-  Channel: { prototype: { prefetch(...args: unknown[]): Promise<unknown> } };
+  Channel: { prototype: { prefetch: (this: unknown, ...args: unknown[]) => Promise<unknown> } };
 };
 const prefetch = amqpChannels.Channel.prototype.prefetch;
 amqpChannels.Channel.prototype.prefetch = function (this: unknown, ...args: unknown[]) {

@@ -31,7 +31,7 @@ it("add: one currency per cart; an empty cart takes any", () => {
   const p = add({ lineCount: 2, cartCurrency: "CNY", productCurrency: "EUR" });
   assert.equal(p.length, 1);
   assert.deepEqual(
-    { field: p[0]!.field, cartCurrency: p[0]!.cartCurrency, productCurrency: p[0]!.productCurrency },
+    { field: p[0].field, cartCurrency: p[0].cartCurrency, productCurrency: p[0].productCurrency },
     { field: "productId", cartCurrency: "CNY", productCurrency: "EUR" },
   );
 });

@@ -291,7 +291,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
 
       const others = await Promise.all(Array.from({ length: 10 }, () => product()));
       await Promise.all(others.map((o) => add(u.token, o.id, 2)));
-      const lines = (await app.broker.call("cart.lines", { userId: u.id })) as { productId: string; quantity: number }[];
+      const lines = await app.broker.call<{ productId: string; quantity: number }[], unknown>("cart.lines", { userId: u.id });
       assert.equal(lines.length, 11);
       assert.deepEqual(
         lines.filter((l) => l.productId !== p.id).map((l) => l.quantity),
@@ -371,7 +371,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const outcomes = await Promise.allSettled(Array.from({ length: 60 }, upsert));
       const refused = outcomes.filter((o) => o.status === "rejected");
       assert.equal(outcomes.length - refused.length, 49);
-      assert.ok(refused.every((o) => repo.isCheckViolation((o as PromiseRejectedResult).reason)));
+      assert.ok(refused.every((o) => repo.isCheckViolation(o.reason)));
       assert.equal(await repo.findLine(db, userId, "p").then((l) => l?.quantity), 99);
     });
 

@@ -32,12 +32,12 @@ export async function ensureCart(db: Knex, userId: string, now: number): Promise
 
 /** Locks the user's cart row until the transaction ends; undefined when the user has none. */
 export async function lockCart(trx: Knex.Transaction, userId: string): Promise<{ currency: string | null } | undefined> {
-  const row = (await trx("carts").where({ user_id: userId }).forUpdate().first("currency")) as { currency: string | null } | undefined;
+  const row = await trx("carts").where({ user_id: userId }).forUpdate().first<{ currency: string | null } | undefined>("currency");
   return row && { currency: row.currency };
 }
 
 export async function cartCurrency(db: Knex, userId: string): Promise<string | null> {
-  const row = (await db("carts").where({ user_id: userId }).first("currency")) as { currency: string | null } | undefined;
+  const row = await db("carts").where({ user_id: userId }).first<{ currency: string | null } | undefined>("currency");
   return row?.currency ?? null;
 }
 
@@ -47,14 +47,14 @@ export async function setCartCurrency(trx: Knex.Transaction, userId: string, cur
 
 /** The stored lines, oldest first. */
 export async function findLines(db: Knex, userId: string): Promise<StoredLine[]> {
-  const rows = (await db<LineRow>("cart_items")
+  const rows = await db<LineRow>("cart_items")
     .where({ user_id: userId })
-    .orderBy([{ column: "added_at" }, { column: "product_id" }])) as LineRow[];
+    .orderBy([{ column: "added_at" }, { column: "product_id" }]);
   return rows.map(toLine);
 }
 
 export async function findLine(db: Knex, userId: string, productId: string): Promise<StoredLine | undefined> {
-  const row = (await db<LineRow>("cart_items").where({ user_id: userId, product_id: productId }).first()) as LineRow | undefined;
+  const row = await db<LineRow>("cart_items").where({ user_id: userId, product_id: productId }).first<LineRow | undefined>();
   return row && toLine(row);
 }
 
@@ -124,10 +124,10 @@ export const ADD_KEY_TTL_MS = 24 * 60 * 60 * 1000;
  */
 export async function pruneAddKeys(trx: Knex.Transaction, userId: string, now: number): Promise<void> {
   const expired = (
-    (await trx("cart_add_keys")
+    await trx("cart_add_keys")
       .where({ user_id: userId })
       .where("created_at", "<", now - ADD_KEY_TTL_MS)
-      .select("idem_key")) as { idem_key: string }[]
+      .select<{ idem_key: string }[]>("idem_key")
   ).map((r) => r.idem_key);
   for (let i = 0; i < expired.length; i += 500)
     await trx("cart_add_keys")
@@ -138,8 +138,9 @@ export async function pruneAddKeys(trx: Knex.Transaction, userId: string, now: n
 
 /** The fingerprint an add recorded with this key, if any (call under the cart's lock). */
 export async function findAddKey(trx: Knex.Transaction, userId: string, key: string): Promise<string | undefined> {
-  const row = (await trx("cart_add_keys").where({ user_id: userId, idem_key: key }).first("fingerprint")) as
-    { fingerprint: string } | undefined;
+  const row = await trx("cart_add_keys")
+    .where({ user_id: userId, idem_key: key })
+    .first<{ fingerprint: string } | undefined>("fingerprint");
   return row?.fingerprint;
 }
 

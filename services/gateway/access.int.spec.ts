@@ -81,7 +81,7 @@ describe("access sweep: someone else's id is a 404 on every route", () => {
       const list = (Array.isArray(n) ? n : n.items) as { id: string }[];
       return list.length > 0 && list;
     });
-    ids.notification = notes[0]!.id;
+    ids.notification = notes[0].id;
     // A second, unpaid order of Alice's (cancel, pay).
     ids.unpaid = (
       await call("POST", "/api/orders", {

@@ -122,7 +122,7 @@ const DOCS_ASSETS = "/docs/assets";
 type GatewaySettings = ServiceSettingSchema & Record<string, unknown>;
 
 /** moleculer-web's own callAction (ours wraps it with one more try: lib/edge-retry.ts). */
-const webCallAction = ApiGateway.methods!.callAction!;
+const webCallAction = ApiGateway.methods!.callAction;
 
 export function createGatewayService(config: AppConfig): TypedServiceSchema<GatewayThis, GatewaySettings> {
   // Identity, auth levels and request budgets: the same door as the gRPC edge's (lib/auth/edge-door.ts).
@@ -340,7 +340,7 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
         res: ServerResponse,
         params: unknown,
         isStream?: boolean,
-      ) {
+      ): Promise<unknown> {
         try {
           return await webCallAction.call(this, route, actionName, req, res, params, isStream);
         } catch (err) {

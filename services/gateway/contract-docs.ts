@@ -26,7 +26,7 @@ export function withContracts(actions: Record<string, ActionInfo>): Record<strin
       .map((l) => l.trim())
       .filter(Boolean);
     let n = 1;
-    while (n < lines.length && /^[a-z(]/.test(lines[n]!)) n++;
+    while (n < lines.length && /^[a-z(]/.test(lines[n])) n++;
     const summary = lines.slice(0, n).join(" ");
     if (summary) meta.summary = summary.replace(/\.$/, "");
     if (lines.length > n && !meta.description) meta.description = lines.slice(n).join(" ");

@@ -56,7 +56,7 @@ function wechatAnswer(r: Received): Reply {
     return wxSigned(200, JSON.stringify({ code_url: `weixin://wxpay/bizpayurl?pr=${req.out_trade_no.slice(0, 9)}` }));
   }
   if (r.method === "GET" && r.url.startsWith("/v3/pay/transactions/out-trade-no/")) {
-    const id = decodeURIComponent(r.url.split("/")[5]!.split("?")[0]!);
+    const id = decodeURIComponent(r.url.split("/")[5].split("?")[0]);
     const state = closedAtWechat.has(id) ? "CLOSED" : "NOTPAY";
     return wxSigned(
       200,
@@ -79,7 +79,7 @@ function wechatAnswer(r: Received): Reply {
   }
   const close = /^\/v3\/pay\/transactions\/out-trade-no\/([^/]+)\/close$/.exec(r.url);
   if (r.method === "POST" && close) {
-    closedAtWechat.add(decodeURIComponent(close[1]!));
+    closedAtWechat.add(decodeURIComponent(close[1]));
     return wxSigned(204, "");
   }
   return wxSigned(404, JSON.stringify({ code: "NOT_FOUND", message: "not here" }));
@@ -249,7 +249,7 @@ function payloadHints(payments: () => KnownPayment[], provider: string): Hints {
   const pick = (f: (p: KnownPayment) => unknown) =>
     fc.nat().map((i) => {
       const list = ofProvider();
-      return list.length ? f(list[i % list.length]!) : "pay_unknown";
+      return list.length ? f(list[i % list.length]) : "pay_unknown";
     });
   return (field) => {
     switch (field) {
@@ -389,7 +389,7 @@ function wechatCallback(payments: () => KnownPayment[], genuine: boolean): fc.Ar
       const resource = wechatPlatform.resource(JSON.stringify(txn), WX_API_V3_KEY, { associatedData });
       if (badCiphertext && f !== "none") {
         const ct = Buffer.from(resource.ciphertext, "base64");
-        ct[3] = ct[3]! ^ 1;
+        ct[3] = ct[3] ^ 1;
         resource.ciphertext = ct.toString("base64");
       }
       const body = Buffer.from(

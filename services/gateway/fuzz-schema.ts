@@ -44,7 +44,7 @@ export const OMIT = Symbol("omit");
 export function normalizeRule(rule: unknown): FvRule {
   if (typeof rule === "string") {
     const [type, ...opts] = rule.split("|");
-    const r: FvRule = { type: type!.trim() };
+    const r: FvRule = { type: type.trim() };
     for (const o of opts) {
       const [k, v] = o.split(":").map((s) => s.trim());
       if (k === "optional") r.optional = v !== "false";
@@ -319,7 +319,7 @@ export function paramsArbitrary(schema: ParamsSchema, opts: ParamsOptions = {}):
     const out: Record<string, unknown> = {};
     fields.forEach(([name], i) => {
       const choice = pick(i);
-      const v = choice === "valid" ? values[i]!.valid : choice === "broken" ? values[i]!.broken : OMIT;
+      const v = choice === "valid" ? values[i].valid : choice === "broken" ? values[i].broken : OMIT;
       if (v !== OMIT && v !== undefined) out[name] = v;
     });
     return out;
@@ -331,7 +331,7 @@ export function paramsArbitrary(schema: ParamsSchema, opts: ParamsOptions = {}):
     return fc
       .tuple(fc.tuple(...perField), fc.nat({ max: fields.length - 1 }), fc.boolean())
       .map(([values, at, drop]) =>
-        assemble(values, (i) => (i !== at ? "valid" : drop && requiredFields.some(([n]) => n === fields[at]![0]) ? "omit" : "broken")),
+        assemble(values, (i) => (i !== at ? "valid" : drop && requiredFields.some(([n]) => n === fields[at][0]) ? "omit" : "broken")),
       );
   }
   const extraKeys = fc.dictionary(
@@ -351,7 +351,7 @@ export function paramsArbitrary(schema: ParamsSchema, opts: ParamsOptions = {}):
       }),
       fc.option(extraKeys, { freq: 3 }),
     )
-    .map(([values, picks, extra]) => ({ ...(extra ?? {}), ...assemble(values, (i) => picks[i]!) }));
+    .map(([values, picks, extra]) => ({ ...(extra ?? {}), ...assemble(values, (i) => picks[i]) }));
 }
 
 /** A params object as a client would send it, with how it was made: valid most often, else broken in one field, else mixed. */
@@ -408,7 +408,14 @@ export function toQueryString(params: Record<string, unknown>): string {
       for (const [k, v] of entries) add(`${key}[${k}]`, v);
       return;
     }
-    parts.push(`${encodeAny(key)}=${encodeAny(value === null ? "" : String(value))}`);
+    // Not an object (handled above): a primitive, printed as `qs` prints it.
+    const text =
+      typeof value === "string"
+        ? value
+        : typeof value === "number" || typeof value === "boolean" || typeof value === "bigint"
+          ? value.toString()
+          : "";
+    parts.push(`${encodeAny(key)}=${encodeAny(text)}`);
   };
   for (const [k, v] of Object.entries(params)) add(k, v);
   return parts.join("&");

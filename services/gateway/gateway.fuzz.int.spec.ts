@@ -105,7 +105,7 @@ function gatewayRoutes(app: TestApp): Route[] {
         method: method.toUpperCase(),
         template,
         action: String(action),
-        pathParams: [...template.matchAll(/:(\w+)/g)].map((m) => m[1]!),
+        pathParams: [...template.matchAll(/:(\w+)/g)].map((m) => m[1]),
       });
     }
   }
@@ -443,7 +443,7 @@ describe("gateway fuzz", () => {
     // the other two thirds vary every dimension.
     const deepParams = EXAMPLES[route.action]
       ? fc.oneof(
-          EXAMPLES[route.action]!().map((value) => ({ mode: "valid" as const, value })),
+          EXAMPLES[route.action]().map((value) => ({ mode: "valid" as const, value })),
           paramsArbitrary(schema ?? {}, { hints, skip, mode: "valid" }).map((value) => ({ mode: "valid" as const, value })),
         )
       : paramsArbitrary(schema ?? {}, { hints, skip, mode: "valid" }).map((value) => ({ mode: "valid" as const, value }));
@@ -495,8 +495,8 @@ describe("gateway fuzz", () => {
       })
       .map((g): Sent => {
         let path = route.template;
-        route.pathParams.forEach((name, i) => (path = path.replace(`:${name}`, g.path[i]!.segment)));
-        const realIds = route.pathParams.filter((_, i) => g.path[i]!.real);
+        route.pathParams.forEach((name, i) => (path = path.replace(`:${name}`, g.path[i].segment)));
+        const realIds = route.pathParams.filter((_, i) => g.path[i].real);
         const params = { ...g.params.value };
         // Values that must agree with the thing in the path (a schema cannot say so), half of
         // the time and always when deep: the sandbox pages need the payment's own token, a
@@ -509,7 +509,7 @@ describe("gateway fuzz", () => {
         }
         if (g.coherent && g.params.mode === "valid" && route.action === "order.requestReturn") {
           const lines = orderLines.get(inPath("id") ?? "");
-          if (lines?.length) params.items = [{ productId: lines[0]!.productId, quantity: 1 }];
+          if (lines?.length) params.items = [{ productId: lines[0].productId, quantity: 1 }];
         }
         if (g.coherent && g.params.mode === "valid" && route.action === "order.refund") delete params.amount;
         if (g.coherent && g.params.mode === "valid" && route.action === "order.approveReturn" && typeof params.amount === "number")
@@ -581,7 +581,7 @@ describe("gateway fuzz", () => {
           body: sentMethod === "GET" || sentMethod === "HEAD" ? undefined : body,
           paramsMode: `${isNotify ? (g.notify?.kind ?? "callback") : g.params.mode}${g.deep ? " deep" : ""}`,
           realIds,
-          pathValues: Object.fromEntries(route.pathParams.map((n, i) => [n, g.path[i]!.value])),
+          pathValues: Object.fromEntries(route.pathParams.map((n, i) => [n, g.path[i].value])),
         };
       });
   }
@@ -715,9 +715,9 @@ describe("gateway fuzz", () => {
     for (let i = 0; i < 4; i++) kept.order.add(await order());
     for (const id of pools.order) harvest("order.get", (await call("GET", `/api/orders/${id}`, { token: tokens.customer })).body);
     for (const id of pools.return) states.set(id, "REQUESTED");
-    kept.return.add(pools.return[0]!);
+    kept.return.add(pools.return[0]);
     for (const id of pools.product.slice(0, 3)) kept.product.add(id);
-    kept.address.add(pools.address[0]!);
+    kept.address.add(pools.address[0]);
     const notes = await eventually("a notification", async () => {
       const n = (await call("GET", "/api/notifications", { token: tokens.customer })).body;
       const list = (Array.isArray(n) ? n : (n?.items ?? [])) as { id: string }[];
@@ -754,7 +754,7 @@ describe("gateway fuzz", () => {
       [PAYMENT_NOTIFY_PATH, PAYMENT_NOTIFY_ALIASES],
       ["/sandbox", SANDBOX_PAGE_ALIASES],
     ];
-    const expected = tables.flatMap(([prefix, t]) => Object.keys(t).map((a) => key(a.split(" ")[0]!, `${prefix}${a.split(" ")[1]}`)));
+    const expected = tables.flatMap(([prefix, t]) => Object.keys(t).map((a) => key(a.split(" ")[0], `${prefix}${a.split(" ")[1]}`)));
     assert.deepEqual(
       expected.filter((e) => !served.has(e)),
       [],
@@ -821,7 +821,7 @@ describe("gateway fuzz", () => {
     // in an otherwise valid body from the route's own caller, on real ids.
     const failures: string[] = [];
     let sent = 0;
-    const one = <T>(arb: fc.Arbitrary<T>) => fc.sample(arb, { numRuns: 1, seed: SEED })[0]!;
+    const one = <T>(arb: fc.Arbitrary<T>) => fc.sample(arb, { numRuns: 1, seed: SEED })[0];
     for (const route of routes) {
       const schema = schemas.get(route.action);
       if (!schema || !BODY_METHODS.has(route.method) || route.action === "payment.notify") continue;
@@ -876,7 +876,7 @@ describe("gateway fuzz", () => {
           } catch (err) {
             // No answer at all: the server closed the connection, crashed, or hung.
             assert.fail(
-              `no answer (${(err as Error).message}; ${String((err as { cause?: unknown }).cause ?? "")}) to ${describeSent(sent)}`,
+              `no answer (${(err as Error).message}; ${String((err as { cause?: Error }).cause ?? "")}) to ${describeSent(sent)}`,
             );
           }
           const text = await res.text();
@@ -889,7 +889,7 @@ describe("gateway fuzz", () => {
           if (sent.method === route.method) {
             (byCaller.get(id) ?? byCaller.set(id, new Set()).get(id)!).add(sent.caller);
             for (const p of sent.realIds) (realIdsSeen.get(id) ?? realIdsSeen.set(id, new Set()).get(id)!).add(p);
-            (modes.get(id) ?? modes.set(id, new Set()).get(id)!).add(sent.paramsMode.split(" ")[0]!);
+            (modes.get(id) ?? modes.set(id, new Set()).get(id)!).add(sent.paramsMode.split(" ")[0]);
           }
           assert.ok(status < 500, `${status} ${text.slice(0, 300)} ← ${describeSent(sent)}`);
           let body: any;
@@ -901,7 +901,7 @@ describe("gateway fuzz", () => {
           if (status < 300 && sent.method === route.method) harvest(route.action, body, sent.pathValues);
           if (status >= 400 && sent.method !== "HEAD") {
             const type = res.headers.get("content-type") ?? "";
-            const provider = safeDecode(sent.path.split("?")[0]!.split("/")[4] ?? "");
+            const provider = safeDecode(sent.path.split("?")[0].split("/")[4] ?? "");
             const platformRefusal =
               route.action === "payment.notify" &&
               sent.method === "POST" &&
@@ -949,7 +949,7 @@ describe("gateway fuzz", () => {
       )
         assert.ok(
           modes.get(id)?.has("valid") && modes.get(id)?.has("broken"),
-          `${id}: valid and broken params (${[...(modes.get(id) ?? [])]})`,
+          `${id}: valid and broken params (${[...(modes.get(id) ?? [])].join(",")})`,
         );
       const answered2xx = [...(statuses.get(id) ?? new Map<number, number>()).keys()].some((s) => s >= 200 && s < 300);
       assert.ok(answered2xx, `${id}: no 2xx answer in ${RUNS_PER_ALIAS} requests (only guards ran): ${JSON.stringify(table[id])}`);
@@ -1021,7 +1021,7 @@ describe("gateway fuzz", () => {
         let out = "";
         let hung = false;
         socket.on("data", (d) => (out += d.toString("latin1")));
-        socket.on("close", () => resolve({ statusLine: out.includes("\r\n") ? out.split("\r\n")[0]! : "", hung }));
+        socket.on("close", () => resolve({ statusLine: out.includes("\r\n") ? out.split("\r\n")[0] : "", hung }));
         socket.on("error", () => undefined);
         // A hang detector, not a timing claim: every case must end (answer or close) eventually.
         socket.setTimeout(10_000, () => {

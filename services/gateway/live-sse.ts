@@ -122,7 +122,7 @@ export function liveSseAliases(deps: SseDeps, feeds: () => LiveFeeds): Record<st
         const since = after === undefined ? undefined : Number(after);
         if (since !== undefined && !Number.isInteger(since))
           throw validationError("Last-Event-ID (or after): an order stream's sequence", [{ field: "Last-Event-ID" }]);
-        for await (const u of feeds().watchOrder(String(req.$params?.id ?? ""), since, o))
+        for await (const u of feeds().watchOrder(typeof req.$params?.id === "string" ? req.$params.id : "", since, o))
           yield { id: String(u.sequence), event: "order", data: u };
       }),
     "GET /notifications/stream": (req, res, next) =>

@@ -8,7 +8,6 @@
  * (which moleculer-web merges over the body's) stays a string, so an action without
  * `convert` still refuses it with 422 as before. Anything else is left as sent.
  */
-import type protobuf from "protobufjs/light";
 import { contracts } from "../../lib/serializer/contracts-runtime";
 import { NUMBER_TYPES } from "../../proto/registry";
 
@@ -17,7 +16,7 @@ const kinds = new Map<string, Map<string, "number" | "bool">>();
 function kindsOf(action: string): Map<string, "number" | "bool"> | undefined {
   let k = kinds.get(action);
   if (k) return k;
-  const request = contracts.actions.get(action)?.request as protobuf.Type | undefined;
+  const request = contracts.actions.get(action)?.request;
   if (!request) return undefined;
   k = new Map();
   for (const f of request.fieldsArray) {

@@ -218,7 +218,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     const anon = await g.stream(LIVE, "StreamNotifications", {}).ended;
     assert.ok(anon !== "OK" && anon.code === "UNAUTHENTICATED");
     // Alice's notification id is not Bob's cursor.
-    const aliceNote = ((await g.call(N, "List", {}, { token: alice })).value.items as { id: string }[])[0]!;
+    const aliceNote = ((await g.call(N, "List", {}, { token: alice })).value.items as { id: string }[])[0];
     const stolen = await g.stream(LIVE, "StreamNotifications", { after: aliceNote.id }, { token: bob }).ended;
     assert.ok(stolen !== "OK" && stolen.code === "NOT_FOUND");
   });

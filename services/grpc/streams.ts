@@ -28,7 +28,7 @@ const RPCS: Record<string, StreamRpc> = {
   WatchOrder: {
     request: root.lookupType("meridian.live.v1.WatchOrderRequest"),
     response: root.lookupType("meridian.live.v1.OrderUpdate"),
-    open: (feeds, r, o) => feeds.watchOrder(String(r.id ?? ""), typeof r.after === "number" ? r.after : undefined, o),
+    open: (feeds, r, o) => feeds.watchOrder(typeof r.id === "string" ? r.id : "", typeof r.after === "number" ? r.after : undefined, o),
   },
   StreamNotifications: {
     request: root.lookupType("meridian.live.v1.StreamNotificationsRequest"),

@@ -50,6 +50,6 @@ it("SMTP_URL smtp:// or smtps://, MAIL_FROM an address or Name <address>", () =>
   ] as const) {
     const p = problems(env);
     assert.equal(p.length, 1, p.join("; "));
-    assert.ok(p[0]!.startsWith(`${name}:`), p[0]);
+    assert.ok(p[0].startsWith(`${name}:`), p[0]);
   }
 });

@@ -105,8 +105,11 @@ export interface EmailContent {
 
 export class BadEventError extends Error {}
 
+/** A payload field as bounded text: a string, or a number or boolean printed; anything else is "". */
 const str = (v: unknown, max = 200): string =>
-  typeof v === "string" ? v.slice(0, max) : v === undefined || v === null ? "" : String(v).slice(0, max);
+  typeof v === "string" ? v.slice(0, max) : typeof v === "number" || typeof v === "boolean" ? String(v).slice(0, max) : "";
+/** An element of a payload's list, whose fields are read one by one (and checked by `str`, `Number`). */
+type Item = { [field: string]: unknown } | null | undefined;
 const money = (v: unknown): Money | undefined => {
   const m = v as Money | undefined;
   return m && typeof m === "object" && Number.isInteger(m.amount) && typeof m.currency === "string"
@@ -132,7 +135,7 @@ export function recipientOf(payload: unknown): string {
  * The in-app notification for a business event (`order.paid` → `payment.succeeded`, …).
  * `data` keeps the fields a client needs (ids, amounts, tracking), never the whole payload.
  */
-export function notificationFor(event: string, payload: Record<string, any>): NotificationContent {
+export function notificationFor(event: string, payload: Record<string, unknown>): NotificationContent {
   const type = EVENT_TYPES[event];
   if (!type) throw new BadEventError(`no notification for event '${event}'`);
   recipientOf(payload);
@@ -142,7 +145,7 @@ export function notificationFor(event: string, payload: Record<string, any>): No
     case "order.created": {
       const total = money(payload.total);
       const items = Array.isArray(payload.items)
-        ? payload.items.slice(0, 50).map((i: any) => ({ name: str(i?.name), quantity: Number(i?.quantity) || 0 }))
+        ? (payload.items as Item[]).slice(0, 50).map((i) => ({ name: str(i?.name), quantity: Number(i?.quantity) || 0 }))
         : [];
       const count = items.reduce((n: number, i: { quantity: number }) => n + i.quantity, 0);
       return {
@@ -254,7 +257,9 @@ export function notificationFor(event: string, payload: Record<string, any>): No
 
 /** Return lines from an event: product ids and quantities only, bounded. */
 function lines(v: unknown): { productId: string; quantity: number }[] {
-  return Array.isArray(v) ? v.slice(0, 50).map((l: any) => ({ productId: str(l?.productId, 64), quantity: Number(l?.quantity) || 0 })) : [];
+  return Array.isArray(v)
+    ? (v as Item[]).slice(0, 50).map((l) => ({ productId: str(l?.productId, 64), quantity: Number(l?.quantity) || 0 }))
+    : [];
 }
 
 export function escapeHtml(s: string): string {

@@ -119,7 +119,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       payload,
     });
     const deliver = (e: Envelope) => subscriber(e.name).deliver(e);
-    const outbox = async (userId?: string) => (await app.broker.call("notification.outbox", userId ? { userId } : {})) as OutboxItem[];
+    const outbox = async (userId?: string) => await app.broker.call<OutboxItem[], unknown>("notification.outbox", userId ? { userId } : {});
     const emailOf = async (sourceMessageId: string) => (await outbox()).find((e) => e.sourceMessageId === sourceMessageId);
     const done = smtpMode ? "sent" : "stored";
     /**
@@ -142,7 +142,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         30_000,
         25,
       );
-      return (await app.broker.call("notification.sendPending")) as { handled: number };
+      return await app.broker.call<{ handled: number }>("notification.sendPending");
     };
 
     before(async () => {
@@ -193,7 +193,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       for (const n of r.body.items) {
         assert.deepEqual(Object.keys(n).sort(), ["body", "createdAt", "data", "id", "read", "title", "type"]);
         assert.equal(n.read, false);
-        assert.equal(n.data.orderId, SAMPLE_EVENTS["order.created"]!.orderId);
+        assert.equal(n.data.orderId, SAMPLE_EVENTS["order.created"].orderId);
         assert.match(n.createdAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
       }
       const byType = new Map(r.body.items.map((n: { type: string }) => [n.type, n]));
@@ -216,11 +216,11 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         if (smtp) {
           const got = await waitFor("arrival", async () => smtp!.withMessageId(e.messageId).length > 0 && smtp!.withMessageId(e.messageId));
           assert.equal(got.length, 1);
-          const m = got[0]!;
+          const m = got[0];
           assert.deepEqual(m.rcpt, [users.ada.email]);
           assert.equal(m.mail.subject, e.subject);
           assert.equal(m.mail.from?.value[0]?.address, `shop@${FROM_DOMAIN}`);
-          assert.equal((m.mail.to as { value: { address: string }[] }).value[0]!.address, users.ada.email);
+          assert.equal((m.mail.to as { value: { address: string }[] }).value[0].address, users.ada.email);
           assert.equal(m.mail.headers.get("x-meridian-notification"), n.id);
           assert.ok(m.mail.text?.includes(n.body));
           assert.ok(typeof m.mail.html === "string" && m.mail.html.includes("Order reference"));
@@ -231,20 +231,20 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     it("unread filter, mark read (idempotent), pages", async () => {
       const all = (await call("GET", "/api/notifications", { token: users.ada.token })).body.items as { id: string; read: boolean }[];
       assert.equal(all.length, EVENT_COUNT);
-      const r1 = await call("POST", `/api/notifications/${all[0]!.id}/read`, { token: users.ada.token });
+      const r1 = await call("POST", `/api/notifications/${all[0].id}/read`, { token: users.ada.token });
       assert.equal(r1.status, 200, r1.text);
-      assert.equal(r1.body.id, all[0]!.id);
+      assert.equal(r1.body.id, all[0].id);
       assert.equal(r1.body.read, true);
-      const again = await call("POST", `/api/notifications/${all[0]!.id}/read`, { token: users.ada.token });
+      const again = await call("POST", `/api/notifications/${all[0].id}/read`, { token: users.ada.token });
       assert.equal(again.status, 200);
       assert.deepEqual(again.body, r1.body, "reading twice changes nothing");
-      assert.equal((await call("POST", `/api/notifications/${all[3]!.id}/read`, { token: users.ada.token })).status, 200);
+      assert.equal((await call("POST", `/api/notifications/${all[3].id}/read`, { token: users.ada.token })).status, 200);
 
       const unread = await call("GET", "/api/notifications?unread=true", { token: users.ada.token });
       assert.equal(unread.status, 200);
       assert.equal(unread.body.total, EVENT_COUNT - 2);
       assert.ok(unread.body.items.every((n: { read: boolean }) => !n.read));
-      assert.ok(!unread.body.items.some((n: { id: string }) => n.id === all[0]!.id || n.id === all[3]!.id));
+      assert.ok(!unread.body.items.some((n: { id: string }) => n.id === all[0].id || n.id === all[3].id));
       const everything = await call("GET", "/api/notifications?unread=false", { token: users.ada.token });
       assert.equal(everything.body.total, EVENT_COUNT);
 
@@ -264,15 +264,15 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       const bob = await call("GET", "/api/notifications", { token: users.bob.token });
       assert.equal(bob.status, 200);
       assert.deepEqual(bob.body, { items: [], total: 0, page: 1, pageSize: 20 });
-      const other = await call("POST", `/api/notifications/${ada[1]!.id}/read`, { token: users.bob.token });
+      const other = await call("POST", `/api/notifications/${ada[1].id}/read`, { token: users.bob.token });
       assert.equal(other.status, 404, other.text);
       assert.equal(other.body.error.code, "NOT_FOUND");
       assert.equal((await call("POST", `/api/notifications/${randomUUID()}/read`, { token: users.bob.token })).status, 404);
       // Ada's notification is still unread: Bob's attempt changed nothing.
       const still = (await call("GET", "/api/notifications?unread=true", { token: users.ada.token })).body.items as { id: string }[];
-      assert.ok(still.some((n) => n.id === ada[1]!.id));
+      assert.ok(still.some((n) => n.id === ada[1].id));
       assert.equal((await call("GET", "/api/notifications")).status, 401);
-      assert.equal((await call("POST", `/api/notifications/${ada[1]!.id}/read`)).status, 401);
+      assert.equal((await call("POST", `/api/notifications/${ada[1].id}/read`)).status, 401);
       // The e-mail outbox is not routed.
       assert.equal((await call("GET", "/api/notifications/outbox", { token: users.ada.token })).status, 404);
     });
@@ -399,7 +399,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
               retryBaseMs: 200,
               pollMs: 10,
               logger: quiet,
-              lookupUser: (id) => app.broker.call("user.get", { id }) as Promise<{ email: string; name: string }>,
+              lookupUser: (id) => app.broker.call<{ email: string; name: string }, unknown>("user.get", { id }),
             }),
         );
         for (const r of replicas) r.start();

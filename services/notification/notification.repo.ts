@@ -50,7 +50,7 @@ export interface EmailRow {
 const num = (v: number | string | null): number | null => (v === null ? null : Number(v));
 
 /** The stored `data`: written by this service from NotificationData (notification.domain.ts). */
-const parseData = (json: string): NotificationData => JSON.parse(json);
+const parseData = (json: string): NotificationData => JSON.parse(json) as NotificationData;
 
 const toNotification = (r: NotificationRow): NotificationRecord => ({
   id: r.id,
@@ -63,8 +63,17 @@ const toNotification = (r: NotificationRow): NotificationRecord => ({
   createdAt: Number(r.created_at),
 });
 
-const toEmail = (r: Record<string, any>): EmailRow => ({
-  ...(r as EmailRow),
+/** An `emails` row as the driver gives it: MariaDB's BIGINT columns may come back as strings. */
+type StoredEmail = {
+  [K in keyof EmailRow]: EmailRow[K] extends number
+    ? number | string
+    : EmailRow[K] extends number | null
+      ? number | string | null
+      : EmailRow[K];
+};
+
+const toEmail = (r: StoredEmail): EmailRow => ({
+  ...r,
   attempts: Number(r.attempts),
   next_attempt_at: Number(r.next_attempt_at),
   claimed_until: num(r.claimed_until),
@@ -106,7 +115,7 @@ export async function listNotifications(db: Knex, userId: string, q: ListQuery):
       .offset((q.page - 1) * q.pageSize),
     base().count({ n: "*" }).first() as Promise<{ n: number | string } | undefined>,
   ]);
-  return { items: (rows as NotificationRow[]).map(toNotification), total: Number(count?.n ?? 0) };
+  return { items: rows.map(toNotification), total: Number(count?.n ?? 0) };
 }
 
 /**
@@ -123,7 +132,7 @@ export async function lockUserFeed(trx: Knex.Transaction, userId: string, now: n
 /** A user's newest notification by `seq` (the live feed's starting point). */
 export async function newestNotification(db: Knex, userId: string): Promise<NotificationRecord | undefined> {
   const row = await db<NotificationRow>("notifications").where("user_id", userId).orderBy("seq", "desc").first();
-  return row ? toNotification(row as NotificationRow) : undefined;
+  return row ? toNotification(row) : undefined;
 }
 
 /** The position of a user's notification in creation order; undefined for another user's or an unknown id. */
@@ -141,13 +150,13 @@ export async function notificationsAfter(
 ): Promise<NotificationRecord[]> {
   const q = db<NotificationRow>("notifications").where("user_id", userId);
   if (afterSeq !== undefined) q.where("seq", ">", afterSeq);
-  return ((await q.orderBy("seq", "asc").limit(limit)) as NotificationRow[]).map(toNotification);
+  return (await q.orderBy("seq", "asc").limit(limit)).map(toNotification);
 }
 
 /** Scoped to the owner: someone else's id finds nothing. */
 export async function findNotification(db: Knex, userId: string, id: string): Promise<NotificationRecord | undefined> {
   const row = await db<NotificationRow>("notifications").where({ id, user_id: userId }).first();
-  return row ? toNotification(row as NotificationRow) : undefined;
+  return row ? toNotification(row) : undefined;
 }
 
 /** Marks read once (the first read time stays); undefined when the caller has no such notification. */
@@ -180,12 +189,13 @@ const claimable = (q: Knex.QueryBuilder, now: number) =>
   q
     .where("status", "pending")
     .andWhere("next_attempt_at", "<=", now)
-    .andWhere((w) => w.whereNull("claimed_until").orWhere("claimed_until", "<=", now));
+    // (`void`: the callback builds the nested condition on `w`; its result is not a query to await.)
+    .andWhere((w) => void w.whereNull("claimed_until").orWhere("claimed_until", "<=", now));
 
 /** Ids of e-mails due now and not claimed by a live claim, oldest due first. */
 export async function dueEmailIds(db: Knex, now: number, limit: number): Promise<string[]> {
-  const rows = await claimable(db("emails").select("id"), now).orderBy("next_attempt_at").limit(limit);
-  return (rows as { id: string }[]).map((r) => r.id);
+  const rows = (await claimable(db("emails").select("id"), now).orderBy("next_attempt_at").limit(limit)) as { id: string }[];
+  return rows.map((r) => r.id);
 }
 
 /**
@@ -195,7 +205,7 @@ export async function dueEmailIds(db: Knex, now: number, limit: number): Promise
  */
 export async function claimEmail(db: Knex, id: string, token: string, now: number, leaseMs: number): Promise<EmailRow | undefined> {
   if (!(await claimEmailOnly(db, id, token, now, leaseMs))) return undefined;
-  const row = await db("emails").where({ id, claimed_by: token }).first();
+  const row = await db("emails").where({ id, claimed_by: token }).first<StoredEmail | undefined>();
   return row ? toEmail(row) : undefined;
 }
 

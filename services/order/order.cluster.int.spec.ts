@@ -118,14 +118,14 @@ describe("checkout in cluster mode: two order, payment and product replicas over
   });
 
   it("exactly 20 orders reach PAID; the others are OUT_OF_STOCK; stock conserved; each paid buyer notified once", async () => {
-    const product = (await a.call("product.create", {
+    const product = await a.call<{ id: string }, unknown>("product.create", {
       sku: `FLASH-${randomBytes(4).toString("hex")}`,
       name: "Flash Sale Console",
       description: "",
       category: "consoles",
       price: { amount: 29900, currency: "CNY" },
       stock: UNITS,
-    })) as { id: string };
+    });
 
     // 200 buyers at once, alternating between the two order replicas.
     const attempts = await Promise.allSettled(
@@ -140,28 +140,28 @@ describe("checkout in cluster mode: two order, payment and product replicas over
     const created = attempts.flatMap((r, i) =>
       r.status === "fulfilled" ? [{ buyer: `buyer-${i}`, order: r.value as { id: string; status: string } }] : [],
     );
-    const refused = attempts.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as { type?: string });
+    const refused = attempts.filter((r) => r.status === "rejected").map((r) => r.reason as Error & { type?: string });
     const reasons = refused.reduce<Record<string, number>>((m, e) => ((m[e.type ?? String(e)] = (m[e.type ?? String(e)] ?? 0) + 1), m), {});
     assert.equal(created.length, UNITS, `orders created: ${created.length}; refusals: ${JSON.stringify(reasons)}`);
     assert.deepEqual([...new Set(refused.map((e) => e.type))], ["OUT_OF_STOCK"]);
     const stock = async () =>
-      ((await a.call("product.get", { id: product.id })) as { stock: { onHand: number; reserved: number; available: number } }).stock;
+      (await a.call<{ stock: { onHand: number; reserved: number; available: number } }, unknown>("product.get", { id: product.id })).stock;
     assert.deepEqual(await stock(), { onHand: UNITS, reserved: UNITS, available: 0 });
 
     // Every winner pays through the sandbox, on either replica; the platform calls back over HTTP.
     for (const [i, { buyer, order }] of created.entries()) {
-      const payment = (await a.call(
+      const payment = await a.call<{ id: string; payUrl: string }, unknown>(
         "order.pay",
         { id: order.id, provider: "sandbox" },
         { ...as(buyer), nodeID: i % 2 ? nodes.b : nodes.a },
-      )) as { id: string; payUrl: string };
+      );
       const token = new URL(payment.payUrl).searchParams.get("token");
       const done = await http(baseUrl, "POST", `/api/payments/sandbox/${payment.id}/complete`, { body: { outcome: "success", token } });
       assert.equal(done.status, 202, done.text);
     }
     await eventually("every order PAID", async () => {
       const statuses = await Promise.all(
-        created.map(({ buyer, order }) => a.call("order.get", { id: order.id }, as(buyer)) as Promise<{ status: string }>),
+        created.map(({ buyer, order }) => a.call<{ status: string }, unknown>("order.get", { id: order.id }, as(buyer))),
       );
       return statuses.every((s) => s.status === "PAID");
     });
@@ -173,7 +173,7 @@ describe("checkout in cluster mode: two order, payment and product replicas over
     // Each paid buyer: one payment.succeeded notification, once. Counted after the first
     // arrival AND again once the system is quiet, when a duplicate would have arrived too.
     const paymentNotices = async (buyer: string) => {
-      const r = (await a.call("notification.list", {}, as(buyer))) as { items?: { type: string }[] } | { type: string }[];
+      const r = await a.call<{ items?: { type: string }[] } | { type: string }[], unknown>("notification.list", {}, as(buyer));
       return (Array.isArray(r) ? r : (r.items ?? [])).filter((n) => n.type === "payment.succeeded").length;
     };
     for (const { buyer } of created) await eventually(`${buyer} notified`, async () => (await paymentNotices(buyer)) > 0);
@@ -188,22 +188,21 @@ describe("checkout in cluster mode: two order, payment and product replicas over
   });
 
   it("Idempotency-Key across both order replicas on MariaDB: 20 concurrent creates with one key make one order, reserved once", async () => {
-    const product = (await a.call("product.create", {
+    const product = await a.call<{ id: string }, unknown>("product.create", {
       sku: `IDEM-${randomBytes(4).toString("hex")}`,
       name: "Idempotent Console",
       description: "",
       category: "consoles",
       price: { amount: 100, currency: "CNY" },
       stock: 50,
-    })) as { id: string };
+    });
     const buyer = `idem-${randomBytes(4).toString("hex")}`;
     const body = { shippingAddress: ADDRESS, items: [{ productId: product.id, quantity: 1 }] };
     // The gateway puts the Idempotency-Key header in meta; here the calls go straight to a replica, alternating.
     const meta = { user: { id: buyer, role: "customer" }, idempotencyKey: "one-key-two-replicas" };
     const answers = await Promise.allSettled(
-      Array.from(
-        { length: 20 },
-        (_, i) => a.call("order.create", body, { meta, nodeID: i % 2 ? nodes.b : nodes.a }) as Promise<{ id: string }>,
+      Array.from({ length: 20 }, (_, i) =>
+        a.call<{ id: string }, unknown>("order.create", body, { meta, nodeID: i % 2 ? nodes.b : nodes.a }),
       ),
     );
     const failed = answers.filter((r): r is PromiseRejectedResult => r.status === "rejected");
@@ -221,21 +220,21 @@ describe("checkout in cluster mode: two order, payment and product replicas over
       "one order in the database",
     );
     assert.deepEqual(
-      ((await a.call("product.get", { id: product.id })) as { stock: unknown }).stock,
+      (await a.call<{ stock: unknown }, unknown>("product.get", { id: product.id })).stock,
       { onHand: 50, reserved: 1, available: 49 },
       "reserved once",
     );
   });
 
   it("hoarding across both order replicas on MariaDB: one user's 10 concurrent orders of 5 units against stock 50 give one order, nine UNPAID_LIMIT", async () => {
-    const product = (await a.call("product.create", {
+    const product = await a.call<{ id: string }, unknown>("product.create", {
       sku: `HOARD-${randomBytes(4).toString("hex")}`,
       name: "Hoarded Console",
       description: "",
       category: "consoles",
       price: { amount: 100, currency: "CNY" },
       stock: 50,
-    })) as { id: string };
+    });
     const attempts = await Promise.allSettled(
       Array.from({ length: 10 }, (_, i) =>
         a.call(
@@ -254,7 +253,7 @@ describe("checkout in cluster mode: two order, payment and product replicas over
       [...new Set(attempts.flatMap((r) => (r.status === "rejected" ? [(r.reason as { type?: string }).type] : [])))],
       ["UNPAID_LIMIT"],
     );
-    assert.deepEqual(((await a.call("product.get", { id: product.id })) as { stock: unknown }).stock, {
+    assert.deepEqual((await a.call<{ stock: unknown }, unknown>("product.get", { id: product.id })).stock, {
       onHand: 50,
       reserved: 5,
       available: 45,

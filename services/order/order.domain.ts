@@ -100,7 +100,7 @@ export function normalizeOrderLines(lines: readonly OrderLineInput[]): {
 /** Order total: exact integer arithmetic, one currency. Throws on mixed currencies. */
 export function orderTotal(lines: readonly PricedLine[]): Money {
   if (!lines.length) throw new Error("no lines");
-  const currency = lines[0]!.unitPrice.currency;
+  const currency = lines[0].unitPrice.currency;
   let amount = 0;
   for (const l of lines) {
     if (l.unitPrice.currency !== currency) throw new MixedCurrencyError(currency, l.unitPrice.currency);

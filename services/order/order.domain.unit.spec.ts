@@ -65,7 +65,7 @@ it("lines: merged per product, sorted, bounded; empty is a problem", () => {
     { productId: "b", quantity: 5 },
   ]);
   assert.deepEqual(problems, []);
-  assert.equal(normalizeOrderLines([]).problems[0]!.field, "items");
+  assert.equal(normalizeOrderLines([]).problems[0].field, "items");
   assert.equal(
     normalizeOrderLines([
       { productId: "a", quantity: 60 },

@@ -122,14 +122,14 @@ describe("hoarding, refunds and returns (embedded)", () => {
     const products = await Promise.all([1, 2, 3, 4].map(() => s.product(100)));
     const orders = [];
     for (const p of products.slice(0, 3)) orders.push((await s.order(u.token, [{ productId: p.id, quantity: 1 }])).body);
-    const fourth = await s.order(u.token, [{ productId: products[3]!.id, quantity: 1 }]);
+    const fourth = await s.order(u.token, [{ productId: products[3].id, quantity: 1 }]);
     assert.equal(fourth.status, 409, fourth.text);
     assert.equal(fourth.body.error.code, "UNPAID_LIMIT");
     assert.deepEqual(fourth.body.error.details, [{ limit: "MAX_UNPAID_ORDERS", max: 3, unpaidOrders: 3 }]);
     // A cancelled order no longer counts; a paid one neither.
     assert.equal((await s.call("POST", `/api/orders/${orders[0].id}/cancel`, { token: u.token })).status, 200);
     await s.pay(u.token, orders[1].id);
-    assert.equal((await s.order(u.token, [{ productId: products[3]!.id, quantity: 1 }])).status, 201);
+    assert.equal((await s.order(u.token, [{ productId: products[3].id, quantity: 1 }])).status, 201);
 
     // Limits are admin-only to read and set.
     assert.equal((await s.call("GET", `/api/admin/users/${u.id}/order-limits`, { token: u.token })).status, 403);
@@ -150,14 +150,14 @@ describe("hoarding, refunds and returns (embedded)", () => {
     });
     assert.equal(raised.status, 200, raised.text);
     assert.deepEqual(raised.body.overridden, { maxUnpaidOrders: true, maxUnpaidUnitsPerProduct: true });
-    const bulk = await s.order(u.token, [{ productId: products[0]!.id, quantity: 40 }]);
+    const bulk = await s.order(u.token, [{ productId: products[0].id, quantity: 40 }]);
     assert.equal(bulk.status, 201, bulk.text);
     // Back to the default (null): the unpaid orders now over it block new ones again.
     await s.call("PUT", `/api/admin/users/${u.id}/order-limits`, {
       token: s.admin(),
       body: { maxUnpaidOrders: null, maxUnpaidUnitsPerProduct: null },
     });
-    assert.equal((await s.order(u.token, [{ productId: products[1]!.id, quantity: 1 }])).body.error?.code, "UNPAID_LIMIT");
+    assert.equal((await s.order(u.token, [{ productId: products[1].id, quantity: 1 }])).body.error?.code, "UNPAID_LIMIT");
   });
 
   it("customer refunds: before shipping only and all that is left (the stock returns); afterwards a return request is the way (409)", async () => {

@@ -202,7 +202,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     // Keys are per user: Bob's identical key is his own order.
     const bobs = await order(bob, body, "same-key-20");
     assert.equal(bobs.status, 201);
-    assert.notEqual(bobs.body.id, answers[0]!.body.id);
+    assert.notEqual(bobs.body.id, answers[0].body.id);
   });
 
   it("Idempotency-Key: a claim left by a request that died before creating its order is taken over (after 6 request timeouts, at least 30 s)", async () => {
@@ -375,7 +375,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     // nothing), no claim and no release.
     const keyedStatements: string[] = [];
     const onKeyedQuery = (q: { sql: string }) => {
-      if (!/outbox|inbox/.test(q.sql)) keyedStatements.push(q.sql.split(" where ")[0]!);
+      if (!/outbox|inbox/.test(q.sql)) keyedStatements.push(q.sql.split(" where ")[0]);
     };
     db.on("query", onKeyedQuery);
     const keyed = await order(erin, body, "erin-sold-out");
@@ -624,8 +624,8 @@ describe("a second charge is refunded and the buyer told, and the kept one stays
     });
     const refunded = notes.filter((n) => n.type === "payment.refunded");
     assert.equal(refunded.length, 1);
-    assert.equal(refunded[0]!.data.paymentId, first.id);
-    assert.equal(refunded[0]!.data.amount?.amount, 700);
+    assert.equal(refunded[0].data.paymentId, first.id);
+    assert.equal(refunded[0].data.amount?.amount, 700);
     assert.equal(notes.filter((n) => n.type === "payment.succeeded").length, 1, "one success notification: the order's own");
 
     // The automatic refund of the second charge is not the order's money: the payment the
@@ -694,10 +694,13 @@ describe("an order read as of one moment (MariaDB)", () => {
     // Reads through the broker (no HTTP between them): each is a findOrder and four part reads,
     // which a commit could land between before the views were one transaction.
     const read = () =>
-      app.broker.call("order.get", { id: o.id }, { meta: { user: { id: o.userId, role: "customer" } } }) as Promise<{
-        status: string;
-        history: { status: string }[];
-      }>;
+      app.broker.call<
+        {
+          status: string;
+          history: { status: string }[];
+        },
+        unknown
+      >("order.get", { id: o.id }, { meta: { user: { id: o.userId, role: "customer" } } });
     // Ten readers read until both writes are done, giving the event loop a turn between reads
     // (the writes' HTTP requests are served by this same process). Without one transaction per
     // view this failed at once with views like "PAID / PENDING_PAYMENT,PAID,SHIPPED"; the check

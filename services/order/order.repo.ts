@@ -124,7 +124,7 @@ export async function findOrder(db: Knex, id: string): Promise<OrderRecord | und
 
 /** Only the order's status (undefined: no such order). */
 export async function statusOf(db: Knex, id: string): Promise<OrderStatus | undefined> {
-  const row = (await db("orders").where({ id }).first("status")) as { status: OrderStatus } | undefined;
+  const row = await db("orders").where({ id }).first<{ status: OrderStatus } | undefined>("status");
   return row?.status;
 }
 
@@ -151,7 +151,7 @@ export async function listOrders(
       b.whereNotNull("paid_payment_id").where("refunded_amount", ">", 0).whereRaw("refunded_amount >= paid_amount");
     return b;
   };
-  const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
+  const [{ n }] = await filtered().count<{ n: number | string }[]>({ n: "*" });
   const rows = (await filtered()
     .orderBy([
       { column: "created_at", order: "desc" },
@@ -176,24 +176,26 @@ export async function purchasesAfter(
   limit: number,
   statuses: readonly OrderStatus[],
 ): Promise<{ orderId: string; userId: string; paidAt: number; productIds: string[] }[]> {
-  const rows = (await db("orders")
+  const rows = await db("orders")
     .whereIn("status", statuses)
     .where("id", ">", afterId)
     .orderBy("id")
     .limit(limit)
-    .select("id", "user_id", "updated_at")) as { id: string; user_id: string; updated_at: number | string }[];
+    .select<{ id: string; user_id: string; updated_at: number | string }[]>("id", "user_id", "updated_at");
   if (!rows.length) return [];
   const ids = rows.map((r) => r.id);
-  const items = (await db("order_items").whereIn("order_id", ids).orderBy(["order_id", "product_id"]).select("order_id", "product_id")) as {
-    order_id: string;
-    product_id: string;
-  }[];
-  const paid = (await db("order_history")
+  const items = await db("order_items").whereIn("order_id", ids).orderBy(["order_id", "product_id"]).select<
+    {
+      order_id: string;
+      product_id: string;
+    }[]
+  >("order_id", "product_id");
+  const paid = await db("order_history")
     .whereIn("order_id", ids)
     .where({ status: "PAID" })
     .groupBy("order_id")
     .select("order_id")
-    .min({ at: "at" })) as { order_id: string; at: number | string }[];
+    .min<{ order_id: string; at: number | string }[]>({ at: "at" });
   const paidAt = new Map(paid.map((p) => [p.order_id, Number(p.at)]));
   const lines = new Map<string, string[]>();
   for (const i of items) lines.set(i.order_id, [...(lines.get(i.order_id) ?? []), i.product_id]);
@@ -206,7 +208,7 @@ export async function purchasesAfter(
 }
 
 export async function countOrders(db: Knex, statuses: readonly OrderStatus[]): Promise<number> {
-  return Number(((await db("orders").whereIn("status", statuses).count({ n: "*" })) as { n: number | string }[])[0]!.n);
+  return Number((await db("orders").whereIn("status", statuses).count<{ n: number | string }[]>({ n: "*" }))[0].n);
 }
 
 /** Conditional status change (the caller holds the row lock); false when the row moved on. */
@@ -445,18 +447,20 @@ export async function setUserLimits(db: Knex, userId: string, o: LimitOverrides,
  * older one belongs to a process that died), with units per product across both.
  */
 export async function unpaidState(trx: Knex.Transaction, userId: string, liveSince: number): Promise<UnpaidState> {
-  const orders = (await trx("orders").where({ user_id: userId, status: "PENDING_PAYMENT" }).select("id")) as { id: string }[];
-  const drafts = (await trx("order_drafts").where({ user_id: userId }).where("created_at", ">=", liveSince).select("lines")) as {
-    lines: string;
-  }[];
+  const orders = await trx("orders").where({ user_id: userId, status: "PENDING_PAYMENT" }).select<{ id: string }[]>("id");
+  const drafts = await trx("order_drafts").where({ user_id: userId }).where("created_at", ">=", liveSince).select<
+    {
+      lines: string;
+    }[]
+  >("lines");
   const units = new Map<string, number>();
   if (orders.length)
-    for (const i of (await trx("order_items")
+    for (const i of await trx("order_items")
       .whereIn(
         "order_id",
         orders.map((o) => o.id),
       )
-      .select("product_id", "quantity")) as { product_id: string; quantity: number | string }[])
+      .select<{ product_id: string; quantity: number | string }[]>("product_id", "quantity"))
       units.set(i.product_id, (units.get(i.product_id) ?? 0) + Number(i.quantity));
   for (const d of drafts)
     for (const l of JSON.parse(d.lines) as OrderLineInput[]) units.set(l.productId, (units.get(l.productId) ?? 0) + l.quantity);
@@ -675,7 +679,7 @@ export async function listReturns(
   q: { status?: ReturnStatus; limit: number; offset: number },
 ): Promise<{ items: ReturnRecord[]; total: number }> {
   const filtered = () => (q.status ? db("order_returns").where({ status: q.status }) : db("order_returns"));
-  const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
+  const [{ n }] = await filtered().count<{ n: number | string }[]>({ n: "*" });
   const rows = (await filtered()
     .orderBy([
       { column: "created_at", order: "desc" },

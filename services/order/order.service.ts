@@ -136,7 +136,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
           const items = await repo.purchasesAfter(this.db, ctx.params.after ?? "", limit, PURCHASED);
           return {
             items,
-            next: items.length === limit ? items[items.length - 1]!.orderId : null,
+            next: items.length === limit ? items[items.length - 1].orderId : null,
             ...(ctx.params.after ? {} : { total: await repo.countOrders(this.db, PURCHASED) }),
           };
         },

@@ -225,7 +225,7 @@ describe("a dead-lettered payment.succeeded is handed over again by reconciliati
   /** Pays an order while the product service is away: the order's handler fails (product.commit) and the event is dead-lettered. */
   const payWhileProductIsDown = async (buyer: string, orderId: string) => {
     const pay = await s.pay(buyer, orderId);
-    await app.broker.destroyService(app.broker.getLocalService("product")!);
+    await app.broker.destroyService(app.broker.getLocalService("product"));
     const orderDb = (app.broker.getLocalService("order") as unknown as { db: Knex }).db;
     assert.equal((await s.complete(pay)).status, 202);
     await eventually("payment.succeeded dead-lettered by the order service", async () =>
@@ -241,9 +241,9 @@ describe("a dead-lettered payment.succeeded is handed over again by reconciliati
     return pay;
   };
   const reconcileLater = () =>
-    app.broker.call("payment.reconcile", {
+    app.broker.call<{ handedOver: number }, unknown>("payment.reconcile", {
       now: Date.now() + (app.config.payments.orderAckTimeoutS + app.config.payments.pendingTimeoutS) * 1000 + 1000,
-    }) as Promise<{ handedOver: number }>;
+    });
   const notes = async (buyer: string) =>
     (await s.call("GET", "/api/notifications", { token: buyer })).body.items as { type: string; data: { paymentId?: string } }[];
 

@@ -59,9 +59,9 @@ function harness(getApp: () => TestApp, userId: () => string): Harness {
         .filter((p) => p[field] === id),
     status: async (id) =>
       (
-        (await getApp().broker.call("payment.listForOrder", {
+        await getApp().broker.call<any[], unknown>("payment.listForOrder", {
           orderId: (await h.db()("payments").where({ id }).first()).order_id,
-        })) as any[]
+        })
       ).find((p) => p.id === id).status,
     notify: async (signed, provider = "sandbox") => {
       const res = await fetch(`${getApp().baseUrl}/api/payments/notify/${provider}`, {
@@ -155,7 +155,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       for (const a of again) assert.equal(a.id, p.id);
       const other = await h.create({ orderId: p.orderId, amount: { amount: 2999, currency: "CNY" } });
       assert.notEqual(other.id, p.id);
-      const list = (await app.broker.call("payment.listForOrder", { orderId: p.orderId })) as any[];
+      const list = await app.broker.call<any[], unknown>("payment.listForOrder", { orderId: p.orderId });
       assert.deepEqual(
         list.map((x) => x.id),
         [p.id, other.id],
@@ -330,13 +330,13 @@ for (const storage of ["sqlite", "mariadb"] as const) {
         return p;
       };
       const refund = (p: any, refundId: string, amount: number) =>
-        app.broker.call("payment.refund", {
+        app.broker.call<any, unknown>("payment.refund", {
           refundId,
           orderId: p.orderId,
           paymentId: p.id,
           amount: { amount, currency: "CNY" },
           reason: "changed my mind",
-        }) as Promise<any>;
+        });
 
       const p = await paid(1999);
       const r1 = await refund(p, "rf-1", 1000);
@@ -403,10 +403,11 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       // fetch when the service first sends one (in this test: the app is this describe's own).
       const attempts: { paymentId: string; outcome: string }[] = [];
       const realFetch = globalThis.fetch;
-      globalThis.fetch = (async (input: Parameters<typeof fetch>[0], init?: RequestInit) => {
+      globalThis.fetch = async (input: Parameters<typeof fetch>[0], init?: RequestInit) => {
         const url = input instanceof Request ? input.url : String(input);
         if (!url.endsWith("/api/payments/notify/sandbox")) return realFetch(input, init);
-        const paymentId = (JSON.parse(String(init?.body)) as { paymentId: string }).paymentId;
+        // The sandbox posts its JSON as a string.
+        const paymentId = (JSON.parse(init?.body as string) as { paymentId: string }).paymentId;
         try {
           const res = await realFetch(input, init);
           attempts.push({ paymentId, outcome: `HTTP ${res.status}` });
@@ -415,7 +416,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
           attempts.push({ paymentId, outcome: "no connection" });
           throw err;
         }
-      }) as typeof fetch;
+      };
       try {
         const paid = await h.create();
         const declined = await h.create();

@@ -31,6 +31,7 @@ import { decryptResource } from "./platforms/wechatpay";
 import { eventually } from "../../test/support/eventually";
 import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 import { diagnostic } from "../../test/support/diagnostic";
+import { omit } from "../../test/support/omit";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = {
@@ -198,7 +199,7 @@ function wxCallback(
   const resource = wxEncrypt(JSON.stringify(txn));
   if (opts.tamperCiphertext) {
     const bytes = Buffer.from(resource.ciphertext, "base64");
-    bytes[5] = bytes[5]! ^ 0x01;
+    bytes[5] = bytes[5] ^ 0x01;
     resource.ciphertext = bytes.toString("base64");
   }
   const notification = {
@@ -235,7 +236,7 @@ function wxAuthorized(r: Received): boolean {
     !!m &&
     m[1] === WX_MCH &&
     m[5] === WX_MERCHANT_SERIAL &&
-    wechatPlatform.verifyRequest({ method: r.method, url: r.url, body: r.body.toString() }, m[4]!, m[2]!, m[3]!, wxMerchant.publicKey)
+    wechatPlatform.verifyRequest({ method: r.method, url: r.url, body: r.body.toString() }, m[4], m[2], m[3], wxMerchant.publicKey)
   );
 }
 
@@ -270,7 +271,7 @@ function wechatGatewayAnswer(r: Received): Reply {
     const req = JSON.parse(r.body.toString()) as { out_trade_no: string };
     payload = { code_url: `weixin://wxpay/bizpayurl?pr=${req.out_trade_no.slice(0, 9)}` };
   } else if (r.method === "GET" && r.url.startsWith("/v3/pay/transactions/out-trade-no/")) {
-    const id = decodeURIComponent(r.url.split("/")[5]!.split("?")[0]!);
+    const id = decodeURIComponent(r.url.split("/")[5].split("?")[0]);
     payload = {
       mchid: WX_MCH,
       appid: WX_APPID,
@@ -468,7 +469,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.equal(p.app_id, ALIPAY_APP_ID);
       assert.equal(p.sign_type, "RSA2");
       assert.equal(p.notify_url, `${app.baseUrl}/api/payments/notify/alipay`);
-      const biz = JSON.parse(p.biz_content!);
+      const biz = JSON.parse(p.biz_content);
       assert.equal(biz.out_trade_no, payment.id);
       assert.equal(biz.total_amount, yuan(amount));
       assert.equal(biz.product_code, "FAST_INSTANT_TRADE_PAY");
@@ -478,7 +479,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
         .map((k) => `${k}=${p[k]}`)
         .join("&");
       assert.ok(
-        rsaVerify("sha256", Buffer.from(content), alipayApp.publicKey, Buffer.from(p.sign!, "base64")),
+        rsaVerify("sha256", Buffer.from(content), alipayApp.publicKey, Buffer.from(p.sign, "base64")),
         "the gateway would accept our signature",
       );
     });
@@ -506,7 +507,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
           alipayForm(
             genuine,
             alipayKey.privateKey,
-            (p) => (p.sign = Buffer.from(Buffer.from(p.sign!, "base64").map((b, i) => (i === 10 ? b ^ 0xff : b))).toString("base64")),
+            (p) => (p.sign = Buffer.from(Buffer.from(p.sign, "base64").map((b, i) => (i === 10 ? b ^ 0xff : b))).toString("base64")),
           ),
           "bad_signature",
         ],
@@ -558,7 +559,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.equal(ok.status, 200, ok.text);
       assert.equal(ok.text, "success", "Alipay stops re-sending only on the literal body 'success'");
       assert.match(ok.headers.get("content-type") ?? "", /^text\/plain/);
-      await assertPaidOnce(payment.id, order.id, genuine.trade_no!);
+      await assertPaidOnce(payment.id, order.id, genuine.trade_no);
       // A forgery after the success changes nothing either (e.g. a "closed" for the same trade by another key).
       assert.equal((await alipayPost(alipayForm({ ...genuine, trade_status: "TRADE_CLOSED" }, stranger.privateKey))).status, 400);
       assert.equal(await paymentStatus(payment.id), "SUCCEEDED");
@@ -569,7 +570,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       // An alipay-sdk instance holding "Alipay's" private key signs the way the SDK signs
       // (it adds method/timestamp and signs over sign_type too; Alipay's notify check accepts both).
       const signer = new AlipaySdk({ appId: ALIPAY_APP_ID, privateKey: pkcs8(alipayKey.privateKey), keyType: "PKCS8", signType: "RSA2" });
-      const { app_id: _a, sign_type: _s, charset: _c, version: _v, ...rest } = alipayParams(payment.id, amount);
+      const rest = omit(alipayParams(payment.id, amount), "app_id", "sign_type", "charset", "version");
       const body = signer.sdkExecute("alipay.trade.page.pay.notify", rest);
       assert.equal(new URLSearchParams(body).get("sign_type"), "RSA2");
       const replies = await Promise.all(Array.from({ length: 10 }, () => alipayPost(body)));
@@ -577,7 +578,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
         assert.equal(r.status, 200, r.text);
         assert.equal(r.text, "success");
       }
-      await assertPaidOnce(payment.id, order.id, rest.trade_no!);
+      await assertPaidOnce(payment.id, order.id, rest.trade_no);
       // And again, in a row: still acknowledged, still one of each.
       for (let i = 0; i < 3; i++) assert.equal((await alipayPost(body)).text, "success");
       await quiet();
@@ -596,7 +597,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
       assert.match(payment.codeUrl ?? "", /^weixin:\/\/wxpay\/bizpayurl\?pr=/);
       const sent = wechatGateway.received.slice(before).filter((r) => r.url === "/v3/pay/transactions/native");
       assert.equal(sent.length, 1);
-      const req = JSON.parse(sent[0]!.body.toString());
+      const req = JSON.parse(sent[0].body.toString());
       assert.deepEqual(
         { appid: req.appid, mchid: req.mchid, out_trade_no: req.out_trade_no, notify_url: req.notify_url, amount: req.amount },
         {

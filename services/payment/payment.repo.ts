@@ -139,8 +139,11 @@ export async function settlePayment(
  * to be closed (a buyer can still pay a trade we gave up on for want of an answer, and the
  * sandbox takes a success after a declined attempt).
  */
+// (`void` in knex's nested-condition callbacks: each builds on its argument; nothing there is a query to await.)
 const possiblyOpen = (q: Knex.QueryBuilder) =>
-  q.where((w) => w.where({ status: "PENDING" }).orWhere((f) => f.where({ status: "FAILED" }).whereNot({ failure_reason: "closed" })));
+  q.where(
+    (w) => void w.where({ status: "PENDING" }).orWhere((f) => void f.where({ status: "FAILED" }).whereNot({ failure_reason: "closed" })),
+  );
 
 /**
  * The order was cancelled: its trades that may still be open are to be closed at their
@@ -224,10 +227,13 @@ const dueForReconciliation = (db: Knex, now: number, watchSince: number) =>
   db("payments")
     // A trade to close is the close loop's (dueCloses), not settled here first.
     .whereNull("close_requested_at")
-    .where((q) =>
-      q
-        .where({ status: "PENDING" })
-        .orWhere((w) => w.where({ status: "FAILED" }).whereIn("failure_reason", WATCHED_FAILURES).where("created_at", ">=", watchSince)),
+    .where(
+      (q) =>
+        void q
+          .where({ status: "PENDING" })
+          .orWhere(
+            (w) => void w.where({ status: "FAILED" }).whereIn("failure_reason", WATCHED_FAILURES).where("created_at", ">=", watchSince),
+          ),
     )
     .where("reconcile_after", "<=", now);
 
@@ -285,11 +291,11 @@ export async function findRefund(db: Knex, id: string): Promise<RefundRecord | u
 
 /** Refunds of a payment that count against its amount (PENDING and SUCCEEDED), read locked. */
 export async function committedRefundTotal(trx: Knex.Transaction, paymentId: string): Promise<number> {
-  const rows = (await trx("refunds")
+  const rows = await trx("refunds")
     .where({ payment_id: paymentId })
     .whereIn("status", ["PENDING", "SUCCEEDED"])
     .forUpdate()
-    .select("amount")) as { amount: Num }[];
+    .select<{ amount: Num }[]>("amount");
   return rows.reduce((sum, r) => sum + Number(r.amount), 0);
 }
 
@@ -448,9 +454,11 @@ export async function sandboxRecordRefund(
       await trx("sandbox_payments").where({ payment_id: r.paymentId }).forUpdate().first();
       const again = await recorded(trx);
       if (again) return again;
-      const [{ total }] = (await trx("sandbox_refunds").where({ payment_id: r.paymentId }).sum({ total: "amount" })) as {
-        total: Num | null;
-      }[];
+      const [{ total }] = await trx("sandbox_refunds").where({ payment_id: r.paymentId }).sum<
+        {
+          total: Num | null;
+        }[]
+      >({ total: "amount" });
       if (Number(total ?? 0) + r.amountMinor > r.totalMinor) return { status: "refused", failureCode: "REFUND_AMOUNT_EXCEEDED" } as const;
       const providerRefundId = newId();
       await trx("sandbox_refunds").insert({

@@ -273,7 +273,7 @@ export function createPaymentService(
           if (!platform) throw notFound("Payment platform");
           try {
             const n = await platform.verifyNotification({
-              headers: Object.fromEntries((ctx.params.headers ?? []).map((h) => [h.name, h.values.length === 1 ? h.values[0]! : h.values])),
+              headers: Object.fromEntries((ctx.params.headers ?? []).map((h) => [h.name, h.values.length === 1 ? h.values[0] : h.values])),
               rawBody: Buffer.from(ctx.params.rawBody, "base64"),
               contentType: ctx.params.contentType || undefined,
             });

@@ -5,7 +5,6 @@
  */
 import { randomUUID } from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import type { AppConfig } from "../../lib/config";
 import { actionCacheKey } from "../../lib/cache-clean";
 import { inTransaction, isUniqueViolation } from "../../lib/db";
 import { conflict, notFound, validationError } from "../../lib/errors";
@@ -62,7 +61,7 @@ export interface ProductCacheHint {
   ids?: string[];
 }
 
-export function catalogActions(config: AppConfig): TypedActions<ProductServiceThis> {
+export function catalogActions(): TypedActions<ProductServiceThis> {
   return {
     list: {
       auth: "none",
@@ -122,7 +121,7 @@ export function catalogActions(config: AppConfig): TypedActions<ProductServiceTh
       async handler(this: ProductServiceThis, ctx: Ctx<ActionParams<"product.export">>): Promise<ActionResponse<"product.export">> {
         const limit = ctx.params.limit ?? 500;
         const rows = await repo.productsAfter(this.db, ctx.params.after ?? "", limit);
-        return { items: rows.map(toPublicProduct), next: rows.length === limit ? rows[rows.length - 1]!.id : null };
+        return { items: rows.map(toPublicProduct), next: rows.length === limit ? rows[rows.length - 1].id : null };
       },
     },
 

@@ -22,7 +22,6 @@ import {
   toPublicProduct,
   type ReservableProduct,
   type ReservationLine,
-  type ReservationStatus,
 } from "./product.domain";
 import * as repo from "./product.repo";
 import { Events } from "../../proto/gen/contracts";
@@ -141,7 +140,7 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         await this.invalidate(lines.map((l) => l.productId));
         return reservationView(
           orderId,
-          lines.map((l) => ({ ...l, orderId, status: "held" as ReservationStatus, expiresAt })),
+          lines.map((l) => ({ ...l, orderId, status: "held", expiresAt })),
           priced,
         );
       },
@@ -318,7 +317,10 @@ export const inventoryMethods = {
         });
         return true;
       });
-      if (won) (expired++, touched.add(r.productId));
+      if (won) {
+        expired++;
+        touched.add(r.productId);
+      }
     }
     if (expired) {
       this.logger.info(`Released ${expired} expired reservation line(s)`);

@@ -319,7 +319,7 @@ export function toPublicProduct(p: ProductRecord): PublicProduct {
 /** Stored JSON arrays of strings, read defensively. */
 export function parseStringList(raw: unknown): string[] {
   try {
-    const v = typeof raw === "string" ? JSON.parse(raw) : raw;
+    const v: unknown = typeof raw === "string" ? JSON.parse(raw) : raw;
     return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
   } catch {
     return [];

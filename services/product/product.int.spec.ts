@@ -211,21 +211,24 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("DELETE", `/api/products/${gone.id}`, { token: admin })).status, 204);
       await call("GET", `/api/products/${b.id}`); // cached now
       await app.broker.call("product.reserve", { orderId: `gm-${b.id}`, lines: [{ productId: b.id, quantity: 2 }] });
-      const { items } = (await app.broker.call("product.getMany", { ids: [b.id, "no-such", gone.id, a.id, b.id] })) as {
-        items: { id: string; stock: unknown }[];
-      };
+      const { items } = await app.broker.call<
+        {
+          items: { id: string; stock: unknown }[];
+        },
+        unknown
+      >("product.getMany", { ids: [b.id, "no-such", gone.id, a.id, b.id] });
       assert.deepEqual(
         items.map((p) => p.id),
         [b.id, a.id, b.id],
       );
       assert.deepEqual(items[0], (await call("GET", `/api/products/${b.id}`)).body);
-      assert.deepEqual(items[0]!.stock, { onHand: 3, reserved: 2, available: 1 });
+      assert.deepEqual(items[0].stock, { onHand: 3, reserved: 2, available: 1 });
     });
 
     it("reserve: all or nothing, OUT_OF_STOCK names the products; idempotent per order; commit and release once", async () => {
       const a = await create({ stock: 5 });
       const b = await create({ stock: 1 });
-      const call_ = (action: string, params: object) => app.broker.call(`product.${action}`, params) as Promise<any>;
+      const call_ = (action: string, params: object) => app.broker.call<any, unknown>(`product.${action}`, params);
       await assert.rejects(
         call_("reserve", {
           orderId: "o1",
@@ -297,7 +300,7 @@ for (const storage of ["sqlite", "mariadb"] as const) {
     it("commit is all lines or none: one line expired, the other held → 409 and nothing sold", async () => {
       const a = await create({ stock: 3 });
       const b = await create({ stock: 3 });
-      const call_ = (action: string, params: object) => app.broker.call(`product.${action}`, params) as Promise<any>;
+      const call_ = (action: string, params: object) => app.broker.call<any, unknown>(`product.${action}`, params);
       await call_("reserve", {
         orderId: "split",
         lines: [

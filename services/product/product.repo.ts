@@ -116,8 +116,8 @@ export async function listProducts(db: Knex, q: ListQuery): Promise<{ items: Pro
     if (q.brand) b.where({ brand: q.brand });
     return b;
   };
-  const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
-  const rows = (await filtered().orderBy(orderBy(q.sort)).limit(q.pageSize).offset(q.offset)) as ProductRow[];
+  const [{ n }] = await filtered().count<{ n: number | string }[]>({ n: "*" });
+  const rows = await filtered().orderBy(orderBy(q.sort)).limit(q.pageSize).offset(q.offset);
   return { items: rows.map(toProduct), total: Number(n) };
 }
 
@@ -180,9 +180,9 @@ export async function unreserveStock(
  * ones only, or (`withDeleted`, for a reservation that already holds them) deleted ones too.
  */
 export async function reservableOf(db: Knex, ids: string[], opts: { withDeleted?: boolean } = {}): Promise<Map<string, ReservableProduct>> {
-  const rows = (await (opts.withDeleted ? db<ProductRow>("products") : live(db))
+  const rows = await (opts.withDeleted ? db<ProductRow>("products") : live(db))
     .whereIn("id", ids)
-    .select("id", "sku", "name", "price_amount", "price_currency", "on_hand", "reserved")) as ProductRow[];
+    .select<ProductRow[]>("id", "sku", "name", "price_amount", "price_currency", "on_hand", "reserved");
   return new Map(
     rows.map((r) => [
       r.id,
@@ -197,7 +197,7 @@ export async function reservableOf(db: Knex, ids: string[], opts: { withDeleted?
 }
 
 export async function availableOf(db: Knex, ids: string[]): Promise<Map<string, number>> {
-  const rows = (await live(db).whereIn("id", ids).select("id", "on_hand", "reserved")) as ProductRow[];
+  const rows = await live(db).whereIn("id", ids).select<ProductRow[]>("id", "on_hand", "reserved");
   return new Map(rows.map((r) => [r.id, Number(r.on_hand) - Number(r.reserved)]));
 }
 
@@ -215,7 +215,7 @@ export async function findProductAnyState(db: Knex, id: string): Promise<{ produ
  * created and deleted, unlike an offset), for a consumer rebuilding its copy of the catalog.
  */
 export async function productsAfter(db: Knex, afterId: string, limit: number): Promise<ProductRecord[]> {
-  const rows = (await live(db).where("id", ">", afterId).orderBy("id").limit(limit)) as ProductRow[];
+  const rows = await live(db).where("id", ">", afterId).orderBy("id").limit(limit);
   return rows.map(toProduct);
 }
 
@@ -327,9 +327,11 @@ export async function restockReturned(
   now: number,
 ): Promise<boolean> {
   if (await trx("stock_returns").where({ return_id: r.returnId, product_id: r.productId }).first()) return false;
-  const [{ n }] = (await trx("stock_returns").where({ order_id: r.orderId, product_id: r.productId }).sum({ n: "quantity" })) as {
-    n: number | string | null;
-  }[];
+  const [{ n }] = await trx("stock_returns").where({ order_id: r.orderId, product_id: r.productId }).sum<
+    {
+      n: number | string | null;
+    }[]
+  >({ n: "quantity" });
   const quantity = Math.min(r.quantity, sold - Number(n ?? 0));
   if (quantity <= 0) return false;
   await trx("stock_returns").insert({ return_id: r.returnId, product_id: r.productId, order_id: r.orderId, quantity, created_at: now });
@@ -351,9 +353,11 @@ export async function findExpiredHeld(db: Knex, now: number, limit: number): Pro
 
 /** Sum of held quantities per product (conservation checks). */
 export async function heldTotals(db: Knex): Promise<Map<string, number>> {
-  const rows = (await db("reservations").where({ status: "held" }).groupBy("product_id").select("product_id").sum({ q: "quantity" })) as {
-    product_id: string;
-    q: number | string;
-  }[];
+  const rows = await db("reservations").where({ status: "held" }).groupBy("product_id").select("product_id").sum<
+    {
+      product_id: string;
+      q: number | string;
+    }[]
+  >({ q: "quantity" });
   return new Map(rows.map((r) => [r.product_id, Number(r.q)]));
 }

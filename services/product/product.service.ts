@@ -55,7 +55,7 @@ export function createProductService(config: AppConfig): TypedServiceSchema<Prod
     ],
 
     actions: {
-      ...catalogActions(config),
+      ...catalogActions(),
       ...inventoryActions(config),
     },
 

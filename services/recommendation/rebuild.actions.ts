@@ -25,7 +25,7 @@ const ORDER_PAGE = 1000;
 const REBUILD_LEASE_MS = 120_000;
 
 /** The stored summary: written by this service from a RebuildSummary. */
-const parseSummary = (json: string): RebuildSummary => JSON.parse(json);
+const parseSummary = (json: string): RebuildSummary => JSON.parse(json) as RebuildSummary;
 
 function rebuildView(m: repo.MetaRow) {
   const iso = (v: number | string | null) => (v === null ? null : new Date(Number(v)).toISOString());

@@ -149,7 +149,7 @@ export function buildModel(
     for (const p of set) {
       buyers.set(p, (buyers.get(p) ?? 0) + 1);
       let row = pairs.get(p);
-      if (!row) pairs.set(p, (row = new Map()));
+      if (!row) pairs.set(p, (row = new Map<string, number>()));
       for (const q of set) {
         if (q === p) continue;
         const c = row.get(q);
@@ -234,13 +234,13 @@ export function rankForUser(input: RankInput): Recommendation[] {
   // HISTORY_FOR_SCORING × NEIGHBOURS_PER_ITEM neighbours per request.
   const scores = new Map<string, { score: number; best: number; because: string }>();
   for (let i = 0; i < input.history.length; i++) {
-    const source = input.history[i]!;
+    const source = input.history[i];
     const list = input.neighbours.get(source);
     if (!list) continue;
     const w = RECENCY_DECAY ** i;
     const sourceBuyers = catalog.get(source)?.buyers ?? 0;
     for (let j = 0; j < list.length && j < input.perItem; j++) {
-      const n = list[j]!;
+      const n = list[j];
       if (bought.has(n.productId)) continue;
       const item = catalog.get(n.productId);
       if (!item) continue;
@@ -305,7 +305,7 @@ export class TopK<T extends { productId: string; score: number }> {
     let hi = kept.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if (byScore(kept[mid]!, e) <= 0) lo = mid + 1;
+      if (byScore(kept[mid], e) <= 0) lo = mid + 1;
       else hi = mid;
     }
     kept.splice(lo, 0, e);
@@ -388,7 +388,7 @@ function lowerBound(list: PopularEntry[], e: PopularEntry): number {
   let hi = list.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (byPopularity(list[mid]!, e) < 0) lo = mid + 1;
+    if (byPopularity(list[mid], e) < 0) lo = mid + 1;
     else hi = mid;
   }
   return lo;

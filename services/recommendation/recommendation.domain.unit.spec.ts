@@ -123,7 +123,7 @@ describe("the model: contributing sets and their deltas", () => {
           const rows = users.get(user) ?? [];
           const before = contributingSet(rows, cap);
           if (s.refund && rows.length) {
-            const order = rows[s.pick % rows.length]!.at;
+            const order = rows[s.pick % rows.length].at;
             users.set(
               user,
               rows.filter((r) => r.at !== order),
@@ -193,9 +193,9 @@ describe("similarity and ranking", () => {
       r.map((x) => x.productId),
       ["a", "b", "c", "pop"],
     );
-    assert.equal(r[0]!.reason, "Customers who bought Hammer also bought this");
-    assert.equal(r[3]!.reason, "Popular with other shoppers");
-    assert.ok(r[2]!.score > r[3]!.score);
+    assert.equal(r[0].reason, "Customers who bought Hammer also bought this");
+    assert.equal(r[3].reason, "Popular with other shoppers");
+    assert.ok(r[2].score > r[3].score);
   });
 
   it("never what the user bought, nor a deleted, out-of-stock or not-yet-known product", () => {
@@ -235,8 +235,8 @@ describe("similarity and ranking", () => {
       r.map((x) => x.productId),
       ["pop", "b", "a"],
     );
-    assert.equal(r[0]!.reason, "Popular in garden, a category you like");
-    assert.equal(r[2]!.reason, "Popular with other shoppers");
+    assert.equal(r[0].reason, "Popular in garden, a category you like");
+    assert.equal(r[2].reason, "Popular with other shoppers");
   });
 
   it("TopK keeps exactly the first k of the plain sort (score, then id), whatever the order of offers", () => {

@@ -67,7 +67,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     return (r.body.items as Rec[]).map((i) => letter(i.product.id));
   };
   const rank = async (who: string) =>
-    ((await app.broker.call("recommendation.rank", { userId: users.get(who)!.id, limit: 20 })) as { productId: string }[]).map((r) =>
+    (await app.broker.call<{ productId: string }[], unknown>("recommendation.rank", { userId: users.get(who)!.id, limit: 20 })).map((r) =>
       letter(r.productId),
     );
 
@@ -92,7 +92,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
   const purchasesCounted = (n: number) =>
     eventually(
       `${n} purchases in the model`,
-      async () => ((await app.broker.call("recommendation.status")) as { purchases: number }).purchases === n,
+      async () => (await app.broker.call<{ purchases: number }>("recommendation.status")).purchases === n,
     );
 
   before(async () => {
@@ -150,10 +150,10 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
   it("recommendations: similar to what the user bought, with a reason; never what they bought; popular ones fill", async () => {
     const items = await recs("u4");
     assert.deepEqual(ids(items).slice(0, 2).map(letter), ["C", "B"]);
-    assert.equal(items[0]!.reason, "Customers who bought Anvil also bought this");
+    assert.equal(items[0].reason, "Customers who bought Anvil also bought this");
     assert.ok(!ids(items).includes(p.get("A")!), "never a product the user bought");
     assert.deepEqual(ids(items).slice(2).map(letter).sort(), ["D", "E", "F"], "the rest of the catalog fills the list");
-    assert.ok(items[1]!.score > items[2]!.score);
+    assert.ok(items[1].score > items[2].score);
     assert.equal((await recs("u4", "?limit=1")).length, 1);
   });
 
@@ -181,10 +181,10 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
   it("a user with no purchases gets popular products of their preferred categories first", async () => {
     await call("PATCH", "/api/users/me", { token: users.get("u7")!.token, body: { preferences: { categories: ["garden"] } } });
     const items = await recs("u7");
-    assert.equal(letter(ids(items)[0]!), "C", "C (2 buyers) first");
+    assert.equal(letter(ids(items)[0]), "C", "C (2 buyers) first");
     assert.deepEqual(ids(items).slice(0, 3).map(letter).sort(), ["C", "D", "E"], "the garden products first");
-    assert.equal(items[0]!.reason, "Popular in garden, a category you like");
-    assert.equal(letter(ids(items)[3]!), "A", "then the most bought of the rest");
+    assert.equal(items[0].reason, "Popular in garden, a category you like");
+    assert.equal(letter(ids(items)[3]), "A", "then the most bought of the rest");
   });
 
   it("identity comes from the token: an injected userId changes nothing; no token 401; bad limit 422", async () => {
@@ -206,8 +206,8 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     const svc = app.broker.getLocalService("recommendation") as unknown as { $events: { handlers: Record<string, EventHandler> } };
     const db = dbOf(app.broker);
     const before = await modelSnapshot(db);
-    assert.equal(await applyOnce(db, envelope as never, svc.$events.handlers["order.paid"]!), "duplicate", "the inbox has it");
-    assert.equal(await applyOnce(db, { ...envelope, id: randomUUID() } as never, svc.$events.handlers["order.paid"]!), "applied");
+    assert.equal(await applyOnce(db, envelope as never, svc.$events.handlers["order.paid"]), "duplicate", "the inbox has it");
+    assert.equal(await applyOnce(db, { ...envelope, id: randomUUID() } as never, svc.$events.handlers["order.paid"]), "applied");
     assert.deepEqual(await modelSnapshot(db), before, "the purchase rows are keyed by order and product");
   });
 
@@ -235,7 +235,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     });
     const done = await child.waitForLine(/^Rebuild done: (.*)$/, 30_000);
     await child.waitExit();
-    assert.equal(JSON.parse(done[1]!).purchases, 10);
+    assert.equal(JSON.parse(done[1]).purchases, 10);
     const denied = spawnTs(path.join(__dirname, "..", "..", "bin", "recs-rebuild.ts"), {
       name: "recs-rebuild-denied",
       args: ["--url", app.baseUrl],
@@ -334,7 +334,7 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     for (let i = 0; i < 30; i++)
       products.push(
         (
-          (await a.call("product.create", {
+          await a.call<{ id: string }, unknown>("product.create", {
             sku: `RC-${i}-${randomBytes(3).toString("hex")}`,
             name: `Cluster product ${i}`,
             description: "",
@@ -342,7 +342,7 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
             brand: "Peak",
             price: { amount: 1000, currency: "EUR" },
             stock: 10,
-          })) as { id: string }
+          })
         ).id,
       );
     // 300 orders of 25 users (each buys many products, so the contributing sets overlap a lot).
@@ -354,13 +354,13 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
       total: { amount: 1000, currency: "EUR" },
       paymentId: `pay-${i}`,
       provider: "sandbox",
-      lines: [
-        ...new Set(Array.from({ length: 1 + Math.floor(random() * 3) }, () => products[Math.floor(random() * products.length)]!)),
-      ].map((productId) => ({ productId, quantity: 1 })),
+      lines: [...new Set(Array.from({ length: 1 + Math.floor(random() * 3) }, () => products[Math.floor(random() * products.length)]))].map(
+        (productId) => ({ productId, quantity: 1 }),
+      ),
       occurredAt: new Date(Date.UTC(2026, 0, 1) + i * 60_000).toISOString(),
     }));
     const refunded = new Set(["ord-0003", "ord-0100", "ord-0200"]);
-    const early = { ...orders[0]!, orderId: "ord-early", userId: "user-0" };
+    const early = { ...orders[0], orderId: "ord-early", userId: "user-0" };
     // Both replicas rank every user first: what they read is in their memory when the
     // purchases arrive, and must be forgotten (each replica handles only some of the events).
     // The ranking cache (Redis, shared) is off here: this is about each replica's memory.
@@ -392,14 +392,14 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     });
     await a.call("shop.emit", {
       event: "order.refunded",
-      payloads: [{ orderId: "ord-0001", userId: orders[1]!.userId, status: "DELIVERED" }],
+      payloads: [{ orderId: "ord-0001", userId: orders[1].userId, status: "DELIVERED" }],
     });
 
     const db = dbOf(a);
     await eventually(
       "every event handled",
       async () =>
-        Number(((await db("inbox").whereIn("event", ["order.paid", "order.refunded"]).count({ n: "*" })) as { n: number }[])[0]!.n) ===
+        Number((await db("inbox").whereIn("event", ["order.paid", "order.refunded"]).count<{ n: number }[]>({ n: "*" }))[0].n) ===
         1 + 300 + 3 + 3 + 1,
       60_000,
     );
@@ -408,7 +408,7 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     );
     assert.ok(
       stats.every((n) => n > 0),
-      `both replicas consumed (${stats})`,
+      `both replicas consumed (${stats.join(",")})`,
     );
 
     const users = new Map<string, Purchase[]>();
@@ -454,15 +454,13 @@ describe("recommendations, cluster: two replicas over RabbitMQ, MariaDB and Redi
     await answers(nodeA);
     await answers(nodeB);
     const shown = async (node: string) =>
-      ((await a.call("recommendation.rank", { userId: buyer, limit: 30 }, { nodeID: node })) as { productId: string }[]).some(
+      (await a.call<{ productId: string }[], unknown>("recommendation.rank", { userId: buyer, limit: 30 }, { nodeID: node })).some(
         (r) => r.productId === fresh,
       );
     assert.ok((await shown(nodeA)) && (await shown(nodeB)), "recommended before it is bought");
     await a.call("shop.emit", {
       event: "order.paid",
-      payloads: [
-        { ...orders[1]!, orderId: "ord-extra", userId: buyer, paymentId: "pay-extra", lines: [{ productId: fresh, quantity: 1 }] },
-      ],
+      payloads: [{ ...orders[1], orderId: "ord-extra", userId: buyer, paymentId: "pay-extra", lines: [{ productId: fresh, quantity: 1 }] }],
     });
     await eventually("both replicas know the purchase", async () => !(await shown(nodeA)) && !(await shown(nodeB)), 20_000);
     const [warmA, warmB2] = [await answers(nodeA), await answers(nodeB)];

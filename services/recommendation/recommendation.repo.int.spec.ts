@@ -37,14 +37,14 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       // Pairs with many ties in co (1–4), so the id tie-breaker decides often.
       const pairs = new Map<string, { product_id: string; other_id: string; co: number }>();
       for (let k = 0; k < 900; k++) {
-        const [a, b] = [products[rnd(products.length)]!, products[rnd(products.length)]!];
+        const [a, b] = [products[rnd(products.length)], products[rnd(products.length)]];
         if (a !== b) pairs.set(`${a}|${b}`, { product_id: a, other_id: b, co: 1 + rnd(4) });
       }
       const pairRows = [...pairs.values()];
       for (let i = 0; i < pairRows.length; i += 100) await db("rec_pairs").insert(pairRows.slice(i, i + 100));
       const users = ["u-1", "u-2", "u-3"];
       for (const u of users) {
-        const bought = [...new Set(Array.from({ length: 5 + rnd(30) }, () => products[rnd(products.length)]!))];
+        const bought = [...new Set(Array.from({ length: 5 + rnd(30) }, () => products[rnd(products.length)]))];
         // Times with ties (the id decides among equal times).
         await db("rec_user_items").insert(bought.map((p) => ({ user_id: u, product_id: p, at: 1000 + rnd(5) })));
         await db("rec_purchases").insert(
@@ -58,14 +58,14 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       for (const perItem of [1, 5, 50]) {
         const got = await repo.neighbourLists(db, [...products.slice(0, 40), "no-such-product"], perItem);
         for (const p of [...products.slice(0, 40), "no-such-product"]) {
-          const plain = (await db("rec_pairs")
+          const plain = await db("rec_pairs")
             .where({ product_id: p })
             .orderBy([
               { column: "co", order: "desc" },
               { column: "other_id", order: "desc" },
             ])
             .limit(perItem)
-            .select("other_id", "co")) as { other_id: string; co: number }[];
+            .select<{ other_id: string; co: number }[]>("other_id", "co");
           assert.deepEqual(
             got.get(p),
             plain.map((r) => ({ productId: r.other_id, co: Number(r.co) })),
@@ -80,15 +80,15 @@ for (const engine of ["sqlite", "mariadb"] as const) {
 
       for (const u of [...users, "nobody"]) {
         const got = await repo.userPurchases(db, u, 20);
-        const recent = (await db("rec_user_items")
+        const recent = await db("rec_user_items")
           .where({ user_id: u })
           .orderBy([
             { column: "at", order: "desc" },
             { column: "product_id", order: "asc" },
           ])
           .limit(20)
-          .select("product_id")) as { product_id: string }[];
-        const bought = (await db("rec_purchases").where({ user_id: u }).distinct("product_id")) as { product_id: string }[];
+          .select<{ product_id: string }[]>("product_id");
+        const bought = await db("rec_purchases").where({ user_id: u }).distinct<{ product_id: string }[]>("product_id");
         assert.deepEqual(
           got.recent,
           recent.map((r) => r.product_id),

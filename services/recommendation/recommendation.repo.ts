@@ -13,7 +13,7 @@
  * - catalog rows are versioned: a product event is applied only when newer than the row.
  */
 import type { Knex } from "knex";
-import { isMysql } from "../../lib/db";
+import { isMysql, rawRows } from "../../lib/db";
 import type { CatalogItem, ModelDelta, Purchase } from "./recommendation.domain";
 import { contributingSet, distinctPurchases, modelDelta } from "./recommendation.domain";
 
@@ -109,10 +109,12 @@ export async function applyRefundedOrder(
 }
 
 async function purchasesOf(db: Knex, userId: string): Promise<Purchase[]> {
-  const rows = (await db("rec_purchases").where({ user_id: userId }).select("product_id", "at")) as {
-    product_id: string;
-    at: number | string;
-  }[];
+  const rows = await db("rec_purchases").where({ user_id: userId }).select<
+    {
+      product_id: string;
+      at: number | string;
+    }[]
+  >("product_id", "at");
   return rows.map((r) => ({ productId: r.product_id, at: Number(r.at) }));
 }
 
@@ -122,7 +124,7 @@ async function purchasesOf(db: Knex, userId: string): Promise<Purchase[]> {
  */
 async function refreshUser(trx: Knex.Transaction, userId: string, now: number): Promise<string[]> {
   const purchases = await purchasesOf(trx, userId);
-  const before = ((await trx("rec_user_items").where({ user_id: userId }).select("product_id")) as { product_id: string }[]).map(
+  const before = (await trx("rec_user_items").where({ user_id: userId }).select<{ product_id: string }[]>("product_id")).map(
     (r) => r.product_id,
   );
   const after = contributingSet(purchases);
@@ -239,11 +241,11 @@ export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now:
  * `since`; returns their ids.
  */
 export async function markMissingDeleted(db: Knex, liveIds: Set<string>, since: number): Promise<string[]> {
-  const rows = (await db("rec_items")
+  const rows = await db("rec_items")
     .where({ deleted: false })
     .where("updated_at", "<", since)
     .where("version", ">=", 0)
-    .select("product_id")) as { product_id: string }[];
+    .select<{ product_id: string }[]>("product_id");
   const missing = rows.map((r) => r.product_id).filter((id) => !liveIds.has(id));
   for (const part of chunks(missing))
     await db("rec_items").whereIn("product_id", part).where("updated_at", "<", since).update({ deleted: true });
@@ -256,7 +258,7 @@ const ITEM_COLUMNS = ["product_id", "name", "category", "brand", "available", "d
 export async function findItems(db: Knex, ids: string[]): Promise<Map<string, RankedItem>> {
   const out = new Map<string, RankedItem>();
   for (const part of chunks([...new Set(ids)], 900))
-    for (const r of (await db("rec_items").whereIn("product_id", part).select(ITEM_COLUMNS)) as ItemRow[]) out.set(r.product_id, toItem(r));
+    for (const r of await db("rec_items").whereIn("product_id", part).select<ItemRow[]>(ITEM_COLUMNS)) out.set(r.product_id, toItem(r));
   return out;
 }
 
@@ -264,13 +266,13 @@ export async function findItems(db: Knex, ids: string[]): Promise<Map<string, Ra
 
 /** Every catalog row with its buyer count (a replica's memory loads them once). */
 export async function allItems(db: Knex): Promise<Map<string, RankedItem>> {
-  const rows = (await db("rec_items").select(ITEM_COLUMNS)) as ItemRow[];
+  const rows = await db("rec_items").select<ItemRow[]>(ITEM_COLUMNS);
   return new Map(rows.map((r) => [r.product_id, toItem(r)]));
 }
 
 /** Changes with every purchase or refund of the user (0: none yet): part of a cached ranking's key. */
 export async function userStamp(db: Knex, userId: string): Promise<number> {
-  const row = (await db("rec_users").where({ user_id: userId }).first("updated_at")) as { updated_at: number | string } | undefined;
+  const row = await db("rec_users").where({ user_id: userId }).first<{ updated_at: number | string } | undefined>("updated_at");
   return row ? Number(row.updated_at) : 0;
 }
 
@@ -289,8 +291,7 @@ export async function userPurchases(
     "SELECT 'r' AS k, r.product_id, r.at FROM (SELECT product_id, at FROM rec_user_items WHERE user_id = ? ORDER BY at DESC, product_id ASC LIMIT ?) AS r " +
     "UNION ALL SELECT DISTINCT 'b' AS k, product_id, 0 AS at FROM rec_purchases WHERE user_id = ? " +
     "UNION ALL SELECT 's' AS k, '' AS product_id, updated_at AS at FROM rec_users WHERE user_id = ?";
-  const result = await db.raw(sql, [userId, historyLimit, userId, userId]);
-  const rows = (isMysql(db) ? result[0] : result) as { k: string; product_id: string; at: number | string }[];
+  const rows = await rawRows<{ k: string; product_id: string; at: number | string }>(db, sql, [userId, historyLimit, userId, userId]);
   const recent = rows.filter((r) => r.k === "r").map((r) => ({ productId: r.product_id, at: Number(r.at) }));
   recent.sort((a, b) => b.at - a.at || (a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0));
   const stamp = rows.find((r) => r.k === "s");
@@ -315,11 +316,11 @@ export async function neighbourLists(db: Knex, ids: string[], perItem: number): 
   const part =
     "SELECT * FROM (SELECT product_id AS source, other_id, co FROM rec_pairs WHERE product_id = ? ORDER BY co DESC, other_id DESC LIMIT ?) AS ";
   for (const group of chunks([...new Set(ids)], 200)) {
-    const result = await db.raw(
+    const rows = await rawRows<{ source: string; other_id: string; co: number | string }>(
+      db,
       group.map((_, i) => `${part}t${i}`).join(" UNION ALL "),
       group.flatMap((id) => [id, perItem]),
     );
-    const rows = (isMysql(db) ? result[0] : result) as { source: string; other_id: string; co: number | string }[];
     for (const r of rows) out.get(r.source)!.push({ productId: r.other_id, co: Number(r.co) });
   }
   // The outer UNION ALL promises no order: each list is sorted as its range was read.
@@ -351,7 +352,8 @@ export async function readMeta(db: Knex): Promise<MetaRow> {
 export async function claimRebuild(db: Knex, by: string, now: number, leaseMs: number): Promise<boolean> {
   const n = await db("rec_meta")
     .where({ id: 1 })
-    .where((w) => w.whereNot("rebuild_status", "running").orWhere("rebuild_lease_until", "<", now))
+    // (`void`: the callback builds the nested condition on `w`; its result is not a query to await.)
+    .where((w) => void w.whereNot("rebuild_status", "running").orWhere("rebuild_lease_until", "<", now))
     .update({
       rebuild_status: "running",
       rebuild_phase: "starting",
@@ -411,17 +413,19 @@ export interface PurchaseRow {
 
 /** Purchases recorded by events since `since` (they may be newer than a rebuild's snapshot). */
 export async function purchasesSince(trx: Knex.Transaction, since: number): Promise<PurchaseRow[]> {
-  const rows = (await trx("rec_purchases").where("created_at", ">=", since).select("order_id", "product_id", "user_id", "at")) as {
-    order_id: string;
-    product_id: string;
-    user_id: string;
-    at: number | string;
-  }[];
+  const rows = await trx("rec_purchases").where("created_at", ">=", since).select<
+    {
+      order_id: string;
+      product_id: string;
+      user_id: string;
+      at: number | string;
+    }[]
+  >("order_id", "product_id", "user_id", "at");
   return rows.map((r) => ({ orderId: r.order_id, productId: r.product_id, userId: r.user_id, at: Number(r.at) }));
 }
 
 export async function refundedOrders(trx: Knex.Transaction): Promise<Set<string>> {
-  return new Set(((await trx("rec_refunded_orders").select("order_id")) as { order_id: string }[]).map((r) => r.order_id));
+  return new Set((await trx("rec_refunded_orders").select<{ order_id: string }[]>("order_id")).map((r) => r.order_id));
 }
 
 /**
@@ -485,29 +489,35 @@ export async function modelSnapshot(
   db: Knex,
 ): Promise<{ buyers: [string, number][]; pairs: [string, string, number][]; userItems: [string, string][] }> {
   const buyers = (
-    (await db("rec_items").where("buyers", ">", 0).orderBy("product_id").select("product_id", "buyers")) as {
-      product_id: string;
-      buyers: number;
-    }[]
+    await db("rec_items").where("buyers", ">", 0).orderBy("product_id").select<
+      {
+        product_id: string;
+        buyers: number;
+      }[]
+    >("product_id", "buyers")
   ).map((r) => [r.product_id, Number(r.buyers)] as [string, number]);
   const pairs = (
-    (await db("rec_pairs").orderBy(["product_id", "other_id"]).select("product_id", "other_id", "co")) as {
-      product_id: string;
-      other_id: string;
-      co: number;
-    }[]
+    await db("rec_pairs").orderBy(["product_id", "other_id"]).select<
+      {
+        product_id: string;
+        other_id: string;
+        co: number;
+      }[]
+    >("product_id", "other_id", "co")
   ).map((r) => [r.product_id, r.other_id, Number(r.co)] as [string, string, number]);
   const userItems = (
-    (await db("rec_user_items").orderBy(["user_id", "product_id"]).select("user_id", "product_id")) as {
-      user_id: string;
-      product_id: string;
-    }[]
+    await db("rec_user_items").orderBy(["user_id", "product_id"]).select<
+      {
+        user_id: string;
+        product_id: string;
+      }[]
+    >("user_id", "product_id")
   ).map((r) => [r.user_id, r.product_id] as [string, string]);
   return { buyers, pairs, userItems };
 }
 
 export async function counts(db: Knex): Promise<{ users: number; purchases: number; pairs: number; items: number }> {
-  const one = async (t: string) => Number(((await db(t).count({ n: "*" })) as { n: number | string }[])[0]!.n);
+  const one = async (t: string) => Number((await db(t).count<{ n: number | string }[]>({ n: "*" }))[0].n);
   return {
     users: await one("rec_users"),
     purchases: await one("rec_purchases"),

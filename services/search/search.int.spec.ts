@@ -42,7 +42,7 @@ async function within(deadlineMs: number, what: string, check: () => Promise<boo
 async function createCatalog(broker: ServiceBroker): Promise<Map<string, string>> {
   const ids = new Map<string, string>();
   for (const p of testCatalog()) {
-    const created = (await broker.call("product.create", {
+    const created = await broker.call<{ id: string }, unknown>("product.create", {
       sku: `${p.sku}-${randomBytes(3).toString("hex")}`,
       name: p.name,
       description: p.description,
@@ -52,18 +52,21 @@ async function createCatalog(broker: ServiceBroker): Promise<Map<string, string>
       price: p.price,
       images: [],
       stock: p.stock.available,
-    })) as { id: string };
+    });
     ids.set(p.id, created.id);
   }
   return ids;
 }
 
 const status = (broker: ServiceBroker, nodeID?: string) =>
-  broker.call("search.status", {}, nodeID ? { nodeID } : {}) as Promise<{
-    ready: boolean;
-    documents: number;
-    rebuilds: { done: number; running: boolean };
-  }>;
+  broker.call<
+    {
+      ready: boolean;
+      documents: number;
+      rebuilds: { done: number; running: boolean };
+    },
+    unknown
+  >("search.status", {}, nodeID ? { nodeID } : {});
 
 describe("search service, embedded (SQLite, in-process events)", () => {
   let app: TestApp;
@@ -192,7 +195,7 @@ describe("search service, embedded (SQLite, in-process events)", () => {
   });
 
   it("a new search replica rebuilds its index from the product service", async () => {
-    const old = app.broker.getLocalService("search")!;
+    const old = app.broker.getLocalService("search");
     await app.broker.destroyService(old);
     app.broker.createService(createSearchService(app.config));
     await within(10_000, "rebuilt", async () => {
@@ -256,10 +259,13 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
   const nodeA = `${namespace}-a`;
   const nodeB = `${namespace}-b`;
   const on = (nodeID: string, q: Record<string, unknown>) =>
-    a.call("search.search", q, { nodeID }) as Promise<{
-      total: number;
-      items: { id: string; name: string; stock: { available: number } }[];
-    }>;
+    a.call<
+      {
+        total: number;
+        items: { id: string; name: string; stock: { available: number } }[];
+      },
+      unknown
+    >("search.search", q, { nodeID });
   const startB = async () => {
     b = createBroker(loadConfig({ ...env, NODE_ID: nodeB }), ["search"]);
     await b.start();
@@ -299,7 +305,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
   });
 
   it("every replica receives every change (a queue per replica), and answers the same", async () => {
-    const p = (await a.call("product.create", {
+    const p = await a.call<{ id: string }, unknown>("product.create", {
       sku: `CL-${randomBytes(4).toString("hex")}`,
       name: "Trailrunner Jacket",
       description: "Waterproof",
@@ -307,7 +313,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
       brand: "Peak",
       price: { amount: 15900, currency: "EUR" },
       stock: 3,
-    })) as { id: string };
+    });
     for (const node of [nodeA, nodeB])
       await within(CLUSTER_DEADLINE_MS, `created on ${node}`, async () => (await on(node, { q: "trailruner" })).total === 1);
     await a.call("product.update", { id: p.id, name: "Stormrunner Jacket" });
@@ -329,7 +335,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
   });
 
   it("a replica restarted after missing changes rebuilds to the current catalog", async () => {
-    const p = (await a.call("product.create", {
+    const p = await a.call<{ id: string }, unknown>("product.create", {
       sku: `CL-${randomBytes(4).toString("hex")}`,
       name: "Summit Tent",
       description: "Two person",
@@ -337,7 +343,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
       brand: "Peak",
       price: { amount: 29900, currency: "EUR" },
       stock: 2,
-    })) as { id: string };
+    });
     await within(CLUSTER_DEADLINE_MS, "tent on B", async () => (await on(nodeB, { q: "tent" })).total === 1);
     await b.stop();
     await a.call("product.update", { id: p.id, name: "Summit Dome Tent" });
@@ -350,7 +356,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
     const before = (await status(a, nodeB)).rebuilds.done;
     await (await svc.$broadcast.link.connection()).close();
     await within(20_000, "rebound and resynced", async () => (await status(a, nodeB)).rebuilds.done > before);
-    const p = (await a.call("product.create", {
+    const p = await a.call<{ id: string }, unknown>("product.create", {
       sku: `CL-${randomBytes(4).toString("hex")}`,
       name: "Glacier Boots",
       description: "",
@@ -358,7 +364,7 @@ describe("search service, cluster: two replicas over RabbitMQ, product on MariaD
       brand: "Peak",
       price: { amount: 18900, currency: "EUR" },
       stock: 1,
-    })) as { id: string };
+    });
     await within(CLUSTER_DEADLINE_MS, "events flow again", async () => (await on(nodeB, { q: "glacier" })).total === 1);
     assert.ok(p.id);
   });

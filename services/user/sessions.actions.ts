@@ -20,7 +20,7 @@ import type { TypedActions } from "../../lib/service-schema";
 /** Refresh tokens are stored hashed: a leaked table gives no usable token. */
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 
-export function sessionActions(config: AppConfig): TypedActions<UserServiceThis> {
+export function sessionActions(): TypedActions<UserServiceThis> {
   return {
     login: {
       auth: "none",
@@ -82,7 +82,7 @@ export function sessionActions(config: AppConfig): TypedActions<UserServiceThis>
         const parsed = parseRefreshToken(ctx.params.refreshToken);
         const row = parsed && (await repo.findRefreshToken(this.db, parsed.id));
         // Someone else's or an unknown token: answer the same, change nothing.
-        if (row && row.userId === me.id && timingSafeEqual(Buffer.from(row.secretHash), Buffer.from(sha256(parsed!.secret)))) {
+        if (row && row.userId === me.id && timingSafeEqual(Buffer.from(row.secretHash), Buffer.from(sha256(parsed.secret)))) {
           await repo.revokeFamily(this.db, row.familyId, Date.now());
           // The login's access tokens stop working now, not when they expire.
           await this.revocations.revokeSession(row.familyId);

@@ -57,7 +57,7 @@ export async function insertUser(
 }
 
 export async function findUserById(db: Knex, id: string): Promise<UserRecord | undefined> {
-  const row = (await db("users").where({ id }).first(USER_COLUMNS)) as Omit<UserRow, "password_hash"> | undefined;
+  const row = await db("users").where({ id }).first<Omit<UserRow, "password_hash"> | undefined>(USER_COLUMNS);
   return row && toUser(row);
 }
 
@@ -90,15 +90,15 @@ export async function listUsers(
     if (q.role) b.where({ role: q.role });
     return b;
   };
-  const [{ n }] = (await filtered().count({ n: "*" })) as { n: number | string }[];
-  const rows = (await filtered()
+  const [{ n }] = await filtered().count<{ n: number | string }[]>({ n: "*" });
+  const rows = await filtered()
     .orderBy([
       { column: "created_at", order: "desc" },
       { column: "id", order: "asc" },
     ])
     .limit(q.limit)
     .offset(q.offset)
-    .select(USER_COLUMNS)) as Omit<UserRow, "password_hash">[];
+    .select<Omit<UserRow, "password_hash">[]>(USER_COLUMNS);
   return { items: rows.map(toUser), total: Number(n) };
 }
 

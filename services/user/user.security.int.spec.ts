@@ -103,12 +103,7 @@ async function startOn(
   }
   // The search index builds in the background after start: wait, so that stopping does not interrupt it.
   if (services.includes("search"))
-    await eventually(
-      "the search index is built",
-      async () => ((await broker.call("search.status")) as { ready: boolean }).ready,
-      15_000,
-      20,
-    );
+    await eventually("the search index is built", async () => (await broker.call<{ ready: boolean }>("search.status")).ready, 15_000, 20);
   const server = (broker.getLocalService("api") as unknown as { server: { address(): AddressInfo } }).server;
   return { broker, config, baseUrl: `http://127.0.0.1:${server.address().port}`, stop: () => broker.stop() };
 }
@@ -227,7 +222,7 @@ describe("admin bootstrap (embedded SQLite) and npm run admin -- promote", () =>
     const usages = [[], ["promote"], ["demote", "owner@example.com"], ["owner@example.com"]];
     const [unknown, ...misused] = await Promise.all([["promote", "nobody@example.com"], ...usages].map((args) => runAdmin(dataDir, args)));
     misused.forEach((r, i) => {
-      assert.equal(r.code, 2, `${usages[i]!.join(" ")}: ${r.stderr}`);
+      assert.equal(r.code, 2, `${usages[i].join(" ")}: ${r.stderr}`);
       assert.match(r.stderr, /usage: npm run admin -- promote <email>/);
     });
     assert.equal(unknown.code, 1, unknown.stderr);
@@ -436,7 +431,7 @@ for (const store of STORES) {
         // A cluster's gateways read the deny-list from Redis: the session is there, for at most the access token TTL.
         const redis = new Redis(REDIS_URL);
         try {
-          const ttl = await redis.ttl(`meridian:${app.config.namespace}:auth:sid:${decodeJwt(first.accessToken).sid}`);
+          const ttl = await redis.ttl(`meridian:${app.config.namespace}:auth:sid:${decodeJwt<{ sid: string }>(first.accessToken).sid}`);
           assert.ok(ttl > 0 && ttl <= app.config.accessTokenTtlS, `TTL ${ttl}`);
         } finally {
           redis.disconnect();

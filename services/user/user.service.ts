@@ -65,7 +65,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
     mixins: [EventsMixin({ name: "user", config }), DbMixin({ name: "user", migrationsDir: path.join(__dirname, "migrations"), config })],
 
     actions: {
-      ...sessionActions(config),
+      ...sessionActions(),
       ...addressActions(),
 
       register: {

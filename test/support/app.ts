@@ -62,7 +62,7 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
   // A started app is a ready one: the search index builds in the background after start.
   if (services.includes("search")) {
     const deadline = Date.now() + 15_000;
-    while (!((await broker.call("search.status")) as { ready: boolean }).ready) {
+    while (!(await broker.call<{ ready: boolean }>("search.status")).ready) {
       if (Date.now() > deadline) throw new Error("the search index was not built within 15 s");
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -123,7 +123,7 @@ export async function http(
   }
   const res = await fetch(baseUrl + urlPath, { method, headers, body: payload });
   const text = await res.text();
-  let body: unknown = undefined;
+  let body: unknown;
   try {
     body = text ? JSON.parse(text) : undefined;
   } catch {

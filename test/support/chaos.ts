@@ -66,7 +66,7 @@ const KILL_TIMING_WAIT_MS = 60_000;
 export async function waitForCatalog(db: Knex, expected: number, timeoutMs: number): Promise<{ id: string; on_hand: number }[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const products = (await db("products").whereNull("deleted_at").select("id", "on_hand")) as { id: string; on_hand: number }[];
+    const products = await db("products").whereNull("deleted_at").select<{ id: string; on_hand: number }[]>("id", "on_hand");
     if (products.length >= expected) return products;
     if (Date.now() > deadline)
       throw new Error(
@@ -175,11 +175,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const products = await waitForCatalog(db("product"), loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" }).demoCatalog.size, 30_000);
     // The stock before any sale: what is on hand now plus what committed reservations took
     // (orders paid before this run, e.g. an earlier load on the same cluster).
-    const committed = (await db("product")("reservations")
+    const committed = await db("product")("reservations")
       .where({ status: "committed" })
       .groupBy("product_id")
       .select("product_id")
-      .sum({ n: "quantity" })) as { product_id: string; n: number | string }[];
+      .sum<{ product_id: string; n: number | string }[]>({ n: "quantity" });
     const sold = new Map(committed.map((c) => [c.product_id, Number(c.n)]));
     const initial = new Map(products.map((p) => [p.id, Number(p.on_hand) + (sold.get(p.id) ?? 0)]));
     log(`catalog: ${products.length} products`);
@@ -222,7 +222,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         const only = opts.killServices?.length ? opts.killServices[kills++ % opts.killServices.length] : undefined;
         const pool = [...cluster.nodes.values()].filter((n) => !only || n.service === only);
         if (!pool.length) throw new Error(`kill: the cluster has no ${only} node`);
-        const victim = pool[Math.floor(random() * pool.length)]!;
+        const victim = pool[Math.floor(random() * pool.length)];
         target = victim.id;
         service = victim.service;
         const routes = CHECKOUT_ROUTES[victim.service] ?? ANY_CHECKOUT;
@@ -260,7 +260,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
           log(`  ${b.node} restarted`);
         }
       } else if (kind === "rabbitmq-kill") {
-        const victim = brokers[brokerKills++ % brokers.length]!;
+        const victim = brokers[brokerKills++ % brokers.length];
         target = victim.node;
         await victim.kill();
         log(`  kill -9 ${victim.node}`);
@@ -297,9 +297,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     // fault whose window (plus the sampling interval) holds the sample.
     let steadyErrors = 0;
     for (let i = 1; i < samples.length; i++) {
-      const dErr = samples[i]!.errors - samples[i - 1]!.errors;
-      const dReq = samples[i]!.requests - samples[i - 1]!.requests;
-      const at = samples[i]!.at;
+      const dErr = samples[i].errors - samples[i - 1].errors;
+      const dReq = samples[i].requests - samples[i - 1].requests;
+      const at = samples[i].at;
       const f = faults.find((x) => at >= x.startedAt && at <= x.recoveredAt + 2000);
       if (f) {
         f.errors += dErr;
@@ -324,8 +324,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       let unsent = 0;
       for (const service of DB_SERVICES)
         if (await db(service).schema.hasTable("outbox"))
-          unsent += Number(((await db(service)("outbox").whereNull("sent_at").count({ n: "*" })) as { n: number | string }[])[0]!.n);
-      const queues = await eventQueueMessages(brokers[0]!.uri, cluster.namespace, brokers[0]!.ctl);
+          unsent += Number((await db(service)("outbox").whereNull("sent_at").count<{ n: number | string }[]>({ n: "*" }))[0].n);
+      const queues = await eventQueueMessages(brokers[0].uri, cluster.namespace, brokers[0].ctl);
       const problems = [
         ...(unsent ? [`events: ${unsent} outbox row(s) not published`] : []),
         ...(queues.total - queues.dead ? [`events: ${queues.total - queues.dead} message(s) still waiting in the event queues`] : []),

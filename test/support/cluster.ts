@@ -222,9 +222,9 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       for (let i = 0; i < replicas[service]; i++) {
         const metricsPort = await freePort();
         plan.push({
-          id: service === "gateway" ? gatewayIds[i]! : `${namespace}-${service}-${i + 1}`,
+          id: service === "gateway" ? gatewayIds[i] : `${namespace}-${service}-${i + 1}`,
           service,
-          port: service === "gateway" ? gatewayPorts[i]! : metricsPort,
+          port: service === "gateway" ? gatewayPorts[i] : metricsPort,
           metricsPort,
           ...(service === "grpc" ? { grpcPort: await freePort() } : {}),
         });
@@ -274,7 +274,8 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
           // A start that failed (a server briefly away) is retried, as a pod would be.
           child.kill("SIGKILL");
           await child.waitExit();
-          if (attempt >= 3) throw new Error(`${p.id} did not start: ${(err as Error).message.split("\n")[0]} (log: ${logDir}/${p.id}.log)`);
+          if (attempt >= 3)
+            throw new Error(`${p.id} did not start: ${(err as Error).message.split("\n")[0]} (log: ${logDir}/${p.id}.log)`, { cause: err });
           // A port drawn free may be taken meanwhile (an outgoing connection's ephemeral
           // port): the next attempt listens on another one.
           if (child.lines.some((l) => l.includes("EADDRINUSE"))) {
@@ -335,15 +336,17 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
         await startOne(node, false);
       },
       async servicesSeenBy(nodeId) {
-        const list = (await observer.call("$node.services", { onlyAvailable: true, skipInternal: true }, { nodeID: nodeId })) as {
-          name: string;
-          nodes?: string[];
-        }[];
+        const list = await observer.call<
+          {
+            name: string;
+            nodes?: string[];
+          }[],
+          unknown
+        >("$node.services", { onlyAvailable: true, skipInternal: true }, { nodeID: nodeId });
         return new Map(list.map((s) => [s.name, s.nodes?.length ?? 1]));
       },
       async waitHealthy(timeoutMs = 120_000) {
         const deadline = Date.now() + timeoutMs;
-        let last = "";
         for (;;) {
           const problems: string[] = [];
           for (const [i, url] of cluster.gatewayUrls.entries()) {
@@ -351,7 +354,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
               problems.push(`${gatewayIds[i]} not ready`);
               continue;
             }
-            const seen = await cluster.servicesSeenBy(gatewayIds[i]!).catch(() => new Map<string, number>());
+            const seen = await cluster.servicesSeenBy(gatewayIds[i]).catch(() => new Map<string, number>());
             for (const s of ALL_SERVICES) {
               const name = moleculerName(s);
               if ((seen.get(name) ?? 0) < replicas[s]) problems.push(`${gatewayIds[i]} sees ${seen.get(name) ?? 0}/${replicas[s]} ${s}`);
@@ -360,8 +363,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
           for (const n of nodes.values())
             if (n.service !== "gateway" && !(await httpOk(`http://127.0.0.1:${n.port}/health/ready`))) problems.push(`${n.id} not ready`);
           if (!problems.length) return;
-          last = problems.join("; ");
-          if (Date.now() > deadline) throw new Error(`cluster not healthy after ${timeoutMs} ms: ${last}`);
+          if (Date.now() > deadline) throw new Error(`cluster not healthy after ${timeoutMs} ms: ${problems.join("; ")}`);
           await sleep(500);
         }
       },

@@ -61,7 +61,7 @@ export function failureOf(err: unknown): GrpcFailure {
   if (raw instanceof Buffer) {
     const Status = rpcTypes.lookupType("google.rpc.Status");
     // The decoded message itself: toObject would unpack each Any into `{"@type", ...}`.
-    const s = Status.decode(raw) as unknown as { code: number; details?: { type_url: string; value: Uint8Array }[] };
+    const s = Status.decode(raw) as unknown as { code: grpc.status; details?: { type_url: string; value: Uint8Array }[] };
     if (s.code !== e.code) throw new Error(`status details say ${s.code}, the status is ${e.code}`);
     for (const d of s.details ?? []) {
       const name = d.type_url.slice(d.type_url.lastIndexOf("/") + 1);
@@ -69,7 +69,7 @@ export function failureOf(err: unknown): GrpcFailure {
       details[name] = t.toObject(t.decode(d.value), { longs: Number });
     }
   }
-  return { code: grpc.status[e.code]!, message: e.details, reason: details["google.rpc.ErrorInfo"]?.reason, details, metadata: e.metadata };
+  return { code: grpc.status[e.code], message: e.details, reason: details["google.rpc.ErrorInfo"]?.reason, details, metadata: e.metadata };
 }
 
 function metadataOf(o: CallOptions): grpc.Metadata {
@@ -89,10 +89,12 @@ export interface LiveStream<T> {
   until(what: string, check: (m: T) => boolean, timeoutMs?: number): Promise<T>;
 }
 
-type Ctor = new (address: string, creds: grpc.ChannelCredentials) => grpc.Client & Record<string, Function>;
+/** A generated client's rpc: unary (request, metadata, options, callback) or server-streaming (no callback). */
+type Rpc = (...args: any[]) => grpc.ClientUnaryCall | grpc.ClientReadableStream<unknown>;
+type Ctor = new (address: string, creds: grpc.ChannelCredentials) => grpc.Client & Record<string, Rpc>;
 
 export class MeridianGrpc {
-  private clients = new Map<string, grpc.Client & Record<string, Function>>();
+  private clients = new Map<string, grpc.Client & Record<string, Rpc>>();
   private generic: grpc.Client;
 
   constructor(readonly address: string) {
@@ -116,7 +118,7 @@ export class MeridianGrpc {
     if (typeof c[rpc] !== "function") throw new Error(`no rpc ${service}/${rpc} in proto/`);
     return new Promise((resolve, reject) => {
       let headers = new grpc.Metadata();
-      const call = c[rpc]!.call(
+      const call = c[rpc].call(
         c,
         request,
         metadataOf(o),
@@ -135,7 +137,7 @@ export class MeridianGrpc {
   stream<T = any>(service: string, rpc: string, request: object, o: CallOptions = {}): LiveStream<T> {
     const c = this.client(service);
     if (typeof c[rpc] !== "function") throw new Error(`no rpc ${service}/${rpc} in proto/`);
-    const call = c[rpc]!.call(
+    const call = c[rpc].call(
       c,
       request,
       metadataOf(o),

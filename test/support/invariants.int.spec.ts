@@ -46,7 +46,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
   const db = (service: string) => dbs.get(service)!;
   const options = (extra: Partial<CheckOptions> = {}): CheckOptions => ({
     products: [{ id: P1 }, { id: P2 }],
-    initialStock: (id) => INITIAL[id]!,
+    initialStock: (id) => INITIAL[id],
     knownOrderIds: [A, B, C],
     ...extra,
   });
@@ -170,7 +170,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
       await db("payment")("sandbox_refunds").insert(sbxRefund(id, paymentId, amount));
     }
 
-    await db("product")("products").insert([product(P1, INITIAL[P1]! - 3), product(P2, INITIAL[P2]!)]);
+    await db("product")("products").insert([product(P1, INITIAL[P1] - 3), product(P2, INITIAL[P2])]);
     const hold = (orderId: string, productId: string, quantity: number, status: string) => ({
       order_id: orderId,
       product_id: productId,
@@ -302,7 +302,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     );
     assert.equal(r.problems.length, 1, r.problems.join("\n"));
     assert.match(
-      r.problems[0]!,
+      r.problems[0],
       new RegExp(`^PAID order ${A}: charge ${pA3} of 2000 kept \\(1999 refunded\\), its paid payment being ${pA} `),
     );
   });

@@ -70,7 +70,7 @@ type OrderRow = {
 
 export async function checkCheckoutInvariants(db: (service: string) => Knex, opts: CheckOptions): Promise<CheckResult> {
   const problems: string[] = [];
-  const orders = (await db("order")("orders").select(
+  const orders = await db("order")("orders").select<OrderRow[]>(
     "id",
     "user_id",
     "status",
@@ -78,52 +78,68 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
     "paid_amount",
     "refunded_amount",
     "reservation_expires_at",
-  )) as OrderRow[];
-  const items = (await db("order")("order_items").select("order_id", "product_id", "quantity")) as {
-    order_id: string;
-    product_id: string;
-    quantity: number;
-  }[];
-  const orderRefunds = (await db("order")("order_refunds").select("id", "order_id", "payment_id", "amount", "status")) as {
-    id: string;
-    order_id: string;
-    payment_id: string;
-    amount: number;
-    status: string;
-  }[];
-  const payments = (await db("payment")("payments").select("id", "order_id", "status", "amount")) as {
-    id: string;
-    order_id: string;
-    status: string;
-    amount: number;
-  }[];
-  const sbxPayments = (await db("payment")("sandbox_payments").select("payment_id", "status")) as { payment_id: string; status: string }[];
-  const sbxRefunds = (await db("payment")("sandbox_refunds").select("refund_id", "payment_id", "amount")) as {
-    refund_id: string;
-    payment_id: string;
-    amount: number;
-  }[];
-  const payRefunds = (await db("payment")("refunds").select("id", "payment_id", "amount", "status")) as {
-    id: string;
-    payment_id: string;
-    amount: number;
-    status: string;
-  }[];
-  const stock = (await db("product")("products").select("id", "on_hand", "reserved")) as {
-    id: string;
-    on_hand: number;
-    reserved: number;
-  }[];
-  const holds = (await db("product")("reservations").select("order_id", "product_id", "quantity", "status")) as {
-    order_id: string;
-    product_id: string;
-    quantity: number;
-    status: string;
-  }[];
-  const notes = (await db("notification")("notifications").where({ type: "payment.succeeded" }).select("user_id", "data")) as {
-    user_id: string;
-    data: string;
-  }[];
+  );
+  const items = await db("order")("order_items").select<
+    {
+      order_id: string;
+      product_id: string;
+      quantity: number;
+    }[]
+  >("order_id", "product_id", "quantity");
+  const orderRefunds = await db("order")("order_refunds").select<
+    {
+      id: string;
+      order_id: string;
+      payment_id: string;
+      amount: number;
+      status: string;
+    }[]
+  >("id", "order_id", "payment_id", "amount", "status");
+  const payments = await db("payment")("payments").select<
+    {
+      id: string;
+      order_id: string;
+      status: string;
+      amount: number;
+    }[]
+  >("id", "order_id", "status", "amount");
+  const sbxPayments = await db("payment")("sandbox_payments").select<{ payment_id: string; status: string }[]>("payment_id", "status");
+  const sbxRefunds = await db("payment")("sandbox_refunds").select<
+    {
+      refund_id: string;
+      payment_id: string;
+      amount: number;
+    }[]
+  >("refund_id", "payment_id", "amount");
+  const payRefunds = await db("payment")("refunds").select<
+    {
+      id: string;
+      payment_id: string;
+      amount: number;
+      status: string;
+    }[]
+  >("id", "payment_id", "amount", "status");
+  const stock = await db("product")("products").select<
+    {
+      id: string;
+      on_hand: number;
+      reserved: number;
+    }[]
+  >("id", "on_hand", "reserved");
+  const holds = await db("product")("reservations").select<
+    {
+      order_id: string;
+      product_id: string;
+      quantity: number;
+      status: string;
+    }[]
+  >("order_id", "product_id", "quantity", "status");
+  const notes = await db("notification")("notifications").where({ type: "payment.succeeded" }).select<
+    {
+      user_id: string;
+      data: string;
+    }[]
+  >("user_id", "data");
 
   const byStatus: Record<string, number> = {};
   for (const o of orders) byStatus[o.status] = (byStatus[o.status] ?? 0) + 1;
@@ -147,14 +163,22 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   const paymentById = new Map(payments.map((p) => [p.id, p]));
   const describeOrder = async (id: string) => {
     const o = orderById.get(id);
-    const hist = (await db("order")("order_history").where({ order_id: id }).orderBy("seq").select("status", "at")) as {
-      status: string;
-      at: number;
-    }[];
+    const hist = await db("order")("order_history").where({ order_id: id }).orderBy("seq").select<
+      {
+        status: string;
+        at: number;
+      }[]
+    >("status", "at");
     const rs = holds.filter((h) => h.order_id === id);
-    const rows = (await db("product")("reservations")
+    const rows = await db("product")("reservations")
       .where({ order_id: id })
-      .select("product_id", "quantity", "status", "expires_at", "updated_at")) as Record<string, unknown>[];
+      .select<{ product_id: string; quantity: number; status: string; expires_at: number; updated_at: number }[]>(
+        "product_id",
+        "quantity",
+        "status",
+        "expires_at",
+        "updated_at",
+      );
     const ps = payments.filter((p) => p.order_id === id).map((p) => `${p.id}:${p.status}/sbx=${sbx.get(p.id) ?? "-"}`);
     const base = rs.length ? Math.min(...rows.map((r) => Number(r.expires_at))) : 0;
     return `{status ${o?.status}; history ${hist.map((h) => `${h.status}@${Number(h.at) - base}`).join(" ")}; holds ${rows.map((r) => `${String(r.product_id).slice(0, 8)}x${r.quantity}:${r.status}@${Number(r.updated_at) - base}`).join(" ")}; payments ${ps.join(" ")}; refunds ${orderRefunds
@@ -256,11 +280,13 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   // An Idempotency-Key claimed by a create whose process died before the order existed is not
   // a problem by itself: a retry with that key takes the claim over once it is stale (the
   // order service's staleClaimMs). Counted here; the kill test retries such keys at the end.
-  const keys = (await db("order")("idempotency_keys").select("idem_key", "resource_id", "created_at")) as {
-    idem_key: string;
-    resource_id: string;
-    created_at: number;
-  }[];
+  const keys = await db("order")("idempotency_keys").select<
+    {
+      idem_key: string;
+      resource_id: string;
+      created_at: number;
+    }[]
+  >("idem_key", "resource_id", "created_at");
   const orphanClaims = keys.filter((k) => !orderById.has(k.resource_id)).map((k) => k.idem_key);
   // (3) conservation
   for (const p of opts.products) {

@@ -95,7 +95,7 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
     assert.equal(new Set(summary.orderIds).size, summary.orderIds.length);
     const db = createKnex(app.config, "order");
     try {
-      const rows = (await db("orders").whereIn("id", summary.orderIds).select("id", "status")) as { id: string; status: string }[];
+      const rows = await db("orders").whereIn("id", summary.orderIds).select<{ id: string; status: string }[]>("id", "status");
       assert.deepEqual(rows.map((r) => r.id).sort(), [...summary.orderIds].sort());
       assert.ok(
         rows.every((r) => r.status === "PAID"),

@@ -242,7 +242,11 @@ class Recorder {
     this.errors++;
     let key = `${kind} ${route}`;
     // Bounded: a run against a broken system must not grow a map of every distinct failure.
-    if (!this.kinds.has(key) && this.kinds.size >= MAX_ERROR_KINDS) ((key = "other"), (kind = "other"), (route = "*"));
+    if (!this.kinds.has(key) && this.kinds.size >= MAX_ERROR_KINDS) {
+      key = "other";
+      kind = "other";
+      route = "*";
+    }
     let k = this.kinds.get(key);
     if (!k) this.kinds.set(key, (k = { kind, route, count: 0, samples: [] }));
     k.count++;
@@ -410,7 +414,7 @@ async function loadCatalog(
     } catch (err) {
       if (err instanceof TaskFailed) {
         const e = rec.errorKinds()[0];
-        throw new Error(`load setup: ${what} failed: ${e ? `${e.kind} ${e.route}: ${e.samples[0]}` : "?"}`);
+        throw new Error(`load setup: ${what} failed: ${e ? `${e.kind} ${e.route}: ${e.samples[0]}` : "?"}`, { cause: err });
       }
       throw err;
     }
@@ -710,7 +714,8 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
 
   const rec = new Recorder();
   const requestTimeoutMs = opts.requestTimeoutMs ?? 10_000;
-  let progressError: unknown;
+  // The first throw of onRequest or onProgress (boxed: whatever was thrown).
+  let progressError: { err: unknown } | undefined;
   const onRequest =
     opts.onRequest &&
     ((route: string) => {
@@ -718,7 +723,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
         opts.onRequest!(route);
       } catch (err) {
         // The request goes on; the run rejects with the error at the end.
-        progressError ??= err;
+        progressError ??= { err };
       }
     });
   const client = new Client(urls, rec, stopper.signal, requestTimeoutMs, onRequest);
@@ -748,10 +753,11 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
       opts.onProgress?.(snapshot());
     } catch (err) {
       // A throwing callback must not crash the timer; the run rejects with it at the end.
-      progressError ??= err;
+      progressError ??= { err };
     }
   };
   const ticker = opts.onProgress ? setInterval(report, progressIntervalMs) : undefined;
+  let outcome: { summary: LoadSummary } | { err: unknown };
   try {
     let catalog: Catalog;
     try {
@@ -801,7 +807,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
     const bug = ends.find((e): e is PromiseRejectedResult => e.status === "rejected");
     if (bug) throw bug.reason;
     const durationS = (performance.now() - t0) / 1000;
-    return {
+    const summary: LoadSummary = {
       startedAt: startedAt.toISOString(),
       urls,
       shoppers: opts.shoppers,
@@ -816,13 +822,18 @@ export async function runLoad(opts: LoadOptions): Promise<LoadSummary> {
       tasks: { ...rec.tasks },
       aborted: stopper.signal.aborted,
     };
-  } finally {
-    if (ticker) clearInterval(ticker);
-    opts.signal?.removeEventListener("abort", onAbort);
-    if (opts.onProgress) {
-      phase = "done";
-      report();
-    }
-    if (progressError) throw progressError;
+    outcome = { summary };
+  } catch (err) {
+    outcome = { err };
   }
+  if (ticker) clearInterval(ticker);
+  opts.signal?.removeEventListener("abort", onAbort);
+  if (opts.onProgress) {
+    phase = "done";
+    report();
+  }
+  // A callback's throw fails the run, ahead of an error of the run's own.
+  if (progressError) throw progressError.err;
+  if ("err" in outcome) throw outcome.err;
+  return outcome.summary;
 }

@@ -38,7 +38,7 @@ export interface PrivateRabbit {
   /** `kill -9` of the node's Erlang VM; resolves once it is gone. */
   kill(): Promise<void>;
   /** rabbitmqctl against this node. */
-  ctl(...args: string[]): Promise<string>;
+  ctl(this: void, ...args: string[]): Promise<string>;
   destroy(): Promise<void>;
 }
 
@@ -97,7 +97,9 @@ export async function startPrivateRabbit(opts: { cookie?: string; name?: string 
         return;
       } catch (err) {
         if (child !== proc || Date.now() > deadline)
-          throw new Error(`private RabbitMQ did not start (see ${dir}/server.log and ${dir}/log): ${(err as Error).message}`);
+          throw new Error(`private RabbitMQ did not start (see ${dir}/server.log and ${dir}/log): ${(err as Error).message}`, {
+            cause: err,
+          });
         await new Promise((r) => setTimeout(r, 500));
       }
     }
@@ -163,10 +165,10 @@ export async function startPrivateRabbitCluster(size = 3): Promise<PrivateRabbit
     const [seed, ...rest] = nodes;
     for (const n of rest) {
       await n.ctl("stop_app");
-      await n.ctl("join_cluster", seed!.node);
+      await n.ctl("join_cluster", seed.node);
       await n.ctl("start_app");
     }
-    const status = await seed!.ctl("cluster_status", "--formatter", "json");
+    const status = await seed.ctl("cluster_status", "--formatter", "json");
     const running = (JSON.parse(status) as { running_nodes: string[] }).running_nodes;
     if (running.length !== size)
       throw new Error(`private RabbitMQ cluster: ${running.length} of ${size} nodes running (${running.join(", ")})`);
@@ -176,7 +178,7 @@ export async function startPrivateRabbitCluster(size = 3): Promise<PrivateRabbit
   }
   return {
     nodes,
-    uris: (first = 0) => nodes.map((_, i) => nodes[(((first + i) % nodes.length) + nodes.length) % nodes.length]!.uri).join(","),
+    uris: (first = 0) => nodes.map((_, i) => nodes[(((first + i) % nodes.length) + nodes.length) % nodes.length].uri).join(","),
     destroy,
   };
 }

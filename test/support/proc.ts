@@ -82,7 +82,8 @@ export function spawnTs(file: string, opts: SpawnTsOptions): ChildHandle {
           done(new Error(`${opts.name}: ${why} before a line matched ${re}. Last lines:\n${lines.slice(-20).join("\n")}`));
         const timer = setTimeout(() => fail(`${timeoutMs} ms passed`), timeoutMs);
         listeners.add(onLine);
-        exited.then(() => listeners.has(onLine) && fail("process exited"));
+        // Not awaited: a watch that fails the wait if the process exits first (`exited` never rejects).
+        void exited.then(() => listeners.has(onLine) && fail("process exited"));
       });
     },
     kill(signal = "SIGTERM") {

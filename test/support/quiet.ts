@@ -14,10 +14,9 @@ export type InFlight = Record<string, () => Promise<number> | number>;
 
 export async function untilQuiet(what: string, inFlight: InFlight, timeoutMs = 60_000, intervalMs = 100): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let busy: string[] = [];
   let quietPolls = 0;
   for (;;) {
-    busy = [];
+    const busy: string[] = [];
     for (const [name, count] of Object.entries(inFlight)) {
       const n = await count();
       if (n !== 0) busy.push(`${name}: ${n}`);

@@ -81,8 +81,8 @@ export async function queueMessages(uri: string, prefix = "", ctl: Rabbitmqctl =
     .split("\n")
     .map((line) => line.trim().split(/\s+/))
     .filter(([name, type, messages]) => name?.startsWith(prefix) && type !== undefined && messages !== undefined);
-  const depths = new Map<string, number>(rows.map(([name, , messages]) => [name!, Number(messages)]));
-  const quorum = rows.filter(([, type]) => type === "quorum").map(([name]) => name!);
+  const depths = new Map<string, number>(rows.map(([name, , messages]) => [name, Number(messages)]));
+  const quorum = rows.filter(([, type]) => type === "quorum").map(([name]) => name);
   if (!quorum.length) return depths;
 
   const conn = await amqp.connect(uri);

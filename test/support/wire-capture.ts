@@ -42,9 +42,9 @@ export async function startFirehose(ctls: Rabbitmqctl | Rabbitmqctl[], uri: stri
     (msg) => {
       if (!msg) return;
       const headers = msg.properties.headers ?? {};
-      const keys = (headers.routing_keys as unknown[] | undefined) ?? [];
+      const keys = (headers.routing_keys as string[] | undefined) ?? [];
       const exchange = headers.exchange_name ? String(headers.exchange_name) : "";
-      messages.push({ target: exchange || String(keys[0] ?? ""), body: msg.content });
+      messages.push({ target: exchange || (keys[0] ?? ""), body: msg.content });
     },
     { noAck: true },
   );

@@ -37,7 +37,7 @@ function environment(db: "sqlite" | "mariadb"): { env: Record<string, string>; c
 
 async function migrate(build: "tsx" | "compiled", env: Record<string, string>, ...args: string[]): Promise<string> {
   const [cmd, argv] = build === "tsx" ? ["npx", ["tsx", "bin/migrate.ts"]] : [process.execPath, ["dist/bin/migrate.js"]];
-  const { stdout } = await run(cmd as string, [...(argv as string[]), ...args], {
+  const { stdout } = await run(cmd, [...argv, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     timeout: 120_000,
@@ -81,7 +81,7 @@ for (const db of ["sqlite", "mariadb"] as const) {
       await migrate("compiled", env);
       const knex = createKnex(config, "order");
       try {
-        const names = ((await knex("knex_migrations").select("name")) as { name: string }[]).map((r) => r.name);
+        const names = (await knex("knex_migrations").select<{ name: string }[]>("name")).map((r) => r.name);
         const files = fs
           .readdirSync(path.join(ROOT, "services", "order", "migrations"))
           .filter((f) => f.endsWith(".ts"))

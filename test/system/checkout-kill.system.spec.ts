@@ -198,10 +198,13 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
   };
   /** Services available in the gateway node's registry, with how many nodes run each. */
   const servicesSeenByGw = async (): Promise<Map<string, number>> => {
-    const list = (await observer.call("$node.services", { onlyAvailable: true, skipInternal: true }, { nodeID: "gw" })) as {
-      name: string;
-      nodes?: string[];
-    }[];
+    const list = await observer.call<
+      {
+        name: string;
+        nodes?: string[];
+      }[],
+      unknown
+    >("$node.services", { onlyAvailable: true, skipInternal: true }, { nodeID: "gw" });
     return new Map(list.map((s) => [s.name, s.nodes?.length ?? 1]));
   };
   const waitFor = async (what: string, check: () => Promise<boolean>, timeoutMs: number) => {
@@ -290,14 +293,14 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     const products: { id: string; price: number }[] = [];
     for (let i = 0; i < 3; i++) {
       const price = 1000 + i * 250;
-      const p = (await observer.call("product.create", {
+      const p = await observer.call<{ id: string }, unknown>("product.create", {
         sku: `KILL-${i}-${randomBytes(3).toString("hex")}`,
         name: `Kill test item ${i}`,
         description: "",
         category: "test",
         price: { amount: price, currency: "CNY" },
         stock: INITIAL_STOCK,
-      })) as { id: string };
+      });
       products.push({ id: p.id, price });
     }
     const buyers: { id: string; token: string }[] = [];
@@ -364,7 +367,7 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
       send: (headers: Record<string, string>) => Promise<HttpResult>,
     ): Promise<{ r: HttpResult; attempt: Attempt } | undefined> => {
       const deadline = Date.now() + STEP_DEADLINE_MS;
-      let last = "";
+      let last: string;
       for (;;) {
         const attempt: Attempt = { requestId: `kill-${randomBytes(8).toString("hex")}`, done: false };
         if (sentStage) reach(sentStage, attempt);
@@ -596,7 +599,7 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
         });
       }
     };
-    let trafficEnd = 0;
+    let trafficEnd: number;
     try {
       await sleep(2000);
       await killPhase("payment", ["pay-1", "pay-2"], "payment");
@@ -731,8 +734,8 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
       assert.equal(claim?.resource_id, again.body.id, `the key ${key} names the order its retry created`);
       assert.ok(await db("order")("orders").where({ id: again.body.id }).first(), `the order ${again.body.id} of key ${key} exists`);
     }
-    const keys = (await db("order")("idempotency_keys").select("idem_key", "resource_id")) as { idem_key: string; resource_id: string }[];
-    const existing = new Set(((await db("order")("orders").select("id")) as { id: string }[]).map((o) => o.id));
+    const keys = await db("order")("idempotency_keys").select<{ idem_key: string; resource_id: string }[]>("idem_key", "resource_id");
+    const existing = new Set((await db("order")("orders").select<{ id: string }[]>("id")).map((o) => o.id));
     assert.deepEqual(
       keys.filter((k) => !existing.has(k.resource_id)).map((k) => k.idem_key),
       [],

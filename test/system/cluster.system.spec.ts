@@ -126,7 +126,7 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
   };
   /** Node ids in `nodeId`'s registry, asked over the transporter. */
   const registryOf = async (nodeId: string): Promise<string[]> => {
-    const list = (await observer.call("$node.list", { onlyAvailable: true }, { nodeID: nodeId })) as { id: string }[];
+    const list = await observer.call<{ id: string }[], unknown>("$node.list", { onlyAvailable: true }, { nodeID: nodeId });
     return list.map((n) => n.id).sort();
   };
 
@@ -238,8 +238,8 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
       }
     };
     const workers = [loop(), loop()];
-    let killedAt = 0;
-    let restartedAt = 0;
+    let killedAt: number;
+    let restartedAt: number;
     try {
       await sleep(1000);
       const victim = nodes.get("user-1")!;
@@ -303,9 +303,9 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
     const expected = ["gw", "user-1", "user-2"];
 
     let late: ChildHandle | undefined;
-    let joined = 0;
-    let etcdBack = 0;
-    let logDuringOutage: { id: string; lines: number; bytes: number }[] = [];
+    let joined: number;
+    let etcdBack: number;
+    let logDuringOutage: { id: string; lines: number; bytes: number }[];
     try {
       await etcd.stop();
       const outageStart = Date.now();
@@ -324,7 +324,7 @@ describe("cluster: gateway + 2 user nodes over RabbitMQ, etcd, Redis, MariaDB", 
       logDuringOutage = [...nodes.entries()]
         .filter(([id]) => expected.includes(id))
         .map(([id, c]) => {
-          const other = c.lines.slice(linesBefore.get(id)!).filter((l) => !l.includes('"kind":"access"'));
+          const other = c.lines.slice(linesBefore.get(id)).filter((l) => !l.includes('"kind":"access"'));
           return { id, lines: other.length, bytes: other.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0) };
         });
       await etcd.start();

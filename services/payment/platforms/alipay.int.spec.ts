@@ -41,7 +41,7 @@ function answer(r: Received): Reply {
       body: JSON.stringify({ error_response: { code: "40002", msg: "Invalid Arguments", sub_code: "isv.invalid-signature" } }),
     };
   }
-  const method = p.method!;
+  const method = p.method;
   const a = next(method, JSON.parse(p.biz_content ?? "{}") as Record<string, string>);
   const inner = JSON.stringify(a.inner);
   const sign = rsaSign("sha256", Buffer.from(inner), a.key ?? alipay.privateKey).toString("base64");

@@ -136,7 +136,7 @@ export class AlipayPlatform implements PaymentPlatform {
     // the request's own sign_type, and "RSA" would mean SHA-1.
     if (params.sign_type !== "RSA2") throw new PaymentVerificationError("sign_type");
     if (!params.sign) throw new PaymentVerificationError("bad_signature");
-    let valid = false;
+    let valid: boolean;
     try {
       // V2 = sign over the values as received: URLSearchParams has already decoded them
       // once, and decoding twice corrupts a literal "%" (alipay-sdk-nodejs-all issue #45).

@@ -90,10 +90,12 @@ it("every group complete: all three platforms; gateway URLs default", () => {
   assert.ok(platforms.get("alipay") instanceof AlipayPlatform);
   assert.ok(platforms.get("wechatpay") instanceof WechatPayPlatform);
   assert.throws(() => createPlatforms(c, { publicUrl: "http://localhost:3000" }), /sandboxStore/);
-  // Nothing secret through inspect, JSON or the platforms' toString.
+  // Nothing secret through inspect, JSON or the platforms' toString (each platform class has its own; the
+  // PaymentPlatform interface does not declare it).
   assertNoSecret(inspect(c, { depth: 10 }));
   assertNoSecret(JSON.stringify(c));
-  for (const p of platforms.values()) assertNoSecret(String(p) + inspect(p, { depth: 10 }));
+  for (const p of platforms.values() as Iterable<SandboxPlatform | AlipayPlatform | WechatPayPlatform>)
+    assertNoSecret(String(p) + inspect(p, { depth: 10 }));
 });
 
 it("a partly set group is an error naming what is missing", () => {

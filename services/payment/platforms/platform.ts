@@ -223,7 +223,7 @@ export function headerOf(headers: RawNotification["headers"], name: string): str
 
 /** The media type without parameters, lower-cased ("application/json; charset=utf-8" → "application/json"). */
 export function mediaType(contentType: string | undefined): string {
-  return (contentType ?? "").split(";")[0]!.trim().toLowerCase();
+  return (contentType ?? "").split(";")[0].trim().toLowerCase();
 }
 
 const YUAN = /^(0|[1-9]\d{0,12})\.(\d{2})$/;

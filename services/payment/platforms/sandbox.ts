@@ -105,7 +105,7 @@ export function verifySandboxNotification(raw: RawNotification, publicKey: KeyOb
   if (kid !== keyId(publicKey)) throw new PaymentVerificationError("unknown_serial");
   if (!/^\d{1,12}$/.test(timestamp) || Math.abs(nowMs / 1000 - Number(timestamp)) > SANDBOX_MAX_SKEW_S)
     throw new PaymentVerificationError("timestamp");
-  let ok = false;
+  let ok: boolean;
   try {
     ok = rsaVerify("sha256", canonical(timestamp, nonce, raw.rawBody), publicKey, Buffer.from(signature, "base64"));
   } catch {

@@ -36,7 +36,7 @@ function checkAuthorization(r: Received): boolean {
     String(r.headers.authorization),
   );
   if (!m || m[1] !== MCH || m[5] !== "MERCHANTSERIAL") return false;
-  return wechatPlatform.verifyRequest({ method: r.method, url: r.url, body: r.body.toString() }, m[4]!, m[2]!, m[3]!, merchant.publicKey);
+  return wechatPlatform.verifyRequest({ method: r.method, url: r.url, body: r.body.toString() }, m[4], m[2], m[3], merchant.publicKey);
 }
 
 function answer(r: Received): Reply {

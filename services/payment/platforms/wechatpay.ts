@@ -134,7 +134,7 @@ export function verifyWechatHeaders(
   if (!/^\d{1,12}$/.test(timestamp) || Math.abs(nowMs / 1000 - Number(timestamp)) > WECHATPAY_MAX_SKEW_S) {
     throw new PaymentVerificationError("timestamp");
   }
-  let ok = false;
+  let ok: boolean;
   try {
     const message = Buffer.concat([Buffer.from(`${timestamp}\n${nonce}\n`, "utf8"), body, Buffer.from("\n")]);
     ok = rsaVerify("sha256", message, key, Buffer.from(signature, "base64"));

@@ -52,7 +52,7 @@ export function engineConformance(name: string, make: () => Promise<SearchEngine
       // Two products with a word the catalog lacks: in the name of one (among other words,
       // with a long description), the description alone of the other (short, so it would
       // win on term frequency alone): only the name's weight puts the first on top.
-      const base = testCatalog()[0]!;
+      const base = testCatalog()[0];
       const doc = (id: string, name: string, description: string) => ({
         ...base,
         id,

@@ -341,9 +341,9 @@ export class ElasticsearchEngine implements SearchEngine {
   async search(query: SearchQuery): Promise<SearchResult> {
     const empty: SearchResult = { items: [], total: 0, page: query.page, pageSize: query.pageSize, facets: { category: [], brand: [] } };
     return this.read(async () => {
-      let res = await this.client.search<ProductDoc>(this.buildSearch(query, "and") as never);
+      let res = await this.client.search<ProductDoc>(this.buildSearch(query, "and"));
       if (query.q.trim() && totalOf(res.hits.total) === 0 && !hasFacetHits(res.aggregations)) {
-        res = await this.client.search<ProductDoc>(this.buildSearch(query, "or") as never);
+        res = await this.client.search<ProductDoc>(this.buildSearch(query, "or"));
       }
       return {
         items: res.hits.hits.map((h) => fromIndexed(h._source)),

@@ -55,8 +55,8 @@ import {
 
 // The package's "minisearch/SearchableMap" export; its types are reached by file path
 // (tsconfig's node10 resolution does not read package "exports").
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const SearchableMap: typeof SearchableMapType = require("minisearch/SearchableMap");
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- see above: the subpath has no import its resolution can type
+const SearchableMap = require("minisearch/SearchableMap") as typeof SearchableMapType;
 
 export const SEARCH_FIELDS = ["name", "brand", "category", "tags", "description", "sku"] as const;
 export const BOOST = { name: 3, brand: 2, sku: 2, category: 1.5, tags: 1.5, description: 1 };
@@ -85,7 +85,7 @@ const COMPACT_DEAD_RATIO = 0.1;
 export function queryTerms(text: string): string[] {
   const all = tokenize(text);
   if (!all.length) return [];
-  const last = all[all.length - 1]!;
+  const last = all[all.length - 1];
   const rest = [...new Set(all.slice(0, -1))].filter((t) => t !== last).slice(0, MAX_QUERY_TERMS - 1);
   return [...rest, last];
 }
@@ -117,8 +117,8 @@ export function tokenize(text: string): string[] {
 }
 
 const fieldText = (doc: ProductDoc, f: number): string => {
-  const v = (doc as unknown as Record<string, unknown>)[SEARCH_FIELDS[f]];
-  return Array.isArray(v) ? v.join(" ") : typeof v === "string" ? v : v == null ? "" : String(v);
+  const v = doc[SEARCH_FIELDS[f]];
+  return Array.isArray(v) ? v.join(" ") : (v ?? "");
 };
 
 /** One expansion of a query term: a vocabulary term and its weight (1 exact, less for prefix/fuzzy). */
@@ -460,7 +460,7 @@ export class MiniSearchEngine implements SearchEngine {
     }
     const epoch = this.epoch;
     const { stamp, hits, score, matched, fieldLength } = this;
-    const fieldBoost = SEARCH_FIELDS.map((f) => (opts.boost as Record<string, number>)[f] ?? 0);
+    const fieldBoost = SEARCH_FIELDS.map((f) => opts.boost[f] ?? 0);
     let fieldMask = 0;
     for (let f = 0; f < F; f++) if (fieldBoost[f]) fieldMask |= TF_MAX << (f * TF_BITS);
     const live = Math.max(this.live, 1);

@@ -44,8 +44,8 @@ describe("MiniSearchEngine specifics", () => {
       ["b", "Beta"],
     ]);
     await engine.index([
-      { ...a!, description: words.join(" ") },
-      { ...b!, description: "w0" },
+      { ...a, description: words.join(" ") },
+      { ...b, description: "w0" },
     ]);
     // Past the gateway's 200 characters: the engine's own bound is what is tested.
     const found = await engine.search({ ...parseSearchQuery({ q: "x" }), q: words.join(" ") });
@@ -63,8 +63,8 @@ describe("MiniSearchEngine specifics", () => {
       ["y", "Steady"],
     ]);
     // One product whose brand was renamed 65,537 times: codes are never reused.
-    for (let v = 1; v <= 65_537; v++) await engine.upsert({ ...x!, brand: `Brand${v}`, version: v });
-    await engine.upsert({ ...y!, brand: "Acme", version: 1 });
+    for (let v = 1; v <= 65_537; v++) await engine.upsert({ ...x, brand: `Brand${v}`, version: v });
+    await engine.upsert({ ...y, brand: "Acme", version: 1 });
     assert.deepEqual(await ids(engine, { q: "", brand: "Brand65537" }), ["x"]);
     const browse = await engine.search(parseSearchQuery({ q: "" }));
     assert.deepEqual(browse.facets.brand.map((f) => f.value).sort(), ["Acme", "Brand65537"]);
@@ -168,7 +168,10 @@ describe("MiniSearchEngine specifics", () => {
       else await churned.remove(p.id, 2);
     }
     for (const p of products.slice(0, 200))
-      if (!current.has(p.id)) (await churned.upsert({ ...p, version: 3 }), current.set(p.id, { ...p, version: 3 }));
+      if (!current.has(p.id)) {
+        await churned.upsert({ ...p, version: 3 });
+        current.set(p.id, { ...p, version: 3 });
+      }
     const fresh = new MiniSearchEngine();
     await fresh.index([...current.values()]);
     assert.equal(await churned.count(), current.size);
