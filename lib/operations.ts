@@ -2,12 +2,14 @@
  * What operators do to a running system, written once for the command-line tools
  * (bin/dead-letters.ts, bin/seed.ts) and the REPL's own commands (lib/repl-commands.ts,
  * `npm run dev`, `npm run repl`): the dead letters listed or replayed, the demo catalog
- * loaded, the recommendation model rebuilt. Each reports through `out` (a line at a time)
- * and shows its progress with lib/progress.ts.
+ * loaded, the recommendation model rebuilt, the checkout invariants checked. Each reports
+ * through `out` (a line at a time) and shows its progress with lib/progress.ts.
  */
 import type { ServiceBroker } from "moleculer";
 import { ALL_SERVICES, type AppConfig } from "./config";
+import { createKnex } from "./db";
 import { errorCode } from "./errors";
+import { checkCheckoutInvariants } from "./invariants";
 import { listDeadLetters, replayDeadLetters } from "./events/dead-letters";
 import { progress } from "./progress";
 
@@ -120,4 +122,37 @@ export async function rebuildRecommendations(broker: ServiceBroker, label: strin
   await followRebuild(() => broker.call("recommendation.rebuildStatus"), `${label}: rebuilding, `, pollMs);
   out(`${label}: model rebuilt in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return Date.now() - started;
+}
+
+/** The services whose databases the checkout invariants read. */
+const INVARIANT_DATABASES = ["order", "payment", "product", "notification"] as const;
+
+/**
+ * The checkout invariants (lib/invariants.ts), as the kill test and the chaos runs check them,
+ * on this system's databases: for a system at rest (no checkout in flight; one in flight shows
+ * as a problem). Resolves with the number of problems.
+ */
+export async function checkInvariants(config: AppConfig, out: Out): Promise<number> {
+  const dbs = new Map(INVARIANT_DATABASES.map((s) => [s, createKnex(config, s)]));
+  try {
+    const r = await checkCheckoutInvariants((s) => {
+      const db = dbs.get(s as (typeof INVARIANT_DATABASES)[number]);
+      if (!db) throw new Error(`no database opened for ${s}`);
+      return db;
+    }, {});
+    const f = r.figures;
+    const statuses = Object.entries(f.byStatus)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(", ");
+    out(
+      `invariants: ${r.problems.length} problem(s). ${f.orders} order(s)${statuses ? ` (${statuses})` : ""}, ${f.payments} payment(s), ` +
+        `${f.charges} charge(s) (${f.refundedCharges} refunded in full, ${f.partlyRefundedCharges} in part), ` +
+        `${f.platformRefunds} platform refund(s), ${f.notified} order(s) notified, ${f.orphanClaims} Idempotency-Key claim(s) without an order` +
+        (f.offPlatformPayments ? `; ${f.offPlatformPayments} Alipay/WeChat Pay payment(s) checked on our records only` : ""),
+    );
+    for (const problem of r.problems) out(`  - ${problem}`);
+    return r.problems.length;
+  } finally {
+    await Promise.all([...dbs.values()].map((db) => db.destroy()));
+  }
 }

@@ -3,8 +3,10 @@
  * system gets from its broker options, run as moleculer-repl runs them.
  */
 import assert from "node:assert/strict";
-import { after, before, it } from "mocha";
-import { startTestApp, type TestApp } from "../test/support/app";
+import { after, before, describe, it } from "mocha";
+import { http, startTestApp, type TestApp } from "../test/support/app";
+import { eventually } from "../test/support/eventually";
+import { createKnex } from "./db";
 import { replCommands } from "./repl-commands";
 
 let app: TestApp;
@@ -15,18 +17,18 @@ after(async () => {
   await app.stop();
 });
 
-/** Runs a command by name with moleculer-repl's arguments; resolves with what it printed. */
-async function run(command: string, args: Record<string, unknown> = {}, options: Record<string, unknown> = {}): Promise<string> {
+/** Runs a command by name with moleculer-repl's arguments (on `on`, this file's app by default); resolves with what it printed. */
+async function run(command: string, args: Record<string, unknown> = {}, options: Record<string, unknown> = {}, on = app): Promise<string> {
   const printed: string[] = [];
-  const def = replCommands(app.config, (line) => printed.push(line)).find((c) => c.command.split(" ")[0] === command)!;
-  await def.action(app.broker, { options, rawCommand: command, ...args } as never, {});
+  const def = replCommands(on.config, (line) => printed.push(line)).find((c) => c.command.split(" ")[0] === command)!;
+  await def.action(on.broker, { options, rawCommand: command, ...args } as never, {});
   return printed.join("\n");
 }
 
 it("every REPL of the system has the commands (broker option replOptions)", () => {
   assert.deepEqual(
     (app.broker.options.replOptions?.customCommands ?? []).map((c) => c.command),
-    ["dead-letters <action>", "seed", "recs-rebuild"],
+    ["dead-letters <action>", "seed", "invariants", "recs-rebuild"],
   );
 });
 
@@ -47,4 +49,100 @@ it("dead-letters lists per service (none here), refuses an unknown service and a
 it("recs-rebuild rebuilds the recommendation model and says when it is done", async () => {
   assert.match(await run("recs-rebuild"), /recommendations: model rebuilt in [\d.]+ s/);
   assert.equal((await app.broker.call<{ status: string }>("recommendation.rebuildStatus")).status, "done");
+});
+
+describe("invariants on a system at rest: a delivered order partly refunded, one refunded before shipping, one cancelled", () => {
+  const ADMIN = { email: "repl-admin@example.com", password: "repl-admin-password" };
+  const ADDRESS = {
+    recipient: "Ada Buyer",
+    phone: "+86 10 1234 5678",
+    line1: "1 Market Street",
+    city: "Shanghai",
+    postalCode: "200000",
+    country: "CN",
+  };
+  let sys: TestApp;
+  let productId = "";
+  const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(sys.baseUrl, method, path, opts);
+
+  before(async () => {
+    sys = await startTestApp({ db: "sqlite", env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
+    const admin = (await call("POST", "/api/auth/login", { body: ADMIN })).body.accessToken as string;
+    const ada = (await call("POST", "/api/auth/register", { body: { email: "ada@example.com", password: "ada password 1", name: "Ada" } }))
+      .body.accessToken as string;
+    const created = await call("POST", "/api/products", {
+      token: admin,
+      body: {
+        sku: "INV-1",
+        name: "Invariant Lamp",
+        description: "",
+        category: "lamps",
+        price: { amount: 1000, currency: "EUR" },
+        stock: 10,
+      },
+    });
+    assert.equal(created.status, 201, created.text);
+    productId = created.body.id;
+    const order = async (quantity: number) => {
+      const r = await call("POST", "/api/orders", { token: ada, body: { shippingAddress: ADDRESS, items: [{ productId, quantity }] } });
+      assert.equal(r.status, 201, r.text);
+      return r.body.id as string;
+    };
+    const statusOf = async (id: string) => (await call("GET", `/api/orders/${id}`, { token: ada })).body;
+    const pay = async (id: string) => {
+      const p = await call("POST", `/api/orders/${id}/pay`, { token: ada, body: { provider: "sandbox" } });
+      assert.equal(p.status, 200, p.text);
+      const token = new URL(p.body.payUrl).searchParams.get("token");
+      assert.equal(
+        (await call("POST", `/api/payments/sandbox/${p.body.id}/complete`, { body: { outcome: "success", token } })).status,
+        202,
+      );
+      await eventually(`${id} PAID`, async () => (await statusOf(id)).status === "PAID");
+    };
+    const delivered = await order(2);
+    await pay(delivered);
+    assert.equal(
+      (await call("POST", `/api/orders/${delivered}/ship`, { token: admin, body: { carrier: "SF", trackingNumber: "SF1" } })).status,
+      200,
+    );
+    assert.equal((await call("POST", `/api/orders/${delivered}/deliver`, { token: admin })).status, 200);
+    assert.equal(
+      (await call("POST", `/api/orders/${delivered}/refunds`, { token: admin, body: { amount: 500, reason: "scratched" } })).status,
+      202,
+    );
+    await eventually("partly refunded", async () => (await statusOf(delivered)).paymentStatus === "partially_refunded");
+    const refunded = await order(1);
+    await pay(refunded);
+    assert.equal((await call("POST", `/api/orders/${refunded}/refunds`, { token: ada, body: { reason: "changed my mind" } })).status, 202);
+    await eventually("REFUNDED", async () => (await statusOf(refunded)).status === "REFUNDED");
+    const cancelled = await order(1);
+    assert.equal((await call("POST", `/api/orders/${cancelled}/cancel`, { token: ada })).status, 200);
+  });
+  after(async () => {
+    await sys?.stop();
+  });
+
+  it("finds no problem once the events have settled, and names a planted one", async () => {
+    // The events (notifications, the refunds' bookkeeping) settle after the answers: polled.
+    const settled = await eventually("no problem", async () => {
+      const out = await run("invariants", {}, {}, sys);
+      return out.startsWith("invariants: 0 problem(s).") && out;
+    });
+    assert.match(settled, /3 order\(s\) \((?=.*DELIVERED 1)(?=.*REFUNDED 1)(?=.*CANCELLED 1)/);
+    assert.match(settled, /2 charge\(s\) \(1 refunded in full, 1 in part\), 2 platform refund\(s\), 2 order\(s\) notified/);
+
+    // Planted: two units reserved that no hold accounts for.
+    const db = createKnex(sys.config, "product");
+    try {
+      await db("products").where({ id: productId }).increment("reserved", 2);
+      const out = await run("invariants", {}, {}, sys);
+      assert.match(out, /^invariants: 2 problem\(s\)\./);
+      assert.match(out, new RegExp(`^  - product ${productId}: reserved 2 but holds sum to 0$`, "m"));
+      assert.match(out, new RegExp(`^  - product ${productId}: reserved 2 at the end$`, "m"));
+    } finally {
+      await db("products").where({ id: productId }).decrement("reserved", 2);
+      await db.destroy();
+    }
+    assert.match(await run("invariants", {}, {}, sys), /^invariants: 0 problem\(s\)\./);
+  });
 });

@@ -1,6 +1,6 @@
 /**
  * The REPL's own commands (#18), for what operators otherwise do with separate scripts:
- * `dead-letters list|replay`, `seed`, `recs-rebuild`. Every REPL of the system has them
+ * `dead-letters list|replay`, `seed`, `invariants`, `recs-rebuild`. Every REPL of the system has them
  * (`npm run repl`, and `npm run dev` through Moleculer's runner: broker option `replOptions`,
  * moleculer.config.ts). They run lib/operations.ts, as `npm run dead-letters` and
  * `npm run seed` do; `npm run recs:rebuild` goes through the gateway instead (it works
@@ -86,6 +86,15 @@ export function replCommands(
         }
         const { seedDemoCatalog } = await operations();
         await seedDemoCatalog(broker, count, print);
+      }),
+    },
+    {
+      command: "invariants",
+      description:
+        "Check the checkout invariants (money to the minor unit, stock, notifications) on this system's databases, as the kill and chaos tests do; for a system at rest",
+      action: run(print, async () => {
+        const { checkInvariants } = await operations();
+        await checkInvariants(config, print);
       }),
     },
     {

@@ -4,7 +4,7 @@
  * amount in total, across refund ids and under concurrent calls, as Alipay and WeChat Pay
  * refuse an over-refund. The payment service bounds refunds itself before calling the
  * platform, so its own tests never reach this bound; the checkout invariants
- * (test/support/invariants.ts) rely on it when they read the sandbox's refunds as the money
+ * (lib/invariants.ts) rely on it when they read the sandbox's refunds as the money
  * that went back. The same rule on the in-memory store: platforms/sandbox.unit.spec.ts.
  */
 import assert from "node:assert/strict";

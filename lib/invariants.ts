@@ -1,36 +1,50 @@
 /**
- * The checkout invariants after a disturbed run (kill -9 of nodes, chaos), read from the
- * services' databases once the system has settled:
+ * The checkout invariants of a settled system, read from the services' databases (order,
+ * payment, product, notification). Run by the kill test and the chaos runs once the system has
+ * settled (test/system/checkout-kill.system.spec.ts, test/support/chaos.ts), and by operators
+ * through the REPL's `invariants` command (lib/repl-commands.ts) on a system with no checkout in
+ * flight. Its negative controls (planted rows it must name) are lib/invariants.int.spec.ts.
  * - every order a client was answered 201 for (`knownOrderIds`) exists; none is left
- *   PENDING_PAYMENT; only PAID and CANCELLED remain (the runs place and pay orders; they do
- *   not ship or refund);
- * - money, as the platform (the sandbox) sees it, to the minor unit: a charge an order keeps
- *   (its paid payment) is refunded exactly what the order counts as refunded (0, or its
- *   partial refunds summed); every other charge (a second one, one the order could not take,
- *   one of no existing order) is refunded exactly its amount, never more; each refund the
- *   platform made is one succeeded refund of the payment service (same id, payment and
- *   amount) and the other way round, and the order's succeeded refunds are those; a PAID
- *   order's paid payment is a charge of that order; nothing PENDING, no refund unsettled;
+ *   PENDING_PAYMENT; every order is in one of `finalStatuses`;
+ * - money, as the platform sees it, to the minor unit: a charge an order keeps (its paid
+ *   payment) is refunded exactly what the order counts as refunded (0, or its partial refunds
+ *   summed, or all of it); every other charge (a second one, one the order could not take, one
+ *   of no existing order) is refunded exactly its amount, never more; each refund the platform
+ *   made is one succeeded refund of the payment service (same id, payment and amount) and the
+ *   other way round, and the order's succeeded refunds are those; an order that took money
+ *   (PAID, SHIPPED, DELIVERED, REFUNDED) keeps a charge of its own, no other order keeps one;
+ *   nothing PENDING, no refund unsettled. "The platform" is the sandbox's own records for its
+ *   payments; Alipay's and WeChat Pay's records are theirs, so for those payments the payment
+ *   service's records stand in for them (counted in `figures.offPlatformPayments`);
  * - (counted, not a problem) Idempotency-Keys whose create died before its order existed;
- * - conservation per product: on_hand = initial − units of PAID orders; reserved = the held
- *   reservations = 0; committed reservations exactly those of PAID orders;
- * - each PAID order has exactly one `payment.succeeded` notification, for its buyer, and no
- *   other order has one.
- * Shared by test/system/checkout-kill.system.spec.ts and the chaos runner; its negative
- * controls (planted rows it must catch) are test/support/invariants.int.spec.ts.
+ * - stock per product (on_hand ≥ reserved ≥ 0 is the product table's own CHECK): reserved = the
+ *   held reservations = 0 (nothing in flight), and, given each product's stock at the start (`initialStock`: a run without
+ *   refunds or returns), on_hand = initial − units of the orders that took money; stock
+ *   committed exactly for the orders that took money (a REFUNDED one's may be back: returned),
+ *   and returned only for REFUNDED ones;
+ * - each order that took money has exactly one `payment.succeeded` notification, for its
+ *   buyer, and no other order has one.
+ * Limit: a checkout in flight (an order waiting for payment, a payment or refund not settled,
+ * stock held) is reported as a problem: the check is for a system at rest.
  */
 import type { Knex } from "knex";
-import type { ChildHandle } from "./proc";
+
+/** The statuses an order can rest in. */
+export const SETTLED_STATUSES = ["PAID", "SHIPPED", "DELIVERED", "CANCELLED", "REFUNDED"] as const;
+/** The statuses of an order that took money (and kept its stock). */
+const TOOK_MONEY = ["PAID", "SHIPPED", "DELIVERED", "REFUNDED"];
 
 export interface CheckOptions {
-  /** The products the run used; their stock is checked. */
-  products: { id: string }[];
-  /** Each product's on_hand when the run began. */
-  initialStock(productId: string): number;
+  /** The products whose stock is checked (default: every product). */
+  products?: { id: string }[];
+  /** Each product's on_hand when the run began; without it, on_hand is not compared. */
+  initialStock?(productId: string): number;
   /** Orders a client was answered 201 for: each must exist. */
   knownOrderIds?: Iterable<string>;
+  /** The statuses an order may be in (default SETTLED_STATUSES; a run that never ships: PAID and CANCELLED). */
+  finalStatuses?: readonly string[];
   /** The nodes' output, for a payment's trail in a problem report. */
-  logs?: ChildHandle[];
+  logs?: { name: string; lines: string[] }[];
 }
 
 export interface CheckResult {
@@ -53,6 +67,8 @@ export interface CheckResult {
     platformRefunds: number;
     notified: number;
     orphanClaims: number;
+    /** Payments of Alipay or WeChat Pay, whose platform records are read as the payment service's. */
+    offPlatformPayments: number;
   };
   /** Idempotency-Keys claimed by a create that never produced its order (its process died). */
   orphanClaims: string[];
@@ -101,8 +117,9 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
       order_id: string;
       status: string;
       amount: number;
+      provider: string;
     }[]
-  >("id", "order_id", "status", "amount");
+  >("id", "order_id", "status", "amount", "provider");
   const sbxPayments = await db("payment")("sandbox_payments").select<{ payment_id: string; status: string }[]>("payment_id", "status");
   const sbxRefunds = await db("payment")("sandbox_refunds").select<
     {
@@ -144,7 +161,8 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   const byStatus: Record<string, number> = {};
   for (const o of orders) byStatus[o.status] = (byStatus[o.status] ?? 0) + 1;
   const orderById = new Map(orders.map((o) => [o.id, o]));
-  const paid = new Map(orders.filter((o) => o.status === "PAID").map((o) => [o.id, o]));
+  const tookMoney = new Map(orders.filter((o) => TOOK_MONEY.includes(o.status)).map((o) => [o.id, o]));
+  const finalStatuses: readonly string[] = opts.finalStatuses ?? SETTLED_STATUSES;
   const known = new Set(opts.knownOrderIds ?? []);
   for (const id of known) if (!orderById.has(id)) problems.push(`order ${id} answered 201 but is not in the database`);
   // (1) nothing left waiting for payment
@@ -152,15 +170,23 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
     if (o.status === "PENDING_PAYMENT")
       problems.push(`order ${o.id} still PENDING_PAYMENT (hold expired ${Date.now() - Number(o.reservation_expires_at)} ms ago)`);
   for (const o of orders)
-    if (o.status !== "PAID" && o.status !== "CANCELLED") problems.push(`order ${o.id} in unexpected status ${o.status}`);
+    if (o.status !== "PENDING_PAYMENT" && !finalStatuses.includes(o.status))
+      problems.push(`order ${o.id} in unexpected status ${o.status}`);
   // (2) money, as the platform sees it. A charge is a payment the sandbox recorded as
   // succeeded; what went back is the sum of the sandbox's refunds of it. Compared exactly:
-  // "at least its amount" would let a refund made twice pass.
+  // "at least its amount" would let a refund made twice pass. For a payment of Alipay or WeChat
+  // Pay, whose records are the platform's, the payment service's own records stand in.
+  const paymentById = new Map(payments.map((p) => [p.id, p]));
+  const onSandbox = (paymentId: string) => (paymentById.get(paymentId)?.provider ?? "sandbox") === "sandbox";
+  const offPlatform = payments.filter((p) => !onSandbox(p.id));
   const refundedAt = new Map<string, number>();
   for (const r of sbxRefunds) refundedAt.set(r.payment_id, (refundedAt.get(r.payment_id) ?? 0) + Number(r.amount));
+  for (const r of payRefunds)
+    if (r.status === "SUCCEEDED" && !onSandbox(r.payment_id))
+      refundedAt.set(r.payment_id, (refundedAt.get(r.payment_id) ?? 0) + Number(r.amount));
   const sbx = new Map(sbxPayments.map((s) => [s.payment_id, s.status]));
-  const charged = (paymentId: string) => sbx.get(paymentId) === "succeeded";
-  const paymentById = new Map(payments.map((p) => [p.id, p]));
+  const charged = (paymentId: string) =>
+    onSandbox(paymentId) ? sbx.get(paymentId) === "succeeded" : paymentById.get(paymentId)?.status === "SUCCEEDED";
   const describeOrder = async (id: string) => {
     const o = orderById.get(id);
     const hist = await db("order")("order_history").where({ order_id: id }).orderBy("seq").select<
@@ -200,7 +226,7 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
     if (!charged(r.payment_id)) problems.push(`platform refund ${r.refund_id}: payment ${r.payment_id} was never charged at the platform`);
   }
   for (const r of payRefunds)
-    if (r.status === "SUCCEEDED" && !sbxRefundIds.has(r.id))
+    if (r.status === "SUCCEEDED" && onSandbox(r.payment_id) && !sbxRefundIds.has(r.id))
       problems.push(`payment-side refund ${r.id} (payment ${r.payment_id}, ${r.amount}) SUCCEEDED but the platform made no such refund`);
   for (const r of orderRefunds) {
     if (r.status !== "SUCCEEDED") continue;
@@ -267,7 +293,7 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
       problems.push(
         `${o.status} order ${o.id}: its paid payment ${kept} is ${paymentById.has(kept) ? (charged(kept) ? `a charge of order ${paymentById.get(kept)!.order_id}` : "not a charge at the platform") : "unknown to the payment service"} ${await describeOrder(o.id)}`,
       );
-    const takesMoney = ["PAID", "SHIPPED", "DELIVERED", "REFUNDED"].includes(o.status);
+    const takesMoney = TOOK_MONEY.includes(o.status);
     if (takesMoney && !kept) problems.push(`${o.status} order ${o.id}: no paid payment ${await describeOrder(o.id)}`);
     if (!takesMoney && kept) problems.push(`${o.status} order ${o.id}: paid payment ${kept} recorded`);
     // REFUNDED exactly when everything paid came back (a partial refund keeps the status).
@@ -289,36 +315,50 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   >("idem_key", "resource_id", "created_at");
   const orphanClaims = keys.filter((k) => !orderById.has(k.resource_id)).map((k) => k.idem_key);
   // (3) conservation
-  for (const p of opts.products) {
+  for (const p of opts.products ?? stock) {
     const s = stock.find((x) => x.id === p.id)!;
-    const initial = opts.initialStock(p.id);
-    const sold = items.filter((i) => i.product_id === p.id && paid.has(i.order_id)).reduce((n, i) => n + Number(i.quantity), 0);
-    if (Number(s.on_hand) !== initial - sold)
-      problems.push(`product ${p.id}: on_hand ${s.on_hand}, expected ${initial} − ${sold} sold = ${initial - sold}`);
+    if (opts.initialStock) {
+      const initial = opts.initialStock(p.id);
+      const sold = items.filter((i) => i.product_id === p.id && tookMoney.has(i.order_id)).reduce((n, i) => n + Number(i.quantity), 0);
+      if (Number(s.on_hand) !== initial - sold)
+        problems.push(`product ${p.id}: on_hand ${s.on_hand}, expected ${initial} − ${sold} sold = ${initial - sold}`);
+    }
     const held = holds.filter((h) => h.product_id === p.id && h.status === "held").reduce((n, h) => n + Number(h.quantity), 0);
     if (Number(s.reserved) !== held) problems.push(`product ${p.id}: reserved ${s.reserved} but holds sum to ${held}`);
     if (Number(s.reserved) !== 0) problems.push(`product ${p.id}: reserved ${s.reserved} at the end`);
   }
   const committedOrders = new Set(holds.filter((h) => h.status === "committed").map((h) => h.order_id));
   for (const id of committedOrders)
-    if (!paid.has(id)) problems.push(`order ${id}: stock committed but the order is not PAID ${await describeOrder(id)}`);
-  for (const id of paid.keys()) if (!committedOrders.has(id)) problems.push(`PAID order ${id}: no committed reservation`);
+    if (!tookMoney.has(id))
+      problems.push(
+        `${orderById.get(id)?.status ?? "unknown"} order ${id}: stock committed but the order took no money ${await describeOrder(id)}`,
+      );
+  // A refund of an order that never shipped puts its stock back (its lines committed → returned).
+  const returnedOrders = new Set(holds.filter((h) => h.status === "returned").map((h) => h.order_id));
+  for (const [id, o] of tookMoney)
+    if (!committedOrders.has(id) && !(o.status === "REFUNDED" && returnedOrders.has(id)))
+      problems.push(`${o.status} order ${id}: no committed reservation`);
+  for (const id of returnedOrders)
+    if (orderById.get(id)?.status !== "REFUNDED")
+      problems.push(`${orderById.get(id)?.status ?? "unknown"} order ${id}: stock returned but the order is not REFUNDED`);
   // (4) notifications
   const notified = new Map<string, { user: string; n: number }>();
   for (const n of notes) {
-    const orderId = JSON.parse(n.data)?.orderId as string;
+    // The notification's data, as the notification service stores it (NotificationData).
+    const orderId = String((JSON.parse(n.data) as { orderId?: unknown } | null)?.orderId);
     const e = notified.get(orderId) ?? { user: n.user_id, n: 0 };
     e.n++;
     notified.set(orderId, e);
   }
-  for (const o of paid.values()) {
+  for (const o of tookMoney.values()) {
     const e = notified.get(o.id);
     if (!e || e.n !== 1 || e.user !== o.user_id)
       problems.push(
-        `PAID order ${o.id}: ${e?.n ?? 0} payment.succeeded notification(s)${e && e.user !== o.user_id ? " for another user" : ""}`,
+        `${o.status} order ${o.id}: ${e?.n ?? 0} payment.succeeded notification(s)${e && e.user !== o.user_id ? " for another user" : ""}`,
       );
   }
-  for (const [id, e] of notified) if (!paid.has(id)) problems.push(`order ${id} not PAID but ${e.n} payment.succeeded notification(s)`);
+  for (const [id, e] of notified)
+    if (!tookMoney.has(id)) problems.push(`order ${id} took no money but has ${e.n} payment.succeeded notification(s)`);
   return {
     problems,
     figures: {
@@ -333,6 +373,7 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
       platformRefunds: sbxRefunds.length,
       notified: notified.size,
       orphanClaims: orphanClaims.length,
+      offPlatformPayments: offPlatform.length,
     },
     orphanClaims,
   };

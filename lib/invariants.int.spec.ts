@@ -1,5 +1,5 @@
 /**
- * The checkout invariants (test/support/invariants.ts) against a real MariaDB: the order,
+ * The checkout invariants (lib/invariants.ts) against a real MariaDB: the order,
  * payment, product and notification databases migrated as the services migrate them, filled
  * with the records of a settled run, then one planted fault at a time. The settled records
  * must give no problem; each planted fault must be named (the negative controls of the kill
@@ -16,12 +16,12 @@ import assert from "node:assert/strict";
 import path from "node:path";
 import { after, before, describe, it } from "mocha";
 import type { Knex } from "knex";
-import { createKnex, dropDatabase, ensureDatabase, migrateLatest } from "../../lib/db";
-import { testConfig } from "./app";
+import { createKnex, dropDatabase, ensureDatabase, migrateLatest } from "./db";
+import { testConfig } from "../test/support/app";
 import { checkCheckoutInvariants, type CheckOptions } from "./invariants";
 
 const SERVICES = ["order", "payment", "product", "notification"] as const;
-const ROOT = path.resolve(__dirname, "..", "..");
+const ROOT = path.resolve(__dirname, "..");
 
 // Ids as the services make them: orders and products UUIDs, payments 32 hex.
 const uuid = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
@@ -48,6 +48,8 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     products: [{ id: P1 }, { id: P2 }],
     initialStock: (id) => INITIAL[id],
     knownOrderIds: [A, B, C],
+    // The runs these records stand for place and pay orders; they never ship or refund.
+    finalStatuses: ["PAID", "CANCELLED"],
     ...extra,
   });
   const check = (extra?: Partial<CheckOptions>) => checkCheckoutInvariants(db, options(extra));
@@ -69,6 +71,23 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
           rows.map((r) => r[key] as string),
         )
         .del();
+    }
+  };
+
+  /** Changes the rows `where` selects for the duration of `run`, then puts back what they held. */
+  const altered = async <T>(
+    service: string,
+    table: string,
+    where: Record<string, string>,
+    change: Record<string, unknown>,
+    run: () => Promise<T>,
+  ): Promise<T> => {
+    const before = await db(service)(table).where(where).first<Record<string, unknown>>(Object.keys(change));
+    await db(service)(table).where(where).update(change);
+    try {
+      return await run();
+    } finally {
+      await db(service)(table).where(where).update(before);
     }
   };
 
@@ -215,6 +234,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
       platformRefunds: 3,
       notified: 2,
       orphanClaims: 0,
+      offPlatformPayments: 0,
     });
   });
 
@@ -351,6 +371,24 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
       check,
     );
     assert.deepEqual(r.problems, [`payment ${pY} charged at the platform but unknown to the payment service`]);
+  });
+
+  it("every settled status allowed (the REPL's check, which passes no list): a SHIPPED order passes; a run's PAID and CANCELLED name it", async () => {
+    const [general, run] = await altered("order", "orders", { id: A }, { status: "SHIPPED" }, async () => [
+      await check({ finalStatuses: undefined }),
+      await check(),
+    ]);
+    assert.deepEqual(general.problems, []);
+    assert.deepEqual(general.figures.byStatus, { SHIPPED: 1, PAID: 1, CANCELLED: 1 });
+    assert.deepEqual(run.problems, [`order ${A} in unexpected status SHIPPED`]);
+  });
+
+  it("stock put back (returned) for an order that is not REFUNDED is named, and its sale missing", async () => {
+    const r = await altered("product", "reservations", { order_id: A }, { status: "returned" }, () => check({ finalStatuses: undefined }));
+    assert.deepEqual(r.problems, [
+      `PAID order ${A}: no committed reservation`,
+      `PAID order ${A}: stock returned but the order is not REFUNDED`,
+    ]);
   });
 
   it("after the planted faults are removed, the records pass again", async () => {
