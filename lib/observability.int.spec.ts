@@ -26,6 +26,7 @@ import { startHealthServer } from "./health-server";
 import { countBusiness, prometheusText } from "./metrics";
 import { isCancelled } from "./cancellation";
 import { tracingOptions, zipkinId } from "./tracing";
+import { SHIPPING_ADDRESS } from "../test/support/fixtures";
 
 /**
  * The value of one series in Prometheus text, by its labels (any order). The reporter's
@@ -227,14 +228,7 @@ describe("business counters (embedded, SQLite)", () => {
 
 describe("business counters through a checkout (every service, embedded)", () => {
   const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-  const ADDRESS = {
-    recipient: "Ada Buyer",
-    phone: "+86 10 1234 5678",
-    line1: "1 Market Street",
-    city: "Shanghai",
-    postalCode: "200000",
-    country: "CN",
-  };
+
   let app: TestApp;
   before(async () => {
     app = await startTestApp({ env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password } });
@@ -263,7 +257,7 @@ describe("business counters through a checkout (every service, embedded)", () =>
       })
     ).body as { id: string };
     const order = async (quantity: number) =>
-      call("POST", "/api/orders", { token: alice, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity }] } });
+      call("POST", "/api/orders", { token: alice, body: { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity }] } });
     const status = async (id: string) => (await call("GET", `/api/orders/${id}`, { token: alice })).body.status as string;
     const pay = async (orderId: string, outcome: "success" | "failure") => {
       const started = await call("POST", `/api/orders/${orderId}/pay`, { token: alice, body: { provider: "sandbox" } });

@@ -8,6 +8,7 @@ import { http, startTestApp, type TestApp } from "../test/support/app";
 import { eventually } from "../test/support/eventually";
 import { createKnex } from "./db";
 import { replCommands } from "./repl-commands";
+import { SHIPPING_ADDRESS } from "../test/support/fixtures";
 
 let app: TestApp;
 before(async () => {
@@ -53,14 +54,6 @@ it("recs-rebuild rebuilds the recommendation model and says when it is done", as
 
 describe("invariants on a system at rest: a delivered order partly refunded, one refunded before shipping, one cancelled", () => {
   const ADMIN = { email: "repl-admin@example.com", password: "repl-admin-password" };
-  const ADDRESS = {
-    recipient: "Ada Buyer",
-    phone: "+86 10 1234 5678",
-    line1: "1 Market Street",
-    city: "Shanghai",
-    postalCode: "200000",
-    country: "CN",
-  };
   let sys: TestApp;
   let productId = "";
   const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(sys.baseUrl, method, path, opts);
@@ -84,7 +77,10 @@ describe("invariants on a system at rest: a delivered order partly refunded, one
     assert.equal(created.status, 201, created.text);
     productId = created.body.id;
     const order = async (quantity: number) => {
-      const r = await call("POST", "/api/orders", { token: ada, body: { shippingAddress: ADDRESS, items: [{ productId, quantity }] } });
+      const r = await call("POST", "/api/orders", {
+        token: ada,
+        body: { shippingAddress: SHIPPING_ADDRESS, items: [{ productId, quantity }] },
+      });
       assert.equal(r.status, 201, r.text);
       return r.body.id as string;
     };

@@ -62,6 +62,7 @@ import {
   type ParamsSchema,
 } from "./fuzz-schema";
 import { PLATFORM_ENV_NAMES, notifyRequest, startPlatformStandIns, type KnownPayment, type NotifyRequest } from "./fuzz-platforms";
+import { SHIPPING_ADDRESS } from "../../test/support/fixtures";
 
 const RUNS_PER_ALIAS = Number(process.env.FUZZ_RUNS_PER_ALIAS ?? 80);
 const SEED = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : Date.now() % 2 ** 31;
@@ -70,15 +71,6 @@ const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const CUSTOMER = { email: "fuzz@example.com", password: "fuzz password", name: "F" };
 /** Whose credentials the login/refresh/logout fuzz uses: not the customer, whose session must last. */
 const OTHER = { email: "other@example.com", password: "other password", name: "O" };
-const ADDRESS = {
-  recipient: "Ada Buyer",
-  phone: "+86 10 1234 5678",
-  line1: "1 Market Street",
-  city: "Shanghai",
-  postalCode: "200000",
-  country: "CN",
-};
-
 type Caller = "anonymous" | "customer" | "admin";
 interface Route {
   method: string;
@@ -353,7 +345,7 @@ describe("gateway fuzz", () => {
             maxLength: 2,
           }),
           where: fc.oneof(
-            fc.constant({ shippingAddress: ADDRESS }),
+            fc.constant({ shippingAddress: SHIPPING_ADDRESS }),
             fromList(() => [...kept.address]).map((addressId) => ({ addressId })),
           ),
         })
@@ -650,7 +642,10 @@ describe("gateway fuzz", () => {
 
     // The customer's addresses, a cart line, orders (below) and notifications.
     for (let i = 0; i < 2; i++)
-      harvest("user.createAddress", (await call("POST", "/api/users/me/addresses", { token: tokens.customer, body: ADDRESS })).body);
+      harvest(
+        "user.createAddress",
+        (await call("POST", "/api/users/me/addresses", { token: tokens.customer, body: SHIPPING_ADDRESS })).body,
+      );
     ok(await call("POST", "/api/cart/items", { token: tokens.customer, body: { productId: pools.product[0], quantity: 2 } }), "cart");
     const order = async () => {
       const r = await call("POST", "/api/orders", {
@@ -660,7 +655,7 @@ describe("gateway fuzz", () => {
             { productId: pools.product[0], quantity: 2 },
             { productId: pools.product[1], quantity: 1 },
           ],
-          shippingAddress: ADDRESS,
+          shippingAddress: SHIPPING_ADDRESS,
         },
       });
       ok(r, "order");

@@ -17,17 +17,9 @@ import type { Knex } from "knex";
 import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
+import { SHIPPING_ADDRESS } from "../../test/support/fixtures";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = {
-  recipient: "Ada Buyer",
-  phone: "+86 10 1234 5678",
-  line1: "1 Market Street",
-  city: "Shanghai",
-  postalCode: "200000",
-  country: "CN",
-};
-
 type Call = (method: string, path: string, opts?: Parameters<typeof http>[3]) => ReturnType<typeof http>;
 
 function shop(getApp: () => TestApp) {
@@ -65,7 +57,11 @@ function shop(getApp: () => TestApp) {
     stockOf: async (id: string) =>
       (await call("GET", `/api/products/${id}`)).body.stock as { onHand: number; reserved: number; available: number },
     order: (token: string, items: { productId: string; quantity: number }[], key?: string) =>
-      call("POST", "/api/orders", { token, body: { shippingAddress: ADDRESS, items }, headers: key ? { "idempotency-key": key } : {} }),
+      call("POST", "/api/orders", {
+        token,
+        body: { shippingAddress: SHIPPING_ADDRESS, items },
+        headers: key ? { "idempotency-key": key } : {},
+      }),
     get: async (token: string, id: string) => (await call("GET", `/api/orders/${id}`, { token })).body,
     async pay(token: string, orderId: string) {
       const pay = await call("POST", `/api/orders/${orderId}/pay`, { token, body: { provider: "sandbox" } });

@@ -11,17 +11,9 @@ import { after, before, describe, it } from "mocha";
 import { requestMetricsOf } from "../../lib/request-metrics";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
+import { SHIPPING_ADDRESS } from "../../test/support/fixtures";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = {
-  recipient: "Ada Buyer",
-  phone: "+86 10 1234 5678",
-  line1: "1 Market Street",
-  city: "Shanghai",
-  postalCode: "200000",
-  country: "CN",
-};
-
 describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
   let app: TestApp;
   let admin = "";
@@ -81,7 +73,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     ] as const)
       assert.equal((await call("POST", "/api/cart/items", { token: alice, body: { productId: id, quantity } })).status, 200);
 
-    const created = await order(alice, { shippingAddress: ADDRESS }, "flow-1");
+    const created = await order(alice, { shippingAddress: SHIPPING_ADDRESS }, "flow-1");
     assert.equal(created.status, 201, created.text);
     const o = created.body;
     assert.equal(o.status, "PENDING_PAYMENT");
@@ -168,7 +160,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   it("a full refund of an order that never shipped returns its stock", async () => {
     const p = await product(4);
-    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 3 }] })).body;
+    const o = (await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 3 }] })).body;
     await paySandbox(alice, o.id, "success");
     await eventually("PAID", async () => (await getOrder(alice, o.id)).status === "PAID");
     assert.deepEqual(await stockOf(p.id), { onHand: 1, reserved: 0, available: 1 });
@@ -179,7 +171,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   it("a failed payment notifies and leaves the order payable; paying again succeeds", async () => {
     const p = await product(2);
-    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
+    const o = (await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
     await paySandbox(alice, o.id, "failure");
     await eventually("failure notified", async () => {
       const n = (await call("GET", "/api/notifications", { token: alice })).body;
@@ -192,7 +184,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   it("Idempotency-Key: 20 concurrent identical requests make one order; the same key with another body is 409", async () => {
     const p = await product(50);
-    const body = { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
+    const body = { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
     const answers = await Promise.all(Array.from({ length: 20 }, () => order(alice, body, "same-key-20")));
     for (const a of answers) assert.equal(a.status, 201, a.text);
     assert.equal(new Set(answers.map((a) => a.body.id)).size, 1);
@@ -207,7 +199,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   it("Idempotency-Key: a claim left by a request that died before creating its order is taken over (after 6 request timeouts, at least 30 s)", async () => {
     const p = await product(5);
-    const body = { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
+    const body = { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 1 }] };
     const me = (await call("GET", "/api/users/me", { token: alice })).body;
     const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
     const { requestFingerprint } = await import("../../lib/idempotency");
@@ -229,7 +221,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     const plenty = await product(10);
     const scarce = await product(1);
     const r = await order(alice, {
-      shippingAddress: ADDRESS,
+      shippingAddress: SHIPPING_ADDRESS,
       items: [
         { productId: plenty.id, quantity: 2 },
         { productId: scarce.id, quantity: 2 },
@@ -239,7 +231,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal(r.body.error.code, "OUT_OF_STOCK");
     assert.deepEqual(await stockOf(plenty.id), { onHand: 10, reserved: 0, available: 10 });
     await call("DELETE", "/api/cart", { token: bob });
-    const empty = await order(bob, { shippingAddress: ADDRESS });
+    const empty = await order(bob, { shippingAddress: SHIPPING_ADDRESS });
     assert.equal(empty.status, 422, empty.text);
     assert.equal((await order(alice, { addressId: "nope" })).status, 422);
     assert.equal((await order(alice, {})).status, 422);
@@ -256,7 +248,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     const dear = await product(5, 9900);
     const [gets, reserves] = [requests("product.get"), requests("product.reserve")];
     const r = await order(carol, {
-      shippingAddress: ADDRESS,
+      shippingAddress: SHIPPING_ADDRESS,
       items: [
         { productId: dear.id, quantity: 1 },
         { productId: cheap.id, quantity: 3 },
@@ -282,7 +274,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     assert.equal((await call("DELETE", `/api/products/${gone.id}`, { token: admin })).status, 204);
     for (const missing of [gone.id, "no-such-product"]) {
       const refused = await order(carol, {
-        shippingAddress: ADDRESS,
+        shippingAddress: SHIPPING_ADDRESS,
         items: [
           { productId: cheap.id, quantity: 1 },
           { productId: missing, quantity: 1 },
@@ -299,13 +291,13 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   it("a create answers its order exactly as a read right after it does (built from what it committed, not read back); a replay of its key reads it", async () => {
     const p = await product(5, 700);
-    const created = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
+    const created = await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
     assert.equal(created.status, 201, created.text);
     assert.deepEqual(created.body, await getOrder(alice, created.body.id));
-    const replay = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
+    const replay = await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
     assert.deepEqual(replay.body, created.body);
     assert.equal((await call("POST", `/api/orders/${created.body.id}/cancel`, { token: alice })).status, 200);
-    const afterCancel = await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
+    const afterCancel = await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 2 }] }, "as-read-1");
     assert.equal(afterCancel.body.status, "CANCELLED", "a replay answers the order as it is now");
 
     // The hoarding check's lock row is written by a user's first create only.
@@ -329,7 +321,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
       return seen.length;
     };
     const buy = async () =>
-      assert.equal((await order(fresh, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).status, 201);
+      assert.equal((await order(fresh, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).status, 201);
     assert.equal(await limitRowWrites(buy), 1, "the first create makes the row");
     assert.equal(await limitRowWrites(buy), 0, "a later create finds it");
   });
@@ -345,7 +337,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
       ).body.accessToken as string;
     const [dave, erin] = [await register("dave"), await register("erin")];
     const hot = await product(1);
-    const body = { shippingAddress: ADDRESS, items: [{ productId: hot.id, quantity: 1 }] };
+    const body = { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: hot.id, quantity: 1 }] };
     const won = await order(dave, body, "hot-1");
     assert.equal(won.status, 201, won.text);
     const counts = () => [requests("product.reserve"), requests("product.checkStock")];
@@ -419,7 +411,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
       ).body.accessToken as string;
     const [fay, gus] = [await register("fay"), await register("gus")];
     const hot = await product(1);
-    const body = { shippingAddress: ADDRESS, items: [{ productId: hot.id, quantity: 1 }] };
+    const body = { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: hot.id, quantity: 1 }] };
     assert.equal((await order(fay, body)).status, 201);
     assert.equal((await order(gus, body)).status, 409, "refused: the product is marked sold out on this node");
     assert.equal((await call("POST", `/api/products/${hot.id}/stock`, { token: admin, body: { delta: 1 } })).status, 200);
@@ -447,7 +439,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   it("cancel before payment releases the stock; after that, paying is 409", async () => {
     const p = await product(3);
-    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;
+    const o = (await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;
     const c = await call("POST", `/api/orders/${o.id}/cancel`, { token: alice });
     assert.equal(c.status, 200, c.text);
     assert.equal(c.body.status, "CANCELLED");
@@ -458,7 +450,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   it("a success whose product.commit landed, then a cancel, then the success again: refunded, and the sold units back on the shelf", async () => {
     const p = await product(3);
-    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;
+    const o = (await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 2 }] })).body;
     // What a payment.succeeded run leaves when it rolls back after its remote product.commit.
     await app.broker.call("product.commit", { orderId: o.id });
     assert.equal((await call("POST", `/api/orders/${o.id}/cancel`, { token: alice })).status, 200);
@@ -483,7 +475,7 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
 
   it("access sweep: another user's order is 404 on every route, also with userId injected", async () => {
     const p = await product(5);
-    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
+    const o = (await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
     for (const [method, path, body] of [
       ["GET", `/api/orders/${o.id}`, undefined],
       ["GET", `/api/orders/${o.id}?userId=${o.userId}`, undefined],
@@ -533,7 +525,7 @@ describe("checkout: an unpaid order is cancelled when its reservation expires", 
     const o = (
       await http(app.baseUrl, "POST", "/api/orders", {
         token: user,
-        body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 2 }] },
+        body: { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 2 }] },
       })
     ).body;
     assert.equal(o.status, "PENDING_PAYMENT");
@@ -590,7 +582,10 @@ describe("a second charge is refunded and the buyer told, and the kept one stays
       })
     ).body;
     const o = (
-      await call("POST", "/api/orders", { token: buyer, body: { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] } })
+      await call("POST", "/api/orders", {
+        token: buyer,
+        body: { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 1 }] },
+      })
     ).body;
     const first = (await call("POST", `/api/orders/${o.id}/pay`, { token: buyer, body: { provider: "sandbox" } })).body;
     await eventually(
@@ -688,7 +683,7 @@ describe("an order read as of one moment (MariaDB)", () => {
 
   it("reads racing ship and deliver never show a status its history does not end with", async () => {
     const p = await product(5, 700);
-    const o = (await order(alice, { shippingAddress: ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
+    const o = (await order(alice, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).body;
     await paySandbox(alice, o.id, "success");
     await eventually("PAID", async () => (await getOrder(alice, o.id)).status === "PAID");
     // Reads through the broker (no HTTP between them): each is a findOrder and four part reads,

@@ -32,17 +32,9 @@ import { eventually } from "../../test/support/eventually";
 import { untilQuiet, unsentOutbox } from "../../test/support/quiet";
 import { diagnostic } from "../../test/support/diagnostic";
 import { omit } from "../../test/support/omit";
+import { SHIPPING_ADDRESS } from "../../test/support/fixtures";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = {
-  recipient: "Ada Buyer",
-  phone: "+86 10 1234 5678",
-  line1: "1 Market Street",
-  city: "Shanghai",
-  postalCode: "200000",
-  country: "CN",
-};
-
 // ---- keys and merchant identities (generated here; none is real) ----
 
 const alipayApp = rsaPair(); // our Alipay application key pair
@@ -350,7 +342,7 @@ describe("Alipay and WeChat Pay through the gateway (embedded, SQLite; platforms
     assert.equal(product.status, 201, product.text);
     const created = await call("POST", "/api/orders", {
       token: alice,
-      body: { shippingAddress: ADDRESS, items: [{ productId: product.body.id, quantity }] },
+      body: { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: product.body.id, quantity }] },
     });
     assert.equal(created.status, 201, created.text);
     assert.equal(created.body.status, "PENDING_PAYMENT");

@@ -33,17 +33,9 @@ import { createVhost, type RabbitVhost } from "../../test/support/rabbitmq";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../../test/support/servers";
 import { buildModel, type Purchase } from "./recommendation.domain";
 import { modelSnapshot } from "./recommendation.repo";
+import { SHIPPING_ADDRESS } from "../../test/support/fixtures";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
-const ADDRESS = {
-  recipient: "Ada Buyer",
-  phone: "+86 10 1234 5678",
-  line1: "1 Market Street",
-  city: "Shanghai",
-  postalCode: "200000",
-  country: "CN",
-};
-
 type Rec = { product: { id: string; name: string }; score: number; reason: string };
 
 const dbOf = (broker: ServiceBroker) => (broker.getLocalService("recommendation") as unknown as { db: Knex }).db;
@@ -76,7 +68,7 @@ describe("recommendations, embedded (real checkouts through the gateway)", () =>
     const token = users.get(who)!.token;
     const o = await call("POST", "/api/orders", {
       token,
-      body: { shippingAddress: ADDRESS, items: letters.map((l) => ({ productId: p.get(l), quantity: 1 })) },
+      body: { shippingAddress: SHIPPING_ADDRESS, items: letters.map((l) => ({ productId: p.get(l), quantity: 1 })) },
     });
     assert.equal(o.status, 201, o.text);
     const pay = await call("POST", `/api/orders/${o.body.id}/pay`, { token, body: { provider: "sandbox" } });
