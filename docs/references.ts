@@ -1,0 +1,69 @@
+/**
+ * What the docs name, checked against the repository (docs/docs.unit.spec.ts): relative
+ * links and their anchors, repository files in backticks, `npm run` scripts. Written here
+ * rather than taken from a link checker because it also knows this repository's files and
+ * scripts, and needs no network.
+ */
+import fs from "node:fs";
+import path from "node:path";
+
+/** README.md and every Markdown page under docs/ (paths relative to `root`, `/`-separated). */
+export function docFiles(root: string): string[] {
+  const out = ["README.md"];
+  const walk = (dir: string) => {
+    for (const e of fs.readdirSync(path.join(root, dir), { withFileTypes: true })) {
+      const rel = `${dir}/${e.name}`;
+      if (e.isDirectory() && !e.name.startsWith(".")) walk(rel);
+      else if (e.name.endsWith(".md")) out.push(rel);
+    }
+  };
+  walk("docs");
+  return out;
+}
+
+/** The anchors GitHub gives a Markdown text's headings, in order (a repeat gets -1, -2, …). */
+export function headingAnchors(markdown: string): Set<string> {
+  const seen = new Map<string, number>();
+  const anchors = new Set<string>();
+  let fenced = false;
+  for (const line of markdown.split("\n")) {
+    if (line.startsWith("```")) fenced = !fenced;
+    const m = fenced ? null : /^#{1,6}\s+(.*?)\s*#*\s*$/.exec(line);
+    if (!m) continue;
+    const base = m[1]
+      .toLowerCase()
+      .replace(/[^\p{L}\p{N}\s_-]/gu, "")
+      .replace(/ /g, "-");
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    anchors.add(n ? `${base}-${n}` : base);
+  }
+  return anchors;
+}
+
+/** Everything `files` name that does not exist, one line each ("<file>: <what>"). */
+export function brokenReferences(root: string, files: string[]): string[] {
+  const scripts = (JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
+  const problems: string[] = [];
+  for (const file of files) {
+    const text = fs.readFileSync(path.join(root, file), "utf8");
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^[a-z]+:/i.test(target) || target.startsWith("#")) continue;
+      const [rel, anchor] = target.split("#");
+      const resolved = path.resolve(root, path.dirname(file), rel);
+      if (!fs.existsSync(resolved)) {
+        problems.push(`${file}: link ${target}: no such file`);
+        continue;
+      }
+      if (anchor && resolved.endsWith(".md") && !headingAnchors(fs.readFileSync(resolved, "utf8")).has(anchor))
+        problems.push(`${file}: link ${target}: no such heading in ${path.relative(root, resolved).split(path.sep).join("/")}`);
+    }
+    for (const [, p] of text.matchAll(/`((?:[\w.@-]+\/)+[\w.-]+\.(?:ts|md|json|proto|ya?ml|mjs|cjs|sh|js))`/g))
+      if (!fs.existsSync(path.join(root, p))) problems.push(`${file}: file ${p} does not exist`);
+    for (const [, name] of text.matchAll(/npm run ([\w:.-]+)/g)) {
+      const script = name.replace(/[:.]+$/, "");
+      if (!(script in scripts)) problems.push(`${file}: npm run ${script}: no such script in package.json`);
+    }
+  }
+  return problems;
+}
