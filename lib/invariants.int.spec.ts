@@ -391,6 +391,39 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     ]);
   });
 
+  it("stock: on_hand off by one unit, and reserved units no hold accounts for, are named", async () => {
+    const lost = await altered("product", "products", { id: P1 }, { on_hand: INITIAL[P1] - 4 }, check);
+    assert.deepEqual(lost.problems, [`product ${P1}: on_hand ${INITIAL[P1] - 4}, expected ${INITIAL[P1]} − 3 sold = ${INITIAL[P1] - 3}`]);
+    const held = await altered("product", "products", { id: P2 }, { reserved: 1 }, check);
+    assert.deepEqual(held.problems, [`product ${P2}: reserved 1 but holds sum to 0`, `product ${P2}: reserved 1 at the end`]);
+  });
+
+  it("an order left waiting for payment is named", async () => {
+    const r = await altered("order", "orders", { id: C }, { status: "PENDING_PAYMENT" }, check);
+    assert.equal(r.problems.length, 1, r.problems.join("\n"));
+    assert.match(r.problems[0], new RegExp(`^order ${C} still PENDING_PAYMENT \\(hold expired -?\\d+ ms ago\\)$`));
+  });
+
+  it("notifications: a paid order told twice, or not at all, is named", async () => {
+    const twice = await planted(
+      "notification",
+      "notifications",
+      [
+        {
+          ...(await db("notification")("notifications").where({ source_message_id: "m1" }).first()),
+          seq: undefined, // its own row number
+          id: uuid(950),
+          source_message_id: "m1-again",
+        },
+      ],
+      "id",
+      check,
+    );
+    assert.deepEqual(twice.problems, [`PAID order ${A}: 2 payment.succeeded notification(s)`]);
+    const never = await altered("notification", "notifications", { source_message_id: "m2" }, { type: "order.created" }, check);
+    assert.deepEqual(never.problems, [`PAID order ${B}: 0 payment.succeeded notification(s)`]);
+  });
+
   it("after the planted faults are removed, the records pass again", async () => {
     assert.deepEqual((await check()).problems, []);
   });
