@@ -1,6 +1,7 @@
 /**
  * What the docs name, checked against the repository (docs/docs.unit.spec.ts): relative
- * links and their anchors, repository files in backticks, `npm run` scripts. Written here
+ * links and their anchors, repository files in backticks, `npm run` scripts, and the test
+ * titles quoted beside their spec file. Written here
  * rather than taken from a link checker because it also knows this repository's files and
  * scripts, and needs no network.
  */
@@ -60,6 +61,14 @@ export function brokenReferences(root: string, files: string[]): string[] {
     }
     for (const [, p] of text.matchAll(/`((?:[\w.@-]+\/)+[\w.-]+\.(?:ts|md|json|proto|ya?ml|mjs|cjs|sh|js))`/g))
       if (!fs.existsSync(path.join(root, p))) problems.push(`${file}: file ${p} does not exist`);
+    // A test named beside its spec file (`file.spec.ts` … "title", on one line) is a test of that file.
+    for (const line of text.split("\n")) {
+      const spec = /`((?:[\w.@-]+\/)+[\w.-]+\.spec\.ts)`/.exec(line)?.[1];
+      if (!spec || !fs.existsSync(path.join(root, spec))) continue;
+      const source = fs.readFileSync(path.join(root, spec), "utf8");
+      for (const [, title] of line.matchAll(/"([^"]{12,})"/g))
+        if (!source.includes(title)) problems.push(`${file}: test "${title}" is not in ${spec}`);
+    }
     for (const [, name] of text.matchAll(/npm run ([\w:.-]+)/g)) {
       const script = name.replace(/[:.]+$/, "");
       if (!(script in scripts)) problems.push(`${file}: npm run ${script}: no such script in package.json`);
