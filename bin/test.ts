@@ -31,6 +31,26 @@ const SKIP_DIRS = new Set(["node_modules", "dist", "data", ".git"]);
 const override = Math.floor(Number(process.env.TEST_CONCURRENCY));
 const atOnce = override >= 1 ? override : Math.min(2, os.availableParallelism());
 const TIER_CONCURRENCY: Record<Tier, number> = { unit: atOnce, int: atOnce, system: 1 };
+/**
+ * A file still running after this long is stopped and counted failed (TEST_FILE_TIMEOUT_S; the
+ * longest file, the system tier's chaos run, takes a few minutes): with no default test timeout,
+ * a hang would otherwise stall the run, its buffered report never printed.
+ */
+const FILE_TIMEOUT_MS = (Number(process.env.TEST_FILE_TIMEOUT_S) || 1200) * 1000;
+/** The process groups of the files running, stopped with the runner (Ctrl-C, a CI's kill). */
+const running = new Set<number>();
+const stopGroup = (pid: number, signal: NodeJS.Signals) => {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+};
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.once(signal, () => {
+    for (const pid of running) stopGroup(pid, "SIGKILL");
+    process.exit(130);
+  });
 
 function findSpecs(dir: string, out: string[] = []): string[] {
   for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -45,8 +65,10 @@ const tierOf = (file: string): Tier => TIERS.find((t) => file.includes(`.${t}.sp
 
 interface FileResult {
   file: string;
-  /** The file's counts; undefined when its process ended without reporting (it could not load, or crashed). */
+  /** The file's counts; undefined when its process ended without reporting (it could not load, crashed, or was stopped). */
   counts?: FileCounts;
+  /** Stopped after FILE_TIMEOUT_MS. */
+  timedOut: boolean;
   exitCode: number | null;
   signal: NodeJS.Signals | null;
   seconds: number;
@@ -59,16 +81,28 @@ function runFile(file: string, stream: boolean): Promise<FileResult & { output: 
   const statsFile = path.join(os.tmpdir(), `meridian-test-${process.pid}-${file.replace(/[^\w.-]+/g, "_")}.json`);
   fs.rmSync(statsFile, { force: true });
   const started = Date.now();
+  // Its own process group (detached), so a stop reaches the servers and nodes it started too.
   const child = spawn(process.execPath, [MOCHA, file], {
     cwd: ROOT,
+    detached: true,
     stdio: stream ? ["ignore", "inherit", "inherit"] : ["ignore", "pipe", "pipe"],
     env: { ...process.env, NODE_ENV: "test", MERIDIAN_TEST_STATS: statsFile },
   });
+  const pid = child.pid!;
+  running.add(pid);
+  let timedOut = false;
+  const watchdog = setTimeout(() => {
+    timedOut = true;
+    stopGroup(pid, "SIGTERM");
+    setTimeout(() => stopGroup(pid, "SIGKILL"), 10_000).unref();
+  }, FILE_TIMEOUT_MS);
   const chunks: Buffer[] = [];
   child.stdout?.on("data", (c: Buffer) => chunks.push(c));
   child.stderr?.on("data", (c: Buffer) => chunks.push(c));
   return new Promise((resolve) => {
     child.on("close", (exitCode, signal) => {
+      clearTimeout(watchdog);
+      running.delete(pid);
       let counts: FileCounts | undefined;
       try {
         counts = JSON.parse(fs.readFileSync(statsFile, "utf8")) as FileCounts;
@@ -76,7 +110,16 @@ function runFile(file: string, stream: boolean): Promise<FileResult & { output: 
         counts = undefined;
       }
       fs.rmSync(statsFile, { force: true });
-      resolve({ file, counts, exitCode, signal, seconds: (Date.now() - started) / 1000, output: Buffer.concat(chunks).toString() });
+      // A stopped file's report, if any, is partial: it counts as not reported.
+      resolve({
+        file,
+        counts: timedOut ? undefined : counts,
+        timedOut,
+        exitCode,
+        signal,
+        seconds: (Date.now() - started) / 1000,
+        output: Buffer.concat(chunks).toString(),
+      });
     });
   });
 }
@@ -85,7 +128,9 @@ function describeResult(r: FileResult, index: number, total: number): string {
   const c = r.counts;
   const what = c
     ? `${c.passed} passed, ${c.failed} failed${c.skipped ? `, ${c.skipped} skipped` : ""}`
-    : `no report: the file could not load or its process died (exit ${r.exitCode ?? r.signal})`;
+    : r.timedOut
+      ? `stopped after ${FILE_TIMEOUT_MS / 1000} s (TEST_FILE_TIMEOUT_S): it hung`
+      : `no report: the file could not load or its process died (exit ${r.exitCode ?? r.signal})`;
   return `-- [${index}/${total}] ${failedFile(r) ? "FAILED" : "ok"} ${r.file}: ${what} (${r.seconds.toFixed(1)} s)\n`;
 }
 

@@ -49,8 +49,13 @@ export function brokenReferences(root: string, files: string[]): string[] {
   for (const file of files) {
     const text = fs.readFileSync(path.join(root, file), "utf8");
     for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
-      if (/^[a-z]+:/i.test(target) || target.startsWith("#")) continue;
+      if (/^[a-z]+:/i.test(target)) continue;
       const [rel, anchor] = target.split("#");
+      if (!rel) {
+        // A heading of this page.
+        if (!headingAnchors(text).has(anchor)) problems.push(`${file}: link ${target}: no such heading here`);
+        continue;
+      }
       const resolved = path.resolve(root, path.dirname(file), rel);
       if (!fs.existsSync(resolved)) {
         problems.push(`${file}: link ${target}: no such file`);

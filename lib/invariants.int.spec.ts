@@ -383,12 +383,46 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     assert.deepEqual(run.problems, [`order ${A} in unexpected status SHIPPED`]);
   });
 
-  it("stock put back (returned) for an order that is not REFUNDED is named, and its sale missing", async () => {
+  it("stock put back (returned) for a PAID order is named, and its sale missing; for a CANCELLED order without a charge it is right", async () => {
     const r = await altered("product", "reservations", { order_id: A }, { status: "returned" }, () => check({ finalStatuses: undefined }));
     assert.deepEqual(r.problems, [
       `PAID order ${A}: no committed reservation`,
-      `PAID order ${A}: stock returned but the order is not REFUNDED`,
+      `PAID order ${A}: stock returned but the order is neither REFUNDED nor CANCELLED without a charge`,
     ]);
+    // Stock a rolled-back payment handler had committed, back for the order cancelled meanwhile
+    // (order.consumers.ts onPaymentSucceeded: returnSoldStock).
+    const cancelled = await altered("product", "reservations", { order_id: C }, { status: "returned" }, () =>
+      check({ finalStatuses: undefined }),
+    );
+    assert.deepEqual(cancelled.problems, []);
+  });
+
+  it("an Alipay charge, read from the payment service's records: kept by a CANCELLED order it is named; refunded in full there it passes", async () => {
+    const pZ = pay("f");
+    const alipay = {
+      id: pZ,
+      order_id: C,
+      user_id: U2,
+      provider: "alipay",
+      status: "SUCCEEDED",
+      amount: 700,
+      currency: "CNY",
+      subject: "s",
+      reconcile_after: NOW,
+      created_at: NOW,
+      updated_at: NOW,
+    };
+    const kept = await planted("payment", "payments", [alipay], "id", check);
+    assert.equal(kept.problems.length, 1, kept.problems.join("\n"));
+    assert.match(
+      kept.problems[0],
+      new RegExp(`^CANCELLED order ${C}: charge ${pZ} of 700 kept \\(0 refunded\\), its paid payment being none `),
+    );
+    assert.equal(kept.figures.offPlatformPayments, 1);
+    const refunded = await planted("payment", "payments", [alipay], "id", () =>
+      planted("payment", "refunds", [payRefund(`auto${pZ}`, pZ, C, 700)], "id", check),
+    );
+    assert.deepEqual(refunded.problems, []);
   });
 
   it("stock: on_hand off by one unit, and reserved units no hold accounts for, are named", async () => {

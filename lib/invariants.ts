@@ -21,7 +21,7 @@
  *   held reservations = 0 (nothing in flight), and, given each product's stock at the start (`initialStock`: a run without
  *   refunds or returns), on_hand = initial − units of the orders that took money; stock
  *   committed exactly for the orders that took money (a REFUNDED one's may be back: returned),
- *   and returned only for REFUNDED ones;
+ *   and returned only for REFUNDED ones and CANCELLED ones that kept no charge;
  * - each order that took money has exactly one `payment.succeeded` notification, for its
  *   buyer, and no other order has one.
  * Limit: a checkout in flight (an order waiting for payment, a payment or refund not settled,
@@ -338,9 +338,16 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
   for (const [id, o] of tookMoney)
     if (!committedOrders.has(id) && !(o.status === "REFUNDED" && returnedOrders.has(id)))
       problems.push(`${o.status} order ${id}: no committed reservation`);
-  for (const id of returnedOrders)
-    if (orderById.get(id)?.status !== "REFUNDED")
-      problems.push(`${orderById.get(id)?.status ?? "unknown"} order ${id}: stock returned but the order is not REFUNDED`);
+  // Stock comes back for a REFUNDED order that never shipped, and for a CANCELLED one that kept
+  // no charge but whose stock a rolled-back payment handler had committed (order.consumers.ts
+  // onPaymentSucceeded: returnSoldStock).
+  for (const id of returnedOrders) {
+    const o = orderById.get(id);
+    if (o?.status !== "REFUNDED" && !(o?.status === "CANCELLED" && !o.paid_payment_id))
+      problems.push(
+        `${o?.status ?? "unknown"} order ${id}: stock returned but the order is neither REFUNDED nor CANCELLED without a charge`,
+      );
+  }
   // (4) notifications
   const notified = new Map<string, { user: string; n: number }>();
   for (const n of notes) {

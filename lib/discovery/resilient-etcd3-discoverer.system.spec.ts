@@ -293,10 +293,10 @@ describe("etcd with authentication, three members (system: private etcd cluster 
       await refused("wrong-prefix", { ETCD_USERNAME: "elsewhere", ETCD_PASSWORD: "elsewhere-password" }),
       /^ETCD_USERNAME: user 'elsewhere' may not read and write 'moleculer\/discovery\/'/,
     );
-  });
+  }).timeout(60_000);
 
   // What three members give over one (test c rides out a whole etcd's outage too, but there
-  // discovery stops).timeout(60_000): with a member down, etcd still serves, so a node started then is
+  // discovery stops): with a member down, etcd still serves, so a node started then is
   // registered and found within seconds. A node may still see a call fail while the leader's
   // successor is elected (an "etcd unavailable" line, then its outage mode for a moment):
   // counted, not failed on.
@@ -347,5 +347,5 @@ describe("etcd with authentication, three members (system: private etcd cluster 
       assert.ok(calls.ok > 1000, `only ${calls.ok} calls`);
       assert.deepEqual(losses, []);
     }),
-  );
-}).timeout(180_000);
+  ).timeout(180_000);
+});

@@ -18,26 +18,34 @@ const { EVENT_RUN_END, EVENT_TEST_FAIL, EVENT_TEST_PASS, EVENT_TEST_PENDING } = 
 class MeridianReporter extends Mocha.reporters.Spec {
   constructor(runner: Mocha.Runner, options?: Mocha.MochaOptions) {
     super(runner, options);
-    const counts = { planned: runner.total, passed: 0, failedTests: 0, skipped: 0, hookFailures: 0, afterHookFailures: 0 };
-    runner.on(EVENT_TEST_PASS, () => counts.passed++);
-    runner.on(EVENT_TEST_PENDING, () => counts.skipped++);
+    // Each test's last outcome: a test that passed and then failed (an error after its end)
+    // counts once, as failed.
+    const outcome = new Map<Mocha.Runnable, "passed" | "failed" | "skipped">();
+    let hookFailures = 0;
+    let otherFailures = 0;
+    runner.on(EVENT_TEST_PASS, (test) => void (outcome.get(test) !== "failed" && outcome.set(test, "passed")));
+    runner.on(EVENT_TEST_PENDING, (test) => void outcome.set(test, "skipped"));
     runner.on(EVENT_TEST_FAIL, (runnable) => {
-      if (runnable.type === "test") return void counts.failedTests++;
-      counts.hookFailures++;
-      // A failed before/beforeEach hook fails the tests it kept from running (counted as tests);
-      // a failed after/afterEach hook fails no test, so it counts for itself.
-      if (runnable.title.startsWith('"after')) counts.afterHookFailures++;
+      if (runnable.type === "test") return void outcome.set(runnable, "failed");
+      // A failed before/beforeEach hook fails the tests it kept from running (counted as tests,
+      // fail-hook-affected-tests); a failed after/afterEach hook fails no test, and an error
+      // outside any test or hook (mocha's "Uncaught error outside test suite") neither: each
+      // counts for itself.
+      if (runnable.type === "hook") hookFailures++;
+      if (runnable.type !== "hook" || runnable.title.startsWith('"after')) otherFailures++;
     });
     runner.once(EVENT_RUN_END, () => {
       const out = process.env.MERIDIAN_TEST_STATS;
       if (!out) return;
-      const notRun = Math.max(0, counts.planned - counts.passed - counts.failedTests - counts.skipped);
+      const count = (o: string) => [...outcome.values()].filter((v) => v === o).length;
+      const [passed, failedTests, skipped] = [count("passed"), count("failed"), count("skipped")];
+      const notRun = Math.max(0, runner.total - passed - failedTests - skipped);
       const result: FileCounts = {
-        planned: counts.planned,
-        passed: counts.passed,
-        skipped: counts.skipped,
-        hookFailures: counts.hookFailures,
-        failed: counts.failedTests + notRun + counts.afterHookFailures,
+        planned: runner.total,
+        passed,
+        skipped,
+        hookFailures,
+        failed: failedTests + notRun + otherFailures,
       };
       fs.writeFileSync(out, JSON.stringify(result));
     });

@@ -3,7 +3,7 @@ export interface FileCounts {
   /** Tests the file declared. */
   planned: number;
   passed: number;
-  /** Failed tests, tests a failed hook kept from running, and failed after hooks (which fail no test). */
+  /** Failed tests, tests a failed hook kept from running, failed after hooks and errors outside any test (which fail no test). */
   failed: number;
   skipped: number;
   /** Failed hooks of any kind (reported beside `failed`, which already answers for them). */
