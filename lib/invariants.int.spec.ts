@@ -144,25 +144,12 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
       orderRefund(`auto${pC2}`, C, pC2, 1500),
     ]);
 
-    const payment = (id: string, orderId: string, user: string, status: string, amount: number) => ({
-      id,
-      order_id: orderId,
-      user_id: user,
-      provider: "sandbox",
-      status,
-      amount,
-      currency: "CNY",
-      subject: "s",
-      reconcile_after: NOW,
-      created_at: NOW,
-      updated_at: NOW,
-    });
     await db("payment")("payments").insert([
-      payment(pA, A, U1, "SUCCEEDED", 2000),
-      payment(pA2, A, U1, "SUCCEEDED", 2000),
-      payment(pB, B, U2, "SUCCEEDED", 1000),
-      payment(pC, C, U2, "FAILED", 1500),
-      payment(pC2, C, U2, "SUCCEEDED", 1500),
+      paymentRow(pA, A, U1, "SUCCEEDED", 2000),
+      paymentRow(pA2, A, U1, "SUCCEEDED", 2000),
+      paymentRow(pB, B, U2, "SUCCEEDED", 1000),
+      paymentRow(pC, C, U2, "FAILED", 1500),
+      paymentRow(pC2, C, U2, "SUCCEEDED", 1500),
     ]);
     const sbx = (id: string, status: string, amount: number) => ({
       payment_id: id,
@@ -279,46 +266,27 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
 
   it("a charge refunded one unit short of its amount is named", async () => {
     const pA3 = pay("f");
-    const r = await planted(
-      "payment",
-      "payments",
-      [
-        {
-          id: pA3,
-          order_id: A,
-          user_id: U1,
-          provider: "sandbox",
-          status: "SUCCEEDED",
-          amount: 2000,
-          currency: "CNY",
-          subject: "s",
-          reconcile_after: NOW,
-          created_at: NOW,
-          updated_at: NOW,
-        },
-      ],
-      "id",
-      () =>
-        planted(
-          "payment",
-          "sandbox_payments",
-          [
-            {
-              payment_id: pA3,
-              amount: 2000,
-              currency: "CNY",
-              status: "succeeded",
-              provider_txn_id: "sbx_f",
-              paid_at: null,
-              updated_at: NOW,
-            },
-          ],
-          "payment_id",
-          () =>
-            planted("payment", "refunds", [payRefund(`auto${pA3}`, pA3, A, 1999)], "id", () =>
-              planted("payment", "sandbox_refunds", [sbxRefund(`auto${pA3}`, pA3, 1999)], "refund_id", check),
-            ),
-        ),
+    const r = await planted("payment", "payments", [paymentRow(pA3, A, U1, "SUCCEEDED", 2000)], "id", () =>
+      planted(
+        "payment",
+        "sandbox_payments",
+        [
+          {
+            payment_id: pA3,
+            amount: 2000,
+            currency: "CNY",
+            status: "succeeded",
+            provider_txn_id: "sbx_f",
+            paid_at: null,
+            updated_at: NOW,
+          },
+        ],
+        "payment_id",
+        () =>
+          planted("payment", "refunds", [payRefund(`auto${pA3}`, pA3, A, 1999)], "id", () =>
+            planted("payment", "sandbox_refunds", [sbxRefund(`auto${pA3}`, pA3, 1999)], "refund_id", check),
+          ),
+      ),
     );
     assert.equal(r.problems.length, 1, r.problems.join("\n"));
     assert.match(
@@ -330,33 +298,14 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
   it("a charge kept for an order that does not exist is named", async () => {
     const pX = pay("0");
     const ghost = uuid(998);
-    const r = await planted(
-      "payment",
-      "payments",
-      [
-        {
-          id: pX,
-          order_id: ghost,
-          user_id: U1,
-          provider: "sandbox",
-          status: "SUCCEEDED",
-          amount: 700,
-          currency: "CNY",
-          subject: "s",
-          reconcile_after: NOW,
-          created_at: NOW,
-          updated_at: NOW,
-        },
-      ],
-      "id",
-      () =>
-        planted(
-          "payment",
-          "sandbox_payments",
-          [{ payment_id: pX, amount: 700, currency: "CNY", status: "succeeded", provider_txn_id: "sbx_0", paid_at: null, updated_at: NOW }],
-          "payment_id",
-          check,
-        ),
+    const r = await planted("payment", "payments", [paymentRow(pX, ghost, U1, "SUCCEEDED", 700)], "id", () =>
+      planted(
+        "payment",
+        "sandbox_payments",
+        [{ payment_id: pX, amount: 700, currency: "CNY", status: "succeeded", provider_txn_id: "sbx_0", paid_at: null, updated_at: NOW }],
+        "payment_id",
+        check,
+      ),
     );
     assert.deepEqual(r.problems, [`payment ${pX}: charge of 700 kept (0 refunded) for order ${ghost}, which does not exist`]);
   });
@@ -399,19 +348,7 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
 
   it("an Alipay charge, read from the payment service's records: kept by a CANCELLED order it is named; refunded in full there it passes", async () => {
     const pZ = pay("f");
-    const alipay = {
-      id: pZ,
-      order_id: C,
-      user_id: U2,
-      provider: "alipay",
-      status: "SUCCEEDED",
-      amount: 700,
-      currency: "CNY",
-      subject: "s",
-      reconcile_after: NOW,
-      created_at: NOW,
-      updated_at: NOW,
-    };
+    const alipay = paymentRow(pZ, C, U2, "SUCCEEDED", 700, "alipay");
     const kept = await planted("payment", "payments", [alipay], "id", check);
     assert.equal(kept.problems.length, 1, kept.problems.join("\n"));
     assert.match(
@@ -462,6 +399,22 @@ describe("checkout invariants on MariaDB: a settled run's records pass, each pla
     assert.deepEqual((await check()).problems, []);
   });
 });
+
+function paymentRow(id: string, orderId: string, user: string, status: string, amount: number, provider = "sandbox") {
+  return {
+    id,
+    order_id: orderId,
+    user_id: user,
+    provider,
+    status,
+    amount,
+    currency: "CNY",
+    subject: "s",
+    reconcile_after: NOW,
+    created_at: NOW,
+    updated_at: NOW,
+  };
+}
 
 function payRefund(id: string, paymentId: string, orderId: string, amount: number) {
   return {
