@@ -78,10 +78,10 @@ export function brokerOptions(
     // drops it. With a timeout the caller gets a clean 503 after REQUEST_TIMEOUT_MS.
     requestTimeout: config.requestTimeoutMs,
     // Short heartbeats: after `kill -9` of a node, callers stop routing to it within
-    // ~HEARTBEAT_TIMEOUT_S (measured in DESIGN.md: 2 s / 6 s → 6 s, against 24 s by default).
+    // ~HEARTBEAT_TIMEOUT_S (docs/decisions/amqp-transporter.md: 2 s / 6 s → 6 s, against 24 s by default).
     heartbeatInterval: config.heartbeatIntervalS,
     heartbeatTimeout: config.heartbeatTimeoutS,
-    // Business events never travel as Moleculer events (see DESIGN.md); no retries here
+    // Business events never travel as Moleculer events (docs/decisions/outbox-not-moleculer-events.md); no retries here
     // either: a retried non-idempotent call could act twice. Idempotency lives in the actions.
     retryPolicy: { enabled: false },
     tracking: { enabled: true, shutdownTimeout: 10_000 },
@@ -115,7 +115,7 @@ export function brokerOptions(
 
   if (config.rabbitmqUris) {
     // Moleculer's AMQP defaults (prefetch 1, Nagle on) measured 23 calls/s here; prefetch
-    // 100 with noDelay measured ~16k calls/s (DESIGN.md). The typings know neither the URL
+    // 100 with noDelay measured ~16k calls/s (docs/decisions/amqp-transporter.md). The typings know neither the URL
     // in `options` nor `socketOptions`, hence the cast.
     // SafeAmqpTransporter: Moleculer's, without an unhandled rejection at shutdown (see there).
     options.transporter = new SafeAmqpTransporter({

@@ -55,7 +55,7 @@ export function eventsPage(contracts: Contracts): string {
 \`follows\` options and each event message's comment); checked current by docs/docs.unit.spec.ts. -->
 
 Every business event leaves its producer through the transactional outbox and reaches each
-consumer at least once, applied exactly once (lib/events/: [decisions](../README.md#design-notes-decided-here-with-the-measurement-or-source),
+consumer at least once, applied exactly once (lib/events/: [the decision](decisions/outbox-not-moleculer-events.md),
 [how it is proven](../README.md#business-events)):
 
 - **written with the change**: the event row commits in the same transaction as the change it

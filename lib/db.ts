@@ -1,7 +1,7 @@
 /**
  * Knex connections and migrations, one database per service: its own SQLite file in
  * DATA_DIR (embedded) or its own MariaDB/MySQL database on MYSQL_URL (cluster).
- * No service reads another's tables (DESIGN.md, "Data").
+ * No service reads another's tables (docs/architecture.md, "Who owns what").
  */
 import fs from "node:fs";
 import path from "node:path";
