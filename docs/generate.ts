@@ -56,7 +56,7 @@ export function eventsPage(contracts: Contracts): string {
 
 Every business event leaves its producer through the transactional outbox and reaches each
 consumer at least once, applied exactly once (lib/events/: [the decision](decisions/outbox-not-moleculer-events.md),
-[how it is proven](../README.md#business-events)):
+[how it is proven](event-delivery.md#business-events)):
 
 - **written with the change**: the event row commits in the same transaction as the change it
   announces (no event for a change that rolled back, no change without its event);

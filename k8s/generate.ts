@@ -58,7 +58,7 @@ export const NODE_SERVICES: NodeService[] = [
   {
     name: "search",
     about:
-      "every replica holds the whole catalog in MiniSearch (README: ~600 MB of heap at 100,000 products) unless ELASTIC_SEARCH_NODE is set.",
+      "every replica holds the whole catalog in its in-process index (docs/catalog.md: the documents plus ~110 MB of index at 100,000 products) unless ELASTIC_SEARCH_NODE is set.",
     replicas: [2, 4],
     requests: { cpu: "200m", memory: "512Mi" },
     limits: { cpu: '"1"', memory: "1Gi" },

@@ -1300,10 +1300,10 @@ it("SECRET_KEYS is what the code reads: databases, tokens, the admin, mail, Elas
   assert.doesNotMatch(etcdAuth, /createBroker|jwtSecret|redisUrl|mysqlUrl|rabbitmqUris/);
 });
 
-it("the payment variables named in the README's configuration table and in k8s/ are the ones the payment config knows", () => {
+it("the payment variables named in the docs' configuration table and in k8s/ are the ones the payment config knows", () => {
   const PAYMENTISH = /\b(?:SANDBOX_PAY_|ALIPAY_|WECHAT_?PAY_|WXPAY_|WEIXIN_)[A-Z0-9_]+\b/g;
   const known = new Set(PAYMENT_ENV_NAMES);
-  const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+  const readme = fs.readFileSync(path.join(ROOT, "docs", "configuration.md"), "utf8");
   const section = readme.slice(readme.indexOf("\n## Configuration"), readme.indexOf("\n## ", readme.indexOf("\n## Configuration") + 1));
   const tableNames = new Set(
     section
@@ -1315,9 +1315,9 @@ it("the payment variables named in the README's configuration table and in k8s/ 
   assert.deepEqual(
     [...new Set([...readme.matchAll(PAYMENTISH)].map((m) => m[0]))].filter((n) => !known.has(n)),
     [],
-    "README names payment variables the config does not know",
+    "docs/configuration.md names payment variables the config does not know",
   );
-  assert.deepEqual(inTable.sort(), [...known].sort(), "the README's configuration table lists each payment variable, in its first column");
+  assert.deepEqual(inTable.sort(), [...known].sort(), "docs/configuration.md's table lists each payment variable, in its first column");
 
   const manifestNames = new Set<string>();
   const walk = (dir: string) => {

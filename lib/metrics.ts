@@ -48,7 +48,7 @@ export function prometheusText(broker: ServiceBroker): string {
  * them). Names use Moleculer's dotted style; its Prometheus reporter turns `.` and `-` into
  * `_` and adds no suffix, so `meridian.orders.created.total` is scraped as
  * `meridian_orders_created_total` (the Prometheus convention for a counter).
- * The README's "Observability" section lists them with queries.
+ * docs/operations.md's "Observability" lists them with queries.
  */
 export const BUSINESS_COUNTERS = {
   orders_created: {

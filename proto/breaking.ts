@@ -2,7 +2,7 @@
  * `npm run proto:breaking`: `buf breaking` of the contracts against the previous commit
  * (HEAD~1, read from .git by buf): a change that breaks the wire or the JSON names (a field
  * renumbered, retyped or renamed, a message or rpc removed) fails, so nodes built from two
- * consecutive commits can talk (README, "Contracts"). The rules are buf.yaml's `breaking`
+ * consecutive commits can talk (docs/contracts.md, "Contracts"). The rules are buf.yaml's `breaking`
  * section (WIRE_JSON). Its limit: commits are compared pairwise, not with the last release
  * (no release tags yet), and a shallow clone has no previous commit; on the repository's
  * first commit with a buf.yaml there is nothing to compare with, and it says so.

@@ -3,7 +3,7 @@
  * its service's contract and every rpc is an action; the contract's visibility and auth are
  * the action's; every route of the gateway to a business action is the rpc's HTTP rule and
  * every rpc with an HTTP rule is routed; the calls and consumed events each contract
- * declares (the dependency map of README "Contracts") are the ones its code makes; every
+ * declares (the dependency map of docs/contracts.md "Contracts") are the ones its code makes; every
  * action validates with the params derived from its request message.
  */
 import { it } from "mocha";

@@ -103,7 +103,7 @@ const ROOT = path.resolve(PROTO_DIR, "..");
 const GOOGLE_PROTOS = path.join(ROOT, "node_modules/google-proto-files");
 /**
  * ts-proto's options: numbers for int64 (the contracts allow safe integers only), null for unset
- * wrappers, and @grpc/grpc-js clients for the services (the gRPC edge's, README "gRPC").
+ * wrappers, and @grpc/grpc-js clients for the services (the gRPC edge's, docs/api.md "gRPC").
  */
 const TS_PROTO_OPTS = [
   "outputServices=grpc-js",
@@ -296,11 +296,11 @@ ${paramsLines.join("\n")}
   return out;
 }
 
-const README = path.join(ROOT, "README.md");
+const CONTRACTS_PAGE = path.join(ROOT, "docs", "contracts.md");
 const SECTION_START = "<!-- generated from proto/ by npm run proto:gen: the services' dependencies -->";
 const SECTION_END = "<!-- end of generated section -->";
 
-/** README's table of the services: each one's rpcs, what it calls, consumes and publishes. */
+/** docs/contracts.md's table of the services: each one's rpcs, what it calls, consumes and publishes. */
 export function servicesTable(): string {
   const contracts = readContracts(loadProtoRoot());
   const code = (xs: string[]) => (xs.length ? xs.map((x) => `\`${x}\``).join(", ") : "—");
@@ -312,19 +312,19 @@ export function servicesTable(): string {
   return ["| service (contract) | rpcs | calls | consumes | publishes |", "|---|---|---|---|---|", ...rows].join("\n");
 }
 
-/** README with its generated section replaced by `table`. */
-function readmeWith(table: string): string {
-  const text = fs.readFileSync(README, "utf8");
+/** docs/contracts.md with its generated section replaced by `table`. */
+function contractsPageWith(table: string): string {
+  const text = fs.readFileSync(CONTRACTS_PAGE, "utf8");
   const a = text.indexOf(SECTION_START);
   const b = text.indexOf(SECTION_END);
-  if (a < 0 || b < a) throw new Error(`README.md lacks the markers of the generated section (${SECTION_START})`);
+  if (a < 0 || b < a) throw new Error(`docs/contracts.md lacks the markers of the generated section (${SECTION_START})`);
   return `${text.slice(0, a + SECTION_START.length)}\n${table}\n${text.slice(b)}`;
 }
 
 /** Writes the files; removes generated files that no longer have a source. */
 export function writeGenerated(dir = GEN_DIR): string[] {
   const files = generate();
-  if (dir === GEN_DIR) fs.writeFileSync(README, readmeWith(servicesTable()));
+  if (dir === GEN_DIR) fs.writeFileSync(CONTRACTS_PAGE, contractsPageWith(servicesTable()));
   fs.rmSync(dir, { recursive: true, force: true });
   for (const [rel, content] of files) {
     fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
@@ -352,8 +352,8 @@ export function staleGenerated(dir = GEN_DIR): string[] {
     else if (fs.readFileSync(path.join(dir, rel), "utf8") !== content) problems.push(`stale: proto/gen/${rel}`);
   }
   for (const rel of existing) if (!fresh.has(rel)) problems.push(`no longer generated: proto/gen/${rel}`);
-  if (dir === GEN_DIR && readmeWith(servicesTable()) !== fs.readFileSync(README, "utf8"))
-    problems.push("stale: README.md's table of the services");
+  if (dir === GEN_DIR && contractsPageWith(servicesTable()) !== fs.readFileSync(CONTRACTS_PAGE, "utf8"))
+    problems.push("stale: docs/contracts.md's table of the services");
   return problems;
 }
 

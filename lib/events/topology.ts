@@ -118,7 +118,7 @@ export async function assertConsumerTopology(
  *    must have somewhere to go back to), and the caller tries again later.
  *
  * The limit: only the retry queues of today's delays are known by name; a retry queue of a
- * delay configured before is left to the operator (README "Upgrading to quorum queues").
+ * delay configured before is left to the operator (docs/running.md "Upgrading to quorum queues").
  */
 export async function migrateClassicQueues(
   conn: ChannelModel,

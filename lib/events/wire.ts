@@ -7,7 +7,7 @@
  * Reading also accepts the JSON envelope (content type application/json) that nodes before
  * this format published, so messages already waiting in a queue or among the dead letters are
  * not lost. The other way does not hold: an older node cannot read this format, so upgrading
- * from it is a stop-and-start, not a rolling update (README, "Evolving a contract").
+ * from it is a stop-and-start, not a rolling update (docs/contracts.md, "Evolving a contract").
  */
 import type { ServiceBroker } from "moleculer";
 import { countBusiness } from "../metrics";

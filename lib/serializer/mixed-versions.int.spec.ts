@@ -1,5 +1,5 @@
 /**
- * A contract evolves as README "Contracts" says (new fields `optional`, numbers never
+ * A contract evolves as docs/contracts.md "Contracts" says (new fields `optional`, numbers never
  * reused): then a node built from the previous version of a message and a node built from
  * the next one talk over the wire, in both directions, with protobuf (no JSON fallback).
  * Two brokers, each with its own ProtobufSerializer and descriptor, over Moleculer's Fake

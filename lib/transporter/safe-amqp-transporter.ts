@@ -21,7 +21,7 @@
  *   limit: RabbitMQ 4.3 refuses transient non-exclusive queues (3.10 to 4.2 take them).
  * - the names start with `MOLQ` instead of `MOL`: a queue's type cannot change in place, so
  *   this topology is a new set of queues beside an older deployment's (which never clash
- *   with it; README "Upgrading to quorum queues" says what to delete).
+ *   with it; docs/running.md "Upgrading to quorum queues" says what to delete).
  * - a node whose broker node died connects to the next URL of RABBITMQ_URI at once, instead
  *   of after Moleculer's fixed 5 s; only when none answers does Moleculer's loop take over.
  *   A request sent in the gap is refused (`BrokerDisconnectedError`: not sent, so the edges
