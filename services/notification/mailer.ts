@@ -1,7 +1,7 @@
 /**
  * E-mail transport: nodemailer over SMTP to `SMTP_URL` (smtp:// or smtps://, credentials in
  * the URL), or none: without SMTP_URL e-mails are kept in the notification database only
- * (status `stored`, readable with `notification.outbox`), as DESIGN.md's configuration
+ * (status `stored`, readable with `notification.outbox`), as docs/configuration.md's
  * table says. That holds in cluster mode too: SMTP_URL is optional there, and a cluster
  * without it keeps its e-mails in MariaDB instead of failing to start.
  */

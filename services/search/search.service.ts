@@ -1,6 +1,6 @@
 /**
  * Search service: `GET /api/search` and `GET /api/search/suggest` over a copy of the
- * catalog kept by each replica (DESIGN.md "Search and recommendation").
+ * catalog kept by each replica (docs/catalog.md, "Search").
  *
  * Engine: the in-process MiniSearch index (embedded mode and small clusters), or
  * Elasticsearch when ELASTIC_SEARCH_NODE is set (one index shared by every replica).

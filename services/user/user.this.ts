@@ -11,7 +11,7 @@ import type { LoginThrottle } from "./login-throttle";
 import type { EventsServiceThis } from "../../mixins/events.mixin";
 import type { UserRecord, Address, PublicUser } from "./user.domain";
 
-/** argon2id with OWASP's minimum (DESIGN.md): 19 MiB, 2 passes, 1 lane. */
+/** argon2id with OWASP's minimum (docs/api.md, "Users and tokens"): 19 MiB, 2 passes, 1 lane. */
 export const ARGON2_OPTIONS = { type: argon2.argon2id, memoryCost: 19456, timeCost: 2, parallelism: 1 } as const;
 
 export interface UserServiceThis extends EventsServiceThis {

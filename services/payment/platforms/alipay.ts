@@ -3,7 +3,7 @@
  * trade.query, trade.refund, trade.close and the async notification).
  *
  * The SDK does the signing and the signature checks; this module adds what the SDK
- * leaves to us (DESIGN.md, "Payments"): it pins RSA2 (the SDK's notify check takes
+ * leaves to us (docs/checkout-details.md, "Checkout"): it pins RSA2 (the SDK's notify check takes
  * sign_type from the request, so a forged "RSA" would make it verify with SHA-1), checks
  * app_id, seller_id, out_trade_no and total_amount, and maps trade_status. Only
  * TRADE_SUCCESS and TRADE_FINISHED mean paid: TRADE_CLOSED is "failed" even when it

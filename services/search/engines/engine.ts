@@ -1,5 +1,5 @@
 /**
- * The one interface of the search engines (DESIGN.md "Search and recommendation"): the
+ * The one interface of the search engines (docs/catalog.md, "Search"): the
  * in-process MiniSearch engine (embedded mode, small clusters) and Elasticsearch (when
  * ELASTIC_SEARCH_NODE is set) both implement `SearchEngine`. Pure types + the validation
  * of a query's values (from the gateway's query string: strings, or already numbers).
