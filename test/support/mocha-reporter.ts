@@ -21,7 +21,6 @@ class MeridianReporter extends Mocha.reporters.Spec {
     // Each test's last outcome: a test that passed and then failed (an error after its end)
     // counts once, as failed.
     const outcome = new Map<Mocha.Runnable, "passed" | "failed" | "skipped">();
-    let hookFailures = 0;
     let otherFailures = 0;
     runner.on(EVENT_TEST_PASS, (test) => void (outcome.get(test) !== "failed" && outcome.set(test, "passed")));
     runner.on(EVENT_TEST_PENDING, (test) => void outcome.set(test, "skipped"));
@@ -31,7 +30,6 @@ class MeridianReporter extends Mocha.reporters.Spec {
       // fail-hook-affected-tests); a failed after/afterEach hook fails no test, and an error
       // outside any test or hook (mocha's "Uncaught error outside test suite") neither: each
       // counts for itself.
-      if (runnable.type === "hook") hookFailures++;
       if (runnable.type !== "hook" || runnable.title.startsWith('"after')) otherFailures++;
     });
     runner.once(EVENT_RUN_END, () => {
@@ -41,10 +39,8 @@ class MeridianReporter extends Mocha.reporters.Spec {
       const [passed, failedTests, skipped] = [count("passed"), count("failed"), count("skipped")];
       const notRun = Math.max(0, runner.total - passed - failedTests - skipped);
       const result: FileCounts = {
-        planned: runner.total,
         passed,
         skipped,
-        hookFailures,
         failed: failedTests + notRun + otherFailures,
       };
       fs.writeFileSync(out, JSON.stringify(result));
