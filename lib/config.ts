@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { z } from "zod";
 import { ensurePrivateDir, readOrCreatePrivateFile } from "./private-files";
+import { BREAK_PROTECTION, PROTECTIONS, brokenProtections } from "./protections";
 import { placeholderProblems } from "./secrets";
 
 export const ALL_SERVICES = [
@@ -297,6 +298,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
     problems.push("HEALTH_PORT: renamed to METRICS_PORT (the internal listener now serves /metrics on every node, the gateway's too)");
   if (cluster || production) problems.push(...placeholderProblems(given));
   if (Boolean(given.ADMIN_EMAIL) !== Boolean(given.ADMIN_PASSWORD)) problems.push("ADMIN_EMAIL/ADMIN_PASSWORD: give both or neither");
+  const broken = brokenProtections(given);
+  problems.push(...broken.problems);
   if (!parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
 
@@ -407,10 +410,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, opts: { tool?: 
       orderAckTimeoutS: e.PAYMENT_ORDER_ACK_TIMEOUT_S,
       sandbox: e.SANDBOX_PAY,
     },
-    warnings:
-      e.RATE_LIMITS === "off"
+    warnings: [
+      ...(e.RATE_LIMITS === "off"
         ? ["RATE_LIMITS=off: every request limit but login's is OFF (load tests and benchmarks only; never in production)"]
-        : [],
+        : []),
+      ...broken.off.map((p) => `${BREAK_PROTECTION}=${p}: ${PROTECTIONS[p]} (tutorial only)`),
+    ],
     recommendations: { cacheTtlS: e.RECS_CACHE_TTL_S },
     tracing: { exporter: e.TRACING_EXPORTER, zipkinUrl: e.ZIPKIN_URL?.replace(/\/$/, ""), sampleRate: e.TRACING_SAMPLE_RATE },
     elasticsearch: e.ELASTIC_SEARCH_NODE

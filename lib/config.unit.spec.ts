@@ -241,3 +241,20 @@ it("embedded files are owner-only: DATA_DIR 0700 when created, secret 0600, an o
   loadConfig({ DATA_DIR: dir });
   assert.equal((fs.statSync(path.join(dir, "jwt-secret")).mode & 0o777).toString(8), "600");
 });
+
+it("BREAK_PROTECTION: each switch named gives a warning; an unknown name, and any switch under NODE_ENV=production, is refused", () => {
+  const dir = tmp();
+  const broken = loadConfig({ DATA_DIR: dir, BREAK_PROTECTION: "stock-guard, inbox" });
+  assert.equal(broken.warnings.length, 2);
+  assert.match(broken.warnings[0], /^BREAK_PROTECTION=stock-guard: the conditional stock update .*\(tutorial only\)$/);
+  assert.match(broken.warnings[1], /^BREAK_PROTECTION=inbox: the consumers' inbox/);
+  assert.match(
+    problemsOf({ DATA_DIR: dir, BREAK_PROTECTION: "inbox,stock" })[0],
+    /^BREAK_PROTECTION: unknown stock; known: stock-guard, inbox, idempotency-key$/,
+  );
+  assert.ok(
+    problemsOf({ DATA_DIR: dir, NODE_ENV: "production", BREAK_PROTECTION: "idempotency-key" }).includes(
+      "BREAK_PROTECTION: refused under NODE_ENV=production (it turns off a protection of money or stock; tutorial only)",
+    ),
+  );
+});

@@ -15,6 +15,7 @@
  */
 import { createHash } from "node:crypto";
 import { AppError, conflict } from "./errors";
+import { protectionOff } from "./protections";
 
 export interface IdempotencyClaim {
   fingerprint: string;
@@ -54,6 +55,8 @@ export interface IdempotentRequest<T> {
 export async function idempotent<T>(r: IdempotentRequest<T>): Promise<{ result: T; replayed: boolean }> {
   const now = r.now ?? Date.now;
   const deadline = now() + r.waitMs;
+  // BREAK_PROTECTION=idempotency-key (docs/tutorial.md): every request creates.
+  if (protectionOff("idempotency-key")) return { result: await r.create(r.resourceId), replayed: false };
   for (;;) {
     try {
       await r.store.claim(r.userId, r.key, { fingerprint: r.fingerprint, resourceId: r.resourceId, createdAt: now() });

@@ -313,7 +313,13 @@ export async function checkCheckoutInvariants(db: (service: string) => Knex, opt
       created_at: number;
     }[]
   >("idem_key", "resource_id", "created_at");
-  const orphanClaims = keys.filter((k) => !orderById.has(k.resource_id)).map((k) => k.idem_key);
+  // A key names what its request created: an order, a refund, or a return (its request or its
+  // approval): a claim naming none of them is the orphan.
+  const returnIds = new Set((await db("order")("order_returns").select<{ id: string }[]>("id")).map((r) => r.id));
+  const refundIds = new Set(orderRefunds.map((r) => r.id));
+  const orphanClaims = keys
+    .filter((k) => !orderById.has(k.resource_id) && !refundIds.has(k.resource_id) && !returnIds.has(k.resource_id))
+    .map((k) => k.idem_key);
   // (3) conservation
   for (const p of opts.products ?? stock) {
     const s = stock.find((x) => x.id === p.id)!;

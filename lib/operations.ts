@@ -11,6 +11,7 @@ import { createKnex } from "./db";
 import { errorCode } from "./errors";
 import { checkCheckoutInvariants } from "./invariants";
 import { listDeadLetters, replayDeadLetters } from "./events/dead-letters";
+import { inboxReceived, recentOutbox, type OutboxRow } from "./events/outbox";
 import { progress } from "./progress";
 
 export type Out = (line: string) => void;
@@ -29,8 +30,7 @@ export async function deadLetters(
   services?: string[],
   ids?: string[],
 ): Promise<number> {
-  // The edges (gateway, grpc) and search have no database, so no dead letters (search rebuilds instead).
-  const targets = services?.length ? services : config.services.filter((s) => s !== "gateway" && s !== "search" && s !== "grpc");
+  const targets = services?.length ? services : withDatabase(config);
   const unknown = targets.filter((s) => !(ALL_SERVICES as readonly string[]).includes(s));
   if (unknown.length) throw new UnknownServiceError(`unknown service(s): ${unknown.join(", ")}`);
   let total = 0;
@@ -43,6 +43,48 @@ export async function deadLetters(
   }
   if (command === "replay" && !config.rabbitmqUris && total) out("Embedded mode: the running service applies them at its next poll.");
   return total;
+}
+
+/** The services this node runs that have a database (the edges and search have none: search rebuilds instead). */
+const withDatabase = (config: AppConfig): string[] => config.services.filter((s) => s !== "gateway" && s !== "search" && s !== "grpc");
+
+const clock = (ms: number) => new Date(ms).toISOString().slice(11, 23);
+
+/**
+ * The business events' trail (docs/tutorial.md): the latest outbox rows of every service with
+ * a database, oldest first (with `orderId`, those whose payload names that order), each with
+ * when the relay sent it and which services' inboxes applied it. Reads the databases, so it
+ * shows what committed, on any node of the system. Resolves with the number of rows shown.
+ */
+export async function eventTrail(config: AppConfig, out: Out, opts: { last: number; orderId?: string }): Promise<number> {
+  const services = withDatabase(config);
+  const dbs = new Map(services.map((s) => [s, createKnex(config, s)]));
+  try {
+    const rows: { service: string; row: OutboxRow }[] = [];
+    for (const [service, db] of dbs) for (const row of await recentOutbox(db, opts.last, opts.orderId)) rows.push({ service, row });
+    rows.sort((a, b) => a.row.occurred_at - b.row.occurred_at || a.row.seq - b.row.seq);
+    const shown = rows.slice(-opts.last);
+    const ids = shown.map((r) => r.row.id);
+    const applied = new Map<string, number>();
+    for (const [service, db] of dbs) for (const [id, at] of await inboxReceived(db, ids)) applied.set(`${service} ${id}`, at);
+    out(
+      `${shown.length} business event(s)${opts.orderId ? ` naming order ${opts.orderId}` : ""}, oldest first: committed (outbox) → sent (relay) → applied (inbox)`,
+    );
+    for (const { service, row } of shown) {
+      const t0 = row.occurred_at;
+      const sent =
+        row.sent_at === null
+          ? `NOT SENT yet (attempts ${row.attempts}${row.last_error ? `, ${row.last_error}` : ""})`
+          : `sent +${row.sent_at - t0} ms`;
+      const by = services.filter((s) => applied.has(`${s} ${row.id}`)).map((s) => `${s} +${applied.get(`${s} ${row.id}`)! - t0} ms`);
+      out(
+        `  ${clock(t0)}  ${service.padEnd(14)} ${row.event.padEnd(22)} ${row.id}  ${sent}; applied by ${by.length ? by.join(", ") : "no inbox yet"}`,
+      );
+    }
+    return shown.length;
+  } finally {
+    await Promise.all([...dbs.values()].map((db) => db.destroy()));
+  }
 }
 
 /** Products per `product.seedDemo` call. */

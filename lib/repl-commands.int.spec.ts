@@ -29,7 +29,7 @@ async function run(command: string, args: Record<string, unknown> = {}, options:
 it("every REPL of the system has the commands (broker option replOptions)", () => {
   assert.deepEqual(
     (app.broker.options.replOptions?.customCommands ?? []).map((c) => c.command),
-    ["dead-letters <action>", "seed", "invariants", "recs-rebuild"],
+    ["dead-letters <action>", "seed", "business-events", "invariants", "recs-rebuild"],
   );
 });
 
@@ -56,6 +56,7 @@ describe("invariants on a system at rest: a delivered order partly refunded, one
   const ADMIN = { email: "repl-admin@example.com", password: "repl-admin-password" };
   let sys: TestApp;
   let productId = "";
+  let refundedId = "";
   const call = (method: string, path: string, opts: Parameters<typeof http>[3] = {}) => http(sys.baseUrl, method, path, opts);
 
   before(async () => {
@@ -108,8 +109,19 @@ describe("invariants on a system at rest: a delivered order partly refunded, one
     );
     await eventually("partly refunded", async () => (await statusOf(delivered)).paymentStatus === "partially_refunded");
     const refunded = await order(1);
+    refundedId = refunded;
     await pay(refunded);
-    assert.equal((await call("POST", `/api/orders/${refunded}/refunds`, { token: ada, body: { reason: "changed my mind" } })).status, 202);
+    // With a key: its claim names the refund, not an order (no orphan for the invariants).
+    assert.equal(
+      (
+        await call("POST", `/api/orders/${refunded}/refunds`, {
+          token: ada,
+          body: { reason: "changed my mind" },
+          headers: { "idempotency-key": "repl-refund-1" },
+        })
+      ).status,
+      202,
+    );
     await eventually("REFUNDED", async () => (await statusOf(refunded)).status === "REFUNDED");
     const cancelled = await order(1);
     assert.equal((await call("POST", `/api/orders/${cancelled}/cancel`, { token: ada })).status, 200);
@@ -125,7 +137,10 @@ describe("invariants on a system at rest: a delivered order partly refunded, one
       return out.startsWith("invariants: 0 problem(s).") && out;
     });
     assert.match(settled, /3 order\(s\) \((?=.*DELIVERED 1)(?=.*REFUNDED 1)(?=.*CANCELLED 1)/);
-    assert.match(settled, /2 charge\(s\) \(1 refunded in full, 1 in part\), 2 platform refund\(s\), 2 order\(s\) notified/);
+    assert.match(
+      settled,
+      /2 charge\(s\) \(1 refunded in full, 1 in part\), 2 platform refund\(s\), 2 order\(s\) notified, 0 Idempotency-Key claim\(s\) without an order/,
+    );
 
     // Planted: two units reserved that no hold accounts for.
     const db = createKnex(sys.config, "product");
@@ -140,5 +155,50 @@ describe("invariants on a system at rest: a delivered order partly refunded, one
       await db.destroy();
     }
     assert.match(await run("invariants", {}, {}, sys), /^invariants: 0 problem\(s\)\./);
+  });
+
+  it("business-events: an order's trail from outbox to inboxes; an unsent row and an unapplied one say so", async () => {
+    const trail = await eventually("the refund applied by the order service", async () => {
+      const out = await run("business-events", {}, { order: refundedId, last: "50" }, sys);
+      return /refund\.succeeded .* applied by .*order \+\d+ ms/.test(out) && out;
+    });
+    assert.match(trail, new RegExp(`^\\d+ business event\\(s\\) naming order ${refundedId}, oldest first`));
+    const lines = trail.split("\n").slice(1);
+    // Oldest first: the order's creation, its payment, its refund.
+    const first = (name: string) => lines.findIndex((l) => l.includes(` ${name} `));
+    assert.ok(first("order.created") >= 0 && first("order.created") < first("payment.succeeded"), trail);
+    assert.ok(first("payment.succeeded") < first("refund.succeeded"), trail);
+    assert.match(
+      lines[first("order.created")],
+      /^ {2}\S+ {2}order +order\.created +\S+ {2}sent \+\d+ ms; applied by notification \+\d+ ms$/,
+    );
+    // Every line names this order; another order's events are not shown.
+    assert.ok(lines.length >= 5, trail);
+
+    // Planted: a row the relay has not sent (far in the future, so the running relay leaves it),
+    // naming the order, applied by no inbox.
+    const db = createKnex(sys.config, "order");
+    try {
+      const far = Date.now() + 3_600_000;
+      await db("outbox").insert({
+        id: "planted-row",
+        event: "order.cancelled",
+        payload: JSON.stringify({ orderId: refundedId }),
+        occurred_at: far,
+        available_at: far,
+        attempts: 2,
+        last_error: "broker unreachable",
+      });
+      const out = await run("business-events", {}, { order: refundedId, last: "50" }, sys);
+      assert.match(
+        out,
+        /order +order\.cancelled +planted-row {2}NOT SENT yet \(attempts 2, broker unreachable\); applied by no inbox yet$/m,
+      );
+    } finally {
+      await db("outbox").where({ id: "planted-row" }).del();
+      await db.destroy();
+    }
+    assert.match(await run("business-events", {}, { last: "0" }, sys), /--last must be an integer from 1 to 1000/);
+    assert.match(await run("business-events", {}, { order: "x%" }, sys), /failed: an id to look for: letters, digits and dashes/);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * The REPL's own commands (#18), for what operators otherwise do with separate scripts:
- * `dead-letters list|replay`, `seed`, `invariants`, `recs-rebuild`. Every REPL of the system has them
+ * `dead-letters list|replay`, `seed`, `business-events`, `invariants`, `recs-rebuild`. Every REPL of the system has them
  * (`npm run repl`, and `npm run dev` through Moleculer's runner: broker option `replOptions`,
  * moleculer.config.ts). They run lib/operations.ts, as `npm run dead-letters` and
  * `npm run seed` do; `npm run recs:rebuild` goes through the gateway instead (it works
@@ -86,6 +86,24 @@ export function replCommands(
         }
         const { seedDemoCatalog } = await operations();
         await seedDemoCatalog(broker, count, print);
+      }),
+    },
+    {
+      command: "business-events",
+      description: "The latest business events: each service's outbox row, when the relay sent it, which services' inboxes applied it",
+      options: [
+        { option: "--order <id>", description: "only the events whose payload names this order" },
+        { option: "--last <n>", description: "how many (default 20)" },
+      ],
+      action: run(print, async (_broker, p) => {
+        const last = p.options.last === undefined ? 20 : Number(p.options.last);
+        if (!Number.isInteger(last) || last < 1 || last > 1000) {
+          print("--last must be an integer from 1 to 1000");
+          return;
+        }
+        const orderId = optionText(p.options.order);
+        const { eventTrail } = await operations();
+        await eventTrail(config, print, { last, orderId });
       }),
     },
     {

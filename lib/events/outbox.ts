@@ -106,3 +106,32 @@ export async function purgeOld(db: Knex, before: number, limit = 1000): Promise<
   const inbox = ids.length ? await db("inbox").whereIn("message_id", ids).del() : 0;
   return sent + inbox;
 }
+
+/**
+ * The latest outbox rows, newest first; with `containing`, only those whose payload holds that
+ * text (an order id, say: a LIKE over the JSON, fine for looking at a system, not a hot path).
+ */
+export async function recentOutbox(db: Knex, limit: number, containing?: string): Promise<OutboxRow[]> {
+  const q = db<OutboxRow>("outbox").orderBy("seq", "desc").limit(limit);
+  // Letters, digits and dashes only (an id): no LIKE wildcard, and no escape syntax, which
+  // SQLite and MariaDB spell differently.
+  if (containing !== undefined) {
+    if (!/^[A-Za-z0-9-]{1,64}$/.test(containing)) throw new Error("an id to look for: letters, digits and dashes");
+    q.where("payload", "like", `%${containing}%`);
+  }
+  return (await q).map((r) => ({
+    ...r,
+    seq: Number(r.seq),
+    occurred_at: Number(r.occurred_at),
+    sent_at: r.sent_at === null ? null : Number(r.sent_at),
+  }));
+}
+
+/** Of these message ids, those this database's inbox holds (applied here), with when. */
+export async function inboxReceived(db: Knex, ids: string[]): Promise<Map<string, number>> {
+  if (!ids.length) return new Map();
+  const rows = await db<{ message_id: string; received_at: number | string }>("inbox")
+    .whereIn("message_id", ids)
+    .select("message_id", "received_at");
+  return new Map(rows.map((r) => [r.message_id, Number(r.received_at)]));
+}

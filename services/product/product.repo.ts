@@ -8,6 +8,7 @@
  * pass the condition on the same stale value; on SQLite writers are serialized outright.
  */
 import type { Knex } from "knex";
+import { protectionOff } from "../../lib/protections";
 import {
   parseStringList,
   orderBy,
@@ -151,12 +152,14 @@ export async function adjustOnHand(db: Knex, id: string, delta: number, max: num
   return n === 1;
 }
 
-/** reserved += q if at least q is available and the product is not deleted. */
+/**
+ * reserved += q if at least q is available and the product is not deleted. The condition in
+ * the UPDATE is the guarantee; `BREAK_PROTECTION=stock-guard` drops it (docs/tutorial.md).
+ */
 export async function reserveStock(trx: Knex.Transaction, productId: string, quantity: number, now: number): Promise<boolean> {
-  const n = await live(trx)
-    .where({ id: productId })
-    .whereRaw("on_hand - reserved >= ?", [quantity])
-    .update({ reserved: trx.raw("reserved + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
+  const q = live(trx).where({ id: productId });
+  if (!protectionOff("stock-guard")) q.whereRaw("on_hand - reserved >= ?", [quantity]);
+  const n = await q.update({ reserved: trx.raw("reserved + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
   return n === 1;
 }
 

@@ -208,3 +208,22 @@ interface MermaidApi {
   initialize(config: { startOnLoad: boolean; securityLevel: string }): void;
   render(id: string, source: string): Promise<{ svg: string }>;
 }
+
+/**
+ * Opens `url`, presses the button labelled `button` as a person would, and waits until the
+ * page shows `until` (docs/tutorial.md's "open it in your browser and press …"). Resolves with
+ * the page's text then; rejects, with what the page logged, when the text does not appear.
+ */
+export async function pressButton(url: string, button: string, until: string, timeoutMs = 30_000): Promise<string> {
+  return withPage(timeoutMs, async (page, trouble) => {
+    await page.goto(url, { waitUntil: "load", timeout: timeoutMs });
+    await page.getByRole("button", { name: button }).click({ timeout: timeoutMs });
+    try {
+      await page.getByText(until).first().waitFor({ state: "visible", timeout: timeoutMs });
+    } catch (error) {
+      const detail = [...trouble.consoleErrors, ...trouble.failedRequests].join("; ") || "no console errors or failed requests";
+      throw new Error(`"${until}" did not appear at ${url} after pressing "${button}": ${detail}`, { cause: error });
+    }
+    return (await page.locator("body").innerText()).trim();
+  });
+}
