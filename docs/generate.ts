@@ -138,6 +138,16 @@ ${graph.join("\n")}
 ${rows.join("\n")}`;
 }
 
+/** docs/contracts.md's section "services": each contract's rpcs, what it calls, consumes and publishes. */
+function contractsServicesSection(contracts: Contracts): string {
+  const rows = [...contracts.services.values()].map((s) => {
+    const rpcs = [...contracts.actions.values()].filter((a) => a.service === s.service);
+    const published = rpcs.filter((a) => a.visibility === "published").length;
+    return `| \`${s.name}\` (\`${s.service}\`) | ${published} routed, ${rpcs.length - published} internal | ${list(s.calls)} | ${list(s.consumes)}${s.follows.length ? `; every replica follows ${list(s.follows)}` : ""} | ${list(s.publishes)} |`;
+  });
+  return ["| service (contract) | rpcs | calls | consumes | publishes |", "|---|---|---|---|---|", ...rows].join("\n");
+}
+
 /** A page with generated sections: each `<!-- generated … : name -->` block filled anew. */
 export function fillSections(text: string, sections: Record<string, string>): string {
   // Each section exactly once: a page that lost its markers would otherwise pass as current.
@@ -155,11 +165,19 @@ export function fillSections(text: string, sections: Record<string, string>): st
 /** Every generated page, by path relative to docs/ (a page with sections: its text, refilled). */
 export function generatedPages(): Map<string, string> {
   const contracts = readContracts(loadProtoRoot());
-  const architecture = fs.readFileSync(path.join(DOCS_DIR, "architecture.md"), "utf8");
+  const page = (file: string) => fs.readFileSync(path.join(DOCS_DIR, file), "utf8");
   return new Map([
     ["events.md", eventsPage(contracts)],
-    ["architecture.md", fillSections(architecture, { services: servicesSection(contracts, tablesOf) })],
+    ["architecture.md", fillSections(page("architecture.md"), { services: servicesSection(contracts, tablesOf) })],
+    ["contracts.md", fillSections(page("contracts.md"), { services: contractsServicesSection(contracts) })],
   ]);
+}
+
+/** Writes every generated page; returns their paths from the repository's root. */
+export function writePages(): string[] {
+  const pages = generatedPages();
+  for (const [file, text] of pages) fs.writeFileSync(path.join(DOCS_DIR, file), text);
+  return [...pages.keys()].map((f) => `docs/${f}`);
 }
 
 /** The pages whose file differs from what the contracts give. */
@@ -180,9 +198,5 @@ if (require.main === module) {
       process.exit(1);
     }
     process.stdout.write("docs: generated pages are current\n");
-  } else {
-    const pages = generatedPages();
-    for (const [file, text] of pages) fs.writeFileSync(path.join(DOCS_DIR, file), text);
-    process.stdout.write(`docs: wrote ${[...pages.keys()].map((f) => `docs/${f}`).join(", ")}\n`);
-  }
+  } else process.stdout.write(`docs: wrote ${writePages().join(", ")}\n`);
 }

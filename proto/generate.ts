@@ -20,6 +20,7 @@
  * `npm run proto:check` (and proto/proto.unit.spec.ts) regenerate into memory and fail when
  * proto/gen differs.
  */
+import { writePages } from "../docs/generate";
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -296,35 +297,9 @@ ${paramsLines.join("\n")}
   return out;
 }
 
-const CONTRACTS_PAGE = path.join(ROOT, "docs", "contracts.md");
-const SECTION_START = "<!-- generated from proto/ by npm run proto:gen: the services' dependencies -->";
-const SECTION_END = "<!-- end of generated section -->";
-
-/** docs/contracts.md's table of the services: each one's rpcs, what it calls, consumes and publishes. */
-export function servicesTable(): string {
-  const contracts = readContracts(loadProtoRoot());
-  const code = (xs: string[]) => (xs.length ? xs.map((x) => `\`${x}\``).join(", ") : "—");
-  const rows = [...contracts.services.values()].map((s) => {
-    const rpcs = [...contracts.actions.values()].filter((a) => a.service === s.service);
-    const published = rpcs.filter((a) => a.visibility === "published").length;
-    return `| \`${s.name}\` (\`${s.service}\`) | ${published} routed, ${rpcs.length - published} internal | ${code(s.calls)} | ${code(s.consumes)}${s.follows.length ? `; every replica follows ${code(s.follows)}` : ""} | ${code(s.publishes)} |`;
-  });
-  return ["| service (contract) | rpcs | calls | consumes | publishes |", "|---|---|---|---|---|", ...rows].join("\n");
-}
-
-/** docs/contracts.md with its generated section replaced by `table`. */
-function contractsPageWith(table: string): string {
-  const text = fs.readFileSync(CONTRACTS_PAGE, "utf8");
-  const a = text.indexOf(SECTION_START);
-  const b = text.indexOf(SECTION_END);
-  if (a < 0 || b < a) throw new Error(`docs/contracts.md lacks the markers of the generated section (${SECTION_START})`);
-  return `${text.slice(0, a + SECTION_START.length)}\n${table}\n${text.slice(b)}`;
-}
-
 /** Writes the files; removes generated files that no longer have a source. */
 export function writeGenerated(dir = GEN_DIR): string[] {
   const files = generate();
-  if (dir === GEN_DIR) fs.writeFileSync(CONTRACTS_PAGE, contractsPageWith(servicesTable()));
   fs.rmSync(dir, { recursive: true, force: true });
   for (const [rel, content] of files) {
     fs.mkdirSync(path.dirname(path.join(dir, rel)), { recursive: true });
@@ -352,8 +327,6 @@ export function staleGenerated(dir = GEN_DIR): string[] {
     else if (fs.readFileSync(path.join(dir, rel), "utf8") !== content) problems.push(`stale: proto/gen/${rel}`);
   }
   for (const rel of existing) if (!fresh.has(rel)) problems.push(`no longer generated: proto/gen/${rel}`);
-  if (dir === GEN_DIR && contractsPageWith(servicesTable()) !== fs.readFileSync(CONTRACTS_PAGE, "utf8"))
-    problems.push("stale: docs/contracts.md's table of the services");
   return problems;
 }
 
@@ -369,5 +342,8 @@ if (require.main === module) {
     process.stdout.write("proto/gen is up to date\n");
   } else {
     for (const f of writeGenerated()) process.stdout.write(`proto/gen/${f}\n`);
+    // The pages made from the contracts change with them: written by docs/generate.ts, checked
+    // current by docs/docs.unit.spec.ts.
+    for (const f of writePages()) process.stdout.write(`${f}\n`);
   }
 }
