@@ -4,12 +4,13 @@
  * M orders of one unit each AT ONCE, from buyers who each place up to three (the unpaid-order
  * limit, MAX_UNPAID_ORDERS), and checks what a shop must never get wrong:
  *
- * - no more orders were accepted than there were units (no oversell),
+ * - exactly as many orders were accepted as there were units (none oversold, none refused
+ *   while a unit was left),
  * - every other order got the contract's clear refusal, 409 OUT_OF_STOCK (never a 5xx),
  * - the product's `reserved` equals the units the accepted orders hold.
  *
  * Then it cancels the accepted orders (their stock comes back) and deletes the product, so a
- * run leaves the shop as it found it. Exit 0 when all holds, 1 when not (naming what broke),
+ * run leaves the shop as it found it, also when it stops halfway. Exit 0 when all holds, 1 when not (naming what broke),
  * 2 on bad options or a failed setup.
  *
  * Needs an admin account (ADMIN_EMAIL and ADMIN_PASSWORD, as `npm start` was given them) to
@@ -17,6 +18,7 @@
  * logged in on the next ones, so repeated runs do not spend the sign-up limit.
  */
 import { parseArgs } from "node:util";
+import { api, gatewayUrl } from "../lib/gateway-client";
 
 const OPTIONS = {
   url: { type: "string" },
@@ -25,6 +27,8 @@ const OPTIONS = {
 } as const;
 /** One buyer may hold this many unpaid orders (MAX_UNPAID_ORDERS' default). */
 const ORDERS_PER_BUYER = 3;
+/** Ten buyers at most: the sign-up limit's default is 10 per address per 10 minutes. */
+const MAX_ORDERS = 10 * ORDERS_PER_BUYER;
 const PASSWORD = "race buyer password";
 const ADDRESS = {
   recipient: "Race Buyer",
@@ -40,10 +44,12 @@ function usage(message: string): never {
   process.exit(2);
 }
 
+type Body = { [k: string]: unknown } | undefined;
 interface Answer {
   status: number;
-  body: { [k: string]: unknown };
+  body: Body;
 }
+const codeOf = (a: Answer) => ((a.body?.error as { code?: string } | undefined)?.code ?? "").trim();
 
 async function main(): Promise<number> {
   const values = (() => {
@@ -56,110 +62,111 @@ async function main(): Promise<number> {
   const units = Number(values.units);
   const orders = Number(values.orders);
   if (!Number.isInteger(units) || units < 1 || units > 1000) usage("--units: an integer from 1 to 1000");
-  if (!Number.isInteger(orders) || orders <= units || orders > 300) usage("--orders: an integer above --units, at most 300");
-  const base = (values.url ?? process.env.PUBLIC_URL ?? `http://localhost:${process.env.PORT ?? 3000}`).replace(/\/$/, "");
+  if (!Number.isInteger(orders) || orders <= units || orders > MAX_ORDERS)
+    usage(`--orders: an integer above --units, at most ${MAX_ORDERS}`);
+  const base = gatewayUrl(values.url);
   const admin = { email: process.env.ADMIN_EMAIL, password: process.env.ADMIN_PASSWORD };
   if (!admin.email || !admin.password)
     usage("ADMIN_EMAIL and ADMIN_PASSWORD: the admin account `npm start` was given (it creates the product)");
 
-  const api = async (method: string, route: string, token?: string, body?: unknown): Promise<Answer> => {
-    const res = await fetch(`${base}${route}`, {
-      method,
-      headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...(body ? { "content-type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-    const text = await res.text();
-    return { status: res.status, body: text ? (JSON.parse(text) as Answer["body"]) : {} };
-  };
-  const expect = (a: Answer, status: number, what: string): Answer["body"] => {
-    if (a.status !== status) throw new Error(`${what}: ${a.status} ${JSON.stringify(a.body)}`);
+  const call = (method: string, route: string, token?: string, body?: unknown): Promise<Answer> =>
+    api<Body>(base, method, route, token, body);
+  const expect = (a: Answer, status: number, what: string): NonNullable<Body> => {
+    if (a.status !== status || typeof a.body !== "object") throw new Error(`${what}: ${a.status} ${JSON.stringify(a.body)}`);
     return a.body;
   };
   const login = async (email: string, password: string): Promise<string> =>
-    String(expect(await api("POST", "/api/auth/login", undefined, { email, password }), 200, `log in ${email}`).accessToken);
+    String(expect(await call("POST", "/api/auth/login", undefined, { email, password }), 200, `log in ${email}`).accessToken);
 
-  // ---- setup: the product, the buyers (none of this is the race) ----
+  // ---- setup: the buyers, then the product (none of this is the race) ----
   const adminToken = await login(admin.email, admin.password);
-  const product = expect(
-    await api("POST", "/api/products", adminToken, {
-      sku: `RACE-${Date.now().toString(36)}`,
-      name: "The last units",
-      description: "npm run race",
-      category: "Race",
-      price: { amount: 1000, currency: "EUR" },
-      stock: units,
-    }),
-    201,
-    "create the product (admin)",
-  );
-  const productId = String(product.id);
   const buyers: string[] = [];
   for (let i = 0; i < Math.ceil(orders / ORDERS_PER_BUYER); i++) {
     const email = `race-buyer-${i}@example.com`;
-    const reg = await api("POST", "/api/auth/register", undefined, { email, password: PASSWORD, name: `Race buyer ${i}` });
+    const reg = await call("POST", "/api/auth/register", undefined, { email, password: PASSWORD, name: `Race buyer ${i}` });
     // 409: registered by an earlier run.
     if (reg.status !== 201 && reg.status !== 409) expect(reg, 201, `register ${email}`);
-    const token = reg.status === 201 ? String(reg.body.accessToken) : await login(email, PASSWORD);
+    const token = reg.status === 201 ? String(reg.body?.accessToken) : await login(email, PASSWORD);
     // A run stopped halfway may have left this buyer unpaid orders: they count against the limit.
-    const mine = expect(await api("GET", "/api/orders?limit=100", token), 200, "list the buyer's orders");
-    const items = (Array.isArray(mine) ? mine : (mine.items as unknown[])) as { id: string; status: string }[];
-    for (const o of items.filter((o) => o.status === "PENDING_PAYMENT"))
-      expect(await api("POST", `/api/orders/${o.id}/cancel`, token), 200, "cancel a leftover order");
+    const unpaid = expect(
+      await call("GET", "/api/orders?status=PENDING_PAYMENT&pageSize=100", token),
+      200,
+      "list the buyer's unpaid orders",
+    );
+    for (const o of (unpaid.items ?? []) as { id: string }[])
+      expect(await call("POST", `/api/orders/${o.id}/cancel`, token), 200, "cancel a leftover order");
     buyers.push(token);
   }
-  process.stdout.write(`${units} units of product ${productId}; ${orders} orders of one unit from ${buyers.length} buyers, all at once…\n`);
-
-  // ---- the race: every order at once ----
-  const answers = await Promise.all(
-    Array.from({ length: orders }, (_, i) =>
-      api("POST", "/api/orders", buyers[i % buyers.length], { items: [{ productId, quantity: 1 }], shippingAddress: ADDRESS }).then(
-        (a) => ({ ...a, token: buyers[i % buyers.length] }),
-      ),
-    ),
+  const productId = String(
+    expect(
+      await call("POST", "/api/products", adminToken, {
+        sku: `RACE-${Date.now().toString(36)}`,
+        name: "The last units",
+        description: "npm run race",
+        category: "Race",
+        price: { amount: 1000, currency: "EUR" },
+        stock: units,
+      }),
+      201,
+      "create the product (admin)",
+    ).id,
   );
-  const accepted = answers.filter((a) => a.status === 201);
-  const refused = answers.filter((a) => a.status === 409 && (a.body.error as { code?: string } | undefined)?.code === "OUT_OF_STOCK");
-  const other = answers.filter((a) => !accepted.includes(a) && !refused.includes(a));
-  const stock = expect(await api("GET", `/api/products/${productId}`), 200, "read the product").stock as {
-    onHand: number;
-    reserved: number;
-  };
+  const accepted: { id: string; token: string }[] = [];
+  try {
+    process.stdout.write(
+      `${units} units of product ${productId}; ${orders} orders of one unit from ${buyers.length} buyers, all at once…\n`,
+    );
 
-  const problems: string[] = [];
-  if (accepted.length > units) problems.push(`OVERSOLD: ${accepted.length} orders accepted for ${units} units`);
-  if (stock.reserved !== accepted.length)
-    problems.push(`the product has ${stock.reserved} units reserved, the accepted orders hold ${accepted.length}`);
-  if (stock.reserved > stock.onHand) problems.push(`more reserved (${stock.reserved}) than on hand (${stock.onHand})`);
-  if (other.length) {
-    const kinds = new Map<string, number>();
-    for (const a of other) {
-      const key = `${a.status} ${(a.body.error as { code?: string } | undefined)?.code ?? ""}`.trim();
-      kinds.set(key, (kinds.get(key) ?? 0) + 1);
+    // ---- the race: every order at once ----
+    const answers = await Promise.all(
+      Array.from({ length: orders }, async (_, i) => {
+        const token = buyers[i % buyers.length];
+        const a = await call("POST", "/api/orders", token, { items: [{ productId, quantity: 1 }], shippingAddress: ADDRESS });
+        if (a.status === 201) accepted.push({ id: String(a.body?.id), token });
+        return a;
+      }),
+    );
+    const refused = answers.filter((a) => a.status === 409 && codeOf(a) === "OUT_OF_STOCK");
+    const other = answers.filter((a) => a.status !== 201 && !refused.includes(a));
+    const stock = expect(await call("GET", `/api/products/${productId}`), 200, "read the product").stock as {
+      onHand: number;
+      reserved: number;
+    };
+
+    const problems: string[] = [];
+    if (accepted.length > units) problems.push(`OVERSOLD: ${accepted.length} orders accepted for ${units} units`);
+    else if (accepted.length < units && !other.length)
+      problems.push(`only ${accepted.length} of ${units} units sold: buyers were told OUT_OF_STOCK while units were left`);
+    if (stock.reserved !== accepted.length)
+      problems.push(`the product has ${stock.reserved} units reserved, the accepted orders hold ${accepted.length}`);
+    if (stock.reserved > stock.onHand) problems.push(`more reserved (${stock.reserved}) than on hand (${stock.onHand})`);
+    if (other.length) {
+      const kinds = new Map<string, number>();
+      for (const a of other) kinds.set(`${a.status} ${codeOf(a)}`.trim(), (kinds.get(`${a.status} ${codeOf(a)}`.trim()) ?? 0) + 1);
+      problems.push(`answers other than 201 or 409 OUT_OF_STOCK: ${[...kinds].map(([k, n]) => `${n} × ${k}`).join(", ")}`);
     }
-    problems.push(`answers other than 201 or 409 OUT_OF_STOCK: ${[...kinds].map(([k, n]) => `${n} × ${k}`).join(", ")}`);
+    process.stdout.write(
+      [
+        `accepted (201):             ${accepted.length}`,
+        `refused (409 OUT_OF_STOCK): ${refused.length}`,
+        `anything else:              ${other.length}`,
+        `stock now:                  onHand ${stock.onHand}, reserved ${stock.reserved}`,
+        "",
+      ].join("\n"),
+    );
+    if (problems.length) {
+      process.stdout.write(`FAILED:\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
+      return 1;
+    }
+    process.stdout.write(
+      `OK: ${accepted.length} of ${units} units sold, the other ${refused.length} orders refused with OUT_OF_STOCK, nothing oversold.\n`,
+    );
+    return 0;
+  } finally {
+    // ---- leave the shop as it was ----
+    for (const o of accepted) expect(await call("POST", `/api/orders/${o.id}/cancel`, o.token), 200, "cancel an accepted order");
+    expect({ ...(await call("DELETE", `/api/products/${productId}`, adminToken)), body: {} }, 204, "delete the product (admin)");
   }
-  process.stdout.write(
-    [
-      `accepted (201):             ${accepted.length}`,
-      `refused (409 OUT_OF_STOCK): ${refused.length}`,
-      `anything else:              ${other.length}`,
-      `stock now:                  onHand ${stock.onHand}, reserved ${stock.reserved}`,
-      "",
-    ].join("\n"),
-  );
-
-  // ---- leave the shop as it was ----
-  for (const a of accepted) expect(await api("POST", `/api/orders/${String(a.body.id)}/cancel`, a.token), 200, "cancel an accepted order");
-  expect(await api("DELETE", `/api/products/${productId}`, adminToken), 204, "delete the product (admin)");
-
-  if (problems.length) {
-    process.stdout.write(`FAILED:\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
-    return 1;
-  }
-  process.stdout.write(
-    `OK: ${accepted.length} of ${units} units sold, the other ${refused.length} buyers told OUT_OF_STOCK, nothing oversold.\n`,
-  );
-  return 0;
 }
 
 main().then(

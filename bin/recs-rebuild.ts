@@ -9,6 +9,7 @@
  * The URL: --url, else PUBLIC_URL, else http://localhost:$PORT (3000).
  * A rebuild already running is followed rather than started again.
  */
+import { api, gatewayUrl } from "../lib/gateway-client";
 import { followRebuild, type RebuildStatus } from "../lib/operations";
 
 const args = process.argv.slice(2);
@@ -17,34 +18,8 @@ const opt = (name: string) => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 
-/** One call of the admin API; `body` is the parsed answer, whose shape the caller checks by its status. */
-async function api<T = unknown>(
-  base: string,
-  method: string,
-  path: string,
-  token?: string,
-  body?: unknown,
-): Promise<{ status: number; body: T }> {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      ...(body !== undefined ? { "content-type": "application/json" } : {}),
-      ...(token ? { authorization: `Bearer ${token}` } : {}),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let parsed: unknown;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {
-    parsed = text;
-  }
-  return { status: res.status, body: parsed as T };
-}
-
 async function main(): Promise<number> {
-  const base = (opt("--url") ?? process.env.PUBLIC_URL ?? `http://localhost:${process.env.PORT ?? 3000}`).replace(/\/$/, "");
+  const base = gatewayUrl(opt("--url"));
   const email = process.env.ADMIN_EMAIL;
   const password = process.env.ADMIN_PASSWORD;
   if (!email || !password) {

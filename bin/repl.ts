@@ -5,7 +5,7 @@
  * process to join, so there the REPL starts the whole embedded system in this process.
  */
 import { createBroker } from "../app";
-import { installShutdown, loadConfigOrExit } from "./start";
+import { installShutdown, loadConfigOrExit, logWarnings } from "./start";
 
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
@@ -14,6 +14,7 @@ async function main(): Promise<void> {
     { ...config, nodeId: cluster ? `repl-${process.pid}` : config.nodeId, logLevel: cluster ? "warn" : config.logLevel },
     cluster ? [] : config.services,
   );
+  if (!cluster) logWarnings(broker, config);
   installShutdown(() => broker.stop());
   await broker.start();
   process.stdout.write(

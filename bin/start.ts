@@ -3,7 +3,7 @@
  * to reach them. Embedded by default (all services, SQLite, nothing to install); a cluster
  * node when RABBITMQ_URI (and friends) are set.
  */
-import type { Service } from "moleculer";
+import type { Service, ServiceBroker } from "moleculer";
 import { createBroker } from "../app";
 import { ConfigError, loadConfig, type AppConfig } from "../lib/config";
 import { asyncStdout } from "../lib/logger";
@@ -34,12 +34,17 @@ export function installShutdown(stop: () => Promise<unknown>): void {
     });
 }
 
+/** What the configuration turned off or weakened (RATE_LIMITS=off, BREAK_PROTECTION), in the start log of every process that runs services. */
+export function logWarnings(broker: ServiceBroker, config: AppConfig): void {
+  for (const warning of config.warnings) broker.logger.warn(`WARNING: ${warning}`);
+}
+
 async function main(): Promise<void> {
   const config = loadConfigOrExit();
   // The server's log lines leave asynchronously (lib/logger.ts: what that guarantees on a stop and a crash).
   const stdout = asyncStdout();
   const broker = createBroker(config, config.services, { logDestination: stdout });
-  for (const warning of config.warnings) broker.logger.warn(`WARNING: ${warning}`);
+  logWarnings(broker, config);
   // The internal listener (/metrics, and the health routes for a node without the gateway),
   // started before the broker so liveness answers (and readiness says "starting") while the
   // services start. Never the gateway's public port: metrics reveal internal addresses and volumes.

@@ -81,6 +81,11 @@ describe("the tutorial's runner", () => {
       run(page(sh(FAKE_REPL, 'background until "ready"'), typed("invariants", 'type until "0 problem(s)"; timeout 2'))),
       /"0 problem\(s\)" not seen within 2 s/,
     );
+    // Terminal 1 gone before its text: said at once, not at the timeout.
+    await assert.rejects(
+      run(page(sh(FAKE_REPL, 'background until "ready"'), typed("quit", 'type until "bye"; timeout 60'))),
+      /terminal 1 exited \(0\) without printing "bye"/,
+    );
   });
 
   it("a step is stopped at its timeout and fails", async () => {
@@ -91,6 +96,10 @@ describe("the tutorial's runner", () => {
     assert.throws(() => parseTutorial(sh("true", "sometimes")), /unknown run directive "sometimes"/);
     assert.throws(() => parseTutorial("<!-- run: fails -->\n\nno block"), /no block after it/);
     assert.throws(() => parseTutorial(`<!-- run: fails -->\n\n${fence}json\n{}\n${fence}`), /run directives on a json block/);
+    assert.throws(
+      () => parseTutorial(`<!-- run: fails -->\n\n${fence}\nfalse\n${fence}\n\n${sh("true")}`),
+      /run directives on a \(unlabelled\) block/,
+    );
     assert.throws(() => expand("$NOPE", {}), /\$NOPE is not set/);
   });
 });

@@ -78,11 +78,11 @@ export function parseTutorial(markdown: string): Step[] {
       continue;
     }
     const fence = FENCE.exec(lines[i]);
-    if (!fence || !fence[1]) continue;
+    if (!fence) continue;
     const start = i;
     const body: string[] = [];
     for (i++; i < lines.length && !/^```\s*$/.test(lines[i]); i++) body.push(lines[i]);
-    const lang = fence[1];
+    const lang = fence[1] || "(unlabelled)";
     const step: Step = { line: start + 1, kind: "sh", code: body.join("\n"), fails: false, expect: [], timeoutS: 120 };
     for (const d of pending?.directives ?? []) {
       const where = `line ${pending!.line}`;
@@ -125,6 +125,38 @@ export interface RunHooks {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * The process groups the steps started (each step runs in a group of its own, so a timeout or a
+ * stop reaches npm, tsx, node and whatever they started). They are killed when this process
+ * exits or is told to stop (SIGINT, SIGTERM: bin/test.ts's file timeout); a SIGKILL of this
+ * process leaves them running, which nothing here can prevent.
+ */
+const groups = new Set<number>();
+const signalGroup = (pid: number, signal: NodeJS.Signals) => {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+};
+let cleanupInstalled = false;
+function trackGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  const pid = child.pid;
+  groups.add(pid);
+  child.on("exit", () => groups.delete(pid));
+  if (cleanupInstalled) return;
+  cleanupInstalled = true;
+  process.on("exit", () => {
+    for (const g of groups) signalGroup(g, "SIGKILL");
+  });
+  for (const signal of ["SIGINT", "SIGTERM"] as const)
+    process.once(signal, () => {
+      for (const g of groups) signalGroup(g, "SIGKILL");
+      process.exit(130);
+    });
+}
+
 /** The REPL's prompt (moleculer-repl), printed again when a typed command is done. */
 const PROMPT = "mol $";
 
@@ -136,7 +168,10 @@ class Background {
     const take = (chunk: Buffer) => (this.output += chunk.toString());
     child.stdout!.on("data", take);
     child.stderr!.on("data", take);
+    // A line typed as it exits: the exit is what the step reports, not an EPIPE.
+    child.stdin!.on("error", () => undefined);
     child.on("exit", (code, signal) => (this.exited = code ?? (signal ? 128 : null)));
+    trackGroup(child);
   }
   async waitFor(test: () => boolean, timeoutS: number, what: string): Promise<void> {
     const deadline = Date.now() + timeoutS * 1000;
@@ -147,11 +182,10 @@ class Background {
     }
   }
   async stop(): Promise<void> {
-    if (this.exited !== undefined || this.child.pid === undefined) return;
-    process.kill(-this.child.pid, "SIGINT");
-    await this.waitFor(() => this.exited !== undefined, 30, "the exit after Ctrl-C").catch(() => {
-      if (this.exited === undefined) process.kill(-this.child.pid!, "SIGKILL");
-    });
+    const pid = this.child.pid;
+    if (this.exited !== undefined || pid === undefined) return;
+    signalGroup(pid, "SIGINT");
+    await this.waitFor(() => this.exited !== undefined, 30, "the exit after Ctrl-C").catch(() => signalGroup(pid, "SIGKILL"));
   }
 }
 
@@ -197,6 +231,7 @@ export async function runTutorial(steps: Step[], cwd: string, env: Record<string
         if (!t1 || t1.exited !== undefined) throw new Error(`${at}: nothing runs in terminal 1 to type into`);
         const from = t1.output.length;
         for (const line of step.code.split("\n").filter((l) => l.trim())) {
+          if (t1.exited !== undefined) throw new Error(`${at}: terminal 1 exited before "${line}" was typed`);
           const prompts = t1.output.split(PROMPT).length;
           t1.child.stdin!.write(`${expand(line, vars)}\n`);
           await t1.waitFor(
@@ -206,7 +241,11 @@ export async function runTutorial(steps: Step[], cwd: string, env: Record<string
           );
         }
         if (step.until === undefined) await t1.waitFor(() => t1.exited !== undefined, step.timeoutS, "its exit");
-        else await t1.waitFor(() => t1.output.slice(from).includes(step.until!), step.timeoutS, `"${step.until}"`);
+        else {
+          await t1.waitFor(() => t1.output.slice(from).includes(step.until!) || t1.exited !== undefined, step.timeoutS, `"${step.until}"`);
+          if (!t1.output.slice(from).includes(step.until))
+            throw new Error(`${at}: terminal 1 exited (${t1.exited}) without printing "${step.until}":\n${t1.output.slice(-3000)}`);
+        }
         const printed = t1.output.slice(from);
         hooks.log(printed.trim());
         for (const e of step.expect) if (!printed.includes(e)) throw new Error(`${at}: expected "${e}" in what terminal 1 printed`);
@@ -236,10 +275,11 @@ export async function runTutorial(steps: Step[], cwd: string, env: Record<string
       };
       child.stdout.on("data", take);
       child.stderr.on("data", take);
+      trackGroup(child);
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
-        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+        if (child.pid !== undefined) signalGroup(child.pid, "SIGKILL");
       }, step.timeoutS * 1000);
       const code = await new Promise<number>((resolve) => child.on("exit", (c, signal) => resolve(c ?? (signal ? 128 : 1))));
       clearTimeout(timer);

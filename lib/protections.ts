@@ -1,6 +1,6 @@
 /**
  * "Break it yourself" (docs/tutorial.md): `BREAK_PROTECTION=stock-guard,inbox,idempotency-key`
- * turns off one protection at a time, so a learner can watch the race script or a test fail
+ * turns off one protection at a time, so a learner can watch the test that proves it fail
  * without it, and pass again once it is back. Development and tests only: loadConfig refuses
  * the variable under NODE_ENV=production (a node does not start), and `protectionOff` never
  * answers true there, whatever the environment says.
@@ -14,7 +14,7 @@
 /** What each switch turns off, and where (docs/tutorial.md shows each one failing). */
 export const PROTECTIONS = {
   "stock-guard":
-    "the conditional stock update (services/product/product.repo.ts reserveStock): a reserve no longer states `on_hand - reserved >= quantity` in its UPDATE, so only the plain read before it decides, and concurrent buyers oversell",
+    "the conditional stock update (services/product/product.repo.ts reserveStock): a reserve no longer states `on_hand - reserved >= quantity` in its UPDATE, so only the plain read before it decides; concurrent buyers get past it together and only the database's CHECK (products_stock_check) stops the oversell, as an error instead of a 409",
   inbox: "the consumers' inbox (lib/events/consumer.ts): a redelivered or duplicated business event is applied again instead of skipped",
   "idempotency-key":
     "the Idempotency-Key claim (lib/idempotency.ts): a retried request creates a second order, refund or return instead of answering the first",
@@ -42,7 +42,6 @@ export function brokenProtections(env: NodeJS.ProcessEnv): { off: Protection[]; 
 
 /** True when `p` is switched off in this process (never under NODE_ENV=production). */
 export function protectionOff(p: Protection): boolean {
-  const value = process.env[BREAK_PROTECTION];
-  if (!value || process.env.NODE_ENV === "production") return false;
-  return value.split(",").some((s) => s.trim() === p);
+  if (!process.env[BREAK_PROTECTION] || process.env.NODE_ENV === "production") return false;
+  return brokenProtections(process.env).off.includes(p);
 }

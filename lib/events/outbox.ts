@@ -116,7 +116,8 @@ export async function recentOutbox(db: Knex, limit: number, containing?: string)
   // Letters, digits and dashes only (an id): no LIKE wildcard, and no escape syntax, which
   // SQLite and MariaDB spell differently.
   if (containing !== undefined) {
-    if (!/^[A-Za-z0-9-]{1,64}$/.test(containing)) throw new Error("an id to look for: letters, digits and dashes");
+    // At least 8 characters: a shorter text would match most payloads by chance.
+    if (!/^[A-Za-z0-9-]{8,64}$/.test(containing)) throw new Error("an id to look for: 8 to 64 letters, digits and dashes");
     q.where("payload", "like", `%${containing}%`);
   }
   return (await q).map((r) => ({
