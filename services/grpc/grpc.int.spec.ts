@@ -395,18 +395,22 @@ describe("gRPC edge (embedded)", () => {
     const ordersBefore = (await g.call(O, "List", {}, { token: bob.token })).value.total;
     cartGate.close();
     const reservesBefore = cartGate.calls;
+    const endedBefore = creates.ended.length;
     let f: GrpcFailure;
     try {
       f = await g.fail(O, "Create", { shippingAddress: ADDRESS }, { token: bob.token, deadlineMs: 10 });
       // The client gives up 10 ms after it sent, by its own clock; on a loaded machine the
       // server may take the call later, with 10 ms of its own from then (a gRPC deadline
-      // travels as a duration): the gate stays closed until the create waits at it, or that
-      // create would find it open (seen once: it ran through and made its order).
+      // travels as a duration). So the gate stays closed until the create waits at it AND has
+      // given up there at its own deadline (the held call's timeout): opened any earlier, the
+      // create would go on within what is left of its time (seen twice: it made its order).
       await eventually("the create waits at the cart read", async () => cartGate.waiting > 0);
+      await eventually("the create gave up at its deadline", async () => creates.ended.length > endedBefore);
     } finally {
       cartGate.open();
     }
     assert.equal(f.code, "DEADLINE_EXCEEDED");
+    assert.equal(creates.ended.at(-1), "RequestTimeoutError", "the held call timed out at the server's deadline");
     // The create's next step after the held call would have been the reserve: it never came,
     // and no order exists. (The held cart read itself then ran: it changes nothing.)
     await eventually("the held call ran", async () => cartGate.calls > reservesBefore);
