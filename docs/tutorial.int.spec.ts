@@ -48,6 +48,12 @@ describe("the tutorial's runner", () => {
         `the ${p} switch's run is expected to fail`,
       );
     assert.ok(failing.some((c) => c.includes("NODE_ENV=production")));
+    // A test run by its title: a title that no longer matches would run nothing and pass.
+    for (const step of steps.filter((s) => s.code.includes("npx mocha ") && !s.fails))
+      assert.ok(
+        step.expect.some((e) => / passing$/.test(e)),
+        `docs/tutorial.md:${step.line} expects its tests to pass by their count`,
+      );
   });
 
   it("variables carry from block to block and into what is typed; the browser step gets the URL", async () => {
