@@ -1,7 +1,8 @@
 /**
  * The docs are tested (#19): the generated pages are current, and every relative link (with its
  * #anchor), every repository file, every `npm run` script and every test title (quoted beside its
- * spec file) that README.md or a page of docs/ names exists. Their diagrams render in Chromium: docs/diagrams.int.spec.ts.
+ * spec file) that README.md or a page of docs/ names exists, and so does the code a diagram names
+ * (its files, the function named after a file, every camelCase name). Their diagrams render in Chromium: docs/diagrams.int.spec.ts.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -49,7 +50,11 @@ describe("docs", () => {
         page,
         "See [gone](nowhere.md), [the README's nothing](../../README.md#no-such-heading), [here](#nowhere-here), `lib/no-such-file.ts` and `npm run no-such-script`.\n" +
           // (built from two parts: this file must not hold the title it is said to lack)
-          `| \`docs/docs.unit.spec.ts\` | "${missingTitle}" |\n`,
+          `| \`docs/docs.unit.spec.ts\` | "${missingTitle}" |\n` +
+          // A diagram naming a file that is not there, a function its file lacks, and one the code lacks.
+          "```mermaid\nsequenceDiagram\n  Note over A: lib/no-such-file.ts run\n  Note over A: lib/idempotency.ts claimTwice\n  Note over A: " +
+          ["never", "Written"].join("") +
+          " then idempotent\n```\n",
       );
       const rel = path.relative(ROOT, page).split(path.sep).join("/");
       assert.deepEqual(brokenReferences(ROOT, [rel]), [
@@ -58,6 +63,10 @@ describe("docs", () => {
         `${rel}: link #nowhere-here: no such heading here`,
         `${rel}: file lib/no-such-file.ts does not exist`,
         `${rel}: test "${missingTitle}" is not in docs/docs.unit.spec.ts`,
+        `${rel}: diagram names lib/no-such-file.ts, which does not exist`,
+        `${rel}: diagram names claimTwice in lib/idempotency.ts, which does not have it`,
+        `${rel}: diagram names claimTwice, which is nowhere in the code`,
+        `${rel}: diagram names ${["never", "Written"].join("")}, which is nowhere in the code`,
         `${rel}: npm run no-such-script: no such script in package.json`,
       ]);
     } finally {

@@ -42,6 +42,32 @@ export function headingAnchors(markdown: string): Set<string> {
   return anchors;
 }
 
+const codeCache = new Map<string, string>();
+/** Every TypeScript file of the code (not the tests, not node_modules), as one text. */
+function codeText(root: string): string {
+  let text = codeCache.get(root);
+  if (text === undefined) {
+    const parts: string[] = [];
+    const walk = (dir: string) => {
+      for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+        if (e.name === "node_modules" || e.name.startsWith(".") || e.name === "dist") continue;
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.name.endsWith(".ts") && !e.name.endsWith(".spec.ts")) parts.push(fs.readFileSync(p, "utf8"));
+      }
+    };
+    for (const d of ["app.ts", "bin", "lib", "mixins", "services", "proto"]) {
+      const p = path.join(root, d);
+      if (!fs.existsSync(p)) continue;
+      if (fs.statSync(p).isDirectory()) walk(p);
+      else parts.push(fs.readFileSync(p, "utf8"));
+    }
+    text = parts.join("\n");
+    codeCache.set(root, text);
+  }
+  return text;
+}
+
 /** Everything `files` name that does not exist, one line each ("<file>: <what>"). */
 export function brokenReferences(root: string, files: string[]): string[] {
   const scripts = (JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { scripts: Record<string, string> }).scripts;
@@ -73,6 +99,19 @@ export function brokenReferences(root: string, files: string[]): string[] {
       const source = fs.readFileSync(path.join(root, spec), "utf8");
       for (const [, title] of line.matchAll(/"([^"]{12,})"/g))
         if (!source.includes(title)) problems.push(`${file}: test "${title}" is not in ${spec}`);
+    }
+    // The diagrams name the code that does each step: a file there exists, a name right after
+    // a file is in it, and every other camelCase name is somewhere in the code.
+    // (The first line is Mermaid's: the diagram's kind, `sequenceDiagram`.)
+    for (const [, diagram] of text.matchAll(/^```mermaid\n[^\n]*\n([\s\S]*?)^```$/gm)) {
+      for (const [, p, name] of diagram.matchAll(/\b((?:[\w.@-]+\/)+[\w.-]+\.ts)(?:\s+(\w+))?/g)) {
+        if (!fs.existsSync(path.join(root, p))) problems.push(`${file}: diagram names ${p}, which does not exist`);
+        else if (name && /[a-z][A-Z]|^[a-z]+$/.test(name) && !new RegExp(`\\b${name}\\b`).test(fs.readFileSync(path.join(root, p), "utf8")))
+          problems.push(`${file}: diagram names ${name} in ${p}, which does not have it`);
+      }
+      for (const [name] of diagram.matchAll(/\b[a-z]+(?:[A-Z][a-z0-9]*)+\b/g))
+        if (!new RegExp(`\\b${name}\\b`).test(codeText(root)))
+          problems.push(`${file}: diagram names ${name}, which is nowhere in the code`);
     }
     for (const [, name] of text.matchAll(/npm run ([\w:.-]+)/g)) {
       const script = name.replace(/[:.]+$/, "");
