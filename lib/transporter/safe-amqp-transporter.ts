@@ -85,7 +85,10 @@ const Base = Transporters.AMQP as unknown as new (opts: unknown) => {
   connect(errorCallback: (err: unknown) => void): Promise<void>;
   _getQueueOptions(packetType: string, balancedQueue?: boolean): QueueOptions;
   _consumeCB(cmd: string, needAck?: boolean): ConsumeCallback;
-  channel: (Closeable & { ack(msg: unknown): void; nack(msg: unknown): void }) | null;
+  channel: (Closeable & { ack(msg: unknown): void; nack(msg: unknown): void; checkQueue(queue: string): Promise<unknown> }) | null;
+  nodeID: string;
+  getTopicName(cmd: string, nodeID?: string): string;
+  subscribe(cmd: string, nodeID?: string): Promise<unknown> | undefined;
   disconnect(): Promise<void>;
   receive(cmd: string, data: Buffer): unknown;
   send(topic: string, data: Buffer, meta: { packet: { type: string } }): Promise<void>;
@@ -114,6 +117,18 @@ function closeQuietly(c: Closeable | null | undefined): void {
   }
 }
 
+/**
+ * After a move, when this node checks that its own queues still exist (ms after the move).
+ * RabbitMQ may delete a queue the node has just declared again, silently (rabbitmq-server#9798,
+ * open: every surviving broker node runs its cleanup of the lost one, and one that runs late
+ * deletes the queue declared meanwhile); the consumer stays and nothing arrives, so each call
+ * to the node times out. A missing queue is found by a passive declare, whose 404 closes the
+ * channel: that counts as a lost connection, and the node moves again, declaring them anew.
+ * Its limit: a deletion after the last check is not seen (the cleanup runs within seconds of
+ * a broker node's loss).
+ */
+const QUEUE_CHECKS_AFTER_MOVE_MS = [1_000, 3_000, 10_000];
+
 /** How long a node keeps moving over the RabbitMQ URLs itself before Moleculer's 5 s reconnect loop takes over. */
 const FAILOVER_WINDOW_MS = 15_000;
 
@@ -123,6 +138,8 @@ export const QUEUE_PREFIX = "MOLQ";
 export class SafeAmqpTransporter extends Base {
   /** Set by a stop: no connect (failover's included) may bring the node back after it. */
   private stopping = false;
+  /** This node's own queues (its requests, replies, and copy of each broadcast), by name. */
+  private readonly ownQueues = new Set<string>();
 
   constructor(opts: Record<string, unknown>) {
     super(opts);
@@ -143,6 +160,31 @@ export class SafeAmqpTransporter extends Base {
     return balancedQueue
       ? { ...options, durable: true, arguments: { ...options.arguments, "x-queue-type": "quorum" } }
       : { ...options, durable: false };
+  }
+
+  /** Moleculer's, with the node's own queue names noted (Moleculer's amqp.js `subscribe` names them so). */
+  override subscribe(cmd: string, nodeID?: string): Promise<unknown> | undefined {
+    this.ownQueues.add(nodeID != null ? this.getTopicName(cmd, nodeID) : `${this.prefix}.${cmd}.${this.nodeID}`);
+    return super.subscribe(cmd, nodeID);
+  }
+
+  /** See QUEUE_CHECKS_AFTER_MOVE_MS. */
+  private async checkQueuesAfterMove(): Promise<void> {
+    const { connection, channel } = this;
+    let waited = 0;
+    for (const at of QUEUE_CHECKS_AFTER_MOVE_MS) {
+      await new Promise((r) => setTimeout(r, at - waited));
+      waited = at;
+      if (this.stopping || !channel || this.channel !== channel || this.connection !== connection) return;
+      try {
+        for (const queue of this.ownQueues) await channel.checkQueue(queue);
+      } catch (err) {
+        if (this.stopping || this.channel !== channel) return;
+        this.logger.warn(`AMQP: a queue of this node is gone since the move (${(err as Error)?.message ?? err}); moving again`);
+        closeQuietly(connection);
+        return;
+      }
+    }
   }
 
   override disconnect(): Promise<void> {
@@ -218,6 +260,7 @@ export class SafeAmqpTransporter extends Base {
         await this.connect(errorCallback);
         if (this.stopping) return;
         this.logger.warn(`AMQP: connection lost (${(lost as Error)?.message ?? lost}); moved to another RabbitMQ node`);
+        void this.checkQueuesAfterMove();
         return;
       } catch (err) {
         this.logger.warn(`AMQP: a RabbitMQ node refused while moving: ${(err as Error)?.message ?? err}`);
