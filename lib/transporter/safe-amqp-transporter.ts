@@ -173,7 +173,8 @@ export class SafeAmqpTransporter extends Base {
     const { connection, channel } = this;
     let waited = 0;
     for (const at of QUEUE_CHECKS_AFTER_MOVE_MS) {
-      await new Promise((r) => setTimeout(r, at - waited));
+      // Unreferenced: a pending check keeps no stopped process alive.
+      await new Promise((r) => setTimeout(r, at - waited).unref());
       waited = at;
       if (this.stopping || !channel || this.channel !== channel || this.connection !== connection) return;
       try {
