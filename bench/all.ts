@@ -15,6 +15,7 @@ import os from "node:os";
 import path from "node:path";
 import { markdownTable, type SummaryFigure } from "./support";
 import { statusLine } from "../lib/progress";
+import { signalGroup } from "../test/support/proc";
 
 interface Bench {
   name: string;
@@ -115,8 +116,8 @@ function runOne(bench: Bench, summaryFile: string, index: number, total: number)
   const timer = setTimeout(() => {
     timedOut = true;
     tail.push(`stopped after ${secs(TIMEOUT_MS)} (timeout)`);
-    killGroup(child.pid, "SIGTERM");
-    setTimeout(() => killGroup(child.pid, "SIGKILL"), 20_000).unref();
+    signalGroup(child.pid, "SIGTERM");
+    setTimeout(() => signalGroup(child.pid, "SIGKILL"), 20_000).unref();
   }, TIMEOUT_MS);
   return new Promise((resolve) => {
     child.on("close", (code) => {
@@ -139,15 +140,6 @@ function runOne(bench: Bench, summaryFile: string, index: number, total: number)
       resolve({ bench, code: result, ms, tail });
     });
   });
-}
-
-function killGroup(pid: number | undefined, signal: NodeJS.Signals): void {
-  if (!pid) return;
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // already gone
-  }
 }
 
 let current: ReturnType<typeof spawn> | undefined;
@@ -173,7 +165,7 @@ async function main(): Promise<void> {
   ] as const)
     process.on(signal, () => {
       // The benchmark cleans up on SIGTERM itself (its own cleanup list).
-      if (current) killGroup(current.pid, "SIGTERM");
+      if (current) signalGroup(current.pid, "SIGTERM");
       process.stderr.write(`\n${signal}: stopping the running benchmark...\n`);
       setTimeout(() => process.exit(code), 20_000).unref();
       current?.on("close", () => process.exit(code));
@@ -237,6 +229,6 @@ async function main(): Promise<void> {
 
 main().catch((err) => {
   process.stderr.write(`\n${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  if (current) killGroup(current.pid, "SIGTERM");
+  if (current) signalGroup(current.pid, "SIGTERM");
   process.exit(1);
 });

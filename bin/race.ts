@@ -19,6 +19,7 @@
  */
 import { parseArgs } from "node:util";
 import { api, gatewayUrl } from "../lib/gateway-client";
+import { SHIPPING_ADDRESS } from "../test/support/fixtures";
 
 const OPTIONS = {
   url: { type: "string" },
@@ -30,14 +31,6 @@ const ORDERS_PER_BUYER = 3;
 /** Ten buyers at most: the sign-up limit's default is 10 per address per 10 minutes. */
 const MAX_ORDERS = 10 * ORDERS_PER_BUYER;
 const PASSWORD = "race buyer password";
-const ADDRESS = {
-  recipient: "Race Buyer",
-  phone: "+86 10 1234 5678",
-  line1: "1 Market Street",
-  city: "Shanghai",
-  postalCode: "200000",
-  country: "CN",
-};
 
 function usage(message: string): never {
   process.stderr.write(`${message}\nusage: npm run race -- [--url URL] [--units N] [--orders M]  (ADMIN_EMAIL and ADMIN_PASSWORD set)\n`);
@@ -123,7 +116,7 @@ async function main(): Promise<number> {
     const answers = await Promise.all(
       Array.from({ length: orders }, async (_, i) => {
         const token = buyers[i % buyers.length];
-        const a = await call("POST", "/api/orders", token, { items: [{ productId, quantity: 1 }], shippingAddress: ADDRESS });
+        const a = await call("POST", "/api/orders", token, { items: [{ productId, quantity: 1 }], shippingAddress: SHIPPING_ADDRESS });
         if (a.status === 201) accepted.push({ id: String(a.body?.id), token });
         return a;
       }),

@@ -20,6 +20,7 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { signalGroup } from "../test/support/proc";
 import type { FileCounts } from "../test/support/test-counts";
 
 const ROOT = path.resolve(__dirname, "..");
@@ -39,16 +40,9 @@ const TIER_CONCURRENCY: Record<Tier, number> = { unit: atOnce, int: atOnce, syst
 const FILE_TIMEOUT_MS = (Number(process.env.TEST_FILE_TIMEOUT_S) || 1200) * 1000;
 /** The process groups of the files running, stopped with the runner (Ctrl-C, a CI's kill). */
 const running = new Set<number>();
-const stopGroup = (pid: number, signal: NodeJS.Signals) => {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // already gone
-  }
-};
 for (const signal of ["SIGINT", "SIGTERM"] as const)
   process.once(signal, () => {
-    for (const pid of running) stopGroup(pid, "SIGKILL");
+    for (const pid of running) signalGroup(pid, "SIGKILL");
     process.exit(130);
   });
 
@@ -93,8 +87,8 @@ function runFile(file: string, stream: boolean): Promise<FileResult & { output: 
   let timedOut = false;
   const watchdog = setTimeout(() => {
     timedOut = true;
-    stopGroup(pid, "SIGTERM");
-    setTimeout(() => stopGroup(pid, "SIGKILL"), 10_000).unref();
+    signalGroup(pid, "SIGTERM");
+    setTimeout(() => signalGroup(pid, "SIGKILL"), 10_000).unref();
   }, FILE_TIMEOUT_MS);
   const chunks: Buffer[] = [];
   child.stdout?.on("data", (c: Buffer) => chunks.push(c));

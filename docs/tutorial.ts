@@ -22,6 +22,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { signalGroup } from "../test/support/proc";
 
 export interface Step {
   /** 1-based line of the block's opening fence (or of the comment, for a standalone step). */
@@ -132,13 +133,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * process leaves them running, which nothing here can prevent.
  */
 const groups = new Set<number>();
-const signalGroup = (pid: number, signal: NodeJS.Signals) => {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // already gone
-  }
-};
 let cleanupInstalled = false;
 function trackGroup(child: ChildProcess): void {
   if (child.pid === undefined) return;

@@ -8,6 +8,16 @@ import { spawn } from "node:child_process";
 import readline from "node:readline";
 import { pathToFileURL } from "node:url";
 
+/** Sends `signal` to the process group `pid` leads (a child spawned `detached`); a group already gone is no error. */
+export function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (!pid) return;
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
 export interface ChildHandle {
   readonly name: string;
   readonly pid: number;
