@@ -66,7 +66,12 @@ interface FileResult {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
   seconds: number;
+  /** Seconds between the file's report (its last test and hooks done) and its process's exit. */
+  lingeredS?: number;
 }
+
+/** A process that outlives its last test by more than this is named: a timer or a handle left open. */
+const LINGER_NOTE_S = 5;
 
 const failedFile = (r: FileResult) => r.exitCode !== 0 || !r.counts || r.counts.failed > 0;
 
@@ -98,8 +103,11 @@ function runFile(file: string, stream: boolean): Promise<FileResult & { output: 
       clearTimeout(watchdog);
       running.delete(pid);
       let counts: FileCounts | undefined;
+      let lingeredS: number | undefined;
       try {
         counts = JSON.parse(fs.readFileSync(statsFile, "utf8")) as FileCounts;
+        // The reporter writes the counts when the run ends: what follows is the process not exiting.
+        lingeredS = (Date.now() - fs.statSync(statsFile).mtimeMs) / 1000;
       } catch {
         counts = undefined;
       }
@@ -112,6 +120,7 @@ function runFile(file: string, stream: boolean): Promise<FileResult & { output: 
         exitCode,
         signal,
         seconds: (Date.now() - started) / 1000,
+        lingeredS,
         output: Buffer.concat(chunks).toString(),
       });
     });
@@ -125,7 +134,11 @@ function describeResult(r: FileResult, index: number, total: number): string {
     : r.timedOut
       ? `stopped after ${FILE_TIMEOUT_MS / 1000} s (TEST_FILE_TIMEOUT_S): it hung`
       : `no report: the file could not load or its process died (exit ${r.exitCode ?? r.signal})`;
-  return `-- [${index}/${total}] ${failedFile(r) ? "FAILED" : "ok"} ${r.file}: ${what} (${r.seconds.toFixed(1)} s)\n`;
+  const lingered =
+    r.lingeredS !== undefined && r.lingeredS > LINGER_NOTE_S
+      ? `; ${r.lingeredS.toFixed(0)} s of it after the last test: a timer or a handle left open`
+      : "";
+  return `-- [${index}/${total}] ${failedFile(r) ? "FAILED" : "ok"} ${r.file}: ${what} (${r.seconds.toFixed(1)} s${lingered})\n`;
 }
 
 /** Runs a tier's files, `concurrency` at a time. */

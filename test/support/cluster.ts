@@ -32,7 +32,7 @@ import { startEtcd, type EtcdHandle } from "./etcd";
 import { freePort } from "./ports";
 import { startPrivateMariaDb, type PrivateMariaDb } from "./private-mariadb";
 import { startPrivateRabbit, startPrivateRabbitCluster, type PrivateRabbit, type PrivateRabbitCluster } from "./private-rabbitmq";
-import { spawnTs, type ChildHandle } from "./proc";
+import { settlesWithin, spawnTs, type ChildHandle } from "./proc";
 import { createVhost, type RabbitVhost } from "./rabbitmq";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "./servers";
 
@@ -140,16 +140,22 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
   const namespace = uniqueNamespace("lc");
   const logDir = opts.logDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "meridian-cluster-"));
   fs.mkdirSync(logDir, { recursive: true });
-  const cleanups: (() => Promise<unknown>)[] = [];
+  const cleanups: { what: string; run: () => Promise<unknown> }[] = [];
+  const cleanup = (what: string, run: () => Promise<unknown>) => cleanups.push({ what, run });
+  // Each step timed in the log: a slow teardown is seconds of every system test that starts a cluster.
   const undo = async () => {
-    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+    for (const c of cleanups.reverse()) {
+      const started = Date.now();
+      await c.run().catch(() => undefined);
+      log(`  stopped: ${c.what} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    }
   };
 
   try {
     const etcdMembers = opts.etcdMembers ?? (opts.ha ? 3 : 1);
     log(`etcd: starting a private instance (${etcdMembers} member(s), authentication on)`);
     const etcd = await startEtcd({ members: etcdMembers, auth: { prefix: `${discoveryPrefix(namespace)}/` } });
-    cleanups.push(() => etcd.destroy());
+    cleanup("etcd", () => etcd.destroy());
     let rabbit: PrivateRabbit | undefined;
     let rabbitCluster: PrivateRabbitCluster | undefined;
     let vhost: RabbitVhost | undefined;
@@ -157,21 +163,19 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
     if (opts.ha) {
       log("RabbitMQ: starting three private nodes, clustered; MariaDB: a private instance");
       const [rc, db] = await Promise.allSettled([startPrivateRabbitCluster(3), startPrivateMariaDb()]);
-      if (rc.status === "fulfilled") cleanups.push(() => rc.value.destroy());
-      if (db.status === "fulfilled") cleanups.push(() => db.value.destroy());
+      if (rc.status === "fulfilled") cleanup("RabbitMQ cluster", () => rc.value.destroy());
+      if (db.status === "fulfilled") cleanup("MariaDB", () => db.value.destroy());
       if (rc.status === "rejected") throw rc.reason;
       if (db.status === "rejected") throw db.reason;
       [rabbitCluster, mariadb] = [rc.value, db.value];
     } else if (opts.privateServers) {
       log("RabbitMQ, MariaDB: starting private instances");
       [rabbit, mariadb] = await Promise.all([startPrivateRabbit(), startPrivateMariaDb()]);
-      cleanups.push(
-        () => rabbit!.destroy(),
-        () => mariadb!.destroy(),
-      );
+      cleanup("RabbitMQ", () => rabbit!.destroy());
+      cleanup("MariaDB", () => mariadb!.destroy());
     } else {
       vhost = await createVhost();
-      cleanups.push(() => vhost!.destroy());
+      cleanup("RabbitMQ vhost", () => vhost!.destroy());
     }
     const sandbox = generateKeyPairSync("rsa", {
       modulusLength: 2048,
@@ -204,7 +208,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
       ...opts.env,
     };
     const config = loadConfig({ ...env, NODE_ID: "cluster-tool" });
-    cleanups.push(async () => {
+    cleanup("databases and Redis keys", async () => {
       for (const s of DB_SERVICES) await dropDatabase(config, s);
       await deleteRedisKeys(REDIS_URL, namespace);
     });
@@ -292,7 +296,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
     };
 
     log(`nodes: ${plan.length} (${ALL_SERVICES.map((s) => `${s} ×${replicas[s]}`).join(", ")})`);
-    cleanups.push(async () => {
+    cleanup("nodes", async () => {
       await Promise.all([...nodes.values()].map((n) => stopChild(n.child)));
     });
     const queue = [...plan];
@@ -308,7 +312,7 @@ export async function startLocalCluster(opts: LocalClusterOptions = {}): Promise
 
     const observer = new ServiceBroker({ ...brokerOptions({ ...config, nodeId: `${namespace}-observer`, services: [] }), logger: false });
     await observer.start();
-    cleanups.push(() => observer.stop());
+    cleanup("observer", () => observer.stop());
 
     const cluster: LocalCluster = {
       namespace,
@@ -396,7 +400,7 @@ export const moleculerName = (s: ServiceName): string => (s === "gateway" ? "api
 /** SIGTERM (Moleculer's graceful stop), SIGKILL after 30 s. */
 async function stopChild(child: ChildHandle): Promise<void> {
   child.kill("SIGTERM");
-  const done = await Promise.race([child.waitExit().then(() => true), sleep(30_000).then(() => false)]);
+  const done = await settlesWithin(child.waitExit(), 30_000);
   if (!done) {
     child.kill("SIGKILL");
     await child.waitExit();

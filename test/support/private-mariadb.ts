@@ -8,6 +8,7 @@
  * is the crash (SIGKILL: InnoDB recovers on the next start); `destroy()` removes it all.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { settlesWithin } from "./proc";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -91,7 +92,7 @@ export async function startPrivateMariaDb(): Promise<PrivateMariaDb> {
     const proc = child;
     if (!proc) return;
     proc.kill(signal);
-    await Promise.race([exited(proc), new Promise((r) => setTimeout(r, 60_000))]);
+    await settlesWithin(exited(proc), 60_000);
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill("SIGKILL");
       await exited(proc);

@@ -20,6 +20,7 @@
  * machine's two cores with the services under test, and spinning schedulers would steal them.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
+import { settlesWithin } from "./proc";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -109,7 +110,7 @@ export async function startPrivateRabbit(opts: { cookie?: string; name?: string 
     const proc = child;
     if (!proc) return;
     await ctl("stop").catch(() => proc.kill("SIGTERM"));
-    await Promise.race([exited(proc), new Promise((r) => setTimeout(r, 30_000))]);
+    await settlesWithin(exited(proc), 30_000);
     if (proc.exitCode === null && proc.signalCode === null) {
       proc.kill("SIGKILL");
       await exited(proc);
@@ -122,9 +123,16 @@ export async function startPrivateRabbit(opts: { cookie?: string; name?: string 
     if (!proc) return;
     // The Erlang VM is the script's child (Debian's rabbitmq-server waits for it): kill it,
     // as the OOM killer or a node's crash would; the script then exits.
-    const vm = Number(fs.readFileSync(path.join(dir, "rabbit.pid"), "utf8").trim());
-    if (vm > 0) process.kill(vm, "SIGKILL");
-    await Promise.race([exited(proc), new Promise((r) => setTimeout(r, 10_000))]);
+    const pidFile = path.join(dir, "rabbit.pid");
+    const vm = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, "utf8").trim()) : 0;
+    if (vm > 0) {
+      try {
+        process.kill(vm, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    } else proc.kill("SIGKILL"); // not started far enough to write its pid file
+    await settlesWithin(exited(proc), 10_000);
     if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
     child = null;
   }
@@ -142,7 +150,8 @@ export async function startPrivateRabbit(opts: { cookie?: string; name?: string 
     kill,
     ctl,
     async destroy() {
-      await stop();
+      // Its data goes with it: no graceful stop (an Erlang CLI and the node's shutdown, seconds).
+      await kill();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -18,6 +18,20 @@ export function signalGroup(pid: number | undefined, signal: NodeJS.Signals): vo
   }
 }
 
+/**
+ * Whether `exit` settles within `ms`. The timer is cleared either way: a bare
+ * `Promise.race([exit, sleep(ms)])` leaves it pending, and a test process then waits it out
+ * after its last test (seen: a minute after every local cluster's teardown, from MariaDB's stop).
+ */
+export async function settlesWithin(exit: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([exit.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(resolve, ms, false)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export interface ChildHandle {
   readonly name: string;
   readonly pid: number;
