@@ -18,10 +18,10 @@
  *   cluster must keep serving (the resilient discoverer keeps the known nodes meanwhile);
  * - `mariadb`: MariaDB killed (a crash: InnoDB recovers) and started again.
  * Errors the shoppers see are attributed to the fault whose window (start → healthy again)
- * they fall in, from the load's once-a-second progress. After the load: the system settles
- * (reservation TTL + sweep, reconciliation), then the checkout invariants are read from the
- * databases (lib/invariants.ts): every order answered 201 exists, none stuck past
- * TTL + sweep, money refunded exactly (a kept charge what its order counts, any other charge
+ * they fall in, from the load's once-a-second progress. After the load the checkout invariants
+ * are read from the databases (lib/invariants.ts) until they hold or `settleTimeoutS` passes
+ * (holds expiring after the reservation TTL + sweep, reconciliation): every order answered 201
+ * exists, none left PENDING_PAYMENT, money refunded exactly (a kept charge what its order counts, any other charge
  * its amount), stock conserved, each paid order notified once. The run refuses to start on
  * an incomplete catalog (fewer products than the demo catalog's size after seeding).
  * Beside the invariants, the business events: after settling no outbox row is unsent, no
@@ -308,9 +308,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       } else steadyErrors += dErr;
     }
 
-    // Settle, then the invariants (retried while refunds and reconciliation finish).
+    // Settle, then the invariants, retried until they hold (unpaid holds expiring, refunds and
+    // reconciliation finishing) or `settleTimeoutS` passes. No fixed wait first: an order still
+    // PENDING_PAYMENT and a payment still PENDING are problems at any age (lib/invariants.ts),
+    // so the check cannot pass before every hold of the run has expired or been paid.
     log(`load done: ${load.requests} requests, ${load.errors.total} errors, ${load.orders.paid} orders paid; settling`);
-    await sleep((opts.reservationTtlS + 3) * 1000);
     const check = () =>
       checkCheckoutInvariants(db, {
         products: products.map((p) => ({ id: p.id })),
@@ -335,12 +337,19 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       ];
       return { ...result, problems: [...result.problems, ...problems] };
     };
+    // The event queues are read with rabbitmqctl (seconds per call): only once the databases hold,
+    // and once more at the end for the report.
+    const settled = async () => {
+      const result = await check();
+      return result.problems.length ? result : eventsSettled(result);
+    };
     const settleStart = Date.now();
-    let invariants = await check().then(eventsSettled);
+    let invariants = await settled();
     while (invariants.problems.length && Date.now() - settleStart < opts.settleTimeoutS * 1000) {
       await sleep(2000);
-      invariants = await check().then(eventsSettled);
+      invariants = await settled();
     }
+    if (invariants.problems.length) invariants = await eventsSettled(invariants);
     const logErrors = [...cluster.nodes.values()].flatMap((n) =>
       n.history.flatMap((c) => c.lines.filter((l) => /"level":"(error|fatal)"/.test(l)).map((l) => `[${c.name}] ${l.slice(0, 300)}`)),
     );

@@ -585,7 +585,7 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
         // this one must be up again first (its start announces it to the other nodes).
         await startNode(victim, services, AIMED_LOGS);
         const restartMs = Date.now() - killedAt;
-        await sleep(300 + Math.random() * 300); // pacing: some traffic between kills
+        await sleep(100 + Math.random() * 200); // pacing: some traffic between kills (the next cycle also waits for a flow at its stage)
         kills.push({
           phase,
           victim,
@@ -603,9 +603,9 @@ describe("checkout under kill -9 of payment nodes, then order nodes (20 each)", 
     try {
       await sleep(2000);
       await killPhase("payment", ["pay-1", "pay-2"], "payment");
-      await sleep(3000);
+      await sleep(2000);
       await killPhase("order", ["order-1", "order-2"], "order");
-      await sleep(3000);
+      await sleep(2000);
     } finally {
       running = false;
       await Promise.all(workers);

@@ -57,8 +57,8 @@ describe("operations: the local cluster under load and chaos", () => {
     assert.ok(cluster.gatewayUrls.length >= 2, "two gateways");
   });
 
-  it("load smoke: 20 s of shoppers, no error, at least 50 requests, orders paid", async () => {
-    const summary = await runLoad({ urls: cluster.gatewayUrls, shoppers: 4, durationS: 20, thinkMs: 100, admin: ADMIN, seed: 7 });
+  it("load smoke: 10 s of shoppers, no error, at least 50 requests, orders paid", async () => {
+    const summary = await runLoad({ urls: cluster.gatewayUrls, shoppers: 4, durationS: 10, thinkMs: 100, admin: ADMIN, seed: 7 });
     log(
       `load: ${summary.requests} requests (${summary.requestsPerS.toFixed(1)}/s), ${summary.errors.total} errors, ${summary.orders.paid} orders paid`,
     );
@@ -72,7 +72,7 @@ describe("operations: the local cluster under load and chaos", () => {
       cluster,
       faults: ["kill", "kill", "kill", "rabbitmq-kill", "mariadb"],
       killServices: ["order", "payment", "product"],
-      gapS: 5,
+      gapS: 3,
       etcdOutageS: 20,
       shoppers: 4,
       thinkMs: 200,
