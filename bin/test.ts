@@ -98,6 +98,9 @@ function runFile(file: string, stream: boolean): Promise<FileResult & { output: 
   const chunks: Buffer[] = [];
   child.stdout?.on("data", (c: Buffer) => chunks.push(c));
   child.stderr?.on("data", (c: Buffer) => chunks.push(c));
+  // The process's exit, not `close` (which also waits for its output pipes, held by any child it left).
+  let exitedAt = 0;
+  child.once("exit", () => (exitedAt = Date.now()));
   return new Promise((resolve) => {
     child.on("close", (exitCode, signal) => {
       clearTimeout(watchdog);
@@ -107,7 +110,7 @@ function runFile(file: string, stream: boolean): Promise<FileResult & { output: 
       try {
         counts = JSON.parse(fs.readFileSync(statsFile, "utf8")) as FileCounts;
         // The reporter writes the counts when the run ends: what follows is the process not exiting.
-        lingeredS = (Date.now() - fs.statSync(statsFile).mtimeMs) / 1000;
+        lingeredS = ((exitedAt || Date.now()) - fs.statSync(statsFile).mtimeMs) / 1000;
       } catch {
         counts = undefined;
       }

@@ -84,9 +84,9 @@ export interface ChaosOptions {
   etcdOutageS: number;
   shoppers: number;
   thinkMs: number;
-  /** Unpaid orders' hold (RESERVATION_TTL_SECONDS of the nodes). */
+  /** Unpaid orders' hold (RESERVATION_TTL_SECONDS) of the nodes a run starts itself (a given `cluster` has its own). */
   reservationTtlS: number;
-  /** How long the invariants may take to hold after the load (refund retries, reconciliation). */
+  /** How long the invariants may take to hold after the load (holds expiring, refund retries, reconciliation). */
   settleTimeoutS: number;
   log: (line: string) => void;
   /** An existing cluster (with private servers) instead of a new one. */
@@ -309,10 +309,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     }
 
     // Settle, then the invariants, retried until they hold (unpaid holds expiring, refunds and
-    // reconciliation finishing) or `settleTimeoutS` passes. No fixed wait first: an order still
-    // PENDING_PAYMENT and a payment still PENDING are problems at any age (lib/invariants.ts),
-    // so the check cannot pass before every hold of the run has expired or been paid.
+    // reconciliation finishing) or `settleTimeoutS` passes. No wait for the holds' TTL first: an
+    // order still PENDING_PAYMENT, a payment or refund still PENDING and a unit still reserved
+    // are problems at any age (lib/invariants.ts), so the check cannot pass before every hold
+    // of the run has expired or been paid. Only the calls still inside the nodes when the
+    // shoppers stopped (an aborted client does not stop a call under way) are waited for: they
+    // end within the nodes' request timeout.
     log(`load done: ${load.requests} requests, ${load.errors.total} errors, ${load.orders.paid} orders paid; settling`);
+    await sleep(loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" }).requestTimeoutMs);
     const check = () =>
       checkCheckoutInvariants(db, {
         products: products.map((p) => ({ id: p.id })),
@@ -337,19 +341,25 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       ];
       return { ...result, problems: [...result.problems, ...problems] };
     };
-    // The event queues are read with rabbitmqctl (seconds per call): only once the databases hold,
-    // and once more at the end for the report.
-    const settled = async () => {
-      const result = await check();
-      return result.problems.length ? result : eventsSettled(result);
+    // The event queues are read with rabbitmqctl (seconds per call): only once the databases
+    // hold. They are read after the databases, so a message consumed in between (a duplicate
+    // applied, say) shows in neither read: once the queues are empty, the databases once more.
+    const settled = async (): Promise<{ result: CheckResult; eventsRead: boolean }> => {
+      const databases = await check();
+      if (databases.problems.length) return { result: databases, eventsRead: false };
+      const withEvents = await eventsSettled(databases);
+      if (withEvents.problems.length) return { result: withEvents, eventsRead: true };
+      const again = await check();
+      return { result: again, eventsRead: !again.problems.length };
     };
     const settleStart = Date.now();
-    let invariants = await settled();
-    while (invariants.problems.length && Date.now() - settleStart < opts.settleTimeoutS * 1000) {
+    let round = await settled();
+    while (round.result.problems.length && Date.now() - settleStart < opts.settleTimeoutS * 1000) {
       await sleep(2000);
-      invariants = await settled();
+      round = await settled();
     }
-    if (invariants.problems.length) invariants = await eventsSettled(invariants);
+    // A report of what is left: the events too, when the last round did not read them.
+    const invariants = round.eventsRead ? round.result : await eventsSettled(round.result);
     const logErrors = [...cluster.nodes.values()].flatMap((n) =>
       n.history.flatMap((c) => c.lines.filter((l) => /"level":"(error|fatal)"/.test(l)).map((l) => `[${c.name}] ${l.slice(0, 300)}`)),
     );

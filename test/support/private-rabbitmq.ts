@@ -83,6 +83,9 @@ export async function startPrivateRabbit(opts: { cookie?: string; name?: string 
 
   async function start(): Promise<void> {
     if (child) return;
+    // A VM killed with -9 leaves its pid file: gone before the next VM writes its own, so that
+    // `kill` never signals a pid of the past.
+    fs.rmSync(path.join(dir, "rabbit.pid"), { force: true });
     const log = fs.openSync(path.join(dir, "server.log"), "a");
     const proc = spawn(path.join(BIN, "rabbitmq-server"), [], { env, stdio: ["ignore", log, log] });
     fs.closeSync(log);
@@ -131,7 +134,7 @@ export async function startPrivateRabbit(opts: { cookie?: string; name?: string 
       } catch {
         // already gone
       }
-    } else proc.kill("SIGKILL"); // not started far enough to write its pid file
+    } else proc.kill("SIGTERM"); // no pid file yet: the script passes a TERM on to the VM it started
     await settlesWithin(exited(proc), 10_000);
     if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
     child = null;

@@ -12,7 +12,7 @@
  *   message; each business action's params and answer and each business event decode with
  *   protobufjs from proto/ alone, and no node counted a JSON fallback (a planted unknown
  *   field shows the counter counts);
- * - the load smoke: shoppers following Online Boutique's mix for 20 s; any error, or fewer
+ * - the load smoke: shoppers following Online Boutique's mix for 10 s; any error, or fewer
  *   than 50 requests, fails;
  * - the short chaos run: an order, a payment and a product node killed (one of each, the
  *   replica drawn by a seed that changes per run and is logged), each as a checkout request
