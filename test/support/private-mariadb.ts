@@ -8,12 +8,12 @@
  * is the crash (SIGKILL: InnoDB recovers on the next start); `destroy()` removes it all.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { settlesWithin } from "./proc";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { freePort } from "./ports";
+import { settlesWithin } from "./proc";
 
 const INSTALL = process.env.MARIADB_INSTALL_DB ?? "/usr/bin/mariadb-install-db";
 const SERVER = process.env.MARIADBD ?? "/usr/sbin/mariadbd";

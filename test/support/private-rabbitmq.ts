@@ -9,7 +9,7 @@
  *
  * `stop()` / `start()` restart it on the same data dir (durable queues and persistent
  * messages survive); `kill()` is `kill -9` of its Erlang VM (no goodbye to clients or peers);
- * `destroy()` stops it and removes the dir.
+ * `destroy()` kills it (its data goes with it) and removes the dir.
  *
  * `startPrivateRabbitCluster(3)`: three such nodes clustered (#17): one Erlang cookie, each
  * its own name, ports and data dir; the second and third join the first
@@ -20,13 +20,13 @@
  * machine's two cores with the services under test, and spinning schedulers would steal them.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process";
-import { settlesWithin } from "./proc";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { freePort } from "./ports";
+import { settlesWithin } from "./proc";
 
 const BIN = process.env.RABBITMQ_BIN_DIR ?? "/usr/lib/rabbitmq/bin";
 
