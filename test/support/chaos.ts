@@ -160,10 +160,12 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   if (!brokers.length || !cluster.mariadb) throw new Error("chaos restarts RabbitMQ and MariaDB: the cluster needs private servers");
   if (opts.faults.includes("rabbitmq-kill") && brokers.length < 2)
     throw new Error("rabbitmq-kill: needs a RabbitMQ cluster (ha); a single broker's loss is the `rabbitmq` fault");
+  // The cluster's settings as its nodes read them (the checker's own connections, the catalog's size, the request timeout).
+  const nodeConfig = loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" });
   const dbs = new Map<string, Knex>();
   const db = (service: string) => {
     let k = dbs.get(service);
-    if (!k) dbs.set(service, (k = createKnex(loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" }), service)));
+    if (!k) dbs.set(service, (k = createKnex(nodeConfig, service)));
     return k;
   };
   const abort = new AbortController();
@@ -172,7 +174,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     // The first product node seeds the demo catalog before it reports started; a start that
     // was retried after a partial seed does not seed again (the table is not empty), so the
     // count is checked, then every product's stock noted (conservation is checked against it).
-    const products = await waitForCatalog(db("product"), loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" }).demoCatalog.size, 30_000);
+    const products = await waitForCatalog(db("product"), nodeConfig.demoCatalog.size, 30_000);
     // The stock before any sale: what is on hand now plus what committed reservations took
     // (orders paid before this run, e.g. an earlier load on the same cluster).
     const committed = await db("product")("reservations")
@@ -316,7 +318,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     // shoppers stopped (an aborted client does not stop a call under way) are waited for: they
     // end within the nodes' request timeout.
     log(`load done: ${load.requests} requests, ${load.errors.total} errors, ${load.orders.paid} orders paid; settling`);
-    await sleep(loadConfig({ ...cluster.env, NODE_ID: "chaos-checker" }).requestTimeoutMs);
+    await sleep(nodeConfig.requestTimeoutMs);
     const check = () =>
       checkCheckoutInvariants(db, {
         products: products.map((p) => ({ id: p.id })),
