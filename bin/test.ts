@@ -10,8 +10,11 @@
  * root hooks and the process's exit: files in one mocha process would share all four.
  *
  * The unit and int tiers run TIER_CONCURRENCY files at once, each file's report printed whole
- * when it ends; the system tier runs one file at a time (its files start clusters of node
- * processes and servers, each sized for the whole machine), its report streamed as it runs.
+ * when it ends. The system tier runs its files one at a time, their reports streamed as they
+ * run (they start clusters of node processes and servers, each sized for the whole machine),
+ * except the files whose header says `@shares-machine` (with why: they mostly wait, on an
+ * outage or a server, and use a fifth of the machine or less): those run one at a time beside
+ * the others, each report printed whole when it ends.
  * Every tier runs even when an earlier one failed, so one CI run reports every failure. The
  * last line is the suite's count, `N passed, N failed` (and `, N skipped` when any), and the
  * exit code is non-zero when anything failed: a test, a hook, or a file that could not run.
@@ -31,7 +34,7 @@ const SKIP_DIRS = new Set(["node_modules", "dist", "data", ".git"]);
 /** Files at once per tier (TEST_CONCURRENCY overrides the unit and int tiers'). */
 const override = Math.floor(Number(process.env.TEST_CONCURRENCY));
 const atOnce = override >= 1 ? override : Math.min(2, os.availableParallelism());
-const TIER_CONCURRENCY: Record<Tier, number> = { unit: atOnce, int: atOnce, system: 1 };
+const TIER_CONCURRENCY = { unit: atOnce, int: atOnce };
 /**
  * A file still running after this long is stopped and counted failed (TEST_FILE_TIMEOUT_S; the
  * longest file, the system tier's chaos run, takes a few minutes): with no default test timeout,
@@ -56,6 +59,10 @@ function findSpecs(dir: string, out: string[] = []): string[] {
 }
 
 const tierOf = (file: string): Tier => TIERS.find((t) => file.includes(`.${t}.spec.ts`)) ?? "system";
+
+/** A system file whose header (its first comment) declares `@shares-machine` may run beside another. */
+const sharesMachine = (file: string): boolean =>
+  /^\s*\*\s*@shares-machine\b/m.test(fs.readFileSync(path.join(ROOT, file), "utf8").slice(0, 4000));
 
 interface FileResult {
   file: string;
@@ -144,24 +151,36 @@ function describeResult(r: FileResult, index: number, total: number): string {
   return `-- [${index}/${total}] ${failedFile(r) ? "FAILED" : "ok"} ${r.file}: ${what} (${r.seconds.toFixed(1)} s${lingered})\n`;
 }
 
-/** Runs a tier's files, `concurrency` at a time. */
+/**
+ * Runs a tier's files: the unit and int tiers `concurrency` at a time from one queue; the
+ * system tier in two lanes, one file at a time each — the files that need the machine to
+ * themselves, streamed, and beside them the `@shares-machine` files, buffered.
+ */
 async function runTier(tier: Tier, files: string[]): Promise<FileResult[]> {
-  const concurrency = Math.min(files.length, TIER_CONCURRENCY[tier]);
-  const stream = concurrency === 1;
-  process.stdout.write(`\n== ${tier}: ${files.length} file(s), ${concurrency} at a time\n`);
   const results: FileResult[] = [];
-  let next = 0;
   let done = 0;
-  const worker = async () => {
-    while (next < files.length) {
-      const file = files[next++];
+  /** Takes files from `take` until it is empty, one at a time. */
+  const lane = async (take: () => string | undefined, stream: boolean) => {
+    for (let file = take(); file !== undefined; file = take()) {
       if (stream) process.stdout.write(`\n-- ${file}\n`);
       const { output, ...result } = await runFile(file, stream);
       results.push(result);
       process.stdout.write(`${stream ? "" : `\n${output}`}${describeResult(result, ++done, files.length)}`);
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, worker));
+  const from = (queue: string[]) => () => queue.shift();
+  if (tier === "system") {
+    const beside = files.filter(sharesMachine);
+    const alone = files.filter((f) => !beside.includes(f));
+    process.stdout.write(`\n== ${tier}: ${files.length} file(s), one at a time; beside them, ${beside.length} that share the machine\n`);
+    // Run in the alone lane's shadow; with no alone file, they stream.
+    await Promise.all([lane(from(alone), true), lane(from(beside), alone.length === 0)]);
+    return results;
+  }
+  const concurrency = Math.min(files.length, TIER_CONCURRENCY[tier]);
+  process.stdout.write(`\n== ${tier}: ${files.length} file(s), ${concurrency} at a time\n`);
+  const take = from([...files]);
+  await Promise.all(Array.from({ length: concurrency }, () => lane(take, concurrency === 1)));
   return results;
 }
 

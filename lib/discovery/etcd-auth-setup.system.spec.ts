@@ -5,6 +5,8 @@
  * good) but a password that differs; a wrong root password or root as the nodes' user is
  * refused with the variable named.
  * The nodes' own start check (lib/discovery/etcd-access.ts) is the judge of the result.
+ *
+ * @shares-machine: one private etcd member and a few short commands (about 10 s).
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";

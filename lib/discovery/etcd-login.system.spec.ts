@@ -4,6 +4,8 @@
  * wrong password is still etcd3's EtcdAuthenticationFailedError, and etcd3's internals are
  * the ones the patch expects (it says false otherwise). The outage case it exists for is
  * test/system/cluster.system.spec.ts's node started during a 60 s etcd outage.
+ *
+ * @shares-machine: one private etcd member and three logins (about 2 s).
  */
 import assert from "node:assert/strict";
 import { after, before, it } from "mocha";

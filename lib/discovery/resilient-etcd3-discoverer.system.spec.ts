@@ -6,6 +6,9 @@
  *   node --import tsx --test lib/discovery/resilient-etcd3-discoverer.system.spec.ts
  *
  * TEST_CHILD_OUTPUT=1 echoes the brokers' logs.
+ *
+ * @shares-machine: most of its two minutes is etcd's outage and the grace periods around it
+ *   (a sixth of the machine, measured); bin/test.ts runs it beside the cluster-sized files.
  */
 import assert from "node:assert/strict";
 import path from "node:path";

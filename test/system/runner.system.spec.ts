@@ -4,6 +4,8 @@
  * `services/<name>/*.service.ts` (their default exports), the embedded system answers, and
  * with `--hot` an edited service file is reloaded in place. A real process, as `npm run dev`
  * starts it (without the REPL, which needs a terminal).
+ *
+ * @shares-machine: one embedded process started and one service reloaded (about 4 s).
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
