@@ -11,10 +11,10 @@
  *
  * The unit and int tiers run TIER_CONCURRENCY files at once, each file's report printed whole
  * when it ends. The system tier runs its files one at a time, their reports streamed as they
- * run (they start clusters of node processes and servers, each sized for the whole machine),
- * except the files whose header says `@shares-machine` (with why: they mostly wait, on an
- * outage or a server, and use a fifth of the machine or less): those run one at a time beside
- * the others, each report printed whole when it ends.
+ * run (they start clusters of node processes and servers, and most keep both cores busy),
+ * except the files whose header says `@shares-machine: <why>` (measured: they mostly wait, on
+ * an outage or a server, or are short and light): those run one at a time beside the others,
+ * each report printed whole after the streamed file it finished during.
  * Every tier runs even when an earlier one failed, so one CI run reports every failure. The
  * last line is the suite's count, `N passed, N failed` (and `, N skipped` when any), and the
  * exit code is non-zero when anything failed: a test, a hook, or a file that could not run.
@@ -60,9 +60,20 @@ function findSpecs(dir: string, out: string[] = []): string[] {
 
 const tierOf = (file: string): Tier => TIERS.find((t) => file.includes(`.${t}.spec.ts`)) ?? "system";
 
-/** A system file whose header (its first comment) declares `@shares-machine` may run beside another. */
-const sharesMachine = (file: string): boolean =>
-  /^\s*\*\s*@shares-machine\b/m.test(fs.readFileSync(path.join(ROOT, file), "utf8").slice(0, 4000));
+/**
+ * A system file whose header (its first doc comment) has a line `@shares-machine: <why>` may run
+ * beside the others. A path that cannot be read is not: it runs alone and fails as any file
+ * that cannot load.
+ */
+function sharesMachine(file: string): boolean {
+  let header: string;
+  try {
+    header = /\/\*\*[\s\S]*?\*\//.exec(fs.readFileSync(path.resolve(ROOT, file), "utf8"))?.[0] ?? "";
+  } catch {
+    return false;
+  }
+  return /^\s*\*\s*@shares-machine:\s*\S/m.test(header);
+}
 
 interface FileResult {
   file: string;
@@ -152,20 +163,36 @@ function describeResult(r: FileResult, index: number, total: number): string {
 }
 
 /**
- * Runs a tier's files: the unit and int tiers `concurrency` at a time from one queue; the
- * system tier in two lanes, one file at a time each — the files that need the machine to
- * themselves, streamed, and beside them the `@shares-machine` files, buffered.
+ * Runs a tier's files: the unit and int tiers `concurrency` at a time from one queue, each
+ * report printed whole when its file ends; the system tier in two lanes of one file at a time —
+ * the files that need the machine to themselves, streamed, and beside them the
+ * `@shares-machine` files, whose reports wait for the streamed file's end (so no report is
+ * printed inside another) and stream themselves once no other file is running.
  */
 async function runTier(tier: Tier, files: string[]): Promise<FileResult[]> {
   const results: FileResult[] = [];
   let done = 0;
+  let streaming = false;
+  const held: { result: FileResult; output: string }[] = [];
+  const print = ({ result, output }: { result: FileResult; output: string }) =>
+    process.stdout.write(`\n-- ${result.file}\n${output}${describeResult(result, ++done, files.length)}`);
   /** Takes files from `take` until it is empty, one at a time. */
   const lane = async (take: () => string | undefined, stream: boolean) => {
     for (let file = take(); file !== undefined; file = take()) {
-      if (stream) process.stdout.write(`\n-- ${file}\n`);
+      if (stream) {
+        streaming = true;
+        process.stdout.write(`\n-- ${file}\n`);
+      }
       const { output, ...result } = await runFile(file, stream);
       results.push(result);
-      process.stdout.write(`${stream ? "" : `\n${output}`}${describeResult(result, ++done, files.length)}`);
+      if (!stream) {
+        if (streaming) held.push({ result, output });
+        else print({ result, output });
+      } else {
+        streaming = false;
+        process.stdout.write(describeResult(result, ++done, files.length));
+        held.splice(0).forEach(print);
+      }
     }
   };
   const from = (queue: string[]) => () => queue.shift();
@@ -173,7 +200,6 @@ async function runTier(tier: Tier, files: string[]): Promise<FileResult[]> {
     const beside = files.filter(sharesMachine);
     const alone = files.filter((f) => !beside.includes(f));
     process.stdout.write(`\n== ${tier}: ${files.length} file(s), one at a time; beside them, ${beside.length} that share the machine\n`);
-    // Run in the alone lane's shadow; with no alone file, they stream.
     await Promise.all([lane(from(alone), true), lane(from(beside), alone.length === 0)]);
     return results;
   }
@@ -206,7 +232,13 @@ async function main(): Promise<number> {
   const failed = results.reduce((n, r) => n + (r.counts?.failed || (failedFile(r) ? 1 : 0)), 0);
   const bad = results.filter(failedFile);
   process.stdout.write(`\n== ${results.length} file(s) in ${selected.map(([t, f]) => `${t} ${f.length}`).join(", ")}\n`);
-  if (bad.length) process.stdout.write(`== failed:\n${bad.map((r) => `   ${r.file}\n`).join("")}`);
+  if (bad.length)
+    process.stdout.write(
+      `== failed:\n${bad
+        .map((r) => `   ${r.file}\n`)
+        .sort()
+        .join("")}`,
+    );
   const skipped = sum("skipped");
   process.stdout.write(`${sum("passed")} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}\n`);
   return bad.length ? 1 : 0;

@@ -10,8 +10,9 @@
  *   batch unsent right after its commit), then started: once the system is quiet, every
  *   commit is applied exactly once; a planted at-most-once relay fails that same proof.
  *
- * @shares-machine: two or three small node processes and a private RabbitMQ, about half the
- *   machine for under a minute (measured); bin/test.ts runs it beside the cluster-sized files.
+ * @shares-machine: two or three small node processes and a private RabbitMQ, about one core
+ *   for under a minute, much of it waiting on the broker's stop and start (measured); bin/test.ts
+ *   runs it beside the cluster-sized files.
  */
 import assert from "node:assert/strict";
 import net from "node:net";
