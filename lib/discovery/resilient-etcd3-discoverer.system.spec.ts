@@ -3,7 +3,7 @@
  * test c) and a private vhost on the machine's RabbitMQ. Brokers run in child processes
  * (fixtures/node.ts) and are driven over their HTTP control channel.
  *
- *   node --import tsx --test lib/discovery/resilient-etcd3-discoverer.system.spec.ts
+ *   npx tsx bin/test.ts lib/discovery/resilient-etcd3-discoverer.system.spec.ts
  *
  * TEST_CHILD_OUTPUT=1 echoes the brokers' logs.
  *
