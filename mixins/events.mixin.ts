@@ -93,16 +93,17 @@ export function EventsMixin(opts: EventsMixinOptions): Partial<ServiceSchema> {
     metadata: { consumes: Object.keys(opts.consumes ?? {}) },
     methods: {
       async publishEvent(this: EventsMixinThis, trx: Knex.Transaction, event: string, payload: unknown): Promise<string> {
-        const id = await addOutboxEvent(trx, { name: event, payload });
-        // After the commit (not on rollback): the fault switch, then wake the relay.
+        const relay = this.$events.relay;
+        const row = await addOutboxEvent(trx, { name: event, payload }, relay?.leaseFor() ?? 0);
+        // After the commit (not on rollback): the fault switch, then the row to the relay.
         trx.executionPromise.then(
           () => {
             afterOutboxCommit();
-            this.$events.relay?.kick();
+            relay?.handOver(row);
           },
           () => undefined,
         );
-        return id;
+        return row.id;
       },
       eventStats(this: EventsMixinThis) {
         const rt = this.$events;

@@ -335,6 +335,73 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
+  it("a committed event is handed to its own relay: published and marked with no claim of the table and no transaction", async () => {
+    const t = env();
+    // No sweep after the first pass: only the hand-overs can publish in the window.
+    const config = eventsConfig(t, { EVENTS_POLL_INTERVAL_MS: "60000" });
+    const broker = await startBroker("n1", [producerService(config), consumerService(config, ["order.placed"])]);
+    const shop = svc<Events>(broker, "shop");
+    try {
+      await waitFor("the start's sweep", async () => shop.eventStats().relayPasses.empty + shop.eventStats().relayPasses.withRows > 0);
+      const statements: string[] = [];
+      const record = (q: { sql: string }) => statements.push(q.sql);
+      shop.db.on("query", record);
+      try {
+        for (let n = 0; n < 5; n++) await broker.call("shop.emit", { event: "order.placed", payloads: [{ n }] });
+        await waitFor("5 published and marked", async () => shop.eventStats().published === 5);
+      } finally {
+        shop.db.off("query", record);
+      }
+      assert.equal((await effects(broker)).length, 5);
+      const relayStatements = statements.filter((sql) => /outbox/i.test(sql) && !/^insert/i.test(sql));
+      assert.ok(relayStatements.length > 0 && relayStatements.length <= 5, `a mark per pass: ${relayStatements.join(" | ")}`);
+      assert.ok(
+        relayStatements.every((sql) => /^update `outbox` set `sent_at`/i.test(sql)),
+        `only marks, no claim: ${relayStatements.join(" | ")}`,
+      );
+      assert.equal(statements.filter((sql) => /isolation level|for update/i.test(sql)).length, 0, "no relay transaction");
+    } finally {
+      await broker.stop();
+      await dropAll(config, ["shop", "audit"]);
+    }
+  });
+
+  it("a row its process never handed over (a crash between commit and hand-over) is published by another replica once its lease ends, once", async () => {
+    const t = env();
+    const config = eventsConfig(t, { EVENTS_POLL_INTERVAL_MS: "100" });
+    const consumer = await startBroker("c", [consumerService(config, ["order.placed"])]);
+    const crashing = await startBroker("p1", [producerService(config)]);
+    const other = await startBroker("p2", [producerService(config)]);
+    try {
+      type RelayHandle = { $events: { relay: { handOver(row: unknown): void; leaseMs: number } } };
+      const relay = svc<Events & RelayHandle>(crashing, "shop").$events.relay;
+      // The planted crash: this process commits the row and never publishes it.
+      relay.handOver = () => undefined;
+      const [id] = await crashing.call<string[], unknown>("shop.emit", { event: "order.placed", payloads: [{ n: 1 }] });
+      await crashing.stop();
+      const db = svc<Events>(other, "shop").db;
+      const row = await db("outbox").where({ id }).first<{ occurred_at: number; available_at: number }>();
+      assert.equal(Number(row.available_at) - Number(row.occurred_at), relay.leaseMs, "written with the relay's lease");
+      const audit = svc<Events>(consumer, "audit");
+      await waitFor("applied", async () => audit.eventStats().applied === 1, relay.leaseMs + 15_000);
+      const sent = await db("outbox").where({ id }).first<{ sent_at: number; available_at: number }>();
+      assert.ok(Number(sent.sent_at) >= Number(sent.available_at), "published by a sweep, after the lease");
+      assert.equal(svc<Events>(other, "shop").eventStats().published, 1, "the other replica published it");
+      await untilQuiet("the event layer", {
+        "unsent outbox rows": () => unsentOutbox(db),
+        "messages in the event queues": async () => (await eventQueueMessages(vhost.uri, t.namespace)).total,
+      });
+      assert.deepEqual(
+        (await effects(consumer)).map((r) => r.message_id),
+        [id],
+        "applied once",
+      );
+    } finally {
+      for (const b of [other, crashing, consumer]) await b.stop();
+      await dropAll(config, ["shop", "audit"]);
+    }
+  });
+
   /** An `order.created` payload (a catalog event: the contracts say the notification service consumes it). */
   const orderCreated = (n: number) => ({
     orderId: `order-${n}`,

@@ -31,26 +31,35 @@ export interface OutboxRow {
   sent_at: number | null;
 }
 
-/** Inserts an event row in the caller's transaction. Returns its id (the message id). */
+/** What the relay needs of a row to publish it and mark it (a claimed row, or one handed over). */
+export type RelayRow = Pick<OutboxRow, "id" | "event" | "payload" | "occurred_at" | "available_at" | "attempts">;
+
+/**
+ * Inserts an event row in the caller's transaction and returns it (its id is the message id).
+ * `leaseMs`: the row is not due for the relays' sweeps (`available_at`) until then: the relay
+ * of the process that commits it takes it from memory at once (relay.ts, `handOver`); after
+ * the lease (that process died, or its publish failed) any relay's sweep takes it.
+ */
 export async function addOutboxEvent(
   trx: Knex.Transaction,
   event: { name: string; payload: unknown; id?: string; occurredAt?: number },
-): Promise<string> {
+  leaseMs = 0,
+): Promise<RelayRow> {
   auditEvent(event.name, event.payload);
-  const id = event.id ?? randomUUID();
-  const now = event.occurredAt ?? Date.now();
-  await trx("outbox").insert({
-    id,
+  const row: RelayRow = {
+    id: event.id ?? randomUUID(),
     event: event.name,
     payload: JSON.stringify(event.payload ?? null),
-    occurred_at: now,
-    available_at: now,
+    occurred_at: event.occurredAt ?? Date.now(),
+    available_at: 0,
     attempts: 0,
-  });
-  return id;
+  };
+  row.available_at = row.occurred_at + leaseMs;
+  await trx("outbox").insert(row);
+  return row;
 }
 
-export function toEnvelope(row: OutboxRow, source: string): Envelope {
+export function toEnvelope(row: RelayRow, source: string): Envelope {
   return {
     id: row.id,
     name: row.event,
@@ -79,15 +88,26 @@ export async function claimPending(db: Knex, limit: number, now: number, lock: b
   return rows.map((r) => ({ ...r, seq: Number(r.seq), occurred_at: Number(r.occurred_at), available_at: Number(r.available_at) }));
 }
 
-export async function markSent(db: Knex, seqs: number[], now: number): Promise<void> {
-  if (seqs.length) await db("outbox").whereIn("seq", seqs).update({ sent_at: now });
+export async function markSent(db: Knex, ids: string[], now: number): Promise<void> {
+  if (ids.length) await db("outbox").whereIn("id", ids).update({ sent_at: now });
 }
 
 /** Not delivered (embedded: a subscriber failed; AMQP: routed to no queue): try again at `availableAt`. */
-export async function markRetry(db: Knex, seq: number, attempts: number, availableAt: number, error: string): Promise<void> {
+export async function markRetry(db: Knex, id: string, attempts: number, availableAt: number, error: string): Promise<void> {
   await db("outbox")
-    .where({ seq })
+    .where({ id })
     .update({ attempts, available_at: availableAt, last_error: error.slice(0, 500) });
+}
+
+/** Handed-over rows this relay will not publish (a failed publish, a stop): due for any sweep now, not at the lease's end. */
+export async function releaseLeases(db: Knex, ids: string[], now: number): Promise<void> {
+  if (ids.length)
+    await db("outbox").whereIn("id", ids).whereNull("sent_at").andWhere("available_at", ">", now).update({ available_at: now });
+}
+
+/** Whether any row is due (a sweep's cheap look before it opens a transaction to claim). */
+export async function anyDue(db: Knex, now: number): Promise<boolean> {
+  return (await db("outbox").select("seq").whereNull("sent_at").andWhere("available_at", "<=", now).limit(1)).length > 0;
 }
 
 export async function pendingCount(db: Knex): Promise<number> {

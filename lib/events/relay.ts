@@ -9,14 +9,24 @@
  * mark leaves the row pending, and the next pass publishes it again: at-least-once on the
  * wire, duplicates absorbed by the consumers' inboxes.
  *
- * On MariaDB a pass is one READ COMMITTED transaction: `SELECT … FOR UPDATE SKIP LOCKED` of
- * up to `batchSize` pending rows, publish, wait for the confirms, mark the confirmed rows,
- * commit. The row locks are held while the broker confirms (normally milliseconds, at most
- * `confirmTimeoutMs`); replicas skip locked rows, so each row is published by one replica in
- * normal operation. READ COMMITTED takes no gap locks, so producers inserting new rows are
- * never blocked by a relay pass. On SQLite (one process per file) rows are read without a
- * lock and marked after the confirms, outside any transaction: a second process relaying
- * the same file could publish a row twice (absorbed by the inbox).
+ * Two ways a row reaches a relay (both modes):
+ * - the hand-over: `publishEvent` writes the row with a lease (`available_at` = insert time +
+ *   `leaseMs`: no sweep takes it before then) and, once its transaction committed, hands it to
+ *   its own process's relay, which publishes it from memory and marks it, with no claim of the
+ *   table and no transaction open while the broker confirms;
+ * - the sweep, every `pollIntervalMs`: rows due (`available_at <= now`) that no hand-over holds
+ *   here: a crash between commit and publish (here or on another replica: after the lease),
+ *   a publish that failed (its lease released at once), retries come due, rows of a writer
+ *   without a relay. On MariaDB a sweep first looks for a due row (one plain SELECT; an idle
+ *   sweep costs nothing more), then claims in one READ COMMITTED transaction: `SELECT … FOR
+ *   UPDATE SKIP LOCKED` of up to `batchSize` rows, publish, wait for the confirms, mark,
+ *   commit. Replicas skip locked rows, so each row is published by one replica in normal
+ *   operation; READ COMMITTED takes no gap locks, so producers' inserts are never blocked by a
+ *   sweep. On SQLite (one process per file) a sweep reads without a lock.
+ * The limit of the lease: a hand-over slower than the lease (a broker stalled for seconds) may
+ * be published by another replica's sweep as well: a duplicate, absorbed by the inboxes. A
+ * crashed process's rows wait for its lease (AMQP 5 s) before another relay takes them; a
+ * failed pass releases its queue's leases at once.
  *
  * Embedded mode (`EmbeddedRelay`): the same rows are delivered in-process to the local
  * subscribers (consumer.ts), each applying a pass's rows through its inbox in one transaction
@@ -25,9 +35,9 @@
  * with `attempts + 1` and `available_at` pushed back by the retry delay, and re-delivers to
  * every subscriber (those that already applied it see a duplicate, a no-op).
  *
- * Ordering: rows are published in `seq` order by one relay, but `seq` order is the order of
- * the inserts, not of the commits, and replicas, retries and concurrent consumers reorder
- * further: consumers must not rely on order.
+ * Ordering: a relay publishes hand-overs in commit order and a sweep's rows in `seq` order
+ * (the order of the inserts, not of the commits); the two paths, replicas, retries and
+ * concurrent consumers reorder further: consumers must not rely on order.
  */
 import type { Channel, ConfirmChannel } from "amqplib";
 import type { Knex } from "knex";
@@ -38,7 +48,7 @@ import { AGAIN, periodic, type Periodic } from "../periodic";
 import { throttle } from "../throttle";
 import { backoffMs, withTimeout, type AmqpLink } from "./amqp";
 import type { EmbeddedBus, EmbeddedSubscriber } from "./consumer";
-import { claimPending, markRetry, markSent, purgeOld, toEnvelope, type OutboxRow } from "./outbox";
+import { anyDue, claimPending, markRetry, markSent, purgeOld, releaseLeases, toEnvelope, type RelayRow } from "./outbox";
 import { assertExchange, assertWorkQueue, type Topology } from "./topology";
 import { encodeEnvelope, EVENT_CONTENT_TYPE } from "./wire";
 
@@ -68,27 +78,46 @@ export interface RelayOptions {
 }
 
 const DAY = 86_400_000;
+/** Handed-over rows waiting beyond this many are left to the sweeps (they are in the table). */
+const HANDOVER_QUEUE = 10_000;
 
 abstract class RelayLoop {
   protected readonly batchSize: number;
   private loop: Periodic | undefined;
   private lastPurge = Date.now();
+  /** Rows handed over by this process's commits, not yet taken by a pass. */
+  private readonly handedOver: RelayRow[] = [];
+  /** Ids handed over and not yet done with: a sweep leaves them to the hand-over. */
+  private readonly held = new Set<string>();
+  private lastSweep = 0;
+  /** The last sweep claimed a full batch: the next pass sweeps again at once. */
+  private sweepFull = false;
   /** Rows this relay marked sent (for tests and the benchmark). */
   published = 0;
   /** Passes that found rows, and those that found none (the benchmark: rows per pass). */
   passes = { withRows: 0, empty: 0 };
 
+  /**
+   * How long a row written by `publishEvent` is this process's own (`addOutboxEvent`'s lease):
+   * longer than a healthy hand-over takes (queue, publish, confirm, mark), so that no other
+   * relay publishes it meanwhile; after it, a crash's rows are published by the sweeps.
+   */
+  abstract readonly leaseMs: number;
+
   constructor(protected readonly opts: RelayOptions) {
     this.batchSize = opts.batchSize ?? 100;
   }
 
-  /** One pass: returns how many rows it handled. */
-  protected abstract pass(): Promise<number>;
+  /** Publishes (delivers) these rows and marks them; returns how many it handled. */
+  protected abstract deliverHandedOver(rows: RelayRow[]): Promise<number>;
+  /** Claims due rows from the table (leaving out `held` ones), publishes and marks them; returns how many it claimed. */
+  protected abstract sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<number>;
+  protected async prepare(): Promise<void> {}
   protected abstract reset(): Promise<void>;
 
   /**
-   * Passes every pollIntervalMs, at once after a local commit (kick) or a full batch; after a
-   * failure (broker or database down) the channel is reset and the next pass waits a growing
+   * Passes at once after a local commit (kick) or a full batch, and every pollIntervalMs; after
+   * a failure (broker or database down) the channel is reset and the next pass waits a growing
    * backoff, logged once per outage: the rows stay pending and that pass re-drives them.
    */
   start(): void {
@@ -103,11 +132,26 @@ abstract class RelayLoop {
   }
 
   /**
-   * A local transaction committed an event: look within `kickDelayMs` instead of at the next
-   * poll. Kicks in that window share one pass (one claim, one publish round, one mark).
+   * A row this process's transaction has just committed (`publishEvent`, after the commit):
+   * published within `kickDelayMs` from memory, without a claim of the table (#16: a sweep's
+   * claim is a transaction of five statements on MariaDB; a hand-over's only statement is the
+   * mark). Kicks in that window share one pass. What this cannot take (not started, stopped, a
+   * long queue) stays in the table, due for the sweeps once its lease ends.
    */
-  kick(): void {
-    this.loop?.kick();
+  handOver(row: RelayRow): void {
+    // A row written unleased (leaseFor: 0) is the sweeps' only, or both paths would publish it.
+    if (!this.loop || row.available_at <= row.occurred_at || this.handedOver.length >= HANDOVER_QUEUE) return;
+    this.handedOver.push(row);
+    this.held.add(row.id);
+    this.loop.kick();
+  }
+
+  /**
+   * The lease for a row about to be written: none while this relay would not take the row at
+   * its commit (not running, a long queue), so that the next sweep takes it, not the lease's end.
+   */
+  leaseFor(): number {
+    return this.loop && this.handedOver.length < HANDOVER_QUEUE ? this.leaseMs : 0;
   }
 
   /** Waits for the pass in progress (bounded), then closes the channel; `start` resumes. */
@@ -116,6 +160,42 @@ abstract class RelayLoop {
     this.loop = undefined;
     await loop?.stop();
     await this.reset();
+    // Not published here: another replica (or the next start) takes them at its next sweep
+    // rather than at the lease's end.
+    await this.releaseQueue();
+  }
+
+  /** The queued hand-overs left to the sweeps, due at once (the database down: at their lease's end). */
+  private async releaseQueue(): Promise<void> {
+    const left = this.handedOver.splice(0).map((r) => r.id);
+    for (const id of left) this.held.delete(id);
+    await releaseLeases(this.opts.db, left, Date.now()).catch(() => undefined);
+  }
+
+  /**
+   * One pass: the handed-over rows first, then, every pollIntervalMs (or at once while the
+   * table has a backlog), a sweep of the table: rows whose lease ended (a crash between commit
+   * and publish, here or on another replica), retries that came due, rows of other writers.
+   */
+  protected async pass(): Promise<number> {
+    await this.prepare();
+    let handled = 0;
+    const rows = this.handedOver.splice(0, this.batchSize);
+    if (rows.length) {
+      try {
+        handled += await this.deliverHandedOver(rows);
+      } finally {
+        for (const r of rows) this.held.delete(r.id);
+      }
+    }
+    if (this.sweepFull || Date.now() - this.lastSweep >= this.opts.pollIntervalMs) {
+      this.lastSweep = Date.now();
+      this.sweepFull = false;
+      const claimed = await this.sweep(Date.now(), (found) => found.filter((r) => !this.held.has(r.id)));
+      this.sweepFull = claimed >= this.batchSize;
+      handled += claimed;
+    }
+    return handled;
   }
 
   private async onePass(): Promise<typeof AGAIN | undefined> {
@@ -125,13 +205,16 @@ abstract class RelayLoop {
       this.passes[handled ? "withRows" : "empty"]++;
     } catch (err) {
       await this.reset().catch(() => undefined);
+      // The backoff may outlast the leases: the queued rows go to the sweeps (of the healthy
+      // replicas too) rather than wait here for this relay's recovery.
+      await this.releaseQueue();
       throw err;
     }
     if (Date.now() - this.lastPurge > 3_600_000) {
       this.lastPurge = Date.now();
       await purgeOld(this.opts.db, Date.now() - (this.opts.retentionMs ?? 7 * DAY));
     }
-    return handled >= this.batchSize ? AGAIN : undefined;
+    return this.handedOver.length || this.sweepFull ? AGAIN : undefined;
   }
 }
 
@@ -185,6 +268,12 @@ export class AmqpRelay extends RelayLoop {
   private readonly mayWarn = throttle(60_000);
   /** Messages RabbitMQ routed to no queue, kept pending (for tests and the operator's logs). */
   unroutable = 0;
+  /**
+   * Far above a healthy hand-over (milliseconds), short enough that a crashed process's events
+   * leave soon after. A hand-over held up longer (a broker stalled toward the confirm timeout)
+   * may be published by another replica's sweep too: a duplicate, absorbed by the inboxes.
+   */
+  readonly leaseMs = 5_000;
 
   constructor(private readonly amqpOpts: AmqpRelayOptions) {
     super(amqpOpts);
@@ -213,32 +302,76 @@ export class AmqpRelay extends RelayLoop {
     await ch?.close().catch(() => undefined);
   }
 
-  protected async pass(): Promise<number> {
-    const ch = await this.confirmChannel();
+  protected override async prepare(): Promise<void> {
+    await this.confirmChannel();
     if (this.toDeclare.size) await this.declareConsumers();
+  }
+
+  /**
+   * Outside any transaction: the rows are this relay's by their lease. What the broker did not
+   * confirm is released for the sweeps (published again after the backoff, not at the lease's
+   * end); a crash before the mark leaves them leased, published again after it.
+   */
+  protected async deliverHandedOver(rows: RelayRow[]): Promise<number> {
     const { db } = this.opts;
-    const handle = async (trx: Knex, rows: OutboxRow[]) => {
-      const { confirmed, unroutable } = rows.length ? await this.publish(ch, rows) : { confirmed: [], unroutable: [] };
-      await markSent(trx, confirmed, Date.now());
-      for (const row of unroutable)
-        await markRetry(
-          trx,
-          row.seq,
-          row.attempts + 1,
-          Date.now() + backoffMs(row.attempts + 3, 30_000),
-          "routed to no queue by RabbitMQ (no binding for the event)",
-        );
-      return { rows: rows.length, confirmed: confirmed.length, unroutable };
-    };
-    const outcome = this.lock
-      ? await db.transaction(async (trx) => handle(trx, await claimPending(trx, this.batchSize, Date.now(), true)), {
-          isolationLevel: "read committed",
-        })
-      : await handle(db, await claimPending(db, this.batchSize, Date.now(), false));
+    const outcome = await this.publishAndMark(db, rows);
+    if (outcome.unsent.length)
+      await releaseLeases(
+        db,
+        outcome.unsent.map((r) => r.id),
+        Date.now(),
+      ).catch(() => undefined);
+    return this.settle(outcome);
+  }
+
+  /**
+   * On MariaDB: a cheap look for due rows, and only then a READ COMMITTED transaction claiming
+   * them with `FOR UPDATE SKIP LOCKED` (the header). On SQLite: a plain read.
+   */
+  protected async sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<number> {
+    const { db } = this.opts;
+    if (!this.lock) {
+      const rows = await claimPending(db, this.batchSize, now, false);
+      this.settle(await this.publishAndMark(db, keep(rows)));
+      return rows.length;
+    }
+    if (!(await anyDue(db, now))) return 0;
+    const { claimed, outcome } = await db.transaction(
+      async (trx) => {
+        const rows = await claimPending(trx, this.batchSize, now, true);
+        return { claimed: rows.length, outcome: await this.publishAndMark(trx, keep(rows)) };
+      },
+      { isolationLevel: "read committed" },
+    );
+    this.settle(outcome);
+    return claimed;
+  }
+
+  private async publishAndMark(
+    db: Knex,
+    rows: RelayRow[],
+  ): Promise<{ rows: number; confirmed: number; unroutable: RelayRow[]; unsent: RelayRow[] }> {
+    if (!rows.length) return { rows: 0, confirmed: 0, unroutable: [], unsent: [] };
+    const ch = await this.confirmChannel();
+    const { confirmed, unroutable } = await this.publish(ch, rows);
+    await markSent(db, confirmed, Date.now());
+    for (const row of unroutable)
+      await markRetry(
+        db,
+        row.id,
+        row.attempts + 1,
+        Date.now() + backoffMs(row.attempts + 3, 30_000),
+        "routed to no queue by RabbitMQ (no binding for the event)",
+      );
+    const done = new Set([...confirmed, ...unroutable.map((r) => r.id)]);
+    return { rows: rows.length, confirmed: confirmed.length, unroutable, unsent: rows.filter((r) => !done.has(r.id)) };
+  }
+
+  /** Counts what was published; throws when the broker did not confirm everything (the loop resets the channel and backs off). */
+  private settle(outcome: { rows: number; confirmed: number; unroutable: RelayRow[]; unsent: RelayRow[] }): number {
     this.published += outcome.confirmed;
     if (outcome.unroutable.length) this.onUnroutable(outcome.unroutable);
-    const failed = outcome.rows - outcome.confirmed - outcome.unroutable.length;
-    if (failed > 0) throw new Error(`${failed} of ${outcome.rows} message(s) not confirmed by RabbitMQ`);
+    if (outcome.unsent.length) throw new Error(`${outcome.unsent.length} of ${outcome.rows} message(s) not confirmed by RabbitMQ`);
     return outcome.rows;
   }
 
@@ -277,7 +410,7 @@ export class AmqpRelay extends RelayLoop {
     }
   }
 
-  private onUnroutable(rows: OutboxRow[]): void {
+  private onUnroutable(rows: RelayRow[]): void {
     this.unroutable += rows.length;
     // Declared again before the next claim: a binding the broker lost is restored.
     for (const row of rows) this.toDeclare.add(row.event);
@@ -292,15 +425,15 @@ export class AmqpRelay extends RelayLoop {
   }
 
   /**
-   * Publishes the rows; resolves with the seqs the broker confirmed and routed, and the rows
+   * Publishes the rows; resolves with the ids the broker confirmed and routed, and the rows
    * it confirmed but routed to no queue (returned: only events that must reach a consumer
    * are published `mandatory`).
    */
-  private async publish(ch: ConfirmChannel, rows: OutboxRow[]): Promise<{ confirmed: number[]; unroutable: OutboxRow[] }> {
+  private async publish(ch: ConfirmChannel, rows: RelayRow[]): Promise<{ confirmed: string[]; unroutable: RelayRow[] }> {
     const { topo, source, confirmTimeoutMs = 10_000 } = this.amqpOpts;
     this.returned.clear();
-    const confirmed: number[] = [];
-    const unroutable: OutboxRow[] = [];
+    const confirmed: string[] = [];
+    const unroutable: RelayRow[] = [];
     let pending = rows.length;
     let timer: NodeJS.Timeout | undefined;
     await new Promise<void>((resolve) => {
@@ -327,7 +460,7 @@ export class AmqpRelay extends RelayLoop {
             (err) => {
               if (!err && this.returned.has(row.id)) unroutable.push(row);
               else if (!err) {
-                confirmed.push(row.seq);
+                confirmed.push(row.id);
                 countBusiness(this.opts.broker, "events_published", { service: source, event: row.event }); // confirmed by RabbitMQ
               }
               settle();
@@ -352,20 +485,35 @@ export interface EmbeddedRelayOptions extends RelayOptions {
 }
 
 export class EmbeddedRelay extends RelayLoop {
+  /**
+   * One process per database file: its sweeps leave the rows held by the hand-over (`held`)
+   * alone, so the lease only covers the moment between a commit and its hand-over.
+   */
+  readonly leaseMs = 1_000;
+
   constructor(private readonly embOpts: EmbeddedRelayOptions) {
     super(embOpts);
   }
 
   protected async reset(): Promise<void> {}
 
-  protected async pass(): Promise<number> {
+  protected deliverHandedOver(rows: RelayRow[]): Promise<number> {
+    return this.deliver(rows);
+  }
+
+  protected async sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<number> {
+    const rows = await claimPending(this.embOpts.db, this.batchSize, now, false);
+    await this.deliver(keep(rows));
+    return rows.length;
+  }
+
+  private async deliver(rows: RelayRow[]): Promise<number> {
     const { db, source, bus, maxAttempts, retryDelaysMs } = this.embOpts;
-    const rows = await claimPending(db, this.batchSize, Date.now(), false);
     if (!rows.length) return 0;
     const envelopes = rows.map((row) => toEnvelope(row, source));
     // Each subscriber gets all of this pass's rows it subscribes to at once (one transaction
     // when none fails, consumer.ts); a row is sent once every subscriber applied it.
-    const failures = new Map<number, { sub: EmbeddedSubscriber; err: Error }[]>();
+    const failures = new Map<string, { sub: EmbeddedSubscriber; err: Error }[]>();
     const subs = new Set(rows.flatMap((row) => bus.subscribers(row.event)));
     for (const sub of subs) {
       // Removed during the pass (its service stopped): as if it had never subscribed.
@@ -379,30 +527,30 @@ export class EmbeddedRelay extends RelayLoop {
       }
       errors.forEach((err, k) => {
         if (!err) return;
-        const seq = rows[mine[k]].seq;
-        failures.set(seq, [...(failures.get(seq) ?? []), { sub, err }]);
+        const id = rows[mine[k]].id;
+        failures.set(id, [...(failures.get(id) ?? []), { sub, err }]);
       });
     }
-    const sent = rows.filter((row) => !failures.has(row.seq));
+    const sent = rows.filter((row) => !failures.has(row.id));
     await markSent(
       db,
-      sent.map((row) => row.seq),
+      sent.map((row) => row.id),
       Date.now(),
     );
     this.published += sent.length;
     for (const row of sent) countBusiness(this.opts.broker, "events_published", { service: source, event: row.event });
     for (const [i, row] of rows.entries()) {
-      const failed = failures.get(row.seq);
+      const failed = failures.get(row.id);
       if (!failed) continue;
       const attempts = row.attempts + 1;
       const message = failed.map((f) => f.err.message).join("; ");
       if (attempts >= maxAttempts) {
         for (const f of failed) await f.sub.deadLetter(envelopes[i], attempts, f.err);
-        await markRetry(db, row.seq, attempts, row.available_at, message);
-        await markSent(db, [row.seq], Date.now());
+        await markRetry(db, row.id, attempts, row.available_at, message);
+        await markSent(db, [row.id], Date.now());
       } else {
         const delay = retryDelaysMs[Math.min(attempts - 1, retryDelaysMs.length - 1)] ?? 1000;
-        await markRetry(db, row.seq, attempts, Date.now() + delay, message);
+        await markRetry(db, row.id, attempts, Date.now() + delay, message);
         for (const f of failed) countBusiness(this.opts.broker, "events_retried", { service: f.sub.service, event: row.event });
       }
     }
