@@ -22,6 +22,7 @@ import {
   toPublicProduct,
   type ReservableProduct,
   type ReservationLine,
+  type ReservationRow,
 } from "./product.domain";
 import * as repo from "./product.repo";
 import { Events } from "../../proto/gen/contracts";
@@ -91,18 +92,23 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
           // The hold exists: a product deleted since still has the row the order freezes.
           return reservationView(orderId, existing, price(await repo.reservableOf(this.db, ids, { withDeleted: true })));
         };
-        if ((await repo.findReservations(this.db, orderId)).length) return replay();
+        // A replay (the order service's retry of a reserve that held) is found where it would
+        // otherwise fail: a product deleted since, a line short since, or the reservation's
+        // primary key in the transaction below. Not looked up first: a lookup on every
+        // reserve is a statement on the checkout's path for the rare retry (#16).
+        const isReplay = async () => (await repo.findReservations(this.db, orderId)).length > 0;
         // A plain read first: when a line is already short, refuse without taking the hot
         // rows' locks (a sold-out flash sale otherwise queues every refusal behind them).
         // Only a refusal is decided here; a success is decided by the locked UPDATEs below.
         // The same read prices the lines: a price changed between it and the UPDATE is the
         // race any read-then-reserve has; the order freezes what this read saw.
         const products = await repo.reservableOf(this.db, ids);
+        if ("missing" in pricedLines(lines, products) && (await isReplay())) return replay();
         const priced = price(products);
         const shortNow = shortages(lines, (id) => products.get(id)?.available ?? 0);
         if (shortNow.length) {
-          // The same order reserved concurrently (and took that stock): a replay, not a refusal.
-          if ((await repo.findReservations(this.db, orderId)).length) return replay();
+          // The same order reserved earlier or concurrently (and took that stock): a replay, not a refusal.
+          if (await isReplay()) return replay();
           countBusiness(this.broker, "oversell_refused");
           throw outOfStock(shortNow);
         }
@@ -132,8 +138,7 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         } catch (err) {
           if (isUniqueViolation(err)) return replay();
           // Lost to a concurrent reserve of the same order on another path: still a replay.
-          if (err instanceof AppError && err.type === "OUT_OF_STOCK" && (await repo.findReservations(this.db, orderId)).length)
-            return replay();
+          if (err instanceof AppError && err.type === "OUT_OF_STOCK" && (await isReplay())) return replay();
           if (err instanceof AppError && err.type === "OUT_OF_STOCK") countBusiness(this.broker, "oversell_refused");
           throw err;
         }
@@ -254,7 +259,10 @@ export const inventoryMethods = {
   async finishReservations(this: ProductServiceThis, ctx: Ctx<{ orderId: string }>, to: "committed" | "released") {
     const { orderId } = ctx.params;
     let changed = false;
+    /** The order's lines as this transaction leaves them (undefined: read them again after the commit). */
+    let after: ReservationRow[] | undefined;
     await inTransaction(this.db, async (trx) => {
+      changed = false;
       const found = await repo.findReservationsForUpdate(trx, orderId);
       // A commit is all lines or none: if any line already left `held` other than by a
       // commit (expired, released), nothing is sold — otherwise an order paid just as its
@@ -269,17 +277,27 @@ export const inventoryMethods = {
           );
       }
       const now = Date.now();
+      after = [];
       for (const r of found) {
-        if (r.status !== "held") continue;
-        if (!(await repo.transitionReservation(trx, orderId, r.productId, to, now))) continue;
+        if (r.status !== "held") {
+          after?.push(r);
+          continue;
+        }
+        if (!(await repo.transitionReservation(trx, orderId, r.productId, to, now))) {
+          after = undefined; // not expected under the lock; its status is read back below
+          continue;
+        }
+        after?.push({ ...r, status: to });
         await repo.unreserveStock(trx, r.productId, r.quantity, to === "committed", now);
         await this.stockChanged(trx, r.productId, to === "committed" ? "sold" : "released");
         changed = true;
       }
     });
-    // Read after the commit: inside the transaction a plain SELECT would answer from the
-    // REPEATABLE READ snapshot, older than a racing commit we just queued behind.
-    const rows = await repo.findReservations(this.db, orderId);
+    // The locked rows (a locking read: as committed now, not the REPEATABLE READ snapshot) with
+    // this transaction's moves are the lines at its commit: no read after it. Otherwise read
+    // after the commit: inside the transaction a plain SELECT would answer from the snapshot,
+    // older than a racing commit we just queued behind.
+    const rows = after ?? (await repo.findReservations(this.db, orderId));
     if (!rows.length) throw notFound("Reservation");
     if (changed) await this.invalidate(rows.map((r) => r.productId));
     const view = reservationView(orderId, rows);
