@@ -89,7 +89,7 @@ async function raw(uri: string): Promise<Result> {
 interface OutboxResult extends Result {
   duplicates: number;
   transactions: number;
-  /** The producer's relay passes: with rows, and empty ones (a kick that found its rows taken). */
+  /** The producer's relay passes: with rows, and empty ones (nothing handed over, a sweep that found nothing). */
   relay: { withRows: number; empty: number };
   /** When the producers' last commit returned: the rest of `seconds` is the pipeline catching up. */
   producedS: number;

@@ -3,8 +3,8 @@
  *
  * - `this.publishEvent(trx, name, payload)` writes the event row in the caller's transaction
  *   (the state change and its event commit together) and, once that transaction commits,
- *   wakes the local relay so the event leaves within EVENTS_KICK_DELAY_MS (the commits of that
- *   moment in one pass) instead of at the next poll;
+ *   hands the row to the local relay, which publishes it within EVENTS_KICK_DELAY_MS (the
+ *   commits of that moment in one pass) without claiming it from the table (relay.ts);
  * - `consumes: { "user.registered": async (trx, payload, envelope) => … }` handlers run
  *   once per message id, inside the transaction that records it in the service's inbox.
  *

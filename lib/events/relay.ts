@@ -23,10 +23,13 @@
  *   commit. Replicas skip locked rows, so each row is published by one replica in normal
  *   operation; READ COMMITTED takes no gap locks, so producers' inserts are never blocked by a
  *   sweep. On SQLite (one process per file) a sweep reads without a lock.
- * The limit of the lease: a hand-over slower than the lease (a broker stalled for seconds) may
- * be published by another replica's sweep as well: a duplicate, absorbed by the inboxes. A
- * crashed process's rows wait for its lease (AMQP 5 s) before another relay takes them; a
- * failed pass releases its queue's leases at once.
+ * The lease runs from the row's insert. A hand-over is given up once the lease is over (a
+ * transaction that outlasted it, a backlog), and a failed pass releases its rows and its queue
+ * at once; a crashed process's rows wait for the lease (AMQP 5 s) and the next sweep. The
+ * limits: a publish still waiting on the broker when the lease ends (a broker stalled for
+ * seconds) may be published by another replica's sweep as well, and so may every row when a
+ * replica's clock runs ahead of the producer's by more than the lease (`available_at` is the
+ * producer's clock, `now` the sweeper's): duplicates, absorbed by the inboxes.
  *
  * Embedded mode (`EmbeddedRelay`): the same rows are delivered in-process to the local
  * subscribers (consumer.ts), each applying a pass's rows through its inbox in one transaction
@@ -62,7 +65,7 @@ export interface RelayOptions {
   /** The publishing service (the envelope's `source`). */
   source: string;
   logger: RelayLogger;
-  /** How often the relay looks for rows when not woken by a local commit. */
+  /** How often the relay sweeps the table for rows no hand-over published (at most twice in it). */
   pollIntervalMs: number;
   /**
    * How long a kick waits before its pass, so the commits of that moment leave in one pass
@@ -110,8 +113,8 @@ abstract class RelayLoop {
 
   /** Publishes (delivers) these rows and marks them; returns how many it handled. */
   protected abstract deliverHandedOver(rows: RelayRow[]): Promise<number>;
-  /** Claims due rows from the table (leaving out `held` ones), publishes and marks them; returns how many it claimed. */
-  protected abstract sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<number>;
+  /** Claims due rows from the table, publishes and marks those `keep` leaves (not `held`): how many it claimed and handled. */
+  protected abstract sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<{ claimed: number; handled: number }>;
   protected async prepare(): Promise<void> {}
   protected abstract reset(): Promise<void>;
 
@@ -122,6 +125,7 @@ abstract class RelayLoop {
    */
   start(): void {
     if (this.loop) return;
+    this.lastSweep = 0;
     this.loop = periodic(`Event relay of '${this.opts.source}'`, this.opts.pollIntervalMs, () => this.onePass(), this.opts.logger, {
       backoffMs,
       // Bounded: a pass's confirms time out (confirmTimeoutMs).
@@ -139,8 +143,9 @@ abstract class RelayLoop {
    * long queue) stays in the table, due for the sweeps once its lease ends.
    */
   handOver(row: RelayRow): void {
-    // A row written unleased (leaseFor: 0) is the sweeps' only, or both paths would publish it.
-    if (!this.loop || row.available_at <= row.occurred_at || this.handedOver.length >= HANDOVER_QUEUE) return;
+    // A row written unleased (leaseFor: 0), or whose transaction outlasted its lease (remote
+    // calls before the commit), is the sweeps' only: both paths would publish it.
+    if (!this.loop || row.available_at <= Date.now() || this.handedOver.length >= HANDOVER_QUEUE) return;
     this.handedOver.push(row);
     this.held.add(row.id);
     this.loop.kick();
@@ -151,7 +156,8 @@ abstract class RelayLoop {
    * its commit (not running, a long queue), so that the next sweep takes it, not the lease's end.
    */
   leaseFor(): number {
-    return this.loop && this.handedOver.length < HANDOVER_QUEUE ? this.leaseMs : 0;
+    // Not while failing either: a backoff may outlast the lease.
+    return this.loop && !this.loop.failures && this.handedOver.length < HANDOVER_QUEUE ? this.leaseMs : 0;
   }
 
   /** Waits for the pass in progress (bounded), then closes the channel; `start` resumes. */
@@ -169,7 +175,12 @@ abstract class RelayLoop {
   private async releaseQueue(): Promise<void> {
     const left = this.handedOver.splice(0).map((r) => r.id);
     for (const id of left) this.held.delete(id);
-    await releaseLeases(this.opts.db, left, Date.now()).catch(() => undefined);
+    await this.release(left);
+  }
+
+  /** Bounded: a stalled database must not hold a stop or a failing pass (the rows then wait for their lease). */
+  protected async release(ids: string[]): Promise<void> {
+    await withTimeout(releaseLeases(this.opts.db, ids, Date.now()), 2_000, "releasing outbox leases").catch(() => undefined);
   }
 
   /**
@@ -180,7 +191,12 @@ abstract class RelayLoop {
   protected async pass(): Promise<number> {
     await this.prepare();
     let handled = 0;
-    const rows = this.handedOver.splice(0, this.batchSize);
+    const taken = this.handedOver.splice(0, this.batchSize);
+    // A row that waited here past its lease (a backlog) is due for the sweeps, here and on
+    // the other replicas: left to them rather than raced.
+    const now = Date.now();
+    const rows = taken.filter((r) => r.available_at > now);
+    for (const r of taken) if (r.available_at <= now) this.held.delete(r.id);
     if (rows.length) {
       try {
         handled += await this.deliverHandedOver(rows);
@@ -188,12 +204,13 @@ abstract class RelayLoop {
         for (const r of rows) this.held.delete(r.id);
       }
     }
-    if (this.sweepFull || Date.now() - this.lastSweep >= this.opts.pollIntervalMs) {
+    // At most twice per poll interval, so that kicked passes in between do not stretch it.
+    if (this.sweepFull || Date.now() - this.lastSweep >= this.opts.pollIntervalMs / 2) {
       this.lastSweep = Date.now();
       this.sweepFull = false;
-      const claimed = await this.sweep(Date.now(), (found) => found.filter((r) => !this.held.has(r.id)));
-      this.sweepFull = claimed >= this.batchSize;
-      handled += claimed;
+      const swept = await this.sweep(Date.now(), (found) => found.filter((r) => !this.held.has(r.id)));
+      this.sweepFull = swept.claimed >= this.batchSize;
+      handled += swept.handled;
     }
     return handled;
   }
@@ -313,14 +330,15 @@ export class AmqpRelay extends RelayLoop {
    * end); a crash before the mark leaves them leased, published again after it.
    */
   protected async deliverHandedOver(rows: RelayRow[]): Promise<number> {
-    const { db } = this.opts;
-    const outcome = await this.publishAndMark(db, rows);
-    if (outcome.unsent.length)
-      await releaseLeases(
-        db,
-        outcome.unsent.map((r) => r.id),
-        Date.now(),
-      ).catch(() => undefined);
+    let outcome: Awaited<ReturnType<AmqpRelay["publishAndMark"]>>;
+    try {
+      outcome = await this.publishAndMark(this.opts.db, rows);
+    } catch (err) {
+      // No channel, or the mark failed: none of them is known sent.
+      await this.release(rows.map((r) => r.id));
+      throw err;
+    }
+    if (outcome.unsent.length) await this.release(outcome.unsent.map((r) => r.id));
     return this.settle(outcome);
   }
 
@@ -328,14 +346,13 @@ export class AmqpRelay extends RelayLoop {
    * On MariaDB: a cheap look for due rows, and only then a READ COMMITTED transaction claiming
    * them with `FOR UPDATE SKIP LOCKED` (the header). On SQLite: a plain read.
    */
-  protected async sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<number> {
+  protected async sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<{ claimed: number; handled: number }> {
     const { db } = this.opts;
     if (!this.lock) {
       const rows = await claimPending(db, this.batchSize, now, false);
-      this.settle(await this.publishAndMark(db, keep(rows)));
-      return rows.length;
+      return { claimed: rows.length, handled: this.settle(await this.publishAndMark(db, keep(rows))) };
     }
-    if (!(await anyDue(db, now))) return 0;
+    if (!(await anyDue(db, now))) return { claimed: 0, handled: 0 };
     const { claimed, outcome } = await db.transaction(
       async (trx) => {
         const rows = await claimPending(trx, this.batchSize, now, true);
@@ -343,8 +360,7 @@ export class AmqpRelay extends RelayLoop {
       },
       { isolationLevel: "read committed" },
     );
-    this.settle(outcome);
-    return claimed;
+    return { claimed, handled: this.settle(outcome) };
   }
 
   private async publishAndMark(
@@ -487,7 +503,8 @@ export interface EmbeddedRelayOptions extends RelayOptions {
 export class EmbeddedRelay extends RelayLoop {
   /**
    * One process per database file: its sweeps leave the rows held by the hand-over (`held`)
-   * alone, so the lease only covers the moment between a commit and its hand-over.
+   * alone, so the lease only has to cover the row's transaction (from its insert to its commit)
+   * and the moment before its hand-over.
    */
   readonly leaseMs = 1_000;
 
@@ -501,10 +518,9 @@ export class EmbeddedRelay extends RelayLoop {
     return this.deliver(rows);
   }
 
-  protected async sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<number> {
+  protected async sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<{ claimed: number; handled: number }> {
     const rows = await claimPending(this.embOpts.db, this.batchSize, now, false);
-    await this.deliver(keep(rows));
-    return rows.length;
+    return { claimed: rows.length, handled: await this.deliver(keep(rows)) };
   }
 
   private async deliver(rows: RelayRow[]): Promise<number> {
