@@ -14,10 +14,10 @@
  *   `leaseMs`: no sweep takes it before then) and, once its transaction committed, hands it to
  *   its own process's relay, which publishes it from memory and marks it, with no claim of the
  *   table and no transaction open while the broker confirms;
- * - the sweep, every `pollIntervalMs`: rows due (`available_at <= now`) that no hand-over holds
- *   here: a crash between commit and publish (here or on another replica: after the lease),
- *   a publish that failed (its lease released at once), retries come due, rows of a writer
- *   without a relay. On MariaDB a sweep first looks for a due row (one plain SELECT; an idle
+ * - the sweep, at most twice per `pollIntervalMs`: rows due (`available_at <= now`) that no
+ *   hand-over holds here: a crash between commit and publish (here or on another replica:
+ *   after the lease), a publish that failed (its lease released at once), retries that came
+ *   due, rows of a writer without a relay. On MariaDB a sweep first looks for a due row (one plain SELECT; an idle
  *   sweep costs nothing more), then claims in one READ COMMITTED transaction: `SELECT … FOR
  *   UPDATE SKIP LOCKED` of up to `batchSize` rows, publish, wait for the confirms, mark,
  *   commit. Replicas skip locked rows, so each row is published by one replica in normal
@@ -153,10 +153,11 @@ abstract class RelayLoop {
 
   /**
    * The lease for a row about to be written: none while this relay would not take the row at
-   * its commit (not running, a long queue), so that the next sweep takes it, not the lease's end.
+   * its commit (not running, failing, a long queue), so that the next sweep takes it, not the
+   * lease's end.
    */
   leaseFor(): number {
-    // Not while failing either: a backoff may outlast the lease.
+    // Failing: its backoff may outlast the lease.
     return this.loop && !this.loop.failures && this.handedOver.length < HANDOVER_QUEUE ? this.leaseMs : 0;
   }
 
@@ -184,8 +185,8 @@ abstract class RelayLoop {
   }
 
   /**
-   * One pass: the handed-over rows first, then, every pollIntervalMs (or at once while the
-   * table has a backlog), a sweep of the table: rows whose lease ended (a crash between commit
+   * One pass: the handed-over rows first, then, at most twice per pollIntervalMs (or at once
+   * while the table has a backlog), a sweep of the table: rows whose lease ended (a crash between commit
    * and publish, here or on another replica), retries that came due, rows of other writers.
    */
   protected async pass(): Promise<number> {
