@@ -46,15 +46,15 @@ export async function addOutboxEvent(
   leaseMs = 0,
 ): Promise<RelayRow> {
   auditEvent(event.name, event.payload);
+  const occurredAt = event.occurredAt ?? Date.now();
   const row: RelayRow = {
     id: event.id ?? randomUUID(),
     event: event.name,
     payload: JSON.stringify(event.payload ?? null),
-    occurred_at: event.occurredAt ?? Date.now(),
-    available_at: 0,
+    occurred_at: occurredAt,
+    available_at: occurredAt + leaseMs,
     attempts: 0,
   };
-  row.available_at = row.occurred_at + leaseMs;
   await trx("outbox").insert(row);
   return row;
 }
