@@ -138,10 +138,10 @@ const EnvSchema = z.object({
   MIGRATE_ON_START: bool.optional(),
   DEMO_CATALOG: bool.optional(),
   DEMO_CATALOG_SIZE: int(1, 1_000_000).default(1000),
-  // Business events (lib/events): relay poll, consumer attempts before the dead-letter
+  // Business events (lib/events): the relay's sweep of the outbox, consumer attempts before the dead-letter
   // queue, and the retry delays (one per retry step; the last repeats).
   EVENTS_POLL_INTERVAL_MS: int(10, 60_000).default(1000),
-  // How long a relay woken by a commit waits for more commits before its pass (0: at once).
+  // How long a relay handed a commit's rows waits for more commits before its pass (0: at once).
   EVENTS_KICK_DELAY_MS: int(0, 1000).default(2),
   EVENTS_MAX_ATTEMPTS: int(1, 100).default(5),
   EVENTS_RETRY_DELAYS_MS: z
