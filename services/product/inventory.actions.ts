@@ -103,8 +103,12 @@ export function inventoryActions(config: AppConfig): TypedActions<ProductService
         // The same read prices the lines: a price changed between it and the UPDATE is the
         // race any read-then-reserve has; the order freezes what this read saw.
         const products = await repo.reservableOf(this.db, ids);
-        if ("missing" in pricedLines(lines, products) && (await isReplay())) return replay();
-        const priced = price(products);
+        const found = pricedLines(lines, products);
+        if ("missing" in found) {
+          if (await isReplay()) return replay();
+          throw productNotFound(found.missing);
+        }
+        const { priced } = found;
         const shortNow = shortages(lines, (id) => products.get(id)?.available ?? 0);
         if (shortNow.length) {
           // The same order reserved earlier or concurrently (and took that stock): a replay, not a refusal.
@@ -261,8 +265,10 @@ export const inventoryMethods = {
     let changed = false;
     /** The order's lines as this transaction leaves them (undefined: read them again after the commit). */
     let after: ReservationRow[] | undefined;
+    let unsure = false;
     await inTransaction(this.db, async (trx) => {
       changed = false;
+      unsure = false;
       const found = await repo.findReservationsForUpdate(trx, orderId);
       // A commit is all lines or none: if any line already left `held` other than by a
       // commit (expired, released), nothing is sold — otherwise an order paid just as its
@@ -277,27 +283,26 @@ export const inventoryMethods = {
           );
       }
       const now = Date.now();
-      after = [];
+      const moved = new Set<string>();
       for (const r of found) {
-        if (r.status !== "held") {
-          after?.push(r);
-          continue;
-        }
+        if (r.status !== "held") continue;
+        // Not expected under the lock; that line's status is read back after the commit.
         if (!(await repo.transitionReservation(trx, orderId, r.productId, to, now))) {
-          after = undefined; // not expected under the lock; its status is read back below
+          unsure = true;
           continue;
         }
-        after?.push({ ...r, status: to });
+        moved.add(r.productId);
         await repo.unreserveStock(trx, r.productId, r.quantity, to === "committed", now);
         await this.stockChanged(trx, r.productId, to === "committed" ? "sold" : "released");
         changed = true;
       }
+      after = found.map((r) => (moved.has(r.productId) ? { ...r, status: to } : r));
     });
     // The locked rows (a locking read: as committed now, not the REPEATABLE READ snapshot) with
     // this transaction's moves are the lines at its commit: no read after it. Otherwise read
     // after the commit: inside the transaction a plain SELECT would answer from the snapshot,
     // older than a racing commit we just queued behind.
-    const rows = after ?? (await repo.findReservations(this.db, orderId));
+    const rows = after && !unsure ? after : await repo.findReservations(this.db, orderId);
     if (!rows.length) throw notFound("Reservation");
     if (changed) await this.invalidate(rows.map((r) => r.productId));
     const view = reservationView(orderId, rows);
