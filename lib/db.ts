@@ -216,3 +216,101 @@ export function isUniqueViolation(err: unknown): boolean {
   const e = err as { code?: string; errno?: number };
   return e.code === "ER_DUP_ENTRY" || e.code === "SQLITE_CONSTRAINT_UNIQUE" || e.code === "SQLITE_CONSTRAINT_PRIMARYKEY";
 }
+
+/** Marks a named value in a `Statement`'s builder (`param("id")`); no stored value starts with NUL. */
+const PARAM_PREFIX = "\u0000meridian-param:";
+
+/** A named value of a `Statement`: where its builder has `param("x")`, each run binds `args.x`. */
+export const param = (name: string): string => `${PARAM_PREFIX}${name}`;
+
+/** What a `Statement` answers: the rows of a read (or of RETURNING), the rows a write changed. */
+export interface StatementResult<Row> {
+  rows: Row[];
+  changes: number;
+}
+
+/** The part of a better-sqlite3 statement a `Statement` runs. */
+interface SqliteStatement {
+  reader: boolean;
+  all(bindings: unknown[]): unknown[];
+  run(bindings: unknown[]): { changes: number };
+}
+
+/** One engine's text of a `Statement`, and where each binding comes from: a named value or a constant. */
+interface Compiled {
+  sql: string;
+  slots: ({ name: string } | { value: unknown })[];
+}
+
+/**
+ * A statement of a hot path, written once with knex's builder and compiled by it once per
+ * engine; each run binds its named values (`param`) into that text (#16). A builder statement
+ * costs ~9 µs of knex's compilation per run, and knex's runner ~25 µs more around a SQLite
+ * statement that itself takes a few (measured, bench/RESULTS.md "Hot statements compiled once").
+ * Inside a SQLite transaction the statement runs on the transaction's own connection (the one
+ * knex gave the transaction; better-sqlite3 is synchronous, so nothing interleaves), through the
+ * connection's cached prepared statement; everywhere else (MariaDB, or outside a transaction,
+ * where only knex's pool knows which connection is free) it runs as the same text through
+ * `db.raw`. Either way knex's `query` event is emitted, so what counts statements still sees it.
+ * The limits: the text is fixed, so a statement whose shape varies (an IN list, optional
+ * clauses) stays a builder; errors are the driver's own (their `code` is what the callers test).
+ */
+export class Statement<Args extends Record<string, Knex.Value>, Row = Record<string, unknown>> {
+  readonly #compiled = new Map<string, Compiled>();
+  constructor(private readonly build: (db: Knex) => Knex.QueryBuilder | Knex.Raw) {}
+
+  #compile(db: Knex): Compiled {
+    const dialect = isMysql(db) ? "mysql" : "sqlite";
+    let compiled = this.#compiled.get(dialect);
+    if (!compiled) {
+      const { sql, bindings } = this.build(db).toSQL();
+      compiled = {
+        sql,
+        slots: bindings.map((b) =>
+          typeof b === "string" && b.startsWith(PARAM_PREFIX) ? { name: b.slice(PARAM_PREFIX.length) } : { value: b },
+        ),
+      };
+      this.#compiled.set(dialect, compiled);
+    }
+    return compiled;
+  }
+
+  /** The statement's text and bindings on `db`'s engine, for these values. */
+  toSQL(db: Knex, args: Args): { sql: string; bindings: Knex.Value[] } {
+    const { sql, slots } = this.#compile(db);
+    const bindings = slots.map((slot) => {
+      if ("value" in slot) return slot.value as Knex.Value;
+      const value = args[slot.name];
+      if (value === undefined) throw new Error(`Statement: no value for '${slot.name}' in ${sql}`);
+      return value;
+    });
+    return { sql, bindings };
+  }
+
+  async run(db: Knex, args: Args): Promise<StatementResult<Row>> {
+    const { sql, bindings } = this.toSQL(db, args);
+    const client = db.client as Knex.Client;
+    if (db.isTransaction && !isMysql(db)) {
+      if ((db as Knex.Transaction).isCompleted()) throw new Error(`Transaction query already complete: ${sql}`);
+      // The transaction's connection: knex's transaction client answers it, never another.
+      const connection = (await client.acquireConnection()) as { prepare(sql: string): SqliteStatement };
+      client.emit("query", { sql, bindings, method: "raw" });
+      // As knex's better-sqlite3 dialect binds them: booleans as 0/1, dates as epoch milliseconds.
+      const values = bindings.map((b) => (typeof b === "boolean" ? Number(b) : b instanceof Date ? b.valueOf() : b));
+      const statement = connection.prepare(sql);
+      if (statement.reader) return { rows: statement.all(values) as Row[], changes: 0 };
+      return { rows: [], changes: statement.run(values).changes };
+    }
+    const result: unknown = await db.raw(sql, bindings);
+    // mysql2 answers [rows, fields] or [ResultSetHeader]; better-sqlite3 the rows or { changes }.
+    const answer = isMysql(db) ? (result as unknown[])[0] : result;
+    return Array.isArray(answer)
+      ? { rows: answer as Row[], changes: 0 }
+      : {
+          rows: [],
+          changes: Number(
+            (answer as { affectedRows?: number; changes?: number }).affectedRows ?? (answer as { changes?: number }).changes ?? 0,
+          ),
+        };
+  }
+}

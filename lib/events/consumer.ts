@@ -48,7 +48,7 @@ import type { Channel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
 import { ReconnectLoop, withTimeout, type AmqpLink } from "./amqp";
-import { inTransaction, isMysql, isUniqueViolation, rawRows } from "../db";
+import { inTransaction, isMysql, isUniqueViolation, param, rawRows, Statement } from "../db";
 import { countBusiness } from "../metrics";
 import type { Envelope } from "./outbox";
 import { parseEnvelope } from "./wire";
@@ -88,13 +88,18 @@ export const newStats = (): ConsumerStats => ({
 
 class DuplicateMessage extends Error {}
 
+/** A message's inbox row (the guard of `applyOnce`), compiled once. */
+const insertInbox = new Statement<{ message_id: string; event: string; received_at: number }>((db) =>
+  db("inbox").insert({ message_id: param("message_id"), event: param("event"), received_at: param("received_at") }),
+);
+
 /** Inbox row and effect in one transaction. "duplicate" when the id was already applied. */
 export async function applyOnce(db: Knex, envelope: Envelope, handler: EventHandler): Promise<"applied" | "duplicate"> {
   try {
     await inTransaction(db, async (trx) => {
       try {
         // BREAK_PROTECTION=inbox (docs/tutorial.md): no inbox row, so no duplicate is seen.
-        if (!protectionOff("inbox")) await trx("inbox").insert({ message_id: envelope.id, event: envelope.name, received_at: Date.now() });
+        if (!protectionOff("inbox")) await insertInbox.run(trx, { message_id: envelope.id, event: envelope.name, received_at: Date.now() });
       } catch (err) {
         if (isUniqueViolation(err)) throw new DuplicateMessage(envelope.id);
         throw err;

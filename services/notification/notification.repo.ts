@@ -9,6 +9,7 @@
  * whose claim ran out cannot overwrite what the next claimant did.
  */
 import type { Knex } from "knex";
+import { param, Statement } from "../../lib/db";
 import type { NotificationData } from "../../proto/gen/meridian/notification/v1/notification";
 import type { ListQuery, NotificationRecord, NotificationType } from "./notification.domain";
 
@@ -84,9 +85,36 @@ const toEmail = (r: StoredEmail): EmailRow => ({
 
 // ---- notifications ----
 
+/** The consumer's three writes per notification, compiled once (lib/db.ts Statement; two notifications per checkout). */
+const NOTIFICATION_COLUMNS = ["id", "user_id", "type", "title", "body", "data", "read_at", "created_at", "source_message_id"] as const;
+const insertNotificationRow = new Statement<Record<(typeof NOTIFICATION_COLUMNS)[number], Knex.Value>>((db) =>
+  db("notifications").insert(Object.fromEntries(NOTIFICATION_COLUMNS.map((c) => [c, param(c)]))),
+);
+const upsertFeed = new Statement<{ user_id: string; now: number }>((db) =>
+  db("notification_feeds")
+    .insert({ user_id: param("user_id"), updated_at: param("now") })
+    .onConflict("user_id")
+    .merge({ updated_at: param("now") }),
+);
+const EMAIL_COLUMNS = [
+  "id",
+  "source_message_id",
+  "notification_id",
+  "user_id",
+  "type",
+  "status",
+  "message_id_header",
+  "attempts",
+  "next_attempt_at",
+  "created_at",
+] as const;
+const insertEmailRow = new Statement<Record<(typeof EMAIL_COLUMNS)[number], Knex.Value>>((db) =>
+  db("emails").insert(Object.fromEntries(EMAIL_COLUMNS.map((c) => [c, param(c)]))),
+);
+
 /** Throws a unique violation (lib/db.ts isUniqueViolation) when this event's notification exists. */
 export async function insertNotification(trx: Knex.Transaction, n: NotificationRecord, sourceMessageId: string): Promise<void> {
-  await trx("notifications").insert({
+  await insertNotificationRow.run(trx, {
     id: n.id,
     user_id: n.userId,
     type: n.type,
@@ -126,7 +154,7 @@ export async function lockUserFeed(trx: Knex.Transaction, userId: string, now: n
   // One statement that takes the row's exclusive lock whether it inserts or updates (INSERT …
   // ON DUPLICATE KEY UPDATE): an insert-ignore then an update would take a shared lock first,
   // and two such transactions deadlock upgrading it.
-  await trx("notification_feeds").insert({ user_id: userId, updated_at: now }).onConflict("user_id").merge({ updated_at: now });
+  await upsertFeed.run(trx, { user_id: userId, now });
 }
 
 /** A user's newest notification by `seq` (the live feed's starting point). */
@@ -171,7 +199,7 @@ export async function insertEmail(
   trx: Knex.Transaction,
   e: { id: string; sourceMessageId: string; notificationId: string; userId: string; type: string; messageIdHeader: string; now: number },
 ): Promise<void> {
-  await trx("emails").insert({
+  await insertEmailRow.run(trx, {
     id: e.id,
     source_message_id: e.sourceMessageId,
     notification_id: e.notificationId,

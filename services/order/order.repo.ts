@@ -9,7 +9,7 @@
  */
 import type { Knex } from "knex";
 import type { IdempotencyStore } from "../../lib/idempotency";
-import { isMysql, isUniqueViolation } from "../../lib/db";
+import { isMysql, isUniqueViolation, param, Statement } from "../../lib/db";
 import type {
   HistoryEntry,
   Money,
@@ -86,19 +86,37 @@ async function itemsOf(db: Knex, ids: string[]): Promise<Map<string, ItemRow[]>>
   return by;
 }
 
+/** A new order's row, compiled once (lib/db.ts Statement): what a create writes is the same every time. */
+const ORDER_VALUES = [
+  "id",
+  "user_id",
+  "status",
+  "total_amount",
+  "currency",
+  "shipping_address",
+  "reservation_expires_at",
+  "created_at",
+  "updated_at",
+] as const;
+const insertOrderRow = new Statement<Record<(typeof ORDER_VALUES)[number], Knex.Value>>((db) =>
+  db("orders").insert({
+    ...Object.fromEntries(ORDER_VALUES.map((c) => [c, param(c)])),
+    shipment: null,
+    shipped: false,
+    paid_payment_id: null,
+    paid_amount: 0,
+    refunded_amount: 0,
+  }),
+);
+
 export async function insertOrder(trx: Knex.Transaction, o: OrderRecord): Promise<void> {
-  await trx("orders").insert({
+  await insertOrderRow.run(trx, {
     id: o.id,
     user_id: o.userId,
     status: o.status,
     total_amount: o.total.amount,
     currency: o.total.currency,
     shipping_address: JSON.stringify(o.shippingAddress),
-    shipment: null,
-    shipped: false,
-    paid_payment_id: null,
-    paid_amount: 0,
-    refunded_amount: 0,
     reservation_expires_at: o.reservationExpiresAt,
     created_at: o.createdAt,
     updated_at: o.updatedAt,
@@ -128,10 +146,23 @@ export async function statusOf(db: Knex, id: string): Promise<OrderStatus | unde
   return row?.status;
 }
 
+/** findOrderForUpdate's two reads, compiled once (lib/db.ts Statement): every event about an order locks it. */
+const lockOrderRow = new Statement<{ id: string }, OrderRow>((db) =>
+  db("orders")
+    .where({ id: param("id") })
+    .forUpdate()
+    .first(),
+);
+const itemsOfOrder = new Statement<{ id: string }, ItemRow>((db) =>
+  db("order_items")
+    .where({ order_id: param("id") })
+    .orderBy("product_id"),
+);
+
 export async function findOrderForUpdate(trx: Knex.Transaction, id: string): Promise<OrderRecord | undefined> {
-  const row = (await trx("orders").where({ id }).forUpdate().first()) as OrderRow | undefined;
+  const [row] = (await lockOrderRow.run(trx, { id })).rows;
   if (!row) return undefined;
-  return toOrder(row, (await itemsOf(trx, [id])).get(id) ?? []);
+  return toOrder(row, (await itemsOfOrder.run(trx, { id })).rows);
 }
 
 export async function listOrders(
@@ -234,8 +265,12 @@ export async function addRefunded(trx: Knex.Transaction, id: string, amount: num
     .update({ refunded_amount: trx.raw("refunded_amount + ?", [amount]), updated_at: now });
 }
 
+const insertHistory = new Statement<{ order_id: string; status: string; at: number }>((db) =>
+  db("order_history").insert({ order_id: param("order_id"), status: param("status"), at: param("at") }),
+);
+
 export async function addHistory(trx: Knex.Transaction, orderId: string, status: OrderStatus, at: number): Promise<void> {
-  await trx("order_history").insert({ order_id: orderId, status, at });
+  await insertHistory.run(trx, { order_id: orderId, status, at });
 }
 
 interface HistoryRow {
@@ -258,18 +293,34 @@ export async function upsertPayment(
   p: Omit<PaymentSummary, "createdAt" | "updatedAt">,
   now: number,
 ): Promise<void> {
-  const row = {
+  await upsertPaymentRow.run(db, {
     payment_id: p.id,
     order_id: orderId,
     provider: p.provider,
     status: p.status,
     amount: p.amount.amount,
     currency: p.amount.currency,
-    created_at: now,
-    updated_at: now,
-  };
-  await db("order_payments").insert(row).onConflict("payment_id").merge({ status: p.status, updated_at: now });
+    now,
+  });
 }
+
+const upsertPaymentRow = new Statement<
+  Record<"payment_id" | "order_id" | "provider" | "status" | "amount" | "currency" | "now", Knex.Value>
+>((db) =>
+  db("order_payments")
+    .insert({
+      payment_id: param("payment_id"),
+      order_id: param("order_id"),
+      provider: param("provider"),
+      status: param("status"),
+      amount: param("amount"),
+      currency: param("currency"),
+      created_at: param("now"),
+      updated_at: param("now"),
+    })
+    .onConflict("payment_id")
+    .merge({ status: param("status"), updated_at: param("now") }),
+);
 
 /** A payment the order knew as PENDING failed (a success already recorded stays). */
 export async function failPayment(trx: Knex.Transaction, paymentId: string, now: number): Promise<void> {
@@ -418,9 +469,36 @@ export interface LimitOverrides {
 }
 
 /** Locks the user's row (creates of one user are serialised here) and reads their overrides; undefined: no row yet. */
+// The statements of every create's unpaid-order slot, compiled once (lib/db.ts Statement).
+const lockLimitsRow = new Statement<{ userId: string }, { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null }>(
+  (db) =>
+    db("order_user_limits")
+      .where({ user_id: param("userId") })
+      .forUpdate()
+      .first(),
+);
+const unpaidOrderIds = new Statement<{ userId: string }, { id: string }>((db) =>
+  db("orders")
+    .where({ user_id: param("userId"), status: "PENDING_PAYMENT" })
+    .select("id"),
+);
+const liveDrafts = new Statement<{ userId: string; liveSince: number }, { lines: string }>((db) =>
+  db("order_drafts")
+    .where({ user_id: param("userId") })
+    .where("created_at", ">=", param("liveSince"))
+    .select("lines"),
+);
+const insertDraftRow = new Statement<{ orderId: string; userId: string; lines: string; now: number }>((db) =>
+  db("order_drafts").insert({ order_id: param("orderId"), user_id: param("userId"), lines: param("lines"), created_at: param("now") }),
+);
+const deleteDraftRow = new Statement<{ orderId: string }>((db) =>
+  db("order_drafts")
+    .where({ order_id: param("orderId") })
+    .del(),
+);
+
 export async function lockUserLimits(trx: Knex.Transaction, userId: string): Promise<LimitOverrides | undefined> {
-  const row = (await trx("order_user_limits").where({ user_id: userId }).forUpdate().first()) as
-    { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null } | undefined;
+  const [row] = (await lockLimitsRow.run(trx, { userId })).rows;
   return row && { maxUnpaidOrders: row.max_unpaid_orders, maxUnpaidUnitsPerProduct: row.max_unpaid_units_per_product };
 }
 
@@ -447,12 +525,8 @@ export async function setUserLimits(db: Knex, userId: string, o: LimitOverrides,
  * older one belongs to a process that died), with units per product across both.
  */
 export async function unpaidState(trx: Knex.Transaction, userId: string, liveSince: number): Promise<UnpaidState> {
-  const orders = await trx("orders").where({ user_id: userId, status: "PENDING_PAYMENT" }).select<{ id: string }[]>("id");
-  const drafts = await trx("order_drafts").where({ user_id: userId }).where("created_at", ">=", liveSince).select<
-    {
-      lines: string;
-    }[]
-  >("lines");
+  const orders = (await unpaidOrderIds.run(trx, { userId })).rows;
+  const drafts = (await liveDrafts.run(trx, { userId, liveSince })).rows;
   const units = new Map<string, number>();
   if (orders.length)
     for (const i of await trx("order_items")
@@ -474,11 +548,11 @@ export async function insertDraft(
   lines: OrderLineInput[],
   now: number,
 ): Promise<void> {
-  await trx("order_drafts").insert({ order_id: orderId, user_id: userId, lines: JSON.stringify(lines), created_at: now });
+  await insertDraftRow.run(trx, { orderId, userId, lines: JSON.stringify(lines), now });
 }
 
 export async function deleteDraft(db: Knex, orderId: string): Promise<void> {
-  await db("order_drafts").where({ order_id: orderId }).del();
+  await deleteDraftRow.run(db, { orderId });
 }
 
 /** Housekeeping: drafts of creates that died (they no longer count; see unpaidState). */

@@ -8,7 +8,7 @@
  * summing, so two refunds of one payment are serialized. SQLite serializes writers.
  */
 import type { Knex } from "knex";
-import { inTransaction, isUniqueViolation } from "../../lib/db";
+import { inTransaction, isUniqueViolation, param, Statement } from "../../lib/db";
 import type { CloseResult, PlatformName, SandboxPaymentState, SandboxRefundRecord, SandboxRefundRequest } from "./platforms";
 import type { Money, Outcome, PaymentRecord, PaymentStatus, RefundRecord, RefundStatus } from "./payment.domain";
 
@@ -80,13 +80,31 @@ export async function insertPayment(db: Knex, p: PaymentRecord, pendingKey: stri
   });
 }
 
+/** The reads of every checkout's payment, compiled once (lib/db.ts Statement). */
+const paymentById = new Statement<{ id: string }, PaymentRow>((db) =>
+  db("payments")
+    .where({ id: param("id") })
+    .first(),
+);
+const lockPaymentById = new Statement<{ id: string }, PaymentRow>((db) =>
+  db("payments")
+    .where({ id: param("id") })
+    .forUpdate()
+    .first(),
+);
+const succeededOfOrder = new Statement<{ orderId: string }, { id: string }>((db) =>
+  db("payments")
+    .where({ order_id: param("orderId"), status: "SUCCEEDED" })
+    .first("id"),
+);
+
 export async function findPayment(db: Knex, id: string): Promise<PaymentRecord | undefined> {
-  const row = (await db("payments").where({ id }).first()) as PaymentRow | undefined;
+  const [row] = (await paymentById.run(db, { id })).rows;
   return row && toPayment(row);
 }
 
 export async function findPaymentForUpdate(trx: Knex.Transaction, id: string): Promise<PaymentRecord | undefined> {
-  const row = (await trx("payments").where({ id }).forUpdate().first()) as PaymentRow | undefined;
+  const [row] = (await lockPaymentById.run(trx, { id })).rows;
   return row && toPayment(row);
 }
 
@@ -104,7 +122,7 @@ export async function paymentsOfOrder(db: Knex, orderId: string): Promise<Paymen
 }
 
 export async function hasSucceededPayment(db: Knex, orderId: string): Promise<boolean> {
-  return Boolean(await db("payments").where({ order_id: orderId, status: "SUCCEEDED" }).first("id"));
+  return (await succeededOfOrder.run(db, { orderId })).rows.length > 0;
 }
 
 /**

@@ -8,6 +8,7 @@
  * pass the condition on the same stale value; on SQLite writers are serialized outright.
  */
 import type { Knex } from "knex";
+import { param, Statement } from "../../lib/db";
 import { protectionOff } from "../../lib/protections";
 import {
   parseStringList,
@@ -157,10 +158,8 @@ export async function adjustOnHand(db: Knex, id: string, delta: number, max: num
  * the UPDATE is the guarantee; `BREAK_PROTECTION=stock-guard` drops it (docs/tutorial.md).
  */
 export async function reserveStock(trx: Knex.Transaction, productId: string, quantity: number, now: number): Promise<boolean> {
-  const q = live(trx).where({ id: productId });
-  if (!protectionOff("stock-guard")) q.whereRaw("on_hand - reserved >= ?", [quantity]);
-  const n = await q.update({ reserved: trx.raw("reserved + ?", [quantity]), updated_at: now, version: trx.raw("version + 1") });
-  return n === 1;
+  const statement = protectionOff("stock-guard") ? reserveUnguarded : reserveGuarded;
+  return (await statement.run(trx, { id: productId, quantity, now })).changes === 1;
 }
 
 /** A held quantity leaves `reserved` (release, expiry), and also `on_hand` when sold (commit). */
@@ -171,12 +170,35 @@ export async function unreserveStock(
   sold: boolean,
   now: number,
 ): Promise<void> {
-  const set: Record<string, unknown> = { reserved: trx.raw("reserved - ?", [quantity]), updated_at: now, version: trx.raw("version + 1") };
-  if (sold) set.on_hand = trx.raw("on_hand - ?", [quantity]);
   // Deleted products too: an order placed before the delete is still paid or released.
-  const n = await trx("products").where({ id: productId }).update(set);
-  if (n !== 1) throw new Error(`product ${productId} missing while releasing its reservation`);
+  const { changes } = await (sold ? unreserveSold : unreserveReleased).run(trx, { id: productId, quantity, now });
+  if (changes !== 1) throw new Error(`product ${productId} missing while releasing its reservation`);
 }
+
+// The stock statements of every reserve, commit and release, compiled once (lib/db.ts Statement).
+type StockArgs = { id: string; quantity: number; now: number };
+const reserveStatement = (guarded: boolean) =>
+  new Statement<StockArgs>((db) => {
+    const q = live(db).where({ id: param("id") });
+    if (guarded) q.whereRaw("on_hand - reserved >= ?", [param("quantity")]);
+    return q.update({ reserved: db.raw("reserved + ?", [param("quantity")]), updated_at: param("now"), version: db.raw("version + 1") });
+  });
+const reserveGuarded = reserveStatement(true);
+/** Without the guard: `BREAK_PROTECTION=stock-guard` (docs/tutorial.md). */
+const reserveUnguarded = reserveStatement(false);
+const unreserveStatement = (sold: boolean) =>
+  new Statement<StockArgs>((db) =>
+    db("products")
+      .where({ id: param("id") })
+      .update({
+        reserved: db.raw("reserved - ?", [param("quantity")]),
+        updated_at: param("now"),
+        version: db.raw("version + 1"),
+        ...(sold ? { on_hand: db.raw("on_hand - ?", [param("quantity")]) } : {}),
+      }),
+  );
+const unreserveSold = unreserveStatement(true);
+const unreserveReleased = unreserveStatement(false);
 
 /**
  * Products' available stock and what an order freezes of them (a plain read, no lock): live
@@ -204,12 +226,19 @@ export async function availableOf(db: Knex, ids: string[]): Promise<Map<string, 
   return new Map(rows.map((r) => [r.id, Number(r.on_hand) - Number(r.reserved)]));
 }
 
+/** findProductAnyState's read, compiled once (lib/db.ts Statement): every stock change reads its product back. */
+const productAnyState = new Statement<{ id: string }, ProductRow>((db) =>
+  db("products")
+    .where({ id: param("id") })
+    .first(),
+);
+
 /**
  * One product as it is inside this transaction, deleted or not (the row's own writes are
  * visible to it), for the events that carry the whole product and its version.
  */
 export async function findProductAnyState(db: Knex, id: string): Promise<{ product: ProductRecord; deleted: boolean } | undefined> {
-  const row = (await db("products").where({ id }).first()) as ProductRow | undefined;
+  const [row] = (await productAnyState.run(db, { id })).rows;
   return row && { product: toProduct(row), deleted: row.deleted_at !== null && row.deleted_at !== undefined };
 }
 
@@ -250,9 +279,14 @@ export async function findReservations(db: Knex, orderId: string): Promise<Reser
  * read, not the REPEATABLE READ snapshot): concurrent commits/releases of one order queue here.
  */
 export async function findReservationsForUpdate(trx: Knex.Transaction, orderId: string): Promise<ReservationRow[]> {
-  const rows = (await trx("reservations").where({ order_id: orderId }).orderBy("product_id").forUpdate()) as ReservationDbRow[];
-  return rows.map(toReservation);
+  return (await lockReservations.run(trx, { orderId })).rows.map(toReservation);
 }
+const lockReservations = new Statement<{ orderId: string }, ReservationDbRow>((db) =>
+  db("reservations")
+    .where({ order_id: param("orderId") })
+    .orderBy("product_id")
+    .forUpdate(),
+);
 
 /** Inserts the order's rows; a concurrent or earlier reserve of the same order violates the primary key. */
 export async function insertReservations(
@@ -288,10 +322,21 @@ export async function transitionReservation(
   now: number,
   onlyIfExpiredBy?: number,
 ): Promise<boolean> {
-  const q = trx("reservations").where({ order_id: orderId, product_id: productId, status: "held" });
-  if (onlyIfExpiredBy !== undefined) q.where("expires_at", "<=", onlyIfExpiredBy);
-  return (await q.update({ status: to, updated_at: now })) === 1;
+  const args = { orderId, productId, to, now };
+  const { changes } =
+    onlyIfExpiredBy === undefined
+      ? await transitionHeld.run(trx, args)
+      : await transitionExpired.run(trx, { ...args, expiredBy: onlyIfExpiredBy });
+  return changes === 1;
 }
+const transitionStatement = (expired: boolean) =>
+  new Statement<{ orderId: string; productId: string; to: string; now: number; expiredBy?: number }>((db) => {
+    const q = db("reservations").where({ order_id: param("orderId"), product_id: param("productId"), status: "held" });
+    if (expired) q.where("expires_at", "<=", param("expiredBy"));
+    return q.update({ status: param("to"), updated_at: param("now") });
+  });
+const transitionHeld = transitionStatement(false);
+const transitionExpired = transitionStatement(true);
 
 /**
  * committed → returned for one line, once (the sold quantity goes back on the shelf: a

@@ -13,7 +13,7 @@
  * - catalog rows are versioned: a product event is applied only when newer than the row.
  */
 import type { Knex } from "knex";
-import { isMysql, rawRows } from "../../lib/db";
+import { isMysql, param, rawRows, Statement } from "../../lib/db";
 import type { CatalogItem, ModelDelta, Purchase } from "./recommendation.domain";
 import { contributingSet, distinctPurchases, modelDelta } from "./recommendation.domain";
 
@@ -204,28 +204,54 @@ export interface ProductFields {
  * moving above zero changes no answer, and the products shown are read from the product
  * service anyway). The row is read locked (MariaDB), so the comparison is with what it replaces.
  */
+/** applyProduct's three statements, compiled once: every reserve and commit of stock changes a product here. */
+const itemPlaceholder = new Statement<{ id: string; now: number }>((db) =>
+  db("rec_items")
+    .insert({ product_id: param("id"), updated_at: param("now") })
+    .onConflict("product_id")
+    .ignore(),
+);
+const lockItem = new Statement<{ id: string }, Omit<ItemRow, "product_id" | "buyers">>((db) => {
+  const read = db("rec_items")
+    .where({ product_id: param("id") })
+    .first("name", "category", "brand", "available", "deleted", "version");
+  return isMysql(db) ? read.forUpdate() : read;
+});
+const updateItem = new Statement<Record<"id" | "name" | "category" | "brand" | "available" | "deleted" | "version" | "now", Knex.Value>>(
+  (db) =>
+    db("rec_items")
+      .where({ product_id: param("id") })
+      .where("version", "<", param("version"))
+      .update({
+        name: param("name"),
+        category: param("category"),
+        brand: param("brand"),
+        available: param("available"),
+        deleted: param("deleted"),
+        version: param("version"),
+        updated_at: param("now"),
+      }),
+);
+
 export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now: number): Promise<boolean> {
   // The placeholder row first, then its lock: a locking read of a row that does not exist yet
   // would take only a gap lock on InnoDB, and two new products in one gap would deadlock on
   // their inserts. A placeholder (version -1, no name) compares as changed below.
-  await trx("rec_items").insert({ product_id: p.id, updated_at: now }).onConflict("product_id").ignore();
-  const read = trx("rec_items").where({ product_id: p.id }).first("name", "category", "brand", "available", "deleted", "version");
-  const old = (await (isMysql(trx) ? read.forUpdate() : read)) as Omit<ItemRow, "product_id" | "buyers">;
+  await itemPlaceholder.run(trx, { id: p.id, now });
+  const [old] = (await lockItem.run(trx, { id: p.id })).rows;
   if (Number(old.version) >= p.version) return false;
   const available = Math.max(0, Math.trunc(p.available));
-  const n = await trx("rec_items")
-    .where({ product_id: p.id })
-    .where("version", "<", p.version)
-    .update({
-      name: p.name.slice(0, 200),
-      category: p.category.slice(0, 100),
-      brand: p.brand ? p.brand.slice(0, 100) : null,
-      available,
-      deleted: p.deleted,
-      version: p.version,
-      updated_at: now,
-    });
-  if (n !== 1) return false;
+  const { changes } = await updateItem.run(trx, {
+    id: p.id,
+    name: p.name.slice(0, 200),
+    category: p.category.slice(0, 100),
+    brand: p.brand ? p.brand.slice(0, 100) : null,
+    available,
+    deleted: p.deleted,
+    version: p.version,
+    now,
+  });
+  if (changes !== 1) return false;
   const item = toItem({ ...old, product_id: p.id, buyers: 0 });
   return (
     item.name !== p.name.slice(0, 200) ||
