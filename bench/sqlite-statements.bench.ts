@@ -6,6 +6,11 @@
  *   2. knex as lib/db.ts configures it (statements cached per connection),
  *   3. knex without the cache (as knex's dialect does by itself: prepare per query),
  * each 3 rounds of 20,000 queries after a warm-up; µs per query and the ratio to the ceiling.
+ * Then a transaction of a reserve's shape (read a row by key, update it, insert a row) through
+ *   1. better-sqlite3 with prepared statements and BEGIN/COMMIT (the ceiling),
+ *   2. knex's builder in a knex transaction (lib/db.ts inTransaction),
+ *   3. the same statements compiled once (lib/db.ts Statement) in the same transaction,
+ * µs per transaction, and the counter the updates moved checked against the transactions run.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -13,12 +18,48 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import knexFactory, { type Knex } from "knex";
 import { loadConfig } from "../lib/config";
-import { createKnex } from "../lib/db";
+import { createKnex, inTransaction, param, Statement } from "../lib/db";
 import { progress } from "../lib/progress";
 import { markdownTable, summaryFigure } from "./support";
 
 const N = 20_000;
 const ROUNDS = 3;
+/** Transactions per round of the transaction cases. */
+const TX = 5_000;
+
+/**
+ * Best of ROUNDS rounds of TX runs of `work` (after a warm-up): wall µs per run, and the
+ * process's CPU µs per run (with the garbage collector's threads, which knex keeps busy).
+ */
+async function measureTx(label: string, work: (i: number) => unknown): Promise<{ wall: number; cpu: number }> {
+  for (let i = 0; i < 500; i++) await work(i);
+  const bar = progress(label, ROUNDS);
+  const best = { wall: Infinity, cpu: Infinity };
+  for (let r = 0; r < ROUNDS; r++) {
+    const t0 = process.hrtime.bigint();
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < TX; i++) await work(i);
+    const c = process.cpuUsage(c0);
+    best.wall = Math.min(best.wall, Number(process.hrtime.bigint() - t0) / 1e3 / TX);
+    best.cpu = Math.min(best.cpu, (c.user + c.system) / TX);
+    bar.update(r + 1);
+  }
+  bar.stop();
+  return best;
+}
+
+// The transaction cases' three statements, written once for lib/db.ts Statement.
+const readCounter = new Statement<{ id: string }, { id: string; n: number }>((db) =>
+  db("c")
+    .where({ id: param("id") })
+    .first("id", "n"),
+);
+const bumpCounter = new Statement<{ id: string; now: number }>((db) =>
+  db("c")
+    .where({ id: param("id") })
+    .update({ n: db.raw("n + 1"), updated_at: param("now") }),
+);
+const logBump = new Statement<{ id: string; at: number }>((db) => db("log").insert({ counter_id: param("id"), at: param("at") }));
 
 async function measure(label: string, query: (i: number) => unknown): Promise<number> {
   for (let i = 0; i < 2000; i++) await query(i); // warm-up
@@ -62,7 +103,62 @@ async function main(): Promise<void> {
         .where({ id: `id${i % 100}` })
         .first(),
     );
+    // A reserve's shape: a read by key, an update of that row, an insert; each case moves the counters.
+    await cached.schema.createTable("c", (t) => {
+      t.string("id").primary();
+      t.integer("n").notNullable();
+      t.bigInteger("updated_at").notNullable();
+    });
+    await cached.schema.createTable("log", (t) => {
+      t.increments("seq");
+      t.string("counter_id").notNullable().index();
+      t.bigInteger("at").notNullable();
+    });
+    await cached("c").insert(Array.from({ length: 100 }, (_, i) => ({ id: `c${i}`, n: 0, updated_at: 0 })));
+    const [rawRead, rawBump, rawLog] = [
+      "select `id`, `n` from `c` where `id` = ?",
+      "update `c` set `n` = n + 1, `updated_at` = ? where `id` = ?",
+      "insert into `log` (`at`, `counter_id`) values (?, ?)",
+    ].map((sql) => raw.prepare(sql));
+    const txCeiling = await measureTx("transaction: better-sqlite3, prepared", (i) => {
+      const id = `c${i % 100}`;
+      raw.exec("BEGIN");
+      if (!rawRead.get(id)) throw new Error("missing counter");
+      rawBump.run(Date.now(), id);
+      rawLog.run(Date.now(), id);
+      raw.exec("COMMIT");
+    });
+    const txBuilder = await measureTx("transaction: knex builder", (i) =>
+      inTransaction(cached, async (trx) => {
+        const id = `c${i % 100}`;
+        if (!(await trx("c").where({ id }).first("id", "n"))) throw new Error("missing counter");
+        await trx("c")
+          .where({ id })
+          .update({ n: trx.raw("n + 1"), updated_at: Date.now() });
+        await trx("log").insert({ counter_id: id, at: Date.now() });
+      }),
+    );
+    const txStatement = await measureTx("transaction: Statement (lib/db.ts)", (i) =>
+      inTransaction(cached, async (trx) => {
+        const id = `c${i % 100}`;
+        if (!(await readCounter.run(trx, { id })).rows[0]) throw new Error("missing counter");
+        await bumpCounter.run(trx, { id, now: Date.now() });
+        await logBump.run(trx, { id, at: Date.now() });
+      }),
+    );
+    // Every case's transactions committed whole: each moved one counter and logged it once.
+    const runs = 3 * (500 + ROUNDS * TX);
+    const [{ total }] = (await cached("c").sum({ total: "n" })) as { total: number }[];
+    const [{ logged }] = (await cached("log").count({ logged: "*" })) as { logged: number }[];
+    if (Number(total) !== runs || Number(logged) !== runs) throw new Error(`counters ${total} and log ${logged}, expected ${runs}`);
+
     const row = (name: string, us: number) => [name, us.toFixed(1), `${((ceiling / us) * 100).toFixed(0)} %`];
+    const txRow = (name: string, t: { wall: number; cpu: number }) => [
+      name,
+      t.wall.toFixed(1),
+      t.cpu.toFixed(1),
+      `${((txCeiling.cpu / t.cpu) * 100).toFixed(0)} %`,
+    ];
     process.stdout.write(
       `\nNode ${process.version}, ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC, load ${os.loadavg()[0].toFixed(2)}; best of ${ROUNDS} rounds of ${N} point reads\n\n` +
         markdownTable(
@@ -74,7 +170,18 @@ async function main(): Promise<void> {
           ],
           [false, true, true],
         ) +
-        `\n\nThe cache saves ${(without - withCache).toFixed(1)} µs per query (${(((without - withCache) / without) * 100).toFixed(0)} %).\n`,
+        `\n\nThe cache saves ${(without - withCache).toFixed(1)} µs per query (${(((without - withCache) / without) * 100).toFixed(0)} %).\n\n` +
+        `A transaction of a reserve's shape (read by key, update, insert), best of ${ROUNDS} rounds of ${TX}:\n\n` +
+        markdownTable(
+          ["path", "µs per transaction", "CPU µs per transaction", "CPU vs prepared"],
+          [
+            txRow("better-sqlite3, prepared, BEGIN/COMMIT", txCeiling),
+            txRow("knex builder in a knex transaction", txBuilder),
+            txRow("Statement (lib/db.ts) in a knex transaction", txStatement),
+          ],
+          [false, true, true, true],
+        ) +
+        `\n\nStatement saves ${((txBuilder.cpu - txStatement.cpu) / 3).toFixed(1)} µs of CPU per statement; the knex transaction around them costs ~${(txStatement.cpu - txCeiling.cpu).toFixed(0)} µs of CPU more than BEGIN/COMMIT on the driver; checked: ${runs} transactions, each counted and logged once.\n`,
     );
     // Headline figures for `npm run bench` (BENCH_SUMMARY); the issue sets no targets for these.
     summaryFigure(
@@ -87,7 +194,12 @@ async function main(): Promise<void> {
       "saved by the statement cache per query",
       `${(without - withCache).toFixed(1)} µs (${(((without - withCache) / without) * 100).toFixed(0)} %)`,
     );
-    summaryFigure("sqlite", "check", "OK (every row checked)", undefined, true);
+    summaryFigure(
+      "sqlite",
+      "transaction of 3 statements: knex builder → Statement (lib/db.ts)",
+      `${txBuilder.cpu.toFixed(0)} → ${txStatement.cpu.toFixed(0)} µs CPU (prepared, BEGIN/COMMIT on the driver: ${txCeiling.cpu.toFixed(0)} µs)`,
+    );
+    summaryFigure("sqlite", "check", "OK (every row checked; every transaction counted once)", undefined, true);
     raw.close();
     await Promise.all([cached.destroy(), plain.destroy()]);
   } finally {
