@@ -148,8 +148,8 @@ async function main(): Promise<void> {
     );
     // Every case's transactions committed whole: each moved one counter and logged it once.
     const runs = 3 * (500 + ROUNDS * TX);
-    const [{ total }] = (await cached("c").sum({ total: "n" })) as { total: number }[];
-    const [{ logged }] = (await cached("log").count({ logged: "*" })) as { logged: number }[];
+    const { total } = await cached("c").sum({ total: "n" }).first<{ total: number }>();
+    const { logged } = await cached("log").count({ logged: "*" }).first<{ logged: number }>();
     if (Number(total) !== runs || Number(logged) !== runs) throw new Error(`counters ${total} and log ${logged}, expected ${runs}`);
 
     const row = (name: string, us: number) => [name, us.toFixed(1), `${((ceiling / us) * 100).toFixed(0)} %`];
