@@ -61,6 +61,8 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.deepEqual((await itemById.run(db, { id: "b" })).rows, [{ id: "b", qty: 5, flag: 0, note: "x?y" }]);
       assert.deepEqual(await db("items").where({ id: "b" }).first("id", "qty", "flag", "note"), { id: "b", qty: 5, flag: 0, note: "x?y" });
       assert.deepEqual((await itemById.run(db, { id: "none" })).rows, []);
+      assert.equal(await itemById.first(db, { id: "none" }), undefined);
+      assert.deepEqual(await inTransaction(db, (trx) => itemById.first(trx, { id: "a" })), { id: "a", qty: 2, flag: 1, note: null });
     });
 
     it("answers the rows a write changed, in a transaction and outside one", async () => {
@@ -83,10 +85,11 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.deepEqual((await itemById.run(db, { id: "c" })).rows, [], "nothing left by the rolled-back transaction");
     });
 
-    it("a duplicate key fails with the driver's code (what isUniqueViolation reads), and a missing value is refused", async () => {
+    it("a duplicate key fails with the driver's code (what isUniqueViolation reads) after the SQL text, and a missing value is refused", async () => {
       await assert.rejects(
         inTransaction(db, (trx) => insertItem.run(trx, { id: "a", qty: 1, flag: true, note: null })),
-        (err: { code?: string }) => ["ER_DUP_ENTRY", "SQLITE_CONSTRAINT_PRIMARYKEY"].includes(err.code ?? ""),
+        (err: { code?: string; message?: string }) =>
+          ["ER_DUP_ENTRY", "SQLITE_CONSTRAINT_PRIMARYKEY"].includes(err.code ?? "") && /^insert into `items`/.test(err.message ?? ""),
       );
       await assert.rejects(itemById.run(db, {} as { id: string }), /no value for 'id'/);
     });

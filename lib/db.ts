@@ -244,16 +244,19 @@ interface Compiled {
 
 /**
  * A statement of a hot path, written once with knex's builder and compiled by it once per
- * engine; each run binds its named values (`param`) into that text (#16). A builder statement
- * costs ~9 µs of knex's compilation per run, and knex's runner ~25 µs more around a SQLite
- * statement that itself takes a few (measured, bench/RESULTS.md "Hot statements compiled once").
- * Inside a SQLite transaction the statement runs on the transaction's own connection (the one
- * knex gave the transaction; better-sqlite3 is synchronous, so nothing interleaves), through the
- * connection's cached prepared statement; everywhere else (MariaDB, or outside a transaction,
- * where only knex's pool knows which connection is free) it runs as the same text through
- * `db.raw`. Either way knex's `query` event is emitted, so what counts statements still sees it.
+ * engine; each run binds its named values (`param`) into that text (#16). Inside a
+ * better-sqlite3 transaction it runs on the transaction's own connection (the one knex gave the
+ * transaction; the driver is synchronous, so nothing interleaves within the statement), through
+ * the connection's cached prepared statement, without knex's builder and runner: ~20 µs of CPU
+ * less per statement (bench:sqlite, bench/RESULTS.md "Hot statements compiled once").
+ * Everywhere else (MariaDB, or outside a transaction, where only knex's pool knows which
+ * connection is free) it runs as the same text through `db.raw`, which saves the builder only.
+ * Either way knex's `query` event is emitted, so what counts statements still sees it, and an
+ * error keeps its driver's `code` (what the callers test) with the SQL text before its message.
  * The limits: the text is fixed, so a statement whose shape varies (an IN list, optional
- * clauses) stays a builder; errors are the driver's own (their `code` is what the callers test).
+ * clauses) stays a builder. On the direct path a run reaches the driver one microtask after the
+ * call, sooner than a builder started before it: await each run, and never run one beside a
+ * builder statement of the same transaction (`Promise.all`), or their order may change.
  */
 export class Statement<Args extends Record<string, Knex.Value>, Row = Record<string, unknown>> {
   readonly #compiled = new Map<string, Compiled>();
@@ -290,16 +293,22 @@ export class Statement<Args extends Record<string, Knex.Value>, Row = Record<str
   async run(db: Knex, args: Args): Promise<StatementResult<Row>> {
     const { sql, bindings } = this.toSQL(db, args);
     const client = db.client as Knex.Client;
-    if (db.isTransaction && !isMysql(db)) {
-      if ((db as Knex.Transaction).isCompleted()) throw new Error(`Transaction query already complete: ${sql}`);
+    if (db.isTransaction && client.config.client === "better-sqlite3") {
       // The transaction's connection: knex's transaction client answers it, never another.
       const connection = (await client.acquireConnection()) as { prepare(sql: string): SqliteStatement };
+      if ((db as Knex.Transaction).isCompleted()) throw new Error(`Transaction query already complete: ${sql}`);
       client.emit("query", { sql, bindings, method: "raw" });
       // As knex's better-sqlite3 dialect binds them: booleans as 0/1, dates as epoch milliseconds.
       const values = bindings.map((b) => (typeof b === "boolean" ? Number(b) : b instanceof Date ? b.valueOf() : b));
-      const statement = connection.prepare(sql);
-      if (statement.reader) return { rows: statement.all(values) as Row[], changes: 0 };
-      return { rows: [], changes: statement.run(values).changes };
+      try {
+        const statement = connection.prepare(sql);
+        if (statement.reader) return { rows: statement.all(values) as Row[], changes: 0 };
+        return { rows: [], changes: statement.run(values).changes };
+      } catch (err) {
+        // As knex reports a statement's error: the SQL first (never the values), the driver's code kept.
+        if (err instanceof Error) err.message = `${sql} - ${err.message}`;
+        throw err;
+      }
     }
     const result: unknown = await db.raw(sql, bindings);
     // mysql2 answers [rows, fields] or [ResultSetHeader]; better-sqlite3 the rows or { changes }.
@@ -312,5 +321,10 @@ export class Statement<Args extends Record<string, Knex.Value>, Row = Record<str
             (answer as { affectedRows?: number; changes?: number }).affectedRows ?? (answer as { changes?: number }).changes ?? 0,
           ),
         };
+  }
+
+  /** The first row the statement answers, or undefined (what knex's `.first()` gives). */
+  async first(db: Knex, args: Args): Promise<Row | undefined> {
+    return (await this.run(db, args)).rows.at(0);
   }
 }

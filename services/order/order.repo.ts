@@ -160,7 +160,7 @@ const itemsOfOrder = new Statement<{ id: string }, ItemRow>((db) =>
 );
 
 export async function findOrderForUpdate(trx: Knex.Transaction, id: string): Promise<OrderRecord | undefined> {
-  const [row] = (await lockOrderRow.run(trx, { id })).rows;
+  const row = await lockOrderRow.first(trx, { id });
   if (!row) return undefined;
   return toOrder(row, (await itemsOfOrder.run(trx, { id })).rows);
 }
@@ -498,7 +498,7 @@ const deleteDraftRow = new Statement<{ orderId: string }>((db) =>
 );
 
 export async function lockUserLimits(trx: Knex.Transaction, userId: string): Promise<LimitOverrides | undefined> {
-  const [row] = (await lockLimitsRow.run(trx, { userId })).rows;
+  const row = await lockLimitsRow.first(trx, { userId });
   return row && { maxUnpaidOrders: row.max_unpaid_orders, maxUnpaidUnitsPerProduct: row.max_unpaid_units_per_product };
 }
 

@@ -99,12 +99,12 @@ const succeededOfOrder = new Statement<{ orderId: string }, { id: string }>((db)
 );
 
 export async function findPayment(db: Knex, id: string): Promise<PaymentRecord | undefined> {
-  const [row] = (await paymentById.run(db, { id })).rows;
+  const row = await paymentById.first(db, { id });
   return row && toPayment(row);
 }
 
 export async function findPaymentForUpdate(trx: Knex.Transaction, id: string): Promise<PaymentRecord | undefined> {
-  const [row] = (await lockPaymentById.run(trx, { id })).rows;
+  const row = await lockPaymentById.first(trx, { id });
   return row && toPayment(row);
 }
 

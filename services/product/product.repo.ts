@@ -238,7 +238,7 @@ const productAnyState = new Statement<{ id: string }, ProductRow>((db) =>
  * visible to it), for the events that carry the whole product and its version.
  */
 export async function findProductAnyState(db: Knex, id: string): Promise<{ product: ProductRecord; deleted: boolean } | undefined> {
-  const [row] = (await productAnyState.run(db, { id })).rows;
+  const row = await productAnyState.first(db, { id });
   return row && { product: toProduct(row), deleted: row.deleted_at !== null && row.deleted_at !== undefined };
 }
 

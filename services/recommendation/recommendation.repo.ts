@@ -238,7 +238,8 @@ export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now:
   // would take only a gap lock on InnoDB, and two new products in one gap would deadlock on
   // their inserts. A placeholder (version -1, no name) compares as changed below.
   await itemPlaceholder.run(trx, { id: p.id, now });
-  const [old] = (await lockItem.run(trx, { id: p.id })).rows;
+  const old = await lockItem.first(trx, { id: p.id });
+  if (!old) throw new Error(`rec_items row of product ${p.id} missing after its placeholder insert`);
   if (Number(old.version) >= p.version) return false;
   const available = Math.max(0, Math.trunc(p.available));
   const { changes } = await updateItem.run(trx, {
