@@ -468,7 +468,6 @@ export interface LimitOverrides {
   maxUnpaidUnitsPerProduct: number | null;
 }
 
-/** Locks the user's row (creates of one user are serialised here) and reads their overrides; undefined: no row yet. */
 // The statements of every create's unpaid-order slot, compiled once (lib/db.ts Statement).
 const lockLimitsRow = new Statement<{ userId: string }, { max_unpaid_orders: number | null; max_unpaid_units_per_product: number | null }>(
   (db) =>
@@ -497,6 +496,7 @@ const deleteDraftRow = new Statement<{ orderId: string }>((db) =>
     .del(),
 );
 
+/** Locks the user's row (creates of one user are serialised here) and reads their overrides; undefined: no row yet. */
 export async function lockUserLimits(trx: Knex.Transaction, userId: string): Promise<LimitOverrides | undefined> {
   const row = await lockLimitsRow.first(trx, { userId });
   return row && { maxUnpaidOrders: row.max_unpaid_orders, maxUnpaidUnitsPerProduct: row.max_unpaid_units_per_product };
