@@ -217,6 +217,9 @@ export function isUniqueViolation(err: unknown): boolean {
   return e.code === "ER_DUP_ENTRY" || e.code === "SQLITE_CONSTRAINT_UNIQUE" || e.code === "SQLITE_CONSTRAINT_PRIMARYKEY";
 }
 
+/** The driver knex runs `db` on (`better-sqlite3` embedded, `mysql2` in a cluster): a `Statement`'s text is per driver. */
+const engineOf = (db: Knex): string => String((db.client as Knex.Client).config.client);
+
 /** Marks a named value in a `Statement`'s builder (`param("id")`); no stored value starts with NUL. */
 const PARAM_PREFIX = "\u0000meridian-param:";
 
@@ -263,7 +266,7 @@ export class Statement<Args extends Record<string, Knex.Value>, Row = Record<str
   constructor(private readonly build: (db: Knex) => Knex.QueryBuilder | Knex.Raw) {}
 
   #compile(db: Knex): Compiled {
-    const dialect = isMysql(db) ? "mysql" : "sqlite";
+    const dialect = engineOf(db);
     let compiled = this.#compiled.get(dialect);
     if (!compiled) {
       const { sql, bindings } = this.build(db).toSQL();
@@ -293,7 +296,8 @@ export class Statement<Args extends Record<string, Knex.Value>, Row = Record<str
   async run(db: Knex, args: Args): Promise<StatementResult<Row>> {
     const { sql, bindings } = this.toSQL(db, args);
     const client = db.client as Knex.Client;
-    if (db.isTransaction && client.config.client === "better-sqlite3") {
+    const engine = engineOf(db);
+    if (db.isTransaction && engine === "better-sqlite3") {
       // The transaction's connection: knex's transaction client answers it, never another.
       const connection = (await client.acquireConnection()) as { prepare(sql: string): SqliteStatement };
       if ((db as Knex.Transaction).isCompleted()) throw new Error(`Transaction query already complete: ${sql}`);
@@ -312,15 +316,10 @@ export class Statement<Args extends Record<string, Knex.Value>, Row = Record<str
     }
     const result: unknown = await db.raw(sql, bindings);
     // mysql2 answers [rows, fields] or [ResultSetHeader]; better-sqlite3 the rows or { changes }.
-    const answer = isMysql(db) ? (result as unknown[])[0] : result;
-    return Array.isArray(answer)
-      ? { rows: answer as Row[], changes: 0 }
-      : {
-          rows: [],
-          changes: Number(
-            (answer as { affectedRows?: number; changes?: number }).affectedRows ?? (answer as { changes?: number }).changes ?? 0,
-          ),
-        };
+    const answer = engine === "better-sqlite3" ? result : (result as unknown[])[0];
+    if (Array.isArray(answer)) return { rows: answer as Row[], changes: 0 };
+    const written = answer as { affectedRows?: number; changes?: number };
+    return { rows: [], changes: Number(written.affectedRows ?? written.changes ?? 0) };
   }
 
   /** The first row the statement answers, or undefined (what knex's `.first()` gives). */

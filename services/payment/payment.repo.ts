@@ -122,7 +122,7 @@ export async function paymentsOfOrder(db: Knex, orderId: string): Promise<Paymen
 }
 
 export async function hasSucceededPayment(db: Knex, orderId: string): Promise<boolean> {
-  return (await succeededOfOrder.run(db, { orderId })).rows.length > 0;
+  return (await succeededOfOrder.first(db, { orderId })) !== undefined;
 }
 
 /**

@@ -197,13 +197,6 @@ export interface ProductFields {
   version: number;
 }
 
-/**
- * Applies a product event: only when newer than the row (duplicates and reordering settle).
- * Returns whether a replica's memory must forget the row: a field the ranking shows or filters
- * on changed (name, category, brand, deleted, or availability crossing zero; a stock count
- * moving above zero changes no answer, and the products shown are read from the product
- * service anyway). The row is read locked (MariaDB), so the comparison is with what it replaces.
- */
 /** applyProduct's three statements, compiled once: every reserve and commit of stock changes a product here. */
 const itemPlaceholder = new Statement<{ id: string; now: number }>((db) =>
   db("rec_items")
@@ -233,6 +226,13 @@ const updateItem = new Statement<Record<"id" | "name" | "category" | "brand" | "
       }),
 );
 
+/**
+ * Applies a product event: only when newer than the row (duplicates and reordering settle).
+ * Returns whether a replica's memory must forget the row: a field the ranking shows or filters
+ * on changed (name, category, brand, deleted, or availability crossing zero; a stock count
+ * moving above zero changes no answer, and the products shown are read from the product
+ * service anyway). The row is read locked (MariaDB), so the comparison is with what it replaces.
+ */
 export async function applyProduct(trx: Knex.Transaction, p: ProductFields, now: number): Promise<boolean> {
   // The placeholder row first, then its lock: a locking read of a row that does not exist yet
   // would take only a gap lock on InnoDB, and two new products in one gap would deadlock on
