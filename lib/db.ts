@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { ensurePrivateDir, ensurePrivateFile } from "./private-files";
+import makeKnex from "knex/lib/knex-builder/make-knex";
 import knexFactory, { type Knex } from "knex";
 import type { AppConfig } from "./config";
 
@@ -189,15 +190,171 @@ export async function inTransaction<T>(
 ): Promise<T> {
   // SQLite has one writer at a time and no isolation levels to choose (knex would refuse one).
   const config = isolation && isMysql(db) ? { isolationLevel: isolation } : undefined;
+  const sqlite = engineOf(db) === "better-sqlite3" && !db.isTransaction;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await db.transaction(work, config);
+      return await (sqlite ? sqliteTransaction(db, work) : db.transaction(work, config));
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (attempt >= attempts || !code || !RETRYABLE.has(code)) throw err;
       await new Promise((r) => setTimeout(r, 5 * attempt + Math.random() * 20));
     }
   }
+}
+
+/** The part of a better-sqlite3 connection a transaction of `sqliteTransaction` drives. */
+interface SqliteTransactionConnection {
+  exec(sql: string): unknown;
+  readonly inTransaction: boolean;
+  /** knex's mark of a connection its pool must not hand out again (lib/client.js, `connectionIsDisposed`). */
+  __knex__disposed?: unknown;
+}
+
+/**
+ * A SQLite transaction without knex's `Transaction` (#16): the pool's connection, `BEGIN` and
+ * `COMMIT` (or `ROLLBACK`) on the driver, and a knex instance bound to that connection for the
+ * work's statements. Measured (bench:sqlite, "transaction framing"): knex's transaction costs
+ * ~70-90 µs of CPU more than this (its Transaction object, promise chains, listeners, a runner
+ * for BEGIN and COMMIT), on ~10 transactions per embedded checkout.
+ *
+ * What it keeps of knex's transaction, each proved in lib/db.transaction.int.spec.ts:
+ * - one at a time: the connection comes from knex's pool (one connection for SQLite), so a
+ *   transaction, or any statement outside one, waits until the one before released it;
+ * - all or nothing: an error from the work (or from COMMIT) rolls back everything it wrote, and
+ *   is what the caller sees (inTransaction retries SQLITE_BUSY from the start);
+ * - a statement the work left running after it ended (not awaited) is refused ("Transaction
+ *   query already complete"), never run outside the transaction or inside the next one;
+ * - `executionPromise` resolves with the work's answer after COMMIT and rejects after ROLLBACK;
+ * - knex's `query` event for every statement, BEGIN and COMMIT/ROLLBACK included.
+ * The limit: no nested transaction or savepoint (nothing here uses one; asking for one throws).
+ */
+async function sqliteTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  const client = db.client as Knex.Client;
+  const connection = (await client.acquireConnection()) as SqliteTransactionConnection;
+  let completed = false;
+  let settle: { resolve(value: unknown): void; reject(err: unknown): void } | undefined;
+  const executionPromise: Knex.Transaction["executionPromise"] = new Promise((resolve, reject) => {
+    // knex types executionPromise as any[] whatever the work answers; its own resolves with the
+    // work's answer, and so does this one.
+    settle = { resolve: resolve as (value: unknown) => void, reject };
+  });
+  // Rejected on every rollback: only a caller that chained on it should see that.
+  executionPromise.catch(() => undefined);
+  const exec = (sql: string) => {
+    client.emit("query", { sql, bindings: [], method: "raw" });
+    connection.exec(sql);
+  };
+  try {
+    exec("BEGIN;");
+    const value = await work(boundTransaction(client, connection, () => completed, executionPromise));
+    exec("COMMIT;");
+    completed = true;
+    settle?.resolve(value);
+    return value;
+  } catch (err) {
+    completed = true;
+    // SQLite may have rolled back by itself (e.g. a full disk); the work's error is the one to report.
+    if (connection.inTransaction) {
+      try {
+        exec("ROLLBACK;");
+      } catch (rollbackErr) {
+        // The connection may still be inside the transaction: marked as knex marks a broken
+        // connection, so its pool closes it (SQLite then rolls back) at the next acquire and
+        // opens another.
+        connection.__knex__disposed = rollbackErr;
+      }
+    }
+    settle?.reject(err);
+    throw err;
+  } finally {
+    await client.releaseConnection(connection);
+  }
+}
+
+/** Refuses what a transaction of `sqliteTransaction` does not do. */
+const refuseNested = (): never => {
+  throw new Error("inTransaction on SQLite: no nested transaction, savepoint or explicit commit/rollback (the work's promise decides)");
+};
+
+/**
+ * Per pool client, a knex instance made once (knex's own construction, ~100 methods and
+ * properties) whose methods every SQLite transaction's instance inherits: making one per
+ * transaction, as knex does, was a quarter of a short transaction's CPU (profiled).
+ */
+const transactionPrototypes = new WeakMap<Knex.Client, ReturnType<typeof makeKnex>>();
+
+/**
+ * The knex instance a SQLite transaction's work gets: a function like knex's own (a builder on
+ * the table) over a context of its own, whose client answers only `connection` and refuses
+ * statements once the transaction is over (knex's makeTxClient, minus its listeners: events go
+ * straight to the pool's client); every other method is the shared prototype's, which reaches
+ * the client through `this.context` as knex's instances do.
+ */
+function boundTransaction(
+  client: Knex.Client,
+  connection: SqliteTransactionConnection,
+  isCompleted: () => boolean,
+  executionPromise: Knex.Transaction["executionPromise"],
+): Knex.Transaction {
+  const trxClient = Object.create(Object.getPrototypeOf(client) as object) as Knex.Client;
+  // What knex's makeTxClient copies from the pool's client (knex types some of it as any).
+  const from: {
+    version?: string;
+    config: Knex.Config;
+    driver: unknown;
+    connectionSettings: object;
+    valueForUndefined: unknown;
+    logger: unknown;
+  } = client;
+  Object.assign(trxClient, {
+    version: from.version,
+    config: from.config,
+    driver: from.driver,
+    connectionSettings: from.connectionSettings,
+    valueForUndefined: from.valueForUndefined,
+    logger: from.logger,
+    transacting: true,
+    emit: (event: string, ...args: unknown[]) => client.emit(event, ...args),
+    acquireConnection: () => Promise.resolve(connection),
+    releaseConnection: () => Promise.resolve(),
+  });
+  const query = trxClient.query.bind(trxClient) as (conn: unknown, obj: unknown) => Promise<unknown>;
+  trxClient.query = (conn: unknown, obj: { sql?: string } | string) => {
+    if (conn !== connection) return Promise.reject(new Error("Invalid connection for transaction query."));
+    if (isCompleted()) {
+      const sql = typeof obj === "string" ? obj : obj.sql;
+      return Promise.reject(new Error(`Transaction query already complete, run with DEBUG=knex:tx for more info${sql ? `: ${sql}` : ""}`));
+    }
+    return query(conn, obj);
+  };
+  trxClient.stream = refuseNested;
+
+  let prototype = transactionPrototypes.get(client);
+  if (!prototype) {
+    // Its own client is never used: every instance below brings its context's.
+    prototype = makeKnex(Object.create(Object.getPrototypeOf(client) as object) as Knex.Client);
+    transactionPrototypes.set(client, prototype);
+  }
+  const context = Object.create(prototype.context, { client: { value: trxClient } }) as typeof prototype.context;
+  // knex's own instance is this function too (its `options` only matter to PostgreSQL's ONLY).
+  const trx = inheriting((tableName: Knex.TableDescriptor) => context.queryBuilder().table(tableName), prototype);
+  // `transaction` is one of knex's non-writable properties (inherited here): defined, not assigned.
+  Object.defineProperty(trx, "transaction", { value: refuseNested });
+  return Object.assign(trx, {
+    context,
+    isTransaction: true,
+    isCompleted,
+    executionPromise,
+    savepoint: refuseNested,
+    commit: refuseNested,
+    rollback: refuseNested,
+    query: refuseNested,
+  });
+}
+
+/** `fn` with `prototype` as its prototype, typed as what it now answers to. */
+function inheriting<P extends object>(fn: object, prototype: P): P {
+  return Object.setPrototypeOf(fn, prototype) as P;
 }
 
 /** The rows a raw statement answers (a SELECT, or an INSERT … RETURNING): mysql2 answers [rows, fields], better-sqlite3 the rows. */

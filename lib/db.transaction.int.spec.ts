@@ -1,0 +1,229 @@
+/**
+ * `inTransaction` (lib/db.ts) on both engines: on SQLite it is a transaction of our own (the
+ * pool's connection, BEGIN/COMMIT on the driver, a knex instance bound to it; #16), on MariaDB
+ * knex's. The same promises on both: all or nothing, the work's error is the caller's, a
+ * statement after the end is refused, `executionPromise` settles after COMMIT/ROLLBACK, knex's
+ * `query` event sees the framing. On SQLite also: one at a time, and a statement outside a
+ * transaction never sees an open one's writes.
+ */
+import assert from "node:assert/strict";
+import { setImmediate as tick } from "node:timers/promises";
+import { after, before, beforeEach, describe, it } from "mocha";
+import type { Knex } from "knex";
+import { createKnex, dropDatabase, ensureDatabase, inTransaction, isUniqueViolation, param, Statement } from "./db";
+import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
+import { eventsConfig, newDataDir } from "./events/support";
+import { eventually } from "../test/support/eventually";
+
+const insertItem = new Statement<{ id: string; qty: number }>((db) => db("items").insert({ id: param("id"), qty: param("qty") }));
+
+for (const engine of ["sqlite", "mariadb"] as const) {
+  describe(`inTransaction on ${engine}`, () => {
+    const config = eventsConfig({ namespace: uniqueNamespace(), dataDir: newDataDir(), db: engine, mysqlUrl: MYSQL_URL });
+    let db: Knex;
+    const ids = async () => (await db("items").orderBy("id").select("id")).map((r: { id: string }) => r.id);
+    before(async () => {
+      await ensureDatabase(config, "trx");
+      db = createKnex(config, "trx");
+      await db.schema.createTable("items", (t) => {
+        t.string("id", 36).primary();
+        t.integer("qty").notNullable();
+      });
+    });
+    beforeEach(async () => {
+      await db("items").del();
+    });
+    after(async () => {
+      await db.destroy();
+      await dropDatabase(config, "trx");
+    });
+
+    it("commits every write (builder, raw, Statement) and answers the work's answer; executionPromise resolves with it after COMMIT", async () => {
+      let seenAfterCommit: string[] | undefined;
+      let settled: unknown;
+      const answer = await inTransaction(db, async (trx) => {
+        assert.equal(trx.isTransaction, true);
+        await trx("items").insert({ id: "a", qty: 1 });
+        await trx.raw("insert into items (id, qty) values (?, ?)", ["b", 2]);
+        await insertItem.run(trx, { id: "c", qty: 3 });
+        assert.deepEqual((await trx("items").orderBy("id").select("id")).length, 3, "the work reads its own writes");
+        trx.executionPromise.then(
+          async (value) => {
+            settled = value;
+            seenAfterCommit = await ids();
+          },
+          () => assert.fail("rolled back"),
+        );
+        return "done";
+      });
+      assert.equal(answer, "done");
+      await eventually("the commit hook ran", async () => seenAfterCommit !== undefined);
+      assert.equal(settled, "done");
+      assert.deepEqual(seenAfterCommit, ["a", "b", "c"], "the hook runs once the writes are committed");
+    });
+
+    it("an error from the work rolls back every write and is the caller's; executionPromise rejects with it", async () => {
+      let rejectedWith: unknown;
+      const boom = new Error("the work failed");
+      await assert.rejects(
+        inTransaction(db, async (trx) => {
+          trx.executionPromise.then(
+            () => assert.fail("committed"),
+            (err: unknown) => (rejectedWith = err),
+          );
+          await trx("items").insert({ id: "a", qty: 1 });
+          await trx.raw("insert into items (id, qty) values (?, ?)", ["b", 2]);
+          await insertItem.run(trx, { id: "c", qty: 3 });
+          throw boom;
+        }),
+        (err) => err === boom,
+      );
+      assert.deepEqual(await ids(), [], "nothing of the work remains");
+      await eventually("the rollback hook ran", async () => rejectedWith !== undefined);
+      assert.equal(rejectedWith, boom);
+      // The connection is usable afterwards: the next transaction commits.
+      await inTransaction(db, (trx) => insertItem.run(trx, { id: "d", qty: 4 }));
+      assert.deepEqual(await ids(), ["d"]);
+    });
+
+    it("a statement's own error (a duplicate key) rolls back the writes before it, with the driver's code", async () => {
+      await db("items").insert({ id: "taken", qty: 0 });
+      await assert.rejects(
+        inTransaction(db, async (trx) => {
+          await trx("items").insert({ id: "a", qty: 1 });
+          await trx("items").insert({ id: "taken", qty: 1 });
+        }),
+        (err) => isUniqueViolation(err),
+      );
+      assert.deepEqual(await ids(), ["taken"]);
+      // An autocommit write after it is committed (the connection is not left inside a transaction).
+      await db("items").insert({ id: "b", qty: 2 });
+      assert.deepEqual(await ids(), ["b", "taken"]);
+    });
+
+    it("refuses a statement on the transaction once it has ended, committed or rolled back: it never runs outside it", async () => {
+      let committed: Knex.Transaction | undefined;
+      await inTransaction(db, async (trx) => {
+        committed = trx;
+        await trx("items").insert({ id: "a", qty: 1 });
+      });
+      assert.ok(committed);
+      assert.equal(committed.isCompleted(), true);
+      await assert.rejects(Promise.resolve(committed("items").insert({ id: "late-builder", qty: 1 })), /already complete/);
+      await assert.rejects(insertItem.run(committed, { id: "late-statement", qty: 1 }), /already complete/);
+      let rolledBack: Knex.Transaction | undefined;
+      await assert.rejects(
+        inTransaction(db, async (trx) => {
+          rolledBack = trx;
+          throw new Error("roll back");
+        }),
+        /roll back/,
+      );
+      assert.ok(rolledBack);
+      await assert.rejects(Promise.resolve(rolledBack.raw("insert into items (id, qty) values ('late-raw', 1)")), /already complete/);
+      assert.deepEqual(await ids(), ["a"]);
+    });
+
+    it("knex's query event sees BEGIN, the statements and COMMIT, or ROLLBACK", async () => {
+      const seen: string[] = [];
+      const record = (q: { sql: string }) => seen.push(q.sql.replace(/;$/, "").toLowerCase());
+      db.on("query", record);
+      try {
+        await inTransaction(db, (trx) => insertItem.run(trx, { id: "a", qty: 1 }));
+        await assert.rejects(
+          inTransaction(db, async (trx) => {
+            await trx("items").insert({ id: "b", qty: 1 });
+            throw new Error("roll back");
+          }),
+        );
+      } finally {
+        db.removeListener("query", record);
+      }
+      const framing = seen.map((sql) => (sql.startsWith("insert") ? "insert" : sql));
+      assert.deepEqual(framing, ["begin", "insert", "commit", "begin", "insert", "rollback"]);
+    });
+  });
+}
+
+describe("inTransaction on SQLite: one at a time", () => {
+  const config = eventsConfig({ namespace: uniqueNamespace(), dataDir: newDataDir(), db: "sqlite", mysqlUrl: MYSQL_URL });
+  let db: Knex;
+  before(async () => {
+    db = createKnex(config, "trx-serial");
+    await db.schema.createTable("counters", (t) => {
+      t.string("id", 36).primary();
+      t.integer("n").notNullable();
+    });
+    await db("counters").insert({ id: "c", n: 0 });
+  });
+  after(async () => {
+    await db.destroy();
+  });
+
+  it("twenty read-then-write transactions at once lose no update (each waits for the one before)", async () => {
+    await Promise.all(
+      Array.from({ length: 20 }, () =>
+        inTransaction(db, async (trx) => {
+          const { n } = await trx("counters").where({ id: "c" }).first<{ n: number }>("n");
+          await tick(); // another transaction would run here if they were not one at a time
+          await trx("counters")
+            .where({ id: "c" })
+            .update({ n: n + 1 });
+        }),
+      ),
+    );
+    assert.equal((await db("counters").where({ id: "c" }).first<{ n: number }>("n")).n, 20);
+  });
+
+  it("a statement outside the transaction waits until it has ended, and never sees its writes before", async () => {
+    let outside: Promise<{ n: number } | undefined> | undefined;
+    let outsideSettled = false;
+    await inTransaction(db, async (trx) => {
+      await trx("counters").insert({ id: "d", n: 7 });
+      outside = Promise.resolve(db("counters").where({ id: "d" }).first("n")).finally(() => (outsideSettled = true));
+      for (let i = 0; i < 5; i++) await tick();
+      assert.equal(outsideSettled, false, "the outside statement waits for the connection");
+    });
+    assert.deepEqual(await outside, { n: 7 }, "it ran after the commit");
+  });
+
+  it("a ROLLBACK that fails leaves no connection inside the transaction: the pool replaces it, and the writes are gone", async () => {
+    // A planted fault: the pool's connection fails its next ROLLBACK.
+    const client = db.client as Knex.Client;
+    const connection = (await client.acquireConnection()) as { exec(sql: string): unknown; inTransaction: boolean };
+    const exec = connection.exec.bind(connection);
+    connection.exec = (sql: string) => {
+      if (sql.startsWith("ROLLBACK")) {
+        connection.exec = exec;
+        throw new Error("planted: ROLLBACK failed");
+      }
+      return exec(sql);
+    };
+    await client.releaseConnection(connection);
+    await assert.rejects(
+      inTransaction(db, async (trx) => {
+        await trx("counters").insert({ id: "lost", n: 1 });
+        throw new Error("the work failed");
+      }),
+      /the work failed/,
+    );
+    // The next transaction runs (it would fail to BEGIN inside the open one) and never sees the write.
+    await inTransaction(db, async (trx) => {
+      assert.equal(await trx("counters").where({ id: "lost" }).first(), undefined);
+      await trx("counters").insert({ id: "after", n: 1 });
+    });
+    assert.equal((await db("counters").where({ id: "after" }).first<{ n: number }>("n")).n, 1);
+    const next = (await client.acquireConnection()) as object;
+    await client.releaseConnection(next);
+    assert.notEqual(next, connection, "a new connection");
+  });
+
+  it("refuses a nested transaction clearly (none is used; knex's would fail inside SQLite)", async () => {
+    await assert.rejects(
+      inTransaction(db, async (trx) => {
+        await trx.transaction(async () => undefined);
+      }),
+      /no nested transaction/,
+    );
+  });
+});
