@@ -213,9 +213,10 @@ interface SqliteTransactionConnection {
 /**
  * A SQLite transaction without knex's `Transaction` (#16): the pool's connection, `BEGIN` and
  * `COMMIT` (or `ROLLBACK`) on the driver, and a knex instance bound to that connection for the
- * work's statements. Measured (bench:sqlite, "transaction framing"): knex's transaction costs
- * ~70-90 µs of CPU more than this (its Transaction object, promise chains, listeners, a runner
- * for BEGIN and COMMIT), on ~10 transactions per embedded checkout.
+ * work's statements. Measured (bench:sqlite: the same Statements in knex's own transaction and
+ * in this one): knex's costs ~70 µs of CPU more (the knex instance it builds per transaction,
+ * its Transaction object and promise chains, a runner for BEGIN and COMMIT), on ~8.7
+ * transactions per embedded checkout (bench/RESULTS.md).
  *
  * What it keeps of knex's transaction, each proved in lib/db.transaction.int.spec.ts:
  * - one at a time: the connection comes from knex's pool (one connection for SQLite), so a
