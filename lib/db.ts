@@ -233,7 +233,8 @@ async function sqliteTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => P
   const client = db.client as Knex.Client;
   const connection = (await client.acquireConnection()) as SqliteTransactionConnection;
   let completed = false;
-  let settle: { resolve(value: unknown): void; reject(err: unknown): void } | undefined;
+  // Assigned by the executor, which runs at once.
+  let settle!: { resolve(value: unknown): void; reject(err: unknown): void };
   const executionPromise: Knex.Transaction["executionPromise"] = new Promise((resolve, reject) => {
     // knex types executionPromise as any[] whatever the work answers; its own resolves with the
     // work's answer, and so does this one.
@@ -250,7 +251,7 @@ async function sqliteTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => P
     const value = await work(boundTransaction(client, connection, () => completed, executionPromise));
     exec("COMMIT;");
     completed = true;
-    settle?.resolve(value);
+    settle.resolve(value);
     return value;
   } catch (err) {
     completed = true;
@@ -265,7 +266,7 @@ async function sqliteTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => P
         connection.__knex__disposed = rollbackErr;
       }
     }
-    settle?.reject(err);
+    settle.reject(err);
     throw err;
   } finally {
     await client.releaseConnection(connection);
@@ -273,9 +274,15 @@ async function sqliteTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => P
 }
 
 /** Refuses what a transaction of `sqliteTransaction` does not do. */
-const refuseNested = (): never => {
-  throw new Error("inTransaction on SQLite: no nested transaction, savepoint or explicit commit/rollback (the work's promise decides)");
+const refuseUnsupported = (): never => {
+  throw new Error(
+    "inTransaction on SQLite: no nested transaction, savepoint, stream or explicit commit/rollback (the work's promise decides)",
+  );
 };
+
+/** A statement on a transaction that has ended (knex's refusal, for builders and `Statement`s alike). */
+const completedError = (sql: string | undefined) =>
+  new Error(`Transaction query already complete, run with DEBUG=knex:tx for more info${sql ? `: ${sql}` : ""}`);
 
 /**
  * Per pool client, a knex instance made once (knex's own construction, ~100 methods and
@@ -322,13 +329,10 @@ function boundTransaction(
   const query = trxClient.query.bind(trxClient) as (conn: unknown, obj: unknown) => Promise<unknown>;
   trxClient.query = (conn: unknown, obj: { sql?: string } | string) => {
     if (conn !== connection) return Promise.reject(new Error("Invalid connection for transaction query."));
-    if (isCompleted()) {
-      const sql = typeof obj === "string" ? obj : obj.sql;
-      return Promise.reject(new Error(`Transaction query already complete, run with DEBUG=knex:tx for more info${sql ? `: ${sql}` : ""}`));
-    }
+    if (isCompleted()) return Promise.reject(completedError(typeof obj === "string" ? obj : obj.sql));
     return query(conn, obj);
   };
-  trxClient.stream = refuseNested;
+  trxClient.stream = refuseUnsupported;
 
   let prototype = transactionPrototypes.get(client);
   if (!prototype) {
@@ -340,16 +344,16 @@ function boundTransaction(
   // knex's own instance is this function too (its `options` only matter to PostgreSQL's ONLY).
   const trx = inheriting((tableName: Knex.TableDescriptor) => context.queryBuilder().table(tableName), prototype);
   // `transaction` is one of knex's non-writable properties (inherited here): defined, not assigned.
-  Object.defineProperty(trx, "transaction", { value: refuseNested });
+  Object.defineProperty(trx, "transaction", { value: refuseUnsupported });
   return Object.assign(trx, {
     context,
     isTransaction: true,
     isCompleted,
     executionPromise,
-    savepoint: refuseNested,
-    commit: refuseNested,
-    rollback: refuseNested,
-    query: refuseNested,
+    savepoint: refuseUnsupported,
+    commit: refuseUnsupported,
+    rollback: refuseUnsupported,
+    query: refuseUnsupported,
   });
 }
 
@@ -458,7 +462,7 @@ export class Statement<Args extends Record<string, Knex.Value>, Row = Record<str
     if (db.isTransaction && engine === "better-sqlite3") {
       // The transaction's connection: knex's transaction client answers it, never another.
       const connection = (await client.acquireConnection()) as { prepare(sql: string): SqliteStatement };
-      if ((db as Knex.Transaction).isCompleted()) throw new Error(`Transaction query already complete: ${sql}`);
+      if ((db as Knex.Transaction).isCompleted()) throw completedError(sql);
       client.emit("query", { sql, bindings, method: "raw" });
       // As knex's better-sqlite3 dialect binds them: booleans as 0/1, dates as epoch milliseconds.
       const values = bindings.map((b) => (typeof b === "boolean" ? Number(b) : b instanceof Date ? b.valueOf() : b));
