@@ -10,20 +10,22 @@
  * - `ZipkinExporter`: Moleculer's Zipkin v2 exporter (global `fetch`, no extra package), plus:
  *   ids that are not hex (a client's request id) are hashed into a valid Zipkin id, the
  *   request id is kept as a tag, a post has a timeout, and `stop()` flushes what is queued.
- * - `RequestScopeMiddleware`: runs every local action and event handler inside an
- *   AsyncLocalStorage scope holding its context, so (1) the JSON log lines (lib/logger.ts) add
- *   `requestId` to every line written while handling a request, and (2) a `broker.call`
- *   made inside a handler without `parentCtx` still continues the request (its request id
- *   and the trace's parent span; NOT its meta: identity and idempotency keys are passed on
- *   only where a service chose to, with `parentCtx`).
+ * - `RequestScopeMiddleware`: runs every local action and event handler inside a request
+ *   scope holding its context (lib/async-scope.ts: carried through every await and promise
+ *   callback), so (1) the JSON log lines (lib/logger.ts) add `requestId` to every line written
+ *   while handling a request, and (2) a `broker.call` made inside a handler without
+ *   `parentCtx` still continues the request (its request id and the trace's parent span; NOT
+ *   its meta: identity and idempotency keys are passed on only where a service chose to, with
+ *   `parentCtx`).
  *   Limits: lines written outside a handler (broker start/stop, transporter, timers started
  *   at service start, the business-event relay and consumers, which run on their own loops)
- *   carry no request id; a timer started inside a handler keeps that handler's id.
+ *   carry no request id, nor do lines written by a plain callback (a timer, an EventEmitter
+ *   listener) that a handler set up: the scope follows promises only.
  */
-import { AsyncLocalStorage } from "node:async_hooks";
 import { createHash, randomUUID } from "node:crypto";
 import { inspect } from "node:util";
 import { TracerExporters, type BrokerOptions, type Context, type Middleware } from "moleculer";
+import { promiseScope } from "./async-scope";
 import type { AppConfig } from "./config";
 
 // ---- request scope ----
@@ -32,9 +34,8 @@ interface Scope {
   ctx: Context;
 }
 
-const scope = new AsyncLocalStorage<Scope>();
+const scope = promiseScope<Scope>();
 
-/** The request id of the action or event handler running now, if any. */
 /**
  * A request's id from the client's `X-Request-Id` (an HTTP header, or gRPC metadata) when it is
  * sane; anything else gets a fresh id. It is the trace id too, and every edge sends it back.
@@ -44,6 +45,7 @@ export function requestIdOf(header: string | string[] | undefined): string {
   return typeof header === "string" && REQUEST_ID.test(header) ? header : randomUUID();
 }
 
+/** The request id of the action or event handler running now, if any. */
 export function currentRequestId(): string | undefined {
   return scope.getStore()?.ctx.requestID ?? undefined;
 }
