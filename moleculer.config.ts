@@ -6,6 +6,7 @@
 import { StrictNullValidator } from "./lib/validator";
 import { ServiceBroker, type BrokerOptions, type Middleware } from "moleculer";
 import { ResilientRedisCacher } from "./lib/cacher";
+import { installCacherMetrics } from "./lib/cacher-metrics";
 import { DependencyErrorsMiddleware } from "./lib/errors";
 import type { AppConfig } from "./lib/config";
 import { checkEtcdAccess, discoveryPrefix } from "./lib/discovery/etcd-access";
@@ -48,6 +49,8 @@ export function brokerOptions(
     InternalRetryMiddleware(),
     // The business counters (lib/metrics.ts), registered once so the label-less ones scrape as 0.
     { name: "BusinessMetrics", created: (broker: ServiceBroker) => registerBusinessMetrics(broker) },
+    // The cacher's counters and times as plain numbers (lib/cacher-metrics.ts), once its init registered Moleculer's.
+    { name: "CacherMetrics", created: (broker: ServiceBroker) => installCacherMetrics(broker) },
     // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.
     ...[ContractAuditMiddleware()].filter((m) => m !== null),
     // etcd refusing this node's credentials stops its start (lib/discovery/etcd-access.ts).

@@ -28,7 +28,8 @@
  * BENCH_RESERVE_WORKERS (50), BENCH_CASES (a comma list of bare, memory, redis, uncached,
  * raw-update, knex-update, reserve; all by default), BENCH_PRODUCT_DB (mariadb | sqlite, part 1),
  * BENCH_RESERVE_CACHER (memory | redis, part 2), BENCH_SERVICES (SERVICES of the HTTP cases' node:
- * gateway,user,product), BENCH_LOG_LEVEL (info), BENCH_RECORD (0:
+ * gateway,user,product), BENCH_LOG_LEVEL (info), BENCH_CPU_PROF (a directory: the HTTP cases' nodes
+ * write V8 CPU profiles there), BENCH_RECORD (0:
  * print without appending to RESULTS.md), BENCH_CHILD_OUTPUT (1: echo the servers' output).
  * Exit 1 if any run had errors, non-2xx responses or a failed check.
  */
@@ -62,6 +63,7 @@ import {
   onCleanup,
   pidOf,
   scoped,
+  profileArgs,
   startChild,
   summaryFigure,
   waitForStatus,
@@ -283,22 +285,27 @@ async function startMeridian(caseName: string, extra: Record<string, string>): P
   if (extra.REDIS_URL) onCleanup(`delete Redis keys of namespace ${namespace}`, () => deleteRedisKeys(extra.REDIS_URL, namespace));
   const port = await freePort();
   const metricsPort = await freePort();
-  const child = startChild(SELF, caseName, {
-    ...MERIDIAN_ENV_BLANK,
-    LOG_LEVEL,
-    LOG_FORMAT: "text",
-    BENCH_CATALOG_ROLE: "meridian",
-    PORT: String(port),
-    METRICS_PORT: String(metricsPort),
-    // One load generator is one client address: the request budgets would measure 429s.
-    RATE_LIMITS: "off",
-    NAMESPACE: namespace,
-    NODE_ID: `bench-${caseName}`,
-    SERVICES,
-    DEMO_CATALOG: "true",
-    ...storage,
-    ...extra,
-  });
+  const child = startChild(
+    SELF,
+    caseName,
+    {
+      ...MERIDIAN_ENV_BLANK,
+      LOG_LEVEL,
+      LOG_FORMAT: "text",
+      BENCH_CATALOG_ROLE: "meridian",
+      PORT: String(port),
+      METRICS_PORT: String(metricsPort),
+      // One load generator is one client address: the request budgets would measure 429s.
+      RATE_LIMITS: "off",
+      NAMESPACE: namespace,
+      NODE_ID: `bench-${caseName}`,
+      SERVICES,
+      DEMO_CATALOG: "true",
+      ...storage,
+      ...extra,
+    },
+    profileArgs(caseName, caseName),
+  );
   const baseUrl = `http://127.0.0.1:${port}`;
   await waitForStatus(`${baseUrl}/health/ready`, 200, [child], 120_000);
   // The demo product the bare case serves, by its sku.

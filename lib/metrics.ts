@@ -4,7 +4,8 @@
  * node's health port), so this reporter skips the listen and exposes the text instead.
  */
 import { type MetricRegistry, MetricReporters, type ServiceBroker } from "moleculer";
-import { requestMetricsOf } from "./request-metrics";
+import { cacherMetricsOf } from "./cacher-metrics";
+import { requestMetricsOf, type Labels } from "./request-metrics";
 
 const PrometheusReporter = MetricReporters.Prometheus;
 const BaseReporter = MetricReporters.Base;
@@ -25,10 +26,13 @@ export class InProcessPrometheusReporter extends PrometheusReporter {
     return Promise.resolve();
   }
 
-  /** Moleculer's families, then the request metrics counted outside its registry (lib/request-metrics.ts). */
+  /** Moleculer's families, then the request and cacher metrics counted outside its registry (lib/request-metrics.ts, lib/cacher-metrics.ts). */
   override generatePrometheusResponse(): string {
-    const requests = requestMetricsOf(this.registry.broker)?.prometheus((labels) => this.labelsToStr(labels)) ?? "";
-    return super.generatePrometheusResponse() + requests;
+    const broker = this.registry.broker;
+    const labels = (itemLabels: Labels) => this.labelsToStr(itemLabels);
+    const requests = requestMetricsOf(broker)?.prometheus(labels) ?? "";
+    const cacher = cacherMetricsOf(broker)?.prometheus(labels) ?? "";
+    return super.generatePrometheusResponse() + requests + cacher;
   }
 }
 

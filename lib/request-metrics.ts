@@ -27,6 +27,38 @@ import { INTERNAL_MIDDLEWARES, Middlewares, type ServiceBroker } from "moleculer
 /** The buckets of Moleculer's registry (`defaultBuckets`), in milliseconds. */
 const BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const;
 
+export type LabelValue = string | number | null | undefined;
+export type Labels = Record<string, LabelValue>;
+
+/** A time histogram in Moleculer's buckets, as plain numbers: what a request adds to (also lib/cacher-metrics.ts). */
+export class TimeHistogram {
+  sumMs = 0;
+  /** Observations per bucket (not cumulative); the last slot is above the largest bound. */
+  readonly buckets = new Array<number>(BUCKETS_MS.length + 1).fill(0);
+
+  observe(ms: number): void {
+    this.sumMs += ms;
+    let i = 0;
+    while (i < BUCKETS_MS.length && ms > BUCKETS_MS[i]) i++;
+    this.buckets[i]++;
+  }
+
+  /** Prometheus's `_bucket`, `_sum` and `_count` lines of `name` under `labels`, rendered by `render`. */
+  lines(name: string, labels: Labels, render: (labels: Labels) => string): string[] {
+    const out: string[] = [];
+    let cumulative = 0;
+    BUCKETS_MS.forEach((le, i) => {
+      cumulative += this.buckets[i];
+      out.push(`${name}_bucket${render({ ...labels, le })} ${cumulative}`);
+    });
+    const count = cumulative + this.buckets[BUCKETS_MS.length];
+    out.push(`${name}_bucket${render({ ...labels, le: "+Inf" })} ${count}`);
+    out.push(`${name}_sum${render(labels)} ${this.sumMs}`);
+    out.push(`${name}_count${render(labels)} ${count}`);
+    return out;
+  }
+}
+
 /** Names Moleculer's Metrics middleware registers for actions, dropped from its registry here (this module counts them). */
 const ACTION_METRICS = [
   "moleculer.request.total",
@@ -36,15 +68,11 @@ const ACTION_METRICS = [
   "moleculer.request.levels",
 ];
 
-type LabelValue = string | number | null | undefined;
-
 interface Cell {
   labels: { service: LabelValue; action: string; type: string; caller: LabelValue };
   total: number;
   active: number;
-  sumMs: number;
-  /** Observations per bucket (not cumulative); the last slot is above the largest bound. */
-  buckets: number[];
+  time: TimeHistogram;
   /** Errors by `errorName|errorCode|errorType`. */
   errors: Map<string, { name: LabelValue; code: LabelValue; type: LabelValue; count: number }>;
 }
@@ -61,8 +89,7 @@ export class RequestMetricStore {
         labels: { service, action, type, caller },
         total: 0,
         active: 0,
-        sumMs: 0,
-        buckets: new Array<number>(BUCKETS_MS.length + 1).fill(0),
+        time: new TimeHistogram(),
         errors: new Map(),
       };
       this.cells.set(key, cell);
@@ -78,10 +105,7 @@ export class RequestMetricStore {
 
   finished(cell: Cell, ms: number, err?: { name?: string; code?: unknown; type?: unknown } | null): void {
     cell.active--;
-    cell.sumMs += ms;
-    let i = 0;
-    while (i < BUCKETS_MS.length && ms > BUCKETS_MS[i]) i++;
-    cell.buckets[i]++;
+    cell.time.observe(ms);
     if (err !== undefined) {
       const name = err?.name ?? null;
       const code = (err?.code as LabelValue) ?? null;
@@ -104,7 +128,7 @@ export class RequestMetricStore {
    * The Prometheus text of the five families; `labels(extra)` renders a label set the way the
    * reporter renders Moleculer's own (its default labels first), so both halves of `/metrics` agree.
    */
-  prometheus(labels: (itemLabels: Record<string, LabelValue>) => string): string {
+  prometheus(labels: (itemLabels: Labels) => string): string {
     if (this.cells.size === 0) return "";
     const cells = [...this.cells.values()];
     const out: string[] = [];
@@ -126,17 +150,7 @@ export class RequestMetricStore {
       out.push("");
     }
     family("moleculer_request_time", "histogram", "Request times in milliseconds");
-    for (const c of cells) {
-      let cumulative = 0;
-      BUCKETS_MS.forEach((le, i) => {
-        cumulative += c.buckets[i];
-        out.push(`moleculer_request_time_bucket${labels({ ...c.labels, le })} ${cumulative}`);
-      });
-      const count = cumulative + c.buckets[BUCKETS_MS.length];
-      out.push(`moleculer_request_time_bucket${labels({ ...c.labels, le: "+Inf" })} ${count}`);
-      out.push(`moleculer_request_time_sum${labels(c.labels)} ${c.sumMs}`);
-      out.push(`moleculer_request_time_count${labels(c.labels)} ${count}`);
-    }
+    for (const c of cells) out.push(...c.time.lines("moleculer_request_time", c.labels, labels));
     out.push("");
     family("moleculer_request_levels", "counter", "Number of requests by context level");
     for (const [level, n] of this.levels) out.push(`moleculer_request_levels${labels({ level })} ${n}`);
