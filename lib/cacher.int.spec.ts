@@ -8,7 +8,7 @@ import { ServiceBroker } from "moleculer";
 import { freePort } from "../test/support/ports";
 import { REDIS_URL, uniqueNamespace } from "../test/support/servers";
 import { deleteRedisKeys } from "../test/support/app";
-import { ResilientRedisCacher } from "./cacher";
+import { redisClient, ResilientRedisCacher } from "./cacher";
 
 function brokerWith(redisUrl: string, namespace: string) {
   let calls = 0;
@@ -52,4 +52,32 @@ it("with Redis down, cached actions still answer (miss) and the broker stops", a
   assert.equal(b.n, a.n + 1, "both reads reached the handler");
   assert.ok(Date.now() - t0 < 3000, "no long wait in an offline queue");
   await broker.stop();
+});
+
+it("commands issued in one turn leave together (auto-pipelined), except on a client that refuses it", async () => {
+  const ns = uniqueNamespace();
+  const pipelined = redisClient(REDIS_URL);
+  const plain = redisClient(REDIS_URL, { autoPipelining: false });
+  try {
+    // Commands fail fast while disconnected (no offline queue): wait for the connections.
+    for (const c of [pipelined, plain]) if (c.status !== "ready") await new Promise((resolve) => c.once("ready", resolve));
+    const keys = Array.from({ length: 10 }, (_, i) => `MOL-${ns}-k${i}`);
+    await Promise.all(keys.map((k, i) => pipelined.set(k, String(i))));
+    const reads = keys.map((k) => pipelined.get(k));
+    assert.equal(pipelined.autoPipelineQueueSize, 10, "queued for one write");
+    assert.deepEqual(
+      await Promise.all(reads),
+      keys.map((_, i) => String(i)),
+    );
+    const plainReads = keys.map((k) => plain.get(k));
+    assert.equal(plain.autoPipelineQueueSize, 0, "each command written at once");
+    assert.deepEqual(
+      await Promise.all(plainReads),
+      keys.map((_, i) => String(i)),
+    );
+  } finally {
+    pipelined.disconnect();
+    plain.disconnect();
+    await deleteRedisKeys(REDIS_URL, ns);
+  }
 });

@@ -52,7 +52,8 @@ export function createRateLimitStore(config: Pick<AppConfig, "redisUrl" | "names
   let redis: Redis | undefined;
   if (config.redisUrl) {
     // A failed command falls to the insurance limiter below.
-    redis = redisClient(config.redisUrl);
+    // Not auto-pipelined: rate-limiter-flexible's consume is a `defineCommand` script (lib/cacher.ts says why).
+    redis = redisClient(config.redisUrl, { autoPipelining: false });
   }
   return {
     limiter(name, budget) {
