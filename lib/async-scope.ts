@@ -3,8 +3,8 @@
  * scope of lib/tracing.ts, written here because Node 20's `AsyncLocalStorage` costs the whole
  * process too much. Its store travels by async_hooks, which, once one scope has been entered,
  * give every promise of the process an async id, a resource and several hook calls: measured
- * ~20 µs of CPU of a ~120 µs `GET /api/users/me` (and ~3 µs for this scope; bench/RESULTS.md,
- * "Request scope without async_hooks"). Node 22-24's `AsyncContextFrame` gives
+ * 23-33 µs of CPU of a 121-136 µs `GET /api/users/me`, against 3-6 µs for this scope
+ * (bench/RESULTS.md, "Request scope without async_hooks"). Node 22-24's `AsyncContextFrame` gives
  * `AsyncLocalStorage` that price natively; on Node 20 there is no library that does it more
  * cheaply than Node's own hooks, so this uses V8's promise hooks (`node:v8` `promiseHooks`,
  * which async_hooks itself is built on) and nothing else.
