@@ -3,8 +3,10 @@
  * scope of lib/tracing.ts, written here because Node 20's `AsyncLocalStorage` costs the whole
  * process too much. Its store travels by async_hooks, which, once one scope has been entered,
  * give every promise of the process an async id, a resource and several hook calls: measured
- * 23-33 µs of CPU of a 121-136 µs `GET /api/users/me`, against 3-6 µs for this scope
- * (bench/RESULTS.md, "Request scope without async_hooks"). Node 22-24's `AsyncContextFrame` gives
+ * 23-33 µs of CPU of a 121-136 µs `GET /api/users/me` against 3-6 µs for this scope (a
+ * prototype, three triples), then 7-20 µs less per `/health/live` and 1-11 µs less per
+ * `users/me` for this file against the commit before (bench/RESULTS.md, "Request scope without
+ * async_hooks"). `AsyncContextFrame` (opt-in in Node 22, the default from Node 24) gives
  * `AsyncLocalStorage` that price natively; on Node 20 there is no library that does it more
  * cheaply than Node's own hooks, so this uses V8's promise hooks (`node:v8` `promiseHooks`,
  * which async_hooks itself is built on) and nothing else.

@@ -14,8 +14,9 @@
  * labels (the reporter's default labels: namespace, nodeID):
  *   moleculer_cacher_{get,found,set,del,clean,expired}_total (counters, 0 until counted), and
  *   moleculer_cacher_{get,set,del,clean}_time (histograms in ms: `_bucket`, `_sum`, `_count`).
- * Dropped from what Moleculer wrote (Prometheus computes them from the buckets): the time
- * histograms' quantile lines and `_min`, `_mean`, `_variance`, `_stddev`, `_max`.
+ * Dropped from what Moleculer wrote (Prometheus computes them from the buckets and counters):
+ * the time histograms' quantile lines and `_min`, `_mean`, `_variance`, `_stddev`, `_max`, and
+ * the counters' `_rate` lines.
  * Limits: as for the request metrics, only the Prometheus text shows these families, not a
  * Moleculer reporter of another kind; a cacher given to the broker after it was created (none
  * is) would keep Moleculer's registry.
@@ -59,11 +60,6 @@ export class CacherMetricStore {
     };
   }
 
-  /** A counter's value: what a test and the catalog bench read. */
-  count(name: (typeof COUNTERS)[number]): number {
-    return this.counts.get(name) ?? 0;
-  }
-
   /** The Prometheus text of the families; `labels` renders a label set as the reporter does. */
   prometheus(labels: (itemLabels: Labels) => string): string {
     const out: string[] = [];
@@ -89,9 +85,9 @@ export function cacherMetricsOf(broker: ServiceBroker): CacherMetricStore | unde
 }
 
 /**
- * Gives the broker's cacher the lean store instead of the registry: called from the lean
- * Metrics middleware's `created`, after the cacher's `init` registered Moleculer's items, which
- * are removed so the registry does not list them at 0 beside ours.
+ * Gives the broker's cacher the lean store instead of the registry: called from the
+ * CacherMetrics middleware's `created` (moleculer.config.ts), which Moleculer runs after the
+ * cacher's `init` registered its items; they are removed so the registry does not list them too.
  */
 export function installCacherMetrics(broker: ServiceBroker): void {
   const cacher = broker.cacher;

@@ -3,7 +3,8 @@
  * reads become misses quickly, writes are skipped, and the broker still stops.
  */
 import assert from "node:assert/strict";
-import { it } from "mocha";
+import net from "node:net";
+import { afterEach, describe, it } from "mocha";
 import { ServiceBroker } from "moleculer";
 import { freePort } from "../test/support/ports";
 import { REDIS_URL, uniqueNamespace } from "../test/support/servers";
@@ -33,6 +34,7 @@ it("caches in the real Redis", async () => {
   // Commands fail fast while disconnected (no offline queue), so wait for the connection.
   const client = (broker.cacher as any).client;
   if (client.status !== "ready") await new Promise((resolve) => client.once("ready", resolve));
+  assert.equal(client.options.enableAutoPipelining, true, "the cacher's commands are auto-pipelined");
   try {
     const first = await broker.call("c.read", { id: 1 });
     const second = await broker.call("c.read", { id: 1 });
@@ -80,4 +82,56 @@ it("commands issued in one turn leave together (auto-pipelined), except on a cli
     plain.disconnect();
     await deleteRedisKeys(REDIS_URL, ns);
   }
+});
+
+/** A TCP relay to Redis that can stop relaying without closing anything: a host that went silent. */
+async function silenceableRelay(target: URL): Promise<{ url: string; silence(): void; close(): Promise<void> }> {
+  let silent = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(Number(target.port || 6379), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => undefined);
+    }
+    client.on("data", (d) => void (silent || upstream.write(d)));
+    upstream.on("data", (d) => void (silent || client.write(d)));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    silence: () => void (silent = true),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+describe("a Redis gone silent", () => {
+  let relay: Awaited<ReturnType<typeof silenceableRelay>> | undefined;
+  let clients: ReturnType<typeof redisClient>[] = [];
+  // Also after a timeout: a test that fails by hanging must not keep the run alive.
+  afterEach(async () => {
+    for (const c of clients) c.disconnect();
+    await relay?.close();
+  });
+
+  it("with the connection open: every command fails after the command timeout, pipelined or not", async function () {
+    this.timeout(20_000);
+    relay = await silenceableRelay(new URL(REDIS_URL));
+    clients = [redisClient(relay.url), redisClient(relay.url, { autoPipelining: false })];
+    for (const c of clients) if (c.status !== "ready") await new Promise((resolve) => c.once("ready", resolve));
+    relay.silence();
+    for (const c of clients) {
+      // The first read waits for an answer that never comes; the second is issued behind it.
+      const first = c.get("silent-1");
+      await new Promise((resolve) => setImmediate(resolve));
+      const second = c.get("silent-2");
+      await assert.rejects(first, /timed out/i);
+      await assert.rejects(second, /timed out/i);
+    }
+  });
 });

@@ -14,6 +14,7 @@ import { Cachers, type ServiceBroker } from "moleculer";
 
 const QUIT_TIMEOUT_MS = 1000;
 const OUTAGE_LOG_INTERVAL_MS = 60_000;
+const COMMAND_TIMEOUT_MS = 2000;
 
 /**
  * ioredis options from a redis:// or rediss:// URL, set to fail fast while disconnected.
@@ -25,6 +26,13 @@ const OUTAGE_LOG_INTERVAL_MS = 60_000;
  * "Redis commands pipelined"). Refused by a client that runs Lua through `defineCommand` (the
  * rate limiter's): such a command issued while the offline queue is off and the connection is
  * not ready is reported never to settle when auto-pipelined (ioredis#1511).
+ *
+ * `commandTimeout`: a command without an answer COMMAND_TIMEOUT_MS after it was written fails
+ * (a cache read becomes a miss, a revocation check a 503). Without it, a Redis that stops
+ * answering with the connection still open (a host gone, a partition) held every command until
+ * the socket died; and with auto-pipelining, the commands issued while a pipeline waits are
+ * written only after it: so they fail within twice that at most. Its limit: under a stall of
+ * this node's event loop longer than that, a command answered in time can still time out.
  */
 export function redisClientOptions(url: string, { autoPipelining = true } = {}) {
   const u = new URL(url);
@@ -38,6 +46,7 @@ export function redisClientOptions(url: string, { autoPipelining = true } = {}) 
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     enableAutoPipelining: autoPipelining,
+    commandTimeout: COMMAND_TIMEOUT_MS,
   };
 }
 
