@@ -21,11 +21,14 @@ const COMMAND_TIMEOUT_MS = 2000;
  *
  * `autoPipelining` (on unless refused): commands issued in the same event-loop turn leave
  * together in one write and come back in one read (ioredis's enableAutoPipelining), at the
- * price of one turn's wait for the first of them. Under load that is most commands: a
- * Redis-cached product read measured 103-112 → 81-83 µs of CPU per request (#16, bench/RESULTS.md
- * "Redis commands pipelined"). Refused by a client that runs Lua through `defineCommand` (the
- * rate limiter's): such a command issued while the offline queue is off and the connection is
- * not ready is reported never to settle when auto-pipelined (ioredis#1511).
+ * price of one turn's wait for the first of them and of a pipeline's machinery for a command
+ * that goes alone: measured in a loop, ~21 µs more CPU for a lone command, ~2 µs less for each
+ * of 20 sent in one turn. Under read load most commands share a turn: a Redis-cached product
+ * read measured 103-112 → 81-83 µs of CPU per request; the cluster checkout, whose commands are
+ * mostly alone, moved within its noise (#16, bench/RESULTS.md "Redis commands pipelined").
+ * Refused by a client that runs Lua through `defineCommand` (the rate limiter's): such a
+ * command issued while the offline queue is off and the connection is not ready is reported
+ * never to settle when auto-pipelined (ioredis#1511).
  *
  * `commandTimeout`: a command without an answer COMMAND_TIMEOUT_MS after it was written fails
  * (a cache read becomes a miss, a revocation check a 503). Without it, a Redis that stops
