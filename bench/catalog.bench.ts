@@ -18,15 +18,17 @@
  *   raw-update   each caller in a loop: BEGIN; the conditional
  *                `UPDATE products SET reserved = reserved + 1 WHERE id = ? AND on_hand - reserved >= 1`;
  *                COMMIT, on one connection of a mysql2 pool (the baseline)
- *   knex-update  the same statement in a knex transaction (`db.transaction`, as the service's
- *                `inTransaction` runs it), on a knex pool built like the service's
+ *   knex-update  the same statement in knex's own transaction (`db.transaction`), on a knex
+ *                pool built like the service's
+ *   db-update    the same statement as a `Statement` in `inTransaction` (lib/db.ts), what the
+ *                services run, on a knex pool built like the service's
  *   reserve      each caller in a loop: `product.reserve` through the broker (quantity 1, a new
  *                orderId each time), the product service in this process
  * Then checks that `reserved` equals the successful calls (and, for reserve, the held rows).
  *
  * Environment: BENCH_DURATION_S (10), BENCH_WARMUP_S (2), BENCH_CONNECTIONS (50),
  * BENCH_RESERVE_WORKERS (50), BENCH_CASES (a comma list of bare, memory, redis, uncached,
- * raw-update, knex-update, reserve; all by default), BENCH_PRODUCT_DB (mariadb | sqlite, part 1),
+ * raw-update, knex-update, db-update, reserve; all by default), BENCH_PRODUCT_DB (mariadb | sqlite, part 1),
  * BENCH_RESERVE_CACHER (memory | redis, part 2), BENCH_SERVICES (SERVICES of the HTTP cases' node:
  * gateway,user,product), BENCH_LOG_LEVEL (info), BENCH_CPU_PROF (a directory: the HTTP cases' nodes
  * write V8 CPU profiles there), BENCH_RECORD (0:
@@ -48,7 +50,7 @@ import { startHealthServer } from "../lib/health-server";
 import { createBroker, SERVICE_FACTORIES } from "../app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { syntheticProducts } from "../lib/demo-catalog";
-import { createKnex, databaseName, dropDatabase } from "../lib/db";
+import { createKnex, databaseName, dropDatabase, inTransaction, param, Statement } from "../lib/db";
 import { deleteRedisKeys } from "../test/support/app";
 import { freePort } from "../test/support/ports";
 import { MYSQL_URL, REDIS_URL, uniqueNamespace } from "../test/support/servers";
@@ -167,6 +169,7 @@ const DEMO_INDEX = 0;
 const HOT_STOCK = 1_000_000_000;
 /** What the product repo's reserveStock does for one unit, less its `deleted_at IS NULL`, `updated_at` and `version`. */
 const CONDITIONAL_UPDATE = "UPDATE products SET reserved = reserved + 1 WHERE id = ? AND on_hand - reserved >= 1";
+const conditionalUpdate = new Statement<{ id: string }>((db) => db.raw(CONDITIONAL_UPDATE, [param("id")]));
 
 // Looked up by main() only (the child roles have no use for them).
 let mariadbPid: number | undefined;
@@ -676,7 +679,7 @@ async function runReserveCases(selected: string[]): Promise<void> {
     }
     // The knex loop's pool: built by the same function as the service's, so the same size and driver options.
     const viaKnex = createKnex(sys.config, "product");
-    onCleanup("close the knex-update pool", () => viaKnex.destroy());
+    onCleanup("close the knex-update and db-update pool", () => viaKnex.destroy());
     const poolMax = (viaKnex.client.config as { pool?: { max?: number } }).pool?.max ?? 10;
     // The raw loop's pool: mysql2 itself, the same size and connection options as knex's.
     const u = new URL(sys.config.mysqlUrl!);
@@ -714,6 +717,10 @@ async function runReserveCases(selected: string[]): Promise<void> {
               const [res] = (await trx.raw(CONDITIONAL_UPDATE, [productId])) as [{ affectedRows: number }];
               return res.affectedRows === 1;
             }),
+          );
+        } else if (name === "db-update") {
+          row.result = await closedLoop("UPDATE in inTransaction", WORKERS, async () =>
+            inTransaction(viaKnex, async (trx) => (await conditionalUpdate.run(trx, { id: productId })).changes === 1),
           );
         } else {
           row.result = await closedLoop("product.reserve", WORKERS, async (w, n) => {
@@ -831,7 +838,7 @@ async function main(): Promise<void> {
     { name: "redis", start: () => startMeridian("redis", { REDIS_URL }) },
     { name: "uncached", start: () => startMeridian("uncached", { BENCH_PRODUCT_GET_CACHE: "off" }) },
   ];
-  const reserveCases = ["raw-update", "knex-update", "reserve"];
+  const reserveCases = ["raw-update", "knex-update", "db-update", "reserve"];
   const known = [...httpCases.map((c) => c.name), ...reserveCases];
   const only = (process.env.BENCH_CASES ?? "")
     .split(",")

@@ -1,10 +1,12 @@
 /**
- * `inTransaction` (lib/db.ts) on both engines: on SQLite it is a transaction of our own (the
- * pool's connection, BEGIN/COMMIT on the driver, a knex instance bound to it; #16), on MariaDB
- * knex's. The same promises on both: all or nothing, the work's error is the caller's, a
- * statement after the end is refused, `executionPromise` settles after COMMIT/ROLLBACK, knex's
- * `query` event sees the framing. On SQLite also: one at a time, and a statement outside a
- * transaction never sees an open one's writes.
+ * `inTransaction` (lib/db.ts) on both engines: a transaction of our own (the pool's connection,
+ * BEGIN/COMMIT on the driver, a knex instance bound to it; #16), not knex's. The same promises on
+ * both: all or nothing, the work's error is the caller's, a statement after the end is refused,
+ * `executionPromise` settles after COMMIT/ROLLBACK, knex's `query` event sees the framing, a
+ * connection whose ROLLBACK failed is never handed out again. On SQLite also: one at a time, and
+ * a statement outside a transaction never sees an open one's writes. On MariaDB also: side by
+ * side on their own connections, READ COMMITTED when asked, a deadlock victim run again, a
+ * ROLLBACK left unanswered given up.
  */
 import assert from "node:assert/strict";
 import { setImmediate as tick } from "node:timers/promises";
@@ -226,4 +228,141 @@ describe("inTransaction on SQLite: one at a time", () => {
       /no nested transaction/,
     );
   });
+});
+
+describe("inTransaction on MariaDB: its own connections, isolation, deadlocks and a broken ROLLBACK", () => {
+  const config = eventsConfig({ namespace: uniqueNamespace(), dataDir: newDataDir(), db: "mariadb", mysqlUrl: MYSQL_URL });
+  let db: Knex;
+  const counter = async (id: string) => (await db("counters").where({ id }).first<{ n: number }>("n")).n;
+  before(async () => {
+    await ensureDatabase(config, "trx-mysql");
+    db = createKnex(config, "trx-mysql");
+    await db.schema.createTable("counters", (t) => {
+      t.string("id", 36).primary();
+      t.integer("n").notNullable();
+    });
+    await db("counters").insert([
+      { id: "c", n: 0 },
+      { id: "a", n: 0 },
+      { id: "b", n: 0 },
+    ]);
+  });
+  after(async () => {
+    await db.destroy();
+    await dropDatabase(config, "trx-mysql");
+  });
+
+  it("twenty read-then-write transactions at once, each on its own connection, lose no update under FOR UPDATE", async () => {
+    const threads = new Set<number>();
+    await Promise.all(
+      Array.from({ length: 20 }, () =>
+        inTransaction(db, async (trx) => {
+          threads.add((await trx.raw<[{ id: number }[]]>("select connection_id() as id"))[0][0].id);
+          const { n } = await trx("counters").where({ id: "c" }).forUpdate().first<{ n: number }>("n");
+          await tick();
+          await trx("counters")
+            .where({ id: "c" })
+            .update({ n: n + 1 });
+        }),
+      ),
+    );
+    assert.equal(await counter("c"), 20);
+    assert.ok(threads.size > 1, `side by side on several connections (${threads.size})`);
+  });
+
+  it("READ COMMITTED when asked (SET TRANSACTION before BEGIN): a second read sees another connection's commit; REPEATABLE READ otherwise", async () => {
+    const readTwice = async (isolation?: "read committed") => {
+      const seen: string[] = [];
+      const record = (q: { sql: string }) => seen.push(q.sql);
+      db.on("query", record);
+      try {
+        return await inTransaction(
+          db,
+          async (trx) => {
+            const first = (await trx("counters").where({ id: "a" }).first<{ n: number }>("n")).n;
+            await db("counters").where({ id: "a" }).increment("n", 1); // autocommit, another connection
+            const second = (await trx("counters").where({ id: "a" }).first<{ n: number }>("n")).n;
+            return { moved: second !== first, framing: seen.filter((s) => /^(set transaction|begin)/i.test(s)) };
+          },
+          3,
+          isolation,
+        );
+      } finally {
+        db.off("query", record);
+      }
+    };
+    assert.deepEqual(await readTwice("read committed"), {
+      moved: true,
+      framing: ["SET TRANSACTION ISOLATION LEVEL READ COMMITTED;", "BEGIN;"],
+    });
+    assert.deepEqual(await readTwice(), { moved: false, framing: ["BEGIN;"] }, "the snapshot of the first read");
+  });
+
+  it("a deadlock victim is rolled back by MariaDB and run again from the start: both transactions' updates count once", async () => {
+    // Two transactions lock a and b in opposite orders; each waits until the other holds its first row.
+    let firstRound = true;
+    let held = 0;
+    const bothHold = async () => {
+      held++;
+      await eventually("both hold their first row", async () => held >= 2);
+    };
+    const attempts = { ab: 0, ba: 0 };
+    const cross = (first: "a" | "b", second: "a" | "b", name: "ab" | "ba") =>
+      inTransaction(db, async (trx) => {
+        attempts[name]++;
+        await trx("counters").where({ id: first }).increment("n", 1);
+        if (firstRound) await bothHold();
+        await trx("counters").where({ id: second }).increment("n", 1);
+        firstRound = false;
+      });
+    const before = { a: await counter("a"), b: await counter("b") };
+    await Promise.all([cross("a", "b", "ab"), cross("b", "a", "ba")]);
+    assert.equal(attempts.ab + attempts.ba, 3, `one of them ran twice (${JSON.stringify(attempts)})`);
+    assert.deepEqual({ a: await counter("a"), b: await counter("b") }, { a: before.a + 2, b: before.b + 2 });
+  });
+
+  /** Plants a fault in the pool's next connection: its next ROLLBACK fails, or is never answered. */
+  const plantRollback = async (fault: "fails" | "hangs") => {
+    const client = db.client as Knex.Client;
+    type Query = (sql: string, values: unknown[], done: (err: Error | null) => void) => unknown;
+    const connection = (await client.acquireConnection()) as { query: Query; threadId: number };
+    const query: Query = connection.query.bind(connection);
+    connection.query = (sql, values, done) => {
+      if (typeof sql === "string" && sql.startsWith("ROLLBACK")) {
+        connection.query = query;
+        if (fault === "fails") return done(new Error("planted: ROLLBACK failed"));
+        return undefined; // never answered
+      }
+      return query(sql, values, done);
+    };
+    await client.releaseConnection(connection);
+    return connection;
+  };
+
+  for (const fault of ["fails", "hangs"] as const) {
+    it(`a ROLLBACK that ${fault === "fails" ? "fails" : "is never answered (given up after 5 s)"} leaves no connection inside the transaction: the pool closes it, and the writes are gone`, async function () {
+      this.timeout(20_000);
+      const planted = await plantRollback(fault);
+      await assert.rejects(
+        inTransaction(db, async (trx) => {
+          await trx("counters").insert({ id: `lost-${fault}`, n: 1 });
+          throw new Error("the work failed");
+        }),
+        /the work failed/,
+      );
+      // The planted connection was closed, so MariaDB rolled its transaction back (its row lock is gone too).
+      await eventually("MariaDB closed the planted connection", async () => {
+        const [rows] = await db.raw<[{ id: number }[]]>("select id from information_schema.processlist where id = ?", [planted.threadId]);
+        return rows.length === 0;
+      });
+      assert.equal(
+        await db("counters")
+          .where({ id: `lost-${fault}` })
+          .first(),
+        undefined,
+      );
+      await inTransaction(db, (trx) => trx("counters").insert({ id: `after-${fault}`, n: 1 }));
+      assert.equal(await counter(`after-${fault}`), 1);
+    });
+  }
 });

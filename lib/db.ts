@@ -65,9 +65,11 @@ export function createKnex(config: AppConfig, service: string): Knex {
 }
 
 /** The part of a better-sqlite3 connection used here. */
-interface SqliteConnection {
+interface SqliteConnection extends PoolConnection {
   pragma(s: string): unknown;
   prepare(sql: string): { busy: boolean };
+  exec(sql: string): unknown;
+  readonly inTransaction: boolean;
 }
 
 /** Prepared statements kept per SQLite connection (the most recently used ones). */
@@ -188,12 +190,15 @@ export async function inTransaction<T>(
   attempts = 3,
   isolation?: "read committed",
 ): Promise<T> {
+  // Inside a transaction already: knex's nested transaction (a savepoint), which one of ours refuses.
+  const framing = db.isTransaction ? undefined : FRAMING[engineOf(db)];
   // SQLite has one writer at a time and no isolation levels to choose (knex would refuse one).
-  const config = isolation && isMysql(db) ? { isolationLevel: isolation } : undefined;
-  const sqlite = engineOf(db) === "better-sqlite3" && !db.isTransaction;
+  const mysqlIsolation = isolation && isMysql(db) ? isolation : undefined;
   for (let attempt = 1; ; attempt++) {
     try {
-      return await (sqlite ? sqliteTransaction(db, work) : db.transaction(work, config));
+      return await (framing
+        ? driverTransaction(db, work, framing, mysqlIsolation)
+        : db.transaction(work, mysqlIsolation ? { isolationLevel: mysqlIsolation } : undefined));
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (attempt >= attempts || !code || !RETRYABLE.has(code)) throw err;
@@ -202,36 +207,93 @@ export async function inTransaction<T>(
   }
 }
 
-/** The part of a better-sqlite3 connection a transaction of `sqliteTransaction` drives. */
-interface SqliteTransactionConnection {
-  exec(sql: string): unknown;
-  readonly inTransaction: boolean;
+/** A pool connection of either driver, as a driver transaction holds it. */
+interface PoolConnection {
   /** knex's mark of a connection its pool must not hand out again (lib/client.js, `connectionIsDisposed`). */
   __knex__disposed?: unknown;
 }
 
+/** The part of a mysql2 connection a driver transaction and a `Statement` drive. */
+interface MysqlConnection extends PoolConnection {
+  query(sql: string, values: unknown[], done: (err: Error | null, result?: unknown) => void): unknown;
+}
+
+/** How an engine's driver runs a transaction's framing statements (BEGIN, COMMIT, ROLLBACK). */
+interface Framing {
+  exec(connection: PoolConnection, sql: string): Promise<void>;
+  /** After a failure: whether the connection may still be inside the transaction (a ROLLBACK is due). */
+  mayBeOpen(connection: PoolConnection): boolean;
+}
+
+/** One statement on a mysql2 connection, as knex's mysql2 dialect sends it (its `_query`). */
+function mysqlQuery(connection: MysqlConnection, sql: string, values: unknown[]): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    connection.query(sql, values, (err, result) => (err ? reject(err) : resolve(result)));
+  });
+}
+
+/** A ROLLBACK that MariaDB has not answered by then is given up, as knex gives up its own. */
+const ROLLBACK_TIMEOUT_MS = 5_000;
+
+const FRAMING: Record<string, Framing | undefined> = {
+  "better-sqlite3": {
+    // The driver is synchronous: each framing statement has run when exec returns.
+    exec: async (connection, sql) => void (connection as SqliteConnection).exec(sql),
+    // SQLite may have rolled back by itself (e.g. a full disk) and says so.
+    mayBeOpen: (connection) => (connection as SqliteConnection).inTransaction,
+  },
+  mysql2: {
+    async exec(connection, sql) {
+      const sent = mysqlQuery(connection as MysqlConnection, sql, []);
+      if (!sql.startsWith("ROLLBACK")) return void (await sent);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`ROLLBACK not answered within ${ROLLBACK_TIMEOUT_MS} ms`)), ROLLBACK_TIMEOUT_MS);
+        timer.unref();
+      });
+      try {
+        await Promise.race([sent, timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    // A failed statement leaves MariaDB's transaction open (only a deadlock ends it): always roll back.
+    mayBeOpen: () => true,
+  },
+};
+
 /**
- * A SQLite transaction without knex's `Transaction` (#16): the pool's connection, `BEGIN` and
- * `COMMIT` (or `ROLLBACK`) on the driver, and a knex instance bound to that connection for the
- * work's statements. Measured (bench:sqlite: the same Statements in knex's own transaction and
- * in this one): knex's costs ~70 µs of CPU more (the knex instance it builds per transaction,
- * its Transaction object and promise chains, a runner for BEGIN and COMMIT), on ~8.7
- * transactions per embedded checkout (bench/RESULTS.md).
+ * A transaction without knex's `Transaction` (#16): the pool's connection, `BEGIN` and `COMMIT`
+ * (or `ROLLBACK`) on the driver, and a knex instance bound to that connection for the work's
+ * statements. Measured: knex's costs ~70 µs of CPU more on SQLite (bench:sqlite, the same
+ * Statements in both) and ~140 µs more on MariaDB (bench:catalog's reserve cases: the knex
+ * instance it builds per transaction, its Transaction object and promise chains, a runner for
+ * each framing statement), on ~9–14 transactions per checkout (bench/RESULTS.md).
  *
- * What it keeps of knex's transaction, each proved in lib/db.transaction.int.spec.ts:
- * - one at a time: the connection comes from knex's pool (one connection for SQLite), so a
- *   transaction, or any statement outside one, waits until the one before released it;
+ * What it keeps of knex's transaction, each proved on both engines in lib/db.transaction.int.spec.ts:
+ * - the connection is the transaction's alone: it comes from knex's pool (one connection for
+ *   SQLite, so a transaction, or any statement outside one, waits until the one before released
+ *   it; on MariaDB transactions run side by side on their own connections, as with knex);
  * - all or nothing: an error from the work (or from COMMIT) rolls back everything it wrote, and
- *   is what the caller sees (inTransaction retries SQLITE_BUSY from the start);
+ *   is what the caller sees (inTransaction retries deadlocks and SQLITE_BUSY from the start);
+ * - a connection whose ROLLBACK failed (or, on MariaDB, went unanswered for 5 s, knex's limit)
+ *   may still be inside the transaction: it is marked as knex marks a broken connection, so its
+ *   pool closes it (the server then rolls back) and never hands it out again;
  * - a statement the work left running after it ended (not awaited) is refused ("Transaction
  *   query already complete"), never run outside the transaction or inside the next one;
  * - `executionPromise` resolves with the work's answer after COMMIT and rejects after ROLLBACK;
- * - knex's `query` event for every statement, BEGIN and COMMIT/ROLLBACK included.
+ * - knex's `query` event for every statement, the framing included; READ COMMITTED as knex
+ *   asks for it (`SET TRANSACTION ISOLATION LEVEL …` before `BEGIN`).
  * The limit: no nested transaction or savepoint (nothing here uses one; asking for one throws).
  */
-async function sqliteTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+async function driverTransaction<T>(
+  db: Knex,
+  work: (trx: Knex.Transaction) => Promise<T>,
+  framing: Framing,
+  isolation?: "read committed",
+): Promise<T> {
   const client = db.client as Knex.Client;
-  const connection = (await client.acquireConnection()) as SqliteTransactionConnection;
+  const connection = (await client.acquireConnection()) as PoolConnection;
   let completed = false;
   // Assigned by the executor, which runs at once.
   let settle!: { resolve(value: unknown): void; reject(err: unknown): void };
@@ -244,28 +306,28 @@ async function sqliteTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => P
   executionPromise.catch(() => undefined);
   const exec = (sql: string) => {
     client.emit("query", { sql, bindings: [], method: "raw" });
-    connection.exec(sql);
+    return framing.exec(connection, sql);
   };
   try {
-    exec("BEGIN;");
+    if (isolation) await exec(`SET TRANSACTION ISOLATION LEVEL ${isolation.toUpperCase()};`);
+    await exec("BEGIN;");
     const value = await work(boundTransaction(client, connection, () => completed, executionPromise));
-    exec("COMMIT;");
+    await exec("COMMIT;");
     completed = true;
     settle.resolve(value);
     return value;
   } catch (err) {
     completed = true;
-    // SQLite may have rolled back by itself (e.g. a full disk); the work's error is the one to report.
-    if (connection.inTransaction) {
+    if (framing.mayBeOpen(connection)) {
       try {
-        exec("ROLLBACK;");
+        await exec("ROLLBACK;");
       } catch (rollbackErr) {
-        // The connection may still be inside the transaction: marked as knex marks a broken
-        // connection, so its pool closes it (SQLite then rolls back) at the next acquire and
-        // opens another.
+        // The connection may still be inside the transaction: its pool closes it at the next
+        // acquire (the server then rolls back) and opens another.
         connection.__knex__disposed = rollbackErr;
       }
     }
+    // The work's (or COMMIT's) error is the one to report.
     settle.reject(err);
     throw err;
   } finally {
@@ -273,11 +335,9 @@ async function sqliteTransaction<T>(db: Knex, work: (trx: Knex.Transaction) => P
   }
 }
 
-/** Refuses what a transaction of `sqliteTransaction` does not do. */
+/** Refuses what a driver transaction does not do. */
 const refuseUnsupported = (): never => {
-  throw new Error(
-    "inTransaction on SQLite: no nested transaction, savepoint, stream or explicit commit/rollback (the work's promise decides)",
-  );
+  throw new Error("inTransaction: no nested transaction, savepoint, stream or explicit commit/rollback (the work's promise decides)");
 };
 
 /** A statement on a transaction that has ended (knex's refusal, for builders and `Statement`s alike). */
@@ -300,7 +360,7 @@ const transactionPrototypes = new WeakMap<Knex.Client, ReturnType<typeof makeKne
  */
 function boundTransaction(
   client: Knex.Client,
-  connection: SqliteTransactionConnection,
+  connection: PoolConnection,
   isCompleted: () => boolean,
   executionPromise: Knex.Transaction["executionPromise"],
 ): Knex.Transaction {
@@ -408,20 +468,47 @@ interface Compiled {
 }
 
 /**
+ * A `Statement`'s run on mysql2 without knex's runner (#16): on the transaction's connection (the
+ * one its client answers, never another), or outside one on a connection borrowed from knex's
+ * pool for the one statement, as knex's runner borrows it. knex's `query` event is emitted; an
+ * error keeps mysql2's `code` with the SQL text (never the values) before its message.
+ */
+async function mysqlRun(db: Knex, sql: string, bindings: readonly Knex.Value[]): Promise<unknown> {
+  const client = db.client as Knex.Client;
+  const connection = (await client.acquireConnection()) as MysqlConnection;
+  try {
+    if (db.isTransaction && (db as Knex.Transaction).isCompleted()) throw completedError(sql);
+    client.emit("query", { sql, bindings, method: "raw" });
+    try {
+      return await mysqlQuery(connection, sql, [...bindings]);
+    } catch (err) {
+      if (err instanceof Error) err.message = `${sql} - ${err.message}`;
+      throw err;
+    }
+  } finally {
+    // A transaction's client keeps its connection (its release does nothing); the pool's takes it back.
+    await client.releaseConnection(connection);
+  }
+}
+
+/**
  * A statement of a hot path, written once with knex's builder and compiled by it once per
  * engine; each run binds its named values (`param`) into that text (#16). Inside a
  * better-sqlite3 transaction it runs on the transaction's own connection (the one knex gave the
  * transaction; the driver is synchronous, so nothing interleaves within the statement), through
  * the connection's cached prepared statement, without knex's builder and runner: ~20 µs of CPU
- * less per statement (bench:sqlite, bench/RESULTS.md "Hot statements compiled once").
- * Everywhere else (MariaDB, or outside a transaction, where only knex's pool knows which
- * connection is free) it runs as the same text through `db.raw`, which saves the builder only.
+ * less per statement (bench:sqlite, bench/RESULTS.md "Hot statements compiled once"). On
+ * MariaDB it goes to mysql2 without knex's runner too (`mysqlRun`: the transaction's connection,
+ * or one borrowed from the pool for the statement). Outside a transaction on SQLite (where only
+ * knex's pool knows when the one connection is free) it runs as the same text through `db.raw`,
+ * which saves the builder only.
  * Either way knex's `query` event is emitted, so what counts statements still sees it, and an
  * error keeps its driver's `code` (what the callers test) with the SQL text before its message.
  * The limits: the text is fixed, so a statement whose shape varies (an IN list, optional
  * clauses) stays a builder. On the direct path a run reaches the driver one microtask after the
- * call, sooner than a builder started before it: await each run, and never run one beside a
- * builder statement of the same transaction (`Promise.all`), or their order may change.
+ * call, sooner than a builder started before it (mysql2 sends a connection's statements in the
+ * order they reach it): await each run, and never run one beside a builder statement of the
+ * same transaction (`Promise.all`), or their order may change.
  */
 export class Statement<Args extends Record<string, Knex.Value>, Row = Record<string, unknown>> {
   readonly #compiled = new Map<string, Compiled>();
@@ -476,9 +563,8 @@ export class Statement<Args extends Record<string, Knex.Value>, Row = Record<str
         throw err;
       }
     }
-    const result: unknown = await db.raw(sql, bindings);
-    // mysql2 answers [rows, fields] or [ResultSetHeader]; better-sqlite3 the rows or { changes }.
-    const answer = engine === "better-sqlite3" ? result : (result as unknown[])[0];
+    // mysql2 answers the rows, or a ResultSetHeader; better-sqlite3 (through knex) the rows or { changes }.
+    const answer: unknown = engine === "mysql2" ? await mysqlRun(db, sql, bindings) : await db.raw(sql, bindings);
     if (Array.isArray(answer)) return { rows: answer as Row[], changes: 0 };
     const written = answer as { affectedRows?: number; changes?: number };
     return { rows: [], changes: Number(written.affectedRows ?? written.changes ?? 0) };
