@@ -5,6 +5,7 @@
  */
 import { type MetricRegistry, MetricReporters, type ServiceBroker } from "moleculer";
 import { cacherMetricsOf } from "./cacher-metrics";
+import { transitMetricsOf } from "./transit-metrics";
 import { requestMetricsOf, type Labels } from "./request-metrics";
 
 const PrometheusReporter = MetricReporters.Prometheus;
@@ -26,13 +27,14 @@ export class InProcessPrometheusReporter extends PrometheusReporter {
     return Promise.resolve();
   }
 
-  /** Moleculer's families, then the request and cacher metrics counted outside its registry (lib/request-metrics.ts, lib/cacher-metrics.ts). */
+  /** Moleculer's families, then the request, cacher and packet metrics counted outside its registry (lib/request-metrics.ts, lib/cacher-metrics.ts, lib/transit-metrics.ts). */
   override generatePrometheusResponse(): string {
     const broker = this.registry.broker;
     const labels = (itemLabels: Labels) => this.labelsToStr(itemLabels);
     const requests = requestMetricsOf(broker)?.prometheus(labels) ?? "";
     const cacher = cacherMetricsOf(broker)?.prometheus(labels) ?? "";
-    return super.generatePrometheusResponse() + requests + cacher;
+    const transit = transitMetricsOf(broker)?.prometheus(labels, broker.transit) ?? "";
+    return super.generatePrometheusResponse() + requests + cacher + transit;
   }
 }
 

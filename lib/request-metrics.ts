@@ -6,8 +6,8 @@
  * the reporters, and the time histogram keeps a quantile reservoir. Measured here: ~25 µs of
  * CPU and the garbage that goes with it per gateway request (bench/RESULTS.md, #16).
  *
- * This middleware replaces only its action part (`localAction`, `remoteAction`) and keeps the
- * rest of Moleculer's (events, transit, transporter counters). Per request it adds to plain
+ * This middleware replaces its action part (`localAction`, `remoteAction`), and its packet
+ * counters with lib/transit-metrics.ts's, and keeps the rest of Moleculer's (events' counters). Per request it adds to plain
  * numbers in a cell found once per action and caller; nothing else happens until `/metrics`
  * is scraped, when `prometheus()` writes the same families Moleculer wrote:
  *   moleculer_request_total, moleculer_request_active, moleculer_request_error_total,
@@ -23,6 +23,7 @@
  */
 import { performance } from "node:perf_hooks";
 import { INTERNAL_MIDDLEWARES, Middlewares, type ServiceBroker } from "moleculer";
+import { TRANSIT_METRICS, transitMetricHooks } from "./transit-metrics";
 
 /** The buckets of Moleculer's registry (`defaultBuckets`), in milliseconds. */
 const BUCKETS_MS = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000] as const;
@@ -201,11 +202,13 @@ export function LeanMetricsMiddleware(broker: ServiceBroker) {
 
   return {
     ...moleculers,
+    // The packet counters too, as plain numbers (lib/transit-metrics.ts).
+    ...transitMetricHooks(broker),
     name: "Metrics",
     created(b: ServiceBroker) {
       moleculers.created?.call(b, b);
-      // Its `created` registered the action metrics too; this module keeps them instead.
-      for (const name of ACTION_METRICS) broker.metrics.store.delete(name);
+      // Its `created` registered the action and packet metrics too; they are kept outside its registry instead.
+      for (const name of [...ACTION_METRICS, ...TRANSIT_METRICS]) broker.metrics.store.delete(name);
     },
     localAction: (next: Handler, action: ActionDef) => wrap("local", next, action),
     remoteAction: (next: Handler, action: ActionDef) => wrap("remote", next, action),
