@@ -126,6 +126,21 @@ for (const engine of ["sqlite", "mariadb"] as const) {
       assert.deepEqual(await ids(), ["a"]);
     });
 
+    it("a statement the work left running, reaching the driver once the work has ended, is refused and leaves nothing", async () => {
+      let late: Promise<unknown> | undefined;
+      await inTransaction(db, async (trx) => {
+        await trx("items").insert({ id: "a", qty: 1 });
+        // Started after the work has returned, while COMMIT is on its way (a round trip on MariaDB).
+        setImmediate(() => {
+          late = Promise.resolve(trx("items").insert({ id: "late", qty: 1 }));
+          late.catch(() => undefined);
+        });
+      });
+      await eventually("the late statement was started", async () => late !== undefined);
+      await assert.rejects(late!, /already complete/);
+      assert.deepEqual(await ids(), ["a"], "not run on its own after the COMMIT");
+    });
+
     it("knex's query event sees BEGIN, the statements and COMMIT, or ROLLBACK", async () => {
       const seen: string[] = [];
       const record = (q: { sql: string }) => seen.push(q.sql.replace(/;$/, "").toLowerCase());
@@ -321,17 +336,21 @@ describe("inTransaction on MariaDB: its own connections, isolation, deadlocks an
     assert.deepEqual({ a: await counter("a"), b: await counter("b") }, { a: before.a + 2, b: before.b + 2 });
   });
 
-  /** Plants a fault in the pool's next connection: its next ROLLBACK fails, or is never answered. */
+  /**
+   * Plants a fault in the pool's next connection: its next ROLLBACK fails, or is never answered
+   * (a 15 s SLEEP is sent in its place, so the connection has a command outstanding: an `end()`
+   * would queue behind it).
+   */
   const plantRollback = async (fault: "fails" | "hangs") => {
     const client = db.client as Knex.Client;
     type Query = (sql: string, values: unknown[], done: (err: Error | null) => void) => unknown;
-    const connection = (await client.acquireConnection()) as { query: Query; threadId: number };
+    const connection = (await client.acquireConnection()) as { query: Query; threadId: number; stream: { destroyed: boolean } };
     const query: Query = connection.query.bind(connection);
     connection.query = (sql, values, done) => {
       if (typeof sql === "string" && sql.startsWith("ROLLBACK")) {
         connection.query = query;
         if (fault === "fails") return done(new Error("planted: ROLLBACK failed"));
-        return undefined; // never answered
+        return query("SELECT SLEEP(15)", [], () => undefined); // its answer is no answer to the ROLLBACK
       }
       return query(sql, values, done);
     };
@@ -340,7 +359,7 @@ describe("inTransaction on MariaDB: its own connections, isolation, deadlocks an
   };
 
   for (const fault of ["fails", "hangs"] as const) {
-    it(`a ROLLBACK that ${fault === "fails" ? "fails" : "is never answered (given up after 5 s)"} leaves no connection inside the transaction: the pool closes it, and the writes are gone`, async function () {
+    it(`a ROLLBACK that ${fault === "fails" ? "fails" : "is never answered (given up after 5 s)"} leaves no connection inside the transaction: it is closed at once, and the writes are gone`, async function () {
       this.timeout(20_000);
       const planted = await plantRollback(fault);
       await assert.rejects(
@@ -350,6 +369,8 @@ describe("inTransaction on MariaDB: its own connections, isolation, deadlocks an
         }),
         /the work failed/,
       );
+      // Its socket ends now, not after the command it still waits for (the SLEEP takes 15 s).
+      await eventually("its socket closed", async () => planted.stream.destroyed, 3_000);
       // The planted connection was closed, so MariaDB rolled its transaction back (its row lock is gone too).
       await eventually("MariaDB closed the planted connection", async () => {
         const [rows] = await db.raw<[{ id: number }[]]>("select id from information_schema.processlist where id = ?", [planted.threadId]);

@@ -216,6 +216,7 @@ interface PoolConnection {
 /** The part of a mysql2 connection a driver transaction and a `Statement` drive. */
 interface MysqlConnection extends PoolConnection {
   query(sql: string, values: unknown[], done: (err: Error | null, result?: unknown) => void): unknown;
+  destroy(): void;
 }
 
 /** How an engine's driver runs a transaction's framing statements (BEGIN, COMMIT, ROLLBACK). */
@@ -223,6 +224,8 @@ interface Framing {
   exec(connection: PoolConnection, sql: string): Promise<void>;
   /** After a failure: whether the connection may still be inside the transaction (a ROLLBACK is due). */
   mayBeOpen(connection: PoolConnection): boolean;
+  /** Closes a connection whose ROLLBACK failed or went unanswered, whatever it still waits for. */
+  discard(connection: PoolConnection): void;
 }
 
 /** One statement on a mysql2 connection, as knex's mysql2 dialect sends it (its `_query`). */
@@ -241,6 +244,8 @@ const FRAMING: Record<string, Framing | undefined> = {
     exec: async (connection, sql) => void (connection as SqliteConnection).exec(sql),
     // SQLite may have rolled back by itself (e.g. a full disk) and says so.
     mayBeOpen: (connection) => (connection as SqliteConnection).inTransaction,
+    // Closed by the pool at its next acquire (knex's mark); nothing can be waiting on a synchronous driver.
+    discard: () => undefined,
   },
   mysql2: {
     async exec(connection, sql) {
@@ -259,6 +264,9 @@ const FRAMING: Record<string, Framing | undefined> = {
     },
     // A failed statement leaves MariaDB's transaction open (only a deadlock ends it): always roll back.
     mayBeOpen: () => true,
+    // Its socket ended at once: `end()`, what the pool would call, queues behind a ROLLBACK still
+    // waiting for an answer and would keep the connection (and its locks) as long as that waits.
+    discard: (connection) => (connection as MysqlConnection).destroy(),
   },
 };
 
@@ -277,10 +285,12 @@ const FRAMING: Record<string, Framing | undefined> = {
  * - all or nothing: an error from the work (or from COMMIT) rolls back everything it wrote, and
  *   is what the caller sees (inTransaction retries deadlocks and SQLITE_BUSY from the start);
  * - a connection whose ROLLBACK failed (or, on MariaDB, went unanswered for 5 s, knex's limit)
- *   may still be inside the transaction: it is marked as knex marks a broken connection, so its
- *   pool closes it (the server then rolls back) and never hands it out again;
- * - a statement the work left running after it ended (not awaited) is refused ("Transaction
- *   query already complete"), never run outside the transaction or inside the next one;
+ *   may still be inside the transaction: it is closed (on MariaDB its socket at once, on SQLite
+ *   by the pool), so the server rolls back, and marked as knex marks a broken connection, so its
+ *   pool never hands it out again;
+ * - a statement the work left running (not awaited) that reaches the driver once the work has
+ *   ended is refused ("Transaction query already complete"): the transaction counts as complete
+ *   before COMMIT is sent, so nothing runs after COMMIT outside it or inside the next one;
  * - `executionPromise` resolves with the work's answer after COMMIT and rejects after ROLLBACK;
  * - knex's `query` event for every statement, the framing included; READ COMMITTED as knex
  *   asks for it (`SET TRANSACTION ISOLATION LEVEL …` before `BEGIN`).
@@ -312,8 +322,10 @@ async function driverTransaction<T>(
     if (isolation) await exec(`SET TRANSACTION ISOLATION LEVEL ${isolation.toUpperCase()};`);
     await exec("BEGIN;");
     const value = await work(boundTransaction(client, connection, () => completed, executionPromise));
-    await exec("COMMIT;");
+    // Before COMMIT is sent (as knex does): a statement the work left running that reaches the
+    // driver after it is refused, never queued behind COMMIT to run outside the transaction.
     completed = true;
+    await exec("COMMIT;");
     settle.resolve(value);
     return value;
   } catch (err) {
@@ -322,9 +334,10 @@ async function driverTransaction<T>(
       try {
         await exec("ROLLBACK;");
       } catch (rollbackErr) {
-        // The connection may still be inside the transaction: its pool closes it at the next
-        // acquire (the server then rolls back) and opens another.
+        // The connection may still be inside the transaction: closed now (the server then rolls
+        // back), and marked so its pool never hands it out again but opens another.
         connection.__knex__disposed = rollbackErr;
+        framing.discard(connection);
       }
     }
     // The work's (or COMMIT's) error is the one to report.
@@ -346,13 +359,13 @@ const completedError = (sql: string | undefined) =>
 
 /**
  * Per pool client, a knex instance made once (knex's own construction, ~100 methods and
- * properties) whose methods every SQLite transaction's instance inherits: making one per
+ * properties) whose methods every driver transaction's instance inherits: making one per
  * transaction, as knex does, was a quarter of a short transaction's CPU (profiled).
  */
 const transactionPrototypes = new WeakMap<Knex.Client, ReturnType<typeof makeKnex>>();
 
 /**
- * The knex instance a SQLite transaction's work gets: a function like knex's own (a builder on
+ * The knex instance a driver transaction's work gets: a function like knex's own (a builder on
  * the table) over a context of its own, whose client answers only `connection` and refuses
  * statements once the transaction is over (knex's makeTxClient, minus its listeners: events go
  * straight to the pool's client); every other method is the shared prototype's, which reaches
@@ -471,7 +484,8 @@ interface Compiled {
  * A `Statement`'s run on mysql2 without knex's runner (#16): on the transaction's connection (the
  * one its client answers, never another), or outside one on a connection borrowed from knex's
  * pool for the one statement, as knex's runner borrows it. knex's `query` event is emitted; an
- * error keeps mysql2's `code` with the SQL text (never the values) before its message.
+ * error keeps mysql2's `code` with the SQL text before its message (the text, not the values;
+ * mysql2's own message may quote one, e.g. a duplicate key, as it does through knex).
  */
 async function mysqlRun(db: Knex, sql: string, bindings: readonly Knex.Value[]): Promise<unknown> {
   const client = db.client as Knex.Client;
@@ -558,13 +572,16 @@ export class Statement<Args extends Record<string, Knex.Value>, Row = Record<str
         if (statement.reader) return { rows: statement.all(values) as Row[], changes: 0 };
         return { rows: [], changes: statement.run(values).changes };
       } catch (err) {
-        // As knex reports a statement's error: the SQL first (never the values), the driver's code kept.
+        // As knex reports a statement's error: the SQL first (the text, without the values), the driver's code kept.
         if (err instanceof Error) err.message = `${sql} - ${err.message}`;
         throw err;
       }
     }
     // mysql2 answers the rows, or a ResultSetHeader; better-sqlite3 (through knex) the rows or { changes }.
-    const answer: unknown = engine === "mysql2" ? await mysqlRun(db, sql, bindings) : await db.raw(sql, bindings);
+    let answer: unknown;
+    if (engine === "mysql2") answer = await mysqlRun(db, sql, bindings);
+    else if (engine === "better-sqlite3") answer = await db.raw(sql, bindings);
+    else throw new Error(`Statement: no driver path for ${engine}`);
     if (Array.isArray(answer)) return { rows: answer as Row[], changes: 0 };
     const written = answer as { affectedRows?: number; changes?: number };
     return { rows: [], changes: Number(written.affectedRows ?? written.changes ?? 0) };
