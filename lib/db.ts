@@ -9,6 +9,7 @@ import { ensurePrivateDir, ensurePrivateFile } from "./private-files";
 import makeKnex from "knex/lib/knex-builder/make-knex";
 import knexFactory, { type Knex } from "knex";
 import type { AppConfig } from "./config";
+import { withTimeout } from "./timeout";
 
 export type Db = Knex;
 
@@ -248,20 +249,7 @@ const FRAMING: Record<string, Framing | undefined> = {
     discard: () => undefined,
   },
   mysql2: {
-    async exec(connection, sql) {
-      const sent = mysqlQuery(connection as MysqlConnection, sql, []);
-      if (!sql.startsWith("ROLLBACK")) return void (await sent);
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`ROLLBACK not answered within ${ROLLBACK_TIMEOUT_MS} ms`)), ROLLBACK_TIMEOUT_MS);
-        timer.unref();
-      });
-      try {
-        await Promise.race([sent, timeout]);
-      } finally {
-        clearTimeout(timer);
-      }
-    },
+    exec: async (connection, sql) => void (await mysqlQuery(connection as MysqlConnection, sql, [])),
     // A failed statement leaves MariaDB's transaction open (only a deadlock ends it): always roll back.
     mayBeOpen: () => true,
     // Its socket ended at once: `end()`, what the pool would call, queues behind a ROLLBACK still
@@ -332,7 +320,7 @@ async function driverTransaction<T>(
     completed = true;
     if (framing.mayBeOpen(connection)) {
       try {
-        await exec("ROLLBACK;");
+        await withTimeout(exec("ROLLBACK;"), ROLLBACK_TIMEOUT_MS, "ROLLBACK");
       } catch (rollbackErr) {
         // The connection may still be inside the transaction: closed now (the server then rolls
         // back), and marked so its pool never hands it out again but opens another.

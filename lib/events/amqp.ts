@@ -11,6 +11,7 @@
  */
 import { createRequire } from "node:module";
 import amqp, { type ChannelModel } from "amqplib";
+import { withTimeout } from "../timeout";
 
 /** What is used here of amqplib's multiplexer (lib/mux.js, 0.10): it writes the channels' frames to the socket. */
 interface AmqpMux {
@@ -136,15 +137,6 @@ export function withHeartbeat(uri: string): string {
   const u = new URL(uri);
   if (!u.searchParams.has("heartbeat")) u.searchParams.set("heartbeat", "5");
   return u.toString();
-}
-
-/** Rejects after `ms` (the underlying work is not cancelled). */
-export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms))),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /**

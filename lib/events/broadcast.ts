@@ -25,7 +25,8 @@
 import type { Channel, ConsumeMessage } from "amqplib";
 import type { ServiceBroker } from "moleculer";
 import type { AmqpLink } from "./amqp";
-import { ReconnectLoop, withTimeout } from "./amqp";
+import { withTimeout } from "../timeout";
+import { ReconnectLoop } from "./amqp";
 import { busFor, parseEnvelope, type EmbeddedSubscriber } from "./consumer";
 import type { Envelope } from "./outbox";
 import { assertExchange, type Topology } from "./topology";

@@ -47,7 +47,8 @@
 import type { Channel, ConfirmChannel, ConsumeMessage } from "amqplib";
 import type { Knex } from "knex";
 import type { ServiceBroker } from "moleculer";
-import { ReconnectLoop, withTimeout, type AmqpLink } from "./amqp";
+import { withTimeout } from "../timeout";
+import { ReconnectLoop, type AmqpLink } from "./amqp";
 import { inTransaction, isMysql, isUniqueViolation, param, rawRows, Statement } from "../db";
 import { countBusiness } from "../metrics";
 import type { Envelope } from "./outbox";
