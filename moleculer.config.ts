@@ -7,6 +7,7 @@ import { StrictNullValidator } from "./lib/validator";
 import { ServiceBroker, type BrokerOptions, type Middleware } from "moleculer";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { installCacherMetrics } from "./lib/cacher-metrics";
+import { holdCachedValues } from "./lib/cached-json";
 import { DependencyErrorsMiddleware } from "./lib/errors";
 import type { AppConfig } from "./lib/config";
 import { checkEtcdAccess, discoveryPrefix } from "./lib/discovery/etcd-access";
@@ -51,6 +52,8 @@ export function brokerOptions(
     { name: "BusinessMetrics", created: (broker: ServiceBroker) => registerBusinessMetrics(broker) },
     // The cacher's counters and times as plain numbers (lib/cacher-metrics.ts), once its init registered Moleculer's.
     { name: "CacherMetrics", created: (broker: ServiceBroker) => installCacherMetrics(broker) },
+    // The memory cacher's values frozen, and their JSON written once for the gateway (lib/cached-json.ts).
+    { name: "CachedJson", created: (broker: ServiceBroker) => holdCachedValues(broker) },
     // MERIDIAN_CONTRACT_AUDIT (lib/serializer/contract-audit.ts): off unless set.
     ...[ContractAuditMiddleware()].filter((m) => m !== null),
     // etcd refusing this node's credentials stops its start (lib/discovery/etcd-access.ts).

@@ -33,6 +33,7 @@ import type { LiveFeeds } from "../../lib/live/feeds";
 import { rawCallbackBody } from "./raw-body";
 import { secondTry, transportBack } from "../../lib/edge-retry";
 import { contracts } from "../../lib/serializer/contracts-runtime";
+import { jsonOf } from "../../lib/cached-json";
 
 /**
  * What the gateway's callbacks use of `this` (the moleculer-web service). moleculer-web's
@@ -369,6 +370,10 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
           );
           return webCallAction.call(this, route, actionName, req, res, params, isStream);
         }
+      },
+      /** The response body: a value the memory cacher holds is serialized once (lib/cached-json.ts). */
+      encodeResponse(_req: Req, _res: ServerResponse, data: unknown): string {
+        return jsonOf(data);
       },
       /** Replaces moleculer-web's handler, which logs every non-4xx with its stack: `onError` logs. */
       errorHandler(this: GatewayThis, req: Req, res: ServerResponse, err: unknown) {
