@@ -8,6 +8,7 @@ import { ServiceBroker, type BrokerOptions, type Middleware } from "moleculer";
 import { ResilientRedisCacher } from "./lib/cacher";
 import { installCacherMetrics } from "./lib/cacher-metrics";
 import { holdCachedValues } from "./lib/cached-json";
+import { installPromiseTimeout } from "./lib/promise-timeout";
 import { DependencyErrorsMiddleware } from "./lib/errors";
 import type { AppConfig } from "./lib/config";
 import { checkEtcdAccess, discoveryPrefix } from "./lib/discovery/etcd-access";
@@ -38,6 +39,8 @@ export function brokerOptions(
   extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = [],
   opts: { logDestination?: LogDestination } = {},
 ): BrokerOptions {
+  // Every call's timeout with one promise instead of Moleculer's five (lib/promise-timeout.ts).
+  installPromiseTimeout();
   // The etcd client's hosts and credentials (ETCD_HOSTS, ETCD_USERNAME / ETCD_PASSWORD).
   const etcd = config.etcd && {
     hosts: config.etcd.hosts,

@@ -50,8 +50,8 @@ describe("lib/cached-json: the memory cacher's values frozen, their JSON written
 
   it("memory cacher: an action's cached value is frozen to the leaves, and one JSON serves every read", async () => {
     await withBroker({}, async (broker, serialized) => {
-      const first = await broker.call<ReturnType<typeof countedValue>>("probe.read", { id: "p1" });
-      const again = await broker.call<ReturnType<typeof countedValue>>("probe.read", { id: "p1" });
+      const first = await broker.call<ReturnType<typeof countedValue>, { id: string }>("probe.read", { id: "p1" });
+      const again = await broker.call<ReturnType<typeof countedValue>, { id: string }>("probe.read", { id: "p1" });
       assert.equal(again, first, "the memory cacher hands out the object it holds");
       assert.ok(Object.isFrozen(first) && Object.isFrozen(first.price) && Object.isFrozen(first.tags), "frozen, nested ones too");
       assert.throws(() => {
@@ -66,7 +66,7 @@ describe("lib/cached-json: the memory cacher's values frozen, their JSON written
 
       // After a clean, the next read stores a new value: its own JSON, written once too.
       await broker.cacher!.clean("probe.**");
-      const fresh = await broker.call<object>("probe.read", { id: "p1" });
+      const fresh = await broker.call<object, { id: string }>("probe.read", { id: "p1" });
       assert.notEqual(fresh, first);
       jsonOf(fresh);
       jsonOf(fresh);
@@ -94,9 +94,9 @@ describe("lib/cached-json: the memory cacher's values frozen, their JSON written
     const namespace = uniqueNamespace("cachedjson");
     try {
       await withBroker({ REDIS_URL, NAMESPACE: namespace }, async (broker, serialized) => {
-        const first = await broker.call<object>("probe.read", { id: "p1" }); // miss: stored in Redis as JSON
+        const first = await broker.call<object, { id: string }>("probe.read", { id: "p1" }); // miss: stored in Redis as JSON
         assert.ok(!Object.isFrozen(first), "the Redis cacher's values are not taken over");
-        const hit = await broker.call<Record<string, unknown>>("probe.read", { id: "p1" });
+        const hit = await broker.call<Record<string, unknown>, { id: string }>("probe.read", { id: "p1" });
         assert.ok(!Object.isFrozen(hit), "a copy, not held");
         assert.deepEqual(JSON.parse(jsonOf(hit)), { id: "p1", price: { amount: 100, currency: "EUR" }, tags: ["a", "b"] });
         // Serialized anew each time: a change to the copy shows in its next JSON.
