@@ -153,7 +153,9 @@ export function createGatewayService(config: AppConfig): TypedServiceSchema<Gate
     authentication: true,
     authorization: true,
     mergeParams: true,
-    logging: true,
+    // moleculer-web's own request and response lines (debug level) build their text, colours and
+    // timings even when debug is off: only when they print (#16). The access line is ours (info).
+    logging: config.logLevel === "debug" || config.logLevel === "trace",
     callOptions: { timeout: config.requestTimeoutMs },
     onBeforeCall(
       ctx: Context<unknown, RequestMeta>,
