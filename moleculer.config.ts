@@ -39,7 +39,7 @@ export function brokerOptions(
   extraMiddlewares: NonNullable<BrokerOptions["middlewares"]> = [],
   opts: { logDestination?: LogDestination } = {},
 ): BrokerOptions {
-  // Every call's timeout with one promise instead of Moleculer's five (lib/promise-timeout.ts).
+  // Every call's timeout with two promises instead of Moleculer's four (lib/promise-timeout.ts).
   installPromiseTimeout();
   // The etcd client's hosts and credentials (ETCD_HOSTS, ETCD_USERNAME / ETCD_PASSWORD).
   const etcd = config.etcd && {

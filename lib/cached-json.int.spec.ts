@@ -82,6 +82,12 @@ describe("lib/cached-json: the memory cacher's values frozen, their JSON written
       jsonOf(loaded);
       assert.equal(serialized.n, 1);
 
+      // A value frozen at the top only (Object.freeze is shallow): its children are frozen too.
+      const inner = { tags: ["x"] };
+      const shallow = await readThrough(broker.cacher, "probe-user-2", 60, async () => Object.freeze({ id: "u2", inner }));
+      assert.equal(shallow?.inner, inner);
+      assert.ok(Object.isFrozen(inner) && Object.isFrozen(inner.tags), "the children of an already frozen value");
+
       const plain = countedValue("not cached", serialized);
       jsonOf(plain);
       jsonOf(plain);

@@ -18,20 +18,29 @@
  *   instead of corrupting what every later reader of the cache sees, which it silently did before;
  * - a kept JSON lives exactly as long as its value (a WeakMap): once the cache let the value go
  *   (TTL, a clean) and the last response that used it is sent, both are collected;
- * - only the memory cacher's values: the Redis cacher answers a fresh copy on every read (nothing
- *   to reuse), and a value from another node arrives as a fresh copy too.
+ * - only the memory cacher's values (embedded, or a node without REDIS_URL): the Redis cacher
+ *   answers a fresh copy on every read (nothing to reuse), and a value from another node arrives
+ *   as a fresh copy too;
+ * - the price: a value sent at least once keeps its JSON beside it for as long as the cache holds
+ *   it, so the memory of the entries served roughly doubles (the memory cacher has a TTL, 300 s,
+ *   and no size bound).
  */
 import { Cachers, type ServiceBroker } from "moleculer";
 
 /** The values the memory cacher holds, and their JSON once written (undefined until then). */
 const held = new WeakMap<object, string | undefined>();
 
-/** Freezes an object and everything reachable from it (a cached value is plain data). */
-function freezeDeep(value: unknown): void {
+/**
+ * Freezes an object and every object reachable from it, an already frozen one's children too
+ * (`seen` guards cycles). A cached value is plain JSON data (objects, arrays, strings, numbers);
+ * the contents of a Date, Map, Set or typed array cannot be frozen this way, and none is cached.
+ */
+function freezeDeep(value: unknown, seen = new Set<object>()): void {
   // A typed array or Buffer with elements cannot be frozen; such a value is not JSON data anyway.
-  if (value === null || typeof value !== "object" || Object.isFrozen(value) || ArrayBuffer.isView(value)) return;
+  if (value === null || typeof value !== "object" || seen.has(value) || ArrayBuffer.isView(value)) return;
+  seen.add(value);
   Object.freeze(value);
-  for (const key of Object.keys(value)) freezeDeep((value as Record<string, unknown>)[key]);
+  for (const key of Object.keys(value)) freezeDeep((value as Record<string, unknown>)[key], seen);
 }
 
 /** Registers (and freezes) every object the broker's memory cacher stores from now on. */

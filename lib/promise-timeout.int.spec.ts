@@ -36,7 +36,7 @@ function restoreTimers() {
   globalThis.clearTimeout = realClear;
 }
 
-describe("lib/promise-timeout: Moleculer's call timeout with one promise", function () {
+describe("lib/promise-timeout: Moleculer's call timeout with two promises instead of four", function () {
   this.timeout(20_000);
 
   it("settles with the value or the error, or TimeoutError after the time; a settled call leaves no timer", async () => {

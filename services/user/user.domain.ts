@@ -74,7 +74,8 @@ export function mergePreferences(current: Preferences, patch: Partial<Preference
   };
 }
 
-export const EMPTY_PREFERENCES: Preferences = { categories: [], brands: [] };
+/** No preferences: fresh arrays each time (a value the cache holds is frozen, lib/cached-json.ts, so no two share them). */
+export const emptyPreferences = (): Preferences => ({ categories: [], brands: [] });
 
 export function parsePreferences(json: string | null | undefined): Preferences {
   try {
@@ -84,7 +85,7 @@ export function parsePreferences(json: string | null | undefined): Preferences {
       brands: Array.isArray(p.brands) ? p.brands.filter((x) => typeof x === "string") : [],
     };
   } catch {
-    return { ...EMPTY_PREFERENCES };
+    return emptyPreferences();
   }
 }
 

@@ -23,7 +23,7 @@ import { createLoginThrottle } from "./login-throttle";
 import { DbMixin } from "../../mixins/db.mixin";
 import { EventsMixin } from "../../mixins/events.mixin";
 import {
-  EMPTY_PREFERENCES,
+  emptyPreferences,
   mergePreferences,
   normalizeEmail,
   passwordProblems,
@@ -92,7 +92,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
                 name: ctx.params.name,
                 passwordHash,
                 role: "customer",
-                preferences: EMPTY_PREFERENCES,
+                preferences: emptyPreferences(),
                 now,
               });
               await this.publishEvent(trx, Events.UserRegistered, {
@@ -250,7 +250,7 @@ export function createUserService(config: AppConfig): TypedServiceSchema<UserSer
             email,
             name: "Administrator",
             role: "admin",
-            preferences: EMPTY_PREFERENCES,
+            preferences: emptyPreferences(),
             now: Date.now(),
             passwordHash: await argon2.hash(config.admin.password, ARGON2_OPTIONS),
           });
