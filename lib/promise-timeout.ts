@@ -15,22 +15,10 @@
  * after that uses it, as Moleculer's polyfill leaves an existing `timeout` alone.
  */
 import { Errors } from "moleculer";
+import { settleWithin } from "./timeout";
 
 function timeout<T>(this: Promise<T>, ms: number, message?: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Errors.TimeoutError(message ?? "")), +ms);
-    this.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- the call's own reason, passed on as it is
-        reject(err);
-      },
-    );
-  });
+  return settleWithin(this, +ms, () => new Errors.TimeoutError(message ?? ""));
 }
 
 /** Puts this `timeout` on the global Promise's prototype (where Moleculer's goes). */
