@@ -11,60 +11,13 @@ import { after, before, describe, it } from "mocha";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
 import { eventually } from "../../test/support/eventually";
 import { MeridianGrpc } from "../../test/support/grpc-client";
+import { sseReader } from "../../test/support/sse";
 
 const ADMIN = { email: "root@example.com", password: "admin-password-1" };
 const ADDRESS = { recipient: "Alice", phone: "+86 10 0000 0000", line1: "1 Road", city: "Beijing", postalCode: "100000", country: "CN" };
 const LIVE = "meridian.live.v1.LiveService";
 const O = "meridian.order.v1.OrderService";
 const N = "meridian.notification.v1.NotificationService";
-
-interface SseEvent {
-  id?: string;
-  event?: string;
-  data: any;
-}
-
-/** An EventSource's view of a response: the events as they come, parsed. */
-function sseReader(res: Response) {
-  const events: SseEvent[] = [];
-  const reader = res.body!.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  let done = false;
-  const pump = (async () => {
-    for (;;) {
-      const { value, done: end } = await reader.read().catch(() => ({ value: undefined, done: true }));
-      if (end) break;
-      buffer += decoder.decode(value, { stream: true });
-      let i: number;
-      while ((i = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        const e: SseEvent = { data: undefined };
-        for (const line of block.split("\n")) {
-          if (line.startsWith(":")) continue;
-          const [k, ...rest] = line.split(":");
-          const v = rest.join(":").replace(/^ /, "");
-          if (k === "id") e.id = v;
-          else if (k === "event") e.event = v;
-          else if (k === "data") e.data = JSON.parse(v);
-        }
-        if (e.data !== undefined) events.push(e);
-      }
-    }
-    done = true;
-  })();
-  return {
-    events,
-    async until(what: string, check: (e: SseEvent) => boolean) {
-      return eventually(what, async () => events.find(check) ?? (done ? assert.fail(`${what}: the stream ended`) : undefined), 10_000, 10);
-    },
-    async close() {
-      await reader.cancel().catch(() => undefined);
-      await pump;
-    },
-  };
-}
 
 describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
   let app: TestApp;
@@ -312,5 +265,35 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     const end = await watch.ended;
     assert.ok(end !== "OK" && end.code === "UNAUTHENTICATED", JSON.stringify(end));
     assert.ok(!watch.received.some((u) => u.order.status === "CANCELLED"), "nothing read after the logout");
+  });
+
+  it("a notification stream stops with its login too: its first read after the open waits for a wake, and asks who the caller is", async () => {
+    const s = (
+      await g.call("meridian.user.v1.UserService", "Register", {
+        email: `dave-${randomBytes(3).toString("hex")}@example.com`,
+        password: "dave password",
+        name: "Dave",
+      })
+    ).value;
+    const o = await order(s.accessToken);
+    // The order's own notification first: its wake would come before the logout.
+    await eventually("the order's notification", async () =>
+      ((await g.call(N, "List", {}, { token: s.accessToken })).value.items as { type: string }[]).some((n) => n.type === "order.created"),
+    );
+    const feeds = (app.broker.getLocalService("grpc") as unknown as { liveFeeds: { open: { notifications: number } } }).liveFeeds;
+    const before = feeds.open.notifications;
+    const notes = g.stream(LIVE, "StreamNotifications", {}, { token: s.accessToken });
+    try {
+      // Open: registered and past its first read (the newest notification), waiting for a wake.
+      await eventually("the stream is open", async () => feeds.open.notifications === before + 1);
+      await g.call("meridian.user.v1.UserService", "Logout", { refreshToken: s.refreshToken }, { token: s.accessToken });
+      // The cancellation's notification wakes the stream: the login has ended, so it reads nothing.
+      await g.call(O, "Cancel", { id: o.id }, { token: admin });
+      const end = await notes.ended;
+      assert.ok(end !== "OK" && end.code === "UNAUTHENTICATED", JSON.stringify(end));
+      assert.ok(!notes.received.some((n) => n.type === "order.cancelled"), "nothing read after the logout");
+    } finally {
+      notes.cancel();
+    }
   });
 });
