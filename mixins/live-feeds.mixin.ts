@@ -1,7 +1,7 @@
 /**
  * `LiveFeedsMixin`: an edge service (the REST gateway, the gRPC edge) keeps `this.liveFeeds`
  * (lib/live/feeds.ts) awake with the business events this node receives: every order and
- * return event wakes that order's watchers, `notification.created` its user's streams, and a
+ * return event that changes an order (`ORDER_EVENTS`) wakes that order's watchers, `notification.created` its user's streams, and a
  * (re)bound broadcast queue wakes every stream (events may have been missed meanwhile).
  */
 import type { ServiceSchema } from "moleculer";
@@ -15,9 +15,14 @@ export interface LiveFeedsThis {
   liveFeeds: LiveFeeds;
 }
 
-/** The events that change an order as a customer sees it (all carry `orderId`). */
+/**
+ * The events that change an order as a customer sees it (all carry `orderId`). Not
+ * `order.created`: a stream's first read finds the order or ends the stream (NOT_FOUND), so
+ * its creation is always in the first state a stream sends; waking on it only re-read an
+ * unchanged order (one `order.get` per checkout, and one broadcast delivery per order to every
+ * edge, measured in bench/RESULTS.md "Checkouts watched on the live feeds").
+ */
 const ORDER_EVENTS = [
-  Events.OrderCreated,
   Events.OrderPaid,
   Events.OrderPaymentFailed,
   Events.OrderCancelled,

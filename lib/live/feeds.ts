@@ -231,14 +231,23 @@ export class LiveFeeds {
     const remove = this.users.add(user.id, wake);
     try {
       let cursor = after;
+      let woken = true;
+      // The identity verified at admission serves the first read only if it comes at once.
+      let verified = true;
       if (cursor === undefined) {
         const newest = await callAction(this.broker, "notification.since", { userId: user.id, newest: true });
         cursor = newest.items[0]?.id;
+        // Nothing is after the newest yet: a notification that commits after this read wakes
+        // the stream (registered before it), so the first read after it waits for that wake
+        // (or the re-check) instead of reading at once.
+        o.opened?.();
+        woken = await wake.wait(o.signal, this.recheck());
+        verified = false;
       }
-      let woken = true;
-      for (let read = 0; !o.signal.aborted; read++) {
+      while (!o.signal.aborted) {
         const page: ActionResponse<"notification.since"> | undefined = await this.read(woken, async () => {
-          if (read > 0) user = await o.caller();
+          if (!verified) user = await o.caller();
+          verified = false;
           return callAction(this.broker, "notification.since", { userId: user.id, after: cursor, limit: PAGE });
         });
         const items: LiveNotification[] = page?.items ?? [];
