@@ -510,6 +510,8 @@ interface LoopResult {
   cores: [string, number | undefined][];
   /** Share of the measured window with a task waiting for a CPU (PSI), if known. */
   stall?: number;
+  /** MariaDB's statements and commits during the measured window (cluster), from every client. */
+  sql?: SqlCounts;
   durationS: number;
 }
 
@@ -517,6 +519,18 @@ interface LoopResult {
  * `workers` callers, each running `op` after its previous one finished: `warmupS` not counted,
  * then `durationS` measured; operations running at the end finish (and count in ok/errors).
  */
+interface SqlCounts {
+  statements: number;
+  commits: number;
+}
+
+/**
+ * MariaDB's own counters (cluster): `Questions` (statements sent by clients) and `Com_commit`,
+ * server-wide. Counts, not timings: what a checkout asks of the database, which this machine's
+ * noise does not move. Set by main() on a connection of its own; undefined embedded.
+ */
+let sqlCounts: () => Promise<SqlCounts | undefined> = async () => undefined;
+
 async function closedLoop(
   label: string,
   workers: number,
@@ -536,9 +550,18 @@ async function closedLoop(
   let window: CpuWindow | undefined;
   let cores: [string, number | undefined][] = [];
   let stall: number | undefined;
-  const t1 = setTimeout(() => (window = cpuWindow(procs)), Math.max(0, measureFrom - performance.now()));
+  let sql0: Promise<SqlCounts | undefined> | undefined;
+  let sql1: Promise<SqlCounts | undefined> | undefined;
+  const t1 = setTimeout(
+    () => {
+      window = cpuWindow(procs);
+      sql0 = sqlCounts();
+    },
+    Math.max(0, measureFrom - performance.now()),
+  );
   const t2 = setTimeout(
     () => {
+      sql1 = sqlCounts();
       const w = window?.stop();
       cores = w?.cores ?? [];
       stall = w?.stall;
@@ -571,8 +594,10 @@ async function closedLoop(
     say(" done\n");
   }
   const sorted = sortedOf(latencies);
+  const [a, b] = await Promise.all([sql0, sql1]);
   return {
     ...r,
+    sql: a && b ? { statements: b.statements - a.statements, commits: b.commits - a.commits } : undefined,
     perSecond: r.measuredOps / durationS,
     p50: percentile(sorted, 0.5),
     p99: percentile(sorted, 0.99),
@@ -1005,6 +1030,15 @@ async function main(): Promise<void> {
     `${EMBEDDED ? "embedded (one node, SQLite)" : `cluster on this machine (${ORDER_REPLICAS} order, ${PAYMENT_REPLICAS} payment replicas)`}, ${CONCURRENCY} in flight; load average at start ${load0.map((l) => l.toFixed(2)).join(" ")}`;
   say(`${header}\n`);
   const c = EMBEDDED ? await startEmbedded() : await startCluster();
+  if (!EMBEDDED) {
+    const counters = await mysql.createConnection(MYSQL_URL);
+    onCleanup("close the MariaDB counters' connection", () => counters.end());
+    sqlCounts = async () => {
+      const [rows] = await counters.query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Questions', 'Com_commit')");
+      const v = Object.fromEntries((rows as { Variable_name: string; Value: string }[]).map((r) => [r.Variable_name, Number(r.Value)]));
+      return { statements: v.Questions, commits: v.Com_commit };
+    };
+  }
   const shared = EMBEDDED
     ? []
     : [
@@ -1093,8 +1127,16 @@ async function main(): Promise<void> {
       const st = checkout.steps;
       const med = (xs: number[]) => fmt(percentile(sortedOf(xs), 0.5), 1);
       const p99 = (xs: number[]) => fmt(percentile(sortedOf(xs), 0.99), 1);
+      const sql = checkout.result.sql;
+      const perOp = (n: number) => fmt(n / Math.max(1, checkout.result.measuredOps), 1);
       parts.push(
         "",
+        ...(sql
+          ? [
+              `MariaDB per checkout (its server-wide counters over the measured window, counts that this machine's speed does not move): ${perOp(sql.statements)} statements, ${perOp(sql.commits)} commits.`,
+              "",
+            ]
+          : []),
         "Checkout steps (every checkout, warm-up included), ms p50 / p99: " +
           `POST /api/orders ${med(st.create)} / ${p99(st.create)}; POST …/pay ${med(st.pay)} / ${p99(st.pay)}; ` +
           `sandbox complete ${med(st.complete)} / ${p99(st.complete)}; complete → order PAID ${med(st.paid)} / ${p99(st.paid)}; ` +
@@ -1155,6 +1197,12 @@ async function main(): Promise<void> {
       EMBEDDED ? undefined : "<= 12 ms",
       EMBEDDED ? undefined : serversMs <= 12,
     );
+    if (x.sql)
+      summaryFigure(
+        SUMMARY_NAME,
+        `${MODE}: MariaDB statements / commits per checkout`,
+        `${fmt(x.sql.statements / Math.max(1, x.measuredOps), 1)} / ${fmt(x.sql.commits / Math.max(1, x.measuredOps), 1)}`,
+      );
     summaryFigure(
       SUMMARY_NAME,
       `${MODE}: checkout p99 (start → PAID and notified)`,
