@@ -277,6 +277,40 @@ for (const storage of ["sqlite", "mariadb"] as const) {
       assert.equal((await call("GET", "/api/notifications/outbox", { token: users.ada.token })).status, 404);
     });
 
+    it("notification.since (the live feeds' read): after a cursor in creation order, paged; the newest; an unknown or someone else's cursor is NOT_FOUND", async () => {
+      type Since = { items: { id: string }[] };
+      const since = (params: Record<string, unknown>) => app.broker.call<Since, Record<string, unknown>>("notification.since", params);
+      const newestFirst = (await call("GET", "/api/notifications?pageSize=100", { token: users.ada.token })).body.items as { id: string }[];
+      const oldestFirst = newestFirst.map((n) => n.id).reverse();
+      assert.equal(oldestFirst.length, EVENT_COUNT);
+      const ada = users.ada.id;
+      assert.deepEqual(
+        (await since({ userId: ada })).items.map((n) => n.id),
+        oldestFirst,
+        "without a cursor: from the first",
+      );
+      assert.deepEqual(
+        (await since({ userId: ada, newest: true })).items.map((n) => n.id),
+        [oldestFirst.at(-1)],
+      );
+      assert.deepEqual(
+        (await since({ userId: ada, after: oldestFirst[2] })).items.map((n) => n.id),
+        oldestFirst.slice(3),
+        "after a cursor: the later ones, oldest first",
+      );
+      assert.deepEqual(
+        (await since({ userId: ada, after: oldestFirst[2], limit: 2 })).items.map((n) => n.id),
+        oldestFirst.slice(3, 5),
+      );
+      assert.deepEqual((await since({ userId: ada, after: oldestFirst.at(-1) })).items, [], "after the newest: nothing");
+      for (const [what, params] of [
+        ["an unknown cursor", { userId: ada, after: randomUUID() }],
+        ["someone else's cursor", { userId: users.bob.id, after: oldestFirst[0] }],
+      ] as const)
+        await assert.rejects(since(params), (err: { type?: string }) => err.type === "NOT_FOUND", what);
+      assert.deepEqual((await since({ userId: users.bob.id })).items, [], "Bob has none");
+    });
+
     it("the same event 10 times, then 10 times at once: one notification, one e-mail", async () => {
       const env = envelope("order.shipped", { ...SAMPLE_EVENTS["order.shipped"], userId: users.bob.id, trackingNumber: "DUP-1" });
       for (let i = 0; i < 10; i++) await deliver(env);

@@ -169,16 +169,22 @@ export async function seqOf(db: Knex, userId: string, id: string): Promise<numbe
   return row ? Number(row.seq) : undefined;
 }
 
-/** A user's notifications created after position `afterSeq` (all without it), oldest first. */
-export async function notificationsAfter(
-  db: Knex,
-  userId: string,
-  afterSeq: number | undefined,
-  limit: number,
-): Promise<NotificationRecord[]> {
-  const q = db<NotificationRow>("notifications").where("user_id", userId);
-  if (afterSeq !== undefined) q.where("seq", ">", afterSeq);
-  return (await q.orderBy("seq", "asc").limit(limit)).map(toNotification);
+/** A user's first notifications, oldest first. */
+export async function firstNotifications(db: Knex, userId: string, limit: number): Promise<NotificationRecord[]> {
+  return (await db<NotificationRow>("notifications").where("user_id", userId).orderBy("seq", "asc").limit(limit)).map(toNotification);
+}
+
+/**
+ * A user's notifications created after their notification `afterId`, oldest first, in one
+ * statement (the cursor's position is a subquery: a live feed's read after a wake is one round
+ * trip, not two). Empty both when nothing is newer and when `afterId` is not one of the user's
+ * notifications: `seqOf` tells them apart, only when the page is empty.
+ */
+export async function notificationsAfterId(db: Knex, userId: string, afterId: string, limit: number): Promise<NotificationRecord[]> {
+  const cursor = db<NotificationRow>("notifications").where({ id: afterId, user_id: userId }).select("seq");
+  return (
+    await db<NotificationRow>("notifications").where("user_id", userId).where("seq", ">", cursor).orderBy("seq", "asc").limit(limit)
+  ).map(toNotification);
 }
 
 /** Scoped to the owner: someone else's id finds nothing. */

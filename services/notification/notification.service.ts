@@ -401,9 +401,12 @@ export function createNotificationService(config: AppConfig): TypedServiceSchema
             const n = await repo.newestNotification(this.db, userId);
             return { items: n ? [toPublicNotification(n)] : [] };
           }
-          const afterSeq = after === undefined ? undefined : await repo.seqOf(this.db, userId, after);
-          if (after !== undefined && afterSeq === undefined) throw notFound("Notification");
-          return { items: (await repo.notificationsAfter(this.db, userId, afterSeq, ctx.params.limit ?? 100)).map(toPublicNotification) };
+          const limit = ctx.params.limit ?? 100;
+          if (after === undefined) return { items: (await repo.firstNotifications(this.db, userId, limit)).map(toPublicNotification) };
+          const items = await repo.notificationsAfterId(this.db, userId, after, limit);
+          // An empty page: nothing newer, or a cursor that is not one of the user's notifications (404).
+          if (!items.length && (await repo.seqOf(this.db, userId, after)) === undefined) throw notFound("Notification");
+          return { items: items.map(toPublicNotification) };
         },
       },
 
