@@ -526,8 +526,8 @@ interface SqlCounts {
 
 /**
  * MariaDB's own counters (cluster): `Questions` (statements sent by clients) and `Com_commit`,
- * server-wide. Counts, not timings: what a checkout asks of the database, which this machine's
- * noise does not move. Set by main() on a connection of its own; undefined embedded.
+ * server-wide. Counts, not timings: what a checkout asks of the database, which moves far less
+ * than a timing (a little with timing: polls, sweeps per checkout; and every client counts). Set by main() on a connection of its own; undefined embedded.
  */
 let sqlCounts: () => Promise<SqlCounts | undefined> = async () => undefined;
 
@@ -555,13 +555,14 @@ async function closedLoop(
   const t1 = setTimeout(
     () => {
       window = cpuWindow(procs);
-      sql0 = sqlCounts();
+      // A failed read leaves the counts unknown (not printed), never an unhandled rejection.
+      sql0 = sqlCounts().catch(() => undefined);
     },
     Math.max(0, measureFrom - performance.now()),
   );
   const t2 = setTimeout(
     () => {
-      sql1 = sqlCounts();
+      sql1 = sqlCounts().catch(() => undefined);
       const w = window?.stop();
       cores = w?.cores ?? [];
       stall = w?.stall;
@@ -688,7 +689,15 @@ async function openFeeds(token: string, orderId: string, deadline: number) {
     if (res.status !== 200) throw new StepError(`GET ${route}: ${res.status} ${(await res.text()).slice(0, 200)}`);
     return sseReader(res);
   };
-  const [order, notes] = await Promise.all([open(`/api/orders/${orderId}/events`), open("/api/notifications/stream")]);
+  const both = await Promise.allSettled([open(`/api/orders/${orderId}/events`), open("/api/notifications/stream")]);
+  const readers = both.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const failed = both.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) {
+    // The other one may be open: closed, so no stream outlives its checkout.
+    await Promise.all(readers.map((r) => r.close()));
+    throw failed.reason;
+  }
+  const [order, notes] = readers;
   const left = () => Math.max(1, Math.ceil(deadline - performance.now()));
   return {
     async paid(): Promise<void> {
@@ -1133,7 +1142,7 @@ async function main(): Promise<void> {
         "",
         ...(sql
           ? [
-              `MariaDB per checkout (its server-wide counters over the measured window, counts that this machine's speed does not move): ${perOp(sql.statements)} statements, ${perOp(sql.commits)} commits.`,
+              `MariaDB per checkout (its server-wide counters over the measured window, counts, which move far less than timings): ${perOp(sql.statements)} statements, ${perOp(sql.commits)} commits.`,
               "",
             ]
           : []),

@@ -275,25 +275,38 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
         name: "Dave",
       })
     ).value;
-    const o = await order(s.accessToken);
-    // The order's own notification first: its wake would come before the logout.
-    await eventually("the order's notification", async () =>
-      ((await g.call(N, "List", {}, { token: s.accessToken })).value.items as { type: string }[]).some((n) => n.type === "order.created"),
-    );
-    const feeds = (app.broker.getLocalService("grpc") as unknown as { liveFeeds: { open: { notifications: number } } }).liveFeeds;
-    const before = feeds.open.notifications;
-    const notes = g.stream(LIVE, "StreamNotifications", {}, { token: s.accessToken });
+    const feeds = (
+      app.broker.getLocalService("grpc") as unknown as {
+        liveFeeds: { open: { notifications: number }; notificationCreated(userId: unknown): void };
+      }
+    ).liveFeeds;
+    // The wakes this edge receives, seen: the order's own notification must have woken the edge
+    // before the stream opens, or its late wake would spend the read this test is about.
+    const wokenFor: unknown[] = [];
+    const wake = feeds.notificationCreated.bind(feeds);
+    feeds.notificationCreated = (userId) => {
+      wokenFor.push(userId);
+      wake(userId);
+    };
     try {
-      // Open: registered and past its first read (the newest notification), waiting for a wake.
-      await eventually("the stream is open", async () => feeds.open.notifications === before + 1);
-      await g.call("meridian.user.v1.UserService", "Logout", { refreshToken: s.refreshToken }, { token: s.accessToken });
-      // The cancellation's notification wakes the stream: the login has ended, so it reads nothing.
-      await g.call(O, "Cancel", { id: o.id }, { token: admin });
-      const end = await notes.ended;
-      assert.ok(end !== "OK" && end.code === "UNAUTHENTICATED", JSON.stringify(end));
-      assert.ok(!notes.received.some((n) => n.type === "order.cancelled"), "nothing read after the logout");
+      const o = await order(s.accessToken);
+      await eventually("the order's notification woke the edge", async () => wokenFor.includes(s.user.id));
+      const before = feeds.open.notifications;
+      const notes = g.stream(LIVE, "StreamNotifications", {}, { token: s.accessToken });
+      try {
+        // Registered (its first read, the newest notification, follows at once), then waiting for a wake.
+        await eventually("the stream is open", async () => feeds.open.notifications === before + 1);
+        await g.call("meridian.user.v1.UserService", "Logout", { refreshToken: s.refreshToken }, { token: s.accessToken });
+        // The cancellation's notification wakes the stream: the login has ended, so it reads nothing.
+        await g.call(O, "Cancel", { id: o.id }, { token: admin });
+        const end = await notes.ended;
+        assert.ok(end !== "OK" && end.code === "UNAUTHENTICATED", JSON.stringify(end));
+        assert.ok(!notes.received.some((n) => n.type === "order.cancelled"), "nothing read after the logout");
+      } finally {
+        notes.cancel();
+      }
     } finally {
-      notes.cancel();
+      delete (feeds as { notificationCreated?: unknown }).notificationCreated;
     }
   });
 });

@@ -18,7 +18,8 @@ export interface SseReader {
   readonly events: SseEvent[];
   /**
    * The first event received (so far or later) that `check` accepts: it wakes on the event,
-   * without polling. Rejects when the stream ends first, or after `timeoutMs`.
+   * without polling. Rejects when the stream ends (or sends a block that is not JSON) first,
+   * after `timeoutMs`, or with what `check` threw.
    */
   until(what: string, check: (e: SseEvent) => boolean, timeoutMs?: number): Promise<SseEvent>;
   close(): Promise<void>;
@@ -26,11 +27,12 @@ export interface SseReader {
 
 export function sseReader(res: Response): SseReader {
   const events: SseEvent[] = [];
-  const waiters = new Set<{ check: (e: SseEvent) => boolean; resolve: (e: SseEvent) => void; reject: (err: Error) => void }>();
+  const waiters = new Set<{ offer: (e: SseEvent) => void; reject: (err: Error) => void }>();
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
   let done = false;
+  let failure: Error | undefined;
   const pump = (async () => {
     for (;;) {
       const { value, done: end } = await reader.read().catch(() => ({ value: undefined, done: true }));
@@ -51,22 +53,37 @@ export function sseReader(res: Response): SseReader {
         }
         if (e.data === undefined) continue;
         events.push(e);
-        for (const w of waiters) if (w.check(e)) w.resolve(e);
+        for (const w of waiters) w.offer(e);
       }
     }
-    done = true;
-    for (const w of waiters) w.reject(new Error("the stream ended"));
-  })();
+  })()
+    // A block that is not JSON ends the reading: every wait fails with it, none hangs.
+    .catch((err: unknown) => void (failure = err instanceof Error ? err : new Error(String(err))))
+    .finally(() => {
+      done = true;
+      for (const w of waiters) w.reject(failure ?? new Error("the stream ended"));
+    });
   return {
     events,
     until(what, check, timeoutMs = 10_000) {
-      const seen = events.find(check);
+      let seen: SseEvent | undefined;
+      try {
+        seen = events.find(check);
+      } catch (err) {
+        return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+      }
       if (seen) return Promise.resolve(seen);
-      if (done) return Promise.reject(new Error(`${what}: the stream ended`));
+      if (done) return Promise.reject(new Error(`${what}: ${(failure ?? new Error("the stream ended")).message}`));
       return new Promise<SseEvent>((resolve, reject) => {
         const w = {
-          check,
-          resolve: (e: SseEvent) => finish(() => resolve(e)),
+          // A check that throws fails its own wait, not the reading of the stream.
+          offer: (e: SseEvent) => {
+            try {
+              if (check(e)) finish(() => resolve(e));
+            } catch (err) {
+              finish(() => reject(err instanceof Error ? err : new Error(String(err))));
+            }
+          },
           reject: (err: Error) => finish(() => reject(new Error(`${what}: ${err.message}`))),
         };
         const timer = setTimeout(() => w.reject(new Error(`not within ${timeoutMs} ms`)), timeoutMs);
