@@ -1,8 +1,9 @@
 /**
  * `LiveFeedsMixin`: an edge service (the REST gateway, the gRPC edge) keeps `this.liveFeeds`
  * (lib/live/feeds.ts) awake with the business events this node receives: every order and
- * return event that changes an order (`ORDER_EVENTS`) wakes that order's watchers, `notification.created` its user's streams, and a
- * (re)bound broadcast queue wakes every stream (events may have been missed meanwhile).
+ * return event that changes an order (`ORDER_EVENTS`) wakes that order's watchers,
+ * `notification.created` its user's streams, and a (re)bound broadcast queue wakes every
+ * stream (events may have been missed meanwhile).
  */
 import type { ServiceSchema } from "moleculer";
 import type { AppConfig } from "../lib/config";
