@@ -30,6 +30,15 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
     (await g.call(O, "Create", { shippingAddress: ADDRESS, items: { items: [{ productId, quantity: 1 }] } }, { token })).value as {
       id: string;
     };
+  /** A new account of its own (a session: user, accessToken, refreshToken): a test may end its login. */
+  const newUser = async (name: string) =>
+    (
+      await g.call("meridian.user.v1.UserService", "Register", {
+        email: `${name.toLowerCase()}-${randomBytes(3).toString("hex")}@example.com`,
+        password: `${name.toLowerCase()} password`,
+        name,
+      })
+    ).value;
   const pay = async (orderId: string, token: string) => {
     const p = (await g.call(O, "Pay", { id: orderId, provider: "sandbox" }, { token })).value;
     await g.call("meridian.payment.v1.PaymentService", "SandboxComplete", {
@@ -249,13 +258,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
   });
 
   it("a stream stops with its login: after a logout, its next read is UNAUTHENTICATED", async () => {
-    const s = (
-      await g.call("meridian.user.v1.UserService", "Register", {
-        email: `carol-${randomBytes(3).toString("hex")}@example.com`,
-        password: "carol password",
-        name: "Carol",
-      })
-    ).value;
+    const s = await newUser("Carol");
     const o = await order(s.accessToken);
     const watch = g.stream(LIVE, "WatchOrder", { id: o.id }, { token: s.accessToken });
     await watch.until("the current state", () => true);
@@ -268,13 +271,7 @@ describe("live feeds (embedded): gRPC streams and Server-Sent Events", () => {
   });
 
   it("a notification stream stops with its login too: its first read after the open waits for a wake, and asks who the caller is", async () => {
-    const s = (
-      await g.call("meridian.user.v1.UserService", "Register", {
-        email: `dave-${randomBytes(3).toString("hex")}@example.com`,
-        password: "dave password",
-        name: "Dave",
-      })
-    ).value;
+    const s = await newUser("Dave");
     const feeds = (
       app.broker.getLocalService("grpc") as unknown as {
         liveFeeds: { open: { notifications: number }; notificationCreated(userId: unknown): void };
