@@ -54,12 +54,12 @@ interface ItemRow {
 
 const parse = <T>(s: string | null): T | null => (s ? (JSON.parse(s) as T) : null);
 
+/** An order without its lines: what a check of its state, owner, total or deadline needs. */
+export type OrderHead = Omit<OrderRecord, "items">;
+
 function toOrder(r: OrderRow, items: ItemRow[]): OrderRecord {
   return {
-    id: r.id,
-    userId: r.user_id,
-    status: r.status,
-    total: { amount: Number(r.total_amount), currency: r.currency },
+    ...toOrderHead(r),
     items: items.map((i) => ({
       productId: i.product_id,
       sku: i.sku,
@@ -67,6 +67,15 @@ function toOrder(r: OrderRow, items: ItemRow[]): OrderRecord {
       unitPrice: { amount: Number(i.unit_price), currency: r.currency },
       quantity: Number(i.quantity),
     })),
+  };
+}
+
+function toOrderHead(r: OrderRow): OrderHead {
+  return {
+    id: r.id,
+    userId: r.user_id,
+    status: r.status,
+    total: { amount: Number(r.total_amount), currency: r.currency },
     shippingAddress: parse(r.shipping_address)!,
     shipment: parse(r.shipment),
     shipped: Boolean(r.shipped),
@@ -138,6 +147,12 @@ export async function findOrder(db: Knex, id: string): Promise<OrderRecord | und
   const row = (await db("orders").where({ id }).first()) as OrderRow | undefined;
   if (!row) return undefined;
   return toOrder(row, (await itemsOf(db, [id])).get(id) ?? []);
+}
+
+/** The order's own row, without its lines: one statement (undefined: no such order). */
+export async function findOrderHead(db: Knex, id: string): Promise<OrderHead | undefined> {
+  const row = (await db("orders").where({ id }).first()) as OrderRow | undefined;
+  return row && toOrderHead(row);
 }
 
 /** Only the order's status (undefined: no such order). */

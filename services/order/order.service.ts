@@ -177,7 +177,8 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
         params: Params["order.pay"],
         async handler(this: OrderThis, ctx: Ctx<ActionParams<"order.pay">>): Promise<ActionResponse<"order.pay">> {
           const me = requireUser(ctx);
-          const order = await repo.findOrder(this.db, ctx.params.id);
+          // Its row only: paying needs the owner, status, total and deadline, not the lines.
+          const order = await repo.findOrderHead(this.db, ctx.params.id);
           // Only the owner pays; anyone else's order is not found.
           if (!order || order.userId !== me.id) throw notFound("Order");
           if (order.status !== "PENDING_PAYMENT")
