@@ -163,18 +163,32 @@ export function aborting(): boolean {
   return exiting;
 }
 
-/** Ctrl-C / SIGTERM: stop the load, clean up everything, exit 130/143. */
+/** Stops the load and runs every cleanup step, then exits with `code`; once, whatever asks first. */
+function exitAfterCleanup(why: string, code: number): void {
+  if (exiting) return;
+  exiting = true;
+  process.stderr.write(`\n${why}: cleaning up...\n`);
+  stopLoad();
+  void cleanupAll().finally(() => process.exit(code));
+}
+
+/**
+ * Ctrl-C / SIGTERM: stop the load, clean up everything, exit 130/143. A crash too (an uncaught
+ * exception, or a rejection nobody handled, e.g. in a watcher started with `void`): Node would
+ * exit at once, leaving the nodes under test running, and each would skew every later
+ * measurement on the machine; here the cleanup runs first and the exit code is 1. The limit:
+ * a SIGKILL of this process (a CI's hard timeout) runs nothing.
+ */
 export function installSignalCleanup(): void {
   for (const [signal, code] of [
     ["SIGINT", 130],
     ["SIGTERM", 143],
   ] as const)
-    process.on(signal, () => {
-      if (exiting) return;
-      exiting = true;
-      process.stderr.write(`\n${signal}: cleaning up...\n`);
-      stopLoad();
-      void cleanupAll().finally(() => process.exit(code));
+    process.on(signal, () => exitAfterCleanup(signal, code));
+  for (const event of ["uncaughtException", "unhandledRejection"] as const)
+    process.on(event, (err: unknown) => {
+      process.stderr.write(`\n${event}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      exitAfterCleanup(event, 1);
     });
 }
 
