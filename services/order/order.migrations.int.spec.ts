@@ -7,8 +7,10 @@
 import assert from "node:assert/strict";
 import path from "node:path";
 import { it } from "mocha";
-import { createKnex, dropDatabase, ensureDatabase, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
+import { createKnex, dropDatabase, ensureDatabase, inTransaction, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
+import { sqlitePlans } from "../../test/support/sqlite-plans";
+import { unpaidState } from "./order.repo";
 
 const MIGRATIONS = path.join(__dirname, "migrations");
 const TABLES = [
@@ -97,3 +99,17 @@ for (const db of ["sqlite", "mariadb"] as const) {
     }
   });
 }
+
+it("on SQLite, a create's count of the user's unpaid orders reads through (user_id, status), not by walking every user's unpaid orders", async () => {
+  const config = testConfig({ db: "sqlite" });
+  const knex = createKnex(config, "order");
+  try {
+    await migrateLatest(knex, MIGRATIONS);
+    const plans = await sqlitePlans(knex, () => inTransaction(knex, (trx) => unpaidState(trx, "u1", 0)));
+    const ofOrders = plans.filter((p) => /from `orders`/.test(p.sql));
+    assert.equal(ofOrders.length, 1, JSON.stringify(plans));
+    assert.match(ofOrders[0].plan, /USING (COVERING )?INDEX orders_user_status \(user_id=\? AND status=\?\)/, ofOrders[0].plan);
+  } finally {
+    await knex.destroy();
+  }
+});

@@ -8,6 +8,8 @@ import path from "node:path";
 import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, isUniqueViolation, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
+import { sqlitePlans } from "../../test/support/sqlite-plans";
+import { hasSucceededPayment } from "./payment.repo";
 
 const MIGRATIONS = path.join(__dirname, "migrations");
 const TABLES = ["payments", "refunds", "sandbox_payments", "sandbox_refunds", "outbox", "inbox", "dead_letters"];
@@ -63,3 +65,16 @@ for (const db of ["sqlite", "mariadb"] as const) {
     }
   });
 }
+
+it("on SQLite, whether an order has a succeeded payment is read through (order_id, status), not by walking every payment in that status", async () => {
+  const config = testConfig({ db: "sqlite" });
+  const knex = createKnex(config, "payment");
+  try {
+    await migrateLatest(knex, MIGRATIONS);
+    const plans = await sqlitePlans(knex, () => hasSucceededPayment(knex, "o1"));
+    assert.equal(plans.length, 1, JSON.stringify(plans));
+    assert.match(plans[0].plan, /USING (COVERING )?INDEX payments_order_status \(order_id=\? AND status=\?\)/, plans[0].plan);
+  } finally {
+    await knex.destroy();
+  }
+});
