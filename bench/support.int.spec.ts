@@ -20,21 +20,37 @@ describe("bench cleanup (bench/support.ts)", function () {
     it(`a bench that crashes (${crash === "rejection" ? "a rejection nobody handles" : "an uncaught exception"}) stops the nodes it started before it exits, with code 1`, async () => {
       const bench = spawnTs(path.join(__dirname, "fixtures", "crashing-bench.ts"), { name: `crashing-bench (${crash})`, args: [crash] });
       let childPid: number | undefined;
+      let passed = false;
       try {
         childPid = Number((await bench.waitForLine(/^child pid (\d+)$/, 30_000))[1]);
         await bench.waitExit();
-        assert.equal(bench.exitCode, 1, bench.lines.join("\n"));
+        assert.equal(bench.exitCode, 1, `exit code 1 although the bench's main exits 0 after the crash:\n${bench.lines.join("\n")}`);
         assert.ok(
           bench.lines.some((l) => l.includes(`planted: an ${crash === "rejection" ? "unhandled rejection" : "uncaught exception"}`)),
           "the crash is printed",
         );
-        // The cleanup awaited the child's exit (SIGTERM) before the bench exited.
+        // The cleanup awaited the child's exit (SIGTERM) before the bench exited, and reaped it.
         assert.equal(alive(childPid), false, `the node under test (pid ${childPid}) still runs after the bench crashed`);
+        passed = true;
       } finally {
-        bench.kill("SIGKILL");
-        if (childPid && alive(childPid)) process.kill(childPid, "SIGKILL");
-        await eventually("the fixture's processes gone", async () => !childPid || !alive(childPid));
+        // Only after a failure: a pid that is gone may be reused by an unrelated process.
+        if (!passed) {
+          bench.kill("SIGKILL");
+          if (childPid && alive(childPid)) process.kill(childPid, "SIGKILL");
+        }
       }
     });
   }
+
+  it("a bench whose main exits 0 while a crash's cleanup runs still exits 1", async () => {
+    const bench = spawnTs(path.join(__dirname, "fixtures", "crashing-bench.ts"), {
+      name: "crashing-bench (exit during cleanup)",
+      args: ["rejection", "exit-during-cleanup"],
+    });
+    await bench.waitExit();
+    assert.equal(bench.exitCode, 1, bench.lines.join("\n"));
+    // The child got its SIGTERM from the cleanup before the exit; it ends by itself.
+    const childPid = Number(bench.lines.map((l) => /^child pid (\d+)$/.exec(l)?.[1]).find(Boolean));
+    await eventually(`the node under test (pid ${childPid}) gone`, async () => !alive(childPid));
+  });
 });

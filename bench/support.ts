@@ -9,6 +9,7 @@ import fs from "node:fs";
 import inspector from "node:inspector";
 import path from "node:path";
 import readline from "node:readline";
+import { inspect } from "node:util";
 import type { ChildHandle } from "../test/support/proc";
 
 // ---- autocannon (no bundled typings: the part of its API used here) ----
@@ -157,11 +158,16 @@ export async function scoped<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 let exiting = false;
+/** Set by a crash (see installSignalCleanup): the run's figures are not recorded and it exits 1. */
+let crashed = false;
 
-/** True once Ctrl-C / SIGTERM was received: the run should start nothing new. */
+/** True once Ctrl-C / SIGTERM was received, or the run crashed: the run should start nothing new. */
 export function aborting(): boolean {
   return exiting;
 }
+
+/** A cleanup that has not finished by then (a step that hangs) is given up, and the process exits anyway. */
+const CLEANUP_DEADLINE_MS = 90_000;
 
 /** Stops the load and runs every cleanup step, then exits with `code`; once, whatever asks first. */
 function exitAfterCleanup(why: string, code: number): void {
@@ -169,15 +175,25 @@ function exitAfterCleanup(why: string, code: number): void {
   exiting = true;
   process.stderr.write(`\n${why}: cleaning up...\n`);
   stopLoad();
-  void cleanupAll().finally(() => process.exit(code));
+  // Not unref'd: it is what ends the process if a step never settles.
+  const deadline = setTimeout(() => {
+    process.stderr.write(`cleanup: not finished after ${CLEANUP_DEADLINE_MS / 1000} s; exiting without it\n`);
+    process.exit(code);
+  }, CLEANUP_DEADLINE_MS);
+  void cleanupAll().finally(() => {
+    clearTimeout(deadline);
+    process.exit(code);
+  });
 }
 
 /**
  * Ctrl-C / SIGTERM: stop the load, clean up everything, exit 130/143. A crash too (an uncaught
  * exception, or a rejection nobody handled, e.g. in a watcher started with `void`): Node would
  * exit at once, leaving the nodes under test running, and each would skew every later
- * measurement on the machine; here the cleanup runs first and the exit code is 1. The limit:
- * a SIGKILL of this process (a CI's hard timeout) runs nothing.
+ * measurement on the machine; here the cleanup runs first. After a crash the run's main code may
+ * still be going (it sees `aborting()`): whoever exits, the code is 1 (the 'exit' hook below),
+ * and nothing more is appended to RESULTS.md. The limit: a SIGKILL of this process (a CI's
+ * hard timeout) runs nothing.
  */
 export function installSignalCleanup(): void {
   for (const [signal, code] of [
@@ -187,9 +203,15 @@ export function installSignalCleanup(): void {
     process.on(signal, () => exitAfterCleanup(signal, code));
   for (const event of ["uncaughtException", "unhandledRejection"] as const)
     process.on(event, (err: unknown) => {
-      process.stderr.write(`\n${event}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      crashed = true;
+      // inspect, not String(): a value without a prototype would make String() throw here, and a
+      // throw in this listener would end the process at once, without the cleanup.
+      process.stderr.write(`\n${event}: ${err instanceof Error ? (err.stack ?? err.message) : inspect(err)}\n`);
       exitAfterCleanup(event, 1);
     });
+  process.on("exit", () => {
+    if (crashed) process.exitCode = 1;
+  });
 }
 
 // ---- child processes ----
@@ -397,6 +419,10 @@ export function markdownTable(header: string[], rows: string[][], alignRight: bo
 
 /** Appends a benchmark's section to bench/RESULTS.md; others append too, so never rewrite it. */
 export function appendResults(section: string): void {
+  if (crashed) {
+    process.stderr.write("Not appended to bench/RESULTS.md: the run crashed.\n");
+    return;
+  }
   const file = `${__dirname}/RESULTS.md`;
   const current = fs.readFileSync(file, "utf8");
   fs.appendFileSync(file, (current.endsWith("\n") ? "" : "\n") + section);

@@ -172,6 +172,12 @@ export async function migrateDown(db: Knex, migrationsDir: string): Promise<void
   await db.migrate.rollback(migratorConfig(migrationsDir), true);
 }
 
+/** Undoes one applied migration by its name (`<timestamp>_<name>.ts`): a schema as it was, measured beside the current one. */
+export async function migrateDownOne(db: Knex, migrationsDir: string, name: string): Promise<void> {
+  const [, undone] = (await db.migrate.down({ ...migratorConfig(migrationsDir), name })) as [number, string[]];
+  if (undone.length !== 1 || undone[0] !== name) throw new Error(`Expected to undo ${name}; undid ${undone.join(", ") || "nothing"}`);
+}
+
 export async function pendingMigrations(db: Knex, migrationsDir: string): Promise<number> {
   const [, pending] = (await db.migrate.list(migratorConfig(migrationsDir))) as [unknown[], unknown[]];
   return pending.length;

@@ -10,7 +10,7 @@ import { it } from "mocha";
 import { createKnex, dropDatabase, ensureDatabase, inTransaction, migrateDown, migrateLatest, pendingMigrations } from "../../lib/db";
 import { testConfig } from "../../test/support/app";
 import { sqlitePlans } from "../../test/support/sqlite-plans";
-import { unpaidState } from "./order.repo";
+import { listOrders, unpaidState } from "./order.repo";
 
 const MIGRATIONS = path.join(__dirname, "migrations");
 const TABLES = [
@@ -100,7 +100,7 @@ for (const db of ["sqlite", "mariadb"] as const) {
   });
 }
 
-it("on SQLite, a create's count of the user's unpaid orders reads through (user_id, status), not by walking every user's unpaid orders", async () => {
+it("on SQLite, a user's orders in a status (a create's unpaid count, GET /api/orders?status=) are read through (user_id, status), not by walking every user's orders in that status", async () => {
   const config = testConfig({ db: "sqlite" });
   const knex = createKnex(config, "order");
   try {
@@ -109,6 +109,12 @@ it("on SQLite, a create's count of the user's unpaid orders reads through (user_
     const ofOrders = plans.filter((p) => /from `orders`/.test(p.sql));
     assert.equal(ofOrders.length, 1, JSON.stringify(plans));
     assert.match(ofOrders[0].plan, /USING (COVERING )?INDEX orders_user_status \(user_id=\? AND status=\?\)/, ofOrders[0].plan);
+    // The list's count, and its page (ordered by created_at: SQLite reads the user's orders by (user_id, created_at)).
+    const listed = await sqlitePlans(knex, () => listOrders(knex, { userId: "u1", status: "PAID", limit: 20, offset: 0 }));
+    assert.equal(listed.length, 2, JSON.stringify(listed));
+    const [count, page] = listed;
+    assert.match(count.plan, /USING (COVERING )?INDEX orders_user_status \(user_id=\? AND status=\?\)/, `${count.sql}: ${count.plan}`);
+    assert.match(page.plan, /USING INDEX \w+ \(user_id=\?/, `${page.sql}: ${page.plan}`);
   } finally {
     await knex.destroy();
   }
