@@ -88,6 +88,19 @@ export async function startTestApp(opts: TestAppOptions = {}): Promise<TestApp> 
 }
 
 /** Removes every key this namespace wrote (cacher and rate limits). */
+/**
+ * The embedded system (SQLite) with a demo catalog of `catalogSize` and `admin` bootstrapped:
+ * what the load generator (test/support/load.ts) runs against in the int tier. The product
+ * service seeds the catalog in its `started` (so before start() resolves), and startTestApp
+ * waits for the search index built from it.
+ */
+export function startShopForLoad(admin: { email: string; password: string }, catalogSize = 60): Promise<TestApp> {
+  return startTestApp({
+    db: "sqlite",
+    env: { ADMIN_EMAIL: admin.email, ADMIN_PASSWORD: admin.password, DEMO_CATALOG: "true", DEMO_CATALOG_SIZE: String(catalogSize) },
+  });
+}
+
 export async function deleteRedisKeys(url: string, namespace: string): Promise<void> {
   const redis = new Redis(url, { maxRetriesPerRequest: 1, retryStrategy: () => null });
   redis.on("error", () => undefined);

@@ -10,7 +10,7 @@ import { execFile } from "node:child_process";
 import path from "node:path";
 import { after, before, describe, it } from "mocha";
 import { createKnex } from "../../lib/db";
-import { startTestApp, type TestApp } from "./app";
+import { startShopForLoad, type TestApp } from "./app";
 import { MIX_ROUTES, percentile, runLoad, type LoadProgress } from "./load";
 
 const ADMIN = { email: "load-admin@example.com", password: "load-admin-password" };
@@ -19,12 +19,7 @@ describe("load generator, embedded (SQLite, demo catalog of 60)", () => {
   let app: TestApp;
 
   before(async () => {
-    // The product service seeds the demo catalog in its `started` (so before start()
-    // resolves), and startTestApp waits for the search index built from it.
-    app = await startTestApp({
-      db: "sqlite",
-      env: { ADMIN_EMAIL: ADMIN.email, ADMIN_PASSWORD: ADMIN.password, DEMO_CATALOG: "true", DEMO_CATALOG_SIZE: "60" },
-    });
+    app = await startShopForLoad(ADMIN);
   });
   after(async () => app?.stop());
 

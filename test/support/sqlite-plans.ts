@@ -12,6 +12,13 @@ export interface SqlitePlan {
   plan: string;
 }
 
+/** SQLite's plan of one statement with its bindings, its lines joined with " | ". */
+export async function sqlitePlan(knex: Knex, sql: string, bindings: readonly Knex.Value[]): Promise<string> {
+  const rows = await knex.raw<{ detail: string }[]>(`EXPLAIN QUERY PLAN ${sql}`, bindings);
+  return rows.map((r) => r.detail).join(" | ");
+}
+
+/** The plan of every statement `run` sends through `knex` (BEGIN, COMMIT and ROLLBACK aside). */
 export async function sqlitePlans(knex: Knex, run: () => Promise<unknown>): Promise<SqlitePlan[]> {
   const seen: { sql: string; bindings: readonly Knex.Value[] }[] = [];
   const onQuery = (q: { sql: string; bindings?: readonly Knex.Value[] }) => seen.push({ sql: q.sql, bindings: q.bindings ?? [] });
@@ -24,8 +31,7 @@ export async function sqlitePlans(knex: Knex, run: () => Promise<unknown>): Prom
   const plans: SqlitePlan[] = [];
   for (const { sql, bindings } of seen) {
     if (/^(BEGIN|COMMIT|ROLLBACK)\b/i.test(sql)) continue;
-    const rows = await knex.raw<{ detail: string }[]>(`EXPLAIN QUERY PLAN ${sql}`, bindings);
-    plans.push({ sql, plan: rows.map((r) => r.detail).join(" | ") });
+    plans.push({ sql, plan: await sqlitePlan(knex, sql, bindings) });
   }
   return plans;
 }
