@@ -125,6 +125,16 @@ export function checkoutMethods(config: AppConfig) {
     async holdUnpaidSlot(this: OrderThis, userId: string, orderId: string, lines: OrderLineInput[]) {
       const now = Date.now();
       for (let round = 1; ; round++) {
+        // The lock row is made in its own statement before the transaction (an insert-ignore
+        // inside it would deadlock two first creates of one user), once per user and process:
+        // rows are never deleted, so a row this process has seen stays. Made before the first
+        // round rather than after a round that found nothing (#16): a user's first create runs
+        // one round, a BEGIN, a locking read and a COMMIT fewer; a user who ordered before this
+        // process started pays one insert that changes nothing.
+        if (!this.limitRows.has(userId)) {
+          await repo.ensureUserLimitsRow(this.db, userId, now);
+          this.limitRows.set(userId, true);
+        }
         const held = await inTransaction(this.db, async (trx) => {
           const o = await repo.lockUserLimits(trx, userId);
           if (!o) return false;
@@ -138,11 +148,9 @@ export function checkoutMethods(config: AppConfig) {
           return true;
         });
         if (held) return;
-        // The user's first create: the lock row is made in its own statement (an insert-ignore
-        // inside the transaction would deadlock two first creates), then the round runs again.
-        // Rows are never deleted, so every later create skips this write.
+        // Remembered but gone (a database restored under a running process): made again, once.
+        this.limitRows.delete(userId);
         if (round > 1) throw new Error(`The order_user_limits row of user ${userId} is missing after it was created`);
-        await repo.ensureUserLimitsRow(this.db, userId, now);
       }
     },
 

@@ -42,6 +42,7 @@
 import { forRunner } from "../../lib/runner";
 import path from "node:path";
 import type { Knex } from "knex";
+import { LRUCache } from "lru-cache";
 import type { AppConfig } from "../../lib/config";
 import { requireUser } from "../../lib/context";
 import type { AuthUser } from "../../lib/auth/tokens";
@@ -66,6 +67,8 @@ import type { TypedServiceSchema } from "../../lib/service-schema";
 import { Params } from "../../proto/gen/params";
 
 const SWEEP_INTERVAL_MS = 15_000;
+/** Users whose hoarding-limits row a node remembers as made (~100 bytes each): see holdUnpaidSlot. */
+const LIMIT_ROWS_REMEMBERED = 100_000;
 /** How long a product refused as out of stock sends creates through product.checkStock first (SoldOutHints). */
 const SOLD_OUT_HINT_MS = 5_000;
 
@@ -352,6 +355,7 @@ export function createOrderService(config: AppConfig): TypedServiceSchema<OrderT
 
     created(this: OrderThis) {
       this.soldOut = new SoldOutHints(SOLD_OUT_HINT_MS);
+      this.limitRows = new LRUCache({ max: LIMIT_ROWS_REMEMBERED });
     },
 
     async started(this: OrderThis) {

@@ -1,6 +1,7 @@
 /** What the order service's handlers see as `this`, and its request context. */
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
+import type { LRUCache } from "lru-cache";
 import type { Context } from "moleculer";
 import type { AppConfig } from "../../lib/config";
 import type { RequestContext } from "../../lib/context";
@@ -33,6 +34,8 @@ export interface OrderThis extends EventsServiceThis {
   sweeper?: Periodic;
   /** See SoldOutHints: set in `created`. */
   soldOut: SoldOutHints;
+  /** Users whose order_user_limits row this process has seen or made (holdUnpaidSlot): set in `created`. */
+  limitRows: LRUCache<string, true>;
   view(id: string, caller?: AuthUser): Promise<ReturnType<typeof toPublicOrder>>;
   viewIn(trx: Knex.Transaction, order: OrderRecord): Promise<ReturnType<typeof toPublicOrder>>;
   ownOrder(ctx: Ctx<unknown>, id: string): Promise<OrderRecord>;
