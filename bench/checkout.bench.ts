@@ -42,7 +42,7 @@
  * BENCH_FLASH_BUYERS (1000, at most BENCH_BUYERS), BENCH_FLASH_UNITS (100), BENCH_ORDER_REPLICAS (2),
  * BENCH_PAYMENT_REPLICAS (2), BENCH_WATCH (sse | poll), BENCH_POLL_MS (25, poll), BENCH_PARTS (raw,checkout,flash; checkout,flash
  * embedded), BENCH_MODE (cluster | embedded), BENCH_LOG_LEVEL
- * (warn), BENCH_CPU_PROF (a directory: V8 CPU profiles of the nodes, see bench/support.ts), BENCH_RECORD (0: print without appending to RESULTS.md), BENCH_CHILD_OUTPUT (1: echo the
+ * (warn), BENCH_CPU_PROF (a directory: V8 CPU profiles of the nodes, see bench/support.ts), BENCH_NODE_ARGS (flags for the nodes, profileArgs in bench/support.ts), BENCH_RECORD (0: print without appending to RESULTS.md), BENCH_CHILD_OUTPUT (1: echo the
  * nodes' output). Exit 1 if a part had errors or a failed check.
  */
 import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";

@@ -225,12 +225,17 @@ export interface BenchChild extends ChildHandle {
 export const CPU_PROF_DIR = process.env.BENCH_CPU_PROF ? path.resolve(process.env.BENCH_CPU_PROF) : undefined;
 
 /**
- * Node arguments that profile a child when BENCH_CPU_PROF is set: V8 writes one file per thread
- * into BENCH_CPU_PROF/<case>/<node>/ when the node exits; the largest is the main thread (the
- * small one is tsx's module-loader thread). Read one with `npx tsx bench/cpuprofile-top.ts`.
+ * Node arguments of a Meridian node under test:
+ * - BENCH_NODE_ARGS (split on spaces), for trying a runtime flag on the nodes only (V8's are
+ *   refused in NODE_OPTIONS, which would also reach the load generator), e.g.
+ *   `BENCH_NODE_ARGS=--interrupt-budget=16384`;
+ * - with BENCH_CPU_PROF, profiling: V8 writes one file per thread into
+ *   BENCH_CPU_PROF/<case>/<node>/ when the node exits; the largest is the main thread (the small
+ *   one is tsx's module-loader thread). Read one with `npx tsx bench/cpuprofile-top.ts`.
  */
 export function profileArgs(caseName: string, name: string): string[] {
-  return CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${path.join(CPU_PROF_DIR, caseName, name)}`] : [];
+  const extra = (process.env.BENCH_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+  return [...extra, ...(CPU_PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${path.join(CPU_PROF_DIR, caseName, name)}`] : [])];
 }
 
 /**
