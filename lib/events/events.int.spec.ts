@@ -348,19 +348,58 @@ describe("events over RabbitMQ on MariaDB", () => {
       shop.db.on("query", record);
       try {
         for (let n = 0; n < 5; n++) await broker.call("shop.emit", { event: "order.placed", payloads: [{ n }] });
-        await waitFor("5 published and marked", async () => shop.eventStats().published === 5);
+        await waitFor("5 published and marked", async () => shop.eventStats().published === 5 && (await unsentOutbox(shop.db)) === 0);
       } finally {
         shop.db.off("query", record);
       }
       assert.equal((await effects(broker)).length, 5);
-      const relayStatements = statements.filter((sql) => /outbox/i.test(sql) && !/^insert/i.test(sql));
-      assert.ok(relayStatements.length > 0 && relayStatements.length <= 5, `a mark per pass: ${relayStatements.join(" | ")}`);
+      // Neither the rows' inserts nor this test's own count of unsent rows (unsentOutbox).
+      const relayStatements = statements.filter((sql) => /outbox/i.test(sql) && !/^insert/i.test(sql) && !/^select count/i.test(sql));
+      assert.ok(relayStatements.length > 0 && relayStatements.length <= 5, `a mark per pass at most: ${relayStatements.join(" | ")}`);
       assert.ok(
         relayStatements.every((sql) => /^update `outbox` set `sent_at`/i.test(sql)),
         `only marks, no claim: ${relayStatements.join(" | ")}`,
       );
       assert.equal(statements.filter((sql) => /isolation level|for update/i.test(sql)).length, 0, "no relay transaction");
     } finally {
+      await broker.stop();
+      await dropAll(config, ["shop", "audit"]);
+    }
+  });
+
+  it("the marks of rows published one pass after another wait and go in one statement; held meanwhile, past their lease, no sweep of their relay publishes them again; a stop marks them", async () => {
+    const t = env();
+    // A sweep every 50 ms: one would find the published rows unmarked if the hand-over let them go.
+    const config = eventsConfig(t, { EVENTS_POLL_INTERVAL_MS: "50" });
+    const broker = await startBroker("n1", [producerService(config), consumerService(config, ["order.placed"])]);
+    const shop = svc<Events & { $events: { relay: { markDelayMs: number; stop(): Promise<void> } } }>(broker, "shop");
+    const relay = shop.$events.relay;
+    relay.markDelayMs = 60_000; // longer than the test: only the stop marks them
+    const marks: string[] = [];
+    const record = (q: { sql: string; bindings?: unknown[] }) => {
+      if (/^update `outbox` set `sent_at`/i.test(q.sql)) marks.push(String(q.bindings?.length ?? 0));
+    };
+    try {
+      shop.db.on("query", record);
+      const ids: string[] = [];
+      for (let n = 0; n < 5; n++)
+        ids.push(...(await broker.call<string[], unknown>("shop.emit", { event: "order.placed", payloads: [{ n }] })));
+      await waitFor("5 applied", async () => (await effects(broker)).length === 5);
+      // Past their lease (5 s): due for any sweep but this relay's, which holds them.
+      const due = Math.max(...(await shop.db("outbox").whereIn("id", ids).pluck("available_at")).map(Number));
+      await waitFor("the leases' end", async () => Date.now() > due, 10_000);
+      const passesBefore = shop.eventStats().relayPasses;
+      await waitFor("a few sweeps after it", async () => shop.eventStats().relayPasses.empty >= passesBefore.empty + 4);
+      assert.deepEqual(marks, [], "no mark before the delay");
+      assert.equal(await unsentOutbox(shop.db), 5, "published, not yet marked");
+      assert.equal(shop.eventStats().published, 5, "each published once: the sweeps left the held rows alone");
+      await relay.stop();
+      assert.deepEqual(marks, ["6"], "one statement (sent_at and the 5 ids) marks them at the stop");
+      assert.equal(await unsentOutbox(shop.db), 0);
+      assert.deepEqual((await effects(broker)).map((r) => r.message_id).sort(), [...ids].sort());
+      assert.equal(svc<Events>(broker, "audit").eventStats().duplicates, 0);
+    } finally {
+      shop.db.off("query", record);
       await broker.stop();
       await dropAll(config, ["shop", "audit"]);
     }
@@ -597,7 +636,7 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       assert.equal(svc<Events>(broker, "audit").eventStats().duplicates, 2);
       assert.equal(calls, 23);
       const shop = svc<Events>(broker, "shop");
-      assert.equal((await shop.db("outbox").whereNull("sent_at")).length, 0);
+      await waitFor("every row marked", async () => (await unsentOutbox(shop.db)) === 0);
       assert.deepEqual(
         (await listDeadLetters(config, "picky")).map((d) => d.messageId),
         [poison],
@@ -647,7 +686,7 @@ describe("embedded delivery (no RabbitMQ) on SQLite", () => {
       assert.deepEqual((await effects(broker, "picky")).map((r) => r.message_id).sort(), [...ids].sort());
       assert.equal(failures, 3, "the failing row ran in its batch, on its own, and once more when retried");
       assert.equal(picky.applied, 20);
-      assert.equal((await svc<Events>(broker, "shop").db("outbox").whereNull("sent_at")).length, 0);
+      await waitFor("every row marked", async () => (await unsentOutbox(svc<Events>(broker, "shop").db)) === 0);
     } finally {
       await broker.stop();
       await dropAll(config, ["shop", "audit", "picky", "solo"]);

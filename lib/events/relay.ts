@@ -12,8 +12,9 @@
  * Two ways a row reaches a relay (both modes):
  * - the hand-over: `publishEvent` writes the row with a lease (`available_at` = insert time +
  *   `leaseMs`: no sweep takes it before then) and, once its transaction committed, hands it to
- *   its own process's relay, which publishes it from memory and marks it, with no claim of the
- *   table and no transaction open while the broker confirms;
+ *   its own process's relay, which publishes it from memory and marks it (with the other marks
+ *   of the next MARK_DELAY_MS, in one statement), with no claim of the table and no transaction
+ *   open while the broker confirms;
  * - the sweep, at most twice per `pollIntervalMs`: rows due (`available_at <= now`) that no
  *   hand-over holds here: a crash between commit and publish (here or on another replica:
  *   after the lease), a publish that failed (its lease released at once), retries that came
@@ -84,6 +85,14 @@ export interface RelayOptions {
 const DAY = 86_400_000;
 /** Handed-over rows waiting beyond this many are left to the sweeps (they are in the table). */
 const HANDOVER_QUEUE = 10_000;
+/**
+ * How long the mark of a row published from memory waits for the marks of that moment to go
+ * with it in one statement (`markLater`). Measured (#16): a cluster checkout's hand-overs were
+ * marked in ~4 statements, each its own commit; the relays of five nodes at 20 checkouts/s
+ * marked every ~60 ms each. Far inside both leases (1 s embedded, 5 s AMQP), so no sweep
+ * publishes a row again while its mark waits.
+ */
+const MARK_DELAY_MS = 200;
 
 abstract class RelayLoop {
   protected readonly batchSize: number;
@@ -91,8 +100,14 @@ abstract class RelayLoop {
   private lastPurge = Date.now();
   /** Rows handed over by this process's commits, not yet taken by a pass. */
   private readonly handedOver: RelayRow[] = [];
-  /** Ids handed over and not yet done with: a sweep leaves them to the hand-over. */
+  /** Ids handed over and not yet done with (published rows until marked): a sweep leaves them to the hand-over. */
   private readonly held = new Set<string>();
+  /** Published rows whose mark waits (markLater) or is running. */
+  private readonly unmarked = new Set<string>();
+  private nextMarks: string[] = [];
+  private markTimer: NodeJS.Timeout | undefined;
+  /** The last flush of marks: flushes run one after another, and a stop waits for them. */
+  private flushing: Promise<void> = Promise.resolve();
   private lastSweep = 0;
   /** The last sweep claimed a full batch: the next pass sweeps again at once. */
   private sweepFull = false;
@@ -100,6 +115,8 @@ abstract class RelayLoop {
   published = 0;
   /** Passes that found rows, and those that found none (the benchmark: rows per pass). */
   passes = { withRows: 0, empty: 0 };
+  /** How long a mark waits for others (MARK_DELAY_MS; a test lengthens it to see the marks held). */
+  markDelayMs = MARK_DELAY_MS;
 
   /**
    * How long a row written by `publishEvent` is this process's own (`addOutboxEvent`'s lease):
@@ -167,6 +184,7 @@ abstract class RelayLoop {
     const loop = this.loop;
     this.loop = undefined;
     await loop?.stop();
+    await this.flushMarks();
     await this.reset();
     // Not published here: another replica (or the next start) takes them at its next sweep
     // rather than at the lease's end.
@@ -203,7 +221,8 @@ abstract class RelayLoop {
       try {
         handled += await this.deliverHandedOver(rows);
       } finally {
-        for (const r of rows) this.held.delete(r.id);
+        // Published ones stay held until their mark (markLater).
+        for (const r of rows) if (!this.unmarked.has(r.id)) this.held.delete(r.id);
       }
     }
     // At most twice per poll interval, so that kicked passes in between do not stretch it.
@@ -215,6 +234,49 @@ abstract class RelayLoop {
       handled += swept.handled;
     }
     return handled;
+  }
+
+  /**
+   * Rows published (delivered) outside a claim's transaction, marked sent with the others of
+   * the next MARK_DELAY_MS in one statement (at once from batchSize on). Held until then, so
+   * this process's sweeps leave them alone; other replicas' sweeps wait for their lease. The
+   * guarantee is the one a mark right after the publish gave: a crash (or a failed mark) before
+   * it leaves the rows pending, published again after their lease; duplicates, absorbed by the
+   * inboxes. What it costs: a crash may now leave the last 200 ms of published rows to be
+   * published again, not only the one pass in flight.
+   */
+  protected markLater(ids: string[]): void {
+    for (const id of ids) {
+      this.held.add(id);
+      this.unmarked.add(id);
+      this.nextMarks.push(id);
+    }
+    if (this.nextMarks.length >= this.batchSize) void this.flushMarks();
+    else if (this.nextMarks.length && !this.markTimer) this.markTimer = setTimeout(() => void this.flushMarks(), this.markDelayMs);
+  }
+
+  /** Marks what markLater holds now; resolves once every flush so far has ended (it never rejects). */
+  protected flushMarks(): Promise<void> {
+    clearTimeout(this.markTimer);
+    this.markTimer = undefined;
+    const ids = this.nextMarks;
+    if (!ids.length) return this.flushing;
+    this.nextMarks = [];
+    this.flushing = this.flushing.then(async () => {
+      try {
+        await markSent(this.opts.db, ids, Date.now());
+      } catch (err) {
+        this.opts.logger.warn(
+          `Event relay of '${this.opts.source}': ${ids.length} published row(s) not marked sent (${(err as Error).message}); published again after their lease`,
+        );
+      } finally {
+        for (const id of ids) {
+          this.unmarked.delete(id);
+          this.held.delete(id);
+        }
+      }
+    });
+    return this.flushing;
   }
 
   private async onePass(): Promise<typeof AGAIN | undefined> {
@@ -334,9 +396,9 @@ export class AmqpRelay extends RelayLoop {
   protected async deliverHandedOver(rows: RelayRow[]): Promise<number> {
     let outcome: Awaited<ReturnType<AmqpRelay["publishAndMark"]>>;
     try {
-      outcome = await this.publishAndMark(this.opts.db, rows);
+      outcome = await this.publishAndMark(this.opts.db, rows, async (ids) => this.markLater(ids));
     } catch (err) {
-      // No channel, or the mark failed: none of them is known sent.
+      // No channel (or a failed retry mark): none of them is known sent.
       await this.release(rows.map((r) => r.id));
       throw err;
     }
@@ -352,13 +414,17 @@ export class AmqpRelay extends RelayLoop {
     const { db } = this.opts;
     if (!this.lock) {
       const rows = await claimPending(db, this.batchSize, now, false);
-      return { claimed: rows.length, handled: this.settle(await this.publishAndMark(db, keep(rows))) };
+      return {
+        claimed: rows.length,
+        handled: this.settle(await this.publishAndMark(db, keep(rows), (ids) => markSent(db, ids, Date.now()))),
+      };
     }
     if (!(await anyDue(db, now))) return { claimed: 0, handled: 0 };
     const { claimed, outcome } = await db.transaction(
       async (trx) => {
         const rows = await claimPending(trx, this.batchSize, now, true);
-        return { claimed: rows.length, outcome: await this.publishAndMark(trx, keep(rows)) };
+        // Marked inside the claim: its rows are due, so another replica would claim them after the commit.
+        return { claimed: rows.length, outcome: await this.publishAndMark(trx, keep(rows), (ids) => markSent(trx, ids, Date.now())) };
       },
       { isolationLevel: "read committed" },
     );
@@ -368,11 +434,12 @@ export class AmqpRelay extends RelayLoop {
   private async publishAndMark(
     db: Knex,
     rows: RelayRow[],
+    mark: (ids: string[]) => Promise<void>,
   ): Promise<{ rows: number; confirmed: number; unroutable: RelayRow[]; unsent: RelayRow[] }> {
     if (!rows.length) return { rows: 0, confirmed: 0, unroutable: [], unsent: [] };
     const ch = await this.confirmChannel();
     const { confirmed, unroutable } = await this.publish(ch, rows);
-    await markSent(db, confirmed, Date.now());
+    if (confirmed.length) await mark(confirmed);
     for (const row of unroutable)
       await markRetry(
         db,
@@ -550,11 +617,8 @@ export class EmbeddedRelay extends RelayLoop {
       });
     }
     const sent = rows.filter((row) => !failures.has(row.id));
-    await markSent(
-      db,
-      sent.map((row) => row.id),
-      Date.now(),
-    );
+    // One process per database file: held until marked, no sweep delivers them again.
+    this.markLater(sent.map((row) => row.id));
     this.published += sent.length;
     for (const row of sent) countBusiness(this.opts.broker, "events_published", { service: source, event: row.event });
     for (const [i, row] of rows.entries()) {
