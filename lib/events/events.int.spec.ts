@@ -367,14 +367,16 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  it("the marks of rows published one pass after another wait and go in one statement; held meanwhile, past their lease, no sweep of their relay publishes them again; a stop marks them", async () => {
+  it("the marks of rows published one pass after another wait and go in one statement; a stop marks them; a row near its lease's end is marked at once", async () => {
     const t = env();
-    // A sweep every 50 ms: one would find the published rows unmarked if the hand-over let them go.
     const config = eventsConfig(t, { EVENTS_POLL_INTERVAL_MS: "50" });
     const broker = await startBroker("n1", [producerService(config), consumerService(config, ["order.placed"])]);
-    const shop = svc<Events & { $events: { relay: { markDelayMs: number; stop(): Promise<void> } } }>(broker, "shop");
+    type Relay = { markDelayMs: number; leaseMs: number; stop(): Promise<void>; start(): void };
+    const shop = svc<Events & { $events: { relay: Relay } }>(broker, "shop");
     const relay = shop.$events.relay;
-    relay.markDelayMs = 60_000; // longer than the test: only the stop marks them
+    // Longer than the test, and a lease longer still: only the stop marks them.
+    relay.markDelayMs = 60_000;
+    relay.leaseMs = 120_000;
     const marks: string[] = [];
     const record = (q: { sql: string; bindings?: unknown[] }) => {
       if (/^update `outbox` set `sent_at`/i.test(q.sql)) marks.push(String(q.bindings?.length ?? 0));
@@ -385,18 +387,23 @@ describe("events over RabbitMQ on MariaDB", () => {
       for (let n = 0; n < 5; n++)
         ids.push(...(await broker.call<string[], unknown>("shop.emit", { event: "order.placed", payloads: [{ n }] })));
       await waitFor("5 applied", async () => (await effects(broker)).length === 5);
-      // Past their lease (5 s): due for any sweep but this relay's, which holds them.
-      const due = Math.max(...(await shop.db("outbox").whereIn("id", ids).pluck("available_at")).map(Number));
-      await waitFor("the leases' end", async () => Date.now() > due, 10_000);
       const passesBefore = shop.eventStats().relayPasses;
-      await waitFor("a few sweeps after it", async () => shop.eventStats().relayPasses.empty >= passesBefore.empty + 4);
+      await waitFor("a few passes after", async () => shop.eventStats().relayPasses.empty >= passesBefore.empty + 4);
       assert.deepEqual(marks, [], "no mark before the delay");
       assert.equal(await unsentOutbox(shop.db), 5, "published, not yet marked");
-      assert.equal(shop.eventStats().published, 5, "each published once: the sweeps left the held rows alone");
+      assert.equal(shop.eventStats().published, 5);
       await relay.stop();
       assert.deepEqual(marks, ["6"], "one statement (sent_at and the 5 ids) marks them at the stop");
       assert.equal(await unsentOutbox(shop.db), 0);
-      assert.deepEqual((await effects(broker)).map((r) => r.message_id).sort(), [...ids].sort());
+
+      // A lease shorter than the delay: the mark goes before the lease ends (another replica's
+      // sweep could take the row then), not after the delay.
+      relay.leaseMs = 1_000;
+      relay.start();
+      const [late] = await broker.call<string[], unknown>("shop.emit", { event: "order.placed", payloads: [{ n: 5 }] });
+      await waitFor("marked", async () => (await unsentOutbox(shop.db)) === 0, 10_000);
+      assert.ok((await effects(broker)).some((r) => r.message_id === late));
+      assert.deepEqual((await effects(broker)).map((r) => r.message_id).sort(), [...ids, late].sort());
       assert.equal(svc<Events>(broker, "audit").eventStats().duplicates, 0);
     } finally {
       shop.db.off("query", record);
@@ -405,13 +412,46 @@ describe("events over RabbitMQ on MariaDB", () => {
     }
   });
 
-  it("a row its process never handed over (a crash between commit and hand-over) is published by another replica once its lease ends, once", async () => {
+  /** A consumer and two producer replicas (one to crash), sweeping every 100 ms; stopped and dropped after `body`. */
+  const withTwoProducers = async (
+    body: (b: { t: EventsTestEnv; consumer: ServiceBroker; crashing: ServiceBroker; other: ServiceBroker }) => Promise<void>,
+  ) => {
     const t = env();
     const config = eventsConfig(t, { EVENTS_POLL_INTERVAL_MS: "100" });
     const consumer = await startBroker("c", [consumerService(config, ["order.placed"])]);
     const crashing = await startBroker("p1", [producerService(config)]);
     const other = await startBroker("p2", [producerService(config)]);
     try {
+      await body({ t, consumer, crashing, other });
+    } finally {
+      for (const b of [other, crashing, consumer]) await b.stop();
+      await dropAll(config, ["shop", "audit"]);
+    }
+  };
+
+  it("a row published and never marked (a crash before its mark) is published again by another replica after its lease, and applied once", () =>
+    withTwoProducers(async ({ consumer, crashing, other }) => {
+      const relay = svc<Events & { $events: { relay: { markLater(rows: unknown[]): void } } }>(crashing, "shop").$events.relay;
+      // The planted crash: published and confirmed, its mark never made.
+      relay.markLater = () => undefined;
+      const [id] = await crashing.call<string[], unknown>("shop.emit", { event: "order.placed", payloads: [{ n: 1 }] });
+      const audit = svc<Events>(consumer, "audit");
+      await waitFor("applied", async () => audit.eventStats().applied === 1);
+      await crashing.stop();
+      const db = svc<Events>(other, "shop").db;
+      assert.equal(await unsentOutbox(db), 1, "not marked");
+      await waitFor("published again and marked", async () => (await unsentOutbox(db)) === 0, 20_000);
+      assert.equal(svc<Events>(other, "shop").eventStats().published, 1, "the other replica published it after the lease");
+      await waitFor("the duplicate absorbed", async () => audit.eventStats().duplicates === 1);
+      assert.deepEqual(
+        (await effects(consumer)).map((r) => r.message_id),
+        [id],
+        "applied once",
+      );
+    }));
+
+  it("a row its process never handed over (a crash between commit and hand-over) is published by another replica once its lease ends, once", () =>
+    withTwoProducers(async ({ t, consumer, crashing, other }) => {
       type RelayHandle = { $events: { relay: { handOver(row: unknown): void; leaseMs: number } } };
       const relay = svc<Events & RelayHandle>(crashing, "shop").$events.relay;
       // The planted crash: this process commits the row and never publishes it.
@@ -435,11 +475,7 @@ describe("events over RabbitMQ on MariaDB", () => {
         [id],
         "applied once",
       );
-    } finally {
-      for (const b of [other, crashing, consumer]) await b.stop();
-      await dropAll(config, ["shop", "audit"]);
-    }
-  });
+    }));
 
   /** An `order.created` payload (a catalog event: the contracts say the notification service consumes it). */
   const orderCreated = (n: number) => ({

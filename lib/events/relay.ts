@@ -28,9 +28,11 @@
  * transaction that outlasted it, a backlog), and a failed pass releases its rows and its queue
  * at once; a crashed process's rows wait for the lease (AMQP 5 s) and the next sweep. The
  * limits: a publish still waiting on the broker when the lease ends (a broker stalled for
- * seconds) may be published by another replica's sweep as well, and so may every row when a
- * replica's clock runs ahead of the producer's by more than the lease (`available_at` is the
- * producer's clock, `now` the sweeper's): duplicates, absorbed by the inboxes.
+ * seconds) may be published by another replica's sweep as well, and so may a published row
+ * whose mark (sent MARK_DELAY_MS before the lease ends at the latest) has not committed by then
+ * (a stalled database), and every row when a replica's clock runs ahead of the producer's by
+ * more than the lease (`available_at` is the producer's clock, `now` the sweeper's):
+ * duplicates, absorbed by the inboxes.
  *
  * Embedded mode (`EmbeddedRelay`): the same rows are delivered in-process to the local
  * subscribers (consumer.ts), each applying a pass's rows through its inbox in one transaction
@@ -89,10 +91,13 @@ const HANDOVER_QUEUE = 10_000;
  * How long the mark of a row published from memory waits for the marks of that moment to go
  * with it in one statement (`markLater`). Measured (#16): a cluster checkout's hand-overs were
  * marked in ~4 statements, each its own commit; the relays of five nodes at 20 checkouts/s
- * marked every ~60 ms each. Far inside both leases (1 s embedded, 5 s AMQP), so no sweep
- * publishes a row again while its mark waits.
+ * marked every ~60 ms each. A lease runs from the row's insert, so a row published late in its
+ * lease (a slow transaction, a backlog) is marked sooner: no later than MARK_DELAY_MS before its
+ * lease ends, when another replica's sweep could take it.
  */
 const MARK_DELAY_MS = 200;
+/** A mark (one statement) that has not answered by then is given up, as a release is (see `release`). */
+const MARK_TIMEOUT_MS = 2_000;
 
 abstract class RelayLoop {
   protected readonly batchSize: number;
@@ -103,15 +108,19 @@ abstract class RelayLoop {
   /** Ids handed over and not yet done with (published rows until marked): a sweep leaves them to the hand-over. */
   private readonly held = new Set<string>();
   /** Published rows whose mark waits (markLater) or is running. */
-  private readonly unmarked = new Set<string>();
+  protected readonly unmarked = new Set<string>();
   private nextMarks: string[] = [];
   private markTimer: NodeJS.Timeout | undefined;
+  /** When the timer fires (epoch ms). */
+  private markTimerAt = Infinity;
+  /** When the pending marks must go at the latest (epoch ms; see MARK_DELAY_MS). */
+  private markBy = Infinity;
   /** The last flush of marks: flushes run one after another, and a stop waits for them. */
   private flushing: Promise<void> = Promise.resolve();
   private lastSweep = 0;
   /** The last sweep claimed a full batch: the next pass sweeps again at once. */
   private sweepFull = false;
-  /** Rows this relay marked sent (for tests and the benchmark). */
+  /** Rows this relay published (delivered), counted then, before their mark (for tests and the benchmark). */
   published = 0;
   /** Passes that found rows, and those that found none (the benchmark: rows per pass). */
   passes = { withRows: 0, empty: 0 };
@@ -245,26 +254,38 @@ abstract class RelayLoop {
    * inboxes. What it costs: a crash may now leave the last 200 ms of published rows to be
    * published again, not only the one pass in flight.
    */
-  protected markLater(ids: string[]): void {
-    for (const id of ids) {
-      this.held.add(id);
-      this.unmarked.add(id);
-      this.nextMarks.push(id);
+  protected markLater(rows: RelayRow[]): void {
+    if (!rows.length) return;
+    for (const row of rows) {
+      this.held.add(row.id);
+      this.unmarked.add(row.id);
+      this.nextMarks.push(row.id);
+      this.markBy = Math.min(this.markBy, row.available_at - this.markDelayMs);
     }
-    if (this.nextMarks.length >= this.batchSize) void this.flushMarks();
-    else if (this.nextMarks.length && !this.markTimer) this.markTimer = setTimeout(() => void this.flushMarks(), this.markDelayMs);
+    const now = Date.now();
+    const at = Math.min(now + this.markDelayMs, this.markBy);
+    if (this.nextMarks.length >= this.batchSize || at <= now) return void this.flushMarks();
+    if (this.markTimer && this.markTimerAt <= at) return;
+    clearTimeout(this.markTimer);
+    this.markTimerAt = at;
+    // Unref'd: it never holds a process open; a stop flushes, and an exit without one leaves the
+    // rows to be published again after their lease, as a crash does.
+    this.markTimer = setTimeout(() => void this.flushMarks(), at - now).unref();
   }
 
   /** Marks what markLater holds now; resolves once every flush so far has ended (it never rejects). */
   protected flushMarks(): Promise<void> {
     clearTimeout(this.markTimer);
     this.markTimer = undefined;
+    this.markTimerAt = Infinity;
+    this.markBy = Infinity;
     const ids = this.nextMarks;
     if (!ids.length) return this.flushing;
     this.nextMarks = [];
     this.flushing = this.flushing.then(async () => {
       try {
-        await markSent(this.opts.db, ids, Date.now());
+        // Bounded: a stalled database must not hold a stop, nor the flushes after this one.
+        await withTimeout(markSent(this.opts.db, ids, Date.now()), MARK_TIMEOUT_MS, "marking outbox rows sent");
       } catch (err) {
         this.opts.logger.warn(
           `Event relay of '${this.opts.source}': ${ids.length} published row(s) not marked sent (${(err as Error).message}); published again after their lease`,
@@ -396,10 +417,15 @@ export class AmqpRelay extends RelayLoop {
   protected async deliverHandedOver(rows: RelayRow[]): Promise<number> {
     let outcome: Awaited<ReturnType<AmqpRelay["publishAndMark"]>>;
     try {
-      outcome = await this.publishAndMark(this.opts.db, rows, async (ids) => this.markLater(ids));
+      outcome = await this.publishAndMark(this.opts.db, rows, async (ids) => {
+        const confirmed = new Set(ids);
+        this.markLater(rows.filter((r) => confirmed.has(r.id)));
+      });
     } catch (err) {
-      // No channel (or a failed retry mark): none of them is known sent.
-      await this.release(rows.map((r) => r.id));
+      // No channel, or a failed retry mark of a row routed nowhere: the rows not confirmed are
+      // released; the confirmed ones wait for their mark (released, another replica would
+      // publish them again).
+      await this.release(rows.filter((r) => !this.unmarked.has(r.id)).map((r) => r.id));
       throw err;
     }
     if (outcome.unsent.length) await this.release(outcome.unsent.map((r) => r.id));
@@ -584,15 +610,16 @@ export class EmbeddedRelay extends RelayLoop {
   protected async reset(): Promise<void> {}
 
   protected deliverHandedOver(rows: RelayRow[]): Promise<number> {
-    return this.deliver(rows);
+    return this.deliver(rows, true);
   }
 
   protected async sweep(now: number, keep: (rows: RelayRow[]) => RelayRow[]): Promise<{ claimed: number; handled: number }> {
     const rows = await claimPending(this.embOpts.db, this.batchSize, now, false);
-    return { claimed: rows.length, handled: await this.deliver(keep(rows)) };
+    // Marked at once: a sweep's rows are due, and held ones would fill the next sweeps' batches.
+    return { claimed: rows.length, handled: await this.deliver(keep(rows), false) };
   }
 
-  private async deliver(rows: RelayRow[]): Promise<number> {
+  private async deliver(rows: RelayRow[], handedOver: boolean): Promise<number> {
     const { db, source, bus, maxAttempts, retryDelaysMs } = this.embOpts;
     if (!rows.length) return 0;
     const envelopes = rows.map((row) => toEnvelope(row, source));
@@ -617,8 +644,14 @@ export class EmbeddedRelay extends RelayLoop {
       });
     }
     const sent = rows.filter((row) => !failures.has(row.id));
-    // One process per database file: held until marked, no sweep delivers them again.
-    this.markLater(sent.map((row) => row.id));
+    // One process per database file: a hand-over's rows are held until marked, no sweep delivers them again.
+    if (handedOver) this.markLater(sent);
+    else
+      await markSent(
+        db,
+        sent.map((row) => row.id),
+        Date.now(),
+      );
     this.published += sent.length;
     for (const row of sent) countBusiness(this.opts.broker, "events_published", { service: source, event: row.event });
     for (const [i, row] of rows.entries()) {
