@@ -304,11 +304,10 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
     // The hoarding check's lock row is written by a user's first create only, before its one
     // locked round (not after a round that found nothing).
     const db = (app.broker.getLocalService("order") as unknown as { db: import("knex").Knex }).db;
-    const fresh = (
-      await call("POST", "/api/auth/register", {
-        body: { email: `fresh-${randomBytes(3).toString("hex")}@example.com`, password: "fresh password", name: "F" },
-      })
-    ).body.accessToken;
+    const registered = await call("POST", "/api/auth/register", {
+      body: { email: `fresh-${randomBytes(3).toString("hex")}@example.com`, password: "fresh password", name: "F" },
+    });
+    const fresh = registered.body.accessToken;
     const limitRowStatements = async (run: () => Promise<unknown>) => {
       const seen: string[] = [];
       const onQuery = (q: { sql: string }) => {
@@ -326,6 +325,9 @@ describe("checkout, embedded (SQLite, sandbox platform over HTTP)", () => {
       assert.equal((await order(fresh, { shippingAddress: SHIPPING_ADDRESS, items: [{ productId: p.id, quantity: 1 }] })).status, 201);
     assert.deepEqual(await limitRowStatements(buy), ["insert", "select"], "the first create makes the row, then locks it once");
     assert.deepEqual(await limitRowStatements(buy), ["select"], "a later create finds it");
+    // Remembered but gone (a database restored under the running node): made again, once.
+    await db("order_user_limits").where({ user_id: registered.body.user.id }).delete();
+    assert.deepEqual(await limitRowStatements(buy), ["select", "insert", "select"], "a row gone is made again");
   });
 
   it("a product sold out moments ago: the next buyer is refused by product.checkStock's read with no write in the order database; a key's replay still answers its order; a restock sells at once", async () => {
