@@ -57,6 +57,7 @@ import { createBroker } from "../app";
 import { loadConfig, type AppConfig } from "../lib/config";
 import { createKnex, databaseName, dropDatabase } from "../lib/db";
 import { deleteRedisKeys } from "../test/support/app";
+import { mapBounded, range } from "../lib/bounded";
 import { freePort } from "../test/support/ports";
 import { sseReader } from "../test/support/sse";
 import { createVhost } from "../test/support/rabbitmq";
@@ -472,23 +473,21 @@ interface Buyer {
 
 async function registerBuyers(n: number): Promise<{ buyers: Buyer[]; seconds: number }> {
   const runId = randomBytes(3).toString("hex");
-  const buyers: Buyer[] = new Array(n);
   const t0 = performance.now();
-  let next = 0;
   let done = 0;
   say(`[buyers] registering ${n} users through POST /api/auth/register (argon2id), 8 at a time:`);
-  await Promise.all(
-    Array.from({ length: 8 }, async () => {
-      while (next < n && !aborting()) {
-        const i = next++;
-        const a = await api("POST", "/api/auth/register", {
-          body: { email: `buyer-${runId}-${i}@bench.example`, password: PASSWORD, name: `Buyer ${i}` },
-        });
-        expectStatus(a, 201, "register");
-        buyers[i] = { id: a.body.user.id, token: a.body.accessToken };
-        if (++done % 100 === 0 || done === n) say(` ${done}`);
-      }
-    }),
+  const buyers = await mapBounded(
+    range(n),
+    8,
+    async (i): Promise<Buyer> => {
+      const a = await api("POST", "/api/auth/register", {
+        body: { email: `buyer-${runId}-${i}@bench.example`, password: PASSWORD, name: `Buyer ${i}` },
+      });
+      expectStatus(a, 201, "register");
+      if (++done % 100 === 0 || done === n) say(` ${done}`);
+      return { id: a.body.user.id, token: a.body.accessToken };
+    },
+    { stop: aborting },
   );
   const seconds = (performance.now() - t0) / 1000;
   say(` done in ${seconds.toFixed(1)} s\n`);

@@ -25,6 +25,7 @@ import type { EventsServiceThis } from "../mixins/events.mixin";
 import { createVhost } from "../test/support/rabbitmq";
 import { appendResults, cpuSeconds, pidOf, summaryFigure } from "./support";
 import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
+import { mapBounded, range } from "../lib/bounded";
 
 const N = Number(process.env.BENCH_EVENTS ?? 5000);
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 20);
@@ -145,25 +146,19 @@ async function outbox(uri: string): Promise<OutboxResult> {
   try {
     const cpu0 = cpuNow();
     const start = performance.now();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: CONCURRENCY }, async () => {
-        while (next < N) {
-          const n = next++;
-          const id = await inTransaction(shop.db, async (trx) => {
-            await trx("effects").insert({ message_id: `local-${n}`, event: "local", payload: "{}", applied_at: Date.now() });
-            // A real catalog event: its payload travels as its contract message (protobuf).
-            return shop.publishEvent(trx, "user.registered", {
-              userId: `bench-${n}`,
-              email: `bench-${n}@example.test`,
-              name: "Bench",
-              occurredAt: new Date().toISOString(),
-            });
-          });
-          committedAt.set(id, performance.now());
-        }
-      }),
-    );
+    await mapBounded(range(N), CONCURRENCY, async (n) => {
+      const id = await inTransaction(shop.db, async (trx) => {
+        await trx("effects").insert({ message_id: `local-${n}`, event: "local", payload: "{}", applied_at: Date.now() });
+        // A real catalog event: its payload travels as its contract message (protobuf).
+        return shop.publishEvent(trx, "user.registered", {
+          userId: `bench-${n}`,
+          email: `bench-${n}@example.test`,
+          name: "Bench",
+          occurredAt: new Date().toISOString(),
+        });
+      });
+      committedAt.set(id, performance.now());
+    });
     const producedS = (performance.now() - start) / 1000;
     await waitFor("all applied", async () => latencies.length >= N, 300_000, 50);
     const cpu1 = cpuNow();
@@ -202,19 +197,13 @@ async function commitsOnly(): Promise<Result> {
   try {
     const latencies: number[] = [];
     const start = performance.now();
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: CONCURRENCY }, async () => {
-        while (next < N) {
-          const n = next++;
-          const t0 = performance.now();
-          await inTransaction(shop.db, async (trx) => {
-            await trx("effects").insert({ message_id: `local-${n}`, event: "local", payload: "{}", applied_at: Date.now() });
-          });
-          latencies.push(performance.now() - t0);
-        }
-      }),
-    );
+    await mapBounded(range(N), CONCURRENCY, async (n) => {
+      const t0 = performance.now();
+      await inTransaction(shop.db, async (trx) => {
+        await trx("effects").insert({ message_id: `local-${n}`, event: "local", payload: "{}", applied_at: Date.now() });
+      });
+      latencies.push(performance.now() - t0);
+    });
     const seconds = (performance.now() - start) / 1000;
     return {
       name: "MariaDB commits only (same transaction, no event)",

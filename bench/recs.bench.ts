@@ -43,6 +43,7 @@ import { MYSQL_URL, uniqueNamespace } from "../test/support/servers";
 import { generate, prng, type Dataset } from "./recs-data";
 import { datasetSources, loadModel, rebuildWithProgress } from "./recs.eval";
 import { progressSteps } from "../lib/progress";
+import { mapBounded } from "../lib/bounded";
 import {
   appendResults,
   cleanupAll,
@@ -138,18 +139,12 @@ async function applyRate(
   envelopes: { id: string }[],
   label: string,
 ): Promise<{ perSecond: number; ms: number }> {
-  let next = 0;
   let done = 0;
   const started = performance.now();
-  await Promise.all(
-    Array.from({ length: UPDATE_WORKERS }, async () => {
-      while (next < envelopes.length) {
-        const e = envelopes[next++];
-        if ((await applyOnce(db, e as never, handler)) !== "applied") throw new Error(`${label}: ${e.id} not applied`);
-        if (++done % 250 === 0 || done === envelopes.length) bar(label, done, envelopes.length);
-      }
-    }),
-  );
+  await mapBounded(envelopes, UPDATE_WORKERS, async (e) => {
+    if ((await applyOnce(db, e as never, handler)) !== "applied") throw new Error(`${label}: ${e.id} not applied`);
+    if (++done % 250 === 0 || done === envelopes.length) bar(label, done, envelopes.length);
+  });
   const ms = performance.now() - started;
   return { perSecond: (envelopes.length / ms) * 1000, ms };
 }

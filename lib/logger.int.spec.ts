@@ -17,6 +17,7 @@ import { uniqueNamespace } from "../test/support/servers";
 import { loadConfig } from "./config";
 import type { LogDestination } from "./logger";
 import { logFields } from "./tracing";
+import { mapBounded, range } from "./bounded";
 
 const ROOT = path.resolve(__dirname, "..");
 
@@ -125,17 +126,11 @@ describe("npm start's asynchronous stdout", () => {
       // From here the child's stdout pipe fills (64 KiB) and its lines queue in the process.
       child.stdout.pause();
       const N = 1500;
-      let next = 0;
-      await Promise.all(
-        Array.from({ length: 20 }, async () => {
-          while (next < N) {
-            const i = next++;
-            const res = await fetch(`http://127.0.0.1:${port}/api/no-such-route-${i}`, { headers: { "x-request-id": `flush-${i}` } });
-            assert.equal(res.status, 404);
-            await res.arrayBuffer();
-          }
-        }),
-      );
+      await mapBounded(range(N), 20, async (i) => {
+        const res = await fetch(`http://127.0.0.1:${port}/api/no-such-route-${i}`, { headers: { "x-request-id": `flush-${i}` } });
+        assert.equal(res.status, 404);
+        await res.arrayBuffer();
+      });
       child.kill("SIGTERM");
       // The stop waits for the queued lines; reading again lets them out.
       await new Promise((r) => setTimeout(r, 500));

@@ -22,7 +22,7 @@ import type { ServiceBroker } from "moleculer";
 import { createBroker } from "../../app";
 import { ALL_SERVICES, loadConfig, type AppConfig, type ServiceName } from "../../lib/config";
 import { http, startTestApp, type TestApp } from "../../test/support/app";
-import { mapBounded } from "../../test/support/bounded";
+import { mapBounded } from "../../lib/bounded";
 import { eventually } from "../../test/support/eventually";
 import { REDIS_URL, uniqueNamespace } from "../../test/support/servers";
 

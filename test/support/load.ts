@@ -27,6 +27,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { rng } from "../../lib/demo-catalog";
+import { mapBounded } from "../../lib/bounded";
 
 // ---- the mix ----
 
@@ -449,17 +450,14 @@ async function loadCatalog(
   if (adminToken) {
     // Restocked a few at a time: enough to be quick, few enough not to be a load of its own.
     const low = pool.filter((p) => p.stock.available < opts.stockTarget);
-    for (let i = 0; i < low.length; i += 8)
-      await Promise.all(
-        low.slice(i, i + 8).map((p) =>
-          setup(`restocking ${p.id}`, () =>
-            client.call("POST /api/products/:id/stock", "POST", `/api/products/${p.id}/stock`, {
-              token: adminToken,
-              body: { delta: opts.stockTarget - p.stock.available },
-            }),
-          ),
-        ),
-      );
+    await mapBounded(low, 8, (p) =>
+      setup(`restocking ${p.id}`, () =>
+        client.call("POST /api/products/:id/stock", "POST", `/api/products/${p.id}/stock`, {
+          token: adminToken,
+          body: { delta: opts.stockTarget - p.stock.available },
+        }),
+      ),
+    );
   } else {
     pool = pool.filter((p) => p.stock.available > 0);
     if (!pool.length) throw new Error("load setup: no product in stock among the catalog's first pages (give an admin to restock)");
