@@ -115,8 +115,8 @@ abstract class RelayLoop {
   private markTimerAt = Infinity;
   /** When the pending marks must go at the latest (epoch ms; see MARK_DELAY_MS). */
   private markBy = Infinity;
-  /** The last flush of marks: flushes run one after another, and a stop waits for them. */
-  private flushing: Promise<void> = Promise.resolve();
+  /** Flushes of marks in progress: side by side (one stalled does not delay the next), a stop waits for them. */
+  private readonly flushes = new Set<Promise<void>>();
   private lastSweep = 0;
   /** The last sweep claimed a full batch: the next pass sweeps again at once. */
   private sweepFull = false;
@@ -198,6 +198,8 @@ abstract class RelayLoop {
     // Not published here: another replica (or the next start) takes them at its next sweep
     // rather than at the lease's end.
     await this.releaseQueue();
+    // A pass that outlived the loop's stop wait may have published (and marked later) since.
+    await this.flushMarks();
   }
 
   /** The queued hand-overs left to the sweeps, due at once (the database down: at their lease's end). */
@@ -264,7 +266,8 @@ abstract class RelayLoop {
     }
     const now = Date.now();
     const at = Math.min(now + this.markDelayMs, this.markBy);
-    if (this.nextMarks.length >= this.batchSize || at <= now) return void this.flushMarks();
+    // Stopped: at once (a pass that outlived the stop's wait), not on a timer after the database closed.
+    if (this.nextMarks.length >= this.batchSize || at <= now || !this.loop) return void this.flushMarks();
     if (this.markTimer && this.markTimerAt <= at) return;
     clearTimeout(this.markTimer);
     this.markTimerAt = at;
@@ -273,31 +276,36 @@ abstract class RelayLoop {
     this.markTimer = setTimeout(() => void this.flushMarks(), at - now).unref();
   }
 
-  /** Marks what markLater holds now; resolves once every flush so far has ended (it never rejects). */
-  protected flushMarks(): Promise<void> {
+  /** Marks what markLater holds now; resolves once every flush in progress has ended (it never rejects). */
+  protected async flushMarks(): Promise<void> {
     clearTimeout(this.markTimer);
     this.markTimer = undefined;
     this.markTimerAt = Infinity;
     this.markBy = Infinity;
     const ids = this.nextMarks;
-    if (!ids.length) return this.flushing;
     this.nextMarks = [];
-    this.flushing = this.flushing.then(async () => {
-      try {
-        // Bounded: a stalled database must not hold a stop, nor the flushes after this one.
-        await withTimeout(markSent(this.opts.db, ids, Date.now()), MARK_TIMEOUT_MS, "marking outbox rows sent");
-      } catch (err) {
-        this.opts.logger.warn(
-          `Event relay of '${this.opts.source}': ${ids.length} published row(s) not marked sent (${(err as Error).message}); published again after their lease`,
-        );
-      } finally {
-        for (const id of ids) {
-          this.unmarked.delete(id);
-          this.held.delete(id);
+    if (ids.length) {
+      const flush = (async () => {
+        try {
+          // Bounded: a stalled database must not hold a stop. The statement may still commit
+          // later; until then the rows, no longer held, may be published again (duplicates,
+          // absorbed by the inboxes).
+          await withTimeout(markSent(this.opts.db, ids, Date.now()), MARK_TIMEOUT_MS, "marking outbox rows sent");
+        } catch (err) {
+          this.opts.logger.warn(
+            `Event relay of '${this.opts.source}': ${ids.length} published row(s) not marked sent (${(err as Error).message}); published again after their lease`,
+          );
+        } finally {
+          for (const id of ids) {
+            this.unmarked.delete(id);
+            this.held.delete(id);
+          }
         }
-      }
-    });
-    return this.flushing;
+      })();
+      this.flushes.add(flush);
+      void flush.finally(() => this.flushes.delete(flush));
+    }
+    await Promise.all([...this.flushes]);
   }
 
   private async onePass(): Promise<typeof AGAIN | undefined> {
@@ -644,7 +652,8 @@ export class EmbeddedRelay extends RelayLoop {
       });
     }
     const sent = rows.filter((row) => !failures.has(row.id));
-    // One process per database file: a hand-over's rows are held until marked, no sweep delivers them again.
+    // One process per database file: a hand-over's rows are held until marked (or their mark
+    // failed), so no sweep delivers them again meanwhile.
     if (handedOver) this.markLater(sent);
     else
       await markSent(
