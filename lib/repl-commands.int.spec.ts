@@ -170,9 +170,10 @@ describe("invariants on a system at rest: a delivered order partly refunded, one
   });
 
   it("business-events: an order's trail from outbox to inboxes; an unsent row and an unapplied one say so", async () => {
-    const trail = await eventually("the refund applied by the order service", async () => {
+    // Its order.created marked too: a relay marks what it delivered up to 200 ms later (relay.ts).
+    const trail = await eventually("the refund applied by the order service, the order's creation marked sent", async () => {
       const out = await run("business-events", {}, { order: refundedId, last: "50" }, sys);
-      return /refund\.succeeded .* applied by .*order \+\d+ ms/.test(out) && out;
+      return /refund\.succeeded .* applied by .*order \+\d+ ms/.test(out) && /order\.created +\S+ {2}sent /.test(out) && out;
     });
     assert.match(trail, new RegExp(`^\\d+ business event\\(s\\) naming order ${refundedId}, oldest first`));
     const lines = trail.split("\n").slice(1);

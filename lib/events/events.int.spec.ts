@@ -431,10 +431,15 @@ describe("events over RabbitMQ on MariaDB", () => {
 
   it("a row published and never marked (a crash before its mark) is published again by another replica after its lease, and applied once", () =>
     withTwoProducers(async ({ consumer, crashing, other }) => {
-      const relay = svc<Events & { $events: { relay: { markLater(rows: unknown[]): void } } }>(crashing, "shop").$events.relay;
+      const shop = svc<Events & { $events: { relay: { markLater(rows: unknown[]): void; leaseMs: number } } }>(crashing, "shop");
+      const relay = shop.$events.relay;
+      // A relay whose first pass has run (its channel ready) writes its rows with its lease and takes them by hand-over.
+      await waitFor("the first pass", async () => shop.eventStats().relayPasses.empty + shop.eventStats().relayPasses.withRows > 0);
       // The planted crash: published and confirmed, its mark never made.
       relay.markLater = () => undefined;
       const [id] = await crashing.call<string[], unknown>("shop.emit", { event: "order.placed", payloads: [{ n: 1 }] });
+      const row = await shop.db("outbox").where({ id }).first<{ occurred_at: number; available_at: number }>();
+      assert.equal(Number(row.available_at) - Number(row.occurred_at), relay.leaseMs, "written with the relay's lease");
       const audit = svc<Events>(consumer, "audit");
       await waitFor("applied", async () => audit.eventStats().applied === 1);
       await crashing.stop();
